@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# bootstrap.sh — everything a fresh Debian 12 machine needs before vmpi runs, idempotently:
+# system packages (scripts/setup-system.sh), npm dependencies and the native addon (npm ci),
+# the TypeScript build, and the guest artefacts (kernel, module, initramfs: scripts/guest/build.sh).
+# Used by `npm test` and `npm run demo`; quick when everything is already in place.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+log() { printf '[bootstrap] %s\n' "$*" >&2; }
+
+bash scripts/setup-system.sh
+
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  log "npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+if [ ! -f build/Release/vmpi_native.node ] || [ -n "$(find addon binding.gyp -newer build/Release/vmpi_native.node 2>/dev/null | head -n1)" ]; then
+  log "building the native addon"
+  npx --no-install node-gyp rebuild --loglevel=warn >/dev/null
+fi
+log "building TypeScript"
+npx --no-install tsc -p tsconfig.build.json
+
+if [ "${VMPI_SKIP_GUEST:-0}" != 1 ]; then
+  bash scripts/guest/build.sh
+fi

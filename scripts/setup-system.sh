@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# setup-system.sh — installs the system packages vmpi needs on Debian 12, idempotently.
+# Owns: apt sources for bookworm-backports (QEMU 10), build tools, busybox/cpio for guest
+# initramfs, and the guest kernel's build headers. Safe to run again: it only acts on what is missing.
+set -euo pipefail
+
+log() { printf '[setup-system] %s\n' "$*" >&2; }
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+
+need_update=0
+BACKPORTS=/etc/apt/sources.list.d/vmpi-backports.sources
+if [ ! -f "$BACKPORTS" ]; then
+  # Derive the backports stanza from the first stanza of the distribution's own sources file,
+  # so no mirror host is written here.
+  src=/etc/apt/sources.list.d/debian.sources
+  if [ ! -f "$src" ]; then
+    log "cannot enable bookworm-backports: $src not found; add a bookworm-backports source by hand"; exit 1
+  fi
+  awk 'BEGIN{RS="";ORS="\n\n"} NR==1{print; exit}' "$src" \
+    | sed -E 's/^Suites:.*/Suites: bookworm-backports/' | $SUDO tee "$BACKPORTS" >/dev/null
+  log "enabled bookworm-backports in $BACKPORTS"
+  need_update=1
+fi
+
+stamp=/var/lib/apt/periodic/vmpi-update-stamp
+if [ "$need_update" = 1 ] || [ ! -f "$stamp" ] || [ -n "$(find "$stamp" -mmin +720 2>/dev/null)" ]; then
+  log "apt-get update"
+  $SUDO apt-get update -qq
+  $SUDO mkdir -p "$(dirname "$stamp")"; $SUDO touch "$stamp"
+fi
+
+pkgs=(build-essential python3 make g++ busybox-static cpio kmod iproute2 xz-utils zstd prometheus)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing: ${missing[*]}"
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+qemu_major() { qemu-system-x86_64 --version 2>/dev/null | sed -nE 's/^QEMU emulator version ([0-9]+).*/\1/p'; }
+if [ "$(qemu_major || true)" = "" ] || [ "$(qemu_major)" -lt 10 ]; then
+  log "installing QEMU from bookworm-backports"
+  $SUDO apt-get install -y -qq --no-install-recommends -t bookworm-backports qemu-system-x86 >/dev/null
+fi
+log "QEMU: $(qemu-system-x86_64 --version | head -n1)"

@@ -1,0 +1,99 @@
+/**
+ * native.ts — the typed face of the C++ addon (addon/vmpi_native.cc).
+ *
+ * Owns: loading the compiled addon and declaring exactly what JavaScript may call. The addon does
+ * only what JavaScript cannot: Unix-socket messages with SCM_RIGHTS, mmap/munmap of received fds,
+ * eventfd, memfd, and uv_poll watchers that wake the event loop when an fd becomes readable.
+ * Every fd it returns is O_CLOEXEC and (for sockets and eventfds) O_NONBLOCK.
+ * Errors are thrown as `Error` with `code` set to the errno name (e.g. "EAGAIN", "EBADF") and
+ * `syscall` set to the failing call, like Node's own system errors.
+ */
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** Result of one recvmsg(2): bytes read (0 = peer closed) and the fds that came with them. */
+export interface RecvResult {
+  bytes: number;
+  fds: number[];
+}
+
+/** Watches one fd with uv_poll; the callback runs on the JS thread. */
+export interface FdWatcher {
+  /**
+   * Start (or restart) watching. For an eventfd watcher (see `watchEventfd`) the addon reads the
+   * counter itself before calling back, so the callback gets the counter value.
+   */
+  start(): void;
+  /** Stop watching; can be started again. */
+  stop(): void;
+  /** Stop and release the uv handle. Does not close the fd. Idempotent. */
+  close(): void;
+}
+
+export interface Native {
+  /** socket+bind+listen on a Unix stream socket path; returns the listening fd (non-blocking). */
+  listenUnix(path: string, backlog: number): number;
+  /** Connect to a Unix stream socket path; returns the connected fd (non-blocking after connect). */
+  connectUnix(path: string): number;
+  /** accept4 on a listening fd; returns the new fd, or -1 when no connection is pending (EAGAIN). */
+  accept(listenFd: number): number;
+  /**
+   * recvmsg into `buf[offset, offset+length)` taking up to `maxFds` fds. Returns null on EAGAIN.
+   * If the kernel truncated the control data (MSG_CTRUNC) every fd received is closed and an error
+   * with code "EMSGSIZE" is thrown.
+   */
+  recvMsg(fd: number, buf: Uint8Array, offset: number, length: number, maxFds: number): RecvResult | null;
+  /** sendmsg of `buf[offset, offset+length)` with optional fds (SCM_RIGHTS). Returns bytes sent; -1 on EAGAIN. */
+  sendMsg(fd: number, buf: Uint8Array, offset: number, length: number, fds: number[] | null): number;
+  /** close(2). Throws on EBADF so double-closes are found, not hidden. */
+  close(fd: number): void;
+  /** dup(2) with O_CLOEXEC. */
+  dup(fd: number): number;
+
+  /**
+   * mmap(fd, offset, length, PROT_READ|PROT_WRITE, MAP_SHARED) returned as an external ArrayBuffer.
+   * `offset` must be page-aligned. The mapping is released by `munmap` or, failing that, when the
+   * ArrayBuffer is garbage collected.
+   */
+  mmap(fd: number, offset: number, length: number): ArrayBuffer;
+  /** Detach the ArrayBuffer and munmap it now. Idempotent; views on it become zero-length. */
+  munmap(buffer: ArrayBuffer): void;
+  /** memfd_create(name, MFD_CLOEXEC) + ftruncate(size); for test front-ends and tools. */
+  memfdCreate(name: string, size: number): number;
+  /** System page size. */
+  pageSize(): number;
+
+  /** eventfd(initval, EFD_NONBLOCK|EFD_CLOEXEC). */
+  eventfd(initval: number): number;
+  /** Read and reset an eventfd counter; 0 when it was not signalled (EAGAIN). */
+  eventfdRead(fd: number): number;
+  /** Add `value` (>= 1) to an eventfd counter. Swallows EAGAIN (counter saturated = still signalled). */
+  eventfdWrite(fd: number, value: number): void;
+
+  /** Watch an fd for readability; `onReadable` runs each time it is readable (or on error/hangup, with events). */
+  watchReadable(fd: number, onReadable: (events: number) => void): FdWatcher;
+  /** Watch an eventfd: on readability the addon reads (resets) the counter and calls back with its value. */
+  watchEventfd(fd: number, onSignal: (count: number) => void): FdWatcher;
+
+  /** Poll event bits passed to watchReadable callbacks. */
+  readonly UV_READABLE: number;
+  readonly UV_DISCONNECT: number;
+}
+
+function findAddon(): string {
+  // Works from src/ (tests, tsx) and from dist/src/ (built CLI).
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 5; i++) {
+    const candidate = join(dir, 'build', 'Release', 'vmpi_native.node');
+    if (existsSync(candidate)) return candidate;
+    dir = dirname(dir);
+  }
+  throw new Error(
+    'vmpi native addon not found (build/Release/vmpi_native.node): run `npm ci` or `npx node-gyp rebuild` in the project root',
+  );
+}
+
+const require = createRequire(import.meta.url);
+export const native: Native = require(findAddon()) as Native;

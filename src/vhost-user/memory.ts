@@ -1,0 +1,153 @@
+/**
+ * memory.ts — guest memory as the back-end sees it.
+ *
+ * Owns: the mapped memory regions of one connection (from SET_MEM_TABLE or ADD_MEM_REG), and the
+ * translations the virtqueues need: guest-physical address → (region, offset) with bounds checks,
+ * and front-end virtual address → guest-physical address (ring addresses arrive as the front-end's
+ * virtual addresses). Each region keeps its fd open so the mapping can be handed to a process that
+ * survives a restart; the region descriptions are plain data (see state.ts).
+ *
+ * Mapping is done through a small `Mapper` so tests can back regions with plain ArrayBuffers.
+ */
+import { MemoryAccessError, ProtocolError } from './errors.js';
+import type { MemRegionDesc } from './messages.js';
+
+/** Maps `length` bytes of `fd` from the page-aligned `offset`; releases a mapping. */
+export interface Mapper {
+  pageSize: number;
+  map(fd: number, offset: number, length: number): ArrayBuffer;
+  unmap(buffer: ArrayBuffer): void;
+  closeFd(fd: number): void;
+}
+
+export class MappedRegion {
+  /** Bytes of guest memory [guestPhysAddr, guestPhysAddr + size). */
+  readonly bytes: Uint8Array;
+  readonly view: DataView;
+  readonly gpaEnd: number;
+  readonly uvaEnd: number;
+
+  constructor(
+    readonly desc: Readonly<MemRegionDesc>,
+    readonly fd: number,
+    private readonly mapping: ArrayBuffer,
+    mapDelta: number,
+  ) {
+    this.bytes = new Uint8Array(mapping, mapDelta, desc.size);
+    this.view = new DataView(mapping, mapDelta, desc.size);
+    this.gpaEnd = desc.guestPhysAddr + desc.size;
+    this.uvaEnd = desc.userAddr + desc.size;
+  }
+
+  /** @internal */
+  release(mapper: Mapper): void {
+    mapper.unmap(this.mapping);
+    mapper.closeFd(this.fd);
+  }
+}
+
+export class GuestMemory {
+  private regions: MappedRegion[] = [];
+  private last: MappedRegion | undefined;
+
+  constructor(
+    private readonly mapper: Mapper,
+    readonly maxRegions: number,
+  ) {}
+
+  get regionCount(): number {
+    return this.regions.length;
+  }
+
+  /** The region descriptions, in insertion order (serialisable). */
+  descriptions(): MemRegionDesc[] {
+    return this.regions.map((r) => ({ ...r.desc }));
+  }
+
+  /** The fds that back the regions, in the same order as `descriptions()`. */
+  fds(): number[] {
+    return this.regions.map((r) => r.fd);
+  }
+
+  /**
+   * Map one region and take ownership of `fd` (closed on failure and on removal).
+   * Rejects overlaps in guest-physical or front-end virtual space.
+   */
+  add(request: string, desc: MemRegionDesc, fd: number): MappedRegion {
+    try {
+      if (this.regions.length >= this.maxRegions) {
+        throw new ProtocolError(request, `too many memory regions (limit ${this.maxRegions})`);
+      }
+      for (const r of this.regions) {
+        if (desc.guestPhysAddr < r.gpaEnd && r.desc.guestPhysAddr < desc.guestPhysAddr + desc.size) {
+          throw new ProtocolError(request, `region 0x${desc.guestPhysAddr.toString(16)}+0x${desc.size.toString(16)} overlaps region 0x${r.desc.guestPhysAddr.toString(16)}+0x${r.desc.size.toString(16)} in guest-physical space`);
+        }
+        if (desc.userAddr < r.uvaEnd && r.desc.userAddr < desc.userAddr + desc.size) {
+          throw new ProtocolError(request, `region at user address 0x${desc.userAddr.toString(16)} overlaps another region's user addresses`);
+        }
+      }
+      const page = this.mapper.pageSize;
+      const mapOffset = Math.floor(desc.mmapOffset / page) * page;
+      const delta = desc.mmapOffset - mapOffset;
+      let mapping: ArrayBuffer;
+      try {
+        mapping = this.mapper.map(fd, mapOffset, delta + desc.size);
+      } catch (e) {
+        throw new ProtocolError(request, `cannot map region 0x${desc.guestPhysAddr.toString(16)}+0x${desc.size.toString(16)} (fd ${fd}, offset ${desc.mmapOffset}): ${(e as Error).message}`);
+      }
+      const region = new MappedRegion({ ...desc }, fd, mapping, delta);
+      this.regions.push(region);
+      return region;
+    } catch (e) {
+      this.mapper.closeFd(fd);
+      throw e;
+    }
+  }
+
+  /** Remove the region matching `desc` (REM_MEM_REG matches on guest address, size and user address). */
+  remove(request: string, desc: MemRegionDesc): void {
+    const i = this.regions.findIndex(
+      (r) => r.desc.guestPhysAddr === desc.guestPhysAddr && r.desc.size === desc.size && r.desc.userAddr === desc.userAddr,
+    );
+    if (i < 0) throw new ProtocolError(request, `no region at guest address 0x${desc.guestPhysAddr.toString(16)} of size 0x${desc.size.toString(16)}`);
+    const [r] = this.regions.splice(i, 1);
+    if (this.last === r) this.last = undefined;
+    r!.release(this.mapper);
+  }
+
+  /** Unmap every region and close its fd. */
+  clear(): void {
+    for (const r of this.regions) r.release(this.mapper);
+    this.regions = [];
+    this.last = undefined;
+  }
+
+  /**
+   * The region holding guest-physical [gpa, gpa+len) whole, or undefined. Hot path: checks the
+   * last region found first.
+   */
+  find(gpa: number, len: number): MappedRegion | undefined {
+    const last = this.last;
+    if (last !== undefined && gpa >= last.desc.guestPhysAddr && gpa + len <= last.gpaEnd) return last;
+    for (const r of this.regions) {
+      if (gpa >= r.desc.guestPhysAddr && gpa + len <= r.gpaEnd) {
+        this.last = r;
+        return r;
+      }
+    }
+    return undefined;
+  }
+
+  /** The region holding the first byte of `gpa` (for ranges that may continue into the next region). */
+  findStart(gpa: number): MappedRegion | undefined {
+    return this.find(gpa, 1);
+  }
+
+  /** Translate a front-end virtual range (ring addresses) to a guest-physical address. */
+  uvaToGpa(uva: number, len: number, what: string): number {
+    for (const r of this.regions) {
+      if (uva >= r.desc.userAddr && uva + len <= r.uvaEnd) return r.desc.guestPhysAddr + (uva - r.desc.userAddr);
+    }
+    throw new MemoryAccessError(`${what} at front-end address 0x${uva.toString(16)} (+${len}) is not inside any memory region`);
+  }
+}

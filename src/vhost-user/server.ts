@@ -1,0 +1,145 @@
+/**
+ * server.ts — a vhost-user listening socket and the connections accepted on it.
+ *
+ * Owns: creating (or inheriting, for systemd socket activation) the listening Unix socket,
+ * clearing a stale socket file left by a dead server (but never one another server still listens
+ * on), accepting front-ends, creating one device per connection through the given factory, and
+ * limiting how many front-ends may be connected at once (a VMPI device serves one VM: default 1).
+ * Many servers live in one process, one per socket; they share nothing.
+ */
+import { EventEmitter } from 'node:events';
+import { lstatSync, unlinkSync } from 'node:fs';
+import { logger as rootLogger, type Logger } from '../log.js';
+import { native, type FdWatcher } from '../native.js';
+import { Connection } from './connection.js';
+import type { VhostUserDevice } from './device.js';
+
+export interface ServerOptions {
+  /** Socket path to create. Exactly one of `path` and `listenFd` must be given. */
+  path?: string;
+  /** An already-listening socket fd (systemd socket activation: fd 3 onwards). */
+  listenFd?: number;
+  /** Makes the device for a newly accepted front-end. */
+  createDevice: (connectionId: number) => VhostUserDevice;
+  /** Front-ends allowed at once; further ones are accepted and closed with a log line. Default 1. */
+  maxConnections?: number;
+  logger?: Logger;
+}
+
+export interface ServerEvents {
+  connection: [conn: Connection];
+  disconnect: [conn: Connection, reason: string];
+}
+
+export class ServerError extends Error {
+  override name = 'ServerError';
+}
+
+export class VhostUserServer extends EventEmitter<ServerEvents> {
+  readonly connections = new Set<Connection>();
+  readonly path: string | undefined;
+  private listenFd = -1;
+  private watcher: FdWatcher | null = null;
+  private readonly log: Logger;
+  private readonly maxConnections: number;
+
+  constructor(private readonly opts: ServerOptions) {
+    super();
+    if ((opts.path === undefined) === (opts.listenFd === undefined)) {
+      throw new ServerError('give exactly one of `path` (socket to create) or `listenFd` (inherited socket)');
+    }
+    this.path = opts.path;
+    this.maxConnections = opts.maxConnections ?? 1;
+    this.log = (opts.logger ?? rootLogger).child({ socket: opts.path ?? `fd:${opts.listenFd}` });
+  }
+
+  /** Start listening and accepting. */
+  listen(): this {
+    if (this.listenFd >= 0) return this;
+    if (this.opts.listenFd !== undefined) {
+      this.listenFd = this.opts.listenFd;
+    } else {
+      const path = this.opts.path!;
+      removeStaleSocket(path);
+      try {
+        this.listenFd = native.listenUnix(path, 16);
+      } catch (e) {
+        throw new ServerError(`cannot listen on ${path}: ${(e as Error).message}`);
+      }
+    }
+    this.watcher = native.watchReadable(this.listenFd, () => this.acceptAll());
+    this.watcher.start();
+    this.log.info('listening for vhost-user front-ends');
+    return this;
+  }
+
+  private acceptAll(): void {
+    for (;;) {
+      let fd: number;
+      try {
+        fd = native.accept(this.listenFd);
+      } catch (e) {
+        this.log.error({ err: (e as Error).message }, 'accept failed');
+        return;
+      }
+      if (fd < 0) return;
+      if (this.connections.size >= this.maxConnections) {
+        this.log.warn({ max: this.maxConnections }, 'refusing front-end: this socket already serves its maximum number of front-ends');
+        native.close(fd);
+        continue;
+      }
+      let conn: Connection;
+      try {
+        conn = new Connection(fd, this.opts.createDevice(this.connections.size), this.log);
+      } catch (e) {
+        this.log.error({ err: (e as Error).message }, 'cannot set up connection');
+        native.close(fd);
+        continue;
+      }
+      this.connections.add(conn);
+      conn.once('close', (reason) => {
+        this.connections.delete(conn);
+        this.emit('disconnect', conn, reason);
+      });
+      this.emit('connection', conn);
+    }
+  }
+
+  /** Stop listening, close every connection, and remove the socket file we created. */
+  close(): void {
+    this.watcher?.close();
+    this.watcher = null;
+    for (const c of [...this.connections]) c.close('server shutting down');
+    if (this.listenFd >= 0) {
+      native.close(this.listenFd);
+      this.listenFd = -1;
+      if (this.path) {
+        try {
+          unlinkSync(this.path);
+        } catch {
+          // already gone
+        }
+      }
+    }
+  }
+}
+
+/** Remove `path` if it is a socket nobody listens on; refuse if someone does or it is not a socket. */
+function removeStaleSocket(path: string): void {
+  let st;
+  try {
+    st = lstatSync(path);
+  } catch {
+    return;
+  }
+  if (!st.isSocket()) throw new ServerError(`${path} exists and is not a socket; remove it or choose another path`);
+  let fd = -1;
+  try {
+    fd = native.connectUnix(path);
+  } catch {
+    unlinkSync(path);
+    return;
+  }
+  native.close(fd);
+  throw new ServerError(`another server is already listening on ${path}`);
+}

@@ -1,0 +1,319 @@
+/**
+ * virtqueue.ts — the device side of a virtio 1.2 split virtqueue in guest memory.
+ *
+ * Owns: walking descriptor chains (direct and indirect) from the available ring into a reusable
+ * DescChain, returning chains through the used ring, VIRTIO_RING_F_EVENT_IDX / flag-based
+ * notification suppression in both directions, and the validation of everything the driver wrote:
+ * head and next indices, chain length and loops, readable-after-writable order, indirect tables,
+ * and every address and length against mapped guest memory. A violation throws QueueError and
+ * leaves the queue `broken` (it does nothing until reset); it never touches memory out of bounds.
+ *
+ * Hot path: no allocation per descriptor or per chain. Ordering: x86 is TSO, so plain stores to
+ * guest memory become visible in program order; the one store→load ordering the protocol needs
+ * (publish avail_event, then re-read avail.idx) uses a locked instruction via Atomics.
+ */
+import { QueueError } from './errors.js';
+import type { GuestMemory, MappedRegion } from './memory.js';
+import {
+  VRING_AVAIL_F_NO_INTERRUPT,
+  VRING_DESC_F_INDIRECT,
+  VRING_DESC_F_NEXT,
+  VRING_DESC_F_WRITE,
+  VRING_USED_F_NO_NOTIFY,
+} from './protocol.js';
+
+/** Guest-physical addresses of the three ring parts and the queue size. */
+export interface RingLayout {
+  size: number;
+  descGpa: number;
+  availGpa: number;
+  usedGpa: number;
+}
+
+/** Upper bound on segments in one chain (descriptors, plus splits where a buffer crosses regions). */
+export const MAX_CHAIN_SEGMENTS = 1024;
+
+const fence = new Int32Array(new SharedArrayBuffer(4));
+/** Full memory barrier (a locked read-modify-write on x86). */
+export function memoryBarrier(): void {
+  Atomics.add(fence, 0, 0);
+}
+
+/** Copy n bytes; short copies byte by byte so headers cost no subarray allocation. */
+export function copyBytes(src: Uint8Array, srcOff: number, dst: Uint8Array, dstOff: number, n: number): void {
+  if (n <= 32) {
+    for (let k = 0; k < n; k++) dst[dstOff + k] = src[srcOff + k]!;
+  } else {
+    dst.set(src.subarray(srcOff, srcOff + n), dstOff);
+  }
+}
+
+/**
+ * One descriptor chain as scatter-gather segments over mapped guest memory. Readable segments come
+ * first (indices < readableCount), writable after. Reused for every chain: hold no references to
+ * its arrays across pops.
+ */
+export class DescChain {
+  head = -1;
+  count = 0;
+  readableCount = 0;
+  readableBytes = 0;
+  writableBytes = 0;
+  readonly bufs: Uint8Array[];
+  readonly offs = new Float64Array(MAX_CHAIN_SEGMENTS);
+  readonly lens = new Uint32Array(MAX_CHAIN_SEGMENTS);
+
+  constructor() {
+    this.bufs = new Array<Uint8Array>(MAX_CHAIN_SEGMENTS);
+  }
+
+  reset(): void {
+    this.head = -1;
+    this.count = 0;
+    this.readableCount = 0;
+    this.readableBytes = 0;
+    this.writableBytes = 0;
+  }
+
+  /** Copy readable bytes starting at logical offset `from` into dst[dstOff..]; returns bytes copied. */
+  read(dst: Uint8Array, dstOff: number, from: number, length: number): number {
+    let skip = from;
+    let copied = 0;
+    for (let i = 0; i < this.readableCount && copied < length; i++) {
+      const len = this.lens[i]!;
+      if (skip >= len) {
+        skip -= len;
+        continue;
+      }
+      const off = this.offs[i]! + skip;
+      const n = Math.min(len - skip, length - copied);
+      copyBytes(this.bufs[i]!, off, dst, dstOff + copied, n);
+      copied += n;
+      skip = 0;
+    }
+    return copied;
+  }
+
+  /** Copy src[srcOff, srcOff+length) into writable space starting at logical offset `to`; returns bytes written. */
+  write(src: Uint8Array, srcOff: number, length: number, to: number): number {
+    let skip = to;
+    let written = 0;
+    for (let i = this.readableCount; i < this.count && written < length; i++) {
+      const len = this.lens[i]!;
+      if (skip >= len) {
+        skip -= len;
+        continue;
+      }
+      const off = this.offs[i]! + skip;
+      const n = Math.min(len - skip, length - written);
+      copyBytes(src, srcOff + written, this.bufs[i]!, off, n);
+      written += n;
+      skip = 0;
+    }
+    return written;
+  }
+}
+
+export interface VirtqueueOptions {
+  index: number;
+  layout: RingLayout;
+  /** Next available-ring index to consume (SET_VRING_BASE). */
+  lastAvailIdx: number;
+  eventIdx: boolean;
+  indirect: boolean;
+}
+
+export class SplitVirtqueue {
+  readonly index: number;
+  readonly size: number;
+  /** Next avail index to consume, 0..65535. */
+  lastAvailIdx: number;
+  /** Used index as we last published it. */
+  usedIdx: number;
+  /** Set when the driver broke the queue; the queue then does nothing. */
+  broken: QueueError | null = null;
+  private readonly eventIdx: boolean;
+  private readonly indirect: boolean;
+  private readonly mem: GuestMemory;
+  private readonly desc: MappedRegion;
+  private readonly descOff: number;
+  private readonly avail: MappedRegion;
+  private readonly availOff: number;
+  private readonly used: MappedRegion;
+  private readonly usedOff: number;
+  /** Used idx at the moment of the last notification decision. */
+  private signalledUsed: number;
+
+  constructor(mem: GuestMemory, opts: VirtqueueOptions) {
+    const { index, layout } = opts;
+    const size = layout.size;
+    this.index = index;
+    this.size = size;
+    this.mem = mem;
+    this.eventIdx = opts.eventIdx;
+    this.indirect = opts.indirect;
+    if (size === 0 || size > 32768 || (size & (size - 1)) !== 0) throw new QueueError(index, `queue size ${size} is not a power of two in 1..32768`);
+    if (layout.descGpa % 16 !== 0) throw new QueueError(index, `descriptor table address 0x${layout.descGpa.toString(16)} is not 16-byte aligned`);
+    if (layout.availGpa % 2 !== 0) throw new QueueError(index, `available ring address 0x${layout.availGpa.toString(16)} is not 2-byte aligned`);
+    if (layout.usedGpa % 4 !== 0) throw new QueueError(index, `used ring address 0x${layout.usedGpa.toString(16)} is not 4-byte aligned`);
+    const ring = (gpa: number, len: number, what: string): MappedRegion => {
+      const r = mem.find(gpa, len);
+      if (!r) throw new QueueError(index, `${what} at guest address 0x${gpa.toString(16)} (+${len}) is outside guest memory`);
+      return r;
+    };
+    this.desc = ring(layout.descGpa, 16 * size, 'descriptor table');
+    this.descOff = layout.descGpa - this.desc.desc.guestPhysAddr;
+    this.avail = ring(layout.availGpa, 6 + 2 * size, 'available ring');
+    this.availOff = layout.availGpa - this.avail.desc.guestPhysAddr;
+    this.used = ring(layout.usedGpa, 6 + 8 * size, 'used ring');
+    this.usedOff = layout.usedGpa - this.used.desc.guestPhysAddr;
+    this.lastAvailIdx = opts.lastAvailIdx & 0xffff;
+    // The used index lives in guest memory; resuming from it is what makes restarts possible.
+    this.usedIdx = this.used.view.getUint16(this.usedOff + 2, true);
+    this.signalledUsed = this.usedIdx;
+  }
+
+  private fail(message: string): never {
+    const err = new QueueError(this.index, message);
+    this.broken = err;
+    throw err;
+  }
+
+  /** avail.idx as the driver last published it. */
+  availIdx(): number {
+    return this.avail.view.getUint16(this.availOff + 2, true);
+  }
+
+  /** Chains the driver made available that we have not consumed. Marks the queue broken if > size. */
+  pending(): number {
+    if (this.broken) return 0;
+    const n = (this.availIdx() - this.lastAvailIdx) & 0xffff;
+    if (n > this.size) this.fail(`driver advanced avail.idx by ${n}, more than the queue size ${this.size}`);
+    return n;
+  }
+
+  /**
+   * Take the next available chain into `chain`. Returns false when the ring is empty or broken.
+   * Throws QueueError (and marks the queue broken) when the chain is invalid.
+   */
+  pop(chain: DescChain): boolean {
+    if (this.broken || this.pending() === 0) return false;
+    const head = this.avail.view.getUint16(this.availOff + 4 + 2 * (this.lastAvailIdx % this.size), true);
+    if (head >= this.size) this.fail(`available ring entry ${this.lastAvailIdx} names descriptor ${head}, outside the table of ${this.size}`);
+    chain.reset();
+    chain.head = head;
+    this.walk(chain, head);
+    this.lastAvailIdx = (this.lastAvailIdx + 1) & 0xffff;
+    return true;
+  }
+
+  private walk(chain: DescChain, head: number): void {
+    let dv = this.desc.view;
+    let base = this.descOff;
+    let tableSize = this.size;
+    let i = head;
+    let seen = 0;
+    let inIndirect = false;
+    for (;;) {
+      if (++seen > tableSize) this.fail(`descriptor chain from head ${head} is longer than its table (${tableSize}): loop`);
+      const d = base + 16 * i;
+      const lo = dv.getUint32(d, true);
+      const hi = dv.getUint32(d + 4, true);
+      const len = dv.getUint32(d + 8, true);
+      const flags = dv.getUint16(d + 12, true);
+      const next = dv.getUint16(d + 14, true);
+      if (hi > 0x1fffff) this.fail(`descriptor ${i} address beyond 2^53`);
+      const addr = hi * 0x1_0000_0000 + lo;
+      if (flags & VRING_DESC_F_INDIRECT) {
+        if (!this.indirect) this.fail(`descriptor ${i} is indirect but VIRTIO_RING_F_INDIRECT_DESC was not negotiated`);
+        if (inIndirect) this.fail(`indirect descriptor ${i} inside an indirect table`);
+        if (flags & VRING_DESC_F_NEXT) this.fail(`descriptor ${i} has both INDIRECT and NEXT`);
+        if (len === 0 || len % 16 !== 0) this.fail(`indirect table length ${len} is not a non-zero multiple of 16`);
+        const region = this.mem.find(addr, len);
+        if (!region) this.fail(`indirect table at 0x${addr.toString(16)} (+${len}) is outside guest memory`);
+        dv = region.view;
+        base = addr - region.desc.guestPhysAddr;
+        tableSize = len / 16;
+        if (tableSize > 0xffff + 1) this.fail(`indirect table of ${tableSize} entries is too long`);
+        inIndirect = true;
+        seen = 0;
+        i = 0;
+        continue;
+      }
+      const writable = (flags & VRING_DESC_F_WRITE) !== 0;
+      if (!writable && chain.count > chain.readableCount) this.fail(`descriptor ${i} is device-readable after a device-writable one`);
+      this.addSegments(chain, addr, len, writable, i);
+      if (!(flags & VRING_DESC_F_NEXT)) return;
+      if (next >= tableSize) this.fail(`descriptor ${i} links to ${next}, outside its table of ${tableSize}`);
+      i = next;
+    }
+  }
+
+  private addSegments(chain: DescChain, addr: number, len: number, writable: boolean, i: number): void {
+    let gpa = addr;
+    let left = len;
+    while (left > 0) {
+      const r = this.mem.findStart(gpa);
+      if (!r) this.fail(`descriptor ${i} buffer 0x${addr.toString(16)} (+${len}) is outside guest memory`);
+      const n = Math.min(left, r.gpaEnd - gpa);
+      const k = chain.count;
+      if (k >= MAX_CHAIN_SEGMENTS) this.fail(`descriptor chain has more than ${MAX_CHAIN_SEGMENTS} segments`);
+      chain.bufs[k] = r.bytes;
+      chain.offs[k] = gpa - r.desc.guestPhysAddr;
+      chain.lens[k] = n;
+      chain.count = k + 1;
+      if (writable) chain.writableBytes += n;
+      else {
+        chain.readableCount = k + 1;
+        chain.readableBytes += n;
+      }
+      gpa += n;
+      left -= n;
+    }
+  }
+
+  /** Return chain `head` to the driver with `len` bytes written; publishes used.idx at once. */
+  pushUsed(head: number, len: number): void {
+    if (this.broken) return;
+    const v = this.used.view;
+    const e = this.usedOff + 4 + 8 * (this.usedIdx % this.size);
+    v.setUint32(e, head, true);
+    v.setUint32(e + 4, len, true);
+    this.usedIdx = (this.usedIdx + 1) & 0xffff;
+    v.setUint16(this.usedOff + 2, this.usedIdx, true);
+  }
+
+  /**
+   * Whether the driver wants an interrupt for the used entries published since the last call
+   * (VIRTIO_RING_F_EVENT_IDX or the NO_INTERRUPT flag). Call once per batch, then signal the call fd.
+   */
+  needsNotify(): boolean {
+    const old = this.signalledUsed;
+    const now = this.usedIdx;
+    if (old === now) return false;
+    this.signalledUsed = now;
+    memoryBarrier();
+    if (this.eventIdx) {
+      const usedEvent = this.avail.view.getUint16(this.availOff + 4 + 2 * this.size, true);
+      return ((now - usedEvent - 1) & 0xffff) < ((now - old) & 0xffff);
+    }
+    return (this.avail.view.getUint16(this.availOff, true) & VRING_AVAIL_F_NO_INTERRUPT) === 0;
+  }
+
+  /**
+   * Ask the driver to kick (enable = true) or not (false) when it adds buffers. Returns true when
+   * buffers arrived meanwhile, so a caller going idle must process again instead of waiting.
+   */
+  setKickWanted(enable: boolean): boolean {
+    if (this.broken) return false;
+    if (this.eventIdx) {
+      if (enable) this.used.view.setUint16(this.usedOff + 4 + 8 * this.size, this.lastAvailIdx, true);
+    } else {
+      const flags = this.used.view.getUint16(this.usedOff, true);
+      this.used.view.setUint16(this.usedOff, enable ? flags & ~VRING_USED_F_NO_NOTIFY : flags | VRING_USED_F_NO_NOTIFY, true);
+    }
+    if (!enable) return false;
+    memoryBarrier();
+    return this.pending() > 0;
+  }
+}

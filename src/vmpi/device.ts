@@ -1,0 +1,375 @@
+/**
+ * device.ts — the host side of one VMPI device (the paper's VMPI-HL over vhost-user virtqueues).
+ *
+ * Owns: framing (le32 channel id + SDU, one frame per descriptor chain), the per-channel receive
+ * handlers, the host → guest backlog with explicit backpressure, and the device's counters.
+ * Frames flow guest → host on the carrier's tx queue into channel handlers, and host → guest from
+ * `send()` into the rx queue. Channel 0 is the control channel (used by the shim DIF).
+ *
+ * Backpressure, host → guest: `send()` writes straight into a guest rx buffer when one is free;
+ * otherwise it copies the SDU into a bounded backlog (delivered in order as the guest posts
+ * buffers) and says so; when the backlog is full it refuses the SDU (counted) and the caller waits
+ * for 'drain'. Guest → host: `pause()` stops consuming the tx queue, so the guest's ring fills and
+ * its writers block; nothing is dropped for lack of host buffers.
+ */
+import { EventEmitter } from 'node:events';
+import type { ReadyQueue, VhostUserDevice } from '../vhost-user/device.js';
+import { ProtocolError } from '../vhost-user/errors.js';
+import { ProtoFeature, VirtioFeature, bit } from '../vhost-user/protocol.js';
+import { DescChain } from '../vhost-user/virtqueue.js';
+import { DEFAULT_SDU_LOG2, GPIO_CARRIER, MAX_SDU_LOG2, MIN_SDU_LOG2, encodeVmpiConfig, type CarrierProfile } from './carrier.js';
+
+/** Bytes in front of every SDU: the le32 channel id. */
+export const FRAME_HEADER_SIZE = 4;
+export const CONTROL_CHANNEL = 0;
+export const MAX_CHANNEL = 0xffffffff;
+
+export const enum SendResult {
+  /** Written into a guest buffer. */
+  Sent = 0,
+  /** Copied into the backlog; it will reach the guest in order. */
+  Queued = 1,
+  /** Refused: the backlog is full. Nothing was kept; wait for 'drain' and send again. */
+  Full = 2,
+}
+
+/** Receives one SDU. The bytes are valid only during the call: copy them to keep them. */
+export type SduHandler = (sdu: Uint8Array, channel: number) => void;
+
+/** Why frames were dropped or refused; each reason is a counter. */
+export type DropReason = 'malformed' | 'oversize' | 'unbound_channel' | 'backlog_full' | 'device_reset';
+
+export interface DirectionStats {
+  sdus: number;
+  bytes: number;
+}
+
+export interface VmpiDeviceStats {
+  /** Guest → host. */
+  fromGuest: DirectionStats;
+  /** Host → guest. */
+  toGuest: DirectionStats;
+  drops: Record<DropReason, number>;
+  /** Times send() found no guest rx buffer. */
+  rxQueueFull: number;
+  kicks: number;
+  calls: number;
+  backlogSdus: number;
+  backlogBytes: number;
+}
+
+export interface VmpiDeviceOptions {
+  vmpiId: number;
+  /** log2 of the largest SDU; default 16 (64 KiB). */
+  maxSduLog2?: number;
+  carrier?: CarrierProfile;
+  /** Backlog bounds for host → guest SDUs waiting for guest buffers. */
+  backlogMaxBytes?: number;
+  backlogMaxSdus?: number;
+}
+
+export interface VmpiDeviceEvents {
+  /** Both queues are running: the guest driver is up. */
+  up: [];
+  /** A queue stopped or the device was reset: the guest driver is gone or restarting. */
+  down: [reason: string];
+  /** The backlog emptied (or fell to half its bounds after a refusal); send() may be called again. */
+  drain: [];
+}
+
+export class VmpiDeviceError extends Error {
+  override name = 'VmpiDeviceError';
+}
+
+interface Backlogged {
+  channel: number;
+  sdu: Uint8Array;
+}
+
+export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostUserDevice {
+  readonly name: string;
+  readonly vmpiId: number;
+  readonly maxSdu: number;
+  readonly maxSduLog2: number;
+  readonly carrier: CarrierProfile;
+  readonly numQueues: number;
+  readonly maxQueueSize: number;
+  readonly features = bit(VirtioFeature.VERSION_1) | bit(VirtioFeature.RING_EVENT_IDX) | bit(VirtioFeature.RING_INDIRECT_DESC);
+  readonly protocolFeatures =
+    bit(ProtoFeature.MQ) |
+    bit(ProtoFeature.REPLY_ACK) |
+    bit(ProtoFeature.CONFIG) |
+    bit(ProtoFeature.RESET_DEVICE) |
+    bit(ProtoFeature.CONFIGURE_MEM_SLOTS) |
+    bit(ProtoFeature.STATUS);
+  readonly stats: VmpiDeviceStats = {
+    fromGuest: { sdus: 0, bytes: 0 },
+    toGuest: { sdus: 0, bytes: 0 },
+    drops: { malformed: 0, oversize: 0, unbound_channel: 0, backlog_full: 0, device_reset: 0 },
+    rxQueueFull: 0,
+    kicks: 0,
+    calls: 0,
+    backlogSdus: 0,
+    backlogBytes: 0,
+  };
+
+  private readonly config: Uint8Array;
+  private readonly handlers = new Map<number, SduHandler>();
+  private rx: ReadyQueue | null = null;
+  private tx: ReadyQueue | null = null;
+  private readonly rxChain = new DescChain();
+  private readonly txChain = new DescChain();
+  /** Frame assembly buffer for guest → host (header + max SDU). */
+  private readonly txScratch: Uint8Array;
+  private readonly header = new Uint8Array(FRAME_HEADER_SIZE);
+  private readonly headerView = new DataView(this.header.buffer);
+  private backlog: Backlogged[] = [];
+  private backlogHead = 0;
+  private readonly backlogMaxBytes: number;
+  private readonly backlogMaxSdus: number;
+  private refused = false;
+  private paused = false;
+
+  constructor(opts: VmpiDeviceOptions) {
+    super();
+    const log2 = opts.maxSduLog2 ?? DEFAULT_SDU_LOG2;
+    if (!Number.isInteger(opts.vmpiId) || opts.vmpiId < 1 || opts.vmpiId > 0xffff) {
+      throw new VmpiDeviceError(`VMPI-id ${opts.vmpiId} is out of range: use an integer 1..65535`);
+    }
+    if (!Number.isInteger(log2) || log2 < MIN_SDU_LOG2 || log2 > MAX_SDU_LOG2) {
+      throw new VmpiDeviceError(`maxSduLog2 ${log2} is out of range ${MIN_SDU_LOG2}..${MAX_SDU_LOG2}`);
+    }
+    this.vmpiId = opts.vmpiId;
+    this.name = `vmpi-${opts.vmpiId}`;
+    this.maxSduLog2 = log2;
+    this.maxSdu = 2 ** log2;
+    this.carrier = opts.carrier ?? GPIO_CARRIER;
+    this.numQueues = this.carrier.numQueues;
+    this.maxQueueSize = Math.max(this.carrier.queueSize, 1024);
+    this.config = new Uint8Array(Math.max(this.carrier.configSize, 8));
+    this.config.set(encodeVmpiConfig({ vmpiId: this.vmpiId, maxSduLog2: log2 }));
+    this.txScratch = new Uint8Array(FRAME_HEADER_SIZE + this.maxSdu);
+    this.backlogMaxBytes = opts.backlogMaxBytes ?? 4 * 1024 * 1024;
+    this.backlogMaxSdus = opts.backlogMaxSdus ?? 4096;
+  }
+
+  /** True while the guest driver has both queues running. */
+  get isUp(): boolean {
+    return this.rx !== null && this.tx !== null;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // VMPI-HL API
+
+  /** Receive SDUs arriving on `channel` with `handler` (replaces any previous one). */
+  bind(channel: number, handler: SduHandler): void {
+    checkChannel(channel);
+    this.handlers.set(channel, handler);
+  }
+
+  unbind(channel: number): void {
+    this.handlers.delete(channel);
+  }
+
+  isBound(channel: number): boolean {
+    return this.handlers.has(channel);
+  }
+
+  /** Send one SDU to the guest on `channel`. See SendResult; throws on a bad channel or an SDU over the limit. */
+  send(channel: number, sdu: Uint8Array): SendResult {
+    checkChannel(channel);
+    if (sdu.byteLength > this.maxSdu) {
+      this.stats.drops.oversize++;
+      throw new VmpiDeviceError(`SDU of ${sdu.byteLength} bytes exceeds this device's limit of ${this.maxSdu} bytes`);
+    }
+    if (this.backlogHead === this.backlog.length && this.writeToGuest(channel, sdu)) {
+      this.flushRx();
+      return SendResult.Sent;
+    }
+    if (this.stats.backlogSdus >= this.backlogMaxSdus || this.stats.backlogBytes + sdu.byteLength > this.backlogMaxBytes) {
+      this.stats.drops.backlog_full++;
+      this.refused = true;
+      return SendResult.Full;
+    }
+    this.backlog.push({ channel, sdu: Uint8Array.prototype.slice.call(sdu) });
+    this.stats.backlogSdus++;
+    this.stats.backlogBytes += sdu.byteLength;
+    return SendResult.Queued;
+  }
+
+  /** Stop taking frames from the guest (its tx ring fills and its writers block). */
+  pause(): void {
+    this.paused = true;
+  }
+
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    if (this.tx) this.kicked(this.carrier.txQueue);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // VhostUserDevice
+
+  getConfig(offset: number, size: number): Uint8Array {
+    const out = new Uint8Array(size);
+    if (offset < this.config.byteLength) out.set(this.config.subarray(offset, Math.min(offset + size, this.config.byteLength)));
+    return out;
+  }
+
+  setConfig(offset: number): void {
+    throw new ProtocolError('SET_CONFIG', `the VMPI config is read-only (write at offset ${offset})`);
+  }
+
+  featuresAcked(): void {}
+
+  queueReady(q: ReadyQueue): void {
+    const wasUp = this.isUp;
+    if (q.index === this.carrier.rxQueue) this.rx = q;
+    else if (q.index === this.carrier.txQueue) this.tx = q;
+    if (!wasUp && this.isUp) this.emit('up');
+  }
+
+  queueStopped(index: number): void {
+    const wasUp = this.isUp;
+    if (index === this.carrier.rxQueue) this.rx = null;
+    else if (index === this.carrier.txQueue) this.tx = null;
+    if (wasUp) this.emit('down', `queue ${index} stopped`);
+  }
+
+  kicked(index: number): void {
+    this.stats.kicks++;
+    if (index === this.carrier.rxQueue) this.drainBacklog();
+    else if (index === this.carrier.txQueue) this.receiveFromGuest();
+  }
+
+  reset(reason: string): void {
+    const wasUp = this.isUp;
+    this.rx = null;
+    this.tx = null;
+    // SDUs waiting for a guest that reset will never be asked for by the new driver instance.
+    this.stats.drops.device_reset += this.stats.backlogSdus;
+    this.clearBacklog();
+    if (wasUp) this.emit('down', reason);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Datapath
+
+  private receiveFromGuest(): void {
+    const q = this.tx;
+    if (!q || this.paused) return;
+    const vq = q.vq;
+    const chain = this.txChain;
+    const scratch = this.txScratch;
+    const limit = FRAME_HEADER_SIZE + this.maxSdu;
+    let budget = 256;
+    for (;;) {
+      while (budget > 0 && !this.paused && vq.pop(chain)) {
+        budget--;
+        const len = chain.readableBytes;
+        if (len < FRAME_HEADER_SIZE || chain.writableBytes !== 0) {
+          this.stats.drops.malformed++;
+        } else if (len > limit) {
+          this.stats.drops.oversize++;
+        } else {
+          chain.read(scratch, 0, 0, len);
+          const channel = scratch[0]! | (scratch[1]! << 8) | (scratch[2]! << 16) | (scratch[3]! * 0x1000000);
+          const handler = this.handlers.get(channel);
+          if (handler === undefined) {
+            this.stats.drops.unbound_channel++;
+          } else {
+            this.stats.fromGuest.sdus++;
+            this.stats.fromGuest.bytes += len - FRAME_HEADER_SIZE;
+            handler(scratch.subarray(FRAME_HEADER_SIZE, len), channel);
+          }
+        }
+        vq.pushUsed(chain.head, 0);
+      }
+      this.notify(q);
+      if (this.paused) return;
+      if (budget === 0) {
+        // Yield to other devices and the socket; come back on the next turn of the loop.
+        setImmediate(() => this.receiveFromGuest());
+        return;
+      }
+      if (!vq.setKickWanted(true)) return;
+    }
+  }
+
+  /** Write one frame into the next guest rx buffer; false when there is none. */
+  private writeToGuest(channel: number, sdu: Uint8Array): boolean {
+    const q = this.rx;
+    if (!q) return false;
+    const chain = this.rxChain;
+    if (!q.vq.pop(chain)) {
+      this.stats.rxQueueFull++;
+      q.vq.setKickWanted(true);
+      return false;
+    }
+    const frameLen = FRAME_HEADER_SIZE + sdu.byteLength;
+    if (chain.writableBytes < frameLen || chain.readableCount !== 0) {
+      // The driver posted a buffer it should not have: too small for a frame, or readable.
+      q.vq.pushUsed(chain.head, 0);
+      this.stats.drops.malformed++;
+      q.fail(new VmpiDeviceError(`guest rx buffer of ${chain.writableBytes} writable bytes cannot hold a ${frameLen}-byte frame (needs 4 + ${this.maxSdu})`));
+      this.rx = null;
+      return false;
+    }
+    this.headerView.setUint32(0, channel, true);
+    chain.write(this.header, 0, FRAME_HEADER_SIZE, 0);
+    chain.write(sdu, 0, sdu.byteLength, FRAME_HEADER_SIZE);
+    q.vq.pushUsed(chain.head, frameLen);
+    this.stats.toGuest.sdus++;
+    this.stats.toGuest.bytes += sdu.byteLength;
+    return true;
+  }
+
+  private flushRx(): void {
+    if (this.rx) this.notify(this.rx);
+  }
+
+  private notify(q: ReadyQueue): void {
+    if (q.notify()) this.stats.calls++;
+  }
+
+  private drainBacklog(): void {
+    let sent = 0;
+    while (this.backlogHead < this.backlog.length) {
+      const b = this.backlog[this.backlogHead]!;
+      if (!this.writeToGuest(b.channel, b.sdu)) break;
+      this.backlog[this.backlogHead] = undefined as unknown as Backlogged;
+      this.backlogHead++;
+      this.stats.backlogSdus--;
+      this.stats.backlogBytes -= b.sdu.byteLength;
+      sent++;
+    }
+    if (this.backlogHead === this.backlog.length) {
+      this.backlog = [];
+      this.backlogHead = 0;
+    } else if (this.backlogHead > 1024) {
+      this.backlog = this.backlog.slice(this.backlogHead);
+      this.backlogHead = 0;
+    }
+    if (sent === 0) return;
+    this.flushRx();
+    const empty = this.stats.backlogSdus === 0;
+    if (empty || (this.refused && this.stats.backlogSdus < this.backlogMaxSdus / 2 && this.stats.backlogBytes < this.backlogMaxBytes / 2)) {
+      this.refused = false;
+      this.emit('drain');
+    }
+  }
+
+  private clearBacklog(): void {
+    this.backlog = [];
+    this.backlogHead = 0;
+    this.stats.backlogSdus = 0;
+    this.stats.backlogBytes = 0;
+  }
+}
+
+function checkChannel(channel: number): void {
+  if (!Number.isInteger(channel) || channel < 0 || channel > MAX_CHANNEL) {
+    throw new VmpiDeviceError(`channel ${channel} is not a u32 channel id`);
+  }
+}
