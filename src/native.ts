@@ -5,8 +5,10 @@
  * only what JavaScript cannot: Unix-socket messages with SCM_RIGHTS, mmap/munmap of received fds,
  * eventfd, memfd, and uv_poll watchers that wake the event loop when an fd becomes readable.
  * Every fd it returns is O_CLOEXEC and (for sockets and eventfds) O_NONBLOCK.
- * Errors are thrown as `Error` with `code` set to the errno name (e.g. "EAGAIN", "EBADF") and
- * `syscall` set to the failing call, like Node's own system errors.
+ * Errors are thrown as `Error` with `code` set to the errno name (e.g. "EAGAIN", "EBADF"), `errno`
+ * set to the negated errno (as in Node: `util.getSystemErrorName(e.errno)` works) and `syscall` set
+ * to the failing call, like Node's own system errors; the message reads
+ * "recvmsg failed: EBADF (Bad file descriptor)". Bad arguments throw `TypeError`.
  */
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
@@ -19,7 +21,14 @@ export interface RecvResult {
   fds: number[];
 }
 
-/** Watches one fd with uv_poll; the callback runs on the JS thread. */
+/**
+ * Watches one fd with uv_poll; the callback runs on the JS thread (microtasks drain after it, as
+ * for any I/O callback). A watcher is created stopped. While started it keeps the event loop
+ * alive and keeps itself alive even if JavaScript drops it; once stopped or closed it can be
+ * garbage collected. An exception thrown by the callback is an uncaught exception (process
+ * 'uncaughtException'). One watcher per fd: creating or starting a second one while another is
+ * started throws EEXIST. Close the watcher before closing its fd.
+ */
 export interface FdWatcher {
   /**
    * Start (or restart) watching. For an eventfd watcher (see `watchEventfd`) the addon reads the
@@ -28,53 +37,78 @@ export interface FdWatcher {
   start(): void;
   /** Stop watching; can be started again. */
   stop(): void;
-  /** Stop and release the uv handle. Does not close the fd. Idempotent. */
+  /** Stop and release the uv handle. Does not close the fd. Idempotent; start() afterwards throws. */
   close(): void;
 }
 
 export interface Native {
-  /** socket+bind+listen on a Unix stream socket path; returns the listening fd (non-blocking). */
+  /**
+   * socket+bind+listen on a Unix stream socket path; returns the listening fd (non-blocking).
+   * Unlinks nothing: an existing path (even a stale socket) throws EADDRINUSE.
+   */
   listenUnix(path: string, backlog: number): number;
   /** Connect to a Unix stream socket path; returns the connected fd (non-blocking after connect). */
   connectUnix(path: string): number;
-  /** accept4 on a listening fd; returns the new fd, or -1 when no connection is pending (EAGAIN). */
+  /** accept4 on a listening fd; returns the new fd (non-blocking), or -1 when no connection is pending (EAGAIN). */
   accept(listenFd: number): number;
   /**
-   * recvmsg into `buf[offset, offset+length)` taking up to `maxFds` fds. Returns null on EAGAIN.
-   * If the kernel truncated the control data (MSG_CTRUNC) every fd received is closed and an error
-   * with code "EMSGSIZE" is thrown.
+   * recvmsg into `buf[offset, offset+length)` taking up to `maxFds` (0..253) fds. Returns null on
+   * EAGAIN (never blocks). `length` must be >= 1, so `bytes: 0` always means the peer closed.
+   * If the kernel truncated the control data (MSG_CTRUNC), or more than `maxFds` fds arrived, every
+   * fd received is closed and an error with code "EMSGSIZE" is thrown; the bytes read with them
+   * are lost too, so treat it as fatal for the connection.
    */
   recvMsg(fd: number, buf: Uint8Array, offset: number, length: number, maxFds: number): RecvResult | null;
-  /** sendmsg of `buf[offset, offset+length)` with optional fds (SCM_RIGHTS). Returns bytes sent; -1 on EAGAIN. */
+  /**
+   * sendmsg of `buf[offset, offset+length)` with optional fds (at most 32, SCM_RIGHTS; needs
+   * length >= 1). Returns bytes sent, possibly fewer than `length` (the fds went with the first
+   * part: send the rest without them); -1 on EAGAIN (never blocks). MSG_NOSIGNAL: no SIGPIPE.
+   */
   sendMsg(fd: number, buf: Uint8Array, offset: number, length: number, fds: number[] | null): number;
-  /** close(2). Throws on EBADF so double-closes are found, not hidden. */
+  /** close(2). Throws on EBADF so double-closes are found, not hidden. EINTR counts as closed. */
   close(fd: number): void;
   /** dup(2) with O_CLOEXEC. */
   dup(fd: number): number;
 
   /**
    * mmap(fd, offset, length, PROT_READ|PROT_WRITE, MAP_SHARED) returned as an external ArrayBuffer.
-   * `offset` must be page-aligned. The mapping is released by `munmap` or, failing that, when the
-   * ArrayBuffer is garbage collected.
+   * `offset` must be page-aligned and `length` >= 1. The mapping is released by `munmap` or,
+   * failing that, when the ArrayBuffer is garbage collected. The GC is not told about the mapping's
+   * size, so large mappings should be munmapped explicitly. Touching pages beyond the end of the
+   * file raises SIGBUS: check the size first.
    */
   mmap(fd: number, offset: number, length: number): ArrayBuffer;
-  /** Detach the ArrayBuffer and munmap it now. Idempotent; views on it become zero-length. */
+  /**
+   * Detach the ArrayBuffer and munmap it now. Idempotent; views on it become zero-length.
+   * Throws TypeError for any ArrayBuffer that mmap did not return (they are type-tagged).
+   */
   munmap(buffer: ArrayBuffer): void;
   /** memfd_create(name, MFD_CLOEXEC) + ftruncate(size); for test front-ends and tools. */
   memfdCreate(name: string, size: number): number;
   /** System page size. */
   pageSize(): number;
 
-  /** eventfd(initval, EFD_NONBLOCK|EFD_CLOEXEC). */
+  /** eventfd(initval, EFD_NONBLOCK|EFD_CLOEXEC); initval is 0..2^32-1. */
   eventfd(initval: number): number;
   /** Read and reset an eventfd counter; 0 when it was not signalled (EAGAIN). */
   eventfdRead(fd: number): number;
-  /** Add `value` (>= 1) to an eventfd counter. Swallows EAGAIN (counter saturated = still signalled). */
+  /**
+   * Add `value` (1..Number.MAX_SAFE_INTEGER) to an eventfd counter. Swallows EAGAIN (counter
+   * saturated = still signalled).
+   */
   eventfdWrite(fd: number, value: number): void;
 
-  /** Watch an fd for readability; `onReadable` runs each time it is readable (or on error/hangup, with events). */
+  /**
+   * Watch an fd for readability (level-triggered); `onReadable` gets the UV_READABLE/UV_DISCONNECT
+   * bits each time, or -1 on a poll error (e.g. ECONNRESET), after which the watcher is stopped
+   * (start() re-arms it). Drain the fd, or stop the watcher, or the callback runs again at once.
+   */
   watchReadable(fd: number, onReadable: (events: number) => void): FdWatcher;
-  /** Watch an eventfd: on readability the addon reads (resets) the counter and calls back with its value. */
+  /**
+   * Watch an eventfd: on readability the addon reads (resets) the counter and calls back with its
+   * value; never called with 0. A failing read or poll error stops the watcher and is raised as an
+   * uncaught exception.
+   */
   watchEventfd(fd: number, onSignal: (count: number) => void): FdWatcher;
 
   /** Poll event bits passed to watchReadable callbacks. */

@@ -1,0 +1,666 @@
+// vmpi_native.cc — the native half of src/native.ts (which is the contract; keep the two in step).
+//
+// Owns exactly what JavaScript cannot do itself:
+//   * Unix stream sockets with SCM_RIGHTS fd passing (listen/connect/accept/recvmsg/sendmsg),
+//     close and dup;
+//   * mmap of shared fds as external ArrayBuffers, with explicit munmap (detach + unmap now) and a
+//     finalizer that unmaps whatever JavaScript forgot;
+//   * eventfd and memfd creation and counter I/O;
+//   * FdWatcher: a uv_poll_t on the Node event loop that calls JavaScript when an fd is readable
+//     (or, for eventfds, reads the counter first and passes its value).
+// Rules kept throughout: every fd created here is O_CLOEXEC (and O_NONBLOCK for sockets and
+// eventfds); no fd leaks on any error path (UniqueFd / FdList guards); arguments are validated with
+// TypeError; system errors are Error objects with code (errno name), errno (negative, as in Node),
+// syscall, and a message "<syscall> failed: <CODE> (<description>)".
+
+#include <napi.h>
+#include <uv.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+namespace {
+
+constexpr double kMaxSafeInt = 9007199254740991.0;  // Number.MAX_SAFE_INTEGER
+constexpr int kMaxSendFds = 32;
+constexpr int kMaxRecvFds = 253;  // SCM_MAX_FD: the kernel never passes more in one message
+
+// ---- errors ----------------------------------------------------------------------------------
+
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
+#define VMPI_HAVE_STRERRORNAME 1
+#endif
+
+// glibc >= 2.32 knows every errno by name; elsewhere libuv's table covers the common ones.
+std::string ErrnoName(int err) {
+#ifdef VMPI_HAVE_STRERRORNAME
+  if (const char* name = strerrorname_np(err)) return name;
+#endif
+  char buf[64];
+  return uv_err_name_r(-err, buf, sizeof buf);
+}
+
+std::string ErrnoDescription(int err) {
+#ifdef VMPI_HAVE_STRERRORNAME
+  if (const char* desc = strerrordesc_np(err)) return desc;
+#endif
+  char buf[128];
+  return uv_strerror_r(-err, buf, sizeof buf);
+}
+
+Napi::Error SysError(Napi::Env env, const char* syscall, int err, const std::string& detail = "") {
+  std::string msg = std::string(syscall) + " failed: " + ErrnoName(err) + " (" + ErrnoDescription(err) + ")";
+  if (!detail.empty()) msg += ": " + detail;
+  Napi::Error e = Napi::Error::New(env, msg);
+  e.Value().Set("code", ErrnoName(err));
+  e.Value().Set("errno", -err);
+  e.Value().Set("syscall", syscall);
+  return e;
+}
+
+[[noreturn]] void ThrowSys(Napi::Env env, const char* syscall, int err, const std::string& detail = "") {
+  throw SysError(env, syscall, err, detail);
+}
+
+// ---- fd guards -------------------------------------------------------------------------------
+
+class UniqueFd {
+ public:
+  explicit UniqueFd(int fd) : fd_(fd) {}
+  ~UniqueFd() { if (fd_ >= 0) ::close(fd_); }
+  UniqueFd(const UniqueFd&) = delete;
+  UniqueFd& operator=(const UniqueFd&) = delete;
+  int get() const { return fd_; }
+  int release() { int fd = fd_; fd_ = -1; return fd; }
+ private:
+  int fd_;
+};
+
+// Received fds: closed on destruction unless released (i.e. handed to JavaScript).
+struct FdList {
+  std::vector<int> fds;
+  ~FdList() { for (int fd : fds) ::close(fd); }
+};
+
+// ---- argument validation ---------------------------------------------------------------------
+
+class Args {
+ public:
+  Args(const Napi::CallbackInfo& info, const char* fn) : info_(info), fn_(fn) {}
+  Napi::Env Env() const { return info_.Env(); }
+
+  [[noreturn]] void Fail(const std::string& what) const {
+    throw Napi::TypeError::New(info_.Env(), std::string(fn_) + ": " + what);
+  }
+
+  double Int(size_t i, const char* name, double min, double max) const {
+    Napi::Value v = info_[i];
+    double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : NAN;
+    if (!std::isfinite(d) || std::trunc(d) != d || d < min || d > max) {
+      char range[96];
+      snprintf(range, sizeof range, "[%.0f, %.0f]", min, max);
+      Fail(std::string(name) + " must be an integer in " + range);
+    }
+    return d;
+  }
+  int Fd(size_t i, const char* name = "fd") const { return static_cast<int>(Int(i, name, 0, INT_MAX)); }
+
+  std::string Str(size_t i, const char* name, size_t maxLen) const {
+    if (!info_[i].IsString()) Fail(std::string(name) + " must be a string");
+    std::string s = info_[i].As<Napi::String>().Utf8Value();
+    if (s.empty() || s.size() > maxLen || s.find('\0') != std::string::npos)
+      Fail(std::string(name) + " must be 1.." + std::to_string(maxLen) + " bytes without NUL");
+    return s;
+  }
+
+  Napi::Uint8Array Bytes(size_t i, const char* name) const {
+    Napi::Value v = info_[i];
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+      Fail(std::string(name) + " must be a Uint8Array");
+    return v.As<Napi::Uint8Array>();
+  }
+
+  Napi::Function Fn(size_t i, const char* name) const {
+    if (!info_[i].IsFunction()) Fail(std::string(name) + " must be a function");
+    return info_[i].As<Napi::Function>();
+  }
+
+  // buf, offset, length at i, i+1, i+2; returns the slice [offset, offset+length).
+  uint8_t* Slice(size_t i, size_t minLen, size_t* len) const {
+    Napi::Uint8Array buf = Bytes(i, "buf");
+    double size = static_cast<double>(buf.ByteLength());
+    double off = Int(i + 1, "offset", 0, size);
+    *len = static_cast<size_t>(Int(i + 2, "length", static_cast<double>(minLen), size - off));
+    return buf.Data() + static_cast<size_t>(off);
+  }
+
+  sockaddr_un UnixPath(size_t i) const {
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::string path = Str(i, "path", sizeof(addr.sun_path) - 1);
+    memcpy(addr.sun_path, path.data(), path.size());
+    return addr;
+  }
+
+ private:
+  const Napi::CallbackInfo& info_;
+  const char* fn_;
+};
+
+// ---- sockets ---------------------------------------------------------------------------------
+
+Napi::Value ListenUnix(const Napi::CallbackInfo& info) {
+  Args a(info, "listenUnix");
+  sockaddr_un addr = a.UnixPath(0);
+  int backlog = static_cast<int>(a.Int(1, "backlog", 0, INT_MAX));
+  UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (fd.get() < 0) ThrowSys(a.Env(), "socket", errno);
+  // An existing path (stale socket or not) gives EADDRINUSE: what to do about it is JS policy.
+  if (bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) ThrowSys(a.Env(), "bind", errno);
+  if (listen(fd.get(), backlog) < 0) {
+    int err = errno;
+    unlink(addr.sun_path);  // we created it a moment ago
+    ThrowSys(a.Env(), "listen", err);
+  }
+  return Napi::Number::New(a.Env(), fd.release());
+}
+
+Napi::Value ConnectUnix(const Napi::CallbackInfo& info) {
+  Args a(info, "connectUnix");
+  sockaddr_un addr = a.UnixPath(0);
+  UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));  // blocking until connected
+  if (fd.get() < 0) ThrowSys(a.Env(), "socket", errno);
+  if (connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) {
+    if (errno != EINTR) ThrowSys(a.Env(), "connect", errno);
+    // Interrupted: the connection attempt goes on; wait for it and fetch its outcome.
+    pollfd p{fd.get(), POLLOUT, 0};
+    while (poll(&p, 1, -1) < 0) if (errno != EINTR) ThrowSys(a.Env(), "poll", errno);
+    int soerr = 0;
+    socklen_t sl = sizeof soerr;
+    if (getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0) ThrowSys(a.Env(), "getsockopt", errno);
+    if (soerr != 0) ThrowSys(a.Env(), "connect", soerr);
+  }
+  int flags = fcntl(fd.get(), F_GETFL);
+  if (flags < 0 || fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK) < 0) ThrowSys(a.Env(), "fcntl", errno);
+  return Napi::Number::New(a.Env(), fd.release());
+}
+
+Napi::Value Accept(const Napi::CallbackInfo& info) {
+  Args a(info, "accept");
+  int lfd = a.Fd(0, "listenFd");
+  int fd;
+  do fd = accept4(lfd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC); while (fd < 0 && errno == EINTR);
+  if (fd < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return Napi::Number::New(a.Env(), -1);
+    ThrowSys(a.Env(), "accept4", errno);
+  }
+  return Napi::Number::New(a.Env(), fd);
+}
+
+Napi::Value RecvMsg(const Napi::CallbackInfo& info) {
+  Args a(info, "recvMsg");
+  Napi::Env env = a.Env();
+  int fd = a.Fd(0);
+  size_t len;
+  uint8_t* data = a.Slice(1, 1, &len);  // length 0 would be indistinguishable from EOF
+  int maxFds = static_cast<int>(a.Int(4, "maxFds", 0, kMaxRecvFds));
+
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxRecvFds)];
+  iovec iov{data, len};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = maxFds > 0 ? control : nullptr;
+  msg.msg_controllen = maxFds > 0 ? CMSG_SPACE(sizeof(int) * maxFds) : 0;
+  ssize_t n;
+  do n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT); while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return env.Null();
+    ThrowSys(env, "recvmsg", errno);
+  }
+  FdList got;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    const unsigned char* p = CMSG_DATA(c);
+    for (size_t k = 0; k < count; k++) {
+      int rfd;
+      memcpy(&rfd, p + k * sizeof(int), sizeof rfd);
+      got.fds.push_back(rfd);
+    }
+  }
+  // CMSG_SPACE rounds up, so the kernel may fit more than maxFds without truncating: both cases
+  // are the peer breaking the protocol. The bytes read are lost with the fds (~FdList closes them).
+  if (msg.msg_flags & MSG_CTRUNC)
+    ThrowSys(env, "recvmsg", EMSGSIZE, "control data truncated (more than maxFds=" + std::to_string(maxFds) + " fds)");
+  if (got.fds.size() > static_cast<size_t>(maxFds))
+    ThrowSys(env, "recvmsg", EMSGSIZE, std::to_string(got.fds.size()) + " fds received, maxFds=" + std::to_string(maxFds));
+
+  Napi::Array fds = Napi::Array::New(env, got.fds.size());
+  for (size_t k = 0; k < got.fds.size(); k++) fds.Set(static_cast<uint32_t>(k), got.fds[k]);
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("bytes", static_cast<double>(n));
+  result.Set("fds", fds);
+  got.fds.clear();  // handed to JavaScript
+  return result;
+}
+
+Napi::Value SendMsg(const Napi::CallbackInfo& info) {
+  Args a(info, "sendMsg");
+  Napi::Env env = a.Env();
+  int fd = a.Fd(0);
+  size_t len;
+  uint8_t* data = a.Slice(1, 0, &len);
+  int fds[kMaxSendFds];
+  int nfds = 0;
+  if (!info[4].IsNull() && !info[4].IsUndefined()) {
+    if (!info[4].IsArray()) a.Fail("fds must be an array of fds or null");
+    Napi::Array arr = info[4].As<Napi::Array>();
+    if (arr.Length() > kMaxSendFds) a.Fail("at most " + std::to_string(kMaxSendFds) + " fds per message");
+    nfds = static_cast<int>(arr.Length());
+    for (int k = 0; k < nfds; k++) {
+      Napi::Value v = arr[static_cast<uint32_t>(k)];
+      double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+      if (!(d >= 0 && d <= INT_MAX && std::trunc(d) == d)) a.Fail("fds[" + std::to_string(k) + "] is not an fd");
+      fds[k] = static_cast<int>(d);
+    }
+  }
+  // Linux drops ancillary data sent with zero bytes on a stream socket.
+  if (nfds > 0 && len == 0) a.Fail("length must be >= 1 when sending fds");
+
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxSendFds)];
+  iovec iov{data, len};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  if (nfds > 0) {
+    memset(control, 0, sizeof control);
+    msg.msg_control = control;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+    memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+  }
+  ssize_t n;
+  do n = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT); while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return Napi::Number::New(env, -1);
+    ThrowSys(env, "sendmsg", errno);
+  }
+  return Napi::Number::New(env, static_cast<double>(n));
+}
+
+Napi::Value Close(const Napi::CallbackInfo& info) {
+  Args a(info, "close");
+  // EINTR from close(2) on Linux still means the fd is gone; retrying could close someone else's.
+  if (::close(a.Fd(0)) < 0 && errno != EINTR) ThrowSys(a.Env(), "close", errno);
+  return a.Env().Undefined();
+}
+
+Napi::Value Dup(const Napi::CallbackInfo& info) {
+  Args a(info, "dup");
+  int fd = fcntl(a.Fd(0), F_DUPFD_CLOEXEC, 0);
+  if (fd < 0) ThrowSys(a.Env(), "dup", errno);
+  return Napi::Number::New(a.Env(), fd);
+}
+
+// ---- memory ----------------------------------------------------------------------------------
+//
+// Each mapping has a heap Mapping, which is the finalize hint of its external ArrayBuffer. munmap()
+// finds it by the buffer's data pointer, detaches the buffer, unmaps, marks it unmapped and drops
+// it from the table at once (so a new mapping at the same address is never confused with it).
+// The finalizer runs later in either case (Node calls it when the backing store is released, on
+// the JS thread via SetImmediate) and unmaps only if munmap() did not.
+
+struct Mapping {
+  void* ptr;
+  size_t len;
+  bool unmapped;
+};
+
+// Tags the ArrayBuffers mmap() returns, so munmap() can reject others even once detached.
+constexpr napi_type_tag kMappingTag = {0x766d70695f6d6d61ULL, 0x705f627566666572ULL};
+
+std::mutex g_mappings_mu;  // finalizers and munmap of different worker threads share the table
+std::unordered_map<void*, Mapping*> g_mappings;
+
+void FinalizeMapping(napi_env /*env*/, void* /*data*/, void* hint) {
+  Mapping* m = static_cast<Mapping*>(hint);
+  {
+    std::lock_guard<std::mutex> lock(g_mappings_mu);
+    auto it = g_mappings.find(m->ptr);
+    if (it != g_mappings.end() && it->second == m) g_mappings.erase(it);
+  }
+  if (!m->unmapped) ::munmap(m->ptr, m->len);
+  delete m;
+}
+
+Napi::Value Mmap(const Napi::CallbackInfo& info) {
+  Args a(info, "mmap");
+  Napi::Env env = a.Env();
+  int fd = a.Fd(0);
+  double offset = a.Int(1, "offset", 0, kMaxSafeInt);
+  size_t len = static_cast<size_t>(a.Int(2, "length", 1, kMaxSafeInt));
+  if (std::fmod(offset, static_cast<double>(sysconf(_SC_PAGESIZE))) != 0) a.Fail("offset must be page-aligned");
+  void* ptr = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, static_cast<off_t>(offset));
+  if (ptr == MAP_FAILED) ThrowSys(env, "mmap", errno);
+  Mapping* m = new Mapping{ptr, len, false};
+  // Deliberately no napi_adjust_external_memory: guest RAM is not garbage the GC could reclaim.
+  napi_value ab;
+  napi_status st = napi_create_external_arraybuffer(env, ptr, len, FinalizeMapping, m, &ab);
+  if (st != napi_ok) {
+    ::munmap(ptr, len);
+    delete m;
+    throw Napi::Error::New(env, "mmap: napi_create_external_arraybuffer failed (status " + std::to_string(st) + ")");
+  }
+  {
+    std::lock_guard<std::mutex> lock(g_mappings_mu);
+    g_mappings[ptr] = m;
+  }
+  Napi::ArrayBuffer result(env, ab);
+  result.TypeTag(&kMappingTag);  // should this throw, the finalizer still unmaps
+  return result;
+}
+
+Napi::Value Munmap(const Napi::CallbackInfo& info) {
+  Args a(info, "munmap");
+  Napi::Env env = a.Env();
+  if (!info[0].IsArrayBuffer() || !info[0].As<Napi::ArrayBuffer>().CheckTypeTag(&kMappingTag))
+    a.Fail("buffer must be an ArrayBuffer returned by mmap");
+  Napi::ArrayBuffer ab = info[0].As<Napi::ArrayBuffer>();
+  void* ptr = ab.Data();
+  if (ptr == nullptr) return env.Undefined();  // already detached: munmap is idempotent
+  Mapping* m = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(g_mappings_mu);
+    auto it = g_mappings.find(ptr);
+    if (it != g_mappings.end()) m = it->second;
+  }
+  if (m == nullptr) throw Napi::Error::New(env, "munmap: mapping not found (addon bug)");
+  // Detach first: if that fails the memory stays mapped, because JavaScript could still reach it.
+  napi_status st = napi_detach_arraybuffer(env, ab);
+  if (st != napi_ok) throw Napi::Error::New(env, "munmap: napi_detach_arraybuffer failed (status " + std::to_string(st) + ")");
+  {
+    std::lock_guard<std::mutex> lock(g_mappings_mu);
+    g_mappings.erase(ptr);
+  }
+  if (::munmap(m->ptr, m->len) < 0) ThrowSys(env, "munmap", errno);  // finalizer will retry
+  m->unmapped = true;
+  return env.Undefined();
+}
+
+Napi::Value MemfdCreate(const Napi::CallbackInfo& info) {
+  Args a(info, "memfdCreate");
+  std::string name = a.Str(0, "name", 249);
+  off_t size = static_cast<off_t>(a.Int(1, "size", 0, kMaxSafeInt));
+  UniqueFd fd(memfd_create(name.c_str(), MFD_CLOEXEC));
+  if (fd.get() < 0) ThrowSys(a.Env(), "memfd_create", errno);
+  if (ftruncate(fd.get(), size) < 0) ThrowSys(a.Env(), "ftruncate", errno);
+  return Napi::Number::New(a.Env(), fd.release());
+}
+
+Napi::Value PageSize(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(sysconf(_SC_PAGESIZE)));
+}
+
+// ---- eventfd ---------------------------------------------------------------------------------
+
+// One read(2) of an eventfd counter: 1 = got *value, 0 = EAGAIN (not signalled), -errno = failed.
+int ReadEventfd(int fd, uint64_t* value) {
+  ssize_t n;
+  do n = read(fd, value, sizeof *value); while (n < 0 && errno == EINTR);
+  if (n == sizeof *value) return 1;
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+  return n < 0 ? -errno : -EIO;
+}
+
+Napi::Value Eventfd(const Napi::CallbackInfo& info) {
+  Args a(info, "eventfd");
+  unsigned initval = static_cast<unsigned>(a.Int(0, "initval", 0, UINT_MAX));
+  int fd = eventfd(initval, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (fd < 0) ThrowSys(a.Env(), "eventfd", errno);
+  return Napi::Number::New(a.Env(), fd);
+}
+
+Napi::Value EventfdRead(const Napi::CallbackInfo& info) {
+  Args a(info, "eventfdRead");
+  uint64_t value = 0;
+  int r = ReadEventfd(a.Fd(0), &value);
+  if (r < 0) ThrowSys(a.Env(), "read", -r);
+  return Napi::Number::New(a.Env(), r == 0 ? 0.0 : static_cast<double>(value));
+}
+
+Napi::Value EventfdWrite(const Napi::CallbackInfo& info) {
+  Args a(info, "eventfdWrite");
+  int fd = a.Fd(0);
+  uint64_t value = static_cast<uint64_t>(a.Int(1, "value", 1, kMaxSafeInt));
+  ssize_t n;
+  do n = write(fd, &value, sizeof value); while (n < 0 && errno == EINTR);
+  if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) ThrowSys(a.Env(), "write", errno);
+  return a.Env().Undefined();
+}
+
+// ---- watchers --------------------------------------------------------------------------------
+//
+// Lifetime: the wrapper holds a strong reference to its JS object (Ref) while the poll handle is
+// started and while uv_close is pending, so a started watcher that JavaScript drops keeps firing;
+// stop() and the close callback drop that reference, so a stopped or closed watcher can be GC'd.
+// The uv_poll_t lives in a heap Poll that only OnClose frees; a watcher GC'd unclosed (possible
+// only while stopped) is closed by its destructor, with owner = nullptr.
+//
+// Environment teardown (worker exit, process exit): Node dlcloses the addon right after the
+// environment is gone, so every close callback must have run by then, or the loop jumps into
+// unmapped code (this crashed a worker with an unclosed watcher). An async cleanup hook closes
+// every open handle and reports completion only when the last OnClose has run.
+
+class Watcher;
+
+struct Addon;
+
+struct Poll {
+  uv_poll_t uv;
+  Addon* addon;
+  Watcher* owner;  // null once the watcher is finalized
+  bool closing;
+};
+
+struct Addon {  // per-environment instance data
+  Napi::FunctionReference watcherCtor;
+  std::unordered_set<Poll*> polls;  // allocated and not yet freed by OnClose
+  bool tearingDown = false;
+  napi_async_cleanup_hook_handle teardownDone = nullptr;  // set while teardown awaits OnClose
+};
+
+class Watcher : public Napi::ObjectWrap<Watcher> {
+ public:
+  enum Mode { kReadable = 0, kEventfd = 1 };
+
+  static void Init(Napi::Env env, Addon* addon) {
+    addon->watcherCtor = Napi::Persistent(DefineClass(env, "FdWatcher", {
+        InstanceMethod<&Watcher::Start>("start"),
+        InstanceMethod<&Watcher::Stop>("stop"),
+        InstanceMethod<&Watcher::Close>("close"),
+    }));
+  }
+
+  static Napi::Value Create(const Napi::CallbackInfo& info, Mode mode) {
+    Napi::Env env = info.Env();
+    return env.GetInstanceData<Addon>()->watcherCtor.New({info[0], info[1], Napi::Number::New(env, mode)});
+  }
+
+  explicit Watcher(const Napi::CallbackInfo& info)
+      : Napi::ObjectWrap<Watcher>(info),
+        ctx_(info.Env(), "vmpi:FdWatcher"),
+        addon_(info.Env().GetInstanceData<Addon>()) {
+    Napi::Value m = info[2];
+    mode_ = m.IsNumber() && m.As<Napi::Number>().Int32Value() == kEventfd ? kEventfd : kReadable;
+    Args a(info, mode_ == kEventfd ? "watchEventfd" : "watchReadable");
+    fd_ = a.Fd(0);
+    cb_ = Napi::Persistent(a.Fn(1, "callback"));
+    uv_loop_t* loop = nullptr;
+    if (napi_get_uv_event_loop(info.Env(), &loop) != napi_ok) throw Napi::Error::New(info.Env(), "no uv loop");
+    poll_ = new Poll{{}, addon_, this, false};
+    int err = uv_poll_init(loop, &poll_->uv, fd_);  // fails with EEXIST if another started watcher has fd
+    if (err != 0) {  // not registered with the loop: a plain delete is right
+      delete poll_;
+      poll_ = nullptr;
+      ThrowSys(info.Env(), "uv_poll_init", -err);
+    }
+    poll_->uv.data = poll_;
+    addon_->polls.insert(poll_);
+  }
+
+  ~Watcher() override {
+    if (poll_ == nullptr) return;
+    poll_->owner = nullptr;  // OnClose then only frees the handle
+    CloseHandle(poll_);
+  }
+
+  static void Teardown(napi_async_cleanup_hook_handle done, void* arg) {
+    Addon* addon = static_cast<Addon*>(arg);
+    addon->tearingDown = true;
+    for (Poll* p : addon->polls) CloseHandle(p);  // OnClose runs later: no iterator invalidation
+    if (addon->polls.empty()) napi_remove_async_cleanup_hook(done);
+    else addon->teardownDone = done;
+  }
+
+ private:
+  void Start(const Napi::CallbackInfo& info) {
+    if (poll_ == nullptr || poll_->closing) throw Napi::Error::New(info.Env(), "FdWatcher.start: watcher is closed");
+    int events = mode_ == kEventfd ? UV_READABLE : UV_READABLE | UV_DISCONNECT;
+    int err = uv_poll_start(&poll_->uv, events, OnPoll);
+    if (err != 0) ThrowSys(info.Env(), "uv_poll_start", -err);
+    Hold(true);
+  }
+
+  void Stop(const Napi::CallbackInfo&) {
+    if (poll_ == nullptr || poll_->closing) return;
+    uv_poll_stop(&poll_->uv);
+    Hold(false);
+  }
+
+  void Close(const Napi::CallbackInfo&) {
+    if (poll_ == nullptr || poll_->closing) return;
+    Hold(true);  // until OnClose
+    cb_.Reset();
+    CloseHandle(poll_);
+  }
+
+  void Hold(bool hold) {
+    if (hold == held_) return;
+    held_ = hold;
+    if (hold) Ref(); else Unref();
+  }
+
+  static void CloseHandle(Poll* p) {
+    if (p->closing) return;
+    p->closing = true;
+    uv_poll_stop(&p->uv);
+    uv_close(reinterpret_cast<uv_handle_t*>(&p->uv), OnClose);
+  }
+
+  static void OnClose(uv_handle_t* h) {
+    Poll* p = static_cast<Poll*>(h->data);
+    Addon* addon = p->addon;
+    Watcher* w = p->owner;
+    addon->polls.erase(p);
+    delete p;
+    if (w != nullptr) {
+      w->poll_ = nullptr;
+      if (!addon->tearingDown) {  // at teardown Node finalizes every wrap, held or not
+        Napi::HandleScope scope(w->Env());
+        try { w->Hold(false); } catch (const Napi::Error&) { /* nothing sensible to do */ }
+      }
+    }
+    if (addon->teardownDone != nullptr && addon->polls.empty()) {
+      napi_remove_async_cleanup_hook(addon->teardownDone);
+      addon->teardownDone = nullptr;
+    }
+  }
+
+  static void OnPoll(uv_poll_t* h, int status, int events) {
+    Watcher* w = static_cast<Poll*>(h->data)->owner;
+    if (w == nullptr) return;
+    Napi::Env env = w->Env();
+    Napi::HandleScope scope(env);
+    try {
+      Napi::Object self = w->Value();  // keeps the object alive even if the callback drops it
+      if (status < 0) w->Hold(false);  // libuv has already stopped the handle
+      double arg;
+      if (w->mode_ == kReadable) {
+        arg = status < 0 ? -1 : events;
+      } else {
+        if (status < 0) ThrowSys(env, "uv_poll", -status);
+        uint64_t sum = 0, v = 0;
+        int r;
+        while ((r = ReadEventfd(w->fd_, &v)) > 0) sum += v;
+        if (r < 0) {
+          uv_poll_stop(h);
+          w->Hold(false);
+          ThrowSys(env, "read", -r);
+        }
+        if (sum == 0) return;
+        arg = static_cast<double>(sum);
+      }
+      if (w->cb_.IsEmpty()) return;
+      w->cb_.MakeCallback(self, {Napi::Number::New(env, arg)}, w->ctx_);
+    } catch (const Napi::Error& e) {
+      // No JavaScript frame to return to: report it like any uncaught exception.
+      napi_fatal_exception(env, e.Value());
+    }
+  }
+
+  Napi::AsyncContext ctx_;
+  Napi::FunctionReference cb_;
+  Addon* addon_;
+  Poll* poll_ = nullptr;  // null once OnClose has freed it
+  int fd_ = -1;
+  Mode mode_ = kReadable;
+  bool held_ = false;  // Ref() taken
+};
+
+Napi::Value WatchReadable(const Napi::CallbackInfo& info) { return Watcher::Create(info, Watcher::kReadable); }
+Napi::Value WatchEventfd(const Napi::CallbackInfo& info) { return Watcher::Create(info, Watcher::kEventfd); }
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  Addon* addon = new Addon();
+  env.SetInstanceData(addon);  // deleted by Node after the cleanup hooks have run
+  Watcher::Init(env, addon);
+  if (napi_add_async_cleanup_hook(env, Watcher::Teardown, addon, nullptr) != napi_ok)
+    throw Napi::Error::New(env, "vmpi_native: napi_add_async_cleanup_hook failed");
+  const std::pair<const char*, Napi::Function::Callback> fns[] = {
+      {"listenUnix", ListenUnix}, {"connectUnix", ConnectUnix}, {"accept", Accept},
+      {"recvMsg", RecvMsg},       {"sendMsg", SendMsg},         {"close", Close},
+      {"dup", Dup},               {"mmap", Mmap},               {"munmap", Munmap},
+      {"memfdCreate", MemfdCreate}, {"pageSize", PageSize},     {"eventfd", Eventfd},
+      {"eventfdRead", EventfdRead}, {"eventfdWrite", EventfdWrite},
+      {"watchReadable", WatchReadable}, {"watchEventfd", WatchEventfd},
+  };
+  for (const auto& [name, fn] : fns) exports.Set(name, Napi::Function::New(env, fn, name));
+  exports.Set("UV_READABLE", static_cast<double>(UV_READABLE));
+  exports.Set("UV_DISCONNECT", static_cast<double>(UV_DISCONNECT));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(vmpi_native, Init)
