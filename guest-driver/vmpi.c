@@ -1,0 +1,1034 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * vmpi.c - guest driver for the VMPI device (RINA "shim DIF for hypervisors").
+ *
+ * A VMPI device is a pair of virtqueues between a VM and its host: every message is one frame,
+ * "le32 channel | SDU", in one descriptor chain (docs/DEVICE.md is the wire contract). On stock
+ * QEMU the device rides on vhost-user-gpio-pci, so this driver binds virtio device id 41 and
+ * claims only devices whose config space carries the VMPI magic and version 1.
+ *
+ * Each device gets a character device /dev/vmpiN. An open file is bound to one channel with
+ * VMPI_IOC_BIND (a channel is held by at most one file at a time); then every write() sends one
+ * SDU on that channel and every read() returns one SDU received on it. See vmpi_uapi.h.
+ *
+ * Data path:
+ *  - rx (vq 0): the ring is kept full of page-based buffers of 4 + max SDU bytes. The virtqueue
+ *    callback only schedules rx_work, which takes used buffers, dispatches each frame to the
+ *    bound file's queue (bounded: rx_queue_len SDUs and rx_queue_bytes bytes of buffer memory)
+ *    and refills the ring. Small SDUs (<= copybreak) are copied out; larger ones keep the pages
+ *    they were received in (no copy) and the rx buffer gets fresh pages instead. Either way the
+ *    rx buffer is reposted at once, through a small pool of spare buffers.
+ *  - tx (vq 1): write() copies the SDU into a linear (small) or page-based buffer and adds it
+ *    under tx_lock; used buffers are reclaimed by later writes and polls. The tx callback is
+ *    only enabled while the ring is full; it wakes blocked writers and pollers.
+ *
+ * Locking: vd->lock (process context only) protects the channel table, the per-file queues,
+ * the rx buffer pool and vd->removed. vd->tx_lock (taken with interrupts disabled, because the
+ * tx callback runs in hard-irq context) protects the tx virtqueue. The rx virtqueue is touched
+ * only by rx_work (which never runs concurrently with itself), by probe before the device is
+ * live and by remove after rx_work is cancelled. Open files hold a reference on struct vmpi_dev,
+ * so a file outlives the device: after removal every call on it fails with -ENODEV.
+ */
+#include <linux/module.h>
+#include <linux/virtio.h>
+#include <linux/virtio_config.h>
+#include <linux/virtio_ring.h>
+#include <linux/miscdevice.h>
+#include <linux/fs.h>
+#include <linux/poll.h>
+#include <linux/slab.h>
+#include <linux/mm.h>
+#include <linux/scatterlist.h>
+#include <linux/hashtable.h>
+#include <linux/idr.h>
+#include <linux/wait.h>
+#include <linux/workqueue.h>
+#include <linux/uaccess.h>
+#include <linux/sched/signal.h>
+#include <asm/unaligned.h>
+
+#include "vmpi_uapi.h"
+
+#define VIRTIO_ID_VMPI_CARRIER	41	/* VIRTIO_ID_GPIO: the vhost-user-gpio-pci carrier */
+#define VMPI_MAX_SDU_LOG2	20	/* refuse devices asking for more than 1 MiB SDUs */
+#define VMPI_RX_BUDGET		64	/* frames per rx_work run before yielding */
+#define VMPI_RX_POOL_MAX	32	/* spare rx page buffers kept for reuse */
+
+static unsigned int rx_queue_len = 256;
+module_param(rx_queue_len, uint, 0444);
+MODULE_PARM_DESC(rx_queue_len, "Max SDUs queued per bound channel (default 256)");
+
+static unsigned int rx_queue_bytes = 8 << 20;
+module_param(rx_queue_bytes, uint, 0444);
+MODULE_PARM_DESC(rx_queue_bytes, "Max buffer memory queued per bound channel (default 8 MiB)");
+
+static unsigned int copybreak = 1024;
+module_param(copybreak, uint, 0444);
+MODULE_PARM_DESC(copybreak, "Received SDUs up to this size are copied out of the ring buffer");
+
+static DEFINE_IDA(vmpi_ida);
+
+/*
+ * A frame buffer: either linear (npages == 0, bytes in lin[]) or a list of pages (the layout
+ * is contiguous across pages: header at offset 0 of page 0, SDU from offset 4).
+ */
+struct vmpi_buf {
+	struct list_head node;		/* in a file's rx queue or the rx pool */
+	unsigned int len;		/* frame bytes: header + SDU */
+	unsigned int cap;		/* capacity in bytes */
+	unsigned int npages;
+	unsigned int charge;		/* bytes accounted against rx_queue_bytes */
+	struct page **pages;
+	struct scatterlist *sg;
+	u8 lin[];
+};
+
+struct vmpi_dev {
+	struct virtio_device *vdev;
+	struct virtqueue *rxvq;
+	struct virtqueue *txvq;
+	struct kref kref;
+	struct miscdevice misc;
+	char name[16];
+	int index;
+
+	u32 vmpi_id;
+	u32 max_sdu;
+	unsigned int frame_pages;	/* pages per rx buffer: DIV_ROUND_UP(4 + max_sdu) */
+	unsigned int tx_slots;		/* ring slots the largest tx frame needs */
+
+	spinlock_t lock;		/* channels, file queues, rx_pool, removed */
+	DECLARE_HASHTABLE(chans, 6);	/* bound files by channel */
+	struct list_head rx_pool;
+	unsigned int rx_pool_len;
+	bool removed;
+
+	struct delayed_work rx_work;
+	struct work_struct config_work;
+
+	spinlock_t tx_lock;		/* txvq, tx_seq */
+	unsigned long tx_seq;		/* bumped by every tx interrupt */
+	wait_queue_head_t tx_wait;
+
+	struct {
+		atomic64_t rx_frames, rx_bytes, tx_frames, tx_bytes;
+		atomic64_t rx_drops_unbound, rx_drops_full, rx_malformed, rx_drops_nomem;
+	} st;
+};
+
+struct vmpi_file {
+	struct vmpi_dev *vd;
+	struct hlist_node hnode;	/* in vd->chans while bound */
+	u32 channel;
+	bool bound;			/* written under vd->lock */
+	struct list_head rxq;		/* received vmpi_bufs, oldest first */
+	unsigned int rx_count;
+	unsigned int rx_bytes;
+	wait_queue_head_t rq;
+};
+
+/* ---- buffers ---- */
+
+static void vmpi_buf_free(struct vmpi_buf *buf)
+{
+	unsigned int i;
+
+	for (i = 0; i < buf->npages; i++)
+		if (buf->pages[i])
+			__free_page(buf->pages[i]);
+	kfree(buf);
+}
+
+static void vmpi_buf_free_list(struct list_head *list)
+{
+	struct vmpi_buf *buf, *tmp;
+
+	list_for_each_entry_safe(buf, tmp, list, node)
+		vmpi_buf_free(buf);
+	INIT_LIST_HEAD(list);
+}
+
+static struct vmpi_buf *vmpi_buf_alloc_linear(unsigned int cap, gfp_t gfp)
+{
+	struct vmpi_buf *buf = kmalloc(sizeof(*buf) + cap, gfp);
+
+	if (!buf)
+		return NULL;
+	INIT_LIST_HEAD(&buf->node);
+	buf->len = 0;
+	buf->cap = cap;
+	buf->npages = 0;
+	buf->charge = cap;
+	buf->pages = NULL;
+	buf->sg = NULL;
+	return buf;
+}
+
+/* A page-based buffer of @cap bytes; its scatterlist covers exactly @cap bytes. */
+static struct vmpi_buf *vmpi_buf_alloc_pages(unsigned int cap, gfp_t gfp)
+{
+	unsigned int n = DIV_ROUND_UP(cap, PAGE_SIZE), i, left = cap;
+	struct vmpi_buf *buf;
+
+	buf = kzalloc(sizeof(*buf) + n * (sizeof(struct page *) + sizeof(struct scatterlist)), gfp);
+	if (!buf)
+		return NULL;
+	INIT_LIST_HEAD(&buf->node);
+	buf->cap = cap;
+	buf->npages = n;
+	buf->charge = n * PAGE_SIZE;
+	buf->pages = (struct page **)buf->lin;
+	buf->sg = (struct scatterlist *)(buf->pages + n);
+	sg_init_table(buf->sg, n);
+	for (i = 0; i < n; i++) {
+		buf->pages[i] = alloc_page(gfp);
+		if (!buf->pages[i]) {
+			vmpi_buf_free(buf);
+			return NULL;
+		}
+		sg_set_page(&buf->sg[i], buf->pages[i], min_t(unsigned int, left, PAGE_SIZE), 0);
+		left -= min_t(unsigned int, left, PAGE_SIZE);
+	}
+	return buf;
+}
+
+/*
+ * Move the pages holding the first @len bytes of @buf into a new page-list buffer (without a
+ * scatterlist: it is only read from), replacing them in @buf with fresh pages. On failure
+ * returns NULL and leaves @buf as it was.
+ */
+static struct vmpi_buf *vmpi_buf_steal_pages(struct vmpi_buf *buf, unsigned int len)
+{
+	unsigned int n = DIV_ROUND_UP(len, PAGE_SIZE), i;
+	struct vmpi_buf *q;
+
+	q = kzalloc(sizeof(*q) + n * sizeof(struct page *), GFP_KERNEL | __GFP_NOWARN);
+	if (!q)
+		return NULL;
+	INIT_LIST_HEAD(&q->node);
+	q->cap = n * PAGE_SIZE;
+	q->charge = q->cap;
+	q->npages = n;
+	q->pages = (struct page **)q->lin;
+	for (i = 0; i < n; i++) {
+		q->pages[i] = alloc_page(GFP_KERNEL | __GFP_NOWARN);
+		if (!q->pages[i]) {
+			vmpi_buf_free(q);
+			return NULL;
+		}
+	}
+	for (i = 0; i < n; i++) {
+		struct page *fresh = q->pages[i];
+
+		q->pages[i] = buf->pages[i];
+		buf->pages[i] = fresh;
+		sg_set_page(&buf->sg[i], fresh, buf->sg[i].length, 0);
+	}
+	return q;
+}
+
+static void *vmpi_buf_head(struct vmpi_buf *buf)
+{
+	return buf->npages ? page_address(buf->pages[0]) : buf->lin;
+}
+
+static int vmpi_buf_to_user(struct vmpi_buf *buf, unsigned int off, char __user *dst, size_t n)
+{
+	if (!buf->npages)
+		return copy_to_user(dst, buf->lin + off, n) ? -EFAULT : 0;
+	while (n) {
+		unsigned int po = offset_in_page(off);
+		size_t chunk = min_t(size_t, n, PAGE_SIZE - po);
+
+		if (copy_to_user(dst, page_address(buf->pages[off >> PAGE_SHIFT]) + po, chunk))
+			return -EFAULT;
+		dst += chunk;
+		off += chunk;
+		n -= chunk;
+	}
+	return 0;
+}
+
+static int vmpi_buf_from_user(struct vmpi_buf *buf, unsigned int off, const char __user *src,
+			      size_t n)
+{
+	if (!buf->npages)
+		return copy_from_user(buf->lin + off, src, n) ? -EFAULT : 0;
+	while (n) {
+		unsigned int po = offset_in_page(off);
+		size_t chunk = min_t(size_t, n, PAGE_SIZE - po);
+
+		if (copy_from_user(page_address(buf->pages[off >> PAGE_SHIFT]) + po, src, chunk))
+			return -EFAULT;
+		src += chunk;
+		off += chunk;
+		n -= chunk;
+	}
+	return 0;
+}
+
+/* Give a buffer that has left the rx path back: rx-sized page buffers go to the pool. */
+static void vmpi_buf_recycle(struct vmpi_dev *vd, struct vmpi_buf *buf)
+{
+	if (buf->npages == vd->frame_pages && buf->cap == VMPI_HDR_LEN + vd->max_sdu) {
+		spin_lock(&vd->lock);
+		if (!vd->removed && vd->rx_pool_len < VMPI_RX_POOL_MAX) {
+			list_add(&buf->node, &vd->rx_pool);
+			vd->rx_pool_len++;
+			buf = NULL;
+		}
+		spin_unlock(&vd->lock);
+	}
+	if (buf)
+		vmpi_buf_free(buf);
+}
+
+static void vmpi_dev_release(struct kref *kref)
+{
+	struct vmpi_dev *vd = container_of(kref, struct vmpi_dev, kref);
+
+	kfree(vd);
+}
+
+static void vmpi_dev_put(struct vmpi_dev *vd)
+{
+	kref_put(&vd->kref, vmpi_dev_release);
+}
+
+/* ---- receive ---- */
+
+static struct vmpi_file *vmpi_find_locked(struct vmpi_dev *vd, u32 channel)
+{
+	struct vmpi_file *f;
+
+	hash_for_each_possible(vd->chans, f, hnode, channel)
+		if (f->channel == channel)
+			return f;
+	return NULL;
+}
+
+/* Dispatch one used rx buffer holding a @len byte frame. Consumes @buf. */
+static void vmpi_rx_frame(struct vmpi_dev *vd, struct vmpi_buf *buf, unsigned int len)
+{
+	struct vmpi_buf *q;	/* what gets queued */
+	unsigned int sdu_len;
+	struct vmpi_file *f;
+	u32 channel;
+
+	if (len < VMPI_HDR_LEN || len > buf->cap) {
+		atomic64_inc(&vd->st.rx_malformed);
+		vmpi_buf_recycle(vd, buf);
+		return;
+	}
+	channel = get_unaligned_le32(vmpi_buf_head(buf));
+	sdu_len = len - VMPI_HDR_LEN;
+
+	/* Small SDUs are copied; larger ones take the pages they occupy out of @buf. */
+	if (sdu_len <= copybreak && len <= PAGE_SIZE) {
+		q = vmpi_buf_alloc_linear(len, GFP_KERNEL | __GFP_NOWARN);
+		if (q)
+			memcpy(q->lin, vmpi_buf_head(buf), len);
+	} else {
+		q = vmpi_buf_steal_pages(buf, len);
+	}
+	vmpi_buf_recycle(vd, buf);	/* back to the pool, to be reposted */
+	if (!q) {
+		atomic64_inc(&vd->st.rx_drops_nomem);
+		return;
+	}
+	q->len = len;
+
+	spin_lock(&vd->lock);
+	f = vmpi_find_locked(vd, channel);
+	if (!f) {
+		atomic64_inc(&vd->st.rx_drops_unbound);
+	} else if (f->rx_count >= rx_queue_len ||
+		   (f->rx_count && f->rx_bytes + q->charge > rx_queue_bytes)) {
+		atomic64_inc(&vd->st.rx_drops_full);
+	} else {
+		list_add_tail(&q->node, &f->rxq);
+		f->rx_count++;
+		f->rx_bytes += q->charge;
+		atomic64_inc(&vd->st.rx_frames);
+		atomic64_add(sdu_len, &vd->st.rx_bytes);
+		/* Wake under the lock: the file cannot be released while we hold it. */
+		wake_up_interruptible_poll(&f->rq, EPOLLIN | EPOLLRDNORM);
+		q = NULL;
+	}
+	spin_unlock(&vd->lock);
+	if (q)
+		vmpi_buf_recycle(vd, q);
+}
+
+/* Post rx buffers until the ring is full. Returns false if memory ran out. */
+static bool vmpi_rx_refill(struct vmpi_dev *vd)
+{
+	struct vmpi_buf *buf;
+	bool ok = true, added = false;
+	int err;
+
+	for (;;) {
+		spin_lock(&vd->lock);
+		buf = list_first_entry_or_null(&vd->rx_pool, struct vmpi_buf, node);
+		if (buf) {
+			list_del_init(&buf->node);
+			vd->rx_pool_len--;
+		}
+		spin_unlock(&vd->lock);
+		if (!buf)
+			buf = vmpi_buf_alloc_pages(VMPI_HDR_LEN + vd->max_sdu,
+						   GFP_KERNEL | __GFP_NOWARN);
+		if (!buf) {
+			ok = false;
+			break;
+		}
+		err = virtqueue_add_inbuf(vd->rxvq, buf->sg, buf->npages, buf, GFP_KERNEL);
+		if (err) {
+			vmpi_buf_recycle(vd, buf);
+			if (err != -ENOSPC)
+				ok = false;
+			break;
+		}
+		added = true;
+	}
+	if (added)
+		virtqueue_kick(vd->rxvq);
+	return ok;
+}
+
+static void vmpi_rx_work(struct work_struct *work)
+{
+	struct vmpi_dev *vd = container_of(to_delayed_work(work), struct vmpi_dev, rx_work);
+	unsigned int budget = VMPI_RX_BUDGET, len;
+	struct vmpi_buf *buf;
+	bool ok;
+
+	if (READ_ONCE(vd->removed))
+		return;
+	for (;;) {
+		while (budget && (buf = virtqueue_get_buf(vd->rxvq, &len))) {
+			vmpi_rx_frame(vd, buf, len);
+			budget--;
+		}
+		ok = vmpi_rx_refill(vd);
+		if (!budget) {
+			/* More work may be pending: let others run, then come back. */
+			queue_delayed_work(system_wq, &vd->rx_work, 0);
+			return;
+		}
+		if (virtqueue_enable_cb(vd->rxvq))
+			break;
+		virtqueue_disable_cb(vd->rxvq);
+	}
+	if (!ok)	/* out of memory: try again shortly */
+		queue_delayed_work(system_wq, &vd->rx_work, HZ / 10);
+}
+
+static void vmpi_rx_done(struct virtqueue *vq)
+{
+	struct vmpi_dev *vd = vq->vdev->priv;
+
+	virtqueue_disable_cb(vq);
+	mod_delayed_work(system_wq, &vd->rx_work, 0);
+}
+
+/* ---- transmit ---- */
+
+/* Take used tx buffers off the ring onto @done (freed by the caller without the lock). */
+static void vmpi_tx_reclaim_locked(struct vmpi_dev *vd, struct list_head *done)
+{
+	struct vmpi_buf *buf;
+	unsigned int len;
+
+	while ((buf = virtqueue_get_buf(vd->txvq, &len)))
+		list_add(&buf->node, done);
+}
+
+static void vmpi_tx_done(struct virtqueue *vq)
+{
+	struct vmpi_dev *vd = vq->vdev->priv;
+	unsigned long flags;
+
+	spin_lock_irqsave(&vd->tx_lock, flags);
+	virtqueue_disable_cb(vq);
+	vd->tx_seq++;
+	spin_unlock_irqrestore(&vd->tx_lock, flags);
+	wake_up_interruptible_poll(&vd->tx_wait, EPOLLOUT | EPOLLWRNORM);
+}
+
+static bool vmpi_tx_progress(struct vmpi_dev *vd, unsigned long seq)
+{
+	return READ_ONCE(vd->removed) || READ_ONCE(vd->tx_seq) != seq;
+}
+
+/* Add one frame to the tx ring, waiting for room unless @nonblock. */
+static int vmpi_tx_post(struct vmpi_dev *vd, struct vmpi_buf *buf, bool nonblock)
+{
+	struct scatterlist one, *sg = buf->sg;
+	unsigned int nsg = buf->npages;
+	unsigned long seq;
+	LIST_HEAD(done);
+	int err;
+
+	if (!buf->npages) {
+		sg_init_one(&one, buf->lin, buf->len);
+		sg = &one;
+		nsg = 1;
+	}
+	for (;;) {
+		spin_lock_irq(&vd->tx_lock);
+		if (vd->removed) {
+			err = -ENODEV;
+		} else {
+			vmpi_tx_reclaim_locked(vd, &done);
+			err = virtqueue_add_outbuf(vd->txvq, sg, nsg, buf, GFP_ATOMIC);
+			if (!err)
+				virtqueue_kick(vd->txvq);	/* under the lock: remove may follow */
+			else if (err == -ENOSPC && !virtqueue_enable_cb_delayed(vd->txvq)) {
+				/* Buffers were used meanwhile: reclaim and retry at once. */
+				virtqueue_disable_cb(vd->txvq);
+				spin_unlock_irq(&vd->tx_lock);
+				continue;
+			}
+		}
+		seq = vd->tx_seq;
+		spin_unlock_irq(&vd->tx_lock);
+		vmpi_buf_free_list(&done);
+		if (err != -ENOSPC)
+			return err;
+		if (nonblock)
+			return -EAGAIN;
+		if (wait_event_interruptible(vd->tx_wait, vmpi_tx_progress(vd, seq)))
+			return -ERESTARTSYS;
+	}
+}
+
+/* ---- file operations ---- */
+
+static int vmpi_open(struct inode *inode, struct file *file)
+{
+	/* misc_open() holds misc_mtx, so the device cannot be deregistered under us. */
+	struct vmpi_dev *vd = container_of(file->private_data, struct vmpi_dev, misc);
+	struct vmpi_file *f;
+
+	f = kzalloc(sizeof(*f), GFP_KERNEL);
+	if (!f)
+		return -ENOMEM;
+	kref_get(&vd->kref);
+	f->vd = vd;
+	INIT_LIST_HEAD(&f->rxq);
+	INIT_HLIST_NODE(&f->hnode);
+	init_waitqueue_head(&f->rq);
+	file->private_data = f;
+	return stream_open(inode, file);
+}
+
+static int vmpi_release(struct inode *inode, struct file *file)
+{
+	struct vmpi_file *f = file->private_data;
+	struct vmpi_dev *vd = f->vd;
+	struct vmpi_buf *buf, *tmp;
+	LIST_HEAD(q);
+
+	spin_lock(&vd->lock);
+	if (f->bound) {
+		hash_del(&f->hnode);
+		f->bound = false;
+		list_splice_init(&f->rxq, &q);
+	}
+	spin_unlock(&vd->lock);
+	list_for_each_entry_safe(buf, tmp, &q, node) {
+		list_del_init(&buf->node);
+		vmpi_buf_recycle(vd, buf);
+	}
+	kfree(f);
+	vmpi_dev_put(vd);
+	return 0;
+}
+
+static bool vmpi_rx_ready(struct vmpi_file *f)
+{
+	return READ_ONCE(f->rx_count) || READ_ONCE(f->vd->removed);
+}
+
+static ssize_t vmpi_read(struct file *file, char __user *ubuf, size_t count, loff_t *ppos)
+{
+	struct vmpi_file *f = file->private_data;
+	struct vmpi_dev *vd = f->vd;
+	struct vmpi_buf *buf;
+	unsigned int sdu_len;
+	ssize_t ret;
+
+	for (;;) {
+		buf = NULL;
+		spin_lock(&vd->lock);
+		if (vd->removed) {
+			ret = -ENODEV;
+		} else if (!f->bound) {
+			ret = -ENOTCONN;
+		} else if (list_empty(&f->rxq)) {
+			ret = -EAGAIN;
+		} else {
+			buf = list_first_entry(&f->rxq, struct vmpi_buf, node);
+			sdu_len = buf->len - VMPI_HDR_LEN;
+			if (sdu_len > count) {
+				/* Never truncate: the SDU stays queued for a bigger read. */
+				ret = -EMSGSIZE;
+				buf = NULL;
+			} else {
+				list_del_init(&buf->node);
+				f->rx_count--;
+				f->rx_bytes -= buf->charge;
+			}
+		}
+		spin_unlock(&vd->lock);
+		if (buf)
+			break;
+		if (ret != -EAGAIN || (file->f_flags & O_NONBLOCK))
+			return ret;
+		if (wait_event_interruptible(f->rq, vmpi_rx_ready(f)))
+			return -ERESTARTSYS;
+	}
+	ret = vmpi_buf_to_user(buf, VMPI_HDR_LEN, ubuf, sdu_len);
+	vmpi_buf_recycle(vd, buf);
+	return ret ? ret : sdu_len;
+}
+
+static ssize_t vmpi_write(struct file *file, const char __user *ubuf, size_t count,
+			  loff_t *ppos)
+{
+	struct vmpi_file *f = file->private_data;
+	struct vmpi_dev *vd = f->vd;
+	unsigned int len = VMPI_HDR_LEN + count;
+	struct vmpi_buf *buf;
+	int err;
+
+	if (READ_ONCE(vd->removed))
+		return -ENODEV;
+	if (!smp_load_acquire(&f->bound))
+		return -ENOTCONN;
+	if (count > vd->max_sdu)
+		return -EMSGSIZE;
+	if (sizeof(*buf) + len <= PAGE_SIZE)
+		buf = vmpi_buf_alloc_linear(len, GFP_KERNEL);
+	else
+		buf = vmpi_buf_alloc_pages(len, GFP_KERNEL);
+	if (!buf)
+		return -ENOMEM;
+	buf->len = len;
+	put_unaligned_le32(f->channel, vmpi_buf_head(buf));
+	err = vmpi_buf_from_user(buf, VMPI_HDR_LEN, ubuf, count);
+	if (!err)
+		err = vmpi_tx_post(vd, buf, file->f_flags & O_NONBLOCK);
+	if (err) {
+		vmpi_buf_free(buf);
+		return err;
+	}
+	atomic64_inc(&vd->st.tx_frames);
+	atomic64_add(count, &vd->st.tx_bytes);
+	return count;
+}
+
+static __poll_t vmpi_poll(struct file *file, poll_table *wait)
+{
+	struct vmpi_file *f = file->private_data;
+	struct vmpi_dev *vd = f->vd;
+	__poll_t mask = 0;
+	LIST_HEAD(done);
+
+	poll_wait(file, &f->rq, wait);
+	poll_wait(file, &vd->tx_wait, wait);
+
+	spin_lock(&vd->lock);
+	if (vd->removed)
+		mask = EPOLLERR | EPOLLHUP | EPOLLIN | EPOLLOUT;
+	else if (f->bound && !list_empty(&f->rxq))
+		mask |= EPOLLIN | EPOLLRDNORM;
+	spin_unlock(&vd->lock);
+	if (mask & EPOLLERR || !smp_load_acquire(&f->bound))
+		return mask;
+
+	spin_lock_irq(&vd->tx_lock);
+	if (!vd->removed) {
+		vmpi_tx_reclaim_locked(vd, &done);
+		if (vd->txvq->num_free < vd->tx_slots &&
+		    !virtqueue_enable_cb_delayed(vd->txvq)) {
+			virtqueue_disable_cb(vd->txvq);
+			vmpi_tx_reclaim_locked(vd, &done);
+		}
+		if (vd->txvq->num_free >= vd->tx_slots)
+			mask |= EPOLLOUT | EPOLLWRNORM;
+	}
+	spin_unlock_irq(&vd->tx_lock);
+	vmpi_buf_free_list(&done);
+	return mask;
+}
+
+static long vmpi_get_info(struct vmpi_file *f, struct vmpi_info __user *uinfo)
+{
+	struct vmpi_dev *vd = f->vd;
+	struct vmpi_info info;
+
+	memset(&info, 0, sizeof(info));
+	info.max_sdu = vd->max_sdu;
+	info.index = vd->index;
+	info.rx_queue_len = rx_queue_len;
+	spin_lock(&vd->lock);
+	info.vmpi_id = READ_ONCE(vd->vmpi_id);
+	if (f->bound) {
+		info.flags |= VMPI_INFO_F_BOUND;
+		info.channel = f->channel;
+		info.rx_queued = f->rx_count;
+	}
+	if (vd->removed)
+		info.flags |= VMPI_INFO_F_REMOVED;
+	spin_unlock(&vd->lock);
+	info.stats.rx_frames = atomic64_read(&vd->st.rx_frames);
+	info.stats.rx_bytes = atomic64_read(&vd->st.rx_bytes);
+	info.stats.tx_frames = atomic64_read(&vd->st.tx_frames);
+	info.stats.tx_bytes = atomic64_read(&vd->st.tx_bytes);
+	info.stats.rx_drops_unbound = atomic64_read(&vd->st.rx_drops_unbound);
+	info.stats.rx_drops_full = atomic64_read(&vd->st.rx_drops_full);
+	info.stats.rx_malformed = atomic64_read(&vd->st.rx_malformed);
+	info.stats.rx_drops_nomem = atomic64_read(&vd->st.rx_drops_nomem);
+	return copy_to_user(uinfo, &info, sizeof(info)) ? -EFAULT : 0;
+}
+
+static long vmpi_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
+{
+	struct vmpi_file *f = file->private_data;
+	struct vmpi_dev *vd = f->vd;
+	void __user *uarg = (void __user *)arg;
+	struct vmpi_buf *buf;
+	u32 channel, len = 0;
+	long ret = 0;
+
+	switch (cmd) {
+	case VMPI_IOC_BIND:
+		if (get_user(channel, (u32 __user *)uarg))
+			return -EFAULT;
+		spin_lock(&vd->lock);
+		if (vd->removed) {
+			ret = -ENODEV;
+		} else if (f->bound) {
+			ret = -EINVAL;
+		} else if (vmpi_find_locked(vd, channel)) {
+			ret = -EBUSY;
+		} else {
+			f->channel = channel;
+			hash_add(vd->chans, &f->hnode, channel);
+			smp_store_release(&f->bound, true);
+		}
+		spin_unlock(&vd->lock);
+		return ret;
+	case VMPI_IOC_GET_INFO:
+		return vmpi_get_info(f, uarg);
+	case VMPI_IOC_NEXT_LEN:
+		spin_lock(&vd->lock);
+		buf = list_first_entry_or_null(&f->rxq, struct vmpi_buf, node);
+		if (vd->removed)
+			ret = -ENODEV;
+		else if (!f->bound)
+			ret = -ENOTCONN;
+		else if (!buf)
+			ret = -EAGAIN;
+		else
+			len = buf->len - VMPI_HDR_LEN;
+		spin_unlock(&vd->lock);
+		if (ret)
+			return ret;
+		return put_user(len, (u32 __user *)uarg);
+	default:
+		return -ENOTTY;
+	}
+}
+
+static const struct file_operations vmpi_fops = {
+	.owner		= THIS_MODULE,
+	.open		= vmpi_open,
+	.release	= vmpi_release,
+	.read		= vmpi_read,
+	.write		= vmpi_write,
+	.poll		= vmpi_poll,
+	.unlocked_ioctl	= vmpi_ioctl,
+	.compat_ioctl	= compat_ptr_ioctl,
+	.llseek		= no_llseek,
+};
+
+/* ---- sysfs (attributes of the virtio device) ---- */
+
+static struct vmpi_dev *dev_to_vmpi(struct device *dev)
+{
+	return dev_to_virtio(dev)->priv;
+}
+
+#define VMPI_STAT_ATTR(field)							\
+static ssize_t field##_show(struct device *dev, struct device_attribute *attr,	\
+			    char *buf)						\
+{										\
+	return sysfs_emit(buf, "%lld\n",					\
+			  (long long)atomic64_read(&dev_to_vmpi(dev)->st.field));	\
+}										\
+static DEVICE_ATTR_RO(field)
+
+VMPI_STAT_ATTR(rx_frames);
+VMPI_STAT_ATTR(rx_bytes);
+VMPI_STAT_ATTR(tx_frames);
+VMPI_STAT_ATTR(tx_bytes);
+VMPI_STAT_ATTR(rx_drops_unbound);
+VMPI_STAT_ATTR(rx_drops_full);
+VMPI_STAT_ATTR(rx_malformed);
+VMPI_STAT_ATTR(rx_drops_nomem);
+
+static ssize_t vmpi_id_show(struct device *dev, struct device_attribute *attr, char *buf)
+{
+	return sysfs_emit(buf, "%u\n", READ_ONCE(dev_to_vmpi(dev)->vmpi_id));
+}
+static DEVICE_ATTR_RO(vmpi_id);
+
+static ssize_t max_sdu_show(struct device *dev, struct device_attribute *attr, char *buf)
+{
+	return sysfs_emit(buf, "%u\n", dev_to_vmpi(dev)->max_sdu);
+}
+static DEVICE_ATTR_RO(max_sdu);
+
+static ssize_t devname_show(struct device *dev, struct device_attribute *attr, char *buf)
+{
+	return sysfs_emit(buf, "%s\n", dev_to_vmpi(dev)->name);
+}
+static DEVICE_ATTR_RO(devname);
+
+static ssize_t channels_show(struct device *dev, struct device_attribute *attr, char *buf)
+{
+	struct vmpi_dev *vd = dev_to_vmpi(dev);
+	struct vmpi_file *f;
+	int bkt, n = 0;
+
+	spin_lock(&vd->lock);
+	hash_for_each(vd->chans, bkt, f, hnode)
+		if (n < PAGE_SIZE - 24)
+			n += sysfs_emit_at(buf, n, "%u:%u ", f->channel, f->rx_count);
+	spin_unlock(&vd->lock);
+	return n + sysfs_emit_at(buf, n, "\n");
+}
+static DEVICE_ATTR_RO(channels);
+
+static struct attribute *vmpi_attrs[] = {
+	&dev_attr_vmpi_id.attr,
+	&dev_attr_max_sdu.attr,
+	&dev_attr_devname.attr,
+	&dev_attr_channels.attr,
+	&dev_attr_rx_frames.attr,
+	&dev_attr_rx_bytes.attr,
+	&dev_attr_tx_frames.attr,
+	&dev_attr_tx_bytes.attr,
+	&dev_attr_rx_drops_unbound.attr,
+	&dev_attr_rx_drops_full.attr,
+	&dev_attr_rx_malformed.attr,
+	&dev_attr_rx_drops_nomem.attr,
+	NULL,
+};
+ATTRIBUTE_GROUPS(vmpi);
+
+/* ---- virtio driver ---- */
+
+static void vmpi_config_work(struct work_struct *work)
+{
+	struct vmpi_dev *vd = container_of(work, struct vmpi_dev, config_work);
+	u16 id;
+
+	virtio_cread_le(vd->vdev, struct vmpi_config, vmpi_id, &id);
+	if (id != READ_ONCE(vd->vmpi_id)) {
+		dev_info(&vd->vdev->dev, "%s: vmpi_id %u -> %u\n", vd->name, vd->vmpi_id, id);
+		WRITE_ONCE(vd->vmpi_id, id);
+	}
+}
+
+static void vmpi_config_changed(struct virtio_device *vdev)
+{
+	struct vmpi_dev *vd = vdev->priv;
+
+	schedule_work(&vd->config_work);
+}
+
+static int vmpi_probe(struct virtio_device *vdev)
+{
+	struct virtqueue *vqs[2];
+	vq_callback_t *cbs[2] = { vmpi_rx_done, vmpi_tx_done };
+	static const char * const names[2] = { "rx", "tx" };
+	u8 version, sdu_log2;
+	struct vmpi_dev *vd;
+	void *buf;
+	u32 magic;
+	u16 id;
+	int err;
+
+	if (!vdev->config->get)
+		return -ENODEV;
+	virtio_cread_le(vdev, struct vmpi_config, magic, &magic);
+	virtio_cread_le(vdev, struct vmpi_config, version, &version);
+	if (magic != VMPI_MAGIC || version != VMPI_VERSION) {
+		dev_dbg(&vdev->dev, "not a VMPI device (magic %#x version %u)\n", magic, version);
+		return -ENODEV;
+	}
+	virtio_cread_le(vdev, struct vmpi_config, max_sdu_log2, &sdu_log2);
+	virtio_cread_le(vdev, struct vmpi_config, vmpi_id, &id);
+	if (sdu_log2 > VMPI_MAX_SDU_LOG2) {
+		dev_err(&vdev->dev, "max_sdu_log2 %u not supported (max %u)\n",
+			sdu_log2, VMPI_MAX_SDU_LOG2);
+		return -EINVAL;
+	}
+
+	vd = kzalloc(sizeof(*vd), GFP_KERNEL);
+	if (!vd)
+		return -ENOMEM;
+	kref_init(&vd->kref);
+	vd->vdev = vdev;
+	vd->vmpi_id = id;
+	vd->max_sdu = 1u << sdu_log2;
+	vd->frame_pages = DIV_ROUND_UP(VMPI_HDR_LEN + vd->max_sdu, PAGE_SIZE);
+	vd->tx_slots = virtio_has_feature(vdev, VIRTIO_RING_F_INDIRECT_DESC) ? 1 : vd->frame_pages;
+	spin_lock_init(&vd->lock);
+	spin_lock_init(&vd->tx_lock);
+	hash_init(vd->chans);
+	INIT_LIST_HEAD(&vd->rx_pool);
+	INIT_DELAYED_WORK(&vd->rx_work, vmpi_rx_work);
+	INIT_WORK(&vd->config_work, vmpi_config_work);
+	init_waitqueue_head(&vd->tx_wait);
+
+	vd->index = ida_alloc(&vmpi_ida, GFP_KERNEL);
+	if (vd->index < 0) {
+		err = vd->index;
+		goto err_free;
+	}
+	snprintf(vd->name, sizeof(vd->name), "vmpi%d", vd->index);
+
+	err = virtio_find_vqs(vdev, 2, vqs, cbs, names, NULL);
+	if (err)
+		goto err_ida;
+	vd->rxvq = vqs[0];
+	vd->txvq = vqs[1];
+	if (!vd->tx_slots || vd->tx_slots > virtqueue_get_vring_size(vd->txvq) ||
+	    (!virtio_has_feature(vdev, VIRTIO_RING_F_INDIRECT_DESC) &&
+	     vd->frame_pages > virtqueue_get_vring_size(vd->rxvq))) {
+		dev_err(&vdev->dev, "rings too small for %u-byte SDUs without indirect descriptors\n",
+			vd->max_sdu);
+		err = -EINVAL;
+		goto err_vqs;
+	}
+	virtqueue_disable_cb(vd->txvq);	/* enabled only while the tx ring is full */
+	vdev->priv = vd;
+
+	/* rx_work fills the rx ring; it is the only user of rxvq from now on. */
+	virtio_device_ready(vdev);
+	queue_delayed_work(system_wq, &vd->rx_work, 0);
+
+	vd->misc.minor = MISC_DYNAMIC_MINOR;
+	vd->misc.name = vd->name;
+	vd->misc.fops = &vmpi_fops;
+	vd->misc.parent = &vdev->dev;
+	vd->misc.mode = 0600;
+	err = misc_register(&vd->misc);
+	if (err)
+		goto err_reset;
+
+	dev_info(&vdev->dev, "%s: VMPI device, vmpi_id %u, max SDU %u, %s descriptors\n",
+		 vd->name, vd->vmpi_id, vd->max_sdu, vd->tx_slots == 1 ? "indirect" : "direct");
+	return 0;
+
+err_reset:
+	WRITE_ONCE(vd->removed, true);
+	virtio_reset_device(vdev);
+	cancel_delayed_work_sync(&vd->rx_work);
+	while ((buf = virtqueue_detach_unused_buf(vd->rxvq)))
+		vmpi_buf_free(buf);
+	vmpi_buf_free_list(&vd->rx_pool);
+err_vqs:
+	vdev->config->del_vqs(vdev);
+err_ida:
+	ida_free(&vmpi_ida, vd->index);
+err_free:
+	vdev->priv = NULL;
+	kfree(vd);
+	return err;
+}
+
+static void vmpi_remove(struct virtio_device *vdev)
+{
+	struct vmpi_dev *vd = vdev->priv;
+	struct vmpi_buf *buf;
+	struct vmpi_file *f;
+	LIST_HEAD(dead);
+	int bkt;
+
+	/* No new opens; open files keep their reference on vd. */
+	misc_deregister(&vd->misc);
+
+	spin_lock(&vd->lock);
+	spin_lock_irq(&vd->tx_lock);
+	vd->removed = true;
+	spin_unlock_irq(&vd->tx_lock);
+	hash_for_each(vd->chans, bkt, f, hnode) {
+		list_splice_init(&f->rxq, &dead);
+		f->rx_count = 0;
+		f->rx_bytes = 0;
+		wake_up_interruptible_poll(&f->rq, EPOLLIN | EPOLLERR | EPOLLHUP);
+	}
+	list_splice_init(&vd->rx_pool, &dead);
+	vd->rx_pool_len = 0;
+	spin_unlock(&vd->lock);
+	wake_up_interruptible_all(&vd->tx_wait);
+
+	/* Quiesce the device, then nobody but us touches the queues. */
+	virtio_reset_device(vdev);
+	cancel_delayed_work_sync(&vd->rx_work);
+	cancel_work_sync(&vd->config_work);
+	while ((buf = virtqueue_detach_unused_buf(vd->rxvq)))
+		vmpi_buf_free(buf);
+	while ((buf = virtqueue_detach_unused_buf(vd->txvq)))
+		vmpi_buf_free(buf);
+	vdev->config->del_vqs(vdev);
+	vmpi_buf_free_list(&dead);
+
+	dev_info(&vdev->dev, "%s: removed\n", vd->name);
+	ida_free(&vmpi_ida, vd->index);
+	vdev->priv = NULL;
+	vmpi_dev_put(vd);
+}
+
+static const struct virtio_device_id vmpi_id_table[] = {
+	{ VIRTIO_ID_VMPI_CARRIER, VIRTIO_DEV_ANY_ID },
+	{ 0 },
+};
+MODULE_DEVICE_TABLE(virtio, vmpi_id_table);
+
+static struct virtio_driver vmpi_driver = {
+	.driver.name	= KBUILD_MODNAME,
+	.driver.owner	= THIS_MODULE,
+	.driver.dev_groups = vmpi_groups,
+	.id_table	= vmpi_id_table,
+	.probe		= vmpi_probe,
+	.remove		= vmpi_remove,
+	.config_changed	= vmpi_config_changed,
+};
+
+static int __init vmpi_init(void)
+{
+	if (copybreak > PAGE_SIZE - VMPI_HDR_LEN)
+		copybreak = PAGE_SIZE - VMPI_HDR_LEN;
+	if (!rx_queue_len)
+		rx_queue_len = 1;
+	return register_virtio_driver(&vmpi_driver);
+}
+
+static void __exit vmpi_exit(void)
+{
+	unregister_virtio_driver(&vmpi_driver);
+	ida_destroy(&vmpi_ida);
+}
+
+module_init(vmpi_init);
+module_exit(vmpi_exit);
+
+MODULE_DESCRIPTION("VMPI: virtio message-passing device for the RINA shim DIF for hypervisors");
+MODULE_LICENSE("GPL");
