@@ -1,0 +1,154 @@
+/**
+ * guest.ts — boots a TCG guest under real QEMU 10 for integration tests.
+ *
+ * Owns: finding the guest artefacts built by scripts/guest/build.sh (.cache/guest/), launching
+ * QEMU through qemu-configs/launch-guest.sh with one VMPI device per socket and the test's own
+ * script as the guest's /etc/vmpi-run.sh (`--run`), and reading the serial
+ * console: `waitFor(pattern)` and the guest's exit line `VMPI-GUEST-EXIT <code>`.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const GUEST_DIR = join(ROOT, '.cache', 'guest');
+const LAUNCH = join(ROOT, 'qemu-configs', 'launch-guest.sh');
+
+/** Why guest tests cannot run here, or null when they can. */
+export function guestUnavailable(): string | null {
+  for (const f of ['vmlinuz', 'initramfs.cpio.gz']) {
+    if (!existsSync(join(GUEST_DIR, f))) return `guest artefact ${f} missing: run scripts/guest/build.sh`;
+  }
+  if (!existsSync(LAUNCH)) return 'qemu-configs/launch-guest.sh missing';
+  const q = spawnSync('qemu-system-x86_64', ['--version'], { encoding: 'utf8' });
+  if (q.status !== 0) return 'qemu-system-x86_64 not installed: run scripts/setup-system.sh';
+  return null;
+}
+
+export interface GuestOptions {
+  /** One VMPI device per socket, in order (/dev/vmpi0, /dev/vmpi1, ... in the guest). */
+  sockets: string[];
+  /**
+   * Shell script run by the guest's /init after the modules are loaded, then the guest powers
+   * off. Without a script the guest runs its agent: a shell on the console driven by `exec()`.
+   */
+  script?: string;
+  /** Let `reboot -f` in the guest restart it instead of ending QEMU. */
+  allowReboot?: boolean;
+  memMb?: number;
+  /** QEMU -name, shown in ps. */
+  name?: string;
+  /** Whole-run limit; the guest is killed after it. */
+  timeoutMs?: number;
+}
+
+export interface GuestResult {
+  exitCode: number | null;
+  output: string;
+}
+
+export class Guest {
+  readonly proc: ChildProcess;
+  output = '';
+  readonly done: Promise<GuestResult>;
+  private readonly tmp: string;
+  private readonly waiters = new Set<() => void>();
+  private timer: NodeJS.Timeout;
+  private seq = 0;
+
+  constructor(opts: GuestOptions) {
+    this.tmp = mkdtempSync(join(tmpdir(), 'vmpi-guest-'));
+    const args = ['--mem', `${opts.memMb ?? 512}M`, '--name', opts.name ?? 'vmpi-test-guest'];
+    if (opts.script !== undefined) {
+      const script = join(this.tmp, 'run.sh');
+      writeFileSync(script, opts.script);
+      args.push('--run', script);
+    } else {
+      args.push('--append', 'vmpi_agent');
+    }
+    if (opts.allowReboot) args.push('--allow-reboot');
+    for (const s of opts.sockets) args.push('--vmpi', s);
+    this.proc = spawn('bash', [LAUNCH, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.proc.stdin!.on('error', () => {});
+    const onData = (d: Buffer) => {
+      this.output += d.toString('utf8');
+      for (const w of [...this.waiters]) w();
+    };
+    this.proc.stdout!.on('data', onData);
+    this.proc.stderr!.on('data', onData);
+    this.timer = setTimeout(() => {
+      this.output += '\n[harness] guest timed out; killing QEMU\n';
+      this.kill();
+    }, opts.timeoutMs ?? 120_000);
+    this.done = new Promise((res) => {
+      this.proc.on('exit', () => {
+        clearTimeout(this.timer);
+        rmSync(this.tmp, { recursive: true, force: true });
+        const m = /VMPI-GUEST-EXIT (\d+)/.exec(this.output);
+        for (const w of [...this.waiters]) w();
+        res({ exitCode: m ? Number(m[1]) : null, output: this.output });
+      });
+    });
+  }
+
+  /** Console output length: pass it to `waitFor` to match only what comes after now. */
+  get mark(): number {
+    return this.output.length;
+  }
+
+  /** Resolves with the first match of `re` in the console output from offset `from`. */
+  waitFor(re: RegExp, timeoutMs = 60_000, from = 0): Promise<RegExpMatchArray> {
+    return new Promise((res, rej) => {
+      const check = () => {
+        const m = re.exec(this.output.slice(from));
+        if (m) {
+          cleanup();
+          res(m);
+        } else if (this.proc.exitCode !== null || this.proc.signalCode !== null) {
+          cleanup();
+          rej(new Error(`guest exited before printing ${re}; output:\n${this.output.slice(-3000)}`));
+        }
+      };
+      const t = setTimeout(() => {
+        cleanup();
+        rej(new Error(`timed out after ${timeoutMs} ms waiting for ${re}; output:\n${this.output.slice(-3000)}`));
+      }, timeoutMs);
+      const cleanup = () => {
+        clearTimeout(t);
+        this.waiters.delete(check);
+      };
+      this.waiters.add(check);
+      check();
+    });
+  }
+
+  /** Wait for the agent shell (after boot or reboot number `boot`, counting from 1). */
+  async agentReady(boot = 1, timeoutMs = 90_000): Promise<void> {
+    let from = 0;
+    for (let i = 0; i < boot; i++) {
+      const m = await this.waitFor(/VMPI-AGENT-READY/, timeoutMs, from);
+      from += m.index! + m[0].length;
+    }
+  }
+
+  /** Run one shell command line in the agent; resolves with its exit status and console output. */
+  async exec(cmd: string, timeoutMs = 60_000): Promise<{ rc: number; out: string }> {
+    const id = ++this.seq;
+    const from = this.mark;
+    this.proc.stdin!.write(`${cmd}; echo "VMPI-RC-${id} $?"\n`);
+    const m = await this.waitFor(new RegExp(`VMPI-RC-${id} (\\d+)`), timeoutMs, from);
+    const text = this.output.slice(from);
+    return { rc: Number(m[1]), out: text.slice(0, text.indexOf(`VMPI-RC-${id}`)) };
+  }
+
+  /** Write a command line without waiting (for background jobs and reboot). */
+  send(cmd: string): void {
+    this.proc.stdin!.write(cmd + '\n');
+  }
+
+  kill(): void {
+    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill('SIGKILL');
+  }
+}
