@@ -111,6 +111,7 @@ export function decodeRequestHeader(b: Uint8Array): Header {
 
 /** Decode a reply header (back-end → front-end), checking it answers `expected`. */
 export function decodeReplyHeader(b: Uint8Array, expected: number): Header {
+  if (b.byteLength < HEADER_SIZE) throw new ProtocolError(requestName(expected), `reply header needs ${HEADER_SIZE} bytes, got ${b.byteLength}`);
   const dv = view(b);
   const request = dv.getUint32(0, true);
   const flags = dv.getUint32(4, true);

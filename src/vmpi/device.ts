@@ -17,6 +17,7 @@ import type { ReadyQueue, VhostUserDevice } from '../vhost-user/device.js';
 import { ProtocolError } from '../vhost-user/errors.js';
 import { ProtoFeature, VirtioFeature, bit } from '../vhost-user/protocol.js';
 import { DescChain } from '../vhost-user/virtqueue.js';
+import type { VmpiPort } from './port.js';
 import { DEFAULT_SDU_LOG2, GPIO_CARRIER, MAX_SDU_LOG2, MIN_SDU_LOG2, encodeVmpiConfig, type CarrierProfile } from './carrier.js';
 
 /** Bytes in front of every SDU: the le32 channel id. */
@@ -86,7 +87,7 @@ interface Backlogged {
   sdu: Uint8Array;
 }
 
-export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostUserDevice {
+export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostUserDevice, VmpiPort {
   readonly name: string;
   readonly vmpiId: number;
   readonly maxSdu: number;
