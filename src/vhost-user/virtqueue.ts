@@ -307,7 +307,9 @@ export class SplitVirtqueue {
   setKickWanted(enable: boolean): boolean {
     if (this.broken) return false;
     if (this.eventIdx) {
-      if (enable) this.used.view.setUint16(this.usedOff + 4 + 8 * this.size, this.lastAvailIdx, true);
+      // Ask for a kick once avail.idx moves past what the driver has published now (as Linux
+      // vhost does): a caller that stops with chains still pending is then woken by the next one.
+      if (enable) this.used.view.setUint16(this.usedOff + 4 + 8 * this.size, this.availIdx(), true);
     } else {
       const flags = this.used.view.getUint16(this.usedOff, true);
       this.used.view.setUint16(this.usedOff, enable ? flags & ~VRING_USED_F_NO_NOTIFY : flags | VRING_USED_F_NO_NOTIFY, true);

@@ -303,9 +303,10 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
     const q = this.rx;
     if (!q) return false;
     const chain = this.rxChain;
-    if (!q.vq.pop(chain)) {
+    // If the guest posted buffers between the empty pop and asking for a kick, use them now:
+    // no kick would come for them.
+    if (!q.vq.pop(chain) && !(q.vq.setKickWanted(true) && q.vq.pop(chain))) {
       this.stats.rxQueueFull++;
-      q.vq.setKickWanted(true);
       return false;
     }
     const frameLen = FRAME_HEADER_SIZE + sdu.byteLength;
