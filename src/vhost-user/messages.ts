@@ -160,8 +160,7 @@ export function checkPayloadSize(request: number, size: number): void {
   const fixed = FIXED_SIZE[rule.payload];
   const name = requestName(request);
   if (fixed !== undefined && size !== fixed) {
-    // GET_* requests without payload: QEMU sends size 0; some front-ends send 8 zero bytes for
-    // GET_FEATURES-like requests. Accept exactly the spec size only.
+    // Fixed-size payloads must have exactly the spec's size (QEMU sends GET_* with size 0).
     throw new ProtocolError(name, `payload must be ${fixed} bytes, got ${size}`);
   }
   if (rule.payload === 'mem-table' && (size < 8 || size > 8 + 32 * MEM_TABLE_MAX_REGIONS)) {
