@@ -486,7 +486,10 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     try {
       this.device.kicked(index);
     } catch (e) {
-      if (e instanceof QueueError || e instanceof MemoryAccessError) return this.queueFailed(index, e);
+      // The device may have been working on another queue than the kicked one (a tx kick takes an
+      // rx buffer): charge the error to the queue it names.
+      if (e instanceof QueueError) return this.queueFailed(e.queueIndex >= 0 && e.queueIndex < this.rings.length ? e.queueIndex : index, e);
+      if (e instanceof MemoryAccessError) return this.queueFailed(index, e);
       this.log.error({ queue: index, err: errText(e), stack: (e as Error).stack }, 'device failed handling a kick; closing connection');
       this.close(`device error: ${errText(e)}`);
     }
