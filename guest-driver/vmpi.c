@@ -18,13 +18,22 @@
  *    and refills the ring. Small SDUs (<= copybreak) are copied out; larger ones keep the pages
  *    they were received in (no copy) and the rx buffer gets fresh pages instead. Either way the
  *    rx buffer is reposted at once, through a small pool of spare buffers.
+ *  - rx is lossless: a frame whose channel queue is full is parked (vd->parked) and rx_work
+ *    stops taking used buffers, so the ring runs dry and the host holds back (its backlog, then
+ *    SendResult.Full). A read() that drains the queue to half its bounds, a close of the file
+ *    and removal re-run rx_work, which delivers the parked frame and goes on in order. To bound
+ *    head-of-line blocking, a channel that stays full for rx_stall_ms (counted from when it
+ *    filled, not reset until it drains to half) is declared stalled: the parked frame and every
+ *    later frame for it are dropped (rx_drops_stalled) until its reader drains it to half, then
+ *    it is lossless again. rx_stall_ms = 0 restores drop-when-full (rx_drops_full).
  *  - tx (vq 1): write() copies the SDU into a linear (small) or page-based buffer and adds it
  *    under tx_lock; used buffers are reclaimed by later writes and polls. The tx callback is
  *    only enabled while the ring is full; it wakes blocked writers and pollers.
  *
- * Locking: vd->lock (process context only) protects the channel table, the per-file queues,
- * the rx buffer pool and vd->removed. vd->tx_lock (taken with interrupts disabled, because the
- * tx callback runs in hard-irq context) protects the tx virtqueue. The rx virtqueue is touched
+ * Locking: vd->lock (process context only) protects the channel table, the per-file queues and
+ * stall state, vd->parked, the rx buffer pool and vd->removed (files re-queue rx_work under it,
+ * so no kick follows remove's cancel). vd->tx_lock (taken with interrupts disabled, because
+ * the tx callback runs in hard-irq context) protects the tx virtqueue. The rx virtqueue is touched
  * only by rx_work (which never runs concurrently with itself), by probe before the device is
  * live and by remove after rx_work is cancelled. Open files hold a reference on struct vmpi_dev,
  * so a file outlives the device: after removal every call on it fails with -ENODEV.
@@ -61,6 +70,11 @@ MODULE_PARM_DESC(rx_queue_len, "Max SDUs queued per bound channel (default 256)"
 static unsigned int rx_queue_bytes = 8 << 20;
 module_param(rx_queue_bytes, uint, 0444);
 MODULE_PARM_DESC(rx_queue_bytes, "Max buffer memory queued per bound channel (default 8 MiB)");
+
+static unsigned int rx_stall_ms = 1000;
+module_param(rx_stall_ms, uint, 0644);
+MODULE_PARM_DESC(rx_stall_ms, "A channel full this long stops blocking rx: its frames are dropped "
+		 "until its reader catches up (0: drop whenever full; default 1000)");
 
 static unsigned int copybreak = 1024;
 module_param(copybreak, uint, 0444);
@@ -102,6 +116,9 @@ struct vmpi_dev {
 	struct list_head rx_pool;
 	unsigned int rx_pool_len;
 	bool removed;
+	struct vmpi_buf *parked;	/* frame waiting for room in its channel's queue */
+	u32 parked_ch;
+	unsigned long park_deadline;	/* jiffies: parked_ch's stall deadline */
 
 	struct delayed_work rx_work;
 	struct work_struct config_work;
@@ -113,6 +130,7 @@ struct vmpi_dev {
 	struct {
 		atomic64_t rx_frames, rx_bytes, tx_frames, tx_bytes;
 		atomic64_t rx_drops_unbound, rx_drops_full, rx_malformed, rx_drops_nomem;
+		atomic64_t rx_drops_stalled;
 	} st;
 };
 
@@ -124,6 +142,9 @@ struct vmpi_file {
 	struct list_head rxq;		/* received vmpi_bufs, oldest first */
 	unsigned int rx_count;
 	unsigned int rx_bytes;
+	bool full;			/* filled up (a frame parked) and not yet drained to half */
+	bool stalled;			/* full for rx_stall_ms: its frames are dropped */
+	unsigned long full_since;	/* jiffies */
 	wait_queue_head_t rq;
 };
 
@@ -307,24 +328,79 @@ static struct vmpi_file *vmpi_find_locked(struct vmpi_dev *vd, u32 channel)
 	return NULL;
 }
 
-/* Dispatch one used rx buffer holding a @len byte frame. Consumes @buf. */
+static bool vmpi_rx_fits(struct vmpi_file *f, unsigned int charge)
+{
+	return f->rx_count < rx_queue_len && (!f->rx_count || f->rx_bytes + charge <= rx_queue_bytes);
+}
+
+/* Drained to half the bounds: a full channel is resumed, a stalled one is lossless again. */
+static bool vmpi_rx_low(struct vmpi_file *f)
+{
+	return f->rx_count <= rx_queue_len / 2 && f->rx_bytes <= rx_queue_bytes / 2;
+}
+
+/*
+ * Queue frame @q on its channel, or drop it (counted), or park it in vd->parked when the
+ * channel is full but not yet stalled: then rx_work must stop taking frames. rx_work only.
+ */
+static void vmpi_rx_deliver(struct vmpi_dev *vd, struct vmpi_buf *q)
+{
+	u32 channel = get_unaligned_le32(vmpi_buf_head(q));
+	unsigned long stall = msecs_to_jiffies(READ_ONCE(rx_stall_ms));
+	struct vmpi_file *f;
+
+	spin_lock(&vd->lock);
+	f = vmpi_find_locked(vd, channel);
+	if (!f) {
+		atomic64_inc(&vd->st.rx_drops_unbound);
+	} else if (f->stalled) {
+		atomic64_inc(&vd->st.rx_drops_stalled);
+	} else if (vmpi_rx_fits(f, q->charge)) {
+		list_add_tail(&q->node, &f->rxq);
+		f->rx_count++;
+		f->rx_bytes += q->charge;
+		atomic64_inc(&vd->st.rx_frames);
+		atomic64_add(q->len - VMPI_HDR_LEN, &vd->st.rx_bytes);
+		/* Wake under the lock: the file cannot be released while we hold it. */
+		wake_up_interruptible_poll(&f->rq, EPOLLIN | EPOLLRDNORM);
+		q = NULL;
+	} else if (!stall) {
+		atomic64_inc(&vd->st.rx_drops_full);
+	} else {
+		if (!f->full) {
+			f->full = true;
+			f->full_since = jiffies;
+		}
+		if (time_before(jiffies, f->full_since + stall)) {
+			vd->parked = q;
+			vd->parked_ch = channel;
+			vd->park_deadline = f->full_since + stall;
+			q = NULL;
+		} else {
+			f->stalled = true;
+			atomic64_inc(&vd->st.rx_drops_stalled);
+			dev_info_ratelimited(&vd->vdev->dev,
+					     "%s: channel %u stalled, dropping its frames until it drains\n",
+					     vd->name, channel);
+		}
+	}
+	spin_unlock(&vd->lock);
+	if (q)
+		vmpi_buf_recycle(vd, q);
+}
+
+/* Take the frame out of used rx buffer @buf (consumed) and deliver it. */
 static void vmpi_rx_frame(struct vmpi_dev *vd, struct vmpi_buf *buf, unsigned int len)
 {
 	struct vmpi_buf *q;	/* what gets queued */
-	unsigned int sdu_len;
-	struct vmpi_file *f;
-	u32 channel;
 
 	if (len < VMPI_HDR_LEN || len > buf->cap) {
 		atomic64_inc(&vd->st.rx_malformed);
 		vmpi_buf_recycle(vd, buf);
 		return;
 	}
-	channel = get_unaligned_le32(vmpi_buf_head(buf));
-	sdu_len = len - VMPI_HDR_LEN;
-
 	/* Small SDUs are copied; larger ones take the pages they occupy out of @buf. */
-	if (sdu_len <= copybreak && len <= PAGE_SIZE) {
+	if (len - VMPI_HDR_LEN <= copybreak && len <= PAGE_SIZE) {
 		q = vmpi_buf_alloc_linear(len, GFP_KERNEL | __GFP_NOWARN);
 		if (q)
 			memcpy(q->lin, vmpi_buf_head(buf), len);
@@ -337,27 +413,14 @@ static void vmpi_rx_frame(struct vmpi_dev *vd, struct vmpi_buf *buf, unsigned in
 		return;
 	}
 	q->len = len;
+	vmpi_rx_deliver(vd, q);
+}
 
-	spin_lock(&vd->lock);
-	f = vmpi_find_locked(vd, channel);
-	if (!f) {
-		atomic64_inc(&vd->st.rx_drops_unbound);
-	} else if (f->rx_count >= rx_queue_len ||
-		   (f->rx_count && f->rx_bytes + q->charge > rx_queue_bytes)) {
-		atomic64_inc(&vd->st.rx_drops_full);
-	} else {
-		list_add_tail(&q->node, &f->rxq);
-		f->rx_count++;
-		f->rx_bytes += q->charge;
-		atomic64_inc(&vd->st.rx_frames);
-		atomic64_add(sdu_len, &vd->st.rx_bytes);
-		/* Wake under the lock: the file cannot be released while we hold it. */
-		wake_up_interruptible_poll(&f->rq, EPOLLIN | EPOLLRDNORM);
-		q = NULL;
-	}
-	spin_unlock(&vd->lock);
-	if (q)
-		vmpi_buf_recycle(vd, q);
+/* @f made room or let go of its channel: re-run rx_work now if a frame waits for it. */
+static void vmpi_rx_kick_locked(struct vmpi_dev *vd, struct vmpi_file *f)
+{
+	if (vd->parked && vd->parked_ch == f->channel && !vd->removed)
+		mod_delayed_work(system_wq, &vd->rx_work, 0);
 }
 
 /* Post rx buffers until the ring is full. Returns false if memory ran out. */
@@ -405,12 +468,23 @@ static void vmpi_rx_work(struct work_struct *work)
 
 	if (READ_ONCE(vd->removed))
 		return;
+	spin_lock(&vd->lock);
+	buf = vd->parked;
+	vd->parked = NULL;
+	spin_unlock(&vd->lock);
+	if (buf)
+		vmpi_rx_deliver(vd, buf);
+	if (vd->parked)
+		goto parked;
 	for (;;) {
-		while (budget && (buf = virtqueue_get_buf(vd->rxvq, &len))) {
+		/* vd->parked is written only here (and by remove once we are cancelled). */
+		while (budget && !vd->parked && (buf = virtqueue_get_buf(vd->rxvq, &len))) {
 			vmpi_rx_frame(vd, buf, len);
 			budget--;
 		}
 		ok = vmpi_rx_refill(vd);
+		if (vd->parked)
+			goto parked;
 		if (!budget) {
 			/* More work may be pending: let others run, then come back. */
 			queue_delayed_work(system_wq, &vd->rx_work, 0);
@@ -422,6 +496,13 @@ static void vmpi_rx_work(struct work_struct *work)
 	}
 	if (!ok)	/* out of memory: try again shortly */
 		queue_delayed_work(system_wq, &vd->rx_work, HZ / 10);
+	return;
+parked:
+	/*
+	 * The rest stays in the used ring, callbacks stay off. A reader draining the channel, a
+	 * close or the stall deadline brings us back (early runs just park again).
+	 */
+	queue_delayed_work(system_wq, &vd->rx_work, max_t(long, vd->park_deadline - jiffies, 1));
 }
 
 static void vmpi_rx_done(struct virtqueue *vq)
@@ -535,6 +616,7 @@ static int vmpi_release(struct inode *inode, struct file *file)
 		hash_del(&f->hnode);
 		f->bound = false;
 		list_splice_init(&f->rxq, &q);
+		vmpi_rx_kick_locked(vd, f);	/* its parked frame is now unbound */
 	}
 	spin_unlock(&vd->lock);
 	list_for_each_entry_safe(buf, tmp, &q, node) {
@@ -579,6 +661,10 @@ static ssize_t vmpi_read(struct file *file, char __user *ubuf, size_t count, lof
 				list_del_init(&buf->node);
 				f->rx_count--;
 				f->rx_bytes -= buf->charge;
+				if (vmpi_rx_low(f)) {
+					f->full = f->stalled = false;
+					vmpi_rx_kick_locked(vd, f);
+				}
 			}
 		}
 		spin_unlock(&vd->lock);
@@ -691,6 +777,7 @@ static long vmpi_get_info(struct vmpi_file *f, struct vmpi_info __user *uinfo)
 	info.stats.rx_drops_full = atomic64_read(&vd->st.rx_drops_full);
 	info.stats.rx_malformed = atomic64_read(&vd->st.rx_malformed);
 	info.stats.rx_drops_nomem = atomic64_read(&vd->st.rx_drops_nomem);
+	info.stats.rx_drops_stalled = atomic64_read(&vd->st.rx_drops_stalled);
 	return copy_to_user(uinfo, &info, sizeof(info)) ? -EFAULT : 0;
 }
 
@@ -779,6 +866,7 @@ VMPI_STAT_ATTR(rx_drops_unbound);
 VMPI_STAT_ATTR(rx_drops_full);
 VMPI_STAT_ATTR(rx_malformed);
 VMPI_STAT_ATTR(rx_drops_nomem);
+VMPI_STAT_ATTR(rx_drops_stalled);
 
 static ssize_t vmpi_id_show(struct device *dev, struct device_attribute *attr, char *buf)
 {
@@ -826,6 +914,7 @@ static struct attribute *vmpi_attrs[] = {
 	&dev_attr_rx_drops_full.attr,
 	&dev_attr_rx_malformed.attr,
 	&dev_attr_rx_drops_nomem.attr,
+	&dev_attr_rx_drops_stalled.attr,
 	NULL,
 };
 ATTRIBUTE_GROUPS(vmpi);
@@ -983,6 +1072,9 @@ static void vmpi_remove(struct virtio_device *vdev)
 	virtio_reset_device(vdev);
 	cancel_delayed_work_sync(&vd->rx_work);
 	cancel_work_sync(&vd->config_work);
+	if (vd->parked)
+		list_add(&vd->parked->node, &dead);
+	vd->parked = NULL;
 	while ((buf = virtqueue_detach_unused_buf(vd->rxvq)))
 		vmpi_buf_free(buf);
 	while ((buf = virtqueue_detach_unused_buf(vd->txvq)))

@@ -31,9 +31,12 @@ struct vmpi_stats {
 	__u64 tx_frames;	/* frames posted on the tx queue */
 	__u64 tx_bytes;		/* SDU bytes posted */
 	__u64 rx_drops_unbound;	/* frames for a channel no file is bound to */
-	__u64 rx_drops_full;	/* frames dropped because the channel queue was full */
+	__u64 rx_drops_full;	/* frames dropped because the channel queue was full (only
+				 * with rx_stall_ms=0; otherwise the host is held back) */
 	__u64 rx_malformed;	/* frames shorter than the header or longer than 4 + max SDU */
 	__u64 rx_drops_nomem;	/* frames dropped for lack of memory */
+	__u64 rx_drops_stalled;	/* frames for a channel whose reader stalled (full for
+				 * rx_stall_ms), dropped until it drained to half */
 };
 
 #define VMPI_INFO_F_BOUND	(1u << 0)	/* this file is bound; channel is valid */

@@ -3,7 +3,7 @@
  * vmpi-perf - exercise a VMPI channel from inside the guest (/dev/vmpiN).
  *
  *   vmpi-perf [-t MS] [-s SEQ] send DEV CHANNEL SIZE COUNT   write COUNT pattern SDUs of SIZE bytes
- *   vmpi-perf [-t MS] [-s SEQ] recv DEV CHANNEL SIZE COUNT   read COUNT SDUs and verify them
+ *   vmpi-perf [-t MS] [-s SEQ] [-d MS] recv DEV CHANNEL SIZE COUNT   read COUNT SDUs, verify
  *                                                            (SIZE "any": do not check lengths)
  *   vmpi-perf [-t MS] echo DEV CHANNEL [COUNT]               write every SDU back (COUNT 0: forever)
  *   vmpi-perf [-t MS] [-s SEQ] [-w N] loop DEV CHANNEL SIZE COUNT
@@ -16,6 +16,8 @@
  *   vmpi-perf info DEV                                        print device info and counters
  *
  * -t MS: give up after MS milliseconds without an SDU (0, the default: wait forever).
+ * -d MS: recv only: sleep MS milliseconds after READY before the first read (a slow or stuck
+ *    reader: the driver holds the host back, then after rx_stall_ms drops, see docs/DEVICE.md).
  * -s SEQ: sequence number of the first SDU (default 0).
  * -w N: loop mode window (SDUs in flight).
  * -b BYTES: read buffer size (default: the device's max SDU); a longer SDU fails the read with
@@ -59,6 +61,7 @@ static int timeout_ms;
 static uint32_t start_seq;
 static unsigned int window = 1;
 static size_t rbuf_size;
+static unsigned int delay_ms;
 
 /* Read buffer size: -b, or the device's max SDU. */
 static size_t rbuf_cap(const struct vmpi_info *info)
@@ -153,7 +156,7 @@ static int fail(const char *op, int err)
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: vmpi-perf [-t MS] [-s SEQ] [-w WINDOW] [-b READBUF] MODE ARGS\n"
+		"usage: vmpi-perf [-t MS] [-s SEQ] [-w WINDOW] [-b READBUF] [-d MS] MODE ARGS\n"
 		"  send DEV CHANNEL SIZE COUNT\n"
 		"  recv DEV CHANNEL SIZE|any COUNT\n"
 		"  echo DEV CHANNEL [COUNT]\n"
@@ -304,6 +307,8 @@ static int do_recv(long size, uint64_t count)
 		return fail("malloc", ENOMEM);
 	printf("READY mode=recv dev=%s channel=%" PRIu32 "\n", dev, channel);
 	fflush(stdout);
+	if (delay_ms)
+		usleep(delay_ms * 1000u);
 	while (got < count) {
 		ssize_t n = read_sdu(fd, buf, rbuf_cap(&info));
 		uint32_t seq = expect;
@@ -578,7 +583,8 @@ static int do_info(void)
 		return 1;
 	printf("INFO dev=%s index=%u vmpi_id=%u max_sdu=%u rx_queue_len=%u removed=%u"
 	       " rx_frames=%llu rx_bytes=%llu tx_frames=%llu tx_bytes=%llu"
-	       " rx_drops_unbound=%llu rx_drops_full=%llu rx_malformed=%llu rx_drops_nomem=%llu\n",
+	       " rx_drops_unbound=%llu rx_drops_full=%llu rx_malformed=%llu rx_drops_nomem=%llu"
+	       " rx_drops_stalled=%llu\n",
 	       dev, i.index, i.vmpi_id, i.max_sdu, i.rx_queue_len,
 	       !!(i.flags & VMPI_INFO_F_REMOVED),
 	       (unsigned long long)i.stats.rx_frames, (unsigned long long)i.stats.rx_bytes,
@@ -586,7 +592,8 @@ static int do_info(void)
 	       (unsigned long long)i.stats.rx_drops_unbound,
 	       (unsigned long long)i.stats.rx_drops_full,
 	       (unsigned long long)i.stats.rx_malformed,
-	       (unsigned long long)i.stats.rx_drops_nomem);
+	       (unsigned long long)i.stats.rx_drops_nomem,
+	       (unsigned long long)i.stats.rx_drops_stalled);
 	close(fd);
 	return 0;
 }
@@ -597,10 +604,13 @@ int main(int argc, char **argv)
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	crc_init();
-	while ((opt = getopt(argc, argv, "+t:s:w:b:h")) != -1) {
+	while ((opt = getopt(argc, argv, "+t:s:w:b:d:h")) != -1) {
 		switch (opt) {
 		case 't':
 			timeout_ms = parse_num(optarg, "timeout");
+			break;
+		case 'd':
+			delay_ms = parse_num(optarg, "delay");
 			break;
 		case 'b':
 			rbuf_size = parse_num(optarg, "buffer size");
