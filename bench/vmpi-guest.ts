@@ -60,13 +60,13 @@ async function main(): Promise<void> {
         const sdu = sdus[i % 256]!;
         if (size >= 8) new DataView(sdu.buffer).setUint32(0, i, true);
         if (device.send(2, sdu) === SendResult.Full) {
-          await new Promise((res2) => device.once('drain', res2));
+          await new Promise<void>((res2) => device.once('drain', res2));
           continue;
         }
         i++;
         if (i % 256 === 0) await new Promise((res2) => setImmediate(res2));
       }
-      const m = await g.waitFor(/RESULT mode=recv dev=\/dev\/vmpi0 channel=2 .*/, 300_000, from);
+      const m = await g.waitFor(/RESULT mode=recv dev=\/dev\/vmpi0 channel=2 .*status=\S+\s/, 300_000, from);
       const res2 = parseResults(m[0]).find((x) => x.kind === 'RESULT')!;
       rows.push(row(size, 'host_to_guest', res2));
     }

@@ -61,13 +61,13 @@ async function main(): Promise<number> {
     for (let i = 0; i < 500; ) {
       const sdu = patternSdu(2, i, size);
       if (device.send(2, sdu) === SendResult.Full) {
-        await new Promise((r) => device.once('drain', r));
+        await new Promise<void>((r) => device.once('drain', r));
         continue;
       }
       hcrc = crc32(sdu, hcrc);
       i++;
     }
-    const m = await g.waitFor(/RESULT mode=recv dev=\/dev\/vmpi0 channel=2 .*/, 60_000, from);
+    const m = await g.waitFor(/RESULT mode=recv dev=\/dev\/vmpi0 channel=2 .*status=\S+\s/, 60_000, from);
     const rres = parseResults(m[0])[0]!;
     const rOk = rres.status === 'ok' && rres.crc32 === '0x' + hcrc.toString(16).padStart(8, '0');
     say(`host -> guest: ${rres.sdus} SDUs of ${size} B on channel 2, status ${rres.status}, CRC-32 ${rOk ? 'matches' : 'MISMATCH'}`);
