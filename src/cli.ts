@@ -2,15 +2,29 @@
 /**
  * cli.ts — the `vmpi` command.
  *
- * Owns: argument parsing, turning flags into a VmpiHost, printing QEMU arguments, signals and
- * exit codes (0 ok, 1 runtime failure, 2 usage error). No protocol or datapath logic lives here.
+ * Owns: argument parsing, wiring flags and the config file (src/ops/config.ts) into a running
+ * server (src/ops/serve.ts), printing QEMU arguments, signals and exit codes (0 ok, 1 runtime
+ * failure or invalid configuration, 2 usage error). No protocol, datapath or ops logic lives here.
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { logger, setLogLevel } from './log.js';
-import { CARRIERS, GPIO_CARRIER } from './vmpi/carrier.js';
-import { VmpiHost, type DeviceSpec } from './vmpi/host.js';
+import { clearListenEnv, listenFdsFromEnv } from './ops/activation.js';
+import {
+  CONFIG_SCHEMA,
+  ConfigError,
+  LOG_LEVELS,
+  formatListenAddress,
+  loadConfigFile,
+  mergeServeOptions,
+  parseListenAddress,
+  type LogLevel,
+  type ServeFlags,
+  type VmpiConfig,
+} from './ops/config.js';
+import { CARRIERS, GPIO_CARRIER, MAX_SDU_LOG2, MIN_SDU_LOG2 } from './vmpi/carrier.js';
 
+const EXIT_INVALID = 1;
 const EXIT_USAGE = 2;
 
 class UsageError extends Error {}
@@ -21,24 +35,43 @@ const HELP: Record<string, string> = {
 Usage: vmpi <command> [options]
 
 Commands:
-  serve       serve VMPI devices to QEMU over vhost-user sockets
-  qemu-args   print the QEMU arguments that attach a VM to a device's socket
+  serve          serve VMPI devices to QEMU over vhost-user sockets
+  check-config   validate a configuration file
+  qemu-args      print the QEMU arguments that attach a VM to a device's socket
 
 Options:
   -h, --help     show help (also: vmpi <command> --help)
   -V, --version  print the version
 `,
-  serve: `Usage: vmpi serve --socket PATH [--vmpi-id N] [--socket PATH [--vmpi-id N]] ...
+  serve: `Usage: vmpi serve [--config FILE] [--socket PATH [--vmpi-id N]] ... [options]
 
-Serves one VMPI device per --socket. The n-th --vmpi-id belongs to the n-th --socket; devices
-without one get the lowest free VMPI-id.
+Serves one VMPI device per --socket, per device in the config file, and per inherited listening
+socket. The n-th --vmpi-id belongs to the n-th --socket (then to the inherited sockets); devices
+without one get the lowest free VMPI-id. Flags add to the config file: their devices come after
+the file's, and their settings override the file's. SIGTERM or SIGINT: close every device, remove
+the socket files, exit 0.
 
 Options:
-  --socket PATH       vhost-user socket to create (repeatable)
-  --vmpi-id N         VMPI-id of the corresponding device, 1..65535 (repeatable)
-  --listen-fd N       serve a device on an inherited listening socket (systemd: 3)
-  --max-sdu-log2 N    largest SDU as a power of two (default 16 = 64 KiB)
-  --log-level LEVEL   trace|debug|info|warn|error (default info)
+  --config FILE          YAML (.yaml/.yml) or JSON (.json) configuration (see vmpi check-config)
+  --socket PATH          vhost-user socket to create (repeatable)
+  --vmpi-id N            VMPI-id of the corresponding device, 1..65535 (repeatable)
+  --listen-fd N          serve a device on an inherited listening socket. Without it, systemd
+                         socket activation is automatic: LISTEN_FDS sockets from fd 3 when
+                         LISTEN_PID is this process (the .socket unit needs NonBlocking=yes)
+  --max-sdu-log2 N       largest SDU of the flag devices as a power of two, ${MIN_SDU_LOG2}..${MAX_SDU_LOG2} (default 16 = 64 KiB)
+  --metrics-listen ADDR  Prometheus endpoint HOST:PORT (default 127.0.0.1:9464; port 0 = any)
+  --no-metrics           no metrics endpoint
+  --log-level LEVEL      ${LOG_LEVELS.join('|')} (default info)
+`,
+  'check-config': `Usage: vmpi check-config FILE
+       vmpi check-config --schema
+
+Validates a configuration file (YAML or JSON, by extension) and exits 0 when it is valid, 1 when
+it is not (every problem is listed on stderr, one per line, with the field path and the bad
+value), 2 on a usage error. Owner and group names are looked up on this host.
+
+Options:
+  --schema   print the configuration's JSON Schema and exit
 `,
   'qemu-args': `Usage: vmpi qemu-args --socket PATH [--id NAME] [--mem SIZE]
 
@@ -66,10 +99,10 @@ function version(): string {
 
 type ArgValues = Record<string, string | boolean | (string | boolean)[] | undefined>;
 
-function parse(command: string, args: string[], options: NonNullable<ParseArgsConfig['options']>): { values: ArgValues } {
+function parse(command: string, args: string[], options: NonNullable<ParseArgsConfig['options']>, allowPositionals = false): { values: ArgValues; positionals: string[] } {
   try {
-    const { values } = parseArgs({ args, options: { help: { type: 'boolean', short: 'h' }, ...options }, strict: true, allowPositionals: false });
-    return { values: values as ArgValues };
+    const { values, positionals } = parseArgs({ args, options: { help: { type: 'boolean', short: 'h' }, ...options }, strict: true, allowPositionals });
+    return { values: values as ArgValues, positionals };
   } catch (e) {
     throw new UsageError(`vmpi ${command}: ${(e as Error).message}`);
   }
@@ -81,38 +114,113 @@ function intArg(name: string, value: string, min: number, max: number): number {
   return n;
 }
 
+function str(v: ArgValues[string]): string | undefined {
+  return typeof v === 'string' ? v : undefined;
+}
+
+function strs(v: ArgValues[string]): string[] {
+  return Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : [];
+}
+
+function logLevelArg(v: string | undefined): LogLevel | undefined {
+  if (v === undefined) return undefined;
+  if (!(LOG_LEVELS as readonly string[]).includes(v)) throw new UsageError(`--log-level ${v}: expected one of ${LOG_LEVELS.join(', ')}`);
+  return v as LogLevel;
+}
+
+/** Print a ConfigError's problems, one per line, and return the exit code for them. */
+function reportInvalid(prefix: string, e: ConfigError): number {
+  for (const line of e.message.split('\n')) process.stderr.write(`${prefix}${line}\n`);
+  return EXIT_INVALID;
+}
+
 async function serve(args: string[]): Promise<number> {
   const { values } = parse('serve', args, {
+    config: { type: 'string' },
     socket: { type: 'string', multiple: true },
     'vmpi-id': { type: 'string', multiple: true },
     'listen-fd': { type: 'string' },
     'max-sdu-log2': { type: 'string' },
+    'metrics-listen': { type: 'string' },
+    'no-metrics': { type: 'boolean' },
     'log-level': { type: 'string' },
   });
   if (values.help) return help('serve');
-  if (typeof values['log-level'] === 'string') setLogLevel(values['log-level']);
-  const sockets = (values.socket as string[] | undefined) ?? [];
-  const ids = ((values['vmpi-id'] as string[] | undefined) ?? []).map((v) => intArg('vmpi-id', v, 1, 0xffff));
-  const maxSduLog2 = typeof values['max-sdu-log2'] === 'string' ? intArg('max-sdu-log2', values['max-sdu-log2'], 10, 20) : undefined;
-  const specs: DeviceSpec[] = sockets.map((socketPath, i) => ({ socketPath, vmpiId: ids[i], maxSduLog2 }));
-  if (typeof values['listen-fd'] === 'string') specs.push({ listenFd: intArg('listen-fd', values['listen-fd'], 0, 65535), vmpiId: ids[sockets.length], maxSduLog2 });
-  if (specs.length === 0) throw new UsageError('vmpi serve: give at least one --socket PATH (or --listen-fd N)');
-  if (ids.length > specs.length) throw new UsageError(`vmpi serve: ${ids.length} --vmpi-id values for ${specs.length} devices`);
 
-  const host = new VmpiHost(logger);
-  for (const spec of specs) {
-    const d = host.addDevice(spec);
-    logger.info({ vmpiId: d.vmpiId, socket: spec.socketPath ?? `fd:${spec.listenFd}` }, 'device configured');
+  const metricsListen = str(values['metrics-listen']);
+  const flags: ServeFlags = {
+    sockets: strs(values.socket),
+    vmpiIds: strs(values['vmpi-id']).map((v) => intArg('vmpi-id', v, 1, 0xffff)),
+    listenFds: [],
+    maxSduLog2: values['max-sdu-log2'] === undefined ? undefined : intArg('max-sdu-log2', str(values['max-sdu-log2']) ?? '', MIN_SDU_LOG2, MAX_SDU_LOG2),
+    logLevel: logLevelArg(str(values['log-level'])),
+    noMetrics: values['no-metrics'] === true,
+  };
+  if (metricsListen !== undefined) {
+    try {
+      flags.metricsListen = parseListenAddress(metricsListen);
+    } catch (e) {
+      throw new UsageError(`--metrics-listen ${metricsListen}: ${(e as Error).message}`);
+    }
   }
-  await new Promise<void>((resolve) => {
-    const stop = (sig: string) => {
-      logger.info({ signal: sig }, 'shutting down');
-      host.close();
-      resolve();
+  if (flags.noMetrics && metricsListen !== undefined) throw new UsageError('vmpi serve: --metrics-listen and --no-metrics exclude each other');
+  const listenFd = str(values['listen-fd']);
+  flags.listenFds = listenFd !== undefined ? [intArg('listen-fd', listenFd, 0, 65535)] : listenFdsFromEnv();
+  clearListenEnv();
+
+  const configFile = str(values.config);
+  let config: VmpiConfig | undefined;
+  try {
+    config = configFile === undefined ? undefined : loadConfigFile(configFile);
+    if (!config && flags.sockets.length === 0 && flags.listenFds.length === 0) {
+      throw new UsageError('vmpi serve: give at least one --socket PATH, --listen-fd N or --config FILE');
+    }
+    const plan = mergeServeOptions(config, flags);
+    setLogLevel(plan.log.level);
+
+    // Signals that arrive while starting are honoured once start-up is done.
+    let signalled: string | undefined;
+    let wake: (() => void) | undefined;
+    const onSignal = (sig: string) => {
+      signalled ??= sig;
+      wake?.();
     };
-    process.once('SIGINT', () => stop('SIGINT'));
-    process.once('SIGTERM', () => stop('SIGTERM'));
-  });
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+    // Loaded here, not at the top: --help, --version and check-config do not need the datapath.
+    const { startServing } = await import('./ops/serve.js');
+    const serving = await startServing(plan, { logger, version: version() });
+    if (signalled === undefined) await new Promise<void>((resolve) => (wake = resolve));
+    logger.info({ signal: signalled }, 'shutting down');
+    await serving.close();
+    return 0;
+  } catch (e) {
+    if (e instanceof ConfigError) return reportInvalid('vmpi serve: ', e);
+    throw e;
+  }
+}
+
+function checkConfig(args: string[]): number {
+  const { values, positionals } = parse('check-config', args, { schema: { type: 'boolean' } }, true);
+  if (values.help) return help('check-config');
+  if (values.schema) {
+    if (positionals.length > 0) throw new UsageError('vmpi check-config: --schema takes no FILE');
+    process.stdout.write(JSON.stringify(CONFIG_SCHEMA, null, 2) + '\n');
+    return 0;
+  }
+  if (positionals.length !== 1) throw new UsageError(`vmpi check-config: expected one FILE, got ${positionals.length}; see vmpi check-config --help`);
+  const file = positionals[0]!;
+  let config: VmpiConfig;
+  try {
+    config = loadConfigFile(file, { checkHost: true });
+  } catch (e) {
+    if (e instanceof ConfigError) return reportInvalid('', e);
+    throw e;
+  }
+  const ids = config.devices.map((d) => (d.vmpiId === undefined ? 'auto' : String(d.vmpiId)));
+  const n = config.devices.length;
+  const metrics = config.metrics.enabled ? `metrics on ${formatListenAddress(config.metrics.listen)}` : 'metrics off';
+  process.stdout.write(`${file}: ok: ${n} device${n === 1 ? '' : 's'}${n > 0 ? ` (VMPI-ids ${ids.join(', ')})` : ''}, ${metrics}\n`);
   return 0;
 }
 
@@ -163,6 +271,8 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       case 'serve':
         return await serve(rest);
+      case 'check-config':
+        return checkConfig(rest);
       case 'qemu-args':
         return qemuArgs(rest);
       default:

@@ -1,0 +1,52 @@
+/**
+ * activation.ts — systemd socket activation: listening sockets inherited from the service manager.
+ *
+ * Owns: reading LISTEN_PID / LISTEN_FDS (sd_listen_fds(3): fds 3 .. 3+LISTEN_FDS-1 are ours when
+ * LISTEN_PID is this process), clearing those variables so child processes do not take the fds
+ * for theirs, and checking that an inherited fd is a non-blocking socket.
+ *
+ * The vhost-user server accepts in a loop until accept(2) says EAGAIN, so an inherited listening
+ * socket must be non-blocking: the .socket unit needs `NonBlocking=yes` (systemd sets O_NONBLOCK
+ * on the fds it passes). A blocking fd is refused with that hint rather than hanging the process.
+ */
+import { fstatSync, readFileSync } from 'node:fs';
+
+/** First fd systemd passes (SD_LISTEN_FDS_START). */
+export const LISTEN_FDS_START = 3;
+const O_NONBLOCK = 0o4000;
+
+/** The fds passed by socket activation, or [] when LISTEN_PID is absent or names another process. */
+export function listenFdsFromEnv(env: NodeJS.ProcessEnv = process.env, pid: number = process.pid): number[] {
+  if (env.LISTEN_PID === undefined || env.LISTEN_FDS === undefined) return [];
+  if (!/^\d+$/.test(env.LISTEN_PID) || Number(env.LISTEN_PID) !== pid) return [];
+  if (!/^\d+$/.test(env.LISTEN_FDS)) return [];
+  const n = Number(env.LISTEN_FDS);
+  return Array.from({ length: n }, (_, i) => LISTEN_FDS_START + i);
+}
+
+/** Forget the activation variables (sd_listen_fds(1) does the same with unset_environment). */
+export function clearListenEnv(env: NodeJS.ProcessEnv = process.env): void {
+  delete env.LISTEN_PID;
+  delete env.LISTEN_FDS;
+  delete env.LISTEN_FDNAMES;
+}
+
+/** Why `fd` cannot serve as an inherited listening socket, or undefined when it can. */
+export function inheritedFdProblem(fd: number): string | undefined {
+  try {
+    if (!fstatSync(fd).isSocket()) return `fd ${fd} is not a socket`;
+  } catch (e) {
+    return `fd ${fd} is not open (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`;
+  }
+  let flags: number | undefined;
+  try {
+    const m = /^flags:\s*([0-7]+)$/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'));
+    if (m) flags = parseInt(m[1]!, 8);
+  } catch {
+    // no /proc: cannot tell, assume the service manager did its job
+  }
+  if (flags !== undefined && (flags & O_NONBLOCK) === 0) {
+    return `fd ${fd} is a blocking socket; pass it non-blocking (systemd: NonBlocking=yes in the .socket unit)`;
+  }
+  return undefined;
+}

@@ -1,0 +1,71 @@
+/**
+ * serve.ts — start and stop what `vmpi serve` runs: the devices of a ServePlan on a VmpiHost,
+ * their socket permissions, and the metrics endpoint.
+ *
+ * Owns: the start-up order (check everything that can be checked first, then metrics, then
+ * sockets, so a failure leaves no socket file behind) and the clean shutdown (close every
+ * vhost-user server, which removes the socket files it created, then the metrics server).
+ */
+import { logger as rootLogger, type Logger } from '../log.js';
+import { VmpiHost } from '../vmpi/host.js';
+import { ConfigError, type ServePlan } from './config.js';
+import { inheritedFdProblem } from './activation.js';
+import { HostMetrics, startMetricsServer, type MetricsServer } from './metrics.js';
+import { applySocketPermissions, permissionProblems } from './socket-perms.js';
+
+export interface Serving {
+  readonly host: VmpiHost;
+  readonly metrics: HostMetrics | undefined;
+  readonly metricsServer: MetricsServer | undefined;
+  /** Close the devices (removing their socket files) and the metrics server. Idempotent. */
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  logger?: Logger;
+  /** Reported as vmpi_build_info{version}. */
+  version?: string;
+}
+
+/** Start serving `plan`. Throws ConfigError (every problem) or the first runtime error. */
+export async function startServing(plan: ServePlan, opts: StartOptions = {}): Promise<Serving> {
+  const log = opts.logger ?? rootLogger;
+  if (plan.devices.length === 0) throw new ConfigError(['no devices: give --socket PATH, --listen-fd N, or devices in --config FILE']);
+
+  const problems = permissionProblems(plan.devices);
+  for (const d of plan.devices) {
+    if (d.listenFd === undefined) continue;
+    const p = inheritedFdProblem(d.listenFd);
+    if (p) problems.push(`${d.where}: ${p}`);
+    if (d.owner !== undefined || d.group !== undefined || d.mode !== undefined) problems.push(`${d.where}: owner/group/mode apply to sockets vmpi creates; set them in the .socket unit (SocketUser=, SocketGroup=, SocketMode=)`);
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+
+  const host = new VmpiHost(log);
+  const metrics = plan.metrics.enabled ? new HostMetrics(host, { version: opts.version }) : undefined;
+  let metricsServer: MetricsServer | undefined;
+  let closed: Promise<void> | undefined;
+  const close = (): Promise<void> =>
+    (closed ??= (async () => {
+      host.close();
+      metrics?.close();
+      await metricsServer?.close();
+    })());
+
+  try {
+    if (metrics) metricsServer = await startMetricsServer(metrics, plan.metrics.listen, log);
+    for (const d of plan.devices) {
+      try {
+        const device = host.addDevice({ socketPath: d.socket, listenFd: d.listenFd, vmpiId: d.vmpiId, maxSduLog2: d.maxSduLog2, carrier: d.carrier });
+        if (d.socket !== undefined) applySocketPermissions(d.socket, d);
+        log.info({ vmpiId: device.vmpiId, socket: d.socket ?? `fd:${d.listenFd}`, from: d.where }, 'device configured');
+      } catch (e) {
+        throw new Error(`${d.where}: ${(e as Error).message}`, { cause: e });
+      }
+    }
+  } catch (e) {
+    await close();
+    throw e;
+  }
+  return { host, metrics, metricsServer, close };
+}

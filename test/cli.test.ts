@@ -1,0 +1,254 @@
+/**
+ * cli.test.ts — the `vmpi` command as a process (`node --import tsx src/cli.ts …`, so the pid is
+ * the CLI's own, as systemd socket activation needs): help and version, usage errors (exit 2),
+ * check-config (0 valid, 1 invalid with every problem), and serve: start-up from flags and from a
+ * config file, socket permissions, the metrics endpoint, an inherited socket (LISTEN_FDS), and a
+ * clean exit 0 on SIGTERM/SIGINT that removes the sockets it created.
+ */
+import t from 'tap';
+import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { get } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { native } from '../src/native.js';
+
+const ROOT = resolve(import.meta.dirname, '..');
+const CLI = join(ROOT, 'src/cli.ts');
+// tsx as a loader of this very process (not the tsx CLI, which would run a child node).
+const NODE_ARGS = ['--import', import.meta.resolve('tsx'), CLI];
+const dir = mkdtempSync(join(tmpdir(), 'vmpi-cli-'));
+t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+
+interface Result {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** A running CLI process with its output so far. */
+class Proc {
+  stdout = '';
+  stderr = '';
+  readonly done: Promise<Result>;
+  constructor(readonly child: ChildProcess) {
+    child.stdout?.setEncoding('utf8').on('data', (s: string) => (this.stdout += s));
+    child.stderr?.setEncoding('utf8').on('data', (s: string) => (this.stderr += s));
+    this.done = new Promise((res) => child.on('close', (code, signal) => res({ code, signal, stdout: this.stdout, stderr: this.stderr })));
+  }
+
+  /** Wait for a stderr (log) line matching `re`; returns the match. */
+  async waitLog(re: RegExp, ms = 15000): Promise<RegExpMatchArray> {
+    const end = Date.now() + ms;
+    for (;;) {
+      const m = this.stderr.match(re);
+      if (m) return m;
+      if (this.child.exitCode !== null || Date.now() > end) throw new Error(`no log line ${re} (exit ${this.child.exitCode}); stderr:\n${this.stderr}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+}
+
+function start(args: string[], opts: { env?: NodeJS.ProcessEnv; stdio?: StdioOptions; shell?: string } = {}): Proc {
+  // Without tap's NODE_OPTIONS (its process-info loader would slow every child down).
+  const env: NodeJS.ProcessEnv = { ...process.env, NODE_OPTIONS: undefined, VMPI_LOG_LEVEL: 'info', ...opts.env };
+  delete env.NODE_OPTIONS;
+  const stdio = opts.stdio ?? ['ignore', 'pipe', 'pipe'];
+  const child = opts.shell
+    ? spawn('/bin/sh', ['-c', opts.shell, 'sh', process.execPath, ...NODE_ARGS, ...args], { cwd: dir, env, stdio })
+    : spawn(process.execPath, [...NODE_ARGS, ...args], { cwd: dir, env, stdio });
+  return new Proc(child);
+}
+
+function run(args: string[], env?: NodeJS.ProcessEnv): Promise<Result> {
+  return start(args, { env }).done;
+}
+
+function file(name: string, text: string): string {
+  const p = join(dir, name);
+  writeFileSync(p, text);
+  return p;
+}
+
+function scrape(url: string): Promise<string> {
+  return new Promise((res, rej) => {
+    get(url, { agent: false }, (r) => {
+      let body = '';
+      r.setEncoding('utf8').on('data', (c: string) => (body += c));
+      r.on('end', () => res(body));
+    }).on('error', rej);
+  });
+}
+
+t.test('help and version', async (t) => {
+  const main = await run(['--help']);
+  t.equal(main.code, 0);
+  t.match(main.stdout, /Usage: vmpi <command>/);
+  t.match(main.stdout, /check-config/);
+  t.equal((await run([])).stdout, main.stdout, 'no command: main help');
+  for (const [cmd, re] of [
+    ['serve', /Usage: vmpi serve .*--config FILE/s],
+    ['check-config', /Usage: vmpi check-config FILE/],
+    ['qemu-args', /Usage: vmpi qemu-args --socket PATH/],
+  ] as const) {
+    const r = await run([cmd, '--help']);
+    t.equal(r.code, 0, `${cmd} --help exits 0`);
+    t.match(r.stdout, re);
+    t.equal(r.stderr, '');
+  }
+  const v = await run(['--version']);
+  t.equal(v.code, 0);
+  t.equal(v.stdout, '0.1.0\n');
+});
+
+t.test('usage errors exit 2 with a message', async (t) => {
+  const bogus = await run(['serve', '--bogus']);
+  t.equal(bogus.code, 2);
+  t.match(bogus.stderr, /^vmpi serve: Unknown option '--bogus'/);
+  const cmd = await run(['frobnicate']);
+  t.equal(cmd.code, 2);
+  t.match(cmd.stderr, /unknown command "frobnicate"/);
+  const none = await run(['serve', '--no-metrics']);
+  t.equal(none.code, 2);
+  t.match(none.stderr, /give at least one --socket PATH, --listen-fd N or --config FILE/);
+  const id = await run(['serve', '--socket', 'x.sock', '--vmpi-id', '70000']);
+  t.equal(id.code, 2);
+  t.match(id.stderr, /--vmpi-id 70000: expected an integer 1\.\.65535/);
+  const addr = await run(['serve', '--socket', 'x.sock', '--metrics-listen', 'nowhere']);
+  t.equal(addr.code, 2);
+  t.match(addr.stderr, /--metrics-listen nowhere: is not HOST:PORT/);
+  const lvl = await run(['serve', '--socket', 'x.sock', '--log-level', 'loud']);
+  t.equal(lvl.code, 2);
+  t.match(lvl.stderr, /--log-level loud: expected one of trace/);
+  const cc = await run(['check-config']);
+  t.equal(cc.code, 2);
+  t.match(cc.stderr, /expected one FILE, got 0/);
+  const cc2 = await run(['check-config', 'a.yaml', 'b.yaml']);
+  t.equal(cc2.code, 2);
+  t.equal((await run(['check-config', '--bogus', 'a.yaml'])).code, 2);
+  t.notOk(existsSync(join(dir, 'x.sock')), 'nothing created on a usage error');
+});
+
+t.test('check-config', async (t) => {
+  const good = file('good.yaml', 'devices:\n  - {socket: a.sock, vmpiId: 3, owner: root, mode: "0600"}\n  - {socket: b.sock}\nmetrics: {listen: "127.0.0.1:9999"}\n');
+  const r = await run(['check-config', good]);
+  t.equal(r.code, 0);
+  t.equal(r.stdout, `${good}: ok: 2 devices (VMPI-ids 3, auto), metrics on 127.0.0.1:9999\n`);
+  t.equal(r.stderr, '');
+
+  const json = file('good.json', '{"metrics": {"enabled": false}}');
+  const rj = await run(['check-config', json]);
+  t.equal(rj.code, 0);
+  t.equal(rj.stdout, `${json}: ok: 0 devices, metrics off\n`);
+
+  const bad = file('bad.yaml', 'devices:\n  - {socket: a.sock, vmpiId: 1}\n  - {socket: b.sock, vmpiId: 70000, owner: nosuch-user-vmpi-test}\n  - {socket: a.sock, vmpiId: 1}\nlog: {level: loud}\n');
+  const rb = await run(['check-config', bad]);
+  t.equal(rb.code, 1);
+  t.equal(rb.stdout, '');
+  t.same(rb.stderr.trimEnd().split('\n').sort(), [
+    `${bad}: devices[1].owner: user "nosuch-user-vmpi-test" does not exist on this host`,
+    `${bad}: devices[1].vmpiId: 70000 is above the maximum 65535`,
+    `${bad}: devices[2].socket: "${join(dir, 'a.sock')}" is already used by devices[0]; each device needs its own socket`,
+    `${bad}: devices[2].vmpiId: 1 is already used by devices[0]; VMPI-ids must be unique on a host`,
+    `${bad}: log.level: "loud" is not one of trace, debug, info, warn, error, fatal, silent`,
+  ]);
+
+  const missing = await run(['check-config', join(dir, 'nope.yaml')]);
+  t.equal(missing.code, 1);
+  t.match(missing.stderr, /nope\.yaml: cannot read the file: ENOENT/);
+
+  const schema = await run(['check-config', '--schema']);
+  t.equal(schema.code, 0);
+  const s = JSON.parse(schema.stdout) as { properties: Record<string, unknown> };
+  t.same(Object.keys(s.properties), ['devices', 'metrics', 'log', 'difs', 'ipcps']);
+});
+
+t.test('serve: flags and a config file, metrics, permissions, SIGTERM', async (t) => {
+  const cfg = file('serve.yaml', 'devices:\n  - {socket: c1.sock, vmpiId: 4, owner: root, group: root, mode: "0600"}\nlog: {level: warn}\n');
+  const p = start(['serve', '--config', cfg, '--socket', 'f1.sock', '--metrics-listen', '127.0.0.1:0', '--log-level', 'info']);
+  const [, url] = await p.waitLog(/"url":"(http:\/\/127\.0\.0\.1:\d+\/metrics)"/);
+  await p.waitLog(/"from":"--socket #1","msg":"device configured"/);
+  t.equal(statSync(join(dir, 'c1.sock')).mode & 0o777, 0o600, 'mode from the config applied');
+  t.equal(statSync(join(dir, 'c1.sock')).uid, 0);
+  t.ok(statSync(join(dir, 'f1.sock')).isSocket());
+  const m = await scrape(url!);
+  t.match(m, /^vmpi_device_up\{vmpi_id="4"\} 0$/m);
+  t.match(m, /^vmpi_device_up\{vmpi_id="1"\} 0$/m, 'flag device got the lowest free id');
+  t.match(m, /^vmpi_build_info\{version="0\.1\.0"/m);
+  p.child.kill('SIGTERM');
+  const r = await p.done;
+  t.equal(r.code, 0, 'exit 0 on SIGTERM');
+  t.match(r.stderr, /"signal":"SIGTERM","msg":"shutting down"/);
+  t.notOk(existsSync(join(dir, 'c1.sock')), 'config socket removed');
+  t.notOk(existsSync(join(dir, 'f1.sock')), 'flag socket removed');
+});
+
+t.test('serve: SIGINT, and --no-metrics', async (t) => {
+  const p = start(['serve', '--socket', 'i1.sock', '--vmpi-id', '9', '--no-metrics']);
+  await p.waitLog(/"msg":"device configured"/);
+  t.notMatch(p.stderr, /metrics listening/);
+  p.child.kill('SIGINT');
+  const r = await p.done;
+  t.equal(r.code, 0);
+  t.notOk(existsSync(join(dir, 'i1.sock')));
+});
+
+t.test('serve: an invalid config or a failed start exits 1 and leaves no socket', async (t) => {
+  const bad = file('serve-bad.json', JSON.stringify({ devices: [{ socket: 'x1.sock', vmpiId: 0 }, { socket: 'x2.sock', mode: 'rw' }] }));
+  const r = await run(['serve', '--config', bad]);
+  t.equal(r.code, 1);
+  t.match(r.stderr, /^vmpi serve: .*serve-bad\.json: devices\[0\]\.vmpiId: 0 is below the minimum 1$/m);
+  t.match(r.stderr, /^vmpi serve: .*serve-bad\.json: devices\[1\]\.mode: "rw" is not a quoted octal mode/m);
+
+  const dupe = await run(['serve', '--config', file('one.yaml', 'devices: [{socket: d.sock, vmpiId: 2}]\n'), '--socket', 'e.sock', '--vmpi-id', '2', '--no-metrics']);
+  t.equal(dupe.code, 1);
+  t.match(dupe.stderr, /vmpi serve: --socket #1\.vmpiId: 2 is already used by devices\[0\]/);
+
+  // The metrics port is taken: nothing may be left behind.
+  const holder = start(['serve', '--socket', 'h.sock', '--metrics-listen', '127.0.0.1:0']);
+  const [, port] = await holder.waitLog(/"url":"http:\/\/127\.0\.0\.1:(\d+)\/metrics"/);
+  const clash = await run(['serve', '--socket', 'k.sock', '--metrics-listen', `127.0.0.1:${port}`]);
+  t.equal(clash.code, 1);
+  t.match(clash.stderr, new RegExp(`metrics: cannot listen on 127\\.0\\.0\\.1:${port}: EADDRINUSE`));
+  t.notOk(existsSync(join(dir, 'k.sock')));
+  const busy = await run(['serve', '--socket', 'h.sock', '--no-metrics']);
+  t.equal(busy.code, 1, 'a socket another server listens on');
+  t.match(busy.stderr, /--socket #1: another server is already listening on/);
+  holder.child.kill('SIGTERM');
+  t.equal((await holder.done).code, 0);
+
+  const owner = await run(['serve', '--config', file('owner.yaml', 'devices: [{socket: o.sock, owner: nosuch-user-vmpi-test}]\n'), '--no-metrics']);
+  t.equal(owner.code, 1);
+  t.match(owner.stderr, /devices\[0\]\.owner: user "nosuch-user-vmpi-test" does not exist/);
+  t.notOk(existsSync(join(dir, 'o.sock')));
+});
+
+t.test('serve: systemd socket activation (LISTEN_FDS, LISTEN_PID)', async (t) => {
+  const path = join(dir, 'act.sock');
+  const fd = native.listenUnix(path, 4);
+  // sh sets LISTEN_PID to its own pid and execs node, which keeps the pid, as systemd does.
+  const shell = 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$@"';
+  const p = start(['serve', '--vmpi-id', '12', '--no-metrics'], { shell, stdio: ['ignore', 'pipe', 'pipe', fd] });
+  native.close(fd);
+  await p.waitLog(/"vmpiId":12,"socket":"fd:3","from":"--listen-fd 3","msg":"device configured"/);
+  const c = native.connectUnix(path);
+  await p.waitLog(/"msg":"front-end connected"/);
+  native.close(c);
+  await p.waitLog(/"msg":"front-end disconnected"/);
+  p.child.kill('SIGTERM');
+  const r = await p.done;
+  t.equal(r.code, 0);
+  t.ok(existsSync(path), 'an inherited socket is not removed (systemd owns it)');
+  rmSync(path);
+
+  // LISTEN_PID of another process: not ours, ignored.
+  const other = await run(['serve', '--no-metrics'], { LISTEN_PID: '1', LISTEN_FDS: '1' });
+  t.equal(other.code, 2);
+  t.match(other.stderr, /give at least one --socket/);
+
+  // An fd that is not a socket.
+  const notSock = await run(['serve', '--listen-fd', '0', '--no-metrics']);
+  t.equal(notSock.code, 1);
+  t.match(notSock.stderr, /--listen-fd 0: fd 0 is not a socket/);
+});

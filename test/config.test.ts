@@ -1,0 +1,236 @@
+/**
+ * config.test.ts — src/ops/config.ts: valid YAML and JSON files with their defaults, every kind of
+ * problem with its exact message, duplicates, every problem listed at once, parse errors, flags
+ * merged into a file, and VMPI-id allocation.
+ */
+import t from 'tap';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ConfigError, defaultConfig, loadConfigFile, mergeServeOptions, parseConfig, parseListenAddress, type ServeFlags } from '../src/ops/config.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'vmpi-config-'));
+t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+
+function file(name: string, text: string): string {
+  const p = join(dir, name);
+  writeFileSync(p, text);
+  return p;
+}
+
+/** The problems a YAML text produces (fails the test if it is valid). */
+function problems(yaml: string, opts: { checkHost?: boolean } = {}): string[] {
+  try {
+    parseConfig(yaml, { format: 'yaml', baseDir: '/etc/vmpi', ...opts });
+  } catch (e) {
+    if (e instanceof ConfigError) return e.problems;
+    throw e;
+  }
+  throw new Error('expected the config to be invalid');
+}
+
+const FULL_YAML = `# a complete file
+devices:
+  - socket: /run/vmpi/vm1.sock
+    vmpiId: 1
+    maxSduLog2: 12
+    carrier: gpio
+    owner: root
+    group: 0
+    mode: "0660"
+  - socket: vm2.sock
+metrics:
+  enabled: false
+  listen: "[::1]:9100"
+log:
+  level: debug
+difs:
+  - { name: normal.DIF, type: normal }
+ipcps:
+  - { name: shim1, type: shim-hv, dif: hv.DIF }
+`;
+
+t.test('valid YAML file, with every field', async (t) => {
+  const c = loadConfigFile(file('full.yaml', FULL_YAML));
+  t.same(c.devices, [
+    { socket: '/run/vmpi/vm1.sock', vmpiId: 1, maxSduLog2: 12, carrier: 'gpio', owner: 'root', group: 0, mode: 0o660 },
+    { socket: join(dir, 'vm2.sock'), vmpiId: undefined, maxSduLog2: 16, carrier: 'gpio', owner: undefined, group: undefined, mode: undefined },
+  ]);
+  t.same(c.metrics, { enabled: false, listen: { host: '::1', port: 9100 } });
+  t.same(c.log, { level: 'debug' });
+  t.same(c.difs, [{ name: 'normal.DIF', type: 'normal' }]);
+  t.same(c.ipcps, [{ name: 'shim1', type: 'shim-hv', dif: 'hv.DIF' }], 'placeholder objects keep their other fields');
+  t.equal(loadConfigFile(file('full.yml', FULL_YAML)).devices.length, 2, '.yml works too');
+});
+
+t.test('the shipped example, qemu-configs/vmpi.example.yaml, is valid', async (t) => {
+  const c = loadConfigFile(join(import.meta.dirname, '..', 'qemu-configs', 'vmpi.example.yaml'));
+  t.same(c.devices.map((d) => [d.socket, d.vmpiId, d.group, d.mode]), [
+    ['/run/vmpi/vm1.sock', 1, 'kvm', 0o660],
+    ['/run/vmpi/vm2.sock', 2, 'kvm', 0o660],
+  ]);
+  t.same(c.metrics, { enabled: true, listen: { host: '127.0.0.1', port: 9464 } });
+});
+
+t.test('valid JSON file and defaults', async (t) => {
+  const c = loadConfigFile(file('min.json', JSON.stringify({ devices: [{ socket: 'a.sock', owner: '1000', mode: '600' }] })));
+  t.same(c.devices, [{ socket: join(dir, 'a.sock'), vmpiId: undefined, maxSduLog2: 16, carrier: 'gpio', owner: 1000, group: undefined, mode: 0o600 }], 'relative socket: from the file directory; numeric owner string becomes a number');
+  t.same(c.metrics, { enabled: true, listen: { host: '127.0.0.1', port: 9464 } });
+  t.same(c.log, { level: 'info' });
+  t.same(c.difs, []);
+  t.same(c.ipcps, []);
+  t.same(loadConfigFile(file('empty.yaml', '# nothing\n')), defaultConfig(), 'an empty YAML file is the defaults');
+  t.same(loadConfigFile(file('empty.json', '{}')), defaultConfig());
+  t.same(defaultConfig().devices, []);
+});
+
+t.test('each kind of problem, with its message', async (t) => {
+  const one = (yaml: string) => problems(yaml);
+  t.same(one('devices:\n  - socket: /a\n  - socket: /b\n    vmpiId: 70000\n'), ['devices[1].vmpiId: 70000 is above the maximum 65535']);
+  t.same(one('devices:\n  - socket: /a\n    vmpiId: 0\n'), ['devices[0].vmpiId: 0 is below the minimum 1']);
+  t.same(one('devices:\n  - socket: /a\n    vmpiId: "3"\n'), ['devices[0].vmpiId: "3" is a string, expected an integer']);
+  t.same(one('devices:\n  - socket: /a\n    vmpiId: 1.5\n'), ['devices[0].vmpiId: 1.5 is a number, expected an integer']);
+  t.same(one('devices:\n  - vmpiId: 2\n'), ['devices[0].socket: is required but missing']);
+  t.same(one('devices:\n  - socket: ""\n'), ['devices[0].socket: "" is too short (at least 1 characters)']);
+  t.same(one(`devices:\n  - socket: /${'x'.repeat(120)}\n`), [`devices[0].socket: "/${'x'.repeat(120)}" is too long (at most 107 characters)`]);
+  t.same(one('devices:\n  - socket: /a\n    maxSduLog2: 21\n'), ['devices[0].maxSduLog2: 21 is above the maximum 20']);
+  t.same(one('devices:\n  - socket: /a\n    maxSduLog2: 9\n'), ['devices[0].maxSduLog2: 9 is below the minimum 10']);
+  t.same(one('devices:\n  - socket: /a\n    carrier: vsock\n'), ['devices[0].carrier: "vsock" is not one of gpio']);
+  t.same(one('devices:\n  - socket: /a\n    sockt: /b\n'), ['devices[0].sockt: unknown field (did you mean "socket"?); known fields here: socket, vmpiId, maxSduLog2, carrier, owner, group, mode']);
+  t.same(one('devices:\n  - socket: /a\n    mode: 0660\n'), [
+    'devices[0].mode: 660 is an integer, expected a quoted octal mode such as "0660" (write it quoted, mode: "0660": YAML reads an unquoted 0660 as the decimal number 660)',
+  ]);
+  t.same(one('devices:\n  - socket: /a\n    mode: "0986"\n'), ['devices[0].mode: "0986" is not a quoted octal mode such as "0660"']);
+  t.same(one('devices:\n  - socket: /a\n    owner: "bad name"\n'), ['devices[0].owner: "bad name" is not a user or group name, or a numeric id']);
+  t.same(one('devices:\n  - socket: /a\n    group: -1\n'), ['devices[0].group: -1 is below the minimum 0']);
+  t.same(one('devices:\n  - socket: /a\n    group: [1]\n'), ['devices[0].group: [1] is a list, expected a user or group name, or a numeric id']);
+  t.same(one('devices: {socket: /a}\n'), ['devices: {"socket":"/a"} is an object, expected a list']);
+  t.same(one('metrics:\n  listen: 9464\n'), ['metrics.listen: 9464 is an integer, expected HOST:PORT such as "127.0.0.1:9464"']);
+  t.same(one('metrics:\n  listen: "127.0.0.1"\n'), ['metrics.listen: "127.0.0.1" is not HOST:PORT (for example "127.0.0.1:9464" or "[::1]:9464")']);
+  t.same(one('metrics:\n  listen: "127.0.0.1:70000"\n'), ['metrics.listen: "127.0.0.1:70000" has port 70000, above the maximum 65535']);
+  t.same(one('metrics:\n  listen: "example.org:9464"\n'), ['metrics.listen: "example.org:9464" has host "example.org": use an IPv4 address, [IPv6] or localhost']);
+  t.same(one('metrics:\n  enabled: "yes"\n'), ['metrics.enabled: "yes" is a string, expected a boolean']);
+  t.same(one('log:\n  level: loud\n'), ['log.level: "loud" is not one of trace, debug, info, warn, error, fatal, silent']);
+  t.same(one('difs:\n  - name: a\n'), ['difs[0].type: is required but missing']);
+  t.same(one('ipcps: {}\n'), ['ipcps: {} is an object, expected a list']);
+  t.same(one('devcies: []\n'), ['devcies: unknown field (did you mean "devices"?); known fields here: devices, metrics, log, difs, ipcps']);
+  t.same(one('- 1\n'), ['(top level): [1] is a list, expected an object']);
+  t.same(one('just a string\n'), ['(top level): "just a string" is a string, expected an object']);
+});
+
+t.test('duplicates', async (t) => {
+  t.same(problems('devices:\n  - {socket: /a, vmpiId: 4}\n  - {socket: /b, vmpiId: 4}\n  - {socket: /c, vmpiId: 4}\n'), [
+    'devices[1].vmpiId: 4 is already used by devices[0] (and by devices[2]); VMPI-ids must be unique on a host',
+  ]);
+  t.same(problems('devices:\n  - {socket: /run/a.sock}\n  - {socket: /run/../run/a.sock}\n'), [
+    'devices[1].socket: "/run/a.sock" is already used by devices[0]; each device needs its own socket',
+  ], 'paths compared after resolving');
+  t.same(problems('devices:\n  - {socket: a.sock}\n  - {socket: /etc/vmpi/a.sock}\n'), [
+    'devices[1].socket: "/etc/vmpi/a.sock" is already used by devices[0]; each device needs its own socket',
+  ], 'relative and absolute spellings of one path');
+  t.same(problems('difs:\n  - {name: d, type: normal}\n  - {name: d, type: normal}\nipcps:\n  - {name: i, type: x}\n  - {name: i, type: y}\n'), [
+    'difs[1].name: "d" is already used by difs[0]',
+    'ipcps[1].name: "i" is already used by ipcps[0]',
+  ]);
+});
+
+t.test('every problem is listed at once', async (t) => {
+  const p = problems(`devices:
+  - socket: /run/vmpi/a.sock
+    vmpiId: 1
+  - socket: /run/vmpi/b.sock
+    vmpiId: 70000
+    mode: 0660
+  - socket: /run/vmpi/a.sock
+    vmpiId: 1
+    carrier: vsock
+  - vmpiId: "3"
+    owner: nosuch-user-vmpi-test
+metrics: { listen: "localhost:99999", enabled: "yes" }
+log: { level: loud }
+extra: 1
+`, { checkHost: true });
+  t.same(p.sort(), [
+    'devices[1].mode: 660 is an integer, expected a quoted octal mode such as "0660" (write it quoted, mode: "0660": YAML reads an unquoted 0660 as the decimal number 660)',
+    'devices[1].vmpiId: 70000 is above the maximum 65535',
+    'devices[2].carrier: "vsock" is not one of gpio',
+    'devices[2].socket: "/run/vmpi/a.sock" is already used by devices[0]; each device needs its own socket',
+    'devices[2].vmpiId: 1 is already used by devices[0]; VMPI-ids must be unique on a host',
+    'devices[3].owner: user "nosuch-user-vmpi-test" does not exist on this host',
+    'devices[3].socket: is required but missing',
+    'devices[3].vmpiId: "3" is a string, expected an integer',
+    'extra: unknown field; known fields here: devices, metrics, log, difs, ipcps',
+    'log.level: "loud" is not one of trace, debug, info, warn, error, fatal, silent',
+    'metrics.enabled: "yes" is a string, expected a boolean',
+    'metrics.listen: "localhost:99999" has port 99999, above the maximum 65535',
+  ]);
+  const e = t.throws(() => loadConfigFile(file('bad.yaml', 'log: {level: loud}\nmetrics: {listen: x}\n'))) as ConfigError;
+  t.equal(e.message, `${join(dir, 'bad.yaml')}: log.level: "loud" is not one of trace, debug, info, warn, error, fatal, silent\n${join(dir, 'bad.yaml')}: metrics.listen: "x" is not HOST:PORT (for example "127.0.0.1:9464" or "[::1]:9464")`, 'the message has one line per problem, each naming the file');
+});
+
+t.test('host checks: owner and group names must exist', async (t) => {
+  t.same(problems('devices:\n  - {socket: /a, owner: nosuch-user-vmpi-test, group: nosuch-group-vmpi-test}\n', { checkHost: true }), [
+    'devices[0].owner: user "nosuch-user-vmpi-test" does not exist on this host',
+    'devices[0].group: group "nosuch-group-vmpi-test" does not exist on this host',
+  ]);
+  t.doesNotThrow(() => parseConfig('devices:\n  - {socket: /a, owner: root, group: root}\n', { format: 'yaml', checkHost: true }));
+  t.doesNotThrow(() => parseConfig('devices:\n  - {socket: /a, owner: nosuch-user-vmpi-test}\n', { format: 'yaml' }), 'not checked unless asked');
+});
+
+t.test('parse errors and files', async (t) => {
+  const y = t.throws(() => loadConfigFile(file('syntax.yaml', 'devices: [\nlog: : x\n'))) as ConfigError;
+  t.ok(y.problems.length >= 1);
+  t.match(y.problems[0], /^invalid YAML at line \d+, column \d+: /);
+  t.notMatch(y.problems[0], /at line \d+, column \d+:$/, 'position given once');
+  const dup = t.throws(() => loadConfigFile(file('dupkey.yaml', 'log: {level: info}\nlog: {level: debug}\n'))) as ConfigError;
+  t.match(dup.problems[0], /^invalid YAML at line 2, column 1: Map keys must be unique/);
+  const j = t.throws(() => loadConfigFile(file('syntax.json', '{"devices": [}'))) as ConfigError;
+  t.match(j.problems, [/^invalid JSON: /]);
+  const ext = t.throws(() => loadConfigFile(file('c.toml', ''))) as ConfigError;
+  t.same(ext.problems, ['unknown config format ".toml": name the file *.yaml, *.yml or *.json']);
+  const none = t.throws(() => loadConfigFile(join(dir, 'missing.yaml'))) as ConfigError;
+  t.match(none.problems, [/^cannot read the file: ENOENT/]);
+  t.equal(none.source, join(dir, 'missing.yaml'));
+});
+
+t.test('listen addresses', async (t) => {
+  t.same(parseListenAddress('127.0.0.1:9464'), { host: '127.0.0.1', port: 9464 });
+  t.same(parseListenAddress('[::1]:0'), { host: '::1', port: 0 });
+  t.same(parseListenAddress('localhost:1'), { host: 'localhost', port: 1 });
+  t.throws(() => parseListenAddress('[127.0.0.1]:1'), /in brackets, which is not an IPv6 address/);
+  t.throws(() => parseListenAddress('::1:9464'), /is not HOST:PORT/);
+  t.throws(() => parseListenAddress(':9464'), /is not HOST:PORT/);
+});
+
+t.test('flags merged into a file', async (t) => {
+  const flags = (f: Partial<ServeFlags>): ServeFlags => ({ sockets: [], vmpiIds: [], listenFds: [], ...f });
+  const c = parseConfig('devices:\n  - {socket: /run/a.sock}\n  - {socket: /run/b.sock, vmpiId: 1}\nmetrics: {listen: "127.0.0.1:9000"}\nlog: {level: warn}\n', { format: 'yaml' });
+
+  const p = mergeServeOptions(c, flags({ sockets: ['/run/c.sock'], vmpiIds: [9], listenFds: [3], maxSduLog2: 12, logLevel: 'debug', metricsListen: { host: '127.0.0.1', port: 0 } }));
+  t.same(
+    p.devices.map((d) => [d.where, d.vmpiId, d.socket ?? `fd:${d.listenFd}`, d.maxSduLog2]),
+    [
+      ['devices[0]', 2, '/run/a.sock', 16],
+      ['devices[1]', 1, '/run/b.sock', 16],
+      ['--socket #1', 9, '/run/c.sock', 12],
+      ['--listen-fd 3', 3, 'fd:3', 12],
+    ],
+    'open ids get the lowest free id, never one asked for by a later device',
+  );
+  t.same(p.metrics, { enabled: true, listen: { host: '127.0.0.1', port: 0 } }, 'flag overrides the file');
+  t.equal(p.log.level, 'debug');
+  t.equal(mergeServeOptions(c, flags({ noMetrics: true })).metrics.enabled, false);
+  t.equal(mergeServeOptions(c, flags({})).log.level, 'warn', 'file level without the flag');
+
+  const noFile = mergeServeOptions(undefined, flags({ sockets: ['rel.sock'] }));
+  t.same(noFile.devices.map((d) => [d.vmpiId, d.socket]), [[1, join(process.cwd(), 'rel.sock')]], 'flags alone, as before');
+  t.same(noFile.metrics, { enabled: true, listen: { host: '127.0.0.1', port: 9464 } });
+
+  const dup = t.throws(() => mergeServeOptions(c, flags({ sockets: ['/run/a.sock', '/run/d.sock'], vmpiIds: [5, 1] }))) as ConfigError;
+  t.same(dup.problems, [
+    '--socket #2.vmpiId: 1 is already used by devices[1]; VMPI-ids must be unique on a host',
+    '--socket #1.socket: "/run/a.sock" is already used by devices[0]; each device needs its own socket',
+  ]);
+  const many = t.throws(() => mergeServeOptions(undefined, flags({ sockets: ['/x'], vmpiIds: [1, 2] }))) as ConfigError;
+  t.same(many.problems, ['--vmpi-id: 2 values for 1 device given by --socket/--listen-fd']);
+});

@@ -1,0 +1,192 @@
+/**
+ * metrics.test.ts — src/ops/metrics.ts: a VmpiHost with real vhost-user sockets, its device stats
+ * set by hand, scraped over HTTP on an ephemeral loopback port. Checks the values, the labels,
+ * monotonic counters across a reconnect, connection counters from real connects (one clean, one
+ * protocol error), the HTTP edges, and that `promtool check metrics` accepts the output (when
+ * promtool is installed: scripts/setup-system.sh installs it).
+ */
+import t from 'tap';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { native } from '../src/native.js';
+import { classifyDisconnect, HostMetrics, startMetricsServer } from '../src/ops/metrics.js';
+import { VmpiHost } from '../src/vmpi/host.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'vmpi-metrics-'));
+t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+async function until(pred: () => boolean, what: string, ms = 3000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!pred()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(5);
+  }
+}
+
+interface Reply {
+  status: number;
+  type: string | undefined;
+  body: string;
+}
+
+function get(url: string, method = 'GET'): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method, agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, type: res.headers['content-type'], body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** The value of one sample line `name{labels} value` (labels in the order prom-client prints them). */
+function sample(text: string, name: string, labels: Record<string, string>): number | undefined {
+  const l = Object.entries(labels)
+    .map(([k, v]) => `${k}="${v}"`)
+    .join(',');
+  const line = text.split('\n').find((x) => x.startsWith(`${name}{${l}} `));
+  return line === undefined ? undefined : Number(line.slice(line.lastIndexOf(' ') + 1));
+}
+
+const promtool = spawnSync('promtool', ['--version'], { stdio: 'ignore' }).status === 0;
+
+t.test('device and connection metrics, scraped over HTTP', async (t) => {
+  const host = new VmpiHost();
+  const a = host.addDevice({ socketPath: join(dir, 'a.sock'), vmpiId: 7 });
+  const metrics = new HostMetrics(host, { version: '9.9.9' });
+  // Added after the metrics object: must be followed too.
+  const b = host.addDevice({ socketPath: join(dir, 'b.sock'), vmpiId: 8, maxSduLog2: 12 });
+  const server = await startMetricsServer(metrics, { host: '127.0.0.1', port: 0 });
+  t.teardown(async () => {
+    host.close();
+    metrics.close();
+    await server.close();
+  });
+  t.equal(server.address.host, '127.0.0.1');
+  t.ok(server.address.port > 0, 'ephemeral port');
+  t.equal(server.url, `http://127.0.0.1:${server.address.port}/metrics`);
+
+  a.stats.toGuest.sdus = 11;
+  a.stats.toGuest.bytes = 1100;
+  a.stats.fromGuest.sdus = 22;
+  a.stats.fromGuest.bytes = 2200;
+  a.stats.drops.unbound_channel = 3;
+  a.stats.drops.backlog_full = 4;
+  a.stats.rxQueueFull = 5;
+  a.stats.kicks = 6;
+  a.stats.calls = 7;
+  a.stats.backlogSdus = 2;
+  a.stats.backlogBytes = 300;
+  b.stats.drops.oversize = 1;
+
+  let r = await get(server.url);
+  t.equal(r.status, 200);
+  t.match(r.type, /^text\/plain; version=0\.0\.4/);
+  const m = r.body;
+  t.equal(sample(m, 'vmpi_device_sdus_total', { vmpi_id: '7', direction: 'to_guest' }), 11);
+  t.equal(sample(m, 'vmpi_device_sdus_total', { vmpi_id: '7', direction: 'from_guest' }), 22);
+  t.equal(sample(m, 'vmpi_device_bytes_total', { vmpi_id: '7', direction: 'to_guest' }), 1100);
+  t.equal(sample(m, 'vmpi_device_bytes_total', { vmpi_id: '7', direction: 'from_guest' }), 2200);
+  t.equal(sample(m, 'vmpi_device_drops_total', { vmpi_id: '7', reason: 'unbound_channel' }), 3);
+  t.equal(sample(m, 'vmpi_device_drops_total', { vmpi_id: '7', reason: 'backlog_full' }), 4);
+  t.equal(sample(m, 'vmpi_device_drops_total', { vmpi_id: '7', reason: 'malformed' }), 0, 'every reason present from the start');
+  t.equal(sample(m, 'vmpi_device_rx_queue_full_total', { vmpi_id: '7' }), 5);
+  t.equal(sample(m, 'vmpi_device_kicks_total', { vmpi_id: '7' }), 6);
+  t.equal(sample(m, 'vmpi_device_calls_total', { vmpi_id: '7' }), 7);
+  t.equal(sample(m, 'vmpi_device_backlog_sdus', { vmpi_id: '7' }), 2);
+  t.equal(sample(m, 'vmpi_device_backlog_bytes', { vmpi_id: '7' }), 300);
+  t.equal(sample(m, 'vmpi_device_up', { vmpi_id: '7' }), 0, 'no guest driver');
+  t.equal(sample(m, 'vmpi_device_max_sdu_bytes', { vmpi_id: '8' }), 4096);
+  t.equal(sample(m, 'vmpi_device_drops_total', { vmpi_id: '8', reason: 'oversize' }), 1, 'devices do not mix');
+  t.equal(sample(m, 'vmpi_device_drops_total', { vmpi_id: '7', reason: 'oversize' }), 0);
+  t.equal(sample(m, 'vmpi_device_sdus_total', { vmpi_id: '8', direction: 'to_guest' }), 0, 'device added after the metrics object');
+  t.equal(sample(m, 'vmpi_device_info', { vmpi_id: '7', carrier: 'gpio', socket: join(dir, 'a.sock') }), 1);
+  t.equal(sample(m, 'vmpi_build_info', { version: '9.9.9', nodejs: process.versions.node }), 1);
+  t.equal(sample(m, 'vmpi_vhost_user_connections', { vmpi_id: '7' }), 0);
+  t.equal(sample(m, 'vmpi_vhost_user_connections_accepted_total', { vmpi_id: '7' }), 0);
+  t.match(m, /^vmpi_process_cpu_seconds_total \d/m, 'process metrics with the vmpi_ prefix');
+  t.match(m, /^vmpi_nodejs_eventloop_lag_seconds /m);
+  t.notMatch(m, /channel=/, 'no per-channel labels');
+
+  // A front-end connects and goes away cleanly, another breaks the protocol.
+  const fd1 = native.connectUnix(join(dir, 'a.sock'));
+  await until(() => host.server(7)!.connections.size === 1, 'first connection');
+  r = await get(server.url);
+  t.equal(sample(r.body, 'vmpi_vhost_user_connections', { vmpi_id: '7' }), 1);
+  t.equal(sample(r.body, 'vmpi_vhost_user_connections_accepted_total', { vmpi_id: '7' }), 1);
+  native.close(fd1);
+  await until(() => host.server(7)!.connections.size === 0, 'first disconnect');
+
+  const fd2 = native.connectUnix(join(dir, 'a.sock'));
+  await until(() => host.server(7)!.connections.size === 1, 'second connection');
+  const hdr = new Uint8Array(12);
+  new DataView(hdr.buffer).setUint32(0, 9999, true); // no such request
+  new DataView(hdr.buffer).setUint32(4, 1, true); // version 1
+  native.sendMsg(fd2, hdr, 0, hdr.byteLength, null);
+  await until(() => host.server(7)!.connections.size === 0, 'protocol-error disconnect');
+  native.close(fd2);
+
+  // The counters are cumulative: a disconnect (device reset) must not lower them.
+  a.stats.toGuest.sdus += 1;
+  r = await get(server.url);
+  const m2 = r.body;
+  t.equal(sample(m2, 'vmpi_vhost_user_connections', { vmpi_id: '7' }), 0);
+  t.equal(sample(m2, 'vmpi_vhost_user_connections_accepted_total', { vmpi_id: '7' }), 2);
+  t.equal(sample(m2, 'vmpi_vhost_user_protocol_errors_total', { vmpi_id: '7' }), 1);
+  t.equal(sample(m2, 'vmpi_vhost_user_disconnects_total', { vmpi_id: '7', cause: 'peer_closed' }), 1);
+  t.equal(sample(m2, 'vmpi_vhost_user_disconnects_total', { vmpi_id: '7', cause: 'protocol_error' }), 1);
+  t.equal(sample(m2, 'vmpi_vhost_user_connections_accepted_total', { vmpi_id: '8' }), 0);
+  t.equal(sample(m2, 'vmpi_device_sdus_total', { vmpi_id: '7', direction: 'to_guest' }), 12, 'monotonic across reconnects');
+  t.equal(sample(m2, 'vmpi_device_bytes_total', { vmpi_id: '7', direction: 'from_guest' }), 2200);
+  t.equal(sample(m2, 'vmpi_device_backlog_sdus', { vmpi_id: '7' }), 0, 'the reset cleared the backlog gauge');
+
+  // A removed device disappears.
+  host.removeDevice(8);
+  r = await get(server.url);
+  t.equal(sample(r.body, 'vmpi_device_sdus_total', { vmpi_id: '8', direction: 'to_guest' }), undefined);
+  t.ok(sample(r.body, 'vmpi_device_sdus_total', { vmpi_id: '7', direction: 'to_guest' }) !== undefined);
+
+  // HTTP edges.
+  t.equal((await get(server.url, 'HEAD')).status, 200);
+  t.equal((await get(server.url.replace('/metrics', '/nope'))).status, 404);
+  t.equal((await get(server.url, 'POST')).status, 405);
+  t.equal((await get(server.url.replace('/metrics', '/'))).status, 200);
+  t.equal((await get(`${server.url}?x=1`)).status, 200, 'query string ignored');
+
+  t.test('promtool check metrics', { skip: promtool ? false : 'promtool not installed (bash scripts/setup-system.sh)' }, async (t) => {
+    const p = spawnSync('promtool', ['check', 'metrics'], { input: m2, encoding: 'utf8' });
+    t.equal(p.stdout + p.stderr, '', 'no lint findings');
+    t.equal(p.status, 0, 'promtool exit status');
+  });
+});
+
+t.test('metrics server: a port in use is a clear error', async (t) => {
+  const host = new VmpiHost();
+  const metrics = new HostMetrics(host, { processMetrics: false });
+  const first = await startMetricsServer(metrics, { host: '127.0.0.1', port: 0 });
+  t.teardown(() => first.close());
+  await t.rejects(startMetricsServer(metrics, first.address), { name: 'MetricsServerError', message: /cannot listen on 127\.0\.0\.1:\d+: EADDRINUSE; choose another with --metrics-listen/ });
+  const r = await get(first.url);
+  t.notMatch(r.body, /vmpi_process_/, 'processMetrics: false');
+  t.match(r.body, /# TYPE vmpi_device_sdus_total counter/, 'families declared even with no device');
+});
+
+t.test('disconnect causes', async (t) => {
+  t.equal(classifyDisconnect('front-end closed the socket'), 'peer_closed');
+  t.equal(classifyDisconnect('front-end closed the socket in the middle of a message'), 'peer_closed');
+  t.equal(classifyDisconnect('server shutting down'), 'shutdown');
+  t.equal(classifyDisconnect('socket error'), 'io_error');
+  t.equal(classifyDisconnect('internal error on GET_CONFIG: boom'), 'internal_error');
+  t.equal(classifyDisconnect('device error: boom'), 'internal_error');
+  t.equal(classifyDisconnect('SET_VRING_ADDR: bad address'), 'protocol_error');
+});
