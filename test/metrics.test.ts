@@ -12,7 +12,8 @@ import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { native } from '../src/native.js';
-import { classifyDisconnect, HostMetrics, startMetricsServer } from '../src/ops/metrics.js';
+import { HostMetrics, startMetricsServer } from '../src/ops/metrics.js';
+import { FrontendRequestError, VhostUserFrontend } from './frontend/frontend.js';
 import { VmpiHost } from '../src/vmpi/host.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'vmpi-metrics-'));
@@ -181,12 +182,18 @@ t.test('metrics server: a port in use is a clear error', async (t) => {
   t.match(r.body, /# TYPE vmpi_device_sdus_total counter/, 'families declared even with no device');
 });
 
-t.test('disconnect causes', async (t) => {
-  t.equal(classifyDisconnect('front-end closed the socket'), 'peer_closed');
-  t.equal(classifyDisconnect('front-end closed the socket in the middle of a message'), 'peer_closed');
-  t.equal(classifyDisconnect('server shutting down'), 'shutdown');
-  t.equal(classifyDisconnect('socket error'), 'io_error');
-  t.equal(classifyDisconnect('internal error on GET_CONFIG: boom'), 'internal_error');
-  t.equal(classifyDisconnect('device error: boom'), 'internal_error');
-  t.equal(classifyDisconnect('SET_VRING_ADDR: bad address'), 'protocol_error');
+t.test('a request rejected with REPLY_ACK counts as a protocol error and keeps the connection', async (t) => {
+  const host = new VmpiHost();
+  t.teardown(() => host.close());
+  host.addDevice({ socketPath: join(dir, 'ack.sock'), vmpiId: 9 });
+  const metrics = new HostMetrics(host, { processMetrics: false });
+  const fe = new VhostUserFrontend(join(dir, 'ack.sock'));
+  t.teardown(() => fe.close());
+  await fe.setProtocolFeatures(await fe.getProtocolFeatures());
+  // Feature bit 0 was never offered: nacked, connection kept.
+  await t.rejects(fe.setFeatures(1n), FrontendRequestError);
+  t.equal(host.server(9)!.connections.size, 1, 'still connected');
+  const m = await metrics.metrics();
+  t.equal(sample(m, 'vmpi_vhost_user_protocol_errors_total', { vmpi_id: '9' }), 1);
+  t.equal(sample(m, 'vmpi_vhost_user_disconnects_total', { vmpi_id: '9', cause: 'protocol_error' }), 0);
 });

@@ -17,15 +17,14 @@
  * they need either a bounded label (the IPCP or DIF name, not the channel id) or series that are
  * deleted when the flow is deallocated; decide when the DIF defines flows.
  *
- * vhost-user connection counters come from the VhostUserServer's `connection`/`disconnect`
- * events. The disconnect cause is classified from the reason string that connection.ts closes
- * with (see `classifyDisconnect`); a request rejected with a REPLY_ACK error (connection kept)
- * is not visible through those events and is not counted.
+ * vhost-user connection counters come from the VhostUserServer's `connection`, `disconnect`
+ * (with its typed cause) and `rejected` (a request refused with REPLY_ACK, connection kept) events.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { logger as rootLogger, type Logger } from '../log.js';
+import type { DisconnectCause } from '../vhost-user/connection.js';
 import type { VhostUserServer } from '../vhost-user/server.js';
 import type { DropReason, VmpiDevice } from '../vmpi/device.js';
 import type { VmpiHost } from '../vmpi/host.js';
@@ -33,30 +32,18 @@ import { formatListenAddress, type ListenAddress } from './config.js';
 
 export const METRICS_PREFIX = 'vmpi_';
 
-/** Why a vhost-user connection ended: a fixed set, so it can be a label. */
-export type DisconnectCause = 'peer_closed' | 'shutdown' | 'protocol_error' | 'internal_error' | 'io_error';
+export type { DisconnectCause };
 export const DISCONNECT_CAUSES: readonly DisconnectCause[] = ['peer_closed', 'shutdown', 'protocol_error', 'internal_error', 'io_error'];
 
 const LINT_FAILING_DEFAULT_METRICS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
 
 const DROP_REASONS: readonly DropReason[] = ['malformed', 'oversize', 'unbound_channel', 'backlog_full', 'device_reset'];
 
-/**
- * Map the reason a Connection closed with (src/vhost-user/connection.ts) to a cause. Anything not
- * recognised as a clean close, a shutdown, an I/O or an internal error is the front-end's fault:
- * a ProtocolError, QueueError or MemoryAccessError message, an unreadable request stream.
- */
-export function classifyDisconnect(reason: string): DisconnectCause {
-  if (reason.startsWith('front-end closed the socket')) return 'peer_closed';
-  if (reason === 'server shutting down') return 'shutdown';
-  if (reason === 'socket error') return 'io_error';
-  if (reason.startsWith('internal error') || reason.startsWith('device error')) return 'internal_error';
-  return 'protocol_error';
-}
-
 interface ConnectionCounts {
   accepted: number;
   disconnects: Record<DisconnectCause, number>;
+  /** Requests refused with a failed REPLY_ACK (connection kept). */
+  rejected: number;
 }
 
 export interface HostMetricsOptions {
@@ -106,13 +93,16 @@ export class HostMetrics {
     const server = this.host.server(vmpiId);
     if (!server || this.watched.has(server)) return;
     this.watched.add(server);
-    const counts: ConnectionCounts = { accepted: 0, disconnects: { peer_closed: 0, shutdown: 0, protocol_error: 0, internal_error: 0, io_error: 0 } };
+    const counts: ConnectionCounts = { accepted: 0, disconnects: { peer_closed: 0, shutdown: 0, protocol_error: 0, internal_error: 0, io_error: 0 }, rejected: 0 };
     this.counts.set(vmpiId, counts);
     server.on('connection', () => {
       counts.accepted++;
     });
-    server.on('disconnect', (_conn, reason) => {
-      counts.disconnects[classifyDisconnect(reason)]++;
+    server.on('disconnect', (_conn, _reason, cause) => {
+      counts.disconnects[cause]++;
+    });
+    server.on('rejected', () => {
+      counts.rejected++;
     });
   }
 
@@ -216,7 +206,7 @@ export class HostMetrics {
 
     gauge('vmpi_vhost_user_connections', 'vhost-user front-ends (QEMU) connected now', (_d, server) => server?.connections.size ?? 0);
     counter('vmpi_vhost_user_connections_accepted_total', 'vhost-user front-end connections accepted', (_d, c) => c?.accepted ?? 0);
-    counter('vmpi_vhost_user_protocol_errors_total', 'vhost-user connections closed because the front-end broke the protocol', (_d, c) => c?.disconnects.protocol_error ?? 0);
+    counter('vmpi_vhost_user_protocol_errors_total', 'vhost-user requests that broke the protocol (rejected with REPLY_ACK, or closing the connection)', (_d, c) => (c ? c.disconnects.protocol_error + c.rejected : 0));
     const disconnects: Counter<'vmpi_id' | 'cause'> = new Counter({
       name: 'vmpi_vhost_user_disconnects_total',
       help: 'vhost-user connections closed, by cause',

@@ -68,8 +68,13 @@ interface RingRuntime {
   ready: ReadyQueue;
 }
 
+/** Why a connection ended: a fixed set, so it can label metrics. */
+export type DisconnectCause = 'peer_closed' | 'shutdown' | 'protocol_error' | 'internal_error' | 'io_error';
+
 export interface ConnectionEvents {
-  close: [reason: string];
+  close: [reason: string, cause: DisconnectCause];
+  /** A request was refused with a failed REPLY_ACK; the connection stays up. */
+  rejected: [request: string, message: string];
 }
 
 let nextConnectionId = 1;
@@ -115,7 +120,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   }
 
   /** Close the connection, stop every ring and release memory and fds. Idempotent. */
-  close(reason: string): void {
+  close(reason: string, cause: DisconnectCause = 'shutdown'): void {
     if (this.closed) return;
     this.closed = true;
     this.watcher.close();
@@ -128,7 +133,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.closeFds(this.fds);
     safeClose(this.fd);
     this.log.info({ reason }, 'front-end disconnected');
-    this.emit('close', reason);
+    this.emit('close', reason, cause);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -136,13 +141,13 @@ export class Connection extends EventEmitter<ConnectionEvents> {
 
   private onReadable(events: number): void {
     if (this.closed) return;
-    if (events < 0) return this.close('socket error');
+    if (events < 0) return this.close('socket error', 'io_error');
     try {
       for (;;) {
         if (!this.pendingHeader) {
           const r = native.recvMsg(this.fd, this.header, this.got, HEADER_SIZE - this.got, MAX_FDS_PER_MESSAGE);
           if (r === null) return;
-          if (r.bytes === 0) return this.close('front-end closed the socket');
+          if (r.bytes === 0) return this.close('front-end closed the socket', 'peer_closed');
           this.fds.push(...r.fds);
           this.got += r.bytes;
           if (this.got < HEADER_SIZE) continue;
@@ -154,7 +159,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
         if (this.got < h.size) {
           const r = native.recvMsg(this.fd, this.payload, this.got, h.size - this.got, MAX_FDS_PER_MESSAGE);
           if (r === null) return;
-          if (r.bytes === 0) return this.close('front-end closed the socket in the middle of a message');
+          if (r.bytes === 0) return this.close('front-end closed the socket in the middle of a message', 'peer_closed');
           this.fds.push(...r.fds);
           this.got += r.bytes;
           if (this.got < h.size) continue;
@@ -169,7 +174,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     } catch (e) {
       // Framing errors (bad header, recvmsg failure) leave the stream unusable.
       this.log.error({ err: errText(e) }, 'closing connection: unreadable request stream');
-      this.close(errText(e));
+      this.close(errText(e), e instanceof ProtocolError ? 'protocol_error' : 'io_error');
     }
   }
 
@@ -196,15 +201,16 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       this.closeFds(msg.fds);
       if (!(e instanceof ProtocolError || e instanceof QueueError || e instanceof MemoryAccessError)) {
         this.log.error({ request: name, err: errText(e), stack: (e as Error).stack }, 'internal error handling request; closing connection');
-        return this.close(`internal error on ${name}: ${errText(e)}`);
+        return this.close(`internal error on ${name}: ${errText(e)}`, 'internal_error');
       }
       if (wantsAck && !rule?.hasReply) {
         this.log.warn({ request: name, err: e.message }, 'request rejected');
         this.send(msg.request, encodeU64(1));
+        this.emit('rejected', name, e.message);
         return;
       }
       this.log.error({ request: name, err: e.message }, 'protocol error; closing connection');
-      return this.close(e.message);
+      return this.close(e.message, 'protocol_error');
     }
     this.closeFds(msg.fds);
     if (rule!.hasReply) this.send(msg.request, reply);
@@ -219,7 +225,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     for (let tries = 0; off < buf.byteLength; tries++) {
       const n = native.sendMsg(this.fd, buf, off, buf.byteLength - off, null);
       if (n < 0) {
-        if (tries > 1000) return this.close(`front-end does not read replies (${requestName(request)})`);
+        if (tries > 1000) return this.close(`front-end does not read replies (${requestName(request)})`, 'io_error');
         continue;
       }
       off += n;
@@ -491,7 +497,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       if (e instanceof QueueError) return this.queueFailed(e.queueIndex >= 0 && e.queueIndex < this.rings.length ? e.queueIndex : index, e);
       if (e instanceof MemoryAccessError) return this.queueFailed(index, e);
       this.log.error({ queue: index, err: errText(e), stack: (e as Error).stack }, 'device failed handling a kick; closing connection');
-      this.close(`device error: ${errText(e)}`);
+      this.close(`device error: ${errText(e)}`, 'internal_error');
     }
   }
 

@@ -11,7 +11,7 @@ import { EventEmitter } from 'node:events';
 import { lstatSync, unlinkSync } from 'node:fs';
 import { logger as rootLogger, type Logger } from '../log.js';
 import { native, type FdWatcher } from '../native.js';
-import { Connection } from './connection.js';
+import { Connection, type DisconnectCause } from './connection.js';
 import type { VhostUserDevice } from './device.js';
 
 export interface ServerOptions {
@@ -28,7 +28,9 @@ export interface ServerOptions {
 
 export interface ServerEvents {
   connection: [conn: Connection];
-  disconnect: [conn: Connection, reason: string];
+  disconnect: [conn: Connection, reason: string, cause: DisconnectCause];
+  /** A request refused with a failed REPLY_ACK on a connection that stays up. */
+  rejected: [conn: Connection, request: string, message: string];
 }
 
 export class ServerError extends Error {
@@ -97,10 +99,11 @@ export class VhostUserServer extends EventEmitter<ServerEvents> {
         continue;
       }
       this.connections.add(conn);
-      conn.once('close', (reason) => {
+      conn.once('close', (reason, cause) => {
         this.connections.delete(conn);
-        this.emit('disconnect', conn, reason);
+        this.emit('disconnect', conn, reason, cause);
       });
+      conn.on('rejected', (request, message) => this.emit('rejected', conn, request, message));
       this.emit('connection', conn);
     }
   }
