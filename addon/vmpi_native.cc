@@ -7,7 +7,9 @@
 //     finalizer that unmaps whatever JavaScript forgot;
 //   * eventfd and memfd creation and counter I/O;
 //   * FdWatcher: a uv_poll_t on the Node event loop that calls JavaScript when an fd is readable
-//     (or, for eventfds, reads the counter first and passes its value).
+//     (or, for eventfds, reads the counter first and passes its value), or, for watchFd, on any
+//     chosen mix of readable/writable;
+//   * ioctl with a buffer argument whose size the request number encodes (the guest's /dev/vmpiN).
 // Rules kept throughout: every fd created here is O_CLOEXEC (and O_NONBLOCK for sockets and
 // eventfds); no fd leaks on any error path (UniqueFd / FdList guards); arguments are validated with
 // TypeError; system errors are Error objects with code (errno name), errno (negative, as in Node),
@@ -21,6 +23,7 @@
 #include <poll.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -323,6 +326,24 @@ Napi::Value Dup(const Napi::CallbackInfo& info) {
   return Napi::Number::New(a.Env(), fd);
 }
 
+// ioctl(fd, request, buf): only for requests that encode their argument size (_IOR/_IOW/_IOWR),
+// so the kernel never touches more than buf holds; legacy numbers (FIONREAD, ...) are refused.
+Napi::Value Ioctl(const Napi::CallbackInfo& info) {
+  Args a(info, "ioctl");
+  int fd = a.Fd(0);
+  unsigned long request = static_cast<unsigned long>(a.Int(1, "request", 0, 4294967295.0));
+  size_t size = _IOC_SIZE(request);
+  if (_IOC_DIR(request) == _IOC_NONE || size == 0)
+    a.Fail("request must encode a direction and an argument size (_IOR/_IOW/_IOWR)");
+  Napi::Uint8Array buf = a.Bytes(2, "buf");
+  if (buf.ByteLength() < size)
+    a.Fail("buf must hold at least " + std::to_string(size) + " bytes (the size the request encodes)");
+  int r;
+  do r = ::ioctl(fd, request, buf.Data()); while (r < 0 && errno == EINTR);
+  if (r < 0) ThrowSys(a.Env(), "ioctl", errno);
+  return Napi::Number::New(a.Env(), r);
+}
+
 // ---- memory ----------------------------------------------------------------------------------
 //
 // Each mapping has a heap Mapping, which is the finalize hint of its external ArrayBuffer. munmap()
@@ -492,7 +513,8 @@ struct Addon {  // per-environment instance data
 
 class Watcher : public Napi::ObjectWrap<Watcher> {
  public:
-  enum Mode { kReadable = 0, kEventfd = 1 };
+  enum Mode { kReadable = 0, kEventfd = 1, kEvents = 2 };
+  static constexpr int kEventMask = UV_READABLE | UV_WRITABLE | UV_DISCONNECT;
 
   static void Init(Napi::Env env, Addon* addon) {
     addon->watcherCtor = Napi::Persistent(DefineClass(env, "FdWatcher", {
@@ -504,6 +526,8 @@ class Watcher : public Napi::ObjectWrap<Watcher> {
 
   static Napi::Value Create(const Napi::CallbackInfo& info, Mode mode) {
     Napi::Env env = info.Env();
+    if (mode == kEvents)  // watchFd(fd, events, cb): the constructor takes (fd, cb, mode, events)
+      return env.GetInstanceData<Addon>()->watcherCtor.New({info[0], info[2], Napi::Number::New(env, mode), info[1]});
     return env.GetInstanceData<Addon>()->watcherCtor.New({info[0], info[1], Napi::Number::New(env, mode)});
   }
 
@@ -512,9 +536,12 @@ class Watcher : public Napi::ObjectWrap<Watcher> {
         ctx_(info.Env(), "vmpi:FdWatcher"),
         addon_(info.Env().GetInstanceData<Addon>()) {
     Napi::Value m = info[2];
-    mode_ = m.IsNumber() && m.As<Napi::Number>().Int32Value() == kEventfd ? kEventfd : kReadable;
-    Args a(info, mode_ == kEventfd ? "watchEventfd" : "watchReadable");
+    int mode = m.IsNumber() ? m.As<Napi::Number>().Int32Value() : kReadable;
+    mode_ = mode == kEventfd ? kEventfd : mode == kEvents ? kEvents : kReadable;
+    Args a(info, mode_ == kEventfd ? "watchEventfd" : mode_ == kEvents ? "watchFd" : "watchReadable");
     fd_ = a.Fd(0);
+    events_ = mode_ == kEventfd ? UV_READABLE : UV_READABLE | UV_DISCONNECT;
+    if (mode_ == kEvents) events_ = EventsArg(a, 3);
     cb_ = Napi::Persistent(a.Fn(1, "callback"));
     uv_loop_t* loop = nullptr;
     if (napi_get_uv_event_loop(info.Env(), &loop) != napi_ok) throw Napi::Error::New(info.Env(), "no uv loop");
@@ -544,11 +571,20 @@ class Watcher : public Napi::ObjectWrap<Watcher> {
   }
 
  private:
+  // A non-empty subset of UV_READABLE | UV_WRITABLE | UV_DISCONNECT.
+  static int EventsArg(const Args& a, size_t i) {
+    int ev = static_cast<int>(a.Int(i, "events", 1, kEventMask));
+    if ((ev & ~kEventMask) != 0) a.Fail("events must be a non-empty mix of UV_READABLE, UV_WRITABLE, UV_DISCONNECT");
+    return ev;
+  }
+
   void Start(const Napi::CallbackInfo& info) {
     if (poll_ == nullptr || poll_->closing) throw Napi::Error::New(info.Env(), "FdWatcher.start: watcher is closed");
-    int events = mode_ == kEventfd ? UV_READABLE : UV_READABLE | UV_DISCONNECT;
-    int err = uv_poll_start(&poll_->uv, events, OnPoll);
+    int events = events_;
+    if (mode_ == kEvents && !info[0].IsUndefined()) events = EventsArg(Args(info, "FdWatcher.start"), 0);
+    int err = uv_poll_start(&poll_->uv, events, OnPoll);  // on a started handle: changes the events
     if (err != 0) ThrowSys(info.Env(), "uv_poll_start", -err);
+    events_ = events;
     Hold(true);
   }
 
@@ -606,7 +642,7 @@ class Watcher : public Napi::ObjectWrap<Watcher> {
       Napi::Object self = w->Value();  // keeps the object alive even if the callback drops it
       if (status < 0) w->Hold(false);  // libuv has already stopped the handle
       double arg;
-      if (w->mode_ == kReadable) {
+      if (w->mode_ != kEventfd) {
         arg = status < 0 ? -1 : events;
       } else {
         if (status < 0) ThrowSys(env, "uv_poll", -status);
@@ -635,11 +671,13 @@ class Watcher : public Napi::ObjectWrap<Watcher> {
   Poll* poll_ = nullptr;  // null once OnClose has freed it
   int fd_ = -1;
   Mode mode_ = kReadable;
+  int events_ = 0;  // what start() without an argument watches
   bool held_ = false;  // Ref() taken
 };
 
 Napi::Value WatchReadable(const Napi::CallbackInfo& info) { return Watcher::Create(info, Watcher::kReadable); }
 Napi::Value WatchEventfd(const Napi::CallbackInfo& info) { return Watcher::Create(info, Watcher::kEventfd); }
+Napi::Value WatchFd(const Napi::CallbackInfo& info) { return Watcher::Create(info, Watcher::kEvents); }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Addon* addon = new Addon();
@@ -654,9 +692,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"memfdCreate", MemfdCreate}, {"pageSize", PageSize},     {"eventfd", Eventfd},
       {"eventfdRead", EventfdRead}, {"eventfdWrite", EventfdWrite},
       {"watchReadable", WatchReadable}, {"watchEventfd", WatchEventfd},
+      {"watchFd", WatchFd},           {"ioctl", Ioctl},
   };
   for (const auto& [name, fn] : fns) exports.Set(name, Napi::Function::New(env, fn, name));
   exports.Set("UV_READABLE", static_cast<double>(UV_READABLE));
+  exports.Set("UV_WRITABLE", static_cast<double>(UV_WRITABLE));
   exports.Set("UV_DISCONNECT", static_cast<double>(UV_DISCONNECT));
   return exports;
 }

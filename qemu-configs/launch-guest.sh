@@ -9,6 +9,8 @@
 #     --initrd-append FILE append another (gzip or plain newc) cpio archive to the initramfs
 #     --kernel FILE        kernel image (default .cache/guest/vmlinuz)
 #     --initrd FILE        initramfs (default .cache/guest/initramfs.cpio.gz)
+#     --node               boot the Node guest instead: .cache/guest/initramfs-node.cpio.gz
+#                          (scripts/guest/build-node.sh; node + the project in /opt/vmpi)
 #     --mem SIZE           guest RAM (default 512M); it is a shared memfd, as vhost-user needs
 #     --smp N              vCPUs (default 1)
 #     --append ARGS        extra kernel command line (e.g. vmpi_agent, vmpi_noload)
@@ -38,6 +40,7 @@ while [ $# -gt 0 ]; do
     --initrd-append) appends+=("$2"); shift 2 ;;
     --kernel) kernel=$2; shift 2 ;;
     --initrd) initrd=$2; shift 2 ;;
+    --node) initrd="$GUEST/initramfs-node.cpio.gz"; shift ;;
     --mem) mem=$2; shift 2 ;;
     --smp) smp=$2; shift 2 ;;
     --append) append="$append $2"; shift 2 ;;
@@ -46,12 +49,12 @@ while [ $# -gt 0 ]; do
     --dry-run) dry=1; shift ;;
     --allow-reboot) noreboot=""; shift ;;
     --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
 
-[ -f "$kernel" ] && [ -f "$initrd" ] || die "no guest image in $GUEST: run scripts/guest/build.sh"
+[ -f "$kernel" ] && [ -f "$initrd" ] || die "no guest image $initrd: run scripts/guest/build.sh (build-node.sh for --node)"
 
 tmp=""
 cleanup() { [ -n "$tmp" ] && rm -rf "$tmp"; return 0; }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bootstrap.sh — everything a fresh Debian 12 machine needs before vmpi runs, idempotently:
 # system packages (scripts/setup-system.sh), npm dependencies and the native addon (npm ci),
-# the TypeScript build, and the guest artefacts (kernel, module, initramfs: scripts/guest/build.sh).
+# the TypeScript build, and the guest artefacts (kernel, module, initramfs: scripts/guest/build.sh;
+# the same plus Node and this project: scripts/guest/build-node.sh).
 # Used by `npm test` and `npm run demo`; quick when everything is already in place.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,4 +23,6 @@ npx --no-install tsc -p tsconfig.build.json
 
 if [ "${VMPI_SKIP_GUEST:-0}" != 1 ]; then
   bash scripts/guest/build.sh
+  # The guest image with Node and this project (dist/), for the TypeScript stack in the VM.
+  STRICT_TSC=1 bash scripts/guest/build-node.sh
 fi

@@ -3,7 +3,8 @@
  *
  * Owns: loading the compiled addon and declaring exactly what JavaScript may call. The addon does
  * only what JavaScript cannot: Unix-socket messages with SCM_RIGHTS, mmap/munmap of received fds,
- * eventfd, memfd, and uv_poll watchers that wake the event loop when an fd becomes readable.
+ * eventfd, memfd, uv_poll watchers that wake the event loop when an fd becomes readable (or
+ * writable), and ioctl with a size-encoded buffer argument (the guest's /dev/vmpiN).
  * Every fd it returns is O_CLOEXEC and (for sockets and eventfds) O_NONBLOCK.
  * Errors are thrown as `Error` with `code` set to the errno name (e.g. "EAGAIN", "EBADF"), `errno`
  * set to the negated errno (as in Node: `util.getSystemErrorName(e.errno)` works) and `syscall` set
@@ -41,6 +42,12 @@ export interface FdWatcher {
   close(): void;
 }
 
+/** A `watchFd` watcher: start() may also change the events watched (on a started watcher too). */
+export interface FdEventsWatcher extends FdWatcher {
+  /** Start, or re-arm with another mix of UV_READABLE/UV_WRITABLE/UV_DISCONNECT (default: the last one). */
+  start(events?: number): void;
+}
+
 export interface Native {
   /**
    * socket+bind+listen on a Unix stream socket path; returns the listening fd (non-blocking).
@@ -69,6 +76,13 @@ export interface Native {
   close(fd: number): void;
   /** dup(2) with O_CLOEXEC. */
   dup(fd: number): number;
+  /**
+   * ioctl(fd, request, buf) for requests that encode direction and argument size (_IOR, _IOW,
+   * _IOWR; 0..2^32-1): `buf` must hold at least that size, the kernel reads and/or writes its first
+   * bytes. Requests without a size (_IO, legacy numbers like FIONREAD) throw TypeError. Returns
+   * the ioctl's (non-negative) result; errors, EAGAIN included, are thrown. Retries on EINTR.
+   */
+  ioctl(fd: number, request: number, buf: Uint8Array): number;
 
   /**
    * mmap(fd, offset, length, PROT_READ|PROT_WRITE, MAP_SHARED) returned as an external ArrayBuffer.
@@ -110,9 +124,18 @@ export interface Native {
    * uncaught exception.
    */
   watchEventfd(fd: number, onSignal: (count: number) => void): FdWatcher;
+  /**
+   * Watch an fd for any non-empty mix of UV_READABLE, UV_WRITABLE and UV_DISCONNECT
+   * (level-triggered; one watcher per fd, so a file that needs both directions uses one watcher
+   * and re-arms it with `start(events)`). The callback gets the ready bits, or -1 on a poll error
+   * (EPOLLERR), after which the watcher is stopped. Watch UV_WRITABLE only while there is
+   * something to write, or the callback runs on every turn of the loop.
+   */
+  watchFd(fd: number, events: number, onEvents: (events: number) => void): FdEventsWatcher;
 
-  /** Poll event bits passed to watchReadable callbacks. */
+  /** Poll event bits passed to watchReadable/watchFd callbacks (and to watchFd as the events). */
   readonly UV_READABLE: number;
+  readonly UV_WRITABLE: number;
   readonly UV_DISCONNECT: number;
 }
 

@@ -6,7 +6,7 @@
  */
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, constants as fsc, existsSync, openSync, readdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -96,6 +96,7 @@ const tick = () => new Promise((r) => setImmediate(r));
 
 t.test('constants and pageSize', async (t) => {
   t.equal(native.UV_READABLE, 1);
+  t.equal(native.UV_WRITABLE, 2);
   t.equal(native.UV_DISCONNECT, 4);
   const ps = native.pageSize();
   t.ok(ps >= 4096 && (ps & (ps - 1)) === 0, `page size ${ps} is a power of two >= 4096`);
@@ -460,6 +461,92 @@ t.test('watchReadable reports a poll error as -1, once', async (t) => {
   t.equal(err.code, 'ECONNRESET', 'then the pending socket error');
 });
 
+t.test('watchFd: writable only when there is room, re-armed between directions', async (t) => {
+  const p = pair(t);
+  const events: number[] = [];
+  const w = native.watchFd(p.client, native.UV_WRITABLE, (ev) => {
+    events.push(ev);
+    w.stop(); // level-triggered: a writable socket would call back on every turn
+  });
+  t.teardown(() => w.close());
+  await sleep(20);
+  t.same(events, [], 'created stopped');
+  w.start();
+  t.ok(await waitFor(() => events.length === 1), 'an empty socket is writable');
+  t.equal(events[0], native.UV_WRITABLE);
+
+  const chunk = new Uint8Array(65536);
+  let sent = 0;
+  let n = 0;
+  while ((n = native.sendMsg(p.client, chunk, 0, chunk.length, null)) > 0) sent += n;
+  w.start();
+  const cpu0 = process.cpuUsage();
+  await sleep(200);
+  const cpu = process.cpuUsage(cpu0);
+  t.same(events, [native.UV_WRITABLE], 'full socket: no callback');
+  t.ok(cpu.user + cpu.system < 100_000, `waiting for room is not spinning (${(cpu.user + cpu.system) / 1000} ms CPU in 200 ms)`);
+  const buf = new Uint8Array(65536);
+  let got = 0;
+  for (let r; (r = native.recvMsg(p.server, buf, 0, buf.length, 0)) && r.bytes > 0; ) got += r.bytes;
+  t.equal(got, sent, `peer drained all ${sent} bytes`);
+  t.ok(await waitFor(() => events.length === 2), 'room again: writable');
+  t.equal(events[1], native.UV_WRITABLE);
+
+  // Same watcher, other direction: start(events) re-arms it, also while started.
+  w.start(native.UV_WRITABLE);
+  w.start(native.UV_READABLE);
+  await sleep(50);
+  t.equal(events.length, 2, 're-armed for readable only: the writable socket no longer calls back');
+  native.sendMsg(p.server, Uint8Array.of(9), 0, 1, null);
+  t.ok(await waitFor(() => events.length === 3));
+  t.equal(events[2], native.UV_READABLE, 'readable, not writable');
+  t.equal(native.recvMsg(p.client, buf, 0, 1, 0)?.bytes, 1);
+  w.start(); // restarts with the last events (readable)
+  await sleep(30);
+  t.equal(events.length, 3, 'nothing more to read');
+  w.start(native.UV_READABLE | native.UV_WRITABLE);
+  t.ok(await waitFor(() => events.length === 4));
+  t.equal(events[3], native.UV_WRITABLE, 'both watched: writable reported');
+  for (const ev of [0, 8, -1, 1.5, 16]) {
+    t.throws(() => w.start(ev), { name: 'TypeError', message: /^FdWatcher\.start: events must be/ }, `start(${ev}) rejected`);
+  }
+  w.start(native.UV_READABLE);
+  t.equal((t.throws(() => native.watchFd(p.client, native.UV_READABLE, () => {})) as NodeJS.ErrnoException).code, 'EEXIST', 'still one watcher per fd');
+});
+
+t.test('ioctl with a size-encoded buffer argument', async (t) => {
+  // _IOR/_IOW('T', 0x30/0x31, int): TIOCGPTN and TIOCSPTLCK on a pty master.
+  const TIOCGPTN = 0x80045430;
+  const TIOCSPTLCK = 0x40045431;
+  const FIONREAD = 0x541b; // legacy number: no size encoded
+  const ev = native.eventfd(0);
+  t.teardown(() => native.close(ev));
+  const buf = new Uint8Array(4).fill(0xff);
+  t.equal((t.throws(() => native.ioctl(ev, TIOCGPTN, buf)) as NodeJS.ErrnoException).code, 'ENOTTY', 'errors are system errors');
+  t.same([...buf], [0xff, 0xff, 0xff, 0xff], 'untouched on error');
+  t.equal((t.throws(() => native.ioctl(999_999, TIOCGPTN, buf)) as NodeJS.ErrnoException).syscall, 'ioctl');
+  t.throws(() => native.ioctl(ev, FIONREAD, buf), { name: 'TypeError', message: /^ioctl: request must encode a direction and an argument size/ });
+  t.throws(() => native.ioctl(ev, 0x00005430, buf), TypeError, '_IO: no argument');
+  t.throws(() => native.ioctl(ev, TIOCGPTN, new Uint8Array(3)), { name: 'TypeError', message: /^ioctl: buf must hold at least 4 bytes/ });
+  t.throws(() => native.ioctl(ev, 2 ** 32, buf), { name: 'TypeError', message: /^ioctl: request must be an integer in \[0, 4294967295\]/ });
+  t.throws(() => native.ioctl(ev, TIOCGPTN, null as unknown as Uint8Array), { name: 'TypeError', message: /^ioctl: buf must be a Uint8Array/ });
+
+  let pty = -1;
+  try {
+    if (existsSync('/dev/ptmx')) pty = openSync('/dev/ptmx', fsc.O_RDWR | fsc.O_NOCTTY);
+  } catch (e) {
+    t.comment(`cannot open /dev/ptmx: ${(e as Error).message}`);
+  }
+  if (pty < 0) return t.comment('skipping the real ioctl: no pty master');
+  t.teardown(() => closeSync(pty));
+  const out = new Uint8Array(8).fill(0xff);
+  t.equal(native.ioctl(pty, TIOCGPTN, out), 0, 'out: returns the ioctl result');
+  const ptn = new DataView(out.buffer).getUint32(0, true);
+  t.ok(ptn < 0x10000, `the kernel wrote the pty number (${ptn}) into the first 4 bytes`);
+  t.same([...out.subarray(4)], [0xff, 0xff, 0xff, 0xff], 'and nothing beyond the encoded size');
+  t.equal(native.ioctl(pty, TIOCSPTLCK, new Uint8Array(4)), 0, 'in: unlock the pty');
+});
+
 t.test('argument validation', async (t) => {
   const u8 = new Uint8Array(8);
   const cases: Array<[string, () => unknown, RegExp]> = [
@@ -488,6 +575,10 @@ t.test('argument validation', async (t) => {
     ['watchReadable cb', () => native.watchReadable(0, null as unknown as () => void), /^watchReadable: callback must be a function/],
     ['watchEventfd fd', () => native.watchEventfd(-2, () => {}), /^watchEventfd: fd must be/],
     ['watchEventfd missing', () => (native.watchEventfd as unknown as () => unknown)(), /^watchEventfd: fd must be/],
+    ['watchFd cb', () => native.watchFd(0, 1, 'x' as unknown as () => void), /^watchFd: callback must be a function/],
+    ['watchFd no events', () => native.watchFd(0, 0, () => {}), /^watchFd: events must be an integer in \[1, 7\]/],
+    ['watchFd bad events', () => native.watchFd(0, 9, () => {}), /^watchFd: events must be/],
+    ['ioctl fd', () => native.ioctl(-1, 0x80045430, u8), /^ioctl: fd must be/],
   ];
   for (const [name, fn, msg] of cases) t.throws(fn, { name: 'TypeError', message: msg }, name);
   t.equal((t.throws(() => native.watchReadable(999_999, () => {})) as NodeJS.ErrnoException).code, 'EBADF', 'uv_poll_init of a closed fd');

@@ -37,6 +37,8 @@ export interface GuestOptions {
   script?: string;
   /** Let `reboot -f` in the guest restart it instead of ending QEMU. */
   allowReboot?: boolean;
+  /** Boot the Node guest image (launch-guest.sh --node; scripts/guest/build-node.sh). */
+  node?: boolean;
   memMb?: number;
   /** QEMU -name, shown in ps. */
   name?: string;
@@ -69,6 +71,7 @@ export class Guest {
       args.push('--append', 'vmpi_agent');
     }
     if (opts.allowReboot) args.push('--allow-reboot');
+    if (opts.node) args.push('--node');
     for (const s of opts.sockets) args.push('--vmpi', s);
     this.proc = spawn('bash', [LAUNCH, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
     this.proc.stdin!.on('error', () => {});
