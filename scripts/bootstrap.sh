@@ -19,7 +19,7 @@ if [ ! -f build/Release/vmpi_native.node ] || [ -n "$(find addon binding.gyp -ne
   npx --no-install node-gyp rebuild --loglevel=warn >/dev/null
 fi
 log "building TypeScript"
-npx --no-install tsc -p tsconfig.build.json
+bash scripts/build.sh
 
 if [ "${VMPI_SKIP_GUEST:-0}" != 1 ]; then
   bash scripts/guest/build.sh

@@ -41,7 +41,7 @@ mapfile -t DEPS < <(cd "$REPO" && npm ls --omit=dev --parseable --all 2>/dev/nul
 srcs=$(cd "$REPO" && find src test/frontend bench -type f 2>/dev/null | LC_ALL=C sort)
 hash=$( { node --version; echo "${LIBS[*]}"; echo "${DEPS[*]}";
           sha256sum "$BASE" "$NODE" "$ADDON" "${LIBS[@]}" "${BASH_SOURCE[0]}" | cut -d' ' -f1;
-          cd "$REPO" && sha256sum package.json package-lock.json tsconfig.json tsconfig.build.json $srcs; } \
+          cd "$REPO" && sha256sum package.json package-lock.json tsconfig.json tsconfig.build.json scripts/build.sh $srcs; } \
         | sha256sum | cut -d' ' -f1)
 stamp="$CACHE/build-node.hash"
 if [ "${FORCE:-0}" != 1 ] && [ -f "$OUT" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$hash" ]; then
@@ -70,8 +70,7 @@ APP="$STAGE/opt/vmpi"
 mkdir -p "$APP/build/Release"
 log "compiling TypeScript (tsconfig.build.json) into the image"
 set +e
-(cd "$REPO" && npx --no-install tsc -p tsconfig.build.json --outDir "$APP/dist" \
-   --declaration false --sourceMap false) > "$BUILD/node-tsc.log" 2>&1
+(cd "$REPO" && bash scripts/build.sh "$APP/dist" --declaration false --sourceMap false) > "$BUILD/node-tsc.log" 2>&1
 tscrc=$?
 set -e
 if [ $tscrc -ne 0 ]; then
