@@ -1,20 +1,56 @@
 /**
  * demo.ts — `npm run demo`: the main job end to end on this machine.
  *
- * Starts a vmpi server with one VMPI device, boots a TCG guest under QEMU 10 with the guest
- * driver, and moves SDUs both ways: the guest's vmpi-perf sends a verified stream to a host sink,
- * the host sends a verified stream to the guest, and a round-trip loop runs against a host echo.
- * Prints what happened, where the metrics are, and shuts everything down.
+ * Starts a vmpi server (one VMPI device, a shim IPC process for hypervisors on it, Prometheus
+ * metrics), boots a TCG guest under QEMU 10 with the guest driver and Node, and shows:
+ *   1. the VMPI link: the guest's vmpi-perf streams verified SDUs to a host sink;
+ *   2. the shim DIF: a host app allocates a flow to the guest's "echo" app and gets its SDUs back,
+ *      and a guest app allocates a flow to the host's "greeter" app and is answered;
+ *   3. the metrics a Prometheus server would scrape.
+ * Then it powers the guest off and closes everything.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { SendResult } from '../src/vmpi/device.js';
+import { ShimHvIpcp } from '../src/dif/shim-hv/ipcp.js';
+import { HostMetrics, startMetricsServer, type MetricsServer } from '../src/ops/metrics.js';
 import { VmpiHost } from '../src/vmpi/host.js';
 import { Guest, guestUnavailable } from '../test/helpers/guest.js';
-import { crc32, parseResults, patternSdu } from '../test/helpers/pattern.js';
+import { crc32, parseResults } from '../test/helpers/pattern.js';
 
 const say = (s: string) => process.stdout.write(`[demo] ${s}\n`);
+const hex = (n: number) => '0x' + n.toString(16).padStart(8, '0');
+/** A raw VMPI channel outside the shim DIF's channel space (1..1023 by default). */
+const RAW_CHANNEL = 4096;
+
+/** Runs in the guest after the VMPI stream: the guest's shim IPC process and two apps. */
+const GUEST_APP = `
+import { GuestVmpiPort } from '/opt/vmpi/dist/src/vmpi/guest-port.js';
+import { ShimHvIpcp } from '/opt/vmpi/dist/src/dif/shim-hv/ipcp.js';
+const say = (s) => console.log('GUEST-APP ' + s);
+const ipcp = new ShimHvIpcp({ port: new GuestVmpiPort(0), role: 'guest' });
+ipcp.register('echo/1', (req) => {
+  say('flow request from ' + req.remoteApp.processName + ' accepted');
+  const flow = req.accept();
+  flow.on('data', (sdu) => flow.write(sdu));
+  flow.on('deallocated', (reason) => { say('echo flow deallocated: ' + reason); setTimeout(() => process.exit(0), 200); });
+});
+say('registered echo/1 in ' + ipcp.difName + ' (address ' + ipcp.address + ')');
+const flow = await ipcp.allocateFlow('hello-client/1', 'greeter/1');
+await flow.send(new TextEncoder().encode('hello from the guest'));
+const reply = await flow.read();
+say('greeter answered: "' + new TextDecoder().decode(reply) + '"');
+flow.deallocate('done');
+`;
+
+function guestScript(n: number, size: number): string {
+  return `vmpi-perf send /dev/vmpi0 ${RAW_CHANNEL} ${size} ${n}
+cat > /tmp/app.mjs <<'VMPI_JS_EOF'
+${GUEST_APP}
+VMPI_JS_EOF
+node /tmp/app.mjs
+`;
+}
 
 async function main(): Promise<number> {
   const why = guestUnavailable();
@@ -23,72 +59,78 @@ async function main(): Promise<number> {
   const socket = join(dir, 'vm1.sock');
   const host = new VmpiHost();
   const device = host.addDevice({ socketPath: socket, vmpiId: 1 });
-  say(`vmpi server: VMPI device ${device.vmpiId} listening on ${socket}`);
+  const ipcp = new ShimHvIpcp({ port: device, role: 'host', allocateTimeoutMs: 60_000 });
+  const metrics = new HostMetrics(host);
+  let metricsServer: MetricsServer;
+  try {
+    metricsServer = await startMetricsServer(metrics, { host: '127.0.0.1', port: 9464 });
+  } catch {
+    metricsServer = await startMetricsServer(metrics, { host: '127.0.0.1', port: 0 });
+  }
+  say(`vmpi server: VMPI device ${device.vmpiId} on ${socket}; shim DIF ${ipcp.difName}; metrics on ${metricsServer.url}`);
 
-  // Host applications: a sink on channel 1 (checks the guest's stream), an echo on channel 3.
+  // Host applications: a sink for the raw VMPI stream (a channel the shim DIF does not use) and
+  // a greeter registered in the shim DIF.
   let sinkSdus = 0;
   let sinkCrc = 0;
-  device.bind(1, (sdu) => {
+  device.bind(RAW_CHANNEL, (sdu) => {
     sinkSdus++;
     sinkCrc = crc32(sdu, sinkCrc);
   });
-  device.bind(3, (sdu, ch) => {
-    device.send(ch, sdu);
+  ipcp.register('greeter/1', (req) => {
+    const flow = req.accept();
+    flow.on('data', (sdu) => {
+      say(`host greeter got "${new TextDecoder().decode(sdu)}" from guest app ${req.remoteApp.processName}`);
+      flow.write(new TextEncoder().encode('hello from the host'));
+    });
   });
 
-  const g = new Guest({ sockets: [socket], name: 'vmpi-demo-guest', timeoutMs: 300_000 });
-  let rc = 1;
+  const n = 2000;
+  const size = 4000;
+  const g = new Guest({ sockets: [socket], node: true, memMb: 768, script: guestScript(n, size), name: 'vmpi-demo-guest', timeoutMs: 300_000 });
+  let ok = false;
   try {
-    say('booting a TCG guest under QEMU 10 (qemu-configs/launch-guest.sh) ...');
+    say('booting a TCG guest under QEMU 10 with the VMPI driver and Node (qemu-configs/launch-guest.sh --node) ...');
     const t0 = Date.now();
-    await g.agentReady();
-    say(`guest up in ${((Date.now() - t0) / 1000).toFixed(1)} s; driver ${device.isUp ? 'bound' : 'not bound yet'}`);
-    const info = await g.exec('vmpi-perf info /dev/vmpi0');
-    say(`guest sees: ${info.out.trim().split('\n').find((l) => l.startsWith('INFO')) ?? info.out.trim()}`);
-
-    const n = 2000;
-    const size = 4000;
-    const send = await g.exec(`vmpi-perf send /dev/vmpi0 1 ${size} ${n}`);
-    const sres = parseResults(send.out).find((r) => r.kind === 'RESULT')!;
+    const sent = await g.waitFor(/RESULT mode=send .*status=\S+\s/, 240_000);
+    const sres = parseResults(sent[0])[0]!;
     while (sinkSdus < n) await new Promise((r) => setTimeout(r, 10));
-    const crcOk = sres.crc32 === '0x' + sinkCrc.toString(16).padStart(8, '0');
-    say(`guest -> host: ${n} SDUs of ${size} B on channel 1, ${Number(sres.mbps).toFixed(0)} Mb/s, CRC-32 ${crcOk ? 'matches' : 'MISMATCH'}`);
+    const streamOk = sres.status === 'ok' && sres.crc32 === hex(sinkCrc);
+    say(`guest up and streaming after ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    say(`VMPI guest -> host: ${n} SDUs of ${size} B on channel ${RAW_CHANNEL} at ${Number(sres.mbps).toFixed(0)} Mb/s (TCG), CRC-32 ${streamOk ? 'matches' : 'MISMATCH'}`);
 
-    const from = g.mark;
-    g.send(`vmpi-perf -t 20000 recv /dev/vmpi0 2 ${size} 500`);
-    await g.waitFor(/READY mode=recv dev=\/dev\/vmpi0 channel=2\b/, 30_000, from);
-    let hcrc = 0;
-    for (let i = 0; i < 500; ) {
-      const sdu = patternSdu(2, i, size);
-      if (device.send(2, sdu) === SendResult.Full) {
-        await new Promise<void>((r) => device.once('drain', r));
-        continue;
-      }
-      hcrc = crc32(sdu, hcrc);
-      i++;
+    await g.waitFor(/GUEST-APP registered echo\/1/, 120_000);
+    const flow = await ipcp.allocateFlow('demo-client/1', 'echo/1');
+    say(`shim DIF: host app demo-client allocated a flow to guest app echo/1 (port ${flow.portId})`);
+    const sizes = [0, 1, 250, 1000, 4000];
+    for (const s of sizes) flow.write(new Uint8Array(s).fill(s & 0xff));
+    let echoed = 0;
+    for (const s of sizes) {
+      const back = await flow.read();
+      if (back && back.byteLength === s && back.every((v) => v === (s & 0xff))) echoed++;
     }
-    const m = await g.waitFor(/RESULT mode=recv dev=\/dev\/vmpi0 channel=2 .*status=\S+\s/, 60_000, from);
-    const rres = parseResults(m[0])[0]!;
-    const rOk = rres.status === 'ok' && rres.crc32 === '0x' + hcrc.toString(16).padStart(8, '0');
-    say(`host -> guest: ${rres.sdus} SDUs of ${size} B on channel 2, status ${rres.status}, CRC-32 ${rOk ? 'matches' : 'MISMATCH'}`);
+    say(`shim DIF host -> guest -> host: ${echoed}/${sizes.length} SDUs (0..4000 B) echoed back intact`);
+    await g.waitFor(/GUEST-APP greeter answered.*/, 60_000);
+    say(`shim DIF guest -> host -> guest: ${/GUEST-APP (greeter answered.*)/.exec(g.output)![1]!.trim()}`);
+    flow.deallocate('demo done');
+    await g.waitFor(/VMPI-GUEST-EXIT \d+/, 60_000);
 
-    const loop = await g.exec('vmpi-perf -w 16 loop /dev/vmpi0 3 1000 1000');
-    const lres = parseResults(loop.out).find((r) => r.kind === 'RESULT')!;
-    say(`round trip via host echo on channel 3: ${lres.sdus} SDUs of 1000 B, status ${lres.status}`);
-
-    const s = device.stats;
-    say(`device stats: from guest ${s.fromGuest.sdus} SDUs / ${s.fromGuest.bytes} B, to guest ${s.toGuest.sdus} SDUs / ${s.toGuest.bytes} B, drops ${JSON.stringify(s.drops)}, kicks ${s.kicks}, calls ${s.calls}`);
-    rc = crcOk && rOk && lres.status === 'ok' ? 0 : 1;
+    const scrape = await metrics.metrics();
+    const lines = scrape.split('\n').filter((l) => /^vmpi_(device_(sdus|bytes)_total|device_up|vhost_user_connections)\{/.test(l));
+    say(`metrics (curl ${metricsServer.url}):`);
+    for (const l of lines) say(`  ${l}`);
+    ok = streamOk && echoed === sizes.length;
   } finally {
-    g.send('poweroff -f');
-    await Promise.race([g.done, new Promise((r) => setTimeout(r, 5000))]);
     g.kill();
+    await g.done;
+    ipcp.close('demo over');
+    await metricsServer.close();
     host.close();
     rmSync(dir, { recursive: true, force: true });
     say('guest powered off, server closed');
   }
-  say(rc === 0 ? 'demo OK' : 'demo FAILED');
-  return rc;
+  say(ok ? 'demo OK' : 'demo FAILED');
+  return ok ? 0 : 1;
 }
 
 main().then(
