@@ -15,7 +15,7 @@
 import { EventEmitter } from 'node:events';
 import type { ReadyQueue, VhostUserDevice } from '../vhost-user/device.js';
 import { ProtocolError } from '../vhost-user/errors.js';
-import { ProtoFeature, VirtioFeature, bit } from '../vhost-user/protocol.js';
+import { SUPPORTED_PROTOCOL_FEATURES, VirtioFeature, bit } from '../vhost-user/protocol.js';
 import { DescChain } from '../vhost-user/virtqueue.js';
 import type { VmpiPort } from './port.js';
 import { DEFAULT_SDU_LOG2, GPIO_CARRIER, MAX_SDU_LOG2, MIN_SDU_LOG2, encodeVmpiConfig, type CarrierProfile } from './carrier.js';
@@ -96,13 +96,8 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
   readonly numQueues: number;
   readonly maxQueueSize: number;
   readonly features = bit(VirtioFeature.VERSION_1) | bit(VirtioFeature.RING_EVENT_IDX) | bit(VirtioFeature.RING_INDIRECT_DESC);
-  readonly protocolFeatures =
-    bit(ProtoFeature.MQ) |
-    bit(ProtoFeature.REPLY_ACK) |
-    bit(ProtoFeature.CONFIG) |
-    bit(ProtoFeature.RESET_DEVICE) |
-    bit(ProtoFeature.CONFIGURE_MEM_SLOTS) |
-    bit(ProtoFeature.STATUS);
+  /** Every protocol feature the vhost-user layer implements (CONFIG is required by the carrier). */
+  readonly protocolFeatures = SUPPORTED_PROTOCOL_FEATURES;
   readonly stats: VmpiDeviceStats = {
     fromGuest: { sdus: 0, bytes: 0 },
     toGuest: { sdus: 0, bytes: 0 },

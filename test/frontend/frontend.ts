@@ -43,6 +43,7 @@ import {
   bit,
   hasBit,
   requestName,
+  SUPPORTED_PROTOCOL_FEATURES,
 } from '../../src/vhost-user/protocol.js';
 import { DriverQueue } from './driver-queue.js';
 import type { GuestMemoryImage } from './guest-memory.js';
@@ -50,13 +51,7 @@ import type { GuestMemoryImage } from './guest-memory.js';
 export const DEFAULT_TIMEOUT_MS = 2000;
 
 /** Protocol features this front-end knows how to use. */
-export const FRONTEND_PROTOCOL_FEATURES =
-  bit(ProtoFeature.MQ) |
-  bit(ProtoFeature.REPLY_ACK) |
-  bit(ProtoFeature.CONFIG) |
-  bit(ProtoFeature.RESET_DEVICE) |
-  bit(ProtoFeature.CONFIGURE_MEM_SLOTS) |
-  bit(ProtoFeature.STATUS);
+export const FRONTEND_PROTOCOL_FEATURES = SUPPORTED_PROTOCOL_FEATURES;
 
 export interface RequestOptions {
   fds?: number[];

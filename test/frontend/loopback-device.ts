@@ -13,7 +13,7 @@
  */
 import type { ReadyQueue, VhostUserDevice } from '../../src/vhost-user/device.js';
 import { QueueError } from '../../src/vhost-user/errors.js';
-import { ProtoFeature, VirtioFeature, bit } from '../../src/vhost-user/protocol.js';
+import { SUPPORTED_PROTOCOL_FEATURES, VirtioFeature, bit } from '../../src/vhost-user/protocol.js';
 import { DescChain } from '../../src/vhost-user/virtqueue.js';
 
 export const RX_QUEUE = 0;
@@ -50,13 +50,7 @@ export interface LoopbackStats {
 }
 
 export const DEFAULT_LOOPBACK_FEATURES = bit(VirtioFeature.VERSION_1) | bit(VirtioFeature.RING_EVENT_IDX) | bit(VirtioFeature.RING_INDIRECT_DESC);
-export const DEFAULT_LOOPBACK_PROTOCOL_FEATURES =
-  bit(ProtoFeature.MQ) |
-  bit(ProtoFeature.REPLY_ACK) |
-  bit(ProtoFeature.CONFIG) |
-  bit(ProtoFeature.RESET_DEVICE) |
-  bit(ProtoFeature.CONFIGURE_MEM_SLOTS) |
-  bit(ProtoFeature.STATUS);
+export const DEFAULT_LOOPBACK_PROTOCOL_FEATURES = SUPPORTED_PROTOCOL_FEATURES;
 
 export class LoopbackDevice implements VhostUserDevice {
   readonly name: string;
