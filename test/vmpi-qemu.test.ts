@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
+import { HostMetrics } from '../src/ops/metrics.js';
 import { VmpiHost } from '../src/vmpi/host.js';
 import { SendResult, type VmpiDevice } from '../src/vmpi/device.js';
 import { Guest, guestUnavailable } from './helpers/guest.js';
@@ -97,6 +98,7 @@ t.test('one VM: every SDU size on several channels, both ways', { skip: unavaila
   const host = new VmpiHost();
   t.teardown(() => host.close());
   const device = host.addDevice({ socketPath: join(dir, 'vm.sock'), vmpiId: 11 });
+  const metrics = new HostMetrics(host, { processMetrics: false });
   const channels = [1, 2, 3];
   const sink = new Sink(device, channels);
   const g = new Guest({ sockets: [join(dir, 'vm.sock')] });
@@ -118,6 +120,18 @@ t.test('one VM: every SDU size on several channels, both ways', { skip: unavaila
   }
   t.equal(device.stats.drops.malformed, 0, 'no malformed frames');
   t.equal(device.stats.drops.unbound_channel, 0, 'no frames for unbound channels');
+
+  // What Prometheus would scrape after that traffic.
+  const sdus = SIZES.reduce((n, size) => n + (size >= 65536 ? 8 : 40), 0);
+  const bytes = SIZES.reduce((n, size) => n + size * (size >= 65536 ? 8 : 40), 0);
+  const scrape = await metrics.metrics();
+  const sample = (name: string, dir: string) => Number(new RegExp(`^${name}\\{vmpi_id="11",direction="${dir}"\\} (\\S+)$`, 'm').exec(scrape)?.[1]);
+  t.equal(sample('vmpi_device_sdus_total', 'from_guest'), sdus, 'metrics: SDUs from the guest');
+  t.equal(sample('vmpi_device_sdus_total', 'to_guest'), sdus, 'metrics: SDUs to the guest');
+  t.equal(sample('vmpi_device_bytes_total', 'from_guest'), bytes, 'metrics: bytes from the guest');
+  t.equal(sample('vmpi_device_bytes_total', 'to_guest'), bytes, 'metrics: bytes to the guest');
+  t.match(scrape, /^vmpi_device_up\{vmpi_id="11"\} 1$/m, 'metrics: device up');
+  t.match(scrape, /^vmpi_vhost_user_connections\{vmpi_id="11"\} 1$/m, 'metrics: one front-end connected');
   await g.exec('poweroff -f').catch(() => undefined);
   await g.done;
 });
