@@ -61,6 +61,7 @@ async function main(): Promise<number> {
   const device = host.addDevice({ socketPath: socket, vmpiId: 1 });
   const ipcp = new ShimHvIpcp({ port: device, role: 'host', allocateTimeoutMs: 60_000 });
   const metrics = new HostMetrics(host);
+  metrics.addIpcp(ipcp);
   let metricsServer: MetricsServer;
   try {
     metricsServer = await startMetricsServer(metrics, { host: '127.0.0.1', port: 9464 });
@@ -116,7 +117,7 @@ async function main(): Promise<number> {
     await g.waitFor(/VMPI-GUEST-EXIT \d+/, 60_000);
 
     const scrape = await metrics.metrics();
-    const lines = scrape.split('\n').filter((l) => /^vmpi_(device_(sdus|bytes)_total|device_up|vhost_user_connections)\{/.test(l));
+    const lines = scrape.split('\n').filter((l) => /^vmpi_(device_(sdus|bytes)_total|device_up|vhost_user_connections|dif_flow_allocations_total|dif_sdus_total)\{/.test(l));
     say(`metrics (curl ${metricsServer.url}):`);
     for (const l of lines) say(`  ${l}`);
     ok = streamOk && echoed === sizes.length;

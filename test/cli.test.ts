@@ -231,7 +231,7 @@ t.test('serve: systemd socket activation (LISTEN_FDS, LISTEN_PID)', async (t) =>
   const shell = 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$@"';
   const p = start(['serve', '--vmpi-id', '12', '--no-metrics'], { shell, stdio: ['ignore', 'pipe', 'pipe', fd] });
   native.close(fd);
-  await p.waitLog(/"vmpiId":12,"socket":"fd:3","from":"--listen-fd 3","msg":"device configured"/);
+  await p.waitLog(/"vmpiId":12,"socket":"fd:3","dif":"hv.vmpi-12","from":"--listen-fd 3","msg":"device configured"/);
   const c = native.connectUnix(path);
   await p.waitLog(/"msg":"front-end connected"/);
   native.close(c);

@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { native } from '../src/native.js';
 import { HostMetrics, startMetricsServer } from '../src/ops/metrics.js';
 import { FrontendRequestError, VhostUserFrontend } from './frontend/frontend.js';
+import { acceptAll, settle, setup } from './dif/helpers.js';
 import { VmpiHost } from '../src/vmpi/host.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'vmpi-metrics-'));
@@ -196,4 +197,44 @@ t.test('a request rejected with REPLY_ACK counts as a protocol error and keeps t
   const m = await metrics.metrics();
   t.equal(sample(m, 'vmpi_vhost_user_protocol_errors_total', { vmpi_id: '9' }), 1);
   t.equal(sample(m, 'vmpi_vhost_user_disconnects_total', { vmpi_id: '9', cause: 'protocol_error' }), 0);
+});
+
+t.test('DIF metrics: flows come and go, counters only grow, series stay bounded', async (t) => {
+  const host = new VmpiHost();
+  t.teardown(() => host.close());
+  const metrics = new HostMetrics(host, { processMetrics: false });
+  const s = setup(t);
+  metrics.addIpcp(s.host);
+  const echo = acceptAll(s.guest, 'echo/1');
+  s.guest.register('picky/1', (req) => req.reject('not today'));
+
+  for (let round = 0; round < 3; round++) {
+    const f = await s.host.allocateFlow('client/1', 'echo/1');
+    const peer = await echo.next();
+    f.write(new Uint8Array(100));
+    f.write(new Uint8Array(50));
+    peer.write(new Uint8Array(10));
+    await settle();
+    const m = await metrics.metrics();
+    t.equal(sample(m, 'vmpi_dif_flows_active', { dif: s.host.difName }), 1, `round ${round}: one flow active`);
+    f.deallocate('round over');
+    await settle();
+  }
+  await t.rejects(s.host.allocateFlow('client/1', 'picky/1'));
+  await t.rejects(s.host.allocateFlow('client/1', 'nobody/1'));
+
+  const m = await metrics.metrics();
+  const dif = { dif: s.host.difName };
+  t.equal(sample(m, 'vmpi_dif_flows_active', dif), 0, 'no flow left');
+  t.equal(sample(m, 'vmpi_dif_flow_allocations_total', { ...dif, direction: 'outgoing', outcome: 'allocated' }), 3);
+  t.equal(sample(m, 'vmpi_dif_flow_allocations_total', { ...dif, direction: 'outgoing', outcome: 'rejected' }), 2, 'rejections by the peer (unknown app included)');
+  t.equal(sample(m, 'vmpi_dif_flows_deallocated_total', dif), 3);
+  t.equal(sample(m, 'vmpi_dif_sdus_total', { ...dif, direction: 'tx' }), 6, 'SDUs of deallocated flows still counted');
+  t.equal(sample(m, 'vmpi_dif_bytes_total', { ...dif, direction: 'tx' }), 450);
+  t.equal(sample(m, 'vmpi_dif_sdus_total', { ...dif, direction: 'rx' }), 3);
+  t.equal((m.match(/^vmpi_dif_sdus_total\{/gm) ?? []).length, 2, 'two series per DIF, however many flows came and went');
+  if (promtool) {
+    const p = spawnSync('promtool', ['check', 'metrics'], { input: m, encoding: 'utf8' });
+    t.equal(p.stdout + p.stderr, '', 'promtool: no lint findings');
+  }
 });

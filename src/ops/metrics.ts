@@ -26,6 +26,8 @@ import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { logger as rootLogger, type Logger } from '../log.js';
 import type { DisconnectCause } from '../vhost-user/connection.js';
 import type { VhostUserServer } from '../vhost-user/server.js';
+import type { Flow } from '../dif/api.js';
+import type { ShimHvIpcp } from '../dif/shim-hv/ipcp.js';
 import type { DropReason, VmpiDevice } from '../vmpi/device.js';
 import type { VmpiHost } from '../vmpi/host.js';
 import { formatListenAddress, type ListenAddress } from './config.js';
@@ -55,9 +57,16 @@ export interface HostMetricsOptions {
   version?: string;
 }
 
+/** SDU/byte totals of flows that are gone, kept so per-DIF counters never go down. */
+interface DifTotals {
+  ipcp: ShimHvIpcp;
+  retired: { txSdus: number; txBytes: number; rxSdus: number; rxBytes: number; rxQueueDrops: number };
+}
+
 /** The metrics of one VmpiHost. Create it before or after adding devices: both are followed. */
 export class HostMetrics {
   readonly registry: Registry;
+  private readonly difs = new Map<string, DifTotals>();
   private readonly counts = new Map<number, ConnectionCounts>();
   private readonly watched = new WeakSet<VhostUserServer>();
   private readonly onDevice = (d: VmpiDevice): void => this.watch(d.vmpiId);
@@ -77,6 +86,25 @@ export class HostMetrics {
     this.define(opts.version ?? 'unknown');
     for (const d of host.devices) this.watch(d.vmpiId);
     host.on('device', this.onDevice);
+  }
+
+  /**
+   * Follow an IPC process of a DIF (label `dif`: its name, a configured and bounded set). Per-flow
+   * counters are summed per DIF, including flows already deallocated, so flows coming and going
+   * never add series.
+   */
+  addIpcp(ipcp: ShimHvIpcp): void {
+    if (this.difs.has(ipcp.difName)) return;
+    const totals: DifTotals = { ipcp, retired: { txSdus: 0, txBytes: 0, rxSdus: 0, rxBytes: 0, rxQueueDrops: 0 } };
+    this.difs.set(ipcp.difName, totals);
+    ipcp.on('flowDeallocated', (flow: Flow) => {
+      const r = totals.retired;
+      r.txSdus += flow.stats.txSdus;
+      r.txBytes += flow.stats.txBytes;
+      r.rxSdus += flow.stats.rxSdus;
+      r.rxBytes += flow.stats.rxBytes;
+      r.rxQueueDrops += flow.stats.rxQueueDrops;
+    });
   }
 
   /** Stop following the host's new devices (the registry keeps working for existing ones). */
@@ -215,6 +243,93 @@ export class HostMetrics {
       collect: () => {
         disconnects.reset();
         for (const { id, counts } of cur()) for (const cause of DISCONNECT_CAUSES) disconnects.inc({ vmpi_id: id, cause }, counts?.disconnects[cause] ?? 0);
+      },
+    });
+    this.defineDifs(registers);
+  }
+
+  private defineDifs(registers: Registry[]): void {
+    const difs = () => [...this.difs.entries()];
+    const flowsActive: Gauge<'dif'> = new Gauge({
+      name: 'vmpi_dif_flows_active',
+      help: 'Flows allocated now, per DIF',
+      labelNames: ['dif'] as const,
+      registers,
+      collect: () => {
+        flowsActive.reset();
+        for (const [dif, { ipcp }] of difs()) flowsActive.set({ dif }, ipcp.flows().filter((f) => f.state === 'allocated').length);
+      },
+    });
+    const allocations: Counter<'dif' | 'direction' | 'outcome'> = new Counter({
+      name: 'vmpi_dif_flow_allocations_total',
+      help: 'Flow allocations by direction (outgoing: asked by a local app; incoming: asked by the peer) and outcome',
+      labelNames: ['dif', 'direction', 'outcome'] as const,
+      registers,
+      collect: () => {
+        allocations.reset();
+        for (const [dif, { ipcp }] of difs()) {
+          const s = ipcp.stats;
+          const failedLocally = Math.max(0, s.allocRequested - s.allocSucceeded - s.allocRejectedByPeer - s.allocTimedOut);
+          allocations.inc({ dif, direction: 'outgoing', outcome: 'allocated' }, s.allocSucceeded);
+          allocations.inc({ dif, direction: 'outgoing', outcome: 'rejected' }, s.allocRejectedByPeer);
+          allocations.inc({ dif, direction: 'outgoing', outcome: 'timeout' }, s.allocTimedOut);
+          allocations.inc({ dif, direction: 'outgoing', outcome: 'failed' }, failedLocally);
+          allocations.inc({ dif, direction: 'incoming', outcome: 'allocated' }, s.incomingAccepted);
+          allocations.inc({ dif, direction: 'incoming', outcome: 'rejected' }, s.incomingRejected);
+        }
+      },
+    });
+    const deallocated: Counter<'dif'> = new Counter({
+      name: 'vmpi_dif_flows_deallocated_total',
+      help: 'Flows deallocated (by either end, or because the port went down)',
+      labelNames: ['dif'] as const,
+      registers,
+      collect: () => {
+        deallocated.reset();
+        for (const [dif, { ipcp }] of difs()) deallocated.inc({ dif }, ipcp.stats.flowsDeallocated);
+      },
+    });
+    const flowSum = (dif: DifTotals, key: 'txSdus' | 'txBytes' | 'rxSdus' | 'rxBytes' | 'rxQueueDrops'): number =>
+      dif.retired[key] + dif.ipcp.flows().reduce((n, f) => n + f.stats[key], 0);
+    const difSdus: Counter<'dif' | 'direction'> = new Counter({
+      name: 'vmpi_dif_sdus_total',
+      help: 'SDUs written (tx) and read (rx) on the DIF\'s flows',
+      labelNames: ['dif', 'direction'] as const,
+      registers,
+      collect: () => {
+        difSdus.reset();
+        for (const [dif, t] of difs()) {
+          difSdus.inc({ dif, direction: 'tx' }, flowSum(t, 'txSdus'));
+          difSdus.inc({ dif, direction: 'rx' }, flowSum(t, 'rxSdus'));
+        }
+      },
+    });
+    const difBytes: Counter<'dif' | 'direction'> = new Counter({
+      name: 'vmpi_dif_bytes_total',
+      help: 'SDU bytes written (tx) and read (rx) on the DIF\'s flows',
+      labelNames: ['dif', 'direction'] as const,
+      registers,
+      collect: () => {
+        difBytes.reset();
+        for (const [dif, t] of difs()) {
+          difBytes.inc({ dif, direction: 'tx' }, flowSum(t, 'txBytes'));
+          difBytes.inc({ dif, direction: 'rx' }, flowSum(t, 'rxBytes'));
+        }
+      },
+    });
+    const difDrops: Counter<'dif' | 'reason'> = new Counter({
+      name: 'vmpi_dif_drops_total',
+      help: 'SDUs dropped in the DIF: rx_queue_full (a flow nobody reads), stale (data for a deallocated flow), malformed_control',
+      labelNames: ['dif', 'reason'] as const,
+      registers,
+      collect: () => {
+        difDrops.reset();
+        for (const [dif, t] of difs()) {
+          const s = t.ipcp.stats;
+          difDrops.inc({ dif, reason: 'rx_queue_full' }, flowSum(t, 'rxQueueDrops'));
+          difDrops.inc({ dif, reason: 'stale' }, s.staleSdus + s.unexpectedSdus);
+          difDrops.inc({ dif, reason: 'malformed_control' }, Object.values(s.malformed).reduce((a, b) => a + b, 0));
+        }
       },
     });
   }

@@ -1,12 +1,14 @@
 /**
  * serve.ts — start and stop what `vmpi serve` runs: the devices of a ServePlan on a VmpiHost,
- * their socket permissions, and the metrics endpoint.
+ * their socket permissions, one shim IPC process for hypervisors per device (DIF
+ * `hv.vmpi-<VMPI-id>`), and the metrics endpoint.
  *
  * Owns: the start-up order (check everything that can be checked first, then metrics, then
  * sockets, so a failure leaves no socket file behind) and the clean shutdown (close every
  * vhost-user server, which removes the socket files it created, then the metrics server).
  */
 import { logger as rootLogger, type Logger } from '../log.js';
+import { ShimHvIpcp } from '../dif/shim-hv/ipcp.js';
 import { VmpiHost } from '../vmpi/host.js';
 import { ConfigError, type ServePlan } from './config.js';
 import { inheritedFdProblem } from './activation.js';
@@ -15,6 +17,8 @@ import { applySocketPermissions, permissionProblems } from './socket-perms.js';
 
 export interface Serving {
   readonly host: VmpiHost;
+  /** The shim IPC process of each device, by VMPI-id. */
+  readonly ipcps: ReadonlyMap<number, ShimHvIpcp>;
   readonly metrics: HostMetrics | undefined;
   readonly metricsServer: MetricsServer | undefined;
   /** Close the devices (removing their socket files) and the metrics server. Idempotent. */
@@ -42,11 +46,13 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
   if (problems.length > 0) throw new ConfigError(problems);
 
   const host = new VmpiHost(log);
+  const ipcps = new Map<number, ShimHvIpcp>();
   const metrics = plan.metrics.enabled ? new HostMetrics(host, { version: opts.version }) : undefined;
   let metricsServer: MetricsServer | undefined;
   let closed: Promise<void> | undefined;
   const close = (): Promise<void> =>
     (closed ??= (async () => {
+      for (const ipcp of ipcps.values()) ipcp.close('server shutting down');
       host.close();
       metrics?.close();
       await metricsServer?.close();
@@ -58,7 +64,10 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
       try {
         const device = host.addDevice({ socketPath: d.socket, listenFd: d.listenFd, vmpiId: d.vmpiId, maxSduLog2: d.maxSduLog2, carrier: d.carrier });
         if (d.socket !== undefined) applySocketPermissions(d.socket, d);
-        log.info({ vmpiId: device.vmpiId, socket: d.socket ?? `fd:${d.listenFd}`, from: d.where }, 'device configured');
+        const ipcp = new ShimHvIpcp({ port: device, role: 'host', logger: log });
+        ipcps.set(device.vmpiId, ipcp);
+        metrics?.addIpcp(ipcp);
+        log.info({ vmpiId: device.vmpiId, socket: d.socket ?? `fd:${d.listenFd}`, dif: ipcp.difName, from: d.where }, 'device configured');
       } catch (e) {
         throw new Error(`${d.where}: ${(e as Error).message}`, { cause: e });
       }
@@ -67,5 +76,5 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
     await close();
     throw e;
   }
-  return { host, metrics, metricsServer, close };
+  return { host, ipcps, metrics, metricsServer, close };
 }
