@@ -135,7 +135,7 @@ export class HostMetrics {
   }
 
   /** Devices currently on the host, with their connection counts (forgetting removed ones). */
-  private current(): { d: VmpiDevice; id: string; counts: ConnectionCounts | undefined; server: VhostUserServer | undefined }[] {
+  private current(): DeviceRow[] {
     const devices = this.host.devices;
     if (this.counts.size > devices.length) {
       const live = new Set(devices.map((d) => d.vmpiId));
@@ -146,190 +146,128 @@ export class HostMetrics {
 
   private define(version: string): void {
     const registers = [this.registry];
+    const family = <L extends string>(kind: Kind, name: string, help: string, labelNames: readonly L[], samples: () => Iterable<Sample<L>>) =>
+      readAtScrape(registers, kind, name, help, labelNames, samples);
     const cur = () => this.current();
+    /** One sample per device: vmpi_id plus the labels `more` gives. */
+    const perDevice = function* <L extends string>(rows: (row: DeviceRow) => Iterable<[Record<L, string>, number]>): Iterable<Sample<L | 'vmpi_id'>> {
+      for (const row of cur()) for (const [labels, v] of rows(row)) yield [{ vmpi_id: row.id, ...labels } as Record<L | 'vmpi_id', string>, v];
+    };
+    const deviceValue = (kind: Kind, name: string, help: string, value: (row: DeviceRow) => number): void =>
+      family(kind, name, help, ['vmpi_id'], () => perDevice((row) => [[{}, value(row)]]));
+    const byDirection = (toGuest: (d: VmpiDevice) => number, fromGuest: (d: VmpiDevice) => number) => (row: DeviceRow): [Record<'direction', string>, number][] => [
+      [{ direction: 'to_guest' }, toGuest(row.d)],
+      [{ direction: 'from_guest' }, fromGuest(row.d)],
+    ];
 
     const buildInfo = new Gauge({ name: 'vmpi_build_info', help: 'vmpi version (value is always 1)', labelNames: ['version', 'nodejs'] as const, registers });
     buildInfo.set({ version, nodejs: process.versions.node }, 1);
+    family('gauge', 'vmpi_device_info', 'One series per configured VMPI device (value is always 1), with its carrier and socket', ['vmpi_id', 'carrier', 'socket'], () =>
+      perDevice(({ d, server }) => [[{ carrier: d.carrier.name, socket: server?.path ?? 'inherited-fd' }, 1]]),
+    );
 
-    const info = new Gauge({
-      name: 'vmpi_device_info',
-      help: 'One series per configured VMPI device (value is always 1), with its carrier and socket',
-      labelNames: ['vmpi_id', 'carrier', 'socket'] as const,
-      registers,
-      collect: () => {
-        info.reset();
-        for (const { d, id, server } of cur()) info.set({ vmpi_id: id, carrier: d.carrier.name, socket: server?.path ?? 'inherited-fd' }, 1);
-      },
-    });
+    deviceValue('gauge', 'vmpi_device_max_sdu_bytes', 'Largest SDU the device carries, in bytes', ({ d }) => d.maxSdu);
+    deviceValue('gauge', 'vmpi_device_up', '1 while the guest driver has both queues running, else 0', ({ d }) => (d.isUp ? 1 : 0));
+    deviceValue('gauge', 'vmpi_device_backlog_sdus', 'Host-to-guest SDUs waiting in the backlog for guest buffers', ({ d }) => d.stats.backlogSdus);
+    deviceValue('gauge', 'vmpi_device_backlog_bytes', 'Host-to-guest bytes waiting in the backlog for guest buffers', ({ d }) => d.stats.backlogBytes);
+    deviceValue('counter', 'vmpi_device_rx_queue_full_total', 'Times a host-to-guest send found no free guest rx buffer', ({ d }) => d.stats.rxQueueFull);
+    deviceValue('counter', 'vmpi_device_kicks_total', 'Guest-to-host notifications (kicks) handled', ({ d }) => d.stats.kicks);
+    deviceValue('counter', 'vmpi_device_calls_total', 'Host-to-guest notifications (calls, interrupts) sent', ({ d }) => d.stats.calls);
+    family('counter', 'vmpi_device_sdus_total', 'SDUs carried, by direction', ['vmpi_id', 'direction'], () =>
+      perDevice(byDirection((d) => d.stats.toGuest.sdus, (d) => d.stats.fromGuest.sdus)),
+    );
+    family('counter', 'vmpi_device_bytes_total', 'SDU payload bytes carried (without the 4-byte frame header), by direction', ['vmpi_id', 'direction'], () =>
+      perDevice(byDirection((d) => d.stats.toGuest.bytes, (d) => d.stats.fromGuest.bytes)),
+    );
+    family('counter', 'vmpi_device_drops_total', 'SDUs or frames dropped or refused, by reason', ['vmpi_id', 'reason'], () =>
+      perDevice(({ d }) => DROP_REASONS.map((reason): [Record<'reason', string>, number] => [{ reason }, d.stats.drops[reason] ?? 0])),
+    );
 
-    const gauge = (name: string, help: string, value: (d: VmpiDevice, server: VhostUserServer | undefined) => number): void => {
-      const g: Gauge<'vmpi_id'> = new Gauge({
-        name,
-        help,
-        labelNames: ['vmpi_id'] as const,
-        registers,
-        collect: () => {
-          g.reset();
-          for (const { d, id, server } of cur()) g.set({ vmpi_id: id }, value(d, server));
-        },
-      });
-    };
-    const counter = (name: string, help: string, value: (d: VmpiDevice, counts: ConnectionCounts | undefined) => number): void => {
-      const c: Counter<'vmpi_id'> = new Counter({
-        name,
-        help,
-        labelNames: ['vmpi_id'] as const,
-        registers,
-        collect: () => {
-          c.reset();
-          for (const { d, id, counts } of cur()) c.inc({ vmpi_id: id }, value(d, counts));
-        },
-      });
-    };
-
-    gauge('vmpi_device_max_sdu_bytes', 'Largest SDU the device carries, in bytes', (d) => d.maxSdu);
-    gauge('vmpi_device_up', '1 while the guest driver has both queues running, else 0', (d) => (d.isUp ? 1 : 0));
-    gauge('vmpi_device_backlog_sdus', 'Host-to-guest SDUs waiting in the backlog for guest buffers', (d) => d.stats.backlogSdus);
-    gauge('vmpi_device_backlog_bytes', 'Host-to-guest bytes waiting in the backlog for guest buffers', (d) => d.stats.backlogBytes);
-    counter('vmpi_device_rx_queue_full_total', 'Times a host-to-guest send found no free guest rx buffer', (d) => d.stats.rxQueueFull);
-    counter('vmpi_device_kicks_total', 'Guest-to-host notifications (kicks) handled', (d) => d.stats.kicks);
-    counter('vmpi_device_calls_total', 'Host-to-guest notifications (calls, interrupts) sent', (d) => d.stats.calls);
-
-    const sdus: Counter<'vmpi_id' | 'direction'> = new Counter({
-      name: 'vmpi_device_sdus_total',
-      help: 'SDUs carried, by direction',
-      labelNames: ['vmpi_id', 'direction'] as const,
-      registers,
-      collect: () => {
-        sdus.reset();
-        for (const { d, id } of cur()) {
-          sdus.inc({ vmpi_id: id, direction: 'to_guest' }, d.stats.toGuest.sdus);
-          sdus.inc({ vmpi_id: id, direction: 'from_guest' }, d.stats.fromGuest.sdus);
-        }
-      },
-    });
-    const bytes: Counter<'vmpi_id' | 'direction'> = new Counter({
-      name: 'vmpi_device_bytes_total',
-      help: 'SDU payload bytes carried (without the 4-byte frame header), by direction',
-      labelNames: ['vmpi_id', 'direction'] as const,
-      registers,
-      collect: () => {
-        bytes.reset();
-        for (const { d, id } of cur()) {
-          bytes.inc({ vmpi_id: id, direction: 'to_guest' }, d.stats.toGuest.bytes);
-          bytes.inc({ vmpi_id: id, direction: 'from_guest' }, d.stats.fromGuest.bytes);
-        }
-      },
-    });
-    const drops: Counter<'vmpi_id' | 'reason'> = new Counter({
-      name: 'vmpi_device_drops_total',
-      help: 'SDUs or frames dropped or refused, by reason',
-      labelNames: ['vmpi_id', 'reason'] as const,
-      registers,
-      collect: () => {
-        drops.reset();
-        for (const { d, id } of cur()) for (const reason of DROP_REASONS) drops.inc({ vmpi_id: id, reason }, d.stats.drops[reason] ?? 0);
-      },
-    });
-
-    gauge('vmpi_vhost_user_connections', 'vhost-user front-ends (QEMU) connected now', (_d, server) => server?.connections.size ?? 0);
-    counter('vmpi_vhost_user_connections_accepted_total', 'vhost-user front-end connections accepted', (_d, c) => c?.accepted ?? 0);
-    counter('vmpi_vhost_user_protocol_errors_total', 'vhost-user requests that broke the protocol (rejected with REPLY_ACK, or closing the connection)', (_d, c) => (c ? c.disconnects.protocol_error + c.rejected : 0));
-    const disconnects: Counter<'vmpi_id' | 'cause'> = new Counter({
-      name: 'vmpi_vhost_user_disconnects_total',
-      help: 'vhost-user connections closed, by cause',
-      labelNames: ['vmpi_id', 'cause'] as const,
-      registers,
-      collect: () => {
-        disconnects.reset();
-        for (const { id, counts } of cur()) for (const cause of DISCONNECT_CAUSES) disconnects.inc({ vmpi_id: id, cause }, counts?.disconnects[cause] ?? 0);
-      },
-    });
-    this.defineDifs(registers);
+    deviceValue('gauge', 'vmpi_vhost_user_connections', 'vhost-user front-ends (QEMU) connected now', ({ server }) => server?.connections.size ?? 0);
+    deviceValue('counter', 'vmpi_vhost_user_connections_accepted_total', 'vhost-user front-end connections accepted', ({ counts }) => counts?.accepted ?? 0);
+    deviceValue('counter', 'vmpi_vhost_user_protocol_errors_total', 'vhost-user requests that broke the protocol (rejected with REPLY_ACK, or closing the connection)', ({ counts }) =>
+      counts ? counts.disconnects.protocol_error + counts.rejected : 0,
+    );
+    family('counter', 'vmpi_vhost_user_disconnects_total', 'vhost-user connections closed, by cause', ['vmpi_id', 'cause'], () =>
+      perDevice(({ counts }) => DISCONNECT_CAUSES.map((cause): [Record<'cause', string>, number] => [{ cause }, counts?.disconnects[cause] ?? 0])),
+    );
+    this.defineDifs(family);
   }
 
-  private defineDifs(registers: Registry[]): void {
-    const difs = () => [...this.difs.entries()];
-    const flowsActive: Gauge<'dif'> = new Gauge({
-      name: 'vmpi_dif_flows_active',
-      help: 'Flows allocated now, per DIF',
-      labelNames: ['dif'] as const,
+  private defineDifs(family: <L extends string>(kind: Kind, name: string, help: string, labelNames: readonly L[], samples: () => Iterable<Sample<L>>) => void): void {
+    /** One sample per DIF: dif plus the labels `rows` gives. */
+    const perDif = function* <L extends string>(difs: Map<string, DifTotals>, rows: (t: DifTotals) => [Record<L, string>, number][]): Iterable<Sample<L | 'dif'>> {
+      for (const [dif, t] of difs) for (const [labels, v] of rows(t)) yield [{ dif, ...labels } as Record<L | 'dif', string>, v];
+    };
+    const difs = this.difs;
+    const flowSum = (t: DifTotals, key: keyof DifTotals['retired']): number => t.retired[key] + t.ipcp.flows().reduce((n, f) => n + f.stats[key], 0);
+    const txRx = (tx: keyof DifTotals['retired'], rx: keyof DifTotals['retired']) => (t: DifTotals): [Record<'direction', string>, number][] => [
+      [{ direction: 'tx' }, flowSum(t, tx)],
+      [{ direction: 'rx' }, flowSum(t, rx)],
+    ];
+
+    family('gauge', 'vmpi_dif_flows_active', 'Flows allocated now, per DIF', ['dif'], () =>
+      perDif(difs, ({ ipcp }) => [[{}, ipcp.flows().filter((f) => f.state === 'allocated').length]]),
+    );
+    family('counter', 'vmpi_dif_flow_allocations_total', 'Flow allocations by direction (outgoing: asked by a local app; incoming: asked by the peer) and outcome', ['dif', 'direction', 'outcome'], () =>
+      perDif(difs, ({ ipcp: { stats: s } }) => [
+        [{ direction: 'outgoing', outcome: 'allocated' }, s.allocSucceeded],
+        [{ direction: 'outgoing', outcome: 'rejected' }, s.allocRejectedByPeer],
+        [{ direction: 'outgoing', outcome: 'timeout' }, s.allocTimedOut],
+        [{ direction: 'outgoing', outcome: 'failed' }, Math.max(0, s.allocRequested - s.allocSucceeded - s.allocRejectedByPeer - s.allocTimedOut)],
+        [{ direction: 'incoming', outcome: 'allocated' }, s.incomingAccepted],
+        [{ direction: 'incoming', outcome: 'rejected' }, s.incomingRejected],
+      ]),
+    );
+    family('counter', 'vmpi_dif_flows_deallocated_total', 'Flows deallocated (by either end, or because the port went down)', ['dif'], () =>
+      perDif(difs, ({ ipcp }) => [[{}, ipcp.stats.flowsDeallocated]]),
+    );
+    family('counter', 'vmpi_dif_sdus_total', "SDUs written (tx) and read (rx) on the DIF's flows", ['dif', 'direction'], () => perDif(difs, txRx('txSdus', 'rxSdus')));
+    family('counter', 'vmpi_dif_bytes_total', "SDU bytes written (tx) and read (rx) on the DIF's flows", ['dif', 'direction'], () => perDif(difs, txRx('txBytes', 'rxBytes')));
+    family('counter', 'vmpi_dif_drops_total', 'SDUs dropped in the DIF: rx_queue_full (a flow nobody reads), stale (data for a deallocated flow), malformed_control', ['dif', 'reason'], () =>
+      perDif(difs, (t) => [
+        [{ reason: 'rx_queue_full' }, flowSum(t, 'rxQueueDrops')],
+        [{ reason: 'stale' }, t.ipcp.stats.staleSdus + t.ipcp.stats.unexpectedSdus],
+        [{ reason: 'malformed_control' }, Object.values(t.ipcp.stats.malformed).reduce((a, b) => a + b, 0)],
+      ]),
+    );
+  }
+}
+
+type Kind = 'counter' | 'gauge';
+type Sample<L extends string> = [labels: Record<L, string>, value: number];
+interface DeviceRow {
+  d: VmpiDevice;
+  id: string;
+  counts: ConnectionCounts | undefined;
+  server: VhostUserServer | undefined;
+}
+
+/**
+ * A metric family whose samples are read from the devices' and DIFs' own counters at scrape time,
+ * so nothing is recorded per SDU on the hot path.
+ */
+function readAtScrape<L extends string>(registers: Registry[], kind: Kind, name: string, help: string, labelNames: readonly L[], samples: () => Iterable<Sample<L>>): void {
+  if (kind === 'gauge') {
+    const g: Gauge<L> = new Gauge({
+      name,
+      help,
+      labelNames,
       registers,
       collect: () => {
-        flowsActive.reset();
-        for (const [dif, { ipcp }] of difs()) flowsActive.set({ dif }, ipcp.flows().filter((f) => f.state === 'allocated').length);
+        g.reset();
+        for (const [labels, v] of samples()) g.set(labels, v);
       },
     });
-    const allocations: Counter<'dif' | 'direction' | 'outcome'> = new Counter({
-      name: 'vmpi_dif_flow_allocations_total',
-      help: 'Flow allocations by direction (outgoing: asked by a local app; incoming: asked by the peer) and outcome',
-      labelNames: ['dif', 'direction', 'outcome'] as const,
+  } else {
+    const c: Counter<L> = new Counter({
+      name,
+      help,
+      labelNames,
       registers,
       collect: () => {
-        allocations.reset();
-        for (const [dif, { ipcp }] of difs()) {
-          const s = ipcp.stats;
-          const failedLocally = Math.max(0, s.allocRequested - s.allocSucceeded - s.allocRejectedByPeer - s.allocTimedOut);
-          allocations.inc({ dif, direction: 'outgoing', outcome: 'allocated' }, s.allocSucceeded);
-          allocations.inc({ dif, direction: 'outgoing', outcome: 'rejected' }, s.allocRejectedByPeer);
-          allocations.inc({ dif, direction: 'outgoing', outcome: 'timeout' }, s.allocTimedOut);
-          allocations.inc({ dif, direction: 'outgoing', outcome: 'failed' }, failedLocally);
-          allocations.inc({ dif, direction: 'incoming', outcome: 'allocated' }, s.incomingAccepted);
-          allocations.inc({ dif, direction: 'incoming', outcome: 'rejected' }, s.incomingRejected);
-        }
-      },
-    });
-    const deallocated: Counter<'dif'> = new Counter({
-      name: 'vmpi_dif_flows_deallocated_total',
-      help: 'Flows deallocated (by either end, or because the port went down)',
-      labelNames: ['dif'] as const,
-      registers,
-      collect: () => {
-        deallocated.reset();
-        for (const [dif, { ipcp }] of difs()) deallocated.inc({ dif }, ipcp.stats.flowsDeallocated);
-      },
-    });
-    const flowSum = (dif: DifTotals, key: 'txSdus' | 'txBytes' | 'rxSdus' | 'rxBytes' | 'rxQueueDrops'): number =>
-      dif.retired[key] + dif.ipcp.flows().reduce((n, f) => n + f.stats[key], 0);
-    const difSdus: Counter<'dif' | 'direction'> = new Counter({
-      name: 'vmpi_dif_sdus_total',
-      help: 'SDUs written (tx) and read (rx) on the DIF\'s flows',
-      labelNames: ['dif', 'direction'] as const,
-      registers,
-      collect: () => {
-        difSdus.reset();
-        for (const [dif, t] of difs()) {
-          difSdus.inc({ dif, direction: 'tx' }, flowSum(t, 'txSdus'));
-          difSdus.inc({ dif, direction: 'rx' }, flowSum(t, 'rxSdus'));
-        }
-      },
-    });
-    const difBytes: Counter<'dif' | 'direction'> = new Counter({
-      name: 'vmpi_dif_bytes_total',
-      help: 'SDU bytes written (tx) and read (rx) on the DIF\'s flows',
-      labelNames: ['dif', 'direction'] as const,
-      registers,
-      collect: () => {
-        difBytes.reset();
-        for (const [dif, t] of difs()) {
-          difBytes.inc({ dif, direction: 'tx' }, flowSum(t, 'txBytes'));
-          difBytes.inc({ dif, direction: 'rx' }, flowSum(t, 'rxBytes'));
-        }
-      },
-    });
-    const difDrops: Counter<'dif' | 'reason'> = new Counter({
-      name: 'vmpi_dif_drops_total',
-      help: 'SDUs dropped in the DIF: rx_queue_full (a flow nobody reads), stale (data for a deallocated flow), malformed_control',
-      labelNames: ['dif', 'reason'] as const,
-      registers,
-      collect: () => {
-        difDrops.reset();
-        for (const [dif, t] of difs()) {
-          const s = t.ipcp.stats;
-          difDrops.inc({ dif, reason: 'rx_queue_full' }, flowSum(t, 'rxQueueDrops'));
-          difDrops.inc({ dif, reason: 'stale' }, s.staleSdus + s.unexpectedSdus);
-          difDrops.inc({ dif, reason: 'malformed_control' }, Object.values(s.malformed).reduce((a, b) => a + b, 0));
-        }
+        c.reset();
+        for (const [labels, v] of samples()) c.inc(labels, v);
       },
     });
   }
