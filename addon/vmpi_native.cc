@@ -312,6 +312,18 @@ Napi::Value SendMsg(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(n));
 }
 
+// socketpair(AF_UNIX, SOCK_SEQPACKET) for the IPC daemon's per-flow data path (src/dif/ipc/):
+// record boundaries are kept, and a full receive queue makes the writer see EAGAIN.
+Napi::Value SocketpairSeqpacket(const Napi::CallbackInfo& info) {
+  Args a(info, "socketpairSeqpacket");
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0) ThrowSys(a.Env(), "socketpair", errno);
+  Napi::Array out = Napi::Array::New(a.Env(), 2);
+  out.Set(0u, static_cast<double>(sv[0]));
+  out.Set(1u, static_cast<double>(sv[1]));
+  return out;
+}
+
 Napi::Value Close(const Napi::CallbackInfo& info) {
   Args a(info, "close");
   // EINTR from close(2) on Linux still means the fd is gone; retrying could close someone else's.
@@ -695,6 +707,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"watchFd", WatchFd},           {"ioctl", Ioctl},
   };
   for (const auto& [name, fn] : fns) exports.Set(name, Napi::Function::New(env, fn, name));
+  exports.Set("socketpairSeqpacket", Napi::Function::New(env, SocketpairSeqpacket, "socketpairSeqpacket"));
   exports.Set("UV_READABLE", static_cast<double>(UV_READABLE));
   exports.Set("UV_WRITABLE", static_cast<double>(UV_WRITABLE));
   exports.Set("UV_DISCONNECT", static_cast<double>(UV_DISCONNECT));

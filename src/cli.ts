@@ -23,6 +23,8 @@ import {
   type VmpiConfig,
 } from './ops/config.js';
 import { CARRIERS, GPIO_CARRIER, MAX_SDU_LOG2, MIN_SDU_LOG2 } from './vmpi/carrier.js';
+import { DEFAULT_IPC_SOCKET } from './dif/ipc/protocol.js';
+import { DEFAULT_TGEN_APP } from './dif/tgen.js';
 
 const EXIT_INVALID = 1;
 const EXIT_USAGE = 2;
@@ -38,6 +40,7 @@ Commands:
   serve          serve VMPI devices to QEMU over vhost-user sockets
   check-config   validate a configuration file
   qemu-args      print the QEMU arguments that attach a VM to a device's socket
+  tgen           traffic generator over the IPC API (like rina-tgen): server, client, sweep, plot
 
 Options:
   -h, --help     show help (also: vmpi <command> --help)
@@ -61,6 +64,9 @@ Options:
   --max-sdu-log2 N       largest SDU of the flag devices as a power of two, ${MIN_SDU_LOG2}..${MAX_SDU_LOG2} (default 16 = 64 KiB)
   --metrics-listen ADDR  Prometheus endpoint HOST:PORT (default 127.0.0.1:9464; port 0 = any)
   --no-metrics           no metrics endpoint
+  --ipc-socket PATH      IPC daemon socket for applications (default ${DEFAULT_IPC_SOCKET}; when
+                         the default cannot be created, serving goes on without it)
+  --no-ipc               no IPC daemon
   --log-level LEVEL      ${LOG_LEVELS.join('|')} (default info)
 `,
   'check-config': `Usage: vmpi check-config FILE
@@ -72,6 +78,35 @@ value), 2 on a usage error. Owner and group names are looked up on this host.
 
 Options:
   --schema   print the configuration's JSON Schema and exit
+`,
+  tgen: `Usage: vmpi tgen server [--dif NAME] [--app NAME] [--ipc-socket PATH]
+       vmpi tgen client [--dif NAME] [--app NAME] [--src NAME] [--ipc-socket PATH]
+                        [--size BYTES] [--duration SECONDS | --count N] [--unreliable]
+       vmpi tgen client --sweep [--sizes FROM:TO:STEP|LIST] [--repeats N] [--duration SECONDS]
+                        [--csv FILE] [--svg FILE] [--label NAME] [--title TEXT] [...client options]
+       vmpi tgen plot --svg FILE [--title TEXT] LABEL=FILE.csv ...
+
+A traffic generator over the IPC API (like rina-tgen). The server registers an application name
+in a DIF (through the IPC daemon of vmpi serve) and counts the SDUs and bytes of every flow; the
+client allocates a flow to it and sends SDUs of one size as fast as the flow takes them. Goodput
+is measured at the server and reported back to the client over the flow. --sweep repeats runs
+over SDU sizes and prints, per size, the mean and 95% confidence interval (Student's t); --csv
+writes size,mean_mbps,ci95_low,ci95_high,repeats and --svg a plot with error bars and a linear
+fit. plot draws several such CSVs (e.g. one per system) in one SVG.
+
+Options:
+  --dif NAME          DIF to use (default: the daemon's only DIF)
+  --app NAME          the server's application name (default ${DEFAULT_TGEN_APP})
+  --src NAME          the client's application name (default rina-tgen-client/<pid>)
+  --ipc-socket PATH   IPC daemon socket (default $VMPI_IPC_SOCKET or ${DEFAULT_IPC_SOCKET})
+  --size BYTES        SDU size of a single run (default 1000)
+  --duration SECONDS  length of one run (default 1)
+  --count N           send exactly N SDUs instead (single run)
+  --unreliable        ask for an unreliable, unordered flow (default reliable, in order)
+  --sweep             run the sweep
+  --sizes SPEC        sweep sizes, FROM:TO:STEP inclusive or a comma list (default 0:4000:250)
+  --repeats N         runs per size (default 20)
+  --csv FILE, --svg FILE, --label NAME (legend; default "vmpi shim-hv"), --title TEXT
 `,
   'qemu-args': `Usage: vmpi qemu-args --socket PATH [--id NAME] [--mem SIZE]
 
@@ -143,9 +178,14 @@ async function serve(args: string[]): Promise<number> {
     'max-sdu-log2': { type: 'string' },
     'metrics-listen': { type: 'string' },
     'no-metrics': { type: 'boolean' },
+    'ipc-socket': { type: 'string' },
+    'no-ipc': { type: 'boolean' },
     'log-level': { type: 'string' },
   });
   if (values.help) return help('serve');
+  const ipcSocket = str(values['ipc-socket']);
+  if (values['no-ipc'] === true && ipcSocket !== undefined) throw new UsageError('vmpi serve: --ipc-socket and --no-ipc exclude each other');
+  const ipc = values['no-ipc'] === true ? null : { socketPath: ipcSocket ?? DEFAULT_IPC_SOCKET, required: ipcSocket !== undefined };
 
   const metricsListen = str(values['metrics-listen']);
   const flags: ServeFlags = {
@@ -189,7 +229,7 @@ async function serve(args: string[]): Promise<number> {
     process.once('SIGTERM', onSignal);
     // Loaded here, not at the top: --help, --version and check-config do not need the datapath.
     const { startServing } = await import('./ops/serve.js');
-    const serving = await startServing(plan, { logger, version: version() });
+    const serving = await startServing(plan, { logger, version: version(), ipc });
     if (signalled === undefined) await new Promise<void>((resolve) => (wake = resolve));
     logger.info({ signal: signalled }, 'shutting down');
     await serving.close();
@@ -251,6 +291,101 @@ function qemuArgs(args: string[]): number {
   return 0;
 }
 
+/** Resolves on the first SIGINT/SIGTERM. */
+function signalled(): Promise<void> {
+  return new Promise((resolve) => {
+    process.once('SIGINT', () => resolve());
+    process.once('SIGTERM', () => resolve());
+  });
+}
+
+function numArg(name: string, value: string | undefined, min: number, max: number): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || n < min || n > max) throw new UsageError(`--${name} ${value}: expected a number ${min}..${max}`);
+  return n;
+}
+
+async function tgen(args: string[]): Promise<number> {
+  const [mode, ...rest] = args;
+  if (mode === undefined || mode === '-h' || mode === '--help' || mode === 'help') return help('tgen');
+  const common = { dif: { type: 'string' }, app: { type: 'string' }, 'ipc-socket': { type: 'string' } } as const;
+  const out = (line: string): void => void process.stdout.write(line + '\n');
+  // Loaded here: --help does not need the addon.
+  const cli = await import('./ops/tgen-cli.js');
+  if (mode === 'server') {
+    const { values } = parse('tgen server', rest, common);
+    if (values.help) return help('tgen');
+    return cli.tgenServer({ ipcSocket: str(values['ipc-socket']), dif: str(values.dif), app: str(values.app) }, signalled(), out);
+  }
+  if (mode === 'client') {
+    const { values } = parse('tgen client', rest, {
+      ...common,
+      src: { type: 'string' },
+      size: { type: 'string' },
+      duration: { type: 'string' },
+      count: { type: 'string' },
+      unreliable: { type: 'boolean' },
+      sweep: { type: 'boolean' },
+      sizes: { type: 'string' },
+      repeats: { type: 'string' },
+      csv: { type: 'string' },
+      svg: { type: 'string' },
+      label: { type: 'string' },
+      title: { type: 'string' },
+    });
+    if (values.help) return help('tgen');
+    const sweep = values.sweep === true;
+    for (const k of ['sizes', 'repeats', 'csv', 'svg', 'label', 'title']) if (!sweep && values[k] !== undefined) throw new UsageError(`vmpi tgen client: --${k} needs --sweep`);
+    if (sweep && (values.size !== undefined || values.count !== undefined)) throw new UsageError('vmpi tgen client: --size and --count are for single runs, not --sweep');
+    if (values.count !== undefined && values.duration !== undefined) throw new UsageError('vmpi tgen client: --count and --duration exclude each other');
+    const { parseSizes } = await import('./dif/tgen.js');
+    let sizes: number[] = [];
+    try {
+      sizes = parseSizes(str(values.sizes) ?? '0:4000:250');
+    } catch (e) {
+      throw new UsageError(`vmpi tgen client: ${(e as Error).message}`);
+    }
+    return cli.tgenClient(
+      {
+        ipcSocket: str(values['ipc-socket']),
+        dif: str(values.dif),
+        app: str(values.app),
+        src: str(values.src),
+        size: numArg('size', str(values.size), 0, 1 << 30) ?? 1000,
+        durationMs: (numArg('duration', str(values.duration), 0.001, 86400) ?? 1) * 1000,
+        count: values.count === undefined ? undefined : intArg('count', str(values.count) ?? '', 0, Number.MAX_SAFE_INTEGER),
+        reliable: values.unreliable !== true,
+        sweep: sweep
+          ? {
+              sizes,
+              repeats: values.repeats === undefined ? 20 : intArg('repeats', str(values.repeats) ?? '', 1, 100000),
+              csv: str(values.csv),
+              svg: str(values.svg),
+              label: str(values.label) ?? 'vmpi shim-hv',
+              title: str(values.title),
+            }
+          : undefined,
+      },
+      out,
+    );
+  }
+  if (mode === 'plot') {
+    const { values, positionals } = parse('tgen plot', rest, { svg: { type: 'string' }, title: { type: 'string' } }, true);
+    if (values.help) return help('tgen');
+    const svg = str(values.svg);
+    if (svg === undefined) throw new UsageError('vmpi tgen plot: --svg FILE is required');
+    if (positionals.length === 0) throw new UsageError('vmpi tgen plot: give at least one LABEL=FILE.csv');
+    const inputs = positionals.map((p) => {
+      const i = p.indexOf('=');
+      if (i <= 0 || i === p.length - 1) throw new UsageError(`vmpi tgen plot: ${p}: expected LABEL=FILE.csv`);
+      return { label: p.slice(0, i), file: p.slice(i + 1) };
+    });
+    return cli.tgenPlot(inputs, svg, str(values.title), out);
+  }
+  throw new UsageError(`vmpi tgen: unknown mode "${mode}"; expected server, client or plot (see vmpi tgen --help)`);
+}
+
 function help(topic: string): number {
   process.stdout.write(HELP[topic] ?? HELP.main!);
   return 0;
@@ -275,6 +410,8 @@ export async function main(argv: string[]): Promise<number> {
         return checkConfig(rest);
       case 'qemu-args':
         return qemuArgs(rest);
+      case 'tgen':
+        return await tgen(rest);
       default:
         throw new UsageError(`vmpi: unknown command "${command}"; see vmpi --help`);
     }

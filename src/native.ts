@@ -72,6 +72,12 @@ export interface Native {
    * part: send the rest without them); -1 on EAGAIN (never blocks). MSG_NOSIGNAL: no SIGPIPE.
    */
   sendMsg(fd: number, buf: Uint8Array, offset: number, length: number, fds: number[] | null): number;
+  /**
+   * socketpair(AF_UNIX, SOCK_SEQPACKET), both ends non-blocking and close-on-exec: record
+   * boundaries are kept and a full receiver makes sendMsg return -1 (EAGAIN). Note that a 0-byte
+   * record reads as `bytes: 0`, like end of file: frame records so that none is empty.
+   */
+  socketpairSeqpacket(): [number, number];
   /** close(2). Throws on EBADF so double-closes are found, not hidden. EINTR counts as closed. */
   close(fd: number): void;
   /** dup(2) with O_CLOEXEC. */

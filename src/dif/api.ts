@@ -159,7 +159,13 @@ export type DifErrorCode =
   /** accept()/reject() on a request that was already settled or cancelled. */
   | 'request_settled'
   /** The IPC process was closed. */
-  | 'closed';
+  | 'closed'
+  /** IPC daemon (src/dif/ipc/): no IPC process of that DIF name is hosted there. */
+  | 'unknown_dif'
+  /** IPC daemon: a control message was malformed (not readable, wrong version, bad field). */
+  | 'malformed'
+  /** IPC daemon: the connection to the daemon is gone. */
+  | 'disconnected';
 
 export class DifError extends Error {
   override name = 'DifError';

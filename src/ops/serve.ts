@@ -1,7 +1,8 @@
 /**
  * serve.ts — start and stop what `vmpi serve` runs: the devices of a ServePlan on a VmpiHost,
  * their socket permissions, one shim IPC process for hypervisors per device (DIF
- * `hv.vmpi-<VMPI-id>`), and the metrics endpoint.
+ * `hv.vmpi-<VMPI-id>`), the IPC daemon that offers those IPC processes to applications on a Unix
+ * socket (src/dif/ipc/), and the metrics endpoint.
  *
  * Owns: the start-up order (check everything that can be checked first, then metrics, then
  * sockets, so a failure leaves no socket file behind) and the clean shutdown (close every
@@ -9,6 +10,7 @@
  */
 import { logger as rootLogger, type Logger } from '../log.js';
 import { ShimHvIpcp } from '../dif/shim-hv/ipcp.js';
+import { IpcDaemon } from '../dif/ipc/daemon.js';
 import { VmpiHost } from '../vmpi/host.js';
 import { ConfigError, type ServePlan } from './config.js';
 import { inheritedFdProblem } from './activation.js';
@@ -21,6 +23,8 @@ export interface Serving {
   readonly ipcps: ReadonlyMap<number, ShimHvIpcp>;
   readonly metrics: HostMetrics | undefined;
   readonly metricsServer: MetricsServer | undefined;
+  /** The IPC daemon, unless disabled or (for the default path) its socket could not be created. */
+  readonly ipcDaemon: IpcDaemon | undefined;
   /** Close the devices (removing their socket files) and the metrics server. Idempotent. */
   close(): Promise<void>;
 }
@@ -29,6 +33,11 @@ export interface StartOptions {
   logger?: Logger;
   /** Reported as vmpi_build_info{version}. */
   version?: string;
+  /**
+   * The IPC daemon's socket. `required`: failing to create it fails the start (an explicit
+   * --ipc-socket); otherwise a failure is logged and serving goes on without it. null: no daemon.
+   */
+  ipc?: { socketPath: string; required: boolean } | null;
 }
 
 /** Start serving `plan`. Throws ConfigError (every problem) or the first runtime error. */
@@ -49,9 +58,11 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
   const ipcps = new Map<number, ShimHvIpcp>();
   const metrics = plan.metrics.enabled ? new HostMetrics(host, { version: opts.version }) : undefined;
   let metricsServer: MetricsServer | undefined;
+  let ipcDaemon: IpcDaemon | undefined;
   let closed: Promise<void> | undefined;
   const close = (): Promise<void> =>
     (closed ??= (async () => {
+      ipcDaemon?.close();
       for (const ipcp of ipcps.values()) ipcp.close('server shutting down');
       host.close();
       metrics?.close();
@@ -72,9 +83,20 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
         throw new Error(`${d.where}: ${(e as Error).message}`, { cause: e });
       }
     }
+    if (opts.ipc) {
+      const daemon = new IpcDaemon({ socketPath: opts.ipc.socketPath, logger: log });
+      for (const ipcp of ipcps.values()) daemon.addIpcp(ipcp);
+      try {
+        daemon.listen();
+        ipcDaemon = daemon;
+      } catch (e) {
+        if (opts.ipc.required) throw new Error(`--ipc-socket ${opts.ipc.socketPath}: ${(e as Error).message}`, { cause: e });
+        log.warn({ err: (e as Error).message, socket: opts.ipc.socketPath }, 'IPC daemon not started (applications cannot use the IPC API; see --ipc-socket)');
+      }
+    }
   } catch (e) {
     await close();
     throw e;
   }
-  return { host, ipcps, metrics, metricsServer, close };
+  return { host, ipcps, metrics, metricsServer, ipcDaemon, close };
 }

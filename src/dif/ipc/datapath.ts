@@ -1,0 +1,341 @@
+/**
+ * datapath.ts — the per-flow data path between an application and the IPC daemon: one
+ * SOCK_SEQPACKET socketpair per flow, one record per SDU, and the daemon's bridge between its end
+ * of that pair and the IPC process's Flow.
+ *
+ * Why this shape (the cheapest path we have on the host): after allocation the daemon hands the
+ * application its end of the pair (SCM_RIGHTS) and never relays SDUs through its control socket.
+ * An SDU costs one kernel copy each way between application and daemon (sendmsg copies into the
+ * socket buffer, recvmsg copies out), and no hop besides the IPC process that owns the VMPI device,
+ * which lives in the daemon anyway. SEQPACKET keeps SDU boundaries (no length framing to parse)
+ * and gives kernel backpressure: when the reader's queue is full, the writer's sendmsg returns
+ * EAGAIN. Backpressure therefore runs end to end: Flow.write() → false makes the bridge stop
+ * reading the application's socket until 'drain', so the application's own writes fill its socket
+ * and return false (EAGAIN); in the other direction a full application socket makes the bridge
+ * stop taking SDUs from the Flow, which queues them (bounded by the IPC process).
+ * Future work: a shared-memory ring per flow would save the kernel copy, but needs a doorbell
+ * (an eventfd per direction, i.e. a wakeup syscall per batch) and its own flow control.
+ *
+ * Record format: one tag byte (RECORD_SDU) followed by the SDU. The tag exists because a 0-byte
+ * SEQPACKET record reads as 0 bytes, exactly like end of file, and 0-byte SDUs are valid data;
+ * with the tag every record has at least one byte, so 0 always means the other end closed.
+ * The tag byte is also where a later record kind would go.
+ *
+ * End of a flow: the side that ends it closes its end of the pair after the other learned why
+ * (the daemon sends `flow_deallocated` before closing; the application sends `deallocate` and
+ * closes on the answer). The bridge keeps delivering what the Flow already received, then closes
+ * its end, so the application reads everything and then end of file. If the application stops
+ * reading, the bridge gives up after LINGER_MS.
+ */
+import { DifError, type DeallocationCause, type Flow } from '../api.js';
+import { native, type FdEventsWatcher } from '../../native.js';
+import type { Logger } from '../../log.js';
+import { safeClose } from './conn.js';
+
+export const RECORD_SDU = 0;
+/** How long a bridge keeps delivering to an application after its flow ended. */
+export const LINGER_MS = 5000;
+/** Records read from the application per wakeup before yielding to the event loop. */
+const READS_PER_TURN = 64;
+
+let scratch = new Uint8Array(4096);
+
+function scratchOf(size: number): Uint8Array {
+  if (scratch.byteLength < size) scratch = new Uint8Array(Math.max(size, scratch.byteLength * 2));
+  return scratch;
+}
+
+export type WriteRecordResult = 'sent' | 'full' | 'closed';
+
+/** Send one SDU as one record (tag + bytes). 'full': nothing was sent (EAGAIN). */
+export function writeRecord(fd: number, sdu: Uint8Array): WriteRecordResult {
+  const buf = scratchOf(sdu.byteLength + 1);
+  buf[0] = RECORD_SDU;
+  buf.set(sdu, 1);
+  let n: number;
+  try {
+    n = native.sendMsg(fd, buf, 0, sdu.byteLength + 1, null);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EPIPE' || code === 'ECONNRESET' || code === 'ENOTCONN') return 'closed';
+    throw e;
+  }
+  return n < 0 ? 'full' : 'sent';
+}
+
+export type ReadRecordResult =
+  | { kind: 'sdu'; sdu: Uint8Array }
+  | { kind: 'empty' }
+  | { kind: 'eof' }
+  | { kind: 'bad'; why: string };
+
+/**
+ * Read one record whose SDU is at most `maxSdu` bytes. The SDU returned is a view of a shared
+ * scratch buffer, valid until the next call: copy it (or hand it to something that copies).
+ */
+export function readRecord(fd: number, maxSdu: number): ReadRecordResult {
+  const cap = maxSdu + 2; // tag + max SDU + 1 byte to notice a longer (truncated) record
+  const buf = scratchOf(cap);
+  let r;
+  try {
+    r = native.recvMsg(fd, buf, 0, cap, 0);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ECONNRESET' || code === 'EPIPE') return { kind: 'eof' };
+    throw e;
+  }
+  if (r === null) return { kind: 'empty' };
+  if (r.bytes === 0) return { kind: 'eof' };
+  if (r.bytes >= cap) return { kind: 'bad', why: `record larger than the flow's max SDU of ${maxSdu} bytes` };
+  if (buf[0] !== RECORD_SDU) return { kind: 'bad', why: `unknown record tag ${buf[0]}` };
+  return { kind: 'sdu', sdu: buf.subarray(1, r.bytes) };
+}
+
+export interface BridgeStats {
+  /** SDUs from the flow written to the application. */
+  toApp: number;
+  /** SDUs the application wrote, passed to the flow. */
+  fromApp: number;
+  /** Records from the application that were too large or malformed: dropped. */
+  badRecords: number;
+  /** Records the application wrote after the flow ended: dropped. */
+  afterEnd: number;
+  /** SDUs for the application lost because it closed its end or stopped reading (linger). */
+  lost: number;
+}
+
+export interface BridgeHooks {
+  /** The flow ended (before the bridge finishes delivering to the application). */
+  onFlowEnd(reason: string, cause: DeallocationCause): void;
+  /** The bridge closed its end; nothing more happens. */
+  onClosed(): void;
+}
+
+/**
+ * The daemon's end of one flow's socketpair, joined to the IPC process's Flow. Assumes what the
+ * shim DIF's flows do: Flow.write() copies the SDU before returning (the bridge reuses its
+ * receive buffer), and SDUs arriving while no 'data' listener is attached wait in the Flow.
+ */
+export class FlowBridge {
+  readonly stats: BridgeStats = { toApp: 0, fromApp: 0, badRecords: 0, afterEnd: 0, lost: 0 };
+  private readonly watcher: FdEventsWatcher;
+  private events = 0;
+  /** SDUs from the flow waiting for room in the application's socket. */
+  private pending: Uint8Array[] = [];
+  /** An SDU from the application that flow.write() refused (a copy), resent on 'drain'. */
+  private held: Uint8Array | null = null;
+  private listening = false;
+  private flowEnded = false;
+  private closed = false;
+  private lingerTimer: NodeJS.Timeout | null = null;
+  /** Why the application ended the flow (its `deallocate` request). */
+  private appReason: string | null = null;
+  private readonly maxSdu: number;
+
+  private readonly onData = (sdu: Uint8Array): void => this.toApp(sdu);
+  private readonly onDrain = (): void => this.retryHeld();
+  private readonly onDeallocated = (reason: string, cause: DeallocationCause): void => this.flowEnd(reason, cause);
+
+  constructor(
+    readonly flow: Flow,
+    readonly fd: number,
+    private readonly hooks: BridgeHooks,
+    private readonly log: Logger,
+  ) {
+    this.maxSdu = flow.qos.maxSdu;
+    this.watcher = native.watchFd(fd, native.UV_READABLE, (ev) => this.onEvents(ev));
+    flow.on('deallocated', this.onDeallocated);
+    flow.on('drain', this.onDrain);
+    this.setEvents(native.UV_READABLE);
+    this.listen(true);
+    if (flow.state === 'deallocated') this.flowEnd(flow.deallocationReason ?? 'deallocated', 'closed');
+  }
+
+  /**
+   * The application asked to end the flow: pass on what it already wrote (what is in the socket
+   * now), then deallocate with its reason.
+   */
+  appDeallocate(reason: string): void {
+    if (this.flowEnded || this.closed) return;
+    this.appReason = reason;
+    this.readFromApp(Number.POSITIVE_INFINITY);
+    if (!this.flowEnded) this.flow.deallocate(reason);
+  }
+
+  /** Tear down now (daemon shutdown, application gone): deallocates the flow too. */
+  destroy(reason: string): void {
+    if (!this.flowEnded) this.flow.deallocate(reason);
+    this.finish();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+
+  private setEvents(events: number): void {
+    if (this.closed || events === this.events) return;
+    this.events = events;
+    if (events === 0) this.watcher.stop();
+    else this.watcher.start(events);
+  }
+
+  private want(bit: number, on: boolean): void {
+    this.setEvents(on ? this.events | bit : this.events & ~bit);
+  }
+
+  private listen(on: boolean): void {
+    if (on === this.listening) return;
+    this.listening = on;
+    if (on) this.flow.on('data', this.onData);
+    else this.flow.off('data', this.onData);
+  }
+
+  private onEvents(ev: number): void {
+    if (this.closed) return;
+    if (ev < 0) {
+      this.log.debug({ portId: this.flow.portId }, 'ipc: poll error on a flow socket');
+      return this.appGone();
+    }
+    if (ev & native.UV_WRITABLE) this.flushPending();
+    if (!this.closed && ev & native.UV_READABLE) this.readFromApp(READS_PER_TURN);
+  }
+
+  /** Flow → application. */
+  private toApp(sdu: Uint8Array): void {
+    if (this.closed) return;
+    if (this.pending.length === 0) {
+      const r = writeRecord(this.fd, sdu);
+      if (r === 'sent') {
+        this.stats.toApp++;
+        return;
+      }
+      if (r === 'closed') return this.appGone();
+    }
+    // The application's socket is full: keep this one, let the flow hold the next ones.
+    this.pending.push(sdu);
+    this.listen(false);
+    this.want(native.UV_WRITABLE, true);
+  }
+
+  private flushPending(): void {
+    while (this.pending.length > 0) {
+      const r = writeRecord(this.fd, this.pending[0]!);
+      if (r === 'full') return;
+      if (r === 'closed') return this.appGone();
+      this.pending.shift();
+      this.stats.toApp++;
+    }
+    this.want(native.UV_WRITABLE, false);
+    if (this.flowEnded) void this.drainRest();
+    else this.listen(true);
+  }
+
+  /** After the flow ended: deliver what it still holds, then close. */
+  private async drainRest(): Promise<void> {
+    while (!this.closed && this.pending.length === 0) {
+      const sdu = await this.flow.read();
+      if (this.closed) return;
+      if (sdu === null) return this.finish();
+      this.toApp(sdu);
+    }
+    // Otherwise flushPending() calls us again once the socket has room.
+  }
+
+  /** Application → flow. */
+  private readFromApp(max: number): void {
+    for (let i = 0; i < max && !this.closed && this.held === null; i++) {
+      const r = readRecord(this.fd, this.maxSdu);
+      if (r.kind === 'empty') return;
+      if (r.kind === 'eof') return this.appGone();
+      if (r.kind === 'bad') {
+        this.stats.badRecords++;
+        this.log.debug({ portId: this.flow.portId, why: r.why }, 'ipc: bad record from an application dropped');
+        continue;
+      }
+      if (this.flowEnded) {
+        this.stats.afterEnd++;
+        continue;
+      }
+      let ok: boolean;
+      try {
+        ok = this.flow.write(r.sdu);
+      } catch (e) {
+        if (e instanceof DifError && (e.code === 'flow_deallocated' || e.code === 'port_down')) {
+          this.stats.afterEnd++;
+          continue;
+        }
+        if (e instanceof DifError && e.code === 'sdu_too_large') {
+          this.stats.badRecords++;
+          continue;
+        }
+        throw e;
+      }
+      if (ok) {
+        this.stats.fromApp++;
+      } else {
+        // Not sent: keep a copy, stop reading so the application's socket fills up.
+        this.held = r.sdu.slice();
+        this.want(native.UV_READABLE, false);
+      }
+    }
+  }
+
+  private retryHeld(): void {
+    if (this.held === null || this.closed) return;
+    if (this.flowEnded) {
+      this.held = null;
+      return;
+    }
+    let ok: boolean;
+    try {
+      ok = this.flow.write(this.held);
+    } catch {
+      this.held = null;
+      return;
+    }
+    if (!ok) return; // still full: wait for the next 'drain'
+    this.stats.fromApp++;
+    this.held = null;
+    this.want(native.UV_READABLE, true);
+  }
+
+  private flowEnd(reason: string, cause: DeallocationCause): void {
+    if (this.flowEnded) return;
+    this.flowEnded = true;
+    this.held = null;
+    this.flow.off('drain', this.onDrain);
+    this.hooks.onFlowEnd(this.appReason ?? reason, cause);
+    if (this.closed) return;
+    // Keep reading the application's socket only to notice it closing; its data is dropped.
+    this.want(native.UV_READABLE, true);
+    this.lingerTimer = setTimeout(() => {
+      this.stats.lost += this.pending.length;
+      this.finish();
+    }, LINGER_MS);
+    this.lingerTimer.unref();
+    if (this.listening) {
+      // Whatever the flow still queues comes through read() from now on.
+      this.listen(false);
+      void this.drainRest();
+    }
+  }
+
+  /** The application closed its end (or it broke). */
+  private appGone(): void {
+    if (this.closed) return;
+    this.stats.lost += this.pending.length;
+    this.pending = [];
+    if (!this.flowEnded) this.flow.deallocate(this.appReason ?? 'the application closed the flow');
+    this.finish();
+  }
+
+  private finish(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.lingerTimer) clearTimeout(this.lingerTimer);
+    this.listen(false);
+    this.flow.off('drain', this.onDrain);
+    this.flow.off('deallocated', this.onDeallocated);
+    this.watcher.close();
+    safeClose(this.fd);
+    this.hooks.onClosed();
+  }
+}

@@ -1,0 +1,330 @@
+/**
+ * ipc.test.ts — the IPC daemon and its client library end to end: two daemons, each hosting a
+ * shim IPC process, the two joined by an in-memory port pair; applications connect to the
+ * daemons' sockets and move SDUs through the per-flow SOCK_SEQPACKET fds.
+ */
+import t from 'tap';
+import { DifError } from '../../src/dif/api.js';
+import type { ClientFlow, ClientFlowRequest } from '../../src/dif/ipc/client.js';
+import { FramedConn } from '../../src/dif/ipc/conn.js';
+import { native } from '../../src/native.js';
+import { DIF, ipcSetup, pattern, until } from './helpers.js';
+
+const SIZES = Array.from({ length: 17 }, (_, i) => i * 250); // 0..4000
+
+async function collect(flow: ClientFlow, n: number): Promise<Uint8Array[]> {
+  const out: Uint8Array[] = [];
+  while (out.length < n) {
+    const sdu = await flow.read();
+    if (sdu === null) break;
+    out.push(sdu);
+  }
+  return out;
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.byteLength === b.byteLength && Buffer.compare(a, b) === 0;
+}
+
+t.test('register, allocate, SDUs of 0..4000 bytes both ways, two flows at once', async (t) => {
+  const s = ipcSetup(t);
+  const a = await s.hostClient();
+  const b = await s.guestClient();
+  t.same(await a.listDifs(), [{ name: DIF, address: 7 }]);
+
+  const reg = await a.register(DIF, 'server/1');
+  t.ok(s.hostIpcp.isRegistered('server/1'), 'registered in the IPC process');
+  const accepted: ClientFlow[] = [];
+  reg.on('request', (req: ClientFlowRequest) => {
+    t.equal(req.remoteApp.processName, 'client');
+    void req.accept().then((f) => accepted.push(f));
+  });
+
+  const [f1, f2] = await Promise.all([
+    b.allocate(DIF, 'server/1', { src: 'client/1', qos: { reliable: true, inOrder: true } }),
+    b.allocate(DIF, 'server/1', { src: 'client/2', qos: { maxSdu: 4000 } }),
+  ]);
+  await until(() => accepted.length === 2, 'two accepted flows');
+  t.equal(f1.qos.reliable, true);
+  t.equal(f2.qos.maxSdu, 4000);
+  t.equal(f1.remoteApp.processName, 'server');
+  const byRemote = (inst: string) => accepted.find((f) => f.remoteApp.processInstance === inst)!;
+  const a1 = byRemote('1');
+  const a2 = byRemote('2');
+  t.equal(s.hostIpcp.flows().length, 2);
+
+  // Both directions on both flows at once.
+  const sent1 = SIZES.map((n, i) => pattern(n, i));
+  const sent2 = SIZES.map((n, i) => pattern(n, 100 + i));
+  const back1 = SIZES.map((n, i) => pattern(n, 200 + i));
+  const back2 = SIZES.map((n, i) => pattern(n, 300 + i));
+  const recv = Promise.all([collect(a1, SIZES.length), collect(a2, SIZES.length), collect(f1, SIZES.length), collect(f2, SIZES.length)]);
+  for (let i = 0; i < SIZES.length; i++) {
+    await f1.send(sent1[i]!);
+    await f2.send(sent2[i]!);
+    await a1.send(back1[i]!);
+    await a2.send(back2[i]!);
+  }
+  const [r1, r2, rb1, rb2] = await recv;
+  t.ok(r1.length === SIZES.length && r1.every((x, i) => sameBytes(x, sent1[i]!)), 'flow 1 client → server intact and in order');
+  t.ok(r2.length === SIZES.length && r2.every((x, i) => sameBytes(x, sent2[i]!)), 'flow 2 client → server intact and in order');
+  t.ok(rb1.length === SIZES.length && rb1.every((x, i) => sameBytes(x, back1[i]!)), 'flow 1 server → client intact');
+  t.ok(rb2.length === SIZES.length && rb2.every((x, i) => sameBytes(x, back2[i]!)), 'flow 2 server → client intact');
+  t.equal(r1[0]!.byteLength, 0, 'a 0-byte SDU arrives as a 0-byte SDU');
+  t.equal(f1.stats.txSdus, SIZES.length);
+  t.equal(a1.stats.rxBytes, SIZES.reduce((x, y) => x + y, 0));
+
+  // 'data' events work too.
+  const got: number[] = [];
+  a1.on('data', (sdu) => got.push(sdu.byteLength));
+  f1.write(new Uint8Array(3));
+  f1.write(new Uint8Array(0));
+  await until(() => got.length === 2, 'data events');
+  t.same(got, [3, 0]);
+
+  t.throws(() => f2.write(new Uint8Array(4001)), { code: 'sdu_too_large' });
+});
+
+t.test('deallocate from either side ends the peer application reads', async (t) => {
+  const s = ipcSetup(t);
+  const a = await s.hostClient();
+  const b = await s.guestClient();
+  const reg = await a.register(DIF, 'srv');
+  const nextAccepted = async (): Promise<ClientFlow> => (await reg.next())!.accept();
+
+  // Allocator deallocates: what it wrote first still arrives, then the reads end.
+  const p1 = nextAccepted();
+  const f = await b.allocate(DIF, 'srv', { src: 'cli' });
+  const g = await p1;
+  f.write(pattern(100, 1));
+  f.write(pattern(0, 2));
+  const ended = new Promise<[string, string]>((resolve) => g.once('deallocated', (reason, cause) => resolve([reason, cause])));
+  f.deallocate('bye now');
+  t.equal(f.state, 'deallocated');
+  t.throws(() => f.write(new Uint8Array(1)), { code: 'flow_deallocated' }, 'write after deallocate');
+  t.equal(await f.read(), null, 'the deallocated end reads null');
+  const rest = await collect(g, 10);
+  t.same(rest.map((x) => x.byteLength), [100, 0], 'SDUs written before deallocate arrive');
+  t.same(await ended, ['bye now', 'peer'], 'the peer learns the reason');
+  t.equal(await g.read(), null);
+  t.throws(() => g.write(new Uint8Array(1)), { code: 'flow_deallocated' });
+  await until(() => s.hostIpcp.flows().length === 0 && s.guestIpcp.flows().length === 0, 'flows gone from both IPC processes');
+
+  // Acceptor deallocates.
+  const p2 = nextAccepted();
+  const f2 = await b.allocate(DIF, 'srv', { src: 'cli' });
+  const g2 = await p2;
+  g2.write(pattern(10, 3));
+  g2.deallocate('server done');
+  const r = await collect(f2, 10);
+  t.same(r.map((x) => x.byteLength), [10]);
+  t.equal(f2.state, 'deallocated');
+  t.equal(f2.deallocationReason, 'server done');
+  f2.deallocate(); // idempotent
+  for await (const _ of f2) t.fail('nothing more to read');
+});
+
+t.test('reject with a reason; unknown application', async (t) => {
+  const s = ipcSetup(t);
+  const a = await s.hostClient();
+  const b = await s.guestClient();
+  const reg = await a.register(DIF, 'picky');
+  reg.on('request', (req) => void req.reject('not today'));
+  const e = await b.allocate(DIF, 'picky', { src: 'x' }).then(
+    () => null,
+    (err: unknown) => err,
+  );
+  t.ok(e instanceof DifError);
+  t.equal((e as DifError).code, 'rejected');
+  t.equal((e as DifError).peerReason, 'not today');
+
+  const u = await b.allocate(DIF, 'nobody', { src: 'x' }).then(
+    () => null,
+    (err: unknown) => err as DifError,
+  );
+  t.equal(u?.code, 'rejected');
+  t.equal(u?.peerReason, 'unknown application');
+
+  // Iterator form; settled twice.
+  const reg2 = await a.register(DIF, 'iter');
+  const alloc = b.allocate(DIF, 'iter', { src: 'y' }).catch((err: unknown) => err as DifError);
+  for await (const req of reg2) {
+    await req.reject('go away');
+    await t.rejects(req.accept(), { code: 'request_settled' });
+    break;
+  }
+  t.equal((await alloc as DifError).code, 'rejected');
+});
+
+t.test('API misuse', async (t) => {
+  const s = ipcSetup(t);
+  const a = await s.hostClient();
+  const b = await s.guestClient();
+  await t.rejects(b.allocate(DIF, 'bad//name/x/y', { src: 'x' }), { code: 'invalid_name' }, 'bad destination name (client side)');
+  await t.rejects(b.request({ op: 'allocate', dif: DIF, src: 'ok', dst: ' padded' }), { code: 'invalid_name' }, 'bad name reaching the daemon');
+  await t.rejects(b.allocate('no.such.dif', 'x', { src: 'x' }), { code: 'unknown_dif' });
+  await t.rejects(a.register('no.such.dif', 'x'), { code: 'unknown_dif' });
+  await t.rejects(b.allocate(DIF, 'x', { src: 'x', qos: { maxSdu: 1 << 20 } }), { code: 'invalid_qos' });
+  await a.register(DIF, 'dup');
+  await t.rejects(a.register(DIF, 'dup'), { code: 'already_registered' }, 'same client twice');
+  const c = await s.hostClient();
+  await t.rejects(c.register(DIF, 'dup'), { code: 'already_registered' }, 'another client');
+  await t.rejects(c.request({ op: 'unregister', dif: DIF, app: 'dup' }), { code: 'not_registered' }, 'not its registration');
+  await t.rejects(c.request({ op: 'accept', request: 99 }), { code: 'request_settled' });
+  await t.rejects(c.request({ op: 'deallocate', flow: 99 }), { code: 'flow_deallocated' });
+});
+
+t.test('client disconnect: its flows are deallocated and its registrations dropped', async (t) => {
+  const s = ipcSetup(t);
+  const a = await s.hostClient();
+  const b = await s.guestClient();
+  const reg = await a.register(DIF, 'svc');
+  await a.register(DIF, 'svc2');
+  const acc = reg.next().then((r) => r!.accept());
+  const f = await b.allocate(DIF, 'svc', { src: 'c' });
+  await acc;
+  const dealloc = new Promise<string>((resolve) => f.once('deallocated', (_reason, cause) => resolve(cause)));
+  const ended = new Promise<string>((resolve) => reg.once('end', resolve));
+  a.close();
+  t.equal(await dealloc, 'peer', 'the peer application sees its flow end');
+  t.equal(await f.read(), null);
+  t.match(await ended, /disconnected/);
+  await until(() => !s.hostIpcp.isRegistered('svc') && !s.hostIpcp.isRegistered('svc2'), 'registrations dropped');
+  await until(() => s.hostDaemon.sessionCount === 0, 'session gone');
+  await t.rejects(b.allocate(DIF, 'svc', { src: 'c' }), { code: 'rejected', peerReason: 'unknown application' });
+  await t.rejects(a.listDifs(), { code: 'disconnected' });
+
+  // An application that goes away while a request waits for its answer: the requester is refused.
+  const a2 = await s.hostClient();
+  const reg2 = await a2.register(DIF, 'slow');
+  const pending = b.allocate(DIF, 'slow', { src: 'c' });
+  await reg2.next();
+  a2.close();
+  await t.rejects(pending, { code: 'rejected', peerReason: 'application disconnected' });
+
+  // The daemon going away ends the client's flows.
+  const a3 = await s.hostClient();
+  const reg3 = await a3.register(DIF, 'svc3');
+  const acc3 = reg3.next().then((r) => r!.accept());
+  const f3 = await b.allocate(DIF, 'svc3', { src: 'c' });
+  const g3 = await acc3;
+  const gone = new Promise<string>((resolve) => g3.once('deallocated', (_r, cause) => resolve(cause)));
+  s.hostDaemon.close();
+  t.equal(await gone, 'closed');
+  t.equal(await g3.read(), null);
+  t.equal(await f3.read(), null, 'and the remote application sees the flow end');
+});
+
+t.test('backpressure: a full link makes the application writes return false, nothing is lost', async (t) => {
+  const s = ipcSetup(t, { pair: { capacity: 4 } });
+  const a = await s.hostClient();
+  const b = await s.guestClient();
+  const reg = await a.register(DIF, 'sink');
+  const acc = reg.next().then((r) => r!.accept());
+  const f = await b.allocate(DIF, 'sink', { src: 'src', qos: { reliable: true, inOrder: true } });
+  const g = await acc;
+  const N = 3000;
+  let received = 0;
+  let inOrder = true;
+  const reader = (async () => {
+    for await (const sdu of g) {
+      if (new DataView(sdu.buffer, sdu.byteOffset).getUint32(0) !== received) inOrder = false;
+      if (++received === N) break;
+    }
+  })();
+  let refused = 0;
+  const buf = new Uint8Array(1000);
+  for (let i = 0; i < N; i++) {
+    new DataView(buf.buffer).setUint32(0, i);
+    if (!f.write(buf)) {
+      refused++;
+      await f.send(buf);
+    }
+  }
+  await reader;
+  t.equal(received, N, 'every SDU arrived');
+  t.ok(inOrder, 'in order');
+  t.ok(refused > 0, `write() returned false ${refused} times`);
+  t.ok(s.pair.guest.stats.refused > 0, 'the link itself was full at times');
+});
+
+t.test('malformed daemon messages are refused with a reason', async (t) => {
+  const s = ipcSetup(t);
+  const fd = native.connectUnix(s.hostDaemon.socketPath);
+  const conn = new FramedConn(fd, 8);
+  t.teardown(() => conn.close());
+  const replies: Record<string, unknown>[] = [];
+  conn.on('message', (m) => replies.push(m));
+  const closed = new Promise<string>((resolve) => conn.on('close', resolve));
+  const raw = (body: string | Uint8Array): void => {
+    const b = typeof body === 'string' ? Buffer.from(body) : Buffer.from(body);
+    const frame = Buffer.alloc(4 + b.byteLength);
+    frame.writeUInt32BE(b.byteLength, 0);
+    b.copy(frame, 4);
+    t.equal(native.sendMsg(fd, frame, 0, frame.byteLength, null), frame.byteLength);
+  };
+  const next = async (): Promise<Record<string, unknown>> => {
+    await until(() => replies.length > 0, 'a reply');
+    return replies.shift()!;
+  };
+  raw('{not json');
+  t.match(await next(), { op: 'error', id: null, code: 'malformed', message: /not JSON/ });
+  raw(Buffer.from([0xff, 0xfe]));
+  t.match(await next(), { code: 'malformed', message: /not JSON/ });
+  raw('[1,2]');
+  t.match(await next(), { code: 'malformed', message: /JSON object/ });
+  raw('{"v":2,"op":"list_difs","id":5}');
+  t.match(await next(), { op: 'error', id: 5, code: 'malformed', message: /unsupported protocol version 2/ });
+  raw('{"op":"list_difs","id":6}');
+  t.match(await next(), { id: 6, code: 'malformed', message: /version/ });
+  raw('{"v":1,"op":"fly","id":7}');
+  t.match(await next(), { id: 7, code: 'malformed', message: /unknown op/ });
+  raw('{"v":1,"op":"register","id":8,"dif":"x"}');
+  t.match(await next(), { id: 8, code: 'malformed', message: /missing field "app"/ });
+  raw('{"v":1,"op":"allocate","id":9,"dif":"x","src":"a","dst":"b","qos":{"maxSdu":-1}}');
+  t.match(await next(), { id: 9, code: 'malformed', message: /maxSdu/ });
+  raw('{"v":1,"op":"allocate","id":10,"dif":"x","src":"a","dst":"b","qos":{"fast":true}}');
+  t.match(await next(), { id: 10, code: 'malformed', message: /unknown QoS field "fast"/ });
+  raw('{"v":1,"op":"list_difs","id":0}');
+  t.match(await next(), { id: null, code: 'malformed', message: /"id"/ });
+  raw('{"v":1,"op":"list_difs","id":11}');
+  t.match(await next(), { op: 'result', id: 11, difs: [{ name: DIF }] }, 'the connection is still usable');
+  t.ok(s.hostDaemon.stats.malformed >= 10);
+
+  // A frame length that cannot be right: answered, then the connection is closed.
+  const bad = Buffer.alloc(4);
+  bad.writeUInt32BE(0x7fffffff, 0);
+  native.sendMsg(fd, bad, 0, 4, null);
+  t.match(await next(), { code: 'malformed', message: /frame length/ });
+  t.match(await closed, /closed/);
+
+  // Sending fds to the daemon ends the connection.
+  const fd2 = native.connectUnix(s.hostDaemon.socketPath);
+  const c2 = new FramedConn(fd2, 8);
+  const closed2 = new Promise<string>((resolve) => c2.on('close', resolve));
+  const [x, y] = native.socketpairSeqpacket();
+  const frame = Buffer.from('\0\0\0\x02{}');
+  native.sendMsg(fd2, frame, 0, frame.byteLength, [x]);
+  native.close(x);
+  native.close(y);
+  t.match(await closed2, /peer closed/);
+  await until(() => s.hostDaemon.sessionCount === 0, 'sessions gone');
+});
+
+t.test('stale socket files are replaced, live ones are not', async (t) => {
+  const s = ipcSetup(t);
+  const { IpcDaemon } = await import('../../src/dif/ipc/daemon.js');
+  const other = new IpcDaemon({ socketPath: s.hostDaemon.socketPath });
+  t.throws(() => other.listen(), { code: 'EADDRINUSE' });
+  // A socket file nobody listens on.
+  const { join } = await import('node:path');
+  const stalePath = join(s.dir, 'stale.sock');
+  const lfd = native.listenUnix(stalePath, 1);
+  native.close(lfd);
+  const d = new IpcDaemon({ socketPath: stalePath, mode: 0o600 });
+  d.listen();
+  const { statSync, existsSync } = await import('node:fs');
+  t.equal(statSync(stalePath).mode & 0o777, 0o600);
+  d.close();
+  t.notOk(existsSync(stalePath), 'the socket file is removed on close');
+});
