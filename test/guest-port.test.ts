@@ -191,11 +191,11 @@ t.test('GuestVmpiPort in Node in the guest: echo, on-demand channel, backpressur
   const g = new Guest({ sockets: [sock], node: true, script: GUEST_SCRIPT, memMb: 768, timeoutMs: 360_000, name: 'vmpi-guest-port-test' });
   t.teardown(() => g.kill());
 
-  const info = JSON.parse((await g.waitFor(/GUEST-INFO (\{.*\})/, 180_000))[1]!) as Record<string, unknown>;
+  const info = await g.waitJson('GUEST-INFO', 180_000);
   t.same(info, { vmpiId: VMPI_ID, maxSdu: 65536, index: 0, isUp: true }, 'the guest port reads vmpiId and maxSdu from the driver');
   await g.waitFor(/GUEST-BOUND/, 60_000);
   t.ok(device.isUp, 'the host device is up');
-  const full = JSON.parse((await g.waitFor(/GUEST-BURST-FULL (\{.*\})/, 60_000))[1]!) as { txRingFull: number; backlogSdus: number };
+  const full = await g.waitJson<{ txRingFull: number; backlogSdus: number }>('GUEST-BURST-FULL', 60_000);
   t.ok(full.txRingFull > 0 && full.backlogSdus > 0, `host paused: the guest's tx ring filled and its backlog took ${full.backlogSdus} SDUs before Full`);
   t.equal(got.get(BURST_CHANNEL)!.length, 0, 'nothing reached the paused host');
   device.resume();

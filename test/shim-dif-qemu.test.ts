@@ -51,11 +51,6 @@ VMPI_JS_EOF
 node /tmp/app.mjs
 `;
 
-function guestJson(g: Guest, tag: string): Record<string, unknown> | undefined {
-  const m = new RegExp(`SHIM-${tag} (\\{.*\\})`).exec(g.output);
-  return m ? (JSON.parse(m[1]!) as Record<string, unknown>) : undefined;
-}
-
 async function readN(flow: Flow, n: number, ms: number): Promise<Uint8Array[]> {
   const got: Uint8Array[] = [];
   const end = Date.now() + ms;
@@ -87,8 +82,7 @@ t.test('shim DIF: host and guest apps talk over a VMPI device', { skip: unavaila
 
   const g = new Guest({ sockets: [join(dir, 'vm.sock')], node: true, script: GUEST_SCRIPT, memMb: 768, timeoutMs: 380_000, name: 'vmpi-shim-test' });
   t.teardown(() => g.kill());
-  await g.waitFor(/SHIM-READY /, 240_000);
-  const ready = guestJson(g, 'READY')!;
+  const ready = await g.waitJson('SHIM-READY', 240_000);
   t.equal(ready.difName, 'hv.vmpi-41', 'both ends name the shim DIF after the VMPI-id');
   t.equal(ready.address, 41, 'the address in the shim DIF is the VMPI-id');
 
@@ -104,7 +98,7 @@ t.test('shim DIF: host and guest apps talk over a VMPI device', { skip: unavaila
   }
 
   // The guest-initiated flow reached the host's sink.
-  await g.waitFor(/SHIM-SENT /, 120_000);
+  await g.waitJson('SHIM-SENT', 120_000);
   const end = Date.now() + 30_000;
   while (sinkGot.length < 20 && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
   t.equal(sinkGot.length, 20, 'host sink got the 20 SDUs the guest app sent');
@@ -128,8 +122,7 @@ t.test('shim DIF: host and guest apps talk over a VMPI device', { skip: unavaila
 
   const quit = await ipcp.allocateFlow('client/5', 'quit/1').catch((e: unknown) => e);
   t.ok(quit instanceof DifError, 'quit request answered');
-  await g.waitFor(/SHIM-QUIT /, 60_000);
-  const q = guestJson(g, 'QUIT')!;
+  const q = await g.waitJson('SHIM-QUIT', 60_000);
   t.ok(Number(q.echoed) >= 2 * SIZES.length + 1, `the guest echo app saw every SDU (${String(q.echoed)})`);
   t.equal(device.stats.drops.unbound_channel, 0, 'no SDU went to an unbound channel');
   await g.done;

@@ -127,6 +127,15 @@ export class Guest {
     });
   }
 
+  /**
+   * Wait for a console line `TAG {json}` and parse it. The match needs the line's end: the serial
+   * console delivers output in arbitrary chunks, so a line may have arrived only in part.
+   */
+  async waitJson<T = Record<string, unknown>>(tag: string, timeoutMs = 60_000, from = 0): Promise<T> {
+    const m = await this.waitFor(new RegExp(`${tag} (\\{[^\\r\\n]*\\})\\r?\\n`), timeoutMs, from);
+    return JSON.parse(m[1]!) as T;
+  }
+
   /** Wait for the agent shell (after boot or reboot number `boot`, counting from 1). */
   async agentReady(boot = 1, timeoutMs = 90_000): Promise<void> {
     let from = 0;
