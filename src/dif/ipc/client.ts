@@ -15,6 +15,7 @@ import { EventEmitter } from 'node:events';
 import { DifError, type DeallocationCause, type DifErrorCode, type Flow, type FlowEvents, type FlowRequestEvents, type FlowRequestState, type FlowState, type FlowStats, type QosRequest, type QosSpec } from '../api.js';
 import { appNameKey, formatAppName, parseAppName, toAppName, type AppName } from '../naming.js';
 import { native, type FdEventsWatcher } from '../../native.js';
+import { RxQueue } from '../rx-queue.js';
 import { FramedConn, safeClose } from './conn.js';
 import { readRecord, writeRecord } from './datapath.js';
 import { defaultIpcSocketPath, IpcProtocolError, parseDaemonMessage, type DaemonMessage, type DifInfo, type FlowInfo } from './protocol.js';
@@ -389,9 +390,7 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
   /** End of file seen (or we stopped reading): nothing more will come. */
   private eof = false;
   private blocked = false;
-  private rxQueue: Uint8Array[] = [];
-  private readers: Array<(sdu: Uint8Array | null) => void> = [];
-  private pumping = false;
+  private readonly rx = new RxQueue(this, () => this.resumeReading());
 
   constructor(
     private readonly client: IpcClient,
@@ -407,9 +406,6 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
     this.qos = Object.freeze({ ...info.qos });
     this.watcher = native.watchFd(fd, native.UV_READABLE, (ev) => this.onEvents(ev));
     this.setEvents(native.UV_READABLE);
-    (this as unknown as EventEmitter).on('newListener', (event: string | symbol) => {
-      if (event === 'data') queueMicrotask(() => this.pump());
-    });
   }
 
   get state(): FlowState {
@@ -458,16 +454,7 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
   }
 
   read(): Promise<Uint8Array | null> {
-    if (this.rxQueue.length > 0) {
-      const sdu = this.rxQueue.shift()!;
-      this.resumeReading();
-      return Promise.resolve(sdu);
-    }
-    if (this.eof && this._state === 'deallocated') return Promise.resolve(null);
-    return new Promise((resolve) => {
-      this.readers.push(resolve);
-      this.resumeReading();
-    });
+    return this.rx.read();
   }
 
   async *[Symbol.asyncIterator](): AsyncGenerator<Uint8Array, void, undefined> {
@@ -491,7 +478,7 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
       () => this.closeFd(),
     );
     this.emit('deallocated', reason, 'local');
-    this.pump();
+    this.checkEnd();
   }
 
   // --- called by the client --------------------------------------------------------------------
@@ -505,7 +492,7 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
     this.want(native.UV_WRITABLE, false);
     if (this.eof) this.closeFd();
     this.emit('deallocated', reason, cause);
-    this.pump();
+    this.checkEnd();
   }
 
   /** @internal The daemon connection is gone. */
@@ -517,7 +504,7 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
       this._reason = reason;
       this.emit('deallocated', reason, 'closed');
     }
-    this.pump();
+    this.checkEnd();
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -538,7 +525,7 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
     if (ev < 0) {
       this.eof = true;
       this.stopFd(true);
-      this.pump();
+      this.checkEnd();
       return;
     }
     if (ev & native.UV_WRITABLE) {
@@ -551,13 +538,9 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
     if (ev & native.UV_READABLE) this.readSome();
   }
 
-  private consumers(): boolean {
-    return this.readers.length > 0 || this.listenerCount('data') > 0;
-  }
-
   private readSome(): void {
     for (let i = 0; i < 64 && this.fdOpen && !this.eof; i++) {
-      if (!this.consumers() && this.rxQueue.length >= CLIENT_RX_QUEUE_LIMIT) {
+      if (!this.rx.hasConsumer() && this.rx.length >= CLIENT_RX_QUEUE_LIMIT) {
         // Leave the rest in the socket: the daemon sees it full and stops taking from the flow.
         this.want(native.UV_READABLE, false);
         break;
@@ -575,48 +558,21 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
       }
       this.stats.rxSdus++;
       this.stats.rxBytes += r.sdu.byteLength;
-      this.rxQueue.push(r.sdu.slice());
-      this.pump();
+      this.rx.push(r.sdu.slice());
     }
-    this.pump();
+    this.checkEnd();
   }
 
   private resumeReading(): void {
-    if (!this.eof && this.fdOpen && this.rxQueue.length < CLIENT_RX_QUEUE_LIMIT) this.want(native.UV_READABLE, true);
+    if (!this.eof && this.fdOpen && this.rx.length < CLIENT_RX_QUEUE_LIMIT) this.want(native.UV_READABLE, true);
   }
 
-  private pump(): void {
-    if (this.pumping) return;
-    this.pumping = true;
-    try {
-      while (this.rxQueue.length > 0) {
-        const reader = this.readers.shift();
-        if (reader) {
-          reader(this.rxQueue.shift()!);
-        } else if (this.listenerCount('data') > 0) {
-          const sdu = this.rxQueue.shift()!;
-          try {
-            this.emit('data', sdu);
-          } catch (e) {
-            process.nextTick(() => {
-              throw e;
-            });
-          }
-        } else {
-          break;
-        }
-      }
-      // Reads end once nothing more can come and the reason is known (the daemon says why before
-      // it closes its end, so this waits for that message at most).
-      if (this.eof && this._state === 'deallocated' && this.rxQueue.length === 0) {
-        const readers = this.readers;
-        this.readers = [];
-        for (const r of readers) r(null);
-      }
-    } finally {
-      this.pumping = false;
-    }
-    this.resumeReading();
+  /**
+   * Reads end once nothing more can come and the reason is known (the daemon says why before it
+   * closes its end, so this waits for that message at most).
+   */
+  private checkEnd(): void {
+    if (this.eof && this._state === 'deallocated') this.rx.end();
   }
 
   /** Stop watching the fd; close it too when `close`. */

@@ -36,6 +36,7 @@ import { DifError, type AllocateOptions, type DeallocationCause, type Flow, type
 import { appNameKey, formatAppName, NamingError, toAppName, type AppName } from '../naming.js';
 import { SendResult } from '../../vmpi/device.js';
 import type { VmpiPort } from '../../vmpi/port.js';
+import { RxQueue } from '../rx-queue.js';
 import { logger, type Logger } from '../../log.js';
 import { CONTROL_CHANNEL, ControlMessageError, MAX_CHANNEL_ID, clampReason, decodeControl, encodeControl, type AllocateRequestMsg, type AllocateResponseMsg, type ControlMessage, type DeallocateMsg, type MalformedReason } from './control.js';
 
@@ -141,10 +142,7 @@ class FlowImpl extends EventEmitter<FlowEvents> implements ShimHvFlow {
   readonly stats: FlowStats = { txSdus: 0, txBytes: 0, txRefused: 0, rxSdus: 0, rxBytes: 0, rxQueueDrops: 0, rxAfterDeallocate: 0 };
   private _state: FlowState = 'pending';
   private _reason: string | null = null;
-  private rxQueue: Uint8Array[] = [];
-  private rxHead = 0;
-  private readers: Array<(sdu: Uint8Array | null) => void> = [];
-  private pumping = false;
+  private readonly rx = new RxQueue(this);
   /** A write was refused; refuse the next ones too until 'drain' (keeps SDUs in order). */
   blocked = false;
 
@@ -158,10 +156,6 @@ class FlowImpl extends EventEmitter<FlowEvents> implements ShimHvFlow {
     readonly qos: QosSpec,
   ) {
     super();
-    // SDUs queued before a 'data' listener was attached go to it first (once it is attached).
-    (this as unknown as EventEmitter).on('newListener', (event: string | symbol) => {
-      if (event === 'data') queueMicrotask(() => this.pump());
-    });
   }
 
   get state(): FlowState {
@@ -217,9 +211,7 @@ class FlowImpl extends EventEmitter<FlowEvents> implements ShimHvFlow {
   }
 
   read(): Promise<Uint8Array | null> {
-    if (this.rxHead < this.rxQueue.length) return Promise.resolve(this.shift());
-    if (this._state === 'deallocated') return Promise.resolve(null);
-    return new Promise((resolve) => this.readers.push(resolve));
+    return this.rx.read();
   }
 
   async *[Symbol.asyncIterator](): AsyncGenerator<Uint8Array, void, undefined> {
@@ -245,13 +237,11 @@ class FlowImpl extends EventEmitter<FlowEvents> implements ShimHvFlow {
   deliver(sdu: Uint8Array): void {
     this.stats.rxSdus++;
     this.stats.rxBytes += sdu.byteLength;
-    const consumer = this.readers.length > 0 || this.listenerCount('data') > 0;
-    if (!consumer && this.rxQueue.length - this.rxHead >= this.owner.rxQueueLimit) {
+    if (!this.rx.hasConsumer() && this.rx.length >= this.owner.rxQueueLimit) {
       this.stats.rxQueueDrops++;
       return;
     }
-    this.rxQueue.push(Uint8Array.prototype.slice.call(sdu));
-    this.pump();
+    this.rx.push(Uint8Array.prototype.slice.call(sdu));
   }
 
   terminate(reason: string, cause: DeallocationCause): void {
@@ -260,60 +250,13 @@ class FlowImpl extends EventEmitter<FlowEvents> implements ShimHvFlow {
     this._reason = reason;
     this.blocked = false;
     this.emit('deallocated', reason, cause);
-    this.pump();
+    this.rx.end();
   }
 
   drained(): void {
     if (!this.blocked) return;
     this.blocked = false;
     if (this._state === 'allocated') this.emit('drain');
-  }
-
-  private shift(): Uint8Array {
-    const sdu = this.rxQueue[this.rxHead]!;
-    this.rxQueue[this.rxHead] = undefined as unknown as Uint8Array;
-    this.rxHead++;
-    if (this.rxHead === this.rxQueue.length) {
-      this.rxQueue = [];
-      this.rxHead = 0;
-    } else if (this.rxHead > 1024) {
-      this.rxQueue = this.rxQueue.slice(this.rxHead);
-      this.rxHead = 0;
-    }
-    return sdu;
-  }
-
-  private pump(): void {
-    if (this.pumping) return;
-    this.pumping = true;
-    try {
-      while (this.rxHead < this.rxQueue.length) {
-        const reader = this.readers.shift();
-        if (reader) {
-          reader(this.shift());
-        } else if (this.listenerCount('data') > 0) {
-          const sdu = this.shift();
-          try {
-            this.emit('data', sdu);
-          } catch (e) {
-            // An application bug must not break the port's receive loop: surface it the way
-            // Node surfaces errors thrown by callbacks, as an uncaught exception, later.
-            process.nextTick(() => {
-              throw e;
-            });
-          }
-        } else {
-          break;
-        }
-      }
-      if (this._state === 'deallocated' && this.rxHead === this.rxQueue.length) {
-        const readers = this.readers;
-        this.readers = [];
-        for (const r of readers) r(null);
-      }
-    } finally {
-      this.pumping = false;
-    }
   }
 }
 

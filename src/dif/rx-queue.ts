@@ -1,0 +1,121 @@
+/**
+ * rx-queue.ts — the receive side of a flow as the IPC API presents it (api.ts, `Flow`): SDUs in
+ * arrival order go to waiting read() calls first, else to 'data' listeners, else wait in the
+ * queue; once the flow's end is known (`end()`) and the queue is empty, reads return null.
+ *
+ * Owns: that queue and its hand-out rules, shared by the shim DIF's flows (shim-hv/ipcp.ts) and
+ * the IPC client's flows (ipc/client.ts), so both ends of the daemon socket behave alike. How
+ * SDUs get in (a VMPI port, a socket) and what a full queue means (drop, or stop reading) stay
+ * with the owner: it asks `length` and `hasConsumer()` before pushing.
+ */
+import type { EventEmitter } from 'node:events';
+import type { FlowEvents } from './api.js';
+
+export class RxQueue {
+  private items: Uint8Array[] = [];
+  private head = 0;
+  private readers: Array<(sdu: Uint8Array | null) => void> = [];
+  private pumping = false;
+  private ended = false;
+
+  /**
+   * @param flow the Flow whose 'data' event this queue feeds
+   * @param onTake called after SDUs left the queue (the owner may resume reading its source)
+   */
+  constructor(
+    private readonly flow: EventEmitter<FlowEvents>,
+    private readonly onTake: (() => void) | null = null,
+  ) {
+    // SDUs queued before a 'data' listener was attached go to it first (once it is attached).
+    (flow as unknown as EventEmitter).on('newListener', (event: string | symbol) => {
+      if (event === 'data') queueMicrotask(() => this.pump());
+    });
+  }
+
+  /** SDUs waiting. */
+  get length(): number {
+    return this.items.length - this.head;
+  }
+
+  /** A read() is waiting or a 'data' listener is attached: a pushed SDU leaves at once. */
+  hasConsumer(): boolean {
+    return this.readers.length > 0 || this.flow.listenerCount('data') > 0;
+  }
+
+  /** Queue one SDU (the queue keeps this object: pass a private copy). */
+  push(sdu: Uint8Array): void {
+    this.items.push(sdu);
+    this.pump();
+  }
+
+  /** The next SDU, or null once ended and empty. */
+  read(): Promise<Uint8Array | null> {
+    if (this.length > 0) {
+      const sdu = this.shift();
+      this.onTake?.();
+      return Promise.resolve(sdu);
+    }
+    if (this.ended) return Promise.resolve(null);
+    return new Promise((resolve) => {
+      this.readers.push(resolve);
+      this.onTake?.();
+    });
+  }
+
+  /** Nothing more will be pushed: waiting readers get null once the queue is empty. */
+  end(): void {
+    this.ended = true;
+    this.pump();
+  }
+
+  /** Hand queued SDUs to readers and listeners (call after a listener may have appeared). */
+  pump(): void {
+    if (this.pumping) return;
+    this.pumping = true;
+    let took = false;
+    try {
+      while (this.head < this.items.length) {
+        const reader = this.readers.shift();
+        if (reader) {
+          reader(this.shift());
+        } else if (this.flow.listenerCount('data') > 0) {
+          const sdu = this.shift();
+          try {
+            this.flow.emit('data', sdu);
+          } catch (e) {
+            // An application bug must not break the receive loop that pushed the SDU: surface
+            // it the way Node surfaces errors thrown by callbacks, as an uncaught exception.
+            process.nextTick(() => {
+              throw e;
+            });
+          }
+        } else {
+          break;
+        }
+        took = true;
+      }
+      if (this.ended && this.head === this.items.length && this.readers.length > 0) {
+        const readers = this.readers;
+        this.readers = [];
+        for (const r of readers) r(null);
+      }
+    } finally {
+      this.pumping = false;
+    }
+    if (took) this.onTake?.();
+  }
+
+  private shift(): Uint8Array {
+    const sdu = this.items[this.head]!;
+    this.items[this.head] = undefined as unknown as Uint8Array;
+    this.head++;
+    if (this.head === this.items.length) {
+      this.items = [];
+      this.head = 0;
+    } else if (this.head > 1024) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    return sdu;
+  }
+}
