@@ -324,7 +324,7 @@ t.test('out-of-place control messages (unknown flows, wrong channels)', async (t
   t.equal(p.host.flows()[0]!.stats.rxSdus, 0);
 });
 
-t.test('SDUs on a channel whose allocation is still pending are dropped and counted', async (t) => {
+t.test('SDUs on a channel whose allocation is still pending wait in the flow; it fails, they go with it', async (t) => {
   const pair = createPortPair();
   const guest = new ShimHvIpcp({ port: pair.guest, role: 'guest' });
   t.teardown(() => guest.close());
@@ -332,8 +332,12 @@ t.test('SDUs on a channel whose allocation is still pending are dropped and coun
   const p = guest.allocateFlow('c', 's', {}, { timeoutMs: 30 });
   pair.host.send(1, Uint8Array.of(1));
   await settle();
-  t.equal(guest.stats.unexpectedSdus, 1);
+  t.equal(guest.stats.unexpectedSdus, 0, 'not unexpected: the flow may still be accepted');
   await t.rejects(p, { code: 'timeout' });
+  pair.host.send(1, Uint8Array.of(2));
+  await settle();
+  t.equal(guest.stats.staleSdus, 1, 'after the timeout the channel is closing: stale');
+  t.equal(guest.stats.unexpectedSdus, 0);
 });
 
 t.test('a deallocate before any answer ends the pending allocation', async (t) => {

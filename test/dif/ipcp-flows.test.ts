@@ -35,6 +35,24 @@ t.test('guest → host allocation', async (t) => {
   t.equal(host.stats.incomingAccepted, 1);
 });
 
+t.test('SDUs that overtake the allocate response are kept for the new flow', async (t) => {
+  const { pair, host, guest } = setup(t);
+  // The responder writes at once when it accepts; hold its control channel so the data arrives
+  // at the requester first, as it may in a guest (one poll watcher per channel file).
+  host.register('eager/1', (req) => {
+    const f = req.accept();
+    for (let i = 0; i < 3; i++) f.write(Uint8Array.of(i, 42));
+  });
+  pair.host.holdChannel(0);
+  const pending = guest.allocateFlow('client/1', 'eager/1');
+  await settle();
+  t.equal(guest.stats.unexpectedSdus, 0, 'data on the pending flow\'s channel is not dropped as unexpected');
+  pair.host.releaseChannel(0);
+  const flow = await pending;
+  const got = [await flow.read(), await flow.read(), await flow.read()].map((b) => Array.from(b!));
+  t.same(got, [[0, 42], [1, 42], [2, 42]], 'the three SDUs, in order, after the allocation completes');
+});
+
 t.test('host → guest allocation, custom DIF name', async (t) => {
   const { host, guest } = setup(t, { host: { difName: 'hv.test' }, guest: { difName: 'hv.test' } });
   const app = acceptAll(guest, 'guest-app');

@@ -11,6 +11,8 @@
  * - optional `capacity`: at most that many SDUs in flight per direction, send() returns Full
  *   beyond it, and 'drain' follows once the receiving side has taken them;
  * - `pause()`/`resume()` hold deliveries in one direction (to keep SDUs "in flight");
+ * - `holdChannel(ch)`/`releaseChannel(ch)` delay one channel's SDUs behind the others': the
+ *   reordering across channels a guest port shows (one file, one poll watcher per channel);
  * - `down()`/`up()` take the link down (in-flight SDUs are lost, counted) and back up.
  */
 import { EventEmitter } from 'node:events';
@@ -49,6 +51,8 @@ export class MemoryPort extends EventEmitter<VmpiPortEvents> implements VmpiPort
   private scheduled = false;
   private paused = false;
   private refused = false;
+  /** Channels whose SDUs (sent by this port) are held back, with what was held. */
+  private readonly held = new Map<number, Uint8Array[]>();
   private up: boolean;
 
   constructor(
@@ -115,6 +119,19 @@ export class MemoryPort extends EventEmitter<VmpiPortEvents> implements VmpiPort
     this.schedule();
   }
 
+  /** Keep SDUs this port sends on `channel` from the peer until releaseChannel(); others pass. */
+  holdChannel(channel: number): void {
+    if (!this.held.has(channel)) this.held.set(channel, []);
+  }
+
+  /** Deliver what holdChannel() kept, in order, after what is already delivered. */
+  releaseChannel(channel: number): void {
+    const kept = this.held.get(channel) ?? [];
+    this.held.delete(channel);
+    for (const sdu of kept) this.inFlight.push({ channel, sdu });
+    this.schedule();
+  }
+
   /** @internal */
   setUp(up: boolean, reason: string): void {
     if (this.up === up) return;
@@ -144,6 +161,11 @@ export class MemoryPort extends EventEmitter<VmpiPortEvents> implements VmpiPort
     for (; i < batch.length; i++) {
       if (this.paused || !this.up) break;
       const { channel, sdu } = batch[i]!;
+      const held = this.held.get(channel);
+      if (held) {
+        held.push(sdu);
+        continue;
+      }
       const handler = this.peer.handlers.get(channel);
       if (!handler) {
         this.peer.stats.unbound++;

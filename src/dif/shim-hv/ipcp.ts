@@ -834,7 +834,9 @@ export class ShimHvIpcp extends EventEmitter<ShimHvIpcpEvents> implements IpcPro
 
   private onData(channel: number, sdu: Uint8Array): void {
     const slot = this.slots.get(channel);
-    if (slot?.state === 'allocated') {
+    if (slot?.state === 'allocated' || slot?.state === 'pending') {
+      // 'pending': the responder writes as soon as it accepts, and on a guest port its SDUs may
+      // be read before its answer on channel 0 (one file per channel); they wait in the flow.
       slot.flow.deliver(sdu);
     } else if (slot?.state === 'closing') {
       this.stats.staleSdus++;
