@@ -356,6 +356,21 @@ Napi::Value Ioctl(const Napi::CallbackInfo& info) {
   return Napi::Number::New(a.Env(), r);
 }
 
+// ioctlNoArg(fd, request): for _IO requests (no direction, no size), such as VMPI_IOC_SHUTDOWN.
+// The argument is NULL, so a request that does expect a pointer fails with EFAULT instead of
+// touching memory.
+Napi::Value IoctlNoArg(const Napi::CallbackInfo& info) {
+  Args a(info, "ioctlNoArg");
+  int fd = a.Fd(0);
+  unsigned long request = static_cast<unsigned long>(a.Int(1, "request", 0, 4294967295.0));
+  if (_IOC_DIR(request) != _IOC_NONE || _IOC_SIZE(request) != 0)
+    a.Fail("request must be an _IO request (no direction, no argument size); use ioctl() with a buffer");
+  int r;
+  do r = ::ioctl(fd, request, nullptr); while (r < 0 && errno == EINTR);
+  if (r < 0) ThrowSys(a.Env(), "ioctl", errno);
+  return Napi::Number::New(a.Env(), r);
+}
+
 // ---- memory ----------------------------------------------------------------------------------
 //
 // Each mapping has a heap Mapping, which is the finalize hint of its external ArrayBuffer. munmap()
@@ -704,7 +719,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"memfdCreate", MemfdCreate}, {"pageSize", PageSize},     {"eventfd", Eventfd},
       {"eventfdRead", EventfdRead}, {"eventfdWrite", EventfdWrite},
       {"watchReadable", WatchReadable}, {"watchEventfd", WatchEventfd},
-      {"watchFd", WatchFd},           {"ioctl", Ioctl},
+      {"watchFd", WatchFd},           {"ioctl", Ioctl},  {"ioctlNoArg", IoctlNoArg},
   };
   for (const auto& [name, fn] : fns) exports.Set(name, Napi::Function::New(env, fn, name));
   exports.Set("socketpairSeqpacket", Napi::Function::New(env, SocketpairSeqpacket, "socketpairSeqpacket"));

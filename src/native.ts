@@ -89,6 +89,8 @@ export interface Native {
    * the ioctl's (non-negative) result; errors, EAGAIN included, are thrown. Retries on EINTR.
    */
   ioctl(fd: number, request: number, buf: Uint8Array): number;
+  /** ioctl(fd, request, NULL) for _IO requests (no direction, no size); others are refused. */
+  ioctlNoArg(fd: number, request: number): number;
 
   /**
    * mmap(fd, offset, length, PROT_READ|PROT_WRITE, MAP_SHARED) returned as an external ArrayBuffer.

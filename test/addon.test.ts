@@ -530,6 +530,10 @@ t.test('ioctl with a size-encoded buffer argument', async (t) => {
   t.throws(() => native.ioctl(ev, TIOCGPTN, new Uint8Array(3)), { name: 'TypeError', message: /^ioctl: buf must hold at least 4 bytes/ });
   t.throws(() => native.ioctl(ev, 2 ** 32, buf), { name: 'TypeError', message: /^ioctl: request must be an integer in \[0, 4294967295\]/ });
   t.throws(() => native.ioctl(ev, TIOCGPTN, null as unknown as Uint8Array), { name: 'TypeError', message: /^ioctl: buf must be a Uint8Array/ });
+  // _IO requests go through ioctlNoArg, with a NULL argument; sized ones are refused there.
+  t.throws(() => native.ioctlNoArg(ev, TIOCGPTN), { name: 'TypeError', message: /^ioctlNoArg: request must be an _IO request/ });
+  t.equal((t.throws(() => native.ioctlNoArg(ev, 0x0000b704)) as NodeJS.ErrnoException).code, 'ENOTTY', 'an _IO request the fd does not know: ENOTTY');
+  t.equal((t.throws(() => native.ioctlNoArg(ev, FIONREAD)) as NodeJS.ErrnoException).code, 'ENOTTY', 'legacy number on an eventfd: ENOTTY, nothing written');
 
   let pty = -1;
   try {
