@@ -9,7 +9,8 @@
  *
  * Each device gets a character device /dev/vmpiN. An open file is bound to one channel with
  * VMPI_IOC_BIND (a channel is held by at most one file at a time); then every write() sends one
- * SDU on that channel and every read() returns one SDU received on it. See vmpi_uapi.h.
+ * SDU on that channel and every read() returns one SDU received on it. VMPI_IOC_SHUTDOWN frees
+ * the channel while the file stays open (its queued SDUs stay readable). See vmpi_uapi.h.
  *
  * Data path:
  *  - rx (vq 0): the ring is kept full of page-based buffers of 4 + max SDU bytes. The virtqueue
@@ -20,12 +21,13 @@
  *    rx buffer is reposted at once, through a small pool of spare buffers.
  *  - rx is lossless: a frame whose channel queue is full is parked (vd->parked) and rx_work
  *    stops taking used buffers, so the ring runs dry and the host holds back (its backlog, then
- *    SendResult.Full). A read() that drains the queue to half its bounds, a close of the file
- *    and removal re-run rx_work, which delivers the parked frame and goes on in order. To bound
- *    head-of-line blocking, a channel that stays full for rx_stall_ms (counted from when it
- *    filled, not reset until it drains to half) is declared stalled: the parked frame and every
- *    later frame for it are dropped (rx_drops_stalled) until its reader drains it to half, then
- *    it is lossless again. rx_stall_ms = 0 restores drop-when-full (rx_drops_full).
+ *    SendResult.Full). A read() that drains the queue to half its bounds, a close or shutdown
+ *    of the file and removal re-run rx_work, which delivers the parked frame and goes on in
+ *    order. To bound head-of-line blocking, a channel that stays full for rx_stall_ms (counted
+ *    from when it filled, not reset until it drains to half) is declared stalled: the parked
+ *    frame and every later frame for it are dropped (rx_drops_stalled) until its reader drains
+ *    it to half, then it is lossless again. rx_stall_ms = 0 restores drop-when-full
+ *    (rx_drops_full).
  *  - tx (vq 1): write() copies the SDU into a linear (small) or page-based buffer and adds it
  *    under tx_lock; used buffers are reclaimed by later writes and polls. The tx callback is
  *    only enabled while the ring is full; it wakes blocked writers and pollers.
@@ -33,10 +35,12 @@
  * Locking: vd->lock (process context only) protects the channel table, the per-file queues and
  * stall state, vd->parked, the rx buffer pool and vd->removed (files re-queue rx_work under it,
  * so no kick follows remove's cancel). vd->tx_lock (taken with interrupts disabled, because
- * the tx callback runs in hard-irq context) protects the tx virtqueue. The rx virtqueue is touched
- * only by rx_work (which never runs concurrently with itself), by probe before the device is
- * live and by remove after rx_work is cancelled. Open files hold a reference on struct vmpi_dev,
- * so a file outlives the device: after removal every call on it fails with -ENODEV.
+ * the tx callback runs in hard-irq context) protects the tx virtqueue; vd->removed and
+ * f->shutdown are also written under it, so no write posts a frame after them. The rx
+ * virtqueue is touched only by rx_work (which never runs concurrently with itself), by probe
+ * before the device is live and by remove after rx_work is cancelled. Open files hold a
+ * reference on struct vmpi_dev, so a file outlives the device: after removal every call on it
+ * fails with -ENODEV.
  */
 #include <linux/module.h>
 #include <linux/virtio.h>
@@ -138,7 +142,8 @@ struct vmpi_file {
 	struct vmpi_dev *vd;
 	struct hlist_node hnode;	/* in vd->chans while bound */
 	u32 channel;
-	bool bound;			/* written under vd->lock */
+	bool bound;			/* in vd->chans; written under vd->lock */
+	bool shutdown;			/* VMPI_IOC_SHUTDOWN: unbound for good */
 	struct list_head rxq;		/* received vmpi_bufs, oldest first */
 	unsigned int rx_count;
 	unsigned int rx_bytes;
@@ -537,14 +542,15 @@ static void vmpi_tx_done(struct virtqueue *vq)
 	wake_up_interruptible_poll(&vd->tx_wait, EPOLLOUT | EPOLLWRNORM);
 }
 
-static bool vmpi_tx_progress(struct vmpi_dev *vd, unsigned long seq)
+static bool vmpi_tx_progress(struct vmpi_file *f, unsigned long seq)
 {
-	return READ_ONCE(vd->removed) || READ_ONCE(vd->tx_seq) != seq;
+	return READ_ONCE(f->vd->removed) || READ_ONCE(f->shutdown) || READ_ONCE(f->vd->tx_seq) != seq;
 }
 
-/* Add one frame to the tx ring, waiting for room unless @nonblock. */
-static int vmpi_tx_post(struct vmpi_dev *vd, struct vmpi_buf *buf, bool nonblock)
+/* Add one frame of @f to the tx ring, waiting for room unless @nonblock. */
+static int vmpi_tx_post(struct vmpi_file *f, struct vmpi_buf *buf, bool nonblock)
 {
+	struct vmpi_dev *vd = f->vd;
 	struct scatterlist one, *sg = buf->sg;
 	unsigned int nsg = buf->npages;
 	unsigned long seq;
@@ -560,6 +566,8 @@ static int vmpi_tx_post(struct vmpi_dev *vd, struct vmpi_buf *buf, bool nonblock
 		spin_lock_irq(&vd->tx_lock);
 		if (vd->removed) {
 			err = -ENODEV;
+		} else if (f->shutdown) {
+			err = -ESHUTDOWN;
 		} else {
 			vmpi_tx_reclaim_locked(vd, &done);
 			err = virtqueue_add_outbuf(vd->txvq, sg, nsg, buf, GFP_ATOMIC);
@@ -579,7 +587,7 @@ static int vmpi_tx_post(struct vmpi_dev *vd, struct vmpi_buf *buf, bool nonblock
 			return err;
 		if (nonblock)
 			return -EAGAIN;
-		if (wait_event_interruptible(vd->tx_wait, vmpi_tx_progress(vd, seq)))
+		if (wait_event_interruptible(vd->tx_wait, vmpi_tx_progress(f, seq)))
 			return -ERESTARTSYS;
 	}
 }
@@ -614,10 +622,9 @@ static int vmpi_release(struct inode *inode, struct file *file)
 	spin_lock(&vd->lock);
 	if (f->bound) {
 		hash_del(&f->hnode);
-		f->bound = false;
-		list_splice_init(&f->rxq, &q);
 		vmpi_rx_kick_locked(vd, f);	/* its parked frame is now unbound */
 	}
+	list_splice_init(&f->rxq, &q);	/* a shut-down file may still hold SDUs */
 	spin_unlock(&vd->lock);
 	list_for_each_entry_safe(buf, tmp, &q, node) {
 		list_del_init(&buf->node);
@@ -630,7 +637,13 @@ static int vmpi_release(struct inode *inode, struct file *file)
 
 static bool vmpi_rx_ready(struct vmpi_file *f)
 {
-	return READ_ONCE(f->rx_count) || READ_ONCE(f->vd->removed);
+	return READ_ONCE(f->rx_count) || READ_ONCE(f->vd->removed) || READ_ONCE(f->shutdown);
+}
+
+/* Why there is nothing to read: shut down, not bound, or not yet. Under vd->lock. */
+static int vmpi_rx_empty_err(struct vmpi_file *f)
+{
+	return f->shutdown ? -ESHUTDOWN : f->bound ? -EAGAIN : -ENOTCONN;
 }
 
 static ssize_t vmpi_read(struct file *file, char __user *ubuf, size_t count, loff_t *ppos)
@@ -646,10 +659,8 @@ static ssize_t vmpi_read(struct file *file, char __user *ubuf, size_t count, lof
 		spin_lock(&vd->lock);
 		if (vd->removed) {
 			ret = -ENODEV;
-		} else if (!f->bound) {
-			ret = -ENOTCONN;
 		} else if (list_empty(&f->rxq)) {
-			ret = -EAGAIN;
+			ret = vmpi_rx_empty_err(f);
 		} else {
 			buf = list_first_entry(&f->rxq, struct vmpi_buf, node);
 			sdu_len = buf->len - VMPI_HDR_LEN;
@@ -661,7 +672,8 @@ static ssize_t vmpi_read(struct file *file, char __user *ubuf, size_t count, lof
 				list_del_init(&buf->node);
 				f->rx_count--;
 				f->rx_bytes -= buf->charge;
-				if (vmpi_rx_low(f)) {
+				/* After shutdown the channel may be someone else's. */
+				if (f->bound && vmpi_rx_low(f)) {
 					f->full = f->stalled = false;
 					vmpi_rx_kick_locked(vd, f);
 				}
@@ -692,7 +704,7 @@ static ssize_t vmpi_write(struct file *file, const char __user *ubuf, size_t cou
 	if (READ_ONCE(vd->removed))
 		return -ENODEV;
 	if (!smp_load_acquire(&f->bound))
-		return -ENOTCONN;
+		return READ_ONCE(f->shutdown) ? -ESHUTDOWN : -ENOTCONN;
 	if (count > vd->max_sdu)
 		return -EMSGSIZE;
 	if (sizeof(*buf) + len <= PAGE_SIZE)
@@ -705,7 +717,7 @@ static ssize_t vmpi_write(struct file *file, const char __user *ubuf, size_t cou
 	put_unaligned_le32(f->channel, vmpi_buf_head(buf));
 	err = vmpi_buf_from_user(buf, VMPI_HDR_LEN, ubuf, count);
 	if (!err)
-		err = vmpi_tx_post(vd, buf, file->f_flags & O_NONBLOCK);
+		err = vmpi_tx_post(f, buf, file->f_flags & O_NONBLOCK);
 	if (err) {
 		vmpi_buf_free(buf);
 		return err;
@@ -728,10 +740,12 @@ static __poll_t vmpi_poll(struct file *file, poll_table *wait)
 	spin_lock(&vd->lock);
 	if (vd->removed)
 		mask = EPOLLERR | EPOLLHUP | EPOLLIN | EPOLLOUT;
+	else if (f->shutdown)	/* no EPOLLERR: the reader drains, then reads -ESHUTDOWN */
+		mask = EPOLLIN | EPOLLRDNORM | EPOLLHUP | EPOLLOUT;
 	else if (f->bound && !list_empty(&f->rxq))
 		mask |= EPOLLIN | EPOLLRDNORM;
 	spin_unlock(&vd->lock);
-	if (mask & EPOLLERR || !smp_load_acquire(&f->bound))
+	if (mask & EPOLLHUP || !smp_load_acquire(&f->bound))
 		return mask;
 
 	spin_lock_irq(&vd->tx_lock);
@@ -764,10 +778,12 @@ static long vmpi_get_info(struct vmpi_file *f, struct vmpi_info __user *uinfo)
 	if (f->bound) {
 		info.flags |= VMPI_INFO_F_BOUND;
 		info.channel = f->channel;
-		info.rx_queued = f->rx_count;
 	}
+	info.rx_queued = f->rx_count;
 	if (vd->removed)
 		info.flags |= VMPI_INFO_F_REMOVED;
+	if (f->shutdown)
+		info.flags |= VMPI_INFO_F_SHUTDOWN;
 	spin_unlock(&vd->lock);
 	info.stats.rx_frames = atomic64_read(&vd->st.rx_frames);
 	info.stats.rx_bytes = atomic64_read(&vd->st.rx_bytes);
@@ -797,6 +813,8 @@ static long vmpi_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 		spin_lock(&vd->lock);
 		if (vd->removed) {
 			ret = -ENODEV;
+		} else if (f->shutdown) {
+			ret = -ESHUTDOWN;
 		} else if (f->bound) {
 			ret = -EINVAL;
 		} else if (vmpi_find_locked(vd, channel)) {
@@ -815,16 +833,33 @@ static long vmpi_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 		buf = list_first_entry_or_null(&f->rxq, struct vmpi_buf, node);
 		if (vd->removed)
 			ret = -ENODEV;
-		else if (!f->bound)
-			ret = -ENOTCONN;
 		else if (!buf)
-			ret = -EAGAIN;
+			ret = vmpi_rx_empty_err(f);
 		else
 			len = buf->len - VMPI_HDR_LEN;
 		spin_unlock(&vd->lock);
 		if (ret)
 			return ret;
 		return put_user(len, (u32 __user *)uarg);
+	case VMPI_IOC_SHUTDOWN:
+		spin_lock(&vd->lock);
+		spin_lock_irq(&vd->tx_lock);
+		if (vd->removed)
+			ret = -ENODEV;
+		else
+			WRITE_ONCE(f->shutdown, true);
+		spin_unlock_irq(&vd->tx_lock);
+		if (!ret && f->bound) {
+			hash_del(&f->hnode);	/* the channel can be bound again at once */
+			smp_store_release(&f->bound, false);
+			vmpi_rx_kick_locked(vd, f);	/* its parked frame is now unbound */
+		}
+		spin_unlock(&vd->lock);
+		if (ret)
+			return ret;
+		wake_up_interruptible_poll(&f->rq, EPOLLIN | EPOLLRDNORM | EPOLLHUP | EPOLLOUT);
+		wake_up_interruptible_all(&vd->tx_wait);	/* its blocked writers */
+		return 0;
 	default:
 		return -ENOTTY;
 	}

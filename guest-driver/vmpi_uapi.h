@@ -41,6 +41,7 @@ struct vmpi_stats {
 
 #define VMPI_INFO_F_BOUND	(1u << 0)	/* this file is bound; channel is valid */
 #define VMPI_INFO_F_REMOVED	(1u << 1)	/* the device is gone */
+#define VMPI_INFO_F_SHUTDOWN	(1u << 2)	/* VMPI_IOC_SHUTDOWN was called on this file */
 
 struct vmpi_info {
 	__u32 vmpi_id;		/* the device's VMPI-id (config space, 0 = unassigned) */
@@ -48,7 +49,7 @@ struct vmpi_info {
 	__u32 index;		/* N in /dev/vmpiN */
 	__u32 flags;		/* VMPI_INFO_F_* */
 	__u32 channel;		/* channel this file is bound to */
-	__u32 rx_queued;	/* SDUs waiting in this file's queue */
+	__u32 rx_queued;	/* SDUs waiting in this file's queue (also after shutdown) */
 	__u32 rx_queue_len;	/* per-channel queue bound in SDUs */
 	__u32 reserved;
 	struct vmpi_stats stats;
@@ -56,10 +57,17 @@ struct vmpi_info {
 
 #define VMPI_IOC_MAGIC		0xB7
 /* Bind this open file to a channel (u32). -EBUSY if another file holds it, -EINVAL if this
- * file is already bound. A binding lasts until the file is closed. */
+ * file is already bound, -ESHUTDOWN after VMPI_IOC_SHUTDOWN. A binding lasts until the file
+ * is closed or shut down. */
 #define VMPI_IOC_BIND		_IOW(VMPI_IOC_MAGIC, 1, __u32)
 #define VMPI_IOC_GET_INFO	_IOR(VMPI_IOC_MAGIC, 2, struct vmpi_info)
-/* Length of the next queued SDU (u32); -EAGAIN if the queue is empty. Does not consume. */
+/* Length of the next queued SDU (u32); -EAGAIN if the queue is empty (-ESHUTDOWN after
+ * VMPI_IOC_SHUTDOWN). Does not consume. */
 #define VMPI_IOC_NEXT_LEN	_IOR(VMPI_IOC_MAGIC, 3, __u32)
+/* End this open file description's binding for good; every fd sharing it sees it (dup,
+ * SCM_RIGHTS). The channel is free at once; queued SDUs stay readable, then read() fails with
+ * -ESHUTDOWN; write() and BIND fail with -ESHUTDOWN; poll reports EPOLLIN|EPOLLHUP|EPOLLOUT.
+ * Idempotent, also on a file never bound. */
+#define VMPI_IOC_SHUTDOWN	_IO(VMPI_IOC_MAGIC, 4)
 
 #endif /* _UAPI_VMPI_H */

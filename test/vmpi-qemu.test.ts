@@ -1,7 +1,7 @@
 /**
  * VMPI devices against real QEMU 10 (TCG) and the guest driver: SDUs of every size on several
- * channels both ways, two VMs on one server, module reload and guest reboot, and a misbehaving
- * guest. Needs the guest artefacts (scripts/guest/build.sh); in CI their absence is a failure.
+ * channels both ways, two VMs on one server, module reload and guest reboot, a misbehaving
+ * guest, and VMPI_IOC_SHUTDOWN (guest-driver/tools/vmpi-shutdown-check.c). Needs the guest artefacts (scripts/guest/build.sh); in CI their absence is a failure.
  */
 import t, { type Test } from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -207,4 +207,45 @@ t.test('module unload/reload and guest reboot: the server survives and serves ag
   g.send('poweroff -f');
   await g.done;
   await waitFor(() => host.server(31)!.connections.size === 0, 'connection closed after QEMU exits');
+});
+
+t.test('VMPI_IOC_SHUTDOWN on a dup: the channel is free at once, queued SDUs stay readable, then ESHUTDOWN', { skip: unavailable ?? false, timeout: 300_000 }, async (t) => {
+  const dir = tmp(t);
+  const host = new VmpiHost();
+  t.teardown(() => host.close());
+  const device = host.addDevice({ socketPath: join(dir, 'vm.sock'), vmpiId: 41 });
+  const ch = 5;
+  const sink = new Sink(device, [ch]);
+  const g = new Guest({ sockets: [join(dir, 'vm.sock')] });
+  t.teardown(() => g.kill());
+  await g.agentReady();
+  await waitFor(() => device.isUp, 'device up');
+
+  // Fill the channel's queue so that the next frame parks; with the stall deadline out of reach
+  // only the shutdown's kick can let it (and the frames behind it) through within the 5 s the
+  // guest tool allows.
+  const qlen = Number(/(\d+)/.exec((await g.exec('cat /sys/module/vmpi/parameters/rx_queue_len')).out)?.[1]);
+  t.equal((await g.exec('echo 60000 > /sys/module/vmpi/parameters/rx_stall_ms')).rc, 0, 'rx_stall_ms=60000');
+  const extra = 8;
+  const from = g.mark;
+  g.send(`vmpi-shutdown-check -t 60000 /dev/vmpi0 ${ch} ${qlen} ${extra} &`);
+  await g.waitFor(new RegExp(`READY mode=shutdown dev=/dev/vmpi0 channel=${ch}\\b`), 30_000, from);
+  sendPattern(device, ch, 100, qlen + extra);
+  const r = await g.exec('wait $!', 120_000);
+  const out = g.output.slice(from);
+  const res = parseResults(out).find((x) => x.kind === 'RESULT' && x.mode === 'shutdown');
+  const fails = out.match(/^FAIL .*$/gm) ?? [];
+  t.equal(r.rc, 0, 'vmpi-shutdown-check exits 0');
+  t.same(fails, [], 'every check in the guest passed (binds at once after shutdown, poll IN|OUT|HUP without ERR, write/BIND/read/NEXT_LEN ESHUTDOWN, F_SHUTDOWN, blocked reader and poller woken, never-bound file)');
+  t.equal(res?.status, 'ok', `guest verdict: ${res ? JSON.stringify(res) : out.slice(-2000)}`);
+  t.equal(res?.sdus, String(qlen), `the ${qlen} SDUs queued before the shutdown were still read`);
+  t.equal(res?.errors, '0', 'in order and intact');
+  t.equal(Number(res?.late_file2) + Number(res?.late_unbound), extra, `the ${extra} frames behind the full queue (one parked) reached the new file or were dropped as unbound`);
+  t.ok(Number(res?.late_ms) < 5000, `without waiting for rx_stall_ms (${res?.late_ms} ms)`);
+  t.equal(device.stats.backlogSdus, 0, 'the host backlog drained');
+  t.same(sink.take(ch), [], 'writes on shut-down files never reached the host');
+  // Everything was closed: the channel carries traffic again.
+  await hostToGuest(t, g, device, '/dev/vmpi0', ch, 1000, 20);
+  await g.exec('poweroff -f').catch(() => undefined);
+  await g.done;
 });
