@@ -40,21 +40,20 @@
  * the receiver resynchronises), below 8 it assumes the next expected seq.
  */
 #define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
-#include <inttypes.h>
-#include <poll.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/ioctl.h>
-#include <time.h>
-#include <unistd.h>
+#include <limits.h>
 
-#include "vmpi_uapi.h"
+#define PERF_PROG "vmpi-perf"
+#define PERF_USAGE \
+	"usage: vmpi-perf [-t MS] [-s SEQ] [-w WINDOW] [-b READBUF] [-d MS] MODE ARGS\n" \
+	"  send DEV CHANNEL SIZE COUNT\n" \
+	"  recv DEV CHANNEL SIZE|any COUNT\n" \
+	"  echo DEV CHANNEL [COUNT]\n" \
+	"  loop DEV CHANNEL SIZE COUNT      (-w WINDOW)\n" \
+	"  dump DEV CHANNEL [COUNT]\n" \
+	"  raw  DEV CHANNEL HEX|@N|-\n" \
+	"  info DEV\n"
+#include "perf-common.h"
 
-static const char *mode = "?";
 static const char *dev;
 static uint32_t channel;
 static int timeout_ms;
@@ -135,83 +134,31 @@ static int check_pattern(const uint8_t *p, size_t size, uint32_t ch, uint32_t se
 	return 0;
 }
 
-static double now(void)
+/* WHERE of the READY, RESULT and ERROR lines: "dev=DEV channel=CHANNEL". */
+static const char *where(void)
 {
-	struct timespec ts;
+	static char buf[PATH_MAX + 32];
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
+	snprintf(buf, sizeof(buf), "dev=%s channel=%" PRIu32, dev ? dev : "-", channel);
+	return buf;
 }
 
 static int fail(const char *op, int err)
 {
-	const char *name = strerrorname_np(err);
-
-	printf("ERROR mode=%s dev=%s channel=%" PRIu32 " op=%s errno=%s msg=\"%s\"\n", mode,
-	       dev ? dev : "-", channel, op, name ? name : "?", strerror(err));
-	fflush(stdout);
-	return 1;
-}
-
-static void usage(void)
-{
-	fprintf(stderr,
-		"usage: vmpi-perf [-t MS] [-s SEQ] [-w WINDOW] [-b READBUF] [-d MS] MODE ARGS\n"
-		"  send DEV CHANNEL SIZE COUNT\n"
-		"  recv DEV CHANNEL SIZE|any COUNT\n"
-		"  echo DEV CHANNEL [COUNT]\n"
-		"  loop DEV CHANNEL SIZE COUNT      (-w WINDOW)\n"
-		"  dump DEV CHANNEL [COUNT]\n"
-		"  raw  DEV CHANNEL HEX|@N|-\n"
-		"  info DEV\n");
-	exit(1);
-}
-
-static unsigned long parse_num(const char *s, const char *what)
-{
-	char *end;
-	unsigned long v;
-
-	errno = 0;
-	v = strtoul(s, &end, 0);
-	if (errno || !*s || *end) {
-		fprintf(stderr, "vmpi-perf: bad %s '%s'\n", what, s);
-		usage();
-	}
-	return v;
+	return perf_error(where(), op, err);
 }
 
 /* Open DEV and, if bind, bind it to the channel. Returns the fd or -1 (error printed). */
 static int open_dev(int bind, int flags, struct vmpi_info *info)
 {
-	int fd = open(dev, O_RDWR | O_CLOEXEC | flags);
-
-	if (fd < 0) {
-		fail("open", errno);
-		return -1;
-	}
-	if (bind && ioctl(fd, VMPI_IOC_BIND, &channel) < 0) {
-		fail("bind", errno);
-		close(fd);
-		return -1;
-	}
-	if (info && ioctl(fd, VMPI_IOC_GET_INFO, info) < 0) {
-		fail("info", errno);
-		close(fd);
-		return -1;
-	}
-	return fd;
+	return perf_vmpi_open(dev, bind ? &channel : NULL, flags, info, where());
 }
 
 /* Wait until fd is readable. 0 ready, 1 timed out, -1 error (printed). */
 static int wait_readable(int fd)
 {
-	struct pollfd pfd = { .fd = fd, .events = POLLIN };
-	int r;
+	int r = perf_wait_readable(fd, timeout_ms > 0 ? timeout_ms : -1);
 
-	do {
-		r = poll(&pfd, 1, timeout_ms > 0 ? timeout_ms : -1);
-	} while (r < 0 && errno == EINTR);
 	if (r < 0) {
 		fail("poll", errno);
 		return -1;
@@ -243,13 +190,10 @@ static ssize_t read_sdu(int fd, uint8_t *buf, size_t cap)
 static void result(const char *extra, uint64_t sdus, uint64_t bytes, double secs, uint32_t crc,
 		   const char *status)
 {
-	double mbps = secs > 0 ? bytes * 8 / secs / 1e6 : 0;
-	double pps = secs > 0 ? sdus / secs : 0;
+	char crc_extra[256];
 
-	printf("RESULT mode=%s dev=%s channel=%" PRIu32 " sdus=%" PRIu64 " bytes=%" PRIu64
-	       " seconds=%.6f mbps=%.2f sdus_per_s=%.0f crc32=0x%08" PRIx32 "%s status=%s\n",
-	       mode, dev, channel, sdus, bytes, secs, mbps, pps, crc, extra, status);
-	fflush(stdout);
+	snprintf(crc_extra, sizeof(crc_extra), " crc32=0x%08" PRIx32 "%s", crc, extra);
+	perf_result(where(), "sdus", "sdus_per_s", sdus, bytes, secs, crc_extra, status);
 }
 
 static int do_send(size_t size, uint64_t count)
@@ -273,7 +217,7 @@ static int do_send(size_t size, uint64_t count)
 
 		fill_pattern(buf, size, channel, seq);
 		if (i == 0)
-			t0 = now();
+			t0 = perf_now();
 		do {
 			n = write(fd, buf, size);
 		} while (n < 0 && errno == EINTR);
@@ -282,7 +226,7 @@ static int do_send(size_t size, uint64_t count)
 		crc = crc32_update(crc, buf, size);
 		bytes += size;
 	}
-	t1 = now();
+	t1 = perf_now();
 	result("", count, bytes, count ? t1 - t0 : 0, crc, "ok");
 	close(fd);
 	return 0;
@@ -305,8 +249,7 @@ static int do_recv(long size, uint64_t count)
 	buf = malloc(rbuf_cap(&info));
 	if (!buf)
 		return fail("malloc", ENOMEM);
-	printf("READY mode=recv dev=%s channel=%" PRIu32 "\n", dev, channel);
-	fflush(stdout);
+	perf_ready(where());
 	if (delay_ms)
 		usleep(delay_ms * 1000u);
 	while (got < count) {
@@ -319,7 +262,7 @@ static int do_recv(long size, uint64_t count)
 			status = "timeout";
 			break;
 		}
-		t1 = now();
+		t1 = perf_now();
 		if (got == 0)
 			t0 = t1;
 		if (size >= 0 && n != size)
@@ -380,8 +323,7 @@ static int do_echo(uint64_t count)
 	buf = malloc(rbuf_cap(&info));
 	if (!buf)
 		return fail("malloc", ENOMEM);
-	printf("READY mode=echo dev=%s channel=%" PRIu32 "\n", dev, channel);
-	fflush(stdout);
+	perf_ready(where());
 	while (!count || got < count) {
 		ssize_t n = read_sdu(fd, buf, rbuf_cap(&info));
 
@@ -391,7 +333,7 @@ static int do_echo(uint64_t count)
 			status = "timeout";
 			break;
 		}
-		t1 = now();
+		t1 = perf_now();
 		if (got == 0)
 			t0 = t1;
 		/* The fd is non-blocking (for the read timeout). */
@@ -427,11 +369,11 @@ static int do_loop(size_t size, uint64_t count)
 		return fail("malloc", ENOMEM);
 	if (!window)
 		window = 1;
-	t0 = now();
+	t0 = perf_now();
 	while (got < count) {
 		while (sent < count && sent - got < window) {
 			fill_pattern(out, size, channel, start_seq + (uint32_t)sent);
-			tsend[sent % window] = now();
+			tsend[sent % window] = perf_now();
 			if (write_sdu(fd, out, size))
 				return 1;
 			sent++;
@@ -446,7 +388,7 @@ static int do_loop(size_t size, uint64_t count)
 			status = "timeout";
 			break;
 		}
-		rtt = now() - tsend[got % window];
+		rtt = perf_now() - tsend[got % window];
 		rtt_sum += rtt;
 		if (rtt > rtt_max)
 			rtt_max = rtt;
@@ -464,7 +406,7 @@ static int do_loop(size_t size, uint64_t count)
 		bytes += n;
 		got++;
 	}
-	t1 = now();
+	t1 = perf_now();
 	if (!strcmp(status, "ok") && (errors || badlen || gaps))
 		status = "verify-failed";
 	snprintf(extra, sizeof(extra), " errors=%" PRIu64 " badlen=%" PRIu64 " gaps=%" PRIu64
@@ -491,8 +433,7 @@ static int do_dump(uint64_t count)
 	buf = malloc(rbuf_cap(&info));
 	if (!buf)
 		return fail("malloc", ENOMEM);
-	printf("READY mode=dump dev=%s channel=%" PRIu32 "\n", dev, channel);
-	fflush(stdout);
+	perf_ready(where());
 	while (got < count) {
 		ssize_t n = read_sdu(fd, buf, rbuf_cap(&info));
 
@@ -600,36 +541,19 @@ static int do_info(void)
 
 int main(int argc, char **argv)
 {
-	int opt;
+	static const struct perf_opt opts[] = {
+		PERF_OPT('t', "timeout", timeout_ms),
+		PERF_OPT('s', "sequence number", start_seq),
+		PERF_OPT('w', "window", window),
+		PERF_OPT('b', "buffer size", rbuf_size),
+		PERF_OPT('d', "delay", delay_ms),
+	};
+	const char *mode;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	crc_init();
-	while ((opt = getopt(argc, argv, "+t:s:w:b:d:h")) != -1) {
-		switch (opt) {
-		case 't':
-			timeout_ms = parse_num(optarg, "timeout");
-			break;
-		case 'd':
-			delay_ms = parse_num(optarg, "delay");
-			break;
-		case 'b':
-			rbuf_size = parse_num(optarg, "buffer size");
-			break;
-		case 'w':
-			window = parse_num(optarg, "window");
-			break;
-		case 's':
-			start_seq = parse_num(optarg, "sequence number");
-			break;
-		default:
-			usage();
-		}
-	}
-	argc -= optind;
-	argv += optind;
-	if (argc < 2)
-		usage();
-	mode = argv[0];
+	argv = perf_args(&argc, argv, opts, sizeof(opts) / sizeof(opts[0]), 2);
+	mode = perf_mode;
 	dev = argv[1];
 	if (!strcmp(mode, "info"))
 		return do_info();
@@ -650,5 +574,4 @@ int main(int argc, char **argv)
 	if (!strcmp(mode, "raw") && argc == 4)
 		return do_raw(argv[3]);
 	usage();
-	return 1;
 }

@@ -3,7 +3,13 @@
 #   .cache/guest/vmlinuz              Debian 12's current kernel (scripts/guest/fetch-kernel.sh)
 #   .cache/guest/vmpi.ko              guest-driver/ built against that kernel's headers
 #   .cache/guest/vmpi-perf            guest-driver/tools/vmpi-perf.c, static
-#   .cache/guest/initramfs.cpio.gz    busybox + virtio modules + vmpi.ko + vmpi-perf + /init
+#   .cache/guest/udp-goodput          guest-driver/tools/udp-goodput.c, static (bench/fig4a; the
+#                                     host side runs the same binary)
+#   .cache/guest/initramfs.cpio.gz    busybox + virtio modules + vmpi.ko + vmpi-perf + udp-goodput
+#                                     + /init, and the NIC modules of NET_MODULES (not loaded at
+#                                     boot: /etc/vmpi-net-modules lists them in load order)
+#   .cache/guest/vmpi-shutdown-check  guest-driver/tools/vmpi-shutdown-check.c, static (also in
+#                                     the initramfs; test/vmpi-qemu.test.ts)
 #   .cache/guest/kernel-version       the kernel release (uname -r in the guest)
 # Nothing is rebuilt when the inputs (sources, this script, /init, kernel release, busybox)
 # hash the same as last time; FORCE=1 rebuilds. Needs no stdin. Builds out of tree in
@@ -23,13 +29,18 @@ MODDIR="$KROOT/lib/modules/$rel"
 
 # Modules the guest needs for a virtio-pci device (their dependencies are added below).
 WANT_MODULES=(virtio_pci)
+# NIC drivers for bench/fig4a (virtio-net-pci and e1000 guests), copied with their dependencies
+# but left for the guest to insmod (in the order of /etc/vmpi-net-modules).
+NET_MODULES=(virtio_net e1000)
 
 inputs=("$DRV/vmpi.c" "$DRV/vmpi_uapi.h" "$DRV/Kbuild" "$DRV/tools/vmpi-perf.c"
+        "$DRV/tools/udp-goodput.c" "$DRV/tools/perf-common.h" "$DRV/tools/vmpi-shutdown-check.c"
         "$REPO/scripts/guest/build.sh" "$REPO/scripts/guest/init")
-hash=$( { echo "$rel ${WANT_MODULES[*]}"; sha256sum "${inputs[@]}" | cut -d' ' -f1;
+hash=$( { echo "$rel ${WANT_MODULES[*]} net: ${NET_MODULES[*]}"; sha256sum "${inputs[@]}" | cut -d' ' -f1;
           sha256sum /bin/busybox | cut -d' ' -f1; } | sha256sum | cut -d' ' -f1)
 stamp="$CACHE/build.hash"
-outs=("$CACHE/vmlinuz" "$CACHE/initramfs.cpio.gz" "$CACHE/vmpi.ko" "$CACHE/vmpi-perf")
+outs=("$CACHE/vmlinuz" "$CACHE/initramfs.cpio.gz" "$CACHE/vmpi.ko" "$CACHE/vmpi-perf" "$CACHE/udp-goodput"
+      "$CACHE/vmpi-shutdown-check")
 up_to_date=1
 for o in "${outs[@]}"; do [ -f "$o" ] || up_to_date=0; done
 if [ "${FORCE:-0}" != 1 ] && [ "$up_to_date" = 1 ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$hash" ]; then
@@ -52,6 +63,10 @@ strip --strip-debug -o "$CACHE/vmpi.ko" "$BUILD/driver/vmpi.ko"
 # --- vmpi-perf, static ---
 log "building vmpi-perf (static)"
 gcc -static -O2 -Wall -Wextra -I"$DRV" -o "$CACHE/vmpi-perf" "$DRV/tools/vmpi-perf.c"
+log "building udp-goodput (static)"
+gcc -static -O2 -Wall -Wextra -I"$DRV" -o "$CACHE/udp-goodput" "$DRV/tools/udp-goodput.c"
+log "building vmpi-shutdown-check (static)"
+gcc -static -O2 -Wall -Wextra -I"$DRV" -o "$CACHE/vmpi-shutdown-check" "$DRV/tools/vmpi-shutdown-check.c"
 
 # --- virtio modules in load order (dependencies first, from modinfo) ---
 declare -A seen=()
@@ -71,6 +86,11 @@ add_mod() {
 }
 for m in "${WANT_MODULES[@]}"; do add_mod "$m"; done
 log "guest modules: ${order[*]} vmpi"
+boot_count=${#order[@]}
+for m in "${NET_MODULES[@]}"; do add_mod "$m"; done
+net_order=("${order[@]:$boot_count}")
+order=("${order[@]:0:$boot_count}")
+log "NIC modules (loaded on demand): ${net_order[*]}"
 
 # --- initramfs ---
 STAGE="$BUILD/initramfs"
@@ -80,8 +100,10 @@ cp /bin/busybox "$STAGE/bin/busybox"
 ln -s busybox "$STAGE/bin/sh"
 install -m 0755 "$REPO/scripts/guest/init" "$STAGE/init"
 install -m 0755 "$CACHE/vmpi-perf" "$STAGE/bin/vmpi-perf"
+install -m 0755 "$CACHE/udp-goodput" "$STAGE/bin/udp-goodput"
+install -m 0755 "$CACHE/vmpi-shutdown-check" "$STAGE/bin/vmpi-shutdown-check"
 cp "$CACHE/vmpi.ko" "$STAGE/lib/modules/vmpi.ko"
-for m in "${order[@]}"; do
+for m in "${order[@]}" "${net_order[@]}"; do
   f=$(modpath "$m")
   case "$f" in
     *.ko.xz) xz -dc "$f" > "$STAGE/lib/modules/$m.ko" ;;
@@ -90,6 +112,7 @@ for m in "${order[@]}"; do
   esac
 done
 printf '%s\n' "${order[@]}" > "$STAGE/etc/vmpi-modules"
+printf '%s\n' "${net_order[@]}" > "$STAGE/etc/vmpi-net-modules"
 echo "$rel" > "$STAGE/etc/vmpi-kernel-version"
 echo 'root:x:0:0:root:/root:/bin/sh' > "$STAGE/etc/passwd"
 

@@ -1,0 +1,269 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * udp-goodput - goodput of a one-way stream, measured at the receiver (bench/fig4a, the paper's
+ * Fig. 4a: a client in the host sends to a server in the VM; netperf UDP_STREAM style).
+ *
+ *   udp-goodput [-w MS] [-t MS] [-r BYTES] recv PORT DURATION_MS
+ *        receive UDP datagrams on 0.0.0.0:PORT and count their payload bytes
+ *   udp-goodput [-b BYTES] send ADDR PORT SIZE DURATION_MS
+ *        send SIZE-byte UDP datagrams (0 is valid) to ADDR:PORT as fast as the socket takes them
+ *        for DURATION_MS (the host-side client); SIGTERM or SIGINT ends it early (it still
+ *        prints its RESULT)
+ *   udp-goodput [-w MS] [-t MS] vmpi-recv DEV CHANNEL DURATION_MS
+ *        the same receiver on a VMPI channel (/dev/vmpiN bound to CHANNEL), for the shim DIF
+ *        series: one read() per SDU, payload not inspected, exactly the loop and timing of recv
+ *
+ * Receivers print "READY ..." once the socket/channel is bound, then wait (at most -w MS, default
+ * 30000) for the first datagram/SDU. Its arrival opens the measurement window; the window closes
+ * DURATION_MS later, or earlier when nothing arrives for -t MS (default 2000: the sender
+ * stopped). Goodput counts the datagrams/SDUs that arrived after the first one, inside the
+ * window, over the time from the first to the end of the window (or to the last arrival when the
+ * window closed on the idle timeout). The payload is never read beyond what recv()/read() copies.
+ * -r BYTES: SO_RCVBUF for recv (default: the system default, as netperf).
+ * -b BYTES: SO_SNDBUF for send (default: the system default).
+ *
+ * Every mode prints one machine-readable line on stdout at the end:
+ *   RESULT mode=recv port=5001 datagrams=123 bytes=492000 seconds=1.000012 mbps=3.94 pps=123
+ *          size_min=4000 size_max=4000 status=ok
+ * (mode=vmpi-recv has dev= and channel= instead of port=; mode=send adds errors=, the sends the
+ * kernel refused, e.g. ENOBUFS or ECONNREFUSED from an ICMP unreachable; datagrams= counts only
+ * sends that succeeded). status: ok, or nodata when nothing arrived within -w MS.
+ * On failure: ERROR mode=... op=socket|bind|open|recv|... errno=EADDRINUSE msg="..."
+ * Exit status: 0 ok, 1 error, 2 no data.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+
+#define PERF_PROG "udp-goodput"
+#define PERF_USAGE \
+	"usage: udp-goodput [-w WAIT_MS] [-t IDLE_MS] [-r RCVBUF] recv PORT DURATION_MS\n" \
+	"       udp-goodput [-b SNDBUF] send ADDR PORT SIZE DURATION_MS\n" \
+	"       udp-goodput [-w WAIT_MS] [-t IDLE_MS] vmpi-recv DEV CHANNEL DURATION_MS\n"
+#include "perf-common.h"
+
+static int wait_ms = 30000;
+static int idle_ms = 2000;
+static int rcvbuf;
+static int sndbuf;
+static volatile sig_atomic_t stop;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	stop = 1;
+}
+
+static int fail(const char *op, int err)
+{
+	return perf_error(NULL, op, err);
+}
+
+/*
+ * The receive loop shared by recv and vmpi-recv: fd is non-blocking; rd() reads one
+ * datagram/SDU into buf and returns its length, or -1 with errno.
+ */
+static int receive(int fd, ssize_t (*rd)(int, void *, size_t), size_t cap, double duration,
+		   const char *what)
+{
+	uint64_t n = 0, bytes = 0;
+	size_t smin = SIZE_MAX, smax = 0;
+	double t0 = 0, tlast = 0, tend = 0;
+	const char *status = "ok";
+	char extra[64];
+	int started = 0;
+	char *buf = malloc(cap ? cap : 1);
+
+	if (!buf)
+		return fail("malloc", ENOMEM);
+	perf_ready(what);
+	for (;;) {
+		ssize_t len = rd(fd, buf, cap);
+		double t;
+
+		if (len < 0) {
+			int timeout, r;
+
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN)
+				return fail("recv", errno);
+			if (!started) {
+				timeout = wait_ms;
+			} else {
+				double left = tend - perf_now();
+
+				if (left <= 0)
+					break;
+				timeout = (int)(left * 1000) + 1;
+				if (timeout > idle_ms)
+					timeout = idle_ms;
+			}
+			r = perf_wait_readable(fd, timeout);
+			if (r < 0)
+				return fail("poll", errno);
+			if (r == 0) {
+				if (!started) {
+					status = "nodata";
+					break;
+				}
+				if (perf_now() < tend && timeout == idle_ms) {
+					/* The sender stopped before the window closed. */
+					tend = tlast;
+					break;
+				}
+			}
+			continue;
+		}
+		t = perf_now();
+		if (!started) {
+			started = 1;
+			t0 = tlast = t;
+			tend = t0 + duration;
+			continue;	/* the first arrival opens the window, it is not counted */
+		}
+		if (t > tend)
+			break;
+		n++;
+		bytes += len;
+		tlast = t;
+		if ((size_t)len < smin)
+			smin = len;
+		if ((size_t)len > smax)
+			smax = len;
+	}
+	snprintf(extra, sizeof(extra), " size_min=%zu size_max=%zu", n ? smin : 0, smax);
+	perf_result(what, "datagrams", "pps", n, bytes, started ? tend - t0 : 0, extra, status);
+	free(buf);
+	return started ? 0 : 2;
+}
+
+static ssize_t udp_read(int fd, void *buf, size_t cap)
+{
+	return recv(fd, buf, cap, 0);
+}
+
+/*
+ * A UDP socket with buffer option bufopt (SO_RCVBUF, SO_SNDBUF) set to bufsize unless it is 0,
+ * bound to (recv) or connected to (send) a. Returns the fd, or -1 with the ERROR line printed.
+ */
+static int udp_socket(int type_flags, int bufopt, int bufsize, const struct sockaddr_in *a,
+		      int connect_to)
+{
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | type_flags, 0);
+	const struct sockaddr *sa = (const struct sockaddr *)a;
+	const char *op = NULL;
+
+	if (fd < 0)
+		op = "socket";
+	else if (bufsize && setsockopt(fd, SOL_SOCKET, bufopt, &bufsize, sizeof(bufsize)) < 0)
+		op = "setsockopt";
+	else if (connect_to && connect(fd, sa, sizeof(*a)) < 0)
+		op = "connect";
+	else if (!connect_to && bind(fd, sa, sizeof(*a)) < 0)
+		op = "bind";
+	if (op) {
+		fail(op, errno);
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static int do_recv(unsigned port, unsigned long duration_ms)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port),
+				 .sin_addr.s_addr = htonl(INADDR_ANY) };
+	int fd = udp_socket(SOCK_NONBLOCK, SO_RCVBUF, rcvbuf, &a, 0);
+	char what[32];
+
+	if (fd < 0)
+		return 1;
+	snprintf(what, sizeof(what), "port=%u", port);
+	/* 65535: any datagram fits, whatever SIZE the sender uses. */
+	return receive(fd, udp_read, 65535, duration_ms / 1e3, what);
+}
+
+static int do_vmpi_recv(const char *dev, uint32_t channel, unsigned long duration_ms)
+{
+	struct vmpi_info info;
+	int fd = perf_vmpi_open(dev, &channel, O_NONBLOCK, &info, NULL);
+	char what[96];
+
+	if (fd < 0)
+		return 1;
+	snprintf(what, sizeof(what), "dev=%s channel=%" PRIu32, dev, channel);
+	return receive(fd, read, info.max_sdu ? info.max_sdu : 65536, duration_ms / 1e3, what);
+}
+
+static int do_send(const char *addr, unsigned port, size_t size, unsigned long duration_ms)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
+	uint64_t n = 0, errors = 0;
+	double t0, deadline;
+	char what[96], extra[32];
+	char *buf;
+	int fd;
+
+	if (inet_pton(AF_INET, addr, &a.sin_addr) != 1) {
+		fprintf(stderr, "udp-goodput: bad IPv4 address '%s'\n", addr);
+		usage();
+	}
+	fd = udp_socket(0, SO_SNDBUF, sndbuf, &a, 1);
+	if (fd < 0)
+		return 1;
+	buf = calloc(1, size ? size : 1);
+	if (!buf)
+		return fail("malloc", ENOMEM);
+	for (size_t i = 0; i < size; i++)
+		buf[i] = (char)i;
+	signal(SIGTERM, on_signal);
+	signal(SIGINT, on_signal);
+	t0 = perf_now();
+	deadline = t0 + duration_ms / 1e3;
+	for (uint64_t i = 0; !stop; i++) {
+		if ((i & 63) == 0 && perf_now() >= deadline)
+			break;
+		if (send(fd, buf, size, 0) < 0) {
+			if (errno != ENOBUFS && errno != ECONNREFUSED && errno != EAGAIN &&
+			    errno != EINTR)
+				return fail("send", errno);
+			errors++;
+			continue;
+		}
+		n++;
+	}
+	snprintf(what, sizeof(what), "addr=%s port=%u size=%zu", addr, port, size);
+	snprintf(extra, sizeof(extra), " errors=%" PRIu64, errors);
+	perf_result(what, "datagrams", "pps", n, (uint64_t)n * size, perf_now() - t0, extra, "ok");
+	close(fd);
+	free(buf);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct perf_opt opts[] = {
+		PERF_OPT('w', "wait time", wait_ms),
+		PERF_OPT('t', "idle timeout", idle_ms),
+		PERF_OPT('r', "receive buffer size", rcvbuf),
+		PERF_OPT('b', "send buffer size", sndbuf),
+	};
+	const char *mode;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	argv = perf_args(&argc, argv, opts, sizeof(opts) / sizeof(opts[0]), 1);
+	mode = perf_mode;
+	if (!strcmp(mode, "recv") && argc == 3)
+		return do_recv(parse_num(argv[1], "port"), parse_num(argv[2], "duration"));
+	if (!strcmp(mode, "vmpi-recv") && argc == 4)
+		return do_vmpi_recv(argv[1], parse_num(argv[2], "channel"),
+				    parse_num(argv[3], "duration"));
+	if (!strcmp(mode, "send") && argc == 5)
+		return do_send(argv[1], parse_num(argv[2], "port"), parse_num(argv[3], "size"),
+			       parse_num(argv[4], "duration"));
+	usage();
+}
