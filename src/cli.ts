@@ -23,7 +23,7 @@ import {
   type VmpiConfig,
 } from './ops/config.js';
 import { CARRIERS, GPIO_CARRIER, MAX_SDU_LOG2, MIN_SDU_LOG2 } from './vmpi/carrier.js';
-import { DEFAULT_IPC_SOCKET } from './dif/ipc/protocol.js';
+import { DEFAULT_IPC_SOCKET, defaultIpcSocketPath } from './dif/ipc/protocol.js';
 import { DEFAULT_TGEN_APP } from './dif/tgen.js';
 
 const EXIT_INVALID = 1;
@@ -38,6 +38,7 @@ Usage: vmpi <command> [options]
 
 Commands:
   serve          serve VMPI devices to QEMU over vhost-user sockets
+  guest          inside a VM: the shim DIF over /dev/vmpiN and the IPC daemon for applications
   check-config   validate a configuration file
   qemu-args      print the QEMU arguments that attach a VM to a device's socket
   tgen           traffic generator over the IPC API (like rina-tgen): server, client, sweep, plot
@@ -78,6 +79,21 @@ value), 2 on a usage error. Owner and group names are looked up on this host.
 
 Options:
   --schema   print the configuration's JSON Schema and exit
+`,
+  guest: `Usage: vmpi guest [--device /dev/vmpiN]... [--ipc-socket PATH] [--log-level LEVEL]
+
+Run inside a VM whose VMPI guest driver is loaded: opens each VMPI device, runs the guest end of
+the shim DIF for hypervisors on it (DIF hv.vmpi-<VMPI-id>) and the IPC daemon through which the
+VM's applications (vmpi tgen, the client library) register, allocate flows and move SDUs. Each
+flow's application gets the driver file of the flow's channel: its SDUs do not pass this daemon.
+
+Options:
+  --device PATH       a VMPI character device; repeatable (default: every /dev/vmpiN)
+  --ipc-socket PATH   the IPC daemon's socket (default ${DEFAULT_IPC_SOCKET}, or $VMPI_IPC_SOCKET)
+  --log-level LEVEL   fatal, error, warn, info (default), debug, trace
+  -h, --help          show this help
+
+Stops on SIGINT/SIGTERM. Exit codes: 0 stopped, 1 runtime error (no device, socket in use), 2 usage.
 `,
   tgen: `Usage: vmpi tgen server [--dif NAME] [--app NAME] [--ipc-socket PATH]
        vmpi tgen client [--dif NAME] [--app NAME] [--src NAME] [--ipc-socket PATH]
@@ -386,6 +402,32 @@ async function tgen(args: string[]): Promise<number> {
   throw new UsageError(`vmpi tgen: unknown mode "${mode}"; expected server, client or plot (see vmpi tgen --help)`);
 }
 
+async function guest(args: string[]): Promise<number> {
+  const { values } = parse('guest', args, {
+    device: { type: 'string', multiple: true },
+    'ipc-socket': { type: 'string' },
+    'log-level': { type: 'string' },
+  });
+  if (values.help) return help('guest');
+  const level = logLevelArg(str(values['log-level']));
+  if (level !== undefined) setLogLevel(level);
+  let wake: (() => void) | undefined;
+  let signal: string | undefined;
+  const onSignal = (sig: string) => {
+    signal ??= sig;
+    wake?.();
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  const { startGuest } = await import('./ops/guest.js');
+  const serving = startGuest({ devices: strs(values.device), socketPath: str(values['ipc-socket']) ?? defaultIpcSocketPath(), logger });
+  logger.info({ socket: serving.daemon.socketPath, difs: serving.ipcps.map((i) => i.difName) }, 'guest IPC daemon ready');
+  if (signal === undefined) await new Promise<void>((resolve) => (wake = resolve));
+  logger.info({ signal }, 'shutting down');
+  serving.close();
+  return 0;
+}
+
 function help(topic: string): number {
   process.stdout.write(HELP[topic] ?? HELP.main!);
   return 0;
@@ -412,6 +454,8 @@ export async function main(argv: string[]): Promise<number> {
         return qemuArgs(rest);
       case 'tgen':
         return await tgen(rest);
+      case 'guest':
+        return await guest(rest);
       default:
         throw new UsageError(`vmpi: unknown command "${command}"; see vmpi --help`);
     }

@@ -91,6 +91,7 @@ t.test('help and version', async (t) => {
     ['serve', /Usage: vmpi serve .*--config FILE/s],
     ['check-config', /Usage: vmpi check-config FILE/],
     ['qemu-args', /Usage: vmpi qemu-args --socket PATH/],
+    ['guest', /Usage: vmpi guest \[--device \/dev\/vmpiN\]/],
   ] as const) {
     const r = await run([cmd, '--help']);
     t.equal(r.code, 0, `${cmd} --help exits 0`);
@@ -121,6 +122,11 @@ t.test('usage errors exit 2 with a message', async (t) => {
   const lvl = await run(['serve', '--socket', 'x.sock', '--log-level', 'loud']);
   t.equal(lvl.code, 2);
   t.match(lvl.stderr, /--log-level loud: expected one of trace/);
+  t.equal((await run(['guest', '--bogus'])).code, 2, 'vmpi guest: unknown option');
+  const noDev = await run(['guest', '--device', join(dir, 'vmpi9'), '--ipc-socket', join(dir, 'g.sock')]);
+  t.equal(noDev.code, 1, 'vmpi guest on a missing device: runtime error');
+  t.match(noDev.stderr, /vmpi guest: .*no such device.*insmod vmpi\.ko/);
+  t.notOk(existsSync(join(dir, 'g.sock')), 'no IPC socket left behind');
   const cc = await run(['check-config']);
   t.equal(cc.code, 2);
   t.match(cc.stderr, /expected one FILE, got 0/);

@@ -82,6 +82,20 @@ export interface Flow extends EventEmitter<FlowEvents>, AsyncIterable<Uint8Array
   read(): Promise<Uint8Array | null>;
   /** End the flow at both ends (idempotent). */
   deallocate(reason?: string): void;
+  /**
+   * For a flow allocated or accepted with `dataFile: true` by an IPC process that could: a new
+   * file descriptor (the caller owns it) for the flow's data path, one SDU per read()/write().
+   * Such a flow carries its SDUs only there: write(), read() and 'data' do not. When the flow
+   * ends, the file is shut down: queued SDUs stay readable, then reads fail (ESHUTDOWN). null
+   * for any other flow. Optional: IPC processes without such files leave it out.
+   */
+  takeDataFd?(): number | null;
+}
+
+/** Options of FlowRequest.accept(). */
+export interface AcceptOptions {
+  /** Ask for the flow's data path as a file of its own (see Flow.takeDataFd); a hint. */
+  dataFile?: boolean;
 }
 
 export type FlowRequestState = 'waiting' | 'accepted' | 'rejected' | 'cancelled';
@@ -101,7 +115,7 @@ export interface FlowRequest extends EventEmitter<FlowRequestEvents> {
   readonly qos: QosSpec;
   readonly state: FlowRequestState;
   /** Accept: the flow is allocated at once. Throws a DifError 'request_settled' or 'port_down'. */
-  accept(): Flow;
+  accept(opts?: AcceptOptions): Flow;
   /** Refuse, telling the requester why. Throws a DifError 'request_settled'. */
   reject(reason: string): void;
 }
@@ -120,6 +134,8 @@ export interface AllocateOptions {
   timeoutMs?: number;
   /** Give up when aborted (rejects with 'aborted'). */
   signal?: AbortSignal;
+  /** Ask for the flow's data path as a file of its own (see Flow.takeDataFd); a hint. */
+  dataFile?: boolean;
 }
 
 /** The IPC API of one IPC process (one DIF member). */
@@ -155,6 +171,8 @@ export type DifErrorCode =
   | 'aborted'
   /** The flow is deallocated (write after deallocate). */
   | 'flow_deallocated'
+  /** read()/write() on a flow whose data path is a file of its own (Flow.takeDataFd). */
+  | 'data_file'
   | 'sdu_too_large'
   /** accept()/reject() on a request that was already settled or cancelled. */
   | 'request_settled'

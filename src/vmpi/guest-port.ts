@@ -29,7 +29,7 @@ import { closeSync, constants as fsc, openSync, readSync, writeSync } from 'node
 import { native, type FdEventsWatcher } from '../native.js';
 // Types and a const enum only: the compiled module does not load device.js (nor vhost-user/).
 import { SendResult, type DirectionStats, type SduHandler } from './device.js';
-import type { VmpiPort, VmpiPortEvents } from './port.js';
+import type { ChannelFile, VmpiPort, VmpiPortEvents } from './port.js';
 
 // ---- guest-driver/vmpi_uapi.h -----------------------------------------------------------------
 
@@ -48,10 +48,15 @@ const VMPI_IOC_MAGIC = 0xb7;
 export const VMPI_INFO_SIZE = 104;
 const VMPI_INFO_SIZES = [VMPI_INFO_SIZE, 96];
 export const VMPI_IOC_BIND = ioc(IOC_WRITE, VMPI_IOC_MAGIC, 1, 4);
+/** _IO(VMPI_IOC_MAGIC, 4): no direction, no argument: issue it with native.ioctlNoArg. */
+export const VMPI_IOC_SHUTDOWN = ioc(0, VMPI_IOC_MAGIC, 4, 0);
 export const vmpiIocGetInfo = (size: number): number => ioc(IOC_READ, VMPI_IOC_MAGIC, 2, size);
 export const VMPI_IOC_GET_INFO = vmpiIocGetInfo(VMPI_INFO_SIZE);
+/** Length of the next queued SDU (u32), without taking it. */
+export const VMPI_IOC_NEXT_LEN = ioc(IOC_READ, VMPI_IOC_MAGIC, 3, 4);
 export const VMPI_INFO_F_BOUND = 1 << 0;
 export const VMPI_INFO_F_REMOVED = 1 << 1;
+export const VMPI_INFO_F_SHUTDOWN = 1 << 2;
 
 /** struct vmpi_info, as VMPI_IOC_GET_INFO returns it. Counters are per device, since probe. */
 export interface GuestVmpiInfo {
@@ -164,6 +169,13 @@ type WriteOutcome = 'ok' | 'again' | 'gone';
 
 const MAX_CHANNEL = 0xffffffff;
 const OPEN_FLAGS = fsc.O_RDWR | fsc.O_NONBLOCK; // libuv adds O_CLOEXEC
+
+/** A u32 ioctl argument, in host byte order as the kernel reads it. */
+function u32Arg(v: number): Uint8Array {
+  const arg = new Uint8Array(4);
+  new Uint32Array(arg.buffer)[0] = v;
+  return arg;
+}
 
 function errCode(e: unknown): string | undefined {
   return (e as NodeJS.ErrnoException | null)?.code;
@@ -308,6 +320,50 @@ export class GuestVmpiPort extends EventEmitter<VmpiPortEvents> implements VmpiP
     return SendResult.Queued;
   }
 
+  /**
+   * Open `channel` as a file of its own, bound in the driver but never read by this port (see
+   * ChannelFile): for handing a flow's data path to another process. The port must not have the
+   * channel bound itself. The caller closes it; the port's close() does not.
+   */
+  openChannelFile(channel: number): ChannelFile {
+    this.checkOpen();
+    checkChannel(channel);
+    if (!this.up) throw new GuestPortError('device_gone', `cannot open channel ${channel}: ${this.path} is gone`);
+    if (this.channels.has(channel)) throw new GuestPortError('channel_busy', `channel ${channel} of ${this.path} is bound by this port`);
+    const fd = this.openDevice();
+    try {
+      native.ioctl(fd, VMPI_IOC_BIND, u32Arg(channel));
+    } catch (e) {
+      closeSync(fd);
+      if (errCode(e) === 'ENODEV') this.gone('the device was removed');
+      throw this.mapError(e, `bind channel ${channel} on`, channel);
+    }
+    let open = true;
+    let shut = false;
+    return {
+      channel,
+      fd,
+      shutdown: () => {
+        if (!open || shut) return;
+        shut = true;
+        try {
+          native.ioctlNoArg(fd, VMPI_IOC_SHUTDOWN);
+        } catch (e) {
+          if (errCode(e) !== 'ENODEV') throw this.mapError(e, `shut down channel ${channel} of`, channel);
+        }
+      },
+      close: () => {
+        if (!open) return;
+        open = false;
+        closeSync(fd);
+      },
+      dup: () => {
+        if (!open) throw new GuestPortError('closed', `the file of channel ${channel} is closed`);
+        return native.dup(fd);
+      },
+    };
+  }
+
   /** Close every file. Idempotent; queued SDUs are discarded; emits nothing. */
   close(): void {
     if (this.closed) return;
@@ -380,9 +436,7 @@ export class GuestVmpiPort extends EventEmitter<VmpiPortEvents> implements VmpiP
     const fd = this.openDevice();
     let watcher: FdEventsWatcher;
     try {
-      const arg = new Uint8Array(4);
-      new Uint32Array(arg.buffer)[0] = channel; // host byte order, as the kernel reads a u32
-      native.ioctl(fd, VMPI_IOC_BIND, arg);
+      native.ioctl(fd, VMPI_IOC_BIND, u32Arg(channel));
       watcher = native.watchFd(fd, native.UV_READABLE, (ev) => this.onEvents(ch, ev));
     } catch (e) {
       closeSync(fd);

@@ -8,6 +8,7 @@ import { DifError } from '../../src/dif/api.js';
 import type { ClientFlow, ClientFlowRequest } from '../../src/dif/ipc/client.js';
 import { FramedConn } from '../../src/dif/ipc/conn.js';
 import { native } from '../../src/native.js';
+import { parseDaemonMessage } from '../../src/dif/ipc/protocol.js';
 import { DIF, ipcSetup, pattern, until } from './helpers.js';
 
 const SIZES = Array.from({ length: 17 }, (_, i) => i * 250); // 0..4000
@@ -48,6 +49,7 @@ t.test('register, allocate, SDUs of 0..4000 bytes both ways, two flows at once',
   t.equal(f1.qos.reliable, true);
   t.equal(f2.qos.maxSdu, 4000);
   t.equal(f1.remoteApp.processName, 'server');
+  t.equal(f1.datapath, 'socket', 'no data files on this port: the daemon bridges a socketpair');
   const byRemote = (inst: string) => accepted.find((f) => f.remoteApp.processInstance === inst)!;
   const a1 = byRemote('1');
   const a2 = byRemote('2');
@@ -327,4 +329,12 @@ t.test('stale socket files are replaced, live ones are not', async (t) => {
   t.equal(statSync(stalePath).mode & 0o777, 0o600);
   d.close();
   t.notOk(existsSync(stalePath), 'the socket file is removed on close');
+});
+
+t.test('a flow result says what its fd is', async (t) => {
+  const flow = { flow: 1, portId: 3, dif: DIF, localApp: 'a', remoteApp: 'b', qos: { reliable: false, inOrder: false, maxSdu: 100 } };
+  const parse = (f: Record<string, unknown>) => parseDaemonMessage({ v: 1, op: 'result', id: 1, flow: f });
+  t.match(parse(flow), { flow: { datapath: 'socket' } }, 'absent (older daemons): the socketpair');
+  t.match(parse({ ...flow, datapath: 'vmpi_file' }), { flow: { datapath: 'vmpi_file' } });
+  t.throws(() => parse({ ...flow, datapath: 'rdma' }), { message: /unknown flow datapath "rdma"/ });
 });

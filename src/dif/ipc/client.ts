@@ -2,9 +2,11 @@
  * client.ts — the application side of the IPC API (api.ts) over the IPC daemon's socket
  * (daemon.ts): IpcClient connects, registers application names (incoming flow requests come as
  * events or an async iterator, each accepted or rejected) and allocates flows. A ClientFlow is
- * a `Flow` (api.ts) whose SDUs go straight through the per-flow SOCK_SEQPACKET fd the daemon
- * passed (datapath.ts): write() is one sendmsg, false when the socket is full ('drain' follows),
- * and reading takes records off the fd as they come.
+ * a `Flow` (api.ts) whose SDUs go straight through the per-flow fd the daemon passed
+ * (datapath.ts): the daemon's SOCK_SEQPACKET end (host), or in a guest the VMPI driver's file of
+ * the flow's channel (`datapath` 'vmpi_file': no daemon on the data path at all). write() is one
+ * system call, false when the fd is full ('drain' follows), and reading takes SDUs off the fd as
+ * they come.
  *
  * Differences from an in-process IPC process: requests are asynchronous (register, allocate,
  * accept and reject return promises), and errors are DifErrors rebuilt from the daemon's answer
@@ -17,8 +19,8 @@ import { appNameKey, formatAppName, parseAppName, toAppName, type AppName } from
 import { native, type FdEventsWatcher } from '../../native.js';
 import { RxQueue } from '../rx-queue.js';
 import { FramedConn, safeClose } from './conn.js';
-import { readRecord, writeRecord } from './datapath.js';
-import { defaultIpcSocketPath, IpcProtocolError, parseDaemonMessage, type DaemonMessage, type DifInfo, type FlowInfo } from './protocol.js';
+import { readRecord, readVmpiFile, writeRecord, writeVmpiFile, type ReadRecordResult, type WriteRecordResult } from './datapath.js';
+import { defaultIpcSocketPath, IpcProtocolError, parseDaemonMessage, type DaemonMessage, type DifInfo, type FlowDatapath, type FlowInfo } from './protocol.js';
 
 /** SDUs a ClientFlow reads ahead while nobody consumes them; then the fd is left to fill up. */
 export const CLIENT_RX_QUEUE_LIMIT = 256;
@@ -372,6 +374,14 @@ export class ClientFlowRequest extends EventEmitter<FlowRequestEvents> {
 // ---------------------------------------------------------------------------------------------
 
 /** A flow whose SDUs cross the per-flow SOCK_SEQPACKET fd the daemon passed. */
+/** How a flow's fd carries SDUs (protocol.ts FlowDatapath). */
+interface FlowFileIo {
+  read(fd: number, maxSdu: number): ReadRecordResult;
+  write(fd: number, sdu: Uint8Array): WriteRecordResult;
+}
+const SOCKET_IO: FlowFileIo = { read: readRecord, write: writeRecord };
+const VMPI_FILE_IO: FlowFileIo = { read: readVmpiFile, write: writeVmpiFile };
+
 export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
   readonly stats: FlowStats = { txSdus: 0, txBytes: 0, txRefused: 0, rxSdus: 0, rxBytes: 0, rxQueueDrops: 0, rxAfterDeallocate: 0 };
   readonly handle: number;
@@ -380,11 +390,14 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
   readonly localApp: AppName;
   readonly remoteApp: AppName;
   readonly qos: QosSpec;
+  /** 'vmpi_file': the fd is the guest driver's file of the flow's channel (no daemon in between). */
+  readonly datapath: FlowDatapath;
   /** Records from the daemon that were malformed: dropped. */
   badRecords = 0;
   private _state: FlowState = 'allocated';
   private _reason: string | null = null;
   private readonly watcher: FdEventsWatcher;
+  private readonly io: FlowFileIo;
   private events = 0;
   private fdOpen = true;
   /** End of file seen (or we stopped reading): nothing more will come. */
@@ -404,6 +417,8 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
     this.localApp = parseAppName(info.localApp);
     this.remoteApp = parseAppName(info.remoteApp);
     this.qos = Object.freeze({ ...info.qos });
+    this.datapath = info.datapath ?? 'socket';
+    this.io = this.datapath === 'vmpi_file' ? VMPI_FILE_IO : SOCKET_IO;
     this.watcher = native.watchFd(fd, native.UV_READABLE, (ev) => this.onEvents(ev));
     this.setEvents(native.UV_READABLE);
   }
@@ -426,7 +441,7 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
       this.stats.txRefused++;
       return false;
     }
-    const r = writeRecord(this.fd, sdu);
+    const r = this.io.write(this.fd, sdu);
     if (r === 'sent') {
       this.stats.txSdus++;
       this.stats.txBytes += sdu.byteLength;
@@ -545,7 +560,7 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
         this.want(native.UV_READABLE, false);
         break;
       }
-      const r = readRecord(this.fd, this.qos.maxSdu);
+      const r = this.io.read(this.fd, this.qos.maxSdu);
       if (r.kind === 'empty') break;
       if (r.kind === 'eof') {
         this.eof = true;

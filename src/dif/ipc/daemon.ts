@@ -12,7 +12,8 @@
  *
  * The control protocol is protocol.ts (length-prefixed JSON, versioned; a malformed message
  * gets an `error` with code 'malformed' and the reason). The data path never crosses the control
- * socket: see datapath.ts for why the per-flow SOCK_SEQPACKET pair is the cheapest host path.
+ * socket: see datapath.ts for why the per-flow SOCK_SEQPACKET pair is the cheapest host path,
+ * and how in a guest the application gets the VMPI driver's file of the flow's channel instead.
  */
 import { EventEmitter } from 'node:events';
 import { chmodSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
@@ -22,8 +23,8 @@ import { appNameKey, formatAppName } from '../naming.js';
 import { native, type FdWatcher } from '../../native.js';
 import { logger as rootLogger, type Logger } from '../../log.js';
 import { FramedConn, safeClose } from './conn.js';
-import { FlowBridge } from './datapath.js';
-import { IpcProtocolError, MAX_REASON_CHARS, parseClientRequest, type ClientRequest, type FlowInfo } from './protocol.js';
+import { DirectFlowLink, FlowBridge, type BridgeHooks, type FlowLink } from './datapath.js';
+import { IpcProtocolError, MAX_REASON_CHARS, parseClientRequest, type ClientRequest, type FlowDatapath, type FlowInfo } from './protocol.js';
 
 export interface IpcDaemonOptions {
   /** The Unix socket to listen on (its directory is created when missing). */
@@ -198,7 +199,7 @@ interface SessionRegistration {
 
 interface SessionFlow {
   handle: number;
-  bridge: FlowBridge;
+  link: FlowLink;
 }
 
 /** One connected application. */
@@ -252,7 +253,7 @@ export class Session {
     this.requests.clear();
     for (const r of this.regs.values()) r.reg.unregister();
     this.regs.clear();
-    for (const f of [...this.flows.values()]) f.bridge.destroy('application disconnected');
+    for (const f of [...this.flows.values()]) f.link.destroy('application disconnected');
     this.flows.clear();
     this.conn.close(reason);
     this.log.debug({ reason }, 'ipc: session closed');
@@ -339,7 +340,7 @@ export class Session {
         return;
       case 'accept': {
         const fr = this.takeRequest(req.request);
-        const flow = fr.accept();
+        const flow = fr.accept({ dataFile: true });
         this.giveFlow(req.id, flow);
         return;
       }
@@ -352,7 +353,7 @@ export class Session {
       case 'deallocate': {
         const f = this.flows.get(req.flow);
         if (!f) throw new DifError('flow_deallocated', `no flow ${req.flow} on this connection (already deallocated?)`);
-        f.bridge.appDeallocate(req.reason ?? 'deallocated by the application');
+        f.link.appDeallocate(req.reason ?? 'deallocated by the application');
         this.conn.send({ op: 'result', id: req.id });
         return;
       }
@@ -370,7 +371,7 @@ export class Session {
     const ipcp = this.ipcp(req.dif);
     const ac = new AbortController();
     this.allocations.add(ac);
-    const opts = req.timeoutMs === undefined ? { signal: ac.signal } : { signal: ac.signal, timeoutMs: req.timeoutMs };
+    const opts = req.timeoutMs === undefined ? { signal: ac.signal, dataFile: true } : { signal: ac.signal, dataFile: true, timeoutMs: req.timeoutMs };
     ipcp.allocateFlow(req.src, req.dst, req.qos, opts).then(
       (flow) => {
         this.allocations.delete(ac);
@@ -397,32 +398,42 @@ export class Session {
     this.conn.send({ op: 'flow_request', dif, app: formatAppName(fr.localApp), request: id, remoteApp: formatAppName(fr.remoteApp), qos: fr.qos });
   }
 
-  /** Make the flow's socketpair, bridge our end, send the other with the result. */
+  /**
+   * Give the application the flow's fd with the result: the flow's own data file when the IPC
+   * process has one (the guest's shim DIF: SDUs then never cross the daemon), else our new
+   * socketpair's other end, with a bridge on ours.
+   */
   private giveFlow(id: number, flow: Flow): void {
-    let pair: [number, number];
+    const handle = this.nextFlow++;
+    const hooks: BridgeHooks = {
+      onFlowEnd: (reason: string, cause: DeallocationCause) => {
+        // While the session closes, the connection's end tells the application.
+        if (!this.closed) this.conn.send({ op: 'flow_deallocated', flow: handle, reason: reason.slice(0, MAX_REASON_CHARS), cause });
+      },
+      onClosed: () => {
+        this.flows.delete(handle);
+      },
+    };
+    let theirs: number;
+    let datapath: FlowDatapath;
+    let link: FlowLink;
     try {
-      pair = native.socketpairSeqpacket();
+      const dataFd = flow.takeDataFd?.() ?? null;
+      if (dataFd !== null) {
+        theirs = dataFd;
+        datapath = 'vmpi_file';
+        link = new DirectFlowLink(flow, hooks);
+      } else {
+        const [mine, other] = native.socketpairSeqpacket();
+        theirs = other;
+        datapath = 'socket';
+        link = new FlowBridge(flow, mine, hooks, this.log);
+      }
     } catch (e) {
-      flow.deallocate('IPC daemon: no socket for the flow');
+      flow.deallocate('IPC daemon: no file descriptor for the flow');
       throw e;
     }
-    const [mine, theirs] = pair;
-    const handle = this.nextFlow++;
-    const bridge = new FlowBridge(
-      flow,
-      mine,
-      {
-        onFlowEnd: (reason: string, cause: DeallocationCause) => {
-          // While the session closes, the connection's end tells the application.
-          if (!this.closed) this.conn.send({ op: 'flow_deallocated', flow: handle, reason: reason.slice(0, MAX_REASON_CHARS), cause });
-        },
-        onClosed: () => {
-          this.flows.delete(handle);
-        },
-      },
-      this.log,
-    );
-    this.flows.set(handle, { handle, bridge });
+    this.flows.set(handle, { handle, link });
     const info: FlowInfo = {
       flow: handle,
       portId: flow.portId,
@@ -430,6 +441,7 @@ export class Session {
       localApp: formatAppName(flow.localApp),
       remoteApp: formatAppName(flow.remoteApp),
       qos: { reliable: flow.qos.reliable, inOrder: flow.qos.inOrder, maxSdu: flow.qos.maxSdu },
+      datapath,
     };
     this.conn.send({ op: 'result', id, flow: info }, [theirs], true);
   }

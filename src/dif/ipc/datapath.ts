@@ -16,6 +16,12 @@
  * Future work: a shared-memory ring per flow would save the kernel copy, but needs a doorbell
  * (an eventfd per direction, i.e. a wakeup syscall per batch) and its own flow control.
  *
+ * In the guest, a flow of the shim DIF skips the daemon altogether: the daemon passes the
+ * application a /dev/vmpiN file bound to the flow's channel (ChannelFile, vmpi/port.ts), which
+ * the application reads and writes itself, one SDU per call, with no tag (the driver never reads
+ * 0 bytes for end of file: the flow's end is ESHUTDOWN). readVmpiFile/writeVmpiFile below are
+ * that path's counterpart of readRecord/writeRecord; the daemon keeps only a DirectFlowLink.
+ *
  * Record format: one tag byte (RECORD_SDU) followed by the SDU. The tag exists because a 0-byte
  * SEQPACKET record reads as 0 bytes, exactly like end of file, and 0-byte SDUs are valid data;
  * with the tag every record has at least one byte, so 0 always means the other end closed.
@@ -31,6 +37,8 @@ import { DifError, type DeallocationCause, type Flow } from '../api.js';
 import { native, type FdEventsWatcher } from '../../native.js';
 import type { Logger } from '../../log.js';
 import { safeClose } from './conn.js';
+import { readSync, writeSync } from 'node:fs';
+import { VMPI_IOC_NEXT_LEN } from '../../vmpi/guest-port.js';
 
 export const RECORD_SDU = 0;
 /** How long a bridge keeps delivering to an application after its flow ended. */
@@ -91,6 +99,89 @@ export function readRecord(fd: number, maxSdu: number): ReadRecordResult {
   return { kind: 'sdu', sdu: buf.subarray(1, r.bytes) };
 }
 
+function errnoCode(e: unknown): string | undefined {
+  return (e as NodeJS.ErrnoException | null)?.code;
+}
+
+/** The flow's file was shut down (its end), or the device went away. */
+const FILE_ENDED = new Set(['ESHUTDOWN', 'ENODEV', 'ENOTCONN', 'EPIPE']);
+
+/** Write one SDU to a flow's /dev/vmpiN file (non-blocking). 'full': the tx ring has no room. */
+export function writeVmpiFile(fd: number, sdu: Uint8Array): WriteRecordResult {
+  try {
+    writeSync(fd, sdu, 0, sdu.byteLength);
+  } catch (e) {
+    const code = errnoCode(e);
+    if (code === 'EAGAIN' || code === 'EWOULDBLOCK' || code === 'EINTR') return 'full';
+    if (code !== undefined && FILE_ENDED.has(code)) return 'closed';
+    throw e;
+  }
+  return 'sent';
+}
+
+/**
+ * Read one SDU from a flow's /dev/vmpiN file (non-blocking), like readRecord. An SDU longer than
+ * `maxSdu` (the peer broke the flow's QoS) is taken off the file and reported 'bad': the driver
+ * never truncates, so it would otherwise block the channel.
+ */
+export function readVmpiFile(fd: number, maxSdu: number): ReadRecordResult {
+  let buf = scratchOf(maxSdu);
+  for (;;) {
+    try {
+      const n = readSync(fd, buf, 0, buf === scratch ? Math.max(maxSdu, 1) : buf.byteLength, null);
+      if (n > maxSdu) return { kind: 'bad', why: `SDU of ${n} bytes exceeds the flow's max SDU of ${maxSdu} bytes` };
+      return { kind: 'sdu', sdu: buf.subarray(0, n) };
+    } catch (e) {
+      const code = errnoCode(e);
+      if (code === 'EAGAIN' || code === 'EWOULDBLOCK' || code === 'EINTR') return { kind: 'empty' };
+      if (code !== undefined && FILE_ENDED.has(code)) return { kind: 'eof' };
+      if (code !== 'EMSGSIZE' || buf !== scratch) throw e;
+      const len = new Uint8Array(4);
+      native.ioctl(fd, VMPI_IOC_NEXT_LEN, len);
+      buf = new Uint8Array(new Uint32Array(len.buffer)[0]!);
+    }
+  }
+}
+
+/** What the daemon holds for one flow of an application, whatever its data path. */
+export interface FlowLink {
+  readonly flow: Flow;
+  /** The application asked to end the flow. */
+  appDeallocate(reason: string): void;
+  /** Tear down now (daemon shutdown, application gone): deallocates the flow too. */
+  destroy(reason: string): void;
+}
+
+/**
+ * A flow whose data path the application holds itself (a data file, Flow.takeDataFd): the daemon
+ * only passes the flow's end on and ends the flow when asked.
+ */
+export class DirectFlowLink implements FlowLink {
+  private done = false;
+  private readonly onDeallocated = (reason: string, cause: DeallocationCause): void => {
+    if (this.done) return;
+    this.done = true;
+    this.hooks.onFlowEnd(reason, cause);
+    this.hooks.onClosed();
+  };
+
+  constructor(
+    readonly flow: Flow,
+    private readonly hooks: BridgeHooks,
+  ) {
+    flow.on('deallocated', this.onDeallocated);
+    if (flow.state === 'deallocated') this.onDeallocated(flow.deallocationReason ?? 'deallocated', 'closed');
+  }
+
+  appDeallocate(reason: string): void {
+    this.flow.deallocate(reason);
+  }
+
+  destroy(reason: string): void {
+    this.flow.deallocate(reason);
+  }
+}
+
 export interface BridgeStats {
   /** SDUs from the flow written to the application. */
   toApp: number;
@@ -116,7 +207,7 @@ export interface BridgeHooks {
  * shim DIF's flows do: Flow.write() copies the SDU before returning (the bridge reuses its
  * receive buffer), and SDUs arriving while no 'data' listener is attached wait in the Flow.
  */
-export class FlowBridge {
+export class FlowBridge implements FlowLink {
   readonly stats: BridgeStats = { toApp: 0, fromApp: 0, badRecords: 0, afterEnd: 0, lost: 0 };
   private readonly watcher: FdEventsWatcher;
   private events = 0;

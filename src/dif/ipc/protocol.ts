@@ -13,7 +13,10 @@
  *
  * Requests (application → daemon) carry an `id` (1..2^31-1) echoed by the answer: `result` or
  * `error`. Events (daemon → application) carry none. The per-flow fd of an `allocate` or `accept`
- * result travels with that result's first byte (SCM_RIGHTS); the daemon accepts no fds.
+ * result travels with that result's first byte (SCM_RIGHTS); the daemon accepts no fds. The
+ * flow's `datapath` says what the fd is: 'socket' (absent in older daemons), the daemon's
+ * SOCK_SEQPACKET end with tagged records; 'vmpi_file', the guest driver's file bound to the
+ * flow's channel, one untagged SDU per read/write (datapath.ts).
  *
  *   list_difs {}                                 → result {difs: [{name, address}]}
  *   register {dif, app}                          → result {}
@@ -52,7 +55,11 @@ export interface FlowInfo {
   localApp: string;
   remoteApp: string;
   qos: QosSpec;
+  /** What the flow's fd is (see the file comment); default 'socket'. */
+  datapath?: FlowDatapath;
 }
+
+export type FlowDatapath = 'socket' | 'vmpi_file';
 
 export interface DifInfo {
   name: string;
@@ -213,7 +220,14 @@ function flowInfo(v: unknown): FlowInfo {
     localApp: str(f, 'localApp', null),
     remoteApp: str(f, 'remoteApp', null),
     qos: qosSpec(f.qos),
+    datapath: datapath(f.datapath),
   };
+}
+
+function datapath(v: unknown): FlowDatapath {
+  if (v === undefined || v === 'socket') return 'socket';
+  if (v === 'vmpi_file') return v;
+  throw new IpcProtocolError(`unknown flow datapath ${JSON.stringify(v)}: a newer daemon? update the client`);
 }
 
 const CAUSES: readonly DeallocationCause[] = ['local', 'peer', 'port_down', 'closed'];

@@ -22,7 +22,17 @@
  * (the confirm, or the peer deallocating at the same time) frees the channel. This relies on
  * one property of VMPI: one ring per direction, so everything one end sends, on any channel,
  * arrives in the order it was sent. Hence data the peer sent before its confirm arrives before
- * it, and a channel is never reused while old data for it can still arrive.
+ * it, and a channel is never reused while old data for it can still arrive. (A guest port reads
+ * each channel from its own file, so across channels it may deliver out of ring order: data can
+ * overtake an AllocateResponse, and then waits in the pending flow; data that would trail a
+ * confirm is already in the old channel file's queue, which closing the file discards.)
+ *
+ * Data files. With `dataFile: true` (allocateFlow, accept) on a port that can open a channel as
+ * a file of its own (the guest port), the flow's channel is not bound to this IPC process: the
+ * file is opened and bound before the request or answer goes out (so no SDU can miss it), the
+ * IPC daemon takes a copy for the application (Flow.takeDataFd), and SDUs never pass here. When
+ * the flow ends the file is shut down, so the application's copy ends too and the channel is
+ * free for reuse whatever the application does with it.
  *
  * QoS. The shim DIF rides on shared memory that neither loses, corrupts nor reorders SDUs, so
  * it grants `reliable` and `inOrder` as asked without any mechanism of its own. The only ways an
@@ -32,10 +42,10 @@
  * refused (locally with 'invalid_qos', remotely with a REJECT).
  */
 import { EventEmitter } from 'node:events';
-import { DifError, type AllocateOptions, type DeallocationCause, type Flow, type FlowEvents, type FlowRequest, type FlowRequestEvents, type FlowRequestState, type FlowState, type FlowStats, type IpcProcess, type QosRequest, type QosSpec, type Registration } from '../api.js';
+import { DifError, type AcceptOptions, type AllocateOptions, type DeallocationCause, type Flow, type FlowEvents, type FlowRequest, type FlowRequestEvents, type FlowRequestState, type FlowState, type FlowStats, type IpcProcess, type QosRequest, type QosSpec, type Registration } from '../api.js';
 import { appNameKey, formatAppName, NamingError, toAppName, type AppName } from '../naming.js';
 import { SendResult } from '../../vmpi/device.js';
-import type { VmpiPort } from '../../vmpi/port.js';
+import type { ChannelFile, VmpiPort } from '../../vmpi/port.js';
 import { RxQueue } from '../rx-queue.js';
 import { logger, type Logger } from '../../log.js';
 import { CONTROL_CHANNEL, ControlMessageError, MAX_CHANNEL_ID, clampReason, decodeControl, encodeControl, type AllocateRequestMsg, type AllocateResponseMsg, type ControlMessage, type DeallocateMsg, type MalformedReason } from './control.js';
@@ -122,7 +132,7 @@ export interface ShimHvFlow extends Flow {
 /** An incoming request of the shim DIF; accept() gives a ShimHvFlow. */
 export interface ShimHvFlowRequest extends FlowRequest {
   readonly channel: number;
-  accept(): ShimHvFlow;
+  accept(opts?: AcceptOptions): ShimHvFlow;
 }
 
 export type ShimHvFlowRequestHandler = (request: ShimHvFlowRequest) => void;
@@ -145,6 +155,8 @@ class FlowImpl extends EventEmitter<FlowEvents> implements ShimHvFlow {
   private readonly rx = new RxQueue(this);
   /** A write was refused; refuse the next ones too until 'drain' (keeps SDUs in order). */
   blocked = false;
+  /** The flow's data file, when its data path is one (see the file comment). */
+  file: ChannelFile | null = null;
 
   constructor(
     private readonly owner: FlowOwner,
@@ -170,6 +182,7 @@ class FlowImpl extends EventEmitter<FlowEvents> implements ShimHvFlow {
     if (this._state !== 'allocated') {
       throw new DifError('flow_deallocated', `flow ${this.portId} is ${this._state}${this._reason ? ` (${this._reason})` : ''}: cannot write`);
     }
+    if (this.file) throw this.dataFileError('write');
     if (!(sdu instanceof Uint8Array)) throw new DifError('invalid_argument', 'an SDU must be a Uint8Array');
     if (sdu.byteLength > this.qos.maxSdu) {
       throw new DifError('sdu_too_large', `SDU of ${sdu.byteLength} bytes exceeds the flow's max SDU of ${this.qos.maxSdu} bytes`);
@@ -211,7 +224,18 @@ class FlowImpl extends EventEmitter<FlowEvents> implements ShimHvFlow {
   }
 
   read(): Promise<Uint8Array | null> {
+    if (this.file) return Promise.reject(this.dataFileError('read'));
     return this.rx.read();
+  }
+
+  takeDataFd(): number | null {
+    if (!this.file) return null;
+    if (this._state !== 'allocated') throw new DifError('flow_deallocated', `flow ${this.portId} is ${this._state}: its data file is shut`);
+    return this.file.dup();
+  }
+
+  private dataFileError(what: string): DifError {
+    return new DifError('data_file', `flow ${this.portId} carries its SDUs in its data file (takeDataFd): cannot ${what} through the flow object`);
   }
 
   async *[Symbol.asyncIterator](): AsyncGenerator<Uint8Array, void, undefined> {
@@ -279,8 +303,8 @@ class FlowRequestImpl extends EventEmitter<FlowRequestEvents> implements ShimHvF
     super();
   }
 
-  accept(): ShimHvFlow {
-    return this.ipcp.acceptIncoming(this);
+  accept(opts: AcceptOptions = {}): ShimHvFlow {
+    return this.ipcp.acceptIncoming(this, opts);
   }
 
   reject(reason: string): void {
@@ -375,6 +399,8 @@ export class ShimHvIpcp extends EventEmitter<ShimHvIpcpEvents> implements IpcPro
   private readonly registrations = new Map<string, RegistrationImpl>();
   private readonly slots = new Map<number, Slot>();
   private readonly bound = new Set<number>();
+  /** Channels opened as data files instead of bound. */
+  private readonly files = new Map<number, ChannelFile>();
   private readonly waitingDrain = new Set<FlowImpl>();
   private controlBacklog: Uint8Array[] = [];
   private nextPortId = 1;
@@ -482,8 +508,9 @@ export class ShimHvIpcp extends EventEmitter<ShimHvIpcpEvents> implements IpcPro
       throw new DifError('invalid_name', `the allocation request (${request.byteLength} bytes) does not fit the port's max SDU of ${this.port.maxSdu}: shorten the names`);
     }
 
-    this.bindData(channel);
+    const file = this.bindData(channel, opts.dataFile === true);
     const flow = new FlowImpl(this, this.nextPortId++, channel, this.difName, src, dst, spec);
+    flow.file = file;
     this.stats.allocRequested++;
     return new Promise<ShimHvFlow>((resolve, reject) => {
       const slot: PendingSlot = {
@@ -558,7 +585,7 @@ export class ShimHvIpcp extends EventEmitter<ShimHvIpcpEvents> implements IpcPro
   // Allocation, responder side
 
   /** @internal FlowRequest.accept() */
-  acceptIncoming(req: FlowRequestImpl): ShimHvFlow {
+  acceptIncoming(req: FlowRequestImpl, opts: AcceptOptions): ShimHvFlow {
     req.checkWaiting('accept');
     const slot = this.slots.get(req.channel);
     if (!slot || slot.state !== 'incoming' || slot.request !== req) {
@@ -566,14 +593,16 @@ export class ShimHvIpcp extends EventEmitter<ShimHvIpcpEvents> implements IpcPro
       throw new DifError('request_settled', 'the flow request is no longer pending');
     }
     if (!this.port.isUp) throw new DifError('port_down', `the VMPI port of ${this.difName} is down`);
+    let file: ChannelFile | null;
     try {
-      this.bindData(req.channel);
+      file = this.bindData(req.channel, opts.dataFile === true);
     } catch (e) {
       this.rejectIncoming(req, 'the responder cannot open the channel');
       throw e;
     }
     req.state = 'accepted';
     const flow = new FlowImpl(this, this.nextPortId++, req.channel, this.difName, req.localApp, req.remoteApp, req.qos);
+    flow.file = file;
     flow.markAllocated();
     this.slots.set(req.channel, { state: 'allocated', flow });
     this.sendControl({ kind: 'allocate_response', channel: req.channel, result: 'accept', reason: '' });
@@ -623,6 +652,8 @@ export class ShimHvIpcp extends EventEmitter<ShimHvIpcpEvents> implements IpcPro
   private finishFlow(flow: FlowImpl, reason: string, cause: DeallocationCause): void {
     if (flow.state === 'deallocated') return;
     this.waitingDrain.delete(flow);
+    // The application's copy of a data file ends now (what is queued stays readable).
+    if (flow.file) this.shutdownFile(flow.channel);
     flow.terminate(reason, cause);
     this.stats.flowsDeallocated++;
     this.log.debug({ channel: flow.channel, portId: flow.portId, reason, cause }, 'shim-hv: flow deallocated');
@@ -634,6 +665,20 @@ export class ShimHvIpcp extends EventEmitter<ShimHvIpcpEvents> implements IpcPro
     if (slot && (slot.state === 'pending' || slot.state === 'closing')) clearTimeout(slot.timer);
     this.slots.delete(channel);
     if (this.bound.delete(channel)) this.port.unbind(channel);
+    const file = this.files.get(channel);
+    if (file) {
+      this.shutdownFile(channel);
+      this.files.delete(channel);
+      file.close();
+    }
+  }
+
+  private shutdownFile(channel: number): void {
+    try {
+      this.files.get(channel)?.shutdown();
+    } catch (e) {
+      this.log.warn({ channel, err: (e as Error)?.message }, 'shim-hv: cannot shut down a data file');
+    }
   }
 
   // -------------------------------------------------------------------------------------------
@@ -821,15 +866,25 @@ export class ShimHvIpcp extends EventEmitter<ShimHvIpcpEvents> implements IpcPro
   // -------------------------------------------------------------------------------------------
   // Data channels
 
-  /** Listen on a data channel; a port that cannot (e.g. a guest port failing to open it) → 'port_down'. */
-  private bindData(channel: number): void {
-    if (this.bound.has(channel)) return;
+  /**
+   * Listen on a data channel, or with `asFile` open it as a data file when the port can (the
+   * file is returned; null otherwise). A port that cannot (e.g. a guest port failing to open it)
+   * → 'port_down'.
+   */
+  private bindData(channel: number, asFile = false): ChannelFile | null {
+    if (this.bound.has(channel)) return null;
     try {
+      if (asFile && this.port.openChannelFile) {
+        const file = this.port.openChannelFile(channel);
+        this.files.set(channel, file);
+        return file;
+      }
       this.port.bind(channel, (sdu) => this.onData(channel, sdu));
     } catch (e) {
       throw new DifError('port_down', `cannot bind channel ${channel} on ${this.difName}'s VMPI port: ${(e as Error)?.message ?? String(e)}`, { cause: e });
     }
     this.bound.add(channel);
+    return null;
   }
 
   private onData(channel: number, sdu: Uint8Array): void {
