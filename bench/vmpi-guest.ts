@@ -71,9 +71,7 @@ async function main(): Promise<void> {
       rows.push(row(size, 'host_to_guest', res2));
     }
   } finally {
-    g.send('poweroff -f');
-    await Promise.race([g.done, new Promise((r) => setTimeout(r, 5000))]);
-    g.kill();
+    await g.stop();
     host.close();
     rmSync(dir, { recursive: true, force: true });
   }

@@ -5,6 +5,8 @@
  * QEMU through qemu-configs/launch-guest.sh with one VMPI device per socket and the test's own
  * script as the guest's /etc/vmpi-run.sh (`--run`), and reading the serial
  * console: `waitFor(pattern)` and the guest's exit line `VMPI-GUEST-EXIT <code>`.
+ * Benches use it too (bench/fig4a: extra QEMU arguments such as a NIC, QEMU inside a network
+ * namespace, its own process group, `liveGuests` for their signal handlers).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -29,7 +31,7 @@ export function guestUnavailable(): string | null {
 
 export interface GuestOptions {
   /** One VMPI device per socket, in order (/dev/vmpi0, /dev/vmpi1, ... in the guest). */
-  sockets: string[];
+  sockets?: string[];
   /**
    * Shell script run by the guest's /init after the modules are loaded, then the guest powers
    * off. Without a script the guest runs its agent: a shell on the console driven by `exec()`.
@@ -42,8 +44,17 @@ export interface GuestOptions {
   memMb?: number;
   /** QEMU -name, shown in ps. */
   name?: string;
-  /** Whole-run limit; the guest is killed after it. */
+  /** Whole-run limit; the guest is killed after it (default 120 s; 0: none). */
   timeoutMs?: number;
+  /** Extra QEMU arguments (launch-guest.sh after `--`), e.g. a NIC. */
+  qemuArgs?: string[];
+  /** Run launch-guest.sh, and so QEMU, inside this network namespace (`ip netns exec NS`). */
+  netns?: string;
+  /**
+   * Start launch-guest.sh in its own process group, so that `kill()` ends it and QEMU together
+   * (and a Ctrl-C at the terminal reaches neither: the owner's signal handler kills `liveGuests`).
+   */
+  processGroup?: boolean;
 }
 
 export interface GuestResult {
@@ -51,19 +62,23 @@ export interface GuestResult {
   output: string;
 }
 
+/** Every guest started and not yet ended or killed, for signal handlers. */
+export const liveGuests = new Set<Guest>();
+
 export class Guest {
   readonly proc: ChildProcess;
   output = '';
   readonly done: Promise<GuestResult>;
-  private readonly tmp: string;
+  private readonly tmp: string | null = null;
+  private readonly processGroup: boolean;
   private readonly waiters = new Set<() => void>();
-  private timer: NodeJS.Timeout;
+  private timer: NodeJS.Timeout | undefined;
   private seq = 0;
 
   constructor(opts: GuestOptions) {
-    this.tmp = mkdtempSync(join(tmpdir(), 'vmpi-guest-'));
-    const args = ['--mem', `${opts.memMb ?? 512}M`, '--name', opts.name ?? 'vmpi-test-guest'];
+    const args = [LAUNCH, '--mem', `${opts.memMb ?? 512}M`, '--name', opts.name ?? 'vmpi-test-guest'];
     if (opts.script !== undefined) {
+      this.tmp = mkdtempSync(join(tmpdir(), 'vmpi-guest-'));
       const script = join(this.tmp, 'run.sh');
       writeFileSync(script, opts.script);
       args.push('--run', script);
@@ -72,8 +87,12 @@ export class Guest {
     }
     if (opts.allowReboot) args.push('--allow-reboot');
     if (opts.node) args.push('--node');
-    for (const s of opts.sockets) args.push('--vmpi', s);
-    this.proc = spawn('bash', [LAUNCH, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    for (const s of opts.sockets ?? []) args.push('--vmpi', s);
+    if (opts.qemuArgs?.length) args.push('--', ...opts.qemuArgs);
+    const argv = opts.netns ? ['ip', 'netns', 'exec', opts.netns, 'bash', ...args] : ['bash', ...args];
+    this.processGroup = opts.processGroup ?? false;
+    this.proc = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'], detached: this.processGroup });
+    liveGuests.add(this);
     this.proc.stdin!.on('error', () => {});
     const onData = (d: Buffer) => {
       this.output += d.toString('utf8');
@@ -81,19 +100,28 @@ export class Guest {
     };
     this.proc.stdout!.on('data', onData);
     this.proc.stderr!.on('data', onData);
-    this.timer = setTimeout(() => {
-      this.output += '\n[harness] guest timed out; killing QEMU\n';
-      this.kill();
-    }, opts.timeoutMs ?? 120_000);
+    const limit = opts.timeoutMs ?? 120_000;
+    if (limit > 0) {
+      this.timer = setTimeout(() => {
+        this.output += '\n[harness] guest timed out; killing QEMU\n';
+        this.kill();
+      }, limit);
+    }
     this.done = new Promise((res) => {
       this.proc.on('exit', () => {
         clearTimeout(this.timer);
-        rmSync(this.tmp, { recursive: true, force: true });
+        liveGuests.delete(this);
+        if (this.tmp) rmSync(this.tmp, { recursive: true, force: true });
         const m = /VMPI-GUEST-EXIT (\d+)/.exec(this.output);
         for (const w of [...this.waiters]) w();
         res({ exitCode: m ? Number(m[1]) : null, output: this.output });
       });
     });
+  }
+
+  /** launch-guest.sh (or `ip netns exec`) has exited. */
+  get exited(): boolean {
+    return this.proc.exitCode !== null || this.proc.signalCode !== null;
   }
 
   /** Console output length: pass it to `waitFor` to match only what comes after now. */
@@ -109,7 +137,7 @@ export class Guest {
         if (m) {
           cleanup();
           res(m);
-        } else if (this.proc.exitCode !== null || this.proc.signalCode !== null) {
+        } else if (this.exited) {
           cleanup();
           rej(new Error(`guest exited before printing ${re}; output:\n${this.output.slice(-3000)}`));
         }
@@ -145,14 +173,27 @@ export class Guest {
     }
   }
 
-  /** Run one shell command line in the agent; resolves with its exit status and console output. */
-  async exec(cmd: string, timeoutMs = 60_000): Promise<{ rc: number; out: string }> {
+  /**
+   * Start one shell command line in the agent without waiting: `from` is the console offset it
+   * started at (for `waitFor` on its output while it runs), `done` resolves with its exit status
+   * and console output (a rejection nobody awaits, e.g. after the caller gave up, is not an
+   * unhandled one).
+   */
+  start(cmd: string, timeoutMs = 60_000): { from: number; done: Promise<{ rc: number; out: string }> } {
     const id = ++this.seq;
     const from = this.mark;
     this.proc.stdin!.write(`${cmd}; echo "VMPI-RC-${id} $?"\n`);
-    const m = await this.waitFor(new RegExp(`VMPI-RC-${id} (\\d+)`), timeoutMs, from);
-    const text = this.output.slice(from);
-    return { rc: Number(m[1]), out: text.slice(0, text.indexOf(`VMPI-RC-${id}`)) };
+    const done = this.waitFor(new RegExp(`VMPI-RC-${id} (\\d+)`), timeoutMs, from).then((m) => {
+      const text = this.output.slice(from);
+      return { rc: Number(m[1]), out: text.slice(0, text.indexOf(`VMPI-RC-${id}`)) };
+    });
+    done.catch(() => {});
+    return { from, done };
+  }
+
+  /** Run one shell command line in the agent; resolves with its exit status and console output. */
+  async exec(cmd: string, timeoutMs = 60_000): Promise<{ rc: number; out: string }> {
+    return this.start(cmd, timeoutMs).done;
   }
 
   /** Write a command line without waiting (for background jobs and reboot). */
@@ -160,7 +201,31 @@ export class Guest {
     this.proc.stdin!.write(cmd + '\n');
   }
 
+  /** Power the agent guest off (`poweroff -f`), wait up to `graceMs` for QEMU to end, then kill. */
+  async stop(graceMs = 5000): Promise<void> {
+    if (!this.exited) {
+      this.send('poweroff -f');
+      let grace: NodeJS.Timeout | undefined;
+      await Promise.race([this.done, new Promise((r) => (grace = setTimeout(r, graceMs)))]);
+      clearTimeout(grace);
+    }
+    this.kill();
+  }
+
+  /**
+   * SIGKILL launch-guest.sh, or with `processGroup` its whole group (QEMU too, even when
+   * launch-guest.sh is already gone). Synchronous, for signal handlers.
+   */
   kill(): void {
-    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill('SIGKILL');
+    liveGuests.delete(this);
+    if (this.processGroup && this.proc.pid !== undefined) {
+      try {
+        process.kill(-this.proc.pid, 'SIGKILL');
+      } catch {
+        // the group is gone
+      }
+    } else if (!this.exited) {
+      this.proc.kill('SIGKILL');
+    }
   }
 }
