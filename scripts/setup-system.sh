@@ -31,7 +31,8 @@ if [ "$need_update" = 1 ] || [ ! -f "$stamp" ] || [ -n "$(find "$stamp" -mmin +7
   $SUDO mkdir -p "$(dirname "$stamp")"; $SUDO touch "$stamp"
 fi
 
-pkgs=(build-essential python3 make g++ busybox-static cpio kmod iproute2 xz-utils zstd prometheus)
+# systemd (systemd-analyze) and libxml2-utils (xmllint) check the files in qemu-configs/.
+pkgs=(build-essential python3 make g++ busybox-static cpio kmod iproute2 xz-utils zstd prometheus systemd libxml2-utils)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

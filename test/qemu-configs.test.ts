@@ -1,0 +1,51 @@
+/**
+ * The shipped deployment files in qemu-configs/ parse: every systemd unit passes
+ * `systemd-analyze verify` with nothing to say (unknown keys, bad values and missing binaries are
+ * all reported on stderr, so the output must be empty), the launch script is valid bash, and the
+ * libvirt domain is well-formed XML. Tools that are not installed skip their part (outside CI).
+ */
+import t from 'tap';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ROOT } from './helpers/guest.js';
+
+const CONFIGS = join(ROOT, 'qemu-configs');
+
+function have(tool: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${tool}`]).status === 0;
+}
+
+function missing(tool: string): string | false {
+  if (have(tool)) return false;
+  if (process.env.CI) t.fail(`${tool} is not installed (scripts/setup-system.sh installs it)`);
+  return `${tool} not installed`;
+}
+
+function verify(unit: string): string {
+  const r = spawnSync('systemd-analyze', ['verify', '--man=no', unit], { encoding: 'utf8' });
+  return `${r.stdout}${r.stderr}`.trim();
+}
+
+t.test('systemd units verify cleanly', { skip: missing('systemd-analyze') }, async (t) => {
+  const units = readdirSync(join(CONFIGS, 'systemd')).filter((f) => /\.(service|socket)$/.test(f));
+  t.ok(units.includes('vmpi.service') && units.includes('vmpi-guest.service'), `units found: ${units.join(', ')}`);
+  for (const u of units) t.equal(verify(join(CONFIGS, 'systemd', u)), '', `${u}: systemd-analyze verify says nothing`);
+
+  // The check itself can fail: a unit with an unknown key is reported.
+  const dir = mkdtempSync(join(tmpdir(), 'vmpi-units-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'bad.service'), '[Service]\nExecStart=/bin/true\nBogusKey=1\n');
+  t.match(verify(join(dir, 'bad.service')), /Unknown key 'BogusKey'/, 'a broken unit is reported');
+});
+
+t.test('launch-guest.sh is valid bash', async (t) => {
+  const r = spawnSync('bash', ['-n', join(CONFIGS, 'launch-guest.sh')], { encoding: 'utf8' });
+  t.equal(r.status, 0, r.stderr);
+});
+
+t.test('the libvirt domain is well-formed XML', { skip: missing('xmllint') }, async (t) => {
+  const r = spawnSync('xmllint', ['--noout', join(CONFIGS, 'libvirt-domain.xml')], { encoding: 'utf8' });
+  t.equal(r.status, 0, r.stderr);
+});
