@@ -235,19 +235,11 @@ async function serve(args: string[]): Promise<number> {
     setLogLevel(plan.log.level);
 
     // Signals that arrive while starting are honoured once start-up is done.
-    let signalled: string | undefined;
-    let wake: (() => void) | undefined;
-    const onSignal = (sig: string) => {
-      signalled ??= sig;
-      wake?.();
-    };
-    process.once('SIGINT', onSignal);
-    process.once('SIGTERM', onSignal);
+    const stop = signalled();
     // Loaded here, not at the top: --help, --version and check-config do not need the datapath.
     const { startServing } = await import('./ops/serve.js');
     const serving = await startServing(plan, { logger, version: version(), ipc });
-    if (signalled === undefined) await new Promise<void>((resolve) => (wake = resolve));
-    logger.info({ signal: signalled }, 'shutting down');
+    logger.info({ signal: await stop }, 'shutting down');
     await serving.close();
     return 0;
   } catch (e) {
@@ -308,10 +300,19 @@ function qemuArgs(args: string[]): number {
 }
 
 /** Resolves on the first SIGINT/SIGTERM. */
-function signalled(): Promise<void> {
+/**
+ * The first SIGINT or SIGTERM from now on (its name). The handlers are installed at once, so a
+ * signal that arrives during start-up is kept until the caller is ready for it.
+ */
+function signalled(): Promise<string> {
   return new Promise((resolve) => {
-    process.once('SIGINT', () => resolve());
-    process.once('SIGTERM', () => resolve());
+    const on = (sig: string): void => {
+      process.off('SIGINT', on);
+      process.off('SIGTERM', on);
+      resolve(sig);
+    };
+    process.on('SIGINT', on);
+    process.on('SIGTERM', on);
   });
 }
 
@@ -411,19 +412,11 @@ async function guest(args: string[]): Promise<number> {
   if (values.help) return help('guest');
   const level = logLevelArg(str(values['log-level']));
   if (level !== undefined) setLogLevel(level);
-  let wake: (() => void) | undefined;
-  let signal: string | undefined;
-  const onSignal = (sig: string) => {
-    signal ??= sig;
-    wake?.();
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  const stop = signalled();
   const { startGuest } = await import('./ops/guest.js');
   const serving = startGuest({ devices: strs(values.device), socketPath: str(values['ipc-socket']) ?? defaultIpcSocketPath(), logger });
   logger.info({ socket: serving.daemon.socketPath, difs: serving.ipcps.map((i) => i.difName) }, 'guest IPC daemon ready');
-  if (signal === undefined) await new Promise<void>((resolve) => (wake = resolve));
-  logger.info({ signal }, 'shutting down');
+  logger.info({ signal: await stop }, 'shutting down');
   serving.close();
   return 0;
 }

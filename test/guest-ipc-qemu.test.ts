@@ -13,12 +13,12 @@ import t from 'tap';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { ClientFlow } from '../src/dif/ipc/client.js';
 import { IpcClient } from '../src/dif/ipc/client.js';
 import { IpcDaemon } from '../src/dif/ipc/daemon.js';
 import { ShimHvIpcp } from '../src/dif/shim-hv/ipcp.js';
 import { VmpiHost } from '../src/vmpi/host.js';
-import { Guest, GUEST_DIR, guestUnavailable } from './helpers/guest.js';
+import { readN } from './helpers/flows.js';
+import { Guest, GUEST_DIR, guestUnavailable, nodeScript } from './helpers/guest.js';
 import { patternSdu } from './helpers/pattern.js';
 
 const unavailable =
@@ -69,27 +69,10 @@ for (let i = 0; i < 20; i++) {
 out('SENT', { datapath: up.datapath, n: 20 });
 `;
 
-const GUEST_SCRIPT = `cat > /tmp/app.mjs <<'VMPI_JS_EOF'
-${GUEST_JS}
-VMPI_JS_EOF
-mkdir -p /run/vmpi
+const GUEST_SCRIPT = nodeScript(GUEST_JS, `mkdir -p /run/vmpi
 node /opt/vmpi/dist/src/cli.js guest --log-level warn &
 for i in $(seq 1 200); do [ -S /run/vmpi/ipc.sock ] && break; sleep 0.1; done
-node /tmp/app.mjs
-`;
-
-async function readN(flow: ClientFlow, n: number, ms: number): Promise<Uint8Array[]> {
-  const got: Uint8Array[] = [];
-  const end = Date.now() + ms;
-  while (got.length < n) {
-    const left = end - Date.now();
-    if (left <= 0) throw new Error(`timed out after ${got.length}/${n} SDUs`);
-    const sdu = await Promise.race([flow.read(), new Promise<null>((r) => setTimeout(() => r(null), left))]);
-    if (sdu === null) throw new Error(`flow ended or timed out after ${got.length}/${n} SDUs`);
-    got.push(sdu);
-  }
-  return got;
-}
+`);
 
 t.test('IPC API in the guest: vmpi guest hands applications the channel file', { skip: unavailable ?? false, timeout: 420_000 }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'vmpi-gipc-'));

@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { VmpiHost } from '../src/vmpi/host.js';
 import { GuestPortError, GuestVmpiPort, VMPI_IOC_BIND, VMPI_IOC_GET_INFO, parseVmpiInfo } from '../src/vmpi/guest-port.js';
 import { SendResult } from '../src/vmpi/device.js';
-import { GUEST_DIR, Guest, guestUnavailable } from './helpers/guest.js';
+import { GUEST_DIR, Guest, guestUnavailable, nodeScript } from './helpers/guest.js';
 import { patternSdu } from './helpers/pattern.js';
 
 function nodeGuestUnavailable(): string | null {
@@ -42,7 +42,7 @@ const BURST_CHANNEL = 7;
 const BURST = 200; // > tx ring (64) + backlog (4 MiB = 64 SDUs): reaches Full
 const BURST_SIZE = 65536;
 
-/** Runs in the guest: `node /tmp/echo.mjs`. Reports on the console as `GUEST-<TAG> <json>`. */
+/** Runs in the guest: `node /tmp/app.mjs` (nodeScript). Reports on the console as `GUEST-<TAG> <json>`. */
 const GUEST_JS = `
 import { readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { once } from 'node:events';
@@ -133,11 +133,7 @@ port.close();
 console.log('GUEST-END');
 `;
 
-const GUEST_SCRIPT = `cat > /tmp/echo.mjs <<'VMPI_JS_EOF'
-${GUEST_JS}
-VMPI_JS_EOF
-node /tmp/echo.mjs
-`;
+const GUEST_SCRIPT = nodeScript(GUEST_JS);
 
 function json<T>(output: string, tag: string): T | undefined {
   const m = new RegExp(`GUEST-${tag} (\\{.*\\})`).exec(output);

@@ -12,7 +12,8 @@ import { join } from 'node:path';
 import { DifError, type Flow } from '../src/dif/api.js';
 import { ShimHvIpcp } from '../src/dif/shim-hv/ipcp.js';
 import { VmpiHost } from '../src/vmpi/host.js';
-import { Guest, GUEST_DIR, guestUnavailable } from './helpers/guest.js';
+import { readN } from './helpers/flows.js';
+import { Guest, GUEST_DIR, guestUnavailable, nodeScript } from './helpers/guest.js';
 import { patternSdu } from './helpers/pattern.js';
 
 const unavailable =
@@ -45,24 +46,8 @@ for (let i = 0; i < 20; i++) {
 out('SENT', { channel: flow.channel, n: 20 });
 `;
 
-const GUEST_SCRIPT = `cat > /tmp/app.mjs <<'VMPI_JS_EOF'
-${GUEST_JS}
-VMPI_JS_EOF
-node /tmp/app.mjs
-`;
+const GUEST_SCRIPT = nodeScript(GUEST_JS);
 
-async function readN(flow: Flow, n: number, ms: number): Promise<Uint8Array[]> {
-  const got: Uint8Array[] = [];
-  const end = Date.now() + ms;
-  while (got.length < n) {
-    const left = end - Date.now();
-    if (left <= 0) throw new Error(`timed out after ${got.length}/${n} SDUs`);
-    const sdu = await Promise.race([flow.read(), new Promise<null>((r) => setTimeout(() => r(null), left))]);
-    if (sdu === null) throw new Error(`flow ended or timed out after ${got.length}/${n} SDUs`);
-    got.push(sdu);
-  }
-  return got;
-}
 
 t.test('shim DIF: host and guest apps talk over a VMPI device', { skip: unavailable ?? false, timeout: 400_000 }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'vmpi-shim-'));

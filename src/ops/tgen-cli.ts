@@ -36,7 +36,7 @@ async function pickDif(client: IpcClient, dif: string | undefined): Promise<stri
 }
 
 /** Serve until `stop` resolves (a signal). */
-export async function tgenServer(args: TgenCommon, stop: Promise<void>, out: Out): Promise<number> {
+export async function tgenServer(args: TgenCommon, stop: Promise<unknown>, out: Out): Promise<number> {
   const client = await IpcClient.connect(args.ipcSocket);
   try {
     const dif = await pickDif(client, args.dif);

@@ -62,6 +62,14 @@ export interface GuestResult {
   output: string;
 }
 
+/**
+ * A guest script (GuestOptions.script) that writes `js` to /tmp/app.mjs and runs it with the Node
+ * guest image's node, after the shell lines of `setup` (e.g. starting a daemon).
+ */
+export function nodeScript(js: string, setup = ''): string {
+  return `cat > /tmp/app.mjs <<'VMPI_JS_EOF'\n${js}\nVMPI_JS_EOF\n${setup}node /tmp/app.mjs\n`;
+}
+
 /** Every guest started and not yet ended or killed, for signal handlers. */
 export const liveGuests = new Set<Guest>();
 
