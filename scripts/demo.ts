@@ -1,21 +1,27 @@
 /**
  * demo.ts — `npm run demo`: the main job end to end on this machine.
  *
- * Starts a vmpi server (one VMPI device, a shim IPC process for hypervisors on it, Prometheus
- * metrics), boots a TCG guest under QEMU 10 with the guest driver and Node, and shows:
+ * Starts a vmpi server (what `vmpi serve` runs: one VMPI device, a shim IPC process for
+ * hypervisors on it, the IPC daemon, Prometheus metrics), boots a TCG guest under QEMU 10 with the
+ * guest driver and Node, runs `vmpi guest` and `vmpi tgen server` in it, and shows:
  *   1. the VMPI link: the guest's vmpi-perf streams verified SDUs to a host sink;
- *   2. the shim DIF: a host app allocates a flow to the guest's "echo" app and gets its SDUs back,
- *      and a guest app allocates a flow to the host's "greeter" app and is answered;
+ *   2. the shim DIF through the IPC API at both ends: a host app allocates a flow to the guest's
+ *      "echo" app and gets its SDUs back, a guest app allocates a flow to the host's "greeter"
+ *      app and is answered, and vmpi-tgen measures host -> guest goodput;
  *   3. the metrics a Prometheus server would scrape.
  * Then it powers the guest off and closes everything.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { DifError } from '../src/dif/api.js';
+import { IpcClient } from '../src/dif/ipc/client.js';
+import { IpcDaemon } from '../src/dif/ipc/daemon.js';
 import { ShimHvIpcp } from '../src/dif/shim-hv/ipcp.js';
+import { DEFAULT_TGEN_APP, TgenClient } from '../src/dif/tgen.js';
 import { HostMetrics, startMetricsServer, type MetricsServer } from '../src/ops/metrics.js';
 import { VmpiHost } from '../src/vmpi/host.js';
-import { Guest, guestUnavailable } from '../test/helpers/guest.js';
+import { Guest, guestUnavailable, nodeScript } from '../test/helpers/guest.js';
 import { crc32, parseResults } from '../test/helpers/pattern.js';
 
 const say = (s: string) => process.stdout.write(`[demo] ${s}\n`);
@@ -23,33 +29,39 @@ const hex = (n: number) => '0x' + n.toString(16).padStart(8, '0');
 /** A raw VMPI channel outside the shim DIF's channel space (1..1023 by default). */
 const RAW_CHANNEL = 4096;
 
-/** Runs in the guest after the VMPI stream: the guest's shim IPC process and two apps. */
+/** Runs in the guest after the VMPI stream, on the IPC client library: two apps. */
 const GUEST_APP = `
-import { GuestVmpiPort } from '/opt/vmpi/dist/src/vmpi/guest-port.js';
-import { ShimHvIpcp } from '/opt/vmpi/dist/src/dif/shim-hv/ipcp.js';
+import { IpcClient } from '/opt/vmpi/dist/src/dif/ipc/client.js';
 const say = (s) => console.log('GUEST-APP ' + s);
-const ipcp = new ShimHvIpcp({ port: new GuestVmpiPort(0), role: 'guest' });
-ipcp.register('echo/1', (req) => {
-  say('flow request from ' + req.remoteApp.processName + ' accepted');
-  const flow = req.accept();
+const c = await IpcClient.connect('/run/vmpi/ipc.sock');
+const [dif] = await c.listDifs();
+const reg = await c.register(dif.name, 'echo/1');
+reg.on('request', async (req) => {
+  const flow = await req.accept();
+  say('flow request from ' + req.remoteApp.processName + ' accepted; its SDUs go ' + (flow.datapath === 'vmpi_file' ? 'straight through the driver file of its channel' : 'through ' + flow.datapath));
   flow.on('data', (sdu) => flow.write(sdu));
   flow.on('deallocated', (reason) => { say('echo flow deallocated: ' + reason); setTimeout(() => process.exit(0), 200); });
 });
-say('registered echo/1 in ' + ipcp.difName + ' (address ' + ipcp.address + ')');
-const flow = await ipcp.allocateFlow('hello-client/1', 'greeter/1');
+say('registered echo/1 in ' + dif.name + ' (address ' + dif.address + ')');
+const flow = await c.allocate(dif.name, 'greeter/1', { src: 'hello-client/1' });
 await flow.send(new TextEncoder().encode('hello from the guest'));
 const reply = await flow.read();
 say('greeter answered: "' + new TextDecoder().decode(reply) + '"');
 flow.deallocate('done');
 `;
 
-function guestScript(n: number, size: number): string {
-  return `vmpi-perf send /dev/vmpi0 ${RAW_CHANNEL} ${size} ${n}
-cat > /tmp/app.mjs <<'VMPI_JS_EOF'
-${GUEST_APP}
-VMPI_JS_EOF
-node /tmp/app.mjs
-`;
+const VMPI_CLI = '/opt/vmpi/dist/src/cli.js';
+
+function guestScript(n: number, size: number, dif: string): string {
+  return nodeScript(
+    GUEST_APP,
+    `vmpi-perf send /dev/vmpi0 ${RAW_CHANNEL} ${size} ${n}
+mkdir -p /run/vmpi
+node ${VMPI_CLI} guest --log-level warn &
+for i in $(seq 1 200); do [ -S /run/vmpi/ipc.sock ] && break; sleep 0.1; done
+node ${VMPI_CLI} tgen server --dif ${dif} >/dev/null &
+`,
+  );
 }
 
 async function main(): Promise<number> {
@@ -60,6 +72,9 @@ async function main(): Promise<number> {
   const host = new VmpiHost();
   const device = host.addDevice({ socketPath: socket, vmpiId: 1 });
   const ipcp = new ShimHvIpcp({ port: device, role: 'host', allocateTimeoutMs: 60_000 });
+  const daemon = new IpcDaemon({ socketPath: join(dir, 'ipc.sock') });
+  daemon.addIpcp(ipcp);
+  daemon.listen();
   const metrics = new HostMetrics(host);
   metrics.addIpcp(ipcp);
   let metricsServer: MetricsServer;
@@ -68,7 +83,8 @@ async function main(): Promise<number> {
   } catch {
     metricsServer = await startMetricsServer(metrics, { host: '127.0.0.1', port: 0 });
   }
-  say(`vmpi server: VMPI device ${device.vmpiId} on ${socket}; shim DIF ${ipcp.difName}; metrics on ${metricsServer.url}`);
+  say(`vmpi server: VMPI device ${device.vmpiId} on ${socket}; shim DIF ${ipcp.difName}; IPC daemon on ${daemon.socketPath}; metrics on ${metricsServer.url}`);
+  const apps = await IpcClient.connect(daemon.socketPath);
 
   // Host applications: a sink for the raw VMPI stream (a channel the shim DIF does not use) and
   // a greeter registered in the shim DIF.
@@ -78,17 +94,19 @@ async function main(): Promise<number> {
     sinkSdus++;
     sinkCrc = crc32(sdu, sinkCrc);
   });
-  ipcp.register('greeter/1', (req) => {
-    const flow = req.accept();
-    flow.on('data', (sdu) => {
-      say(`host greeter got "${new TextDecoder().decode(sdu)}" from guest app ${req.remoteApp.processName}`);
-      flow.write(new TextEncoder().encode('hello from the host'));
-    });
+  const greeter = await apps.register(ipcp.difName, 'greeter/1');
+  greeter.on('request', (req) => {
+    void req.accept().then((flow) =>
+      flow.on('data', (sdu) => {
+        say(`host greeter got "${new TextDecoder().decode(sdu)}" from guest app ${req.remoteApp.processName}`);
+        flow.write(new TextEncoder().encode('hello from the host'));
+      }),
+    );
   });
 
   const n = 2000;
   const size = 4000;
-  const g = new Guest({ sockets: [socket], node: true, memMb: 768, script: guestScript(n, size), name: 'vmpi-demo-guest', timeoutMs: 300_000 });
+  const g = new Guest({ sockets: [socket], node: true, memMb: 768, script: guestScript(n, size, ipcp.difName), name: 'vmpi-demo-guest', timeoutMs: 300_000 });
   let ok = false;
   try {
     say('booting a TCG guest under QEMU 10 with the VMPI driver and Node (qemu-configs/launch-guest.sh --node) ...');
@@ -101,8 +119,8 @@ async function main(): Promise<number> {
     say(`VMPI guest -> host: ${n} SDUs of ${size} B on channel ${RAW_CHANNEL} at ${Number(sres.mbps).toFixed(0)} Mb/s (TCG), CRC-32 ${streamOk ? 'matches' : 'MISMATCH'}`);
 
     await g.waitFor(/GUEST-APP registered echo\/1/, 120_000);
-    const flow = await ipcp.allocateFlow('demo-client/1', 'echo/1');
-    say(`shim DIF: host app demo-client allocated a flow to guest app echo/1 (port ${flow.portId})`);
+    const flow = await apps.allocate(ipcp.difName, 'echo/1', { src: 'demo-client/1' });
+    say(`shim DIF: host app demo-client allocated a flow to guest app echo/1 (port ${flow.portId}) through the IPC daemon`);
     const sizes = [0, 1, 250, 1000, 4000];
     for (const s of sizes) flow.write(new Uint8Array(s).fill(s & 0xff));
     let echoed = 0;
@@ -113,6 +131,17 @@ async function main(): Promise<number> {
     say(`shim DIF host -> guest -> host: ${echoed}/${sizes.length} SDUs (0..4000 B) echoed back intact`);
     await g.waitFor(/GUEST-APP greeter answered.*/, 60_000);
     say(`shim DIF guest -> host -> guest: ${/GUEST-APP (greeter answered.*)/.exec(g.output)![1]!.trim()}`);
+    say(`guest: ${/GUEST-APP (flow request from .*)/.exec(g.output)![1]!.trim()}`);
+
+    // vmpi-tgen (the paper's rina-tgen): host -> guest goodput, measured by the guest's server.
+    const tgen = await openTgen(apps, ipcp.difName);
+    const rates: string[] = [];
+    for (const s of [1000, 4000]) {
+      const r = await tgen.run({ sduSize: s, durationMs: 1000, reportTimeoutMs: 10_000 });
+      rates.push(`${s} B: ${r.mbps.toFixed(0)} Mb/s (${r.sdus} SDUs)`);
+    }
+    await tgen.close();
+    say(`vmpi-tgen host -> guest over the shim DIF, 1 s each (TCG): ${rates.join(', ')}; full sweep: npm run bench:fig4a`);
     flow.deallocate('demo done');
     await g.waitFor(/VMPI-GUEST-EXIT \d+/, 60_000);
 
@@ -124,6 +153,8 @@ async function main(): Promise<number> {
   } finally {
     g.kill();
     await g.done;
+    apps.close();
+    daemon.close();
     ipcp.close('demo over');
     await metricsServer.close();
     host.close();
@@ -132,6 +163,19 @@ async function main(): Promise<number> {
   }
   say(ok ? 'demo OK' : 'demo FAILED');
   return ok ? 0 : 1;
+}
+
+/** A tgen client flow to the guest's server, once it has registered (it starts after Node loads it). */
+async function openTgen(apps: IpcClient, dif: string): Promise<TgenClient> {
+  const end = Date.now() + 60_000;
+  for (;;) {
+    try {
+      return await TgenClient.open(apps, dif, DEFAULT_TGEN_APP, { src: 'demo-tgen/1' });
+    } catch (e) {
+      if (!(e instanceof DifError && e.code === 'rejected') || Date.now() > end) throw e;
+      await new Promise((r) => setTimeout(r, 300));
+    }
+  }
 }
 
 main().then(
