@@ -120,6 +120,7 @@ struct vmpi_dev {
 	struct list_head rx_pool;
 	unsigned int rx_pool_len;
 	bool removed;
+	bool wake_pending;		/* some bound file has f->wake set */
 	struct vmpi_buf *parked;	/* frame waiting for room in its channel's queue */
 	u32 parked_ch;
 	unsigned long park_deadline;	/* jiffies: parked_ch's stall deadline */
@@ -144,6 +145,7 @@ struct vmpi_file {
 	u32 channel;
 	bool bound;			/* in vd->chans; written under vd->lock */
 	bool shutdown;			/* VMPI_IOC_SHUTDOWN: unbound for good */
+	bool wake;			/* got frames in this rx_work batch: wake its reader */
 	struct list_head rxq;		/* received vmpi_bufs, oldest first */
 	unsigned int rx_count;
 	unsigned int rx_bytes;
@@ -366,8 +368,9 @@ static void vmpi_rx_deliver(struct vmpi_dev *vd, struct vmpi_buf *q)
 		f->rx_bytes += q->charge;
 		atomic64_inc(&vd->st.rx_frames);
 		atomic64_add(q->len - VMPI_HDR_LEN, &vd->st.rx_bytes);
-		/* Wake under the lock: the file cannot be released while we hold it. */
-		wake_up_interruptible_poll(&f->rq, EPOLLIN | EPOLLRDNORM);
+		/* Woken once per batch (vmpi_rx_wake): one switch to the reader, not one per SDU. */
+		f->wake = true;
+		vd->wake_pending = true;
 		q = NULL;
 	} else if (!stall) {
 		atomic64_inc(&vd->st.rx_drops_full);
@@ -392,6 +395,28 @@ static void vmpi_rx_deliver(struct vmpi_dev *vd, struct vmpi_buf *q)
 	spin_unlock(&vd->lock);
 	if (q)
 		vmpi_buf_recycle(vd, q);
+}
+
+/*
+ * Wake the readers of the files that got frames since the last call. Under the lock: a file
+ * cannot be released while we hold it (release unhashes it under the same lock). rx_work only.
+ */
+static void vmpi_rx_wake(struct vmpi_dev *vd)
+{
+	struct vmpi_file *f;
+	int bkt;
+
+	if (!vd->wake_pending)
+		return;
+	spin_lock(&vd->lock);
+	vd->wake_pending = false;
+	hash_for_each(vd->chans, bkt, f, hnode) {
+		if (f->wake) {
+			f->wake = false;
+			wake_up_interruptible_poll(&f->rq, EPOLLIN | EPOLLRDNORM);
+		}
+	}
+	spin_unlock(&vd->lock);
 }
 
 /* Take the frame out of used rx buffer @buf (consumed) and deliver it. */
@@ -479,6 +504,7 @@ static void vmpi_rx_work(struct work_struct *work)
 	spin_unlock(&vd->lock);
 	if (buf)
 		vmpi_rx_deliver(vd, buf);
+	vmpi_rx_wake(vd);
 	if (vd->parked)
 		goto parked;
 	for (;;) {
@@ -487,6 +513,7 @@ static void vmpi_rx_work(struct work_struct *work)
 			vmpi_rx_frame(vd, buf, len);
 			budget--;
 		}
+		vmpi_rx_wake(vd);
 		ok = vmpi_rx_refill(vd);
 		if (vd->parked)
 			goto parked;
