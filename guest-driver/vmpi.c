@@ -146,6 +146,7 @@ struct vmpi_file {
 	bool bound;			/* in vd->chans; written under vd->lock */
 	bool shutdown;			/* VMPI_IOC_SHUTDOWN: unbound for good */
 	bool wake;			/* got frames in this rx_work batch: wake its reader */
+	bool batch;			/* VMPI_IOC_SET_BATCH: read() returns many SDUs */
 	struct list_head rxq;		/* received vmpi_bufs, oldest first */
 	unsigned int rx_count;
 	unsigned int rx_bytes;
@@ -673,50 +674,72 @@ static int vmpi_rx_empty_err(struct vmpi_file *f)
 	return f->shutdown ? -ESHUTDOWN : f->bound ? -EAGAIN : -ENOTCONN;
 }
 
+/*
+ * One SDU per read(), or in batch mode (VMPI_IOC_SET_BATCH) as many whole SDUs as fit, each as
+ * a le32 length and the SDU, padded to VMPI_BATCH_ALIGN: one system call for a burst.
+ */
 static ssize_t vmpi_read(struct file *file, char __user *ubuf, size_t count, loff_t *ppos)
 {
 	struct vmpi_file *f = file->private_data;
 	struct vmpi_dev *vd = f->vd;
-	struct vmpi_buf *buf;
-	unsigned int sdu_len;
+	bool batch = READ_ONCE(f->batch);
+	unsigned int hdr = batch ? VMPI_HDR_LEN : 0;
+	struct vmpi_buf *buf, *tmp;
+	size_t need = 0, off = 0;
+	LIST_HEAD(got);
 	ssize_t ret;
 
 	for (;;) {
-		buf = NULL;
 		spin_lock(&vd->lock);
 		if (vd->removed) {
 			ret = -ENODEV;
 		} else if (list_empty(&f->rxq)) {
 			ret = vmpi_rx_empty_err(f);
 		} else {
-			buf = list_first_entry(&f->rxq, struct vmpi_buf, node);
-			sdu_len = buf->len - VMPI_HDR_LEN;
-			if (sdu_len > count) {
-				/* Never truncate: the SDU stays queued for a bigger read. */
-				ret = -EMSGSIZE;
-				buf = NULL;
-			} else {
-				list_del_init(&buf->node);
+			list_for_each_entry_safe(buf, tmp, &f->rxq, node) {
+				size_t rec = hdr + buf->len - VMPI_HDR_LEN;
+
+				if (batch)
+					rec = ALIGN(rec, VMPI_BATCH_ALIGN);
+				if (need + rec > count)
+					break;
+				need += rec;
+				list_move_tail(&buf->node, &got);
 				f->rx_count--;
 				f->rx_bytes -= buf->charge;
-				/* After shutdown the channel may be someone else's. */
-				if (f->bound && vmpi_rx_low(f)) {
-					f->full = f->stalled = false;
-					vmpi_rx_kick_locked(vd, f);
-				}
+				if (!batch)
+					break;
+			}
+			/* Never truncate: an SDU that does not fit stays queued for a bigger read. */
+			ret = -EMSGSIZE;
+			/* After shutdown the channel may be someone else's. */
+			if (!list_empty(&got) && f->bound && vmpi_rx_low(f)) {
+				f->full = f->stalled = false;
+				vmpi_rx_kick_locked(vd, f);
 			}
 		}
 		spin_unlock(&vd->lock);
-		if (buf)
+		if (!list_empty(&got))
 			break;
 		if (ret != -EAGAIN || (file->f_flags & O_NONBLOCK))
 			return ret;
 		if (wait_event_interruptible(f->rq, vmpi_rx_ready(f)))
 			return -ERESTARTSYS;
 	}
-	ret = vmpi_buf_to_user(buf, VMPI_HDR_LEN, ubuf, sdu_len);
-	vmpi_buf_recycle(vd, buf);
-	return ret ? ret : sdu_len;
+	ret = 0;
+	list_for_each_entry_safe(buf, tmp, &got, node) {
+		u32 sdu_len = buf->len - VMPI_HDR_LEN;
+		__le32 len_le = cpu_to_le32(sdu_len);
+
+		if (!ret && hdr && copy_to_user(ubuf + off, &len_le, hdr))
+			ret = -EFAULT;
+		if (!ret)
+			ret = vmpi_buf_to_user(buf, VMPI_HDR_LEN, ubuf + off + hdr, sdu_len);
+		off += batch ? ALIGN(hdr + sdu_len, VMPI_BATCH_ALIGN) : sdu_len;
+		list_del_init(&buf->node);
+		vmpi_buf_recycle(vd, buf);
+	}
+	return ret ? ret : off;
 }
 
 static ssize_t vmpi_write(struct file *file, const char __user *ubuf, size_t count,
@@ -868,6 +891,13 @@ static long vmpi_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 		if (ret)
 			return ret;
 		return put_user(len, (u32 __user *)uarg);
+	case VMPI_IOC_SET_BATCH:
+		if (get_user(len, (u32 __user *)uarg))
+			return -EFAULT;
+		if (len > 1)
+			return -EINVAL;
+		WRITE_ONCE(f->batch, len);
+		return 0;
 	case VMPI_IOC_SHUTDOWN:
 		spin_lock(&vd->lock);
 		spin_lock_irq(&vd->tx_lock);

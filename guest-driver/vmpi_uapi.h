@@ -69,5 +69,11 @@ struct vmpi_info {
  * -ESHUTDOWN; write() and BIND fail with -ESHUTDOWN; poll reports EPOLLIN|EPOLLHUP|EPOLLOUT.
  * Idempotent, also on a file never bound. */
 #define VMPI_IOC_SHUTDOWN	_IO(VMPI_IOC_MAGIC, 4)
+/* Read mode of this open file description (u32): 0 (default) one SDU per read(); 1 batch: read()
+ * returns as many whole queued SDUs as fit in the buffer, each as a le32 length followed by the
+ * SDU, the next record starting at the following multiple of VMPI_BATCH_ALIGN (padding bytes are
+ * left as they were). -EMSGSIZE if the first SDU does not fit; otherwise as in mode 0. */
+#define VMPI_IOC_SET_BATCH	_IOW(VMPI_IOC_MAGIC, 5, __u32)
+#define VMPI_BATCH_ALIGN	4
 
 #endif /* _UAPI_VMPI_H */

@@ -41,6 +41,9 @@ const ECHO_COUNT = ECHO_CHANNELS.length * SIZES.length * ROUNDS;
 const BURST_CHANNEL = 7;
 const BURST = 200; // > tx ring (64) + backlog (4 MiB = 64 SDUs): reaches Full
 const BURST_SIZE = 65536;
+/** Batch reads: SDUs the host queues on this channel before the guest's one read(2). */
+const BATCH_CHANNEL = 9;
+const BATCH_SIZES = [0, 1, 2, 3, 5, 1000, 4000, 0, 7];
 
 /** Runs in the guest: `node /tmp/app.mjs` (nodeScript). Reports on the console as `GUEST-<TAG> <json>`. */
 const GUEST_JS = `
@@ -119,6 +122,39 @@ await Promise.race([echoFinished, timeout(60000, 'echoes')]);
 while (port.stats.backlogSdus > 0) await Promise.race([once(port, 'drain'), timeout(30000, 'final drain')]);
 out('STATS', { echoed, results, burst, drains, stats: port.stats, info: port.info() });
 out('CHECKS', checks);
+
+// Batch reads (VMPI_IOC_SET_BATCH), on a raw file: the host queues SDUs, one read(2) takes them all.
+{
+  const { native } = await import('/opt/vmpi/dist/src/native.js');
+  const gf = await import('/opt/vmpi/dist/src/vmpi/guest-file.js');
+  const { openSync, readSync, constants } = await import('node:fs');
+  const fd = openSync('/dev/vmpi0', constants.O_RDWR | constants.O_NONBLOCK);
+  native.ioctl(fd, gf.VMPI_IOC_BIND, gf.u32Arg(${BATCH_CHANNEL}));
+  const batchOn = gf.setBatchMode(fd);
+  console.log('GUEST-BATCH-BOUND');
+  const info = new Uint8Array(gf.VMPI_INFO_SIZE);
+  let queued = 0;
+  for (let i = 0; i < 400 && queued < ${BATCH_SIZES.length}; i++) {
+    native.ioctl(fd, gf.VMPI_IOC_GET_INFO, info);
+    queued = new DataView(info.buffer).getUint32(20, true);
+    if (queued < ${BATCH_SIZES.length}) await new Promise((r) => setTimeout(r, 50));
+  }
+  const small = (() => { try { readSync(fd, new Uint8Array(2), 0, 2, null); return 'read'; } catch (e) { return e.code; } })();
+  const buf = new Uint8Array(256 * 1024);
+  const n = readSync(fd, buf, 0, buf.length, null);
+  const v = new DataView(buf.buffer);
+  const lens = [], aligned = [], intact = [];
+  for (let off = 0; off < n; ) {
+    const len = v.getUint32(off, true);
+    aligned.push(off % 4 === 0);
+    const sdu = buf.subarray(off + 4, off + 4 + len);
+    intact.push(sdu.every((b, k) => b === ((k + lens.length * 31) & 0xff)));
+    lens.push(len);
+    off += 4 + len + ((4 - ((4 + len) % 4)) % 4);
+  }
+  const after = (() => { try { readSync(fd, buf, 0, buf.length, null); return 'read'; } catch (e) { return e.code; } })();
+  out('BATCH', { batchOn, queued, small, bytes: n, lens, aligned: aligned.every(Boolean), intact: intact.every(Boolean), after });
+}
 
 // Device removal: unbind the driver from the virtio device behind /dev/vmpi0.
 const devs = '/sys/bus/virtio/devices';
@@ -226,6 +262,15 @@ t.test('GuestVmpiPort in Node in the guest: echo, on-demand channel, backpressur
     const bad = expect.filter((sdu, i) => !echoes[i] || Buffer.compare(Buffer.from(sdu), Buffer.from(echoes[i]!)) !== 0).length;
     t.equal(bad, 0, `every echo on channel ${ch} equals what was sent, byte for byte and in order (sizes ${echoes.map((e) => e.byteLength).join(',')})`);
   }
+
+  await g.waitFor(/GUEST-BATCH-BOUND/, 60_000);
+  for (const [i, size] of BATCH_SIZES.entries()) t.not(device.send(BATCH_CHANNEL, Uint8Array.from({ length: size }, (_, k) => (k + i * 31) & 0xff)), SendResult.Full);
+  const batch = await g.waitJson<Record<string, unknown>>('GUEST-BATCH', 60_000);
+  t.same(
+    batch,
+    { batchOn: true, queued: BATCH_SIZES.length, small: 'EMSGSIZE', bytes: BATCH_SIZES.reduce((a, n) => a + 4 + n + ((4 - ((4 + n) % 4)) % 4), 0), lens: BATCH_SIZES, aligned: true, intact: true, after: 'EAGAIN' },
+    'batch mode: one read(2) returned every queued SDU as le32 length + SDU, 4-aligned, intact; a buffer too small for the first: EMSGSIZE',
+  );
 
   const res = await g.done;
   const out = res.output;

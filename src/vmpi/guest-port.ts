@@ -7,9 +7,10 @@
  *
  *   - construction opens a control file (never bound) and reads vmpi_id and max_sdu with
  *     VMPI_IOC_GET_INFO; the control file's poll reports only the device's removal;
- *   - bind(channel) opens a non-blocking file for the channel and binds it; a uv_poll watcher
- *     (native.watchFd) reads SDUs until EAGAIN into one reusable buffer of maxSdu bytes and calls
- *     the handler (the bytes are valid only during the call);
+ *   - bind(channel) opens a non-blocking file for the channel, binds it and switches it to batch
+ *     reads; a uv_poll watcher (native.watchFd) reads bursts of SDUs until EAGAIN into one
+ *     reusable buffer (guest-file.ts) and calls the handler per SDU (the bytes are valid only
+ *     during the call);
  *   - send() writes one SDU per write(): Sent; when the tx ring is full (EAGAIN) the SDU is copied
  *     into a bounded backlog shared by all channels of the port (the ring is shared too, so once
  *     anything is queued later SDUs queue behind it, keeping order): Queued; when the backlog is
@@ -25,38 +26,40 @@
  * A handler that throws raises an uncaught exception, as for any I/O callback.
  */
 import { EventEmitter } from 'node:events';
-import { closeSync, constants as fsc, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, constants as fsc, openSync, writeSync } from 'node:fs';
 import { native, type FdEventsWatcher } from '../native.js';
+import {
+  CHANNEL_READ_BUFFER,
+  READ_GONE,
+  VMPI_INFO_SIZE,
+  VMPI_INFO_SIZES,
+  VMPI_IOC_BIND,
+  VMPI_IOC_GET_INFO,
+  VMPI_IOC_SHUTDOWN,
+  VMPI_INFO_F_REMOVED,
+  readChannelFile,
+  setBatchMode,
+  u32Arg,
+  vmpiIocGetInfo,
+} from './guest-file.js';
 // Types and a const enum only: the compiled module does not load device.js (nor vhost-user/).
 import { SendResult, type DirectionStats, type SduHandler } from './device.js';
 import type { ChannelFile, VmpiPort, VmpiPortEvents } from './port.js';
 
 // ---- guest-driver/vmpi_uapi.h -----------------------------------------------------------------
 
-const IOC_WRITE = 1;
-const IOC_READ = 2;
-/** _IOC(dir, type, nr, size) of asm-generic/ioctl.h, as an unsigned 32-bit number. */
-function ioc(dir: number, type: number, nr: number, size: number): number {
-  return dir * 2 ** 30 + size * 2 ** 16 + type * 2 ** 8 + nr;
-}
-const VMPI_IOC_MAGIC = 0xb7;
-/**
- * sizeof(struct vmpi_info): 8 u32 + struct vmpi_stats (9 u64). The size is part of the ioctl
- * number and counters get appended to vmpi_stats, so the port also accepts the older layouts
- * (the first size the driver does not refuse with ENOTTY wins).
- */
-export const VMPI_INFO_SIZE = 104;
-const VMPI_INFO_SIZES = [VMPI_INFO_SIZE, 96];
-export const VMPI_IOC_BIND = ioc(IOC_WRITE, VMPI_IOC_MAGIC, 1, 4);
-/** _IO(VMPI_IOC_MAGIC, 4): no direction, no argument: issue it with native.ioctlNoArg. */
-export const VMPI_IOC_SHUTDOWN = ioc(0, VMPI_IOC_MAGIC, 4, 0);
-export const vmpiIocGetInfo = (size: number): number => ioc(IOC_READ, VMPI_IOC_MAGIC, 2, size);
-export const VMPI_IOC_GET_INFO = vmpiIocGetInfo(VMPI_INFO_SIZE);
-/** Length of the next queued SDU (u32), without taking it. */
-export const VMPI_IOC_NEXT_LEN = ioc(IOC_READ, VMPI_IOC_MAGIC, 3, 4);
-export const VMPI_INFO_F_BOUND = 1 << 0;
-export const VMPI_INFO_F_REMOVED = 1 << 1;
-export const VMPI_INFO_F_SHUTDOWN = 1 << 2;
+// The numbers of guest-driver/vmpi_uapi.h live in guest-file.ts; re-exported for users of this port.
+export {
+  VMPI_INFO_SIZE,
+  VMPI_IOC_BIND,
+  VMPI_IOC_GET_INFO,
+  VMPI_IOC_NEXT_LEN,
+  VMPI_IOC_SHUTDOWN,
+  VMPI_INFO_F_BOUND,
+  VMPI_INFO_F_REMOVED,
+  VMPI_INFO_F_SHUTDOWN,
+  vmpiIocGetInfo,
+} from './guest-file.js';
 
 /** struct vmpi_info, as VMPI_IOC_GET_INFO returns it. Counters are per device, since probe. */
 export interface GuestVmpiInfo {
@@ -158,6 +161,8 @@ interface Channel {
   pending: number;
   /** unbind() was called: close the file once nothing is pending. */
   closeWhenIdle: boolean;
+  /** Hands one SDU read from the file to `handler` (made once per channel: no per-read closure). */
+  readonly deliver: (sdu: Uint8Array) => void;
 }
 
 interface Backlogged {
@@ -170,12 +175,6 @@ type WriteOutcome = 'ok' | 'again' | 'gone';
 const MAX_CHANNEL = 0xffffffff;
 const OPEN_FLAGS = fsc.O_RDWR | fsc.O_NONBLOCK; // libuv adds O_CLOEXEC
 
-/** A u32 ioctl argument, in host byte order as the kernel reads it. */
-function u32Arg(v: number): Uint8Array {
-  const arg = new Uint8Array(4);
-  new Uint32Array(arg.buffer)[0] = v;
-  return arg;
-}
 
 function errCode(e: unknown): string | undefined {
   return (e as NodeJS.ErrnoException | null)?.code;
@@ -202,6 +201,8 @@ export class GuestVmpiPort extends EventEmitter<VmpiPortEvents> implements VmpiP
   private readonly channels = new Map<number, Channel>();
   /** One receive buffer for every channel: SDUs are valid only during the handler call. */
   private readonly rxBuf: Uint8Array;
+  /** The driver reads many SDUs per read(2) (guest-file.ts); false with an older driver. */
+  private batch = false;
   private infoBuf = new Uint8Array(VMPI_INFO_SIZE);
   private infoRequest = VMPI_IOC_GET_INFO;
   private backlog: Backlogged[] = [];
@@ -236,7 +237,7 @@ export class GuestVmpiPort extends EventEmitter<VmpiPortEvents> implements VmpiP
     this.vmpiId = info.vmpiId;
     this.maxSdu = info.maxSdu;
     this.index = info.index;
-    this.rxBuf = new Uint8Array(this.maxSdu);
+    this.rxBuf = new Uint8Array(Math.max(CHANNEL_READ_BUFFER, 4 + this.maxSdu));
   }
 
   /** True while the device is present and the port open. */
@@ -437,13 +438,14 @@ export class GuestVmpiPort extends EventEmitter<VmpiPortEvents> implements VmpiP
     let watcher: FdEventsWatcher;
     try {
       native.ioctl(fd, VMPI_IOC_BIND, u32Arg(channel));
+      this.batch = setBatchMode(fd);
       watcher = native.watchFd(fd, native.UV_READABLE, (ev) => this.onEvents(ch, ev));
     } catch (e) {
       closeSync(fd);
       if (errCode(e) === 'ENODEV') this.gone('the device was removed');
       throw this.mapError(e, `bind channel ${channel} on`, channel);
     }
-    const ch: Channel = { channel, fd, watcher, handler: null, pending: 0, closeWhenIdle: false };
+    const ch: Channel = { channel, fd, watcher, handler: null, pending: 0, closeWhenIdle: false, deliver: (sdu) => this.deliverTo(ch, sdu) };
     this.channels.set(channel, ch);
     watcher.start();
     return ch;
@@ -471,28 +473,30 @@ export class GuestVmpiPort extends EventEmitter<VmpiPortEvents> implements VmpiP
   }
 
   private readChannel(ch: Channel): void {
-    const buf = this.rxBuf;
     // A budget per wake-up: the watcher is level-triggered and comes back for the rest, so one busy
     // channel cannot starve the others or the event loop.
-    for (let budget = 256; budget > 0 && ch.fd >= 0; budget--) {
+    for (let budget = 256; budget > 0 && ch.fd >= 0; ) {
       let n: number;
       try {
-        n = readSync(ch.fd, buf, 0, buf.byteLength, null);
+        n = readChannelFile(ch.fd, this.rxBuf, this.batch, ch.deliver);
       } catch (e) {
-        const code = errCode(e);
-        if (code === 'EAGAIN' || code === 'EWOULDBLOCK' || code === 'EINTR') return;
-        if (code === 'ENODEV') return this.gone('the device was removed');
         throw this.mapError(e, `read channel ${ch.channel} of`, ch.channel);
       }
-      const handler = ch.handler;
-      if (handler === null) {
-        this.stats.drops.unbound_channel++;
-        continue;
-      }
-      this.stats.fromHost.sdus++;
-      this.stats.fromHost.bytes += n;
-      handler(buf.subarray(0, n), ch.channel);
+      if (n === READ_GONE) return this.gone('the device was removed');
+      if (n < 0) return; // READ_EMPTY; READ_ENDED cannot happen to the port's own files
+      budget -= n;
     }
+  }
+
+  private deliverTo(ch: Channel, sdu: Uint8Array): void {
+    const handler = ch.handler;
+    if (handler === null) {
+      this.stats.drops.unbound_channel++;
+      return;
+    }
+    this.stats.fromHost.sdus++;
+    this.stats.fromHost.bytes += sdu.byteLength;
+    handler(sdu, ch.channel);
   }
 
   /** One write(2) of one SDU. Errors other than EAGAIN/ENODEV throw when `direct`, else are dropped. */

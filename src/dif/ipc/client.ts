@@ -19,7 +19,8 @@ import { appNameKey, formatAppName, parseAppName, toAppName, type AppName } from
 import { native, type FdEventsWatcher } from '../../native.js';
 import { RxQueue } from '../rx-queue.js';
 import { FramedConn, safeClose } from './conn.js';
-import { readRecord, readVmpiFile, writeRecord, writeVmpiFile, type ReadRecordResult, type WriteRecordResult } from './datapath.js';
+import { FLOW_READ_EMPTY, FLOW_READ_ENDED, readSocketBatch, readVmpiFileBatch, writeRecord, writeVmpiFile, type SduSink, type WriteRecordResult } from './datapath.js';
+import { setBatchMode } from '../../vmpi/guest-file.js';
 import { defaultIpcSocketPath, IpcProtocolError, parseDaemonMessage, type DaemonMessage, type DifInfo, type FlowDatapath, type FlowInfo } from './protocol.js';
 
 /** SDUs a ClientFlow reads ahead while nobody consumes them; then the fd is left to fill up. */
@@ -376,11 +377,13 @@ export class ClientFlowRequest extends EventEmitter<FlowRequestEvents> {
 /** A flow whose SDUs cross the per-flow SOCK_SEQPACKET fd the daemon passed. */
 /** How a flow's fd carries SDUs (protocol.ts FlowDatapath). */
 interface FlowFileIo {
-  read(fd: number, maxSdu: number): ReadRecordResult;
+  /** One read: records to `sink`; their count, or FLOW_READ_EMPTY / FLOW_READ_ENDED. */
+  read(fd: number, maxSdu: number, sink: SduSink): number;
   write(fd: number, sdu: Uint8Array): WriteRecordResult;
 }
-const SOCKET_IO: FlowFileIo = { read: readRecord, write: writeRecord };
-const VMPI_FILE_IO: FlowFileIo = { read: readVmpiFile, write: writeVmpiFile };
+const SOCKET_IO: FlowFileIo = { read: readSocketBatch, write: writeRecord };
+const VMPI_FILE_IO: FlowFileIo = { read: (fd, maxSdu, sink) => readVmpiFileBatch(fd, true, maxSdu, sink), write: writeVmpiFile };
+const VMPI_FILE_IO_UNBATCHED: FlowFileIo = { read: (fd, maxSdu, sink) => readVmpiFileBatch(fd, false, maxSdu, sink), write: writeVmpiFile };
 
 export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
   readonly stats: FlowStats = { txSdus: 0, txBytes: 0, txRefused: 0, rxSdus: 0, rxBytes: 0, rxQueueDrops: 0, rxAfterDeallocate: 0 };
@@ -418,7 +421,7 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
     this.remoteApp = parseAppName(info.remoteApp);
     this.qos = Object.freeze({ ...info.qos });
     this.datapath = info.datapath ?? 'socket';
-    this.io = this.datapath === 'vmpi_file' ? VMPI_FILE_IO : SOCKET_IO;
+    this.io = this.datapath === 'vmpi_file' ? (setBatchMode(fd) ? VMPI_FILE_IO : VMPI_FILE_IO_UNBATCHED) : SOCKET_IO;
     this.watcher = native.watchFd(fd, native.UV_READABLE, (ev) => this.onEvents(ev));
     this.setEvents(native.UV_READABLE);
   }
@@ -560,23 +563,28 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
         this.want(native.UV_READABLE, false);
         break;
       }
-      const r = this.io.read(this.fd, this.qos.maxSdu);
-      if (r.kind === 'empty') break;
-      if (r.kind === 'eof') {
+      const n = this.io.read(this.fd, this.qos.maxSdu, this.sink);
+      if (n === FLOW_READ_EMPTY) break;
+      if (n === FLOW_READ_ENDED) {
         this.eof = true;
         this.stopFd(this._state === 'deallocated');
         break;
       }
-      if (r.kind === 'bad') {
-        this.badRecords++;
-        continue;
-      }
-      this.stats.rxSdus++;
-      this.stats.rxBytes += r.sdu.byteLength;
-      this.rx.push(r.sdu.slice());
     }
     this.checkEnd();
   }
+
+  /** Where reads put SDUs (made once: no closure per read). */
+  private readonly sink: SduSink = {
+    sdu: (sdu) => {
+      this.stats.rxSdus++;
+      this.stats.rxBytes += sdu.byteLength;
+      this.rx.push(sdu.slice());
+    },
+    bad: () => {
+      this.badRecords++;
+    },
+  };
 
   private resumeReading(): void {
     if (!this.eof && this.fdOpen && this.rx.length < CLIENT_RX_QUEUE_LIMIT) this.want(native.UV_READABLE, true);

@@ -19,8 +19,9 @@
  * In the guest, a flow of the shim DIF skips the daemon altogether: the daemon passes the
  * application a /dev/vmpiN file bound to the flow's channel (ChannelFile, vmpi/port.ts), which
  * the application reads and writes itself, one SDU per call, with no tag (the driver never reads
- * 0 bytes for end of file: the flow's end is ESHUTDOWN). readVmpiFile/writeVmpiFile below are
- * that path's counterpart of readRecord/writeRecord; the daemon keeps only a DirectFlowLink.
+ * 0 bytes for end of file: the flow's end is ESHUTDOWN; reads take bursts of SDUs in the
+ * driver's batch mode). readVmpiFileBatch/writeVmpiFile below are that path's counterpart of
+ * readRecord/writeRecord; the daemon keeps only a DirectFlowLink.
  *
  * Record format: one tag byte (RECORD_SDU) followed by the SDU. The tag exists because a 0-byte
  * SEQPACKET record reads as 0 bytes, exactly like end of file, and 0-byte SDUs are valid data;
@@ -37,8 +38,8 @@ import { DifError, type DeallocationCause, type Flow } from '../api.js';
 import { native, type FdEventsWatcher } from '../../native.js';
 import type { Logger } from '../../log.js';
 import { safeClose } from './conn.js';
-import { readSync, writeSync } from 'node:fs';
-import { VMPI_IOC_NEXT_LEN } from '../../vmpi/guest-port.js';
+import { writeSync } from 'node:fs';
+import { CHANNEL_READ_BUFFER, READ_EMPTY, READ_ENDED, READ_GONE, readChannelFile } from '../../vmpi/guest-file.js';
 
 export const RECORD_SDU = 0;
 /** How long a bridge keeps delivering to an application after its flow ended. */
@@ -119,28 +120,40 @@ export function writeVmpiFile(fd: number, sdu: Uint8Array): WriteRecordResult {
   return 'sent';
 }
 
+/** Where the SDUs of one read of a flow's fd go: each SDU (bytes valid only during the call), or a bad record. */
+export interface SduSink {
+  sdu(sdu: Uint8Array): void;
+  bad(why: string): void;
+}
+
+/** One read of a flow's fd: how many records it gave (≥ 0), or one of these. */
+export const FLOW_READ_EMPTY = READ_EMPTY;
+export const FLOW_READ_ENDED = READ_ENDED;
+
+/** readRecord() as a batch of one, for the socket data path. */
+export function readSocketBatch(fd: number, maxSdu: number, sink: SduSink): number {
+  const r = readRecord(fd, maxSdu);
+  if (r.kind === 'empty') return FLOW_READ_EMPTY;
+  if (r.kind === 'eof') return FLOW_READ_ENDED;
+  if (r.kind === 'bad') sink.bad(r.why);
+  else sink.sdu(r.sdu);
+  return 1;
+}
+
+let fileBuf: Uint8Array | null = null;
+
 /**
- * Read one SDU from a flow's /dev/vmpiN file (non-blocking), like readRecord. An SDU longer than
- * `maxSdu` (the peer broke the flow's QoS) is taken off the file and reported 'bad': the driver
- * never truncates, so it would otherwise block the channel.
+ * One read of a flow's /dev/vmpiN file (non-blocking; in batch mode when `batch`, see
+ * vmpi/guest-file.ts): every SDU goes to `sink`, an SDU longer than `maxSdu` (the peer broke
+ * the flow's QoS) as bad. The end of the flow (ESHUTDOWN) and of the device read as ENDED.
  */
-export function readVmpiFile(fd: number, maxSdu: number): ReadRecordResult {
-  let buf = scratchOf(maxSdu);
-  for (;;) {
-    try {
-      const n = readSync(fd, buf, 0, buf === scratch ? Math.max(maxSdu, 1) : buf.byteLength, null);
-      if (n > maxSdu) return { kind: 'bad', why: `SDU of ${n} bytes exceeds the flow's max SDU of ${maxSdu} bytes` };
-      return { kind: 'sdu', sdu: buf.subarray(0, n) };
-    } catch (e) {
-      const code = errnoCode(e);
-      if (code === 'EAGAIN' || code === 'EWOULDBLOCK' || code === 'EINTR') return { kind: 'empty' };
-      if (code !== undefined && FILE_ENDED.has(code)) return { kind: 'eof' };
-      if (code !== 'EMSGSIZE' || buf !== scratch) throw e;
-      const len = new Uint8Array(4);
-      native.ioctl(fd, VMPI_IOC_NEXT_LEN, len);
-      buf = new Uint8Array(new Uint32Array(len.buffer)[0]!);
-    }
-  }
+export function readVmpiFileBatch(fd: number, batch: boolean, maxSdu: number, sink: SduSink): number {
+  fileBuf ??= new Uint8Array(CHANNEL_READ_BUFFER);
+  const n = readChannelFile(fd, fileBuf, batch, (sdu) => {
+    if (sdu.byteLength > maxSdu) sink.bad(`SDU of ${sdu.byteLength} bytes exceeds the flow's max SDU of ${maxSdu} bytes`);
+    else sink.sdu(sdu);
+  });
+  return n === READ_GONE ? FLOW_READ_ENDED : n;
 }
 
 /** What the daemon holds for one flow of an application, whatever its data path. */
