@@ -6,14 +6,15 @@
  * Checks that the guest's applications get the driver file of their flow's channel (datapath
  * 'vmpi_file': SDUs do not cross the guest daemon), that SDUs of 0..4000 bytes cross intact both
  * ways on two flows at once, that a deallocation with SDUs in flight lets the guest application
- * read what arrived and then ends its reads, and that a guest application can allocate a flow to
- * a host application.
+ * read what arrived and then ends its reads, that a guest application can allocate a flow to
+ * a host application, and that a guest application killed with SIGKILL while it holds a flow's
+ * file has its flow deallocated at the host (the guest daemon sees its connection go).
  */
 import t from 'tap';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { IpcClient } from '../src/dif/ipc/client.js';
+import { IpcClient, type ClientFlow } from '../src/dif/ipc/client.js';
 import { IpcDaemon } from '../src/dif/ipc/daemon.js';
 import { ShimHvIpcp } from '../src/dif/shim-hv/ipcp.js';
 import { VmpiHost } from '../src/vmpi/host.js';
@@ -30,8 +31,19 @@ const DIF = `hv.vmpi-${VMPI_ID}`;
 const SIZES = Array.from({ length: 17 }, (_, i) => i * 250);
 const HOLD_SDUS = 10;
 
+/** A guest application the test kills (SIGKILL) while it holds a flow to the host's vsink/1. */
+const VICTIM_JS = `
+import { IpcClient } from '/opt/vmpi/dist/src/dif/ipc/client.js';
+const c = await IpcClient.connect('/run/vmpi/ipc.sock');
+const f = await c.allocate('${DIF}', 'vsink/1', { src: 'victim/1' });
+for (let i = 0; i < 3; i++) await f.send(new Uint8Array(100).fill(i));
+console.log('GIPC-VICTIM-UP ' + JSON.stringify({ datapath: f.datapath }));
+setInterval(() => {}, 1000);
+`;
+
 /** Guest applications: an echo server, a holder that reads only after its flow ended, a client. */
 const GUEST_JS = `
+import { spawn } from 'node:child_process';
 import { IpcClient } from '/opt/vmpi/dist/src/dif/ipc/client.js';
 const out = (tag, v) => console.log('GIPC-' + tag + ' ' + JSON.stringify(v));
 const c = await IpcClient.connect('/run/vmpi/ipc.sock');
@@ -52,6 +64,17 @@ hold.on('request', async (req) => {
     for (;;) { const sdu = await f.read(); if (sdu === null) break; got.push(sdu.byteLength); }
     out('HOLD', { reason, cause, sizes: got });
   });
+});
+let victim = null;
+const kill = await c.register('${DIF}', 'kill/1');
+kill.on('request', async (req) => {
+  if (victim === null) {
+    victim = spawn(process.execPath, ['--input-type=module', '-e', ${JSON.stringify(VICTIM_JS)}], { stdio: ['ignore', 'inherit', 'inherit'] });
+    await req.reject('victim started');
+  } else {
+    victim.kill('SIGKILL');
+    await req.reject('victim killed');
+  }
 });
 const quit = await c.register('${DIF}', 'quit/1');
 quit.on('request', async (req) => {
@@ -134,6 +157,18 @@ t.test('IPC API in the guest: vmpi guest hands applications the channel file', {
   t.same(held.sizes, Array.from({ length: HOLD_SDUS }, (_, i) => 100 + i), 'every SDU sent before the deallocation was read, in order, then the reads ended');
   t.equal(held.cause, 'peer');
   t.match(held.reason, /host done/);
+
+  // A guest application killed while it holds a flow's file: the guest daemon sees its
+  // connection close and deallocates the flow; the host application is told by the peer.
+  const vsink = await app.register(DIF, 'vsink/1');
+  const victimFlow = new Promise<ClientFlow>((resolve) => vsink.on('request', (req) => void req.accept().then(resolve)));
+  t.match(await app.allocate(DIF, 'kill/1').catch((e: unknown) => e), { peerReason: 'victim started' });
+  t.same(await g.waitJson('GIPC-VICTIM-UP', 60_000), { datapath: 'vmpi_file' }, 'the victim holds its flow\'s driver file');
+  const vf = await victimFlow;
+  t.equal((await readN(vf, 3, 30_000)).length, 3, "the victim's SDUs arrived");
+  const vEnd = new Promise<string>((resolve) => vf.once('deallocated', (_reason, cause) => resolve(cause)));
+  t.match(await app.allocate(DIF, 'kill/1').catch((e: unknown) => e), { peerReason: 'victim killed' });
+  t.equal(await Promise.race([vEnd, new Promise<string>((r) => setTimeout(() => r('still allocated after 30 s'), 30_000))]), 'peer', 'SIGKILL of the guest application: its flow is deallocated at the host');
 
   // The channel file of a deallocated flow is shut: a new flow works (channels get reused).
   a.deallocate('done');
