@@ -51,8 +51,9 @@ export interface GuestOptions {
   /** Run launch-guest.sh, and so QEMU, inside this network namespace (`ip netns exec NS`). */
   netns?: string;
   /**
-   * Start launch-guest.sh in its own process group, so that `kill()` ends it and QEMU together
-   * (and a Ctrl-C at the terminal reaches neither: the owner's signal handler kills `liveGuests`).
+   * Start launch-guest.sh in its own process group (default true), so that `kill()` ends it and
+   * QEMU together; without it, kill() ends only launch-guest.sh and QEMU, its child, runs on.
+   * A Ctrl-C at the terminal then reaches neither: the owner's signal handler kills `liveGuests`.
    */
   processGroup?: boolean;
 }
@@ -98,7 +99,7 @@ export class Guest {
     for (const s of opts.sockets ?? []) args.push('--vmpi', s);
     if (opts.qemuArgs?.length) args.push('--', ...opts.qemuArgs);
     const argv = opts.netns ? ['ip', 'netns', 'exec', opts.netns, 'bash', ...args] : ['bash', ...args];
-    this.processGroup = opts.processGroup ?? false;
+    this.processGroup = opts.processGroup ?? true;
     this.proc = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'], detached: this.processGroup });
     liveGuests.add(this);
     this.proc.stdin!.on('error', () => {});
