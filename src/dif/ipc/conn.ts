@@ -9,7 +9,8 @@
  * Outgoing fds may be given to close after sending (the daemon's copy of a flow's app end).
  */
 import { EventEmitter } from 'node:events';
-import { native, type FdEventsWatcher } from '../../native.js';
+import { native } from '../../native.js';
+import { FdInterest } from './fd-interest.js';
 import { MAX_MESSAGE_BYTES, decodeBody, encodeFrame, IpcProtocolError } from './protocol.js';
 
 export interface FramedConnEvents {
@@ -32,8 +33,7 @@ const READ_CHUNK = 65536;
 const READS_PER_TURN = 16;
 
 export class FramedConn extends EventEmitter<FramedConnEvents> {
-  private readonly watcher: FdEventsWatcher;
-  private events: number;
+  private readonly interest: FdInterest;
   private inBuf: Buffer = Buffer.alloc(0);
   private readonly readBuf = Buffer.allocUnsafe(READ_CHUNK);
   private readonly out: OutChunk[] = [];
@@ -46,9 +46,7 @@ export class FramedConn extends EventEmitter<FramedConnEvents> {
     private readonly maxFds: number,
   ) {
     super();
-    this.events = native.UV_READABLE;
-    this.watcher = native.watchFd(fd, this.events, (ev) => this.onEvents(ev));
-    this.watcher.start(this.events);
+    this.interest = new FdInterest(fd, native.UV_READABLE, (ev) => this.onEvents(ev));
   }
 
   get closed(): boolean {
@@ -74,20 +72,13 @@ export class FramedConn extends EventEmitter<FramedConnEvents> {
   close(reason = 'closed'): void {
     if (this._closed) return;
     this._closed = true;
-    this.watcher.close();
+    this.interest.close();
     safeClose(this.fd);
     for (const c of this.out) if (c.closeFds && c.fds) for (const fd of c.fds) safeClose(fd);
     this.out.length = 0;
     for (const fd of this.fdQueue) safeClose(fd);
     this.fdQueue.length = 0;
     this.emit('close', reason);
-  }
-
-  private setEvents(events: number): void {
-    if (this._closed || events === this.events) return;
-    this.events = events;
-    if (events === 0) this.watcher.stop();
-    else this.watcher.start(events);
   }
 
   private onEvents(ev: number): void {
@@ -115,7 +106,7 @@ export class FramedConn extends EventEmitter<FramedConnEvents> {
       if (c.off >= c.buf.byteLength) this.out.shift();
     }
     if (this._closed) return;
-    this.setEvents(this.out.length > 0 ? native.UV_READABLE | native.UV_WRITABLE : native.UV_READABLE);
+    this.interest.set(this.out.length > 0 ? native.UV_READABLE | native.UV_WRITABLE : native.UV_READABLE);
   }
 
   private readSome(): void {

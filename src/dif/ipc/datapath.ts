@@ -35,7 +35,8 @@
  * reading, the bridge gives up after LINGER_MS.
  */
 import { DifError, type DeallocationCause, type Flow } from '../api.js';
-import { native, type FdEventsWatcher } from '../../native.js';
+import { native } from '../../native.js';
+import { FdInterest } from './fd-interest.js';
 import type { Logger } from '../../log.js';
 import { safeClose } from './conn.js';
 import { writeSync } from 'node:fs';
@@ -222,8 +223,7 @@ export interface BridgeHooks {
  */
 export class FlowBridge implements FlowLink {
   readonly stats: BridgeStats = { toApp: 0, fromApp: 0, badRecords: 0, afterEnd: 0, lost: 0 };
-  private readonly watcher: FdEventsWatcher;
-  private events = 0;
+  private readonly interest: FdInterest;
   /** SDUs from the flow waiting for room in the application's socket. */
   private pending: Uint8Array[] = [];
   /** An SDU from the application that flow.write() refused (a copy), resent on 'drain'. */
@@ -247,10 +247,9 @@ export class FlowBridge implements FlowLink {
     private readonly log: Logger,
   ) {
     this.maxSdu = flow.qos.maxSdu;
-    this.watcher = native.watchFd(fd, native.UV_READABLE, (ev) => this.onEvents(ev));
+    this.interest = new FdInterest(fd, native.UV_READABLE, (ev) => this.onEvents(ev));
     flow.on('deallocated', this.onDeallocated);
     flow.on('drain', this.onDrain);
-    this.setEvents(native.UV_READABLE);
     this.listen(true);
     if (flow.state === 'deallocated') this.flowEnd(flow.deallocationReason ?? 'deallocated', 'closed');
   }
@@ -273,17 +272,6 @@ export class FlowBridge implements FlowLink {
   }
 
   // ---------------------------------------------------------------------------------------------
-
-  private setEvents(events: number): void {
-    if (this.closed || events === this.events) return;
-    this.events = events;
-    if (events === 0) this.watcher.stop();
-    else this.watcher.start(events);
-  }
-
-  private want(bit: number, on: boolean): void {
-    this.setEvents(on ? this.events | bit : this.events & ~bit);
-  }
 
   private listen(on: boolean): void {
     if (on === this.listening) return;
@@ -316,7 +304,7 @@ export class FlowBridge implements FlowLink {
     // The application's socket is full: keep this one, let the flow hold the next ones.
     this.pending.push(sdu);
     this.listen(false);
-    this.want(native.UV_WRITABLE, true);
+    this.interest.want(native.UV_WRITABLE, true);
   }
 
   private flushPending(): void {
@@ -327,7 +315,7 @@ export class FlowBridge implements FlowLink {
       this.pending.shift();
       this.stats.toApp++;
     }
-    this.want(native.UV_WRITABLE, false);
+    this.interest.want(native.UV_WRITABLE, false);
     if (this.flowEnded) void this.drainRest();
     else this.listen(true);
   }
@@ -377,7 +365,7 @@ export class FlowBridge implements FlowLink {
       } else {
         // Not sent: keep a copy, stop reading so the application's socket fills up.
         this.held = r.sdu.slice();
-        this.want(native.UV_READABLE, false);
+        this.interest.want(native.UV_READABLE, false);
       }
     }
   }
@@ -398,7 +386,7 @@ export class FlowBridge implements FlowLink {
     if (!ok) return; // still full: wait for the next 'drain'
     this.stats.fromApp++;
     this.held = null;
-    this.want(native.UV_READABLE, true);
+    this.interest.want(native.UV_READABLE, true);
   }
 
   private flowEnd(reason: string, cause: DeallocationCause): void {
@@ -409,7 +397,7 @@ export class FlowBridge implements FlowLink {
     this.hooks.onFlowEnd(this.appReason ?? reason, cause);
     if (this.closed) return;
     // Keep reading the application's socket only to notice it closing; its data is dropped.
-    this.want(native.UV_READABLE, true);
+    this.interest.want(native.UV_READABLE, true);
     this.lingerTimer = setTimeout(() => {
       this.stats.lost += this.pending.length;
       this.finish();
@@ -438,7 +426,7 @@ export class FlowBridge implements FlowLink {
     this.listen(false);
     this.flow.off('drain', this.onDrain);
     this.flow.off('deallocated', this.onDeallocated);
-    this.watcher.close();
+    this.interest.close();
     safeClose(this.fd);
     this.hooks.onClosed();
   }
