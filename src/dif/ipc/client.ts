@@ -16,8 +16,10 @@
 import { EventEmitter } from 'node:events';
 import { DifError, type DeallocationCause, type DifErrorCode, type Flow, type FlowEvents, type FlowRequestEvents, type FlowRequestState, type FlowState, type FlowStats, type QosRequest, type QosSpec } from '../api.js';
 import { appNameKey, formatAppName, parseAppName, toAppName, type AppName } from '../naming.js';
-import { native, type FdEventsWatcher } from '../../native.js';
+import { native } from '../../native.js';
+import { FdInterest } from './fd-interest.js';
 import { RxQueue } from '../rx-queue.js';
+import { checkAllocated, checkSdu, sendSdu, untilNull } from '../flow-io.js';
 import { FramedConn, safeClose } from './conn.js';
 import { FLOW_READ_EMPTY, FLOW_READ_ENDED, readSocketBatch, readVmpiFileBatch, writeRecord, writeVmpiFile, type SduSink, type WriteRecordResult } from './datapath.js';
 import { setBatchMode } from '../../vmpi/guest-file.js';
@@ -267,12 +269,8 @@ export class ClientRegistration extends EventEmitter<ClientRegistrationEvents> i
     return new Promise((resolve) => this.waiters.push(resolve));
   }
 
-  async *[Symbol.asyncIterator](): AsyncGenerator<ClientFlowRequest, void, undefined> {
-    for (;;) {
-      const r = await this.next();
-      if (r === null) return;
-      yield r;
-    }
+  [Symbol.asyncIterator](): AsyncGenerator<ClientFlowRequest, void, undefined> {
+    return untilNull(() => this.next());
   }
 
   /** Unregister (waiting requests are rejected by the IPC process). No-op once ended. */
@@ -399,9 +397,8 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
   badRecords = 0;
   private _state: FlowState = 'allocated';
   private _reason: string | null = null;
-  private readonly watcher: FdEventsWatcher;
+  private readonly interest: FdInterest;
   private readonly io: FlowFileIo;
-  private events = 0;
   private fdOpen = true;
   /** End of file seen (or we stopped reading): nothing more will come. */
   private eof = false;
@@ -422,8 +419,7 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
     this.qos = Object.freeze({ ...info.qos });
     this.datapath = info.datapath ?? 'socket';
     this.io = this.datapath === 'vmpi_file' ? (setBatchMode(fd) ? VMPI_FILE_IO : VMPI_FILE_IO_UNBATCHED) : SOCKET_IO;
-    this.watcher = native.watchFd(fd, native.UV_READABLE, (ev) => this.onEvents(ev));
-    this.setEvents(native.UV_READABLE);
+    this.interest = new FdInterest(fd, native.UV_READABLE, (ev) => this.onEvents(ev));
   }
 
   get state(): FlowState {
@@ -435,11 +431,8 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
   }
 
   write(sdu: Uint8Array): boolean {
-    if (this._state !== 'allocated') {
-      throw new DifError('flow_deallocated', `flow ${this.portId} is ${this._state}${this._reason ? ` (${this._reason})` : ''}: cannot write`);
-    }
-    if (!(sdu instanceof Uint8Array)) throw new DifError('invalid_argument', 'an SDU must be a Uint8Array');
-    if (sdu.byteLength > this.qos.maxSdu) throw new DifError('sdu_too_large', `SDU of ${sdu.byteLength} bytes exceeds the flow's max SDU of ${this.qos.maxSdu} bytes`);
+    checkAllocated(this);
+    checkSdu(this, sdu);
     if (this.blocked) {
       this.stats.txRefused++;
       return false;
@@ -453,34 +446,20 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
     if (r === 'closed') throw new DifError('flow_deallocated', `flow ${this.portId}: the IPC daemon closed it`);
     this.stats.txRefused++;
     this.blocked = true;
-    this.want(native.UV_WRITABLE, true);
+    this.interest.want(native.UV_WRITABLE, true);
     return false;
   }
 
-  async send(sdu: Uint8Array): Promise<void> {
-    while (!this.write(sdu)) {
-      await new Promise<void>((resolve) => {
-        const done = (): void => {
-          this.off('drain', done);
-          this.off('deallocated', done);
-          resolve();
-        };
-        this.on('drain', done);
-        this.on('deallocated', done);
-      });
-    }
+  send(sdu: Uint8Array): Promise<void> {
+    return sendSdu(this, sdu);
   }
 
   read(): Promise<Uint8Array | null> {
     return this.rx.read();
   }
 
-  async *[Symbol.asyncIterator](): AsyncGenerator<Uint8Array, void, undefined> {
-    for (;;) {
-      const sdu = await this.read();
-      if (sdu === null) return;
-      yield sdu;
-    }
+  [Symbol.asyncIterator](): AsyncGenerator<Uint8Array, void, undefined> {
+    return untilNull(() => this.read());
   }
 
   /** End the flow at both ends (idempotent). SDUs already written are passed on first. */
@@ -507,7 +486,7 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
     this._state = 'deallocated';
     this._reason = reason;
     this.blocked = false;
-    this.want(native.UV_WRITABLE, false);
+    this.interest.want(native.UV_WRITABLE, false);
     if (this.eof) this.closeFd();
     this.emit('deallocated', reason, cause);
     this.checkEnd();
@@ -527,17 +506,6 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
 
   // ---------------------------------------------------------------------------------------------
 
-  private setEvents(events: number): void {
-    if (!this.fdOpen || events === this.events) return;
-    this.events = events;
-    if (events === 0) this.watcher.stop();
-    else this.watcher.start(events);
-  }
-
-  private want(bit: number, on: boolean): void {
-    this.setEvents(on ? this.events | bit : this.events & ~bit);
-  }
-
   private onEvents(ev: number): void {
     if (!this.fdOpen) return;
     if (ev < 0) {
@@ -547,7 +515,7 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
       return;
     }
     if (ev & native.UV_WRITABLE) {
-      this.want(native.UV_WRITABLE, false);
+      this.interest.want(native.UV_WRITABLE, false);
       if (this.blocked) {
         this.blocked = false;
         if (this._state === 'allocated') this.emit('drain');
@@ -560,7 +528,7 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
     for (let i = 0; i < 64 && this.fdOpen && !this.eof; i++) {
       if (!this.rx.hasConsumer() && this.rx.length >= CLIENT_RX_QUEUE_LIMIT) {
         // Leave the rest in the socket: the daemon sees it full and stops taking from the flow.
-        this.want(native.UV_READABLE, false);
+        this.interest.want(native.UV_READABLE, false);
         break;
       }
       const n = this.io.read(this.fd, this.qos.maxSdu, this.sink);
@@ -587,7 +555,7 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
   };
 
   private resumeReading(): void {
-    if (!this.eof && this.fdOpen && this.rx.length < CLIENT_RX_QUEUE_LIMIT) this.want(native.UV_READABLE, true);
+    if (!this.eof && this.fdOpen && this.rx.length < CLIENT_RX_QUEUE_LIMIT) this.interest.want(native.UV_READABLE, true);
   }
 
   /**
@@ -601,7 +569,7 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
   /** Stop watching the fd; close it too when `close`. */
   private stopFd(close: boolean): void {
     if (this.fdOpen) {
-      this.setEvents(0);
+      this.interest.set(0);
     }
     if (close) this.closeFd();
   }
@@ -609,7 +577,7 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
   private closeFd(): void {
     if (!this.fdOpen) return;
     this.fdOpen = false;
-    this.watcher.close();
+    this.interest.close();
     safeClose(this.fd);
     this.client.flowClosed(this);
   }

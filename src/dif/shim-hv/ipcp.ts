@@ -47,6 +47,7 @@ import { appNameKey, formatAppName, NamingError, toAppName, type AppName } from 
 import { SendResult } from '../../vmpi/device.js';
 import type { ChannelFile, VmpiPort } from '../../vmpi/port.js';
 import { RxQueue } from '../rx-queue.js';
+import { checkAllocated, checkSdu, sendSdu, untilNull } from '../flow-io.js';
 import { logger, type Logger } from '../../log.js';
 import { CONTROL_CHANNEL, ControlMessageError, MAX_CHANNEL_ID, clampReason, decodeControl, encodeControl, type AllocateRequestMsg, type AllocateResponseMsg, type ControlMessage, type DeallocateMsg, type MalformedReason } from './control.js';
 
@@ -179,14 +180,9 @@ class FlowImpl extends EventEmitter<FlowEvents> implements ShimHvFlow {
   }
 
   write(sdu: Uint8Array): boolean {
-    if (this._state !== 'allocated') {
-      throw new DifError('flow_deallocated', `flow ${this.portId} is ${this._state}${this._reason ? ` (${this._reason})` : ''}: cannot write`);
-    }
+    checkAllocated(this);
     if (this.file) throw this.dataFileError('write');
-    if (!(sdu instanceof Uint8Array)) throw new DifError('invalid_argument', 'an SDU must be a Uint8Array');
-    if (sdu.byteLength > this.qos.maxSdu) {
-      throw new DifError('sdu_too_large', `SDU of ${sdu.byteLength} bytes exceeds the flow's max SDU of ${this.qos.maxSdu} bytes`);
-    }
+    checkSdu(this, sdu);
     if (this.blocked) {
       this.stats.txRefused++;
       return false;
@@ -209,18 +205,8 @@ class FlowImpl extends EventEmitter<FlowEvents> implements ShimHvFlow {
     return true;
   }
 
-  async send(sdu: Uint8Array): Promise<void> {
-    while (!this.write(sdu)) {
-      await new Promise<void>((resolve) => {
-        const done = (): void => {
-          this.off('drain', done);
-          this.off('deallocated', done);
-          resolve();
-        };
-        this.on('drain', done);
-        this.on('deallocated', done);
-      });
-    }
+  send(sdu: Uint8Array): Promise<void> {
+    return sendSdu(this, sdu);
   }
 
   read(): Promise<Uint8Array | null> {
@@ -238,12 +224,8 @@ class FlowImpl extends EventEmitter<FlowEvents> implements ShimHvFlow {
     return new DifError('data_file', `flow ${this.portId} carries its SDUs in its data file (takeDataFd): cannot ${what} through the flow object`);
   }
 
-  async *[Symbol.asyncIterator](): AsyncGenerator<Uint8Array, void, undefined> {
-    for (;;) {
-      const sdu = await this.read();
-      if (sdu === null) return;
-      yield sdu;
-    }
+  [Symbol.asyncIterator](): AsyncGenerator<Uint8Array, void, undefined> {
+    return untilNull(() => this.read());
   }
 
   deallocate(reason = 'deallocated by the application'): void {
