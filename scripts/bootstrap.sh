@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bootstrap.sh — everything a fresh Debian 12 machine needs before vmpi runs, idempotently:
-# system packages (scripts/setup-system.sh), npm dependencies and the native addon (npm ci),
+# system packages (scripts/setup-system.sh), a supported Node (scripts/setup-node.sh: the active
+# LTS when the system's is older), npm dependencies and the native addon (npm ci),
 # the TypeScript build, and the guest artefacts (kernel, module, initramfs: scripts/guest/build.sh;
 # the same plus Node and this project: scripts/guest/build-node.sh).
 # Used by `npm test` and `npm run demo`; quick when everything is already in place.
@@ -9,14 +10,22 @@ cd "$(dirname "$0")/.."
 log() { printf '[bootstrap] %s\n' "$*" >&2; }
 
 bash scripts/setup-system.sh
+bash scripts/setup-node.sh
+. scripts/node-env.sh
+log "node $(node --version) ($(command -v node)), headers for node-gyp: ${npm_config_nodedir:-none found}"
 
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   log "npm ci"
   npm ci --no-audit --no-fund --loglevel=error
 fi
-if [ ! -f build/Release/vmpi_native.node ] || [ -n "$(find addon binding.gyp -newer build/Release/vmpi_native.node 2>/dev/null | head -n1)" ]; then
-  log "building the native addon"
+# The addon is rebuilt when its sources change or when the Node that loads it has another ABI.
+abi="$(node -p 'process.versions.modules') $(node --version)"
+abi_stamp=build/Release/.node-abi
+if [ ! -f build/Release/vmpi_native.node ] || [ "$(cat "$abi_stamp" 2>/dev/null)" != "$abi" ] \
+   || [ -n "$(find addon binding.gyp -newer build/Release/vmpi_native.node 2>/dev/null | head -n1)" ]; then
+  log "building the native addon for node $abi"
   npx --no-install node-gyp rebuild --loglevel=warn >/dev/null
+  echo "$abi" > "$abi_stamp"
 fi
 log "building TypeScript"
 bash scripts/build.sh

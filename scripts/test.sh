@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
+. scripts/node-env.sh
 echo "[test] type-check" >&2
 npx --no-install tsc -p tsconfig.json --noEmit
 echo "[test] tap" >&2
