@@ -9,7 +9,8 @@
 //   * FdWatcher: a uv_poll_t on the Node event loop that calls JavaScript when an fd is readable
 //     (or, for eventfds, reads the counter first and passes its value), or, for watchFd, on any
 //     chosen mix of readable/writable;
-//   * ioctl with a buffer argument whose size the request number encodes (the guest's /dev/vmpiN).
+//   * ioctl with a buffer argument whose size the request number encodes (the guest's /dev/vmpiN);
+//   * Unix datagrams with SCM_RIGHTS to a path or abstract name (systemd's sd_notify protocol).
 // Rules kept throughout: every fd created here is O_CLOEXEC (and O_NONBLOCK for sockets and
 // eventfds); no fd leaks on any error path (UniqueFd / FdList guards); arguments are validated with
 // TypeError; system errors are Error objects with code (errno name), errno (negative, as in Node),
@@ -30,6 +31,7 @@
 #include <unistd.h>
 
 #include <climits>
+#include <cstddef>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -702,6 +704,83 @@ class Watcher : public Napi::ObjectWrap<Watcher> {
   bool held_ = false;  // Ref() taken
 };
 
+// ---- Unix datagrams (sd_notify) --------------------------------------------------------------
+//
+// systemd's notify protocol: one datagram to $NOTIFY_SOCKET ("READY=1\n…", fds with FDSTORE=1).
+// A path starting with '@' names the abstract namespace (the '@' becomes a NUL, no terminator).
+
+socklen_t DgramAddr(const Args& a, size_t i, sockaddr_un* addr) {
+  *addr = sockaddr_un{};
+  addr->sun_family = AF_UNIX;
+  std::string path = a.Str(i, "path", sizeof(addr->sun_path) - 1);
+  memcpy(addr->sun_path, path.data(), path.size());
+  if (path[0] == '@') {
+    addr->sun_path[0] = '\0';
+    return static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size());
+  }
+  return static_cast<socklen_t>(sizeof *addr);
+}
+
+// sendDgramUnix(path, buf, offset, length, fds|null): one datagram from a fresh unbound socket.
+Napi::Value SendDgramUnix(const Napi::CallbackInfo& info) {
+  Args a(info, "sendDgramUnix");
+  Napi::Env env = a.Env();
+  sockaddr_un addr;
+  socklen_t alen = DgramAddr(a, 0, &addr);
+  size_t len;
+  uint8_t* data = a.Slice(1, 0, &len);
+  int fds[kMaxSendFds];
+  int nfds = 0;
+  if (!info[4].IsNull() && !info[4].IsUndefined()) {
+    if (!info[4].IsArray()) a.Fail("fds must be an array of fds or null");
+    Napi::Array arr = info[4].As<Napi::Array>();
+    if (arr.Length() > kMaxSendFds) a.Fail("at most " + std::to_string(kMaxSendFds) + " fds per message");
+    nfds = static_cast<int>(arr.Length());
+    for (int k = 0; k < nfds; k++) {
+      Napi::Value v = arr[static_cast<uint32_t>(k)];
+      double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+      if (!(d >= 0 && d <= INT_MAX && std::trunc(d) == d)) a.Fail("fds[" + std::to_string(k) + "] is not an fd");
+      fds[k] = static_cast<int>(d);
+    }
+  }
+  UniqueFd fd(socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (fd.get() < 0) ThrowSys(env, "socket", errno);
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxSendFds)];
+  iovec iov{data, len};
+  msghdr msg{};
+  msg.msg_name = &addr;
+  msg.msg_namelen = alen;
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  if (nfds > 0) {
+    memset(control, 0, sizeof control);
+    msg.msg_control = control;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+    memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+  }
+  ssize_t n;
+  // Blocking send: systemd reads its notify socket promptly, and a datagram is all or nothing.
+  do n = sendmsg(fd.get(), &msg, MSG_NOSIGNAL); while (n < 0 && errno == EINTR);
+  if (n < 0) ThrowSys(env, "sendmsg", errno, std::string(info[0].As<Napi::String>().Utf8Value()));
+  return Napi::Number::New(env, static_cast<double>(n));
+}
+
+// bindUnixDgram(path): a non-blocking datagram socket bound to path (tests read notify messages
+// from it with recvMsg). An existing path gives EADDRINUSE.
+Napi::Value BindUnixDgram(const Napi::CallbackInfo& info) {
+  Args a(info, "bindUnixDgram");
+  sockaddr_un addr;
+  socklen_t alen = DgramAddr(a, 0, &addr);
+  UniqueFd fd(socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (fd.get() < 0) ThrowSys(a.Env(), "socket", errno);
+  if (bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), alen) < 0) ThrowSys(a.Env(), "bind", errno);
+  return Napi::Number::New(a.Env(), fd.release());
+}
+
 Napi::Value WatchReadable(const Napi::CallbackInfo& info) { return Watcher::Create(info, Watcher::kReadable); }
 Napi::Value WatchEventfd(const Napi::CallbackInfo& info) { return Watcher::Create(info, Watcher::kEventfd); }
 Napi::Value WatchFd(const Napi::CallbackInfo& info) { return Watcher::Create(info, Watcher::kEvents); }
@@ -723,6 +802,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   };
   for (const auto& [name, fn] : fns) exports.Set(name, Napi::Function::New(env, fn, name));
   exports.Set("socketpairSeqpacket", Napi::Function::New(env, SocketpairSeqpacket, "socketpairSeqpacket"));
+  exports.Set("sendDgramUnix", Napi::Function::New(env, SendDgramUnix, "sendDgramUnix"));
+  exports.Set("bindUnixDgram", Napi::Function::New(env, BindUnixDgram, "bindUnixDgram"));
   exports.Set("UV_READABLE", static_cast<double>(UV_READABLE));
   exports.Set("UV_WRITABLE", static_cast<double>(UV_WRITABLE));
   exports.Set("UV_DISCONNECT", static_cast<double>(UV_DISCONNECT));

@@ -10,6 +10,8 @@ import { readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { logger, setLogLevel } from './log.js';
 import { clearListenEnv, listenFdsFromEnv } from './ops/activation.js';
+import { installProcessGuard } from './ops/guard.js';
+import { notifyState } from './ops/notify.js';
 import {
   CONFIG_SCHEMA,
   ConfigError,
@@ -61,7 +63,7 @@ Options:
   --vmpi-id N            VMPI-id of the corresponding device, 1..65535 (repeatable)
   --listen-fd N          serve a device on an inherited listening socket. Without it, systemd
                          socket activation is automatic: LISTEN_FDS sockets from fd 3 when
-                         LISTEN_PID is this process (the .socket unit needs NonBlocking=yes)
+                         LISTEN_PID is this process (the .service unit needs NonBlocking=yes)
   --max-sdu-log2 N       largest SDU of the flag devices as a power of two, ${MIN_SDU_LOG2}..${MAX_SDU_LOG2} (default 16 = 64 KiB)
   --metrics-listen ADDR  Prometheus endpoint HOST:PORT (default 127.0.0.1:9464; port 0 = any)
   --no-metrics           no metrics endpoint
@@ -238,8 +240,13 @@ async function serve(args: string[]): Promise<number> {
     const stop = signalled();
     // Loaded here, not at the top: --help, --version and check-config do not need the datapath.
     const { startServing } = await import('./ops/serve.js');
+    installProcessGuard(logger);
     const serving = await startServing(plan, { logger, version: version(), ipc });
+    // Every socket listens now: a VM unit ordered after vmpi.service (Type=notify) may start QEMU.
+    const n = serving.host.devices.length;
+    notifyState(logger, { READY: '1', STATUS: `serving ${n} VMPI device${n === 1 ? '' : 's'}` });
     logger.info({ signal: await stop }, 'shutting down');
+    notifyState(logger, { STOPPING: '1' });
     await serving.close();
     return 0;
   } catch (e) {
@@ -413,10 +420,13 @@ async function guest(args: string[]): Promise<number> {
   const level = logLevelArg(str(values['log-level']));
   if (level !== undefined) setLogLevel(level);
   const stop = signalled();
+  installProcessGuard(logger);
   const { startGuest } = await import('./ops/guest.js');
   const serving = startGuest({ devices: strs(values.device), socketPath: str(values['ipc-socket']) ?? defaultIpcSocketPath(), logger });
   logger.info({ socket: serving.daemon.socketPath, difs: serving.ipcps.map((i) => i.difName) }, 'guest IPC daemon ready');
+  notifyState(logger, { READY: '1', STATUS: `IPC daemon on ${serving.daemon.socketPath} for ${serving.ipcps.map((i) => i.difName).join(', ')}` });
   logger.info({ signal: await stop }, 'shutting down');
+  notifyState(logger, { STOPPING: '1' });
   serving.close();
   return 0;
 }

@@ -4,7 +4,8 @@
  * Owns: loading the compiled addon and declaring exactly what JavaScript may call. The addon does
  * only what JavaScript cannot: Unix-socket messages with SCM_RIGHTS, mmap/munmap of received fds,
  * eventfd, memfd, uv_poll watchers that wake the event loop when an fd becomes readable (or
- * writable), and ioctl with a size-encoded buffer argument (the guest's /dev/vmpiN).
+ * writable), ioctl with a size-encoded buffer argument (the guest's /dev/vmpiN), and Unix
+ * datagrams with fds (systemd's notify socket).
  * Every fd it returns is O_CLOEXEC and (for sockets and eventfds) O_NONBLOCK.
  * Errors are thrown as `Error` with `code` set to the errno name (e.g. "EAGAIN", "EBADF"), `errno`
  * set to the negated errno (as in Node: `util.getSystemErrorName(e.errno)` works) and `syscall` set
@@ -140,6 +141,16 @@ export interface Native {
    * something to write, or the callback runs on every turn of the loop.
    */
   watchFd(fd: number, events: number, onEvents: (events: number) => void): FdEventsWatcher;
+
+  /**
+   * One datagram of `buf[offset, offset+length)` (with optional fds, at most 32) to the Unix
+   * datagram socket `path`, from a fresh unbound socket; a path starting with '@' is in the
+   * abstract namespace. Blocking (a datagram is all or nothing); errors are thrown. This is
+   * systemd's notify protocol (src/ops/notify.ts).
+   */
+  sendDgramUnix(path: string, buf: Uint8Array, offset: number, length: number, fds: number[] | null): number;
+  /** A non-blocking Unix datagram socket bound to `path` ('@' = abstract); read it with recvMsg. */
+  bindUnixDgram(path: string): number;
 
   /** Poll event bits passed to watchReadable/watchFd callbacks (and to watchFd as the events). */
   readonly UV_READABLE: number;

@@ -114,6 +114,7 @@ t.test('device and connection metrics, scraped over HTTP', async (t) => {
   t.equal(sample(m, 'vmpi_device_sdus_total', { vmpi_id: '8', direction: 'to_guest' }), 0, 'device added after the metrics object');
   t.equal(sample(m, 'vmpi_device_info', { vmpi_id: '7', carrier: 'gpio', socket: join(dir, 'a.sock') }), 1);
   t.equal(sample(m, 'vmpi_build_info', { version: '9.9.9', nodejs: process.versions.node }), 1);
+  t.match(m, /^vmpi_uncaught_errors_total 0$/m, 'nothing reached the process guard');
   t.equal(sample(m, 'vmpi_vhost_user_connections', { vmpi_id: '7' }), 0);
   t.equal(sample(m, 'vmpi_vhost_user_connections_accepted_total', { vmpi_id: '7' }), 0);
   t.match(m, /^vmpi_process_cpu_seconds_total \d/m, 'process metrics with the vmpi_ prefix');

@@ -6,7 +6,7 @@
  */
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ROOT } from './helpers/guest.js';
@@ -38,6 +38,20 @@ t.test('systemd units verify cleanly', { skip: missing('systemd-analyze') }, asy
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   writeFileSync(join(dir, 'bad.service'), '[Service]\nExecStart=/bin/true\nBogusKey=1\n');
   t.match(verify(join(dir, 'bad.service')), /Unknown key 'BogusKey'/, 'a broken unit is reported');
+});
+
+t.test('the vmpi units wait for readiness and put NonBlocking= where systemd reads it', async (t) => {
+  const dir = join(CONFIGS, 'systemd');
+  for (const u of ['vmpi.service', 'vmpi@.service', 'vmpi-guest.service']) {
+    const text = readFileSync(join(dir, u), 'utf8');
+    t.match(text, /^Type=notify$/m, `${u}: Type=notify (vmpi sends READY=1 once its sockets listen)`);
+    t.match(text, /^NotifyAccess=main$/m, `${u}: only the main process may notify`);
+    t.notMatch(text, /^ExecStart=\/usr\/bin\/node /m, `${u}: node from systemd's PATH (the supported one first), not the distribution's`);
+  }
+  for (const u of readdirSync(dir).filter((f) => f.endsWith('.socket'))) {
+    t.notMatch(readFileSync(join(dir, u), 'utf8'), /^NonBlocking=/m, `${u}: NonBlocking= is a [Service] option; a .socket unit ignores it`);
+  }
+  t.match(readFileSync(join(dir, 'vmpi@.service'), 'utf8'), /^\[Service\][^[]*^NonBlocking=yes$/m, 'vmpi@.service sets NonBlocking=yes in [Service]');
 });
 
 t.test('launch-guest.sh is valid bash', async (t) => {

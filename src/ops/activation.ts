@@ -6,7 +6,7 @@
  * for theirs, and checking that an inherited fd is a non-blocking socket.
  *
  * The vhost-user server accepts in a loop until accept(2) says EAGAIN, so an inherited listening
- * socket must be non-blocking: the .socket unit needs `NonBlocking=yes` (systemd sets O_NONBLOCK
+ * socket must be non-blocking: the .service unit needs `NonBlocking=yes` in [Service] (systemd sets O_NONBLOCK
  * on the fds it passes). A blocking fd is refused with that hint rather than hanging the process.
  */
 import { fstatSync, readFileSync } from 'node:fs';
@@ -46,7 +46,7 @@ export function inheritedFdProblem(fd: number): string | undefined {
     // no /proc: cannot tell, assume the service manager did its job
   }
   if (flags !== undefined && (flags & O_NONBLOCK) === 0) {
-    return `fd ${fd} is a blocking socket; pass it non-blocking (systemd: NonBlocking=yes in the .socket unit)`;
+    return `fd ${fd} is a blocking socket; pass it non-blocking (systemd: NonBlocking=yes in the [Service] section of the .service unit; a .socket unit ignores it)`;
   }
   return undefined;
 }

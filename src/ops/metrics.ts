@@ -31,6 +31,7 @@ import type { ShimHvIpcp } from '../dif/shim-hv/ipcp.js';
 import type { DropReason, VmpiDevice } from '../vmpi/device.js';
 import type { VmpiHost } from '../vmpi/host.js';
 import { formatListenAddress, type ListenAddress } from './config.js';
+import { uncaughtCount } from './guard.js';
 
 export const METRICS_PREFIX = 'vmpi_';
 
@@ -162,6 +163,7 @@ export class HostMetrics {
 
     const buildInfo = new Gauge({ name: 'vmpi_build_info', help: 'vmpi version (value is always 1)', labelNames: ['version', 'nodejs'] as const, registers });
     buildInfo.set({ version, nodejs: process.versions.node }, 1);
+    family('counter', 'vmpi_uncaught_errors_total', 'Exceptions and promise rejections that no connection, device or session contained; the process guard logged each and kept serving (a bug: alert on any increase)', [], () => [[{}, uncaughtCount()]]);
     family('gauge', 'vmpi_device_info', 'One series per configured VMPI device (value is always 1), with its carrier and socket', ['vmpi_id', 'carrier', 'socket'], () =>
       perDevice(({ d, server }) => [[{ carrier: d.carrier.name, socket: server?.path ?? 'inherited-fd' }, 1]]),
     );

@@ -1,0 +1,101 @@
+/**
+ * notify.test.ts — systemd readiness (sd_notify) as systemd sees it: the test binds the notify
+ * socket itself and reads the datagrams `vmpi serve` sends. READY=1 must come only once the
+ * vhost-user socket exists (a VM unit ordered after vmpi.service starts QEMU right then, and QEMU
+ * does not retry), STOPPING=1 on SIGTERM. Also the addon's datagram path (file and abstract
+ * names, fds) and the Node the suite runs on (the supported LTS, as package.json's engines say).
+ */
+import t from 'tap';
+import { spawn } from 'node:child_process';
+import { existsSync, fstatSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { native } from '../src/native.js';
+import { notifySocket, sdNotify } from '../src/ops/notify.js';
+
+const ROOT = resolve(import.meta.dirname, '..');
+const dir = mkdtempSync(join(tmpdir(), 'vmpi-notify-'));
+t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+
+/** Read one datagram from a bound socket, waiting at most `ms`. */
+async function readDatagram(fd: number, ms = 15000): Promise<{ text: string; fds: number[] }> {
+  const buf = new Uint8Array(4096);
+  const end = Date.now() + ms;
+  for (;;) {
+    const r = native.recvMsg(fd, buf, 0, buf.length, 8);
+    if (r) return { text: Buffer.from(buf.subarray(0, r.bytes)).toString('utf8'), fds: r.fds };
+    if (Date.now() > end) throw new Error(`no notify datagram within ${ms} ms`);
+    await new Promise((res) => setTimeout(res, 10));
+  }
+}
+
+t.test('the suite runs on the supported Node (engines in package.json)', async (t) => {
+  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { engines: { node: string } };
+  const min = Number(/>=\s*(\d+)/.exec(pkg.engines.node)?.[1]);
+  t.ok(min >= 24, `engines.node asks for an LTS line that gets security fixes (${pkg.engines.node})`);
+  t.ok(Number(process.versions.node.split('.')[0]) >= min, `node ${process.versions.node} satisfies ${pkg.engines.node}`);
+});
+
+t.test('sdNotify: nothing without NOTIFY_SOCKET; datagrams to a path and an abstract name, with fds', async (t) => {
+  t.equal(sdNotify({ READY: '1' }, { env: {} }), false, 'no socket: nothing sent');
+  t.equal(notifySocket({ NOTIFY_SOCKET: 'relative/path' }), undefined, 'a relative path is not a notify socket');
+  t.throws(() => sdNotify({ STATUS: 'a\nREADY=1' }, { env: { NOTIFY_SOCKET: '/nonexistent' } }), /newline/);
+
+  const path = join(dir, 'n1.sock');
+  const fd = native.bindUnixDgram(path);
+  t.teardown(() => native.close(fd));
+  t.equal(sdNotify({ READY: '1', STATUS: 'up' }, { env: { NOTIFY_SOCKET: path } }), true);
+  t.equal((await readDatagram(fd)).text, 'READY=1\nSTATUS=up\n');
+
+  const efd = native.eventfd(7);
+  t.teardown(() => native.close(efd));
+  sdNotify({ FDSTORE: '1', FDNAME: 'kick-0' }, { env: { NOTIFY_SOCKET: path }, fds: [efd] });
+  const withFd = await readDatagram(fd);
+  t.equal(withFd.text, 'FDSTORE=1\nFDNAME=kick-0\n');
+  t.equal(withFd.fds.length, 1, 'the fd came along');
+  t.equal(native.eventfdRead(withFd.fds[0]!), 7, 'and it is the same eventfd');
+  native.close(withFd.fds[0]!);
+
+  const abstract = `@vmpi-notify-test-${process.pid}`;
+  const afd = native.bindUnixDgram(abstract);
+  t.teardown(() => native.close(afd));
+  sdNotify({ READY: '1' }, { env: { NOTIFY_SOCKET: abstract } });
+  t.equal((await readDatagram(afd)).text, 'READY=1\n', 'abstract namespace');
+
+  const err = t.throws(() => sdNotify({ READY: '1' }, { env: { NOTIFY_SOCKET: join(dir, 'nobody.sock') } })) as NodeJS.ErrnoException;
+  t.equal(err.code, 'ENOENT', 'a missing socket is a system error the caller logs');
+});
+
+t.test('vmpi serve sends READY=1 once its socket listens, STOPPING=1 on SIGTERM', async (t) => {
+  const notify = join(dir, 'systemd-notify.sock');
+  const fd = native.bindUnixDgram(notify);
+  t.teardown(() => native.close(fd));
+  const sock = join(dir, 'vm1.sock');
+  const env: NodeJS.ProcessEnv = { ...process.env, NOTIFY_SOCKET: notify, VMPI_LOG_LEVEL: 'warn' };
+  delete env.NODE_OPTIONS;
+  const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), join(ROOT, 'src/cli.ts'), 'serve', '--socket', sock, '--vmpi-id', '3', '--no-metrics', '--no-ipc'], {
+    cwd: dir,
+    env,
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+  const exited = new Promise<number | null>((res) => child.on('close', (code) => res(code)));
+  t.teardown(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+
+  const ready = await readDatagram(fd, 30000).catch((e: Error) => {
+    throw new Error(`${e.message}; serve stderr:\n${stderr}`);
+  });
+  t.match(ready.text, /^READY=1\nSTATUS=serving 1 VMPI device\n$/, 'READY=1 with a status line');
+  t.ok(existsSync(sock), 'the vhost-user socket exists when READY=1 arrives');
+  const probe = native.connectUnix(sock);
+  t.ok(fstatSync(probe).isSocket(), 'and accepts connections');
+  native.close(probe);
+
+  child.kill('SIGTERM');
+  t.equal((await readDatagram(fd)).text, 'STOPPING=1\n', 'STOPPING=1 at shutdown');
+  const code = await Promise.race([exited, new Promise<string>((res) => setTimeout(() => res('timeout'), 15000))]);
+  t.equal(code, 0, 'exits 0');
+});
