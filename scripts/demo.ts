@@ -79,7 +79,7 @@ async function main(): Promise<number> {
   metrics.addIpcp(ipcp);
   let metricsServer: MetricsServer;
   try {
-    metricsServer = await startMetricsServer(metrics, { host: '127.0.0.1', port: 9464 });
+    metricsServer = await startMetricsServer(metrics, { host: '127.0.0.1', port: 19464 });
   } catch {
     metricsServer = await startMetricsServer(metrics, { host: '127.0.0.1', port: 0 });
   }

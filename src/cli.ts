@@ -8,13 +8,14 @@
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { logger, setLogLevel } from './log.js';
+import { LOG_FORMATS, logger, setLogFormat, setLogLevel, type LogFormat } from './log.js';
 import { clearListenEnv, listenFdsFromEnv } from './ops/activation.js';
 import { installProcessGuard } from './ops/guard.js';
 import { notifyState } from './ops/notify.js';
 import {
   CONFIG_SCHEMA,
   ConfigError,
+  configWarnings,
   LOG_LEVELS,
   formatListenAddress,
   loadConfigFile,
@@ -65,12 +66,14 @@ Options:
                          socket activation is automatic: LISTEN_FDS sockets from fd 3 when
                          LISTEN_PID is this process (the .service unit needs NonBlocking=yes)
   --max-sdu-log2 N       largest SDU of the flag devices as a power of two, ${MIN_SDU_LOG2}..${MAX_SDU_LOG2} (default 16 = 64 KiB)
-  --metrics-listen ADDR  Prometheus endpoint HOST:PORT (default 127.0.0.1:9464; port 0 = any)
+  --metrics-listen ADDR  Prometheus endpoint HOST:PORT (default 127.0.0.1:19464; port 0 = any)
   --no-metrics           no metrics endpoint
   --ipc-socket PATH      IPC daemon socket for applications (default ${DEFAULT_IPC_SOCKET}; when
                          the default cannot be created, serving goes on without it)
   --no-ipc               no IPC daemon
   --log-level LEVEL      ${LOG_LEVELS.join('|')} (default info)
+  --log-format FORMAT    json (default), text, or journal (priority prefixes for journald; the
+                         default when stderr is the journal, i.e. under systemd)
 `,
   'check-config': `Usage: vmpi check-config FILE
        vmpi check-config --schema
@@ -93,6 +96,7 @@ Options:
   --device PATH       a VMPI character device; repeatable (default: every /dev/vmpiN)
   --ipc-socket PATH   the IPC daemon's socket (default ${DEFAULT_IPC_SOCKET}, or $VMPI_IPC_SOCKET)
   --log-level LEVEL   fatal, error, warn, info (default), debug, trace
+  --log-format FORMAT json (default), text, or journal (the default under systemd)
   -h, --help          show this help
 
 Stops on SIGINT/SIGTERM. Exit codes: 0 stopped, 1 runtime error (no device, socket in use), 2 usage.
@@ -175,6 +179,12 @@ function strs(v: ArgValues[string]): string[] {
   return Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : [];
 }
 
+function logFormatArg(v: string | undefined): LogFormat | undefined {
+  if (v === undefined) return undefined;
+  if (!(LOG_FORMATS as readonly string[]).includes(v)) throw new UsageError(`--log-format ${v}: expected one of ${LOG_FORMATS.join(', ')}`);
+  return v as LogFormat;
+}
+
 function logLevelArg(v: string | undefined): LogLevel | undefined {
   if (v === undefined) return undefined;
   if (!(LOG_LEVELS as readonly string[]).includes(v)) throw new UsageError(`--log-level ${v}: expected one of ${LOG_LEVELS.join(', ')}`);
@@ -199,11 +209,15 @@ async function serve(args: string[]): Promise<number> {
     'ipc-socket': { type: 'string' },
     'no-ipc': { type: 'boolean' },
     'log-level': { type: 'string' },
+    'log-format': { type: 'string' },
   });
   if (values.help) return help('serve');
   const ipcSocket = str(values['ipc-socket']);
   if (values['no-ipc'] === true && ipcSocket !== undefined) throw new UsageError('vmpi serve: --ipc-socket and --no-ipc exclude each other');
-  const ipc = values['no-ipc'] === true ? null : { socketPath: ipcSocket ?? DEFAULT_IPC_SOCKET, required: ipcSocket !== undefined };
+  // An explicit socket (flag, or VMPI_IPC_SOCKET as guest and tgen honour it) must work; the
+  // default may fail (no /run/vmpi for this user) with a warning.
+  const ipcChosen = ipcSocket ?? (defaultIpcSocketPath() !== DEFAULT_IPC_SOCKET ? defaultIpcSocketPath() : undefined);
+  const ipc = values['no-ipc'] === true ? null : { socketPath: ipcChosen ?? DEFAULT_IPC_SOCKET, required: ipcChosen !== undefined };
 
   const metricsListen = str(values['metrics-listen']);
   const flags: ServeFlags = {
@@ -212,6 +226,7 @@ async function serve(args: string[]): Promise<number> {
     listenFds: [],
     maxSduLog2: values['max-sdu-log2'] === undefined ? undefined : intArg('max-sdu-log2', str(values['max-sdu-log2']) ?? '', MIN_SDU_LOG2, MAX_SDU_LOG2),
     logLevel: logLevelArg(str(values['log-level'])),
+    logFormat: logFormatArg(str(values['log-format'])),
     noMetrics: values['no-metrics'] === true,
   };
   if (metricsListen !== undefined) {
@@ -225,6 +240,10 @@ async function serve(args: string[]): Promise<number> {
   const listenFd = str(values['listen-fd']);
   flags.listenFds = listenFd !== undefined ? [intArg('listen-fd', listenFd, 0, 65535)] : listenFdsFromEnv();
   clearListenEnv();
+  const slots = flags.sockets.length + flags.listenFds.length;
+  if (flags.vmpiIds.length > slots) {
+    throw new UsageError(`vmpi serve: --vmpi-id given ${flags.vmpiIds.length} times for ${slots} device${slots === 1 ? '' : 's'} (--socket/--listen-fd); give one --vmpi-id per --socket, in the same order`);
+  }
 
   const configFile = str(values.config);
   let config: VmpiConfig | undefined;
@@ -235,6 +254,8 @@ async function serve(args: string[]): Promise<number> {
     }
     const plan = mergeServeOptions(config, flags);
     setLogLevel(plan.log.level);
+    if (plan.log.format !== undefined) setLogFormat(plan.log.format);
+    for (const w of configWarnings(plan.devices)) logger.warn(w);
 
     // Signals that arrive while starting are honoured once start-up is done.
     const stop = signalled();
@@ -272,23 +293,37 @@ function checkConfig(args: string[]): number {
     if (e instanceof ConfigError) return reportInvalid('', e);
     throw e;
   }
-  const ids = config.devices.map((d) => (d.vmpiId === undefined ? 'auto' : String(d.vmpiId)));
   const n = config.devices.length;
+  if (n === 0) {
+    process.stderr.write(`${file}: devices: none: vmpi serve --config ${file} would refuse to start; list devices, or serve it with --socket PATH\n`);
+    return EXIT_INVALID;
+  }
+  for (const w of configWarnings(config.devices.map((d, i) => ({ where: `devices[${i}]`, mode: d.mode })))) process.stderr.write(`${file}: warning: ${w}\n`);
+  const ids = config.devices.map((d) => (d.vmpiId === undefined ? 'auto' : String(d.vmpiId)));
   const metrics = config.metrics.enabled ? `metrics on ${formatListenAddress(config.metrics.listen)}` : 'metrics off';
-  process.stdout.write(`${file}: ok: ${n} device${n === 1 ? '' : 's'}${n > 0 ? ` (VMPI-ids ${ids.join(', ')})` : ''}, ${metrics}\n`);
+  process.stdout.write(`${file}: ok: ${n} device${n === 1 ? '' : 's'} (VMPI-ids ${ids.join(', ')}), ${metrics}\n`);
   return 0;
 }
 
 function qemuArgs(args: string[]): number {
   const { values } = parse('qemu-args', args, {
-    socket: { type: 'string' },
-    id: { type: 'string' },
-    mem: { type: 'string' },
+    socket: { type: 'string', multiple: true },
+    id: { type: 'string', multiple: true },
+    mem: { type: 'string', multiple: true },
   });
   if (values.help) return help('qemu-args');
-  if (typeof values.socket !== 'string') throw new UsageError('vmpi qemu-args: --socket PATH is required');
-  const id = typeof values.id === 'string' ? values.id : 'vmpi0';
-  const mem = typeof values.mem === 'string' ? values.mem : '512M';
+  const one = (name: string, v: string[] | undefined): string | undefined => {
+    if (v !== undefined && v.length > 1) throw new UsageError(`vmpi qemu-args: --${name} given ${v.length} times; it describes one device, give it once`);
+    return v?.[0];
+  };
+  const socket = one('socket', values.socket as string[] | undefined);
+  if (socket === undefined) throw new UsageError('vmpi qemu-args: --socket PATH is required');
+  const id = one('id', values.id as string[] | undefined) ?? 'vmpi0';
+  if (!/^[A-Za-z][A-Za-z0-9._-]*$/.test(id)) throw new UsageError(`vmpi qemu-args: --id ${id}: QEMU ids start with a letter and use letters, digits, '.', '_' and '-'`);
+  const mem = one('mem', values.mem as string[] | undefined) ?? '512M';
+  if (!/^[1-9][0-9]*[KMGT]?$/.test(mem)) throw new UsageError(`vmpi qemu-args: --mem ${mem}: expected a size such as 512M, 8G or 1073741824`);
+  // QEMU's option syntax: a comma inside a value is written twice.
+  const q = (v: string): string => v.replaceAll(',', ',,');
   const carrier = CARRIERS.get('gpio') ?? GPIO_CARRIER;
   const lines = [
     '-object',
@@ -298,7 +333,7 @@ function qemuArgs(args: string[]): number {
     '-m',
     mem,
     '-chardev',
-    `socket,id=${id},path=${values.socket}`,
+    `socket,id=${id},path=${q(socket)}`,
     '-device',
     `${carrier.qemuDevice},chardev=${id},id=${id}`,
   ];
@@ -415,10 +450,13 @@ async function guest(args: string[]): Promise<number> {
     device: { type: 'string', multiple: true },
     'ipc-socket': { type: 'string' },
     'log-level': { type: 'string' },
+    'log-format': { type: 'string' },
   });
   if (values.help) return help('guest');
   const level = logLevelArg(str(values['log-level']));
   if (level !== undefined) setLogLevel(level);
+  const format = logFormatArg(str(values['log-format']));
+  if (format !== undefined) setLogFormat(format);
   const stop = signalled();
   installProcessGuard(logger);
   const { startGuest } = await import('./ops/guest.js');

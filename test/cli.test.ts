@@ -113,6 +113,9 @@ t.test('usage errors exit 2 with a message', async (t) => {
   const none = await run(['serve', '--no-metrics']);
   t.equal(none.code, 2);
   t.match(none.stderr, /give at least one --socket PATH, --listen-fd N or --config FILE/);
+  const ids = await run(['serve', '--socket', 'x.sock', '--vmpi-id', '3', '--vmpi-id', '4']);
+  t.equal(ids.code, 2, 'more --vmpi-id than devices is a usage error');
+  t.match(ids.stderr, /^vmpi serve: --vmpi-id given 2 times for 1 device/);
   const id = await run(['serve', '--socket', 'x.sock', '--vmpi-id', '70000']);
   t.equal(id.code, 2);
   t.match(id.stderr, /--vmpi-id 70000: expected an integer 1\.\.65535/);
@@ -136,6 +139,32 @@ t.test('usage errors exit 2 with a message', async (t) => {
   t.notOk(existsSync(join(dir, 'x.sock')), 'nothing created on a usage error');
 });
 
+t.test('qemu-args: QEMU escaping, sizes, one device', async (t) => {
+  const r = await run(['qemu-args', '--socket', '/run/vm,1.sock', '--mem', '8G']);
+  t.equal(r.code, 0, r.stderr);
+  t.match(r.stdout, /^socket,id=vmpi0,path=\/run\/vm,,1\.sock$/m, 'a comma in a path is doubled, as QEMU option syntax needs');
+  t.match(r.stdout, /^memory-backend-memfd,id=mem,size=8G,share=on$/m);
+  for (const [args, re] of [
+    [['qemu-args', '--socket', 'a.sock', '--mem', 'banana'], /--mem banana: expected a size such as 512M/],
+    [['qemu-args', '--socket', 'a.sock', '--socket', 'b.sock'], /--socket given 2 times/],
+    [['qemu-args', '--socket', 'a.sock', '--id', 'x,y'], /--id x,y: QEMU ids start with a letter/],
+  ] as const) {
+    const bad = await run([...args]);
+    t.equal(bad.code, 2, `${args.join(' ')}: usage error`);
+    t.match(bad.stderr, re);
+    t.equal(bad.stdout, '', 'nothing half-printed');
+  }
+});
+
+t.test('VMPI_LOG_LEVEL that pino does not know: a warning, not a crash', async (t) => {
+  const r = await run(['--help'], { VMPI_LOG_LEVEL: 'verbose' });
+  t.equal(r.code, 0);
+  t.match(r.stdout, /Usage: vmpi <command>/);
+  t.notMatch(r.stderr, /at .*levels\.js|Error:/, 'no stack trace');
+  const c = await run(['check-config', '--schema'], { VMPI_LOG_LEVEL: 'loud' });
+  t.equal(c.code, 0);
+});
+
 t.test('check-config', async (t) => {
   const good = file('good.yaml', 'devices:\n  - {socket: a.sock, vmpiId: 3, owner: root, mode: "0600"}\n  - {socket: b.sock}\nmetrics: {listen: "127.0.0.1:9999"}\n');
   const r = await run(['check-config', good]);
@@ -143,10 +172,30 @@ t.test('check-config', async (t) => {
   t.equal(r.stdout, `${good}: ok: 2 devices (VMPI-ids 3, auto), metrics on 127.0.0.1:9999\n`);
   t.equal(r.stderr, '');
 
-  const json = file('good.json', '{"metrics": {"enabled": false}}');
+  const json = file('good.json', '{"devices": [{"socket": "j.sock", "mode": "0660"}], "metrics": {"enabled": false}}');
   const rj = await run(['check-config', json]);
   t.equal(rj.code, 0);
-  t.equal(rj.stdout, `${json}: ok: 0 devices, metrics off\n`);
+  t.equal(rj.stdout, `${json}: ok: 1 device (VMPI-ids auto), metrics off\n`);
+
+  // serve --config refuses a file without devices, so check-config must not call it ok.
+  const empty = file('empty.json', '{"metrics": {"enabled": false}}');
+  const re = await run(['check-config', empty]);
+  t.equal(re.code, 1, 'no devices: invalid, as serve --config would say');
+  t.equal(re.stdout, '');
+  t.match(re.stderr, /empty\.json: devices: none: vmpi serve --config .* would refuse to start/);
+
+  // Valid but unsafe: any local user could play the VM's front-end.
+  const open = file('open.yaml', 'devices:\n  - {socket: o.sock, mode: "0777"}\n');
+  const ro = await run(['check-config', open]);
+  t.equal(ro.code, 0, 'a world-writable socket is allowed…');
+  t.match(ro.stderr, /open\.yaml: warning: devices\[0\]\.mode: "0777" lets every local user connect/, '…with a warning');
+
+  // The octal hint speaks the file's own syntax.
+  const jm = file('mode.json', '{"devices": [{"socket": "m.sock", "mode": 660}]}');
+  const rm = await run(['check-config', jm]);
+  t.equal(rm.code, 1);
+  t.match(rm.stderr, /devices\[0\]\.mode: 660 is an integer, expected a quoted octal mode such as "0660" \(write it as a string, "mode": "0660": a JSON number is decimal\)/);
+  t.notMatch(rm.stderr, /YAML/, 'no YAML advice for a JSON file');
 
   const bad = file('bad.yaml', 'devices:\n  - {socket: a.sock, vmpiId: 1}\n  - {socket: b.sock, vmpiId: 70000, owner: nosuch-user-vmpi-test}\n  - {socket: a.sock, vmpiId: 1}\nlog: {level: loud}\n');
   const rb = await run(['check-config', bad]);
@@ -168,6 +217,7 @@ t.test('check-config', async (t) => {
   t.equal(schema.code, 0);
   const s = JSON.parse(schema.stdout) as { properties: Record<string, unknown> };
   t.same(Object.keys(s.properties), ['devices', 'metrics', 'log', 'difs', 'ipcps']);
+  t.same(Object.keys((s.properties.log as { properties: object }).properties), ['level', 'format']);
 });
 
 t.test('serve: flags and a config file, metrics, permissions, SIGTERM', async (t) => {
@@ -198,6 +248,18 @@ t.test('serve: SIGINT, and --no-metrics', async (t) => {
   const r = await p.done;
   t.equal(r.code, 0);
   t.notOk(existsSync(join(dir, 'i1.sock')));
+});
+
+t.test('serve: VMPI_IPC_SOCKET places the IPC daemon, as it does for guest and tgen', async (t) => {
+  const ipc = join(dir, 'env-ipc.sock');
+  const p = start(['serve', '--socket', 'v1.sock', '--no-metrics'], { env: { VMPI_IPC_SOCKET: ipc } });
+  await p.waitLog(/"msg":"device configured"/);
+  const end = Date.now() + 10000;
+  while (!existsSync(ipc) && Date.now() < end && p.child.exitCode === null) await new Promise((r) => setTimeout(r, 20));
+  t.ok(existsSync(ipc) && statSync(ipc).isSocket(), `the daemon listens on $VMPI_IPC_SOCKET; stderr:\n${p.stderr}`);
+  p.child.kill('SIGTERM');
+  t.equal((await p.done).code, 0);
+  t.notOk(existsSync(ipc), 'and removes it at shutdown');
 });
 
 t.test('serve: an invalid config or a failed start exits 1 and leaves no socket', async (t) => {

@@ -69,13 +69,13 @@ t.test('the shipped example, qemu-configs/vmpi.example.yaml, is valid', async (t
     ['/run/vmpi/vm1.sock', 1, 'kvm', 0o660],
     ['/run/vmpi/vm2.sock', 2, 'kvm', 0o660],
   ]);
-  t.same(c.metrics, { enabled: true, listen: { host: '127.0.0.1', port: 9464 } });
+  t.same(c.metrics, { enabled: true, listen: { host: '127.0.0.1', port: 19464 } });
 });
 
 t.test('valid JSON file and defaults', async (t) => {
   const c = loadConfigFile(file('min.json', JSON.stringify({ devices: [{ socket: 'a.sock', owner: '1000', mode: '600' }] })));
   t.same(c.devices, [{ socket: join(dir, 'a.sock'), vmpiId: undefined, maxSduLog2: 16, carrier: 'gpio', owner: 1000, group: undefined, mode: 0o600 }], 'relative socket: from the file directory; numeric owner string becomes a number');
-  t.same(c.metrics, { enabled: true, listen: { host: '127.0.0.1', port: 9464 } });
+  t.same(c.metrics, { enabled: true, listen: { host: '127.0.0.1', port: 19464 } });
   t.same(c.log, { level: 'info' });
   t.same(c.difs, []);
   t.same(c.ipcps, []);
@@ -105,10 +105,10 @@ t.test('each kind of problem, with its message', async (t) => {
   t.same(one('devices:\n  - socket: /a\n    group: -1\n'), ['devices[0].group: -1 is below the minimum 0']);
   t.same(one('devices:\n  - socket: /a\n    group: [1]\n'), ['devices[0].group: [1] is a list, expected a user or group name, or a numeric id']);
   t.same(one('devices: {socket: /a}\n'), ['devices: {"socket":"/a"} is an object, expected a list']);
-  t.same(one('metrics:\n  listen: 9464\n'), ['metrics.listen: 9464 is an integer, expected HOST:PORT such as "127.0.0.1:9464"']);
-  t.same(one('metrics:\n  listen: "127.0.0.1"\n'), ['metrics.listen: "127.0.0.1" is not HOST:PORT (for example "127.0.0.1:9464" or "[::1]:9464")']);
+  t.same(one('metrics:\n  listen: 19464\n'), ['metrics.listen: 19464 is an integer, expected HOST:PORT such as "127.0.0.1:19464"']);
+  t.same(one('metrics:\n  listen: "127.0.0.1"\n'), ['metrics.listen: "127.0.0.1" is not HOST:PORT or :PORT (for example "127.0.0.1:19464", "[::1]:19464" or ":19464")']);
   t.same(one('metrics:\n  listen: "127.0.0.1:70000"\n'), ['metrics.listen: "127.0.0.1:70000" has port 70000, above the maximum 65535']);
-  t.same(one('metrics:\n  listen: "example.org:9464"\n'), ['metrics.listen: "example.org:9464" has host "example.org": use an IPv4 address, [IPv6] or localhost']);
+  t.same(one('metrics:\n  listen: "example.org:19464"\n'), ['metrics.listen: "example.org:19464" has host "example.org": use an IPv4 address, [IPv6] or localhost']);
   t.same(one('metrics:\n  enabled: "yes"\n'), ['metrics.enabled: "yes" is a string, expected a boolean']);
   t.same(one('log:\n  level: loud\n'), ['log.level: "loud" is not one of trace, debug, info, warn, error, fatal, silent']);
   t.same(one('difs:\n  - name: a\n'), ['difs[0].type: is required but missing']);
@@ -165,7 +165,7 @@ extra: 1
     'metrics.listen: "localhost:99999" has port 99999, above the maximum 65535',
   ]);
   const e = t.throws(() => loadConfigFile(file('bad.yaml', 'log: {level: loud}\nmetrics: {listen: x}\n'))) as ConfigError;
-  t.equal(e.message, `${join(dir, 'bad.yaml')}: log.level: "loud" is not one of trace, debug, info, warn, error, fatal, silent\n${join(dir, 'bad.yaml')}: metrics.listen: "x" is not HOST:PORT (for example "127.0.0.1:9464" or "[::1]:9464")`, 'the message has one line per problem, each naming the file');
+  t.equal(e.message, `${join(dir, 'bad.yaml')}: log.level: "loud" is not one of trace, debug, info, warn, error, fatal, silent\n${join(dir, 'bad.yaml')}: metrics.listen: "x" is not HOST:PORT or :PORT (for example "127.0.0.1:19464", "[::1]:19464" or ":19464")`, 'the message has one line per problem, each naming the file');
 });
 
 t.test('host checks: owner and group names must exist', async (t) => {
@@ -194,12 +194,13 @@ t.test('parse errors and files', async (t) => {
 });
 
 t.test('listen addresses', async (t) => {
-  t.same(parseListenAddress('127.0.0.1:9464'), { host: '127.0.0.1', port: 9464 });
+  t.same(parseListenAddress('127.0.0.1:19464'), { host: '127.0.0.1', port: 19464 });
   t.same(parseListenAddress('[::1]:0'), { host: '::1', port: 0 });
   t.same(parseListenAddress('localhost:1'), { host: 'localhost', port: 1 });
   t.throws(() => parseListenAddress('[127.0.0.1]:1'), /in brackets, which is not an IPv6 address/);
-  t.throws(() => parseListenAddress('::1:9464'), /is not HOST:PORT/);
-  t.throws(() => parseListenAddress(':9464'), /is not HOST:PORT/);
+  t.throws(() => parseListenAddress('::1:19464'), /is not HOST:PORT/);
+  t.same(parseListenAddress(':19464'), { host: '::', port: 19464 }, ':PORT is every address, as for Prometheus exporters');
+  t.throws(() => parseListenAddress(':99999'), /above the maximum 65535/);
 });
 
 t.test('flags merged into a file', async (t) => {
@@ -224,7 +225,7 @@ t.test('flags merged into a file', async (t) => {
 
   const noFile = mergeServeOptions(undefined, flags({ sockets: ['rel.sock'] }));
   t.same(noFile.devices.map((d) => [d.vmpiId, d.socket]), [[1, join(process.cwd(), 'rel.sock')]], 'flags alone, as before');
-  t.same(noFile.metrics, { enabled: true, listen: { host: '127.0.0.1', port: 9464 } });
+  t.same(noFile.metrics, { enabled: true, listen: { host: '127.0.0.1', port: 19464 } });
 
   const dup = t.throws(() => mergeServeOptions(c, flags({ sockets: ['/run/a.sock', '/run/d.sock'], vmpiIds: [5, 1] }))) as ConfigError;
   t.same(dup.problems, [

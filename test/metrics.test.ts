@@ -117,8 +117,10 @@ t.test('device and connection metrics, scraped over HTTP', async (t) => {
   t.match(m, /^vmpi_uncaught_errors_total 0$/m, 'nothing reached the process guard');
   t.equal(sample(m, 'vmpi_vhost_user_connections', { vmpi_id: '7' }), 0);
   t.equal(sample(m, 'vmpi_vhost_user_connections_accepted_total', { vmpi_id: '7' }), 0);
-  t.match(m, /^vmpi_process_cpu_seconds_total \d/m, 'process metrics with the vmpi_ prefix');
-  t.match(m, /^vmpi_nodejs_eventloop_lag_seconds /m);
+  for (const std of ['process_cpu_seconds_total', 'process_resident_memory_bytes', 'process_open_fds', 'process_max_fds', 'process_start_time_seconds', 'nodejs_eventloop_lag_seconds']) {
+    t.match(m, new RegExp(`^${std} \\d`, 'm'), `standard process metric ${std} under its standard name`);
+  }
+  t.notMatch(m, /^vmpi_process_|^vmpi_nodejs_/m, 'no vmpi_ prefix on the standard ones');
   t.notMatch(m, /channel=/, 'no per-channel labels');
 
   // A front-end connects and goes away cleanly, another breaks the protocol.
@@ -180,7 +182,7 @@ t.test('metrics server: a port in use is a clear error', async (t) => {
   t.teardown(() => first.close());
   await t.rejects(startMetricsServer(metrics, first.address), { name: 'MetricsServerError', message: /cannot listen on 127\.0\.0\.1:\d+: EADDRINUSE; choose another with --metrics-listen/ });
   const r = await get(first.url);
-  t.notMatch(r.body, /vmpi_process_/, 'processMetrics: false');
+  t.notMatch(r.body, /^process_/m, 'processMetrics: false');
   t.match(r.body, /# TYPE vmpi_device_sdus_total counter/, 'families declared even with no device');
 });
 

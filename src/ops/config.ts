@@ -17,7 +17,7 @@
  *       owner: libvirt-qemu          # optional: user name or numeric uid
  *       group: kvm                   # optional: group name or numeric gid
  *       mode: "0660"                 # optional: a QUOTED octal string
- *   metrics: { enabled: true, listen: "127.0.0.1:9464" }
+ *   metrics: { enabled: true, listen: "127.0.0.1:19464" }
  *   log: { level: info }
  *   difs: []    # used by the shim DIF, next step: [{ name, type, ... }]
  *   ipcps: []   # used by the shim DIF, next step: [{ name, type, ... }]
@@ -32,10 +32,16 @@ import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { parseDocument } from 'yaml';
 import { CARRIERS, DEFAULT_SDU_LOG2, MAX_SDU_LOG2, MIN_SDU_LOG2 } from '../vmpi/carrier.js';
 import { permissionProblems } from './socket-perms.js';
+import { LOG_FORMATS, type LogFormat } from '../log.js';
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
-export const DEFAULT_METRICS_LISTEN = '127.0.0.1:9464';
+/**
+ * 19464: 9464 is the default of OpenTelemetry's Prometheus exporter (and taken in Prometheus'
+ * list of default port allocations, whose 9100-9999 range is full); the Prometheus docs advise
+ * software that is not in that list to stay outside its range.
+ */
+export const DEFAULT_METRICS_LISTEN = '127.0.0.1:19464';
 export const MAX_VMPI_ID = 0xffff;
 
 export interface DeviceConfig {
@@ -79,7 +85,7 @@ export interface IpcpConfig {
 export interface VmpiConfig {
   devices: DeviceConfig[];
   metrics: MetricsConfig;
-  log: { level: LogLevel };
+  log: { level: LogLevel; format?: LogFormat };
   difs: DifConfig[];
   ipcps: IpcpConfig[];
 }
@@ -144,13 +150,16 @@ export const CONFIG_SCHEMA = {
       additionalProperties: false,
       properties: {
         enabled: { type: 'boolean', default: true },
-        listen: { type: 'string', default: DEFAULT_METRICS_LISTEN, errorHint: 'HOST:PORT such as "127.0.0.1:9464"' },
+        listen: { type: 'string', default: DEFAULT_METRICS_LISTEN, errorHint: 'HOST:PORT such as "127.0.0.1:19464"' },
       },
     },
     log: {
       type: 'object',
       additionalProperties: false,
-      properties: { level: { type: 'string', enum: [...LOG_LEVELS], default: 'info' } },
+      properties: {
+        level: { type: 'string', enum: [...LOG_LEVELS], default: 'info' },
+        format: { type: 'string', enum: [...LOG_FORMATS], description: 'json (default), text, or journal (sd-daemon priorities; the default when stderr is the journal)' },
+      },
     },
     difs: { type: 'array', description: 'used by the shim DIF, next step', items: NAMED_OBJECT },
     ipcps: { type: 'array', description: 'used by the shim DIF, next step', items: NAMED_OBJECT },
@@ -226,10 +235,10 @@ export function parseConfig(text: string, opts: ParseOptions): VmpiConfig {
 }
 
 /** Validate an already-parsed object (schema + semantic checks). Throws ConfigError. */
-export function validateConfig(raw: unknown, opts: Omit<ParseOptions, 'format'> = {}): VmpiConfig {
+export function validateConfig(raw: unknown, opts: Omit<ParseOptions, 'format'> & { format?: ConfigFormat } = {}): VmpiConfig {
   const problems: string[] = [];
   const schema = validateSchema(raw);
-  if (!schema.ok) problems.push(...dedupe(schema.errors.map(formatAjvError)));
+  if (!schema.ok) problems.push(...dedupe(schema.errors.map((e) => formatAjvError(e, opts.format ?? 'yaml'))));
   // The semantic checks run even when the schema failed, on whatever parts are well-typed, so one
   // run lists every problem.
   const data = isRecord(raw) ? raw : {};
@@ -280,17 +289,32 @@ export function validateConfig(raw: unknown, opts: Omit<ParseOptions, 'format'> 
     group: normaliseId(d.group),
     mode: d.mode === undefined ? undefined : parseInt(d.mode, 8),
   }));
-  const log = (isRecord(data.log) ? data.log : {}) as { level?: LogLevel };
+  const log = (isRecord(data.log) ? data.log : {}) as { level?: LogLevel; format?: LogFormat };
   return {
     devices,
     metrics: { enabled: (m.enabled as boolean | undefined) ?? true, listen: listen ?? parseListenAddress(DEFAULT_METRICS_LISTEN) },
-    log: { level: log.level ?? 'info' },
+    log: { level: log.level ?? 'info', ...(log.format !== undefined ? { format: log.format } : {}) },
     difs: (data.difs ?? []) as DifConfig[],
     ipcps: (data.ipcps ?? []) as IpcpConfig[],
   };
 }
 
-/** The default configuration: no devices, metrics on 127.0.0.1:9464, log level info. */
+/**
+ * What is valid but probably not meant, one line each (check-config prints them, serve logs them):
+ * a vhost-user socket that every local user may connect to lets any of them play a VM's
+ * front-end, i.e. hand the server memory and rings of its choosing.
+ */
+export function configWarnings(devices: readonly { where: string; mode?: number }[]): string[] {
+  const out: string[] = [];
+  for (const d of devices) {
+    if (d.mode !== undefined && (d.mode & 0o002) !== 0) {
+      out.push(`${d.where}.mode: "${d.mode.toString(8).padStart(4, '0')}" lets every local user connect to this vhost-user socket and act as the VM's front-end; use "0660" with group: kvm (or the group QEMU runs as)`);
+    }
+  }
+  return out;
+}
+
+/** The default configuration: no devices, metrics on 127.0.0.1:19464, log level info. */
 export function defaultConfig(): VmpiConfig {
   return validateConfig({});
 }
@@ -352,12 +376,19 @@ function duplicateNames(field: string, list: unknown): string[] {
 }
 
 /**
- * Parse `HOST:PORT` (IPv4 literal, `[IPv6]`, or `localhost`; port 0..65535, 0 = any free port).
+ * Parse `HOST:PORT` (IPv4 literal, `[IPv6]`, or `localhost`; port 0..65535, 0 = any free port),
+ * or `:PORT` for every address of the host (IPv6 and IPv4, as Prometheus exporters read it).
  * Throws an Error whose message completes "<value> …".
  */
 export function parseListenAddress(text: string): ListenAddress {
+  const any = /^:(\d{1,5})$/.exec(text);
+  if (any) {
+    const port = Number(any[1]);
+    if (port > 65535) throw new Error(`has port ${port}, above the maximum 65535`);
+    return { host: '::', port };
+  }
   const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(text);
-  if (!m) throw new Error('is not HOST:PORT (for example "127.0.0.1:9464" or "[::1]:9464")');
+  if (!m) throw new Error('is not HOST:PORT or :PORT (for example "127.0.0.1:19464", "[::1]:19464" or ":19464")');
   const host = m[1] ?? m[2]!;
   const port = Number(m[3]);
   if (port > 65535) throw new Error(`has port ${port}, above the maximum 65535`);
@@ -382,6 +413,7 @@ export interface ServeFlags {
   /** Applies to the devices given by flags. */
   maxSduLog2?: number;
   logLevel?: LogLevel;
+  logFormat?: LogFormat;
   metricsListen?: ListenAddress;
   noMetrics?: boolean;
 }
@@ -396,7 +428,7 @@ export interface ServeDevice extends Omit<DeviceConfig, 'socket'> {
 export interface ServePlan {
   devices: ServeDevice[];
   metrics: MetricsConfig;
-  log: { level: LogLevel };
+  log: { level: LogLevel; format?: LogFormat };
   config: VmpiConfig;
 }
 
@@ -437,7 +469,7 @@ export function mergeServeOptions(config: VmpiConfig | undefined, flags: ServeFl
   return {
     devices,
     metrics: { enabled, listen: flags.metricsListen ?? base.metrics.listen },
-    log: { level: flags.logLevel ?? base.log.level },
+    log: { level: flags.logLevel ?? base.log.level, ...((flags.logFormat ?? base.log.format) !== undefined ? { format: flags.logFormat ?? base.log.format } : {}) },
     config: base,
   };
 }
@@ -445,7 +477,7 @@ export function mergeServeOptions(config: VmpiConfig | undefined, flags: ServeFl
 // ---------------------------------------------------------------------------------------------
 // ajv errors → one line each
 
-function formatAjvError(e: ErrorObject): string {
+function formatAjvError(e: ErrorObject, format: ConfigFormat): string {
   const path = jsonPointerToPath(e.instancePath);
   const at = path || '(top level)';
   const value = show(e.data);
@@ -468,7 +500,9 @@ function formatAjvError(e: ErrorObject): string {
       const want = String(p.type).split(',').map(article).join(' or ');
       const octal =
         path.endsWith('.mode') && typeof e.data === 'number' && /^[0-7]{3}$/.test(String(e.data))
-          ? ` (write it quoted, mode: "0${e.data}": YAML reads an unquoted 0${e.data} as the decimal number ${e.data})`
+          ? format === 'json'
+            ? ` (write it as a string, "mode": "0${e.data}": a JSON number is decimal)`
+            : ` (write it quoted, mode: "0${e.data}": YAML reads an unquoted 0${e.data} as the decimal number ${e.data})`
           : '';
       return `${at}: ${value} is ${describe(e.data)}, expected ${hint ?? want}${octal}`;
     }

@@ -1,9 +1,10 @@
 /**
  * metrics.ts — Prometheus metrics for a VmpiHost, and the HTTP server that exposes them.
  *
- * Owns: one prom-client Registry per host (process metrics with the `vmpi_` prefix, plus the
- * device and vhost-user metrics below) and a small node:http server answering `GET /metrics`
- * (default 127.0.0.1:9464, loopback only unless configured otherwise).
+ * Owns: one prom-client Registry per host (the standard process and Node.js metrics under their
+ * standard names — process_cpu_seconds_total, process_resident_memory_bytes, nodejs_… — so generic
+ * dashboards find them, plus the vmpi_ device and vhost-user metrics below) and a small node:http server answering `GET /metrics`
+ * (default 127.0.0.1:19464, loopback only unless configured otherwise).
  *
  * Hot path: nothing here runs per SDU. Device metrics are read from `VmpiDevice.stats` in each
  * metric's `collect()` callback, i.e. once per scrape. Device stats are cumulative for the life of
@@ -33,7 +34,6 @@ import type { VmpiHost } from '../vmpi/host.js';
 import { formatListenAddress, type ListenAddress } from './config.js';
 import { uncaughtCount } from './guard.js';
 
-export const METRICS_PREFIX = 'vmpi_';
 
 export type { DisconnectCause };
 export const DISCONNECT_CAUSES: readonly DisconnectCause[] = ['peer_closed', 'shutdown', 'protocol_error', 'internal_error', 'io_error'];
@@ -50,7 +50,7 @@ interface ConnectionCounts {
 }
 
 export interface HostMetricsOptions {
-  /** Add Node.js process metrics (collectDefaultMetrics, prefix `vmpi_`). Default true. */
+  /** Add the standard process and Node.js metrics (collectDefaultMetrics, no prefix). Default true. */
   processMetrics?: boolean;
   /** Registry to use (default: a new one). */
   registry?: Registry;
@@ -78,11 +78,11 @@ export class HostMetrics {
   ) {
     this.registry = opts.registry ?? new Registry();
     if (opts.processMetrics ?? true) {
-      collectDefaultMetrics({ register: this.registry, prefix: METRICS_PREFIX });
+      collectDefaultMetrics({ register: this.registry });
       // prom-client names three gauges `…_total`, which Prometheus reserves for counters
       // (promtool check metrics flags them). Their per-type siblings without the suffix stay:
-      // sum(vmpi_nodejs_active_handles) gives the same number.
-      for (const n of LINT_FAILING_DEFAULT_METRICS) this.registry.removeSingleMetric(METRICS_PREFIX + n);
+      // sum(nodejs_active_handles) gives the same number.
+      for (const n of LINT_FAILING_DEFAULT_METRICS) this.registry.removeSingleMetric(n);
     }
     this.define(opts.version ?? 'unknown');
     for (const d of host.devices) this.watch(d.vmpiId);

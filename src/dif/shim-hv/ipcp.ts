@@ -390,7 +390,7 @@ export class ShimHvIpcp extends EventEmitter<ShimHvIpcpEvents> implements IpcPro
   private cursor = 0;
   private closed = false;
   private readonly onUp = (): void => {
-    this.log.info({ dif: this.difName }, 'shim-hv: port up');
+    this.log.info('shim-hv: port up');
     this.emit('up');
   };
   private readonly onDown = (reason: string): void => this.portDown(reason);
