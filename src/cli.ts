@@ -60,9 +60,9 @@ the socket files, exit 0.
 
 Options:
   --config FILE          YAML (.yaml/.yml) or JSON (.json) configuration (see vmpi check-config)
-  --socket PATH          vhost-user socket to create (repeatable)
+  --socket PATH          vhost-user socket to create (repeatable; also --socket-path PATH)
   --vmpi-id N            VMPI-id of the corresponding device, 1..65535 (repeatable)
-  --listen-fd N          serve a device on an inherited listening socket. Without it, systemd
+  --listen-fd N          serve a device on an inherited listening socket (also --fd N). Without it, systemd
                          socket activation is automatic: LISTEN_FDS sockets from fd 3 when
                          LISTEN_PID is this process (the .service unit needs NonBlocking=yes)
   --max-sdu-log2 N       largest SDU of the flag devices as a power of two, ${MIN_SDU_LOG2}..${MAX_SDU_LOG2} (default 16 = 64 KiB)
@@ -74,6 +74,9 @@ Options:
   --log-level LEVEL      ${LOG_LEVELS.join('|')} (default info)
   --log-format FORMAT    json (default), text, or journal (priority prefixes for journald; the
                          default when stderr is the journal, i.e. under systemd)
+  --print-capabilities   print the back-end's capabilities as JSON and exit (QEMU's vhost-user
+                         back-end conventions; \`vmpi --socket-path PATH\` and \`vmpi --fd N\`
+                         serve directly, as such back-ends do)
 `,
   'check-config': `Usage: vmpi check-config FILE
        vmpi check-config --schema
@@ -197,7 +200,42 @@ function reportInvalid(prefix: string, e: ConfigError): number {
   return EXIT_INVALID;
 }
 
-async function serve(args: string[]): Promise<number> {
+/**
+ * QEMU's "Backend program conventions" (docs/interop/vhost-user.rst): --print-capabilities prints
+ * JSON and exits, ignoring every other argument; --socket-path and --fd name the socket (and
+ * exclude each other). Here they are spellings of --socket and --listen-fd.
+ */
+export const CAPABILITIES = {
+  // vhost-user.json's VHostUserBackendType has no entry for VMPI (the device rides on QEMU's
+  // vhost-user-gpio-pci carrier, but it is not a GPIO device): the type names what it is.
+  type: 'vmpi',
+  features: ['socket-path', 'fd', 'vmpi-id', 'max-sdu-log2', 'config', 'socket-activation', 'sd-notify', 'ipc-socket', 'metrics-listen'],
+} as const;
+
+function conventionArgs(args: string[]): string[] {
+  const out: string[] = [];
+  let path = false;
+  let fd = false;
+  for (const a of args) {
+    if (a === '--') break;
+    if (a === '--socket-path' || a.startsWith('--socket-path=')) {
+      path = true;
+      out.push(a.replace('--socket-path', '--socket'));
+    } else if (a === '--fd' || a.startsWith('--fd=')) {
+      fd = true;
+      out.push(a.replace('--fd', '--listen-fd'));
+    } else out.push(a);
+  }
+  if (path && fd) throw new UsageError('vmpi serve: --socket-path and --fd exclude each other (vhost-user back-end conventions)');
+  return out;
+}
+
+async function serve(argv: string[]): Promise<number> {
+  if (argv.includes('--print-capabilities')) {
+    process.stdout.write(JSON.stringify(CAPABILITIES, null, 2) + '\n');
+    return 0;
+  }
+  const args = conventionArgs(argv);
   const { values } = parse('serve', args, {
     config: { type: 'string' },
     socket: { type: 'string', multiple: true },
@@ -489,6 +527,8 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       case 'serve':
         return await serve(rest);
+      case '--print-capabilities':
+        return await serve([command, ...rest]);
       case 'check-config':
         return checkConfig(rest);
       case 'qemu-args':
@@ -498,6 +538,8 @@ export async function main(argv: string[]): Promise<number> {
       case 'guest':
         return await guest(rest);
       default:
+        // The vhost-user back-end conventions put the socket options first: `vmpi --socket-path X`.
+        if (/^--(socket-path|fd)(=|$)/.test(command)) return await serve([command, ...rest]);
         throw new UsageError(`vmpi: unknown command "${command}"; see vmpi --help`);
     }
   } catch (e) {

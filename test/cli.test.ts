@@ -6,8 +6,8 @@
  * clean exit 0 on SIGTERM/SIGINT that removes the sockets it created.
  */
 import t from 'tap';
-import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync, type ChildProcess, type StdioOptions } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { get } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -238,6 +238,39 @@ t.test('serve: flags and a config file, metrics, permissions, SIGTERM', async (t
   t.match(r.stderr, /"signal":"SIGTERM","msg":"shutting down"/);
   t.notOk(existsSync(join(dir, 'c1.sock')), 'config socket removed');
   t.notOk(existsSync(join(dir, 'f1.sock')), 'flag socket removed');
+});
+
+t.test('vhost-user back-end conventions: --print-capabilities, --socket-path, --fd, the descriptor', async (t) => {
+  for (const args of [['--print-capabilities'], ['serve', '--print-capabilities', '--bogus', 'x'], ['--print-capabilities', '--socket-path', 'nowhere.sock']]) {
+    const r = await run(args);
+    t.equal(r.code, 0, `${args.join(' ')}: exit 0, other arguments ignored`);
+    const caps = JSON.parse(r.stdout) as { type: string; features: string[] };
+    t.equal(caps.type, 'vmpi');
+    t.ok(caps.features.includes('socket-path') && caps.features.includes('fd'), 'names the conventions it follows');
+    t.notOk(existsSync(join(dir, 'nowhere.sock')), 'nothing served');
+  }
+  const both = await run(['--socket-path', 'a.sock', '--fd', '3']);
+  t.equal(both.code, 2);
+  t.match(both.stderr, /--socket-path and --fd exclude each other/);
+
+  // `vmpi --socket-path=PATH` is `vmpi serve --socket PATH`.
+  const p = start(['--socket-path=conv.sock', '--vmpi-id', '12', '--no-metrics', '--no-ipc']);
+  await p.waitLog(/"vmpiId":12,.*"msg":"device configured"/);
+  t.ok(statSync(join(dir, 'conv.sock')).isSocket(), 'serves on --socket-path');
+  p.child.kill('SIGTERM');
+  t.equal((await p.done).code, 0, 'SIGTERM ends it cleanly');
+
+  const desc = JSON.parse(readFileSync(join(ROOT, 'qemu-configs/vhost-user/50-vmpi.json'), 'utf8')) as Record<string, unknown>;
+  t.same(Object.keys(desc).sort(), ['binary', 'description', 'tags', 'type'], 'the descriptor has the fields of vhost-user.json\'s VhostUserBackend');
+  t.equal(desc.type, 'vmpi', 'and the type --print-capabilities reports');
+  t.equal(desc.binary, '/opt/vmpi/bin/vmpi-vhost-user');
+  t.ok(statSync(join(ROOT, 'bin/vmpi-vhost-user')).mode & 0o111, 'bin/vmpi-vhost-user is executable');
+  // It runs the built CLI (dist/, made by npm run build / bootstrap.sh), as an installed host would.
+  const env = { ...process.env };
+  delete env.NODE_OPTIONS;
+  const bin = spawnSync(join(ROOT, 'bin/vmpi-vhost-user'), ['--print-capabilities'], { encoding: 'utf8', env, timeout: 30000 });
+  t.equal(bin.status, 0, bin.stderr);
+  t.equal((JSON.parse(bin.stdout) as { type: string }).type, 'vmpi', 'the descriptor\'s binary answers --print-capabilities');
 });
 
 t.test('serve: SIGINT, and --no-metrics', async (t) => {
