@@ -51,7 +51,13 @@ t.test('the vmpi units wait for readiness and put NonBlocking= where systemd rea
   for (const u of readdirSync(dir).filter((f) => f.endsWith('.socket'))) {
     t.notMatch(readFileSync(join(dir, u), 'utf8'), /^NonBlocking=/m, `${u}: NonBlocking= is a [Service] option; a .socket unit ignores it`);
   }
-  t.match(readFileSync(join(dir, 'vmpi@.service'), 'utf8'), /^\[Service\][^[]*^NonBlocking=yes$/m, 'vmpi@.service sets NonBlocking=yes in [Service]');
+  const perVm = readFileSync(join(dir, 'vmpi@.service'), 'utf8');
+  t.match(perVm, /^\[Service\][^[]*^NonBlocking=yes$/m, 'vmpi@.service sets NonBlocking=yes in [Service]');
+  // Per-VM mode offers the host IPC API: a runtime directory the vmpi user can write, and the
+  // daemon told to use it (serve honours VMPI_IPC_SOCKET and then requires it to work).
+  const ipcDir = /^RuntimeDirectory=(\S+)$/m.exec(perVm)?.[1];
+  t.equal(ipcDir, 'vmpi-ipc/%i', 'vmpi@.service has a runtime directory of its own');
+  t.match(perVm, new RegExp(`^Environment=VMPI_IPC_SOCKET=/run/${ipcDir?.replace('%', '\\%')}/ipc\\.sock$`, 'm'), 'and puts the IPC socket in it');
 });
 
 t.test('launch-guest.sh is valid bash', async (t) => {
