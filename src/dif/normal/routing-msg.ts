@@ -74,7 +74,7 @@ export function decodeRoutingMessage(b: Uint8Array): RoutingMessage {
   for (let i = 0, o = 4; i < n; i++, o += ENTRY_LEN) {
     const flags = v.getUint8(o + 10);
     if ((flags & ~1) !== 0) throw new RoutingMsgError(`LFDB entry ${i} has unknown flag bits 0x${flags.toString(16)}`);
-    const e: LowerFlow = { from: v.getUint32(o), to: v.getUint32(o + 4), cost: v.getUint16(o + 8), up: flags === 1, seqnum: v.getUint32(o + 11) };
+    const e: LowerFlow = { from: v.getUint32(o), to: v.getUint32(o + 4), cost: v.getUint16(o + 8), seqnum: v.getUint32(o + 11), up: flags === 1 };
     try {
       checkLowerFlow(e);
     } catch (err) {

@@ -125,6 +125,11 @@ t.test('LFDB: higher seqnum wins; at equal seqnum a withdrawal wins; the bound r
   t.equal(db.size, 2);
   t.same(db.graph(), new Map(), 'a withdrawn direction takes the adjacency out of the graph');
   t.same(db.expire(1000, 500, () => false).length, 2, 'ageing deletes what nobody refreshed');
+  const two = new Lfdb();
+  two.merge({ from: 1, to: 2, cost: 3, seqnum: 1, up: true }, 0);
+  t.same(two.graph(), new Map(), 'one direction up is not an adjacency (two-way check)');
+  two.merge({ from: 2, to: 1, cost: 1, seqnum: 1, up: true }, 0);
+  t.same(two.graph(), new Map([[1, new Map([[2, 3]])], [2, new Map([[1, 1]])]]), 'both up: each direction with its own cost');
 });
 
 const lowerFlowArb = fc.record({
