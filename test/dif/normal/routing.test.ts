@@ -196,3 +196,36 @@ t.test('bad input is contained and counted', async (t) => {
   for (const x of net.nodes.values()) x.stop();
   t.equal(net.clock.pending, 0, 'stop() clears every timer');
 });
+
+t.test('re-enrollment: neighbourUp again for a known neighbour (possibly on a new port) stays in sync', async (t) => {
+  const net = new SimNet(8);
+  for (let a = 1; a <= 3; a++) net.addNode(a);
+  net.link(1, 2);
+  net.link(2, 3);
+  net.settle();
+  // 2 re-enrolls with 1 without 1 having seen the flow go (the IRATI #462 situation), same port:
+  net.nodes.get(1)!.neighbourUp(2, 1002);
+  net.nodes.get(2)!.neighbourUp(1, 1001);
+  net.settle();
+  converged(t, net, 'after re-enrollment on the same port');
+  t.same(net.nodes.get(1)!.neighbours(), [2]);
+  t.same(net.events, [], 'no spurious neighbour-down');
+});
+
+t.test('snapshots are plain, deterministic data', async (t) => {
+  const a = new SimNet(9);
+  const b = new SimNet(10); // a different delivery order
+  for (const net of [a, b]) {
+    for (let x = 1; x <= 5; x++) net.addNode(x);
+    for (let x = 1; x < 5; x++) net.link(x, x + 1);
+    net.link(5, 1);
+    net.settle();
+  }
+  for (let x = 1; x <= 5; x++) {
+    const sa = a.nodes.get(x)!.snapshot();
+    const sb = b.nodes.get(x)!.snapshot();
+    t.same(JSON.parse(JSON.stringify(sa)), sa, `node ${x}: JSON round trip`);
+    t.same(sa.lfdb, sb.lfdb, `node ${x}: same database whatever the delivery order`);
+    t.same(sa.forwarding, sb.forwarding, `node ${x}: same forwarding table`);
+  }
+});
