@@ -18,6 +18,11 @@ export interface NeighboursOptions {
   onDown: (addr: number, portId: number) => void;
 }
 
+export class NeighboursError extends Error {
+  override name = 'NeighboursError';
+  readonly code = 'ERR_ROUTING_CONFIG';
+}
+
 export interface NeighbourState {
   addr: number;
   portId: number;
@@ -34,7 +39,7 @@ export class Neighbours {
     this.intervalMs = opts.intervalMs ?? 10_000;
     this.misses = opts.misses ?? 3;
     if (!(this.intervalMs > 0) || !Number.isInteger(this.misses) || this.misses < 1) {
-      throw Object.assign(new Error(`keepalive interval ${this.intervalMs} ms / misses ${this.misses}: need interval > 0 and misses ≥ 1`), { code: 'ERR_ROUTING_CONFIG' });
+      throw new NeighboursError(`keepalive interval ${this.intervalMs} ms / misses ${this.misses}: need interval > 0 and an integer misses ≥ 1`);
     }
   }
 

@@ -54,7 +54,7 @@ export interface RmtOptions {
   mgmt?: MgmtSink;
 }
 
-export type RmtErrorCode = 'ERR_RMT_NO_ROUTE' | 'ERR_RMT_PORT' | 'ERR_RMT_CEP' | 'ERR_RMT_PDU';
+export type RmtErrorCode = 'ERR_RMT_CONFIG' | 'ERR_RMT_NO_ROUTE' | 'ERR_RMT_PORT' | 'ERR_RMT_CEP' | 'ERR_RMT_PDU';
 
 export class RmtError extends Error {
   override name = 'RmtError';
@@ -147,7 +147,7 @@ export class Rmt {
     this.maxBytes = opts.queueMaxBytes ?? 1 << 20;
     const ecn = opts.ecnThreshold ?? 0.5;
     if (!(this.maxPdus >= 1) || !(this.maxBytes >= PCI_LEN) || !(ecn > 0 && ecn <= 1)) {
-      throw new RmtError('ERR_RMT_PORT', `RMT queue bounds ${this.maxPdus} PDUs / ${this.maxBytes} B / ECN ${ecn} are invalid: need ≥1 PDU, ≥${PCI_LEN} B, 0 < ECN threshold ≤ 1`);
+      throw new RmtError('ERR_RMT_CONFIG', `RMT queue bounds ${this.maxPdus} PDUs / ${this.maxBytes} B / ECN ${ecn} are invalid: need ≥1 PDU, ≥${PCI_LEN} B, 0 < ECN threshold ≤ 1`);
     }
     this.ecnPdus = Math.ceil(this.maxPdus * ecn);
     this.ecnBytes = Math.ceil(this.maxBytes * ecn);

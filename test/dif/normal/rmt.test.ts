@@ -245,3 +245,12 @@ t.test('RMTs on converged routing: the host relays VM to VM', async (t) => {
   t.equal(rmts.get(1)!.stats.relayed, 2, 'the host relayed both');
   for (const r of net.nodes.values()) r.stop();
 });
+
+t.test('bad RMT configuration is refused', async (t) => {
+  t.throws(() => new Rmt({ address: 1, queueMaxPdus: 0 }), { code: 'ERR_RMT_CONFIG' });
+  t.throws(() => new Rmt({ address: 1, queueMaxBytes: 8 }), { code: 'ERR_RMT_CONFIG' });
+  t.throws(() => new Rmt({ address: 1, ecnThreshold: 0 }), { code: 'ERR_RMT_CONFIG' });
+  const r = new Rmt({ address: 1 });
+  r.addPort(1, new Wire());
+  t.throws(() => r.addPort(1, new Wire()), { code: 'ERR_RMT_PORT' }, 'a port id twice');
+});

@@ -6,6 +6,8 @@
  * everywhere; silent members are found by missed keepalives; entries nobody refreshes age out.
  */
 import t, { type Test } from 'tap';
+import { ManualClock } from '../../../src/dif/normal/clock.js';
+import { Routing } from '../../../src/dif/normal/routing.js';
 import { SimNet, mulberry32, sorted } from './routing-sim.js';
 
 function converged(t: Test, net: SimNet, what: string): void {
@@ -228,4 +230,13 @@ t.test('snapshots are plain, deterministic data', async (t) => {
     t.same(sa.lfdb, sb.lfdb, `node ${x}: same database whatever the delivery order`);
     t.same(sa.forwarding, sb.forwarding, `node ${x}: same forwarding table`);
   }
+});
+
+t.test('bad configuration is refused with ERR_ROUTING_CONFIG', async (t) => {
+  const clock = new ManualClock();
+  const base = { clock, address: 1, send: () => true };
+  t.throws(() => new Routing({ ...base, address: 0 }), { code: 'ERR_ROUTING_CONFIG' }, 'address 0 (not enrolled)');
+  t.throws(() => new Routing({ ...base, refreshMs: 1000, maxAgeMs: 1500 }), { code: 'ERR_ROUTING_CONFIG' }, 'max age too short for the refresh');
+  t.throws(() => new Routing({ ...base, keepaliveMisses: 0 }), { code: 'ERR_ROUTING_CONFIG' }, 'zero keepalive misses');
+  t.throws(() => new Routing({ ...base, keepaliveMs: -1 }), { code: 'ERR_ROUTING_CONFIG' }, 'negative keepalive interval');
 });
