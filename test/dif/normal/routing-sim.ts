@@ -1,0 +1,180 @@
+/**
+ * routing-sim.ts — a simulated DIF for the routing tests: Routing instances joined by simulated
+ * N-1 flows on one ManualClock, messages encoded to bytes and delivered in a seeded random order
+ * (so reordering across links is exercised), plus the global shortest-path oracle the converged
+ * forwarding tables are compared with. Port id of the flow from a to b, at a: PORT_BASE + b.
+ */
+import { ManualClock } from '../../../src/dif/normal/clock.js';
+import { encodeRoutingMessage } from '../../../src/dif/normal/routing-msg.js';
+import { Routing, type NeighbourDownCause, type RoutingOptions } from '../../../src/dif/normal/routing.js';
+
+export const PORT_BASE = 1000;
+
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export interface SimEvent {
+  at: number;
+  node: number;
+  kind: 'down' | 'unreachable';
+  addr?: number;
+  cause?: NeighbourDownCause;
+  addrs?: number[];
+}
+
+export class SimNet {
+  readonly clock = new ManualClock();
+  readonly nodes = new Map<number, Routing>();
+  /** Directed link costs: "a>b" → cost of a's flow to b. */
+  readonly links = new Map<string, number>();
+  readonly events: SimEvent[] = [];
+  private inflight: { from: number; to: number; bytes: Uint8Array }[] = [];
+  readonly rand: () => number;
+  messages = 0;
+
+  constructor(
+    readonly seed: number,
+    readonly opts: Partial<RoutingOptions> = {},
+  ) {
+    this.rand = mulberry32(seed);
+  }
+
+  addNode(addr: number): Routing {
+    const r = new Routing({
+      refreshMs: 30_000,
+      maxAgeMs: 900_000,
+      keepaliveMs: 10_000,
+      keepaliveMisses: 3,
+      ...this.opts,
+      clock: this.clock,
+      address: addr,
+      send: (portId, msg) => {
+        this.inflight.push({ from: addr, to: portId - PORT_BASE, bytes: encodeRoutingMessage(msg) });
+        return true;
+      },
+      onNeighbourDown: (n, _p, cause) => this.events.push({ at: this.clock.now(), node: addr, kind: 'down', addr: n, cause }),
+      onUnreachable: (addrs) => this.events.push({ at: this.clock.now(), node: addr, kind: 'unreachable', addrs }),
+    });
+    this.nodes.set(addr, r);
+    return r;
+  }
+
+  link(a: number, b: number, costAB = 1, costBA = costAB): void {
+    this.links.set(`${a}>${b}`, costAB);
+    this.links.set(`${b}>${a}`, costBA);
+    this.nodes.get(a)!.neighbourUp(b, PORT_BASE + b, costAB);
+    this.nodes.get(b)!.neighbourUp(a, PORT_BASE + a, costBA);
+  }
+
+  /** The N-1 flow between a and b is lost; both ends notice. */
+  unlink(a: number, b: number): void {
+    this.links.delete(`${a}>${b}`);
+    this.links.delete(`${b}>${a}`);
+    this.nodes.get(a)?.neighbourDown(b, 'flow-lost');
+    this.nodes.get(b)?.neighbourDown(a, 'flow-lost');
+  }
+
+  neighboursOf(a: number): number[] {
+    const out: number[] = [];
+    for (const k of this.links.keys()) {
+      const [x, y] = k.split('>').map(Number) as [number, number];
+      if (x === a) out.push(y);
+    }
+    return out.sort((x, y) => x - y);
+  }
+
+  /** The member leaves: its N-1 flows are lost (its neighbours notice), it stops. */
+  leave(a: number): void {
+    for (const b of this.neighboursOf(a)) this.unlink(a, b);
+    this.nodes.get(a)!.stop();
+    this.nodes.delete(a);
+  }
+
+  /** The member vanishes silently (VM frozen): flows stay "up" but carry nothing; only keepalives notice. */
+  crash(a: number): void {
+    this.nodes.get(a)!.stop();
+    this.nodes.delete(a);
+    for (const b of this.neighboursOf(a)) {
+      this.links.delete(`${a}>${b}`);
+      this.links.delete(`${b}>${a}`);
+    }
+  }
+
+  /** Deliver every message in flight (and those they cause), in a seeded random order. */
+  settle(maxMessages = 2_000_000): void {
+    let n = 0;
+    while (this.inflight.length > 0) {
+      if (++n > maxMessages) throw new Error(`routing did not settle within ${maxMessages} messages (seed ${this.seed})`);
+      const i = Math.floor(this.rand() * this.inflight.length);
+      const m = this.inflight[i]!;
+      this.inflight[i] = this.inflight[this.inflight.length - 1]!;
+      this.inflight.pop();
+      const dst = this.nodes.get(m.to);
+      if (!dst || !this.links.has(`${m.from}>${m.to}`)) continue;
+      this.messages++;
+      dst.receiveBytes(PORT_BASE + m.from, m.bytes);
+    }
+  }
+
+  /** Let `ms` of simulated time pass in steps, settling after each. */
+  run(ms: number, step = 1000): void {
+    for (let t = 0; t < ms; t += step) {
+      this.clock.advance(Math.min(step, ms - t));
+      this.settle();
+    }
+  }
+
+  /** Every live node's forwarding table, as dst → next-hop address. */
+  tables(): Map<number, Map<number, number>> {
+    const out = new Map<number, Map<number, number>>();
+    for (const [a, r] of this.nodes) out.set(a, new Map([...r.forwardingTable()].map(([d, p]) => [d, p - PORT_BASE])));
+    return out;
+  }
+
+  /** The oracle: all-pairs shortest paths (Floyd–Warshall) over the live links, lowest-address tie-break. */
+  expected(): Map<number, Map<number, number>> {
+    return globalNextHops([...this.nodes.keys()], this.links);
+  }
+}
+
+export function globalNextHops(nodes: number[], links: ReadonlyMap<string, number>): Map<number, Map<number, number>> {
+  const idx = new Map(nodes.map((a, i) => [a, i]));
+  const n = nodes.length;
+  const D: number[][] = Array.from({ length: n }, (_, i) => Array.from({ length: n }, (_, j) => (i === j ? 0 : Infinity)));
+  const nbrs: [number, number][][] = Array.from({ length: n }, () => []);
+  for (const [k, c] of links) {
+    const [x, y] = k.split('>').map(Number) as [number, number];
+    const i = idx.get(x);
+    const j = idx.get(y);
+    if (i === undefined || j === undefined || !links.has(`${y}>${x}`)) continue;
+    D[i]![j] = Math.min(D[i]![j]!, c);
+    nbrs[i]!.push([j, c]);
+  }
+  for (let k = 0; k < n; k++) for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) if (D[i]![k]! + D[k]![j]! < D[i]![j]!) D[i]![j] = D[i]![k]! + D[k]![j]!;
+  const out = new Map<number, Map<number, number>>();
+  for (let s = 0; s < n; s++) {
+    const m = new Map<number, number>();
+    for (let d = 0; d < n; d++) {
+      if (d === s || D[s]![d] === Infinity) continue;
+      let best = Infinity;
+      for (const [nb, c] of nbrs[s]!) if (c + D[nb]![d]! === D[s]![d] && nodes[nb]! < best) best = nodes[nb]!;
+      m.set(nodes[d]!, best);
+    }
+    out.set(nodes[s]!, m);
+  }
+  return out;
+}
+
+export function sorted(m: Map<number, Map<number, number>>): Record<number, [number, number][]> {
+  const o: Record<number, [number, number][]> = {};
+  for (const [a, t] of [...m].sort((x, y) => x[0] - y[0])) o[a] = [...t].sort((x, y) => x[0] - y[0]);
+  return o;
+}
