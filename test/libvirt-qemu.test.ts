@@ -260,7 +260,37 @@ t.teardown(async () => {
   // Stop the daemons this test started, unless someone else's domain appeared meanwhile.
   const others = started.length > 0 ? virsh(['list', '--all', '--name'], 15_000).out.trim() : '';
   if (others === '') for (const d of started.reverse()) await stopDaemon(d);
+  started.length = 0;
 });
+
+/** The domain defined now, the server and the image directory, for the signal handler. */
+let liveDomain: string | null = null;
+let liveServe: ChildProcess | null = null;
+let liveDir: string | null = null;
+function removeDomainSync(name: string): void {
+  const st = virsh(['domstate', name], 15_000);
+  if (st.ok && !/shut off/.test(st.out)) virsh(['destroy', name], 30_000);
+  virsh(['undefine', name], 30_000);
+  rmSync(`/var/log/libvirt/qemu/${name}.log`, { force: true });
+  liveDomain = null;
+}
+// Killed (tap's timeout, Ctrl-C): the VM runs under libvirtd, not as a child of this process, so
+// destroy it and stop the daemons started here before going.
+for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+  process.once(sig, () => {
+    if (liveDomain) removeDomainSync(liveDomain);
+    liveServe?.kill('SIGKILL');
+    if (liveDir) rmSync(liveDir, { recursive: true, force: true });
+    for (const d of started) {
+      try {
+        process.kill(d.pid, 'SIGTERM');
+      } catch {
+        // gone
+      }
+    }
+    process.exit(1);
+  });
+}
 if (unavailable && process.env.CI) t.fail(`libvirt test cannot run in CI: ${unavailable}`);
 
 t.test('the shipped libvirt domain boots with a VMPI device and a shim DIF flow works', { skip: unavailable ?? false, timeout: 300_000 }, async (t) => {
@@ -270,6 +300,7 @@ t.test('the shipped libvirt domain boots with a VMPI device and a shim DIF flow 
   const name = `vmpi-test-${process.pid}`;
   const dir = mkdtempSync(join(IMAGES, 'vmpi-test-'));
   chmodSync(dir, 0o755); // libvirt-qemu (group kvm) must reach the socket, kernel and initrd
+  liveDir = dir;
   const consoleLog = join(dir, 'console.log');
   const consoleText = () => {
     try {
@@ -281,12 +312,7 @@ t.test('the shipped libvirt domain boots with a VMPI device and a shim DIF flow 
   const diag = () => `\n--- console ---\n${consoleText().slice(-3000)}\n--- vmpi serve ---\n${serveLog.slice(-3000)}`;
 
   t.teardown(async () => {
-    if (defined) {
-      const st = virsh(['domstate', name], 15_000);
-      if (st.ok && !/shut off/.test(st.out)) virsh(['destroy', name], 30_000);
-      virsh(['undefine', name], 30_000);
-      rmSync(`/var/log/libvirt/qemu/${name}.log`, { force: true });
-    }
+    if (defined) removeDomainSync(name);
     if (serve && serve.exitCode === null && serve.signalCode === null) {
       const gone = new Promise((r) => serve!.once('exit', r));
       serve.kill('SIGTERM');
@@ -294,6 +320,7 @@ t.test('the shipped libvirt domain boots with a VMPI device and a shim DIF flow 
       if (serve.exitCode === null && serve.signalCode === null) serve.kill('SIGKILL');
     }
     rmSync(dir, { recursive: true, force: true });
+    liveDir = null;
   });
 
   // 1. libvirt (started above).
@@ -315,6 +342,7 @@ t.test('the shipped libvirt domain boots with a VMPI device and a shim DIF flow 
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  liveServe = serve;
   serve.stdout!.setEncoding('utf8').on('data', (s: string) => (serveLog += s));
   serve.stderr!.setEncoding('utf8').on('data', (s: string) => (serveLog += s));
   const metricsUrl = `http://127.0.0.1:${port}/metrics`;
@@ -347,6 +375,7 @@ t.test('the shipped libvirt domain boots with a VMPI device and a shim DIF flow 
   const def = virsh(['define', xmlFile]);
   t.ok(def.ok, `virsh define: ${def.out.trim()}`);
   defined = def.ok;
+  if (defined) liveDomain = name;
   if (!def.ok) return;
   t.comment(`domain defined ${((Date.now() - tStart) / 1000).toFixed(1)} s after the test started`);
   const t0 = Date.now();
