@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # setup-system.sh — installs the system packages vmpi needs on Debian 12, idempotently.
 # Owns: apt sources for bookworm-backports (QEMU 10), build tools, busybox/cpio for guest
-# initramfs, and the guest kernel's build headers. Safe to run again: it only acts on what is missing.
+# initramfs, the guest kernel's build headers, libvirt (test/libvirt-qemu.test.ts boots the shipped
+# domain) and dkms (test/guest-dkms.test.ts builds the guest driver's DKMS package). Safe to run again: it only acts on what is missing.
 set -euo pipefail
 
 log() { printf '[setup-system] %s\n' "$*" >&2; }
@@ -32,7 +33,13 @@ if [ "$need_update" = 1 ] || [ ! -f "$stamp" ] || [ -n "$(find "$stamp" -mmin +7
 fi
 
 # systemd (systemd-analyze) and libxml2-utils (xmllint) check the files in qemu-configs/.
-pkgs=(build-essential python3 make g++ busybox-static cpio kmod iproute2 xz-utils zstd prometheus systemd libxml2-utils)
+# libvirt-daemon-system: libvirtd, virtlogd and virsh, without recommends (no dnsmasq, no
+# firewall tools). On a host with systemd its services start as usual; in a container a
+# policy-rc.d keeps them stopped and the libvirt test starts libvirtd itself. Debian defines
+# libvirt's "default" network without autostart, so libvirtd creates no bridge. dkms: builds the
+# guest driver's DKMS package in a test.
+pkgs=(build-essential python3 make g++ busybox-static cpio kmod iproute2 xz-utils zstd prometheus systemd libxml2-utils
+      libvirt-daemon-system dkms)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -48,3 +55,12 @@ if [ "$(qemu_major || true)" = "" ] || [ "$(qemu_major)" -lt 10 ]; then
   $SUDO apt-get install -y -qq --no-install-recommends -t bookworm-backports qemu-system-x86 >/dev/null
 fi
 log "QEMU: $(qemu-system-x86_64 --version | head -n1)"
+
+# /dev/kvm as Debian's udev rule sets it (root:kvm 0660). Containers without udev leave it
+# root-only; libvirt then finds KVM unusable for its QEMU user (libvirt-qemu, group kvm) while its
+# cached QEMU capabilities say KVM, so it probes QEMU again on every lookup: `virsh define` took
+# 55 s instead of 0.02 s here. TCG guests (<domain type='qemu'>) do not use /dev/kvm either way.
+if [ -c /dev/kvm ] && getent group kvm >/dev/null && [ "$(stat -c '%G:%a' /dev/kvm)" != "kvm:660" ]; then
+  log "giving /dev/kvm to group kvm, mode 0660 (as udev does on Debian)"
+  $SUDO chgrp kvm /dev/kvm && $SUDO chmod 0660 /dev/kvm
+fi

@@ -7,9 +7,12 @@
  * driver.
  *
  * Owns: finding the devices, the start-up order (every port first, then the socket, so a failure
- * leaves no socket behind) and the shutdown.
+ * leaves no socket behind) and the shutdown; when there is no device, saying why from sysfs (the
+ * carrier is virtio device 0x0029, virtio-gpio's id, which gpio_virtio claims in kernels built
+ * with it).
  */
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { logger as rootLogger, type Logger } from '../log.js';
 import { ShimHvIpcp } from '../dif/shim-hv/ipcp.js';
 import { IpcDaemon } from '../dif/ipc/daemon.js';
@@ -28,6 +31,83 @@ export interface GuestStartOptions {
   devices?: string[];
   socketPath: string;
   logger?: Logger;
+  /** sysfs mount point, to explain a missing device (default /sys; tests pass a fake tree). */
+  sysRoot?: string;
+}
+
+/** `vmpi guest` cannot start: `code` says why, the message what to do. */
+export class GuestStartError extends Error {
+  override name = 'GuestStartError';
+  constructor(
+    readonly code: 'no_device' | 'carrier_claimed' | 'driver_not_loaded',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** The virtio device id of VMPI's carrier (vhost-user-gpio-pci: VIRTIO_ID_GPIO). */
+export const VMPI_CARRIER_VIRTIO_ID = 0x29;
+/** The guest driver's name on the virtio bus (KBUILD_MODNAME of vmpi.ko). */
+export const VMPI_DRIVER_NAME = 'vmpi';
+
+export interface VirtioCarrier {
+  /** e.g. virtio3 */
+  device: string;
+  /** The driver bound to it, or null when none is. */
+  driver: string | null;
+}
+
+/** The virtio devices with VMPI's carrier id in `<sysRoot>/bus/virtio/devices`, and their drivers. */
+export function findVirtioCarriers(sysRoot = '/sys'): VirtioCarrier[] {
+  const dir = join(sysRoot, 'bus', 'virtio', 'devices');
+  let names: string[];
+  try {
+    names = readdirSync(dir).sort();
+  } catch {
+    return [];
+  }
+  const out: VirtioCarrier[] = [];
+  for (const name of names) {
+    let id: number;
+    try {
+      id = Number.parseInt(readFileSync(join(dir, name, 'device'), 'utf8').trim(), 16);
+    } catch {
+      continue;
+    }
+    if (id !== VMPI_CARRIER_VIRTIO_ID) continue;
+    let driver: string | null = null;
+    try {
+      driver = basename(readlinkSync(join(dir, name, 'driver')));
+    } catch {
+      // not bound
+    }
+    out.push({ device: name, driver });
+  }
+  return out;
+}
+
+/** The error for a VM without /dev/vmpiN, from what sysfs shows. */
+export function noDeviceError(sysRoot = '/sys'): GuestStartError {
+  const carriers = findVirtioCarriers(sysRoot);
+  const claimed = carriers.filter((c) => c.driver !== null && c.driver !== VMPI_DRIVER_NAME);
+  if (claimed.length > 0) {
+    const list = claimed.map((c) => `${c.device} (driver ${c.driver})`).join(', ');
+    return new GuestStartError(
+      'carrier_claimed',
+      `no /dev/vmpiN in this VM: the VMPI device (virtio id 0x0029, shared with virtio-gpio) is bound to another driver: ${list}. ` +
+        'Install guest-driver/vmpi-modprobe.conf as /etc/modprobe.d/vmpi.conf (it blacklists gpio_virtio, ' +
+        `the vmpi-dkms package does this), then reboot, or now: modprobe -r ${claimed[0]!.driver}; modprobe -r vmpi; modprobe vmpi`,
+    );
+  }
+  if (carriers.some((c) => c.driver === VMPI_DRIVER_NAME)) {
+    return new GuestStartError('no_device', 'no /dev/vmpiN in this VM although the vmpi driver is bound to the VMPI device: is devtmpfs mounted on /dev?');
+  }
+  if (carriers.some((c) => c.driver === null)) {
+    const list = carriers.filter((c) => c.driver === null).map((c) => c.device).join(', ');
+    return new GuestStartError('driver_not_loaded', `no /dev/vmpiN in this VM: the VMPI device is there (${list}, virtio id 0x0029) but no driver is bound: load the VMPI guest driver (modprobe vmpi, or insmod vmpi.ko)`);
+  }
+  return new GuestStartError('no_device', 'no /dev/vmpiN in this VM: load the VMPI guest driver (insmod vmpi.ko) and give the VM a VMPI device');
 }
 
 /** The /dev/vmpiN present now, in index order. */
@@ -48,7 +128,7 @@ export function findVmpiDevices(dir = '/dev'): string[] {
 export function startGuest(opts: GuestStartOptions): GuestServing {
   const log = opts.logger ?? rootLogger;
   const devices = opts.devices && opts.devices.length > 0 ? opts.devices : findVmpiDevices();
-  if (devices.length === 0) throw new Error('no /dev/vmpiN in this VM: load the VMPI guest driver (insmod vmpi.ko) and give the VM a VMPI device');
+  if (devices.length === 0) throw noDeviceError(opts.sysRoot);
   const ports: GuestVmpiPort[] = [];
   const ipcps: ShimHvIpcp[] = [];
   let daemon: IpcDaemon | undefined;
