@@ -81,6 +81,20 @@ t.test('hostile host: lying used lengths, bad used ids, a changing config', { sk
   t.teardown(() => g.kill());
   await g.agentReady();
   await waitFor(() => dev.isUp, 'device up');
+  // Reload the driver over freed kernel pages full of a fill byte (pipe buffers: unmovable, like
+  // the driver's own pages): rx pages the driver does not zero then carry it (stale guest-kernel
+  // memory) instead of the zeros of never-used guest RAM.
+  const FILL = 0x5a;
+  let before = ups;
+  const reload = await g.exec(
+    `rmmod vmpi && dd if=/dev/zero bs=64k count=1 2>/dev/null | tr '\\000' '\\${FILL.toString(8)}' > /tmp/fill && ` +
+      `for i in $(seq 200); do (cat /tmp/fill | sleep 2) & done; wait; ` +
+      `head -c 16 /tmp/fill | od -An -tx1 && rm /tmp/fill && insmod /lib/modules/vmpi.ko`,
+    60_000,
+  );
+  t.equal(reload.rc, 0, `driver reloaded over freed pages (${reload.out.trim()})`);
+  t.match(reload.out, /5a 5a 5a 5a/, 'the freed pages held the fill byte');
+  await waitFor(() => ups > before && dev.isUp, 'device up after the reload');
   const c0 = await counters(g);
   t.equal(c0.vmpi_id, 51, 'guest sees vmpi_id 51');
 
@@ -132,6 +146,7 @@ t.test('hostile host: lying used lengths, bad used ids, a changing config', { sk
     t.same(d?.bytes.subarray(0, 8), Buffer.from(written[i]!), `SDU ${i}: the written bytes`);
     const beyond = d ? [...d.bytes.subarray(8)] : [];
     t.equal(beyond.filter((b) => b === MARK).length, 0, `SDU ${i}: no stale bytes of an earlier frame beyond what the host wrote`);
+    t.equal(beyond.filter((b) => b === FILL).length, 0, `SDU ${i}: no stale guest-kernel memory either`);
     t.equal(beyond.filter((b) => b !== 0).length, 0, `SDU ${i}: bytes beyond what the host wrote read as zeros`);
   }
   t.same(got[2]?.bytes, Buffer.from(good), 'the good SDU after them arrives intact');
@@ -141,7 +156,7 @@ t.test('hostile host: lying used lengths, bad used ids, a changing config', { sk
   t.equal(c1.rx_malformed - c0.rx_malformed, 4, 'rx_malformed counts all four');
 
   // ---- 2. a used id out of range on the rx ring: the guest resets the device and carries on ----
-  let before = ups;
+  before = ups;
   dev.pushBogusUsed('rx', ring + 5, 100);
   // The queues stop and start again: the guest reset the device (a driver that leaves the ring
   // broken never gets here).
