@@ -21,7 +21,7 @@ import { patternSdu } from './helpers/pattern.js';
 const unavailable = guestUnavailable();
 if (unavailable && process.env.CI) t.fail(`guest tests cannot run in CI: ${unavailable}`);
 
-const COUNTERS = ['rx_frames', 'rx_drops_unbound', 'rx_malformed', 'rx_short', 'rx_oversize', 'ring_resets', 'config_rejected', 'vmpi_id', 'max_sdu'] as const;
+const COUNTERS = ['rx_frames', 'tx_frames', 'rx_drops_unbound', 'rx_malformed', 'rx_short', 'rx_oversize', 'ring_resets', 'config_rejected', 'vmpi_id', 'max_sdu'] as const;
 type Counters = Record<(typeof COUNTERS)[number], number>;
 /** Kernel log lines that must never appear. */
 const KERNEL_TROUBLE = /Oops|BUG[: ]|WARNING:|Call Trace|general protection|RIP: |KASAN|kernel panic/i;
@@ -185,6 +185,37 @@ t.test('hostile host: lying used lengths, bad used ids, a changing config', { sk
   await goodTraffic('after a tx id out of range', 5);
   const c4 = await counters(g);
   t.equal(c4.ring_resets, c3.ring_resets + 1, 'the tx ring broke and was reset too');
+
+  // ---- 5. what a reset keeps: a binding with SDUs queued, and a writer blocked on a full ring ----
+  let from5 = g.mark;
+  g.send('vmpi-perf -t 20000 -d 5000 recv /dev/vmpi0 8 100 20 &');
+  await g.waitFor(/READY mode=recv dev=\/dev\/vmpi0 channel=8\b/, 30_000, from5);
+  for (let i = 0; i < 10; i++) dev.send(8, patternSdu(8, i, 100));
+  await waitCounter(g, 'rx_frames', c4.rx_frames + 10);
+  before = ups;
+  dev.pushBogusUsed('rx', ring + 1, 100);
+  await waitFor(() => ups > before && dev.isUp, 'device up again after the third reset');
+  for (let i = 10; i < 20; i++) dev.send(8, patternSdu(8, i, 100));
+  await g.exec('wait', 30_000);
+  const res5 = /RESULT mode=recv .*$/m.exec(g.output.slice(from5))?.[0] ?? '';
+  t.match(res5, /sdus=20 .*errors=0 badlen=0 gaps=0 status=ok/, `the 10 SDUs queued across the reset and the 10 after it are read in order (${res5})`);
+
+  const c5 = await counters(g);
+  const n5 = fromGuest.length;
+  dev.pause(); // the guest's tx ring fills and its writer blocks
+  from5 = g.mark;
+  g.send('vmpi-perf -t 20000 -s 1000 send /dev/vmpi0 3 100 200 &');
+  await waitCounter(g, 'tx_frames', c5.tx_frames + 64);
+  dev.pushBogusUsed('tx', 2000, 0);
+  dev.resume();
+  await g.exec('wait', 30_000);
+  const res6 = /RESULT mode=send .*$/m.exec(g.output.slice(from5))?.[0] ?? '';
+  t.match(res6, /sdus=200 .*status=ok/, `the blocked writer finishes after the reset (${res6})`);
+  await waitFor(() => fromGuest.length > n5 && new DataView(fromGuest.at(-1)!.buffer).getUint32(0, true) === 1199, 'the last SDU at the host');
+  const seqs = fromGuest.slice(n5).map((sdu) => new DataView(sdu.buffer).getUint32(0, true));
+  t.ok(seqs.every((q, i) => i === 0 || q > seqs[i - 1]!), 'the host gets them in order, none twice');
+  t.ok(seqs.length >= 200 - 64, `at most a ring's worth (64) lost in the reset (${200 - seqs.length} lost)`);
+  t.equal((await counters(g)).ring_resets, c5.ring_resets + 1, 'the tx ring was reset once');
 
   // ---- the guest kernel stayed healthy ----
   const dmesg = (await g.exec('dmesg')).out;
