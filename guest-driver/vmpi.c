@@ -1224,18 +1224,28 @@ static void vmpi_reset_work(struct work_struct *work)
 	struct vmpi_dev *vd = container_of(to_delayed_work(work), struct vmpi_dev, reset_work);
 	struct virtio_device *vdev = vd->vdev;
 	bool rx_broken, tx_broken;
-	int err;
+	int err = 0;
 
+	/*
+	 * Suspend/resume and remove run under the device lock: take it so that they never overlap
+	 * a reset. Remove waits for this work while holding the lock, hence only a try (the retry
+	 * is cancelled by remove's cancel_delayed_work_sync).
+	 */
+	if (!device_trylock(&vdev->dev)) {
+		if (!READ_ONCE(vd->removed))
+			queue_delayed_work(system_wq, &vd->reset_work, HZ / 10);
+		return;
+	}
 	spin_lock(&vd->lock);
 	if (vd->removed || vd->resetting) {
 		spin_unlock(&vd->lock);
-		return;
+		goto out;
 	}
 	spin_unlock(&vd->lock);
 	rx_broken = virtqueue_is_broken(vd->rxvq);
 	tx_broken = virtqueue_is_broken(vd->txvq);
 	if (!rx_broken && !tx_broken)
-		return;
+		goto out;
 	WRITE_ONCE(vd->last_reset, jiffies);
 	atomic64_inc(&vd->st.ring_resets);
 	dev_warn_ratelimited(&vdev->dev,
@@ -1259,6 +1269,8 @@ static void vmpi_reset_work(struct work_struct *work)
 		spin_unlock(&vd->lock);
 		wake_up_interruptible_all(&vd->tx_wait);
 	}
+out:
+	device_unlock(&vdev->dev);
 }
 
 static int vmpi_probe(struct virtio_device *vdev)
