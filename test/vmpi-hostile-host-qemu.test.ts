@@ -3,9 +3,11 @@
  * VmpiDevice wrapped by test/helpers/hostile-device.ts, which lies on demand. Each kind of bad
  * completion is sent — used lengths shorter than the header, longer than the buffer, longer than
  * what was written (over buffers that held an earlier frame), used ids out of range or completed
- * twice on the rx ring, a bad id on the tx ring, a config that changes — and the test checks that
- * the guest kernel logs no oops/BUG/WARNING (slub_debug on), counts each in sysfs, never shows a
- * reader a byte the host did not write for that frame, and carries good SDUs afterwards both ways.
+ * twice on the rx ring, a bad id on the tx ring, a config that changes, a ring broken again after
+ * every reset — and the test checks that the guest kernel logs no oops/BUG/WARNING (slub_debug
+ * on), counts each in sysfs, never shows a reader a byte the host did not write for that frame,
+ * keeps bindings, queued SDUs and blocked writers across the resets it needs, resets at most once
+ * a second, and carries good SDUs afterwards both ways.
  * Needs the guest artefacts (scripts/guest/build.sh); in CI their absence is a failure.
  */
 import t from 'tap';
@@ -216,6 +218,23 @@ t.test('hostile host: lying used lengths, bad used ids, a changing config', { sk
   t.ok(seqs.every((q, i) => i === 0 || q > seqs[i - 1]!), 'the host gets them in order, none twice');
   t.ok(seqs.length >= 200 - 64, `at most a ring's worth (64) lost in the reset (${200 - seqs.length} lost)`);
   t.equal((await counters(g)).ring_resets, c5.ring_resets + 1, 'the tx ring was reset once');
+
+  // ---- 6. a host that breaks the ring again right after every reset: at most one reset a second ----
+  const downs: number[] = [];
+  const onDown = () => downs.push(Date.now());
+  dev.on('down', onDown);
+  const c6 = await counters(g);
+  for (let i = 0; i < 4; i++) {
+    before = ups;
+    dev.pushBogusUsed('rx', ring + 2, 0);
+    await waitFor(() => ups > before && dev.isUp, `device up after storm reset ${i + 1}`);
+  }
+  dev.off('down', onDown);
+  const apart = downs.slice(1).map((d, i) => d - downs[i]!);
+  t.equal(downs.length, 4, 'one reset per broken ring');
+  t.ok(apart.every((ms) => ms >= 900), `resets at most once a second (${apart.join(', ')} ms apart)`);
+  t.equal((await counters(g)).ring_resets, c6.ring_resets + 4, 'each counted');
+  await goodTraffic('after a reset storm', 6);
 
   // ---- the guest kernel stayed healthy ----
   const dmesg = (await g.exec('dmesg')).out;
