@@ -32,13 +32,24 @@
  *    under tx_lock; used buffers are reclaimed by later writes and polls. The tx callback is
  *    only enabled while the ring is full; it wakes blocked writers and pollers.
  *
+ * The host is not trusted (docs/DEVICE.md, "A host that misbehaves"): a used rx length shorter
+ * than the header or longer than the buffer is dropped and counted; rx buffers are posted zeroed
+ * and the bytes a delivered frame exposed are zeroed again before the buffer is reposted, so a
+ * host that claims more bytes than it wrote hands a reader zeros, never stale guest memory or
+ * another frame's bytes; a used id that is out of range or not outstanding makes the virtio core
+ * mark the queue broken, and the driver then resets the device and sets it up again (reset_work,
+ * through the freeze/restore callbacks that also serve suspend); a config that changes at run
+ * time may only change the VMPI-id. Each is counted in sysfs with a rate-limited warning.
+ *
  * Locking: vd->lock (process context only) protects the channel table, the per-file queues and
  * stall state, vd->parked, the rx buffer pool and vd->removed (files re-queue rx_work under it,
  * so no kick follows remove's cancel). vd->tx_lock (taken with interrupts disabled, because
  * the tx callback runs in hard-irq context) protects the tx virtqueue; vd->removed and
  * f->shutdown are also written under it, so no write posts a frame after them. The rx
  * virtqueue is touched only by rx_work (which never runs concurrently with itself), by probe
- * before the device is live and by remove after rx_work is cancelled. Open files hold a
+ * before the device is live and by remove after rx_work is cancelled. vd->resetting (a reset in
+ * progress, or one that failed) is written under both locks; while it is set nothing but
+ * reset_work touches either virtqueue (rx_work, kicks and writers check it). Open files hold a
  * reference on struct vmpi_dev, so a file outlives the device: after removal every call on it
  * fails with -ENODEV.
  */
@@ -112,6 +123,7 @@ struct vmpi_dev {
 
 	u32 vmpi_id;
 	u32 max_sdu;
+	u8 sdu_log2;			/* max_sdu_log2 at probe: the config may not change it */
 	unsigned int frame_pages;	/* pages per rx buffer: DIV_ROUND_UP(4 + max_sdu) */
 	unsigned int tx_slots;		/* ring slots the largest tx frame needs */
 
@@ -120,6 +132,8 @@ struct vmpi_dev {
 	struct list_head rx_pool;
 	unsigned int rx_pool_len;
 	bool removed;
+	bool resetting;			/* reset_work owns the virtqueues (or the reset failed) */
+	bool dead;			/* the reset failed: no virtqueues any more */
 	bool wake_pending;		/* some bound file has f->wake set */
 	struct vmpi_buf *parked;	/* frame waiting for room in its channel's queue */
 	u32 parked_ch;
@@ -127,6 +141,8 @@ struct vmpi_dev {
 
 	struct delayed_work rx_work;
 	struct work_struct config_work;
+	struct delayed_work reset_work;	/* the host broke a virtqueue: reset and set up again */
+	unsigned long last_reset;	/* jiffies of the last reset (at most one per second) */
 
 	spinlock_t tx_lock;		/* txvq, tx_seq */
 	unsigned long tx_seq;		/* bumped by every tx interrupt */
@@ -136,6 +152,8 @@ struct vmpi_dev {
 		atomic64_t rx_frames, rx_bytes, tx_frames, tx_bytes;
 		atomic64_t rx_drops_unbound, rx_drops_full, rx_malformed, rx_drops_nomem;
 		atomic64_t rx_drops_stalled;
+		/* A host that misbehaves (sysfs only: struct vmpi_stats keeps its layout). */
+		atomic64_t rx_short, rx_oversize, ring_resets, config_rejected;
 	} st;
 };
 
@@ -240,7 +258,7 @@ static struct vmpi_buf *vmpi_buf_steal_pages(struct vmpi_buf *buf, unsigned int 
 	q->npages = n;
 	q->pages = (struct page **)q->lin;
 	for (i = 0; i < n; i++) {
-		q->pages[i] = alloc_page(GFP_KERNEL | __GFP_NOWARN);
+		q->pages[i] = alloc_page(GFP_KERNEL | __GFP_NOWARN | __GFP_ZERO);
 		if (!q->pages[i]) {
 			vmpi_buf_free(q);
 			return NULL;
@@ -259,6 +277,19 @@ static struct vmpi_buf *vmpi_buf_steal_pages(struct vmpi_buf *buf, unsigned int 
 static void *vmpi_buf_head(struct vmpi_buf *buf)
 {
 	return buf->npages ? page_address(buf->pages[0]) : buf->lin;
+}
+
+/* Zero the first @len bytes of page buffer @buf (what a frame exposed), before it is reposted. */
+static void vmpi_buf_zero(struct vmpi_buf *buf, unsigned int len)
+{
+	unsigned int i;
+
+	for (i = 0; i < buf->npages && len; i++) {
+		unsigned int n = min_t(unsigned int, len, PAGE_SIZE);
+
+		memset(page_address(buf->pages[i]), 0, n);
+		len -= n;
+	}
 }
 
 static int vmpi_buf_to_user(struct vmpi_buf *buf, unsigned int off, char __user *dst, size_t n)
@@ -425,18 +456,35 @@ static void vmpi_rx_frame(struct vmpi_dev *vd, struct vmpi_buf *buf, unsigned in
 {
 	struct vmpi_buf *q;	/* what gets queued */
 
+	/*
+	 * The used length is the host's word: nothing beyond the buffer is read, and (the buffer
+	 * having been posted zeroed) bytes it claims but did not write read as zeros.
+	 */
 	if (len < VMPI_HDR_LEN || len > buf->cap) {
 		atomic64_inc(&vd->st.rx_malformed);
+		atomic64_inc(len < VMPI_HDR_LEN ? &vd->st.rx_short : &vd->st.rx_oversize);
+		dev_warn_ratelimited(&vd->vdev->dev,
+				     "%s: host used an rx buffer with length %u (frames are %u..%u bytes): dropped\n",
+				     vd->name, len, VMPI_HDR_LEN, buf->cap);
+		vmpi_buf_zero(buf, buf->cap);	/* whatever the host wrote goes with it */
 		vmpi_buf_recycle(vd, buf);
 		return;
 	}
-	/* Small SDUs are copied; larger ones take the pages they occupy out of @buf. */
+	/*
+	 * Small SDUs are copied; larger ones take the pages they occupy out of @buf (replaced by
+	 * zeroed pages). Either way the bytes this frame exposed are zero again before the buffer
+	 * is reposted: a later frame whose used length overstates what the host wrote cannot show
+	 * this one to another channel's reader.
+	 */
 	if (len - VMPI_HDR_LEN <= copybreak && len <= PAGE_SIZE) {
 		q = vmpi_buf_alloc_linear(len, GFP_KERNEL | __GFP_NOWARN);
 		if (q)
 			memcpy(q->lin, vmpi_buf_head(buf), len);
+		memset(vmpi_buf_head(buf), 0, len);
 	} else {
 		q = vmpi_buf_steal_pages(buf, len);
+		if (!q)
+			vmpi_buf_zero(buf, len);
 	}
 	vmpi_buf_recycle(vd, buf);	/* back to the pool, to be reposted */
 	if (!q) {
@@ -450,8 +498,22 @@ static void vmpi_rx_frame(struct vmpi_dev *vd, struct vmpi_buf *buf, unsigned in
 /* @f made room or let go of its channel: re-run rx_work now if a frame waits for it. */
 static void vmpi_rx_kick_locked(struct vmpi_dev *vd, struct vmpi_file *f)
 {
-	if (vd->parked && vd->parked_ch == f->channel && !vd->removed)
+	if (vd->parked && vd->parked_ch == f->channel && !vd->removed && !vd->resetting)
 		mod_delayed_work(system_wq, &vd->rx_work, 0);
+}
+
+/*
+ * The host broke virtqueue @vq (the virtio core found a used id out of range or not outstanding
+ * and marked it broken): reset the device, at most once a second. Any context.
+ */
+static void vmpi_schedule_reset(struct vmpi_dev *vd)
+{
+	unsigned long next = READ_ONCE(vd->last_reset) + HZ;
+
+	if (READ_ONCE(vd->removed) || READ_ONCE(vd->dead))
+		return;
+	queue_delayed_work(system_wq, &vd->reset_work,
+			   vd->last_reset && time_before(jiffies, next) ? next - jiffies : 0);
 }
 
 /* Post rx buffers until the ring is full. Returns false if memory ran out. */
@@ -471,7 +533,7 @@ static bool vmpi_rx_refill(struct vmpi_dev *vd)
 		spin_unlock(&vd->lock);
 		if (!buf)
 			buf = vmpi_buf_alloc_pages(VMPI_HDR_LEN + vd->max_sdu,
-						   GFP_KERNEL | __GFP_NOWARN);
+						   GFP_KERNEL | __GFP_NOWARN | __GFP_ZERO);
 		if (!buf) {
 			ok = false;
 			break;
@@ -497,8 +559,8 @@ static void vmpi_rx_work(struct work_struct *work)
 	struct vmpi_buf *buf;
 	bool ok;
 
-	if (READ_ONCE(vd->removed))
-		return;
+	if (READ_ONCE(vd->removed) || READ_ONCE(vd->resetting))
+		return;	/* reset_work queues us again once the queues are back */
 	spin_lock(&vd->lock);
 	buf = vd->parked;
 	vd->parked = NULL;
@@ -515,6 +577,10 @@ static void vmpi_rx_work(struct work_struct *work)
 			budget--;
 		}
 		vmpi_rx_wake(vd);
+		if (virtqueue_is_broken(vd->rxvq)) {
+			vmpi_schedule_reset(vd);
+			return;
+		}
 		ok = vmpi_rx_refill(vd);
 		if (vd->parked)
 			goto parked;
@@ -556,6 +622,8 @@ static void vmpi_tx_reclaim_locked(struct vmpi_dev *vd, struct list_head *done)
 
 	while ((buf = virtqueue_get_buf(vd->txvq, &len)))
 		list_add(&buf->node, done);
+	if (virtqueue_is_broken(vd->txvq))
+		vmpi_schedule_reset(vd);
 }
 
 static void vmpi_tx_done(struct virtqueue *vq)
@@ -596,12 +664,19 @@ static int vmpi_tx_post(struct vmpi_file *f, struct vmpi_buf *buf, bool nonblock
 			err = -ENODEV;
 		} else if (f->shutdown) {
 			err = -ESHUTDOWN;
+		} else if (vd->resetting) {
+			/* Wait for the reset (it bumps tx_seq), unless it failed. */
+			err = vd->dead ? -EIO : -ENOSPC;
 		} else {
 			vmpi_tx_reclaim_locked(vd, &done);
 			err = virtqueue_add_outbuf(vd->txvq, sg, nsg, buf, GFP_ATOMIC);
-			if (!err)
+			if (!err) {
 				virtqueue_kick(vd->txvq);	/* under the lock: remove may follow */
-			else if (err == -ENOSPC && !virtqueue_enable_cb_delayed(vd->txvq)) {
+			} else if (err == -EIO) {
+				/* The ring is broken: reset_work sets it up again; wait for it. */
+				vmpi_schedule_reset(vd);
+				err = -ENOSPC;
+			} else if (err == -ENOSPC && !virtqueue_enable_cb_delayed(vd->txvq)) {
 				/* Buffers were used meanwhile: reclaim and retry at once. */
 				virtqueue_disable_cb(vd->txvq);
 				spin_unlock_irq(&vd->tx_lock);
@@ -799,7 +874,7 @@ static __poll_t vmpi_poll(struct file *file, poll_table *wait)
 		return mask;
 
 	spin_lock_irq(&vd->tx_lock);
-	if (!vd->removed) {
+	if (!vd->removed && !vd->resetting) {
 		vmpi_tx_reclaim_locked(vd, &done);
 		if (vd->txvq->num_free < vd->tx_slots &&
 		    !virtqueue_enable_cb_delayed(vd->txvq)) {
@@ -959,6 +1034,10 @@ VMPI_STAT_ATTR(rx_drops_full);
 VMPI_STAT_ATTR(rx_malformed);
 VMPI_STAT_ATTR(rx_drops_nomem);
 VMPI_STAT_ATTR(rx_drops_stalled);
+VMPI_STAT_ATTR(rx_short);
+VMPI_STAT_ATTR(rx_oversize);
+VMPI_STAT_ATTR(ring_resets);
+VMPI_STAT_ATTR(config_rejected);
 
 static ssize_t vmpi_id_show(struct device *dev, struct device_attribute *attr, char *buf)
 {
@@ -1007,22 +1086,48 @@ static struct attribute *vmpi_attrs[] = {
 	&dev_attr_rx_malformed.attr,
 	&dev_attr_rx_drops_nomem.attr,
 	&dev_attr_rx_drops_stalled.attr,
+	&dev_attr_rx_short.attr,
+	&dev_attr_rx_oversize.attr,
+	&dev_attr_ring_resets.attr,
+	&dev_attr_config_rejected.attr,
 	NULL,
 };
 ATTRIBUTE_GROUPS(vmpi);
 
 /* ---- virtio driver ---- */
 
-static void vmpi_config_work(struct work_struct *work)
+/*
+ * Re-read the config (config interrupt, or after a reset). Only the VMPI-id may change: the
+ * buffers are sized by the max SDU of probe time, so a config with another magic, version or
+ * max_sdu_log2 is ignored as a whole (counted).
+ */
+static void vmpi_config_check(struct vmpi_dev *vd)
 {
-	struct vmpi_dev *vd = container_of(work, struct vmpi_dev, config_work);
+	struct virtio_device *vdev = vd->vdev;
+	u8 version, sdu_log2;
+	u32 magic;
 	u16 id;
 
-	virtio_cread_le(vd->vdev, struct vmpi_config, vmpi_id, &id);
+	virtio_cread_le(vdev, struct vmpi_config, magic, &magic);
+	virtio_cread_le(vdev, struct vmpi_config, version, &version);
+	virtio_cread_le(vdev, struct vmpi_config, max_sdu_log2, &sdu_log2);
+	virtio_cread_le(vdev, struct vmpi_config, vmpi_id, &id);
+	if (magic != VMPI_MAGIC || version != VMPI_VERSION || sdu_log2 != vd->sdu_log2) {
+		atomic64_inc(&vd->st.config_rejected);
+		dev_warn_ratelimited(&vdev->dev,
+				     "%s: host changed the device config (magic %#x version %u max_sdu_log2 %u, probed with max_sdu_log2 %u): ignored\n",
+				     vd->name, magic, version, sdu_log2, vd->sdu_log2);
+		return;
+	}
 	if (id != READ_ONCE(vd->vmpi_id)) {
-		dev_info(&vd->vdev->dev, "%s: vmpi_id %u -> %u\n", vd->name, vd->vmpi_id, id);
+		dev_info(&vdev->dev, "%s: vmpi_id %u -> %u\n", vd->name, vd->vmpi_id, id);
 		WRITE_ONCE(vd->vmpi_id, id);
 	}
+}
+
+static void vmpi_config_work(struct work_struct *work)
+{
+	vmpi_config_check(container_of(work, struct vmpi_dev, config_work));
 }
 
 static void vmpi_config_changed(struct virtio_device *vdev)
@@ -1032,11 +1137,144 @@ static void vmpi_config_changed(struct virtio_device *vdev)
 	schedule_work(&vd->config_work);
 }
 
-static int vmpi_probe(struct virtio_device *vdev)
+/* Set up both virtqueues (probe, restore); the tx callback starts disabled. */
+static int vmpi_find_vqs(struct vmpi_dev *vd)
 {
+	struct virtio_device *vdev = vd->vdev;
 	struct virtqueue *vqs[2];
 	vq_callback_t *cbs[2] = { vmpi_rx_done, vmpi_tx_done };
 	static const char * const names[2] = { "rx", "tx" };
+	int err;
+
+	err = virtio_find_vqs(vdev, 2, vqs, cbs, names, NULL);
+	if (err)
+		return err;
+	if (!vd->tx_slots || vd->tx_slots > virtqueue_get_vring_size(vqs[1]) ||
+	    (!virtio_has_feature(vdev, VIRTIO_RING_F_INDIRECT_DESC) &&
+	     vd->frame_pages > virtqueue_get_vring_size(vqs[0]))) {
+		dev_err(&vdev->dev, "rings too small for %u-byte SDUs without indirect descriptors\n",
+			vd->max_sdu);
+		vdev->config->del_vqs(vdev);
+		return -EINVAL;
+	}
+	vd->rxvq = vqs[0];
+	vd->txvq = vqs[1];
+	virtqueue_disable_cb(vd->txvq);	/* enabled only while the tx ring is full */
+	return 0;
+}
+
+/*
+ * Quiesce and tear down the virtqueues (a reset, or suspend). Open files stay; queued SDUs and
+ * a parked frame are kept; tx frames the host had not used yet are lost.
+ */
+static int __maybe_unused vmpi_freeze(struct virtio_device *vdev)
+{
+	struct vmpi_dev *vd = vdev->priv;
+	struct vmpi_buf *buf;
+	LIST_HEAD(done);
+
+	spin_lock(&vd->lock);
+	spin_lock_irq(&vd->tx_lock);
+	vd->resetting = true;
+	spin_unlock_irq(&vd->tx_lock);
+	spin_unlock(&vd->lock);
+	virtio_reset_device(vdev);	/* no more interrupts, the host stops using the rings */
+	cancel_delayed_work_sync(&vd->rx_work);
+	cancel_work_sync(&vd->config_work);
+	while ((buf = virtqueue_detach_unused_buf(vd->rxvq)))
+		vmpi_buf_free(buf);
+	spin_lock_irq(&vd->tx_lock);
+	while ((buf = virtqueue_detach_unused_buf(vd->txvq)))
+		list_add(&buf->node, &done);
+	spin_unlock_irq(&vd->tx_lock);
+	vmpi_buf_free_list(&done);
+	vdev->config->del_vqs(vdev);
+	vd->rxvq = vd->txvq = NULL;
+	return 0;
+}
+
+/* Set the virtqueues up again after vmpi_freeze; virtio_device_restore has reset the device. */
+static int __maybe_unused vmpi_restore(struct virtio_device *vdev)
+{
+	struct vmpi_dev *vd = vdev->priv;
+	int err;
+
+	err = vmpi_find_vqs(vd);
+	if (err)
+		return err;
+	vmpi_config_check(vd);
+	virtio_device_ready(vdev);
+	spin_lock(&vd->lock);
+	spin_lock_irq(&vd->tx_lock);
+	vd->resetting = false;
+	vd->tx_seq++;			/* writers waiting for the reset retry */
+	spin_unlock_irq(&vd->tx_lock);
+	spin_unlock(&vd->lock);
+	queue_delayed_work(system_wq, &vd->rx_work, 0);	/* refill, then the parked frame */
+	wake_up_interruptible_all(&vd->tx_wait);
+	return 0;
+}
+
+/*
+ * The host broke a virtqueue: the virtio core no longer hands out its buffers, so the only way
+ * on is a device reset (as for suspend/resume). Open files and queued SDUs survive it.
+ */
+static void vmpi_reset_work(struct work_struct *work)
+{
+	struct vmpi_dev *vd = container_of(to_delayed_work(work), struct vmpi_dev, reset_work);
+	struct virtio_device *vdev = vd->vdev;
+	bool rx_broken, tx_broken;
+	int err = 0;
+
+	/*
+	 * Suspend/resume and remove run under the device lock: take it so that they never overlap
+	 * a reset. Remove waits for this work while holding the lock, hence only a try (the retry
+	 * is cancelled by remove's cancel_delayed_work_sync).
+	 */
+	if (!device_trylock(&vdev->dev)) {
+		if (!READ_ONCE(vd->removed))
+			queue_delayed_work(system_wq, &vd->reset_work, HZ / 10);
+		return;
+	}
+	spin_lock(&vd->lock);
+	if (vd->removed || vd->resetting) {
+		spin_unlock(&vd->lock);
+		goto out;
+	}
+	spin_unlock(&vd->lock);
+	rx_broken = virtqueue_is_broken(vd->rxvq);
+	tx_broken = virtqueue_is_broken(vd->txvq);
+	if (!rx_broken && !tx_broken)
+		goto out;
+	WRITE_ONCE(vd->last_reset, jiffies);
+	atomic64_inc(&vd->st.ring_resets);
+	dev_warn_ratelimited(&vdev->dev,
+			     "%s: the host broke the %s virtqueue (used id out of range or not outstanding): resetting the device\n",
+			     vd->name, rx_broken ? (tx_broken ? "rx and tx" : "rx") : "tx");
+#ifdef CONFIG_PM_SLEEP
+	err = virtio_device_freeze(vdev);
+	if (!err)
+		err = virtio_device_restore(vdev);
+#else
+	err = -EOPNOTSUPP;	/* virtio_device_freeze/restore need CONFIG_PM_SLEEP */
+#endif
+	if (err) {
+		dev_err(&vdev->dev, "%s: reset failed (%d): the device is unusable until removed\n",
+			vd->name, err);
+		spin_lock(&vd->lock);
+		spin_lock_irq(&vd->tx_lock);
+		vd->dead = true;	/* resetting stays set: nobody touches the queues */
+		vd->tx_seq++;		/* waiting writers return -EIO */
+		spin_unlock_irq(&vd->tx_lock);
+		spin_unlock(&vd->lock);
+		wake_up_interruptible_all(&vd->tx_wait);
+	}
+out:
+	device_unlock(&vdev->dev);
+}
+
+static int vmpi_probe(struct virtio_device *vdev)
+{
 	u8 version, sdu_log2;
 	struct vmpi_dev *vd;
 	void *buf;
@@ -1066,6 +1304,7 @@ static int vmpi_probe(struct virtio_device *vdev)
 	kref_init(&vd->kref);
 	vd->vdev = vdev;
 	vd->vmpi_id = id;
+	vd->sdu_log2 = sdu_log2;
 	vd->max_sdu = 1u << sdu_log2;
 	vd->frame_pages = DIV_ROUND_UP(VMPI_HDR_LEN + vd->max_sdu, PAGE_SIZE);
 	vd->tx_slots = virtio_has_feature(vdev, VIRTIO_RING_F_INDIRECT_DESC) ? 1 : vd->frame_pages;
@@ -1075,6 +1314,7 @@ static int vmpi_probe(struct virtio_device *vdev)
 	INIT_LIST_HEAD(&vd->rx_pool);
 	INIT_DELAYED_WORK(&vd->rx_work, vmpi_rx_work);
 	INIT_WORK(&vd->config_work, vmpi_config_work);
+	INIT_DELAYED_WORK(&vd->reset_work, vmpi_reset_work);
 	init_waitqueue_head(&vd->tx_wait);
 
 	vd->index = ida_alloc(&vmpi_ida, GFP_KERNEL);
@@ -1084,20 +1324,9 @@ static int vmpi_probe(struct virtio_device *vdev)
 	}
 	snprintf(vd->name, sizeof(vd->name), "vmpi%d", vd->index);
 
-	err = virtio_find_vqs(vdev, 2, vqs, cbs, names, NULL);
+	err = vmpi_find_vqs(vd);
 	if (err)
 		goto err_ida;
-	vd->rxvq = vqs[0];
-	vd->txvq = vqs[1];
-	if (!vd->tx_slots || vd->tx_slots > virtqueue_get_vring_size(vd->txvq) ||
-	    (!virtio_has_feature(vdev, VIRTIO_RING_F_INDIRECT_DESC) &&
-	     vd->frame_pages > virtqueue_get_vring_size(vd->rxvq))) {
-		dev_err(&vdev->dev, "rings too small for %u-byte SDUs without indirect descriptors\n",
-			vd->max_sdu);
-		err = -EINVAL;
-		goto err_vqs;
-	}
-	virtqueue_disable_cb(vd->txvq);	/* enabled only while the tx ring is full */
 	vdev->priv = vd;
 
 	/* rx_work fills the rx ring; it is the only user of rxvq from now on. */
@@ -1121,10 +1350,10 @@ err_reset:
 	WRITE_ONCE(vd->removed, true);
 	virtio_reset_device(vdev);
 	cancel_delayed_work_sync(&vd->rx_work);
+	cancel_delayed_work_sync(&vd->reset_work);	/* rx_work may have queued it */
 	while ((buf = virtqueue_detach_unused_buf(vd->rxvq)))
 		vmpi_buf_free(buf);
 	vmpi_buf_free_list(&vd->rx_pool);
-err_vqs:
 	vdev->config->del_vqs(vdev);
 err_ida:
 	ida_free(&vmpi_ida, vd->index);
@@ -1160,18 +1389,23 @@ static void vmpi_remove(struct virtio_device *vdev)
 	spin_unlock(&vd->lock);
 	wake_up_interruptible_all(&vd->tx_wait);
 
+	/* A reset in progress finishes first; none starts after removed is set. */
+	cancel_delayed_work_sync(&vd->reset_work);
 	/* Quiesce the device, then nobody but us touches the queues. */
 	virtio_reset_device(vdev);
 	cancel_delayed_work_sync(&vd->rx_work);
 	cancel_work_sync(&vd->config_work);
+	cancel_delayed_work_sync(&vd->reset_work);
 	if (vd->parked)
 		list_add(&vd->parked->node, &dead);
 	vd->parked = NULL;
-	while ((buf = virtqueue_detach_unused_buf(vd->rxvq)))
-		vmpi_buf_free(buf);
-	while ((buf = virtqueue_detach_unused_buf(vd->txvq)))
-		vmpi_buf_free(buf);
-	vdev->config->del_vqs(vdev);
+	if (vd->rxvq) {		/* NULL after a failed reset */
+		while ((buf = virtqueue_detach_unused_buf(vd->rxvq)))
+			vmpi_buf_free(buf);
+		while ((buf = virtqueue_detach_unused_buf(vd->txvq)))
+			vmpi_buf_free(buf);
+		vdev->config->del_vqs(vdev);
+	}
 	vmpi_buf_free_list(&dead);
 
 	dev_info(&vdev->dev, "%s: removed\n", vd->name);
@@ -1194,6 +1428,10 @@ static struct virtio_driver vmpi_driver = {
 	.probe		= vmpi_probe,
 	.remove		= vmpi_remove,
 	.config_changed	= vmpi_config_changed,
+#ifdef CONFIG_PM_SLEEP
+	.freeze		= vmpi_freeze,
+	.restore	= vmpi_restore,
+#endif
 };
 
 static int __init vmpi_init(void)

@@ -42,6 +42,8 @@ export interface GuestOptions {
   /** Boot the Node guest image (launch-guest.sh --node; scripts/guest/build-node.sh). */
   node?: boolean;
   memMb?: number;
+  /** Extra kernel command line arguments (e.g. slub_debug=FZPU). */
+  append?: string[];
   /** QEMU -name, shown in ps. */
   name?: string;
   /** Whole-run limit; the guest is killed after it (default 120 s; 0: none). */
@@ -94,6 +96,7 @@ export class Guest {
     } else {
       args.push('--append', 'vmpi_agent');
     }
+    for (const a of opts.append ?? []) args.push('--append', a);
     if (opts.allowReboot) args.push('--allow-reboot');
     if (opts.node) args.push('--node');
     for (const s of opts.sockets ?? []) args.push('--vmpi', s);
