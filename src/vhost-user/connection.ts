@@ -13,6 +13,7 @@
  * other connections carry on.
  */
 import { EventEmitter } from 'node:events';
+import { fstatSync, readlinkSync } from 'node:fs';
 import type { Logger } from '../log.js';
 import { native, type FdWatcher } from '../native.js';
 import type { ReadyQueue, VhostUserDevice } from './device.js';
@@ -56,6 +57,7 @@ import { SplitVirtqueue } from './virtqueue.js';
 
 export const nativeMapper: Mapper = {
   pageSize: native.pageSize(),
+  inspect: (fd) => ({ size: fstatSync(fd).size, seals: native.fdSeals(fd), what: fdTarget(fd) }),
   map: (fd, offset, length) => native.mmap(fd, offset, length),
   unmap: (b) => native.munmap(b),
   closeFd: (fd) => native.close(fd),
@@ -70,6 +72,17 @@ interface RingRuntime {
 
 /** Why a connection ended: a fixed set, so it can label metrics. */
 export type DisconnectCause = 'peer_closed' | 'shutdown' | 'protocol_error' | 'internal_error' | 'io_error';
+
+export interface ConnectionOptions {
+  /** How region fds are inspected, mapped and closed (tests pass their own). */
+  mapper?: Mapper;
+  /**
+   * Accept memory fds that could shrink under their mapping (no F_SEAL_SHRINK: memory-backend-file,
+   * -shm, memfd with seal=off). Only for trusted front-ends: one that truncates its memory file
+   * crashes the server (SIGBUS). Default false.
+   */
+  allowUnsealedMemory?: boolean;
+}
 
 export interface ConnectionEvents {
   close: [reason: string, cause: DisconnectCause];
@@ -97,12 +110,12 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     private readonly fd: number,
     readonly device: VhostUserDevice,
     logger: Logger,
-    mapper: Mapper = nativeMapper,
+    opts: ConnectionOptions = {},
   ) {
     super();
     this.log = logger.child({ conn: this.id, device: device.name });
     this.state = initialState(device.numQueues);
-    this.mem = new GuestMemory(mapper, MAX_MEM_SLOTS);
+    this.mem = new GuestMemory(opts.mapper ?? nativeMapper, MAX_MEM_SLOTS, { allowUnsealed: opts.allowUnsealedMemory ?? false });
     this.rings = new Array<RingRuntime | null>(device.numQueues).fill(null);
     this.watcher = native.watchReadable(fd, (events) => this.onReadable(events));
     this.watcher.start();
@@ -279,21 +292,28 @@ export class Connection extends EventEmitter<ConnectionEvents> {
         const regions = decodeMemTable(msg.request, p);
         if (regions.length !== msg.fds.length) throw new ProtocolError('SET_MEM_TABLE', `${regions.length} regions but ${msg.fds.length} fds`);
         const fds = msg.fds.splice(0);
-        this.changeMemory(() => {
-          this.mem.clear();
-          regions.forEach((r, i) => this.mem.add('SET_MEM_TABLE', r, fds[i]!));
-        }, fds);
+        let handed = 0; // fds[0, handed) belong to this.mem, which closes them exactly once
+        this.changeMemory(
+          () => {
+            this.mem.clear();
+            while (handed < regions.length) {
+              const i = handed++;
+              this.mem.add('SET_MEM_TABLE', regions[i]!, fds[i]!);
+            }
+          },
+          () => fds.slice(handed),
+        );
         return undefined;
       }
       case Req.ADD_MEM_REG: {
         const region = decodeMemRegion(msg.request, p);
         const fd = this.takeFd(msg);
-        this.changeMemory(() => this.mem.add('ADD_MEM_REG', region, fd), [fd]);
+        this.changeMemory(() => this.mem.add('ADD_MEM_REG', region, fd), () => []); // add owns fd
         return undefined;
       }
       case Req.REM_MEM_REG: {
         const region = decodeMemRegion(msg.request, p);
-        this.changeMemory(() => this.mem.remove('REM_MEM_REG', region), []);
+        this.changeMemory(() => this.mem.remove('REM_MEM_REG', region), () => []);
         return undefined;
       }
       case Req.SET_VRING_NUM: {
@@ -410,16 +430,18 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   // -------------------------------------------------------------------------------------------
   // Memory and rings
 
-  /** Apply a memory-table change: stop running rings, change, record, restart them from state. */
-  private changeMemory(change: () => void, ownedFds: number[]): void {
+  /**
+   * Apply a memory-table change: stop running rings, change, record, restart them from state.
+   * On failure, `notHanded()` names the fds the change never gave to GuestMemory.add (which owns
+   * and closes the ones it got, even when it fails): those are closed here, so each fd once.
+   */
+  private changeMemory(change: () => void, notHanded: () => number[]): void {
     const running = this.rings.map((r, i) => (r ? i : -1)).filter((i) => i >= 0);
     for (const i of running) this.stopRing(i);
     try {
       change();
     } catch (e) {
-      // GuestMemory.add closes the fd it was given; close the others not yet added.
-      const kept = new Set(this.mem.fds());
-      for (const fd of ownedFds) if (!kept.has(fd)) safeClose(fd);
+      for (const fd of notHanded()) this.mem.closeFd(fd);
       throw e;
     } finally {
       this.state.memory = this.mem.descriptions();
@@ -539,6 +561,15 @@ function replaceFd(v: VringConfig, key: 'kickFd' | 'callFd' | 'errFd', fd: numbe
   const old = v[key];
   if (old !== null && old !== fd) safeClose(old);
   v[key] = fd;
+}
+
+/** What /proc says `fd` is ("anon_inode:[eventfd]", "/memfd:mem (deleted)", "pipe:[123]", ...). */
+function fdTarget(fd: number): string {
+  try {
+    return readlinkSync(`/proc/self/fd/${fd}`);
+  } catch (e) {
+    return `unknown (${errText(e)})`;
+  }
 }
 
 function safeClose(fd: number): void {

@@ -8,16 +8,51 @@
  * survives a restart; the region descriptions are plain data (see state.ts).
  *
  * Mapping is done through a small `Mapper` so tests can back regions with plain ArrayBuffers.
+ *
+ * Ownership: `add` owns the fd it is given from the first line on (closed on failure, or later by
+ * `remove`/`clear`); every close of a region fd goes through `Mapper.closeFd`, exactly once.
+ *
+ * SIGBUS policy: touching a mapped page beyond the end of its file kills the process, and no
+ * JavaScript can catch that. So before mapping, a region must lie inside its file
+ * (mmapOffset + size <= fstat size: else 'region_beyond_fd'), and the file must not be able to
+ * shrink later: it must carry F_SEAL_SHRINK, which QEMU's memory-backend-memfd sets by default
+ * (seal=on adds F_SEAL_GROW|F_SEAL_SHRINK|F_SEAL_SEAL). An fd without that seal (an unsealed memfd,
+ * memory-backend-file on tmpfs or hugetlbfs, memory-backend-shm) is refused ('memory_not_sealed')
+ * unless the owner of the server trusts its front-ends and sets `allowUnsealed`: a front-end that
+ * then truncates its memory file crashes the whole server.
  */
 import { MemoryAccessError, ProtocolError } from './errors.js';
 import type { MemRegionDesc } from './messages.js';
 
+/** F_SEAL_SHRINK from <linux/fcntl.h>. */
+export const F_SEAL_SHRINK = 0x0002;
+
+/** What `Mapper.inspect` reports about a memory fd. */
+export interface FdInfo {
+  /** File size (fstat st_size). */
+  size: number;
+  /** F_SEAL_* bits, or -1 when the file cannot be sealed at all. */
+  seals: number;
+  /** What the fd is, for messages (e.g. "/memfd:mem (deleted)"). */
+  what: string;
+}
+
 /** Maps `length` bytes of `fd` from the page-aligned `offset`; releases a mapping. */
 export interface Mapper {
   pageSize: number;
+  /** Size and seals of a memory fd; throws if the fd cannot be inspected. */
+  inspect(fd: number): FdInfo;
   map(fd: number, offset: number, length: number): ArrayBuffer;
   unmap(buffer: ArrayBuffer): void;
   closeFd(fd: number): void;
+}
+
+export interface GuestMemoryOptions {
+  /**
+   * Accept memory fds that could shrink under the mapping (no F_SEAL_SHRINK). Default false: only
+   * for trusted front-ends, since one that truncates its file crashes the server with SIGBUS.
+   */
+  allowUnsealed?: boolean;
 }
 
 export class MappedRegion {
@@ -50,10 +85,15 @@ export class GuestMemory {
   private regions: MappedRegion[] = [];
   private last: MappedRegion | undefined;
 
+  private readonly allowUnsealed: boolean;
+
   constructor(
     private readonly mapper: Mapper,
     readonly maxRegions: number,
-  ) {}
+    opts: GuestMemoryOptions = {},
+  ) {
+    this.allowUnsealed = opts.allowUnsealed ?? false;
+  }
 
   get regionCount(): number {
     return this.regions.length;
@@ -86,6 +126,24 @@ export class GuestMemory {
           throw new ProtocolError(request, `region at user address 0x${desc.userAddr.toString(16)} overlaps another region's user addresses`);
         }
       }
+      const where = `region 0x${desc.guestPhysAddr.toString(16)}+0x${desc.size.toString(16)} (fd ${fd}, offset ${desc.mmapOffset})`;
+      let info: FdInfo;
+      try {
+        info = this.mapper.inspect(fd);
+      } catch (e) {
+        throw new ProtocolError(request, `cannot inspect the fd of ${where}: ${(e as Error).message}`, 'map_failed');
+      }
+      const end = desc.mmapOffset + desc.size;
+      if (end > info.size) {
+        throw new ProtocolError(request, `${where} ends at file offset ${end}, beyond the end of its fd (${info.size} bytes, ${info.what}): the front-end described memory its file does not hold`, 'region_beyond_fd');
+      }
+      if (!this.allowUnsealed && (info.seals < 0 || (info.seals & F_SEAL_SHRINK) === 0)) {
+        throw new ProtocolError(
+          request,
+          `the fd of ${where} (${info.what}) ${info.seals < 0 ? 'cannot be sealed' : 'has no F_SEAL_SHRINK seal'}, so it could shrink under the mapping and crash the server (SIGBUS); give QEMU memory-backend-memfd with seal=on (the default), or allow unsealed memory for trusted front-ends`,
+          'memory_not_sealed',
+        );
+      }
       const page = this.mapper.pageSize;
       const mapOffset = Math.floor(desc.mmapOffset / page) * page;
       const delta = desc.mmapOffset - mapOffset;
@@ -93,7 +151,7 @@ export class GuestMemory {
       try {
         mapping = this.mapper.map(fd, mapOffset, delta + desc.size);
       } catch (e) {
-        throw new ProtocolError(request, `cannot map region 0x${desc.guestPhysAddr.toString(16)}+0x${desc.size.toString(16)} (fd ${fd}, offset ${desc.mmapOffset}): ${(e as Error).message}`);
+        throw new ProtocolError(request, `cannot map ${where}: ${(e as Error).message}`, 'map_failed');
       }
       const region = new MappedRegion({ ...desc }, fd, mapping, delta);
       this.regions.push(region);
@@ -102,6 +160,11 @@ export class GuestMemory {
       this.mapper.closeFd(fd);
       throw e;
     }
+  }
+
+  /** Close a region fd that never reached `add` (e.g. the rest of a failed SET_MEM_TABLE). */
+  closeFd(fd: number): void {
+    this.mapper.closeFd(fd);
   }
 
   /** Remove the region matching `desc` (REM_MEM_REG matches on guest address, size and user address). */

@@ -23,6 +23,11 @@ export interface ServerOptions {
   createDevice: (connectionId: number) => VhostUserDevice;
   /** Front-ends allowed at once; further ones are accepted and closed with a log line. Default 1. */
   maxConnections?: number;
+  /**
+   * Accept guest memory fds that are not sealed against shrinking (see memory.ts): only for
+   * trusted front-ends. Default false.
+   */
+  allowUnsealedMemory?: boolean;
   logger?: Logger;
 }
 
@@ -92,7 +97,7 @@ export class VhostUserServer extends EventEmitter<ServerEvents> {
       }
       let conn: Connection;
       try {
-        conn = new Connection(fd, this.opts.createDevice(this.connections.size), this.log);
+        conn = new Connection(fd, this.opts.createDevice(this.connections.size), this.log, { allowUnsealedMemory: this.opts.allowUnsealedMemory });
       } catch (e) {
         this.log.error({ err: (e as Error).message }, 'cannot set up connection');
         native.close(fd);
