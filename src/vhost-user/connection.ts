@@ -10,10 +10,18 @@
  * Failure containment: a bad request is answered with a failed REPLY_ACK when the front-end asked
  * for one, otherwise the connection is closed; either way one log line says what was wrong. A
  * queue the driver corrupts is marked broken and reported on its error eventfd; other queues and
- * other connections carry on.
+ * other connections carry on. Every callback the event loop makes into a connection (its socket
+ * watcher, kick watchers, the device's deferred work through `ReadyQueue.defer`) runs guarded:
+ * whatever it throws closes this connection with a log line ('internal_error'), never the
+ * process; `close()` itself releases everything even when the device or a listener throws.
+ *
+ * Received fds are checked before use: kick/call/err fds must be eventfds (not EFD_SEMAPHORE) and
+ * are made O_NONBLOCK, so a full counter means "already signalled" (EAGAIN), never a blocked
+ * loop; memory fds must hold their region and be sealed against shrinking (memory.ts).
  */
 import { EventEmitter } from 'node:events';
-import { fstatSync, readlinkSync } from 'node:fs';
+import { fstatSync, readFileSync, readlinkSync } from 'node:fs';
+import { getSystemErrorName } from 'node:util';
 import type { Logger } from '../log.js';
 import { native, type FdWatcher } from '../native.js';
 import type { ReadyQueue, VhostUserDevice } from './device.js';
@@ -117,7 +125,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.state = initialState(device.numQueues);
     this.mem = new GuestMemory(opts.mapper ?? nativeMapper, MAX_MEM_SLOTS, { allowUnsealed: opts.allowUnsealedMemory ?? false });
     this.rings = new Array<RingRuntime | null>(device.numQueues).fill(null);
-    this.watcher = native.watchReadable(fd, (events) => this.onReadable(events));
+    this.watcher = native.watchReadable(fd, (events) => this.guarded('socket watcher', () => this.onReadable(events)));
     this.watcher.start();
     this.log.info('front-end connected');
   }
@@ -132,21 +140,50 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     return stateToJSON(this.state);
   }
 
-  /** Close the connection, stop every ring and release memory and fds. Idempotent. */
+  /**
+   * Close the connection, stop every ring and release memory and fds. Idempotent. Never throws:
+   * a step that fails (a device callback, a 'close' listener) is logged and the rest still runs.
+   */
   close(reason: string, cause: DisconnectCause = 'shutdown'): void {
     if (this.closed) return;
     this.closed = true;
-    this.watcher.close();
-    for (let i = 0; i < this.rings.length; i++) this.stopRing(i);
+    this.step('closing the socket watcher', () => this.watcher.close());
+    for (let i = 0; i < this.rings.length; i++) this.step(`stopping queue ${i}`, () => this.stopRing(i));
     for (const v of this.state.vrings) this.closeVringFds(v);
-    this.device.reset(`disconnected: ${reason}`);
-    this.mem.clear();
+    this.step('resetting the device', () => this.device.reset(`disconnected: ${reason}`));
+    this.step('unmapping guest memory', () => this.mem.clear());
     this.state.memory = [];
     this.state.memoryFds = [];
     this.closeFds(this.fds);
     safeClose(this.fd);
-    this.log.info({ reason }, 'front-end disconnected');
-    this.emit('close', reason, cause);
+    this.step('logging', () => this.log.info({ reason }, 'front-end disconnected'));
+    this.step("a 'close' listener", () => this.emit('close', reason, cause));
+  }
+
+  /** One step of close(): runs `fn`, logs what it throws. */
+  private step(what: string, fn: () => void): void {
+    try {
+      fn();
+    } catch (e) {
+      try {
+        this.log.error({ err: errText(e), stack: (e as Error)?.stack }, `error while closing the connection (${what}); carrying on`);
+      } catch {
+        // a logger that throws: nothing left to tell
+      }
+    }
+  }
+
+  /**
+   * Run a callback the event loop makes into this connection. Anything it throws is this
+   * connection's failure: logged, and the connection closed ('internal_error'); never the process's.
+   */
+  private guarded(what: string, fn: () => void): void {
+    try {
+      fn();
+    } catch (e) {
+      this.step('logging', () => this.log.error({ in: what, err: errText(e), stack: (e as Error)?.stack }, 'uncaught error in a connection callback; closing the connection'));
+      this.close(`internal error in the ${what}: ${errText(e)}`, 'internal_error');
+    }
   }
 
   // -------------------------------------------------------------------------------------------
@@ -363,6 +400,14 @@ export class Connection extends EventEmitter<ConnectionEvents> {
           throw new ProtocolError(name, vf.noFd ? 'no-fd bit set but an fd was attached' : 'no fd attached and the no-fd bit is clear');
         }
         const fd = vf.noFd ? null : this.takeFd(msg);
+        if (fd !== null) {
+          try {
+            adoptEventfd(name, fd);
+          } catch (e) {
+            safeClose(fd);
+            throw e;
+          }
+        }
         if (msg.request === Req.SET_VRING_KICK) {
           if (fd === null) throw new ProtocolError(name, `queue ${vf.index}: polling without a kick eventfd is not supported; send an eventfd`);
           this.stopRing(vf.index);
@@ -479,12 +524,20 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       vq,
       notify: () => {
         if (!vq.needsNotify() || v.callFd === null) return false;
-        native.eventfdWrite(v.callFd, 1);
+        native.eventfdWrite(v.callFd, 1); // O_NONBLOCK (adoptEventfd): EAGAIN = already signalled
         return true;
       },
       fail: (err) => this.queueFailed(index, err),
+      defer: (fn) => {
+        setImmediate(() => {
+          if (this.closed || this.rings[index]?.ready !== ready) return;
+          this.guarded(`deferred work of queue ${index}`, () => this.runDevice(index, fn));
+        });
+      },
     };
-    const watcher = native.watchEventfd(v.kickFd, () => this.onKick(index));
+    const watcher = native.watchEventfd(v.kickFd, (count) =>
+      this.guarded(`kick watcher of queue ${index}`, () => (count < 0 ? this.kickFdFailed(index, count) : this.onKick(index))),
+    );
     this.rings[index] = { vq, watcher, ready };
     watcher.start();
     this.log.info({ queue: index, size, base: v.lastAvailIdx, usedIdx: vq.usedIdx }, 'queue ready');
@@ -511,8 +564,20 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   private onKick(index: number): void {
     const r = this.rings[index];
     if (!r || r.vq.broken || this.closed) return;
+    this.runDevice(index, () => this.device.kicked(index));
+  }
+
+  /** The kick fd could not be read (the watcher has stopped): the front-end broke its end. */
+  private kickFdFailed(index: number, errno: number): void {
+    const msg = `the kick fd of queue ${index} failed (${errnoName(errno)}); it must be an eventfd`;
+    this.log.error({ queue: index, errno }, 'closing connection: unreadable kick fd');
+    this.close(msg, 'io_error');
+  }
+
+  /** Run device code for queue `index`; its errors are charged to a queue or to the connection. */
+  private runDevice(index: number, fn: () => void): void {
     try {
-      this.device.kicked(index);
+      fn();
     } catch (e) {
       // The device may have been working on another queue than the kicked one (a tx kick takes an
       // rx buffer): charge the error to the queue it names.
@@ -557,12 +622,6 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   }
 }
 
-function replaceFd(v: VringConfig, key: 'kickFd' | 'callFd' | 'errFd', fd: number | null): void {
-  const old = v[key];
-  if (old !== null && old !== fd) safeClose(old);
-  v[key] = fd;
-}
-
 /** What /proc says `fd` is ("anon_inode:[eventfd]", "/memfd:mem (deleted)", "pipe:[123]", ...). */
 function fdTarget(fd: number): string {
   try {
@@ -570,6 +629,43 @@ function fdTarget(fd: number): string {
   } catch (e) {
     return `unknown (${errText(e)})`;
   }
+}
+
+/**
+ * Check that a received kick/call/err fd is an eventfd we can use, and make it non-blocking:
+ * a pipe or socket would turn a kick into a short read, a blocking eventfd at its maximum count
+ * would block a call write (and so the event loop), and an EFD_SEMAPHORE one hands out its count
+ * one read at a time.
+ */
+function adoptEventfd(request: string, fd: number): void {
+  const what = fdTarget(fd);
+  if (what !== 'anon_inode:[eventfd]') {
+    throw new ProtocolError(request, `fd ${fd} is ${what}, not an eventfd; send an eventfd (eventfd(2))`, 'bad_fd');
+  }
+  let info = '';
+  try {
+    info = readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8');
+  } catch {
+    // no fdinfo: nothing more to check
+  }
+  if (/^eventfd-semaphore:\s*1\s*$/m.test(info)) {
+    throw new ProtocolError(request, `fd ${fd} is an EFD_SEMAPHORE eventfd; send a plain eventfd`, 'bad_fd');
+  }
+  native.setNonblock(fd);
+}
+
+function errnoName(errno: number): string {
+  try {
+    return `${getSystemErrorName(errno)}`;
+  } catch {
+    return `errno ${errno}`;
+  }
+}
+
+function replaceFd(v: VringConfig, key: 'kickFd' | 'callFd' | 'errFd', fd: number | null): void {
+  const old = v[key];
+  if (old !== null && old !== fd) safeClose(old);
+  v[key] = fd;
 }
 
 function safeClose(fd: number): void {

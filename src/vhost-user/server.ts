@@ -74,7 +74,15 @@ export class VhostUserServer extends EventEmitter<ServerEvents> {
         throw new ServerError(`cannot listen on ${path}: ${(e as Error).message}`);
       }
     }
-    this.watcher = native.watchReadable(this.listenFd, () => this.acceptAll());
+    this.watcher = native.watchReadable(this.listenFd, () => {
+      try {
+        this.acceptAll();
+      } catch (e) {
+        // Never the process: a 'connection' listener or a device factory that throws costs that
+        // one front-end (closed in acceptAll), and accepting goes on at the next readiness.
+        this.log.error({ err: (e as Error)?.message ?? String(e) }, 'error while accepting front-ends');
+      }
+    });
     this.watcher.start();
     this.log.info('listening for vhost-user front-ends');
     return this;
@@ -109,7 +117,12 @@ export class VhostUserServer extends EventEmitter<ServerEvents> {
         this.emit('disconnect', conn, reason, cause);
       });
       conn.on('rejected', (request, message) => this.emit('rejected', conn, request, message));
-      this.emit('connection', conn);
+      try {
+        this.emit('connection', conn);
+      } catch (e) {
+        this.log.error({ err: (e as Error)?.message ?? String(e) }, "a 'connection' listener failed; closing that front-end");
+        conn.close(`internal error in a 'connection' listener: ${(e as Error)?.message ?? String(e)}`, 'internal_error');
+      }
     }
   }
 
