@@ -27,6 +27,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -509,10 +510,15 @@ Napi::Value PageSize(const Napi::CallbackInfo& info) {
 
 // ---- eventfd ---------------------------------------------------------------------------------
 
-// One read(2) of an eventfd counter: 1 = got *value, 0 = EAGAIN (not signalled), -errno = failed.
+// One read of an eventfd counter: 1 = got *value, 0 = EAGAIN (not signalled), -errno = failed.
+// RWF_NOWAIT makes it non-blocking whatever the file's flags say: whoever sent us the fd shares
+// its O_NONBLOCK flag and could clear it, then drain the counter between our poll and our read.
 int ReadEventfd(int fd, uint64_t* value) {
   ssize_t n;
-  do n = read(fd, value, sizeof *value); while (n < 0 && errno == EINTR);
+  iovec iov{value, sizeof *value};
+  do n = preadv2(fd, &iov, 1, -1, RWF_NOWAIT); while (n < 0 && errno == EINTR);
+  if (n < 0 && (errno == EOPNOTSUPP || errno == ENOSYS))  // no per-call nowait for this file
+    do n = read(fd, value, sizeof *value); while (n < 0 && errno == EINTR);
   if (n == sizeof *value) return 1;
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
   return n < 0 ? -errno : -EIO;

@@ -116,7 +116,10 @@ export interface Native {
 
   /** eventfd(initval, EFD_NONBLOCK|EFD_CLOEXEC); initval is 0..2^32-1. */
   eventfd(initval: number): number;
-  /** Read and reset an eventfd counter; 0 when it was not signalled (EAGAIN). */
+  /**
+   * Read and reset an eventfd counter; 0 when it was not signalled (EAGAIN). Never blocks, even
+   * on an fd without O_NONBLOCK (the read is RWF_NOWAIT); the watchEventfd reads are the same.
+   */
   eventfdRead(fd: number): number;
   /**
    * Add `value` (1..Number.MAX_SAFE_INTEGER) to an eventfd counter. Swallows EAGAIN (counter

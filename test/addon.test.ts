@@ -760,8 +760,8 @@ t.test('mmap beyond what this Node can hold: a clean error, no double free (Node
   t.same(r.stdout.trim().split('\n'), [...Array(3).fill('refused ERR_VMPI_MMAP_TOO_LARGE true'), 'done']);
 });
 
-t.test('mmap of regions of 16 and 64 GiB: offsets beyond 4 GiB read and write through', async (t) => {
-  for (const size of [16 * GiB, 64 * GiB]) {
+t.test('mmap of regions of 16 GiB, 64 GiB and 1 TiB: offsets beyond 4 GiB read and write through', async (t) => {
+  for (const size of [16 * GiB, 64 * GiB, 1024 * GiB]) {
     const fd = native.memfdCreate('vmpi-huge', size); // untouched: costs nothing
     const ab = native.mmap(fd, 0, size);
     t.equal(ab.byteLength, size, `${size / GiB} GiB mapped whole`);
@@ -834,4 +834,25 @@ t.test('setNonblock, fdSeals, memfdCreateSealed', async (t) => {
   t.ok(seals === -1 || (seals & native.F_SEAL_SHRINK) === 0, 'a regular file has no shrink seal');
   closeSync(file);
   t.throws(() => native.memfdCreateSealed('x', 1, -1), TypeError);
+});
+
+t.test('eventfd reads never block, even when the fd has lost O_NONBLOCK', async (t) => {
+  // In a child: a read that blocked would hang it, not the runner (spawnSync has a timeout).
+  const r = runChild(`${CHILD_PRELUDE}
+    const fd = n.eventfd(0);
+    n.setNonblock(fd, false);           // what a peer sharing the file description can do
+    const empty = n.eventfdRead(fd);
+    n.eventfdWrite(fd, 3);
+    const three = n.eventfdRead(fd);
+    const got = [];
+    const w = n.watchEventfd(fd, (c) => got.push(c));
+    w.start();
+    n.eventfdWrite(fd, 2);
+    await new Promise((r) => setTimeout(r, 100));
+    w.close();
+    console.log(JSON.stringify([empty, three, got]));
+  `);
+  t.equal(r.signal, null, 'not killed by the timeout');
+  t.equal(r.status, 0, r.stderr);
+  t.same(JSON.parse(r.stdout.trim()), [0, 3, [2]]);
 });

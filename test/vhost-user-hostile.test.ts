@@ -241,6 +241,33 @@ function unixPair(): [number, number] {
   return [c, s];
 }
 
+/**
+ * An EFD_SEMAPHORE eventfd (each read takes 1 from the count), which Node cannot make: python3
+ * creates one and passes it over a Unix socket. Null without python3.
+ */
+function semaphoreEventfd(): number | null {
+  const path = join(dir, 'sem.sock');
+  const lfd = native.listenUnix(path, 1);
+  try {
+    const py = `import os, socket, sys
+fd = os.eventfd(5, os.EFD_SEMAPHORE | os.EFD_CLOEXEC)
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+socket.send_fds(s, [b"x"], [fd])
+`;
+    const r = spawnSync('python3', ['-c', py, path], { timeout: 10_000 });
+    if (r.status !== 0) return null;
+    const cfd = native.accept(lfd);
+    if (cfd < 0) return null;
+    const got = native.recvMsg(cfd, new Uint8Array(1), 0, 1, 1);
+    native.close(cfd);
+    return got?.fds[0] ?? null;
+  } finally {
+    native.close(lfd);
+    rmSync(path, { force: true });
+  }
+}
+
 /** Drive an eventfd's counter to its maximum, 2^64 - 2 (a further write of 1 would block). */
 function saturate(fd: number): void {
   for (let i = 0; i < 2100; i++) native.eventfdWrite(fd, Number.MAX_SAFE_INTEGER);
@@ -310,6 +337,14 @@ t.test('kick, call and err fds that are not eventfds are refused; the server liv
     await nacked(tt, l.fe.setVringFd(Req.SET_VRING_KICK, 1, fd), `SET_VRING_KICK with ${what}`);
     await nacked(tt, l.fe.setVringFd(Req.SET_VRING_CALL, 0, fd), `SET_VRING_CALL with ${what}`);
     await nacked(tt, l.fe.setVringFd(Req.SET_VRING_ERR, 0, fd), `SET_VRING_ERR with ${what}`);
+  }
+  const sem = semaphoreEventfd();
+  if (sem === null) {
+    tt.comment('python3 missing: EFD_SEMAPHORE eventfd not tried');
+  } else {
+    tt.teardown(() => native.close(sem));
+    await nacked(tt, l.fe.setVringFd(Req.SET_VRING_KICK, 1, sem), 'SET_VRING_KICK with an EFD_SEMAPHORE eventfd');
+    await c.waitErr(/is an EFD_SEMAPHORE eventfd; send a plain eventfd/);
   }
   await c.waitErr(new RegExp(`is ${escapeRe(fifo)}, not an eventfd; send an eventfd`));
   await c.waitErr(/is socket:\[\d+\], not an eventfd/);
