@@ -544,6 +544,15 @@ Napi::Value EventfdWrite(const Napi::CallbackInfo& info) {
   Args a(info, "eventfdWrite");
   int fd = a.Fd(0);
   uint64_t value = static_cast<uint64_t>(a.Int(1, "value", 1, kMaxSafeInt));
+  // The fd's O_NONBLOCK lives on a file description the peer that sent it shares and may clear;
+  // eventfd writes have no per-call nowait. So ask first whether a write fits (POLLOUT: the
+  // counter can take 1, which is what the server writes): a counter at its maximum is "already
+  // signalled", never a blocked event loop. (Only a peer that clears the flag and fills the
+  // counter between this poll and the write could still block it.)
+  pollfd p{fd, POLLOUT, 0};
+  int pr;
+  do pr = poll(&p, 1, 0); while (pr < 0 && errno == EINTR);
+  if (pr == 0) return a.Env().Undefined();
   ssize_t n;
   do n = write(fd, &value, sizeof value); while (n < 0 && errno == EINTR);
   if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) ThrowSys(a.Env(), "write", errno);

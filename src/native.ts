@@ -122,8 +122,9 @@ export interface Native {
    */
   eventfdRead(fd: number): number;
   /**
-   * Add `value` (1..Number.MAX_SAFE_INTEGER) to an eventfd counter. Swallows EAGAIN (counter
-   * saturated = still signalled).
+   * Add `value` (1..Number.MAX_SAFE_INTEGER) to an eventfd counter. A counter that cannot take
+   * `value` (saturated = still signalled) is left as it is: checked with poll first, so even an
+   * fd without O_NONBLOCK does not block; EAGAIN is swallowed too.
    */
   eventfdWrite(fd: number, value: number): void;
 

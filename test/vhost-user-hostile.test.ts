@@ -378,6 +378,13 @@ t.test('a blocking call eventfd at its maximum count and a blocking kick eventfd
   await roundTrip(good);
   tt.ok(c.alive, c.describe());
   tt.match(readFileSync(`/proc/self/fdinfo/${call}`, 'utf8'), /eventfd-count:\s+fffffffffffffffe/, 'the counter stayed saturated: a full counter is "already signalled"');
+  // The server made the fd non-blocking; the front-end shares that flag and clears it again.
+  native.setNonblock(call, false);
+  l.rx.enableCalls(); // ask for a call again (event idx): the server will write the call fd
+  l.tx.enableCalls();
+  await roundTrip(l, { count: 8 });
+  await roundTrip(good);
+  tt.ok(c.alive, `O_NONBLOCK cleared behind the server's back: ${c.describe()}`);
 
   const kick = native.eventfd(0);
   native.setNonblock(kick, false);
