@@ -338,3 +338,40 @@ t.test('an fd that cannot be inspected is refused and closed', async (t) => {
   t.match(e.message, /cannot inspect the fd of region 0x0\+0x10000 \(fd 12, offset 0\): EBADF/);
   t.same(mapper.closed, [12]);
 });
+
+t.test('address-space budgets: per connection and per process', async (t) => {
+  const mapper = new ArrayMapper();
+  const mem = new GuestMemory(mapper, 8, { maxMappedBytes: 0x1a000 });
+  mem.add('ADD_MEM_REG', A, 1);
+  mem.add('ADD_MEM_REG', B, 2);
+  t.equal(mem.mappedBytes, 0x18000);
+  const over = t.throws(() => mem.add('ADD_MEM_REG', C, 3)) as ProtocolError;
+  t.equal(over.code, 'memory_budget');
+  t.match(over.message, /would bring this front-end's guest memory to 114688 bytes, over its budget of 106496/);
+  t.same(mapper.closed, [3], 'refused fd closed');
+  t.equal(mapper.maps.length, 2, 'not mapped');
+  mem.remove('REM_MEM_REG', B);
+  t.equal(mem.mappedBytes, 0x10000, 'released on removal');
+  t.doesNotThrow(() => mem.add('ADD_MEM_REG', C, 4), 'fits again');
+  // A non-page-aligned offset costs the bytes from the page below.
+  const m2 = new GuestMemory(mapper, 8, { maxMappedBytes: 0x10000 });
+  t.throws(() => m2.add('ADD_MEM_REG', { ...A, mmapOffset: 0x10 }, 5), { code: 'memory_budget' }, 'delta counted');
+
+  const saved = GuestMemory.processMaxMappedBytes;
+  t.teardown(() => {
+    GuestMemory.processMaxMappedBytes = saved;
+  });
+  const base = GuestMemory.processMappedBytes;
+  GuestMemory.processMaxMappedBytes = base + 0x14000;
+  const other = new GuestMemory(mapper, 8);
+  other.add('ADD_MEM_REG', A, 10);
+  t.equal(GuestMemory.processMappedBytes, base + 0x10000, 'counted for the process');
+  const all = t.throws(() => other.add('ADD_MEM_REG', B, 11)) as ProtocolError;
+  t.equal(all.code, 'memory_budget');
+  t.match(all.message, /maps for all its front-ends/);
+  t.throws(() => new GuestMemory(mapper, 8).add('ADD_MEM_REG', B, 12), { code: 'memory_budget' }, 'whichever connection asks');
+  other.clear();
+  mem.clear();
+  t.equal(GuestMemory.processMappedBytes, base - 0x14000, 'clear() gives it back');
+  t.doesNotThrow(() => new GuestMemory(mapper, 8).add('ADD_MEM_REG', B, 13));
+});

@@ -5,7 +5,7 @@
  * each attacked server the child runs a well-behaved one, whose front-end must keep working.
  *
  * Covers: memory regions that do not fit their fd or whose fd could shrink (SIGBUS policy,
- * memory.ts), kick/call/err fds that are not eventfds, blocking eventfds (a saturated call fd, a
+ * memory.ts) or that exceed the address-space budget, kick/call/err fds that are not eventfds, blocking eventfds (a saturated call fd, a
  * blocking kick fd), memory fds closed exactly once when SET_MEM_TABLE / ADD_MEM_REG fail, a
  * throw injected into every kind of callback a connection registers (kick watcher, socket
  * watcher, deferred device work, server and connection listeners), and guest memory beyond 4 GiB
@@ -25,7 +25,7 @@ import { encodeMemRegion, encodeMemTable, type MemRegionDesc } from '../src/vhos
 import { Req } from '../src/vhost-user/protocol.js';
 import { FrontendRequestError, VhostUserFrontend, type HandshakeResult } from './frontend/frontend.js';
 import type { DriverQueue } from './frontend/driver-queue.js';
-import { GuestMemoryImage, type RegionLayout } from './frontend/guest-memory.js';
+import { GuestMemoryImage, QEMU_MEMFD_SEALS, type RegionLayout } from './frontend/guest-memory.js';
 import { LoopbackDevice } from './frontend/loopback-device.js';
 import type { Inject, ServerChildEntry } from './helpers/hostile-server.js';
 
@@ -310,6 +310,22 @@ t.test('memory regions beyond the end of their fd, or whose fd could shrink, are
   await roundTrip(trusting);
   tt.pass('unsealed memfd accepted with allowUnsealedMemory');
   await nacked(tt, trusting.fe.request(Req.ADD_MEM_REG, encodeMemRegion(beyond), { fds: [small.fd] }), 'beyond the fd even when unsealed memory is allowed');
+  tt.ok(c.alive, c.describe());
+});
+
+t.test('guest memory over the per-connection address-space budget (4 TiB) is refused', async (tt) => {
+  const c = await ServerChild.start(tt, [{ name: 'budget' }]);
+  const l = await connect(tt, c.path('budget'));
+  const TiB = 2 ** 40;
+  const huge = native.memfdCreateSealed('vmpi-huge', 6 * TiB, QEMU_MEMFD_SEALS); // sparse: free
+  tt.teardown(() => native.close(huge));
+  const region = (gpaTiB: number, sizeTiB: number, offTiB: number): MemRegionDesc => ({ guestPhysAddr: gpaTiB * TiB, size: sizeTiB * TiB, userAddr: 0x4000_0000_0000 + gpaTiB * TiB, mmapOffset: offTiB * TiB });
+  await nacked(tt, l.fe.request(Req.ADD_MEM_REG, encodeMemRegion(region(1, 5, 0)), { fds: [huge] }), 'one 5 TiB region');
+  await l.fe.request(Req.ADD_MEM_REG, encodeMemRegion(region(1, 3, 0)), { fds: [huge] });
+  tt.pass('a 3 TiB region is mapped');
+  await nacked(tt, l.fe.request(Req.ADD_MEM_REG, encodeMemRegion(region(8, 3, 3)), { fds: [huge] }), 'a second 3 TiB region');
+  await c.waitErr(/over its budget of 4398046511104/);
+  await roundTrip(l);
   tt.ok(c.alive, c.describe());
 });
 

@@ -90,6 +90,8 @@ export interface ConnectionOptions {
    * crashes the server (SIGBUS). Default false.
    */
   allowUnsealedMemory?: boolean;
+  /** Bytes of guest memory this front-end may have mapped at once (default 4 TiB; memory.ts). */
+  maxMappedBytes?: number;
 }
 
 export interface ConnectionEvents {
@@ -123,7 +125,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     super();
     this.log = logger.child({ conn: this.id, device: device.name });
     this.state = initialState(device.numQueues);
-    this.mem = new GuestMemory(opts.mapper ?? nativeMapper, MAX_MEM_SLOTS, { allowUnsealed: opts.allowUnsealedMemory ?? false });
+    this.mem = new GuestMemory(opts.mapper ?? nativeMapper, MAX_MEM_SLOTS, { allowUnsealed: opts.allowUnsealedMemory ?? false, maxMappedBytes: opts.maxMappedBytes });
     this.rings = new Array<RingRuntime | null>(device.numQueues).fill(null);
     this.watcher = native.watchReadable(fd, (events) => this.guarded('socket watcher', () => this.onReadable(events)));
     this.watcher.start();

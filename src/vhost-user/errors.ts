@@ -17,6 +17,8 @@ export type VhostUserErrorCode =
   | 'region_beyond_fd'
   /** A memory region whose file could shrink under the mapping (no F_SEAL_SHRINK). */
   | 'memory_not_sealed'
+  /** Mapping a region would exceed the connection's or the process's guest-memory budget. */
+  | 'memory_budget'
   /** mmap of a memory region failed (or this Node cannot hold a mapping that large). */
   | 'map_failed'
   /** A guest address range that is not inside mapped guest memory. */

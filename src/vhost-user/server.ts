@@ -28,6 +28,8 @@ export interface ServerOptions {
    * trusted front-ends. Default false.
    */
   allowUnsealedMemory?: boolean;
+  /** Bytes of guest memory one front-end may have mapped (default 4 TiB; see memory.ts). */
+  maxMappedBytes?: number;
   logger?: Logger;
 }
 
@@ -105,7 +107,10 @@ export class VhostUserServer extends EventEmitter<ServerEvents> {
       }
       let conn: Connection;
       try {
-        conn = new Connection(fd, this.opts.createDevice(this.connections.size), this.log, { allowUnsealedMemory: this.opts.allowUnsealedMemory });
+        conn = new Connection(fd, this.opts.createDevice(this.connections.size), this.log, {
+          allowUnsealedMemory: this.opts.allowUnsealedMemory,
+          maxMappedBytes: this.opts.maxMappedBytes,
+        });
       } catch (e) {
         this.log.error({ err: (e as Error).message }, 'cannot set up connection');
         native.close(fd);
