@@ -13,7 +13,7 @@
  */
 import t, { type Test } from 'tap';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, ftruncateSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync, constants as fsc } from 'node:fs';
+import { closeSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync, constants as fsc } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -53,7 +53,7 @@ class ServerChild {
 
   constructor(servers: ServerChildEntry[]) {
     this.dir = join(dir, `c${childSeq++}`);
-    spawnSync('mkdir', ['-p', this.dir]);
+    mkdirSync(this.dir, { recursive: true });
     this.proc = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), HELPER, JSON.stringify({ dir: this.dir, servers })], {
       stdio: ['pipe', 'pipe', 'pipe'],
       env: { ...process.env, VMPI_LOG_LEVEL: 'warn' },
