@@ -27,6 +27,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -380,11 +381,18 @@ Napi::Value IoctlNoArg(const Napi::CallbackInfo& info) {
 // it from the table at once (so a new mapping at the same address is never confused with it).
 // The finalizer runs later in either case (Node calls it when the backing store is released, on
 // the JS thread via SetImmediate) and unmaps only if munmap() did not.
+//
+// napi_create_external_arraybuffer may fail after it has taken the finalizer: Node 20 refuses
+// more than 4 GiB (kMaxLength) and calls the finalizer at once, a later Node may call it later or
+// never. So a Mapping has two owners, the finalizer and mmap()'s error path: each unmaps it if not
+// yet unmapped and drops its reference; the last one frees it (see ReleaseMapping). A Mapping
+// whose finalizer Node never calls costs its few bytes, never a second munmap or free.
 
 struct Mapping {
   void* ptr;
   size_t len;
   bool unmapped;
+  int refs;  // under g_mappings_mu
 };
 
 // Tags the ArrayBuffers mmap() returns, so munmap() can reject others even once detached.
@@ -393,16 +401,23 @@ constexpr napi_type_tag kMappingTag = {0x766d70695f6d6d61ULL, 0x705f627566666572
 std::mutex g_mappings_mu;  // finalizers and munmap of different worker threads share the table
 std::unordered_map<void*, Mapping*> g_mappings;
 
-void FinalizeMapping(napi_env /*env*/, void* /*data*/, void* hint) {
-  Mapping* m = static_cast<Mapping*>(hint);
+// Drops one owner's reference: forgets the table entry (if it is still this mapping), unmaps
+// unless already unmapped, and frees the Mapping when no owner is left.
+void ReleaseMapping(Mapping* m) {
+  bool unmap, last;
   {
     std::lock_guard<std::mutex> lock(g_mappings_mu);
     auto it = g_mappings.find(m->ptr);
     if (it != g_mappings.end() && it->second == m) g_mappings.erase(it);
+    unmap = !m->unmapped;
+    m->unmapped = true;
+    last = --m->refs == 0;
   }
-  if (!m->unmapped) ::munmap(m->ptr, m->len);
-  delete m;
+  if (unmap) ::munmap(m->ptr, m->len);
+  if (last) delete m;
 }
+
+void FinalizeMapping(napi_env /*env*/, void* /*data*/, void* hint) { ReleaseMapping(static_cast<Mapping*>(hint)); }
 
 Napi::Value Mmap(const Napi::CallbackInfo& info) {
   Args a(info, "mmap");
@@ -413,17 +428,34 @@ Napi::Value Mmap(const Napi::CallbackInfo& info) {
   if (std::fmod(offset, static_cast<double>(sysconf(_SC_PAGESIZE))) != 0) a.Fail("offset must be page-aligned");
   void* ptr = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, static_cast<off_t>(offset));
   if (ptr == MAP_FAILED) ThrowSys(env, "mmap", errno);
-  Mapping* m = new Mapping{ptr, len, false};
+  Mapping* m = new Mapping{ptr, len, false, 2};  // owners: the finalizer and this function
   // Deliberately no napi_adjust_external_memory: guest RAM is not garbage the GC could reclaim.
   napi_value ab;
   napi_status st = napi_create_external_arraybuffer(env, ptr, len, FinalizeMapping, m, &ab);
   if (st != napi_ok) {
-    ::munmap(ptr, len);
-    delete m;
-    throw Napi::Error::New(env, "mmap: napi_create_external_arraybuffer failed (status " + std::to_string(st) + ")");
+    // The finalizer may have run already (Node 20 above 4 GiB), may run later, or never:
+    // ReleaseMapping is right in each case. Node may have left its own exception pending.
+    std::string why;
+    napi_value pending;
+    bool isPending = false;
+    if (napi_is_exception_pending(env, &isPending) == napi_ok && isPending &&
+        napi_get_and_clear_last_exception(env, &pending) == napi_ok) {
+      Napi::Value v(env, pending);
+      if (v.IsObject()) {
+        Napi::Value msg = v.As<Napi::Object>().Get("message");
+        if (msg.IsString()) why = msg.As<Napi::String>().Utf8Value();
+      }
+    }
+    ReleaseMapping(m);
+    Napi::Error e = Napi::Error::New(env, "mmap: this Node cannot make an ArrayBuffer of " + std::to_string(len) +
+        " bytes (napi_create_external_arraybuffer status " + std::to_string(st) + (why.empty() ? "" : ": " + why) +
+        "); the mapping was released. Node >= 22 maps regions of any size");
+    e.Value().Set("code", "ERR_VMPI_MMAP_TOO_LARGE");
+    throw e;
   }
   {
     std::lock_guard<std::mutex> lock(g_mappings_mu);
+    m->refs--;  // the finalizer is now the only owner
     g_mappings[ptr] = m;
   }
   Napi::ArrayBuffer result(env, ab);
@@ -453,8 +485,12 @@ Napi::Value Munmap(const Napi::CallbackInfo& info) {
     std::lock_guard<std::mutex> lock(g_mappings_mu);
     g_mappings.erase(ptr);
   }
+  // The finalizer cannot have run: Node defers it to the loop, and we are on the JS thread.
   if (::munmap(m->ptr, m->len) < 0) ThrowSys(env, "munmap", errno);  // finalizer will retry
-  m->unmapped = true;
+  {
+    std::lock_guard<std::mutex> lock(g_mappings_mu);
+    m->unmapped = true;
+  }
   return env.Undefined();
 }
 
@@ -474,10 +510,15 @@ Napi::Value PageSize(const Napi::CallbackInfo& info) {
 
 // ---- eventfd ---------------------------------------------------------------------------------
 
-// One read(2) of an eventfd counter: 1 = got *value, 0 = EAGAIN (not signalled), -errno = failed.
+// One read of an eventfd counter: 1 = got *value, 0 = EAGAIN (not signalled), -errno = failed.
+// RWF_NOWAIT makes it non-blocking whatever the file's flags say: whoever sent us the fd shares
+// its O_NONBLOCK flag and could clear it, then drain the counter between our poll and our read.
 int ReadEventfd(int fd, uint64_t* value) {
   ssize_t n;
-  do n = read(fd, value, sizeof *value); while (n < 0 && errno == EINTR);
+  iovec iov{value, sizeof *value};
+  do n = preadv2(fd, &iov, 1, -1, RWF_NOWAIT); while (n < 0 && errno == EINTR);
+  if (n < 0 && (errno == EOPNOTSUPP || errno == ENOSYS))  // no per-call nowait for this file
+    do n = read(fd, value, sizeof *value); while (n < 0 && errno == EINTR);
   if (n == sizeof *value) return 1;
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
   return n < 0 ? -errno : -EIO;
@@ -503,6 +544,15 @@ Napi::Value EventfdWrite(const Napi::CallbackInfo& info) {
   Args a(info, "eventfdWrite");
   int fd = a.Fd(0);
   uint64_t value = static_cast<uint64_t>(a.Int(1, "value", 1, kMaxSafeInt));
+  // The fd's O_NONBLOCK lives on a file description the peer that sent it shares and may clear;
+  // eventfd writes have no per-call nowait. So ask first whether a write fits (POLLOUT: the
+  // counter can take 1, which is what the server writes): a counter at its maximum is "already
+  // signalled", never a blocked event loop. (Only a peer that clears the flag and fills the
+  // counter between this poll and the write could still block it.)
+  pollfd p{fd, POLLOUT, 0};
+  int pr;
+  do pr = poll(&p, 1, 0); while (pr < 0 && errno == EINTR);
+  if (pr == 0) return a.Env().Undefined();
   ssize_t n;
   do n = write(fd, &value, sizeof value); while (n < 0 && errno == EINTR);
   if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) ThrowSys(a.Env(), "write", errno);
@@ -667,29 +717,37 @@ class Watcher : public Napi::ObjectWrap<Watcher> {
     if (w == nullptr) return;
     Napi::Env env = w->Env();
     Napi::HandleScope scope(env);
+    // The addon's own failures (poll error, a read that is not one whole counter) go to the
+    // callback as a negative number with the watcher stopped: they never end the process.
     try {
       Napi::Object self = w->Value();  // keeps the object alive even if the callback drops it
       if (status < 0) w->Hold(false);  // libuv has already stopped the handle
       double arg;
       if (w->mode_ != kEventfd) {
         arg = status < 0 ? -1 : events;
+      } else if (status < 0) {
+        arg = status;  // a negative errno (libuv's are -errno on Linux)
       } else {
-        if (status < 0) ThrowSys(env, "uv_poll", -status);
-        uint64_t sum = 0, v = 0;
-        int r;
-        while ((r = ReadEventfd(w->fd_, &v)) > 0) sum += v;
+        // One read: an eventfd hands over its whole counter at once, and the level-triggered poll
+        // calls again if it was signalled meanwhile. (A loop would never end on an EFD_SEMAPHORE
+        // eventfd with a huge counter, or block on one that is not O_NONBLOCK.)
+        uint64_t v = 0;
+        int r = ReadEventfd(w->fd_, &v);
+        if (r == 0 || (r > 0 && v == 0)) return;
         if (r < 0) {
           uv_poll_stop(h);
           w->Hold(false);
-          ThrowSys(env, "read", -r);
+          arg = r;  // -errno; -EIO for a short read (not an eventfd)
+        } else {
+          arg = static_cast<double>(v);
         }
-        if (sum == 0) return;
-        arg = static_cast<double>(sum);
       }
       if (w->cb_.IsEmpty()) return;
       w->cb_.MakeCallback(self, {Napi::Number::New(env, arg)}, w->ctx_);
     } catch (const Napi::Error& e) {
-      // No JavaScript frame to return to: report it like any uncaught exception.
+      // Only an exception thrown by the JavaScript callback gets here. No JavaScript frame to
+      // return to: report it like any uncaught exception ('uncaughtException'), as Node does for
+      // its own callbacks. Callers that must survive their own bugs catch inside the callback.
       napi_fatal_exception(env, e.Value());
     }
   }
@@ -785,6 +843,60 @@ Napi::Value WatchReadable(const Napi::CallbackInfo& info) { return Watcher::Crea
 Napi::Value WatchEventfd(const Napi::CallbackInfo& info) { return Watcher::Create(info, Watcher::kEventfd); }
 Napi::Value WatchFd(const Napi::CallbackInfo& info) { return Watcher::Create(info, Watcher::kEvents); }
 
+// ---- fd checks for received fds (hardening) --------------------------------------------------
+//
+// What a back-end needs to check before it trusts an fd a peer sent: make it non-blocking (the
+// peer may have sent a blocking eventfd), read its seals (a memfd that can still shrink turns a
+// later access into SIGBUS), and create sealed memfds for test front-ends, as QEMU's
+// memory-backend-memfd (seal=on) does.
+
+// setNonblock(fd, on = true): O_NONBLOCK on or (for tests playing a hostile peer) off.
+Napi::Value SetNonblock(const Napi::CallbackInfo& info) {
+  Args a(info, "setNonblock");
+  int fd = a.Fd(0);
+  bool on = info[1].IsUndefined() || info[1].ToBoolean().Value();
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0) ThrowSys(a.Env(), "fcntl", errno);
+  int want = on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK;
+  if (want != flags && fcntl(fd, F_SETFL, want) < 0) ThrowSys(a.Env(), "fcntl", errno);
+  return a.Env().Undefined();
+}
+
+// F_GET_SEALS: the seal bits, or -1 when the file does not support sealing (EINVAL: not shmem,
+// hugetlbfs or memfd).
+Napi::Value FdSeals(const Napi::CallbackInfo& info) {
+  Args a(info, "fdSeals");
+  int seals = fcntl(a.Fd(0), F_GET_SEALS);
+  if (seals < 0) {
+    if (errno == EINVAL) return Napi::Number::New(a.Env(), -1);
+    ThrowSys(a.Env(), "fcntl", errno);
+  }
+  return Napi::Number::New(a.Env(), seals);
+}
+
+// memfd_create(MFD_CLOEXEC | MFD_ALLOW_SEALING) + ftruncate(size) + F_ADD_SEALS(seals).
+Napi::Value MemfdCreateSealed(const Napi::CallbackInfo& info) {
+  Args a(info, "memfdCreateSealed");
+  std::string name = a.Str(0, "name", 249);
+  off_t size = static_cast<off_t>(a.Int(1, "size", 0, kMaxSafeInt));
+  int seals = static_cast<int>(a.Int(2, "seals", 0, 0xffff));
+  UniqueFd fd(memfd_create(name.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  if (fd.get() < 0) ThrowSys(a.Env(), "memfd_create", errno);
+  if (ftruncate(fd.get(), size) < 0) ThrowSys(a.Env(), "ftruncate", errno);
+  if (seals != 0 && fcntl(fd.get(), F_ADD_SEALS, seals) < 0) ThrowSys(a.Env(), "fcntl", errno);
+  return Napi::Number::New(a.Env(), fd.release());
+}
+
+void InitFdChecks(Napi::Env env, Napi::Object exports) {
+  exports.Set("setNonblock", Napi::Function::New(env, SetNonblock, "setNonblock"));
+  exports.Set("fdSeals", Napi::Function::New(env, FdSeals, "fdSeals"));
+  exports.Set("memfdCreateSealed", Napi::Function::New(env, MemfdCreateSealed, "memfdCreateSealed"));
+  exports.Set("F_SEAL_SEAL", static_cast<double>(F_SEAL_SEAL));
+  exports.Set("F_SEAL_SHRINK", static_cast<double>(F_SEAL_SHRINK));
+  exports.Set("F_SEAL_GROW", static_cast<double>(F_SEAL_GROW));
+  exports.Set("F_SEAL_WRITE", static_cast<double>(F_SEAL_WRITE));
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Addon* addon = new Addon();
   env.SetInstanceData(addon);  // deleted by Node after the cleanup hooks have run
@@ -807,6 +919,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("UV_READABLE", static_cast<double>(UV_READABLE));
   exports.Set("UV_WRITABLE", static_cast<double>(UV_WRITABLE));
   exports.Set("UV_DISCONNECT", static_cast<double>(UV_DISCONNECT));
+  InitFdChecks(env, exports);
   return exports;
 }
 

@@ -28,7 +28,8 @@ export interface RecvResult {
  * for any I/O callback). A watcher is created stopped. While started it keeps the event loop
  * alive and keeps itself alive even if JavaScript drops it; once stopped or closed it can be
  * garbage collected. An exception thrown by the callback is an uncaught exception (process
- * 'uncaughtException'). One watcher per fd: creating or starting a second one while another is
+ * 'uncaughtException'); the addon's own failures are passed to the callback as negative numbers.
+ * One watcher per fd: creating or starting a second one while another is
  * started throws EEXIST. Close the watcher before closing its fd.
  */
 export interface FdWatcher {
@@ -98,7 +99,9 @@ export interface Native {
    * `offset` must be page-aligned and `length` >= 1. The mapping is released by `munmap` or,
    * failing that, when the ArrayBuffer is garbage collected. The GC is not told about the mapping's
    * size, so large mappings should be munmapped explicitly. Touching pages beyond the end of the
-   * file raises SIGBUS: check the size first.
+   * file raises SIGBUS: check the size first (and that the file cannot shrink: `fdSeals`).
+   * A Node that cannot make an ArrayBuffer that large (Node 20: more than 4 GiB) throws an Error
+   * with code "ERR_VMPI_MMAP_TOO_LARGE", the mapping already released.
    */
   mmap(fd: number, offset: number, length: number): ArrayBuffer;
   /**
@@ -113,11 +116,15 @@ export interface Native {
 
   /** eventfd(initval, EFD_NONBLOCK|EFD_CLOEXEC); initval is 0..2^32-1. */
   eventfd(initval: number): number;
-  /** Read and reset an eventfd counter; 0 when it was not signalled (EAGAIN). */
+  /**
+   * Read and reset an eventfd counter; 0 when it was not signalled (EAGAIN). Never blocks, even
+   * on an fd without O_NONBLOCK (the read is RWF_NOWAIT); the watchEventfd reads are the same.
+   */
   eventfdRead(fd: number): number;
   /**
-   * Add `value` (1..Number.MAX_SAFE_INTEGER) to an eventfd counter. Swallows EAGAIN (counter
-   * saturated = still signalled).
+   * Add `value` (1..Number.MAX_SAFE_INTEGER) to an eventfd counter. A counter that cannot take
+   * `value` (saturated = still signalled) is left as it is: checked with poll first, so even an
+   * fd without O_NONBLOCK does not block; EAGAIN is swallowed too.
    */
   eventfdWrite(fd: number, value: number): void;
 
@@ -128,9 +135,10 @@ export interface Native {
    */
   watchReadable(fd: number, onReadable: (events: number) => void): FdWatcher;
   /**
-   * Watch an eventfd: on readability the addon reads (resets) the counter and calls back with its
-   * value; never called with 0. A failing read or poll error stops the watcher and is raised as an
-   * uncaught exception.
+   * Watch an eventfd: on readability the addon reads (resets) the counter, once, and calls back
+   * with its value (> 0). A failing read (-EIO for a short read: the fd is not an eventfd) or a
+   * poll error stops the watcher and calls back with that negative errno instead; the addon
+   * itself never raises. An exception the callback throws is an uncaught exception, as above.
    */
   watchEventfd(fd: number, onSignal: (count: number) => void): FdWatcher;
   /**
@@ -151,6 +159,24 @@ export interface Native {
   sendDgramUnix(path: string, buf: Uint8Array, offset: number, length: number, fds: number[] | null): number;
   /** A non-blocking Unix datagram socket bound to `path` ('@' = abstract); read it with recvMsg. */
   bindUnixDgram(path: string): number;
+
+  // ---- checks on fds a peer sent (hardening) ----
+  /**
+   * Set (default) or clear O_NONBLOCK on `fd`: on its open file description, which whoever sent
+   * the fd shares. Clearing it is for tests that play a hostile peer.
+   */
+  setNonblock(fd: number, nonblock?: boolean): void;
+  /** F_GET_SEALS: the F_SEAL_* bits of a memfd/shmem/hugetlbfs file, or -1 if it cannot be sealed. */
+  fdSeals(fd: number): number;
+  /**
+   * memfd_create(name, MFD_CLOEXEC|MFD_ALLOW_SEALING) + ftruncate(size) + F_ADD_SEALS(seals), e.g.
+   * F_SEAL_GROW|F_SEAL_SHRINK|F_SEAL_SEAL as QEMU's memory-backend-memfd (seal=on) does; 0 adds none.
+   */
+  memfdCreateSealed(name: string, size: number, seals: number): number;
+  readonly F_SEAL_SEAL: number;
+  readonly F_SEAL_SHRINK: number;
+  readonly F_SEAL_GROW: number;
+  readonly F_SEAL_WRITE: number;
 
   /** Poll event bits passed to watchReadable/watchFd callbacks (and to watchFd as the events). */
   readonly UV_READABLE: number;

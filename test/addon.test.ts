@@ -724,3 +724,135 @@ t.test('no fd leaks across a whole send/receive cycle', async (t) => {
   unlinkSync(path);
   t.equal(fdCount(), before, 'failed listen leaked nothing');
 });
+
+// ---- hardening: mappings of any size, fds a peer sent ----------------------------------------
+
+const GiB = 2 ** 30;
+
+/** An installed Node older than 22 (they refuse external ArrayBuffers over 4 GiB), or null. */
+function oldNode(): string | null {
+  for (const bin of ['/usr/bin/node', '/usr/local/bin/node']) {
+    if (!existsSync(bin)) continue;
+    const r = spawnSync(bin, ['-p', 'process.versions.node'], { encoding: 'utf8' });
+    const major = Number(/^(\d+)\./.exec(r.stdout ?? '')?.[1]);
+    if (r.status === 0 && major < 22) return bin;
+  }
+  return null;
+}
+
+const OLD_NODE = oldNode();
+t.test('mmap beyond what this Node can hold: a clean error, no double free (Node < 22, 5 GiB)', { skip: OLD_NODE ? false : 'no Node < 22 installed (they refuse ArrayBuffers over 4 GiB; newer ones map any size)' }, async (t) => {
+  const r = spawnSync(OLD_NODE!, ['--expose-gc', '-e', `
+    const n = require(process.env.VMPI_ADDON);
+    const fd = n.memfdCreate('vmpi-big', 5 * 2 ** 30);
+    for (let i = 0; i < 3; i++) {
+      try { n.mmap(fd, 0, 5 * 2 ** 30); console.log('mapped'); }
+      catch (e) { console.log('refused ' + e.code + ' ' + /released/.test(e.message)); }
+    }
+    const small = n.mmap(fd, 0, 4096);             // the address space is usable again
+    new Uint8Array(small)[0] = 1;
+    n.munmap(small);
+    global.gc();
+    setTimeout(() => { global.gc(); n.close(fd); console.log('done'); }, 50);
+  `], { env: { ...process.env, VMPI_ADDON: ADDON }, encoding: 'utf8', timeout: 30_000 });
+  t.equal(r.signal, null, `no crash signal (stderr: ${r.stderr.slice(-300)})`);
+  t.equal(r.status, 0);
+  t.same(r.stdout.trim().split('\n'), [...Array(3).fill('refused ERR_VMPI_MMAP_TOO_LARGE true'), 'done']);
+});
+
+t.test('mmap of regions of 16 GiB, 64 GiB and 1 TiB: offsets beyond 4 GiB read and write through', async (t) => {
+  for (const size of [16 * GiB, 64 * GiB, 1024 * GiB]) {
+    const fd = native.memfdCreate('vmpi-huge', size); // untouched: costs nothing
+    const ab = native.mmap(fd, 0, size);
+    t.equal(ab.byteLength, size, `${size / GiB} GiB mapped whole`);
+    const dv = new DataView(ab);
+    const u8 = new Uint8Array(ab);
+    for (const off of [0, 4 * GiB - 4, 4 * GiB, 4 * GiB + 4097, size - 8]) {
+      dv.setUint32(off, 0xdeadbeef ^ off, true);
+      t.equal(dv.getUint32(off, true), (0xdeadbeef ^ off) >>> 0, `DataView at ${off}`);
+    }
+    u8.set(Uint8Array.of(1, 2, 3, 4), size - 4);
+    t.same([...u8.subarray(size - 4)], [1, 2, 3, 4], 'Uint8Array at the last bytes');
+    // A second, offset mapping of the same file sees the same bytes (mmapOffset > 4 GiB).
+    const tail = native.mmap(fd, size - 4096, 4096);
+    t.same([...new Uint8Array(tail, 4092)], [1, 2, 3, 4], 'mmap at a file offset beyond 4 GiB');
+    native.munmap(tail);
+    native.munmap(ab);
+    native.close(fd);
+  }
+});
+
+t.test('watchEventfd on an fd that is not an eventfd: the callback gets -EIO, the process lives', async (t) => {
+  const r = runChild(`${CHILD_PRELUDE}
+    process.on('uncaughtException', (e) => { console.log('uncaught:' + e.message); process.exit(3); });
+    // A Unix socket pair stands in for a pipe: a read of 8 bytes gets 3.
+    const { unlinkSync } = await import('node:fs');
+    const path = '/tmp/vmpi-addon-pipe-' + process.pid + '.sock';
+    const l = n.listenUnix(path, 1), c = n.connectUnix(path), s = n.accept(l);
+    unlinkSync(path);
+    const got = [];
+    const w = n.watchEventfd(s, (v) => got.push(v));
+    w.start();
+    n.sendMsg(c, Uint8Array.of(1, 2, 3), 0, 3, null);
+    await new Promise((r) => setTimeout(r, 200));
+    console.log(JSON.stringify(got));
+    w.close();
+    process.exit(0);
+  `);
+  t.equal(r.status, 0, r.stdout + r.stderr);
+  t.same(JSON.parse(r.stdout.trim()), [-5], 'once, with -EIO; the watcher then stopped');
+});
+
+t.test('setNonblock, fdSeals, memfdCreateSealed', async (t) => {
+  const efd = native.eventfd(0);
+  native.setNonblock(efd, false);
+  t.equal(fdFlags(efd) & O_NONBLOCK, 0, 'cleared');
+  native.setNonblock(efd);
+  t.ok(fdFlags(efd) & O_NONBLOCK, 'set');
+  native.setNonblock(efd);
+  t.ok(fdFlags(efd) & O_NONBLOCK, 'idempotent');
+  t.equal(native.fdSeals(efd), -1, 'an eventfd cannot be sealed');
+  native.close(efd);
+  t.equal((t.throws(() => native.setNonblock(999_999)) as NodeJS.ErrnoException).code, 'EBADF');
+
+  const plain = native.memfdCreate('vmpi-plain', 4096);
+  t.equal(native.fdSeals(plain), native.F_SEAL_SEAL, 'a memfd created without MFD_ALLOW_SEALING is sealed against sealing');
+  native.close(plain);
+  const all = native.F_SEAL_GROW | native.F_SEAL_SHRINK | native.F_SEAL_SEAL;
+  const sealed = native.memfdCreateSealed('vmpi-sealed', 8192, all);
+  t.equal(native.fdSeals(sealed), all);
+  t.equal(readFileSync(`/proc/self/fd/${sealed}`).length, 8192, 'sized before sealing');
+  t.ok(fdFlags(sealed) & O_CLOEXEC);
+  t.throws(() => writeFileSync(`/proc/self/fd/${sealed}`, 'x'), { code: 'EPERM' }, 'cannot shrink');
+  native.close(sealed);
+  const open = native.memfdCreateSealed('vmpi-unsealed', 4096, 0);
+  t.equal(native.fdSeals(open), 0, 'no seals: can shrink and grow');
+  native.close(open);
+  const file = openSync(join(tmpdir(), `vmpi-seal-${process.pid}`), fsc.O_RDWR | fsc.O_CREAT);
+  unlinkSync(join(tmpdir(), `vmpi-seal-${process.pid}`));
+  const seals = native.fdSeals(file);
+  t.ok(seals === -1 || (seals & native.F_SEAL_SHRINK) === 0, 'a regular file has no shrink seal');
+  closeSync(file);
+  t.throws(() => native.memfdCreateSealed('x', 1, -1), TypeError);
+});
+
+t.test('eventfd reads never block, even when the fd has lost O_NONBLOCK', async (t) => {
+  // In a child: a read that blocked would hang it, not the runner (spawnSync has a timeout).
+  const r = runChild(`${CHILD_PRELUDE}
+    const fd = n.eventfd(0);
+    n.setNonblock(fd, false);           // what a peer sharing the file description can do
+    const empty = n.eventfdRead(fd);
+    n.eventfdWrite(fd, 3);
+    const three = n.eventfdRead(fd);
+    const got = [];
+    const w = n.watchEventfd(fd, (c) => got.push(c));
+    w.start();
+    n.eventfdWrite(fd, 2);
+    await new Promise((r) => setTimeout(r, 100));
+    w.close();
+    console.log(JSON.stringify([empty, three, got]));
+  `);
+  t.equal(r.signal, null, 'not killed by the timeout');
+  t.equal(r.status, 0, r.stderr);
+  t.same(JSON.parse(r.stdout.trim()), [0, 3, [2]]);
+});

@@ -285,3 +285,93 @@ t.test('REM_MEM_REG of an unknown region', async (t) => {
   throwsProtocol(t, () => mem.remove('REM_MEM_REG', B), 'REM_MEM_REG', 'no region at guest address 0x10000 of size 0x8000');
   t.same(mapper.closed, [101], 'a second remove of the same region closes nothing more');
 });
+
+t.test('a region must lie inside its fd: mmapOffset + size <= file size', async (t) => {
+  const mapper = new ArrayMapper();
+  mapper.infos.set(5, { size: 0x20000 });
+  const mem = new GuestMemory(mapper, 8);
+  const err = t.throws(() => mem.add('SET_MEM_TABLE', { guestPhysAddr: 0, size: 0x10000, userAddr: UVA, mmapOffset: 0x18000 }, 5)) as ProtocolError;
+  t.equal(err.code, 'region_beyond_fd');
+  t.match(err.message, /ends at file offset 163840, beyond the end of its fd \(131072 bytes/);
+  t.same(mapper.maps, [], 'nothing mapped');
+  t.same(mapper.closed, [5], 'fd closed once');
+  t.equal(mem.regionCount, 0);
+  mem.add('SET_MEM_TABLE', { guestPhysAddr: 0, size: 0x10000, userAddr: UVA, mmapOffset: 0x10000 }, 6);
+  mapper.infos.set(7, { size: 0x20000 });
+  t.doesNotThrow(() => mem.add('ADD_MEM_REG', { guestPhysAddr: 0x100000, size: 0x20000, userAddr: UVA + 0x100000, mmapOffset: 0 }, 7), 'exactly the whole file');
+  // Regions beyond 4 GiB and 64 GiB of file: plain number arithmetic, no 32-bit wrap.
+  mapper.infos.set(8, { size: 0x10_0000_0000 + 0x1000 });
+  t.throws(() => mem.add('ADD_MEM_REG', { guestPhysAddr: 0x2_0000_0000, size: 0x2000, userAddr: UVA + 0x1000_0000, mmapOffset: 0x10_0000_0000 }, 8), { code: 'region_beyond_fd' });
+});
+
+t.test('a memory fd must be sealed against shrinking unless unsealed memory is allowed', async (t) => {
+  const mapper = new ArrayMapper();
+  mapper.infos.set(1, { seals: 0, what: '/memfd:mem (deleted)' });
+  mapper.infos.set(2, { seals: -1, what: '/dev/hugepages/vm1' });
+  mapper.infos.set(3, { seals: 0x1 | 0x4, what: '/memfd:mem (deleted)' }); // SEAL_SEAL|GROW, no SHRINK
+  mapper.infos.set(4, { seals: 0x2, what: '/memfd:mem (deleted)' }); // SHRINK alone is enough
+  const mem = new GuestMemory(mapper, 8);
+  const unsealed = t.throws(() => mem.add('SET_MEM_TABLE', A, 1)) as ProtocolError;
+  t.equal(unsealed.code, 'memory_not_sealed');
+  t.match(unsealed.message, /\/memfd:mem \(deleted\)\) has no F_SEAL_SHRINK seal, so it could shrink under the mapping and crash the server \(SIGBUS\); give QEMU memory-backend-memfd with seal=on/);
+  t.match((t.throws(() => mem.add('SET_MEM_TABLE', A, 2)) as ProtocolError).message, /\/dev\/hugepages\/vm1\) cannot be sealed/);
+  t.throws(() => mem.add('SET_MEM_TABLE', A, 3), { code: 'memory_not_sealed' });
+  t.same(mapper.closed, [1, 2, 3], 'each refused fd closed once');
+  t.same(mapper.maps, [], 'none mapped');
+  t.doesNotThrow(() => mem.add('SET_MEM_TABLE', A, 4));
+
+  const trusting = new GuestMemory(mapper, 8, { allowUnsealed: true });
+  mapper.infos.set(9, { seals: -1, size: 0x10000 });
+  t.doesNotThrow(() => trusting.add('SET_MEM_TABLE', A, 9), 'allowUnsealed: accepted');
+  mapper.infos.set(10, { seals: -1, size: 0x1000 });
+  t.throws(() => trusting.add('ADD_MEM_REG', B, 10), { code: 'region_beyond_fd' }, 'but still inside the file');
+});
+
+t.test('an fd that cannot be inspected is refused and closed', async (t) => {
+  const mapper = new ArrayMapper();
+  mapper.inspect = () => {
+    throw new Error('EBADF');
+  };
+  const mem = new GuestMemory(mapper, 8);
+  const e = t.throws(() => mem.add('ADD_MEM_REG', A, 12)) as ProtocolError;
+  t.equal(e.code, 'map_failed');
+  t.match(e.message, /cannot inspect the fd of region 0x0\+0x10000 \(fd 12, offset 0\): EBADF/);
+  t.same(mapper.closed, [12]);
+});
+
+t.test('address-space budgets: per connection and per process', async (t) => {
+  const mapper = new ArrayMapper();
+  const mem = new GuestMemory(mapper, 8, { maxMappedBytes: 0x1a000 });
+  mem.add('ADD_MEM_REG', A, 1);
+  mem.add('ADD_MEM_REG', B, 2);
+  t.equal(mem.mappedBytes, 0x18000);
+  const over = t.throws(() => mem.add('ADD_MEM_REG', C, 3)) as ProtocolError;
+  t.equal(over.code, 'memory_budget');
+  t.match(over.message, /would bring this front-end's guest memory to 114688 bytes, over its budget of 106496/);
+  t.same(mapper.closed, [3], 'refused fd closed');
+  t.equal(mapper.maps.length, 2, 'not mapped');
+  mem.remove('REM_MEM_REG', B);
+  t.equal(mem.mappedBytes, 0x10000, 'released on removal');
+  t.doesNotThrow(() => mem.add('ADD_MEM_REG', C, 4), 'fits again');
+  // A non-page-aligned offset costs the bytes from the page below.
+  const m2 = new GuestMemory(mapper, 8, { maxMappedBytes: 0x10000 });
+  t.throws(() => m2.add('ADD_MEM_REG', { ...A, mmapOffset: 0x10 }, 5), { code: 'memory_budget' }, 'delta counted');
+
+  const saved = GuestMemory.processMaxMappedBytes;
+  t.teardown(() => {
+    GuestMemory.processMaxMappedBytes = saved;
+  });
+  const base = GuestMemory.processMappedBytes;
+  GuestMemory.processMaxMappedBytes = base + 0x14000;
+  const other = new GuestMemory(mapper, 8);
+  other.add('ADD_MEM_REG', A, 10);
+  t.equal(GuestMemory.processMappedBytes, base + 0x10000, 'counted for the process');
+  const all = t.throws(() => other.add('ADD_MEM_REG', B, 11)) as ProtocolError;
+  t.equal(all.code, 'memory_budget');
+  t.match(all.message, /maps for all its front-ends/);
+  t.throws(() => new GuestMemory(mapper, 8).add('ADD_MEM_REG', B, 12), { code: 'memory_budget' }, 'whichever connection asks');
+  other.clear();
+  mem.clear();
+  t.equal(GuestMemory.processMappedBytes, base - 0x14000, 'clear() gives it back');
+  t.doesNotThrow(() => new GuestMemory(mapper, 8).add('ADD_MEM_REG', B, 13));
+});

@@ -10,9 +10,18 @@
  * Failure containment: a bad request is answered with a failed REPLY_ACK when the front-end asked
  * for one, otherwise the connection is closed; either way one log line says what was wrong. A
  * queue the driver corrupts is marked broken and reported on its error eventfd; other queues and
- * other connections carry on.
+ * other connections carry on. Every callback the event loop makes into a connection (its socket
+ * watcher, kick watchers, the device's deferred work through `ReadyQueue.defer`) runs guarded:
+ * whatever it throws closes this connection with a log line ('internal_error'), never the
+ * process; `close()` itself releases everything even when the device or a listener throws.
+ *
+ * Received fds are checked before use: kick/call/err fds must be eventfds (not EFD_SEMAPHORE) and
+ * are made O_NONBLOCK, so a full counter means "already signalled" (EAGAIN), never a blocked
+ * loop; memory fds must hold their region and be sealed against shrinking (memory.ts).
  */
 import { EventEmitter } from 'node:events';
+import { fstatSync, readFileSync, readlinkSync } from 'node:fs';
+import { getSystemErrorName } from 'node:util';
 import type { Logger } from '../log.js';
 import { native, type FdWatcher } from '../native.js';
 import type { ReadyQueue, VhostUserDevice } from './device.js';
@@ -56,6 +65,7 @@ import { SplitVirtqueue } from './virtqueue.js';
 
 export const nativeMapper: Mapper = {
   pageSize: native.pageSize(),
+  inspect: (fd) => ({ size: fstatSync(fd).size, seals: native.fdSeals(fd), what: fdTarget(fd) }),
   map: (fd, offset, length) => native.mmap(fd, offset, length),
   unmap: (b) => native.munmap(b),
   closeFd: (fd) => native.close(fd),
@@ -70,6 +80,19 @@ interface RingRuntime {
 
 /** Why a connection ended: a fixed set, so it can label metrics. */
 export type DisconnectCause = 'peer_closed' | 'shutdown' | 'protocol_error' | 'internal_error' | 'io_error';
+
+export interface ConnectionOptions {
+  /** How region fds are inspected, mapped and closed (tests pass their own). */
+  mapper?: Mapper;
+  /**
+   * Accept memory fds that could shrink under their mapping (no F_SEAL_SHRINK: memory-backend-file,
+   * -shm, memfd with seal=off). Only for trusted front-ends: one that truncates its memory file
+   * crashes the server (SIGBUS). Default false.
+   */
+  allowUnsealedMemory?: boolean;
+  /** Bytes of guest memory this front-end may have mapped at once (default 4 TiB; memory.ts). */
+  maxMappedBytes?: number;
+}
 
 export interface ConnectionEvents {
   close: [reason: string, cause: DisconnectCause];
@@ -97,14 +120,14 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     private readonly fd: number,
     readonly device: VhostUserDevice,
     logger: Logger,
-    mapper: Mapper = nativeMapper,
+    opts: ConnectionOptions = {},
   ) {
     super();
     this.log = logger.child({ conn: this.id, device: device.name });
     this.state = initialState(device.numQueues);
-    this.mem = new GuestMemory(mapper, MAX_MEM_SLOTS);
+    this.mem = new GuestMemory(opts.mapper ?? nativeMapper, MAX_MEM_SLOTS, { allowUnsealed: opts.allowUnsealedMemory ?? false, maxMappedBytes: opts.maxMappedBytes });
     this.rings = new Array<RingRuntime | null>(device.numQueues).fill(null);
-    this.watcher = native.watchReadable(fd, (events) => this.onReadable(events));
+    this.watcher = native.watchReadable(fd, (events) => this.guarded('socket watcher', () => this.onReadable(events)));
     this.watcher.start();
     this.log.info('front-end connected');
   }
@@ -119,21 +142,50 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     return stateToJSON(this.state);
   }
 
-  /** Close the connection, stop every ring and release memory and fds. Idempotent. */
+  /**
+   * Close the connection, stop every ring and release memory and fds. Idempotent. Never throws:
+   * a step that fails (a device callback, a 'close' listener) is logged and the rest still runs.
+   */
   close(reason: string, cause: DisconnectCause = 'shutdown'): void {
     if (this.closed) return;
     this.closed = true;
-    this.watcher.close();
-    for (let i = 0; i < this.rings.length; i++) this.stopRing(i);
+    this.step('closing the socket watcher', () => this.watcher.close());
+    for (let i = 0; i < this.rings.length; i++) this.step(`stopping queue ${i}`, () => this.stopRing(i));
     for (const v of this.state.vrings) this.closeVringFds(v);
-    this.device.reset(`disconnected: ${reason}`);
-    this.mem.clear();
+    this.step('resetting the device', () => this.device.reset(`disconnected: ${reason}`));
+    this.step('unmapping guest memory', () => this.mem.clear());
     this.state.memory = [];
     this.state.memoryFds = [];
     this.closeFds(this.fds);
     safeClose(this.fd);
-    this.log.info({ reason }, 'front-end disconnected');
-    this.emit('close', reason, cause);
+    this.step('logging', () => this.log.info({ reason }, 'front-end disconnected'));
+    this.step("a 'close' listener", () => this.emit('close', reason, cause));
+  }
+
+  /** One step of close(): runs `fn`, logs what it throws. */
+  private step(what: string, fn: () => void): void {
+    try {
+      fn();
+    } catch (e) {
+      try {
+        this.log.error({ err: errText(e), stack: (e as Error)?.stack }, `error while closing the connection (${what}); carrying on`);
+      } catch {
+        // a logger that throws: nothing left to tell
+      }
+    }
+  }
+
+  /**
+   * Run a callback the event loop makes into this connection. Anything it throws is this
+   * connection's failure: logged, and the connection closed ('internal_error'); never the process's.
+   */
+  private guarded(what: string, fn: () => void): void {
+    try {
+      fn();
+    } catch (e) {
+      this.step('logging', () => this.log.error({ in: what, err: errText(e), stack: (e as Error)?.stack }, 'uncaught error in a connection callback; closing the connection'));
+      this.close(`internal error in the ${what}: ${errText(e)}`, 'internal_error');
+    }
   }
 
   // -------------------------------------------------------------------------------------------
@@ -279,21 +331,28 @@ export class Connection extends EventEmitter<ConnectionEvents> {
         const regions = decodeMemTable(msg.request, p);
         if (regions.length !== msg.fds.length) throw new ProtocolError('SET_MEM_TABLE', `${regions.length} regions but ${msg.fds.length} fds`);
         const fds = msg.fds.splice(0);
-        this.changeMemory(() => {
-          this.mem.clear();
-          regions.forEach((r, i) => this.mem.add('SET_MEM_TABLE', r, fds[i]!));
-        }, fds);
+        let handed = 0; // fds[0, handed) belong to this.mem, which closes them exactly once
+        this.changeMemory(
+          () => {
+            this.mem.clear();
+            while (handed < regions.length) {
+              const i = handed++;
+              this.mem.add('SET_MEM_TABLE', regions[i]!, fds[i]!);
+            }
+          },
+          () => fds.slice(handed),
+        );
         return undefined;
       }
       case Req.ADD_MEM_REG: {
         const region = decodeMemRegion(msg.request, p);
         const fd = this.takeFd(msg);
-        this.changeMemory(() => this.mem.add('ADD_MEM_REG', region, fd), [fd]);
+        this.changeMemory(() => this.mem.add('ADD_MEM_REG', region, fd), () => []); // add owns fd
         return undefined;
       }
       case Req.REM_MEM_REG: {
         const region = decodeMemRegion(msg.request, p);
-        this.changeMemory(() => this.mem.remove('REM_MEM_REG', region), []);
+        this.changeMemory(() => this.mem.remove('REM_MEM_REG', region), () => []);
         return undefined;
       }
       case Req.SET_VRING_NUM: {
@@ -343,6 +402,14 @@ export class Connection extends EventEmitter<ConnectionEvents> {
           throw new ProtocolError(name, vf.noFd ? 'no-fd bit set but an fd was attached' : 'no fd attached and the no-fd bit is clear');
         }
         const fd = vf.noFd ? null : this.takeFd(msg);
+        if (fd !== null) {
+          try {
+            adoptEventfd(name, fd);
+          } catch (e) {
+            safeClose(fd);
+            throw e;
+          }
+        }
         if (msg.request === Req.SET_VRING_KICK) {
           if (fd === null) throw new ProtocolError(name, `queue ${vf.index}: polling without a kick eventfd is not supported; send an eventfd`);
           this.stopRing(vf.index);
@@ -410,16 +477,18 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   // -------------------------------------------------------------------------------------------
   // Memory and rings
 
-  /** Apply a memory-table change: stop running rings, change, record, restart them from state. */
-  private changeMemory(change: () => void, ownedFds: number[]): void {
+  /**
+   * Apply a memory-table change: stop running rings, change, record, restart them from state.
+   * On failure, `notHanded()` names the fds the change never gave to GuestMemory.add (which owns
+   * and closes the ones it got, even when it fails): those are closed here, so each fd once.
+   */
+  private changeMemory(change: () => void, notHanded: () => number[]): void {
     const running = this.rings.map((r, i) => (r ? i : -1)).filter((i) => i >= 0);
     for (const i of running) this.stopRing(i);
     try {
       change();
     } catch (e) {
-      // GuestMemory.add closes the fd it was given; close the others not yet added.
-      const kept = new Set(this.mem.fds());
-      for (const fd of ownedFds) if (!kept.has(fd)) safeClose(fd);
+      for (const fd of notHanded()) this.mem.closeFd(fd);
       throw e;
     } finally {
       this.state.memory = this.mem.descriptions();
@@ -457,12 +526,20 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       vq,
       notify: () => {
         if (!vq.needsNotify() || v.callFd === null) return false;
-        native.eventfdWrite(v.callFd, 1);
+        native.eventfdWrite(v.callFd, 1); // O_NONBLOCK (adoptEventfd): EAGAIN = already signalled
         return true;
       },
       fail: (err) => this.queueFailed(index, err),
+      defer: (fn) => {
+        setImmediate(() => {
+          if (this.closed || this.rings[index]?.ready !== ready) return;
+          this.guarded(`deferred work of queue ${index}`, () => this.runDevice(index, fn));
+        });
+      },
     };
-    const watcher = native.watchEventfd(v.kickFd, () => this.onKick(index));
+    const watcher = native.watchEventfd(v.kickFd, (count) =>
+      this.guarded(`kick watcher of queue ${index}`, () => (count < 0 ? this.kickFdFailed(index, count) : this.onKick(index))),
+    );
     this.rings[index] = { vq, watcher, ready };
     watcher.start();
     this.log.info({ queue: index, size, base: v.lastAvailIdx, usedIdx: vq.usedIdx }, 'queue ready');
@@ -489,8 +566,20 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   private onKick(index: number): void {
     const r = this.rings[index];
     if (!r || r.vq.broken || this.closed) return;
+    this.runDevice(index, () => this.device.kicked(index));
+  }
+
+  /** The kick fd could not be read (the watcher has stopped): the front-end broke its end. */
+  private kickFdFailed(index: number, errno: number): void {
+    const msg = `the kick fd of queue ${index} failed (${errnoName(errno)}); it must be an eventfd`;
+    this.log.error({ queue: index, errno }, 'closing connection: unreadable kick fd');
+    this.close(msg, 'io_error');
+  }
+
+  /** Run device code for queue `index`; its errors are charged to a queue or to the connection. */
+  private runDevice(index: number, fn: () => void): void {
     try {
-      this.device.kicked(index);
+      fn();
     } catch (e) {
       // The device may have been working on another queue than the kicked one (a tx kick takes an
       // rx buffer): charge the error to the queue it names.
@@ -532,6 +621,46 @@ export class Connection extends EventEmitter<ConnectionEvents> {
 
   private closeFds(fds: number[]): void {
     for (const fd of fds.splice(0)) safeClose(fd);
+  }
+}
+
+/** What /proc says `fd` is ("anon_inode:[eventfd]", "/memfd:mem (deleted)", "pipe:[123]", ...). */
+function fdTarget(fd: number): string {
+  try {
+    return readlinkSync(`/proc/self/fd/${fd}`);
+  } catch (e) {
+    return `unknown (${errText(e)})`;
+  }
+}
+
+/**
+ * Check that a received kick/call/err fd is an eventfd we can use, and make it non-blocking:
+ * a pipe or socket would turn a kick into a short read, a blocking eventfd at its maximum count
+ * would block a call write (and so the event loop), and an EFD_SEMAPHORE one hands out its count
+ * one read at a time.
+ */
+function adoptEventfd(request: string, fd: number): void {
+  const what = fdTarget(fd);
+  if (what !== 'anon_inode:[eventfd]') {
+    throw new ProtocolError(request, `fd ${fd} is ${what}, not an eventfd; send an eventfd (eventfd(2))`, 'bad_fd');
+  }
+  let info = '';
+  try {
+    info = readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8');
+  } catch {
+    // no fdinfo: nothing more to check
+  }
+  if (/^eventfd-semaphore:\s*1\s*$/m.test(info)) {
+    throw new ProtocolError(request, `fd ${fd} is an EFD_SEMAPHORE eventfd; send a plain eventfd`, 'bad_fd');
+  }
+  native.setNonblock(fd);
+}
+
+function errnoName(errno: number): string {
+  try {
+    return `${getSystemErrorName(errno)}`;
+  } catch {
+    return `errno ${errno}`;
   }
 }
 

@@ -16,6 +16,13 @@ export interface ReadyQueue {
   notify(): boolean;
   /** Report that the driver broke this queue (already marked broken); signals the error eventfd. */
   fail(err: Error): void;
+  /**
+   * Run `fn` on a later turn of the event loop (setImmediate), as the connection runs a kick: a
+   * QueueError or MemoryAccessError it throws breaks its queue, anything else closes the
+   * connection; never the process. Dropped if the queue has stopped by then. Devices use this
+   * instead of their own timers for work they yield.
+   */
+  defer(fn: () => void): void;
 }
 
 export interface VhostUserDevice {

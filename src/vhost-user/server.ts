@@ -23,6 +23,13 @@ export interface ServerOptions {
   createDevice: (connectionId: number) => VhostUserDevice;
   /** Front-ends allowed at once; further ones are accepted and closed with a log line. Default 1. */
   maxConnections?: number;
+  /**
+   * Accept guest memory fds that are not sealed against shrinking (see memory.ts): only for
+   * trusted front-ends. Default false.
+   */
+  allowUnsealedMemory?: boolean;
+  /** Bytes of guest memory one front-end may have mapped (default 4 TiB; see memory.ts). */
+  maxMappedBytes?: number;
   logger?: Logger;
 }
 
@@ -69,7 +76,15 @@ export class VhostUserServer extends EventEmitter<ServerEvents> {
         throw new ServerError(`cannot listen on ${path}: ${(e as Error).message}`);
       }
     }
-    this.watcher = native.watchReadable(this.listenFd, () => this.acceptAll());
+    this.watcher = native.watchReadable(this.listenFd, () => {
+      try {
+        this.acceptAll();
+      } catch (e) {
+        // Never the process: a 'connection' listener or a device factory that throws costs that
+        // one front-end (closed in acceptAll), and accepting goes on at the next readiness.
+        this.log.error({ err: (e as Error)?.message ?? String(e) }, 'error while accepting front-ends');
+      }
+    });
     this.watcher.start();
     this.log.info('listening for vhost-user front-ends');
     return this;
@@ -92,7 +107,10 @@ export class VhostUserServer extends EventEmitter<ServerEvents> {
       }
       let conn: Connection;
       try {
-        conn = new Connection(fd, this.opts.createDevice(this.connections.size), this.log);
+        conn = new Connection(fd, this.opts.createDevice(this.connections.size), this.log, {
+          allowUnsealedMemory: this.opts.allowUnsealedMemory,
+          maxMappedBytes: this.opts.maxMappedBytes,
+        });
       } catch (e) {
         this.log.error({ err: (e as Error).message }, 'cannot set up connection');
         native.close(fd);
@@ -104,7 +122,12 @@ export class VhostUserServer extends EventEmitter<ServerEvents> {
         this.emit('disconnect', conn, reason, cause);
       });
       conn.on('rejected', (request, message) => this.emit('rejected', conn, request, message));
-      this.emit('connection', conn);
+      try {
+        this.emit('connection', conn);
+      } catch (e) {
+        this.log.error({ err: (e as Error)?.message ?? String(e) }, "a 'connection' listener failed; closing that front-end");
+        conn.close(`internal error in a 'connection' listener: ${(e as Error)?.message ?? String(e)}`, 'internal_error');
+      }
     }
   }
 

@@ -286,7 +286,8 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
       if (this.paused) return;
       if (budget === 0) {
         // Yield to other devices and the socket; come back on the next turn of the loop.
-        setImmediate(() => this.receiveFromGuest());
+        // (Through the connection, so that what this throws is the connection's, not the process's.)
+        q.defer(() => this.receiveFromGuest());
         return;
       }
       if (!vq.setKickWanted(true)) return;

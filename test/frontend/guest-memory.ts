@@ -6,6 +6,9 @@
  * (guest-physical base, size, a fake front-end "user address", mmap offset), a bump allocator for
  * rings and buffers, and guest-physical address → bytes translation for the driver side.
  *
+ * The memfd is sealed like QEMU's memory-backend-memfd (seal=on: F_SEAL_GROW|F_SEAL_SHRINK|
+ * F_SEAL_SEAL) unless `seals` says otherwise (0: an unsealed memfd, as with seal=off).
+ *
  * Regions may leave holes between them in guest-physical space and always get user addresses
  * unrelated to their guest addresses, so a back-end that confuses the two, or ignores the hole,
  * reads the wrong bytes. Adjacent regions (no hole) let a buffer straddle two regions.
@@ -31,6 +34,9 @@ export interface GuestRegion extends MemRegionDesc {
   next: number;
 }
 
+/** The seals QEMU's memory-backend-memfd adds by default (seal=on). */
+export const QEMU_MEMFD_SEALS = native.F_SEAL_GROW | native.F_SEAL_SHRINK | native.F_SEAL_SEAL;
+
 /** Fake user addresses start here: nowhere near the guest-physical addresses tests use. */
 const UVA_BASE = 0x7f00_0000_0000;
 const UVA_STRIDE = 0x10_0000_0000;
@@ -45,7 +51,7 @@ export class GuestMemoryImage {
    * `layout`: a byte count (one region at guest address 0) or a list of regions.
    * Helpers: `GuestMemoryImage.split(size)` gives two regions with a hole between them.
    */
-  constructor(layout: number | readonly RegionLayout[], name = 'vmpi-test-guest') {
+  constructor(layout: number | readonly RegionLayout[], name = 'vmpi-test-guest', opts: { seals?: number } = {}) {
     const page = native.pageSize();
     const list: RegionLayout[] = typeof layout === 'number' ? [{ gpa: 0, size: layout }] : [...layout];
     if (list.length === 0 || list.length > 8) throw new Error(`guest memory needs 1..8 regions, got ${list.length}`);
@@ -55,7 +61,7 @@ export class GuestMemoryImage {
       total += r.size;
     }
     this.totalSize = total;
-    this.fd = native.memfdCreate(name, total);
+    this.fd = native.memfdCreateSealed(name, total, opts.seals ?? QEMU_MEMFD_SEALS);
     let offset = 0;
     try {
       list.forEach((r, i) => {

@@ -1,9 +1,10 @@
 /**
  * A Mapper (src/vhost-user/memory.ts) backed by plain ArrayBuffers, for tests that need guest
  * memory without the native addon. Records every map/unmap/closeFd call so tests can check that
- * each fd is closed exactly once and each mapping released.
+ * each fd is closed exactly once and each mapping released. `inspect` reports a file's size
+ * (unbounded when no file is set) and, unless `infos` says otherwise, a sealed memfd.
  */
-import { GuestMemory, type Mapper } from '../../src/vhost-user/memory.js';
+import { GuestMemory, type FdInfo, type Mapper } from '../../src/vhost-user/memory.js';
 import type { MemRegionDesc } from '../../src/vhost-user/messages.js';
 
 export interface MapCall {
@@ -19,8 +20,15 @@ export class ArrayMapper implements Mapper {
   readonly maps: MapCall[] = [];
   readonly unmaps: ArrayBuffer[] = [];
   readonly closed: number[] = [];
+  /** What inspect() reports per fd, overriding the default (sealed memfd, size of `files` or unbounded). */
+  readonly infos = new Map<number, Partial<FdInfo>>();
   /** When set, the next map() throws this and clears it. */
   failNextMap: Error | null = null;
+
+  inspect(fd: number): FdInfo {
+    const file = this.files.get(fd);
+    return { size: file ? file.byteLength : Number.MAX_SAFE_INTEGER, seals: 0x7, what: `/memfd:test-${fd} (deleted)`, ...this.infos.get(fd) };
+  }
 
   constructor(readonly pageSize = 4096) {}
 
