@@ -77,6 +77,9 @@ t.test('valid JSON file and defaults', async (t) => {
   t.same(c.devices, [{ socket: join(dir, 'a.sock'), vmpiId: undefined, maxSduLog2: 16, carrier: 'gpio', owner: 1000, group: undefined, mode: 0o600 }], 'relative socket: from the file directory; numeric owner string becomes a number');
   t.same(c.metrics, { enabled: true, listen: { host: '127.0.0.1', port: 19464 } });
   t.same(c.log, { level: 'info' });
+  t.notOk('allowUnsealedMemory' in c.devices[0]!, 'sealed guest memory is required unless a device says otherwise');
+  const trusting = loadConfigFile(file('hugepages.json', JSON.stringify({ devices: [{ socket: 'h.sock', allowUnsealedMemory: true }] })));
+  t.equal(trusting.devices[0]!.allowUnsealedMemory, true, 'allowUnsealedMemory: true reaches the device (hugetlbfs / memory-backend-file QEMU)');
   t.same(c.difs, []);
   t.same(c.ipcps, []);
   t.same(loadConfigFile(file('empty.yaml', '# nothing\n')), defaultConfig(), 'an empty YAML file is the defaults');
@@ -96,7 +99,7 @@ t.test('each kind of problem, with its message', async (t) => {
   t.same(one('devices:\n  - socket: /a\n    maxSduLog2: 21\n'), ['devices[0].maxSduLog2: 21 is above the maximum 20']);
   t.same(one('devices:\n  - socket: /a\n    maxSduLog2: 9\n'), ['devices[0].maxSduLog2: 9 is below the minimum 10']);
   t.same(one('devices:\n  - socket: /a\n    carrier: vsock\n'), ['devices[0].carrier: "vsock" is not one of gpio']);
-  t.same(one('devices:\n  - socket: /a\n    sockt: /b\n'), ['devices[0].sockt: unknown field (did you mean "socket"?); known fields here: socket, vmpiId, maxSduLog2, carrier, owner, group, mode']);
+  t.same(one('devices:\n  - socket: /a\n    sockt: /b\n'), ['devices[0].sockt: unknown field (did you mean "socket"?); known fields here: socket, vmpiId, maxSduLog2, carrier, owner, group, mode, allowUnsealedMemory']);
   t.same(one('devices:\n  - socket: /a\n    mode: 0660\n'), [
     'devices[0].mode: 660 is an integer, expected a quoted octal mode such as "0660" (write it quoted, mode: "0660": YAML reads an unquoted 0660 as the decimal number 660)',
   ]);

@@ -56,6 +56,12 @@ export interface DeviceConfig {
   group?: string | number;
   /** Socket file permission bits, e.g. 0o660. */
   mode?: number;
+  /**
+   * Accept guest memory that is not a shrink-sealed memfd (memory-backend-file, hugetlbfs, an
+   * unsealed memfd). Such a file can be truncated under the server, which then dies of SIGBUS:
+   * only for a trusted QEMU. Present (true) only when set.
+   */
+  allowUnsealedMemory?: boolean;
 }
 
 export interface ListenAddress {
@@ -142,6 +148,11 @@ export const CONFIG_SCHEMA = {
           owner: NAME_OR_ID,
           group: NAME_OR_ID,
           mode: { type: 'string', pattern: '^0?[0-7]{3}$', errorHint: 'a quoted octal mode such as "0660"' },
+          allowUnsealedMemory: {
+            type: 'boolean',
+            default: false,
+            description: 'accept guest RAM that is not a shrink-sealed memfd (memory-backend-file, hugetlbfs); a QEMU that truncates it can crash the server: trusted front-ends only',
+          },
         },
       },
     },
@@ -288,6 +299,7 @@ export function validateConfig(raw: unknown, opts: Omit<ParseOptions, 'format'> 
     owner: normaliseId(d.owner),
     group: normaliseId(d.group),
     mode: d.mode === undefined ? undefined : parseInt(d.mode, 8),
+    ...(d.allowUnsealedMemory === true ? { allowUnsealedMemory: true } : {}),
   }));
   const log = (isRecord(data.log) ? data.log : {}) as { level?: LogLevel; format?: LogFormat };
   return {
@@ -327,6 +339,7 @@ interface RawDevice {
   owner?: string | number;
   group?: string | number;
   mode?: string;
+  allowUnsealedMemory?: boolean;
 }
 
 function normaliseId(v: string | number | undefined): string | number | undefined {

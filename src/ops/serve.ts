@@ -73,7 +73,7 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
     if (metrics) metricsServer = await startMetricsServer(metrics, plan.metrics.listen, log);
     for (const d of plan.devices) {
       try {
-        const device = host.addDevice({ socketPath: d.socket, listenFd: d.listenFd, vmpiId: d.vmpiId, maxSduLog2: d.maxSduLog2, carrier: d.carrier });
+        const device = host.addDevice({ socketPath: d.socket, listenFd: d.listenFd, vmpiId: d.vmpiId, maxSduLog2: d.maxSduLog2, carrier: d.carrier, allowUnsealedMemory: d.allowUnsealedMemory });
         if (d.socket !== undefined) applySocketPermissions(d.socket, d);
         const ipcp = new ShimHvIpcp({ port: device, role: 'host', logger: log });
         ipcps.set(device.vmpiId, ipcp);

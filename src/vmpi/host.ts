@@ -21,6 +21,8 @@ export interface DeviceSpec {
   maxSduLog2?: number;
   /** Carrier profile name (default "gpio"). */
   carrier?: string;
+  /** Accept guest memory that is not a shrink-sealed memfd (see src/vhost-user/memory.ts). */
+  allowUnsealedMemory?: boolean;
 }
 
 export interface HostEvents {
@@ -75,6 +77,7 @@ export class VmpiHost extends EventEmitter<HostEvents> {
       listenFd: spec.listenFd,
       createDevice: () => device,
       maxConnections: 1,
+      allowUnsealedMemory: spec.allowUnsealedMemory,
       logger: log,
     });
     server.listen();
