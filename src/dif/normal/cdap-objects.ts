@@ -186,7 +186,7 @@ export function decodeEnrollmentChunk(bytes: Uint8Array | undefined): Enrollment
   if (index >= total) throw new CdapError('bad_value', `enrollment chunk ${index} of ${total}`);
   const lowerFlows = list(raw, 'lowerFlows', 'enrollment chunk').map((b) => {
     if (!(b instanceof Uint8Array) || b.byteLength > MAX_LOWER_FLOW_RECORD_BYTES) throw new CdapError('bad_value', 'enrollment chunk has a bad lower-flow record');
-    return b;
+    return new Uint8Array(b); // a copy: a record outlives the message it came in
   });
   return {
     index,
