@@ -172,3 +172,26 @@ t.test('under seeded loss every enrollment completes, and duplicates get the sam
   }
   t.ok(rtx > 0 && dup > 0, `retransmissions ${rtx}, duplicates answered ${dup}`);
 });
+
+t.test('the N-1 flow goes away: the enrollee aborts, the enroller reports the member lost', async (t) => {
+  const clock = new ManualClock();
+  const { er, events } = enroller(clock);
+  const l = link(clock);
+  er.attach('p1', l.b);
+  const ee = enrollee(clock, l.a);
+  const p = ee.enroll();
+  clock.advance(3);
+  ee.abort('N-1 flow deallocated');
+  const r = await pump(clock, p);
+  t.match((r as { error: Error }).error, { code: 'ERR_ENROLL_ABORTED', message: /N-1 flow deallocated/ });
+  t.equal(ee.snapshot().state, 'failed');
+  const l2 = link(clock);
+  er.attach('p2', l2.b);
+  t.equal((await pump(clock, enrollee(clock, l2.a, { invokeIdBase: 500 }).enroll())).ok, true);
+  er.flowLost('p2');
+  // The half-done enrollment on p1 is dropped (vm1 was never a member: its reserved address goes
+  // back to the pool); addresses are handed out round-robin, so vm1 now gets 11.
+  t.same(events.slice(-2), ['enrolled vm1 11 @p2', 'lost vm1 @p2: N-1 flow lost']);
+  t.same(er.memberList(), [], 'not counted while its flow is gone');
+  t.match(er.snapshot().members, [{ name: 'vm1', address: 11, state: 'lost' }], 'but its address stays bound');
+});
