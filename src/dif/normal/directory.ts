@@ -12,7 +12,7 @@
  */
 import { appNameKey, validateAppName, type AppName } from '../naming.js';
 import type { Clock } from './clock.js';
-import type { DirectoryEntry } from './cdap-objects.js';
+import { MAX_LIST_ITEMS, encodeDirectoryUpdate, type DirectoryEntry } from './cdap-objects.js';
 
 export const DEFAULT_MAX_DIRECTORY_ENTRIES = 10000;
 export const DEFAULT_TOMBSTONE_MS = 60_000;
@@ -41,6 +41,32 @@ interface Slot {
   entry: DirectoryEntry;
   /** Tombstones only: when it may be forgotten. */
   expiresAt: number;
+}
+
+/** Object class and name of a flooded directory update (M_CREATE, value DirectoryUpdate). */
+export const DIRECTORY_CLASS = 'directory';
+export const DIRECTORY_NAME = '/mgmt/directory';
+
+/**
+ * Encode `entries` as DirectoryUpdate values of at most `budget` bytes each, so a flood of many
+ * entries (a member with many applications leaving) fits CDAP messages.
+ */
+export function directoryUpdateValues(entries: readonly DirectoryEntry[], budget = 8192): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  let cur: DirectoryEntry[] = [];
+  let bytes = 0;
+  for (const e of entries) {
+    const size = encodeDirectoryUpdate([e]).length;
+    if (cur.length && (bytes + size > budget || cur.length >= MAX_LIST_ITEMS)) {
+      out.push(encodeDirectoryUpdate(cur));
+      cur = [];
+      bytes = 0;
+    }
+    cur.push(e);
+    bytes += size;
+  }
+  if (cur.length) out.push(encodeDirectoryUpdate(cur));
+  return out;
 }
 
 /** True when `a` supersedes `b`. */

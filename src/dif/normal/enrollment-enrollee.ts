@@ -56,6 +56,8 @@ export interface EnrolleeOptions {
   readonly maxChunks?: number;
   /** Items (directory entries + neighbours + lower-flow records) accepted in total. */
   readonly maxItems?: number;
+  /** Once enrolled, messages on this flow go here (directory, routing, …), not to the enrollee. */
+  readonly onOtherMessage?: (msg: CdapMessage) => void;
 }
 
 export interface EnrollmentResult {
@@ -156,6 +158,7 @@ export class Enrollee {
   }
 
   private receive(m: CdapMessage): void {
+    if (this.state === 'enrolled' && this.opts.onOtherMessage) return this.opts.onOtherMessage(m);
     const out = this.outstanding;
     if (m.op === 'M_RELEASE' && out) {
       this.fail('ERR_ENROLL_RELEASED', `the enroller ended the enrollment${m.objName ? `: ${m.objName}` : ''}`);

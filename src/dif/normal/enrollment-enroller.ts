@@ -30,6 +30,11 @@ import {
 
 export type PortId = number | string;
 
+function isEnrollmentMessage(m: CdapMessage): boolean {
+  if (m.op === 'M_CONNECT' || m.op === 'M_CONNECT_R' || m.op === 'M_RELEASE' || m.op === 'M_RELEASE_R') return true;
+  return m.objClass === ENROLLMENT_CLASS || m.objClass === CHUNK_CLASS || m.objClass === OPSTATUS_CLASS;
+}
+
 export interface EnrollerOptions {
   readonly clock: Clock;
   readonly name: AppName;
@@ -45,6 +50,8 @@ export interface EnrollerOptions {
   readonly onEnrolled?: (member: MemberInfo, port: PortId) => void;
   /** A member's flow is gone (lost, or it re-enrolls on another one). */
   readonly onLost?: (member: MemberInfo, port: PortId, why: string) => void;
+  /** Messages on an enrolled member's flow that are not enrollment (directory, routing, …). */
+  readonly onOtherMessage?: (port: PortId, msg: CdapMessage) => void;
   /** A silent enrollee's session is dropped after this long (default 30 s). */
   readonly sessionTimeoutMs?: number;
   /** A member whose flow was lost keeps its address this long (default 900 s, the LFDB age). */
@@ -187,6 +194,7 @@ export class Enroller {
 
   private receive(s: Session, m: CdapMessage): void {
     if (m.op === 'M_CONNECT') return this.connect(s, m);
+    if (s.state === 'enrolled' && this.opts.onOtherMessage && !isEnrollmentMessage(m)) return this.opts.onOtherMessage(s.port, m);
     if (m.op === 'M_CONNECT_R' || m.op.endsWith('_R')) {
       this.stats.ignored++;
       return;

@@ -7,7 +7,7 @@
 import t from 'tap';
 import fc from 'fast-check';
 import { ManualClock } from '../../../src/dif/normal/clock.js';
-import { Directory, DirectoryError } from '../../../src/dif/normal/directory.js';
+import { Directory, DirectoryError, directoryUpdateValues } from '../../../src/dif/normal/directory.js';
 import { decodeDirectoryUpdate, encodeDirectoryUpdate, type DirectoryEntry } from '../../../src/dif/normal/cdap-objects.js';
 
 const SEED = Number(process.env.FC_SEED ?? 4242);
@@ -146,4 +146,12 @@ t.test('all replicas converge under random operations and delivery orders (fast-
   });
   const r = fc.check(prop, { seed: SEED, numRuns: 300 });
   t.notOk(r.failed, `seed ${SEED}: ${r.counterexample ? JSON.stringify(r.counterexample) : ''} ${String(r.errorInstance ?? '')}`);
+});
+
+t.test('a large flood is cut into CDAP-sized updates', async (t) => {
+  const entries = Array.from({ length: 2000 }, (_, i) => ({ app: { processName: `app-${i}`, entityName: 'e'.repeat(50) }, address: 3, seqnum: i, removed: true }));
+  const values = directoryUpdateValues(entries, 8192);
+  t.ok(values.length > 10 && values.every((v) => v.length <= 8192), `${values.length} updates`);
+  t.same(values.flatMap((v) => decodeDirectoryUpdate(v)), entries);
+  t.same(directoryUpdateValues([]), []);
 });

@@ -131,3 +131,17 @@ t.test('requests outside a session, replies and unknown objects are answered or 
   t.same(got, ['M_START_R -1', 'M_CONNECT_R 0', 'M_START_R -1', 'M_WRITE_R -1', 'M_READ_R -1', 'M_CONNECT_R -1']);
   t.equal(er.stats.ignored, 1);
 });
+
+t.test('after enrollment, other management on the flow goes to the caller, not to enrollment', async (t) => {
+  const other: string[] = [];
+  const { clock, er } = setup({ onOtherMessage: (port, m) => other.push(`enroller@${port} ${m.op}`) });
+  const l = link(clock);
+  er.attach(1, l.b);
+  const ee = new Enrollee({ clock, transport: l.a, name: { processName: 'vm1' }, difName: DIF, constants: K, onOtherMessage: (m) => other.push(`enrollee ${m.op}`) });
+  t.equal((await pump(clock, ee.enroll())).ok, true);
+  l.a.send({ op: 'M_CREATE', invokeId: 1, objClass: 'directory', objName: '/mgmt/directory' });
+  l.b.send({ op: 'M_CREATE', invokeId: 2, objClass: 'directory', objName: '/mgmt/directory' });
+  clock.advance(5);
+  t.same(other, ['enroller@1 M_CREATE', 'enrollee M_CREATE']);
+  t.equal(l.log.filter((x) => x.msg.op === 'M_CREATE_R').length, 0, 'not refused as "not part of enrollment"');
+});
