@@ -195,3 +195,25 @@ t.test('the N-1 flow goes away: the enrollee aborts, the enroller reports the me
   t.same(er.memberList(), [], 'not counted while its flow is gone');
   t.match(er.snapshot().members, [{ name: 'vm1', address: 11, state: 'lost' }], 'but its address stays bound');
 });
+
+t.test('a retransmitted M_CONNECT or M_START gets the very same answer', async (t) => {
+  const clock = new ManualClock();
+  const { er } = enroller(clock);
+  const l = link(clock);
+  er.attach(1, l.b);
+  const replies: CdapMessage[] = [];
+  l.a.onReceive((m) => replies.push(m));
+  const connect: CdapMessage = { op: 'M_CONNECT', invokeId: 40, absSyntax: 1, src: { processName: 'vm1' }, dst: { processName: DIF } };
+  const start: CdapMessage = { op: 'M_START', invokeId: 41, objClass: 'enrollment', objName: '/mgmt/enrollment', value: encodeEnrollmentInfo({ address: 0, difName: DIF, lowerDifs: [], constants: K }) };
+  for (const m of [connect, connect, start, start, connect]) {
+    l.a.send(m);
+    clock.advance(5);
+  }
+  t.equal(replies.length, 5);
+  t.same(replies[1], replies[0], 'same M_CONNECT_R');
+  t.same(replies[3], replies[2], 'same M_START_R (same address)');
+  t.same(replies[4], replies[0], 'a late M_CONNECT copy does not restart the session');
+  t.equal(er.stats.connects, 1);
+  t.equal(er.stats.duplicates, 3);
+  t.same(er.snapshot().sessions, [{ port: 1, state: 'started' }]);
+});
