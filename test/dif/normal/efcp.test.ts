@@ -54,6 +54,12 @@ for (const loss of [0, 0.01, 0.1]) {
     t.ok(r.refused > 0 && pair.drains > 0, 'backpressure reached the writer and drain followed');
     t.equal(s.txRefused, r.refused);
     t.ok(s.rttSamples > 0 && s.rttSamples <= n);
+    // The channel's RTT is 4..12 ms: the estimator must find it under loss too (a starved or
+    // inflated estimator leaves the 1 s initial RTO or worse in force, and each lost
+    // retransmission then costs seconds).
+    const snap = pair.a.snapshot().sender;
+    t.ok(snap.srtt > 0 && snap.srtt < 40, `srtt ${snap.srtt.toFixed(1)} ms tracks the channel`);
+    t.ok(r.elapsedMs < 15_000, `done in ${r.elapsedMs} ms of simulated time`);
     t.comment(`loss ${loss}: ${r.elapsedMs} ms simulated, rtx ${s.retransmissions} (timeouts ${s.rtxTimeouts}, fast ${s.fastRetransmits}), stalls ${s.windowStalls}, ctrl ${pair.b.stats.ctrlSent}, srtt ${pair.a.snapshot().sender.srtt.toFixed(1)} rto ${pair.a.snapshot().sender.rto}`);
     // Quiescent afterwards: everything acknowledged, no timer left running on either side.
     pair.clock.advance(10_000);
@@ -182,6 +188,26 @@ t.test('lost FC PDUs and a lost burst tail: the receiver gives the tail up and r
   t.notOk(pair.gotB.includes(15));
   t.equal(pair.b.stats.lostPdus, 1);
   t.equal(strictlyIncreasing(pair.gotB), null);
+});
+
+t.test('flow-control: a whole window lost is given up (the probe says how far the sender got)', async (t) => {
+  // credit 4: PDUs 0..3 are all lost. The receiver saw nothing, so its window does not move and
+  // its advertisement equals what the sender has; only the sender's probe (my_lwe = 4) tells it
+  // that 0..3 were sent, so it can give them up and open the window instead of deadlocking.
+  const credit = 4;
+  const pair = makePair({
+    cube: QOS_CUBES['flow-control'],
+    seed: SEED + 18,
+    channel: { delayMs: 1, drop: (_p, pci, _now, dir) => dir === 'ab' && pci.type === PduType.DT && pci.seqNum < 4 },
+    opts: { credit, peerCredit: credit, aTimerMs: 5, gapWaitMs: 10 },
+  });
+  const n = 20;
+  run(pair, n, { done: () => pair.gotB.length >= n - 4, maxMs: 30_000 });
+  t.same(pair.gotB, Array.from({ length: n - 4 }, (_, i) => i + 4));
+  t.equal(pair.b.stats.lostPdus, 4);
+  t.equal(pair.b.stats.gaps, 1);
+  t.ok(pair.a.stats.windowProbes >= 1);
+  t.ok(pair.clock.now() < 1000, `recovered at ${pair.clock.now()} ms, soon after the first probe`);
 });
 
 t.test('reliable: a lost window update is repaired too (probe or retransmission)', async (t) => {

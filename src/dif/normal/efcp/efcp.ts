@@ -64,7 +64,7 @@ export interface EfcpSnapshot {
   stats: EfcpStats;
 }
 
-export class EfcpConnection implements SenderHooks, ReceiverHooks {
+export class EfcpConnection {
   readonly cube: QosCube;
   readonly params: Readonly<EfcpParams>;
   readonly stats: EfcpStats = newStats();
@@ -100,8 +100,18 @@ export class EfcpConnection implements SenderHooks, ReceiverHooks {
     this.ctrlPci = { ...tmpl, type: PduType.CTRL | CTRL_FC | (opts.cube.retransmission ? CTRL_ACK : 0) };
     this.ctrlSeq = this.params.initialSeq;
     this.lastCtrlSeqRcvd = seqAdd(this.params.peerInitialSeq, -1);
-    this.sender = new Sender(this.params, opts.cube, tmpl, this.clock, this.stats, this);
-    this.receiver = new Receiver(this.params, opts.cube, this.clock, this.stats, this);
+    // The halves' callbacks: made once per connection (none per PDU), not part of the public API.
+    const hooks: SenderHooks & ReceiverHooks = {
+      transmit: (pdu) => opts.sendPdu(pdu),
+      deliverSdu: (sdu) => opts.deliver(sdu),
+      senderDrained: () => opts.onDrain?.(),
+      senderFailed: (err) => this.onSenderFailed(err),
+      // A probe is an ordinary control PDU: it carries our state, the peer answers if its view is newer.
+      sendProbe: () => this.sendCtrl(),
+      sendCtrl: () => this.sendCtrl(),
+    };
+    this.sender = new Sender(this.params, opts.cube, tmpl, this.clock, this.stats, hooks);
+    this.receiver = new Receiver(this.params, opts.cube, this.clock, this.stats, hooks);
   }
 
   get state(): EfcpState {
@@ -201,25 +211,7 @@ export class EfcpConnection implements SenderHooks, ReceiverHooks {
     }
   }
 
-  // ---- hooks of the two halves (SenderHooks, ReceiverHooks) ----------------------------------
-
-  /** @internal */
-  transmit(pdu: Uint8Array): boolean {
-    return this.o.sendPdu(pdu);
-  }
-
-  /** @internal */
-  deliverSdu(sdu: Uint8Array): boolean | void {
-    return this.o.deliver(sdu);
-  }
-
-  /** @internal */
-  senderDrained(): void {
-    this.o.onDrain?.();
-  }
-
-  /** @internal */
-  senderFailed(err: EfcpError): void {
+  private onSenderFailed(err: EfcpError): void {
     if (this._state !== 'open') return;
     this._state = 'failed';
     this.failure = err;
@@ -227,20 +219,15 @@ export class EfcpConnection implements SenderHooks, ReceiverHooks {
     this.o.onFail?.(err);
   }
 
-  /** @internal A probe is an ordinary control PDU: it carries our state, the peer answers if its view is newer. */
-  sendProbe(): void {
-    this.sendCtrl();
-  }
-
-  /** @internal */
-  sendCtrl(): void {
+  /** One control PDU with our whole state (FC; ACK on the reliable cube). */
+  private sendCtrl(): void {
     if (this._state !== 'open' || !this.cube.flowControl) return;
     const p = this.ctrlPci;
     const rwe = this.receiver.rightEdge;
     const ack = this.receiver.ackSeq;
     p.seqNum = this.ctrlSeq;
     p.lastCtrlSeqRcvd = this.lastCtrlSeqRcvd;
-    p.ackNackSeq = ack;
+    p.ackNackSeq = this.cube.retransmission ? ack : 0; // FC-only cubes: no ACK semantics
     p.newRightWinEdge = rwe;
     p.newLeftWinEdge = this.receiver.leftEdge;
     p.myLeftWinEdge = this.sender.leftEdge;
