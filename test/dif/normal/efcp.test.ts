@@ -381,3 +381,44 @@ t.test('snapshot is plain data', async (t) => {
   t.equal(s.sender.nextSeq, 100);
   t.equal(pair.b.snapshot().receiver.leftWinEdge, 100);
 });
+
+t.test('DRF realigns a fresh receiver; bogus and stale control PDUs are ignored', async (t) => {
+  const clock = new ManualClock();
+  const got: number[] = [];
+  const sent: Uint8Array[] = [];
+  const cube = QOS_CUBES['flow-control'];
+  const c = new EfcpConnection({ cube, clock, localAddr: 2, remoteAddr: 1, localCep: 20, remoteCep: 10, credit: 8, peerCredit: 8, aTimerMs: 0, sendPdu: (p) => (sent.push(p), true), deliver: (s) => void got.push(s[0]!) });
+  const mk = (over: Partial<ReturnType<typeof newPci>>, payload = 0) => {
+    const p = { ...newPci(), type: PduType.DT, dstAddr: 2, srcAddr: 1, dstCep: 20, srcCep: 10, qosId: cube.id, length: over.type === undefined || over.type === PduType.DT ? 1 : 0, ...over };
+    const buf = new Uint8Array((p.type >= 0xc0 ? 56 : PCI_LEN) + p.length);
+    encodePci(p, buf);
+    if (p.length) buf[buf.length - 1] = payload;
+    const d = newPci();
+    decodePci(buf, d);
+    return [buf, d] as const;
+  };
+  // The peer starts its run at 1000, not at the configured 0: its DRF PDU moves our window there.
+  c.receive(...mk({ seqNum: 1000, flags: 0x80 }, 7));
+  c.receive(...mk({ seqNum: 1001 }, 8));
+  t.same(got, [7, 8]);
+  t.equal(c.snapshot().receiver.leftWinEdge, 1002);
+  c.receive(...mk({ seqNum: 5000, flags: 0x80 }, 9));
+  t.equal(c.stats.beyondWindow, 1, 'a later DRF does not restart a run in progress');
+  // Control PDUs: our sender's window starts at 7 (credit 8); we send 0 and 1. The peer's edge can
+  // be at most (what we sent) + credit − 1 = 9: anything past that is bogus.
+  t.ok(c.write(new Uint8Array(1)) && c.write(new Uint8Array(1)));
+  const ctrl = (seq: number, rwe: number) => mk({ type: PduType.CTRL | 0x08, seqNum: seq, newRightWinEdge: rwe, myRightWinEdge: 1009, myLeftWinEdge: 1002 });
+  c.receive(...ctrl(0, 1_000_000));
+  t.equal(c.stats.ctrlBogus, 1);
+  t.equal(c.snapshot().sender.rightWinEdge, 7);
+  c.receive(...ctrl(2, 7 + 2));
+  t.equal(c.snapshot().sender.rightWinEdge, 9);
+  t.equal(c.stats.ctrlGaps, 1, 'control seq 1 never came');
+  c.receive(...ctrl(1, 7 + 3));
+  t.equal(c.stats.ctrlStale, 1, 'an older control PDU is ignored');
+  t.equal(c.snapshot().sender.rightWinEdge, 9);
+  c.receive(...ctrl(3, 5));
+  t.equal(c.snapshot().sender.rightWinEdge, 9, 'the right edge never moves backward');
+  t.equal(c.snapshot().lastCtrlSeqRcvd, 3);
+  c.close();
+});
