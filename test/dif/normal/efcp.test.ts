@@ -8,7 +8,7 @@ import t from 'tap';
 import { ManualClock } from '../../../src/dif/normal/clock.js';
 import { EfcpConnection } from '../../../src/dif/normal/efcp/efcp.js';
 import { EfcpError } from '../../../src/dif/normal/efcp/errors.js';
-import { QOS_CUBES, cubeById, cubeForQos } from '../../../src/dif/normal/efcp/qos.js';
+import { QOS_CUBES, cubeById, cubeForQos, efcpForQos } from '../../../src/dif/normal/efcp/qos.js';
 import { PCI_LEN, PduType, decodePci, encodePci, newPci } from '../../../src/dif/normal/pci.js';
 import { isCtrl, makePair, run, sdu } from './efcp-sim.js';
 
@@ -33,6 +33,9 @@ t.test('QoS spec → cube', async (t) => {
   t.equal(cubeForQos({ reliable: false, inOrder: false }).name, 'unreliable');
   t.equal(cubeForQos({ reliable: false, inOrder: false }, { forceFlowControl: true }).name, 'flow-control');
   for (const c of Object.values(QOS_CUBES)) t.equal(cubeById(c.id), c);
+  t.same(efcpForQos({ reliable: false, inOrder: true, maxSdu: 0 }, 1400), { cube: QOS_CUBES['flow-control'], maxSdu: 1400 });
+  t.same(efcpForQos({ reliable: true, inOrder: true, maxSdu: 100 }, 1400), { cube: QOS_CUBES.reliable, maxSdu: 100 });
+  t.throws(() => efcpForQos({ reliable: true, inOrder: true, maxSdu: 1401 }, 1400), { code: 'ERR_EFCP_CONFIG', message: /larger than the DIF's max SDU/ });
   t.equal(cubeById(0), undefined);
 });
 
@@ -410,7 +413,7 @@ t.test('DRF realigns a fresh receiver; bogus and stale control PDUs are ignored'
   const ctrl = (seq: number, rwe: number) => mk({ type: PduType.CTRL | 0x08, seqNum: seq, newRightWinEdge: rwe, myRightWinEdge: 1009, myLeftWinEdge: 1002 });
   c.receive(...ctrl(0, 1_000_000));
   t.equal(c.stats.ctrlBogus, 1);
-  t.equal(c.snapshot().sender.rightWinEdge, 7);
+  t.equal(c.snapshot().sender.rightWinEdge, 9, 'clamped to what the peer can have meant');
   c.receive(...ctrl(2, 7 + 2));
   t.equal(c.snapshot().sender.rightWinEdge, 9);
   t.equal(c.stats.ctrlGaps, 1, 'control seq 1 never came');

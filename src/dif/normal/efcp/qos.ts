@@ -54,6 +54,16 @@ export function cubeForQos(spec: Pick<QosSpec, 'reliable' | 'inOrder'>, choice: 
   return QOS_CUBES.unreliable;
 }
 
+/**
+ * What a flow allocated with `spec` gets: its cube, and its max SDU (QosSpec.maxSdu; 0 there
+ * means the DIF's maximum, `difMaxSdu`). Throws ERR_EFCP_CONFIG when the spec asks for more.
+ */
+export function efcpForQos(spec: QosSpec, difMaxSdu: number, choice: CubeChoice = {}): { cube: QosCube; maxSdu: number } {
+  if (!Number.isInteger(spec.maxSdu) || spec.maxSdu < 0) throw new EfcpError('ERR_EFCP_CONFIG', `QoS maxSdu ${spec.maxSdu} is not a byte count`);
+  if (spec.maxSdu > difMaxSdu) throw new EfcpError('ERR_EFCP_CONFIG', `QoS maxSdu ${spec.maxSdu} is larger than the DIF's max SDU of ${difMaxSdu} bytes: ask for at most that`);
+  return { cube: cubeForQos(spec, choice), maxSdu: spec.maxSdu === 0 ? difMaxSdu : spec.maxSdu };
+}
+
 /** EFCP's tunables; every one optional in EfcpConnection's options. */
 export interface EfcpParams {
   /** Receive window in PDUs: the sender may have at most this many PDUs beyond our left edge. */

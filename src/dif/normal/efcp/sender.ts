@@ -27,7 +27,7 @@ import { EfcpError } from './errors.js';
 import type { EfcpParams, QosCube } from './qos.js';
 import { Fifo } from './ring.js';
 import { RttEstimator, type RtxEntry } from './rtx.js';
-import { seqAdd, seqDiff, seqGt, seqLe, seqLt } from './seq.js';
+import { seqAdd, seqGt, seqLe, seqLt } from './seq.js';
 import type { EfcpStats } from './stats.js';
 
 export interface SenderHooks {
@@ -163,10 +163,17 @@ export class Sender {
     if (this.dead) return;
     let moved = false;
     if (hasFc && this.fc) {
-      // The peer's right edge can be at most its left edge (≤ what we sent) + its credit − 1.
-      if (seqDiff(newRwe, this.sndNxt) >= this.p.peerCredit) this.stats.ctrlBogus++;
-      else if (seqGt(newRwe, this.rwe)) {
-        this.rwe = newRwe;
+      // The peer's right edge can be at most its left edge (≤ what we sent) + its credit − 1. One
+      // further out (a peer configured with more credit, or a broken one) is clamped to that: we
+      // send less than allowed rather than trust it, and never stall on it.
+      let edge = newRwe;
+      const limit = seqAdd(this.sndNxt, this.p.peerCredit - 1);
+      if (seqGt(edge, limit)) {
+        this.stats.ctrlBogus++;
+        edge = limit;
+      }
+      if (seqGt(edge, this.rwe)) {
+        this.rwe = edge;
         moved = true;
       }
     }

@@ -25,7 +25,7 @@ export interface EfcpStats {
   windowProbes: number;
   /** PDUs the N-1 flow refused (sendPdu returned false). */
   lowerRefused: number;
-  /** ACKs for sequence numbers never sent, and window edges too far ahead: ignored. */
+  /** ACKs for sequence numbers never sent (ignored), window edges too far ahead (clamped). */
   ctrlBogus: number;
   // ---- receiver
   /** DT PDUs received for this connection. */
