@@ -120,7 +120,7 @@ export class EfcpConnection {
 
   /**
    * Send one SDU. true: taken (it will be sent as the window allows). false: the closed-window
-   * queue is full and NOT this SDU was taken: keep it and write again after onDrain (writes are
+   * queue is full and this SDU was NOT taken: keep it and write again after onDrain (writes are
    * refused until then). Throws EfcpError ERR_EFCP_SDU_TOO_LARGE, ERR_EFCP_CLOSED, ERR_EFCP_FAILED.
    */
   write(sdu: Uint8Array): boolean {
