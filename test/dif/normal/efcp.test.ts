@@ -213,6 +213,21 @@ t.test('flow-control: a whole window lost is given up (the probe says how far th
   t.ok(pair.clock.now() < 1000, `recovered at ${pair.clock.now()} ms, soon after the first probe`);
 });
 
+t.test('flow-control: PDUs lost at the end of a burst are counted once the sender goes idle', async (t) => {
+  const pair = makePair({
+    cube: QOS_CUBES['flow-control'],
+    seed: SEED + 31,
+    channel: { delayMs: 1, drop: (_p, pci, _now, dir) => dir === 'ab' && pci.type === PduType.DT && pci.seqNum >= 8 },
+    opts: { aTimerMs: 5, gapWaitMs: 10, stallProbeMs: 100 },
+  });
+  run(pair, 10, { done: () => pair.a.snapshot().sender.sndNxt === 10 });
+  pair.clock.advance(1000);
+  t.same(pair.gotB, [0, 1, 2, 3, 4, 5, 6, 7]);
+  t.equal(pair.a.stats.tailProbes, 1, 'one probe per idle period');
+  t.equal(pair.b.stats.lostPdus, 2, 'the lost tail is counted');
+  t.equal(pair.b.snapshot().receiver.rcvNext, 10);
+});
+
 t.test('reliable: a lost window update is repaired too (probe or retransmission)', async (t) => {
   const credit = 8;
   let pausedOnce = false;

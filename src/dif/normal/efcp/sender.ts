@@ -17,6 +17,8 @@
  *   retransmitted more than `maxRetries` times fails the connection with ERR_EFCP_RTX_EXHAUSTED.
  * - Window closed with data waiting for `stallProbeMs`: `sendProbe` asks the peer for a fresh
  *   advertisement (its FC PDU may have been lost), again every `stallProbeMs` while it stays closed.
+ *   Without retransmission, also once `stallProbeMs` after the queue ran empty: the probe's my_lwe
+ *   lets the receiver give up (and count) PDUs lost at the end of a burst.
  *
  * Hot path: one allocation per SDU (the PDU, which the retransmission queue keeps), the header
  * copied from a template encoded once; timers are re-armed lazily (no timer churn per ACK).
@@ -92,6 +94,9 @@ export class Sender {
   private dead = false;
   private rtxTimer: TimerHandle | undefined;
   private probeTimer: TimerHandle | undefined;
+  /** flow-control cube: one probe after the sender went idle, so a lost tail is counted. */
+  private idleTimer: TimerHandle | undefined;
+  private idleProbedAt: number;
   private readonly fc: boolean;
   private readonly rtx: boolean;
 
@@ -105,7 +110,7 @@ export class Sender {
   ) {
     this.fc = cube.flowControl;
     this.rtx = cube.retransmission;
-    this.nextSeq = this.sndNxt = p.initialSeq;
+    this.nextSeq = this.sndNxt = this.idleProbedAt = p.initialSeq;
     this.rwe = seqAdd(p.initialSeq, p.peerCredit - 1);
     this.rtt = new RttEstimator(p.initialRtoMs, p.minRtoMs, p.maxRtoMs, p.aTimerMs);
     encodePci({ ...template, type: PduType.DT, flags: 0, length: 0, seqNum: 0 }, this.hdr);
@@ -288,6 +293,9 @@ export class Sender {
         this.clock.clearTimer(this.probeTimer);
         this.probeTimer = undefined;
       }
+      if (this.fc && !this.rtx && this.cwq.length === 0 && this.sndNxt !== this.idleProbedAt && !this.idleTimer) {
+        this.idleTimer = this.clock.setTimer(this.p.stallProbeMs, this.onIdleTimer);
+      }
     } finally {
       this.pumping = false;
     }
@@ -307,6 +315,18 @@ export class Sender {
     this.stats.windowProbes++;
     this.hooks.sendProbe();
     this.armProbe();
+  };
+
+  /**
+   * No retransmission, nothing queued: tell the peer once how far we have sent (my_lwe), so PDUs
+   * lost at the end of a burst are given up and counted instead of left pending.
+   */
+  private readonly onIdleTimer = (): void => {
+    this.idleTimer = undefined;
+    if (this.dead || this.cwq.length > 0 || this.sndNxt === this.idleProbedAt) return;
+    this.idleProbedAt = this.sndNxt;
+    this.stats.tailProbes++;
+    this.hooks.sendProbe();
   };
 
   private readonly onRtxTimer = (): void => {
@@ -338,7 +358,8 @@ export class Sender {
     this.dead = true;
     this.clock.clearTimer(this.rtxTimer);
     this.clock.clearTimer(this.probeTimer);
-    this.rtxTimer = this.probeTimer = undefined;
+    this.clock.clearTimer(this.idleTimer);
+    this.rtxTimer = this.probeTimer = this.idleTimer = undefined;
     this.cwq.clear();
     this.rtxq.clear();
     this.cwqBytes = this.rtxBytes = 0;

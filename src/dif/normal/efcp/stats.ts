@@ -23,6 +23,8 @@ export interface EfcpStats {
   rtxQueueStalls: number;
   /** Control PDUs sent because the window stayed closed (asking for a fresh advertisement). */
   windowProbes: number;
+  /** flow-control cube: probes sent once the sender went idle (so a lost tail is counted). */
+  tailProbes: number;
   /** PDUs the N-1 flow refused (sendPdu returned false). */
   lowerRefused: number;
   /** ACKs for sequence numbers never sent (ignored), window edges too far ahead (clamped). */
@@ -69,7 +71,7 @@ export interface EfcpStats {
 
 export function newStats(): EfcpStats {
   return {
-    txSdus: 0, txBytes: 0, txRefused: 0, txPdus: 0, retransmissions: 0, rtxTimeouts: 0, fastRetransmits: 0, rttSamples: 0, windowStalls: 0, rtxQueueStalls: 0, windowProbes: 0, lowerRefused: 0, ctrlBogus: 0,
+    txSdus: 0, txBytes: 0, txRefused: 0, txPdus: 0, retransmissions: 0, rtxTimeouts: 0, fastRetransmits: 0, rttSamples: 0, windowStalls: 0, rtxQueueStalls: 0, windowProbes: 0, tailProbes: 0, lowerRefused: 0, ctrlBogus: 0,
     rxPdus: 0, rxSdus: 0, rxBytes: 0, duplicates: 0, beyondWindow: 0, reorderDrops: 0, rxByteDrops: 0, rxPausedDrops: 0, reordered: 0, gaps: 0, lostPdus: 0, maxBuffered: 0,
     ctrlSent: 0, ctrlRcvd: 0, ctrlRefused: 0, ctrlGaps: 0, ctrlStale: 0, readvertisements: 0,
     rxMisdirected: 0, rxAfterClose: 0,
