@@ -1,0 +1,338 @@
+/**
+ * receiver.ts — the receiving half of one EFCP connection: in-order delivery, duplicate
+ * detection, the receive window (credit) and when to tell the peer about it.
+ *
+ * Owns: the receive buffer (a ring of `credit` slots indexed from the left window edge: PDUs
+ * received out of order, and in-order ones waiting while delivery is paused), the A-timer and,
+ * for the flow-control cube, the gap timer.
+ *
+ * Edges: `lwe` is the next SDU to hand to the user; `rcvNext` the next one expected in sequence
+ * (everything before it has arrived, or was given up); the right window edge is lwe + credit − 1.
+ * The window moves only when the user takes SDUs, so a user that pauses delivery (deliver
+ * returns false) stops the sender instead of being overrun: the buffer never holds more than
+ * `credit` PDUs, nor more than `rxMaxBytes`.
+ *
+ * Control PDUs: at once when half a window is unadvertised or (reliable) unacknowledged, when
+ * A = 0, for every out-of-order or duplicate PDU (reliable: the duplicate ACKs that drive fast
+ * retransmission), else when the A-timer fires.
+ *
+ * Gaps (flow-control cube, no retransmission): a missing PDU is waited for `gapWaitMs` (0: not
+ * at all), or until the reordering queue is full, then counted lost and skipped. The peer's
+ * control PDUs tell us how far it has sent (my_lwe), so a loss at the tail of a burst is given up
+ * too instead of holding the window shut.
+ *
+ * unreliable cube: no window, no control PDUs; SDUs are delivered as they come, duplicates
+ * within the last 32 sequence numbers dropped.
+ */
+import type { Clock, TimerHandle } from '../clock.js';
+import type { EfcpParams, QosCube } from './qos.js';
+import { seqAdd, seqDiff, seqGt, seqLt } from './seq.js';
+import type { EfcpStats } from './stats.js';
+
+export interface ReceiverHooks {
+  /** Hand one SDU to the user; false: taken, but deliver no more until Receiver.resume(). */
+  deliverSdu(sdu: Uint8Array): boolean | void;
+  /** Send a control PDU now (the connection builds it from ackSeq/rightEdge and marks them sent). */
+  sendCtrl(): void;
+}
+
+export interface ReceiverSnapshot {
+  leftWinEdge: number;
+  rcvNext: number;
+  rightWinEdge: number;
+  advertisedRwe: number;
+  ackedSeq: number;
+  bufferedPdus: number;
+  bufferedBytes: number;
+  outOfOrder: number;
+  paused: boolean;
+  peerSentUpTo: number;
+}
+
+export class Receiver {
+  private lwe: number;
+  private rcvNext: number;
+  private advertised: number;
+  private acked: number;
+  /** flow-control cube: the peer has sent everything before this (from its my_lwe). */
+  private peerSentUpTo: number;
+  private ring: (Uint8Array | undefined)[] | undefined;
+  private head = 0;
+  private ooo = 0;
+  private buffered = 0;
+  private bytes = 0;
+  private anyReceived = false;
+  private paused = false;
+  private delivering = false;
+  private dead = false;
+  private aTimer: TimerHandle | undefined;
+  private gapTimer: TimerHandle | undefined;
+  /** rcvNext when the gap timer was armed: a gap that appeared later gets its own full wait. */
+  private gapAt = 0;
+  // unreliable cube: the highest sequence number seen and a bitmap of the 32 before it.
+  private hi = 0;
+  private seen = 0;
+  private readonly credit: number;
+  private readonly half: number;
+  private readonly fc: boolean;
+  private readonly rtx: boolean;
+
+  constructor(
+    private readonly p: EfcpParams,
+    cube: QosCube,
+    private readonly clock: Clock,
+    private readonly stats: EfcpStats,
+    private readonly hooks: ReceiverHooks,
+  ) {
+    this.fc = cube.flowControl;
+    this.rtx = cube.retransmission;
+    this.credit = p.credit;
+    this.half = Math.max(1, Math.ceil(p.credit / 2));
+    this.lwe = this.rcvNext = this.acked = this.peerSentUpTo = p.peerInitialSeq;
+    // The initial window is known to the peer from the configuration: it counts as advertised.
+    this.advertised = seqAdd(p.peerInitialSeq, p.credit - 1);
+  }
+
+  get rightEdge(): number {
+    return seqAdd(this.lwe, this.credit - 1);
+  }
+  get leftEdge(): number {
+    return this.lwe;
+  }
+  /** Cumulative ACK: the next sequence number expected. */
+  get ackSeq(): number {
+    return this.rcvNext;
+  }
+  get bufferedPdus(): number {
+    return this.buffered;
+  }
+
+  /** The connection sent a control PDU carrying these values. */
+  noteAdvertised(rwe: number, ack: number): void {
+    this.advertised = rwe;
+    this.acked = ack;
+    this.clock.clearTimer(this.aTimer);
+    this.aTimer = undefined;
+  }
+
+  /** The peer's control PDU said it has sent everything before `lwe` (no-retransmission cubes). */
+  onPeerLeftEdge(lwe: number): void {
+    if (!this.fc || this.rtx || this.dead) return;
+    if (seqGt(lwe, this.peerSentUpTo) && seqDiff(lwe, this.lwe) <= this.credit) this.peerSentUpTo = lwe;
+    if (seqLt(this.rcvNext, this.peerSentUpTo)) this.armGap();
+  }
+
+  /** Whether a peer whose send window ends at `peerRwe` has not seen our latest window. */
+  peerViewStale(peerRwe: number): boolean {
+    return this.fc && seqLt(peerRwe, this.rightEdge);
+  }
+
+  /** One DT PDU's payload (a view the receiver may keep until delivered). */
+  onData(seq: number, drf: boolean, payload: Uint8Array): void {
+    if (this.dead) return;
+    this.stats.rxPdus++;
+    if (!this.fc) return this.onUnreliable(seq, payload);
+    if (drf && !this.anyReceived && seq !== this.lwe) this.realign(seq);
+    const off = seqDiff(seq, this.lwe);
+    if (off < 0 || seqLt(seq, this.rcvNext)) return this.duplicate();
+    if (off >= this.credit) {
+      this.stats.beyondWindow++;
+      return;
+    }
+    this.anyReceived = true;
+    if (seqGt(seqAdd(seq, 1), this.peerSentUpTo)) this.peerSentUpTo = seqAdd(seq, 1);
+    const ring = (this.ring ??= new Array<Uint8Array | undefined>(this.credit));
+    const idx = (this.head + off) % this.credit;
+    if (ring[idx] !== undefined) return this.duplicate();
+    if (this.bytes + payload.length > this.p.rxMaxBytes) {
+      this.stats.rxByteDrops++;
+      return;
+    }
+    if (seq !== this.rcvNext && this.ooo >= this.p.reorderMaxPdus) {
+      if (this.rtx) {
+        this.stats.reorderDrops++;
+        this.hooks.sendCtrl();
+        return;
+      }
+      this.skipGap(seq); // flow control without retransmission: the oldest gap is given up
+    }
+    ring[idx] = payload;
+    this.buffered++;
+    this.bytes += payload.length;
+    if (this.buffered > this.stats.maxBuffered) this.stats.maxBuffered = this.buffered;
+    if (seq === this.rcvNext) {
+      this.advanceInOrder();
+      this.deliverReady();
+      if (this.rtx && this.ooo > 0) this.hooks.sendCtrl();
+      else this.maybeAdvertise();
+    } else {
+      this.ooo++;
+      if (this.rtx) this.hooks.sendCtrl();
+      else this.armGap();
+    }
+  }
+
+  /** The user takes SDUs again after deliverSdu returned false. */
+  resume(): void {
+    if (this.dead || !this.paused) return;
+    this.paused = false;
+    this.deliverReady();
+    this.maybeAdvertise();
+  }
+
+  private duplicate(): void {
+    this.stats.duplicates++;
+    if (this.rtx) this.hooks.sendCtrl(); // our ACK may have been lost
+  }
+
+  /** The run starts elsewhere than configured (DRF on the first PDU seen): move the window there. */
+  private realign(seq: number): void {
+    this.lwe = this.rcvNext = this.acked = this.peerSentUpTo = seq;
+    this.advertised = seqAdd(seq, this.credit - 1);
+  }
+
+  private slot(seq: number): number {
+    return (this.head + seqDiff(seq, this.lwe)) % this.credit;
+  }
+
+  /** rcvNext moves over every PDU already here. */
+  private advanceInOrder(): void {
+    const ring = this.ring!;
+    this.rcvNext = seqAdd(this.rcvNext, 1);
+    while (this.ooo > 0 && seqDiff(this.rcvNext, this.lwe) < this.credit && ring[this.slot(this.rcvNext)] !== undefined) {
+      this.ooo--;
+      this.rcvNext = seqAdd(this.rcvNext, 1);
+    }
+  }
+
+  /**
+   * Give up the gap at rcvNext: up to the next PDU held, or to what the peer says it sent, but not
+   * past `stopAt` (a PDU about to be stored there).
+   */
+  private skipGap(stopAt?: number): void {
+    const ring = (this.ring ??= new Array<Uint8Array | undefined>(this.credit));
+    let s = this.rcvNext;
+    let n = 0;
+    while (s !== stopAt && seqDiff(s, this.lwe) < this.credit && ring[this.slot(s)] === undefined && (this.ooo > 0 || seqLt(s, this.peerSentUpTo))) {
+      s = seqAdd(s, 1);
+      n++;
+    }
+    if (n === 0) return;
+    this.stats.gaps++;
+    this.stats.lostPdus += n;
+    this.rcvNext = s;
+    if (seqDiff(s, this.lwe) < this.credit && ring[this.slot(s)] !== undefined) {
+      this.ooo--;
+      this.advanceInOrder();
+    }
+  }
+
+  private armGap(): void {
+    if (this.gapTimer || this.dead) return;
+    this.gapAt = this.rcvNext;
+    if (this.p.gapWaitMs === 0) return this.onGapTimer();
+    this.gapTimer = this.clock.setTimer(this.p.gapWaitMs, this.onGapTimer);
+  }
+
+  private readonly onGapTimer = (): void => {
+    this.gapTimer = undefined;
+    if (this.dead) return;
+    const gapNow = this.ooo > 0 || seqLt(this.rcvNext, this.peerSentUpTo);
+    if (!gapNow) return;
+    // The gap the timer was armed for was filled; a gap there now gets a full wait of its own.
+    if (this.rcvNext !== this.gapAt && this.p.gapWaitMs > 0) return this.armGap();
+    this.skipGap();
+    this.deliverReady();
+    this.maybeAdvertise();
+    if (this.ooo > 0 || seqLt(this.rcvNext, this.peerSentUpTo)) this.armGap();
+  };
+
+  private deliverReady(): void {
+    if (this.delivering) return;
+    this.delivering = true;
+    try {
+      const ring = this.ring!;
+      while (!this.paused && !this.dead && seqLt(this.lwe, this.rcvNext)) {
+        const sdu = ring[this.head];
+        ring[this.head] = undefined;
+        this.head = (this.head + 1) % this.credit;
+        this.lwe = seqAdd(this.lwe, 1);
+        if (sdu === undefined) continue; // given up (flow-control cube)
+        this.buffered--;
+        this.bytes -= sdu.length;
+        this.stats.rxSdus++;
+        this.stats.rxBytes += sdu.length;
+        if (this.hooks.deliverSdu(sdu) === false) this.paused = true;
+      }
+    } finally {
+      this.delivering = false;
+    }
+  }
+
+  private maybeAdvertise(): void {
+    if (this.dead) return;
+    const unadv = seqDiff(this.rightEdge, this.advertised);
+    const unacked = this.rtx ? seqDiff(this.rcvNext, this.acked) : 0;
+    if (unadv <= 0 && unacked <= 0) return;
+    if (this.p.aTimerMs === 0 || unadv >= this.half || unacked >= this.half) return this.hooks.sendCtrl();
+    if (!this.aTimer) this.aTimer = this.clock.setTimer(this.p.aTimerMs, this.onATimer);
+  }
+
+  private readonly onATimer = (): void => {
+    this.aTimer = undefined;
+    if (!this.dead) this.hooks.sendCtrl();
+  };
+
+  private onUnreliable(seq: number, payload: Uint8Array): void {
+    if (!this.anyReceived) {
+      this.anyReceived = true;
+      this.hi = seq;
+      this.seen = 1;
+    } else {
+      const d = seqDiff(seq, this.hi);
+      if (d > 0) {
+        this.seen = d >= 32 ? 1 : ((this.seen << d) | 1) >>> 0;
+        this.hi = seq;
+      } else if (d > -32) {
+        const bit = 1 << -d;
+        if ((this.seen & bit) !== 0) {
+          this.stats.duplicates++;
+          return;
+        }
+        this.seen = (this.seen | bit) >>> 0;
+        this.stats.reordered++;
+      } else this.stats.reordered++;
+    }
+    if (this.paused) {
+      this.stats.rxPausedDrops++;
+      return;
+    }
+    this.stats.rxSdus++;
+    this.stats.rxBytes += payload.length;
+    if (this.hooks.deliverSdu(payload) === false) this.paused = true;
+  }
+
+  stop(): void {
+    this.dead = true;
+    this.clock.clearTimer(this.aTimer);
+    this.clock.clearTimer(this.gapTimer);
+    this.aTimer = this.gapTimer = undefined;
+    this.ring = undefined;
+    this.buffered = this.bytes = this.ooo = 0;
+  }
+
+  snapshot(): ReceiverSnapshot {
+    return {
+      leftWinEdge: this.lwe,
+      rcvNext: this.rcvNext,
+      rightWinEdge: this.rightEdge,
+      advertisedRwe: this.advertised,
+      ackedSeq: this.acked,
+      bufferedPdus: this.buffered,
+      bufferedBytes: this.bytes,
+      outOfOrder: this.ooo,
+      paused: this.paused,
+      peerSentUpTo: this.peerSentUpTo,
+    };
+  }
+}

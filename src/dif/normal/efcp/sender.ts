@@ -1,0 +1,386 @@
+/**
+ * sender.ts — the sending half of one EFCP connection: DTP (sequence numbers, DRF, DT PDUs) and
+ * the sender side of DTCP (window flow control, retransmission).
+ *
+ * Owns: the closed-window queue (PDUs built by write() that wait for window, for room in the
+ * retransmission queue or for the N-1 flow), the retransmission queue, the RTT estimator and the
+ * retransmission and window-probe timers.
+ *
+ * - A PDU is sent only while its sequence number is at or before the right window edge the peer
+ *   advertised (cubes with flow control); edges never move backward.
+ * - Nothing is dropped at the sender: when the closed-window queue is full (PDUs or bytes) write()
+ *   returns false and takes nothing, further writes are refused until the queue has drained to half,
+ *   then `senderDrained` fires once.
+ * - Retransmission (reliable cube): cumulative ACK; the oldest unacknowledged PDU is retransmitted
+ *   on RTO expiry (with exponential backoff), after `dupAckThreshold` duplicate ACKs, and after each
+ *   partial ACK while recovering (NewReno style: no SACK, so each ACK names the next hole). One PDU
+ *   retransmitted more than `maxRetries` times fails the connection with ERR_EFCP_RTX_EXHAUSTED.
+ * - Window closed with data waiting for `stallProbeMs`: `sendProbe` asks the peer for a fresh
+ *   advertisement (its FC PDU may have been lost), again every `stallProbeMs` while it stays closed.
+ *   Without retransmission, also once `stallProbeMs` after the queue ran empty: the probe's my_lwe
+ *   lets the receiver give up (and count) PDUs lost at the end of a burst.
+ *
+ * Hot path: one allocation per SDU (the PDU, which the retransmission queue keeps), the header
+ * copied from a template encoded once; timers are re-armed lazily (no timer churn per ACK).
+ */
+import type { Clock, TimerHandle } from '../clock.js';
+import { PCI_LEN, PciFlag, PduType, encodePci, type Pci } from '../pci.js';
+import { EfcpError } from './errors.js';
+import type { EfcpParams, QosCube } from './qos.js';
+import { Fifo } from './ring.js';
+import { RttEstimator, type RtxEntry } from './rtx.js';
+import { seqAdd, seqGt, seqLe, seqLt } from './seq.js';
+import type { EfcpStats } from './stats.js';
+
+export interface SenderHooks {
+  /** Hand a PDU to the N-1 flow; false: not taken (call Sender.lowerReady() when it has room). */
+  transmit(pdu: Uint8Array): boolean;
+  /** write() was refused earlier and may be retried now. */
+  senderDrained(): void;
+  /** The connection cannot go on (retransmissions exhausted). */
+  senderFailed(err: EfcpError): void;
+  /** The window stayed closed: send a control PDU so the peer re-advertises. */
+  sendProbe(): void;
+}
+
+export interface SenderSnapshot {
+  nextSeq: number;
+  sndNxt: number;
+  sndUna: number;
+  rightWinEdge: number;
+  cwqPdus: number;
+  cwqBytes: number;
+  rtxPdus: number;
+  rtxBytes: number;
+  srtt: number;
+  rttvar: number;
+  rto: number;
+  stalled: boolean;
+  inRecovery: boolean;
+  refusing: boolean;
+}
+
+function putU32(b: Uint8Array, o: number, v: number): void {
+  b[o] = v >>> 24;
+  b[o + 1] = (v >>> 16) & 0xff;
+  b[o + 2] = (v >>> 8) & 0xff;
+  b[o + 3] = v & 0xff;
+}
+
+export class Sender {
+  /** Sequence number the next write() gets. */
+  private nextSeq: number;
+  /** Sequence number of the next PDU to transmit (the head of the closed-window queue). */
+  private sndNxt: number;
+  /** Right window edge (inclusive): the last sequence number we may send. */
+  private rwe: number;
+  private readonly cwq = new Fifo<Uint8Array>();
+  private cwqBytes = 0;
+  private readonly rtxq = new Fifo<RtxEntry>();
+  private rtxBytes = 0;
+  readonly rtt: RttEstimator;
+  private readonly hdr = new Uint8Array(PCI_LEN);
+  private drf = true;
+  private refusing = false;
+  private lowerBlocked = false;
+  private pumping = false;
+  private stalled = false;
+  private rtxFull = false;
+  private dupAcks = 0;
+  /** Lowest RTT sample seen (a PDU sent once cannot be acknowledged sooner than one RTT). */
+  private minRtt = Infinity;
+  private inRecovery = false;
+  private recover = 0;
+  private dead = false;
+  private rtxTimer: TimerHandle | undefined;
+  private probeTimer: TimerHandle | undefined;
+  /** flow-control cube: one probe after the sender went idle, so a lost tail is counted. */
+  private idleTimer: TimerHandle | undefined;
+  private idleProbedAt: number;
+  private readonly fc: boolean;
+  private readonly rtx: boolean;
+
+  constructor(
+    private readonly p: EfcpParams,
+    cube: QosCube,
+    template: Pci,
+    private readonly clock: Clock,
+    private readonly stats: EfcpStats,
+    private readonly hooks: SenderHooks,
+  ) {
+    this.fc = cube.flowControl;
+    this.rtx = cube.retransmission;
+    this.nextSeq = this.sndNxt = this.idleProbedAt = p.initialSeq;
+    this.rwe = seqAdd(p.initialSeq, p.peerCredit - 1);
+    this.rtt = new RttEstimator(p.initialRtoMs, p.minRtoMs, p.maxRtoMs, p.aTimerMs);
+    encodePci({ ...template, type: PduType.DT, flags: 0, length: 0, seqNum: 0 }, this.hdr);
+  }
+
+  /** Oldest unacknowledged sequence number (reliable), else the next to transmit. */
+  get sndUna(): number {
+    const h = this.rtxq.peek();
+    return h ? h.seq : this.sndNxt;
+  }
+
+  /** Our left window edge as control PDUs state it (my_lwe). */
+  get leftEdge(): number {
+    return this.rtx ? this.sndUna : this.sndNxt;
+  }
+
+  get rightEdge(): number {
+    return this.rwe;
+  }
+
+  /** Queue one SDU (copied into a new PDU). false: refused, nothing taken — wait for senderDrained. */
+  write(sdu: Uint8Array): boolean {
+    const size = PCI_LEN + sdu.length;
+    if (this.refusing || this.cwq.length >= this.p.cwqMaxPdus || this.cwqBytes + size > this.p.cwqMaxBytes) {
+      this.refusing = true;
+      this.stats.txRefused++;
+      return false;
+    }
+    const pdu = new Uint8Array(size);
+    pdu.set(this.hdr);
+    if (this.drf) {
+      pdu[2] = PciFlag.DRF;
+      this.drf = false;
+    }
+    putU32(pdu, 24, sdu.length);
+    putU32(pdu, 28, this.nextSeq);
+    pdu.set(sdu, PCI_LEN);
+    this.nextSeq = seqAdd(this.nextSeq, 1);
+    this.cwq.push(pdu);
+    this.cwqBytes += size;
+    this.stats.txSdus++;
+    this.stats.txBytes += sdu.length;
+    this.pump();
+    return true;
+  }
+
+  /** The N-1 flow has room again after refusing a PDU. */
+  lowerReady(): void {
+    this.lowerBlocked = false;
+    this.pump();
+  }
+
+  /** A control PDU from the peer: its cumulative ACK and/or its new right window edge. */
+  onControl(hasAck: boolean, ack: number, hasFc: boolean, newRwe: number): void {
+    if (this.dead) return;
+    let moved = false;
+    if (hasFc && this.fc) {
+      // The peer's right edge can be at most its left edge (≤ what we sent) + its credit − 1. One
+      // further out (a peer configured with more credit, or a broken one) is clamped to that: we
+      // send less than allowed rather than trust it, and never stall on it.
+      let edge = newRwe;
+      const limit = seqAdd(this.sndNxt, this.p.peerCredit - 1);
+      if (seqGt(edge, limit)) {
+        this.stats.ctrlBogus++;
+        edge = limit;
+      }
+      if (seqGt(edge, this.rwe)) {
+        this.rwe = edge;
+        moved = true;
+      }
+    }
+    if (hasAck && this.rtx) this.onAck(ack, moved);
+    this.pump();
+  }
+
+  private onAck(ack: number, windowMoved: boolean): void {
+    if (seqGt(ack, this.sndNxt)) {
+      this.stats.ctrlBogus++;
+      return;
+    }
+    const una = this.sndUna;
+    if (seqGt(ack, una)) {
+      let last: RtxEntry | undefined;
+      // Karn: which copy of a retransmitted PDU an ACK answers is ambiguous, so samples come only
+      // from the newest PDU this ACK covers, and only if that one was never retransmitted: such a
+      // sample cannot be too short (the PDU was sent once; its ACK cannot precede its arrival).
+      // It can be too long when an older hole, retransmitted after it was sent, held the ACK
+      // back. Those "held" samples are used only when within 2× the lowest RTT seen: feeding them
+      // all inflates srtt without bound under loss, dropping them all starves the estimator
+      // (under 10% loss nearly every advancing ACK fills such a hole).
+      let lastRtxAt = -Infinity;
+      while (this.rtxq.length > 0 && seqLt(this.rtxq.peek()!.seq, ack)) {
+        last = this.rtxq.shift()!;
+        this.rtxBytes -= last.pdu.length;
+        if (last.retries > 0 && last.sentAt > lastRtxAt) lastRtxAt = last.sentAt;
+      }
+      this.dupAcks = 0;
+      this.rtt.resetBackoff();
+      if (last && last.retries === 0) {
+        const r = this.clock.now() - last.sentAt;
+        const heldBack = lastRtxAt > last.sentAt;
+        if (!heldBack || r <= 2 * this.minRtt) {
+          this.rtt.sample(r);
+          this.stats.rttSamples++;
+        }
+        if (r < this.minRtt) this.minRtt = r;
+      }
+      if (this.inRecovery) {
+        if (seqLe(ack, this.recover) && this.rtxq.length > 0) this.retransmitHead();
+        else this.inRecovery = false;
+      }
+      if (this.rtxFull && this.rtxq.length < this.p.rtxMaxPdus) this.rtxFull = false;
+    } else if (ack === una && this.rtxq.length > 0 && !windowMoved && !this.inRecovery) {
+      if (++this.dupAcks === this.p.dupAckThreshold) {
+        this.inRecovery = true;
+        this.recover = seqAdd(this.sndNxt, -1);
+        this.stats.fastRetransmits++;
+        this.retransmitHead();
+      }
+    }
+  }
+
+  private retransmitHead(): void {
+    const e = this.rtxq.peek();
+    if (!e || this.dead) return;
+    if (e.retries >= this.p.maxRetries) {
+      this.fail(
+        new EfcpError(
+          'ERR_EFCP_RTX_EXHAUSTED',
+          `EFCP: PDU ${e.seq} was not acknowledged after ${e.retries} retransmissions (RTO ${this.rtt.rto} ms): the peer or the path to it is gone; the flow is closed`,
+        ),
+      );
+      return;
+    }
+    e.retries++;
+    e.sentAt = this.clock.now();
+    this.stats.retransmissions++;
+    if (!this.hooks.transmit(e.pdu)) this.stats.lowerRefused++;
+  }
+
+  private pump(): void {
+    if (this.pumping || this.dead) return;
+    this.pumping = true;
+    try {
+      while (this.cwq.length > 0 && !this.lowerBlocked) {
+        if (this.fc && seqGt(this.sndNxt, this.rwe)) {
+          if (!this.stalled) {
+            this.stalled = true;
+            this.stats.windowStalls++;
+            this.armProbe();
+          }
+          break;
+        }
+        const pdu = this.cwq.peek()!;
+        if (this.rtx && (this.rtxq.length >= this.p.rtxMaxPdus || this.rtxBytes + pdu.length > this.p.rtxMaxBytes)) {
+          if (!this.rtxFull) {
+            this.rtxFull = true;
+            this.stats.rtxQueueStalls++;
+          }
+          break;
+        }
+        if (!this.hooks.transmit(pdu)) {
+          this.lowerBlocked = true;
+          this.stats.lowerRefused++;
+          break;
+        }
+        if (this.dead) return; // transmit() re-entered and closed us
+        this.cwq.shift();
+        this.cwqBytes -= pdu.length;
+        this.stats.txPdus++;
+        if (this.rtx) {
+          this.rtxq.push({ seq: this.sndNxt, pdu, sentAt: this.clock.now(), retries: 0 });
+          this.rtxBytes += pdu.length;
+          if (!this.rtxTimer) this.rtxTimer = this.clock.setTimer(this.rtt.rto, this.onRtxTimer);
+        }
+        this.sndNxt = seqAdd(this.sndNxt, 1);
+      }
+      if (this.stalled && (this.cwq.length === 0 || !this.fc || seqLe(this.sndNxt, this.rwe))) {
+        this.stalled = false;
+        this.clock.clearTimer(this.probeTimer);
+        this.probeTimer = undefined;
+      }
+      if (this.fc && !this.rtx && this.cwq.length === 0 && this.sndNxt !== this.idleProbedAt && !this.idleTimer) {
+        this.idleTimer = this.clock.setTimer(this.p.stallProbeMs, this.onIdleTimer);
+      }
+    } finally {
+      this.pumping = false;
+    }
+    if (this.refusing && !this.dead && this.cwq.length <= this.p.cwqMaxPdus >> 1 && this.cwqBytes <= this.p.cwqMaxBytes / 2) {
+      this.refusing = false;
+      this.hooks.senderDrained();
+    }
+  }
+
+  private armProbe(): void {
+    if (!this.probeTimer) this.probeTimer = this.clock.setTimer(this.p.stallProbeMs, this.onProbeTimer);
+  }
+
+  private readonly onProbeTimer = (): void => {
+    this.probeTimer = undefined;
+    if (this.dead || !this.stalled) return;
+    this.stats.windowProbes++;
+    this.hooks.sendProbe();
+    this.armProbe();
+  };
+
+  /**
+   * No retransmission, nothing queued: tell the peer once how far we have sent (my_lwe), so PDUs
+   * lost at the end of a burst are given up and counted instead of left pending.
+   */
+  private readonly onIdleTimer = (): void => {
+    this.idleTimer = undefined;
+    if (this.dead || this.cwq.length > 0 || this.sndNxt === this.idleProbedAt) return;
+    this.idleProbedAt = this.sndNxt;
+    this.stats.tailProbes++;
+    this.hooks.sendProbe();
+  };
+
+  private readonly onRtxTimer = (): void => {
+    this.rtxTimer = undefined;
+    const head = this.rtxq.peek();
+    if (this.dead || !head) return;
+    const now = this.clock.now();
+    const due = head.sentAt + this.rtt.rto;
+    if (due > now) {
+      this.rtxTimer = this.clock.setTimer(due - now, this.onRtxTimer);
+      return;
+    }
+    this.stats.rtxTimeouts++;
+    this.rtt.backOff();
+    this.dupAcks = 0;
+    this.inRecovery = true;
+    this.recover = seqAdd(this.sndNxt, -1);
+    this.retransmitHead();
+    if (!this.dead) this.rtxTimer = this.clock.setTimer(this.rtt.rto, this.onRtxTimer);
+  };
+
+  private fail(err: EfcpError): void {
+    this.stop();
+    this.hooks.senderFailed(err);
+  }
+
+  /** Stop for good: timers cleared, queues released. */
+  stop(): void {
+    this.dead = true;
+    this.clock.clearTimer(this.rtxTimer);
+    this.clock.clearTimer(this.probeTimer);
+    this.clock.clearTimer(this.idleTimer);
+    this.rtxTimer = this.probeTimer = this.idleTimer = undefined;
+    this.cwq.clear();
+    this.rtxq.clear();
+    this.cwqBytes = this.rtxBytes = 0;
+  }
+
+  snapshot(): SenderSnapshot {
+    return {
+      nextSeq: this.nextSeq,
+      sndNxt: this.sndNxt,
+      sndUna: this.sndUna,
+      rightWinEdge: this.rwe,
+      cwqPdus: this.cwq.length,
+      cwqBytes: this.cwqBytes,
+      rtxPdus: this.rtxq.length,
+      rtxBytes: this.rtxBytes,
+      srtt: this.rtt.srtt,
+      rttvar: this.rtt.rttvar,
+      rto: this.rtt.rto,
+      stalled: this.stalled,
+      inRecovery: this.inRecovery,
+      refusing: this.refusing,
+    };
+  }
+}
