@@ -5,8 +5,8 @@
  *
  * Owns: the assembly of the DIF's parts and their glue: N-1 flows as RMT ports (n1-port.ts), MGMT
  * PDUs carrying CDAP (mgmt-pdu.ts) dispatched to enrollment, directory, routing and the flow
- * allocator, one EfcpConnection per application flow bound to its CEP-id in the RMT, and the
- * application's Flow objects (ipcp-flow.ts).
+ * allocator, registrations, the enrollment roles, and routing's view of neighbours. Application
+ * flows (allocation, EFCP per flow, their end) are ipcp-flows.ts'; their Flow objects ipcp-flow.ts'.
  *
  * Roles. The enroller holds the address pool, registers its IPCP name in every lower DIF it is
  * given and accepts N-1 flows there (one enrollment session each). A member allocates an N-1 flow
@@ -23,21 +23,19 @@
  * allocator's maxFlows; management PDUs that find no room are dropped and counted (every
  * management exchange retries on its own timer).
  */
-import { randomInt } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { DifError, type AcceptOptions, type AllocateOptions, type DeallocationCause, type Flow, type FlowRequestHandler, type IpcProcess, type QosRequest, type QosSpec, type Registration } from '../api.js';
+import { DifError, type AllocateOptions, type DeallocationCause, type Flow, type FlowRequestHandler, type IpcProcess, type QosRequest, type Registration } from '../api.js';
 import { appNameEquals, appNameKey, formatAppName, NamingError, toAppName, type AppName } from '../naming.js';
 import { CdapError, type CdapMessage } from './cdap.js';
-import { decodeDirectoryUpdate, type FlowRequest as FaRequest } from './cdap-objects.js';
-import { CepAllocator } from './cep-alloc.js';
+import { decodeDirectoryUpdate } from './cdap-objects.js';
 import { realClock, type Clock, type TimerHandle } from './clock.js';
 import { Directory, DIRECTORY_CLASS, DIRECTORY_NAME, directoryUpdateValues } from './directory.js';
-import { EfcpConnection, EfcpError, cubeById, cubeForQos, type CubeChoice } from './efcp/index.js';
 import { defaultConstants, type CdapTransport } from './enrollment.js';
 import { Enrollee } from './enrollment-enrollee.js';
 import { Enroller } from './enrollment-enroller.js';
-import { FLOW_CLASS, FlowAllocError, FlowAllocator, type FlowDecision, type FlowInfo } from './flow-alloc.js';
-import { NormalFlow, NormalFlowRequest } from './ipcp-flow.js';
+import type { CubeChoice } from './efcp/index.js';
+import { FLOW_CLASS } from './flow-alloc.js';
+import { IpcpFlows } from './ipcp-flows.js';
 import { decodeMgmtPdu, encodeMgmtPdu, ROUTING_CLASS, ROUTING_NAME } from './mgmt-pdu.js';
 import { N1Port } from './n1-port.js';
 import { PCI_LEN, type Pci } from './pci.js';
@@ -45,7 +43,7 @@ import { HOP_ADDRESS, Rmt } from './rmt.js';
 import { encodeRoutingMessage, type RoutingMessage } from './routing-msg.js';
 import { Routing } from './routing.js';
 
-export const REASON_UNKNOWN_APPLICATION = 'unknown application';
+export { REASON_UNKNOWN_APPLICATION } from './ipcp-flows.js';
 export const DEFAULT_MAX_PDU_SIZE = 65536;
 
 export interface NormalIpcpOptions {
@@ -115,8 +113,7 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
   readonly role: 'enroller' | 'member';
   readonly rxQueueLimit: number;
   readonly stats = {
-    mgmtTx: 0, mgmtRx: 0, mgmtBad: 0, mgmtDropped: 0, mgmtNoRoute: 0, dataNoRoute: 0, n1Up: 0, n1Lost: 0, enrollAttempts: 0, enrollFailures: 0,
-    flowsAllocated: 0, flowsDeallocated: 0, incomingRequests: 0, incomingRejected: 0,
+    mgmtTx: 0, mgmtRx: 0, mgmtBad: 0, mgmtDropped: 0, mgmtNoRoute: 0, n1Up: 0, n1Lost: 0, enrollAttempts: 0, enrollFailures: 0,
   };
   private readonly clock: Clock;
   private readonly maxPduSize: number;
@@ -124,7 +121,7 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
   private minLowerSdu = Infinity;
   private readonly rmt: Rmt;
   private readonly directory: Directory;
-  private readonly fa: FlowAllocator;
+  private readonly appFlows: IpcpFlows;
   private routing: Routing | undefined;
   private readonly enroller: Enroller | undefined;
   private enrollee: Enrollee | undefined;
@@ -134,11 +131,7 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
   private nextN1 = 1;
   private readonly regs = new Map<string, Reg>();
   private readonly lowerRegs: Registration[] = [];
-  private readonly byPort = new Map<number, NormalFlow>();
-  private readonly byFaName = new Map<string, NormalFlow>();
-  private readonly waitingLower = new Set<EfcpConnection>();
-  private readonly pendingRequests = new Set<NormalFlowRequest>();
-  private nextPortId = 1;
+  /** While an N-1 loss is being handled: its reason, for the flows it ends. */
   private lossReason: string | undefined;
   private closed = false;
 
@@ -152,18 +145,34 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
     this.clock = o.clock ?? realClock;
     this.maxPduSize = o.maxPduSize ?? DEFAULT_MAX_PDU_SIZE;
     this.rxQueueLimit = o.rxQueueLimit ?? 256;
-    this.rmt = new Rmt({ address: 0, queueMaxPdus: o.queueMaxPdus, queueMaxBytes: o.queueMaxBytes, mgmt: { receiveMgmt: (p, pdu, hlen, from) => this.receiveMgmt(p, pdu, hlen, from) }, onWritable: () => this.lowerWritable() });
+    this.rmt = new Rmt({ address: 0, queueMaxPdus: o.queueMaxPdus, queueMaxBytes: o.queueMaxBytes, mgmt: { receiveMgmt: (p, pdu, hlen, from) => this.receiveMgmt(p, pdu, hlen, from) }, onWritable: () => this.appFlows.lowerWritable() });
     this.directory = new Directory({ clock: this.clock, flood: (entries, from) => this.floodDirectory(entries, from) });
-    const ceps = new CepAllocator({ clock: this.clock });
-    this.fa = new FlowAllocator({
+    const self = this;
+    this.appFlows = new IpcpFlows({
+      difName: this.difName,
+      name: this.name,
       clock: this.clock,
-      ceps,
-      localAddress: () => this.addr,
+      rmt: this.rmt,
+      rxQueueLimit: this.rxQueueLimit,
+      get address() {
+        return self.addr;
+      },
+      get maxSdu() {
+        return self.maxSdu;
+      },
+      allocateTimeoutMs: o.allocateTimeoutMs ?? 15_000,
+      cube: o.cube,
+      get closed() {
+        return self.closed;
+      },
+      checkOpen: () => this.checkOpen(),
       lookup: (app) => this.directory.lookup(app),
-      send: (dst, msg) => void this.sendMgmt(dst, msg),
-      onRequest: (fr) => this.onFlowRequest(fr),
-      onEstablished: (info) => this.establish(info),
-      onDeleted: (info, reason) => this.flowDeleted(info, reason),
+      registration: (app) => this.regs.get(appNameKey(app)),
+      sendMgmt: (dst, msg) => void this.sendMgmt(dst, msg),
+      emit: (event: 'flowAllocated' | 'flowDeallocated', flow: Flow, reason?: string, cause?: DeallocationCause) => {
+        if (event === 'flowAllocated') this.emit('flowAllocated', flow);
+        else this.emit('flowDeallocated', flow, reason!, cause!);
+      },
     });
     const constants = defaultConstants(this.maxPduSize);
     if (o.role === 'enroller') {
@@ -221,7 +230,7 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
     if (!reg) throw new DifError('not_registered', `${key} is not registered in ${this.difName}`);
     this.regs.delete(key);
     this.directory.unregister(reg.appName);
-    for (const req of [...this.pendingRequests]) if (req.registrationKey === key) this.settleRequest(req, { accept: false, reason: 'application unregistered' }, 'application unregistered');
+    this.appFlows.cancelRequests(key, 'application unregistered');
   }
 
   isRegistered(app: AppName | string): boolean {
@@ -236,213 +245,14 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
     }
   }
 
-  // ---- allocation, requester side -------------------------------------------------------------
+  // ---- flows ---------------------------------------------------------------------------------
 
   allocateFlow(localApp: AppName | string, remoteApp: AppName | string, qos: QosRequest = {}, opts: AllocateOptions = {}): Promise<Flow> {
-    try {
-      this.checkOpen();
-      const src = nameArg(localApp, 'local application');
-      const dst = nameArg(remoteApp, 'remote application');
-      const spec = this.resolveQos(qos);
-      if (opts.signal?.aborted) throw new DifError('aborted', 'allocation aborted before it started');
-      if (this.addr === 0) throw new DifError('port_down', `${formatAppName(this.name)} is not enrolled in ${this.difName} yet`);
-      const where = this.directory.lookup(dst);
-      if (where === undefined) throw new DifError('rejected', `${formatAppName(dst)} is not registered in ${this.difName}: ${REASON_UNKNOWN_APPLICATION}`, { peerReason: REASON_UNKNOWN_APPLICATION });
-      if (where !== this.addr && !this.rmt.forwardingTable().has(where)) throw new DifError('port_down', `member ${where} of ${this.difName}, where ${formatAppName(dst)} is registered, is unreachable`);
-      if (where === this.addr) throw new DifError('invalid_argument', `${formatAppName(dst)} is registered at this same IPC process; flows within one member of ${this.difName} are not supported yet`);
-      const timeoutMs = opts.timeoutMs ?? this.o.allocateTimeoutMs ?? 15_000;
-      if (!Number.isInteger(timeoutMs) || timeoutMs < 1) throw new DifError('invalid_argument', `timeoutMs must be a positive integer, not ${String(timeoutMs)}`);
-      const cube = cubeForQos(spec, this.o.cube);
-      const granted: QosSpec = Object.freeze({ reliable: cube.retransmission, inOrder: cube.inOrder, maxSdu: spec.maxSdu });
-      const flow = new NormalFlow(this, this.nextPortId++, this.difName, src, dst, granted);
-      this.byPort.set(flow.portId, flow);
-      const faPromise = this.fa.allocate({ srcApp: src, dstApp: dst, srcPort: flow.portId, qosCube: cube.id, initSeq: randomInt(0, 0xffffffff), maxSdu: spec.maxSdu });
-      return new Promise<Flow>((resolve, reject) => {
-        let settled = false;
-        const finish = (err: DifError | null): void => {
-          if (settled) return;
-          settled = true;
-          this.clock.clearTimer(timer);
-          opts.signal?.removeEventListener('abort', onAbort);
-          if (err) {
-            this.dropFlow(flow, err.message, 'local');
-            reject(err);
-            return;
-          }
-          flow.markAllocated();
-          this.stats.flowsAllocated++;
-          this.emit('flowAllocated', flow);
-          resolve(flow);
-        };
-        const timer = this.clock.setTimer(timeoutMs, () => finish(new DifError('timeout', `no answer for the flow to ${formatAppName(dst)} within ${timeoutMs} ms`)));
-        const onAbort = (): void => finish(new DifError('aborted', 'allocation aborted'));
-        opts.signal?.addEventListener('abort', onAbort, { once: true });
-        faPromise.then(
-          () => finish(null),
-          (e: unknown) => finish(faError(e, dst)),
-        );
-      });
-    } catch (e) {
-      return Promise.reject(e);
-    }
-  }
-
-  private resolveQos(q: QosRequest): QosSpec {
-    if (typeof q !== 'object' || q === null) throw new DifError('invalid_qos', 'the QoS spec must be an object');
-    const reliable = q.reliable ?? false;
-    const inOrder = q.inOrder ?? false;
-    const maxSdu = q.maxSdu ?? 0;
-    if (typeof reliable !== 'boolean' || typeof inOrder !== 'boolean') throw new DifError('invalid_qos', 'QoS reliable and inOrder must be booleans');
-    if (!Number.isInteger(maxSdu) || maxSdu < 0) throw new DifError('invalid_qos', `QoS maxSdu ${String(maxSdu)} must be a non-negative integer`);
-    if (maxSdu > this.maxSdu) throw new DifError('invalid_qos', `QoS maxSdu ${maxSdu} exceeds ${this.difName}'s max SDU of ${this.maxSdu} bytes`);
-    return { reliable, inOrder, maxSdu: maxSdu === 0 ? this.maxSdu : maxSdu };
-  }
-
-  // ---- allocation, responder side -------------------------------------------------------------
-
-  private onFlowRequest(fr: FaRequest): FlowDecision | Promise<FlowDecision> {
-    this.stats.incomingRequests++;
-    const reg = this.regs.get(appNameKey(fr.dstApp));
-    const cube = cubeById(fr.qosCube);
-    const maxSdu = fr.maxSdu || this.maxSdu;
-    let refusal: string | undefined;
-    if (!reg) refusal = REASON_UNKNOWN_APPLICATION;
-    else if (!cube) refusal = `unknown QoS cube ${fr.qosCube}`;
-    else if (maxSdu > this.maxSdu) refusal = `max SDU ${maxSdu} exceeds ${this.difName}'s max SDU of ${this.maxSdu} bytes at this member`;
-    if (refusal !== undefined || !reg || !cube) {
-      this.stats.incomingRejected++;
-      return { accept: false, reason: refusal ?? 'refused' };
-    }
-    const qos: QosSpec = Object.freeze({ reliable: cube.retransmission, inOrder: cube.inOrder, maxSdu });
-    const req = new NormalFlowRequest(this, this.difName, reg.appName, fr.srcApp, qos, reg.key);
-    let sync: FlowDecision | undefined;
-    let later: ((d: FlowDecision) => void) | undefined;
-    req.decide = (accept, x) => {
-      const d: FlowDecision = accept ? { accept: true, port: (x as NormalFlow).portId, initSeq: randomInt(0, 0xffffffff) } : { accept: false, reason: x as string };
-      if (later) later(d);
-      else sync = d;
-    };
-    this.pendingRequests.add(req);
-    try {
-      reg.handler(req);
-    } catch (e) {
-      if (req.state === 'waiting') req.reject(`application error: ${(e as Error)?.message ?? String(e)}`);
-    }
-    if (sync) return sync;
-    return new Promise<FlowDecision>((resolve) => (later = resolve));
-  }
-
-  /** @internal FlowRequest.accept() */
-  acceptIncoming(req: NormalFlowRequest, _opts: AcceptOptions): Flow {
-    if (this.closed) throw new DifError('closed', `${this.difName}'s IPC process is closed`);
-    const flow = new NormalFlow(this, this.nextPortId++, this.difName, req.localApp, req.remoteApp, req.qos);
-    flow.markAllocated();
-    this.byPort.set(flow.portId, flow);
-    this.settleRequest(req, { accept: true, port: flow.portId }, null, flow);
-    this.stats.flowsAllocated++;
-    this.emit('flowAllocated', flow);
-    // The flow allocator may have given up on the request meanwhile (its accept timeout): then no
-    // data path is ever set up, and the flow ends rather than hang.
-    setImmediate(() => {
-      if (flow.efcp === null && flow.state === 'allocated') this.dropFlow(flow, 'the requester gave up before the flow was set up', 'peer');
-    });
-    return flow;
-  }
-
-  /** @internal FlowRequest.reject() */
-  rejectIncoming(req: NormalFlowRequest, reason: string): void {
-    this.stats.incomingRejected++;
-    this.settleRequest(req, { accept: false, reason: typeof reason === 'string' && reason !== '' ? reason : 'rejected by the application' }, null);
-  }
-
-  private settleRequest(req: NormalFlowRequest, d: FlowDecision, cancel: string | null, flow?: NormalFlow): void {
-    this.pendingRequests.delete(req);
-    if (cancel !== null) req.cancel(cancel);
-    else req.state = d.accept ? 'accepted' : 'rejected';
-    req.decide?.(d.accept, d.accept ? flow! : d.reason);
-  }
-
-  /** The flow allocator made the flow (either end): set up its EFCP before any data PDU can arrive. */
-  private establish(info: FlowInfo): void {
-    const flow = this.byPort.get(info.localPort);
-    const cube = cubeById(info.qosCube);
-    if (!flow || flow.state === 'deallocated' || !cube) {
-      this.fa.deallocate(info.name, 'the local end of the flow is gone');
-      return;
-    }
-    const efcp: EfcpConnection = new EfcpConnection({
-      cube,
-      clock: this.clock,
-      localAddr: info.localAddr,
-      remoteAddr: info.remoteAddr,
-      localCep: info.localCep,
-      remoteCep: info.remoteCep,
-      initialSeq: info.localInitSeq,
-      peerInitialSeq: info.remoteInitSeq,
-      maxSdu: flow.qos.maxSdu,
-      sendPdu: (pdu) => this.sendData(efcp, pdu),
-      deliver: (sdu) => flow.deliver(sdu),
-      onDrain: () => flow.drained(),
-      onFail: (err: EfcpError) => this.localDeallocate(flow, `the flow failed: ${err.message}`, 'port_down'),
-    });
-    flow.faName = info.name;
-    flow.localCep = info.localCep;
-    flow.remoteAddr = info.remoteAddr;
-    this.byFaName.set(info.name, flow);
-    this.rmt.bindCep(info.localCep, { receivePdu: (p, pdu) => efcp.receive(pdu, p) });
-    flow.attach(efcp);
-  }
-
-  private sendData(efcp: EfcpConnection, pdu: Uint8Array): boolean {
-    try {
-      if (this.rmt.send(pdu)) return true;
-      this.waitingLower.add(efcp);
-      return false;
-    } catch {
-      // No route (the member is going away; its flows end when routing says so): dropped.
-      this.stats.dataNoRoute++;
-      return true;
-    }
-  }
-
-  private lowerWritable(): void {
-    const list = [...this.waitingLower];
-    this.waitingLower.clear();
-    for (const e of list) e.lowerReady();
-  }
-
-  // ---- deallocation ---------------------------------------------------------------------------
-
-  /** @internal Flow.deallocate() (and a failed EFCP) */
-  localDeallocate(flow: NormalFlow, reason: string, cause: DeallocationCause = 'local'): void {
-    if (flow.faName) this.fa.deallocate(flow.faName, reason);
-    this.dropFlow(flow, reason, cause);
-  }
-
-  private flowDeleted(info: FlowInfo, reason: string): void {
-    const flow = this.byFaName.get(info.name);
-    if (!flow) return;
-    if (this.lossReason !== undefined) this.dropFlow(flow, reason, 'port_down');
-    else this.dropFlow(flow, reason === 'deleted by the other end' ? 'deallocated by the peer' : reason, 'peer');
-  }
-
-  private dropFlow(flow: NormalFlow, reason: string, cause: DeallocationCause): void {
-    if (this.byPort.get(flow.portId) === flow) this.byPort.delete(flow.portId);
-    if (flow.faName && this.byFaName.get(flow.faName) === flow) {
-      this.byFaName.delete(flow.faName);
-      this.rmt.unbindCep(flow.localCep);
-    }
-    if (flow.efcp) this.waitingLower.delete(flow.efcp);
-    const wasAllocated = flow.state === 'allocated';
-    flow.terminate(reason, cause);
-    if (wasAllocated) {
-      this.stats.flowsDeallocated++;
-      this.emit('flowDeallocated', flow, reason, cause);
-    }
+    return this.appFlows.allocate(localApp, remoteApp, qos, opts);
   }
 
   flows(): Flow[] {
-    return [...this.byPort.values()].filter((f) => f.state === 'allocated');
+    return this.appFlows.flows();
   }
 
   // ---- N-1 flows ------------------------------------------------------------------------------
@@ -596,17 +406,10 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
     for (const reg of this.regs.values()) this.directoryRegister(reg.appName);
   }
 
+  /** Members routing no longer reaches: their flows end (the N-1 loss that caused it, if known, in the reason). */
   private unreachable(addrs: number[]): void {
     const why = this.lossReason;
-    const outer = this.lossReason;
-    try {
-      for (const a of addrs) {
-        this.lossReason = `member ${a} of ${this.difName} is unreachable${why ? ` (${why})` : ''}`;
-        this.fa.memberLost(a, this.lossReason);
-      }
-    } finally {
-      this.lossReason = outer;
-    }
+    for (const a of addrs) this.appFlows.memberLost(a, `member ${a} of ${this.difName} is unreachable${why ? ` (${why})` : ''}`);
   }
 
   // ---- management PDUs ------------------------------------------------------------------------
@@ -658,7 +461,7 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
     const cls = 'objClass' in m ? m.objClass : '';
     const port = this.ports.get(fromPort);
     if (cls === FLOW_CLASS) {
-      this.fa.receive(p.srcAddr, m);
+      this.appFlows.fa.receive(p.srcAddr, m);
     } else if (cls === ROUTING_CLASS || cls === DIRECTORY_CLASS) {
       if (!port) return;
       if (port.neighbour !== 0) this.neighbourMessage(port, fromPort, m);
@@ -700,7 +503,8 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
       rmt: this.rmt.snapshot(),
       routing: this.routing?.snapshot(),
       directory: this.directory.snapshot(),
-      flowAllocator: this.fa.snapshot(),
+      flowAllocator: this.appFlows.fa.snapshot(),
+      flows: { ...this.appFlows.stats },
       enroller: this.enroller?.snapshot(),
       enrollee: this.enrollee?.snapshot(),
       stats: { ...this.stats },
@@ -712,11 +516,7 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
     if (this.closed) return;
     this.closed = true;
     this.clock.clearTimer(this.enrollTimer);
-    for (const req of [...this.pendingRequests]) this.settleRequest(req, { accept: false, reason }, reason);
-    for (const f of [...this.byPort.values()]) {
-      if (f.faName) this.fa.deallocate(f.faName, reason);
-      this.dropFlow(f, reason, 'closed');
-    }
+    this.appFlows.closeAll(reason);
     this.enrollee?.abort(reason);
     for (const p of [...this.ports.values()]) p.port.close(reason);
     for (const r of this.lowerRegs) r.unregister();
@@ -735,23 +535,5 @@ function nameArg(app: AppName | string, what: string): AppName {
   } catch (e) {
     if (e instanceof NamingError) throw new DifError('invalid_name', `bad ${what} name: ${e.message}`, { cause: e });
     throw e;
-  }
-}
-
-function faError(e: unknown, dst: AppName): DifError {
-  if (e instanceof DifError) return e;
-  if (!(e instanceof FlowAllocError)) return new DifError('rejected', `allocation of a flow to ${formatAppName(dst)} failed: ${(e as Error)?.message ?? String(e)}`);
-  switch (e.code) {
-    case 'ERR_FA_NO_SUCH_APP':
-      return new DifError('rejected', e.message, { peerReason: REASON_UNKNOWN_APPLICATION });
-    case 'ERR_FA_REJECTED':
-      return new DifError('rejected', e.message, { peerReason: e.peerReason ?? e.message });
-    case 'ERR_FA_TIMEOUT':
-      return new DifError('timeout', e.message);
-    case 'ERR_FA_UNREACHABLE':
-    case 'ERR_FA_NO_ADDRESS':
-      return new DifError('port_down', e.message);
-    default:
-      return new DifError('no_free_channel', e.message);
   }
 }
