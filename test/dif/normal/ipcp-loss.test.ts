@@ -77,3 +77,21 @@ t.test('a member keeps trying to enroll until the enroller is there', async (t) 
   const enrolled = new Promise<number>((resolve) => vm1.once('enrolled', resolve));
   t.ok((await within(enrolled, 5000, 're-enrollment')) > 0);
 });
+
+t.test('a silent neighbour (keepalives missed) is taken down like a lost N-1 flow', async (t) => {
+  const { pair1, host, vm1 } = await topology(t, { member: { keepaliveMs: 20, keepaliveMisses: 3 }, host: { keepaliveMs: 20, keepaliveMisses: 3 } });
+  const onHost = acceptAll(host, 'host-app');
+  await until(() => knows(vm1, 'host-app'), 'VM1 knows host-app', 3000);
+  const f = await within(vm1.allocateFlow('a', 'host-app', { reliable: true }), 5000, 'VM1 → host');
+  await onHost.next();
+  const e = ended(f);
+  // The host's SDUs to VM1 stop arriving (held in flight), the link itself stays up.
+  pair1.host.pause();
+  const [reason, cause] = await within(e, 3000, 'the flow ends when keepalives stop');
+  t.equal(cause, 'port_down');
+  t.match(reason, /unreachable/);
+  pair1.host.resume();
+  await until(() => vm1.isEnrolled && routes(vm1).includes(host.address), 'VM1 back in the DIF', 5000);
+  const g = await within(vm1.allocateFlow('b', 'host-app', { reliable: true }), 5000, 'a new flow after the silence');
+  t.equal(g.state, 'allocated');
+});

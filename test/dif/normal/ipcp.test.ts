@@ -77,6 +77,8 @@ t.test('VM1 → VM2 through the host: two flows at once, reliable and flow-contr
     'SDUs both ways on both flows',
   );
   t.ok((host.snapshot().rmt as { stats: { relayed: number } }).stats.relayed > 0, 'the host relayed the PDUs');
+  t.ok(a.stats.txRefused + b.stats.txRefused + sa.stats.txRefused + sb.stats.txRefused > 0, 'write() said false and drain followed (backpressure exercised)');
+  t.equal(a.stats.rxQueueDrops + b.stats.rxQueueDrops, 0, 'nothing dropped for the reader');
   t.equal(vm1.flows().length, 2);
   // Deallocation: the other end learns it with cause 'peer'.
   const ended = new Promise<[string, string]>((resolve) => sa.once('deallocated', (reason, cause) => resolve([reason, cause])));
