@@ -21,7 +21,7 @@
  * Budgets: RMT queues (PDUs and bytes per port), EFCP queues per flow, rxQueueLimit SDUs per flow
  * before delivery pauses (the EFCP window then stops the sender), flows bounded by the flow
  * allocator's maxFlows; management PDUs that find no room are dropped and counted (every
- * management exchange retries on its own timer).
+ * management exchange retries on its own timer). docs/NORMAL-DIF-IPCP.md describes all of it.
  */
 import { EventEmitter } from 'node:events';
 import { DifError, type AllocateOptions, type DeallocationCause, type Flow, type FlowRequestHandler, type IpcProcess, type QosRequest, type Registration } from '../api.js';
