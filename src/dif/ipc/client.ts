@@ -444,6 +444,9 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
       return true;
     }
     if (r === 'closed') throw new DifError('flow_deallocated', `flow ${this.portId}: the IPC daemon closed it`);
+    if (r === 'too_large') {
+      throw new DifError('sdu_too_large', `flow ${this.portId}: an SDU of ${sdu.byteLength} bytes does not fit the flow socket's buffer (the host's net.core.wmem_max is below the flow's max SDU of ${this.qos.maxSdu}): send smaller SDUs or raise it`);
+    }
     this.stats.txRefused++;
     this.blocked = true;
     this.interest.want(native.UV_WRITABLE, true);
