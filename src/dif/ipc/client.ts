@@ -66,6 +66,8 @@ export class IpcClient extends EventEmitter<IpcClientEvents> {
   private readonly flows = new Map<number, ClientFlow>();
   private nextId = 1;
   private closeReason: string | null = null;
+  /** Why the daemon refused this connection (an error without id before it closed), if it did. */
+  private refusal: DifError | null = null;
 
   /** Connect to the daemon at `socketPath` (default: $VMPI_IPC_SOCKET or /run/vmpi/ipc.sock). */
   static async connect(socketPath: string = defaultIpcSocketPath()): Promise<IpcClient> {
@@ -137,7 +139,7 @@ export class IpcClient extends EventEmitter<IpcClientEvents> {
 
   /** @internal Send a request; resolves with the result (and the flow it carries, if any). */
   request(msg: Record<string, unknown>): Promise<{ msg: ResultMsg; flow: ClientFlow | null }> {
-    if (this.closeReason !== null) return Promise.reject(new DifError('disconnected', `the IPC daemon connection is closed (${this.closeReason})`));
+    if (this.closeReason !== null) return Promise.reject(this.refusal ?? new DifError('disconnected', `the IPC daemon connection is closed (${this.closeReason})`));
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve: (m, flow) => resolve({ msg: m, flow }), reject });
@@ -187,6 +189,8 @@ export class IpcClient extends EventEmitter<IpcClientEvents> {
       case 'error': {
         const err = new DifError(msg.code as DifErrorCode, msg.message, msg.peerReason === undefined ? {} : { peerReason: msg.peerReason });
         const p = msg.id === null ? undefined : this.pending.get(msg.id);
+        // The daemon refused the connection (a limit): the close that follows fails with this.
+        if (msg.id === null && msg.code === 'limit_exceeded') this.refusal = err;
         if (p) {
           this.pending.delete(msg.id!);
           p.reject(err);
@@ -218,7 +222,7 @@ export class IpcClient extends EventEmitter<IpcClientEvents> {
 
   private onClose(reason: string): void {
     this.closeReason = reason;
-    const err = new DifError('disconnected', `the IPC daemon connection closed: ${reason}`);
+    const err = this.refusal ?? new DifError('disconnected', `the IPC daemon connection closed: ${reason}`);
     for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();
     for (const r of this.requests.values()) r.cancel('disconnected from the IPC daemon');

@@ -137,7 +137,11 @@ export class FramedConn extends EventEmitter<FramedConnEvents> {
   private onEvents(ev: number): void {
     try {
       if (this._closed) return;
-      if (ev < 0) return this.close('poll error on the control socket', 'io_error');
+      if (ev < 0) {
+        // E.g. ECONNRESET: what the peer sent before it went is still readable (a refusal's reason).
+        this.readSome();
+        return this.close('poll error on the control socket', 'io_error');
+      }
       if (ev & native.UV_WRITABLE) this.flush();
       if (!this._closed && !this.paused && ev & (native.UV_READABLE | native.UV_DISCONNECT)) this.readSome();
     } catch (e) {

@@ -430,6 +430,22 @@ export class IpcDaemon extends EventEmitter<IpcDaemonEvents> {
   }
 }
 
+function safeDeallocate(flow: Flow, reason: string): void {
+  try {
+    flow.deallocate(reason);
+  } catch {
+    // already gone
+  }
+}
+
+function safeReject(fr: FlowRequest, reason: string): void {
+  try {
+    fr.reject(reason);
+  } catch {
+    // settled meanwhile
+  }
+}
+
 function checkLimits(l: IpcLimits): IpcLimits {
   for (const k of ['maxSessions', 'maxSessionsPerUid', 'maxFlowsPerUid', 'maxRegistrationsPerUid', 'maxAllocateTimeoutMs', 'idleTimeoutMs', 'outputHighWater'] as const) {
     const v = l[k];
@@ -622,7 +638,11 @@ export class Session {
       case 'register': {
         const ipcp = this.ipcp(req.dif);
         this.checkLimit('registrations');
-        const reg = ipcp.register(req.app, (fr) => this.guard('flow request', () => this.onFlowRequest(req.dif, fr)));
+        const reg = ipcp.register(req.app, (fr) => {
+          this.guard('flow request', () => this.onFlowRequest(req.dif, fr));
+          // Not taken (a fault, or the session is gone): answer the peer now rather than let it time out.
+          if (fr.state === 'waiting' && ![...this.requests.values()].includes(fr)) safeReject(fr, 'application disconnected');
+        });
         const key = `${req.dif}\n${appNameKey(reg.appName)}`;
         this.regs.set(key, { dif: req.dif, key, reg });
         this.conn.send({ op: 'result', id: req.id });
@@ -694,16 +714,21 @@ export class Session {
     const pending = ipcp.allocateFlow(req.src, req.dst, req.qos, opts);
     this.allocations.add(ac);
     pending.then(
-      (flow) =>
+      (flow) => {
+        let handedOver = false;
         this.guard('allocation', () => {
           this.allocations.delete(ac);
-          if (this.closed) return flow.deallocate('application disconnected');
+          if (this.closed) return;
+          handedOver = true; // giveFlow deallocates the flow itself if it fails
           try {
             this.giveFlow(req.id, flow);
           } catch (e) {
             this.fail(req.id, e);
           }
-        }),
+        });
+        this.allocations.delete(ac);
+        if (!handedOver) safeDeallocate(flow, 'application disconnected');
+      },
       (e: unknown) =>
         this.guard('allocation', () => {
           this.allocations.delete(ac);
