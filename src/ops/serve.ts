@@ -89,6 +89,7 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
       try {
         daemon.listen();
         ipcDaemon = daemon;
+        metrics?.addIpcDaemon(daemon);
       } catch (e) {
         if (opts.ipc.required) throw new Error(`--ipc-socket ${opts.ipc.socketPath}: ${(e as Error).message}`, { cause: e });
         log.warn({ err: (e as Error).message, socket: opts.ipc.socketPath }, 'IPC daemon not started (applications cannot use the IPC API; see --ipc-socket)');

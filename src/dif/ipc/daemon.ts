@@ -389,6 +389,13 @@ export class IpcDaemon extends EventEmitter<IpcDaemonEvents> {
     return s;
   }
 
+  /** Bytes queued for applications over all sessions (each bounded by limits.outputHighWater × 4). */
+  outputQueuedBytes(): number {
+    let n = 0;
+    for (const s of this.sessions) n += s.queuedBytes;
+    return n;
+  }
+
   /** What one uid holds now, over all its sessions. */
   usage(uid: number): { sessions: number; flows: number; registrations: number } {
     const u = { sessions: 0, flows: 0, registrations: 0 };
