@@ -53,7 +53,7 @@ import type { ChannelFile, VmpiPort } from '../../vmpi/port.js';
 import { RxQueue } from '../rx-queue.js';
 import { checkAllocated, checkSdu, sendSdu, untilNull } from '../flow-io.js';
 import { logger, type Logger } from '../../log.js';
-import { CONTROL_CHANNEL, ControlMessageError, MAX_CHANNEL_ID, clampReason, decodeControl, encodeControl, type AllocateRequestMsg, type AllocateResponseMsg, type ControlMessage, type DeallocateMsg, type MalformedReason } from './control.js';
+import { CONTROL_CHANNEL, ControlMessageError, MAX_CHANNEL_ID, clampReason, controlMessageType, decodeControl, encodeControl, type AllocateRequestMsg, type AllocateResponseMsg, type ControlMessage, type DeallocateMsg, type MalformedReason } from './control.js';
 
 export type ShimHvRole = 'host' | 'guest';
 
@@ -452,6 +452,9 @@ export class ShimHvIpcp extends EventEmitter<ShimHvIpcpEvents> implements IpcPro
     this.rxQueueBytes = positiveInt('rxQueueBytes', opts.rxQueueBytes ?? Math.max(DEFAULT_RX_QUEUE_BYTES, 2 * opts.port.maxSdu), 1, Number.MAX_SAFE_INTEGER);
     this.rxQueueTotalBytes = positiveInt('rxQueueTotalBytes', opts.rxQueueTotalBytes ?? Math.max(DEFAULT_RX_QUEUE_TOTAL_BYTES, 4 * opts.port.maxSdu), 1, Number.MAX_SAFE_INTEGER);
     this.log = (opts.logger ?? logger).child({ component: 'shim-hv', dif: this.difName, role: this.role });
+    // Load the control schema now, not at the first allocation: reading the .proto file then
+    // could fail (EMFILE when the process is out of fds) in the middle of serving.
+    controlMessageType();
     this.port.bind(CONTROL_CHANNEL, (sdu) => this.onControl(sdu));
     this.port.on('up', this.onUp);
     this.port.on('down', this.onDown);
