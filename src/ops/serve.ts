@@ -84,7 +84,7 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
       }
     }
     if (opts.ipc) {
-      const daemon = new IpcDaemon({ socketPath: opts.ipc.socketPath, logger: log });
+      const daemon = new IpcDaemon({ socketPath: opts.ipc.socketPath, logger: log, limits: plan.config.ipc });
       for (const ipcp of ipcps.values()) daemon.addIpcp(ipcp);
       try {
         daemon.listen();
