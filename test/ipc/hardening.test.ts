@@ -402,3 +402,21 @@ t.test('process-level guard: real objects that throw (flow write, flow read, reg
   t.same(await bystander.client.listDifs(), [{ name: DIF, address: 7 }]);
   noEscapes(t);
 });
+
+t.test('resource budgets: an application that does not read holds bounded bytes at every hop', async (t) => {
+  const s = ipcSetup(t, { pair: { maxSdu: 1 << 20 } });
+  const app = await hostApp(s, 'slow');
+  const [g, h] = await flowTo(s, app, 'slow', 'peer/1');
+  const sdu = new Uint8Array(1 << 20);
+  for (let i = 0; i < 40; i++) g.write(sdu); // 40 MiB from the guest, nobody reads
+  await sleep(500);
+  const clientBytes = (h as unknown as { rx: { bytes: number } }).rx.bytes;
+  t.ok(clientBytes <= 5 << 20, `the client library read ahead ${clientBytes} bytes (at most 4 MiB + one SDU)`);
+  t.ok(s.hostIpcp.rxQueuedBytes <= 8 << 20, `the daemon's flow queue holds ${s.hostIpcp.rxQueuedBytes} bytes (its 8 MiB budget)`);
+  const host = s.hostIpcp.flows()[0]!;
+  t.ok(host.stats.rxQueueDrops > 0, `the rest was dropped and counted (${host.stats.rxQueueDrops} SDUs: ${JSON.stringify(s.hostIpcp.stats.rxBudgetDrops)})`);
+  let got = 0;
+  while (got < 3) if ((await h.read())?.byteLength === 1 << 20) got++;
+  t.pass('and what was kept is still delivered in order when the application reads');
+  noEscapes(t);
+});

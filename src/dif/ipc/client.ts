@@ -27,6 +27,8 @@ import { defaultIpcSocketPath, IpcProtocolError, parseDaemonMessage, type Daemon
 
 /** SDUs a ClientFlow reads ahead while nobody consumes them; then the fd is left to fill up. */
 export const CLIENT_RX_QUEUE_LIMIT = 256;
+/** Bytes a ClientFlow reads ahead while nobody consumes them (the first SDU always fits). */
+export const CLIENT_RX_QUEUE_BYTES = 4 * 1024 * 1024;
 /** Incoming requests a registration keeps while nobody takes them; more are rejected. */
 const REQUEST_QUEUE_LIMIT = 256;
 
@@ -423,7 +425,14 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
     this.qos = Object.freeze({ ...info.qos });
     this.datapath = info.datapath ?? 'socket';
     this.io = this.datapath === 'vmpi_file' ? (setBatchMode(fd) ? VMPI_FILE_IO : VMPI_FILE_IO_UNBATCHED) : SOCKET_IO;
-    this.interest = new FdInterest(fd, native.UV_READABLE, (ev) => this.onEvents(ev));
+    this.interest = new FdInterest(fd, native.UV_READABLE, (ev) => {
+      try {
+        this.onEvents(ev);
+      } catch (e) {
+        // A fault on this flow's fd ends this flow, not the application's other flows.
+        this.daemonGone(`internal error on the flow's fd: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    });
   }
 
   get state(): FlowState {
@@ -533,7 +542,7 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
 
   private readSome(): void {
     for (let i = 0; i < 64 && this.fdOpen && !this.eof; i++) {
-      if (!this.rx.hasConsumer() && this.rx.length >= CLIENT_RX_QUEUE_LIMIT) {
+      if (!this.rx.hasConsumer() && (this.rx.length >= CLIENT_RX_QUEUE_LIMIT || this.rx.bytes >= CLIENT_RX_QUEUE_BYTES)) {
         // Leave the rest in the socket: the daemon sees it full and stops taking from the flow.
         this.interest.want(native.UV_READABLE, false);
         break;
@@ -562,7 +571,7 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
   };
 
   private resumeReading(): void {
-    if (!this.eof && this.fdOpen && this.rx.length < CLIENT_RX_QUEUE_LIMIT) this.interest.want(native.UV_READABLE, true);
+    if (!this.eof && this.fdOpen && this.rx.length < CLIENT_RX_QUEUE_LIMIT && this.rx.bytes < CLIENT_RX_QUEUE_BYTES) this.interest.want(native.UV_READABLE, true);
   }
 
   /**
