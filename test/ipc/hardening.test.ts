@@ -131,6 +131,18 @@ t.test('item 6: SDUs larger than the default socket buffer reach the application
   t.equal(s.hostDaemon.stats.sdusTooLarge, 1, 'and in the daemon (metrics)');
   t.equal(h.state, 'allocated', 'the flow goes on');
 
+  // The application's own writes: a typed error, not an exception from deep inside.
+  native.setSocketBuffers(fdOf(h), 64 * 1024);
+  const big = (() => {
+    try {
+      h.write(sdu);
+      return null;
+    } catch (e) {
+      return e;
+    }
+  })();
+  t.ok(big instanceof DifError && big.code === 'sdu_too_large', 'an application write that cannot fit its socket: sdu_too_large');
+
   // writeRecord reports it as such rather than throwing.
   const [a, b] = native.socketpairSeqpacket();
   t.teardown(() => {
@@ -419,4 +431,53 @@ t.test('resource budgets: an application that does not read holds bounded bytes 
   while (got < 3) if ((await h.read())?.byteLength === 1 << 20) got++;
   t.pass('and what was kept is still delivered in order when the application reads');
   noEscapes(t);
+});
+
+t.test('item 11: limits are per user: another uid is not held back by this one', { skip: process.getuid!() === 0 ? false : 'needs root to run a child as another user' }, async (t) => {
+  const { spawn } = await import('node:child_process');
+  const { chmodSync } = await import('node:fs');
+  const { dirname, join } = await import('node:path');
+  const { fileURLToPath } = await import('node:url');
+  const s = ipcSetup(t, { daemon: { mode: 0o666, limits: { maxRegistrationsPerUid: 1 } } });
+  chmodSync(s.dir, 0o755);
+  chmodSync(dirname(s.hostDaemon.socketPath), 0o755);
+  const mine = await s.hostClient();
+  await mine.register(DIF, 'root/1');
+  const over = await mine.register(DIF, 'root/2').catch((e: unknown) => e);
+  t.ok(over instanceof DifError && over.code === 'limit_exceeded', 'this user is at its limit');
+
+  // Another user (nobody) registers over a raw connection: frames as protocol.ts defines them.
+  const addon = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'build', 'Release', 'vmpi_native.node');
+  const code = `
+    const n = require(${JSON.stringify(addon)});
+    const fd = n.connectUnix(${JSON.stringify(s.hostDaemon.socketPath)});
+    const body = Buffer.from(JSON.stringify({ v: 1, op: 'register', id: 1, dif: ${JSON.stringify(DIF)}, app: 'nobody/1' }));
+    const frame = Buffer.alloc(4 + body.length); frame.writeUInt32BE(body.length, 0); body.copy(frame, 4);
+    n.sendMsg(fd, frame, 0, frame.length, null);
+    const buf = Buffer.alloc(4096); let got = 0; const end = Date.now() + 5000;
+    const poll = () => {
+      const r = n.recvMsg(fd, buf, got, buf.length - got, 0);
+      if (r) got += r.bytes;
+      if (got >= 4 && got >= 4 + buf.readUInt32BE(0)) { console.log(buf.subarray(4, 4 + buf.readUInt32BE(0)).toString()); setInterval(() => {}, 1000); }
+      else if (Date.now() > end) { console.log('timeout'); process.exit(1); }
+      else setTimeout(poll, 5);
+    };
+    poll();`;
+  const sp = nextSession(s);
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  delete env.NODE_OPTIONS;
+  const child = spawn(process.execPath, ['-e', code], { uid: 65534, gid: 65534, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (out += d));
+  const session = await Promise.race([sp, sleep(10_000).then(() => null)]);
+  t.equal(session?.uid, 65534, 'the daemon sees the other uid');
+  const closed = new Promise((resolve) => child.on('close', resolve));
+  t.teardown(() => child.kill('SIGKILL'));
+  await until(() => /\n/.test(out), 'the child got its answer', 10_000);
+  t.match(out, /"op":"result","id":1/, `the other user registered (${out.trim()})`);
+  t.ok(s.hostIpcp.isRegistered('nobody/1'), 'its name is registered');
+  child.kill('SIGTERM');
+  await closed;
+  await until(() => !s.hostIpcp.isRegistered('nobody/1'), 'its name goes with its session');
 });
