@@ -481,3 +481,14 @@ t.test('item 11: limits are per user: another uid is not held back by this one',
   await closed;
   await until(() => !s.hostIpcp.isRegistered('nobody/1'), 'its name goes with its session');
 });
+
+t.test('item 7: a well-behaved client pipelining many requests is slowed, never cut off or deadlocked', async (t) => {
+  const s = ipcSetup(t, { daemon: { limits: { outputHighWater: 16 * 1024 } } });
+  const c = await s.hostClient();
+  const N = 30_000; // ~ 1.3 MB of requests, ~ 2 MB of answers: far past both ends' budgets
+  const all = Promise.all(Array.from({ length: N }, () => c.listDifs()));
+  const r = await Promise.race([all, sleep(60_000).then(() => null)]);
+  t.equal(r?.length, N, 'every request answered');
+  t.notOk(c.closed);
+  t.equal(s.hostDaemon.stats.sessionsClosed.output_limit, 0);
+});

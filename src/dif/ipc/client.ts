@@ -85,7 +85,9 @@ export class IpcClient extends EventEmitter<IpcClientEvents> {
   /** Use an already connected stream socket to the daemon (takes the fd). */
   constructor(fd: number) {
     super();
-    this.conn = new FramedConn(fd, 8);
+    // No output budget on this side: the application owns its requests, and pausing our reads
+    // while the daemon pauses its own (it does when we do not read) would deadlock both.
+    this.conn = new FramedConn(fd, 8, { outputHighWater: Number.POSITIVE_INFINITY });
     this.conn.on('message', (m) => this.onMessage(m));
     this.conn.on('malformed', () => this.conn.close('the daemon sent a malformed message'));
     this.conn.on('close', (reason) => this.onClose(reason));
