@@ -492,3 +492,46 @@ t.test('item 7: a well-behaved client pipelining many requests is slowed, never 
   t.notOk(c.closed);
   t.equal(s.hostDaemon.stats.sessionsClosed.output_limit, 0);
 });
+
+t.test('item 7: events a client never reads end its session at the output limit, with the cause', async (t) => {
+  const s = ipcSetup(t, { daemon: { limits: { outputHighWater: 1024 } } });
+  const bystander = await hostApp(s, 'bystander');
+  const sp = nextSession(s);
+  const fd = native.connectUnix(s.hostDaemon.socketPath);
+  t.teardown(() => native.close(fd));
+  const session = await sp;
+  // Make the daemon's end of this connection small (as root the kernel grants it), so the
+  // kernel holds few events and the daemon's own queue takes the rest.
+  native.setSocketBuffers((session as unknown as { conn: { fd: number } }).conn.fd, 4096);
+  const reg = encodeFrame({ op: 'register', id: 1, dif: DIF, app: 'deaf' });
+  native.sendMsg(fd, reg, 0, reg.byteLength, null);
+  await until(() => s.hostIpcp.isRegistered('deaf'), 'registered');
+  const allocations: Promise<unknown>[] = [];
+  for (let i = 0; i < 480 && !session.isClosed; i++) {
+    allocations.push(s.guestIpcp.allocateFlow(`peer/${i}`, 'deaf').catch((e: unknown) => e));
+    if (i % 20 === 0) await sleep(1);
+  }
+  await until(() => session.isClosed, 'the session closed at its output limit', 10_000);
+  t.equal(s.hostDaemon.stats.sessionsClosed.output_limit, 1, 'cause: output_limit');
+  t.notOk(s.hostIpcp.isRegistered('deaf'), 'its registration is gone');
+  const results = await Promise.all(allocations);
+  t.ok(results.every((r) => r instanceof DifError && r.code === 'rejected'), 'every peer waiting on it was answered (rejected)');
+  t.same(await bystander.client.listDifs(), [{ name: DIF, address: 7 }], 'the bystander is served');
+  noEscapes(t);
+});
+
+t.test('item 8: the daemon-wide session cap', async (t) => {
+  const s = ipcSetup(t, { daemon: { limits: { maxSessions: 2, unlimitedUids: [process.getuid!()] } } });
+  const a = await s.hostClient();
+  const b = await s.hostClient();
+  const c = await s.hostClient();
+  const e = await c.listDifs().catch((err: unknown) => err);
+  t.ok(e instanceof DifError && e.code === 'limit_exceeded', 'a third connection is refused even for an unlimited user');
+  t.match((e as Error).message, /maxSessions/);
+  t.equal(s.hostDaemon.stats.refused.max_sessions, 1);
+  a.close();
+  await until(() => s.hostDaemon.sessionCount === 1, 'one session left');
+  const d = await s.hostClient();
+  t.same(await d.listDifs(), [{ name: DIF, address: 7 }], 'room again after one left');
+  t.same(await b.listDifs(), [{ name: DIF, address: 7 }]);
+});
