@@ -22,6 +22,11 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
+/** Resolves with null after `ms` without keeping the process alive (the loser of a race). */
+function deadline(ms: number): Promise<null> {
+  return new Promise((r) => setTimeout(() => r(null), ms).unref());
+}
+
 /** Crashes are what these tests are about: record any that would have ended the process. */
 const escaped: unknown[] = [];
 process.on('uncaughtException', (e) => escaped.push(e));
@@ -62,10 +67,10 @@ async function echoWorks(g: Flow, h: ClientFlow, seed: number): Promise<boolean>
   const b = pattern(200, seed + 1);
   const got = h.read();
   g.write(a);
-  const x = await Promise.race([got, sleep(2000).then(() => null)]);
+  const x = await Promise.race([got, deadline(2000)]);
   const back = g.read();
   h.write(b);
-  const y = await Promise.race([back, sleep(2000).then(() => null)]);
+  const y = await Promise.race([back, deadline(2000)]);
   return x !== null && Buffer.compare(x, a) === 0 && y !== null && Buffer.compare(y, b) === 0;
 }
 
@@ -93,7 +98,7 @@ t.test('item 5: an application sending fds over its flow socket ends that flow o
   t.equal(native.sendMsg(fdOf(hv), Uint8Array.of(0, 1, 2, 3), 0, 4, [sent]), 4, 'the record with an fd went');
   native.close(sent);
 
-  const reason = await Promise.race([ended, sleep(3000).then(() => 'no deallocation')]);
+  const reason = await Promise.race([ended, deadline(3000).then(() => 'no deallocation')]);
   t.match(reason, /file descriptors/, 'the application is told why its flow ended');
   await until(() => gv.state === 'deallocated', 'the peer end ended too');
   await until(() => native.recvMsg(mine, new Uint8Array(8), 0, 8, 0)?.bytes === 0, 'the fd the daemon received was closed');
@@ -112,12 +117,12 @@ t.test('item 6: SDUs larger than the default socket buffer reach the application
   const sdu = pattern(1 << 20, 3);
   const got = h.read();
   t.ok(g.write(sdu), 'the guest wrote a 1 MiB SDU');
-  const r = await Promise.race([got, sleep(3000).then(() => null)]);
+  const r = await Promise.race([got, deadline(3000)]);
   t.ok(r !== null && Buffer.compare(r, sdu) === 0, 'a 1 MiB SDU arrives whole (socket buffers sized to the max SDU)');
   const back = pattern((1 << 20) - 5, 4);
   const gotBack = g.read();
   await h.send(back);
-  const rb = await Promise.race([gotBack, sleep(3000).then(() => null)]);
+  const rb = await Promise.race([gotBack, deadline(3000)]);
   t.ok(rb !== null && Buffer.compare(rb, back) === 0, 'and one back from the application');
 
   // Unprivileged, the kernel caps the buffer below the SDU: shrink it the same way here.
@@ -125,7 +130,7 @@ t.test('item 6: SDUs larger than the default socket buffer reach the application
   native.setSocketBuffers(bridge!.fd, 64 * 1024);
   g.write(sdu);
   g.write(pattern(10, 5));
-  const small = await Promise.race([h.read(), sleep(3000).then(() => null)]);
+  const small = await Promise.race([h.read(), deadline(3000)]);
   t.equal(small?.byteLength, 10, 'the SDU that cannot fit is dropped, the next one arrives');
   t.equal(bridge!.stats.tooLarge, 1, 'the drop is counted on the flow');
   t.equal(s.hostDaemon.stats.sdusTooLarge, 1, 'and in the daemon (metrics)');
@@ -470,7 +475,7 @@ t.test('item 11: limits are per user: another uid is not held back by this one',
   let out = '';
   child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
   child.stderr.setEncoding('utf8').on('data', (d: string) => (out += d));
-  const session = await Promise.race([sp, sleep(10_000).then(() => null)]);
+  const session = await Promise.race([sp, deadline(10_000)]);
   t.equal(session?.uid, 65534, 'the daemon sees the other uid');
   const closed = new Promise((resolve) => child.on('close', resolve));
   t.teardown(() => child.kill('SIGKILL'));
@@ -487,7 +492,7 @@ t.test('item 7: a well-behaved client pipelining many requests is slowed, never 
   const c = await s.hostClient();
   const N = 30_000; // ~ 1.3 MB of requests, ~ 2 MB of answers: far past both ends' budgets
   const all = Promise.all(Array.from({ length: N }, () => c.listDifs()));
-  const r = await Promise.race([all, sleep(60_000).then(() => null)]);
+  const r = await Promise.race([all, deadline(60_000)]);
   t.equal(r?.length, N, 'every request answered');
   t.notOk(c.closed);
   t.equal(s.hostDaemon.stats.sessionsClosed.output_limit, 0);
