@@ -374,6 +374,45 @@ Napi::Value IoctlNoArg(const Napi::CallbackInfo& info) {
   return Napi::Number::New(a.Env(), r);
 }
 
+// ---- IPC daemon credentials and socket buffers (src/dif/ipc/) --------------------------------
+// Kept apart: what the IPC daemon needs to know who is connected (SO_PEERCRED) and to size a
+// flow socket's buffers to its max SDU (a SEQPACKET record larger than the sender's SO_SNDBUF
+// fails with EMSGSIZE).
+
+// getsockopt(SO_PEERCRED): {pid, uid, gid} of the process that connected (as of connect()).
+Napi::Value PeerCred(const Napi::CallbackInfo& info) {
+  Args a(info, "peerCred");
+  int fd = a.Fd(0);
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) ThrowSys(a.Env(), "getsockopt", errno);
+  Napi::Object out = Napi::Object::New(a.Env());
+  out.Set("pid", static_cast<double>(cred.pid));
+  out.Set("uid", static_cast<double>(cred.uid));
+  out.Set("gid", static_cast<double>(cred.gid));
+  return out;
+}
+
+// Ask for SO_SNDBUF and SO_RCVBUF of at least `bytes` (SO_*BUFFORCE first: it passes
+// net.core.[wr]mem_max with CAP_NET_ADMIN; else the plain option, capped by the sysctl).
+// Returns the send buffer size the kernel granted (as getsockopt reports it).
+Napi::Value SetSocketBuffers(const Napi::CallbackInfo& info) {
+  Args a(info, "setSocketBuffers");
+  int fd = a.Fd(0);
+  int bytes = static_cast<int>(a.Int(1, "bytes", 1, INT_MAX / 2));
+  const int opts[2][2] = {{SO_SNDBUFFORCE, SO_SNDBUF}, {SO_RCVBUFFORCE, SO_RCVBUF}};
+  for (const auto& o : opts) {
+    if (setsockopt(fd, SOL_SOCKET, o[0], &bytes, sizeof bytes) == 0) continue;
+    if (errno != EPERM && errno != ENOPROTOOPT) ThrowSys(a.Env(), "setsockopt", errno);
+    if (setsockopt(fd, SOL_SOCKET, o[1], &bytes, sizeof bytes) < 0) ThrowSys(a.Env(), "setsockopt", errno);
+  }
+  int got = 0;
+  socklen_t len = sizeof got;
+  if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &got, &len) < 0) ThrowSys(a.Env(), "getsockopt", errno);
+  return Napi::Number::New(a.Env(), got);
+}
+// ---- end of the IPC daemon block -------------------------------------------------------------
+
 // ---- memory ----------------------------------------------------------------------------------
 //
 // Each mapping has a heap Mapping, which is the finalize hint of its external ArrayBuffer. munmap()
@@ -920,6 +959,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("UV_WRITABLE", static_cast<double>(UV_WRITABLE));
   exports.Set("UV_DISCONNECT", static_cast<double>(UV_DISCONNECT));
   InitFdChecks(env, exports);
+  exports.Set("peerCred", Napi::Function::New(env, PeerCred, "peerCred"));  // IPC daemon block
+  exports.Set("setSocketBuffers", Napi::Function::New(env, SetSocketBuffers, "setSocketBuffers"));
   return exports;
 }
 

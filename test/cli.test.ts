@@ -216,7 +216,7 @@ t.test('check-config', async (t) => {
   const schema = await run(['check-config', '--schema']);
   t.equal(schema.code, 0);
   const s = JSON.parse(schema.stdout) as { properties: Record<string, unknown> };
-  t.same(Object.keys(s.properties), ['devices', 'metrics', 'log', 'difs', 'ipcps']);
+  t.same(Object.keys(s.properties), ['devices', 'metrics', 'log', 'ipc', 'difs', 'ipcps']);
   t.same(Object.keys((s.properties.log as { properties: object }).properties), ['level', 'format']);
 });
 

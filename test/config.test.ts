@@ -116,7 +116,7 @@ t.test('each kind of problem, with its message', async (t) => {
   t.same(one('log:\n  level: loud\n'), ['log.level: "loud" is not one of trace, debug, info, warn, error, fatal, silent']);
   t.same(one('difs:\n  - name: a\n'), ['difs[0].type: is required but missing']);
   t.same(one('ipcps: {}\n'), ['ipcps: {} is an object, expected a list']);
-  t.same(one('devcies: []\n'), ['devcies: unknown field (did you mean "devices"?); known fields here: devices, metrics, log, difs, ipcps']);
+  t.same(one('devcies: []\n'), ['devcies: unknown field (did you mean "devices"?); known fields here: devices, metrics, log, ipc, difs, ipcps']);
   t.same(one('- 1\n'), ['(top level): [1] is a list, expected an object']);
   t.same(one('just a string\n'), ['(top level): "just a string" is a string, expected an object']);
 });
@@ -162,7 +162,7 @@ extra: 1
     'devices[3].owner: user "nosuch-user-vmpi-test" does not exist on this host',
     'devices[3].socket: is required but missing',
     'devices[3].vmpiId: "3" is a string, expected an integer',
-    'extra: unknown field; known fields here: devices, metrics, log, difs, ipcps',
+    'extra: unknown field; known fields here: devices, metrics, log, ipc, difs, ipcps',
     'log.level: "loud" is not one of trace, debug, info, warn, error, fatal, silent',
     'metrics.enabled: "yes" is a string, expected a boolean',
     'metrics.listen: "localhost:99999" has port 99999, above the maximum 65535',
@@ -237,4 +237,20 @@ t.test('flags merged into a file', async (t) => {
   ]);
   const many = t.throws(() => mergeServeOptions(undefined, flags({ sockets: ['/x'], vmpiIds: [1, 2] }))) as ConfigError;
   t.same(many.problems, ['--vmpi-id: 2 values for 1 device given by --socket/--listen-fd']);
+});
+
+t.test('ipc: the IPC daemon limits', async (t) => {
+  const c = parseConfig('ipc:\n  maxFlowsPerUid: 16\n  maxAllocateTimeoutMs: 10000\n  unlimitedUids: [0]\n', { format: 'yaml' });
+  t.same(c.ipc, { maxFlowsPerUid: 16, maxAllocateTimeoutMs: 10000, unlimitedUids: [0] });
+  t.same(defaultConfig().ipc, {}, 'defaults: the daemon’s own');
+  const bad = (yaml: string): string[] => {
+    try {
+      parseConfig(yaml, { format: 'yaml' });
+      return [];
+    } catch (e) {
+      return (e as ConfigError).problems;
+    }
+  };
+  t.match(bad('ipc: {maxFlowsPerUid: 0}\n'), [/ipc\.maxFlowsPerUid: 0 is below the minimum 1/]);
+  t.match(bad('ipc: {maxFlows: 3}\n'), [/ipc\.maxFlows: unknown field/]);
 });

@@ -19,6 +19,15 @@
  *       mode: "0660"                 # optional: a QUOTED octal string
  *   metrics: { enabled: true, listen: "127.0.0.1:19464" }
  *   log: { level: info }
+ *   ipc:                             # optional: the IPC daemon's limits (docs/IPC.md), defaults shown
+ *     maxSessions: 256               # applications connected at once
+ *     maxSessionsPerUid: 64          # … per user (SO_PEERCRED)
+ *     maxFlowsPerUid: 256            # flows allocated or being allocated, per user
+ *     maxRegistrationsPerUid: 64
+ *     maxAllocateTimeoutMs: 60000    # longer allocation timeouts are clamped
+ *     idleTimeoutMs: 300000          # sessions holding nothing and silent this long are closed
+ *     outputHighWater: 262144        # bytes of answers queued per session before its requests wait
+ *     unlimitedUids: []              # users the per-user limits do not apply to
  *   difs: []    # used by the shim DIF, next step: [{ name, type, ... }]
  *   ipcps: []   # used by the shim DIF, next step: [{ name, type, ... }]
  *
@@ -33,6 +42,7 @@ import { parseDocument } from 'yaml';
 import { CARRIERS, DEFAULT_SDU_LOG2, MAX_SDU_LOG2, MIN_SDU_LOG2 } from '../vmpi/carrier.js';
 import { permissionProblems } from './socket-perms.js';
 import { LOG_FORMATS, type LogFormat } from '../log.js';
+import type { IpcLimits } from '../dif/ipc/daemon.js';
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -94,7 +104,11 @@ export interface VmpiConfig {
   log: { level: LogLevel; format?: LogFormat };
   difs: DifConfig[];
   ipcps: IpcpConfig[];
+  /** The IPC daemon's limits (what is not given keeps the daemon's defaults). */
+  ipc: Partial<IpcLimits>;
 }
+
+const IPC_LIMIT = { type: 'integer', minimum: 1, maximum: 2 ** 31 - 1 } as const;
 
 /** Every problem found, one line each (`path: what is wrong`). */
 export class ConfigError extends Error {
@@ -170,6 +184,21 @@ export const CONFIG_SCHEMA = {
       properties: {
         level: { type: 'string', enum: [...LOG_LEVELS], default: 'info' },
         format: { type: 'string', enum: [...LOG_FORMATS], description: 'json (default), text, or journal (sd-daemon priorities; the default when stderr is the journal)' },
+      },
+    },
+    ipc: {
+      type: 'object',
+      additionalProperties: false,
+      description: "the IPC daemon's limits (per user: SO_PEERCRED uid)",
+      properties: {
+        maxSessions: IPC_LIMIT,
+        maxSessionsPerUid: IPC_LIMIT,
+        maxFlowsPerUid: IPC_LIMIT,
+        maxRegistrationsPerUid: IPC_LIMIT,
+        maxAllocateTimeoutMs: IPC_LIMIT,
+        idleTimeoutMs: IPC_LIMIT,
+        outputHighWater: IPC_LIMIT,
+        unlimitedUids: { type: 'array', items: { type: 'integer', minimum: 0, maximum: 0xfffffffe } },
       },
     },
     difs: { type: 'array', description: 'used by the shim DIF, next step', items: NAMED_OBJECT },
@@ -308,6 +337,7 @@ export function validateConfig(raw: unknown, opts: Omit<ParseOptions, 'format'> 
     log: { level: log.level ?? 'info', ...(log.format !== undefined ? { format: log.format } : {}) },
     difs: (data.difs ?? []) as DifConfig[],
     ipcps: (data.ipcps ?? []) as IpcpConfig[],
+    ipc: { ...((data.ipc ?? {}) as Partial<IpcLimits>) },
   };
 }
 
