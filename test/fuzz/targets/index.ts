@@ -4,8 +4,13 @@
 import type { FuzzTarget } from '../runner.js';
 import { configTarget } from './config.js';
 import { ipcProtocolTarget } from './ipc-protocol.js';
+import { shimControlTarget, shimIpcpTarget } from './shim-control.js';
+import { virtqueueTarget } from './virtqueue.js';
 
 export const TARGETS: ReadonlyMap<string, () => Promise<FuzzTarget<unknown>>> = new Map<string, () => Promise<FuzzTarget<unknown>>>([
+  ['virtqueue', async () => virtqueueTarget as FuzzTarget<unknown>],
+  ['shim-control', async () => shimControlTarget as FuzzTarget<unknown>],
+  ['shim-ipcp', async () => shimIpcpTarget as FuzzTarget<unknown>],
   ['ipc-protocol', async () => ipcProtocolTarget as FuzzTarget<unknown>],
   ['config', async () => configTarget as FuzzTarget<unknown>],
 ]);
