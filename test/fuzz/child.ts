@@ -4,7 +4,7 @@
  * process (a native abort, SIGBUS) or hangs it (a loop that never yields) is seen by the parent,
  * which kills it after its budget and reports the seed to replay.
  *
- *   tsx test/fuzz/child.ts TARGET [--seconds N] [--runs N] [--seed N] [--trace]
+ *   tsx test/fuzz/child.ts TARGET [--seconds N] [--runs N] [--seed N [--path P]] [--trace]
  *
  * An exception that reaches the process (uncaughtException / unhandledRejection: something a
  * callback, timer or promise of the code under test threw) is a failure of the running target.
@@ -27,6 +27,7 @@ const opts: RunOptions = {
   seconds: Number(arg('seconds') ?? process.env.FUZZ_SECONDS ?? 60),
   runs: arg('runs') !== undefined ? Number(arg('runs')) : undefined,
   seed: arg('seed') !== undefined ? Number(arg('seed')) : undefined,
+  path: arg('path'),
   maxRssMb: process.env.FUZZ_MAX_RSS_MB ? Number(process.env.FUZZ_MAX_RSS_MB) : undefined,
   trace: process.argv.includes('--trace'),
 };

@@ -47,6 +47,8 @@ export interface RunOptions {
   /** Stop after this many cases (default: unbounded, until `seconds`). */
   runs?: number;
   seed?: number;
+  /** fast-check counterexample path (with `seed`): replay that one case. */
+  path?: string;
   /** RSS ceiling in MiB (default 1536). */
   maxRssMb?: number;
   /** Print every input before running it (to find the case that hangs). */
@@ -129,6 +131,7 @@ export async function runTarget<T>(target: FuzzTarget<T>, opts: RunOptions = {})
   try {
     details = await fc.check(fc.asyncProperty(target.arbitrary, predicate), {
       seed,
+      path: opts.path,
       numRuns: opts.runs ?? 2 ** 31 - 1,
       examples: (target.examples ?? []).map((e) => [e] as [T]),
       plugins: [fc.interruptAfterTimeLimit(seconds * 1000)],

@@ -5,9 +5,11 @@ import type { FuzzTarget } from '../runner.js';
 import { configTarget } from './config.js';
 import { ipcProtocolTarget } from './ipc-protocol.js';
 import { shimControlTarget, shimIpcpTarget } from './shim-control.js';
+import { vhostUserTarget } from './vhost-user.js';
 import { virtqueueTarget } from './virtqueue.js';
 
 export const TARGETS: ReadonlyMap<string, () => Promise<FuzzTarget<unknown>>> = new Map<string, () => Promise<FuzzTarget<unknown>>>([
+  ['vhost-user', async () => vhostUserTarget as FuzzTarget<unknown>],
   ['virtqueue', async () => virtqueueTarget as FuzzTarget<unknown>],
   ['shim-control', async () => shimControlTarget as FuzzTarget<unknown>],
   ['shim-ipcp', async () => shimIpcpTarget as FuzzTarget<unknown>],
