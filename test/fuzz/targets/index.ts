@@ -3,7 +3,7 @@
  */
 import type { FuzzTarget } from '../runner.js';
 import { configTarget } from './config.js';
-import { ipcProtocolTarget } from './ipc-protocol.js';
+import { ipcProtocolTarget, ipcStreamTarget } from './ipc-protocol.js';
 import { shimControlTarget, shimIpcpTarget } from './shim-control.js';
 import { vhostUserTarget } from './vhost-user.js';
 import { virtqueueTarget } from './virtqueue.js';
@@ -14,5 +14,6 @@ export const TARGETS: ReadonlyMap<string, () => Promise<FuzzTarget<unknown>>> = 
   ['shim-control', async () => shimControlTarget as FuzzTarget<unknown>],
   ['shim-ipcp', async () => shimIpcpTarget as FuzzTarget<unknown>],
   ['ipc-protocol', async () => ipcProtocolTarget as FuzzTarget<unknown>],
+  ['ipc-stream', async () => ipcStreamTarget as FuzzTarget<unknown>],
   ['config', async () => configTarget as FuzzTarget<unknown>],
 ]);

@@ -5,8 +5,17 @@
  * Inputs: random bytes, JSON values, near-valid requests and daemon messages with one field
  * replaced by a hostile value (huge numbers, deep nesting, wrong types, long strings). Only
  * IpcProtocolError may escape; what is accepted must respect the documented bounds.
+ *
+ * `ipc-stream`: the same bodies framed (and some bad lengths and stray bytes) as one byte stream,
+ * cut at random points, sometimes with an fd, into a FramedConn (src/dif/ipc/conn.ts) as the
+ * daemon uses it. Nothing may escape its callbacks; every message it emits is an object.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import fc from 'fast-check';
+import { FramedConn } from '../../../src/dif/ipc/conn.js';
+import { native } from '../../../src/native.js';
 import { IpcProtocolError, MAX_REASON_CHARS, decodeBody, parseClientRequest, parseDaemonMessage } from '../../../src/dif/ipc/protocol.js';
 import { InvariantError, type FuzzTarget } from '../runner.js';
 import { hex } from './util.js';
@@ -100,4 +109,111 @@ export const ipcProtocolTarget: FuzzTarget<IpcInput> = {
       if (!(e instanceof IpcProtocolError) || clientErr) throw e;
     }
   },
+};
+
+// ---------------------------------------------------------------------------------------------
+// The framing, over a real socket (src/dif/ipc/conn.ts, as the daemon uses it: no fds accepted)
+
+export interface IpcStreamCase {
+  /** Each chunk is one sendmsg; `fd` sends an eventfd with it (the daemon accepts none). */
+  chunks: { bytes: Uint8Array; fd: boolean }[];
+}
+
+function frame(body: Uint8Array, len = body.length): Uint8Array {
+  const out = new Uint8Array(4 + body.length);
+  new DataView(out.buffer).setUint32(0, len >>> 0, false);
+  out.set(body, 4);
+  return out;
+}
+
+const streamBytes: fc.Arbitrary<Uint8Array> = fc.oneof(
+  { weight: 6, arbitrary: arbitrary.map((b) => frame(b)) },
+  { weight: 1, arbitrary: fc.tuple(arbitrary, fc.constantFrom(0, 1, 65536, 65537, 0xffffffff)).map(([b, len]) => frame(b, len)) },
+  { weight: 1, arbitrary: fc.uint8Array({ maxLength: 16 }) },
+);
+
+const streamCase: fc.Arbitrary<IpcStreamCase> = fc
+  .tuple(fc.array(streamBytes, { minLength: 1, maxLength: 8 }), fc.array(fc.nat({ max: 2000 }), { maxLength: 4 }), fc.option(fc.nat({ max: 7 }), { freq: 6 }))
+  .map(([frames, cuts, fdAt]) => {
+    const all = new Uint8Array(frames.reduce((n, f) => n + f.length, 0));
+    let o = 0;
+    for (const f of frames) {
+      all.set(f, o);
+      o += f.length;
+    }
+    const points = [...new Set(cuts.map((c) => c % Math.max(1, all.length)).filter((c) => c > 0))].sort((a, b) => a - b);
+    const chunks: { bytes: Uint8Array; fd: boolean }[] = [];
+    let from = 0;
+    for (const p of [...points, all.length]) {
+      chunks.push({ bytes: all.subarray(from, p), fd: fdAt !== null && chunks.length === fdAt });
+      from = p;
+    }
+    return { chunks: chunks.filter((c) => c.bytes.length > 0) };
+  });
+
+let sockDir = '';
+let listenFd = -1;
+const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+async function runStream(c: IpcStreamCase): Promise<void> {
+  const front = native.connectUnix(join(sockDir, 'ipc.sock'));
+  const conn = new FramedConn(native.accept(listenFd), 0);
+  const bad: string[] = [];
+  let closed = false;
+  conn.on('message', (msg) => {
+    if (closed) bad.push('a message after close');
+    if (typeof msg !== 'object' || msg === null || Array.isArray(msg)) bad.push(`a message that is not an object: ${JSON.stringify(msg)}`);
+    try {
+      parseClientRequest(msg);
+    } catch (e) {
+      if (!(e instanceof IpcProtocolError)) bad.push(`parseClientRequest threw ${(e as Error)?.stack ?? String(e)}`);
+    }
+  });
+  conn.on('malformed', (e) => {
+    if (!(e instanceof IpcProtocolError)) bad.push(`malformed with ${String(e)}`);
+  });
+  conn.on('close', () => void (closed = true));
+  const mine = [front];
+  try {
+    for (const ch of c.chunks) {
+      if (closed) break;
+      const fds = ch.fd ? [native.eventfd(0)] : null;
+      if (fds) mine.push(...fds);
+      try {
+        native.sendMsg(front, ch.bytes, 0, ch.bytes.length, fds);
+      } catch {
+        break; // the other end closed
+      }
+      await turn();
+    }
+    await turn();
+  } finally {
+    conn.close('fuzz case done');
+    for (const fd of mine) {
+      try {
+        native.close(fd);
+      } catch {
+        // already closed
+      }
+    }
+  }
+  if (bad.length) throw new InvariantError(bad.join('; '));
+}
+
+export const ipcStreamTarget: FuzzTarget<IpcStreamCase> = {
+  name: 'ipc-stream',
+  description: 'IPC control byte streams (frames cut anywhere, bad lengths, an fd) → FramedConn over a Unix socket',
+  arbitrary: streamCase,
+  expected: () => false,
+  caseTimeoutMs: 2000,
+  run: runStream,
+  setup() {
+    sockDir = mkdtempSync(join(tmpdir(), 'vmpi-fuzz-ipc-'));
+    listenFd = native.listenUnix(join(sockDir, 'ipc.sock'), 4);
+  },
+  teardown() {
+    native.close(listenFd);
+    rmSync(sockDir, { recursive: true, force: true });
+  },
+  show: (c) => JSON.stringify(c.chunks.map((ch) => ({ fd: ch.fd, bytes: hex(ch.bytes) }))),
 };
