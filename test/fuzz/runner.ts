@@ -37,6 +37,8 @@ export interface FuzzTarget<T> {
   /** Called once before the first case / after the last (resources shared by cases). */
   setup?(): void | Promise<void>;
   teardown?(): void | Promise<void>;
+  /** Counts of how cases ended, for the report (what the generator reaches). */
+  outcomes?(): Record<string, number>;
   /** Short printable form of an input for failure reports (default: fc.stringify, cut). */
   show?(input: T): string;
 }
@@ -72,7 +74,18 @@ export interface FuzzResult {
   /** Cases that ended in an expected typed error (the rest were accepted). */
   rejected: number;
   maxRssMb: number;
+  /** The expected errors seen, by class and code (or reason), with counts: what the cases hit. */
+  errorKinds?: Record<string, number>;
+  outcomes?: Record<string, number>;
   failure?: FuzzFailure;
+}
+
+/** "ProtocolError", "ControlMessageError[bad_name]", "DifError[rejected]": class and discriminator. */
+function errorKind(e: unknown): string {
+  if (!(e instanceof Error)) return typeof e;
+  const o = e as { code?: unknown; reason?: unknown };
+  const tag = typeof o.code === 'string' ? o.code : typeof o.reason === 'string' ? o.reason : undefined;
+  return tag === undefined ? e.name : `${e.name}[${tag}]`;
 }
 
 function describeError(e: unknown): string {
@@ -96,6 +109,7 @@ export async function runTarget<T>(target: FuzzTarget<T>, opts: RunOptions = {})
   const caseTimeoutMs = target.caseTimeoutMs ?? 1000;
   let executions = 0;
   let rejected = 0;
+  const kinds = new Map<string, number>();
   let peakRss = process.memoryUsage.rss();
 
   const check = (input: T, started: number): void => {
@@ -111,6 +125,8 @@ export async function runTarget<T>(target: FuzzTarget<T>, opts: RunOptions = {})
   const onError = (e: unknown): void => {
     if (e instanceof InvariantError || !target.expected(e)) throw e;
     rejected++;
+    const k = errorKind(e);
+    kinds.set(k, (kinds.get(k) ?? 0) + 1);
   };
 
   const predicate = async (input: T): Promise<void> => {
@@ -149,6 +165,8 @@ export async function runTarget<T>(target: FuzzTarget<T>, opts: RunOptions = {})
     failures: details.failed && details.counterexample !== null ? 1 : 0,
     rejected,
     maxRssMb: Math.round(peakRss / 2 ** 20),
+    errorKinds: Object.fromEntries([...kinds].sort((a, b) => b[1] - a[1])),
+    outcomes: target.outcomes?.(),
   };
   if (details.failed && details.counterexample) {
     const err = details.errorInstance;

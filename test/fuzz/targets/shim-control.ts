@@ -132,6 +132,12 @@ class SyncPort extends EventEmitter<VmpiPortEvents> implements VmpiPort {
 export type PeerStep =
   | { kind: 'control'; sdu: Uint8Array }
   | { kind: 'data'; channel: number; sdu: Uint8Array }
+  /** A well-behaved peer: ask 'server' for a flow on its k-th own channel. */
+  | { kind: 'open'; k: number; policyOverride: boolean }
+  /** Answer the last allocate request the IPC process sent (on its channel). */
+  | { kind: 'answer'; accept: boolean }
+  /** Deallocate the peer's k-th channel, or confirm. */
+  | { kind: 'close'; k: number; confirm: boolean }
   | { kind: 'allocate'; dst: string; timeoutMs: number }
   | { kind: 'decide'; accept: boolean }
   | { kind: 'deallocate'; index: number }
@@ -149,6 +155,9 @@ export interface IpcpCase {
 const step: fc.Arbitrary<PeerStep> = fc.oneof(
   { weight: 8, arbitrary: controlSdu.map((sdu) => ({ kind: 'control' as const, sdu })) },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('data' as const), channel: fc.integer({ min: 0, max: 8 }), sdu: fc.uint8Array({ maxLength: 16 }) }) },
+  { weight: 3, arbitrary: fc.record({ kind: fc.constant('open' as const), k: fc.nat({ max: 3 }), policyOverride: fc.boolean() }) },
+  { weight: 3, arbitrary: fc.record({ kind: fc.constant('answer' as const), accept: fc.boolean() }) },
+  { weight: 2, arbitrary: fc.record({ kind: fc.constant('close' as const), k: fc.nat({ max: 3 }), confirm: fc.boolean() }) },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('allocate' as const), dst: fc.constantFrom('peer-app', 'x'), timeoutMs: fc.integer({ min: 1, max: 50 }) }) },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('decide' as const), accept: fc.boolean() }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('deallocate' as const), index: fc.nat({ max: 7 }) }) },
@@ -162,6 +171,9 @@ const ipcpCase: fc.Arbitrary<IpcpCase> = fc.record({
   policy: fc.constantFrom('accept' as const, 'reject' as const, 'throw' as const, 'wait' as const),
   steps: fc.array(step, { minLength: 1, maxLength: 24 }),
 });
+
+/** Cases in which each thing happened at least once. */
+const ipcpOutcomes = new Map<string, number>();
 
 async function runIpcpCase(c: IpcpCase): Promise<void> {
   const port = new SyncPort();
@@ -196,6 +208,15 @@ async function runIpcpCase(c: IpcpCase): Promise<void> {
     }
   });
   ipcp.register('slow', (req) => waiting.push(req));
+  /** The peer's own channels: the guest's odd ones when the IPC process is the host, else even. */
+  const peerChannel = (k: number): number => (c.role === 'host' ? 2 * k + 1 : 2 * k + 2);
+  const decodesAs = (sdu: Uint8Array, kind: ControlMessage['kind']): boolean => {
+    try {
+      return decodeControl(sdu).kind === kind;
+    } catch {
+      return false;
+    }
+  };
   /** Peer → ipcp: nothing may come back out of the receive handler. */
   const deliver = (ch: number, sdu: Uint8Array): void => {
     try {
@@ -220,6 +241,17 @@ async function runIpcpCase(c: IpcpCase): Promise<void> {
           break;
         case 'data':
           deliver(s.channel, s.sdu);
+          break;
+        case 'open':
+          deliver(0, encodeControl({ kind: 'allocate_request', channel: peerChannel(s.k), src: { processName: 'client' }, dst: { processName: s.policyOverride ? 'slow' : 'server' }, qos: { reliable: true, inOrder: true, maxSdu: 0 }, difName: '' }));
+          break;
+        case 'answer': {
+          const req = [...port.sent].reverse().find((x) => x.channel === 0 && decodesAs(x.sdu, 'allocate_request'));
+          if (req) deliver(0, encodeControl({ kind: 'allocate_response', channel: decodeControl(req.sdu).channel, result: s.accept ? 'accept' : 'reject', reason: 'peer says' }));
+          break;
+        }
+        case 'close':
+          deliver(0, encodeControl({ kind: 'deallocate', channel: peerChannel(s.k), reason: 'peer closes', confirm: s.confirm }));
           break;
         case 'allocate':
           local('allocateFlow', () => expectDifError(ipcp.allocateFlow('client', s.dst, {}, { timeoutMs: s.timeoutMs }), 'allocateFlow'));
@@ -248,6 +280,19 @@ async function runIpcpCase(c: IpcpCase): Promise<void> {
     }
     // Let timers of the short allocation timeouts fire sometimes, and the flows' promises run.
     await new Promise((resolve) => setImmediate(resolve));
+    const st = ipcp.stats;
+    for (const [k, n] of [
+      ['requests in', st.incomingRequests],
+      ['accepted in', st.incomingAccepted],
+      ['allocated out', st.allocSucceeded],
+      ['rejected by peer', st.allocRejectedByPeer],
+      ['timed out', st.allocTimedOut],
+      ['deallocated', st.flowsDeallocated],
+      ['unknown flow', st.unknownFlow],
+      ['malformed', Object.values(st.malformed).reduce((a, b) => a + b, 0)],
+    ] as const) {
+      if (n > 0) ipcpOutcomes.set(k, (ipcpOutcomes.get(k) ?? 0) + 1);
+    }
   } finally {
     ipcp.close();
   }
@@ -273,4 +318,5 @@ export const shimIpcpTarget: FuzzTarget<IpcpCase> = {
   expected: () => false,
   show: (c) => JSON.stringify({ ...c, steps: c.steps.map((s) => ('sdu' in s ? { ...s, sdu: hex(s.sdu) } : s)) }),
   run: runIpcpCase,
+  outcomes: () => Object.fromEntries(ipcpOutcomes),
 };

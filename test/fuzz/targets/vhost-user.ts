@@ -311,7 +311,7 @@ function defuse(chunks: Chunk[]): FdKind[][] {
 // ---------------------------------------------------------------------------------------------
 // Running a case
 
-/** How cases ended (close cause, whether rings ran): for checking what the generator reaches. */
+/** How cases ended: close cause, +kicked (a ring ran), +rx (a frame from the guest), +tx (one to it). */
 export const outcomes = new Map<string, number>();
 
 let dir = '';
@@ -531,6 +531,7 @@ export const vhostUserTarget: FuzzTarget<StreamCase> = {
   caseTimeoutMs: 3000,
   examples: HAZARDS ? hazardExamples() : [],
   run: runCase,
+  outcomes: () => Object.fromEntries([...outcomes].sort((a, b) => b[1] - a[1])),
   setup() {
     dir = mkdtempSync(join(tmpdir(), 'vmpi-fuzz-'));
     listenFd = native.listenUnix(join(dir, 'vhost.sock'), 4);
