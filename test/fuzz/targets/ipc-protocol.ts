@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { FramedConn } from '../../../src/dif/ipc/conn.js';
 import { native } from '../../../src/native.js';
-import { IpcProtocolError, MAX_REASON_CHARS, decodeBody, parseClientRequest, parseDaemonMessage } from '../../../src/dif/ipc/protocol.js';
+import { IpcProtocolError, MAX_REASON_CHARS, decodeBody, encodeFrame, parseClientRequest, parseDaemonMessage } from '../../../src/dif/ipc/protocol.js';
 import { InvariantError, type FuzzTarget } from '../runner.js';
 import { hex } from './util.js';
 
@@ -86,28 +86,53 @@ function checkRequest(r: ReturnType<typeof parseClientRequest>): void {
   if ((r.op === 'reject' || r.op === 'deallocate') && r.reason !== undefined && r.reason.length > MAX_REASON_CHARS) throw new InvariantError('reason not cut');
 }
 
+/** The daemon echoes an IpcProtocolError's message in an error frame: it must fit one. */
+function answerable(e: unknown): void {
+  if (!(e instanceof IpcProtocolError)) return;
+  try {
+    encodeFrame({ op: 'error', id: e.id, code: 'malformed', message: e.message });
+  } catch (f) {
+    throw new InvariantError(`the error cannot be sent back: ${(f as Error).message} (message of ${e.message.length} characters: ${e.message.slice(0, 80)}…)`);
+  }
+}
+
 export const ipcProtocolTarget: FuzzTarget<IpcInput> = {
   name: 'ipc-protocol',
   description: 'IPC frame bodies → decodeBody → parseClientRequest / parseDaemonMessage',
   arbitrary,
   expected: (e) => e instanceof IpcProtocolError,
   show: hex,
+  examples: [
+    // Their errors once quoted the value whole and could not be sent back (the daemon died).
+    enc.encode(JSON.stringify({ v: '"'.repeat(30000), id: 1, op: 'list_difs' })),
+    enc.encode(`{"v":${'{"a":'.repeat(12000)}1${'}'.repeat(12000)},"id":1}`),
+  ],
   run(body) {
-    const obj = decodeBody(body);
+    let obj: Record<string, unknown>;
+    try {
+      obj = decodeBody(body);
+    } catch (e) {
+      answerable(e);
+      throw e;
+    }
     // A body is either a request (daemon side) or a daemon message (client side): rejected only
     // when both parsers refuse it.
-    let clientErr: unknown = null;
+    const errors: unknown[] = [];
     try {
       checkRequest(parseClientRequest(obj));
     } catch (e) {
-      if (!(e instanceof IpcProtocolError)) throw e;
-      clientErr = e;
+      errors.push(e);
     }
     try {
       parseDaemonMessage(obj);
     } catch (e) {
-      if (!(e instanceof IpcProtocolError) || clientErr) throw e;
+      errors.push(e);
     }
+    for (const e of errors) {
+      if (!(e instanceof IpcProtocolError)) throw e;
+      answerable(e);
+    }
+    if (errors.length === 2) throw errors[0];
   },
 };
 
