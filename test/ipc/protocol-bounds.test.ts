@@ -5,7 +5,8 @@
  * Found by the ipc-protocol fuzz target: a request whose `v` (or a QoS key) was a 60 KB string or
  * a deeply nested object produced an IpcProtocolError quoting it whole; the daemon's answer then
  * exceeded the 64 KiB frame limit and encodeFrame's RangeError escaped the socket callback,
- * ending the daemon and with it `vmpi serve`.
+ * ending the daemon and with it `vmpi serve`. On the client side, quoting a deeply nested `op`
+ * from a daemon overflowed the stack (RangeError out of parseDaemonMessage).
  */
 import t from 'tap';
 import { FramedConn } from '../../src/dif/ipc/conn.js';
@@ -32,6 +33,8 @@ t.test('error messages quote at most a short prefix of what was received', async
     ['nested version', () => decodeBody(Buffer.from(JSON.stringify({ v: DEEP, id: 1 }))), /^unsupported protocol version an object; /],
     ['long QoS key', () => parseClientRequest({ v: 1, id: 2, op: 'allocate', dif: 'd', src: 'a', dst: 'b', qos: { [LONG]: true } }), /^unknown QoS field "(\\"){64}"…$/],
     ['long daemon op', () => parseDaemonMessage({ op: LONG }), /^unknown daemon message "(\\"){64}"…$/],
+    // Quoting this one whole overflowed the stack (RangeError) in a client reading a hostile daemon.
+    ['nested daemon op', () => parseDaemonMessage({ v: 1, id: 1, op: DEEP }), /^unknown daemon message an object$/],
     ['nested datapath', () => parseDaemonMessage({ op: 'result', id: 1, flow: { flow: 1, portId: 1, dif: 'd', localApp: 'a', remoteApp: 'b', qos: { reliable: true, inOrder: true, maxSdu: 1 }, datapath: [DEEP] } }), /^unknown flow datapath a list: /],
   ];
   for (const [what, fn, re] of cases) {

@@ -106,6 +106,8 @@ export const ipcProtocolTarget: FuzzTarget<IpcInput> = {
     // Their errors once quoted the value whole and could not be sent back (the daemon died).
     enc.encode(JSON.stringify({ v: '"'.repeat(30000), id: 1, op: 'list_difs' })),
     enc.encode(`{"v":${'{"a":'.repeat(12000)}1${'}'.repeat(12000)},"id":1}`),
+    // parseDaemonMessage overflowed the stack quoting this op (found in a 240 s run).
+    enc.encode(`{"v":1,"id":1,"op":${'{"a":'.repeat(12000)}1${'}'.repeat(12000)}}`),
   ],
   run(body) {
     let obj: Record<string, unknown>;
