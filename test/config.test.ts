@@ -196,6 +196,18 @@ t.test('parse errors and files', async (t) => {
   t.equal(none.source, join(dir, 'missing.yaml'));
 });
 
+t.test('YAML aliases: a value containing itself, and an alias bomb, are ConfigErrors', async (t) => {
+  // Found by the config fuzz target (test/fuzz/targets/config.ts): both used to escape as a
+  // TypeError (printing a cyclic value) and a ReferenceError (yaml's alias limit).
+  t.same(problems('devices: &d [*d]\n'), ['devices[0]: contains itself through a YAML alias (*name inside its own &name); write the value out instead']);
+  t.same(problems('difs: [&x {name: a, type: b, self: *x}]\n'), ['difs[0].self: contains itself through a YAML alias (*name inside its own &name); write the value out instead']);
+  const bomb = 'a: &a [x,x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]\n';
+  t.match(problems(bomb), [/^invalid YAML: .*\(more than 100 alias expansions\); write the values out instead of nesting aliases$/]);
+  // Aliases that do not loop stay fine.
+  const ok = parseConfig('devices: [{socket: /a.sock, owner: &o root, group: *o}]\n', { format: 'yaml' });
+  t.equal(ok.devices[0]!.group, 'root');
+});
+
 t.test('listen addresses', async (t) => {
   t.same(parseListenAddress('127.0.0.1:19464'), { host: '127.0.0.1', port: 19464 });
   t.same(parseListenAddress('[::1]:0'), { host: '::1', port: 0 });

@@ -268,10 +268,40 @@ export function parseConfig(text: string, opts: ParseOptions): VmpiConfig {
         opts.source,
       );
     }
-    raw = doc.toJS();
+    try {
+      raw = doc.toJS({ maxAliasCount: MAX_YAML_ALIASES });
+    } catch (e) {
+      // yaml throws a plain ReferenceError when aliases expand too much (an "alias bomb").
+      throw new ConfigError([`invalid YAML: ${firstLine((e as Error).message)} (more than ${MAX_YAML_ALIASES} alias expansions); write the values out instead of nesting aliases`], opts.source);
+    }
+    const loop = selfReference(raw, '');
+    if (loop !== undefined) {
+      throw new ConfigError([`${loop || '(top level)'}: contains itself through a YAML alias (*name inside its own &name); write the value out instead`], opts.source);
+    }
   }
   if (raw === null || raw === undefined) raw = {};
   return validateConfig(raw, opts);
+}
+
+/** Alias expansions allowed in a YAML file (yaml's own default): a config needs few, if any. */
+const MAX_YAML_ALIASES = 100;
+
+/**
+ * The path of the first value that contains itself (a YAML alias inside its own anchor makes a
+ * cyclic object, which no check or message could print), or undefined.
+ */
+function selfReference(v: unknown, path: string, open = new Set<object>()): string | undefined {
+  if (typeof v !== 'object' || v === null || ArrayBuffer.isView(v)) return undefined;
+  if (open.has(v)) return path;
+  open.add(v);
+  const entries: [string, unknown][] =
+    Array.isArray(v) || v instanceof Set ? [...v].map((x, i) => [`${path}[${i}]`, x]) : v instanceof Map ? [...v].map(([k, x]) => [`${path}.${String(k)}`, x]) : Object.entries(v).map(([k, x]) => [path ? `${path}.${k}` : k, x]);
+  for (const [p, x] of entries) {
+    const found = selfReference(x, p, open);
+    if (found !== undefined) return found;
+  }
+  open.delete(v);
+  return undefined;
 }
 
 /** Validate an already-parsed object (schema + semantic checks). Throws ConfigError. */
