@@ -33,7 +33,8 @@ import { dirname } from 'node:path';
 import { DifError, type DeallocationCause, type Flow, type FlowRequest, type IpcProcess, type Registration } from '../api.js';
 import { appNameKey, formatAppName } from '../naming.js';
 import { native, type FdWatcher, type PeerCred } from '../../native.js';
-import { logger as rootLogger, type Logger } from '../../log.js';
+import { logger as rootLogger, ThrottledLog, type Logger } from '../../log.js';
+import { AcceptBackoff } from '../../accept-backoff.js';
 import { FramedConn, safeClose, type ConnCloseCause } from './conn.js';
 import { DirectFlowLink, FlowBridge, errText, sizeFlowSocket, type BridgeAbort, type BridgeHooks, type FlowLink } from './datapath.js';
 import { encodeFrame, IpcProtocolError, MAX_REASON_CHARS, parseClientRequest, type ClientRequest, type FlowDatapath, type FlowInfo } from './protocol.js';
@@ -124,33 +125,6 @@ export interface IpcDaemonStats {
 
 /** Flow requests a session may leave unanswered at once; more are rejected. */
 const MAX_WAITING_REQUESTS = 1024;
-/** Accept back-off after a failure (EMFILE …): first and longest pause. */
-const ACCEPT_BACKOFF_MIN_MS = 50;
-const ACCEPT_BACKOFF_MAX_MS = 2000;
-/** At most one log line per this interval for a repeating problem (with the count suppressed). */
-const LOG_INTERVAL_MS = 10_000;
-
-/** A log line that repeats at most once per LOG_INTERVAL_MS, saying how many were suppressed. */
-class ThrottledLog {
-  private last = 0;
-  private suppressed = 0;
-  constructor(
-    private readonly log: Logger,
-    private readonly msg: string,
-  ) {}
-
-  warn(fields: Record<string, unknown>): void {
-    const now = Date.now();
-    if (now - this.last < LOG_INTERVAL_MS) {
-      this.suppressed++;
-      return;
-    }
-    this.log.warn({ ...fields, suppressed: this.suppressed }, this.msg);
-    this.last = now;
-    this.suppressed = 0;
-  }
-}
-
 export class IpcDaemon extends EventEmitter<IpcDaemonEvents> {
   readonly socketPath: string;
   readonly limits: Readonly<IpcLimits>;
@@ -175,10 +149,8 @@ export class IpcDaemon extends EventEmitter<IpcDaemonEvents> {
   private watcher: FdWatcher | null = null;
   private socketIno: number | null = null;
   private closed = false;
-  private acceptBackoffMs = 0;
-  private acceptTimer: NodeJS.Timeout | null = null;
+  private readonly acceptBackoff: AcceptBackoff;
   private idleTimer: NodeJS.Timeout | null = null;
-  private readonly acceptLog: ThrottledLog;
   private readonly refuseLog: ThrottledLog;
 
   constructor(private readonly opts: IpcDaemonOptions) {
@@ -186,7 +158,16 @@ export class IpcDaemon extends EventEmitter<IpcDaemonEvents> {
     this.socketPath = opts.socketPath;
     this.log = (opts.logger ?? rootLogger).child({ component: 'ipc-daemon' });
     this.limits = Object.freeze(checkLimits({ ...DEFAULT_IPC_LIMITS, ...opts.limits }));
-    this.acceptLog = new ThrottledLog(this.log, 'ipc: accept failed; backing off');
+    this.acceptBackoff = new AcceptBackoff({
+      log: new ThrottledLog(this.log, 'ipc: accept failed; backing off'),
+      pause: () => this.watcher?.stop(),
+      retry: () =>
+        this.guarded('accept retry', null, () => {
+          if (this.listenFd < 0 || !this.watcher) return;
+          this.watcher.start();
+          this.acceptSome();
+        }),
+    });
     this.refuseLog = new ThrottledLog(this.log, 'ipc: connection refused');
   }
 
@@ -269,8 +250,7 @@ export class IpcDaemon extends EventEmitter<IpcDaemonEvents> {
   }
 
   private closeListener(): void {
-    if (this.acceptTimer) clearTimeout(this.acceptTimer);
-    this.acceptTimer = null;
+    this.acceptBackoff.close();
     this.watcher?.close();
     this.watcher = null;
     if (this.listenFd >= 0) {
@@ -316,31 +296,16 @@ export class IpcDaemon extends EventEmitter<IpcDaemonEvents> {
         return;
       }
       if (fd < 0) return;
-      this.acceptBackoffMs = 0;
+      this.acceptBackoff.succeeded();
       this.admit(fd);
     }
   }
 
-  /**
-   * accept(2) failed (out of fds, most likely): the connection stays pending, so polling again
-   * now would spin. Stop watching for a while (doubling up to ACCEPT_BACKOFF_MAX_MS), log at most
-   * once per LOG_INTERVAL_MS.
-   */
+  /** accept(2) failed (out of fds, most likely): back off (src/accept-backoff.ts). */
   private acceptFailed(e: unknown): void {
     this.stats.acceptErrors++;
-    this.acceptBackoffMs = Math.min(Math.max(this.acceptBackoffMs * 2, ACCEPT_BACKOFF_MIN_MS), ACCEPT_BACKOFF_MAX_MS);
-    this.acceptLog.warn({ err: errText(e), code: (e as NodeJS.ErrnoException)?.code, retryMs: this.acceptBackoffMs });
-    if (!this.watcher || this.acceptTimer) return;
-    this.watcher.stop();
-    this.acceptTimer = setTimeout(() => {
-      this.acceptTimer = null;
-      this.guarded('accept retry', null, () => {
-        if (this.listenFd < 0 || !this.watcher) return;
-        this.watcher.start();
-        this.acceptSome();
-      });
-    }, this.acceptBackoffMs);
-    this.acceptTimer.unref();
+    if (!this.watcher) return;
+    this.acceptBackoff.failed(e);
   }
 
   /** A new connection: check the limits, then serve it as a Session (or refuse it). */
