@@ -3,6 +3,7 @@
  */
 import type { FuzzTarget } from '../runner.js';
 import { configTarget } from './config.js';
+import { cdapTarget, normalPduTarget } from './normal-pdu.js';
 import { ipcProtocolTarget, ipcStreamTarget } from './ipc-protocol.js';
 import { shimControlTarget, shimIpcpTarget } from './shim-control.js';
 import { vhostUserTarget } from './vhost-user.js';
@@ -16,4 +17,6 @@ export const TARGETS: ReadonlyMap<string, () => Promise<FuzzTarget<unknown>>> = 
   ['ipc-protocol', async () => ipcProtocolTarget as FuzzTarget<unknown>],
   ['ipc-stream', async () => ipcStreamTarget as FuzzTarget<unknown>],
   ['config', async () => configTarget as FuzzTarget<unknown>],
+  ['normal-pdu', async () => normalPduTarget as FuzzTarget<unknown>],
+  ['cdap', async () => cdapTarget as FuzzTarget<unknown>],
 ]);
