@@ -7,48 +7,21 @@
  * connection keep being answered, and the waiting front-end is served once fds are free.
  */
 import t from 'tap';
-import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
 import { Req } from '../src/vhost-user/protocol.js';
 import { VhostUserFrontend } from './frontend/frontend.js';
+import { havePrlimit, startLimitedChild } from './helpers/limited-child.js';
 
 const CHILD = resolve(import.meta.dirname, 'helpers/vhost-fd-child.ts');
-const havePrlimit = spawnSync('prlimit', ['--version'], { stdio: 'ignore' }).status === 0;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 t.test('out of fds: accept backs off, open connections are answered, waiting ones served later', { skip: havePrlimit ? false : 'prlimit (util-linux) not installed' }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'vmpi-vfdx-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const sock = join(dir, 'vm.sock');
-  const env: NodeJS.ProcessEnv = { ...process.env, VMPI_LOG_LEVEL: 'warn' };
-  delete env.NODE_OPTIONS;
-  const child = spawn('prlimit', ['--nofile=128:128', '--', process.execPath, '--import', import.meta.resolve('tsx'), CHILD, sock], { env, stdio: ['pipe', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-  let exit: number | string | null = null;
-  child.on('exit', (code, signal) => (exit = code ?? signal));
-  t.teardown(() => {
-    if (exit === null) child.kill('SIGKILL');
-  });
-  const lines: Record<string, unknown>[] = [];
-  createInterface({ input: child.stdout }).on('line', (l) => lines.push(JSON.parse(l) as Record<string, unknown>));
-  const next = async (key: string, ms = 30_000): Promise<Record<string, unknown>> => {
-    const end = Date.now() + ms;
-    for (;;) {
-      const i = lines.findIndex((l) => key in l);
-      if (i >= 0) return lines.splice(i, 1)[0]!;
-      if (exit !== null) throw new Error(`the child exited (${exit}): ${stderr}`);
-      if (Date.now() > end) throw new Error(`no "${key}" from the child; stderr: ${stderr}`);
-      await sleep(10);
-    }
-  };
-  const command = (cmd: string, key: string): Promise<Record<string, unknown>> => {
-    child.stdin.write(cmd + '\n');
-    return next(key);
-  };
+  const { next, command, stderr, exit } = startLimitedChild(t, CHILD, [sock], 128);
   const stats = async () => (await command('stats', 'stats')).stats as { connections: number; acceptErrors: number };
 
   await next('ready', 60_000);
@@ -61,10 +34,10 @@ t.test('out of fds: accept backs off, open connections are answered, waiting one
   t.teardown(() => waiting.close());
   await sleep(1500);
   const st = await stats();
-  t.equal(exit, null, 'the server is still running');
+  t.equal(exit(), null, 'the server is still running');
   t.ok(st.acceptErrors > 0 && st.acceptErrors < 100, `accept backed off: ${st.acceptErrors} failures in 1.5 s`);
-  const logged = stderr.split('\n').filter((l) => /accept failed/.test(l)).length;
-  t.ok(logged >= 1 && logged <= 2, `accept failures logged ${logged} time(s) of ${stderr.length} bytes`);
+  const logged = stderr().split('\n').filter((l) => /accept failed/.test(l)).length;
+  t.ok(logged >= 1 && logged <= 2, `accept failures logged ${logged} time(s) of ${stderr().length} bytes`);
   t.ok(await open.request(Req.GET_FEATURES), 'QEMU on the open connection is still answered');
 
   await command('free', 'freed');

@@ -7,13 +7,12 @@
  *   stats  print the daemon's and the metrics server's stats
  * Every answer is one JSON line on stdout. Logs (JSON) go to stderr.
  */
-import { createInterface } from 'node:readline';
-import { native } from '../../src/native.js';
 import { IpcDaemon } from '../../src/dif/ipc/daemon.js';
 import { ShimHvIpcp } from '../../src/dif/shim-hv/ipcp.js';
 import { HostMetrics, startMetricsServer } from '../../src/ops/metrics.js';
 import { VmpiHost } from '../../src/vmpi/host.js';
 import { createPortPair } from '../dif/port-pair.js';
+import { fillCommands, say } from '../helpers/limited-child.js';
 
 const socketPath = process.argv[2]!;
 const pair = createPortPair({ vmpiId: 7 });
@@ -29,31 +28,12 @@ const metrics = new HostMetrics(host, { processMetrics: false });
 metrics.addIpcDaemon?.(daemon);
 const server = await startMetricsServer(metrics, { host: '127.0.0.1', port: 0 });
 
-const filler: number[] = [];
-const say = (o: object): void => {
-  process.stdout.write(JSON.stringify(o) + '\n');
-};
 process.on('unhandledRejection', (e) => {
   process.stderr.write(`UNHANDLED REJECTION: ${String(e)}\n`);
   process.exit(70);
 });
 
-createInterface({ input: process.stdin }).on('line', (line) => {
-  if (line === 'fill') {
-    for (;;) {
-      try {
-        filler.push(native.eventfd(0));
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EMFILE') throw e;
-        break;
-      }
-    }
-    say({ filled: filler.length });
-  } else if (line === 'free') {
-    for (const fd of filler.splice(0)) native.close(fd);
-    say({ freed: true });
-  } else if (line === 'stats') {
-    say({ daemon: daemon.stats, metrics: server.stats ?? {}, flows: hostIpcp.flows().length });
-  }
+fillCommands((line) => {
+  if (line === 'stats') say({ daemon: daemon.stats, metrics: server.stats ?? {}, flows: hostIpcp.flows().length });
 });
 say({ ready: true, metricsPort: server.address.port });

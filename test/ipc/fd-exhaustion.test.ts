@@ -8,15 +8,14 @@
  * are free again the waiting connections are served.
  */
 import t from 'tap';
-import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createInterface } from 'node:readline';
 import { DifError } from '../../src/dif/api.js';
 import { IpcClient } from '../../src/dif/ipc/client.js';
+import { havePrlimit, startLimitedChild } from '../helpers/limited-child.js';
 
 const CHILD = join(dirname(fileURLToPath(import.meta.url)), 'fd-exhaustion-child.ts');
 const DIF = 'hv.vmpi-7';
@@ -26,40 +25,15 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-const havePrlimit = spawnSync('prlimit', ['--version'], { stdio: 'ignore' }).status === 0;
 
 t.test('out of fds: negative answers, accept backs off, then service resumes', { skip: havePrlimit ? false : 'prlimit (util-linux) not installed' }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'vmpi-fdx-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const sock = join(dir, 'ipc.sock');
-  const env: NodeJS.ProcessEnv = { ...process.env, VMPI_LOG_LEVEL: 'warn' };
-  delete env.NODE_OPTIONS; // not tap's loaders in the child
-  const child = spawn('prlimit', [`--nofile=${NOFILE}:${NOFILE}`, '--', process.execPath, '--import', import.meta.resolve('tsx'), CHILD, sock], { env, stdio: ['pipe', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-  let exit: number | null | string = null;
-  child.on('exit', (code, signal) => (exit = code ?? signal));
-  t.teardown(() => {
-    if (exit === null) child.kill('SIGKILL');
-  });
-  const lines: Record<string, unknown>[] = [];
-  createInterface({ input: child.stdout }).on('line', (l) => lines.push(JSON.parse(l) as Record<string, unknown>));
-  const next = async (key: string, ms = 20_000): Promise<Record<string, unknown>> => {
-    const end = Date.now() + ms;
-    for (;;) {
-      const i = lines.findIndex((l) => key in l);
-      if (i >= 0) return lines.splice(i, 1)[0]!;
-      if (exit !== null) throw new Error(`the child exited (${exit}): ${stderr}`);
-      if (Date.now() > end) throw new Error(`no "${key}" from the child; stderr: ${stderr}`);
-      await sleep(10);
-    }
-  };
-  const command = async (cmd: string, key: string): Promise<Record<string, unknown>> => {
-    child.stdin.write(cmd + '\n');
-    return next(key);
-  };
+  const child = startLimitedChild(t, CHILD, [sock], NOFILE);
+  const { next, command } = child;
   const stats = async () => (await command('stats', 'daemon')) as { daemon: { acceptErrors: number; flowFdFailures: number; faults: number }; metrics: { errors: number; dropped: number }; flows: number };
-  const logLines = (re: RegExp) => stderr.split('\n').filter((l) => re.test(l)).length;
+  const logLines = (re: RegExp) => child.stderr().split('\n').filter((l) => re.test(l)).length;
 
   const ready = await next('ready', 60_000);
   const metricsPort = ready.metricsPort as number;
@@ -90,7 +64,7 @@ t.test('out of fds: negative answers, accept backs off, then service resumes', {
   }
   await sleep(1500);
   const st = await stats();
-  t.equal(exit, null, 'the server is still running');
+  t.equal(child.exit(), null, 'the server is still running');
   t.ok(st.daemon.acceptErrors > 0 && st.daemon.acceptErrors < 100, `accept backed off: ${st.daemon.acceptErrors} failures in 1.5 s`);
   t.ok(logLines(/ipc: accept failed/) <= 2, `accept failures logged ${logLines(/ipc: accept failed/)} time(s)`);
   t.ok(logLines(/metrics server error/) <= 2, `metrics errors (${st.metrics.errors}) logged ${logLines(/metrics server error/)} time(s)`);
@@ -101,6 +75,6 @@ t.test('out of fds: negative answers, accept backs off, then service resumes', {
   const f = await app.allocate(DIF, 'srv', { src: 'app/2' });
   t.equal(f.state, 'allocated', 'and flows can be allocated again');
   f.deallocate();
-  t.equal(exit, null);
-  t.notMatch(stderr, /UNHANDLED|uncaught/i);
+  t.equal(child.exit(), null);
+  t.notMatch(child.stderr(), /UNHANDLED|uncaught/i);
 });
