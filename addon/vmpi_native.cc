@@ -111,6 +111,7 @@ class Args {
  public:
   Args(const Napi::CallbackInfo& info, const char* fn) : info_(info), fn_(fn) {}
   Napi::Env Env() const { return info_.Env(); }
+  const Napi::CallbackInfo& Info() const { return info_; }
 
   [[noreturn]] void Fail(const std::string& what) const {
     throw Napi::TypeError::New(info_.Env(), std::string(fn_) + ": " + what);
@@ -268,6 +269,37 @@ Napi::Value RecvMsg(const Napi::CallbackInfo& info) {
   return result;
 }
 
+// The fds argument of sendMsg/sendDgramUnix (null or an array of at most kMaxSendFds fds) into
+// fds[]; returns how many.
+int SendFds(const Args& a, size_t i, int (&fds)[kMaxSendFds]) {
+  const Napi::Value arg = a.Info()[i];
+  if (arg.IsNull() || arg.IsUndefined()) return 0;
+  if (!arg.IsArray()) a.Fail("fds must be an array of fds or null");
+  Napi::Array arr = arg.As<Napi::Array>();
+  if (arr.Length() > kMaxSendFds) a.Fail("at most " + std::to_string(kMaxSendFds) + " fds per message");
+  int nfds = static_cast<int>(arr.Length());
+  for (int k = 0; k < nfds; k++) {
+    Napi::Value v = arr[static_cast<uint32_t>(k)];
+    double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+    if (!(d >= 0 && d <= INT_MAX && std::trunc(d) == d)) a.Fail("fds[" + std::to_string(k) + "] is not an fd");
+    fds[k] = static_cast<int>(d);
+  }
+  return nfds;
+}
+
+// One SCM_RIGHTS control message with fds[0..nfds) on msg (nothing when nfds is 0).
+void AttachRights(msghdr* msg, char* control, size_t controlSize, const int* fds, int nfds) {
+  if (nfds <= 0) return;
+  memset(control, 0, controlSize);
+  msg->msg_control = control;
+  msg->msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+  cmsghdr* c = CMSG_FIRSTHDR(msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+  memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+}
+
 Napi::Value SendMsg(const Napi::CallbackInfo& info) {
   Args a(info, "sendMsg");
   Napi::Env env = a.Env();
@@ -275,19 +307,7 @@ Napi::Value SendMsg(const Napi::CallbackInfo& info) {
   size_t len;
   uint8_t* data = a.Slice(1, 0, &len);
   int fds[kMaxSendFds];
-  int nfds = 0;
-  if (!info[4].IsNull() && !info[4].IsUndefined()) {
-    if (!info[4].IsArray()) a.Fail("fds must be an array of fds or null");
-    Napi::Array arr = info[4].As<Napi::Array>();
-    if (arr.Length() > kMaxSendFds) a.Fail("at most " + std::to_string(kMaxSendFds) + " fds per message");
-    nfds = static_cast<int>(arr.Length());
-    for (int k = 0; k < nfds; k++) {
-      Napi::Value v = arr[static_cast<uint32_t>(k)];
-      double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
-      if (!(d >= 0 && d <= INT_MAX && std::trunc(d) == d)) a.Fail("fds[" + std::to_string(k) + "] is not an fd");
-      fds[k] = static_cast<int>(d);
-    }
-  }
+  int nfds = SendFds(a, 4, fds);
   // Linux drops ancillary data sent with zero bytes on a stream socket.
   if (nfds > 0 && len == 0) a.Fail("length must be >= 1 when sending fds");
 
@@ -296,16 +316,7 @@ Napi::Value SendMsg(const Napi::CallbackInfo& info) {
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  if (nfds > 0) {
-    memset(control, 0, sizeof control);
-    msg.msg_control = control;
-    msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-    memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
-  }
+  AttachRights(&msg, control, sizeof control, fds, nfds);
   ssize_t n;
   do n = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT); while (n < 0 && errno == EINTR);
   if (n < 0) {
@@ -373,6 +384,45 @@ Napi::Value IoctlNoArg(const Napi::CallbackInfo& info) {
   if (r < 0) ThrowSys(a.Env(), "ioctl", errno);
   return Napi::Number::New(a.Env(), r);
 }
+
+// ---- IPC daemon credentials and socket buffers (src/dif/ipc/) --------------------------------
+// Kept apart: what the IPC daemon needs to know who is connected (SO_PEERCRED) and to size a
+// flow socket's buffers to its max SDU (a SEQPACKET record larger than the sender's SO_SNDBUF
+// fails with EMSGSIZE).
+
+// getsockopt(SO_PEERCRED): {pid, uid, gid} of the process that connected (as of connect()).
+Napi::Value PeerCred(const Napi::CallbackInfo& info) {
+  Args a(info, "peerCred");
+  int fd = a.Fd(0);
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) ThrowSys(a.Env(), "getsockopt", errno);
+  Napi::Object out = Napi::Object::New(a.Env());
+  out.Set("pid", static_cast<double>(cred.pid));
+  out.Set("uid", static_cast<double>(cred.uid));
+  out.Set("gid", static_cast<double>(cred.gid));
+  return out;
+}
+
+// Ask for SO_SNDBUF and SO_RCVBUF of at least `bytes` (SO_*BUFFORCE first: it passes
+// net.core.[wr]mem_max with CAP_NET_ADMIN; else the plain option, capped by the sysctl).
+// Returns the send buffer size the kernel granted (as getsockopt reports it).
+Napi::Value SetSocketBuffers(const Napi::CallbackInfo& info) {
+  Args a(info, "setSocketBuffers");
+  int fd = a.Fd(0);
+  int bytes = static_cast<int>(a.Int(1, "bytes", 1, INT_MAX / 2));
+  const int opts[2][2] = {{SO_SNDBUFFORCE, SO_SNDBUF}, {SO_RCVBUFFORCE, SO_RCVBUF}};
+  for (const auto& o : opts) {
+    if (setsockopt(fd, SOL_SOCKET, o[0], &bytes, sizeof bytes) == 0) continue;
+    if (errno != EPERM && errno != ENOPROTOOPT) ThrowSys(a.Env(), "setsockopt", errno);
+    if (setsockopt(fd, SOL_SOCKET, o[1], &bytes, sizeof bytes) < 0) ThrowSys(a.Env(), "setsockopt", errno);
+  }
+  int got = 0;
+  socklen_t len = sizeof got;
+  if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &got, &len) < 0) ThrowSys(a.Env(), "getsockopt", errno);
+  return Napi::Number::New(a.Env(), got);
+}
+// ---- end of the IPC daemon block -------------------------------------------------------------
 
 // ---- memory ----------------------------------------------------------------------------------
 //
@@ -788,19 +838,7 @@ Napi::Value SendDgramUnix(const Napi::CallbackInfo& info) {
   size_t len;
   uint8_t* data = a.Slice(1, 0, &len);
   int fds[kMaxSendFds];
-  int nfds = 0;
-  if (!info[4].IsNull() && !info[4].IsUndefined()) {
-    if (!info[4].IsArray()) a.Fail("fds must be an array of fds or null");
-    Napi::Array arr = info[4].As<Napi::Array>();
-    if (arr.Length() > kMaxSendFds) a.Fail("at most " + std::to_string(kMaxSendFds) + " fds per message");
-    nfds = static_cast<int>(arr.Length());
-    for (int k = 0; k < nfds; k++) {
-      Napi::Value v = arr[static_cast<uint32_t>(k)];
-      double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
-      if (!(d >= 0 && d <= INT_MAX && std::trunc(d) == d)) a.Fail("fds[" + std::to_string(k) + "] is not an fd");
-      fds[k] = static_cast<int>(d);
-    }
-  }
+  int nfds = SendFds(a, 4, fds);
   UniqueFd fd(socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
   if (fd.get() < 0) ThrowSys(env, "socket", errno);
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxSendFds)];
@@ -810,16 +848,7 @@ Napi::Value SendDgramUnix(const Napi::CallbackInfo& info) {
   msg.msg_namelen = alen;
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  if (nfds > 0) {
-    memset(control, 0, sizeof control);
-    msg.msg_control = control;
-    msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-    memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
-  }
+  AttachRights(&msg, control, sizeof control, fds, nfds);
   ssize_t n;
   // Blocking send: systemd reads its notify socket promptly, and a datagram is all or nothing.
   do n = sendmsg(fd.get(), &msg, MSG_NOSIGNAL); while (n < 0 && errno == EINTR);
@@ -920,6 +949,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("UV_WRITABLE", static_cast<double>(UV_WRITABLE));
   exports.Set("UV_DISCONNECT", static_cast<double>(UV_DISCONNECT));
   InitFdChecks(env, exports);
+  exports.Set("peerCred", Napi::Function::New(env, PeerCred, "peerCred"));  // IPC daemon block
+  exports.Set("setSocketBuffers", Napi::Function::New(env, SetSocketBuffers, "setSocketBuffers"));
   return exports;
 }
 

@@ -107,3 +107,31 @@ export function setLogFormat(f: LogFormat): void {
 export function logFormat(): LogFormat {
   return format;
 }
+
+/** How often a ThrottledLog line may repeat. */
+export const LOG_REPEAT_INTERVAL_MS = 10_000;
+
+/**
+ * A warning that may repeat at most once per interval (a storm of accept failures must not turn
+ * into tens of thousands of lines a second); each line says how many were suppressed before it.
+ */
+export class ThrottledLog {
+  private last = -Infinity;
+  private suppressed = 0;
+  constructor(
+    private readonly log: Logger,
+    private readonly msg: string,
+    private readonly intervalMs = LOG_REPEAT_INTERVAL_MS,
+  ) {}
+
+  warn(fields: Record<string, unknown>): void {
+    const now = performance.now();
+    if (now - this.last < this.intervalMs) {
+      this.suppressed++;
+      return;
+    }
+    this.log.warn({ ...fields, suppressed: this.suppressed }, this.msg);
+    this.last = now;
+    this.suppressed = 0;
+  }
+}

@@ -23,6 +23,13 @@ export interface RecvResult {
   fds: number[];
 }
 
+/** Credentials of a Unix socket's peer (SO_PEERCRED). */
+export interface PeerCred {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
 /**
  * Watches one fd with uv_poll; the callback runs on the JS thread (microtasks drain after it, as
  * for any I/O callback). A watcher is created stopped. While started it keeps the event loop
@@ -159,6 +166,18 @@ export interface Native {
   sendDgramUnix(path: string, buf: Uint8Array, offset: number, length: number, fds: number[] | null): number;
   /** A non-blocking Unix datagram socket bound to `path` ('@' = abstract); read it with recvMsg. */
   bindUnixDgram(path: string): number;
+  /**
+   * getsockopt(SO_PEERCRED) on a connected Unix socket: the pid, uid and gid of the process that
+   * connected (as they were at connect()). For the IPC daemon's per-user limits.
+   */
+  peerCred(fd: number): PeerCred;
+  /**
+   * Ask for send and receive buffers of at least `bytes` on a socket (SO_SNDBUFFORCE /
+   * SO_RCVBUFFORCE when privileged, else SO_SNDBUF / SO_RCVBUF, capped by net.core.wmem_max and
+   * rmem_max). Returns the send buffer the kernel granted (Linux reports twice what was asked).
+   * A SEQPACKET record larger than the sender's buffer fails with EMSGSIZE.
+   */
+  setSocketBuffers(fd: number, bytes: number): number;
 
   // ---- checks on fds a peer sent (hardening) ----
   /**

@@ -856,3 +856,37 @@ t.test('eventfd reads never block, even when the fd has lost O_NONBLOCK', async 
   t.equal(r.status, 0, r.stderr);
   t.same(JSON.parse(r.stdout.trim()), [0, 3, [2]]);
 });
+
+// ---- IPC daemon block: peerCred, setSocketBuffers ----------------------------------------------
+
+t.test('peerCred: the uid, gid and pid of the connecting process', async (t) => {
+  const p = pair(t);
+  const c = native.peerCred(p.server);
+  t.same(c, { pid: process.pid, uid: process.getuid!(), gid: process.getgid!() }, 'both ends are this process');
+  t.same(native.peerCred(p.client).uid, process.getuid!(), 'also on the connecting end');
+  const efd = native.eventfd(0);
+  t.teardown(() => native.close(efd));
+  t.equal((t.throws(() => native.peerCred(efd)) as NodeJS.ErrnoException).code, 'ENOTSOCK', 'not a socket: typed error');
+  t.throws(() => native.peerCred(-1), TypeError);
+});
+
+t.test('setSocketBuffers: a SEQPACKET record larger than the send buffer passes once it is raised', async (t) => {
+  const [a, b] = native.socketpairSeqpacket();
+  t.teardown(() => {
+    native.close(a);
+    native.close(b);
+  });
+  const big = new Uint8Array(1 << 20);
+  t.equal((t.throws(() => native.sendMsg(a, big, 0, big.byteLength, null)) as NodeJS.ErrnoException).code, 'EMSGSIZE', 'default buffer: EMSGSIZE');
+  const got = native.setSocketBuffers(a, (1 << 20) + 4096);
+  if (process.getuid!() === 0) {
+    t.ok(got >= (1 << 20) + 4096, `granted ${got}`);
+    t.equal(native.sendMsg(a, big, 0, big.byteLength, null), big.byteLength, 'the record went');
+    native.setSocketBuffers(b, (1 << 20) + 4096);
+    const r = native.recvMsg(b, new Uint8Array(big.byteLength + 1), 0, big.byteLength + 1, 0);
+    t.equal(r?.bytes, big.byteLength);
+  } else {
+    t.ok(got > 0, `unprivileged: capped by net.core.wmem_max (${got})`);
+  }
+  t.throws(() => native.setSocketBuffers(a, 0), TypeError);
+});

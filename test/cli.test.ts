@@ -225,7 +225,7 @@ t.test('check-config', async (t) => {
   const schema = await run(['check-config', '--schema']);
   t.equal(schema.code, 0);
   const s = JSON.parse(schema.stdout) as { properties: Record<string, unknown> };
-  t.same(Object.keys(s.properties), ['devices', 'metrics', 'log', 'normal', 'difs', 'ipcps']);
+  t.same(Object.keys(s.properties), ['devices', 'metrics', 'log', 'ipc', 'normal', 'difs', 'ipcps']);
   t.same(Object.keys((s.properties.log as { properties: object }).properties), ['level', 'format']);
 });
 

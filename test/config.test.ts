@@ -116,7 +116,7 @@ t.test('each kind of problem, with its message', async (t) => {
   t.same(one('log:\n  level: loud\n'), ['log.level: "loud" is not one of trace, debug, info, warn, error, fatal, silent']);
   t.same(one('difs:\n  - name: a\n'), ['difs[0].type: is required but missing']);
   t.same(one('ipcps: {}\n'), ['ipcps: {} is an object, expected a list']);
-  t.same(one('devcies: []\n'), ['devcies: unknown field (did you mean "devices"?); known fields here: devices, metrics, log, normal, difs, ipcps']);
+  t.same(one('devcies: []\n'), ['devcies: unknown field (did you mean "devices"?); known fields here: devices, metrics, log, ipc, normal, difs, ipcps']);
   t.same(one('- 1\n'), ['(top level): [1] is a list, expected an object']);
   t.same(one('just a string\n'), ['(top level): "just a string" is a string, expected an object']);
 });
@@ -162,7 +162,7 @@ extra: 1
     'devices[3].owner: user "nosuch-user-vmpi-test" does not exist on this host',
     'devices[3].socket: is required but missing',
     'devices[3].vmpiId: "3" is a string, expected an integer',
-    'extra: unknown field; known fields here: devices, metrics, log, normal, difs, ipcps',
+    'extra: unknown field; known fields here: devices, metrics, log, ipc, normal, difs, ipcps',
     'log.level: "loud" is not one of trace, debug, info, warn, error, fatal, silent',
     'metrics.enabled: "yes" is a string, expected a boolean',
     'metrics.listen: "localhost:99999" has port 99999, above the maximum 65535',
@@ -194,6 +194,18 @@ t.test('parse errors and files', async (t) => {
   const none = t.throws(() => loadConfigFile(join(dir, 'missing.yaml'))) as ConfigError;
   t.match(none.problems, [/^cannot read the file: ENOENT/]);
   t.equal(none.source, join(dir, 'missing.yaml'));
+});
+
+t.test('YAML aliases: a value containing itself, and an alias bomb, are ConfigErrors', async (t) => {
+  // Found by the config fuzz target (test/fuzz/targets/config.ts): both used to escape as a
+  // TypeError (printing a cyclic value) and a ReferenceError (yaml's alias limit).
+  t.same(problems('devices: &d [*d]\n'), ['devices[0]: contains itself through a YAML alias (*name inside its own &name); write the value out instead']);
+  t.same(problems('difs: [&x {name: a, type: b, self: *x}]\n'), ['difs[0].self: contains itself through a YAML alias (*name inside its own &name); write the value out instead']);
+  const bomb = 'a: &a [x,x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]\n';
+  t.match(problems(bomb), [/^invalid YAML: .*\(more than 100 alias expansions\); write the values out instead of nesting aliases$/]);
+  // Aliases that do not loop stay fine.
+  const ok = parseConfig('devices: [{socket: /a.sock, owner: &o root, group: *o}]\n', { format: 'yaml' });
+  t.equal(ok.devices[0]!.group, 'root');
 });
 
 t.test('listen addresses', async (t) => {
@@ -253,4 +265,20 @@ t.test('the normal DIF: a name is enough; difs entries of type normal say the sa
   t.match(one('normal: { dif: n.DIF, nmae: x }\n'), [/^normal\.nmae: unknown field \(did you mean "name"\?\)/]);
   t.match(one('normal: { dif: n.DIF, name: "a/b/c/d/e" }\n'), [/^normal\.name: "a\/b\/c\/d\/e" is not an IPC process name/]);
   t.same(one('normal: { dif: a.DIF }\ndifs:\n  - { name: b.DIF, type: normal }\n'), ['difs[0].name: "b.DIF": only one normal DIF is supported, and normal.dif already declares "a.DIF"']);
+});
+
+t.test('ipc: the IPC daemon limits', async (t) => {
+  const c = parseConfig('ipc:\n  maxFlowsPerUid: 16\n  maxAllocateTimeoutMs: 10000\n  unlimitedUids: [0]\n', { format: 'yaml' });
+  t.same(c.ipc, { maxFlowsPerUid: 16, maxAllocateTimeoutMs: 10000, unlimitedUids: [0] });
+  t.same(defaultConfig().ipc, {}, 'defaults: the daemon’s own');
+  const bad = (yaml: string): string[] => {
+    try {
+      parseConfig(yaml, { format: 'yaml' });
+      return [];
+    } catch (e) {
+      return (e as ConfigError).problems;
+    }
+  };
+  t.match(bad('ipc: {maxFlowsPerUid: 0}\n'), [/ipc\.maxFlowsPerUid: 0 is below the minimum 1/]);
+  t.match(bad('ipc: {maxFlows: 3}\n'), [/ipc\.maxFlows: unknown field/]);
 });

@@ -241,3 +241,59 @@ t.test('DIF metrics: flows come and go, counters only grow, series stay bounded'
     t.equal(p.stdout + p.stderr, '', 'promtool: no lint findings');
   }
 });
+
+t.test('metrics server: at most maxConnections sockets, idle ones closed', async (t) => {
+  const { connect } = await import('node:net');
+  const host = new VmpiHost();
+  const metrics = new HostMetrics(host, { processMetrics: false });
+  const server = await startMetricsServer(metrics, { host: '127.0.0.1', port: 0 }, undefined, { maxConnections: 2, idleTimeoutMs: 300 });
+  t.teardown(() => server.close());
+  const closed: number[] = [];
+  const open = (i: number) => {
+    const s = connect(server.address.port, '127.0.0.1');
+    s.on('close', () => closed.push(i));
+    s.on('error', () => undefined);
+    t.teardown(() => s.destroy());
+    return s;
+  };
+  open(0);
+  open(1);
+  await sleep(50);
+  open(2);
+  await until(() => closed.includes(2), 'the connection over the cap closed', 2000);
+  t.same(closed, [2], 'only the one over the cap');
+  t.equal(server.stats.dropped, 1, 'counted');
+  await until(() => closed.includes(0) && closed.includes(1), 'idle connections closed', 3000);
+  t.equal((await get(server.url)).status, 200, 'and a real scrape is served again');
+});
+
+t.test('IPC daemon and receive-budget metrics', async (t) => {
+  const { IpcDaemon } = await import('../src/dif/ipc/daemon.js');
+  const { setup: difSetup } = await import('./dif/helpers.js');
+  const host = new VmpiHost();
+  const metrics = new HostMetrics(host, { processMetrics: false });
+  const { host: ipcp } = difSetup(t);
+  metrics.addIpcp(ipcp);
+  const daemon = new IpcDaemon({ socketPath: join(dir, 'ipc-metrics.sock') });
+  daemon.addIpcp(ipcp);
+  daemon.listen();
+  t.teardown(() => daemon.close());
+  metrics.addIpcDaemon(daemon);
+  const fd = native.connectUnix(daemon.socketPath);
+  t.teardown(() => native.close(fd));
+  await until(() => daemon.sessionCount === 1, 'session');
+  const m = await metrics.metrics();
+  t.equal(sample(m, 'vmpi_ipc_sessions', {}), undefined, 'no labels: printed without braces');
+  t.match(m, /^vmpi_ipc_sessions 1$/m);
+  t.match(m, /^vmpi_ipc_output_queued_bytes 0$/m);
+  t.equal(sample(m, 'vmpi_ipc_sessions_closed_total', { cause: 'output_limit' }), 0);
+  t.equal(sample(m, 'vmpi_ipc_connections_refused_total', { reason: 'max_sessions_per_uid' }), 0);
+  t.equal(sample(m, 'vmpi_ipc_flows_aborted_total', { reason: 'fds_on_flow_socket' }), 0);
+  t.match(m, /^vmpi_ipc_sdus_dropped_total 0$/m);
+  t.equal(sample(m, 'vmpi_dif_rx_queued_bytes', { dif: ipcp.difName }), 0);
+  t.equal(sample(m, 'vmpi_dif_rx_budget_drops_total', { dif: ipcp.difName, budget: 'flow_bytes' }), 0);
+  t.test('promtool check metrics', { skip: promtool ? false : 'promtool not installed' }, async (t) => {
+    const p = spawnSync('promtool', ['check', 'metrics'], { input: m, encoding: 'utf8' });
+    t.equal(p.stdout + p.stderr, '', 'no lint findings');
+  });
+});

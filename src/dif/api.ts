@@ -183,7 +183,11 @@ export type DifErrorCode =
   /** IPC daemon: a control message was malformed (not readable, wrong version, bad field). */
   | 'malformed'
   /** IPC daemon: the connection to the daemon is gone. */
-  | 'disconnected';
+  | 'disconnected'
+  /** IPC daemon: a per-user or per-daemon limit (sessions, flows, registrations) is reached. */
+  | 'limit_exceeded'
+  /** IPC daemon: out of a system resource (file descriptors): try again later. */
+  | 'no_resources';
 
 export class DifError extends Error {
   override name = 'DifError';

@@ -6,7 +6,8 @@
  * Owns: that queue and its hand-out rules, shared by the shim DIF's flows (shim-hv/ipcp.ts) and
  * the IPC client's flows (ipc/client.ts), so both ends of the daemon socket behave alike. How
  * SDUs get in (a VMPI port, a socket) and what a full queue means (drop, or stop reading) stay
- * with the owner: it asks `length` and `hasConsumer()` before pushing.
+ * with the owner: it asks `length`, `bytes` and `hasConsumer()` before pushing; `onBytes` tells
+ * it how many bytes come and go, for a budget over many queues.
  */
 import type { EventEmitter } from 'node:events';
 import type { FlowEvents } from './api.js';
@@ -17,14 +18,17 @@ export class RxQueue {
   private readers: Array<(sdu: Uint8Array | null) => void> = [];
   private pumping = false;
   private ended = false;
+  private _bytes = 0;
 
   /**
    * @param flow the Flow whose 'data' event this queue feeds
    * @param onTake called after SDUs left the queue (the owner may resume reading its source)
+   * @param onBytes called with +n when n bytes are queued and -n when they leave
    */
   constructor(
     private readonly flow: EventEmitter<FlowEvents>,
     private readonly onTake: (() => void) | null = null,
+    private readonly onBytes: ((delta: number) => void) | null = null,
   ) {
     // SDUs queued before a 'data' listener was attached go to it first (once it is attached).
     (flow as unknown as EventEmitter).on('newListener', (event: string | symbol) => {
@@ -37,6 +41,11 @@ export class RxQueue {
     return this.items.length - this.head;
   }
 
+  /** Bytes of the SDUs waiting. */
+  get bytes(): number {
+    return this._bytes;
+  }
+
   /** A read() is waiting or a 'data' listener is attached: a pushed SDU leaves at once. */
   hasConsumer(): boolean {
     return this.readers.length > 0 || this.flow.listenerCount('data') > 0;
@@ -45,6 +54,8 @@ export class RxQueue {
   /** Queue one SDU (the queue keeps this object: pass a private copy). */
   push(sdu: Uint8Array): void {
     this.items.push(sdu);
+    this._bytes += sdu.byteLength;
+    this.onBytes?.(sdu.byteLength);
     this.pump();
   }
 
@@ -107,6 +118,8 @@ export class RxQueue {
 
   private shift(): Uint8Array {
     const sdu = this.items[this.head]!;
+    this._bytes -= sdu.byteLength;
+    this.onBytes?.(-sdu.byteLength);
     this.items[this.head] = undefined as unknown as Uint8Array;
     this.head++;
     if (this.head === this.items.length) {

@@ -19,6 +19,15 @@
  *       mode: "0660"                 # optional: a QUOTED octal string
  *   metrics: { enabled: true, listen: "127.0.0.1:19464" }
  *   log: { level: info }
+ *   ipc:                             # optional: the IPC daemon's limits (docs/IPC.md), defaults shown
+ *     maxSessions: 256               # applications connected at once
+ *     maxSessionsPerUid: 64          # … per user (SO_PEERCRED)
+ *     maxFlowsPerUid: 256            # flows allocated or being allocated, per user
+ *     maxRegistrationsPerUid: 64
+ *     maxAllocateTimeoutMs: 60000    # longer allocation timeouts are clamped
+ *     idleTimeoutMs: 300000          # sessions holding nothing and silent this long are closed
+ *     outputHighWater: 262144        # bytes of answers queued per session before its requests wait
+ *     unlimitedUids: []              # users the per-user limits do not apply to
  *   normal: { dif: n.DIF }       # optional: a normal DIF over every device's shim DIF (below)
  *   difs: []    # [{ name, type }]: type "normal" declares the normal DIF (same as normal.dif)
  *   ipcps: []   # placeholders for other IPC processes: [{ name, type, ... }]
@@ -40,6 +49,7 @@ import { CARRIERS, DEFAULT_SDU_LOG2, MAX_SDU_LOG2, MIN_SDU_LOG2 } from '../vmpi/
 import { permissionProblems } from './socket-perms.js';
 import { parseAppName } from '../dif/naming.js';
 import { LOG_FORMATS, type LogFormat } from '../log.js';
+import type { IpcLimits } from '../dif/ipc/daemon.js';
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -114,7 +124,11 @@ export interface VmpiConfig {
   ipcps: IpcpConfig[];
   /** The normal DIF, if one is configured. */
   normal?: NormalConfig;
+  /** The IPC daemon's limits (what is not given keeps the daemon's defaults). */
+  ipc: Partial<IpcLimits>;
 }
+
+const IPC_LIMIT = { type: 'integer', minimum: 1, maximum: 2 ** 31 - 1 } as const;
 
 /** Every problem found, one line each (`path: what is wrong`). */
 export class ConfigError extends Error {
@@ -190,6 +204,21 @@ export const CONFIG_SCHEMA = {
       properties: {
         level: { type: 'string', enum: [...LOG_LEVELS], default: 'info' },
         format: { type: 'string', enum: [...LOG_FORMATS], description: 'json (default), text, or journal (sd-daemon priorities; the default when stderr is the journal)' },
+      },
+    },
+    ipc: {
+      type: 'object',
+      additionalProperties: false,
+      description: "the IPC daemon's limits (per user: SO_PEERCRED uid)",
+      properties: {
+        maxSessions: IPC_LIMIT,
+        maxSessionsPerUid: IPC_LIMIT,
+        maxFlowsPerUid: IPC_LIMIT,
+        maxRegistrationsPerUid: IPC_LIMIT,
+        maxAllocateTimeoutMs: IPC_LIMIT,
+        idleTimeoutMs: IPC_LIMIT,
+        outputHighWater: IPC_LIMIT,
+        unlimitedUids: { type: 'array', items: { type: 'integer', minimum: 0, maximum: 0xfffffffe } },
       },
     },
     normal: {
@@ -271,10 +300,40 @@ export function parseConfig(text: string, opts: ParseOptions): VmpiConfig {
         opts.source,
       );
     }
-    raw = doc.toJS();
+    try {
+      raw = doc.toJS({ maxAliasCount: MAX_YAML_ALIASES });
+    } catch (e) {
+      // yaml throws a plain ReferenceError when aliases expand too much (an "alias bomb").
+      throw new ConfigError([`invalid YAML: ${firstLine((e as Error).message)} (more than ${MAX_YAML_ALIASES} alias expansions); write the values out instead of nesting aliases`], opts.source);
+    }
+    const loop = selfReference(raw, '');
+    if (loop !== undefined) {
+      throw new ConfigError([`${loop || '(top level)'}: contains itself through a YAML alias (*name inside its own &name); write the value out instead`], opts.source);
+    }
   }
   if (raw === null || raw === undefined) raw = {};
   return validateConfig(raw, opts);
+}
+
+/** Alias expansions allowed in a YAML file (yaml's own default): a config needs few, if any. */
+const MAX_YAML_ALIASES = 100;
+
+/**
+ * The path of the first value that contains itself (a YAML alias inside its own anchor makes a
+ * cyclic object, which no check or message could print), or undefined.
+ */
+function selfReference(v: unknown, path: string, open = new Set<object>()): string | undefined {
+  if (typeof v !== 'object' || v === null || ArrayBuffer.isView(v)) return undefined;
+  if (open.has(v)) return path;
+  open.add(v);
+  const entries: [string, unknown][] =
+    Array.isArray(v) || v instanceof Set ? [...v].map((x, i) => [`${path}[${i}]`, x]) : v instanceof Map ? [...v].map(([k, x]) => [`${path}.${String(k)}`, x]) : Object.entries(v).map(([k, x]) => [path ? `${path}.${k}` : k, x]);
+  for (const [p, x] of entries) {
+    const found = selfReference(x, p, open);
+    if (found !== undefined) return found;
+  }
+  open.delete(v);
+  return undefined;
 }
 
 /** Validate an already-parsed object (schema + semantic checks). Throws ConfigError. */
@@ -342,6 +401,7 @@ export function validateConfig(raw: unknown, opts: Omit<ParseOptions, 'format'> 
     difs: (data.difs ?? []) as DifConfig[],
     ipcps: (data.ipcps ?? []) as IpcpConfig[],
     ...(normal ? { normal } : {}),
+    ipc: { ...((data.ipc ?? {}) as Partial<IpcLimits>) },
   };
 }
 

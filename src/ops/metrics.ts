@@ -20,6 +20,13 @@
  *
  * vhost-user connection counters come from the VhostUserServer's `connection`, `disconnect`
  * (with its typed cause) and `rejected` (a request refused with REPLY_ACK, connection kept) events.
+ * The IPC daemon's counters (`addIpcDaemon`) are its own `stats`, read at scrape time too.
+ *
+ * The HTTP server is bounded: at most `maxConnections` sockets at once (more are closed as they
+ * come), idle sockets closed after `idleTimeoutMs`, a request that takes longer than
+ * `requestTimeoutMs` cut off, and server errors (accept failing with EMFILE while the process is
+ * out of fds) logged at most once per 10 s with a count, so a flood cannot fill the log or the
+ * fd table.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -29,6 +36,7 @@ import type { DisconnectCause } from '../vhost-user/connection.js';
 import type { VhostUserServer } from '../vhost-user/server.js';
 import type { Flow } from '../dif/api.js';
 import type { ShimHvIpcp } from '../dif/shim-hv/ipcp.js';
+import { SESSION_CLOSE_CAUSES, type IpcDaemon } from '../dif/ipc/daemon.js';
 import type { DropReason, VmpiDevice } from '../vmpi/device.js';
 import type { VmpiHost } from '../vmpi/host.js';
 import { formatListenAddress, type ListenAddress } from './config.js';
@@ -68,6 +76,7 @@ interface DifTotals {
 export class HostMetrics {
   readonly registry: Registry;
   private readonly difs = new Map<string, DifTotals>();
+  private ipcDaemon: IpcDaemon | null = null;
   private readonly counts = new Map<number, ConnectionCounts>();
   private readonly watched = new WeakSet<VhostUserServer>();
   private readonly onDevice = (d: VmpiDevice): void => this.watch(d.vmpiId);
@@ -106,6 +115,11 @@ export class HostMetrics {
       r.rxBytes += flow.stats.rxBytes;
       r.rxQueueDrops += flow.stats.rxQueueDrops;
     });
+  }
+
+  /** Follow the IPC daemon (one per host): sessions, refusals, limits hit, contained faults. */
+  addIpcDaemon(daemon: IpcDaemon): void {
+    this.ipcDaemon = daemon;
   }
 
   /** Stop following the host's new devices (the registry keeps working for existing ones). */
@@ -194,6 +208,35 @@ export class HostMetrics {
       perDevice(({ counts }) => DISCONNECT_CAUSES.map((cause): [Record<'cause', string>, number] => [{ cause }, counts?.disconnects[cause] ?? 0])),
     );
     this.defineDifs(family);
+    this.defineIpc(family);
+  }
+
+  private defineIpc(family: <L extends string>(kind: Kind, name: string, help: string, labelNames: readonly L[], samples: () => Iterable<Sample<L>>) => void): void {
+    const d = () => this.ipcDaemon;
+    const one = (kind: Kind, name: string, help: string, value: (daemon: IpcDaemon) => number): void =>
+      family(kind, name, help, [], function* () {
+        const daemon = d();
+        if (daemon) yield [{}, value(daemon)];
+      });
+    const byLabel = <L extends string>(name: string, help: string, label: L, values: (daemon: IpcDaemon) => Record<string, number>): void =>
+      family('counter', name, help, [label], function* () {
+        const daemon = d();
+        if (!daemon) return;
+        for (const [k, v] of Object.entries(values(daemon))) yield [{ [label]: k } as Record<L, string>, v];
+      });
+    one('gauge', 'vmpi_ipc_sessions', 'Applications connected to the IPC daemon now', (x) => x.stats.sessions);
+    one('gauge', 'vmpi_ipc_output_queued_bytes', 'Bytes of answers and events waiting for applications to read them', (x) => x.outputQueuedBytes());
+    byLabel('vmpi_ipc_sessions_closed_total', 'IPC sessions closed, by cause (output_limit: the application did not read; idle; internal_error: a contained fault)', 'cause', (x) =>
+      Object.fromEntries(SESSION_CLOSE_CAUSES.map((c) => [c, x.stats.sessionsClosed[c]])),
+    );
+    byLabel('vmpi_ipc_connections_refused_total', 'Connections to the IPC daemon refused at accept, by limit', 'reason', (x) => ({ ...x.stats.refused }));
+    byLabel('vmpi_ipc_limit_hits_total', 'IPC requests refused by a per-user limit', 'limit', (x) => ({ ...x.stats.limitHits }));
+    byLabel('vmpi_ipc_flows_aborted_total', 'Flows the IPC daemon ended itself, by why (fds_on_flow_socket, internal_error)', 'reason', (x) => ({ ...x.stats.bridgeAborts }));
+    one('counter', 'vmpi_ipc_accept_errors_total', 'accept(2) failures of the IPC daemon (EMFILE, ENFILE: out of file descriptors)', (x) => x.stats.acceptErrors);
+    one('counter', 'vmpi_ipc_flow_fd_failures_total', 'Flows refused to an application because no file descriptor could be created', (x) => x.stats.flowFdFailures);
+    one('counter', 'vmpi_ipc_sdus_dropped_total', "SDUs for applications dropped because they exceed the flow socket's buffer", (x) => x.stats.sdusTooLarge);
+    one('counter', 'vmpi_ipc_allocate_timeouts_clamped_total', 'Allocation timeouts shortened to the daemon maximum', (x) => x.stats.timeoutsClamped);
+    one('counter', 'vmpi_ipc_faults_total', 'Exceptions contained by the IPC daemon (each closed one session or flow, or one accept round)', (x) => x.stats.faults);
   }
 
   private defineDifs(family: <L extends string>(kind: Kind, name: string, help: string, labelNames: readonly L[], samples: () => Iterable<Sample<L>>) => void): void {
@@ -220,6 +263,12 @@ export class HostMetrics {
         [{ direction: 'incoming', outcome: 'allocated' }, s.incomingAccepted],
         [{ direction: 'incoming', outcome: 'rejected' }, s.incomingRejected],
       ]),
+    );
+    family('gauge', 'vmpi_dif_rx_queued_bytes', "Bytes waiting in the receive queues of the DIF's flows (budgeted: rxQueueBytes per flow, rxQueueTotalBytes per DIF)", ['dif'], () =>
+      perDif(difs, ({ ipcp }) => [[{}, ipcp.rxQueuedBytes]]),
+    );
+    family('counter', 'vmpi_dif_rx_budget_drops_total', 'SDUs dropped because an unread flow reached a receive budget, by budget (sdus, flow_bytes, total_bytes)', ['dif', 'budget'], () =>
+      perDif(difs, ({ ipcp }) => Object.entries(ipcp.stats.rxBudgetDrops).map(([budget, v]): [Record<'budget', string>, number] => [{ budget }, v])),
     );
     family('counter', 'vmpi_dif_flows_deallocated_total', 'Flows deallocated (by either end, or because the port went down)', ['dif'], () =>
       perDif(difs, ({ ipcp }) => [[{}, ipcp.stats.flowsDeallocated]]),
@@ -283,6 +332,7 @@ export interface MetricsServer {
   readonly address: ListenAddress;
   /** http://HOST:PORT/metrics */
   readonly url: string;
+  readonly stats: Readonly<MetricsServerStats>;
   close(): Promise<void>;
 }
 
@@ -290,17 +340,66 @@ export class MetricsServerError extends Error {
   override name = 'MetricsServerError';
 }
 
+export interface MetricsServerOptions {
+  /** Sockets open at once; more are closed as they are accepted (default 32). */
+  maxConnections?: number;
+  /** A socket with no traffic this long is closed (default 30 s). */
+  idleTimeoutMs?: number;
+  /** A request not complete (headers and body) after this long is answered 408 and closed (default 10 s). */
+  requestTimeoutMs?: number;
+}
+
+export interface MetricsServerStats {
+  /** Connections closed at once: maxConnections were open. */
+  dropped: number;
+  /** Server errors (accept failing with EMFILE, ENFILE, …). */
+  errors: number;
+}
+
+/** A log line repeated at most once per 10 s, with how many were suppressed. */
+function throttled(log: Logger, msg: string): (fields: Record<string, unknown>) => void {
+  let last = 0;
+  let suppressed = 0;
+  return (fields) => {
+    const now = Date.now();
+    if (now - last < 10_000) {
+      suppressed++;
+      return;
+    }
+    log.warn({ ...fields, suppressed }, msg);
+    last = now;
+    suppressed = 0;
+  };
+}
+
 /** Serve `GET /metrics` from `source` on `listen`. Rejects with a MetricsServerError if it cannot bind. */
-export function startMetricsServer(source: { metrics(): Promise<string>; registry: Registry }, listen: ListenAddress, logger: Logger = rootLogger): Promise<MetricsServer> {
+export function startMetricsServer(
+  source: { metrics(): Promise<string>; registry: Registry },
+  listen: ListenAddress,
+  logger: Logger = rootLogger,
+  opts: MetricsServerOptions = {},
+): Promise<MetricsServer> {
   const log = logger.child({ component: 'metrics' });
-  const server: Server = createServer((req, res) => {
+  const stats: MetricsServerStats = { dropped: 0, errors: 0 };
+  const idleTimeoutMs = opts.idleTimeoutMs ?? 30_000;
+  const requestTimeoutMs = opts.requestTimeoutMs ?? 10_000;
+  const server: Server = createServer({ requestTimeout: requestTimeoutMs, headersTimeout: Math.min(requestTimeoutMs, 10_000), connectionsCheckingInterval: Math.min(1000, requestTimeoutMs) }, (req, res) => {
     handle(source, req, res).catch((e: unknown) => {
       log.error({ err: (e as Error).message }, 'metrics request failed');
       if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain; charset=utf-8' });
       res.end('internal error\n');
     });
   });
-  server.keepAliveTimeout = 10_000;
+  server.keepAliveTimeout = Math.min(10_000, idleTimeoutMs);
+  server.maxConnections = opts.maxConnections ?? 32;
+  // Idle sockets (connected, nothing sent, or a keep-alive nobody uses) are destroyed.
+  server.setTimeout(idleTimeoutMs, (socket) => socket.destroy());
+  const logDrop = throttled(log, 'metrics: too many connections, closing new ones');
+  server.on('drop', () => {
+    stats.dropped++;
+    logDrop({ maxConnections: server.maxConnections });
+  });
+  const logError = throttled(log, 'metrics server error');
   return new Promise((resolve, reject) => {
     const onError = (e: NodeJS.ErrnoException) => {
       const where = formatListenAddress(listen);
@@ -310,7 +409,10 @@ export function startMetricsServer(source: { metrics(): Promise<string>; registr
     server.once('error', onError);
     server.listen(listen.port, listen.host, () => {
       server.off('error', onError);
-      server.on('error', (e) => log.error({ err: e.message }, 'metrics server error'));
+      server.on('error', (e: NodeJS.ErrnoException) => {
+        stats.errors++;
+        logError({ err: e.message, code: e.code });
+      });
       const a = server.address() as AddressInfo;
       const address = { host: a.address, port: a.port };
       const url = `http://${formatListenAddress(address)}/metrics`;
@@ -318,6 +420,7 @@ export function startMetricsServer(source: { metrics(): Promise<string>; registr
       resolve({
         address,
         url,
+        stats,
         close: () =>
           new Promise<void>((done) => {
             server.close(() => done());

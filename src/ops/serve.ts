@@ -92,12 +92,13 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
     }
     if (plan.config.normal) normal = createNormalIpcp(plan.config.normal, 'host', [...ipcps.values()], { logger: log });
     if (opts.ipc) {
-      const daemon = new IpcDaemon({ socketPath: opts.ipc.socketPath, logger: log });
+      const daemon = new IpcDaemon({ socketPath: opts.ipc.socketPath, logger: log, limits: plan.config.ipc });
       for (const ipcp of ipcps.values()) daemon.addIpcp(ipcp);
       if (normal) daemon.addIpcp(normal);
       try {
         daemon.listen();
         ipcDaemon = daemon;
+        metrics?.addIpcDaemon(daemon);
       } catch (e) {
         if (opts.ipc.required) throw new Error(`--ipc-socket ${opts.ipc.socketPath}: ${(e as Error).message}`, { cause: e });
         log.warn({ err: (e as Error).message, socket: opts.ipc.socketPath }, 'IPC daemon not started (applications cannot use the IPC API; see --ipc-socket)');

@@ -9,7 +9,8 @@
  */
 import { EventEmitter } from 'node:events';
 import { lstatSync, unlinkSync } from 'node:fs';
-import { logger as rootLogger, type Logger } from '../log.js';
+import { AcceptBackoff } from '../accept-backoff.js';
+import { logger as rootLogger, ThrottledLog, type Logger } from '../log.js';
 import { native, type FdWatcher } from '../native.js';
 import { Connection, type DisconnectCause } from './connection.js';
 import type { VhostUserDevice } from './device.js';
@@ -51,6 +52,7 @@ export class VhostUserServer extends EventEmitter<ServerEvents> {
   private watcher: FdWatcher | null = null;
   private readonly log: Logger;
   private readonly maxConnections: number;
+  private readonly acceptBackoff: AcceptBackoff;
 
   constructor(private readonly opts: ServerOptions) {
     super();
@@ -60,6 +62,26 @@ export class VhostUserServer extends EventEmitter<ServerEvents> {
     this.path = opts.path;
     this.maxConnections = opts.maxConnections ?? 1;
     this.log = (opts.logger ?? rootLogger).child({ socket: opts.path ?? `fd:${opts.listenFd}` });
+    // Out of fds, the front-end stays in the backlog: pause instead of spinning on it, so QEMU's
+    // requests on the connections already open keep being answered.
+    this.acceptBackoff = new AcceptBackoff({
+      log: new ThrottledLog(this.log, 'accept failed; backing off'),
+      pause: () => this.watcher?.stop(),
+      retry: () => {
+        if (!this.watcher) return;
+        this.watcher.start();
+        try {
+          this.acceptAll();
+        } catch (e) {
+          this.log.error({ err: (e as Error)?.message ?? String(e) }, 'error while accepting front-ends');
+        }
+      },
+    });
+  }
+
+  /** accept(2) failures since start (EMFILE, ENFILE …), each followed by a pause. */
+  get acceptErrors(): number {
+    return this.acceptBackoff.failures;
   }
 
   /** Start listening and accepting. */
@@ -96,10 +118,13 @@ export class VhostUserServer extends EventEmitter<ServerEvents> {
       try {
         fd = native.accept(this.listenFd);
       } catch (e) {
-        this.log.error({ err: (e as Error).message }, 'accept failed');
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === 'ECONNABORTED' || code === 'EPROTO') continue; // that one front-end is gone
+        this.acceptBackoff.failed(e);
         return;
       }
       if (fd < 0) return;
+      this.acceptBackoff.succeeded();
       if (this.connections.size >= this.maxConnections) {
         this.log.warn({ max: this.maxConnections }, 'refusing front-end: this socket already serves its maximum number of front-ends');
         native.close(fd);
@@ -133,6 +158,7 @@ export class VhostUserServer extends EventEmitter<ServerEvents> {
 
   /** Stop listening, close every connection, and remove the socket file we created. */
   close(): void {
+    this.acceptBackoff.close();
     this.watcher?.close();
     this.watcher = null;
     for (const c of [...this.connections]) c.close('server shutting down');

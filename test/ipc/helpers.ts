@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ShimHvIpcp, type ShimHvIpcpOptions } from '../../src/dif/shim-hv/ipcp.js';
-import { IpcDaemon } from '../../src/dif/ipc/daemon.js';
+import { IpcDaemon, type IpcDaemonOptions } from '../../src/dif/ipc/daemon.js';
 import { IpcClient } from '../../src/dif/ipc/client.js';
 import { createPortPair, type PortPair, type PortPairOptions } from '../dif/port-pair.js';
 
@@ -26,13 +26,13 @@ export interface IpcSetup {
   guestClient(): Promise<IpcClient>;
 }
 
-export function ipcSetup(t: Test, opts: { pair?: PortPairOptions; ipcp?: Partial<ShimHvIpcpOptions> } = {}): IpcSetup {
+export function ipcSetup(t: Test, opts: { pair?: PortPairOptions; ipcp?: Partial<ShimHvIpcpOptions>; daemon?: Partial<IpcDaemonOptions> } = {}): IpcSetup {
   const dir = mkdtempSync(join(tmpdir(), 'vmpi-ipc-'));
   const pair = createPortPair(opts.pair);
   const hostIpcp = new ShimHvIpcp({ port: pair.host, role: 'host', ...opts.ipcp });
   const guestIpcp = new ShimHvIpcp({ port: pair.guest, role: 'guest', ...opts.ipcp });
-  const hostDaemon = new IpcDaemon({ socketPath: join(dir, 'host', 'ipc.sock') });
-  const guestDaemon = new IpcDaemon({ socketPath: join(dir, 'guest', 'ipc.sock') });
+  const hostDaemon = new IpcDaemon({ ...opts.daemon, socketPath: join(dir, 'host', 'ipc.sock') });
+  const guestDaemon = new IpcDaemon({ ...opts.daemon, socketPath: join(dir, 'guest', 'ipc.sock') });
   hostDaemon.addIpcp(hostIpcp);
   guestDaemon.addIpcp(guestIpcp);
   hostDaemon.listen();

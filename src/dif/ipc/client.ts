@@ -27,6 +27,8 @@ import { defaultIpcSocketPath, IpcProtocolError, parseDaemonMessage, type Daemon
 
 /** SDUs a ClientFlow reads ahead while nobody consumes them; then the fd is left to fill up. */
 export const CLIENT_RX_QUEUE_LIMIT = 256;
+/** Bytes a ClientFlow reads ahead while nobody consumes them (the first SDU always fits). */
+export const CLIENT_RX_QUEUE_BYTES = 4 * 1024 * 1024;
 /** Incoming requests a registration keeps while nobody takes them; more are rejected. */
 const REQUEST_QUEUE_LIMIT = 256;
 
@@ -66,6 +68,8 @@ export class IpcClient extends EventEmitter<IpcClientEvents> {
   private readonly flows = new Map<number, ClientFlow>();
   private nextId = 1;
   private closeReason: string | null = null;
+  /** Why the daemon refused this connection (an error without id before it closed), if it did. */
+  private refusal: DifError | null = null;
 
   /** Connect to the daemon at `socketPath` (default: $VMPI_IPC_SOCKET or /run/vmpi/ipc.sock). */
   static async connect(socketPath: string = defaultIpcSocketPath()): Promise<IpcClient> {
@@ -81,7 +85,9 @@ export class IpcClient extends EventEmitter<IpcClientEvents> {
   /** Use an already connected stream socket to the daemon (takes the fd). */
   constructor(fd: number) {
     super();
-    this.conn = new FramedConn(fd, 8);
+    // No output budget on this side: the application owns its requests, and pausing our reads
+    // while the daemon pauses its own (it does when we do not read) would deadlock both.
+    this.conn = new FramedConn(fd, 8, { outputHighWater: Number.POSITIVE_INFINITY });
     this.conn.on('message', (m) => this.onMessage(m));
     this.conn.on('malformed', () => this.conn.close('the daemon sent a malformed message'));
     this.conn.on('close', (reason) => this.onClose(reason));
@@ -137,7 +143,7 @@ export class IpcClient extends EventEmitter<IpcClientEvents> {
 
   /** @internal Send a request; resolves with the result (and the flow it carries, if any). */
   request(msg: Record<string, unknown>): Promise<{ msg: ResultMsg; flow: ClientFlow | null }> {
-    if (this.closeReason !== null) return Promise.reject(new DifError('disconnected', `the IPC daemon connection is closed (${this.closeReason})`));
+    if (this.closeReason !== null) return Promise.reject(this.refusal ?? new DifError('disconnected', `the IPC daemon connection is closed (${this.closeReason})`));
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve: (m, flow) => resolve({ msg: m, flow }), reject });
@@ -187,6 +193,8 @@ export class IpcClient extends EventEmitter<IpcClientEvents> {
       case 'error': {
         const err = new DifError(msg.code as DifErrorCode, msg.message, msg.peerReason === undefined ? {} : { peerReason: msg.peerReason });
         const p = msg.id === null ? undefined : this.pending.get(msg.id);
+        // The daemon refused the connection (a limit): the close that follows fails with this.
+        if (msg.id === null && msg.code === 'limit_exceeded') this.refusal = err;
         if (p) {
           this.pending.delete(msg.id!);
           p.reject(err);
@@ -218,7 +226,7 @@ export class IpcClient extends EventEmitter<IpcClientEvents> {
 
   private onClose(reason: string): void {
     this.closeReason = reason;
-    const err = new DifError('disconnected', `the IPC daemon connection closed: ${reason}`);
+    const err = this.refusal ?? new DifError('disconnected', `the IPC daemon connection closed: ${reason}`);
     for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();
     for (const r of this.requests.values()) r.cancel('disconnected from the IPC daemon');
@@ -419,7 +427,14 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
     this.qos = Object.freeze({ ...info.qos });
     this.datapath = info.datapath ?? 'socket';
     this.io = this.datapath === 'vmpi_file' ? (setBatchMode(fd) ? VMPI_FILE_IO : VMPI_FILE_IO_UNBATCHED) : SOCKET_IO;
-    this.interest = new FdInterest(fd, native.UV_READABLE, (ev) => this.onEvents(ev));
+    this.interest = new FdInterest(fd, native.UV_READABLE, (ev) => {
+      try {
+        this.onEvents(ev);
+      } catch (e) {
+        // A fault on this flow's fd ends this flow, not the application's other flows.
+        this.daemonGone(`internal error on the flow's fd: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    });
   }
 
   get state(): FlowState {
@@ -444,6 +459,9 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
       return true;
     }
     if (r === 'closed') throw new DifError('flow_deallocated', `flow ${this.portId}: the IPC daemon closed it`);
+    if (r === 'too_large') {
+      throw new DifError('sdu_too_large', `flow ${this.portId}: an SDU of ${sdu.byteLength} bytes does not fit the flow socket's buffer (the host's net.core.wmem_max is below the flow's max SDU of ${this.qos.maxSdu}): send smaller SDUs or raise it`);
+    }
     this.stats.txRefused++;
     this.blocked = true;
     this.interest.want(native.UV_WRITABLE, true);
@@ -526,7 +544,7 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
 
   private readSome(): void {
     for (let i = 0; i < 64 && this.fdOpen && !this.eof; i++) {
-      if (!this.rx.hasConsumer() && this.rx.length >= CLIENT_RX_QUEUE_LIMIT) {
+      if (!this.rx.hasConsumer() && (this.rx.length >= CLIENT_RX_QUEUE_LIMIT || this.rx.bytes >= CLIENT_RX_QUEUE_BYTES)) {
         // Leave the rest in the socket: the daemon sees it full and stops taking from the flow.
         this.interest.want(native.UV_READABLE, false);
         break;
@@ -555,7 +573,7 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
   };
 
   private resumeReading(): void {
-    if (!this.eof && this.fdOpen && this.rx.length < CLIENT_RX_QUEUE_LIMIT) this.interest.want(native.UV_READABLE, true);
+    if (!this.eof && this.fdOpen && this.rx.length < CLIENT_RX_QUEUE_LIMIT && this.rx.bytes < CLIENT_RX_QUEUE_BYTES) this.interest.want(native.UV_READABLE, true);
   }
 
   /**

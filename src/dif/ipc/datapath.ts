@@ -55,9 +55,13 @@ function scratchOf(size: number): Uint8Array {
   return scratch;
 }
 
-export type WriteRecordResult = 'sent' | 'full' | 'closed';
+/**
+ * 'full': nothing was sent (EAGAIN). 'too_large': the record is larger than the socket's send
+ * buffer (EMSGSIZE): it can never be sent on this socket (see sizeFlowSocket).
+ */
+export type WriteRecordResult = 'sent' | 'full' | 'closed' | 'too_large';
 
-/** Send one SDU as one record (tag + bytes). 'full': nothing was sent (EAGAIN). */
+/** Send one SDU as one record (tag + bytes). */
 export function writeRecord(fd: number, sdu: Uint8Array): WriteRecordResult {
   const buf = scratchOf(sdu.byteLength + 1);
   buf[0] = RECORD_SDU;
@@ -68,16 +72,39 @@ export function writeRecord(fd: number, sdu: Uint8Array): WriteRecordResult {
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'EPIPE' || code === 'ECONNRESET' || code === 'ENOTCONN') return 'closed';
+    if (code === 'EMSGSIZE') return 'too_large';
     throw e;
   }
   return n < 0 ? 'full' : 'sent';
+}
+
+/**
+ * Records up to this size fit the default AF_UNIX send buffer (net.core.wmem_default, 208 KiB,
+ * less the kernel's overhead) with room to spare: smaller flows keep the defaults.
+ */
+const DEFAULT_RECORD_ROOM = 128 * 1024;
+
+/**
+ * Give a flow socket send/receive buffers that fit one record of the flow's max SDU (SDU + tag),
+ * for both ends of the pair. Unprivileged, the kernel caps the buffer at net.core.wmem_max:
+ * returns false when a max-SDU record still does not fit (those SDUs are then refused: dropped
+ * and counted by the bridge, `sdu_too_large` for the application's writes).
+ */
+export function sizeFlowSocket(fd: number, maxSdu: number): boolean {
+  const record = maxSdu + 1;
+  if (record <= DEFAULT_RECORD_ROOM) return true;
+  // Linux doubles what is asked (half is bookkeeping) and wants 32 bytes of headroom per record.
+  const granted = native.setSocketBuffers(fd, record + 4096);
+  return granted - 32 >= record;
 }
 
 export type ReadRecordResult =
   | { kind: 'sdu'; sdu: Uint8Array }
   | { kind: 'empty' }
   | { kind: 'eof' }
-  | { kind: 'bad'; why: string };
+  | { kind: 'bad'; why: string }
+  /** The peer sent file descriptors with a record (they were closed unread, the record lost). */
+  | { kind: 'fds' };
 
 /**
  * Read one record whose SDU is at most `maxSdu` bytes. The SDU returned is a view of a shared
@@ -92,6 +119,7 @@ export function readRecord(fd: number, maxSdu: number): ReadRecordResult {
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ECONNRESET' || code === 'EPIPE') return { kind: 'eof' };
+    if (code === 'EMSGSIZE') return { kind: 'fds' };
     throw e;
   }
   if (r === null) return { kind: 'empty' };
@@ -137,6 +165,7 @@ export function readSocketBatch(fd: number, maxSdu: number, sink: SduSink): numb
   if (r.kind === 'empty') return FLOW_READ_EMPTY;
   if (r.kind === 'eof') return FLOW_READ_ENDED;
   if (r.kind === 'bad') sink.bad(r.why);
+  else if (r.kind === 'fds') sink.bad('the other end sent file descriptors with a record (closed, record dropped)');
   else sink.sdu(r.sdu);
   return 1;
 }
@@ -175,8 +204,11 @@ export class DirectFlowLink implements FlowLink {
   private readonly onDeallocated = (reason: string, cause: DeallocationCause): void => {
     if (this.done) return;
     this.done = true;
-    this.hooks.onFlowEnd(reason, cause);
-    this.hooks.onClosed();
+    try {
+      this.hooks.onFlowEnd(reason, cause);
+    } finally {
+      this.hooks.onClosed();
+    }
   };
 
   constructor(
@@ -207,22 +239,37 @@ export interface BridgeStats {
   afterEnd: number;
   /** SDUs for the application lost because it closed its end or stopped reading (linger). */
   lost: number;
+  /** SDUs for the application dropped: larger than its socket's buffer could ever carry. */
+  tooLarge: number;
 }
+
+/** Why a bridge ended its flow itself: the application broke the data path, or a fault. */
+export type BridgeAbort = 'fds_on_flow_socket' | 'internal_error';
 
 export interface BridgeHooks {
   /** The flow ended (before the bridge finishes delivering to the application). */
   onFlowEnd(reason: string, cause: DeallocationCause): void;
   /** The bridge closed its end; nothing more happens. */
   onClosed(): void;
+  /** Optional: counts for the daemon's metrics (one SDU dropped as too large, an abort). */
+  onTooLarge?(): void;
+  onAbort?(why: BridgeAbort): void;
+  /** Tests only: called at the start of every entry point ('flow socket', 'data', 'linger timer', 'drain loop', …); may throw. */
+  inject?(where: string): void;
 }
 
 /**
  * The daemon's end of one flow's socketpair, joined to the IPC process's Flow. Assumes what the
  * shim DIF's flows do: Flow.write() copies the SDU before returning (the bridge reuses its
  * receive buffer), and SDUs arriving while no 'data' listener is attached wait in the Flow.
+ *
+ * Containment: every entry point (fd events, the Flow's events, the linger timer, the drain
+ * loop's promise) runs under `guard`: an exception ends this flow (logged, the application told
+ * with a reason) and nothing else. An application that sends fds over its flow socket ends its
+ * flow the same way ('fds_on_flow_socket'); the kernel closed the fds.
  */
 export class FlowBridge implements FlowLink {
-  readonly stats: BridgeStats = { toApp: 0, fromApp: 0, badRecords: 0, afterEnd: 0, lost: 0 };
+  readonly stats: BridgeStats = { toApp: 0, fromApp: 0, badRecords: 0, afterEnd: 0, lost: 0, tooLarge: 0 };
   private readonly interest: FdInterest;
   /** SDUs from the flow waiting for room in the application's socket. */
   private pending: Uint8Array[] = [];
@@ -232,13 +279,14 @@ export class FlowBridge implements FlowLink {
   private flowEnded = false;
   private closed = false;
   private lingerTimer: NodeJS.Timeout | null = null;
-  /** Why the application ended the flow (its `deallocate` request). */
+  /** Why the application ended the flow (its `deallocate` request), or why the bridge did. */
   private appReason: string | null = null;
   private readonly maxSdu: number;
+  private warnedTooLarge = false;
 
-  private readonly onData = (sdu: Uint8Array): void => this.toApp(sdu);
-  private readonly onDrain = (): void => this.retryHeld();
-  private readonly onDeallocated = (reason: string, cause: DeallocationCause): void => this.flowEnd(reason, cause);
+  private readonly onData = (sdu: Uint8Array): void => this.guard('data', () => this.toApp(sdu));
+  private readonly onDrain = (): void => this.guard('drain', () => this.retryHeld());
+  private readonly onDeallocated = (reason: string, cause: DeallocationCause): void => this.guard('deallocated', () => this.flowEnd(reason, cause));
 
   constructor(
     readonly flow: Flow,
@@ -247,7 +295,7 @@ export class FlowBridge implements FlowLink {
     private readonly log: Logger,
   ) {
     this.maxSdu = flow.qos.maxSdu;
-    this.interest = new FdInterest(fd, native.UV_READABLE, (ev) => this.onEvents(ev));
+    this.interest = new FdInterest(fd, native.UV_READABLE, (ev) => this.guard('flow socket', () => this.onEvents(ev)));
     flow.on('deallocated', this.onDeallocated);
     flow.on('drain', this.onDrain);
     this.listen(true);
@@ -261,17 +309,60 @@ export class FlowBridge implements FlowLink {
   appDeallocate(reason: string): void {
     if (this.flowEnded || this.closed) return;
     this.appReason = reason;
-    this.readFromApp(Number.POSITIVE_INFINITY);
-    if (!this.flowEnded) this.flow.deallocate(reason);
+    this.guard('deallocate', () => {
+      this.readFromApp(Number.POSITIVE_INFINITY);
+      if (!this.flowEnded) this.flow.deallocate(reason);
+    });
   }
 
   /** Tear down now (daemon shutdown, application gone): deallocates the flow too. */
   destroy(reason: string): void {
-    if (!this.flowEnded) this.flow.deallocate(reason);
+    try {
+      if (!this.flowEnded) this.flow.deallocate(reason);
+    } catch (e) {
+      this.log.warn({ portId: this.flow.portId, err: errText(e) }, 'ipc: deallocating a flow failed');
+    }
     this.finish();
   }
 
   // ---------------------------------------------------------------------------------------------
+
+  /** Run one entry point; an exception ends this flow only. */
+  private guard(where: string, fn: () => void): void {
+    try {
+      this.hooks.inject?.(where);
+      fn();
+    } catch (e) {
+      this.log.error({ portId: this.flow.portId, where, err: errText(e), stack: (e as Error)?.stack }, 'ipc: internal error in a flow bridge: flow closed');
+      this.abort('internal_error', `IPC daemon: internal error in the flow's data path (${where}): ${errText(e)}`);
+    }
+  }
+
+  /** End the flow from here: the application is told `reason`, the socket closed at once. */
+  private abort(why: BridgeAbort, reason: string): void {
+    if (this.closed) return;
+    this.hooks.onAbort?.(why);
+    this.stats.lost += this.pending.length;
+    this.pending = [];
+    if (!this.flowEnded) {
+      this.appReason = reason;
+      try {
+        this.flow.deallocate(reason);
+      } catch (e) {
+        this.log.warn({ portId: this.flow.portId, err: errText(e) }, 'ipc: deallocating a flow failed');
+      }
+    }
+    if (!this.flowEnded) {
+      // The flow did not report its end (it threw, or was already gone): tell the application.
+      this.flowEnded = true;
+      try {
+        this.hooks.onFlowEnd(reason, 'local');
+      } catch (e) {
+        this.log.warn({ portId: this.flow.portId, err: errText(e) }, 'ipc: telling the application failed');
+      }
+    }
+    this.finish();
+  }
 
   private listen(on: boolean): void {
     if (on === this.listening) return;
@@ -300,6 +391,7 @@ export class FlowBridge implements FlowLink {
         return;
       }
       if (r === 'closed') return this.appGone();
+      if (r === 'too_large') return this.tooLarge(sdu);
     }
     // The application's socket is full: keep this one, let the flow hold the next ones.
     this.pending.push(sdu);
@@ -307,21 +399,43 @@ export class FlowBridge implements FlowLink {
     this.interest.want(native.UV_WRITABLE, true);
   }
 
+  /** An SDU the socket can never carry (its buffer is below the flow's max SDU): drop, count, say so once. */
+  private tooLarge(sdu: Uint8Array): void {
+    this.stats.tooLarge++;
+    this.hooks.onTooLarge?.();
+    if (this.warnedTooLarge) return;
+    this.warnedTooLarge = true;
+    this.log.warn(
+      { portId: this.flow.portId, bytes: sdu.byteLength, maxSdu: this.maxSdu },
+      "ipc: an SDU larger than the flow socket's buffer was dropped (raise net.core.wmem_max, run with CAP_NET_ADMIN, or use a smaller max SDU); counted in vmpi_ipc_sdus_dropped_total",
+    );
+  }
+
   private flushPending(): void {
     while (this.pending.length > 0) {
       const r = writeRecord(this.fd, this.pending[0]!);
       if (r === 'full') return;
       if (r === 'closed') return this.appGone();
-      this.pending.shift();
-      this.stats.toApp++;
+      const sdu = this.pending.shift()!;
+      if (r === 'too_large') this.tooLarge(sdu);
+      else this.stats.toApp++;
     }
     this.interest.want(native.UV_WRITABLE, false);
-    if (this.flowEnded) void this.drainRest();
+    if (this.flowEnded) this.startDrainRest();
     else this.listen(true);
+  }
+
+  private startDrainRest(): void {
+    this.drainRest().catch((e: unknown) =>
+      this.guard('drain loop failure', () => {
+        throw e;
+      }),
+    );
   }
 
   /** After the flow ended: deliver what it still holds, then close. */
   private async drainRest(): Promise<void> {
+    this.hooks.inject?.('drain loop');
     while (!this.closed && this.pending.length === 0) {
       const sdu = await this.flow.read();
       if (this.closed) return;
@@ -337,6 +451,10 @@ export class FlowBridge implements FlowLink {
       const r = readRecord(this.fd, this.maxSdu);
       if (r.kind === 'empty') return;
       if (r.kind === 'eof') return this.appGone();
+      if (r.kind === 'fds') {
+        this.log.warn({ portId: this.flow.portId }, 'ipc: an application sent file descriptors over its flow socket: flow closed');
+        return this.abort('fds_on_flow_socket', 'the application sent file descriptors over its flow socket (SDUs only; the fds were closed): flow closed');
+      }
       if (r.kind === 'bad') {
         this.stats.badRecords++;
         this.log.debug({ portId: this.flow.portId, why: r.why }, 'ipc: bad record from an application dropped');
@@ -398,15 +516,19 @@ export class FlowBridge implements FlowLink {
     if (this.closed) return;
     // Keep reading the application's socket only to notice it closing; its data is dropped.
     this.interest.want(native.UV_READABLE, true);
-    this.lingerTimer = setTimeout(() => {
-      this.stats.lost += this.pending.length;
-      this.finish();
-    }, LINGER_MS);
+    this.lingerTimer = setTimeout(
+      () =>
+        this.guard('linger timer', () => {
+          this.stats.lost += this.pending.length;
+          this.finish();
+        }),
+      LINGER_MS,
+    );
     this.lingerTimer.unref();
     if (this.listening) {
       // Whatever the flow still queues comes through read() from now on.
       this.listen(false);
-      void this.drainRest();
+      this.startDrainRest();
     }
   }
 
@@ -419,15 +541,25 @@ export class FlowBridge implements FlowLink {
     this.finish();
   }
 
+  /** Close our end; idempotent, and it completes whatever the Flow's listeners do. */
   private finish(): void {
     if (this.closed) return;
     this.closed = true;
     if (this.lingerTimer) clearTimeout(this.lingerTimer);
-    this.listen(false);
-    this.flow.off('drain', this.onDrain);
-    this.flow.off('deallocated', this.onDeallocated);
     this.interest.close();
     safeClose(this.fd);
+    try {
+      this.listening = false;
+      this.flow.off('data', this.onData);
+      this.flow.off('drain', this.onDrain);
+      this.flow.off('deallocated', this.onDeallocated);
+    } catch (e) {
+      this.log.warn({ portId: this.flow.portId, err: errText(e) }, 'ipc: detaching from a flow failed');
+    }
     this.hooks.onClosed();
   }
+}
+
+export function errText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
 }

@@ -125,12 +125,24 @@ export function decodeBody(body: Uint8Array): Record<string, unknown> {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new IpcProtocolError('a message must be a JSON object');
   const obj = value as Record<string, unknown>;
   const id = typeof obj.id === 'number' && Number.isInteger(obj.id) && obj.id >= 1 && obj.id <= MAX_ID ? obj.id : null;
-  if (obj.v !== IPC_PROTOCOL_VERSION) throw new IpcProtocolError(`unsupported protocol version ${JSON.stringify(obj.v)}; this daemon speaks v=${IPC_PROTOCOL_VERSION}`, id);
+  if (obj.v !== IPC_PROTOCOL_VERSION) throw new IpcProtocolError(`unsupported protocol version ${shown(obj.v)}; this daemon speaks v=${IPC_PROTOCOL_VERSION}`, id);
   return obj;
 }
 
 // ---------------------------------------------------------------------------------------------
 // Field checks
+
+/**
+ * A received value as error messages quote it: at most 64 characters of a string, the type of a
+ * list or object. An error message goes back to the peer in an `error` frame, so it must stay
+ * far below MAX_MESSAGE_BYTES whatever the peer sent (and never walk a deeply nested value).
+ */
+function shown(v: unknown): string {
+  if (typeof v === 'string') return v.length > 64 ? `${JSON.stringify(v.slice(0, 64))}…` : JSON.stringify(v);
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object' && v !== null) return 'an object';
+  return String(v);
+}
 
 function field(obj: Record<string, unknown>, key: string, id: number | null): unknown {
   if (!(key in obj)) throw new IpcProtocolError(`missing field "${key}"`, id);
@@ -158,7 +170,7 @@ function qosRequest(v: unknown, id: number | null): QosRequest {
   if (v === undefined) return {};
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new IpcProtocolError('field "qos" must be an object', id);
   const q = v as Record<string, unknown>;
-  for (const k of Object.keys(q)) if (k !== 'reliable' && k !== 'inOrder' && k !== 'maxSdu') throw new IpcProtocolError(`unknown QoS field "${k}"`, id);
+  for (const k of Object.keys(q)) if (k !== 'reliable' && k !== 'inOrder' && k !== 'maxSdu') throw new IpcProtocolError(`unknown QoS field ${shown(k)}`, id);
   const out: { -readonly [K in keyof QosSpec]?: QosSpec[K] } = {};
   for (const k of ['reliable', 'inOrder'] as const) {
     if (q[k] === undefined) continue;
@@ -197,7 +209,7 @@ export function parseClientRequest(obj: Record<string, unknown>): ClientRequest 
       return reason === undefined ? base : { ...base, reason };
     }
     default:
-      throw new IpcProtocolError(`unknown op ${JSON.stringify(op).slice(0, 64)}`, id);
+      throw new IpcProtocolError(`unknown op ${shown(op)}`, id);
   }
 }
 
@@ -227,7 +239,7 @@ function flowInfo(v: unknown): FlowInfo {
 function datapath(v: unknown): FlowDatapath {
   if (v === undefined || v === 'socket') return 'socket';
   if (v === 'vmpi_file') return v;
-  throw new IpcProtocolError(`unknown flow datapath ${JSON.stringify(v)}: a newer daemon? update the client`);
+  throw new IpcProtocolError(`unknown flow datapath ${shown(v)}: a newer daemon? update the client`);
 }
 
 const CAUSES: readonly DeallocationCause[] = ['local', 'peer', 'port_down', 'closed'];
@@ -264,6 +276,6 @@ export function parseDaemonMessage(obj: Record<string, unknown>): DaemonMessage 
       return { op: 'flow_deallocated', flow: int(obj, 'flow', null, 1, MAX_ID), reason: str(obj, 'reason', null), cause };
     }
     default:
-      throw new IpcProtocolError(`unknown daemon message ${JSON.stringify(obj.op)}`);
+      throw new IpcProtocolError(`unknown daemon message ${shown(obj.op)}`);
   }
 }

@@ -37,8 +37,12 @@
  * QoS. The shim DIF rides on shared memory that neither loses, corrupts nor reorders SDUs, so
  * it grants `reliable` and `inOrder` as asked without any mechanism of its own. The only ways an
  * SDU does not arrive: the writer ignores write() → false (nothing was sent; the writer still
- * holds the SDU), the reader neither reads nor listens and its queue reaches rxQueueLimit
- * (counted in rxQueueDrops), or the flow/port goes away. A `maxSdu` above the port's max SDU is
+ * holds the SDU), the reader neither reads nor listens and its queue reaches its budget
+ * (rxQueueLimit SDUs, rxQueueBytes bytes per flow, rxQueueTotalBytes for all flows of this IPC
+ * process; counted in rxQueueDrops, with a warning once per flow), or the flow/port goes away.
+ * Dropping rather than pushing back is deliberate: one VMPI ring carries every channel of the
+ * device, so holding guest buffers for one unread flow would stall all the others (and the
+ * control channel) — the budget is what keeps a guest from pinning host memory. A `maxSdu` above the port's max SDU is
  * refused (locally with 'invalid_qos', remotely with a REJECT).
  */
 import { EventEmitter } from 'node:events';
@@ -49,7 +53,7 @@ import type { ChannelFile, VmpiPort } from '../../vmpi/port.js';
 import { RxQueue } from '../rx-queue.js';
 import { checkAllocated, checkSdu, sendSdu, untilNull } from '../flow-io.js';
 import { logger, type Logger } from '../../log.js';
-import { CONTROL_CHANNEL, ControlMessageError, MAX_CHANNEL_ID, clampReason, decodeControl, encodeControl, type AllocateRequestMsg, type AllocateResponseMsg, type ControlMessage, type DeallocateMsg, type MalformedReason } from './control.js';
+import { CONTROL_CHANNEL, ControlMessageError, MAX_CHANNEL_ID, clampReason, controlMessageType, decodeControl, encodeControl, type AllocateRequestMsg, type AllocateResponseMsg, type ControlMessage, type DeallocateMsg, type MalformedReason } from './control.js';
 
 export type ShimHvRole = 'host' | 'guest';
 
@@ -67,6 +71,10 @@ export interface ShimHvIpcpOptions {
   deallocateTimeoutMs?: number;
   /** SDUs queued per flow while nobody reads it; more are dropped (counted). Default 4096. */
   rxQueueLimit?: number;
+  /** Bytes queued per flow while nobody reads it; more are dropped (counted). Default 8 MiB, at least 2 max SDUs. */
+  rxQueueBytes?: number;
+  /** Bytes queued over all flows of this IPC process (its device). Default 64 MiB, at least 4 max SDUs. */
+  rxQueueTotalBytes?: number;
   logger?: Logger;
 }
 
@@ -74,6 +82,8 @@ export const DEFAULT_MAX_CHANNEL = 1023;
 export const DEFAULT_ALLOCATE_TIMEOUT_MS = 5000;
 export const DEFAULT_DEALLOCATE_TIMEOUT_MS = 2000;
 export const DEFAULT_RX_QUEUE_LIMIT = 4096;
+export const DEFAULT_RX_QUEUE_BYTES = 8 * 1024 * 1024;
+export const DEFAULT_RX_QUEUE_TOTAL_BYTES = 64 * 1024 * 1024;
 /** Control messages waiting for room on a full port; beyond this they are dropped (counted). */
 const CONTROL_BACKLOG_LIMIT = 4096;
 
@@ -123,6 +133,8 @@ export interface ShimHvIpcpStats {
   incomingAccepted: number;
   incomingRejected: number;
   flowsDeallocated: number;
+  /** SDUs dropped because an unread flow's queue was at its budget, by which budget. */
+  rxBudgetDrops: Record<'sdus' | 'flow_bytes' | 'total_bytes', number>;
 }
 
 /** A flow of the shim DIF: a Flow on one VMPI data channel. */
@@ -145,6 +157,14 @@ export type ShimHvFlowRequestHandler = (request: ShimHvFlowRequest) => void;
 interface FlowOwner {
   readonly port: VmpiPort;
   readonly rxQueueLimit: number;
+  readonly rxQueueBytes: number;
+  readonly rxQueueTotalBytes: number;
+  /** Bytes queued over all flows now. */
+  readonly rxQueuedBytes: number;
+  /** A flow's queue grew (+) or shrank (-). */
+  accountRx(delta: number): void;
+  /** A flow dropped an SDU for its budget (first time per flow: `first`). */
+  rxBudgetHit(flow: FlowImpl, which: 'sdus' | 'flow_bytes' | 'total_bytes', first: boolean): void;
   localDeallocate(flow: FlowImpl, reason: string): void;
   waitDrain(flow: FlowImpl): void;
 }
@@ -153,7 +173,12 @@ class FlowImpl extends EventEmitter<FlowEvents> implements ShimHvFlow {
   readonly stats: FlowStats = { txSdus: 0, txBytes: 0, txRefused: 0, rxSdus: 0, rxBytes: 0, rxQueueDrops: 0, rxAfterDeallocate: 0 };
   private _state: FlowState = 'pending';
   private _reason: string | null = null;
-  private readonly rx = new RxQueue(this);
+  /** Queue bytes count against the IPC process's budget until the flow ends. */
+  private accounted = true;
+  private warnedBudget = false;
+  private readonly rx = new RxQueue(this, null, (delta) => {
+    if (this.accounted) this.owner.accountRx(delta);
+  });
   /** A write was refused; refuse the next ones too until 'drain' (keeps SDUs in order). */
   blocked = false;
   /** The flow's data file, when its data path is one (see the file comment). */
@@ -243,9 +268,17 @@ class FlowImpl extends EventEmitter<FlowEvents> implements ShimHvFlow {
   deliver(sdu: Uint8Array): void {
     this.stats.rxSdus++;
     this.stats.rxBytes += sdu.byteLength;
-    if (!this.rx.hasConsumer() && this.rx.length >= this.owner.rxQueueLimit) {
-      this.stats.rxQueueDrops++;
-      return;
+    if (!this.rx.hasConsumer()) {
+      const n = sdu.byteLength;
+      const o = this.owner;
+      const over =
+        this.rx.length >= o.rxQueueLimit ? 'sdus' : this.rx.bytes + n > o.rxQueueBytes ? 'flow_bytes' : o.rxQueuedBytes + n > o.rxQueueTotalBytes ? 'total_bytes' : null;
+      if (over !== null) {
+        this.stats.rxQueueDrops++;
+        o.rxBudgetHit(this, over, !this.warnedBudget);
+        this.warnedBudget = true;
+        return;
+      }
     }
     this.rx.push(Uint8Array.prototype.slice.call(sdu));
   }
@@ -255,6 +288,11 @@ class FlowImpl extends EventEmitter<FlowEvents> implements ShimHvFlow {
     this._state = 'deallocated';
     this._reason = reason;
     this.blocked = false;
+    // What is still queued goes with the flow object; it no longer counts against the device.
+    if (this.accounted) {
+      this.accounted = false;
+      this.owner.accountRx(-this.rx.bytes);
+    }
     this.emit('deallocated', reason, cause);
     this.rx.end();
   }
@@ -358,6 +396,9 @@ export class ShimHvIpcp extends EventEmitter<ShimHvIpcpEvents> implements IpcPro
   readonly allocateTimeoutMs: number;
   readonly deallocateTimeoutMs: number;
   readonly rxQueueLimit: number;
+  readonly rxQueueBytes: number;
+  readonly rxQueueTotalBytes: number;
+  private _rxQueuedBytes = 0;
   readonly stats: ShimHvIpcpStats = {
     controlRx: 0,
     controlTx: 0,
@@ -375,6 +416,7 @@ export class ShimHvIpcp extends EventEmitter<ShimHvIpcpEvents> implements IpcPro
     incomingAccepted: 0,
     incomingRejected: 0,
     flowsDeallocated: 0,
+    rxBudgetDrops: { sdus: 0, flow_bytes: 0, total_bytes: 0 },
   };
 
   private readonly log: Logger;
@@ -407,7 +449,12 @@ export class ShimHvIpcp extends EventEmitter<ShimHvIpcpEvents> implements IpcPro
     this.allocateTimeoutMs = positiveInt('allocateTimeoutMs', opts.allocateTimeoutMs ?? DEFAULT_ALLOCATE_TIMEOUT_MS, 1, 2 ** 31 - 1);
     this.deallocateTimeoutMs = positiveInt('deallocateTimeoutMs', opts.deallocateTimeoutMs ?? DEFAULT_DEALLOCATE_TIMEOUT_MS, 1, 2 ** 31 - 1);
     this.rxQueueLimit = positiveInt('rxQueueLimit', opts.rxQueueLimit ?? DEFAULT_RX_QUEUE_LIMIT, 1, 2 ** 31 - 1);
+    this.rxQueueBytes = positiveInt('rxQueueBytes', opts.rxQueueBytes ?? Math.max(DEFAULT_RX_QUEUE_BYTES, 2 * opts.port.maxSdu), 1, Number.MAX_SAFE_INTEGER);
+    this.rxQueueTotalBytes = positiveInt('rxQueueTotalBytes', opts.rxQueueTotalBytes ?? Math.max(DEFAULT_RX_QUEUE_TOTAL_BYTES, 4 * opts.port.maxSdu), 1, Number.MAX_SAFE_INTEGER);
     this.log = (opts.logger ?? logger).child({ component: 'shim-hv', dif: this.difName, role: this.role });
+    // Load the control schema now, not at the first allocation: reading the .proto file then
+    // could fail (EMFILE when the process is out of fds) in the middle of serving.
+    controlMessageType();
     this.port.bind(CONTROL_CHANNEL, (sdu) => this.onControl(sdu));
     this.port.on('up', this.onUp);
     this.port.on('down', this.onDown);
@@ -417,6 +464,24 @@ export class ShimHvIpcp extends EventEmitter<ShimHvIpcpEvents> implements IpcPro
   /** The address of this IPC process in the shim DIF: the port's VMPI-id. */
   get address(): number {
     return this.port.vmpiId;
+  }
+
+  /** Bytes waiting in the receive queues of this IPC process's live flows. */
+  get rxQueuedBytes(): number {
+    return this._rxQueuedBytes;
+  }
+
+  /** @internal (FlowOwner) */
+  accountRx(delta: number): void {
+    this._rxQueuedBytes += delta;
+  }
+
+  /** @internal (FlowOwner) */
+  rxBudgetHit(flow: FlowImpl, which: 'sdus' | 'flow_bytes' | 'total_bytes', first: boolean): void {
+    this.stats.rxBudgetDrops[which]++;
+    if (!first) return;
+    const limit = which === 'sdus' ? `${this.rxQueueLimit} SDUs (rxQueueLimit)` : which === 'flow_bytes' ? `${this.rxQueueBytes} bytes (rxQueueBytes)` : `${this.rxQueueTotalBytes} bytes over all flows (rxQueueTotalBytes)`;
+    this.log.warn({ portId: flow.portId, channel: flow.channel, budget: which }, `shim-hv: a flow nobody reads reached its receive budget of ${limit}: SDUs are dropped (vmpi_dif_drops_total{reason="rx_queue_full"})`);
   }
 
   get isUp(): boolean {

@@ -10,17 +10,8 @@ import type { EfcpError } from '../../../src/dif/normal/efcp/errors.js';
 import type { QosCube } from '../../../src/dif/normal/efcp/qos.js';
 import { decodePci, isCtrlType, newPci, type Pci } from '../../../src/dif/normal/pci.js';
 
-/** mulberry32: small, seeded, good enough for schedules. */
-export function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 as rng } from '../../helpers/rng.js';
+export { rng };
 
 export interface ChannelSpec {
   loss?: number;

@@ -7,17 +7,8 @@ import { decodeCdap, encodeCdap, type CdapMessage } from '../../../src/dif/norma
 import type { ManualClock } from '../../../src/dif/normal/clock.js';
 import type { CdapTransport } from '../../../src/dif/normal/enrollment.js';
 
-/** mulberry32: small, seeded, good enough for loss patterns. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 as prng } from '../../helpers/rng.js';
+export { prng };
 
 export interface Link {
   readonly a: CdapTransport;

@@ -10,16 +10,8 @@ import { Routing, type NeighbourDownCause, type RoutingOptions } from '../../../
 
 export const PORT_BASE = 1000;
 
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 } from '../../helpers/rng.js';
+export { mulberry32 };
 
 export interface SimEvent {
   at: number;
