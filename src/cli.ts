@@ -19,6 +19,8 @@ import {
   LOG_LEVELS,
   formatListenAddress,
   loadConfigFile,
+  validateConfig,
+  type NormalConfig,
   mergeServeOptions,
   parseListenAddress,
   type LogLevel,
@@ -88,7 +90,7 @@ value), 2 on a usage error. Owner and group names are looked up on this host.
 Options:
   --schema   print the configuration's JSON Schema and exit
 `,
-  guest: `Usage: vmpi guest [--device /dev/vmpiN]... [--ipc-socket PATH] [--log-level LEVEL]
+  guest: `Usage: vmpi guest [--device /dev/vmpiN]... [--ipc-socket PATH] [--normal-dif NAME | --config FILE] [--log-level LEVEL]
 
 Run inside a VM whose VMPI guest driver is loaded: opens each VMPI device, runs the guest end of
 the shim DIF for hypervisors on it (DIF hv.vmpi-<VMPI-id>) and the IPC daemon through which the
@@ -97,6 +99,9 @@ flow's application gets the driver file of the flow's channel: its SDUs do not p
 
 Options:
   --device PATH       a VMPI character device; repeatable (default: every /dev/vmpiN)
+  --normal-dif NAME   also join the normal DIF NAME: enroll through the first device's shim DIF
+                      to its enroller on the host (vmpi serve with normal: { dif: NAME })
+  --config FILE       take the normal DIF from FILE's normal section (see vmpi check-config)
   --ipc-socket PATH   the IPC daemon's socket (default ${DEFAULT_IPC_SOCKET}, or $VMPI_IPC_SOCKET)
   --log-level LEVEL   fatal, error, warn, info (default), debug, trace
   --log-format FORMAT json (default), text, or journal (the default under systemd)
@@ -339,7 +344,8 @@ function checkConfig(args: string[]): number {
   for (const w of configWarnings(config.devices.map((d, i) => ({ where: `devices[${i}]`, mode: d.mode })))) process.stderr.write(`${file}: warning: ${w}\n`);
   const ids = config.devices.map((d) => (d.vmpiId === undefined ? 'auto' : String(d.vmpiId)));
   const metrics = config.metrics.enabled ? `metrics on ${formatListenAddress(config.metrics.listen)}` : 'metrics off';
-  process.stdout.write(`${file}: ok: ${n} device${n === 1 ? '' : 's'} (VMPI-ids ${ids.join(', ')}), ${metrics}\n`);
+  const normal = config.normal ? `, normal DIF ${config.normal.dif}` : '';
+  process.stdout.write(`${file}: ok: ${n} device${n === 1 ? '' : 's'} (VMPI-ids ${ids.join(', ')}), ${metrics}${normal}\n`);
   return 0;
 }
 
@@ -487,10 +493,23 @@ async function guest(args: string[]): Promise<number> {
   const { values } = parse('guest', args, {
     device: { type: 'string', multiple: true },
     'ipc-socket': { type: 'string' },
+    'normal-dif': { type: 'string' },
+    config: { type: 'string' },
     'log-level': { type: 'string' },
     'log-format': { type: 'string' },
   });
   if (values.help) return help('guest');
+  const normalDif = str(values['normal-dif']);
+  const guestConfig = str(values.config);
+  if (normalDif !== undefined && guestConfig !== undefined) throw new UsageError('vmpi guest: --normal-dif and --config exclude each other (put the DIF in the file\'s normal section)');
+  let normal: NormalConfig | undefined;
+  try {
+    if (guestConfig !== undefined) normal = loadConfigFile(guestConfig).normal;
+    else if (normalDif !== undefined) normal = validateConfig({ normal: { dif: normalDif } }).normal;
+  } catch (e) {
+    if (e instanceof ConfigError) return reportInvalid('vmpi guest: ', e);
+    throw e;
+  }
   const level = logLevelArg(str(values['log-level']));
   if (level !== undefined) setLogLevel(level);
   const format = logFormatArg(str(values['log-format']));
@@ -498,9 +517,10 @@ async function guest(args: string[]): Promise<number> {
   const stop = signalled();
   installProcessGuard(logger);
   const { startGuest } = await import('./ops/guest.js');
-  const serving = startGuest({ devices: strs(values.device), socketPath: str(values['ipc-socket']) ?? defaultIpcSocketPath(), logger });
-  logger.info({ socket: serving.daemon.socketPath, difs: serving.ipcps.map((i) => i.difName) }, 'guest IPC daemon ready');
-  notifyState(logger, { READY: '1', STATUS: `IPC daemon on ${serving.daemon.socketPath} for ${serving.ipcps.map((i) => i.difName).join(', ')}` });
+  const serving = startGuest({ devices: strs(values.device), socketPath: str(values['ipc-socket']) ?? defaultIpcSocketPath(), logger, normal });
+  const difs = [...serving.ipcps.map((i) => i.difName), ...(serving.normal ? [serving.normal.difName] : [])];
+  logger.info({ socket: serving.daemon.socketPath, difs }, 'guest IPC daemon ready');
+  notifyState(logger, { READY: '1', STATUS: `IPC daemon on ${serving.daemon.socketPath} for ${difs.join(', ')}` });
   logger.info({ signal: await stop }, 'shutting down');
   notifyState(logger, { STOPPING: '1' });
   serving.close();

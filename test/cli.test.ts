@@ -177,6 +177,15 @@ t.test('check-config', async (t) => {
   t.equal(rj.code, 0);
   t.equal(rj.stdout, `${json}: ok: 1 device (VMPI-ids auto), metrics off\n`);
 
+  const withNormal = file('normal.yaml', 'devices:\n  - {socket: n.sock}\nnormal: {dif: n.DIF}\n');
+  const rn = await run(['check-config', withNormal]);
+  t.equal(rn.code, 0);
+  t.equal(rn.stdout, `${withNormal}: ok: 1 device (VMPI-ids auto), metrics on 127.0.0.1:19464, normal DIF n.DIF\n`);
+  const badNormal = file('badnormal.yaml', 'devices:\n  - {socket: n.sock}\nnormal: {dif: n.DIF, maxPduSize: 10}\n');
+  const rbn = await run(['check-config', badNormal]);
+  t.equal(rbn.code, 1);
+  t.match(rbn.stderr, /normal\.maxPduSize: 10 is below the minimum 1024/, 'the error names the field');
+
   // serve --config refuses a file without devices, so check-config must not call it ok.
   const empty = file('empty.json', '{"metrics": {"enabled": false}}');
   const re = await run(['check-config', empty]);
@@ -216,7 +225,7 @@ t.test('check-config', async (t) => {
   const schema = await run(['check-config', '--schema']);
   t.equal(schema.code, 0);
   const s = JSON.parse(schema.stdout) as { properties: Record<string, unknown> };
-  t.same(Object.keys(s.properties), ['devices', 'metrics', 'log', 'ipc', 'difs', 'ipcps']);
+  t.same(Object.keys(s.properties), ['devices', 'metrics', 'log', 'ipc', 'normal', 'difs', 'ipcps']);
   t.same(Object.keys((s.properties.log as { properties: object }).properties), ['level', 'format']);
 });
 

@@ -116,7 +116,7 @@ t.test('each kind of problem, with its message', async (t) => {
   t.same(one('log:\n  level: loud\n'), ['log.level: "loud" is not one of trace, debug, info, warn, error, fatal, silent']);
   t.same(one('difs:\n  - name: a\n'), ['difs[0].type: is required but missing']);
   t.same(one('ipcps: {}\n'), ['ipcps: {} is an object, expected a list']);
-  t.same(one('devcies: []\n'), ['devcies: unknown field (did you mean "devices"?); known fields here: devices, metrics, log, ipc, difs, ipcps']);
+  t.same(one('devcies: []\n'), ['devcies: unknown field (did you mean "devices"?); known fields here: devices, metrics, log, ipc, normal, difs, ipcps']);
   t.same(one('- 1\n'), ['(top level): [1] is a list, expected an object']);
   t.same(one('just a string\n'), ['(top level): "just a string" is a string, expected an object']);
 });
@@ -162,7 +162,7 @@ extra: 1
     'devices[3].owner: user "nosuch-user-vmpi-test" does not exist on this host',
     'devices[3].socket: is required but missing',
     'devices[3].vmpiId: "3" is a string, expected an integer',
-    'extra: unknown field; known fields here: devices, metrics, log, ipc, difs, ipcps',
+    'extra: unknown field; known fields here: devices, metrics, log, ipc, normal, difs, ipcps',
     'log.level: "loud" is not one of trace, debug, info, warn, error, fatal, silent',
     'metrics.enabled: "yes" is a string, expected a boolean',
     'metrics.listen: "localhost:99999" has port 99999, above the maximum 65535',
@@ -249,6 +249,22 @@ t.test('flags merged into a file', async (t) => {
   ]);
   const many = t.throws(() => mergeServeOptions(undefined, flags({ sockets: ['/x'], vmpiIds: [1, 2] }))) as ConfigError;
   t.same(many.problems, ['--vmpi-id: 2 values for 1 device given by --socket/--listen-fd']);
+});
+
+t.test('the normal DIF: a name is enough; difs entries of type normal say the same; errors name the field', async (t) => {
+  const one = problems;
+  const parse = (yaml: string) => parseConfig(yaml, { format: 'yaml' });
+  t.same(parse('normal: { dif: n.DIF }\n').normal, { dif: 'n.DIF' }, 'only the DIF name');
+  t.same(parse('normal: { dif: n.DIF, name: host.n, enroller: e.n, maxPduSize: 9000 }\n').normal, { dif: 'n.DIF', name: 'host.n', enroller: 'e.n', maxPduSize: 9000 });
+  t.same(parse('difs:\n  - { name: n.DIF, type: normal }\n').normal, { dif: 'n.DIF' }, 'the long form');
+  t.same(parse('normal: { dif: n.DIF }\ndifs:\n  - { name: n.DIF, type: normal }\n').normal, { dif: 'n.DIF' }, 'both, agreeing');
+  t.equal(parse('devices: []\n').normal, undefined, 'none configured');
+  t.same(one('normal: {}\n'), ['normal.dif: is required but missing']);
+  t.same(one('normal: { dif: "" }\n'), ['normal.dif: "" is too short (at least 1 characters)']);
+  t.same(one('normal: { dif: n.DIF, maxPduSize: 100 }\n'), ['normal.maxPduSize: 100 is below the minimum 1024']);
+  t.match(one('normal: { dif: n.DIF, nmae: x }\n'), [/^normal\.nmae: unknown field \(did you mean "name"\?\)/]);
+  t.match(one('normal: { dif: n.DIF, name: "a/b/c/d/e" }\n'), [/^normal\.name: "a\/b\/c\/d\/e" is not an IPC process name/]);
+  t.same(one('normal: { dif: a.DIF }\ndifs:\n  - { name: b.DIF, type: normal }\n'), ['difs[0].name: "b.DIF": only one normal DIF is supported, and normal.dif already declares "a.DIF"']);
 });
 
 t.test('ipc: the IPC daemon limits', async (t) => {

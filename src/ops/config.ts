@@ -28,8 +28,14 @@
  *     idleTimeoutMs: 300000          # sessions holding nothing and silent this long are closed
  *     outputHighWater: 262144        # bytes of answers queued per session before its requests wait
  *     unlimitedUids: []              # users the per-user limits do not apply to
- *   difs: []    # used by the shim DIF, next step: [{ name, type, ... }]
- *   ipcps: []   # used by the shim DIF, next step: [{ name, type, ... }]
+ *   normal: { dif: n.DIF }       # optional: a normal DIF over every device's shim DIF (below)
+ *   difs: []    # [{ name, type }]: type "normal" declares the normal DIF (same as normal.dif)
+ *   ipcps: []   # placeholders for other IPC processes: [{ name, type, ... }]
+ *
+ * The normal DIF: `vmpi serve` runs its enroller (IPCP name `<dif>.host`, or normal.name) over
+ * every device's shim DIF; `vmpi guest --config FILE` (or --normal-dif) runs a member that
+ * enrolls through its shim DIF to normal.enroller (default `<dif>.host`). Only the DIF name is
+ * required; maxPduSize (default 65536) must be the same on every member.
  *
  * Flags (`vmpi serve --socket … --vmpi-id …`) become more devices after the file's (see
  * `mergeServeOptions`), and the duplicate checks run again over the merged list.
@@ -41,6 +47,7 @@ import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { parseDocument } from 'yaml';
 import { CARRIERS, DEFAULT_SDU_LOG2, MAX_SDU_LOG2, MIN_SDU_LOG2 } from '../vmpi/carrier.js';
 import { permissionProblems } from './socket-perms.js';
+import { parseAppName } from '../dif/naming.js';
 import { LOG_FORMATS, type LogFormat } from '../log.js';
 import type { IpcLimits } from '../dif/ipc/daemon.js';
 
@@ -84,7 +91,18 @@ export interface MetricsConfig {
   listen: ListenAddress;
 }
 
-/** Placeholder: the shim DIF (next step) defines the rest of these objects. */
+/** The normal DIF of this host or guest (`normal`, or a `difs` entry of type "normal"). */
+export interface NormalConfig {
+  dif: string;
+  /** This IPC process's name (default `<dif>.host` on the host, `<dif>.vm<VMPI-id>` in a guest). */
+  name?: string;
+  /** Guest: the enroller's IPC process name (default `<dif>.host`). */
+  enroller?: string;
+  /** The DIF's largest PDU, the same at every member (default 65536). */
+  maxPduSize?: number;
+}
+
+/** A DIF declaration; type "normal" is the normal DIF, other types are placeholders. */
 export interface DifConfig {
   name: string;
   type: string;
@@ -104,6 +122,8 @@ export interface VmpiConfig {
   log: { level: LogLevel; format?: LogFormat };
   difs: DifConfig[];
   ipcps: IpcpConfig[];
+  /** The normal DIF, if one is configured. */
+  normal?: NormalConfig;
   /** The IPC daemon's limits (what is not given keeps the daemon's defaults). */
   ipc: Partial<IpcLimits>;
 }
@@ -201,8 +221,20 @@ export const CONFIG_SCHEMA = {
         unlimitedUids: { type: 'array', items: { type: 'integer', minimum: 0, maximum: 0xfffffffe } },
       },
     },
-    difs: { type: 'array', description: 'used by the shim DIF, next step', items: NAMED_OBJECT },
-    ipcps: { type: 'array', description: 'used by the shim DIF, next step', items: NAMED_OBJECT },
+    normal: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['dif'],
+      description: 'a normal DIF: its enroller on the host over every device, a member in each guest',
+      properties: {
+        dif: { type: 'string', minLength: 1, maxLength: 255, description: 'the normal DIF\'s name, e.g. n.DIF' },
+        name: { type: 'string', minLength: 1, maxLength: 255, description: 'this IPC process\'s name (default <dif>.host / <dif>.vm<VMPI-id>)' },
+        enroller: { type: 'string', minLength: 1, maxLength: 255, description: 'guest: the enroller\'s IPC process name (default <dif>.host)' },
+        maxPduSize: { type: 'integer', minimum: 1024, maximum: 1048576, description: 'the DIF\'s largest PDU, the same at every member (default 65536)' },
+      },
+    },
+    difs: { type: 'array', description: 'DIFs: type "normal" declares the normal DIF (like normal.dif); other types are placeholders', items: NAMED_OBJECT },
+    ipcps: { type: 'array', description: 'placeholders for IPC processes of other types', items: NAMED_OBJECT },
   },
 } as const;
 
@@ -336,6 +368,7 @@ export function validateConfig(raw: unknown, opts: Omit<ParseOptions, 'format'> 
     }
   }
   problems.push(...duplicateNames('difs', data.difs), ...duplicateNames('ipcps', data.ipcps));
+  const normal = normalProblems(data, problems);
   if (opts.checkHost) {
     problems.push(
       ...permissionProblems(
@@ -367,8 +400,44 @@ export function validateConfig(raw: unknown, opts: Omit<ParseOptions, 'format'> 
     log: { level: log.level ?? 'info', ...(log.format !== undefined ? { format: log.format } : {}) },
     difs: (data.difs ?? []) as DifConfig[],
     ipcps: (data.ipcps ?? []) as IpcpConfig[],
+    ...(normal ? { normal } : {}),
     ipc: { ...((data.ipc ?? {}) as Partial<IpcLimits>) },
   };
+}
+
+/**
+ * The normal DIF from `normal` or a `difs` entry of type "normal" (at most one, names valid
+ * application names); problems are appended to `problems`.
+ */
+function normalProblems(data: Record<string, unknown>, problems: string[]): NormalConfig | undefined {
+  let out: NormalConfig | undefined;
+  let from = '';
+  const n = isRecord(data.normal) ? data.normal : undefined;
+  if (n && typeof n.dif === 'string' && n.dif !== '') {
+    out = { dif: n.dif };
+    from = 'normal.dif';
+    for (const f of ['name', 'enroller'] as const) {
+      const v = n[f];
+      if (typeof v !== 'string' || v === '') continue;
+      try {
+        parseAppName(v);
+        out[f] = v;
+      } catch (e) {
+        problems.push(`normal.${f}: ${JSON.stringify(v)} is not an IPC process name: ${(e as Error).message}`);
+      }
+    }
+    if (typeof n.maxPduSize === 'number') out.maxPduSize = n.maxPduSize;
+  }
+  const difs = Array.isArray(data.difs) ? data.difs : [];
+  difs.forEach((d: unknown, i) => {
+    if (!isRecord(d) || d.type !== 'normal' || typeof d.name !== 'string' || d.name === '') return;
+    if (out && out.dif !== d.name) problems.push(`difs[${i}].name: ${JSON.stringify(d.name)}: only one normal DIF is supported, and ${from} already declares ${JSON.stringify(out.dif)}`);
+    else if (!out) {
+      out = { dif: d.name };
+      from = `difs[${i}]`;
+    }
+  });
+  return out;
 }
 
 /**

@@ -2,7 +2,8 @@
  * guest.ts — start and stop what `vmpi guest` runs inside a VM: one GuestVmpiPort per
  * /dev/vmpiN, a guest-role shim IPC process for hypervisors on each (DIF `hv.vmpi-<VMPI-id>`,
  * the same code the host runs), and the IPC daemon that offers them to the VM's applications
- * on a Unix socket. The daemon hands each flow's application the driver file bound to the
+ * on a Unix socket, and with a `normal` config a member of that normal DIF enrolling through the
+ * first device's shim DIF (normal.ts). The daemon hands each flow's application the driver file bound to the
  * flow's channel (src/dif/ipc/datapath.ts), so SDUs go from the application straight to the
  * driver.
  *
@@ -16,11 +17,16 @@ import { basename, join } from 'node:path';
 import { logger as rootLogger, type Logger } from '../log.js';
 import { ShimHvIpcp } from '../dif/shim-hv/ipcp.js';
 import { IpcDaemon } from '../dif/ipc/daemon.js';
+import type { NormalIpcp } from '../dif/normal/ipcp.js';
+import type { NormalConfig } from './config.js';
+import { createNormalIpcp } from './normal.js';
 import { GuestVmpiPort } from '../vmpi/guest-port.js';
 
 export interface GuestServing {
   readonly ports: readonly GuestVmpiPort[];
   readonly ipcps: readonly ShimHvIpcp[];
+  /** The normal DIF's member, when configured. */
+  readonly normal: NormalIpcp | undefined;
   readonly daemon: IpcDaemon;
   /** Close the daemon (removing its socket), the IPC processes and the ports. Idempotent. */
   close(): void;
@@ -33,6 +39,8 @@ export interface GuestStartOptions {
   logger?: Logger;
   /** sysfs mount point, to explain a missing device (default /sys; tests pass a fake tree). */
   sysRoot?: string;
+  /** Run a member of this normal DIF over the first device's shim DIF. */
+  normal?: NormalConfig;
 }
 
 /** `vmpi guest` cannot start: `code` says why, the message what to do. */
@@ -132,11 +140,13 @@ export function startGuest(opts: GuestStartOptions): GuestServing {
   const ports: GuestVmpiPort[] = [];
   const ipcps: ShimHvIpcp[] = [];
   let daemon: IpcDaemon | undefined;
+  let normal: NormalIpcp | undefined;
   let closed = false;
   const close = (): void => {
     if (closed) return;
     closed = true;
     daemon?.close();
+    normal?.close('guest IPC daemon shutting down');
     for (const ipcp of ipcps) ipcp.close('guest IPC daemon shutting down');
     for (const port of ports) port.close();
   };
@@ -149,12 +159,14 @@ export function startGuest(opts: GuestStartOptions): GuestServing {
       port.on('down', (reason) => log.warn({ device: dev, dif: ipcp.difName, reason }, 'VMPI device gone; its flows are deallocated'));
       log.info({ device: dev, vmpiId: port.vmpiId, dif: ipcp.difName, maxSdu: port.maxSdu }, 'guest: device opened');
     }
+    if (opts.normal) normal = createNormalIpcp(opts.normal, 'guest', ipcps, { logger: log });
     daemon = new IpcDaemon({ socketPath: opts.socketPath, logger: log });
     for (const ipcp of ipcps) daemon.addIpcp(ipcp);
+    if (normal) daemon.addIpcp(normal);
     daemon.listen();
   } catch (e) {
     close();
     throw e;
   }
-  return { ports, ipcps, daemon, close };
+  return { ports, ipcps, normal, daemon, close };
 }

@@ -2,7 +2,8 @@
  * serve.ts — start and stop what `vmpi serve` runs: the devices of a ServePlan on a VmpiHost,
  * their socket permissions, one shim IPC process for hypervisors per device (DIF
  * `hv.vmpi-<VMPI-id>`), the IPC daemon that offers those IPC processes to applications on a Unix
- * socket (src/dif/ipc/), and the metrics endpoint.
+ * socket (src/dif/ipc/), the normal DIF's enroller over every shim DIF when the config has a
+ * `normal` section (normal.ts), and the metrics endpoint.
  *
  * Owns: the start-up order (check everything that can be checked first, then metrics, then
  * sockets, so a failure leaves no socket file behind) and the clean shutdown (close every
@@ -11,6 +12,8 @@
 import { logger as rootLogger, type Logger } from '../log.js';
 import { ShimHvIpcp } from '../dif/shim-hv/ipcp.js';
 import { IpcDaemon } from '../dif/ipc/daemon.js';
+import type { NormalIpcp } from '../dif/normal/ipcp.js';
+import { createNormalIpcp } from './normal.js';
 import { VmpiHost } from '../vmpi/host.js';
 import { ConfigError, type ServePlan } from './config.js';
 import { inheritedFdProblem } from './activation.js';
@@ -21,6 +24,8 @@ export interface Serving {
   readonly host: VmpiHost;
   /** The shim IPC process of each device, by VMPI-id. */
   readonly ipcps: ReadonlyMap<number, ShimHvIpcp>;
+  /** The normal DIF's enroller, when configured. */
+  readonly normal: NormalIpcp | undefined;
   readonly metrics: HostMetrics | undefined;
   readonly metricsServer: MetricsServer | undefined;
   /** The IPC daemon, unless disabled or (for the default path) its socket could not be created. */
@@ -59,10 +64,12 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
   const metrics = plan.metrics.enabled ? new HostMetrics(host, { version: opts.version }) : undefined;
   let metricsServer: MetricsServer | undefined;
   let ipcDaemon: IpcDaemon | undefined;
+  let normal: NormalIpcp | undefined;
   let closed: Promise<void> | undefined;
   const close = (): Promise<void> =>
     (closed ??= (async () => {
       ipcDaemon?.close();
+      normal?.close('server shutting down');
       for (const ipcp of ipcps.values()) ipcp.close('server shutting down');
       host.close();
       metrics?.close();
@@ -83,9 +90,11 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
         throw new Error(`${d.where}: ${(e as Error).message}`, { cause: e });
       }
     }
+    if (plan.config.normal) normal = createNormalIpcp(plan.config.normal, 'host', [...ipcps.values()], { logger: log });
     if (opts.ipc) {
       const daemon = new IpcDaemon({ socketPath: opts.ipc.socketPath, logger: log, limits: plan.config.ipc });
       for (const ipcp of ipcps.values()) daemon.addIpcp(ipcp);
+      if (normal) daemon.addIpcp(normal);
       try {
         daemon.listen();
         ipcDaemon = daemon;
@@ -99,5 +108,5 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
     await close();
     throw e;
   }
-  return { host, ipcps, metrics, metricsServer, ipcDaemon, close };
+  return { host, ipcps, normal, metrics, metricsServer, ipcDaemon, close };
 }

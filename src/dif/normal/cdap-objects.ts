@@ -69,6 +69,11 @@ export interface FlowRequest {
   readonly qosCube: number;
   readonly result: number;
   readonly reason: string;
+  /** First EFCP sequence number of the requester's PDUs, and of the responder's (in the answer). */
+  readonly srcInitSeq?: number;
+  readonly dstInitSeq?: number;
+  /** The flow's max SDU in bytes (0 or absent: the DIF's maximum). */
+  readonly maxSdu?: number;
 }
 
 // ---- field checks --------------------------------------------------------------------------
@@ -212,6 +217,9 @@ export function encodeFlowRequest(f: FlowRequest): Uint8Array {
     qosCube: f.qosCube,
     result: f.result,
     reason: clampReason(f.reason),
+    srcInitSeq: f.srcInitSeq,
+    dstInitSeq: f.dstInitSeq,
+    maxSdu: f.maxSdu,
   });
 }
 
@@ -220,7 +228,10 @@ export function decodeFlowRequest(bytes: Uint8Array | undefined): FlowRequest {
   const raw = decodeRaw(cdapType('FlowRequest'), bytes, 'flow request');
   const w = 'flow request';
   const result = typeof raw.result === 'number' ? raw.result : 0;
+  const extra: { srcInitSeq?: number; dstInitSeq?: number; maxSdu?: number } = {};
+  for (const f of ['srcInitSeq', 'dstInitSeq', 'maxSdu'] as const) if (raw[f] !== undefined) extra[f] = u32(raw, f, w);
   return {
+    ...extra,
     srcApp: nameFromWire(raw.srcApp, 'flow request src_app'),
     dstApp: nameFromWire(raw.dstApp, 'flow request dst_app'),
     srcPort: u32(raw, 'srcPort', w),

@@ -26,6 +26,8 @@ export class FlowAllocError extends Error {
   constructor(
     readonly code: FlowAllocErrorCode,
     message: string,
+    /** ERR_FA_REJECTED: the reason the other end gave. */
+    readonly peerReason?: string,
   ) {
     super(message);
   }
@@ -44,9 +46,14 @@ export interface FlowInfo {
   readonly localPort: number;
   readonly remotePort: number;
   readonly qosCube: number;
+  /** First EFCP sequence number of this end's PDUs and of the other end's (0 if not given). */
+  readonly localInitSeq: number;
+  readonly remoteInitSeq: number;
+  /** The flow's max SDU as the requester asked it (0: the DIF's maximum). */
+  readonly maxSdu: number;
 }
 
-export type FlowDecision = { readonly accept: true; readonly port: number } | { readonly accept: false; readonly reason: string };
+export type FlowDecision = { readonly accept: true; readonly port: number; readonly initSeq?: number } | { readonly accept: false; readonly reason: string };
 
 export interface FlowAllocatorOptions {
   readonly clock: Clock;
@@ -60,6 +67,12 @@ export interface FlowAllocatorOptions {
   readonly onRequest: (req: FlowRequest) => FlowDecision | Promise<FlowDecision>;
   /** The other end deleted the flow, or it was lost. */
   readonly onDeleted?: (flow: FlowInfo, reason: string) => void;
+  /**
+   * A flow exists at this end, called synchronously before the requester's promise settles and
+   * before the responder's answer is sent: the data path (EFCP, CEP binding) is set up here, so
+   * no data PDU of the other end can arrive before it.
+   */
+  readonly onEstablished?: (flow: FlowInfo) => void;
   readonly ceps: CepAllocator;
   readonly timeoutMs?: number;
   readonly retries?: number;
@@ -91,7 +104,7 @@ interface Incoming {
 }
 
 export class FlowAllocator {
-  readonly stats = { requests: 0, allocated: 0, refused: 0, timeouts: 0, retransmissions: 0, duplicates: 0, deleted: 0, deleteTimeouts: 0, badMessages: 0, ignored: 0 };
+  readonly stats = { requests: 0, allocated: 0, refused: 0, timeouts: 0, retransmissions: 0, duplicates: 0, deleted: 0, deleteTimeouts: 0, badMessages: 0, ignored: 0, hookErrors: 0 };
   private readonly flowsByName = new Map<string, FlowInfo>();
   private readonly outgoing = new Map<number, Outgoing>();
   private readonly incoming = new Map<string, Incoming>();
@@ -109,7 +122,7 @@ export class FlowAllocator {
   }
 
   /** Allocate a flow from local `srcApp` (its port `srcPort`) to `dstApp`, wherever it is. */
-  allocate(req: { srcApp: AppName; dstApp: AppName; srcPort: number; qosCube: number }): Promise<FlowInfo> {
+  allocate(req: { srcApp: AppName; dstApp: AppName; srcPort: number; qosCube: number; initSeq?: number; maxSdu?: number }): Promise<FlowInfo> {
     const local = this.opts.localAddress();
     if (local === 0) return Promise.reject(new FlowAllocError('ERR_FA_NO_ADDRESS', 'this IPC process is not enrolled in a DIF yet'));
     const dst = this.opts.lookup(req.dstApp);
@@ -124,12 +137,12 @@ export class FlowAllocator {
     }
     this.stats.requests++;
     const name = `${FLOW_NAME_PREFIX}${local}-${cep}`;
-    const fr: FlowRequest = { srcApp: req.srcApp, dstApp: req.dstApp, srcPort: req.srcPort, dstPort: 0, srcAddr: local, dstAddr: dst, srcCep: cep, dstCep: 0, qosCube: req.qosCube, result: 0, reason: '' };
+    const fr: FlowRequest = { srcApp: req.srcApp, dstApp: req.dstApp, srcPort: req.srcPort, dstPort: 0, srcAddr: local, dstAddr: dst, srcCep: cep, dstCep: 0, qosCube: req.qosCube, result: 0, reason: '', srcInitSeq: req.initSeq ?? 0, maxSdu: req.maxSdu ?? 0 };
     return new Promise<FlowInfo>((resolve, reject) => {
       this.request(dst, { op: 'M_CREATE', invokeId: 0, objClass: FLOW_CLASS, objName: name, value: encodeFlowRequest(fr) }, this.opts.clock.now() + (this.opts.allocateTimeoutMs ?? (this.opts.acceptTimeoutMs ?? 10_000) + 5000), (reply, lost) => {
-        const fail = (code: FlowAllocErrorCode, msg: string) => {
+        const fail = (code: FlowAllocErrorCode, msg: string, peerReason?: string) => {
           this.opts.ceps.release(cep);
-          reject(new FlowAllocError(code, msg));
+          reject(new FlowAllocError(code, msg, peerReason));
         };
         if (lost !== undefined) return fail('ERR_FA_UNREACHABLE', `flow to ${req.dstApp.processName} failed: ${lost}`);
         if (!reply) {
@@ -140,7 +153,7 @@ export class FlowAllocator {
         }
         if (reply.result < 0) {
           this.stats.refused++;
-          return fail('ERR_FA_REJECTED', `member ${dst} refused the flow to ${req.dstApp.processName}: ${reply.reason || `result ${reply.result}`}`);
+          return fail('ERR_FA_REJECTED', `member ${dst} refused the flow to ${req.dstApp.processName}: ${reply.reason || `result ${reply.result}`}`, reply.reason || `result ${reply.result}`);
         }
         let ans: FlowRequest;
         try {
@@ -149,9 +162,11 @@ export class FlowAllocator {
           this.stats.badMessages++;
           return fail('ERR_FA_REJECTED', `bad answer from member ${dst}: ${(e as Error).message}`);
         }
-        const flow: FlowInfo = { name, initiator: true, srcApp: req.srcApp, dstApp: req.dstApp, localAddr: local, remoteAddr: dst, localCep: cep, remoteCep: ans.dstCep, localPort: req.srcPort, remotePort: ans.dstPort, qosCube: req.qosCube };
+        const flow: FlowInfo = { name, initiator: true, srcApp: req.srcApp, dstApp: req.dstApp, localAddr: local, remoteAddr: dst, localCep: cep, remoteCep: ans.dstCep, localPort: req.srcPort, remotePort: ans.dstPort, qosCube: req.qosCube,
+          localInitSeq: req.initSeq ?? 0, remoteInitSeq: ans.dstInitSeq ?? 0, maxSdu: req.maxSdu ?? 0 };
         this.flowsByName.set(name, flow);
         this.stats.allocated++;
+        this.established(flow);
         resolve(flow);
       });
     });
@@ -211,6 +226,14 @@ export class FlowAllocator {
   }
 
   // ---- internals -------------------------------------------------------------------------
+
+  private established(flow: FlowInfo): void {
+    try {
+      this.opts.onEstablished?.(flow);
+    } catch {
+      this.stats.hookErrors++;
+    }
+  }
 
   private endFlow(f: FlowInfo): void {
     this.flowsByName.delete(f.name);
@@ -322,10 +345,12 @@ export class FlowAllocator {
         entry.reply = this.refuse(from, req, e instanceof CepError ? e.message : String(e));
         return;
       }
-      const flow: FlowInfo = { name: req.objName, initiator: false, srcApp: fr.srcApp, dstApp: fr.dstApp, localAddr: local, remoteAddr: from, localCep: cep, remoteCep: fr.srcCep, localPort: d.port, remotePort: fr.srcPort, qosCube: fr.qosCube };
+      const flow: FlowInfo = { name: req.objName, initiator: false, srcApp: fr.srcApp, dstApp: fr.dstApp, localAddr: local, remoteAddr: from, localCep: cep, remoteCep: fr.srcCep, localPort: d.port, remotePort: fr.srcPort, qosCube: fr.qosCube,
+        localInitSeq: d.initSeq ?? 0, remoteInitSeq: fr.srcInitSeq ?? 0, maxSdu: fr.maxSdu ?? 0 };
       this.flowsByName.set(flow.name, flow);
       this.stats.allocated++;
-      entry.reply = replyTo(req, 0, '', encodeFlowRequest({ ...fr, dstPort: d.port, dstCep: cep }));
+      this.established(flow);
+      entry.reply = replyTo(req, 0, '', encodeFlowRequest({ ...fr, dstPort: d.port, dstCep: cep, dstInitSeq: d.initSeq ?? 0 }));
       this.opts.send(from, entry.reply);
     };
     const ms = this.opts.acceptTimeoutMs ?? 10_000;

@@ -179,3 +179,34 @@ t.test('bad flow messages are refused or ignored, never thrown', async (t) => {
   );
   t.equal(b.fa.stats.ignored, 2);
 });
+
+t.test('initial sequence numbers and max SDU travel in the messages; onEstablished runs before the answer', async (t) => {
+  const { clock, add, dirmap, wire } = dif();
+  const a = add(1);
+  const b = add(2);
+  dirmap.set('server', 2);
+  b.decide = () => ({ accept: true, port: 5, initSeq: 0xfffffff0 });
+  const r = await pump(clock, a.fa.allocate({ srcApp: app('client'), dstApp: app('server'), srcPort: 1, qosCube: 1, initSeq: 123456, maxSdu: 1400 }));
+  if (r.ok !== true) return t.fail('allocation failed');
+  t.match(r.value, { localInitSeq: 123456, remoteInitSeq: 0xfffffff0, maxSdu: 1400 });
+  const [fb] = b.fa.flows() as [FlowInfo];
+  t.match(fb, { localInitSeq: 0xfffffff0, remoteInitSeq: 123456, maxSdu: 1400 });
+  // The requester's hook sees the flow before its promise settles (member 3 with a hook asks member 2).
+  const order: string[] = [];
+  const c = dif();
+  c.add(2);
+  const hooked = new FlowAllocator({
+    clock: c.clock,
+    localAddress: () => 3,
+    lookup: () => 2,
+    send: (to, msg) => void c.clock.setTimer(1, () => c.nodes.get(to)?.fa.receive(3, decodeCdap(encodeCdap(msg)))),
+    onRequest: () => ({ accept: false, reason: 'x' }),
+    onEstablished: () => order.push('established'),
+    ceps: new CepAllocator({ clock: c.clock }),
+  });
+  c.nodes.set(3, { fa: hooked } as unknown as Node);
+  const r2 = await pump(c.clock, hooked.allocate({ srcApp: app('client'), dstApp: app('server'), srcPort: 1, qosCube: 1 }).then(() => order.push('resolved')));
+  t.equal(r2.ok, true);
+  t.same(order, ['established', 'resolved'], 'the requester hook runs before the promise settles');
+  void wire;
+});

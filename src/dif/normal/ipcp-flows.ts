@@ -1,0 +1,336 @@
+/**
+ * ipcp-flows.ts — the application flows of a normal IPC process (ipcp.ts): allocation as
+ * requester and responder through the flow allocator (flow-alloc.ts), one EfcpConnection per
+ * flow bound to its CEP-id in the RMT, and the end of flows (by the application, by the other
+ * end, or because their member became unreachable: cause 'port_down').
+ *
+ * Owns: the flow allocator, the flows by port-id and by flow name, incoming requests waiting for
+ * their application, the EFCP connections waiting for room in the RMT, and the mapping of flow
+ * allocator failures to the IPC API's DifError codes. Everything else it needs (names, the RMT,
+ * the directory, registrations, sending management messages) comes from its `FlowHost`.
+ */
+import { randomInt } from 'node:crypto';
+import { DifError, type AcceptOptions, type AllocateOptions, type DeallocationCause, type Flow, type FlowRequestHandler, type QosRequest, type QosSpec } from '../api.js';
+import { formatAppName, toAppName, NamingError, type AppName } from '../naming.js';
+import type { CdapMessage } from './cdap.js';
+import type { FlowRequest as FaRequest } from './cdap-objects.js';
+import { CepAllocator } from './cep-alloc.js';
+import type { Clock } from './clock.js';
+import { EfcpConnection, EfcpError, cubeById, cubeForQos, type CubeChoice } from './efcp/index.js';
+import { FlowAllocError, FlowAllocator, type FlowDecision, type FlowInfo } from './flow-alloc.js';
+import { NormalFlow, NormalFlowRequest, type NormalFlowOwner, type NormalRequestOwner } from './ipcp-flow.js';
+import type { Rmt } from './rmt.js';
+
+export const REASON_UNKNOWN_APPLICATION = 'unknown application';
+
+/** What the flows need from their IPC process. */
+export interface FlowHost {
+  readonly difName: string;
+  readonly name: AppName;
+  readonly clock: Clock;
+  readonly rmt: Rmt;
+  readonly rxQueueLimit: number;
+  /** 0 while not enrolled. */
+  readonly address: number;
+  readonly maxSdu: number;
+  readonly allocateTimeoutMs: number;
+  readonly cube: CubeChoice | undefined;
+  readonly closed: boolean;
+  checkOpen(): void;
+  lookup(app: AppName): number | undefined;
+  registration(app: AppName): { readonly appName: AppName; readonly key: string; readonly handler: FlowRequestHandler } | undefined;
+  sendMgmt(dst: number, msg: CdapMessage): void;
+  emit(event: 'flowAllocated', flow: Flow): void;
+  emit(event: 'flowDeallocated', flow: Flow, reason: string, cause: DeallocationCause): void;
+}
+
+export class IpcpFlows implements NormalFlowOwner, NormalRequestOwner {
+  readonly stats = { flowsAllocated: 0, flowsDeallocated: 0, incomingRequests: 0, incomingRejected: 0, dataNoRoute: 0 };
+  readonly fa: FlowAllocator;
+  readonly rxQueueLimit: number;
+  private readonly byPort = new Map<number, NormalFlow>();
+  private readonly byFaName = new Map<string, NormalFlow>();
+  private readonly waitingLower = new Set<EfcpConnection>();
+  private readonly pendingRequests = new Set<NormalFlowRequest>();
+  private nextPortId = 1;
+  /** Inside memberLost: deletions are losses ('port_down'), not the peer's doing. */
+  private losing = false;
+
+  constructor(private readonly h: FlowHost) {
+    this.rxQueueLimit = h.rxQueueLimit;
+    this.fa = new FlowAllocator({
+      clock: h.clock,
+      ceps: new CepAllocator({ clock: h.clock }),
+      localAddress: () => h.address,
+      lookup: (app) => h.lookup(app),
+      send: (dst, msg) => h.sendMgmt(dst, msg),
+      onRequest: (fr) => this.onFlowRequest(fr),
+      onEstablished: (info) => this.establish(info),
+      onDeleted: (info, reason) => this.flowDeleted(info, reason),
+    });
+  }
+
+  /** The member at `addr` is unreachable: its flows end with cause 'port_down' and `why`. */
+  memberLost(addr: number, why: string): void {
+    const outer = this.losing;
+    this.losing = true;
+    try {
+      this.fa.memberLost(addr, why);
+    } finally {
+      this.losing = outer;
+    }
+  }
+
+  /** Requests waiting for the application registered as `key` are cancelled (and refused). */
+  cancelRequests(key: string | null, reason: string): void {
+    for (const req of [...this.pendingRequests]) if (key === null || req.registrationKey === key) this.settleRequest(req, { accept: false, reason }, reason);
+  }
+
+  /** Deallocate every flow (telling the other ends) with cause 'closed'. */
+  closeAll(reason: string): void {
+    this.cancelRequests(null, reason);
+    for (const f of [...this.byPort.values()]) {
+      if (f.faName) this.fa.deallocate(f.faName, reason);
+      this.dropFlow(f, reason, 'closed');
+    }
+  }
+
+  /** The RMT has room again: EFCP connections it refused may send. */
+  lowerWritable(): void {
+    const list = [...this.waitingLower];
+    this.waitingLower.clear();
+    for (const e of list) e.lowerReady();
+  }
+
+  // ---- allocation, requester side -------------------------------------------------------------
+
+  allocate(localApp: AppName | string, remoteApp: AppName | string, qos: QosRequest = {}, opts: AllocateOptions = {}): Promise<Flow> {
+    try {
+      this.h.checkOpen();
+      const src = nameArg(localApp, 'local application');
+      const dst = nameArg(remoteApp, 'remote application');
+      const spec = this.resolveQos(qos);
+      if (opts.signal?.aborted) throw new DifError('aborted', 'allocation aborted before it started');
+      if (this.h.address === 0) throw new DifError('port_down', `${formatAppName(this.h.name)} is not enrolled in ${this.h.difName} yet`);
+      const where = this.h.lookup(dst);
+      if (where === undefined) throw new DifError('rejected', `${formatAppName(dst)} is not registered in ${this.h.difName}: ${REASON_UNKNOWN_APPLICATION}`, { peerReason: REASON_UNKNOWN_APPLICATION });
+      if (where !== this.h.address && !this.h.rmt.forwardingTable().has(where)) throw new DifError('port_down', `member ${where} of ${this.h.difName}, where ${formatAppName(dst)} is registered, is unreachable`);
+      if (where === this.h.address) throw new DifError('invalid_argument', `${formatAppName(dst)} is registered at this same IPC process; flows within one member of ${this.h.difName} are not supported yet`);
+      const timeoutMs = opts.timeoutMs ?? this.h.allocateTimeoutMs ?? 15_000;
+      if (!Number.isInteger(timeoutMs) || timeoutMs < 1) throw new DifError('invalid_argument', `timeoutMs must be a positive integer, not ${String(timeoutMs)}`);
+      const cube = cubeForQos(spec, this.h.cube);
+      const granted: QosSpec = Object.freeze({ reliable: cube.retransmission, inOrder: cube.inOrder, maxSdu: spec.maxSdu });
+      const flow = new NormalFlow(this, this.nextPortId++, this.h.difName, src, dst, granted);
+      this.byPort.set(flow.portId, flow);
+      const faPromise = this.fa.allocate({ srcApp: src, dstApp: dst, srcPort: flow.portId, qosCube: cube.id, initSeq: randomInt(0, 0xffffffff), maxSdu: spec.maxSdu });
+      return new Promise<Flow>((resolve, reject) => {
+        let settled = false;
+        const finish = (err: DifError | null): void => {
+          if (settled) return;
+          settled = true;
+          this.h.clock.clearTimer(timer);
+          opts.signal?.removeEventListener('abort', onAbort);
+          if (err) {
+            this.dropFlow(flow, err.message, 'local');
+            reject(err);
+            return;
+          }
+          flow.markAllocated();
+          this.stats.flowsAllocated++;
+          this.h.emit('flowAllocated', flow);
+          resolve(flow);
+        };
+        const timer = this.h.clock.setTimer(timeoutMs, () => finish(new DifError('timeout', `no answer for the flow to ${formatAppName(dst)} within ${timeoutMs} ms`)));
+        const onAbort = (): void => finish(new DifError('aborted', 'allocation aborted'));
+        opts.signal?.addEventListener('abort', onAbort, { once: true });
+        faPromise.then(
+          () => finish(null),
+          (e: unknown) => finish(faError(e, dst)),
+        );
+      });
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  private resolveQos(q: QosRequest): QosSpec {
+    if (typeof q !== 'object' || q === null) throw new DifError('invalid_qos', 'the QoS spec must be an object');
+    const reliable = q.reliable ?? false;
+    const inOrder = q.inOrder ?? false;
+    const maxSdu = q.maxSdu ?? 0;
+    if (typeof reliable !== 'boolean' || typeof inOrder !== 'boolean') throw new DifError('invalid_qos', 'QoS reliable and inOrder must be booleans');
+    if (!Number.isInteger(maxSdu) || maxSdu < 0) throw new DifError('invalid_qos', `QoS maxSdu ${String(maxSdu)} must be a non-negative integer`);
+    if (maxSdu > this.h.maxSdu) throw new DifError('invalid_qos', `QoS maxSdu ${maxSdu} exceeds ${this.h.difName}'s max SDU of ${this.h.maxSdu} bytes`);
+    return { reliable, inOrder, maxSdu: maxSdu === 0 ? this.h.maxSdu : maxSdu };
+  }
+
+  // ---- allocation, responder side -------------------------------------------------------------
+
+  private onFlowRequest(fr: FaRequest): FlowDecision | Promise<FlowDecision> {
+    this.stats.incomingRequests++;
+    const reg = this.h.registration(fr.dstApp);
+    const cube = cubeById(fr.qosCube);
+    const maxSdu = fr.maxSdu || this.h.maxSdu;
+    let refusal: string | undefined;
+    if (!reg) refusal = REASON_UNKNOWN_APPLICATION;
+    else if (!cube) refusal = `unknown QoS cube ${fr.qosCube}`;
+    else if (maxSdu > this.h.maxSdu) refusal = `max SDU ${maxSdu} exceeds ${this.h.difName}'s max SDU of ${this.h.maxSdu} bytes at this member`;
+    if (refusal !== undefined || !reg || !cube) {
+      this.stats.incomingRejected++;
+      return { accept: false, reason: refusal ?? 'refused' };
+    }
+    const qos: QosSpec = Object.freeze({ reliable: cube.retransmission, inOrder: cube.inOrder, maxSdu });
+    const req = new NormalFlowRequest(this, this.h.difName, reg.appName, fr.srcApp, qos, reg.key);
+    let sync: FlowDecision | undefined;
+    let later: ((d: FlowDecision) => void) | undefined;
+    req.decide = (accept, x) => {
+      const d: FlowDecision = accept ? { accept: true, port: (x as NormalFlow).portId, initSeq: randomInt(0, 0xffffffff) } : { accept: false, reason: x as string };
+      if (later) later(d);
+      else sync = d;
+    };
+    this.pendingRequests.add(req);
+    try {
+      reg.handler(req);
+    } catch (e) {
+      if (req.state === 'waiting') req.reject(`application error: ${(e as Error)?.message ?? String(e)}`);
+    }
+    if (sync) return sync;
+    return new Promise<FlowDecision>((resolve) => (later = resolve));
+  }
+
+  /** @internal FlowRequest.accept() */
+  acceptIncoming(req: NormalFlowRequest, _opts: AcceptOptions): Flow {
+    if (this.h.closed) throw new DifError('closed', `${this.h.difName}'s IPC process is closed`);
+    const flow = new NormalFlow(this, this.nextPortId++, this.h.difName, req.localApp, req.remoteApp, req.qos);
+    flow.markAllocated();
+    this.byPort.set(flow.portId, flow);
+    this.settleRequest(req, { accept: true, port: flow.portId }, null, flow);
+    this.stats.flowsAllocated++;
+    this.h.emit('flowAllocated', flow);
+    // The flow allocator may have given up on the request meanwhile (its accept timeout): then no
+    // data path is ever set up, and the flow ends rather than hang.
+    setImmediate(() => {
+      if (flow.efcp === null && flow.state === 'allocated') this.dropFlow(flow, 'the requester gave up before the flow was set up', 'peer');
+    });
+    return flow;
+  }
+
+  /** @internal FlowRequest.reject() */
+  rejectIncoming(req: NormalFlowRequest, reason: string): void {
+    this.stats.incomingRejected++;
+    this.settleRequest(req, { accept: false, reason: typeof reason === 'string' && reason !== '' ? reason : 'rejected by the application' }, null);
+  }
+
+  private settleRequest(req: NormalFlowRequest, d: FlowDecision, cancel: string | null, flow?: NormalFlow): void {
+    this.pendingRequests.delete(req);
+    if (cancel !== null) req.cancel(cancel);
+    else req.state = d.accept ? 'accepted' : 'rejected';
+    req.decide?.(d.accept, d.accept ? flow! : d.reason);
+  }
+
+  /** The flow allocator made the flow (either end): set up its EFCP before any data PDU can arrive. */
+  private establish(info: FlowInfo): void {
+    const flow = this.byPort.get(info.localPort);
+    const cube = cubeById(info.qosCube);
+    if (!flow || flow.state === 'deallocated' || !cube) {
+      this.fa.deallocate(info.name, 'the local end of the flow is gone');
+      return;
+    }
+    const efcp: EfcpConnection = new EfcpConnection({
+      cube,
+      clock: this.h.clock,
+      localAddr: info.localAddr,
+      remoteAddr: info.remoteAddr,
+      localCep: info.localCep,
+      remoteCep: info.remoteCep,
+      initialSeq: info.localInitSeq,
+      peerInitialSeq: info.remoteInitSeq,
+      maxSdu: flow.qos.maxSdu,
+      sendPdu: (pdu) => this.sendData(efcp, pdu),
+      deliver: (sdu) => flow.deliver(sdu),
+      onDrain: () => flow.drained(),
+      onFail: (err: EfcpError) => this.localDeallocate(flow, `the flow failed: ${err.message}`, 'port_down'),
+    });
+    flow.faName = info.name;
+    flow.localCep = info.localCep;
+    flow.remoteAddr = info.remoteAddr;
+    this.byFaName.set(info.name, flow);
+    this.h.rmt.bindCep(info.localCep, { receivePdu: (p, pdu) => efcp.receive(pdu, p) });
+    flow.attach(efcp);
+  }
+
+  private sendData(efcp: EfcpConnection, pdu: Uint8Array): boolean {
+    try {
+      if (this.h.rmt.send(pdu)) return true;
+      this.waitingLower.add(efcp);
+      return false;
+    } catch {
+      // No route (the member is going away; its flows end when routing says so): dropped.
+      this.stats.dataNoRoute++;
+      return true;
+    }
+  }
+
+
+  // ---- deallocation ---------------------------------------------------------------------------
+
+  /** @internal Flow.deallocate() (and a failed EFCP) */
+  localDeallocate(flow: NormalFlow, reason: string, cause: DeallocationCause = 'local'): void {
+    if (flow.faName) this.fa.deallocate(flow.faName, reason);
+    this.dropFlow(flow, reason, cause);
+  }
+
+  private flowDeleted(info: FlowInfo, reason: string): void {
+    const flow = this.byFaName.get(info.name);
+    if (!flow) return;
+    if (this.losing) this.dropFlow(flow, reason, 'port_down');
+    else this.dropFlow(flow, reason === 'deleted by the other end' ? 'deallocated by the peer' : reason, 'peer');
+  }
+
+  private dropFlow(flow: NormalFlow, reason: string, cause: DeallocationCause): void {
+    if (this.byPort.get(flow.portId) === flow) this.byPort.delete(flow.portId);
+    if (flow.faName && this.byFaName.get(flow.faName) === flow) {
+      this.byFaName.delete(flow.faName);
+      this.h.rmt.unbindCep(flow.localCep);
+    }
+    if (flow.efcp) this.waitingLower.delete(flow.efcp);
+    const wasAllocated = flow.state === 'allocated';
+    flow.terminate(reason, cause);
+    if (wasAllocated) {
+      this.stats.flowsDeallocated++;
+      this.h.emit('flowDeallocated', flow, reason, cause);
+    }
+  }
+
+  flows(): Flow[] {
+    return [...this.byPort.values()].filter((f) => f.state === 'allocated');
+  }
+}
+
+
+function nameArg(app: AppName | string, what: string): AppName {
+  try {
+    return toAppName(app);
+  } catch (e) {
+    if (e instanceof NamingError) throw new DifError('invalid_name', `bad ${what} name: ${e.message}`, { cause: e });
+    throw e;
+  }
+}
+
+function faError(e: unknown, dst: AppName): DifError {
+  if (e instanceof DifError) return e;
+  if (!(e instanceof FlowAllocError)) return new DifError('rejected', `allocation of a flow to ${formatAppName(dst)} failed: ${(e as Error)?.message ?? String(e)}`);
+  switch (e.code) {
+    case 'ERR_FA_NO_SUCH_APP':
+      return new DifError('rejected', e.message, { peerReason: REASON_UNKNOWN_APPLICATION });
+    case 'ERR_FA_REJECTED':
+      return new DifError('rejected', e.message, { peerReason: e.peerReason ?? e.message });
+    case 'ERR_FA_TIMEOUT':
+      return new DifError('timeout', e.message);
+    case 'ERR_FA_UNREACHABLE':
+    case 'ERR_FA_NO_ADDRESS':
+      return new DifError('port_down', e.message);
+    default:
+      return new DifError('no_free_channel', e.message);
+  }
+}

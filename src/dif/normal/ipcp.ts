@@ -1,0 +1,539 @@
+/**
+ * ipcp.ts — the normal IPC process: one member of a normal DIF, offering the IPC API (api.ts) so
+ * the IPC daemon serves it like any other IPC process, and reaching its N-1 DIFs only through the
+ * IPC API of lower IPC processes (never a VMPI port or a shim DIF's internals).
+ *
+ * Owns: the assembly of the DIF's parts and their glue: N-1 flows as RMT ports (n1-port.ts), MGMT
+ * PDUs carrying CDAP (mgmt-pdu.ts) dispatched to enrollment, directory, routing and the flow
+ * allocator, registrations, the enrollment roles, and routing's view of neighbours. Application
+ * flows (allocation, EFCP per flow, their end) are ipcp-flows.ts'; their Flow objects ipcp-flow.ts'.
+ *
+ * Roles. The enroller holds the address pool, registers its IPCP name in every lower DIF it is
+ * given and accepts N-1 flows there (one enrollment session each). A member allocates an N-1 flow
+ * through `enroll.lower` to the enroller's IPCP name and enrolls over it, retrying every
+ * `retryMs` until it succeeds, and again whenever that N-1 flow is lost.
+ *
+ * Loss. A lost N-1 flow (or missed keepalives) takes the neighbour down in routing; members that
+ * become unreachable have their flows ended with cause 'port_down' and a reason naming the
+ * member; every other flow carries on. The IPCP's max SDU is `maxPduSize` (a DIF constant, the
+ * same at every member) or the smallest lower flow's max SDU, whichever is smaller, minus the PCI.
+ *
+ * Budgets: RMT queues (PDUs and bytes per port), EFCP queues per flow, rxQueueLimit SDUs per flow
+ * before delivery pauses (the EFCP window then stops the sender), flows bounded by the flow
+ * allocator's maxFlows; management PDUs that find no room are dropped and counted (every
+ * management exchange retries on its own timer). docs/NORMAL-DIF-IPCP.md describes all of it.
+ */
+import { EventEmitter } from 'node:events';
+import { DifError, type AllocateOptions, type DeallocationCause, type Flow, type FlowRequestHandler, type IpcProcess, type QosRequest, type Registration } from '../api.js';
+import { appNameEquals, appNameKey, formatAppName, NamingError, toAppName, type AppName } from '../naming.js';
+import { CdapError, type CdapMessage } from './cdap.js';
+import { decodeDirectoryUpdate } from './cdap-objects.js';
+import { realClock, type Clock, type TimerHandle } from './clock.js';
+import { Directory, DIRECTORY_CLASS, DIRECTORY_NAME, directoryUpdateValues } from './directory.js';
+import { defaultConstants, type CdapTransport } from './enrollment.js';
+import { Enrollee } from './enrollment-enrollee.js';
+import { Enroller } from './enrollment-enroller.js';
+import type { CubeChoice } from './efcp/index.js';
+import { FLOW_CLASS } from './flow-alloc.js';
+import { IpcpFlows } from './ipcp-flows.js';
+import { decodeMgmtPdu, encodeMgmtPdu, ROUTING_CLASS, ROUTING_NAME } from './mgmt-pdu.js';
+import { N1Port } from './n1-port.js';
+import { PCI_LEN, type Pci } from './pci.js';
+import { HOP_ADDRESS, Rmt } from './rmt.js';
+import { encodeRoutingMessage, type RoutingMessage } from './routing-msg.js';
+import { Routing } from './routing.js';
+
+export { REASON_UNKNOWN_APPLICATION } from './ipcp-flows.js';
+export const DEFAULT_MAX_PDU_SIZE = 65536;
+
+export interface NormalIpcpOptions {
+  difName: string;
+  /** This IPC process's name, registered in the lower DIFs (default `<difName>.<role>`). */
+  name?: AppName | string;
+  role: 'enroller' | 'member';
+  /** Lower IPC processes whose DIFs this IPCP listens on (its name registered, N-1 flows accepted). Enroller: required. */
+  lower?: IpcProcess[];
+  /** Member: where and to whom to enroll. */
+  enroll?: { lower: IpcProcess; enrollerName: AppName | string };
+  /** Enroller: its own address (default 1) and the pool it hands out (default 2..65535). */
+  address?: number;
+  pool?: { first: number; last: number };
+  /** The DIF's largest PDU (a DIF-wide constant, checked at enrollment). Default 65536. */
+  maxPduSize?: number;
+  clock?: Clock;
+  /** Member: wait between enrollment attempts. Default 1000 ms. */
+  retryMs?: number;
+  /** SDUs waiting unread per flow before delivery pauses. Default 256. */
+  rxQueueLimit?: number;
+  /** Default allocateFlow() timeout. Default 15 000 ms. */
+  allocateTimeoutMs?: number;
+  /** Keepalive period / misses on N-1 flows (routing). Defaults 10 000 ms, 3. */
+  keepaliveMs?: number;
+  keepaliveMisses?: number;
+  cube?: CubeChoice;
+  /** RMT queue bounds per N-1 flow. */
+  queueMaxPdus?: number;
+  queueMaxBytes?: number;
+}
+
+export interface NormalIpcpEvents {
+  /** This member has an address (enrolled, or re-enrolled). */
+  enrolled: [address: number];
+  /** An enrollment attempt failed (it is retried). */
+  enrollFailed: [error: Error];
+  flowAllocated: [flow: Flow];
+  flowDeallocated: [flow: Flow, reason: string, cause: DeallocationCause];
+}
+
+interface Reg {
+  readonly appName: AppName;
+  readonly key: string;
+  readonly handler: FlowRequestHandler;
+}
+
+interface PortInfo {
+  readonly port: N1Port;
+  /** The neighbour's address once enrolled over this flow. */
+  neighbour: number;
+  /** The enrollment state machine's receive handler. */
+  enrollRx: ((m: CdapMessage) => void) | undefined;
+  /**
+   * Routing and directory messages that arrived before this end took the neighbour up (the
+   * enroller takes it up when the member's last request arrives, before the member sees the
+   * reply): replayed then. At most EARLY_LIMIT.
+   */
+  early: CdapMessage[];
+}
+
+const EARLY_LIMIT = 64;
+
+export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcProcess {
+  readonly difName: string;
+  readonly name: AppName;
+  readonly role: 'enroller' | 'member';
+  readonly rxQueueLimit: number;
+  readonly stats = {
+    mgmtTx: 0, mgmtRx: 0, mgmtBad: 0, mgmtDropped: 0, mgmtNoRoute: 0, n1Up: 0, n1Lost: 0, enrollAttempts: 0, enrollFailures: 0,
+  };
+  private readonly clock: Clock;
+  private readonly maxPduSize: number;
+  private addr = 0;
+  private minLowerSdu = Infinity;
+  private readonly rmt: Rmt;
+  private readonly directory: Directory;
+  private readonly appFlows: IpcpFlows;
+  private routing: Routing | undefined;
+  private readonly enroller: Enroller | undefined;
+  private enrollee: Enrollee | undefined;
+  private enrollPort: number | undefined;
+  private enrollTimer: TimerHandle | undefined;
+  private readonly ports = new Map<number, PortInfo>();
+  private nextN1 = 1;
+  private readonly regs = new Map<string, Reg>();
+  private readonly lowerRegs: Registration[] = [];
+  /** While an N-1 loss is being handled: its reason, for the flows it ends. */
+  private lossReason: string | undefined;
+  private closed = false;
+
+  constructor(private readonly o: NormalIpcpOptions) {
+    super();
+    if (typeof o.difName !== 'string' || o.difName === '' || o.difName.length > 255) throw new DifError('invalid_argument', 'difName must be a non-empty string of at most 255 characters');
+    if (o.role !== 'enroller' && o.role !== 'member') throw new DifError('invalid_argument', `role must be 'enroller' or 'member', not ${String(o.role)}`);
+    this.difName = o.difName;
+    this.role = o.role;
+    this.name = nameArg(o.name ?? `${o.difName}.${o.role}`, 'IPC process');
+    this.clock = o.clock ?? realClock;
+    this.maxPduSize = o.maxPduSize ?? DEFAULT_MAX_PDU_SIZE;
+    this.rxQueueLimit = o.rxQueueLimit ?? 256;
+    this.rmt = new Rmt({ address: 0, queueMaxPdus: o.queueMaxPdus, queueMaxBytes: o.queueMaxBytes, mgmt: { receiveMgmt: (p, pdu, hlen, from) => this.receiveMgmt(p, pdu, hlen, from) }, onWritable: () => this.appFlows.lowerWritable() });
+    this.directory = new Directory({ clock: this.clock, flood: (entries, from) => this.floodDirectory(entries, from) });
+    const self = this;
+    this.appFlows = new IpcpFlows({
+      difName: this.difName,
+      name: this.name,
+      clock: this.clock,
+      rmt: this.rmt,
+      rxQueueLimit: this.rxQueueLimit,
+      get address() {
+        return self.addr;
+      },
+      get maxSdu() {
+        return self.maxSdu;
+      },
+      allocateTimeoutMs: o.allocateTimeoutMs ?? 15_000,
+      cube: o.cube,
+      get closed() {
+        return self.closed;
+      },
+      checkOpen: () => this.checkOpen(),
+      lookup: (app) => this.directory.lookup(app),
+      registration: (app) => this.regs.get(appNameKey(app)),
+      sendMgmt: (dst, msg) => void this.sendMgmt(dst, msg),
+      emit: (event: 'flowAllocated' | 'flowDeallocated', flow: Flow, reason?: string, cause?: DeallocationCause) => {
+        if (event === 'flowAllocated') this.emit('flowAllocated', flow);
+        else this.emit('flowDeallocated', flow, reason!, cause!);
+      },
+    });
+    const constants = defaultConstants(this.maxPduSize);
+    if (o.role === 'enroller') {
+      this.addr = o.address ?? 1;
+      this.enroller = new Enroller({
+        clock: this.clock,
+        name: this.name,
+        difName: this.difName,
+        address: this.addr,
+        constants,
+        pool: o.pool ?? { first: 2, last: 0xffff },
+        content: () => ({ directory: this.directory.entries(), neighbours: [{ name: this.name, address: this.addr, lowerDifs: [] }], lowerFlows: [] }),
+        onEnrolled: (m, port) => this.neighbourUp(Number(port), m.address),
+        onLost: (m, port) => this.neighbourGone(Number(port), m.address),
+      });
+      this.becomeMember(this.addr);
+    } else if (!o.enroll) {
+      throw new DifError('invalid_argument', 'a member needs enroll: { lower, enrollerName }');
+    }
+    for (const lower of o.lower ?? []) this.listen(lower);
+    if (o.role === 'member') this.scheduleEnroll(0);
+  }
+
+  get address(): number {
+    return this.addr;
+  }
+
+  /** Largest SDU a flow of this IPCP carries (0 before any N-1 flow). */
+  get maxSdu(): number {
+    const lower = Math.min(this.maxPduSize, this.minLowerSdu);
+    return lower === Infinity ? 0 : Math.max(0, lower - PCI_LEN);
+  }
+
+  get isEnrolled(): boolean {
+    return this.addr !== 0;
+  }
+
+  // ---- registration ---------------------------------------------------------------------------
+
+  register(app: AppName | string, onFlowRequest: FlowRequestHandler): Registration {
+    this.checkOpen();
+    const appName = nameArg(app, 'application');
+    if (typeof onFlowRequest !== 'function') throw new DifError('invalid_argument', 'register() needs a flow request handler');
+    const key = appNameKey(appName);
+    if (this.regs.has(key)) throw new DifError('already_registered', `${key} is already registered in ${this.difName}`);
+    if (this.addr !== 0) this.directoryRegister(appName);
+    const reg: Reg = { appName, key, handler: onFlowRequest };
+    this.regs.set(key, reg);
+    return { appName, difName: this.difName, unregister: () => this.regs.get(key) === reg && this.unregister(appName) };
+  }
+
+  unregister(app: AppName | string): void {
+    const key = appNameKey(nameArg(app, 'application'));
+    const reg = this.regs.get(key);
+    if (!reg) throw new DifError('not_registered', `${key} is not registered in ${this.difName}`);
+    this.regs.delete(key);
+    this.directory.unregister(reg.appName);
+    this.appFlows.cancelRequests(key, 'application unregistered');
+  }
+
+  isRegistered(app: AppName | string): boolean {
+    return this.regs.has(appNameKey(nameArg(app, 'application')));
+  }
+
+  private directoryRegister(app: AppName): void {
+    try {
+      this.directory.register(app);
+    } catch (e) {
+      throw new DifError('invalid_argument', `cannot register ${formatAppName(app)} in ${this.difName}: ${(e as Error).message}`, { cause: e });
+    }
+  }
+
+  // ---- flows ---------------------------------------------------------------------------------
+
+  allocateFlow(localApp: AppName | string, remoteApp: AppName | string, qos: QosRequest = {}, opts: AllocateOptions = {}): Promise<Flow> {
+    return this.appFlows.allocate(localApp, remoteApp, qos, opts);
+  }
+
+  flows(): Flow[] {
+    return this.appFlows.flows();
+  }
+
+  // ---- N-1 flows ------------------------------------------------------------------------------
+
+  private listen(lower: IpcProcess): void {
+    try {
+      this.lowerRegs.push(
+        lower.register(this.name, (req) => {
+          if (this.role !== 'enroller' || this.closed) return req.reject(`${formatAppName(this.name)} does not enroll members of ${this.difName}`);
+          let flow: Flow;
+          try {
+            flow = req.accept();
+          } catch {
+            return;
+          }
+          const id = this.addPort(flow);
+          if (id !== undefined) this.enroller!.attach(id, this.transport(id));
+        }),
+      );
+    } catch (e) {
+      throw new DifError('invalid_argument', `cannot register ${formatAppName(this.name)} in the lower DIF ${lower.difName}: ${(e as Error).message}`, { cause: e });
+    }
+  }
+
+  private addPort(flow: Flow): number | undefined {
+    if (flow.qos.maxSdu < PCI_LEN + 64) {
+      flow.deallocate(`the N-1 flow's max SDU of ${flow.qos.maxSdu} bytes is too small for ${this.difName}`);
+      return undefined;
+    }
+    const id = this.nextN1++;
+    const port = new N1Port(id, flow, {
+      receive: (pid, pdu) => this.rmt.receive(pid, pdu),
+      drained: (pid) => this.rmt.portDrained(pid),
+      lost: (pid, reason) => this.portLost(pid, reason),
+    });
+    this.minLowerSdu = Math.min(this.minLowerSdu, flow.qos.maxSdu);
+    this.ports.set(id, { port, neighbour: 0, enrollRx: undefined, early: [] });
+    this.rmt.addPort(id, port);
+    this.stats.n1Up++;
+    return id;
+  }
+
+  private transport(id: number): CdapTransport {
+    return {
+      send: (m) => void this.sendMgmt(HOP_ADDRESS, m, id),
+      onReceive: (h) => {
+        const p = this.ports.get(id);
+        if (p) p.enrollRx = h;
+      },
+    };
+  }
+
+  private portLost(id: number, reason: string): void {
+    const p = this.ports.get(id);
+    if (!p) return;
+    this.ports.delete(id);
+    this.stats.n1Lost++;
+    this.rmt.removePort(id);
+    this.enroller?.flowLost(id, reason);
+    if (p.neighbour !== 0) this.neighbourGone(id, p.neighbour, reason);
+    if (id === this.enrollPort) {
+      this.enrollPort = undefined;
+      this.enrollee?.abort(`the N-1 flow to the enroller was lost: ${reason}`);
+      this.scheduleEnroll(this.o.retryMs ?? 1000);
+    }
+  }
+
+  private neighbourUp(id: number, addr: number): void {
+    const p = this.ports.get(id);
+    if (!p || !this.routing) return;
+    p.neighbour = addr;
+    this.routing.neighbourUp(addr, id);
+    const early = p.early;
+    p.early = [];
+    for (const m of early) this.neighbourMessage(p, id, m);
+    // Registrations made since the new member's snapshot was taken.
+    this.sendDirectory(id, this.directory.entries());
+  }
+
+  private neighbourGone(id: number, addr: number, reason = 'N-1 flow lost'): void {
+    const p = this.ports.get(id);
+    if (p && p.neighbour === addr) p.neighbour = 0;
+    this.lossReason = reason;
+    try {
+      this.routing?.neighbourDown(addr, 'flow-lost');
+    } finally {
+      this.lossReason = undefined;
+    }
+  }
+
+  // ---- enrollment (member) --------------------------------------------------------------------
+
+  private scheduleEnroll(ms: number): void {
+    if (this.closed || this.role !== 'member') return;
+    this.clock.clearTimer(this.enrollTimer);
+    this.enrollTimer = this.clock.setTimer(ms, () => void this.enrollOnce());
+  }
+
+  private async enrollOnce(): Promise<void> {
+    const e = this.o.enroll!;
+    this.stats.enrollAttempts++;
+    let id: number | undefined;
+    try {
+      const flow = await e.lower.allocateFlow(this.name, e.enrollerName, {});
+      if (this.closed) return flow.deallocate('IPC process closed');
+      id = this.addPort(flow);
+      if (id === undefined) throw new Error(`the N-1 flow through ${e.lower.difName} is unusable`);
+      this.enrollPort = id;
+      const enrollee = new Enrollee({ clock: this.clock, transport: this.transport(id), name: this.name, difName: this.difName, enrollerName: toAppName(e.enrollerName), constants: defaultConstants(this.maxPduSize), proposedAddress: this.addr });
+      this.enrollee = enrollee;
+      const r = await enrollee.enroll();
+      if (this.closed || this.enrollPort !== id) return;
+      const enrollerAddr = r.neighbours.find((n) => appNameEquals(n.name, r.enroller))?.address ?? 0;
+      if (enrollerAddr === 0) throw new Error('the enroller did not say its own address');
+      this.becomeMember(r.address);
+      this.directory.applyRemote(r.directory, enrollerAddr);
+      this.neighbourUp(id, enrollerAddr);
+      this.emit('enrolled', r.address);
+    } catch (err) {
+      this.stats.enrollFailures++;
+      if (id !== undefined && this.enrollPort === id) {
+        this.enrollPort = undefined;
+        this.ports.get(id)?.port.close(`enrollment failed: ${(err as Error)?.message ?? String(err)}`);
+      }
+      if (this.listenerCount('enrollFailed') > 0) this.emit('enrollFailed', err as Error);
+      if (!this.closed && this.enrollPort === undefined) this.scheduleEnroll(this.o.retryMs ?? 1000);
+    }
+  }
+
+  /** This IPCP has `address` now: routing, the RMT and local registrations follow. */
+  private becomeMember(address: number): void {
+    if (this.routing && this.routing.address !== address) {
+      this.routing.stop();
+      this.routing = undefined;
+    }
+    this.addr = address;
+    this.rmt.address = address;
+    this.routing ??= new Routing({
+      clock: this.clock,
+      address,
+      send: (id, msg) => this.sendRouting(id, msg),
+      onForwardingTable: (t) => this.rmt.setForwardingTable(t),
+      onUnreachable: (addrs) => this.unreachable(addrs),
+      onNeighbourDown: (_addr, id, cause) => {
+        if (cause === 'keepalive') this.ports.get(id)?.port.close('keepalives missed');
+      },
+      keepaliveMs: this.o.keepaliveMs,
+      keepaliveMisses: this.o.keepaliveMisses,
+    });
+    this.directory.setLocalAddress(address);
+    for (const reg of this.regs.values()) this.directoryRegister(reg.appName);
+  }
+
+  /** Members routing no longer reaches: their flows end (the N-1 loss that caused it, if known, in the reason). */
+  private unreachable(addrs: number[]): void {
+    const why = this.lossReason;
+    for (const a of addrs) this.appFlows.memberLost(a, `member ${a} of ${this.difName} is unreachable${why ? ` (${why})` : ''}`);
+  }
+
+  // ---- management PDUs ------------------------------------------------------------------------
+
+  private sendMgmt(dst: number, msg: CdapMessage, portId?: number): boolean {
+    let pdu: Uint8Array;
+    try {
+      pdu = encodeMgmtPdu(this.addr, dst, msg);
+    } catch {
+      this.stats.mgmtBad++;
+      return false;
+    }
+    try {
+      const ok = portId === undefined ? this.rmt.send(pdu) : this.rmt.sendOnPort(portId, pdu);
+      if (!ok) {
+        this.stats.mgmtDropped++;
+        return false;
+      }
+    } catch {
+      this.stats.mgmtNoRoute++;
+      return false;
+    }
+    this.stats.mgmtTx++;
+    return true;
+  }
+
+  private sendRouting(portId: number, msg: RoutingMessage): boolean {
+    return this.sendMgmt(HOP_ADDRESS, { op: 'M_WRITE', invokeId: 0, objClass: ROUTING_CLASS, objName: ROUTING_NAME, value: encodeRoutingMessage(msg) }, portId);
+  }
+
+  private floodDirectory(entries: Parameters<typeof directoryUpdateValues>[0], from: number | undefined): void {
+    for (const [id, p] of this.ports) if (p.neighbour !== 0 && p.neighbour !== from) this.sendDirectory(id, entries);
+  }
+
+  private sendDirectory(portId: number, entries: Parameters<typeof directoryUpdateValues>[0]): void {
+    for (const value of directoryUpdateValues(entries)) this.sendMgmt(HOP_ADDRESS, { op: 'M_CREATE', invokeId: 0, objClass: DIRECTORY_CLASS, objName: DIRECTORY_NAME, value }, portId);
+  }
+
+  private receiveMgmt(p: Pci, pdu: Uint8Array, hlen: number, fromPort: number): void {
+    let m: CdapMessage;
+    try {
+      m = decodeMgmtPdu(p, pdu, hlen);
+    } catch (e) {
+      if (!(e instanceof CdapError)) throw e;
+      this.stats.mgmtBad++;
+      return;
+    }
+    this.stats.mgmtRx++;
+    const cls = 'objClass' in m ? m.objClass : '';
+    const port = this.ports.get(fromPort);
+    if (cls === FLOW_CLASS) {
+      this.appFlows.fa.receive(p.srcAddr, m);
+    } else if (cls === ROUTING_CLASS || cls === DIRECTORY_CLASS) {
+      if (!port) return;
+      if (port.neighbour !== 0) this.neighbourMessage(port, fromPort, m);
+      else if (port.early.length < EARLY_LIMIT) port.early.push(m);
+      else this.stats.mgmtDropped++;
+    } else if (port?.enrollRx) {
+      port.enrollRx(m);
+    } else {
+      this.stats.mgmtBad++;
+    }
+  }
+
+  /** A routing or directory message from the neighbour on port `id`. */
+  private neighbourMessage(p: PortInfo, id: number, m: CdapMessage): void {
+    if (!('value' in m) || !m.value) {
+      this.stats.mgmtBad++;
+      return;
+    }
+    if (m.objClass === ROUTING_CLASS) {
+      this.routing?.receiveBytes(id, m.value);
+      return;
+    }
+    try {
+      this.directory.applyRemote(decodeDirectoryUpdate(m.value), p.neighbour);
+    } catch {
+      this.stats.mgmtBad++;
+    }
+  }
+
+  // ---- shutdown -------------------------------------------------------------------------------
+
+  snapshot(): Record<string, unknown> {
+    return {
+      difName: this.difName,
+      name: formatAppName(this.name),
+      role: this.role,
+      address: this.addr,
+      maxSdu: this.maxSdu,
+      rmt: this.rmt.snapshot(),
+      routing: this.routing?.snapshot(),
+      directory: this.directory.snapshot(),
+      flowAllocator: this.appFlows.fa.snapshot(),
+      flows: { ...this.appFlows.stats },
+      enroller: this.enroller?.snapshot(),
+      enrollee: this.enrollee?.snapshot(),
+      stats: { ...this.stats },
+    };
+  }
+
+  /** Deallocate every flow, give up the N-1 flows and lower registrations, stop all timers. Idempotent. */
+  close(reason = 'IPC process closed'): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.clock.clearTimer(this.enrollTimer);
+    this.appFlows.closeAll(reason);
+    this.enrollee?.abort(reason);
+    for (const p of [...this.ports.values()]) p.port.close(reason);
+    for (const r of this.lowerRegs) r.unregister();
+    this.routing?.stop();
+    this.regs.clear();
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new DifError('closed', `${this.difName}'s IPC process is closed`);
+  }
+}
+
+function nameArg(app: AppName | string, what: string): AppName {
+  try {
+    return toAppName(app);
+  } catch (e) {
+    if (e instanceof NamingError) throw new DifError('invalid_name', `bad ${what} name: ${e.message}`, { cause: e });
+    throw e;
+  }
+}
