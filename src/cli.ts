@@ -221,8 +221,11 @@ function conventionArgs(args: string[]): string[] {
   const out: string[] = [];
   let path = false;
   let fd = false;
-  for (const a of args) {
-    if (a === '--') break;
+  for (const [i, a] of args.entries()) {
+    if (a === '--') {
+      out.push(...args.slice(i)); // positionals: left for the parser to refuse
+      break;
+    }
     if (a === '--socket-path' || a.startsWith('--socket-path=')) {
       path = true;
       out.push(a.replace('--socket-path', '--socket'));
