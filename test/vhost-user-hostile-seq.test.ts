@@ -6,7 +6,8 @@
  * checked SDUs through B. Harness: test/helpers/hostile-seq.ts (bench/hostile.ts runs the same
  * one and measures throughput; timing is not asserted here).
  *
- * Asserts: the server process never exits; every case, and a probe after it that A still answers
+ * Asserts: the server process never exits; no connection of A ends with an internal error (an
+ * untyped exception: contained, but a bug); every case, and a probe after it that A still answers
  * a new front-end, finishes within its bound; the server's RSS after the attack stays under
  * RSS_BOUND; B's stream keeps moving during and after the attack with every SDU intact, in order.
  */
@@ -46,6 +47,7 @@ t.test('1000 hostile cases against device A: the server survives and B carries o
   tt.equal(r.dead, null, 'A kept accepting front-ends');
   tt.same(r.hangs, [], `no case (nor the probe after it) over ${CASE_BOUND_MS} ms`);
   tt.equal(r.casesRun, 1000, 'all 1000 cases ran');
+  tt.equal(r.attacked.internalErrors, 0, `no connection of A ended with an internal error, i.e. every refusal was a typed one (${r.attacked.firstInternalError ?? 'none'})`);
   tt.ok(r.caseMs.max <= CASE_BOUND_MS, `slowest case ${r.caseMs.max} ms`);
   tt.ok(r.rssBytes.after > 0 && r.rssBytes.after < RSS_BOUND, `server RSS after ${(r.rssBytes.after / MiB).toFixed(1)} MiB < ${RSS_BOUND / MiB} MiB`);
   tt.ok(r.rssBytes.after - r.rssBytes.before < RSS_GROWTH_BOUND, `RSS growth ${((r.rssBytes.after - r.rssBytes.before) / MiB).toFixed(1)} MiB < ${RSS_GROWTH_BOUND / MiB} MiB`);

@@ -8,8 +8,11 @@
  * mutated and truncated messages, messages cut across sendmsg calls, fds of the wrong kind
  * (memfd/devnull/socket as kick/call/err, regions beyond their memfd), memory tables swapped under
  * running queues, descriptor tables and avail rings overwritten with junk, kicks — and the
- * connection dropped wherever the stream ends, often mid-message. Every 10th case is instead a
- * burst: 16 connections at once, each sending a prefix of a handshake and hanging up mid-message.
+ * connection dropped wherever the stream ends, often mid-message. One case in ten is instead one
+ * of the fuzz target's hazard reproducers (issue #9 items 2-4: a socket or /dev/null as kick fd,
+ * a socket as call fd during traffic, a used ring past the end of the memfd), in turn, and one in
+ * ten a burst: 16 connections at once, each sending a prefix of a handshake and hanging up
+ * mid-message.
  *
  * `node --import tsx hostile-attacker.ts '<json {path, cases, seed, boundMs, gapMs}>'` prints
  * `READY` once its cases are generated, starts at a `GO` line on stdin, then prints
@@ -21,7 +24,7 @@ import fc from 'fast-check';
 import { native } from '../../src/native.js';
 import { encodeMessage } from '../../src/vhost-user/messages.js';
 import { HEADER_SIZE, Req } from '../../src/vhost-user/protocol.js';
-import { MEMFD_SIZE, handshake, msgChunks, ring, streamCase, type Chunk, type FdKind, type StreamCase } from '../fuzz/targets/vhost-user.js';
+import { MEMFD_SIZE, handshake, hazardExamples, msgChunks, ring, streamCase, type Chunk, type FdKind, type StreamCase } from '../fuzz/targets/vhost-user.js';
 
 interface Config {
   path: string;
@@ -46,6 +49,9 @@ function safeClose(fd: number): void {
 }
 
 class Timeout extends Error {}
+
+/** How long a case waits for its end-of-case barrier to be answered (see streamAttack). */
+const LINGER_MS = 100;
 
 /** One fuzz stream case against a fresh connection. */
 async function streamAttack(c: StreamCase, deadline: number): Promise<void> {
@@ -78,6 +84,7 @@ async function streamAttack(c: StreamCase, deadline: number): Promise<void> {
     mine.push(fd);
     return fd;
   };
+  let tail = new Uint8Array(0); // the last reply bytes received, for the barrier below
   const drain = (): void => {
     for (;;) {
       let r;
@@ -93,7 +100,17 @@ async function streamAttack(c: StreamCase, deadline: number): Promise<void> {
         closed = true;
         return;
       }
+      const t = new Uint8Array(tail.length + r.bytes);
+      t.set(tail);
+      t.set(rx.subarray(0, r.bytes), tail.length);
+      tail = t.slice(-(HEADER_SIZE + 8));
     }
+  };
+  /** Whether the last bytes received are a whole GET_FEATURES reply (header + u64). */
+  const barrierAnswered = (): boolean => {
+    if (tail.length < HEADER_SIZE + 8) return false;
+    const dv = new DataView(tail.buffer, tail.byteOffset, HEADER_SIZE);
+    return dv.getUint32(0, true) === Req.GET_FEATURES && (dv.getUint32(4, true) & 0x4) !== 0 && dv.getUint32(8, true) === 8;
   };
   const kick = (q: number): void => {
     const fd = kicks[q];
@@ -163,8 +180,25 @@ async function streamAttack(c: StreamCase, deadline: number): Promise<void> {
           break;
       }
     }
-    await turn();
-    drain();
+    // Unlike the in-process fuzz target, this process does not wait for the server between steps:
+    // closing now would end most cases at the server's first reply (EPIPE) with the rest of the
+    // stream unread. A GET_FEATURES barrier: once it is answered, the server has read everything
+    // before it. A stream cut mid-message swallows the barrier, so it is waited for at most
+    // LINGER_MS (then the case ends by hanging up mid-message, which is an attack too).
+    if (!closed) {
+      const barrier = encodeMessage(Req.GET_FEATURES, 0, new Uint8Array(0));
+      try {
+        native.sendMsg(frontFd, barrier, 0, barrier.length, null);
+      } catch {
+        closed = true;
+      }
+      const end = Math.min(deadline, Date.now() + LINGER_MS);
+      tail = new Uint8Array(0);
+      while (!closed && !barrierAnswered() && Date.now() < end) {
+        await sleep(1);
+        drain();
+      }
+    }
   } finally {
     native.munmap(guest.buffer as ArrayBuffer);
     for (const fd of mine) safeClose(fd);
@@ -234,6 +268,7 @@ async function probe(deadline: number): Promise<void> {
 
 async function main(): Promise<void> {
   const cases = fc.sample(streamCase, { seed: cfg.seed, numRuns: cfg.cases });
+  const hazards = hazardExamples();
   let s = cfg.seed >>> 0 || 1;
   const rnd = (): number => ((s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32);
   console.log('READY');
@@ -248,9 +283,10 @@ async function main(): Promise<void> {
   for (let i = 0; i < cfg.cases; i++) {
     const t0 = Date.now();
     const deadline = t0 + cfg.boundMs;
-    const kind = i % 10 === 9 ? 'burst' : 'stream';
+    const kind = i % 10 === 9 ? 'burst' : i % 10 === 4 ? 'hazard' : 'stream';
     try {
       if (kind === 'burst') await burst(rnd);
+      else if (kind === 'hazard') await streamAttack(hazards[Math.floor(i / 10) % hazards.length]!, deadline);
       else await streamAttack(cases[i]!, deadline);
       await probe(deadline);
     } catch (e) {

@@ -8,7 +8,8 @@
  *
  * `node --import tsx hostile-seq-server.ts '<json {dir, names: string[]}>'` prints `READY` once
  * listening. Each `STATS` line on stdin is answered with `STATS <json>` (per device: ok, bad,
- * first bad SDU; connections, disconnects; the process's RSS). Exits 0 on stdin end.
+ * first bad SDU; connections, disconnects, those that ended with an internal error; the
+ * process's RSS). Exits 0 on stdin end.
  */
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -30,13 +31,16 @@ interface DeviceStats {
   next: number;
   connections: number;
   disconnects: number;
+  /** Connections that ended with cause 'internal_error' (an untyped exception reached the dispatcher or a watcher). */
+  internalErrors: number;
+  firstInternalError: string | null;
 }
 
 const config = JSON.parse(process.argv[2]!) as Config;
 const stats: Record<string, DeviceStats> = {};
 const servers: VhostUserServer[] = [];
 for (const name of config.names) {
-  const st: DeviceStats = { ok: 0, bad: 0, firstBad: null, next: 0, connections: 0, disconnects: 0 };
+  const st: DeviceStats = { ok: 0, bad: 0, firstBad: null, next: 0, connections: 0, disconnects: 0, internalErrors: 0, firstInternalError: null };
   stats[name] = st;
   const server = new VhostUserServer({
     path: join(config.dir, `${name}.sock`),
@@ -59,7 +63,13 @@ for (const name of config.names) {
     },
   });
   server.on('connection', () => void st.connections++);
-  server.on('disconnect', () => void st.disconnects++);
+  server.on('disconnect', (_conn, reason, cause) => {
+    st.disconnects++;
+    if (cause === 'internal_error') {
+      st.internalErrors++;
+      st.firstInternalError ??= reason;
+    }
+  });
   server.listen();
   servers.push(server);
 }

@@ -62,7 +62,8 @@ export interface HostileSeqResult {
   ratioAttack: number;
   ratioRecovery: number;
   integrity: { completed: number; serverOk: number; serverBad: number; firstBad: string | null; stalled: boolean };
-  attacked: { connections: number; disconnects: number };
+  /** internalErrors: A's connections that ended with an untyped exception (a bug, though contained). */
+  attacked: { connections: number; disconnects: number; internalErrors: number; firstInternalError: string | null };
   /** Cores each process used per period (server, this process = B's sender, attacker). */
   cpu: { baseline: Record<string, number>; attack: Record<string, number>; recovery: Record<string, number> };
 }
@@ -315,7 +316,7 @@ export async function runHostileSequence(o: HostileSeqOptions): Promise<HostileS
       await sleep(5);
     }
     const stalled = sender.outstanding > 0;
-    type Stats = { devices: Record<string, { ok: number; bad: number; firstBad: string | null; connections: number; disconnects: number }> };
+    type Stats = { devices: Record<string, { ok: number; bad: number; firstBad: string | null; connections: number; disconnects: number; internalErrors: number; firstInternalError: string | null }> };
     let serverStats = null as Stats | null;
     if (!server.exit) {
       const mark = server.out.length;
@@ -344,7 +345,7 @@ export async function runHostileSequence(o: HostileSeqOptions): Promise<HostileS
       ratioAttack: sdusPerSec.baseline > 0 ? sdusPerSec.attack / sdusPerSec.baseline : 0,
       ratioRecovery: sdusPerSec.baseline > 0 ? sdusPerSec.recovery / sdusPerSec.baseline : 0,
       integrity: { completed: sender.completed, serverOk: b?.ok ?? -1, serverBad: b?.bad ?? -1, firstBad: b ? b.firstBad : 'no STATS from the server', stalled },
-      attacked: { connections: a?.connections ?? -1, disconnects: a?.disconnects ?? -1 },
+      attacked: { connections: a?.connections ?? -1, disconnects: a?.disconnects ?? -1, internalErrors: a?.internalErrors ?? -1, firstInternalError: a ? a.firstInternalError : 'no STATS from the server' },
       cpu: { baseline: cpuBaseline, attack: cpuAttack, recovery: cpuRecovery },
     };
   } finally {

@@ -500,9 +500,9 @@ async function runCase(c: StreamCase): Promise<void> {
 
 /**
  * Inputs that reproduced the bugs above (issue #9 items 2-4): each must stay a contained, typed
- * failure. Replayed first in every run, safe mode or not.
+ * failure. Replayed first in every run, safe mode or not (and by bench/hostile.ts's attacker).
  */
-function hazardExamples(): StreamCase[] {
+export function hazardExamples(): StreamCase[] {
   const m = (request: number, payload: Uint8Array, fds: FdKind[] = []): Step => ({ kind: 'msg', request, flags: FLAG_NEED_REPLY, payload, fds, cuts: [], mutations: [] });
   const r1 = ring(1);
   return [
