@@ -213,7 +213,7 @@ class Sender {
 export async function runHostileSequence(o: HostileSeqOptions): Promise<HostileSeqResult> {
   const log = o.log ?? (() => {});
   const dir = mkdtempSync(join(tmpdir(), 'vmpi-hostile-seq-'));
-  const server = new Child('hostile-seq-server.ts', { dir, names: ['A', 'B'], maxConnections: { A: 32 } }, 'warn');
+  const server = new Child('hostile-seq-server.ts', { dir, names: ['A', 'B'], maxConnections: { A: 32 } }, process.env.HOSTILE_SERVER_LOG_LEVEL ?? 'warn');
   let attacker: Child | null = null;
   let fe: VhostUserFrontend | null = null;
   let mem: GuestMemoryImage | null = null;
