@@ -54,7 +54,7 @@ const HAZARDS = process.env.FUZZ_VHOST_HAZARDS !== '0';
 // ---------------------------------------------------------------------------------------------
 // Guest memory of a case: one memfd, two regions (a hole between them), rings at fixed places
 
-const MEMFD_SIZE = 1 << 20;
+export const MEMFD_SIZE = 1 << 20;
 const HALF = MEMFD_SIZE / 2;
 const UVA0 = 0x7f00_0000_0000;
 const UVA1 = 0x7f10_0000_0000;
@@ -64,7 +64,7 @@ const REGIONS: readonly MemRegionDesc[] = [
   { guestPhysAddr: GPA1, size: HALF, userAddr: UVA1, mmapOffset: HALF },
 ];
 /** Queue q's rings: desc at q*0x8000, avail +0x4000, used +0x6000 (gpa = uva offset in region 0). */
-const ring = (q: number) => ({ desc: q * 0x8000, avail: q * 0x8000 + 0x4000, used: q * 0x8000 + 0x6000 });
+export const ring = (q: number) => ({ desc: q * 0x8000, avail: q * 0x8000 + 0x4000, used: q * 0x8000 + 0x6000 });
 const FEATURES = bit(VirtioFeature.VERSION_1) | bit(VirtioFeature.RING_EVENT_IDX) | bit(VirtioFeature.RING_INDIRECT_DESC) | bit(VirtioFeature.PROTOCOL_FEATURES);
 
 export type FdKind = 'memfd' | 'eventfd' | 'devnull' | 'socket';
@@ -193,7 +193,8 @@ const step: fc.Arbitrary<Step> = fc.oneof(
   { weight: 1, arbitrary: fc.constant({ kind: 'turn' as const }) },
 );
 
-const streamCase: fc.Arbitrary<StreamCase> = fc.record({
+/** Exported for bench/hostile.ts's attacker, which sends the same streams to a server in another process. */
+export const streamCase: fc.Arbitrary<StreamCase> = fc.record({
   handshake: fc.oneof({ weight: 3, arbitrary: fc.constant(true) }, { weight: 1, arbitrary: fc.constant(false) }),
   replyAck: fc.boolean(),
   steps: fc.array(step, { minLength: 1, maxLength: 16 }),
@@ -202,12 +203,12 @@ const streamCase: fc.Arbitrary<StreamCase> = fc.record({
 // ---------------------------------------------------------------------------------------------
 // Turning a case into sendmsg calls
 
-interface Chunk {
+export interface Chunk {
   bytes: Uint8Array;
   fds: FdKind[];
 }
 
-function msgChunks(s: Extract<Step, { kind: 'msg' }>): Chunk[] {
+export function msgChunks(s: Extract<Step, { kind: 'msg' }>): Chunk[] {
   const bytes = mutate(encodeMessage(s.request, s.flags, s.payload), s.mutations);
   const cuts = [...new Set(s.cuts.map((c) => c % Math.max(1, bytes.length)).filter((c) => c > 0))].sort((a, b) => a - b);
   const out: Chunk[] = [];
@@ -220,7 +221,7 @@ function msgChunks(s: Extract<Step, { kind: 'msg' }>): Chunk[] {
 }
 
 /** QEMU's handshake for the VMPI device, as steps (so the same sending path runs). */
-function handshake(replyAck: boolean): Step[] {
+export function handshake(replyAck: boolean): Step[] {
   const m = (request: number, payload: Uint8Array = new Uint8Array(0), fds: FdKind[] = []): Step => ({ kind: 'msg', request, flags: 0, payload, fds, cuts: [], mutations: [] });
   const steps: Step[] = [
     m(Req.GET_FEATURES),
@@ -499,9 +500,9 @@ async function runCase(c: StreamCase): Promise<void> {
 
 /**
  * Inputs that reproduced the bugs above (issue #9 items 2-4): each must stay a contained, typed
- * failure. Replayed first in every run, safe mode or not.
+ * failure. Replayed first in every run, safe mode or not (and by bench/hostile.ts's attacker).
  */
-function hazardExamples(): StreamCase[] {
+export function hazardExamples(): StreamCase[] {
   const m = (request: number, payload: Uint8Array, fds: FdKind[] = []): Step => ({ kind: 'msg', request, flags: FLAG_NEED_REPLY, payload, fds, cuts: [], mutations: [] });
   const r1 = ring(1);
   return [
