@@ -14,13 +14,15 @@ bash scripts/setup-node.sh
 . scripts/node-env.sh
 log "node $(node --version) ($(command -v node)), headers for node-gyp: ${npm_config_nodedir:-none found}"
 
-if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  log "npm ci"
-  npm ci --no-audit --no-fund --loglevel=error
-fi
 # The addon is rebuilt when its sources change or when the Node that loads it has another ABI.
 abi="$(node -p 'process.versions.modules') $(node --version)"
 abi_stamp=build/Release/.node-abi
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  log "npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+  # npm ci's install script has just built the addon with this node and these headers.
+  [ -f build/Release/vmpi_native.node ] && echo "$abi" > "$abi_stamp"
+fi
 if [ ! -f build/Release/vmpi_native.node ] || [ "$(cat "$abi_stamp" 2>/dev/null)" != "$abi" ] \
    || [ -n "$(find addon binding.gyp -newer build/Release/vmpi_native.node 2>/dev/null | head -n1)" ]; then
   log "building the native addon for node $abi"
