@@ -27,6 +27,9 @@ const DIF = 'n.DIF';
 const VM1_ID = 61;
 const VM2_ID = 62;
 const SIZES = [0, 1, 2, 7, 8, 100, 255, 256, 1000, 1500, 2048, 3000, 3999, 4000];
+/** Then a burst per flow: more SDUs than the EFCP credit (256), so the window must open again. */
+const BURST = { n: 600, size: 1400 };
+const SEQ = [...SIZES, ...Array<number>(BURST.n).fill(BURST.size)];
 
 /** SDU `i` of flow `f`, `n` bytes; the same source text runs in the guests (hence the eval). */
 const PATTERN = `(f, i, n) => { const b = new Uint8Array(n); for (let k = 0; k < n; k++) b[k] = (k + 7 * i + 31 * f) & 0xff; return b; }`;
@@ -49,7 +52,8 @@ reg.on('request', async (req) => {
   const f = await req.accept();
   flows++;
   out('ECHO-FLOW', { n: flows, maxSdu: f.qos.maxSdu, reliable: f.qos.reliable, inOrder: f.qos.inOrder });
-  f.on('data', (sdu) => { f.write(sdu); });
+  // send() waits out backpressure (write() returning false means the SDU was not taken).
+  for await (const sdu of f) await f.send(sdu);
 });
 out('VM2-READY', { difs });
 setInterval(() => {}, 1000);
@@ -60,7 +64,7 @@ const VM1_JS = `
 import { IpcClient } from '/opt/vmpi/dist/src/dif/ipc/client.js';
 const out = (tag, v) => console.log('NDIF-' + tag + ' ' + JSON.stringify(v));
 const pattern = ${PATTERN};
-const SIZES = ${JSON.stringify(SIZES)};
+const SIZES = ${JSON.stringify(SEQ)};
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const c = await IpcClient.connect('/run/vmpi/ipc.sock');
 const difs = (await c.listDifs()).map((d) => d.name);
@@ -151,7 +155,7 @@ t.test('normal DIF: two guests talk through the host over n.DIF, and a host app 
   t.match(fc?.qos, { reliable: false, inOrder: true, maxSdu: 4000 }, 'second flow: the flow-control cube');
   for (const [name, r] of [['reliable', rel], ['flow-control', fc]] as const) {
     t.same(r?.bad, [], `${name} flow: no bad or missing echo`);
-    t.equal(r?.good, SIZES.length, `${name} flow: ${SIZES.length} SDUs of 0..4000 bytes echoed back intact, in order, VM1 → host → VM2 → host → VM1`);
+    t.equal(r?.good, SEQ.length, `${name} flow: ${SIZES.length} SDUs of 0..4000 bytes and ${BURST.n} of ${BURST.size} echoed back intact, in order, VM1 → host → VM2 → host → VM1`);
   }
   // VM2 printed each accept before it echoed anything; the console may still be delivering it.
   const first = await vm2.waitJson<{ maxSdu: number }>('NDIF-ECHO-FLOW', 10_000);
