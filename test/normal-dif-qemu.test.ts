@@ -175,6 +175,8 @@ t.test('normal DIF: two guests talk through the host over n.DIF, and a host app 
   f.deallocate('host done');
 
   t.equal(srv.child.exitCode, null, 'vmpi serve is still running');
+  t.notMatch(srv.log(), /"level":(50|60)/, 'vmpi serve logged no error');
+  t.match(srv.log(), /normal DIF: IPC process started/, 'vmpi serve started the enroller');
   t.comment(`boot ${bootedS.toFixed(1)} s, VM1 allocation ${res.allocMs} ms (${res.attempts} attempts), VM1 echoes ${res.echoMs} ms, total ${((Date.now() - started) / 1000).toFixed(1)} s`);
   vm1.kill();
   vm2.kill();
