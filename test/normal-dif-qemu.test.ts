@@ -1,0 +1,183 @@
+/**
+ * The normal DIF end to end under real QEMU 10 (TCG): one `vmpi serve` process with two VMPI
+ * devices and `normal: { dif: n.DIF }` in its config runs the enroller n.DIF.host over both
+ * devices' shim DIFs; two Node guests each run `vmpi guest --normal-dif n.DIF` (a member that
+ * enrolls through its shim DIF) and an application on the client library.
+ *
+ * VM2's application registers "echo" in n.DIF and echoes. VM1's application allocates two flows
+ * to "echo" through n.DIF at once (the host relays: VM1 and VM2 are neighbours of the host only),
+ * one with the reliable QoS cube and one with the flow-control cube, sends SDUs of 0..4000 bytes
+ * on both and checks every echo, then reports on the console. Then a host application (client
+ * library on serve's IPC socket) reaches VM2's echo over n.DIF as well.
+ */
+import t from 'tap';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { IpcClient } from '../src/dif/ipc/client.js';
+import { readN } from './helpers/flows.js';
+import { Guest, GUEST_DIR, ROOT, guestUnavailable, nodeScript } from './helpers/guest.js';
+
+const unavailable =
+  guestUnavailable() ?? (existsSync(join(GUEST_DIR, 'initramfs-node.cpio.gz')) ? null : 'initramfs-node.cpio.gz missing: run scripts/guest/build-node.sh');
+if (unavailable && process.env.CI) t.fail(`normal DIF guest test cannot run in CI: ${unavailable}`);
+
+const DIF = 'n.DIF';
+const VM1_ID = 61;
+const VM2_ID = 62;
+const SIZES = [0, 1, 2, 7, 8, 100, 255, 256, 1000, 1500, 2048, 3000, 3999, 4000];
+/** Then a burst per flow: more SDUs than the EFCP credit (256), so the window must open again. */
+const BURST = { n: 600, size: 1400 };
+const SEQ = [...SIZES, ...Array<number>(BURST.n).fill(BURST.size)];
+
+/** SDU `i` of flow `f`, `n` bytes; the same source text runs in the guests (hence the eval). */
+const PATTERN = `(f, i, n) => { const b = new Uint8Array(n); for (let k = 0; k < n; k++) b[k] = (k + 7 * i + 31 * f) & 0xff; return b; }`;
+const pattern = eval(PATTERN) as (f: number, i: number, n: number) => Uint8Array;
+
+const START_DAEMON = `mkdir -p /run/vmpi
+node /opt/vmpi/dist/src/cli.js guest --normal-dif ${DIF} --log-level warn &
+for i in $(seq 1 300); do [ -S /run/vmpi/ipc.sock ] && break; sleep 0.1; done
+`;
+
+/** VM2: register "echo" in n.DIF and echo every SDU of every flow. */
+const VM2_JS = `
+import { IpcClient } from '/opt/vmpi/dist/src/dif/ipc/client.js';
+const out = (tag, v) => console.log('NDIF-' + tag + ' ' + JSON.stringify(v));
+const c = await IpcClient.connect('/run/vmpi/ipc.sock');
+const difs = (await c.listDifs()).map((d) => d.name);
+const reg = await c.register('${DIF}', 'echo');
+let flows = 0;
+reg.on('request', async (req) => {
+  const f = await req.accept();
+  flows++;
+  out('ECHO-FLOW', { n: flows, maxSdu: f.qos.maxSdu, reliable: f.qos.reliable, inOrder: f.qos.inOrder });
+  // send() waits out backpressure (write() returning false means the SDU was not taken).
+  for await (const sdu of f) await f.send(sdu);
+});
+out('VM2-READY', { difs });
+setInterval(() => {}, 1000);
+`;
+
+/** VM1: two flows to "echo" through n.DIF (reliable, flow-control), every size on both, checked. */
+const VM1_JS = `
+import { IpcClient } from '/opt/vmpi/dist/src/dif/ipc/client.js';
+const out = (tag, v) => console.log('NDIF-' + tag + ' ' + JSON.stringify(v));
+const pattern = ${PATTERN};
+const SIZES = ${JSON.stringify(SEQ)};
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const c = await IpcClient.connect('/run/vmpi/ipc.sock');
+const difs = (await c.listDifs()).map((d) => d.name);
+out('VM1-UP', { difs });
+const QOS = [{ reliable: true, inOrder: true, maxSdu: 4000 }, { reliable: false, inOrder: true, maxSdu: 4000 }];
+const t0 = Date.now();
+let flows = null, attempts = 0, lastErr = '';
+// VM2 may not have enrolled or registered yet: retry (bounded) until the directory knows "echo".
+while (flows === null && Date.now() - t0 < 100000) {
+  attempts++;
+  const r = await Promise.allSettled(QOS.map((qos, i) => c.allocate('${DIF}', 'echo', { src: 'vm1app/' + (i + 1), qos, timeoutMs: 20000 })));
+  if (r.every((x) => x.status === 'fulfilled')) { flows = r.map((x) => x.value); break; }
+  for (const x of r) if (x.status === 'fulfilled') x.value.deallocate('retrying'); else lastErr = x.reason.code + ': ' + x.reason.message;
+  await sleep(1000);
+}
+if (flows === null) { out('VM1-RESULT', { ok: false, attempts, lastErr }); process.exit(1); }
+const allocMs = Date.now() - t0;
+const t1 = Date.now();
+const readOne = (f, ms) => Promise.race([f.read(), sleep(ms).then(() => 'timeout')]);
+const results = await Promise.all(flows.map(async (f, fi) => {
+  const sender = (async () => { for (const [i, n] of SIZES.entries()) await f.send(pattern(fi, i, n)); })();
+  let good = 0; const bad = [];
+  for (const [i, n] of SIZES.entries()) {
+    const sdu = await readOne(f, 60000);
+    if (sdu === null || sdu === 'timeout') { bad.push({ i, got: String(sdu) }); break; }
+    const want = pattern(fi, i, n);
+    if (sdu.byteLength === n && sdu.every((v, k) => v === want[k])) good++; else bad.push({ i, len: sdu.byteLength });
+  }
+  await sender;
+  return { qos: f.qos, datapath: f.datapath, good, bad };
+}));
+out('VM1-RESULT', { ok: true, attempts, allocMs, echoMs: Date.now() - t1, lastErr, results });
+for (const f of flows) f.deallocate('vm1 done');
+setInterval(() => {}, 1000);
+`;
+
+/** The `vmpi serve` process (tsx, like test/cli.test.ts) with its stderr log. */
+function serve(cfg: string, ipcSocket: string): { child: ReturnType<typeof spawn>; log: () => string } {
+  const env: NodeJS.ProcessEnv = { ...process.env, VMPI_LOG_LEVEL: 'info' };
+  delete env.NODE_OPTIONS; // without tap's loader in the child
+  const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), join(ROOT, 'src', 'cli.ts'), 'serve', '--config', cfg, '--ipc-socket', ipcSocket, '--no-metrics'], {
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let log = '';
+  child.stdout!.setEncoding('utf8').on('data', (s: string) => (log += s));
+  child.stderr!.setEncoding('utf8').on('data', (s: string) => (log += s));
+  return { child, log: () => log };
+}
+
+async function until(what: string, ok: () => boolean, ms: number, log: () => string): Promise<void> {
+  const end = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}; serve log:\n${log().slice(-3000)}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+t.test('normal DIF: two guests talk through the host over n.DIF, and a host app reaches a guest', { skip: unavailable ?? false, timeout: 240_000 }, async (t) => {
+  const started = Date.now();
+  const dir = mkdtempSync(join(tmpdir(), 'vmpi-ndif-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const cfg = join(dir, 'vmpi.json');
+  writeFileSync(cfg, JSON.stringify({ devices: [{ socket: 'vm1.sock', vmpiId: VM1_ID }, { socket: 'vm2.sock', vmpiId: VM2_ID }], normal: { dif: DIF } }));
+  const ipcSocket = join(dir, 'ipc.sock');
+  const srv = serve(cfg, ipcSocket);
+  t.teardown(() => {
+    srv.child.kill('SIGKILL');
+  });
+  await until('serve sockets', () => existsSync(join(dir, 'vm1.sock')) && existsSync(join(dir, 'vm2.sock')) && existsSync(ipcSocket), 30_000, srv.log);
+
+  const vm2 = new Guest({ sockets: [join(dir, 'vm2.sock')], node: true, script: nodeScript(VM2_JS, START_DAEMON), memMb: 640, timeoutMs: 220_000, name: 'vmpi-ndif-vm2' });
+  t.teardown(() => vm2.kill());
+  const vm1 = new Guest({ sockets: [join(dir, 'vm1.sock')], node: true, script: nodeScript(VM1_JS, START_DAEMON), memMb: 640, timeoutMs: 220_000, name: 'vmpi-ndif-vm1' });
+  t.teardown(() => vm1.kill());
+
+  const ready = await vm2.waitJson<{ difs: string[] }>('NDIF-VM2-READY', 150_000);
+  t.same(ready.difs.sort(), [`hv.vmpi-${VM2_ID}`, DIF].sort(), 'vmpi guest in VM2 offers its shim DIF and n.DIF');
+  const up = await vm1.waitJson<{ difs: string[] }>('NDIF-VM1-UP', 150_000);
+  t.same(up.difs.sort(), [`hv.vmpi-${VM1_ID}`, DIF].sort(), 'vmpi guest in VM1 offers its shim DIF and n.DIF');
+  const bootedS = (Date.now() - started) / 1000;
+
+  interface FlowResult { qos: { reliable: boolean; inOrder: boolean; maxSdu: number }; datapath: string; good: number; bad: unknown[] }
+  const res = await vm1.waitJson<{ ok: boolean; attempts: number; allocMs?: number; echoMs?: number; lastErr: string; results?: FlowResult[] }>('NDIF-VM1-RESULT', 120_000);
+  t.ok(res.ok, `VM1 allocated two flows to echo through n.DIF (attempts ${res.attempts}, last error: ${res.lastErr || 'none'})`);
+  const [rel, fc] = res.results ?? [];
+  t.match(rel?.qos, { reliable: true, inOrder: true, maxSdu: 4000 }, 'first flow: the reliable cube');
+  t.match(fc?.qos, { reliable: false, inOrder: true, maxSdu: 4000 }, 'second flow: the flow-control cube');
+  for (const [name, r] of [['reliable', rel], ['flow-control', fc]] as const) {
+    t.same(r?.bad, [], `${name} flow: no bad or missing echo`);
+    t.equal(r?.good, SEQ.length, `${name} flow: ${SIZES.length} SDUs of 0..4000 bytes and ${BURST.n} of ${BURST.size} echoed back intact, in order, VM1 → host → VM2 → host → VM1`);
+  }
+  // VM2 printed each accept before it echoed anything; the console may still be delivering it.
+  const first = await vm2.waitJson<{ maxSdu: number }>('NDIF-ECHO-FLOW', 10_000);
+  t.equal(first.maxSdu, 4000, 'VM2 accepted flows with the requested max SDU');
+  await vm2.waitFor(/NDIF-ECHO-FLOW[^\n]*\n[\s\S]*NDIF-ECHO-FLOW[^\n]*\n/, 10_000);
+  t.pass('VM2 accepted the two flows');
+
+  // A host application on serve's IPC daemon reaches VM2's echo over n.DIF.
+  const app = await IpcClient.connect(ipcSocket);
+  t.teardown(() => app.close());
+  t.ok((await app.listDifs()).some((d) => d.name === DIF), 'serve offers n.DIF to host applications');
+  const f = await app.allocate(DIF, 'echo', { src: 'hostapp/1', qos: { reliable: true, maxSdu: 4000 }, timeoutMs: 20_000 });
+  for (const [i, n] of SIZES.entries()) await f.send(pattern(5, i, n));
+  const echoes = await readN(f, SIZES.length, 60_000);
+  const bad = echoes.filter((sdu, i) => Buffer.compare(Buffer.from(sdu), Buffer.from(pattern(5, i, SIZES[i]!))) !== 0).length;
+  t.equal(bad, 0, `host app: ${SIZES.length} SDUs echoed by VM2 over n.DIF intact and in order`);
+  f.deallocate('host done');
+
+  t.equal(srv.child.exitCode, null, 'vmpi serve is still running');
+  t.notMatch(srv.log(), /"level":(50|60)/, 'vmpi serve logged no error');
+  t.match(srv.log(), /normal DIF: IPC process started/, 'vmpi serve started the enroller');
+  t.comment(`boot ${bootedS.toFixed(1)} s, VM1 allocation ${res.allocMs} ms (${res.attempts} attempts), VM1 echoes ${res.echoMs} ms, total ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  vm1.kill();
+  vm2.kill();
+});
