@@ -129,9 +129,11 @@ async function main(): Promise<number> {
       if (back && back.byteLength === s && back.every((v) => v === (s & 0xff))) echoed++;
     }
     say(`shim DIF host -> guest -> host: ${echoed}/${sizes.length} SDUs (0..4000 B) echoed back intact`);
-    await g.waitFor(/GUEST-APP greeter answered.*/, 60_000);
-    say(`shim DIF guest -> host -> guest: ${/GUEST-APP (greeter answered.*)/.exec(g.output)![1]!.trim()}`);
-    say(`guest: ${/GUEST-APP (flow request from .*)/.exec(g.output)![1]!.trim()}`);
+    // Whole console lines only: the serial console can deliver a line in pieces.
+    await g.waitFor(/GUEST-APP greeter answered: "[^"\n]*"\r?\n/, 60_000);
+    say(`shim DIF guest -> host -> guest: ${/GUEST-APP (greeter answered: "[^"\n]*")/.exec(g.output)![1]!}`);
+    const accepted = await g.waitFor(/GUEST-APP (flow request from [^\r\n]*)\r?\n/, 60_000);
+    say(`guest: ${accepted[1]!.trim()}`);
 
     // vmpi-tgen (the paper's rina-tgen): host -> guest goodput, measured by the guest's server.
     const tgen = await openTgen(apps, ipcp.difName);
