@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # setup-system.sh — installs the system packages vmpi needs on Debian 12, idempotently.
 # Owns: apt sources for bookworm-backports (QEMU 10), build tools, busybox/cpio for guest
-# initramfs, the guest kernel's build headers, libvirt (test/libvirt-qemu.test.ts boots the shipped
-# domain) and dkms (test/guest-dkms.test.ts builds the guest driver's DKMS package). Safe to run again: it only acts on what is missing.
+# initramfs, the guest kernel's build headers; with VMPI_TEST_TOOLS=1 (set by scripts/test.sh) also
+# libvirt (test/libvirt-qemu.test.ts boots the shipped domain) and dkms (test/guest-dkms.test.ts
+# builds the guest driver's DKMS package), which the demo and a plain install do not need.
+# Safe to run again: it only acts on what is missing.
 set -euo pipefail
 
 log() { printf '[setup-system] %s\n' "$*" >&2; }
@@ -38,8 +40,8 @@ fi
 # policy-rc.d keeps them stopped and the libvirt test starts libvirtd itself. Debian defines
 # libvirt's "default" network without autostart, so libvirtd creates no bridge. dkms: builds the
 # guest driver's DKMS package in a test.
-pkgs=(build-essential python3 make g++ busybox-static cpio kmod iproute2 xz-utils zstd prometheus systemd libxml2-utils
-      libvirt-daemon-system dkms)
+pkgs=(build-essential python3 make g++ busybox-static cpio kmod iproute2 xz-utils zstd prometheus systemd libxml2-utils)
+if [ "${VMPI_TEST_TOOLS:-0}" = 1 ]; then pkgs+=(libvirt-daemon-system dkms); fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -60,7 +62,7 @@ log "QEMU: $(qemu-system-x86_64 --version | head -n1)"
 # root-only; libvirt then finds KVM unusable for its QEMU user (libvirt-qemu, group kvm) while its
 # cached QEMU capabilities say KVM, so it probes QEMU again on every lookup: `virsh define` took
 # 55 s instead of 0.02 s here. TCG guests (<domain type='qemu'>) do not use /dev/kvm either way.
-if [ -c /dev/kvm ] && getent group kvm >/dev/null && [ "$(stat -c '%G:%a' /dev/kvm)" != "kvm:660" ]; then
+if [ "${VMPI_TEST_TOOLS:-0}" = 1 ] && [ -c /dev/kvm ] && getent group kvm >/dev/null && [ "$(stat -c '%G:%a' /dev/kvm)" != "kvm:660" ]; then
   log "giving /dev/kvm to group kvm, mode 0660 (as udev does on Debian)"
   $SUDO chgrp kvm /dev/kvm && $SUDO chmod 0660 /dev/kvm
 fi
