@@ -53,7 +53,8 @@ let echoed = 0;
 echo.on('request', async (req) => {
   const f = await req.accept();
   out('ECHO-FLOW', { datapath: f.datapath, maxSdu: f.qos.maxSdu });
-  f.on('data', (sdu) => { echoed++; f.write(sdu); });
+  // send(), not write(): write() false means "not sent", so an echo must wait for 'drain'.
+  (async () => { for await (const sdu of f) { echoed++; await f.send(sdu); } })().catch(() => {});
 });
 const hold = await c.register('${DIF}', 'hold/1');
 hold.on('request', async (req) => {
