@@ -24,7 +24,7 @@ import fc from 'fast-check';
 import { native } from '../../src/native.js';
 import { encodeMessage } from '../../src/vhost-user/messages.js';
 import { HEADER_SIZE, Req } from '../../src/vhost-user/protocol.js';
-import { MEMFD_SIZE, handshake, hazardExamples, msgChunks, ring, streamCase, type Chunk, type FdKind, type StreamCase } from '../fuzz/targets/vhost-user.js';
+import { MEMFD_SIZE, handshake, hazardExamples, msgChunks, newFdOfKind, postBuffer, streamCase, type Chunk, type FdKind, type StreamCase } from '../fuzz/targets/vhost-user.js';
 
 interface Config {
   path: string;
@@ -63,24 +63,7 @@ async function streamAttack(c: StreamCase, deadline: number): Promise<void> {
   const rx = new Uint8Array(HEADER_SIZE + 4096 + 64);
   let closed = false;
   const makeFd = (kind: FdKind): number => {
-    let fd: number;
-    switch (kind) {
-      case 'memfd':
-        fd = native.dup(memfd);
-        break;
-      case 'eventfd':
-        fd = native.eventfd(0);
-        break;
-      case 'devnull':
-        fd = native.dup(devNull);
-        break;
-      case 'socket': {
-        const [a, b] = native.socketpairSeqpacket();
-        safeClose(b);
-        fd = a;
-        break;
-      }
-    }
+    const fd = newFdOfKind(kind, memfd, devNull);
     mine.push(fd);
     return fd;
   };
@@ -156,18 +139,7 @@ async function streamAttack(c: StreamCase, deadline: number): Promise<void> {
           drain();
           break;
         case 'post': {
-          const r = ring(s.queue);
-          const dv = new DataView(guest.buffer, guest.byteOffset, guest.byteLength);
-          const d = r.desc + 16 * (s.head % 64);
-          const buf = 0x10000 + 0x1000 * (s.head % 64);
-          dv.setBigUint64(d, BigInt(buf), true);
-          dv.setUint32(d + 8, s.len, true);
-          dv.setUint16(d + 12, s.flags >= 0 ? s.flags : s.queue === 0 ? 2 : 0, true);
-          dv.setUint16(d + 14, 0, true);
-          dv.setUint32(buf, s.channel, true);
-          const idx = dv.getUint16(r.avail + 2, true);
-          dv.setUint16(r.avail + 4 + 2 * (idx % 64), s.head, true);
-          dv.setUint16(r.avail + 2, (idx + 1) & 0xffff, true);
+          postBuffer(guest, s);
           kick(s.queue);
           await turn();
           drain();

@@ -81,6 +81,41 @@ export type Step =
   | { kind: 'host-send'; channel: number; len: number }
   | { kind: 'turn' };
 
+/** A 'post' step in guest memory: one descriptor (buffer at 0x10000 + 0x1000 * head in region 0,
+ * away from the rings, starting with the frame's channel) made available on its queue. */
+export function postBuffer(guest: Uint8Array, s: Extract<Step, { kind: 'post' }>): void {
+  const r = ring(s.queue);
+  const dv = new DataView(guest.buffer, guest.byteOffset, guest.byteLength);
+  const d = r.desc + 16 * (s.head % 64);
+  const buf = 0x10000 + 0x1000 * (s.head % 64);
+  dv.setBigUint64(d, BigInt(buf), true);
+  dv.setUint32(d + 8, s.len, true);
+  dv.setUint16(d + 12, s.flags >= 0 ? s.flags : s.queue === 0 ? 2 : 0, true);
+  dv.setUint16(d + 14, 0, true);
+  dv.setUint32(buf, s.channel, true);
+  const idx = dv.getUint16(r.avail + 2, true);
+  dv.setUint16(r.avail + 4 + 2 * (idx % 64), s.head, true);
+  dv.setUint16(r.avail + 2, (idx + 1) & 0xffff, true);
+}
+
+/** A fresh fd of `kind` to attach to a message (the caller closes it): the guest memfd's dup, a
+ * new eventfd, /dev/null's dup, or a socket whose peer is already gone. */
+export function newFdOfKind(kind: FdKind, memfd: number, devNull: number): number {
+  switch (kind) {
+    case 'memfd':
+      return native.dup(memfd);
+    case 'eventfd':
+      return native.eventfd(0);
+    case 'devnull':
+      return native.dup(devNull);
+    case 'socket': {
+      const [a, b] = native.socketpairSeqpacket();
+      safeClose(b);
+      return a;
+    }
+  }
+}
+
 export interface StreamCase {
   /** Start with QEMU's handshake (features, memory, both queues started). */
   handshake: boolean;
@@ -355,24 +390,7 @@ async function runCase(c: StreamCase): Promise<void> {
   const problems: string[] = [];
 
   const makeFd = (kind: FdKind): number => {
-    let fd: number;
-    switch (kind) {
-      case 'memfd':
-        fd = native.dup(memfd);
-        break;
-      case 'eventfd':
-        fd = native.eventfd(0);
-        break;
-      case 'devnull':
-        fd = native.dup(devNull);
-        break;
-      case 'socket': {
-        const [a, b] = native.socketpairSeqpacket();
-        safeClose(b);
-        fd = a;
-        break;
-      }
-    }
+    const fd = newFdOfKind(kind, memfd, devNull);
     mine.push(fd);
     return fd;
   };
@@ -442,19 +460,7 @@ async function runCase(c: StreamCase): Promise<void> {
           drainReplies();
           break;
         case 'post': {
-          // Buffers live at 0x10000 + 0x1000 * head in region 0 (away from the rings).
-          const r = ring(s.queue);
-          const dv = new DataView(guest.buffer, guest.byteOffset, guest.byteLength);
-          const d = r.desc + 16 * (s.head % 64);
-          const buf = 0x10000 + 0x1000 * (s.head % 64);
-          dv.setBigUint64(d, BigInt(buf), true);
-          dv.setUint32(d + 8, s.len, true);
-          dv.setUint16(d + 12, s.flags >= 0 ? s.flags : s.queue === 0 ? 2 : 0, true);
-          dv.setUint16(d + 14, 0, true);
-          dv.setUint32(buf, s.channel, true);
-          const idx = dv.getUint16(r.avail + 2, true);
-          dv.setUint16(r.avail + 4 + 2 * (idx % 64), s.head, true);
-          dv.setUint16(r.avail + 2, (idx + 1) & 0xffff, true);
+          postBuffer(guest, s);
           if (kicks[s.queue] !== null) {
             try {
               native.eventfdWrite(kicks[s.queue]!, 1);
