@@ -192,20 +192,14 @@ Napi::Value ListenUnix(const Napi::CallbackInfo& info) {
 Napi::Value ConnectUnix(const Napi::CallbackInfo& info) {
   Args a(info, "connectUnix");
   sockaddr_un addr = a.UnixPath(0);
-  UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));  // blocking until connected
+  // Non-blocking from the start: a Unix-socket connect never waits in progress, it either
+  // connects or fails at once, with EAGAIN when the listener's backlog is full. A blocking one
+  // would freeze the event loop for as long as a stuck peer does not accept.
+  UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (fd.get() < 0) ThrowSys(a.Env(), "socket", errno);
-  if (connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) {
-    if (errno != EINTR) ThrowSys(a.Env(), "connect", errno);
-    // Interrupted: the connection attempt goes on; wait for it and fetch its outcome.
-    pollfd p{fd.get(), POLLOUT, 0};
-    while (poll(&p, 1, -1) < 0) if (errno != EINTR) ThrowSys(a.Env(), "poll", errno);
-    int soerr = 0;
-    socklen_t sl = sizeof soerr;
-    if (getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0) ThrowSys(a.Env(), "getsockopt", errno);
-    if (soerr != 0) ThrowSys(a.Env(), "connect", soerr);
-  }
-  int flags = fcntl(fd.get(), F_GETFL);
-  if (flags < 0 || fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK) < 0) ThrowSys(a.Env(), "fcntl", errno);
+  int r;
+  do r = connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr); while (r < 0 && errno == EINTR);
+  if (r < 0) ThrowSys(a.Env(), "connect", errno);
   return Napi::Number::New(a.Env(), fd.release());
 }
 

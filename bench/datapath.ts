@@ -20,7 +20,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { setLogLevel } from '../src/log.js';
+import { setLogLevel } from '../src/sys/log.js';
 import { VhostUserServer } from '../src/vhost-user/server.js';
 import { VhostUserFrontend } from '../test/frontend/frontend.js';
 import { GuestMemoryImage } from '../test/frontend/guest-memory.js';

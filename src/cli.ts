@@ -8,7 +8,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { LOG_FORMATS, logger, setLogFormat, setLogLevel, type LogFormat } from './log.js';
+import { LOG_FORMATS, logger, setLogFormat, setLogLevel, type LogFormat } from './sys/log.js';
 import { clearListenEnv, listenFdsFromEnv } from './ops/activation.js';
 import { installProcessGuard } from './ops/guard.js';
 import { notifyState } from './ops/notify.js';

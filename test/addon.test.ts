@@ -1,6 +1,6 @@
 /**
  * addon.test.ts — tests of the native addon (addon/vmpi_native.cc) through its typed face
- * src/native.ts: Unix sockets with SCM_RIGHTS, mmap/munmap, eventfd/memfd, uv_poll watchers.
+ * src/sys/native.ts: Unix sockets with SCM_RIGHTS, mmap/munmap, eventfd/memfd, uv_poll watchers.
  * GC- and uncaught-exception behaviour is tested in child processes (they need --expose-gc or
  * would take down the tap runner).
  */
@@ -10,7 +10,7 @@ import { closeSync, constants as fsc, existsSync, openSync, readdirSync, readFil
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { native } from '../src/native.js';
+import { native } from '../src/sys/native.js';
 
 const ADDON = join(dirname(fileURLToPath(import.meta.url)), '..', 'build', 'Release', 'vmpi_native.node');
 const O_NONBLOCK = 0o4000;

@@ -125,7 +125,7 @@ out('CHECKS', checks);
 
 // Batch reads (VMPI_IOC_SET_BATCH), on a raw file: the host queues SDUs, one read(2) takes them all.
 {
-  const { native } = await import('/opt/vmpi/dist/src/native.js');
+  const { native } = await import('/opt/vmpi/dist/src/sys/native.js');
   const gf = await import('/opt/vmpi/dist/src/vmpi/guest-file.js');
   const { openSync, readSync, constants } = await import('node:fs');
   const fd = openSync('/dev/vmpi0', constants.O_RDWR | constants.O_NONBLOCK);

@@ -1,5 +1,5 @@
 /**
- * log.test.ts — the log formats (src/log.ts): JSON for shippers, text for people, and journal
+ * log.test.ts — the log formats (src/sys/log.ts): JSON for shippers, text for people, and journal
  * lines with sd-daemon priority prefixes, chosen by default when $JOURNAL_STREAM says stderr is the
  * journal. The last test runs `vmpi serve` with stderr on a file that JOURNAL_STREAM names, as
  * systemd would, and reads the priorities `journalctl -p` filters on.
@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import { closeSync, fstatSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { defaultLogFormat, formatLine, stderrIsJournal } from '../src/log.js';
+import { defaultLogFormat, formatLine, stderrIsJournal } from '../src/sys/log.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const dir = mkdtempSync(join(tmpdir(), 'vmpi-log-'));

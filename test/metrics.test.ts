@@ -11,7 +11,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { native } from '../src/native.js';
+import { native } from '../src/sys/native.js';
 import { HostMetrics, startMetricsServer } from '../src/ops/metrics.js';
 import { FrontendRequestError, VhostUserFrontend } from './frontend/frontend.js';
 import { acceptAll, settle, setup } from './dif/helpers.js';

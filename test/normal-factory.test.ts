@@ -6,7 +6,7 @@
  */
 import t from 'tap';
 import { ShimHvIpcp } from '../src/dif/shim-hv/ipcp.js';
-import { logger } from '../src/log.js';
+import { logger } from '../src/sys/log.js';
 import { parseConfig } from '../src/ops/config.js';
 import { createNormalIpcp } from '../src/ops/normal.js';
 import { createPortPair } from './dif/port-pair.js';

@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, fstatSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { native } from '../src/native.js';
+import { native } from '../src/sys/native.js';
 import { notifySocket, sdNotify } from '../src/ops/notify.js';
 
 const ROOT = resolve(import.meta.dirname, '..');

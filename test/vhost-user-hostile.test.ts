@@ -17,8 +17,8 @@ import { closeSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readFileSyn
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { logger } from '../src/log.js';
-import { native } from '../src/native.js';
+import { logger } from '../src/sys/log.js';
+import { native } from '../src/sys/native.js';
 import { Connection, nativeMapper } from '../src/vhost-user/connection.js';
 import type { Mapper } from '../src/vhost-user/memory.js';
 import { encodeMemRegion, encodeMemTable, type MemRegionDesc } from '../src/vhost-user/messages.js';

@@ -11,7 +11,7 @@ import t, { type Test } from 'tap';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { native } from '../src/native.js';
+import { native } from '../src/sys/native.js';
 import { VhostUserServer } from '../src/vhost-user/server.js';
 import { encodeMessage, encodeU64, encodeVringFd, encodeVringState, encodeMemTable } from '../src/vhost-user/messages.js';
 import { FLAG_NEED_REPLY, ProtoFeature, Req, VRING_DESC_F_NEXT, VirtioFeature, bit, hasBit } from '../src/vhost-user/protocol.js';

@@ -78,7 +78,7 @@ if [ $tscrc -ne 0 ]; then
   [ "${STRICT_TSC:-0}" = 1 ] && die "tsc failed (STRICT_TSC=1)"
   log "WARNING: tsc reported errors (full log $BUILD/node-tsc.log); using the JavaScript it emitted"
 fi
-for f in src/vmpi/guest-port.js src/native.js src/cli.js; do
+for f in src/vmpi/guest-port.js src/sys/native.js src/cli.js; do
   [ -f "$APP/dist/$f" ] || die "tsc did not emit dist/$f (see $BUILD/node-tsc.log)"
 done
 install -m 0755 "$ADDON" "$APP/build/Release/vmpi_native.node"

@@ -48,7 +48,7 @@ import { parseDocument } from 'yaml';
 import { CARRIERS, DEFAULT_SDU_LOG2, MAX_SDU_LOG2, MIN_SDU_LOG2 } from '../vmpi/carrier.js';
 import { permissionProblems } from './socket-perms.js';
 import { parseAppName } from '../dif/naming.js';
-import { LOG_FORMATS, type LogFormat } from '../log.js';
+import { LOG_FORMATS, type LogFormat } from '../sys/log.js';
 import type { IpcLimits } from '../dif/ipc/daemon.js';
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;

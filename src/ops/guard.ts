@@ -10,7 +10,7 @@
  * Owns: installing the two handlers once per process, and the count (`uncaughtCount`), exported as
  * the metric vmpi_uncaught_errors_total so an operator can alert on it.
  */
-import type { Logger } from '../log.js';
+import type { Logger } from '../sys/log.js';
 
 let installed = false;
 let count = 0;

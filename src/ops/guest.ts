@@ -14,7 +14,7 @@
  */
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { logger as rootLogger, type Logger } from '../log.js';
+import { logger as rootLogger, type Logger } from '../sys/log.js';
 import { ShimHvIpcp } from '../dif/shim-hv/ipcp.js';
 import { IpcDaemon } from '../dif/ipc/daemon.js';
 import type { NormalIpcp } from '../dif/normal/ipcp.js';

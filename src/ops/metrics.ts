@@ -31,7 +31,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
-import { logger as rootLogger, type Logger } from '../log.js';
+import { logger as rootLogger, type Logger } from '../sys/log.js';
 import type { DisconnectCause } from '../vhost-user/connection.js';
 import type { VhostUserServer } from '../vhost-user/server.js';
 import type { Flow } from '../dif/api.js';

@@ -10,7 +10,7 @@
  */
 import type { IpcProcess } from '../dif/api.js';
 import { NormalIpcp } from '../dif/normal/ipcp.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../sys/log.js';
 import type { NormalConfig } from './config.js';
 
 export type NormalSide = 'host' | 'guest';

@@ -8,7 +8,7 @@
  * manager that stopped listening must not take the devices down). The restart work will send fds
  * with FDSTORE=1 through the same function.
  */
-import { native } from '../native.js';
+import { native } from '../sys/native.js';
 
 export interface NotifyOptions {
   env?: NodeJS.ProcessEnv;

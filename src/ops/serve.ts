@@ -9,7 +9,7 @@
  * sockets, so a failure leaves no socket file behind) and the clean shutdown (close every
  * vhost-user server, which removes the socket files it created, then the metrics server).
  */
-import { logger as rootLogger, type Logger } from '../log.js';
+import { logger as rootLogger, type Logger } from '../sys/log.js';
 import { ShimHvIpcp } from '../dif/shim-hv/ipcp.js';
 import { IpcDaemon } from '../dif/ipc/daemon.js';
 import type { NormalIpcp } from '../dif/normal/ipcp.js';

@@ -21,9 +21,9 @@
  */
 import { EventEmitter } from 'node:events';
 import { fstatSync, readFileSync, readlinkSync } from 'node:fs';
-import { getSystemErrorName } from 'node:util';
-import type { Logger } from '../log.js';
-import { native, type FdWatcher } from '../native.js';
+import { errnoName, errText, safeClose } from '../sys/fd.js';
+import type { Logger } from '../sys/log.js';
+import { native, type FdWatcher } from '../sys/native.js';
 import type { ReadyQueue, VhostUserDevice } from './device.js';
 import { MemoryAccessError, ProtocolError, QueueError } from './errors.js';
 import { GuestMemory, type Mapper } from './memory.js';
@@ -656,13 +656,6 @@ function adoptEventfd(request: string, fd: number): void {
   native.setNonblock(fd);
 }
 
-function errnoName(errno: number): string {
-  try {
-    return `${getSystemErrorName(errno)}`;
-  } catch {
-    return `errno ${errno}`;
-  }
-}
 
 function replaceFd(v: VringConfig, key: 'kickFd' | 'callFd' | 'errFd', fd: number | null): void {
   const old = v[key];
@@ -670,17 +663,7 @@ function replaceFd(v: VringConfig, key: 'kickFd' | 'callFd' | 'errFd', fd: numbe
   v[key] = fd;
 }
 
-function safeClose(fd: number): void {
-  try {
-    native.close(fd);
-  } catch {
-    // Already closed: nothing else owns fds handed to a connection.
-  }
-}
 
-function errText(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
-}
 
 function protoFeatureName(n: number): string {
   return Object.entries(ProtoFeature).find(([, v]) => v === n)?.[0] ?? `bit ${n}`;

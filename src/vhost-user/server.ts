@@ -8,10 +8,12 @@
  * Many servers live in one process, one per socket; they share nothing.
  */
 import { EventEmitter } from 'node:events';
-import { lstatSync, unlinkSync } from 'node:fs';
-import { AcceptBackoff } from '../accept-backoff.js';
-import { logger as rootLogger, ThrottledLog, type Logger } from '../log.js';
-import { native, type FdWatcher } from '../native.js';
+import { unlinkSync } from 'node:fs';
+import { AcceptBackoff } from '../sys/accept-backoff.js';
+import { logger as rootLogger, ThrottledLog, type Logger } from '../sys/log.js';
+import { errText } from '../sys/fd.js';
+import { native, type FdWatcher } from '../sys/native.js';
+import { removeStaleSocket } from '../sys/unix-socket.js';
 import { Connection, type DisconnectCause } from './connection.js';
 import type { VhostUserDevice } from './device.js';
 
@@ -91,7 +93,11 @@ export class VhostUserServer extends EventEmitter<ServerEvents> {
       this.listenFd = this.opts.listenFd;
     } else {
       const path = this.opts.path!;
-      removeStaleSocket(path);
+      try {
+        removeStaleSocket(path, 'another server');
+      } catch (e) {
+        throw new ServerError(errText(e));
+      }
       try {
         this.listenFd = native.listenUnix(path, 16);
       } catch (e) {
@@ -176,22 +182,3 @@ export class VhostUserServer extends EventEmitter<ServerEvents> {
   }
 }
 
-/** Remove `path` if it is a socket nobody listens on; refuse if someone does or it is not a socket. */
-function removeStaleSocket(path: string): void {
-  let st;
-  try {
-    st = lstatSync(path);
-  } catch {
-    return;
-  }
-  if (!st.isSocket()) throw new ServerError(`${path} exists and is not a socket; remove it or choose another path`);
-  let fd = -1;
-  try {
-    fd = native.connectUnix(path);
-  } catch {
-    unlinkSync(path);
-    return;
-  }
-  native.close(fd);
-  throw new ServerError(`another server is already listening on ${path}`);
-}

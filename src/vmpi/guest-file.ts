@@ -9,7 +9,8 @@
  * SDUs in one call is what lets a Node reader in a VM keep up (see bench:fig4a).
  */
 import { readSync } from 'node:fs';
-import { native } from '../native.js';
+import { errnoCode } from '../sys/fd.js';
+import { native } from '../sys/native.js';
 
 const IOC_WRITE = 1;
 const IOC_READ = 2;
@@ -49,9 +50,6 @@ export const READ_ENDED = -2;
 /** readChannelFile(): the device is gone (ENODEV). */
 export const READ_GONE = -3;
 
-function errnoCode(e: unknown): string | undefined {
-  return (e as NodeJS.ErrnoException | null)?.code;
-}
 
 /** A u32 ioctl argument, in host byte order as the kernel reads it. */
 export function u32Arg(v: number): Uint8Array {

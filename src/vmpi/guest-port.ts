@@ -27,7 +27,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { closeSync, constants as fsc, openSync, writeSync } from 'node:fs';
-import { native, type FdEventsWatcher } from '../native.js';
+import { native, type FdEventsWatcher } from '../sys/native.js';
 import {
   CHANNEL_READ_BUFFER,
   READ_GONE,

@@ -7,7 +7,7 @@
  * connection. Devices are independent: an error on one never reaches another.
  */
 import { EventEmitter } from 'node:events';
-import { logger as rootLogger, type Logger } from '../log.js';
+import { logger as rootLogger, type Logger } from '../sys/log.js';
 import { VhostUserServer } from '../vhost-user/server.js';
 import { CARRIERS, type CarrierProfile } from './carrier.js';
 import { VmpiDevice, VmpiDeviceError } from './device.js';

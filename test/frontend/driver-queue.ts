@@ -13,7 +13,7 @@
  * Hot path: `add*`, `publish`, `harvest` do not allocate. Chains carry a numeric token chosen by
  * the caller. Raw writers (`rawDesc`, `rawAvail`) let tests corrupt the ring on purpose.
  */
-import { native, type FdWatcher } from '../../src/native.js';
+import { native, type FdWatcher } from '../../src/sys/native.js';
 import {
   VRING_AVAIL_F_NO_INTERRUPT,
   VRING_DESC_F_INDIRECT,

@@ -18,7 +18,7 @@
  * SET_STATUS (DRIVER_OK). Guest memory is a GuestMemoryImage (memfd regions), queues are
  * DriverQueues in it.
  */
-import { native, type FdWatcher } from '../../src/native.js';
+import { native, type FdWatcher } from '../../src/sys/native.js';
 import {
   decodeReplyHeader,
   encodeConfig,

@@ -13,7 +13,7 @@
  * unrelated to their guest addresses, so a back-end that confuses the two, or ignores the hole,
  * reads the wrong bytes. Adjacent regions (no hole) let a buffer straddle two regions.
  */
-import { native } from '../../src/native.js';
+import { native } from '../../src/sys/native.js';
 import type { MemRegionDesc } from '../../src/vhost-user/messages.js';
 
 export interface RegionLayout {

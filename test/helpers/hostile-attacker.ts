@@ -21,7 +21,7 @@
  */
 import { openSync } from 'node:fs';
 import fc from 'fast-check';
-import { native } from '../../src/native.js';
+import { native } from '../../src/sys/native.js';
 import { encodeMessage } from '../../src/vhost-user/messages.js';
 import { HEADER_SIZE, Req } from '../../src/vhost-user/protocol.js';
 import { MEMFD_SIZE, handshake, hazardExamples, msgChunks, newFdOfKind, postBuffer, streamCase, type Chunk, type FdKind, type StreamCase } from '../fuzz/targets/vhost-user.js';

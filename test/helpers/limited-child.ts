@@ -8,7 +8,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import type { Test } from 'tap';
-import { native } from '../../src/native.js';
+import { native } from '../../src/sys/native.js';
 
 export const havePrlimit = spawnSync('prlimit', ['--version'], { stdio: 'ignore' }).status === 0;
 

@@ -15,7 +15,7 @@ import type { ClientFlow, IpcClient } from '../../src/dif/ipc/client.js';
 import type { Session } from '../../src/dif/ipc/daemon.js';
 import { FlowBridge, writeRecord } from '../../src/dif/ipc/datapath.js';
 import { encodeFrame } from '../../src/dif/ipc/protocol.js';
-import { native } from '../../src/native.js';
+import { native } from '../../src/sys/native.js';
 import { DIF, ipcSetup, pattern, until, type IpcSetup } from './helpers.js';
 
 function sleep(ms: number): Promise<void> {

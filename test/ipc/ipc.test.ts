@@ -7,7 +7,7 @@ import t from 'tap';
 import { DifError } from '../../src/dif/api.js';
 import type { ClientFlow, ClientFlowRequest } from '../../src/dif/ipc/client.js';
 import { FramedConn } from '../../src/dif/ipc/conn.js';
-import { native } from '../../src/native.js';
+import { native } from '../../src/sys/native.js';
 import { parseDaemonMessage } from '../../src/dif/ipc/protocol.js';
 import { DIF, ipcSetup, pattern, until } from './helpers.js';
 
@@ -317,7 +317,7 @@ t.test('stale socket files are replaced, live ones are not', async (t) => {
   const s = ipcSetup(t);
   const { IpcDaemon } = await import('../../src/dif/ipc/daemon.js');
   const other = new IpcDaemon({ socketPath: s.hostDaemon.socketPath });
-  t.throws(() => other.listen(), { code: 'EADDRINUSE' });
+  t.throws(() => other.listen(), { name: 'SocketPathError', code: 'socket_in_use' });
   // A socket file nobody listens on.
   const { join } = await import('node:path');
   const stalePath = join(s.dir, 'stale.sock');

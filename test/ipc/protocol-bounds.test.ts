@@ -11,7 +11,7 @@
 import t from 'tap';
 import { FramedConn } from '../../src/dif/ipc/conn.js';
 import { decodeBody, encodeFrame, IpcProtocolError, parseClientRequest, parseDaemonMessage } from '../../src/dif/ipc/protocol.js';
-import { native } from '../../src/native.js';
+import { native } from '../../src/sys/native.js';
 import { ipcSetup, until } from './helpers.js';
 
 const LONG = '"'.repeat(30000);

@@ -16,11 +16,12 @@
 import { EventEmitter } from 'node:events';
 import { DifError, type DeallocationCause, type DifErrorCode, type Flow, type FlowEvents, type FlowRequestEvents, type FlowRequestState, type FlowState, type FlowStats, type QosRequest, type QosSpec } from '../api.js';
 import { appNameKey, formatAppName, parseAppName, toAppName, type AppName } from '../naming.js';
-import { native } from '../../native.js';
+import { native } from '../../sys/native.js';
 import { FdInterest } from './fd-interest.js';
 import { RxQueue } from '../rx-queue.js';
 import { checkAllocated, checkSdu, sendSdu, untilNull } from '../flow-io.js';
-import { FramedConn, safeClose } from './conn.js';
+import { FramedConn } from './conn.js';
+import { errnoCode, safeClose } from '../../sys/fd.js';
 import { FLOW_READ_EMPTY, FLOW_READ_ENDED, readSocketBatch, readVmpiFileBatch, writeRecord, writeVmpiFile, type SduSink, type WriteRecordResult } from './datapath.js';
 import { setBatchMode } from '../../vmpi/guest-file.js';
 import { defaultIpcSocketPath, IpcProtocolError, parseDaemonMessage, type DaemonMessage, type DifInfo, type FlowDatapath, type FlowInfo } from './protocol.js';
@@ -31,6 +32,9 @@ export const CLIENT_RX_QUEUE_LIMIT = 256;
 export const CLIENT_RX_QUEUE_BYTES = 4 * 1024 * 1024;
 /** Incoming requests a registration keeps while nobody takes them; more are rejected. */
 const REQUEST_QUEUE_LIMIT = 256;
+/** connect() to a daemon with a full backlog: retried this often, this far apart (2 s in all). */
+const CONNECT_BUSY_RETRIES = 40;
+const CONNECT_BUSY_DELAY_MS = 50;
 
 export interface ClientAllocateOptions {
   /** The requesting application's name; default `ipc-client/<pid>`. */
@@ -73,13 +77,19 @@ export class IpcClient extends EventEmitter<IpcClientEvents> {
 
   /** Connect to the daemon at `socketPath` (default: $VMPI_IPC_SOCKET or /run/vmpi/ipc.sock). */
   static async connect(socketPath: string = defaultIpcSocketPath()): Promise<IpcClient> {
-    let fd: number;
-    try {
-      fd = native.connectUnix(socketPath);
-    } catch (e) {
-      throw new DifError('disconnected', `cannot reach the IPC daemon at ${socketPath}: ${(e as Error).message}`, { cause: e });
+    // A daemon whose accept backlog is full refuses at once (EAGAIN): retry for a bounded while.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return new IpcClient(native.connectUnix(socketPath));
+      } catch (e) {
+        if (errnoCode(e) === 'EAGAIN' && attempt < CONNECT_BUSY_RETRIES) {
+          await new Promise((r) => setTimeout(r, CONNECT_BUSY_DELAY_MS));
+          continue;
+        }
+        const busy = errnoCode(e) === 'EAGAIN' ? ` (it accepted nothing for ${(CONNECT_BUSY_RETRIES * CONNECT_BUSY_DELAY_MS) / 1000} s; is it stuck?)` : '';
+        throw new DifError('disconnected', `cannot reach the IPC daemon at ${socketPath}: ${(e as Error).message}${busy}`, { cause: e });
+      }
     }
-    return new IpcClient(fd);
   }
 
   /** Use an already connected stream socket to the daemon (takes the fd). */

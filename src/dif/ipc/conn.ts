@@ -18,7 +18,8 @@
  * closes this connection with the reason (and is logged by whoever listens to 'close').
  */
 import { EventEmitter } from 'node:events';
-import { native } from '../../native.js';
+import { safeClose } from '../../sys/fd.js';
+import { native } from '../../sys/native.js';
 import { FdInterest } from './fd-interest.js';
 import { MAX_MESSAGE_BYTES, decodeBody, encodeFrame, IpcProtocolError } from './protocol.js';
 
@@ -244,13 +245,5 @@ export class FramedConn extends EventEmitter<FramedConnEvents> {
     }
     if (this._closed) return;
     this.inBuf = off >= this.inBuf.byteLength ? Buffer.alloc(0) : this.inBuf.subarray(off);
-  }
-}
-
-export function safeClose(fd: number): void {
-  try {
-    native.close(fd);
-  } catch {
-    // already closed: nothing to release
   }
 }

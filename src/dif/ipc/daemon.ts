@@ -32,11 +32,13 @@ import { chmodSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DifError, type DeallocationCause, type Flow, type FlowRequest, type IpcProcess, type Registration } from '../api.js';
 import { appNameKey, formatAppName } from '../naming.js';
-import { native, type FdWatcher, type PeerCred } from '../../native.js';
-import { logger as rootLogger, ThrottledLog, type Logger } from '../../log.js';
-import { AcceptBackoff } from '../../accept-backoff.js';
-import { FramedConn, safeClose, type ConnCloseCause } from './conn.js';
-import { DirectFlowLink, FlowBridge, errText, sizeFlowSocket, type BridgeAbort, type BridgeHooks, type FlowLink } from './datapath.js';
+import { native, type FdWatcher, type PeerCred } from '../../sys/native.js';
+import { logger as rootLogger, ThrottledLog, type Logger } from '../../sys/log.js';
+import { AcceptBackoff } from '../../sys/accept-backoff.js';
+import { removeStaleSocket } from '../../sys/unix-socket.js';
+import { FramedConn, type ConnCloseCause } from './conn.js';
+import { errText, safeClose } from '../../sys/fd.js';
+import { DirectFlowLink, FlowBridge, sizeFlowSocket, type BridgeAbort, type BridgeHooks, type FlowLink } from './datapath.js';
 import { encodeFrame, IpcProtocolError, MAX_REASON_CHARS, parseClientRequest, type ClientRequest, type FlowDatapath, type FlowInfo } from './protocol.js';
 
 /** What one user (SO_PEERCRED uid) and the daemon as a whole may hold. */
@@ -197,7 +199,7 @@ export class IpcDaemon extends EventEmitter<IpcDaemonEvents> {
 
   /**
    * Create the socket and start accepting applications. A stale socket file (nobody listening)
-   * is replaced; a live one is an EADDRINUSE error.
+   * is replaced; a live one is a SocketPathError (code socket_in_use).
    */
   listen(): void {
     if (this.closed) throw new Error('the IPC daemon is closed');
@@ -229,25 +231,9 @@ export class IpcDaemon extends EventEmitter<IpcDaemonEvents> {
   }
 
   private removeStale(): void {
-    let st;
-    try {
-      st = lstatSync(this.socketPath);
-    } catch {
-      return;
-    }
-    if (!st.isSocket()) throw Object.assign(new Error(`${this.socketPath} exists and is not a socket`), { code: 'EEXIST' });
-    let fd = -1;
-    try {
-      fd = native.connectUnix(this.socketPath);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ECONNREFUSED') throw e;
-      this.log.info({ socket: this.socketPath }, 'ipc: removing a stale socket');
-      unlinkSync(this.socketPath);
-      return;
-    }
-    safeClose(fd);
-    throw Object.assign(new Error(`another IPC daemon is listening on ${this.socketPath}`), { code: 'EADDRINUSE' });
+    if (removeStaleSocket(this.socketPath, 'another IPC daemon')) this.log.info({ socket: this.socketPath }, 'ipc: removed a stale socket');
   }
+
 
   private closeListener(): void {
     this.acceptBackoff.close();
@@ -301,7 +287,7 @@ export class IpcDaemon extends EventEmitter<IpcDaemonEvents> {
     }
   }
 
-  /** accept(2) failed (out of fds, most likely): back off (src/accept-backoff.ts). */
+  /** accept(2) failed (out of fds, most likely): back off (src/sys/accept-backoff.ts). */
   private acceptFailed(e: unknown): void {
     this.stats.acceptErrors++;
     if (!this.watcher) return;

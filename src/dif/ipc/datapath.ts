@@ -35,10 +35,10 @@
  * reading, the bridge gives up after LINGER_MS.
  */
 import { DifError, type DeallocationCause, type Flow } from '../api.js';
-import { native } from '../../native.js';
+import { native } from '../../sys/native.js';
 import { FdInterest } from './fd-interest.js';
-import type { Logger } from '../../log.js';
-import { safeClose } from './conn.js';
+import type { Logger } from '../../sys/log.js';
+import { errnoCode, errText, safeClose } from '../../sys/fd.js';
 import { writeSync } from 'node:fs';
 import { CHANNEL_READ_BUFFER, READ_EMPTY, READ_ENDED, READ_GONE, readChannelFile } from '../../vmpi/guest-file.js';
 
@@ -129,9 +129,6 @@ export function readRecord(fd: number, maxSdu: number): ReadRecordResult {
   return { kind: 'sdu', sdu: buf.subarray(1, r.bytes) };
 }
 
-function errnoCode(e: unknown): string | undefined {
-  return (e as NodeJS.ErrnoException | null)?.code;
-}
 
 /** The flow's file was shut down (its end), or the device went away. */
 const FILE_ENDED = new Set(['ESHUTDOWN', 'ENODEV', 'ENOTCONN', 'EPIPE']);
@@ -560,6 +557,3 @@ export class FlowBridge implements FlowLink {
   }
 }
 
-export function errText(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
-}

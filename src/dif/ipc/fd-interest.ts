@@ -4,7 +4,7 @@
  * alone once closed. Shared by the control connection (conn.ts), the daemon's flow bridge and
  * the client's flows (datapath.ts, client.ts).
  */
-import { native, type FdEventsWatcher } from '../../native.js';
+import { native, type FdEventsWatcher } from '../../sys/native.js';
 
 export class FdInterest {
   private readonly watcher: FdEventsWatcher;

@@ -52,7 +52,7 @@ import { SendResult } from '../../vmpi/device.js';
 import type { ChannelFile, VmpiPort } from '../../vmpi/port.js';
 import { RxQueue } from '../rx-queue.js';
 import { checkAllocated, checkSdu, sendSdu, untilNull } from '../flow-io.js';
-import { logger, type Logger } from '../../log.js';
+import { logger, type Logger } from '../../sys/log.js';
 import { CONTROL_CHANNEL, ControlMessageError, MAX_CHANNEL_ID, clampReason, controlMessageType, decodeControl, encodeControl, type AllocateRequestMsg, type AllocateResponseMsg, type ControlMessage, type DeallocateMsg, type MalformedReason } from './control.js';
 
 export type ShimHvRole = 'host' | 'guest';

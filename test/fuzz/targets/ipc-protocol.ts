@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { FramedConn } from '../../../src/dif/ipc/conn.js';
-import { native } from '../../../src/native.js';
+import { native } from '../../../src/sys/native.js';
 import { IpcProtocolError, MAX_REASON_CHARS, decodeBody, encodeFrame, parseClientRequest, parseDaemonMessage } from '../../../src/dif/ipc/protocol.js';
 import { InvariantError, type FuzzTarget } from '../runner.js';
 import { hex } from './util.js';

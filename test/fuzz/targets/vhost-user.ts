@@ -26,7 +26,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { pino } from 'pino';
-import { native } from '../../../src/native.js';
+import { native } from '../../../src/sys/native.js';
 import { Connection, type DisconnectCause } from '../../../src/vhost-user/connection.js';
 import { MemoryAccessError, ProtocolError, QueueError } from '../../../src/vhost-user/errors.js';
 import {

@@ -63,7 +63,10 @@ export interface Native {
    * Unlinks nothing: an existing path (even a stale socket) throws EADDRINUSE.
    */
   listenUnix(path: string, backlog: number): number;
-  /** Connect to a Unix stream socket path; returns the connected fd (non-blocking after connect). */
+  /**
+   * Connect to a Unix stream socket path; returns the connected fd (non-blocking). Never waits:
+   * a listener whose backlog is full fails it at once with EAGAIN (try again later).
+   */
   connectUnix(path: string): number;
   /** accept4 on a listening fd; returns the new fd (non-blocking), or -1 when no connection is pending (EAGAIN). */
   accept(listenFd: number): number;
