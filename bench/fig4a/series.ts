@@ -1,9 +1,5 @@
 /**
- * series.ts — the three systems of Fig. 4a, behind one interface.
- *
- * A Series boots its guest once (`start`), then measures host → VM goodput for one SDU/payload
- * size at a time (`measure`), always at the receiver in the guest, and powers the guest off
- * (`stop`). The sweep in run.ts knows nothing else about it.
+ * series.ts — the systems of Fig. 4a (host → VM goodput), each a Series (../common/series.ts).
  *
  *  - TgenShimSeries (the paper's system): the shim DIF for hypervisors with vmpi-tgen over the
  *    IPC API at both ends, as a user runs it. Host: VmpiHost + shim IPC process + IPC daemon in
@@ -19,7 +15,7 @@
  *    receiver: one read per SDU, payload not inspected) or, with receiver 'vmpi-perf', with
  *    `vmpi-perf recv` (which verifies the pattern and CRC of every SDU, so it is slower per byte).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -33,79 +29,11 @@ import { ShimHvIpcp } from '../../src/dif/shim-hv/ipcp.js';
 import { DEFAULT_TGEN_APP, TgenClient } from '../../src/dif/tgen.js';
 import { Guest } from '../../test/helpers/guest.js';
 import { parseResults, patternSdu } from '../../test/helpers/pattern.js';
-import { GUEST_ADDR, GUEST_MAC, PREFIX, type PrivateNet } from './netns.js';
+import { BOOT_MS, fromRecord, GUEST, IDLE_MS, liveSenders, record, ROTATE, UDP_PORT_BASE, VMPI_CLI, WAIT_MS, type Measurement, type Series } from '../common/series.js';
+import { GUEST_ADDR, GUEST_MAC, PREFIX, type PrivateNet } from '../common/netns.js';
 
-export interface Measurement {
-  /** Goodput at the receiver, 10^6 bits of payload per second. */
-  mbps: number;
-  /** SDUs (datagrams) per second at the receiver. */
-  pps: number;
-  /** Measurement window length and what arrived in it. */
-  seconds: number;
-  sdus: number;
-  bytes: number;
-  /** What the host sender managed to hand over per second (before any loss), when known. */
-  sentPps?: number;
-}
-
-export interface Series {
-  /** Short id: the CSV's system column. */
-  readonly key: string;
-  /** Legend label; says honestly what was measured. */
-  readonly name: string;
-  start(): Promise<void>;
-  measure(size: number, seconds: number): Promise<Measurement>;
-  /** Idempotent; also safe after a failed start. */
-  stop(): Promise<void>;
-}
-
-/** Host-side sender processes still running, for the bench's signal handler. */
-export const liveSenders = new Set<ChildProcess>();
-
-/**
- * Every measurement uses its own UDP port / VMPI channel (cycling through 1000), so that
- * datagrams or SDUs of the previous measurement still in flight (tap queue, NIC ring, the VMPI
- * ring or the host's backlog) are dropped by the guest as unbound instead of being counted.
- */
-const UDP_PORT_BASE = 5001;
+/** SDUs of the raw VMPI channel series go on channel CHANNEL_BASE + (run % ROTATE). */
 const CHANNEL_BASE = 2;
-const ROTATE = 1000;
-/** Receiver wait for the first datagram / SDU, and its idle timeout, in the guest. */
-const WAIT_MS = 30_000;
-const IDLE_MS = 2_000;
-/**
- * Every series' guest: an agent guest (no script) with no run-time limit (it lives as long as its
- * series), in its own process group so that stopping it ends launch-guest.sh and QEMU together
- * (run.ts's signal handler kills `liveGuests`); booted within BOOT_MS.
- */
-/** Guest RAM of every series: the Node image (shim-dif) unpacks ~150 MB into its initramfs. */
-export const GUEST_MEM_MB = 768;
-const GUEST = { timeoutMs: 0, processGroup: true, memMb: GUEST_MEM_MB } as const;
-const BOOT_MS = 120_000;
-
-function record(out: string, mode: string): Record<string, string> {
-  const recs = parseResults(out);
-  const err = recs.find((r) => r.kind === 'ERROR');
-  if (err) throw new Error(`guest ${mode}: ERROR ${JSON.stringify(err)}`);
-  const r = recs.find((x) => x.kind === 'RESULT' && x.mode === mode);
-  if (!r) throw new Error(`no RESULT mode=${mode} in:\n${out.slice(-2000)}`);
-  return r;
-}
-
-function fromRecord(r: Record<string, string>, size: number): Measurement {
-  if (r.status === 'nodata') throw new Error('the guest received nothing');
-  const n = Number(r.datagrams ?? r.sdus);
-  if (r.size_min !== undefined && n > 0 && (Number(r.size_min) !== size || Number(r.size_max) !== size)) {
-    throw new Error(`the guest received sizes ${r.size_min}..${r.size_max}, not ${size}`);
-  }
-  return {
-    mbps: Number(r.mbps),
-    pps: Number(r.pps ?? r.sdus_per_s),
-    seconds: Number(r.seconds),
-    sdus: Number(r.datagrams ?? r.sdus),
-    bytes: Number(r.bytes),
-  };
-}
 
 export class UdpNicSeries implements Series {
   readonly key: string;
@@ -296,7 +224,6 @@ export class ShimVmpiSeries implements Series {
 /** The VMPI-id of the bench's device, and so the shim DIF's name. */
 const TGEN_VMPI_ID = 1;
 const TGEN_DIF = `hv.vmpi-${TGEN_VMPI_ID}`;
-const VMPI_CLI = '/opt/vmpi/dist/src/cli.js';
 
 export class TgenShimSeries implements Series {
   readonly key = 'shim-dif';

@@ -1,0 +1,237 @@
+/**
+ * series.ts — the systems of Fig. 4b (VM → VM goodput on one host), each a Series
+ * (../common/series.ts) with two guests of the same settings:
+ *  - NormalDifSeries (the paper's system): a normal DIF over two shim DIFs for hypervisors, as a
+ *    user runs it. One `vmpi serve` (its own process, config `normal: { dif }`) serves both VMs'
+ *    VMPI devices and runs the enroller, which relays between them; each Node guest runs
+ *    `vmpi guest --normal-dif` (a member that enrolls through its shim DIF). VM2 runs
+ *    `vmpi tgen server`; VM1 runs a small driver on the client library that keeps one tgen flow
+ *    (the flow-control QoS cube: in order, no retransmission) and does one tgen run per request
+ *    from the bench. Goodput is measured by the tgen server in VM2.
+ *  - UdpBridgeSeries: an emulated NIC (virtio-net-pci or e1000) in each guest, their taps joined
+ *    by a Linux bridge in the bench's private network namespace; VM1 runs `udp-goodput send` to
+ *    VM2's `udp-goodput recv` (a netperf UDP_STREAM-like unpaced stream).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Guest, ROOT } from '../../test/helpers/guest.js';
+import { GUEST_ADDR, GUEST_MAC, GUEST2_ADDR, GUEST2_MAC, BRIDGE_PREFIX, type PrivateNet } from '../common/netns.js';
+import { BOOT_MS, fromRecord, GUEST, IDLE_MS, record, ROTATE, UDP_PORT_BASE, VMPI_CLI, WAIT_MS, type Measurement, type Series } from '../common/series.js';
+
+const NORMAL_DIF = 'n.DIF';
+const VM_IDS = [81, 82] as const;
+
+/** In VM1: one tgen flow over n.DIF, one run per /tmp/fig4b-cmd written by the bench. */
+const DRIVER_JS = `
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { IpcClient } from '/opt/vmpi/dist/src/dif/ipc/client.js';
+import { DEFAULT_TGEN_APP, TgenClient } from '/opt/vmpi/dist/src/dif/tgen.js';
+const out = (tag, v) => console.log('FIG4B-' + tag + ' ' + JSON.stringify(v));
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const c = await IpcClient.connect('/run/vmpi/ipc.sock');
+let tg = null;
+const end = Date.now() + 120000;
+let last = '';
+while (tg === null) {
+  try {
+    tg = await TgenClient.open(c, '${NORMAL_DIF}', DEFAULT_TGEN_APP, { src: 'fig4b/1', qos: { reliable: false, inOrder: true } });
+  } catch (e) {
+    last = e.code + ': ' + e.message;
+    if (Date.now() > end) { out('ERROR', { id: 0, msg: 'no tgen flow: ' + last }); process.exit(1); }
+    await sleep(1000);
+  }
+}
+out('READY', { qos: tg.flow?.qos ?? null });
+const CMD = '/tmp/fig4b-cmd';
+for (;;) {
+  if (!existsSync(CMD)) { await sleep(20); continue; }
+  const [id, size, ms] = readFileSync(CMD, 'utf8').trim().split(' ').map(Number);
+  rmSync(CMD);
+  try {
+    const r = await tg.run({ sduSize: size, durationMs: ms, reportTimeoutMs: 10000 });
+    out('RESULT', { id, mbps: r.mbps, sdus: r.sdus, bytes: r.bytes, elapsedNs: r.elapsedNs, sent: r.sent });
+  } catch (e) {
+    out('ERROR', { id, msg: String(e && e.message || e) });
+  }
+}
+`;
+
+/** The bench's `vmpi serve`: its own process, as users run it. */
+function startServe(dir: string): { child: ChildProcess; log: () => string } {
+  const cfg = join(dir, 'vmpi.json');
+  writeFileSync(cfg, JSON.stringify({ devices: VM_IDS.map((id, i) => ({ socket: `vm${i + 1}.sock`, vmpiId: id })), normal: { dif: NORMAL_DIF } }));
+  const env: NodeJS.ProcessEnv = { ...process.env, VMPI_LOG_LEVEL: 'warn' };
+  delete env.NODE_OPTIONS;
+  const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), join(ROOT, 'src', 'cli.ts'), 'serve', '--config', cfg, '--ipc-socket', join(dir, 'ipc.sock'), '--no-metrics'], {
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
+  let log = '';
+  child.stdout!.setEncoding('utf8').on('data', (s: string) => (log = (log + s).slice(-20_000)));
+  child.stderr!.setEncoding('utf8').on('data', (s: string) => (log = (log + s).slice(-20_000)));
+  return { child, log: () => log };
+}
+
+async function until(what: string, ok: () => boolean, ms: number): Promise<void> {
+  const end = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Start `vmpi guest --normal-dif` in an agent guest and wait for its IPC socket. */
+async function startMember(g: Guest): Promise<void> {
+  const up = [
+    'mkdir -p /run/vmpi',
+    `(node ${VMPI_CLI} guest --normal-dif ${NORMAL_DIF} --log-level warn >/tmp/vmpi-guest.log 2>&1 &)`,
+    'i=0; while [ ! -S /run/vmpi/ipc.sock ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done',
+    '[ -S /run/vmpi/ipc.sock ] || { cat /tmp/vmpi-guest.log; exit 1; }',
+  ].join(' && ');
+  const r = await g.exec(up, 120_000);
+  if (r.rc !== 0) throw new Error(`vmpi guest did not start:\n${r.out}`);
+}
+
+export class NormalDifSeries implements Series {
+  readonly key = 'normal-dif';
+  readonly name = 'normal DIF over shim DIFs (vmpi-tgen, flow control, no retransmission)';
+  private dir = '';
+  private serve: { child: ChildProcess; log: () => string } | null = null;
+  private vm1: Guest | null = null;
+  private vm2: Guest | null = null;
+  private runs = 0;
+
+  async start(): Promise<void> {
+    this.dir = mkdtempSync(join(tmpdir(), 'vmpi-fig4b-'));
+    this.serve = startServe(this.dir);
+    await until('vmpi serve sockets', () => [1, 2].every((i) => existsSync(join(this.dir, `vm${i}.sock`))), 60_000).catch((e: Error) => {
+      throw new Error(`${e.message}; serve log:\n${this.serve!.log()}`);
+    });
+    this.vm1 = new Guest({ ...GUEST, name: 'vmpi-fig4b-vm1', sockets: [join(this.dir, 'vm1.sock')], node: true });
+    this.vm2 = new Guest({ ...GUEST, name: 'vmpi-fig4b-vm2', sockets: [join(this.dir, 'vm2.sock')], node: true });
+    await Promise.all([this.vm1.agentReady(1, BOOT_MS), this.vm2.agentReady(1, BOOT_MS)]);
+    await Promise.all([startMember(this.vm1), startMember(this.vm2)]);
+    const srv = await this.vm2.exec(`(node ${VMPI_CLI} tgen server --dif ${NORMAL_DIF} >/tmp/vmpi-tgen.log 2>&1 &)`, 30_000);
+    if (srv.rc !== 0) throw new Error(`tgen server did not start in VM2:\n${srv.out}`);
+    const b64 = Buffer.from(DRIVER_JS).toString('base64');
+    const w = await this.vm1.exec(`echo ${b64} | base64 -d > /tmp/fig4b-driver.mjs`, 30_000);
+    if (w.rc !== 0) throw new Error(`cannot write the driver in VM1:\n${w.out}`);
+    const from = this.vm1.mark;
+    this.vm1.send('(node /tmp/fig4b-driver.mjs &)');
+    const ready = await Promise.race([
+      this.vm1.waitJson('FIG4B-READY', 180_000, from),
+      this.vm1.waitJson<{ msg: string }>('FIG4B-ERROR', 180_000, from).then((e) => Promise.reject(new Error(`VM1 driver: ${e.msg}`))),
+    ]);
+    void ready;
+  }
+
+  async measure(size: number, seconds: number): Promise<Measurement> {
+    const g = this.vm1!;
+    const id = ++this.runs;
+    const ms = Math.round(seconds * 1000);
+    const from = g.mark;
+    const w = await g.exec(`echo "${id} ${size} ${ms}" > /tmp/fig4b-cmd.new && mv /tmp/fig4b-cmd.new /tmp/fig4b-cmd`, 30_000);
+    if (w.rc !== 0) throw new Error(`cannot send the run request to VM1:\n${w.out}`);
+    const re = new RegExp(`FIG4B-(RESULT|ERROR) (\\{"id":${id},[^\\r\\n]*\\})\\r?\\n`);
+    const m = await g.waitFor(re, ms + 60_000, from);
+    const v = JSON.parse(m[2]!) as { msg?: string; mbps: number; sdus: number; bytes: number; elapsedNs: number; sent: number };
+    if (m[1] === 'ERROR') throw new Error(`VM1 tgen run: ${v.msg}`);
+    const secs = v.elapsedNs / 1e9;
+    return { mbps: v.mbps, pps: secs > 0 ? v.sdus / secs : 0, seconds: secs, sdus: v.sdus, bytes: v.bytes, sentPps: v.sent / seconds };
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([this.vm1?.stop(), this.vm2?.stop()]);
+    this.vm1 = this.vm2 = null;
+    if (this.serve?.child.pid !== undefined) {
+      try {
+        process.kill(-this.serve.child.pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    this.serve = null;
+    if (this.dir) rmSync(this.dir, { recursive: true, force: true });
+    this.dir = '';
+  }
+}
+
+export class UdpBridgeSeries implements Series {
+  readonly key: string;
+  readonly name: string;
+  private vm1: Guest | null = null;
+  private vm2: Guest | null = null;
+  private runs = 0;
+
+  constructor(
+    private readonly model: 'virtio-net-pci' | 'e1000',
+    private readonly net: PrivateNet,
+  ) {
+    this.key = model === 'e1000' ? 'e1000' : 'virtio-net';
+    this.name = model === 'e1000' ? 'e1000 + Linux bridge (UDP)' : 'virtio-net-pci + Linux bridge (UDP, no vhost-net)';
+  }
+
+  private guest(n: 1 | 2): Guest {
+    const [tap, mac] = n === 1 ? [this.net.tap, GUEST_MAC] : [this.net.tap2, GUEST2_MAC];
+    return new Guest({
+      ...GUEST,
+      name: `vmpi-fig4b-${this.key}-${n}`,
+      netns: this.net.ns,
+      qemuArgs: ['-netdev', `tap,id=n0,ifname=${tap},script=no,downscript=no`, '-device', `${this.model},netdev=n0,mac=${mac},romfile=`],
+    });
+  }
+
+  private async setup(g: Guest, addr: string, peer: string, peerMac: string): Promise<void> {
+    const setup = [
+      'for m in $(cat /etc/vmpi-net-modules); do insmod /lib/modules/$m.ko || exit 1; done',
+      'i=0; while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done',
+      'ip link set eth0 up',
+      // As in Fig. 4a: fragmented sizes under an unpaced stream would otherwise measure the
+      // reassembly timeout, not the NIC.
+      'sysctl -q -w net.ipv4.ipfrag_time=1 net.ipv4.ipfrag_high_thresh=67108864 net.ipv4.ipfrag_low_thresh=50331648',
+      `ip addr add ${addr}/${BRIDGE_PREFIX} dev eth0`,
+      // No ARP during a flood: the peer's address is a permanent neighbour (busybox `ip` has no
+      // `neigh replace`; its `arp -s` makes a permanent entry).
+      `arp -i eth0 -s ${peer} ${peerMac}`,
+      'echo "NIC driver=$(basename $(readlink /sys/class/net/eth0/device/driver))"',
+    ].join(' && ');
+    const r = await g.exec(`( ${setup} )`, 60_000);
+    if (r.rc !== 0) throw new Error(`guest network setup failed (rc ${r.rc}):\n${r.out}`);
+    const want = this.model === 'e1000' ? 'e1000' : 'virtio_net';
+    if (!new RegExp(`NIC driver=${want}\\b`).test(r.out)) throw new Error(`guest eth0 is not driven by ${want}: ${r.out}`);
+  }
+
+  async start(): Promise<void> {
+    this.vm1 = this.guest(1);
+    this.vm2 = this.guest(2);
+    await Promise.all([this.vm1.agentReady(1, BOOT_MS), this.vm2.agentReady(1, BOOT_MS)]);
+    await this.setup(this.vm1, GUEST_ADDR, GUEST2_ADDR, GUEST2_MAC);
+    await this.setup(this.vm2, GUEST2_ADDR, GUEST_ADDR, GUEST_MAC);
+  }
+
+  async measure(size: number, seconds: number): Promise<Measurement> {
+    const [tx, rx] = [this.vm1!, this.vm2!];
+    const ms = Math.round(seconds * 1000);
+    const port = UDP_PORT_BASE + (this.runs++ % ROTATE);
+    const job = rx.start(`udp-goodput -w ${WAIT_MS} -t ${IDLE_MS} recv ${port} ${ms}`, WAIT_MS + ms + 60_000);
+    await rx.waitFor(new RegExp(`READY mode=recv port=${port}\\b`), 30_000, job.from);
+    // The receiver's window opens at its first datagram: the sender outlasts it by 1.5 s.
+    const send = tx.start(`udp-goodput send ${GUEST2_ADDR} ${port} ${size} ${ms + 1500}`, ms + 60_000);
+    const m = await rx.waitFor(/RESULT mode=recv [^\n]*status=\S+\s/, WAIT_MS + ms + 60_000, job.from);
+    const res = fromRecord(record(m[0], 'recv'), size);
+    const sent = await send.done;
+    const s = record(sent.out, 'send');
+    if (s.pps !== undefined) res.sentPps = Number(s.pps);
+    const done = await job.done;
+    if (done.rc !== 0) throw new Error(`udp-goodput recv exited ${done.rc}:\n${done.out}`);
+    return res;
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([this.vm1?.stop(), this.vm2?.stop()]);
+    this.vm1 = this.vm2 = null;
+  }
+}
