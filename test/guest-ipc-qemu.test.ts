@@ -21,6 +21,7 @@ import { VmpiHost } from '../src/vmpi/host.js';
 import { readN } from './helpers/flows.js';
 import { Guest, GUEST_DIR, guestUnavailable, nodeScript } from './helpers/guest.js';
 import { patternSdu } from './helpers/pattern.js';
+import { within } from './ipc/helpers.js';
 
 const unavailable =
   guestUnavailable() ?? (existsSync(join(GUEST_DIR, 'initramfs-node.cpio.gz')) ? null : 'initramfs-node.cpio.gz missing: run scripts/guest/build-node.sh');
@@ -157,7 +158,7 @@ t.test('IPC API in the guest: vmpi guest hands applications the channel file', {
   const held = await g.waitJson<{ reason: string; cause: string; sizes: number[] }>('GIPC-HOLD', 60_000, mark);
   t.same(held.sizes, Array.from({ length: HOLD_SDUS }, (_, i) => 100 + i), 'every SDU sent before the deallocation was read, in order, then the reads ended');
   t.equal(held.cause, 'peer');
-  t.match(held.reason, /host done/);
+  t.equal(held.reason, 'host done', "the host application's reason, as given");
 
   // A guest application killed while it holds a flow's file: the guest daemon sees its
   // connection close and deallocates the flow; the host application is told by the peer.
@@ -165,7 +166,7 @@ t.test('IPC API in the guest: vmpi guest hands applications the channel file', {
   const victimFlow = new Promise<ClientFlow>((resolve) => vsink.on('request', (req) => void req.accept().then(resolve)));
   t.match(await app.allocate(DIF, 'kill/1').catch((e: unknown) => e), { peerReason: 'victim started' });
   t.same(await g.waitJson('GIPC-VICTIM-UP', 60_000), { datapath: 'vmpi_file' }, 'the victim holds its flow\'s driver file');
-  const vf = await victimFlow;
+  const vf = await within(victimFlow, "the victim's flow accepted at the host", 60_000);
   t.equal((await readN(vf, 3, 30_000)).length, 3, "the victim's SDUs arrived");
   const vEnd = new Promise<string>((resolve) => vf.once('deallocated', (_reason, cause) => resolve(cause)));
   t.match(await app.allocate(DIF, 'kill/1').catch((e: unknown) => e), { peerReason: 'victim killed' });
@@ -183,5 +184,5 @@ t.test('IPC API in the guest: vmpi guest hands applications the channel file', {
   const q = await g.waitJson<{ echoed: number }>('GIPC-QUIT', 60_000);
   t.equal(q.echoed, 2 * SIZES.length + 1, 'the guest echo application saw every SDU');
   t.equal(device.stats.drops.unbound_channel, 0, 'no SDU went to an unbound channel at the host');
-  await g.done;
+  await within(g.done, 'the guest to power down after its applications quit', 60_000);
 });

@@ -16,6 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { DifError } from '../../src/dif/api.js';
 import { IpcClient } from '../../src/dif/ipc/client.js';
 import { havePrlimit, startLimitedChild } from '../helpers/limited-child.js';
+import { within } from './helpers.js';
 
 const CHILD = join(dirname(fileURLToPath(import.meta.url)), 'fd-exhaustion-child.ts');
 const DIF = 'hv.vmpi-7';
@@ -27,6 +28,7 @@ function sleep(ms: number): Promise<void> {
 
 
 t.test('out of fds: negative answers, accept backs off, then service resumes', { skip: havePrlimit ? false : 'prlimit (util-linux) not installed' }, async (t) => {
+  t.setTimeout(120_000); // the bound on every request below (the child's start has its own)
   const dir = mkdtempSync(join(tmpdir(), 'vmpi-fdx-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const sock = join(dir, 'ipc.sock');
@@ -53,7 +55,7 @@ t.test('out of fds: negative answers, accept backs off, then service resumes', {
   // New IPC connections and metrics connections while out of fds.
   const waiting: Promise<IpcClient>[] = [];
   for (let i = 0; i < 20; i++) waiting.push(IpcClient.connect(sock));
-  const clients = await Promise.all(waiting); // connect() completes in the kernel's backlog
+  const clients = await within(Promise.all(waiting), '20 connections to complete in the backlog', 10_000); // connect() completes in the kernel's backlog
   t.teardown(() => clients.forEach((c) => c.close()));
   const pendingAnswer = clients[0]!.listDifs();
   for (let i = 0; i < 50; i++) {
@@ -68,11 +70,11 @@ t.test('out of fds: negative answers, accept backs off, then service resumes', {
   t.ok(st.daemon.acceptErrors > 0 && st.daemon.acceptErrors < 100, `accept backed off: ${st.daemon.acceptErrors} failures in 1.5 s`);
   t.ok(logLines(/ipc: accept failed/) <= 2, `accept failures logged ${logLines(/ipc: accept failed/)} time(s)`);
   t.ok(logLines(/metrics server error/) <= 2, `metrics errors (${st.metrics.errors}) logged ${logLines(/metrics server error/)} time(s)`);
-  t.ok(await app.listDifs(), 'the existing session is still served');
+  t.same(await within(app.listDifs(), 'the existing session answering', 5000), [{ name: DIF, address: 7 }], 'the existing session is still served');
 
   await command('free', 'freed');
   t.same(await Promise.race([pendingAnswer, new Promise<string>((r) => setTimeout(() => r('no answer'), 5000).unref())]), [{ name: DIF, address: 7 }], 'a connection that waited in the backlog is served once fds are free');
-  const f = await app.allocate(DIF, 'srv', { src: 'app/2' });
+  const f = await within(app.allocate(DIF, 'srv', { src: 'app/2' }), 'an allocation once fds are free', 10_000);
   t.equal(f.state, 'allocated', 'and flows can be allocated again');
   f.deallocate();
   t.equal(child.exit(), null);

@@ -26,7 +26,11 @@ export interface IpcSetup {
   guestClient(): Promise<IpcClient>;
 }
 
-export function ipcSetup(t: Test, opts: { pair?: PortPairOptions; ipcp?: Partial<ShimHvIpcpOptions>; daemon?: Partial<IpcDaemonOptions> } = {}): IpcSetup {
+/** Every test that sets up daemons fails after this long ('timeout!') instead of hanging: the bound on its request awaits. */
+export const TEST_TIMEOUT_MS = 30_000;
+
+export function ipcSetup(t: Test, opts: { pair?: PortPairOptions; ipcp?: Partial<ShimHvIpcpOptions>; daemon?: Partial<IpcDaemonOptions>; timeoutMs?: number } = {}): IpcSetup {
+  t.setTimeout(opts.timeoutMs ?? TEST_TIMEOUT_MS);
   const dir = mkdtempSync(join(tmpdir(), 'vmpi-ipc-'));
   const pair = createPortPair(opts.pair);
   const hostIpcp = new ShimHvIpcp({ port: pair.host, role: 'host', ...opts.ipcp });
@@ -60,6 +64,22 @@ export async function until(cond: () => boolean, what: string, ms = 3000): Promi
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 2));
   }
+}
+
+/** `p`, or a rejection saying what did not happen after `ms`. */
+export function within<T>(p: Promise<T>, what: string, ms = 3000): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    p.finally(() => clearTimeout(timer)),
+    new Promise<T>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+    }),
+  ]);
+}
+
+/** The arguments of the next `event` of `emitter`, or a rejection naming it after `ms`. */
+export function nextEvent<A extends unknown[] = unknown[]>(emitter: { once(event: string, fn: (...args: A) => void): unknown }, event: string, what: string, ms = 3000): Promise<A> {
+  return within(new Promise<A>((resolve) => emitter.once(event, (...args: A) => resolve(args))), what, ms);
 }
 
 export function pattern(size: number, seed: number): Uint8Array {

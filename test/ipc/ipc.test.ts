@@ -9,14 +9,14 @@ import type { ClientFlow, ClientFlowRequest } from '../../src/dif/ipc/client.js'
 import { FramedConn } from '../../src/dif/ipc/conn.js';
 import { native } from '../../src/sys/native.js';
 import { parseDaemonMessage } from '../../src/dif/ipc/protocol.js';
-import { DIF, ipcSetup, pattern, until } from './helpers.js';
+import { DIF, ipcSetup, nextEvent, pattern, until, within } from './helpers.js';
 
 const SIZES = Array.from({ length: 17 }, (_, i) => i * 250); // 0..4000
 
 async function collect(flow: ClientFlow, n: number): Promise<Uint8Array[]> {
   const out: Uint8Array[] = [];
   while (out.length < n) {
-    const sdu = await flow.read();
+    const sdu = await within(flow.read(), `SDU ${out.length + 1} of ${n} on flow ${flow.portId}`);
     if (sdu === null) break;
     out.push(sdu);
   }
@@ -41,10 +41,13 @@ t.test('register, allocate, SDUs of 0..4000 bytes both ways, two flows at once',
     void req.accept().then((f) => accepted.push(f));
   });
 
-  const [f1, f2] = await Promise.all([
-    b.allocate(DIF, 'server/1', { src: 'client/1', qos: { reliable: true, inOrder: true } }),
-    b.allocate(DIF, 'server/1', { src: 'client/2', qos: { maxSdu: 4000 } }),
-  ]);
+  const [f1, f2] = await within(
+    Promise.all([
+      b.allocate(DIF, 'server/1', { src: 'client/1', qos: { reliable: true, inOrder: true } }),
+      b.allocate(DIF, 'server/1', { src: 'client/2', qos: { maxSdu: 4000 } }),
+    ]),
+    'both allocations answered',
+  );
   await until(() => accepted.length === 2, 'two accepted flows');
   t.equal(f1.qos.reliable, true);
   t.equal(f2.qos.maxSdu, 4000);
@@ -67,7 +70,7 @@ t.test('register, allocate, SDUs of 0..4000 bytes both ways, two flows at once',
     await a1.send(back1[i]!);
     await a2.send(back2[i]!);
   }
-  const [r1, r2, rb1, rb2] = await recv;
+  const [r1, r2, rb1, rb2] = await within(recv, 'every SDU on both flows both ways', 10_000);
   t.ok(r1.length === SIZES.length && r1.every((x, i) => sameBytes(x, sent1[i]!)), 'flow 1 client → server intact and in order');
   t.ok(r2.length === SIZES.length && r2.every((x, i) => sameBytes(x, sent2[i]!)), 'flow 2 client → server intact and in order');
   t.ok(rb1.length === SIZES.length && rb1.every((x, i) => sameBytes(x, back1[i]!)), 'flow 1 server → client intact');
@@ -83,6 +86,7 @@ t.test('register, allocate, SDUs of 0..4000 bytes both ways, two flows at once',
   f1.write(new Uint8Array(0));
   await until(() => got.length === 2, 'data events');
   t.same(got, [3, 0]);
+  t.equal(a1.stats.rxSdus, SIZES.length + 2, 'nothing else arrived');
 
   t.throws(() => f2.write(new Uint8Array(4001)), { code: 'sdu_too_large' });
 });
@@ -92,30 +96,30 @@ t.test('deallocate from either side ends the peer application reads', async (t) 
   const a = await s.hostClient();
   const b = await s.guestClient();
   const reg = await a.register(DIF, 'srv');
-  const nextAccepted = async (): Promise<ClientFlow> => (await reg.next())!.accept();
+  const nextAccepted = async (): Promise<ClientFlow> => (await within(reg.next(), 'the flow request at the server'))!.accept();
 
   // Allocator deallocates: what it wrote first still arrives, then the reads end.
   const p1 = nextAccepted();
   const f = await b.allocate(DIF, 'srv', { src: 'cli' });
-  const g = await p1;
+  const g = await within(p1, 'the accepted flow');
   f.write(pattern(100, 1));
   f.write(pattern(0, 2));
-  const ended = new Promise<[string, string]>((resolve) => g.once('deallocated', (reason, cause) => resolve([reason, cause])));
+  const ended = nextEvent<[string, string]>(g, 'deallocated', "the acceptor's flow ending");
   f.deallocate('bye now');
   t.equal(f.state, 'deallocated');
   t.throws(() => f.write(new Uint8Array(1)), { code: 'flow_deallocated' }, 'write after deallocate');
-  t.equal(await f.read(), null, 'the deallocated end reads null');
+  t.equal(await within(f.read(), 'the end of reads at the deallocated end'), null, 'the deallocated end reads null');
   const rest = await collect(g, 10);
   t.same(rest.map((x) => x.byteLength), [100, 0], 'SDUs written before deallocate arrive');
   t.same(await ended, ['bye now', 'peer'], 'the peer learns the reason');
-  t.equal(await g.read(), null);
+  t.equal(await within(g.read(), "the end of the acceptor's reads"), null);
   t.throws(() => g.write(new Uint8Array(1)), { code: 'flow_deallocated' });
   await until(() => s.hostIpcp.flows().length === 0 && s.guestIpcp.flows().length === 0, 'flows gone from both IPC processes');
 
   // Acceptor deallocates.
   const p2 = nextAccepted();
   const f2 = await b.allocate(DIF, 'srv', { src: 'cli' });
-  const g2 = await p2;
+  const g2 = await within(p2, 'the second accepted flow');
   g2.write(pattern(10, 3));
   g2.deallocate('server done');
   const r = await collect(f2, 10);
@@ -123,7 +127,7 @@ t.test('deallocate from either side ends the peer application reads', async (t) 
   t.equal(f2.state, 'deallocated');
   t.equal(f2.deallocationReason, 'server done');
   f2.deallocate(); // idempotent
-  for await (const _ of f2) t.fail('nothing more to read');
+  t.equal(await within(f2.read(), 'the end of reads after deallocate'), null, 'nothing more to read');
 });
 
 t.test('reject with a reason; unknown application', async (t) => {
@@ -150,12 +154,14 @@ t.test('reject with a reason; unknown application', async (t) => {
   // Iterator form; settled twice.
   const reg2 = await a.register(DIF, 'iter');
   const alloc = b.allocate(DIF, 'iter', { src: 'y' }).catch((err: unknown) => err as DifError);
-  for await (const req of reg2) {
-    await req.reject('go away');
-    await t.rejects(req.accept(), { code: 'request_settled' });
-    break;
-  }
-  t.equal((await alloc as DifError).code, 'rejected');
+  const it = reg2[Symbol.asyncIterator]();
+  const first = await within(it.next(), 'a request through the async iterator');
+  t.equal(first.done, false);
+  const req = first.value as ClientFlowRequest;
+  await req.reject('go away');
+  await t.rejects(req.accept(), { code: 'request_settled' });
+  await it.return();
+  t.match(await within(alloc, 'the rejected allocation'), { code: 'rejected', peerReason: 'go away' });
 });
 
 t.test('API misuse', async (t) => {
@@ -184,13 +190,13 @@ t.test('client disconnect: its flows are deallocated and its registrations dropp
   await a.register(DIF, 'svc2');
   const acc = reg.next().then((r) => r!.accept());
   const f = await b.allocate(DIF, 'svc', { src: 'c' });
-  await acc;
-  const dealloc = new Promise<string>((resolve) => f.once('deallocated', (_reason, cause) => resolve(cause)));
-  const ended = new Promise<string>((resolve) => reg.once('end', resolve));
+  await within(acc, 'the accepted flow');
+  const dealloc = nextEvent<[string, string]>(f, 'deallocated', "the allocator's flow ending");
+  const ended = nextEvent<[string]>(reg, 'end', 'the registration ending');
   a.close();
-  t.equal(await dealloc, 'peer', 'the peer application sees its flow end');
-  t.equal(await f.read(), null);
-  t.match(await ended, /disconnected/);
+  t.equal((await dealloc)[1], 'peer', 'the peer application sees its flow end');
+  t.equal(await within(f.read(), 'the end of reads'), null);
+  t.same(await ended, ['disconnected from the IPC daemon']);
   await until(() => !s.hostIpcp.isRegistered('svc') && !s.hostIpcp.isRegistered('svc2'), 'registrations dropped');
   await until(() => s.hostDaemon.sessionCount === 0, 'session gone');
   await t.rejects(b.allocate(DIF, 'svc', { src: 'c' }), { code: 'rejected', peerReason: 'unknown application' });
@@ -200,21 +206,21 @@ t.test('client disconnect: its flows are deallocated and its registrations dropp
   const a2 = await s.hostClient();
   const reg2 = await a2.register(DIF, 'slow');
   const pending = b.allocate(DIF, 'slow', { src: 'c' });
-  await reg2.next();
+  await within(reg2.next(), 'the request at the slow application');
   a2.close();
-  await t.rejects(pending, { code: 'rejected', peerReason: 'application disconnected' });
+  await t.rejects(within(pending, 'the refusal of the waiting request'), { code: 'rejected', peerReason: 'application disconnected' });
 
   // The daemon going away ends the client's flows.
   const a3 = await s.hostClient();
   const reg3 = await a3.register(DIF, 'svc3');
   const acc3 = reg3.next().then((r) => r!.accept());
   const f3 = await b.allocate(DIF, 'svc3', { src: 'c' });
-  const g3 = await acc3;
-  const gone = new Promise<string>((resolve) => g3.once('deallocated', (_r, cause) => resolve(cause)));
+  const g3 = await within(acc3, 'the accepted flow');
+  const gone = nextEvent<[string, string]>(g3, 'deallocated', 'the flow ending with the daemon');
   s.hostDaemon.close();
-  t.equal(await gone, 'closed');
-  t.equal(await g3.read(), null);
-  t.equal(await f3.read(), null, 'and the remote application sees the flow end');
+  t.equal((await gone)[1], 'closed');
+  t.equal(await within(g3.read(), 'the end of reads at the acceptor'), null);
+  t.equal(await within(f3.read(), 'the end of reads at the allocator'), null, 'and the remote application sees the flow end');
 });
 
 t.test('backpressure: a full link makes the application writes return false, nothing is lost', async (t) => {
@@ -243,7 +249,7 @@ t.test('backpressure: a full link makes the application writes return false, not
       await f.send(buf);
     }
   }
-  await reader;
+  await within(reader, `all ${N} SDUs at the reader (got ${received} so far)`, 15_000);
   t.equal(received, N, 'every SDU arrived');
   t.ok(inOrder, 'in order');
   t.ok(refused > 0, `write() returned false ${refused} times`);
@@ -257,7 +263,7 @@ t.test('malformed daemon messages are refused with a reason', async (t) => {
   t.teardown(() => conn.close());
   const replies: Record<string, unknown>[] = [];
   conn.on('message', (m) => replies.push(m));
-  const closed = new Promise<string>((resolve) => conn.on('close', resolve));
+  const closed = nextEvent<[string]>(conn, 'close', 'the daemon closing the connection', 5000);
   const raw = (body: string | Uint8Array): void => {
     const b = typeof body === 'string' ? Buffer.from(body) : Buffer.from(body);
     const frame = Buffer.alloc(4 + b.byteLength);
@@ -291,25 +297,25 @@ t.test('malformed daemon messages are refused with a reason', async (t) => {
   t.match(await next(), { id: null, code: 'malformed', message: /"id"/ });
   raw('{"v":1,"op":"list_difs","id":11}');
   t.match(await next(), { op: 'result', id: 11, difs: [{ name: DIF }] }, 'the connection is still usable');
-  t.ok(s.hostDaemon.stats.malformed >= 10);
+  t.equal(s.hostDaemon.stats.malformed, 10, 'each malformed message counted once');
 
   // A frame length that cannot be right: answered, then the connection is closed.
   const bad = Buffer.alloc(4);
   bad.writeUInt32BE(0x7fffffff, 0);
   native.sendMsg(fd, bad, 0, 4, null);
   t.match(await next(), { code: 'malformed', message: /frame length/ });
-  t.match(await closed, /closed/);
+  t.match((await closed)[0], /closed/);
 
   // Sending fds to the daemon ends the connection.
   const fd2 = native.connectUnix(s.hostDaemon.socketPath);
   const c2 = new FramedConn(fd2, 8);
-  const closed2 = new Promise<string>((resolve) => c2.on('close', resolve));
+  const closed2 = nextEvent<[string]>(c2, 'close', 'the daemon closing a connection that sent fds', 5000);
   const [x, y] = native.socketpairSeqpacket();
   const frame = Buffer.from('\0\0\0\x02{}');
   native.sendMsg(fd2, frame, 0, frame.byteLength, [x]);
   native.close(x);
   native.close(y);
-  t.match(await closed2, /peer closed/);
+  t.match((await closed2)[0], /peer closed/);
   await until(() => s.hostDaemon.sessionCount === 0, 'sessions gone');
 });
 

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { DEFAULT_TGEN_APP, TgenClient, decodeControl, encodeControl, meanCi95, parseSizes, parseSweepCsv, runSweep, startTgenServer, sweepCsv, sweepSeries, sweepSvg, tQuantile975, type ServerRunEvent } from '../../src/dif/tgen.js';
 import { linearRegression, niceTicks, renderSvgPlot } from '../../src/dif/plot.js';
-import { DIF, ipcSetup } from './helpers.js';
+import { DIF, ipcSetup, within } from './helpers.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const dir = mkdtempSync(join(tmpdir(), 'vmpi-tgen-'));
@@ -155,10 +155,15 @@ function runCli(args: string[]): Promise<Run> {
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
   child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  return new Promise((res) => child.on('close', (code) => res({ code, stdout, stderr })));
+  const done = new Promise<Run>((res) => child.on('close', (code) => res({ code, stdout, stderr })));
+  return within(done, `vmpi ${args.join(' ')} to exit`, 60_000).catch((e: unknown) => {
+    child.kill('SIGKILL');
+    throw e;
+  });
 }
 
 t.test('vmpi tgen: help, a client run against a daemon, plot', async (t) => {
+  t.setTimeout(180_000);
   const help = await runCli(['tgen', '--help']);
   t.equal(help.code, 0);
   t.match(help.stdout, /Usage: vmpi tgen server/);
@@ -170,7 +175,7 @@ t.test('vmpi tgen: help, a client run against a daemon, plot', async (t) => {
   t.equal(bad2.code, 2);
   t.match(bad2.stderr, /needs --sweep/);
 
-  const s = ipcSetup(t);
+  const s = ipcSetup(t, { timeoutMs: 150_000 });
   const srv = await s.hostClient();
   const runs: ServerRunEvent[] = [];
   const server = await startTgenServer(srv, DIF, DEFAULT_TGEN_APP, { onRun: (r) => runs.push(r) });
@@ -185,7 +190,7 @@ t.test('vmpi tgen: help, a client run against a daemon, plot', async (t) => {
   t.equal(readFileSync(csv, 'utf8').split('\n')[0], 'size,mean_mbps,ci95_low,ci95_high,repeats');
   checkXml(t, readFileSync(svg, 'utf8'));
   await server.close();
-  t.ok(runs.length >= 5);
+  t.equal(runs.length, 5, 'the server saw the single run and the 2 × 2 of the sweep');
 
   writeFileSync(join(dir, 'b.csv'), 'size,mean_mbps,ci95_low,ci95_high,repeats\n0,1,0.5,1.5,3\n1000,10,9,11,3\n');
   const plot = await runCli(['tgen', 'plot', '--svg', join(dir, 'both.svg'), `vmpi=${csv}`, `other=${join(dir, 'b.csv')}`]);

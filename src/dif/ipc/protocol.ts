@@ -31,6 +31,7 @@
  *   error {id: number|null, code, message, peerReason?}
  */
 import type { DeallocationCause, DifErrorCode, QosRequest, QosSpec } from '../api.js';
+import { appNameKey, type AppName } from '../naming.js';
 
 export const IPC_PROTOCOL_VERSION = 1;
 /** Largest frame body; a longer announced length ends the connection. */
@@ -45,6 +46,14 @@ export const DEFAULT_IPC_SOCKET = '/run/vmpi/ipc.sock';
 export function defaultIpcSocketPath(): string {
   const env = process.env.VMPI_IPC_SOCKET;
   return env !== undefined && env !== '' ? env : DEFAULT_IPC_SOCKET;
+}
+
+/**
+ * The key of a registration of `app` in DIF `dif`, the same for every spelling of the name
+ * (client and daemon both index their registrations by it). Throws a NamingError for a bad name.
+ */
+export function registrationKey(dif: string, app: AppName | string): string {
+  return `${dif}\n${appNameKey(app)}`;
 }
 
 export interface FlowInfo {

@@ -1,0 +1,392 @@
+/**
+ * bridge.ts — what the IPC daemon holds for one flow of an application (a FlowLink): a
+ * DirectFlowLink when the application holds the data path itself (the guest's /dev/vmpiN file),
+ * or a FlowBridge joining the daemon's end of the flow's socketpair to the IPC process's Flow
+ * (backpressure both ways, linger after the end, containment of faults: see datapath.ts).
+ */
+import { DifError, type DeallocationCause, type Flow } from '../api.js';
+import { native } from '../../sys/native.js';
+import { FdInterest } from './fd-interest.js';
+import type { Logger } from '../../sys/log.js';
+import { errText, safeClose } from '../../sys/fd.js';
+import { readRecord, writeRecord } from './record.js';
+
+/** How long a bridge keeps delivering to an application after its flow ended. */
+export const LINGER_MS = 5000;
+/** Records read from the application per wakeup before yielding to the event loop. */
+const READS_PER_TURN = 64;
+
+/** What the daemon holds for one flow of an application, whatever its data path. */
+export interface FlowLink {
+  readonly flow: Flow;
+  /** The application asked to end the flow. */
+  appDeallocate(reason: string): void;
+  /** Tear down now (daemon shutdown, application gone): deallocates the flow too. */
+  destroy(reason: string): void;
+}
+
+/**
+ * A flow whose data path the application holds itself (a data file, Flow.takeDataFd): the daemon
+ * only passes the flow's end on and ends the flow when asked.
+ */
+export class DirectFlowLink implements FlowLink {
+  private done = false;
+  private readonly onDeallocated = (reason: string, cause: DeallocationCause): void => {
+    if (this.done) return;
+    this.done = true;
+    try {
+      this.hooks.onFlowEnd(reason, cause);
+    } finally {
+      this.hooks.onClosed();
+    }
+  };
+
+  constructor(
+    readonly flow: Flow,
+    private readonly hooks: BridgeHooks,
+  ) {
+    flow.on('deallocated', this.onDeallocated);
+    if (flow.state === 'deallocated') this.onDeallocated(flow.deallocationReason ?? 'deallocated', 'closed');
+  }
+
+  appDeallocate(reason: string): void {
+    this.flow.deallocate(reason);
+  }
+
+  destroy(reason: string): void {
+    this.flow.deallocate(reason);
+  }
+}
+
+export interface BridgeStats {
+  /** SDUs from the flow written to the application. */
+  toApp: number;
+  /** SDUs the application wrote, passed to the flow. */
+  fromApp: number;
+  /** Records from the application that were too large or malformed: dropped. */
+  badRecords: number;
+  /** Records the application wrote after the flow ended: dropped. */
+  afterEnd: number;
+  /** SDUs for the application lost because it closed its end or stopped reading (linger). */
+  lost: number;
+  /** SDUs for the application dropped: larger than its socket's buffer could ever carry. */
+  tooLarge: number;
+}
+
+/** Why a bridge ended its flow itself: the application broke the data path, or a fault. */
+export type BridgeAbort = 'fds_on_flow_socket' | 'internal_error';
+
+export interface BridgeHooks {
+  /** The flow ended (before the bridge finishes delivering to the application). */
+  onFlowEnd(reason: string, cause: DeallocationCause): void;
+  /** The bridge closed its end; nothing more happens. */
+  onClosed(): void;
+  /** Optional: counts for the daemon's metrics (one SDU dropped as too large, an abort). */
+  onTooLarge?(): void;
+  onAbort?(why: BridgeAbort): void;
+  /** Tests only: called at the start of every entry point ('flow socket', 'data', 'linger timer', 'drain loop', …); may throw. */
+  inject?(where: string): void;
+}
+
+/**
+ * The daemon's end of one flow's socketpair, joined to the IPC process's Flow. Assumes what the
+ * shim DIF's flows do: Flow.write() copies the SDU before returning (the bridge reuses its
+ * receive buffer), and SDUs arriving while no 'data' listener is attached wait in the Flow.
+ *
+ * Containment: every entry point (fd events, the Flow's events, the linger timer, the drain
+ * loop's promise) runs under `guard`: an exception ends this flow (logged, the application told
+ * with a reason) and nothing else. An application that sends fds over its flow socket ends its
+ * flow the same way ('fds_on_flow_socket'); the kernel closed the fds.
+ */
+export class FlowBridge implements FlowLink {
+  readonly stats: BridgeStats = { toApp: 0, fromApp: 0, badRecords: 0, afterEnd: 0, lost: 0, tooLarge: 0 };
+  private readonly interest: FdInterest;
+  /** SDUs from the flow waiting for room in the application's socket. */
+  private pending: Uint8Array[] = [];
+  /** An SDU from the application that flow.write() refused (a copy), resent on 'drain'. */
+  private held: Uint8Array | null = null;
+  private listening = false;
+  private flowEnded = false;
+  private closed = false;
+  private lingerTimer: NodeJS.Timeout | null = null;
+  /** Why the application ended the flow (its `deallocate` request), or why the bridge did. */
+  private appReason: string | null = null;
+  private readonly maxSdu: number;
+  private warnedTooLarge = false;
+
+  private readonly onData = (sdu: Uint8Array): void => this.guard('data', () => this.toApp(sdu));
+  private readonly onDrain = (): void => this.guard('drain', () => this.retryHeld());
+  private readonly onDeallocated = (reason: string, cause: DeallocationCause): void => this.guard('deallocated', () => this.flowEnd(reason, cause));
+
+  constructor(
+    readonly flow: Flow,
+    readonly fd: number,
+    private readonly hooks: BridgeHooks,
+    private readonly log: Logger,
+  ) {
+    this.maxSdu = flow.qos.maxSdu;
+    this.interest = new FdInterest(fd, native.UV_READABLE, (ev) => this.guard('flow socket', () => this.onEvents(ev)));
+    flow.on('deallocated', this.onDeallocated);
+    flow.on('drain', this.onDrain);
+    this.listen(true);
+    if (flow.state === 'deallocated') this.flowEnd(flow.deallocationReason ?? 'deallocated', 'closed');
+  }
+
+  /**
+   * The application asked to end the flow: pass on what it already wrote (what is in the socket
+   * now), then deallocate with its reason.
+   */
+  appDeallocate(reason: string): void {
+    if (this.flowEnded || this.closed) return;
+    this.appReason = reason;
+    this.guard('deallocate', () => {
+      this.readFromApp(Number.POSITIVE_INFINITY);
+      if (!this.flowEnded) this.flow.deallocate(reason);
+    });
+  }
+
+  /** Tear down now (daemon shutdown, application gone): deallocates the flow too. */
+  destroy(reason: string): void {
+    try {
+      if (!this.flowEnded) this.flow.deallocate(reason);
+    } catch (e) {
+      this.log.warn({ portId: this.flow.portId, err: errText(e) }, 'ipc: deallocating a flow failed');
+    }
+    this.finish();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+
+  /** Run one entry point; an exception ends this flow only. */
+  private guard(where: string, fn: () => void): void {
+    try {
+      this.hooks.inject?.(where);
+      fn();
+    } catch (e) {
+      this.log.error({ portId: this.flow.portId, where, err: errText(e), stack: (e as Error)?.stack }, 'ipc: internal error in a flow bridge: flow closed');
+      this.abort('internal_error', `IPC daemon: internal error in the flow's data path (${where}): ${errText(e)}`);
+    }
+  }
+
+  /** End the flow from here: the application is told `reason`, the socket closed at once. */
+  private abort(why: BridgeAbort, reason: string): void {
+    if (this.closed) return;
+    this.hooks.onAbort?.(why);
+    this.stats.lost += this.pending.length;
+    this.pending = [];
+    if (!this.flowEnded) {
+      this.appReason = reason;
+      try {
+        this.flow.deallocate(reason);
+      } catch (e) {
+        this.log.warn({ portId: this.flow.portId, err: errText(e) }, 'ipc: deallocating a flow failed');
+      }
+    }
+    if (!this.flowEnded) {
+      // The flow did not report its end (it threw, or was already gone): tell the application.
+      this.flowEnded = true;
+      try {
+        this.hooks.onFlowEnd(reason, 'local');
+      } catch (e) {
+        this.log.warn({ portId: this.flow.portId, err: errText(e) }, 'ipc: telling the application failed');
+      }
+    }
+    this.finish();
+  }
+
+  private listen(on: boolean): void {
+    if (on === this.listening) return;
+    this.listening = on;
+    if (on) this.flow.on('data', this.onData);
+    else this.flow.off('data', this.onData);
+  }
+
+  private onEvents(ev: number): void {
+    if (this.closed) return;
+    if (ev < 0) {
+      this.log.debug({ portId: this.flow.portId }, 'ipc: poll error on a flow socket');
+      return this.appGone();
+    }
+    if (ev & native.UV_WRITABLE) this.flushPending();
+    if (!this.closed && ev & native.UV_READABLE) this.readFromApp(READS_PER_TURN);
+  }
+
+  /** Flow → application. */
+  private toApp(sdu: Uint8Array): void {
+    if (this.closed) return;
+    if (this.pending.length === 0) {
+      const r = writeRecord(this.fd, sdu);
+      if (r === 'sent') {
+        this.stats.toApp++;
+        return;
+      }
+      if (r === 'closed') return this.appGone();
+      if (r === 'too_large') return this.tooLarge(sdu);
+    }
+    // The application's socket is full: keep this one, let the flow hold the next ones.
+    this.pending.push(sdu);
+    this.listen(false);
+    this.interest.want(native.UV_WRITABLE, true);
+  }
+
+  /** An SDU the socket can never carry (its buffer is below the flow's max SDU): drop, count, say so once. */
+  private tooLarge(sdu: Uint8Array): void {
+    this.stats.tooLarge++;
+    this.hooks.onTooLarge?.();
+    if (this.warnedTooLarge) return;
+    this.warnedTooLarge = true;
+    this.log.warn(
+      { portId: this.flow.portId, bytes: sdu.byteLength, maxSdu: this.maxSdu },
+      "ipc: an SDU larger than the flow socket's buffer was dropped (raise net.core.wmem_max, run with CAP_NET_ADMIN, or use a smaller max SDU); counted in vmpi_ipc_sdus_dropped_total",
+    );
+  }
+
+  private flushPending(): void {
+    while (this.pending.length > 0) {
+      const r = writeRecord(this.fd, this.pending[0]!);
+      if (r === 'full') return;
+      if (r === 'closed') return this.appGone();
+      const sdu = this.pending.shift()!;
+      if (r === 'too_large') this.tooLarge(sdu);
+      else this.stats.toApp++;
+    }
+    this.interest.want(native.UV_WRITABLE, false);
+    if (this.flowEnded) this.startDrainRest();
+    else this.listen(true);
+  }
+
+  private startDrainRest(): void {
+    this.drainRest().catch((e: unknown) =>
+      this.guard('drain loop failure', () => {
+        throw e;
+      }),
+    );
+  }
+
+  /** After the flow ended: deliver what it still holds, then close. */
+  private async drainRest(): Promise<void> {
+    this.hooks.inject?.('drain loop');
+    while (!this.closed && this.pending.length === 0) {
+      const sdu = await this.flow.read();
+      if (this.closed) return;
+      if (sdu === null) return this.finish();
+      this.toApp(sdu);
+    }
+    // Otherwise flushPending() calls us again once the socket has room.
+  }
+
+  /** Application → flow. */
+  private readFromApp(max: number): void {
+    for (let i = 0; i < max && !this.closed && this.held === null; i++) {
+      const r = readRecord(this.fd, this.maxSdu);
+      if (r.kind === 'empty') return;
+      if (r.kind === 'eof') return this.appGone();
+      if (r.kind === 'fds') {
+        this.log.warn({ portId: this.flow.portId }, 'ipc: an application sent file descriptors over its flow socket: flow closed');
+        return this.abort('fds_on_flow_socket', 'the application sent file descriptors over its flow socket (SDUs only; the fds were closed): flow closed');
+      }
+      if (r.kind === 'bad') {
+        this.stats.badRecords++;
+        this.log.debug({ portId: this.flow.portId, why: r.why }, 'ipc: bad record from an application dropped');
+        continue;
+      }
+      if (this.flowEnded) {
+        this.stats.afterEnd++;
+        continue;
+      }
+      let ok: boolean;
+      try {
+        ok = this.flow.write(r.sdu);
+      } catch (e) {
+        if (e instanceof DifError && (e.code === 'flow_deallocated' || e.code === 'port_down')) {
+          this.stats.afterEnd++;
+          continue;
+        }
+        if (e instanceof DifError && e.code === 'sdu_too_large') {
+          this.stats.badRecords++;
+          continue;
+        }
+        throw e;
+      }
+      if (ok) {
+        this.stats.fromApp++;
+      } else {
+        // Not sent: keep a copy, stop reading so the application's socket fills up.
+        this.held = r.sdu.slice();
+        this.interest.want(native.UV_READABLE, false);
+      }
+    }
+  }
+
+  private retryHeld(): void {
+    if (this.held === null || this.closed) return;
+    if (this.flowEnded) {
+      this.held = null;
+      return;
+    }
+    let ok: boolean;
+    try {
+      ok = this.flow.write(this.held);
+    } catch {
+      this.held = null;
+      return;
+    }
+    if (!ok) return; // still full: wait for the next 'drain'
+    this.stats.fromApp++;
+    this.held = null;
+    this.interest.want(native.UV_READABLE, true);
+  }
+
+  private flowEnd(reason: string, cause: DeallocationCause): void {
+    if (this.flowEnded) return;
+    this.flowEnded = true;
+    this.held = null;
+    this.flow.off('drain', this.onDrain);
+    this.hooks.onFlowEnd(this.appReason ?? reason, cause);
+    if (this.closed) return;
+    // Keep reading the application's socket only to notice it closing; its data is dropped.
+    this.interest.want(native.UV_READABLE, true);
+    this.lingerTimer = setTimeout(
+      () =>
+        this.guard('linger timer', () => {
+          this.stats.lost += this.pending.length;
+          this.finish();
+        }),
+      LINGER_MS,
+    );
+    this.lingerTimer.unref();
+    if (this.listening) {
+      // Whatever the flow still queues comes through read() from now on.
+      this.listen(false);
+      this.startDrainRest();
+    }
+  }
+
+  /** The application closed its end (or it broke). */
+  private appGone(): void {
+    if (this.closed) return;
+    this.stats.lost += this.pending.length;
+    this.pending = [];
+    if (!this.flowEnded) this.flow.deallocate(this.appReason ?? 'the application closed the flow');
+    this.finish();
+  }
+
+  /** Close our end; idempotent, and it completes whatever the Flow's listeners do. */
+  private finish(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.lingerTimer) clearTimeout(this.lingerTimer);
+    this.interest.close();
+    safeClose(this.fd);
+    try {
+      this.listening = false;
+      this.flow.off('data', this.onData);
+      this.flow.off('drain', this.onDrain);
+      this.flow.off('deallocated', this.onDeallocated);
+    } catch (e) {
+      this.log.warn({ portId: this.flow.portId, err: errText(e) }, 'ipc: detaching from a flow failed');
+    }
+    this.hooks.onClosed();
+  }
+}
+

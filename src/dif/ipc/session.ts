@@ -1,0 +1,364 @@
+/**
+ * session.ts — one application connected to the IPC daemon (daemon.ts): its control connection,
+ * what it holds (registrations, flow requests waiting for its answer, flows, allocations in
+ * progress), the handling of its requests within its user's limits, and the teardown of all of it
+ * when it goes. Every entry point is guarded: an exception closes this session only.
+ */
+import { DifError, type DeallocationCause, type Flow, type FlowRequest, type IpcProcess, type Registration } from '../api.js';
+import { formatAppName } from '../naming.js';
+import type { PeerCred } from '../../sys/native.js';
+import type { Logger } from '../../sys/log.js';
+import { FramedConn } from './conn.js';
+import { errText } from '../../sys/fd.js';
+import type { BridgeHooks, FlowLink } from './bridge.js';
+import { flowInfo, openFlowLink } from './flow-handover.js';
+import type { LimitKind, SessionCloseCause } from './daemon-limits.js';
+import type { IpcDaemon } from './daemon.js';
+import { IpcProtocolError, MAX_REASON_CHARS, parseClientRequest, registrationKey, type ClientRequest } from './protocol.js';
+
+/** Flow requests a session may leave unanswered at once; more are rejected. */
+const MAX_WAITING_REQUESTS = 1024;
+
+function safeDeallocate(flow: Flow, reason: string): void {
+  try {
+    flow.deallocate(reason);
+  } catch {
+    // already gone
+  }
+}
+
+function safeReject(fr: FlowRequest, reason: string): void {
+  try {
+    fr.reject(reason);
+  } catch {
+    // settled meanwhile
+  }
+}
+
+interface SessionRegistration {
+  dif: string;
+  key: string;
+  reg: Registration;
+}
+
+interface SessionFlow {
+  handle: number;
+  link: FlowLink;
+}
+
+/** One connected application. */
+export class Session {
+  /** The peer's uid (SO_PEERCRED), -1 when unknown. */
+  readonly uid: number;
+  readonly pid: number;
+  private readonly conn: FramedConn;
+  private readonly regs = new Map<string, SessionRegistration>();
+  private readonly requests = new Map<number, FlowRequest>();
+  private readonly flows = new Map<number, SessionFlow>();
+  private readonly allocations = new Set<AbortController>();
+  private nextRequest = 1;
+  private nextFlow = 1;
+  private closed = false;
+  private lastActive = Date.now();
+  private readonly log: Logger;
+
+  constructor(
+    private readonly daemon: IpcDaemon,
+    fd: number,
+    readonly id: number,
+    log: Logger,
+    cred: PeerCred | null,
+  ) {
+    this.uid = cred?.uid ?? -1;
+    this.pid = cred?.pid ?? -1;
+    this.log = log.child({ session: id, uid: this.uid, pid: this.pid });
+    this.conn = new FramedConn(fd, 0, { outputHighWater: daemon.limits.outputHighWater });
+    this.conn.on('message', (m) => this.guard('request', () => this.onMessage(m)));
+    this.conn.on('malformed', (e) => this.guard('malformed', () => this.malformed(e)));
+    this.conn.on('close', (reason, cause) => this.close(reason, cause));
+  }
+
+  get flowCount(): number {
+    return this.flows.size;
+  }
+
+  get registrationCount(): number {
+    return this.regs.size;
+  }
+
+  get allocationCount(): number {
+    return this.allocations.size;
+  }
+
+  /** Bytes of answers and events waiting for the application to read them. */
+  get queuedBytes(): number {
+    return this.conn.queuedBytes;
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /**
+   * Drop everything this application holds and close its connection. Each step is on its own:
+   * one that throws is logged and the others still run.
+   */
+  close(reason: string, cause: SessionCloseCause = 'local'): void {
+    if (this.closed) return;
+    this.closed = true;
+    const step = (what: string, fn: () => void): void => {
+      try {
+        fn();
+      } catch (e) {
+        this.daemon.stats.faults++;
+        this.log.error({ err: errText(e), step: what }, 'ipc: error while closing a session (ignored)');
+      }
+    };
+    for (const a of this.allocations) step('abort allocation', () => a.abort());
+    this.allocations.clear();
+    for (const req of this.requests.values()) {
+      if (req.state === 'waiting') step('reject request', () => req.reject('application disconnected'));
+    }
+    this.requests.clear();
+    for (const r of this.regs.values()) step('unregister', () => r.reg.unregister());
+    this.regs.clear();
+    for (const f of [...this.flows.values()]) step('end flow', () => f.link.destroy('application disconnected'));
+    this.flows.clear();
+    step('close connection', () => this.conn.close(reason, cause === 'idle' ? 'local' : cause));
+    if (cause === 'peer_closed' || cause === 'local') this.log.debug({ reason, cause }, 'ipc: session closed');
+    else this.log.warn({ reason, cause }, 'ipc: session closed');
+    this.daemon.sessionClosed(this, reason, cause);
+  }
+
+  /** @internal The idle sweep: close a session that holds nothing and has been silent too long. */
+  sweep(now: number): void {
+    this.guard('idle timer', () => {
+      if (this.closed) return;
+      const holds = this.regs.size + this.flows.size + this.requests.size + this.allocations.size;
+      if (holds > 0 || now - this.lastActive < this.daemon.limits.idleTimeoutMs) return;
+      this.close(`idle for ${this.daemon.limits.idleTimeoutMs} ms holding nothing (limit idleTimeoutMs)`, 'idle');
+    });
+  }
+
+  /** @internal */
+  dropDif(dif: string): void {
+    for (const [k, r] of this.regs) {
+      if (r.dif !== dif) continue;
+      r.reg.unregister();
+      this.regs.delete(k);
+    }
+  }
+
+  /** Run one entry point of this session: an exception closes this session only (logged). */
+  private guard(where: string, fn: () => void): void {
+    try {
+      this.daemon.inject(`session:${where}`, this.id);
+      fn();
+    } catch (e) {
+      this.daemon.stats.faults++;
+      this.log.error({ where, err: errText(e), stack: (e as Error)?.stack }, 'ipc: internal error in a session: closing it');
+      this.close(`IPC daemon: internal error (${where}): ${errText(e)}`, 'internal_error');
+    }
+  }
+
+  private malformed(e: IpcProtocolError): void {
+    this.daemon.countMalformed();
+    this.log.debug({ err: e.message }, 'ipc: malformed message');
+    this.conn.send({ op: 'error', id: e.id, code: 'malformed', message: e.message });
+  }
+
+  private onMessage(raw: Record<string, unknown>): void {
+    this.lastActive = Date.now();
+    let req: ClientRequest;
+    try {
+      req = parseClientRequest(raw);
+    } catch (e) {
+      if (e instanceof IpcProtocolError) return this.malformed(e);
+      throw e;
+    }
+    try {
+      this.handle(req);
+    } catch (e) {
+      this.fail(req.id, e);
+    }
+  }
+
+  private fail(id: number, e: unknown): void {
+    if (e instanceof DifError) {
+      const msg: Record<string, unknown> = { op: 'error', id, code: e.code, message: e.message.slice(0, 4096) };
+      if (e.peerReason !== undefined) msg.peerReason = e.peerReason.slice(0, MAX_REASON_CHARS);
+      this.conn.send(msg);
+    } else {
+      this.log.warn({ err: e }, 'ipc: request failed');
+      this.conn.send({ op: 'error', id, code: 'invalid_argument', message: errText(e).slice(0, 4096) });
+    }
+  }
+
+  private ipcp(dif: string): IpcProcess {
+    const ipcp = this.daemon.ipcp(dif);
+    if (!ipcp) throw new DifError('unknown_dif', `no DIF named ${JSON.stringify(dif)} here (${this.daemon.difs().map((i) => i.difName).join(', ') || 'none'})`);
+    return ipcp;
+  }
+
+  /** Throws 'limit_exceeded' when this session's user holds its most of `kind`. */
+  private checkLimit(kind: LimitKind): void {
+    if (this.daemon.isUnlimited(this.uid)) return;
+    const u = this.daemon.usage(this.uid);
+    const [have, max, name] = kind === 'flows' ? [u.flows, this.daemon.limits.maxFlowsPerUid, 'maxFlowsPerUid'] : [u.registrations, this.daemon.limits.maxRegistrationsPerUid, 'maxRegistrationsPerUid'];
+    if (have < max) return;
+    this.daemon.stats.limitHits[kind]++;
+    throw new DifError('limit_exceeded', `user ${this.uid} holds ${have} ${kind} in this IPC daemon, its limit (${name}); end some first`);
+  }
+
+  private handle(req: ClientRequest): void {
+    switch (req.op) {
+      case 'list_difs':
+        this.conn.send({ op: 'result', id: req.id, difs: this.daemon.difs().map((i) => ({ name: i.difName, address: i.address })) });
+        return;
+      case 'register': {
+        const ipcp = this.ipcp(req.dif);
+        this.checkLimit('registrations');
+        const reg = ipcp.register(req.app, (fr) => {
+          this.guard('flow request', () => this.onFlowRequest(req.dif, fr));
+          // Not taken (a fault, or the session is gone): answer the peer now rather than let it time out.
+          if (fr.state === 'waiting' && ![...this.requests.values()].includes(fr)) safeReject(fr, 'application disconnected');
+        });
+        const key = registrationKey(req.dif, reg.appName);
+        this.regs.set(key, { dif: req.dif, key, reg });
+        this.conn.send({ op: 'result', id: req.id });
+        return;
+      }
+      case 'unregister': {
+        this.ipcp(req.dif);
+        let key: string;
+        try {
+          key = registrationKey(req.dif, req.app);
+        } catch (e) {
+          throw new DifError('invalid_name', (e as Error).message, { cause: e });
+        }
+        const r = this.regs.get(key);
+        if (!r) throw new DifError('not_registered', `${req.app} is not registered in ${req.dif} by this application`);
+        this.regs.delete(key);
+        r.reg.unregister();
+        this.conn.send({ op: 'result', id: req.id });
+        return;
+      }
+      case 'allocate':
+        this.allocate(req);
+        return;
+      case 'accept': {
+        const fr = this.takeRequest(req.request);
+        try {
+          this.checkLimit('flows');
+        } catch (e) {
+          fr.reject('the application is over its flow limit');
+          throw e;
+        }
+        const flow = fr.accept({ dataFile: true });
+        this.giveFlow(req.id, flow);
+        return;
+      }
+      case 'reject': {
+        const fr = this.takeRequest(req.request);
+        fr.reject(req.reason);
+        this.conn.send({ op: 'result', id: req.id });
+        return;
+      }
+      case 'deallocate': {
+        const f = this.flows.get(req.flow);
+        if (!f) throw new DifError('flow_deallocated', `no flow ${req.flow} on this connection (already deallocated?)`);
+        f.link.appDeallocate(req.reason ?? 'deallocated by the application');
+        this.conn.send({ op: 'result', id: req.id });
+        return;
+      }
+    }
+  }
+
+  private takeRequest(id: number): FlowRequest {
+    const fr = this.requests.get(id);
+    if (!fr) throw new DifError('request_settled', `no waiting flow request ${id} (answered, cancelled or unknown)`);
+    this.requests.delete(id);
+    return fr;
+  }
+
+  private allocate(req: Extract<ClientRequest, { op: 'allocate' }>): void {
+    const ipcp = this.ipcp(req.dif);
+    this.checkLimit('flows');
+    let timeoutMs = req.timeoutMs;
+    if (timeoutMs !== undefined && timeoutMs > this.daemon.limits.maxAllocateTimeoutMs) {
+      this.daemon.stats.timeoutsClamped++;
+      timeoutMs = this.daemon.limits.maxAllocateTimeoutMs;
+    }
+    const ac = new AbortController();
+    const opts = timeoutMs === undefined ? { signal: ac.signal, dataFile: true } : { signal: ac.signal, dataFile: true, timeoutMs };
+    const pending = ipcp.allocateFlow(req.src, req.dst, req.qos, opts);
+    this.allocations.add(ac);
+    pending.then(
+      (flow) => {
+        let handedOver = false;
+        this.guard('allocation', () => {
+          this.allocations.delete(ac);
+          if (this.closed) return;
+          handedOver = true; // giveFlow deallocates the flow itself if it fails
+          try {
+            this.giveFlow(req.id, flow);
+          } catch (e) {
+            this.fail(req.id, e);
+          }
+        });
+        this.allocations.delete(ac);
+        if (!handedOver) safeDeallocate(flow, 'application disconnected');
+      },
+      (e: unknown) =>
+        this.guard('allocation', () => {
+          this.allocations.delete(ac);
+          if (!this.closed) this.fail(req.id, e);
+        }),
+    );
+  }
+
+  private onFlowRequest(dif: string, fr: FlowRequest): void {
+    if (this.closed) return fr.reject('application disconnected');
+    if (this.requests.size >= MAX_WAITING_REQUESTS) return fr.reject('too many flow requests waiting for the application');
+    const id = this.nextRequest++;
+    this.requests.set(id, fr);
+    fr.once('cancelled', (reason) =>
+      this.guard('request cancelled', () => {
+        if (this.requests.get(id) !== fr) return;
+        this.requests.delete(id);
+        this.conn.send({ op: 'request_cancelled', request: id, reason: reason.slice(0, MAX_REASON_CHARS) });
+      }),
+    );
+    this.conn.send({ op: 'flow_request', dif, app: formatAppName(fr.localApp), request: id, remoteApp: formatAppName(fr.remoteApp), qos: fr.qos });
+  }
+
+  /**
+   * Give the application the flow's fd with the result (flow-handover.ts: the flow's own data
+   * file, or a socketpair end with a bridge on ours). No fd to be had: the flow is deallocated
+   * and the answer is 'no_resources' (thrown).
+   */
+  private giveFlow(id: number, flow: Flow): void {
+    const handle = this.nextFlow++;
+    const stats = this.daemon.stats;
+    const hooks: BridgeHooks = {
+      onFlowEnd: (reason: string, cause: DeallocationCause) => {
+        // While the session closes, the connection's end tells the application.
+        if (!this.closed) this.conn.send({ op: 'flow_deallocated', flow: handle, reason: reason.slice(0, MAX_REASON_CHARS), cause });
+      },
+      onClosed: () => {
+        this.flows.delete(handle);
+      },
+      onTooLarge: () => {
+        stats.sdusTooLarge++;
+      },
+      onAbort: (why) => {
+        stats.bridgeAborts[why]++;
+        if (why === 'internal_error') stats.faults++;
+      },
+      inject: (where) => this.daemon.inject(`bridge:${where}`, this.id),
+    };
+    const { link, datapath, theirFd } = openFlowLink(flow, hooks, stats, this.log);
+    this.flows.set(handle, { handle, link });
+    this.conn.send({ op: 'result', id, flow: flowInfo(handle, flow, datapath) }, [theirFd], true);
+  }
+}
