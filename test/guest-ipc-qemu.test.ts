@@ -96,7 +96,7 @@ out('SENT', { datapath: up.datapath, n: 20 });
 
 const GUEST_SCRIPT = nodeScript(GUEST_JS, `mkdir -p /run/vmpi
 node /opt/vmpi/dist/src/cli.js guest --log-level warn &
-for i in $(seq 1 200); do [ -S /run/vmpi/ipc.sock ] && break; sleep 0.1; done
+for i in $(seq 1 900); do [ -S /run/vmpi/ipc.sock ] && break; sleep 0.1; done
 `);
 
 t.test('IPC API in the guest: vmpi guest hands applications the channel file', { skip: unavailable ?? false, timeout: 420_000 }, async (t) => {

@@ -37,7 +37,7 @@ const pattern = eval(PATTERN) as (f: number, i: number, n: number) => Uint8Array
 
 const START_DAEMON = `mkdir -p /run/vmpi
 node /opt/vmpi/dist/src/cli.js guest --normal-dif ${DIF} --log-level warn &
-for i in $(seq 1 300); do [ -S /run/vmpi/ipc.sock ] && break; sleep 0.1; done
+for i in $(seq 1 900); do [ -S /run/vmpi/ipc.sock ] && break; sleep 0.1; done
 `;
 
 /** VM2: register "echo" in n.DIF and echo every SDU of every flow. */
