@@ -25,6 +25,9 @@ export interface ReadyQueue {
   defer(fn: () => void): void;
 }
 
+/** What `VhostUserDevice.handleRequest` did: not handled (false), or handled, with a reply of its own or none. */
+export type DeviceRequestResult = false | { reply?: Uint8Array };
+
 export interface VhostUserDevice {
   /** Short name for logs and metrics, e.g. "vmpi-7". */
   readonly name: string;
@@ -49,4 +52,12 @@ export interface VhostUserDevice {
   kicked(index: number): void;
   /** The device was reset (RESET_DEVICE, RESET_OWNER, SET_STATUS 0) or the front-end disconnected. */
   reset(reason: string): void;
+  /**
+   * Optional: a request the connection does not implement (a device-specific one). Return false
+   * when the device does not know it either (refused as unsupported), or `{ reply }` when handled:
+   * with `reply` the payload of its own reply, without it REPLY_ACK applies. Fds the device keeps
+   * it removes from `fds`; the connection closes the rest. Throw a VhostUserError to refuse it
+   * (ProtocolError: the request is refused; its scope decides, see errors.ts).
+   */
+  handleRequest?(request: number, payload: Uint8Array, fds: number[]): DeviceRequestResult;
 }
