@@ -607,6 +607,34 @@ t.test('a front-end that never reads its replies is disconnected at the output b
   fdOpen = false;
 });
 
+t.test('messagesPerTurn: a connection yields after its share of requests and picks up the rest on the next turn', async (tt) => {
+  const srv = makeServer(tt, {}, { messagesPerTurn: 1 });
+  const fd = native.connectUnix(srv.path);
+  tt.teardown(() => native.close(fd));
+  const n = 50;
+  const batch = new Uint8Array(n * HEADER_SIZE);
+  for (let i = 0; i < n; i++) batch.set(encodeMessage(Req.GET_FEATURES, 0), i * HEADER_SIZE);
+  tt.equal(native.sendMsg(fd, batch, 0, batch.byteLength, null), batch.byteLength, `${n} requests in one write`);
+  const want = n * (HEADER_SIZE + 8);
+  const rx = new Uint8Array(want + 64);
+  let got = 0;
+  let turns = 0;
+  const end = Date.now() + 2000;
+  while (got < want && Date.now() < end) {
+    const r = native.recvMsg(fd, rx, got, rx.byteLength - got, 0);
+    if (r === null) {
+      turns++;
+      await sleep(0);
+      continue;
+    }
+    if (r.bytes === 0) break;
+    got += r.bytes;
+  }
+  tt.equal(got, want, `all ${n} replies arrived within 2 s (after ${turns} empty reads)`);
+  const conn = [...srv.server.connections][0];
+  tt.ok(conn && !conn.isClosed, 'connection still up');
+});
+
 t.test("a device's own requests go through its handleRequest hook; unknown ones are still refused", async (tt) => {
   const srv = makeServer(tt);
   const baseline = fdCount();
