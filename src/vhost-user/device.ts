@@ -1,8 +1,8 @@
 /**
  * device.ts — what a virtio device implementation gives the vhost-user layer, and gets from it.
  *
- * Owns: the VhostUserDevice contract. The connection (connection.ts) owns the protocol and the
- * rings' plumbing (memory, eventfds); a device owns what travels in the rings. Calls go one way:
+ * Owns: the VhostUserDevice contract. The connection (connection.ts and its parts) owns the
+ * protocol and the rings' plumbing (memory, eventfds); a device owns what travels in the rings. Calls go one way:
  * the connection tells the device about queues and kicks; the device moves buffers through the
  * `ReadyQueue` it was handed and signals the driver with `notify()`.
  */
@@ -18,8 +18,8 @@ export interface ReadyQueue {
   fail(err: Error): void;
   /**
    * Run `fn` on a later turn of the event loop (setImmediate), as the connection runs a kick: a
-   * QueueError or MemoryAccessError it throws breaks its queue, anything else closes the
-   * connection; never the process. Dropped if the queue has stopped by then. Devices use this
+   * queue-scoped error it throws (QueueError, MemoryAccessError; errors.ts) breaks its queue,
+   * anything else closes the connection; never the process. Dropped if the queue has stopped by then. Devices use this
    * instead of their own timers for work they yield.
    */
   defer(fn: () => void): void;
