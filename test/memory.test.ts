@@ -4,14 +4,15 @@
  * and limit checks, page alignment of the mapping, and fd/mapping ownership on every path.
  */
 import t, { type Test } from 'tap';
-import { MemoryAccessError, ProtocolError } from '../src/vhost-user/errors.js';
+import { MemoryAccessError, ProtocolError, type VhostUserErrorCode } from '../src/vhost-user/errors.js';
 import { GuestMemory } from '../src/vhost-user/memory.js';
 import type { MemRegionDesc } from '../src/vhost-user/messages.js';
 import { ArrayMapper, memoryWith } from './helpers/array-mapper.js';
 
 type T = Test;
 
-function throwsProtocol(tt: T, fn: () => unknown, request: string, detail: string): void {
+/** `fn` throws a request-scoped ProtocolError with `code`, naming `request`, its message containing `detail`. */
+function throwsProtocol(tt: T, fn: () => unknown, request: string, detail: string, code: VhostUserErrorCode = 'bad_request'): void {
   let err: unknown;
   try {
     fn();
@@ -20,7 +21,10 @@ function throwsProtocol(tt: T, fn: () => unknown, request: string, detail: strin
   }
   if (!(err instanceof ProtocolError)) return void tt.fail(`expected ProtocolError, got ${String(err)}`);
   tt.equal(err.request, request);
-  tt.equal(err.message, `${request}: ${detail}`);
+  tt.equal(err.code, code, `code ${code}`);
+  tt.equal(err.scope, 'request', 'refuses the request');
+  tt.ok(err.message.startsWith(`${request}: `), 'message names the request');
+  tt.match(err.message, detail);
 }
 
 const UVA = 0x7f55_0000_0000;
@@ -121,6 +125,7 @@ t.test('uvaToGpa', async (t) => {
       err = e;
     }
     t.ok(err instanceof MemoryAccessError, `${uva.toString(16)}+${len} fails`);
+    t.match(err, { code: 'memory_access', scope: 'queue' }, 'a memory access error breaks a queue, not the connection');
     return (err as Error).message;
   };
   t.equal(fails(UVA + 0xfff1, 16, 'queue 0 descriptor table'), `queue 0 descriptor table at front-end address 0x${(UVA + 0xfff1).toString(16)} (+16) is not inside any memory region`);
@@ -241,7 +246,7 @@ t.test('non-page-aligned mmap offset', async (t) => {
 t.test('map failure: ProtocolError, fd closed, nothing recorded', async (t) => {
   const { mem, mapper } = memoryWith([A]);
   mapper.failNextMap = new Error('ENOMEM');
-  throwsProtocol(t, () => mem.add('ADD_MEM_REG', { ...B, mmapOffset: 0x1234 }, 77), 'ADD_MEM_REG', 'cannot map region 0x10000+0x8000 (fd 77, offset 4660): ENOMEM');
+  throwsProtocol(t, () => mem.add('ADD_MEM_REG', { ...B, mmapOffset: 0x1234 }, 77), 'ADD_MEM_REG', 'cannot map region 0x10000+0x8000 (fd 77, offset 4660): ENOMEM', 'map_failed');
   t.same(mapper.closed, [77]);
   t.same(mapper.unmaps, []);
   t.equal(mem.regionCount, 1);

@@ -1,12 +1,11 @@
 /**
- * The vhost-user message codec (src/vhost-user/messages.ts) against the rules in protocol.ts:
+ * The vhost-user message codec (src/vhost-user/messages.ts) against the request registry (requests.ts):
  * a round trip for every request the back-end understands, the exact wire layout of each payload
  * shape, and the malformed variants each decoder must reject with a ProtocolError naming the request.
  */
 import t, { type Test } from 'tap';
-import { ProtocolError } from '../src/vhost-user/errors.js';
+import { ProtocolError, type ErrorScope, type VhostUserErrorCode } from '../src/vhost-user/errors.js';
 import {
-  checkPayloadSize,
   decodeConfig,
   decodeMemRegion,
   decodeMemTable,
@@ -36,15 +35,18 @@ import {
   HEADER_SIZE,
   MAX_PAYLOAD_SIZE,
   MEM_TABLE_MAX_REGIONS,
-  REQUEST_RULES,
   Req,
   requestName,
 } from '../src/vhost-user/protocol.js';
+import { REQUESTS, REQUEST_RULES } from '../src/vhost-user/requests.js';
 
 type T = Test;
 
-/** Run `fn`, require a ProtocolError for `request` whose message is exactly "`request`: `detail`". */
-function throwsProtocol(tt: T, fn: () => unknown, request: string, detail: string | RegExp): void {
+/**
+ * Run `fn`, require a ProtocolError for `request` with the given code and scope, whose message
+ * is "`request`: ..." containing `detail` (a string is matched as a substring).
+ */
+function throwsProtocol(tt: T, fn: () => unknown, request: string, detail: string | RegExp, code: VhostUserErrorCode = 'bad_request', scope: ErrorScope = 'request'): void {
   let err: unknown;
   try {
     fn();
@@ -57,8 +59,10 @@ function throwsProtocol(tt: T, fn: () => unknown, request: string, detail: strin
   }
   tt.equal(err.name, 'ProtocolError');
   tt.equal(err.request, request, 'error names the request');
-  if (typeof detail === 'string') tt.equal(err.message, `${request}: ${detail}`);
-  else tt.match(err.message, detail);
+  tt.equal(err.code, code, `code ${code}`);
+  tt.equal(err.scope, scope, `scope ${scope}`);
+  tt.ok(err.message.startsWith(`${request}: `), 'message starts with the request name');
+  tt.match(err.message, detail);
 }
 
 /** Put `payload` after `pad` junk bytes so decoders are exercised on views with a byteOffset. */
@@ -162,7 +166,7 @@ t.test('every request in REQUEST_RULES round-trips through encodeMessage / decod
         t.equal(msg.byteLength, HEADER_SIZE + s.payload.byteLength);
         const h = decodeRequestHeader(offsetView(msg.subarray(0, HEADER_SIZE)));
         t.same(h, { request: req, flags: FLAG_VERSION | flags, size: s.payload.byteLength });
-        t.doesNotThrow(() => checkPayloadSize(req, h.size));
+        t.doesNotThrow(() => REQUESTS.get(req)!.decode(req, msg.subarray(HEADER_SIZE, HEADER_SIZE + h.size)), 'the registry decodes it');
         const p = msg.subarray(HEADER_SIZE, HEADER_SIZE + h.size);
         t.same([...p], [...s.payload], 'payload bytes follow the header unchanged');
         s.check(t, p);
@@ -177,12 +181,12 @@ t.test('every request in REQUEST_RULES round-trips through encodeMessage / decod
         const n = s.payload.byteLength;
         const fixed = rule.payload !== 'mem-table' && rule.payload !== 'config';
         if (fixed) {
-          throwsProtocol(t, () => checkPayloadSize(req, n - 1), name, `payload must be ${n} bytes, got ${n - 1}`);
-          throwsProtocol(t, () => checkPayloadSize(req, n + 1), name, `payload must be ${n} bytes, got ${n + 1}`);
+          throwsProtocol(t, () => decodeSized(req, n - 1), name, `must be ${n} bytes, got ${n - 1}`);
+          throwsProtocol(t, () => decodeSized(req, n + 1), name, `must be ${n} bytes, got ${n + 1}`);
         }
       } else {
-        throwsProtocol(t, () => checkPayloadSize(req, 8), name, 'payload must be 0 bytes, got 8');
-        throwsProtocol(t, () => checkPayloadSize(req, 1), name, 'payload must be 0 bytes, got 1');
+        throwsProtocol(t, () => decodeSized(req, 8), name, 'payload must be 0 bytes, got 8');
+        throwsProtocol(t, () => decodeSized(req, 1), name, 'payload must be 0 bytes, got 1');
       }
     });
   }
@@ -252,22 +256,22 @@ t.test('decodeRequestHeader rejects malformed headers', async (t) => {
   t.same(decodeRequestHeader(rawHeader(Req.SET_MEM_TABLE, 1 | 8, MAX_PAYLOAD_SIZE)), { request: 5, flags: 9, size: MAX_PAYLOAD_SIZE }, 'size at the limit is fine');
   t.same(decodeRequestHeader(rawHeader(99, 1, 0)), { request: 99, flags: 1, size: 0 }, 'unknown requests are left to the dispatcher');
 
-  throwsProtocol(t, () => decodeRequestHeader(rawHeader(Req.SET_OWNER, 1, 0, 11)), 'header', 'needs 12 bytes, got 11');
-  throwsProtocol(t, () => decodeRequestHeader(new Uint8Array(0)), 'header', 'needs 12 bytes, got 0');
+  throwsProtocol(t, () => decodeRequestHeader(rawHeader(Req.SET_OWNER, 1, 0, 11)), 'header', 'needs 12 bytes, got 11', 'bad_header', 'connection');
+  throwsProtocol(t, () => decodeRequestHeader(new Uint8Array(0)), 'header', 'needs 12 bytes, got 0', 'bad_header', 'connection');
 
-  throwsProtocol(t, () => decodeRequestHeader(rawHeader(Req.SET_OWNER, 0, 0)), 'SET_OWNER', 'unsupported protocol version 0 (flags 0x0); only version 1 exists');
-  throwsProtocol(t, () => decodeRequestHeader(rawHeader(Req.SET_FEATURES, 2, 8)), 'SET_FEATURES', 'unsupported protocol version 2 (flags 0x2); only version 1 exists');
-  throwsProtocol(t, () => decodeRequestHeader(rawHeader(Req.SET_FEATURES, 3 | 8, 8)), 'SET_FEATURES', 'unsupported protocol version 3 (flags 0xb); only version 1 exists');
-  throwsProtocol(t, () => decodeRequestHeader(rawHeader(99, 0, 0)), 'UNKNOWN(99)', /^UNKNOWN\(99\): unsupported protocol version 0/);
+  throwsProtocol(t, () => decodeRequestHeader(rawHeader(Req.SET_OWNER, 0, 0)), 'SET_OWNER', 'unsupported protocol version 0 (flags 0x0); only version 1 exists', 'bad_header', 'connection');
+  throwsProtocol(t, () => decodeRequestHeader(rawHeader(Req.SET_FEATURES, 2, 8)), 'SET_FEATURES', 'unsupported protocol version 2 (flags 0x2); only version 1 exists', 'bad_header', 'connection');
+  throwsProtocol(t, () => decodeRequestHeader(rawHeader(Req.SET_FEATURES, 3 | 8, 8)), 'SET_FEATURES', 'unsupported protocol version 3 (flags 0xb); only version 1 exists', 'bad_header', 'connection');
+  throwsProtocol(t, () => decodeRequestHeader(rawHeader(99, 0, 0)), 'UNKNOWN(99)', /^UNKNOWN\(99\): unsupported protocol version 0/, 'bad_header', 'connection');
 
-  throwsProtocol(t, () => decodeRequestHeader(rawHeader(Req.GET_FEATURES, 1 | FLAG_REPLY, 0)), 'GET_FEATURES', 'reply flag set on a request');
-  throwsProtocol(t, () => decodeRequestHeader(rawHeader(Req.GET_FEATURES, 1 | FLAG_REPLY | FLAG_NEED_REPLY, 0)), 'GET_FEATURES', 'reply flag set on a request');
+  throwsProtocol(t, () => decodeRequestHeader(rawHeader(Req.GET_FEATURES, 1 | FLAG_REPLY, 0)), 'GET_FEATURES', 'reply flag set on a request', 'bad_header', 'connection');
+  throwsProtocol(t, () => decodeRequestHeader(rawHeader(Req.GET_FEATURES, 1 | FLAG_REPLY | FLAG_NEED_REPLY, 0)), 'GET_FEATURES', 'reply flag set on a request', 'bad_header', 'connection');
 
-  throwsProtocol(t, () => decodeRequestHeader(rawHeader(Req.SET_VRING_NUM, 0x11, 8)), 'SET_VRING_NUM', 'unknown header flags 0x11');
-  throwsProtocol(t, () => decodeRequestHeader(rawHeader(Req.SET_VRING_NUM, 0x8000_0001, 8)), 'SET_VRING_NUM', 'unknown header flags 0x80000001');
+  throwsProtocol(t, () => decodeRequestHeader(rawHeader(Req.SET_VRING_NUM, 0x11, 8)), 'SET_VRING_NUM', 'unknown header flags 0x11', 'bad_header', 'connection');
+  throwsProtocol(t, () => decodeRequestHeader(rawHeader(Req.SET_VRING_NUM, 0x8000_0001, 8)), 'SET_VRING_NUM', 'unknown header flags 0x80000001', 'bad_header', 'connection');
 
-  throwsProtocol(t, () => decodeRequestHeader(rawHeader(Req.SET_MEM_TABLE, 1, MAX_PAYLOAD_SIZE + 1)), 'SET_MEM_TABLE', `payload size ${MAX_PAYLOAD_SIZE + 1} exceeds the limit of ${MAX_PAYLOAD_SIZE}`);
-  throwsProtocol(t, () => decodeRequestHeader(rawHeader(Req.SET_MEM_TABLE, 1, 0xffff_ffff)), 'SET_MEM_TABLE', `payload size 4294967295 exceeds the limit of ${MAX_PAYLOAD_SIZE}`);
+  throwsProtocol(t, () => decodeRequestHeader(rawHeader(Req.SET_MEM_TABLE, 1, MAX_PAYLOAD_SIZE + 1)), 'SET_MEM_TABLE', `payload size ${MAX_PAYLOAD_SIZE + 1} exceeds the limit of ${MAX_PAYLOAD_SIZE}`, 'bad_header', 'connection');
+  throwsProtocol(t, () => decodeRequestHeader(rawHeader(Req.SET_MEM_TABLE, 1, 0xffff_ffff)), 'SET_MEM_TABLE', `payload size 4294967295 exceeds the limit of ${MAX_PAYLOAD_SIZE}`, 'bad_header', 'connection');
 });
 
 t.test('decodeReplyHeader checks it answers the expected request', async (t) => {
@@ -287,26 +291,35 @@ t.test('decodeReplyHeader checks it answers the expected request', async (t) => 
 });
 
 // ---------------------------------------------------------------------------------------------
-// checkPayloadSize for variable shapes
+// Size ranges of the variable shapes (the decoders are the only size check a request gets)
 
-t.test('checkPayloadSize: memory table and config ranges, unknown requests', async (t) => {
+/** The registry's decoder for `req` on `size` bytes of zeroes. */
+function decodeSized(req: number, size: number): unknown {
+  return REQUESTS.get(req)!.decode(req, new Uint8Array(size));
+}
+
+/** A one-region table padded with zeroes to `size` bytes. */
+function paddedTable(size: number): Uint8Array {
+  const b = new Uint8Array(size);
+  b.set(encodeMemTable([REGIONS[0]!]));
+  return b;
+}
+
+t.test('decoders: memory table and config size ranges', async (t) => {
   const maxTable = 8 + 32 * MEM_TABLE_MAX_REGIONS;
   t.equal(maxTable, 264);
-  for (const ok of [8, 40, maxTable]) t.doesNotThrow(() => checkPayloadSize(Req.SET_MEM_TABLE, ok), `mem table ${ok}`);
-  throwsProtocol(t, () => checkPayloadSize(Req.SET_MEM_TABLE, 7), 'SET_MEM_TABLE', 'memory table payload of 7 bytes is out of range 8..264');
-  throwsProtocol(t, () => checkPayloadSize(Req.SET_MEM_TABLE, maxTable + 1), 'SET_MEM_TABLE', 'memory table payload of 265 bytes is out of range 8..264');
-  throwsProtocol(t, () => checkPayloadSize(Req.SET_MEM_TABLE, 8 + 32 * 9), 'SET_MEM_TABLE', 'memory table payload of 296 bytes is out of range 8..264');
+  for (const ok of [40, maxTable]) t.doesNotThrow(() => decodeMemTable(Req.SET_MEM_TABLE, paddedTable(ok)), `mem table ${ok}`);
+  throwsProtocol(t, () => decodeSized(Req.SET_MEM_TABLE, 7), 'SET_MEM_TABLE', 'memory table payload of 7 bytes is out of range 8..264');
+  throwsProtocol(t, () => decodeMemTable(Req.SET_MEM_TABLE, paddedTable(maxTable + 1)), 'SET_MEM_TABLE', 'memory table payload of 265 bytes is out of range 8..264');
+  throwsProtocol(t, () => decodeMemTable(Req.SET_MEM_TABLE, paddedTable(8 + 32 * 9)), 'SET_MEM_TABLE', 'memory table payload of 296 bytes is out of range 8..264');
 
   for (const req of [Req.GET_CONFIG, Req.SET_CONFIG]) {
     const name = requestName(req);
-    for (const ok of [12, 13, 12 + CONFIG_SPACE_MAX]) t.doesNotThrow(() => checkPayloadSize(req, ok), `${name} ${ok}`);
-    throwsProtocol(t, () => checkPayloadSize(req, 11), name, 'config payload of 11 bytes is out of range 12..268');
-    throwsProtocol(t, () => checkPayloadSize(req, 269), name, 'config payload of 269 bytes is out of range 12..268');
+    for (const ok of [12, 13, 12 + CONFIG_SPACE_MAX]) t.doesNotThrow(() => decodeSized(req, ok), `${name} ${ok}`);
+    throwsProtocol(t, () => decodeSized(req, 11), name, 'config payload of 11 bytes is out of range 12..268');
+    throwsProtocol(t, () => decodeSized(req, 269), name, 'config payload of 269 bytes is out of range 12..268');
   }
-
-  // Requests without a rule are the dispatcher's business ("unsupported request"), not a size error.
-  t.doesNotThrow(() => checkPayloadSize(Req.SET_LOG_BASE, 12345));
-  t.doesNotThrow(() => checkPayloadSize(1000, 0));
+  t.notOk(REQUESTS.has(Req.SET_LOG_BASE), 'SET_LOG_BASE is not in the registry (refused as unsupported by the dispatcher)');
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -322,7 +335,7 @@ t.test('fixed-size decoders reject other sizes', async (t) => {
   throwsProtocol(t, () => decodeVringAddr(Req.SET_VRING_ADDR, new Uint8Array(48)), 'SET_VRING_ADDR', 'vring address must be 40 bytes, got 48');
   throwsProtocol(t, () => decodeMemRegion(Req.ADD_MEM_REG, new Uint8Array(32)), 'ADD_MEM_REG', 'memory region message must be 40 bytes, got 32');
   throwsProtocol(t, () => decodeMemRegion(Req.REM_MEM_REG, new Uint8Array(41)), 'REM_MEM_REG', 'memory region message must be 40 bytes, got 41');
-  throwsProtocol(t, () => decodeConfig(Req.GET_CONFIG, new Uint8Array(11)), 'GET_CONFIG', 'config message needs 12 bytes, got 11');
+  throwsProtocol(t, () => decodeConfig(Req.GET_CONFIG, new Uint8Array(11)), 'GET_CONFIG', 'config payload of 11 bytes is out of range 12..268');
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -389,9 +402,10 @@ t.test('decodeMemTable: counts and truncation', async (t) => {
 
   throwsProtocol(t, () => decodeMemTable(Req.SET_MEM_TABLE, new Uint8Array(8)), 'SET_MEM_TABLE', 'region count 0 is out of range 1..8');
   const nine = [...eight, { ...eight[0]!, guestPhysAddr: 0x1_0000_0000 }];
-  throwsProtocol(t, () => decodeMemTable(Req.SET_MEM_TABLE, encodeMemTable(nine)), 'SET_MEM_TABLE', 'region count 9 is out of range 1..8');
+  throwsProtocol(t, () => decodeMemTable(Req.SET_MEM_TABLE, encodeMemTable(nine)), 'SET_MEM_TABLE', 'memory table payload of 296 bytes is out of range 8..264');
+  throwsProtocol(t, () => decodeMemTable(Req.SET_MEM_TABLE, tableWith([R0], 9)), 'SET_MEM_TABLE', 'region count 9 is out of range 1..8');
   throwsProtocol(t, () => decodeMemTable(Req.SET_MEM_TABLE, tableWith([R0], 0xffff_ffff)), 'SET_MEM_TABLE', 'region count 4294967295 is out of range 1..8');
-  throwsProtocol(t, () => decodeMemTable(Req.SET_MEM_TABLE, new Uint8Array(7)), 'SET_MEM_TABLE', 'memory table needs at least 8 bytes, got 7');
+  throwsProtocol(t, () => decodeMemTable(Req.SET_MEM_TABLE, new Uint8Array(7)), 'SET_MEM_TABLE', 'memory table payload of 7 bytes is out of range 8..264');
 
   const two = encodeMemTable(eight.slice(0, 2));
   throwsProtocol(t, () => decodeMemTable(Req.SET_MEM_TABLE, two.subarray(0, 71)), 'SET_MEM_TABLE', '2 regions need 72 bytes, got 71');
@@ -463,7 +477,8 @@ t.test('decodeConfig: range, truncation, flags', async (t) => {
     const range = (o: number, s: number): string => `config range offset ${o} size ${s} exceeds the 256-byte config space`;
     throwsProtocol(t, () => decodeConfig(req, rawConfig(250, 8, 0)), name, range(250, 8));
     throwsProtocol(t, () => decodeConfig(req, rawConfig(249, 8, 0)), name, range(249, 8));
-    throwsProtocol(t, () => decodeConfig(req, rawConfig(0, 257, 0)), name, range(0, 257));
+    throwsProtocol(t, () => decodeConfig(req, rawConfig(0, 257, 0)), name, 'config payload of 269 bytes is out of range 12..268');
+    throwsProtocol(t, () => decodeConfig(req, rawConfig(0, 257, 0).subarray(0, 12)), name, range(0, 257));
     throwsProtocol(t, () => decodeConfig(req, rawConfig(257, 0, 0)), name, range(257, 0));
     throwsProtocol(t, () => decodeConfig(req, rawConfig(0xffff_ffff, 1, 0, 1)), name, range(0xffff_ffff, 1));
     throwsProtocol(t, () => decodeConfig(req, rawConfig(0, 0xffff_ffff, 0, 1)), name, range(0, 0xffff_ffff));

@@ -12,9 +12,11 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { native } from '../src/sys/native.js';
-import { VhostUserServer } from '../src/vhost-user/server.js';
+import type { DisconnectCause } from '../src/vhost-user/connection.js';
+import { VhostUserServer, type ServerOptions } from '../src/vhost-user/server.js';
+import { ProtocolError } from '../src/vhost-user/errors.js';
 import { encodeMessage, encodeU64, encodeVringFd, encodeVringState, encodeMemTable } from '../src/vhost-user/messages.js';
-import { FLAG_NEED_REPLY, ProtoFeature, Req, VRING_DESC_F_NEXT, VirtioFeature, bit, hasBit } from '../src/vhost-user/protocol.js';
+import { FLAG_NEED_REPLY, HEADER_SIZE, ProtoFeature, Req, VRING_DESC_F_NEXT, VirtioFeature, bit, hasBit } from '../src/vhost-user/protocol.js';
 import { FRONTEND_PROTOCOL_FEATURES, FrontendRequestError, VhostUserFrontend, type HandshakeOptions, type HandshakeResult } from './frontend/frontend.js';
 import { DriverQueue } from './frontend/driver-queue.js';
 import { GuestMemoryImage, type RegionLayout } from './frontend/guest-memory.js';
@@ -51,10 +53,11 @@ interface Srv {
   dev(): LoopbackDevice;
 }
 
-function makeServer(tt: Test, opts: LoopbackOptions = {}): Srv {
+function makeServer(tt: Test, opts: LoopbackOptions = {}, serverOpts: Partial<ServerOptions> = {}): Srv {
   const path = join(dir, `s${sockSeq++}.sock`);
   const devices: LoopbackDevice[] = [];
   const server = new VhostUserServer({
+    ...serverOpts,
     path,
     createDevice: () => {
       const d = new LoopbackDevice(opts);
@@ -452,15 +455,40 @@ t.test('bad requests with REPLY_ACK are nacked and the connection stays usable',
 });
 
 /** Connect, negotiate without REPLY_ACK, then send `bad`; the back-end must close the connection. */
-async function closesWithoutAck(tt: Test, srv: Srv, what: string, bad: (fe: VhostUserFrontend, mem: GuestMemoryImage) => void | Promise<unknown>): Promise<void> {
+interface Disconnect {
+  reason: string;
+  cause: DisconnectCause;
+}
+
+/** The next 'disconnect' of `srv`'s server; rejects after `ms` naming what did not happen. */
+function nextDisconnect(srv: Srv, what: string, ms = 2000): Promise<Disconnect> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      srv.server.off('disconnect', on);
+      reject(new Error(`${what}: the server did not drop the connection within ${ms} ms`));
+    }, ms);
+    const on = (_c: unknown, reason: string, cause: DisconnectCause): void => {
+      clearTimeout(timer);
+      srv.server.off('disconnect', on);
+      resolve({ reason, cause });
+    };
+    srv.server.on('disconnect', on);
+  });
+}
+
+/** One bad request without REPLY_ACK: the server must close with exactly `cause` and a reason matching `reason`. */
+async function closesWithoutAck(tt: Test, srv: Srv, c: BadCase): Promise<void> {
   const mem = new GuestMemoryImage(MiB);
   const fe = new VhostUserFrontend(srv.path);
   try {
     const hs = await fe.handshake({ memory: mem, queues: [{ size: 16 }, { size: 16 }], protocolFeatures: FRONTEND_PROTOCOL_FEATURES & ~bit(ProtoFeature.REPLY_ACK) });
-    tt.notOk(fe.replyAck, `${what}: REPLY_ACK not negotiated`);
-    await bad(fe, mem);
-    const reason = await fe.waitClosed(2000);
-    tt.pass(`${what}: back-end closed the connection (${reason})`);
+    tt.notOk(fe.replyAck, `${c.what}: REPLY_ACK not negotiated`);
+    const dropped = nextDisconnect(srv, c.what);
+    await c.bad(fe, mem);
+    const d = await dropped;
+    tt.equal(d.cause, c.cause, `${c.what}: disconnect cause ${c.cause}`);
+    tt.match(d.reason, c.reason, `${c.what}: reason says what was wrong (${d.reason})`);
+    await fe.waitClosed(2000);
     for (const q of hs.queues) q.close();
   } finally {
     fe.close();
@@ -469,33 +497,47 @@ async function closesWithoutAck(tt: Test, srv: Srv, what: string, bad: (fe: Vhos
   await until(() => srv.server.connections.size === 0, 2000, 'server to forget the connection');
 }
 
+interface BadCase {
+  what: string;
+  bad: (fe: VhostUserFrontend, mem: GuestMemoryImage) => void | Promise<unknown>;
+  cause: DisconnectCause;
+  reason: RegExp;
+}
+
 t.test('bad requests without REPLY_ACK close the connection; the server keeps accepting', async (tt) => {
   const srv = makeServer(tt);
   const baseline = fdCount();
   const efd = native.eventfd(0);
-  const cases: [string, (fe: VhostUserFrontend, mem: GuestMemoryImage) => void | Promise<unknown>][] = [
-    ['unsupported request', (fe) => fe.request(Req.SEND_RARP, new Uint8Array(8))],
-    ['SET_FEATURES with a bit not offered', (fe) => fe.setFeatures(fe.features | bit(VirtioFeature.RING_PACKED))],
-    ['bad queue index', (fe) => fe.setVringState(Req.SET_VRING_ENABLE, 9, 1)],
-    ['wrong fd count', (fe) => fe.request(Req.SET_VRING_KICK, encodeVringFd(0, false), { fds: [efd, efd] })],
-    ['truncated payload', (fe) => fe.request(Req.SET_VRING_NUM, new Uint8Array(6))],
-    ['GET_* with an fd (NEED_REPLY cannot help)', (fe) => fe.request(Req.GET_FEATURES, undefined, { fds: [efd], reply: false })],
-    ['GET_CONFIG with a truncated payload', (fe) => fe.request(Req.GET_CONFIG, new Uint8Array(4), { reply: false })],
-    ['header with protocol version 2', (fe) => fe.sendRaw(new Uint8Array([1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0]))],
-    ['reply flag on a request', (fe) => fe.sendRaw(encodeMessage(Req.GET_FEATURES, 0x4))],
-    ['payload size beyond the limit', (fe) => fe.sendRaw(new Uint8Array([1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0]))],
-    ['more than 8 fds on one message', (fe, mem) => fe.request(Req.SET_MEM_TABLE, encodeMemTable(mem.descs()), { fds: new Array<number>(9).fill(mem.fd), reply: false })],
+  const bad = (what: string, reason: RegExp, fn: BadCase['bad'], cause: DisconnectCause = 'protocol_error'): BadCase => ({ what, bad: fn, cause, reason });
+  const cases: BadCase[] = [
+    bad('unsupported request', /^SEND_RARP: request not supported by this back-end$/, (fe) => fe.request(Req.SEND_RARP, new Uint8Array(8))),
+    bad('SET_FEATURES with a bit not offered', /^SET_FEATURES: features 0x400000000 were not offered/, (fe) => fe.setFeatures(fe.features | bit(VirtioFeature.RING_PACKED))),
+    bad('bad queue index', /^SET_VRING_ENABLE: queue index 9 is out of range \(device has 2 queues\)$/, (fe) => fe.setVringState(Req.SET_VRING_ENABLE, 9, 1)),
+    bad('wrong fd count', /^SET_VRING_KICK: carries 2 fds, expected 0\.\.1$/, (fe) => fe.request(Req.SET_VRING_KICK, encodeVringFd(0, false), { fds: [efd, efd] })),
+    bad('truncated payload', /^SET_VRING_NUM: vring state must be 8 bytes, got 6$/, (fe) => fe.request(Req.SET_VRING_NUM, new Uint8Array(6))),
+    bad('GET_* with an fd (NEED_REPLY cannot help)', /^GET_FEATURES: carries 1 fds, expected 0$/, (fe) => fe.request(Req.GET_FEATURES, undefined, { fds: [efd], reply: false })),
+    bad('GET_CONFIG with a truncated payload', /^GET_CONFIG: config payload of 4 bytes is out of range 12\.\.268$/, (fe) => fe.request(Req.GET_CONFIG, new Uint8Array(4), { reply: false })),
+    bad('header with protocol version 2', /^GET_FEATURES: unsupported protocol version 2/, (fe) => fe.sendRaw(new Uint8Array([1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0]))),
+    bad('reply flag on a request', /^GET_FEATURES: reply flag set on a request$/, (fe) => fe.sendRaw(encodeMessage(Req.GET_FEATURES, 0x4))),
+    bad('payload size beyond the limit', /^GET_FEATURES: payload size 65536 exceeds the limit of 4096$/, (fe) => fe.sendRaw(new Uint8Array([1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0]))),
+    bad(
+      'more than 8 fds on one message',
+      /EMSGSIZE/,
+      (fe, mem) => fe.request(Req.SET_MEM_TABLE, encodeMemTable(mem.descs()), { fds: new Array<number>(9).fill(mem.fd), reply: false }),
+      'io_error',
+    ),
   ];
-  for (const [what, bad] of cases) await closesWithoutAck(tt, srv, what, bad);
+  for (const c of cases) await closesWithoutAck(tt, srv, c);
   // A message cut short by the front-end going away.
   {
     const fe = new VhostUserFrontend(srv.path);
     await fe.getFeatures();
     fe.sendRaw(encodeMessage(Req.SET_VRING_ADDR, 0, new Uint8Array(40)).subarray(0, 20));
     await sleep(20);
+    const dropped = nextDisconnect(srv, 'front-end leaving mid-message');
     fe.close();
+    tt.same(await dropped, { reason: 'front-end closed the socket in the middle of a message', cause: 'peer_closed' }, 'front-end leaving mid-message: connection dropped, and why');
     await until(() => srv.server.connections.size === 0, 2000, 'server to drop a half-sent message');
-    tt.pass('front-end leaving mid-message: connection dropped');
   }
   // The server still serves a well-behaved front-end, and nothing leaked.
   const link = await connect(tt, srv);
@@ -508,6 +550,9 @@ t.test('bad requests without REPLY_ACK close the connection; the server keeps ac
 
 t.test('NEED_REPLY without negotiated REPLY_ACK gets no ack', async (tt) => {
   const srv = makeServer(tt);
+  const events: string[] = [];
+  srv.server.on('rejected', (_c, request, message) => events.push(`rejected ${request}: ${message}`));
+  srv.server.on('disconnect', (_c, reason, cause) => events.push(`disconnect ${cause}: ${reason}`));
   const fe = new VhostUserFrontend(srv.path);
   tt.teardown(() => fe.close());
   await fe.getFeatures();
@@ -515,6 +560,129 @@ t.test('NEED_REPLY without negotiated REPLY_ACK gets no ack', async (tt) => {
   await fe.request(Req.SET_OWNER, undefined, { flags: FLAG_NEED_REPLY, reply: false });
   tt.ok(hasBit(await fe.getFeatures(), VirtioFeature.PROTOCOL_FEATURES), 'next reply is the GET_FEATURES reply');
   tt.notOk(fe.closed, 'still connected');
+  tt.same(events, [], 'nothing rejected, nothing dropped');
+  // The only way this connection ends is the front-end leaving.
+  const dropped = nextDisconnect(srv, 'front-end closing');
+  fe.close();
+  tt.same(await dropped, { reason: 'front-end closed the socket', cause: 'peer_closed' }, 'closed because the front-end left, for no other reason');
+  tt.same(events, ['disconnect peer_closed: front-end closed the socket'], 'and nothing before that');
+});
+
+t.test('a front-end that never reads its replies is disconnected at the output budget; memory stays bounded', async (tt) => {
+  const budget = 4096;
+  const srv = makeServer(tt, {}, { outputBudget: budget });
+  const dropped = nextDisconnect(srv, 'front-end that does not read', 10_000);
+  const fd = native.connectUnix(srv.path);
+  tt.teardown(() => {
+    if (fdOpen) native.close(fd);
+  });
+  let fdOpen = true;
+  const batch = new Uint8Array(100 * HEADER_SIZE);
+  for (let i = 0; i < 100; i++) batch.set(encodeMessage(Req.GET_FEATURES, 0), i * HEADER_SIZE);
+  let maxQueued = 0;
+  let sent = 0;
+  let sendError = '';
+  let done = false;
+  void dropped.then(() => (done = true), () => (done = true));
+  const end = Date.now() + 10_000;
+  // Send GET_FEATURES requests and never read a reply, until the server drops us.
+  while (!done && Date.now() < end) {
+    try {
+      const n = native.sendMsg(fd, batch, sent % batch.byteLength, batch.byteLength - (sent % batch.byteLength), null);
+      if (n > 0) sent += n;
+    } catch (e) {
+      sendError = (e as Error).message; // EPIPE/ECONNRESET once the server has closed
+      break;
+    }
+    for (const c of srv.server.connections) maxQueued = Math.max(maxQueued, c.queuedReplyBytes);
+    await sleep(0);
+  }
+  const d = await dropped;
+  tt.equal(d.cause, 'io_error', 'closed as an I/O failure of the peer');
+  tt.match(d.reason, /^front-end does not read its replies: \d+ bytes unread .* exceed the budget of 4096 bytes/, `reason says so (${d.reason})`);
+  tt.ok(maxQueued <= budget, `queued replies never exceeded the budget (max ${maxQueued} of ${budget})`);
+  tt.ok(maxQueued > 0, 'replies did queue up before the close');
+  tt.ok(sent > 0, `requests were sent (${sent} bytes${sendError ? `; then ${sendError}` : ''})`);
+  native.close(fd);
+  fdOpen = false;
+});
+
+t.test('messagesPerTurn: a connection yields after its share of requests and picks up the rest on the next turn', async (tt) => {
+  const srv = makeServer(tt, {}, { messagesPerTurn: 1 });
+  const fd = native.connectUnix(srv.path);
+  tt.teardown(() => native.close(fd));
+  const n = 50;
+  const batch = new Uint8Array(n * HEADER_SIZE);
+  for (let i = 0; i < n; i++) batch.set(encodeMessage(Req.GET_FEATURES, 0), i * HEADER_SIZE);
+  tt.equal(native.sendMsg(fd, batch, 0, batch.byteLength, null), batch.byteLength, `${n} requests in one write`);
+  const want = n * (HEADER_SIZE + 8);
+  const rx = new Uint8Array(want + 64);
+  let got = 0;
+  let turns = 0;
+  const end = Date.now() + 2000;
+  while (got < want && Date.now() < end) {
+    const r = native.recvMsg(fd, rx, got, rx.byteLength - got, 0);
+    if (r === null) {
+      turns++;
+      await sleep(0);
+      continue;
+    }
+    if (r.bytes === 0) break;
+    got += r.bytes;
+  }
+  tt.equal(got, want, `all ${n} replies arrived within 2 s (after ${turns} empty reads)`);
+  const conn = [...srv.server.connections][0];
+  tt.ok(conn && !conn.isClosed, 'connection still up');
+});
+
+t.test("a device's own requests go through its handleRequest hook; unknown ones are still refused", async (tt) => {
+  const srv = makeServer(tt);
+  const baseline = fdCount();
+  const rejected: [string, string][] = [];
+  srv.server.on('rejected', (_c, request, message) => rejected.push([request, message]));
+  const fe = new VhostUserFrontend(srv.path);
+  tt.teardown(() => fe.close());
+  await fe.getFeatures();
+  const dev = srv.dev();
+  const kept: number[] = [];
+  const seen: string[] = [];
+  dev.handleRequest = (request, payload, fds) => {
+    seen.push(`${request}/${payload.byteLength}/${fds.length}`);
+    if (request === 1000) return { reply: Uint8Array.of(payload.byteLength, 42) };
+    if (request === 1001) {
+      kept.push(...fds.splice(0, 1)); // the device keeps the first fd; the connection closes the rest
+      return {};
+    }
+    if (request === 1003) throw new ProtocolError('UNKNOWN(1003)', 'the device refuses this one');
+    return false;
+  };
+  // Before REPLY_ACK: a request with a reply of its own.
+  tt.same([...((await fe.request(1000, new Uint8Array(5), { reply: true })) ?? [])], [5, 42], 'device reply delivered');
+  await fe.setProtocolFeatures(FRONTEND_PROTOCOL_FEATURES);
+  tt.ok(fe.replyAck, 'REPLY_ACK negotiated');
+  const e1 = native.eventfd(0);
+  const e2 = native.eventfd(0);
+  await fe.request(1001, new Uint8Array(8), { fds: [e1, e2] });
+  tt.pass('handled without a reply of its own: REPLY_ACK 0');
+  tt.equal(kept.length, 1, 'the device kept one fd');
+  await rejects(tt, fe.request(1002, new Uint8Array(0)), 'UNKNOWN(1002)', 'not handled');
+  await rejects(tt, fe.request(1003, new Uint8Array(0)), 'UNKNOWN(1003)', 'refused by the device');
+  tt.same(
+    rejected,
+    [
+      ['UNKNOWN(1002)', 'UNKNOWN(1002): request not supported by this back-end'],
+      ['UNKNOWN(1003)', 'UNKNOWN(1003): the device refuses this one'],
+    ],
+    'both refusals say why',
+  );
+  tt.same(seen, ['1000/5/0', '1001/8/2', '1002/0/0', '1003/0/0'], 'the hook saw each request once, with its payload and fds');
+  tt.ok(hasBit(await fe.getFeatures(), VirtioFeature.PROTOCOL_FEATURES), 'connection still serves registry requests');
+  native.close(e1);
+  native.close(e2);
+  for (const fd of kept) native.close(fd);
+  fe.close();
+  await until(() => srv.server.connections.size === 0, 2000, 'connection closed');
+  tt.equal(fdCount(), baseline, 'no fd leaked: the fd the device did not keep was closed');
 });
 
 // ---------------------------------------------------------------------------------------------

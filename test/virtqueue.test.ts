@@ -80,7 +80,10 @@ function breaks(tt: T, s: Setup, fn: () => unknown, detail: string): void {
     err = e;
   }
   if (!(err instanceof QueueError)) return void tt.fail(`expected QueueError "${detail}", got ${String(err)}`);
-  tt.equal(err.message, `queue ${s.vq.index}: ${detail}`);
+  tt.equal(err.code, 'queue_broken');
+  tt.equal(err.scope, 'queue', 'breaks the queue only');
+  tt.ok(err.message.startsWith(`queue ${s.vq.index}: `), 'message names the queue');
+  tt.match(err.message, detail);
   tt.equal(err.queueIndex, s.vq.index);
   tt.equal(s.vq.broken, err, 'queue marked broken with that error');
   // Once broken, the queue does nothing.

@@ -1,8 +1,8 @@
 /**
  * device.ts — what a virtio device implementation gives the vhost-user layer, and gets from it.
  *
- * Owns: the VhostUserDevice contract. The connection (connection.ts) owns the protocol and the
- * rings' plumbing (memory, eventfds); a device owns what travels in the rings. Calls go one way:
+ * Owns: the VhostUserDevice contract. The connection (connection.ts and its parts) owns the
+ * protocol and the rings' plumbing (memory, eventfds); a device owns what travels in the rings. Calls go one way:
  * the connection tells the device about queues and kicks; the device moves buffers through the
  * `ReadyQueue` it was handed and signals the driver with `notify()`.
  */
@@ -18,12 +18,15 @@ export interface ReadyQueue {
   fail(err: Error): void;
   /**
    * Run `fn` on a later turn of the event loop (setImmediate), as the connection runs a kick: a
-   * QueueError or MemoryAccessError it throws breaks its queue, anything else closes the
-   * connection; never the process. Dropped if the queue has stopped by then. Devices use this
+   * queue-scoped error it throws (QueueError, MemoryAccessError; errors.ts) breaks its queue,
+   * anything else closes the connection; never the process. Dropped if the queue has stopped by then. Devices use this
    * instead of their own timers for work they yield.
    */
   defer(fn: () => void): void;
 }
+
+/** What `VhostUserDevice.handleRequest` did: not handled (false), or handled, with a reply of its own or none. */
+export type DeviceRequestResult = false | { reply?: Uint8Array };
 
 export interface VhostUserDevice {
   /** Short name for logs and metrics, e.g. "vmpi-7". */
@@ -49,4 +52,12 @@ export interface VhostUserDevice {
   kicked(index: number): void;
   /** The device was reset (RESET_DEVICE, RESET_OWNER, SET_STATUS 0) or the front-end disconnected. */
   reset(reason: string): void;
+  /**
+   * Optional: a request the connection does not implement (a device-specific one). Return false
+   * when the device does not know it either (refused as unsupported), or `{ reply }` when handled:
+   * with `reply` the payload of its own reply, without it REPLY_ACK applies. Fds the device keeps
+   * it removes from `fds`; the connection closes the rest. Throw a VhostUserError to refuse it
+   * (ProtocolError: the request is refused; its scope decides, see errors.ts).
+   */
+  handleRequest?(request: number, payload: Uint8Array, fds: number[]): DeviceRequestResult;
 }

@@ -17,8 +17,6 @@ import {
   HEADER_SIZE,
   MAX_PAYLOAD_SIZE,
   MEM_TABLE_MAX_REGIONS,
-  type PayloadShape,
-  REQUEST_RULES,
   VRING_IDX_MASK,
   VRING_NOFD_MASK,
   requestName,
@@ -92,20 +90,20 @@ function setU64Number(dv: DataView, off: number, value: number): void {
 
 /** Decode and validate a request header (front-end → back-end). */
 export function decodeRequestHeader(b: Uint8Array): Header {
-  if (b.byteLength < HEADER_SIZE) throw new ProtocolError('header', `needs ${HEADER_SIZE} bytes, got ${b.byteLength}`);
+  if (b.byteLength < HEADER_SIZE) throw new ProtocolError('header', `needs ${HEADER_SIZE} bytes, got ${b.byteLength}`, 'bad_header', 'connection');
   const dv = view(b);
   const request = dv.getUint32(0, true);
   const flags = dv.getUint32(4, true);
   const size = dv.getUint32(8, true);
   const name = requestName(request);
   if ((flags & FLAG_VERSION_MASK) !== FLAG_VERSION) {
-    throw new ProtocolError(name, `unsupported protocol version ${flags & FLAG_VERSION_MASK} (flags 0x${flags.toString(16)}); only version 1 exists`);
+    throw new ProtocolError(name, `unsupported protocol version ${flags & FLAG_VERSION_MASK} (flags 0x${flags.toString(16)}); only version 1 exists`, 'bad_header', 'connection');
   }
-  if (flags & FLAG_REPLY) throw new ProtocolError(name, 'reply flag set on a request');
+  if (flags & FLAG_REPLY) throw new ProtocolError(name, 'reply flag set on a request', 'bad_header', 'connection');
   if (flags & ~(FLAG_VERSION_MASK | FLAG_REPLY | FLAG_NEED_REPLY)) {
-    throw new ProtocolError(name, `unknown header flags 0x${flags.toString(16)}`);
+    throw new ProtocolError(name, `unknown header flags 0x${flags.toString(16)}`, 'bad_header', 'connection');
   }
-  if (size > MAX_PAYLOAD_SIZE) throw new ProtocolError(name, `payload size ${size} exceeds the limit of ${MAX_PAYLOAD_SIZE}`);
+  if (size > MAX_PAYLOAD_SIZE) throw new ProtocolError(name, `payload size ${size} exceeds the limit of ${MAX_PAYLOAD_SIZE}`, 'bad_header', 'connection');
   return { request, flags, size };
 }
 
@@ -143,36 +141,14 @@ export function encodeReply(request: number, payload?: Uint8Array): Uint8Array {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Payload size check, shared by the dispatcher
+// Payload decoders: each checks the payload size of its shape (the only size check a request
+// gets: the dispatcher decodes every request's payload with one of these before its handler).
 
-const FIXED_SIZE: Partial<Record<PayloadShape, number>> = {
-  none: 0,
-  u64: 8,
-  'vring-state': 8,
-  'vring-addr': 40,
-  'mem-region': 40,
-};
-
-/** Check the payload size of a request against its rule; throws ProtocolError when wrong. */
-export function checkPayloadSize(request: number, size: number): void {
-  const rule = REQUEST_RULES.get(request);
-  if (!rule) return;
-  const fixed = FIXED_SIZE[rule.payload];
-  const name = requestName(request);
-  if (fixed !== undefined && size !== fixed) {
-    // Fixed-size payloads must have exactly the spec's size (QEMU sends GET_* with size 0).
-    throw new ProtocolError(name, `payload must be ${fixed} bytes, got ${size}`);
-  }
-  if (rule.payload === 'mem-table' && (size < 8 || size > 8 + 32 * MEM_TABLE_MAX_REGIONS)) {
-    throw new ProtocolError(name, `memory table payload of ${size} bytes is out of range 8..${8 + 32 * MEM_TABLE_MAX_REGIONS}`);
-  }
-  if (rule.payload === 'config' && (size < 12 || size > 12 + CONFIG_SPACE_MAX)) {
-    throw new ProtocolError(name, `config payload of ${size} bytes is out of range 12..${12 + CONFIG_SPACE_MAX}`);
-  }
+/** Requests without a payload (QEMU sends GET_* with size 0). */
+export function decodeNone(req: number, p: Uint8Array): undefined {
+  if (p.byteLength !== 0) throw new ProtocolError(requestName(req), `payload must be 0 bytes, got ${p.byteLength}`);
+  return undefined;
 }
-
-// ---------------------------------------------------------------------------------------------
-// Payload decoders
 
 export function decodeU64(req: number, p: Uint8Array): bigint {
   if (p.byteLength !== 8) throw new ProtocolError(requestName(req), `u64 payload must be 8 bytes, got ${p.byteLength}`);
@@ -224,7 +200,9 @@ function decodeRegion(dv: DataView, off: number, name: string): MemRegionDesc {
 /** SET_MEM_TABLE: u32 nregions, u32 padding, nregions × {u64 gpa, u64 size, u64 uva, u64 mmap_offset}. */
 export function decodeMemTable(req: number, p: Uint8Array): MemRegionDesc[] {
   const name = requestName(req);
-  if (p.byteLength < 8) throw new ProtocolError(name, `memory table needs at least 8 bytes, got ${p.byteLength}`);
+  if (p.byteLength < 8 || p.byteLength > 8 + 32 * MEM_TABLE_MAX_REGIONS) {
+    throw new ProtocolError(name, `memory table payload of ${p.byteLength} bytes is out of range 8..${8 + 32 * MEM_TABLE_MAX_REGIONS}`);
+  }
   const dv = view(p);
   const n = dv.getUint32(0, true);
   if (n === 0 || n > MEM_TABLE_MAX_REGIONS) throw new ProtocolError(name, `region count ${n} is out of range 1..${MEM_TABLE_MAX_REGIONS}`);
@@ -244,7 +222,9 @@ export function decodeMemRegion(req: number, p: Uint8Array): MemRegionDesc {
 /** GET_CONFIG / SET_CONFIG: u32 offset, u32 size, u32 flags, u8 payload[size]. */
 export function decodeConfig(req: number, p: Uint8Array): ConfigPayload {
   const name = requestName(req);
-  if (p.byteLength < 12) throw new ProtocolError(name, `config message needs 12 bytes, got ${p.byteLength}`);
+  if (p.byteLength < 12 || p.byteLength > 12 + CONFIG_SPACE_MAX) {
+    throw new ProtocolError(name, `config payload of ${p.byteLength} bytes is out of range 12..${12 + CONFIG_SPACE_MAX}`);
+  }
   const dv = view(p);
   const offset = dv.getUint32(0, true);
   const size = dv.getUint32(4, true);

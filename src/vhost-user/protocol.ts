@@ -3,9 +3,9 @@
  * virtio 1.2 that the rest of the code names instead of writing literals.
  *
  * Owns: request codes and their names, header flags, protocol-feature bits, the virtio feature
- * bits a backend may offer, and per-request rules (payload shape, fds allowed, reply expected,
- * protocol feature that gates it). The codec (messages.ts) and dispatcher (connection.ts) read
- * these rules; nothing here does I/O.
+ * bits a backend may offer, and the shape of a per-request rule (payload shape, fds allowed,
+ * reply expected, protocol feature that gates it); the rules themselves live with their handlers
+ * in the request registry (requests.ts). Nothing here does I/O.
  */
 
 /** Front-end → back-end requests. */
@@ -133,8 +133,7 @@ export type PayloadShape =
   | 'vring-addr'
   | 'mem-table'
   | 'mem-region'
-  | 'config'
-  | 'any';
+  | 'config';
 
 export interface RequestRule {
   readonly payload: PayloadShape;
@@ -146,42 +145,6 @@ export interface RequestRule {
   /** Protocol feature that must be negotiated before this request is valid. */
   readonly needs?: number;
 }
-
-const R = (
-  payload: PayloadShape,
-  hasReply = false,
-  needs?: number,
-  minFds = 0,
-  maxFds = minFds,
-): RequestRule => ({ payload, hasReply, needs, minFds, maxFds });
-
-/** Requests this backend understands. Anything else is answered with an "unsupported request" error. */
-export const REQUEST_RULES: ReadonlyMap<number, RequestRule> = new Map<number, RequestRule>([
-  [Req.GET_FEATURES, R('none', true)],
-  [Req.SET_FEATURES, R('u64')],
-  [Req.SET_OWNER, R('none')],
-  [Req.RESET_OWNER, R('none')],
-  [Req.SET_MEM_TABLE, R('mem-table', false, undefined, 1, MEM_TABLE_MAX_REGIONS)],
-  [Req.SET_VRING_NUM, R('vring-state')],
-  [Req.SET_VRING_ADDR, R('vring-addr')],
-  [Req.SET_VRING_BASE, R('vring-state')],
-  [Req.GET_VRING_BASE, R('vring-state', true)],
-  [Req.SET_VRING_KICK, R('u64', false, undefined, 0, 1)],
-  [Req.SET_VRING_CALL, R('u64', false, undefined, 0, 1)],
-  [Req.SET_VRING_ERR, R('u64', false, undefined, 0, 1)],
-  [Req.GET_PROTOCOL_FEATURES, R('none', true)],
-  [Req.SET_PROTOCOL_FEATURES, R('u64')],
-  [Req.GET_QUEUE_NUM, R('none', true, ProtoFeature.MQ)],
-  [Req.SET_VRING_ENABLE, R('vring-state')],
-  [Req.GET_CONFIG, R('config', true, ProtoFeature.CONFIG)],
-  [Req.SET_CONFIG, R('config', false, ProtoFeature.CONFIG)],
-  [Req.RESET_DEVICE, R('none', false, ProtoFeature.RESET_DEVICE)],
-  [Req.GET_MAX_MEM_SLOTS, R('none', true, ProtoFeature.CONFIGURE_MEM_SLOTS)],
-  [Req.ADD_MEM_REG, R('mem-region', false, ProtoFeature.CONFIGURE_MEM_SLOTS, 1, 1)],
-  [Req.REM_MEM_REG, R('mem-region', false, ProtoFeature.CONFIGURE_MEM_SLOTS, 0, 1)],
-  [Req.SET_STATUS, R('u64', false, ProtoFeature.STATUS)],
-  [Req.GET_STATUS, R('none', true, ProtoFeature.STATUS)],
-]);
 
 /** Protocol features this backend implements; a device profile may offer a subset. */
 export const SUPPORTED_PROTOCOL_FEATURES: bigint =

@@ -33,6 +33,10 @@ export interface ServerOptions {
   allowUnsealedMemory?: boolean;
   /** Bytes of guest memory one front-end may have mapped (default 4 TiB; see memory.ts). */
   maxMappedBytes?: number;
+  /** Bytes of replies one front-end may leave unread before it is disconnected (endpoint.ts). */
+  outputBudget?: number;
+  /** Requests one connection handles per event-loop turn before the others get theirs (endpoint.ts). */
+  messagesPerTurn?: number;
   logger?: Logger;
 }
 
@@ -141,6 +145,8 @@ export class VhostUserServer extends EventEmitter<ServerEvents> {
         conn = new Connection(fd, this.opts.createDevice(this.connections.size), this.log, {
           allowUnsealedMemory: this.opts.allowUnsealedMemory,
           maxMappedBytes: this.opts.maxMappedBytes,
+          outputBudget: this.opts.outputBudget,
+          messagesPerTurn: this.opts.messagesPerTurn,
         });
       } catch (e) {
         this.log.error({ err: (e as Error).message }, 'cannot set up connection');

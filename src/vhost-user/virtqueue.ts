@@ -15,6 +15,7 @@
 import { QueueError } from './errors.js';
 import type { GuestMemory, MappedRegion } from './memory.js';
 import {
+  MAX_QUEUE_SIZE,
   VRING_AVAIL_F_NO_INTERRUPT,
   VRING_DESC_F_INDIRECT,
   VRING_DESC_F_NEXT,
@@ -152,7 +153,7 @@ export class SplitVirtqueue {
     this.mem = mem;
     this.eventIdx = opts.eventIdx;
     this.indirect = opts.indirect;
-    if (size === 0 || size > 32768 || (size & (size - 1)) !== 0) throw new QueueError(index, `queue size ${size} is not a power of two in 1..32768`);
+    if (size === 0 || size > MAX_QUEUE_SIZE || (size & (size - 1)) !== 0) throw new QueueError(index, `queue size ${size} is not a power of two in 1..${MAX_QUEUE_SIZE}`);
     if (layout.descGpa % 16 !== 0) throw new QueueError(index, `descriptor table address 0x${layout.descGpa.toString(16)} is not 16-byte aligned`);
     if (layout.availGpa % 2 !== 0) throw new QueueError(index, `available ring address 0x${layout.availGpa.toString(16)} is not 2-byte aligned`);
     if (layout.usedGpa % 4 !== 0) throw new QueueError(index, `used ring address 0x${layout.usedGpa.toString(16)} is not 4-byte aligned`);

@@ -37,7 +37,6 @@ import {
   HEADER_SIZE,
   MAX_PAYLOAD_SIZE,
   ProtoFeature,
-  REQUEST_RULES,
   Req,
   VirtioFeature,
   bit,
@@ -45,6 +44,7 @@ import {
   requestName,
   SUPPORTED_PROTOCOL_FEATURES,
 } from '../../src/vhost-user/protocol.js';
+import { REQUEST_RULES } from '../../src/vhost-user/requests.js';
 import { DriverQueue } from './driver-queue.js';
 import type { GuestMemoryImage } from './guest-memory.js';
 

@@ -55,6 +55,8 @@ export const DEFAULT_LOOPBACK_PROTOCOL_FEATURES = SUPPORTED_PROTOCOL_FEATURES;
 export class LoopbackDevice implements VhostUserDevice {
   readonly name: string;
   readonly numQueues = 2;
+  /** Optional: requests of the device's own (tests set it to exercise VhostUserDevice.handleRequest). */
+  handleRequest?: VhostUserDevice['handleRequest'];
   readonly maxQueueSize: number;
   readonly features: bigint;
   readonly protocolFeatures: bigint;
