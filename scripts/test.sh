@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # test.sh — the README's test command: installs what is missing (bootstrap.sh), type-checks,
-# then runs every tap test, including the ones that boot TCG guests under QEMU 10, and ends with
-# one "N passed, N failed" line.
+# lints (`npm run lint`: dependency-cruiser layering rules + ESLint), then runs every tap test,
+# including the ones that boot TCG guests under QEMU 10, and ends with one "N passed, N failed" line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The tests also drive libvirt and dkms: setup-system.sh installs them only when asked.
@@ -9,6 +9,8 @@ VMPI_TEST_TOOLS=1 bash scripts/bootstrap.sh
 . scripts/node-env.sh
 echo "[test] type-check" >&2
 npx --no-install tsc -p tsconfig.json --noEmit
+echo "[test] lint" >&2
+npm run --silent lint
 echo "[test] tap" >&2
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

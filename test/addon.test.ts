@@ -733,7 +733,7 @@ const GiB = 2 ** 30;
 function oldNode(): string | null {
   for (const bin of ['/usr/bin/node', '/usr/local/bin/node']) {
     if (!existsSync(bin)) continue;
-    const r = spawnSync(bin, ['-p', 'process.versions.node'], { encoding: 'utf8' });
+    const r = spawnSync(bin, ['-p', 'process.versions.node'], { encoding: 'utf8', timeout: 10_000 });
     const major = Number(/^(\d+)\./.exec(r.stdout ?? '')?.[1]);
     if (r.status === 0 && major < 22) return bin;
   }

@@ -26,7 +26,7 @@ function run(cmd: string, args: string[], timeout = 120_000): { status: number |
   const r = spawnSync(cmd, args, { encoding: 'utf8', timeout });
   return { status: r.status, stdout: r.stdout ?? '', out: `${r.stdout ?? ''}${r.stderr ?? ''}${r.error ? String(r.error) : ''}` };
 }
-const has = (cmd: string) => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
+const has = (cmd: string) => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore', timeout: 10_000 }).status === 0;
 
 const noDpkg = has('dpkg-deb') ? null : 'dpkg-deb not installed';
 if (noDpkg && process.env.CI) t.fail(`DKMS package test cannot run in CI: ${noDpkg}`);

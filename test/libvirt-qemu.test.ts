@@ -36,7 +36,7 @@ const SIZES = Array.from({ length: 9 }, (_, i) => i * 500);
 const NODE_ARGS = ['--import', import.meta.resolve('tsx'), join(ROOT, 'src', 'cli.ts')];
 
 function onPath(cmd: string): boolean {
-  return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
+  return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore', timeout: 10_000 }).status === 0;
 }
 
 /** Why libvirt cannot run here, or null. */
@@ -171,6 +171,16 @@ function scrape(url: string): Promise<string> {
     req.on('timeout', () => req.destroy(new Error('metrics scrape timed out')));
     req.on('error', rej);
   });
+}
+
+/** `p`, or a rejection naming `what` when it has not settled within `ms`. */
+async function within<T>(what: string, ms: number, p: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([p, new Promise<never>((_, rej) => (timer = setTimeout(() => rej(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Poll `check` every 100 ms until it returns a value, for at most `ms`. */
@@ -402,16 +412,16 @@ t.test('the shipped libvirt domain boots with a VMPI device and a shim DIF flow 
   });
   t.comment(`guest application ready ${since()}`);
   t.same(JSON.parse(readyM[1]!).difs, [{ name: DIF, address: VMPI_ID }], 'vmpi guest offers the shim DIF of the device');
-  const app = await IpcClient.connect(ipcSocket);
+  const app = await within('the IPC daemon to accept a client', 10_000, IpcClient.connect(ipcSocket));
   t.teardown(() => app.close());
-  const f = await app.allocate(DIF, 'echo/1', { src: 'lvclient/1', qos: { maxSdu: 4000 } });
+  const f = await within('the flow to echo/1 to be allocated', 60_000, app.allocate(DIF, 'echo/1', { src: 'lvclient/1', qos: { maxSdu: 4000 } }));
   t.equal(f.state, 'allocated', 'flow allocated from the host to the guest application');
-  for (const [i, size] of SIZES.entries()) await f.send(patternSdu(i, i, size));
+  for (const [i, size] of SIZES.entries()) await within(`SDU ${i} to be taken by the flow`, 30_000, f.send(patternSdu(i, i, size)));
   const echoes = await readN(f, SIZES.length, 60_000);
   const bad = echoes.filter((sdu, i) => Buffer.compare(Buffer.from(sdu), Buffer.from(patternSdu(i, i, SIZES[i]!))) !== 0).length;
   t.equal(bad, 0, `${SIZES.length} SDUs of 0..4000 bytes echoed back intact and in order`);
   t.match(consoleText(), /LV-FLOW \{"datapath":"vmpi_file"\}/, 'the guest application reads the driver file of its channel');
-  t.match(await app.allocate(DIF, 'quit/1').catch((e: unknown) => e), { code: 'rejected', peerReason: 'bye' }, 'quit request answered');
+  t.match(await within('the quit/1 allocation to be answered', 60_000, app.allocate(DIF, 'quit/1').catch((e: unknown) => e)), { code: 'rejected', peerReason: 'bye' }, 'quit request answered');
   const exit = await until('the guest to power off', 60_000, () => /VMPI-GUEST-EXIT (\d+)/.exec(consoleText()));
   t.equal(exit[1], '0', 'the guest script ended with status 0');
   t.match(consoleText(), new RegExp(`LV-QUIT \\{"echoed":${SIZES.length}\\}`), 'the guest echo application saw every SDU');

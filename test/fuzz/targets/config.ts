@@ -156,7 +156,9 @@ export const configTarget: FuzzTarget<ConfigInput> = {
   name: 'config',
   description: 'config text (YAML/JSON, near-valid + YAML tricks + text mutations) → parseConfig',
   arbitrary,
-  expected: (e) => e instanceof ConfigError,
+  // Refused the right way: a ConfigError with its code and at least one problem, each one
+  // non-empty line (check-config prints them one per line, with the file name in front).
+  expected: (e) => e instanceof ConfigError && e.code === 'ERR_VMPI_CONFIG' && e.problems.length > 0 && e.problems.every((p) => p !== '' && !p.includes('\n')),
   examples: [
     // Escaped as a TypeError (a cyclic value printed) and a ReferenceError (yaml's alias limit).
     { format: 'yaml', text: 'devices: &d [*d]\n' },

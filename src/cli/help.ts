@@ -1,0 +1,126 @@
+/**
+ * cli/help.ts — the `vmpi` help texts (vmpi --help, vmpi <command> --help) and printing them.
+ */
+import { LOG_LEVELS } from '../ops/config.js';
+import { MAX_SDU_LOG2, MIN_SDU_LOG2 } from '../vmpi/carrier.js';
+import { DEFAULT_IPC_SOCKET } from '../dif/ipc/protocol.js';
+import { DEFAULT_TGEN_APP } from '../dif/tgen.js';
+
+const HELP: Record<string, string> = {
+  main: `vmpi — vhost-user VMPI back-end (RINA shim DIF for hypervisors)
+
+Usage: vmpi <command> [options]
+
+Commands:
+  serve          serve VMPI devices to QEMU over vhost-user sockets
+  guest          inside a VM: the shim DIF over /dev/vmpiN and the IPC daemon for applications
+  check-config   validate a configuration file
+  qemu-args      print the QEMU arguments that attach a VM to a device's socket
+  tgen           traffic generator over the IPC API (like rina-tgen): server, client, sweep, plot
+
+Options:
+  -h, --help     show help (also: vmpi <command> --help)
+  -V, --version  print the version
+`,
+  serve: `Usage: vmpi serve [--config FILE] [--socket PATH [--vmpi-id N]] ... [options]
+
+Serves one VMPI device per --socket, per device in the config file, and per inherited listening
+socket. The n-th --vmpi-id belongs to the n-th --socket (then to the inherited sockets); devices
+without one get the lowest free VMPI-id. Flags add to the config file: their devices come after
+the file's, and their settings override the file's. SIGTERM or SIGINT: close every device, remove
+the socket files, exit 0.
+
+Options:
+  --config FILE          YAML (.yaml/.yml) or JSON (.json) configuration (see vmpi check-config)
+  --socket PATH          vhost-user socket to create (repeatable; also --socket-path PATH)
+  --vmpi-id N            VMPI-id of the corresponding device, 1..65535 (repeatable)
+  --listen-fd N          serve a device on an inherited listening socket (also --fd N). Without it, systemd
+                         socket activation is automatic: LISTEN_FDS sockets from fd 3 when
+                         LISTEN_PID is this process (the .service unit needs NonBlocking=yes)
+  --max-sdu-log2 N       largest SDU of the flag devices as a power of two, ${MIN_SDU_LOG2}..${MAX_SDU_LOG2} (default 16 = 64 KiB)
+  --metrics-listen ADDR  Prometheus endpoint HOST:PORT (default 127.0.0.1:19464; port 0 = any)
+  --no-metrics           no metrics endpoint
+  --ipc-socket PATH      IPC daemon socket for applications (default ${DEFAULT_IPC_SOCKET}; when
+                         the default cannot be created, serving goes on without it)
+  --no-ipc               no IPC daemon
+  --log-level LEVEL      ${LOG_LEVELS.join('|')} (default info)
+  --log-format FORMAT    json (default), text, or journal (priority prefixes for journald; the
+                         default when stderr is the journal, i.e. under systemd)
+  --print-capabilities   print the back-end's capabilities as JSON and exit (QEMU's vhost-user
+                         back-end conventions; \`vmpi --socket-path PATH\` and \`vmpi --fd N\`
+                         serve directly, as such back-ends do)
+`,
+  'check-config': `Usage: vmpi check-config FILE
+       vmpi check-config --schema
+
+Validates a configuration file (YAML or JSON, by extension) and exits 0 when it is valid, 1 when
+it is not (every problem is listed on stderr, one per line, with the field path and the bad
+value), 2 on a usage error. Owner and group names are looked up on this host.
+
+Options:
+  --schema   print the configuration's JSON Schema and exit
+`,
+  guest: `Usage: vmpi guest [--device /dev/vmpiN]... [--ipc-socket PATH] [--normal-dif NAME | --config FILE] [--log-level LEVEL]
+
+Run inside a VM whose VMPI guest driver is loaded: opens each VMPI device, runs the guest end of
+the shim DIF for hypervisors on it (DIF hv.vmpi-<VMPI-id>) and the IPC daemon through which the
+VM's applications (vmpi tgen, the client library) register, allocate flows and move SDUs. Each
+flow's application gets the driver file of the flow's channel: its SDUs do not pass this daemon.
+
+Options:
+  --device PATH       a VMPI character device; repeatable (default: every /dev/vmpiN)
+  --normal-dif NAME   also join the normal DIF NAME: enroll through the first device's shim DIF
+                      to its enroller on the host (vmpi serve with normal: { dif: NAME })
+  --config FILE       take the normal DIF from FILE's normal section (see vmpi check-config)
+  --ipc-socket PATH   the IPC daemon's socket (default ${DEFAULT_IPC_SOCKET}, or $VMPI_IPC_SOCKET)
+  --log-level LEVEL   fatal, error, warn, info (default), debug, trace
+  --log-format FORMAT json (default), text, or journal (the default under systemd)
+  -h, --help          show this help
+
+Stops on SIGINT/SIGTERM. Exit codes: 0 stopped, 1 runtime error (no device, socket in use), 2 usage.
+`,
+  tgen: `Usage: vmpi tgen server [--dif NAME] [--app NAME] [--ipc-socket PATH]
+       vmpi tgen client [--dif NAME] [--app NAME] [--src NAME] [--ipc-socket PATH]
+                        [--size BYTES] [--duration SECONDS | --count N] [--unreliable]
+       vmpi tgen client --sweep [--sizes FROM:TO:STEP|LIST] [--repeats N] [--duration SECONDS]
+                        [--csv FILE] [--svg FILE] [--label NAME] [--title TEXT] [...client options]
+       vmpi tgen plot --svg FILE [--title TEXT] LABEL=FILE.csv ...
+
+A traffic generator over the IPC API (like rina-tgen). The server registers an application name
+in a DIF (through the IPC daemon of vmpi serve) and counts the SDUs and bytes of every flow; the
+client allocates a flow to it and sends SDUs of one size as fast as the flow takes them. Goodput
+is measured at the server and reported back to the client over the flow. --sweep repeats runs
+over SDU sizes and prints, per size, the mean and 95% confidence interval (Student's t); --csv
+writes size,mean_mbps,ci95_low,ci95_high,repeats and --svg a plot with error bars and a linear
+fit. plot draws several such CSVs (e.g. one per system) in one SVG.
+
+Options:
+  --dif NAME          DIF to use (default: the daemon's only DIF)
+  --app NAME          the server's application name (default ${DEFAULT_TGEN_APP})
+  --src NAME          the client's application name (default rina-tgen-client/<pid>)
+  --ipc-socket PATH   IPC daemon socket (default $VMPI_IPC_SOCKET or ${DEFAULT_IPC_SOCKET})
+  --size BYTES        SDU size of a single run (default 1000)
+  --duration SECONDS  length of one run (default 1)
+  --count N           send exactly N SDUs instead (single run)
+  --unreliable        ask for an unreliable, unordered flow (default reliable, in order)
+  --sweep             run the sweep
+  --sizes SPEC        sweep sizes, FROM:TO:STEP inclusive or a comma list (default 0:4000:250)
+  --repeats N         runs per size (default 20)
+  --csv FILE, --svg FILE, --label NAME (legend; default "vmpi shim-hv"), --title TEXT
+`,
+  'qemu-args': `Usage: vmpi qemu-args --socket PATH [--id NAME] [--mem SIZE]
+
+Prints the QEMU 10 arguments (one per line) for a VM using the VMPI device on PATH.
+
+Options:
+  --socket PATH   the device's vhost-user socket
+  --id NAME       chardev/device id (default vmpi0)
+  --mem SIZE      guest RAM; vhost-user needs it shared (default 512M)
+`,
+};
+
+/** Print the help of `topic` (a command, or "main") on stdout; exit code 0. */
+export function help(topic: string): number {
+  process.stdout.write(HELP[topic] ?? HELP.main!);
+  return 0;
+}

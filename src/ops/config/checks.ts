@@ -1,0 +1,97 @@
+/**
+ * config/checks.ts — the checks a schema cannot express: duplicate VMPI-ids and socket paths,
+ * duplicate DIF/IPCP names, the one normal DIF, and the warnings for what is valid but probably
+ * not meant (a world-connectable socket).
+ */
+import { parseAppName } from '../../dif/naming.js';
+import { isRecord } from './messages.js';
+import type { NormalConfig } from './types.js';
+
+export interface DeviceIdentity {
+  /** Where the device came from, for messages: `devices[1]`, `--socket #2`, `--listen-fd 3`. */
+  where: string;
+  vmpiId?: number;
+  socket?: string;
+}
+
+/** Duplicate VMPI-ids and socket paths, each reported once with every place it appears. */
+export function duplicateProblems(list: DeviceIdentity[]): string[] {
+  const problems: string[] = [];
+  const byId = new Map<number, string[]>();
+  const bySocket = new Map<string, string[]>();
+  for (const d of list) {
+    if (d.vmpiId !== undefined) byId.set(d.vmpiId, [...(byId.get(d.vmpiId) ?? []), d.where]);
+    if (d.socket !== undefined) bySocket.set(d.socket, [...(bySocket.get(d.socket) ?? []), d.where]);
+  }
+  for (const [id, where] of byId) {
+    if (where.length > 1) problems.push(`${where[1]}.vmpiId: ${id} is already used by ${where[0]}${where.length > 2 ? ` (and by ${where.slice(2).join(', ')})` : ''}; VMPI-ids must be unique on a host`);
+  }
+  for (const [socket, where] of bySocket) {
+    if (where.length > 1) problems.push(`${where[1]}.socket: ${JSON.stringify(socket)} is already used by ${where[0]}${where.length > 2 ? ` (and by ${where.slice(2).join(', ')})` : ''}; each device needs its own socket`);
+  }
+  return problems;
+}
+
+export function duplicateNames(field: string, list: unknown): string[] {
+  const seen = new Map<string, number>();
+  const problems: string[] = [];
+  if (!Array.isArray(list)) return problems;
+  list.forEach((o: unknown, i) => {
+    if (!isRecord(o) || typeof o.name !== 'string') return;
+    const first = seen.get(o.name);
+    if (first !== undefined) problems.push(`${field}[${i}].name: ${JSON.stringify(o.name)} is already used by ${field}[${first}]`);
+    else seen.set(o.name, i);
+  });
+  return problems;
+}
+
+
+/**
+ * The normal DIF from `normal` or a `difs` entry of type "normal" (at most one, names valid
+ * application names); problems are appended to `problems`.
+ */
+export function normalProblems(data: Record<string, unknown>, problems: string[]): NormalConfig | undefined {
+  let out: NormalConfig | undefined;
+  let from = '';
+  const n = isRecord(data.normal) ? data.normal : undefined;
+  if (n && typeof n.dif === 'string' && n.dif !== '') {
+    out = { dif: n.dif };
+    from = 'normal.dif';
+    for (const f of ['name', 'enroller'] as const) {
+      const v = n[f];
+      if (typeof v !== 'string' || v === '') continue;
+      try {
+        parseAppName(v);
+        out[f] = v;
+      } catch (e) {
+        problems.push(`normal.${f}: ${JSON.stringify(v)} is not an IPC process name: ${(e as Error).message}`);
+      }
+    }
+    if (typeof n.maxPduSize === 'number') out.maxPduSize = n.maxPduSize;
+  }
+  const difs = Array.isArray(data.difs) ? data.difs : [];
+  difs.forEach((d: unknown, i) => {
+    if (!isRecord(d) || d.type !== 'normal' || typeof d.name !== 'string' || d.name === '') return;
+    if (out && out.dif !== d.name) problems.push(`difs[${i}].name: ${JSON.stringify(d.name)}: only one normal DIF is supported, and ${from} already declares ${JSON.stringify(out.dif)}`);
+    else if (!out) {
+      out = { dif: d.name };
+      from = `difs[${i}]`;
+    }
+  });
+  return out;
+}
+
+/**
+ * What is valid but probably not meant, one line each (check-config prints them, serve logs them):
+ * a vhost-user socket that every local user may connect to lets any of them play a VM's
+ * front-end, i.e. hand the server memory and rings of its choosing.
+ */
+export function configWarnings(devices: readonly { where: string; mode?: number }[]): string[] {
+  const out: string[] = [];
+  for (const d of devices) {
+    if (d.mode !== undefined && (d.mode & 0o002) !== 0) {
+      out.push(`${d.where}.mode: "${d.mode.toString(8).padStart(4, '0')}" lets every local user connect to this vhost-user socket and act as the VM's front-end; use "0660" with group: kvm (or the group QEMU runs as)`);
+    }
+  }
+  return out;
+}

@@ -1,0 +1,121 @@
+/**
+ * config/schema.ts — the JSON Schema (draft-07) of the configuration file (`CONFIG_SCHEMA`) and its
+ * ajv validator (`allErrors: true`, compiled on first use). `errorHint` is an annotation the
+ * messages (config/messages.ts) use.
+ */
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import { LOG_FORMATS } from '../../sys/log.js';
+import { CARRIERS, DEFAULT_SDU_LOG2, MAX_SDU_LOG2, MIN_SDU_LOG2 } from '../../vmpi/carrier.js';
+import { DEFAULT_METRICS_LISTEN, LOG_LEVELS, MAX_VMPI_ID } from './types.js';
+
+const IPC_LIMIT = { type: 'integer', minimum: 1, maximum: 2 ** 31 - 1 } as const;
+
+/** A user or group name, or a numeric id (as a string). */
+export const NAME_PATTERN = '^([0-9]+|[A-Za-z_][A-Za-z0-9_.-]*\\$?)$';
+const NAME_OR_ID = {
+  type: ['string', 'integer'],
+  minimum: 0,
+  maximum: 0xfffffffe,
+  pattern: NAME_PATTERN,
+  errorHint: 'a user or group name, or a numeric id',
+};
+
+const NAMED_OBJECT = {
+  type: 'object',
+  required: ['name', 'type'],
+  properties: {
+    name: { type: 'string', minLength: 1 },
+    type: { type: 'string', minLength: 1 },
+  },
+  additionalProperties: true,
+};
+
+/** JSON Schema (draft-07) of the configuration file. `errorHint` is an annotation used in messages. */
+export const CONFIG_SCHEMA = {
+  $schema: 'http://json-schema.org/draft-07/schema#',
+  title: 'vmpi configuration',
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    devices: {
+      type: 'array',
+      description: 'VMPI devices, one vhost-user socket each',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['socket'],
+        properties: {
+          socket: { type: 'string', minLength: 1, maxLength: 107, description: 'vhost-user socket path (at most 107 bytes: sun_path)' },
+          vmpiId: { type: 'integer', minimum: 1, maximum: MAX_VMPI_ID },
+          maxSduLog2: { type: 'integer', minimum: MIN_SDU_LOG2, maximum: MAX_SDU_LOG2, default: DEFAULT_SDU_LOG2 },
+          carrier: { type: 'string', enum: [...CARRIERS.keys()], default: 'gpio' },
+          owner: NAME_OR_ID,
+          group: NAME_OR_ID,
+          mode: { type: 'string', pattern: '^0?[0-7]{3}$', errorHint: 'a quoted octal mode such as "0660"' },
+          allowUnsealedMemory: {
+            type: 'boolean',
+            default: false,
+            description: 'accept guest RAM that is not a shrink-sealed memfd (memory-backend-file, hugetlbfs); a QEMU that truncates it can crash the server: trusted front-ends only',
+          },
+        },
+      },
+    },
+    metrics: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        enabled: { type: 'boolean', default: true },
+        listen: { type: 'string', default: DEFAULT_METRICS_LISTEN, errorHint: 'HOST:PORT such as "127.0.0.1:19464"' },
+      },
+    },
+    log: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        level: { type: 'string', enum: [...LOG_LEVELS], default: 'info' },
+        format: { type: 'string', enum: [...LOG_FORMATS], description: 'json (default), text, or journal (sd-daemon priorities; the default when stderr is the journal)' },
+      },
+    },
+    ipc: {
+      type: 'object',
+      additionalProperties: false,
+      description: "the IPC daemon's limits (per user: SO_PEERCRED uid)",
+      properties: {
+        maxSessions: IPC_LIMIT,
+        maxSessionsPerUid: IPC_LIMIT,
+        maxFlowsPerUid: IPC_LIMIT,
+        maxRegistrationsPerUid: IPC_LIMIT,
+        maxAllocateTimeoutMs: IPC_LIMIT,
+        idleTimeoutMs: IPC_LIMIT,
+        outputHighWater: IPC_LIMIT,
+        unlimitedUids: { type: 'array', items: { type: 'integer', minimum: 0, maximum: 0xfffffffe } },
+      },
+    },
+    normal: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['dif'],
+      description: 'a normal DIF: its enroller on the host over every device, a member in each guest',
+      properties: {
+        dif: { type: 'string', minLength: 1, maxLength: 255, description: 'the normal DIF\'s name, e.g. n.DIF' },
+        name: { type: 'string', minLength: 1, maxLength: 255, description: 'this IPC process\'s name (default <dif>.host / <dif>.vm<VMPI-id>)' },
+        enroller: { type: 'string', minLength: 1, maxLength: 255, description: 'guest: the enroller\'s IPC process name (default <dif>.host)' },
+        maxPduSize: { type: 'integer', minimum: 1024, maximum: 1048576, description: 'the DIF\'s largest PDU, the same at every member (default 65536)' },
+      },
+    },
+    difs: { type: 'array', description: 'DIFs: type "normal" declares the normal DIF (like normal.dif); other types are placeholders', items: NAMED_OBJECT },
+    ipcps: { type: 'array', description: 'placeholders for IPC processes of other types', items: NAMED_OBJECT },
+  },
+} as const;
+
+let compiled: ValidateFunction | undefined;
+/** The schema validator, compiled on first use (keeps `vmpi --help` fast). */
+export function validateSchema(data: unknown): { ok: boolean; errors: ErrorObject[] } {
+  if (!compiled) {
+    const ajv = new Ajv({ allErrors: true, verbose: true, strict: true, allowUnionTypes: true });
+    ajv.addKeyword({ keyword: 'errorHint', schemaType: 'string' });
+    compiled = ajv.compile(CONFIG_SCHEMA);
+  }
+  const ok = compiled(data);
+  return { ok, errors: compiled.errors ?? [] };
+}

@@ -1,0 +1,99 @@
+/**
+ * config/types.ts — the vmpi configuration's types and constants: what a validated file becomes
+ * (VmpiConfig and its parts), the log levels, the default metrics address, the VMPI-id range, and
+ * ConfigError (every problem found, one line each).
+ */
+import type { LogFormat } from '../../sys/log.js';
+import type { IpcLimits } from '../../dif/ipc/daemon.js';
+
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+/**
+ * 19464: 9464 is the default of OpenTelemetry's Prometheus exporter (and taken in Prometheus'
+ * list of default port allocations, whose 9100-9999 range is full); the Prometheus docs advise
+ * software that is not in that list to stay outside its range.
+ */
+export const DEFAULT_METRICS_LISTEN = '127.0.0.1:19464';
+export const MAX_VMPI_ID = 0xffff;
+
+export interface DeviceConfig {
+  /** Absolute path of the vhost-user socket to create. */
+  socket: string;
+  /** Fixed VMPI-id; undefined = allocated (lowest free) at start-up. */
+  vmpiId?: number;
+  maxSduLog2: number;
+  carrier: string;
+  /** Socket file owner / group: a name (resolved at start-up) or a numeric id. */
+  owner?: string | number;
+  group?: string | number;
+  /** Socket file permission bits, e.g. 0o660. */
+  mode?: number;
+  /**
+   * Accept guest memory that is not a shrink-sealed memfd (memory-backend-file, hugetlbfs, an
+   * unsealed memfd). Such a file can be truncated under the server, which then dies of SIGBUS:
+   * only for a trusted QEMU. Present (true) only when set.
+   */
+  allowUnsealedMemory?: boolean;
+}
+
+export interface ListenAddress {
+  host: string;
+  port: number;
+}
+
+export interface MetricsConfig {
+  enabled: boolean;
+  listen: ListenAddress;
+}
+
+/** The normal DIF of this host or guest (`normal`, or a `difs` entry of type "normal"). */
+export interface NormalConfig {
+  dif: string;
+  /** This IPC process's name (default `<dif>.host` on the host, `<dif>.vm<VMPI-id>` in a guest). */
+  name?: string;
+  /** Guest: the enroller's IPC process name (default `<dif>.host`). */
+  enroller?: string;
+  /** The DIF's largest PDU, the same at every member (default 65536). */
+  maxPduSize?: number;
+}
+
+/** A DIF declaration; type "normal" is the normal DIF, other types are placeholders. */
+export interface DifConfig {
+  name: string;
+  type: string;
+  [key: string]: unknown;
+}
+
+/** Placeholder: the shim DIF (next step) defines the rest of these objects. */
+export interface IpcpConfig {
+  name: string;
+  type: string;
+  [key: string]: unknown;
+}
+
+export interface VmpiConfig {
+  devices: DeviceConfig[];
+  metrics: MetricsConfig;
+  log: { level: LogLevel; format?: LogFormat };
+  difs: DifConfig[];
+  ipcps: IpcpConfig[];
+  /** The normal DIF, if one is configured. */
+  normal?: NormalConfig;
+  /** The IPC daemon's limits (what is not given keeps the daemon's defaults). */
+  ipc: Partial<IpcLimits>;
+}
+
+export type ConfigFormat = 'yaml' | 'json';
+
+/** Every problem found, one line each (`path: what is wrong`). */
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+  /** What callers test for (instanceof works too): the configuration is invalid. */
+  readonly code = 'ERR_VMPI_CONFIG';
+  constructor(
+    readonly problems: string[],
+    readonly source?: string,
+  ) {
+    super(problems.map((p) => (source ? `${source}: ${p}` : p)).join('\n'));
+  }
+}
