@@ -16,7 +16,12 @@ import { checkAllocated, checkSdu, sendSdu, untilNull } from '../flow-io.js';
 import { safeClose } from '../../sys/fd.js';
 import { FLOW_READ_EMPTY, FLOW_READ_ENDED, flowFileIo, type FlowFileIo, type SduSink } from './flow-file-io.js';
 import type { FlowDatapath, FlowInfo } from './protocol.js';
-import type { IpcClient } from './client.js';
+
+/** What a flow needs of its client (IpcClient): the flow depends on no module above it. */
+export interface FlowOwner {
+  request(msg: Record<string, unknown>): Promise<unknown>;
+  flowClosed(flow: ClientFlow): void;
+}
 
 /** SDUs a ClientFlow reads ahead while nobody consumes them; then the fd is left to fill up. */
 export const CLIENT_RX_QUEUE_LIMIT = 256;
@@ -47,7 +52,7 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
   private readonly rx = new RxQueue(this, () => this.resumeReading());
 
   constructor(
-    private readonly client: IpcClient,
+    private readonly client: FlowOwner,
     info: FlowInfo,
     private readonly fd: number,
   ) {

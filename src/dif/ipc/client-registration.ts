@@ -6,7 +6,12 @@
 import { EventEmitter } from 'node:events';
 import { formatAppName, type AppName } from '../naming.js';
 import { untilNull } from '../flow-io.js';
-import type { IpcClient } from './client.js';
+
+/** What a registration needs of its client (IpcClient). */
+export interface RegistrationOwner {
+  request(msg: Record<string, unknown>): Promise<unknown>;
+  unregistered(reg: ClientRegistration): void;
+}
 import type { ClientFlowRequest } from './client-request.js';
 
 /** Incoming requests a registration keeps while nobody takes them; more are rejected. */
@@ -26,7 +31,7 @@ export class ClientRegistration extends EventEmitter<ClientRegistrationEvents> i
   private ended: string | null = null;
 
   constructor(
-    private readonly client: IpcClient,
+    private readonly client: RegistrationOwner,
     readonly difName: string,
     readonly appName: AppName,
   ) {

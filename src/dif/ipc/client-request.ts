@@ -5,7 +5,12 @@
 import { EventEmitter } from 'node:events';
 import { DifError, type FlowRequestEvents, type FlowRequestState, type QosSpec } from '../api.js';
 import { formatAppName, type AppName } from '../naming.js';
-import type { IpcClient } from './client.js';
+
+/** What a flow request needs of its client (IpcClient). */
+export interface RequestOwner {
+  request(msg: Record<string, unknown>): Promise<{ flow: ClientFlow | null }>;
+  requestSettled(id: number): void;
+}
 import type { ClientFlow } from './client-flow.js';
 
 /** An incoming flow request as the application sees it (accept/reject are asynchronous). */
@@ -13,7 +18,7 @@ export class ClientFlowRequest extends EventEmitter<FlowRequestEvents> {
   private _state: FlowRequestState = 'waiting';
 
   constructor(
-    private readonly client: IpcClient,
+    private readonly client: RequestOwner,
     readonly id: number,
     readonly difName: string,
     readonly localApp: AppName,

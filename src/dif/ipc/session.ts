@@ -12,8 +12,7 @@ import { FramedConn } from './conn.js';
 import { errText } from '../../sys/fd.js';
 import type { BridgeHooks, FlowLink } from './bridge.js';
 import { flowInfo, openFlowLink } from './flow-handover.js';
-import type { LimitKind, SessionCloseCause } from './daemon-limits.js';
-import type { IpcDaemon } from './daemon.js';
+import type { IpcDaemonStats, IpcLimits, LimitKind, SessionCloseCause } from './daemon-limits.js';
 import { IpcProtocolError, MAX_REASON_CHARS, parseClientRequest, registrationKey, type ClientRequest } from './protocol.js';
 
 /** Flow requests a session may leave unanswered at once; more are rejected. */
@@ -47,6 +46,19 @@ interface SessionFlow {
 }
 
 /** One connected application. */
+/** What a session needs of its daemon (IpcDaemon): a session depends on no module above it. */
+export interface SessionHost {
+  readonly limits: Readonly<IpcLimits>;
+  readonly stats: IpcDaemonStats;
+  ipcp(difName: string): IpcProcess | undefined;
+  difs(): IpcProcess[];
+  inject(where: string, session: number | null): void;
+  usage(uid: number): { sessions: number; flows: number; registrations: number };
+  isUnlimited(uid: number): boolean;
+  sessionClosed(s: Session, reason: string, cause: SessionCloseCause): void;
+  countMalformed(): void;
+}
+
 export class Session {
   /** The peer's uid (SO_PEERCRED), -1 when unknown. */
   readonly uid: number;
@@ -63,7 +75,7 @@ export class Session {
   private readonly log: Logger;
 
   constructor(
-    private readonly daemon: IpcDaemon,
+    private readonly daemon: SessionHost,
     fd: number,
     readonly id: number,
     log: Logger,
