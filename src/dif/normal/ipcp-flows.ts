@@ -11,7 +11,8 @@
  */
 import { randomInt } from 'node:crypto';
 import { DifError, type AcceptOptions, type AllocateOptions, type DeallocationCause, type Flow, type FlowRequestHandler, type QosRequest, type QosSpec } from '../api.js';
-import { formatAppName, toAppName, NamingError, type AppName } from '../naming.js';
+import { formatAppName, type AppName } from '../naming.js';
+import { nameArg, resolveQos } from '../core/args.js';
 import type { CdapMessage } from './cdap.js';
 import type { FlowRequest as FaRequest } from './cdap-objects.js';
 import { CepAllocator } from './cep-alloc.js';
@@ -154,14 +155,7 @@ export class IpcpFlows implements NormalFlowOwner, NormalRequestOwner {
   }
 
   private resolveQos(q: QosRequest): QosSpec {
-    if (typeof q !== 'object' || q === null) throw new DifError('invalid_qos', 'the QoS spec must be an object');
-    const reliable = q.reliable ?? false;
-    const inOrder = q.inOrder ?? false;
-    const maxSdu = q.maxSdu ?? 0;
-    if (typeof reliable !== 'boolean' || typeof inOrder !== 'boolean') throw new DifError('invalid_qos', 'QoS reliable and inOrder must be booleans');
-    if (!Number.isInteger(maxSdu) || maxSdu < 0) throw new DifError('invalid_qos', `QoS maxSdu ${String(maxSdu)} must be a non-negative integer`);
-    if (maxSdu > this.h.maxSdu) throw new DifError('invalid_qos', `QoS maxSdu ${maxSdu} exceeds ${this.h.difName}'s max SDU of ${this.h.maxSdu} bytes`);
-    return { reliable, inOrder, maxSdu: maxSdu === 0 ? this.h.maxSdu : maxSdu };
+    return resolveQos(q, this.h.maxSdu, this.h.difName);
   }
 
   // ---- allocation, responder side -------------------------------------------------------------
@@ -307,15 +301,6 @@ export class IpcpFlows implements NormalFlowOwner, NormalRequestOwner {
   }
 }
 
-
-function nameArg(app: AppName | string, what: string): AppName {
-  try {
-    return toAppName(app);
-  } catch (e) {
-    if (e instanceof NamingError) throw new DifError('invalid_name', `bad ${what} name: ${e.message}`, { cause: e });
-    throw e;
-  }
-}
 
 function faError(e: unknown, dst: AppName): DifError {
   if (e instanceof DifError) return e;
