@@ -46,7 +46,11 @@ export interface FlowHost {
 }
 
 export class IpcpFlows implements NormalFlowOwner, NormalRequestOwner {
-  readonly stats = { flowsAllocated: 0, flowsDeallocated: 0, incomingRequests: 0, incomingRejected: 0, dataNoRoute: 0 };
+  readonly stats = {
+    flowsAllocated: 0, flowsDeallocated: 0, incomingRequests: 0, incomingAccepted: 0, incomingRejected: 0, dataNoRoute: 0,
+    /** Outgoing allocations: asked (past the local checks), allocated, refused by the other end, timed out. */
+    allocRequested: 0, allocSucceeded: 0, allocRejected: 0, allocTimedOut: 0,
+  };
   readonly fa: FlowAllocator;
   readonly rxQueueLimit: number;
   private readonly byPort = new Map<number, NormalFlow>();
@@ -123,6 +127,7 @@ export class IpcpFlows implements NormalFlowOwner, NormalRequestOwner {
       const granted: QosSpec = Object.freeze({ reliable: cube.retransmission, inOrder: cube.inOrder, maxSdu: spec.maxSdu });
       const flow = new NormalFlow(this, this.nextPortId++, this.h.difName, src, dst, granted);
       this.byPort.set(flow.portId, flow);
+      this.stats.allocRequested++;
       const faPromise = this.fa.allocate({ srcApp: src, dstApp: dst, srcPort: flow.portId, qosCube: cube.id, initSeq: randomInt(0, 0xffffffff), maxSdu: spec.maxSdu });
       return new Promise<Flow>((resolve, reject) => {
         let settled = false;
@@ -132,12 +137,15 @@ export class IpcpFlows implements NormalFlowOwner, NormalRequestOwner {
           this.h.clock.clearTimer(timer);
           opts.signal?.removeEventListener('abort', onAbort);
           if (err) {
+            if (err.code === 'rejected') this.stats.allocRejected++;
+            else if (err.code === 'timeout') this.stats.allocTimedOut++;
             this.dropFlow(flow, err.message, 'local');
             reject(err);
             return;
           }
           flow.markAllocated();
           this.stats.flowsAllocated++;
+          this.stats.allocSucceeded++;
           this.h.emit('flowAllocated', flow);
           resolve(flow);
         };
@@ -200,6 +208,7 @@ export class IpcpFlows implements NormalFlowOwner, NormalRequestOwner {
     this.byPort.set(flow.portId, flow);
     this.settleRequest(req, { accept: true, port: flow.portId }, null, flow);
     this.stats.flowsAllocated++;
+    this.stats.incomingAccepted++;
     this.h.emit('flowAllocated', flow);
     // The flow allocator may have given up on the request meanwhile (its accept timeout): then no
     // data path is ever set up, and the flow ends rather than hang.

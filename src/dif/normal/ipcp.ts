@@ -28,7 +28,9 @@ import { EventEmitter } from 'node:events';
 import { DifError, type AllocateOptions, type DeallocationCause, type Flow, type FlowRequestHandler, type IpcProcess, type QosRequest, type Registration } from '../api.js';
 import { appNameEquals, formatAppName, toAppName, type AppName } from '../naming.js';
 import { nameArg } from '../core/args.js';
+import type { IpcpCounters, ObservableIpcp } from '../core/observe.js';
 import { Registrations } from '../core/registrations.js';
+import { normalCounters } from './ipcp-counters.js';
 import { realClock, type Clock, type TimerHandle } from './clock.js';
 import { Directory } from './directory.js';
 import { defaultConstants, type CdapTransport } from './enrollment.js';
@@ -84,7 +86,8 @@ export interface NormalIpcpEvents {
   flowDeallocated: [flow: Flow, reason: string, cause: DeallocationCause];
 }
 
-export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcProcess {
+export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcProcess, ObservableIpcp {
+  readonly ipcpType = 'normal' as const;
   readonly difName: string;
   readonly name: AppName;
   readonly role: 'enroller' | 'member';
@@ -395,6 +398,17 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
   private unreachable(addrs: number[]): void {
     const why = this.lossReason;
     for (const a of addrs) this.appFlows.memberLost(a, `member ${a} of ${this.difName} is unreachable${why ? ` (${why})` : ''}`);
+  }
+
+  get ipcpName(): string {
+    return formatAppName(this.name);
+  }
+
+  /** The counters in the shape every IPC process shows (core/observe.ts). */
+  counters(): IpcpCounters {
+    let neighbours = 0;
+    for (const p of this.ports.values()) if (p.neighbour !== 0) neighbours++;
+    return normalCounters(this.appFlows.stats, this.rmt.stats, this.stats, neighbours);
   }
 
   // ---- shutdown -------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ import { DifError, type AcceptOptions, type AllocateOptions, type IpcProcess, ty
 import { formatAppName, type AppName } from '../naming.js';
 import type { ChannelFile } from '../../vmpi/port.js';
 import { intArg as positiveInt, nameArg, resolveQos } from '../core/args.js';
+import type { IpcpCounters, ObservableIpcp } from '../core/observe.js';
 import { Registrations } from '../core/registrations.js';
 import { CONTROL_CHANNEL, clampReason, encodeControl } from './control.js';
 import type { PendingSlot } from './channels.js';
@@ -41,8 +42,29 @@ import type { ShimHvFlow, ShimHvFlowRequestHandler } from './types.js';
 
 export * from './types.js';
 
-export class ShimHvIpcp extends ShimHvControl implements IpcProcess {
+export class ShimHvIpcp extends ShimHvControl implements IpcProcess, ObservableIpcp {
+  readonly ipcpType = 'shim-hv' as const;
   private readonly registrations = new Registrations<ShimHvFlowRequestHandler, ShimRegistration>(this.difName);
+
+  /** `<DIF name>.<role>`: one host and one guest IPC process per shim DIF. */
+  get ipcpName(): string {
+    return `${this.difName}.${this.role}`;
+  }
+
+  /** The counters in the shape every IPC process shows (core/observe.ts). */
+  counters(): IpcpCounters {
+    const s = this.stats;
+    return {
+      allocations: {
+        outgoing: { allocated: s.allocSucceeded, rejected: s.allocRejectedByPeer, timeout: s.allocTimedOut, failed: Math.max(0, s.allocRequested - s.allocSucceeded - s.allocRejectedByPeer - s.allocTimedOut) },
+        incoming: { allocated: s.incomingAccepted, rejected: s.incomingRejected },
+      },
+      flowsDeallocated: s.flowsDeallocated,
+      drops: { stale: s.staleSdus + s.unexpectedSdus, malformed_control: Object.values(s.malformed).reduce((a, b) => a + b, 0) },
+      rxQueuedBytes: this.rxQueuedBytes,
+      rxBudgetDrops: { ...s.rxBudgetDrops },
+    };
+  }
 
   // -------------------------------------------------------------------------------------------
   // Registration
