@@ -4,14 +4,14 @@
  * send() and async iteration over write()/read(), the refused-write latch that 'drain' clears,
  * and the bookkeeping of the flow's end (state, reason, 'deallocated', the receive queue ended).
  *
- * A subclass brings its data path: write(), the receive queue (`rx`, an RxQueue it builds with
+ * A subclass brings its data path: transmit() under write(), the receive queue (`rx`, an RxQueue it builds with
  * its own budget rule), and `released()`, run once when the flow ends, before 'deallocated'.
  * deallocate() goes to the IPC process (`FlowEnd`), which tells the other end and calls
  * terminate().
  */
 import { EventEmitter } from 'node:events';
 import type { DeallocationCause, Flow, FlowEvents, FlowState, FlowStats, QosSpec } from '../api.js';
-import { sendSdu, untilNull } from '../flow-io.js';
+import { checkAllocated, checkSdu, sendSdu, untilNull } from '../flow-io.js';
 import type { AppName } from '../naming.js';
 import type { RxQueue } from '../rx-queue.js';
 
@@ -47,7 +47,29 @@ export abstract class BaseFlow extends EventEmitter<FlowEvents> implements Flow 
     return this._reason;
   }
 
-  abstract write(sdu: Uint8Array): boolean;
+  /**
+   * Send one SDU (api.ts): checked, then handed to the data path unless a refused write still
+   * waits for 'drain' (so SDUs stay in order); a refusal latches until drained().
+   */
+  write(sdu: Uint8Array): boolean {
+    checkAllocated(this);
+    this.checkWrite();
+    checkSdu(this, sdu);
+    if (this.blocked || !this.transmit(sdu)) {
+      this.stats.txRefused++;
+      this.blocked = true;
+      return false;
+    }
+    this.stats.txSdus++;
+    this.stats.txBytes += sdu.byteLength;
+    return true;
+  }
+
+  /** Throws when this flow cannot be written at all (beyond state and size). */
+  protected checkWrite(): void {}
+
+  /** Hand `sdu` to the data path: false when it has no room now (nothing was sent). */
+  protected abstract transmit(sdu: Uint8Array): boolean;
 
   send(sdu: Uint8Array): Promise<void> {
     return sendSdu(this, sdu);

@@ -11,7 +11,6 @@
  * on the flow-controlled cubes.
  */
 import { DifError, type Flow, type QosSpec } from '../api.js';
-import { checkAllocated, checkSdu } from '../flow-io.js';
 import type { AppName } from '../naming.js';
 import { RxQueue } from '../rx-queue.js';
 import { BaseFlow, type FlowEnd } from '../core/flow.js';
@@ -46,30 +45,15 @@ export class NormalFlow extends BaseFlow {
     super(owner as FlowEnd<BaseFlow>, portId, difName, localApp, remoteApp, qos);
   }
 
-  write(sdu: Uint8Array): boolean {
-    checkAllocated(this);
-    checkSdu(this, sdu);
+  protected transmit(sdu: Uint8Array): boolean {
     const efcp = this.efcp;
-    if (this.blocked || efcp === null) {
-      this.stats.txRefused++;
-      this.blocked = true;
-      return false;
-    }
-    let ok: boolean;
+    if (efcp === null) return false;
     try {
-      ok = efcp.write(sdu);
+      return efcp.write(sdu);
     } catch (e) {
       if (e instanceof EfcpError && e.code === 'ERR_EFCP_SDU_TOO_LARGE') throw new DifError('sdu_too_large', e.message, { cause: e });
       throw new DifError('flow_deallocated', `flow ${this.portId}: ${(e as Error)?.message ?? String(e)}`, { cause: e });
     }
-    if (!ok) {
-      this.stats.txRefused++;
-      this.blocked = true;
-      return false;
-    }
-    this.stats.txSdus++;
-    this.stats.txBytes += sdu.byteLength;
-    return true;
   }
 
   // --- called by the IPC process -------------------------------------------------------------

@@ -13,7 +13,6 @@ import type { AppName } from '../naming.js';
 import { SendResult } from '../../vmpi/device.js';
 import type { ChannelFile, VmpiPort } from '../../vmpi/port.js';
 import { RxQueue } from '../rx-queue.js';
-import { checkAllocated, checkSdu } from '../flow-io.js';
 import { BaseFlow, type FlowEnd } from '../core/flow.js';
 import { BaseFlowRequest, type RequestOwner } from '../core/flow-request.js';
 import type { RegEntry } from '../core/registrations.js';
@@ -58,14 +57,11 @@ export class FlowImpl extends BaseFlow implements ShimHvFlow {
     super(owner as FlowEnd<BaseFlow>, portId, difName, localApp, remoteApp, qos);
   }
 
-  write(sdu: Uint8Array): boolean {
-    checkAllocated(this);
+  protected override checkWrite(): void {
     if (this.file) throw this.dataFileError('write');
-    checkSdu(this, sdu);
-    if (this.blocked) {
-      this.stats.txRefused++;
-      return false;
-    }
+  }
+
+  protected transmit(sdu: Uint8Array): boolean {
     let r: SendResult;
     try {
       r = this.owner.port.send(this.channel, sdu);
@@ -73,15 +69,9 @@ export class FlowImpl extends BaseFlow implements ShimHvFlow {
       // E.g. a guest port closed under us; the port's 'down' (if any) ends the flow.
       throw new DifError('port_down', `flow ${this.portId}: the VMPI port refused the SDU: ${(e as Error)?.message ?? String(e)}`, { cause: e });
     }
-    if (r === SendResult.Full) {
-      this.stats.txRefused++;
-      this.blocked = true;
-      this.owner.waitDrain(this);
-      return false;
-    }
-    this.stats.txSdus++;
-    this.stats.txBytes += sdu.byteLength;
-    return true;
+    if (r !== SendResult.Full) return true;
+    this.owner.waitDrain(this);
+    return false;
   }
 
   override read(): Promise<Uint8Array | null> {
