@@ -357,3 +357,18 @@ t.test('normal DIF metrics: an enroller relaying between two members, scraped pe
     t.equal(p.stdout + p.stderr, '', 'promtool: no lint findings');
   }
 });
+
+t.test('vmpi serve follows its normal DIF enroller in the metrics, next to the shim DIF', async (t) => {
+  const { parseConfig, mergeServeOptions } = await import('../src/ops/config.js');
+  const { startServing } = await import('../src/ops/serve.js');
+  const config = parseConfig('normal: { dif: n.DIF }\n', { format: 'yaml' });
+  const plan = mergeServeOptions(config, { sockets: [join(dir, 'serve.sock')], listenFds: [], vmpiIds: [5], metricsListen: { host: '127.0.0.1', port: 0 } });
+  const serving = await startServing(plan, { ipc: null });
+  t.teardown(() => serving.close());
+  t.ok(serving.normal, 'the enroller runs');
+  const m = (await get(serving.metricsServer!.url)).body;
+  t.equal(sample(m, 'vmpi_dif_ipcp_info', { dif: 'n.DIF', type: 'normal', name: 'n.DIF.host' }), 1, 'the normal IPC process');
+  t.equal(sample(m, 'vmpi_dif_ipcp_info', { dif: 'hv.vmpi-5', type: 'shim-hv', name: 'hv.vmpi-5.host' }), 1, 'the shim IPC process of the device');
+  t.equal(sample(m, 'vmpi_dif_neighbours', { dif: 'n.DIF' }), 0, 'no member enrolled yet');
+  t.equal(sample(m, 'vmpi_dif_flows_active', { dif: 'n.DIF' }), 0);
+});
