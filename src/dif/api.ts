@@ -7,8 +7,8 @@
  * DIF for hypervisors (shim-hv/ipcp.ts) and the normal DIF (normal/ipcp.ts) implement
  * `IpcProcess`, with the parts they share in core/ (and core/observe.ts, what every IPC process
  * shows the metrics); the IPC daemon exposes the same operations over a Unix socket and its
- * client library rebuilds these objects on the other side (every value here is plain data or an EventEmitter, and `DifError.code` is a string
- * meant to cross a process boundary).
+ * client library rebuilds these objects on the other side (every value here is plain data or an
+ * EventEmitter, and `DifError.code` is a string meant to cross a process boundary).
  */
 import type { EventEmitter } from 'node:events';
 import type { AppName } from './naming.js';
