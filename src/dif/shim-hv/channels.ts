@@ -191,6 +191,7 @@ export abstract class ShimHvChannels extends EventEmitter<ShimHvIpcpEvents> impl
   }
 
   // -------------------------------------------------------------------------------------------
+  // Closing and freeing channels
 
   protected enterClosing(channel: number, flow: FlowImpl | null): void {
     const slot: ClosingSlot = {
@@ -238,6 +239,7 @@ export abstract class ShimHvChannels extends EventEmitter<ShimHvIpcpEvents> impl
   }
 
   // -------------------------------------------------------------------------------------------
+  // What the layers above implement
 
   /** The flow allocation protocol: the control channel's messages (control-handler.ts). */
   protected abstract onControl(sdu: Uint8Array): void;
@@ -345,7 +347,7 @@ export abstract class ShimHvChannels extends EventEmitter<ShimHvIpcpEvents> impl
   }
 
   // -------------------------------------------------------------------------------------------
-  // Port down / close
+  // Port down
 
   private portDown(reason: string): void {
     this.log.info({ reason, flows: this.slots.size }, 'shim-hv: port down; flows deallocated');

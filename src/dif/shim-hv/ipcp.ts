@@ -177,6 +177,7 @@ export class ShimHvIpcp extends ShimHvControl implements IpcProcess, ObservableI
     slot.reject(new DifError(code, `allocation of a flow to ${formatAppName(slot.flow.remoteApp)} on channel ${channel}: ${message}`));
   }
 
+  // -------------------------------------------------------------------------------------------
   // Allocation, responder side
 
   /** @internal FlowRequest.accept() */
@@ -219,7 +220,7 @@ export class ShimHvIpcp extends ShimHvControl implements IpcProcess, ObservableI
   }
 
   // -------------------------------------------------------------------------------------------
-  // Deallocation
+  // Deallocation and close
 
   /** @internal Flow.deallocate() */
   localDeallocate(flow: FlowImpl, reason: string): void {
