@@ -297,3 +297,78 @@ t.test('IPC daemon and receive-budget metrics', async (t) => {
     t.equal(p.stdout + p.stderr, '', 'no lint findings');
   });
 });
+
+t.test('normal DIF metrics: an enroller relaying between two members, scraped per IPC process', async (t) => {
+  const { topology, acceptAll: acceptNormal, knows, within } = await import('./dif/normal/ipcp-harness.js');
+  const topo = await topology(t);
+  // One registry per IPC process here (all three are in one DIF, so they would share `dif`).
+  const hostM = new HostMetrics(new VmpiHost(), { processMetrics: false });
+  const vm1M = new HostMetrics(new VmpiHost(), { processMetrics: false });
+  const vm2M = new HostMetrics(new VmpiHost(), { processMetrics: false });
+  hostM.addIpcp(topo.host);
+  vm1M.addIpcp(topo.vm1);
+  vm2M.addIpcp(topo.vm2);
+  const echo = acceptNormal(topo.vm2, 'echo/1');
+  topo.vm2.register('picky/1', (req) => req.reject('not today'));
+  await until(() => knows(topo.vm1, 'echo') && knows(topo.vm1, 'picky'), 'registrations flooded to vm1', 5000);
+  const dif = { dif: topo.host.difName };
+
+  const f = await within(topo.vm1.allocateFlow('client/1', 'echo/1', { reliable: true }), 5000, 'flow vm1 → vm2 allocated');
+  const peer = await within(echo.next(), 5000, 'the flow accepted at vm2');
+  for (let i = 0; i < 5; i++) await within(f.send(new Uint8Array(100 + i)), 2000, `SDU ${i} sent`);
+  for (let i = 0; i < 5; i++) t.equal((await within(peer.read(), 2000, `SDU ${i} read at vm2`))?.byteLength, 100 + i);
+  await t.rejects(within(topo.vm1.allocateFlow('client/1', 'picky/1'), 5000, 'the picky app answers'), { code: 'rejected' });
+
+  let m = await vm1M.metrics();
+  t.equal(sample(m, 'vmpi_dif_ipcp_info', { ...dif, type: 'normal', name: 'vm1.n' }), 1, 'type and name');
+  t.equal(sample(m, 'vmpi_dif_flows_active', dif), 1);
+  t.equal(sample(m, 'vmpi_dif_sdus_total', { ...dif, direction: 'tx' }), 5);
+  t.equal(sample(m, 'vmpi_dif_bytes_total', { ...dif, direction: 'tx' }), 510);
+  t.equal(sample(m, 'vmpi_dif_flow_allocations_total', { ...dif, direction: 'outgoing', outcome: 'allocated' }), 1);
+  t.equal(sample(m, 'vmpi_dif_flow_allocations_total', { ...dif, direction: 'outgoing', outcome: 'rejected' }), 1);
+  t.equal(sample(m, 'vmpi_dif_flow_allocations_total', { ...dif, direction: 'outgoing', outcome: 'failed' }), 0);
+  t.equal(sample(m, 'vmpi_dif_neighbours', dif), 1, 'a member has the enroller as its one neighbour');
+  t.equal(sample(m, 'vmpi_dif_rx_queued_bytes', dif), undefined, 'no receive-budget series for a DIF without one');
+
+  m = await vm2M.metrics();
+  t.equal(sample(m, 'vmpi_dif_sdus_total', { ...dif, direction: 'rx' }), 5);
+  t.equal(sample(m, 'vmpi_dif_bytes_total', { ...dif, direction: 'rx' }), 510);
+  t.equal(sample(m, 'vmpi_dif_flow_allocations_total', { ...dif, direction: 'incoming', outcome: 'allocated' }), 1);
+  t.equal(sample(m, 'vmpi_dif_flow_allocations_total', { ...dif, direction: 'incoming', outcome: 'rejected' }), 1);
+
+  m = await hostM.metrics();
+  t.equal(sample(m, 'vmpi_dif_ipcp_info', { ...dif, type: 'normal', name: 'host.n' }), 1);
+  t.equal(sample(m, 'vmpi_dif_neighbours', dif), 2, 'the enroller neighbours both members');
+  t.equal(sample(m, 'vmpi_dif_flows_active', dif), 0, 'the relay has no flow of its own');
+  const forwarded = sample(m, 'vmpi_dif_rmt_pdus_forwarded_total', dif) ?? 0;
+  t.ok(forwarded >= 5 + 2 * 2, `every data PDU and both allocations' request and answer went through the relay (${forwarded} PDUs)`);
+  for (const reason of ['no_route', 'ttl', 'queue_full', 'no_cep', 'no_mgmt', 'port_down', 'malformed']) {
+    t.equal(sample(m, 'vmpi_dif_rmt_pdus_dropped_total', { ...dif, reason }), 0, `no PDU dropped (${reason})`);
+  }
+
+  f.deallocate('done');
+  await until(() => peer.state === 'deallocated', 'the deallocation reached vm2', 5000);
+  m = await vm1M.metrics();
+  t.equal(sample(m, 'vmpi_dif_flows_active', dif), 0);
+  t.equal(sample(m, 'vmpi_dif_flows_deallocated_total', dif), 1);
+  t.equal(sample(m, 'vmpi_dif_sdus_total', { ...dif, direction: 'tx' }), 5, 'SDUs of the deallocated flow still counted');
+  if (promtool) {
+    const p = spawnSync('promtool', ['check', 'metrics'], { input: m, encoding: 'utf8' });
+    t.equal(p.stdout + p.stderr, '', 'promtool: no lint findings');
+  }
+});
+
+t.test('vmpi serve follows its normal DIF enroller in the metrics, next to the shim DIF', async (t) => {
+  const { parseConfig, mergeServeOptions } = await import('../src/ops/config.js');
+  const { startServing } = await import('../src/ops/serve.js');
+  const config = parseConfig('normal: { dif: n.DIF }\n', { format: 'yaml' });
+  const plan = mergeServeOptions(config, { sockets: [join(dir, 'serve.sock')], listenFds: [], vmpiIds: [5], metricsListen: { host: '127.0.0.1', port: 0 } });
+  const serving = await startServing(plan, { ipc: null });
+  t.teardown(() => serving.close());
+  t.ok(serving.normal, 'the enroller runs');
+  const m = (await get(serving.metricsServer!.url)).body;
+  t.equal(sample(m, 'vmpi_dif_ipcp_info', { dif: 'n.DIF', type: 'normal', name: 'n.DIF.host' }), 1, 'the normal IPC process');
+  t.equal(sample(m, 'vmpi_dif_ipcp_info', { dif: 'hv.vmpi-5', type: 'shim-hv', name: 'hv.vmpi-5.host' }), 1, 'the shim IPC process of the device');
+  t.equal(sample(m, 'vmpi_dif_neighbours', { dif: 'n.DIF' }), 0, 'no member enrolled yet');
+  t.equal(sample(m, 'vmpi_dif_flows_active', { dif: 'n.DIF' }), 0);
+});

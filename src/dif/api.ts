@@ -4,10 +4,11 @@
  * incoming flows, read and write SDUs, deallocate.
  *
  * Owns: the public types of that API and its typed error, independent of any one DIF. The shim
- * DIF for hypervisors (shim-hv/ipcp.ts) implements `IpcProcess`; a later IPC daemon can expose
- * the same operations over a Unix socket and a client library can rebuild these objects on the
- * other side (every value here is plain data or an EventEmitter, and `DifError.code` is a string
- * meant to cross a process boundary).
+ * DIF for hypervisors (shim-hv/ipcp.ts) and the normal DIF (normal/ipcp.ts) implement
+ * `IpcProcess`, with the parts they share in core/ (and core/observe.ts, what every IPC process
+ * shows the metrics); the IPC daemon exposes the same operations over a Unix socket and its
+ * client library rebuilds these objects on the other side (every value here is plain data or an
+ * EventEmitter, and `DifError.code` is a string meant to cross a process boundary).
  */
 import type { EventEmitter } from 'node:events';
 import type { AppName } from './naming.js';

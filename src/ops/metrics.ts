@@ -1,10 +1,11 @@
 /**
- * metrics.ts — Prometheus metrics for a VmpiHost, and the HTTP server that exposes them.
+ * metrics.ts — Prometheus metrics for a VmpiHost: its devices, vhost-user servers, IPC processes
+ * (any DIF type) and IPC daemon.
  *
  * Owns: one prom-client Registry per host (the standard process and Node.js metrics under their
  * standard names — process_cpu_seconds_total, process_resident_memory_bytes, nodejs_… — so generic
- * dashboards find them, plus the vmpi_ device and vhost-user metrics below) and a small node:http server answering `GET /metrics`
- * (default 127.0.0.1:19464, loopback only unless configured otherwise).
+ * dashboards find them, plus the vmpi_ device, vhost-user, DIF and IPC daemon metrics below). The
+ * HTTP server answering `GET /metrics` is metrics-http.ts' (re-exported here).
  *
  * Hot path: nothing here runs per SDU. Device metrics are read from `VmpiDevice.stats` in each
  * metric's `collect()` callback, i.e. once per scrape. Device stats are cumulative for the life of
@@ -14,33 +15,28 @@
  *
  * Labels are bounded: `vmpi_id` (one per configured device) plus small fixed sets (direction,
  * drop reason, disconnect cause).
- * TODO(shim DIF): per-channel metrics (SDUs/bytes per flow). Channels come and go with flows, so
- * they need either a bounded label (the IPCP or DIF name, not the channel id) or series that are
- * deleted when the flow is deallocated; decide when the DIF defines flows.
+ *
+ * IPC processes (`addIpcp`, any type: the shim DIF's per device, the normal DIF's) are followed
+ * through the interface every IPC process implements (dif/core/observe.ts): flows and SDU/byte
+ * totals per DIF (label `dif`, never a flow or channel id, so flows coming and going add no
+ * series), allocation outcomes, drops; the normal DIF's RMT (PDUs forwarded, dropped by reason)
+ * and enrolled neighbours too.
  *
  * vhost-user connection counters come from the VhostUserServer's `connection`, `disconnect`
  * (with its typed cause) and `rejected` (a request refused with REPLY_ACK, connection kept) events.
  * The IPC daemon's counters (`addIpcDaemon`) are its own `stats`, read at scrape time too.
- *
- * The HTTP server is bounded: at most `maxConnections` sockets at once (more are closed as they
- * come), idle sockets closed after `idleTimeoutMs`, a request that takes longer than
- * `requestTimeoutMs` cut off, and server errors (accept failing with EMFILE while the process is
- * out of fds) logged at most once per 10 s with a count, so a flood cannot fill the log or the
- * fd table.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
-import { logger as rootLogger, type Logger } from '../sys/log.js';
 import type { DisconnectCause } from '../vhost-user/connection.js';
 import type { VhostUserServer } from '../vhost-user/server.js';
 import type { Flow } from '../dif/api.js';
-import type { ShimHvIpcp } from '../dif/shim-hv/ipcp.js';
+import type { ObservableIpcp } from '../dif/core/observe.js';
 import { SESSION_CLOSE_CAUSES, type IpcDaemon } from '../dif/ipc/daemon.js';
 import type { DropReason, VmpiDevice } from '../vmpi/device.js';
 import type { VmpiHost } from '../vmpi/host.js';
-import { formatListenAddress, type ListenAddress } from './config.js';
 import { uncaughtCount } from './guard.js';
+
+export { MetricsServerError, startMetricsServer, type MetricsServer, type MetricsServerOptions, type MetricsServerStats } from './metrics-http.js';
 
 
 export type { DisconnectCause };
@@ -68,7 +64,7 @@ export interface HostMetricsOptions {
 
 /** SDU/byte totals of flows that are gone, kept so per-DIF counters never go down. */
 interface DifTotals {
-  ipcp: ShimHvIpcp;
+  ipcp: ObservableIpcp;
   retired: { txSdus: number; txBytes: number; rxSdus: number; rxBytes: number; rxQueueDrops: number };
 }
 
@@ -99,11 +95,11 @@ export class HostMetrics {
   }
 
   /**
-   * Follow an IPC process of a DIF (label `dif`: its name, a configured and bounded set). Per-flow
-   * counters are summed per DIF, including flows already deallocated, so flows coming and going
-   * never add series.
+   * Follow an IPC process of a DIF, of any type (label `dif`: its name, a configured and bounded
+   * set; one IPC process per DIF here). Per-flow counters are summed per DIF, including flows
+   * already deallocated, so flows coming and going never add series.
    */
-  addIpcp(ipcp: ShimHvIpcp): void {
+  addIpcp(ipcp: ObservableIpcp): void {
     if (this.difs.has(ipcp.difName)) return;
     const totals: DifTotals = { ipcp, retired: { txSdus: 0, txBytes: 0, rxSdus: 0, rxBytes: 0, rxQueueDrops: 0 } };
     this.difs.set(ipcp.difName, totals);
@@ -251,36 +247,63 @@ export class HostMetrics {
       [{ direction: 'rx' }, flowSum(t, rx)],
     ];
 
+    family('gauge', 'vmpi_dif_ipcp_info', 'One series per IPC process followed (value is always 1): its DIF, type (shim-hv, normal) and name', ['dif', 'type', 'name'], () =>
+      perDif(difs, ({ ipcp }) => [[{ type: ipcp.ipcpType, name: ipcp.ipcpName }, 1]]),
+    );
     family('gauge', 'vmpi_dif_flows_active', 'Flows allocated now, per DIF', ['dif'], () =>
       perDif(difs, ({ ipcp }) => [[{}, ipcp.flows().filter((f) => f.state === 'allocated').length]]),
     );
     family('counter', 'vmpi_dif_flow_allocations_total', 'Flow allocations by direction (outgoing: asked by a local app; incoming: asked by the peer) and outcome', ['dif', 'direction', 'outcome'], () =>
-      perDif(difs, ({ ipcp: { stats: s } }) => [
-        [{ direction: 'outgoing', outcome: 'allocated' }, s.allocSucceeded],
-        [{ direction: 'outgoing', outcome: 'rejected' }, s.allocRejectedByPeer],
-        [{ direction: 'outgoing', outcome: 'timeout' }, s.allocTimedOut],
-        [{ direction: 'outgoing', outcome: 'failed' }, Math.max(0, s.allocRequested - s.allocSucceeded - s.allocRejectedByPeer - s.allocTimedOut)],
-        [{ direction: 'incoming', outcome: 'allocated' }, s.incomingAccepted],
-        [{ direction: 'incoming', outcome: 'rejected' }, s.incomingRejected],
-      ]),
+      perDif(difs, ({ ipcp }) => {
+        const { outgoing: o, incoming: i } = ipcp.counters().allocations;
+        return [
+          [{ direction: 'outgoing', outcome: 'allocated' }, o.allocated],
+          [{ direction: 'outgoing', outcome: 'rejected' }, o.rejected],
+          [{ direction: 'outgoing', outcome: 'timeout' }, o.timeout],
+          [{ direction: 'outgoing', outcome: 'failed' }, o.failed],
+          [{ direction: 'incoming', outcome: 'allocated' }, i.allocated],
+          [{ direction: 'incoming', outcome: 'rejected' }, i.rejected],
+        ];
+      }),
     );
     family('gauge', 'vmpi_dif_rx_queued_bytes', "Bytes waiting in the receive queues of the DIF's flows (budgeted: rxQueueBytes per flow, rxQueueTotalBytes per DIF)", ['dif'], () =>
-      perDif(difs, ({ ipcp }) => [[{}, ipcp.rxQueuedBytes]]),
+      perDif(difs, ({ ipcp }) => {
+        const q = ipcp.counters().rxQueuedBytes;
+        return q === undefined ? [] : [[{}, q]];
+      }),
     );
     family('counter', 'vmpi_dif_rx_budget_drops_total', 'SDUs dropped because an unread flow reached a receive budget, by budget (sdus, flow_bytes, total_bytes)', ['dif', 'budget'], () =>
-      perDif(difs, ({ ipcp }) => Object.entries(ipcp.stats.rxBudgetDrops).map(([budget, v]): [Record<'budget', string>, number] => [{ budget }, v])),
+      perDif(difs, ({ ipcp }) => Object.entries(ipcp.counters().rxBudgetDrops ?? {}).map(([budget, v]): [Record<'budget', string>, number] => [{ budget }, v])),
     );
     family('counter', 'vmpi_dif_flows_deallocated_total', 'Flows deallocated (by either end, or because the port went down)', ['dif'], () =>
-      perDif(difs, ({ ipcp }) => [[{}, ipcp.stats.flowsDeallocated]]),
+      perDif(difs, ({ ipcp }) => [[{}, ipcp.counters().flowsDeallocated]]),
     );
     family('counter', 'vmpi_dif_sdus_total', "SDUs written (tx) and read (rx) on the DIF's flows", ['dif', 'direction'], () => perDif(difs, txRx('txSdus', 'rxSdus')));
     family('counter', 'vmpi_dif_bytes_total', "SDU bytes written (tx) and read (rx) on the DIF's flows", ['dif', 'direction'], () => perDif(difs, txRx('txBytes', 'rxBytes')));
     family('counter', 'vmpi_dif_drops_total', 'SDUs dropped in the DIF: rx_queue_full (a flow nobody reads), stale (data for a deallocated flow), malformed_control', ['dif', 'reason'], () =>
-      perDif(difs, (t) => [
-        [{ reason: 'rx_queue_full' }, flowSum(t, 'rxQueueDrops')],
-        [{ reason: 'stale' }, t.ipcp.stats.staleSdus + t.ipcp.stats.unexpectedSdus],
-        [{ reason: 'malformed_control' }, Object.values(t.ipcp.stats.malformed).reduce((a, b) => a + b, 0)],
-      ]),
+      perDif(difs, (t) => {
+        const d = t.ipcp.counters().drops;
+        return [
+          [{ reason: 'rx_queue_full' }, flowSum(t, 'rxQueueDrops')],
+          [{ reason: 'stale' }, d.stale],
+          [{ reason: 'malformed_control' }, d.malformed_control],
+        ];
+      }),
+    );
+    family('counter', 'vmpi_dif_rmt_pdus_forwarded_total', 'PDUs the RMT relayed for other members of the DIF (normal DIF)', ['dif'], () =>
+      perDif(difs, ({ ipcp }) => {
+        const r = ipcp.counters().rmt;
+        return r === undefined ? [] : [[{}, r.forwarded]];
+      }),
+    );
+    family('counter', 'vmpi_dif_rmt_pdus_dropped_total', 'PDUs the RMT dropped, by reason (no_route, ttl, queue_full, no_cep, no_mgmt, port_down, malformed; normal DIF)', ['dif', 'reason'], () =>
+      perDif(difs, ({ ipcp }) => Object.entries(ipcp.counters().rmt?.dropped ?? {}).map(([reason, v]): [Record<'reason', string>, number] => [{ reason }, v])),
+    );
+    family('gauge', 'vmpi_dif_neighbours', 'Neighbours enrolled now: members at the other end of a working N-1 flow (normal DIF)', ['dif'], () =>
+      perDif(difs, ({ ipcp }) => {
+        const n = ipcp.counters().neighbours;
+        return n === undefined ? [] : [[{}, n]];
+      }),
     );
   }
 }
@@ -322,133 +345,4 @@ function readAtScrape<L extends string>(registers: Registry[], kind: Kind, name:
       },
     });
   }
-}
-
-// ---------------------------------------------------------------------------------------------
-// HTTP
-
-export interface MetricsServer {
-  /** The address actually bound (port 0 resolved). */
-  readonly address: ListenAddress;
-  /** http://HOST:PORT/metrics */
-  readonly url: string;
-  readonly stats: Readonly<MetricsServerStats>;
-  close(): Promise<void>;
-}
-
-export class MetricsServerError extends Error {
-  override name = 'MetricsServerError';
-}
-
-export interface MetricsServerOptions {
-  /** Sockets open at once; more are closed as they are accepted (default 32). */
-  maxConnections?: number;
-  /** A socket with no traffic this long is closed (default 30 s). */
-  idleTimeoutMs?: number;
-  /** A request not complete (headers and body) after this long is answered 408 and closed (default 10 s). */
-  requestTimeoutMs?: number;
-}
-
-export interface MetricsServerStats {
-  /** Connections closed at once: maxConnections were open. */
-  dropped: number;
-  /** Server errors (accept failing with EMFILE, ENFILE, …). */
-  errors: number;
-}
-
-/** A log line repeated at most once per 10 s, with how many were suppressed. */
-function throttled(log: Logger, msg: string): (fields: Record<string, unknown>) => void {
-  let last = 0;
-  let suppressed = 0;
-  return (fields) => {
-    const now = Date.now();
-    if (now - last < 10_000) {
-      suppressed++;
-      return;
-    }
-    log.warn({ ...fields, suppressed }, msg);
-    last = now;
-    suppressed = 0;
-  };
-}
-
-/** Serve `GET /metrics` from `source` on `listen`. Rejects with a MetricsServerError if it cannot bind. */
-export function startMetricsServer(
-  source: { metrics(): Promise<string>; registry: Registry },
-  listen: ListenAddress,
-  logger: Logger = rootLogger,
-  opts: MetricsServerOptions = {},
-): Promise<MetricsServer> {
-  const log = logger.child({ component: 'metrics' });
-  const stats: MetricsServerStats = { dropped: 0, errors: 0 };
-  const idleTimeoutMs = opts.idleTimeoutMs ?? 30_000;
-  const requestTimeoutMs = opts.requestTimeoutMs ?? 10_000;
-  const server: Server = createServer({ requestTimeout: requestTimeoutMs, headersTimeout: Math.min(requestTimeoutMs, 10_000), connectionsCheckingInterval: Math.min(1000, requestTimeoutMs) }, (req, res) => {
-    handle(source, req, res).catch((e: unknown) => {
-      log.error({ err: (e as Error).message }, 'metrics request failed');
-      if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain; charset=utf-8' });
-      res.end('internal error\n');
-    });
-  });
-  server.keepAliveTimeout = Math.min(10_000, idleTimeoutMs);
-  server.maxConnections = opts.maxConnections ?? 32;
-  // Idle sockets (connected, nothing sent, or a keep-alive nobody uses) are destroyed.
-  server.setTimeout(idleTimeoutMs, (socket) => socket.destroy());
-  const logDrop = throttled(log, 'metrics: too many connections, closing new ones');
-  server.on('drop', () => {
-    stats.dropped++;
-    logDrop({ maxConnections: server.maxConnections });
-  });
-  const logError = throttled(log, 'metrics server error');
-  return new Promise((resolve, reject) => {
-    const onError = (e: NodeJS.ErrnoException) => {
-      const where = formatListenAddress(listen);
-      const hint = e.code === 'EADDRINUSE' ? '; choose another with --metrics-listen (metrics.listen) or turn metrics off with --no-metrics' : '';
-      reject(new MetricsServerError(`metrics: cannot listen on ${where}: ${e.code ?? e.message}${hint}`));
-    };
-    server.once('error', onError);
-    server.listen(listen.port, listen.host, () => {
-      server.off('error', onError);
-      server.on('error', (e: NodeJS.ErrnoException) => {
-        stats.errors++;
-        logError({ err: e.message, code: e.code });
-      });
-      const a = server.address() as AddressInfo;
-      const address = { host: a.address, port: a.port };
-      const url = `http://${formatListenAddress(address)}/metrics`;
-      log.info({ url }, 'metrics listening');
-      resolve({
-        address,
-        url,
-        stats,
-        close: () =>
-          new Promise<void>((done) => {
-            server.close(() => done());
-            server.closeAllConnections();
-          }),
-      });
-    });
-  });
-}
-
-async function handle(source: { metrics(): Promise<string>; registry: Registry }, req: IncomingMessage, res: ServerResponse): Promise<void> {
-  const path = (req.url ?? '/').split('?')[0];
-  if (req.method !== 'GET' && req.method !== 'HEAD') {
-    res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain; charset=utf-8' });
-    res.end('method not allowed\n');
-    return;
-  }
-  if (path === '/metrics') {
-    const body = await source.metrics();
-    res.writeHead(200, { 'content-type': source.registry.contentType, 'cache-control': 'no-store' });
-    res.end(req.method === 'HEAD' ? undefined : body);
-    return;
-  }
-  if (path === '/') {
-    res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' });
-    res.end('vmpi metrics: GET /metrics\n');
-    return;
-  }
-  res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' });
-  res.end('not found: try /metrics\n');
 }

@@ -90,7 +90,10 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
         throw new Error(`${d.where}: ${(e as Error).message}`, { cause: e });
       }
     }
-    if (plan.config.normal) normal = createNormalIpcp(plan.config.normal, 'host', [...ipcps.values()], { logger: log });
+    if (plan.config.normal) {
+      normal = createNormalIpcp(plan.config.normal, 'host', [...ipcps.values()], { logger: log });
+      metrics?.addIpcp(normal);
+    }
     if (opts.ipc) {
       const daemon = new IpcDaemon({ socketPath: opts.ipc.socketPath, logger: log, limits: plan.config.ipc });
       for (const ipcp of ipcps.values()) daemon.addIpcp(ipcp);

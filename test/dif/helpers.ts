@@ -27,7 +27,7 @@ export function setup(
 }
 
 /** Register `app` and accept every request; `next()` resolves with the next accepted flow. */
-export function acceptAll(ipcp: ShimHvIpcp, app: string): { flows: Flow[]; requests: FlowRequest[]; next(): Promise<Flow> } {
+export function acceptAll(ipcp: ShimHvIpcp, app: string): { flows: Flow[]; requests: FlowRequest[]; next(ms?: number): Promise<Flow> } {
   const flows: Flow[] = [];
   const requests: FlowRequest[] = [];
   const waiters: Array<(f: Flow) => void> = [];
@@ -45,9 +45,10 @@ export function acceptAll(ipcp: ShimHvIpcp, app: string): { flows: Flow[]; reque
   return {
     flows,
     requests,
-    next() {
+    /** The next accepted flow; rejects if none is accepted within `ms`. */
+    next(ms = 2000) {
       if (taken < flows.length) return Promise.resolve(flows[taken++]!);
-      return new Promise((resolve) => waiters.push(resolve));
+      return within(new Promise<Flow>((resolve) => waiters.push(resolve)), `a flow request for ${app} accepted`, ms);
     },
   };
 }
@@ -72,4 +73,20 @@ export async function until(cond: () => boolean, what: string, ms = 2000): Promi
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** `p`, or a rejection naming `what` did not happen after `ms` (every wait in a test has a bound). */
+export function within<T>(p: Promise<T>, what: string, ms = 2000): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    p.finally(() => clearTimeout(timer)),
+    new Promise<T>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+    }),
+  ]);
+}
+
+/** The next SDU of `flow` (or null at its end), bounded. */
+export function readWithin(flow: { read(): Promise<Uint8Array | null> }, what = 'an SDU read', ms = 2000): Promise<Uint8Array | null> {
+  return within(flow.read(), what, ms);
 }

@@ -5,7 +5,7 @@
  * when they are read or the flow ends.
  */
 import t from 'tap';
-import { acceptAll, settle, setup, until } from './helpers.js';
+import { acceptAll, readWithin, settle, setup, until } from './helpers.js';
 /** The default per-flow byte budget (ipcp.ts DEFAULT_RX_QUEUE_BYTES). */
 const DEFAULT_RX_QUEUE_BYTES = 8 * 1024 * 1024;
 
@@ -21,8 +21,8 @@ t.test('default budget: an unread flow keeps at most 8 MiB of 64 KiB SDUs, not 4
   await until(() => h.stats.rxSdus === 200, 'all delivered to the flow');
   t.equal(host.rxQueuedBytes, DEFAULT_RX_QUEUE_BYTES, 'the queue holds exactly its byte budget');
   t.equal(h.stats.rxQueueDrops, 200 - DEFAULT_RX_QUEUE_BYTES / (64 * KiB), 'the rest is dropped and counted');
-  t.ok(host.stats.rxBudgetDrops.flow_bytes > 0, 'by the per-flow byte budget');
-  await h.read();
+  t.same(host.stats.rxBudgetDrops, { sdus: 0, flow_bytes: 200 - DEFAULT_RX_QUEUE_BYTES / (64 * KiB), total_bytes: 0 }, 'all by the per-flow byte budget');
+  await readWithin(h, 'a queued SDU');
   t.equal(host.rxQueuedBytes, DEFAULT_RX_QUEUE_BYTES - 64 * KiB, 'reading frees budget');
 });
 
@@ -44,12 +44,12 @@ t.test('per-flow and per-device byte budgets, released when read or deallocated'
   t.equal(host.stats.rxBudgetDrops.total_bytes, 6);
   t.equal(host.rxQueuedBytes, 96 * KiB);
 
-  for (let i = 0; i < 4; i++) await h1.read();
+  for (let i = 0; i < 4; i++) await readWithin(h1, `queued SDU ${i} of flow 1`);
   t.equal(host.rxQueuedBytes, 64 * KiB, 'read SDUs leave the budget');
   g1.deallocate();
   await until(() => h1.state === 'deallocated', 'flow 1 ended');
   t.equal(host.rxQueuedBytes, 32 * KiB, "an ended flow's queue leaves the device budget");
-  t.equal((await h1.read())?.byteLength, 8 * KiB, 'its SDUs are still readable');
+  t.equal((await readWithin(h1, 'an SDU of the ended flow'))?.byteLength, 8 * KiB, 'its SDUs are still readable');
   for (let i = 0; i < 4; i++) g2.write(sdu);
   await settle();
   t.equal(h2.stats.rxQueueDrops, 6, 'flow 2 gets room again (up to its own 64 KiB)');

@@ -11,7 +11,8 @@
  */
 import { randomInt } from 'node:crypto';
 import { DifError, type AcceptOptions, type AllocateOptions, type DeallocationCause, type Flow, type FlowRequestHandler, type QosRequest, type QosSpec } from '../api.js';
-import { formatAppName, toAppName, NamingError, type AppName } from '../naming.js';
+import { formatAppName, type AppName } from '../naming.js';
+import { nameArg, resolveQos } from '../core/args.js';
 import type { CdapMessage } from './cdap.js';
 import type { FlowRequest as FaRequest } from './cdap-objects.js';
 import { CepAllocator } from './cep-alloc.js';
@@ -45,7 +46,11 @@ export interface FlowHost {
 }
 
 export class IpcpFlows implements NormalFlowOwner, NormalRequestOwner {
-  readonly stats = { flowsAllocated: 0, flowsDeallocated: 0, incomingRequests: 0, incomingRejected: 0, dataNoRoute: 0 };
+  readonly stats = {
+    flowsAllocated: 0, flowsDeallocated: 0, incomingRequests: 0, incomingAccepted: 0, incomingRejected: 0, dataNoRoute: 0,
+    /** Outgoing allocations: asked (past the local checks), allocated, refused by the other end, timed out. */
+    allocRequested: 0, allocSucceeded: 0, allocRejected: 0, allocTimedOut: 0,
+  };
   readonly fa: FlowAllocator;
   readonly rxQueueLimit: number;
   private readonly byPort = new Map<number, NormalFlow>();
@@ -122,6 +127,7 @@ export class IpcpFlows implements NormalFlowOwner, NormalRequestOwner {
       const granted: QosSpec = Object.freeze({ reliable: cube.retransmission, inOrder: cube.inOrder, maxSdu: spec.maxSdu });
       const flow = new NormalFlow(this, this.nextPortId++, this.h.difName, src, dst, granted);
       this.byPort.set(flow.portId, flow);
+      this.stats.allocRequested++;
       const faPromise = this.fa.allocate({ srcApp: src, dstApp: dst, srcPort: flow.portId, qosCube: cube.id, initSeq: randomInt(0, 0xffffffff), maxSdu: spec.maxSdu });
       return new Promise<Flow>((resolve, reject) => {
         let settled = false;
@@ -131,12 +137,15 @@ export class IpcpFlows implements NormalFlowOwner, NormalRequestOwner {
           this.h.clock.clearTimer(timer);
           opts.signal?.removeEventListener('abort', onAbort);
           if (err) {
+            if (err.code === 'rejected') this.stats.allocRejected++;
+            else if (err.code === 'timeout') this.stats.allocTimedOut++;
             this.dropFlow(flow, err.message, 'local');
             reject(err);
             return;
           }
           flow.markAllocated();
           this.stats.flowsAllocated++;
+          this.stats.allocSucceeded++;
           this.h.emit('flowAllocated', flow);
           resolve(flow);
         };
@@ -154,14 +163,7 @@ export class IpcpFlows implements NormalFlowOwner, NormalRequestOwner {
   }
 
   private resolveQos(q: QosRequest): QosSpec {
-    if (typeof q !== 'object' || q === null) throw new DifError('invalid_qos', 'the QoS spec must be an object');
-    const reliable = q.reliable ?? false;
-    const inOrder = q.inOrder ?? false;
-    const maxSdu = q.maxSdu ?? 0;
-    if (typeof reliable !== 'boolean' || typeof inOrder !== 'boolean') throw new DifError('invalid_qos', 'QoS reliable and inOrder must be booleans');
-    if (!Number.isInteger(maxSdu) || maxSdu < 0) throw new DifError('invalid_qos', `QoS maxSdu ${String(maxSdu)} must be a non-negative integer`);
-    if (maxSdu > this.h.maxSdu) throw new DifError('invalid_qos', `QoS maxSdu ${maxSdu} exceeds ${this.h.difName}'s max SDU of ${this.h.maxSdu} bytes`);
-    return { reliable, inOrder, maxSdu: maxSdu === 0 ? this.h.maxSdu : maxSdu };
+    return resolveQos(q, this.h.maxSdu, this.h.difName);
   }
 
   // ---- allocation, responder side -------------------------------------------------------------
@@ -206,6 +208,7 @@ export class IpcpFlows implements NormalFlowOwner, NormalRequestOwner {
     this.byPort.set(flow.portId, flow);
     this.settleRequest(req, { accept: true, port: flow.portId }, null, flow);
     this.stats.flowsAllocated++;
+    this.stats.incomingAccepted++;
     this.h.emit('flowAllocated', flow);
     // The flow allocator may have given up on the request meanwhile (its accept timeout): then no
     // data path is ever set up, and the flow ends rather than hang.
@@ -307,15 +310,6 @@ export class IpcpFlows implements NormalFlowOwner, NormalRequestOwner {
   }
 }
 
-
-function nameArg(app: AppName | string, what: string): AppName {
-  try {
-    return toAppName(app);
-  } catch (e) {
-    if (e instanceof NamingError) throw new DifError('invalid_name', `bad ${what} name: ${e.message}`, { cause: e });
-    throw e;
-  }
-}
 
 function faError(e: unknown, dst: AppName): DifError {
   if (e instanceof DifError) return e;

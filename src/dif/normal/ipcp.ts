@@ -3,10 +3,11 @@
  * the IPC daemon serves it like any other IPC process, and reaching its N-1 DIFs only through the
  * IPC API of lower IPC processes (never a VMPI port or a shim DIF's internals).
  *
- * Owns: the assembly of the DIF's parts and their glue: N-1 flows as RMT ports (n1-port.ts), MGMT
- * PDUs carrying CDAP (mgmt-pdu.ts) dispatched to enrollment, directory, routing and the flow
- * allocator, registrations, the enrollment roles, and routing's view of neighbours. Application
- * flows (allocation, EFCP per flow, their end) are ipcp-flows.ts'; their Flow objects ipcp-flow.ts'.
+ * Owns: the assembly of the DIF's parts and their glue: N-1 flows as RMT ports (n1-port.ts),
+ * registrations, the enrollment roles, and routing's view of neighbours. Management PDUs (CDAP
+ * dispatched to enrollment, directory, routing and the flow allocator) are ipcp-mgmt.ts';
+ * application flows (allocation, EFCP per flow, their end) ipcp-flows.ts'; their Flow objects
+ * ipcp-flow.ts'.
  *
  * Roles. The enroller holds the address pool, registers its IPCP name in every lower DIF it is
  * given and accepts N-1 flows there (one enrollment session each). A member allocates an N-1 flow
@@ -25,22 +26,22 @@
  */
 import { EventEmitter } from 'node:events';
 import { DifError, type AllocateOptions, type DeallocationCause, type Flow, type FlowRequestHandler, type IpcProcess, type QosRequest, type Registration } from '../api.js';
-import { appNameEquals, appNameKey, formatAppName, NamingError, toAppName, type AppName } from '../naming.js';
-import { CdapError, type CdapMessage } from './cdap.js';
-import { decodeDirectoryUpdate } from './cdap-objects.js';
+import { appNameEquals, formatAppName, toAppName, type AppName } from '../naming.js';
+import { nameArg } from '../core/args.js';
+import type { IpcpCounters, ObservableIpcp } from '../core/observe.js';
+import { Registrations } from '../core/registrations.js';
+import { normalCounters } from './ipcp-counters.js';
 import { realClock, type Clock, type TimerHandle } from './clock.js';
-import { Directory, DIRECTORY_CLASS, DIRECTORY_NAME, directoryUpdateValues } from './directory.js';
+import { Directory } from './directory.js';
 import { defaultConstants, type CdapTransport } from './enrollment.js';
 import { Enrollee } from './enrollment-enrollee.js';
 import { Enroller } from './enrollment-enroller.js';
 import type { CubeChoice } from './efcp/index.js';
-import { FLOW_CLASS } from './flow-alloc.js';
 import { IpcpFlows } from './ipcp-flows.js';
-import { decodeMgmtPdu, encodeMgmtPdu, ROUTING_CLASS, ROUTING_NAME } from './mgmt-pdu.js';
+import { MgmtPlane, type PortInfo } from './ipcp-mgmt.js';
 import { N1Port } from './n1-port.js';
-import { PCI_LEN, type Pci } from './pci.js';
+import { PCI_LEN } from './pci.js';
 import { HOP_ADDRESS, Rmt } from './rmt.js';
-import { encodeRoutingMessage, type RoutingMessage } from './routing-msg.js';
 import { Routing } from './routing.js';
 
 export { REASON_UNKNOWN_APPLICATION } from './ipcp-flows.js';
@@ -85,29 +86,8 @@ export interface NormalIpcpEvents {
   flowDeallocated: [flow: Flow, reason: string, cause: DeallocationCause];
 }
 
-interface Reg {
-  readonly appName: AppName;
-  readonly key: string;
-  readonly handler: FlowRequestHandler;
-}
-
-interface PortInfo {
-  readonly port: N1Port;
-  /** The neighbour's address once enrolled over this flow. */
-  neighbour: number;
-  /** The enrollment state machine's receive handler. */
-  enrollRx: ((m: CdapMessage) => void) | undefined;
-  /**
-   * Routing and directory messages that arrived before this end took the neighbour up (the
-   * enroller takes it up when the member's last request arrives, before the member sees the
-   * reply): replayed then. At most EARLY_LIMIT.
-   */
-  early: CdapMessage[];
-}
-
-const EARLY_LIMIT = 64;
-
-export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcProcess {
+export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcProcess, ObservableIpcp {
+  readonly ipcpType = 'normal' as const;
   readonly difName: string;
   readonly name: AppName;
   readonly role: 'enroller' | 'member';
@@ -121,6 +101,7 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
   private minLowerSdu = Infinity;
   private readonly rmt: Rmt;
   private readonly directory: Directory;
+  private readonly mgmt: MgmtPlane;
   private readonly appFlows: IpcpFlows;
   private routing: Routing | undefined;
   private readonly enroller: Enroller | undefined;
@@ -129,7 +110,7 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
   private enrollTimer: TimerHandle | undefined;
   private readonly ports = new Map<number, PortInfo>();
   private nextN1 = 1;
-  private readonly regs = new Map<string, Reg>();
+  private readonly regs: Registrations<FlowRequestHandler>;
   private readonly lowerRegs: Registration[] = [];
   /** While an N-1 loss is being handled: its reason, for the flows it ends. */
   private lossReason: string | undefined;
@@ -142,12 +123,24 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
     this.difName = o.difName;
     this.role = o.role;
     this.name = nameArg(o.name ?? `${o.difName}.${o.role}`, 'IPC process');
+    this.regs = new Registrations(this.difName);
     this.clock = o.clock ?? realClock;
     this.maxPduSize = o.maxPduSize ?? DEFAULT_MAX_PDU_SIZE;
     this.rxQueueLimit = o.rxQueueLimit ?? 256;
-    this.rmt = new Rmt({ address: 0, queueMaxPdus: o.queueMaxPdus, queueMaxBytes: o.queueMaxBytes, mgmt: { receiveMgmt: (p, pdu, hlen, from) => this.receiveMgmt(p, pdu, hlen, from) }, onWritable: () => this.appFlows.lowerWritable() });
-    this.directory = new Directory({ clock: this.clock, flood: (entries, from) => this.floodDirectory(entries, from) });
+    this.rmt = new Rmt({ address: 0, queueMaxPdus: o.queueMaxPdus, queueMaxBytes: o.queueMaxBytes, mgmt: { receiveMgmt: (p, pdu, hlen, from) => this.mgmt.receive(p, pdu, hlen, from) }, onWritable: () => this.appFlows.lowerWritable() });
+    this.directory = new Directory({ clock: this.clock, flood: (entries, from) => this.mgmt.floodDirectory(entries, from) });
     const self = this;
+    this.mgmt = new MgmtPlane({
+      get address() {
+        return self.addr;
+      },
+      rmt: this.rmt,
+      stats: this.stats,
+      ports: this.ports,
+      directory: this.directory,
+      routing: () => this.routing,
+      flowMessage: (src, m) => this.appFlows.fa.receive(src, m),
+    });
     this.appFlows = new IpcpFlows({
       difName: this.difName,
       name: this.name,
@@ -167,8 +160,8 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
       },
       checkOpen: () => this.checkOpen(),
       lookup: (app) => this.directory.lookup(app),
-      registration: (app) => this.regs.get(appNameKey(app)),
-      sendMgmt: (dst, msg) => void this.sendMgmt(dst, msg),
+      registration: (app) => this.regs.get(app),
+      sendMgmt: (dst, msg) => void this.mgmt.send(dst, msg),
       emit: (event: 'flowAllocated' | 'flowDeallocated', flow: Flow, reason?: string, cause?: DeallocationCause) => {
         if (event === 'flowAllocated') this.emit('flowAllocated', flow);
         else this.emit('flowDeallocated', flow, reason!, cause!);
@@ -214,27 +207,22 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
 
   register(app: AppName | string, onFlowRequest: FlowRequestHandler): Registration {
     this.checkOpen();
-    const appName = nameArg(app, 'application');
-    if (typeof onFlowRequest !== 'function') throw new DifError('invalid_argument', 'register() needs a flow request handler');
-    const key = appNameKey(appName);
-    if (this.regs.has(key)) throw new DifError('already_registered', `${key} is already registered in ${this.difName}`);
-    if (this.addr !== 0) this.directoryRegister(appName);
-    const reg: Reg = { appName, key, handler: onFlowRequest };
-    this.regs.set(key, reg);
-    return { appName, difName: this.difName, unregister: () => this.regs.get(key) === reg && this.unregister(appName) };
+    const reg = this.regs.add(app, onFlowRequest, (appName, key) => {
+      if (this.addr !== 0) this.directoryRegister(appName);
+      return { appName, key, handler: onFlowRequest };
+    });
+    return { appName: reg.appName, difName: this.difName, unregister: () => this.regs.get(reg.appName) === reg && this.unregister(reg.appName) };
   }
 
   unregister(app: AppName | string): void {
-    const key = appNameKey(nameArg(app, 'application'));
-    const reg = this.regs.get(key);
-    if (!reg) throw new DifError('not_registered', `${key} is not registered in ${this.difName}`);
-    this.regs.delete(key);
+    const reg = this.regs.find(app);
+    this.regs.remove(reg);
     this.directory.unregister(reg.appName);
-    this.appFlows.cancelRequests(key, 'application unregistered');
+    this.appFlows.cancelRequests(reg.key, 'application unregistered');
   }
 
   isRegistered(app: AppName | string): boolean {
-    return this.regs.has(appNameKey(nameArg(app, 'application')));
+    return this.regs.has(app);
   }
 
   private directoryRegister(app: AppName): void {
@@ -297,7 +285,7 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
 
   private transport(id: number): CdapTransport {
     return {
-      send: (m) => void this.sendMgmt(HOP_ADDRESS, m, id),
+      send: (m) => void this.mgmt.send(HOP_ADDRESS, m, id),
       onReceive: (h) => {
         const p = this.ports.get(id);
         if (p) p.enrollRx = h;
@@ -327,9 +315,9 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
     this.routing.neighbourUp(addr, id);
     const early = p.early;
     p.early = [];
-    for (const m of early) this.neighbourMessage(p, id, m);
+    for (const m of early) this.mgmt.neighbourMessage(p, id, m);
     // Registrations made since the new member's snapshot was taken.
-    this.sendDirectory(id, this.directory.entries());
+    this.mgmt.sendDirectory(id, this.directory.entries());
   }
 
   private neighbourGone(id: number, addr: number, reason = 'N-1 flow lost'): void {
@@ -393,7 +381,7 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
     this.routing ??= new Routing({
       clock: this.clock,
       address,
-      send: (id, msg) => this.sendRouting(id, msg),
+      send: (id, msg) => this.mgmt.sendRouting(id, msg),
       onForwardingTable: (t) => this.rmt.setForwardingTable(t),
       onUnreachable: (addrs) => this.unreachable(addrs),
       onNeighbourDown: (_addr, id, cause) => {
@@ -412,83 +400,15 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
     for (const a of addrs) this.appFlows.memberLost(a, `member ${a} of ${this.difName} is unreachable${why ? ` (${why})` : ''}`);
   }
 
-  // ---- management PDUs ------------------------------------------------------------------------
-
-  private sendMgmt(dst: number, msg: CdapMessage, portId?: number): boolean {
-    let pdu: Uint8Array;
-    try {
-      pdu = encodeMgmtPdu(this.addr, dst, msg);
-    } catch {
-      this.stats.mgmtBad++;
-      return false;
-    }
-    try {
-      const ok = portId === undefined ? this.rmt.send(pdu) : this.rmt.sendOnPort(portId, pdu);
-      if (!ok) {
-        this.stats.mgmtDropped++;
-        return false;
-      }
-    } catch {
-      this.stats.mgmtNoRoute++;
-      return false;
-    }
-    this.stats.mgmtTx++;
-    return true;
+  get ipcpName(): string {
+    return formatAppName(this.name);
   }
 
-  private sendRouting(portId: number, msg: RoutingMessage): boolean {
-    return this.sendMgmt(HOP_ADDRESS, { op: 'M_WRITE', invokeId: 0, objClass: ROUTING_CLASS, objName: ROUTING_NAME, value: encodeRoutingMessage(msg) }, portId);
-  }
-
-  private floodDirectory(entries: Parameters<typeof directoryUpdateValues>[0], from: number | undefined): void {
-    for (const [id, p] of this.ports) if (p.neighbour !== 0 && p.neighbour !== from) this.sendDirectory(id, entries);
-  }
-
-  private sendDirectory(portId: number, entries: Parameters<typeof directoryUpdateValues>[0]): void {
-    for (const value of directoryUpdateValues(entries)) this.sendMgmt(HOP_ADDRESS, { op: 'M_CREATE', invokeId: 0, objClass: DIRECTORY_CLASS, objName: DIRECTORY_NAME, value }, portId);
-  }
-
-  private receiveMgmt(p: Pci, pdu: Uint8Array, hlen: number, fromPort: number): void {
-    let m: CdapMessage;
-    try {
-      m = decodeMgmtPdu(p, pdu, hlen);
-    } catch (e) {
-      if (!(e instanceof CdapError)) throw e;
-      this.stats.mgmtBad++;
-      return;
-    }
-    this.stats.mgmtRx++;
-    const cls = 'objClass' in m ? m.objClass : '';
-    const port = this.ports.get(fromPort);
-    if (cls === FLOW_CLASS) {
-      this.appFlows.fa.receive(p.srcAddr, m);
-    } else if (cls === ROUTING_CLASS || cls === DIRECTORY_CLASS) {
-      if (!port) return;
-      if (port.neighbour !== 0) this.neighbourMessage(port, fromPort, m);
-      else if (port.early.length < EARLY_LIMIT) port.early.push(m);
-      else this.stats.mgmtDropped++;
-    } else if (port?.enrollRx) {
-      port.enrollRx(m);
-    } else {
-      this.stats.mgmtBad++;
-    }
-  }
-
-  /** A routing or directory message from the neighbour on port `id`. */
-  private neighbourMessage(p: PortInfo, id: number, m: CdapMessage): void {
-    if (!('value' in m) || !m.value) {
-      this.stats.mgmtBad++;
-      return;
-    }
-    if (m.objClass === ROUTING_CLASS) {
-      this.routing?.receiveBytes(id, m.value);
-      return;
-    }
-    try {
-      this.directory.applyRemote(decodeDirectoryUpdate(m.value), p.neighbour);
-    } catch {
-      this.stats.mgmtBad++;
-    }
+  /** The counters in the shape every IPC process shows (core/observe.ts). */
+  counters(): IpcpCounters {
+    let neighbours = 0;
+    for (const p of this.ports.values()) if (p.neighbour !== 0) neighbours++;
+    return normalCounters(this.appFlows.stats, this.rmt.stats, this.stats, neighbours);
   }
 
   // ---- shutdown -------------------------------------------------------------------------------
@@ -526,14 +446,5 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
 
   private checkOpen(): void {
     if (this.closed) throw new DifError('closed', `${this.difName}'s IPC process is closed`);
-  }
-}
-
-function nameArg(app: AppName | string, what: string): AppName {
-  try {
-    return toAppName(app);
-  } catch (e) {
-    if (e instanceof NamingError) throw new DifError('invalid_name', `bad ${what} name: ${e.message}`, { cause: e });
-    throw e;
   }
 }

@@ -49,7 +49,7 @@ export function routes(n: NormalIpcp): number[] {
 }
 
 /** Register `app` and accept every request; `next()` resolves with the next accepted flow. */
-export function acceptAll(ipcp: NormalIpcp, app: string): { flows: Flow[]; requests: FlowRequest[]; next(): Promise<Flow> } {
+export function acceptAll(ipcp: NormalIpcp, app: string): { flows: Flow[]; requests: FlowRequest[]; next(ms?: number): Promise<Flow> } {
   const flows: Flow[] = [];
   const requests: FlowRequest[] = [];
   const waiters: Array<(f: Flow) => void> = [];
@@ -66,9 +66,10 @@ export function acceptAll(ipcp: NormalIpcp, app: string): { flows: Flow[]; reque
   return {
     flows,
     requests,
-    next() {
+    /** The next accepted flow; rejects if none is accepted within `ms`. */
+    next(ms = 5000) {
       if (taken < flows.length) return Promise.resolve(flows[taken++]!);
-      return new Promise((resolve) => waiters.push(resolve));
+      return within(new Promise<Flow>((resolve) => waiters.push(resolve)), ms, `a flow request for ${app} accepted`);
     },
   };
 }

@@ -28,7 +28,7 @@ async function expectAll(t: Test, f: Flow, tag: number, max: number, step: numbe
   let n = 0;
   let bad = 0;
   for (let size = 0; size <= max; size += step) {
-    const got = await f.read();
+    const got = await within(f.read(), 5000, `SDU ${n} (size ${size}) read`);
     if (got === null) {
       t.fail(`flow ended after ${n} SDUs: ${f.deallocationReason}`);
       return;
@@ -86,7 +86,7 @@ t.test('VM1 → VM2 through the host: two flows at once, reliable and flow-contr
   const [reason, cause] = await within(ended, 3000, 'the peer sees the deallocation');
   t.equal(cause, 'peer');
   t.match(reason, /done here/);
-  t.equal(await sa.read(), null, 'reads end after the deallocation');
+  t.equal(await within(sa.read(), 2000, 'the read after the deallocation ends'), null, 'reads end after the deallocation');
   t.throws(() => a.write(new Uint8Array(1)), { code: 'flow_deallocated' });
   t.equal(b.state, 'allocated', 'the other flow carries on');
 });

@@ -1,0 +1,40 @@
+/**
+ * observe.ts — what every IPC process shows an operator (ops/metrics.ts): its name and type,
+ * its DIF, its flows, and a snapshot of its counters in one DIF-independent shape, so any IPC
+ * process type gets metrics without the metrics knowing its class.
+ *
+ * Counters are cumulative for the life of the IPC process (they never go down); the optional
+ * parts are left out by IPC process types that have no such thing (the shim DIF has no relaying
+ * RMT and no neighbours; the normal DIF drops nothing for an unread flow, it pauses it).
+ */
+import type { DeallocationCause, Flow, IpcProcess } from '../api.js';
+
+export type IpcpType = 'shim-hv' | 'normal';
+
+export interface IpcpCounters {
+  /** Outgoing: asked by a local application; incoming: asked by the other end. */
+  allocations: {
+    outgoing: { allocated: number; rejected: number; timeout: number; failed: number };
+    incoming: { allocated: number; rejected: number };
+  };
+  flowsDeallocated: number;
+  /** SDUs or PDUs dropped: stale (data for a flow that is gone or not there yet), malformed_control (management/control messages that could not be read). */
+  drops: { stale: number; malformed_control: number };
+  /** Bytes waiting in the receive queues of the flows, when they are budgeted. */
+  rxQueuedBytes?: number;
+  /** SDUs dropped because an unread flow reached a receive budget, by budget. */
+  rxBudgetDrops?: Record<string, number>;
+  /** The relaying part (RMT): PDUs forwarded for other members, and PDUs dropped by reason. */
+  rmt?: { forwarded: number; dropped: Record<string, number> };
+  /** Neighbours enrolled now (members at the other end of a working N-1 flow). */
+  neighbours?: number;
+}
+
+/** An IPC process as the metrics see it. */
+export interface ObservableIpcp extends IpcProcess {
+  readonly ipcpType: IpcpType;
+  /** This IPC process's name (unique in its DIF). */
+  readonly ipcpName: string;
+  counters(): IpcpCounters;
+  on(event: 'flowDeallocated', listener: (flow: Flow, reason: string, cause: DeallocationCause) => void): this;
+}

@@ -1,0 +1,34 @@
+/**
+ * ipcp-counters.ts — a normal IPC process's counters (its flows', its RMT's, its management
+ * plane's) in the shape every IPC process shows the metrics (../core/observe.ts).
+ *
+ * Mapping: stale = data PDUs for a CEP-id no flow is bound to (the flow is gone or not set up
+ * yet; also in the RMT's no_cep); malformed_control = management PDUs that could not be
+ * read; RMT drops by reason (no_route, ttl, queue_full, no_cep, no_mgmt, port_down, malformed).
+ */
+import type { IpcpCounters } from '../core/observe.js';
+import type { IpcpFlows } from './ipcp-flows.js';
+import type { MgmtStats } from './ipcp-mgmt.js';
+import type { RmtStats } from './rmt.js';
+
+export function normalCounters(flows: IpcpFlows['stats'], rmt: RmtStats, mgmt: MgmtStats, neighbours: number): IpcpCounters {
+  const malformed = Object.values(rmt.dropMalformed).reduce((a, b) => a + b, 0);
+  return {
+    allocations: {
+      outgoing: {
+        allocated: flows.allocSucceeded,
+        rejected: flows.allocRejected,
+        timeout: flows.allocTimedOut,
+        failed: Math.max(0, flows.allocRequested - flows.allocSucceeded - flows.allocRejected - flows.allocTimedOut),
+      },
+      incoming: { allocated: flows.incomingAccepted, rejected: flows.incomingRejected },
+    },
+    flowsDeallocated: flows.flowsDeallocated,
+    drops: { stale: rmt.dropNoCep, malformed_control: mgmt.mgmtBad },
+    rmt: {
+      forwarded: rmt.relayed,
+      dropped: { no_route: rmt.dropNoRoute, ttl: rmt.dropTtl, queue_full: rmt.dropQueueFull, no_cep: rmt.dropNoCep, no_mgmt: rmt.dropNoMgmt, port_down: rmt.dropPortDown, malformed },
+    },
+    neighbours,
+  };
+}

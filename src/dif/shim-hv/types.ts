@@ -1,0 +1,101 @@
+/**
+ * types.ts — the public shapes of the shim IPC process for hypervisors (ipcp.ts): its options
+ * and their defaults, events, counters, the flow and flow request it hands out, and the error it
+ * reports a misbehaving peer with.
+ */
+import type { AcceptOptions, DeallocationCause, Flow, FlowRequest } from '../api.js';
+import type { VmpiPort } from '../../vmpi/port.js';
+import type { Logger } from '../../sys/log.js';
+import type { MalformedReason } from './control.js';
+
+export type ShimHvRole = 'host' | 'guest';
+
+export interface ShimHvIpcpOptions {
+  port: VmpiPort;
+  /** Host side allocates even channels, guest side odd ones. */
+  role: ShimHvRole;
+  /** The shim DIF's name; default `hv.vmpi-<VMPI-id>`. */
+  difName?: string;
+  /** Highest data channel (the space is 1..maxChannel; this end gets half of it). Default 1023. */
+  maxChannel?: number;
+  /** How long allocateFlow() waits for the peer's answer. Default 5000 ms. */
+  allocateTimeoutMs?: number;
+  /** How long a deallocated channel waits for the peer's confirmation before reuse. Default 2000 ms. */
+  deallocateTimeoutMs?: number;
+  /** SDUs queued per flow while nobody reads it; more are dropped (counted). Default 4096. */
+  rxQueueLimit?: number;
+  /** Bytes queued per flow while nobody reads it; more are dropped (counted). Default 8 MiB, at least 2 max SDUs. */
+  rxQueueBytes?: number;
+  /** Bytes queued over all flows of this IPC process (its device). Default 64 MiB, at least 4 max SDUs. */
+  rxQueueTotalBytes?: number;
+  logger?: Logger;
+}
+
+export const DEFAULT_MAX_CHANNEL = 1023;
+export const DEFAULT_ALLOCATE_TIMEOUT_MS = 5000;
+export const DEFAULT_DEALLOCATE_TIMEOUT_MS = 2000;
+export const DEFAULT_RX_QUEUE_LIMIT = 4096;
+export const DEFAULT_RX_QUEUE_BYTES = 8 * 1024 * 1024;
+export const DEFAULT_RX_QUEUE_TOTAL_BYTES = 64 * 1024 * 1024;
+export const REASON_UNKNOWN_APPLICATION = 'unknown application';
+
+/** Why the IPC process noticed a misbehaving peer; see the 'protocolError' event. */
+export type ProtocolErrorReason = MalformedReason | 'unknown_flow' | 'unexpected_message';
+
+export class ShimHvProtocolError extends Error {
+  override name = 'ShimHvProtocolError';
+  constructor(
+    readonly reason: ProtocolErrorReason,
+    message: string,
+    readonly channel?: number,
+  ) {
+    super(message);
+  }
+}
+
+export interface ShimHvIpcpEvents {
+  up: [];
+  down: [reason: string];
+  /** A control message was malformed or made no sense in the channel's state (it was dropped or answered). */
+  protocolError: [error: ShimHvProtocolError];
+  flowAllocated: [flow: Flow];
+  flowDeallocated: [flow: Flow, reason: string, cause: DeallocationCause];
+}
+
+export interface ShimHvIpcpStats {
+  controlRx: number;
+  controlTx: number;
+  /** Control messages waiting for room on the port. */
+  controlBacklog: number;
+  controlDropped: number;
+  malformed: Record<MalformedReason, number>;
+  /** Well-formed control messages naming a channel in the wrong state (stale or bogus). */
+  unknownFlow: number;
+  /** Data SDUs on a channel being deallocated (in flight): dropped. */
+  staleSdus: number;
+  /** Data SDUs on a channel with no flow yet (or any more): dropped. */
+  unexpectedSdus: number;
+  allocRequested: number;
+  allocSucceeded: number;
+  allocRejectedByPeer: number;
+  allocTimedOut: number;
+  incomingRequests: number;
+  incomingAccepted: number;
+  incomingRejected: number;
+  flowsDeallocated: number;
+  /** SDUs dropped because an unread flow's queue was at its budget, by which budget. */
+  rxBudgetDrops: Record<'sdus' | 'flow_bytes' | 'total_bytes', number>;
+}
+
+/** A flow of the shim DIF: a Flow on one VMPI data channel. */
+export interface ShimHvFlow extends Flow {
+  readonly channel: number;
+}
+
+/** An incoming request of the shim DIF; accept() gives a ShimHvFlow. */
+export interface ShimHvFlowRequest extends FlowRequest {
+  readonly channel: number;
+  accept(opts?: AcceptOptions): ShimHvFlow;
+}
+
+export type ShimHvFlowRequestHandler = (request: ShimHvFlowRequest) => void;
