@@ -19,7 +19,7 @@ import { VmpiHost } from '../src/vmpi/host.js';
 import { GuestPortError, GuestVmpiPort } from '../src/vmpi/guest-port.js';
 import { VMPI_IOC_BIND, VMPI_IOC_GET_INFO, VMPI_IOC_NEXT_LEN, VMPI_IOC_SET_BATCH, VMPI_IOC_SHUTDOWN, parseVmpiInfo } from '../src/vmpi/guest-uapi.js';
 import { SendResult } from '../src/vmpi/port.js';
-import { GUEST_DIR, Guest, guestUnavailable, nodeScript } from './helpers/guest.js';
+import { GUEST_DIR, Guest, guestExit, guestUnavailable, nodeScript } from './helpers/guest.js';
 import { patternSdu } from './helpers/pattern.js';
 
 function nodeGuestUnavailable(): string | null {
@@ -297,7 +297,7 @@ t.test('GuestVmpiPort in Node in the guest: echo, on-demand channel, backpressur
     'batch mode: one read(2) returned every queued SDU as le32 length + SDU, 4-aligned, intact; a buffer too small for the first: EMSGSIZE',
   );
 
-  const res = await g.done;
+  const res = await guestExit(g, 120_000);
   const out = res.output;
   t.equal(res.exitCode, 0, `the guest script succeeded${res.exitCode === 0 ? '' : ':\n' + out.slice(-4000)}`);
   const stats = json<{
