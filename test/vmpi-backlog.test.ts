@@ -2,12 +2,12 @@
  * vmpi-backlog.test.ts — the send backlog both VMPI ports put in front of their ring
  * (src/vmpi/backlog.ts) and the FIFO under it (src/sys/fifo.ts): bounds in SDUs and bytes, the
  * empty-backlog rule, order, the 'drain' rule (empty, or half of both bounds after a refusal),
- * a drain the port stops from inside its write, and clear(). Then the host device's use of it
+ * a drain the port ends by clearing the backlog from inside its write, and clear(). Then the host device's use of it
  * without a guest: every SDU waits in the backlog, Full at the bounds, reset() drops them all.
  */
 import t from 'tap';
 import { Fifo } from '../src/sys/fifo.js';
-import { SendBacklog, type BacklogCounters, type DrainStep } from '../src/vmpi/backlog.js';
+import { SendBacklog, type BacklogCounters } from '../src/vmpi/backlog.js';
 import { SendResult, VmpiDevice } from '../src/vmpi/device.js';
 
 interface Entry {
@@ -50,11 +50,11 @@ t.test('SendBacklog: bounds, order, drain rule, stop, clear', async (t) => {
   // Blocked after two: 2 SDUs / 40 bytes left, at half of the SDU bound, not under it.
   const seen: number[] = [];
   let room = 2;
-  const write = (e: Entry): DrainStep => {
-    if (room === 0) return 'blocked';
+  const write = (e: Entry): boolean => {
+    if (room === 0) return false;
     room--;
     seen.push(e.id);
-    return 'sent';
+    return true;
   };
   t.equal(b.drain(write), 2);
   t.same(seen, [1, 2]);
@@ -77,7 +77,7 @@ t.test('SendBacklog: bounds, order, drain rule, stop, clear', async (t) => {
   t.equal(
     b.drain(() => {
       b.clear();
-      return 'stop';
+      return false;
     }),
     0,
   );

@@ -27,9 +27,6 @@ export interface BacklogLimits {
   emptyTakesAny: boolean;
 }
 
-/** What writing the head SDU did: it left ('sent'), the ring is full ('blocked'), or the port tore everything down ('stop'). */
-export type DrainStep = 'sent' | 'blocked' | 'stop';
-
 export class SendBacklog<T extends { readonly sdu: Uint8Array }> {
   private readonly items = new Fifo<T>();
   private refused = false;
@@ -66,16 +63,14 @@ export class SendBacklog<T extends { readonly sdu: Uint8Array }> {
   }
 
   /**
-   * Write entries from the head with `write` until it answers 'blocked' (the entry stays) or
-   * 'stop' (the port cleared the backlog from inside `write`: return at once). Returns how many
-   * left.
+   * Write entries from the head with `write` until it returns false: the entry could not leave
+   * (the ring is full: it stays at the head; or the port tore down and cleared the backlog from
+   * inside `write`). Returns how many left.
    */
-  drain(write: (entry: T) => DrainStep): number {
+  drain(write: (entry: T) => boolean): number {
     let sent = 0;
     for (let b = this.items.peek(); b !== undefined; b = this.items.peek()) {
-      const step = write(b);
-      if (step === 'stop') return sent;
-      if (step === 'blocked') break;
+      if (!write(b)) break;
       this.items.shift();
       this.counters.backlogSdus--;
       this.counters.backlogBytes -= b.sdu.byteLength;

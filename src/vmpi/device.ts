@@ -310,7 +310,7 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
     if (q.notify()) this.stats.calls++;
   }
 
-  private readonly writeBacklogged = (b: Backlogged): 'sent' | 'blocked' => (this.writeToGuest(b.channel, b.sdu) ? 'sent' : 'blocked');
+  private readonly writeBacklogged = (b: Backlogged): boolean => this.writeToGuest(b.channel, b.sdu);
 
   private drainBacklog(): void {
     if (this.backlog.drain(this.writeBacklogged) === 0) return;

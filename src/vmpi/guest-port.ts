@@ -310,13 +310,11 @@ export class GuestVmpiPort extends EventEmitter<VmpiPortEvents> implements VmpiP
     return 'ok';
   }
 
-  /** Writes the backlog's head SDU: 'stop' when the device went away (gone() cleared everything). */
-  private readonly writeBacklogged = (b: Backlogged): 'sent' | 'blocked' | 'stop' => {
-    const r = this.write(b.ch, b.sdu, false);
-    if (r === 'gone') return 'stop';
-    if (r === 'again') return 'blocked';
+  /** Writes the backlog's head SDU; false when it stays (ring full) or the device went away (gone() cleared everything). */
+  private readonly writeBacklogged = (b: Backlogged): boolean => {
+    if (this.write(b.ch, b.sdu, false) !== 'ok') return false;
     if (--b.ch.pending === 0 && b.ch.closeWhenIdle) this.channels.close(b.ch);
-    return 'sent';
+    return true;
   };
 
   private drainBacklog(): void {
