@@ -2,7 +2,8 @@
  * device.ts — the host side of one VMPI device (the paper's VMPI-HL over vhost-user virtqueues).
  *
  * Owns: framing (le32 channel id + SDU, one frame per descriptor chain), the per-channel receive
- * handlers, the host → guest backlog with explicit backpressure, and the device's counters.
+ * handlers, host → guest backpressure over the shared send backlog (backlog.ts), and the
+ * device's counters.
  * Frames flow guest → host on the carrier's tx queue into channel handlers, and host → guest from
  * `send()` into the rx queue. Channel 0 is the control channel (used by the shim DIF).
  *

@@ -25,9 +25,9 @@
  * An open port keeps the Node event loop alive (its watchers are active handles): close() it.
  * A handler that throws raises an uncaught exception, as for any I/O callback.
  *
- * This file is the port's state machine (bind/unbind/send, the backlog, up → down); the files
- * and watchers are guest-channel.ts's, the driver's numbers guest-uapi.ts's, the errors
- * guest-error.ts's.
+ * This file is the port's state machine (bind/unbind/send, the backlog's use, up → down); the
+ * files and watchers are guest-channel.ts's, the backlog itself backlog.ts's (shared with the host
+ * device), the driver's numbers guest-uapi.ts's, the errors guest-error.ts's.
  */
 import { EventEmitter } from 'node:events';
 import { closeSync, writeSync } from 'node:fs';
