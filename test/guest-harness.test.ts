@@ -4,7 +4,7 @@
  */
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { Guest, guestUnavailable } from './helpers/guest.js';
+import { Guest, guestExit, guestUnavailable } from './helpers/guest.js';
 
 const unavailable = guestUnavailable();
 if (unavailable && process.env.CI) t.fail(`guest harness test cannot run in CI: ${unavailable}`);
@@ -20,7 +20,7 @@ t.test('kill() ends QEMU too', { skip: unavailable ?? false, timeout: 180_000 },
   await g.agentReady(1, 120_000);
   t.ok(qemuRunning(name), 'QEMU runs while the guest is up');
   g.kill();
-  await g.done;
+  await guestExit(g, 20_000);
   const end = Date.now() + 10_000;
   while (qemuRunning(name) && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
   t.notOk(qemuRunning(name), 'no QEMU left after kill()');

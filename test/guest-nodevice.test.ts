@@ -43,30 +43,31 @@ t.test('carrier claimed by gpio_virtio: the error names it and the modprobe.d fi
   const e = noDeviceError(sys);
   t.ok(e instanceof GuestStartError);
   t.equal(e.code, 'carrier_claimed');
-  t.match(e.message, /virtio1 \(driver gpio_virtio\)/);
-  t.match(e.message, /vmpi-modprobe\.conf as \/etc\/modprobe\.d\/vmpi\.conf/);
-  t.match(e.message, /blacklists gpio_virtio/);
-  t.match(e.message, /modprobe -r gpio_virtio; modprobe -r vmpi; modprobe vmpi/);
+  const message =
+    'no /dev/vmpiN in this VM: the VMPI device (virtio id 0x0029, shared with virtio-gpio) is bound to another driver: virtio1 (driver gpio_virtio). ' +
+    'Install guest-driver/vmpi-modprobe.conf as /etc/modprobe.d/vmpi.conf (it blacklists gpio_virtio, the vmpi-dkms package does this), ' +
+    'then reboot, or now: modprobe -r gpio_virtio; modprobe -r vmpi; modprobe vmpi';
+  t.equal(e.message, message, 'names the device and its driver, the modprobe.d file, and the commands for now');
   // startGuest itself: no devices given, none in /dev on this host, the same error.
-  t.throws(() => startGuest({ socketPath: join(root, 'ipc.sock'), sysRoot: sys }), { name: 'GuestStartError', code: 'carrier_claimed' });
+  t.throws(() => startGuest({ socketPath: join(root, 'ipc.sock'), sysRoot: sys }), { name: 'GuestStartError', code: 'carrier_claimed', message });
 });
 
 t.test('carrier present, no driver bound: load vmpi', async (t) => {
   const e = noDeviceError(sysfs('unbound', [['virtio0', '0x0029', null]]));
   t.equal(e.code, 'driver_not_loaded');
-  t.match(e.message, /virtio0, virtio id 0x0029\) but no driver is bound: load the VMPI guest driver/);
+  t.equal(e.message, 'no /dev/vmpiN in this VM: the VMPI device is there (virtio0, virtio id 0x0029) but no driver is bound: load the VMPI guest driver (modprobe vmpi, or insmod vmpi.ko)');
 });
 
 t.test('carrier bound to vmpi but no device node: devtmpfs', async (t) => {
   const e = noDeviceError(sysfs('bound', [['virtio0', '0x0029', 'vmpi']]));
   t.equal(e.code, 'no_device');
-  t.match(e.message, /devtmpfs/);
+  t.equal(e.message, 'no /dev/vmpiN in this VM although the vmpi driver is bound to the VMPI device: is devtmpfs mounted on /dev?');
 });
 
 t.test('no carrier, or no sysfs: give the VM a VMPI device', async (t) => {
   for (const sys of [sysfs('none', [['virtio0', '0x0001', 'virtio_net'], ['virtio1', 'garbage', null]]), join(root, 'nothing-here')]) {
     const e = noDeviceError(sys);
     t.equal(e.code, 'no_device');
-    t.match(e.message, /^no \/dev\/vmpiN in this VM: load the VMPI guest driver \(insmod vmpi\.ko\) and give the VM a VMPI device$/);
+    t.equal(e.message, 'no /dev/vmpiN in this VM: load the VMPI guest driver (insmod vmpi.ko) and give the VM a VMPI device');
   }
 });

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { VmpiHost } from '../src/vmpi/host.js';
 import { SendResult } from '../src/vmpi/device.js';
-import { Guest, guestUnavailable } from './helpers/guest.js';
+import { Guest, guestExit, guestUnavailable } from './helpers/guest.js';
 import { crc32, parseResults, patternSdu } from './helpers/pattern.js';
 
 const unavailable = guestUnavailable();
@@ -91,5 +91,5 @@ t.test('a 16 GiB VM (memfd, TCG): regions over 4 GiB are mapped and the device w
   const rssAfter = rssMiB();
   t.ok(rssAfter - rssBefore < 512, `server RSS grew by ${(rssAfter - rssBefore).toFixed(0)} MiB for a 16 GiB guest (mapped, untouched)`);
   await g.exec('poweroff -f').catch(() => undefined);
-  await g.done;
+  await guestExit(g);
 });

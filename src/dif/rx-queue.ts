@@ -8,13 +8,17 @@
  * SDUs get in (a VMPI port, a socket) and what a full queue means (drop, or stop reading) stay
  * with the owner: it asks `length`, `bytes` and `hasConsumer()` before pushing; `onBytes` tells
  * it how many bytes come and go, for a budget over many queues.
+ *
+ * Not the VMPI ports' send backlog (vmpi/backlog.ts: SDUs waiting for room in a ring, with
+ * bounds and 'drain'): this queue has consumers to hand SDUs to and no bounds of its own. The two
+ * share only the FIFO itself (sys/fifo.ts).
  */
 import type { EventEmitter } from 'node:events';
+import { Fifo } from '../sys/fifo.js';
 import type { FlowEvents } from './api.js';
 
 export class RxQueue {
-  private items: Uint8Array[] = [];
-  private head = 0;
+  private readonly items = new Fifo<Uint8Array>();
   private readers: Array<(sdu: Uint8Array | null) => void> = [];
   private pumping = false;
   private ended = false;
@@ -38,7 +42,7 @@ export class RxQueue {
 
   /** SDUs waiting. */
   get length(): number {
-    return this.items.length - this.head;
+    return this.items.length;
   }
 
   /** Bytes of the SDUs waiting. */
@@ -85,7 +89,7 @@ export class RxQueue {
     this.pumping = true;
     let took = false;
     try {
-      while (this.head < this.items.length) {
+      while (this.items.length > 0) {
         const reader = this.readers.shift();
         if (reader) {
           reader(this.shift());
@@ -105,7 +109,7 @@ export class RxQueue {
         }
         took = true;
       }
-      if (this.ended && this.head === this.items.length && this.readers.length > 0) {
+      if (this.ended && this.items.length === 0 && this.readers.length > 0) {
         const readers = this.readers;
         this.readers = [];
         for (const r of readers) r(null);
@@ -117,18 +121,9 @@ export class RxQueue {
   }
 
   private shift(): Uint8Array {
-    const sdu = this.items[this.head]!;
+    const sdu = this.items.shift()!;
     this._bytes -= sdu.byteLength;
     this.onBytes?.(-sdu.byteLength);
-    this.items[this.head] = undefined as unknown as Uint8Array;
-    this.head++;
-    if (this.head === this.items.length) {
-      this.items = [];
-      this.head = 0;
-    } else if (this.head > 1024) {
-      this.items = this.items.slice(this.head);
-      this.head = 0;
-    }
     return sdu;
   }
 }

@@ -63,11 +63,3 @@ export function encodeVmpiConfig(c: VmpiConfig): Uint8Array {
   dv.setUint16(6, c.vmpiId, true);
   return b;
 }
-
-/** Decode a VMPI config; returns null when the bytes are not a VMPI config (wrong magic or version). */
-export function decodeVmpiConfig(b: Uint8Array): VmpiConfig | null {
-  if (b.byteLength < VMPI_CONFIG_SIZE) return null;
-  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
-  if (dv.getUint32(0, true) !== VMPI_MAGIC || dv.getUint8(4) !== VMPI_CONFIG_VERSION) return null;
-  return { maxSduLog2: dv.getUint8(5), vmpiId: dv.getUint16(6, true) };
-}

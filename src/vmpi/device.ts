@@ -2,7 +2,8 @@
  * device.ts — the host side of one VMPI device (the paper's VMPI-HL over vhost-user virtqueues).
  *
  * Owns: framing (le32 channel id + SDU, one frame per descriptor chain), the per-channel receive
- * handlers, the host → guest backlog with explicit backpressure, and the device's counters.
+ * handlers, host → guest backpressure over the shared send backlog (backlog.ts), and the
+ * device's counters.
  * Frames flow guest → host on the carrier's tx queue into channel handlers, and host → guest from
  * `send()` into the rx queue. Channel 0 is the control channel (used by the shim DIF).
  *
@@ -17,35 +18,22 @@ import type { ReadyQueue, VhostUserDevice } from '../vhost-user/device.js';
 import { ProtocolError } from '../vhost-user/errors.js';
 import { SUPPORTED_PROTOCOL_FEATURES, VirtioFeature, bit } from '../vhost-user/protocol.js';
 import { DescChain } from '../vhost-user/virtqueue.js';
-import type { VmpiPort } from './port.js';
+import { SendBacklog, type BacklogCounters } from './backlog.js';
+import { SendResult, badChannelMessage, isChannelId, type DirectionStats, type SduHandler, type VmpiPort } from './port.js';
 import { DEFAULT_SDU_LOG2, GPIO_CARRIER, MAX_SDU_LOG2, MIN_SDU_LOG2, encodeVmpiConfig, type CarrierProfile } from './carrier.js';
+
+// The shared VMPI API names live in port.ts; re-exported for the users of the host device.
+export { CONTROL_CHANNEL, MAX_CHANNEL, SendResult } from './port.js';
+export type { DirectionStats, SduHandler } from './port.js';
 
 /** Bytes in front of every SDU: the le32 channel id. */
 export const FRAME_HEADER_SIZE = 4;
-export const CONTROL_CHANNEL = 0;
-export const MAX_CHANNEL = 0xffffffff;
-
-export const enum SendResult {
-  /** Written into a guest buffer. */
-  Sent = 0,
-  /** Copied into the backlog; it will reach the guest in order. */
-  Queued = 1,
-  /** Refused: the backlog is full. Nothing was kept; wait for 'drain' and send again. */
-  Full = 2,
-}
-
-/** Receives one SDU. The bytes are valid only during the call: copy them to keep them. */
-export type SduHandler = (sdu: Uint8Array, channel: number) => void;
 
 /** Why frames were dropped or refused; each reason is a counter. */
 export type DropReason = 'malformed' | 'oversize' | 'unbound_channel' | 'backlog_full' | 'device_reset';
 
-export interface DirectionStats {
-  sdus: number;
-  bytes: number;
-}
-
-export interface VmpiDeviceStats {
+/** backlogSdus and backlogBytes (BacklogCounters) are the host → guest backlog's, kept by backlog.ts. */
+export interface VmpiDeviceStats extends BacklogCounters {
   /** Guest → host. */
   fromGuest: DirectionStats;
   /** Host → guest. */
@@ -55,8 +43,6 @@ export interface VmpiDeviceStats {
   rxQueueFull: number;
   kicks: number;
   calls: number;
-  backlogSdus: number;
-  backlogBytes: number;
 }
 
 export interface VmpiDeviceOptions {
@@ -119,11 +105,7 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
   private readonly txScratch: Uint8Array;
   private readonly header = new Uint8Array(FRAME_HEADER_SIZE);
   private readonly headerView = new DataView(this.header.buffer);
-  private backlog: Backlogged[] = [];
-  private backlogHead = 0;
-  private readonly backlogMaxBytes: number;
-  private readonly backlogMaxSdus: number;
-  private refused = false;
+  private readonly backlog: SendBacklog<Backlogged>;
   private paused = false;
 
   constructor(opts: VmpiDeviceOptions) {
@@ -145,8 +127,11 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
     this.config = new Uint8Array(Math.max(this.carrier.configSize, 8));
     this.config.set(encodeVmpiConfig({ vmpiId: this.vmpiId, maxSduLog2: log2 }));
     this.txScratch = new Uint8Array(FRAME_HEADER_SIZE + this.maxSdu);
-    this.backlogMaxBytes = opts.backlogMaxBytes ?? 4 * 1024 * 1024;
-    this.backlogMaxSdus = opts.backlogMaxSdus ?? 4096;
+    this.backlog = new SendBacklog(this.stats, {
+      maxBytes: opts.backlogMaxBytes ?? 4 * 1024 * 1024,
+      maxSdus: opts.backlogMaxSdus ?? 4096,
+      emptyTakesAny: false,
+    });
   }
 
   /** True while the guest driver has both queues running. */
@@ -178,18 +163,14 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
       this.stats.drops.oversize++;
       throw new VmpiDeviceError(`SDU of ${sdu.byteLength} bytes exceeds this device's limit of ${this.maxSdu} bytes`);
     }
-    if (this.backlogHead === this.backlog.length && this.writeToGuest(channel, sdu)) {
+    if (this.backlog.isEmpty && this.writeToGuest(channel, sdu)) {
       this.flushRx();
       return SendResult.Sent;
     }
-    if (this.stats.backlogSdus >= this.backlogMaxSdus || this.stats.backlogBytes + sdu.byteLength > this.backlogMaxBytes) {
+    if (!this.backlog.add({ channel, sdu: Uint8Array.prototype.slice.call(sdu) })) {
       this.stats.drops.backlog_full++;
-      this.refused = true;
       return SendResult.Full;
     }
-    this.backlog.push({ channel, sdu: Uint8Array.prototype.slice.call(sdu) });
-    this.stats.backlogSdus++;
-    this.stats.backlogBytes += sdu.byteLength;
     return SendResult.Queued;
   }
 
@@ -244,8 +225,7 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
     this.rx = null;
     this.tx = null;
     // SDUs waiting for a guest that reset will never be asked for by the new driver instance.
-    this.stats.drops.device_reset += this.stats.backlogSdus;
-    this.clearBacklog();
+    this.stats.drops.device_reset += this.backlog.clear();
     if (wasUp) this.emit('down', reason);
   }
 
@@ -331,43 +311,15 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
     if (q.notify()) this.stats.calls++;
   }
 
-  private drainBacklog(): void {
-    let sent = 0;
-    while (this.backlogHead < this.backlog.length) {
-      const b = this.backlog[this.backlogHead]!;
-      if (!this.writeToGuest(b.channel, b.sdu)) break;
-      this.backlog[this.backlogHead] = undefined as unknown as Backlogged;
-      this.backlogHead++;
-      this.stats.backlogSdus--;
-      this.stats.backlogBytes -= b.sdu.byteLength;
-      sent++;
-    }
-    if (this.backlogHead === this.backlog.length) {
-      this.backlog = [];
-      this.backlogHead = 0;
-    } else if (this.backlogHead > 1024) {
-      this.backlog = this.backlog.slice(this.backlogHead);
-      this.backlogHead = 0;
-    }
-    if (sent === 0) return;
-    this.flushRx();
-    const empty = this.stats.backlogSdus === 0;
-    if (empty || (this.refused && this.stats.backlogSdus < this.backlogMaxSdus / 2 && this.stats.backlogBytes < this.backlogMaxBytes / 2)) {
-      this.refused = false;
-      this.emit('drain');
-    }
-  }
+  private readonly writeBacklogged = (b: Backlogged): boolean => this.writeToGuest(b.channel, b.sdu);
 
-  private clearBacklog(): void {
-    this.backlog = [];
-    this.backlogHead = 0;
-    this.stats.backlogSdus = 0;
-    this.stats.backlogBytes = 0;
+  private drainBacklog(): void {
+    if (this.backlog.drain(this.writeBacklogged) === 0) return;
+    this.flushRx();
+    if (this.backlog.drainDue()) this.emit('drain');
   }
 }
 
 function checkChannel(channel: number): void {
-  if (!Number.isInteger(channel) || channel < 0 || channel > MAX_CHANNEL) {
-    throw new VmpiDeviceError(`channel ${channel} is not a u32 channel id`);
-  }
+  if (!isChannelId(channel)) throw new VmpiDeviceError(badChannelMessage(channel));
 }

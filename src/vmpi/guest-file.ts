@@ -1,6 +1,6 @@
 /**
- * guest-file.ts — a file of the guest driver's /dev/vmpiN as user space sees it: the ioctl
- * numbers and flags of guest-driver/vmpi_uapi.h, and reading SDUs from a file bound to a channel:
+ * guest-file.ts — a file of the guest driver's /dev/vmpiN as user space sees it: reading SDUs
+ * from a file bound to a channel (the ioctl numbers and record format are guest-uapi.ts's):
  * many SDUs per read(2) in the driver's batch mode (VMPI_IOC_SET_BATCH: records of le32 length +
  * SDU, each starting at a multiple of 4), one per read(2) with a driver that predates it.
  *
@@ -11,34 +11,26 @@
 import { readSync } from 'node:fs';
 import { errnoCode } from '../sys/fd.js';
 import { native } from '../sys/native.js';
+import { VMPI_BATCH_ALIGN, VMPI_BATCH_RECORD_HEADER, VMPI_IOC_NEXT_LEN, u32Arg } from './guest-uapi.js';
 
-const IOC_WRITE = 1;
-const IOC_READ = 2;
-const VMPI_IOC_MAGIC = 0xb7;
-/** _IOC(dir, type, nr, size) of asm-generic/ioctl.h, as an unsigned 32-bit number. */
-export function vmpiIoc(dir: 'none' | 'read' | 'write', nr: number, size: number): number {
-  const d = dir === 'none' ? 0 : dir === 'read' ? IOC_READ : IOC_WRITE;
-  return d * 2 ** 30 + size * 2 ** 16 + VMPI_IOC_MAGIC * 2 ** 8 + nr;
-}
-/**
- * sizeof(struct vmpi_info): 8 u32 + struct vmpi_stats (9 u64). The size is part of the ioctl
- * number and counters get appended to vmpi_stats, so readers also accept the older layouts.
- */
-export const VMPI_INFO_SIZE = 104;
-export const VMPI_INFO_SIZES = [VMPI_INFO_SIZE, 96];
-export const VMPI_IOC_BIND = vmpiIoc('write', 1, 4);
-export const vmpiIocGetInfo = (size: number): number => vmpiIoc('read', 2, size);
-export const VMPI_IOC_GET_INFO = vmpiIocGetInfo(VMPI_INFO_SIZE);
-/** Length of the next queued SDU (u32), without taking it. */
-export const VMPI_IOC_NEXT_LEN = vmpiIoc('read', 3, 4);
-/** _IO: no direction, no argument: issue it with native.ioctlNoArg. */
-export const VMPI_IOC_SHUTDOWN = vmpiIoc('none', 4, 0);
-/** Read mode (u32): 0 one SDU per read, 1 batch. */
-export const VMPI_IOC_SET_BATCH = vmpiIoc('write', 5, 4);
-export const VMPI_INFO_F_BOUND = 1 << 0;
-export const VMPI_INFO_F_REMOVED = 1 << 1;
-export const VMPI_INFO_F_SHUTDOWN = 1 << 2;
-const BATCH_ALIGN = 4;
+// The uapi lives in guest-uapi.ts; re-exported here for the readers of channel files that
+// import it with the reader.
+export {
+  VMPI_INFO_F_BOUND,
+  VMPI_INFO_F_REMOVED,
+  VMPI_INFO_F_SHUTDOWN,
+  VMPI_INFO_SIZE,
+  VMPI_INFO_SIZES,
+  VMPI_IOC_BIND,
+  VMPI_IOC_GET_INFO,
+  VMPI_IOC_NEXT_LEN,
+  VMPI_IOC_SET_BATCH,
+  VMPI_IOC_SHUTDOWN,
+  setBatchMode,
+  u32Arg,
+  vmpiIoc,
+  vmpiIocGetInfo,
+} from './guest-uapi.js';
 
 /** A read buffer that holds a good burst (and any one SDU up to 64 KiB). */
 export const CHANNEL_READ_BUFFER = 256 * 1024;
@@ -50,24 +42,6 @@ export const READ_ENDED = -2;
 /** readChannelFile(): the device is gone (ENODEV). */
 export const READ_GONE = -3;
 
-
-/** A u32 ioctl argument, in host byte order as the kernel reads it. */
-export function u32Arg(v: number): Uint8Array {
-  const arg = new Uint8Array(4);
-  new Uint32Array(arg.buffer)[0] = v;
-  return arg;
-}
-
-/** Switch `fd` (its open file description) to batch reads; false if the driver predates them. */
-export function setBatchMode(fd: number): boolean {
-  try {
-    native.ioctl(fd, VMPI_IOC_SET_BATCH, u32Arg(1));
-    return true;
-  } catch (e) {
-    if (errnoCode(e) === 'ENOTTY' || errnoCode(e) === 'EINVAL') return false;
-    throw e;
-  }
-}
 
 /**
  * One read(2) of `fd` (non-blocking): calls `onSdu` for every SDU it returned (the bytes are a
@@ -91,7 +65,7 @@ export function readChannelFile(fd: number, buf: Uint8Array, batch: boolean, onS
       if (code !== 'EMSGSIZE' || into !== buf) throw e;
       const len = u32Arg(0);
       native.ioctl(fd, VMPI_IOC_NEXT_LEN, len);
-      into = new Uint8Array((batch ? 4 : 0) + new Uint32Array(len.buffer)[0]!);
+      into = new Uint8Array((batch ? VMPI_BATCH_RECORD_HEADER : 0) + new Uint32Array(len.buffer)[0]!);
     }
   }
   if (!batch) {
@@ -100,13 +74,13 @@ export function readChannelFile(fd: number, buf: Uint8Array, batch: boolean, onS
   }
   const view = new DataView(into.buffer, into.byteOffset, n);
   let count = 0;
-  for (let off = 0; off + 4 <= n; ) {
+  for (let off = 0; off + VMPI_BATCH_RECORD_HEADER <= n; ) {
     const len = view.getUint32(off, true);
-    const start = off + 4;
+    const start = off + VMPI_BATCH_RECORD_HEADER;
     if (start + len > n) throw new Error(`VMPI batch read: a record of ${len} bytes at ${off} overruns the ${n} bytes read (driver/reader mismatch)`);
     onSdu(into.subarray(start, start + len));
     count++;
-    off = start + len + ((BATCH_ALIGN - ((start + len) % BATCH_ALIGN)) % BATCH_ALIGN);
+    off = start + len + ((VMPI_BATCH_ALIGN - ((start + len) % VMPI_BATCH_ALIGN)) % VMPI_BATCH_ALIGN);
   }
   return count;
 }

@@ -5,9 +5,45 @@
  * `VmpiDevice` (device.ts) is a port; in the guest a port is built over /dev/vmpiN (one open
  * file per bound channel). The shim DIF for hypervisors is written against this interface only,
  * so one code base serves both ends.
+ *
+ * Also owns what both ends share with their users: the SendResult outcomes, the handler type, the
+ * channel id range and the control channel. This file imports nothing concrete, so the layers
+ * above can depend on the contract without loading either implementation.
  */
 import type { EventEmitter } from 'node:events';
-import type { SduHandler, SendResult } from './device.js';
+
+/** The VMPI channel that carries the shim DIF's control messages. */
+export const CONTROL_CHANNEL = 0;
+/** Highest VMPI channel id (channel ids are u32 on the wire and in the driver). */
+export const MAX_CHANNEL = 0xffffffff;
+
+/** True for a valid VMPI channel id (an integer 0..MAX_CHANNEL). */
+export function isChannelId(channel: number): boolean {
+  return Number.isInteger(channel) && channel >= 0 && channel <= MAX_CHANNEL;
+}
+
+/** The message both ports give for a channel id that is not a u32. */
+export function badChannelMessage(channel: number): string {
+  return `channel ${channel} is not a u32 channel id`;
+}
+
+export const enum SendResult {
+  /** Written into the peer's ring (a guest rx buffer on the host, the tx ring in the guest). */
+  Sent = 0,
+  /** Copied into the backlog; it will reach the peer in order. */
+  Queued = 1,
+  /** Refused: the backlog is full. Nothing was kept; wait for 'drain' and send again. */
+  Full = 2,
+}
+
+/** Receives one SDU. The bytes are valid only during the call: copy them to keep them. */
+export type SduHandler = (sdu: Uint8Array, channel: number) => void;
+
+/** SDUs and bytes moved in one direction. */
+export interface DirectionStats {
+  sdus: number;
+  bytes: number;
+}
 
 export interface VmpiPortEvents {
   up: [];

@@ -29,6 +29,20 @@ export function guestUnavailable(): string | null {
   return null;
 }
 
+/** `p`, or a rejection saying `what` did not happen within `ms` (for waits the Guest does not bound itself). */
+export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, rej) => {
+    timer = setTimeout(() => rej(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+  });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
+/** Wait for the guest's process to end (after poweroff), at most `ms`. */
+export function guestExit(g: Guest, ms = 60_000): Promise<GuestResult> {
+  return within(g.done, ms, 'the guest to power off and QEMU to exit');
+}
+
 export interface GuestOptions {
   /** One VMPI device per socket, in order (/dev/vmpi0, /dev/vmpi1, ... in the guest). */
   sockets?: string[];

@@ -21,7 +21,7 @@ import type { QosSpec } from '../api.js';
 /** The `version` this code writes and the only one it reads. */
 export const CONTROL_VERSION = 1;
 /** The VMPI channel that carries control messages. */
-export const CONTROL_CHANNEL = 0;
+export { CONTROL_CHANNEL } from '../../vmpi/port.js';
 /** Highest channel id a message may name (VMPI channels are u32). */
 export const MAX_CHANNEL_ID = 0xffffffff;
 /** Larger SDUs on channel 0 are refused before decoding (two maximal names fit easily). */

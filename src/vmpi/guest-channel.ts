@@ -1,0 +1,183 @@
+/**
+ * guest-channel.ts — the open files of a guest VMPI port: one per channel, bound in the driver,
+ * each with a uv_poll watcher.
+ *
+ * Owns: opening /dev/vmpiN, binding a file to a channel and switching it to batch reads, the
+ * watcher of each file (readable always; writable only for the one file the port's backlog waits
+ * on), reading bursts of SDUs into one reusable buffer, closing files, and the stand-alone
+ * channel files handed to other processes (ChannelFile). What the SDUs mean, the send backlog and
+ * the port's up/down state are guest-port.ts's; it hears from here through `ChannelSetHooks`.
+ */
+import { closeSync, openSync } from 'node:fs';
+import { errnoCode } from '../sys/fd.js';
+import { native, type FdEventsWatcher } from '../sys/native.js';
+import { CHANNEL_READ_BUFFER, READ_GONE, readChannelFile } from './guest-file.js';
+import { GuestPortError, guestPortError } from './guest-error.js';
+import { VMPI_IOC_BIND, VMPI_IOC_SHUTDOWN, VMPI_OPEN_FLAGS, setBatchMode, u32Arg } from './guest-uapi.js';
+import type { ChannelFile, SduHandler } from './port.js';
+
+export interface GuestChannel {
+  readonly channel: number;
+  /** -1 once closed. */
+  fd: number;
+  readonly watcher: FdEventsWatcher;
+  handler: SduHandler | null;
+  /** SDUs of this channel in the backlog: the file stays open until they are written. */
+  pending: number;
+  /** unbind() was called: close the file once nothing is pending. */
+  closeWhenIdle: boolean;
+  /** Hands one SDU read from the file to the port (made once per channel: no per-read closure). */
+  readonly deliver: (sdu: Uint8Array) => void;
+}
+
+/** What the channel files report to their port. */
+export interface ChannelSetHooks {
+  /** The file of `ch` polled: `events` as native.watchFd reports them (negative: the watcher failed). */
+  events(ch: GuestChannel, events: number): void;
+  /** One SDU read from `ch`'s file (valid only during the call). */
+  deliver(ch: GuestChannel, sdu: Uint8Array): void;
+  /** A call on a file said ENODEV: the device was removed. */
+  gone(reason: string): void;
+}
+
+/** Open `path` (non-blocking, read-write) or throw the GuestPortError saying why not. */
+export function openVmpiDevice(path: string): number {
+  try {
+    return openSync(path, VMPI_OPEN_FLAGS);
+  } catch (e) {
+    throw guestPortError(e, path, 'open');
+  }
+}
+
+export class GuestChannelSet {
+  private readonly channels = new Map<number, GuestChannel>();
+  /** One receive buffer for every channel: SDUs are valid only during the handler call. */
+  private readonly rxBuf: Uint8Array;
+  /** The driver reads many SDUs per read(2) (guest-file.ts); false with an older driver. */
+  private batch = false;
+  /** The channel whose watcher also waits for writability (the backlog head's). */
+  private writableCh: GuestChannel | null = null;
+
+  constructor(
+    private readonly path: string,
+    maxSdu: number,
+    private readonly hooks: ChannelSetHooks,
+  ) {
+    this.rxBuf = new Uint8Array(Math.max(CHANNEL_READ_BUFFER, 4 + maxSdu));
+  }
+
+  get(channel: number): GuestChannel | undefined {
+    return this.channels.get(channel);
+  }
+
+  has(channel: number): boolean {
+    return this.channels.has(channel);
+  }
+
+  /** The channel's open, bound file; opened on demand. */
+  open(channel: number): GuestChannel {
+    const have = this.channels.get(channel);
+    if (have) return have;
+    const fd = openVmpiDevice(this.path);
+    let watcher: FdEventsWatcher;
+    try {
+      native.ioctl(fd, VMPI_IOC_BIND, u32Arg(channel));
+      this.batch = setBatchMode(fd);
+      watcher = native.watchFd(fd, native.UV_READABLE, (ev) => this.hooks.events(ch, ev));
+    } catch (e) {
+      closeSync(fd);
+      if (errnoCode(e) === 'ENODEV') this.hooks.gone('the device was removed');
+      throw guestPortError(e, this.path, `bind channel ${channel} on`, channel);
+    }
+    const ch: GuestChannel = { channel, fd, watcher, handler: null, pending: 0, closeWhenIdle: false, deliver: (sdu) => this.hooks.deliver(ch, sdu) };
+    this.channels.set(channel, ch);
+    watcher.start();
+    return ch;
+  }
+
+  close(ch: GuestChannel): void {
+    if (ch.fd < 0) return;
+    ch.watcher.close(); // before the fd, as native.ts asks
+    closeSync(ch.fd);
+    ch.fd = -1;
+    if (this.writableCh === ch) this.writableCh = null;
+    if (this.channels.get(ch.channel) === ch) this.channels.delete(ch.channel);
+  }
+
+  /** Close every file. */
+  closeAll(): void {
+    this.writableCh = null;
+    for (const ch of [...this.channels.values()]) this.close(ch);
+  }
+
+  /** Restart a watcher that stopped on an error (the port is still up). */
+  restart(ch: GuestChannel): void {
+    if (ch.fd >= 0) ch.watcher.start();
+  }
+
+  /** Wait for writability on `ch`'s file only (null: on none). */
+  armWritable(ch: GuestChannel | null): void {
+    if (this.writableCh === ch) return;
+    const prev = this.writableCh;
+    this.writableCh = ch;
+    if (prev && prev.fd >= 0) prev.watcher.start(native.UV_READABLE);
+    if (ch && ch.fd >= 0) ch.watcher.start(native.UV_READABLE | native.UV_WRITABLE);
+  }
+
+  /** Read what `ch`'s file holds, SDU by SDU to its `deliver`; a budget per call. */
+  read(ch: GuestChannel): void {
+    // A budget per wake-up: the watcher is level-triggered and comes back for the rest, so one busy
+    // channel cannot starve the others or the event loop.
+    for (let budget = 256; budget > 0 && ch.fd >= 0; ) {
+      let n: number;
+      try {
+        n = readChannelFile(ch.fd, this.rxBuf, this.batch, ch.deliver);
+      } catch (e) {
+        throw guestPortError(e, this.path, `read channel ${ch.channel} of`, ch.channel);
+      }
+      if (n === READ_GONE) return this.hooks.gone('the device was removed');
+      if (n < 0) return; // READ_EMPTY; READ_ENDED cannot happen to the port's own files
+      budget -= n;
+    }
+  }
+
+  /**
+   * Open `channel` as a file of its own, bound in the driver but never read here (see
+   * ChannelFile). The caller closes it.
+   */
+  openFile(channel: number): ChannelFile {
+    const path = this.path;
+    const fd = openVmpiDevice(path);
+    try {
+      native.ioctl(fd, VMPI_IOC_BIND, u32Arg(channel));
+    } catch (e) {
+      closeSync(fd);
+      if (errnoCode(e) === 'ENODEV') this.hooks.gone('the device was removed');
+      throw guestPortError(e, path, `bind channel ${channel} on`, channel);
+    }
+    let open = true;
+    let shut = false;
+    return {
+      channel,
+      fd,
+      shutdown: () => {
+        if (!open || shut) return;
+        shut = true;
+        try {
+          native.ioctlNoArg(fd, VMPI_IOC_SHUTDOWN);
+        } catch (e) {
+          if (errnoCode(e) !== 'ENODEV') throw guestPortError(e, path, `shut down channel ${channel} of`, channel);
+        }
+      },
+      close: () => {
+        if (!open) return;
+        open = false;
+        closeSync(fd);
+      },
+      dup: () => {
+        if (!open) throw new GuestPortError('closed', `the file of channel ${channel} is closed`);
+        return native.dup(fd);
+      },
+    };
+  }
+}
