@@ -57,7 +57,7 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
 }
 
 function makeSeries(key: string): Series {
-  if (key === 'normal-dif') return new NormalDifSeries();
+  if (key === 'normal-dif') return new NormalDifSeries(say);
   return new UdpBridgeSeries(key === 'e1000' ? 'e1000' : 'virtio-net-pci', net);
 }
 

@@ -15,6 +15,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { Guest, ROOT } from '../../test/helpers/guest.js';
 import { GUEST_ADDR, GUEST_MAC, GUEST2_ADDR, GUEST2_MAC, BRIDGE_PREFIX, type PrivateNet } from '../common/netns.js';
@@ -59,12 +60,12 @@ for (;;) {
 `;
 
 /** The bench's `vmpi serve`: its own process, as users run it. */
-function startServe(dir: string): { child: ChildProcess; log: () => string } {
+function startServe(dir: string, metricsPort: number): { child: ChildProcess; log: () => string } {
   const cfg = join(dir, 'vmpi.json');
   writeFileSync(cfg, JSON.stringify({ devices: VM_IDS.map((id, i) => ({ socket: `vm${i + 1}.sock`, vmpiId: id })), normal: { dif: NORMAL_DIF } }));
   const env: NodeJS.ProcessEnv = { ...process.env, VMPI_LOG_LEVEL: 'warn' };
   delete env.NODE_OPTIONS;
-  const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), join(ROOT, 'src', 'cli.ts'), 'serve', '--config', cfg, '--ipc-socket', join(dir, 'ipc.sock'), '--no-metrics'], {
+  const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), join(ROOT, 'src', 'cli.ts'), 'serve', '--config', cfg, '--ipc-socket', join(dir, 'ipc.sock'), '--metrics-listen', `127.0.0.1:${metricsPort}`], {
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
@@ -73,6 +74,18 @@ function startServe(dir: string): { child: ChildProcess; log: () => string } {
   child.stdout!.setEncoding('utf8').on('data', (s: string) => (log = (log + s).slice(-20_000)));
   child.stderr!.setEncoding('utf8').on('data', (s: string) => (log = (log + s).slice(-20_000)));
   return { child, log: () => log };
+}
+
+/** A TCP port free on loopback right now (for serve's metrics). */
+function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const srv = createServer();
+    srv.once('error', rej);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as AddressInfo).port;
+      srv.close(() => res(port));
+    });
+  });
 }
 
 async function until(what: string, ok: () => boolean, ms: number): Promise<void> {
@@ -103,10 +116,24 @@ export class NormalDifSeries implements Series {
   private vm1: Guest | null = null;
   private vm2: Guest | null = null;
   private runs = 0;
+  private metricsPort = 0;
+
+  constructor(private readonly say: (s: string) => void = () => {}) {}
+
+  /** The relay's counters from serve's metrics: where PDUs went (forwarded, dropped by reason). */
+  private async relayCounters(): Promise<string[]> {
+    try {
+      const text = await (await fetch(`http://127.0.0.1:${this.metricsPort}/metrics`, { signal: AbortSignal.timeout(5000) })).text();
+      return text.split('\n').filter((l) => /^vmpi_(dif_rmt_pdus_(forwarded|dropped)_total|dif_neighbours|device_sdus_total|device_backlog)[{ ]/.test(l) && !/ 0$/.test(l));
+    } catch (e) {
+      return [`(no metrics: ${(e as Error).message})`];
+    }
+  }
 
   async start(): Promise<void> {
     this.dir = mkdtempSync(join(tmpdir(), 'vmpi-fig4b-'));
-    this.serve = startServe(this.dir);
+    this.metricsPort = await freePort();
+    this.serve = startServe(this.dir, this.metricsPort);
     await until('vmpi serve sockets', () => [1, 2].every((i) => existsSync(join(this.dir, `vm${i}.sock`))), 60_000).catch((e: Error) => {
       throw new Error(`${e.message}; serve log:\n${this.serve!.log()}`);
     });
@@ -144,6 +171,7 @@ export class NormalDifSeries implements Series {
   }
 
   async stop(): Promise<void> {
+    if (this.serve) for (const l of await this.relayCounters()) this.say(`host relay: ${l}`);
     await Promise.all([this.vm1?.stop(), this.vm2?.stop()]);
     this.vm1 = this.vm2 = null;
     if (this.serve?.child.pid !== undefined) {
