@@ -3,7 +3,7 @@
  * arrival order go to waiting read() calls first, else to 'data' listeners, else wait in the
  * queue; once the flow's end is known (`end()`) and the queue is empty, reads return null.
  *
- * Owns: that queue and its hand-out rules, shared by the shim DIF's flows (shim-hv/ipcp.ts) and
+ * Owns: that queue and its hand-out rules, shared by the shim DIF's flows (shim-hv/flow.ts) and
  * the IPC client's flows (ipc/client.ts), so both ends of the daemon socket behave alike. How
  * SDUs get in (a VMPI port, a socket) and what a full queue means (drop, or stop reading) stay
  * with the owner: it asks `length`, `bytes` and `hasConsumer()` before pushing; `onBytes` tells

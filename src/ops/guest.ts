@@ -12,8 +12,6 @@
  * carrier is virtio device 0x0029, virtio-gpio's id, which gpio_virtio claims in kernels built
  * with it).
  */
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
-import { basename, join } from 'node:path';
 import { logger as rootLogger, type Logger } from '../sys/log.js';
 import { ShimHvIpcp } from '../dif/shim-hv/ipcp.js';
 import { IpcDaemon } from '../dif/ipc/daemon.js';
@@ -21,6 +19,9 @@ import type { NormalIpcp } from '../dif/normal/ipcp.js';
 import type { NormalConfig } from './config.js';
 import { createNormalIpcp } from './normal.js';
 import { GuestVmpiPort } from '../vmpi/guest-port.js';
+import { findVirtioCarriers, findVmpiDevices, VMPI_DRIVER_NAME } from '../vmpi/guest-sysfs.js';
+
+export { findVirtioCarriers, findVmpiDevices, VMPI_CARRIER_VIRTIO_ID, VMPI_DRIVER_NAME, type VirtioCarrier } from '../vmpi/guest-sysfs.js';
 
 export interface GuestServing {
   readonly ports: readonly GuestVmpiPort[];
@@ -54,47 +55,6 @@ export class GuestStartError extends Error {
   }
 }
 
-/** The virtio device id of VMPI's carrier (vhost-user-gpio-pci: VIRTIO_ID_GPIO). */
-export const VMPI_CARRIER_VIRTIO_ID = 0x29;
-/** The guest driver's name on the virtio bus (KBUILD_MODNAME of vmpi.ko). */
-export const VMPI_DRIVER_NAME = 'vmpi';
-
-export interface VirtioCarrier {
-  /** e.g. virtio3 */
-  device: string;
-  /** The driver bound to it, or null when none is. */
-  driver: string | null;
-}
-
-/** The virtio devices with VMPI's carrier id in `<sysRoot>/bus/virtio/devices`, and their drivers. */
-export function findVirtioCarriers(sysRoot = '/sys'): VirtioCarrier[] {
-  const dir = join(sysRoot, 'bus', 'virtio', 'devices');
-  let names: string[];
-  try {
-    names = readdirSync(dir).sort();
-  } catch {
-    return [];
-  }
-  const out: VirtioCarrier[] = [];
-  for (const name of names) {
-    let id: number;
-    try {
-      id = Number.parseInt(readFileSync(join(dir, name, 'device'), 'utf8').trim(), 16);
-    } catch {
-      continue;
-    }
-    if (id !== VMPI_CARRIER_VIRTIO_ID) continue;
-    let driver: string | null = null;
-    try {
-      driver = basename(readlinkSync(join(dir, name, 'driver')));
-    } catch {
-      // not bound
-    }
-    out.push({ device: name, driver });
-  }
-  return out;
-}
-
 /** The error for a VM without /dev/vmpiN, from what sysfs shows. */
 export function noDeviceError(sysRoot = '/sys'): GuestStartError {
   const carriers = findVirtioCarriers(sysRoot);
@@ -118,20 +78,6 @@ export function noDeviceError(sysRoot = '/sys'): GuestStartError {
   return new GuestStartError('no_device', 'no /dev/vmpiN in this VM: load the VMPI guest driver (insmod vmpi.ko) and give the VM a VMPI device');
 }
 
-/** The /dev/vmpiN present now, in index order. */
-export function findVmpiDevices(dir = '/dev'): string[] {
-  let names: string[];
-  try {
-    names = readdirSync(dir);
-  } catch {
-    return [];
-  }
-  return names
-    .map((n) => /^vmpi(\d+)$/.exec(n))
-    .filter((m): m is RegExpExecArray => m !== null)
-    .sort((a, b) => Number(a[1]) - Number(b[1]))
-    .map((m) => `${dir}/${m[0]}`);
-}
 
 export function startGuest(opts: GuestStartOptions): GuestServing {
   const log = opts.logger ?? rootLogger;

@@ -4,8 +4,8 @@
  * many SDUs per read(2) in the driver's batch mode (VMPI_IOC_SET_BATCH: records of le32 length +
  * SDU, each starting at a multiple of 4), one per read(2) with a driver that predates it.
  *
- * Shared by the guest port (guest-port.ts: its channel files) and the IPC client (a flow's data
- * file in the guest). Under TCG a read(2) from Node costs more than the SDU's own handling, so a burst of
+ * Shared by the guest port (guest-port.ts: its channel files) and a flow's data file in the guest
+ * (guest-flow-file.ts, which the IPC client reaches through dif/ipc/flow-file-io.ts). Under TCG a read(2) from Node costs more than the SDU's own handling, so a burst of
  * SDUs in one call is what lets a Node reader in a VM keep up (see bench:fig4a).
  */
 import { readSync } from 'node:fs';

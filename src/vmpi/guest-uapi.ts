@@ -4,7 +4,7 @@
  * the batch-read record format, and the two ioctl calls every user makes (bind, batch mode).
  *
  * Owns: the one copy of those numbers and layouts. The guest port (guest-port.ts), the channel
- * file reader (guest-file.ts) and the IPC client use them from here; a change to vmpi_uapi.h is a
+ * file reader (guest-file.ts) and a flow's data file (guest-flow-file.ts) use them from here; a change to vmpi_uapi.h is a
  * change to this file only.
  */
 import { constants as fsc } from 'node:fs';

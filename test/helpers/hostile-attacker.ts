@@ -21,6 +21,7 @@
  */
 import { openSync } from 'node:fs';
 import fc from 'fast-check';
+import { safeClose } from '../../src/sys/fd.js';
 import { native } from '../../src/sys/native.js';
 import { encodeMessage } from '../../src/vhost-user/messages.js';
 import { HEADER_SIZE, Req } from '../../src/vhost-user/protocol.js';
@@ -39,14 +40,6 @@ const cfg = JSON.parse(process.argv[2]!) as Config;
 const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const devNull = openSync('/dev/null', 'r+');
-
-function safeClose(fd: number): void {
-  try {
-    native.close(fd);
-  } catch {
-    // already closed
-  }
-}
 
 class Timeout extends Error {}
 

@@ -20,7 +20,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { DifError, type DeallocationCause } from '../api.js';
-import { SendResult } from '../../vmpi/device.js';
+import { SendResult } from '../../vmpi/port.js';
 import type { ChannelFile, VmpiPort } from '../../vmpi/port.js';
 import { logger, type Logger } from '../../sys/log.js';
 import { intArg as positiveInt } from '../core/args.js';

@@ -17,13 +17,16 @@ import { fileURLToPath } from 'node:url';
 import protobuf from 'protobufjs';
 import { NamingError, validateAppName, type AppName } from '../naming.js';
 import type { QosSpec } from '../api.js';
+import { MAX_CHANNEL } from '../../vmpi/port.js';
 
 /** The `version` this code writes and the only one it reads. */
 export const CONTROL_VERSION = 1;
 /** The VMPI channel that carries control messages. */
 export { CONTROL_CHANNEL } from '../../vmpi/port.js';
 /** Highest channel id a message may name (VMPI channels are u32). */
-export const MAX_CHANNEL_ID = 0xffffffff;
+export const MAX_CHANNEL_ID = MAX_CHANNEL;
+/** Largest value of a u32 field (QoS max_sdu). */
+const U32_MAX = 0xffffffff;
 /** Larger SDUs on channel 0 are refused before decoding (two maximal names fit easily). */
 export const MAX_CONTROL_MESSAGE_BYTES = 4096;
 /** Reasons longer than this (in UTF-16 units) are cut on encode and on decode. */
@@ -234,7 +237,7 @@ function nameFromWire(v: unknown, field: 'src' | 'dst', kind: ControlKind, chann
 
 function checkQos(q: QosSpec, kind: ControlKind, channel: number): void {
   if (typeof q.reliable !== 'boolean' || typeof q.inOrder !== 'boolean') throw new ControlMessageError('bad_value', 'QoS flags must be booleans', kind, channel);
-  if (!Number.isInteger(q.maxSdu) || q.maxSdu < 0 || q.maxSdu > MAX_CHANNEL_ID) throw new ControlMessageError('bad_value', `QoS max_sdu ${q.maxSdu} is not a u32`, kind, channel);
+  if (!Number.isInteger(q.maxSdu) || q.maxSdu < 0 || q.maxSdu > U32_MAX) throw new ControlMessageError('bad_value', `QoS max_sdu ${q.maxSdu} is not a u32`, kind, channel);
 }
 
 /**

@@ -10,7 +10,7 @@
  */
 import { DifError, type AcceptOptions, type QosSpec } from '../api.js';
 import type { AppName } from '../naming.js';
-import { SendResult } from '../../vmpi/device.js';
+import { SendResult } from '../../vmpi/port.js';
 import type { ChannelFile, VmpiPort } from '../../vmpi/port.js';
 import { RxQueue } from '../rx-queue.js';
 import { BaseFlow, type FlowEnd } from '../core/flow.js';

@@ -26,6 +26,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { pino } from 'pino';
+import { safeClose } from '../../../src/sys/fd.js';
 import { native } from '../../../src/sys/native.js';
 import { Connection, type DisconnectCause } from '../../../src/vhost-user/connection.js';
 import { VhostUserError } from '../../../src/vhost-user/errors.js';
@@ -362,14 +363,6 @@ interface Captured {
 }
 const captured: Captured = { lines: [] };
 const log = pino({ level: 'error' }, { write: (line: string) => void captured.lines.push(line) });
-
-function safeClose(fd: number): void {
-  try {
-    native.close(fd);
-  } catch {
-    // already closed
-  }
-}
 
 async function runCase(c: StreamCase): Promise<void> {
   captured.lines = [];
