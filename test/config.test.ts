@@ -191,6 +191,9 @@ t.test('parse errors and files', async (t) => {
   const j = t.throws(() => loadConfigFile(file('syntax.json', '{"devices": [}'))) as ConfigError;
   t.equal(j.problems.length, 1);
   t.match(j.problems, [/^invalid JSON: \S/]);
+  const nl = t.throws(() => loadConfigFile(file('nl.json', '&\n{"log": {}}'))) as ConfigError;
+  t.equal(nl.problems.length, 1);
+  t.notMatch(nl.problems[0], /\n/, 'a newline in the text JSON.parse quotes stays out of the one-line problem');
   const ext = t.throws(() => loadConfigFile(file('c.toml', ''))) as ConfigError;
   t.same(ext.problems, ['unknown config format ".toml": name the file *.yaml, *.yml or *.json']);
   t.equal(ext.code, 'ERR_VMPI_CONFIG', 'a typed error: callers test the code');

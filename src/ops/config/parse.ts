@@ -61,7 +61,8 @@ export function parseConfig(text: string, opts: ParseOptions): VmpiConfig {
     try {
       raw = JSON.parse(text);
     } catch (e) {
-      throw new ConfigError([`invalid JSON: ${(e as Error).message}`], opts.source);
+      // JSON.parse quotes the text around the error, newlines included: keep the problem one line.
+      throw new ConfigError([`invalid JSON: ${(e as Error).message.replace(/\r?\n/g, '\\n')}`], opts.source);
     }
   } else {
     const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });

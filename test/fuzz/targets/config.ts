@@ -162,6 +162,8 @@ export const configTarget: FuzzTarget<ConfigInput> = {
   examples: [
     // Escaped as a TypeError (a cyclic value printed) and a ReferenceError (yaml's alias limit).
     { format: 'yaml', text: 'devices: &d [*d]\n' },
+    // JSON.parse's message quoted the text around the error with its newline: two lines.
+    { format: 'json', text: '&\n{"metrics":"/.sock","log":{}}' },
     { format: 'yaml', text: 'a: &a [x,x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]\n' },
   ],
   run({ format, text }) {
