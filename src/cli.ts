@@ -3,7 +3,8 @@
  * cli.ts — the `vmpi` command: picks the subcommand and turns its outcome into an exit code
  * (0 ok, 1 runtime failure or invalid configuration, 2 usage error).
  *
- * Each subcommand lives in src/cli/ (serve.ts, guest.ts, check-config.ts, qemu-args.ts, tgen.ts);
+ * Each subcommand lives in src/cli/ (serve.ts, guest.ts, check-config.ts, qemu-args.ts, tgen.ts,
+ * inspect.ts);
  * src/cli/args.ts has what they share (argument parsing, UsageError), src/cli/help.ts the help
  * texts. They wire flags and the config file (src/ops/config.ts) into src/ops/: no protocol,
  * datapath or ops logic lives in the CLI.
@@ -12,6 +13,7 @@ import { EXIT_USAGE, UsageError, version } from './cli/args.js';
 import { checkConfig } from './cli/check-config.js';
 import { guest } from './cli/guest.js';
 import { help } from './cli/help.js';
+import { dif, ipcp } from './cli/inspect.js';
 import { qemuArgs } from './cli/qemu-args.js';
 import { serve } from './cli/serve.js';
 import { tgen } from './cli/tgen.js';
@@ -43,6 +45,10 @@ export async function main(argv: string[]): Promise<number> {
         return await tgen(rest);
       case 'guest':
         return await guest(rest);
+      case 'ipcp':
+        return await ipcp(rest);
+      case 'dif':
+        return await dif(rest);
       default:
         // The vhost-user back-end conventions put the socket options first: `vmpi --socket-path X`.
         if (/^--(socket-path|fd)(=|$)/.test(command)) return await serve([command, ...rest]);

@@ -111,6 +111,8 @@ t.test('help and version', async (t) => {
     ['check-config', /Usage: vmpi check-config FILE/],
     ['qemu-args', /Usage: vmpi qemu-args --socket PATH/],
     ['guest', /Usage: vmpi guest \[--device \/dev\/vmpiN\]/],
+    ['ipcp', /Usage: vmpi ipcp list \[--ipc-socket PATH\] \[--json\]/],
+    ['dif', /Usage: vmpi dif show NAME \[--ipc-socket PATH\] \[--json\]/],
   ] as const) {
     const r = await run([cmd, '--help']);
     t.equal(r.code, 0, `${cmd} --help exits 0`);
@@ -386,4 +388,49 @@ t.test('serve: systemd socket activation (LISTEN_FDS, LISTEN_PID)', async (t) =>
   const notSock = await run(['serve', '--listen-fd', '0', '--no-metrics']);
   t.equal(notSock.code, 1);
   t.equal(notSock.stderr, 'vmpi serve: --listen-fd 0: fd 0 is not a socket\n');
+});
+
+t.test('ipcp list and dif show: a look inside a running serve through its IPC socket', async (t) => {
+  const ipc = join(dir, 'inspect-ipc.sock');
+  const cfg = file('inspect.yaml', 'devices:\n  - {socket: ins.sock, vmpiId: 5}\nnormal: {dif: n.DIF}\n');
+  const p = start(['serve', '--config', cfg, '--no-metrics', '--ipc-socket', ipc]);
+  t.teardown(() => void p.child.kill('SIGKILL'));
+  await p.waitLog(/"msg":"ipc: daemon listening"/);
+
+  const list = await run(['ipcp', 'list', '--json', '--ipc-socket', ipc]);
+  t.equal(list.code, 0, list.stderr);
+  t.same(JSON.parse(list.stdout), {
+    ipcps: [
+      { dif: 'hv.vmpi-5', type: 'shim-hv', name: 'hv.vmpi-5.host', address: 5 },
+      { dif: 'n.DIF', type: 'normal', name: 'n.DIF.host', address: 1 },
+    ],
+  }, 'the device\'s shim IPC process and the normal DIF\'s enroller');
+  const table = await run(['ipcp', 'list'], { VMPI_IPC_SOCKET: ipc });
+  t.equal(table.code, 0, table.stderr);
+  t.equal(table.stdout, 'DIF        TYPE     NAME            ADDRESS\nhv.vmpi-5  shim-hv  hv.vmpi-5.host  5\nn.DIF      normal   n.DIF.host      1\n', 'a table ($VMPI_IPC_SOCKET found the daemon)');
+
+  const show = await run(['dif', 'show', 'n.DIF', '--ipc-socket', ipc]);
+  t.equal(show.code, 0, show.stderr);
+  t.match(show.stdout, /^DIF n\.DIF: normal IPC process n\.DIF\.host, address 1\nrole enroller, max SDU \d+\n/);
+  for (const part of ['Members (0):', 'Neighbours (0):', 'Lower flows (0):', 'Forwarding table (0):', 'Directory (0):', 'Flows (0):']) t.match(show.stdout, `\n${part}\n`, `the dump has ${part}`);
+  const json = await run(['dif', 'show', 'n.DIF', '--json', '--ipc-socket', ipc]);
+  t.equal(json.code, 0, json.stderr);
+  const d = JSON.parse(json.stdout) as { dif: string; type: string; state: { role: string; rmt: { forwarding: unknown[] }; directory: { entries: unknown[] } } };
+  t.same([d.dif, d.type, d.state.role, d.state.rmt.forwarding, d.state.directory.entries], ['n.DIF', 'normal', 'enroller', [], []]);
+  const shim = await run(['dif', 'show', 'hv.vmpi-5', '--ipc-socket', ipc]);
+  t.equal(shim.code, 0, shim.stderr);
+  t.equal(shim.stdout, 'DIF hv.vmpi-5: shim-hv IPC process hv.vmpi-5.host, address 5\nrole host, VMPI-id 5, port down, channels 1..' + /channels 1\.\.(\d+)/.exec(shim.stdout)?.[1] + ', 0 bytes queued\nregistered: n.DIF.host\n\nChannels in use (0):\n', 'no VM yet: the port is down');
+
+  const unknown = await run(['dif', 'show', 'nope.DIF', '--ipc-socket', ipc]);
+  t.equal(unknown.code, 1, 'an unknown DIF exits 1');
+  t.equal(unknown.stderr, 'vmpi dif: no DIF named "nope.DIF" here (hv.vmpi-5, n.DIF)\n', 'naming the DIFs there');
+  t.equal(unknown.stdout, '');
+  const usage = await run(['dif', 'show', '--ipc-socket', ipc]);
+  t.equal(usage.code, 2);
+  t.equal(usage.stderr, 'vmpi dif show: give exactly one DIF name (vmpi ipcp list shows them)\n');
+  p.child.kill('SIGTERM');
+  t.equal((await p.wait()).code, 0);
+  const gone = await run(['ipcp', 'list', '--ipc-socket', ipc]);
+  t.equal(gone.code, 1, 'no daemon: exit 1');
+  t.match(gone.stderr, `vmpi ipcp: cannot reach the IPC daemon at ${ipc}: `);
 });

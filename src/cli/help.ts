@@ -17,6 +17,8 @@ Commands:
   check-config   validate a configuration file
   qemu-args      print the QEMU arguments that attach a VM to a device's socket
   tgen           traffic generator over the IPC API (like rina-tgen): server, client, sweep, plot
+  ipcp list      the IPC processes a running serve/guest hosts (DIF, type, name, address)
+  dif show NAME  a look inside one DIF's IPC process: neighbours, tables, directory, flows
 
 Options:
   -h, --help     show help (also: vmpi <command> --help)
@@ -107,6 +109,33 @@ Options:
   --sizes SPEC        sweep sizes, FROM:TO:STEP inclusive or a comma list (default 0:4000:250)
   --repeats N         runs per size (default 20)
   --csv FILE, --svg FILE, --label NAME (legend; default "vmpi shim-hv"), --title TEXT
+`,
+  ipcp: `Usage: vmpi ipcp list [--ipc-socket PATH] [--json]
+
+Lists the IPC processes that a running vmpi serve or vmpi guest hosts, through its IPC daemon's
+socket: DIF, type (shim-hv, normal), IPC process name and address in its DIF.
+
+Options:
+  --ipc-socket PATH   IPC daemon socket (default $VMPI_IPC_SOCKET or ${DEFAULT_IPC_SOCKET})
+  --json              print the daemon's answer as JSON
+  -h, --help          show this help
+
+Exit codes: 0 ok, 1 the daemon cannot be reached, 2 usage.
+`,
+  dif: `Usage: vmpi dif show NAME [--ipc-socket PATH] [--json]
+
+Prints the state of DIF NAME's IPC process in a running vmpi serve or vmpi guest (read-only,
+through its IPC daemon's socket). A normal DIF: role, members (enroller), neighbours, lower (N-1)
+flows, forwarding table, directory and flows. A shim DIF: VMPI-id, port up/down, registered
+names, the channels in use and their flows. Lists too long for one IPC message are cut, and the
+dump says so.
+
+Options:
+  --ipc-socket PATH   IPC daemon socket (default $VMPI_IPC_SOCKET or ${DEFAULT_IPC_SOCKET})
+  --json              print the IPC process's whole state as JSON
+  -h, --help          show this help
+
+Exit codes: 0 ok, 1 no such DIF (the message names those there) or the daemon cannot be reached, 2 usage.
 `,
   'qemu-args': `Usage: vmpi qemu-args --socket PATH [--id NAME] [--mem SIZE]
 

@@ -6,6 +6,9 @@
  * Counters are cumulative for the life of the IPC process (they never go down); the optional
  * parts are left out by IPC process types that have no such thing (the shim DIF has no relaying
  * RMT and no neighbours; the normal DIF drops nothing for an unread flow, it pauses it).
+ *
+ * `inspect()` is the operator's look inside (`vmpi dif show`, the IPC daemon's `inspect_dif`):
+ * plain JSON data only (numbers, strings, booleans, arrays, plain objects), each type its own.
  */
 import type { DeallocationCause, Flow, IpcProcess } from '../api.js';
 
@@ -36,5 +39,22 @@ export interface ObservableIpcp extends IpcProcess {
   /** This IPC process's name (unique in its DIF). */
   readonly ipcpName: string;
   counters(): IpcpCounters;
+  /** A plain-data dump of this IPC process's state (neighbours, tables, flows); see the file comment. */
+  inspect?(): Record<string, unknown>;
   on(event: 'flowDeallocated', listener: (flow: Flow, reason: string, cause: DeallocationCause) => void): this;
+}
+
+/** What an IPC process hosted by the IPC daemon says about itself in a list (`list_ipcps`). */
+export interface IpcpDescription {
+  dif: string;
+  type: IpcpType | 'unknown';
+  name: string;
+  address: number;
+}
+
+/** Describe any IPC process; one that is not an ObservableIpcp is of type 'unknown', named after its DIF. */
+export function describeIpcp(ipcp: IpcProcess): IpcpDescription {
+  const o = ipcp as Partial<ObservableIpcp>;
+  const type = o.ipcpType === 'shim-hv' || o.ipcpType === 'normal' ? o.ipcpType : 'unknown';
+  return { dif: ipcp.difName, type, name: typeof o.ipcpName === 'string' ? o.ipcpName : ipcp.difName, address: ipcp.address };
 }

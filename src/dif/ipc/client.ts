@@ -24,7 +24,7 @@ import { errnoCode } from '../../sys/fd.js';
 import { ClientFlow } from './client-flow.js';
 import { ClientFlowRequest } from './client-request.js';
 import { ClientRegistration } from './client-registration.js';
-import { defaultIpcSocketPath, IpcProtocolError, parseDaemonMessage, registrationKey, type DaemonMessage, type DifInfo } from './protocol.js';
+import { defaultIpcSocketPath, IpcProtocolError, parseDaemonMessage, registrationKey, type DaemonMessage, type DifInfo, type DifInspection, type IpcpInfo, type TruncationInfo } from './protocol.js';
 
 export { ClientFlow, CLIENT_RX_QUEUE_BYTES, CLIENT_RX_QUEUE_LIMIT } from './client-flow.js';
 export { ClientFlowRequest } from './client-request.js';
@@ -109,6 +109,21 @@ export class IpcClient extends EventEmitter<IpcClientEvents> {
   async listDifs(): Promise<DifInfo[]> {
     const r = await this.request({ op: 'list_difs' });
     return r.msg.difs ?? [];
+  }
+
+  /** The IPC processes the daemon hosts (DIF, type, name, address); `truncated` when the list was cut to fit. */
+  async listIpcps(): Promise<{ ipcps: IpcpInfo[]; truncated?: TruncationInfo[] }> {
+    const r = await this.request({ op: 'list_ipcps' });
+    const out: { ipcps: IpcpInfo[]; truncated?: TruncationInfo[] } = { ipcps: r.msg.ipcps ?? [] };
+    if (r.msg.truncated !== undefined) out.truncated = r.msg.truncated;
+    return out;
+  }
+
+  /** A plain-data dump of DIF `dif`'s IPC process. Rejects with 'unknown_dif' (naming the DIFs there) if none. */
+  async inspectDif(dif: string): Promise<DifInspection> {
+    const r = await this.request({ op: 'inspect_dif', dif });
+    if (!r.msg.inspect) throw new DifError('malformed', 'the daemon answered inspect_dif without an inspection (an older daemon?)');
+    return r.msg.inspect;
   }
 
   /** Register `app` in DIF `dif`; incoming flow requests arrive on the registration. */

@@ -3,5 +3,5 @@
  */
 export { IpcDaemon, Session, type IpcDaemonOptions, type IpcDaemonStats } from './daemon.js';
 export { IpcClient, ClientFlow, ClientFlowRequest, ClientRegistration, CLIENT_RX_QUEUE_LIMIT, type ClientAllocateOptions } from './client.js';
-export { DEFAULT_IPC_SOCKET, IPC_PROTOCOL_VERSION, MAX_MESSAGE_BYTES, defaultIpcSocketPath, type DifInfo, type FlowInfo } from './protocol.js';
+export { DEFAULT_IPC_SOCKET, IPC_PROTOCOL_VERSION, MAX_MESSAGE_BYTES, defaultIpcSocketPath, type DifInfo, type DifInspection, type FlowInfo, type IpcpInfo, type TruncationInfo } from './protocol.js';
 export { LINGER_MS, RECORD_SDU } from './datapath.js';

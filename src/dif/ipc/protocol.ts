@@ -18,7 +18,13 @@
  * SOCK_SEQPACKET end with tagged records; 'vmpi_file', the guest driver's file bound to the
  * flow's channel, one untagged SDU per read/write (datapath.ts).
  *
+ * `list_ipcps` and `inspect_dif` are read-only (inspect.ts): `state` is the IPC process's own
+ * plain-data dump, and a result whose lists would not fit in one message has them cut, each cut
+ * named in `truncated` ({path, total, shown}).
+ *
  *   list_difs {}                                 → result {difs: [{name, address}]}
+ *   list_ipcps {}                                → result {ipcps: [{dif, type, name, address}], truncated?}
+ *   inspect_dif {dif}                            → result {inspect: {dif, type, name, address, state, truncated?}}
  *   register {dif, app}                          → result {}
  *   unregister {dif, app}                        → result {}
  *   allocate {dif, src, dst, qos?, timeoutMs?}   → result {flow: FlowInfo} + fd
@@ -75,8 +81,31 @@ export interface DifInfo {
   address: number;
 }
 
+/** One hosted IPC process, as `list_ipcps` shows it ('unknown': a type without observe.ts). */
+export interface IpcpInfo {
+  dif: string;
+  type: 'shim-hv' | 'normal' | 'unknown';
+  name: string;
+  address: number;
+}
+
+/** A list cut short to fit in one message. */
+export interface TruncationInfo {
+  path: string;
+  total: number;
+  shown: number;
+}
+
+/** The `inspect_dif` result: who, and the IPC process's state (plain JSON, shape per type). */
+export interface DifInspection extends IpcpInfo {
+  state: Record<string, unknown>;
+  truncated?: TruncationInfo[];
+}
+
 export type ClientRequest =
   | { op: 'list_difs'; id: number }
+  | { op: 'list_ipcps'; id: number }
+  | { op: 'inspect_dif'; id: number; dif: string }
   | { op: 'register'; id: number; dif: string; app: string }
   | { op: 'unregister'; id: number; dif: string; app: string }
   | { op: 'allocate'; id: number; dif: string; src: string; dst: string; qos: QosRequest; timeoutMs?: number }
@@ -89,8 +118,18 @@ export type ClientOp = ClientRequest['op'];
 /** Every wire error code: the DIF's own, plus the daemon's. */
 export type IpcErrorCode = DifErrorCode;
 
+export interface ResultMessage {
+  op: 'result';
+  id: number;
+  difs?: DifInfo[];
+  flow?: FlowInfo;
+  ipcps?: IpcpInfo[];
+  inspect?: DifInspection;
+  truncated?: TruncationInfo[];
+}
+
 export type DaemonMessage =
-  | { op: 'result'; id: number; difs?: DifInfo[]; flow?: FlowInfo }
+  | ResultMessage
   | { op: 'error'; id: number | null; code: IpcErrorCode; message: string; peerReason?: string }
   | { op: 'flow_request'; dif: string; app: string; request: number; remoteApp: string; qos: QosSpec }
   | { op: 'request_cancelled'; request: number; reason: string }
@@ -199,7 +238,10 @@ export function parseClientRequest(obj: Record<string, unknown>): ClientRequest 
   const op = obj.op;
   switch (op) {
     case 'list_difs':
+    case 'list_ipcps':
       return { op, id };
+    case 'inspect_dif':
+      return { op, id, dif: str(obj, 'dif', id) };
     case 'register':
     case 'unregister':
       return { op, id, dif: str(obj, 'dif', id), app: str(obj, 'app', id) };
@@ -251,6 +293,35 @@ function datapath(v: unknown): FlowDatapath {
   throw new IpcProtocolError(`unknown flow datapath ${shown(v)}: a newer daemon? update the client`);
 }
 
+const IPCP_TYPES: readonly IpcpInfo['type'][] = ['shim-hv', 'normal', 'unknown'];
+
+function record(v: unknown, what: string): Record<string, unknown> {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new IpcProtocolError(`bad ${what} in a daemon message`);
+  return v as Record<string, unknown>;
+}
+
+function ipcpInfo(v: unknown): IpcpInfo {
+  const r = record(v, 'IPC process');
+  // A type this client does not know (a newer daemon) reads as 'unknown' rather than failing the list.
+  const type = IPCP_TYPES.includes(r.type as IpcpInfo['type']) ? (r.type as IpcpInfo['type']) : 'unknown';
+  return { dif: str(r, 'dif', null), type, name: str(r, 'name', null), address: int(r, 'address', null, 0, Number.MAX_SAFE_INTEGER) };
+}
+
+function truncations(v: unknown): TruncationInfo[] {
+  if (!Array.isArray(v)) throw new IpcProtocolError('bad truncated list in a daemon message');
+  return v.map((t: unknown) => {
+    const r = record(t, 'truncation');
+    return { path: str(r, 'path', null, 4096), total: int(r, 'total', null, 0, Number.MAX_SAFE_INTEGER), shown: int(r, 'shown', null, 0, Number.MAX_SAFE_INTEGER) };
+  });
+}
+
+function inspection(v: unknown): DifInspection {
+  const r = record(v, 'inspection');
+  const out: DifInspection = { ...ipcpInfo(r), state: record(r.state, 'IPC process state') };
+  if (r.truncated !== undefined) out.truncated = truncations(r.truncated);
+  return out;
+}
+
 const CAUSES: readonly DeallocationCause[] = ['local', 'peer', 'port_down', 'closed'];
 
 /** Validate a message from the daemon (client side). Throws IpcProtocolError. */
@@ -258,8 +329,14 @@ export function parseDaemonMessage(obj: Record<string, unknown>): DaemonMessage 
   switch (obj.op) {
     case 'result': {
       const id = int(obj, 'id', null, 1, MAX_ID);
-      const out: { op: 'result'; id: number; difs?: DifInfo[]; flow?: FlowInfo } = { op: 'result', id };
+      const out: ResultMessage = { op: 'result', id };
       if (obj.flow !== undefined) out.flow = flowInfo(obj.flow);
+      if (obj.ipcps !== undefined) {
+        if (!Array.isArray(obj.ipcps)) throw new IpcProtocolError('bad ipcps');
+        out.ipcps = obj.ipcps.map(ipcpInfo);
+      }
+      if (obj.truncated !== undefined) out.truncated = truncations(obj.truncated);
+      if (obj.inspect !== undefined) out.inspect = inspection(obj.inspect);
       if (obj.difs !== undefined) {
         if (!Array.isArray(obj.difs)) throw new IpcProtocolError('bad difs');
         out.difs = obj.difs.map((d: unknown) => {

@@ -12,6 +12,7 @@ import { FramedConn } from './conn.js';
 import { errText } from '../../sys/fd.js';
 import type { BridgeHooks, FlowLink } from './bridge.js';
 import { flowInfo, openFlowLink } from './flow-handover.js';
+import { inspectIpcp, listIpcps } from './inspect.js';
 import type { IpcDaemonStats, IpcLimits, LimitKind, SessionCloseCause } from './daemon-limits.js';
 import { IpcProtocolError, MAX_REASON_CHARS, parseClientRequest, registrationKey, type ClientRequest } from './protocol.js';
 
@@ -226,6 +227,12 @@ export class Session {
     switch (req.op) {
       case 'list_difs':
         this.conn.send({ op: 'result', id: req.id, difs: this.daemon.difs().map((i) => ({ name: i.difName, address: i.address })) });
+        return;
+      case 'list_ipcps':
+        this.conn.send({ op: 'result', id: req.id, ...listIpcps(this.daemon.difs()) });
+        return;
+      case 'inspect_dif':
+        this.conn.send({ op: 'result', id: req.id, inspect: inspectIpcp(this.ipcp(req.dif)) });
         return;
       case 'register': {
         const ipcp = this.ipcp(req.dif);

@@ -411,7 +411,11 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
     return normalCounters(this.appFlows.stats, this.rmt.stats, this.stats, neighbours);
   }
 
-  // ---- shutdown -------------------------------------------------------------------------------
+  /** The operator's dump (core/observe.ts): the snapshot plus the N-1 flows and who is at their other end. */
+  inspect(): Record<string, unknown> {
+    const lowerFlows = [...this.ports.values()].map(({ port: p, neighbour }) => ({ id: p.id, dif: p.flow.difName, portId: p.flow.portId, remoteApp: formatAppName(p.flow.remoteApp), maxSdu: p.flow.qos.maxSdu, neighbour }));
+    return { ...this.snapshot(), lowerFlows };
+  }
 
   snapshot(): Record<string, unknown> {
     return {

@@ -66,6 +66,32 @@ export class ShimHvIpcp extends ShimHvControl implements IpcProcess, ObservableI
     };
   }
 
+  /** The operator's dump (core/observe.ts): the port, the channels in use and their flows. */
+  inspect(): Record<string, unknown> {
+    const channels = [...this.slots].sort((a, b) => a[0] - b[0]).map(([channel, slot]) => {
+      const flow = slot.state === 'incoming' ? null : slot.flow;
+      const apps = slot.state === 'incoming' ? slot.request : flow;
+      return {
+        channel,
+        state: slot.state,
+        ...(flow ? { portId: flow.portId, dataFile: flow.file !== null } : {}),
+        ...(apps ? { localApp: formatAppName(apps.localApp), remoteApp: formatAppName(apps.remoteApp), maxSdu: apps.qos.maxSdu } : {}),
+      };
+    });
+    return {
+      difName: this.difName,
+      name: this.ipcpName,
+      role: this.role,
+      vmpiId: this.port.vmpiId,
+      port: this.isUp ? 'up' : 'down',
+      maxChannel: this.maxChannel,
+      registered: [...this.registrations.values()].map((r) => formatAppName(r.appName)),
+      channels,
+      rxQueuedBytes: this.rxQueuedBytes,
+      stats: this.stats,
+    };
+  }
+
   // -------------------------------------------------------------------------------------------
   // Registration
 
