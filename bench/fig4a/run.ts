@@ -30,9 +30,10 @@
  */
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { ROOT, guestUnavailable, liveGuests } from '../../test/helpers/guest.js';
-import { Figure, readSettings, type FigureSpec } from '../common/figure.js';
-import { GUEST_MEM_MB, liveSenders, type Series } from '../common/series.js';
+import { ROOT, guestUnavailable } from '../../test/helpers/guest.js';
+import { readSettings, type FigureSpec } from '../common/figure.js';
+import { runFigureBench } from '../common/main.js';
+import { GUEST_MEM_MB, type Series } from '../common/series.js';
 import { PrivateNet, removeStale } from '../common/netns.js';
 import { ShimVmpiSeries, TgenShimSeries, UdpNicSeries, type ShimReceiver } from './series.js';
 
@@ -53,70 +54,36 @@ const senderNice = Number(process.env.FIG4A_SENDER_NICE ?? 0);
 if (!['udp-goodput', 'vmpi-perf'].includes(shimReceiver)) throw new Error(`FIG4A_SHIM_RECEIVER: ${shimReceiver}?`);
 
 const net = new PrivateNet();
-let cleaned = false;
-function cleanupSync(): void {
-  if (cleaned) return;
-  cleaned = true;
-  for (const s of liveSenders) s.kill('SIGKILL');
-  for (const g of [...liveGuests]) g.kill();
-  // Deleting the tap detaches a QEMU that may still be exiting; the namespace goes with the
-  // last process in it.
-  net.remove();
-}
-process.on('exit', cleanupSync);
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-  process.on(sig, () => {
-    say(`${sig}: stopping guests, removing ${net.ns}`);
-    cleanupSync();
-    process.exit(130);
-  });
-}
+const goodputBin = join(ROOT, '.cache/guest/udp-goodput');
 
-function makeSeries(key: string, goodputBin: string): Series {
-  switch (key) {
-    case 'shim-dif':
-      return new TgenShimSeries();
-    case 'vmpi-channel':
-      return new ShimVmpiSeries(shimReceiver);
-    case 'virtio-net':
-      return new UdpNicSeries('virtio-net-pci', net, goodputBin, senderNice);
-    default:
-      return new UdpNicSeries('e1000', net, goodputBin, senderNice);
-  }
-}
-
-async function main(): Promise<void> {
-  const fig = new Figure(SPEC, settings, say);
-  if (process.env.FIG4A_REPLOT) {
-    const files = fig.replot(process.env.FIG4A_REPLOT);
-    fig.printTable();
-    console.log(`\nrewritten from ${process.env.FIG4A_REPLOT}: ${files.join(', ')}`);
-    return;
-  }
-  const startedAt = Date.now();
-  if (process.getuid?.() !== 0) throw new Error('bench:fig4a needs root (network namespace and tap device)');
-  const build = spawnSync('bash', [join(ROOT, 'scripts/guest/build.sh')], { stdio: 'inherit' });
-  if (build.status !== 0) throw new Error('scripts/guest/build.sh failed');
-  const why = guestUnavailable();
-  if (why) throw new Error(why);
-  const goodputBin = join(ROOT, '.cache/guest/udp-goodput');
-  const stale = removeStale();
-  if (stale.length) say(`removed stale namespaces of dead runs: ${stale.join(', ')}`);
-  if (settings.systems.some((s) => s !== 'shim-dif' && s !== 'vmpi-channel')) {
-    net.create();
-    say(`private network: namespace ${net.ns}, tap ${net.tap}`);
-  }
-  const files = await fig.run((key) => makeSeries(key, goodputBin));
-  fig.printTable();
-  console.log(`\nwritten: ${files.join(', ')}`);
-  console.log(`total time ${((Date.now() - startedAt) / 1000).toFixed(0)} s`);
-}
-
-main()
-  .catch((e: unknown) => {
-    console.error(e);
-    process.exitCode = 1;
-  })
-  .finally(() => {
-    cleanupSync();
-  });
+runFigureBench({
+  spec: SPEC,
+  settings,
+  say,
+  net,
+  needsRootFor: 'network namespace and tap device',
+  prepare() {
+    const build = spawnSync('bash', [join(ROOT, 'scripts/guest/build.sh')], { stdio: 'inherit' });
+    if (build.status !== 0) throw new Error('scripts/guest/build.sh failed');
+    const why = guestUnavailable();
+    if (why) throw new Error(why);
+    const stale = removeStale();
+    if (stale.length) say(`removed stale namespaces of dead runs: ${stale.join(', ')}`);
+    if (settings.systems.some((s) => s !== 'shim-dif' && s !== 'vmpi-channel')) {
+      net.create();
+      say(`private network: namespace ${net.ns}, tap ${net.tap}`);
+    }
+  },
+  makeSeries(key: string): Series {
+    switch (key) {
+      case 'shim-dif':
+        return new TgenShimSeries();
+      case 'vmpi-channel':
+        return new ShimVmpiSeries(shimReceiver);
+      case 'virtio-net':
+        return new UdpNicSeries('virtio-net-pci', net, goodputBin, senderNice);
+      default:
+        return new UdpNicSeries('e1000', net, goodputBin, senderNice);
+    }
+  },
+});

@@ -20,10 +20,11 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { GUEST_DIR, ROOT, guestUnavailable, liveGuests } from '../../test/helpers/guest.js';
-import { Figure, readSettings, type FigureSpec } from '../common/figure.js';
+import { GUEST_DIR, ROOT, guestUnavailable } from '../../test/helpers/guest.js';
+import { readSettings, type FigureSpec } from '../common/figure.js';
+import { runFigureBench } from '../common/main.js';
 import { PrivateNet, removeStale } from '../common/netns.js';
-import { GUEST_MEM_MB, liveSenders, type Series } from '../common/series.js';
+import { GUEST_MEM_MB, type Series } from '../common/series.js';
 import { NormalDifSeries, UdpBridgeSeries } from './series.js';
 
 const say = (s: string) => process.stdout.write(`[fig4b] ${s}\n`);
@@ -39,61 +40,29 @@ const SPEC: FigureSpec = {
 const settings = readSettings(SPEC, ROOT);
 
 const net = new PrivateNet();
-let cleaned = false;
-function cleanupSync(): void {
-  if (cleaned) return;
-  cleaned = true;
-  for (const s of liveSenders) s.kill('SIGKILL');
-  for (const g of [...liveGuests]) g.kill();
-  net.remove();
-}
-process.on('exit', cleanupSync);
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-  process.on(sig, () => {
-    say(`${sig}: stopping guests, removing ${net.ns}`);
-    cleanupSync();
-    process.exit(130);
-  });
-}
 
-function makeSeries(key: string): Series {
-  if (key === 'normal-dif') return new NormalDifSeries(say);
-  return new UdpBridgeSeries(key === 'e1000' ? 'e1000' : 'virtio-net-pci', net);
-}
-
-async function main(): Promise<void> {
-  const fig = new Figure(SPEC, settings, say);
-  if (process.env.FIG4B_REPLOT) {
-    const files = fig.replot(process.env.FIG4B_REPLOT);
-    fig.printTable();
-    console.log(`\nrewritten from ${process.env.FIG4B_REPLOT}: ${files.join(', ')}`);
-    return;
-  }
-  const startedAt = Date.now();
-  if (process.getuid?.() !== 0) throw new Error('bench:fig4b needs root (network namespace, bridge and tap devices)');
-  for (const script of ['build.sh', 'build-node.sh']) {
-    const b = spawnSync('bash', [join(ROOT, 'scripts/guest', script)], { stdio: 'inherit' });
-    if (b.status !== 0) throw new Error(`scripts/guest/${script} failed`);
-  }
-  const why = guestUnavailable() ?? (existsSync(join(GUEST_DIR, 'initramfs-node.cpio.gz')) ? null : 'initramfs-node.cpio.gz missing');
-  if (why) throw new Error(why);
-  const stale = removeStale();
-  if (stale.length) say(`removed stale namespaces of dead runs: ${stale.join(', ')}`);
-  if (settings.systems.some((s) => s !== 'normal-dif')) {
-    net.createBridge();
-    say(`private network: namespace ${net.ns}, taps ${net.tap} and ${net.tap2} on a bridge`);
-  }
-  const files = await fig.run(makeSeries);
-  fig.printTable();
-  console.log(`\nwritten: ${files.join(', ')}`);
-  console.log(`total time ${((Date.now() - startedAt) / 1000).toFixed(0)} s`);
-}
-
-main()
-  .catch((e: unknown) => {
-    console.error(e);
-    process.exitCode = 1;
-  })
-  .finally(() => {
-    cleanupSync();
-  });
+runFigureBench({
+  spec: SPEC,
+  settings,
+  say,
+  net,
+  needsRootFor: 'network namespace, bridge and tap devices',
+  prepare() {
+    for (const script of ['build.sh', 'build-node.sh']) {
+      const b = spawnSync('bash', [join(ROOT, 'scripts/guest', script)], { stdio: 'inherit' });
+      if (b.status !== 0) throw new Error(`scripts/guest/${script} failed`);
+    }
+    const why = guestUnavailable() ?? (existsSync(join(GUEST_DIR, 'initramfs-node.cpio.gz')) ? null : 'initramfs-node.cpio.gz missing');
+    if (why) throw new Error(why);
+    const stale = removeStale();
+    if (stale.length) say(`removed stale namespaces of dead runs: ${stale.join(', ')}`);
+    if (settings.systems.some((s) => s !== 'normal-dif')) {
+      net.createBridge();
+      say(`private network: namespace ${net.ns}, taps ${net.tap} and ${net.tap2} on a bridge`);
+    }
+  },
+  makeSeries(key: string): Series {
+    if (key === 'normal-dif') return new NormalDifSeries(say);
+    return new UdpBridgeSeries(key === 'e1000' ? 'e1000' : 'virtio-net-pci', net);
+  },
+});
