@@ -329,10 +329,17 @@ t.test('normal DIF metrics: an enroller relaying between two members, scraped pe
   t.equal(sample(m, 'vmpi_dif_flow_allocations_total', { ...dif, direction: 'outgoing', outcome: 'failed' }), 0);
   t.equal(sample(m, 'vmpi_dif_neighbours', dif), 1, 'a member has the enroller as its one neighbour');
   t.equal(sample(m, 'vmpi_dif_rx_queued_bytes', dif), undefined, 'no receive-budget series for a DIF without one');
+  t.equal(sample(m, 'vmpi_dif_enrolled', dif), 1, 'the member is enrolled');
+  t.equal(sample(m, 'vmpi_dif_efcp_pdus_total', { ...dif, direction: 'tx' }), 5, 'one data PDU per SDU');
+  for (const event of ['retransmissions', 'rtx_timeouts', 'window_stalls', 'lost_pdus', 'duplicates']) {
+    t.equal(sample(m, 'vmpi_dif_efcp_events_total', { ...dif, event }), 0, `no EFCP ${event} on a lossless path`);
+  }
+  t.equal(sample(m, 'vmpi_dif_rmt_queued_pdus', dif), 0, 'nothing left in the RMT queues');
 
   m = await vm2M.metrics();
   t.equal(sample(m, 'vmpi_dif_sdus_total', { ...dif, direction: 'rx' }), 5);
   t.equal(sample(m, 'vmpi_dif_bytes_total', { ...dif, direction: 'rx' }), 510);
+  t.equal(sample(m, 'vmpi_dif_efcp_pdus_total', { ...dif, direction: 'rx' }), 5, 'the 5 data PDUs arrived at vm2');
   t.equal(sample(m, 'vmpi_dif_flow_allocations_total', { ...dif, direction: 'incoming', outcome: 'allocated' }), 1);
   t.equal(sample(m, 'vmpi_dif_flow_allocations_total', { ...dif, direction: 'incoming', outcome: 'rejected' }), 1);
 
@@ -352,6 +359,7 @@ t.test('normal DIF metrics: an enroller relaying between two members, scraped pe
   t.equal(sample(m, 'vmpi_dif_flows_active', dif), 0);
   t.equal(sample(m, 'vmpi_dif_flows_deallocated_total', dif), 1);
   t.equal(sample(m, 'vmpi_dif_sdus_total', { ...dif, direction: 'tx' }), 5, 'SDUs of the deallocated flow still counted');
+  t.equal(sample(m, 'vmpi_dif_efcp_pdus_total', { ...dif, direction: 'tx' }), 5, 'and its EFCP PDUs, once');
   if (promtool) {
     const p = spawnSync('promtool', ['check', 'metrics'], { input: m, encoding: 'utf8' });
     t.equal(p.stdout + p.stderr, '', 'promtool: no lint findings');

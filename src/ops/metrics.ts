@@ -299,6 +299,31 @@ export class HostMetrics {
     family('counter', 'vmpi_dif_rmt_pdus_dropped_total', 'PDUs the RMT dropped, by reason (no_route, ttl, queue_full, no_cep, no_mgmt, port_down, malformed; normal DIF)', ['dif', 'reason'], () =>
       perDif(difs, ({ ipcp }) => Object.entries(ipcp.counters().rmt?.dropped ?? {}).map(([reason, v]): [Record<'reason', string>, number] => [{ reason }, v])),
     );
+    family('gauge', 'vmpi_dif_rmt_queued_pdus', 'PDUs waiting in the RMT output queues of all N-1 ports now (normal DIF)', ['dif'], () =>
+      perDif(difs, ({ ipcp }) => {
+        const q = ipcp.counters().rmtQueuedPdus;
+        return q === undefined ? [] : [[{}, q]];
+      }),
+    );
+    family('gauge', 'vmpi_dif_enrolled', '1 while the IPC process is a member of its DIF (has an address), else 0 (normal DIF)', ['dif'], () =>
+      perDif(difs, ({ ipcp }) => {
+        const e = ipcp.counters().enrolled;
+        return e === undefined ? [] : [[{}, e ? 1 : 0]];
+      }),
+    );
+    family('counter', 'vmpi_dif_efcp_pdus_total', 'Data PDUs of the flows (EFCP), first transmissions and receptions, by direction (normal DIF)', ['dif', 'direction'], () =>
+      perDif(difs, ({ ipcp }) => {
+        const e = ipcp.counters().efcp;
+        return e === undefined ? [] : [[{ direction: 'tx' }, e.tx_pdus], [{ direction: 'rx' }, e.rx_pdus]];
+      }),
+    );
+    family('counter', 'vmpi_dif_efcp_events_total', 'EFCP events over all flows: retransmissions, rtx_timeouts, window_stalls (episodes), lost_pdus (flow-control gaps given up), duplicates (normal DIF)', ['dif', 'event'], () =>
+      perDif(difs, ({ ipcp }) => {
+        const e = ipcp.counters().efcp;
+        if (e === undefined) return [];
+        return (['retransmissions', 'rtx_timeouts', 'window_stalls', 'lost_pdus', 'duplicates'] as const).map((event): [Record<'event', string>, number] => [{ event }, e[event]]);
+      }),
+    );
     family('gauge', 'vmpi_dif_neighbours', 'Neighbours enrolled now: members at the other end of a working N-1 flow (normal DIF)', ['dif'], () =>
       perDif(difs, ({ ipcp }) => {
         const n = ipcp.counters().neighbours;

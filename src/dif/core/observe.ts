@@ -31,6 +31,23 @@ export interface IpcpCounters {
   rmt?: { forwarded: number; dropped: Record<string, number> };
   /** Neighbours enrolled now (members at the other end of a working N-1 flow). */
   neighbours?: number;
+  /** PDUs waiting in the RMT's output queues now (all N-1 ports). */
+  rmtQueuedPdus?: number;
+  /** Whether this IPC process is a member of its DIF now (has an address). */
+  enrolled?: boolean;
+  /** The flows' error and flow control, summed over every flow the IPC process has had. */
+  efcp?: EfcpTotals;
+}
+
+/** EFCP counters summed over flows, cumulative (names as in the metrics' `event` label). */
+export interface EfcpTotals {
+  tx_pdus: number;
+  rx_pdus: number;
+  retransmissions: number;
+  rtx_timeouts: number;
+  window_stalls: number;
+  lost_pdus: number;
+  duplicates: number;
 }
 
 /** An IPC process as the metrics see it. */

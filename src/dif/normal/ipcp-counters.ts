@@ -6,12 +6,36 @@
  * yet; also in the RMT's no_cep); malformed_control = management PDUs that could not be
  * read; RMT drops by reason (no_route, ttl, queue_full, no_cep, no_mgmt, port_down, malformed).
  */
-import type { IpcpCounters } from '../core/observe.js';
+import type { EfcpTotals, IpcpCounters } from '../core/observe.js';
+import type { EfcpStats } from './efcp/stats.js';
 import type { IpcpFlows } from './ipcp-flows.js';
 import type { MgmtStats } from './ipcp-mgmt.js';
 import type { RmtStats } from './rmt.js';
 
-export function normalCounters(flows: IpcpFlows['stats'], rmt: RmtStats, mgmt: MgmtStats, neighbours: number): IpcpCounters {
+export function newEfcpTotals(): EfcpTotals {
+  return { tx_pdus: 0, rx_pdus: 0, retransmissions: 0, rtx_timeouts: 0, window_stalls: 0, lost_pdus: 0, duplicates: 0 };
+}
+
+/** Add one EFCP connection's counters into `t` (returns `t`). */
+export function addEfcp(t: EfcpTotals, s: Readonly<EfcpStats>): EfcpTotals {
+  t.tx_pdus += s.txPdus;
+  t.rx_pdus += s.rxPdus;
+  t.retransmissions += s.retransmissions;
+  t.rtx_timeouts += s.rtxTimeouts;
+  t.window_stalls += s.windowStalls;
+  t.lost_pdus += s.lostPdus;
+  t.duplicates += s.duplicates;
+  return t;
+}
+
+export interface NormalGauges {
+  neighbours: number;
+  rmtQueuedPdus: number;
+  enrolled: boolean;
+  efcp: EfcpTotals;
+}
+
+export function normalCounters(flows: IpcpFlows['stats'], rmt: RmtStats, mgmt: MgmtStats, g: NormalGauges): IpcpCounters {
   const malformed = Object.values(rmt.dropMalformed).reduce((a, b) => a + b, 0);
   return {
     allocations: {
@@ -29,6 +53,9 @@ export function normalCounters(flows: IpcpFlows['stats'], rmt: RmtStats, mgmt: M
       forwarded: rmt.relayed,
       dropped: { no_route: rmt.dropNoRoute, ttl: rmt.dropTtl, queue_full: rmt.dropQueueFull, no_cep: rmt.dropNoCep, no_mgmt: rmt.dropNoMgmt, port_down: rmt.dropPortDown, malformed },
     },
-    neighbours,
+    neighbours: g.neighbours,
+    rmtQueuedPdus: g.rmtQueuedPdus,
+    enrolled: g.enrolled,
+    efcp: g.efcp,
   };
 }

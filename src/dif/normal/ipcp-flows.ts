@@ -21,6 +21,8 @@ import { EfcpConnection, EfcpError, cubeById, cubeForQos, type CubeChoice } from
 import { FlowAllocError, FlowAllocator, type FlowDecision, type FlowInfo } from './flow-alloc.js';
 import { NormalFlow, NormalFlowRequest, type NormalFlowOwner, type NormalRequestOwner } from './ipcp-flow.js';
 import type { Rmt } from './rmt.js';
+import { addEfcp, newEfcpTotals } from './ipcp-counters.js';
+import type { EfcpTotals } from '../core/observe.js';
 
 export const REASON_UNKNOWN_APPLICATION = 'unknown application';
 
@@ -53,6 +55,8 @@ export class IpcpFlows implements NormalFlowOwner, NormalRequestOwner {
   };
   readonly fa: FlowAllocator;
   readonly rxQueueLimit: number;
+  /** EFCP counters of the flows that have ended (the live ones are added in efcpTotals()). */
+  private readonly endedEfcp = newEfcpTotals();
   private readonly byPort = new Map<number, NormalFlow>();
   private readonly byFaName = new Map<string, NormalFlow>();
   private readonly waitingLower = new Set<EfcpConnection>();
@@ -291,18 +295,30 @@ export class IpcpFlows implements NormalFlowOwner, NormalRequestOwner {
   }
 
   private dropFlow(flow: NormalFlow, reason: string, cause: DeallocationCause): void {
-    if (this.byPort.get(flow.portId) === flow) this.byPort.delete(flow.portId);
+    // Counted once, as it leaves byPort (efcpTotals() counts the flows still in it).
+    const listed = this.byPort.get(flow.portId) === flow;
+    if (listed) this.byPort.delete(flow.portId);
     if (flow.faName && this.byFaName.get(flow.faName) === flow) {
       this.byFaName.delete(flow.faName);
       this.h.rmt.unbindCep(flow.localCep);
     }
-    if (flow.efcp) this.waitingLower.delete(flow.efcp);
+    if (flow.efcp) {
+      this.waitingLower.delete(flow.efcp);
+      if (listed) addEfcp(this.endedEfcp, flow.efcp.stats);
+    }
     const wasAllocated = flow.state === 'allocated';
     flow.terminate(reason, cause);
     if (wasAllocated) {
       this.stats.flowsDeallocated++;
       this.h.emit('flowDeallocated', flow, reason, cause);
     }
+  }
+
+  /** EFCP counters over every flow this IPC process has had. */
+  efcpTotals(): EfcpTotals {
+    const t = { ...this.endedEfcp };
+    for (const f of this.byPort.values()) if (f.efcp) addEfcp(t, f.efcp.stats);
+    return t;
   }
 
   flows(): Flow[] {

@@ -408,7 +408,8 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
   counters(): IpcpCounters {
     let neighbours = 0;
     for (const p of this.ports.values()) if (p.neighbour !== 0) neighbours++;
-    return normalCounters(this.appFlows.stats, this.rmt.stats, this.stats, neighbours);
+    const rmtQueuedPdus = this.rmt.snapshot().ports.reduce((a, p) => a + p.queuedPdus, 0);
+    return normalCounters(this.appFlows.stats, this.rmt.stats, this.stats, { neighbours, rmtQueuedPdus, enrolled: this.isEnrolled, efcp: this.appFlows.efcpTotals() });
   }
 
   /** The operator's dump (core/observe.ts): the snapshot plus the N-1 flows and who is at their other end. */
