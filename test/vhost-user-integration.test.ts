@@ -528,6 +528,18 @@ t.test('bad requests without REPLY_ACK close the connection; the server keeps ac
     ),
   ];
   for (const c of cases) await closesWithoutAck(tt, srv, c);
+  // A message sent in pieces, each with fds: the fds of one message are bounded as they arrive,
+  // not only once the message is whole (it never would be here).
+  {
+    const fe = new VhostUserFrontend(srv.path);
+    await fe.getFeatures();
+    const dropped = nextDisconnect(srv, 'fds spread over the pieces of one message');
+    const msg = encodeMessage(Req.SET_VRING_ADDR, 0, new Uint8Array(40));
+    for (let i = 0; i < 3; i++) fe.sendRaw(msg.subarray(i, i + 1), [efd, efd, efd, efd]);
+    tt.same(await dropped, { reason: 'front-end sent 12 fds with one message; a message carries at most 8', cause: 'protocol_error' }, 'fds spread over pieces: connection dropped at the ninth fd, and why');
+    fe.close();
+    await until(() => srv.server.connections.size === 0, 2000, 'server to drop the fd-spraying front-end');
+  }
   // A message cut short by the front-end going away.
   {
     const fe = new VhostUserFrontend(srv.path);

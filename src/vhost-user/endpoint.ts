@@ -133,6 +133,20 @@ export class Endpoint {
     }
   }
 
+  /**
+   * Keep the fds that came with a piece of the message being read. A message may carry at most
+   * MAX_FDS_PER_MESSAGE in all: a front-end that sends a message in many small pieces, each with
+   * fds, would otherwise make us hold fds without a bound until it completes. False: closed.
+   */
+  private takeFds(fds: number[]): boolean {
+    this.fds.push(...fds);
+    if (this.fds.length <= MAX_FDS_PER_MESSAGE) return true;
+    const n = this.fds.length;
+    for (const fd of this.fds.splice(0)) safeClose(fd);
+    this.owner.fail(`front-end sent ${n} fds with one message; a message carries at most ${MAX_FDS_PER_MESSAGE}`, 'protocol_error');
+    return false;
+  }
+
   /** Read and hand on up to `messagesPerTurn` whole messages; the rest wait for the next turn. */
   private readMessages(): void {
     try {
@@ -141,7 +155,7 @@ export class Endpoint {
           const r = native.recvMsg(this.fd, this.header, this.got, HEADER_SIZE - this.got, MAX_FDS_PER_MESSAGE);
           if (r === null) return;
           if (r.bytes === 0) return this.owner.fail('front-end closed the socket', 'peer_closed');
-          this.fds.push(...r.fds);
+          if (!this.takeFds(r.fds)) return;
           this.got += r.bytes;
           if (this.got < HEADER_SIZE) continue;
           this.pendingHeader = decodeRequestHeader(this.header);
@@ -153,7 +167,7 @@ export class Endpoint {
           const r = native.recvMsg(this.fd, this.payload, this.got, h.size - this.got, MAX_FDS_PER_MESSAGE);
           if (r === null) return;
           if (r.bytes === 0) return this.owner.fail('front-end closed the socket in the middle of a message', 'peer_closed');
-          this.fds.push(...r.fds);
+          if (!this.takeFds(r.fds)) return;
           this.got += r.bytes;
           if (this.got < h.size) continue;
         }
