@@ -1,0 +1,119 @@
+/**
+ * normal-dif.ts — `npm run bench:normal-dif`: what one SDU costs in the normal DIF's own code,
+ * natively on the host, without QEMU, TCG or syscalls (bench:fig4b measures the whole path in
+ * TCG guests; this says how much of it is our TypeScript).
+ *
+ * One process, the tests' in-memory topology (test/dif/normal/ipcp-harness.ts): VM1 —shim— host
+ * —shim— VM2, each shim DIF a real shim-hv IPC process pair over an in-memory VMPI port pair
+ * (capacity 256 SDUs per direction, so backpressure is real), n.DIF's three normal IPC processes
+ * on top, the host relaying. Series, each a flow written as fast as backpressure allows
+ * (write() until refused, then 'drain'), SDUs counted at the receiver:
+ *   shim         one shim DIF flow VM1 → host (the baseline: the layer below)
+ *   normal-fc    n.DIF VM1 → host → VM2, flow-control cube (bench:fig4b's QoS)
+ *   normal-rel   n.DIF VM1 → host → VM2, reliable cube
+ * For each: SDUs/s, and CPU µs per SDU (user+system of this process over the window: every IPC
+ * process of the path runs here, so this is the whole path's cost), and the ratio to the shim.
+ * Environment: NDIF_SIZES (default 0,100,1000,4000), NDIF_SECONDS (default 1), NDIF_REPEATS
+ * (default 5). Writes bench-results/normal-dif.json.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Test } from 'tap';
+import type { Flow } from '../src/dif/api.js';
+import { ROOT } from '../test/helpers/guest.js';
+import { acceptAll, knows, topology } from '../test/dif/normal/ipcp-harness.js';
+import { summarize } from './common/stats.js';
+
+const sizes = (process.env.NDIF_SIZES ?? '0,100,1000,4000').split(',').map(Number);
+const seconds = Number(process.env.NDIF_SECONDS ?? 1);
+const repeats = Number(process.env.NDIF_REPEATS ?? 5);
+
+interface Sample {
+  sdus: number;
+  sdusPerS: number;
+  cpuUsPerSdu: number;
+}
+
+/** Write `size`-byte SDUs on `tx` for `seconds`, count them on `rx`. */
+async function run(tx: Flow, rx: Flow, size: number): Promise<Sample> {
+  let got = 0;
+  const onData = () => void got++;
+  rx.on('data', onData);
+  const sdu = new Uint8Array(size);
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  const end = t0 + seconds * 1000;
+  let sent = 0;
+  while (performance.now() < end) {
+    let k = 0;
+    while (k < 64 && tx.write(sdu)) {
+      sent++;
+      k++;
+    }
+    if (k < 64) await new Promise<void>((r) => tx.once('drain', () => r()));
+    else await new Promise<void>((r) => setImmediate(r));
+  }
+  // Let what is in flight arrive (bounded).
+  for (let i = 0; i < 200 && got < sent; i++) await new Promise((r) => setTimeout(r, 5));
+  const wall = (performance.now() - t0) / 1000;
+  const cpu = process.cpuUsage(cpu0);
+  rx.off('data', onData);
+  return { sdus: got, sdusPerS: got / wall, cpuUsPerSdu: got > 0 ? (cpu.user + cpu.system) / got : Number.NaN };
+}
+
+async function main(): Promise<void> {
+  const teardowns: (() => void)[] = [];
+  const t = { teardown: (fn: () => void) => teardowns.push(fn) } as unknown as Test;
+  const topo = await topology(t, { capacity: 256, maxSdu: 65536 });
+  // Baseline: a shim DIF flow VM1 → host (shims[2] is VM1's guest-side shim, shims[0] the host's).
+  const [h1, , g1] = topo.shims;
+  const shimRx: Flow[] = [];
+  h1!.register('sink/1', (req) => shimRx.push(req.accept()));
+  const shimTx = await g1!.allocateFlow('src/1', 'sink/1', {});
+  const ndif = acceptAll(topo.vm2, 'sink/2');
+  for (let i = 0; i < 500 && !knows(topo.vm1, 'sink'); i++) await new Promise((r) => setTimeout(r, 10));
+  const fcTx = await topo.vm1.allocateFlow('src/2', 'sink/2', { reliable: false, inOrder: true });
+  const fcRx = await ndif.next();
+  const relTx = await topo.vm1.allocateFlow('src/3', 'sink/2', { reliable: true, inOrder: true });
+  const relRx = await ndif.next();
+  const series: [string, Flow, Flow][] = [
+    ['shim', shimTx, shimRx[0]!],
+    ['normal-fc', fcTx, fcRx],
+    ['normal-rel', relTx, relRx],
+  ];
+  const samples = new Map<string, Sample[]>();
+  for (let rep = 0; rep < repeats; rep++) {
+    for (const size of sizes) {
+      for (const [key, tx, rx] of series) {
+        const s = await run(tx, rx, size);
+        const k = `${key}/${size}`;
+        if (!samples.has(k)) samples.set(k, []);
+        samples.get(k)!.push(s);
+      }
+    }
+  }
+  console.log(`\nnormal DIF per-SDU cost, in process, no QEMU (mean [95% CI] of ${repeats} × ${seconds} s; µs = CPU of the whole path per SDU)`);
+  console.log(['size'.padStart(5), ...series.map(([k]) => `${k} SDU/s`.padStart(24)), ...series.map(([k]) => `${k} µs`.padStart(15)), 'fc/shim µs'.padStart(11), 'rel/shim µs'.padStart(12)].join(' '));
+  const out: Record<string, unknown>[] = [];
+  for (const size of sizes) {
+    const rate = series.map(([k]) => summarize(samples.get(`${k}/${size}`)!.map((s) => s.sdusPerS)));
+    const us = series.map(([k]) => summarize(samples.get(`${k}/${size}`)!.map((s) => s.cpuUsPerSdu)));
+    const cells = [String(size).padStart(5)];
+    for (const r of rate) cells.push(`${Math.round(r.mean)} [${Math.round(r.ciLow)}, ${Math.round(r.ciHigh)}]`.padStart(24));
+    for (const u of us) cells.push(u.mean.toFixed(1).padStart(15));
+    cells.push((us[1]!.mean / us[0]!.mean).toFixed(2).padStart(11), (us[2]!.mean / us[0]!.mean).toFixed(2).padStart(12));
+    console.log(cells.join(' '));
+    out.push({ size, ...Object.fromEntries(series.map(([k], i) => [k, { sdusPerS: rate[i], cpuUsPerSdu: us[i], samples: samples.get(`${k}/${size}`) }])) });
+  }
+  const dir = join(ROOT, 'bench-results');
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, 'normal-dif.json');
+  writeFileSync(file, JSON.stringify({ date: new Date().toISOString(), node: process.version, settings: { sizes, seconds, repeats }, points: out }, null, 2) + '\n');
+  console.log(`\nwritten: ${file}`);
+  for (const fn of teardowns.reverse()) fn();
+}
+
+main().catch((e: unknown) => {
+  console.error(e);
+  process.exitCode = 1;
+});
