@@ -7,26 +7,9 @@
  * read; RMT drops by reason (no_route, ttl, queue_full, no_cep, no_mgmt, port_down, malformed).
  */
 import type { EfcpTotals, IpcpCounters } from '../core/observe.js';
-import type { EfcpStats } from './efcp/stats.js';
 import type { IpcpFlows } from './ipcp-flows.js';
 import type { MgmtStats } from './ipcp-mgmt.js';
 import type { RmtStats } from './rmt.js';
-
-export function newEfcpTotals(): EfcpTotals {
-  return { tx_pdus: 0, rx_pdus: 0, retransmissions: 0, rtx_timeouts: 0, window_stalls: 0, lost_pdus: 0, duplicates: 0 };
-}
-
-/** Add one EFCP connection's counters into `t` (returns `t`). */
-export function addEfcp(t: EfcpTotals, s: Readonly<EfcpStats>): EfcpTotals {
-  t.tx_pdus += s.txPdus;
-  t.rx_pdus += s.rxPdus;
-  t.retransmissions += s.retransmissions;
-  t.rtx_timeouts += s.rtxTimeouts;
-  t.window_stalls += s.windowStalls;
-  t.lost_pdus += s.lostPdus;
-  t.duplicates += s.duplicates;
-  return t;
-}
 
 export interface NormalGauges {
   neighbours: number;

@@ -21,7 +21,7 @@ import { EfcpConnection, EfcpError, cubeById, cubeForQos, type CubeChoice } from
 import { FlowAllocError, FlowAllocator, type FlowDecision, type FlowInfo } from './flow-alloc.js';
 import { NormalFlow, NormalFlowRequest, type NormalFlowOwner, type NormalRequestOwner } from './ipcp-flow.js';
 import type { Rmt } from './rmt.js';
-import { addEfcp, newEfcpTotals } from './ipcp-counters.js';
+import { addEfcp, newEfcpTotals } from './efcp/totals.js';
 import type { EfcpTotals } from '../core/observe.js';
 
 export const REASON_UNKNOWN_APPLICATION = 'unknown application';

@@ -1,0 +1,22 @@
+/**
+ * totals.ts — EFCP counters summed over many connections (an IPC process's flows, ended ones
+ * included), in the shape the metrics show (../../core/observe.ts `EfcpTotals`).
+ */
+import type { EfcpTotals } from '../../core/observe.js';
+import type { EfcpStats } from './stats.js';
+
+export function newEfcpTotals(): EfcpTotals {
+  return { tx_pdus: 0, rx_pdus: 0, retransmissions: 0, rtx_timeouts: 0, window_stalls: 0, lost_pdus: 0, duplicates: 0 };
+}
+
+/** Add one EFCP connection's counters into `t` (returns `t`). */
+export function addEfcp(t: EfcpTotals, s: Readonly<EfcpStats>): EfcpTotals {
+  t.tx_pdus += s.txPdus;
+  t.rx_pdus += s.rxPdus;
+  t.retransmissions += s.retransmissions;
+  t.rtx_timeouts += s.rtxTimeouts;
+  t.window_stalls += s.windowStalls;
+  t.lost_pdus += s.lostPdus;
+  t.duplicates += s.duplicates;
+  return t;
+}
