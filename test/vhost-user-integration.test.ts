@@ -528,6 +528,17 @@ t.test('bad requests without REPLY_ACK close the connection; the server keeps ac
     ),
   ];
   for (const c of cases) await closesWithoutAck(tt, srv, c);
+  // A front-end that leaves with our reply unread: its socket resets ours (ECONNRESET), which is
+  // a front-end leaving (peer_closed), not an I/O error.
+  {
+    const fd = native.connectUnix(srv.path);
+    const dropped = nextDisconnect(srv, 'front-end leaving with a reply unread');
+    native.sendMsg(fd, encodeMessage(Req.GET_FEATURES, 0x1), 0, 12, null);
+    await sleep(50);
+    native.close(fd);
+    tt.same(await dropped, { reason: 'front-end closed the socket (connection reset)', cause: 'peer_closed' }, 'a reset is the front-end leaving, and said so');
+    await until(() => srv.server.connections.size === 0, 2000, 'server to drop the reset connection');
+  }
   // A message sent in pieces, each with fds: the fds of one message are bounded as they arrive,
   // not only once the message is whole (it never would be here).
   {

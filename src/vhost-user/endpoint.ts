@@ -10,7 +10,7 @@
  * turn (the watcher is level-triggered), so one busy front-end cannot starve other connections.
  * What the messages mean is the dispatcher's business (dispatch.ts).
  */
-import { errText, safeClose } from '../sys/fd.js';
+import { errnoCode, errText, safeClose } from '../sys/fd.js';
 import { native, type FdEventsWatcher } from '../sys/native.js';
 import { ConnectionError, VhostUserError } from './errors.js';
 import { decodeRequestHeader, encodeReply, type Header, type Message } from './messages.js';
@@ -104,7 +104,13 @@ export class Endpoint {
 
   private onEvents(events: number): void {
     if (this.closed) return;
-    if (events < 0) return this.owner.fail('socket error', 'io_error');
+    if (events < 0) {
+      // The poll saw an error on the socket (the watcher is stopped now). Reading surfaces which:
+      // a front-end killed with our replies unread resets the socket (ECONNRESET, it left).
+      this.readMessages();
+      if (!this.closed && !this.owner.isClosed()) this.owner.fail('socket error', 'io_error');
+      return;
+    }
     if (events & native.UV_WRITABLE) this.flush();
     if (this.closed) return;
     if (events & (native.UV_READABLE | native.UV_DISCONNECT)) this.readMessages();
@@ -180,6 +186,8 @@ export class Endpoint {
         if (this.owner.isClosed() || this.closed) return;
       }
     } catch (e) {
+      // A front-end killed with our replies unread resets the socket: it left, nothing broke.
+      if (errnoCode(e) === 'ECONNRESET') return this.owner.fail('front-end closed the socket (connection reset)', 'peer_closed');
       // Framing errors (bad header, recvmsg failure) leave the stream unusable.
       this.owner.fail(errText(e), e instanceof VhostUserError ? 'protocol_error' : 'io_error');
     }
