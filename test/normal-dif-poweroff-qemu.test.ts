@@ -5,12 +5,12 @@
  *
  * VM2 registers "echo" and echoes; VM1 registers "vm1echo" and echoes, and keeps SDUs moving on a
  * flow to VM2's echo (VM1 → host → VM2 and back). A host application (client library on serve's
- * IPC socket) keeps SDUs moving on its own flow to VM2's echo. Then VM1's QEMU is killed (no
- * shutdown: the guest just stops). Expected: VM2's end of VM1's flow ends with cause 'port_down'
- * and a reason naming the unreachable member, within seconds (the vhost-user connection's end
- * tells serve, not the keepalives); serve stays up and logs no error; the host application's flow
- * carries on, every SDU echoed intact and in order, before, across and after the power-off; and
- * routing has withdrawn VM1: serve's n.DIF no longer lists it as a neighbour, an N-1 flow or a
+ * IPC socket) keeps SDUs moving on a flow to VM2's echo and one to VM1's vm1echo. Then VM1's QEMU
+ * is killed (no shutdown: the guest just stops). Expected: VM2's end of VM1's flow and the host
+ * app's flow to VM1 end with cause 'port_down' and a reason naming the unreachable member, within
+ * seconds (the vhost-user connection's end tells serve, not the keepalives); serve stays up and
+ * logs no error; the host application's flow to VM2 carries on, every SDU echoed intact and in
+ * order, before, across and after the power-off; and routing has withdrawn VM1: serve's n.DIF no longer lists it as a neighbour, an N-1 flow or a
  * destination, and a new flow to "vm1echo" fails with 'port_down'.
  */
 import t from 'tap';
@@ -123,7 +123,10 @@ class Pump {
   private stopped = false;
   readonly done: Promise<void>;
 
-  constructor(private readonly f: ClientFlow) {
+  constructor(
+    private readonly f: ClientFlow,
+    private readonly tag: number,
+  ) {
     this.done = this.run();
   }
 
@@ -133,10 +136,10 @@ class Pump {
       while (!this.stopped) {
         const first = i;
         const t0 = Date.now();
-        for (let k = 0; k < BATCH; k++, i++) await this.f.send(pattern(5, i, SIZES[i % SIZES.length]!));
+        for (let k = 0; k < BATCH; k++, i++) await this.f.send(pattern(this.tag, i, SIZES[i % SIZES.length]!));
         const echoes = await readN(this.f, BATCH, 20_000);
         for (const [j, sdu] of echoes.entries()) {
-          if (Buffer.compare(Buffer.from(sdu), Buffer.from(pattern(5, first + j, SIZES[(first + j) % SIZES.length]!))) === 0) this.good++;
+          if (Buffer.compare(Buffer.from(sdu), Buffer.from(pattern(this.tag, first + j, SIZES[(first + j) % SIZES.length]!))) === 0) this.good++;
           else this.bad++;
         }
         this.slowestMs = Math.max(this.slowestMs, Date.now() - t0);
@@ -191,15 +194,16 @@ t.test('normal DIF: a member powered off mid-flow ends its flows with a cause; t
   const app = await IpcClient.connect(ipcSocket);
   t.teardown(() => app.close());
   const toVm2 = await app.allocate(DIF, 'echo', { src: 'hostapp/1', qos: { reliable: true, maxSdu: 4000 }, timeoutMs: 20_000 });
-  const pump = new Pump(toVm2);
+  const pump = new Pump(toVm2, 5);
   t.teardown(() => pump.stop());
   const toVm1 = await app.allocate(DIF, 'vm1echo', { src: 'hostapp/2', qos: { reliable: true, maxSdu: 4000 }, timeoutMs: 20_000 });
-  await toVm1.send(pattern(9, 0, 100));
-  const [back] = await readN(toVm1, 1, 20_000);
-  t.same(Buffer.from(back!), Buffer.from(pattern(9, 0, 100)), 'before the power-off, the host app reaches vm1echo in VM1');
-  toVm1.deallocate('control done');
-  await until('the host app flow to move SDUs', () => pump.good >= BATCH * 10 || pump.error !== null, 60_000, srv.log);
+  const toVm1End = within(new Promise<{ reason: string; cause: string; at: number }>((r) => toVm1.once('deallocated', (reason, cause) => r({ reason, cause, at: Date.now() }))), 60_000 + END_BOUND_MS, "the host app's flow to vm1echo to end");
+  toVm1End.catch(() => {});
+  const pump1 = new Pump(toVm1, 9);
+  t.teardown(() => pump1.stop());
+  await until('the host app flows to move SDUs', () => (pump.good >= BATCH * 10 && pump1.good >= BATCH * 10) || pump.error !== null || pump1.error !== null, 60_000, srv.log);
   t.equal(pump.error, null, 'the host app flow to VM2 carries SDUs before the power-off');
+  t.equal(pump1.error, null, "the host app flow to VM1's vm1echo carries SDUs before the power-off");
 
   const before = (await app.inspectDif(DIF)).state as unknown as Inspected;
   const lower1 = before.lowerFlows.find((l) => l.dif === `hv.vmpi-${VM1_ID}`);
@@ -220,6 +224,12 @@ t.test('normal DIF: a member powered off mid-flow ends its flows with a cause; t
   t.match(ended, { app: 'echo', n: vm1Flow.n, remote: 'vm1app', cause: 'port_down' }, `VM2's end of VM1's flow ended with cause port_down, ${endMs} ms after the power-off`);
   t.match(ended.reason, new RegExp(`member ${vm1Addr} of ${DIF.replace('.', '\\.')} is unreachable`), 'its reason names the unreachable member');
   await within(vm1.done, 10_000, "VM1's QEMU to exit after the kill");
+  const end1 = await within(toVm1End, END_BOUND_MS, "the host app's flow to vm1echo to end");
+  const end1Ms = end1.at - killedAt;
+  t.comment(`the host app's flow to VM1: ${JSON.stringify({ reason: end1.reason, cause: end1.cause })}`);
+  t.match(end1, { cause: 'port_down', reason: new RegExp(`^member ${vm1Addr} of ${DIF.replace('.', '\\.')} is unreachable \\(port down: `) }, `the host app's flow to vm1echo ended with cause port_down, naming the member and its port's end, ${end1Ms} ms after the power-off`);
+  await within(pump1.stop(), 25_000, 'the pump on the flow to vm1echo to stop');
+  t.equal(pump1.bad, 0, `every echo from vm1echo before the end was intact and in order (${pump1.good})`);
 
   // Routing withdrew VM1 at the host.
   let after = (await app.inspectDif(DIF)).state as unknown as Inspected;
@@ -250,6 +260,6 @@ t.test('normal DIF: a member powered off mid-flow ends its flows with a cause; t
 
   t.equal(srv.child.exitCode, null, 'vmpi serve is still running');
   t.notMatch(srv.log(), /"level":(50|60)/, 'vmpi serve logged no error');
-  t.comment(`boot ${bootedS.toFixed(1)} s; power-off → VM2's flow ended ${endMs} ms; slowest host-app batch since the power-off ${pump.slowestMs} ms; total ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  t.comment(`boot ${bootedS.toFixed(1)} s; power-off → VM2's flow from VM1 ended ${endMs} ms, the host app's flow to VM1 ${end1Ms} ms; slowest host-app batch since the power-off ${pump.slowestMs} ms; total ${((Date.now() - started) / 1000).toFixed(1)} s`);
   vm2.kill();
 });
