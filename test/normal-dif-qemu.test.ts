@@ -11,13 +11,13 @@
  * library on serve's IPC socket) reaches VM2's echo over n.DIF as well.
  */
 import t from 'tap';
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { IpcClient } from '../src/dif/ipc/client.js';
 import { readN } from './helpers/flows.js';
-import { Guest, GUEST_DIR, ROOT, guestUnavailable, nodeScript } from './helpers/guest.js';
+import { Guest, GUEST_DIR, guestUnavailable, nodeScript } from './helpers/guest.js';
+import { serve, until } from './helpers/serve.js';
 
 const unavailable =
   guestUnavailable() ?? (existsSync(join(GUEST_DIR, 'initramfs-node.cpio.gz')) ? null : 'initramfs-node.cpio.gz missing: run scripts/guest/build-node.sh');
@@ -100,28 +100,6 @@ out('VM1-RESULT', { ok: true, attempts, allocMs, echoMs: Date.now() - t1, lastEr
 for (const f of flows) f.deallocate('vm1 done');
 setInterval(() => {}, 1000);
 `;
-
-/** The `vmpi serve` process (tsx, like test/cli.test.ts) with its stderr log. */
-function serve(cfg: string, ipcSocket: string): { child: ReturnType<typeof spawn>; log: () => string } {
-  const env: NodeJS.ProcessEnv = { ...process.env, VMPI_LOG_LEVEL: 'info' };
-  delete env.NODE_OPTIONS; // without tap's loader in the child
-  const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), join(ROOT, 'src', 'cli.ts'), 'serve', '--config', cfg, '--ipc-socket', ipcSocket, '--no-metrics'], {
-    env,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let log = '';
-  child.stdout!.setEncoding('utf8').on('data', (s: string) => (log += s));
-  child.stderr!.setEncoding('utf8').on('data', (s: string) => (log += s));
-  return { child, log: () => log };
-}
-
-async function until(what: string, ok: () => boolean, ms: number, log: () => string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!ok()) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}; serve log:\n${log().slice(-3000)}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 t.test('normal DIF: two guests talk through the host over n.DIF, and a host app reaches a guest', { skip: unavailable ?? false, timeout: 240_000 }, async (t) => {
   const started = Date.now();

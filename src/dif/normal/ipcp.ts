@@ -179,7 +179,7 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
         pool: o.pool ?? { first: 2, last: 0xffff },
         content: () => ({ directory: this.directory.entries(), neighbours: [{ name: this.name, address: this.addr, lowerDifs: [] }], lowerFlows: [] }),
         onEnrolled: (m, port) => this.neighbourUp(Number(port), m.address),
-        onLost: (m, port) => this.neighbourGone(Number(port), m.address),
+        onLost: (m, port, why) => this.neighbourGone(Number(port), m.address, why), // why: the N-1 flow's end, for the flows' reason
       });
       this.becomeMember(this.addr);
     } else if (!o.enroll) {

@@ -95,3 +95,16 @@ t.test('a silent neighbour (keepalives missed) is taken down like a lost N-1 flo
   const g = await within(vm1.allocateFlow('b', 'host-app', { reliable: true }), 5000, 'a new flow after the silence');
   t.equal(g.state, 'allocated');
 });
+
+t.test("the enroller's flows to a lost member say why the member was lost (the N-1 flow's end)", async (t) => {
+  const { pair2, host, vm2 } = await topology(t);
+  const onVm2 = acceptAll(vm2, 'vm2-app');
+  await until(() => knows(host, 'vm2-app'), 'the host knows vm2-app', 3000);
+  const f = await within(host.allocateFlow('h', 'vm2-app', { reliable: true }), 5000, 'host → VM2');
+  await echoOnce(t, f, await onVm2.next(), 1);
+  const e = ended(f);
+  pair2.down('VM2 powered off');
+  const [reason, cause] = await within(e, 5000, "the host's flow to VM2 ends");
+  t.equal(cause, 'port_down');
+  t.match(reason, new RegExp(`^member ${vm2.address} of n\\.DIF is unreachable \\(.*VM2 powered off.*\\)$`), `the reason names the member and the N-1 flow's end: ${reason}`);
+});
