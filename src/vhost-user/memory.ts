@@ -39,7 +39,7 @@ export interface FdInfo {
   size: number;
   /** F_SEAL_* bits, or -1 when the file cannot be sealed at all. */
   seals: number;
-  /** What the fd is, for messages (e.g. "/memfd:mem (deleted)"). */
+  /** What the fd is, for messages (e.g. "/memfd:mem (deleted)"); read only when a region is refused. */
   what: string;
 }
 

@@ -25,7 +25,15 @@ import type { DisconnectCause } from './endpoint.js';
 
 export const nativeMapper: Mapper = {
   pageSize: native.pageSize(),
-  inspect: (fd) => ({ size: fstatSync(fd).size, seals: native.fdSeals(fd), what: fdTarget(fd) }),
+  inspect: (fd) => ({
+    size: fstatSync(fd).size,
+    seals: native.fdSeals(fd),
+    // Only the refusal messages read it (while the fd is still open): a region that is accepted
+    // costs no readlink of /proc, which adds up over a flood of short hostile connections.
+    get what() {
+      return fdTarget(fd);
+    },
+  }),
   map: (fd, offset, length) => native.mmap(fd, offset, length),
   unmap: (b) => native.munmap(b),
   closeFd: (fd) => native.close(fd),
@@ -252,15 +260,19 @@ function fdTarget(fd: number): string {
  * one read at a time.
  */
 export function adoptEventfd(request: string, fd: number): void {
-  const what = fdTarget(fd);
-  if (what !== 'anon_inode:[eventfd]') {
-    throw new ProtocolError(request, `fd ${fd} is ${what}, not an eventfd; send an eventfd (eventfd(2))`, 'bad_fd');
-  }
   let info = '';
   try {
     info = readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8');
   } catch {
-    // no fdinfo: nothing more to check
+    // no fdinfo: the link below decides, nothing more to check
+  }
+  // Only an eventfd's fdinfo has its counter (fs/eventfd.c: "eventfd-count:"), so a good fd costs
+  // one read of /proc; any other fd is named by its link, for the message.
+  if (!/^eventfd-count:/m.test(info)) {
+    const what = fdTarget(fd);
+    if (what !== 'anon_inode:[eventfd]') {
+      throw new ProtocolError(request, `fd ${fd} is ${what}, not an eventfd; send an eventfd (eventfd(2))`, 'bad_fd');
+    }
   }
   if (/^eventfd-semaphore:\s*1\s*$/m.test(info)) {
     throw new ProtocolError(request, `fd ${fd} is an EFD_SEMAPHORE eventfd; send a plain eventfd`, 'bad_fd');

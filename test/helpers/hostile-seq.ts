@@ -10,8 +10,16 @@
  * A, each a fresh connection, each followed by a probe that A still answers. The run is three
  * periods: baseline (no attack), attack, recovery; B's completed SDUs are counted per window.
  * The server's RSS is sampled from /proc every 50 ms.
+ *
+ * CPU placement (`cpus`): with 'shared' every process may run on every CPU as equals, so on a
+ * small or busy machine the attacker's own work (its sends, polls and fds: 0.1-0.2 of a core)
+ * takes CPU time from the server and from B's sender, and part of B's drop measures the
+ * machine, not the server. 'split' (when there are at least 2 CPUs and taskset(1)) gives the attacker one CPU of
+ * its own and keeps the server and B's sender on the others, as a hostile VM has vCPUs of its
+ * own: what the server itself spends on the attack still comes out of B's share. 'nice' leaves
+ * every process on every CPU but runs the attacker at nice 19, so its work yields to theirs.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -41,8 +49,12 @@ export interface HostileSeqOptions {
   gapMs?: number;
   /** The whole attack period may take at most this long. */
   attackLimitMs?: number;
+  /** Where the processes run (see the header; default 'shared'). */
+  cpus?: CpuPlacement;
   log?: (line: string) => void;
 }
+
+export type CpuPlacement = 'shared' | 'split' | 'nice';
 
 export interface HostileSeqResult {
   cases: number;
@@ -66,6 +78,8 @@ export interface HostileSeqResult {
   attacked: { connections: number; disconnects: number; internalErrors: number; firstInternalError: string | null };
   /** Cores each process used per period (server, this process = B's sender, attacker). */
   cpu: { baseline: Record<string, number>; attack: Record<string, number>; recovery: Record<string, number> };
+  /** The CPUs each process was allowed, or the attacker's 'nice' (null: all of them, placement 'shared' or not possible). */
+  placement: { server: string; sender: string; attacker: string } | null;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -113,6 +127,26 @@ function cpuMeter(pids: Record<string, number>): () => Record<string, number> {
   };
 }
 
+/** The CPUs this process may run on (/proc/self/status Cpus_allowed_list, e.g. "0-3,6"). */
+function allowedCpus(): number[] {
+  try {
+    const m = /^Cpus_allowed_list:\s*(\S+)$/m.exec(readFileSync('/proc/self/status', 'utf8'));
+    if (!m) return [];
+    return m[1]!.split(',').flatMap((r) => {
+      const [a, b] = r.split('-').map(Number);
+      return Array.from({ length: (b ?? a!) - a! + 1 }, (_, i) => a! + i);
+    });
+  } catch {
+    return [];
+  }
+}
+
+/** Pin every thread of process `pid` to `cpus` (a taskset list); false when taskset is missing or failed. */
+function pin(pid: number, cpus: string): boolean {
+  const r = spawnSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: 'ignore', timeout: 5000 });
+  return r.status === 0;
+}
+
 class Child {
   readonly proc: ChildProcess;
   out = '';
@@ -120,8 +154,12 @@ class Child {
   exit: string | null = null;
   private lineCb: ((line: string) => void) | null = null;
   private partial = '';
-  constructor(script: string, arg: unknown, logLevel: string) {
-    this.proc = spawn(process.execPath, ['--import', TSX, join(HERE, script), JSON.stringify(arg)], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, VMPI_LOG_LEVEL: logLevel } });
+  /** `cpus`: a taskset list the process (and every thread it starts) is confined to, or 'nice' (nice 19). */
+  constructor(script: string, arg: unknown, logLevel: string, cpus?: string) {
+    const argv = [process.execPath, '--import', TSX, join(HERE, script), JSON.stringify(arg)];
+    if (cpus === 'nice') argv.unshift('nice', '-n', '19');
+    else if (cpus !== undefined) argv.unshift('taskset', '-c', cpus);
+    this.proc = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, VMPI_LOG_LEVEL: logLevel } });
     this.proc.stdout!.on('data', (d: Buffer) => {
       this.out += d.toString();
       this.partial += d.toString();
@@ -213,7 +251,19 @@ class Sender {
 export async function runHostileSequence(o: HostileSeqOptions): Promise<HostileSeqResult> {
   const log = o.log ?? (() => {});
   const dir = mkdtempSync(join(tmpdir(), 'vmpi-hostile-seq-'));
-  const server = new Child('hostile-seq-server.ts', { dir, names: ['A', 'B'], maxConnections: { A: 32 } }, process.env.HOSTILE_SERVER_LOG_LEVEL ?? 'warn');
+  // 'split': the last allowed CPU is the attacker's, the others the server's and this process's.
+  const all = allowedCpus();
+  let placement: HostileSeqResult['placement'] = null;
+  if (o.cpus === 'nice') placement = { server: 'all', sender: 'all', attacker: 'nice' };
+  else if (o.cpus === 'split') {
+    if (all.length < 2) log(`cpus 'split' needs at least 2 CPUs (have ${all.length}): every process shares them`);
+    else {
+      const victim = all.slice(0, -1).join(',');
+      if (pin(process.pid, victim)) placement = { server: victim, sender: victim, attacker: String(all.at(-1)) };
+      else log("cpus 'split': taskset failed; every process shares the CPUs");
+    }
+  }
+  const server = new Child('hostile-seq-server.ts', { dir, names: ['A', 'B'], maxConnections: { A: 32 } }, process.env.HOSTILE_SERVER_LOG_LEVEL ?? 'warn', placement && placement.server !== 'all' ? placement.server : undefined);
   let attacker: Child | null = null;
   let fe: VhostUserFrontend | null = null;
   let mem: GuestMemoryImage | null = null;
@@ -233,7 +283,7 @@ export async function runHostileSequence(o: HostileSeqOptions): Promise<HostileS
     const sender = new Sender(hs.queues[1]!, mem, o.sduSize ?? 1024, queueSize);
     sender.pump();
     // The attacker starts (and generates its cases) before the baseline: only its attack counts.
-    attacker = new Child('hostile-attacker.ts', { path: join(dir, 'A.sock'), cases: o.cases, seed: o.seed, boundMs: o.caseBoundMs, gapMs: o.gapMs ?? 0 }, 'silent');
+    attacker = new Child('hostile-attacker.ts', { path: join(dir, 'A.sock'), cases: o.cases, seed: o.seed, boundMs: o.caseBoundMs, gapMs: o.gapMs ?? 0 }, 'silent', placement?.attacker);
     await attacker.waitLine(/^READY$/m, 60_000);
 
     const windowsFor = async (ms: number, until?: () => boolean): Promise<number[]> => {
@@ -347,6 +397,7 @@ export async function runHostileSequence(o: HostileSeqOptions): Promise<HostileS
       integrity: { completed: sender.completed, serverOk: b?.ok ?? -1, serverBad: b?.bad ?? -1, firstBad: b ? b.firstBad : 'no STATS from the server', stalled },
       attacked: { connections: a?.connections ?? -1, disconnects: a?.disconnects ?? -1, internalErrors: a?.internalErrors ?? -1, firstInternalError: a ? a.firstInternalError : 'no STATS from the server' },
       cpu: { baseline: cpuBaseline, attack: cpuAttack, recovery: cpuRecovery },
+      placement,
     };
   } finally {
     if (rssTimer) clearInterval(rssTimer);
@@ -355,6 +406,7 @@ export async function runHostileSequence(o: HostileSeqOptions): Promise<HostileS
     mem?.close();
     await attacker?.stop();
     await server.stop();
+    if (placement && placement.sender !== 'all') pin(process.pid, all.join(','));
     rmSync(dir, { recursive: true, force: true });
   }
 }
