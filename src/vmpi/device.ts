@@ -101,8 +101,9 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
   private tx: ReadyQueue | null = null;
   private readonly rxChain = new DescChain();
   private readonly txChain = new DescChain();
-  /** Frame assembly buffer for guest → host (header + max SDU). */
-  private readonly txScratch: Uint8Array;
+  /** Where tx frames are read (header + max SDU); made when the tx queue first has work, so a
+   * connection that never gets that far (a hostile or failed front-end) costs no 64 KiB. */
+  private txScratch: Uint8Array | null = null;
   private readonly header = new Uint8Array(FRAME_HEADER_SIZE);
   private readonly headerView = new DataView(this.header.buffer);
   private readonly backlog: SendBacklog<Backlogged>;
@@ -126,7 +127,6 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
     this.maxQueueSize = Math.max(this.carrier.queueSize, 1024);
     this.config = new Uint8Array(Math.max(this.carrier.configSize, 8));
     this.config.set(encodeVmpiConfig({ vmpiId: this.vmpiId, maxSduLog2: log2 }));
-    this.txScratch = new Uint8Array(FRAME_HEADER_SIZE + this.maxSdu);
     this.backlog = new SendBacklog(this.stats, {
       maxBytes: opts.backlogMaxBytes ?? 4 * 1024 * 1024,
       maxSdus: opts.backlogMaxSdus ?? 4096,
@@ -237,7 +237,7 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
     if (!q || this.paused) return;
     const vq = q.vq;
     const chain = this.txChain;
-    const scratch = this.txScratch;
+    const scratch = (this.txScratch ??= new Uint8Array(FRAME_HEADER_SIZE + this.maxSdu));
     const limit = FRAME_HEADER_SIZE + this.maxSdu;
     let budget = 256;
     for (;;) {
