@@ -14,15 +14,14 @@
  * destination, and a new flow to "vm1echo" fails with 'port_down'.
  */
 import t from 'tap';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { DifError } from '../src/dif/api.js';
 import { IpcClient } from '../src/dif/ipc/client.js';
 import type { ClientFlow } from '../src/dif/ipc/client-flow.js';
 import { readN } from './helpers/flows.js';
-import { Guest, GUEST_DIR, guestUnavailable, nodeScript, within } from './helpers/guest.js';
-import { serve, until } from './helpers/serve.js';
+import { GUEST_DIR, guestUnavailable, within } from './helpers/guest.js';
+import { twoVmDif, until } from './helpers/serve.js';
 
 const unavailable =
   guestUnavailable() ?? (existsSync(join(GUEST_DIR, 'initramfs-node.cpio.gz')) ? null : 'initramfs-node.cpio.gz missing: run scripts/guest/build-node.sh');
@@ -42,11 +41,6 @@ const AFTER = 400;
 /** SDU `i` of flow `f`, `n` bytes; the same source text runs in the guests (hence the eval). */
 const PATTERN = `(f, i, n) => { const b = new Uint8Array(n); for (let k = 0; k < n; k++) b[k] = (k + 7 * i + 31 * f) & 0xff; return b; }`;
 const pattern = eval(PATTERN) as (f: number, i: number, n: number) => Uint8Array;
-
-const START_DAEMON = `mkdir -p /run/vmpi
-node /opt/vmpi/dist/src/cli.js guest --normal-dif ${DIF} --log-level warn &
-for i in $(seq 1 900); do [ -S /run/vmpi/ipc.sock ] && break; sleep 0.1; done
-`;
 
 /** Register `app` and echo every SDU of every flow; print each flow's start and end (reason, cause). */
 const echoApp = (app: string) => `
@@ -166,21 +160,7 @@ interface Inspected {
 
 t.test('normal DIF: a member powered off mid-flow ends its flows with a cause; the other flows carry on', { skip: unavailable ?? false, timeout: 300_000 }, async (t) => {
   const started = Date.now();
-  const dir = mkdtempSync(join(tmpdir(), 'vmpi-ndif-off-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const cfg = join(dir, 'vmpi.json');
-  writeFileSync(cfg, JSON.stringify({ devices: [{ socket: 'vm1.sock', vmpiId: VM1_ID }, { socket: 'vm2.sock', vmpiId: VM2_ID }], normal: { dif: DIF } }));
-  const ipcSocket = join(dir, 'ipc.sock');
-  const srv = serve(cfg, ipcSocket);
-  t.teardown(() => {
-    srv.child.kill('SIGKILL');
-  });
-  await until('serve sockets', () => existsSync(join(dir, 'vm1.sock')) && existsSync(join(dir, 'vm2.sock')) && existsSync(ipcSocket), 30_000, srv.log);
-
-  const vm2 = new Guest({ sockets: [join(dir, 'vm2.sock')], node: true, script: nodeScript(VM2_JS, START_DAEMON), memMb: 640, timeoutMs: 280_000, name: 'vmpi-ndif-off-vm2' });
-  t.teardown(() => vm2.kill());
-  const vm1 = new Guest({ sockets: [join(dir, 'vm1.sock')], node: true, script: nodeScript(VM1_JS, START_DAEMON), memMb: 640, timeoutMs: 280_000, name: 'vmpi-ndif-off-vm1' });
-  t.teardown(() => vm1.kill());
+  const { srv, ipcSocket, vm1, vm2 } = await twoVmDif(t, { name: 'vmpi-ndif-off', dif: DIF, ids: [VM1_ID, VM2_ID], vm1Js: VM1_JS, vm2Js: VM2_JS, timeoutMs: 280_000 });
 
   await vm2.waitJson('NDIF-VM2-READY', 180_000);
   await vm1.waitJson('NDIF-VM1-UP', 180_000);
