@@ -26,11 +26,19 @@ export function setup(
   return { pair, host, guest };
 }
 
-/** Register `app` and accept every request; `next()` resolves with the next accepted flow. */
-export function acceptAll(ipcp: ShimHvIpcp, app: string): { flows: Flow[]; requests: FlowRequest[]; next(ms?: number): Promise<Flow> } {
-  const flows: Flow[] = [];
-  const requests: FlowRequest[] = [];
-  const waiters: Array<(f: Flow) => void> = [];
+/** An IPC process as acceptAll() uses it (any type: shim, normal). */
+export interface Accepting<F, R extends { accept(): F }> {
+  register(app: string, onFlowRequest: (req: R) => void): unknown;
+}
+
+/**
+ * Register `app` and accept every request (acceptAll: the shim's; normal/ipcp-harness.ts has n.DIF's); `next()` resolves with the next accepted flow, or
+ * rejects if none is accepted within `ms` (default `defaultMs`).
+ */
+export function acceptEvery<F, R extends { accept(): F }>(ipcp: Accepting<F, R>, app: string, defaultMs = 2000): { flows: F[]; requests: R[]; next(ms?: number): Promise<F> } {
+  const flows: F[] = [];
+  const requests: R[] = [];
+  const waiters: Array<(f: F) => void> = [];
   let taken = 0;
   ipcp.register(app, (req) => {
     requests.push(req);
@@ -45,12 +53,16 @@ export function acceptAll(ipcp: ShimHvIpcp, app: string): { flows: Flow[]; reque
   return {
     flows,
     requests,
-    /** The next accepted flow; rejects if none is accepted within `ms`. */
-    next(ms = 2000) {
+    next(ms = defaultMs) {
       if (taken < flows.length) return Promise.resolve(flows[taken++]!);
-      return within(new Promise<Flow>((resolve) => waiters.push(resolve)), `a flow request for ${app} accepted`, ms);
+      return within(new Promise<F>((resolve) => waiters.push(resolve)), `a flow request for ${app} accepted`, ms);
     },
   };
+}
+
+/** acceptAll for a shim IPC process. */
+export function acceptAll(ipcp: ShimHvIpcp, app: string): { flows: Flow[]; requests: FlowRequest[]; next(ms?: number): Promise<Flow> } {
+  return acceptEvery<Flow, FlowRequest>(ipcp, app);
 }
 
 export function tick(): Promise<void> {

@@ -6,25 +6,23 @@
  * the shim's port and channels; an unknown DIF refused naming the DIFs there; a state bigger than
  * one control message cut to fit (the session goes on), and a malformed request refused.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { IpcClient } from '../../src/dif/ipc/client.js';
 import { IpcDaemon } from '../../src/dif/ipc/daemon.js';
-import { DifError } from '../../src/dif/api.js';
+import { DifError, type IpcProcess } from '../../src/dif/api.js';
 import { until } from './helpers.js';
 import { DIF, acceptAll, knows, topology, within } from '../dif/normal/ipcp-harness.js';
 
 type Obj = Record<string, unknown>;
 
-t.test('list_ipcps and inspect_dif show the host side of n.DIF', async (t) => {
-  const { host, vm1, vm2, shims } = await topology(t);
+/** A real IPC daemon offering `ipcps` on a fresh socket, and a client connected to it (both closed at the end of `t`). */
+async function daemonClient(t: Test, ipcps: IpcProcess[]): Promise<IpcClient> {
   const dir = mkdtempSync(join(tmpdir(), 'vmpi-inspect-'));
   const daemon = new IpcDaemon({ socketPath: join(dir, 'ipc.sock') });
-  daemon.addIpcp(host);
-  daemon.addIpcp(shims[0]!);
-  daemon.addIpcp(shims[1]!);
+  for (const i of ipcps) daemon.addIpcp(i);
   daemon.listen();
   const c = await IpcClient.connect(daemon.socketPath);
   t.teardown(() => {
@@ -32,6 +30,12 @@ t.test('list_ipcps and inspect_dif show the host side of n.DIF', async (t) => {
     daemon.close();
     rmSync(dir, { recursive: true, force: true });
   });
+  return c;
+}
+
+t.test('list_ipcps and inspect_dif show the host side of n.DIF', async (t) => {
+  const { host, vm1, vm2, shims } = await topology(t);
+  const c = await daemonClient(t, [host, shims[0]!, shims[1]!]);
 
   t.same(await within(c.listIpcps(), 3000, 'list_ipcps answered'), {
     ipcps: [
@@ -83,16 +87,7 @@ t.test('list_ipcps and inspect_dif show the host side of n.DIF', async (t) => {
 
 t.test('a state bigger than one control message is cut to fit, and the session goes on', async (t) => {
   const { host } = await topology(t);
-  const dir = mkdtempSync(join(tmpdir(), 'vmpi-inspect-big-'));
-  const daemon = new IpcDaemon({ socketPath: join(dir, 'ipc.sock') });
-  daemon.addIpcp(host);
-  daemon.listen();
-  const c = await IpcClient.connect(daemon.socketPath);
-  t.teardown(() => {
-    c.close();
-    daemon.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const c = await daemonClient(t, [host]);
   // ~1000 names of 200 characters: the directory alone is several times 64 KiB of JSON.
   const N = 1000;
   for (let i = 0; i < N; i++) host.register(`app-${i}-${'x'.repeat(200)}`, (r) => r.reject('no'));

@@ -9,7 +9,7 @@ import type { Flow, FlowRequest } from '../../../src/dif/api.js';
 import { NormalIpcp, type NormalIpcpOptions } from '../../../src/dif/normal/ipcp.js';
 import { ShimHvIpcp } from '../../../src/dif/shim-hv/ipcp.js';
 import { createPortPair, type PortPair } from '../port-pair.js';
-import { until } from '../helpers.js';
+import { acceptEvery, until, within as withinWhat } from '../helpers.js';
 
 export const DIF = 'n.DIF';
 
@@ -48,30 +48,9 @@ export function routes(n: NormalIpcp): number[] {
   return rmt.forwarding.map(([d]) => d);
 }
 
-/** Register `app` and accept every request; `next()` resolves with the next accepted flow. */
+/** Register `app` in n.DIF and accept every request (test/dif/helpers.ts); `next()` waits up to 5 s by default. */
 export function acceptAll(ipcp: NormalIpcp, app: string): { flows: Flow[]; requests: FlowRequest[]; next(ms?: number): Promise<Flow> } {
-  const flows: Flow[] = [];
-  const requests: FlowRequest[] = [];
-  const waiters: Array<(f: Flow) => void> = [];
-  let taken = 0;
-  ipcp.register(app, (req) => {
-    requests.push(req);
-    flows.push(req.accept());
-    const w = waiters.shift();
-    if (w) {
-      taken++;
-      w(flows[flows.length - 1]!);
-    }
-  });
-  return {
-    flows,
-    requests,
-    /** The next accepted flow; rejects if none is accepted within `ms`. */
-    next(ms = 5000) {
-      if (taken < flows.length) return Promise.resolve(flows[taken++]!);
-      return within(new Promise<Flow>((resolve) => waiters.push(resolve)), ms, `a flow request for ${app} accepted`);
-    },
-  };
+  return acceptEvery<Flow, FlowRequest>(ipcp, app, 5000);
 }
 
 /** The directory of `n` knows `app` (registrations flood asynchronously). */
@@ -80,13 +59,7 @@ export function knows(n: NormalIpcp, app: string): boolean {
   return d.entries.some((e) => e.app.processName === app && !e.removed);
 }
 
-/** `p`, or a rejection after `ms`. */
+/** `p`, or a rejection after `ms` (test/dif/helpers.ts `within`, the argument order these tests use). */
 export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([
-    p.finally(() => clearTimeout(timer)),
-    new Promise<T>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-    }),
-  ]);
+  return withinWhat(p, what, ms);
 }
