@@ -31,6 +31,7 @@ import { Guest } from '../../test/helpers/guest.js';
 import { parseResults, patternSdu } from '../../test/helpers/pattern.js';
 import { BOOT_MS, fromRecord, GUEST, IDLE_MS, liveSenders, record, ROTATE, UDP_PORT_BASE, VMPI_CLI, WAIT_MS, type Measurement, type Series } from '../common/series.js';
 import { GUEST_ADDR, GUEST_MAC, PREFIX, type PrivateNet } from '../common/netns.js';
+import { nicGuest, setupNic, type NicModel } from '../common/nic.js';
 
 /** SDUs of the raw VMPI channel series go on channel CHANNEL_BASE + (run % ROTATE). */
 const CHANNEL_BASE = 2;
@@ -42,7 +43,7 @@ export class UdpNicSeries implements Series {
   private runs = 0;
 
   constructor(
-    private readonly model: 'virtio-net-pci' | 'e1000',
+    private readonly model: NicModel,
     private readonly net: PrivateNet,
     /** udp-goodput on the host (the static build, .cache/guest/udp-goodput). */
     private readonly goodputBin: string,
@@ -54,33 +55,9 @@ export class UdpNicSeries implements Series {
   }
 
   async start(): Promise<void> {
-    this.guest = new Guest({
-      ...GUEST,
-      name: `vmpi-fig4a-${this.key}`,
-      netns: this.net.ns,
-      qemuArgs: [
-        '-netdev', `tap,id=n0,ifname=${this.net.tap},script=no,downscript=no`,
-        // romfile=: no iPXE option ROM (faster boot, nothing else changes).
-        '-device', `${this.model},netdev=n0,mac=${GUEST_MAC},romfile=`,
-      ],
-    });
+    this.guest = nicGuest({ name: `vmpi-fig4a-${this.key}`, netns: this.net.ns, tap: this.net.tap, model: this.model, mac: GUEST_MAC });
     await this.guest.agentReady(1, BOOT_MS);
-    const setup = [
-      'for m in $(cat /etc/vmpi-net-modules); do insmod /lib/modules/$m.ko || exit 1; done',
-      'i=0; while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done',
-      'ip link set eth0 up',
-      // Fragmented sizes (> 1472 B) under an unpaced stream: the default reassembly settings
-      // (4 MB, 30 s) fill with datagrams that lost a fragment at the tap and then refuse every new
-      // one for up to 30 s, so the guest would measure that timeout, not the NIC. Same for both NICs.
-      'sysctl -q -w net.ipv4.ipfrag_time=1 net.ipv4.ipfrag_high_thresh=67108864 net.ipv4.ipfrag_low_thresh=50331648',
-      `ip addr add ${GUEST_ADDR}/${PREFIX} dev eth0`,
-      'echo "NIC driver=$(basename $(readlink /sys/class/net/eth0/device/driver)) mtu=$(cat /sys/class/net/eth0/mtu)"',
-    ].join(' && ');
-    const r = await this.guest.exec(`( ${setup} )`, 60_000);
-    if (r.rc !== 0) throw new Error(`guest network setup failed (rc ${r.rc}):\n${r.out}`);
-    const m = /NIC driver=(\S+)/.exec(r.out);
-    const want = this.model === 'e1000' ? 'e1000' : 'virtio_net';
-    if (!m || m[1] !== want) throw new Error(`guest eth0 is not driven by ${want}: ${r.out}`);
+    await setupNic(this.guest, this.model, GUEST_ADDR, PREFIX);
   }
 
   async measure(size: number, seconds: number): Promise<Measurement> {

@@ -19,6 +19,7 @@ import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { Guest, ROOT } from '../../test/helpers/guest.js';
 import { GUEST_ADDR, GUEST_MAC, GUEST2_ADDR, GUEST2_MAC, BRIDGE_PREFIX, type PrivateNet } from '../common/netns.js';
+import { nicGuest, setupNic, type NicModel } from '../common/nic.js';
 import { BOOT_MS, fromRecord, GUEST, IDLE_MS, record, ROTATE, UDP_PORT_BASE, VMPI_CLI, WAIT_MS, type Measurement, type Series } from '../common/series.js';
 
 const NORMAL_DIF = 'n.DIF';
@@ -195,7 +196,7 @@ export class UdpBridgeSeries implements Series {
   private runs = 0;
 
   constructor(
-    private readonly model: 'virtio-net-pci' | 'e1000',
+    private readonly model: NicModel,
     private readonly net: PrivateNet,
   ) {
     this.key = model === 'e1000' ? 'e1000' : 'virtio-net';
@@ -204,32 +205,12 @@ export class UdpBridgeSeries implements Series {
 
   private guest(n: 1 | 2): Guest {
     const [tap, mac] = n === 1 ? [this.net.tap, GUEST_MAC] : [this.net.tap2, GUEST2_MAC];
-    return new Guest({
-      ...GUEST,
-      name: `vmpi-fig4b-${this.key}-${n}`,
-      netns: this.net.ns,
-      qemuArgs: ['-netdev', `tap,id=n0,ifname=${tap},script=no,downscript=no`, '-device', `${this.model},netdev=n0,mac=${mac},romfile=`],
-    });
+    return nicGuest({ name: `vmpi-fig4b-${this.key}-${n}`, netns: this.net.ns, tap, model: this.model, mac });
   }
 
-  private async setup(g: Guest, addr: string, peer: string, peerMac: string): Promise<void> {
-    const setup = [
-      'for m in $(cat /etc/vmpi-net-modules); do insmod /lib/modules/$m.ko || exit 1; done',
-      'i=0; while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done',
-      'ip link set eth0 up',
-      // As in Fig. 4a: fragmented sizes under an unpaced stream would otherwise measure the
-      // reassembly timeout, not the NIC.
-      'sysctl -q -w net.ipv4.ipfrag_time=1 net.ipv4.ipfrag_high_thresh=67108864 net.ipv4.ipfrag_low_thresh=50331648',
-      `ip addr add ${addr}/${BRIDGE_PREFIX} dev eth0`,
-      // No ARP during a flood: the peer's address is a permanent neighbour (busybox `ip` has no
-      // `neigh replace`; its `arp -s` makes a permanent entry).
-      `arp -i eth0 -s ${peer} ${peerMac}`,
-      'echo "NIC driver=$(basename $(readlink /sys/class/net/eth0/device/driver))"',
-    ].join(' && ');
-    const r = await g.exec(`( ${setup} )`, 60_000);
-    if (r.rc !== 0) throw new Error(`guest network setup failed (rc ${r.rc}):\n${r.out}`);
-    const want = this.model === 'e1000' ? 'e1000' : 'virtio_net';
-    if (!new RegExp(`NIC driver=${want}\\b`).test(r.out)) throw new Error(`guest eth0 is not driven by ${want}: ${r.out}`);
+  /** eth0 at `addr`, and the peer's address a permanent neighbour: no ARP during a flood (busybox `ip` has no `neigh replace`; its `arp -s` makes a permanent entry). */
+  private setup(g: Guest, addr: string, peer: string, peerMac: string): Promise<void> {
+    return setupNic(g, this.model, addr, BRIDGE_PREFIX, [`arp -i eth0 -s ${peer} ${peerMac}`]);
   }
 
   async start(): Promise<void> {
