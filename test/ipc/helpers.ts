@@ -87,3 +87,12 @@ export function pattern(size: number, seed: number): Uint8Array {
   for (let i = 0; i < size; i++) b[i] = (i * 31 + seed * 7 + (i >> 8)) & 0xff;
   return b;
 }
+
+/** One IPC frame as the daemon reads it: a u32 big-endian length, then the body. */
+export function ipcFrame(body: string | Uint8Array): Buffer {
+  const b = Buffer.from(body);
+  const frame = Buffer.alloc(4 + b.byteLength);
+  frame.writeUInt32BE(b.byteLength, 0);
+  b.copy(frame, 4);
+  return frame;
+}

@@ -9,7 +9,7 @@ import type { ClientFlow, ClientFlowRequest } from '../../src/dif/ipc/client.js'
 import { FramedConn } from '../../src/dif/ipc/conn.js';
 import { native } from '../../src/sys/native.js';
 import { parseDaemonMessage } from '../../src/dif/ipc/protocol.js';
-import { DIF, ipcSetup, nextEvent, pattern, until, within } from './helpers.js';
+import { DIF, ipcFrame, ipcSetup, nextEvent, pattern, until, within } from './helpers.js';
 
 const SIZES = Array.from({ length: 17 }, (_, i) => i * 250); // 0..4000
 
@@ -265,10 +265,7 @@ t.test('malformed daemon messages are refused with a reason', async (t) => {
   conn.on('message', (m) => replies.push(m));
   const closed = nextEvent<[string]>(conn, 'close', 'the daemon closing the connection', 5000);
   const raw = (body: string | Uint8Array): void => {
-    const b = typeof body === 'string' ? Buffer.from(body) : Buffer.from(body);
-    const frame = Buffer.alloc(4 + b.byteLength);
-    frame.writeUInt32BE(b.byteLength, 0);
-    b.copy(frame, 4);
+    const frame = ipcFrame(body);
     t.equal(native.sendMsg(fd, frame, 0, frame.byteLength, null), frame.byteLength);
   };
   const next = async (): Promise<Record<string, unknown>> => {

@@ -12,7 +12,7 @@ import t from 'tap';
 import { FramedConn } from '../../src/dif/ipc/conn.js';
 import { decodeBody, encodeFrame, IpcProtocolError, parseClientRequest, parseDaemonMessage } from '../../src/dif/ipc/protocol.js';
 import { native } from '../../src/sys/native.js';
-import { ipcSetup, until } from './helpers.js';
+import { ipcFrame, ipcSetup, until } from './helpers.js';
 
 const LONG = '"'.repeat(30000);
 const DEEP = JSON.parse('{"a":'.repeat(5000) + '1' + '}'.repeat(5000)) as unknown;
@@ -56,10 +56,7 @@ t.test('the daemon answers a huge malformed request and keeps serving', async (t
   const replies: Record<string, unknown>[] = [];
   conn.on('message', (m) => replies.push(m));
   const raw = (body: string): void => {
-    const b = Buffer.from(body);
-    const frame = Buffer.alloc(4 + b.byteLength);
-    frame.writeUInt32BE(b.byteLength, 0);
-    b.copy(frame, 4);
+    const frame = ipcFrame(body);
     t.equal(native.sendMsg(fd, frame, 0, frame.byteLength, null), frame.byteLength);
   };
   const next = async (): Promise<Record<string, unknown>> => {
