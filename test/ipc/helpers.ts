@@ -10,6 +10,8 @@ import { join } from 'node:path';
 import { ShimHvIpcp, type ShimHvIpcpOptions } from '../../src/dif/shim-hv/ipcp.js';
 import { IpcDaemon, type IpcDaemonOptions } from '../../src/dif/ipc/daemon.js';
 import { IpcClient } from '../../src/dif/ipc/client.js';
+import { FramedConn } from '../../src/dif/ipc/conn.js';
+import { native } from '../../src/sys/native.js';
 import { createPortPair, type PortPair, type PortPairOptions } from '../dif/port-pair.js';
 
 export const DIF = 'hv.vmpi-7';
@@ -86,6 +88,31 @@ export function pattern(size: number, seed: number): Uint8Array {
   const b = new Uint8Array(size);
   for (let i = 0; i < size; i++) b[i] = (i * 31 + seed * 7 + (i >> 8)) & 0xff;
   return b;
+}
+
+/**
+ * A raw session to the daemon at `socketPath` (no client library): `raw(body)` sends one frame
+ * of any bytes, `next()` waits (bounded) for the daemon's next message; closed at the end of `t`.
+ */
+export function rawSession(t: Test, socketPath: string): { fd: number; conn: FramedConn; replies: Record<string, unknown>[]; raw(body: string | Uint8Array): void; next(): Promise<Record<string, unknown>> } {
+  const fd = native.connectUnix(socketPath);
+  const conn = new FramedConn(fd, 8);
+  t.teardown(() => conn.close());
+  const replies: Record<string, unknown>[] = [];
+  conn.on('message', (m) => replies.push(m));
+  return {
+    fd,
+    conn,
+    replies,
+    raw(body) {
+      const frame = ipcFrame(body);
+      t.equal(native.sendMsg(fd, frame, 0, frame.byteLength, null), frame.byteLength);
+    },
+    async next() {
+      await until(() => replies.length > 0, 'a reply');
+      return replies.shift()!;
+    },
+  };
 }
 
 /** One IPC frame as the daemon reads it: a u32 big-endian length, then the body. */

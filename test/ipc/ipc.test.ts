@@ -9,7 +9,7 @@ import type { ClientFlow, ClientFlowRequest } from '../../src/dif/ipc/client.js'
 import { FramedConn } from '../../src/dif/ipc/conn.js';
 import { native } from '../../src/sys/native.js';
 import { parseDaemonMessage } from '../../src/dif/ipc/protocol.js';
-import { DIF, ipcFrame, ipcSetup, nextEvent, pattern, until, within } from './helpers.js';
+import { DIF, ipcSetup, nextEvent, pattern, rawSession, until, within } from './helpers.js';
 
 const SIZES = Array.from({ length: 17 }, (_, i) => i * 250); // 0..4000
 
@@ -258,20 +258,8 @@ t.test('backpressure: a full link makes the application writes return false, not
 
 t.test('malformed daemon messages are refused with a reason', async (t) => {
   const s = ipcSetup(t);
-  const fd = native.connectUnix(s.hostDaemon.socketPath);
-  const conn = new FramedConn(fd, 8);
-  t.teardown(() => conn.close());
-  const replies: Record<string, unknown>[] = [];
-  conn.on('message', (m) => replies.push(m));
+  const { fd, conn, raw, next } = rawSession(t, s.hostDaemon.socketPath);
   const closed = nextEvent<[string]>(conn, 'close', 'the daemon closing the connection', 5000);
-  const raw = (body: string | Uint8Array): void => {
-    const frame = ipcFrame(body);
-    t.equal(native.sendMsg(fd, frame, 0, frame.byteLength, null), frame.byteLength);
-  };
-  const next = async (): Promise<Record<string, unknown>> => {
-    await until(() => replies.length > 0, 'a reply');
-    return replies.shift()!;
-  };
   raw('{not json');
   t.match(await next(), { op: 'error', id: null, code: 'malformed', message: /not JSON/ });
   raw(Buffer.from([0xff, 0xfe]));

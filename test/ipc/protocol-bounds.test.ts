@@ -9,10 +9,8 @@
  * from a daemon overflowed the stack (RangeError out of parseDaemonMessage).
  */
 import t from 'tap';
-import { FramedConn } from '../../src/dif/ipc/conn.js';
 import { decodeBody, encodeFrame, IpcProtocolError, parseClientRequest, parseDaemonMessage } from '../../src/dif/ipc/protocol.js';
-import { native } from '../../src/sys/native.js';
-import { ipcFrame, ipcSetup, until } from './helpers.js';
+import { ipcSetup, rawSession } from './helpers.js';
 
 const LONG = '"'.repeat(30000);
 const DEEP = JSON.parse('{"a":'.repeat(5000) + '1' + '}'.repeat(5000)) as unknown;
@@ -50,19 +48,7 @@ t.test('error messages quote at most a short prefix of what was received', async
 
 t.test('the daemon answers a huge malformed request and keeps serving', async (t) => {
   const s = ipcSetup(t);
-  const fd = native.connectUnix(s.hostDaemon.socketPath);
-  const conn = new FramedConn(fd, 8);
-  t.teardown(() => conn.close());
-  const replies: Record<string, unknown>[] = [];
-  conn.on('message', (m) => replies.push(m));
-  const raw = (body: string): void => {
-    const frame = ipcFrame(body);
-    t.equal(native.sendMsg(fd, frame, 0, frame.byteLength, null), frame.byteLength);
-  };
-  const next = async (): Promise<Record<string, unknown>> => {
-    await until(() => replies.length > 0, 'a reply');
-    return replies.shift()!;
-  };
+  const { raw, next } = rawSession(t, s.hostDaemon.socketPath);
   raw(JSON.stringify({ v: LONG, id: 1, op: 'list_difs' }));
   t.match(await next(), { op: 'error', id: 1, code: 'malformed', message: /^unsupported protocol version "/ });
   raw(JSON.stringify({ v: 1, id: 2, op: 'allocate', dif: 'hv.vmpi-7', src: 'a', dst: 'b', qos: { [LONG]: true } }));
