@@ -19,6 +19,7 @@ import { ConfigError, type ServePlan } from './config.js';
 import { inheritedFdProblem } from './activation.js';
 import { HostMetrics, startMetricsServer, type MetricsServer } from './metrics.js';
 import { applySocketPermissions, permissionProblems } from './socket-perms.js';
+import type { Restarter } from './restart/worker.js';
 
 export interface Serving {
   readonly host: VmpiHost;
@@ -43,6 +44,11 @@ export interface StartOptions {
    * --ipc-socket); otherwise a failure is logged and serving goes on without it. null: no daemon.
    */
   ipc?: { socketPath: string; required: boolean } | null;
+  /**
+   * Keep what a next worker needs to resume the devices' connections, and resume what the last
+   * worker left (src/ops/restart/worker.ts). Without it, a restart starts every device afresh.
+   */
+  restart?: Restarter;
 }
 
 /** Start serving `plan`. Throws ConfigError (every problem) or the first runtime error. */
@@ -78,11 +84,16 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
 
   try {
     if (metrics) metricsServer = await startMetricsServer(metrics, plan.metrics.listen, log);
+    const restart = opts.restart;
     for (const d of plan.devices) {
       try {
-        const device = host.addDevice({ socketPath: d.socket, listenFd: d.listenFd, vmpiId: d.vmpiId, maxSduLog2: d.maxSduLog2, carrier: d.carrier, allowUnsealedMemory: d.allowUnsealedMemory });
+        const kept = { vmpiId: d.vmpiId ?? host.allocateId(), maxSduLog2: d.maxSduLog2, carrier: d.carrier };
+        const listenFd = d.listenFd ?? restart?.listenFdFor(kept);
+        const device = host.addDevice({ socketPath: d.socket, listenFd, vmpiId: kept.vmpiId, maxSduLog2: d.maxSduLog2, carrier: d.carrier, allowUnsealedMemory: d.allowUnsealedMemory, commit: restart?.commit });
         if (d.socket !== undefined) applySocketPermissions(d.socket, d);
+        // The shim IPC process binds its control channel before a resumed connection runs.
         const ipcp = new ShimHvIpcp({ port: device, role: 'host', logger: log });
+        restart?.attach(device, host.server(device.vmpiId)!, kept);
         ipcps.set(device.vmpiId, ipcp);
         metrics?.addIpcp(ipcp);
         log.info({ vmpiId: device.vmpiId, socket: d.socket ?? `fd:${d.listenFd}`, dif: ipcp.difName, from: d.where }, 'device configured');
