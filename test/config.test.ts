@@ -99,7 +99,7 @@ t.test('each kind of problem, with its message', async (t) => {
   t.same(one('devices:\n  - socket: /a\n    maxSduLog2: 21\n'), ['devices[0].maxSduLog2: 21 is above the maximum 20']);
   t.same(one('devices:\n  - socket: /a\n    maxSduLog2: 9\n'), ['devices[0].maxSduLog2: 9 is below the minimum 10']);
   t.same(one('devices:\n  - socket: /a\n    carrier: vsock\n'), ['devices[0].carrier: "vsock" is not one of gpio']);
-  t.same(one('devices:\n  - socket: /a\n    sockt: /b\n'), ['devices[0].sockt: unknown field (did you mean "socket"?); known fields here: socket, vmpiId, maxSduLog2, carrier, owner, group, mode, allowUnsealedMemory']);
+  t.same(one('devices:\n  - socket: /a\n    sockt: /b\n'), ['devices[0].sockt: unknown field (did you mean "socket"?); known fields here: socket, vmpiId, maxSduLog2, carrier, owner, group, mode, allowUnsealedMemory, echoChannels']);
   t.same(one('devices:\n  - socket: /a\n    mode: 0660\n'), [
     'devices[0].mode: 660 is an integer, expected a quoted octal mode such as "0660" (write it quoted, mode: "0660": YAML reads an unquoted 0660 as the decimal number 660)',
   ]);

@@ -10,6 +10,10 @@
  *                                     send COUNT pattern SDUs and read each back on the same file
  *                                     (for a host that echoes), at most N (default 1) in flight;
  *                                     verifies like recv and reports the round-trip time
+ *   vmpi-perf [-t MS] [-s SEQ] [-w N] [-g MS] stream DEV CHANNEL SIZE COUNT
+ *                                     like loop, but loss-tolerant (for a host that echoes and
+ *                                     may lose, duplicate or stall SDUs, e.g. across a restart):
+ *                                     see "stream" below
  *   vmpi-perf [-t MS] dump DEV CHANNEL [COUNT]               print SDUs as hex (COUNT default 1)
  *   vmpi-perf [-s SEQ] raw DEV CHANNEL DATA                  write one SDU: DATA is hex ("" = empty),
  *                                                            "@N" = N pattern bytes, "-" = stdin
@@ -19,7 +23,9 @@
  * -d MS: recv only: sleep MS milliseconds after READY before the first read (a slow or stuck
  *    reader: the driver holds the host back, then after rx_stall_ms drops, see docs/DEVICE.md).
  * -s SEQ: sequence number of the first SDU (default 0).
- * -w N: loop mode window (SDUs in flight).
+ * -w N: loop and stream window (SDUs in flight, default 1).
+ * -g MS: stream only: with the window full and nothing received for MS milliseconds (default
+ *    100), the SDUs in flight are written off as lost and sending goes on.
  * -b BYTES: read buffer size (default: the device's max SDU); a longer SDU fails the read with
  *    EMSGSIZE and stays queued (the driver never truncates).
  *
@@ -38,6 +44,23 @@
  * concatenation of all SDU payloads in the order written (send) or read (recv, echo).
  * recv verifies each SDU: with SIZE >= 8 it takes seq from the SDU (a jump counts as a gap and
  * the receiver resynchronises), below 8 it assumes the next expected seq.
+ *
+ * stream: sends COUNT pattern SDUs (SIZE >= 8: each carries its seq) with at most -w in flight
+ * and reads the echoes, never waiting on a lost one: when the window is full and nothing arrived
+ * for -g MS, everything in flight is written off and sending goes on; an SDU written off that
+ * still arrives counts as received (a seen-bitmap over the COUNT seqs keeps the tally). After the
+ * last send it waits for the missing ones until -t MS (default 1000 in this mode) pass without an
+ * SDU. While it waits for room to write it keeps reading, so a full rx queue never blocks it.
+ * Its RESULT line, besides bytes/seconds/mbps (unique SDUs, first send to last arrival):
+ *   sent=  SDUs written              received=  SDUs read (every read, duplicates too)
+ *   unique= distinct seqs received   lost=  COUNT - unique   dup=  received - unique - errors
+ *   reordered= SDUs that arrived after a higher seq had (first arrivals only)
+ *   max_gap_ms= longest time between two consecutive arrivals, gap_at_ms= when it began (from the
+ *   first send; the stall the guest saw), write_offs= times the window was written off,
+ *   errors= SDUs that do not match the pattern or carry a seq that was never sent,
+ *   badlen= SDUs of the wrong length, sdus_per_s= unique SDUs per second.
+ *   status: ok, or lost (exit 2), dup or verify-failed (exit 3); verify-failed wins over lost,
+ *   lost over dup.
  */
 #define _GNU_SOURCE
 #include <limits.h>
@@ -49,6 +72,7 @@
 	"  recv DEV CHANNEL SIZE|any COUNT\n" \
 	"  echo DEV CHANNEL [COUNT]\n" \
 	"  loop DEV CHANNEL SIZE COUNT      (-w WINDOW)\n" \
+	"  stream DEV CHANNEL SIZE COUNT    (-w WINDOW, -g GAP_MS; SIZE >= 8)\n" \
 	"  dump DEV CHANNEL [COUNT]\n" \
 	"  raw  DEV CHANNEL HEX|@N|-\n" \
 	"  info DEV\n"
@@ -61,6 +85,7 @@ static uint32_t start_seq;
 static unsigned int window = 1;
 static size_t rbuf_size;
 static unsigned int delay_ms;
+static unsigned int gap_ms = 100;
 
 /* Read buffer size: -b, or the device's max SDU. */
 static size_t rbuf_cap(const struct vmpi_info *info)
@@ -419,6 +444,186 @@ static int do_loop(size_t size, uint64_t count)
 	return errors || badlen || gaps ? 3 : 0;
 }
 
+/* The state of one stream run (do_stream). */
+struct stream {
+	uint64_t count, sent, received, unique, errors, badlen, reordered, write_offs;
+	/* SDUs written off as lost and not seen since; seqs below mark were written off. */
+	uint64_t written_off, mark;
+	uint8_t *seen;			/* bit per seq index 0..count-1 */
+	int64_t highest;		/* highest seq index received, -1 before the first */
+	double t0, last_rx, last_event, max_gap, gap_at;
+	size_t size;
+};
+
+static uint64_t stream_in_flight(const struct stream *st)
+{
+	return st->sent - st->unique - st->written_off;
+}
+
+/* Account one SDU read at time now. */
+static void stream_take(struct stream *st, const uint8_t *buf, ssize_t n, double now)
+{
+	uint64_t idx;
+
+	st->received++;
+	if (st->last_rx > 0 && now - st->last_rx > st->max_gap) {
+		st->max_gap = now - st->last_rx;
+		st->gap_at = st->last_rx - st->t0;
+	}
+	st->last_rx = st->last_event = now;
+	if ((size_t)n != st->size)
+		st->badlen++;
+	if (n < 8) {
+		st->errors++;
+		return;
+	}
+	idx = (uint32_t)(get_le32(buf) - start_seq);
+	if (idx >= st->sent || check_pattern(buf, n, channel, start_seq + (uint32_t)idx)) {
+		st->errors++;
+		return;
+	}
+	if (st->seen[idx / 8] & (1u << (idx % 8)))
+		return;			/* a duplicate: received - unique */
+	st->seen[idx / 8] |= 1u << (idx % 8);
+	st->unique++;
+	if (idx < st->mark && st->written_off)
+		st->written_off--;	/* written off, then arrived after all */
+	if ((int64_t)idx < st->highest)
+		st->reordered++;
+	else
+		st->highest = idx;
+}
+
+/* Read every SDU waiting (non-blocking fd). 0, or -1 on an error (printed). */
+static int stream_read_all(int fd, struct stream *st, uint8_t *buf, size_t cap)
+{
+	for (;;) {
+		ssize_t n = read(fd, buf, cap);
+
+		if (n >= 0) {
+			stream_take(st, buf, n, perf_now());
+			continue;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN)
+			return 0;
+		fail("read", errno);
+		return -1;
+	}
+}
+
+/*
+ * Wait up to ms for the fd to become readable (and, if want_out, writable), then read what is
+ * there. Returns 1 if writable, 0 otherwise, -1 on an error (printed).
+ */
+static int stream_wait(int fd, struct stream *st, uint8_t *buf, size_t cap, int want_out, int ms)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLIN | (want_out ? POLLOUT : 0) };
+	int r = poll(&pfd, 1, ms < 0 ? 0 : ms);
+
+	if (r < 0 && errno != EINTR) {
+		fail("poll", errno);
+		return -1;
+	}
+	if (r > 0 && (pfd.revents & POLLIN) && stream_read_all(fd, st, buf, cap))
+		return -1;
+	return r > 0 && (pfd.revents & POLLOUT);
+}
+
+static int do_stream(size_t size, uint64_t count)
+{
+	double idle = (timeout_ms > 0 ? timeout_ms : 1000) / 1e3, gap = gap_ms / 1e3, t1;
+	struct stream st = { .count = count, .size = size, .highest = -1 };
+	const char *status = "ok";
+	struct vmpi_info info;
+	uint64_t lost, dup;
+	uint8_t *out, *in;
+	char extra[400];
+	size_t cap;
+	int fd;
+
+	if (size < 8) {
+		fprintf(stderr, PERF_PROG ": stream needs SIZE >= 8 (each SDU carries its seq)\n");
+		usage();
+	}
+	if (!window)
+		window = 1;
+	fd = open_dev(1, O_NONBLOCK, &info);
+	if (fd < 0)
+		return 1;
+	cap = rbuf_cap(&info);
+	out = malloc(size);
+	in = malloc(cap);
+	st.seen = calloc(count / 8 + 1, 1);
+	if (!out || !in || !st.seen)
+		return fail("malloc", ENOMEM);
+	st.t0 = st.last_event = perf_now();
+	while (st.sent < count) {
+		double now = perf_now();
+
+		if (stream_in_flight(&st) >= window) {
+			/* Window full: wait for an echo, or write the window off after gap. */
+			if (now - st.last_event >= gap) {
+				st.written_off = st.sent - st.unique;
+				st.mark = st.sent;
+				st.write_offs++;
+				st.last_event = now;
+				continue;
+			}
+			if (stream_wait(fd, &st, in, cap, 0, (int)((st.last_event + gap - now) * 1e3) + 1) < 0)
+				return 1;
+			continue;
+		}
+		fill_pattern(out, size, channel, start_seq + (uint32_t)st.sent);
+		if (write(fd, out, size) >= 0) {
+			st.sent++;
+			if (st.sent == 1)
+				st.t0 = st.last_event = perf_now();
+			if (stream_read_all(fd, &st, in, cap))
+				return 1;
+			continue;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN)
+			return fail("write", errno);
+		/* The tx ring is full: wait for room, reading meanwhile. */
+		if (stream_wait(fd, &st, in, cap, 1, 100) < 0)
+			return 1;
+	}
+	/* Stragglers: until every seq is in, or idle passes without an SDU. */
+	st.last_event = perf_now();
+	while (st.unique < count) {
+		double now = perf_now();
+
+		if (now - st.last_event >= idle)
+			break;
+		if (stream_wait(fd, &st, in, cap, 0, (int)((st.last_event + idle - now) * 1e3) + 1) < 0)
+			return 1;
+	}
+	t1 = st.last_rx > 0 ? st.last_rx : perf_now();
+	lost = count - st.unique;
+	dup = st.received - st.errors - st.unique;
+	if (st.errors || st.badlen)
+		status = "verify-failed";
+	else if (lost)
+		status = "lost";
+	else if (dup)
+		status = "dup";
+	snprintf(extra, sizeof(extra), " sent=%" PRIu64 " received=%" PRIu64 " lost=%" PRIu64
+		 " dup=%" PRIu64 " reordered=%" PRIu64 " max_gap_ms=%.1f gap_at_ms=%.1f"
+		 " write_offs=%" PRIu64 " errors=%" PRIu64 " badlen=%" PRIu64, st.sent, st.received,
+		 lost, dup, st.reordered, st.max_gap * 1e3, st.gap_at * 1e3, st.write_offs, st.errors,
+		 st.badlen);
+	perf_result(where(), "unique", "sdus_per_s", st.unique, st.unique * size,
+		    st.unique ? t1 - st.t0 : 0, extra, status);
+	close(fd);
+	if (st.errors || st.badlen)
+		return 3;
+	return lost ? 2 : dup ? 3 : 0;
+}
+
 static int do_dump(uint64_t count)
 {
 	struct vmpi_info info;
@@ -547,6 +752,7 @@ int main(int argc, char **argv)
 		PERF_OPT('w', "window", window),
 		PERF_OPT('b', "buffer size", rbuf_size),
 		PERF_OPT('d', "delay", delay_ms),
+		PERF_OPT('g', "gap", gap_ms),
 	};
 	const char *mode;
 
@@ -567,6 +773,8 @@ int main(int argc, char **argv)
 			       parse_num(argv[4], "count"));
 	if (!strcmp(mode, "loop") && argc == 5)
 		return do_loop(parse_num(argv[3], "size"), parse_num(argv[4], "count"));
+	if (!strcmp(mode, "stream") && argc == 5)
+		return do_stream(parse_num(argv[3], "size"), parse_num(argv[4], "count"));
 	if (!strcmp(mode, "echo") && argc <= 4)
 		return do_echo(argc == 4 ? parse_num(argv[3], "count") : 0);
 	if (!strcmp(mode, "dump") && argc <= 4)

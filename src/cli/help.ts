@@ -1,7 +1,8 @@
 /**
  * cli/help.ts — the `vmpi` help texts (vmpi --help, vmpi <command> --help) and printing them.
  */
-import { LOG_LEVELS } from '../ops/config.js';
+import { ECHO_CHANNEL_MIN, LOG_LEVELS } from '../ops/config.js';
+import { MAX_CHANNEL } from '../vmpi/port.js';
 import { MAX_SDU_LOG2, MIN_SDU_LOG2 } from '../vmpi/carrier.js';
 import { DEFAULT_IPC_SOCKET } from '../dif/ipc/protocol.js';
 import { DEFAULT_TGEN_APP } from '../dif/tgen.js';
@@ -40,6 +41,9 @@ Options:
                          socket activation is automatic: LISTEN_FDS sockets from fd 3 when
                          LISTEN_PID is this process (the .service unit needs NonBlocking=yes)
   --max-sdu-log2 N       largest SDU of the flag devices as a power of two, ${MIN_SDU_LOG2}..${MAX_SDU_LOG2} (default 16 = 64 KiB)
+  --echo-channel N       echo every SDU the guest sends on channel N back to it (a test instrument
+                         for vmpi-perf loop/stream; repeatable; flag devices only), N ${ECHO_CHANNEL_MIN}..${MAX_CHANNEL}
+                         (below is the shim DIF's: control channel 0, flows 1..${ECHO_CHANNEL_MIN - 1})
   --metrics-listen ADDR  Prometheus endpoint HOST:PORT (default 127.0.0.1:19464; port 0 = any)
   --no-metrics           no metrics endpoint
   --ipc-socket PATH      IPC daemon socket for applications (default ${DEFAULT_IPC_SOCKET}; when

@@ -9,6 +9,7 @@ import { installProcessGuard } from '../ops/guard.js';
 import { notifyState } from '../ops/notify.js';
 import { ConfigError, configWarnings, loadConfigFile, mergeServeOptions, parseListenAddress, type ServeFlags, type VmpiConfig } from '../ops/config.js';
 import { MAX_SDU_LOG2, MIN_SDU_LOG2 } from '../vmpi/carrier.js';
+import { MAX_CHANNEL } from '../vmpi/port.js';
 import { DEFAULT_IPC_SOCKET, defaultIpcSocketPath } from '../dif/ipc/protocol.js';
 import { UsageError, intArg, logFormatArg, logLevelArg, parse, reportInvalid, signalled, str, strs, version } from './args.js';
 import { help } from './help.js';
@@ -59,6 +60,7 @@ export async function serve(argv: string[]): Promise<number> {
     'vmpi-id': { type: 'string', multiple: true },
     'listen-fd': { type: 'string' },
     'max-sdu-log2': { type: 'string' },
+    'echo-channel': { type: 'string', multiple: true },
     'metrics-listen': { type: 'string' },
     'no-metrics': { type: 'boolean' },
     'ipc-socket': { type: 'string' },
@@ -98,6 +100,7 @@ export async function serve(argv: string[]): Promise<number> {
     vmpiIds: strs(values['vmpi-id']).map((v) => intArg('vmpi-id', v, 1, 0xffff)),
     listenFds: [],
     maxSduLog2: values['max-sdu-log2'] === undefined ? undefined : intArg('max-sdu-log2', str(values['max-sdu-log2']) ?? '', MIN_SDU_LOG2, MAX_SDU_LOG2),
+    echoChannels: strs(values['echo-channel']).map((v) => intArg('echo-channel', v, 0, MAX_CHANNEL)),
     logLevel: logLevelArg(str(values['log-level'])),
     logFormat: logFormatArg(str(values['log-format'])),
     noMetrics: values['no-metrics'] === true,

@@ -21,6 +21,7 @@
  *       owner: libvirt-qemu          # optional: user name or numeric uid
  *       group: kvm                   # optional: group name or numeric gid
  *       mode: "0660"                 # optional: a QUOTED octal string
+ *       echoChannels: [1024]         # optional: channels the server echoes (a test instrument)
  *   metrics: { enabled: true, listen: "127.0.0.1:19464" }
  *   log: { level: info }
  *   ipc:                             # optional: the IPC daemon's limits (docs/IPC.md), defaults shown
@@ -47,6 +48,7 @@
 export {
   ConfigError,
   DEFAULT_METRICS_LISTEN,
+  ECHO_CHANNEL_MIN,
   LOG_LEVELS,
   MAX_VMPI_ID,
   type ConfigFormat,
@@ -61,6 +63,6 @@ export {
 } from './config/types.js';
 export { CONFIG_SCHEMA } from './config/schema.js';
 export { defaultConfig, loadConfigFile, parseConfig, validateConfig, type ParseOptions } from './config/parse.js';
-export { configWarnings, duplicateProblems, type DeviceIdentity } from './config/checks.js';
+export { configWarnings, duplicateProblems, echoChannelProblems, type DeviceIdentity } from './config/checks.js';
 export { formatListenAddress, parseListenAddress } from './config/listen.js';
 export { mergeServeOptions, type ServeDevice, type ServeFlags, type ServePlan } from './config/merge.js';

@@ -15,6 +15,7 @@ import { IpcDaemon } from '../dif/ipc/daemon.js';
 import type { NormalIpcp } from '../dif/normal/ipcp.js';
 import { createNormalIpcp } from './normal.js';
 import { VmpiHost } from '../vmpi/host.js';
+import { EchoResponder } from '../vmpi/echo.js';
 import { ConfigError, type ServePlan } from './config.js';
 import { inheritedFdProblem } from './activation.js';
 import { HostMetrics, startMetricsServer, type MetricsServer } from './metrics.js';
@@ -25,6 +26,8 @@ export interface Serving {
   readonly host: VmpiHost;
   /** The shim IPC process of each device, by VMPI-id. */
   readonly ipcps: ReadonlyMap<number, ShimHvIpcp>;
+  /** The echo responder of each device with echoChannels, by VMPI-id. */
+  readonly echoes: ReadonlyMap<number, EchoResponder>;
   /** The normal DIF's enroller, when configured. */
   readonly normal: NormalIpcp | undefined;
   readonly metrics: HostMetrics | undefined;
@@ -67,6 +70,7 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
 
   const host = new VmpiHost(log);
   const ipcps = new Map<number, ShimHvIpcp>();
+  const echoes = new Map<number, EchoResponder>();
   const metrics = plan.metrics.enabled ? new HostMetrics(host, { version: opts.version }) : undefined;
   let metricsServer: MetricsServer | undefined;
   let ipcDaemon: IpcDaemon | undefined;
@@ -77,6 +81,7 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
       ipcDaemon?.close();
       normal?.close('server shutting down');
       for (const ipcp of ipcps.values()) ipcp.close('server shutting down');
+      for (const echo of echoes.values()) echo.close();
       host.close();
       metrics?.close();
       await metricsServer?.close();
@@ -96,6 +101,7 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
         restart?.attach(device, host.server(device.vmpiId)!, kept);
         ipcps.set(device.vmpiId, ipcp);
         metrics?.addIpcp(ipcp);
+        if (d.echoChannels) echoes.set(device.vmpiId, new EchoResponder(device, d.echoChannels, { logger: log }));
         log.info({ vmpiId: device.vmpiId, socket: d.socket ?? `fd:${d.listenFd}`, dif: ipcp.difName, from: d.where }, 'device configured');
       } catch (e) {
         throw new Error(`${d.where}: ${(e as Error).message}`, { cause: e });
@@ -122,5 +128,5 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
     await close();
     throw e;
   }
-  return { host, ipcps, normal, metrics, metricsServer, ipcDaemon, close };
+  return { host, ipcps, echoes, normal, metrics, metricsServer, ipcDaemon, close };
 }

@@ -5,7 +5,8 @@
  */
 import { parseAppName } from '../../dif/naming.js';
 import { isRecord } from './messages.js';
-import type { NormalConfig } from './types.js';
+import { MAX_CHANNEL } from '../../vmpi/port.js';
+import { ECHO_CHANNEL_MIN, type NormalConfig } from './types.js';
 
 export interface DeviceIdentity {
   /** Where the device came from, for messages: `devices[1]`, `--socket #2`, `--listen-fd 3`. */
@@ -29,6 +30,29 @@ export function duplicateProblems(list: DeviceIdentity[]): string[] {
   for (const [socket, where] of bySocket) {
     if (where.length > 1) problems.push(`${where[1]}.socket: ${JSON.stringify(socket)} is already used by ${where[0]}${where.length > 2 ? ` (and by ${where.slice(2).join(', ')})` : ''}; each device needs its own socket`);
   }
+  return problems;
+}
+
+/**
+ * Echo channels (`where` names the list: `devices[0].echoChannels`, `--echo-channel`): each inside
+ * ECHO_CHANNEL_MIN..MAX_CHANNEL, away from the shim DIF's control channel and flow channels, and
+ * listed once. Entries that are not integers are the schema's to report.
+ */
+export function echoChannelProblems(where: string, list: unknown): string[] {
+  if (!Array.isArray(list)) return [];
+  const problems: string[] = [];
+  const seen = new Map<number, number>();
+  list.forEach((ch: unknown, i) => {
+    if (typeof ch !== 'number' || !Number.isInteger(ch) || ch < 0 || ch > MAX_CHANNEL) return;
+    if (ch < ECHO_CHANNEL_MIN) {
+      const what = ch === 0 ? "is the shim DIF's control channel" : `is in the shim DIF's flow channels 1..${ECHO_CHANNEL_MIN - 1}`;
+      problems.push(`${where}[${i}]: channel ${ch} ${what}; an echo channel must be ${ECHO_CHANNEL_MIN}..${MAX_CHANNEL}`);
+      return;
+    }
+    const first = seen.get(ch);
+    if (first !== undefined) problems.push(`${where}[${i}]: channel ${ch} is already listed at ${where}[${first}]; list each echo channel once`);
+    else seen.set(ch, i);
+  });
   return problems;
 }
 

@@ -5,7 +5,7 @@
 import { resolve } from 'node:path';
 import type { LogFormat } from '../../sys/log.js';
 import { DEFAULT_SDU_LOG2 } from '../../vmpi/carrier.js';
-import { duplicateProblems } from './checks.js';
+import { duplicateProblems, echoChannelProblems } from './checks.js';
 import { defaultConfig } from './parse.js';
 import { ConfigError, MAX_VMPI_ID, type DeviceConfig, type ListenAddress, type LogLevel, type MetricsConfig, type VmpiConfig } from './types.js';
 
@@ -17,6 +17,8 @@ export interface ServeFlags {
   listenFds: number[];
   /** Applies to the devices given by flags. */
   maxSduLog2?: number;
+  /** --echo-channel: echo channels of the devices given by flags (each of them). */
+  echoChannels?: number[];
   logLevel?: LogLevel;
   logFormat?: LogFormat;
   metricsListen?: ListenAddress;
@@ -45,10 +47,12 @@ export interface ServePlan {
 export function mergeServeOptions(config: VmpiConfig | undefined, flags: ServeFlags): ServePlan {
   const base = config ?? defaultConfig();
   const devices: ServeDevice[] = base.devices.map((d, i) => ({ ...d, where: `devices[${i}]` }));
-  const flagDevice = (n: number): Pick<ServeDevice, 'vmpiId' | 'maxSduLog2' | 'carrier'> => ({
+  const echo = flags.echoChannels ?? [];
+  const flagDevice = (n: number): Pick<ServeDevice, 'vmpiId' | 'maxSduLog2' | 'carrier' | 'echoChannels'> => ({
     vmpiId: flags.vmpiIds[n],
     maxSduLog2: flags.maxSduLog2 ?? DEFAULT_SDU_LOG2,
     carrier: 'gpio',
+    ...(echo.length > 0 ? { echoChannels: [...echo] } : {}),
   });
   flags.sockets.forEach((s, i) => devices.push({ ...flagDevice(i), socket: resolve(s), where: `--socket #${i + 1}` }));
   flags.listenFds.forEach((fd, j) => devices.push({ ...flagDevice(flags.sockets.length + j), listenFd: fd, where: `--listen-fd ${fd}` }));
@@ -57,6 +61,8 @@ export function mergeServeOptions(config: VmpiConfig | undefined, flags: ServeFl
   if (flags.vmpiIds.length > flagSlots) {
     problems.push(`--vmpi-id: ${flags.vmpiIds.length} values for ${flagSlots} device${flagSlots === 1 ? '' : 's'} given by --socket/--listen-fd`);
   }
+  problems.push(...echoChannelProblems('--echo-channel', echo));
+  if (echo.length > 0 && flagSlots === 0) problems.push('--echo-channel: applies to the devices given by --socket/--listen-fd, and there are none; set echoChannels on the device in the config file');
   problems.push(...duplicateProblems(devices));
   if (problems.length > 0) throw new ConfigError(problems);
 

@@ -10,7 +10,7 @@ import type { LogFormat } from '../../sys/log.js';
 import type { IpcLimits } from '../../dif/ipc/daemon.js';
 import { DEFAULT_SDU_LOG2 } from '../../vmpi/carrier.js';
 import { permissionProblems } from '../socket-perms.js';
-import { duplicateNames, duplicateProblems, normalProblems } from './checks.js';
+import { duplicateNames, duplicateProblems, echoChannelProblems, normalProblems } from './checks.js';
 import { parseListenAddress } from './listen.js';
 import { dedupe, firstLine, formatAjvError, isRecord } from './messages.js';
 import { NAME_PATTERN, validateSchema } from './schema.js';
@@ -130,6 +130,7 @@ export function validateConfig(raw: unknown, opts: Omit<ParseOptions, 'format'> 
       }),
     ),
   );
+  rawDevices.forEach((d: unknown, i) => problems.push(...echoChannelProblems(`devices[${i}].echoChannels`, isRecord(d) ? d.echoChannels : undefined)));
   const m = isRecord(data.metrics) ? data.metrics : {};
   let listen: ListenAddress | undefined;
   if (typeof m.listen === 'string') {
@@ -164,6 +165,7 @@ export function validateConfig(raw: unknown, opts: Omit<ParseOptions, 'format'> 
     group: normaliseId(d.group),
     mode: d.mode === undefined ? undefined : parseInt(d.mode, 8),
     ...(d.allowUnsealedMemory === true ? { allowUnsealedMemory: true } : {}),
+    ...(d.echoChannels !== undefined && d.echoChannels.length > 0 ? { echoChannels: [...d.echoChannels] } : {}),
   }));
   const log = (isRecord(data.log) ? data.log : {}) as { level?: LogLevel; format?: LogFormat };
   return {
@@ -191,6 +193,7 @@ interface RawDevice {
   group?: string | number;
   mode?: string;
   allowUnsealedMemory?: boolean;
+  echoChannels?: number[];
 }
 
 function normaliseId(v: string | number | undefined): string | number | undefined {

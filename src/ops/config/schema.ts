@@ -5,8 +5,9 @@
  */
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { LOG_FORMATS } from '../../sys/log.js';
+import { MAX_CHANNEL } from '../../vmpi/port.js';
 import { CARRIERS, DEFAULT_SDU_LOG2, MAX_SDU_LOG2, MIN_SDU_LOG2 } from '../../vmpi/carrier.js';
-import { DEFAULT_METRICS_LISTEN, LOG_LEVELS, MAX_VMPI_ID } from './types.js';
+import { DEFAULT_METRICS_LISTEN, ECHO_CHANNEL_MIN, LOG_LEVELS, MAX_ECHO_CHANNELS, MAX_VMPI_ID } from './types.js';
 
 const IPC_LIMIT = { type: 'integer', minimum: 1, maximum: 2 ** 31 - 1 } as const;
 
@@ -56,6 +57,12 @@ export const CONFIG_SCHEMA = {
             type: 'boolean',
             default: false,
             description: 'accept guest RAM that is not a shrink-sealed memfd (memory-backend-file, hugetlbfs); a QEMU that truncates it can crash the server: trusted front-ends only',
+          },
+          echoChannels: {
+            type: 'array',
+            maxItems: MAX_ECHO_CHANNELS,
+            items: { type: 'integer', minimum: 0, maximum: MAX_CHANNEL },
+            description: `channels on which the server sends every SDU back to the guest (a test instrument for vmpi-perf loop/stream); ${ECHO_CHANNEL_MIN}..${MAX_CHANNEL}, outside the shim DIF's channels 0..${ECHO_CHANNEL_MIN - 1}`,
           },
         },
       },

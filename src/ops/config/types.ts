@@ -5,6 +5,7 @@
  */
 import type { LogFormat } from '../../sys/log.js';
 import type { IpcLimits } from '../../dif/ipc/daemon.js';
+import { DEFAULT_MAX_CHANNEL } from '../../dif/shim-hv/types.js';
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -15,6 +16,14 @@ export type LogLevel = (typeof LOG_LEVELS)[number];
  */
 export const DEFAULT_METRICS_LISTEN = '127.0.0.1:19464';
 export const MAX_VMPI_ID = 0xffff;
+/**
+ * The lowest echo channel: every server device runs a shim DIF IPC process with the default
+ * channel space (channel 0 control, flows 1..DEFAULT_MAX_CHANNEL, and it refuses requests above
+ * it), so echo channels live above that space and can never take a flow's channel.
+ */
+export const ECHO_CHANNEL_MIN = DEFAULT_MAX_CHANNEL + 1;
+/** Echo channels per device (a handful is what a test uses). */
+export const MAX_ECHO_CHANNELS = 64;
 
 export interface DeviceConfig {
   /** Absolute path of the vhost-user socket to create. */
@@ -34,6 +43,12 @@ export interface DeviceConfig {
    * only for a trusted QEMU. Present (true) only when set.
    */
   allowUnsealedMemory?: boolean;
+  /**
+   * Channels on which the server echoes every SDU back to the guest (src/vmpi/echo.ts; a test
+   * instrument for `vmpi-perf loop|stream`). Outside the shim DIF's channels (ECHO_CHANNEL_MIN..).
+   * Present (non-empty) only when set.
+   */
+  echoChannels?: number[];
 }
 
 export interface ListenAddress {
