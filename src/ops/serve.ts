@@ -96,12 +96,12 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
         const listenFd = d.listenFd ?? restart?.listenFdFor(kept);
         const device = host.addDevice({ socketPath: d.socket, listenFd, vmpiId: kept.vmpiId, maxSduLog2: d.maxSduLog2, carrier: d.carrier, allowUnsealedMemory: d.allowUnsealedMemory, commit: restart?.commit });
         if (d.socket !== undefined) applySocketPermissions(d.socket, d);
-        // The shim IPC process binds its control channel before a resumed connection runs.
         const ipcp = new ShimHvIpcp({ port: device, role: 'host', logger: log });
-        restart?.attach(device, host.server(device.vmpiId)!, kept);
         ipcps.set(device.vmpiId, ipcp);
         metrics?.addIpcp(ipcp);
         if (d.echoChannels) echoes.set(device.vmpiId, new EchoResponder(device, d.echoChannels, { logger: log }));
+        // Last: a resumed connection runs at once, and its channels' handlers must be bound.
+        restart?.attach(device, host.server(device.vmpiId)!, kept);
         log.info({ vmpiId: device.vmpiId, socket: d.socket ?? `fd:${d.listenFd}`, dif: ipcp.difName, from: d.where }, 'device configured');
       } catch (e) {
         throw new Error(`${d.where}: ${(e as Error).message}`, { cause: e });
