@@ -7,6 +7,7 @@ import type { AcceptOptions, DeallocationCause, Flow, FlowRequest } from '../api
 import type { VmpiPort } from '../../vmpi/port.js';
 import type { Logger } from '../../sys/log.js';
 import type { MalformedReason } from './control.js';
+import type { ShimHvSnapshot } from './snapshot.js';
 
 export type ShimHvRole = 'host' | 'guest';
 
@@ -29,6 +30,24 @@ export interface ShimHvIpcpOptions {
   /** Bytes queued over all flows of this IPC process (its device). Default 64 MiB, at least 4 max SDUs. */
   rxQueueTotalBytes?: number;
   logger?: Logger;
+  /**
+   * Resume from the snapshot a previous IPC process on the same VMPI device wrote (snapshot.ts;
+   * ipcp.ts says what a restore does). Checked first: ShimHvStateError 'state_version' or
+   * 'state_invalid', and then nothing is bound on the port.
+   */
+  resume?: ShimHvSnapshot;
+  /**
+   * Called synchronously after every change snapshot() reflects (registration, allocation,
+   * deallocation, a channel's state), before any control message that follows from the change
+   * is sent, so the caller can persist the snapshot first. Once per batch of changes made by one
+   * call or one control message. An exception from it is logged and ignored.
+   */
+  onStateChange?: (ipcp: ShimHvSnapshotSource) => void;
+}
+
+/** What the state change callback gets: the IPC process, to take its snapshot. */
+export interface ShimHvSnapshotSource {
+  snapshot(): ShimHvSnapshot;
 }
 
 export const DEFAULT_MAX_CHANNEL = 1023;
