@@ -133,7 +133,7 @@ t.test('restart: requests pending in either direction are answered with the reas
 
   host.detach('killed');
   await t.rejects(hostAsked, { code: 'closed' }, 'the dead process\'s own allocation ends there (in-process user)');
-  const restored = ShimHvIpcp.restore({ port: pair.host, role: 'host' }, throughJson(snap));
+  const restored = ShimHvIpcp.restore({ port: pair.host, role: 'host', reregisterGraceMs: 0 }, throughJson(snap));
   t.teardown(() => restored.close());
   t.same(restored.restored, { flowsEnded: 0, allocationsEnded: 1, requestsRefused: 1, closing: 0, registrations: 1 });
 
@@ -151,9 +151,9 @@ t.test('restart: requests pending in either direction are answered with the reas
   t.same(gCancelled, [LOST], 'the host request the guest application had not answered is cancelled with the restart reason');
   t.throws(() => gHeld[0]!.accept(), { code: 'request_settled' }, 'and can no longer be accepted');
 
-  // The host application has not registered again: a clear refusal, not "unknown application".
-  await t.rejects(guest.allocateFlow('g', 'H-slow'), { code: 'rejected', peerReason: 'H-slow was registered before the host back-end restarted and has not registered again yet: try again' });
-  await t.rejects(guest.allocateFlow('g', 'nobody'), { code: 'rejected', peerReason: 'unknown application' });
+  // The host application has not registered again (and no grace): a clear refusal, not "unknown application".
+  await t.rejects(within(guest.allocateFlow('g', 'H-slow'), 'refused at once', 500), { code: 'rejected', peerReason: 'H-slow was registered before the host back-end restarted and has not registered again yet: try again' });
+  await t.rejects(within(guest.allocateFlow('g', 'nobody'), 'refused at once', 500), { code: 'rejected', peerReason: 'unknown application' });
   t.same(restored.snapshot().registrations, ['H-slow'], 'the name stays in the snapshot until it registers again or leaves');
   const back = acceptAll(restored, 'H-slow');
   const f = await guest.allocateFlow('g', 'H-slow');
@@ -407,4 +407,46 @@ t.test('a restored IPC process reports its new state before it tells the guest, 
   await until(() => (third.inspect().channels as unknown[]).length === 0, 'the channel freed at the third process');
   t.equal(third.stats.unknownFlow, 1, 'the guest confirmed both Deallocates; the second confirmation is counted and ignored');
   t.equal(guest.stats.unknownFlow, 1, 'the guest counted the second Deallocate, for a channel it had freed, and confirmed it');
+});
+
+t.test('restart: a request for a host application that has not registered again waits for it, within a grace', async (t) => {
+  const { pair, host, guest } = setup(t);
+  acceptAll(host, 'H');
+  acceptAll(host, 'H-gone');
+  holdAll(host, 'H-left');
+  const snap = throughJson(host.snapshot());
+  host.detach('killed');
+  pair.guest.pause(); // asked while no worker runs: the request waits in the ring
+  const early = guest.allocateFlow('g', 'H');
+  const restored = ShimHvIpcp.restore({ port: pair.host, role: 'host', reregisterGraceMs: 400 }, snap);
+  t.teardown(() => restored.close());
+  const started = Date.now();
+  pair.guest.resume();
+  const gone = guest.allocateFlow('g', 'H-gone');
+  gone.catch(() => {});
+  const left = guest.allocateFlow('g', 'H-left');
+  left.catch(() => {});
+  await until(() => restored.snapshot().channels.length === 3, 'three requests waiting at the host');
+  t.same(
+    restored.snapshot().channels.map((c) => [c.state, 'localApp' in c ? c.localApp : '']),
+    [
+      ['incoming', 'H'],
+      ['incoming', 'H-gone'],
+      ['incoming', 'H-left'],
+    ],
+    'kept as requests (a restore of this snapshot would refuse them)',
+  );
+  restored.unregister('H-left');
+  await t.rejects(within(left, 'refused once its application left for good'), { code: 'rejected', peerReason: 'unknown application' });
+
+  const hApp = acceptAll(restored, 'H');
+  const g = await within(early, 'the request accepted once its application registered again');
+  await roundTrip(t, g, await hApp.next(), 'flow asked before its host application came back');
+
+  await t.rejects(within(gone, 'refused when the grace ends', 2000), {
+    code: 'rejected',
+    peerReason: 'H-gone was registered before the host back-end restarted and has not registered again yet: try again',
+  });
+  t.ok(Date.now() - started >= 350, `refused at the end of the grace, not before (${Date.now() - started} ms)`);
+  await t.rejects(within(guest.allocateFlow('g', 'H-gone'), 'refused at once after the grace', 500), { code: 'rejected', peerReason: /has not registered again yet/ });
 });

@@ -38,9 +38,12 @@
  *   same port: the dead process's bindings died with it.
  * - Registrations live at each end (the protocol has none on the wire): the peer's stay
  *   untouched, so a flow to a peer application can be allocated at once. This end's
- *   applications must register again (their handlers died); until one does, a request for it
- *   is refused with "... registered before the host back-end restarted and has not registered
- *   again yet" instead of "unknown application".
+ *   applications must register again (their handlers died). For `reregisterGraceMs` after the
+ *   restore a request for one of them waits (kept as an unanswered request) until it does;
+ *   after that, or with a grace of 0, it is refused with "<app> was registered before the host
+ *   back-end restarted and has not registered again yet: try again" instead of "unknown
+ *   application". The names stay in the snapshot until the application registers or leaves
+ *   (unregister).
  * - Nothing that held this end of a flow survives the process (an IPC session, an in-process
  *   user, a data file), so no flow is resumed: every allocated flow, and every allocation this
  *   end had asked for, is ended toward the peer with Deallocate and the reason
@@ -67,7 +70,7 @@ import { CONTROL_CHANNEL, clampReason, encodeControl, type ControlMessage } from
 import { defaultDifName, type PendingSlot } from './channels.js';
 import { ShimHvControl } from './control-handler.js';
 import { FlowImpl, type FlowRequestImpl, type ShimRegistration } from './flow.js';
-import { REASON_UNKNOWN_APPLICATION, type ShimHvFlow, type ShimHvFlowRequestHandler, type ShimHvIpcpOptions, type ShimHvRole } from './types.js';
+import { DEFAULT_REREGISTER_GRACE_MS, REASON_UNKNOWN_APPLICATION, type ShimHvFlow, type ShimHvFlowRequestHandler, type ShimHvIpcpOptions, type ShimHvRole } from './types.js';
 import { SHIM_HV_SNAPSHOT_VERSION, ShimHvStateError, ownsChannel, parseShimHvSnapshot, qosToSnapshot, type ShimHvSnapshot, type ShimHvSnapshotChannel } from './snapshot.js';
 
 export * from './types.js';
@@ -119,6 +122,10 @@ export class ShimHvIpcp extends ShimHvControl implements IpcProcess, ObservableI
   private readonly registrations = new Registrations<ShimHvFlowRequestHandler, ShimRegistration>(this.difName);
   /** Applications registered before a restart and not since (key → string form). */
   private readonly awaitingRegistration = new Map<string, string>();
+  /** Until when (Date.now()) requests for them wait (reregisterGraceMs after the resume), and the timer that ends it. */
+  private graceUntil = 0;
+  private graceTimer: NodeJS.Timeout | null = null;
+  private readonly reregisterGraceMs: number;
   /** What the restore did, when this IPC process was resumed from a snapshot. */
   readonly restored: ShimHvRestoreSummary | null = null;
 
@@ -130,6 +137,7 @@ export class ShimHvIpcp extends ShimHvControl implements IpcProcess, ObservableI
   constructor(opts: ShimHvIpcpOptions) {
     const resume = opts.resume === undefined ? null : checkedResume(opts);
     super(opts);
+    this.reregisterGraceMs = positiveInt('reregisterGraceMs', opts.reregisterGraceMs ?? DEFAULT_REREGISTER_GRACE_MS, 0, 2 ** 31 - 1);
     if (resume) this.restored = this.resumeFrom(resume);
   }
 
@@ -202,17 +210,30 @@ export class ShimHvIpcp extends ShimHvControl implements IpcProcess, ObservableI
       handler: onFlowRequest,
       unregister: () => this.dropRegistration(reg),
     }));
-    this.awaitingRegistration.delete(reg.key);
-    this.changed();
-    this.log.debug({ app: reg.key }, 'shim-hv: application registered');
+    this.op(() => {
+      this.awaitingRegistration.delete(reg.key);
+      this.changed();
+      this.log.debug({ app: reg.key }, 'shim-hv: application registered');
+      // Requests that waited for it since the restore (see awaitedRegistration).
+      for (const slot of [...this.slots.values()]) {
+        if (slot.state !== 'incoming' || slot.request.state !== 'waiting' || slot.request.registration.key !== reg.key || slot.request.registration === reg) continue;
+        slot.request.registration = reg;
+        this.offerRequest(reg, slot.request);
+      }
+    });
     return reg;
   }
 
   unregister(app: AppName | string): void {
     const key = appNameKey(nameArg(app, 'application'));
     if (!this.registrations.has(app) && this.awaitingRegistration.delete(key)) {
-      // Registered before the restart: it left for good.
-      this.changed();
+      // Registered before the restart: it left for good; what waited for it is refused.
+      this.op(() => {
+        this.changed();
+        for (const slot of [...this.slots.values()]) {
+          if (slot.state === 'incoming' && slot.request.state === 'waiting' && slot.request.registration.key === key) this.rejectIncoming(slot.request, REASON_UNKNOWN_APPLICATION);
+        }
+      });
       return;
     }
     this.dropRegistration(this.registrations.find(app));
@@ -224,6 +245,24 @@ export class ShimHvIpcp extends ShimHvControl implements IpcProcess, ObservableI
 
   protected registrationFor(app: AppName): ShimRegistration | undefined {
     return this.registrations.get(app);
+  }
+
+  protected awaitedRegistration(app: AppName): ShimRegistration | undefined {
+    const key = appNameKey(app);
+    if (Date.now() >= this.graceUntil || !this.awaitingRegistration.has(key)) return undefined;
+    return { appName: app, key, difName: this.difName, handler: () => {}, unregister: () => {} };
+  }
+
+  /** The grace after a resume is over: requests still waiting for their application are refused. */
+  private endGrace(): void {
+    this.graceTimer = null;
+    this.graceUntil = 0;
+    this.op(() => {
+      for (const slot of [...this.slots.values()]) {
+        if (slot.state !== 'incoming' || slot.request.state !== 'waiting' || this.registrations.get(slot.request.localApp) === slot.request.registration) continue;
+        this.rejectIncoming(slot.request, this.unregisteredReason(slot.request.localApp));
+      }
+    });
   }
 
   protected unregisteredReason(app: AppName): string {
@@ -413,6 +452,8 @@ export class ShimHvIpcp extends ShimHvControl implements IpcProcess, ObservableI
   }
 
   private letGo(): void {
+    if (this.graceTimer) clearTimeout(this.graceTimer);
+    this.graceTimer = null;
     this.port.unbind(CONTROL_CHANNEL);
     this.port.off('up', this.onUp);
     this.port.off('down', this.onDown);
@@ -481,6 +522,11 @@ export class ShimHvIpcp extends ShimHvControl implements IpcProcess, ObservableI
       this.nextPortId = snap.nextPortId;
       this.cursor = snap.cursor % this.ownChannelCount();
       for (const name of snap.registrations) this.awaitingRegistration.set(appNameKey(name), name);
+      if (this.awaitingRegistration.size > 0 && this.reregisterGraceMs > 0) {
+        this.graceUntil = Date.now() + this.reregisterGraceMs;
+        this.graceTimer = setTimeout(() => this.endGrace(), this.reregisterGraceMs);
+        this.graceTimer.unref();
+      }
       for (const c of snap.channels) {
         if (c.state === 'incoming') {
           // The channel stays free: the peer frees it on the REJECT.

@@ -37,6 +37,12 @@ export interface ShimHvIpcpOptions {
    */
   resume?: ShimHvSnapshot;
   /**
+   * After a resume, how long a request for an application registered before the restart (and
+   * not yet again) waits for it to register, rather than being refused at once. Default
+   * DEFAULT_REREGISTER_GRACE_MS; 0 refuses at once. Keep it below the peer's allocation timeout.
+   */
+  reregisterGraceMs?: number;
+  /**
    * Called synchronously after every change snapshot() reflects (registration, allocation,
    * deallocation, a channel's state), before any control message that follows from the change
    * is sent, so the caller can persist the snapshot first. Once per batch of changes made by one
@@ -53,6 +59,7 @@ export interface ShimHvSnapshotSource {
 export const DEFAULT_MAX_CHANNEL = 1023;
 export const DEFAULT_ALLOCATE_TIMEOUT_MS = 5000;
 export const DEFAULT_DEALLOCATE_TIMEOUT_MS = 2000;
+export const DEFAULT_REREGISTER_GRACE_MS = 3000;
 export const DEFAULT_RX_QUEUE_LIMIT = 4096;
 export const DEFAULT_RX_QUEUE_BYTES = 8 * 1024 * 1024;
 export const DEFAULT_RX_QUEUE_TOTAL_BYTES = 64 * 1024 * 1024;
