@@ -89,6 +89,7 @@ t.test('restart: the guest flows end with the reason, host applications reach gu
   const restored = ShimHvIpcp.restore({ port: pair.host, role: 'host' }, throughJson(snap));
   t.teardown(() => restored.close());
   t.same(restored.restored, { flowsEnded: 2, allocationsEnded: 0, requestsRefused: 0, closing: 0, registrations: 1 }, 'what the restore did');
+  t.same(restored.inspect().restored, restored.restored, 'inspect() shows it too');
   t.same(pair.host.boundChannels, [0, h2.channel, g1.channel].sort((a, b) => a - b), 'the control channel and the resumed channels are bound on the same port');
   const hApp2 = acceptAll(restored, 'H'); // the host application is back before the rings run again
   pair.guest.resume();
@@ -177,6 +178,24 @@ t.test('restart: a channel closing at the crash gets its Deallocate again (it ma
   const restored = ShimHvIpcp.restore({ port: pair.host, role: 'host' }, throughJson(snap));
   t.teardown(() => restored.close());
   t.equal(await ended(g, 'the guest flow ends'), LOST, 'the guest flow ends all the same');
+  await until(() => (restored.inspect().channels as unknown[]).length === 0, 'the channel freed');
+});
+
+t.test('restart: an accept that died with the process (persisted, never sent) still settles the guest allocation', async (t) => {
+  const { pair, host, guest } = setup(t);
+  acceptAll(host, 'H');
+  pair.host.pause();
+  const asked = guest.allocateFlow('g', 'H');
+  asked.catch(() => {});
+  await until(() => host.flows().length === 1, 'the host accepted');
+  const snap = host.snapshot();
+  t.same(snap.channels.map((c) => c.state), ['allocated'], 'the snapshot says allocated');
+  host.detach('killed');
+  t.equal(pair.host.dropInFlight(), 1, 'the accept is lost with the process');
+  pair.host.resume();
+  const restored = ShimHvIpcp.restore({ port: pair.host, role: 'host' }, throughJson(snap));
+  t.teardown(() => restored.close());
+  await t.rejects(within(asked, 'the guest allocation settles'), { code: 'rejected', peerReason: LOST }, 'refused with the restart reason, not left to time out');
   await until(() => (restored.inspect().channels as unknown[]).length === 0, 'the channel freed');
 });
 
@@ -436,6 +455,7 @@ t.test('restart: a request for a host application that has not registered again 
     ],
     'kept as requests (a restore of this snapshot would refuse them)',
   );
+  t.same(restored.inspect().awaitingRegistration, ['H', 'H-gone', 'H-left'], 'inspect() shows who has not registered again');
   restored.unregister('H-left');
   await t.rejects(within(left, 'refused once its application left for good'), { code: 'rejected', peerReason: 'unknown application' });
 
