@@ -11,6 +11,7 @@
  * - optional `capacity`: at most that many SDUs in flight per direction, send() returns Full
  *   beyond it, and 'drain' follows once the receiving side has taken them;
  * - `pause()`/`resume()` hold deliveries in one direction (to keep SDUs "in flight");
+ * - `dropInFlight()` loses what one side sent and the other has not taken (a dead sender's backlog);
  * - `holdChannel(ch)`/`releaseChannel(ch)` delay one channel's SDUs behind the others': the
  *   reordering across channels a guest port shows (one file, one poll watcher per channel);
  * - `down()`/`up()` take the link down (in-flight SDUs are lost, counted) and back up.
@@ -117,6 +118,13 @@ export class MemoryPort extends EventEmitter<VmpiPortEvents> implements VmpiPort
   resume(): void {
     this.paused = false;
     this.schedule();
+  }
+
+  /** Forget what this port sent and the peer has not taken yet (lost, as in a dead sender's backlog); returns how many. */
+  dropInFlight(): number {
+    const n = this.inFlight.length;
+    this.inFlight = [];
+    return n;
   }
 
   /** Keep SDUs this port sends on `channel` from the peer until releaseChannel(); others pass. */

@@ -17,6 +17,11 @@
  *              Deallocate (confirm), bounded by deallocateTimeoutMs; data arriving meanwhile was
  *              in flight and is counted and dropped
  * control-handler.ts reads the control channel; ipcp.ts is the IPC API on top.
+ *
+ * State changes. Every change of the channel table (and the registrations, ipcp.ts) is reported
+ * to the `onStateChange` option, once per batch (`op()`: one control message, one API call),
+ * and always before the next control message goes out, so a snapshot persisted by the callback
+ * never lags behind what the peer was told (write-ahead; snapshot.ts, ipcp.ts).
  */
 import { EventEmitter } from 'node:events';
 import { DifError, type DeallocationCause } from '../api.js';
@@ -26,6 +31,7 @@ import { logger, type Logger } from '../../sys/log.js';
 import { intArg as positiveInt } from '../core/args.js';
 import { CONTROL_CHANNEL, MAX_CHANNEL_ID, controlMessageType, encodeControl, type ControlMessage } from './control.js';
 import type { FlowImpl, FlowOwner, FlowRequestImpl, RxBudget } from './flow.js';
+import type { ShimHvSnapshot } from './snapshot.js';
 import {
   DEFAULT_ALLOCATE_TIMEOUT_MS,
   DEFAULT_DEALLOCATE_TIMEOUT_MS,
@@ -38,6 +44,7 @@ import {
   type ShimHvIpcpOptions,
   type ShimHvIpcpStats,
   type ShimHvRole,
+  type ShimHvSnapshotSource,
 } from './types.js';
 
 /** Control messages waiting for room on a full port; beyond this they are dropped (counted). */
@@ -65,6 +72,36 @@ export interface ClosingSlot {
   timer: NodeJS.Timeout;
 }
 export type Slot = PendingSlot | IncomingSlot | AllocatedSlot | ClosingSlot;
+
+/** The channel table: a Map that reports each change (set, delete, clear). */
+class SlotTable extends Map<number, Slot> {
+  constructor(private readonly onChange: () => void) {
+    super();
+  }
+
+  override set(channel: number, slot: Slot): this {
+    super.set(channel, slot);
+    this.onChange();
+    return this;
+  }
+
+  override delete(channel: number): boolean {
+    if (!super.delete(channel)) return false;
+    this.onChange();
+    return true;
+  }
+
+  override clear(): void {
+    if (this.size === 0) return;
+    super.clear();
+    this.onChange();
+  }
+}
+
+/** The DIF name an IPC process on `port` gets when none is given. */
+export function defaultDifName(port: VmpiPort): string {
+  return `hv.vmpi-${port.vmpiId}`;
+}
 
 export abstract class ShimHvChannels extends EventEmitter<ShimHvIpcpEvents> implements FlowOwner {
   readonly port: VmpiPort;
@@ -98,7 +135,7 @@ export abstract class ShimHvChannels extends EventEmitter<ShimHvIpcpEvents> impl
   };
 
   protected readonly log: Logger;
-  protected readonly slots = new Map<number, Slot>();
+  protected readonly slots: Map<number, Slot> = new SlotTable(() => this.changed());
   protected readonly bound = new Set<number>();
   /** Channels opened as data files instead of bound. */
   protected readonly files = new Map<number, ChannelFile>();
@@ -108,11 +145,24 @@ export abstract class ShimHvChannels extends EventEmitter<ShimHvIpcpEvents> impl
   /** Index into this end's channels where the next search starts. */
   protected cursor = 0;
   protected closed = false;
+  /** detach(): gone without a word: nothing is sent, no change is reported. */
+  protected detached = false;
+  /** Control messages a restore could not send yet (the port was down); sent on 'up'. */
+  protected heldUntilUp: ControlMessage[] = [];
+  private readonly onStateChange: ((ipcp: ShimHvSnapshotSource) => void) | undefined;
+  /** A change not yet reported to onStateChange. */
+  private dirty = false;
+  /** Inside op(): changes are reported when the outermost op ends (or before a send). */
+  private opDepth = 0;
+  private notifying = false;
   protected readonly onUp = (): void => {
     this.log.info('shim-hv: port up');
+    const held = this.heldUntilUp;
+    this.heldUntilUp = [];
+    for (const m of held) this.sendControl(m);
     this.emit('up');
   };
-  protected readonly onDown = (reason: string): void => this.portDown(reason);
+  protected readonly onDown = (reason: string): void => this.op(() => this.portDown(reason));
   protected readonly onDrain = (): void => this.portDrained();
 
   constructor(opts: ShimHvIpcpOptions) {
@@ -120,7 +170,7 @@ export abstract class ShimHvChannels extends EventEmitter<ShimHvIpcpEvents> impl
     if (opts.role !== 'host' && opts.role !== 'guest') throw new DifError('invalid_argument', `role must be 'host' or 'guest', not ${String(opts.role)}`);
     this.port = opts.port;
     this.role = opts.role;
-    this.difName = opts.difName ?? `hv.vmpi-${opts.port.vmpiId}`;
+    this.difName = opts.difName ?? defaultDifName(opts.port);
     if (typeof this.difName !== 'string' || this.difName === '' || this.difName.length > 255) throw new DifError('invalid_argument', 'the DIF name must be a non-empty string of at most 255 characters');
     this.maxChannel = positiveInt('maxChannel', opts.maxChannel ?? DEFAULT_MAX_CHANNEL, 2, MAX_CHANNEL_ID);
     this.allocateTimeoutMs = positiveInt('allocateTimeoutMs', opts.allocateTimeoutMs ?? DEFAULT_ALLOCATE_TIMEOUT_MS, 1, 2 ** 31 - 1);
@@ -129,10 +179,12 @@ export abstract class ShimHvChannels extends EventEmitter<ShimHvIpcpEvents> impl
     this.rxQueueBytes = positiveInt('rxQueueBytes', opts.rxQueueBytes ?? Math.max(DEFAULT_RX_QUEUE_BYTES, 2 * opts.port.maxSdu), 1, Number.MAX_SAFE_INTEGER);
     this.rxQueueTotalBytes = positiveInt('rxQueueTotalBytes', opts.rxQueueTotalBytes ?? Math.max(DEFAULT_RX_QUEUE_TOTAL_BYTES, 4 * opts.port.maxSdu), 1, Number.MAX_SAFE_INTEGER);
     this.log = (opts.logger ?? logger).child({ component: 'shim-hv', dif: this.difName, role: this.role });
+    if (opts.onStateChange !== undefined && typeof opts.onStateChange !== 'function') throw new DifError('invalid_argument', 'onStateChange must be a function');
+    this.onStateChange = opts.onStateChange;
     // Load the control schema now, not at the first allocation: reading the .proto file then
     // could fail (EMFILE when the process is out of fds) in the middle of serving.
     controlMessageType();
-    this.port.bind(CONTROL_CHANNEL, (sdu) => this.onControl(sdu));
+    this.port.bind(CONTROL_CHANNEL, (sdu) => this.op(() => this.onControl(sdu)));
     this.port.on('up', this.onUp);
     this.port.on('down', this.onDown);
     this.port.on('drain', this.onDrain);
@@ -189,6 +241,51 @@ export abstract class ShimHvChannels extends EventEmitter<ShimHvIpcpEvents> impl
   protected isPeerChannel(channel: number): boolean {
     return this.role === 'host' ? channel % 2 === 1 : channel % 2 === 0;
   }
+
+  // -------------------------------------------------------------------------------------------
+  // State changes (see the file comment)
+
+  /** The state snapshot() would show changed. */
+  protected changed(): void {
+    this.dirty = true;
+    if (this.opDepth === 0) this.flushChange();
+  }
+
+  /** Run `fn` as one batch of changes: reported once, when it ends (or before a send). */
+  protected op<T>(fn: () => T): T {
+    this.opDepth++;
+    try {
+      return fn();
+    } finally {
+      if (--this.opDepth === 0) this.flushChange();
+    }
+  }
+
+  /** Report changes not reported yet to onStateChange (guarded: it never throws into us). */
+  protected flushChange(): void {
+    if (!this.dirty || this.notifying) return;
+    if (this.detached || this.onStateChange === undefined) {
+      this.dirty = false;
+      return;
+    }
+    this.notifying = true;
+    try {
+      // Changes the callback itself makes are reported too, a bounded number of times.
+      for (let i = 0; i < 4 && this.dirty; i++) {
+        this.dirty = false;
+        try {
+          this.onStateChange(this);
+        } catch (e) {
+          this.log.warn({ err: (e as Error)?.message ?? String(e) }, 'shim-hv: the state change callback threw (ignored)');
+        }
+      }
+    } finally {
+      this.notifying = false;
+    }
+  }
+
+  /** The persisted form of this IPC process's state (ipcp.ts). */
+  abstract snapshot(): ShimHvSnapshot;
 
   // -------------------------------------------------------------------------------------------
   // Closing and freeing channels
@@ -256,7 +353,9 @@ export abstract class ShimHvChannels extends EventEmitter<ShimHvIpcpEvents> impl
   }
 
   protected sendRaw(bytes: Uint8Array): void {
-    if (!this.port.isUp) return;
+    // Write-ahead: the peer never hears of a change before the change callback did.
+    if (this.dirty) this.flushChange();
+    if (this.detached || !this.port.isUp) return;
     if (this.controlBacklog.length === 0) {
       let r: SendResult;
       try {
@@ -359,6 +458,7 @@ export abstract class ShimHvChannels extends EventEmitter<ShimHvIpcpEvents> impl
     const slots = [...this.slots];
     for (const [channel] of slots) this.freeChannel(channel);
     this.controlBacklog = [];
+    this.heldUntilUp = [];
     this.stats.controlBacklog = 0;
     for (const [channel, slot] of slots) {
       switch (slot.state) {

@@ -20,11 +20,18 @@ import { formatAppName, type AppName } from '../naming.js';
 import { ControlMessageError, decodeControl, type AllocateRequestMsg, type AllocateResponseMsg, type ControlMessage, type DeallocateMsg } from './control.js';
 import { ShimHvChannels, type Slot } from './channels.js';
 import { FlowRequestImpl, type ShimRegistration, type ShimRequestOwner } from './flow.js';
-import { REASON_UNKNOWN_APPLICATION, ShimHvProtocolError, type ProtocolErrorReason, type ShimHvFlow } from './types.js';
+import { ShimHvProtocolError, type ProtocolErrorReason, type ShimHvFlow } from './types.js';
 
 export abstract class ShimHvControl extends ShimHvChannels implements ShimRequestOwner {
   /** The application registered as `app`, if any. */
   protected abstract registrationFor(app: AppName): ShimRegistration | undefined;
+  /** Why a request for `app`, which is not registered, is refused (ipcp.ts). */
+  protected abstract unregisteredReason(app: AppName): string;
+  /**
+   * A stand-in registration when a request for `app` may wait for it to register again after a
+   * restore (ipcp.ts); the request is kept, unseen by any application, until then.
+   */
+  protected abstract awaitedRegistration(app: AppName): ShimRegistration | undefined;
   /** FlowRequest.accept() (ipcp.ts). */
   abstract acceptIncoming(req: FlowRequestImpl, opts: AcceptOptions): ShimHvFlow;
   /** FlowRequest.reject() (ipcp.ts). */
@@ -82,11 +89,19 @@ export abstract class ShimHvControl extends ShimHvChannels implements ShimReques
     if (m.difName !== '' && m.difName !== this.difName) return refuse(`wrong DIF: this is ${this.difName}, not ${m.difName}`);
     if (m.qos.maxSdu > this.port.maxSdu) return refuse(`max SDU ${m.qos.maxSdu} exceeds ${this.difName}'s max SDU of ${this.port.maxSdu} bytes`);
     const reg = this.registrationFor(m.dst);
-    if (!reg) return refuse(REASON_UNKNOWN_APPLICATION);
+    const awaited = reg ? undefined : this.awaitedRegistration(m.dst);
+    const to = reg ?? awaited;
+    if (!to) return refuse(this.unregisteredReason(m.dst));
 
     const qos: QosSpec = Object.freeze({ reliable: m.qos.reliable, inOrder: m.qos.inOrder, maxSdu: m.qos.maxSdu === 0 ? this.port.maxSdu : m.qos.maxSdu });
-    const req = new FlowRequestImpl(this, m.channel, this.difName, reg.appName, m.src, qos, reg);
+    const req = new FlowRequestImpl(this, m.channel, this.difName, to.appName, m.src, qos, to);
     this.slots.set(m.channel, { state: 'incoming', request: req });
+    if (reg) this.offerRequest(reg, req);
+    else this.log.debug({ channel: m.channel, app: to.key }, 'shim-hv: request kept until its application registers again');
+  }
+
+  /** Hand `req` to the application registered as `reg` (an exception from it refuses the request). */
+  protected offerRequest(reg: ShimRegistration, req: FlowRequestImpl): void {
     try {
       reg.handler(req);
     } catch (e) {

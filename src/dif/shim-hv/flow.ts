@@ -134,7 +134,8 @@ export class FlowRequestImpl extends BaseFlowRequest<ShimHvFlow> implements Shim
     localApp: AppName,
     remoteApp: AppName,
     qos: QosSpec,
-    readonly registration: ShimRegistration,
+    /** The application asked for; a stand-in while the request waits for it to register again (ipcp.ts). */
+    public registration: ShimRegistration,
   ) {
     super(owner as RequestOwner<BaseFlowRequest<ShimHvFlow>, ShimHvFlow>, difName, localApp, remoteApp, qos);
   }

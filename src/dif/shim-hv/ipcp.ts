@@ -27,24 +27,128 @@
  * device, so holding guest buffers for one unread flow would stall all the others (and the
  * control channel) — the budget is what keeps a guest from pinning host memory. A `maxSdu` above the port's max SDU is
  * refused (locally with 'invalid_qos', remotely with a REJECT).
+ *
+ * Restart (snapshot.ts). `snapshot()` is the state a new IPC process on the same VMPI device
+ * needs to carry on after this one died (SIGKILL, upgrade) while the peer lived on;
+ * `onStateChange` says when it changed, before the peer hears of the change (channels.ts).
+ * `ShimHvIpcp.restore(opts, snapshot)` (or the `resume` option) builds that new IPC process:
+ * - It checks the snapshot first (ShimHvStateError 'state_version' / 'state_invalid'; also
+ *   'state_invalid' when its role, DIF name or VMPI-id is not this one's) and binds nothing
+ *   on a refusal. On success it binds the control channel and every channel it resumes on the
+ *   same port: the dead process's bindings died with it.
+ * - Registrations live at each end (the protocol has none on the wire): the peer's stay
+ *   untouched, so a flow to a peer application can be allocated at once. This end's
+ *   applications must register again (their handlers died). For `reregisterGraceMs` after the
+ *   restore a request for one of them waits (kept as an unanswered request) until it does;
+ *   after that, or with a grace of 0, it is refused with "<app> was registered before the host
+ *   back-end restarted and has not registered again yet: try again" instead of "unknown
+ *   application". The names stay in the snapshot until the application registers or leaves
+ *   (unregister).
+ * - Nothing that held this end of a flow survives the process (an IPC session, an in-process
+ *   user, a data file), so no flow is resumed: every allocated flow, and every allocation this
+ *   end had asked for, is ended toward the peer with Deallocate and the reason
+ *   RESTART_FLOW_LOST ("the host back-end restarted; the host end of this flow was lost"), so
+ *   the peer's flow ends with it (its pending allocation is refused with it); the channel then
+ *   waits, closing, for the peer's confirmation as usual (stale SDUs are counted and dropped).
+ *   A channel that was already closing gets its Deallocate again (it may not have gone out
+ *   before the crash; the peer confirms a Deallocate for a channel it has freed). Requests the
+ *   peer had made that no application had answered get a REJECT with RESTART_REQUEST_LOST.
+ * - Port-ids and the channel cursor continue where they were (no reuse).
+ * - Messages the peer sent meanwhile (still in the ring) are handled by the new IPC process,
+ *   so construct it before the device processes its rings again. If the port is down when it
+ *   is built, the Deallocates and REJECTs wait for the port's 'up'.
+ * `detach()` lets go of the port without a word to the peer: what a crash does, for tests and
+ * for an orderly hand-over to a new IPC process in another process.
  */
 import { DifError, type AcceptOptions, type AllocateOptions, type IpcProcess, type QosRequest, type QosSpec, type Registration } from '../api.js';
-import { formatAppName, type AppName } from '../naming.js';
+import { appNameKey, formatAppName, type AppName } from '../naming.js';
 import type { ChannelFile } from '../../vmpi/port.js';
 import { intArg as positiveInt, nameArg, resolveQos } from '../core/args.js';
 import type { IpcpCounters, ObservableIpcp } from '../core/observe.js';
 import { Registrations } from '../core/registrations.js';
-import { CONTROL_CHANNEL, clampReason, encodeControl } from './control.js';
-import type { PendingSlot } from './channels.js';
+import { CONTROL_CHANNEL, clampReason, encodeControl, type ControlMessage } from './control.js';
+import { defaultDifName, type PendingSlot } from './channels.js';
 import { ShimHvControl } from './control-handler.js';
 import { FlowImpl, type FlowRequestImpl, type ShimRegistration } from './flow.js';
-import type { ShimHvFlow, ShimHvFlowRequestHandler } from './types.js';
+import { DEFAULT_REREGISTER_GRACE_MS, REASON_UNKNOWN_APPLICATION, type ShimHvFlow, type ShimHvFlowRequestHandler, type ShimHvIpcpOptions, type ShimHvRole } from './types.js';
+import { SHIM_HV_SNAPSHOT_VERSION, ShimHvStateError, ownsChannel, parseShimHvSnapshot, qosToSnapshot, type ShimHvSnapshot, type ShimHvSnapshotChannel } from './snapshot.js';
 
 export * from './types.js';
+export * from './snapshot.js';
+
+/** Who restarted, in the reasons below. */
+function restarted(role: ShimHvRole): string {
+  return role === 'host' ? 'the host back-end restarted' : 'the guest IPC process restarted';
+}
+
+/** The reason a flow (or an allocation this end had asked for) ends with after a restore. */
+export function RESTART_FLOW_LOST(role: ShimHvRole): string {
+  return `${restarted(role)}; the ${role} end of this flow was lost`;
+}
+
+/** The reason a request the peer had made, unanswered at the restart, is refused with. */
+export function RESTART_REQUEST_LOST(role: ShimHvRole): string {
+  return `${restarted(role)} before the ${role} application answered; allocate again`;
+}
+
+/** What a restore did (ShimHvIpcp.restored). */
+export interface ShimHvRestoreSummary {
+  /** Allocated flows ended toward the peer. */
+  flowsEnded: number;
+  /** Allocations this end had asked for, given up toward the peer. */
+  allocationsEnded: number;
+  /** Requests of the peer no application had answered, refused. */
+  requestsRefused: number;
+  /** Channels that were already closing, whose Deallocate was sent again. */
+  closing: number;
+  /** Applications registered before the restart (they must register again). */
+  registrations: number;
+}
+
+/** The snapshot in `opts.resume`, checked against the IPC process `opts` describe. */
+function checkedResume(opts: ShimHvIpcpOptions): ShimHvSnapshot {
+  const snap = parseShimHvSnapshot(opts.resume);
+  const difName = opts.difName ?? defaultDifName(opts.port);
+  const mismatch = (what: string, was: unknown, is: unknown): ShimHvStateError =>
+    new ShimHvStateError('state_invalid', `shim-hv snapshot: it is of ${what} ${JSON.stringify(was)}, this IPC process is of ${JSON.stringify(is)}: restore it on the IPC process it was taken of`);
+  if (snap.role !== opts.role) throw mismatch('role', snap.role, opts.role);
+  if (snap.difName !== difName) throw mismatch('DIF', snap.difName, difName);
+  if (snap.vmpiId !== opts.port.vmpiId) throw mismatch('VMPI-id', snap.vmpiId, opts.port.vmpiId);
+  return snap;
+}
 
 export class ShimHvIpcp extends ShimHvControl implements IpcProcess, ObservableIpcp {
   readonly ipcpType = 'shim-hv' as const;
   private readonly registrations = new Registrations<ShimHvFlowRequestHandler, ShimRegistration>(this.difName);
+  /** Applications registered before a restart and not since (key → string form). */
+  private readonly awaitingRegistration = new Map<string, string>();
+  /** Until when (Date.now()) requests for them wait (reregisterGraceMs after the resume), and the timer that ends it. */
+  private graceUntil = 0;
+  private graceTimer: NodeJS.Timeout | null = null;
+  private readonly reregisterGraceMs: number;
+  /** What the restore did, when this IPC process was resumed from a snapshot. */
+  readonly restored: ShimHvRestoreSummary | null = null;
+
+  /**
+   * A new IPC process, or with `opts.resume` one resumed from a snapshot (see the file
+   * comment). Throws ShimHvStateError ('state_version', 'state_invalid') for a snapshot it
+   * cannot resume from, before it binds anything.
+   */
+  constructor(opts: ShimHvIpcpOptions) {
+    const resume = opts.resume === undefined ? null : checkedResume(opts);
+    super(opts);
+    this.reregisterGraceMs = positiveInt('reregisterGraceMs', opts.reregisterGraceMs ?? DEFAULT_REREGISTER_GRACE_MS, 0, 2 ** 31 - 1);
+    if (resume) this.restored = this.resumeFrom(resume);
+  }
+
+  /**
+   * Resume from `snapshot` (unknown: as read back from a file; checked). See the file comment.
+   * The first onStateChange call comes from inside this call: use its argument, not the variable
+   * the result is assigned to.
+   */
+  static restore(opts: Omit<ShimHvIpcpOptions, 'resume'>, snapshot: unknown): ShimHvIpcp {
+    return new ShimHvIpcp({ ...opts, resume: snapshot as ShimHvSnapshot });
+  }
 
   /** `<DIF name>.<role>`: one host and one guest IPC process per shim DIF. */
   get ipcpName(): string {
@@ -86,7 +190,9 @@ export class ShimHvIpcp extends ShimHvControl implements IpcProcess, ObservableI
       port: this.isUp ? 'up' : 'down',
       maxChannel: this.maxChannel,
       registered: [...this.registrations.values()].map((r) => formatAppName(r.appName)),
+      ...(this.awaitingRegistration.size > 0 ? { awaitingRegistration: [...this.awaitingRegistration.values()] } : {}),
       channels,
+      ...(this.restored ? { restored: { ...this.restored } } : {}),
       rxQueuedBytes: this.rxQueuedBytes,
       stats: this.stats,
     };
@@ -104,11 +210,32 @@ export class ShimHvIpcp extends ShimHvControl implements IpcProcess, ObservableI
       handler: onFlowRequest,
       unregister: () => this.dropRegistration(reg),
     }));
-    this.log.debug({ app: reg.key }, 'shim-hv: application registered');
+    this.op(() => {
+      this.awaitingRegistration.delete(reg.key);
+      this.changed();
+      this.log.debug({ app: reg.key }, 'shim-hv: application registered');
+      // Requests that waited for it since the restore (see awaitedRegistration).
+      for (const slot of [...this.slots.values()]) {
+        if (slot.state !== 'incoming' || slot.request.state !== 'waiting' || slot.request.registration.key !== reg.key || slot.request.registration === reg) continue;
+        slot.request.registration = reg;
+        this.offerRequest(reg, slot.request);
+      }
+    });
     return reg;
   }
 
   unregister(app: AppName | string): void {
+    const key = appNameKey(nameArg(app, 'application'));
+    if (!this.registrations.has(app) && this.awaitingRegistration.delete(key)) {
+      // Registered before the restart: it left for good; what waited for it is refused.
+      this.op(() => {
+        this.changed();
+        for (const slot of [...this.slots.values()]) {
+          if (slot.state === 'incoming' && slot.request.state === 'waiting' && slot.request.registration.key === key) this.rejectIncoming(slot.request, REASON_UNKNOWN_APPLICATION);
+        }
+      });
+      return;
+    }
     this.dropRegistration(this.registrations.find(app));
   }
 
@@ -120,18 +247,46 @@ export class ShimHvIpcp extends ShimHvControl implements IpcProcess, ObservableI
     return this.registrations.get(app);
   }
 
-  private dropRegistration(reg: ShimRegistration): void {
-    if (!this.registrations.remove(reg)) return;
-    // Requests still waiting for this application's decision can no longer be accepted.
-    for (const [channel, slot] of this.slots) {
-      if (slot.state === 'incoming' && slot.request.registration === reg) {
-        this.slots.delete(channel);
-        this.sendControl({ kind: 'allocate_response', channel, result: 'reject', reason: 'application unregistered' });
-        slot.request.cancel('application unregistered');
-        this.stats.incomingRejected++;
+  protected awaitedRegistration(app: AppName): ShimRegistration | undefined {
+    const key = appNameKey(app);
+    if (Date.now() >= this.graceUntil || !this.awaitingRegistration.has(key)) return undefined;
+    return { appName: app, key, difName: this.difName, handler: () => {}, unregister: () => {} };
+  }
+
+  /** The grace after a resume is over: requests still waiting for their application are refused. */
+  private endGrace(): void {
+    this.graceTimer = null;
+    this.graceUntil = 0;
+    this.op(() => {
+      for (const slot of [...this.slots.values()]) {
+        if (slot.state !== 'incoming' || slot.request.state !== 'waiting' || this.registrations.get(slot.request.localApp) === slot.request.registration) continue;
+        this.rejectIncoming(slot.request, this.unregisteredReason(slot.request.localApp));
       }
-    }
-    this.log.debug({ app: reg.key }, 'shim-hv: application unregistered');
+    });
+  }
+
+  protected unregisteredReason(app: AppName): string {
+    const name = this.awaitingRegistration.get(appNameKey(app));
+    if (name === undefined) return REASON_UNKNOWN_APPLICATION;
+    return `${name} was registered before ${restarted(this.role)} and has not registered again yet: try again`;
+  }
+
+  private dropRegistration(reg: ShimRegistration): void {
+    this.op(() => {
+      if (!this.registrations.remove(reg)) return;
+      this.changed();
+      // Requests still waiting for this application's decision can no longer be accepted.
+      for (const [channel, slot] of this.slots) {
+        if (slot.state === 'incoming' && slot.request.registration === reg) {
+          // Answer first, then free: a snapshot taken in between still holds the request.
+          this.sendControl({ kind: 'allocate_response', channel, result: 'reject', reason: 'application unregistered' });
+          this.slots.delete(channel);
+          slot.request.cancel('application unregistered');
+          this.stats.incomingRejected++;
+        }
+      }
+      this.log.debug({ app: reg.key }, 'shim-hv: application unregistered');
+    });
   }
 
   // -------------------------------------------------------------------------------------------
@@ -239,9 +394,11 @@ export class ShimHvIpcp extends ShimHvControl implements IpcProcess, ObservableI
     req.checkWaiting('reject');
     req.state = 'rejected';
     const slot = this.slots.get(req.channel);
-    if (slot?.state === 'incoming' && slot.request === req) this.slots.delete(req.channel);
     const why = typeof reason === 'string' && reason !== '' ? reason : 'rejected by the application';
+    // Answer first, then free: a snapshot taken in between still holds the request, and a
+    // restore refuses it again (harmless) rather than leaving the requester to time out.
     this.sendControl({ kind: 'allocate_response', channel: req.channel, result: 'reject', reason: why });
+    if (slot?.state === 'incoming' && slot.request === req) this.slots.delete(req.channel);
     this.stats.incomingRejected++;
   }
 
@@ -264,16 +421,138 @@ export class ShimHvIpcp extends ShimHvControl implements IpcProcess, ObservableI
    */
   close(reason = 'IPC process closed'): void {
     if (this.closed) return;
-    for (const [channel, slot] of this.slots) {
-      if (slot.state === 'allocated' || slot.state === 'pending') this.sendControl({ kind: 'deallocate', channel, reason, confirm: false });
-      else if (slot.state === 'incoming') this.sendControl({ kind: 'allocate_response', channel, result: 'reject', reason });
-    }
+    this.op(() => {
+      for (const [channel, slot] of this.slots) {
+        if (slot.state === 'allocated' || slot.state === 'pending') this.sendControl({ kind: 'deallocate', channel, reason, confirm: false });
+        else if (slot.state === 'incoming') this.sendControl({ kind: 'allocate_response', channel, result: 'reject', reason });
+      }
+      this.closed = true;
+      this.failAll(reason, 'closed', 'closed');
+      this.registrations.clear();
+      this.awaitingRegistration.clear();
+      this.changed();
+      this.letGo();
+    });
+  }
+
+  /**
+   * Let go of the port without a word to the peer and without reporting a change (the last
+   * snapshot stays what a successor restores from): what a crash does. Local flows and
+   * allocations end with `reason` (cause 'closed'), registrations are dropped, every channel is
+   * unbound. Call it before a successor binds the same port in this process. Idempotent.
+   */
+  detach(reason = 'IPC process detached from its port'): void {
+    if (this.closed) return;
+    this.detached = true;
     this.closed = true;
     this.failAll(reason, 'closed', 'closed');
     this.registrations.clear();
+    this.awaitingRegistration.clear();
+    this.letGo();
+  }
+
+  private letGo(): void {
+    if (this.graceTimer) clearTimeout(this.graceTimer);
+    this.graceTimer = null;
     this.port.unbind(CONTROL_CHANNEL);
     this.port.off('up', this.onUp);
     this.port.off('down', this.onDown);
     this.port.off('drain', this.onDrain);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Snapshot and restore (snapshot.ts; the file comment says what a restore does)
+
+  /** This IPC process's state as plain JSON data (see snapshot.ts). */
+  snapshot(): ShimHvSnapshot {
+    const channels: ShimHvSnapshotChannel[] = [];
+    for (const [channel, slot] of [...this.slots].sort((a, b) => a[0] - b[0])) {
+      switch (slot.state) {
+        case 'pending': {
+          const f = slot.flow;
+          channels.push({ channel, state: 'pending', portId: f.portId, localApp: formatAppName(f.localApp), remoteApp: formatAppName(f.remoteApp), qos: qosToSnapshot(f.qos) });
+          break;
+        }
+        case 'incoming': {
+          const r = slot.request;
+          channels.push({ channel, state: 'incoming', localApp: formatAppName(r.localApp), remoteApp: formatAppName(r.remoteApp), qos: qosToSnapshot(r.qos) });
+          break;
+        }
+        case 'allocated': {
+          const f = slot.flow;
+          channels.push({
+            channel,
+            state: 'allocated',
+            portId: f.portId,
+            localApp: formatAppName(f.localApp),
+            remoteApp: formatAppName(f.remoteApp),
+            qos: qosToSnapshot(f.qos),
+            requester: ownsChannel(this.role, channel) ? 'local' : 'peer',
+            dataFile: f.file !== null,
+          });
+          break;
+        }
+        case 'closing':
+          channels.push({ channel, state: 'closing', portId: slot.flow ? slot.flow.portId : null });
+          break;
+      }
+    }
+    const registrations = [...this.registrations.values()].map((r) => formatAppName(r.appName));
+    for (const name of this.awaitingRegistration.values()) registrations.push(name);
+    return {
+      version: SHIM_HV_SNAPSHOT_VERSION,
+      role: this.role,
+      difName: this.difName,
+      vmpiId: this.port.vmpiId,
+      maxChannel: this.maxChannel,
+      nextPortId: this.nextPortId,
+      cursor: this.cursor,
+      registrations: registrations.sort(),
+      channels,
+    };
+  }
+
+  /** Take over from the IPC process that wrote `snap` (checked already); see the file comment. */
+  private resumeFrom(snap: ShimHvSnapshot): ShimHvRestoreSummary {
+    const summary: ShimHvRestoreSummary = { flowsEnded: 0, allocationsEnded: 0, requestsRefused: 0, closing: 0, registrations: snap.registrations.length };
+    const lost = RESTART_FLOW_LOST(this.role);
+    const unanswered = RESTART_REQUEST_LOST(this.role);
+    const messages: ControlMessage[] = [];
+    this.op(() => {
+      this.nextPortId = snap.nextPortId;
+      this.cursor = snap.cursor % this.ownChannelCount();
+      for (const name of snap.registrations) this.awaitingRegistration.set(appNameKey(name), name);
+      if (this.awaitingRegistration.size > 0 && this.reregisterGraceMs > 0) {
+        this.graceUntil = Date.now() + this.reregisterGraceMs;
+        this.graceTimer = setTimeout(() => this.endGrace(), this.reregisterGraceMs);
+        this.graceTimer.unref();
+      }
+      for (const c of snap.channels) {
+        if (c.state === 'incoming') {
+          // The channel stays free: the peer frees it on the REJECT.
+          messages.push({ kind: 'allocate_response', channel: c.channel, result: 'reject', reason: unanswered });
+          summary.requestsRefused++;
+          continue;
+        }
+        if (c.state === 'allocated') summary.flowsEnded++;
+        else if (c.state === 'pending') summary.allocationsEnded++;
+        else summary.closing++;
+        try {
+          // Listen, so what the peer sent before it hears of this is counted as stale.
+          this.bindData(c.channel);
+        } catch (e) {
+          this.log.warn({ channel: c.channel, err: (e as Error).message }, 'shim-hv: cannot bind a resumed channel; SDUs on it are dropped by the port');
+        }
+        this.enterClosing(c.channel, null);
+        messages.push({ kind: 'deallocate', channel: c.channel, reason: lost, confirm: false });
+      }
+      this.changed();
+      // Persisted before the peer hears of it (sendControl would do it too; this covers "nothing to send").
+      this.flushChange();
+      if (this.port.isUp) for (const m of messages) this.sendControl(m);
+      else this.heldUntilUp = messages;
+    });
+    this.log.info({ ...summary, held: !this.port.isUp }, 'shim-hv: resumed from a snapshot');
+    return summary;
   }
 }

@@ -7,6 +7,7 @@ import type { AcceptOptions, DeallocationCause, Flow, FlowRequest } from '../api
 import type { VmpiPort } from '../../vmpi/port.js';
 import type { Logger } from '../../sys/log.js';
 import type { MalformedReason } from './control.js';
+import type { ShimHvSnapshot } from './snapshot.js';
 
 export type ShimHvRole = 'host' | 'guest';
 
@@ -29,11 +30,36 @@ export interface ShimHvIpcpOptions {
   /** Bytes queued over all flows of this IPC process (its device). Default 64 MiB, at least 4 max SDUs. */
   rxQueueTotalBytes?: number;
   logger?: Logger;
+  /**
+   * Resume from the snapshot a previous IPC process on the same VMPI device wrote (snapshot.ts;
+   * ipcp.ts says what a restore does). Checked first: ShimHvStateError 'state_version' or
+   * 'state_invalid', and then nothing is bound on the port.
+   */
+  resume?: ShimHvSnapshot;
+  /**
+   * After a resume, how long a request for an application registered before the restart (and
+   * not yet again) waits for it to register, rather than being refused at once. Default
+   * DEFAULT_REREGISTER_GRACE_MS; 0 refuses at once. Keep it below the peer's allocation timeout.
+   */
+  reregisterGraceMs?: number;
+  /**
+   * Called synchronously after every change snapshot() reflects (registration, allocation,
+   * deallocation, a channel's state), before any control message that follows from the change
+   * is sent, so the caller can persist the snapshot first. Once per batch of changes made by one
+   * call or one control message. An exception from it is logged and ignored.
+   */
+  onStateChange?: (ipcp: ShimHvSnapshotSource) => void;
+}
+
+/** What the state change callback gets: the IPC process, to take its snapshot. */
+export interface ShimHvSnapshotSource {
+  snapshot(): ShimHvSnapshot;
 }
 
 export const DEFAULT_MAX_CHANNEL = 1023;
 export const DEFAULT_ALLOCATE_TIMEOUT_MS = 5000;
 export const DEFAULT_DEALLOCATE_TIMEOUT_MS = 2000;
+export const DEFAULT_REREGISTER_GRACE_MS = 3000;
 export const DEFAULT_RX_QUEUE_LIMIT = 4096;
 export const DEFAULT_RX_QUEUE_BYTES = 8 * 1024 * 1024;
 export const DEFAULT_RX_QUEUE_TOTAL_BYTES = 64 * 1024 * 1024;
