@@ -44,6 +44,8 @@ export interface RestartDocument {
   /** Wall-clock ms of the write (the resume log says how old the state was). */
   writtenAt: number;
   devices: DeviceDoc[];
+  /** Store name of the IPC daemon's listening socket, or null. */
+  ipcListen: string | null;
 }
 
 /** Parse and check a document (from the state memfd). Throws StateError. */
@@ -81,5 +83,6 @@ export function parseDocument(text: string): RestartDocument {
     restarts: Number.isInteger(d.restarts) ? d.restarts! : 0,
     writtenAt: typeof d.writtenAt === 'number' ? d.writtenAt : 0,
     devices: d.devices,
+    ipcListen: typeof d.ipcListen === 'string' ? d.ipcListen : null,
   };
 }

@@ -52,6 +52,13 @@ interface Attached {
   device: VmpiDevice;
   server: VhostUserServer;
   config: DeviceConfig;
+  /** The device's shim DIF IPC process's snapshot (its own format). */
+  shim: (() => unknown) | undefined;
+}
+
+/** What the restart code needs of the IPC daemon. */
+export interface ListeningDaemon {
+  readonly listeningFd: number;
 }
 
 export class Restarter {
@@ -63,6 +70,7 @@ export class Restarter {
   private readonly inherited: Map<string, number[]>;
   private readonly used = new Set<number>();
   private readonly devices = new Map<number, Attached>();
+  private ipcDaemon: ListeningDaemon | undefined;
   private starting = true;
   private abandoned = false;
   /** Set while a connection is being resumed: its fds came from the store, none is fresh. */
@@ -121,6 +129,25 @@ export class Restarter {
     return this.take(doc.listen);
   }
 
+  /** The shim DIF snapshot the last worker left for this device, when it is still the same device. */
+  shimSnapshotFor(cfg: DeviceConfig): unknown {
+    const shim = this.docFor(cfg)?.shim;
+    return shim === null ? undefined : shim;
+  }
+
+  /** The IPC daemon's listening socket the last worker used. */
+  ipcListenFd(): number | undefined {
+    const name = this.previous?.ipcListen;
+    return name ? this.take(name) : undefined;
+  }
+
+  /** The IPC daemon listens: keep its socket (applications connecting in a restart wait in its backlog). */
+  attachIpc(daemon: ListeningDaemon): void {
+    this.ipcDaemon = daemon;
+    this.registry.sync('ipc.listen', daemon.listeningFd >= 0 ? [daemon.listeningFd] : []);
+    this.persist();
+  }
+
   /** The commit hook for the device's server (see Connection's `commit`). */
   readonly commit = (conn: Connection, received: readonly number[]): void => {
     if (this.abandoned) return;
@@ -132,8 +159,8 @@ export class Restarter {
    * A device is up (its server listens): keep its listening socket, follow its connections,
    * and resume the connection the last worker had, if any.
    */
-  attach(device: VmpiDevice, server: VhostUserServer, config: DeviceConfig): void {
-    this.devices.set(config.vmpiId, { device, server, config });
+  attach(device: VmpiDevice, server: VhostUserServer, config: DeviceConfig, shim?: () => unknown): void {
+    this.devices.set(config.vmpiId, { device, server, config, shim });
     this.registry.batch(() => {
       this.registry.sync(`dev${config.vmpiId}.listen`, server.listeningFd >= 0 ? [server.listeningFd] : []);
       server.on('connection', (conn) => {
@@ -175,6 +202,7 @@ export class Restarter {
       restarts: this.stats.restarts,
       writtenAt: Date.now(),
       devices: [...this.devices.values()].map((a) => this.deviceDoc(a)),
+      ipcListen: this.ipcDaemon && this.ipcDaemon.listeningFd >= 0 ? (this.registry.nameOf(this.ipcDaemon.listeningFd) ?? null) : null,
     };
     try {
       this.stateFile.write(JSON.stringify(doc));
@@ -211,7 +239,7 @@ export class Restarter {
       carrier: a.config.carrier,
       listen: a.server.listeningFd >= 0 ? (this.registry.nameOf(a.server.listeningFd) ?? null) : null,
       connection,
-      shim: null,
+      shim: a.shim ? a.shim() : null,
     };
   }
 
