@@ -26,6 +26,8 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/un.h>
@@ -920,6 +922,28 @@ void InitFdChecks(Napi::Env env, Napi::Object exports) {
   exports.Set("F_SEAL_WRITE", static_cast<double>(F_SEAL_WRITE));
 }
 
+// ---- restart: fds that outlive the process (src/ops/restart/) ------------------------------
+//
+// sameFile(a, b): kcmp(KCMP_FILE): do fds a and b refer to the same open file description?
+// systemd's fd store keeps one copy of an open file (the first name wins), so the restart code
+// must know when QEMU sent a file it already stored (every SET_MEM_TABLE re-sends the memfd).
+Napi::Value SameFile(const Napi::CallbackInfo& info) {
+  Args a(info, "sameFile");
+  pid_t pid = getpid();
+  long r = syscall(SYS_kcmp, pid, pid, 0 /* KCMP_FILE */, a.Fd(0), a.Fd(1));
+  if (r < 0) ThrowSys(a.Env(), "kcmp", errno);
+  return Napi::Boolean::New(a.Env(), r == 0);
+}
+
+// setParentDeathSignal(sig): prctl(PR_SET_PDEATHSIG): a worker dies with the keeper that holds
+// its fds, instead of living on as an orphan nobody can restart.
+Napi::Value SetParentDeathSignal(const Napi::CallbackInfo& info) {
+  Args a(info, "setParentDeathSignal");
+  int sig = static_cast<int>(a.Int(0, "signal", 0, 64));
+  if (prctl(PR_SET_PDEATHSIG, sig) < 0) ThrowSys(a.Env(), "prctl", errno);
+  return a.Env().Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Addon* addon = new Addon();
   env.SetInstanceData(addon);  // deleted by Node after the cleanup hooks have run
@@ -945,6 +969,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitFdChecks(env, exports);
   exports.Set("peerCred", Napi::Function::New(env, PeerCred, "peerCred"));  // IPC daemon block
   exports.Set("setSocketBuffers", Napi::Function::New(env, SetSocketBuffers, "setSocketBuffers"));
+  exports.Set("sameFile", Napi::Function::New(env, SameFile, "sameFile"));  // restart block
+  exports.Set("setParentDeathSignal", Napi::Function::New(env, SetParentDeathSignal, "setParentDeathSignal"));
   return exports;
 }
 

@@ -5,7 +5,7 @@
  * does not retry), STOPPING=1 on SIGTERM. Also the addon's datagram path (file and abstract
  * names, fds) and the Node the suite runs on (the supported LTS, as package.json's engines say).
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
 import { existsSync, fstatSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -66,14 +66,15 @@ t.test('sdNotify: nothing without NOTIFY_SOCKET; datagrams to a path and an abst
   t.equal(err.code, 'ENOENT', 'a missing socket is a system error the caller logs');
 });
 
-t.test('vmpi serve sends READY=1 once its socket listens, STOPPING=1 on SIGTERM', async (t) => {
-  const notify = join(dir, 'systemd-notify.sock');
+/** Start `vmpi serve` with NOTIFY_SOCKET pointing at a socket this test bound. */
+function serveNotified(t: Test, name: string, extra: string[]) {
+  const notify = join(dir, `${name}-notify.sock`);
   const fd = native.bindUnixDgram(notify);
   t.teardown(() => native.close(fd));
-  const sock = join(dir, 'vm1.sock');
+  const sock = join(dir, `${name}.sock`);
   const env: NodeJS.ProcessEnv = { ...process.env, NOTIFY_SOCKET: notify, VMPI_LOG_LEVEL: 'warn' };
   delete env.NODE_OPTIONS;
-  const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), join(ROOT, 'src/cli.ts'), 'serve', '--socket', sock, '--vmpi-id', '3', '--no-metrics', '--no-ipc'], {
+  const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), join(ROOT, 'src/cli.ts'), 'serve', '--socket', sock, '--vmpi-id', '3', '--no-metrics', '--no-ipc', ...extra], {
     cwd: dir,
     env,
     stdio: ['ignore', 'ignore', 'pipe'],
@@ -84,18 +85,58 @@ t.test('vmpi serve sends READY=1 once its socket listens, STOPPING=1 on SIGTERM'
   t.teardown(() => {
     if (child.exitCode === null) child.kill('SIGKILL');
   });
+  /** Datagrams up to and including the first that contains `line`. */
+  const until = async (line: string, ms = 30000): Promise<{ text: string; fds: number[] }[]> => {
+    const got: { text: string; fds: number[] }[] = [];
+    const end = Date.now() + ms;
+    for (;;) {
+      const d = await readDatagram(fd, Math.max(1, end - Date.now())).catch((e: Error) => {
+        throw new Error(`${e.message} (waiting for ${line}; got ${JSON.stringify(got.map((g) => g.text))}); serve stderr:\n${stderr}`);
+      });
+      for (const f of d.fds) native.close(f);
+      got.push(d);
+      if (d.text.split('\n').includes(line)) return got;
+    }
+  };
+  const exit = () => Promise.race([exited, new Promise<string>((res) => setTimeout(() => res('timeout'), 15000))]);
+  return { sock, child, until, exit };
+}
 
-  const ready = await readDatagram(fd, 30000).catch((e: Error) => {
-    throw new Error(`${e.message}; serve stderr:\n${stderr}`);
-  });
-  t.equal(ready.text, 'READY=1\nSTATUS=serving 1 VMPI device\n', 'READY=1 with a status line');
-  t.ok(existsSync(sock), 'the vhost-user socket exists when READY=1 arrives');
-  const probe = native.connectUnix(sock);
+t.test('vmpi serve --restart off sends READY=1 once its socket listens, STOPPING=1 on SIGTERM', async (t) => {
+  const s = serveNotified(t, 'off', ['--restart', 'off']);
+  const [ready] = await s.until('READY=1');
+  t.equal(ready!.text, 'READY=1\nSTATUS=serving 1 VMPI device\n', 'READY=1 with a status line, and nothing before it');
+  t.ok(existsSync(s.sock), 'the vhost-user socket exists when READY=1 arrives');
+  const probe = native.connectUnix(s.sock);
   t.ok(fstatSync(probe).isSocket(), 'and accepts connections');
   native.close(probe);
 
-  child.kill('SIGTERM');
-  t.equal((await readDatagram(fd)).text, 'STOPPING=1\n', 'STOPPING=1 at shutdown');
-  const code = await Promise.race([exited, new Promise<string>((res) => setTimeout(() => res('timeout'), 15000))]);
-  t.equal(code, 0, 'exits 0');
+  s.child.kill('SIGTERM');
+  t.same((await s.until('STOPPING=1')).map((d) => d.text), ['STOPPING=1\n'], 'STOPPING=1 at shutdown');
+  t.equal(await s.exit(), 0, 'exits 0');
+  t.notOk(existsSync(s.sock), 'a clean shutdown removes the socket file');
+});
+
+t.test('under systemd (NOTIFY_SOCKET), vmpi serve keeps its fds in the fd store before READY=1 and hands over on SIGTERM', async (t) => {
+  const s = serveNotified(t, 'store', []);
+  const before = await s.until('READY=1');
+  const stores = before.slice(0, -1);
+  t.same(
+    stores.map((d) => [d.text, d.fds.length]),
+    [
+      ['FDSTORE=1\nFDNAME=vmpi-state\n', 1],
+      ['FDSTORE=1\nFDNAME=vmpi-f1\n', 1],
+    ],
+    'the state memfd and the listening socket, one named fd each, before READY=1',
+  );
+  t.equal(before.at(-1)!.text, 'READY=1\nSTATUS=serving 1 VMPI device\n');
+  const probe = native.connectUnix(s.sock);
+  t.same((await s.until('FDSTORE=1')).map((d) => [d.text, d.fds.length]), [['FDSTORE=1\nFDNAME=vmpi-f2\n', 1]], 'an accepted front-end is stored at once');
+  native.close(probe);
+  t.same((await s.until('FDSTOREREMOVE=1')).map((d) => d.text), ['FDSTOREREMOVE=1\nFDNAME=vmpi-f2\n'], 'and removed when it leaves');
+
+  s.child.kill('SIGTERM');
+  t.same((await s.until('STOPPING=1')).map((d) => d.text), ['STOPPING=1\n'], 'STOPPING=1 at the hand-over');
+  t.equal(await s.exit(), 0, 'exits 0');
+  t.ok(existsSync(s.sock), 'the socket file stays: the listening socket lives on in the fd store (systemd closes it on a stop)');
 });

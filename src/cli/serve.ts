@@ -13,6 +13,7 @@ import { MAX_CHANNEL } from '../vmpi/port.js';
 import { DEFAULT_IPC_SOCKET, defaultIpcSocketPath } from '../dif/ipc/protocol.js';
 import { UsageError, intArg, logFormatArg, logLevelArg, parse, reportInvalid, signalled, str, strs, version } from './args.js';
 import { help } from './help.js';
+import type { RestartMode } from '../ops/restart/run.js';
 
 /**
  * QEMU's "Backend program conventions" (docs/interop/vhost-user.rst): --print-capabilities prints
@@ -66,8 +67,26 @@ export async function serve(argv: string[]): Promise<number> {
     'no-ipc': { type: 'boolean' },
     'log-level': { type: 'string' },
     'log-format': { type: 'string' },
+    restart: { type: 'string' },
+    'check-restart-state-fd': { type: 'string' },
   });
   if (values.help) return help('serve');
+  // Loaded here, not at the top: --help and --version do not need them.
+  const restartRun = await import('../ops/restart/run.js');
+  const checkFd = str(values['check-restart-state-fd']);
+  if (checkFd !== undefined) return restartRun.checkRestartState(intArg('check-restart-state-fd', checkFd, 0, 65535));
+  let mode: RestartMode;
+  try {
+    mode = restartRun.restartMode(str(values.restart));
+  } catch (e) {
+    throw new UsageError(`vmpi serve: ${(e as Error).message}`);
+  }
+  if (restartRun.isKeeperParent(mode)) {
+    setLogLevel(logLevelArg(str(values['log-level'])) ?? 'info');
+    const format = logFormatArg(str(values['log-format']));
+    if (format !== undefined) setLogFormat(format);
+    return restartRun.runKeeper(logger.child({ role: 'keeper' }));
+  }
   const ipcSocket = str(values['ipc-socket']);
   if (values['no-ipc'] === true && ipcSocket !== undefined) throw new UsageError('vmpi serve: --ipc-socket and --no-ipc exclude each other');
   // An explicit socket (flag, or VMPI_IPC_SOCKET as guest and tgen honour it) must work; the
@@ -96,6 +115,7 @@ export async function serve(argv: string[]): Promise<number> {
   if (flags.noMetrics && metricsListen !== undefined) throw new UsageError('vmpi serve: --metrics-listen and --no-metrics exclude each other');
   const listenFd = str(values['listen-fd']);
   flags.listenFds = listenFd !== undefined ? [intArg('listen-fd', listenFd, 0, 65535)] : listenFdsFromEnv();
+  const inherited = restartRun.inheritedFds();
   clearListenEnv();
   const slots = flags.sockets.length + flags.listenFds.length;
   if (flags.vmpiIds.length > slots) {
@@ -116,14 +136,43 @@ export async function serve(argv: string[]): Promise<number> {
 
     // Signals that arrive while starting are honoured once start-up is done.
     const stop = signalled();
+    const restart = restartRun.openRestarter(mode, inherited, logger, version());
+    if (typeof restart === 'number') return restart;
     // Loaded here, not at the top: --help, --version and check-config do not need the datapath.
     const { startServing } = await import('../ops/serve.js');
     installProcessGuard(logger);
-    const serving = await startServing(plan, { logger, version: version(), ipc });
+    const serving = await startServing(plan, { logger, version: version(), ipc, restart });
+    restart?.started();
     // Every socket listens now: a VM unit ordered after vmpi.service (Type=notify) may start QEMU.
     const n = serving.host.devices.length;
     notifyState(logger, { READY: '1', STATUS: `serving ${n} VMPI device${n === 1 ? '' : 's'}` });
-    logger.info({ signal: await stop }, 'shutting down');
+    const handover = (code: number): never => {
+      restart!.handover();
+      serving.host.abandon();
+      notifyState(logger, { STOPPING: '1' });
+      logger.flush();
+      process.exit(code);
+    };
+    if (restart) {
+      let checking = false;
+      process.on('SIGHUP', () => {
+        if (checking) return;
+        checking = true;
+        logger.info('SIGHUP: checking that the code on disk can resume this state (upgrade)');
+        void restartRun.upgradeCheck(restart.stateFd, logger).then(({ ok, said }) => {
+          checking = false;
+          if (!ok) return logger.error({ said }, 'upgrade refused by the new code; this worker keeps serving');
+          logger.info({ said }, 'upgrade check passed; handing over to the new code');
+          handover(restartRun.EXIT_RESTART);
+        });
+      });
+    }
+    const signal = await stop;
+    if (restart && mode === 'systemd') {
+      logger.info({ signal }, 'handing over (under systemd a stop and a restart look alike: the fd store decides)');
+      handover(0);
+    }
+    logger.info({ signal }, 'shutting down');
     notifyState(logger, { STOPPING: '1' });
     await serving.close();
     return 0;

@@ -15,13 +15,18 @@ import { fstatSync, readFileSync } from 'node:fs';
 export const LISTEN_FDS_START = 3;
 const O_NONBLOCK = 0o4000;
 
-/** The fds passed by socket activation, or [] when LISTEN_PID is absent or names another process. */
+/**
+ * The fds passed by socket activation, or [] when LISTEN_PID is absent or names another process.
+ * Fds named "vmpi-…" in LISTEN_FDNAMES are not: they come back from the fd store after a restart
+ * (src/ops/restart/fd-store.ts).
+ */
 export function listenFdsFromEnv(env: NodeJS.ProcessEnv = process.env, pid: number = process.pid): number[] {
   if (env.LISTEN_PID === undefined || env.LISTEN_FDS === undefined) return [];
   if (!/^\d+$/.test(env.LISTEN_PID) || Number(env.LISTEN_PID) !== pid) return [];
   if (!/^\d+$/.test(env.LISTEN_FDS)) return [];
   const n = Number(env.LISTEN_FDS);
-  return Array.from({ length: n }, (_, i) => LISTEN_FDS_START + i);
+  const names = (env.LISTEN_FDNAMES ?? '').split(':');
+  return Array.from({ length: n }, (_, i) => LISTEN_FDS_START + i).filter((_, i) => !(names[i] ?? '').startsWith('vmpi-'));
 }
 
 /** Forget the activation variables (sd_listen_fds(1) does the same with unset_environment). */

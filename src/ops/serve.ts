@@ -20,6 +20,8 @@ import { ConfigError, type ServePlan } from './config.js';
 import { inheritedFdProblem } from './activation.js';
 import { HostMetrics, startMetricsServer, type MetricsServer } from './metrics.js';
 import { applySocketPermissions, permissionProblems } from './socket-perms.js';
+import type { DeviceConfig, Restarter } from './restart/worker.js';
+import type { VmpiDevice } from '../vmpi/device.js';
 
 export interface Serving {
   readonly host: VmpiHost;
@@ -46,6 +48,11 @@ export interface StartOptions {
    * --ipc-socket); otherwise a failure is logged and serving goes on without it. null: no daemon.
    */
   ipc?: { socketPath: string; required: boolean } | null;
+  /**
+   * Keep what a next worker needs to resume the devices' connections, and resume what the last
+   * worker left (src/ops/restart/worker.ts). Without it, a restart starts every device afresh.
+   */
+  restart?: Restarter;
 }
 
 /** Start serving `plan`. Throws ConfigError (every problem) or the first runtime error. */
@@ -83,14 +90,19 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
 
   try {
     if (metrics) metricsServer = await startMetricsServer(metrics, plan.metrics.listen, log);
+    const restart = opts.restart;
     for (const d of plan.devices) {
       try {
-        const device = host.addDevice({ socketPath: d.socket, listenFd: d.listenFd, vmpiId: d.vmpiId, maxSduLog2: d.maxSduLog2, carrier: d.carrier, allowUnsealedMemory: d.allowUnsealedMemory });
+        const kept = { vmpiId: d.vmpiId ?? host.allocateId(), maxSduLog2: d.maxSduLog2, carrier: d.carrier };
+        const listenFd = d.listenFd ?? restart?.listenFdFor(kept);
+        const device = host.addDevice({ socketPath: d.socket, listenFd, vmpiId: kept.vmpiId, maxSduLog2: d.maxSduLog2, carrier: d.carrier, allowUnsealedMemory: d.allowUnsealedMemory, commit: restart?.commit });
         if (d.socket !== undefined) applySocketPermissions(d.socket, d);
-        const ipcp = new ShimHvIpcp({ port: device, role: 'host', logger: log });
+        const ipcp = shimIpcp(device, log, restart, kept);
         ipcps.set(device.vmpiId, ipcp);
         metrics?.addIpcp(ipcp);
         if (d.echoChannels) echoes.set(device.vmpiId, new EchoResponder(device, d.echoChannels, { logger: log }));
+        // Last: a resumed connection runs at once, and its channels' handlers must be bound.
+        restart?.attach(device, host.server(device.vmpiId)!, kept, () => ipcp.snapshot());
         log.info({ vmpiId: device.vmpiId, socket: d.socket ?? `fd:${d.listenFd}`, dif: ipcp.difName, from: d.where }, 'device configured');
       } catch (e) {
         throw new Error(`${d.where}: ${(e as Error).message}`, { cause: e });
@@ -105,7 +117,8 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
       for (const ipcp of ipcps.values()) daemon.addIpcp(ipcp);
       if (normal) daemon.addIpcp(normal);
       try {
-        daemon.listen();
+        daemon.listen(restart?.ipcListenFd());
+        restart?.attachIpc(daemon);
         ipcDaemon = daemon;
         metrics?.addIpcDaemon(daemon);
       } catch (e) {
@@ -118,4 +131,21 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
     throw e;
   }
   return { host, ipcps, echoes, normal, metrics, metricsServer, ipcDaemon, close };
+}
+
+/**
+ * The device's shim DIF IPC process: restored from the snapshot the last worker left (its flows
+ * whose host end died with that worker end toward the guest with the restart's cause), or new.
+ * Every change is persisted before the guest hears of it (onStateChange).
+ */
+function shimIpcp(device: VmpiDevice, log: Logger, restart: Restarter | undefined, kept: DeviceConfig): ShimHvIpcp {
+  const opts = { port: device, role: 'host' as const, logger: log, onStateChange: restart ? () => restart.persist() : undefined };
+  const saved = restart?.shimSnapshotFor(kept);
+  if (saved === undefined) return new ShimHvIpcp(opts);
+  try {
+    return ShimHvIpcp.restore(opts, saved);
+  } catch (e) {
+    log.error({ vmpiId: device.vmpiId, err: (e as Error).message }, "the shim DIF's saved state is unusable; its IPC process starts afresh (the guest's flows over it are not ended by the host)");
+    return new ShimHvIpcp(opts);
+  }
 }

@@ -182,6 +182,11 @@ export interface Native {
    */
   setSocketBuffers(fd: number, bytes: number): number;
 
+  // ---- restart (src/ops/restart/) ----
+  /** kcmp(KCMP_FILE): true when fds `a` and `b` refer to the same open file description. */
+  sameFile(a: number, b: number): boolean;
+  /** prctl(PR_SET_PDEATHSIG, signal): this process gets `signal` when its parent dies (0: none). */
+  setParentDeathSignal(signal: number): void;
   // ---- checks on fds a peer sent (hardening) ----
   /**
    * Set (default) or clear O_NONBLOCK on `fd`: on its open file description, which whoever sent

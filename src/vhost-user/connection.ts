@@ -20,6 +20,7 @@ import type { Logger } from '../sys/log.js';
 import type { VhostUserDevice } from './device.js';
 import { dispatch, type DispatchHost } from './dispatch.js';
 import { Endpoint, type DisconnectCause } from './endpoint.js';
+import { ConnectionError } from './errors.js';
 import type { Mapper } from './memory.js';
 import type { Message } from './messages.js';
 import { Rings, closeVringFds, nativeMapper } from './rings.js';
@@ -43,6 +44,15 @@ export interface ConnectionOptions {
   outputBudget?: number;
   /** Requests handled per event-loop turn before other connections get a turn (endpoint.ts). */
   messagesPerTurn?: number;
+  /**
+   * Resume a front-end another process served (restart): `fd` is its socket, this state (with
+   * this process's fds in it) what was negotiated; memory is mapped and the rings run again at
+   * once, without the front-end doing anything. When that fails, the connection closes (with
+   * every fd it was given) and the constructor throws ConnectionError 'resume_failed'.
+   */
+  resume?: ConnectionState;
+  /** Called after each request changed the state, before its reply goes out (dispatch.ts commit). */
+  commit?: (conn: Connection, received: readonly number[]) => void;
 }
 
 export interface ConnectionEvents {
@@ -70,7 +80,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   ) {
     super();
     this.log = logger.child({ conn: this.id, device: device.name });
-    this.state = initialState(device.numQueues);
+    this.state = opts.resume ?? initialState(device.numQueues);
     this.rings = new Rings(this, { mapper: opts.mapper ?? nativeMapper, allowUnsealedMemory: opts.allowUnsealedMemory ?? false, maxMappedBytes: opts.maxMappedBytes });
     this.host = {
       state: this.state,
@@ -80,6 +90,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       send: (request, payload) => this.endpoint.send(request, payload),
       close: (reason, cause) => this.close(reason, cause),
       rejected: (request, message) => this.emit('rejected', request, message),
+      commit: opts.commit ? (received) => opts.commit!(this, received) : undefined,
     };
     this.endpoint = new Endpoint(
       fd,
@@ -91,11 +102,25 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       },
       { outputBudget: opts.outputBudget, messagesPerTurn: opts.messagesPerTurn },
     );
-    this.log.info('front-end connected');
+    if (opts.resume) {
+      try {
+        if (this.state.vrings.length !== device.numQueues) throw new Error(`the saved state has ${this.state.vrings.length} queues, the device ${device.name} has ${device.numQueues}`);
+        this.rings.resume();
+      } catch (e) {
+        this.close(`cannot resume: ${errText(e)}`, 'internal_error');
+        throw new ConnectionError(`cannot resume the front-end connection: ${errText(e)}`, 'resume_failed');
+      }
+      this.log.info({ queues: this.rings.queueFacts() }, 'front-end connection resumed');
+    } else this.log.info('front-end connected');
   }
 
   get isClosed(): boolean {
     return this.closed;
+  }
+
+  /** The socket's fd (the restart code keeps a copy of it). */
+  get socketFd(): number {
+    return this.endpoint.fd;
   }
 
   /** Bytes of replies waiting for the front-end to read them. */
@@ -107,6 +132,17 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   snapshot(): ConnectionStateJSON {
     this.rings.syncIndices();
     return stateToJSON(this.state);
+  }
+
+  /**
+   * Forget the connection without a word to anyone (restart: the process hands over to another
+   * that holds copies of every fd and resumes it): watchers stop, nothing is closed or reset.
+   */
+  abandon(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.rings.abandon();
+    this.endpoint.abandon();
   }
 
   /**

@@ -22,12 +22,19 @@ export interface DispatchHost extends RequestContext {
   close(reason: string, cause: DisconnectCause): void;
   /** A request was refused with a failed REPLY_ACK. */
   rejected(request: string, message: string): void;
+  /**
+   * The request's effect on the state is complete and its reply not yet sent: the moment to
+   * persist (restart). `received` are the fd numbers the request carried (now the state's, or
+   * closed). Not called when the connection closes instead.
+   */
+  commit?(received: readonly number[]): void;
 }
 
 export function dispatch(host: DispatchHost, msg: Message): void {
   const name = requestName(msg.request);
   const wantsAck = (msg.flags & FLAG_NEED_REPLY) !== 0 && hasBit(host.state.protocolFeatures, ProtoFeature.REPLY_ACK);
   const spec = REQUESTS.get(msg.request);
+  const received = host.commit && msg.fds.length > 0 ? msg.fds.slice() : NO_FDS;
   let ownReply = spec?.hasReply ?? false;
   let reply: Uint8Array | undefined;
   try {
@@ -54,6 +61,7 @@ export function dispatch(host: DispatchHost, msg: Message): void {
     }
     if (e.scope !== 'connection' && wantsAck && !ownReply) {
       host.log.warn({ request: name, code: e.code, err: e.message }, 'request rejected');
+      host.commit?.(received);
       host.send(msg.request, encodeU64(1));
       host.rejected(name, e.message);
       return;
@@ -62,9 +70,12 @@ export function dispatch(host: DispatchHost, msg: Message): void {
     return host.close(e.message, 'protocol_error');
   }
   closeFds(msg.fds);
+  host.commit?.(received);
   if (ownReply) host.send(msg.request, reply);
   else if (wantsAck) host.send(msg.request, encodeU64(0));
 }
+
+const NO_FDS: readonly number[] = [];
 
 function closeFds(fds: number[]): void {
   for (const fd of fds.splice(0)) safeClose(fd);

@@ -57,7 +57,7 @@ export class Endpoint {
   private readonly messagesPerTurn: number;
 
   constructor(
-    private readonly fd: number,
+    readonly fd: number,
     private readonly owner: EndpointOwner,
     opts: EndpointOptions = {},
   ) {
@@ -86,6 +86,13 @@ export class Endpoint {
     this.out.push(buf);
     this.outBytes += buf.byteLength;
     this.flush();
+  }
+
+  /** Stop watching, close nothing (restart hand-over: another process takes the socket). */
+  abandon(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.watcher.close();
   }
 
   /** Stop watching and close the socket and any fds of a half-read message. Idempotent. */

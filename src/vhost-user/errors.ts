@@ -35,6 +35,8 @@ export type VhostUserErrorCode =
   | 'memory_access'
   /** A virtqueue the driver broke. */
   | 'queue_broken'
+  /** A connection saved by another process (restart) that cannot be resumed here. */
+  | 'resume_failed'
   /** The front-end left more reply bytes unread than the connection's output budget. */
   | 'replies_not_read';
 

@@ -108,8 +108,43 @@ export class Rings {
     this.host.state.memoryFds = [];
   }
 
-  /** Bring ring `index` to match its config: running if started, enabled and complete; else stopped. */
-  restart(index: number): void {
+  /**
+   * Resume from a state another process left (restart): map its memory regions (the state holds
+   * this process's fds for them) and start each ring that was running, rewound to the used index
+   * in guest memory, so chains the dead process took but never completed are taken again (see
+   * SplitVirtqueue.pushUsed for why that is exact). Then one call per running queue: an
+   * interrupt the dead process owed the driver is not lost (a spurious one costs the driver a
+   * look at its used ring). Throws what mapping or a ring check throws; the caller closes.
+   */
+  resume(): void {
+    const state = this.host.state;
+    const memory = state.memory;
+    const fds = state.memoryFds;
+    state.memory = [];
+    state.memoryFds = [];
+    memory.forEach((desc, i) => {
+      this.mem.add('resume', desc, fds[i]!);
+      state.memory = this.mem.descriptions();
+      state.memoryFds = this.mem.fds();
+    });
+    for (let i = 0; i < this.running.length; i++) {
+      this.restart(i, true);
+      const v = state.vrings[i]!;
+      if (this.running[i] && v.callFd !== null) native.eventfdWrite(v.callFd, 1);
+    }
+  }
+
+  /** Rings running now, with their rewind facts (for the resume log). */
+  queueFacts(): { queue: number; lastAvailIdx: number; usedIdx: number; outOfOrder: number }[] {
+    return this.running.flatMap((r, i) => (r ? [{ queue: i, lastAvailIdx: r.vq.lastAvailIdx, usedIdx: r.vq.usedIdx, outOfOrder: r.vq.completedOutOfOrder }] : []));
+  }
+
+  /**
+   * Bring ring `index` to match its config: running if started, enabled and complete; else
+   * stopped. `rewind` (resume after a restart): start from the used index in guest memory
+   * instead of the state's next avail index.
+   */
+  restart(index: number, rewind = false): void {
     this.stop(index);
     const { state, device, log } = this.host;
     const v = state.vrings[index]!;
@@ -129,6 +164,7 @@ export class Rings {
         usedGpa: this.mem.uvaToGpa(v.addr.usedUser, 6 + 8 * size, `queue ${index} used ring`),
       },
       lastAvailIdx: v.lastAvailIdx,
+      rewind,
       eventIdx: hasBit(features, VirtioFeature.RING_EVENT_IDX),
       indirect: hasBit(features, VirtioFeature.RING_INDIRECT_DESC),
     });
@@ -153,7 +189,7 @@ export class Rings {
     );
     this.running[index] = { vq, watcher, ready };
     watcher.start();
-    log.info({ queue: index, size, base: v.lastAvailIdx, usedIdx: vq.usedIdx }, 'queue ready');
+    log.info({ queue: index, size, base: vq.lastAvailIdx, usedIdx: vq.usedIdx, ...(rewind ? { savedBase: v.lastAvailIdx } : {}) }, rewind ? 'queue resumed (rewound to the used index)' : 'queue ready');
     device.queueReady(ready);
     // Buffers made available before the kick fd arrived would otherwise wait for the next kick.
     this.kicked(index);
@@ -166,6 +202,12 @@ export class Rings {
     r.watcher.close();
     this.host.state.vrings[index]!.lastAvailIdx = r.vq.lastAvailIdx;
     this.host.device.queueStopped(index);
+  }
+
+  /** Stop every kick watcher and nothing else (restart hand-over; see Connection.abandon). */
+  abandon(): void {
+    for (const r of this.running) r?.watcher.close();
+    this.running.fill(null);
   }
 
   /** Copy the running rings' avail indices into the state (before a snapshot). */

@@ -14,13 +14,17 @@ import { logger as rootLogger, ThrottledLog, type Logger } from '../sys/log.js';
 import { errText } from '../sys/fd.js';
 import { native, type FdWatcher } from '../sys/native.js';
 import { removeStaleSocket } from '../sys/unix-socket.js';
-import { Connection, type DisconnectCause } from './connection.js';
+import { Connection, type ConnectionOptions, type DisconnectCause } from './connection.js';
+import type { ConnectionState } from './state.js';
 import type { VhostUserDevice } from './device.js';
 
 export interface ServerOptions {
-  /** Socket path to create. Exactly one of `path` and `listenFd` must be given. */
+  /** Socket path to create. At least one of `path` and `listenFd` must be given. */
   path?: string;
-  /** An already-listening socket fd (systemd socket activation: fd 3 onwards). */
+  /**
+   * An already-listening socket fd (systemd socket activation: fd 3 onwards; or the same
+   * server's socket kept across a restart, with `path` naming its file, removed on close()).
+   */
   listenFd?: number;
   /** Makes the device for a newly accepted front-end. */
   createDevice: (connectionId: number) => VhostUserDevice;
@@ -37,6 +41,8 @@ export interface ServerOptions {
   outputBudget?: number;
   /** Requests one connection handles per event-loop turn before the others get theirs (endpoint.ts). */
   messagesPerTurn?: number;
+  /** After each request changed a connection's state, before its reply (restart: persist now). */
+  commit?: (conn: Connection, received: readonly number[]) => void;
   logger?: Logger;
 }
 
@@ -62,12 +68,12 @@ export class VhostUserServer extends EventEmitter<ServerEvents> {
 
   constructor(private readonly opts: ServerOptions) {
     super();
-    if ((opts.path === undefined) === (opts.listenFd === undefined)) {
-      throw new ServerError('give exactly one of `path` (socket to create) or `listenFd` (inherited socket)');
+    if (opts.path === undefined && opts.listenFd === undefined) {
+      throw new ServerError('give `path` (socket to create) or `listenFd` (inherited socket)');
     }
     this.path = opts.path;
     this.maxConnections = opts.maxConnections ?? 1;
-    this.log = (opts.logger ?? rootLogger).child({ socket: opts.path ?? `fd:${opts.listenFd}` });
+    this.log = (opts.logger ?? rootLogger).child({ socket: opts.path ?? `fd:${String(opts.listenFd)}` });
     // Out of fds, the front-end stays in the backlog: pause instead of spinning on it, so QEMU's
     // requests on the connections already open keep being answered.
     this.acceptBackoff = new AcceptBackoff({
@@ -142,30 +148,67 @@ export class VhostUserServer extends EventEmitter<ServerEvents> {
       }
       let conn: Connection;
       try {
-        conn = new Connection(fd, this.opts.createDevice(this.connections.size), this.log, {
-          allowUnsealedMemory: this.opts.allowUnsealedMemory,
-          maxMappedBytes: this.opts.maxMappedBytes,
-          outputBudget: this.opts.outputBudget,
-          messagesPerTurn: this.opts.messagesPerTurn,
-        });
+        conn = new Connection(fd, this.opts.createDevice(this.connections.size), this.log, this.connectionOptions());
       } catch (e) {
         this.log.error({ err: (e as Error).message }, 'cannot set up connection');
         native.close(fd);
         continue;
       }
-      this.connections.add(conn);
-      conn.once('close', (reason, cause) => {
-        this.connections.delete(conn);
-        this.emit('disconnect', conn, reason, cause);
-      });
-      conn.on('rejected', (request, message) => this.emit('rejected', conn, request, message));
-      try {
-        this.emit('connection', conn);
-      } catch (e) {
-        this.log.error({ err: (e as Error)?.message ?? String(e) }, "a 'connection' listener failed; closing that front-end");
-        conn.close(`internal error in a 'connection' listener: ${(e as Error)?.message ?? String(e)}`, 'internal_error');
-      }
+      this.track(conn);
     }
+  }
+
+  /**
+   * Resume a front-end connection another process of this server served (restart): `fd` is its
+   * socket and `state` what was negotiated, with this process's fds in it. Throws
+   * ConnectionError 'resume_failed' when it cannot be resumed; every fd given is closed then.
+   */
+  adopt(fd: number, state: ConnectionState): Connection {
+    const conn = new Connection(fd, this.opts.createDevice(this.connections.size), this.log, { ...this.connectionOptions(), resume: state });
+    this.track(conn);
+    return conn;
+  }
+
+  private connectionOptions(): ConnectionOptions {
+    return {
+      allowUnsealedMemory: this.opts.allowUnsealedMemory,
+      maxMappedBytes: this.opts.maxMappedBytes,
+      outputBudget: this.opts.outputBudget,
+      messagesPerTurn: this.opts.messagesPerTurn,
+      commit: this.opts.commit,
+    };
+  }
+
+  private track(conn: Connection): void {
+    this.connections.add(conn);
+    conn.once('close', (reason, cause) => {
+      this.connections.delete(conn);
+      this.emit('disconnect', conn, reason, cause);
+    });
+    conn.on('rejected', (request, message) => this.emit('rejected', conn, request, message));
+    try {
+      this.emit('connection', conn);
+    } catch (e) {
+      this.log.error({ err: (e as Error)?.message ?? String(e) }, "a 'connection' listener failed; closing that front-end");
+      conn.close(`internal error in a 'connection' listener: ${(e as Error)?.message ?? String(e)}`, 'internal_error');
+    }
+  }
+
+  /** The listening socket's fd (-1 before listen()): the restart code keeps a copy of it. */
+  get listeningFd(): number {
+    return this.listenFd;
+  }
+
+  /**
+   * Forget everything without telling anyone: no close of a connection, no unlink of the socket
+   * (the process hands over to a new one, which holds copies of every fd). The process exits next.
+   */
+  abandon(): void {
+    this.acceptBackoff.close();
+    this.watcher?.close();
+    this.watcher = null;
+    for (const c of this.connections) c.abandon();
+    this.connections.clear();
   }
 
   /** Stop listening, close every connection, and remove the socket file we created. */

@@ -120,6 +120,8 @@ export interface VirtqueueOptions {
   layout: RingLayout;
   /** Next available-ring index to consume (SET_VRING_BASE). */
   lastAvailIdx: number;
+  /** Resume after a restart: start from used.idx in guest memory (see pushUsed), not lastAvailIdx. */
+  rewind?: boolean;
   eventIdx: boolean;
   indirect: boolean;
 }
@@ -133,6 +135,8 @@ export class SplitVirtqueue {
   usedIdx: number;
   /** Set when the driver broke the queue; the queue then does nothing. */
   broken: QueueError | null = null;
+  /** Chains completed before an older one (see pushUsed): a rewind after a restart is then unsafe. */
+  completedOutOfOrder = 0;
   private readonly eventIdx: boolean;
   private readonly indirect: boolean;
   private readonly mem: GuestMemory;
@@ -171,6 +175,7 @@ export class SplitVirtqueue {
     this.lastAvailIdx = opts.lastAvailIdx & 0xffff;
     // The used index lives in guest memory; resuming from it is what makes restarts possible.
     this.usedIdx = this.used.view.getUint16(this.usedOff + 2, true);
+    if (opts.rewind === true) this.lastAvailIdx = this.usedIdx;
     this.signalledUsed = this.usedIdx;
   }
 
@@ -273,10 +278,20 @@ export class SplitVirtqueue {
     }
   }
 
-  /** Return chain `head` to the driver with `len` bytes written; publishes used.idx at once. */
+  /**
+   * Return chain `head` to the driver with `len` bytes written; publishes used.idx at once.
+   *
+   * Restart invariant: a resumed back-end rewinds its next avail index to used.idx (state.ts has
+   * only what SET_VRING_BASE gave; the rest lives in guest memory), which replays exactly the
+   * chains taken but not completed only if chains are completed in the order they were taken.
+   * The avail slot at used.idx names the oldest chain not yet completed (the driver does not
+   * reuse a slot before its chain is used), so each completion is checked against it in O(1);
+   * one out of order is counted in `completedOutOfOrder` (a resume logs it: it may lose chains).
+   */
   pushUsed(head: number, len: number): void {
     if (this.broken) return;
     const v = this.used.view;
+    if (this.avail.view.getUint16(this.availOff + 4 + 2 * (this.usedIdx % this.size), true) !== head) this.completedOutOfOrder++;
     const e = this.usedOff + 4 + 8 * (this.usedIdx % this.size);
     v.setUint32(e, head, true);
     v.setUint32(e + 4, len, true);

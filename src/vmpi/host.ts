@@ -8,6 +8,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { logger as rootLogger, type Logger } from '../sys/log.js';
+import type { Connection } from '../vhost-user/connection.js';
 import { VhostUserServer } from '../vhost-user/server.js';
 import { CARRIERS, type CarrierProfile } from './carrier.js';
 import { VmpiDevice, VmpiDeviceError } from './device.js';
@@ -23,6 +24,8 @@ export interface DeviceSpec {
   carrier?: string;
   /** Accept guest memory that is not a shrink-sealed memfd (see src/vhost-user/memory.ts). */
   allowUnsealedMemory?: boolean;
+  /** After each request changed a connection's state, before its reply (restart: persist now). */
+  commit?: (conn: Connection, received: readonly number[]) => void;
 }
 
 export interface HostEvents {
@@ -78,6 +81,7 @@ export class VmpiHost extends EventEmitter<HostEvents> {
       createDevice: () => device,
       maxConnections: 1,
       allowUnsealedMemory: spec.allowUnsealedMemory,
+      commit: spec.commit,
       logger: log,
     });
     server.listen();
@@ -97,5 +101,11 @@ export class VmpiHost extends EventEmitter<HostEvents> {
 
   close(): void {
     for (const id of [...this.entries.keys()]) this.removeDevice(id);
+  }
+
+  /** Hand over to a new process: drop everything without closing a connection or a socket file. */
+  abandon(): void {
+    for (const e of this.entries.values()) e.server.abandon();
+    this.entries.clear();
   }
 }

@@ -139,14 +139,20 @@ export class IpcDaemon extends EventEmitter<IpcDaemonEvents> {
    * Create the socket and start accepting applications. A stale socket file (nobody listening)
    * is replaced; a live one is a SocketPathError (code socket_in_use).
    */
-  listen(): void {
+  listen(inheritedFd?: number): void {
     if (this.closed) throw new Error('the IPC daemon is closed');
     if (this.listenFd >= 0) return;
-    mkdirSync(dirname(this.socketPath), { recursive: true, mode: 0o755 });
-    this.removeStale();
-    this.listenFd = native.listenUnix(this.socketPath, 128);
+    if (inheritedFd !== undefined) {
+      // The same socket a previous process of this server listened on (restart): applications
+      // that connected while no process ran wait in its backlog.
+      this.listenFd = inheritedFd;
+    } else {
+      mkdirSync(dirname(this.socketPath), { recursive: true, mode: 0o755 });
+      this.removeStale();
+      this.listenFd = native.listenUnix(this.socketPath, 128);
+    }
     try {
-      if (this.opts.mode !== undefined) chmodSync(this.socketPath, this.opts.mode);
+      if (this.opts.mode !== undefined && inheritedFd === undefined) chmodSync(this.socketPath, this.opts.mode);
       this.socketIno = lstatSync(this.socketPath).ino;
       this.watcher = native.watchReadable(this.listenFd, () => this.guarded('accept', null, () => this.acceptSome()));
       this.watcher.start();
@@ -156,6 +162,11 @@ export class IpcDaemon extends EventEmitter<IpcDaemonEvents> {
     }
     this.startIdleSweep();
     this.log.info({ socket: this.socketPath }, 'ipc: daemon listening');
+  }
+
+  /** The listening socket's fd (-1 when not listening): the restart code keeps a copy. */
+  get listeningFd(): number {
+    return this.listenFd;
   }
 
   /** Close every session (their flows are deallocated) and the socket (its file is removed). */

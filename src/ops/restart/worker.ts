@@ -1,0 +1,316 @@
+/**
+ * worker.ts — the restart side of a serving process: what it keeps for the next worker, and
+ * what it takes over from the last one.
+ *
+ * Owns: the only code that knows every layer's state. It mirrors the fds each layer holds into
+ * the fd store (fd-registry.ts, by scope: a device's listening socket, its connection) and
+ * writes the state document (document.ts) into the state memfd (state-file.ts) after every
+ * change and before the change is acted on further: a vhost-user request's effect is persisted
+ * before its reply goes out (the connection's commit hook), an accepted front-end before its
+ * first request is read. At start it reads the document the last worker left and resumes each
+ * device's connection (Connection resume: memory mapped again, rings rewound to the used index,
+ * one call per queue) if every fd it names came back and the device's config still matches.
+ *
+ * What is lost across a restart (the bounds the tests assert): host → guest SDUs that were in
+ * the dead worker's memory only (backlogs, SDUs an application had written but the worker not
+ * yet put in a ring); a guest → host chain the dead worker had delivered but not completed is
+ * delivered again (a duplicate). Host applications' IPC sessions end (their sockets close with
+ * the worker); the apps see the daemon go and reconnect to the same socket path.
+ */
+import { errText, safeClose } from '../../sys/fd.js';
+import type { Logger } from '../../sys/log.js';
+import { native } from '../../sys/native.js';
+import type { Connection } from '../../vhost-user/connection.js';
+import type { VhostUserServer } from '../../vhost-user/server.js';
+import { StateError, setStateFd, stateFds, stateFromJSON, type ConnectionStateJSON } from '../../vhost-user/state.js';
+import type { VmpiDevice } from '../../vmpi/device.js';
+import { DOCUMENT_FORMAT, DOCUMENT_VERSION, parseDocument, type ConnectionDoc, type DeviceDoc, type RestartDocument } from './document.js';
+import { FdRegistry } from './fd-registry.js';
+import { NAME_PREFIX, STATE_NAME, type FdHolder } from './fd-store.js';
+import { StateFile } from './state-file.js';
+
+export interface RestartStats {
+  /** Who holds the fds: "keeper", "systemd" or "none". */
+  readonly holder: string;
+  /** Restarts this server survived (from the document, plus this one when it resumed). */
+  restarts: number;
+  connectionsResumed: number;
+  resumeFailures: number;
+  stateWrites: number;
+  stateWriteErrors: number;
+  /** Files in the fd store now. */
+  storedFds(): number;
+}
+
+export interface DeviceConfig {
+  vmpiId: number;
+  maxSduLog2: number;
+  carrier: string;
+}
+
+interface Attached {
+  device: VmpiDevice;
+  server: VhostUserServer;
+  config: DeviceConfig;
+  /** The device's shim DIF IPC process's snapshot (its own format). */
+  shim: (() => unknown) | undefined;
+}
+
+/** What the restart code needs of the IPC daemon. */
+export interface ListeningDaemon {
+  readonly listeningFd: number;
+}
+
+export class Restarter {
+  readonly stats: RestartStats;
+  /** The document the last worker left, when there was one. */
+  readonly previous: RestartDocument | undefined;
+  private readonly registry: FdRegistry;
+  private readonly stateFile: StateFile;
+  private readonly inherited: Map<string, number[]>;
+  private readonly used = new Set<number>();
+  private readonly devices = new Map<number, Attached>();
+  private ipcDaemon: ListeningDaemon | undefined;
+  private starting = true;
+  private abandoned = false;
+  /** Set while a connection is being resumed: its fds came from the store, none is fresh. */
+  private resuming = false;
+
+  /**
+   * Take over what the fd holder gave back (`inherited`: name → fds). Throws StateError when the
+   * document is of another version: the caller exits with EXIT_STATE_REFUSED, touching nothing.
+   */
+  constructor(
+    holder: FdHolder,
+    inherited: Map<string, number[]>,
+    private readonly log: Logger,
+    private readonly version: string,
+  ) {
+    this.inherited = new Map([...inherited].filter(([name]) => name.startsWith(NAME_PREFIX)));
+    this.registry = new FdRegistry(holder, log);
+    const stateFd = this.inherited.get(STATE_NAME)?.[0];
+    let previous: RestartDocument | undefined;
+    if (stateFd !== undefined) {
+      this.used.add(stateFd);
+      this.stateFile = StateFile.open(stateFd);
+      const text = this.stateFile.read()?.text;
+      if (text !== undefined) previous = parseDocument(text); // throws StateError
+    } else {
+      this.stateFile = StateFile.create();
+      holder.put(STATE_NAME, [this.stateFile.fd]);
+    }
+    this.previous = previous;
+    for (const [name, fds] of this.inherited) if (name !== STATE_NAME) for (const fd of fds) this.registry.adopt(name, fd);
+    const stats: RestartStats = {
+      holder: holder.kind,
+      restarts: (previous?.restarts ?? 0) + (previous ? 1 : 0),
+      connectionsResumed: 0,
+      resumeFailures: 0,
+      stateWrites: 0,
+      stateWriteErrors: 0,
+      storedFds: () => this.registry.size + 1,
+    };
+    this.stats = stats;
+    if (previous) {
+      const age = Date.now() - previous.writtenAt;
+      log.info({ holder: holder.kind, writtenBy: previous.writtenBy, stateAgeMs: age, devices: previous.devices.length, fds: [...this.inherited.values()].reduce((n, l) => n + l.length, 0) }, 'resuming from the state the last worker left');
+    }
+  }
+
+  /** The state memfd (the upgrade check reads it). */
+  get stateFd(): number {
+    return this.stateFile.fd;
+  }
+
+  /** The listening socket the last worker used for this device, if it is still the same device. */
+  listenFdFor(cfg: DeviceConfig): number | undefined {
+    const doc = this.docFor(cfg);
+    if (!doc?.listen) return undefined;
+    return this.take(doc.listen);
+  }
+
+  /** The shim DIF snapshot the last worker left for this device, when it is still the same device. */
+  shimSnapshotFor(cfg: DeviceConfig): unknown {
+    const shim = this.docFor(cfg)?.shim;
+    return shim === null ? undefined : shim;
+  }
+
+  /** The IPC daemon's listening socket the last worker used. */
+  ipcListenFd(): number | undefined {
+    const name = this.previous?.ipcListen;
+    return name ? this.take(name) : undefined;
+  }
+
+  /** The IPC daemon listens: keep its socket (applications connecting in a restart wait in its backlog). */
+  attachIpc(daemon: ListeningDaemon): void {
+    this.ipcDaemon = daemon;
+    this.registry.sync('ipc.listen', daemon.listeningFd >= 0 ? [daemon.listeningFd] : []);
+    this.persist();
+  }
+
+  /** The commit hook for the device's server (see Connection's `commit`). */
+  readonly commit = (conn: Connection, received: readonly number[]): void => {
+    if (this.abandoned) return;
+    this.registry.sync(connScope(conn), connFds(conn), received);
+    this.persist();
+  };
+
+  /**
+   * A device is up (its server listens): keep its listening socket, follow its connections,
+   * and resume the connection the last worker had, if any.
+   */
+  attach(device: VmpiDevice, server: VhostUserServer, config: DeviceConfig, shim?: () => unknown): void {
+    this.devices.set(config.vmpiId, { device, server, config, shim });
+    this.registry.batch(() => {
+      this.registry.sync(`dev${config.vmpiId}.listen`, server.listeningFd >= 0 ? [server.listeningFd] : []);
+      server.on('connection', (conn) => {
+        if (this.abandoned) return;
+        this.registry.sync(connScope(conn), connFds(conn), this.resuming ? [] : [conn.socketFd]);
+        if (!this.starting) this.persist();
+      });
+      server.on('disconnect', (conn) => {
+        if (this.abandoned) return;
+        this.registry.drop(connScope(conn));
+        this.persist();
+      });
+      const doc = this.previous?.devices.find((d) => d.vmpiId === config.vmpiId);
+      if (doc?.connection) this.resumeConnection(server, config, doc);
+    });
+  }
+
+  /** Start-up is over: close inherited fds nobody took, forget their names, persist. */
+  started(): void {
+    this.starting = false;
+    for (const [name, fds] of this.inherited) {
+      for (const fd of fds) {
+        if (this.used.has(fd)) continue;
+        this.log.warn({ name }, 'an fd the last worker kept is not used by this one; releasing it');
+        safeClose(fd);
+      }
+    }
+    this.registry.batch(() => undefined); // collect: names of released fds leave the store
+    this.persist();
+  }
+
+  /** Write the state document now. Never throws (a failure is logged and counted). */
+  persist(): void {
+    if (this.abandoned || this.starting) return;
+    const doc: RestartDocument = {
+      format: DOCUMENT_FORMAT,
+      version: DOCUMENT_VERSION,
+      writtenBy: this.version,
+      restarts: this.stats.restarts,
+      writtenAt: Date.now(),
+      devices: [...this.devices.values()].map((a) => this.deviceDoc(a)),
+      ipcListen: this.ipcDaemon && this.ipcDaemon.listeningFd >= 0 ? (this.registry.nameOf(this.ipcDaemon.listeningFd) ?? null) : null,
+    };
+    try {
+      this.stateFile.write(JSON.stringify(doc));
+      this.stats.stateWrites++;
+    } catch (e) {
+      this.stats.stateWriteErrors++;
+      this.log.error({ err: errText(e) }, 'cannot save the restart state; a restart now would resume an older one');
+    }
+  }
+
+  /**
+   * Hand over to the next worker: persist, then stop following anything. The caller abandons
+   * the host (no connection closed, no socket file removed) and exits.
+   */
+  handover(): void {
+    this.persist();
+    this.abandoned = true;
+  }
+
+  private deviceDoc(a: Attached): DeviceDoc {
+    const conn = [...a.server.connections][0];
+    let connection: ConnectionDoc | null = null;
+    if (conn && !conn.isClosed) {
+      const state: ConnectionStateJSON = conn.snapshot();
+      const fds: Record<string, string> = {};
+      for (const [role, fd] of stateFds(conn.state)) fds[role] = this.registry.nameOf(fd) ?? '';
+      state.memoryFds = state.memoryFds.map(() => -1);
+      state.vrings = state.vrings.map((v) => ({ ...v, kickFd: v.kickFd === null ? null : -1, callFd: v.callFd === null ? null : -1, errFd: v.errFd === null ? null : -1 }));
+      connection = { socket: this.registry.nameOf(conn.socketFd) ?? '', state, fds };
+    }
+    return {
+      vmpiId: a.config.vmpiId,
+      maxSduLog2: a.config.maxSduLog2,
+      carrier: a.config.carrier,
+      listen: a.server.listeningFd >= 0 ? (this.registry.nameOf(a.server.listeningFd) ?? null) : null,
+      connection,
+      shim: a.shim ? a.shim() : null,
+    };
+  }
+
+  private docFor(cfg: DeviceConfig): DeviceDoc | undefined {
+    const doc = this.previous?.devices.find((d) => d.vmpiId === cfg.vmpiId);
+    if (!doc) return undefined;
+    if (doc.maxSduLog2 !== cfg.maxSduLog2 || doc.carrier !== cfg.carrier) {
+      this.log.error(
+        { vmpiId: cfg.vmpiId, was: { maxSduLog2: doc.maxSduLog2, carrier: doc.carrier }, now: { maxSduLog2: cfg.maxSduLog2, carrier: cfg.carrier } },
+        'the config of this VMPI device changed since the last worker: its connection is not resumed (the guest driver holds the old config); the VM must reconnect its device',
+      );
+      return undefined;
+    }
+    return doc;
+  }
+
+  /** The inherited fd stored under `name`; a second taker gets a dup (roles may share a file). */
+  private take(name: string): number | undefined {
+    const fd = this.inherited.get(name)?.[0];
+    if (fd === undefined) return undefined;
+    if (!this.used.has(fd)) {
+      this.used.add(fd);
+      return fd;
+    }
+    const copy = native.dup(fd);
+    this.registry.adopt(name, copy);
+    return copy;
+  }
+
+  private resumeConnection(server: VhostUserServer, cfg: DeviceConfig, dev: DeviceDoc): void {
+    if (!this.docFor(cfg)) return;
+    const doc = dev.connection!;
+    const taken: number[] = [];
+    const fail = (why: string): void => {
+      this.stats.resumeFailures++;
+      for (const fd of taken) safeClose(fd);
+      this.log.error({ vmpiId: cfg.vmpiId, why }, 'cannot resume the front-end connection; the VM must reconnect its device');
+    };
+    const socket = this.take(doc.socket);
+    if (socket === undefined) return fail(`its socket (${doc.socket || 'no name'}) did not come back from the fd store (the front-end may have closed it)`);
+    taken.push(socket);
+    let state;
+    try {
+      state = stateFromJSON(doc.state);
+      for (const [role, name] of Object.entries(doc.fds)) {
+        const fd = this.take(name);
+        if (fd === undefined) return fail(`its fd "${role}" (${name || 'no name'}) did not come back from the fd store`);
+        taken.push(fd);
+        setStateFd(state, role, fd);
+      }
+    } catch (e) {
+      return fail(e instanceof StateError ? e.message : errText(e));
+    }
+    this.resuming = true;
+    try {
+      server.adopt(socket, state); // closes everything it was given when it fails
+    } catch (e) {
+      this.stats.resumeFailures++;
+      this.log.error({ vmpiId: cfg.vmpiId, err: errText(e) }, 'cannot resume the front-end connection; the VM must reconnect its device');
+      return;
+    } finally {
+      this.resuming = false;
+    }
+    this.stats.connectionsResumed++;
+  }
+}
+
+function connScope(conn: Connection): string {
+  return `conn${conn.id}`;
+}
+
+function connFds(conn: Connection): number[] {
+  return [conn.socketFd, ...stateFds(conn.state).values()];
+}

@@ -1,0 +1,207 @@
+/**
+ * restart-qemu.test.ts — the back-end restarts under live VMs (QEMU 10, TCG) and the guests
+ * never notice: `vmpi serve` (its default keeper mode, src/ops/restart/keeper.ts) serves two
+ * VMs; each guest streams SDUs through an echo channel (`vmpi-perf stream`: guest → host →
+ * guest, counted per SDU); the worker is killed with SIGKILL in the middle of the streams, three
+ * times in a row; then the code is upgraded (a copy of the build with another version string,
+ * SIGHUP), and an upgrade to code that cannot read the state (another state format version) is
+ * refused while the running worker keeps serving.
+ *
+ * Asserted each time: the streams go on by themselves; no SDU fails its pattern; SDUs lost
+ * (host → guest SDUs that were only in the dead worker's memory) and duplicated (guest → host
+ * chains delivered but not completed, replayed after the rewind) stay within the bounds
+ * src/ops/restart/worker.ts documents; QEMU logs no vhost-user error; the guest driver logs
+ * nothing (no reset, no reload). The restart window is printed per kill, as the host sees it
+ * (SIGKILL → connection resumed) and as the guest sees it (longest gap between two SDUs).
+ *
+ * Runs the built code (dist/, which scripts/bootstrap.sh builds before the tests), as a service
+ * would. Needs the guest artefacts; in CI their absence is a failure.
+ */
+import t from 'tap';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Guest, ROOT, guestUnavailable } from './helpers/guest.js';
+import { parseResults } from './helpers/pattern.js';
+import { until } from './helpers/serve.js';
+
+const unavailable = guestUnavailable() ?? (existsSync(join(ROOT, 'dist/src/cli.js')) ? null : 'dist/ is not built (npm run build)');
+if (unavailable && process.env.CI) t.fail(`restart tests cannot run in CI: ${unavailable}`);
+
+const CH = 1025;
+/** Bounds per kill and per VM (worker.ts): a duplicate needs a chain delivered but not
+ * completed (at most one per queue: the device completes each chain right after delivering
+ * it); a loss needs an echo waiting in the dead worker's memory (the device backlog, or the
+ * responder's held copy: a few SDUs, never more than the guest's window). */
+const MAX_DUP = 2;
+const MAX_LOST = 32;
+const VHOST_ERRORS = /vhost[^\n]*(fail|error)|Failed to set msg fds|ring restore failed|Failed to read msg header/i;
+
+/** A copy of the built code that a test may change ("install a new version"). */
+function appCopy(dir: string, name: string): string {
+  const app = join(dir, name);
+  cpSync(join(ROOT, 'dist'), join(app, 'dist'), { recursive: true });
+  cpSync(join(ROOT, 'package.json'), join(app, 'package.json'));
+  symlinkSync(join(ROOT, 'node_modules'), join(app, 'node_modules'));
+  symlinkSync(join(ROOT, 'build'), join(app, 'build'));
+  return app;
+}
+
+function setVersion(app: string, version: string): void {
+  const p = join(app, 'package.json');
+  const pkg = JSON.parse(readFileSync(p, 'utf8')) as { version: string };
+  pkg.version = version;
+  writeFileSync(p, JSON.stringify(pkg));
+}
+
+interface Serve {
+  child: ChildProcess;
+  log: () => string;
+  /** Log lines (JSON) with this msg. */
+  lines: (msg: string) => Record<string, unknown>[];
+}
+
+function startServe(cli: string, args: string[]): Serve {
+  const env: NodeJS.ProcessEnv = { ...process.env, VMPI_LOG_LEVEL: 'info' };
+  delete env.NODE_OPTIONS;
+  delete env.NOTIFY_SOCKET;
+  const child = spawn(process.execPath, [cli, 'serve', ...args, '--log-format', 'json'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  child.stdout!.setEncoding('utf8').on('data', (s: string) => (log += s));
+  child.stderr!.setEncoding('utf8').on('data', (s: string) => (log += s));
+  const lines = (msg: string) =>
+    log
+      .split('\n')
+      .filter((l) => l.includes(msg))
+      .map((l) => {
+        try {
+          return JSON.parse(l) as Record<string, unknown>;
+        } catch {
+          return {};
+        }
+      })
+      .filter((j) => j.msg === msg);
+  return { child, log: () => log, lines };
+}
+
+/** The keeper's worker: its only child (sh exec'd into node). */
+function workerPid(keeper: number): number {
+  const out = readFileSync(`/proc/${keeper}/task/${keeper}/children`, 'utf8').trim();
+  const pids = out.split(/\s+/).filter(Boolean).map(Number);
+  if (pids.length !== 1) throw new Error(`keeper ${keeper} has children [${out}], expected one worker`);
+  return pids[0]!;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+t.test('kill -9 of the worker ×3, an upgrade and a refused upgrade, under two live VMs', { skip: unavailable ?? false, timeout: 600_000 }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vmpi-restart-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const app = appCopy(dir, 'app');
+  setVersion(app, '0.0.0-a');
+  const s1 = join(dir, 'vm1.sock');
+  const s2 = join(dir, 'vm2.sock');
+  const serve = startServe(join(app, 'dist/src/cli.js'), ['--socket', s1, '--vmpi-id', '1', '--socket', s2, '--vmpi-id', '2', '--echo-channel', String(CH), '--no-ipc', '--no-metrics']);
+  t.teardown(() => {
+    if (serve.child.exitCode === null) serve.child.kill('SIGKILL');
+  });
+  await until('both sockets', () => existsSync(s1) && existsSync(s2), 30_000, serve.log);
+  const g1 = new Guest({ sockets: [s1], timeoutMs: 540_000, name: 'vmpi-restart-1' });
+  t.teardown(() => g1.kill());
+  const g2 = new Guest({ sockets: [s2], timeoutMs: 540_000, name: 'vmpi-restart-2' });
+  t.teardown(() => g2.kill());
+  await Promise.all([g1.agentReady(), g2.agentReady()]);
+  await until('both guest drivers up', () => serve.lines('guest driver up').length >= 2, 60_000, serve.log);
+  const guests = [g1, g2];
+  const dmesgBefore = await Promise.all(guests.map((g) => g.exec('dmesg | grep -ci vmpi')));
+
+  let seq = 0;
+  /** One stream per guest of `count` SDUs; resolves with each guest's RESULT. */
+  const streams = (count: number) => {
+    const s0 = seq;
+    seq += count;
+    return guests.map((g) => g.start(`vmpi-perf -w 32 -g 300 -t 8000 -s ${s0} stream /dev/vmpi0 ${CH} 1000 ${count}`, 180_000).done.then((r) => {
+      const res = parseResults(r.out).find((x) => x.kind === 'RESULT' && x.mode === 'stream');
+      if (!res) throw new Error(`no stream RESULT: ${r.out.slice(-500)}`);
+      return res;
+    }));
+  };
+
+  // A warm-up stream without a restart: nothing lost, and the rate that sizes the rounds.
+  const warm = await Promise.all(streams(4000));
+  for (const [i, r] of warm.entries()) t.same([r.lost, r.dup, r.errors], ['0', '0', '0'], `VM${i + 1} warm-up: nothing lost or duplicated`);
+  const rate = Math.min(...warm.map((r) => Number(r.sdus_per_s)));
+  const count = Math.max(4000, Math.round(rate * 5));
+  t.comment(`warm-up: ${warm.map((r) => r.sdus_per_s).join(' / ')} SDU/s per VM; rounds of ${count} SDUs`);
+
+  const rows: string[] = [];
+  const round = async (what: string, act: () => Promise<{ hostWindowMs: number | null }>) => {
+    const running = streams(count);
+    await sleep(1500);
+    const { hostWindowMs } = await act();
+    const res = await Promise.all(running);
+    for (const [i, r] of res.entries()) {
+      t.equal(r.errors, '0', `${what}, VM${i + 1}: every SDU matches its pattern`);
+      t.ok(Number(r.lost) <= MAX_LOST, `${what}, VM${i + 1}: ${r.lost} lost (≤ ${MAX_LOST})`);
+      t.ok(Number(r.dup) <= MAX_DUP, `${what}, VM${i + 1}: ${r.dup} duplicated (≤ ${MAX_DUP})`);
+      t.ok(Number(r.unique) >= count - MAX_LOST, `${what}, VM${i + 1}: the stream went on by itself (${r.unique} of ${count})`);
+      rows.push(`${what.padEnd(18)} VM${i + 1}  host window ${hostWindowMs === null ? '   -' : String(hostWindowMs).padStart(5)} ms  guest gap ${String(r.max_gap_ms).padStart(8)} ms  lost ${r.lost.padStart(3)}  dup ${r.dup.padStart(2)}`);
+    }
+    return res;
+  };
+
+  const kill = async (): Promise<{ hostWindowMs: number }> => {
+    const resumedBefore = serve.lines('front-end connection resumed').length;
+    const pid = workerPid(serve.child.pid!);
+    const t0 = Date.now();
+    process.kill(pid, 'SIGKILL');
+    await until('both connections resumed', () => serve.lines('front-end connection resumed').length >= resumedBefore + 2, 30_000, serve.log);
+    const resumed = serve.lines('front-end connection resumed').slice(resumedBefore);
+    const last = Math.max(...resumed.map((j) => Date.parse(String(j.time))));
+    t.not(workerPid(serve.child.pid!), pid, 'a new worker runs');
+    return { hostWindowMs: last - t0 };
+  };
+
+  for (let k = 1; k <= 3; k++) await round(`kill -9 #${k}`, kill);
+
+  // Upgrade: the code on disk changes (another version), SIGHUP: the new code checks it can
+  // read the state, the old worker hands over (exit 75), the keeper starts the new code.
+  setVersion(app, '0.0.0-b');
+  await round('upgrade to B', async () => {
+    const resumedBefore = serve.lines('front-end connection resumed').length;
+    const t0 = Date.now();
+    process.kill(serve.child.pid!, 'SIGHUP');
+    await until('the upgrade resumed both connections', () => serve.lines('front-end connection resumed').length >= resumedBefore + 2, 60_000, serve.log);
+    const last = Math.max(...serve.lines('front-end connection resumed').slice(resumedBefore).map((j) => Date.parse(String(j.time))));
+    return { hostWindowMs: last - t0 };
+  });
+  t.ok(serve.lines('resuming from the state the last worker left').some((j) => j.writtenBy === '0.0.0-a'), 'version B resumed the state version A wrote');
+
+  // An upgrade to code that reads another state format: refused, the running worker stays.
+  const docJs = join(app, 'dist/src/ops/restart/document.js');
+  writeFileSync(docJs, readFileSync(docJs, 'utf8').replace(/DOCUMENT_VERSION = 1\b/, 'DOCUMENT_VERSION = 99'));
+  const before = workerPid(serve.child.pid!);
+  const res = await round('refused upgrade', async () => {
+    const refusedBefore = serve.lines('upgrade refused by the new code; this worker keeps serving').length;
+    process.kill(serve.child.pid!, 'SIGHUP');
+    await until('the refusal', () => serve.lines('upgrade refused by the new code; this worker keeps serving').length > refusedBefore, 60_000, serve.log);
+    return { hostWindowMs: null };
+  });
+  t.equal(workerPid(serve.child.pid!), before, 'the same worker keeps serving');
+  for (const [i, r] of res.entries()) t.same([r.lost, r.dup], ['0', '0'], `refused upgrade, VM${i + 1}: not even a pause's loss`);
+  const refusal = serve.lines('upgrade refused by the new code; this worker keeps serving').at(-1)!;
+  t.match(String(refusal.said), /format version 1 .*reads version 99 only/, 'the refusal says which versions');
+
+  t.comment(['restart windows and SDUs lost/duplicated per VM:', ...rows].join('\n'));
+  const dmesgAfter = await Promise.all(guests.map((g) => g.exec('dmesg | grep -ci vmpi')));
+  for (const [i, g] of guests.entries()) {
+    t.equal(dmesgAfter[i]!.out.trim(), dmesgBefore[i]!.out.trim(), `VM${i + 1}: the guest driver logged nothing across the restarts (no reset, no reload)`);
+    t.notMatch(g.output, VHOST_ERRORS, `VM${i + 1}: QEMU logged no vhost-user error`);
+  }
+  t.equal(serve.lines('cannot resume the front-end connection; the VM must reconnect its device').length, 0, 'every resume succeeded');
+  await Promise.all(guests.map((g) => g.stop()));
+  serve.child.kill('SIGTERM');
+  const code = await Promise.race([new Promise((r) => serve.child.once('exit', (c) => r(c))), sleep(20_000).then(() => 'timeout')]);
+  t.equal(code, 0, 'the keeper and its worker end cleanly on SIGTERM');
+});
