@@ -102,7 +102,7 @@ t.test('kill -9 of the worker ×3, an upgrade and a refused upgrade, under two l
   setVersion(app, '0.0.0-a');
   const s1 = join(dir, 'vm1.sock');
   const s2 = join(dir, 'vm2.sock');
-  const serve = startServe(join(app, 'dist/src/cli.js'), ['--socket', s1, '--vmpi-id', '1', '--socket', s2, '--vmpi-id', '2', '--echo-channel', String(CH), '--no-ipc', '--no-metrics']);
+  const serve = startServe(join(app, 'dist/src/cli.js'), ['--socket', s1, '--vmpi-id', '1', '--socket', s2, '--vmpi-id', '2', '--echo-channel', String(CH), '--no-ipc', '--metrics-listen', '127.0.0.1:0']);
   t.teardown(() => {
     if (serve.child.exitCode === null) serve.child.kill('SIGKILL');
   });
@@ -200,6 +200,13 @@ t.test('kill -9 of the worker ×3, an upgrade and a refused upgrade, under two l
     t.notMatch(g.output, VHOST_ERRORS, `VM${i + 1}: QEMU logged no vhost-user error`);
   }
   t.equal(serve.lines('cannot resume the front-end connection; the VM must reconnect its device').length, 0, 'every resume succeeded');
+  const url = String(serve.lines('metrics listening').at(-1)!.url);
+  const text = await (await fetch(url, { signal: AbortSignal.timeout(10_000) })).text();
+  const metric = (name: string) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1]);
+  t.equal(metric('vmpi_restarts_total'), 4, 'metrics: 4 restarts survived (3 kills, 1 upgrade)');
+  t.equal(metric('vmpi_restart_connections_resumed_total'), 2, 'metrics: this worker resumed both connections');
+  t.equal(metric('vmpi_restart_resume_failures_total'), 0, 'metrics: no resume failed');
+  t.match(text, /^vmpi_restart_info\{holder="keeper"\} 1$/m, 'metrics: the keeper holds the fds');
   await Promise.all(guests.map((g) => g.stop()));
   serve.child.kill('SIGTERM');
   const code = await Promise.race([new Promise((r) => serve.child.once('exit', (c) => r(c))), sleep(20_000).then(() => 'timeout')]);

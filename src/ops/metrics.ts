@@ -35,6 +35,7 @@ import { SESSION_CLOSE_CAUSES, type IpcDaemon } from '../dif/ipc/daemon.js';
 import type { DropReason, VmpiDevice } from '../vmpi/device.js';
 import type { VmpiHost } from '../vmpi/host.js';
 import { uncaughtCount } from './guard.js';
+import type { RestartStats } from './restart/worker.js';
 
 export { MetricsServerError, startMetricsServer, type MetricsServer, type MetricsServerOptions, type MetricsServerStats } from './metrics-http.js';
 
@@ -73,6 +74,7 @@ export class HostMetrics {
   readonly registry: Registry;
   private readonly difs = new Map<string, DifTotals>();
   private ipcDaemon: IpcDaemon | null = null;
+  private restart: RestartStats | null = null;
   private readonly counts = new Map<number, ConnectionCounts>();
   private readonly watched = new WeakSet<VhostUserServer>();
   private readonly onDevice = (d: VmpiDevice): void => this.watch(d.vmpiId);
@@ -111,6 +113,11 @@ export class HostMetrics {
       r.rxBytes += flow.stats.rxBytes;
       r.rxQueueDrops += flow.stats.rxQueueDrops;
     });
+  }
+
+  /** Follow the restart machinery (src/ops/restart/): restarts survived, resumes, state writes. */
+  addRestart(stats: RestartStats): void {
+    this.restart = stats;
   }
 
   /** Follow the IPC daemon (one per host): sessions, refusals, limits hit, contained faults. */
@@ -205,6 +212,26 @@ export class HostMetrics {
     );
     this.defineDifs(family);
     this.defineIpc(family);
+    this.defineRestart(family);
+  }
+
+  private defineRestart(family: <L extends string>(kind: Kind, name: string, help: string, labelNames: readonly L[], samples: () => Iterable<Sample<L>>) => void): void {
+    const r = () => this.restart;
+    const one = (kind: Kind, name: string, help: string, value: (s: RestartStats) => number): void =>
+      family(kind, name, help, [], function* () {
+        const s = r();
+        if (s) yield [{}, value(s)];
+      });
+    family('gauge', 'vmpi_restart_info', 'Who keeps the fds across worker restarts (keeper, systemd); value is always 1', ['holder'], function* () {
+      const s = r();
+      if (s) yield [{ holder: s.holder }, 1];
+    });
+    one('counter', 'vmpi_restarts_total', 'Worker restarts (crashes, upgrades) this server survived with its VMs untouched, since it first started', (s) => s.restarts);
+    one('counter', 'vmpi_restart_connections_resumed_total', 'vhost-user connections this worker resumed from the last one', (s) => s.connectionsResumed);
+    one('counter', 'vmpi_restart_resume_failures_total', 'vhost-user connections this worker could not resume (their VMs must reconnect their devices: alert on any)', (s) => s.resumeFailures);
+    one('counter', 'vmpi_restart_state_writes_total', 'Restart state documents written', (s) => s.stateWrites);
+    one('counter', 'vmpi_restart_state_write_errors_total', 'Restart state documents that could not be written (a restart would resume an older state)', (s) => s.stateWriteErrors);
+    one('gauge', 'vmpi_restart_stored_fds', 'Open files kept in the fd store (keeper or systemd) for the next worker', (s) => s.storedFds());
   }
 
   private defineIpc(family: <L extends string>(kind: Kind, name: string, help: string, labelNames: readonly L[], samples: () => Iterable<Sample<L>>) => void): void {

@@ -89,8 +89,11 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
     })());
 
   try {
-    if (metrics) metricsServer = await startMetricsServer(metrics, plan.metrics.listen, log);
     const restart = opts.restart;
+    // Resuming VMs wait for their devices (the restart window): the metrics endpoint comes after.
+    const resuming = restart?.previous !== undefined;
+    if (metrics && !resuming) metricsServer = await startMetricsServer(metrics, plan.metrics.listen, log);
+    if (restart) metrics?.addRestart(restart.stats);
     for (const d of plan.devices) {
       try {
         const kept = { vmpiId: d.vmpiId ?? host.allocateId(), maxSduLog2: d.maxSduLog2, carrier: d.carrier };
@@ -126,6 +129,7 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
         log.warn({ err: (e as Error).message, socket: opts.ipc.socketPath }, 'IPC daemon not started (applications cannot use the IPC API; see --ipc-socket)');
       }
     }
+    if (metrics && resuming) metricsServer = await startMetricsServer(metrics, plan.metrics.listen, log);
   } catch (e) {
     await close();
     throw e;

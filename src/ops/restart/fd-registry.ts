@@ -62,11 +62,13 @@ export class FdRegistry {
    * restart then cannot resume that fd's user, and says so).
    */
   sync(scope: string, live: Iterable<number>, fresh: readonly number[] = []): void {
-    for (const fd of fresh) this.detach(fd);
+    const gone: Entry[] = [];
+    for (const fd of fresh) this.detach(fd, gone);
     const now = new Set(live);
     if (now.size === 0) this.scopes.delete(scope);
     else this.scopes.set(scope, now);
     for (const fd of now) if (!this.byFd.has(fd)) this.register(fd);
+    for (const e of gone) this.forget(e); // after the new ones are stored
     this.collect();
   }
 
@@ -119,14 +121,16 @@ export class FdRegistry {
     this.byFd.set(fd, entry);
   }
 
-  /** Number `fd` no longer means the file it meant (closed, maybe reused). */
-  private detach(fd: number): void {
+  /** Number `fd` no longer means the file it meant (closed, maybe reused); `gone` defers the forget. */
+  private detach(fd: number, gone?: Entry[]): void {
     const e = this.byFd.get(fd);
     if (!e) return;
     this.byFd.delete(fd);
     e.fds.delete(fd);
     for (const s of this.scopes.values()) s.delete(fd);
-    if (e.fds.size === 0) this.forget(e);
+    if (e.fds.size > 0) return;
+    if (gone) gone.push(e);
+    else this.forget(e);
   }
 
   private collect(): void {
