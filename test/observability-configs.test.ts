@@ -10,11 +10,13 @@
  *   in the rules and the dashboard exists in a real scrape: a real `vmpi serve` process (its
  *   default keeper mode: restart metrics; a normal DIF; the IPC daemon with a session), one
  *   device connected by the test front-end acting as guest driver, SDUs echoed both ways and one
- *   dropped, scraped on the metrics URL its log names.
+ *   dropped, scraped on the metrics URL its log names;
+ * - a real Prometheus scraping that server with the rules loaded: every rule evaluates without
+ *   error, nothing fires, every panel query and variable returns series.
  * promtool comes from Debian's prometheus package (VMPI_TEST_TOOLS=1 scripts/setup-system.sh, as
  * scripts/test.sh runs it); in CI its absence is a failure.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
@@ -34,6 +36,8 @@ const PROVISIONING = join(ROOT, 'qemu-configs', 'grafana', 'provisioning');
 const havePromtool = spawnSync('promtool', ['--version'], { stdio: 'ignore', timeout: 10_000 }).status === 0;
 if (!havePromtool && process.env.CI) t.fail('promtool is not installed (VMPI_TEST_TOOLS=1 scripts/setup-system.sh installs Debian\'s prometheus package)');
 const noPromtool = havePromtool ? false : 'promtool not installed (VMPI_TEST_TOOLS=1 bash scripts/setup-system.sh)';
+const havePrometheus = spawnSync('prometheus', ['--version'], { stdio: 'ignore', timeout: 10_000 }).status === 0;
+if (!havePrometheus && process.env.CI) t.fail('prometheus is not installed (VMPI_TEST_TOOLS=1 scripts/setup-system.sh installs it)');
 
 interface Rule {
   record?: string;
@@ -254,4 +258,77 @@ t.test('every name in the rules and the dashboard is in a real scrape of vmpi se
     if (!m) continue;
     t.same(checkExpr(m[1]!, fams, [m[2]!]), [], `variable ${v.name}: ${variableQuery(v)}`);
   }
+
+  // The same server scraped by a real Prometheus with the rules loaded: every rule evaluates
+  // without error, and every panel query and variable returns series.
+  t.test('a real Prometheus: rules healthy, every panel query returns series', { skip: havePrometheus ? false : 'prometheus not installed' }, async (t) => {
+    const prom = await startPrometheus(t, dir, new URL(url!).host);
+    const q = async (expr: string): Promise<unknown[]> => {
+      const r = (await (await fetch(`${prom}/api/v1/query?query=${encodeURIComponent(expr)}`, { signal: AbortSignal.timeout(5000) })).json()) as { status: string; error?: string; data?: { result: unknown[] } };
+      if (r.status !== 'success') throw new Error(`${expr}: ${r.error}`);
+      return r.data!.result;
+    };
+    // Three scrapes (a rate needs two) and a rule evaluation after them.
+    await pollFor('three scrapes of vmpi', async () => (await q('count_over_time(up{job="vmpi"}[5m]) >= 3 and up{job="vmpi"} == 1')).length === 1, 30_000);
+    await pollFor('the recording rules', async () => (await q('vmpi:device_sdus:rate5m')).length > 0 && (await q('vmpi:device_backlog_fill:ratio')).length > 0, 15_000);
+    type RuleState = { name: string; health: string; lastError?: string };
+    const ruleStates = async (): Promise<RuleState[]> =>
+      ((await (await fetch(`${prom}/api/v1/rules`, { signal: AbortSignal.timeout(5000) })).json()) as { data: { groups: { rules: RuleState[] }[] } }).data.groups.flatMap((g) => g.rules);
+    await pollFor('every rule evaluated once', async () => (await ruleStates()).every((r) => r.health !== 'unknown'), 15_000);
+    const evaluated = await ruleStates();
+    t.equal(evaluated.length, rules.length, 'Prometheus loaded every rule');
+    for (const r of evaluated) t.equal(r.health, 'ok', `rule ${r.name} evaluates${r.lastError ? `: ${r.lastError}` : ''}`);
+    t.same(await q('ALERTS{alertstate="firing"}'), [], 'nothing firing on a healthy server');
+    const live = (expr: string) => promql(expr).replace(/\$(\{)?(instance|vmpi_id|dif)\}?/g, '.*');
+    for (const tg of targets) t.ok((await q(live(tg.expr))).length > 0, `panel "${tg.panel}" has data: ${tg.expr}`);
+    for (const v of dashboard.templating.list.filter((v) => v.type === 'query')) {
+      const [, sel, label] = /^label_values\((.*),\s*([a-zA-Z_]\w*)\)$/.exec(variableQuery(v))!;
+      t.ok((await q(`count by (${label}) (${live(sel!)})`)).length > 0, `variable ${v.name} has values`);
+    }
+  });
 });
+
+/** Poll an async condition every 200 ms; fail naming `what` after `ms`. */
+async function pollFor(what: string, ok: () => Promise<boolean>, ms: number): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await ok().catch(() => false))) {
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** A free loopback port (closed again: Prometheus takes it a moment later). */
+async function freePort(): Promise<number> {
+  const { createServer } = await import('node:net');
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Prometheus on loopback scraping `target` (host:port) every second, with the rules file; its base URL. */
+async function startPrometheus(t: Test, dir: string, target: string): Promise<string> {
+  const port = await freePort();
+  const cfg = join(dir, 'prometheus.yml');
+  writeFileSync(cfg, JSON.stringify({ global: { scrape_interval: '1s', evaluation_interval: '1s' }, rule_files: [RULES], scrape_configs: [{ job_name: 'vmpi', static_configs: [{ targets: [target] }] }] }));
+  const child = spawn('prometheus', [`--config.file=${cfg}`, `--storage.tsdb.path=${join(dir, 'tsdb')}`, `--web.listen-address=127.0.0.1:${port}`, '--log.level=warn'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  child.stdout!.setEncoding('utf8').on('data', (s: string) => (log += s));
+  child.stderr!.setEncoding('utf8').on('data', (s: string) => (log += s));
+  t.teardown(async () => {
+    if (child.exitCode !== null) return;
+    child.kill('SIGTERM');
+    const end = Date.now() + 10_000;
+    while (child.exitCode === null && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+  const base = `http://127.0.0.1:${port}`;
+  await pollFor('Prometheus ready', async () => child.exitCode === null && (await fetch(`${base}/-/ready`, { signal: AbortSignal.timeout(2000) })).status === 200, 30_000).catch((e: Error) => {
+    throw new Error(`${e.message}; prometheus log:\n${log.slice(-3000)}`);
+  });
+  return base;
+}
