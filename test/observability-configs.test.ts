@@ -172,6 +172,26 @@ function startServe(args: string[]): { child: ChildProcess; log: () => string } 
   return { child, log: () => log };
 }
 
+/** At the end of `t`: SIGTERM the keeper (it stops its worker), then SIGKILL whatever is left. */
+function stopAtEnd(t: Test, keeper: ChildProcess): void {
+  t.teardown(async () => {
+    const workers = childrenOf(keeper.pid!);
+    if (keeper.exitCode === null) {
+      keeper.kill('SIGTERM');
+      const end = Date.now() + 10_000;
+      while (keeper.exitCode === null && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+      if (keeper.exitCode === null) keeper.kill('SIGKILL');
+    }
+    for (const w of workers) {
+      try {
+        process.kill(w, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  });
+}
+
 function childrenOf(pid: number): number[] {
   try {
     return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
@@ -194,24 +214,8 @@ t.test('every name in the rules and the dashboard is in a real scrape of vmpi se
   const ECHO = 1024;
   writeFileSync(join(dir, 'vmpi.json'), JSON.stringify({ devices: [{ socket: sock, vmpiId: 4, echoChannels: [ECHO] }], normal: { dif: 'n.DIF' } }));
   const srv = startServe(['--config', join(dir, 'vmpi.json'), '--ipc-socket', ipcSock, '--metrics-listen', '127.0.0.1:0']);
-  let workers: number[] = [];
-  t.teardown(async () => {
-    if (srv.child.exitCode === null) {
-      srv.child.kill('SIGTERM');
-      const end = Date.now() + 10_000;
-      while (srv.child.exitCode === null && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
-      if (srv.child.exitCode === null) srv.child.kill('SIGKILL');
-    }
-    for (const w of workers) {
-      try {
-        process.kill(w, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
-  });
+  stopAtEnd(t, srv.child);
   await until('the metrics URL and the sockets', () => /"msg":"metrics listening"/.test(srv.log()) && existsSync(sock) && existsSync(ipcSock), 30_000, srv.log);
-  workers = childrenOf(srv.child.pid!);
   const url = /"url":"(http:\/\/127\.0\.0\.1:\d+\/metrics)","msg":"metrics listening"/.exec(srv.log())?.[1];
   t.ok(url, `metrics URL from the log: ${url}`);
 
@@ -332,3 +336,44 @@ async function startPrometheus(t: Test, dir: string, target: string): Promise<st
   });
   return base;
 }
+
+t.test('a real crash loop: Prometheus sees vmpi_restarts_total grow across worker kills and VmpiCrashLoop fires', { skip: havePrometheus ? false : 'prometheus not installed', timeout: 120_000 }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vmpi-obs-loop-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const sock = join(dir, 'vm.sock');
+  // A fixed port: each new worker listens on it again, so Prometheus keeps one target.
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}/metrics`;
+  const srv = startServe(['--socket', sock, '--vmpi-id', '6', '--no-ipc', '--metrics-listen', `127.0.0.1:${port}`]);
+  stopAtEnd(t, srv.child);
+  await until('the metrics server and the socket', () => /"msg":"metrics listening"/.test(srv.log()) && existsSync(sock), 30_000, srv.log);
+  const driver = await VmpiTestDriver.connect(sock);
+  t.teardown(() => driver.close());
+  driver.postRx();
+  await until('guest driver up', () => srv.log().includes('"msg":"guest driver up"'), 10_000, srv.log);
+  const prom = await startPrometheus(t, dir, `127.0.0.1:${port}`);
+  const q = async (expr: string): Promise<unknown[]> =>
+    ((await (await fetch(`${prom}/api/v1/query?query=${encodeURIComponent(expr)}`, { signal: AbortSignal.timeout(5000) })).json()) as { data: { result: unknown[] } }).data.result;
+  await pollFor('two scrapes', async () => (await q('count_over_time(vmpi_restarts_total[5m]) >= 2')).length === 1, 30_000);
+
+  const restarts = /^vmpi_restarts_total (\d+)$/m;
+  for (let k = 1; k <= 4; k++) {
+    const [worker] = childrenOf(srv.child.pid!);
+    t.ok(worker, `restart ${k}: the keeper has a worker`);
+    process.kill(worker!, 'SIGKILL');
+    let text = '';
+    await pollFor(`restart ${k} counted by the new worker`, async () => {
+      text = await scrape(url);
+      return Number(restarts.exec(text)?.[1]) === k;
+    }, 20_000).catch((e: Error) => {
+      throw new Error(`${e.message}; serve log:\n${srv.log().slice(-3000)}`);
+    });
+    t.match(text, /^vmpi_restart_connections_resumed_total 1$/m, `restart ${k}: the front-end connection resumed`);
+    t.match(text, /^vmpi_device_up\{vmpi_id="6"\} 1$/m, `restart ${k}: the device is up again`);
+    // Past the keeper's crash-loop guard window (2 s after resuming), and scraped in between.
+    await new Promise((r) => setTimeout(r, 2200));
+  }
+  await pollFor('VmpiCrashLoop firing', async () => (await q('ALERTS{alertname="VmpiCrashLoop",alertstate="firing"}')).length === 1, 20_000);
+  t.pass('VmpiCrashLoop fired from the real counter');
+  t.same(await q('ALERTS{alertname="VmpiRestartResumeFailures"}'), [], 'every resume worked: no resume-failure alert');
+});
