@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # systemd-rootfs.sh — builds, idempotently, the Debian 12 (bookworm) root filesystem in which the
 # tests run a real systemd as PID 1 of a PID namespace (test/helpers/systemd.ts): minbase plus
-# systemd, systemd-sysv and dbus, in .cache/systemd-rootfs.
+# systemd, systemd-sysv, dbus and libatomic1, in .cache/systemd-rootfs.
 # Owns: that directory only. It is built in a temporary directory beside it and renamed into
 # place when debootstrap succeeded, so a half-built rootfs is never used; a second run does
 # nothing (FORCE=1 rebuilds). The mirror is the first one of the machine's own apt sources, so no
@@ -14,7 +14,8 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE="$REPO/.cache"
 ROOTFS="$CACHE/systemd-rootfs"
 SUITE=bookworm
-INCLUDE=systemd,systemd-sysv,dbus
+# libatomic1: the Node the tests bind-mount in links it (everything else it needs is in minbase).
+INCLUDE=systemd,systemd-sysv,dbus,libatomic1
 # What the rootfs was built from; a change of it rebuilds.
 want="$SUITE minbase $INCLUDE"
 
