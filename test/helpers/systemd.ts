@@ -8,7 +8,8 @@
  *
  * Owns: the namespace's lifetime (t.teardown kills its PID 1 with SIGKILL, which ends everything
  * in it and drops its mounts; a test process that dies takes it along through PDEATHSIG), the
- * cgroup it runs in (one per instance, removed after it), and bounded commands inside (nsenter).
+ * cgroup it runs in (one per instance, removed after it; what a killed test process left is swept
+ * at the next start), and bounded commands inside (nsenter).
  * Needs root, unshare/nsenter/setpriv (util-linux) and the rootfs; systemdUnavailable() says why
  * not. Each instance boots in about a second here.
  */
@@ -179,14 +180,38 @@ function alive(pid: number): boolean {
 let instances = 0;
 
 /**
+ * What an instance of a test process that was killed outright (no teardown) left: its empty
+ * cgroups and its temporary directory (empty on the host: the mounts were the namespace's).
+ */
+function sweepStale(): void {
+  const stale = (name: string) => {
+    const m = /^vmpi-systemd-(\d+)-/.exec(name);
+    return m !== null && Number(m[1]) !== process.pid && !alive(Number(m[1]));
+  };
+  for (const cg of cgroupDirs('x')) {
+    const parent = dirname(cg);
+    for (const e of readdirSync(parent)) if (stale(e)) removeCgroup(join(parent, e));
+  }
+  for (const e of readdirSync(tmpdir())) {
+    if (!stale(e)) continue;
+    try {
+      rmdirSync(join(tmpdir(), e));
+    } catch {
+      // not empty: not ours to remove
+    }
+  }
+}
+
+/**
  * Boot a systemd in new namespaces; resolves once it says running or degraded (bounded). The
  * test's teardown kills it. Throws (with systemd's console output) when it does not come up.
  */
 export async function startSystemd(t: Test, opts: StartOptions = {}): Promise<Systemd> {
   const why = systemdUnavailable();
   if (why !== undefined) throw new Error(`systemd cannot run here: ${why}`);
+  sweepStale();
   const tag = `vmpi-systemd-${process.pid}-${++instances}`;
-  const dir = mkdtempSync(join(tmpdir(), 'vmpi-systemd-'));
+  const dir = mkdtempSync(join(tmpdir(), `${tag}-`));
   const cgroups = cgroupDirs(tag);
   const binds = [PROJECT_ROOT, NODE_PREFIX, ...(opts.binds ?? [])];
   for (const b of binds) if (!statSync(b).isDirectory()) throw new Error(`bind ${b}: not a directory`);
