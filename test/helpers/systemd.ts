@@ -14,7 +14,7 @@
  * not. Each instance boots in about a second here.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import type { Test } from 'tap';
@@ -67,11 +67,18 @@ export interface Systemd {
   stop(): Promise<void>;
   /** systemd's own console output so far (the last 64 KiB). */
   console(): string;
+  /** The host's path to `path` inside (through /proc/PID1/root): files to write, sockets in /run to connect to. */
+  hostPath(path: string): string;
+  /** Write a file inside (parents made), e.g. a unit in /etc/systemd/system. */
+  writeFile(path: string, text: string, mode?: number): void;
 }
 
+/** A host directory bind-mounted inside: at the same path (a string), or at `target`. */
+export type Bind = string | { source: string; target: string };
+
 export interface StartOptions {
-  /** More host directories to bind-mount at the same path (e.g. a test's temporary directory). */
-  binds?: string[];
+  /** More host directories to bind-mount (e.g. a test's temporary directory at the same path). */
+  binds?: Bind[];
   /** Bound for the boot (`systemctl is-system-running` says running or degraded); default 30 s. */
   bootMs?: number;
 }
@@ -86,6 +93,8 @@ export function systemdUnavailable(): string | undefined {
   if (process.getuid?.() !== 0) return 'needs root (namespaces, mounts, chroot)';
   for (const c of ['unshare', 'nsenter', 'setpriv']) if (!have(c)) return `${c} (util-linux) is missing`;
   if (!existsSync(join(SYSTEMD_ROOTFS, 'lib/systemd/systemd'))) return `no systemd rootfs in ${SYSTEMD_ROOTFS}: run scripts/systemd-rootfs.sh`;
+  // Bind-mounting a system prefix over the rootfs's own would replace its /usr.
+  if (['/', '/usr', '/usr/local'].includes(NODE_PREFIX)) return `node is installed in ${NODE_PREFIX}, which cannot be bind-mounted over the rootfs: use scripts/setup-node.sh's Node`;
   return undefined;
 }
 
@@ -105,9 +114,9 @@ mount --rbind /sys "$R/sys"
 mount --rbind /dev "$R/dev"
 mount -t tmpfs -o mode=0755 tmpfs "$R/run"
 mount -t tmpfs -o mode=1777 tmpfs "$R/tmp"
-printf '%s\\n' "$VMPI_SD_BINDS" | while IFS= read -r p; do
-  [ -n "$p" ] || continue
-  mkdir -p "$R$p"; mount --bind "$p" "$R$p"
+printf '%s\\n' "$VMPI_SD_BINDS" | while IFS=$'\\t' read -r src dst; do
+  [ -n "$src" ] || continue
+  mkdir -p "$R$dst"; mount --bind "$src" "$R$dst"
 done
 exec chroot "$R" /usr/bin/env -i container=other /lib/systemd/systemd --system
 `;
@@ -145,11 +154,11 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 function runProcess(cmd: string, args: string[], opts: RunOptions & { env?: NodeJS.ProcessEnv }): Promise<RunResult> {
   const ms = opts.timeoutMs ?? 20_000;
   return new Promise((res, rej) => {
-    const child = spawn(cmd, args, { env: opts.env ?? CLEAN_ENV, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, { env: opts.env ?? CLEAN_ENV, stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
-    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+    child.stdout!.setEncoding('utf8').on('data', (s: string) => (stdout += s));
+    child.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr += s));
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
@@ -164,7 +173,10 @@ function runProcess(cmd: string, args: string[], opts: RunOptions & { env?: Node
       if (timedOut) rej(new Error(`${cmd} ${args.join(' ')}: no end within ${ms} ms; stdout: ${stdout}; stderr: ${stderr}`));
       else res({ stdout, stderr, rc: code, signal });
     });
-    child.stdin.end(opts.input ?? '');
+    if (opts.input !== undefined && child.stdin) {
+      child.stdin.on('error', () => {}); // a command that exits without reading its input
+      child.stdin.end(opts.input);
+    }
   });
 }
 
@@ -213,11 +225,14 @@ export async function startSystemd(t: Test, opts: StartOptions = {}): Promise<Sy
   const tag = `vmpi-systemd-${process.pid}-${++instances}`;
   const dir = mkdtempSync(join(tmpdir(), `${tag}-`));
   const cgroups = cgroupDirs(tag);
-  const binds = [PROJECT_ROOT, NODE_PREFIX, ...(opts.binds ?? [])];
-  for (const b of binds) if (!statSync(b).isDirectory()) throw new Error(`bind ${b}: not a directory`);
+  const binds = [PROJECT_ROOT, NODE_PREFIX, ...(opts.binds ?? [])].map((b) => (typeof b === 'string' ? { source: b, target: b } : b));
+  for (const b of binds) {
+    if (!statSync(b.source).isDirectory()) throw new Error(`bind ${b.source}: not a directory`);
+    if (/[\t\n]/.test(b.source + b.target) || !b.target.startsWith('/')) throw new Error(`bind ${b.source} -> ${b.target}: paths must be absolute, without tabs or newlines`);
+  }
   // setpriv --pdeathsig: unshare dies with this process; --kill-child: systemd dies with unshare.
   const unshare = spawn('setpriv', ['--pdeathsig', 'KILL', '--', 'unshare', '--pid', '--fork', '--mount', '--uts', '--ipc', '--kill-child=SIGKILL', 'bash', '-c', BOOT_SCRIPT], {
-    env: { ...CLEAN_ENV, VMPI_SD_DIR: dir, VMPI_SD_ROOTFS: SYSTEMD_ROOTFS, VMPI_SD_BINDS: binds.join('\n'), VMPI_SD_CGROUPS: cgroups.join(' ') },
+    env: { ...CLEAN_ENV, VMPI_SD_DIR: dir, VMPI_SD_ROOTFS: SYSTEMD_ROOTFS, VMPI_SD_BINDS: binds.map((b) => `${b.source}\t${b.target}`).join('\n'), VMPI_SD_CGROUPS: cgroups.join(' ') },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
@@ -337,6 +352,12 @@ export async function startSystemd(t: Test, opts: StartOptions = {}): Promise<Sy
     },
     stop,
     console: () => out,
+    hostPath: (p) => `/proc/${pid1}/root${p.startsWith('/') ? p : `/${p}`}`,
+    writeFile(p, text, mode = 0o644) {
+      const hp = sd.hostPath(p);
+      mkdirSync(dirname(hp), { recursive: true });
+      writeFileSync(hp, text, { mode });
+    },
   };
 
   const bootMs = opts.bootMs ?? 30_000;
