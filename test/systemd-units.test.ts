@@ -1,0 +1,65 @@
+/**
+ * systemd-units.test.ts — the shipped units in qemu-configs/systemd/ run by a real systemd 252 (PID
+ * 1 of a namespace, test/helpers/systemd.ts), as PROVISIONING.md installs them: the project at
+ * /opt/vmpi, a `vmpi` system user, group kvm, `node` on systemd's PATH. vmpi@.socket listens with
+ * the owner and mode it says; the first front-end connection (from the HOST, through the
+ * namespace's /run) starts vmpi@.service as user vmpi with every hardening option on, which
+ * answers with the VMPI id of its env file and opens its IPC socket; stopping both removes the
+ * socket. Needs root, the rootfs of scripts/systemd-rootfs.sh and dist/ (scripts/build.sh); in
+ * CI their absence is a failure.
+ */
+import t from 'tap';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { ProtoFeature, Req, VirtioFeature, bit, hasBit } from '../src/vhost-user/protocol.js';
+import { FRONTEND_PROTOCOL_FEATURES, VhostUserFrontend } from './frontend/frontend.js';
+import { NODE_PREFIX, PROJECT_ROOT, startSystemd, systemdUnavailable } from './helpers/systemd.js';
+
+const CLI = join(PROJECT_ROOT, 'dist/src/cli.js');
+const unavailable = systemdUnavailable() ?? (existsSync(CLI) ? undefined : `${CLI} is missing: run scripts/build.sh`);
+if (unavailable && process.env.CI) t.fail(`the systemd tests cannot run in CI: ${unavailable}`);
+
+const UNITS = join(PROJECT_ROOT, 'qemu-configs/systemd');
+
+t.test('vmpi@.socket + vmpi@.service as shipped: socket activation from a host front-end, user vmpi, hardened', { skip: unavailable ?? false, timeout: 120_000 }, async (t) => {
+  const sd = await startSystemd(t, { binds: [{ source: PROJECT_ROOT, target: '/opt/vmpi' }] });
+  await sd.runOk(['groupadd', '--system', 'kvm']);
+  await sd.runOk(['useradd', '--system', '--user-group', '--no-create-home', '--shell', '/usr/sbin/nologin', 'vmpi']);
+  await sd.runOk(['ln', '-s', join(NODE_PREFIX, 'bin/node'), '/usr/local/bin/node']);
+  for (const u of ['vmpi@.service', 'vmpi@.socket']) sd.writeFile(`/etc/systemd/system/${u}`, readFileSync(join(UNITS, u), 'utf8'));
+  sd.writeFile('/etc/vmpi/vm/web1.env', 'VMPI_ID=5\n');
+  await sd.runOk(['systemctl', 'daemon-reload']);
+  await sd.runOk(['systemctl', 'start', 'vmpi@web1.socket']);
+
+  const sock = sd.hostPath('/run/vmpi/web1.sock');
+  const vmpiUid = Number((await sd.runOk(['id', '-u', 'vmpi'])).trim());
+  const kvmGid = Number((await sd.runOk(['getent', 'group', 'kvm'])).split(':')[2]);
+  const st = statSync(sock);
+  t.ok(st.isSocket(), 'vmpi@web1.socket made /run/vmpi/web1.sock');
+  t.same([st.uid, st.gid, st.mode & 0o777], [vmpiUid, kvmGid, 0o660], 'owned by vmpi:kvm, mode 0660 (SocketUser/SocketGroup/SocketMode)');
+  t.equal((await sd.show('vmpi@web1.service', ['ActiveState'])).ActiveState, 'inactive', 'no back-end before a front-end connects');
+
+  // The front-end's first request waits in the socket while systemd starts the service.
+  const fe = new VhostUserFrontend(sock, { timeoutMs: 15_000 });
+  t.teardown(() => fe.close());
+  const offered = await fe.getFeatures().catch(async (e: Error) => {
+    throw new Error(`${e.message}; journal of vmpi@web1.service:\n${await sd.journal('vmpi@web1.service')}`);
+  });
+  t.ok(hasBit(offered, VirtioFeature.PROTOCOL_FEATURES), 'the first connection started the back-end, which answered GET_FEATURES');
+  await fe.setFeatures(offered & (bit(VirtioFeature.VERSION_1) | bit(VirtioFeature.PROTOCOL_FEATURES)));
+  await fe.setProtocolFeatures((await fe.getProtocolFeatures()) & FRONTEND_PROTOCOL_FEATURES);
+  await fe.request(Req.SET_OWNER);
+  t.ok(hasBit(fe.protocolFeatures, ProtoFeature.CONFIG), 'CONFIG negotiated');
+  t.equal(Buffer.from(await fe.getConfig(0, 8)).readUInt16LE(6), 5, 'the device carries VMPI_ID=5 from /etc/vmpi/vm/web1.env');
+
+  const svc = await sd.waitShow('vmpi@web1.service', ['ActiveState', 'SubState', 'MainPID'], (p) => p.ActiveState === 'active', 20_000, 'active');
+  t.equal((await sd.runOk(['stat', '-c', '%U', `/proc/${svc.MainPID}`])).trim(), 'vmpi', 'the back-end runs as user vmpi');
+  t.ok(statSync(sd.hostPath('/run/vmpi-ipc/web1/ipc.sock')).isSocket(), 'and has its IPC socket in its runtime directory');
+  fe.close();
+
+  await sd.runOk(['systemctl', 'stop', 'vmpi@web1.service', 'vmpi@web1.socket'], { timeoutMs: 30_000 });
+  t.notOk(existsSync(sock), 'stopping the socket unit removed the socket (RemoveOnStop=yes)');
+  const journal = await sd.journal('vmpi@web1.service');
+  t.match(journal, /front-end connected vmpiId=5 /, 'the journal has the front-end');
+  t.notMatch(journal, /Failed with result/, 'and no failure');
+});
