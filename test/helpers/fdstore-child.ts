@@ -5,7 +5,9 @@
  * bind-mounted from the host: robust against journal rate limits and ordering).
  *
  * First start (no $LISTEN_FDS): an eventfd with counter 5 ("evt"), a memfd holding MEMFD_TEXT
- * ("mem"), another eventfd ("spare"), each stored with FDSTORE=1 + FDNAME; and one more eventfd
+ * ("mem"), another eventfd ("spare"), one end of a socket pair ("sock-hup") and of another one
+ * with FDPOLL=0 ("sock-nopoll"), whose other ends this process keeps (so a kill hangs them up),
+ * each stored with FDSTORE=1 + FDNAME; and one more eventfd
  * sent with the raw addon under the invalid name "bad:name" (what systemd does with it is part of
  * the test; our sdNotify refuses that name). Every later start: report the fds by name, add 1 to
  * "evt"'s counter, and remove "spare" from the store (FDSTOREREMOVE=1) if it came back. Then
@@ -31,6 +33,7 @@ function notify(fields: Record<string, string>, fds?: number[]): void {
   if (!sdNotify(fields, fds ? { fds } : {})) throw new Error('no NOTIFY_SOCKET: not run by systemd as Type=notify');
 }
 
+const peers: number[] = [];
 try {
   const mine = report.listenPid === String(process.pid);
   const n = mine ? Number(report.listenFds ?? '0') : 0;
@@ -41,6 +44,12 @@ try {
     writeSync(mem, Buffer.from(MEMFD_TEXT), 0, MEMFD_TEXT.length, 0);
     notify({ FDSTORE: '1', FDNAME: 'mem' }, [mem]);
     notify({ FDSTORE: '1', FDNAME: 'spare' }, [native.eventfd(1)]);
+    // Socket ends whose peers only this process holds: a SIGKILL hangs them up.
+    const [hup, hupPeer] = native.socketpairSeqpacket();
+    notify({ FDSTORE: '1', FDNAME: 'sock-hup' }, [hup]);
+    const [nopoll, nopollPeer] = native.socketpairSeqpacket();
+    notify({ FDSTORE: '1', FDNAME: 'sock-nopoll', FDPOLL: '0' }, [nopoll]);
+    peers.push(hupPeer, nopollPeer);
     try {
       sdNotify({ FDSTORE: '1', FDNAME: 'bad:name' }, { fds: [native.eventfd(2)] });
     } catch (e) {
