@@ -1,6 +1,6 @@
 /**
  * systemd.ts — a real systemd (Debian 12's 252) as PID 1 of a fresh PID + mount + UTS + IPC
- * namespace, for tests of what only systemd does (the fd store, Type=notify, Restart=): no
+ * (optionally network) namespace, for tests of what only systemd does (the fd store, Type=notify, Restart=): no
  * imitation. The root is an overlay over the cached rootfs of scripts/systemd-rootfs.sh (its
  * upper layer on a tmpfs of the namespace, so every instance starts clean and the cache is never
  * written), with the project checkout, the Node that runs the tests and any extra directories
@@ -81,6 +81,8 @@ export interface StartOptions {
   binds?: Bind[];
   /** Bound for the boot (`systemctl is-system-running` says running or degraded); default 30 s. */
   bootMs?: number;
+  /** A network namespace of its own too (only a loopback, which systemd brings up): for services that listen on fixed ports. */
+  net?: boolean;
 }
 
 function have(cmd: string): boolean {
@@ -231,7 +233,7 @@ export async function startSystemd(t: Test, opts: StartOptions = {}): Promise<Sy
     if (/[\t\n]/.test(b.source + b.target) || !b.target.startsWith('/')) throw new Error(`bind ${b.source} -> ${b.target}: paths must be absolute, without tabs or newlines`);
   }
   // setpriv --pdeathsig: unshare dies with this process; --kill-child: systemd dies with unshare.
-  const unshare = spawn('setpriv', ['--pdeathsig', 'KILL', '--', 'unshare', '--pid', '--fork', '--mount', '--uts', '--ipc', '--kill-child=SIGKILL', 'bash', '-c', BOOT_SCRIPT], {
+  const unshare = spawn('setpriv', ['--pdeathsig', 'KILL', '--', 'unshare', '--pid', '--fork', '--mount', '--uts', '--ipc', ...(opts.net ? ['--net'] : []), '--kill-child=SIGKILL', 'bash', '-c', BOOT_SCRIPT], {
     env: { ...CLEAN_ENV, VMPI_SD_DIR: dir, VMPI_SD_ROOTFS: SYSTEMD_ROOTFS, VMPI_SD_BINDS: binds.map((b) => `${b.source}\t${b.target}`).join('\n'), VMPI_SD_CGROUPS: cgroups.join(' ') },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -308,7 +310,7 @@ export async function startSystemd(t: Test, opts: StartOptions = {}): Promise<Sy
     await sleep(20);
   }
 
-  const nsenter = ['-t', String(pid1), '-m', '-p', '-u', '-i', '-r', '-w'];
+  const nsenter = ['-t', String(pid1), '-m', '-p', '-u', '-i', ...(opts.net ? ['-n'] : []), '-r', '-w'];
   const run = (argv: string[], o: RunOptions = {}) => runProcess('nsenter', [...nsenter, ...argv], o);
   const runOk = async (argv: string[], o: RunOptions = {}) => {
     const r = await run(argv, o);
