@@ -5,8 +5,8 @@
  * front-end on the HOST connects by path and reads the VMPI config; `systemctl stop` (SIGTERM)
  * ends it with exit 0 and nothing listens on the path after. Then the restart mode `systemd`
  * against the real fd store: with FileDescriptorStoreMax= and Restart=on-failure, two kill -9 of
- * the built `vmpi serve` leave the host front-end's connection (memory table, two queues) open
- * and answered by each new worker. Needs root, the rootfs of scripts/systemd-rootfs.sh and dist/
+ * the built `vmpi serve` and a `systemctl restart` leave the host front-end's connection (memory
+ * table, two queues) open and answered by each new worker. Needs root, the rootfs of scripts/systemd-rootfs.sh and dist/
  * (the second test); in CI their absence is a failure.
  */
 import t from 'tap';
@@ -77,7 +77,7 @@ t.test('vmpi serve as a Type=notify unit: READY=1 after listen, a host front-end
   t.match(journal, /Deactivated successfully/, 'which ended it with exit 0');
 });
 
-t.test('vmpi serve under systemd with a fd store: kill -9 twice, the host front-end connection lives on', { skip: unavailable ?? noDist ?? false, timeout: 120_000 }, async (t) => {
+t.test('vmpi serve under systemd with a fd store: kill -9 twice and a systemctl restart, the host front-end connection lives on', { skip: unavailable ?? noDist ?? false, timeout: 120_000 }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'vmpi-sd-serve-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const sd = await startSystemd(t, { binds: [dir] });
@@ -98,16 +98,21 @@ t.test('vmpi serve under systemd with a fd store: kill -9 twice, the host front-
   t.equal(Buffer.from(await fe.getConfig(0, 8)).readUInt16LE(6), 9, 'the device answers GET_CONFIG');
 
   let st = await sd.show(unit, ['MainPID', 'NRestarts']);
-  for (const round of [1, 2]) {
+  // Two crashes (Restart=on-failure), then a `systemctl restart` (SIGTERM: a hand-over; one job
+  // keeps the store; NRestarts goes back to 0).
+  for (const round of [1, 2, 3]) {
     const before = st.MainPID;
     const t0 = Date.now();
-    await sd.runOk(['systemctl', 'kill', '-s', 'KILL', unit]);
-    st = await sd.waitShow(unit, ['MainPID', 'NRestarts', 'ActiveState', 'SubState'], (p) => p.NRestarts === String(round) && p.ActiveState === 'active' && p.SubState === 'running' && p.MainPID !== before, 30_000, `restarted (${round})`);
+    if (round <= 2) await sd.runOk(['systemctl', 'kill', '-s', 'KILL', unit]);
+    else await sd.runOk(['systemctl', 'restart', unit], { timeoutMs: 30_000 });
+    const restarts = round <= 2 ? String(round) : '0';
+    st = await sd.waitShow(unit, ['MainPID', 'NRestarts', 'ActiveState', 'SubState'], (p) => p.NRestarts === restarts && p.ActiveState === 'active' && p.SubState === 'running' && p.MainPID !== before, 30_000, `restarted (${round})`);
     const cfg = await fe.getConfig(0, 8).catch(async (e: Error) => {
       throw new Error(`${e.message}; journal:\n${await sd.journal(unit)}`);
     });
-    t.equal(Buffer.from(cfg).readUInt16LE(6), 9, `kill -9 #${round}: the new worker (pid ${st.MainPID}) answers GET_CONFIG on the same connection, ${Date.now() - t0} ms after the kill`);
-    t.notOk(fe.closed, `kill -9 #${round}: the front-end never saw a close`);
+    const what = round <= 2 ? `kill -9 #${round}` : 'systemctl restart';
+    t.equal(Buffer.from(cfg).readUInt16LE(6), 9, `${what}: the new worker (pid ${st.MainPID}) answers GET_CONFIG on the same connection, ${Date.now() - t0} ms after it`);
+    t.notOk(fe.closed, `${what}: the front-end never saw a close`);
   }
   const journal = await sd.journal(unit);
   t.match(journal, /resuming from the state the last worker left/, 'the journal has the resume');
