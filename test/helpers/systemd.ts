@@ -1,7 +1,7 @@
 /**
  * systemd.ts — a real systemd (Debian 12's 252) as PID 1 of a fresh PID + mount + UTS + IPC
- * (optionally network) namespace, for tests of what only systemd does (the fd store, Type=notify, Restart=): no
- * imitation. The root is an overlay over the cached rootfs of scripts/systemd-rootfs.sh (its
+ * (optionally network) namespace, for tests of what only systemd does (the fd store, Type=notify,
+ * Restart=, socket activation, the shipped units): no imitation. The root is an overlay over the cached rootfs of scripts/systemd-rootfs.sh (its
  * upper layer on a tmpfs of the namespace, so every instance starts clean and the cache is never
  * written), with the project checkout, the Node that runs the tests and any extra directories
  * bind-mounted at the SAME paths, so commands and paths are the same inside and out.
@@ -105,7 +105,9 @@ export function systemdUnavailable(): string | undefined {
 // overlay root on a tmpfs, the API file systems, the bind mounts, then systemd with a clean
 // environment. Mounts are private to the namespace (unshare's default propagation).
 const BOOT_SCRIPT = `set -eu
-for cg in $VMPI_SD_CGROUPS; do mkdir -p "$cg"; echo 0 > "$cg/cgroup.procs"; done
+for cg in $VMPI_SD_CGROUPS; do
+  { mkdir -p "$cg" && echo 0 > "$cg/cgroup.procs"; } || { echo "cannot join the cgroup $cg" >&2; exit 1; }
+done
 X=$VMPI_SD_DIR
 mount -t tmpfs -o mode=0755 vmpi-systemd "$X"
 mkdir "$X/upper" "$X/work" "$X/root"
