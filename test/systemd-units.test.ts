@@ -7,7 +7,8 @@
  * answers with the VMPI id of its env file and opens its IPC socket; stopping both removes the
  * socket. vmpi.service with the example config: READY, sockets, metrics, back after kill -9; and
  * with a fd store added by a drop-in, a live front-end (memory, two queues) survives a kill -9 and
- * a `systemctl restart` under the unit's hardening. Needs root, the rootfs of scripts/systemd-rootfs.sh and dist/ (scripts/build.sh); in
+ * a `systemctl restart` under the unit's hardening; the same for vmpi@.socket + vmpi@.service,
+ * whose socket and IPC socket stay served. Needs root, the rootfs of scripts/systemd-rootfs.sh and dist/ (scripts/build.sh); in
  * CI their absence is a failure.
  */
 import t, { type Test } from 'tap';
@@ -146,4 +147,46 @@ t.test('vmpi.service as shipped plus a fd store (drop-in FileDescriptorStoreMax=
   const journal = await sd.journal('vmpi.service');
   t.notMatch(journal, /cannot resume|cannot save the restart state/, 'no failed resume or state save');
   await sd.runOk(['systemctl', 'stop', 'vmpi.service'], { timeoutMs: 30_000 });
+});
+
+t.test('vmpi@.socket + vmpi@.service plus a fd store (drop-in): a live front-end survives kill -9 and systemctl restart; the sockets stay served', { skip: unavailable ?? false, timeout: 120_000 }, async (t) => {
+  const sd = await install(t, ['vmpi@.service', 'vmpi@.socket']);
+  sd.writeFile('/etc/vmpi/vm/web1.env', 'VMPI_ID=5\n');
+  // As for vmpi.service: without RuntimeDirectoryPreserve=restart the new worker finds its IPC
+  // socket path gone, exits 1 and closes the resumed front-end on the way out.
+  sd.writeFile('/etc/systemd/system/vmpi@.service.d/fdstore.conf', '[Service]\nFileDescriptorStoreMax=256\nRuntimeDirectoryPreserve=restart\n');
+  await sd.runOk(['systemctl', 'daemon-reload']);
+  await sd.runOk(['systemctl', 'start', 'vmpi@web1.socket']);
+  const unit = 'vmpi@web1.service';
+  const fe = new VhostUserFrontend(sd.hostPath('/run/vmpi/web1.sock'), { timeoutMs: 15_000 });
+  t.teardown(() => fe.close());
+  const mem = new GuestMemoryImage(1024 * 1024);
+  t.teardown(() => mem.close());
+  await fe.handshake({ memory: mem, queues: [{ size: 64 }, { size: 64 }] });
+  t.equal(Buffer.from(await fe.getConfig(0, 8)).readUInt16LE(6), 5, 'a front-end with memory and two queues started the back-end');
+  let st = await sd.waitShow(unit, ['MainPID', 'ActiveState'], (p) => p.ActiveState === 'active', 20_000, 'active');
+  for (const how of ['kill', 'restart'] as const) {
+    const before = st.MainPID;
+    const t0 = Date.now();
+    if (how === 'kill') await sd.runOk(['systemctl', 'kill', '-s', 'KILL', unit]);
+    else await sd.runOk(['systemctl', 'restart', unit], { timeoutMs: 30_000 });
+    st = await sd.waitShow(unit, ['MainPID', 'ActiveState', 'SubState'], (p) => p.ActiveState === 'active' && p.SubState === 'running' && p.MainPID !== before, 30_000, `back after ${how}`);
+    const cfg = await fe.getConfig(0, 8).catch(async (e: Error) => {
+      throw new Error(`${e.message}; journal:\n${await sd.journal(unit)}`);
+    });
+    t.equal(Buffer.from(cfg).readUInt16LE(6), 5, `${how}: the new worker answers on the same connection (${Date.now() - t0} ms)`);
+    t.notOk(fe.closed, `${how}: the front-end never saw a close`);
+    t.ok(existsSync(sd.hostPath('/run/vmpi-ipc/web1/ipc.sock')), `${how}: the IPC socket is still there`);
+    // The accept loop on the socket unit's socket runs again: a second front-end is accepted and
+    // refused (one per device, and the resumed one is still attached).
+    const probe = new VhostUserFrontend(sd.hostPath('/run/vmpi/web1.sock'), { timeoutMs: 15_000 });
+    t.teardown(() => probe.close());
+    await probe.getFeatures().catch(() => undefined);
+    await probe.waitClosed(15_000);
+    probe.close();
+  }
+  const journal = await sd.journal(unit);
+  t.equal(journal.match(/refusing front-end: this socket already serves its maximum number of front-ends/g)?.length, 2, 'each second front-end was accepted and refused: the socket is served');
+  t.notMatch(journal, /cannot resume|cannot save the restart state/, 'no failed resume or state save');
+  await sd.runOk(['systemctl', 'stop', unit, 'vmpi@web1.socket'], { timeoutMs: 30_000 });
 });
