@@ -21,7 +21,7 @@ t.test('Ctrl-C (SIGINT to the process group) shuts keeper and worker down cleanl
   const env: NodeJS.ProcessEnv = { ...process.env, VMPI_LOG_LEVEL: 'info' };
   delete env.NODE_OPTIONS;
   delete env.NOTIFY_SOCKET;
-  const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), join(ROOT, 'src/cli.ts'), 'serve', '--socket', sock, '--no-ipc', '--no-metrics'], { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), join(ROOT, 'src/cli.ts'), 'serve', '--socket', sock, '--no-ipc', '--no-metrics', '--pid-file', join(dir, 'vmpi.pid')], { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   let log = '';
   child.stdout!.setEncoding('utf8').on('data', (s: string) => (log += s));
   child.stderr!.setEncoding('utf8').on('data', (s: string) => (log += s));
@@ -33,6 +33,7 @@ t.test('Ctrl-C (SIGINT to the process group) shuts keeper and worker down cleanl
     }
   });
   await until('the socket', () => existsSync(sock) && log.includes('device configured'), 30_000, () => log);
+  t.equal(readFileSync(join(dir, 'vmpi.pid'), 'utf8'), `${child.pid}\n`, "--pid-file holds the keeper's pid (the one to signal)");
   const worker = Number(readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8').trim());
   const session = (pid: number) => Number(readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[3]);
   t.not(session(worker), session(child.pid!), "the worker is not in the keeper's session (a terminal's signals reach the keeper only)");
@@ -41,5 +42,6 @@ t.test('Ctrl-C (SIGINT to the process group) shuts keeper and worker down cleanl
   const code = await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('timeout'), 20_000))]);
   t.equal(code, 0, 'exit status 0');
   t.notOk(existsSync(sock), 'the socket file is removed');
+  t.notOk(existsSync(join(dir, 'vmpi.pid')), 'and the pid file');
   t.match(log, /shutting down/, 'the worker shut down cleanly');
 });
