@@ -3,7 +3,8 @@
 # system packages (scripts/setup-system.sh), a supported Node (scripts/setup-node.sh: the active
 # LTS when the system's is older), npm dependencies and the native addon (npm ci),
 # the TypeScript build, and the guest artefacts (kernel, module, initramfs: scripts/guest/build.sh;
-# the same plus Node and this project: scripts/guest/build-node.sh).
+# the same plus Node and this project: scripts/guest/build-node.sh) and, for the tests
+# (VMPI_TEST_TOOLS=1), the Debian rootfs that systemd runs in (scripts/systemd-rootfs.sh).
 # Used by `npm test` and `npm run demo`; quick when everything is already in place.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,4 +37,8 @@ if [ "${VMPI_SKIP_GUEST:-0}" != 1 ]; then
   bash scripts/guest/build.sh
   # The guest image with Node and this project (dist/), for the TypeScript stack in the VM.
   STRICT_TSC=1 bash scripts/guest/build-node.sh
+fi
+if [ "${VMPI_TEST_TOOLS:-0}" = 1 ]; then
+  # The rootfs for the tests that run a real systemd as PID 1 of a namespace (about 40 s once).
+  bash scripts/systemd-rootfs.sh
 fi

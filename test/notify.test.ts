@@ -11,7 +11,7 @@ import { existsSync, fstatSync, mkdtempSync, readFileSync, rmSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { native } from '../src/sys/native.js';
-import { notifySocket, sdNotify } from '../src/ops/notify.js';
+import { NotifyError, notifySocket, sdNotify } from '../src/ops/notify.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const dir = mkdtempSync(join(tmpdir(), 'vmpi-notify-'));
@@ -64,6 +64,23 @@ t.test('sdNotify: nothing without NOTIFY_SOCKET; datagrams to a path and an abst
 
   const err = t.throws(() => sdNotify({ READY: '1' }, { env: { NOTIFY_SOCKET: join(dir, 'nobody.sock') } })) as NodeJS.ErrnoException;
   t.equal(err.code, 'ENOENT', 'a missing socket is a system error the caller logs');
+});
+
+t.test('sdNotify refuses an FDNAME systemd would not keep: typed error, nothing sent', async (t) => {
+  const path = join(dir, 'fdname.sock');
+  const fd = native.bindUnixDgram(path);
+  t.teardown(() => native.close(fd));
+  const env = { NOTIFY_SOCKET: path };
+  for (const bad of ['a:b', '', 'x'.repeat(256), 'tab\there', 'caf\u00e9']) {
+    const err = t.throws(() => sdNotify({ FDSTORE: '1', FDNAME: bad }, { env })) as NotifyError;
+    t.equal(err.code, 'notify_fdname', `${JSON.stringify(bad.slice(0, 20))}: code notify_fdname`);
+    t.ok(err instanceof NotifyError && /use 1\.\.255 printable ASCII characters without ':'/.test(err.message), 'and a message that says what a name may be');
+  }
+  t.throws(() => sdNotify({ FDNAME: 'a:b' }, { env: {} }), { code: 'notify_fdname' }, 'refused even without a notify socket');
+  t.equal(native.recvMsg(fd, new Uint8Array(64), 0, 64, 0), null, 'nothing was sent');
+  t.equal(sdNotify({ FDSTORE: '1', FDNAME: 'x'.repeat(255) }, { env }), true, '255 characters are fine');
+  t.equal(sdNotify({ FDSTOREREMOVE: '1', FDNAME: 'vhost-user vm1.sock' }, { env }), true, 'spaces and dots are fine');
+  t.equal((await readDatagram(fd)).text, `FDSTORE=1\nFDNAME=${'x'.repeat(255)}\n`);
 });
 
 /** Start `vmpi serve` with NOTIFY_SOCKET pointing at a socket this test bound. */

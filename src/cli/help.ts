@@ -33,6 +33,12 @@ without one get the lowest free VMPI-id. Flags add to the config file: their dev
 the file's, and their settings override the file's. SIGTERM or SIGINT: close every device, remove
 the socket files, exit 0.
 
+Restarts keep the VMs (--restart): by default this process becomes a small keeper that holds
+every fd the VMs need and runs the serving worker as its child; a worker that dies is replaced at
+once and resumes every VM's device. SIGHUP: upgrade (the code on disk is asked whether it can
+read the running state, then takes over). Under systemd (NOTIFY_SOCKET set) the unit's fd store
+holds the fds instead, and SIGTERM hands over rather than closing the devices.
+
 Options:
   --config FILE          YAML (.yaml/.yml) or JSON (.json) configuration (see vmpi check-config)
   --socket PATH          vhost-user socket to create (repeatable; also --socket-path PATH)
@@ -49,6 +55,9 @@ Options:
   --ipc-socket PATH      IPC daemon socket for applications (default ${DEFAULT_IPC_SOCKET}; when
                          the default cannot be created, serving goes on without it)
   --no-ipc               no IPC daemon
+  --restart MODE         auto (default: systemd under a notify unit, else keeper), keeper,
+                         systemd, or off (a restart drops every device); also $VMPI_RESTART
+  --pid-file PATH        write the pid to signal (the keeper's) to PATH
   --log-level LEVEL      ${LOG_LEVELS.join('|')} (default info)
   --log-format FORMAT    json (default), text, or journal (priority prefixes for journald; the
                          default when stderr is the journal, i.e. under systemd)

@@ -69,6 +69,7 @@ export async function serve(argv: string[]): Promise<number> {
     'log-format': { type: 'string' },
     restart: { type: 'string' },
     'check-restart-state-fd': { type: 'string' },
+    'pid-file': { type: 'string' },
   });
   if (values.help) return help('serve');
   // Loaded here, not at the top: --help and --version do not need them.
@@ -81,12 +82,20 @@ export async function serve(argv: string[]): Promise<number> {
   } catch (e) {
     throw new UsageError(`vmpi serve: ${(e as Error).message}`);
   }
+  const pidFile = str(values['pid-file']);
   if (restartRun.isKeeperParent(mode)) {
     setLogLevel(logLevelArg(str(values['log-level'])) ?? 'info');
     const format = logFormatArg(str(values['log-format']));
     if (format !== undefined) setLogFormat(format);
-    return restartRun.runKeeper(logger.child({ role: 'keeper' }));
+    // The keeper's pid is the one to signal (SIGHUP: upgrade; SIGTERM: stop).
+    if (pidFile !== undefined) restartRun.writePidFile(pidFile);
+    try {
+      return await restartRun.runKeeper(logger.child({ role: 'keeper' }));
+    } finally {
+      if (pidFile !== undefined) restartRun.removePidFile(pidFile);
+    }
   }
+  if (pidFile !== undefined && process.env.VMPI_RESTART_ROLE !== 'worker') restartRun.writePidFile(pidFile);
   const ipcSocket = str(values['ipc-socket']);
   if (values['no-ipc'] === true && ipcSocket !== undefined) throw new UsageError('vmpi serve: --ipc-socket and --no-ipc exclude each other');
   // An explicit socket (flag, or VMPI_IPC_SOCKET as guest and tgen honour it) must work; the

@@ -10,6 +10,29 @@
  */
 import { native } from '../sys/native.js';
 
+/** A message systemd would refuse or misread; `code` names the rule it broke. */
+export class NotifyError extends Error {
+  override name = 'NotifyError';
+  constructor(
+    readonly code: 'notify_fdname',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * systemd's rule for FDNAME (fdname_is_valid): 1..255 printable ASCII characters, no ':' (':'
+ * separates the names in $LISTEN_FDNAMES). systemd ignores a bad name with a warning in its own
+ * journal and stores the fds under the default name "stored", where a restarted process looking
+ * them up by name would not find them: refuse it here instead.
+ */
+function checkFdName(name: string): void {
+  if (name.length < 1 || name.length > 255 || !/^[\x20-\x7e]+$/.test(name) || name.includes(':')) {
+    throw new NotifyError('notify_fdname', `sd_notify: FDNAME "${name.slice(0, 300)}" is not a valid fd name: use 1..255 printable ASCII characters without ':'`);
+  }
+}
+
 export interface NotifyOptions {
   env?: NodeJS.ProcessEnv;
   /** fds to pass with the message (SCM_RIGHTS), e.g. with FDSTORE=1. */
@@ -26,9 +49,11 @@ export function notifySocket(env: NodeJS.ProcessEnv = process.env): string | und
 /**
  * Send `fields` (e.g. { READY: '1', STATUS: 'serving 2 devices' }) to the service manager.
  * Returns false when there is no notify socket; throws the system error when sending fails.
- * Values may not contain a newline (that would start another assignment).
+ * Values may not contain a newline (that would start another assignment); FDNAME must be a valid
+ * fd name (NotifyError, code notify_fdname, even without a notify socket).
  */
 export function sdNotify(fields: Record<string, string>, opts: NotifyOptions = {}): boolean {
+  if (fields.FDNAME !== undefined) checkFdName(fields.FDNAME);
   const path = notifySocket(opts.env);
   if (path === undefined) return false;
   const lines: string[] = [];

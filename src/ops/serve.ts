@@ -9,6 +9,8 @@
  * sockets, so a failure leaves no socket file behind) and the clean shutdown (close every
  * vhost-user server, which removes the socket files it created, then the metrics server).
  */
+import { existsSync } from 'node:fs';
+import { safeClose } from '../sys/fd.js';
 import { logger as rootLogger, type Logger } from '../sys/log.js';
 import { ShimHvIpcp } from '../dif/shim-hv/ipcp.js';
 import { IpcDaemon } from '../dif/ipc/daemon.js';
@@ -97,7 +99,7 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
     for (const d of plan.devices) {
       try {
         const kept = { vmpiId: d.vmpiId ?? host.allocateId(), maxSduLog2: d.maxSduLog2, carrier: d.carrier };
-        const listenFd = d.listenFd ?? restart?.listenFdFor(kept);
+        const listenFd = d.listenFd ?? keptSocket(restart, restart?.listenFdFor(kept), d.socket, log);
         const device = host.addDevice({ socketPath: d.socket, listenFd, vmpiId: kept.vmpiId, maxSduLog2: d.maxSduLog2, carrier: d.carrier, allowUnsealedMemory: d.allowUnsealedMemory, commit: restart?.commit });
         if (d.socket !== undefined) applySocketPermissions(d.socket, d);
         const ipcp = shimIpcp(device, log, restart, kept);
@@ -120,7 +122,7 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
       for (const ipcp of ipcps.values()) daemon.addIpcp(ipcp);
       if (normal) daemon.addIpcp(normal);
       try {
-        daemon.listen(restart?.ipcListenFd());
+        daemon.listen(keptSocket(restart, restart?.ipcListenFd(), opts.ipc.socketPath, log));
         restart?.attachIpc(daemon);
         ipcDaemon = daemon;
         metrics?.addIpcDaemon(daemon);
@@ -152,4 +154,18 @@ function shimIpcp(device: VmpiDevice, log: Logger, restart: Restarter | undefine
     log.error({ vmpiId: device.vmpiId, err: (e as Error).message }, "the shim DIF's saved state is unusable; its IPC process starts afresh (the guest's flows over it are not ended by the host)");
     return new ShimHvIpcp(opts);
   }
+}
+
+/**
+ * A listening socket the last worker kept, if its file is still there. Removed meanwhile (by
+ * hand, or a service manager cleaning a runtime directory), nobody could connect to it by path:
+ * it is closed and the caller listens on a new socket at that path (connections the old one
+ * accepted, the VMs', are resumed all the same).
+ */
+function keptSocket(restart: Restarter | undefined, fd: number | undefined, path: string | undefined, log: Logger): number | undefined {
+  if (fd === undefined || path === undefined || existsSync(path)) return fd;
+  log.warn({ socket: path }, 'the socket file of a kept listening socket is gone; listening on a new one at that path');
+  safeClose(fd);
+  restart?.released(fd);
+  return undefined;
 }

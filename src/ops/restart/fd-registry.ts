@@ -85,6 +85,11 @@ export class FdRegistry {
     }
   }
 
+  /** Fd `fd` was closed by its user before any scope took it (its number may come back as another file). */
+  release(fd: number): void {
+    this.detach(fd);
+  }
+
   /** Forget a scope (its user is gone). */
   drop(scope: string): void {
     this.sync(scope, []);

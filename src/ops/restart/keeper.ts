@@ -117,7 +117,9 @@ export class Keeper {
     const env = { NODE_COMPILE_CACHE: join(tmpdir(), `vmpi-compile-cache-${process.getuid?.() ?? 0}`), ...base, NOTIFY_SOCKET: this.socketPath, VMPI_RESTART_ROLE: 'worker', LISTEN_FDS: String(fds.length), LISTEN_FDNAMES: names.join(':') };
     let child: ChildProcess;
     try {
-      child = spawn('/bin/sh', ['-c', 'LISTEN_PID=$$; export LISTEN_PID; exec "$@"', 'sh', ...command], { stdio: ['inherit', 'inherit', 'inherit', ...fds], env });
+      // detached: a session of its own, so a Ctrl-C on the terminal reaches the keeper only (which
+      // passes it on once) and not the worker twice; it still dies with the keeper (pdeathsig).
+      child = spawn('/bin/sh', ['-c', 'LISTEN_PID=$$; export LISTEN_PID; exec "$@"', 'sh', ...command], { stdio: ['inherit', 'inherit', 'inherit', ...fds], env, detached: true });
     } catch (e) {
       this.opts.log.error({ err: errText(e) }, 'keeper: cannot start a worker; retrying in 1 s');
       this.timer = setTimeout(() => this.spawnWorker(), 1000);

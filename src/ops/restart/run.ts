@@ -16,6 +16,7 @@
  *   systemd does with Restart=on-failure). If it cannot, this worker keeps serving and says why.
  */
 import { spawn } from 'node:child_process';
+import { readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import type { Logger } from '../../sys/log.js';
 import { errText } from '../../sys/fd.js';
 import { native } from '../../sys/native.js';
@@ -121,4 +122,18 @@ export function upgradeCheck(stateFd: number, log: Logger, timeoutMs = 60_000): 
       resolve({ ok, said: said.trim() || (signal ? `killed by ${signal}` : `exit status ${String(code)}`) });
     });
   });
+}
+
+/** Write this process's pid to `path` (--pid-file), for `kill -HUP $(cat path)`. */
+export function writePidFile(path: string): void {
+  writeFileSync(path, `${process.pid}\n`, { mode: 0o644 });
+}
+
+/** Remove `path` if it still holds this process's pid. */
+export function removePidFile(path: string): void {
+  try {
+    if (readFileSync(path, 'utf8').trim() === String(process.pid)) unlinkSync(path);
+  } catch {
+    // gone already
+  }
 }

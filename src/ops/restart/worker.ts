@@ -148,6 +148,11 @@ export class Restarter {
     this.persist();
   }
 
+  /** An fd this restarter handed out was closed unused (e.g. a kept socket whose file is gone). */
+  released(fd: number): void {
+    this.registry.release(fd);
+  }
+
   /** The commit hook for the device's server (see Connection's `commit`). */
   readonly commit = (conn: Connection, received: readonly number[]): void => {
     if (this.abandoned) return;
