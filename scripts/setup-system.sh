@@ -3,8 +3,9 @@
 # Owns: apt sources for bookworm-backports (QEMU 10), build tools, busybox/cpio for guest
 # initramfs, the guest kernel's build headers; with VMPI_TEST_TOOLS=1 (set by scripts/test.sh) also
 # libvirt (test/libvirt-qemu.test.ts boots the shipped domain), dkms (test/guest-dkms.test.ts
-# builds the guest driver's DKMS package) and debootstrap (scripts/systemd-rootfs.sh builds the
-# rootfs the tests run a real systemd in), which the demo and a plain install do not need.
+# builds the guest driver's DKMS package), debootstrap (scripts/systemd-rootfs.sh builds the
+# rootfs the tests run a real systemd in) and promtool (Debian's prometheus package), which the
+# demo and a plain install do not need.
 # Safe to run again: it only acts on what is missing.
 set -euo pipefail
 
@@ -41,9 +42,11 @@ fi
 # policy-rc.d keeps them stopped and the libvirt test starts libvirtd itself. Debian defines
 # libvirt's "default" network without autostart, so libvirtd creates no bridge. dkms: builds the
 # guest driver's DKMS package in a test. debootstrap: the Debian rootfs in which tests run systemd
-# as PID 1 of a PID namespace (fd store, Type=notify units).
-pkgs=(build-essential python3 make g++ busybox-static cpio kmod iproute2 xz-utils zstd prometheus systemd libxml2-utils)
-if [ "${VMPI_TEST_TOOLS:-0}" = 1 ]; then pkgs+=(libvirt-daemon-system dkms debootstrap); fi
+# as PID 1 of a PID namespace (fd store, Type=notify units). prometheus: Debian ships promtool only
+# in the server's package; the tests need promtool (check metrics, check rules, test rules on
+# qemu-configs/prometheus/).
+pkgs=(build-essential python3 make g++ busybox-static cpio kmod iproute2 xz-utils zstd systemd libxml2-utils)
+if [ "${VMPI_TEST_TOOLS:-0}" = 1 ]; then pkgs+=(libvirt-daemon-system dkms debootstrap prometheus); fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -51,6 +54,12 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing: ${missing[*]}"
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Only promtool was wanted: on a host with systemd the package also enabled and started a
+  # Prometheus server listening on every address (port 9090). Stop the one this script installed.
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+    log "prometheus: only promtool is needed; disabling the server the package started"
+    $SUDO systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+  fi
 fi
 
 qemu_major() { qemu-system-x86_64 --version 2>/dev/null | sed -nE 's/^QEMU emulator version ([0-9]+).*/\1/p'; }

@@ -3,7 +3,7 @@
  * set by hand, scraped over HTTP on an ephemeral loopback port. Checks the values, the labels,
  * monotonic counters across a reconnect, connection counters from real connects (one clean, one
  * protocol error), the HTTP edges, and that `promtool check metrics` accepts the output (when
- * promtool is installed: scripts/setup-system.sh installs it).
+ * promtool is installed: VMPI_TEST_TOOLS=1 scripts/setup-system.sh installs it).
  */
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
@@ -107,6 +107,8 @@ t.test('device and connection metrics, scraped over HTTP', async (t) => {
   t.equal(sample(m, 'vmpi_device_calls_total', { vmpi_id: '7' }), 7);
   t.equal(sample(m, 'vmpi_device_backlog_sdus', { vmpi_id: '7' }), 2);
   t.equal(sample(m, 'vmpi_device_backlog_bytes', { vmpi_id: '7' }), 300);
+  t.equal(sample(m, 'vmpi_device_backlog_max_sdus', { vmpi_id: '7' }), 4096, 'the backlog bounds, for a fill ratio');
+  t.equal(sample(m, 'vmpi_device_backlog_max_bytes', { vmpi_id: '7' }), 4 * 1024 * 1024);
   t.equal(sample(m, 'vmpi_device_up', { vmpi_id: '7' }), 0, 'no guest driver');
   t.equal(sample(m, 'vmpi_device_max_sdu_bytes', { vmpi_id: '8' }), 4096);
   t.equal(sample(m, 'vmpi_device_drops_total', { vmpi_id: '8', reason: 'oversize' }), 1, 'devices do not mix');
@@ -168,7 +170,7 @@ t.test('device and connection metrics, scraped over HTTP', async (t) => {
   t.equal((await get(server.url.replace('/metrics', '/'))).status, 200);
   t.equal((await get(`${server.url}?x=1`)).status, 200, 'query string ignored');
 
-  t.test('promtool check metrics', { skip: promtool ? false : 'promtool not installed (bash scripts/setup-system.sh)' }, async (t) => {
+  t.test('promtool check metrics', { skip: promtool ? false : 'promtool not installed (VMPI_TEST_TOOLS=1 bash scripts/setup-system.sh)' }, async (t) => {
     const p = spawnSync('promtool', ['check', 'metrics'], { input: m2, encoding: 'utf8' });
     t.equal(p.stdout + p.stderr, '', 'no lint findings');
     t.equal(p.status, 0, 'promtool exit status');

@@ -189,6 +189,8 @@ export class HostMetrics {
     deviceValue('gauge', 'vmpi_device_up', '1 while the guest driver has both queues running, else 0', ({ d }) => (d.isUp ? 1 : 0));
     deviceValue('gauge', 'vmpi_device_backlog_sdus', 'Host-to-guest SDUs waiting in the backlog for guest buffers', ({ d }) => d.stats.backlogSdus);
     deviceValue('gauge', 'vmpi_device_backlog_bytes', 'Host-to-guest bytes waiting in the backlog for guest buffers', ({ d }) => d.stats.backlogBytes);
+    deviceValue('gauge', 'vmpi_device_backlog_max_sdus', 'Bound of the host-to-guest backlog in SDUs (past it, or past the byte bound, SDUs are refused: drops reason backlog_full)', ({ d }) => d.backlogLimits.maxSdus);
+    deviceValue('gauge', 'vmpi_device_backlog_max_bytes', 'Bound of the host-to-guest backlog in bytes', ({ d }) => d.backlogLimits.maxBytes);
     deviceValue('counter', 'vmpi_device_rx_queue_full_total', 'Times a host-to-guest send found no free guest rx buffer', ({ d }) => d.stats.rxQueueFull);
     deviceValue('counter', 'vmpi_device_kicks_total', 'Guest-to-host notifications (kicks) handled', ({ d }) => d.stats.kicks);
     deviceValue('counter', 'vmpi_device_calls_total', 'Host-to-guest notifications (calls, interrupts) sent', ({ d }) => d.stats.calls);

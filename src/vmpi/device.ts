@@ -107,6 +107,8 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
   private readonly header = new Uint8Array(FRAME_HEADER_SIZE);
   private readonly headerView = new DataView(this.header.buffer);
   private readonly backlog: SendBacklog<Backlogged>;
+  /** The host → guest backlog's bounds (send() refuses an SDU past either: drops.backlog_full). */
+  readonly backlogLimits: { readonly maxSdus: number; readonly maxBytes: number };
   private paused = false;
 
   constructor(opts: VmpiDeviceOptions) {
@@ -127,11 +129,8 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
     this.maxQueueSize = Math.max(this.carrier.queueSize, 1024);
     this.config = new Uint8Array(Math.max(this.carrier.configSize, 8));
     this.config.set(encodeVmpiConfig({ vmpiId: this.vmpiId, maxSduLog2: log2 }));
-    this.backlog = new SendBacklog(this.stats, {
-      maxBytes: opts.backlogMaxBytes ?? 4 * 1024 * 1024,
-      maxSdus: opts.backlogMaxSdus ?? 4096,
-      emptyTakesAny: false,
-    });
+    this.backlogLimits = { maxBytes: opts.backlogMaxBytes ?? 4 * 1024 * 1024, maxSdus: opts.backlogMaxSdus ?? 4096 };
+    this.backlog = new SendBacklog(this.stats, { ...this.backlogLimits, emptyTakesAny: false });
   }
 
   /** True while the guest driver has both queues running. */
