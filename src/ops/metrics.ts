@@ -229,8 +229,8 @@ export class HostMetrics {
       if (s) yield [{ holder: s.holder }, 1];
     });
     one('counter', 'vmpi_restarts_total', 'Worker restarts (crashes, upgrades) this server survived with its VMs untouched, since it first started', (s) => s.restarts);
-    one('counter', 'vmpi_restart_connections_resumed_total', 'vhost-user connections this worker resumed from the last one', (s) => s.connectionsResumed);
-    one('counter', 'vmpi_restart_resume_failures_total', 'vhost-user connections this worker could not resume (their VMs must reconnect their devices: alert on any)', (s) => s.resumeFailures);
+    one('counter', 'vmpi_restart_connections_resumed_total', 'vhost-user connections resumed by a new worker after a restart, since the server first started', (s) => s.connectionsResumed);
+    one('counter', 'vmpi_restart_resume_failures_total', 'vhost-user connections a new worker could not resume after a restart, since the server first started (their VMs must reconnect their devices: alert on any)', (s) => s.resumeFailures);
     one('counter', 'vmpi_restart_state_writes_total', 'Restart state documents written', (s) => s.stateWrites);
     one('counter', 'vmpi_restart_state_write_errors_total', 'Restart state documents that could not be written (a restart would resume an older state)', (s) => s.stateWriteErrors);
     one('gauge', 'vmpi_restart_stored_fds', 'Open files kept in the fd store (keeper or systemd) for the next worker', (s) => s.storedFds());

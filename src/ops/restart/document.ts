@@ -41,6 +41,9 @@ export interface RestartDocument {
   writtenBy: string;
   /** Restarts this server survived before the worker that wrote it. */
   restarts: number;
+  /** Connections resumed, and resumes that failed, by every worker so far (metrics stay counters). */
+  resumed: number;
+  resumeFailures: number;
   /** Wall-clock ms of the write (the resume log says how old the state was). */
   writtenAt: number;
   devices: DeviceDoc[];
@@ -81,6 +84,8 @@ export function parseDocument(text: string): RestartDocument {
     version: DOCUMENT_VERSION,
     writtenBy: String(d.writtenBy),
     restarts: Number.isInteger(d.restarts) ? d.restarts! : 0,
+    resumed: Number.isInteger(d.resumed) ? d.resumed! : 0,
+    resumeFailures: Number.isInteger(d.resumeFailures) ? d.resumeFailures! : 0,
     writtenAt: typeof d.writtenAt === 'number' ? d.writtenAt : 0,
     devices: d.devices,
     ipcListen: typeof d.ipcListen === 'string' ? d.ipcListen : null,

@@ -34,6 +34,7 @@ export interface RestartStats {
   readonly holder: string;
   /** Restarts this server survived (from the document, plus this one when it resumed). */
   restarts: number;
+  /** Connections resumed, and resumes that failed, since the server first started (all workers). */
   connectionsResumed: number;
   resumeFailures: number;
   stateWrites: number;
@@ -104,8 +105,8 @@ export class Restarter {
     const stats: RestartStats = {
       holder: holder.kind,
       restarts: (previous?.restarts ?? 0) + (previous ? 1 : 0),
-      connectionsResumed: 0,
-      resumeFailures: 0,
+      connectionsResumed: previous?.resumed ?? 0,
+      resumeFailures: previous?.resumeFailures ?? 0,
       stateWrites: 0,
       stateWriteErrors: 0,
       storedFds: () => this.registry.size + 1,
@@ -205,6 +206,8 @@ export class Restarter {
       version: DOCUMENT_VERSION,
       writtenBy: this.version,
       restarts: this.stats.restarts,
+      resumed: this.stats.connectionsResumed,
+      resumeFailures: this.stats.resumeFailures,
       writtenAt: Date.now(),
       devices: [...this.devices.values()].map((a) => this.deviceDoc(a)),
       ipcListen: this.ipcDaemon && this.ipcDaemon.listeningFd >= 0 ? (this.registry.nameOf(this.ipcDaemon.listeningFd) ?? null) : null,
