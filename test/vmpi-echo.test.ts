@@ -11,13 +11,11 @@ import t, { type Test } from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { VhostUserFrontend } from './frontend/frontend.js';
-import { GuestMemoryImage } from './frontend/guest-memory.js';
-import type { DriverQueue } from './frontend/driver-queue.js';
+import { VmpiTestDriver } from './helpers/vmpi-driver.js';
 import { patternSdu } from './helpers/pattern.js';
 import { until } from './dif/helpers.js';
 import { VhostUserServer } from '../src/vhost-user/server.js';
-import { FRAME_HEADER_SIZE, SendResult, VmpiDevice } from '../src/vmpi/device.js';
+import { SendResult, VmpiDevice } from '../src/vmpi/device.js';
 import { EchoError, EchoResponder } from '../src/vmpi/echo.js';
 import { ShimHvIpcp } from '../src/dif/shim-hv/ipcp.js';
 import { ConfigError, ECHO_CHANNEL_MIN, mergeServeOptions, parseConfig, type ServeFlags } from '../src/ops/config.js';
@@ -35,81 +33,12 @@ function tmp(t: Test): string {
 }
 
 /** This process as the VMPI guest driver: frames out on the tx queue, rx buffers in. */
-class TestDriver {
-  readonly received: { channel: number; sdu: Uint8Array }[] = [];
-  private readonly txFree: number[] = [];
-  private readonly txSlots: number[] = [];
-  private readonly rxSlots: number[] = [];
-  /** Keep every harvested rx buffer posted again (false: the guest stops posting). */
-  repost = true;
-  private constructor(
-    readonly fe: VhostUserFrontend,
-    readonly mem: GuestMemoryImage,
-    readonly rx: DriverQueue,
-    readonly tx: DriverQueue,
-  ) {
-    for (let i = 0; i < QUEUE_SIZE; i++) {
-      this.txSlots.push(mem.alloc(FRAME_HEADER_SIZE + MAX_SDU, 64));
-      this.txFree.push(i);
-      this.rxSlots.push(mem.alloc(FRAME_HEADER_SIZE + MAX_SDU, 64));
-    }
-  }
+type TestDriver = VmpiTestDriver;
 
-  static async connect(t: Test, path: string): Promise<TestDriver> {
-    const mem = new GuestMemoryImage(4 * 2 ** 20, 'vmpi-echo-test');
-    const fe = new VhostUserFrontend(path, { timeoutMs: 5000 });
-    t.teardown(() => {
-      fe.close();
-      mem.close();
-    });
-    const hs = await fe.handshake({ memory: mem, queues: [0, 1].map((index) => ({ index, size: QUEUE_SIZE })) });
-    return new TestDriver(fe, mem, hs.queues[0]!, hs.queues[1]!);
-  }
-
-  /** Post every rx buffer not yet posted. */
-  postRx(): void {
-    for (let i = 0; i < QUEUE_SIZE && this.rx.numFree > 0; i++) {
-      if (this.rxPosted.has(i)) continue;
-      this.rx.addBuffer(this.rxSlots[i]!, FRAME_HEADER_SIZE + MAX_SDU, true, i);
-      this.rxPosted.add(i);
-    }
-    this.rx.publish();
-  }
-  private readonly rxPosted = new Set<number>();
-
-  /** Queue one frame on the tx ring; false when the ring is full. */
-  send(channel: number, sdu: Uint8Array): boolean {
-    this.harvestTx();
-    const slot = this.txFree.pop();
-    if (slot === undefined) return false;
-    const frame = new Uint8Array(FRAME_HEADER_SIZE + sdu.byteLength);
-    new DataView(frame.buffer).setUint32(0, channel, true);
-    frame.set(sdu, FRAME_HEADER_SIZE);
-    this.mem.write(this.txSlots[slot]!, frame);
-    this.tx.addBuffer(this.txSlots[slot]!, frame.byteLength, false, slot);
-    this.tx.publish();
-    return true;
-  }
-
-  harvestTx(): void {
-    this.tx.harvest((slot) => this.txFree.push(slot));
-  }
-
-  /** Take what the device wrote into rx buffers (and post them again if `repost`). */
-  pump(): void {
-    this.harvestTx();
-    this.rx.harvest((slot, len) => {
-      const frame = this.mem.read(this.rxSlots[slot]!, len);
-      this.received.push({ channel: new DataView(frame.buffer).getUint32(0, true), sdu: frame.subarray(FRAME_HEADER_SIZE) });
-      this.rxPosted.delete(slot);
-    });
-    if (this.repost) this.postRx();
-  }
-
-  /** Frames on the tx ring the device has not taken yet. */
-  get txOutstanding(): number {
-    return this.tx.outstanding;
-  }
+async function connectDriver(t: Test, path: string): Promise<TestDriver> {
+  const d = await VmpiTestDriver.connect(path, { queueSize: QUEUE_SIZE, maxSdu: MAX_SDU });
+  t.teardown(() => d.close());
+  return d;
 }
 
 /** Pump `d` until `cond()` holds (bounded). */
@@ -169,7 +98,7 @@ t.test('through vmpi serve (echoChannels): every SDU comes back unchanged on its
   const device = serving.host.device(3)!;
   t.ok(device.isBound(0) && device.isBound(ECHO_CHANNEL_MIN) && device.isBound(5000), 'the shim DIF has channel 0, the echo its channels');
 
-  const d = await TestDriver.connect(t, path);
+  const d = await connectDriver(t, path);
   await until(() => device.isUp, 'device up');
   d.postRx();
   const sdus = stream([ECHO_CHANNEL_MIN, 5000], 300, 1000);
@@ -203,7 +132,7 @@ t.test('backpressure: a guest that posts no rx buffers loses nothing; the respon
   const { device, path } = serveDevice(t, dir);
   const echo = new EchoResponder(device, [ECHO_CHANNEL_MIN]);
   t.teardown(() => echo.close());
-  const d = await TestDriver.connect(t, path);
+  const d = await connectDriver(t, path);
   await until(() => device.isUp, 'device up');
 
   // No rx buffers: the first echo waits in the device's backlog (Queued), and the responder
@@ -242,7 +171,7 @@ t.test('refused by a full backlog: the SDU is kept and sent after drain, in orde
   const { device, path } = serveDevice(t, dir, { backlogMaxSdus: 4 });
   const echo = new EchoResponder(device, [ECHO_CHANNEL_MIN]);
   t.teardown(() => echo.close());
-  const d = await TestDriver.connect(t, path);
+  const d = await connectDriver(t, path);
   await until(() => device.isUp, 'device up');
 
   // Another sender fills the backlog (no rx buffers yet), so the echo finds it full.
@@ -270,7 +199,7 @@ t.test('the guest driver goes away while the responder holds SDUs: dropped and c
   const { device, path } = serveDevice(t, dir, { backlogMaxSdus: 1 });
   const echo = new EchoResponder(device, [ECHO_CHANNEL_MIN]);
   t.teardown(() => echo.close());
-  const d = await TestDriver.connect(t, path);
+  const d = await connectDriver(t, path);
   await until(() => device.isUp, 'device up');
   t.equal(device.send(7, new Uint8Array(1)), SendResult.Queued);
   t.ok(d.send(ECHO_CHANNEL_MIN, new Uint8Array(10)));

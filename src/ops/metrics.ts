@@ -219,11 +219,7 @@ export class HostMetrics {
 
   private defineRestart(family: <L extends string>(kind: Kind, name: string, help: string, labelNames: readonly L[], samples: () => Iterable<Sample<L>>) => void): void {
     const r = () => this.restart;
-    const one = (kind: Kind, name: string, help: string, value: (s: RestartStats) => number): void =>
-      family(kind, name, help, [], function* () {
-        const s = r();
-        if (s) yield [{}, value(s)];
-      });
+    const one = singleValue(family, r);
     family('gauge', 'vmpi_restart_info', 'Who keeps the fds across worker restarts (keeper, systemd); value is always 1', ['holder'], function* () {
       const s = r();
       if (s) yield [{ holder: s.holder }, 1];
@@ -238,11 +234,7 @@ export class HostMetrics {
 
   private defineIpc(family: <L extends string>(kind: Kind, name: string, help: string, labelNames: readonly L[], samples: () => Iterable<Sample<L>>) => void): void {
     const d = () => this.ipcDaemon;
-    const one = (kind: Kind, name: string, help: string, value: (daemon: IpcDaemon) => number): void =>
-      family(kind, name, help, [], function* () {
-        const daemon = d();
-        if (daemon) yield [{}, value(daemon)];
-      });
+    const one = singleValue(family, d);
     const byLabel = <L extends string>(name: string, help: string, label: L, values: (daemon: IpcDaemon) => Record<string, number>): void =>
       family('counter', name, help, [label], function* () {
         const daemon = d();
@@ -399,4 +391,16 @@ function readAtScrape<L extends string>(registers: Registry[], kind: Kind, name:
       },
     });
   }
+}
+
+/** A family of one unlabelled sample read from `source()` at scrape time (none while it is null). */
+function singleValue<S>(
+  family: <L extends string>(kind: Kind, name: string, help: string, labelNames: readonly L[], samples: () => Iterable<Sample<L>>) => void,
+  source: () => S | null,
+): (kind: Kind, name: string, help: string, value: (s: S) => number) => void {
+  return (kind, name, help, value) =>
+    family(kind, name, help, [], function* () {
+      const s = source();
+      if (s) yield [{}, value(s)];
+    });
 }

@@ -1,8 +1,8 @@
 /**
  * vmpi-driver.ts — this test process as the VMPI guest driver on a real vhost-user connection
  * (test/frontend: memfd guest memory, split rings): frames out on the tx queue, rx buffers in.
- * The same driver as test/vmpi-echo.test.ts', for tests that need traffic through a device
- * served by another process (a real `vmpi serve`).
+ * Used by test/vmpi-echo.test.ts (a device served in-process) and by tests that need traffic
+ * through a device served by another process (a real `vmpi serve`).
  */
 import { VhostUserFrontend } from '../frontend/frontend.js';
 import { GuestMemoryImage } from '../frontend/guest-memory.js';
@@ -15,6 +15,8 @@ export class VmpiTestDriver {
   private readonly txSlots: number[] = [];
   private readonly rxSlots: number[] = [];
   private readonly rxPosted = new Set<number>();
+  /** Keep every harvested rx buffer posted again (false: the guest stops posting). */
+  repost = true;
 
   private constructor(
     readonly fe: VhostUserFrontend,
@@ -64,7 +66,7 @@ export class VmpiTestDriver {
 
   /** Queue one frame on the tx ring; false when the ring is full. */
   send(channel: number, sdu: Uint8Array): boolean {
-    this.tx.harvest((slot) => this.txFree.push(slot));
+    this.harvestTx();
     const slot = this.txFree.pop();
     if (slot === undefined) return false;
     const frame = new Uint8Array(FRAME_HEADER_SIZE + sdu.byteLength);
@@ -76,14 +78,24 @@ export class VmpiTestDriver {
     return true;
   }
 
-  /** Take what the device wrote into rx buffers and post them again. */
-  pump(): void {
+  /** Take back the tx buffers the device completed. */
+  harvestTx(): void {
     this.tx.harvest((slot) => this.txFree.push(slot));
+  }
+
+  /** Frames on the tx ring the device has not taken yet. */
+  get txOutstanding(): number {
+    return this.tx.outstanding;
+  }
+
+  /** Take what the device wrote into rx buffers (and post them again if `repost`). */
+  pump(): void {
+    this.harvestTx();
     this.rx.harvest((slot, len) => {
       const frame = this.mem.read(this.rxSlots[slot]!, len);
       this.received.push({ channel: new DataView(frame.buffer).getUint32(0, true), sdu: frame.subarray(FRAME_HEADER_SIZE) });
       this.rxPosted.delete(slot);
     });
-    this.postRx();
+    if (this.repost) this.postRx();
   }
 }
