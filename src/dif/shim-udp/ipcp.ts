@@ -354,7 +354,7 @@ export class ShimUdpIpcp extends EventEmitter<Events> implements IpcProcess, Obs
 
   private resolveQos(q: QosRequest): QosSpec {
     const spec = resolveQos(q, this.maxSdu, this.difName);
-    if (spec.reliable || spec.inOrder) throw new DifError('invalid_qos', `${this.difName} runs over UDP, which may lose and reorder: it offers unreliable, unordered flows only (use a normal DIF over it for reliability)`);
+    if (spec.reliable || spec.inOrder) throw new DifError('invalid_qos', `${this.difName} runs over UDP, which may lose and reorder: it offers unreliable, unordered flows only: ask for an unreliable flow, or use a normal DIF over it for reliability`);
     return Object.freeze(spec);
   }
 
