@@ -193,3 +193,45 @@ t.test('bind failures and bad options are typed errors', async (t) => {
   t.throws(() => a.addPeer('y', '1.2.3.4:0'), { code: 'invalid_config' });
   await t.rejects(a.allocateFlow('a', 'b'), DifError);
 });
+
+t.test('a hostile allowed peer: random datagrams of every kind change nothing they should not', async (t) => {
+  const { a, b } = await pair(t, { maxPendingRequests: 4, allocateTimeoutMs: 200 });
+  let accepted = 0;
+  a.register('srv', (req) => {
+    accepted++;
+    if (accepted % 2 === 0) req.accept();
+  });
+  const good = await within(b.allocateFlow('cli', 'srv').catch(() => b.allocateFlow('cli', 'srv')), 3000, 'a flow before');
+  const r = await raw(t);
+  a.allowAddress(r.addr);
+  let seed = 99;
+  const rnd = (n: number): number => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 8) % n;
+  const kinds: WireMessage['kind'][] = ['data', 'alloc_req', 'alloc_resp', 'dealloc', 'keepalive'];
+  for (let i = 0; i < 3000; i++) {
+    const id = (): number => [1, 2, 3, rnd(10) + 1, rnd(0xffffffff) + 1][rnd(5)]!;
+    const kind = kinds[rnd(kinds.length)]!;
+    let m: WireMessage;
+    if (kind === 'data') m = { kind, dst: id(), sdu: new Uint8Array(rnd(1500)) };
+    else if (kind === 'alloc_req') m = { kind, src: id(), reliable: rnd(4) === 0, inOrder: false, maxSdu: rnd(2000), difName: rnd(5) === 0 ? 'other' : 'udp.test', srcApp: `x${rnd(3)}`, dstApp: rnd(2) ? 'srv' : 'nope' };
+    else if (kind === 'alloc_resp') m = { kind, dst: id(), src: id(), accept: rnd(2) === 0, reason: 'r' };
+    else if (kind === 'dealloc') m = { kind, dst: rnd(3) === 0 ? 0 : id(), src: id(), reason: 'r' };
+    else m = { kind, dst: id(), src: id() };
+    const buf = encodeMessage(m);
+    if (rnd(10) === 0 && buf.byteLength > 1) buf[rnd(buf.byteLength)] ^= 0xff;
+    await sendRaw(r.sock, a, buf);
+  }
+  await new Promise((res) => setTimeout(res, 300));
+  // The flow between a and b, whose ids the stranger guessed at from another address, lives on.
+  t.equal(good.state, 'allocated', 'the good flow survives');
+  good.write(Uint8Array.of(1, 2, 3));
+  const served = a.flows().find((f) => f.remoteApp.processName === 'cli');
+  t.ok(served, 'its other end too');
+  const pendingNow = (a.inspect().flows as { state: string }[]).filter((f) => f.state === 'incoming').length;
+  t.ok(pendingNow <= 4, `requests waiting for the application stay bounded (${pendingNow})`);
+  t.ok(a.flows().length <= 1024);
+  const d = a.counters().datagramDrops!;
+  t.ok(d.malformed + d.oversize + d.unknown_flow + d.stale + d.no_registration + d.limit > 0, `drops ${JSON.stringify(d)}`);
+  // And it still allocates.
+  const again = await within(b.allocateFlow('cli', 'srv').catch(() => b.allocateFlow('cli', 'srv')), 3000, 'a flow after');
+  t.equal(again.state, 'allocated');
+});
