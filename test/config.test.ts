@@ -310,6 +310,11 @@ t.test('the shim DIF over UDP: shimUdp with its defaults left open; bad addresse
     },
     'every key',
   );
+  t.same(
+    parseConfig('shimUdp: { dif: udp.lo, bind: "127.0.0.1:7300", hostsFile: hosts, peerPort: 7300 }\n', { format: 'yaml', baseDir: '/etc/vmpi' }).shimUdp,
+    { dif: 'udp.lo', bind: '127.0.0.1:7300', peers: {}, allow: [], hostsFile: '/etc/vmpi/hosts', peerPort: 7300 },
+    'hostsFile relative to the config file',
+  );
   t.same(one('shimUdp: { dif: udp.lo }\n'), ['shimUdp.bind: is required but missing']);
   t.same(one('shimUdp: { dif: udp.lo, bind: "localhost:7300" }\n'), ['shimUdp.bind: "localhost:7300" is not IPv4:PORT (for example "127.0.0.1:7300")']);
   t.same(one('shimUdp: { dif: udp.lo, bind: "127.0.0.1:0", peers: { x: "127.0.0.1:0" } }\n'), ['shimUdp.peers["x"]: "127.0.0.1:0" has port 0: use 1..65535']);

@@ -235,3 +235,26 @@ t.test('a hostile allowed peer: random datagrams of every kind change nothing th
   const again = await within(b.allocateFlow('cli', 'srv').catch(() => b.allocateFlow('cli', 'srv')), 3000, 'a flow after');
   t.equal(again.state, 'allocated');
 });
+
+t.test('names from a hosts file, at the peers\' well-known port', async (t) => {
+  const { mkdtempSync, rmSync, writeFileSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const { tmpdir } = await import('node:os');
+  const { parseHosts } = await import('../../src/dif/shim-udp/ipcp.js');
+  t.same(parseHosts('# c\n127.0.0.1 Srvhost alias # x\n::1 v6only\nbad line\n10.0.0.300 nope\n'), [['srvhost', '127.0.0.1'], ['alias', '127.0.0.1']]);
+  const dir = mkdtempSync(join(tmpdir(), 'shim-udp-hosts-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const a = await ShimUdpIpcp.open({ difName: 'udp.test', bind: '127.0.0.1:0' });
+  t.teardown(() => a.close());
+  const hosts = join(dir, 'hosts');
+  writeFileSync(hosts, '127.0.0.1 srvhost\n');
+  const port = Number(a.localAddress.split(':')[1]);
+  const b = await ShimUdpIpcp.open({ difName: 'udp.test', bind: '127.0.0.1:0', hostsFile: hosts, peerPort: port });
+  t.teardown(() => b.close());
+  a.allowAddress(b.localAddress);
+  a.register('srvhost/1', (req) => void req.accept());
+  const f = await within(b.allocateFlow('cli', 'srvhost/1'), 3000, 'allocation by host name');
+  t.equal(f.state, 'allocated');
+  await t.rejects(b.allocateFlow('cli', 'otherhost'), { code: 'rejected', message: /nor a host name of its hosts file/ });
+  await t.rejects(ShimUdpIpcp.open({ difName: 'udp.test', bind: '127.0.0.1:0', hostsFile: join(dir, 'missing'), peerPort: 7 }), { code: 'invalid_config', message: /hostsFile.*ENOENT/ });
+});

@@ -14,7 +14,8 @@
  *   the receiver's flow id) costs 5 bytes per SDU and saves a file descriptor and a port per
  *   flow, needs no port range in firewalls, and leaves one place where datagrams are checked.
  * - Names: an application is resolved to an address by the `peers` table (exact name, or its
- *   process name alone); nothing is asked on the network. Datagrams are accepted only from the
+ *   process name alone), else by its process name as a host name of `hostsFile` (at `peerPort`,
+ *   the peers' well-known port); nothing is asked on the network. Datagrams are accepted only from the
  *   addresses in `peers` and `allow` (others: drop 'unknown_peer'), so a stranger on the
  *   network cannot open flows or spend this IPC process's budgets.
  * - Allocation: the requester picks its flow id, sends ALLOC_REQ (resent every `retryMs`, UDP
@@ -37,6 +38,7 @@
  */
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { EventEmitter } from 'node:events';
+import { closeSync, openSync, readSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { DifError, type AcceptOptions, type AllocateOptions, type DeallocationCause, type Flow, type IpcProcess, type QosRequest, type QosSpec, type Registration } from '../api.js';
 import { appNameKey, formatAppName, type AppName } from '../naming.js';
@@ -71,6 +73,20 @@ export function parseUdpAddress(text: string, allowZero = false): UdpAddress {
   return { host: m[1]!, port };
 }
 
+/** A hosts file is read up to this many bytes. */
+export const MAX_HOSTS_FILE_BYTES = 1 << 20;
+
+/** The (host name lower-cased, IPv4 address) pairs of a hosts file, in order; other lines are skipped. */
+export function parseHosts(text: string): [string, string][] {
+  const out: [string, string][] = [];
+  for (const line of text.split('\n')) {
+    const fields = line.replace(/#.*/, '').trim().split(/\s+/);
+    if (fields.length < 2 || isIP(fields[0]!) !== 4) continue;
+    for (const name of fields.slice(1)) out.push([name.toLowerCase(), fields[0]!]);
+  }
+  return out;
+}
+
 const addrKey = (host: string, port: number): string => `${host}:${port}`;
 
 export interface ShimUdpOptions {
@@ -83,6 +99,14 @@ export interface ShimUdpOptions {
   peers?: Record<string, string>;
   /** More addresses datagrams are accepted from (peers that only call in). */
   allow?: string[];
+  /**
+   * A hosts file (`/etc/hosts` format) read once at the start: an application whose name is not
+   * in `peers` is looked for by its process name among the file's host names (IPv4 entries
+   * only), at `peerPort`; the file's IPv4 addresses at `peerPort` may send datagrams.
+   */
+  hostsFile?: string;
+  /** The well-known port of the peers found in `hostsFile` (default: this IPC process's bind port). */
+  peerPort?: number;
   /** Largest datagram sent or accepted (default 1472: IPv4 without fragmentation over 1500-byte Ethernet). */
   mtu?: number;
   keepaliveMs?: number;
@@ -147,6 +171,8 @@ export class ShimUdpIpcp extends EventEmitter<Events> implements IpcProcess, Obs
   private local: UdpAddress = { host: '', port: 0 };
   private readonly peers = new Map<string, UdpAddress>();
   private readonly allowed = new Set<string>();
+  /** Host name → address at the peers' well-known port, from the hosts file. */
+  private readonly hosts = new Map<string, UdpAddress>();
   private readonly registrations: Registrations<(r: UdpFlowRequest) => void, UdpRegistration>;
   private readonly entries = new Map<number, Entry>();
   /** "peer/remoteId" → local id, for incoming requests and flows (duplicate requests, DEALLOC with dst 0). */
@@ -210,6 +236,25 @@ export class ShimUdpIpcp extends EventEmitter<Events> implements IpcProcess, Obs
         this.allowed.add(addrKey(a.host, a.port));
       } catch (e) {
         throw bad(`allow: ${JSON.stringify(addr)} ${(e as Error).message}`);
+      }
+    }
+    if (opts.hostsFile !== undefined) {
+      const port = int('peerPort', opts.peerPort, parseUdpAddress(opts.bind, true).port, 1, 65535);
+      let text: string;
+      try {
+        const fd = openSync(opts.hostsFile, 'r');
+        try {
+          const buf = Buffer.alloc(MAX_HOSTS_FILE_BYTES);
+          text = buf.subarray(0, readSync(fd, buf, 0, buf.byteLength, 0)).toString('utf8');
+        } finally {
+          closeSync(fd);
+        }
+      } catch (e) {
+        throw bad(`hostsFile ${JSON.stringify(opts.hostsFile)}: ${(e as Error).message}`);
+      }
+      for (const [host, ip] of parseHosts(text)) {
+        if (!this.hosts.has(host)) this.hosts.set(host, { host: ip, port });
+        this.allowed.add(addrKey(ip, port));
       }
     }
     this.registrations = new Registrations(this.difName);
@@ -305,9 +350,9 @@ export class ShimUdpIpcp extends EventEmitter<Events> implements IpcProcess, Obs
   // -------------------------------------------------------------------------------------------
   // Allocation, requester side
 
-  /** The address hosting `app`: its full name, else its process name alone. */
+  /** The address hosting `app`: its full name in the peers table, else its process name alone, else that as a host name of the hosts file. */
   resolve(app: AppName): UdpAddress | undefined {
-    return this.peers.get(appNameKey(app)) ?? this.peers.get(appNameKey({ processName: app.processName }));
+    return this.peers.get(appNameKey(app)) ?? this.peers.get(appNameKey({ processName: app.processName })) ?? this.hosts.get(app.processName.toLowerCase());
   }
 
   async allocateFlow(localApp: AppName | string, remoteApp: AppName | string, qos: QosRequest = {}, opts: AllocateOptions = {}): Promise<Flow> {
@@ -320,7 +365,7 @@ export class ShimUdpIpcp extends EventEmitter<Events> implements IpcProcess, Obs
     const peer = this.resolve(dst);
     if (!peer) {
       this.stats.unresolved++;
-      throw new DifError('rejected', `${formatAppName(dst)} is not in ${this.difName}'s peers table: add "${formatAppName(dst)}": "IPv4:PORT" to its peers`, { peerReason: 'unknown application' });
+      throw new DifError('rejected', `${formatAppName(dst)} is not in ${this.difName}'s peers table${this.hosts.size > 0 ? ' nor a host name of its hosts file' : ''}: add "${formatAppName(dst)}": "IPv4:PORT" to its peers`, { peerReason: 'unknown application' });
     }
     this.stats.resolved++;
     if (this.entries.size >= this.maxFlows) throw new DifError('limit_exceeded', `${this.difName} has ${this.entries.size} flows and requests, its maxFlows`);
@@ -773,6 +818,7 @@ export class ShimUdpIpcp extends EventEmitter<Events> implements IpcProcess, Obs
       keepaliveMs: this.keepaliveMs,
       keepaliveTimeoutMs: this.keepaliveTimeoutMs,
       peers: Object.fromEntries([...this.peers].map(([k, a]) => [k, addrKey(a.host, a.port)])),
+      ...(this.hosts.size > 0 ? { hosts: this.hosts.size } : {}),
       registered: [...this.registrations.values()].map((r) => formatAppName(r.appName)),
       flows,
       rxQueuedBytes: this.rxQueuedBytes,

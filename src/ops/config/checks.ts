@@ -156,6 +156,8 @@ export function shimUdpProblems(data: Record<string, unknown>, problems: string[
     peers,
     allow,
     ...(typeof u.name === 'string' ? { name: u.name } : {}),
+    ...(typeof u.hostsFile === 'string' && u.hostsFile !== '' ? { hostsFile: u.hostsFile } : {}),
+    ...(num(u.peerPort) !== undefined ? { peerPort: num(u.peerPort) } : {}),
     ...(num(u.mtu) !== undefined ? { mtu: num(u.mtu) } : {}),
     ...(num(u.keepaliveMs) !== undefined ? { keepaliveMs: num(u.keepaliveMs) } : {}),
     ...(kt !== undefined ? { keepaliveTimeoutMs: kt } : {}),

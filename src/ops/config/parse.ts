@@ -176,7 +176,7 @@ export function validateConfig(raw: unknown, opts: Omit<ParseOptions, 'format'> 
     difs: (data.difs ?? []) as DifConfig[],
     ipcps: (data.ipcps ?? []) as IpcpConfig[],
     ...(normal ? { normal } : {}),
-    ...(shimUdp ? { shimUdp } : {}),
+    ...(shimUdp ? { shimUdp: shimUdp.hostsFile === undefined ? shimUdp : { ...shimUdp, hostsFile: resolve(baseDir, shimUdp.hostsFile) } } : {}),
     ipc: { ...((data.ipc ?? {}) as Partial<IpcLimits>) },
   };
 }

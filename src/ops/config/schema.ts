@@ -122,6 +122,8 @@ export const CONFIG_SCHEMA = {
         bind: { type: 'string', errorHint: 'IPv4:PORT such as "127.0.0.1:7300"', description: 'the well-known address: IPv4:PORT of the one UDP socket' },
         peers: { type: 'object', additionalProperties: { type: 'string', errorHint: 'IPv4:PORT such as "127.0.0.1:7301"' }, description: 'application (or process) name → IPv4:PORT of the shim-udp IPC process hosting it; datagrams are accepted from these addresses' },
         allow: { type: 'array', maxItems: 1024, items: { type: 'string', errorHint: 'IPv4:PORT' }, description: 'more addresses datagrams are accepted from (peers that only call in)' },
+        hostsFile: { type: 'string', minLength: 1, description: 'a hosts file (/etc/hosts format): an application not in peers is looked for by its process name among its host names (IPv4), at peerPort' },
+        peerPort: { type: 'integer', minimum: 1, maximum: 65535, description: 'the well-known port of the peers found in hostsFile (default: the bind port)' },
         mtu: { type: 'integer', minimum: 64, maximum: 65507, description: 'largest datagram (default 1472: no IPv4 fragmentation on Ethernet); max SDU = mtu - 5' },
         keepaliveMs: { type: 'integer', minimum: 10, maximum: 600000, description: 'keepalive period on idle flows (default 1000)' },
         keepaliveTimeoutMs: { type: 'integer', minimum: 20, maximum: 3600000, description: 'a flow whose peer sent nothing this long ends (default 5000; at least 2 keepaliveMs)' },

@@ -81,6 +81,9 @@ export interface ShimUdpConfig {
   bind: string;
   peers: Record<string, string>;
   allow: string[];
+  /** Absolute path of a hosts file to resolve names not in `peers`, at `peerPort`. */
+  hostsFile?: string;
+  peerPort?: number;
   mtu?: number;
   keepaliveMs?: number;
   keepaliveTimeoutMs?: number;
