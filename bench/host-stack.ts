@@ -32,7 +32,8 @@
  * they are the generous comparison). Medians of BENCH_REPEATS (default 5) with min and max.
  *
  * Environment: BENCH_REPEATS (5), HOSTSTACK_SECONDS (1, per window), HOSTSTACK_SIZES
- * (64,256,1500,4000,65536), HOSTSTACK_QUEUE_SIZE (256, both benches), HOSTSTACK_WINDOW (256, rtt).
+ * (64,256,1500,4000,65536), HOSTSTACK_QUEUE_SIZE (256, both benches), HOSTSTACK_WINDOW (256, rtt),
+ * HOSTSTACK_SERIES (raw,g2h,h2g,rtt: a subset, e.g. for a profile; ratios need raw).
  * Writes bench-results/host-stack.json. Profile with `node --cpu-prof --cpu-prof-dir=DIR
  * dist/bench/host-stack.js` (the children inherit the flag: one profile per process).
  */
@@ -68,12 +69,17 @@ const GUEST_APP = 'bench-guest-app';
 const RXQ = 0;
 const TXQ = 1;
 
+const SERIES = ['raw', 'g2h', 'h2g', 'rtt'] as const;
+type SeriesKey = (typeof SERIES)[number];
+
 interface Options {
   repeats: number;
   seconds: number;
   sizes: number[];
   queueSize: number;
   window: number;
+  /** Which series run (HOSTSTACK_SERIES, default all): e.g. only rtt for a profile. */
+  series: SeriesKey[];
 }
 
 function envNumber(name: string, dflt: number): number {
@@ -93,7 +99,9 @@ function options(): Options {
     sizes,
     queueSize: Math.round(envNumber('HOSTSTACK_QUEUE_SIZE', 256)),
     window: Math.round(envNumber('HOSTSTACK_WINDOW', 256)),
+    series: (process.env.HOSTSTACK_SERIES ?? SERIES.join(',')).split(',') as SeriesKey[],
   };
+  if (o.series.some((k) => !SERIES.includes(k))) throw new Error(`HOSTSTACK_SERIES: a comma-separated subset of ${SERIES.join(',')}`);
   if (o.seconds > 60) throw new Error('HOSTSTACK_SECONDS must be at most 60');
   if ((o.queueSize & (o.queueSize - 1)) !== 0 || o.queueSize > 1024) throw new Error('HOSTSTACK_QUEUE_SIZE must be a power of two up to 1024');
   return o;
@@ -532,9 +540,6 @@ interface Window {
   drops?: number;
 }
 
-const SERIES = ['raw', 'g2h', 'h2g', 'rtt'] as const;
-type SeriesKey = (typeof SERIES)[number];
-
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const n = s.length;
@@ -567,9 +572,9 @@ async function main(): Promise<void> {
 
   const load0 = loadavg();
   const perWindow = o.seconds + 0.2 + 0.5;
-  const estimate = Math.ceil(o.repeats * o.sizes.length * SERIES.length * perWindow + 5);
+  const estimate = Math.ceil(o.repeats * o.sizes.length * o.series.length * perWindow + 5);
   console.log(
-    `vmpi host-stack benchmark: ${o.sizes.length} sizes × ${SERIES.length} series × ${o.repeats} repeats, ${o.seconds} s windows, queue size ${o.queueSize}, rtt window ${o.window} (~${estimate} s)`,
+    `vmpi host-stack benchmark: ${o.sizes.length} sizes × ${o.series.length} series (${o.series.join(', ')}) × ${o.repeats} repeats, ${o.seconds} s windows, queue size ${o.queueSize}, rtt window ${o.window} (~${estimate} s)`,
   );
   console.log(`load average at start: ${load0.map((x) => x.toFixed(2)).join(' ')} on ${cpus().length} CPUs`);
 
@@ -646,11 +651,19 @@ async function main(): Promise<void> {
 
     for (let rep = 1; rep <= o.repeats; rep++) {
       for (const size of o.sizes) {
+        const on = (k: SeriesKey): boolean => o.series.includes(k);
+        const line: string[] = [];
+        let wrong = 0;
         // raw loopback (bench:datapath's measurement)
-        const raw = await guest.call<LoopbackResult>('raw', { size, seconds: o.seconds }, (o.seconds + 5) * 1000 + 30_000);
-        add('raw', size, raw);
+        if (on('raw')) {
+          const raw = await guest.call<LoopbackResult>('raw', { size, seconds: o.seconds }, (o.seconds + 5) * 1000 + 30_000);
+          add('raw', size, raw);
+          wrong += raw.errors;
+          line.push(`raw ${Math.round(raw.pps)}/s`);
+        }
 
         // guest → host
+        if (on('g2h')) {
         await app.call('mode', { mode: 'sink', size });
         await guest.call('mode', { mode: 'source', size });
         await guest.call('source-start');
@@ -659,8 +672,12 @@ async function main(): Promise<void> {
         const gi = await app.call<{ quiet: boolean }>('idle');
         if (!gi.quiet) problems.push(`g2h ${size} B repeat ${rep}: the host app did not go quiet`);
         add('g2h', size, g2h);
+        wrong += g2h.wrong;
+        line.push(`g2h ${Math.round(g2h.pps)}/s`);
+        }
 
         // host → guest
+        if (on('h2g')) {
         await guest.call('mode', { mode: 'sink', size });
         await app.call('mode', { mode: 'source', size });
         await app.call('source-start');
@@ -669,8 +686,12 @@ async function main(): Promise<void> {
         const hi = await guest.call<{ quiet: boolean }>('idle');
         if (!hi.quiet) problems.push(`h2g ${size} B repeat ${rep}: the guest did not go quiet`);
         add('h2g', size, h2g);
+        wrong += h2g.wrong;
+        line.push(`h2g ${Math.round(h2g.pps)}/s`);
+        }
 
         // round trips (echo)
+        if (on('rtt')) {
         await app.call('mode', { mode: 'echo', size });
         await guest.call('mode', { mode: 'ping', size, window: o.window });
         await guest.call('ping-start');
@@ -679,25 +700,27 @@ async function main(): Promise<void> {
         if (lost !== 0) problems.push(`rtt ${size} B repeat ${rep}: ${lost} SDUs did not come back`);
         await app.call('idle');
         add('rtt', size, rtt);
+        wrong += rtt.wrong;
+        line.push(`rtt ${Math.round(rtt.pps)}/s`);
+        }
 
-        const wrong = g2h.wrong + h2g.wrong + rtt.wrong + raw.errors;
         if (wrong) problems.push(`${size} B repeat ${rep}: ${wrong} SDUs of the wrong size`);
-        console.log(
-          `  repeat ${rep}/${o.repeats} ${String(size).padStart(5)} B: raw ${Math.round(raw.pps)}/s, g2h ${Math.round(g2h.pps)}/s, h2g ${Math.round(h2g.pps)}/s, rtt ${Math.round(rtt.pps)}/s  (load ${loadavg()[0]!.toFixed(2)})`,
-        );
+        console.log(`  repeat ${rep}/${o.repeats} ${String(size).padStart(5)} B: ${line.join(', ')}  (load ${loadavg()[0]!.toFixed(2)})`);
       }
     }
 
     const guestStats = await guest.call<unknown>('stats');
     const load1 = loadavg();
     await Promise.allSettled([guest.call('exit', {}, 5000), app.call('exit', {}, 5000)]);
+    // Let them exit on their own (a --cpu-prof profile is written at exit), for at most 5 s.
+    for (let i = 0; i < 250 && children.some((c) => !c.exited); i++) await sleep(20);
 
     // Table
     const rows = o.sizes.map((size) => {
       const row: Record<string, unknown> = { size };
       const rawPps = (samples.get(`raw:${size}`) ?? []).map((w) => w.pps);
       const rawMedian = median(rawPps);
-      for (const k of SERIES) {
+      for (const k of o.series) {
         const ws = samples.get(`${k}:${size}`) ?? [];
         const pps = ws.map((w) => w.pps);
         const entry: Record<string, unknown> = { pps: spread(pps), gbps: spread(ws.map((w) => w.gbps)) };
@@ -708,8 +731,7 @@ async function main(): Promise<void> {
         } else {
           const fw = ws as Window[];
           // Ratio per repeat (each full-stack window against the raw window just before it), and of the medians.
-          const perRepeat = fw.map((w, i) => w.pps / rawPps[i]!);
-          entry.ratio = { ofMedians: median(pps) / rawMedian, perRepeat: spread(perRepeat) };
+          if (rawPps.length > 0) entry.ratio = { ofMedians: median(pps) / rawMedian, perRepeat: spread(fw.map((w, i) => w.pps / rawPps[i]!)) };
           entry.cpuUsPerSdu = {
             backend: median(fw.map((w) => w.cpuUsPerSdu.backend)),
             guest: median(fw.map((w) => w.cpuUsPerSdu.guest)),
@@ -731,9 +753,10 @@ async function main(): Promise<void> {
     );
     for (const r of rows) {
       const cell = (k: SeriesKey): string => {
-        const e = r[k] as { pps: { min: number; median: number; max: number }; gbps: { median: number }; ratio?: { ofMedians: number } };
+        const e = r[k] as { pps: { min: number; median: number; max: number }; gbps: { median: number }; ratio?: { ofMedians: number } } | undefined;
+        if (!e) return pad('n/a', k === 'raw' ? 29 : 35);
         const s = `${pad(fmtK(e.pps.median), 7)} [${fmtK(e.pps.min)}–${fmtK(e.pps.max)}]`;
-        return `${pad(s, 22)} ${pad(e.gbps.median.toFixed(2), 6)}${e.ratio ? ` ${pad(e.ratio.ofMedians.toFixed(2), 5)}` : ''}`;
+        return `${pad(s, 22)} ${pad(e.gbps.median.toFixed(2), 6)}${k === 'raw' ? '' : ` ${pad(e.ratio ? e.ratio.ofMedians.toFixed(2) : 'n/a', 5)}`}`;
       };
       console.log(`${pad(String(r.size), 6)} ${cell('raw')} | ${cell('g2h')} | ${cell('h2g')} | ${cell('rtt')}`);
     }
@@ -741,7 +764,8 @@ async function main(): Promise<void> {
     console.log('CPU µs per SDU (median), per process: back-end (device + shim IPC process + IPC daemon) / guest (front-end + guest IPC process) / host app');
     for (const r of rows) {
       const c = (k: SeriesKey): string => {
-        const e = r[k] as { cpuUsPerSdu: { backend: number; guest: number; app: number }; drops: number };
+        const e = r[k] as { cpuUsPerSdu: { backend: number; guest: number; app: number }; drops: number } | undefined;
+        if (!e) return `${k} n/a`;
         return `${k} ${e.cpuUsPerSdu.backend.toFixed(2)} / ${e.cpuUsPerSdu.guest.toFixed(2)} / ${e.cpuUsPerSdu.app.toFixed(2)}${e.drops ? ` (${e.drops} dropped)` : ''}`;
       };
       console.log(`${pad(String(r.size), 6)}  ${c('g2h')}   ${c('h2g')}   ${c('rtt')}`);
