@@ -22,7 +22,8 @@
  *   g2h    guest app → host app, the guest writing as fast as the tx ring lets it (write() until
  *          false, then 'drain'), SDUs counted at the host application
  *   h2g    host app → guest app, likewise (the host app's writes until false), counted in the guest
- *   rtt    echo: the guest keeps `window` SDUs in flight, the host application writes each back,
+ *   rtt    echo: the guest keeps `window` SDUs in flight (at most 4 MiB of them: 64 at 64 KiB, so
+ *          none is dropped at the host IPC process's receive budget), the host application writes each back,
  *          round trips counted in the guest (the raw loopback's shape, through the whole stack)
  * Each full-stack window: warm-up, then the receiver's count and clock and every process's CPU
  * time are read at the start and end of the window (µs of CPU per SDU, per process). Between
@@ -62,6 +63,8 @@ const SELF = fileURLToPath(import.meta.url);
 const ROOT = SELF.includes(`${join('dist', 'bench')}`) ? resolve(dirname(SELF), '..', '..') : resolve(dirname(SELF), '..');
 
 const VMPI_ID = 7;
+/** The rtt's window in bytes at most (see rttWindow). */
+const RTT_WINDOW_BYTES = 4 * 1024 * 1024;
 const DIF = `hv.vmpi-${VMPI_ID}`;
 const HOST_APP = 'bench-host-app';
 const GUEST_APP = 'bench-guest-app';
@@ -641,6 +644,10 @@ async function main(): Promise<void> {
       };
     };
 
+    // Keep what the rtt has in flight within the host IPC process's receive budget (8 MiB per
+    // flow by default): beyond it, SDUs the host application has no room for yet are dropped (by
+    // design) and never come back.
+    const rttWindow = (size: number): number => Math.max(1, Math.min(o.window, Math.floor(RTT_WINDOW_BYTES / size)));
     const samples = new Map<string, Array<Window | LoopbackResult>>();
     const add = (k: SeriesKey, size: number, w: Window | LoopbackResult): void => {
       const key = `${k}:${size}`;
@@ -693,7 +700,7 @@ async function main(): Promise<void> {
         // round trips (echo)
         if (on('rtt')) {
         await app.call('mode', { mode: 'echo', size });
-        await guest.call('mode', { mode: 'ping', size, window: o.window });
+        await guest.call('mode', { mode: 'ping', size, window: rttWindow(size) });
         await guest.call('ping-start');
         const rtt = await windowOf(size, guest, app, true);
         const lost = await guest.call<number>('ping-stop', {}, 30_000);
@@ -782,6 +789,7 @@ async function main(): Promise<void> {
       cpus: cpus().length,
       loadavg: { start: load0, end: load1 },
       options: o,
+      rttWindow: Object.fromEntries(o.sizes.map((size) => [size, rttWindow(size)])),
       processes: {
         backend: 'VhostUserServer + VmpiDevice + host ShimHvIpcp + IpcDaemon (and the idle loopback server)',
         guest: 'test front-end + FrontendPort + guest ShimHvIpcp + guest application (in process)',
