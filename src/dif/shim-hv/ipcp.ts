@@ -553,7 +553,7 @@ export class ShimHvIpcp extends ShimHvControl implements IpcProcess, ObservableI
   }
 
   /** Take over from the IPC process that wrote `snap` (checked already); see the file comment. */
-  private resumeFrom(snap: ShimHvSnapshot, keep: ((portId: number) => boolean) | undefined): ShimHvRestoreSummary {
+  private resumeFrom(snap: ShimHvSnapshot, keep: ((portId: number, difName: string) => boolean) | undefined): ShimHvRestoreSummary {
     const summary: ShimHvRestoreSummary = { flowsEnded: 0, flowsKept: 0, allocationsEnded: 0, requestsRefused: 0, closing: 0, registrations: snap.registrations.length };
     const lost = RESTART_FLOW_LOST(this.role);
     const unanswered = RESTART_REQUEST_LOST(this.role);
@@ -574,7 +574,7 @@ export class ShimHvIpcp extends ShimHvControl implements IpcProcess, ObservableI
           summary.requestsRefused++;
           continue;
         }
-        if (c.state === 'allocated' && !c.dataFile && keep?.(c.portId) === true && this.keepFlow(c)) {
+        if (c.state === 'allocated' && !c.dataFile && keep?.(c.portId, this.difName) === true && this.keepFlow(c)) {
           summary.flowsKept++;
           continue;
         }

@@ -50,7 +50,7 @@ export interface ShimHvIpcpOptions {
    * DEFAULT_RECLAIM_MS, is ended toward the peer as a restore ends the others. Flows whose data
    * path was a data file are never kept.
    */
-  keepFlows?: (portId: number) => boolean;
+  keepFlows?: (portId: number, difName: string) => boolean;
   /**
    * Called synchronously after every change snapshot() reflects (registration, allocation,
    * deallocation, a channel's state), before any control message that follows from the change
