@@ -11,7 +11,8 @@ import { DifError } from '../../src/dif/api.js';
 import type { ClientFlow, ClientFlowRequest, ClientRegistration } from '../../src/dif/ipc/client.js';
 import { IpcDaemon } from '../../src/dif/ipc/daemon.js';
 import { ipcSnapshotFlows, parseIpcDaemonSnapshot } from '../../src/dif/ipc/snapshot.js';
-import { RESUME_ALLOCATION_LOST } from '../../src/dif/ipc/session.js';
+import { RESUME_ALLOCATION_LOST, RESUME_OUT_OF_STEP } from '../../src/dif/ipc/session.js';
+import { FramedConn } from '../../src/dif/ipc/conn.js';
 import { ShimHvIpcp } from '../../src/dif/shim-hv/ipcp.js';
 import { native } from '../../src/sys/native.js';
 import { DIF, ipcSetup, ipcFrame, pattern, until, within, type IpcSetup } from './helpers.js';
@@ -149,11 +150,10 @@ t.test('what cannot survive is told: an allocation in progress fails, an out-of-
 
   // A second application, its control stream left mid-frame (half a request read).
   const raw = native.connectUnix(s.hostDaemon.socketPath);
-  t.teardown(() => native.close(raw));
   await until(() => s.hostDaemon.sessionCount === 2, 'the raw session admitted');
   const frame = ipcFrame(JSON.stringify({ v: 1, op: 'list_difs', id: 1 }));
   native.sendMsg(raw, frame, 0, 5, null);
-  await until(() => s.hostDaemon.snapshot().state.sessions.some((x) => !x.inStep), 'the half frame read');
+  await until(() => s.hostDaemon.snapshot().state.sessions.some((x) => x.stream === 'mid_request'), 'the half frame read');
 
   const { state, fds } = s.hostDaemon.snapshot();
   const daemonSnap = throughJson(state);
@@ -178,11 +178,13 @@ t.test('what cannot survive is told: an allocation in progress fails, an out-of-
   t.ok(err instanceof DifError && err.code === 'aborted' && err.message === RESUME_ALLOCATION_LOST, 'the allocation in progress fails with the restart as its reason');
   t.equal(await within(kept.read(), 'the unkept flow ends at the host application'), null);
   t.equal(await within(guestAccepted[0]!.read(), 'and at the guest'), null);
-  const buf = Buffer.alloc(64);
-  await until(() => {
-    const r = native.recvMsg(raw, buf, 0, 64, 0);
-    return r !== null && r.bytes === 0;
-  }, 'the out-of-step session closed');
+  // The raw application reads what the new daemon says, then the end of its connection.
+  const conn = new FramedConn(raw, 0);
+  t.teardown(() => conn.close());
+  const said: Record<string, unknown>[] = [];
+  conn.on('message', (m) => said.push(m));
+  await until(() => conn.closed, 'the out-of-step session closed');
+  t.match(said, [{ op: 'error', id: null, code: 'disconnected', message: RESUME_OUT_OF_STEP }], 'told why before the close');
   t.equal(daemon.sessionCount, 1);
   t.notOk(host.closed, 'the in-step application is still connected');
 });

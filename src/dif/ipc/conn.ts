@@ -19,8 +19,10 @@
  *
  * Restart (the IPC daemon's snapshot.ts): the stream is in step when nothing read is unparsed
  * and nothing queued is unsent, i.e. a successor process reading the same socket starts at a
- * frame boundary both ways and no answer is lost. `inStep` says so, and `onStepChange` is
- * called when it changes (rare: a frame split across reads, or a peer whose socket is full), so
+ * frame boundary both ways and no answer is lost. `step` says whether it is ('in_step'), or
+ * what breaks it: 'mid_request' (bytes read and not yet parsed: a request half read, or read
+ * while paused), 'answers_pending' (frames queued and not sent; the peer's stream may stop
+ * mid-frame). `onStepChange` is called when it changes (rare: a frame split across reads, or a peer whose socket is full), so
  * the owner can persist it cheaply. `abandon()` stops watching without closing anything.
  */
 import { EventEmitter } from 'node:events';
@@ -48,9 +50,12 @@ export interface FramedConnOptions {
   outputLowWater?: number;
   /** Queued output bytes past which the connection is closed (default 4 × high water). */
   outputLimit?: number;
-  /** Called when `inStep` changes (see the file comment); must not throw into us (guarded). */
-  onStepChange?: (inStep: boolean) => void;
+  /** Called when `step` changes (see the file comment); must not throw into us (guarded). */
+  onStepChange?: (step: StreamStep) => void;
 }
+
+/** Whether a successor could carry the stream on (see the file comment). */
+export type StreamStep = 'in_step' | 'mid_request' | 'answers_pending';
 
 export const DEFAULT_OUTPUT_HIGH_WATER = 256 * 1024;
 
@@ -78,8 +83,8 @@ export class FramedConn extends EventEmitter<FramedConnEvents> {
   private readonly highWater: number;
   private readonly lowWater: number;
   private readonly outputLimit: number;
-  private readonly onStepChange: ((inStep: boolean) => void) | undefined;
-  private lastInStep = true;
+  private readonly onStepChange: ((step: StreamStep) => void) | undefined;
+  private lastStep: StreamStep = 'in_step';
 
   /** `maxFds`: fds accepted per recvmsg (0 = none: a peer sending fds is dropped). */
   constructor(
@@ -109,9 +114,10 @@ export class FramedConn extends EventEmitter<FramedConnEvents> {
     return this._closed;
   }
 
-  /** Nothing read is unparsed and nothing queued is unsent (see the file comment). */
-  get inStep(): boolean {
-    return this.inBuf.byteLength === 0 && this.out.length === 0;
+  /** Whether nothing read is unparsed and nothing queued is unsent (see the file comment). */
+  get step(): StreamStep {
+    if (this.out.length > 0) return 'answers_pending';
+    return this.inBuf.byteLength === 0 ? 'in_step' : 'mid_request';
   }
 
   /**
@@ -127,12 +133,12 @@ export class FramedConn extends EventEmitter<FramedConnEvents> {
     this.outBytes = 0;
   }
 
-  /** Report a change of inStep (guarded). */
+  /** Report a change of step (guarded). */
   private checkStep(): void {
     if (this._closed || this.onStepChange === undefined) return;
-    const now = this.inStep;
-    if (now === this.lastInStep) return;
-    this.lastInStep = now;
+    const now = this.step;
+    if (now === this.lastStep) return;
+    this.lastStep = now;
     try {
       this.onStepChange(now);
     } catch {

@@ -228,7 +228,7 @@ export class IpcDaemon extends EventEmitter<IpcDaemonEvents> {
       this.sessions.add(s);
       this.stats.sessions = this.sessions.size;
       s.resumeFrom(ss, fd, reclaim);
-      if (!ss.inStep) {
+      if (ss.stream !== 'in_step') {
         sum.outOfStep++;
         continue;
       }

@@ -201,7 +201,7 @@ export class Session {
       id: this.id,
       socket: sessionRole(this.id),
       cred: { ...this.cred },
-      inStep: this.conn.inStep,
+      stream: this.conn.step,
       registrations: [...this.regs.values()].map((r) => ({ dif: r.dif, app: formatAppName(r.reg.appName) })),
       flows,
       allocations: [...this.allocations.values()],
@@ -236,9 +236,11 @@ export class Session {
     this.nextRequest = snap.nextRequest;
     this.nextFlow = snap.nextFlow;
     const flowFds = snap.flows.map((f) => ({ f, fd: fd(f.socket) }));
-    if (!snap.inStep) {
+    if (snap.stream !== 'in_step') {
       for (const x of flowFds) if (x.fd !== undefined) safeClose(x.fd);
-      this.log.warn({ flows: snap.flows.length, registrations: snap.registrations.length }, 'ipc: a resumed session was mid-frame when the last process died: closing it');
+      this.log.warn({ stream: snap.stream, flows: snap.flows.length, registrations: snap.registrations.length }, 'ipc: a resumed session was mid-frame when the last process died: closing it');
+      // Our stream to the application is still in step when only its request was cut: say why.
+      if (snap.stream === 'mid_request') this.conn.send({ op: 'error', id: null, code: 'disconnected', message: RESUME_OUT_OF_STEP });
       this.close(RESUME_OUT_OF_STEP, 'local');
       return;
     }

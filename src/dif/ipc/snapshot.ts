@@ -14,17 +14,21 @@
  * (handle, DIF, port-id: the restored IPC process gives the Flow back by port-id), the ids of
  * its allocations in progress and of flow requests waiting for its answer (neither survives:
  * the successor answers them with an error / a cancel), its counters, and whether its control
- * stream was in step (conn.ts inStep). The control socket is a stream of length-prefixed
+ * stream was in step (conn.ts `step`). The control socket is a stream of length-prefixed
  * frames: a frame the dead process had half read (or read and not parsed), or an answer it had
  * queued and not sent, is lost, and the stream cannot be trusted after it. The successor
- * resumes such a session only to close it with a reason (recorded cheaply: the state changes
- * only when a read leaves a partial frame or the output queue fills, which is rare).
+ * resumes such a session only to close it: 'mid_request' after an `error` (id null, code
+ * 'disconnected') saying why, since its own stream to the application is still in step;
+ * 'answers_pending' at once. Recorded cheaply: the state changes only when a read leaves a
+ * partial frame or the output queue fills, which is rare. A worker killed between a read that
+ * left a partial frame and the persist right after it (same turn) is not covered.
  *
  * Decoding refuses with IpcStateError: 'state_version' for a version other than
  * IPC_DAEMON_SNAPSHOT_VERSION, 'state_invalid' for anything else wrong (a missing or ill-typed
  * field, a duplicate session or flow). Unknown fields are ignored.
  */
 import { parseAppName } from '../naming.js';
+import type { StreamStep } from './conn.js';
 
 /** The `version` this code writes and the only one it restores. */
 export const IPC_DAEMON_SNAPSHOT_VERSION = 1;
@@ -66,8 +70,8 @@ export interface IpcSessionSnapshot {
   socket: string;
   /** SO_PEERCRED at accept; uid -1 when it was unknown. */
   cred: { uid: number; pid: number; gid: number };
-  /** False when the control stream was out of step (see the file comment): the session is closed on resume. */
-  inStep: boolean;
+  /** The control stream's step (see the file comment): other than 'in_step', the session is closed on resume. */
+  stream: StreamStep;
   registrations: IpcSessionRegistrationSnapshot[];
   flows: IpcSessionFlowSnapshot[];
   /** Request ids of allocations in progress (answered with an error on resume). */
@@ -147,7 +151,7 @@ export function parseIpcDaemonSnapshot(v: unknown): IpcDaemonSnapshot {
       return x;
     };
     const c = obj(s.cred, `${w}.cred`);
-    if (typeof s.inStep !== 'boolean') throw invalid(`${w}.inStep`, 'is not a boolean');
+    if (s.stream !== 'in_step' && s.stream !== 'mid_request' && s.stream !== 'answers_pending') throw invalid(`${w}.stream`, 'is not in_step, mid_request or answers_pending');
     const handles = new Set<number>();
     const flows = arr(s.flows, `${w}.flows`, 1 << 20).map((fr, j): IpcSessionFlowSnapshot => {
       const fw = `${w}.flows[${j}]`;
@@ -172,7 +176,7 @@ export function parseIpcDaemonSnapshot(v: unknown): IpcDaemonSnapshot {
       id,
       socket: role(s.socket, `${w}.socket`),
       cred: { uid: int(c.uid, `${w}.cred.uid`, -1), pid: int(c.pid, `${w}.cred.pid`, -1), gid: int(c.gid, `${w}.cred.gid`, -1) },
-      inStep: s.inStep,
+      stream: s.stream,
       registrations,
       flows,
       allocations: ints(s.allocations, `${w}.allocations`),
@@ -188,7 +192,7 @@ export function parseIpcDaemonSnapshot(v: unknown): IpcDaemonSnapshot {
 export function ipcSnapshotFlows(snap: IpcDaemonSnapshot): Map<string, Set<number>> {
   const m = new Map<string, Set<number>>();
   for (const s of snap.sessions) {
-    if (!s.inStep) continue;
+    if (s.stream !== 'in_step') continue;
     for (const f of s.flows) {
       let set = m.get(f.dif);
       if (!set) m.set(f.dif, (set = new Set()));
