@@ -134,6 +134,36 @@ t.test('an SDU written while no daemon ran is delivered after the resume', async
   t.ok(same(await within(guestAccepted[0]!.read(), 'the SDU of the gap'), pattern(123, 9)));
 });
 
+t.test('a flow request that reaches the restored shim IPC process before the daemon resumed waits for the registration', async (t) => {
+  const s = ipcSetup(t);
+  const host = await s.hostClient();
+  const guest = await s.guestClient();
+  const hostAccepted: ClientFlow[] = [];
+  acceptInto(await host.register(DIF, 'H'), hostAccepted);
+  const { state, fds } = s.hostDaemon.snapshot();
+  const daemonSnap = throughJson(state);
+  const shimSnap = throughJson(s.hostIpcp.snapshot());
+  const listenFd = s.hostDaemon.listeningFd;
+  s.hostDaemon.abandon();
+  s.hostIpcp.detach('killed');
+  const shim = ShimHvIpcp.restore({ port: s.pair.host, role: 'host', keepFlows: () => true }, shimSnap);
+  const daemon = new IpcDaemon({ socketPath: s.hostDaemon.socketPath });
+  t.teardown(() => {
+    daemon.close();
+    shim.close();
+  });
+  daemon.addIpcp(shim);
+  // The guest asks while the new worker has not resumed the host application's session yet.
+  const asked = guest.allocate(DIF, 'H', { src: 'G/1' });
+  await until(() => (shim.inspect().channels as unknown[]).length === 1, 'the request at the restored shim IPC process');
+  daemon.resume(daemonSnap, (role) => fds.get(role), (_d, p) => shim.reclaimFlow(p));
+  daemon.listen(listenFd);
+  const g1 = await within(asked, 'the allocation answered once the registration is back');
+  await until(() => hostAccepted.length === 1, 'accepted by the resumed session');
+  await g1.send(pattern(50, 5));
+  t.ok(same(await within(hostAccepted[0]!.read(), 'an SDU on it'), pattern(50, 5)));
+});
+
 t.test('what cannot survive is told: an allocation in progress fails, an out-of-step session is closed, an unreclaimed flow ends', async (t) => {
   const s = ipcSetup(t);
   const host = await s.hostClient();
