@@ -132,20 +132,25 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
       metrics?.addIpcp(normal);
     }
     if (opts.ipc) {
-      const daemon = new IpcDaemon({ socketPath: opts.ipc.socketPath, logger: log, limits: plan.config.ipc });
+      const daemon = new IpcDaemon({ socketPath: opts.ipc.socketPath, logger: log, limits: plan.config.ipc, onStateChange: restart?.ipcChanged });
       for (const ipcp of ipcps.values()) daemon.addIpcp(ipcp);
       if (shimUdp) daemon.addIpcp(shimUdp);
       if (normal) daemon.addIpcp(normal);
+      // The host applications' sessions the last worker served, before anyone new is accepted.
+      restart?.resumeIpc(daemon, (dif, portId) => [...ipcps.values()].find((i) => i.difName === dif)?.reclaimFlow(portId));
       try {
         daemon.listen(keptSocket(restart, restart?.ipcListenFd(), opts.ipc.socketPath, log));
         restart?.attachIpc(daemon);
         ipcDaemon = daemon;
         metrics?.addIpcDaemon(daemon);
       } catch (e) {
+        daemon.close(); // the sessions resumed above end with it
         if (opts.ipc.required) throw new Error(`--ipc-socket ${opts.ipc.socketPath}: ${(e as Error).message}`, { cause: e });
         log.warn({ err: (e as Error).message, socket: opts.ipc.socketPath }, 'IPC daemon not started (applications cannot use the IPC API; see --ipc-socket)');
       }
     }
+    // Flows kept for a session that did not come back end toward the guest now.
+    for (const ipcp of ipcps.values()) ipcp.endUnclaimed();
     if (metrics && resuming) metricsServer = await startMetricsServer(metrics, plan.metrics.listen, log);
   } catch (e) {
     await close();
@@ -156,7 +161,8 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
 
 /**
  * The device's shim DIF IPC process: restored from the snapshot the last worker left (its flows
- * whose host end died with that worker end toward the guest with the restart's cause), or new.
+ * whose host end died with that worker end toward the guest with the restart's cause; those a
+ * kept IPC session held wait for the IPC daemon to reclaim them), or new.
  * Every change is persisted before the guest hears of it (onStateChange).
  */
 function shimIpcp(device: VmpiDevice, log: Logger, restart: Restarter | undefined, kept: DeviceConfig): ShimHvIpcp {
@@ -164,7 +170,8 @@ function shimIpcp(device: VmpiDevice, log: Logger, restart: Restarter | undefine
   const saved = restart?.shimSnapshotFor(kept);
   if (saved === undefined) return new ShimHvIpcp(opts);
   try {
-    return ShimHvIpcp.restore(opts, saved);
+    // Flows an IPC session of the last worker held are kept for the IPC daemon to reclaim.
+    return ShimHvIpcp.restore({ ...opts, keepFlows: restart?.ipcKeptFlow }, saved);
   } catch (e) {
     log.error({ vmpiId: device.vmpiId, err: (e as Error).message }, "the shim DIF's saved state is unusable; its IPC process starts afresh (the guest's flows over it are not ended by the host)");
     return new ShimHvIpcp(opts);
