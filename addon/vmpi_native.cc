@@ -265,6 +265,29 @@ Napi::Value RecvMsg(const Napi::CallbackInfo& info) {
   return result;
 }
 
+// recvMsg with maxFds = 0 for the per-SDU paths (a flow socket's records): the same recvmsg and
+// the same refusal of fds (MSG_CTRUNC: the kernel closed them; EMSGSIZE), but the result is a
+// number, -1 on EAGAIN, so a record costs no result object, fd array or property names.
+Napi::Value RecvBytes(const Napi::CallbackInfo& info) {
+  Args a(info, "recvBytes");
+  Napi::Env env = a.Env();
+  int fd = a.Fd(0);
+  size_t len;
+  uint8_t* data = a.Slice(1, 1, &len);  // length 0 would be indistinguishable from EOF
+  iovec iov{data, len};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  ssize_t n;
+  do n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT); while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return Napi::Number::New(env, -1);
+    ThrowSys(env, "recvmsg", errno);
+  }
+  if (msg.msg_flags & MSG_CTRUNC) ThrowSys(env, "recvmsg", EMSGSIZE, "control data truncated (fds sent where none are taken; they were closed)");
+  return Napi::Number::New(env, static_cast<double>(n));
+}
+
 // The fds argument of sendMsg/sendDgramUnix (null or an array of at most kMaxSendFds fds) into
 // fds[]; returns how many.
 int SendFds(const Args& a, size_t i, int (&fds)[kMaxSendFds]) {
@@ -952,7 +975,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     throw Napi::Error::New(env, "vmpi_native: napi_add_async_cleanup_hook failed");
   const std::pair<const char*, Napi::Function::Callback> fns[] = {
       {"listenUnix", ListenUnix}, {"connectUnix", ConnectUnix}, {"accept", Accept},
-      {"recvMsg", RecvMsg},       {"sendMsg", SendMsg},         {"close", Close},
+      {"recvMsg", RecvMsg},       {"recvBytes", RecvBytes},     {"sendMsg", SendMsg},
+      {"close", Close},
       {"dup", Dup},               {"mmap", Mmap},               {"munmap", Munmap},
       {"memfdCreate", MemfdCreate}, {"pageSize", PageSize},     {"eventfd", Eventfd},
       {"eventfdRead", EventfdRead}, {"eventfdWrite", EventfdWrite},

@@ -22,9 +22,8 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setLogLevel } from '../src/sys/log.js';
 import { VhostUserServer } from '../src/vhost-user/server.js';
-import { VhostUserFrontend } from '../test/frontend/frontend.js';
-import { GuestMemoryImage } from '../test/frontend/guest-memory.js';
-import { LoopbackDevice, RX_QUEUE, TX_QUEUE } from '../test/frontend/loopback-device.js';
+import { LoopbackDevice } from '../test/frontend/loopback-device.js';
+import { LoopbackFrontend, type LoopbackResult } from './common/loopback.js';
 
 const SELF = fileURLToPath(import.meta.url);
 /** Project root: works from bench/ (tsx) and dist/bench/ (built). */
@@ -37,16 +36,7 @@ interface Options {
   dpdk: boolean;
 }
 
-interface SizeResult {
-  size: number;
-  packets: number;
-  seconds: number;
-  pps: number;
-  gbps: number;
-  kicksPerPacket: number;
-  callsPerPacket: number;
-  errors: number;
-}
+type SizeResult = LoopbackResult;
 
 function parseArgs(argv: string[]): Options {
   const o: Options = { seconds: 3, sizes: [64, 256, 1500, 4000, 65536], queueSize: 256, dpdk: true };
@@ -69,121 +59,14 @@ function parseArgs(argv: string[]): Options {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Front-end (child process)
+// Front-end (child process): the loopback measurement lives in common/loopback.ts (bench:host-stack
+// measures it too, as its baseline).
 
 async function runFrontend(path: string, o: Options): Promise<SizeResult[]> {
-  const maxSize = Math.max(...o.sizes);
-  const qs = o.queueSize;
-  const slotBytes = Math.ceil(maxSize / 64) * 64;
-  const mem = new GuestMemoryImage(2 * qs * slotBytes + 8 * 1024 * 1024, 'vmpi-bench-guest');
-  const fe = new VhostUserFrontend(path, { timeoutMs: 5000 });
-  const hs = await fe.handshake({ memory: mem, queues: [{ size: qs }, { size: qs }] });
-  const rx = hs.queues[RX_QUEUE]!;
-  const tx = hs.queues[TX_QUEUE]!;
-  const txSlots = new Float64Array(qs);
-  const rxSlots = new Float64Array(qs);
-  for (let i = 0; i < qs; i++) txSlots[i] = mem.alloc(slotBytes, 64);
-  for (let i = 0; i < qs; i++) rxSlots[i] = mem.alloc(slotBytes, 64);
-  // Fill the tx buffers once: the benchmark measures the back-end, not the guest writing data.
-  const fill = new Uint8Array(slotBytes);
-  for (let k = 0; k < slotBytes; k++) fill[k] = k & 0xff;
-  for (let i = 0; i < qs; i++) mem.write(txSlots[i]!, fill);
-  // Keep every rx buffer posted.
-  for (let i = 0; i < qs; i++) rx.addBuffer(rxSlots[i]!, slotBytes, true, i);
-  rx.publish();
-
-  const txFree = new Int32Array(qs);
-  let txFreeTop = 0;
-  for (let i = 0; i < qs; i++) txFree[txFreeTop++] = i;
-
-  let size = 0;
-  let sending = false;
-  let sent = 0;
-  let received = 0;
-  let errors = 0;
-  let onIdle: (() => void) | null = null;
-
-  const onTx = (token: number): void => {
-    txFree[txFreeTop++] = token;
-  };
-  const onRx = (token: number, len: number): void => {
-    received++;
-    if (len !== size) errors++;
-    rx.addBuffer(rxSlots[token]!, slotBytes, true, token);
-  };
-  let pumping = false;
-  const pump = (): void => {
-    if (pumping) return;
-    pumping = true;
-    try {
-      for (;;) {
-        tx.harvest(onTx);
-        rx.harvest(onRx);
-        rx.publish();
-        if (sending) {
-          while (txFreeTop > 0) {
-            const slot = txFree[--txFreeTop]!;
-            tx.addBuffer(txSlots[slot]!, size, false, slot);
-            sent++;
-          }
-          tx.publish();
-        }
-        if (!sending && received === sent && tx.outstanding === 0) {
-          const cb = onIdle;
-          onIdle = null;
-          cb?.();
-          return;
-        }
-        const more = rx.enableCalls();
-        if (!(tx.enableCalls() || more)) return;
-      }
-    } finally {
-      pumping = false;
-    }
-  };
-  rx.onCall(pump);
-  tx.onCall(pump);
-
+  const fe = await LoopbackFrontend.connect(path, Math.max(...o.sizes), o.queueSize);
   const results: SizeResult[] = [];
-  for (const s of o.sizes) {
-    size = s;
-    sent = 0;
-    received = 0;
-    errors = 0;
-    const k0 = tx.stats.kicks + rx.stats.kicks;
-    const c0 = tx.stats.calls + rx.stats.calls;
-    // Warm-up for a fifth of the time, then measure.
-    sending = true;
-    pump();
-    await new Promise((r) => setTimeout(r, Math.min(1000, (o.seconds * 1000) / 5)));
-    const r0 = received;
-    const kk0 = tx.stats.kicks + rx.stats.kicks - k0;
-    const cc0 = tx.stats.calls + rx.stats.calls - c0;
-    const t0 = process.hrtime.bigint();
-    await new Promise((r) => setTimeout(r, o.seconds * 1000));
-    const packets = received - r0;
-    const secs = Number(process.hrtime.bigint() - t0) / 1e9;
-    const kicks = tx.stats.kicks + rx.stats.kicks - k0 - kk0;
-    const calls = tx.stats.calls + rx.stats.calls - c0 - cc0;
-    sending = false;
-    await new Promise<void>((r) => {
-      onIdle = r;
-      pump();
-    });
-    results.push({
-      size: s,
-      packets,
-      seconds: secs,
-      pps: packets / secs,
-      gbps: (packets * s * 8) / secs / 1e9,
-      kicksPerPacket: kicks / Math.max(1, packets),
-      callsPerPacket: calls / Math.max(1, packets),
-      errors,
-    });
-  }
-  for (const q of hs.queues) q.close();
+  for (const s of o.sizes) results.push(await fe.measure(s, o.seconds));
   fe.close();
-  mem.close();
   return results;
 }
 

@@ -241,6 +241,30 @@ t.test('too many fds: EMSGSIZE and every received fd closed', async (t) => {
   r?.fds.forEach((fd) => native.close(fd));
 });
 
+t.test('recvBytes: recvMsg without fds, as a number: -1 on EAGAIN, 0 on close, offset and length, fds refused and closed', async (t) => {
+  const p = pair(t);
+  const buf = new Uint8Array(12).fill(0xee);
+  t.equal(native.recvBytes(p.server, buf, 0, 12), -1, 'nothing queued: -1');
+  t.equal(native.sendMsg(p.client, Uint8Array.from([1, 2, 3, 4, 5]), 0, 5, null), 5);
+  t.equal(native.recvBytes(p.server, buf, 4, 8), 5);
+  t.same([...buf], [0xee, 0xee, 0xee, 0xee, 1, 2, 3, 4, 5, 0xee, 0xee, 0xee], 'written at the offset');
+  t.throws(() => native.recvBytes(p.server, buf, 0, 0), 'length 0 is refused (0 means the peer closed)');
+
+  const sent = native.eventfd(0);
+  t.teardown(() => native.close(sent));
+  const before = fdCount();
+  t.equal(native.sendMsg(p.client, Uint8Array.of(7), 0, 1, [sent]), 1);
+  const err = t.throws(() => native.recvBytes(p.server, buf, 0, 8)) as NodeJS.ErrnoException;
+  t.equal(err.code, 'EMSGSIZE', 'an fd with the message: EMSGSIZE');
+  t.equal(err.syscall, 'recvmsg');
+  t.equal(fdCount(), before, 'the fd the kernel would have passed was closed');
+  t.equal(native.recvBytes(p.server, buf, 0, 8), -1, 'the message went with it');
+
+  native.close(p.client);
+  p.client = -1;
+  t.equal(native.recvBytes(p.server, buf, 0, 8), 0, 'peer closed: 0');
+});
+
 t.test('close, dup and system error shape', async (t) => {
   const efd = native.eventfd(0);
   const d = native.dup(efd);

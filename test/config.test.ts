@@ -116,7 +116,7 @@ t.test('each kind of problem, with its message', async (t) => {
   t.same(one('log:\n  level: loud\n'), ['log.level: "loud" is not one of trace, debug, info, warn, error, fatal, silent']);
   t.same(one('difs:\n  - name: a\n'), ['difs[0].type: is required but missing']);
   t.same(one('ipcps: {}\n'), ['ipcps: {} is an object, expected a list']);
-  t.same(one('devcies: []\n'), ['devcies: unknown field (did you mean "devices"?); known fields here: devices, metrics, log, ipc, normal, difs, ipcps']);
+  t.same(one('devcies: []\n'), ['devcies: unknown field (did you mean "devices"?); known fields here: devices, metrics, log, ipc, normal, shimUdp, difs, ipcps']);
   t.same(one('- 1\n'), ['(top level): [1] is a list, expected an object']);
   t.same(one('just a string\n'), ['(top level): "just a string" is a string, expected an object']);
 });
@@ -162,7 +162,7 @@ extra: 1
     'devices[3].owner: user "nosuch-user-vmpi-test" does not exist on this host',
     'devices[3].socket: is required but missing',
     'devices[3].vmpiId: "3" is a string, expected an integer',
-    'extra: unknown field; known fields here: devices, metrics, log, ipc, normal, difs, ipcps',
+    'extra: unknown field; known fields here: devices, metrics, log, ipc, normal, shimUdp, difs, ipcps',
     'log.level: "loud" is not one of trace, debug, info, warn, error, fatal, silent',
     'metrics.enabled: "yes" is a string, expected a boolean',
     'metrics.listen: "localhost:99999" has port 99999, above the maximum 65535',
@@ -271,7 +271,7 @@ t.test('the normal DIF: a name is enough; difs entries of type normal say the sa
   t.same(one('normal: {}\n'), ['normal.dif: is required but missing']);
   t.same(one('normal: { dif: "" }\n'), ['normal.dif: "" is too short (at least 1 characters)']);
   t.same(one('normal: { dif: n.DIF, maxPduSize: 100 }\n'), ['normal.maxPduSize: 100 is below the minimum 1024']);
-  t.same(one('normal: { dif: n.DIF, nmae: x }\n'), ['normal.nmae: unknown field (did you mean "name"?); known fields here: dif, name, enroller, maxPduSize']);
+  t.same(one('normal: { dif: n.DIF, nmae: x }\n'), ['normal.nmae: unknown field (did you mean "name"?); known fields here: dif, name, enroller, maxPduSize, role']);
   t.same(one('normal: { dif: n.DIF, name: "a/b/c/d/e" }\n'), ['normal.name: "a/b/c/d/e" is not an IPC process name: "a/b/c/d/e" has 5 components; an application name has at most 4 (apn/api/aen/aei)']);
   t.same(one('normal: { dif: a.DIF }\ndifs:\n  - { name: b.DIF, type: normal }\n'), ['difs[0].name: "b.DIF": only one normal DIF is supported, and normal.dif already declares "a.DIF"']);
 });
@@ -290,4 +290,41 @@ t.test('ipc: the IPC daemon limits', async (t) => {
   };
   t.same(bad('ipc: {maxFlowsPerUid: 0}\n'), ['ipc.maxFlowsPerUid: 0 is below the minimum 1']);
   t.same(bad('ipc: {maxFlows: 3}\n'), ['ipc.maxFlows: unknown field; known fields here: maxSessions, maxSessionsPerUid, maxFlowsPerUid, maxRegistrationsPerUid, maxAllocateTimeoutMs, idleTimeoutMs, outputHighWater, unlimitedUids']);
+});
+
+t.test('the shim DIF over UDP: shimUdp with its defaults left open; bad addresses, names and timeouts named', async (t) => {
+  const parse = (text: string) => parseConfig(text, { format: 'yaml' });
+  const one = (text: string): string[] => (t.throws(() => parse(text)) as ConfigError).problems;
+  t.same(parse('shimUdp: { dif: udp.lo, bind: "127.0.0.1:7300" }\n').shimUdp, { dif: 'udp.lo', bind: '127.0.0.1:7300', peers: {}, allow: [] }, 'a DIF and an address are enough');
+  t.same(
+    parse('shimUdp:\n  dif: udp.lo\n  bind: "127.0.0.1:7300"\n  peers: { "rina-tgen": "127.0.0.1:7301" }\n  allow: ["127.0.0.1:7302"]\n  mtu: 9000\n  keepaliveMs: 500\n  keepaliveTimeoutMs: 2000\n  allocateTimeoutMs: 3000\nnormal: { dif: n.DIF, role: member }\n'),
+    {
+      devices: [],
+      metrics: { enabled: true, listen: { host: '127.0.0.1', port: 19464 } },
+      log: { level: 'info' },
+      difs: [],
+      ipcps: [],
+      normal: { dif: 'n.DIF', role: 'member' },
+      shimUdp: { dif: 'udp.lo', bind: '127.0.0.1:7300', peers: { 'rina-tgen': '127.0.0.1:7301' }, allow: ['127.0.0.1:7302'], mtu: 9000, keepaliveMs: 500, keepaliveTimeoutMs: 2000, allocateTimeoutMs: 3000 },
+      ipc: {},
+    },
+    'every key',
+  );
+  t.same(
+    parseConfig('shimUdp: { dif: udp.lo, bind: "127.0.0.1:7300", hostsFile: hosts, peerPort: 7300 }\n', { format: 'yaml', baseDir: '/etc/vmpi' }).shimUdp,
+    { dif: 'udp.lo', bind: '127.0.0.1:7300', peers: {}, allow: [], hostsFile: '/etc/vmpi/hosts', peerPort: 7300 },
+    'hostsFile relative to the config file',
+  );
+  t.same(one('shimUdp: { dif: udp.lo }\n'), ['shimUdp.bind: is required but missing']);
+  t.same(one('shimUdp: { dif: udp.lo, bind: "localhost:7300" }\n'), ['shimUdp.bind: "localhost:7300" is not IPv4:PORT (for example "127.0.0.1:7300")']);
+  t.same(one('shimUdp: { dif: udp.lo, bind: "127.0.0.1:0", peers: { x: "127.0.0.1:0" } }\n'), ['shimUdp.peers["x"]: "127.0.0.1:0" has port 0: use 1..65535']);
+  t.same(one('shimUdp: { dif: udp.lo, bind: "127.0.0.1:1", peers: { "a/b/c/d/e": "127.0.0.1:2" } }\n'), [
+    'shimUdp.peers: "a/b/c/d/e" is not an application name: "a/b/c/d/e" has 5 components; an application name has at most 4 (apn/api/aen/aei)',
+  ]);
+  t.same(one('shimUdp: { dif: udp.lo, bind: "127.0.0.1:1", allow: ["1.2.3:4"] }\n'), ['shimUdp.allow[0]: "1.2.3:4" is not IPv4:PORT (for example "127.0.0.1:7300")']);
+  t.same(one('shimUdp: { dif: udp.lo, bind: "127.0.0.1:1", keepaliveMs: 1000, keepaliveTimeoutMs: 1500 }\n'), [
+    'shimUdp.keepaliveTimeoutMs: 1500 is less than two keepalive periods (keepaliveMs 1000); make it at least 2000',
+  ]);
+  t.same(one('shimUdp: { dif: udp.lo, bind: "127.0.0.1:1", mtu: 70000 }\n'), ['shimUdp.mtu: 70000 is above the maximum 65507']);
+  t.same(one('normal: { dif: n.DIF, role: leader }\n'), ['normal.role: "leader" is not one of enroller, member']);
 });

@@ -382,3 +382,46 @@ t.test('vmpi serve follows its normal DIF enroller in the metrics, next to the s
   t.equal(sample(m, 'vmpi_dif_neighbours', { dif: 'n.DIF' }), 0, 'no member enrolled yet');
   t.equal(sample(m, 'vmpi_dif_flows_active', { dif: 'n.DIF' }), 0);
 });
+
+t.test('shim-udp metrics: datagrams, bytes, drops by reason, resolutions', async (t) => {
+  const { ShimUdpIpcp } = await import('../src/dif/shim-udp/ipcp.js');
+  const { createSocket } = await import('node:dgram');
+  const host = new VmpiHost();
+  t.teardown(() => host.close());
+  const metrics = new HostMetrics(host, { processMetrics: false });
+  const a = await ShimUdpIpcp.open({ difName: 'udp.m', bind: '127.0.0.1:0' });
+  const b = await ShimUdpIpcp.open({ difName: 'udp.m', bind: '127.0.0.1:0' });
+  t.teardown(() => {
+    a.close();
+    b.close();
+  });
+  b.addPeer('srv', a.localAddress);
+  a.allowAddress(b.localAddress);
+  metrics.addIpcp(a);
+  // One IPC process per DIF name in one registry: b (the requester) in its own.
+  const metricsB = new HostMetrics(host, { processMetrics: false });
+  metricsB.addIpcp(b);
+  a.register('srv', (req) => void req.accept());
+  const f = await b.allocateFlow('cli', 'srv');
+  f.write(new Uint8Array(100));
+  await t.rejects(b.allocateFlow('cli', 'nowhere'));
+  const stranger = createSocket('udp4');
+  t.teardown(() => stranger.close());
+  await new Promise<void>((r) => stranger.send(Buffer.of(1, 2, 3), Number(a.localAddress.split(':')[1]), '127.0.0.1', () => r()));
+  const end = Date.now() + 2000;
+  while (a.counters().datagramDrops!.unknown_peer === 0 || a.flows()[0]?.stats.rxSdus !== 1) {
+    if (Date.now() > end) throw new Error('timed out waiting for the datagrams');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  const m = await metrics.metrics();
+  t.equal(sample(m, 'vmpi_dif_ipcp_info', { dif: 'udp.m', type: 'shim-udp', name: `udp.m.127.0.0.1:0` }), 1);
+  t.equal(sample(m, 'vmpi_dif_datagrams_total', { dif: 'udp.m', direction: 'rx' }), a.stats.rxDatagrams);
+  t.ok(a.stats.rxDatagrams >= 3, 'request, data, the stranger');
+  t.equal(sample(m, 'vmpi_dif_datagram_bytes_total', { dif: 'udp.m', direction: 'rx' }), a.stats.rxBytes);
+  t.equal(sample(m, 'vmpi_dif_datagram_drops_total', { dif: 'udp.m', reason: 'unknown_peer' }), 1);
+  t.equal(sample(m, 'vmpi_dif_datagram_drops_total', { dif: 'udp.m', reason: 'malformed' }), 0);
+  const mb = await metricsB.metrics();
+  t.equal(sample(mb, 'vmpi_dif_resolutions_total', { dif: 'udp.m', outcome: 'unresolved' }), 1);
+  t.equal(sample(mb, 'vmpi_dif_resolutions_total', { dif: 'udp.m', outcome: 'resolved' }), 1);
+  t.equal(sample(m, 'vmpi_dif_sdus_total', { dif: 'udp.m', direction: 'rx' }), 1);
+});

@@ -18,13 +18,13 @@
  * would. Needs the guest artefacts; in CI their absence is a failure.
  */
 import t from 'tap';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Guest, ROOT, guestUnavailable } from './helpers/guest.js';
 import { ECHO_CHANNEL, RestartStreams, VHOST_ERRORS } from './helpers/restart-streams.js';
 import { until } from './helpers/serve.js';
+import { startServe, workerPid } from './helpers/restart.js';
 
 const unavailable = guestUnavailable() ?? (existsSync(join(ROOT, 'dist/src/cli.js')) ? null : 'dist/ is not built (npm run build)');
 if (unavailable && process.env.CI) t.fail(`restart tests cannot run in CI: ${unavailable}`);
@@ -44,44 +44,6 @@ function setVersion(app: string, version: string): void {
   const pkg = JSON.parse(readFileSync(p, 'utf8')) as { version: string };
   pkg.version = version;
   writeFileSync(p, JSON.stringify(pkg));
-}
-
-interface Serve {
-  child: ChildProcess;
-  log: () => string;
-  /** Log lines (JSON) with this msg. */
-  lines: (msg: string) => Record<string, unknown>[];
-}
-
-function startServe(cli: string, args: string[]): Serve {
-  const env: NodeJS.ProcessEnv = { ...process.env, VMPI_LOG_LEVEL: 'info' };
-  delete env.NODE_OPTIONS;
-  delete env.NOTIFY_SOCKET;
-  const child = spawn(process.execPath, [cli, 'serve', ...args, '--log-format', 'json'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let log = '';
-  child.stdout!.setEncoding('utf8').on('data', (s: string) => (log += s));
-  child.stderr!.setEncoding('utf8').on('data', (s: string) => (log += s));
-  const lines = (msg: string) =>
-    log
-      .split('\n')
-      .filter((l) => l.includes(msg))
-      .map((l) => {
-        try {
-          return JSON.parse(l) as Record<string, unknown>;
-        } catch {
-          return {};
-        }
-      })
-      .filter((j) => j.msg === msg);
-  return { child, log: () => log, lines };
-}
-
-/** The keeper's worker: its only child (sh exec'd into node). */
-function workerPid(keeper: number): number {
-  const out = readFileSync(`/proc/${keeper}/task/${keeper}/children`, 'utf8').trim();
-  const pids = out.split(/\s+/).filter(Boolean).map(Number);
-  if (pids.length !== 1) throw new Error(`keeper ${keeper} has children [${out}], expected one worker`);
-  return pids[0]!;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -24,14 +24,16 @@ export function checkConfig(args: string[]): number {
     throw e;
   }
   const n = config.devices.length;
-  if (n === 0) {
-    process.stderr.write(`${file}: devices: none: vmpi serve --config ${file} would refuse to start; list devices, or serve it with --socket PATH\n`);
+  if (n === 0 && !config.shimUdp) {
+    process.stderr.write(`${file}: devices: none: vmpi serve --config ${file} would refuse to start; list devices (or shimUdp), or serve it with --socket PATH\n`);
     return EXIT_INVALID;
   }
   for (const w of configWarnings(config.devices.map((d, i) => ({ where: `devices[${i}]`, mode: d.mode })))) process.stderr.write(`${file}: warning: ${w}\n`);
   const ids = config.devices.map((d) => (d.vmpiId === undefined ? 'auto' : String(d.vmpiId)));
   const metrics = config.metrics.enabled ? `metrics on ${formatListenAddress(config.metrics.listen)}` : 'metrics off';
-  const normal = config.normal ? `, normal DIF ${config.normal.dif}` : '';
-  process.stdout.write(`${file}: ok: ${n} device${n === 1 ? '' : 's'} (VMPI-ids ${ids.join(', ')}), ${metrics}${normal}\n`);
+  const normal = config.normal ? `, normal DIF ${config.normal.dif}${config.normal.role === 'member' ? ' (member)' : ''}` : '';
+  const udp = config.shimUdp ? `, shim-udp DIF ${config.shimUdp.dif} on ${config.shimUdp.bind}` : '';
+  const devices = n === 0 ? 'no device' : `${n} device${n === 1 ? '' : 's'} (VMPI-ids ${ids.join(', ')})`;
+  process.stdout.write(`${file}: ok: ${devices}, ${metrics}${udp}${normal}\n`);
   return 0;
 }

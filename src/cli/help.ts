@@ -126,7 +126,7 @@ Options:
   ipcp: `Usage: vmpi ipcp list [--ipc-socket PATH] [--json]
 
 Lists the IPC processes that a running vmpi serve or vmpi guest hosts, through its IPC daemon's
-socket: DIF, type (shim-hv, normal), IPC process name and address in its DIF.
+socket: DIF, type (shim-hv, shim-udp, normal), IPC process name and address in its DIF.
 
 Options:
   --ipc-socket PATH   IPC daemon socket (default $VMPI_IPC_SOCKET or ${DEFAULT_IPC_SOCKET})
@@ -140,7 +140,8 @@ Exit codes: 0 ok, 1 the daemon cannot be reached, 2 usage.
 Prints the state of DIF NAME's IPC process in a running vmpi serve or vmpi guest (read-only,
 through its IPC daemon's socket). A normal DIF: role, members (enroller), neighbours, lower (N-1)
 flows, forwarding table, directory and flows. A shim DIF: VMPI-id, port up/down, registered
-names, the channels in use and their flows. Lists too long for one IPC message are cut, and the
+names, the channels in use and their flows. A shim DIF over UDP: its bound address, MTU,
+keepalive, peers table, flows (ids at both ends, peer address) and drops by reason. Lists too long for one IPC message are cut, and the
 dump says so.
 
 Options:

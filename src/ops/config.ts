@@ -42,6 +42,10 @@
  * enrolls through its shim DIF to normal.enroller (default `<dif>.host`). Only the DIF name is
  * required; maxPduSize (default 65536) must be the same on every member.
  *
+ * The shim DIF over UDP (`shimUdp`: dif, bind IPv4:PORT, peers name → IPv4:PORT, allow, mtu,
+ * keepaliveMs, keepaliveTimeoutMs, allocateTimeoutMs): `vmpi serve` runs its IPC process, which
+ * needs no device; with `normal.role: member` the normal DIF enrolls through it.
+ *
  * Flags (`vmpi serve --socket … --vmpi-id …`) become more devices after the file's (see
  * `mergeServeOptions`), and the duplicate checks run again over the merged list.
  */
@@ -59,6 +63,7 @@ export {
   type LogLevel,
   type MetricsConfig,
   type NormalConfig,
+  type ShimUdpConfig,
   type VmpiConfig,
 } from './config/types.js';
 export { CONFIG_SCHEMA } from './config/schema.js';

@@ -4,7 +4,7 @@
  * dump, or the JSON as it came.
  *
  * The dump reads the known parts of each IPC process type's state (normal: NormalIpcp.inspect(),
- * shim-hv: ShimHvIpcp.inspect()) and prints what is there; a part a daemon does not send is left
+ * shim-hv: ShimHvIpcp.inspect(), shim-udp: ShimUdpIpcp.inspect()) and prints what is there; a part a daemon does not send is left
  * out, so an older or newer daemon still gets a dump. `--json` prints the state whole.
  */
 import { IpcClient } from '../dif/ipc/client.js';
@@ -85,6 +85,7 @@ export function formatInspection(d: DifInspection): string[] {
   const lines = [`DIF ${d.dif}: ${d.type} IPC process ${d.name}, address ${d.address}`];
   if (d.type === 'normal') formatNormal(st, lines);
   else if (d.type === 'shim-hv') formatShim(st, lines);
+  else if (d.type === 'shim-udp') formatShimUdp(st, lines);
   else lines.push(JSON.stringify(st, null, 2));
   for (const c of d.truncated ?? []) lines.push(`(cut to fit one IPC message: ${c.path} shows ${c.shown} of ${c.total})`);
   return lines;
@@ -120,4 +121,16 @@ function formatShim(st: Obj, lines: string[]): void {
     const o = obj(c);
     return [s(o.channel), s(o.state), s(o.portId), s(o.localApp), s(o.remoteApp), o.dataFile === undefined ? '-' : o.dataFile ? 'yes' : 'no'];
   }));
+}
+
+function formatShimUdp(st: Obj, lines: string[]): void {
+  lines.push(`bind ${s(st.bind)}, MTU ${s(st.mtu)} (max SDU ${s(st.maxSdu)}), keepalive ${s(st.keepaliveMs)} ms, peer timeout ${s(st.keepaliveTimeoutMs)} ms, ${s(st.rxQueuedBytes)} bytes queued`);
+  lines.push(`registered: ${list(st.registered).map(s).join(', ') || 'none'}`);
+  section(lines, 'Peers', ['NAME', 'ADDRESS'], Object.entries(obj(st.peers)).map(([k, v]) => [k, s(v)]));
+  section(lines, 'Flows', ['ID', 'STATE', 'PORT ID', 'PEER', 'PEER ID', 'LOCAL', 'REMOTE'], list(st.flows).map((f) => {
+    const o = obj(f);
+    return [s(o.id), s(o.state), s(o.portId), s(o.peer), s(o.remoteId), s(o.localApp), s(o.remoteApp)];
+  }));
+  const drops = obj(obj(st.stats).drops);
+  lines.push('', `drops: ${Object.entries(drops).map(([k, v]) => `${k} ${s(v)}`).join(', ') || 'none'}`);
 }

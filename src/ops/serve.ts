@@ -3,7 +3,9 @@
  * their socket permissions, one shim IPC process for hypervisors per device (DIF
  * `hv.vmpi-<VMPI-id>`), the IPC daemon that offers those IPC processes to applications on a Unix
  * socket (src/dif/ipc/), the normal DIF's enroller over every shim DIF when the config has a
- * `normal` section (normal.ts), and the metrics endpoint.
+ * `normal` section (normal.ts), the shim DIF over UDP when the config has a `shimUdp` section (its
+ * IPC process offered like the others, the normal DIF over it too; a server with only that needs
+ * no device), and the metrics endpoint.
  *
  * Owns: the start-up order (check everything that can be checked first, then metrics, then
  * sockets, so a failure leaves no socket file behind) and the clean shutdown (close every
@@ -13,6 +15,7 @@ import { existsSync } from 'node:fs';
 import { safeClose } from '../sys/fd.js';
 import { logger as rootLogger, type Logger } from '../sys/log.js';
 import { ShimHvIpcp } from '../dif/shim-hv/ipcp.js';
+import { ShimUdpIpcp } from '../dif/shim-udp/ipcp.js';
 import { IpcDaemon } from '../dif/ipc/daemon.js';
 import type { NormalIpcp } from '../dif/normal/ipcp.js';
 import { createNormalIpcp } from './normal.js';
@@ -31,7 +34,9 @@ export interface Serving {
   readonly ipcps: ReadonlyMap<number, ShimHvIpcp>;
   /** The echo responder of each device with echoChannels, by VMPI-id. */
   readonly echoes: ReadonlyMap<number, EchoResponder>;
-  /** The normal DIF's enroller, when configured. */
+  /** The shim DIF over UDP's IPC process, when configured. */
+  readonly shimUdp: ShimUdpIpcp | undefined;
+  /** The normal DIF's IPC process (enroller, or member with normal.role), when configured. */
   readonly normal: NormalIpcp | undefined;
   readonly metrics: HostMetrics | undefined;
   readonly metricsServer: MetricsServer | undefined;
@@ -60,7 +65,7 @@ export interface StartOptions {
 /** Start serving `plan`. Throws ConfigError (every problem) or the first runtime error. */
 export async function startServing(plan: ServePlan, opts: StartOptions = {}): Promise<Serving> {
   const log = opts.logger ?? rootLogger;
-  if (plan.devices.length === 0) throw new ConfigError(['no devices: give --socket PATH, --listen-fd N, or devices in --config FILE']);
+  if (plan.devices.length === 0 && !plan.config.shimUdp) throw new ConfigError(['no devices: give --socket PATH, --listen-fd N, or devices (or shimUdp) in --config FILE']);
 
   const problems = permissionProblems(plan.devices);
   for (const d of plan.devices) {
@@ -78,12 +83,14 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
   let metricsServer: MetricsServer | undefined;
   let ipcDaemon: IpcDaemon | undefined;
   let normal: NormalIpcp | undefined;
+  let shimUdp: ShimUdpIpcp | undefined;
   let closed: Promise<void> | undefined;
   const close = (): Promise<void> =>
     (closed ??= (async () => {
       ipcDaemon?.close();
       normal?.close('server shutting down');
       for (const ipcp of ipcps.values()) ipcp.close('server shutting down');
+      shimUdp?.close('server shutting down');
       for (const echo of echoes.values()) echo.close();
       host.close();
       metrics?.close();
@@ -113,35 +120,49 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
         throw new Error(`${d.where}: ${(e as Error).message}`, { cause: e });
       }
     }
+    if (plan.config.shimUdp) {
+      shimUdp = await ShimUdpIpcp.open({ ...plan.config.shimUdp, difName: plan.config.shimUdp.dif, logger: log });
+      metrics?.addIpcp(shimUdp);
+    }
     if (plan.config.normal) {
-      normal = createNormalIpcp(plan.config.normal, 'host', [...ipcps.values()], { logger: log });
+      const n = plan.config.normal;
+      // A member enrolls through its first lower DIF: the UDP one, when there is one.
+      const lower = n.role === 'member' ? [...(shimUdp ? [shimUdp] : []), ...ipcps.values()] : [...ipcps.values(), ...(shimUdp ? [shimUdp] : [])];
+      normal = createNormalIpcp(n, n.role === 'member' ? 'guest' : 'host', lower, { logger: log });
       metrics?.addIpcp(normal);
     }
     if (opts.ipc) {
-      const daemon = new IpcDaemon({ socketPath: opts.ipc.socketPath, logger: log, limits: plan.config.ipc });
+      const daemon = new IpcDaemon({ socketPath: opts.ipc.socketPath, logger: log, limits: plan.config.ipc, onStateChange: restart?.ipcChanged });
       for (const ipcp of ipcps.values()) daemon.addIpcp(ipcp);
+      if (shimUdp) daemon.addIpcp(shimUdp);
       if (normal) daemon.addIpcp(normal);
+      // The host applications' sessions the last worker served, before anyone new is accepted.
+      restart?.resumeIpc(daemon, (dif, portId) => [...ipcps.values()].find((i) => i.difName === dif)?.reclaimFlow(portId));
       try {
         daemon.listen(keptSocket(restart, restart?.ipcListenFd(), opts.ipc.socketPath, log));
         restart?.attachIpc(daemon);
         ipcDaemon = daemon;
         metrics?.addIpcDaemon(daemon);
       } catch (e) {
+        daemon.close(); // the sessions resumed above end with it
         if (opts.ipc.required) throw new Error(`--ipc-socket ${opts.ipc.socketPath}: ${(e as Error).message}`, { cause: e });
         log.warn({ err: (e as Error).message, socket: opts.ipc.socketPath }, 'IPC daemon not started (applications cannot use the IPC API; see --ipc-socket)');
       }
     }
+    // Flows kept for a session that did not come back end toward the guest now.
+    for (const ipcp of ipcps.values()) ipcp.endUnclaimed();
     if (metrics && resuming) metricsServer = await startMetricsServer(metrics, plan.metrics.listen, log);
   } catch (e) {
     await close();
     throw e;
   }
-  return { host, ipcps, echoes, normal, metrics, metricsServer, ipcDaemon, close };
+  return { host, ipcps, echoes, shimUdp, normal, metrics, metricsServer, ipcDaemon, close };
 }
 
 /**
  * The device's shim DIF IPC process: restored from the snapshot the last worker left (its flows
- * whose host end died with that worker end toward the guest with the restart's cause), or new.
+ * whose host end died with that worker end toward the guest with the restart's cause; those a
+ * kept IPC session held wait for the IPC daemon to reclaim them), or new.
  * Every change is persisted before the guest hears of it (onStateChange).
  */
 function shimIpcp(device: VmpiDevice, log: Logger, restart: Restarter | undefined, kept: DeviceConfig): ShimHvIpcp {
@@ -149,7 +170,8 @@ function shimIpcp(device: VmpiDevice, log: Logger, restart: Restarter | undefine
   const saved = restart?.shimSnapshotFor(kept);
   if (saved === undefined) return new ShimHvIpcp(opts);
   try {
-    return ShimHvIpcp.restore(opts, saved);
+    // Flows an IPC session of the last worker held are kept for the IPC daemon to reclaim.
+    return ShimHvIpcp.restore({ ...opts, keepFlows: restart?.ipcKeptFlow }, saved);
   } catch (e) {
     log.error({ vmpiId: device.vmpiId, err: (e as Error).message }, "the shim DIF's saved state is unusable; its IPC process starts afresh (the guest's flows over it are not ended by the host)");
     return new ShimHvIpcp(opts);

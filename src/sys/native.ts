@@ -79,6 +79,12 @@ export interface Native {
    */
   recvMsg(fd: number, buf: Uint8Array, offset: number, length: number, maxFds: number): RecvResult | null;
   /**
+   * recvMsg(fd, buf, offset, length, 0) for per-message hot paths: the bytes read (0: the peer
+   * closed), or -1 on EAGAIN; fds sent with the message are closed and "EMSGSIZE" is thrown, as
+   * there. No result object per call.
+   */
+  recvBytes(fd: number, buf: Uint8Array, offset: number, length: number): number;
+  /**
    * sendmsg of `buf[offset, offset+length)` with optional fds (at most 32, SCM_RIGHTS; needs
    * length >= 1). Returns bytes sent, possibly fewer than `length` (the fds went with the first
    * part: send the rest without them); -1 on EAGAIN (never blocks). MSG_NOSIGNAL: no SIGPIPE.

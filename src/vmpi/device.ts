@@ -163,7 +163,7 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
       throw new VmpiDeviceError(`SDU of ${sdu.byteLength} bytes exceeds this device's limit of ${this.maxSdu} bytes`);
     }
     if (this.backlog.isEmpty && this.writeToGuest(channel, sdu)) {
-      this.flushRx();
+      this.flushRxSoon();
       return SendResult.Sent;
     }
     if (!this.backlog.add({ channel, sdu: Uint8Array.prototype.slice.call(sdu) })) {
@@ -305,6 +305,26 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
   private flushRx(): void {
     if (this.rx) this.notify(this.rx);
   }
+
+  /**
+   * Signal the guest for what send() wrote, once for every send() of this turn of the event loop
+   * (a caller sending a burst, e.g. the IPC daemon's bridge reading 64 records, makes one call, not
+   * one per SDU: the call is an eventfd write, two system calls). Through the queue's defer(),
+   * so a failing eventfd is the connection's error, not the caller's.
+   */
+  private flushRxSoon(): void {
+    const q = this.rx;
+    if (!q || this.rxFlushFor === q) return;
+    this.rxFlushFor = q;
+    q.defer(this.flushRxDeferred);
+  }
+
+  /** The queue a deferred call is due on (a queue that stops drops it: a new queue gets its own). */
+  private rxFlushFor: ReadyQueue | null = null;
+  private readonly flushRxDeferred = (): void => {
+    this.rxFlushFor = null;
+    this.flushRx();
+  };
 
   private notify(q: ReadyQueue): void {
     if (q.notify()) this.stats.calls++;

@@ -88,7 +88,7 @@ t.test('restart: the guest flows end with the reason, host applications reach gu
 
   const restored = ShimHvIpcp.restore({ port: pair.host, role: 'host' }, throughJson(snap));
   t.teardown(() => restored.close());
-  t.same(restored.restored, { flowsEnded: 2, allocationsEnded: 0, requestsRefused: 0, closing: 0, registrations: 1 }, 'what the restore did');
+  t.same(restored.restored, { flowsEnded: 2, flowsKept: 0, allocationsEnded: 0, requestsRefused: 0, closing: 0, registrations: 1 }, 'what the restore did');
   t.same(restored.inspect().restored, restored.restored, 'inspect() shows it too');
   t.same(pair.host.boundChannels, [0, h2.channel, g1.channel].sort((a, b) => a - b), 'the control channel and the resumed channels are bound on the same port');
   const hApp2 = acceptAll(restored, 'H'); // the host application is back before the rings run again
@@ -136,7 +136,7 @@ t.test('restart: requests pending in either direction are answered with the reas
   await t.rejects(hostAsked, { code: 'closed' }, 'the dead process\'s own allocation ends there (in-process user)');
   const restored = ShimHvIpcp.restore({ port: pair.host, role: 'host', reregisterGraceMs: 0 }, throughJson(snap));
   t.teardown(() => restored.close());
-  t.same(restored.restored, { flowsEnded: 0, allocationsEnded: 1, requestsRefused: 1, closing: 0, registrations: 1 });
+  t.same(restored.restored, { flowsEnded: 0, flowsKept: 0, allocationsEnded: 1, requestsRefused: 1, closing: 0, registrations: 1 });
 
   const err = (await within(
     guestAsked.then(
@@ -304,7 +304,7 @@ t.test('a snapshot of another version is refused with state_version, a damaged o
 
   const ok = ShimHvIpcp.restore({ port: pair.host, role: 'host' }, throughJson(good));
   t.teardown(() => ok.close());
-  t.same(ok.restored, { flowsEnded: 2, allocationsEnded: 0, requestsRefused: 1, closing: 0, registrations: 2 }, 'the undamaged snapshot restores');
+  t.same(ok.restored, { flowsEnded: 2, flowsKept: 0, allocationsEnded: 0, requestsRefused: 1, closing: 0, registrations: 2 }, 'the undamaged snapshot restores');
 });
 
 t.test('the state change callback: once per change, before the peer hears of it, guarded, silent after detach', async (t) => {

@@ -34,13 +34,13 @@ export class VmpiTestDriver {
   }
 
   /** Connect to `path` and run the handshake QEMU does; `close()` ends it. */
-  static async connect(path: string, o: { queueSize?: number; maxSdu?: number; timeoutMs?: number } = {}): Promise<VmpiTestDriver> {
+  static async connect(path: string, o: { queueSize?: number; maxSdu?: number; timeoutMs?: number; eventIdx?: boolean } = {}): Promise<VmpiTestDriver> {
     const queueSize = o.queueSize ?? 64;
     const maxSdu = o.maxSdu ?? 4096;
     const mem = new GuestMemoryImage(4 * 2 ** 20, 'vmpi-test-driver');
     const fe = new VhostUserFrontend(path, { timeoutMs: o.timeoutMs ?? 5000 });
     try {
-      const hs = await fe.handshake({ memory: mem, queues: [0, 1].map((index) => ({ index, size: queueSize })) });
+      const hs = await fe.handshake({ memory: mem, queues: [0, 1].map((index) => ({ index, size: queueSize })), eventIdx: o.eventIdx });
       return new VmpiTestDriver(fe, mem, hs.queues[0]!, hs.queues[1]!, queueSize, maxSdu);
     } catch (e) {
       fe.close();

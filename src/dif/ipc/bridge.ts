@@ -23,6 +23,10 @@ export interface FlowLink {
   appDeallocate(reason: string): void;
   /** Tear down now (daemon shutdown, application gone): deallocates the flow too. */
   destroy(reason: string): void;
+  /** Let go without a word, closing nothing (a successor process carries on; see snapshot.ts). */
+  abandon(): void;
+  /** The daemon's fd a successor process can resume this flow on (snapshot.ts), or null. */
+  readonly resumableFd: number | null;
 }
 
 /**
@@ -55,6 +59,13 @@ export class DirectFlowLink implements FlowLink {
 
   destroy(reason: string): void {
     this.flow.deallocate(reason);
+  }
+
+  readonly resumableFd = null;
+
+  abandon(): void {
+    this.done = true;
+    this.flow.off('deallocated', this.onDeallocated);
   }
 }
 
@@ -153,6 +164,30 @@ export class FlowBridge implements FlowLink {
       this.log.warn({ portId: this.flow.portId, err: errText(e) }, 'ipc: deallocating a flow failed');
     }
     this.finish();
+  }
+
+  /** The flow runs and the bridge joins it to the application (not ended, not lingering). */
+  get live(): boolean {
+    return !this.flowEnded && !this.closed;
+  }
+
+  get resumableFd(): number | null {
+    return this.live ? this.fd : null;
+  }
+
+  /**
+   * Let go without a word, closing nothing (a successor process resumes the flow on the same
+   * fd, snapshot.ts): SDUs held here (`pending`, `held`) are lost with this process.
+   */
+  abandon(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.lingerTimer) clearTimeout(this.lingerTimer);
+    this.interest.close();
+    this.listening = false;
+    this.flow.off('data', this.onData);
+    this.flow.off('drain', this.onDrain);
+    this.flow.off('deallocated', this.onDeallocated);
   }
 
   // ---------------------------------------------------------------------------------------------

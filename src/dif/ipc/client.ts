@@ -216,8 +216,9 @@ export class IpcClient extends EventEmitter<IpcClientEvents> {
       case 'error': {
         const err = new DifError(msg.code as DifErrorCode, msg.message, msg.peerReason === undefined ? {} : { peerReason: msg.peerReason });
         const p = msg.id === null ? undefined : this.pending.get(msg.id);
-        // The daemon refused the connection (a limit): the close that follows fails with this.
-        if (msg.id === null && msg.code === 'limit_exceeded') this.refusal = err;
+        // The daemon refused the connection (a limit) or ends it (a restart cut a request of
+        // ours): the close that follows fails with this.
+        if (msg.id === null && (msg.code === 'limit_exceeded' || msg.code === 'disconnected')) this.refusal = err;
         if (p) {
           this.pending.delete(msg.id!);
           p.reject(err);

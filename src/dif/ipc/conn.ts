@@ -16,6 +16,14 @@
  *
  * Containment: the fd callback runs guarded: an exception from it, or from a 'message' listener,
  * closes this connection with the reason (and is logged by whoever listens to 'close').
+ *
+ * Restart (the IPC daemon's snapshot.ts): the stream is in step when nothing read is unparsed
+ * and nothing queued is unsent, i.e. a successor process reading the same socket starts at a
+ * frame boundary both ways and no answer is lost. `step` says whether it is ('in_step'), or
+ * what breaks it: 'mid_request' (bytes read and not yet parsed: a request half read, or read
+ * while paused), 'answers_pending' (frames queued and not sent; the peer's stream may stop
+ * mid-frame). `onStepChange` is called when it changes (rare: a frame split across reads, or a peer whose socket is full), so
+ * the owner can persist it cheaply. `abandon()` stops watching without closing anything.
  */
 import { EventEmitter } from 'node:events';
 import { safeClose } from '../../sys/fd.js';
@@ -42,7 +50,12 @@ export interface FramedConnOptions {
   outputLowWater?: number;
   /** Queued output bytes past which the connection is closed (default 4 × high water). */
   outputLimit?: number;
+  /** Called when `step` changes (see the file comment); must not throw into us (guarded). */
+  onStepChange?: (step: StreamStep) => void;
 }
+
+/** Whether a successor could carry the stream on (see the file comment). */
+export type StreamStep = 'in_step' | 'mid_request' | 'answers_pending';
 
 export const DEFAULT_OUTPUT_HIGH_WATER = 256 * 1024;
 
@@ -70,6 +83,8 @@ export class FramedConn extends EventEmitter<FramedConnEvents> {
   private readonly highWater: number;
   private readonly lowWater: number;
   private readonly outputLimit: number;
+  private readonly onStepChange: ((step: StreamStep) => void) | undefined;
+  private lastStep: StreamStep = 'in_step';
 
   /** `maxFds`: fds accepted per recvmsg (0 = none: a peer sending fds is dropped). */
   constructor(
@@ -81,6 +96,7 @@ export class FramedConn extends EventEmitter<FramedConnEvents> {
     this.highWater = opts.outputHighWater ?? DEFAULT_OUTPUT_HIGH_WATER;
     this.lowWater = opts.outputLowWater ?? Math.floor(this.highWater / 4);
     this.outputLimit = Math.max(opts.outputLimit ?? 4 * this.highWater, this.highWater + MAX_MESSAGE_BYTES + 4);
+    this.onStepChange = opts.onStepChange;
     this.interest = new FdInterest(fd, native.UV_READABLE, (ev) => this.onEvents(ev));
   }
 
@@ -96,6 +112,38 @@ export class FramedConn extends EventEmitter<FramedConnEvents> {
 
   get closed(): boolean {
     return this._closed;
+  }
+
+  /** Whether nothing read is unparsed and nothing queued is unsent (see the file comment). */
+  get step(): StreamStep {
+    if (this.out.length > 0) return 'answers_pending';
+    return this.inBuf.byteLength === 0 ? 'in_step' : 'mid_request';
+  }
+
+  /**
+   * Stop watching the socket and let go of everything without closing any fd or emitting
+   * 'close': what a crash does (a successor process carries on with the same socket).
+   */
+  abandon(): void {
+    if (this._closed) return;
+    this._closed = true;
+    this.interest.close();
+    this.out.length = 0;
+    this.fdQueue.length = 0;
+    this.outBytes = 0;
+  }
+
+  /** Report a change of step (guarded). */
+  private checkStep(): void {
+    if (this._closed || this.onStepChange === undefined) return;
+    const now = this.step;
+    if (now === this.lastStep) return;
+    this.lastStep = now;
+    try {
+      this.onStepChange(now);
+    } catch {
+      // the owner's problem; never ours
+    }
   }
 
   /** Take the oldest fd that arrived and nobody took yet; null when none. */
@@ -199,6 +247,7 @@ export class FramedConn extends EventEmitter<FramedConnEvents> {
       if (c.off >= c.buf.byteLength) this.out.shift();
     }
     this.updateInterest();
+    this.checkStep();
   }
 
   private readSome(): void {
@@ -218,6 +267,7 @@ export class FramedConn extends EventEmitter<FramedConnEvents> {
       this.inBuf = this.inBuf.byteLength === 0 ? Buffer.from(this.readBuf.subarray(0, r.bytes)) : Buffer.concat([this.inBuf, this.readBuf.subarray(0, r.bytes)]);
       this.parse();
     }
+    this.checkStep();
   }
 
   private parse(): void {
@@ -245,5 +295,6 @@ export class FramedConn extends EventEmitter<FramedConnEvents> {
     }
     if (this._closed) return;
     this.inBuf = off >= this.inBuf.byteLength ? Buffer.alloc(0) : this.inBuf.subarray(off);
+    this.checkStep();
   }
 }

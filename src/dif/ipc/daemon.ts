@@ -23,6 +23,12 @@
  * else. Out of file descriptors, accept backs off instead of spinning, and a flow whose
  * socketpair cannot be created is a 'no_resources' answer to that application.
  *
+ * Restart (snapshot.ts): `snapshot()` is the daemon's sessions as JSON plus their fds by
+ * role, `onStateChange` says when it changed (before the application hears of the change: a
+ * new session before its first request is read, a registration or a flow before its answer),
+ * `resume(snapshot, fd, reclaim)` takes the sessions over in a new process before it listens,
+ * and `abandon()` lets go of everything without closing any fd (what a crash does).
+ *
  * The control protocol is protocol.ts (length-prefixed JSON, versioned; a malformed message
  * gets an `error` with code 'malformed' and the reason). The data path never crosses the control
  * socket: see datapath.ts for why the per-flow SOCK_SEQPACKET pair is the cheapest host path,
@@ -40,6 +46,8 @@ import { errText, safeClose } from '../../sys/fd.js';
 import { checkLimits, DEFAULT_IPC_LIMITS, type IpcDaemonStats, type IpcLimits, type RefuseReason, type SessionCloseCause } from './daemon-limits.js';
 import { Session } from './session.js';
 import { encodeFrame } from './protocol.js';
+import { IPC_DAEMON_SNAPSHOT_VERSION, parseIpcDaemonSnapshot, type IpcDaemonSnapshot } from './snapshot.js';
+import type { ReclaimFlow, ResumeFd } from './session.js';
 
 export { Session } from './session.js';
 export { DEFAULT_IPC_LIMITS, SESSION_CLOSE_CAUSES, type IpcDaemonStats, type IpcLimits, type LimitKind, type RefuseReason, type SessionCloseCause } from './daemon-limits.js';
@@ -58,6 +66,20 @@ export interface IpcDaemonOptions {
    * the session id; it may throw to show that the throw is contained.
    */
   faultInjection?: (where: string, session: number | null) => void;
+  /** Called when snapshot() would show something new (guarded: a throw is logged and ignored). */
+  onStateChange?: () => void;
+}
+
+/** What resume() did. */
+export interface IpcResumeSummary {
+  sessions: number;
+  /** Sessions whose socket came back but whose stream was out of step: closed. */
+  outOfStep: number;
+  /** Sessions whose socket did not come back (the application had gone). */
+  missing: number;
+  flows: number;
+  flowsLost: number;
+  registrations: number;
 }
 
 export interface IpcDaemonEvents {
@@ -89,6 +111,7 @@ export class IpcDaemon extends EventEmitter<IpcDaemonEvents> {
   private watcher: FdWatcher | null = null;
   private socketIno: number | null = null;
   private closed = false;
+  private abandoned = false;
   private readonly acceptBackoff: AcceptBackoff;
   private idleTimer: NodeJS.Timeout | null = null;
   private readonly refuseLog: ThrottledLog;
@@ -167,6 +190,83 @@ export class IpcDaemon extends EventEmitter<IpcDaemonEvents> {
   /** The listening socket's fd (-1 when not listening): the restart code keeps a copy. */
   get listeningFd(): number {
     return this.listenFd;
+  }
+
+  /** The sessions as snapshot.ts persists them, and the fds they hold by role (not in the JSON). */
+  snapshot(): { state: IpcDaemonSnapshot; fds: Map<string, number> } {
+    const fds = new Map<string, number>();
+    const sessions = [...this.sessions].map((s) => {
+      const snap = s.snapshot();
+      for (const [role, fd] of snap.fds) fds.set(role, fd);
+      return snap.state;
+    });
+    return { state: { version: IPC_DAEMON_SNAPSHOT_VERSION, lastSession: this.stats.sessionsTotal, sessions }, fds };
+  }
+
+  /**
+   * Take over the sessions a dead process of this daemon served (`snapshot` as read back; checked:
+   * IpcStateError 'state_version' / 'state_invalid', nothing taken). Call after addIpcp and
+   * before listen. `fd(role)` gives each saved fd back (taken: the daemon closes it when done),
+   * `reclaim(dif, portId)` each flow from its restored IPC process. A session whose socket did
+   * not come back is skipped (its flows' fds are closed); see Session.resumeFrom for the rest.
+   */
+  resume(snapshot: unknown, fd: ResumeFd, reclaim: ReclaimFlow): IpcResumeSummary {
+    const snap = parseIpcDaemonSnapshot(snapshot);
+    const sum: IpcResumeSummary = { sessions: 0, outOfStep: 0, missing: 0, flows: 0, flowsLost: 0, registrations: 0 };
+    this.stats.sessionsTotal = Math.max(this.stats.sessionsTotal, snap.lastSession);
+    for (const ss of snap.sessions) {
+      const sock = fd(ss.socket);
+      if (sock === undefined) {
+        sum.missing++;
+        for (const f of ss.flows) {
+          const x = fd(f.socket);
+          if (x !== undefined) safeClose(x);
+        }
+        continue;
+      }
+      const s = new Session(this, sock, ss.id, this.log, ss.cred.uid === -1 ? null : ss.cred);
+      this.sessions.add(s);
+      this.stats.sessions = this.sessions.size;
+      s.resumeFrom(ss, fd, reclaim);
+      if (ss.stream !== 'in_step') {
+        sum.outOfStep++;
+        continue;
+      }
+      sum.sessions++;
+      sum.flows += s.flowCount;
+      sum.flowsLost += ss.flows.length - s.flowCount;
+      sum.registrations += s.registrationCount;
+      this.emit('session', s);
+    }
+    this.log.info({ ...sum }, 'ipc: sessions resumed from the last process');
+    return sum;
+  }
+
+  /**
+   * Let go of everything without a word and close nothing (no session, flow or socket; the
+   * socket file stays): what a crash does, so a successor can resume (tests, hand-over).
+   */
+  abandon(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.abandoned = true;
+    this.acceptBackoff.close();
+    this.watcher?.close();
+    this.watcher = null;
+    if (this.idleTimer) clearInterval(this.idleTimer);
+    this.idleTimer = null;
+    for (const s of this.sessions) s.abandon();
+    this.sessions.clear();
+  }
+
+  /** @internal What a session holds changed (snapshot.ts). */
+  changed(): void {
+    if (this.abandoned || this.opts.onStateChange === undefined) return;
+    try {
+      this.opts.onStateChange();
+    } catch (e) {
+      this.log.warn({ err: errText(e) }, 'ipc: the state change callback threw (ignored)');
+    }
   }
 
   /** Close every session (their flows are deallocated) and the socket (its file is removed). */
@@ -285,6 +385,7 @@ export class IpcDaemon extends EventEmitter<IpcDaemonEvents> {
     const s = new Session(this, fd, ++this.stats.sessionsTotal, this.log, cred);
     this.sessions.add(s);
     this.stats.sessions = this.sessions.size;
+    this.changed(); // persisted before its first request is read
     this.emit('session', s);
     return s;
   }
@@ -318,6 +419,7 @@ export class IpcDaemon extends EventEmitter<IpcDaemonEvents> {
     if (!this.sessions.delete(s)) return;
     this.stats.sessions = this.sessions.size;
     this.stats.sessionsClosed[cause]++;
+    this.changed();
     this.emit('sessionClosed', s, reason);
   }
 

@@ -83,3 +83,17 @@ export function flowInfo(handle: number, flow: Flow, datapath: FlowDatapath): Fl
     datapath,
   };
 }
+
+/**
+ * A flow a previous process of this daemon handed over, resumed (snapshot.ts): the daemon's end
+ * of its socketpair came back from the fd store (`fd`, taken), the Flow from its restored IPC
+ * process. The application's end never left the application.
+ */
+export function resumeFlowLink(flow: Flow, fd: number, hooks: BridgeHooks, log: Logger): FlowLink {
+  try {
+    return new FlowBridge(flow, fd, hooks, log);
+  } catch (e) {
+    safeClose(fd);
+    throw e;
+  }
+}

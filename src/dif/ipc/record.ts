@@ -65,6 +65,9 @@ export type ReadRecordResult =
   /** The peer sent file descriptors with a record (they were closed unread, the record lost). */
   | { kind: 'fds' };
 
+const EMPTY: ReadRecordResult = Object.freeze({ kind: 'empty' });
+const EOF: ReadRecordResult = Object.freeze({ kind: 'eof' });
+
 /**
  * Read one record whose SDU is at most `maxSdu` bytes. The SDU returned is a view of a shared
  * scratch buffer, valid until the next call: copy it (or hand it to something that copies).
@@ -72,18 +75,19 @@ export type ReadRecordResult =
 export function readRecord(fd: number, maxSdu: number): ReadRecordResult {
   const cap = maxSdu + 2; // tag + max SDU + 1 byte to notice a longer (truncated) record
   const buf = scratchOf(cap);
-  let r;
+  let n: number;
   try {
-    r = native.recvMsg(fd, buf, 0, cap, 0);
+    // recvBytes: no result object per record (this runs once per SDU, in the daemon and the client).
+    n = native.recvBytes(fd, buf, 0, cap);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ECONNRESET' || code === 'EPIPE') return { kind: 'eof' };
     if (code === 'EMSGSIZE') return { kind: 'fds' };
     throw e;
   }
-  if (r === null) return { kind: 'empty' };
-  if (r.bytes === 0) return { kind: 'eof' };
-  if (r.bytes >= cap) return { kind: 'bad', why: `record larger than the flow's max SDU of ${maxSdu} bytes` };
+  if (n < 0) return EMPTY;
+  if (n === 0) return EOF;
+  if (n >= cap) return { kind: 'bad', why: `record larger than the flow's max SDU of ${maxSdu} bytes` };
   if (buf[0] !== RECORD_SDU) return { kind: 'bad', why: `unknown record tag ${buf[0]}` };
-  return { kind: 'sdu', sdu: buf.subarray(1, r.bytes) };
+  return { kind: 'sdu', sdu: buf.subarray(1, n) };
 }

@@ -3,6 +3,11 @@
  * what it holds (registrations, flow requests waiting for its answer, flows, allocations in
  * progress), the handling of its requests within its user's limits, and the teardown of all of it
  * when it goes. Every entry point is guarded: an exception closes this session only.
+ *
+ * Restart (snapshot.ts): every change of what the session holds is reported to the daemon
+ * (`changed`) before the application hears of it, `snapshot()` gives its state and fds by
+ * role, `resumeFrom()` takes over a session a dead process served, `abandon()` lets go of one
+ * without closing anything.
  */
 import { DifError, type DeallocationCause, type Flow, type FlowRequest, type IpcProcess, type Registration } from '../api.js';
 import { formatAppName } from '../naming.js';
@@ -11,7 +16,9 @@ import type { Logger } from '../../sys/log.js';
 import { FramedConn } from './conn.js';
 import { errText } from '../../sys/fd.js';
 import type { BridgeHooks, FlowLink } from './bridge.js';
-import { flowInfo, openFlowLink } from './flow-handover.js';
+import { flowInfo, openFlowLink, resumeFlowLink } from './flow-handover.js';
+import { safeClose } from '../../sys/fd.js';
+import { flowRole, sessionRole, type IpcSessionSnapshot } from './snapshot.js';
 import { inspectIpcp, listIpcps } from './inspect.js';
 import type { IpcDaemonStats, IpcLimits, LimitKind, SessionCloseCause } from './daemon-limits.js';
 import { IpcProtocolError, MAX_REASON_CHARS, parseClientRequest, registrationKey, type ClientRequest } from './protocol.js';
@@ -58,7 +65,19 @@ export interface SessionHost {
   isUnlimited(uid: number): boolean;
   sessionClosed(s: Session, reason: string, cause: SessionCloseCause): void;
   countMalformed(): void;
+  /** What a session holds changed (snapshot.ts): persist before the application hears of it. */
+  changed(): void;
 }
+
+/** The reasons a resumed session gives for what did not survive the restart. */
+export const RESUME_ALLOCATION_LOST = 'the IPC daemon restarted during this allocation; allocate again';
+export const RESUME_REQUEST_LOST = 'the IPC daemon restarted before the application answered; the requester was refused';
+export const RESUME_FLOW_LOST = "the IPC daemon restarted and this flow's IPC process could not keep it";
+export const RESUME_OUT_OF_STEP = 'the IPC daemon restarted while this connection was mid-frame (a request half read, or answers not yet sent): they are lost; connect again';
+
+/** A resumed session's fds come back by role; a Flow by DIF and port-id from its restored IPC process. */
+export type ResumeFd = (role: string) => number | undefined;
+export type ReclaimFlow = (dif: string, portId: number) => Flow | undefined;
 
 export class Session {
   /** The peer's uid (SO_PEERCRED), -1 when unknown. */
@@ -68,10 +87,13 @@ export class Session {
   private readonly regs = new Map<string, SessionRegistration>();
   private readonly requests = new Map<number, FlowRequest>();
   private readonly flows = new Map<number, SessionFlow>();
-  private readonly allocations = new Set<AbortController>();
+  /** Allocations in progress: their abort, and the request id they answer. */
+  private readonly allocations = new Map<AbortController, number>();
   private nextRequest = 1;
   private nextFlow = 1;
   private closed = false;
+  private abandoned = false;
+  private readonly cred: PeerCred;
   private lastActive = Date.now();
   private readonly log: Logger;
 
@@ -84,8 +106,9 @@ export class Session {
   ) {
     this.uid = cred?.uid ?? -1;
     this.pid = cred?.pid ?? -1;
+    this.cred = { uid: this.uid, pid: this.pid, gid: cred?.gid ?? -1 };
     this.log = log.child({ session: id, uid: this.uid, pid: this.pid });
-    this.conn = new FramedConn(fd, 0, { outputHighWater: daemon.limits.outputHighWater });
+    this.conn = new FramedConn(fd, 0, { outputHighWater: daemon.limits.outputHighWater, onStepChange: () => this.daemon.changed() });
     this.conn.on('message', (m) => this.guard('request', () => this.onMessage(m)));
     this.conn.on('malformed', (e) => this.guard('malformed', () => this.malformed(e)));
     this.conn.on('close', (reason, cause) => this.close(reason, cause));
@@ -127,7 +150,7 @@ export class Session {
         this.log.error({ err: errText(e), step: what }, 'ipc: error while closing a session (ignored)');
       }
     };
-    for (const a of this.allocations) step('abort allocation', () => a.abort());
+    for (const a of this.allocations.keys()) step('abort allocation', () => a.abort());
     this.allocations.clear();
     for (const req of this.requests.values()) {
       if (req.state === 'waiting') step('reject request', () => req.reject('application disconnected'));
@@ -159,7 +182,99 @@ export class Session {
       if (r.dif !== dif) continue;
       r.reg.unregister();
       this.regs.delete(k);
+      this.daemon.changed();
     }
+  }
+
+  /** This session as snapshot.ts persists it, and its fds by role. */
+  snapshot(): { state: IpcSessionSnapshot; fds: Map<string, number> } {
+    const fds = new Map<string, number>([[sessionRole(this.id), this.conn.fd]]);
+    const flows: IpcSessionSnapshot['flows'] = [];
+    for (const f of this.flows.values()) {
+      const fd = f.link.resumableFd;
+      if (fd === null) continue; // ending, or not a socketpair of ours: not carried over
+      const role = flowRole(this.id, f.handle);
+      fds.set(role, fd);
+      flows.push({ handle: f.handle, dif: f.link.flow.difName, portId: f.link.flow.portId, socket: role });
+    }
+    const state: IpcSessionSnapshot = {
+      id: this.id,
+      socket: sessionRole(this.id),
+      cred: { ...this.cred },
+      stream: this.conn.step,
+      registrations: [...this.regs.values()].map((r) => ({ dif: r.dif, app: formatAppName(r.reg.appName) })),
+      flows,
+      allocations: [...this.allocations.values()],
+      requests: [...this.requests.keys()],
+      nextRequest: this.nextRequest,
+      nextFlow: this.nextFlow,
+    };
+    return { state, fds };
+  }
+
+  /**
+   * Let go without a word and close nothing (a successor process resumes this session from its
+   * snapshot): what a crash does, for tests and hand-overs.
+   */
+  abandon(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.abandoned = true;
+    for (const f of this.flows.values()) f.link.abandon();
+    this.conn.abandon();
+  }
+
+  /**
+   * Take over the session `snap` describes, that a dead process of this daemon served (see
+   * snapshot.ts): call right after construction on the same socket. Registrations are made again,
+   * flows resumed on their saved fds (`fd`) with the Flow their restored IPC process gives back
+   * (`reclaim`); what could not be kept is told to the application: allocations in progress get
+   * an error, waiting flow requests a cancel, flows that could not be kept a flow_deallocated.
+   * A session whose control stream was out of step is closed with RESUME_OUT_OF_STEP.
+   */
+  resumeFrom(snap: IpcSessionSnapshot, fd: ResumeFd, reclaim: ReclaimFlow): void {
+    this.nextRequest = snap.nextRequest;
+    this.nextFlow = snap.nextFlow;
+    const flowFds = snap.flows.map((f) => ({ f, fd: fd(f.socket) }));
+    if (snap.stream !== 'in_step') {
+      for (const x of flowFds) if (x.fd !== undefined) safeClose(x.fd);
+      this.log.warn({ stream: snap.stream, flows: snap.flows.length, registrations: snap.registrations.length }, 'ipc: a resumed session was mid-frame when the last process died: closing it');
+      // Our stream to the application is still in step when only its request was cut: say why.
+      if (snap.stream === 'mid_request') this.conn.send({ op: 'error', id: null, code: 'disconnected', message: RESUME_OUT_OF_STEP });
+      this.close(RESUME_OUT_OF_STEP, 'local');
+      return;
+    }
+    for (const r of snap.registrations) {
+      try {
+        this.registerApp(r.dif, r.app);
+      } catch (e) {
+        this.log.error({ dif: r.dif, app: r.app, err: errText(e) }, 'ipc: a registration of a resumed session could not be made again (the application no longer receives flow requests for it)');
+      }
+    }
+    for (const { f, fd: mine } of flowFds) {
+      let flow: Flow | undefined;
+      try {
+        flow = reclaim(f.dif, f.portId);
+      } catch (e) {
+        this.log.warn({ dif: f.dif, portId: f.portId, err: errText(e) }, 'ipc: reclaiming a flow failed');
+      }
+      if (flow && mine !== undefined) {
+        try {
+          this.flows.set(f.handle, { handle: f.handle, link: resumeFlowLink(flow, mine, this.flowHooks(f.handle), this.log) });
+          continue;
+        } catch (e) {
+          this.log.warn({ dif: f.dif, portId: f.portId, err: errText(e) }, 'ipc: resuming a flow failed');
+        }
+      } else if (mine !== undefined) {
+        safeClose(mine);
+      }
+      if (flow) safeDeallocate(flow, RESUME_FLOW_LOST);
+      this.conn.send({ op: 'flow_deallocated', flow: f.handle, reason: RESUME_FLOW_LOST, cause: 'local' });
+    }
+    for (const id of snap.allocations) this.conn.send({ op: 'error', id, code: 'aborted', message: RESUME_ALLOCATION_LOST });
+    for (const request of snap.requests) this.conn.send({ op: 'request_cancelled', request, reason: RESUME_REQUEST_LOST });
+    this.daemon.changed();
+    this.log.info({ flows: this.flows.size, of: snap.flows.length, registrations: this.regs.size }, 'ipc: session resumed');
   }
 
   /** Run one entry point of this session: an exception closes this session only (logged). */
@@ -235,15 +350,7 @@ export class Session {
         this.conn.send({ op: 'result', id: req.id, inspect: inspectIpcp(this.ipcp(req.dif)) });
         return;
       case 'register': {
-        const ipcp = this.ipcp(req.dif);
-        this.checkLimit('registrations');
-        const reg = ipcp.register(req.app, (fr) => {
-          this.guard('flow request', () => this.onFlowRequest(req.dif, fr));
-          // Not taken (a fault, or the session is gone): answer the peer now rather than let it time out.
-          if (fr.state === 'waiting' && ![...this.requests.values()].includes(fr)) safeReject(fr, 'application disconnected');
-        });
-        const key = registrationKey(req.dif, reg.appName);
-        this.regs.set(key, { dif: req.dif, key, reg });
+        this.registerApp(req.dif, req.app);
         this.conn.send({ op: 'result', id: req.id });
         return;
       }
@@ -259,6 +366,7 @@ export class Session {
         if (!r) throw new DifError('not_registered', `${req.app} is not registered in ${req.dif} by this application`);
         this.regs.delete(key);
         r.reg.unregister();
+        this.daemon.changed();
         this.conn.send({ op: 'result', id: req.id });
         return;
       }
@@ -297,7 +405,21 @@ export class Session {
     const fr = this.requests.get(id);
     if (!fr) throw new DifError('request_settled', `no waiting flow request ${id} (answered, cancelled or unknown)`);
     this.requests.delete(id);
+    this.daemon.changed();
     return fr;
+  }
+
+  private registerApp(dif: string, app: string): void {
+    const ipcp = this.ipcp(dif);
+    this.checkLimit('registrations');
+    const reg = ipcp.register(app, (fr) => {
+      this.guard('flow request', () => this.onFlowRequest(dif, fr));
+      // Not taken (a fault, or the session is gone): answer the peer now rather than let it time out.
+      if (fr.state === 'waiting' && ![...this.requests.values()].includes(fr)) safeReject(fr, 'application disconnected');
+    });
+    const key = registrationKey(dif, reg.appName);
+    this.regs.set(key, { dif, key, reg });
+    this.daemon.changed();
   }
 
   private allocate(req: Extract<ClientRequest, { op: 'allocate' }>): void {
@@ -311,9 +433,11 @@ export class Session {
     const ac = new AbortController();
     const opts = timeoutMs === undefined ? { signal: ac.signal, dataFile: true } : { signal: ac.signal, dataFile: true, timeoutMs };
     const pending = ipcp.allocateFlow(req.src, req.dst, req.qos, opts);
-    this.allocations.add(ac);
+    this.allocations.set(ac, req.id);
+    this.daemon.changed();
     pending.then(
       (flow) => {
+        if (this.abandoned) return; // the flow is a successor's to reclaim, or its IPC process's to end
         let handedOver = false;
         this.guard('allocation', () => {
           this.allocations.delete(ac);
@@ -331,7 +455,9 @@ export class Session {
       (e: unknown) =>
         this.guard('allocation', () => {
           this.allocations.delete(ac);
-          if (!this.closed) this.fail(req.id, e);
+          if (this.closed) return;
+          this.daemon.changed();
+          this.fail(req.id, e);
         }),
     );
   }
@@ -341,10 +467,12 @@ export class Session {
     if (this.requests.size >= MAX_WAITING_REQUESTS) return fr.reject('too many flow requests waiting for the application');
     const id = this.nextRequest++;
     this.requests.set(id, fr);
+    this.daemon.changed();
     fr.once('cancelled', (reason) =>
       this.guard('request cancelled', () => {
         if (this.requests.get(id) !== fr) return;
         this.requests.delete(id);
+        this.daemon.changed();
         this.conn.send({ op: 'request_cancelled', request: id, reason: reason.slice(0, MAX_REASON_CHARS) });
       }),
     );
@@ -358,14 +486,24 @@ export class Session {
    */
   private giveFlow(id: number, flow: Flow): void {
     const handle = this.nextFlow++;
+    const { link, datapath, theirFd } = openFlowLink(flow, this.flowHooks(handle), this.daemon.stats, this.log);
+    this.flows.set(handle, { handle, link });
+    this.daemon.changed(); // persisted before the application holds the flow
+    this.conn.send({ op: 'result', id, flow: flowInfo(handle, flow, datapath) }, [theirFd], true);
+  }
+
+  /** What the bridge of flow `handle` tells this session. */
+  private flowHooks(handle: number): BridgeHooks {
     const stats = this.daemon.stats;
-    const hooks: BridgeHooks = {
+    return {
       onFlowEnd: (reason: string, cause: DeallocationCause) => {
         // While the session closes, the connection's end tells the application.
-        if (!this.closed) this.conn.send({ op: 'flow_deallocated', flow: handle, reason: reason.slice(0, MAX_REASON_CHARS), cause });
+        if (this.closed) return;
+        this.daemon.changed(); // no longer carried over by a restart
+        this.conn.send({ op: 'flow_deallocated', flow: handle, reason: reason.slice(0, MAX_REASON_CHARS), cause });
       },
       onClosed: () => {
-        this.flows.delete(handle);
+        if (this.flows.delete(handle) && !this.closed) this.daemon.changed();
       },
       onTooLarge: () => {
         stats.sdusTooLarge++;
@@ -376,8 +514,5 @@ export class Session {
       },
       inject: (where) => this.daemon.inject(`bridge:${where}`, this.id),
     };
-    const { link, datapath, theirFd } = openFlowLink(flow, hooks, stats, this.log);
-    this.flows.set(handle, { handle, link });
-    this.conn.send({ op: 'result', id, flow: flowInfo(handle, flow, datapath) }, [theirFd], true);
   }
 }

@@ -44,8 +44,12 @@
  *   back-end restarted and has not registered again yet: try again" instead of "unknown
  *   application". The names stay in the snapshot until the application registers or leaves
  *   (unregister).
- * - Nothing that held this end of a flow survives the process (an IPC session, an in-process
- *   user, a data file), so no flow is resumed: every allocated flow, and every allocation this
+ * - Flows listed by `keepFlows` (their host end lives on: an IPC session the IPC daemon
+ *   resumes) run on, on their channel, with their port-id, names and QoS, SDUs from the peer
+ *   waiting in them; `reclaimFlow(portId)` hands each out once, and `endUnclaimed()` (or
+ *   DEFAULT_RECLAIM_MS) ends those nobody reclaimed as below. Counted in `flowsKept`.
+ * - Otherwise nothing that held this end of a flow survives the process (an in-process user,
+ *   a data file), so no other flow is resumed: every allocated flow, and every allocation this
  *   end had asked for, is ended toward the peer with Deallocate and the reason
  *   RESTART_FLOW_LOST ("the host back-end restarted; the host end of this flow was lost"), so
  *   the peer's flow ends with it (its pending allocation is refused with it); the channel then
@@ -61,7 +65,7 @@
  * for an orderly hand-over to a new IPC process in another process.
  */
 import { DifError, type AcceptOptions, type AllocateOptions, type IpcProcess, type QosRequest, type QosSpec, type Registration } from '../api.js';
-import { appNameKey, formatAppName, type AppName } from '../naming.js';
+import { appNameKey, formatAppName, parseAppName, type AppName } from '../naming.js';
 import type { ChannelFile } from '../../vmpi/port.js';
 import { intArg as positiveInt, nameArg, resolveQos } from '../core/args.js';
 import type { IpcpCounters, ObservableIpcp } from '../core/observe.js';
@@ -70,7 +74,7 @@ import { CONTROL_CHANNEL, clampReason, encodeControl, type ControlMessage } from
 import { defaultDifName, type PendingSlot } from './channels.js';
 import { ShimHvControl } from './control-handler.js';
 import { FlowImpl, type FlowRequestImpl, type ShimRegistration } from './flow.js';
-import { DEFAULT_REREGISTER_GRACE_MS, REASON_UNKNOWN_APPLICATION, type ShimHvFlow, type ShimHvFlowRequestHandler, type ShimHvIpcpOptions, type ShimHvRole } from './types.js';
+import { DEFAULT_RECLAIM_MS, DEFAULT_REREGISTER_GRACE_MS, REASON_UNKNOWN_APPLICATION, type ShimHvFlow, type ShimHvFlowRequestHandler, type ShimHvIpcpOptions, type ShimHvRole } from './types.js';
 import { SHIM_HV_SNAPSHOT_VERSION, ShimHvStateError, ownsChannel, parseShimHvSnapshot, qosToSnapshot, type ShimHvSnapshot, type ShimHvSnapshotChannel } from './snapshot.js';
 
 export * from './types.js';
@@ -95,6 +99,8 @@ export function RESTART_REQUEST_LOST(role: ShimHvRole): string {
 export interface ShimHvRestoreSummary {
   /** Allocated flows ended toward the peer. */
   flowsEnded: number;
+  /** Allocated flows kept for their surviving holder (keepFlows; ended later if not reclaimed). */
+  flowsKept: number;
   /** Allocations this end had asked for, given up toward the peer. */
   allocationsEnded: number;
   /** Requests of the peer no application had answered, refused. */
@@ -128,6 +134,9 @@ export class ShimHvIpcp extends ShimHvControl implements IpcProcess, ObservableI
   private readonly reregisterGraceMs: number;
   /** What the restore did, when this IPC process was resumed from a snapshot. */
   readonly restored: ShimHvRestoreSummary | null = null;
+  /** Flows kept by the restore (keepFlows) and not reclaimed yet, by port-id. */
+  private readonly unclaimed = new Map<number, FlowImpl>();
+  private reclaimTimer: NodeJS.Timeout | null = null;
 
   /**
    * A new IPC process, or with `opts.resume` one resumed from a snapshot (see the file
@@ -138,7 +147,36 @@ export class ShimHvIpcp extends ShimHvControl implements IpcProcess, ObservableI
     const resume = opts.resume === undefined ? null : checkedResume(opts);
     super(opts);
     this.reregisterGraceMs = positiveInt('reregisterGraceMs', opts.reregisterGraceMs ?? DEFAULT_REREGISTER_GRACE_MS, 0, 2 ** 31 - 1);
-    if (resume) this.restored = this.resumeFrom(resume);
+    if (resume) this.restored = this.resumeFrom(resume, opts.keepFlows);
+  }
+
+  /**
+   * A flow the restore kept (keepFlows), handed out once; undefined for any other port-id. It may
+   * have ended meanwhile (the peer deallocated it): it is then 'deallocated', as any flow.
+   */
+  reclaimFlow(portId: number): ShimHvFlow | undefined {
+    const flow = this.unclaimed.get(portId);
+    if (flow === undefined) return undefined;
+    this.unclaimed.delete(portId);
+    if (this.unclaimed.size === 0) this.stopReclaimTimer();
+    return flow;
+  }
+
+  /** End the flows the restore kept that nobody reclaimed, toward the peer (RESTART_FLOW_LOST). */
+  endUnclaimed(reason = RESTART_FLOW_LOST(this.role)): void {
+    this.stopReclaimTimer();
+    const flows = [...this.unclaimed.values()];
+    this.unclaimed.clear();
+    if (flows.length === 0) return;
+    this.op(() => {
+      for (const f of flows) if (f.state === 'allocated') this.localDeallocate(f, reason);
+    });
+    this.log.info({ flows: flows.length }, 'shim-hv: kept flows nobody reclaimed were ended');
+  }
+
+  private stopReclaimTimer(): void {
+    if (this.reclaimTimer) clearTimeout(this.reclaimTimer);
+    this.reclaimTimer = null;
   }
 
   /**
@@ -452,6 +490,8 @@ export class ShimHvIpcp extends ShimHvControl implements IpcProcess, ObservableI
   }
 
   private letGo(): void {
+    this.stopReclaimTimer();
+    this.unclaimed.clear();
     if (this.graceTimer) clearTimeout(this.graceTimer);
     this.graceTimer = null;
     this.port.unbind(CONTROL_CHANNEL);
@@ -513,8 +553,8 @@ export class ShimHvIpcp extends ShimHvControl implements IpcProcess, ObservableI
   }
 
   /** Take over from the IPC process that wrote `snap` (checked already); see the file comment. */
-  private resumeFrom(snap: ShimHvSnapshot): ShimHvRestoreSummary {
-    const summary: ShimHvRestoreSummary = { flowsEnded: 0, allocationsEnded: 0, requestsRefused: 0, closing: 0, registrations: snap.registrations.length };
+  private resumeFrom(snap: ShimHvSnapshot, keep: ((portId: number, difName: string) => boolean) | undefined): ShimHvRestoreSummary {
+    const summary: ShimHvRestoreSummary = { flowsEnded: 0, flowsKept: 0, allocationsEnded: 0, requestsRefused: 0, closing: 0, registrations: snap.registrations.length };
     const lost = RESTART_FLOW_LOST(this.role);
     const unanswered = RESTART_REQUEST_LOST(this.role);
     const messages: ControlMessage[] = [];
@@ -534,6 +574,10 @@ export class ShimHvIpcp extends ShimHvControl implements IpcProcess, ObservableI
           summary.requestsRefused++;
           continue;
         }
+        if (c.state === 'allocated' && !c.dataFile && keep?.(c.portId, this.difName) === true && this.keepFlow(c)) {
+          summary.flowsKept++;
+          continue;
+        }
         if (c.state === 'allocated') summary.flowsEnded++;
         else if (c.state === 'pending') summary.allocationsEnded++;
         else summary.closing++;
@@ -546,6 +590,10 @@ export class ShimHvIpcp extends ShimHvControl implements IpcProcess, ObservableI
         this.enterClosing(c.channel, null);
         messages.push({ kind: 'deallocate', channel: c.channel, reason: lost, confirm: false });
       }
+      if (this.unclaimed.size > 0) {
+        this.reclaimTimer = setTimeout(() => this.endUnclaimed(), DEFAULT_RECLAIM_MS);
+        this.reclaimTimer.unref();
+      }
       this.changed();
       // Persisted before the peer hears of it (sendControl would do it too; this covers "nothing to send").
       this.flushChange();
@@ -554,5 +602,20 @@ export class ShimHvIpcp extends ShimHvControl implements IpcProcess, ObservableI
     });
     this.log.info({ ...summary, held: !this.port.isUp }, 'shim-hv: resumed from a snapshot');
     return summary;
+  }
+
+  /** Resume one allocated flow as it was (keepFlows); false if its channel cannot be bound. */
+  private keepFlow(c: Extract<ShimHvSnapshotChannel, { state: 'allocated' }>): boolean {
+    try {
+      this.bindData(c.channel);
+    } catch (e) {
+      this.log.warn({ channel: c.channel, err: (e as Error).message }, 'shim-hv: cannot bind a kept flow\'s channel; ending the flow');
+      return false;
+    }
+    const flow = new FlowImpl(this, c.portId, c.channel, this.difName, parseAppName(c.localApp), parseAppName(c.remoteApp), Object.freeze({ ...c.qos }));
+    flow.markAllocated();
+    this.slots.set(c.channel, { state: 'allocated', flow });
+    this.unclaimed.set(c.portId, flow);
+    return true;
   }
 }

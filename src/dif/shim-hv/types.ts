@@ -43,6 +43,15 @@ export interface ShimHvIpcpOptions {
    */
   reregisterGraceMs?: number;
   /**
+   * With `resume`: the allocated flows to keep rather than end (by port-id): their host end
+   * lives on in another holder that survived the restart (an IPC session of a host application
+   * the IPC daemon resumes). A kept flow runs at once (SDUs from the peer wait in it) and is
+   * handed out once by reclaimFlow(portId); one not reclaimed by endUnclaimed(), or within
+   * DEFAULT_RECLAIM_MS, is ended toward the peer as a restore ends the others. Flows whose data
+   * path was a data file are never kept.
+   */
+  keepFlows?: (portId: number, difName: string) => boolean;
+  /**
    * Called synchronously after every change snapshot() reflects (registration, allocation,
    * deallocation, a channel's state), before any control message that follows from the change
    * is sent, so the caller can persist the snapshot first. Once per batch of changes made by one
@@ -57,6 +66,8 @@ export interface ShimHvSnapshotSource {
 }
 
 export const DEFAULT_MAX_CHANNEL = 1023;
+/** How long a kept flow (keepFlows) waits to be reclaimed before it is ended. */
+export const DEFAULT_RECLAIM_MS = 5000;
 export const DEFAULT_ALLOCATE_TIMEOUT_MS = 5000;
 export const DEFAULT_DEALLOCATE_TIMEOUT_MS = 2000;
 export const DEFAULT_REREGISTER_GRACE_MS = 3000;

@@ -6,7 +6,8 @@
 import { parseAppName } from '../../dif/naming.js';
 import { isRecord } from './messages.js';
 import { MAX_CHANNEL } from '../../vmpi/port.js';
-import { ECHO_CHANNEL_MIN, type NormalConfig } from './types.js';
+import { ECHO_CHANNEL_MIN, type NormalConfig, type ShimUdpConfig } from './types.js';
+import { parseUdpAddress } from '../../dif/shim-udp/ipcp.js';
 
 export interface DeviceIdentity {
   /** Where the device came from, for messages: `devices[1]`, `--socket #2`, `--listen-fd 3`. */
@@ -92,6 +93,7 @@ export function normalProblems(data: Record<string, unknown>, problems: string[]
       }
     }
     if (typeof n.maxPduSize === 'number') out.maxPduSize = n.maxPduSize;
+    if (n.role === 'enroller' || n.role === 'member') out.role = n.role;
   }
   const difs = Array.isArray(data.difs) ? data.difs : [];
   difs.forEach((d: unknown, i) => {
@@ -103,6 +105,64 @@ export function normalProblems(data: Record<string, unknown>, problems: string[]
     }
   });
   return out;
+}
+
+/**
+ * The shim DIF over UDP from `shimUdp`: addresses IPv4:PORT, peer names valid application names,
+ * the keepalive timeout at least two periods; problems are appended to `problems`.
+ */
+export function shimUdpProblems(data: Record<string, unknown>, problems: string[]): ShimUdpConfig | undefined {
+  const u = isRecord(data.shimUdp) ? data.shimUdp : undefined;
+  if (!u || typeof u.dif !== 'string' || u.dif === '' || typeof u.bind !== 'string') return undefined;
+  const before = problems.length;
+  const addr = (where: string, v: unknown, allowZero: boolean): void => {
+    if (typeof v !== 'string') return;
+    try {
+      parseUdpAddress(v, allowZero);
+    } catch (e) {
+      problems.push(`${where}: ${JSON.stringify(v)} ${(e as Error).message}`);
+    }
+  };
+  addr('shimUdp.bind', u.bind, true);
+  const peers: Record<string, string> = {};
+  for (const [k, v] of Object.entries(isRecord(u.peers) ? u.peers : {})) {
+    try {
+      parseAppName(k);
+    } catch (e) {
+      problems.push(`shimUdp.peers: ${JSON.stringify(k)} is not an application name: ${(e as Error).message}`);
+    }
+    addr(`shimUdp.peers[${JSON.stringify(k)}]`, v, false);
+    if (typeof v === 'string') peers[k] = v;
+  }
+  const allow = Array.isArray(u.allow) ? u.allow.filter((v): v is string => typeof v === 'string') : [];
+  allow.forEach((v, i) => addr(`shimUdp.allow[${i}]`, v, false));
+  for (const f of ['name'] as const) {
+    const v = u[f];
+    if (typeof v !== 'string' || v === '') continue;
+    try {
+      parseAppName(v);
+    } catch (e) {
+      problems.push(`shimUdp.${f}: ${JSON.stringify(v)} is not an IPC process name: ${(e as Error).message}`);
+    }
+  }
+  const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isInteger(v) ? v : undefined);
+  const ka = num(u.keepaliveMs) ?? 1000;
+  const kt = num(u.keepaliveTimeoutMs);
+  if (kt !== undefined && kt < 2 * ka) problems.push(`shimUdp.keepaliveTimeoutMs: ${kt} is less than two keepalive periods (keepaliveMs ${ka}); make it at least ${2 * ka}`);
+  if (problems.length > before) return undefined;
+  return {
+    dif: u.dif,
+    bind: u.bind,
+    peers,
+    allow,
+    ...(typeof u.name === 'string' ? { name: u.name } : {}),
+    ...(typeof u.hostsFile === 'string' && u.hostsFile !== '' ? { hostsFile: u.hostsFile } : {}),
+    ...(num(u.peerPort) !== undefined ? { peerPort: num(u.peerPort) } : {}),
+    ...(num(u.mtu) !== undefined ? { mtu: num(u.mtu) } : {}),
+    ...(num(u.keepaliveMs) !== undefined ? { keepaliveMs: num(u.keepaliveMs) } : {}),
+    ...(kt !== undefined ? { keepaliveTimeoutMs: kt } : {}),
+    ...(num(u.allocateTimeoutMs) !== undefined ? { allocateTimeoutMs: num(u.allocateTimeoutMs) } : {}),
+  };
 }
 
 /**

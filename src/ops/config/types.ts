@@ -70,6 +70,24 @@ export interface NormalConfig {
   enroller?: string;
   /** The DIF's largest PDU, the same at every member (default 65536). */
   maxPduSize?: number;
+  /** serve: enroller (default) or member (enrolls to `enroller` through the first lower DIF). */
+  role?: 'enroller' | 'member';
+}
+
+/** The shim DIF over UDP (`shimUdp`); see src/dif/shim-udp/ipcp.ts for the defaults. */
+export interface ShimUdpConfig {
+  dif: string;
+  name?: string;
+  bind: string;
+  peers: Record<string, string>;
+  allow: string[];
+  /** Absolute path of a hosts file to resolve names not in `peers`, at `peerPort`. */
+  hostsFile?: string;
+  peerPort?: number;
+  mtu?: number;
+  keepaliveMs?: number;
+  keepaliveTimeoutMs?: number;
+  allocateTimeoutMs?: number;
 }
 
 /** A DIF declaration; type "normal" is the normal DIF, other types are placeholders. */
@@ -94,6 +112,8 @@ export interface VmpiConfig {
   ipcps: IpcpConfig[];
   /** The normal DIF, if one is configured. */
   normal?: NormalConfig;
+  /** The shim DIF over UDP, if one is configured. */
+  shimUdp?: ShimUdpConfig;
   /** The IPC daemon's limits (what is not given keeps the daemon's defaults). */
   ipc: Partial<IpcLimits>;
 }

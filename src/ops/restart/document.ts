@@ -3,12 +3,14 @@
  *
  * Owns: its format and version, and checking one another process wrote. Each layer's part is
  * that layer's own snapshot (the vhost-user connection state from src/vhost-user/state.ts, the
- * shim DIF's from src/dif/shim-hv/), stored here as it came; fds appear only as names in the fd
+ * shim DIF's from src/dif/shim-hv/, the IPC daemon's sessions from src/dif/ipc/snapshot.ts),
+ * stored here as it came; fds appear only as names in the fd
  * store (fd-store.ts), never as numbers. A document of another format version is refused with
  * StateError 'state_version': the worker then does not start, and whoever restarts it (the
  * keeper, or `vmpi serve`'s upgrade check) keeps the running worker.
  */
 import { StateError, type ConnectionStateJSON } from '../../vhost-user/state.js';
+import { IPC_DAEMON_SNAPSHOT_VERSION } from '../../dif/ipc/snapshot.js';
 
 export const DOCUMENT_FORMAT = 'vmpi-restart';
 /** Bump when a change makes old documents unreadable, or new ones unreadable by old code. */
@@ -49,6 +51,15 @@ export interface RestartDocument {
   devices: DeviceDoc[];
   /** Store name of the IPC daemon's listening socket, or null. */
   ipcListen: string | null;
+  /** The IPC daemon's sessions (absent in documents of older workers: then none resume). */
+  ipc: IpcDoc | null;
+}
+
+export interface IpcDoc {
+  /** The IPC daemon's snapshot (src/dif/ipc/snapshot.ts), checked when it is resumed. */
+  state: unknown;
+  /** Store name of each fd of the snapshot, by role. */
+  fds: Record<string, string>;
 }
 
 /** Parse and check a document (from the state memfd). Throws StateError. */
@@ -79,6 +90,13 @@ export function parseDocument(text: string): RestartDocument {
       (dev.connection === null || (typeof dev.connection === 'object' && typeof dev.connection.socket === 'string' && typeof dev.connection.fds === 'object' && dev.connection.fds !== null));
     if (!ok) throw new StateError(`the restart state's devices[${i}] is malformed`, 'state_invalid');
   }
+  const ipc = d.ipc as Partial<IpcDoc> | null | undefined;
+  const ipcOk = typeof ipc === 'object' && ipc !== null && typeof ipc.state === 'object' && ipc.state !== null && typeof ipc.fds === 'object' && ipc.fds !== null;
+  const ipcVersion = ipcOk ? (ipc.state as { version?: unknown }).version : undefined;
+  if (ipcOk && ipcVersion !== IPC_DAEMON_SNAPSHOT_VERSION) {
+    // Only the version here (an upgrade must not drop the applications' sessions silently); the rest is checked on resume.
+    throw new StateError(`the restart state's IPC daemon part has version ${String(ipcVersion)}; this vmpi reads version ${IPC_DAEMON_SNAPSHOT_VERSION} only: run the version that wrote it`, 'state_version');
+  }
   return {
     format: DOCUMENT_FORMAT,
     version: DOCUMENT_VERSION,
@@ -89,5 +107,6 @@ export function parseDocument(text: string): RestartDocument {
     writtenAt: typeof d.writtenAt === 'number' ? d.writtenAt : 0,
     devices: d.devices,
     ipcListen: typeof d.ipcListen === 'string' ? d.ipcListen : null,
+    ipc: ipcOk ? { state: ipc.state, fds: ipc.fds as Record<string, string> } : null,
   };
 }

@@ -14,8 +14,11 @@
  * What is lost across a restart (the bounds the tests assert): host → guest SDUs that were in
  * the dead worker's memory only (backlogs, SDUs an application had written but the worker not
  * yet put in a ring); a guest → host chain the dead worker had delivered but not completed is
- * delivered again (a duplicate). Host applications' IPC sessions end (their sockets close with
- * the worker); the apps see the daemon go and reconnect to the same socket path.
+ * delivered again (a duplicate). Host applications' IPC sessions carry on (their sockets and
+ * their flows' socketpair ends are kept, scope `ipc.s<session>`; the IPC daemon's snapshot is
+ * persisted on each change of a session, src/dif/ipc/snapshot.ts); SDUs the dead worker held
+ * between an application's socket and its flow are lost, and a session whose control stream
+ * was mid-frame is closed by the next worker.
  */
 import { errText, safeClose } from '../../sys/fd.js';
 import type { Logger } from '../../sys/log.js';
@@ -24,7 +27,9 @@ import type { Connection } from '../../vhost-user/connection.js';
 import type { VhostUserServer } from '../../vhost-user/server.js';
 import { StateError, setStateFd, stateFds, stateFromJSON, type ConnectionStateJSON } from '../../vhost-user/state.js';
 import type { VmpiDevice } from '../../vmpi/device.js';
-import { DOCUMENT_FORMAT, DOCUMENT_VERSION, parseDocument, type ConnectionDoc, type DeviceDoc, type RestartDocument } from './document.js';
+import { DOCUMENT_FORMAT, DOCUMENT_VERSION, parseDocument, type ConnectionDoc, type DeviceDoc, type IpcDoc, type RestartDocument } from './document.js';
+import { ipcSnapshotFlows, parseIpcDaemonSnapshot, type IpcDaemonSnapshot } from '../../dif/ipc/snapshot.js';
+import type { Flow } from '../../dif/api.js';
 import { FdRegistry } from './fd-registry.js';
 import { NAME_PREFIX, STATE_NAME, type FdHolder } from './fd-store.js';
 import { StateFile } from './state-file.js';
@@ -60,6 +65,9 @@ interface Attached {
 /** What the restart code needs of the IPC daemon. */
 export interface ListeningDaemon {
   readonly listeningFd: number;
+  /** Its sessions' state and fds by role (src/dif/ipc/snapshot.ts). */
+  snapshot?(): { state: IpcDaemonSnapshot; fds: Map<string, number> };
+  resume?(snapshot: unknown, fd: (role: string) => number | undefined, reclaim: (dif: string, portId: number) => Flow | undefined): unknown;
 }
 
 export class Restarter {
@@ -72,6 +80,10 @@ export class Restarter {
   private readonly used = new Set<number>();
   private readonly devices = new Map<number, Attached>();
   private ipcDaemon: ListeningDaemon | undefined;
+  /** The fds of each IPC session scope at its last sync. */
+  private readonly ipcScopes = new Map<string, Set<number>>();
+  /** The IPC daemon's snapshot the last worker left (checked), when there was one. */
+  private readonly ipcPrevious: IpcDaemonSnapshot | undefined;
   private starting = true;
   private abandoned = false;
   /** Set while a connection is being resumed: its fds came from the store, none is fresh. */
@@ -101,6 +113,13 @@ export class Restarter {
       holder.put(STATE_NAME, [this.stateFile.fd]);
     }
     this.previous = previous;
+    let ipcPrevious: IpcDaemonSnapshot | undefined;
+    try {
+      if (previous?.ipc) ipcPrevious = parseIpcDaemonSnapshot(previous.ipc.state);
+    } catch (e) {
+      log.error({ err: errText(e) }, "the IPC daemon's saved sessions are unusable; host applications must reconnect");
+    }
+    this.ipcPrevious = ipcPrevious;
     for (const [name, fds] of this.inherited) if (name !== STATE_NAME) for (const fd of fds) this.registry.adopt(name, fd);
     const stats: RestartStats = {
       holder: holder.kind,
@@ -142,16 +161,87 @@ export class Restarter {
     return name ? this.take(name) : undefined;
   }
 
-  /** The IPC daemon listens: keep its socket (applications connecting in a restart wait in its backlog). */
+  /**
+   * For a shim DIF IPC process's restore (its keepFlows): whether an IPC session of the last
+   * worker held this flow (it is kept for resumeIpc to reclaim).
+   */
+  readonly ipcKeptFlow = (portId: number, difName: string): boolean => {
+    this.ipcKept ??= this.ipcPrevious ? ipcSnapshotFlows(this.ipcPrevious) : new Map();
+    return this.ipcKept.get(difName)?.has(portId) === true;
+  };
+  private ipcKept: Map<string, Set<number>> | undefined;
+
+  /**
+   * Resume the IPC sessions the last worker left on `daemon` (before it listens): their fds come
+   * from the store, their flows from `reclaim`. Never throws (a failure is logged: the
+   * applications reconnect).
+   */
+  resumeIpc(daemon: ListeningDaemon, reclaim: (dif: string, portId: number) => Flow | undefined): void {
+    const prev = this.previous?.ipc;
+    if (!prev || !this.ipcPrevious || !daemon.resume) return;
+    try {
+      daemon.resume(this.ipcPrevious, (role) => (prev.fds[role] ? this.take(prev.fds[role]) : undefined), reclaim);
+    } catch (e) {
+      this.log.error({ err: errText(e) }, 'cannot resume the IPC sessions; host applications must reconnect');
+    }
+  }
+
+  /** The IPC daemon listens: keep its socket (applications connecting in a restart wait in its backlog) and its sessions' fds. */
   attachIpc(daemon: ListeningDaemon): void {
     this.ipcDaemon = daemon;
-    this.registry.sync('ipc.listen', daemon.listeningFd >= 0 ? [daemon.listeningFd] : []);
+    this.registry.batch(() => {
+      this.registry.sync('ipc.listen', daemon.listeningFd >= 0 ? [daemon.listeningFd] : []);
+      this.syncIpc(true);
+    });
     this.persist();
   }
 
   /** An fd this restarter handed out was closed unused (e.g. a kept socket whose file is gone). */
   released(fd: number): void {
     this.registry.release(fd);
+  }
+
+  /** The IPC daemon's onStateChange: keep its sessions' fds, persist (before the application hears of the change). */
+  readonly ipcChanged = (): void => {
+    if (this.abandoned || !this.ipcDaemon) return;
+    this.syncIpc(false);
+    this.persist();
+  };
+
+  /** Mirror each IPC session's fds (its socket, its flows' ends) into the store, scope `ipc.s<id>`. */
+  private syncIpc(first: boolean): void {
+    const snap = this.ipcDaemon?.snapshot?.();
+    if (!snap) return;
+    const seen = new Set<string>();
+    this.registry.batch(() => {
+      for (const s of snap.state.sessions) {
+        const scope = `ipc.s${s.id}`;
+        seen.add(scope);
+        const live = [s.socket, ...s.flows.map((f) => f.socket)].map((role) => snap.fds.get(role)).filter((fd): fd is number => fd !== undefined);
+        const prev = this.ipcScopes.get(scope);
+        // Resumed fds (first sync) came from the store; a number new to its scope is a new file.
+        const fresh = first ? [] : live.filter((fd) => !prev?.has(fd));
+        this.registry.sync(scope, live, fresh);
+        this.ipcScopes.set(scope, new Set(live));
+      }
+      for (const scope of [...this.ipcScopes.keys()]) {
+        if (seen.has(scope)) continue;
+        this.registry.drop(scope);
+        this.ipcScopes.delete(scope);
+      }
+    });
+  }
+
+  /** The IPC part of the document: the daemon's snapshot with its fds as store names. */
+  private ipcDoc(): IpcDoc | null {
+    const snap = this.ipcDaemon?.snapshot?.();
+    if (!snap) return null;
+    const fds: Record<string, string> = {};
+    for (const [role, fd] of snap.fds) {
+      const name = this.registry.nameOf(fd);
+      if (name !== undefined) fds[role] = name;
+    }
+    return { state: snap.state, fds };
   }
 
   /** The commit hook for the device's server (see Connection's `commit`). */
@@ -211,6 +301,7 @@ export class Restarter {
       writtenAt: Date.now(),
       devices: [...this.devices.values()].map((a) => this.deviceDoc(a)),
       ipcListen: this.ipcDaemon && this.ipcDaemon.listeningFd >= 0 ? (this.registry.nameOf(this.ipcDaemon.listeningFd) ?? null) : null,
+      ipc: this.ipcDoc(),
     };
     try {
       this.stateFile.write(JSON.stringify(doc));

@@ -1,0 +1,832 @@
+/**
+ * ipcp.ts — the shim IPC process over UDP/IPv4: a shim DIF between hosts in different L2
+ * domains (like rlite's shim-udp4 and IRATI's shim-tcp-udp), offering the same IPC API
+ * (api.ts) as the other IPC processes, so applications and the normal DIF use it alike.
+ *
+ * Owns: one UDP socket bound to the configured well-known address, the name → address table
+ * (the configuration's `peers`), the flows and their allocation / release state machine, the
+ * keepalive that ends flows of a peer that went silent, and the counters (datagrams, bytes,
+ * drops by reason, resolutions).
+ *
+ * Design (wire format in wire.ts):
+ * - One socket for control and data. rlite opens a UDP socket per flow, so a flow is its
+ *   5-tuple and data carries no header; one socket with a 5-byte demultiplexing header (kind +
+ *   the receiver's flow id) costs 5 bytes per SDU and saves a file descriptor and a port per
+ *   flow, needs no port range in firewalls, and leaves one place where datagrams are checked.
+ * - Names: an application is resolved to an address by the `peers` table (exact name, or its
+ *   process name alone), else by its process name as a host name of `hostsFile` (at `peerPort`,
+ *   the peers' well-known port); nothing is asked on the network. Datagrams are accepted only from the
+ *   addresses in `peers` and `allow` (others: drop 'unknown_peer'), so a stranger on the
+ *   network cannot open flows or spend this IPC process's budgets.
+ * - Allocation: the requester picks its flow id, sends ALLOC_REQ (resent every `retryMs`, UDP
+ *   may lose it) and waits up to `allocateTimeoutMs`; the responder reserves its own id, asks
+ *   the registered application, answers ALLOC_RESP (a duplicate request gets the same answer
+ *   while the flow lives). Requests waiting for an application are bounded (`maxPendingRequests`)
+ *   and expire after `allocateTimeoutMs`; flows are bounded (`maxFlows`).
+ * - Release: DEALLOC to the peer, the flow ends at once (no confirmation: ids are never reused,
+ *   so a late datagram of an old flow is recognised and counted as 'stale').
+ * - Liveness: every `keepaliveMs` each end sends KEEPALIVE on a flow it sent nothing on in that
+ *   period; a flow that heard nothing from its peer for `keepaliveTimeoutMs` ends with cause
+ *   'peer' and a reason saying so (so it ends within keepaliveTimeoutMs + keepaliveMs). A
+ *   KEEPALIVE or ALLOC_RESP for a flow this end does not know is answered with DEALLOC, so a
+ *   restarted peer's flows end at once.
+ * - QoS: UDP may lose and reorder; this shim grants unreliable, unordered flows only and refuses
+ *   `reliable` or `inOrder` ('invalid_qos'): a normal DIF above provides them. Max SDU = mtu − 5.
+ * - Bounds: a datagram above `mtu` is dropped ('oversize'), as is a DATA SDU above its flow's max
+ *   SDU; bytes waiting in the socket's send queue are bounded (`txQueueBytes`: write() returns
+ *   false, 'drain' follows).
+ */
+import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
+import { EventEmitter } from 'node:events';
+import { closeSync, openSync, readSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { DifError, type AcceptOptions, type AllocateOptions, type DeallocationCause, type Flow, type IpcProcess, type QosRequest, type QosSpec, type Registration } from '../api.js';
+import { appNameKey, formatAppName, type AppName } from '../naming.js';
+import { intArg, nameArg, resolveQos } from '../core/args.js';
+import type { IpcpCounters, ObservableIpcp } from '../core/observe.js';
+import { Registrations, registrationHandle, type RegEntry } from '../core/registrations.js';
+import { logger as rootLogger, type Logger } from '../../sys/log.js';
+import { DATA_HEADER_BYTES, MAX_UDP_PAYLOAD, WireError, clampUtf8, decodeMessage, encodeData, encodeMessage, type WireMessage } from './wire.js';
+import { UdpFlow, UdpFlowRequest, type UdpFlowOwner } from './flow.js';
+
+export const DEFAULT_MTU = 1472;
+export const DEFAULT_KEEPALIVE_MS = 1000;
+export const DEFAULT_KEEPALIVE_TIMEOUT_MS = 5000;
+export const DEFAULT_ALLOCATE_TIMEOUT_MS = 10_000;
+export const DEFAULT_RETRY_MS = 1000;
+
+/** Drop reasons of datagrams (and SDUs) that went nowhere. */
+export const UDP_DROP_REASONS = ['unknown_peer', 'malformed', 'oversize', 'unknown_flow', 'stale', 'no_registration', 'limit'] as const;
+export type UdpDropReason = (typeof UDP_DROP_REASONS)[number];
+
+export interface UdpAddress {
+  host: string;
+  port: number;
+}
+
+/** Parse "IPv4:PORT" (port 0..65535; 0 only where `allowZero`). Throws an Error completing "<text> …". */
+export function parseUdpAddress(text: string, allowZero = false): UdpAddress {
+  const m = /^([0-9.]+):(\d{1,5})$/.exec(text);
+  if (!m || isIP(m[1]!) !== 4) throw new Error('is not IPv4:PORT (for example "127.0.0.1:7300")');
+  const port = Number(m[2]);
+  if (port > 65535 || (port === 0 && !allowZero)) throw new Error(`has port ${port}: use 1..65535`);
+  return { host: m[1]!, port };
+}
+
+/** A hosts file is read up to this many bytes. */
+export const MAX_HOSTS_FILE_BYTES = 1 << 20;
+
+/** The (host name lower-cased, IPv4 address) pairs of a hosts file, in order; other lines are skipped. */
+export function parseHosts(text: string): [string, string][] {
+  const out: [string, string][] = [];
+  for (const line of text.split('\n')) {
+    const fields = line.replace(/#.*/, '').trim().split(/\s+/);
+    if (fields.length < 2 || isIP(fields[0]!) !== 4) continue;
+    for (const name of fields.slice(1)) out.push([name.toLowerCase(), fields[0]!]);
+  }
+  return out;
+}
+
+const addrKey = (host: string, port: number): string => `${host}:${port}`;
+
+export interface ShimUdpOptions {
+  difName: string;
+  /** This IPC process's name (default `<difName>.<bind>`). */
+  name?: string;
+  /** Local address to bind, "IPv4:PORT" (port 0: any free port, for tests). */
+  bind: string;
+  /** Application name (or process name) → "IPv4:PORT" of the IPC process that hosts it. */
+  peers?: Record<string, string>;
+  /** More addresses datagrams are accepted from (peers that only call in). */
+  allow?: string[];
+  /**
+   * A hosts file (`/etc/hosts` format) read once at the start: an application whose name is not
+   * in `peers` is looked for by its process name among the file's host names (IPv4 entries
+   * only), at `peerPort`; the file's IPv4 addresses at `peerPort` may send datagrams.
+   */
+  hostsFile?: string;
+  /** The well-known port of the peers found in `hostsFile` (default: this IPC process's bind port). */
+  peerPort?: number;
+  /** Largest datagram sent or accepted (default 1472: IPv4 without fragmentation over 1500-byte Ethernet). */
+  mtu?: number;
+  keepaliveMs?: number;
+  keepaliveTimeoutMs?: number;
+  allocateTimeoutMs?: number;
+  retryMs?: number;
+  maxFlows?: number;
+  maxPendingRequests?: number;
+  rxQueueLimit?: number;
+  rxQueueBytes?: number;
+  rxQueueTotalBytes?: number;
+  txQueueBytes?: number;
+  logger?: Logger;
+}
+
+export type ShimUdpErrorCode = 'bind_failed' | 'invalid_config';
+
+/** Building the IPC process failed (bad option, the port is taken). */
+export class ShimUdpError extends Error {
+  override name = 'ShimUdpError';
+  constructor(
+    readonly code: ShimUdpErrorCode,
+    message: string,
+    opts?: { cause?: unknown },
+  ) {
+    super(message, opts);
+  }
+}
+
+type Entry =
+  | { state: 'pending'; flow: UdpFlow; peer: UdpAddress; request: Buffer; resolve: (f: Flow) => void; reject: (e: Error) => void; timer: NodeJS.Timeout; retry: NodeJS.Timeout; abort: (() => void) | null }
+  | { state: 'incoming'; request: UdpFlowRequest; peer: UdpAddress; remoteId: number; timer: NodeJS.Timeout }
+  | { state: 'allocated'; flow: UdpFlow; peer: UdpAddress; remoteId: number; lastHeard: number; lastSent: number };
+
+interface UdpRegistration extends RegEntry<(r: UdpFlowRequest) => void> {}
+
+interface Events {
+  flowAllocated: [flow: Flow];
+  flowDeallocated: [flow: Flow, reason: string, cause: DeallocationCause];
+}
+
+export class ShimUdpIpcp extends EventEmitter<Events> implements IpcProcess, ObservableIpcp, UdpFlowOwner {
+  readonly ipcpType = 'shim-udp' as const;
+  readonly difName: string;
+  readonly ipcpName: string;
+  readonly maxSdu: number;
+  readonly mtu: number;
+  readonly rxQueueLimit: number;
+  readonly rxQueueBytes: number;
+  readonly rxQueueTotalBytes: number;
+  rxQueuedBytes = 0;
+  readonly stats = {
+    txDatagrams: 0, txBytes: 0, rxDatagrams: 0, rxBytes: 0, txErrors: 0,
+    resolved: 0, unresolved: 0,
+    allocRequested: 0, allocAccepted: 0, allocRejected: 0, allocTimedOut: 0, allocFailed: 0,
+    incomingAccepted: 0, incomingRejected: 0, flowsDeallocated: 0, peersLost: 0,
+    drops: Object.fromEntries(UDP_DROP_REASONS.map((r) => [r, 0])) as Record<UdpDropReason, number>,
+    rxBudgetDrops: { sdus: 0, flow_bytes: 0, total_bytes: 0 },
+  };
+  private readonly socket: Socket;
+  private readonly log: Logger;
+  private local: UdpAddress = { host: '', port: 0 };
+  private readonly peers = new Map<string, UdpAddress>();
+  private readonly allowed = new Set<string>();
+  /** Host name → address at the peers' well-known port, from the hosts file. */
+  private readonly hosts = new Map<string, UdpAddress>();
+  private readonly registrations: Registrations<(r: UdpFlowRequest) => void, UdpRegistration>;
+  private readonly entries = new Map<number, Entry>();
+  /** "peer/remoteId" → local id, for incoming requests and flows (duplicate requests, DEALLOC with dst 0). */
+  private readonly byRemote = new Map<string, number>();
+  private nextId = 1;
+  private nextPortId = 1;
+  private readonly keepaliveMs: number;
+  private readonly keepaliveTimeoutMs: number;
+  private readonly allocateTimeoutMs: number;
+  private readonly retryMs: number;
+  private readonly maxFlows: number;
+  private readonly maxPendingRequests: number;
+  private readonly txQueueBytes: number;
+  private txQueued = 0;
+  private readonly blocked = new Set<UdpFlow>();
+  private keepaliveTimer: NodeJS.Timeout | null = null;
+  private closed = false;
+
+  /** Bind the socket and start: resolves once bound. Throws ShimUdpError. */
+  static async open(opts: ShimUdpOptions): Promise<ShimUdpIpcp> {
+    const ipcp = new ShimUdpIpcp(opts);
+    await ipcp.bind(parseUdpAddress(opts.bind, true));
+    return ipcp;
+  }
+
+  private constructor(opts: ShimUdpOptions) {
+    super();
+    const bad = (m: string): ShimUdpError => new ShimUdpError('invalid_config', `shim-udp ${opts.difName}: ${m}`);
+    const int = (name: string, v: number | undefined, dflt: number, min: number, max: number): number => {
+      const x = v ?? dflt;
+      if (!Number.isInteger(x) || x < min || x > max) throw bad(`${name} must be an integer ${min}..${max}, not ${String(x)}`);
+      return x;
+    };
+    this.difName = opts.difName;
+    this.ipcpName = opts.name ?? `${opts.difName}.${opts.bind}`;
+    this.mtu = int('mtu', opts.mtu, DEFAULT_MTU, 64, MAX_UDP_PAYLOAD);
+    this.maxSdu = this.mtu - DATA_HEADER_BYTES;
+    this.keepaliveMs = int('keepaliveMs', opts.keepaliveMs, DEFAULT_KEEPALIVE_MS, 10, 600_000);
+    this.keepaliveTimeoutMs = int('keepaliveTimeoutMs', opts.keepaliveTimeoutMs, Math.max(DEFAULT_KEEPALIVE_TIMEOUT_MS, 3 * this.keepaliveMs), 2 * this.keepaliveMs, 3_600_000);
+    this.allocateTimeoutMs = int('allocateTimeoutMs', opts.allocateTimeoutMs, DEFAULT_ALLOCATE_TIMEOUT_MS, 1, 2 ** 31 - 1);
+    this.retryMs = int('retryMs', opts.retryMs, DEFAULT_RETRY_MS, 10, 2 ** 31 - 1);
+    this.maxFlows = int('maxFlows', opts.maxFlows, 1024, 1, 1 << 20);
+    this.maxPendingRequests = int('maxPendingRequests', opts.maxPendingRequests, 64, 1, 1 << 16);
+    this.rxQueueLimit = int('rxQueueLimit', opts.rxQueueLimit, 1024, 1, 1 << 20);
+    this.rxQueueBytes = int('rxQueueBytes', opts.rxQueueBytes, 4 << 20, 2 * this.maxSdu, 2 ** 31 - 1);
+    this.rxQueueTotalBytes = int('rxQueueTotalBytes', opts.rxQueueTotalBytes, 64 << 20, 4 * this.maxSdu, 2 ** 31 - 1);
+    this.txQueueBytes = int('txQueueBytes', opts.txQueueBytes, 1 << 20, 2 * this.mtu, 2 ** 31 - 1);
+    for (const [name, addr] of Object.entries(opts.peers ?? {})) {
+      let a: UdpAddress;
+      try {
+        a = parseUdpAddress(addr);
+      } catch (e) {
+        throw bad(`peers[${JSON.stringify(name)}]: ${JSON.stringify(addr)} ${(e as Error).message}`);
+      }
+      this.peers.set(appNameKey(nameArg(name, 'peer application')), a);
+      this.allowed.add(addrKey(a.host, a.port));
+    }
+    for (const addr of opts.allow ?? []) {
+      try {
+        const a = parseUdpAddress(addr);
+        this.allowed.add(addrKey(a.host, a.port));
+      } catch (e) {
+        throw bad(`allow: ${JSON.stringify(addr)} ${(e as Error).message}`);
+      }
+    }
+    if (opts.hostsFile !== undefined) {
+      const port = int('peerPort', opts.peerPort, parseUdpAddress(opts.bind, true).port, 1, 65535);
+      let text: string;
+      try {
+        const fd = openSync(opts.hostsFile, 'r');
+        try {
+          const buf = Buffer.alloc(MAX_HOSTS_FILE_BYTES);
+          text = buf.subarray(0, readSync(fd, buf, 0, buf.byteLength, 0)).toString('utf8');
+        } finally {
+          closeSync(fd);
+        }
+      } catch (e) {
+        throw bad(`hostsFile ${JSON.stringify(opts.hostsFile)}: ${(e as Error).message}`);
+      }
+      for (const [host, ip] of parseHosts(text)) {
+        if (!this.hosts.has(host)) this.hosts.set(host, { host: ip, port });
+        this.allowed.add(addrKey(ip, port));
+      }
+    }
+    this.registrations = new Registrations(this.difName);
+    this.log = (opts.logger ?? rootLogger).child({ component: 'shim-udp', dif: this.difName });
+    this.socket = createSocket({ type: 'udp4', recvBufferSize: 1 << 21, sendBufferSize: 1 << 21 });
+  }
+
+  private bind(a: UdpAddress): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const onError = (e: Error): void => {
+        this.socket.close();
+        this.closed = true;
+        reject(new ShimUdpError('bind_failed', `shim-udp ${this.difName}: cannot bind UDP ${addrKey(a.host, a.port)}: ${e.message}${(e as NodeJS.ErrnoException).code === 'EADDRINUSE' ? ' (another process uses that port: pick another bind port)' : ''}`, { cause: e }));
+      };
+      this.socket.once('error', onError);
+      this.socket.bind(a.port, a.host, () => {
+        this.socket.off('error', onError);
+        this.socket.on('error', (e) => this.log.warn({ err: e.message }, 'shim-udp: socket error'));
+        this.socket.on('message', (msg, rinfo) => this.onDatagram(msg, rinfo));
+        const addr = this.socket.address();
+        this.local = { host: addr.address, port: addr.port };
+        this.keepaliveTimer = setInterval(() => this.keepaliveTick(), this.keepaliveMs);
+        this.keepaliveTimer.unref();
+        this.log.info({ bind: addrKey(this.local.host, this.local.port), peers: this.peers.size, maxSdu: this.maxSdu }, 'shim-udp: IPC process started');
+        resolve();
+      });
+    });
+  }
+
+  /** The bound address (the port chosen when bind asked for port 0). */
+  get localAddress(): string {
+    return addrKey(this.local.host, this.local.port);
+  }
+
+  /** Add (or change) a name → address entry of the peers table; its address may send datagrams. Throws ShimUdpError. */
+  addPeer(name: string, address: string): void {
+    let a: UdpAddress;
+    try {
+      a = parseUdpAddress(address);
+    } catch (e) {
+      throw new ShimUdpError('invalid_config', `shim-udp ${this.difName}: peer ${JSON.stringify(name)}: ${JSON.stringify(address)} ${(e as Error).message}`);
+    }
+    this.peers.set(appNameKey(nameArg(name, 'peer application')), a);
+    this.allowed.add(addrKey(a.host, a.port));
+  }
+
+  /** Accept datagrams from `address` ("IPv4:PORT") too. Throws ShimUdpError. */
+  allowAddress(address: string): void {
+    try {
+      const a = parseUdpAddress(address);
+      this.allowed.add(addrKey(a.host, a.port));
+    } catch (e) {
+      throw new ShimUdpError('invalid_config', `shim-udp ${this.difName}: allow ${JSON.stringify(address)} ${(e as Error).message}`);
+    }
+  }
+
+  /** This IPC process's address in the DIF: its UDP port. */
+  get address(): number {
+    return this.local.port;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Registration
+
+  register(app: AppName | string, onFlowRequest: (request: UdpFlowRequest) => void): Registration {
+    this.checkOpen();
+    const entry = this.registrations.add(app, onFlowRequest, (appName, key) => ({ appName, key, handler: onFlowRequest }));
+    return registrationHandle(entry.appName, this.difName, () => {
+      if (!this.registrations.remove(entry)) return;
+      this.dropRequestsFor(entry);
+    });
+  }
+
+  unregister(app: AppName | string): void {
+    const entry = this.registrations.find(app);
+    this.registrations.remove(entry);
+    this.dropRequestsFor(entry);
+  }
+
+  isRegistered(app: AppName | string): boolean {
+    return this.registrations.has(app);
+  }
+
+  private dropRequestsFor(entry: UdpRegistration): void {
+    for (const e of [...this.entries.values()]) {
+      if (e.state === 'incoming' && e.request.state === 'waiting' && appNameKey(e.request.localApp) === entry.key) {
+        this.rejectIncoming(e.request, 'application unregistered');
+        e.request.cancel('application unregistered');
+      }
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Allocation, requester side
+
+  /** The address hosting `app`: its full name in the peers table, else its process name alone, else that as a host name of the hosts file. */
+  resolve(app: AppName): UdpAddress | undefined {
+    return this.peers.get(appNameKey(app)) ?? this.peers.get(appNameKey({ processName: app.processName })) ?? this.hosts.get(app.processName.toLowerCase());
+  }
+
+  async allocateFlow(localApp: AppName | string, remoteApp: AppName | string, qos: QosRequest = {}, opts: AllocateOptions = {}): Promise<Flow> {
+    this.checkOpen();
+    const src = nameArg(localApp, 'local application');
+    const dst = nameArg(remoteApp, 'remote application');
+    const spec = this.resolveQos(qos);
+    const timeoutMs = opts.timeoutMs === undefined ? this.allocateTimeoutMs : intArg('timeoutMs', opts.timeoutMs, 1, 2 ** 31 - 1);
+    if (opts.signal?.aborted) throw new DifError('aborted', 'allocation aborted before it started');
+    const peer = this.resolve(dst);
+    if (!peer) {
+      this.stats.unresolved++;
+      throw new DifError('rejected', `${formatAppName(dst)} is not in ${this.difName}'s peers table${this.hosts.size > 0 ? ' nor a host name of its hosts file' : ''}: add "${formatAppName(dst)}": "IPv4:PORT" to its peers`, { peerReason: 'unknown application' });
+    }
+    this.stats.resolved++;
+    if (this.entries.size >= this.maxFlows) throw new DifError('limit_exceeded', `${this.difName} has ${this.entries.size} flows and requests, its maxFlows`);
+    const id = this.newId();
+    const request = encodeMessage({ kind: 'alloc_req', src: id, reliable: false, inOrder: false, maxSdu: spec.maxSdu, difName: this.difName, srcApp: formatAppName(src), dstApp: formatAppName(dst) });
+    if (request.byteLength > this.mtu) throw new DifError('invalid_name', `the allocation request (${request.byteLength} bytes) does not fit the MTU of ${this.mtu}: shorten the names`);
+    const flow = new UdpFlow(this, this.nextPortId++, id, addrKey(peer.host, peer.port), this.difName, src, dst, spec);
+    this.stats.allocRequested++;
+    return new Promise<Flow>((resolve, reject) => {
+      const entry: Entry = {
+        state: 'pending',
+        flow,
+        peer,
+        request,
+        resolve,
+        reject,
+        timer: setTimeout(() => this.giveUp(id, 'timeout', `no answer from ${addrKey(peer.host, peer.port)} within ${timeoutMs} ms (is a shim-udp IPC process of ${this.difName} there?)`), timeoutMs),
+        retry: setInterval(() => this.sendTo(peer, request), this.retryMs),
+        abort: null,
+      };
+      if (opts.signal) {
+        const signal = opts.signal;
+        const onAbort = (): void => this.giveUp(id, 'aborted', 'allocation aborted');
+        signal.addEventListener('abort', onAbort, { once: true });
+        entry.abort = () => signal.removeEventListener('abort', onAbort);
+      }
+      this.entries.set(id, entry);
+      this.sendTo(peer, request);
+    });
+  }
+
+  private resolveQos(q: QosRequest): QosSpec {
+    const spec = resolveQos(q, this.maxSdu, this.difName);
+    if (spec.reliable || spec.inOrder) throw new DifError('invalid_qos', `${this.difName} runs over UDP, which may lose and reorder: it offers unreliable, unordered flows only: ask for an unreliable flow, or use a normal DIF over it for reliability`);
+    return Object.freeze(spec);
+  }
+
+  private giveUp(id: number, code: 'timeout' | 'aborted', message: string): void {
+    const e = this.entries.get(id);
+    if (e?.state !== 'pending') return;
+    this.clearPending(id, e);
+    if (code === 'timeout') this.stats.allocTimedOut++;
+    else this.stats.allocFailed++;
+    this.send(e.peer, { kind: 'dealloc', dst: 0, src: id, reason: code === 'timeout' ? 'allocation timed out' : 'allocation aborted' });
+    e.flow.terminate(message, 'local');
+    e.reject(new DifError(code, `allocation of a flow to ${formatAppName(e.flow.remoteApp)}: ${message}`));
+  }
+
+  private clearPending(id: number, e: Extract<Entry, { state: 'pending' }>): void {
+    clearTimeout(e.timer);
+    clearInterval(e.retry);
+    e.abort?.();
+    this.entries.delete(id);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Allocation, responder side
+
+  /** @internal FlowRequest.accept() */
+  acceptIncoming(req: UdpFlowRequest, _opts: AcceptOptions): UdpFlow {
+    req.checkWaiting('accept');
+    const e = this.entries.get(req.localId);
+    if (e?.state !== 'incoming' || e.request !== req) throw new DifError('request_settled', 'the flow request is no longer pending');
+    this.checkOpen();
+    clearTimeout(e.timer);
+    req.state = 'accepted';
+    const flow = new UdpFlow(this, this.nextPortId++, req.localId, addrKey(e.peer.host, e.peer.port), this.difName, req.localApp, req.remoteApp, req.qos);
+    flow.markAllocated();
+    const now = Date.now();
+    this.entries.set(req.localId, { state: 'allocated', flow, peer: e.peer, remoteId: e.remoteId, lastHeard: now, lastSent: now });
+    this.send(e.peer, { kind: 'alloc_resp', dst: e.remoteId, src: req.localId, accept: true, reason: '' });
+    this.stats.incomingAccepted++;
+    this.emit('flowAllocated', flow);
+    return flow;
+  }
+
+  /** @internal FlowRequest.reject() */
+  rejectIncoming(req: UdpFlowRequest, reason: string): void {
+    req.checkWaiting('reject');
+    req.state = 'rejected';
+    const e = this.entries.get(req.localId);
+    if (e?.state === 'incoming' && e.request === req) {
+      clearTimeout(e.timer);
+      this.entries.delete(req.localId);
+      this.byRemote.delete(remoteKey(e.peer, e.remoteId));
+      this.send(e.peer, { kind: 'alloc_resp', dst: e.remoteId, src: 0, accept: false, reason: typeof reason === 'string' && reason !== '' ? reason : 'rejected by the application' });
+    }
+    this.stats.incomingRejected++;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Deallocation and close
+
+  /** @internal Flow.deallocate() */
+  localDeallocate(flow: UdpFlow, reason: string): void {
+    const e = this.entries.get(flow.localId);
+    if (e?.state === 'allocated' && e.flow === flow) this.send(e.peer, { kind: 'dealloc', dst: e.remoteId, src: flow.localId, reason });
+    this.endFlow(flow.localId, reason, 'local');
+  }
+
+  /** End the allocated flow with local id `id` (no message sent). */
+  private endFlow(id: number, reason: string, cause: DeallocationCause): void {
+    const e = this.entries.get(id);
+    if (e?.state !== 'allocated') return;
+    this.entries.delete(id);
+    this.byRemote.delete(remoteKey(e.peer, e.remoteId));
+    this.blocked.delete(e.flow);
+    this.stats.flowsDeallocated++;
+    e.flow.terminate(reason, cause);
+    this.emit('flowDeallocated', e.flow, reason, cause);
+  }
+
+  /** Deallocate every flow (telling the peers), refuse what waits, close the socket. Idempotent. */
+  close(reason = 'IPC process closed'): void {
+    if (this.closed) return;
+    for (const [id, e] of [...this.entries]) {
+      if (e.state === 'allocated') {
+        this.send(e.peer, { kind: 'dealloc', dst: e.remoteId, src: id, reason });
+        this.endFlow(id, reason, 'closed');
+      } else if (e.state === 'pending') {
+        this.clearPending(id, e);
+        this.send(e.peer, { kind: 'dealloc', dst: 0, src: id, reason });
+        e.flow.terminate(reason, 'closed');
+        e.reject(new DifError('closed', `${this.difName}: ${reason}`));
+      } else {
+        if (e.request.state === 'waiting') this.rejectIncoming(e.request, reason);
+        e.request.cancel(reason);
+      }
+    }
+    this.closed = true;
+    this.registrations.clear();
+    if (this.keepaliveTimer) clearInterval(this.keepaliveTimer);
+    // Let the DEALLOCs just sent leave before the socket goes (bounded).
+    const done = (): void => {
+      try {
+        this.socket.close();
+      } catch {
+        // already closed
+      }
+    };
+    if (this.txQueued === 0) done();
+    else setTimeout(done, 100).unref();
+  }
+
+  /**
+   * Drop the socket without a word to the peers: what a crash does (tests). Local flows end
+   * with `reason`, cause 'closed'.
+   */
+  detach(reason = 'IPC process detached'): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.keepaliveTimer) clearInterval(this.keepaliveTimer);
+    for (const [id, e] of [...this.entries]) {
+      if (e.state === 'allocated') this.endFlow(id, reason, 'closed');
+      else if (e.state === 'pending') {
+        this.clearPending(id, e);
+        e.flow.terminate(reason, 'closed');
+        e.reject(new DifError('closed', reason));
+      } else {
+        clearTimeout(e.timer);
+        this.entries.delete(id);
+        e.request.cancel(reason);
+      }
+    }
+    this.socket.close();
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new DifError('closed', `${this.difName}: the IPC process is closed`);
+  }
+
+  private newId(): number {
+    const id = this.nextId;
+    this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1;
+    return id;
+  }
+
+  flows(): Flow[] {
+    const out: Flow[] = [];
+    for (const e of this.entries.values()) if (e.state === 'allocated') out.push(e.flow);
+    return out;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // The socket
+
+  private send(to: UdpAddress, m: WireMessage): void {
+    this.sendTo(to, encodeMessage(m));
+  }
+
+  private sendTo(to: UdpAddress, buf: Buffer): void {
+    this.txQueued += buf.byteLength;
+    this.stats.txDatagrams++;
+    this.stats.txBytes += buf.byteLength;
+    try {
+      this.socket.send(buf, to.port, to.host, (err) => {
+        this.txQueued -= buf.byteLength;
+        if (err) this.stats.txErrors++;
+        if (this.blocked.size > 0 && this.txQueued <= this.txQueueBytes / 2) {
+          const flows = [...this.blocked];
+          this.blocked.clear();
+          for (const f of flows) f.drained();
+        }
+      });
+    } catch (e) {
+      // The socket is closed (close() raced a send): nothing to do.
+      this.txQueued -= buf.byteLength;
+      this.stats.txErrors++;
+      this.log.debug({ err: (e as Error).message }, 'shim-udp: send failed');
+    }
+  }
+
+  /** @internal UdpFlow.transmit() */
+  sendData(flow: UdpFlow, sdu: Uint8Array): boolean {
+    const e = this.entries.get(flow.localId);
+    if (e?.state !== 'allocated' || e.flow !== flow) throw new DifError('flow_deallocated', `flow ${flow.portId} is gone`);
+    if (this.txQueued + DATA_HEADER_BYTES + sdu.byteLength > this.txQueueBytes) {
+      this.blocked.add(flow);
+      return false;
+    }
+    e.lastSent = Date.now();
+    this.sendTo(e.peer, encodeData(e.remoteId, sdu));
+    return true;
+  }
+
+  private drop(reason: UdpDropReason, rinfo: RemoteInfo, detail?: string): void {
+    this.stats.drops[reason]++;
+    if (this.log.isLevelEnabled('debug')) this.log.debug({ from: addrKey(rinfo.address, rinfo.port), reason, detail }, 'shim-udp: datagram dropped');
+  }
+
+  private onDatagram(buf: Buffer, rinfo: RemoteInfo): void {
+    if (this.closed) return;
+    this.stats.rxDatagrams++;
+    this.stats.rxBytes += buf.byteLength;
+    try {
+      if (!this.allowed.has(addrKey(rinfo.address, rinfo.port))) return this.drop('unknown_peer', rinfo);
+      if (buf.byteLength > this.mtu) return this.drop('oversize', rinfo, `${buf.byteLength} bytes, MTU ${this.mtu}`);
+      let m: WireMessage;
+      try {
+        m = decodeMessage(buf);
+      } catch (e) {
+        if (e instanceof WireError) return this.drop('malformed', rinfo, e.message);
+        throw e;
+      }
+      this.handle(m, { host: rinfo.address, port: rinfo.port }, rinfo);
+    } catch (e) {
+      // Contained: one bad datagram never ends the process.
+      this.log.error({ err: (e as Error).message, from: addrKey(rinfo.address, rinfo.port) }, 'shim-udp: fault handling a datagram');
+    }
+  }
+
+  /** The allocated flow `id` if `from` is its peer. */
+  private flowOf(id: number, from: UdpAddress): Extract<Entry, { state: 'allocated' }> | undefined {
+    const e = this.entries.get(id);
+    if (e?.state !== 'allocated' || e.peer.host !== from.host || e.peer.port !== from.port) return undefined;
+    return e;
+  }
+
+  private unknownId(id: number, rinfo: RemoteInfo): void {
+    this.drop(id < this.nextId ? 'stale' : 'unknown_flow', rinfo, `flow id ${id}`);
+  }
+
+  private handle(m: WireMessage, from: UdpAddress, rinfo: RemoteInfo): void {
+    switch (m.kind) {
+      case 'data': {
+        const e = this.flowOf(m.dst, from);
+        if (!e) return this.unknownId(m.dst, rinfo);
+        e.lastHeard = Date.now();
+        if (m.sdu.byteLength > e.flow.qos.maxSdu) return this.drop('oversize', rinfo, `SDU of ${m.sdu.byteLength} bytes on a flow of max SDU ${e.flow.qos.maxSdu}`);
+        e.flow.deliver(m.sdu);
+        return;
+      }
+      case 'keepalive': {
+        const e = this.flowOf(m.dst, from);
+        if (!e || e.remoteId !== m.src) {
+          this.unknownId(m.dst, rinfo);
+          this.send(from, { kind: 'dealloc', dst: m.src, src: m.dst, reason: `${this.difName} has no such flow (the peer restarted?)` });
+          return;
+        }
+        e.lastHeard = Date.now();
+        return;
+      }
+      case 'alloc_req':
+        return this.onAllocRequest(m, from, rinfo);
+      case 'alloc_resp': {
+        const e = this.entries.get(m.dst);
+        if (e?.state === 'allocated' && e.peer.host === from.host && e.peer.port === from.port && e.remoteId === m.src && m.accept) return; // a duplicate answer
+        if (e?.state !== 'pending' || e.peer.host !== from.host || e.peer.port !== from.port) {
+          this.unknownId(m.dst, rinfo);
+          if (m.accept) this.send(from, { kind: 'dealloc', dst: m.src, src: m.dst, reason: 'the allocation was given up' });
+          return;
+        }
+        this.clearPending(m.dst, e);
+        if (!m.accept) {
+          this.stats.allocRejected++;
+          e.flow.terminate(`rejected: ${m.reason}`, 'peer');
+          e.reject(new DifError('rejected', `${formatAppName(e.flow.remoteApp)} refused the flow: ${m.reason}`, { peerReason: m.reason }));
+          return;
+        }
+        const now = Date.now();
+        this.entries.set(m.dst, { state: 'allocated', flow: e.flow, peer: e.peer, remoteId: m.src, lastHeard: now, lastSent: now });
+        this.byRemote.set(remoteKey(e.peer, m.src), m.dst);
+        e.flow.markAllocated();
+        this.stats.allocAccepted++;
+        this.emit('flowAllocated', e.flow);
+        e.resolve(e.flow);
+        return;
+      }
+      case 'dealloc': {
+        const id = m.dst !== 0 ? m.dst : this.byRemote.get(remoteKey(from, m.src));
+        const e = id === undefined ? undefined : this.entries.get(id);
+        if (id === undefined || !e || e.peer.host !== from.host || e.peer.port !== from.port) return this.unknownId(m.dst, rinfo);
+        const why = `deallocated by the peer: ${m.reason}`;
+        if (e.state === 'allocated') {
+          if (e.remoteId !== m.src && m.src !== 0) return this.unknownId(m.dst, rinfo);
+          this.endFlow(id, why, 'peer');
+        } else if (e.state === 'incoming') {
+          if (e.remoteId !== m.src) return this.unknownId(m.dst, rinfo);
+          clearTimeout(e.timer);
+          this.entries.delete(id);
+          this.byRemote.delete(remoteKey(from, m.src));
+          e.request.cancel(`the requester gave up: ${m.reason}`);
+        } else {
+          // The peer ends a flow we still wait for (it lost the accept's state): fail the allocation.
+          this.clearPending(id, e);
+          this.stats.allocFailed++;
+          e.flow.terminate(why, 'peer');
+          e.reject(new DifError('rejected', `${formatAppName(e.flow.remoteApp)}: ${why}`, { peerReason: m.reason }));
+        }
+        return;
+      }
+    }
+  }
+
+  private onAllocRequest(m: Extract<WireMessage, { kind: 'alloc_req' }>, from: UdpAddress, rinfo: RemoteInfo): void {
+    const dup = this.byRemote.get(remoteKey(from, m.src));
+    if (dup !== undefined) {
+      const e = this.entries.get(dup);
+      // Our answer was lost: say it again. A request still waiting for its application: nothing yet.
+      if (e?.state === 'allocated') this.send(from, { kind: 'alloc_resp', dst: m.src, src: dup, accept: true, reason: '' });
+      return;
+    }
+    const refuse = (reason: string, count: UdpDropReason | null): void => {
+      if (count) this.stats.drops[count]++;
+      this.stats.incomingRejected++;
+      this.send(from, { kind: 'alloc_resp', dst: m.src, src: 0, accept: false, reason });
+    };
+    if (m.difName !== this.difName) return refuse(`this is DIF ${clampUtf8(this.difName, 128)}, not ${clampUtf8(m.difName, 128)}`, null);
+    let srcApp: AppName;
+    let dstApp: AppName;
+    try {
+      srcApp = nameArg(m.srcApp, 'source application');
+      dstApp = nameArg(m.dstApp, 'destination application');
+    } catch (e) {
+      this.drop('malformed', rinfo, (e as Error).message);
+      return refuse(`bad application name: ${(e as Error).message}`, null);
+    }
+    if (m.reliable || m.inOrder) return refuse('a shim-udp DIF offers unreliable, unordered flows only', null);
+    if (m.maxSdu > this.maxSdu) return refuse(`max SDU ${m.maxSdu} exceeds this end's ${this.maxSdu}`, null);
+    const reg = this.registrations.get(dstApp);
+    if (!reg) return refuse('unknown application', 'no_registration');
+    let pending = 0;
+    for (const e of this.entries.values()) if (e.state === 'incoming') pending++;
+    if (pending >= this.maxPendingRequests || this.entries.size >= this.maxFlows) return refuse(`too many flows or requests at ${this.difName}; try again later`, 'limit');
+    const id = this.newId();
+    const qos: QosSpec = Object.freeze({ reliable: false, inOrder: false, maxSdu: m.maxSdu === 0 ? this.maxSdu : m.maxSdu });
+    const request = new UdpFlowRequest(this, id, this.difName, dstApp, srcApp, qos);
+    const timer = setTimeout(() => {
+      const e = this.entries.get(id);
+      if (e?.state !== 'incoming' || e.request !== request || request.state !== 'waiting') return;
+      this.rejectIncoming(request, `${formatAppName(dstApp)} did not answer within ${this.allocateTimeoutMs} ms`);
+      request.cancel('the application did not answer in time');
+    }, this.allocateTimeoutMs);
+    timer.unref();
+    this.entries.set(id, { state: 'incoming', request, peer: from, remoteId: m.src, timer });
+    this.byRemote.set(remoteKey(from, m.src), id);
+    try {
+      reg.handler(request);
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message, app: reg.key }, 'shim-udp: the flow request handler threw; the request is refused');
+      if (request.state === 'waiting') this.rejectIncoming(request, 'the application failed');
+    }
+  }
+
+  private keepaliveTick(): void {
+    const now = Date.now();
+    for (const [id, e] of [...this.entries]) {
+      if (e.state !== 'allocated') continue;
+      if (now - e.lastHeard > this.keepaliveTimeoutMs) {
+        this.stats.peersLost++;
+        const peer = addrKey(e.peer.host, e.peer.port);
+        this.send(e.peer, { kind: 'dealloc', dst: e.remoteId, src: id, reason: 'keepalive timeout' });
+        this.endFlow(id, `the peer ${peer} sent nothing for ${this.keepaliveTimeoutMs} ms (keepalive timeout): it is gone or unreachable`, 'peer');
+        this.log.info({ peer, portId: e.flow.portId }, 'shim-udp: flow ended, peer silent');
+      } else if (now - e.lastSent >= this.keepaliveMs) {
+        e.lastSent = now;
+        this.send(e.peer, { kind: 'keepalive', dst: e.remoteId, src: id });
+      }
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Budgets and observation
+
+  accountRx(delta: number): void {
+    this.rxQueuedBytes += delta;
+  }
+
+  rxBudgetHit(which: 'sdus' | 'flow_bytes' | 'total_bytes'): void {
+    this.stats.rxBudgetDrops[which]++;
+  }
+
+  counters(): IpcpCounters {
+    const s = this.stats;
+    return {
+      allocations: {
+        outgoing: { allocated: s.allocAccepted, rejected: s.allocRejected, timeout: s.allocTimedOut, failed: s.allocFailed },
+        incoming: { allocated: s.incomingAccepted, rejected: s.incomingRejected },
+      },
+      flowsDeallocated: s.flowsDeallocated,
+      drops: { stale: s.drops.stale + s.drops.unknown_flow, malformed_control: s.drops.malformed },
+      rxQueuedBytes: this.rxQueuedBytes,
+      rxBudgetDrops: { ...s.rxBudgetDrops },
+      datagrams: { txDatagrams: s.txDatagrams, txBytes: s.txBytes, rxDatagrams: s.rxDatagrams, rxBytes: s.rxBytes, txErrors: s.txErrors },
+      datagramDrops: { ...s.drops },
+      resolutions: { resolved: s.resolved, unresolved: s.unresolved },
+    };
+  }
+
+  inspect(): Record<string, unknown> {
+    const flows = [...this.entries].sort((a, b) => a[0] - b[0]).map(([id, e]) => {
+      const apps = e.state === 'incoming' ? e.request : e.flow;
+      return {
+        id,
+        state: e.state,
+        peer: addrKey(e.peer.host, e.peer.port),
+        remoteId: e.state === 'pending' ? 0 : e.remoteId,
+        ...(e.state !== 'incoming' ? { portId: e.flow.portId } : {}),
+        localApp: formatAppName(apps.localApp),
+        remoteApp: formatAppName(apps.remoteApp),
+        maxSdu: apps.qos.maxSdu,
+      };
+    });
+    return {
+      difName: this.difName,
+      name: this.ipcpName,
+      bind: this.localAddress,
+      mtu: this.mtu,
+      maxSdu: this.maxSdu,
+      keepaliveMs: this.keepaliveMs,
+      keepaliveTimeoutMs: this.keepaliveTimeoutMs,
+      peers: Object.fromEntries([...this.peers].map(([k, a]) => [k, addrKey(a.host, a.port)])),
+      ...(this.hosts.size > 0 ? { hosts: this.hosts.size } : {}),
+      registered: [...this.registrations.values()].map((r) => formatAppName(r.appName)),
+      flows,
+      rxQueuedBytes: this.rxQueuedBytes,
+      stats: this.stats,
+    };
+  }
+}
+
+function remoteKey(peer: UdpAddress, remoteId: number): string {
+  return `${peer.host}:${peer.port}/${remoteId}`;
+}

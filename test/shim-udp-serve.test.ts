@@ -1,0 +1,130 @@
+/**
+ * Two `vmpi serve` processes on one machine, no VM, configured only by their config files: each
+ * runs a shim-udp IPC process on 127.0.0.1 (distinct ports) and a normal DIF over it (A the
+ * enroller, B a member). `vmpi tgen` server on A and client on B carry SDUs of 0..1400 bytes
+ * over (a) the shim-udp DIF alone and (b) the normal DIF over it, every SDU counted at the
+ * server; IPC clients of the test check the bytes are intact over both; `vmpi dif show` dumps
+ * the shim-udp IPC process; then A is killed (SIGKILL) and B's flow over the shim-udp DIF ends
+ * with cause 'peer' within keepaliveTimeoutMs + keepaliveMs (the documented bound).
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createSocket } from 'node:dgram';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { IpcClient } from '../src/dif/ipc/client.js';
+import { ROOT } from './helpers/guest.js';
+import { until } from './helpers/serve.js';
+
+const CLI = [process.execPath, '--import', import.meta.resolve('tsx'), join(ROOT, 'src', 'cli.ts')] as const;
+const env: NodeJS.ProcessEnv = { ...process.env, VMPI_LOG_LEVEL: 'info' };
+delete env.NODE_OPTIONS;
+const KEEPALIVE_MS = 200;
+const KEEPALIVE_TIMEOUT_MS = 1000;
+
+async function freePort(): Promise<number> {
+  const s = createSocket('udp4');
+  await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
+  const p = s.address().port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return p;
+}
+
+function serveWith(cfg: string, ipcSocket: string): { child: ChildProcess; log: () => string } {
+  const child = spawn(CLI[0], [...CLI.slice(1), 'serve', '--config', cfg, '--ipc-socket', ipcSocket, '--no-metrics', '--restart', 'off'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  child.stdout!.setEncoding('utf8').on('data', (s: string) => (log += s));
+  child.stderr!.setEncoding('utf8').on('data', (s: string) => (log += s));
+  return { child, log: () => log };
+}
+
+function cli(args: string[], timeoutMs = 30_000): { status: number | null; out: string } {
+  const r = spawnSync(CLI[0], [...CLI.slice(1), ...args], { env, encoding: 'utf8', timeout: timeoutMs });
+  return { status: r.status, out: `${r.stdout}${r.stderr}` };
+}
+
+t.test('two serve processes, shim-udp on loopback and a normal DIF over it', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'shim-udp-serve-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const [pa, pb] = [await freePort(), await freePort()];
+  const udp = { dif: 'udp.lo', keepaliveMs: KEEPALIVE_MS, keepaliveTimeoutMs: KEEPALIVE_TIMEOUT_MS };
+  writeFileSync(join(dir, 'a.json'), JSON.stringify({ shimUdp: { ...udp, bind: `127.0.0.1:${pa}`, peers: { 'n.DIF.b': `127.0.0.1:${pb}` } }, normal: { dif: 'n.DIF', name: 'n.DIF.a' } }));
+  writeFileSync(
+    join(dir, 'b.json'),
+    JSON.stringify({
+      shimUdp: { ...udp, bind: `127.0.0.1:${pb}`, peers: { 'rina-tgen': `127.0.0.1:${pa}`, check: `127.0.0.1:${pa}`, 'n.DIF.a': `127.0.0.1:${pa}` } },
+      normal: { dif: 'n.DIF', name: 'n.DIF.b', role: 'member', enroller: 'n.DIF.a' },
+    }),
+  );
+  const sockA = join(dir, 'a.sock');
+  const sockB = join(dir, 'b.sock');
+  const a = serveWith(join(dir, 'a.json'), sockA);
+  t.teardown(() => void a.child.kill('SIGKILL'));
+  const b = serveWith(join(dir, 'b.json'), sockB);
+  t.teardown(() => void b.child.kill('SIGKILL'));
+  const both = (): string => `--- A ---\n${a.log().slice(-2000)}\n--- B ---\n${b.log().slice(-2000)}`;
+  await until('both IPC sockets', () => existsSync(sockA) && existsSync(sockB), 30_000, both);
+  await until('B enrolled in n.DIF', () => b.log().includes('normal DIF: enrolled'), 30_000, both);
+
+  const tgenServers: ChildProcess[] = [];
+  for (const dif of ['udp.lo', 'n.DIF']) {
+    const srv = spawn(CLI[0], [...CLI.slice(1), 'tgen', 'server', '--dif', dif, '--ipc-socket', sockA], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    srv.stdout!.setEncoding('utf8').on('data', (s: string) => (out += s));
+    srv.stderr!.setEncoding('utf8').on('data', (s: string) => (out += s));
+    t.teardown(() => void srv.kill('SIGKILL'));
+    tgenServers.push(srv);
+    await until(`tgen server in ${dif}`, () => out.includes('registered'), 30_000, () => out);
+  }
+
+  for (const dif of ['udp.lo', 'n.DIF']) {
+    for (const size of [0, 700, 1400]) {
+      // The shim-udp DIF grants unreliable flows only; the normal DIF over it gives tgen's default reliable one.
+      const r = cli(['tgen', 'client', '--dif', dif, '--ipc-socket', sockB, '--size', String(size), '--count', '100', ...(dif === 'udp.lo' ? ['--unreliable'] : [])]);
+      t.equal(r.status, 0, `tgen client over ${dif}, ${size} B: ${r.out.trim()}`);
+      const m = /sent (\d+) SDUs .*server got (\d+) SDUs, (\d+) bytes/.exec(r.out);
+      t.ok(m, 'a result line');
+      if (m) t.same([Number(m[2]), Number(m[3])], [100, 100 * size], `over ${dif}: 100 SDUs of ${size} B arrived`);
+    }
+  }
+
+  // Bytes intact over both DIFs: a registered app on A echoes, a client on B checks.
+  const ca = await IpcClient.connect(sockA);
+  t.teardown(() => ca.close());
+  const cb = await IpcClient.connect(sockB);
+  t.teardown(() => cb.close());
+  for (const dif of ['n.DIF', 'udp.lo']) {
+    const reg = await ca.register(dif, 'check');
+    reg.on('request', (req) => {
+      void req.accept().then((f) => f.on('data', (sdu) => f.write(sdu)));
+    });
+    const flow = await cb.allocate(dif, 'check', { src: 'checker' });
+    for (let n = 0; n <= 1400; n += 100) {
+      const sdu = Uint8Array.from({ length: n }, (_, i) => (i * 31 + n) & 0xff);
+      flow.write(sdu);
+      const back = await Promise.race([flow.read(), new Promise<null>((r) => setTimeout(() => r(null), 3000))]);
+      t.same(back && Buffer.from(back), Buffer.from(sdu), `${dif}: ${n} bytes back intact`);
+    }
+    if (dif === 'n.DIF') flow.deallocate();
+    else {
+      // `vmpi dif show` covers the shim-udp IPC process.
+      const show = cli(['dif', 'show', 'udp.lo', '--ipc-socket', sockB]);
+      t.equal(show.status, 0, 'vmpi dif show udp.lo');
+      t.match(show.out, /shim-udp IPC process/);
+      t.match(show.out, new RegExp(`bind 127\\.0\\.0\\.1:${pb}`));
+      t.match(show.out, /Flows \(\d+\):[\s\S]*allocated/);
+      // Peer killed: the flow over the shim-udp DIF ends with a cause within the documented time.
+      const ended = new Promise<[string, number]>((r) => flow.once('deallocated', (reason) => r([reason, Date.now()])));
+      await new Promise((r) => setTimeout(r, 3 * KEEPALIVE_MS));
+      t.equal(flow.state, 'allocated', 'an idle flow stays up while the peer lives');
+      const t0 = Date.now();
+      for (const s of tgenServers) s.kill('SIGKILL');
+      a.child.kill('SIGKILL');
+      const [reason, at] = await Promise.race([ended, new Promise<[string, number]>((_, rej) => setTimeout(() => rej(new Error(`no deallocation; ${both()}`)), 10_000))]);
+      t.match(reason, /keepalive timeout/, `reason: ${reason}`);
+      t.ok(at - t0 <= KEEPALIVE_TIMEOUT_MS + KEEPALIVE_MS + 500, `ended ${at - t0} ms after the kill (bound ${KEEPALIVE_TIMEOUT_MS} + ${KEEPALIVE_MS} ms)`);
+      break;
+    }
+  }
+});
