@@ -22,21 +22,12 @@ import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, wri
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Guest, ROOT, guestUnavailable } from './helpers/guest.js';
-import { parseResults } from './helpers/pattern.js';
+import { ECHO_CHANNEL, RestartStreams, VHOST_ERRORS } from './helpers/restart-streams.js';
 import { until } from './helpers/serve.js';
 import { startServe, workerPid } from './helpers/restart.js';
 
 const unavailable = guestUnavailable() ?? (existsSync(join(ROOT, 'dist/src/cli.js')) ? null : 'dist/ is not built (npm run build)');
 if (unavailable && process.env.CI) t.fail(`restart tests cannot run in CI: ${unavailable}`);
-
-const CH = 1025;
-/** Bounds per kill and per VM (worker.ts): a duplicate needs a chain delivered but not
- * completed (at most one per queue: the device completes each chain right after delivering
- * it); a loss needs an echo waiting in the dead worker's memory (the device backlog, or the
- * responder's held copy: a few SDUs, never more than the guest's window). */
-const MAX_DUP = 2;
-const MAX_LOST = 32;
-const VHOST_ERRORS = /vhost[^\n]*(fail|error)|Failed to set msg fds|ring restore failed|Failed to read msg header/i;
 
 /** A copy of the built code that a test may change ("install a new version"). */
 function appCopy(dir: string, name: string): string {
@@ -64,7 +55,7 @@ t.test('kill -9 of the worker ×3, an upgrade and a refused upgrade, under two l
   setVersion(app, '0.0.0-a');
   const s1 = join(dir, 'vm1.sock');
   const s2 = join(dir, 'vm2.sock');
-  const serve = startServe(join(app, 'dist/src/cli.js'), ['--socket', s1, '--vmpi-id', '1', '--socket', s2, '--vmpi-id', '2', '--echo-channel', String(CH), '--no-ipc', '--metrics-listen', '127.0.0.1:0']);
+  const serve = startServe(join(app, 'dist/src/cli.js'), ['--socket', s1, '--vmpi-id', '1', '--socket', s2, '--vmpi-id', '2', '--echo-channel', String(ECHO_CHANNEL), '--no-ipc', '--metrics-listen', '127.0.0.1:0']);
   t.teardown(() => {
     if (serve.child.exitCode === null) serve.child.kill('SIGKILL');
   });
@@ -78,40 +69,9 @@ t.test('kill -9 of the worker ×3, an upgrade and a refused upgrade, under two l
   const guests = [g1, g2];
   const dmesgBefore = await Promise.all(guests.map((g) => g.exec('dmesg | grep -ci vmpi')));
 
-  let seq = 0;
-  /** One stream per guest of `count` SDUs; resolves with each guest's RESULT. */
-  const streams = (count: number) => {
-    const s0 = seq;
-    seq += count;
-    return guests.map((g) => g.start(`vmpi-perf -w 32 -g 300 -t 8000 -s ${s0} stream /dev/vmpi0 ${CH} 1000 ${count}`, 180_000).done.then((r) => {
-      const res = parseResults(r.out).find((x) => x.kind === 'RESULT' && x.mode === 'stream');
-      if (!res) throw new Error(`no stream RESULT: ${r.out.slice(-500)}`);
-      return res;
-    }));
-  };
-
-  // A warm-up stream without a restart: nothing lost, and the rate that sizes the rounds.
-  const warm = await Promise.all(streams(4000));
-  for (const [i, r] of warm.entries()) t.same([r.lost, r.dup, r.errors], ['0', '0', '0'], `VM${i + 1} warm-up: nothing lost or duplicated`);
-  const rate = Math.min(...warm.map((r) => Number(r.sdus_per_s)));
-  const count = Math.max(4000, Math.round(rate * 5));
-  t.comment(`warm-up: ${warm.map((r) => r.sdus_per_s).join(' / ')} SDU/s per VM; rounds of ${count} SDUs`);
-
-  const rows: string[] = [];
-  const round = async (what: string, act: () => Promise<{ hostWindowMs: number | null }>) => {
-    const running = streams(count);
-    await sleep(1500);
-    const { hostWindowMs } = await act();
-    const res = await Promise.all(running);
-    for (const [i, r] of res.entries()) {
-      t.equal(r.errors, '0', `${what}, VM${i + 1}: every SDU matches its pattern`);
-      t.ok(Number(r.lost) <= MAX_LOST, `${what}, VM${i + 1}: ${r.lost} lost (≤ ${MAX_LOST})`);
-      t.ok(Number(r.dup) <= MAX_DUP, `${what}, VM${i + 1}: ${r.dup} duplicated (≤ ${MAX_DUP})`);
-      t.ok(Number(r.unique) >= count - MAX_LOST, `${what}, VM${i + 1}: the stream went on by itself (${r.unique} of ${count})`);
-      rows.push(`${what.padEnd(18)} VM${i + 1}  host window ${hostWindowMs === null ? '   -' : String(hostWindowMs).padStart(5)} ms  guest gap ${String(r.max_gap_ms).padStart(8)} ms  lost ${r.lost.padStart(3)}  dup ${r.dup.padStart(2)}`);
-    }
-    return res;
-  };
+  const rs = new RestartStreams(t, guests);
+  await rs.warmUp();
+  const round = (what: string, act: () => Promise<{ hostWindowMs: number | null }>) => rs.round(what, act);
 
   const kill = async (): Promise<{ hostWindowMs: number }> => {
     const resumedBefore = serve.lines('front-end connection resumed').length;
@@ -155,7 +115,7 @@ t.test('kill -9 of the worker ×3, an upgrade and a refused upgrade, under two l
   const refusal = serve.lines('upgrade refused by the new code; this worker keeps serving').at(-1)!;
   t.match(String(refusal.said), /format version 1 .*reads version 99 only/, 'the refusal says which versions');
 
-  t.comment(['restart windows and SDUs lost/duplicated per VM:', ...rows].join('\n'));
+  t.comment(rs.table());
   const dmesgAfter = await Promise.all(guests.map((g) => g.exec('dmesg | grep -ci vmpi')));
   for (const [i, g] of guests.entries()) {
     t.equal(dmesgAfter[i]!.out.trim(), dmesgBefore[i]!.out.trim(), `VM${i + 1}: the guest driver logged nothing across the restarts (no reset, no reload)`);

@@ -83,3 +83,16 @@ t.test('a resume batch forgets nothing until it ends; adopted names keep their s
   r.batch(() => r.drop('two'));
   t.same(h.said.slice(1), ['remove vmpi-f9']);
 });
+
+t.test("a file QEMU re-sends after the layer closed its earlier fd is still the stored file (SET_VRING_CALL with the same eventfd)", async (t) => {
+  const h = recorder();
+  const r = new FdRegistry(h, log);
+  const call = native.eventfd(0);
+  r.sync('conn', [call], [call]);
+  const again = native.dup(call); // the same eventfd, received anew
+  native.close(call); // replaceFd closes the earlier copy before the registry hears of it
+  t.teardown(() => native.close(again));
+  r.sync('conn', [again], [again]);
+  t.same(h.said, ['put vmpi-f1'], 'not stored under a second name (systemd would drop it, and the next worker would miss it)');
+  t.equal(r.nameOf(again), 'vmpi-f1');
+});

@@ -33,8 +33,9 @@ t.test('a kept socket whose file is gone is replaced by a new one at the same pa
   unlinkSync(ipc);
   const worker = Number(readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8').trim());
   process.kill(worker, 'SIGKILL');
-  await until('the new worker', () => (log.match(/device configured/g) ?? []).length >= 2, 30_000, () => log);
-  t.equal((log.match(/the socket file of a kept listening socket is gone; listening on a new one at that path/g) ?? []).length, 2, 'one warning per socket (the device, the IPC daemon)');
+  const warnings = () => (log.match(/the socket file of a kept listening socket is gone; listening on a new one at that path/g) ?? []).length;
+  await until('the new worker and its two warnings', () => (log.match(/device configured/g) ?? []).length >= 2 && warnings() >= 2, 30_000, () => log);
+  t.equal(warnings(), 2, 'one warning per socket (the device, the IPC daemon)');
   for (const path of [sock, ipc]) {
     await until(`${path} back`, () => existsSync(path), 10_000, () => log);
     const fd = native.connectUnix(path);

@@ -7,7 +7,10 @@
  * first copy of an open file (a second name for it is dropped, and removing the first would then
  * close it for good). Identity is kcmp(KCMP_FILE) (native.sameFile), pre-filtered by inode.
  *
- * The layers own their fds; this registry only mirrors them: each `sync(scope, live, fresh)`
+ * The layers own their fds (and close them when they like); this registry mirrors them, and holds
+ * one fd of its own per stored file (a dup): identity is always checked against an open fd, even
+ * when QEMU re-sends a file after the layer closed its earlier copy (SET_VRING_CALL with the same
+ * eventfd: the old number is closed before the registry sees the new one). Each `sync(scope, live, fresh)`
  * says which fd numbers one user (a connection, the listening sockets…) refers to now, and which
  * numbers arrived since its last sync (if one of those was registered, the number was closed and
  * reused: the old file is gone). A name is stored when its file first appears and removed when
@@ -15,13 +18,16 @@
  */
 import { fstatSync } from 'node:fs';
 import { native } from '../../sys/native.js';
-import { errText } from '../../sys/fd.js';
+import { errText, safeClose } from '../../sys/fd.js';
 import type { Logger } from '../../sys/log.js';
 import { NAME_PREFIX, type FdHolder } from './fd-store.js';
 
 interface Entry {
   readonly name: string;
   readonly ino: number;
+  /** The registry's own fd to the file (a dup): open as long as the entry is. */
+  readonly ref: number;
+  /** The layers' fd numbers that refer to the file. */
   readonly fds: Set<number>;
 }
 
@@ -46,7 +52,7 @@ export class FdRegistry {
     const m = new RegExp(`^${NAME_PREFIX}f(\\d+)$`).exec(name);
     if (m) this.serial = Math.max(this.serial, Number(m[1]) + 1);
     const existing = [...this.byFd.values()].find((e) => e.name === name);
-    const entry = existing ?? { name, ino: inode(fd), fds: new Set<number>() };
+    const entry = existing ?? { name, ino: inode(fd), ref: native.dup(fd), fds: new Set<number>() };
     entry.fds.add(fd);
     this.byFd.set(fd, entry);
   }
@@ -105,21 +111,29 @@ export class FdRegistry {
     }
     for (const e of new Set(this.byFd.values())) {
       if (e.ino !== ino) continue;
-      const other = e.fds.values().next().value as number;
       try {
-        if (native.sameFile(other, fd)) {
+        if (native.sameFile(e.ref, fd)) {
           e.fds.add(fd);
           this.byFd.set(fd, e);
           return;
         }
       } catch (err) {
-        this.log.warn({ err: errText(err) }, 'kcmp failed; storing the fd under a name of its own');
+        // Without kcmp (a seccomp filter) a file re-sent by QEMU would be stored twice, and
+        // systemd would drop the second name: the next worker could not resume that connection.
+        this.log.error({ err: errText(err) }, 'kcmp failed: cannot tell whether an fd is already in the fd store; a restart may not resume this connection');
         break;
       }
     }
-    const entry: Entry = { name: `${NAME_PREFIX}f${this.serial++}`, ino, fds: new Set([fd]) };
+    let ref: number;
     try {
-      this.holder.put(entry.name, [fd]);
+      ref = native.dup(fd);
+    } catch (e) {
+      this.log.error({ fd, err: errText(e) }, 'cannot keep an fd across restarts: dup failed');
+      return;
+    }
+    const entry: Entry = { name: `${NAME_PREFIX}f${this.serial++}`, ino, ref, fds: new Set([fd]) };
+    try {
+      this.holder.put(entry.name, [ref]);
     } catch (e) {
       this.log.error({ fd, name: entry.name, err: errText(e) }, 'cannot keep an fd across restarts');
     }
@@ -151,6 +165,7 @@ export class FdRegistry {
     } catch (err) {
       this.log.warn({ name: e.name, err: errText(err) }, 'cannot remove an fd from the store');
     }
+    safeClose(e.ref);
   }
 }
 
