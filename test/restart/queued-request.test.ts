@@ -7,12 +7,13 @@
  */
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { GuestMemoryImage } from '../frontend/guest-memory.js';
 import { VhostUserFrontend } from '../frontend/frontend.js';
 import { until } from '../helpers/serve.js';
+import { workerPid } from '../helpers/restart.js';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 
@@ -39,7 +40,7 @@ t.test('a request sent while no worker runs is answered by the next one', async 
   t.equal(Buffer.from(await fe.getConfig(0, 8)).readUInt16LE(6), 12, 'the first worker answers GET_CONFIG');
   await new Promise((r) => setTimeout(r, 300)); // its state saved after the last request
 
-  const worker = Number(readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8').trim());
+  const worker = workerPid(child.pid!);
   process.kill(worker, 'SIGKILL');
   const t0 = Date.now();
   const cfg = await fe.getConfig(0, 8); // sent now: nobody reads the socket until the next worker
