@@ -10,12 +10,13 @@
  * host application can use the DIF after the restart too.
  */
 import t from 'tap';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { IpcClient } from '../src/dif/ipc/client.js';
 import { readN } from './helpers/flows.js';
 import { GUEST_DIR, guestUnavailable } from './helpers/guest.js';
 import { twoVmDif } from './helpers/serve.js';
+import { workerPid } from './helpers/restart.js';
 
 const unavailable =
   guestUnavailable() ?? (existsSync(join(GUEST_DIR, 'initramfs-node.cpio.gz')) ? null : 'initramfs-node.cpio.gz missing: run scripts/guest/build-node.sh');
@@ -84,8 +85,7 @@ t.test('normal DIF: the worker killed with SIGKILL; VM1 flow ends with a cause, 
   const first = await vm1.waitJson<{ k: number }>('NDIF-VM1-FLOWING', 200_000);
   t.equal(first.k, 1, "VM1's first flow to VM2's echo carries SDUs");
 
-  const keeper = srv.child.pid!;
-  const worker = Number(readFileSync(`/proc/${keeper}/task/${keeper}/children`, 'utf8').trim());
+  const worker = workerPid(srv.child.pid!);
   const mark = vm1.mark;
   const killedAt = Date.now();
   process.kill(worker, 'SIGKILL');

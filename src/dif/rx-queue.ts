@@ -17,6 +17,25 @@ import type { EventEmitter } from 'node:events';
 import { Fifo } from '../sys/fifo.js';
 import type { FlowEvents } from './api.js';
 
+/** The receive budget of an IPC process whose flows queue SDUs no consumer takes yet. */
+export interface RxBudget {
+  /** SDUs one flow may hold. */
+  readonly rxQueueLimit: number;
+  /** Bytes one flow may hold. */
+  readonly rxQueueBytes: number;
+  /** Bytes all flows of the IPC process hold now, and may hold. */
+  readonly rxQueuedBytes: number;
+  readonly rxQueueTotalBytes: number;
+}
+
+/** Which bound an SDU of `n` bytes would break on `rx` (null: none), checked in this order. */
+export function rxBudgetExceeded(rx: RxQueue, budget: RxBudget, n: number): 'sdus' | 'flow_bytes' | 'total_bytes' | null {
+  if (rx.length >= budget.rxQueueLimit) return 'sdus';
+  if (rx.bytes + n > budget.rxQueueBytes) return 'flow_bytes';
+  if (budget.rxQueuedBytes + n > budget.rxQueueTotalBytes) return 'total_bytes';
+  return null;
+}
+
 export class RxQueue {
   private readonly items = new Fifo<Uint8Array>();
   private readers: Array<(sdu: Uint8Array | null) => void> = [];

@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MAX_QUICK_CRASHES } from '../../src/ops/restart/keeper.js';
 import { until } from '../helpers/serve.js';
+import { workerPid } from '../helpers/restart.js';
 
 const MAIN = new URL('../helpers/keeper-main.ts', import.meta.url).pathname;
 
@@ -38,7 +39,7 @@ function keeper(t: Test, control: string) {
       .split('\n')
       .filter(Boolean)
       .map((l) => JSON.parse(l) as { pid: number; listenPid: number; names: string; evt: number | null; mem: string | null });
-  const worker = () => Number(readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8').trim());
+  const worker = () => workerPid(child.pid!);
   const exited = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
   const exit = () => Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('timeout'), 20_000))]);
   const heldMemfd = () => readdirSync(`/proc/${child.pid}/fd`).some((fd) => readlinkSync(`/proc/${child.pid}/fd/${fd}`, { encoding: 'utf8' }).startsWith('/memfd:kw'));

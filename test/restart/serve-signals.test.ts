@@ -11,6 +11,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { until } from '../helpers/serve.js';
+import { workerPid } from '../helpers/restart.js';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 
@@ -34,7 +35,7 @@ t.test('Ctrl-C (SIGINT to the process group) shuts keeper and worker down cleanl
   });
   await until('the socket', () => existsSync(sock) && log.includes('device configured'), 30_000, () => log);
   t.equal(readFileSync(join(dir, 'vmpi.pid'), 'utf8'), `${child.pid}\n`, "--pid-file holds the keeper's pid (the one to signal)");
-  const worker = Number(readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8').trim());
+  const worker = workerPid(child.pid!);
   const session = (pid: number) => Number(readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[3]);
   t.not(session(worker), session(child.pid!), "the worker is not in the keeper's session (a terminal's signals reach the keeper only)");
   const exited = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));

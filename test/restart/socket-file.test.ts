@@ -5,11 +5,12 @@
  */
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, unlinkSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, unlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { native } from '../../src/sys/native.js';
 import { until } from '../helpers/serve.js';
+import { workerPid } from '../helpers/restart.js';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 
@@ -31,7 +32,7 @@ t.test('a kept socket whose file is gone is replaced by a new one at the same pa
   await until('serving', () => existsSync(sock) && existsSync(ipc) && log.includes('device configured'), 30_000, () => log);
   unlinkSync(sock);
   unlinkSync(ipc);
-  const worker = Number(readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8').trim());
+  const worker = workerPid(child.pid!);
   process.kill(worker, 'SIGKILL');
   const warnings = () => (log.match(/the socket file of a kept listening socket is gone; listening on a new one at that path/g) ?? []).length;
   await until('the new worker and its two warnings', () => (log.match(/device configured/g) ?? []).length >= 2 && warnings() >= 2, 30_000, () => log);

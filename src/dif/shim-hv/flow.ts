@@ -12,7 +12,7 @@ import { DifError, type AcceptOptions, type QosSpec } from '../api.js';
 import type { AppName } from '../naming.js';
 import { SendResult } from '../../vmpi/port.js';
 import type { ChannelFile, VmpiPort } from '../../vmpi/port.js';
-import { RxQueue } from '../rx-queue.js';
+import { RxQueue, rxBudgetExceeded } from '../rx-queue.js';
 import { BaseFlow, type FlowEnd } from '../core/flow.js';
 import { BaseFlowRequest, type RequestOwner } from '../core/flow-request.js';
 import type { RegEntry } from '../core/registrations.js';
@@ -96,8 +96,7 @@ export class FlowImpl extends BaseFlow implements ShimHvFlow {
     if (!this.rx.hasConsumer()) {
       const n = sdu.byteLength;
       const o = this.owner;
-      const over =
-        this.rx.length >= o.rxQueueLimit ? 'sdus' : this.rx.bytes + n > o.rxQueueBytes ? 'flow_bytes' : o.rxQueuedBytes + n > o.rxQueueTotalBytes ? 'total_bytes' : null;
+      const over = rxBudgetExceeded(this.rx, o, n);
       if (over !== null) {
         this.stats.rxQueueDrops++;
         o.rxBudgetHit(this, over, !this.warnedBudget);

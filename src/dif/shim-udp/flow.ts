@@ -9,7 +9,7 @@
  */
 import type { QosSpec } from '../api.js';
 import type { AppName } from '../naming.js';
-import { RxQueue } from '../rx-queue.js';
+import { RxQueue, rxBudgetExceeded } from '../rx-queue.js';
 import { BaseFlow, type FlowEnd } from '../core/flow.js';
 import { BaseFlowRequest, type RequestOwner } from '../core/flow-request.js';
 
@@ -57,7 +57,7 @@ export class UdpFlow extends BaseFlow {
     if (!this.rx.hasConsumer()) {
       const n = sdu.byteLength;
       const o = this.owner;
-      const over = this.rx.length >= o.rxQueueLimit ? 'sdus' : this.rx.bytes + n > o.rxQueueBytes ? 'flow_bytes' : o.rxQueuedBytes + n > o.rxQueueTotalBytes ? 'total_bytes' : null;
+      const over = rxBudgetExceeded(this.rx, o, n);
       if (over !== null) {
         this.stats.rxQueueDrops++;
         o.rxBudgetHit(over);

@@ -6,8 +6,9 @@
  * the fd store (fd-registry.ts, by scope: a device's listening socket, its connection) and
  * writes the state document (document.ts) into the state memfd (state-file.ts) after every
  * change and before the change is acted on further: a vhost-user request's effect is persisted
- * before its reply goes out (the connection's commit hook), an accepted front-end before its
- * first request is read. At start it reads the document the last worker left and resumes each
+ * before its reply goes out (the connection's commit hook); an accepted front-end is kept with
+ * its first request (QEMU sends GET_FEATURES at once: a crash between accept and that first
+ * reply loses the connection, which a flood of hostile connections would otherwise make costly). At start it reads the document the last worker left and resumes each
  * device's connection (Connection resume: memory mapped again, rings rewound to the used index,
  * one call per queue) if every fd it names came back and the device's config still matches.
  *
@@ -88,6 +89,8 @@ export class Restarter {
   private abandoned = false;
   /** Set while a connection is being resumed: its fds came from the store, none is fresh. */
   private resuming = false;
+  /** Connections whose fds are in the store (from their first request, or resumed). */
+  private readonly saved = new WeakSet<Connection>();
 
   /**
    * Take over what the fd holder gave back (`inherited`: name → fds). Throws StateError when the
@@ -247,7 +250,12 @@ export class Restarter {
   /** The commit hook for the device's server (see Connection's `commit`). */
   readonly commit = (conn: Connection, received: readonly number[]): void => {
     if (this.abandoned) return;
-    this.registry.sync(connScope(conn), connFds(conn), received);
+    // A front-end is kept from its first request on (not from accept): one that never gets a
+    // request through (a flood of hostile connections, each closed on its first bad message)
+    // costs no fd-store datagrams and no state writes.
+    const first = !this.saved.has(conn);
+    if (first) this.saved.add(conn);
+    this.registry.sync(connScope(conn), connFds(conn), first ? [conn.socketFd, ...received] : received);
     this.persist();
   };
 
@@ -260,12 +268,13 @@ export class Restarter {
     this.registry.batch(() => {
       this.registry.sync(`dev${config.vmpiId}.listen`, server.listeningFd >= 0 ? [server.listeningFd] : []);
       server.on('connection', (conn) => {
-        if (this.abandoned) return;
-        this.registry.sync(connScope(conn), connFds(conn), this.resuming ? [] : [conn.socketFd]);
-        if (!this.starting) this.persist();
+        if (this.abandoned || !this.resuming) return; // a new one is kept at its first commit
+        this.saved.add(conn);
+        this.registry.sync(connScope(conn), connFds(conn), []);
       });
       server.on('disconnect', (conn) => {
-        if (this.abandoned) return;
+        if (this.abandoned || !this.saved.has(conn)) return;
+        this.saved.delete(conn);
         this.registry.drop(connScope(conn));
         this.persist();
       });
@@ -324,7 +333,7 @@ export class Restarter {
   private deviceDoc(a: Attached): DeviceDoc {
     const conn = [...a.server.connections][0];
     let connection: ConnectionDoc | null = null;
-    if (conn && !conn.isClosed) {
+    if (conn && !conn.isClosed && this.saved.has(conn)) {
       const state: ConnectionStateJSON = conn.snapshot();
       const fds: Record<string, string> = {};
       for (const [role, fd] of stateFds(conn.state)) fds[role] = this.registry.nameOf(fd) ?? '';
