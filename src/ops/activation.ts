@@ -15,18 +15,30 @@ import { fstatSync, readFileSync } from 'node:fs';
 export const LISTEN_FDS_START = 3;
 const O_NONBLOCK = 0o4000;
 
+/** Names of fds the restart code keeps in the fd store start with this (src/ops/restart/fd-store.ts). */
+export const RESTART_FD_PREFIX = 'vmpi-';
+
+/**
+ * The fds passed to this process with their names (sd_listen_fds_with_names(3)), or [] when
+ * LISTEN_PID is absent or names another process. An fd without a name is "unknown", as systemd's.
+ */
+export function listenFdsWithNames(env: NodeJS.ProcessEnv = process.env, pid: number = process.pid): { fd: number; name: string }[] {
+  if (env.LISTEN_PID === undefined || env.LISTEN_FDS === undefined) return [];
+  if (!/^\d+$/.test(env.LISTEN_PID) || Number(env.LISTEN_PID) !== pid) return [];
+  if (!/^\d+$/.test(env.LISTEN_FDS)) return [];
+  const names = env.LISTEN_FDNAMES === undefined || env.LISTEN_FDNAMES === '' ? [] : env.LISTEN_FDNAMES.split(':');
+  return Array.from({ length: Number(env.LISTEN_FDS) }, (_, i) => ({ fd: LISTEN_FDS_START + i, name: names[i] ?? 'unknown' }));
+}
+
 /**
  * The fds passed by socket activation, or [] when LISTEN_PID is absent or names another process.
  * Fds named "vmpi-…" in LISTEN_FDNAMES are not: they come back from the fd store after a restart
  * (src/ops/restart/fd-store.ts).
  */
 export function listenFdsFromEnv(env: NodeJS.ProcessEnv = process.env, pid: number = process.pid): number[] {
-  if (env.LISTEN_PID === undefined || env.LISTEN_FDS === undefined) return [];
-  if (!/^\d+$/.test(env.LISTEN_PID) || Number(env.LISTEN_PID) !== pid) return [];
-  if (!/^\d+$/.test(env.LISTEN_FDS)) return [];
-  const n = Number(env.LISTEN_FDS);
-  const names = (env.LISTEN_FDNAMES ?? '').split(':');
-  return Array.from({ length: n }, (_, i) => LISTEN_FDS_START + i).filter((_, i) => !(names[i] ?? '').startsWith('vmpi-'));
+  return listenFdsWithNames(env, pid)
+    .filter((f) => !f.name.startsWith(RESTART_FD_PREFIX))
+    .map((f) => f.fd);
 }
 
 /** Forget the activation variables (sd_listen_fds(1) does the same with unset_environment). */

@@ -27,7 +27,7 @@ export class NotifyError extends Error {
  * journal and stores the fds under the default name "stored", where a restarted process looking
  * them up by name would not find them: refuse it here instead.
  */
-function checkFdName(name: string): void {
+export function checkFdName(name: string): void {
   if (name.length < 1 || name.length > 255 || !/^[\x20-\x7e]+$/.test(name) || name.includes(':')) {
     throw new NotifyError('notify_fdname', `sd_notify: FDNAME "${name.slice(0, 300)}" is not a valid fd name: use 1..255 printable ASCII characters without ':'`);
   }

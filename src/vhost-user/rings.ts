@@ -120,13 +120,17 @@ export class Rings {
     const state = this.host.state;
     const memory = state.memory;
     const fds = state.memoryFds;
-    state.memory = [];
-    state.memoryFds = [];
-    memory.forEach((desc, i) => {
-      this.mem.add('resume', desc, fds[i]!);
-      state.memory = this.mem.descriptions();
-      state.memoryFds = this.mem.fds();
-    });
+    let handed = 0;
+    // As a SET_MEM_TABLE would: on failure the fds not yet handed to GuestMemory are closed too.
+    this.changeMemory(
+      () => {
+        for (const [i, desc] of memory.entries()) {
+          handed = i + 1;
+          this.mem.add('resume', desc, fds[i]!);
+        }
+      },
+      () => fds.slice(handed),
+    );
     for (let i = 0; i < this.running.length; i++) {
       this.restart(i, true);
       const v = state.vrings[i]!;

@@ -142,6 +142,18 @@ export function stateFds(s: ConnectionState): Map<string, number> {
   return out;
 }
 
+/**
+ * `j` with every fd field -1 (a null one stays null): for another process, which puts its own
+ * fds back by role with `setStateFd` (the numbers here mean nothing there).
+ */
+export function withoutFds(j: ConnectionStateJSON): ConnectionStateJSON {
+  return {
+    ...j,
+    memoryFds: j.memoryFds.map(() => -1),
+    vrings: j.vrings.map((v) => ({ ...v, kickFd: v.kickFd === null ? null : -1, callFd: v.callFd === null ? null : -1, errFd: v.errFd === null ? null : -1 })),
+  };
+}
+
 /** Put fd `fd` in the place `role` names (see stateFds); throws StateError for an unknown role. */
 export function setStateFd(s: ConnectionState, role: string, fd: number): void {
   const m = /^(mem|kick|call|err)(\d+)$/.exec(role);

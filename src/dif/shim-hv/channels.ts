@@ -30,7 +30,8 @@ import type { ChannelFile, VmpiPort } from '../../vmpi/port.js';
 import { logger, type Logger } from '../../sys/log.js';
 import { intArg as positiveInt } from '../core/args.js';
 import { CONTROL_CHANNEL, MAX_CHANNEL_ID, controlMessageType, encodeControl, type ControlMessage } from './control.js';
-import type { FlowImpl, FlowOwner, FlowRequestImpl, RxBudget } from './flow.js';
+import type { RxBudgetBound } from '../core/budgeted-flow.js';
+import type { FlowImpl, FlowOwner, FlowRequestImpl } from './flow.js';
 import type { ShimHvSnapshot } from './snapshot.js';
 import {
   DEFAULT_ALLOCATE_TIMEOUT_MS,
@@ -206,7 +207,7 @@ export abstract class ShimHvChannels extends EventEmitter<ShimHvIpcpEvents> impl
   }
 
   /** @internal (FlowOwner) */
-  rxBudgetHit(flow: FlowImpl, which: RxBudget, first: boolean): void {
+  rxBudgetHit(flow: FlowImpl, which: RxBudgetBound, first: boolean): void {
     this.stats.rxBudgetDrops[which]++;
     if (!first) return;
     const limit = which === 'sdus' ? `${this.rxQueueLimit} SDUs (rxQueueLimit)` : which === 'flow_bytes' ? `${this.rxQueueBytes} bytes (rxQueueBytes)` : `${this.rxQueueTotalBytes} bytes over all flows (rxQueueTotalBytes)`;

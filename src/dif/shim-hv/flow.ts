@@ -4,44 +4,28 @@
  * (../core/).
  *
  * Owns: the flow's data path: write() straight onto the port's channel (a Full port refuses, and
- * the flow waits for the port's drain), the receive budget (rxQueueLimit SDUs and rxQueueBytes
- * per flow, rxQueueTotalBytes over all flows of the IPC process; a flow nobody reads drops what
- * is over it, counted), and the flow's data file when its data path is one (takeDataFd).
+ * the flow waits for the port's drain) and the flow's data file when its data path is one
+ * (takeDataFd). The receive budget is BudgetedFlow's (../core/budgeted-flow.ts).
  */
 import { DifError, type AcceptOptions, type QosSpec } from '../api.js';
 import type { AppName } from '../naming.js';
 import { SendResult } from '../../vmpi/port.js';
 import type { ChannelFile, VmpiPort } from '../../vmpi/port.js';
-import { RxQueue, rxBudgetExceeded } from '../rx-queue.js';
 import { BaseFlow, type FlowEnd } from '../core/flow.js';
+import { BudgetedFlow, type RxBudgetBound, type RxBudgetOwner } from '../core/budgeted-flow.js';
 import { BaseFlowRequest, type RequestOwner } from '../core/flow-request.js';
 import type { RegEntry } from '../core/registrations.js';
 import type { ShimHvFlow, ShimHvFlowRequest, ShimHvFlowRequestHandler } from './types.js';
 
-export type RxBudget = 'sdus' | 'flow_bytes' | 'total_bytes';
-
 /** What a flow needs from its IPC process. */
-export interface FlowOwner extends FlowEnd<FlowImpl> {
+export interface FlowOwner extends FlowEnd<FlowImpl>, RxBudgetOwner {
   readonly port: VmpiPort;
-  readonly rxQueueLimit: number;
-  readonly rxQueueBytes: number;
-  readonly rxQueueTotalBytes: number;
-  /** Bytes queued over all flows now. */
-  readonly rxQueuedBytes: number;
-  /** A flow's queue grew (+) or shrank (-). */
-  accountRx(delta: number): void;
   /** A flow dropped an SDU for its budget (first time per flow: `first`). */
-  rxBudgetHit(flow: FlowImpl, which: RxBudget, first: boolean): void;
+  rxBudgetHit(flow: FlowImpl, which: RxBudgetBound, first: boolean): void;
   waitDrain(flow: FlowImpl): void;
 }
 
-export class FlowImpl extends BaseFlow implements ShimHvFlow {
-  /** Queue bytes count against the IPC process's budget until the flow ends. */
-  private accounted = true;
-  private warnedBudget = false;
-  protected readonly rx = new RxQueue(this, null, (delta) => {
-    if (this.accounted) this.owner.accountRx(delta);
-  });
+export class FlowImpl extends BudgetedFlow implements ShimHvFlow {
   /** The flow's data file, when its data path is one (see ipcp.ts). */
   file: ChannelFile | null = null;
 
@@ -54,7 +38,11 @@ export class FlowImpl extends BaseFlow implements ShimHvFlow {
     remoteApp: AppName,
     qos: QosSpec,
   ) {
-    super(owner as FlowEnd<BaseFlow>, portId, difName, localApp, remoteApp, qos);
+    super(owner, owner as FlowEnd<BaseFlow>, portId, difName, localApp, remoteApp, qos);
+  }
+
+  protected budgetHit(which: RxBudgetBound, first: boolean): void {
+    this.owner.rxBudgetHit(this, which, first);
   }
 
   protected override checkWrite(): void {
@@ -87,32 +75,6 @@ export class FlowImpl extends BaseFlow implements ShimHvFlow {
 
   private dataFileError(what: string): DifError {
     return new DifError('data_file', `flow ${this.portId} carries its SDUs in its data file (takeDataFd): cannot ${what} through the flow object`);
-  }
-
-  /** One SDU from the port (bytes valid only now). */
-  deliver(sdu: Uint8Array): void {
-    this.stats.rxSdus++;
-    this.stats.rxBytes += sdu.byteLength;
-    if (!this.rx.hasConsumer()) {
-      const n = sdu.byteLength;
-      const o = this.owner;
-      const over = rxBudgetExceeded(this.rx, o, n);
-      if (over !== null) {
-        this.stats.rxQueueDrops++;
-        o.rxBudgetHit(this, over, !this.warnedBudget);
-        this.warnedBudget = true;
-        return;
-      }
-    }
-    this.rx.push(Uint8Array.prototype.slice.call(sdu));
-  }
-
-  protected released(): void {
-    // What is still queued goes with the flow object; it no longer counts against the device.
-    if (this.accounted) {
-      this.accounted = false;
-      this.owner.accountRx(-this.rx.bytes);
-    }
   }
 }
 

@@ -14,11 +14,11 @@
  * leave the store on POLLHUP (a socket QEMU closed), and `sd_notify` reports success even when
  * the store is off (FileDescriptorStoreMax=0): a worker then simply finds nothing at start.
  */
-import { sdNotify } from '../notify.js';
-import { LISTEN_FDS_START } from '../activation.js';
+import { checkFdName, sdNotify } from '../notify.js';
+import { RESTART_FD_PREFIX, listenFdsWithNames } from '../activation.js';
 
 /** Prefix of every name this code stores. */
-export const NAME_PREFIX = 'vmpi-';
+export const NAME_PREFIX = RESTART_FD_PREFIX;
 /** The state document's memfd (state-file.ts). */
 export const STATE_NAME = 'vmpi-state';
 
@@ -26,7 +26,7 @@ export class FdStoreError extends Error {
   override name = 'FdStoreError';
   constructor(
     message: string,
-    readonly code: 'bad_name' | 'store_failed',
+    readonly code: 'store_failed',
   ) {
     super(message);
   }
@@ -34,19 +34,12 @@ export class FdStoreError extends Error {
 
 /** The holder of this process's fds. */
 export interface FdHolder {
-  /** Keep `fds` under `name` (the holder gets copies; ours stay open). Throws FdStoreError. */
+  /** Keep `fds` under `name` (the holder gets copies; ours stay open). Throws FdStoreError, or NotifyError for a name systemd would refuse. */
   put(name: string, fds: readonly number[]): void;
   /** Close and forget every fd kept under `name`. */
   remove(name: string): void;
   /** Who holds them, for logs: "systemd", "keeper" or "none". */
   readonly kind: string;
-}
-
-/** Check a name as systemd does (fdname_is_valid): printable ASCII, no ':', 1..255 characters. */
-export function checkFdName(name: string): void {
-  if (name.length === 0 || name.length > 255 || !/^[\x21-\x39\x3b-\x7e]+$/.test(name)) {
-    throw new FdStoreError(`fd name "${name}" is not valid for the fd store: use 1..255 printable ASCII characters without ':' or spaces`, 'bad_name');
-  }
 }
 
 /** The fd store reached over $NOTIFY_SOCKET (systemd or the keeper). */
@@ -86,14 +79,9 @@ export const NO_HOLDER: FdHolder = { kind: 'none', put() {}, remove() {} };
  */
 export function inheritedFds(env: NodeJS.ProcessEnv = process.env, pid: number = process.pid): Map<string, number[]> {
   const out = new Map<string, number[]>();
-  if (env.LISTEN_PID === undefined || !/^\d+$/.test(env.LISTEN_PID) || Number(env.LISTEN_PID) !== pid) return out;
-  if (env.LISTEN_FDS === undefined || !/^\d+$/.test(env.LISTEN_FDS)) return out;
-  const n = Number(env.LISTEN_FDS);
-  const names = env.LISTEN_FDNAMES === undefined || env.LISTEN_FDNAMES === '' ? [] : env.LISTEN_FDNAMES.split(':');
-  for (let i = 0; i < n; i++) {
-    const name = names[i] ?? 'unknown';
+  for (const { fd, name } of listenFdsWithNames(env, pid)) {
     const list = out.get(name) ?? [];
-    list.push(LISTEN_FDS_START + i);
+    list.push(fd);
     out.set(name, list);
   }
   return out;

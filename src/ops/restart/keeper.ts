@@ -31,8 +31,8 @@ import { join } from 'node:path';
 import { errText, safeClose } from '../../sys/fd.js';
 import type { Logger } from '../../sys/log.js';
 import { native, type FdWatcher } from '../../sys/native.js';
-import { notifyState } from '../notify.js';
-import { checkFdName, inheritedFds } from './fd-store.js';
+import { checkFdName, notifyState } from '../notify.js';
+import { inheritedFds } from './fd-store.js';
 
 /** Exit status of a worker that handed over and asks to be started again (EX_TEMPFAIL). */
 export const EXIT_RESTART = 75;

@@ -26,7 +26,7 @@ import type { Logger } from '../../sys/log.js';
 import { native } from '../../sys/native.js';
 import type { Connection } from '../../vhost-user/connection.js';
 import type { VhostUserServer } from '../../vhost-user/server.js';
-import { StateError, setStateFd, stateFds, stateFromJSON, type ConnectionStateJSON } from '../../vhost-user/state.js';
+import { StateError, setStateFd, stateFds, stateFromJSON, withoutFds } from '../../vhost-user/state.js';
 import type { VmpiDevice } from '../../vmpi/device.js';
 import { DOCUMENT_FORMAT, DOCUMENT_VERSION, parseDocument, type ConnectionDoc, type DeviceDoc, type IpcDoc, type RestartDocument } from './document.js';
 import { ipcSnapshotFlows, parseIpcDaemonSnapshot, type IpcDaemonSnapshot } from '../../dif/ipc/snapshot.js';
@@ -81,6 +81,7 @@ export class Restarter {
   private readonly used = new Set<number>();
   private readonly devices = new Map<number, Attached>();
   private ipcDaemon: ListeningDaemon | undefined;
+  private readonly mismatchLogged = new Set<number>();
   /** The fds of each IPC session scope at its last sync. */
   private readonly ipcScopes = new Map<string, Set<number>>();
   /** The IPC daemon's snapshot the last worker left (checked), when there was one. */
@@ -278,7 +279,7 @@ export class Restarter {
         this.registry.drop(connScope(conn));
         this.persist();
       });
-      const doc = this.previous?.devices.find((d) => d.vmpiId === config.vmpiId);
+      const doc = this.docFor(config);
       if (doc?.connection) this.resumeConnection(server, config, doc);
     });
   }
@@ -334,12 +335,9 @@ export class Restarter {
     const conn = [...a.server.connections][0];
     let connection: ConnectionDoc | null = null;
     if (conn && !conn.isClosed && this.saved.has(conn)) {
-      const state: ConnectionStateJSON = conn.snapshot();
       const fds: Record<string, string> = {};
       for (const [role, fd] of stateFds(conn.state)) fds[role] = this.registry.nameOf(fd) ?? '';
-      state.memoryFds = state.memoryFds.map(() => -1);
-      state.vrings = state.vrings.map((v) => ({ ...v, kickFd: v.kickFd === null ? null : -1, callFd: v.callFd === null ? null : -1, errFd: v.errFd === null ? null : -1 }));
-      connection = { socket: this.registry.nameOf(conn.socketFd) ?? '', state, fds };
+      connection = { socket: this.registry.nameOf(conn.socketFd) ?? '', state: withoutFds(conn.snapshot()), fds };
     }
     return {
       vmpiId: a.config.vmpiId,
@@ -355,6 +353,9 @@ export class Restarter {
     const doc = this.previous?.devices.find((d) => d.vmpiId === cfg.vmpiId);
     if (!doc) return undefined;
     if (doc.maxSduLog2 !== cfg.maxSduLog2 || doc.carrier !== cfg.carrier) {
+      // Asked for its listening socket, its shim snapshot and its connection: said once.
+      if (this.mismatchLogged.has(cfg.vmpiId)) return undefined;
+      this.mismatchLogged.add(cfg.vmpiId);
       this.log.error(
         { vmpiId: cfg.vmpiId, was: { maxSduLog2: doc.maxSduLog2, carrier: doc.carrier }, now: { maxSduLog2: cfg.maxSduLog2, carrier: cfg.carrier } },
         'the config of this VMPI device changed since the last worker: its connection is not resumed (the guest driver holds the old config); the VM must reconnect its device',
@@ -378,7 +379,6 @@ export class Restarter {
   }
 
   private resumeConnection(server: VhostUserServer, cfg: DeviceConfig, dev: DeviceDoc): void {
-    if (!this.docFor(cfg)) return;
     const doc = dev.connection!;
     const taken: number[] = [];
     const fail = (why: string): void => {

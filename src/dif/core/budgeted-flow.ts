@@ -1,0 +1,70 @@
+/**
+ * budgeted-flow.ts — a flow whose SDUs arrive from its IPC process (deliver()) and wait in its
+ * receive queue under the IPC process's receive budget: rxQueueLimit SDUs and rxQueueBytes per
+ * flow, rxQueueTotalBytes over every flow (rx-queue.ts rxBudgetExceeded). A flow nobody reads
+ * drops what is over it, counted in rxQueueDrops and told to the IPC process (budgetHit); its
+ * queued bytes count against the total until the flow ends. Shared by the shim DIFs' flows
+ * (shim-hv/flow.ts, shim-udp/flow.ts).
+ */
+import type { QosSpec } from '../api.js';
+import type { AppName } from '../naming.js';
+import { RxQueue, rxBudgetExceeded, type RxBudget } from '../rx-queue.js';
+import { BaseFlow, type FlowEnd } from './flow.js';
+
+/** Which bound an SDU broke. */
+export type RxBudgetBound = 'sdus' | 'flow_bytes' | 'total_bytes';
+
+/** The IPC process's side of the budget. */
+export interface RxBudgetOwner extends RxBudget {
+  /** A flow's queue grew (+) or shrank (-). */
+  accountRx(delta: number): void;
+}
+
+export abstract class BudgetedFlow extends BaseFlow {
+  /** Queue bytes count against the IPC process's budget until the flow ends. */
+  private accounted = true;
+  private warnedBudget = false;
+  protected readonly rx: RxQueue;
+
+  constructor(
+    private readonly budget: RxBudgetOwner,
+    end: FlowEnd<BaseFlow>,
+    portId: number,
+    difName: string,
+    localApp: AppName,
+    remoteApp: AppName,
+    qos: QosSpec,
+  ) {
+    super(end, portId, difName, localApp, remoteApp, qos);
+    this.rx = new RxQueue(this, null, (delta) => {
+      if (this.accounted) this.budget.accountRx(delta);
+    });
+  }
+
+  /** An SDU was dropped for the budget (`first`: the first time for this flow). */
+  protected abstract budgetHit(which: RxBudgetBound, first: boolean): void;
+
+  /** One SDU from the IPC process (bytes valid only now; copied when queued). */
+  deliver(sdu: Uint8Array): void {
+    this.stats.rxSdus++;
+    this.stats.rxBytes += sdu.byteLength;
+    if (!this.rx.hasConsumer()) {
+      const over = rxBudgetExceeded(this.rx, this.budget, sdu.byteLength);
+      if (over !== null) {
+        this.stats.rxQueueDrops++;
+        this.budgetHit(over, !this.warnedBudget);
+        this.warnedBudget = true;
+        return;
+      }
+    }
+    this.rx.push(Uint8Array.prototype.slice.call(sdu));
+  }
+
+  protected released(): void {
+    // What is still queued goes with the flow object; it no longer counts against the budget.
+    if (this.accounted) {
+      this.accounted = false;
+      this.budget.accountRx(-this.rx.bytes);
+    }
+  }
+}
