@@ -3,7 +3,8 @@
  * (src/ops/restart/keeper.ts): it appends one JSON line per start to $KW_OUT saying what came
  * back (LISTEN_PID, names, the eventfd's counter, the memfd's bytes), stores an eventfd and a
  * memfd on its first start through the real sd_notify code, then does what $KW_CONTROL (a file)
- * says: "ok" → READY=1 and wait for SIGTERM; "crash" → exit 1 before READY; "usage" → exit 2.
+ * says: "ok" → READY=1 and wait for SIGTERM; "crash" → exit 1 before READY; "usage" → exit 2;
+ * "slow" → wait without READY (a start still going on).
  */
 import { appendFileSync, readFileSync, readSync, writeSync } from 'node:fs';
 import { native } from '../../src/sys/native.js';
@@ -36,6 +37,6 @@ if (evt !== undefined) {
 const control = readFileSync(process.env.KW_CONTROL!, 'utf8').trim();
 if (control === 'crash') process.exit(1);
 if (control === 'usage') process.exit(2);
-sdNotify({ READY: '1' });
+if (control !== 'slow') sdNotify({ READY: '1' });
 process.on('SIGTERM', () => process.exit(0));
 setInterval(() => {}, 1 << 30);

@@ -91,3 +91,14 @@ t.test('a first worker that fails before READY ends the keeper with its status',
   t.equal(await k.exit(), 2, 'exit status 2, as the worker');
   t.equal(k.starts().length, 1, 'no restart');
 });
+
+t.test('a first worker killed before READY (still starting) is restarted, not taken for a bad config', async (t) => {
+  const k = keeper(t, 'slow');
+  await until('the first worker', () => k.starts().length === 1, 30_000, k.log);
+  writeFileSync(k.ctl, 'ok');
+  process.kill(k.worker(), 'SIGKILL');
+  await until('a second worker', () => k.starts().length === 2, 30_000, k.log);
+  t.equal(k.child.exitCode, null, 'the keeper goes on');
+  k.child.kill('SIGTERM');
+  t.equal(await k.exit(), 0);
+});

@@ -17,8 +17,9 @@
  *   after MAX_QUICK_CRASHES the keeper stops restarting, says so in one log line, and keeps
  *   holding the fds (QEMU sees no close: the VMs' devices stay as they are, paused) until SIGHUP
  *   asks it to try again, or SIGTERM/SIGINT ends it;
- * - exit 0 (the worker shut down cleanly: someone sent it SIGTERM) or a first worker that
- *   fails before it was ever READY (a bad config): the keeper ends with the same status.
+ * - exit 0 (the worker shut down cleanly: someone sent it SIGTERM) or a first worker that exits
+ *   before it was ever READY (a bad config): the keeper ends with the same status. A first
+ *   worker killed by a signal before READY is a crash like the others.
  * Signals: SIGTERM/SIGINT go to the worker (a clean shutdown), then the keeper ends; SIGHUP goes
  * to the worker (it checks the code on disk can read its state, then hands over with exit 75),
  * or restarts a worker after a crash loop. Limits: at most MAX_FDS fds kept; a datagram with
@@ -145,7 +146,10 @@ export class Keeper {
       return this.spawnWorker();
     }
     if (code === 0) return this.finish(0);
-    if (!this.everReady) return this.finish(code ?? 128 + signalNumber(signal));
+    // A first worker that exits before it was ever READY has a bad config or command line: end
+    // with its status. One killed by a signal then (SIGKILL, the OOM killer) crashed like any
+    // other: the crash-loop guard below bounds the retries.
+    if (!this.everReady && code !== null) return this.finish(code);
     const quick = !wasReady || Date.now() - this.readyAt < CRASH_WINDOW_MS;
     this.quickCrashes = quick ? this.quickCrashes + 1 : 1;
     const why = signal ? `killed by ${signal}` : `exit status ${String(code)}`;
