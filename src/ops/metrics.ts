@@ -209,6 +209,7 @@ export class HostMetrics {
     deviceValue('counter', 'vmpi_vhost_user_protocol_errors_total', 'vhost-user requests that broke the protocol (rejected with REPLY_ACK, or closing the connection)', ({ counts }) =>
       counts ? counts.disconnects.protocol_error + counts.rejected : 0,
     );
+    deviceValue('counter', 'vmpi_vhost_user_accept_pauses_total', 'times the socket stopped accepting because its front-ends misbehaved faster than allowed (frontend-gate)', ({ server }) => server?.misbehaviour.pauses ?? 0);
     family('counter', 'vmpi_vhost_user_disconnects_total', 'vhost-user connections closed, by cause', ['vmpi_id', 'cause'], () =>
       perDevice(({ counts }) => DISCONNECT_CAUSES.map((cause): [Record<'cause', string>, number] => [{ cause }, counts?.disconnects[cause] ?? 0])),
     );

@@ -15,6 +15,7 @@ import { errText } from '../sys/fd.js';
 import { native, type FdWatcher } from '../sys/native.js';
 import { removeStaleSocket } from '../sys/unix-socket.js';
 import { Connection, type ConnectionOptions, type DisconnectCause } from './connection.js';
+import { FrontendGate } from './frontend-gate.js';
 import type { ConnectionState } from './state.js';
 import type { VhostUserDevice } from './device.js';
 
@@ -41,6 +42,13 @@ export interface ServerOptions {
   outputBudget?: number;
   /** Requests one connection handles per event-loop turn before the others get theirs (endpoint.ts). */
   messagesPerTurn?: number;
+  /**
+   * Misbehaving connections (a request rejected, a protocol or internal error) this socket may
+   * have per second on average, and in a burst, before it stops accepting for a while
+   * (frontend-gate.ts). Defaults 20 and 20; `Infinity` turns the gate off.
+   */
+  misbehaviourRate?: number;
+  misbehaviourBurst?: number;
   /** After each request changed a connection's state, before its reply (restart: persist now). */
   commit?: (conn: Connection, received: readonly number[]) => void;
   logger?: Logger;
@@ -65,6 +73,9 @@ export class VhostUserServer extends EventEmitter<ServerEvents> {
   private readonly log: Logger;
   private readonly maxConnections: number;
   private readonly acceptBackoff: AcceptBackoff;
+  private readonly gate: FrontendGate;
+  private readonly gateLog: ThrottledLog;
+  private gateTimer: NodeJS.Timeout | null = null;
 
   constructor(private readonly opts: ServerOptions) {
     super();
@@ -74,6 +85,8 @@ export class VhostUserServer extends EventEmitter<ServerEvents> {
     this.path = opts.path;
     this.maxConnections = opts.maxConnections ?? 1;
     this.log = (opts.logger ?? rootLogger).child({ socket: opts.path ?? `fd:${String(opts.listenFd)}` });
+    this.gate = new FrontendGate({ rate: opts.misbehaviourRate, burst: opts.misbehaviourBurst });
+    this.gateLog = new ThrottledLog(this.log, 'front-ends of this socket misbehave faster than allowed; accepting paused');
     // Out of fds, the front-end stays in the backlog: pause instead of spinning on it, so QEMU's
     // requests on the connections already open keep being answered.
     this.acceptBackoff = new AcceptBackoff({
@@ -94,6 +107,11 @@ export class VhostUserServer extends EventEmitter<ServerEvents> {
   /** accept(2) failures since start (EMFILE, ENFILE …), each followed by a pause. */
   get acceptErrors(): number {
     return this.acceptBackoff.failures;
+  }
+
+  /** Connections that misbehaved (charged to the socket's gate), and the accept pauses they caused. */
+  get misbehaviour(): { connections: number; pauses: number } {
+    return { connections: this.gate.charged, pauses: this.gate.pauses };
   }
 
   /** Start listening and accepting. */
@@ -129,7 +147,16 @@ export class VhostUserServer extends EventEmitter<ServerEvents> {
   }
 
   private acceptAll(): void {
+    if (this.gateTimer) {
+      this.watcher?.stop(); // e.g. an accept backoff's retry restarted it: the gate's timer restarts it
+      return;
+    }
     for (;;) {
+      const wait = this.gate.waitMs();
+      if (wait > 0) {
+        this.pauseForGate(wait);
+        return;
+      }
       let fd: number;
       try {
         fd = native.accept(this.listenFd);
@@ -158,6 +185,23 @@ export class VhostUserServer extends EventEmitter<ServerEvents> {
     }
   }
 
+  /** Stop accepting for `ms` (the gate is empty); what connects meanwhile waits in the backlog. */
+  private pauseForGate(ms: number): void {
+    this.watcher?.stop();
+    this.gateLog.warn({ waitMs: ms, rate: this.gate.rate, burst: this.gate.burst, misbehaving: this.gate.charged });
+    this.gateTimer = setTimeout(() => {
+      this.gateTimer = null;
+      if (!this.watcher) return;
+      this.watcher.start();
+      try {
+        this.acceptAll();
+      } catch (e) {
+        this.log.error({ err: (e as Error)?.message ?? String(e) }, 'error while accepting front-ends');
+      }
+    }, ms);
+    this.gateTimer.unref?.();
+  }
+
   /**
    * Resume a front-end connection another process of this server served (restart): `fd` is its
    * socket and `state` what was negotiated, with this process's fds in it. Throws
@@ -181,17 +225,32 @@ export class VhostUserServer extends EventEmitter<ServerEvents> {
 
   private track(conn: Connection): void {
     this.connections.add(conn);
+    let charged = false;
+    const charge = (): void => {
+      if (charged) return;
+      charged = true;
+      this.gate.charge();
+    };
     conn.once('close', (reason, cause) => {
       this.connections.delete(conn);
+      if (cause === 'protocol_error' || cause === 'internal_error') charge();
       this.emit('disconnect', conn, reason, cause);
     });
-    conn.on('rejected', (request, message) => this.emit('rejected', conn, request, message));
+    conn.on('rejected', (request, message) => {
+      charge();
+      this.emit('rejected', conn, request, message);
+    });
     try {
       this.emit('connection', conn);
     } catch (e) {
       this.log.error({ err: (e as Error)?.message ?? String(e) }, "a 'connection' listener failed; closing that front-end");
       conn.close(`internal error in a 'connection' listener: ${(e as Error)?.message ?? String(e)}`, 'internal_error');
     }
+  }
+
+  private clearGateTimer(): void {
+    if (this.gateTimer) clearTimeout(this.gateTimer);
+    this.gateTimer = null;
   }
 
   /** The listening socket's fd (-1 before listen()): the restart code keeps a copy of it. */
@@ -205,6 +264,7 @@ export class VhostUserServer extends EventEmitter<ServerEvents> {
    */
   abandon(): void {
     this.acceptBackoff.close();
+    this.clearGateTimer();
     this.watcher?.close();
     this.watcher = null;
     for (const c of this.connections) c.abandon();
@@ -214,6 +274,7 @@ export class VhostUserServer extends EventEmitter<ServerEvents> {
   /** Stop listening, close every connection, and remove the socket file we created. */
   close(): void {
     this.acceptBackoff.close();
+    this.clearGateTimer();
     this.watcher?.close();
     this.watcher = null;
     for (const c of [...this.connections]) c.close('server shutting down');
