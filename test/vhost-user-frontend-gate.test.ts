@@ -8,8 +8,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FrontendGate } from '../src/vhost-user/frontend-gate.js';
+import { MAX_REJECTED_REQUESTS } from '../src/vhost-user/connection.js';
+import { bit, ProtoFeature, VirtioFeature } from '../src/vhost-user/protocol.js';
 import { VhostUserServer } from '../src/vhost-user/server.js';
-import { VhostUserFrontend } from './frontend/frontend.js';
+import { FrontendRequestError, VhostUserFrontend } from './frontend/frontend.js';
 import { LoopbackDevice } from './frontend/loopback-device.js';
 
 t.test('the bucket: a burst free, then one token per 1/rate, debt bounded by one burst', async (tt) => {
@@ -50,8 +52,8 @@ async function misbehave(path: string): Promise<number> {
 }
 
 t.test('a storm of protocol errors on one socket pauses its accepting; another socket and a good front-end after it are served', async (tt) => {
-  const bad = new VhostUserServer({ path: join(dir, 'bad.sock'), createDevice: () => new LoopbackDevice('bad'), misbehaviourRate: 5, misbehaviourBurst: 3 }).listen();
-  const good = new VhostUserServer({ path: join(dir, 'good.sock'), createDevice: () => new LoopbackDevice('good'), misbehaviourRate: 5, misbehaviourBurst: 3 }).listen();
+  const bad = new VhostUserServer({ path: join(dir, 'bad.sock'), createDevice: () => new LoopbackDevice(), misbehaviourRate: 5, misbehaviourBurst: 3 }).listen();
+  const good = new VhostUserServer({ path: join(dir, 'good.sock'), createDevice: () => new LoopbackDevice(), misbehaviourRate: 5, misbehaviourBurst: 3 }).listen();
   tt.teardown(() => {
     bad.close();
     good.close();
@@ -60,7 +62,8 @@ t.test('a storm of protocol errors on one socket pauses its accepting; another s
   for (let i = 0; i < 6; i++) took.push(await misbehave(join(dir, 'bad.sock')));
   tt.same(bad.misbehaviour.connections, 6, 'every protocol error charged');
   tt.ok(bad.misbehaviour.pauses >= 2, `accepting paused (${bad.misbehaviour.pauses} pauses)`);
-  tt.ok(Math.max(...took.slice(0, 3)) < 150, `the burst is served at once (${took.slice(0, 3).map((x) => x.toFixed(0)).join(', ')} ms)`);
+  // Lax upper bound (a loaded machine): the burst never waits for a token (1/5 s each).
+  tt.ok(Math.max(...took.slice(0, 3)) < 1000, `the burst is served at once (${took.slice(0, 3).map((x) => x.toFixed(0)).join(', ')} ms)`);
   // After the burst each bad connection waits for a token: 1/5 s each.
   tt.ok(took.slice(3).every((x) => x >= 150), `then each waits for its token (${took.slice(3).map((x) => x.toFixed(0)).join(', ')} ms)`);
 
@@ -68,7 +71,8 @@ t.test('a storm of protocol errors on one socket pauses its accepting; another s
   const t0 = performance.now();
   const fe = new VhostUserFrontend(join(dir, 'good.sock'), { timeoutMs: 5000 });
   await fe.getFeatures();
-  tt.ok(performance.now() - t0 < 150, 'another socket answers at once');
+  tt.ok(performance.now() - t0 < 1000, 'another socket answers (lax bound: a loaded machine)');
+  tt.equal(good.misbehaviour.pauses, 0, 'and never paused');
   fe.close();
   await new Promise((r) => setTimeout(r, 50));
   tt.equal(good.misbehaviour.connections, 0, 'a clean disconnect is not misbehaviour');
@@ -78,4 +82,34 @@ t.test('a storm of protocol errors on one socket pauses its accepting; another s
   const features = await fe2.getFeatures();
   tt.ok(typeof features === 'bigint', 'the attacked socket serves again');
   fe2.close();
+});
+
+t.test('a connection that keeps sending refused requests is closed after MAX_REJECTED_REQUESTS, and charged once', async (tt) => {
+  const srv = new VhostUserServer({ path: join(dir, 'nack.sock'), createDevice: () => new LoopbackDevice() }).listen();
+  tt.teardown(() => srv.close());
+  const fe = new VhostUserFrontend(join(dir, 'nack.sock'), { timeoutMs: 5000 });
+  tt.teardown(() => fe.close());
+  await fe.setFeatures((await fe.getFeatures()) & (bit(VirtioFeature.PROTOCOL_FEATURES) | bit(VirtioFeature.VERSION_1)));
+  await fe.setProtocolFeatures((await fe.getProtocolFeatures()) & bit(ProtoFeature.REPLY_ACK));
+  tt.ok(fe.replyAck, 'REPLY_ACK negotiated');
+  let refused = 0;
+  let closedAt = -1;
+  for (let i = 0; i < MAX_REJECTED_REQUESTS + 5; i++) {
+    try {
+      await fe.request(99, new Uint8Array(0));
+    } catch (e) {
+      if (fe.closed) {
+        closedAt = i;
+        break;
+      }
+      if (!(e instanceof FrontendRequestError)) throw e;
+      refused++;
+    }
+  }
+  tt.ok(refused >= MAX_REJECTED_REQUESTS, `${refused} requests refused before the close`);
+  tt.ok(closedAt >= MAX_REJECTED_REQUESTS && closedAt <= MAX_REJECTED_REQUESTS + 1, `closed after the limit (request ${closedAt})`);
+  const deadline = Date.now() + 2000;
+  while (srv.connections.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  tt.equal(srv.connections.size, 0, 'the server dropped it');
+  tt.equal(srv.misbehaviour.connections, 1, 'one connection charged once, however many refusals');
 });

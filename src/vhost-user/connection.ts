@@ -63,6 +63,13 @@ export interface ConnectionEvents {
 
 let nextConnectionId = 1;
 
+/**
+ * Requests one connection may have rejected (failed REPLY_ACK) before it is closed as a protocol
+ * error. QEMU has at most a few refused (unsealed memory, a bad fd); a front-end looping on
+ * refused requests would otherwise cost the server a log line and a reply each, for ever.
+ */
+export const MAX_REJECTED_REQUESTS = 64;
+
 export class Connection extends EventEmitter<ConnectionEvents> {
   readonly id = nextConnectionId++;
   readonly state: ConnectionState;
@@ -71,6 +78,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   private readonly endpoint: Endpoint;
   private readonly host: DispatchHost;
   private closed = false;
+  private rejectedCount = 0;
 
   constructor(
     fd: number,
@@ -89,7 +97,13 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       log: this.log,
       send: (request, payload) => this.endpoint.send(request, payload),
       close: (reason, cause) => this.close(reason, cause),
-      rejected: (request, message) => this.emit('rejected', request, message),
+      rejected: (request, message) => {
+        this.emit('rejected', request, message);
+        if (++this.rejectedCount > MAX_REJECTED_REQUESTS) {
+          this.step('logging', () => this.log.error({ max: MAX_REJECTED_REQUESTS }, 'closing connection: too many rejected requests'));
+          this.close(`more than ${MAX_REJECTED_REQUESTS} requests rejected on one connection; fix the front-end (each rejection was logged)`, 'protocol_error');
+        }
+      },
       commit: opts.commit ? (received) => opts.commit!(this, received) : undefined,
     };
     this.endpoint = new Endpoint(
