@@ -49,6 +49,8 @@ export class EthLinkError extends Error {
 }
 
 const BATCH = 32;
+/** Socket buffers asked for (granted up to net.core.rmem_max without CAP_NET_ADMIN). */
+const RX_BUFFER_BYTES = 4 << 20;
 /** Batches read per readable event before yielding to the event loop (the watcher is level-triggered). */
 const BATCHES_PER_TURN = 8;
 
@@ -92,6 +94,13 @@ export class PacketLink implements EthLink {
       const code = (e as NodeJS.ErrnoException).code;
       throw new EthLinkError('open_failed', `interface ${ifname}: cannot open a packet socket: ${(e as Error).message}${code === 'EPERM' ? ' (needs CAP_NET_RAW)' : ''}`, { cause: e });
     }
+    // The default receive buffer (~208 KiB) holds a dozen jumbo frames (each costs its skb's
+    // truesize, not its length): a burst would be dropped by the kernel before we read it.
+    try {
+      native.setSocketBuffers(this.fd, RX_BUFFER_BYTES);
+    } catch {
+      // Kept at the default: still works, drops sooner under bursts.
+    }
   }
 
   send(frame: Uint8Array, length: number): boolean {
@@ -108,7 +117,13 @@ export class PacketLink implements EthLink {
   }
 
   start(h: EthLinkHandlers): void {
-    this.watcher = native.watchReadable(this.fd, () => this.onReadable(h));
+    this.watcher = native.watchReadable(this.fd, (events) => {
+      this.onReadable(h);
+      // A socket error (ENETDOWN when the interface goes down) is a poll error, which stops the
+      // watcher; the read above took the error off the socket, so watch again: the socket is
+      // bound to the interface still, and frames come again once it is up.
+      if (events < 0 && !this.closed) this.watcher?.start();
+    });
     this.watcher.start();
   }
 
