@@ -6,6 +6,7 @@
  * a silent peer.
  */
 import t, { type Test } from 'tap';
+import fc from 'fast-check';
 import { ShimEthIpcp, ShimEthError, FRAME_OVERHEAD, type ShimEthOptions } from '../../src/dif/shim-eth/ipcp.js';
 import { buildFrame, encodeArp, parseMac, writeEthHeader, ETHERTYPE_RINA } from '../../src/dif/shim-eth/wire.js';
 import { encodeMessage } from '../../src/dif/shim-udp/wire.js';
@@ -223,4 +224,52 @@ t.test('bad options', async (t) => {
     t.ok(e instanceof ShimEthError && e.code === 'no_interface', `${(e as Error).message}`);
     t.match((e as Error).message, /nosuchif9.*ENODEV.*no such interface in this network namespace/);
   }
+});
+
+t.test('random frames from a hostile peer: no fault, state within its bounds', async (t) => {
+  const hub = new FakeHub();
+  const a = make(t, hub, { resolveCacheSize: 4, maxPendingRequests: 4, maxFlows: 16 });
+  const me = a.link.mac;
+  const peer = parseMac('02:00:00:00:00:42');
+  a.ipcp.register('srv', () => {}); // requests wait, unanswered: they must stay bounded
+  const name = fc.constantFrom('srv', 'cli', 'x', '', 'a/b/c/d/e', 'é', 'n\u0000ul', 'z'.repeat(300));
+  const message = fc.oneof(
+    fc.uint8Array({ maxLength: 80 }),
+    fc.record({ op: fc.constantFrom('request' as const, 'reply' as const), s: name, d: name, mac: fc.boolean() }).map(({ op, s, d, mac }) => {
+      try {
+        return encodeArp({ op, senderMac: mac ? peer : parseMac('02:00:00:00:00:43'), senderName: s, targetMac: me, targetName: d });
+      } catch {
+        return new Uint8Array([0]);
+      }
+    }),
+    fc.record({ src: fc.integer({ min: 1, max: 1000 }), d: name, dif: fc.constantFrom('eth.test', 'other') }).map(({ src, d, dif }) => {
+      try {
+        return encodeMessage({ kind: 'alloc_req', src, reliable: false, inOrder: false, maxSdu: 0, difName: dif, srcApp: 'cli', dstApp: d });
+      } catch {
+        return new Uint8Array([0x10]);
+      }
+    }),
+    fc.record({ kind: fc.constantFrom('keepalive' as const, 'dealloc' as const), dst: fc.integer({ min: 0, max: 50 }), src: fc.integer({ min: 0, max: 50 }) }).map(({ kind, dst, src }) => {
+      try {
+        return encodeMessage(kind === 'keepalive' ? { kind, dst: dst || 1, src: src || 1 } : { kind, dst, src: src || 1, reason: 'x' });
+      } catch {
+        return new Uint8Array([0x12]);
+      }
+    }),
+  );
+  const frame = fc.record({ msg: message, mangle: fc.option(fc.tuple(fc.nat(100), fc.nat(255))), cut: fc.option(fc.nat(120)), type: fc.constantFrom(0, 1, 3) }).map(({ msg, mangle, cut, type }) => {
+    const f = buildFrame(me, peer, undefined, msg.byteLength > 0 ? msg : new Uint8Array([1]));
+    if (mangle) f[mangle[0] % f.byteLength] = mangle[1];
+    return { f: cut === null ? f : f.subarray(0, Math.min(cut, f.byteLength)), type };
+  });
+  fc.assert(
+    fc.property(fc.array(frame, { maxLength: 30 }), (frames) => {
+      for (const { f, type } of frames) a.link.deliver(f, f.byteLength, type);
+      const st = a.ipcp.inspect();
+      return a.ipcp.stats.faults === 0 && (st.cache as unknown[]).length <= 4 && (st.flows as unknown[]).length <= 16;
+    }),
+    { numRuns: 300 },
+  );
+  t.equal(a.ipcp.stats.faults, 0, 'no frame made the IPC process throw');
+  t.ok(a.ipcp.stats.drops.malformed > 0, 'malformed frames were counted');
 });

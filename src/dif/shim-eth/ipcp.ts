@@ -153,6 +153,8 @@ export class ShimEthIpcp extends EventEmitter<Events> implements IpcProcess, Obs
     resolved: 0, unresolved: 0, cacheHits: 0, arpRequestsSent: 0, arpRequestsAnswered: 0, arpRequestsIgnored: 0,
     allocRequested: 0, allocAccepted: 0, allocRejected: 0, allocTimedOut: 0, allocFailed: 0,
     incomingAccepted: 0, incomingRejected: 0, flowsDeallocated: 0, peersLost: 0, linkDown: 0,
+    /** Frames whose handling threw (a bug: contained, logged). */
+    faults: 0,
     drops: Object.fromEntries(ETH_DROP_REASONS.map((r) => [r, 0])) as Record<EthDropReason, number>,
     rxBudgetDrops: { sdus: 0, flow_bytes: 0, total_bytes: 0 },
   };
@@ -712,6 +714,7 @@ export class ShimEthIpcp extends EventEmitter<Events> implements IpcProcess, Obs
       this.handle(m, from);
     } catch (e) {
       // Contained: one bad frame never ends the process.
+      this.stats.faults++;
       this.log.error({ err: (e as Error).message, from }, 'shim-eth: fault handling a frame');
     }
   }
