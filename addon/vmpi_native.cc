@@ -967,6 +967,8 @@ Napi::Value SetParentDeathSignal(const Napi::CallbackInfo& info) {
   return a.Env().Undefined();
 }
 
+void InitPacket(Napi::Env env, Napi::Object exports);  // AF_PACKET block, at the end of the file
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Addon* addon = new Addon();
   env.SetInstanceData(addon);  // deleted by Node after the cleanup hooks have run
@@ -995,9 +997,160 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setSocketBuffers", Napi::Function::New(env, SetSocketBuffers, "setSocketBuffers"));
   exports.Set("sameFile", Napi::Function::New(env, SameFile, "sameFile"));  // restart block
   exports.Set("setParentDeathSignal", Napi::Function::New(env, SetParentDeathSignal, "setParentDeathSignal"));
+  InitPacket(env, exports);
   return exports;
 }
 
 }  // namespace
 
 NODE_API_MODULE(vmpi_native, Init)
+
+// ---- AF_PACKET: the shim DIF over Ethernet (src/dif/shim-eth/) ------------------------------
+//
+// A raw packet socket bound to one interface: frames are written and read whole, Ethernet header
+// included (the caller builds it: destination, source, an optional 802.1Q tag, the ethertype).
+// Two ways to receive (packetOpen's vlanId):
+//   * -1: bound to the ethertype itself. The kernel hands such a socket only untagged frames of
+//     that type, and frames whose VLAN tag no VLAN device claimed (marked PACKET_OTHERHOST, tag
+//     cleared): the receive reports the packet type so those can be dropped.
+//   * 0..4094: bound to ETH_P_ALL with a classic BPF filter attached before the bind: only frames
+//     with a VLAN tag of that id (the kernel has moved it out of the data into the skb, which the
+//     filter reads with SKF_AD_VLAN_TAG) and that inner ethertype pass. This needs no 802.1Q
+//     support in the kernel (no VLAN device). Outgoing frames are not looped back
+//     (PACKET_IGNORE_OUTGOING).
+// Received frames come in batches (recvmmsg) into slots of one caller-provided buffer: no
+// allocation per frame.
+#include <linux/filter.h>
+#include <linux/if_packet.h>
+#include <net/ethernet.h>
+#include <net/if.h>
+namespace {
+
+constexpr int kMaxPacketBatch = 256;
+
+// packetOpen(ifindex, ethertype, vlanId): the non-blocking raw packet socket described above.
+Napi::Value PacketOpen(const Napi::CallbackInfo& info) {
+  Args a(info, "packetOpen");
+  int ifindex = static_cast<int>(a.Int(0, "ifindex", 1, INT_MAX));
+  int ethertype = static_cast<int>(a.Int(1, "ethertype", 0x0600, 0xffff));
+  int vlan = static_cast<int>(a.Int(2, "vlanId", -1, 4094));
+  // Protocol 0: receives nothing until bound, so no frame slips in before the filter is on.
+  UniqueFd fd(socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (fd.get() < 0) ThrowSys(a.Env(), "socket", errno);
+  int proto = ethertype;
+  if (vlan >= 0) {
+    proto = ETH_P_ALL;
+    sock_filter code[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, static_cast<__u32>(SKF_AD_OFF + SKF_AD_VLAN_TAG_PRESENT)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 1, 0, 5),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, static_cast<__u32>(SKF_AD_OFF + SKF_AD_VLAN_TAG)),
+        BPF_STMT(BPF_ALU | BPF_AND | BPF_K, 0x0fff),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, static_cast<__u32>(vlan), 0, 2),
+        BPF_STMT(BPF_LD | BPF_H | BPF_ABS, 12),  // the inner ethertype (the tag is out of the data)
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, static_cast<__u32>(ethertype), 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, 0),
+        BPF_STMT(BPF_RET | BPF_K, 0x40000),
+    };
+    sock_fprog prog{static_cast<unsigned short>(sizeof code / sizeof code[0]), code};
+    if (setsockopt(fd.get(), SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) < 0) ThrowSys(a.Env(), "setsockopt", errno, "SO_ATTACH_FILTER");
+    int one = 1;
+    if (setsockopt(fd.get(), SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof one) < 0) ThrowSys(a.Env(), "setsockopt", errno, "PACKET_IGNORE_OUTGOING");
+  }
+  sockaddr_ll sll{};
+  sll.sll_family = AF_PACKET;
+  sll.sll_protocol = htons(static_cast<uint16_t>(proto));
+  sll.sll_ifindex = ifindex;
+  if (bind(fd.get(), reinterpret_cast<sockaddr*>(&sll), sizeof sll) < 0) ThrowSys(a.Env(), "bind", errno);
+  return Napi::Number::New(a.Env(), fd.release());
+}
+
+// packetSend(fd, buf, offset, length): one whole frame on the bound interface; bytes sent, or -1
+// on EAGAIN / ENOBUFS (the device queue is full: try again after a while).
+Napi::Value PacketSend(const Napi::CallbackInfo& info) {
+  Args a(info, "packetSend");
+  int fd = a.Fd(0);
+  size_t len;
+  uint8_t* data = a.Slice(1, 14, &len);
+  ssize_t n;
+  do n = send(fd, data, len, MSG_DONTWAIT); while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) return Napi::Number::New(a.Env(), -1);
+    ThrowSys(a.Env(), "send", errno);
+  }
+  return Napi::Number::New(a.Env(), static_cast<double>(n));
+}
+
+// packetRecvBatch(fd, buf, slotBytes, maxFrames, meta): up to maxFrames frames, frame i in
+// buf[i*slotBytes, ...), meta[2i] its full length (greater than slotBytes: it was cut, the
+// caller drops it as oversize), meta[2i+1] its packet type (PACKET_HOST 0, BROADCAST 1,
+// MULTICAST 2, OTHERHOST 3, OUTGOING 4). Returns the count (0: nothing waiting). A pending
+// socket error (ENETDOWN when the interface went down) is thrown once.
+Napi::Value PacketRecvBatch(const Napi::CallbackInfo& info) {
+  Args a(info, "packetRecvBatch");
+  int fd = a.Fd(0);
+  Napi::Uint8Array buf = a.Bytes(1, "buf");
+  size_t slot = static_cast<size_t>(a.Int(2, "slotBytes", 14, 1 << 20));
+  int maxFrames = static_cast<int>(a.Int(3, "maxFrames", 1, kMaxPacketBatch));
+  Napi::Value mv = info[4];
+  if (!mv.IsTypedArray() || mv.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) a.Fail("meta must be an Int32Array");
+  Napi::Int32Array meta = mv.As<Napi::Int32Array>();
+  if (buf.ByteLength() < slot * static_cast<size_t>(maxFrames)) a.Fail("buf must hold maxFrames * slotBytes bytes");
+  if (meta.ElementLength() < static_cast<size_t>(2 * maxFrames)) a.Fail("meta must hold 2 * maxFrames entries");
+  mmsghdr msgs[kMaxPacketBatch];
+  iovec iovs[kMaxPacketBatch];
+  sockaddr_ll addrs[kMaxPacketBatch];
+  memset(msgs, 0, sizeof(mmsghdr) * maxFrames);
+  for (int i = 0; i < maxFrames; i++) {
+    iovs[i] = {buf.Data() + static_cast<size_t>(i) * slot, slot};
+    msgs[i].msg_hdr.msg_iov = &iovs[i];
+    msgs[i].msg_hdr.msg_iovlen = 1;
+    msgs[i].msg_hdr.msg_name = &addrs[i];
+    msgs[i].msg_hdr.msg_namelen = sizeof addrs[i];
+  }
+  int n;
+  do n = recvmmsg(fd, msgs, static_cast<unsigned>(maxFrames), MSG_DONTWAIT | MSG_TRUNC, nullptr); while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return Napi::Number::New(a.Env(), 0);
+    ThrowSys(a.Env(), "recvmmsg", errno);
+  }
+  for (int i = 0; i < n; i++) {
+    meta[2 * i] = static_cast<int32_t>(msgs[i].msg_len);
+    meta[2 * i + 1] = addrs[i].sll_pkttype;
+  }
+  return Napi::Number::New(a.Env(), n);
+}
+
+// packetIfInfo(name): {index, mac (6 bytes), mtu, up, running} of an interface of this network
+// namespace (SIOCGIFINDEX, SIOCGIFHWADDR, SIOCGIFMTU, SIOCGIFFLAGS). ENODEV: no such interface.
+Napi::Value PacketIfInfo(const Napi::CallbackInfo& info) {
+  Args a(info, "packetIfInfo");
+  std::string name = a.Str(0, "name", IFNAMSIZ - 1);
+  UniqueFd fd(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (fd.get() < 0) ThrowSys(a.Env(), "socket", errno);
+  ifreq ifr{};
+  memcpy(ifr.ifr_name, name.data(), name.size());
+  Napi::Object out = Napi::Object::New(a.Env());
+  if (::ioctl(fd.get(), SIOCGIFINDEX, &ifr) < 0) ThrowSys(a.Env(), "ioctl", errno, "SIOCGIFINDEX " + name);
+  out.Set("index", static_cast<double>(ifr.ifr_ifindex));
+  if (::ioctl(fd.get(), SIOCGIFHWADDR, &ifr) < 0) ThrowSys(a.Env(), "ioctl", errno, "SIOCGIFHWADDR " + name);
+  out.Set("hwType", static_cast<double>(ifr.ifr_hwaddr.sa_family));
+  Napi::Uint8Array mac = Napi::Uint8Array::New(a.Env(), 6);
+  memcpy(mac.Data(), ifr.ifr_hwaddr.sa_data, 6);
+  out.Set("mac", mac);
+  if (::ioctl(fd.get(), SIOCGIFMTU, &ifr) < 0) ThrowSys(a.Env(), "ioctl", errno, "SIOCGIFMTU " + name);
+  out.Set("mtu", static_cast<double>(ifr.ifr_mtu));
+  if (::ioctl(fd.get(), SIOCGIFFLAGS, &ifr) < 0) ThrowSys(a.Env(), "ioctl", errno, "SIOCGIFFLAGS " + name);
+  out.Set("up", (ifr.ifr_flags & IFF_UP) != 0);
+  out.Set("running", (ifr.ifr_flags & IFF_RUNNING) != 0);
+  return out;
+}
+
+void InitPacket(Napi::Env env, Napi::Object exports) {
+  exports.Set("packetOpen", Napi::Function::New(env, PacketOpen, "packetOpen"));
+  exports.Set("packetSend", Napi::Function::New(env, PacketSend, "packetSend"));
+  exports.Set("packetRecvBatch", Napi::Function::New(env, PacketRecvBatch, "packetRecvBatch"));
+  exports.Set("packetIfInfo", Napi::Function::New(env, PacketIfInfo, "packetIfInfo"));
+  exports.Set("PACKET_MAX_BATCH", static_cast<double>(kMaxPacketBatch));
+}
+
+}  // namespace

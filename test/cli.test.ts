@@ -218,12 +218,17 @@ t.test('check-config', async (t) => {
   const re = await run(['check-config', empty]);
   t.equal(re.code, 1, 'no devices: invalid, as serve --config would say');
   t.equal(re.stdout, '');
-  t.equal(re.stderr, `${empty}: devices: none: vmpi serve --config ${empty} would refuse to start; list devices (or shimUdp), or serve it with --socket PATH\n`);
+  t.equal(re.stderr, `${empty}: devices: none: vmpi serve --config ${empty} would refuse to start; list devices (or shimUdp, shimEth), or serve it with --socket PATH\n`);
   // A shim DIF over UDP is enough to serve (no VM at all).
   const udpOnly = file('udp.json', '{"metrics": {"enabled": false}, "shimUdp": {"dif": "udp.lo", "bind": "127.0.0.1:7300"}, "normal": {"dif": "n.DIF", "role": "member"}}');
   const ru = await run(['check-config', udpOnly]);
   t.equal(ru.code, 0, ru.stderr);
   t.equal(ru.stdout, `${udpOnly}: ok: no device, metrics off, shim-udp DIF udp.lo on 127.0.0.1:7300, normal DIF n.DIF (member)\n`);
+  // So is a shim DIF over Ethernet.
+  const ethOnly = file('eth.json', '{"metrics": {"enabled": false}, "shimEth": {"dif": "eth.v100", "interface": "eth0", "vlan": 100}}');
+  const rx = await run(['check-config', ethOnly]);
+  t.equal(rx.code, 0, rx.stderr);
+  t.equal(rx.stdout, `${ethOnly}: ok: no device, metrics off, shim-eth DIF eth.v100 on eth0 VLAN 100\n`);
 
   // Valid but unsafe: any local user could play the VM's front-end.
   const open = file('open.yaml', 'devices:\n  - {socket: o.sock, mode: "0777"}\n');
@@ -258,7 +263,7 @@ t.test('check-config', async (t) => {
   const schema = await run(['check-config', '--schema']);
   t.equal(schema.code, 0);
   const s = JSON.parse(schema.stdout) as { properties: Record<string, unknown> };
-  t.same(Object.keys(s.properties), ['devices', 'metrics', 'log', 'ipc', 'normal', 'shimUdp', 'difs', 'ipcps']);
+  t.same(Object.keys(s.properties), ['devices', 'metrics', 'log', 'ipc', 'normal', 'shimUdp', 'shimEth', 'difs', 'ipcps']);
   t.same(Object.keys((s.properties.log as { properties: object }).properties), ['level', 'format']);
 });
 

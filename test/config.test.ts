@@ -116,7 +116,7 @@ t.test('each kind of problem, with its message', async (t) => {
   t.same(one('log:\n  level: loud\n'), ['log.level: "loud" is not one of trace, debug, info, warn, error, fatal, silent']);
   t.same(one('difs:\n  - name: a\n'), ['difs[0].type: is required but missing']);
   t.same(one('ipcps: {}\n'), ['ipcps: {} is an object, expected a list']);
-  t.same(one('devcies: []\n'), ['devcies: unknown field (did you mean "devices"?); known fields here: devices, metrics, log, ipc, normal, shimUdp, difs, ipcps']);
+  t.same(one('devcies: []\n'), ['devcies: unknown field (did you mean "devices"?); known fields here: devices, metrics, log, ipc, normal, shimUdp, shimEth, difs, ipcps']);
   t.same(one('- 1\n'), ['(top level): [1] is a list, expected an object']);
   t.same(one('just a string\n'), ['(top level): "just a string" is a string, expected an object']);
 });
@@ -162,7 +162,7 @@ extra: 1
     'devices[3].owner: user "nosuch-user-vmpi-test" does not exist on this host',
     'devices[3].socket: is required but missing',
     'devices[3].vmpiId: "3" is a string, expected an integer',
-    'extra: unknown field; known fields here: devices, metrics, log, ipc, normal, shimUdp, difs, ipcps',
+    'extra: unknown field; known fields here: devices, metrics, log, ipc, normal, shimUdp, shimEth, difs, ipcps',
     'log.level: "loud" is not one of trace, debug, info, warn, error, fatal, silent',
     'metrics.enabled: "yes" is a string, expected a boolean',
     'metrics.listen: "localhost:99999" has port 99999, above the maximum 65535',

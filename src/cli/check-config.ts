@@ -24,8 +24,8 @@ export function checkConfig(args: string[]): number {
     throw e;
   }
   const n = config.devices.length;
-  if (n === 0 && !config.shimUdp) {
-    process.stderr.write(`${file}: devices: none: vmpi serve --config ${file} would refuse to start; list devices (or shimUdp), or serve it with --socket PATH\n`);
+  if (n === 0 && !config.shimUdp && !config.shimEth) {
+    process.stderr.write(`${file}: devices: none: vmpi serve --config ${file} would refuse to start; list devices (or shimUdp, shimEth), or serve it with --socket PATH\n`);
     return EXIT_INVALID;
   }
   for (const w of configWarnings(config.devices.map((d, i) => ({ where: `devices[${i}]`, mode: d.mode })))) process.stderr.write(`${file}: warning: ${w}\n`);
@@ -33,7 +33,8 @@ export function checkConfig(args: string[]): number {
   const metrics = config.metrics.enabled ? `metrics on ${formatListenAddress(config.metrics.listen)}` : 'metrics off';
   const normal = config.normal ? `, normal DIF ${config.normal.dif}${config.normal.role === 'member' ? ' (member)' : ''}` : '';
   const udp = config.shimUdp ? `, shim-udp DIF ${config.shimUdp.dif} on ${config.shimUdp.bind}` : '';
+  const eth = config.shimEth ? `, shim-eth DIF ${config.shimEth.dif} on ${config.shimEth.interface}${config.shimEth.vlan !== undefined ? ` VLAN ${config.shimEth.vlan}` : ''}` : '';
   const devices = n === 0 ? 'no device' : `${n} device${n === 1 ? '' : 's'} (VMPI-ids ${ids.join(', ')})`;
-  process.stdout.write(`${file}: ok: ${devices}, ${metrics}${udp}${normal}\n`);
+  process.stdout.write(`${file}: ok: ${devices}, ${metrics}${udp}${eth}${normal}\n`);
   return 0;
 }

@@ -126,7 +126,7 @@ Options:
   ipcp: `Usage: vmpi ipcp list [--ipc-socket PATH] [--json]
 
 Lists the IPC processes that a running vmpi serve or vmpi guest hosts, through its IPC daemon's
-socket: DIF, type (shim-hv, shim-udp, normal), IPC process name and address in its DIF.
+socket: DIF, type (shim-hv, shim-udp, shim-eth, normal), IPC process name and address in its DIF.
 
 Options:
   --ipc-socket PATH   IPC daemon socket (default $VMPI_IPC_SOCKET or ${DEFAULT_IPC_SOCKET})

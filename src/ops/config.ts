@@ -46,6 +46,10 @@
  * keepaliveMs, keepaliveTimeoutMs, allocateTimeoutMs): `vmpi serve` runs its IPC process, which
  * needs no device; with `normal.role: member` the normal DIF enrolls through it.
  *
+ * The shim DIF over Ethernet (`shimEth`: dif, interface, vlan, allow, mtu, keepaliveMs,
+ * keepaliveTimeoutMs, allocateTimeoutMs, resolveCacheSize, resolveCacheMs): the same, on one
+ * network interface (a VLAN interface, or the parent with vlan).
+ *
  * Flags (`vmpi serve --socket … --vmpi-id …`) become more devices after the file's (see
  * `mergeServeOptions`), and the duplicate checks run again over the merged list.
  */
@@ -64,6 +68,7 @@ export {
   type MetricsConfig,
   type NormalConfig,
   type ShimUdpConfig,
+  type ShimEthConfig,
   type VmpiConfig,
 } from './config/types.js';
 export { CONFIG_SCHEMA } from './config/schema.js';

@@ -4,7 +4,7 @@
  * dump, or the JSON as it came.
  *
  * The dump reads the known parts of each IPC process type's state (normal: NormalIpcp.inspect(),
- * shim-hv: ShimHvIpcp.inspect(), shim-udp: ShimUdpIpcp.inspect()) and prints what is there; a part a daemon does not send is left
+ * shim-hv: ShimHvIpcp.inspect(), shim-udp: ShimUdpIpcp.inspect(), shim-eth: ShimEthIpcp.inspect()) and prints what is there; a part a daemon does not send is left
  * out, so an older or newer daemon still gets a dump. `--json` prints the state whole.
  */
 import { IpcClient } from '../dif/ipc/client.js';
@@ -86,6 +86,7 @@ export function formatInspection(d: DifInspection): string[] {
   if (d.type === 'normal') formatNormal(st, lines);
   else if (d.type === 'shim-hv') formatShim(st, lines);
   else if (d.type === 'shim-udp') formatShimUdp(st, lines);
+  else if (d.type === 'shim-eth') formatShimEth(st, lines);
   else lines.push(JSON.stringify(st, null, 2));
   for (const c of d.truncated ?? []) lines.push(`(cut to fit one IPC message: ${c.path} shows ${c.shown} of ${c.total})`);
   return lines;
@@ -133,4 +134,19 @@ function formatShimUdp(st: Obj, lines: string[]): void {
   }));
   const drops = obj(obj(st.stats).drops);
   lines.push('', `drops: ${Object.entries(drops).map(([k, v]) => `${k} ${s(v)}`).join(', ') || 'none'}`);
+}
+
+function formatShimEth(st: Obj, lines: string[]): void {
+  lines.push(`interface ${s(st.interface)}${st.vlan !== undefined ? ` VLAN ${s(st.vlan)}` : ''}, MAC ${s(st.mac)}, link ${st.linkUp === true ? 'up' : 'down'}, MTU ${s(st.mtu)} (max SDU ${s(st.maxSdu)}), keepalive ${s(st.keepaliveMs)} ms, peer timeout ${s(st.keepaliveTimeoutMs)} ms, ${s(st.rxQueuedBytes)} bytes queued`);
+  lines.push(`registered: ${list(st.registered).map(s).join(', ') || 'none'}`);
+  section(lines, 'Resolved names', ['NAME', 'MAC', 'EXPIRES IN'], list(st.cache).map((c) => [s(obj(c).name), s(obj(c).mac), `${s(obj(c).expiresInMs)} ms`]));
+  if (list(st.resolving).length > 0) section(lines, 'Resolving', ['NAME', 'WAITING'], list(st.resolving).map((r) => [s(obj(r).name), s(obj(r).waiting)]));
+  section(lines, 'Flows', ['ID', 'STATE', 'PORT ID', 'PEER', 'PEER ID', 'LOCAL', 'REMOTE'], list(st.flows).map((f) => {
+    const o = obj(f);
+    return [s(o.id), s(o.state), s(o.portId), s(o.peer), s(o.remoteId), s(o.localApp), s(o.remoteApp)];
+  }));
+  const stats = obj(st.stats);
+  lines.push('', `frames: tx ${s(stats.txFrames)} rx ${s(stats.rxFrames)}, resolutions: requests sent ${s(stats.arpRequestsSent)}, answered ${s(stats.arpRequestsAnswered)}, resolved ${s(stats.resolved)}, unresolved ${s(stats.unresolved)}`);
+  const drops = obj(stats.drops);
+  lines.push(`drops: ${Object.entries(drops).map(([k, v]) => `${k} ${s(v)}`).join(', ') || 'none'}`);
 }

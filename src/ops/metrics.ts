@@ -269,7 +269,7 @@ export class HostMetrics {
       [{ direction: 'rx' }, flowSum(t, rx)],
     ];
 
-    family('gauge', 'vmpi_dif_ipcp_info', 'One series per IPC process followed (value is always 1): its DIF, type (shim-hv, shim-udp, normal) and name', ['dif', 'type', 'name'], () =>
+    family('gauge', 'vmpi_dif_ipcp_info', 'One series per IPC process followed (value is always 1): its DIF, type (shim-hv, shim-udp, shim-eth, normal) and name', ['dif', 'type', 'name'], () =>
       perDif(difs, ({ ipcp }) => [[{ type: ipcp.ipcpType, name: ipcp.ipcpName }, 1]]),
     );
     family('gauge', 'vmpi_dif_flows_active', 'Flows allocated now, per DIF', ['dif'], () =>
@@ -312,22 +312,22 @@ export class HostMetrics {
         ];
       }),
     );
-    family('counter', 'vmpi_dif_datagrams_total', 'Datagrams sent (tx) and received (rx) by an IPC process over a datagram socket (shim-udp), control and data', ['dif', 'direction'], () =>
+    family('counter', 'vmpi_dif_datagrams_total', 'Datagrams sent (tx) and received (rx) by an IPC process over a datagram socket (shim-udp) or Ethernet frames (shim-eth), control and data', ['dif', 'direction'], () =>
       perDif(difs, ({ ipcp }) => {
         const d = ipcp.counters().datagrams;
         return d === undefined ? [] : [[{ direction: 'tx' }, d.txDatagrams], [{ direction: 'rx' }, d.rxDatagrams]];
       }),
     );
-    family('counter', 'vmpi_dif_datagram_bytes_total', 'UDP payload bytes sent (tx) and received (rx) (shim-udp)', ['dif', 'direction'], () =>
+    family('counter', 'vmpi_dif_datagram_bytes_total', 'UDP payload bytes (shim-udp) or whole frame bytes (shim-eth) sent (tx) and received (rx)', ['dif', 'direction'], () =>
       perDif(difs, ({ ipcp }) => {
         const d = ipcp.counters().datagrams;
         return d === undefined ? [] : [[{ direction: 'tx' }, d.txBytes], [{ direction: 'rx' }, d.rxBytes]];
       }),
     );
-    family('counter', 'vmpi_dif_datagram_drops_total', 'Datagrams dropped on arrival, by reason (unknown_peer, malformed, oversize, unknown_flow, stale, no_registration, limit; shim-udp)', ['dif', 'reason'], () =>
+    family('counter', 'vmpi_dif_datagram_drops_total', 'Datagrams dropped on arrival, by reason (unknown_peer, malformed, oversize, unknown_flow, stale, no_registration, limit; shim-udp; shim-eth adds not_for_us, unsolicited)', ['dif', 'reason'], () =>
       perDif(difs, ({ ipcp }) => Object.entries(ipcp.counters().datagramDrops ?? {}).map(([reason, v]): [Record<'reason', string>, number] => [{ reason }, v])),
     );
-    family('counter', 'vmpi_dif_resolutions_total', 'Destination names looked up to reach a peer, by outcome (resolved, unresolved; shim-udp)', ['dif', 'outcome'], () =>
+    family('counter', 'vmpi_dif_resolutions_total', 'Destination names looked up to reach a peer, by outcome (resolved, unresolved; shim-udp peers table, shim-eth ARP-style requests)', ['dif', 'outcome'], () =>
       perDif(difs, ({ ipcp }) => {
         const r = ipcp.counters().resolutions;
         return r === undefined ? [] : [[{ outcome: 'resolved' }, r.resolved], [{ outcome: 'unresolved' }, r.unresolved]];

@@ -5,7 +5,7 @@
  * socket (src/dif/ipc/), the normal DIF's enroller over every shim DIF when the config has a
  * `normal` section (normal.ts), the shim DIF over UDP when the config has a `shimUdp` section (its
  * IPC process offered like the others, the normal DIF over it too; a server with only that needs
- * no device), and the metrics endpoint.
+ * no device), the shim DIF over Ethernet likewise from a `shimEth` section, and the metrics endpoint.
  *
  * Owns: the start-up order (check everything that can be checked first, then metrics, then
  * sockets, so a failure leaves no socket file behind) and the clean shutdown (close every
@@ -16,6 +16,7 @@ import { safeClose } from '../sys/fd.js';
 import { logger as rootLogger, type Logger } from '../sys/log.js';
 import { ShimHvIpcp } from '../dif/shim-hv/ipcp.js';
 import { ShimUdpIpcp } from '../dif/shim-udp/ipcp.js';
+import { ShimEthIpcp } from '../dif/shim-eth/ipcp.js';
 import { IpcDaemon } from '../dif/ipc/daemon.js';
 import type { NormalIpcp } from '../dif/normal/ipcp.js';
 import { createNormalIpcp } from './normal.js';
@@ -36,6 +37,8 @@ export interface Serving {
   readonly echoes: ReadonlyMap<number, EchoResponder>;
   /** The shim DIF over UDP's IPC process, when configured. */
   readonly shimUdp: ShimUdpIpcp | undefined;
+  /** The shim DIF over Ethernet's IPC process, when configured. */
+  readonly shimEth: ShimEthIpcp | undefined;
   /** The normal DIF's IPC process (enroller, or member with normal.role), when configured. */
   readonly normal: NormalIpcp | undefined;
   readonly metrics: HostMetrics | undefined;
@@ -65,7 +68,7 @@ export interface StartOptions {
 /** Start serving `plan`. Throws ConfigError (every problem) or the first runtime error. */
 export async function startServing(plan: ServePlan, opts: StartOptions = {}): Promise<Serving> {
   const log = opts.logger ?? rootLogger;
-  if (plan.devices.length === 0 && !plan.config.shimUdp) throw new ConfigError(['no devices: give --socket PATH, --listen-fd N, or devices (or shimUdp) in --config FILE']);
+  if (plan.devices.length === 0 && !plan.config.shimUdp && !plan.config.shimEth) throw new ConfigError(['no devices: give --socket PATH, --listen-fd N, or devices (or shimUdp, shimEth) in --config FILE']);
 
   const problems = permissionProblems(plan.devices);
   for (const d of plan.devices) {
@@ -84,6 +87,7 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
   let ipcDaemon: IpcDaemon | undefined;
   let normal: NormalIpcp | undefined;
   let shimUdp: ShimUdpIpcp | undefined;
+  let shimEth: ShimEthIpcp | undefined;
   let closed: Promise<void> | undefined;
   const close = (): Promise<void> =>
     (closed ??= (async () => {
@@ -91,6 +95,7 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
       normal?.close('server shutting down');
       for (const ipcp of ipcps.values()) ipcp.close('server shutting down');
       shimUdp?.close('server shutting down');
+      shimEth?.close('server shutting down');
       for (const echo of echoes.values()) echo.close();
       host.close();
       metrics?.close();
@@ -124,10 +129,15 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
       shimUdp = await ShimUdpIpcp.open({ ...plan.config.shimUdp, difName: plan.config.shimUdp.dif, logger: log });
       metrics?.addIpcp(shimUdp);
     }
+    if (plan.config.shimEth) {
+      shimEth = ShimEthIpcp.open({ ...plan.config.shimEth, difName: plan.config.shimEth.dif, logger: log });
+      metrics?.addIpcp(shimEth);
+    }
     if (plan.config.normal) {
       const n = plan.config.normal;
-      // A member enrolls through its first lower DIF: the UDP one, when there is one.
-      const lower = n.role === 'member' ? [...(shimUdp ? [shimUdp] : []), ...ipcps.values()] : [...ipcps.values(), ...(shimUdp ? [shimUdp] : [])];
+      // A member enrolls through its first lower DIF: the UDP one, when there is one, else the Ethernet one.
+      const between = [...(shimUdp ? [shimUdp] : []), ...(shimEth ? [shimEth] : [])];
+      const lower = n.role === 'member' ? [...between, ...ipcps.values()] : [...ipcps.values(), ...between];
       normal = createNormalIpcp(n, n.role === 'member' ? 'guest' : 'host', lower, { logger: log });
       metrics?.addIpcp(normal);
     }
@@ -135,6 +145,7 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
       const daemon = new IpcDaemon({ socketPath: opts.ipc.socketPath, logger: log, limits: plan.config.ipc, onStateChange: restart?.ipcChanged });
       for (const ipcp of ipcps.values()) daemon.addIpcp(ipcp);
       if (shimUdp) daemon.addIpcp(shimUdp);
+      if (shimEth) daemon.addIpcp(shimEth);
       if (normal) daemon.addIpcp(normal);
       // The host applications' sessions the last worker served, before anyone new is accepted.
       restart?.resumeIpc(daemon, (dif, portId) => [...ipcps.values()].find((i) => i.difName === dif)?.reclaimFlow(portId));
@@ -156,7 +167,7 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
     await close();
     throw e;
   }
-  return { host, ipcps, echoes, shimUdp, normal, metrics, metricsServer, ipcDaemon, close };
+  return { host, ipcps, echoes, shimUdp, shimEth, normal, metrics, metricsServer, ipcDaemon, close };
 }
 
 /**

@@ -232,3 +232,44 @@ function findAddon(): string {
 
 const require = createRequire(import.meta.url);
 export const native: Native = require(findAddon()) as Native;
+
+// ---- AF_PACKET (the shim DIF over Ethernet, src/dif/shim-eth/) ----------------------------------
+
+/** An interface of this network namespace, as packetIfInfo reports it. */
+export interface PacketIfInfo {
+  index: number;
+  /** ARPHRD_* (1: Ethernet). */
+  hwType: number;
+  mac: Uint8Array;
+  mtu: number;
+  /** IFF_UP (administratively up) and IFF_RUNNING (carrier). */
+  up: boolean;
+  running: boolean;
+}
+
+export interface NativePacket {
+  /**
+   * A non-blocking raw AF_PACKET socket (SOCK_RAW: frames whole, Ethernet header included) bound
+   * to interface `ifindex`. vlanId -1: it receives untagged frames of `ethertype` (0x0600..0xffff)
+   * and frames whose VLAN tag no VLAN device claimed, which arrive with packet type OTHERHOST (3):
+   * drop those. vlanId 0..4094: it receives only frames tagged with that VLAN id carrying
+   * `ethertype` (a BPF filter over ETH_P_ALL; no 802.1Q support needed in the kernel; the tag is
+   * NOT in the received bytes), and never its own outgoing frames. Needs CAP_NET_RAW.
+   */
+  packetOpen(ifindex: number, ethertype: number, vlanId: number): number;
+  /** One whole frame (>= 14 bytes); the bytes sent, or -1 when the device queue is full (EAGAIN, ENOBUFS). */
+  packetSend(fd: number, buf: Uint8Array, offset: number, length: number): number;
+  /**
+   * Up to `maxFrames` (1..PACKET_MAX_BATCH) frames in one recvmmsg: frame i in
+   * buf[i*slotBytes, i*slotBytes + min(meta[2i], slotBytes)); meta[2i] is its full length (above
+   * slotBytes: cut, drop it), meta[2i+1] its packet type (0 host, 1 broadcast, 2 multicast,
+   * 3 other host, 4 outgoing). Returns the count, 0 when nothing waits. A socket error (ENETDOWN:
+   * the interface went down) is thrown once; the socket keeps working when the interface is up again.
+   */
+  packetRecvBatch(fd: number, buf: Uint8Array, slotBytes: number, maxFrames: number, meta: Int32Array): number;
+  /** Index, MAC, MTU and flags of interface `name`; ENODEV when there is none. */
+  packetIfInfo(name: string): PacketIfInfo;
+  readonly PACKET_MAX_BATCH: number;
+}
+// Merged into Native above (declaration merging keeps this section apart from the others).
+export interface Native extends NativePacket {}

@@ -12,7 +12,7 @@
  */
 import type { DeallocationCause, Flow, IpcProcess } from '../api.js';
 
-export type IpcpType = 'shim-hv' | 'shim-udp' | 'normal';
+export type IpcpType = 'shim-hv' | 'shim-udp' | 'shim-eth' | 'normal';
 
 export interface IpcpCounters {
   /** Outgoing: asked by a local application; incoming: asked by the other end. */
@@ -37,7 +37,7 @@ export interface IpcpCounters {
   enrolled?: boolean;
   /** The flows' error and flow control, summed over every flow the IPC process has had. */
   efcp?: EfcpTotals;
-  /** IPC processes over a datagram socket (shim-udp): datagrams and bytes sent and received, send errors. */
+  /** IPC processes over a datagram socket (shim-udp: UDP datagrams; shim-eth: Ethernet frames): datagrams and bytes sent and received, send errors. */
   datagrams?: { txDatagrams: number; txBytes: number; rxDatagrams: number; rxBytes: number; txErrors: number };
   /** Datagrams dropped on arrival, by reason (shim-udp: unknown_peer, malformed, oversize, unknown_flow, stale, ...). */
   datagramDrops?: Record<string, number>;
@@ -78,6 +78,6 @@ export interface IpcpDescription {
 /** Describe any IPC process; one that is not an ObservableIpcp is of type 'unknown', named after its DIF. */
 export function describeIpcp(ipcp: IpcProcess): IpcpDescription {
   const o = ipcp as Partial<ObservableIpcp>;
-  const type = o.ipcpType === 'shim-hv' || o.ipcpType === 'shim-udp' || o.ipcpType === 'normal' ? o.ipcpType : 'unknown';
+  const type = o.ipcpType === 'shim-hv' || o.ipcpType === 'shim-udp' || o.ipcpType === 'shim-eth' || o.ipcpType === 'normal' ? o.ipcpType : 'unknown';
   return { dif: ipcp.difName, type, name: typeof o.ipcpName === 'string' ? o.ipcpName : ipcp.difName, address: ipcp.address };
 }

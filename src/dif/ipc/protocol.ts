@@ -84,7 +84,7 @@ export interface DifInfo {
 /** One hosted IPC process, as `list_ipcps` shows it ('unknown': a type without observe.ts). */
 export interface IpcpInfo {
   dif: string;
-  type: 'shim-hv' | 'shim-udp' | 'normal' | 'unknown';
+  type: 'shim-hv' | 'shim-udp' | 'shim-eth' | 'normal' | 'unknown';
   name: string;
   address: number;
 }
@@ -293,7 +293,7 @@ function datapath(v: unknown): FlowDatapath {
   throw new IpcProtocolError(`unknown flow datapath ${shown(v)}: a newer daemon? update the client`);
 }
 
-const IPCP_TYPES: readonly IpcpInfo['type'][] = ['shim-hv', 'shim-udp', 'normal', 'unknown'];
+const IPCP_TYPES: readonly IpcpInfo['type'][] = ['shim-hv', 'shim-udp', 'shim-eth', 'normal', 'unknown'];
 
 function record(v: unknown, what: string): Record<string, unknown> {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new IpcProtocolError(`bad ${what} in a daemon message`);

@@ -6,7 +6,8 @@
 import { parseAppName } from '../../dif/naming.js';
 import { isRecord } from './messages.js';
 import { MAX_CHANNEL } from '../../vmpi/port.js';
-import { ECHO_CHANNEL_MIN, type NormalConfig, type ShimUdpConfig } from './types.js';
+import { ECHO_CHANNEL_MIN, type NormalConfig, type ShimEthConfig, type ShimUdpConfig } from './types.js';
+import { parseMac } from '../../dif/shim-eth/wire.js';
 import { parseUdpAddress } from '../../dif/shim-udp/ipcp.js';
 
 export interface DeviceIdentity {
@@ -163,6 +164,48 @@ export function shimUdpProblems(data: Record<string, unknown>, problems: string[
     ...(kt !== undefined ? { keepaliveTimeoutMs: kt } : {}),
     ...(num(u.allocateTimeoutMs) !== undefined ? { allocateTimeoutMs: num(u.allocateTimeoutMs) } : {}),
   };
+}
+
+/**
+ * The shim DIF over Ethernet from `shimEth`: MACs in allow, the IPC process name a valid name,
+ * the keepalive timeout at least two periods, no vlan on a VLAN interface's name; problems are
+ * appended to `problems`.
+ */
+export function shimEthProblems(data: Record<string, unknown>, problems: string[]): ShimEthConfig | undefined {
+  const u = isRecord(data.shimEth) ? data.shimEth : undefined;
+  if (!u || typeof u.dif !== 'string' || u.dif === '' || typeof u.interface !== 'string' || u.interface === '') return undefined;
+  const before = problems.length;
+  const allow = Array.isArray(u.allow) ? u.allow.filter((v): v is string => typeof v === 'string') : undefined;
+  allow?.forEach((v, i) => {
+    try {
+      parseMac(v);
+    } catch (e) {
+      problems.push(`shimEth.allow[${i}]: ${JSON.stringify(v)} ${(e as Error).message}`);
+    }
+  });
+  if (typeof u.name === 'string' && u.name !== '') {
+    try {
+      parseAppName(u.name);
+    } catch (e) {
+      problems.push(`shimEth.name: ${JSON.stringify(u.name)} is not an IPC process name: ${(e as Error).message}`);
+    }
+  }
+  const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isInteger(v) ? v : undefined);
+  const ka = num(u.keepaliveMs) ?? 1000;
+  const kt = num(u.keepaliveTimeoutMs);
+  if (kt !== undefined && kt < 2 * ka) problems.push(`shimEth.keepaliveTimeoutMs: ${kt} is less than two keepalive periods (keepaliveMs ${ka}); make it at least ${2 * ka}`);
+  const vlan = num(u.vlan);
+  if (vlan !== undefined && /\.\d+$/.test(u.interface)) problems.push(`shimEth.vlan: ${vlan} with ${JSON.stringify(u.interface)}, which looks like a VLAN interface already (its kernel tags the frames): give the parent interface with vlan, or the VLAN interface alone`);
+  if (problems.length > before) return undefined;
+  const out: ShimEthConfig = { dif: u.dif, interface: u.interface };
+  if (typeof u.name === 'string') out.name = u.name;
+  if (vlan !== undefined) out.vlan = vlan;
+  if (allow !== undefined) out.allow = allow;
+  for (const f of ['mtu', 'keepaliveMs', 'keepaliveTimeoutMs', 'allocateTimeoutMs', 'resolveCacheSize', 'resolveCacheMs'] as const) {
+    const v = num(u[f]);
+    if (v !== undefined) out[f] = v;
+  }
+  return out;
 }
 
 /**

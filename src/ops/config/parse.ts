@@ -10,7 +10,7 @@ import type { LogFormat } from '../../sys/log.js';
 import type { IpcLimits } from '../../dif/ipc/daemon.js';
 import { DEFAULT_SDU_LOG2 } from '../../vmpi/carrier.js';
 import { permissionProblems } from '../socket-perms.js';
-import { duplicateNames, duplicateProblems, echoChannelProblems, normalProblems, shimUdpProblems } from './checks.js';
+import { duplicateNames, duplicateProblems, echoChannelProblems, normalProblems, shimEthProblems, shimUdpProblems } from './checks.js';
 import { parseListenAddress } from './listen.js';
 import { dedupe, firstLine, formatAjvError, isRecord } from './messages.js';
 import { NAME_PATTERN, validateSchema } from './schema.js';
@@ -143,6 +143,7 @@ export function validateConfig(raw: unknown, opts: Omit<ParseOptions, 'format'> 
   problems.push(...duplicateNames('difs', data.difs), ...duplicateNames('ipcps', data.ipcps));
   const normal = normalProblems(data, problems);
   const shimUdp = shimUdpProblems(data, problems);
+  const shimEth = shimEthProblems(data, problems);
   if (opts.checkHost) {
     problems.push(
       ...permissionProblems(
@@ -177,6 +178,7 @@ export function validateConfig(raw: unknown, opts: Omit<ParseOptions, 'format'> 
     ipcps: (data.ipcps ?? []) as IpcpConfig[],
     ...(normal ? { normal } : {}),
     ...(shimUdp ? { shimUdp: shimUdp.hostsFile === undefined ? shimUdp : { ...shimUdp, hostsFile: resolve(baseDir, shimUdp.hostsFile) } } : {}),
+    ...(shimEth ? { shimEth } : {}),
     ipc: { ...((data.ipc ?? {}) as Partial<IpcLimits>) },
   };
 }

@@ -90,6 +90,22 @@ export interface ShimUdpConfig {
   allocateTimeoutMs?: number;
 }
 
+/** The shim DIF over Ethernet (`shimEth`); see src/dif/shim-eth/ipcp.ts for the defaults. */
+export interface ShimEthConfig {
+  dif: string;
+  name?: string;
+  /** A network interface of this namespace: a VLAN interface (eth0.100), or the parent with `vlan`. */
+  interface: string;
+  vlan?: number;
+  allow?: string[];
+  mtu?: number;
+  keepaliveMs?: number;
+  keepaliveTimeoutMs?: number;
+  allocateTimeoutMs?: number;
+  resolveCacheSize?: number;
+  resolveCacheMs?: number;
+}
+
 /** A DIF declaration; type "normal" is the normal DIF, other types are placeholders. */
 export interface DifConfig {
   name: string;
@@ -114,6 +130,8 @@ export interface VmpiConfig {
   normal?: NormalConfig;
   /** The shim DIF over UDP, if one is configured. */
   shimUdp?: ShimUdpConfig;
+  /** The shim DIF over Ethernet, if one is configured. */
+  shimEth?: ShimEthConfig;
   /** The IPC daemon's limits (what is not given keeps the daemon's defaults). */
   ipc: Partial<IpcLimits>;
 }

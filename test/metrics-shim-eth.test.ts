@@ -1,0 +1,50 @@
+/**
+ * The shim-eth IPC process in the metrics (src/ops/metrics.ts): its info series, frames and bytes,
+ * drops by reason and resolutions, through the counters every IPC process reports (on the fake
+ * segment of test/helpers/fake-eth.ts; the packet socket is in test/shim-eth-serve.test.ts).
+ */
+import t from 'tap';
+import { HostMetrics } from '../src/ops/metrics.js';
+import { VmpiHost } from '../src/vmpi/host.js';
+import { ShimEthIpcp } from '../src/dif/shim-eth/ipcp.js';
+import { buildFrame } from '../src/dif/shim-eth/wire.js';
+import { FakeHub } from './helpers/fake-eth.js';
+
+function sample(text: string, name: string, labels: Record<string, string>): number | undefined {
+  const l = Object.entries(labels)
+    .map(([k, v]) => `${k}="${v}"`)
+    .join(',');
+  const line = text.split('\n').find((x) => x.startsWith(`${name}{${l}} `));
+  return line === undefined ? undefined : Number(line.slice(line.lastIndexOf(' ') + 1));
+}
+
+t.test('shim-eth metrics: frames, bytes, drops by reason, resolutions', async (t) => {
+  const host = new VmpiHost();
+  t.teardown(() => host.close());
+  const hub = new FakeHub();
+  const la = hub.link();
+  const lb = hub.link();
+  const a = ShimEthIpcp.open({ difName: 'eth.m', interface: 'ethA', link: la, allocateTimeoutMs: 200, retryMs: 50 });
+  const b = ShimEthIpcp.open({ difName: 'eth.m', interface: 'ethB', link: lb });
+  t.teardown(() => {
+    a.close();
+    b.close();
+  });
+  const metrics = new HostMetrics(host, { processMetrics: false });
+  metrics.addIpcp(a);
+  b.register('srv', (req) => void req.accept());
+  const f = await a.allocateFlow('cli', 'srv');
+  f.write(new Uint8Array(100));
+  await t.rejects(a.allocateFlow('cli', 'nowhere'), { code: 'timeout' });
+  la.deliver(buildFrame(la.mac, lb.mac, undefined, new Uint8Array([0x55])));
+  const m = await metrics.metrics();
+  t.equal(sample(m, 'vmpi_dif_ipcp_info', { dif: 'eth.m', type: 'shim-eth', name: 'eth.m.ethA' }), 1);
+  t.equal(sample(m, 'vmpi_dif_datagrams_total', { dif: 'eth.m', direction: 'tx' }), a.stats.txFrames);
+  t.ok(a.stats.txFrames >= 4, 'resolution requests, the allocation request, data');
+  t.equal(sample(m, 'vmpi_dif_datagram_bytes_total', { dif: 'eth.m', direction: 'rx' }), a.stats.rxBytes);
+  t.equal(sample(m, 'vmpi_dif_datagram_drops_total', { dif: 'eth.m', reason: 'malformed' }), 1);
+  t.equal(sample(m, 'vmpi_dif_datagram_drops_total', { dif: 'eth.m', reason: 'unsolicited' }), 0);
+  t.equal(sample(m, 'vmpi_dif_resolutions_total', { dif: 'eth.m', outcome: 'resolved' }), 1);
+  t.equal(sample(m, 'vmpi_dif_resolutions_total', { dif: 'eth.m', outcome: 'unresolved' }), 1);
+  t.equal(sample(m, 'vmpi_dif_sdus_total', { dif: 'eth.m', direction: 'tx' }), 1);
+});
