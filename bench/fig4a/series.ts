@@ -8,7 +8,9 @@
  *    runs `vmpi guest` (shim IPC process over /dev/vmpi0 + IPC daemon) and `vmpi tgen server`,
  *    which reads its flow's driver file directly. Goodput is measured by the tgen server.
  *    To-host (the paper's setup: rina-tgen's client in the guest): a tgen server on the host's
- *    IPC daemon (application HOST_TGEN_APP), `vmpi tgen client` run in the guest per measurement.
+ *    IPC daemon (application HOST_TGEN_APP), and in the guest one Node process with a TgenClient
+ *    (GUEST_TGEN_CLIENT, the same client `vmpi tgen client` runs) that does one run per line
+ *    written to its FIFO, so Node's start-up under TCG is paid once, not per measurement.
  *  - UdpNicSeries: an emulated NIC (virtio-net-pci or e1000) on a tap in the bench's private
  *    network namespace; the guest runs `udp-goodput recv`, the host (inside the namespace) runs
  *    `udp-goodput send` with the same static binary: a netperf UDP_STREAM-like unpaced stream.
@@ -408,6 +410,35 @@ const TGEN_VMPI_ID = 1;
 const TGEN_DIF = `hv.vmpi-${TGEN_VMPI_ID}`;
 /** The host's tgen server (to-host), under its own name: the guest's server keeps rina-tgen. */
 const HOST_TGEN_APP = 'rina-tgen-host';
+const TGEN_FIFO = '/tmp/fig4a-tgen.fifo';
+/**
+ * The guest's to-host client (argv: DIF, server app, FIFO): opens one flow to the host's server
+ * (retrying while the host does not know it yet), then one run per line "SIZE MS" on the FIFO,
+ * printing FIG4A-TGEN-RUN (or -ERROR) on the console. The FIFO is opened read-write, so writers
+ * coming and going never end it.
+ */
+const GUEST_TGEN_CLIENT = `
+import { createReadStream, openSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+const { IpcClient } = await import('/opt/vmpi/dist/src/dif/ipc/client.js');
+const { TgenClient } = await import('/opt/vmpi/dist/src/dif/tgen.js');
+const [dif, app, fifo] = process.argv.slice(2);
+const client = await IpcClient.connect();
+let tg;
+for (let i = 0; ; i++) {
+  try { tg = await TgenClient.open(client, dif, app, { src: 'fig4a/guest' }); break; }
+  catch (e) { if (i > 240) { console.log('FIG4A-TGEN-ERROR open: ' + e.message); process.exit(1); } await new Promise((r) => setTimeout(r, 500)); }
+}
+console.log('FIG4A-TGEN-READY');
+const rl = createInterface({ input: createReadStream('', { fd: openSync(fifo, 'r+') }) });
+for await (const line of rl) {
+  const [size, ms] = line.trim().split(/\\s+/).map(Number);
+  try {
+    const r = await tg.run({ sduSize: size, durationMs: ms, reportTimeoutMs: 10000 });
+    console.log('FIG4A-TGEN-RUN size=' + size + ' sent=' + r.sent + ' sdus=' + r.sdus);
+  } catch (e) { console.log('FIG4A-TGEN-ERROR run: ' + e.message); }
+}
+`;
 
 export class TgenShimSeries implements Series {
   readonly key = 'shim-dif';
@@ -437,11 +468,13 @@ export class TgenShimSeries implements Series {
     const up = [
       'mkdir -p /run/vmpi',
       `(node ${VMPI_CLI} guest --log-level warn >/tmp/vmpi-guest.log 2>&1 &)`,
-      'i=0; while [ ! -S /run/vmpi/ipc.sock ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done',
-      '[ -S /run/vmpi/ipc.sock ] || { cat /tmp/vmpi-guest.log; exit 1; }',
+      // Node's start under TCG on a loaded host can take a minute.
+      'i=0; while [ ! -S /run/vmpi/ipc.sock ] && [ $i -lt 1800 ]; do sleep 0.1; i=$((i+1)); done',
+      '[ -S /run/vmpi/ipc.sock ] || { cat /tmp/vmpi-guest.log; false; }',
       `(node ${VMPI_CLI} tgen server --dif ${TGEN_DIF} >/tmp/vmpi-tgen.log 2>&1 &)`,
     ].join(' && ');
-    const r = await this.guest.exec(up, 120_000);
+    // In a subshell: a failing step must not end the agent's shell.
+    const r = await this.guest.exec(`( ${up} )`, 240_000);
     if (r.rc !== 0) throw new Error(`vmpi guest / tgen server did not start in the guest:\n${r.out}`);
     this.client = await IpcClient.connect(this.daemon.socketPath);
     // The server registers once Node has loaded it: retry while the guest says it does not know it.
@@ -461,21 +494,33 @@ export class TgenShimSeries implements Series {
     return direction === 'to-host' ? this.measureToHost(size, seconds) : this.measureToGuest(size, seconds);
   }
 
-  /** VM → host, as in the paper: `vmpi tgen client` in the guest, the tgen server here. */
+  /** The host's tgen server and the guest's client process (first to-host measurement). */
+  private async startToHost(): Promise<void> {
+    const g = this.guest!;
+    this.server = await startTgenServer(this.client!, TGEN_DIF, HOST_TGEN_APP, { onRun: (r) => this.onRun?.(r) });
+    const js = Buffer.from(GUEST_TGEN_CLIENT).toString('base64');
+    const from = g.mark;
+    const r = await g.exec(`( rm -f ${TGEN_FIFO} && mkfifo ${TGEN_FIFO} && echo ${js} | base64 -d > /tmp/fig4a-tgen.mjs && (node /tmp/fig4a-tgen.mjs ${TGEN_DIF} ${HOST_TGEN_APP} ${TGEN_FIFO} &) )`, 60_000);
+    if (r.rc !== 0) throw new Error(`could not start the tgen client in the guest:\n${r.out}`);
+    await g.waitFor(/FIG4A-TGEN-READY/, 240_000, from);
+  }
+
+  /** VM → host, as in the paper: the tgen client in the guest, the tgen server here. */
   private async measureToHost(size: number, seconds: number): Promise<Measurement> {
-    if (!this.server) {
-      this.server = await startTgenServer(this.client!, TGEN_DIF, HOST_TGEN_APP, { onRun: (r) => this.onRun?.(r) });
-    }
+    const g = this.guest!;
+    if (!this.server) await this.startToHost();
+    const ms = Math.round(seconds * 1000);
     const ran = new Promise<ServerRunEvent>((res) => (this.onRun = res));
-    const cmd = `node ${VMPI_CLI} tgen client --dif ${TGEN_DIF} --app ${HOST_TGEN_APP} --src fig4a/guest --size ${size} --duration ${seconds}`;
+    const from = g.mark;
     try {
-      const done = await this.guest!.exec(cmd, 180_000);
-      if (done.rc !== 0) throw new Error(`vmpi tgen client in the guest exited ${done.rc}:\n${done.out}`);
+      const w = await g.exec(`echo ${size} ${ms} > ${TGEN_FIFO}`, 30_000);
+      if (w.rc !== 0) throw new Error(`could not write to the guest's tgen client:\n${w.out}`);
+      const line = await g.waitFor(new RegExp(`FIG4A-TGEN-(RUN size=${size} sent=(\\d+) sdus=|ERROR [^\\r\\n]*[\\r\\n])`), ms + 90_000, from);
+      if (line[1]!.startsWith('ERROR')) throw new Error(`the guest's tgen client: ${line[1]}`);
       // The server reported before the client printed; its event is in by now, or very soon.
       const r = await Promise.race([ran, new Promise<never>((_, rej) => setTimeout(() => rej(new Error('no run on the host tgen server')), 10_000))]);
       const secs = r.elapsedNs / 1e9;
-      const sent = /sent (\d+) SDUs/.exec(done.out);
-      return { mbps: r.mbps, pps: secs > 0 ? r.sdus / secs : 0, seconds: secs, sdus: r.sdus, bytes: r.bytes, ...(sent ? { sentPps: Number(sent[1]) / seconds } : {}) };
+      return { mbps: r.mbps, pps: secs > 0 ? r.sdus / secs : 0, seconds: secs, sdus: r.sdus, bytes: r.bytes, sentPps: Number(line[2]) / seconds };
     } finally {
       this.onRun = null;
     }
