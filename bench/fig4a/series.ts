@@ -205,8 +205,8 @@ export class UdpNicSeries implements Series {
   async start(): Promise<void> {
     this.guest = nicGuest({ name: `vmpi-fig4a-${this.key}`, netns: this.net.ns, tap: this.net.tap, model: this.model, mac: GUEST_MAC });
     await this.guest.agentReady(1, BOOT_MS);
-    // To-host: no ARP during the guest's flood either.
-    await setupNic(this.guest, this.model, GUEST_ADDR, PREFIX, [`ip neigh replace ${HOST_ADDR} lladdr ${this.net.tapMac()} dev eth0 nud permanent`]);
+    // To-host: no ARP during the guest's flood either (busybox: arp -s, permanent).
+    await setupNic(this.guest, this.model, GUEST_ADDR, PREFIX, [`arp -i eth0 -s ${HOST_ADDR} ${this.net.tapMac()}`]);
   }
 
   measure(size: number, seconds: number, direction: Direction = 'to-guest'): Promise<Measurement> {
