@@ -91,6 +91,13 @@ export class PrivateNet {
     this.created = false;
   }
 
+  /** The MAC address of `tap` (for the guest's permanent neighbour entry of HOST_ADDR). */
+  tapMac(): string {
+    const m = /link\/ether ([0-9a-f:]{17})/.exec(ip(['-n', this.ns, 'link', 'show', this.tap]));
+    if (!m) throw new Error(`no MAC address on ${this.tap} in ${this.ns}`);
+    return m[1]!;
+  }
+
   /** argv prefix that runs a command inside the namespace. */
   exec(cmd: string[]): string[] {
     return ['ip', 'netns', 'exec', this.ns, ...cmd];

@@ -23,13 +23,21 @@ export interface Measurement {
   sentPps?: number;
 }
 
+/**
+ * Which way a host ↔ VM figure's SDUs flow (Fig. 4a): host → VM, or VM → host. Figures between
+ * two VMs (Fig. 4b) have none; their series are measured with `direction` undefined.
+ */
+export type Direction = 'to-guest' | 'to-host';
+export const DIRECTIONS: readonly Direction[] = ['to-guest', 'to-host'];
+
 export interface Series {
   /** Short id: the CSV's system column. */
   readonly key: string;
   /** Legend label; says honestly what was measured. */
   readonly name: string;
   start(): Promise<void>;
-  measure(size: number, seconds: number): Promise<Measurement>;
+  /** One measurement; `direction` is given only by figures that have directions. */
+  measure(size: number, seconds: number, direction?: Direction): Promise<Measurement>;
   /** Idempotent; also safe after a failed start. */
   stop(): Promise<void>;
 }

@@ -1,7 +1,7 @@
 /**
  * run.ts — `npm run bench:fig4a`: the paper's Fig. 4a on this machine, in one run.
  *
- * Host → VM goodput vs SDU (UDP payload) size for three systems, each a TCG guest with the same
+ * Host ↔ VM goodput vs SDU (UDP payload) size for three systems, each a TCG guest with the same
  * settings (qemu-configs/launch-guest.sh defaults: q35, accel=tcg, 1 vCPU; 768M; the kernel and
  * initramfs of scripts/guest/build.sh), booted once per system:
  *   shim-dif    the shim DIF for hypervisors with vmpi-tgen over the IPC API at both ends
@@ -9,7 +9,10 @@
  *   virtio-net  virtio-net-pci on a tap (no vhost-net: /dev/vhost-net does not exist here)
  *   e1000       e1000 on a tap
  * The NICs' taps live in a network namespace this bench creates and removes (../common/netns.ts).
- * Goodput is always measured by the receiver in the guest over a fixed window.
+ * Goodput is always measured by the receiver over a fixed window: in the guest for host → VM
+ * (to-guest, the default), on the host for VM → host (to-host; the paper's rina-tgen setup, its
+ * client in the guest). Optional: vmpi-channel (below) and virtio-serial (virtio-serial-pci, one
+ * port on a unix socket chardev, `udp-goodput stream-send/-recv` at both ends; sizes > 0).
  *
  * Environment:
  *   FIG4A_SIZES     comma list or START:STEP:END (default 0:250:4000). Size 0 is measured for every
@@ -17,8 +20,11 @@
  *   FIG4A_REPEATS   measurements per point (default 20)
  *   FIG4A_SECONDS   window per measurement, seconds (default 1)
  *   FIG4A_SYSTEMS   comma list of shim-dif,virtio-net,e1000 (default all three, in this order),
- *                   and vmpi-channel: the raw VMPI channel without a DIF, host VmpiDevice → a C
- *                   receiver in the guest (what the device alone carries; not in the paper)
+ *                   vmpi-channel: the raw VMPI channel without a DIF, host VmpiDevice ↔ a C
+ *                   program in the guest (what the device alone carries; not in the paper), and
+ *                   virtio-serial
+ *   FIG4A_DIRECTION to-guest (default), to-host or both: both are measured with the same boot of
+ *                   each system, interleaved (rep → direction → size)
  *   FIG4A_SHIM_RECEIVER  vmpi-channel's receiver: udp-goodput (default: count-only, the same loop
  *                   as the UDP receiver) or vmpi-perf (verifies every SDU)
  *   FIG4A_SENDER_NICE  nice(1) increment for the unpaced UDP sender (default 0, as netperf)
@@ -26,7 +32,9 @@
  *   FIG4A_REPLOT    path of a fig4a.json: measure nothing, rewrite the CSV/SVG/JSON in FIG4A_OUT from
  *                   its samples and print the table (e.g. after a change to the plot)
  * Writes fig4a.{csv,svg,json} (../common/figure.ts: the sweep, outputs and table it shares with
- * Fig. 4b).
+ * Fig. 4b): the CSV and JSON carry the direction; fig4a.svg is host → VM, fig4a-to-host.svg VM →
+ * host; both print the SDU-rate ratios shim-dif/virtio-net, vmpi-channel/virtio-serial and
+ * shim-dif/virtio-serial.
  */
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
@@ -35,7 +43,7 @@ import { readSettings, type FigureSpec } from '../common/figure.js';
 import { runFigureBench } from '../common/main.js';
 import { GUEST_MEM_MB, type Series } from '../common/series.js';
 import { PrivateNet, removeStale } from '../common/netns.js';
-import { ShimVmpiSeries, TgenShimSeries, UdpNicSeries, type ShimReceiver } from './series.js';
+import { SerialSeries, ShimVmpiSeries, TgenShimSeries, UdpNicSeries, type ShimReceiver } from './series.js';
 
 const say = (s: string) => process.stdout.write(`[fig4a] ${s}\n`);
 
@@ -43,9 +51,18 @@ const SPEC: FigureSpec = {
   id: 'fig4a',
   title: 'Fig. 4a (reproduced): host → VM goodput, QEMU 10 TCG, 1 vCPU',
   tableTitle: 'Fig. 4a: host → VM goodput',
-  systems: ['shim-dif', 'virtio-net', 'e1000', 'vmpi-channel'],
+  systems: ['shim-dif', 'virtio-net', 'e1000', 'vmpi-channel', 'virtio-serial'],
   defaultSystems: ['shim-dif', 'virtio-net', 'e1000'],
-  colors: { 'shim-dif': '#2ca02c', 'vmpi-channel': '#9467bd', 'virtio-net': '#1f77b4', e1000: '#d62728' },
+  colors: { 'shim-dif': '#2ca02c', 'vmpi-channel': '#9467bd', 'virtio-net': '#1f77b4', e1000: '#d62728', 'virtio-serial': '#ff7f0e' },
+  directions: {
+    'to-guest': { title: 'Fig. 4a (reproduced): host → VM goodput, QEMU 10 TCG, 1 vCPU', tableTitle: 'Fig. 4a: host → VM goodput' },
+    'to-host': { title: 'Fig. 4a, other direction: VM → host goodput, QEMU 10 TCG, 1 vCPU', tableTitle: 'Fig. 4a: VM → host goodput' },
+  },
+  ratioPairs: [
+    ['shim-dif', 'virtio-net'],
+    ['vmpi-channel', 'virtio-serial'],
+    ['shim-dif', 'virtio-serial'],
+  ],
   guest: `q35, accel=tcg, 1 vCPU, ${GUEST_MEM_MB}M, scripts/guest/build.sh kernel; busybox initramfs (NICs, vmpi-channel), Node initramfs (shim-dif)`,
 };
 const settings = readSettings(SPEC, ROOT);
@@ -69,7 +86,7 @@ runFigureBench({
     if (why) throw new Error(why);
     const stale = removeStale();
     if (stale.length) say(`removed stale namespaces of dead runs: ${stale.join(', ')}`);
-    if (settings.systems.some((s) => s !== 'shim-dif' && s !== 'vmpi-channel')) {
+    if (settings.systems.some((s) => s === 'virtio-net' || s === 'e1000')) {
       net.create();
       say(`private network: namespace ${net.ns}, tap ${net.tap}`);
     }
@@ -80,6 +97,8 @@ runFigureBench({
         return new TgenShimSeries();
       case 'vmpi-channel':
         return new ShimVmpiSeries(shimReceiver);
+      case 'virtio-serial':
+        return new SerialSeries(goodputBin);
       case 'virtio-net':
         return new UdpNicSeries('virtio-net-pci', net, goodputBin, senderNice);
       default:

@@ -12,6 +12,19 @@
  *   udp-goodput [-w MS] [-t MS] vmpi-recv DEV CHANNEL DURATION_MS
  *        the same receiver on a VMPI channel (/dev/vmpiN bound to CHANNEL), for the shim DIF
  *        series: one read() per SDU, payload not inspected, exactly the loop and timing of recv
+ *   udp-goodput [-b BYTES] vmpi-send DEV CHANNEL SIZE DURATION_MS
+ *        the sender on a VMPI channel (guest → host): one write() per SDU, blocking when the tx
+ *        ring is full, for DURATION_MS (or until SIGTERM/SIGINT); the payload is written once
+ *   udp-goodput [-w MS] [-t MS] stream-recv TARGET SIZE DURATION_MS
+ *   udp-goodput stream-send TARGET SIZE DURATION_MS
+ *        the same receiver and sender over a byte stream (virtio-serial): TARGET is a character
+ *        device (/dev/vport0p1 in the guest) or unix:PATH (QEMU's chardev socket on the host).
+ *        The sender does one write() per SDU (finishing a partial one before the next); the
+ *        receiver one read() of up to SIZE bytes at a time, and counts bytes: datagrams= is
+ *        bytes / SIZE (whole SDUs), reads= the read() calls. Before READY the receiver discards
+ *        what a previous run left in the stream (until 100 ms pass without data, at most 2 s).
+ *        Both use non-blocking I/O with poll(), so a peer that went away never blocks them past
+ *        their deadline.
  *
  * Receivers print "READY ..." once the socket/channel is bound, then wait (at most -w MS, default
  * 30000) for the first datagram/SDU. Its arrival opens the measurement window; the window closes
@@ -36,12 +49,17 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 
 #define PERF_PROG "udp-goodput"
 #define PERF_USAGE \
 	"usage: udp-goodput [-w WAIT_MS] [-t IDLE_MS] [-r RCVBUF] recv PORT DURATION_MS\n" \
 	"       udp-goodput [-b SNDBUF] send ADDR PORT SIZE DURATION_MS\n" \
-	"       udp-goodput [-w WAIT_MS] [-t IDLE_MS] vmpi-recv DEV CHANNEL DURATION_MS\n"
+	"       udp-goodput [-w WAIT_MS] [-t IDLE_MS] vmpi-recv DEV CHANNEL DURATION_MS\n" \
+	"       udp-goodput vmpi-send DEV CHANNEL SIZE DURATION_MS\n" \
+	"       udp-goodput [-w WAIT_MS] [-t IDLE_MS] stream-recv TARGET SIZE DURATION_MS\n" \
+	"       udp-goodput stream-send TARGET SIZE DURATION_MS\n" \
+	"       (TARGET: a character device, or unix:PATH)\n"
 #include "perf-common.h"
 
 static int wait_ms = 30000;
@@ -49,6 +67,8 @@ static int idle_ms = 2000;
 static int rcvbuf;
 static int sndbuf;
 static volatile sig_atomic_t stop;
+/* stream-recv: the SDU size (datagrams= counts bytes / stream_sdu, reads= the read() calls). */
+static size_t stream_sdu;
 
 static void on_signal(int sig)
 {
@@ -134,7 +154,12 @@ static int receive(int fd, ssize_t (*rd)(int, void *, size_t), size_t cap, doubl
 		if ((size_t)len > smax)
 			smax = len;
 	}
-	snprintf(extra, sizeof(extra), " size_min=%zu size_max=%zu", n ? smin : 0, smax);
+	if (stream_sdu) {
+		snprintf(extra, sizeof(extra), " reads=%" PRIu64, n);
+		n = bytes / stream_sdu;
+	} else {
+		snprintf(extra, sizeof(extra), " size_min=%zu size_max=%zu", n ? smin : 0, smax);
+	}
 	perf_result(what, "datagrams", "pps", n, bytes, started ? tend - t0 : 0, extra, status);
 	free(buf);
 	return started ? 0 : 2;
@@ -244,6 +269,157 @@ static int do_send(const char *addr, unsigned port, size_t size, unsigned long d
 	return 0;
 }
 
+static int do_vmpi_send(const char *dev, uint32_t channel, size_t size, unsigned long duration_ms)
+{
+	struct vmpi_info info;
+	int fd = perf_vmpi_open(dev, &channel, 0, &info, NULL);
+	uint64_t n = 0;
+	double t0, deadline;
+	char what[96];
+	char *buf;
+
+	if (fd < 0)
+		return 1;
+	snprintf(what, sizeof(what), "dev=%s channel=%" PRIu32 " size=%zu", dev, channel, size);
+	buf = calloc(1, size ? size : 1);
+	if (!buf)
+		return fail("malloc", ENOMEM);
+	for (size_t i = 0; i < size; i++)
+		buf[i] = (char)i;
+	signal(SIGTERM, on_signal);
+	signal(SIGINT, on_signal);
+	t0 = perf_now();
+	deadline = t0 + duration_ms / 1e3;
+	for (uint64_t i = 0; !stop; i++) {
+		if ((i & 63) == 0 && perf_now() >= deadline)
+			break;
+		if (write(fd, buf, size) < 0) {
+			if (errno == EINTR)
+				continue;
+			return fail("write", errno);
+		}
+		n++;
+	}
+	perf_result(what, "datagrams", "pps", n, (uint64_t)n * size, perf_now() - t0, "", "ok");
+	close(fd);
+	free(buf);
+	return 0;
+}
+
+/* A byte stream: a character device (opened with flags) or unix:PATH (connected); -1 printed. */
+static int stream_open(const char *target, int flags)
+{
+	int fd;
+
+	if (strncmp(target, "unix:", 5)) {
+		fd = open(target, flags | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+		if (fd < 0)
+			fail("open", errno);
+		return fd;
+	}
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	if (strlen(target + 5) >= sizeof(a.sun_path)) {
+		fail("connect", ENAMETOOLONG);
+		return -1;
+	}
+	strcpy(a.sun_path, target + 5);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+	    fcntl(fd, F_SETFL, O_NONBLOCK) < 0) {
+		fail(fd < 0 ? "socket" : "connect", errno);
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static int do_stream_recv(const char *target, size_t size, unsigned long duration_ms)
+{
+	char what[160], junk[65536];
+	double t0;
+	int fd;
+
+	if (!size) {
+		fprintf(stderr, "udp-goodput: stream-recv needs SIZE > 0\n");
+		usage();
+	}
+	fd = stream_open(target, O_RDONLY);
+	if (fd < 0)
+		return 1;
+	/* What a previous run left in the stream is not this run's. */
+	for (t0 = perf_now(); perf_now() - t0 < 2;) {
+		ssize_t r = read(fd, junk, sizeof(junk));
+
+		if (r > 0)
+			continue;
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0 && errno == EAGAIN && perf_wait_readable(fd, 100) > 0)
+			continue;
+		break;
+	}
+	stream_sdu = size;
+	snprintf(what, sizeof(what), "target=%s size=%zu", target, size);
+	return receive(fd, read, size, duration_ms / 1e3, what);
+}
+
+static int do_stream_send(const char *target, size_t size, unsigned long duration_ms)
+{
+	uint64_t n = 0;
+	double t0, deadline;
+	char what[160];
+	char *buf;
+	int fd;
+
+	if (!size) {
+		fprintf(stderr, "udp-goodput: stream-send needs SIZE > 0\n");
+		usage();
+	}
+	fd = stream_open(target, O_WRONLY);
+	if (fd < 0)
+		return 1;
+	buf = malloc(size);
+	if (!buf)
+		return fail("malloc", ENOMEM);
+	for (size_t i = 0; i < size; i++)
+		buf[i] = (char)i;
+	signal(SIGTERM, on_signal);
+	signal(SIGINT, on_signal);
+	signal(SIGPIPE, SIG_IGN);
+	snprintf(what, sizeof(what), "target=%s size=%zu", target, size);
+	t0 = perf_now();
+	deadline = t0 + duration_ms / 1e3;
+	for (size_t off = 0; !stop;) {
+		ssize_t w = write(fd, buf + off, size - off);
+
+		if (w < 0) {
+			struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+			double left = deadline - perf_now();
+
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN)
+				return fail("write", errno);
+			if (left <= 0)
+				break;
+			if (poll(&pfd, 1, left > 0.1 ? 100 : (int)(left * 1000) + 1) < 0 && errno != EINTR)
+				return fail("poll", errno);
+			continue;
+		}
+		off += w;
+		if (off == size) {
+			off = 0;
+			if ((++n & 63) == 0 && perf_now() >= deadline)
+				break;
+		}
+	}
+	perf_result(what, "datagrams", "pps", n, (uint64_t)n * size, perf_now() - t0, "", "ok");
+	close(fd);
+	free(buf);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct perf_opt opts[] = {
@@ -262,6 +438,13 @@ int main(int argc, char **argv)
 	if (!strcmp(mode, "vmpi-recv") && argc == 4)
 		return do_vmpi_recv(argv[1], parse_num(argv[2], "channel"),
 				    parse_num(argv[3], "duration"));
+	if (!strcmp(mode, "vmpi-send") && argc == 5)
+		return do_vmpi_send(argv[1], parse_num(argv[2], "channel"), parse_num(argv[3], "size"),
+				    parse_num(argv[4], "duration"));
+	if (!strcmp(mode, "stream-recv") && argc == 4)
+		return do_stream_recv(argv[1], parse_num(argv[2], "size"), parse_num(argv[3], "duration"));
+	if (!strcmp(mode, "stream-send") && argc == 4)
+		return do_stream_send(argv[1], parse_num(argv[2], "size"), parse_num(argv[3], "duration"));
 	if (!strcmp(mode, "send") && argc == 5)
 		return do_send(argv[1], parse_num(argv[2], "port"), parse_num(argv[3], "size"),
 			       parse_num(argv[4], "duration"));

@@ -7,7 +7,9 @@
 #                                     host side runs the same binary)
 #   .cache/guest/initramfs.cpio.gz    busybox + virtio modules + vmpi.ko + vmpi-perf + udp-goodput
 #                                     + /init, and the NIC modules of NET_MODULES (not loaded at
-#                                     boot: /etc/vmpi-net-modules lists them in load order)
+#                                     boot: /etc/vmpi-net-modules lists them in load order),
+#                                     and virtio_console for the virtio-serial series (likewise,
+#                                     /etc/vmpi-serial-modules)
 #   .cache/guest/vmpi-shutdown-check  guest-driver/tools/vmpi-shutdown-check.c, static (also in
 #                                     the initramfs; test/vmpi-qemu.test.ts)
 #   .cache/guest/kernel-version       the kernel release (uname -r in the guest)
@@ -32,11 +34,13 @@ WANT_MODULES=(virtio_pci)
 # NIC drivers for bench/fig4a (virtio-net-pci and e1000 guests), copied with their dependencies
 # but left for the guest to insmod (in the order of /etc/vmpi-net-modules).
 NET_MODULES=(virtio_net e1000)
+# virtio-serial for bench/fig4a's virtio-serial series, the same way (/etc/vmpi-serial-modules).
+SERIAL_MODULES=(virtio_console)
 
 inputs=("$DRV/vmpi.c" "$DRV/vmpi_uapi.h" "$DRV/Kbuild" "$DRV/tools/vmpi-perf.c"
         "$DRV/tools/udp-goodput.c" "$DRV/tools/perf-common.h" "$DRV/tools/vmpi-shutdown-check.c"
         "$REPO/scripts/guest/build.sh" "$REPO/scripts/guest/init")
-hash=$( { echo "$rel ${WANT_MODULES[*]} net: ${NET_MODULES[*]}"; sha256sum "${inputs[@]}" | cut -d' ' -f1;
+hash=$( { echo "$rel ${WANT_MODULES[*]} net: ${NET_MODULES[*]} serial: ${SERIAL_MODULES[*]}"; sha256sum "${inputs[@]}" | cut -d' ' -f1;
           sha256sum /bin/busybox | cut -d' ' -f1; } | sha256sum | cut -d' ' -f1)
 stamp="$CACHE/build.hash"
 outs=("$CACHE/vmlinuz" "$CACHE/initramfs.cpio.gz" "$CACHE/vmpi.ko" "$CACHE/vmpi-perf" "$CACHE/udp-goodput"
@@ -88,9 +92,13 @@ for m in "${WANT_MODULES[@]}"; do add_mod "$m"; done
 log "guest modules: ${order[*]} vmpi"
 boot_count=${#order[@]}
 for m in "${NET_MODULES[@]}"; do add_mod "$m"; done
-net_order=("${order[@]:$boot_count}")
+net_count=${#order[@]}
+for m in "${SERIAL_MODULES[@]}"; do add_mod "$m"; done
+serial_order=("${order[@]:$net_count}")
+net_order=("${order[@]:$boot_count:$((net_count - boot_count))}")
 order=("${order[@]:0:$boot_count}")
 log "NIC modules (loaded on demand): ${net_order[*]}"
+log "virtio-serial modules (loaded on demand): ${serial_order[*]}"
 
 # --- initramfs ---
 STAGE="$BUILD/initramfs"
@@ -103,7 +111,7 @@ install -m 0755 "$CACHE/vmpi-perf" "$STAGE/bin/vmpi-perf"
 install -m 0755 "$CACHE/udp-goodput" "$STAGE/bin/udp-goodput"
 install -m 0755 "$CACHE/vmpi-shutdown-check" "$STAGE/bin/vmpi-shutdown-check"
 cp "$CACHE/vmpi.ko" "$STAGE/lib/modules/vmpi.ko"
-for m in "${order[@]}" "${net_order[@]}"; do
+for m in "${order[@]}" "${net_order[@]}" "${serial_order[@]}"; do
   f=$(modpath "$m")
   case "$f" in
     *.ko.xz) xz -dc "$f" > "$STAGE/lib/modules/$m.ko" ;;
@@ -113,6 +121,7 @@ for m in "${order[@]}" "${net_order[@]}"; do
 done
 printf '%s\n' "${order[@]}" > "$STAGE/etc/vmpi-modules"
 printf '%s\n' "${net_order[@]}" > "$STAGE/etc/vmpi-net-modules"
+printf '%s\n' "${serial_order[@]}" > "$STAGE/etc/vmpi-serial-modules"
 echo "$rel" > "$STAGE/etc/vmpi-kernel-version"
 echo 'root:x:0:0:root:/root:/bin/sh' > "$STAGE/etc/passwd"
 
