@@ -32,7 +32,7 @@ import type { IpcpCounters, ObservableIpcp } from '../core/observe.js';
 import { Registrations } from '../core/registrations.js';
 import { normalCounters } from './ipcp-counters.js';
 import { realClock, type Clock, type TimerHandle } from './clock.js';
-import { Directory } from './directory.js';
+import { Directory, type DirectoryOptions } from './directory.js';
 import { defaultConstants, type CdapTransport } from './enrollment.js';
 import { Enrollee } from './enrollment-enrollee.js';
 import { Enroller } from './enrollment-enroller.js';
@@ -75,6 +75,8 @@ export interface NormalIpcpOptions {
   /** RMT queue bounds per N-1 flow. */
   queueMaxPdus?: number;
   queueMaxBytes?: number;
+  /** Directory soft state and bounds (directory.ts defaults: refresh 30 s, max age 150 s, 1024 names per member). */
+  directory?: Pick<DirectoryOptions, 'refreshMs' | 'maxAgeMs' | 'maxEntries' | 'maxEntriesPerMember' | 'tombstoneMs'>;
 }
 
 export interface NormalIpcpEvents {
@@ -128,7 +130,12 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
     this.maxPduSize = o.maxPduSize ?? DEFAULT_MAX_PDU_SIZE;
     this.rxQueueLimit = o.rxQueueLimit ?? 256;
     this.rmt = new Rmt({ address: 0, queueMaxPdus: o.queueMaxPdus, queueMaxBytes: o.queueMaxBytes, mgmt: { receiveMgmt: (p, pdu, hlen, from) => this.mgmt.receive(p, pdu, hlen, from) }, onWritable: () => this.appFlows.lowerWritable() });
-    this.directory = new Directory({ clock: this.clock, flood: (entries, from) => this.mgmt.floodDirectory(entries, from) });
+    this.directory = new Directory({
+      clock: this.clock,
+      flood: (entries, from) => this.mgmt.floodDirectory(entries, from),
+      reachable: (a) => a === this.addr || this.rmt.forwardingTable().has(a),
+      ...o.directory,
+    });
     const self = this;
     this.mgmt = new MgmtPlane({
       get address() {
@@ -355,8 +362,10 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
       if (this.closed || this.enrollPort !== id) return;
       const enrollerAddr = r.neighbours.find((n) => appNameEquals(n.name, r.enroller))?.address ?? 0;
       if (enrollerAddr === 0) throw new Error('the enroller did not say its own address');
-      this.becomeMember(r.address);
+      // The DIF's directory first, then our address and registrations: a registration of ours
+      // re-made after a restart goes above the DIF's old copy of it, not under it.
       this.directory.applyRemote(r.directory, enrollerAddr);
+      this.becomeMember(r.address);
       this.neighbourUp(id, enrollerAddr);
       this.emit('enrolled', r.address);
     } catch (err) {
@@ -397,7 +406,10 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
   /** Members routing no longer reaches: their flows end (the N-1 loss that caused it, if known, in the reason). */
   private unreachable(addrs: number[]): void {
     const why = this.lossReason;
-    for (const a of addrs) this.appFlows.memberLost(a, `member ${a} of ${this.difName} is unreachable${why ? ` (${why})` : ''}`);
+    for (const a of addrs) {
+      this.directory.memberUnreachable(a);
+      this.appFlows.memberLost(a, `member ${a} of ${this.difName} is unreachable${why ? ` (${why})` : ''}`);
+    }
   }
 
   get ipcpName(): string {
@@ -446,6 +458,7 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
     for (const p of [...this.ports.values()]) p.port.close(reason);
     for (const r of this.lowerRegs) r.unregister();
     this.routing?.stop();
+    this.directory.stop();
     this.regs.clear();
   }
 
