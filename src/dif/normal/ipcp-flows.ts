@@ -384,6 +384,25 @@ export class IpcpFlows implements NormalFlowOwner, NormalRequestOwner {
   flows(): Flow[] {
     return [...this.byPort.values()].filter((f) => f.state === 'allocated');
   }
+
+  /** Flows lingering after their deallocation (flow-linger.ts). */
+  get lingeringCount(): number {
+    return this.lingering.size;
+  }
+
+  /** PDUs waiting in the EFCP queues of every flow (lingering ones too), by queue. Read at scrape time. */
+  efcpQueues(): { rtx: number; closed_window: number; reassembly: number } {
+    const q = { rtx: 0, closed_window: 0, reassembly: 0 };
+    const add = (e: EfcpConnection): void => {
+      const s = e.snapshot();
+      q.rtx += s.sender.rtxPdus;
+      q.closed_window += s.sender.cwqPdus;
+      q.reassembly += s.receiver.bufferedPdus;
+    };
+    for (const f of this.byPort.values()) if (f.efcp) add(f.efcp);
+    for (const l of this.lingering.values()) add(l.efcp);
+    return q;
+  }
 }
 
 

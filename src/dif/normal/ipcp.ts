@@ -28,7 +28,7 @@ import { EventEmitter } from 'node:events';
 import { DifError, type AllocateOptions, type DeallocationCause, type Flow, type FlowRequestHandler, type IpcProcess, type QosRequest, type Registration } from '../api.js';
 import { appNameEquals, formatAppName, toAppName, type AppName } from '../naming.js';
 import { nameArg } from '../core/args.js';
-import type { IpcpCounters, ObservableIpcp } from '../core/observe.js';
+import type { EnrollmentState, IpcpCounters, ObservableIpcp } from '../core/observe.js';
 import { Registrations } from '../core/registrations.js';
 import { normalCounters } from './ipcp-counters.js';
 import { realClock, type Clock, type TimerHandle } from './clock.js';
@@ -421,7 +421,23 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
     let neighbours = 0;
     for (const p of this.ports.values()) if (p.neighbour !== 0) neighbours++;
     const rmtQueuedPdus = this.rmt.snapshot().ports.reduce((a, p) => a + p.queuedPdus, 0);
-    return normalCounters(this.appFlows.stats, this.rmt.stats, this.stats, { neighbours, rmtQueuedPdus, enrolled: this.isEnrolled, efcp: this.appFlows.efcpTotals() });
+    const ds = this.directory.stats;
+    return normalCounters(this.appFlows.stats, this.rmt.stats, this.stats, {
+      neighbours, rmtQueuedPdus, enrolled: this.isEnrolled, efcp: this.appFlows.efcpTotals(),
+      enrollment: this.enrollmentStates(),
+      directory: { entries: this.directory.size, dropped: { full: ds.droppedFull, member_full: ds.droppedMemberFull } },
+      efcpQueuedPdus: this.appFlows.efcpQueues(),
+      lingeringFlows: this.appFlows.lingeringCount,
+    });
+  }
+
+  /** Enrollment with each neighbour now: the enroller's members, or this member's enroller. */
+  private enrollmentStates(): { neighbour: string; state: EnrollmentState }[] {
+    if (this.enroller) return this.enroller.snapshot().members.map((m) => ({ neighbour: m.name, state: m.state === 'enrolled' || m.state === 'lost' ? m.state : 'enrolling' }));
+    const up = this.enrollPort !== undefined && (this.ports.get(this.enrollPort)?.neighbour ?? 0) !== 0;
+    const st = this.enrollee?.state;
+    const state: EnrollmentState = up ? 'enrolled' : st === undefined || (st !== 'idle' && st !== 'failed' && st !== 'enrolled') ? 'enrolling' : 'lost';
+    return [{ neighbour: formatAppName(toAppName(this.o.enroll!.enrollerName)), state }];
   }
 
   /** The operator's dump (core/observe.ts): the snapshot plus the N-1 flows and who is at their other end. */
