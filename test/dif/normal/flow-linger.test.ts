@@ -110,3 +110,19 @@ t.test('normal IPC process: SDUs still queued at deallocate() reach the peer bef
   t.equal(st.lingerCancelled, 1, 'the close ended the linger');
   await until(() => peer3.state === 'deallocated', 'the peer hears of it', 5000);
 });
+
+t.test('normal IPC process: the peer becoming unreachable ends a linger at once', async (t) => {
+  const { vm1, vm2, pair2 } = await topology(t);
+  const on2 = acceptAll(vm2, 'sink');
+  await until(() => knows(vm1, 'sink'), 'VM1 knows sink', 3000);
+  const f = await within(vm1.allocateFlow('src', 'sink', { reliable: true }), 5000, 'reliable flow');
+  await on2.next(); // never read: the window closes, the linger cannot finish by itself
+  for (let i = 0; i < 400; i++) if (!f.write(new Uint8Array(32))) break;
+  f.deallocate();
+  const st = () => vm1.snapshot().flows as { lingered: number; lingerCancelled: number; lingerAcked: number };
+  t.equal(st().lingered, 1);
+  pair2.down('VM2 gone');
+  await until(() => st().lingerCancelled === 1, 'the linger ends when VM2 is unreachable', 5000);
+  t.equal(st().lingerAcked, 0);
+  t.equal((vm1.counters().lingeringFlows ?? -1), 0, 'nothing lingers any more');
+});
