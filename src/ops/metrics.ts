@@ -31,6 +31,7 @@ import type { DisconnectCause } from '../vhost-user/connection.js';
 import type { VhostUserServer } from '../vhost-user/server.js';
 import type { Flow } from '../dif/api.js';
 import type { ObservableIpcp } from '../dif/core/observe.js';
+import { ENROLLMENT_STATES } from '../dif/core/observe.js';
 import { SESSION_CLOSE_CAUSES, type IpcDaemon } from '../dif/ipc/daemon.js';
 import type { DropReason, VmpiDevice } from '../vmpi/device.js';
 import type { VmpiHost } from '../vmpi/host.js';
@@ -370,6 +371,29 @@ export class HostMetrics {
     family('gauge', 'vmpi_dif_neighbours', 'Neighbours enrolled now: members at the other end of a working N-1 flow (normal DIF)', ['dif'], () =>
       perDif(difs, ({ ipcp }) => {
         const n = ipcp.counters().neighbours;
+        return n === undefined ? [] : [[{}, n]];
+      }),
+    );
+    family('gauge', 'vmpi_dif_enrollment_state', 'Enrollment with each neighbour now: 1 for its current state (enrolling, enrolled, lost), 0 for the others (normal DIF: the enroller\'s members, a member\'s enroller)', ['dif', 'neighbour', 'state'], () =>
+      perDif(difs, ({ ipcp }) =>
+        (ipcp.counters().enrollment ?? []).flatMap(({ neighbour, state }) => ENROLLMENT_STATES.map((s): [Record<'neighbour' | 'state', string>, number] => [{ neighbour, state: s }, s === state ? 1 : 0])),
+      ),
+    );
+    family('gauge', 'vmpi_dif_directory_entries', 'Entries in the replicated directory now, withdrawals still remembered included (normal DIF)', ['dif'], () =>
+      perDif(difs, ({ ipcp }) => {
+        const d = ipcp.counters().directory;
+        return d === undefined ? [] : [[{}, d.entries]];
+      }),
+    );
+    family('counter', 'vmpi_dif_directory_drops_total', 'Directory entries from other members refused, by reason (full: the directory bound; member_full: the per-member bound; normal DIF)', ['dif', 'reason'], () =>
+      perDif(difs, ({ ipcp }) => Object.entries(ipcp.counters().directory?.dropped ?? {}).map(([reason, v]): [Record<'reason', string>, number] => [{ reason }, v])),
+    );
+    family('gauge', 'vmpi_dif_efcp_queued_pdus', 'PDUs waiting in the flows\' EFCP queues now, summed over flows, by queue (rtx: sent, not yet acknowledged; closed_window: not yet sent; reassembly: received out of order; normal DIF)', ['dif', 'queue'], () =>
+      perDif(difs, ({ ipcp }) => Object.entries(ipcp.counters().efcpQueuedPdus ?? {}).map(([queue, v]): [Record<'queue', string>, number] => [{ queue }, v])),
+    );
+    family('gauge', 'vmpi_dif_flows_lingering', 'Reliable flows deallocated by their application whose EFCP still delivers its last SDUs (normal DIF)', ['dif'], () =>
+      perDif(difs, ({ ipcp }) => {
+        const n = ipcp.counters().lingeringFlows;
         return n === undefined ? [] : [[{}, n]];
       }),
     );

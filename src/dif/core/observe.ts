@@ -43,7 +43,19 @@ export interface IpcpCounters {
   datagramDrops?: Record<string, number>;
   /** Names looked up to reach a peer: found, or not (shim-udp's peers table). */
   resolutions?: { resolved: number; unresolved: number };
+  /** Enrollment with each neighbour now (normal DIF): the enroller's members, or a member's enroller. */
+  enrollment?: { neighbour: string; state: EnrollmentState }[];
+  /** The replicated directory (normal DIF): entries held now (tombstones included), and entries refused, by reason. */
+  directory?: { entries: number; dropped: Record<string, number> };
+  /** PDUs waiting in the flows' EFCP queues now, summed over flows, by queue (rtx, closed_window, reassembly). */
+  efcpQueuedPdus?: Record<string, number>;
+  /** Flows deallocated by their application whose EFCP still delivers what it holds (normal DIF). */
+  lingeringFlows?: number;
 }
+
+/** States of an enrollment with a neighbour, as the metrics show them (one series each). */
+export const ENROLLMENT_STATES = ['enrolling', 'enrolled', 'lost'] as const;
+export type EnrollmentState = (typeof ENROLLMENT_STATES)[number];
 
 /** EFCP counters summed over flows, cumulative (names as in the metrics' `event` label). */
 export interface EfcpTotals {

@@ -6,21 +6,34 @@
  * seqnum a registration beats a withdrawal, then the higher address wins), local registrations
  * and withdrawals, tombstones (withdrawals remembered for `tombstoneMs` so a late, reordered
  * registration cannot resurrect a name), withdrawal of every entry of a member that left, and the
- * bounds (entries incl. tombstones). Transport is an abstract `flood` callback: the caller sends
- * the entries to every neighbour but `from` (the neighbour they came from); only news is
- * re-flooded, so floods end.
+ * bounds (entries incl. tombstones, live entries per member). Transport is an abstract `flood`
+ * callback: the caller sends the entries to every neighbour but `from` (the neighbour they came
+ * from); only news is re-flooded, so floods end.
+ *
+ * Soft state. A flood is sent once and may be lost (a management PDU dropped for no room), so the
+ * owner re-announces its registrations every `refreshMs` with the next seqnum (news everywhere:
+ * a member that missed the first flood gets it then), and a remote registration nobody refreshed
+ * for `maxAgeMs` is forgotten (its owner is gone without anyone noticing). A member that routing
+ * finds unreachable has its registrations forgotten at once (`memberUnreachable`, local: every
+ * member derives it from its own routing view, so no member withdraws another's names in the
+ * DIF; the owner's next refresh or the sync at its re-enrollment brings them back). The owner is
+ * the authority on names it holds: a tombstone for one (another member's memberLeft, or a copy
+ * from before a restart) is answered with a re-registration above it.
  */
 import { appNameKey, validateAppName, type AppName } from '../naming.js';
-import type { Clock } from './clock.js';
+import type { Clock, TimerHandle } from './clock.js';
 import { MAX_LIST_ITEMS, encodeDirectoryUpdate, type DirectoryEntry } from './cdap-objects.js';
 
 export const DEFAULT_MAX_DIRECTORY_ENTRIES = 10000;
+export const DEFAULT_MAX_ENTRIES_PER_MEMBER = 1024;
 export const DEFAULT_TOMBSTONE_MS = 60_000;
+export const DEFAULT_DIRECTORY_REFRESH_MS = 30_000;
+export const DEFAULT_DIRECTORY_MAX_AGE_MS = 150_000;
 
 export class DirectoryError extends Error {
   override name = 'DirectoryError';
   constructor(
-    readonly code: 'ERR_DIRECTORY_FULL' | 'ERR_DIRECTORY_NO_ADDRESS',
+    readonly code: 'ERR_DIRECTORY_FULL' | 'ERR_DIRECTORY_NO_ADDRESS' | 'ERR_DIRECTORY_CONFIG',
     message: string,
   ) {
     super(message);
@@ -33,13 +46,22 @@ export interface DirectoryOptions {
   readonly localAddress?: number;
   /** Send `entries` to every neighbour except the one at address `from` (undefined: to all). */
   readonly flood: (entries: DirectoryEntry[], from: number | undefined) => void;
+  /** Entries held, tombstones included. */
   readonly maxEntries?: number;
+  /** Live registrations held for one member (a peer cannot fill the directory by itself). */
+  readonly maxEntriesPerMember?: number;
   readonly tombstoneMs?: number;
+  /** The owner re-announces its registrations this often (default 30 000 ms). */
+  readonly refreshMs?: number;
+  /** A remote registration not refreshed for this long is forgotten (default 150 000 ms; > 2 × refreshMs). */
+  readonly maxAgeMs?: number;
+  /** Routing's view: false when `address` is not reachable (its stale claims on our names are taken over at refresh). */
+  readonly reachable?: (address: number) => boolean;
 }
 
 interface Slot {
   entry: DirectoryEntry;
-  /** Tombstones only: when it may be forgotten. */
+  /** Tombstones: when it may be forgotten. Live entries: when last installed or refreshed. */
   expiresAt: number;
 }
 
@@ -77,32 +99,74 @@ export function supersedes(a: DirectoryEntry, b: DirectoryEntry): boolean {
 }
 
 export class Directory {
-  readonly stats = { registrations: 0, unregistrations: 0, accepted: 0, stale: 0, droppedFull: 0, removedByLeave: 0, tombstonesExpired: 0, corrected: 0, overridden: 0 };
+  readonly stats = {
+    registrations: 0, unregistrations: 0, accepted: 0, stale: 0, droppedFull: 0, removedByLeave: 0, tombstonesExpired: 0, corrected: 0, overridden: 0,
+    /** Live remote entries refused because their member already holds maxEntriesPerMember. */
+    droppedMemberFull: 0,
+    /** Registrations of members routing found unreachable, forgotten. */
+    removedUnreachable: 0,
+    /** Remote registrations forgotten because their owner stopped refreshing them. */
+    expired: 0,
+    /** Our own registrations re-announced by the periodic refresh. */
+    refreshed: 0,
+    /** Names we hold re-registered above a tombstone or a stale claim. */
+    reasserted: 0,
+  };
   private readonly slots = new Map<string, Slot>();
-  /** Keys this member registered itself. */
-  private readonly local = new Set<string>();
+  /** Keys registered by applications at this member (held even while another member's claim wins) → name, highest seqnum used. */
+  private readonly local = new Map<string, { app: AppName; seqnum: number }>();
   private readonly tombstoneFifo: { key: string; at: number }[] = [];
+  /** Live entries per address. */
+  private readonly perMember = new Map<number, number>();
   private localAddress: number;
   private readonly max: number;
+  private readonly maxPerMember: number;
   private readonly tombstoneMs: number;
+  private readonly refreshMs: number;
+  private readonly maxAgeMs: number;
+  private timer: TimerHandle | undefined;
+  private stopped = false;
 
   constructor(private readonly opts: DirectoryOptions) {
     this.localAddress = opts.localAddress ?? 0;
     this.max = opts.maxEntries ?? DEFAULT_MAX_DIRECTORY_ENTRIES;
+    this.maxPerMember = opts.maxEntriesPerMember ?? DEFAULT_MAX_ENTRIES_PER_MEMBER;
     this.tombstoneMs = opts.tombstoneMs ?? DEFAULT_TOMBSTONE_MS;
+    this.refreshMs = opts.refreshMs ?? DEFAULT_DIRECTORY_REFRESH_MS;
+    this.maxAgeMs = opts.maxAgeMs ?? DEFAULT_DIRECTORY_MAX_AGE_MS;
+    if (!(this.refreshMs > 0) || !(this.maxAgeMs > 2 * this.refreshMs)) {
+      throw new DirectoryError('ERR_DIRECTORY_CONFIG', `directory refresh ${this.refreshMs} ms / max age ${this.maxAgeMs} ms: need refresh > 0 and max age > 2 × refresh, or live entries expire between refreshes`);
+    }
+    if (!(this.maxPerMember >= 1) || !(this.max >= 1)) throw new DirectoryError('ERR_DIRECTORY_CONFIG', 'directory bounds must be at least 1');
+    this.timer = this.opts.clock.setTimer(this.refreshMs, () => this.tick());
   }
 
   get size(): number {
     return this.slots.size;
   }
 
+  /** Live registrations held for the member at `address`. */
+  entriesOf(address: number): number {
+    return this.perMember.get(address) ?? 0;
+  }
+
   /** Set once enrolled (or re-enrolled with a new address): local names are re-announced. */
   setLocalAddress(address: number): void {
+    const old = this.localAddress;
     this.localAddress = address;
     const out: DirectoryEntry[] = [];
-    for (const key of this.local) {
+    for (const key of this.local.keys()) {
       const s = this.slots.get(key);
-      if (s && !s.entry.removed && s.entry.address !== address) out.push(this.put(key, { ...s.entry, address, seqnum: s.entry.seqnum + 1 }));
+      if (s && !s.entry.removed && s.entry.address !== address && s.entry.address === old) out.push(this.put(key, { ...s.entry, address, seqnum: s.entry.seqnum + 1 }));
+    }
+    // Claims that the new address hosts names we never registered (a former holder of the address).
+    if (address !== 0) {
+      for (const [key, s] of this.slots) {
+        if (!s.entry.removed && s.entry.address === address && !this.local.has(key)) {
+          out.push(this.put(key, { ...s.entry, seqnum: s.entry.seqnum + 1, removed: true }));
+          this.stats.corrected++;
+        }
+      }
     }
     if (out.length) this.opts.flood(out, undefined);
   }
@@ -116,7 +180,7 @@ export class Directory {
     const old = this.slots.get(key);
     if (!old && !this.room()) throw new DirectoryError('ERR_DIRECTORY_FULL', `the directory holds ${this.max} entries; unregister some applications first`);
     const e = this.put(key, { app: name, address: this.localAddress, seqnum: old ? old.entry.seqnum + 1 : 1, removed: false });
-    this.local.add(key);
+    this.local.set(key, { app: name, seqnum: e.seqnum });
     this.stats.registrations++;
     this.opts.flood([e], undefined);
     return e;
@@ -127,7 +191,7 @@ export class Directory {
     const key = appNameKey(app);
     if (!this.local.delete(key)) return false;
     const s = this.slots.get(key);
-    if (!s || s.entry.removed) return false;
+    if (!s || s.entry.removed || s.entry.address !== this.localAddress) return false;
     const e = this.put(key, { ...s.entry, seqnum: s.entry.seqnum + 1, removed: true });
     this.stats.unregistrations++;
     this.opts.flood([e], undefined);
@@ -150,16 +214,24 @@ export class Directory {
         this.stats.droppedFull++;
         continue;
       }
-      if (!e.removed && e.address === this.localAddress && this.localAddress !== 0 && !this.local.has(key)) {
+      const mine = this.localAddress !== 0 && this.local.has(key);
+      if (!e.removed && e.address === this.localAddress && this.localAddress !== 0 && !mine) {
         // A stale claim that we host this name (e.g. from before a restart): withdraw it.
         corrections.push(this.put(key, { ...e, seqnum: e.seqnum + 1, removed: true }));
         this.stats.corrected++;
         continue;
       }
-      if (this.local.has(key) && (e.removed || e.address !== this.localAddress)) {
-        this.local.delete(key);
-        this.stats.overridden++;
+      if (mine && e.removed) {
+        // Somebody withdrew a name an application here still holds: it is ours, say so above it.
+        corrections.push(this.put(key, { ...e, address: this.localAddress, seqnum: e.seqnum + 1, removed: false }));
+        this.stats.reasserted++;
+        continue;
       }
+      if (!e.removed && (!old || old.entry.removed || old.entry.address !== e.address) && this.entriesOf(e.address) >= this.maxPerMember) {
+        this.stats.droppedMemberFull++;
+        continue;
+      }
+      if (mine && e.address !== this.localAddress) this.stats.overridden++;
       news.push(this.put(key, e));
       this.stats.accepted++;
     }
@@ -177,6 +249,24 @@ export class Directory {
     this.stats.removedByLeave += out.length;
     if (out.length) this.opts.flood(out, undefined);
     return out.length;
+  }
+
+  /**
+   * Routing no longer reaches the member at `address`: forget its registrations here (no flood,
+   * no tombstone: every member finds this from its own routing, and the owner's registrations are
+   * accepted again when it comes back). Returns how many.
+   */
+  memberUnreachable(address: number): number {
+    if (address === this.localAddress) return 0;
+    let n = 0;
+    for (const [key, s] of this.slots) {
+      if (!s.entry.removed && s.entry.address === address) {
+        this.drop(key, s);
+        n++;
+      }
+    }
+    this.stats.removedUnreachable += n;
+    return n;
   }
 
   /** Address hosting `app`, or undefined. */
@@ -198,7 +288,49 @@ export class Directory {
 
   /** Plain data for inspection and restart. */
   snapshot(): { localAddress: number; local: string[]; entries: DirectoryEntry[]; stats: Directory['stats'] } {
-    return { localAddress: this.localAddress, local: [...this.local], entries: this.entries(), stats: { ...this.stats } };
+    return { localAddress: this.localAddress, local: [...this.local.keys()], entries: this.entries(), stats: { ...this.stats } };
+  }
+
+  /** Stop the refresh timer (the IPC process closed). */
+  stop(): void {
+    this.stopped = true;
+    this.opts.clock.clearTimer(this.timer);
+    this.timer = undefined;
+  }
+
+  /** Periodic: re-announce our registrations (and take back names whose claim went away), forget unrefreshed ones. */
+  refresh(): void {
+    this.purge();
+    const now = this.opts.clock.now();
+    for (const [key, s] of this.slots) {
+      if (!s.entry.removed && s.entry.address !== this.localAddress && now - s.expiresAt >= this.maxAgeMs) {
+        this.drop(key, s);
+        this.stats.expired++;
+      }
+    }
+    if (this.localAddress === 0) return;
+    const out: DirectoryEntry[] = [];
+    for (const [key, l] of this.local) {
+      const s = this.slots.get(key);
+      if (s && !s.entry.removed && s.entry.address === this.localAddress) {
+        out.push(this.put(key, { ...s.entry, seqnum: s.entry.seqnum + 1 }));
+        this.stats.refreshed++;
+      } else if (s && (s.entry.removed || this.opts.reachable?.(s.entry.address) === false)) {
+        out.push(this.put(key, { ...s.entry, address: this.localAddress, seqnum: s.entry.seqnum + 1, removed: false }));
+        this.stats.reasserted++;
+      } else if (!s && this.room()) {
+        // Forgotten here (expired, or its claimant became unreachable): ours again.
+        out.push(this.put(key, { app: l.app, address: this.localAddress, seqnum: l.seqnum + 1, removed: false }));
+        this.stats.reasserted++;
+      }
+    }
+    if (out.length) this.opts.flood(out, undefined);
+  }
+
+  private tick(): void {
+    if (this.stopped) return;
+    this.timer = this.opts.clock.setTimer(this.refreshMs, () => this.tick());
+    this.refresh();
   }
 
   private room(): boolean {
@@ -217,13 +349,32 @@ export class Directory {
   }
 
   private put(key: string, e: DirectoryEntry): DirectoryEntry {
-    const at = e.removed ? this.opts.clock.now() + this.tombstoneMs : 0;
+    const old = this.slots.get(key);
+    if (old && !old.entry.removed) this.count(old.entry.address, -1);
+    const now = this.opts.clock.now();
+    const at = e.removed ? now + this.tombstoneMs : now;
     this.slots.set(key, { entry: e, expiresAt: at });
     if (e.removed) {
       this.tombstoneFifo.push({ key, at });
       if (this.tombstoneFifo.length > 2 * this.max) this.compactFifo();
+    } else {
+      this.count(e.address, 1);
     }
+    const l = this.local.get(key);
+    if (l && e.seqnum > l.seqnum) l.seqnum = e.seqnum;
     return e;
+  }
+
+  /** Forget a live entry (no tombstone). */
+  private drop(key: string, s: Slot): void {
+    this.slots.delete(key);
+    if (!s.entry.removed) this.count(s.entry.address, -1);
+  }
+
+  private count(address: number, d: number): void {
+    const n = (this.perMember.get(address) ?? 0) + d;
+    if (n > 0) this.perMember.set(address, n);
+    else this.perMember.delete(address);
   }
 
   private compactFifo(): void {

@@ -6,7 +6,7 @@
  * yet; also in the RMT's no_cep); malformed_control = management PDUs that could not be
  * read; RMT drops by reason (no_route, ttl, queue_full, no_cep, no_mgmt, port_down, malformed).
  */
-import type { EfcpTotals, IpcpCounters } from '../core/observe.js';
+import type { EfcpTotals, EnrollmentState, IpcpCounters } from '../core/observe.js';
 import type { IpcpFlows } from './ipcp-flows.js';
 import type { MgmtStats } from './ipcp-mgmt.js';
 import type { RmtStats } from './rmt.js';
@@ -16,6 +16,10 @@ export interface NormalGauges {
   rmtQueuedPdus: number;
   enrolled: boolean;
   efcp: EfcpTotals;
+  enrollment?: { neighbour: string; state: EnrollmentState }[];
+  directory?: { entries: number; dropped: Record<string, number> };
+  efcpQueuedPdus?: Record<string, number>;
+  lingeringFlows?: number;
 }
 
 export function normalCounters(flows: IpcpFlows['stats'], rmt: RmtStats, mgmt: MgmtStats, g: NormalGauges): IpcpCounters {
@@ -40,5 +44,9 @@ export function normalCounters(flows: IpcpFlows['stats'], rmt: RmtStats, mgmt: M
     rmtQueuedPdus: g.rmtQueuedPdus,
     enrolled: g.enrolled,
     efcp: g.efcp,
+    ...(g.enrollment ? { enrollment: g.enrollment } : {}),
+    ...(g.directory ? { directory: g.directory } : {}),
+    ...(g.efcpQueuedPdus ? { efcpQueuedPdus: g.efcpQueuedPdus } : {}),
+    ...(g.lingeringFlows !== undefined ? { lingeringFlows: g.lingeringFlows } : {}),
   };
 }

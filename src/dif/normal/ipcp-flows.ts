@@ -22,6 +22,7 @@ import { FlowAllocError, FlowAllocator, type FlowDecision, type FlowInfo } from 
 import { NormalFlow, NormalFlowRequest, type NormalFlowOwner, type NormalRequestOwner } from './ipcp-flow.js';
 import type { Rmt } from './rmt.js';
 import { addEfcp, newEfcpTotals } from './efcp/totals.js';
+import { Linger, lingerBoundMs, needsLinger, type LingerOutcome } from './flow-linger.js';
 import type { EfcpTotals } from '../core/observe.js';
 
 export const REASON_UNKNOWN_APPLICATION = 'unknown application';
@@ -52,6 +53,8 @@ export class IpcpFlows implements NormalFlowOwner, NormalRequestOwner {
     flowsAllocated: 0, flowsDeallocated: 0, incomingRequests: 0, incomingAccepted: 0, incomingRejected: 0, dataNoRoute: 0,
     /** Outgoing allocations: asked (past the local checks), allocated, refused by the other end, timed out. */
     allocRequested: 0, allocSucceeded: 0, allocRejected: 0, allocTimedOut: 0,
+    /** Reliable flows deallocated with SDUs unacknowledged (flow-linger.ts), and how their lingers ended. */
+    lingered: 0, lingerAcked: 0, lingerExpired: 0, lingerFailed: 0, lingerCancelled: 0,
   };
   readonly fa: FlowAllocator;
   readonly rxQueueLimit: number;
@@ -61,6 +64,8 @@ export class IpcpFlows implements NormalFlowOwner, NormalRequestOwner {
   private readonly byFaName = new Map<string, NormalFlow>();
   private readonly waitingLower = new Set<EfcpConnection>();
   private readonly pendingRequests = new Set<NormalFlowRequest>();
+  /** Deallocated reliable flows whose EFCP still delivers what it holds, by flow name. */
+  private readonly lingering = new Map<string, { flow: NormalFlow; efcp: EfcpConnection; linger: Linger }>();
   private nextPortId = 1;
   /** Inside memberLost: deletions are losses ('port_down'), not the peer's doing. */
   private losing = false;
@@ -98,6 +103,10 @@ export class IpcpFlows implements NormalFlowOwner, NormalRequestOwner {
   /** Deallocate every flow (telling the other ends) with cause 'closed'. */
   closeAll(reason: string): void {
     this.cancelRequests(null, reason);
+    for (const [name, l] of [...this.lingering]) {
+      this.fa.deallocate(name, reason);
+      this.lingerEnded(name, l.linger, 'cancelled');
+    }
     for (const f of [...this.byPort.values()]) {
       if (f.faName) this.fa.deallocate(f.faName, reason);
       this.dropFlow(f, reason, 'closed');
@@ -283,22 +292,72 @@ export class IpcpFlows implements NormalFlowOwner, NormalRequestOwner {
 
   /** @internal Flow.deallocate() (and a failed EFCP) */
   localDeallocate(flow: NormalFlow, reason: string, cause: DeallocationCause = 'local'): void {
+    const l = flow.faName ? this.lingering.get(flow.faName) : undefined;
+    if (l) {
+      // Its EFCP failed while lingering (retransmissions exhausted): the end comes now.
+      this.lingerEnded(flow.faName!, l.linger, 'failed');
+      return;
+    }
+    if (cause === 'local' && flow.faName && flow.efcp && !this.h.closed && needsLinger(flow.efcp)) {
+      this.startLinger(flow, flow.efcp, reason);
+      return;
+    }
     if (flow.faName) this.fa.deallocate(flow.faName, reason);
     this.dropFlow(flow, reason, cause);
   }
 
+  /**
+   * The application's flow ends now, its EFCP stays bound to its CEP-id until what it holds is
+   * acknowledged (or the bound passes); only then the peer is told (M_DELETE), so its end stays
+   * up to receive the last SDUs.
+   */
+  private startLinger(flow: NormalFlow, efcp: EfcpConnection, reason: string): void {
+    const name = flow.faName!;
+    this.stats.lingered++;
+    flow.efcp = null; // so the flow's end does not close the connection
+    const linger = new Linger(this.h.clock, efcp, lingerBoundMs(efcp), (outcome) => this.lingerEnded(name, linger, outcome, reason));
+    this.lingering.set(name, { flow, efcp, linger });
+    this.dropFlow(flow, reason, 'local', true);
+  }
+
+  /** A linger is over: the connection closes, its CEP-id is unbound, and (unless the flow is gone already) the peer is told. */
+  private lingerEnded(name: string, linger: Linger, outcome: LingerOutcome, reason?: string): void {
+    const l = this.lingering.get(name);
+    if (!l || l.linger !== linger) return;
+    this.lingering.delete(name);
+    if (outcome === 'acked') this.stats.lingerAcked++;
+    else if (outcome === 'expired') this.stats.lingerExpired++;
+    else if (outcome === 'failed') this.stats.lingerFailed++;
+    else this.stats.lingerCancelled++;
+    if (!linger.ended) linger.cancel(); // clears its timer; re-enters here and returns (no longer listed)
+    l.efcp.close();
+    this.waitingLower.delete(l.efcp);
+    addEfcp(this.endedEfcp, l.efcp.stats);
+    if (this.byFaName.get(name) === l.flow) {
+      this.byFaName.delete(name);
+      this.h.rmt.unbindCep(l.flow.localCep);
+    }
+    if (reason !== undefined) this.fa.deallocate(name, reason);
+  }
+
   private flowDeleted(info: FlowInfo, reason: string): void {
+    const l = this.lingering.get(info.name);
+    if (l) {
+      // The peer deleted it too, or its member became unreachable: nothing more can be delivered.
+      this.lingerEnded(info.name, l.linger, 'cancelled');
+      return;
+    }
     const flow = this.byFaName.get(info.name);
     if (!flow) return;
     if (this.losing) this.dropFlow(flow, reason, 'port_down');
     else this.dropFlow(flow, reason === 'deleted by the other end' ? 'deallocated by the peer' : reason, 'peer');
   }
 
-  private dropFlow(flow: NormalFlow, reason: string, cause: DeallocationCause): void {
+  private dropFlow(flow: NormalFlow, reason: string, cause: DeallocationCause, lingering = false): void {
     // Counted once, as it leaves byPort (efcpTotals() counts the flows still in it).
     const listed = this.byPort.get(flow.portId) === flow;
     if (listed) this.byPort.delete(flow.portId);
-    if (flow.faName && this.byFaName.get(flow.faName) === flow) {
+    if (!lingering && flow.faName && this.byFaName.get(flow.faName) === flow) {
       this.byFaName.delete(flow.faName);
       this.h.rmt.unbindCep(flow.localCep);
     }
@@ -318,11 +377,31 @@ export class IpcpFlows implements NormalFlowOwner, NormalRequestOwner {
   efcpTotals(): EfcpTotals {
     const t = { ...this.endedEfcp };
     for (const f of this.byPort.values()) if (f.efcp) addEfcp(t, f.efcp.stats);
+    for (const l of this.lingering.values()) addEfcp(t, l.efcp.stats);
     return t;
   }
 
   flows(): Flow[] {
     return [...this.byPort.values()].filter((f) => f.state === 'allocated');
+  }
+
+  /** Flows lingering after their deallocation (flow-linger.ts). */
+  get lingeringCount(): number {
+    return this.lingering.size;
+  }
+
+  /** PDUs waiting in the EFCP queues of every flow (lingering ones too), by queue. Read at scrape time. */
+  efcpQueues(): { rtx: number; closed_window: number; reassembly: number } {
+    const q = { rtx: 0, closed_window: 0, reassembly: 0 };
+    const add = (e: EfcpConnection): void => {
+      const s = e.snapshot();
+      q.rtx += s.sender.rtxPdus;
+      q.closed_window += s.sender.cwqPdus;
+      q.reassembly += s.receiver.bufferedPdus;
+    };
+    for (const f of this.byPort.values()) if (f.efcp) add(f.efcp);
+    for (const l of this.lingering.values()) add(l.efcp);
+    return q;
   }
 }
 

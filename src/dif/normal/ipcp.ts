@@ -28,11 +28,11 @@ import { EventEmitter } from 'node:events';
 import { DifError, type AllocateOptions, type DeallocationCause, type Flow, type FlowRequestHandler, type IpcProcess, type QosRequest, type Registration } from '../api.js';
 import { appNameEquals, formatAppName, toAppName, type AppName } from '../naming.js';
 import { nameArg } from '../core/args.js';
-import type { IpcpCounters, ObservableIpcp } from '../core/observe.js';
+import type { EnrollmentState, IpcpCounters, ObservableIpcp } from '../core/observe.js';
 import { Registrations } from '../core/registrations.js';
 import { normalCounters } from './ipcp-counters.js';
 import { realClock, type Clock, type TimerHandle } from './clock.js';
-import { Directory } from './directory.js';
+import { Directory, type DirectoryOptions } from './directory.js';
 import { defaultConstants, type CdapTransport } from './enrollment.js';
 import { Enrollee } from './enrollment-enrollee.js';
 import { Enroller } from './enrollment-enroller.js';
@@ -75,6 +75,8 @@ export interface NormalIpcpOptions {
   /** RMT queue bounds per N-1 flow. */
   queueMaxPdus?: number;
   queueMaxBytes?: number;
+  /** Directory soft state and bounds (directory.ts defaults: refresh 30 s, max age 150 s, 1024 names per member). */
+  directory?: Pick<DirectoryOptions, 'refreshMs' | 'maxAgeMs' | 'maxEntries' | 'maxEntriesPerMember' | 'tombstoneMs'>;
 }
 
 export interface NormalIpcpEvents {
@@ -128,7 +130,12 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
     this.maxPduSize = o.maxPduSize ?? DEFAULT_MAX_PDU_SIZE;
     this.rxQueueLimit = o.rxQueueLimit ?? 256;
     this.rmt = new Rmt({ address: 0, queueMaxPdus: o.queueMaxPdus, queueMaxBytes: o.queueMaxBytes, mgmt: { receiveMgmt: (p, pdu, hlen, from) => this.mgmt.receive(p, pdu, hlen, from) }, onWritable: () => this.appFlows.lowerWritable() });
-    this.directory = new Directory({ clock: this.clock, flood: (entries, from) => this.mgmt.floodDirectory(entries, from) });
+    this.directory = new Directory({
+      clock: this.clock,
+      flood: (entries, from) => this.mgmt.floodDirectory(entries, from),
+      reachable: (a) => a === this.addr || this.rmt.forwardingTable().has(a),
+      ...o.directory,
+    });
     const self = this;
     this.mgmt = new MgmtPlane({
       get address() {
@@ -355,8 +362,10 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
       if (this.closed || this.enrollPort !== id) return;
       const enrollerAddr = r.neighbours.find((n) => appNameEquals(n.name, r.enroller))?.address ?? 0;
       if (enrollerAddr === 0) throw new Error('the enroller did not say its own address');
-      this.becomeMember(r.address);
+      // The DIF's directory first, then our address and registrations: a registration of ours
+      // re-made after a restart goes above the DIF's old copy of it, not under it.
       this.directory.applyRemote(r.directory, enrollerAddr);
+      this.becomeMember(r.address);
       this.neighbourUp(id, enrollerAddr);
       this.emit('enrolled', r.address);
     } catch (err) {
@@ -397,7 +406,10 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
   /** Members routing no longer reaches: their flows end (the N-1 loss that caused it, if known, in the reason). */
   private unreachable(addrs: number[]): void {
     const why = this.lossReason;
-    for (const a of addrs) this.appFlows.memberLost(a, `member ${a} of ${this.difName} is unreachable${why ? ` (${why})` : ''}`);
+    for (const a of addrs) {
+      this.directory.memberUnreachable(a);
+      this.appFlows.memberLost(a, `member ${a} of ${this.difName} is unreachable${why ? ` (${why})` : ''}`);
+    }
   }
 
   get ipcpName(): string {
@@ -409,7 +421,23 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
     let neighbours = 0;
     for (const p of this.ports.values()) if (p.neighbour !== 0) neighbours++;
     const rmtQueuedPdus = this.rmt.snapshot().ports.reduce((a, p) => a + p.queuedPdus, 0);
-    return normalCounters(this.appFlows.stats, this.rmt.stats, this.stats, { neighbours, rmtQueuedPdus, enrolled: this.isEnrolled, efcp: this.appFlows.efcpTotals() });
+    const ds = this.directory.stats;
+    return normalCounters(this.appFlows.stats, this.rmt.stats, this.stats, {
+      neighbours, rmtQueuedPdus, enrolled: this.isEnrolled, efcp: this.appFlows.efcpTotals(),
+      enrollment: this.enrollmentStates(),
+      directory: { entries: this.directory.size, dropped: { full: ds.droppedFull, member_full: ds.droppedMemberFull } },
+      efcpQueuedPdus: this.appFlows.efcpQueues(),
+      lingeringFlows: this.appFlows.lingeringCount,
+    });
+  }
+
+  /** Enrollment with each neighbour now: the enroller's members, or this member's enroller. */
+  private enrollmentStates(): { neighbour: string; state: EnrollmentState }[] {
+    if (this.enroller) return this.enroller.snapshot().members.map((m) => ({ neighbour: m.name, state: m.state === 'enrolled' || m.state === 'lost' ? m.state : 'enrolling' }));
+    const up = this.enrollPort !== undefined && (this.ports.get(this.enrollPort)?.neighbour ?? 0) !== 0;
+    const st = this.enrollee?.state;
+    const state: EnrollmentState = up ? 'enrolled' : st === undefined || (st !== 'idle' && st !== 'failed' && st !== 'enrolled') ? 'enrolling' : 'lost';
+    return [{ neighbour: formatAppName(toAppName(this.o.enroll!.enrollerName)), state }];
   }
 
   /** The operator's dump (core/observe.ts): the snapshot plus the N-1 flows and who is at their other end. */
@@ -446,6 +474,7 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
     for (const p of [...this.ports.values()]) p.port.close(reason);
     for (const r of this.lowerRegs) r.unregister();
     this.routing?.stop();
+    this.directory.stop();
     this.regs.clear();
   }
 

@@ -67,12 +67,14 @@ t.test('registrations reach every member; withdrawals too', async (t) => {
 });
 
 t.test('a member that leaves takes its entries with it', async (t) => {
-  const { dirs, run } = net(4, [[1, 2], [2, 3], [3, 4], [4, 1]]);
+  const { dirs, run, nbrs } = net(4, [[1, 2], [2, 3], [3, 4], [4, 1]]);
   dirs.get(3)!.register(app('a'));
   dirs.get(3)!.register(app('b'));
   dirs.get(1)!.register(app('c'));
   t.ok(run());
-  // 3 goes away: its neighbours 2 and 4 notice (routing/enrollment tells them), others learn by flood.
+  // 3 goes away (its links with it): its neighbours 2 and 4 notice (routing/enrollment tells them), others learn by flood.
+  nbrs.set(3, []);
+  for (const n of [2, 4]) nbrs.set(n, nbrs.get(n)!.filter((x) => x !== 3));
   for (const n of [1, 2, 4]) dirs.get(n)!.applyRemote([], undefined);
   t.equal(dirs.get(2)!.memberLeft(3), 2);
   t.equal(dirs.get(4)!.memberLeft(3), 2);
