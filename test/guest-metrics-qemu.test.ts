@@ -54,6 +54,8 @@ stop.on('request', async (req) => {
   await req.reject('stopping vmpi guest');
   spawn('sh', ['-c', 'sleep 0.3; kill -STOP $(cat /tmp/vmpi-guest.pid); sleep 12; kill -CONT $(cat /tmp/vmpi-guest.pid)'], { stdio: 'ignore', detached: true }).unref();
 });
+const ping = await c.register('${DIF}', 'ping/1');
+ping.on('request', (req) => void req.reject('pong'));
 const quit = await c.register('${DIF}', 'quit/1');
 quit.on('request', async (req) => {
   await req.reject('bye');
@@ -130,6 +132,14 @@ t.test('guest metrics through the VMPI match the host per-channel counters; a st
     guestText = r.body;
   }
   t.comment(`guest scrape latency through the VMPI (ms): ${latencies.join(', ')}`);
+  // For scale: one flow allocation round trip (a guest application that refuses at once).
+  const pings: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const t0 = performance.now();
+    t.match(await app.allocate(DIF, 'ping/1').catch((e: unknown) => e), { peerReason: 'pong' });
+    pings.push(Math.round(performance.now() - t0));
+  }
+  t.comment(`allocation round trip to a refusing guest application (ms): ${pings.join(', ')}`);
   const hostText = (await get(`${base}/metrics`)).body;
   for (const [name, dir_, want] of [
     ['sdus', 'to_guest', N],

@@ -105,22 +105,26 @@ type Sample<L extends string> = [Record<L, string>, number];
  */
 export function registerDriverMetrics(registry: Registry, sysRoot = '/sys'): { readErrors: () => number } {
   let errors = 0;
-  let snapshot: DriverDeviceStats[] = [];
-  let readAt = -1;
-  /** One sysfs read per scrape: the first family collected reads, the others reuse it. */
+  let snapshot: DriverDeviceStats[] | null = null;
+  /**
+   * One sysfs read per scrape: a registry collects every family in the same turn of the event
+   * loop, so the first family reads and the others reuse it until the next turn.
+   */
   const devices = (): DriverDeviceStats[] => {
-    const now = Date.now();
-    if (now - readAt < 50) return snapshot;
-    readAt = now;
-    snapshot = [];
+    if (snapshot) return snapshot;
+    const read: DriverDeviceStats[] = [];
     for (const dir of driverDeviceDirs(sysRoot)) {
       try {
-        snapshot.push(readDriverDevice(dir));
+        read.push(readDriverDevice(dir));
       } catch {
         errors++;
       }
     }
-    return snapshot;
+    snapshot = read;
+    setImmediate(() => {
+      snapshot = null;
+    });
+    return read;
   };
   const registers = [registry];
   const family = <L extends string>(kind: 'counter' | 'gauge', name: string, help: string, labelNames: readonly L[], samples: (ds: DriverDeviceStats[]) => Iterable<Sample<L>>): void => {
