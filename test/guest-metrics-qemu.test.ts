@@ -32,6 +32,8 @@ const N = 60;
 const SIZE = 1000;
 const M = 25;
 const BACK = 333;
+/** Allocations of the test's own flows (a TCG guest on a loaded machine can take seconds). */
+const ALLOC_MS = 30_000;
 const TIMEOUT_MS = 5000; // TCG on a loaded machine: a scrape takes 0.7-2 s
 
 const GUEST_JS = `
@@ -114,7 +116,7 @@ t.test('guest metrics through the VMPI match the host per-channel counters; a st
   t.same(sd, [{ targets: [new URL(base).host], labels: { __metrics_path__: `/metrics/guest/${VMPI_ID}`, vmpi_guest_id: String(VMPI_ID) } }], '/sd/guests lists the guest');
 
   // A known transfer on one flow.
-  const flow = await app.allocate(DIF, 'sink/1', { src: 'hsrc/1' });
+  const flow = await app.allocate(DIF, 'sink/1', { src: 'hsrc/1', timeoutMs: ALLOC_MS });
   for (let i = 0; i < N; i++) await flow.send(new Uint8Array(SIZE).fill(i));
   const got = await g.waitJson<{ datapath: string; n: number; bytes: number }>('GM-SINK', 120_000);
   t.same(got, { datapath: 'vmpi_file', n: N, bytes: N * SIZE }, 'the guest application read every SDU from its driver file (fast path)');
@@ -136,7 +138,7 @@ t.test('guest metrics through the VMPI match the host per-channel counters; a st
   const pings: number[] = [];
   for (let i = 0; i < 3; i++) {
     const t0 = performance.now();
-    t.match(await app.allocate(DIF, 'ping/1').catch((e: unknown) => e), { peerReason: 'pong' });
+    t.match(await app.allocate(DIF, 'ping/1', { timeoutMs: ALLOC_MS }).catch((e: unknown) => e), { peerReason: 'pong' });
     pings.push(Math.round(performance.now() - t0));
   }
   t.comment(`allocation round trip to a refusing guest application (ms): ${pings.join(', ')}`);
@@ -159,7 +161,7 @@ t.test('guest metrics through the VMPI match the host per-channel counters; a st
   t.match(guestText, /process_resident_memory_bytes \d/, "the guest's process metrics");
 
   // A stopped vmpi guest: its scrape costs its timeout, the host's own /metrics does not wait.
-  t.match(await app.allocate(DIF, 'stop/1').catch((e: unknown) => e), { peerReason: 'stopping vmpi guest' });
+  t.match(await app.allocate(DIF, 'stop/1', { timeoutMs: ALLOC_MS }).catch((e: unknown) => e), { peerReason: 'stopping vmpi guest' });
   await new Promise((r) => setTimeout(r, 1500));
   const [silent, own] = await Promise.all([get(`${base}/metrics/guest/${VMPI_ID}`), get(`${base}/metrics`)]);
   t.equal(silent.status, 504, 'a stopped guest: 504');
@@ -181,5 +183,5 @@ t.test('guest metrics through the VMPI match the host per-channel counters; a st
   t.ok((sample(counts, 'vmpi_guest_scrapes_total', { vmpi_id: String(VMPI_ID), outcome: 'timeout' }) ?? 0) >= 1, 'the timeout is counted');
   t.ok((sample(counts, 'vmpi_guest_scrapes_total', { vmpi_id: String(VMPI_ID), outcome: 'ok' }) ?? 0) >= 6, 'the good scrapes are counted');
 
-  t.match(await app.allocate(DIF, 'quit/1').catch((e: unknown) => e), { peerReason: 'bye' });
+  t.match(await app.allocate(DIF, 'quit/1', { timeoutMs: ALLOC_MS }).catch((e: unknown) => e), { peerReason: 'bye' });
 });
