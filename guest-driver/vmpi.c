@@ -172,6 +172,19 @@ struct vmpi_file {
 	bool stalled;			/* full for rx_stall_ms: its frames are dropped */
 	unsigned long full_since;	/* jiffies */
 	wait_queue_head_t rq;
+	/*
+	 * Per-channel counters (sysfs channel_stats), for the life of the binding. Plain u64s,
+	 * each written only under a lock its path already holds (rx and drops: vd->lock in
+	 * rx_work; tx: vd->tx_lock in vmpi_tx_post), read without it: no atomics, no new locks on
+	 * the per-SDU path. On 32-bit a read may see a torn value; 64-bit reads are whole.
+	 */
+	struct {
+		u64 rx_sdus, rx_bytes;		/* vd->lock */
+		u64 rx_drops_full, rx_drops_stalled;	/* vd->lock */
+		u64 rx_full;			/* vd->lock: times the queue filled (a frame parked) */
+		u64 tx_sdus, tx_bytes;		/* vd->tx_lock */
+		u64 tx_full;			/* vd->tx_lock: writes that found the tx ring full */
+	} cst;
 };
 
 /* ---- buffers ---- */
@@ -394,22 +407,27 @@ static void vmpi_rx_deliver(struct vmpi_dev *vd, struct vmpi_buf *q)
 		atomic64_inc(&vd->st.rx_drops_unbound);
 	} else if (f->stalled) {
 		atomic64_inc(&vd->st.rx_drops_stalled);
+		WRITE_ONCE(f->cst.rx_drops_stalled, f->cst.rx_drops_stalled + 1);
 	} else if (vmpi_rx_fits(f, q->charge)) {
 		list_add_tail(&q->node, &f->rxq);
 		f->rx_count++;
 		f->rx_bytes += q->charge;
 		atomic64_inc(&vd->st.rx_frames);
 		atomic64_add(q->len - VMPI_HDR_LEN, &vd->st.rx_bytes);
+		WRITE_ONCE(f->cst.rx_sdus, f->cst.rx_sdus + 1);
+		WRITE_ONCE(f->cst.rx_bytes, f->cst.rx_bytes + q->len - VMPI_HDR_LEN);
 		/* Woken once per batch (vmpi_rx_wake): one switch to the reader, not one per SDU. */
 		f->wake = true;
 		vd->wake_pending = true;
 		q = NULL;
 	} else if (!stall) {
 		atomic64_inc(&vd->st.rx_drops_full);
+		WRITE_ONCE(f->cst.rx_drops_full, f->cst.rx_drops_full + 1);
 	} else {
 		if (!f->full) {
 			f->full = true;
 			f->full_since = jiffies;
+			WRITE_ONCE(f->cst.rx_full, f->cst.rx_full + 1);
 		}
 		if (time_before(jiffies, f->full_since + stall)) {
 			vd->parked = q;
@@ -419,6 +437,7 @@ static void vmpi_rx_deliver(struct vmpi_dev *vd, struct vmpi_buf *q)
 		} else {
 			f->stalled = true;
 			atomic64_inc(&vd->st.rx_drops_stalled);
+			WRITE_ONCE(f->cst.rx_drops_stalled, f->cst.rx_drops_stalled + 1);
 			dev_info_ratelimited(&vd->vdev->dev,
 					     "%s: channel %u stalled, dropping its frames until it drains\n",
 					     vd->name, channel);
@@ -650,6 +669,7 @@ static int vmpi_tx_post(struct vmpi_file *f, struct vmpi_buf *buf, bool nonblock
 	struct scatterlist one, *sg = buf->sg;
 	unsigned int nsg = buf->npages;
 	unsigned long seq;
+	bool full_counted = false;
 	LIST_HEAD(done);
 	int err;
 
@@ -672,6 +692,8 @@ static int vmpi_tx_post(struct vmpi_file *f, struct vmpi_buf *buf, bool nonblock
 			err = virtqueue_add_outbuf(vd->txvq, sg, nsg, buf, GFP_ATOMIC);
 			if (!err) {
 				virtqueue_kick(vd->txvq);	/* under the lock: remove may follow */
+				WRITE_ONCE(f->cst.tx_sdus, f->cst.tx_sdus + 1);
+				WRITE_ONCE(f->cst.tx_bytes, f->cst.tx_bytes + buf->len - VMPI_HDR_LEN);
 			} else if (err == -EIO) {
 				/* The ring is broken: reset_work sets it up again; wait for it. */
 				vmpi_schedule_reset(vd);
@@ -684,6 +706,10 @@ static int vmpi_tx_post(struct vmpi_file *f, struct vmpi_buf *buf, bool nonblock
 			}
 		}
 		seq = vd->tx_seq;
+		if (err == -ENOSPC && !full_counted && !vd->resetting) {
+			full_counted = true;	/* once per write, however long it waits */
+			WRITE_ONCE(f->cst.tx_full, f->cst.tx_full + 1);
+		}
 		spin_unlock_irq(&vd->tx_lock);
 		vmpi_buf_free_list(&done);
 		if (err != -ENOSPC)
@@ -1072,11 +1098,54 @@ static ssize_t channels_show(struct device *dev, struct device_attribute *attr, 
 }
 static DEVICE_ATTR_RO(channels);
 
+/*
+ * channel_stats: a header line naming the columns, then one line per bound channel (hash
+ * order), space-separated decimal u64s; docs/DEVICE.md ("sysfs") is the format. Readers map
+ * columns by the header's names, so columns may be appended later. What does not fit the page
+ * is left out and said on a last line "# truncated N" (N channels not shown).
+ */
+#define VMPI_CHANNEL_STATS_HDR "channel rx_sdus rx_bytes tx_sdus tx_bytes rx_drops_full " \
+			       "rx_drops_stalled rx_full tx_full rx_queued\n"
+#define VMPI_CHANNEL_STATS_LINE 200	/* > 10 u64s and their spaces */
+
+static ssize_t channel_stats_show(struct device *dev, struct device_attribute *attr, char *buf)
+{
+	struct vmpi_dev *vd = dev_to_vmpi(dev);
+	struct vmpi_file *f;
+	int bkt, n, skipped = 0;
+
+	n = sysfs_emit(buf, VMPI_CHANNEL_STATS_HDR);
+	spin_lock(&vd->lock);
+	hash_for_each(vd->chans, bkt, f, hnode) {
+		if (n > PAGE_SIZE - VMPI_CHANNEL_STATS_LINE - 32) {
+			skipped++;
+			continue;
+		}
+		n += sysfs_emit_at(buf, n, "%u %llu %llu %llu %llu %llu %llu %llu %llu %u\n",
+				   f->channel,
+				   (unsigned long long)READ_ONCE(f->cst.rx_sdus),
+				   (unsigned long long)READ_ONCE(f->cst.rx_bytes),
+				   (unsigned long long)READ_ONCE(f->cst.tx_sdus),
+				   (unsigned long long)READ_ONCE(f->cst.tx_bytes),
+				   (unsigned long long)READ_ONCE(f->cst.rx_drops_full),
+				   (unsigned long long)READ_ONCE(f->cst.rx_drops_stalled),
+				   (unsigned long long)READ_ONCE(f->cst.rx_full),
+				   (unsigned long long)READ_ONCE(f->cst.tx_full),
+				   f->rx_count);
+	}
+	spin_unlock(&vd->lock);
+	if (skipped)
+		n += sysfs_emit_at(buf, n, "# truncated %d\n", skipped);
+	return n;
+}
+static DEVICE_ATTR_RO(channel_stats);
+
 static struct attribute *vmpi_attrs[] = {
 	&dev_attr_vmpi_id.attr,
 	&dev_attr_max_sdu.attr,
 	&dev_attr_devname.attr,
 	&dev_attr_channels.attr,
+	&dev_attr_channel_stats.attr,
 	&dev_attr_rx_frames.attr,
 	&dev_attr_rx_bytes.attr,
 	&dev_attr_tx_frames.attr,

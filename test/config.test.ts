@@ -57,6 +57,7 @@ t.test('valid YAML file, with every field', async (t) => {
     { socket: join(dir, 'vm2.sock'), vmpiId: undefined, maxSduLog2: 16, carrier: 'gpio', owner: undefined, group: undefined, mode: undefined },
   ]);
   t.same(c.metrics, { enabled: false, listen: { host: '::1', port: 9100 } });
+  t.same(parseConfig('metrics:\n  guestTimeoutMs: 250\n  guestMaxBytes: 4096\n', { format: 'yaml' }).metrics, { enabled: true, listen: { host: '127.0.0.1', port: 19464 }, guestTimeoutMs: 250, guestMaxBytes: 4096 }, 'the guest scrape keys');
   t.same(c.log, { level: 'debug' });
   t.same(c.difs, [{ name: 'normal.DIF', type: 'normal' }]);
   t.same(c.ipcps, [{ name: 'shim1', type: 'shim-hv', dif: 'hv.DIF' }], 'placeholder objects keep their other fields');
@@ -113,6 +114,9 @@ t.test('each kind of problem, with its message', async (t) => {
   t.same(one('metrics:\n  listen: "127.0.0.1:70000"\n'), ['metrics.listen: "127.0.0.1:70000" has port 70000, above the maximum 65535']);
   t.same(one('metrics:\n  listen: "example.org:19464"\n'), ['metrics.listen: "example.org:19464" has host "example.org": use an IPv4 address, [IPv6] or localhost']);
   t.same(one('metrics:\n  enabled: "yes"\n'), ['metrics.enabled: "yes" is a string, expected a boolean']);
+  t.same(one('metrics:\n  guestTimeoutMs: 5\n'), ['metrics.guestTimeoutMs: 5 is below the minimum 10']);
+  t.same(one('metrics:\n  guestMaxBytes: 99999999\n'), ['metrics.guestMaxBytes: 99999999 is above the maximum 16777216']);
+  t.same(one('metrics:\n  guestTimeoutMs: "1s"\n'), ['metrics.guestTimeoutMs: "1s" is a string, expected an integer']);
   t.same(one('log:\n  level: loud\n'), ['log.level: "loud" is not one of trace, debug, info, warn, error, fatal, silent']);
   t.same(one('difs:\n  - name: a\n'), ['difs[0].type: is required but missing']);
   t.same(one('ipcps: {}\n'), ['ipcps: {} is an object, expected a list']);

@@ -75,7 +75,8 @@ value), 2 on a usage error. Owner and group names are looked up on this host.
 Options:
   --schema   print the configuration's JSON Schema and exit
 `,
-  guest: `Usage: vmpi guest [--device /dev/vmpiN]... [--ipc-socket PATH] [--normal-dif NAME | --config FILE] [--log-level LEVEL]
+  guest: `Usage: vmpi guest [--device /dev/vmpiN]... [--ipc-socket PATH] [--normal-dif NAME | --config FILE]
+                  [--metrics-listen ADDR | --no-metrics] [--log-level LEVEL]
 
 Run inside a VM whose VMPI guest driver is loaded: opens each VMPI device, runs the guest end of
 the shim DIF for hypervisors on it (DIF hv.vmpi-<VMPI-id>) and the IPC daemon through which the
@@ -88,6 +89,9 @@ Options:
                       to its enroller on the host (vmpi serve with normal: { dif: NAME })
   --config FILE       take the normal DIF from FILE's normal section (see vmpi check-config)
   --ipc-socket PATH   the IPC daemon's socket (default ${DEFAULT_IPC_SOCKET}, or $VMPI_IPC_SOCKET)
+  --metrics-listen ADDR  Prometheus endpoint HOST:PORT (default 127.0.0.1:19464; port 0 = any);
+                      the same metrics go to the host through the VMPI (application vmpi-metrics)
+  --no-metrics        neither (no endpoint, vmpi-metrics not registered)
   --log-level LEVEL   fatal, error, warn, info (default), debug, trace
   --log-format FORMAT json (default), text, or journal (the default under systemd)
   -h, --help          show this help

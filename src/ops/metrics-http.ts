@@ -34,6 +34,11 @@ export interface MetricsServerOptions {
   idleTimeoutMs?: number;
   /** A request not complete (headers and body) after this long is answered 408 and closed (default 10 s). */
   requestTimeoutMs?: number;
+  /**
+   * More paths (e.g. the guests' metrics, guest-metrics-fetch.ts): asked for every GET/HEAD
+   * that is not /metrics or /; true when it answered, false to fall through to 404.
+   */
+  routes?: (path: string, req: IncomingMessage, res: ServerResponse) => Promise<boolean>;
 }
 
 export interface MetricsServerStats {
@@ -71,7 +76,7 @@ export function startMetricsServer(
   const idleTimeoutMs = opts.idleTimeoutMs ?? 30_000;
   const requestTimeoutMs = opts.requestTimeoutMs ?? 10_000;
   const server: Server = createServer({ requestTimeout: requestTimeoutMs, headersTimeout: Math.min(requestTimeoutMs, 10_000), connectionsCheckingInterval: Math.min(1000, requestTimeoutMs) }, (req, res) => {
-    handle(source, req, res).catch((e: unknown) => {
+    handle(source, req, res, opts.routes).catch((e: unknown) => {
       log.error({ err: (e as Error).message }, 'metrics request failed');
       if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain; charset=utf-8' });
       res.end('internal error\n');
@@ -118,7 +123,7 @@ export function startMetricsServer(
   });
 }
 
-async function handle(source: { metrics(): Promise<string>; registry: Registry }, req: IncomingMessage, res: ServerResponse): Promise<void> {
+async function handle(source: { metrics(): Promise<string>; registry: Registry }, req: IncomingMessage, res: ServerResponse, routes?: MetricsServerOptions['routes']): Promise<void> {
   const path = (req.url ?? '/').split('?')[0];
   if (req.method !== 'GET' && req.method !== 'HEAD') {
     res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain; charset=utf-8' });
@@ -136,6 +141,7 @@ async function handle(source: { metrics(): Promise<string>; registry: Registry }
     res.end('vmpi metrics: GET /metrics\n');
     return;
   }
+  if (routes && path !== undefined && (await routes(path, req, res))) return;
   res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' });
   res.end('not found: try /metrics\n');
 }

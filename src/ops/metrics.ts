@@ -64,6 +64,11 @@ export interface HostMetricsOptions {
   version?: string;
 }
 
+/** What the host's guest-metrics fetcher counts, per VMPI-id and outcome. */
+export interface GuestScrapeCounts {
+  counts(): Iterable<[vmpiId: number, byOutcome: Record<string, number>]>;
+}
+
 /** SDU/byte totals of flows that are gone, kept so per-DIF counters never go down. */
 interface DifTotals {
   ipcp: ObservableIpcp;
@@ -76,12 +81,17 @@ export class HostMetrics {
   private readonly difs = new Map<string, DifTotals>();
   private ipcDaemon: IpcDaemon | null = null;
   private restart: RestartStats | null = null;
+  private guestScrapes: GuestScrapeCounts | null = null;
   private readonly counts = new Map<number, ConnectionCounts>();
   private readonly watched = new WeakSet<VhostUserServer>();
   private readonly onDevice = (d: VmpiDevice): void => this.watch(d.vmpiId);
 
+  /**
+   * `host` null: no devices or vhost-user servers (`vmpi guest`'s metrics, guest-metrics.ts):
+   * the vmpi_device_*, vmpi_vhost_user_* and vmpi_channel_* families are left out.
+   */
   constructor(
-    private readonly host: VmpiHost,
+    private readonly host: VmpiHost | null,
     opts: HostMetricsOptions = {},
   ) {
     this.registry = opts.registry ?? new Registry();
@@ -93,8 +103,8 @@ export class HostMetrics {
       for (const n of LINT_FAILING_DEFAULT_METRICS) this.registry.removeSingleMetric(n);
     }
     this.define(opts.version ?? 'unknown');
-    for (const d of host.devices) this.watch(d.vmpiId);
-    host.on('device', this.onDevice);
+    for (const d of host?.devices ?? []) this.watch(d.vmpiId);
+    host?.on('device', this.onDevice);
   }
 
   /**
@@ -128,7 +138,12 @@ export class HostMetrics {
 
   /** Stop following the host's new devices (the registry keeps working for existing ones). */
   close(): void {
-    this.host.off('device', this.onDevice);
+    this.host?.off('device', this.onDevice);
+  }
+
+  /** Follow the host's fetches of its guests' metrics (guest-metrics-fetch.ts). */
+  addGuestScrapes(source: GuestScrapeCounts): void {
+    this.guestScrapes = source;
   }
 
   /** The text exposition (what GET /metrics returns). */
@@ -137,7 +152,7 @@ export class HostMetrics {
   }
 
   private watch(vmpiId: number): void {
-    const server = this.host.server(vmpiId);
+    const server = this.host?.server(vmpiId);
     if (!server || this.watched.has(server)) return;
     this.watched.add(server);
     const counts: ConnectionCounts = { accepted: 0, disconnects: { peer_closed: 0, shutdown: 0, protocol_error: 0, internal_error: 0, io_error: 0 }, rejected: 0 };
@@ -155,18 +170,22 @@ export class HostMetrics {
 
   /** Devices currently on the host, with their connection counts (forgetting removed ones). */
   private current(): DeviceRow[] {
-    const devices = this.host.devices;
+    if (!this.host) return [];
+    const host = this.host;
+    const devices = host.devices;
     if (this.counts.size > devices.length) {
       const live = new Set(devices.map((d) => d.vmpiId));
       for (const id of this.counts.keys()) if (!live.has(id)) this.counts.delete(id);
     }
-    return devices.map((d) => ({ d, id: String(d.vmpiId), counts: this.counts.get(d.vmpiId), server: this.host.server(d.vmpiId) }));
+    return devices.map((d) => ({ d, id: String(d.vmpiId), counts: this.counts.get(d.vmpiId), server: host.server(d.vmpiId) }));
   }
 
   private define(version: string): void {
     const registers = [this.registry];
-    const family = <L extends string>(kind: Kind, name: string, help: string, labelNames: readonly L[], samples: () => Iterable<Sample<L>>) =>
-      readAtScrape(registers, kind, name, help, labelNames, samples);
+    const hostOnly = /^vmpi_(device|vhost_user|channel|guest_scrapes)_/;
+    const family = <L extends string>(kind: Kind, name: string, help: string, labelNames: readonly L[], samples: () => Iterable<Sample<L>>) => {
+      if (this.host || !hostOnly.test(name)) readAtScrape(registers, kind, name, help, labelNames, samples);
+    };
     const cur = () => this.current();
     /** One sample per device: vmpi_id plus the labels `more` gives. */
     const perDevice = function* <L extends string>(rows: (row: DeviceRow) => Iterable<[Record<L, string>, number]>): Iterable<Sample<L | 'vmpi_id'>> {
@@ -217,6 +236,43 @@ export class HostMetrics {
     this.defineDifs(family);
     this.defineIpc(family);
     this.defineRestart(family);
+    this.defineChannels(family);
+  }
+
+  /**
+   * Per-channel counters of each device, from the host's shim DIF flows (each flow holds one
+   * channel), so a flow's numbers can be compared with the guest driver's channel_stats
+   * (vmpi_guest_channel_*). One series per allocated flow: it goes when the flow does (the
+   * label set is bounded by the flows a device may hold). Plus the host's fetches of guest
+   * metrics through the VMPI, by outcome.
+   */
+  private defineChannels(family: <L extends string>(kind: Kind, name: string, help: string, labelNames: readonly L[], samples: () => Iterable<Sample<L>>) => void): void {
+    const difs = this.difs;
+    const perChannel = function* (value: (f: Flow) => [number, number]): Iterable<Sample<'vmpi_id' | 'channel' | 'direction'>> {
+      for (const { ipcp } of difs.values()) {
+        if (ipcp.ipcpType !== 'shim-hv') continue;
+        for (const f of ipcp.flows()) {
+          const channel = (f as Flow & { channel?: unknown }).channel;
+          if (f.state !== 'allocated' || typeof channel !== 'number') continue;
+          const [toGuest, fromGuest] = value(f);
+          const labels = { vmpi_id: String(ipcp.address), channel: String(channel) };
+          yield [{ ...labels, direction: 'to_guest' }, toGuest];
+          yield [{ ...labels, direction: 'from_guest' }, fromGuest];
+        }
+      }
+    };
+    family('counter', 'vmpi_channel_sdus_total', 'SDUs on one channel of a device (one shim DIF flow), by direction, while the flow is allocated', ['vmpi_id', 'channel', 'direction'], () =>
+      perChannel((f) => [f.stats.txSdus, f.stats.rxSdus]),
+    );
+    family('counter', 'vmpi_channel_bytes_total', 'SDU bytes on one channel of a device (one shim DIF flow), by direction', ['vmpi_id', 'channel', 'direction'], () =>
+      perChannel((f) => [f.stats.txBytes, f.stats.rxBytes]),
+    );
+    const scrapes = () => this.guestScrapes;
+    family('counter', 'vmpi_guest_scrapes_total', "Fetches of a guest's metrics through its VMPI device (GET /metrics/guest/<vmpi-id>), by outcome", ['vmpi_id', 'outcome'], function* () {
+      const s = scrapes();
+      if (!s) return;
+      for (const [id, byOutcome] of s.counts()) for (const [outcome, v] of Object.entries(byOutcome)) yield [{ vmpi_id: String(id), outcome }, v];
+    });
   }
 
   private defineRestart(family: <L extends string>(kind: Kind, name: string, help: string, labelNames: readonly L[], samples: () => Iterable<Sample<L>>) => void): void {

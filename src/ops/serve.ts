@@ -25,6 +25,7 @@ import { EchoResponder } from '../vmpi/echo.js';
 import { ConfigError, type ServePlan } from './config.js';
 import { inheritedFdProblem } from './activation.js';
 import { HostMetrics, startMetricsServer, type MetricsServer } from './metrics.js';
+import { GuestMetricsFetcher } from './guest-metrics-fetch.js';
 import { applySocketPermissions, permissionProblems } from './socket-perms.js';
 import type { DeviceConfig, Restarter } from './restart/worker.js';
 import type { VmpiDevice } from '../vmpi/device.js';
@@ -83,6 +84,12 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
   const ipcps = new Map<number, ShimHvIpcp>();
   const echoes = new Map<number, EchoResponder>();
   const metrics = plan.metrics.enabled ? new HostMetrics(host, { version: opts.version }) : undefined;
+  // The guests' metrics through their VMPI, on the same endpoint (/metrics/guest/<id>, /sd/guests).
+  const guests = metrics
+    ? new GuestMetricsFetcher({ ipcps: () => ipcps.values(), timeoutMs: plan.metrics.guestTimeoutMs, maxBytes: plan.metrics.guestMaxBytes, logger: log })
+    : undefined;
+  if (guests) metrics?.addGuestScrapes(guests);
+  const metricsOpts = { routes: guests?.routes };
   let metricsServer: MetricsServer | undefined;
   let ipcDaemon: IpcDaemon | undefined;
   let normal: NormalIpcp | undefined;
@@ -99,6 +106,7 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
       for (const echo of echoes.values()) echo.close();
       host.close();
       metrics?.close();
+      guests?.close();
       await metricsServer?.close();
     })());
 
@@ -106,7 +114,7 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
     const restart = opts.restart;
     // Resuming VMs wait for their devices (the restart window): the metrics endpoint comes after.
     const resuming = restart?.previous !== undefined;
-    if (metrics && !resuming) metricsServer = await startMetricsServer(metrics, plan.metrics.listen, log);
+    if (metrics && !resuming) metricsServer = await startMetricsServer(metrics, plan.metrics.listen, log, metricsOpts);
     if (restart) metrics?.addRestart(restart.stats);
     for (const d of plan.devices) {
       try {
@@ -162,7 +170,7 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
     }
     // Flows kept for a session that did not come back end toward the guest now.
     for (const ipcp of ipcps.values()) ipcp.endUnclaimed();
-    if (metrics && resuming) metricsServer = await startMetricsServer(metrics, plan.metrics.listen, log);
+    if (metrics && resuming) metricsServer = await startMetricsServer(metrics, plan.metrics.listen, log, metricsOpts);
   } catch (e) {
     await close();
     throw e;

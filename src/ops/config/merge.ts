@@ -79,7 +79,7 @@ export function mergeServeOptions(config: VmpiConfig | undefined, flags: ServeFl
   const enabled = flags.noMetrics ? false : base.metrics.enabled;
   return {
     devices,
-    metrics: { enabled, listen: flags.metricsListen ?? base.metrics.listen },
+    metrics: { ...base.metrics, enabled, listen: flags.metricsListen ?? base.metrics.listen },
     log: { level: flags.logLevel ?? base.log.level, ...((flags.logFormat ?? base.log.format) !== undefined ? { format: flags.logFormat ?? base.log.format } : {}) },
     config: base,
   };

@@ -172,7 +172,12 @@ export function validateConfig(raw: unknown, opts: Omit<ParseOptions, 'format'> 
   const log = (isRecord(data.log) ? data.log : {}) as { level?: LogLevel; format?: LogFormat };
   return {
     devices,
-    metrics: { enabled: (m.enabled as boolean | undefined) ?? true, listen: listen ?? parseListenAddress(DEFAULT_METRICS_LISTEN) },
+    metrics: {
+      enabled: (m.enabled as boolean | undefined) ?? true,
+      listen: listen ?? parseListenAddress(DEFAULT_METRICS_LISTEN),
+      ...(typeof m.guestTimeoutMs === 'number' ? { guestTimeoutMs: m.guestTimeoutMs } : {}),
+      ...(typeof m.guestMaxBytes === 'number' ? { guestMaxBytes: m.guestMaxBytes } : {}),
+    },
     log: { level: log.level ?? 'info', ...(log.format !== undefined ? { format: log.format } : {}) },
     difs: (data.difs ?? []) as DifConfig[],
     ipcps: (data.ipcps ?? []) as IpcpConfig[],

@@ -73,6 +73,20 @@ export const CONFIG_SCHEMA = {
       properties: {
         enabled: { type: 'boolean', default: true },
         listen: { type: 'string', default: DEFAULT_METRICS_LISTEN, errorHint: 'HOST:PORT such as "127.0.0.1:19464"' },
+        guestTimeoutMs: {
+          type: 'integer',
+          minimum: 10,
+          maximum: 60_000,
+          default: 1000,
+          description: "serve: how long a fetch of a guest's metrics through its VMPI (GET /metrics/guest/<vmpi-id>) may take before it answers 504",
+        },
+        guestMaxBytes: {
+          type: 'integer',
+          minimum: 1024,
+          maximum: 16 * 1024 * 1024,
+          default: 1024 * 1024,
+          description: "serve: the largest guest metrics reply taken, in bytes (more answers 502)",
+        },
       },
     },
     log: {

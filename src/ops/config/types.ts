@@ -59,6 +59,10 @@ export interface ListenAddress {
 export interface MetricsConfig {
   enabled: boolean;
   listen: ListenAddress;
+  /** serve: bound on one fetch of a guest's metrics through its VMPI (default 1000). */
+  guestTimeoutMs?: number;
+  /** serve: largest guest metrics reply, in bytes (default 1 MiB). */
+  guestMaxBytes?: number;
 }
 
 /** The normal DIF of this host or guest (`normal`, or a `difs` entry of type "normal"). */
