@@ -45,8 +45,11 @@ interface Poll {
 }
 
 async function poll(o: TopOptions, signal?: AbortSignal): Promise<Poll> {
-  const samples = await fetchMetrics(o.url, { timeoutMs: Math.max(2000, o.intervalS * 1000), signal });
-  const snap = snapshotFrom(samples, performance.now());
+  // The server read its counters somewhere between the request and the answer: take the middle,
+  // so a slow answer to one poll does not skew the rate by its whole latency.
+  const sent = performance.now();
+  const samples = await fetchMetrics(o.url, { timeoutMs: Math.min(5000, Math.max(2000, o.intervalS * 1000)), signal });
+  const snap = snapshotFrom(samples, (sent + performance.now()) / 2);
   let flows: Poll['flows'];
   try {
     flows = await fetchFlows(o.ipcSocket, { timeoutMs: 2000 });
@@ -76,7 +79,7 @@ export async function topOnce(o: TopOptions, out: (line: string) => void): Promi
 }
 
 const ENTER = '\x1b[?1049h\x1b[?25l\x1b[H\x1b[2J';
-const LEAVE = '\x1b[?25h\x1b[?1049l';
+const LEAVE = '\x1b[?1049l\x1b[?25h';
 
 /** The live view on the process's terminal until q / Ctrl-C / a signal; exit code 0. */
 export async function topLive(o: TopOptions): Promise<number> {
