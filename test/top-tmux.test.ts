@@ -10,7 +10,8 @@
  * what was actually sent over the last seconds. Then: s changes the sort, a resize (SIGWINCH)
  * redraws at the new width, q quits with exit status 0 and the alternate screen left; a view of
  * a server that is not there says "server unreachable, retrying" and SIGTERM ends it the same
- * clean way. Every wait is bounded. Skipped when tmux is not installed.
+ * clean way. Every wait is bounded. The tmux parts are skipped when tmux is not installed. And
+ * `vmpi --help` lists the command.
  */
 import t, { type Test } from 'tap';
 import { spawn, spawnSync } from 'node:child_process';
@@ -329,4 +330,14 @@ t.test('unreachable server: --once fails with a clear message, the live view ret
   t.ok(pid, 'top is the pane shell\'s child');
   process.kill(pid!, 'SIGTERM');
   await checkRestored(t, tm, 'gone', 'SIGTERM');
+});
+
+t.test('vmpi --help lists top; vmpi top --help', async (t) => {
+  const main = await run(['--help'], 60_000);
+  t.equal(main.status, 0);
+  t.match(main.stdout, /^ {2}top {12}live view of a running serve/m);
+  const h = await run(['top', '--help'], 60_000);
+  t.equal(h.status, 0);
+  t.match(h.stdout, /^Usage: vmpi top \[--url URL \| --config FILE\] \[--ipc-socket PATH\] \[--interval SECONDS\] \[--once\]/);
+  t.equal(h.stderr, '');
 });
