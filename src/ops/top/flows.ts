@@ -5,8 +5,9 @@
  * Owns: picking the flows out of each IPC process type's state (shim-hv: its channels; shim-udp:
  * its flows; normal: the flow allocator's flows), tolerant of parts a daemon does not send, and
  * their rates when the state carries per-flow counters (a `stats` object with txSdus, txBytes,
- * rxSdus, rxBytes): today the states carry none, so the flow rows say who talks to whom, and the
- * per-DIF rows (from the metrics) carry the traffic.
+ * rxSdus, rxBytes; the shim DIF's channels do): a flow without them still gets its row, who talks
+ * to whom, and the per-DIF rows (from the metrics) carry the traffic. Flows are not metrics
+ * labels (they come and go without bound), which is why their counters come this way.
  */
 import { counterRate, NO_RATE, type Rate } from './snapshot.js';
 
