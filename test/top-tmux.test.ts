@@ -259,6 +259,10 @@ t.test('vmpi top under tmux and --once, against a real serve with a known transf
   t.match(lines[lines.length - 1] || lines[lines.length - 2], /^q quit  s sort \(id\)/, 'the keys at the bottom');
   t.ok(lines.every((l) => l.length <= 160));
 
+  const scraped = await (await fetch(srv.url, { signal: AbortSignal.timeout(5000) })).text();
+  t.match(scraped, /^vmpi_ipc_sessions 1$/m, 'the live view keeps one IPC session');
+  t.notOk(/^vmpi_ipc_sessions_closed_total\{cause="[a-z_]+"\} [1-9]/m.test(scraped), `across its ${captures}+ polls, none closed`);
+
   tm.run('send-keys', '-t', 'top', 's');
   await waitPane(tm, 'top', 'the sort to change', (l) => l.some((x) => x.includes('sort: rx')), 10_000);
   t.pass('s cycles the sort');

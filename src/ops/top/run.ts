@@ -18,7 +18,7 @@ import { formatListenAddress } from '../config/listen.js';
 import type { ListenAddress } from '../config/types.js';
 import { flowRates, type FlowInfo, type FlowRow } from './flows.js';
 import { ratesBetween, snapshotFrom, type Snapshot } from './snapshot.js';
-import { fetchFlows, fetchMetrics, TopError } from './source.js';
+import { fetchMetrics, FlowSource, TopError } from './source.js';
 import { renderView, SORT_KEYS, type SortKey, type ViewState } from './view.js';
 
 export { metricsUrl, TopError } from './source.js';
@@ -44,7 +44,7 @@ interface Poll {
   flows: FlowInfo[] | { error: string };
 }
 
-async function poll(o: TopOptions, signal?: AbortSignal): Promise<Poll> {
+async function poll(o: TopOptions, ipc: FlowSource, signal?: AbortSignal): Promise<Poll> {
   // The server read its counters somewhere between the request and the answer: take the middle,
   // so a slow answer to one poll does not skew the rate by its whole latency.
   const sent = performance.now();
@@ -52,7 +52,7 @@ async function poll(o: TopOptions, signal?: AbortSignal): Promise<Poll> {
   const snap = snapshotFrom(samples, (sent + performance.now()) / 2);
   let flows: Poll['flows'];
   try {
-    flows = await fetchFlows(o.ipcSocket, { timeoutMs: 2000 });
+    flows = await ipc.poll();
   } catch (e) {
     flows = { error: (e as Error).message };
   }
@@ -70,9 +70,16 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 /** `--once`: two polls `intervalS` apart, the table on `out`; exit code 0 (a TopError when unreachable). */
 export async function topOnce(o: TopOptions, out: (line: string) => void): Promise<number> {
-  const first = await poll(o);
-  await sleep(o.intervalS * 1000);
-  const second = await poll(o);
+  const ipc = new FlowSource(o.ipcSocket, { timeoutMs: 2000 });
+  let first: Poll;
+  let second: Poll;
+  try {
+    first = await poll(o, ipc);
+    await sleep(o.intervalS * 1000);
+    second = await poll(o, ipc);
+  } finally {
+    ipc.close();
+  }
   const width = o.width ?? (process.stdout.isTTY ? process.stdout.columns : 160);
   for (const l of renderView(state(o, first, second, 'id'), width)) out(l);
   return 0;
@@ -143,10 +150,11 @@ export async function topLive(o: TopOptions): Promise<number> {
 
   let stopped = false;
   const abort = new AbortController();
+  const ipc = new FlowSource(o.ipcSocket, { timeoutMs: 2000 });
   const tick = async (): Promise<void> => {
     const started = performance.now();
     try {
-      const cur = await poll(o, abort.signal);
+      const cur = await poll(o, ipc, abort.signal);
       view = { ...state(o, last, cur, sort), keys: true };
       last = cur;
     } catch (e) {
@@ -164,6 +172,7 @@ export async function topLive(o: TopOptions): Promise<number> {
   stopped = true;
   clearTimeout(timer);
   abort.abort();
+  ipc.close();
   stdin.off('data', onKey);
   stdin.off('end', onEnd);
   stdout.off('resize', draw);

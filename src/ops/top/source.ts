@@ -105,23 +105,64 @@ function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   ]).finally(() => clearTimeout(timer));
 }
 
-/** The flows of every IPC process of the daemon at `socket` (at most `maxIpcps` inspected). */
+/** The flows of every IPC process of the daemon at `socket` (one connection, closed after). */
 export async function fetchFlows(socket: string | undefined, o: { timeoutMs?: number; maxIpcps?: number } = {}): Promise<FlowInfo[]> {
-  const timeoutMs = o.timeoutMs ?? 5000;
-  const client = await within(IpcClient.connect(socket), timeoutMs, 'IPC daemon');
+  const src = new FlowSource(socket, o);
   try {
-    const { ipcps } = await within(client.listIpcps(), timeoutMs, 'IPC daemon list_ipcps');
-    const flows: FlowInfo[] = [];
-    for (const i of ipcps.slice(0, o.maxIpcps ?? 64)) {
-      try {
-        flows.push(...flowsOf(await within(client.inspectDif(i.dif), timeoutMs, `IPC daemon inspect_dif ${i.dif}`)));
-      } catch (e) {
-        if (client.closed) throw e;
-        // one IPC process that cannot be inspected (gone since the list) leaves the others
-      }
-    }
-    return flows;
+    return await src.poll();
   } finally {
-    client.close();
+    src.close();
+  }
+}
+
+/**
+ * The IPC daemon as the live view polls it: one session kept across polls (not one per second in
+ * the daemon's session counters), connected again on the next poll once it is gone.
+ */
+export class FlowSource {
+  private client: IpcClient | null = null;
+  private closed = false;
+  constructor(
+    private readonly socket: string | undefined,
+    private readonly o: { timeoutMs?: number; maxIpcps?: number } = {},
+  ) {}
+
+  async poll(): Promise<FlowInfo[]> {
+    const timeoutMs = this.o.timeoutMs ?? 5000;
+    if (this.closed) throw new TopError('ERR_TOP_UNREACHABLE', 'IPC daemon: closed');
+    if (this.client?.closed) this.client = null;
+    if (!this.client) {
+      const c = await within(IpcClient.connect(this.socket), timeoutMs, 'IPC daemon');
+      if (this.closed) {
+        c.close(); // closed while connecting: keep nothing open
+        throw new TopError('ERR_TOP_UNREACHABLE', 'IPC daemon: closed');
+      }
+      this.client = c;
+    }
+    const client = this.client;
+    try {
+      const { ipcps } = await within(client.listIpcps(), timeoutMs, 'IPC daemon list_ipcps');
+      const flows: FlowInfo[] = [];
+      for (const i of ipcps.slice(0, this.o.maxIpcps ?? 64)) {
+        try {
+          flows.push(...flowsOf(await within(client.inspectDif(i.dif), timeoutMs, `IPC daemon inspect_dif ${i.dif}`)));
+        } catch (e) {
+          if (client.closed || e instanceof TopError) throw e;
+          // one IPC process that cannot be inspected (gone since the list) leaves the others
+        }
+      }
+      return flows;
+    } catch (e) {
+      this.client?.close(); // a timeout or a lost session: start afresh next time
+      this.client = null;
+      throw e;
+    }
+  }
+
+  /** Close the session; poll() fails from now on. */
+  close(): void {
+    this.closed = true;
+    this.client?.close();
+    this.client = null;
   }
 }
