@@ -53,7 +53,7 @@ function childrenOf(pid: number): number[] {
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** A `vmpi serve` (keeper mode) with one device that echoes channel ECHO; its metrics URL. */
-async function startServe(t: Test, dir: string): Promise<{ url: string; sock: string; ipcSock: string; log: () => string }> {
+async function startServe(t: Test, dir: string): Promise<{ url: string; sock: string; ipcSock: string; log: () => string; stop: () => Promise<void> }> {
   const sock = join(dir, 'vm.sock');
   const ipcSock = join(dir, 'ipc.sock');
   writeFileSync(join(dir, 'vmpi.json'), JSON.stringify({ devices: [{ socket: sock, vmpiId: VMPI_ID, echoChannels: [ECHO] }] }));
@@ -64,7 +64,7 @@ async function startServe(t: Test, dir: string): Promise<{ url: string; sock: st
   let log = '';
   child.stdout.setEncoding('utf8').on('data', (s: string) => (log += s));
   child.stderr.setEncoding('utf8').on('data', (s: string) => (log += s));
-  t.teardown(async () => {
+  const stop = async (): Promise<void> => {
     const workers = childrenOf(child.pid!);
     if (child.exitCode === null) {
       child.kill('SIGTERM');
@@ -79,10 +79,11 @@ async function startServe(t: Test, dir: string): Promise<{ url: string; sock: st
         // gone
       }
     }
-  });
+  };
+  t.teardown(stop);
   await until('the metrics URL and the sockets', () => /"msg":"metrics listening"/.test(log) && existsSync(sock) && existsSync(ipcSock), 60_000, () => log);
   const url = /"url":"(http:\/\/127\.0\.0\.1:\d+\/metrics)","msg":"metrics listening"/.exec(log)![1]!;
-  return { url, sock, ipcSock, log: () => log };
+  return { url, sock, ipcSock, log: () => log, stop };
 }
 
 interface Traffic {
@@ -278,8 +279,11 @@ t.test('vmpi top under tmux and --once, against a real serve with a known transf
   await checkRestored(t, tm, 'top', 'q');
 
   // --once: a plain table on a pipe, two polls an interval apart.
+  // --once with the endpoint from a config file (metrics.listen), as an operator would on the host.
   // Not spawnSync: this process paces the traffic while top runs.
-  const once = await run(['top', '--url', srv.url, '--ipc-socket', srv.ipcSock, '--once', '--interval', '2', '--width', '100'], 60_000);
+  const cfg = join(dir, 'top.json');
+  writeFileSync(cfg, JSON.stringify({ metrics: { enabled: true, listen: new URL(srv.url).host } }));
+  const once = await run(['top', '--config', cfg, '--ipc-socket', srv.ipcSock, '--once', '--interval', '2', '--width', '100'], 60_000);
   const onceActual = traffic.rate(3);
   t.equal(once.status, 0, `--once exits 0 ${once.stderr}`);
   const out = once.stdout.split('\n');
@@ -289,6 +293,20 @@ t.test('vmpi top under tmux and --once, against a real serve with a known transf
   t.ok(r1, `a row for device ${VMPI_ID}:\n${once.stdout}`);
   t.ok(within(r1!.rxSdus, onceActual) && within(r1!.txSdus, onceActual), `--once rates ${r1!.rxSdus}/${r1!.txSdus} SDU/s within 20% of ${onceActual.toFixed(1)}`);
   t.ok(within(r1!.rxMbps, wantMbps(onceActual)), `--once ${r1!.rxMbps} Mb/s within 20% of ${wantMbps(onceActual).toFixed(3)}`);
+  writeFileSync(cfg, JSON.stringify({ metrics: { enabled: false } }));
+  const off = await run(['top', '--config', cfg, '--once'], 60_000);
+  t.equal(off.status, 1, 'a config with metrics off: exit 1');
+  t.match(off.stderr, /metrics are off in this file/);
+
+  // The server going away under a live view: it says so, keeps the last rows, and still quits cleanly.
+  tm.start('top2', topCmd(['--url', srv.url, '--ipc-socket', srv.ipcSock, '--interval', '0.5']));
+  await waitPane(tm, 'top2', 'the device row', (l) => deviceRow(l) !== undefined, 30_000);
+  traffic.stop();
+  await srv.stop();
+  const gone = await waitPane(tm, 'top2', 'the retrying line', (l) => l.some((x) => x.startsWith('server unreachable, retrying every 0.5 s')), 15_000);
+  t.ok(deviceRow(gone), 'the last rows stay on screen');
+  tm.run('send-keys', '-t', 'top2', 'q');
+  await checkRestored(t, tm, 'top2', 'q after the server went away');
 });
 
 t.test('unreachable server: --once fails with a clear message, the live view retries and SIGTERM restores the terminal', { skip: haveTmux ? false : 'tmux is not installed', timeout: 120_000 }, async (t) => {
