@@ -200,10 +200,10 @@ const within = (got: number, want: number, tol = 0.2): boolean => Number.isFinit
  * A shell in the pane runs top, then says how it exited and in which tty mode it left the
  * terminal (canonical input and echo back on), and stays, as a person's shell would.
  */
-function topCmd(args: string[]): string {
+function topCmd(args: string[], stdin = ''): string {
   const q = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
   const node = [process.execPath, '--import', TSX, CLI, 'top', ...args].map(q).join(' ');
-  return `${node}; echo "top exited $?"; echo "tty: $(stty -a | tr -s ' ;' '\\n\\n' | grep -x -e icanon -e -icanon -e echo -e -echo | tr '\\n' ' ')"; exec sleep 600`;
+  return `${node}${stdin}; echo "top exited $?"; echo "tty: $(stty -a | tr -s ' ;' '\\n\\n' | grep -x -e icanon -e -icanon -e echo -e -echo | tr '\\n' ' ')"; exec sleep 600`;
 }
 
 /** The pane after top exited: how it exited, the terminal as it left it. */
@@ -338,7 +338,8 @@ t.test('unreachable server: --once fails with a clear message, the live view ret
   const tm = new Tmux();
   t.teardown(() => tm.kill());
   // A long interval: after the first poll, only a resize (SIGWINCH) redraws within the test's bound.
-  tm.start('gone', topCmd(['--url', url, '--interval', '60', '--ipc-socket', '/nonexistent/ipc.sock']));
+  // stdin not a terminal (/dev/null: at its end at once): the view stays, with no keys.
+  tm.start('gone', topCmd(['--url', url, '--interval', '60', '--ipc-socket', '/nonexistent/ipc.sock'], ' < /dev/null'));
   const lines = await waitPane(tm, 'gone', 'the retrying line', (l) => l.some((x) => x.startsWith('server unreachable, retrying every 60 s')), 30_000);
   t.match(lines[1], /ECONNREFUSED/, 'says why');
   t.equal(tm.fmt('gone', '#{alternate_on}'), '1');

@@ -188,6 +188,7 @@ t.test('the screen text', async (t) => {
   t.ok(lines.some((l) => /^hv\.vmpi-3\s+5\s+allocated\s+srv\s+cli2\s+-\s+-$/.test(l)), 'one without has none');
   t.ok(lines.every((l) => l.length <= 160));
 
+  t.ok(renderView(view, 8).every((l) => l.length <= 8), 'a terminal narrower than any table: lines cut, never wrapped');
   for (const w of [20, 40, 60, 80, 100]) {
     const ls = renderView(view, w);
     t.ok(ls.every((l) => l.length <= w), `nothing wider than ${w}`);

@@ -7,7 +7,8 @@
  * The live view: the terminal's alternate screen, cursor hidden, keys read raw (q, Ctrl-C or
  * Ctrl-D quit; s cycles the device sort), redrawn on every poll and on resize (SIGWINCH). The
  * terminal is restored (main screen back, cursor shown, cooked mode) whatever ends the view: a
- * key, SIGINT, SIGTERM, SIGHUP, stdin closing, or the process exiting on an error. When the
+ * key, SIGINT, SIGTERM, SIGHUP, the terminal's input closing, or the process exiting on an
+ * error. Keys are read only when stdin is a terminal (else SIGINT, Ctrl-C, ends the view). When the
  * server stops answering, the view stays, says "server unreachable, retrying" and keeps polling;
  * rates resume against the last good poll (a counter that went down shows "reset").
  *
@@ -125,9 +126,13 @@ export async function topLive(o: TopOptions): Promise<number> {
 
   process.on('exit', restore);
   write(ENTER);
-  if (stdin.isTTY) stdin.setRawMode(true);
-  stdin.setEncoding('utf8');
-  stdin.resume();
+  // Keys only from a terminal: a stdin that is a file or /dev/null would end at once (and quit).
+  const keys = stdin.isTTY === true;
+  if (keys) {
+    stdin.setRawMode(true);
+    stdin.setEncoding('utf8');
+    stdin.resume();
+  }
 
   let timer: NodeJS.Timeout | undefined;
   let finish!: (code: number) => void;
@@ -143,8 +148,10 @@ export async function topLive(o: TopOptions): Promise<number> {
   };
   const onSignal = (): void => finish(0);
   const onEnd = (): void => finish(0);
-  stdin.on('data', onKey);
-  stdin.on('end', onEnd);
+  if (keys) {
+    stdin.on('data', onKey);
+    stdin.on('end', onEnd);
+  }
   stdout.on('resize', draw);
   for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(s, onSignal);
 
@@ -179,6 +186,6 @@ export async function topLive(o: TopOptions): Promise<number> {
   for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.off(s, onSignal);
   restore();
   process.off('exit', restore);
-  stdin.pause();
+  if (keys) stdin.pause();
   return code;
 }

@@ -90,7 +90,7 @@ function table(lines: string[], cols: Column[], rows: string[][], width: number)
 
 /** The screen's lines (see the header). */
 export function renderView(v: ViewState, width: number, height?: number): string[] {
-  const w = Math.max(20, Math.floor(width));
+  const w = Math.max(1, Math.floor(width));
   const lines: string[] = [];
   const snap = v.snapshot;
   const facts: string[] = [];
@@ -162,5 +162,5 @@ export function renderView(v: ViewState, width: number, height?: number): string
       lines.push(cut(`q quit  s sort (${v.sort})`, w));
     }
   }
-  return lines;
+  return lines.map((l) => cut(l, w));
 }
