@@ -122,11 +122,11 @@ function startTraffic(driver: VmpiTestDriver): Traffic {
   };
 }
 
-/** A tmux server of this test's own (-L), no user configuration. */
+/** A tmux server of this test's own (its socket in the test's directory), no user configuration. */
 class Tmux {
-  readonly name = `vmpi-top-test-${process.pid}`;
+  constructor(readonly socket: string) {}
   run(...args: string[]): string {
-    const r = spawnSync('tmux', ['-L', this.name, '-f', '/dev/null', ...args], { encoding: 'utf8', timeout: 10_000, env: childEnv() });
+    const r = spawnSync('tmux', ['-S', this.socket, '-f', '/dev/null', ...args], { encoding: 'utf8', timeout: 10_000, env: childEnv() });
     if (r.status !== 0) throw new Error(`tmux ${args.join(' ')}: status ${r.status} ${r.stderr}`);
     return r.stdout;
   }
@@ -141,7 +141,8 @@ class Tmux {
     return this.run('display-message', '-p', '-t', s, f).trim();
   }
   kill(): void {
-    spawnSync('tmux', ['-L', this.name, 'kill-server'], { stdio: 'ignore', timeout: 10_000 });
+    spawnSync('tmux', ['-S', this.socket, 'kill-server'], { stdio: 'ignore', timeout: 10_000 });
+    rmSync(this.socket, { force: true });
   }
 }
 
@@ -228,7 +229,7 @@ t.test('vmpi top under tmux and --once, against a real serve with a known transf
   t.teardown(() => traffic.stop());
   const wantMbps = (r: number): number => (r * SIZE * 8) / 1e6;
 
-  const tm = new Tmux();
+  const tm = new Tmux(join(dir, 'tmux.sock'));
   t.teardown(() => tm.kill());
   tm.start('top', topCmd(['--url', srv.url, '--ipc-socket', srv.ipcSock, '--interval', '1']));
   await waitPane(tm, 'top', 'the view', (l) => l.some((x) => x.startsWith('vmpi top  ')), 30_000);
@@ -335,7 +336,9 @@ t.test('unreachable server: --once fails with a clear message, the live view ret
   t.equal(usage.status, 2, 'a bad --interval is a usage error');
   t.match(usage.stderr, /--interval 0: expected a number/);
 
-  const tm = new Tmux();
+  const dir = mkdtempSync(join(tmpdir(), 'vmpi-top-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const tm = new Tmux(join(dir, 'tmux.sock'));
   t.teardown(() => tm.kill());
   // A long interval: after the first poll, only a resize (SIGWINCH) redraws within the test's bound.
   // stdin not a terminal (/dev/null: at its end at once): the view stays, with no keys.
