@@ -23,7 +23,7 @@ import { until } from './helpers/serve.js';
 import { VmpiTestDriver } from './helpers/vmpi-driver.js';
 
 const haveTmux = spawnSync('tmux', ['-V'], { stdio: 'ignore', timeout: 10_000 }).status === 0;
-if (!haveTmux && process.env.CI) t.fail('tmux is not installed (apt-get install tmux)');
+if (!haveTmux && process.env.CI) t.fail('tmux is not installed (VMPI_TEST_TOOLS=1 scripts/setup-system.sh installs it)');
 
 const ECHO = 1024;
 const VMPI_ID = 4;
@@ -217,7 +217,7 @@ async function checkRestored(t: Test, tm: Tmux, s: string, how: string): Promise
   t.notOk(after.some((l) => l.includes('DEVICES') || l.startsWith('vmpi top ')), `${how}: the main screen is back (the view is gone)`);
 }
 
-t.test('vmpi top under tmux and --once, against a real serve with a known transfer', { skip: haveTmux ? false : 'tmux is not installed', timeout: 240_000 }, async (t) => {
+t.test('vmpi top under tmux and --once, against a real serve with a known transfer', { skip: haveTmux ? false : 'tmux is not installed (VMPI_TEST_TOOLS=1 bash scripts/setup-system.sh)', timeout: 240_000 }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'vmpi-top-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const srv = await startServe(t, dir);
@@ -310,7 +310,7 @@ t.test('vmpi top under tmux and --once, against a real serve with a known transf
   await checkRestored(t, tm, 'top2', 'q after the server went away');
 });
 
-t.test('unreachable server: --once fails with a clear message, the live view retries and SIGTERM restores the terminal', { skip: haveTmux ? false : 'tmux is not installed', timeout: 120_000 }, async (t) => {
+t.test('unreachable server: --once fails with a clear message, the live view retries and SIGTERM restores the terminal', { skip: haveTmux ? false : 'tmux is not installed (VMPI_TEST_TOOLS=1 bash scripts/setup-system.sh)', timeout: 120_000 }, async (t) => {
   // A port nothing listens on: bind one and close it.
   const { createServer } = await import('node:net');
   const port = await new Promise<number>((resolve) => {
