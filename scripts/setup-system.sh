@@ -47,6 +47,8 @@ fi
 # qemu-configs/prometheus/).
 pkgs=(build-essential python3 make g++ busybox-static cpio kmod iproute2 xz-utils zstd systemd libxml2-utils)
 if [ "${VMPI_TEST_TOOLS:-0}" = 1 ]; then pkgs+=(libvirt-daemon-system dkms debootstrap prometheus); fi
+# tmux: test/top-tmux.test.ts runs `vmpi top` in a detached tmux session, as a person would.
+if [ "${VMPI_TEST_TOOLS:-0}" = 1 ]; then pkgs+=(tmux); fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -4,7 +4,7 @@
  * (0 ok, 1 runtime failure or invalid configuration, 2 usage error).
  *
  * Each subcommand lives in src/cli/ (serve.ts, guest.ts, check-config.ts, qemu-args.ts, tgen.ts,
- * inspect.ts);
+ * inspect.ts, top.ts);
  * src/cli/args.ts has what they share (argument parsing, UsageError), src/cli/help.ts the help
  * texts. They wire flags and the config file (src/ops/config.ts) into src/ops/: no protocol,
  * datapath or ops logic lives in the CLI.
@@ -17,6 +17,7 @@ import { dif, ipcp } from './cli/inspect.js';
 import { qemuArgs } from './cli/qemu-args.js';
 import { serve } from './cli/serve.js';
 import { tgen } from './cli/tgen.js';
+import { top } from './cli/top.js';
 
 export { CAPABILITIES } from './cli/serve.js';
 
@@ -49,6 +50,8 @@ export async function main(argv: string[]): Promise<number> {
         return await ipcp(rest);
       case 'dif':
         return await dif(rest);
+      case 'top':
+        return await top(rest);
       default:
         // The vhost-user back-end conventions put the socket options first: `vmpi --socket-path X`.
         if (/^--(socket-path|fd)(=|$)/.test(command)) return await serve([command, ...rest]);

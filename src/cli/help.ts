@@ -20,6 +20,7 @@ Commands:
   tgen           traffic generator over the IPC API (like rina-tgen): server, client, sweep, plot
   ipcp list      the IPC processes a running serve/guest hosts (DIF, type, name, address)
   dif show NAME  a look inside one DIF's IPC process: neighbours, tables, directory, flows
+  top            live view of a running serve: devices, DIFs and flows with their rates
 
 Options:
   -h, --help     show help (also: vmpi <command> --help)
@@ -154,6 +155,30 @@ Options:
   -h, --help          show this help
 
 Exit codes: 0 ok, 1 no such DIF (the message names those there) or the daemon cannot be reached, 2 usage.
+`,
+  top: `Usage: vmpi top [--url URL | --config FILE] [--ipc-socket PATH] [--interval SECONDS] [--once]
+
+A terminal view of a running vmpi serve, for a person on the host (no Prometheus needed): one row
+per VMPI device (VMPI-id, socket, state: up / connected / no VM, rx and tx SDU/s and Mb/s — rx is
+from the guest, tx to the guest —, drops/s, rx-queue-full/s, backlog), one per DIF (its flows'
+rates), one per flow (from the IPC daemon), and the server's version, uptime and restarts.
+Rates are counter differences between two polls over the time between them; a counter that
+went down (the server restarted without its state) shows "reset". It reads the server's metrics
+endpoint (the same Prometheus scrapes) and its IPC daemon.
+
+Keys: q (or Ctrl-C) quit, s cycle the device sort (id, rx, tx, drops). When the server stops
+answering, the view says so and keeps retrying.
+
+Options:
+  --url URL           the metrics endpoint (default http://127.0.0.1:19464/metrics)
+  --config FILE       take the endpoint from serve's configuration file (metrics.listen)
+  --ipc-socket PATH   IPC daemon socket for the flows (default $VMPI_IPC_SOCKET or ${DEFAULT_IPC_SOCKET})
+  --interval SECONDS  time between polls (default 1)
+  --once              print one plain table (two polls an interval apart) and exit, for scripts
+  --width N           width of the --once table (default: the terminal's, else 160)
+  -h, --help          show this help
+
+Exit codes: 0 ok, 1 the server cannot be reached (--once) or stdout is not a terminal (live), 2 usage.
 `,
   'qemu-args': `Usage: vmpi qemu-args --socket PATH [--id NAME] [--mem SIZE]
 

@@ -216,7 +216,7 @@ export class ShimHvIpcp extends ShimHvControl implements IpcProcess, ObservableI
       return {
         channel,
         state: slot.state,
-        ...(flow ? { portId: flow.portId, dataFile: flow.file !== null } : {}),
+        ...(flow ? { portId: flow.portId, dataFile: flow.file !== null, stats: { ...flow.stats } } : {}),
         ...(apps ? { localApp: formatAppName(apps.localApp), remoteApp: formatAppName(apps.remoteApp), maxSdu: apps.qos.maxSdu } : {}),
       };
     });
