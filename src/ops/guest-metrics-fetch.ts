@@ -26,7 +26,7 @@ import { logger as rootLogger, type Logger } from '../sys/log.js';
 import { MAX_REPLY_BYTES, METRICS_APP, METRICS_CLIENT_APP, MetricsWireError, ReplyAssembler, encodeRequest } from './metrics-wire.js';
 import type { GuestScrapeCounts } from './metrics.js';
 
-export const DEFAULT_GUEST_TIMEOUT_MS = 1000;
+export const DEFAULT_GUEST_TIMEOUT_MS = 3000;
 export const DEFAULT_GUEST_MAX_BYTES = 1024 * 1024;
 
 export type GuestFetchErrorCode = 'unknown_guest' | 'timeout' | 'unreachable' | 'malformed' | 'oversize' | 'truncated' | 'guest_error';

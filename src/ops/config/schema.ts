@@ -77,7 +77,7 @@ export const CONFIG_SCHEMA = {
           type: 'integer',
           minimum: 10,
           maximum: 60_000,
-          default: 1000,
+          default: 3000,
           description: "serve: how long a fetch of a guest's metrics through its VMPI (GET /metrics/guest/<vmpi-id>) may take before it answers 504",
         },
         guestMaxBytes: {
