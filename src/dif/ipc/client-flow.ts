@@ -301,7 +301,7 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
         // Read no further ahead than the bounds (a max-SDU record each; the first always fits).
         max = Math.min(max, CLIENT_RX_QUEUE_LIMIT - this.rx.length, Math.max(1, Math.floor((CLIENT_RX_QUEUE_BYTES - this.rx.bytes) / Math.max(1, maxSdu))));
       }
-      const n = this.io.read(this.fd, maxSdu, this.sink, max);
+      const n = this.io.read(this.fd, maxSdu, this.outbox !== null ? this.socketSink : this.sink, max);
       if (n === FLOW_READ_EMPTY) break;
       if (n === FLOW_READ_ENDED) {
         this.eof = true;
@@ -313,7 +313,23 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
     this.checkEnd();
   }
 
-  /** Where reads put SDUs (made once: no closure per read). */
+  /** Where socket reads put SDUs: each one a copy of its own already (readRecords slices it out). */
+  private readonly socketSink: SduSink = {
+    copies: true,
+    sdu: (sdu) => {
+      this.stats.rxSdus++;
+      this.stats.rxBytes += sdu.byteLength;
+      this.rx.push(sdu);
+    },
+    bad: () => {
+      this.badRecords++;
+    },
+    fds: () => {
+      this.badRecords++;
+    },
+  };
+
+  /** Where reads of a VMPI file put SDUs (made once: no closure per read). */
   private readonly sink: SduSink = {
     sdu: (sdu) => {
       this.stats.rxSdus++;

@@ -10,6 +10,8 @@ import type { FlowDatapath } from './protocol.js';
 
 /** Where the SDUs of one read of a flow's fd go: each SDU (bytes valid only during the call), or a bad record. */
 export interface SduSink {
+  /** The socket data path then hands each SDU as a copy of its own (the guest file's reads do not: check `copies` there). */
+  readonly copies?: boolean;
   sdu(sdu: Uint8Array): void;
   bad(why: string): void;
   /** Optional: a record came with fds (closed, dropped); without it, that is a bad record. */
@@ -46,7 +48,7 @@ function sinkOf(sink: SduSink): RecordSink {
   let r = recordSinks.get(sink);
   if (r === undefined) {
     const s = sink;
-    r = { sdu: (b) => s.sdu(b), bad: (why) => s.bad(why), fds: () => s.bad(FDS_WHY) };
+    r = { copies: s.copies, sdu: (b) => s.sdu(b), bad: (why) => s.bad(why), fds: () => s.bad(FDS_WHY) };
     recordSinks.set(sink, r);
   }
   return r;

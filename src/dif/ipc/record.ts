@@ -112,8 +112,12 @@ export const RECORDS_EMPTY = -1;
 /** readRecords(): the other end closed: nothing more will come. */
 export const RECORDS_ENDED = -2;
 
-/** Where readRecords() puts what it read; `sdu` bytes are a view valid only during the call. */
+/**
+ * Where readRecords() puts what it read; `sdu` bytes are a view valid only during the call, or
+ * a copy of its own when the sink says `copies` (one allocation per SDU instead of a view and a copy).
+ */
 export interface RecordSink {
+  readonly copies?: boolean;
   sdu(sdu: Uint8Array): void;
   bad(why: string): void;
   /** A record came with fds (the kernel closed them, the record is dropped). */
@@ -153,6 +157,7 @@ export function readRecords(fd: number, maxSdu: number, max: number, sink: Recor
   }
   if (n < 0) return RECORDS_EMPTY;
   if (!nested) recvBusy = true;
+  const copies = sink.copies === true;
   try {
     for (let k = 0; k < n; k++) {
       const len = lengths[k]!;
@@ -163,7 +168,7 @@ export function readRecords(fd: number, maxSdu: number, max: number, sink: Recor
       else {
         const at = k * slot;
         if (buf[at] !== RECORD_SDU) sink.bad(`unknown record tag ${buf[at]}`);
-        else sink.sdu(buf.subarray(at + 1, at + len));
+        else sink.sdu(copies ? buf.slice(at + 1, at + len) : buf.subarray(at + 1, at + len));
       }
     }
   } finally {
