@@ -3,7 +3,8 @@
  * between an application and the IPC daemon, record.ts), in one process on one SOCK_SEQPACKET
  * socketpair: `single`, one sendmsg + one recvmsg per SDU (writeRecord/readRecord, the path
  * before batching, still used for SDUs over 64 KiB); `batch`, the Outbox's sendmmsg and
- * readRecords' recvmmsg (many records per system call and per call into the addon). Both ends
+ * readRecords' recvmmsg (many records per system call and per call into the addon); `packed`,
+ * the same with small SDUs packed many per record (what two ends that said hello do). Both ends
  * run in this process, so CPU µs per SDU is the sum of sending and receiving. Interleaved
  * repeats, medians; the machine's load is printed beside them.
  *
@@ -19,7 +20,7 @@ import { Outbox, readRecord, readRecords, RECORDS_EMPTY, writeRecord, type Recor
 
 const SELF = fileURLToPath(import.meta.url);
 const ROOT = SELF.includes(join('dist', 'bench')) ? resolve(dirname(SELF), '..', '..') : resolve(dirname(SELF), '..');
-const MODES = ['single', 'batch'] as const;
+const MODES = ['single', 'batch', 'packed'] as const;
 type Mode = (typeof MODES)[number];
 
 function envInt(name: string, dflt: number): number {
@@ -37,6 +38,7 @@ function window(mode: Mode, size: number, count: number): { cpuUs: number; wallU
     let got = 0;
     const sink: RecordSink = { sdu: () => void got++, bad: () => undefined, fds: () => undefined };
     const outbox = new Outbox(a, { onSent: () => undefined, onTooLarge: () => undefined });
+    if (mode === 'packed') outbox.pack();
     let sent = 0;
     const c0 = process.cpuUsage();
     const t0 = process.hrtime.bigint();
@@ -82,13 +84,22 @@ function main(): void {
   }
   const rows = sizes.map((size) => {
     const m = (mode: Mode, k: 'cpuUs' | 'wallUs'): number => median(samples[`${mode}:${size}`]!.map((w) => w[k]));
-    return { size, singleCpuUs: m('single', 'cpuUs'), batchCpuUs: m('batch', 'cpuUs'), singleWallUs: m('single', 'wallUs'), batchWallUs: m('batch', 'wallUs') };
+    return {
+      size,
+      singleCpuUs: m('single', 'cpuUs'),
+      batchCpuUs: m('batch', 'cpuUs'),
+      packedCpuUs: m('packed', 'cpuUs'),
+      singleWallUs: m('single', 'wallUs'),
+      batchWallUs: m('batch', 'wallUs'),
+      packedWallUs: m('packed', 'wallUs'),
+    };
   });
   console.log('\nµs per SDU (median; send + receive, both in this process)');
-  console.log(`${'size'.padStart(6)} ${'single cpu'.padStart(11)} ${'batch cpu'.padStart(10)} ${'ratio'.padStart(6)} | ${'single wall'.padStart(11)} ${'batch wall'.padStart(10)}`);
+  const f = (x: number, n: number): string => x.toFixed(3).padStart(n);
+  console.log(`${'size'.padStart(6)} ${'single cpu'.padStart(11)} ${'batch cpu'.padStart(10)} ${'packed cpu'.padStart(11)} ${'single/packed'.padStart(13)} | ${'single wall'.padStart(11)} ${'batch wall'.padStart(10)} ${'packed wall'.padStart(11)}`);
   for (const r of rows) {
     console.log(
-      `${String(r.size).padStart(6)} ${r.singleCpuUs.toFixed(3).padStart(11)} ${r.batchCpuUs.toFixed(3).padStart(10)} ${(r.singleCpuUs / r.batchCpuUs).toFixed(2).padStart(6)} | ${r.singleWallUs.toFixed(3).padStart(11)} ${r.batchWallUs.toFixed(3).padStart(10)}`,
+      `${String(r.size).padStart(6)} ${f(r.singleCpuUs, 11)} ${f(r.batchCpuUs, 10)} ${f(r.packedCpuUs, 11)} ${(r.singleCpuUs / r.packedCpuUs).toFixed(2).padStart(13)} | ${f(r.singleWallUs, 11)} ${f(r.batchWallUs, 10)} ${f(r.packedWallUs, 11)}`,
     );
   }
   const load1 = loadavg();

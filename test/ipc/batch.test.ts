@@ -91,6 +91,7 @@ t.test('application → guest with a slow reader: nothing lost, in order across 
   t.ok(maxBridgePending <= 1, 'the bridge held at most one SDU beyond its outbox');
   t.equal(h.txLost, 0, 'nothing accepted was lost');
   t.equal(bridge.stats.fromApp, N, 'the bridge passed every SDU on');
+  t.ok(outboxOf(h).packs && outboxOf(bridge).packs, 'both ends said hello: both pack small SDUs');
 });
 
 t.test('guest → application not reading: the bridge backs up bounded; the guest ends the flow mid-backlog: everything, then the end', async (t) => {

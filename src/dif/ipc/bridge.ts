@@ -156,6 +156,12 @@ export class FlowBridge implements FlowLink {
     fds: () => {
       this.sawFds = true;
     },
+    packs: () => {
+      // The application reads packed records: send them, and say that we read them too.
+      if (this.outbox.packs) return;
+      this.outbox.pack();
+      if (this.outbox.hello()) this.scheduleFlush();
+    },
   };
   private readonly onDeallocated = (reason: string, cause: DeallocationCause): void => this.guard('deallocated', () => this.flowEnd(reason, cause));
 
@@ -300,19 +306,19 @@ export class FlowBridge implements FlowLink {
     if (this.closed) return;
     if (this.pending.length === 0) {
       const r = this.outbox.offer(sdu);
-      if (r === 'queued') {
-        if (!this.flushDue) {
-          this.flushDue = true;
-          queueMicrotask(this.flushSoon);
-        }
-        return;
-      }
+      if (r === 'queued') return this.scheduleFlush();
       if (r === 'sent') return; // counted by onSent
       if (r === 'closed') return this.appGone();
       if (r === 'too_large') return this.tooLarge(sdu.byteLength);
     }
     this.pending.push(sdu);
     this.blockOut();
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushDue) return;
+    this.flushDue = true;
+    queueMicrotask(this.flushSoon);
   }
 
   /** The application's socket is full: stop taking SDUs from the flow until it is writable. */

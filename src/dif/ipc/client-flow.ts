@@ -88,6 +88,8 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
     this.datapath = info.datapath ?? 'socket';
     this.io = flowFileIo(this.datapath, fd);
     this.outbox = this.datapath === 'socket' ? new Outbox(fd, { onSent: () => {}, onTooLarge: () => this.txLost++ }) : null;
+    // Tell the daemon this end reads packed records (a daemon that does not know them drops it).
+    if (this.outbox?.hello()) this.scheduleFlush();
     this.interest = new FdInterest(fd, native.UV_READABLE, (ev) => {
       try {
         this.onEvents(ev);
@@ -117,10 +119,7 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
     let r: OfferResult;
     if (this.outbox !== null) {
       r = this.outbox.offer(sdu);
-      if (r === 'queued' && !this.flushDue) {
-        this.flushDue = true;
-        queueMicrotask(this.flushSoon);
-      }
+      if (r === 'queued') this.scheduleFlush();
     } else {
       r = this.io.write(this.fd, sdu);
     }
@@ -213,6 +212,12 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
     const r = this.outbox.flush();
     if (r === 'closed') this.sawPeerClosed();
     return r;
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushDue) return;
+    this.flushDue = true;
+    queueMicrotask(this.flushSoon);
   }
 
   /** The writes of this tick, sent together (queued once per batch, not per SDU). */
@@ -321,6 +326,7 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
       this.stats.rxBytes += sdu.byteLength;
       this.rx.push(sdu);
     },
+    packs: () => this.outbox?.pack(),
     bad: () => {
       this.badRecords++;
     },

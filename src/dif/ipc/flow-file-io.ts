@@ -16,6 +16,8 @@ export interface SduSink {
   bad(why: string): void;
   /** Optional: a record came with fds (closed, dropped); without it, that is a bad record. */
   fds?(): void;
+  /** Optional: the other end reads packed records (record.ts RECORD_HELLO); without it, a hello is a bad record. */
+  packs?(): void;
 }
 
 /** One read of a flow's fd: how many records it gave (≥ 0), or one of these. */
@@ -48,7 +50,7 @@ function sinkOf(sink: SduSink): RecordSink {
   let r = recordSinks.get(sink);
   if (r === undefined) {
     const s = sink;
-    r = { copies: s.copies, sdu: (b) => s.sdu(b), bad: (why) => s.bad(why), fds: () => s.bad(FDS_WHY) };
+    r = { copies: s.copies, sdu: (b) => s.sdu(b), bad: (why) => s.bad(why), fds: () => s.bad(FDS_WHY), ...(s.packs ? { packs: () => s.packs!() } : {}) };
     recordSinks.set(sink, r);
   }
   return r;

@@ -8,6 +8,18 @@
 import { native, records } from '../../sys/native.js';
 
 export const RECORD_SDU = 0;
+/**
+ * A packed record: tag, then SDUs each as a u32 (little-endian) length and its bytes, in order.
+ * Sent only to a peer that announced it reads them (RECORD_HELLO, or a packed record of its own):
+ * an older peer counts any other tag as a bad record and drops it.
+ */
+export const RECORD_SDUS = 1;
+/** "I read packed records": one byte, the tag (a peer that does not know it drops it as bad). */
+export const RECORD_HELLO = 2;
+/** A packed record's size at most (tag included): fits any flow socket's default buffers. */
+export const PACK_RECORD_MAX = 16 * 1024;
+/** SDUs in one packed record at most (bounds the read-ahead one record can bring). */
+export const PACK_SDUS_MAX = 64;
 
 let scratch = new Uint8Array(4096);
 
@@ -122,6 +134,8 @@ export interface RecordSink {
   bad(why: string): void;
   /** A record came with fds (the kernel closed them, the record is dropped). */
   fds(): void;
+  /** Optional: the peer reads packed records (its RECORD_HELLO, or a packed record of its own). */
+  packs?(): void;
 }
 
 let recvBuf: Uint8Array | null = null;
@@ -130,13 +144,14 @@ const recvLengths = new Int32Array(CALL_RECORDS);
 
 /**
  * Read up to `max` records (≥ 1) of SDUs of at most `maxSdu` bytes with one recvmmsg, into a
- * buffer shared by every flow of the process, and hand each to `sink` in order. Returns how many
- * records it read, RECORDS_EMPTY, or RECORDS_ENDED (the records before the end, if any, went
- * to `sink` first). A record longer than max SDU (cut by the kernel,
- * MSG_TRUNC), or of an unknown tag, goes to `sink.bad`; one that came with fds to `sink.fds`.
+ * buffer shared by every flow of the process, and hand each SDU to `sink` in order (a packed
+ * record gives many). Returns how many SDUs and bad records it gave, RECORDS_EMPTY, or
+ * RECORDS_ENDED (the records before the end, if any, went to `sink` first). A record longer than
+ * max SDU (cut by the kernel, MSG_TRUNC), a malformed packed one (its rest), or one of an unknown
+ * tag goes to `sink.bad`; one that came with fds to `sink.fds`.
  */
 export function readRecords(fd: number, maxSdu: number, max: number, sink: RecordSink): number {
-  const slot = maxSdu + 1;
+  const slot = Math.max(maxSdu + 1, PACK_RECORD_MAX);
   const slots = Math.max(1, Math.min(max, CALL_RECORDS, Math.floor(RECV_BUFFER_BYTES / slot)));
   // A sink that reads another flow from inside its callback gets a buffer of its own (rare).
   const nested = recvBusy;
@@ -158,23 +173,55 @@ export function readRecords(fd: number, maxSdu: number, max: number, sink: Recor
   if (n < 0) return RECORDS_EMPTY;
   if (!nested) recvBusy = true;
   const copies = sink.copies === true;
+  let items = 0;
   try {
     for (let k = 0; k < n; k++) {
       const len = lengths[k]!;
       // End of file (or an untagged 0-byte record, which only a broken peer sends: the same).
       if (len === 0) return RECORDS_ENDED;
-      if (len < 0) sink.fds();
-      else if (len > slot) sink.bad(`record larger than the flow's max SDU of ${maxSdu} bytes`);
-      else {
-        const at = k * slot;
-        if (buf[at] !== RECORD_SDU) sink.bad(`unknown record tag ${buf[at]}`);
+      items++;
+      if (len < 0) {
+        sink.fds();
+        continue;
+      }
+      const at = k * slot;
+      const tag = buf[at];
+      if (tag === RECORD_SDU) {
+        if (len > maxSdu + 1) sink.bad(`record larger than the flow's max SDU of ${maxSdu} bytes`);
         else sink.sdu(copies ? buf.slice(at + 1, at + len) : buf.subarray(at + 1, at + len));
+      } else if (len > slot) {
+        sink.bad(`record of ${len} bytes larger than any this flow carries`);
+      } else if (tag === RECORD_SDUS) {
+        sink.packs?.();
+        items += unpack(buf, at + 1, at + len, maxSdu, copies, sink) - 1;
+      } else if (tag === RECORD_HELLO && sink.packs) {
+        sink.packs();
+        items--;
+      } else {
+        sink.bad(`unknown record tag ${tag}`);
       }
     }
   } finally {
     if (!nested) recvBusy = false;
   }
-  return n;
+  return items;
+}
+
+/** The SDUs of a packed record buf[p, end) to `sink`; a malformed rest is one bad record. Returns SDUs + bad ones. */
+function unpack(buf: Uint8Array, p: number, end: number, maxSdu: number, copies: boolean, sink: RecordSink): number {
+  let items = 0;
+  while (p < end) {
+    items++;
+    const l = end - p >= 4 ? (buf[p]! | (buf[p + 1]! << 8) | (buf[p + 2]! << 16)) + buf[p + 3]! * 0x1000000 : -1;
+    if (l < 0 || l > maxSdu || l > end - p - 4) {
+      sink.bad(l < 0 ? 'packed record cut inside a length' : l > maxSdu ? `packed SDU larger than the flow's max SDU of ${maxSdu} bytes` : 'packed record cut inside an SDU');
+      return items;
+    }
+    p += 4;
+    sink.sdu(copies ? buf.slice(p, p + l) : buf.subarray(p, p + l));
+    p += l;
+  }
+  return items;
 }
 
 /** Outbox.offer(): queued (sent by the next flush), sent at once (a large record), or not taken. */
@@ -183,27 +230,35 @@ export type OfferResult = 'queued' | 'sent' | 'full' | 'closed' | 'too_large';
 export type FlushResult = 'done' | 'full' | 'closed';
 
 export interface OutboxHooks {
-  /** `n` records left for the socket. */
+  /** `n` SDUs left for the socket. */
   onSent(n: number): void;
-  /** A queued record the socket can never carry (EMSGSIZE) was dropped. */
+  /** A queued record the socket can never carry (EMSGSIZE) was dropped: `bytes` of SDU. */
   onTooLarge(bytes: number): void;
 }
 
 /**
- * The records a writer has accepted but not yet sent on one flow socket: SDUs copied in (tag
- * and bytes, one after the other in one buffer), sent in batches by flush() (sendmmsg). Bounded:
- * at most `maxRecords` records and `maxBytes` bytes; offer() flushes when the bound is reached
- * and says 'full' only when the socket takes nothing more. What flush() could not send (EAGAIN
- * midway) stays, in order, for the next flush. 0-byte SDUs are records of one byte (the tag).
+ * The SDUs a writer has accepted but not yet sent on one flow socket, copied into one buffer as
+ * the records they will leave in, sent in batches by flush() (sendmmsg). Once the peer said it
+ * reads packed records (pack()), small SDUs share records (RECORD_SDUS, up to PACK_RECORD_MAX
+ * bytes and PACK_SDUS_MAX SDUs each: one kernel buffer and copy for many SDUs); before that, one
+ * record each (RECORD_SDU). Bounded: at most `maxRecords` records and `maxBytes` bytes; offer()
+ * flushes when the bound is reached and says 'full' only when the socket takes nothing more.
+ * What flush() could not send (EAGAIN midway) stays, in order, for the next flush. 0-byte SDUs
+ * are kept (a record of the tag alone, or a 0 length in a packed one).
  */
 export class Outbox {
   private buf: Uint8Array;
   private readonly offsets: Uint32Array;
   private readonly lengths: Uint32Array;
+  /** SDUs in each record (0 for a hello). */
+  private readonly counts: Uint32Array;
   /** Records [head, tail) are queued, their bytes [offsets[head], end). */
   private head = 0;
   private tail = 0;
   private end = 0;
+  /** The packed record still open for more SDUs (the last one, unsent), or -1. */
+  private open = -1;
+  private packing = false;
 
   constructor(
     private readonly fd: number,
@@ -214,6 +269,7 @@ export class Outbox {
     this.buf = new Uint8Array(Math.min(16 * 1024, maxBytes));
     this.offsets = new Uint32Array(maxRecords);
     this.lengths = new Uint32Array(maxRecords);
+    this.counts = new Uint32Array(maxRecords);
   }
 
   /** Records queued. */
@@ -221,15 +277,34 @@ export class Outbox {
     return this.tail - this.head;
   }
 
-  /** Bytes queued (tags included). */
+  /** Bytes queued (tags and lengths included). */
   get bytes(): number {
     return this.length === 0 ? 0 : this.end - this.offsets[this.head]!;
   }
 
+  /** Whether small SDUs share records (the peer reads packed records). */
+  get packs(): boolean {
+    return this.packing;
+  }
+
+  /** The peer reads packed records: pack from now on. */
+  pack(): void {
+    this.packing = true;
+  }
+
+  /** Queue a RECORD_HELLO ("this end reads packed records"); false when the outbox is full. */
+  hello(): boolean {
+    if (!this.roomFor(1)) return false;
+    const at = this.end;
+    this.buf[at] = RECORD_HELLO;
+    this.push(at, 1, 0);
+    return true;
+  }
+
   /** Take one SDU: copied into the queue, or (a large one, only with nothing queued) sent at once. */
   offer(sdu: Uint8Array): OfferResult {
-    const need = sdu.byteLength + 1;
-    if (need > BATCH_RECORD_MAX) {
+    const len = sdu.byteLength;
+    if (len + 1 > BATCH_RECORD_MAX) {
       if (this.length > 0) {
         const r = this.flush();
         if (r !== 'done') return r;
@@ -238,18 +313,31 @@ export class Outbox {
       if (w === 'sent') this.hooks.onSent(1);
       return w;
     }
-    if (this.tail === this.maxRecords || this.bytes + need > this.maxBytes) {
-      const r = this.flush();
+    if (this.packing && len + 5 <= PACK_RECORD_MAX) {
+      const o = this.open;
+      if (o >= 0 && this.lengths[o]! + 4 + len <= PACK_RECORD_MAX && this.counts[o]! < PACK_SDUS_MAX && this.bytes + 4 + len <= this.maxBytes) {
+        if (this.end + 4 + len > this.buf.byteLength) this.makeRoom(4 + len);
+        this.putPacked(this.end, sdu);
+        this.lengths[this.open]! += 4 + len;
+        this.counts[this.open]!++;
+        this.end += 4 + len;
+        return 'queued';
+      }
+      const r = this.ensureRoom(5 + len);
       if (r !== 'done') return r;
+      const at = this.end;
+      this.buf[at] = RECORD_SDUS;
+      this.putPacked(at + 1, sdu);
+      this.push(at, 5 + len, 1);
+      this.open = this.tail - 1;
+      return 'queued';
     }
-    if (this.end + need > this.buf.byteLength) this.makeRoom(need);
+    const r = this.ensureRoom(len + 1);
+    if (r !== 'done') return r;
     const at = this.end;
     this.buf[at] = RECORD_SDU;
     this.buf.set(sdu, at + 1);
-    this.offsets[this.tail] = at;
-    this.lengths[this.tail] = need;
-    this.tail++;
-    this.end = at + need;
+    this.push(at, len + 1, 1);
     return 'queued';
   }
 
@@ -267,19 +355,63 @@ export class Outbox {
         n = 0;
         this.head++;
       }
-      if (n < 0) return 'full';
-      this.head += n;
-      if (n > 0) this.hooks.onSent(n);
+      if (n < 0) break;
+      if (n > 0) {
+        let sdus = 0;
+        for (let k = this.head; k < this.head + n; k++) sdus += this.counts[k]!;
+        this.head += n;
+        if (sdus > 0) this.hooks.onSent(sdus);
+      }
     }
+    if (this.open >= 0 && this.open < this.head) this.open = -1;
+    if (this.head < this.tail) return 'full';
     this.head = this.tail = this.end = 0;
+    this.open = -1;
     return 'done';
   }
 
-  /** Drop what is queued (the socket is gone); returns how many records. */
+  /** Drop what is queued (the socket is gone); returns how many SDUs. */
   discard(): number {
-    const n = this.length;
+    let sdus = 0;
+    for (let k = this.head; k < this.tail; k++) sdus += this.counts[k]!;
     this.head = this.tail = this.end = 0;
-    return n;
+    this.open = -1;
+    return sdus;
+  }
+
+  private putPacked(at: number, sdu: Uint8Array): void {
+    const len = sdu.byteLength;
+    const b = this.buf;
+    b[at] = len & 0xff;
+    b[at + 1] = (len >>> 8) & 0xff;
+    b[at + 2] = (len >>> 16) & 0xff;
+    b[at + 3] = len >>> 24;
+    b.set(sdu, at + 4);
+  }
+
+  private roomFor(need: number): boolean {
+    if (this.tail === this.maxRecords || this.bytes + need > this.maxBytes) return false;
+    if (this.end + need > this.buf.byteLength) this.makeRoom(need);
+    return true;
+  }
+
+  /** Room for one more record of `need` bytes, flushing first when the bounds are reached. */
+  private ensureRoom(need: number): 'done' | 'full' | 'closed' {
+    if (this.tail === this.maxRecords || this.bytes + need > this.maxBytes) {
+      const r = this.flush();
+      if (r !== 'done') return r;
+    }
+    if (this.end + need > this.buf.byteLength) this.makeRoom(need);
+    return 'done';
+  }
+
+  private push(at: number, length: number, count: number): void {
+    this.offsets[this.tail] = at;
+    this.lengths[this.tail] = length;
+    this.counts[this.tail] = count;
+    this.tail++;
+    this.end = at + length;
+    this.open = -1; // a record after the open one closes it (order)
   }
 
   /** Room for `need` more bytes at the end: move the queued records to the front, then grow. */
@@ -291,7 +423,9 @@ export class Outbox {
       for (let k = 0; k < count; k++) {
         this.offsets[k] = this.offsets[this.head + k]! - base;
         this.lengths[k] = this.lengths[this.head + k]!;
+        this.counts[k] = this.counts[this.head + k]!;
       }
+      if (this.open >= 0) this.open -= this.head;
       this.end -= base;
       this.head = 0;
       this.tail = count;
