@@ -968,6 +968,106 @@ Napi::Value SetParentDeathSignal(const Napi::CallbackInfo& info) {
 }
 
 void InitPacket(Napi::Env env, Napi::Object exports);  // AF_PACKET block, at the end of the file
+// ---- batched records: sendmmsg/recvmmsg (src/dif/ipc/record.ts) --------------------------
+//
+// The host data path's SOCK_SEQPACKET flow sockets carry one record per SDU; these move many
+// records per system call and per N-API crossing, between the socket and one caller-provided
+// buffer, with the records' places in typed arrays the caller keeps (nothing allocated per
+// record, no result objects). Non-blocking (MSG_DONTWAIT) whatever the fd's flags.
+
+constexpr size_t kMaxBatchRecords = 256;  // per call (the kernel takes up to UIO_MAXIOV, 1024); ~20 KiB of stack
+
+// A Uint32Array/Int32Array argument of at least `min` elements.
+template <typename T>
+T* Ints(const Args& a, size_t i, const char* name, napi_typedarray_type type, size_t min) {
+  Napi::Value v = a.Info()[i];
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type)
+    a.Fail(std::string(name) + (type == napi_uint32_array ? " must be a Uint32Array" : " must be an Int32Array"));
+  Napi::TypedArray arr = v.As<Napi::TypedArray>();
+  if (arr.ElementLength() < min) a.Fail(std::string(name) + " is too short for the records asked");
+  return reinterpret_cast<T*>(static_cast<uint8_t*>(arr.ArrayBuffer().Data()) + arr.ByteOffset());
+}
+
+// sendRecords(fd, buf, offsets, lengths, first, count): records k = first..first+count-1 are
+// buf[offsets[k], offsets[k]+lengths[k]), sent with one sendmmsg (MSG_NOSIGNAL). Returns how many
+// were sent (>= 1), -1 when the first one met EAGAIN. An error on the first record is thrown (EPIPE,
+// EMSGSIZE: larger than the send buffer, ...); one on a later record ends the batch there and
+// comes back on the next call, which starts with that record.
+Napi::Value SendRecords(const Napi::CallbackInfo& info) {
+  Args a(info, "sendRecords");
+  Napi::Env env = a.Env();
+  int fd = a.Fd(0);
+  Napi::Uint8Array buf = a.Bytes(1, "buf");
+  size_t first = static_cast<size_t>(a.Int(4, "first", 0, 0xffffffff));
+  size_t count = static_cast<size_t>(a.Int(5, "count", 1, kMaxBatchRecords));
+  const uint32_t* offs = Ints<uint32_t>(a, 2, "offsets", napi_uint32_array, first + count);
+  const uint32_t* lens = Ints<uint32_t>(a, 3, "lengths", napi_uint32_array, first + count);
+  size_t size = buf.ByteLength();
+  mmsghdr msgs[kMaxBatchRecords];
+  iovec iovs[kMaxBatchRecords];
+  for (size_t k = 0; k < count; k++) {
+    size_t off = offs[first + k], len = lens[first + k];
+    if (off > size || len > size - off) a.Fail("record " + std::to_string(first + k) + " lies outside buf");
+    iovs[k] = iovec{buf.Data() + off, len};
+    msgs[k] = mmsghdr{};
+    msgs[k].msg_hdr.msg_iov = &iovs[k];
+    msgs[k].msg_hdr.msg_iovlen = 1;
+  }
+  int n;
+  do n = sendmmsg(fd, msgs, static_cast<unsigned>(count), MSG_NOSIGNAL | MSG_DONTWAIT); while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return Napi::Number::New(env, -1);
+    ThrowSys(env, "sendmmsg", errno);
+  }
+  return Napi::Number::New(env, n);
+}
+
+// recvRecords(fd, buf, slot, max, lengths): up to `max` records with one recvmmsg, record k into
+// buf[k*slot, (k+1)*slot). Returns how many (>= 1), or -1 when none was queued (EAGAIN).
+// lengths[k] is the record's length: 0 is a 0-byte record or end of file (once the peer closed,
+// every further entry reads 0); more than `slot` means the record was longer than its slot and
+// was cut (MSG_TRUNC: the caller must not take it as whole); -1 means fds came with it (the
+// kernel closed them, MSG_CTRUNC). Every record counted has left the socket.
+Napi::Value RecvRecords(const Napi::CallbackInfo& info) {
+  Args a(info, "recvRecords");
+  Napi::Env env = a.Env();
+  int fd = a.Fd(0);
+  Napi::Uint8Array buf = a.Bytes(1, "buf");
+  size_t slot = static_cast<size_t>(a.Int(2, "slot", 1, 0x7ffffffe));
+  size_t max = static_cast<size_t>(a.Int(3, "max", 1, kMaxBatchRecords));
+  int32_t* lens = Ints<int32_t>(a, 4, "lengths", napi_int32_array, max);
+  if (buf.ByteLength() / slot < max) a.Fail("buf must hold max * slot bytes");
+  mmsghdr msgs[kMaxBatchRecords];
+  iovec iovs[kMaxBatchRecords];
+  for (size_t k = 0; k < max; k++) {
+    iovs[k] = iovec{buf.Data() + k * slot, slot};
+    msgs[k] = mmsghdr{};
+    msgs[k].msg_hdr.msg_iov = &iovs[k];
+    msgs[k].msg_hdr.msg_iovlen = 1;
+  }
+  int n;
+  // MSG_TRUNC: a cut record reports its real length (AF_UNIX datagrams and SEQPACKET).
+  do n = recvmmsg(fd, msgs, static_cast<unsigned>(max), MSG_DONTWAIT | MSG_CMSG_CLOEXEC | MSG_TRUNC, nullptr); while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return Napi::Number::New(env, -1);
+    ThrowSys(env, "recvmmsg", errno);
+  }
+  for (int k = 0; k < n; k++) {
+    const msghdr& h = msgs[k].msg_hdr;
+    size_t len = msgs[k].msg_len;
+    if (h.msg_flags & MSG_CTRUNC) lens[k] = -1;
+    else if ((h.msg_flags & MSG_TRUNC) && len <= slot) lens[k] = static_cast<int32_t>(slot + 1);
+    else lens[k] = static_cast<int32_t>(len > 0x7fffffff ? 0x7fffffff : len);
+  }
+  return Napi::Number::New(env, n);
+}
+
+void InitMmsg(Napi::Env env, Napi::Object exports) {
+  exports.Set("sendRecords", Napi::Function::New(env, SendRecords, "sendRecords"));
+  exports.Set("recvRecords", Napi::Function::New(env, RecvRecords, "recvRecords"));
+}
+
+// ---- end of the batched records block ------------------------------------------------------
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Addon* addon = new Addon();
@@ -998,6 +1098,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("sameFile", Napi::Function::New(env, SameFile, "sameFile"));  // restart block
   exports.Set("setParentDeathSignal", Napi::Function::New(env, SetParentDeathSignal, "setParentDeathSignal"));
   InitPacket(env, exports);
+  InitMmsg(env, exports);  // batched records block
   return exports;
 }
 

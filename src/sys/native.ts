@@ -273,3 +273,33 @@ export interface NativePacket {
 }
 // Merged into Native above (declaration merging keeps this section apart from the others).
 export interface Native extends NativePacket {}
+
+// ---- batched records: sendmmsg/recvmmsg (the IPC daemon's flow sockets, src/dif/ipc/record.ts) ----
+
+/**
+ * Many SOCK_SEQPACKET records per system call and per call into the addon, between a socket and
+ * one caller-provided buffer (nothing allocated per record). Never block (MSG_DONTWAIT).
+ */
+export interface RecordsNative {
+  /**
+   * sendmmsg of records k = first .. first+count-1 (count 1..256), record k being
+   * `buf[offsets[k], offsets[k] + lengths[k])` (0-byte records too). Returns how many were sent
+   * (≥ 1; fewer than `count` when the socket filled up or a later record failed: that error comes
+   * back on the next call, which starts there), -1 when the first record met EAGAIN. An error on
+   * the first record is thrown (EPIPE when the peer closed, EMSGSIZE when it is larger than the
+   * send buffer can ever carry). MSG_NOSIGNAL: no SIGPIPE.
+   */
+  sendRecords(fd: number, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, first: number, count: number): number;
+  /**
+   * recvmmsg of up to `max` records (1..256), record k into `buf[k*slot, (k+1)*slot)`
+   * (`buf` must hold max*slot bytes). Returns how many arrived (≥ 1), -1 when none was queued.
+   * `lengths[k]`: the record's length; 0 = a 0-byte record, or end of file (once the peer closed,
+   * every further entry is 0: frame records so that none is empty); more than `slot` = the record
+   * was longer than its slot and was cut (MSG_TRUNC: never to be taken as whole); -1 = fds came
+   * with it (closed by the kernel, the bytes are there). Every record counted has left the socket.
+   */
+  recvRecords(fd: number, buf: Uint8Array, slot: number, max: number, lengths: Int32Array): number;
+}
+
+/** The batched-record calls of the addon (the same module as `native`). */
+export const records: RecordsNative = native as unknown as RecordsNative;

@@ -3,18 +3,22 @@
  * DirectFlowLink when the application holds the data path itself (the guest's /dev/vmpiN file),
  * or a FlowBridge joining the daemon's end of the flow's socketpair to the IPC process's Flow
  * (backpressure both ways, linger after the end, containment of faults: see datapath.ts).
+ * Both directions go in batches: the application's records are read many per recvmmsg, the
+ * Flow's SDUs are copied into an Outbox (record.ts) and sent many per sendmmsg on a microtask.
  */
 import { DifError, type DeallocationCause, type Flow } from '../api.js';
 import { native } from '../../sys/native.js';
 import { FdInterest } from './fd-interest.js';
 import type { Logger } from '../../sys/log.js';
 import { errText, safeClose } from '../../sys/fd.js';
-import { readRecord, writeRecord } from './record.js';
+import { Outbox, readRecords, RECORDS_EMPTY, RECORDS_ENDED, type RecordSink } from './record.js';
 
 /** How long a bridge keeps delivering to an application after its flow ended. */
 export const LINGER_MS = 5000;
 /** Records read from the application per wakeup before yielding to the event loop. */
-const READS_PER_TURN = 64;
+const READS_PER_TURN = 256;
+/** Records per recvmmsg from the application (the receive buffer bounds it further for a large max SDU). */
+const READ_BATCH = 64;
 
 /** What the daemon holds for one flow of an application, whatever its data path. */
 export interface FlowLink {
@@ -112,10 +116,22 @@ export interface BridgeHooks {
 export class FlowBridge implements FlowLink {
   readonly stats: BridgeStats = { toApp: 0, fromApp: 0, badRecords: 0, afterEnd: 0, lost: 0, tooLarge: 0 };
   private readonly interest: FdInterest;
-  /** SDUs from the flow waiting for room in the application's socket. */
+  /** SDUs from the flow accepted for the application, sent in batches (bounded: see toApp). */
+  private readonly outbox: Outbox;
+  /** SDUs from the flow that found the outbox full (at most a few: the bridge stops listening). */
   private pending: Uint8Array[] = [];
-  /** An SDU from the application that flow.write() refused (a copy), resent on 'drain'. */
-  private held: Uint8Array | null = null;
+  /** Waiting for room in the application's socket: not listening to the flow meanwhile. */
+  private outBlocked = false;
+  private flushDue = false;
+  /** Close once the outbox has gone (the flow ended and its rest was delivered). */
+  private finishing = false;
+  /**
+   * SDUs from the application that flow.write() refused (copies, in order: the refused one and
+   * the rest of its read batch), resent on 'drain'; reading stops meanwhile.
+   */
+  private held: Uint8Array[] = [];
+  /** The last read batch had a record with fds: the flow is aborted after it. */
+  private sawFds = false;
   private listening = false;
   private flowEnded = false;
   private closed = false;
@@ -127,6 +143,26 @@ export class FlowBridge implements FlowLink {
 
   private readonly onData = (sdu: Uint8Array): void => this.guard('data', () => this.toApp(sdu));
   private readonly onDrain = (): void => this.guard('drain', () => this.retryHeld());
+  private readonly flushSoon = (): void => {
+    this.flushDue = false;
+    this.guard('flush', () => this.flushOut());
+  };
+  private readonly rxSink: RecordSink = {
+    sdu: (sdu) => this.fromApp(sdu),
+    bad: (why) => {
+      this.stats.badRecords++;
+      this.log.debug({ portId: this.flow.portId, why }, 'ipc: bad record from an application dropped');
+    },
+    fds: () => {
+      this.sawFds = true;
+    },
+    packs: () => {
+      // The application reads packed records: send them, and say that we read them too.
+      if (this.outbox.packs) return;
+      this.outbox.pack();
+      if (this.outbox.hello()) this.scheduleFlush();
+    },
+  };
   private readonly onDeallocated = (reason: string, cause: DeallocationCause): void => this.guard('deallocated', () => this.flowEnd(reason, cause));
 
   constructor(
@@ -136,6 +172,12 @@ export class FlowBridge implements FlowLink {
     private readonly log: Logger,
   ) {
     this.maxSdu = flow.qos.maxSdu;
+    this.outbox = new Outbox(fd, {
+      onSent: (n) => {
+        this.stats.toApp += n;
+      },
+      onTooLarge: (bytes) => this.tooLarge(bytes),
+    });
     this.interest = new FdInterest(fd, native.UV_READABLE, (ev) => this.guard('flow socket', () => this.onEvents(ev)));
     flow.on('deallocated', this.onDeallocated);
     flow.on('drain', this.onDrain);
@@ -159,6 +201,11 @@ export class FlowBridge implements FlowLink {
   /** Tear down now (daemon shutdown, application gone): deallocates the flow too. */
   destroy(reason: string): void {
     try {
+      if (!this.closed) this.outbox.flush(); // what is already accepted, if the socket takes it now
+    } catch {
+      // lost with the socket (counted by finish)
+    }
+    try {
       if (!this.flowEnded) this.flow.deallocate(reason);
     } catch (e) {
       this.log.warn({ portId: this.flow.portId, err: errText(e) }, 'ipc: deallocating a flow failed');
@@ -177,10 +224,16 @@ export class FlowBridge implements FlowLink {
 
   /**
    * Let go without a word, closing nothing (a successor process resumes the flow on the same
-   * fd, snapshot.ts): SDUs held here (`pending`, `held`) are lost with this process.
+   * fd, snapshot.ts): what the outbox holds is sent if the socket takes it now; the rest, and
+   * `pending` and `held`, are lost with this process.
    */
   abandon(): void {
     if (this.closed) return;
+    try {
+      this.outbox.flush();
+    } catch {
+      // lost with this process, as the rest
+    }
     this.closed = true;
     if (this.lingerTimer) clearTimeout(this.lingerTimer);
     this.interest.close();
@@ -207,8 +260,6 @@ export class FlowBridge implements FlowLink {
   private abort(why: BridgeAbort, reason: string): void {
     if (this.closed) return;
     this.hooks.onAbort?.(why);
-    this.stats.lost += this.pending.length;
-    this.pending = [];
     if (!this.flowEnded) {
       this.appReason = reason;
       try {
@@ -246,47 +297,77 @@ export class FlowBridge implements FlowLink {
     if (!this.closed && ev & native.UV_READABLE) this.readFromApp(READS_PER_TURN);
   }
 
-  /** Flow → application. */
+  /**
+   * Flow → application: into the outbox (sent on a microtask with the rest of this tick's, or at
+   * once when it is full). When the socket takes nothing more the SDU waits in `pending`, the
+   * bridge stops listening (the flow holds the next ones) and waits for writable.
+   */
   private toApp(sdu: Uint8Array): void {
     if (this.closed) return;
     if (this.pending.length === 0) {
-      const r = writeRecord(this.fd, sdu);
-      if (r === 'sent') {
-        this.stats.toApp++;
-        return;
-      }
+      const r = this.outbox.offer(sdu);
+      if (r === 'queued') return this.scheduleFlush();
+      if (r === 'sent') return; // counted by onSent
       if (r === 'closed') return this.appGone();
-      if (r === 'too_large') return this.tooLarge(sdu);
+      if (r === 'too_large') return this.tooLarge(sdu.byteLength);
     }
-    // The application's socket is full: keep this one, let the flow hold the next ones.
     this.pending.push(sdu);
+    this.blockOut();
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushDue) return;
+    this.flushDue = true;
+    queueMicrotask(this.flushSoon);
+  }
+
+  /** The application's socket is full: stop taking SDUs from the flow until it is writable. */
+  private blockOut(): void {
+    this.outBlocked = true;
     this.listen(false);
     this.interest.want(native.UV_WRITABLE, true);
   }
 
+  /** The microtask's flush of what toApp() queued this tick. */
+  private flushOut(): void {
+    if (this.closed) return;
+    const r = this.outbox.flush();
+    if (r === 'closed') return this.appGone();
+    if (r === 'full') return this.blockOut();
+    if (this.finishing && this.pending.length === 0) this.finish();
+  }
+
   /** An SDU the socket can never carry (its buffer is below the flow's max SDU): drop, count, say so once. */
-  private tooLarge(sdu: Uint8Array): void {
+  private tooLarge(bytes: number): void {
     this.stats.tooLarge++;
     this.hooks.onTooLarge?.();
     if (this.warnedTooLarge) return;
     this.warnedTooLarge = true;
     this.log.warn(
-      { portId: this.flow.portId, bytes: sdu.byteLength, maxSdu: this.maxSdu },
+      { portId: this.flow.portId, bytes, maxSdu: this.maxSdu },
       "ipc: an SDU larger than the flow socket's buffer was dropped (raise net.core.wmem_max, run with CAP_NET_ADMIN, or use a smaller max SDU); counted in vmpi_ipc_sdus_dropped_total",
     );
   }
 
+  /** The application's socket is writable again: send the outbox's rest, then `pending`. */
   private flushPending(): void {
-    while (this.pending.length > 0) {
-      const r = writeRecord(this.fd, this.pending[0]!);
-      if (r === 'full') return;
-      if (r === 'closed') return this.appGone();
+    let r = this.outbox.flush();
+    while (r === 'done' && this.pending.length > 0) {
+      const o = this.outbox.offer(this.pending[0]!);
+      if (o === 'full' || o === 'closed') {
+        r = o;
+        break;
+      }
       const sdu = this.pending.shift()!;
-      if (r === 'too_large') this.tooLarge(sdu);
-      else this.stats.toApp++;
+      if (o === 'too_large') this.tooLarge(sdu.byteLength);
     }
+    if (r === 'done') r = this.outbox.flush();
+    if (r === 'closed') return this.appGone();
+    if (r === 'full') return;
+    this.outBlocked = false;
     this.interest.want(native.UV_WRITABLE, false);
-    if (this.flowEnded) this.startDrainRest();
+    if (this.finishing) this.finish();
+    else if (this.flowEnded) this.startDrainRest();
     else this.listen(true);
   }
 
@@ -301,92 +382,108 @@ export class FlowBridge implements FlowLink {
   /** After the flow ended: deliver what it still holds, then close. */
   private async drainRest(): Promise<void> {
     this.hooks.inject?.('drain loop');
-    while (!this.closed && this.pending.length === 0) {
+    while (!this.closed && !this.outBlocked) {
       const sdu = await this.flow.read();
       if (this.closed) return;
-      if (sdu === null) return this.finish();
+      if (sdu === null) return this.finishFlushed();
       this.toApp(sdu);
     }
     // Otherwise flushPending() calls us again once the socket has room.
   }
 
-  /** Application → flow. */
+  /** Close once what the outbox holds has gone (waiting for writable if need be, within the linger). */
+  private finishFlushed(): void {
+    const r = this.outbox.flush();
+    if (r !== 'full') return this.finish();
+    this.finishing = true;
+    this.blockOut();
+  }
+
+  /** Application → flow: up to `max` records, many per recvmmsg, until one is refused. */
   private readFromApp(max: number): void {
-    for (let i = 0; i < max && !this.closed && this.held === null; i++) {
-      const r = readRecord(this.fd, this.maxSdu);
-      if (r.kind === 'empty') return;
-      if (r.kind === 'eof') return this.appGone();
-      if (r.kind === 'fds') {
+    let got = 0;
+    while (got < max && !this.closed && this.held.length === 0) {
+      const n = readRecords(this.fd, this.maxSdu, Math.min(max - got, READ_BATCH), this.rxSink);
+      if (this.sawFds) {
         this.log.warn({ portId: this.flow.portId }, 'ipc: an application sent file descriptors over its flow socket: flow closed');
         return this.abort('fds_on_flow_socket', 'the application sent file descriptors over its flow socket (SDUs only; the fds were closed): flow closed');
       }
-      if (r.kind === 'bad') {
-        this.stats.badRecords++;
-        this.log.debug({ portId: this.flow.portId, why: r.why }, 'ipc: bad record from an application dropped');
-        continue;
-      }
-      if (this.flowEnded) {
-        this.stats.afterEnd++;
-        continue;
-      }
-      let ok: boolean;
-      try {
-        ok = this.flow.write(r.sdu);
-      } catch (e) {
-        if (e instanceof DifError && (e.code === 'flow_deallocated' || e.code === 'port_down')) {
-          this.stats.afterEnd++;
-          continue;
-        }
-        if (e instanceof DifError && e.code === 'sdu_too_large') {
-          this.stats.badRecords++;
-          continue;
-        }
-        throw e;
-      }
-      if (ok) {
-        this.stats.fromApp++;
-      } else {
-        // Not sent: keep a copy, stop reading so the application's socket fills up.
-        this.held = r.sdu.slice();
-        this.interest.want(native.UV_READABLE, false);
-      }
+      if (n === RECORDS_EMPTY) return;
+      if (n === RECORDS_ENDED) return this.appGone();
+      got += n;
     }
   }
 
-  private retryHeld(): void {
-    if (this.held === null || this.closed) return;
+  /** One SDU the application wrote (a view, valid during the call): to the flow, or held. */
+  private fromApp(sdu: Uint8Array): void {
+    if (this.closed || this.sawFds) return;
     if (this.flowEnded) {
-      this.held = null;
+      this.stats.afterEnd++;
+      return;
+    }
+    if (this.held.length > 0) {
+      // An earlier SDU of this batch was refused: the rest waits behind it, in order.
+      this.held.push(sdu.slice());
       return;
     }
     let ok: boolean;
     try {
-      ok = this.flow.write(this.held);
-    } catch {
-      this.held = null;
+      ok = this.flow.write(sdu);
+    } catch (e) {
+      if (e instanceof DifError && (e.code === 'flow_deallocated' || e.code === 'port_down')) {
+        this.stats.afterEnd++;
+        return;
+      }
+      if (e instanceof DifError && e.code === 'sdu_too_large') {
+        this.stats.badRecords++;
+        return;
+      }
+      throw e;
+    }
+    if (ok) {
+      this.stats.fromApp++;
+    } else {
+      // Not sent: keep a copy, stop reading so the application's socket fills up.
+      this.held.push(sdu.slice());
+      this.interest.want(native.UV_READABLE, false);
+    }
+  }
+
+  private retryHeld(): void {
+    if (this.held.length === 0 || this.closed) return;
+    if (this.flowEnded) {
+      this.stats.afterEnd += this.held.length;
+      this.held = [];
       return;
     }
-    if (!ok) return; // still full: wait for the next 'drain'
-    this.stats.fromApp++;
-    this.held = null;
+    while (this.held.length > 0) {
+      let ok: boolean;
+      try {
+        ok = this.flow.write(this.held[0]!);
+      } catch {
+        this.stats.afterEnd += this.held.length;
+        this.held = [];
+        return;
+      }
+      if (!ok) return; // still full: wait for the next 'drain'
+      this.stats.fromApp++;
+      this.held.shift();
+    }
     this.interest.want(native.UV_READABLE, true);
   }
 
   private flowEnd(reason: string, cause: DeallocationCause): void {
     if (this.flowEnded) return;
     this.flowEnded = true;
-    this.held = null;
+    this.stats.afterEnd += this.held.length;
+    this.held = [];
     this.flow.off('drain', this.onDrain);
     this.hooks.onFlowEnd(this.appReason ?? reason, cause);
     if (this.closed) return;
     // Keep reading the application's socket only to notice it closing; its data is dropped.
     this.interest.want(native.UV_READABLE, true);
     this.lingerTimer = setTimeout(
-      () =>
-        this.guard('linger timer', () => {
-          this.stats.lost += this.pending.length;
-          this.finish();
-        }),
+      () => this.guard('linger timer', () => this.finish()),
       LINGER_MS,
     );
     this.lingerTimer.unref();
@@ -400,16 +497,16 @@ export class FlowBridge implements FlowLink {
   /** The application closed its end (or it broke). */
   private appGone(): void {
     if (this.closed) return;
-    this.stats.lost += this.pending.length;
-    this.pending = [];
     if (!this.flowEnded) this.flow.deallocate(this.appReason ?? 'the application closed the flow');
     this.finish();
   }
 
-  /** Close our end; idempotent, and it completes whatever the Flow's listeners do. */
+  /** Close our end; idempotent, and it completes whatever the Flow's listeners do. What was not sent is lost (counted). */
   private finish(): void {
     if (this.closed) return;
     this.closed = true;
+    this.stats.lost += this.pending.length + this.outbox.discard();
+    this.pending = [];
     if (this.lingerTimer) clearTimeout(this.lingerTimer);
     this.interest.close();
     safeClose(this.fd);

@@ -2,9 +2,14 @@
  * client-flow.ts — a flow on the client side of the IPC API (client.ts): a `Flow` (api.ts) whose
  * SDUs go straight through the per-flow fd the daemon passed, read and written through the
  * FlowFileIo of the data path the daemon announced (flow-file-io.ts): the daemon's
- * SOCK_SEQPACKET end (host), or in a guest the VMPI driver's file of the flow's channel. write()
- * is one system call, false when the fd is full ('drain' follows); reads take SDUs off the fd as
- * they come, up to a bounded read-ahead.
+ * SOCK_SEQPACKET end (host), or in a guest the VMPI driver's file of the flow's channel.
+ *
+ * On the socket data path both directions go in batches: write() copies the SDU into the flow's
+ * Outbox (record.ts) and the writes of one tick leave together (one sendmmsg per up to 256, on a
+ * microtask, or at once when the outbox is full); write() says false, and 'drain' follows, only
+ * when the socket took nothing more (the outbox's rest waits, in order, for writable). Reads take
+ * many records per recvmmsg, up to a bounded read-ahead. On a guest's VMPI file, write() is one
+ * system call, false when the ring is full. writev() writes many SDUs in one call.
  */
 import { EventEmitter } from 'node:events';
 import { DifError, type DeallocationCause, type Flow, type FlowEvents, type FlowState, type FlowStats, type QosSpec } from '../api.js';
@@ -15,6 +20,7 @@ import { RxQueue } from '../rx-queue.js';
 import { checkAllocated, checkSdu, sendSdu, untilNull } from '../flow-io.js';
 import { safeClose } from '../../sys/fd.js';
 import { FLOW_READ_EMPTY, FLOW_READ_ENDED, flowFileIo, type FlowFileIo, type SduSink } from './flow-file-io.js';
+import { Outbox, type OfferResult } from './record.js';
 import type { FlowDatapath, FlowInfo } from './protocol.js';
 
 /** What a flow needs of its client (IpcClient): the flow depends on no module above it. */
@@ -27,6 +33,10 @@ export interface FlowOwner {
 export const CLIENT_RX_QUEUE_LIMIT = 256;
 /** Bytes a ClientFlow reads ahead while nobody consumes them (the first SDU always fits). */
 export const CLIENT_RX_QUEUE_BYTES = 4 * 1024 * 1024;
+/** How long deallocate() waits for a full socket to take the outbox's rest (as the daemon's linger). */
+const DEALLOCATE_FLUSH_MS = 5000;
+/** Records a ClientFlow reads per wakeup of its fd before yielding to the event loop. */
+const READS_PER_TURN = 256;
 
 /** A flow of this client: its SDUs cross the fd the daemon passed (see the file comment). */
 export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
@@ -41,6 +51,11 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
   readonly datapath: FlowDatapath;
   /** Records from the daemon that were malformed: dropped. */
   badRecords = 0;
+  /**
+   * SDUs write() accepted that never left for the daemon: its end closed first, the flow ended
+   * (the daemon drops what comes after), or the socket stayed full for DEALLOCATE_FLUSH_MS after deallocate().
+   */
+  txLost = 0;
   private _state: FlowState = 'allocated';
   private _reason: string | null = null;
   private readonly interest: FdInterest;
@@ -49,6 +64,13 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
   /** End of file seen (or we stopped reading): nothing more will come. */
   private eof = false;
   private blocked = false;
+  /** The socket data path's batch of accepted writes (null on a VMPI file). */
+  private readonly outbox: Outbox | null;
+  private flushDue = false;
+  /** The daemon's end is gone (a send saw EPIPE): writes fail as after deallocation. */
+  private peerClosed = false;
+  /** deallocate() waits for the outbox to empty before it asks the daemon (bounded by DEALLOCATE_FLUSH_MS). */
+  private deallocWait: { reason: string; timer: NodeJS.Timeout } | null = null;
   private readonly rx = new RxQueue(this, () => this.resumeReading());
 
   constructor(
@@ -65,6 +87,9 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
     this.qos = Object.freeze({ ...info.qos });
     this.datapath = info.datapath ?? 'socket';
     this.io = flowFileIo(this.datapath, fd);
+    this.outbox = this.datapath === 'socket' ? new Outbox(fd, { onSent: () => {}, onTooLarge: () => this.txLost++ }) : null;
+    // Tell the daemon this end reads packed records (a daemon that does not know them drops it).
+    if (this.outbox?.hello()) this.scheduleFlush();
     this.interest = new FdInterest(fd, native.UV_READABLE, (ev) => {
       try {
         this.onEvents(ev);
@@ -86,24 +111,43 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
   write(sdu: Uint8Array): boolean {
     checkAllocated(this);
     checkSdu(this, sdu);
+    if (this.peerClosed) throw new DifError('flow_deallocated', `flow ${this.portId}: the IPC daemon closed it`);
     if (this.blocked) {
       this.stats.txRefused++;
       return false;
     }
-    const r = this.io.write(this.fd, sdu);
-    if (r === 'sent') {
+    let r: OfferResult;
+    if (this.outbox !== null) {
+      r = this.outbox.offer(sdu);
+      if (r === 'queued') this.scheduleFlush();
+    } else {
+      r = this.io.write(this.fd, sdu);
+    }
+    if (r === 'sent' || r === 'queued') {
       this.stats.txSdus++;
       this.stats.txBytes += sdu.byteLength;
       return true;
     }
-    if (r === 'closed') throw new DifError('flow_deallocated', `flow ${this.portId}: the IPC daemon closed it`);
+    if (r === 'closed') {
+      this.sawPeerClosed();
+      throw new DifError('flow_deallocated', `flow ${this.portId}: the IPC daemon closed it`);
+    }
     if (r === 'too_large') {
       throw new DifError('sdu_too_large', `flow ${this.portId}: an SDU of ${sdu.byteLength} bytes does not fit the flow socket's buffer (the host's net.core.wmem_max is below the flow's max SDU of ${this.qos.maxSdu}): send smaller SDUs or raise it`);
     }
     this.stats.txRefused++;
-    this.blocked = true;
-    this.interest.want(native.UV_WRITABLE, true);
+    this.block();
     return false;
+  }
+
+  /**
+   * Write SDUs in order until one is refused: returns how many were taken (all of them, or
+   * fewer when the fd is full: 'drain' follows, write the rest then). Throws as write() does,
+   * for the first SDU that cannot be written at all (those before it were taken).
+   */
+  writev(sdus: readonly Uint8Array[]): number {
+    for (let i = 0; i < sdus.length; i++) if (!this.write(sdus[i]!)) return i;
+    return sdus.length;
   }
 
   send(sdu: Uint8Array): Promise<void> {
@@ -118,20 +162,83 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
     return untilNull(() => this.read());
   }
 
-  /** End the flow at both ends (idempotent). SDUs already written are passed on first. */
+  /**
+   * End the flow at both ends (idempotent). SDUs already written are passed on first: what the
+   * outbox still holds goes before the daemon is asked (waiting for room, at most DEALLOCATE_FLUSH_MS).
+   */
   deallocate(reason = 'deallocated by the application'): void {
     if (this._state !== 'allocated') return;
     this._state = 'deallocated';
     this._reason = reason;
     this.eof = true;
+    this.blocked = false;
+    if (this.flushOutbox() === 'full') {
+      this.interest.set(native.UV_WRITABLE);
+      const timer = setTimeout(() => {
+        this.txLost += this.outbox?.discard() ?? 0;
+        this.requestDeallocate();
+      }, DEALLOCATE_FLUSH_MS);
+      timer.unref();
+      this.deallocWait = { reason, timer };
+    } else {
+      this.stopFd(false);
+      this.requestDeallocateNow(reason);
+    }
+    this.emit('deallocated', reason, 'local');
+    this.checkEnd();
+  }
+
+  /** The outbox emptied (or gave up) after deallocate(): now ask the daemon. */
+  private requestDeallocate(): void {
+    const w = this.deallocWait;
+    if (w === null) return;
+    this.deallocWait = null;
+    clearTimeout(w.timer);
     this.stopFd(false);
+    this.requestDeallocateNow(w.reason);
+  }
+
+  private requestDeallocateNow(reason: string): void {
     // Close our end only once the daemon has taken what we wrote (it answers after that).
     this.client.request({ op: 'deallocate', flow: this.handle, reason }).then(
       () => this.closeFd(),
       () => this.closeFd(),
     );
-    this.emit('deallocated', reason, 'local');
-    this.checkEnd();
+  }
+
+  /** Send what the outbox holds now ('done' without one; 'closed' counts its rest as lost). */
+  private flushOutbox(): 'done' | 'full' | 'closed' {
+    if (this.outbox === null || this.outbox.length === 0 || !this.fdOpen) return 'done';
+    const r = this.outbox.flush();
+    if (r === 'closed') this.sawPeerClosed();
+    return r;
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushDue) return;
+    this.flushDue = true;
+    queueMicrotask(this.flushSoon);
+  }
+
+  /** The writes of this tick, sent together (queued once per batch, not per SDU). */
+  private readonly flushSoon = (): void => {
+    this.flushDue = false;
+    try {
+      if (this.flushOutbox() === 'full' && this._state === 'allocated') this.block();
+    } catch (e) {
+      this.daemonGone(`internal error on the flow's fd: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  };
+
+  /** The socket is full: refuse writes until it is writable and the outbox went ('drain'). */
+  private block(): void {
+    this.blocked = true;
+    this.interest.want(native.UV_WRITABLE, true);
+  }
+
+  private sawPeerClosed(): void {
+    this.peerClosed = true;
+    this.txLost += this.outbox?.discard() ?? 0;
   }
 
   // --- called by the client --------------------------------------------------------------------
@@ -143,6 +250,8 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
     this._reason = reason;
     this.blocked = false;
     this.interest.want(native.UV_WRITABLE, false);
+    // The daemon drops what the application writes after the flow's end.
+    this.txLost += this.outbox?.discard() ?? 0;
     if (this.eof) this.closeFd();
     this.emit('deallocated', reason, cause);
     this.checkEnd();
@@ -171,34 +280,62 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
       return;
     }
     if (ev & native.UV_WRITABLE) {
-      this.interest.want(native.UV_WRITABLE, false);
-      if (this.blocked) {
-        this.blocked = false;
-        if (this._state === 'allocated') this.emit('drain');
+      if (this.flushOutbox() !== 'full') {
+        this.interest.want(native.UV_WRITABLE, false);
+        if (this.deallocWait !== null) this.requestDeallocate();
+        if (this.blocked) {
+          this.blocked = false;
+          if (this._state === 'allocated') this.emit('drain');
+        }
       }
     }
-    if (ev & native.UV_READABLE) this.readSome();
+    if (ev & native.UV_READABLE && this.fdOpen) this.readSome();
   }
 
   private readSome(): void {
-    for (let i = 0; i < 64 && this.fdOpen && !this.eof; i++) {
-      if (!this.rx.hasConsumer() && (this.rx.length >= CLIENT_RX_QUEUE_LIMIT || this.rx.bytes >= CLIENT_RX_QUEUE_BYTES)) {
-        // Leave the rest in the socket: the daemon sees it full and stops taking from the flow.
-        this.interest.want(native.UV_READABLE, false);
-        break;
+    let budget = READS_PER_TURN;
+    const maxSdu = this.qos.maxSdu;
+    while (budget > 0 && this.fdOpen && !this.eof) {
+      let max = budget;
+      if (!this.rx.hasConsumer()) {
+        if (this.rx.length >= CLIENT_RX_QUEUE_LIMIT || this.rx.bytes >= CLIENT_RX_QUEUE_BYTES) {
+          // Leave the rest in the socket: the daemon sees it full and stops taking from the flow.
+          this.interest.want(native.UV_READABLE, false);
+          break;
+        }
+        // Read no further ahead than the bounds (a max-SDU record each; the first always fits).
+        max = Math.min(max, CLIENT_RX_QUEUE_LIMIT - this.rx.length, Math.max(1, Math.floor((CLIENT_RX_QUEUE_BYTES - this.rx.bytes) / Math.max(1, maxSdu))));
       }
-      const n = this.io.read(this.fd, this.qos.maxSdu, this.sink);
+      const n = this.io.read(this.fd, maxSdu, this.outbox !== null ? this.socketSink : this.sink, max);
       if (n === FLOW_READ_EMPTY) break;
       if (n === FLOW_READ_ENDED) {
         this.eof = true;
         this.stopFd(this._state === 'deallocated');
         break;
       }
+      budget -= n;
     }
     this.checkEnd();
   }
 
-  /** Where reads put SDUs (made once: no closure per read). */
+  /** Where socket reads put SDUs: each one a copy of its own already (readRecords slices it out). */
+  private readonly socketSink: SduSink = {
+    copies: true,
+    sdu: (sdu) => {
+      this.stats.rxSdus++;
+      this.stats.rxBytes += sdu.byteLength;
+      this.rx.push(sdu);
+    },
+    packs: () => this.outbox?.pack(),
+    bad: () => {
+      this.badRecords++;
+    },
+    fds: () => {
+      this.badRecords++;
+    },
+  };
+
+  /** Where reads of a VMPI file put SDUs (made once: no closure per read). */
   private readonly sink: SduSink = {
     sdu: (sdu) => {
       this.stats.rxSdus++;
@@ -206,6 +343,9 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
       this.rx.push(sdu.slice());
     },
     bad: () => {
+      this.badRecords++;
+    },
+    fds: () => {
       this.badRecords++;
     },
   };
@@ -233,6 +373,11 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
   private closeFd(): void {
     if (!this.fdOpen) return;
     this.fdOpen = false;
+    this.txLost += this.outbox?.discard() ?? 0;
+    if (this.deallocWait !== null) {
+      clearTimeout(this.deallocWait.timer);
+      this.deallocWait = null;
+    }
     this.interest.close();
     safeClose(this.fd);
     this.client.flowClosed(this);

@@ -9,7 +9,11 @@
  * application its end of the pair (SCM_RIGHTS) and never relays SDUs through its control socket.
  * An SDU costs one kernel copy each way between application and daemon (sendmsg copies into the
  * socket buffer, recvmsg copies out), and no hop besides the IPC process that owns the VMPI device,
- * which lives in the daemon anyway. SEQPACKET keeps SDU boundaries (no length framing to parse)
+ * which lives in the daemon anyway. Per SDU, what used to cost most was not the copy but the
+ * record: a sendmsg and a recvmsg (a system call, a call into the addon, a kernel buffer and a
+ * wakeup each). So both ends batch (record.ts): the writes of one tick are copied into a bounded
+ * Outbox and leave with one sendmmsg; reads take many records per recvmmsg into one shared
+ * buffer; and once both ends said they read them, small SDUs travel many per record (packed). SEQPACKET keeps SDU boundaries (no length framing to parse)
  * and gives kernel backpressure: when the reader's queue is full, the writer's sendmsg returns
  * EAGAIN. Backpressure therefore runs end to end: Flow.write() → false makes the bridge stop
  * reading the application's socket until 'drain', so the application's own writes fill its socket
@@ -25,10 +29,16 @@
  * driver's batch mode). vmpi/guest-flow-file.ts is that path's counterpart of
  * readRecord/writeRecord; the daemon keeps only a DirectFlowLink.
  *
- * Record format: one tag byte (RECORD_SDU) followed by the SDU. The tag exists because a 0-byte
+ * Record format: one tag byte, then by tag: RECORD_SDU (0), one SDU; RECORD_SDUS (1), packed
+ * SDUs, each a u32 little-endian length and its bytes (at most PACK_RECORD_MAX bytes per record);
+ * RECORD_HELLO (2), nothing: "this end reads packed records". The tag exists because a 0-byte
  * SEQPACKET record reads as 0 bytes, exactly like end of file, and 0-byte SDUs are valid data;
  * with the tag every record has at least one byte, so 0 always means the other end closed.
- * The tag byte is also where a later record kind would go.
+ * Compatibility: a client sends RECORD_HELLO first on a new flow; the daemon packs toward it only
+ * after its hello or a packed record of its own, and answers with its hello, after which the
+ * client packs too. An older peer counts the hello as a bad record and drops it, and never gets
+ * a packed record. A daemon that resumes flows after a restart (snapshot.ts) starts unpacked
+ * toward the application and packs again as soon as the application sends a packed record.
  *
  * End of a flow: the side that ends it closes its end of the pair after the other learned why
  * (the daemon sends `flow_deallocated` before closing; the application sends `deallocate` and
@@ -36,6 +46,6 @@
  * its end, so the application reads everything and then end of file. If the application stops
  * reading, the bridge gives up after LINGER_MS.
  */
-export { RECORD_SDU, readRecord, sizeFlowSocket, writeRecord, type ReadRecordResult, type WriteRecordResult } from './record.js';
+export { RECORD_SDU, RECORD_SDUS, RECORD_HELLO, readRecord, readRecords, Outbox, sizeFlowSocket, writeRecord, type ReadRecordResult, type WriteRecordResult } from './record.js';
 export { FLOW_READ_EMPTY, FLOW_READ_ENDED, flowFileIo, readSocketBatch, type FlowFileIo, type SduSink } from './flow-file-io.js';
 export { DirectFlowLink, FlowBridge, LINGER_MS, type BridgeAbort, type BridgeHooks, type BridgeStats, type FlowLink } from './bridge.js';

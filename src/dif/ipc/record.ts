@@ -1,11 +1,25 @@
 /**
  * record.ts — the record codec of a flow's SOCK_SEQPACKET socket (the host data path, see
  * datapath.ts): one tag byte (RECORD_SDU) then the SDU, one record per SDU; reading and writing
- * one record, and sizing the socket's buffers so that a max-SDU record fits.
+ * one record, and sizing the socket's buffers so that a max-SDU record fits; and the batched
+ * forms both ends use on their hot paths: readRecords (many records per recvmmsg, into one
+ * shared buffer) and Outbox (SDUs accepted into a bounded queue, sent many per sendmmsg).
  */
-import { native } from '../../sys/native.js';
+import { native, records } from '../../sys/native.js';
 
 export const RECORD_SDU = 0;
+/**
+ * A packed record: tag, then SDUs each as a u32 (little-endian) length and its bytes, in order.
+ * Sent only to a peer that announced it reads them (RECORD_HELLO, or a packed record of its own):
+ * an older peer counts any other tag as a bad record and drops it.
+ */
+export const RECORD_SDUS = 1;
+/** "I read packed records": one byte, the tag (a peer that does not know it drops it as bad). */
+export const RECORD_HELLO = 2;
+/** A packed record's size at most (tag included): fits any flow socket's default buffers. */
+export const PACK_RECORD_MAX = 16 * 1024;
+/** SDUs in one packed record at most (bounds the read-ahead one record can bring). */
+export const PACK_SDUS_MAX = 64;
 
 let scratch = new Uint8Array(4096);
 
@@ -90,4 +104,338 @@ export function readRecord(fd: number, maxSdu: number): ReadRecordResult {
   if (n >= cap) return { kind: 'bad', why: `record larger than the flow's max SDU of ${maxSdu} bytes` };
   if (buf[0] !== RECORD_SDU) return { kind: 'bad', why: `unknown record tag ${buf[0]}` };
   return { kind: 'sdu', sdu: buf.subarray(1, n) };
+}
+
+// ---- batches: many records per system call (sendmmsg/recvmmsg, native.ts `records`) ----------
+
+/**
+ * Records (tag included) up to this size go through an Outbox's batches; larger ones are sent
+ * alone, at once, so that a record the socket can never carry (EMSGSIZE, see sizeFlowSocket) is
+ * known to the writer when it writes, as before batching.
+ */
+export const BATCH_RECORD_MAX = 64 * 1024 + 1;
+/** Records per sendmmsg/recvmmsg call (the addon's limit). */
+const CALL_RECORDS = 256;
+/** The shared receive buffer: slots of max SDU + 1 bytes, as many as fit (at least one). */
+const RECV_BUFFER_BYTES = 2 * 1024 * 1024;
+
+/** readRecords(): nothing queued now. */
+export const RECORDS_EMPTY = -1;
+/** readRecords(): the other end closed: nothing more will come. */
+export const RECORDS_ENDED = -2;
+
+/**
+ * Where readRecords() puts what it read; `sdu` bytes are a view valid only during the call, or
+ * a copy of its own when the sink says `copies` (one allocation per SDU instead of a view and a copy).
+ */
+export interface RecordSink {
+  readonly copies?: boolean;
+  sdu(sdu: Uint8Array): void;
+  bad(why: string): void;
+  /** A record came with fds (the kernel closed them, the record is dropped). */
+  fds(): void;
+  /** Optional: the peer reads packed records (its RECORD_HELLO, or a packed record of its own). */
+  packs?(): void;
+}
+
+let recvBuf: Uint8Array | null = null;
+let recvBusy = false;
+const recvLengths = new Int32Array(CALL_RECORDS);
+
+/**
+ * Read up to `max` records (≥ 1) of SDUs of at most `maxSdu` bytes with one recvmmsg, into a
+ * buffer shared by every flow of the process, and hand each SDU to `sink` in order (a packed
+ * record gives many). Returns how many SDUs and bad records it gave, RECORDS_EMPTY, or
+ * RECORDS_ENDED (the records before the end, if any, went to `sink` first). A record longer than
+ * max SDU (cut by the kernel, MSG_TRUNC), a malformed packed one (its rest), or one of an unknown
+ * tag goes to `sink.bad`; one that came with fds to `sink.fds`.
+ */
+export function readRecords(fd: number, maxSdu: number, max: number, sink: RecordSink): number {
+  const slot = Math.max(maxSdu + 1, PACK_RECORD_MAX);
+  const slots = Math.max(1, Math.min(max, CALL_RECORDS, Math.floor(RECV_BUFFER_BYTES / slot)));
+  // A sink that reads another flow from inside its callback gets a buffer of its own (rare).
+  const nested = recvBusy;
+  let buf: Uint8Array;
+  if (nested) buf = new Uint8Array(slots * slot);
+  else {
+    if (recvBuf === null || recvBuf.byteLength < slots * slot) recvBuf = new Uint8Array(Math.max(slots * slot, Math.min(RECV_BUFFER_BYTES, 64 * 1024)));
+    buf = recvBuf;
+  }
+  const lengths = nested ? new Int32Array(slots) : recvLengths;
+  let n: number;
+  try {
+    n = records.recvRecords(fd, buf, slot, slots, lengths);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ECONNRESET' || code === 'EPIPE') return RECORDS_ENDED;
+    throw e;
+  }
+  if (n < 0) return RECORDS_EMPTY;
+  if (!nested) recvBusy = true;
+  const copies = sink.copies === true;
+  let items = 0;
+  try {
+    for (let k = 0; k < n; k++) {
+      const len = lengths[k]!;
+      // End of file (or an untagged 0-byte record, which only a broken peer sends: the same).
+      if (len === 0) return RECORDS_ENDED;
+      items++;
+      if (len < 0) {
+        sink.fds();
+        continue;
+      }
+      const at = k * slot;
+      const tag = buf[at];
+      if (tag === RECORD_SDU) {
+        if (len > maxSdu + 1) sink.bad(`record larger than the flow's max SDU of ${maxSdu} bytes`);
+        else sink.sdu(copies ? buf.slice(at + 1, at + len) : buf.subarray(at + 1, at + len));
+      } else if (len > slot) {
+        sink.bad(`record of ${len} bytes larger than any this flow carries`);
+      } else if (tag === RECORD_SDUS) {
+        sink.packs?.();
+        items += unpack(buf, at + 1, at + len, maxSdu, copies, sink) - 1;
+      } else if (tag === RECORD_HELLO && sink.packs) {
+        sink.packs();
+        items--;
+      } else {
+        sink.bad(`unknown record tag ${tag}`);
+      }
+    }
+  } finally {
+    if (!nested) recvBusy = false;
+  }
+  return items;
+}
+
+/** The SDUs of a packed record buf[p, end) to `sink`; a malformed rest is one bad record. Returns SDUs + bad ones. */
+function unpack(buf: Uint8Array, p: number, end: number, maxSdu: number, copies: boolean, sink: RecordSink): number {
+  let items = 0;
+  while (p < end) {
+    items++;
+    const l = end - p >= 4 ? (buf[p]! | (buf[p + 1]! << 8) | (buf[p + 2]! << 16)) + buf[p + 3]! * 0x1000000 : -1;
+    if (l < 0 || l > maxSdu || l > end - p - 4) {
+      sink.bad(l < 0 ? 'packed record cut inside a length' : l > maxSdu ? `packed SDU larger than the flow's max SDU of ${maxSdu} bytes` : 'packed record cut inside an SDU');
+      return items;
+    }
+    p += 4;
+    sink.sdu(copies ? buf.slice(p, p + l) : buf.subarray(p, p + l));
+    p += l;
+  }
+  return items;
+}
+
+/** Outbox.offer(): queued (sent by the next flush), sent at once (a large record), or not taken. */
+export type OfferResult = 'queued' | 'sent' | 'full' | 'closed' | 'too_large';
+/** Outbox.flush(): everything went; the socket is full (the rest kept: flush again once writable); the other end is gone. */
+export type FlushResult = 'done' | 'full' | 'closed';
+
+export interface OutboxHooks {
+  /** `n` SDUs left for the socket. */
+  onSent(n: number): void;
+  /** A queued record the socket can never carry (EMSGSIZE) was dropped: `bytes` of SDU. */
+  onTooLarge(bytes: number): void;
+}
+
+/**
+ * The SDUs a writer has accepted but not yet sent on one flow socket, copied into one buffer as
+ * the records they will leave in, sent in batches by flush() (sendmmsg). Once the peer said it
+ * reads packed records (pack()), small SDUs share records (RECORD_SDUS, up to PACK_RECORD_MAX
+ * bytes and PACK_SDUS_MAX SDUs each: one kernel buffer and copy for many SDUs); before that, one
+ * record each (RECORD_SDU). Bounded: at most `maxRecords` records and `maxBytes` bytes; offer()
+ * flushes when the bound is reached and says 'full' only when the socket takes nothing more.
+ * What flush() could not send (EAGAIN midway) stays, in order, for the next flush. 0-byte SDUs
+ * are kept (a record of the tag alone, or a 0 length in a packed one).
+ */
+export class Outbox {
+  private buf: Uint8Array;
+  private readonly offsets: Uint32Array;
+  private readonly lengths: Uint32Array;
+  /** SDUs in each record (0 for a hello). */
+  private readonly counts: Uint32Array;
+  /** Records [head, tail) are queued, their bytes [offsets[head], end). */
+  private head = 0;
+  private tail = 0;
+  private end = 0;
+  /** The packed record still open for more SDUs (the last one, unsent), or -1. */
+  private open = -1;
+  private packing = false;
+
+  constructor(
+    private readonly fd: number,
+    private readonly hooks: OutboxHooks,
+    private readonly maxRecords = 256,
+    private readonly maxBytes = 256 * 1024,
+  ) {
+    this.buf = new Uint8Array(Math.min(16 * 1024, maxBytes));
+    this.offsets = new Uint32Array(maxRecords);
+    this.lengths = new Uint32Array(maxRecords);
+    this.counts = new Uint32Array(maxRecords);
+  }
+
+  /** Records queued. */
+  get length(): number {
+    return this.tail - this.head;
+  }
+
+  /** Bytes queued (tags and lengths included). */
+  get bytes(): number {
+    return this.length === 0 ? 0 : this.end - this.offsets[this.head]!;
+  }
+
+  /** Whether small SDUs share records (the peer reads packed records). */
+  get packs(): boolean {
+    return this.packing;
+  }
+
+  /** The peer reads packed records: pack from now on. */
+  pack(): void {
+    this.packing = true;
+  }
+
+  /** Queue a RECORD_HELLO ("this end reads packed records"); false when the outbox is full. */
+  hello(): boolean {
+    if (!this.roomFor(1)) return false;
+    const at = this.end;
+    this.buf[at] = RECORD_HELLO;
+    this.push(at, 1, 0);
+    return true;
+  }
+
+  /** Take one SDU: copied into the queue, or (a large one, only with nothing queued) sent at once. */
+  offer(sdu: Uint8Array): OfferResult {
+    const len = sdu.byteLength;
+    if (len + 1 > BATCH_RECORD_MAX) {
+      if (this.length > 0) {
+        const r = this.flush();
+        if (r !== 'done') return r;
+      }
+      const w = writeRecord(this.fd, sdu);
+      if (w === 'sent') this.hooks.onSent(1);
+      return w;
+    }
+    if (this.packing && len + 5 <= PACK_RECORD_MAX) {
+      const o = this.open;
+      if (o >= 0 && this.lengths[o]! + 4 + len <= PACK_RECORD_MAX && this.counts[o]! < PACK_SDUS_MAX && this.bytes + 4 + len <= this.maxBytes) {
+        if (this.end + 4 + len > this.buf.byteLength) this.makeRoom(4 + len);
+        this.putPacked(this.end, sdu);
+        this.lengths[this.open]! += 4 + len;
+        this.counts[this.open]!++;
+        this.end += 4 + len;
+        return 'queued';
+      }
+      const r = this.ensureRoom(5 + len);
+      if (r !== 'done') return r;
+      const at = this.end;
+      this.buf[at] = RECORD_SDUS;
+      this.putPacked(at + 1, sdu);
+      this.push(at, 5 + len, 1);
+      this.open = this.tail - 1;
+      return 'queued';
+    }
+    const r = this.ensureRoom(len + 1);
+    if (r !== 'done') return r;
+    const at = this.end;
+    this.buf[at] = RECORD_SDU;
+    this.buf.set(sdu, at + 1);
+    this.push(at, len + 1, 1);
+    return 'queued';
+  }
+
+  /** Send what is queued, in batches, until done or the socket is full. */
+  flush(): FlushResult {
+    while (this.head < this.tail) {
+      let n: number;
+      try {
+        n = records.sendRecords(this.fd, this.buf, this.offsets, this.lengths, this.head, Math.min(CALL_RECORDS, this.tail - this.head));
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === 'EPIPE' || code === 'ECONNRESET' || code === 'ENOTCONN') return 'closed';
+        if (code !== 'EMSGSIZE') throw e;
+        this.hooks.onTooLarge(this.lengths[this.head]! - 1);
+        n = 0;
+        this.head++;
+      }
+      if (n < 0) break;
+      if (n > 0) {
+        let sdus = 0;
+        for (let k = this.head; k < this.head + n; k++) sdus += this.counts[k]!;
+        this.head += n;
+        if (sdus > 0) this.hooks.onSent(sdus);
+      }
+    }
+    if (this.open >= 0 && this.open < this.head) this.open = -1;
+    if (this.head < this.tail) return 'full';
+    this.head = this.tail = this.end = 0;
+    this.open = -1;
+    return 'done';
+  }
+
+  /** Drop what is queued (the socket is gone); returns how many SDUs. */
+  discard(): number {
+    let sdus = 0;
+    for (let k = this.head; k < this.tail; k++) sdus += this.counts[k]!;
+    this.head = this.tail = this.end = 0;
+    this.open = -1;
+    return sdus;
+  }
+
+  private putPacked(at: number, sdu: Uint8Array): void {
+    const len = sdu.byteLength;
+    const b = this.buf;
+    b[at] = len & 0xff;
+    b[at + 1] = (len >>> 8) & 0xff;
+    b[at + 2] = (len >>> 16) & 0xff;
+    b[at + 3] = len >>> 24;
+    b.set(sdu, at + 4);
+  }
+
+  private roomFor(need: number): boolean {
+    if (this.tail === this.maxRecords || this.bytes + need > this.maxBytes) return false;
+    if (this.end + need > this.buf.byteLength) this.makeRoom(need);
+    return true;
+  }
+
+  /** Room for one more record of `need` bytes, flushing first when the bounds are reached. */
+  private ensureRoom(need: number): 'done' | 'full' | 'closed' {
+    if (this.tail === this.maxRecords || this.bytes + need > this.maxBytes) {
+      const r = this.flush();
+      if (r !== 'done') return r;
+    }
+    if (this.end + need > this.buf.byteLength) this.makeRoom(need);
+    return 'done';
+  }
+
+  private push(at: number, length: number, count: number): void {
+    this.offsets[this.tail] = at;
+    this.lengths[this.tail] = length;
+    this.counts[this.tail] = count;
+    this.tail++;
+    this.end = at + length;
+    this.open = -1; // a record after the open one closes it (order)
+  }
+
+  /** Room for `need` more bytes at the end: move the queued records to the front, then grow. */
+  private makeRoom(need: number): void {
+    if (this.head > 0) {
+      const base = this.length > 0 ? this.offsets[this.head]! : this.end;
+      const count = this.length;
+      this.buf.copyWithin(0, base, this.end);
+      for (let k = 0; k < count; k++) {
+        this.offsets[k] = this.offsets[this.head + k]! - base;
+        this.lengths[k] = this.lengths[this.head + k]!;
+        this.counts[k] = this.counts[this.head + k]!;
+      }
+      if (this.open >= 0) this.open -= this.head;
+      this.end -= base;
+      this.head = 0;
+      this.tail = count;
+    }
+    if (this.end + need > this.buf.byteLength) {
+      let size = this.buf.byteLength;
+      while (size < this.end + need) size *= 2;
+      const grown = new Uint8Array(size);
+      grown.set(this.buf.subarray(0, this.end));
+      this.buf = grown;
+    }
+  }
 }
