@@ -1,9 +1,9 @@
 /**
  * normal-dif-path.ts — `npm run bench:normal-dif -- path` (NDIF_PATH=1): the normal DIF's own
  * data path per PDU, with nothing below it: VM1's EFCP + RMT → the host's RMT (relay) → VM2's
- * RMT + EFCP, joined by in-memory links that copy each PDU once into a reused buffer (what a
- * VMPI ring costs) and hand the receiving RMT a view valid only during the call (what a VMPI
- * port's receive handler gives). Every hop's work runs, none of the shim DIF's or the IPC API's.
+ * RMT + EFCP, joined by in-memory links that copy each PDU into a reused buffer (what a VMPI
+ * ring costs) and hand the receiving RMT a copy of its own (what a shim flow's receive queue
+ * gives an N-1 port). Every hop's work runs, none of the shim DIF's or the IPC API's logic.
  *
  * Measures CPU µs per SDU for the flow-control and reliable cubes (the same QoS as
  * bench:normal-dif's series), and, as a yardstick, what one `Uint8Array.slice` of the PDU costs.
@@ -42,7 +42,8 @@ class Link implements RmtPort {
       const i = this.head;
       this.head = (this.head + 1) % this.slots;
       this.n--;
-      this.to!.rmt.receive(this.to!.port, this.ring[i]!.subarray(0, this.lens[i]));
+      // The receiving RMT owns what it is given (a shim flow's receive queue copies likewise).
+      this.to!.rmt.receive(this.to!.port, this.ring[i]!.slice(0, this.lens[i]));
     }
     return k;
   }
