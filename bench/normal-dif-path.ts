@@ -86,9 +86,10 @@ export function measurePath(cube: QosCube, size: number, seconds: number): PathS
   rh.setForwardingTable(new Map([[a, 1], [b, 2]]));
   let got = 0;
   let writable = true;
-  const common = { cube, clock: realClock, maxSdu: size + 16 };
-  const ea: EfcpConnection = new EfcpConnection({ ...common, localAddr: a, remoteAddr: b, localCep: 10, remoteCep: 20, sendPdu: (p) => ra.send(p) || (waiting.add(ea), false), deliver: () => {}, onDrain: () => (writable = true) });
-  const eb: EfcpConnection = new EfcpConnection({ ...common, localAddr: b, remoteAddr: a, localCep: 20, remoteCep: 10, sendPdu: (p) => rb.send(p) || (waiting.add(eb), false), deliver: () => void got++ });
+  // As the IPC process wires them (ipcp-flows.ts): the RMT copies the PDUs it keeps.
+  const common = { cube, clock: realClock, maxSdu: size + 16, sendPduCopies: true };
+  const ea: EfcpConnection = new EfcpConnection({ ...common, localAddr: a, remoteAddr: b, localCep: 10, remoteCep: 20, sendPdu: (p) => ra.send(p, true) || (waiting.add(ea), false), deliver: () => {}, onDrain: () => (writable = true) });
+  const eb: EfcpConnection = new EfcpConnection({ ...common, localAddr: b, remoteAddr: a, localCep: 20, remoteCep: 10, sendPdu: (p) => rb.send(p, true) || (waiting.add(eb), false), deliver: () => void got++ });
   ra.bindCep(10, { receivePdu: (p, pdu) => ea.receive(pdu, p) });
   rb.bindCep(20, { receivePdu: (p, pdu) => eb.receive(pdu, p) });
   const sdu = new Uint8Array(size);
@@ -106,6 +107,7 @@ export function measurePath(cube: QosCube, size: number, seconds: number): PathS
     }
   }
   const cpu = process.cpuUsage(cpu0);
+  if (process.env.NDIF_DEBUG) console.log(cube.name, size, ea.stats, eb.stats);
   ea.close();
   eb.close();
   // Yardstick: one copy of a PDU into a fresh buffer (what a receive queue's private copy costs).
