@@ -14,7 +14,9 @@
  * For each: SDUs/s, and CPU µs per SDU (user+system of this process over the window: every IPC
  * process of the path runs here, so this is the whole path's cost), and the ratio to the shim.
  * Environment: NDIF_SIZES (default 0,100,1000,4000), NDIF_SECONDS (default 1), NDIF_REPEATS
- * (default 5). Writes bench-results/normal-dif.json.
+ * (default 5), NDIF_SERIES (comma list of normal-fc,normal-rel; default both; the shim always
+ * runs, as the baseline), NDIF_PATH=only (just the first table: the normal DIF's own path,
+ * normal-dif-path.ts). Writes bench-results/normal-dif.json.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -23,10 +25,12 @@ import type { Flow } from '../src/dif/api.js';
 import { ROOT } from '../test/helpers/guest.js';
 import { acceptAll, knows, topology } from '../test/dif/normal/ipcp-harness.js';
 import { summarize } from './common/stats.js';
+import { QOS_CUBES, measurePath, type PathSample } from './normal-dif-path.js';
 
 const sizes = (process.env.NDIF_SIZES ?? '0,100,1000,4000').split(',').map(Number);
 const seconds = Number(process.env.NDIF_SECONDS ?? 1);
 const repeats = Number(process.env.NDIF_REPEATS ?? 5);
+const only = process.env.NDIF_SERIES?.split(',');
 
 interface Sample {
   sdus: number;
@@ -61,7 +65,22 @@ async function run(tx: Flow, rx: Flow, size: number): Promise<Sample> {
   return { sdus: got, sdusPerS: got / wall, cpuUsPerSdu: got > 0 ? (cpu.user + cpu.system) / got : Number.NaN };
 }
 
+/** The normal DIF's own path, nothing below it (normal-dif-path.ts). */
+function pathTable(): PathSample[] {
+  const out: PathSample[] = [];
+  for (let rep = 0; rep < repeats; rep++) for (const size of sizes) for (const cube of [QOS_CUBES['flow-control'], QOS_CUBES.reliable]) out.push(measurePath(cube, size, seconds));
+  console.log(`\nnormal DIF's own path VM1 EFCP+RMT → host RMT → VM2 RMT+EFCP, links that copy once (mean of ${repeats} × ${seconds} s)`);
+  console.log(['size'.padStart(5), 'fc µs/SDU'.padStart(10), 'rel µs/SDU'.padStart(11), 'slice µs'.padStart(9)].join(' '));
+  for (const size of sizes) {
+    const mean = (cube: string, f: (s: PathSample) => number) => summarize(out.filter((s) => s.size === size && s.cube === cube).map(f)).mean;
+    console.log([String(size).padStart(5), mean('flow-control', (s) => s.cpuUsPerSdu).toFixed(2).padStart(10), mean('reliable', (s) => s.cpuUsPerSdu).toFixed(2).padStart(11), mean('flow-control', (s) => s.sliceUs).toFixed(2).padStart(9)].join(' '));
+  }
+  return out;
+}
+
 async function main(): Promise<void> {
+  const path = pathTable();
+  if (process.env.NDIF_PATH === 'only') return;
   const teardowns: (() => void)[] = [];
   const t = { teardown: (fn: () => void) => teardowns.push(fn) } as unknown as Test;
   const topo = await topology(t, { capacity: 256, maxSdu: 65536 });
@@ -76,11 +95,13 @@ async function main(): Promise<void> {
   const fcRx = await ndif.next();
   const relTx = await topo.vm1.allocateFlow('src/3', 'sink/2', { reliable: true, inOrder: true });
   const relRx = await ndif.next();
-  const series: [string, Flow, Flow][] = [
+  const all: [string, Flow, Flow][] = [
     ['shim', shimTx, shimRx[0]!],
     ['normal-fc', fcTx, fcRx],
     ['normal-rel', relTx, relRx],
   ];
+  // The shim stays first: it is the baseline the ratios divide by.
+  const series = all.filter(([k]) => k === 'shim' || !only || only.includes(k));
   const samples = new Map<string, Sample[]>();
   for (let rep = 0; rep < repeats; rep++) {
     for (const size of sizes) {
@@ -93,7 +114,7 @@ async function main(): Promise<void> {
     }
   }
   console.log(`\nnormal DIF per-SDU cost, in process, no QEMU (mean [95% CI] of ${repeats} × ${seconds} s; µs = CPU of the whole path per SDU)`);
-  console.log(['size'.padStart(5), ...series.map(([k]) => `${k} SDU/s`.padStart(24)), ...series.map(([k]) => `${k} µs`.padStart(15)), 'fc/shim µs'.padStart(11), 'rel/shim µs'.padStart(12)].join(' '));
+  console.log(['size'.padStart(5), ...series.map(([k]) => `${k} SDU/s`.padStart(24)), ...series.map(([k]) => `${k} µs`.padStart(15)), ...series.slice(1).map(([k]) => `${k.replace('normal-', '')}/shim µs`.padStart(12))].join(' '));
   const out: Record<string, unknown>[] = [];
   for (const size of sizes) {
     const rate = series.map(([k]) => summarize(samples.get(`${k}/${size}`)!.map((s) => s.sdusPerS)));
@@ -101,14 +122,14 @@ async function main(): Promise<void> {
     const cells = [String(size).padStart(5)];
     for (const r of rate) cells.push(`${Math.round(r.mean)} [${Math.round(r.ciLow)}, ${Math.round(r.ciHigh)}]`.padStart(24));
     for (const u of us) cells.push(u.mean.toFixed(1).padStart(15));
-    cells.push((us[1]!.mean / us[0]!.mean).toFixed(2).padStart(11), (us[2]!.mean / us[0]!.mean).toFixed(2).padStart(12));
+    for (const u of us.slice(1)) cells.push((u.mean / us[0]!.mean).toFixed(2).padStart(12));
     console.log(cells.join(' '));
     out.push({ size, ...Object.fromEntries(series.map(([k], i) => [k, { sdusPerS: rate[i], cpuUsPerSdu: us[i], samples: samples.get(`${k}/${size}`) }])) });
   }
   const dir = join(ROOT, 'bench-results');
   mkdirSync(dir, { recursive: true });
   const file = join(dir, 'normal-dif.json');
-  writeFileSync(file, JSON.stringify({ date: new Date().toISOString(), node: process.version, settings: { sizes, seconds, repeats }, points: out }, null, 2) + '\n');
+  writeFileSync(file, JSON.stringify({ date: new Date().toISOString(), node: process.version, settings: { sizes, seconds, repeats }, points: out, path }, null, 2) + '\n');
   console.log(`\nwritten: ${file}`);
   for (const fn of teardowns.reverse()) fn();
 }

@@ -263,6 +263,7 @@ export class IpcpFlows implements NormalFlowOwner, NormalRequestOwner {
       peerInitialSeq: info.remoteInitSeq,
       maxSdu: flow.qos.maxSdu,
       sendPdu: (pdu) => this.sendData(efcp, pdu),
+      sendPduCopies: true, // the RMT copies a borrowed PDU it keeps (sendData)
       deliver: (sdu) => flow.deliver(sdu),
       onDrain: () => flow.drained(),
       onFail: (err: EfcpError) => this.localDeallocate(flow, `the flow failed: ${err.message}`, 'port_down'),
@@ -277,7 +278,7 @@ export class IpcpFlows implements NormalFlowOwner, NormalRequestOwner {
 
   private sendData(efcp: EfcpConnection, pdu: Uint8Array): boolean {
     try {
-      if (this.h.rmt.send(pdu)) return true;
+      if (this.h.rmt.send(pdu, true)) return true;
       this.waitingLower.add(efcp);
       return false;
     } catch {

@@ -155,14 +155,12 @@ export function encodePci(p: Pci, buf: Uint8Array, offset = 0): number {
   v.setUint32(PciOffset.length, p.length);
   v.setUint32(PciOffset.seqNum, p.seqNum);
   if (hlen > PCI_LEN) {
-    for (const [name, val] of [
-      ['lastCtrlSeqRcvd', p.lastCtrlSeqRcvd],
-      ['ackNackSeq', p.ackNackSeq],
-      ['newRightWinEdge', p.newRightWinEdge],
-      ['newLeftWinEdge', p.newLeftWinEdge],
-      ['myLeftWinEdge', p.myLeftWinEdge],
-      ['myRightWinEdge', p.myRightWinEdge],
-    ] as const) u32(name, val);
+    u32('lastCtrlSeqRcvd', p.lastCtrlSeqRcvd);
+    u32('ackNackSeq', p.ackNackSeq);
+    u32('newRightWinEdge', p.newRightWinEdge);
+    u32('newLeftWinEdge', p.newLeftWinEdge);
+    u32('myLeftWinEdge', p.myLeftWinEdge);
+    u32('myRightWinEdge', p.myRightWinEdge);
     v.setUint32(PCI_LEN + 0, p.lastCtrlSeqRcvd);
     v.setUint32(PCI_LEN + 4, p.ackNackSeq);
     v.setUint32(PCI_LEN + 8, p.newRightWinEdge);
@@ -181,39 +179,46 @@ export function encodePci(p: Pci, buf: Uint8Array, offset = 0): number {
  */
 export function decodePci(buf: Uint8Array, out: Pci, offset = 0, size = buf.length - offset): number {
   if (size < PCI_LEN || offset < 0 || offset + size > buf.length) throw new PciError('truncated', `PDU of ${size} bytes is shorter than the ${PCI_LEN}-byte PCI`);
-  const v = new DataView(buf.buffer, buf.byteOffset + offset, size);
-  const version = v.getUint8(PciOffset.version);
+  // Byte reads, not a DataView: no object per PDU on the hot path.
+  const o = offset;
+  const version = buf[o + PciOffset.version]!;
   if (version !== PCI_VERSION) throw new PciError('version', `PCI version ${version} is not ${PCI_VERSION}`);
-  const type = v.getUint8(PciOffset.type);
+  const type = buf[o + PciOffset.type]!;
   if (!validType(type)) throw new PciError('type', `PCI type 0x${type.toString(16)} is unknown`);
-  const flags = v.getUint8(PciOffset.flags);
+  const flags = buf[o + PciOffset.flags]!;
   if ((flags & ~KNOWN_FLAGS) !== 0) throw new PciError('flags', `PCI flags 0x${flags.toString(16)} has unknown bits`);
-  if (v.getUint16(PciOffset.reserved) !== 0) throw new PciError('field', 'PCI reserved field is not zero');
+  if ((buf[o + PciOffset.reserved]! | buf[o + PciOffset.reserved + 1]!) !== 0) throw new PciError('field', 'PCI reserved field is not zero');
   const hlen = headerLength(type);
   if (size < hlen) throw new PciError('truncated', `control PDU of ${size} bytes is shorter than its ${hlen}-byte header`);
-  const length = v.getUint32(PciOffset.length);
+  const length = rd32(buf, o + PciOffset.length);
   if (length !== size - hlen) throw new PciError('length', `PCI length ${length} disagrees with the ${size - hlen} payload bytes present`);
   out.type = type;
   out.flags = flags;
-  out.ttl = v.getUint8(PciOffset.ttl);
-  out.dstAddr = v.getUint32(PciOffset.dstAddr);
-  out.srcAddr = v.getUint32(PciOffset.srcAddr);
-  out.dstCep = v.getUint32(PciOffset.dstCep);
-  out.srcCep = v.getUint32(PciOffset.srcCep);
-  out.qosId = v.getUint16(PciOffset.qosId);
+  out.ttl = buf[o + PciOffset.ttl]!;
+  out.dstAddr = rd32(buf, o + PciOffset.dstAddr);
+  out.srcAddr = rd32(buf, o + PciOffset.srcAddr);
+  out.dstCep = rd32(buf, o + PciOffset.dstCep);
+  out.srcCep = rd32(buf, o + PciOffset.srcCep);
+  out.qosId = (buf[o + PciOffset.qosId]! << 8) | buf[o + PciOffset.qosId + 1]!;
   out.length = length;
-  out.seqNum = v.getUint32(PciOffset.seqNum);
+  out.seqNum = rd32(buf, o + PciOffset.seqNum);
   if (hlen > PCI_LEN) {
-    out.lastCtrlSeqRcvd = v.getUint32(PCI_LEN + 0);
-    out.ackNackSeq = v.getUint32(PCI_LEN + 4);
-    out.newRightWinEdge = v.getUint32(PCI_LEN + 8);
-    out.newLeftWinEdge = v.getUint32(PCI_LEN + 12);
-    out.myLeftWinEdge = v.getUint32(PCI_LEN + 16);
-    out.myRightWinEdge = v.getUint32(PCI_LEN + 20);
+    const c = o + PCI_LEN;
+    out.lastCtrlSeqRcvd = rd32(buf, c + 0);
+    out.ackNackSeq = rd32(buf, c + 4);
+    out.newRightWinEdge = rd32(buf, c + 8);
+    out.newLeftWinEdge = rd32(buf, c + 12);
+    out.myLeftWinEdge = rd32(buf, c + 16);
+    out.myRightWinEdge = rd32(buf, c + 20);
   } else {
     out.lastCtrlSeqRcvd = out.ackNackSeq = out.newRightWinEdge = out.newLeftWinEdge = out.myLeftWinEdge = out.myRightWinEdge = 0;
   }
   return hlen;
+}
+
+/** Big-endian u32 at `buf[o…]` (the caller has checked the length). */
+function rd32(buf: Uint8Array, o: number): number {
+  return ((buf[o]! << 24) >>> 0) + ((buf[o + 1]! << 16) | (buf[o + 2]! << 8) | buf[o + 3]!);
 }
 
 // ---- in place, for the RMT (no decode, no allocation) ----------------------------------------

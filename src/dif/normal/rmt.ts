@@ -15,7 +15,10 @@
  * counted (the sender's flow control / retransmission is the remedy; ECN warned it earlier).
  *
  * Buffers: a PDU handed to `send`/`sendOnPort`/`receive` belongs to the RMT afterwards (relaying
- * rewrites its TTL/ECN bytes in place and may queue it); callers must not reuse it.
+ * rewrites its TTL/ECN bytes in place and may queue it); callers must not reuse it. Except a PDU
+ * sent as `borrowed` (EFCP's reused buffers): the RMT copies it when it keeps it (queued, or
+ * delivered to this IPCP), and hands it to a port as it is: `RmtPort.send` must not keep a PDU
+ * after it returns (N-1 flows' write() copies, every IPC process's does).
  *
  * Hot path: no allocation per PDU (one reused `Pci`; queues are rings); upper handlers are objects
  * registered once, not per-PDU closures.
@@ -196,12 +199,13 @@ export class Rmt {
    * false: the output queue is full, nothing was taken; `onWritable` fires when there is room.
    * A PDU for this IPCP's own address is delivered up directly. Throws RmtError ERR_RMT_NO_ROUTE
    * when no forwarding entry exists (the caller decides: fail the flow, or retry after routing).
+   * `borrowed`: the caller reuses `pdu` once this returns (the RMT copies what it keeps).
    */
-  send(pdu: Uint8Array): boolean {
+  send(pdu: Uint8Array, borrowed = false): boolean {
     if (pdu.length < PCI_LEN) throw new RmtError('ERR_RMT_PDU', `RMT send of a ${pdu.length}-byte PDU, shorter than the ${PCI_LEN}-byte PCI`);
     const dst = peekDstAddr(pdu);
     if (dst === this.address && dst !== HOP_ADDRESS) {
-      this.deliverLocal(pdu, -1);
+      this.deliverLocal(borrowed ? pdu.slice() : pdu, -1);
       return true;
     }
     const portId = this.forwarding.get(dst);
@@ -210,7 +214,7 @@ export class Rmt {
       this.stats.noRouteLocal++;
       throw new RmtError('ERR_RMT_NO_ROUTE', `no route to address ${dst}: routing has no next hop for it (not enrolled yet, or the member left)`);
     }
-    return this.enqueueLocal(ps, pdu);
+    return this.enqueueLocal(ps, pdu, borrowed);
   }
 
   /** Send a PDU on one port, whatever its destination (management to a neighbour). Same contract as send. */
@@ -220,7 +224,7 @@ export class Rmt {
     return this.enqueueLocal(ps, pdu);
   }
 
-  private enqueueLocal(ps: PortState, pdu: Uint8Array): boolean {
+  private enqueueLocal(ps: PortState, pdu: Uint8Array, borrowed = false): boolean {
     if (pdu.length > this.maxBytes) throw new RmtError('ERR_RMT_PDU', `PDU of ${pdu.length} B can never fit the ${this.maxBytes}-byte output queue; the DIF's max SDU is set too high`);
     if (ps.queue.length === 0 && !ps.blocked) {
       if (ps.port.send(pdu)) {
@@ -235,7 +239,7 @@ export class Rmt {
       ps.localWaiting = true;
       return false;
     }
-    this.queue(ps, pdu);
+    this.queue(ps, borrowed ? pdu.slice() : pdu);
     return true;
   }
 

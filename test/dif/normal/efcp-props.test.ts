@@ -77,7 +77,10 @@ t.test('reliable: for random schedules every SDU arrives exactly once, in order'
   t.pass('held');
 });
 
-t.test('flow-control: for random schedules and a pausing reader the receiver is never overrun and delivery stays in order', async (t) => {
+// sendPduCopies: the sim's channel copies every PDU it is given, as the contract asks, so the
+// sender may build PDUs in its reused buffer; the same properties must hold.
+for (const sendPduCopies of [false, true])
+t.test(`flow-control${sendPduCopies ? ' (PDUs built in a reused buffer)' : ''}: for random schedules and a pausing reader the receiver is never overrun and delivery stays in order`, async (t) => {
   fc.assert(
     fc.property(schedule, fc.integer({ min: 1, max: 40 }), (s, pauseEvery) => {
       let count = 0;
@@ -85,7 +88,7 @@ t.test('flow-control: for random schedules and a pausing reader the receiver is 
         cube: QOS_CUBES['flow-control'],
         seed: s.seed,
         channel: { loss: s.loss, dup: s.dup, delayMs: s.delayMs, jitterMs: s.jitterMs },
-        opts: { credit: s.credit, peerCredit: s.credit, cwqMaxPdus: s.cwq, aTimerMs: s.aTimerMs, initialSeq: s.start, peerInitialSeq: s.start },
+        opts: { credit: s.credit, peerCredit: s.credit, cwqMaxPdus: s.cwq, aTimerMs: s.aTimerMs, initialSeq: s.start, peerInitialSeq: s.start, sendPduCopies },
         deliverB: () => {
           if (++count % pauseEvery !== 0) return true;
           pair.clock.setTimer(7, () => pair.b.resumeDelivery());

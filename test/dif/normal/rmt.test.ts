@@ -107,6 +107,34 @@ t.test('no route: relayed PDUs dropped and counted, local sends refused with a t
   t.throws(() => rmts.get(1)!.send(new Uint8Array(5)), { code: 'ERR_RMT_PDU' });
 });
 
+t.test('a borrowed PDU (EFCP reuses its buffer) is copied when the RMT keeps it, handed over as it is otherwise', async (t) => {
+  const r = new Rmt({ address: 1 });
+  const w = new Wire();
+  r.addPort(5, w);
+  r.setForwardingTable(new Map([[2, 5]]));
+  const kept: Uint8Array[] = [];
+  r.bindCep(7, { receivePdu: (_p, p) => void kept.push(p) });
+  const buf = pdu({ dstAddr: 2, seqNum: 1 }, 8);
+  t.ok(r.send(buf, true));
+  t.equal(w.sent[0], buf, 'the port took it at once: no copy');
+  w.full = true;
+  buf.set(pdu({ dstAddr: 2, seqNum: 2 }, 8));
+  t.ok(r.send(buf, true), 'queued');
+  buf.set(pdu({ dstAddr: 2, seqNum: 3 }, 8)); // the sender builds its next PDU in the same buffer
+  w.full = false;
+  r.portDrained(5);
+  const seq = (p: Uint8Array) => {
+    const pci = newPci();
+    decodePci(p, pci);
+    return pci.seqNum;
+  };
+  t.equal(seq(w.sent[1]!), 2, 'what was queued is what was sent, not what the buffer holds now');
+  const local = pdu({ dstAddr: 1, dstCep: 7, seqNum: 4 }, 8);
+  r.send(local, true);
+  local.fill(0);
+  t.equal(seq(kept[0]!), 4, 'delivered to this IPCP: the EFCP keeps a copy');
+});
+
 t.test('queue bounds: local senders get backpressure, never a silent drop; FIFO after the drain', async (t) => {
   let writable = 0;
   const r = new Rmt({ address: 1, queueMaxPdus: 4, queueMaxBytes: 10_000, onWritable: () => writable++ });

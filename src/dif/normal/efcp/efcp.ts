@@ -7,7 +7,8 @@
  * `receive(pdu, pci)` with the PCI already decoded by the caller (pci.ts `decodePci`). The
  * connection takes ownership of a received `pdu` (it may keep a view of the payload until it is
  * delivered), and `sendPdu` must not modify a PDU it is given (the retransmission queue sends the
- * same bytes again).
+ * same bytes again). With `sendPduCopies` (the RMT's contract for locally originated PDUs),
+ * sendPdu must not keep it either: PDUs sent at once are then built in reused buffers.
  *
  * Control PDUs (DTCP, type CTRL with FC and, on the reliable cube, ACK) have their own sequence
  * space starting at `initialSeq`; each carries the whole state (ACK = next expected, the right and
@@ -40,6 +41,12 @@ export interface EfcpOptions extends Partial<EfcpParams> {
   ttl?: number;
   /** To the N-1 side (the RMT). false: not taken; call lowerReady() when there is room again. */
   sendPdu: (pdu: Uint8Array) => boolean;
+  /**
+   * sendPdu copies the PDU (or is done with it) before it returns, whatever it returns: the
+   * connection may then build PDUs in buffers it reuses (no allocation per PDU on the cubes
+   * without retransmission, nor per control PDU). Default false: sendPdu may keep the PDU.
+   */
+  sendPduCopies?: boolean;
   /** One SDU in order (a view into the received PDU). Return false to pause delivery until resumeDelivery(). */
   deliver: (sdu: Uint8Array) => boolean | void;
   /** The connection failed (e.g. ERR_EFCP_RTX_EXHAUSTED); it is closed already. */
@@ -79,6 +86,8 @@ export class EfcpConnection {
   private lastCtrlSeqRcvd: number;
   private lastReadvertAt = -Infinity;
   private readonly o: EfcpOptions;
+  /** Reused for every control PDU when sendPdu copies (sendPduCopies). */
+  private ctrlBuf: Uint8Array | undefined;
 
   constructor(opts: EfcpOptions) {
     this.o = opts;
@@ -110,7 +119,8 @@ export class EfcpConnection {
       sendProbe: () => this.sendCtrl(),
       sendCtrl: () => this.sendCtrl(),
     };
-    this.sender = new Sender(this.params, opts.cube, tmpl, this.clock, this.stats, hooks);
+    this.sender = new Sender(this.params, opts.cube, tmpl, this.clock, this.stats, hooks, opts.sendPduCopies === true);
+    if (opts.sendPduCopies === true) this.ctrlBuf = new Uint8Array(PCI_LEN + CTRL_LEN);
     this.receiver = new Receiver(this.params, opts.cube, this.clock, this.stats, hooks);
   }
 
@@ -233,7 +243,7 @@ export class EfcpConnection {
     p.myLeftWinEdge = this.sender.leftEdge;
     p.myRightWinEdge = this.sender.rightEdge;
     p.length = 0;
-    const pdu = new Uint8Array(PCI_LEN + CTRL_LEN);
+    const pdu = this.ctrlBuf ?? new Uint8Array(PCI_LEN + CTRL_LEN);
     encodePci(p, pdu);
     this.ctrlSeq = seqAdd(this.ctrlSeq, 1);
     if (!this.o.sendPdu(pdu)) {

@@ -19,6 +19,14 @@ export class Fifo<T> {
     this.len++;
   }
 
+  /** Put `v` before the oldest element (it becomes the next shift()). */
+  unshift(v: T): void {
+    if (this.len === this.buf.length) this.grow();
+    this.head = (this.head - 1) & (this.buf.length - 1);
+    this.buf[this.head] = v;
+    this.len++;
+  }
+
   /** The oldest element, left in place. */
   peek(): T | undefined {
     return this.len === 0 ? undefined : this.buf[this.head];

@@ -20,8 +20,12 @@
  *   Without retransmission, also once `stallProbeMs` after the queue ran empty: the probe's my_lwe
  *   lets the receiver give up (and count) PDUs lost at the end of a burst.
  *
- * Hot path: one allocation per SDU (the PDU, which the retransmission queue keeps), the header
- * copied from a template encoded once; timers are re-armed lazily (no timer churn per ACK).
+ * Hot path: the header is copied from a template encoded once; timers are re-armed lazily (no
+ * timer churn per ACK). Reliable cube: one allocation per SDU (the PDU, which the retransmission
+ * queue keeps). Other cubes, when the connection's `transmit` copies what it is given (the
+ * `lend` option): a PDU that can go at once (nothing queued, window open, N-1 not blocked) is
+ * built in one reused buffer and handed over without any allocation (one the N-1 side refuses
+ * waits in that buffer; later ones get their own until it has gone).
  */
 import type { Clock, TimerHandle } from '../clock.js';
 import { PCI_LEN, PciFlag, PduType, encodePci, type Pci } from '../pci.js';
@@ -99,6 +103,11 @@ export class Sender {
   private idleProbedAt: number;
   private readonly fc: boolean;
   private readonly rtx: boolean;
+  /** transmit() is done with a PDU when it returns: PDUs that go at once are built in `scratch`. */
+  private readonly lend: boolean;
+  private scratch: Uint8Array | undefined;
+  /** `scratch.subarray(0, scratchView.length)`, kept while SDUs keep their size. */
+  private scratchView: Uint8Array | undefined;
 
   constructor(
     private readonly p: EfcpParams,
@@ -107,9 +116,11 @@ export class Sender {
     private readonly clock: Clock,
     private readonly stats: EfcpStats,
     private readonly hooks: SenderHooks,
+    lend = false,
   ) {
     this.fc = cube.flowControl;
     this.rtx = cube.retransmission;
+    this.lend = lend && !this.rtx;
     this.nextSeq = this.sndNxt = this.idleProbedAt = p.initialSeq;
     this.rwe = seqAdd(p.initialSeq, p.peerCredit - 1);
     this.rtt = new RttEstimator(p.initialRtoMs, p.minRtoMs, p.maxRtoMs, p.aTimerMs);
@@ -139,7 +150,8 @@ export class Sender {
       this.stats.txRefused++;
       return false;
     }
-    const pdu = new Uint8Array(size);
+    const direct = this.lend && this.cwq.length === 0 && !this.lowerBlocked && !this.pumping && !this.dead && (!this.fc || seqLe(this.sndNxt, this.rwe));
+    const pdu = direct ? this.scratchPdu(size) : new Uint8Array(size);
     pdu.set(this.hdr);
     if (this.drf) {
       pdu[2] = PciFlag.DRF;
@@ -149,12 +161,53 @@ export class Sender {
     putU32(pdu, 28, this.nextSeq);
     pdu.set(sdu, PCI_LEN);
     this.nextSeq = seqAdd(this.nextSeq, 1);
-    this.cwq.push(pdu);
-    this.cwqBytes += size;
     this.stats.txSdus++;
     this.stats.txBytes += sdu.length;
+    if (direct) {
+      this.sendDirect(pdu);
+      return true;
+    }
+    this.cwq.push(pdu);
+    this.cwqBytes += size;
     this.pump();
     return true;
+  }
+
+  /** A view of `size` bytes of the reused buffer (grown to the largest PDU seen). */
+  private scratchPdu(size: number): Uint8Array {
+    const v = this.scratchView;
+    if (v !== undefined && v.length === size) return v;
+    if (this.scratch === undefined || this.scratch.length < size) this.scratch = new Uint8Array(Math.max(size, 2048));
+    return (this.scratchView = this.scratch.subarray(0, size));
+  }
+
+  /**
+   * The PDU just built in the scratch buffer, nothing queued before it and the window open: hand
+   * it over now. Refused: it waits at the head of the closed-window queue as if it had been queued.
+   */
+  private sendDirect(pdu: Uint8Array): void {
+    this.pumping = true;
+    let sent: boolean;
+    try {
+      sent = this.hooks.transmit(pdu);
+    } finally {
+      this.pumping = false;
+    }
+    if (this.dead) return; // transmit() re-entered and closed us
+    if (!sent) {
+      this.lowerBlocked = true;
+      this.stats.lowerRefused++;
+      // First in the queue: a write() re-entered from transmit() may have queued the next PDUs.
+      // No copy: the scratch buffer is used again only once the queue is empty, i.e. after this
+      // PDU went (transmit() copies what it takes).
+      this.cwq.unshift(pdu);
+      this.cwqBytes += pdu.length;
+      return;
+    }
+    this.stats.txPdus++;
+    this.sndNxt = seqAdd(this.sndNxt, 1);
+    // What pump() does once its queue ran empty (nothing else can be queued: we were not pumping).
+    this.pump();
   }
 
   /** The N-1 flow has room again after refusing a PDU. */
