@@ -75,6 +75,9 @@ export interface Flow extends EventEmitter<FlowEvents>, AsyncIterable<Uint8Array
    * Send one SDU. true: accepted (it will be delivered). false: the link is full and the SDU was
    * NOT sent — keep it and write it again after 'drain' (further writes return false until then).
    * Throws a DifError: 'flow_deallocated', 'sdu_too_large'.
+   * Every Flow is done with `sdu` when write() returns (what it keeps, it copies), so a caller may
+   * reuse the buffer at once: the normal DIF's EFCP sender builds each PDU in one reused buffer
+   * (EfcpOptions.sendPduCopies) on that promise. A new Flow implementation must keep it.
    */
   write(sdu: Uint8Array): boolean;
   /** write() that waits for 'drain' when needed. Rejects with 'flow_deallocated'. */
