@@ -124,6 +124,8 @@ export class Directory {
   private readonly tombstoneMs: number;
   private readonly refreshMs: number;
   private readonly maxAgeMs: number;
+  /** Names forgotten because their member became unreachable (lostAt). */
+  private readonly lost = new Map<string, { address: number; at: number }>();
   private timer: TimerHandle | undefined;
   private stopped = false;
 
@@ -259,9 +261,11 @@ export class Directory {
   memberUnreachable(address: number): number {
     if (address === this.localAddress) return 0;
     let n = 0;
+    const now = this.opts.clock.now();
     for (const [key, s] of this.slots) {
       if (!s.entry.removed && s.entry.address === address) {
         this.drop(key, s);
+        this.rememberLost(key, address, now);
         n++;
       }
     }
@@ -273,6 +277,29 @@ export class Directory {
   lookup(app: AppName | string): number | undefined {
     const s = this.slots.get(appNameKey(app));
     return s && !s.entry.removed ? s.entry.address : undefined;
+  }
+
+  /**
+   * For a name lookup() does not find: the member it was registered at when routing found that
+   * member unreachable (within max age, and not registered anywhere since), so a flow request can
+   * say "member N, where it is registered, is unreachable" instead of "unknown application".
+   */
+  lostAt(app: AppName | string): number | undefined {
+    const key = appNameKey(app);
+    const l = this.lost.get(key);
+    if (!l) return undefined;
+    if (this.opts.clock.now() - l.at > this.maxAgeMs || this.lookup(app) !== undefined) {
+      this.lost.delete(key);
+      return undefined;
+    }
+    return l.address;
+  }
+
+  /** Bounded like the directory itself (oldest forgotten first). */
+  private rememberLost(key: string, address: number, at: number): void {
+    this.lost.delete(key);
+    this.lost.set(key, { address, at });
+    while (this.lost.size > this.max) this.lost.delete(this.lost.keys().next().value!);
   }
 
   /** Every entry incl. live tombstones: what a new member receives at enrollment. */

@@ -167,6 +167,7 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
       },
       checkOpen: () => this.checkOpen(),
       lookup: (app) => this.directory.lookup(app),
+      lostAt: (app) => this.directory.lostAt(app),
       registration: (app) => this.regs.get(app),
       sendMgmt: (dst, msg) => void this.mgmt.send(dst, msg),
       emit: (event: 'flowAllocated' | 'flowDeallocated', flow: Flow, reason?: string, cause?: DeallocationCause) => {

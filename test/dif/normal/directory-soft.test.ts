@@ -116,6 +116,8 @@ t.test('unreachable member: forgotten locally at once, accepted again when it is
   t.equal(dirs.get(1)!.memberUnreachable(3), 2);
   t.equal(dirs.get(2)!.memberUnreachable(2), 0, 'never our own');
   for (const n of [1, 2]) t.equal(dirs.get(n)!.lookup('x'), undefined);
+  for (const n of [1, 2]) t.equal(dirs.get(n)!.lostAt('x'), 3, `${n} remembers where x was (for the error's words)`);
+  t.equal(dirs.get(1)!.lostAt('never'), undefined, 'a name never seen is not lost');
   t.equal(dirs.get(1)!.stats.removedUnreachable, 2);
   t.equal(dirs.get(3)!.lookup('x'), 3, 'the owner keeps its names');
   // Back (re-enrolled): the owner's next refresh (or the enrollment sync) brings the names back.
@@ -123,6 +125,7 @@ t.test('unreachable member: forgotten locally at once, accepted again when it is
   nbrs.set(3, saved.b);
   pass(REFRESH);
   for (const n of [1, 2]) t.equal(dirs.get(n)!.lookup('y'), 3, `y back at ${n}`);
+  for (const n of [1, 2]) t.equal(dirs.get(n)!.lostAt('y'), undefined, `y no longer lost at ${n}`);
 });
 
 t.test('the owner re-asserts a name it holds over a tombstone, and over a stale claim after a restart', async (t) => {
@@ -177,4 +180,15 @@ t.test('bounded per member: a peer cannot fill the directory alone; drops counte
   t.equal(d.applyRemote([many[7]!], 5), 1);
   t.throws(() => new Directory({ clock: new ManualClock(), flood: () => {}, refreshMs: 1000, maxAgeMs: 1500 }), DirectoryError);
   t.throws(() => new Directory({ clock: new ManualClock(), flood: () => {}, refreshMs: 1000, maxAgeMs: 1500 }), { code: 'ERR_DIRECTORY_CONFIG' });
+});
+
+t.test('where a lost name was is remembered for max age only, and bounded', async (t) => {
+  const { dirs, run, clock, nbrs } = net(2, [[1, 2]], { maxEntries: 3 });
+  for (const x of ['a', 'b', 'c']) dirs.get(2)!.register(app(x));
+  run();
+  nbrs.set(1, []);
+  t.equal(dirs.get(1)!.memberUnreachable(2), 3);
+  t.equal(dirs.get(1)!.lostAt('a'), 2);
+  clock.advance(MAX_AGE + 1);
+  t.equal(dirs.get(1)!.lostAt('a'), undefined, 'forgotten after max age');
 });
