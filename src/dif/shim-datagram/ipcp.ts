@@ -7,15 +7,15 @@
  *
  * Owns: the flow table (local id → entry, "peer/remoteId" → local id), registrations, the
  * allocation / release state machine driven by the flow messages (handle: DATA, KEEPALIVE,
- * ALLOC_REQ, ALLOC_RESP, DEALLOC), the responder side (accept / reject), giving up an outgoing
- * allocation, the keepalive, the flow ids, and the shared counters (allocations, drops by reason).
+ * ALLOC_REQ, ALLOC_RESP, DEALLOC), the responder side (accept / reject), allocateFlow's argument
+ * checks and abort wiring, giving up an outgoing allocation, the keepalive, the flow ids, and the shared counters (allocations, drops by reason).
  * `Peer` is the shim's address type; peerKey() spells it as the text used in logs, inspect and the
  * flow's `peer`.
  */
 import { EventEmitter } from 'node:events';
-import { DifError, type AcceptOptions, type DeallocationCause, type Flow, type QosSpec, type Registration } from '../api.js';
+import { DifError, type AcceptOptions, type AllocateOptions, type DeallocationCause, type Flow, type QosRequest, type QosSpec, type Registration } from '../api.js';
 import { appNameKey, formatAppName, type AppName } from '../naming.js';
-import { nameArg } from '../core/args.js';
+import { intArg, nameArg, resolveQos } from '../core/args.js';
 import type { IpcpCounters } from '../core/observe.js';
 import { registrationHandle, type RegEntry, type Registrations } from '../core/registrations.js';
 import type { Logger } from '../../sys/log.js';
@@ -137,6 +137,29 @@ export abstract class DatagramShimIpcp<Peer, Reason extends string> extends Even
 
   // -------------------------------------------------------------------------------------------
   // Allocation, requester side (allocateFlow is the shim's)
+
+  /** What the medium may do to SDUs, for the refusal of a reliable or ordered flow ("UDP, which may lose and reorder"). */
+  protected abstract readonly medium: string;
+
+  /** allocateFlow's argument checks, in order: open, names, QoS, timeout, not aborted yet. */
+  protected allocationArgs(localApp: AppName | string, remoteApp: AppName | string, qos: QosRequest, opts: AllocateOptions): { src: AppName; dst: AppName; spec: QosSpec; timeoutMs: number } {
+    this.checkOpen();
+    const src = nameArg(localApp, 'local application');
+    const dst = nameArg(remoteApp, 'remote application');
+    const spec = resolveQos(qos, this.maxSdu, this.difName);
+    if (spec.reliable || spec.inOrder) throw new DifError('invalid_qos', `${this.difName} runs over ${this.medium}: it offers unreliable, unordered flows only: ask for an unreliable flow, or use a normal DIF over it for reliability`);
+    const timeoutMs = opts.timeoutMs === undefined ? this.allocateTimeoutMs : intArg('timeoutMs', opts.timeoutMs, 1, 2 ** 31 - 1);
+    if (opts.signal?.aborted) throw new DifError('aborted', 'allocation aborted before it started');
+    return { src, dst, spec: Object.freeze(spec), timeoutMs };
+  }
+
+  /** Give outgoing allocation `id` up when `signal` aborts (entry.abort unhooks it). */
+  protected watchAbort(id: number, entry: { abort: (() => void) | null }, signal: AbortSignal | undefined): void {
+    if (!signal) return;
+    const onAbort = (): void => this.giveUp(id, 'aborted', 'allocation aborted');
+    signal.addEventListener('abort', onAbort, { once: true });
+    entry.abort = () => signal.removeEventListener('abort', onAbort);
+  }
 
   protected giveUp(id: number, code: 'timeout' | 'aborted', message: string): void {
     const e = this.entries.get(id);

@@ -34,9 +34,9 @@
  *   oversize (frame above MTU, SDU above its flow's max), not_for_us (another host's unicast, a
  *   tag no VLAN device took), unknown_flow, stale, unsolicited, no_registration, limit.
  */
-import { DifError, type AllocateOptions, type DeallocationCause, type Flow, type IpcProcess, type QosRequest, type QosSpec } from '../api.js';
+import { DifError, type AllocateOptions, type DeallocationCause, type Flow, type IpcProcess, type QosRequest } from '../api.js';
 import { appNameKey, formatAppName, type AppName } from '../naming.js';
-import { intArg, nameArg, resolveQos } from '../core/args.js';
+import { nameArg } from '../core/args.js';
 import type { IpcpCounters, ObservableIpcp } from '../core/observe.js';
 import { Registrations } from '../core/registrations.js';
 import { logger as rootLogger, type Logger } from '../../sys/log.js';
@@ -137,6 +137,7 @@ export class ShimEthIpcp extends DatagramShimIpcp<string, EthDropReason> impleme
   readonly rxQueueLimit: number;
   readonly rxQueueBytes: number;
   readonly rxQueueTotalBytes: number;
+  protected readonly medium = 'Ethernet, which may lose frames';
   readonly stats = {
     txFrames: 0, txBytes: 0, rxFrames: 0, rxBytes: 0, txErrors: 0, txFull: 0,
     resolved: 0, unresolved: 0, cacheHits: 0, arpRequestsSent: 0, arpRequestsAnswered: 0, arpRequestsIgnored: 0,
@@ -346,12 +347,7 @@ export class ShimEthIpcp extends DatagramShimIpcp<string, EthDropReason> impleme
   // Allocation, requester side
 
   async allocateFlow(localApp: AppName | string, remoteApp: AppName | string, qos: QosRequest = {}, opts: AllocateOptions = {}): Promise<Flow> {
-    this.checkOpen();
-    const src = nameArg(localApp, 'local application');
-    const dst = nameArg(remoteApp, 'remote application');
-    const spec = this.resolveQos(qos);
-    const timeoutMs = opts.timeoutMs === undefined ? this.allocateTimeoutMs : intArg('timeoutMs', opts.timeoutMs, 1, 2 ** 31 - 1);
-    if (opts.signal?.aborted) throw new DifError('aborted', 'allocation aborted before it started');
+    const { src, dst, spec, timeoutMs } = this.allocationArgs(localApp, remoteApp, qos, opts);
     if (!this.linkUp || !this.link.running()) throw new DifError('port_down', `${this.difName}: interface ${this.link.ifname} is down (no carrier): try again when it is up`);
     const srcName = formatAppName(src);
     const dstName = formatAppName(dst);
@@ -376,12 +372,7 @@ export class ShimEthIpcp extends DatagramShimIpcp<string, EthDropReason> impleme
         timer: setTimeout(() => this.giveUp(id, 'timeout', `no IPC process of ${this.difName} on ${this.link.ifname} answered for ${dstName} within ${timeoutMs} ms (is it registered there?)`), timeoutMs),
         abort: null,
       };
-      if (opts.signal) {
-        const signal = opts.signal;
-        const onAbort = (): void => this.giveUp(id, 'aborted', 'allocation aborted');
-        signal.addEventListener('abort', onAbort, { once: true });
-        entry.abort = () => signal.removeEventListener('abort', onAbort);
-      }
+      this.watchAbort(id, entry, opts.signal);
       this.entries.set(id, entry);
       if (cachedMac !== undefined) {
         this.stats.cacheHits++;
@@ -399,12 +390,6 @@ export class ShimEthIpcp extends DatagramShimIpcp<string, EthDropReason> impleme
     const request = this.frame(parseMac(mac), msg);
     this.entries.set(id, { state: 'pending', flow, peer: mac, request, resolve: e.resolve, reject: e.reject, timer: e.timer, abort: e.abort, retry: setInterval(() => this.sendFrame(request, request.byteLength), this.retryMs) });
     this.sendFrame(request, request.byteLength);
-  }
-
-  private resolveQos(q: QosRequest): QosSpec {
-    const spec = resolveQos(q, this.maxSdu, this.difName);
-    if (spec.reliable || spec.inOrder) throw new DifError('invalid_qos', `${this.difName} runs over Ethernet, which may lose frames: it offers unreliable, unordered flows only: ask for an unreliable flow, or use a normal DIF over it for reliability`);
-    return Object.freeze(spec);
   }
 
   // -------------------------------------------------------------------------------------------

@@ -41,9 +41,9 @@
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { closeSync, openSync, readSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { DifError, type AllocateOptions, type Flow, type IpcProcess, type QosRequest, type QosSpec } from '../api.js';
+import { DifError, type AllocateOptions, type Flow, type IpcProcess, type QosRequest } from '../api.js';
 import { appNameKey, formatAppName, type AppName } from '../naming.js';
-import { intArg, nameArg, resolveQos } from '../core/args.js';
+import { nameArg } from '../core/args.js';
 import type { IpcpCounters, ObservableIpcp } from '../core/observe.js';
 import { Registrations } from '../core/registrations.js';
 import { logger as rootLogger, type Logger } from '../../sys/log.js';
@@ -149,6 +149,7 @@ export class ShimUdpIpcp extends DatagramShimIpcp<UdpAddress, UdpDropReason> imp
   readonly rxQueueLimit: number;
   readonly rxQueueBytes: number;
   readonly rxQueueTotalBytes: number;
+  protected readonly medium = 'UDP, which may lose and reorder';
   readonly stats = {
     txDatagrams: 0, txBytes: 0, rxDatagrams: 0, rxBytes: 0, txErrors: 0,
     resolved: 0, unresolved: 0,
@@ -308,12 +309,7 @@ export class ShimUdpIpcp extends DatagramShimIpcp<UdpAddress, UdpDropReason> imp
   }
 
   async allocateFlow(localApp: AppName | string, remoteApp: AppName | string, qos: QosRequest = {}, opts: AllocateOptions = {}): Promise<Flow> {
-    this.checkOpen();
-    const src = nameArg(localApp, 'local application');
-    const dst = nameArg(remoteApp, 'remote application');
-    const spec = this.resolveQos(qos);
-    const timeoutMs = opts.timeoutMs === undefined ? this.allocateTimeoutMs : intArg('timeoutMs', opts.timeoutMs, 1, 2 ** 31 - 1);
-    if (opts.signal?.aborted) throw new DifError('aborted', 'allocation aborted before it started');
+    const { src, dst, spec, timeoutMs } = this.allocationArgs(localApp, remoteApp, qos, opts);
     const peer = this.resolve(dst);
     if (!peer) {
       this.stats.unresolved++;
@@ -338,21 +334,10 @@ export class ShimUdpIpcp extends DatagramShimIpcp<UdpAddress, UdpDropReason> imp
         retry: setInterval(() => this.sendTo(peer, request), this.retryMs),
         abort: null,
       };
-      if (opts.signal) {
-        const signal = opts.signal;
-        const onAbort = (): void => this.giveUp(id, 'aborted', 'allocation aborted');
-        signal.addEventListener('abort', onAbort, { once: true });
-        entry.abort = () => signal.removeEventListener('abort', onAbort);
-      }
+      this.watchAbort(id, entry, opts.signal);
       this.entries.set(id, entry);
       this.sendTo(peer, request);
     });
-  }
-
-  private resolveQos(q: QosRequest): QosSpec {
-    const spec = resolveQos(q, this.maxSdu, this.difName);
-    if (spec.reliable || spec.inOrder) throw new DifError('invalid_qos', `${this.difName} runs over UDP, which may lose and reorder: it offers unreliable, unordered flows only: ask for an unreliable flow, or use a normal DIF over it for reliability`);
-    return Object.freeze(spec);
   }
 
   // -------------------------------------------------------------------------------------------
