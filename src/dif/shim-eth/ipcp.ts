@@ -5,9 +5,10 @@
  *
  * Owns: one link (link.ts: a raw packet socket on one interface, or a fake one in unit tests),
  * the resolution of application names to MAC addresses by ARP-style requests and replies
- * (wire.ts) with a bounded cache, the flows and their allocation / release state machine, the
- * keepalive that ends flows of a peer that went silent, and the counters (frames, bytes, drops by
- * reason, resolutions).
+ * (wire.ts) with a bounded cache, the configuration, allocateFlow (resolution, then ALLOC_REQ),
+ * the interface going down, close/detach, the data path (sendData into one reused frame) and the
+ * frame counters. The flow table, the allocation / release state machine, the keepalive and the
+ * shared counters are the datagram shims' (../shim-datagram/ipcp.ts), shared with shim-udp.
  *
  * Design (wire format in wire.ts and ../shim-udp/wire.ts):
  * - Frames of ethertype 0xD1F0 only. A flow is (peer MAC, flow id): the flow messages are the
@@ -33,14 +34,13 @@
  *   oversize (frame above MTU, SDU above its flow's max), not_for_us (another host's unicast, a
  *   tag no VLAN device took), unknown_flow, stale, unsolicited, no_registration, limit.
  */
-import { EventEmitter } from 'node:events';
-import { DifError, type AcceptOptions, type AllocateOptions, type DeallocationCause, type Flow, type IpcProcess, type QosRequest, type QosSpec, type Registration } from '../api.js';
+import { DifError, type AllocateOptions, type DeallocationCause, type Flow, type IpcProcess, type QosRequest } from '../api.js';
 import { appNameKey, formatAppName, type AppName } from '../naming.js';
-import { intArg, nameArg, resolveQos } from '../core/args.js';
+import { nameArg } from '../core/args.js';
 import type { IpcpCounters, ObservableIpcp } from '../core/observe.js';
-import { Registrations, registrationHandle, type RegEntry } from '../core/registrations.js';
+import { Registrations } from '../core/registrations.js';
 import { logger as rootLogger, type Logger } from '../../sys/log.js';
-import { DATA_HEADER_BYTES, WireError, clampUtf8, decodeMessage, encodeMessage, type WireMessage } from '../shim-udp/wire.js';
+import { DATA_HEADER_BYTES, WireError, decodeMessage, encodeMessage, type WireMessage } from '../shim-udp/wire.js';
 import {
   BROADCAST_MAC,
   ETHERTYPE_RINA,
@@ -59,7 +59,8 @@ import {
   writeEthHeader,
   writeLength,
 } from './wire.js';
-import { EthFlow, EthFlowRequest, type EthFlowOwner } from './flow.js';
+import { EthFlow, type EthFlowRequest } from './flow.js';
+import { DatagramShimIpcp, type DatagramEntry, type DatagramRegistration } from '../shim-datagram/ipcp.js';
 import { PacketLink, type EthLink } from './link.js';
 
 export const DEFAULT_KEEPALIVE_MS = 1000;
@@ -117,13 +118,7 @@ export class ShimEthError extends Error {
   }
 }
 
-type Entry =
-  | { state: 'resolving'; flow: EthFlow; resolve: (f: Flow) => void; reject: (e: Error) => void; timer: NodeJS.Timeout; abort: (() => void) | null }
-  | { state: 'pending'; flow: EthFlow; peer: string; request: Uint8Array; resolve: (f: Flow) => void; reject: (e: Error) => void; timer: NodeJS.Timeout; retry: NodeJS.Timeout; abort: (() => void) | null }
-  | { state: 'incoming'; request: EthFlowRequest; peer: string; remoteId: number; timer: NodeJS.Timeout }
-  | { state: 'allocated'; flow: EthFlow; peer: string; remoteId: number; lastHeard: number; lastSent: number };
-
-interface EthRegistration extends RegEntry<(r: EthFlowRequest) => void> {}
+type Entry = DatagramEntry<string>;
 
 /** An outstanding resolution: the flows (local ids) that wait for it. */
 interface Resolution {
@@ -133,12 +128,7 @@ interface Resolution {
   frame: Uint8Array;
 }
 
-interface Events {
-  flowAllocated: [flow: Flow];
-  flowDeallocated: [flow: Flow, reason: string, cause: DeallocationCause];
-}
-
-export class ShimEthIpcp extends EventEmitter<Events> implements IpcProcess, ObservableIpcp, EthFlowOwner {
+export class ShimEthIpcp extends DatagramShimIpcp<string, EthDropReason> implements IpcProcess, ObservableIpcp {
   readonly ipcpType = 'shim-eth' as const;
   readonly difName: string;
   readonly ipcpName: string;
@@ -147,7 +137,7 @@ export class ShimEthIpcp extends EventEmitter<Events> implements IpcProcess, Obs
   readonly rxQueueLimit: number;
   readonly rxQueueBytes: number;
   readonly rxQueueTotalBytes: number;
-  rxQueuedBytes = 0;
+  protected readonly medium = 'Ethernet, which may lose frames';
   readonly stats = {
     txFrames: 0, txBytes: 0, rxFrames: 0, rxBytes: 0, txErrors: 0, txFull: 0,
     resolved: 0, unresolved: 0, cacheHits: 0, arpRequestsSent: 0, arpRequestsAnswered: 0, arpRequestsIgnored: 0,
@@ -159,34 +149,26 @@ export class ShimEthIpcp extends EventEmitter<Events> implements IpcProcess, Obs
     rxBudgetDrops: { sdus: 0, flow_bytes: 0, total_bytes: 0 },
   };
   private readonly link: EthLink;
-  private readonly log: Logger;
+  protected readonly log: Logger;
   private readonly macKey: string;
   private readonly hdr: number;
   private readonly tx: Uint8Array;
   private readonly allowed: Set<string> | null;
-  private readonly registrations: Registrations<(r: EthFlowRequest) => void, EthRegistration>;
-  private readonly entries = new Map<number, Entry>();
-  /** "mac/remoteId" → local id, for incoming requests and flows (duplicate requests, DEALLOC with dst 0). */
-  private readonly byRemote = new Map<string, number>();
+  protected readonly registrations: Registrations<(r: EthFlowRequest) => void, DatagramRegistration>;
   /** Application name key → MAC and expiry; Map order is least recently used first. */
   private readonly cache = new Map<string, { mac: string; expires: number }>();
   private readonly resolutions = new Map<string, Resolution>();
-  private nextId = 1;
-  private nextPortId = 1;
-  private readonly keepaliveMs: number;
-  private readonly keepaliveTimeoutMs: number;
-  private readonly allocateTimeoutMs: number;
+  protected readonly keepaliveMs: number;
+  protected readonly keepaliveTimeoutMs: number;
+  protected readonly allocateTimeoutMs: number;
   private readonly retryMs: number;
   private readonly resolveCacheSize: number;
   private readonly resolveCacheMs: number;
   private readonly maxPendingResolutions: number;
-  private readonly maxFlows: number;
-  private readonly maxPendingRequests: number;
-  private readonly blocked = new Set<EthFlow>();
+  protected readonly maxFlows: number;
+  protected readonly maxPendingRequests: number;
   private drainTimer: NodeJS.Timeout | null = null;
-  private keepaliveTimer: NodeJS.Timeout | null = null;
   private linkUp = true;
-  private closed = false;
 
   /** Open the interface and start. Throws ShimEthError. */
   static open(opts: ShimEthOptions): ShimEthIpcp {
@@ -194,7 +176,7 @@ export class ShimEthIpcp extends EventEmitter<Events> implements IpcProcess, Obs
   }
 
   private constructor(opts: ShimEthOptions) {
-    super();
+    super(0xfffffffe, false, 'frame');
     const bad = (m: string): ShimEthError => new ShimEthError('invalid_config', `shim-eth ${opts.difName}: ${m}`);
     const int = (name: string, v: number | undefined, dflt: number, min: number, max: number): number => {
       const x = v ?? dflt;
@@ -263,37 +245,6 @@ export class ShimEthIpcp extends EventEmitter<Events> implements IpcProcess, Obs
   }
 
   // -------------------------------------------------------------------------------------------
-  // Registration
-
-  register(app: AppName | string, onFlowRequest: (request: EthFlowRequest) => void): Registration {
-    this.checkOpen();
-    const entry = this.registrations.add(app, onFlowRequest, (appName, key) => ({ appName, key, handler: onFlowRequest }));
-    return registrationHandle(entry.appName, this.difName, () => {
-      if (!this.registrations.remove(entry)) return;
-      this.dropRequestsFor(entry);
-    });
-  }
-
-  unregister(app: AppName | string): void {
-    const entry = this.registrations.find(app);
-    this.registrations.remove(entry);
-    this.dropRequestsFor(entry);
-  }
-
-  isRegistered(app: AppName | string): boolean {
-    return this.registrations.has(app);
-  }
-
-  private dropRequestsFor(entry: EthRegistration): void {
-    for (const e of [...this.entries.values()]) {
-      if (e.state === 'incoming' && e.request.state === 'waiting' && appNameKey(e.request.localApp) === entry.key) {
-        this.rejectIncoming(e.request, 'application unregistered');
-        e.request.cancel('application unregistered');
-      }
-    }
-  }
-
-  // -------------------------------------------------------------------------------------------
   // Name resolution
 
   /** The cached MAC of `app` (its key), if fresh; refreshes its place in the LRU order. */
@@ -311,6 +262,11 @@ export class ShimEthIpcp extends EventEmitter<Events> implements IpcProcess, Obs
     this.cache.delete(key);
     this.cache.set(key, { mac, expires: Date.now() + this.resolveCacheMs });
     while (this.cache.size > this.resolveCacheSize) this.cache.delete(this.cache.keys().next().value!);
+  }
+
+  /** A failed allocation forgets the cached MAC of its destination. */
+  protected override abandoned(flow: EthFlow): void {
+    this.forget(flow.remoteApp);
   }
 
   /** Forget the cached MAC of `app` (an allocation to it failed). */
@@ -337,7 +293,7 @@ export class ShimEthIpcp extends EventEmitter<Events> implements IpcProcess, Obs
   }
 
   /** Flow `id` no longer waits for the resolution of `dst`. */
-  private leaveResolution(id: number, dst: AppName): void {
+  protected override leaveResolution(id: number, dst: AppName): void {
     const key = appNameKey(dst);
     const r = this.resolutions.get(key);
     if (!r) return;
@@ -391,12 +347,7 @@ export class ShimEthIpcp extends EventEmitter<Events> implements IpcProcess, Obs
   // Allocation, requester side
 
   async allocateFlow(localApp: AppName | string, remoteApp: AppName | string, qos: QosRequest = {}, opts: AllocateOptions = {}): Promise<Flow> {
-    this.checkOpen();
-    const src = nameArg(localApp, 'local application');
-    const dst = nameArg(remoteApp, 'remote application');
-    const spec = this.resolveQos(qos);
-    const timeoutMs = opts.timeoutMs === undefined ? this.allocateTimeoutMs : intArg('timeoutMs', opts.timeoutMs, 1, 2 ** 31 - 1);
-    if (opts.signal?.aborted) throw new DifError('aborted', 'allocation aborted before it started');
+    const { src, dst, spec, timeoutMs } = this.allocationArgs(localApp, remoteApp, qos, opts);
     if (!this.linkUp || !this.link.running()) throw new DifError('port_down', `${this.difName}: interface ${this.link.ifname} is down (no carrier): try again when it is up`);
     const srcName = formatAppName(src);
     const dstName = formatAppName(dst);
@@ -421,12 +372,7 @@ export class ShimEthIpcp extends EventEmitter<Events> implements IpcProcess, Obs
         timer: setTimeout(() => this.giveUp(id, 'timeout', `no IPC process of ${this.difName} on ${this.link.ifname} answered for ${dstName} within ${timeoutMs} ms (is it registered there?)`), timeoutMs),
         abort: null,
       };
-      if (opts.signal) {
-        const signal = opts.signal;
-        const onAbort = (): void => this.giveUp(id, 'aborted', 'allocation aborted');
-        signal.addEventListener('abort', onAbort, { once: true });
-        entry.abort = () => signal.removeEventListener('abort', onAbort);
-      }
+      this.watchAbort(id, entry, opts.signal);
       this.entries.set(id, entry);
       if (cachedMac !== undefined) {
         this.stats.cacheHits++;
@@ -446,90 +392,8 @@ export class ShimEthIpcp extends EventEmitter<Events> implements IpcProcess, Obs
     this.sendFrame(request, request.byteLength);
   }
 
-  private resolveQos(q: QosRequest): QosSpec {
-    const spec = resolveQos(q, this.maxSdu, this.difName);
-    if (spec.reliable || spec.inOrder) throw new DifError('invalid_qos', `${this.difName} runs over Ethernet, which may lose frames: it offers unreliable, unordered flows only: ask for an unreliable flow, or use a normal DIF over it for reliability`);
-    return Object.freeze(spec);
-  }
-
-  private giveUp(id: number, code: 'timeout' | 'aborted', message: string): void {
-    const e = this.entries.get(id);
-    if (e?.state !== 'pending' && e?.state !== 'resolving') return;
-    this.clearOutgoing(id, e);
-    if (code === 'timeout') this.stats.allocTimedOut++;
-    else this.stats.allocFailed++;
-    if (e.state === 'resolving') this.stats.unresolved++;
-    else {
-      this.forget(e.flow.remoteApp);
-      this.send(e.peer, { kind: 'dealloc', dst: 0, src: id, reason: code === 'timeout' ? 'allocation timed out' : 'allocation aborted' });
-    }
-    e.flow.terminate(message, 'local');
-    e.reject(new DifError(code, `allocation of a flow to ${formatAppName(e.flow.remoteApp)}: ${message}`));
-  }
-
-  private clearOutgoing(id: number, e: Extract<Entry, { state: 'pending' | 'resolving' }>): void {
-    clearTimeout(e.timer);
-    if (e.state === 'pending') clearInterval(e.retry);
-    else this.leaveResolution(id, e.flow.remoteApp);
-    e.abort?.();
-    this.entries.delete(id);
-  }
-
   // -------------------------------------------------------------------------------------------
-  // Allocation, responder side
-
-  /** @internal FlowRequest.accept() */
-  acceptIncoming(req: EthFlowRequest, _opts: AcceptOptions): EthFlow {
-    req.checkWaiting('accept');
-    const e = this.entries.get(req.localId);
-    if (e?.state !== 'incoming' || e.request !== req) throw new DifError('request_settled', 'the flow request is no longer pending');
-    this.checkOpen();
-    clearTimeout(e.timer);
-    req.state = 'accepted';
-    const flow = new EthFlow(this, this.nextPortId++, req.localId, e.peer, this.difName, req.localApp, req.remoteApp, req.qos);
-    flow.markAllocated();
-    const now = Date.now();
-    this.entries.set(req.localId, { state: 'allocated', flow, peer: e.peer, remoteId: e.remoteId, lastHeard: now, lastSent: now });
-    this.send(e.peer, { kind: 'alloc_resp', dst: e.remoteId, src: req.localId, accept: true, reason: '' });
-    this.stats.incomingAccepted++;
-    this.emit('flowAllocated', flow);
-    return flow;
-  }
-
-  /** @internal FlowRequest.reject() */
-  rejectIncoming(req: EthFlowRequest, reason: string): void {
-    req.checkWaiting('reject');
-    req.state = 'rejected';
-    const e = this.entries.get(req.localId);
-    if (e?.state === 'incoming' && e.request === req) {
-      clearTimeout(e.timer);
-      this.entries.delete(req.localId);
-      this.byRemote.delete(remoteKey(e.peer, e.remoteId));
-      this.send(e.peer, { kind: 'alloc_resp', dst: e.remoteId, src: 0, accept: false, reason: typeof reason === 'string' && reason !== '' ? reason : 'rejected by the application' });
-    }
-    this.stats.incomingRejected++;
-  }
-
-  // -------------------------------------------------------------------------------------------
-  // Deallocation and close
-
-  /** @internal Flow.deallocate() */
-  localDeallocate(flow: EthFlow, reason: string): void {
-    const e = this.entries.get(flow.localId);
-    if (e?.state === 'allocated' && e.flow === flow) this.send(e.peer, { kind: 'dealloc', dst: e.remoteId, src: flow.localId, reason });
-    this.endFlow(flow.localId, reason, 'local');
-  }
-
-  private endFlow(id: number, reason: string, cause: DeallocationCause): void {
-    const e = this.entries.get(id);
-    if (e?.state !== 'allocated') return;
-    this.entries.delete(id);
-    this.byRemote.delete(remoteKey(e.peer, e.remoteId));
-    this.blocked.delete(e.flow);
-    this.stats.flowsDeallocated++;
-    e.flow.terminate(reason, cause);
-    this.emit('flowDeallocated', e.flow, reason, cause);
-  }
+  // Close
 
   /** End everything: allocated flows with `cause` (telling the peers when `tell`), outgoing allocations rejected with `code`, incoming requests cancelled. */
   private endAll(reason: string, cause: DeallocationCause, code: 'closed' | 'port_down', tell: boolean): void {
@@ -546,7 +410,7 @@ export class ShimEthIpcp extends EventEmitter<Events> implements IpcProcess, Obs
       } else {
         clearTimeout(e.timer);
         this.entries.delete(id);
-        this.byRemote.delete(remoteKey(e.peer, e.remoteId));
+        this.byRemote.delete(this.remoteKey(e.peer, e.remoteId));
         e.request.cancel(reason);
       }
     }
@@ -577,22 +441,6 @@ export class ShimEthIpcp extends EventEmitter<Events> implements IpcProcess, Obs
     this.link.close();
   }
 
-  private checkOpen(): void {
-    if (this.closed) throw new DifError('closed', `${this.difName}: the IPC process is closed`);
-  }
-
-  private newId(): number {
-    const id = this.nextId;
-    this.nextId = this.nextId >= 0xfffffffe ? 1 : this.nextId + 1;
-    return id;
-  }
-
-  flows(): Flow[] {
-    const out: Flow[] = [];
-    for (const e of this.entries.values()) if (e.state === 'allocated') out.push(e.flow);
-    return out;
-  }
-
   // -------------------------------------------------------------------------------------------
   // The link
 
@@ -605,7 +453,15 @@ export class ShimEthIpcp extends EventEmitter<Events> implements IpcProcess, Obs
     return out;
   }
 
-  private send(peer: string, m: WireMessage): void {
+  protected peerKey(peer: string): string {
+    return peer;
+  }
+
+  protected samePeer(a: string, b: string): boolean {
+    return a === b;
+  }
+
+  protected send(peer: string, m: WireMessage): void {
     const f = this.frame(parseMac(peer), encodeMessage(m));
     this.sendFrame(f, f.byteLength);
   }
@@ -657,11 +513,6 @@ export class ShimEthIpcp extends EventEmitter<Events> implements IpcProcess, Obs
     return true;
   }
 
-  private drop(reason: EthDropReason, from: string, detail?: string): void {
-    this.stats.drops[reason]++;
-    if (this.log.isLevelEnabled('debug')) this.log.debug({ from, reason, detail }, 'shim-eth: frame dropped');
-  }
-
   private onLinkError(e: NodeJS.ErrnoException): void {
     if (this.closed) return;
     if (e.code === 'ENETDOWN' || e.code === 'ENXIO' || e.code === 'ENODEV') {
@@ -711,7 +562,7 @@ export class ShimEthIpcp extends EventEmitter<Events> implements IpcProcess, Obs
         if (e instanceof WireError) return this.drop('malformed', from, e.message);
         throw e;
       }
-      this.handle(m, from);
+      this.handle(m, from, from);
     } catch (e) {
       // Contained: one bad frame never ends the process.
       this.stats.faults++;
@@ -719,150 +570,8 @@ export class ShimEthIpcp extends EventEmitter<Events> implements IpcProcess, Obs
     }
   }
 
-  private flowOf(id: number, from: string): Extract<Entry, { state: 'allocated' }> | undefined {
-    const e = this.entries.get(id);
-    if (e?.state !== 'allocated' || e.peer !== from) return undefined;
-    return e;
-  }
-
-  private unknownId(id: number, from: string): void {
-    this.drop(id !== 0 && id < this.nextId ? 'stale' : 'unknown_flow', from, `flow id ${id}`);
-  }
-
-  private handle(m: WireMessage, from: string): void {
-    switch (m.kind) {
-      case 'data': {
-        const e = this.flowOf(m.dst, from);
-        if (!e) return this.unknownId(m.dst, from);
-        e.lastHeard = Date.now();
-        if (m.sdu.byteLength > e.flow.qos.maxSdu) return this.drop('oversize', from, `SDU of ${m.sdu.byteLength} bytes on a flow of max SDU ${e.flow.qos.maxSdu}`);
-        e.flow.deliver(m.sdu);
-        return;
-      }
-      case 'keepalive': {
-        const e = this.flowOf(m.dst, from);
-        if (!e || e.remoteId !== m.src) {
-          this.unknownId(m.dst, from);
-          this.send(from, { kind: 'dealloc', dst: m.src, src: m.dst, reason: `${clampUtf8(this.difName, 128)} has no such flow (the peer restarted?)` });
-          return;
-        }
-        e.lastHeard = Date.now();
-        return;
-      }
-      case 'alloc_req':
-        return this.onAllocRequest(m, from);
-      case 'alloc_resp': {
-        const e = this.entries.get(m.dst);
-        if (e?.state === 'allocated' && e.peer === from && e.remoteId === m.src && m.accept) return; // a duplicate answer
-        if (e?.state !== 'pending' || e.peer !== from) {
-          this.unknownId(m.dst, from);
-          if (m.accept) this.send(from, { kind: 'dealloc', dst: m.src, src: m.dst, reason: 'the allocation was given up' });
-          return;
-        }
-        this.clearOutgoing(m.dst, e);
-        if (!m.accept) {
-          this.stats.allocRejected++;
-          e.flow.terminate(`rejected: ${m.reason}`, 'peer');
-          e.reject(new DifError('rejected', `${formatAppName(e.flow.remoteApp)} refused the flow: ${m.reason}`, { peerReason: m.reason }));
-          return;
-        }
-        const now = Date.now();
-        this.entries.set(m.dst, { state: 'allocated', flow: e.flow, peer: e.peer, remoteId: m.src, lastHeard: now, lastSent: now });
-        this.byRemote.set(remoteKey(e.peer, m.src), m.dst);
-        e.flow.markAllocated();
-        this.stats.allocAccepted++;
-        this.emit('flowAllocated', e.flow);
-        e.resolve(e.flow);
-        return;
-      }
-      case 'dealloc': {
-        const id = m.dst !== 0 ? m.dst : this.byRemote.get(remoteKey(from, m.src));
-        const e = id === undefined ? undefined : this.entries.get(id);
-        if (id === undefined || !e || e.state === 'resolving' || e.peer !== from) return this.unknownId(m.dst, from);
-        const why = `deallocated by the peer: ${m.reason}`;
-        if (e.state === 'allocated') {
-          if (e.remoteId !== m.src && m.src !== 0) return this.unknownId(m.dst, from);
-          this.endFlow(id, why, 'peer');
-        } else if (e.state === 'incoming') {
-          if (e.remoteId !== m.src) return this.unknownId(m.dst, from);
-          clearTimeout(e.timer);
-          this.entries.delete(id);
-          this.byRemote.delete(remoteKey(from, m.src));
-          e.request.cancel(`the requester gave up: ${m.reason}`);
-        } else {
-          this.clearOutgoing(id, e);
-          this.stats.allocFailed++;
-          e.flow.terminate(why, 'peer');
-          e.reject(new DifError('rejected', `${formatAppName(e.flow.remoteApp)}: ${why}`, { peerReason: m.reason }));
-        }
-        return;
-      }
-    }
-  }
-
-  private onAllocRequest(m: Extract<WireMessage, { kind: 'alloc_req' }>, from: string): void {
-    const dup = this.byRemote.get(remoteKey(from, m.src));
-    if (dup !== undefined) {
-      const e = this.entries.get(dup);
-      if (e?.state === 'allocated') this.send(from, { kind: 'alloc_resp', dst: m.src, src: dup, accept: true, reason: '' });
-      return;
-    }
-    const refuse = (reason: string, count: EthDropReason | null): void => {
-      if (count) this.stats.drops[count]++;
-      this.stats.incomingRejected++;
-      this.send(from, { kind: 'alloc_resp', dst: m.src, src: 0, accept: false, reason });
-    };
-    if (m.difName !== this.difName) return refuse(`this is DIF ${clampUtf8(this.difName, 128)}, not ${clampUtf8(m.difName, 128)}`, null);
-    let srcApp: AppName;
-    let dstApp: AppName;
-    try {
-      srcApp = nameArg(m.srcApp, 'source application');
-      dstApp = nameArg(m.dstApp, 'destination application');
-    } catch (e) {
-      this.drop('malformed', from, (e as Error).message);
-      return refuse(`bad application name: ${clampUtf8((e as Error).message, 128)}`, null);
-    }
-    if (m.reliable || m.inOrder) return refuse('a shim-eth DIF offers unreliable, unordered flows only', null);
-    if (m.maxSdu > this.maxSdu) return refuse(`max SDU ${m.maxSdu} exceeds this end's ${this.maxSdu}`, null);
-    const reg = this.registrations.get(dstApp);
-    if (!reg) return refuse('unknown application', 'no_registration');
-    let pending = 0;
-    for (const e of this.entries.values()) if (e.state === 'incoming') pending++;
-    if (pending >= this.maxPendingRequests || this.entries.size >= this.maxFlows) return refuse(`too many flows or requests at ${clampUtf8(this.difName, 128)}; try again later`, 'limit');
-    const id = this.newId();
-    const qos: QosSpec = Object.freeze({ reliable: false, inOrder: false, maxSdu: m.maxSdu === 0 ? this.maxSdu : m.maxSdu });
-    const request = new EthFlowRequest(this, id, this.difName, dstApp, srcApp, qos);
-    const timer = setTimeout(() => {
-      const e = this.entries.get(id);
-      if (e?.state !== 'incoming' || e.request !== request || request.state !== 'waiting') return;
-      this.rejectIncoming(request, `${formatAppName(dstApp)} did not answer within ${this.allocateTimeoutMs} ms`);
-      request.cancel('the application did not answer in time');
-    }, this.allocateTimeoutMs);
-    timer.unref();
-    this.entries.set(id, { state: 'incoming', request, peer: from, remoteId: m.src, timer });
-    this.byRemote.set(remoteKey(from, m.src), id);
-    try {
-      reg.handler(request);
-    } catch (e) {
-      this.log.warn({ err: (e as Error).message, app: reg.key }, 'shim-eth: the flow request handler threw; the request is refused');
-      if (request.state === 'waiting') this.rejectIncoming(request, 'the application failed');
-    }
-  }
-
-  private keepaliveTick(): void {
-    const now = Date.now();
-    for (const [id, e] of [...this.entries]) {
-      if (e.state !== 'allocated') continue;
-      if (now - e.lastHeard > this.keepaliveTimeoutMs) {
-        this.stats.peersLost++;
-        this.send(e.peer, { kind: 'dealloc', dst: e.remoteId, src: id, reason: 'keepalive timeout' });
-        this.endFlow(id, `the peer ${e.peer} sent nothing for ${this.keepaliveTimeoutMs} ms (keepalive timeout): it is gone or unreachable`, 'peer');
-        this.log.info({ peer: e.peer, portId: e.flow.portId }, 'shim-eth: flow ended, peer silent');
-      } else if (now - e.lastSent >= this.keepaliveMs) {
-        e.lastSent = now;
-        this.send(e.peer, { kind: 'keepalive', dst: e.remoteId, src: id });
-      }
-    }
+  protected override keepaliveTick(): void {
+    super.keepaliveTick();
     // The interface is up again after a down: allocations may go on.
     if (!this.linkUp && this.link.running()) this.linkUp = true;
   }
@@ -870,46 +579,14 @@ export class ShimEthIpcp extends EventEmitter<Events> implements IpcProcess, Obs
   // -------------------------------------------------------------------------------------------
   // Budgets and observation
 
-  accountRx(delta: number): void {
-    this.rxQueuedBytes += delta;
-  }
-
-  rxBudgetHit(which: 'sdus' | 'flow_bytes' | 'total_bytes'): void {
-    this.stats.rxBudgetDrops[which]++;
-  }
-
-  counters(): IpcpCounters {
+  protected datagramCounters(): NonNullable<IpcpCounters['datagrams']> {
     const s = this.stats;
-    return {
-      allocations: {
-        outgoing: { allocated: s.allocAccepted, rejected: s.allocRejected, timeout: s.allocTimedOut, failed: s.allocFailed },
-        incoming: { allocated: s.incomingAccepted, rejected: s.incomingRejected },
-      },
-      flowsDeallocated: s.flowsDeallocated,
-      drops: { stale: s.drops.stale + s.drops.unknown_flow, malformed_control: s.drops.malformed },
-      rxQueuedBytes: this.rxQueuedBytes,
-      rxBudgetDrops: { ...s.rxBudgetDrops },
-      datagrams: { txDatagrams: s.txFrames, txBytes: s.txBytes, rxDatagrams: s.rxFrames, rxBytes: s.rxBytes, txErrors: s.txErrors },
-      datagramDrops: { ...s.drops },
-      resolutions: { resolved: s.resolved, unresolved: s.unresolved },
-    };
+    return { txDatagrams: s.txFrames, txBytes: s.txBytes, rxDatagrams: s.rxFrames, rxBytes: s.rxBytes, txErrors: s.txErrors };
   }
 
   inspect(): Record<string, unknown> {
     const now = Date.now();
-    const flows = [...this.entries].sort((a, b) => a[0] - b[0]).map(([id, e]) => {
-      const apps = e.state === 'incoming' ? e.request : e.flow;
-      return {
-        id,
-        state: e.state,
-        peer: e.state === 'resolving' ? '' : e.peer,
-        remoteId: e.state === 'allocated' || e.state === 'incoming' ? e.remoteId : 0,
-        ...(e.state !== 'incoming' ? { portId: e.flow.portId } : {}),
-        localApp: formatAppName(apps.localApp),
-        remoteApp: formatAppName(apps.remoteApp),
-        maxSdu: apps.qos.maxSdu,
-      };
-    });
+    const flows = this.inspectFlows();
     return {
       difName: this.difName,
       name: this.ipcpName,
@@ -930,10 +607,6 @@ export class ShimEthIpcp extends EventEmitter<Events> implements IpcProcess, Obs
       stats: this.stats,
     };
   }
-}
-
-function remoteKey(peer: string, remoteId: number): string {
-  return `${peer}/${remoteId}`;
 }
 
 /** parseMac for the data path: the few peers' MACs parsed once. */

@@ -4,9 +4,11 @@
  * (api.ts) as the other IPC processes, so applications and the normal DIF use it alike.
  *
  * Owns: one UDP socket bound to the configured well-known address, the name → address table
- * (the configuration's `peers`), the flows and their allocation / release state machine, the
- * keepalive that ends flows of a peer that went silent, and the counters (datagrams, bytes,
- * drops by reason, resolutions).
+ * (the configuration's `peers`, the hosts file), the configuration, allocateFlow (the requester
+ * side up to sending ALLOC_REQ), close/detach, the data path (sendData, the send queue bound) and
+ * the datagram counters. The flow table, the allocation / release state machine, the keepalive
+ * and the shared counters are the datagram shims' (../shim-datagram/ipcp.ts), shared with
+ * shim-eth.
  *
  * Design (wire format in wire.ts):
  * - One socket for control and data. rlite opens a UDP socket per flow, so a flow is its
@@ -37,17 +39,17 @@
  *   false, 'drain' follows).
  */
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
-import { EventEmitter } from 'node:events';
 import { closeSync, openSync, readSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { DifError, type AcceptOptions, type AllocateOptions, type DeallocationCause, type Flow, type IpcProcess, type QosRequest, type QosSpec, type Registration } from '../api.js';
+import { DifError, type AllocateOptions, type Flow, type IpcProcess, type QosRequest } from '../api.js';
 import { appNameKey, formatAppName, type AppName } from '../naming.js';
-import { intArg, nameArg, resolveQos } from '../core/args.js';
+import { nameArg } from '../core/args.js';
 import type { IpcpCounters, ObservableIpcp } from '../core/observe.js';
-import { Registrations, registrationHandle, type RegEntry } from '../core/registrations.js';
+import { Registrations } from '../core/registrations.js';
 import { logger as rootLogger, type Logger } from '../../sys/log.js';
-import { DATA_HEADER_BYTES, MAX_UDP_PAYLOAD, WireError, clampUtf8, decodeMessage, encodeData, encodeMessage, type WireMessage } from './wire.js';
-import { UdpFlow, UdpFlowRequest, type UdpFlowOwner } from './flow.js';
+import { DATA_HEADER_BYTES, MAX_UDP_PAYLOAD, WireError, decodeMessage, encodeData, encodeMessage, type WireMessage } from './wire.js';
+import { UdpFlow, type UdpFlowRequest } from './flow.js';
+import { DatagramShimIpcp, type DatagramEntry, type DatagramRegistration } from '../shim-datagram/ipcp.js';
 
 export const DEFAULT_MTU = 1472;
 export const DEFAULT_KEEPALIVE_MS = 1000;
@@ -136,19 +138,9 @@ export class ShimUdpError extends Error {
   }
 }
 
-type Entry =
-  | { state: 'pending'; flow: UdpFlow; peer: UdpAddress; request: Buffer; resolve: (f: Flow) => void; reject: (e: Error) => void; timer: NodeJS.Timeout; retry: NodeJS.Timeout; abort: (() => void) | null }
-  | { state: 'incoming'; request: UdpFlowRequest; peer: UdpAddress; remoteId: number; timer: NodeJS.Timeout }
-  | { state: 'allocated'; flow: UdpFlow; peer: UdpAddress; remoteId: number; lastHeard: number; lastSent: number };
+type Entry = DatagramEntry<UdpAddress>;
 
-interface UdpRegistration extends RegEntry<(r: UdpFlowRequest) => void> {}
-
-interface Events {
-  flowAllocated: [flow: Flow];
-  flowDeallocated: [flow: Flow, reason: string, cause: DeallocationCause];
-}
-
-export class ShimUdpIpcp extends EventEmitter<Events> implements IpcProcess, ObservableIpcp, UdpFlowOwner {
+export class ShimUdpIpcp extends DatagramShimIpcp<UdpAddress, UdpDropReason> implements IpcProcess, ObservableIpcp {
   readonly ipcpType = 'shim-udp' as const;
   readonly difName: string;
   readonly ipcpName: string;
@@ -157,7 +149,7 @@ export class ShimUdpIpcp extends EventEmitter<Events> implements IpcProcess, Obs
   readonly rxQueueLimit: number;
   readonly rxQueueBytes: number;
   readonly rxQueueTotalBytes: number;
-  rxQueuedBytes = 0;
+  protected readonly medium = 'UDP, which may lose and reorder';
   readonly stats = {
     txDatagrams: 0, txBytes: 0, rxDatagrams: 0, rxBytes: 0, txErrors: 0,
     resolved: 0, unresolved: 0,
@@ -167,29 +159,21 @@ export class ShimUdpIpcp extends EventEmitter<Events> implements IpcProcess, Obs
     rxBudgetDrops: { sdus: 0, flow_bytes: 0, total_bytes: 0 },
   };
   private readonly socket: Socket;
-  private readonly log: Logger;
+  protected readonly log: Logger;
   private local: UdpAddress = { host: '', port: 0 };
   private readonly peers = new Map<string, UdpAddress>();
   private readonly allowed = new Set<string>();
   /** Host name → address at the peers' well-known port, from the hosts file. */
   private readonly hosts = new Map<string, UdpAddress>();
-  private readonly registrations: Registrations<(r: UdpFlowRequest) => void, UdpRegistration>;
-  private readonly entries = new Map<number, Entry>();
-  /** "peer/remoteId" → local id, for incoming requests and flows (duplicate requests, DEALLOC with dst 0). */
-  private readonly byRemote = new Map<string, number>();
-  private nextId = 1;
-  private nextPortId = 1;
-  private readonly keepaliveMs: number;
-  private readonly keepaliveTimeoutMs: number;
-  private readonly allocateTimeoutMs: number;
+  protected readonly registrations: Registrations<(r: UdpFlowRequest) => void, DatagramRegistration>;
+  protected readonly keepaliveMs: number;
+  protected readonly keepaliveTimeoutMs: number;
+  protected readonly allocateTimeoutMs: number;
   private readonly retryMs: number;
-  private readonly maxFlows: number;
-  private readonly maxPendingRequests: number;
+  protected readonly maxFlows: number;
+  protected readonly maxPendingRequests: number;
   private readonly txQueueBytes: number;
   private txQueued = 0;
-  private readonly blocked = new Set<UdpFlow>();
-  private keepaliveTimer: NodeJS.Timeout | null = null;
-  private closed = false;
 
   /** Bind the socket and start: resolves once bound. Throws ShimUdpError. */
   static async open(opts: ShimUdpOptions): Promise<ShimUdpIpcp> {
@@ -199,7 +183,7 @@ export class ShimUdpIpcp extends EventEmitter<Events> implements IpcProcess, Obs
   }
 
   private constructor(opts: ShimUdpOptions) {
-    super();
+    super(0xffffffff, true, 'datagram');
     const bad = (m: string): ShimUdpError => new ShimUdpError('invalid_config', `shim-udp ${opts.difName}: ${m}`);
     const int = (name: string, v: number | undefined, dflt: number, min: number, max: number): number => {
       const x = v ?? dflt;
@@ -317,37 +301,6 @@ export class ShimUdpIpcp extends EventEmitter<Events> implements IpcProcess, Obs
   }
 
   // -------------------------------------------------------------------------------------------
-  // Registration
-
-  register(app: AppName | string, onFlowRequest: (request: UdpFlowRequest) => void): Registration {
-    this.checkOpen();
-    const entry = this.registrations.add(app, onFlowRequest, (appName, key) => ({ appName, key, handler: onFlowRequest }));
-    return registrationHandle(entry.appName, this.difName, () => {
-      if (!this.registrations.remove(entry)) return;
-      this.dropRequestsFor(entry);
-    });
-  }
-
-  unregister(app: AppName | string): void {
-    const entry = this.registrations.find(app);
-    this.registrations.remove(entry);
-    this.dropRequestsFor(entry);
-  }
-
-  isRegistered(app: AppName | string): boolean {
-    return this.registrations.has(app);
-  }
-
-  private dropRequestsFor(entry: UdpRegistration): void {
-    for (const e of [...this.entries.values()]) {
-      if (e.state === 'incoming' && e.request.state === 'waiting' && appNameKey(e.request.localApp) === entry.key) {
-        this.rejectIncoming(e.request, 'application unregistered');
-        e.request.cancel('application unregistered');
-      }
-    }
-  }
-
-  // -------------------------------------------------------------------------------------------
   // Allocation, requester side
 
   /** The address hosting `app`: its full name in the peers table, else its process name alone, else that as a host name of the hosts file. */
@@ -356,12 +309,7 @@ export class ShimUdpIpcp extends EventEmitter<Events> implements IpcProcess, Obs
   }
 
   async allocateFlow(localApp: AppName | string, remoteApp: AppName | string, qos: QosRequest = {}, opts: AllocateOptions = {}): Promise<Flow> {
-    this.checkOpen();
-    const src = nameArg(localApp, 'local application');
-    const dst = nameArg(remoteApp, 'remote application');
-    const spec = this.resolveQos(qos);
-    const timeoutMs = opts.timeoutMs === undefined ? this.allocateTimeoutMs : intArg('timeoutMs', opts.timeoutMs, 1, 2 ** 31 - 1);
-    if (opts.signal?.aborted) throw new DifError('aborted', 'allocation aborted before it started');
+    const { src, dst, spec, timeoutMs } = this.allocationArgs(localApp, remoteApp, qos, opts);
     const peer = this.resolve(dst);
     if (!peer) {
       this.stats.unresolved++;
@@ -386,97 +334,14 @@ export class ShimUdpIpcp extends EventEmitter<Events> implements IpcProcess, Obs
         retry: setInterval(() => this.sendTo(peer, request), this.retryMs),
         abort: null,
       };
-      if (opts.signal) {
-        const signal = opts.signal;
-        const onAbort = (): void => this.giveUp(id, 'aborted', 'allocation aborted');
-        signal.addEventListener('abort', onAbort, { once: true });
-        entry.abort = () => signal.removeEventListener('abort', onAbort);
-      }
+      this.watchAbort(id, entry, opts.signal);
       this.entries.set(id, entry);
       this.sendTo(peer, request);
     });
   }
 
-  private resolveQos(q: QosRequest): QosSpec {
-    const spec = resolveQos(q, this.maxSdu, this.difName);
-    if (spec.reliable || spec.inOrder) throw new DifError('invalid_qos', `${this.difName} runs over UDP, which may lose and reorder: it offers unreliable, unordered flows only: ask for an unreliable flow, or use a normal DIF over it for reliability`);
-    return Object.freeze(spec);
-  }
-
-  private giveUp(id: number, code: 'timeout' | 'aborted', message: string): void {
-    const e = this.entries.get(id);
-    if (e?.state !== 'pending') return;
-    this.clearPending(id, e);
-    if (code === 'timeout') this.stats.allocTimedOut++;
-    else this.stats.allocFailed++;
-    this.send(e.peer, { kind: 'dealloc', dst: 0, src: id, reason: code === 'timeout' ? 'allocation timed out' : 'allocation aborted' });
-    e.flow.terminate(message, 'local');
-    e.reject(new DifError(code, `allocation of a flow to ${formatAppName(e.flow.remoteApp)}: ${message}`));
-  }
-
-  private clearPending(id: number, e: Extract<Entry, { state: 'pending' }>): void {
-    clearTimeout(e.timer);
-    clearInterval(e.retry);
-    e.abort?.();
-    this.entries.delete(id);
-  }
-
   // -------------------------------------------------------------------------------------------
-  // Allocation, responder side
-
-  /** @internal FlowRequest.accept() */
-  acceptIncoming(req: UdpFlowRequest, _opts: AcceptOptions): UdpFlow {
-    req.checkWaiting('accept');
-    const e = this.entries.get(req.localId);
-    if (e?.state !== 'incoming' || e.request !== req) throw new DifError('request_settled', 'the flow request is no longer pending');
-    this.checkOpen();
-    clearTimeout(e.timer);
-    req.state = 'accepted';
-    const flow = new UdpFlow(this, this.nextPortId++, req.localId, addrKey(e.peer.host, e.peer.port), this.difName, req.localApp, req.remoteApp, req.qos);
-    flow.markAllocated();
-    const now = Date.now();
-    this.entries.set(req.localId, { state: 'allocated', flow, peer: e.peer, remoteId: e.remoteId, lastHeard: now, lastSent: now });
-    this.send(e.peer, { kind: 'alloc_resp', dst: e.remoteId, src: req.localId, accept: true, reason: '' });
-    this.stats.incomingAccepted++;
-    this.emit('flowAllocated', flow);
-    return flow;
-  }
-
-  /** @internal FlowRequest.reject() */
-  rejectIncoming(req: UdpFlowRequest, reason: string): void {
-    req.checkWaiting('reject');
-    req.state = 'rejected';
-    const e = this.entries.get(req.localId);
-    if (e?.state === 'incoming' && e.request === req) {
-      clearTimeout(e.timer);
-      this.entries.delete(req.localId);
-      this.byRemote.delete(remoteKey(e.peer, e.remoteId));
-      this.send(e.peer, { kind: 'alloc_resp', dst: e.remoteId, src: 0, accept: false, reason: typeof reason === 'string' && reason !== '' ? reason : 'rejected by the application' });
-    }
-    this.stats.incomingRejected++;
-  }
-
-  // -------------------------------------------------------------------------------------------
-  // Deallocation and close
-
-  /** @internal Flow.deallocate() */
-  localDeallocate(flow: UdpFlow, reason: string): void {
-    const e = this.entries.get(flow.localId);
-    if (e?.state === 'allocated' && e.flow === flow) this.send(e.peer, { kind: 'dealloc', dst: e.remoteId, src: flow.localId, reason });
-    this.endFlow(flow.localId, reason, 'local');
-  }
-
-  /** End the allocated flow with local id `id` (no message sent). */
-  private endFlow(id: number, reason: string, cause: DeallocationCause): void {
-    const e = this.entries.get(id);
-    if (e?.state !== 'allocated') return;
-    this.entries.delete(id);
-    this.byRemote.delete(remoteKey(e.peer, e.remoteId));
-    this.blocked.delete(e.flow);
-    this.stats.flowsDeallocated++;
-    e.flow.terminate(reason, cause);
-    this.emit('flowDeallocated', e.flow, reason, cause);
-  }
+  // Close
 
   /** Deallocate every flow (telling the peers), refuse what waits, close the socket. Idempotent. */
   close(reason = 'IPC process closed'): void {
@@ -486,11 +351,11 @@ export class ShimUdpIpcp extends EventEmitter<Events> implements IpcProcess, Obs
         this.send(e.peer, { kind: 'dealloc', dst: e.remoteId, src: id, reason });
         this.endFlow(id, reason, 'closed');
       } else if (e.state === 'pending') {
-        this.clearPending(id, e);
+        this.clearOutgoing(id, e);
         this.send(e.peer, { kind: 'dealloc', dst: 0, src: id, reason });
         e.flow.terminate(reason, 'closed');
         e.reject(new DifError('closed', `${this.difName}: ${reason}`));
-      } else {
+      } else if (e.state === 'incoming') {
         if (e.request.state === 'waiting') this.rejectIncoming(e.request, reason);
         e.request.cancel(reason);
       }
@@ -521,10 +386,10 @@ export class ShimUdpIpcp extends EventEmitter<Events> implements IpcProcess, Obs
     for (const [id, e] of [...this.entries]) {
       if (e.state === 'allocated') this.endFlow(id, reason, 'closed');
       else if (e.state === 'pending') {
-        this.clearPending(id, e);
+        this.clearOutgoing(id, e);
         e.flow.terminate(reason, 'closed');
         e.reject(new DifError('closed', reason));
-      } else {
+      } else if (e.state === 'incoming') {
         clearTimeout(e.timer);
         this.entries.delete(id);
         e.request.cancel(reason);
@@ -533,26 +398,18 @@ export class ShimUdpIpcp extends EventEmitter<Events> implements IpcProcess, Obs
     this.socket.close();
   }
 
-  private checkOpen(): void {
-    if (this.closed) throw new DifError('closed', `${this.difName}: the IPC process is closed`);
-  }
-
-  private newId(): number {
-    const id = this.nextId;
-    this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1;
-    return id;
-  }
-
-  flows(): Flow[] {
-    const out: Flow[] = [];
-    for (const e of this.entries.values()) if (e.state === 'allocated') out.push(e.flow);
-    return out;
-  }
-
   // -------------------------------------------------------------------------------------------
   // The socket
 
-  private send(to: UdpAddress, m: WireMessage): void {
+  protected peerKey(peer: UdpAddress): string {
+    return addrKey(peer.host, peer.port);
+  }
+
+  protected samePeer(a: UdpAddress, b: UdpAddress): boolean {
+    return a.host === b.host && a.port === b.port;
+  }
+
+  protected send(to: UdpAddress, m: WireMessage): void {
     this.sendTo(to, encodeMessage(m));
   }
 
@@ -591,224 +448,38 @@ export class ShimUdpIpcp extends EventEmitter<Events> implements IpcProcess, Obs
     return true;
   }
 
-  private drop(reason: UdpDropReason, rinfo: RemoteInfo, detail?: string): void {
-    this.stats.drops[reason]++;
-    if (this.log.isLevelEnabled('debug')) this.log.debug({ from: addrKey(rinfo.address, rinfo.port), reason, detail }, 'shim-udp: datagram dropped');
-  }
-
   private onDatagram(buf: Buffer, rinfo: RemoteInfo): void {
     if (this.closed) return;
     this.stats.rxDatagrams++;
     this.stats.rxBytes += buf.byteLength;
+    const from = addrKey(rinfo.address, rinfo.port);
     try {
-      if (!this.allowed.has(addrKey(rinfo.address, rinfo.port))) return this.drop('unknown_peer', rinfo);
-      if (buf.byteLength > this.mtu) return this.drop('oversize', rinfo, `${buf.byteLength} bytes, MTU ${this.mtu}`);
+      if (!this.allowed.has(from)) return this.drop('unknown_peer', from);
+      if (buf.byteLength > this.mtu) return this.drop('oversize', from, `${buf.byteLength} bytes, MTU ${this.mtu}`);
       let m: WireMessage;
       try {
         m = decodeMessage(buf);
       } catch (e) {
-        if (e instanceof WireError) return this.drop('malformed', rinfo, e.message);
+        if (e instanceof WireError) return this.drop('malformed', from, e.message);
         throw e;
       }
-      this.handle(m, { host: rinfo.address, port: rinfo.port }, rinfo);
+      this.handle(m, { host: rinfo.address, port: rinfo.port }, from);
     } catch (e) {
       // Contained: one bad datagram never ends the process.
-      this.log.error({ err: (e as Error).message, from: addrKey(rinfo.address, rinfo.port) }, 'shim-udp: fault handling a datagram');
-    }
-  }
-
-  /** The allocated flow `id` if `from` is its peer. */
-  private flowOf(id: number, from: UdpAddress): Extract<Entry, { state: 'allocated' }> | undefined {
-    const e = this.entries.get(id);
-    if (e?.state !== 'allocated' || e.peer.host !== from.host || e.peer.port !== from.port) return undefined;
-    return e;
-  }
-
-  private unknownId(id: number, rinfo: RemoteInfo): void {
-    this.drop(id < this.nextId ? 'stale' : 'unknown_flow', rinfo, `flow id ${id}`);
-  }
-
-  private handle(m: WireMessage, from: UdpAddress, rinfo: RemoteInfo): void {
-    switch (m.kind) {
-      case 'data': {
-        const e = this.flowOf(m.dst, from);
-        if (!e) return this.unknownId(m.dst, rinfo);
-        e.lastHeard = Date.now();
-        if (m.sdu.byteLength > e.flow.qos.maxSdu) return this.drop('oversize', rinfo, `SDU of ${m.sdu.byteLength} bytes on a flow of max SDU ${e.flow.qos.maxSdu}`);
-        e.flow.deliver(m.sdu);
-        return;
-      }
-      case 'keepalive': {
-        const e = this.flowOf(m.dst, from);
-        if (!e || e.remoteId !== m.src) {
-          this.unknownId(m.dst, rinfo);
-          this.send(from, { kind: 'dealloc', dst: m.src, src: m.dst, reason: `${this.difName} has no such flow (the peer restarted?)` });
-          return;
-        }
-        e.lastHeard = Date.now();
-        return;
-      }
-      case 'alloc_req':
-        return this.onAllocRequest(m, from, rinfo);
-      case 'alloc_resp': {
-        const e = this.entries.get(m.dst);
-        if (e?.state === 'allocated' && e.peer.host === from.host && e.peer.port === from.port && e.remoteId === m.src && m.accept) return; // a duplicate answer
-        if (e?.state !== 'pending' || e.peer.host !== from.host || e.peer.port !== from.port) {
-          this.unknownId(m.dst, rinfo);
-          if (m.accept) this.send(from, { kind: 'dealloc', dst: m.src, src: m.dst, reason: 'the allocation was given up' });
-          return;
-        }
-        this.clearPending(m.dst, e);
-        if (!m.accept) {
-          this.stats.allocRejected++;
-          e.flow.terminate(`rejected: ${m.reason}`, 'peer');
-          e.reject(new DifError('rejected', `${formatAppName(e.flow.remoteApp)} refused the flow: ${m.reason}`, { peerReason: m.reason }));
-          return;
-        }
-        const now = Date.now();
-        this.entries.set(m.dst, { state: 'allocated', flow: e.flow, peer: e.peer, remoteId: m.src, lastHeard: now, lastSent: now });
-        this.byRemote.set(remoteKey(e.peer, m.src), m.dst);
-        e.flow.markAllocated();
-        this.stats.allocAccepted++;
-        this.emit('flowAllocated', e.flow);
-        e.resolve(e.flow);
-        return;
-      }
-      case 'dealloc': {
-        const id = m.dst !== 0 ? m.dst : this.byRemote.get(remoteKey(from, m.src));
-        const e = id === undefined ? undefined : this.entries.get(id);
-        if (id === undefined || !e || e.peer.host !== from.host || e.peer.port !== from.port) return this.unknownId(m.dst, rinfo);
-        const why = `deallocated by the peer: ${m.reason}`;
-        if (e.state === 'allocated') {
-          if (e.remoteId !== m.src && m.src !== 0) return this.unknownId(m.dst, rinfo);
-          this.endFlow(id, why, 'peer');
-        } else if (e.state === 'incoming') {
-          if (e.remoteId !== m.src) return this.unknownId(m.dst, rinfo);
-          clearTimeout(e.timer);
-          this.entries.delete(id);
-          this.byRemote.delete(remoteKey(from, m.src));
-          e.request.cancel(`the requester gave up: ${m.reason}`);
-        } else {
-          // The peer ends a flow we still wait for (it lost the accept's state): fail the allocation.
-          this.clearPending(id, e);
-          this.stats.allocFailed++;
-          e.flow.terminate(why, 'peer');
-          e.reject(new DifError('rejected', `${formatAppName(e.flow.remoteApp)}: ${why}`, { peerReason: m.reason }));
-        }
-        return;
-      }
-    }
-  }
-
-  private onAllocRequest(m: Extract<WireMessage, { kind: 'alloc_req' }>, from: UdpAddress, rinfo: RemoteInfo): void {
-    const dup = this.byRemote.get(remoteKey(from, m.src));
-    if (dup !== undefined) {
-      const e = this.entries.get(dup);
-      // Our answer was lost: say it again. A request still waiting for its application: nothing yet.
-      if (e?.state === 'allocated') this.send(from, { kind: 'alloc_resp', dst: m.src, src: dup, accept: true, reason: '' });
-      return;
-    }
-    const refuse = (reason: string, count: UdpDropReason | null): void => {
-      if (count) this.stats.drops[count]++;
-      this.stats.incomingRejected++;
-      this.send(from, { kind: 'alloc_resp', dst: m.src, src: 0, accept: false, reason });
-    };
-    if (m.difName !== this.difName) return refuse(`this is DIF ${clampUtf8(this.difName, 128)}, not ${clampUtf8(m.difName, 128)}`, null);
-    let srcApp: AppName;
-    let dstApp: AppName;
-    try {
-      srcApp = nameArg(m.srcApp, 'source application');
-      dstApp = nameArg(m.dstApp, 'destination application');
-    } catch (e) {
-      this.drop('malformed', rinfo, (e as Error).message);
-      return refuse(`bad application name: ${(e as Error).message}`, null);
-    }
-    if (m.reliable || m.inOrder) return refuse('a shim-udp DIF offers unreliable, unordered flows only', null);
-    if (m.maxSdu > this.maxSdu) return refuse(`max SDU ${m.maxSdu} exceeds this end's ${this.maxSdu}`, null);
-    const reg = this.registrations.get(dstApp);
-    if (!reg) return refuse('unknown application', 'no_registration');
-    let pending = 0;
-    for (const e of this.entries.values()) if (e.state === 'incoming') pending++;
-    if (pending >= this.maxPendingRequests || this.entries.size >= this.maxFlows) return refuse(`too many flows or requests at ${this.difName}; try again later`, 'limit');
-    const id = this.newId();
-    const qos: QosSpec = Object.freeze({ reliable: false, inOrder: false, maxSdu: m.maxSdu === 0 ? this.maxSdu : m.maxSdu });
-    const request = new UdpFlowRequest(this, id, this.difName, dstApp, srcApp, qos);
-    const timer = setTimeout(() => {
-      const e = this.entries.get(id);
-      if (e?.state !== 'incoming' || e.request !== request || request.state !== 'waiting') return;
-      this.rejectIncoming(request, `${formatAppName(dstApp)} did not answer within ${this.allocateTimeoutMs} ms`);
-      request.cancel('the application did not answer in time');
-    }, this.allocateTimeoutMs);
-    timer.unref();
-    this.entries.set(id, { state: 'incoming', request, peer: from, remoteId: m.src, timer });
-    this.byRemote.set(remoteKey(from, m.src), id);
-    try {
-      reg.handler(request);
-    } catch (e) {
-      this.log.warn({ err: (e as Error).message, app: reg.key }, 'shim-udp: the flow request handler threw; the request is refused');
-      if (request.state === 'waiting') this.rejectIncoming(request, 'the application failed');
-    }
-  }
-
-  private keepaliveTick(): void {
-    const now = Date.now();
-    for (const [id, e] of [...this.entries]) {
-      if (e.state !== 'allocated') continue;
-      if (now - e.lastHeard > this.keepaliveTimeoutMs) {
-        this.stats.peersLost++;
-        const peer = addrKey(e.peer.host, e.peer.port);
-        this.send(e.peer, { kind: 'dealloc', dst: e.remoteId, src: id, reason: 'keepalive timeout' });
-        this.endFlow(id, `the peer ${peer} sent nothing for ${this.keepaliveTimeoutMs} ms (keepalive timeout): it is gone or unreachable`, 'peer');
-        this.log.info({ peer, portId: e.flow.portId }, 'shim-udp: flow ended, peer silent');
-      } else if (now - e.lastSent >= this.keepaliveMs) {
-        e.lastSent = now;
-        this.send(e.peer, { kind: 'keepalive', dst: e.remoteId, src: id });
-      }
+      this.log.error({ err: (e as Error).message, from }, 'shim-udp: fault handling a datagram');
     }
   }
 
   // -------------------------------------------------------------------------------------------
   // Budgets and observation
 
-  accountRx(delta: number): void {
-    this.rxQueuedBytes += delta;
-  }
-
-  rxBudgetHit(which: 'sdus' | 'flow_bytes' | 'total_bytes'): void {
-    this.stats.rxBudgetDrops[which]++;
-  }
-
-  counters(): IpcpCounters {
+  protected datagramCounters(): NonNullable<IpcpCounters['datagrams']> {
     const s = this.stats;
-    return {
-      allocations: {
-        outgoing: { allocated: s.allocAccepted, rejected: s.allocRejected, timeout: s.allocTimedOut, failed: s.allocFailed },
-        incoming: { allocated: s.incomingAccepted, rejected: s.incomingRejected },
-      },
-      flowsDeallocated: s.flowsDeallocated,
-      drops: { stale: s.drops.stale + s.drops.unknown_flow, malformed_control: s.drops.malformed },
-      rxQueuedBytes: this.rxQueuedBytes,
-      rxBudgetDrops: { ...s.rxBudgetDrops },
-      datagrams: { txDatagrams: s.txDatagrams, txBytes: s.txBytes, rxDatagrams: s.rxDatagrams, rxBytes: s.rxBytes, txErrors: s.txErrors },
-      datagramDrops: { ...s.drops },
-      resolutions: { resolved: s.resolved, unresolved: s.unresolved },
-    };
+    return { txDatagrams: s.txDatagrams, txBytes: s.txBytes, rxDatagrams: s.rxDatagrams, rxBytes: s.rxBytes, txErrors: s.txErrors };
   }
 
   inspect(): Record<string, unknown> {
-    const flows = [...this.entries].sort((a, b) => a[0] - b[0]).map(([id, e]) => {
-      const apps = e.state === 'incoming' ? e.request : e.flow;
-      return {
-        id,
-        state: e.state,
-        peer: addrKey(e.peer.host, e.peer.port),
-        remoteId: e.state === 'pending' ? 0 : e.remoteId,
-        ...(e.state !== 'incoming' ? { portId: e.flow.portId } : {}),
-        localApp: formatAppName(apps.localApp),
-        remoteApp: formatAppName(apps.remoteApp),
-        maxSdu: apps.qos.maxSdu,
-      };
-    });
+    const flows = this.inspectFlows();
     return {
       difName: this.difName,
       name: this.ipcpName,
@@ -825,8 +496,4 @@ export class ShimUdpIpcp extends EventEmitter<Events> implements IpcProcess, Obs
       stats: this.stats,
     };
   }
-}
-
-function remoteKey(peer: UdpAddress, remoteId: number): string {
-  return `${peer.host}:${peer.port}/${remoteId}`;
 }
