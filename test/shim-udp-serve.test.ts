@@ -99,7 +99,17 @@ t.test('two serve processes, shim-udp on loopback and a normal DIF over it', asy
     reg.on('request', (req) => {
       void req.accept().then((f) => f.on('data', (sdu) => f.write(sdu)));
     });
-    const flow = await cb.allocate(dif, 'check', { src: 'checker' });
+    // The registration reaches B's directory by a flood a moment after A answered: retry the
+    // 'unknown application' miss for a bounded while, as an application would.
+    let flow: Awaited<ReturnType<typeof cb.allocate>> | undefined;
+    for (const until = Date.now() + 5000; !flow; ) {
+      try {
+        flow = await cb.allocate(dif, 'check', { src: 'checker' });
+      } catch (e) {
+        if ((e as { code?: string }).code !== 'rejected' || Date.now() > until) throw e;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
     for (let n = 0; n <= 1400; n += 100) {
       const sdu = Uint8Array.from({ length: n }, (_, i) => (i * 31 + n) & 0xff);
       flow.write(sdu);
