@@ -102,10 +102,12 @@ async function startMember(g: Guest): Promise<void> {
   const up = [
     'mkdir -p /run/vmpi',
     `(node ${VMPI_CLI} guest --normal-dif ${NORMAL_DIF} --log-level warn >/tmp/vmpi-guest.log 2>&1 &)`,
-    'i=0; while [ ! -S /run/vmpi/ipc.sock ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done',
-    '[ -S /run/vmpi/ipc.sock ] || { cat /tmp/vmpi-guest.log; exit 1; }',
+    // Up to 180 s: Node's start under TCG on a busy host took over 30 s. `false`, not `exit`:
+    // exit would end the agent's own shell, which powers the guest off.
+    'i=0; while [ ! -S /run/vmpi/ipc.sock ] && [ $i -lt 1800 ]; do sleep 0.1; i=$((i+1)); done',
+    '[ -S /run/vmpi/ipc.sock ] || { cat /tmp/vmpi-guest.log; false; }',
   ].join(' && ');
-  const r = await g.exec(up, 120_000);
+  const r = await g.exec(up, 240_000);
   if (r.rc !== 0) throw new Error(`vmpi guest did not start:\n${r.out}`);
 }
 
