@@ -246,8 +246,14 @@ t.test('every name in the rules and the dashboard is in a real scrape of vmpi se
   t.match(text, /^vmpi_device_drops_total\{vmpi_id="4",reason="unbound_channel"\} 1$/m, 'the drop counted');
   t.match(text, /^vmpi_restart_info\{holder="keeper"\} 1$/m, 'restart metrics present (keeper mode)');
   t.match(text, /^vmpi_dif_enrolled\{dif="n\.DIF"\} 1$/m, 'normal DIF metrics present');
-  // `up` is the one series Prometheus writes itself, per target.
-  fams.set('up', new Map([['job', new Set(['vmpi'])], ['instance', new Set(['127.0.0.1:19464'])]]));
+  // `up` is the one series Prometheus writes itself, per target: the host (job vmpi) and each
+  // guest found through this server's own /sd/guests document (job vmpi-guests, PROVISIONING.md),
+  // with the target labels that document gives.
+  const sd = (await (await fetch(url!.replace(/\/metrics$/, '/sd/guests'), { signal: AbortSignal.timeout(5000) })).json()) as { targets: string[]; labels?: Record<string, string> }[];
+  t.ok(sd.length >= 1, `/sd/guests lists the configured device (${JSON.stringify(sd)})`);
+  const up = new Map([['job', new Set(['vmpi', 'vmpi-guests'])], ['instance', new Set(['127.0.0.1:19464'])]]);
+  for (const g of sd) for (const [k, v] of Object.entries(g.labels ?? {})) if (!k.startsWith('__')) (up.get(k) ?? up.set(k, new Set()).get(k)!).add(v);
+  fams.set('up', up);
 
   // Recording rules become families for the expressions after them.
   for (const r of rules) {
