@@ -92,15 +92,7 @@ export class VhostUserServer extends EventEmitter<ServerEvents> {
     this.acceptBackoff = new AcceptBackoff({
       log: new ThrottledLog(this.log, 'accept failed; backing off'),
       pause: () => this.watcher?.stop(),
-      retry: () => {
-        if (!this.watcher) return;
-        this.watcher.start();
-        try {
-          this.acceptAll();
-        } catch (e) {
-          this.log.error({ err: (e as Error)?.message ?? String(e) }, 'error while accepting front-ends');
-        }
-      },
+      retry: () => this.resumeAccepting(),
     });
   }
 
@@ -132,18 +124,27 @@ export class VhostUserServer extends EventEmitter<ServerEvents> {
         throw new ServerError(`cannot listen on ${path}: ${(e as Error).message}`);
       }
     }
-    this.watcher = native.watchReadable(this.listenFd, () => {
-      try {
-        this.acceptAll();
-      } catch (e) {
-        // Never the process: a 'connection' listener or a device factory that throws costs that
-        // one front-end (closed in acceptAll), and accepting goes on at the next readiness.
-        this.log.error({ err: (e as Error)?.message ?? String(e) }, 'error while accepting front-ends');
-      }
-    });
+    this.watcher = native.watchReadable(this.listenFd, () => this.acceptGuarded());
     this.watcher.start();
     this.log.info('listening for vhost-user front-ends');
     return this;
+  }
+
+  /** A pause (accept back-off or the gate) is over: watch the socket again and take what waits. */
+  private resumeAccepting(): void {
+    if (!this.watcher) return; // closed meanwhile
+    this.watcher.start();
+    this.acceptGuarded();
+  }
+
+  private acceptGuarded(): void {
+    try {
+      this.acceptAll();
+    } catch (e) {
+      // Never the process: a 'connection' listener or a device factory that throws costs that
+      // one front-end (closed in acceptAll), and accepting goes on at the next readiness.
+      this.log.error({ err: (e as Error)?.message ?? String(e) }, 'error while accepting front-ends');
+    }
   }
 
   private acceptAll(): void {
@@ -191,13 +192,7 @@ export class VhostUserServer extends EventEmitter<ServerEvents> {
     this.gateLog.warn({ waitMs: ms, rate: this.gate.rate, burst: this.gate.burst, misbehaving: this.gate.charged });
     this.gateTimer = setTimeout(() => {
       this.gateTimer = null;
-      if (!this.watcher) return;
-      this.watcher.start();
-      try {
-        this.acceptAll();
-      } catch (e) {
-        this.log.error({ err: (e as Error)?.message ?? String(e) }, 'error while accepting front-ends');
-      }
+      this.resumeAccepting();
     }, ms);
     this.gateTimer.unref?.();
   }
