@@ -43,7 +43,7 @@ export interface FlowHost {
   checkOpen(): void;
   lookup(app: AppName): number | undefined;
   /** The unreachable member a name was forgotten with (Directory.lostAt), for the error's words. */
-  lostAt?(app: AppName): number | undefined;
+  lostAt(app: AppName): number | undefined;
   registration(app: AppName): { readonly appName: AppName; readonly key: string; readonly handler: FlowRequestHandler } | undefined;
   sendMgmt(dst: number, msg: CdapMessage): void;
   emit(event: 'flowAllocated', flow: Flow): void;
@@ -132,11 +132,9 @@ export class IpcpFlows implements NormalFlowOwner, NormalRequestOwner {
       const spec = this.resolveQos(qos);
       if (opts.signal?.aborted) throw new DifError('aborted', 'allocation aborted before it started');
       if (this.h.address === 0) throw new DifError('port_down', `${formatAppName(this.h.name)} is not enrolled in ${this.h.difName} yet`);
-      const where = this.h.lookup(dst);
-      if (where === undefined) {
-        const lost = this.h.lostAt?.(dst);
-        if (lost !== undefined) throw new DifError('port_down', `member ${lost} of ${this.h.difName}, where ${formatAppName(dst)} is registered, is unreachable`);
-      }
+      // A name forgotten with its unreachable member is still placed there, so the reachability
+      // check below says which member is gone instead of "unknown application".
+      const where = this.h.lookup(dst) ?? this.h.lostAt(dst);
       if (where === undefined) throw new DifError('rejected', `${formatAppName(dst)} is not registered in ${this.h.difName}: ${REASON_UNKNOWN_APPLICATION}`, { peerReason: REASON_UNKNOWN_APPLICATION });
       if (where !== this.h.address && !this.h.rmt.forwardingTable().has(where)) throw new DifError('port_down', `member ${where} of ${this.h.difName}, where ${formatAppName(dst)} is registered, is unreachable`);
       if (where === this.h.address) throw new DifError('invalid_argument', `${formatAppName(dst)} is registered at this same IPC process; flows within one member of ${this.h.difName} are not supported yet`);
