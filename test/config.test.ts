@@ -120,6 +120,10 @@ t.test('each kind of problem, with its message', async (t) => {
   t.same(one('log:\n  level: loud\n'), ['log.level: "loud" is not one of trace, debug, info, warn, error, fatal, silent']);
   t.same(one('difs:\n  - name: a\n'), ['difs[0].type: is required but missing']);
   t.same(one('ipcps: {}\n'), ['ipcps: {} is an object, expected a list']);
+  // A YAML complex key (the config fuzz target found it): quoted, so the problem stays one line.
+  const complex = one('? [a, b]:\n: 1\n');
+  t.same(complex, ['"{\\n  ? [ a, b ]\\n  :\\n}": unknown field; known fields here: devices, metrics, log, ipc, normal, shimUdp, shimEth, difs, ipcps'], 'the key quoted, its newlines escaped');
+  t.notOk(complex[0]!.includes('\n'), 'one line');
   t.same(one('devcies: []\n'), ['devcies: unknown field (did you mean "devices"?); known fields here: devices, metrics, log, ipc, normal, shimUdp, shimEth, difs, ipcps']);
   t.same(one('- 1\n'), ['(top level): [1] is a list, expected an object']);
   t.same(one('just a string\n'), ['(top level): "just a string" is a string, expected an object']);

@@ -59,7 +59,10 @@ function jsonPointerToPath(ptr: string): string {
 }
 
 function join(path: string, field: string): string {
-  return path ? `${path}.${field}` : field;
+  // A key that is not a plain name (a YAML complex key stringified over several lines, spaces,
+  // control characters) is quoted, so the problem stays one line and says where it is.
+  const f = /^[\w$-]+$/.test(field) ? field : JSON.stringify(field);
+  return path ? `${path}.${f}` : f;
 }
 
 function show(v: unknown): string {
