@@ -13,7 +13,6 @@
  */
 import t from 'tap';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { IpcClient } from '../src/dif/ipc/client.js';
@@ -21,6 +20,7 @@ import { mergeServeOptions } from '../src/ops/config.js';
 import { startServing } from '../src/ops/serve.js';
 import { readN } from './helpers/flows.js';
 import { Guest, GUEST_DIR, guestUnavailable, nodeScript } from './helpers/guest.js';
+import { httpGet, sample } from './helpers/exposition.js';
 
 const unavailable =
   guestUnavailable() ?? (existsSync(join(GUEST_DIR, 'initramfs-node.cpio.gz')) ? null : 'initramfs-node.cpio.gz missing: run scripts/guest/build-node.sh');
@@ -72,30 +72,6 @@ echo $! > /tmp/vmpi-guest.pid
 for i in $(seq 1 900); do [ -S /run/vmpi/ipc.sock ] && break; sleep 0.1; done
 `);
 
-function get(url: string): Promise<{ status: number; body: string; ms: number }> {
-  const t0 = performance.now();
-  return new Promise((resolve, reject) => {
-    const req = request(url, { agent: false, timeout: 30_000 }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (s: string) => (body += s));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, ms: performance.now() - t0 }));
-    });
-    req.on('timeout', () => req.destroy(new Error(`GET ${url}: no answer in 30 s`)));
-    req.on('error', reject);
-    req.end();
-  });
-}
-
-/** The value of `name{labels}` in an exposition (labels in prom-client's order). */
-function sample(text: string, name: string, labels: Record<string, string>): number | undefined {
-  const l = Object.entries(labels)
-    .map(([k, v]) => `${k}="${v}"`)
-    .join(',');
-  const line = text.split('\n').find((x) => x.startsWith(`${name}{${l}} `));
-  return line === undefined ? undefined : Number(line.slice(line.lastIndexOf(' ') + 1));
-}
-
 t.test('guest metrics through the VMPI match the host per-channel counters; a stopped guest costs one timeout', { skip: unavailable ?? false, timeout: 480_000 }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'vmpi-gm-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -112,7 +88,7 @@ t.test('guest metrics through the VMPI match the host per-channel counters; a st
   t.teardown(() => g.kill());
   await g.waitJson('GM-READY', 240_000);
 
-  const sd = JSON.parse((await get(`${base}/sd/guests`)).body) as unknown;
+  const sd = JSON.parse((await httpGet(`${base}/sd/guests`)).body) as unknown;
   t.same(sd, [{ targets: [new URL(base).host], labels: { __metrics_path__: `/metrics/guest/${VMPI_ID}`, vmpi_guest_id: String(VMPI_ID) } }], '/sd/guests lists the guest');
 
   // A known transfer on one flow.
@@ -128,7 +104,7 @@ t.test('guest metrics through the VMPI match the host per-channel counters; a st
   const latencies: number[] = [];
   let guestText = '';
   for (let i = 0; i < 5; i++) {
-    const r = await get(`${base}/metrics/guest/${VMPI_ID}`);
+    const r = await httpGet(`${base}/metrics/guest/${VMPI_ID}`);
     t.equal(r.status, 200, `guest scrape ${i + 1} through the VMPI`);
     latencies.push(Math.round(r.ms));
     guestText = r.body;
@@ -142,7 +118,7 @@ t.test('guest metrics through the VMPI match the host per-channel counters; a st
     pings.push(Math.round(performance.now() - t0));
   }
   t.comment(`allocation round trip to a refusing guest application (ms): ${pings.join(', ')}`);
-  const hostText = (await get(`${base}/metrics`)).body;
+  const hostText = (await httpGet(`${base}/metrics`)).body;
   for (const [name, dir_, want] of [
     ['sdus', 'to_guest', N],
     ['bytes', 'to_guest', N * SIZE],
@@ -163,7 +139,7 @@ t.test('guest metrics through the VMPI match the host per-channel counters; a st
   // A stopped vmpi guest: its scrape costs its timeout, the host's own /metrics does not wait.
   t.match(await app.allocate(DIF, 'stop/1', { timeoutMs: ALLOC_MS }).catch((e: unknown) => e), { peerReason: 'stopping vmpi guest' });
   await new Promise((r) => setTimeout(r, 1500));
-  const [silent, own] = await Promise.all([get(`${base}/metrics/guest/${VMPI_ID}`), get(`${base}/metrics`)]);
+  const [silent, own] = await Promise.all([httpGet(`${base}/metrics/guest/${VMPI_ID}`), httpGet(`${base}/metrics`)]);
   t.equal(silent.status, 504, 'a stopped guest: 504');
   t.ok(silent.ms >= TIMEOUT_MS - 50 && silent.ms < TIMEOUT_MS + 1500, `within its timeout of ${TIMEOUT_MS} ms plus slack: ${Math.round(silent.ms)} ms`);
   t.equal(own.status, 200, "the host's /metrics answers meanwhile");
@@ -174,12 +150,12 @@ t.test('guest metrics through the VMPI match the host per-channel counters; a st
   const end = Date.now() + 60_000;
   let again = 0;
   while (Date.now() < end) {
-    again = (await get(`${base}/metrics/guest/${VMPI_ID}`)).status;
+    again = (await httpGet(`${base}/metrics/guest/${VMPI_ID}`)).status;
     if (again === 200) break;
     await new Promise((r) => setTimeout(r, 500));
   }
   t.equal(again, 200, 'after SIGCONT the guest is scraped again');
-  const counts = (await get(`${base}/metrics`)).body;
+  const counts = (await httpGet(`${base}/metrics`)).body;
   t.ok((sample(counts, 'vmpi_guest_scrapes_total', { vmpi_id: String(VMPI_ID), outcome: 'timeout' }) ?? 0) >= 1, 'the timeout is counted');
   t.ok((sample(counts, 'vmpi_guest_scrapes_total', { vmpi_id: String(VMPI_ID), outcome: 'ok' }) ?? 0) >= 6, 'the good scrapes are counted');
 

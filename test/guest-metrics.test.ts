@@ -8,7 +8,6 @@
  */
 import t from 'tap';
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
@@ -19,22 +18,10 @@ import { GuestMetricsApp } from '../src/ops/guest-metrics-app.js';
 import { GuestMetricsFetcher } from '../src/ops/guest-metrics-fetch.js';
 import { VmpiHost } from '../src/vmpi/host.js';
 import { setup } from './dif/helpers.js';
+import { httpGet } from './helpers/exposition.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'vmpi-gmetrics-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-
-function get(url: string): Promise<{ status: number; type: string | undefined; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request(url, { agent: false }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, type: res.headers['content-type'], body }));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
 
 function wireError(f: () => unknown): string {
   try {
@@ -155,29 +142,29 @@ t.test('through the VMPI: /metrics/guest/<id>, /sd/guests, timeout, refusal, ove
   });
   const base = `http://127.0.0.1:${server.address.port}`;
 
-  const ok = await get(`${base}/metrics/guest/7`);
+  const ok = await httpGet(`${base}/metrics/guest/7`);
   t.equal(ok.status, 200);
   t.equal(ok.type, 'text/plain; version=0.0.4; charset=utf-8');
   t.equal(ok.body, text, "the guest's exposition, verbatim, over several SDUs of at most 1024 bytes");
   t.equal(host.flows().length, 0, 'the host deallocated the flow');
 
-  const sd = await get(`${base}/sd/guests`);
+  const sd = await httpGet(`${base}/sd/guests`);
   t.equal(sd.status, 200);
   t.same(JSON.parse(sd.body), [{ targets: [`127.0.0.1:${server.address.port}`], labels: { __metrics_path__: '/metrics/guest/7', vmpi_guest_id: '7' } }]);
 
-  t.equal((await get(`${base}/metrics/guest/99`)).status, 404, 'an unknown VMPI-id');
+  t.equal((await httpGet(`${base}/metrics/guest/99`)).status, 404, 'an unknown VMPI-id');
 
-  const [c1, c2] = await Promise.all([get(`${base}/metrics/guest/7`), get(`${base}/metrics/guest/7`)]);
+  const [c1, c2] = await Promise.all([httpGet(`${base}/metrics/guest/7`), httpGet(`${base}/metrics/guest/7`)]);
   t.same([c1.status, c2.status], [200, 200], 'concurrent requests share one fetch');
 
   text = big;
-  const over = await get(`${base}/metrics/guest/7`);
+  const over = await httpGet(`${base}/metrics/guest/7`);
   t.equal(over.status, 502, 'an exposition over the budget');
   t.match(over.body, /guest_error: .*over the host's budget of 4096/);
 
   app.close();
   const silentRegs: Array<() => void> = [];
-  const refused = await get(`${base}/metrics/guest/7`);
+  const refused = await httpGet(`${base}/metrics/guest/7`);
   t.equal(refused.status, 502, 'vmpi-metrics not registered: refused at allocation');
   t.match(refused.body, /^unreachable: /);
 
@@ -186,11 +173,11 @@ t.test('through the VMPI: /metrics/guest/<id>, /sd/guests, timeout, refusal, ove
   silentRegs.push(() => reg.unregister());
   t.teardown(() => silentRegs.forEach((f) => f()));
   const t0 = Date.now();
-  const silent = await get(`${base}/metrics/guest/7`);
+  const silent = await httpGet(`${base}/metrics/guest/7`);
   const took = Date.now() - t0;
   t.equal(silent.status, 504, 'a silent guest: 504');
   t.ok(took >= 250 && took < 300 + 400, `answered after about the timeout (300 ms): ${took} ms`);
-  const own = await get(`${base}/metrics`);
+  const own = await httpGet(`${base}/metrics`);
   t.equal(own.status, 200, "the host's own /metrics still answers");
   t.match(own.body, 'vmpi_guest_scrapes_total{vmpi_id="7",outcome="ok"} 2');
   t.match(own.body, 'vmpi_guest_scrapes_total{vmpi_id="7",outcome="guest_error"} 1');

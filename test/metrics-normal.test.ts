@@ -11,14 +11,7 @@ import { HostMetrics } from '../src/ops/metrics.js';
 import { VmpiHost } from '../src/vmpi/host.js';
 import { until } from './dif/helpers.js';
 import { acceptAll, knows, topology, within } from './dif/normal/ipcp-harness.js';
-
-function sample(text: string, name: string, labels: Record<string, string>): number | undefined {
-  const l = Object.entries(labels)
-    .map(([k, v]) => `${k}="${v}"`)
-    .join(',');
-  const line = text.split('\n').find((x) => x.startsWith(`${name}{${l}} `));
-  return line === undefined ? undefined : Number(line.slice(line.lastIndexOf(' ') + 1));
-}
+import { sample } from './helpers/exposition.js';
 
 const promtool = spawnSync('promtool', ['--version'], { stdio: 'ignore' }).status === 0;
 

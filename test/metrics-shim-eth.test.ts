@@ -9,14 +9,7 @@ import { VmpiHost } from '../src/vmpi/host.js';
 import { ShimEthIpcp } from '../src/dif/shim-eth/ipcp.js';
 import { buildFrame } from '../src/dif/shim-eth/wire.js';
 import { FakeHub } from './helpers/fake-eth.js';
-
-function sample(text: string, name: string, labels: Record<string, string>): number | undefined {
-  const l = Object.entries(labels)
-    .map(([k, v]) => `${k}="${v}"`)
-    .join(',');
-  const line = text.split('\n').find((x) => x.startsWith(`${name}{${l}} `));
-  return line === undefined ? undefined : Number(line.slice(line.lastIndexOf(' ') + 1));
-}
+import { sample } from './helpers/exposition.js';
 
 t.test('shim-eth metrics: frames, bytes, drops by reason, resolutions', async (t) => {
   const host = new VmpiHost();

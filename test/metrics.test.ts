@@ -8,7 +8,6 @@
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { native } from '../src/sys/native.js';
@@ -16,6 +15,7 @@ import { HostMetrics, startMetricsServer } from '../src/ops/metrics.js';
 import { FrontendRequestError, VhostUserFrontend } from './frontend/frontend.js';
 import { acceptAll, settle, setup } from './dif/helpers.js';
 import { VmpiHost } from '../src/vmpi/host.js';
+import { httpGet, sample } from './helpers/exposition.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'vmpi-metrics-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -30,34 +30,6 @@ async function until(pred: () => boolean, what: string, ms = 3000): Promise<void
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await sleep(5);
   }
-}
-
-interface Reply {
-  status: number;
-  type: string | undefined;
-  body: string;
-}
-
-function get(url: string, method = 'GET'): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const req = request(url, { method, agent: false }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, type: res.headers['content-type'], body }));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
-
-/** The value of one sample line `name{labels} value` (labels in the order prom-client prints them). */
-function sample(text: string, name: string, labels: Record<string, string>): number | undefined {
-  const l = Object.entries(labels)
-    .map(([k, v]) => `${k}="${v}"`)
-    .join(',');
-  const line = text.split('\n').find((x) => x.startsWith(`${name}{${l}} `));
-  return line === undefined ? undefined : Number(line.slice(line.lastIndexOf(' ') + 1));
 }
 
 const promtool = spawnSync('promtool', ['--version'], { stdio: 'ignore' }).status === 0;
@@ -91,7 +63,7 @@ t.test('device and connection metrics, scraped over HTTP', async (t) => {
   a.stats.backlogBytes = 300;
   b.stats.drops.oversize = 1;
 
-  let r = await get(server.url);
+  let r = await httpGet(server.url);
   t.equal(r.status, 200);
   t.match(r.type, /^text\/plain; version=0\.0\.4/);
   const m = r.body;
@@ -128,7 +100,7 @@ t.test('device and connection metrics, scraped over HTTP', async (t) => {
   // A front-end connects and goes away cleanly, another breaks the protocol.
   const fd1 = native.connectUnix(join(dir, 'a.sock'));
   await until(() => host.server(7)!.connections.size === 1, 'first connection');
-  r = await get(server.url);
+  r = await httpGet(server.url);
   t.equal(sample(r.body, 'vmpi_vhost_user_connections', { vmpi_id: '7' }), 1);
   t.equal(sample(r.body, 'vmpi_vhost_user_connections_accepted_total', { vmpi_id: '7' }), 1);
   native.close(fd1);
@@ -145,7 +117,7 @@ t.test('device and connection metrics, scraped over HTTP', async (t) => {
 
   // The counters are cumulative: a disconnect (device reset) must not lower them.
   a.stats.toGuest.sdus += 1;
-  r = await get(server.url);
+  r = await httpGet(server.url);
   const m2 = r.body;
   t.equal(sample(m2, 'vmpi_vhost_user_connections', { vmpi_id: '7' }), 0);
   t.equal(sample(m2, 'vmpi_vhost_user_connections_accepted_total', { vmpi_id: '7' }), 2);
@@ -159,16 +131,16 @@ t.test('device and connection metrics, scraped over HTTP', async (t) => {
 
   // A removed device disappears.
   host.removeDevice(8);
-  r = await get(server.url);
+  r = await httpGet(server.url);
   t.equal(sample(r.body, 'vmpi_device_sdus_total', { vmpi_id: '8', direction: 'to_guest' }), undefined);
   t.ok(sample(r.body, 'vmpi_device_sdus_total', { vmpi_id: '7', direction: 'to_guest' }) !== undefined);
 
   // HTTP edges.
-  t.equal((await get(server.url, 'HEAD')).status, 200);
-  t.equal((await get(server.url.replace('/metrics', '/nope'))).status, 404);
-  t.equal((await get(server.url, 'POST')).status, 405);
-  t.equal((await get(server.url.replace('/metrics', '/'))).status, 200);
-  t.equal((await get(`${server.url}?x=1`)).status, 200, 'query string ignored');
+  t.equal((await httpGet(server.url, { method: 'HEAD' })).status, 200);
+  t.equal((await httpGet(server.url.replace('/metrics', '/nope'))).status, 404);
+  t.equal((await httpGet(server.url, { method: 'POST' })).status, 405);
+  t.equal((await httpGet(server.url.replace('/metrics', '/'))).status, 200);
+  t.equal((await httpGet(`${server.url}?x=1`)).status, 200, 'query string ignored');
 
   t.test('promtool check metrics', { skip: promtool ? false : 'promtool not installed (VMPI_TEST_TOOLS=1 bash scripts/setup-system.sh)' }, async (t) => {
     const p = spawnSync('promtool', ['check', 'metrics'], { input: m2, encoding: 'utf8' });
@@ -183,7 +155,7 @@ t.test('metrics server: a port in use is a clear error', async (t) => {
   const first = await startMetricsServer(metrics, { host: '127.0.0.1', port: 0 });
   t.teardown(() => first.close());
   await t.rejects(startMetricsServer(metrics, first.address), { name: 'MetricsServerError', message: /cannot listen on 127\.0\.0\.1:\d+: EADDRINUSE; choose another with --metrics-listen/ });
-  const r = await get(first.url);
+  const r = await httpGet(first.url);
   t.notMatch(r.body, /^process_/m, 'processMetrics: false');
   t.match(r.body, /# TYPE vmpi_device_sdus_total counter/, 'families declared even with no device');
 });
@@ -266,7 +238,7 @@ t.test('metrics server: at most maxConnections sockets, idle ones closed', async
   t.same(closed, [2], 'only the one over the cap');
   t.equal(server.stats.dropped, 1, 'counted');
   await until(() => closed.includes(0) && closed.includes(1), 'idle connections closed', 3000);
-  t.equal((await get(server.url)).status, 200, 'and a real scrape is served again');
+  t.equal((await httpGet(server.url)).status, 200, 'and a real scrape is served again');
 });
 
 t.test('IPC daemon and receive-budget metrics', async (t) => {
@@ -376,7 +348,7 @@ t.test('vmpi serve follows its normal DIF enroller in the metrics, next to the s
   const serving = await startServing(plan, { ipc: null });
   t.teardown(() => serving.close());
   t.ok(serving.normal, 'the enroller runs');
-  const m = (await get(serving.metricsServer!.url)).body;
+  const m = (await httpGet(serving.metricsServer!.url)).body;
   t.equal(sample(m, 'vmpi_dif_ipcp_info', { dif: 'n.DIF', type: 'normal', name: 'n.DIF.host' }), 1, 'the normal IPC process');
   t.equal(sample(m, 'vmpi_dif_ipcp_info', { dif: 'hv.vmpi-5', type: 'shim-hv', name: 'hv.vmpi-5.host' }), 1, 'the shim IPC process of the device');
   t.equal(sample(m, 'vmpi_dif_neighbours', { dif: 'n.DIF' }), 0, 'no member enrolled yet');
