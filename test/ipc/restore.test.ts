@@ -27,28 +27,45 @@ function same(a: Uint8Array | null, b: Uint8Array): boolean {
 
 const throughJson = <T>(v: T): unknown => JSON.parse(JSON.stringify(v));
 
+interface Killed {
+  daemonSnap: unknown;
+  shimSnap: unknown;
+  fds: ReturnType<IpcDaemon['snapshot']>['fds'];
+  listenFd: number;
+}
+
+/** What SIGKILL leaves of the host's worker: its snapshots through JSON, its fds, nothing closed. */
+function kill(s: IpcSetup): Killed {
+  const { state, fds } = s.hostDaemon.snapshot();
+  const killed = { daemonSnap: throughJson(state), shimSnap: throughJson(s.hostIpcp.snapshot()), fds, listenFd: s.hostDaemon.listeningFd };
+  s.hostDaemon.abandon();
+  s.hostIpcp.detach('killed');
+  return killed;
+}
+
+/** The new worker's shim IPC process restored and its daemon built over it, not resumed yet. */
+function rebuild(t: Test, s: IpcSetup, k: Killed, keepFlows: (portId: number) => boolean = () => true): { daemon: IpcDaemon; shim: ShimHvIpcp } {
+  const shim = ShimHvIpcp.restore({ port: s.pair.host, role: 'host', keepFlows }, k.shimSnap);
+  const daemon = new IpcDaemon({ socketPath: s.hostDaemon.socketPath });
+  t.teardown(() => {
+    daemon.close();
+    shim.close();
+  });
+  daemon.addIpcp(shim);
+  return { daemon, shim };
+}
+
 /**
  * Kill the host daemon and its shim IPC process silently, then resume both from their
  * snapshots on the same fds (the way src/ops/serve.ts does after a restart).
  */
 function restart(t: Test, s: IpcSetup): { daemon: IpcDaemon; shim: ShimHvIpcp; summary: ReturnType<IpcDaemon['resume']> } {
-  const { state, fds } = s.hostDaemon.snapshot();
-  const daemonSnap = throughJson(state);
-  const shimSnap = throughJson(s.hostIpcp.snapshot());
-  const listenFd = s.hostDaemon.listeningFd;
-  s.hostDaemon.abandon();
-  s.hostIpcp.detach('killed');
-  const kept = ipcSnapshotFlows(parseIpcDaemonSnapshot(daemonSnap)).get(DIF) ?? new Set<number>();
-  const shim = ShimHvIpcp.restore({ port: s.pair.host, role: 'host', keepFlows: (p) => kept.has(p) }, shimSnap);
-  const daemon = new IpcDaemon({ socketPath: s.hostDaemon.socketPath });
-  daemon.addIpcp(shim);
-  const summary = daemon.resume(daemonSnap, (role) => fds.get(role), (_dif, portId) => shim.reclaimFlow(portId));
+  const k = kill(s);
+  const kept = ipcSnapshotFlows(parseIpcDaemonSnapshot(k.daemonSnap)).get(DIF) ?? new Set<number>();
+  const { daemon, shim } = rebuild(t, s, k, (p) => kept.has(p));
+  const summary = daemon.resume(k.daemonSnap, (role) => k.fds.get(role), (_dif, portId) => shim.reclaimFlow(portId));
   shim.endUnclaimed();
-  daemon.listen(listenFd);
-  t.teardown(() => {
-    daemon.close();
-    shim.close();
-  });
+  daemon.listen(k.listenFd);
   return { daemon, shim, summary };
 }
 
@@ -115,22 +132,11 @@ t.test('an SDU written while no daemon ran is delivered after the resume', async
   acceptInto(await guest.register(DIF, 'G'), guestAccepted);
   const h1 = await within(host.allocate(DIF, 'G', { src: 'H/1' }), 'flow 1');
   await until(() => guestAccepted.length === 1, 'accepted');
-  const { state, fds } = s.hostDaemon.snapshot();
-  const daemonSnap = throughJson(state);
-  const shimSnap = throughJson(s.hostIpcp.snapshot());
-  const listenFd = s.hostDaemon.listeningFd;
-  s.hostDaemon.abandon();
-  s.hostIpcp.detach('killed');
+  const k = kill(s);
   await h1.send(pattern(123, 9)); // into the flow's socket: no daemon reads it now
-  const shim = ShimHvIpcp.restore({ port: s.pair.host, role: 'host', keepFlows: () => true }, shimSnap);
-  const daemon = new IpcDaemon({ socketPath: s.hostDaemon.socketPath });
-  t.teardown(() => {
-    daemon.close();
-    shim.close();
-  });
-  daemon.addIpcp(shim);
-  daemon.resume(daemonSnap, (role) => fds.get(role), (_d, p) => shim.reclaimFlow(p));
-  daemon.listen(listenFd);
+  const { daemon, shim } = rebuild(t, s, k);
+  daemon.resume(k.daemonSnap, (role) => k.fds.get(role), (_d, p) => shim.reclaimFlow(p));
+  daemon.listen(k.listenFd);
   t.ok(same(await within(guestAccepted[0]!.read(), 'the SDU of the gap'), pattern(123, 9)));
 });
 
@@ -140,24 +146,13 @@ t.test('a flow request that reaches the restored shim IPC process before the dae
   const guest = await s.guestClient();
   const hostAccepted: ClientFlow[] = [];
   acceptInto(await host.register(DIF, 'H'), hostAccepted);
-  const { state, fds } = s.hostDaemon.snapshot();
-  const daemonSnap = throughJson(state);
-  const shimSnap = throughJson(s.hostIpcp.snapshot());
-  const listenFd = s.hostDaemon.listeningFd;
-  s.hostDaemon.abandon();
-  s.hostIpcp.detach('killed');
-  const shim = ShimHvIpcp.restore({ port: s.pair.host, role: 'host', keepFlows: () => true }, shimSnap);
-  const daemon = new IpcDaemon({ socketPath: s.hostDaemon.socketPath });
-  t.teardown(() => {
-    daemon.close();
-    shim.close();
-  });
-  daemon.addIpcp(shim);
+  const k = kill(s);
+  const { daemon, shim } = rebuild(t, s, k);
   // The guest asks while the new worker has not resumed the host application's session yet.
   const asked = guest.allocate(DIF, 'H', { src: 'G/1' });
   await until(() => (shim.inspect().channels as unknown[]).length === 1, 'the request at the restored shim IPC process');
-  daemon.resume(daemonSnap, (role) => fds.get(role), (_d, p) => shim.reclaimFlow(p));
-  daemon.listen(listenFd);
+  daemon.resume(k.daemonSnap, (role) => k.fds.get(role), (_d, p) => shim.reclaimFlow(p));
+  daemon.listen(k.listenFd);
   const g1 = await within(asked, 'the allocation answered once the registration is back');
   await until(() => hostAccepted.length === 1, 'accepted by the resumed session');
   await g1.send(pattern(50, 5));
@@ -185,23 +180,12 @@ t.test('what cannot survive is told: an allocation in progress fails, an out-of-
   native.sendMsg(raw, frame, 0, 5, null);
   await until(() => s.hostDaemon.snapshot().state.sessions.some((x) => x.stream === 'mid_request'), 'the half frame read');
 
-  const { state, fds } = s.hostDaemon.snapshot();
-  const daemonSnap = throughJson(state);
-  const shimSnap = throughJson(s.hostIpcp.snapshot());
-  const listenFd = s.hostDaemon.listeningFd;
-  s.hostDaemon.abandon();
-  s.hostIpcp.detach('killed');
+  const k = kill(s);
   // The shim keeps the flow but nobody reclaims it: the guest's end is ended with the restart's reason.
-  const shim = ShimHvIpcp.restore({ port: s.pair.host, role: 'host', keepFlows: () => true }, shimSnap);
-  const daemon = new IpcDaemon({ socketPath: s.hostDaemon.socketPath });
-  t.teardown(() => {
-    daemon.close();
-    shim.close();
-  });
-  daemon.addIpcp(shim);
-  const summary = daemon.resume(daemonSnap, (role) => fds.get(role), () => undefined);
+  const { daemon, shim } = rebuild(t, s, k);
+  const summary = daemon.resume(k.daemonSnap, (role) => k.fds.get(role), () => undefined);
   shim.endUnclaimed();
-  daemon.listen(listenFd);
+  daemon.listen(k.listenFd);
   t.match(summary, { sessions: 1, outOfStep: 1, flows: 0, flowsLost: 1 });
 
   const err = await within(pending.then(() => null, (e: unknown) => e), 'the allocation in progress answered');
