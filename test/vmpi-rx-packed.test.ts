@@ -5,8 +5,9 @@
  * chain), many small SDUs in one rx chain with one used entry per chain, records aligned and
  * ending at used.len, an SDU that does not fit in what is left going to the next chain, a max
  * SDU filling a chain exactly, records across descriptor boundaries, the backlog drained into
- * packed chains without loss, a chain too small for a record breaking the queue, and a resumed
- * connection (restart) speaking the packing its saved features say.
+ * packed chains without loss, a chain too small for a record breaking the queue, an open chain
+ * given back when its queue stops, and a resumed connection (restart) speaking the packing its
+ * saved features say.
  */
 import t, { type Test } from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -222,4 +223,19 @@ t.test('restart: a resumed connection packs when the saved features say the driv
   for (const s of second) t.equal(b.device.send(s.channel, s.sdu), SendResult.Sent);
   await pumpUntil(d, () => d.received.length === 70, 'after the restart');
   checkReceived(t, d, [...first, ...second]);
+});
+
+t.test('packed: a queue that stops with a chain open gives that chain back first (its SDUs were Sent)', async (t) => {
+  const { device, path } = serve(t);
+  const d = await connect(t, path, { rxPacked: true });
+  await up(device);
+  d.postRx();
+  await until(() => d.rx.outstanding === 64, 'rx posted', 5000);
+  const sent = Array.from({ length: 5 }, (_, i) => ({ channel: 2, sdu: patternSdu(2, i, 300) }));
+  for (const s of sent) t.equal(device.send(s.channel, s.sdu), SendResult.Sent);
+  // In the same turn, before the deferred flush: what GET_VRING_BASE or a reset does to the queue.
+  device.queueStopped(0);
+  d.pump();
+  checkReceived(t, d, sent);
+  t.same(d.rxRecordsPerChain, [5], 'one chain, returned at the stop');
 });
