@@ -19,6 +19,14 @@
  *    and refills the ring. Small SDUs (<= copybreak) are copied out; larger ones keep the pages
  *    they were received in (no copy) and the rx buffer gets fresh pages instead. Either way the
  *    rx buffer is reposted at once, through a small pool of spare buffers.
+ *  - Packed rx (feature VMPI_F_RX_PACKED, taken unless rx_packed=0): one used rx buffer holds a
+ *    sequence of records "le32 channel | le32 length | SDU", each at a multiple of 8, up to
+ *    used.len. rx_work unpacks it record by record into the channel queues (vd->unpack keeps
+ *    the buffer and the next record's offset while a record is parked), copying each SDU out
+ *    (up to a page into one allocation, larger ones into pages), except a large SDU that
+ *    starts the buffer and ends it, which keeps its pages as without packing. A record that
+ *    does not fit in used.len or exceeds max SDU ends the buffer (rx_malformed); the records
+ *    before it are delivered.
  *  - rx is lossless: a frame whose channel queue is full is parked (vd->parked) and rx_work
  *    stops taking used buffers, so the ring runs dry and the host holds back (its backlog, then
  *    SendResult.Full). A read() that drains the queue to half its bounds, a close or shutdown
@@ -77,6 +85,12 @@
 #define VMPI_MAX_SDU_LOG2	20	/* refuse devices asking for more than 1 MiB SDUs */
 #define VMPI_RX_BUDGET		64	/* frames per rx_work run before yielding */
 #define VMPI_RX_POOL_MAX	32	/* spare rx page buffers kept for reuse */
+#define VMPI_RX_REC_BUDGET	1024	/* packed records per rx_work run before yielding */
+
+/* Device feature bit 0: rx buffers carry many records (docs/DEVICE.md, "Packed rx"). */
+#define VMPI_F_RX_PACKED	0
+#define VMPI_REC_HDR_LEN	8	/* le32 channel | le32 SDU length */
+#define VMPI_REC_ALIGN		8	/* records start at multiples of this */
 
 static unsigned int rx_queue_len = 256;
 module_param(rx_queue_len, uint, 0444);
@@ -90,6 +104,10 @@ static unsigned int rx_stall_ms = 1000;
 module_param(rx_stall_ms, uint, 0644);
 MODULE_PARM_DESC(rx_stall_ms, "A channel full this long stops blocking rx: its frames are dropped "
 		 "until its reader catches up (0: drop whenever full; default 1000)");
+
+static bool rx_packed = true;
+module_param(rx_packed, bool, 0444);
+MODULE_PARM_DESC(rx_packed, "Take VMPI_F_RX_PACKED when the host offers it (default 1; 0: one frame per rx buffer)");
 
 static unsigned int copybreak = 1024;
 module_param(copybreak, uint, 0444);
@@ -107,6 +125,8 @@ struct vmpi_buf {
 	unsigned int cap;		/* capacity in bytes */
 	unsigned int npages;
 	unsigned int charge;		/* bytes accounted against rx_queue_bytes */
+	unsigned int data;		/* offset of the SDU (the channel is at 0): 4, or 8 for
+					 * pages kept from a packed rx buffer */
 	struct page **pages;
 	struct scatterlist *sg;
 	u8 lin[];
@@ -124,7 +144,9 @@ struct vmpi_dev {
 	u32 vmpi_id;
 	u32 max_sdu;
 	u8 sdu_log2;			/* max_sdu_log2 at probe: the config may not change it */
-	unsigned int frame_pages;	/* pages per rx buffer: DIV_ROUND_UP(4 + max_sdu) */
+	unsigned int frame_pages;	/* pages per rx buffer: DIV_ROUND_UP(rx_cap) */
+	unsigned int rx_cap;		/* bytes per rx buffer: 4 + max_sdu, packed 8 + max_sdu */
+	bool packed;			/* VMPI_F_RX_PACKED negotiated */
 	unsigned int tx_slots;		/* ring slots the largest tx frame needs */
 
 	spinlock_t lock;		/* channels, file queues, rx_pool, removed */
@@ -136,6 +158,9 @@ struct vmpi_dev {
 	bool dead;			/* the reset failed: no virtqueues any more */
 	bool wake_pending;		/* some bound file has f->wake set */
 	struct vmpi_buf *parked;	/* frame waiting for room in its channel's queue */
+	struct vmpi_buf *unpack;	/* packed rx buffer being unpacked (rx_work only) */
+	unsigned int unpack_len;	/* its used.len */
+	unsigned int unpack_off;	/* offset of its next record */
 	u32 parked_ch;
 	unsigned long park_deadline;	/* jiffies: parked_ch's stall deadline */
 
@@ -219,6 +244,7 @@ static struct vmpi_buf *vmpi_buf_alloc_linear(unsigned int cap, gfp_t gfp)
 	buf->cap = cap;
 	buf->npages = 0;
 	buf->charge = cap;
+	buf->data = VMPI_HDR_LEN;
 	buf->pages = NULL;
 	buf->sg = NULL;
 	return buf;
@@ -235,6 +261,7 @@ static struct vmpi_buf *vmpi_buf_alloc_pages(unsigned int cap, gfp_t gfp)
 		return NULL;
 	INIT_LIST_HEAD(&buf->node);
 	buf->cap = cap;
+	buf->data = VMPI_HDR_LEN;
 	buf->npages = n;
 	buf->charge = n * PAGE_SIZE;
 	buf->pages = (struct page **)buf->lin;
@@ -267,6 +294,7 @@ static struct vmpi_buf *vmpi_buf_steal_pages(struct vmpi_buf *buf, unsigned int 
 		return NULL;
 	INIT_LIST_HEAD(&q->node);
 	q->cap = n * PAGE_SIZE;
+	q->data = VMPI_HDR_LEN;
 	q->charge = q->cap;
 	q->npages = n;
 	q->pages = (struct page **)q->lin;
@@ -290,6 +318,34 @@ static struct vmpi_buf *vmpi_buf_steal_pages(struct vmpi_buf *buf, unsigned int 
 static void *vmpi_buf_head(struct vmpi_buf *buf)
 {
 	return buf->npages ? page_address(buf->pages[0]) : buf->lin;
+}
+
+/* Byte @off of @buf (@off < cap) and how many bytes from there are contiguous (in @room). */
+static void *vmpi_buf_at(struct vmpi_buf *buf, unsigned int off, unsigned int *room)
+{
+	if (!buf->npages) {
+		*room = buf->cap - off;
+		return buf->lin + off;
+	}
+	*room = min_t(unsigned int, PAGE_SIZE - offset_in_page(off), buf->cap - off);
+	return page_address(buf->pages[off >> PAGE_SHIFT]) + offset_in_page(off);
+}
+
+/* Copy @n bytes from @src at @soff to @dst at @doff (either linear or pages; ranges in cap). */
+static void vmpi_buf_copy(struct vmpi_buf *dst, unsigned int doff, struct vmpi_buf *src,
+			  unsigned int soff, unsigned int n)
+{
+	while (n) {
+		unsigned int dr, sr, c;
+		void *d = vmpi_buf_at(dst, doff, &dr);
+		const void *from = vmpi_buf_at(src, soff, &sr);
+
+		c = min3(n, dr, sr);
+		memcpy(d, from, c);
+		doff += c;
+		soff += c;
+		n -= c;
+	}
 }
 
 /* Zero the first @len bytes of page buffer @buf (what a frame exposed), before it is reposted. */
@@ -343,7 +399,7 @@ static int vmpi_buf_from_user(struct vmpi_buf *buf, unsigned int off, const char
 /* Give a buffer that has left the rx path back: rx-sized page buffers go to the pool. */
 static void vmpi_buf_recycle(struct vmpi_dev *vd, struct vmpi_buf *buf)
 {
-	if (buf->npages == vd->frame_pages && buf->cap == VMPI_HDR_LEN + vd->max_sdu) {
+	if (buf->npages == vd->frame_pages && buf->cap == vd->rx_cap) {
 		spin_lock(&vd->lock);
 		if (!vd->removed && vd->rx_pool_len < VMPI_RX_POOL_MAX) {
 			list_add(&buf->node, &vd->rx_pool);
@@ -413,9 +469,9 @@ static void vmpi_rx_deliver(struct vmpi_dev *vd, struct vmpi_buf *q)
 		f->rx_count++;
 		f->rx_bytes += q->charge;
 		atomic64_inc(&vd->st.rx_frames);
-		atomic64_add(q->len - VMPI_HDR_LEN, &vd->st.rx_bytes);
+		atomic64_add(q->len - q->data, &vd->st.rx_bytes);
 		WRITE_ONCE(f->cst.rx_sdus, f->cst.rx_sdus + 1);
-		WRITE_ONCE(f->cst.rx_bytes, f->cst.rx_bytes + q->len - VMPI_HDR_LEN);
+		WRITE_ONCE(f->cst.rx_bytes, f->cst.rx_bytes + q->len - q->data);
 		/* Woken once per batch (vmpi_rx_wake): one switch to the reader, not one per SDU. */
 		f->wake = true;
 		vd->wake_pending = true;
@@ -514,6 +570,95 @@ static void vmpi_rx_frame(struct vmpi_dev *vd, struct vmpi_buf *buf, unsigned in
 	vmpi_rx_deliver(vd, q);
 }
 
+/* Packed rx buffer @buf is done with: zero what the host exposed (unless @kept) and repost it. */
+static void vmpi_rx_unpack_end(struct vmpi_dev *vd, struct vmpi_buf *buf, unsigned int zero)
+{
+	vd->unpack = NULL;
+	if (zero)
+		vmpi_buf_zero(buf, zero);
+	vmpi_buf_recycle(vd, buf);
+}
+
+/*
+ * Deliver the records of packed rx buffer vd->unpack from vd->unpack_off on, until it is done,
+ * a record is parked or @budget runs out (then vd->unpack stays for the next run). rx_work only.
+ */
+static void vmpi_rx_unpack(struct vmpi_dev *vd, unsigned int *budget)
+{
+	struct vmpi_buf *buf = vd->unpack, *q;
+	unsigned int len = vd->unpack_len, off = vd->unpack_off;
+
+	if (len > buf->cap) {
+		atomic64_inc(&vd->st.rx_malformed);
+		atomic64_inc(&vd->st.rx_oversize);
+		dev_warn_ratelimited(&vd->vdev->dev,
+				     "%s: host used a packed rx buffer with length %u (buffers are %u bytes): dropped\n",
+				     vd->name, len, buf->cap);
+		vmpi_rx_unpack_end(vd, buf, buf->cap);
+		return;
+	}
+	while (off < len && !vd->parked && *budget) {
+		unsigned int room, sdu_len, end, next;
+		const u8 *h;
+		u32 channel;
+		bool last;
+
+		/* Records are 8-aligned, so a header never crosses a page. */
+		if (len - off < VMPI_REC_HDR_LEN) {
+			atomic64_inc(&vd->st.rx_short);
+			goto bad;
+		}
+		h = vmpi_buf_at(buf, off, &room);
+		channel = get_unaligned_le32(h);
+		sdu_len = get_unaligned_le32(h + 4);
+		if (sdu_len > vd->max_sdu || sdu_len > len - off - VMPI_REC_HDR_LEN) {
+			atomic64_inc(&vd->st.rx_oversize);
+			goto bad;
+		}
+		end = off + VMPI_REC_HDR_LEN + sdu_len;
+		next = ALIGN(end, VMPI_REC_ALIGN);
+		last = next >= len;
+		if (off == 0 && last && sdu_len > copybreak) {
+			/* Alone in the buffer: keep its pages (SDU at offset 8), as unpacked frames do. */
+			q = vmpi_buf_steal_pages(buf, end);
+			if (q) {
+				q->data = VMPI_REC_HDR_LEN;
+				q->len = end;
+				vd->unpack_off = len;
+				(*budget)--;
+				vmpi_rx_deliver(vd, q);
+				/* The exposed bytes all left with the pages (len <= next <= stolen pages). */
+				vmpi_rx_unpack_end(vd, buf, 0);
+				return;
+			}
+		} else if (VMPI_HDR_LEN + sdu_len <= PAGE_SIZE) {
+			q = vmpi_buf_alloc_linear(VMPI_HDR_LEN + sdu_len, GFP_KERNEL | __GFP_NOWARN);
+		} else {
+			q = vmpi_buf_alloc_pages(VMPI_HDR_LEN + sdu_len, GFP_KERNEL | __GFP_NOWARN);
+		}
+		off = next;
+		(*budget)--;
+		if (!q) {
+			atomic64_inc(&vd->st.rx_drops_nomem);
+			continue;
+		}
+		put_unaligned_le32(channel, vmpi_buf_head(q));
+		vmpi_buf_copy(q, VMPI_HDR_LEN, buf, end - sdu_len, sdu_len);
+		q->len = VMPI_HDR_LEN + sdu_len;
+		vmpi_rx_deliver(vd, q);
+	}
+	vd->unpack_off = off;
+	if (off >= len)
+		vmpi_rx_unpack_end(vd, buf, len);
+	return;
+bad:
+	atomic64_inc(&vd->st.rx_malformed);
+	dev_warn_ratelimited(&vd->vdev->dev,
+			     "%s: packed rx buffer of used length %u has a bad record at offset %u: rest dropped\n",
+			     vd->name, len, off);
+	vmpi_rx_unpack_end(vd, buf, buf->cap);	/* whatever the host wrote goes with it */
+}
+
 /* @f made room or let go of its channel: re-run rx_work now if a frame waits for it. */
 static void vmpi_rx_kick_locked(struct vmpi_dev *vd, struct vmpi_file *f)
 {
@@ -551,8 +696,7 @@ static bool vmpi_rx_refill(struct vmpi_dev *vd)
 		}
 		spin_unlock(&vd->lock);
 		if (!buf)
-			buf = vmpi_buf_alloc_pages(VMPI_HDR_LEN + vd->max_sdu,
-						   GFP_KERNEL | __GFP_NOWARN | __GFP_ZERO);
+			buf = vmpi_buf_alloc_pages(vd->rx_cap, GFP_KERNEL | __GFP_NOWARN | __GFP_ZERO);
 		if (!buf) {
 			ok = false;
 			break;
@@ -574,7 +718,7 @@ static bool vmpi_rx_refill(struct vmpi_dev *vd)
 static void vmpi_rx_work(struct work_struct *work)
 {
 	struct vmpi_dev *vd = container_of(to_delayed_work(work), struct vmpi_dev, rx_work);
-	unsigned int budget = VMPI_RX_BUDGET, len;
+	unsigned int budget = vd->packed ? VMPI_RX_REC_BUDGET : VMPI_RX_BUDGET, len;
 	struct vmpi_buf *buf;
 	bool ok;
 
@@ -591,7 +735,20 @@ static void vmpi_rx_work(struct work_struct *work)
 		goto parked;
 	for (;;) {
 		/* vd->parked is written only here (and by remove once we are cancelled). */
-		while (budget && !vd->parked && (buf = virtqueue_get_buf(vd->rxvq, &len))) {
+		while (budget && !vd->parked) {
+			if (vd->unpack) {
+				vmpi_rx_unpack(vd, &budget);
+				continue;
+			}
+			buf = virtqueue_get_buf(vd->rxvq, &len);
+			if (!buf)
+				break;
+			if (vd->packed) {
+				vd->unpack = buf;
+				vd->unpack_len = len;
+				vd->unpack_off = 0;
+				continue;
+			}
 			vmpi_rx_frame(vd, buf, len);
 			budget--;
 		}
@@ -798,7 +955,7 @@ static ssize_t vmpi_read(struct file *file, char __user *ubuf, size_t count, lof
 			ret = vmpi_rx_empty_err(f);
 		} else {
 			list_for_each_entry_safe(buf, tmp, &f->rxq, node) {
-				size_t rec = hdr + buf->len - VMPI_HDR_LEN;
+				size_t rec = hdr + buf->len - buf->data;
 
 				if (batch)
 					rec = ALIGN(rec, VMPI_BATCH_ALIGN);
@@ -829,13 +986,13 @@ static ssize_t vmpi_read(struct file *file, char __user *ubuf, size_t count, lof
 	}
 	ret = 0;
 	list_for_each_entry_safe(buf, tmp, &got, node) {
-		u32 sdu_len = buf->len - VMPI_HDR_LEN;
+		u32 sdu_len = buf->len - buf->data;
 		__le32 len_le = cpu_to_le32(sdu_len);
 
 		if (!ret && hdr && copy_to_user(ubuf + off, &len_le, hdr))
 			ret = -EFAULT;
 		if (!ret)
-			ret = vmpi_buf_to_user(buf, VMPI_HDR_LEN, ubuf + off + hdr, sdu_len);
+			ret = vmpi_buf_to_user(buf, buf->data, ubuf + off + hdr, sdu_len);
 		off += batch ? ALIGN(hdr + sdu_len, VMPI_BATCH_ALIGN) : sdu_len;
 		list_del_init(&buf->node);
 		vmpi_buf_recycle(vd, buf);
@@ -987,7 +1144,7 @@ static long vmpi_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 		else if (!buf)
 			ret = vmpi_rx_empty_err(f);
 		else
-			len = buf->len - VMPI_HDR_LEN;
+			len = buf->len - buf->data;
 		spin_unlock(&vd->lock);
 		if (ret)
 			return ret;
@@ -1375,7 +1532,9 @@ static int vmpi_probe(struct virtio_device *vdev)
 	vd->vmpi_id = id;
 	vd->sdu_log2 = sdu_log2;
 	vd->max_sdu = 1u << sdu_log2;
-	vd->frame_pages = DIV_ROUND_UP(VMPI_HDR_LEN + vd->max_sdu, PAGE_SIZE);
+	vd->packed = virtio_has_feature(vdev, VMPI_F_RX_PACKED);
+	vd->rx_cap = (vd->packed ? VMPI_REC_HDR_LEN : VMPI_HDR_LEN) + vd->max_sdu;
+	vd->frame_pages = DIV_ROUND_UP(vd->rx_cap, PAGE_SIZE);
 	vd->tx_slots = virtio_has_feature(vdev, VIRTIO_RING_F_INDIRECT_DESC) ? 1 : vd->frame_pages;
 	spin_lock_init(&vd->lock);
 	spin_lock_init(&vd->tx_lock);
@@ -1411,8 +1570,9 @@ static int vmpi_probe(struct virtio_device *vdev)
 	if (err)
 		goto err_reset;
 
-	dev_info(&vdev->dev, "%s: VMPI device, vmpi_id %u, max SDU %u, %s descriptors\n",
-		 vd->name, vd->vmpi_id, vd->max_sdu, vd->tx_slots == 1 ? "indirect" : "direct");
+	dev_info(&vdev->dev, "%s: VMPI device, vmpi_id %u, max SDU %u, %s descriptors, %s rx\n",
+		 vd->name, vd->vmpi_id, vd->max_sdu, vd->tx_slots == 1 ? "indirect" : "direct",
+		 vd->packed ? "packed" : "one frame per buffer");
 	return 0;
 
 err_reset:
@@ -1420,6 +1580,8 @@ err_reset:
 	virtio_reset_device(vdev);
 	cancel_delayed_work_sync(&vd->rx_work);
 	cancel_delayed_work_sync(&vd->reset_work);	/* rx_work may have queued it */
+	if (vd->unpack)
+		vmpi_buf_free(vd->unpack);
 	while ((buf = virtqueue_detach_unused_buf(vd->rxvq)))
 		vmpi_buf_free(buf);
 	vmpi_buf_free_list(&vd->rx_pool);
@@ -1468,6 +1630,9 @@ static void vmpi_remove(struct virtio_device *vdev)
 	if (vd->parked)
 		list_add(&vd->parked->node, &dead);
 	vd->parked = NULL;
+	if (vd->unpack)
+		list_add(&vd->unpack->node, &dead);
+	vd->unpack = NULL;
 	if (vd->rxvq) {		/* NULL after a failed reset */
 		while ((buf = virtqueue_detach_unused_buf(vd->rxvq)))
 			vmpi_buf_free(buf);
@@ -1483,6 +1648,16 @@ static void vmpi_remove(struct virtio_device *vdev)
 	vmpi_dev_put(vd);
 }
 
+static unsigned int vmpi_features[] = { VMPI_F_RX_PACKED };
+
+/* Before the features are final: rx_packed=0 makes this driver an old one. */
+static int vmpi_validate(struct virtio_device *vdev)
+{
+	if (!rx_packed)
+		__virtio_clear_bit(vdev, VMPI_F_RX_PACKED);
+	return 0;
+}
+
 static const struct virtio_device_id vmpi_id_table[] = {
 	{ VIRTIO_ID_VMPI_CARRIER, VIRTIO_DEV_ANY_ID },
 	{ 0 },
@@ -1494,6 +1669,9 @@ static struct virtio_driver vmpi_driver = {
 	.driver.owner	= THIS_MODULE,
 	.driver.dev_groups = vmpi_groups,
 	.id_table	= vmpi_id_table,
+	.feature_table	= vmpi_features,
+	.feature_table_size = ARRAY_SIZE(vmpi_features),
+	.validate	= vmpi_validate,
 	.probe		= vmpi_probe,
 	.remove		= vmpi_remove,
 	.config_changed	= vmpi_config_changed,

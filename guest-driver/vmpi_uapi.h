@@ -33,7 +33,8 @@ struct vmpi_stats {
 	__u64 rx_drops_unbound;	/* frames for a channel no file is bound to */
 	__u64 rx_drops_full;	/* frames dropped because the channel queue was full (only
 				 * with rx_stall_ms=0; otherwise the host is held back) */
-	__u64 rx_malformed;	/* frames shorter than the header or longer than 4 + max SDU */
+	__u64 rx_malformed;	/* frames shorter than the header or longer than 4 + max SDU
+				 * (packed rx: buffers with a bad record) */
 	__u64 rx_drops_nomem;	/* frames dropped for lack of memory */
 	__u64 rx_drops_stalled;	/* frames for a channel whose reader stalled (full for
 				 * rx_stall_ms), dropped until it drained to half */

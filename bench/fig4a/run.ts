@@ -22,7 +22,9 @@
  *   FIG4A_SYSTEMS   comma list of shim-dif,virtio-net,e1000 (default all three, in this order),
  *                   vmpi-channel: the raw VMPI channel without a DIF, host VmpiDevice ↔ a C
  *                   program in the guest (what the device alone carries; not in the paper), and
- *                   virtio-serial
+ *                   virtio-serial; vmpi-channel-unpacked and shim-dif-unpacked are the same
+ *                   with the host not offering VMPI_F_RX_PACKED (one frame per rx buffer, as
+ *                   before packing), for before/after ratios in one run
  *   FIG4A_DIRECTION to-guest (default), to-host or both: both are measured with the same boot of
  *                   each system, interleaved (rep → direction → size)
  *   FIG4A_SHIM_RECEIVER  vmpi-channel's receiver: udp-goodput (default: count-only, the same loop
@@ -51,9 +53,9 @@ const SPEC: FigureSpec = {
   id: 'fig4a',
   title: 'Fig. 4a (reproduced): host → VM goodput, QEMU 10 TCG, 1 vCPU',
   tableTitle: 'Fig. 4a: host → VM goodput',
-  systems: ['shim-dif', 'virtio-net', 'e1000', 'vmpi-channel', 'virtio-serial'],
+  systems: ['shim-dif', 'virtio-net', 'e1000', 'vmpi-channel', 'virtio-serial', 'vmpi-channel-unpacked', 'shim-dif-unpacked'],
   defaultSystems: ['shim-dif', 'virtio-net', 'e1000'],
-  colors: { 'shim-dif': '#2ca02c', 'vmpi-channel': '#9467bd', 'virtio-net': '#1f77b4', e1000: '#d62728', 'virtio-serial': '#ff7f0e' },
+  colors: { 'shim-dif': '#2ca02c', 'vmpi-channel': '#9467bd', 'virtio-net': '#1f77b4', e1000: '#d62728', 'virtio-serial': '#ff7f0e', 'vmpi-channel-unpacked': '#c5b0d5', 'shim-dif-unpacked': '#98df8a' },
   directions: {
     'to-guest': { title: 'Fig. 4a (reproduced): host → VM goodput, QEMU 10 TCG, 1 vCPU', tableTitle: 'Fig. 4a: host → VM goodput' },
     'to-host': { title: 'Fig. 4a, other direction: VM → host goodput, QEMU 10 TCG, 1 vCPU', tableTitle: 'Fig. 4a: VM → host goodput' },
@@ -62,6 +64,10 @@ const SPEC: FigureSpec = {
     ['shim-dif', 'virtio-net'],
     ['vmpi-channel', 'virtio-serial'],
     ['shim-dif', 'virtio-serial'],
+    ['vmpi-channel-unpacked', 'virtio-serial'],
+    ['shim-dif-unpacked', 'virtio-serial'],
+    ['vmpi-channel', 'vmpi-channel-unpacked'],
+    ['shim-dif', 'shim-dif-unpacked'],
   ],
   guest: `q35, accel=tcg, 1 vCPU, ${GUEST_MEM_MB}M, scripts/guest/build.sh kernel; busybox initramfs (NICs, vmpi-channel), Node initramfs (shim-dif)`,
 };
@@ -97,6 +103,10 @@ runFigureBench({
         return new TgenShimSeries();
       case 'vmpi-channel':
         return new ShimVmpiSeries(shimReceiver);
+      case 'vmpi-channel-unpacked':
+        return new ShimVmpiSeries(shimReceiver, { rxPacked: false });
+      case 'shim-dif-unpacked':
+        return new TgenShimSeries({ rxPacked: false });
       case 'virtio-serial':
         return new SerialSeries(goodputBin);
       case 'virtio-net':

@@ -285,8 +285,13 @@ export class UdpNicSeries implements Series {
 
 export type ShimReceiver = 'udp-goodput' | 'vmpi-perf';
 
+/** Host device options a series may vary: rxPacked false = the one-frame-per-rx-buffer format (before VMPI_F_RX_PACKED). */
+export interface VmpiSeriesOptions {
+  rxPacked?: boolean;
+}
+
 export class ShimVmpiSeries implements Series {
-  readonly key = 'vmpi-channel';
+  readonly key: string;
   readonly name: string;
   private guest: Guest | null = null;
   private host: VmpiHost | null = null;
@@ -294,15 +299,20 @@ export class ShimVmpiSeries implements Series {
   private dir = '';
   private runs = 0;
 
-  constructor(private readonly receiver: ShimReceiver = 'udp-goodput') {
-    this.name = `raw VMPI channel (no DIF; ${receiver === 'vmpi-perf' ? 'vmpi-perf' : 'udp-goodput vmpi-recv'} in C)`;
+  constructor(
+    private readonly receiver: ShimReceiver = 'udp-goodput',
+    private readonly opts: VmpiSeriesOptions = {},
+  ) {
+    const unpacked = opts.rxPacked === false;
+    this.key = unpacked ? 'vmpi-channel-unpacked' : 'vmpi-channel';
+    this.name = `raw VMPI channel (no DIF; ${receiver === 'vmpi-perf' ? 'vmpi-perf' : 'udp-goodput vmpi-recv'} in C${unpacked ? '; one frame per rx buffer' : ''})`;
   }
 
   async start(): Promise<void> {
     this.dir = mkdtempSync(join(tmpdir(), 'vmpi-fig4a-'));
     this.host = new VmpiHost();
     const sock = join(this.dir, 'vm.sock');
-    this.device = this.host.addDevice({ socketPath: sock, vmpiId: 1 });
+    this.device = this.host.addDevice({ socketPath: sock, vmpiId: 1, rxPacked: this.opts.rxPacked });
     this.guest = new Guest({ ...GUEST, name: 'vmpi-fig4a-shim', sockets: [sock] });
     await this.guest.agentReady(1, BOOT_MS);
     const r = await this.guest.exec('ls /dev/vmpi0');
@@ -441,8 +451,8 @@ for await (const line of rl) {
 `;
 
 export class TgenShimSeries implements Series {
-  readonly key = 'shim-dif';
-  readonly name = 'shim DIF for hypervisors (vmpi-tgen, IPC API)';
+  readonly key: string;
+  readonly name: string;
   private guest: Guest | null = null;
   private host: VmpiHost | null = null;
   private ipcp: ShimHvIpcp | null = null;
@@ -454,11 +464,17 @@ export class TgenShimSeries implements Series {
   private onRun: ((r: ServerRunEvent) => void) | null = null;
   private dir = '';
 
+  constructor(private readonly opts: VmpiSeriesOptions = {}) {
+    const unpacked = opts.rxPacked === false;
+    this.key = unpacked ? 'shim-dif-unpacked' : 'shim-dif';
+    this.name = `shim DIF for hypervisors (vmpi-tgen, IPC API${unpacked ? '; one frame per rx buffer' : ''})`;
+  }
+
   async start(): Promise<void> {
     this.dir = mkdtempSync(join(tmpdir(), 'vmpi-fig4a-'));
     this.host = new VmpiHost();
     const sock = join(this.dir, 'vm.sock');
-    const device = this.host.addDevice({ socketPath: sock, vmpiId: TGEN_VMPI_ID });
+    const device = this.host.addDevice({ socketPath: sock, vmpiId: TGEN_VMPI_ID, rxPacked: this.opts.rxPacked });
     this.ipcp = new ShimHvIpcp({ port: device, role: 'host', allocateTimeoutMs: 30_000 });
     this.daemon = new IpcDaemon({ socketPath: join(this.dir, 'ipc.sock') });
     this.daemon.addIpcp(this.ipcp);

@@ -119,6 +119,9 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     if (opts.resume) {
       try {
         if (this.state.vrings.length !== device.numQueues) throw new Error(`the saved state has ${this.state.vrings.length} queues, the device ${device.name} has ${device.numQueues}`);
+        // The driver negotiated with the dead process: this device must speak what it agreed to
+        // (a device feature such as VMPI_F_RX_PACKED changes the rings' format).
+        device.featuresAcked(this.state.ackedFeatures);
         this.rings.resume();
       } catch (e) {
         this.close(`cannot resume: ${errText(e)}`, 'internal_error');

@@ -68,12 +68,18 @@ export class DescChain {
     this.bufs = new Array<Uint8Array>(MAX_CHAIN_SEGMENTS);
   }
 
+  /** write()'s cursor: the segment it last wrote into and that segment's logical offset. */
+  private wSeg = -1;
+  private wBase = 0;
+
   reset(): void {
     this.head = -1;
     this.count = 0;
     this.readableCount = 0;
     this.readableBytes = 0;
     this.writableBytes = 0;
+    this.wSeg = -1;
+    this.wBase = 0;
   }
 
   /** Copy readable bytes starting at logical offset `from` into dst[dstOff..]; returns bytes copied. */
@@ -95,21 +101,37 @@ export class DescChain {
     return copied;
   }
 
-  /** Copy src[srcOff, srcOff+length) into writable space starting at logical offset `to`; returns bytes written. */
+  /**
+   * Copy src[srcOff, srcOff+length) into writable space starting at logical offset `to`; returns
+   * bytes written. Writes at or after the previous one start from the segment it ended in, so
+   * filling a long chain front to back (many packed records) does not walk it from the start
+   * each time.
+   */
   write(src: Uint8Array, srcOff: number, length: number, to: number): number {
-    let skip = to;
+    let i = this.readableCount;
+    let base = 0;
+    if (this.wSeg >= 0 && to >= this.wBase) {
+      i = this.wSeg;
+      base = this.wBase;
+    }
+    let skip = to - base;
     let written = 0;
-    for (let i = this.readableCount; i < this.count && written < length; i++) {
+    for (; i < this.count && written < length; i++) {
       const len = this.lens[i]!;
       if (skip >= len) {
         skip -= len;
+        base += len;
         continue;
       }
       const off = this.offs[i]! + skip;
       const n = Math.min(len - skip, length - written);
       copyBytes(src, srcOff + written, this.bufs[i]!, off, n);
       written += n;
+      this.wSeg = i;
+      this.wBase = base;
+      if (skip + n < len) break;
       skip = 0;
+      base += len;
     }
     return written;
   }

@@ -1,11 +1,18 @@
 /**
  * device.ts — the host side of one VMPI device (the paper's VMPI-HL over vhost-user virtqueues).
  *
- * Owns: framing (le32 channel id + SDU, one frame per descriptor chain), the per-channel receive
- * handlers, host → guest backpressure over the shared send backlog (backlog.ts), and the
+ * Owns: framing (le32 channel id + SDU, one frame per descriptor chain; or, when the guest took
+ * VMPI_F_RX_PACKED, host → guest records `le32 channel | le32 length | SDU` packed several to an
+ * rx chain), the per-channel receive handlers, host → guest backpressure over the shared send backlog (backlog.ts), and the
  * device's counters.
  * Frames flow guest → host on the carrier's tx queue into channel handlers, and host → guest from
  * `send()` into the rx queue. Channel 0 is the control channel (used by the shim DIF).
+ *
+ * Packed rx (VMPI_F_RX_PACKED, docs/DEVICE.md): send() appends records to the open rx chain while
+ * they fit, and the chain is returned (one used entry) when the next record does not fit, when it
+ * is full, or at the end of the event-loop turn (the deferred flush, which also signals once), so a
+ * burst of small SDUs costs one ring slot, one used entry and at most one interrupt per chain.
+ * The open chain is always the oldest one taken, so chains still complete in order (restart).
  *
  * Backpressure, host → guest: `send()` writes straight into a guest rx buffer when one is free;
  * otherwise it copies the SDU into a bounded backlog (delivered in order as the guest posts
@@ -16,7 +23,7 @@
 import { EventEmitter } from 'node:events';
 import type { ReadyQueue, VhostUserDevice } from '../vhost-user/device.js';
 import { ProtocolError } from '../vhost-user/errors.js';
-import { SUPPORTED_PROTOCOL_FEATURES, VirtioFeature, bit } from '../vhost-user/protocol.js';
+import { SUPPORTED_PROTOCOL_FEATURES, VirtioFeature, bit, hasBit } from '../vhost-user/protocol.js';
 import { DescChain } from '../vhost-user/virtqueue.js';
 import { SendBacklog, type BacklogCounters } from './backlog.js';
 import { SendResult, badChannelMessage, isChannelId, type DirectionStats, type SduHandler, type VmpiPort } from './port.js';
@@ -28,6 +35,17 @@ export type { DirectionStats, SduHandler } from './port.js';
 
 /** Bytes in front of every SDU: the le32 channel id. */
 export const FRAME_HEADER_SIZE = 4;
+
+/**
+ * Device feature bit 0, VMPI_F_RX_PACKED: host → guest rx chains carry a sequence of records
+ * `le32 channel | le32 length | SDU`, each starting at a multiple of PACKED_RECORD_ALIGN,
+ * ending at used.len (docs/DEVICE.md).
+ */
+export const VMPI_F_RX_PACKED = 0;
+/** Bytes in front of every SDU in a packed rx chain: le32 channel, le32 SDU length. */
+export const PACKED_RECORD_HEADER_SIZE = 8;
+/** Packed records start at multiples of this (from the chain's first writable byte). */
+export const PACKED_RECORD_ALIGN = 8;
 
 /** Why frames were dropped or refused; each reason is a counter. */
 export type DropReason = 'malformed' | 'oversize' | 'unbound_channel' | 'backlog_full' | 'device_reset';
@@ -53,6 +71,8 @@ export interface VmpiDeviceOptions {
   /** Backlog bounds for host → guest SDUs waiting for guest buffers. */
   backlogMaxBytes?: number;
   backlogMaxSdus?: number;
+  /** Offer VMPI_F_RX_PACKED (default true); false: one frame per rx chain whatever the driver takes. */
+  rxPacked?: boolean;
 }
 
 export interface VmpiDeviceEvents {
@@ -81,7 +101,7 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
   readonly carrier: CarrierProfile;
   readonly numQueues: number;
   readonly maxQueueSize: number;
-  readonly features = bit(VirtioFeature.VERSION_1) | bit(VirtioFeature.RING_EVENT_IDX) | bit(VirtioFeature.RING_INDIRECT_DESC);
+  readonly features: bigint;
   /** Every protocol feature the vhost-user layer implements (CONFIG is required by the carrier). */
   readonly protocolFeatures = SUPPORTED_PROTOCOL_FEATURES;
   readonly stats: VmpiDeviceStats = {
@@ -104,12 +124,18 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
   /** Where tx frames are read (header + max SDU); made when the tx queue first has work, so a
    * connection that never gets that far (a hostile or failed front-end) costs no 64 KiB. */
   private txScratch: Uint8Array | null = null;
-  private readonly header = new Uint8Array(FRAME_HEADER_SIZE);
+  private readonly header = new Uint8Array(PACKED_RECORD_HEADER_SIZE);
   private readonly headerView = new DataView(this.header.buffer);
   private readonly backlog: SendBacklog<Backlogged>;
   /** The host → guest backlog's bounds (send() refuses an SDU past either: drops.backlog_full). */
   readonly backlogLimits: { readonly maxSdus: number; readonly maxBytes: number };
   private paused = false;
+  /** The driver took VMPI_F_RX_PACKED (SET_FEATURES, or the saved state of a resumed connection). */
+  private packed = false;
+  /** The rx queue whose chain in rxChain is open (packed: taken, records written, not yet used). */
+  private openFor: ReadyQueue | null = null;
+  /** Bytes written to the open chain so far (its used.len when it is returned). */
+  private openLen = 0;
 
   constructor(opts: VmpiDeviceOptions) {
     super();
@@ -125,6 +151,8 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
     this.maxSduLog2 = log2;
     this.maxSdu = 2 ** log2;
     this.carrier = opts.carrier ?? GPIO_CARRIER;
+    this.features =
+      bit(VirtioFeature.VERSION_1) | bit(VirtioFeature.RING_EVENT_IDX) | bit(VirtioFeature.RING_INDIRECT_DESC) | (opts.rxPacked === false ? 0n : bit(VMPI_F_RX_PACKED));
     this.numQueues = this.carrier.numQueues;
     this.maxQueueSize = Math.max(this.carrier.queueSize, 1024);
     this.config = new Uint8Array(Math.max(this.carrier.configSize, 8));
@@ -197,7 +225,14 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
     throw new ProtocolError('SET_CONFIG', `the VMPI config is read-only (write at offset ${offset})`);
   }
 
-  featuresAcked(): void {}
+  featuresAcked(features: bigint): void {
+    this.packed = hasBit(features, VMPI_F_RX_PACKED);
+  }
+
+  /** Whether host → guest frames are packed several to an rx chain (the driver took VMPI_F_RX_PACKED). */
+  get rxPacked(): boolean {
+    return this.packed;
+  }
 
   queueReady(q: ReadyQueue): void {
     const wasUp = this.isUp;
@@ -208,6 +243,9 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
 
   queueStopped(index: number): void {
     const wasUp = this.isUp;
+    // The open chain's records were accepted (send() said Sent): give it back before the queue
+    // goes (its memory is still mapped; GET_VRING_BASE counts it as taken).
+    if (index === this.carrier.rxQueue && this.openFor !== null && this.openFor === this.rx) this.closeOpen();
     if (index === this.carrier.rxQueue) this.rx = null;
     else if (index === this.carrier.txQueue) this.tx = null;
     if (wasUp) this.emit('down', `queue ${index} stopped`);
@@ -223,6 +261,8 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
     const wasUp = this.isUp;
     this.rx = null;
     this.tx = null;
+    this.openFor = null;
+    this.packed = false; // the next driver negotiates again
     // SDUs waiting for a guest that reset will never be asked for by the new driver instance.
     this.stats.drops.device_reset += this.backlog.clear();
     if (wasUp) this.emit('down', reason);
@@ -277,6 +317,7 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
   private writeToGuest(channel: number, sdu: Uint8Array): boolean {
     const q = this.rx;
     if (!q) return false;
+    if (this.packed) return this.writePacked(q, channel, sdu);
     const chain = this.rxChain;
     // If the guest posted buffers between the empty pop and asking for a kick, use them now:
     // no kick would come for them.
@@ -302,7 +343,64 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
     return true;
   }
 
+  /**
+   * Packed: append the record to the open chain if it fits, else return that chain and take the
+   * next one (a record that fits in no empty chain breaks the queue, as in the one-frame case).
+   * False when no chain is free (the record is not written).
+   */
+  private writePacked(q: ReadyQueue, channel: number, sdu: Uint8Array): boolean {
+    const chain = this.rxChain;
+    const rec = PACKED_RECORD_HEADER_SIZE + sdu.byteLength;
+    let at = 0;
+    if (this.openFor === q) {
+      at = alignRecord(this.openLen);
+      if (at + rec > chain.writableBytes) {
+        this.closeOpen();
+        this.flushRxSoon();
+        at = 0;
+      }
+    } else this.openFor = null;
+    if (this.openFor === null) {
+      if (!q.vq.pop(chain) && !(q.vq.setKickWanted(true) && q.vq.pop(chain))) {
+        this.stats.rxQueueFull++;
+        return false;
+      }
+      if (chain.writableBytes < rec || chain.readableCount !== 0) {
+        q.vq.pushUsed(chain.head, 0);
+        this.stats.drops.malformed++;
+        q.fail(
+          new VmpiDeviceError(
+            `guest rx buffer of ${chain.writableBytes} writable bytes cannot hold a ${rec}-byte packed record (needs ${PACKED_RECORD_HEADER_SIZE} + ${this.maxSdu})`,
+          ),
+        );
+        this.rx = null;
+        return false;
+      }
+      this.openFor = q;
+    }
+    const h = this.headerView;
+    h.setUint32(0, channel, true);
+    h.setUint32(4, sdu.byteLength, true);
+    chain.write(this.header, 0, PACKED_RECORD_HEADER_SIZE, at);
+    chain.write(sdu, 0, sdu.byteLength, at + PACKED_RECORD_HEADER_SIZE);
+    this.openLen = at + rec;
+    this.stats.toGuest.sdus++;
+    this.stats.toGuest.bytes += sdu.byteLength;
+    // Full (not even an empty record fits after it): return it now.
+    if (alignRecord(this.openLen) + PACKED_RECORD_HEADER_SIZE > chain.writableBytes) this.closeOpen();
+    return true;
+  }
+
+  /** Return the open packed chain with used.len = the bytes its records take. */
+  private closeOpen(): void {
+    const q = this.openFor;
+    if (q === null) return;
+    this.openFor = null;
+    q.vq.pushUsed(this.rxChain.head, this.openLen);
+  }
+
   private flushRx(): void {
+    if (this.openFor !== null && this.openFor === this.rx) this.closeOpen();
     if (this.rx) this.notify(this.rx);
   }
 
@@ -337,6 +435,11 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
     this.flushRx();
     if (this.backlog.drainDue()) this.emit('drain');
   }
+}
+
+/** The offset of the record after one that ends at `end`. */
+function alignRecord(end: number): number {
+  return (end + PACKED_RECORD_ALIGN - 1) & ~(PACKED_RECORD_ALIGN - 1);
 }
 
 function checkChannel(channel: number): void {

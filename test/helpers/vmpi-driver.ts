@@ -7,10 +7,28 @@
 import { VhostUserFrontend } from '../frontend/frontend.js';
 import { GuestMemoryImage } from '../frontend/guest-memory.js';
 import type { DriverQueue } from '../frontend/driver-queue.js';
-import { FRAME_HEADER_SIZE } from '../../src/vmpi/device.js';
+import { FRAME_HEADER_SIZE, PACKED_RECORD_ALIGN, PACKED_RECORD_HEADER_SIZE, VMPI_F_RX_PACKED } from '../../src/vmpi/device.js';
+import { VirtioFeature, bit, hasBit } from '../../src/vhost-user/protocol.js';
+
+export interface VmpiTestDriverOptions {
+  queueSize?: number;
+  maxSdu?: number;
+  timeoutMs?: number;
+  eventIdx?: boolean;
+  /** Take VMPI_F_RX_PACKED when offered (default false: an old driver). */
+  rxPacked?: boolean;
+  /** Writable bytes per rx buffer (default 4 + maxSdu, packed 8 + maxSdu). */
+  rxBufLen?: number;
+  /** Post each rx buffer as a direct chain of segments this long (the last one shorter); default one segment. */
+  rxSegLen?: number;
+}
 
 export class VmpiTestDriver {
   readonly received: { channel: number; sdu: Uint8Array }[] = [];
+  /** used.len of every rx chain harvested, in order. */
+  readonly rxUsedLens: number[] = [];
+  /** Records per harvested rx chain (1 without packing), in order. */
+  readonly rxRecordsPerChain: number[] = [];
   private readonly txFree: number[] = [];
   private readonly txSlots: number[] = [];
   private readonly rxSlots: number[] = [];
@@ -25,23 +43,31 @@ export class VmpiTestDriver {
     readonly tx: DriverQueue,
     readonly queueSize: number,
     readonly maxSdu: number,
+    /** VMPI_F_RX_PACKED was negotiated. */
+    readonly rxPacked: boolean,
+    readonly rxBufLen: number,
+    readonly rxSegLen: number,
   ) {
     for (let i = 0; i < queueSize; i++) {
       this.txSlots.push(mem.alloc(FRAME_HEADER_SIZE + maxSdu, 64));
       this.txFree.push(i);
-      this.rxSlots.push(mem.alloc(FRAME_HEADER_SIZE + maxSdu, 64));
+      this.rxSlots.push(mem.alloc(rxBufLen, 64));
     }
   }
 
   /** Connect to `path` and run the handshake QEMU does; `close()` ends it. */
-  static async connect(path: string, o: { queueSize?: number; maxSdu?: number; timeoutMs?: number; eventIdx?: boolean } = {}): Promise<VmpiTestDriver> {
+  static async connect(path: string, o: VmpiTestDriverOptions = {}): Promise<VmpiTestDriver> {
     const queueSize = o.queueSize ?? 64;
     const maxSdu = o.maxSdu ?? 4096;
     const mem = new GuestMemoryImage(4 * 2 ** 20, 'vmpi-test-driver');
     const fe = new VhostUserFrontend(path, { timeoutMs: o.timeoutMs ?? 5000 });
     try {
-      const hs = await fe.handshake({ memory: mem, queues: [0, 1].map((index) => ({ index, size: queueSize })), eventIdx: o.eventIdx });
-      return new VmpiTestDriver(fe, mem, hs.queues[0]!, hs.queues[1]!, queueSize, maxSdu);
+      const features =
+        bit(VirtioFeature.VERSION_1) | bit(VirtioFeature.RING_EVENT_IDX) | bit(VirtioFeature.RING_INDIRECT_DESC) | (o.rxPacked === true ? bit(VMPI_F_RX_PACKED) : 0n);
+      const hs = await fe.handshake({ memory: mem, queues: [0, 1].map((index) => ({ index, size: queueSize })), eventIdx: o.eventIdx, features });
+      const packed = hasBit(fe.features, VMPI_F_RX_PACKED);
+      const rxBufLen = o.rxBufLen ?? (packed ? PACKED_RECORD_HEADER_SIZE : FRAME_HEADER_SIZE) + maxSdu;
+      return new VmpiTestDriver(fe, mem, hs.queues[0]!, hs.queues[1]!, queueSize, maxSdu, packed, rxBufLen, o.rxSegLen ?? rxBufLen);
     } catch (e) {
       fe.close();
       mem.close();
@@ -56,12 +82,38 @@ export class VmpiTestDriver {
 
   /** Post every rx buffer not yet posted. */
   postRx(): void {
-    for (let i = 0; i < this.queueSize && this.rx.numFree > 0; i++) {
+    const segs = Math.ceil(this.rxBufLen / this.rxSegLen);
+    for (let i = 0; i < this.queueSize && this.rx.numFree >= segs; i++) {
       if (this.rxPosted.has(i)) continue;
-      this.rx.addBuffer(this.rxSlots[i]!, FRAME_HEADER_SIZE + this.maxSdu, true, i);
+      for (let k = 0; k < segs; k++) {
+        this.rx.segAddr[k] = this.rxSlots[i]! + k * this.rxSegLen;
+        this.rx.segLen[k] = Math.min(this.rxSegLen, this.rxBufLen - k * this.rxSegLen);
+      }
+      this.rx.add(segs, 0, false, i);
       this.rxPosted.add(i);
     }
     this.rx.publish();
+  }
+
+  /**
+   * Split a packed rx chain (`le32 channel | le32 length | SDU`, aligned, up to used.len) into
+   * `received`; throws on a record the device must never write. Returns the record count.
+   */
+  private unpack(buf: Uint8Array): number {
+    const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+    let off = 0;
+    let n = 0;
+    while (off < buf.byteLength) {
+      if (off + PACKED_RECORD_HEADER_SIZE > buf.byteLength) throw new Error(`packed rx chain: record header at ${off} crosses used.len ${buf.byteLength}`);
+      const channel = dv.getUint32(off, true);
+      const len = dv.getUint32(off + 4, true);
+      const end = off + PACKED_RECORD_HEADER_SIZE + len;
+      if (len > this.maxSdu || end > buf.byteLength) throw new Error(`packed rx chain: record at ${off} of ${len} bytes ends past used.len ${buf.byteLength} or max SDU ${this.maxSdu}`);
+      this.received.push({ channel, sdu: buf.subarray(off + PACKED_RECORD_HEADER_SIZE, end) });
+      n++;
+      off = (end + PACKED_RECORD_ALIGN - 1) & ~(PACKED_RECORD_ALIGN - 1);
+    }
+    return n; // used.len 0: a chain given back empty (the device refused it)
   }
 
   /** Queue one frame on the tx ring; false when the ring is full. */
@@ -93,7 +145,12 @@ export class VmpiTestDriver {
     this.harvestTx();
     this.rx.harvest((slot, len) => {
       const frame = this.mem.read(this.rxSlots[slot]!, len);
-      this.received.push({ channel: new DataView(frame.buffer).getUint32(0, true), sdu: frame.subarray(FRAME_HEADER_SIZE) });
+      this.rxUsedLens.push(len);
+      if (this.rxPacked) this.rxRecordsPerChain.push(this.unpack(frame));
+      else {
+        this.received.push({ channel: new DataView(frame.buffer).getUint32(0, true), sdu: frame.subarray(FRAME_HEADER_SIZE) });
+        this.rxRecordsPerChain.push(1);
+      }
       this.rxPosted.delete(slot);
     });
     if (this.repost) this.postRx();
