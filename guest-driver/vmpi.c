@@ -37,7 +37,9 @@
  *    it to half, then it is lossless again. rx_stall_ms = 0 restores drop-when-full
  *    (rx_drops_full).
  *  - tx (vq 1): write() copies the SDU into a linear (small) or page-based buffer and adds it
- *    under tx_lock; used buffers are reclaimed by later writes and polls. The tx callback is
+ *    under tx_lock; in batch-write mode (VMPI_BATCH_WRITE) one write() carries many SDUs as
+ *    records, copied into frames a few at a time and added under one lock and one kick. Used
+ *    buffers are reclaimed by later writes and polls. The tx callback is
  *    only enabled while the ring is full; it wakes blocked writers and pollers.
  *
  * The host is not trusted (docs/DEVICE.md, "A host that misbehaves"): a used rx length shorter
@@ -189,7 +191,8 @@ struct vmpi_file {
 	bool bound;			/* in vd->chans; written under vd->lock */
 	bool shutdown;			/* VMPI_IOC_SHUTDOWN: unbound for good */
 	bool wake;			/* got frames in this rx_work batch: wake its reader */
-	bool batch;			/* VMPI_IOC_SET_BATCH: read() returns many SDUs */
+	bool batch;			/* VMPI_BATCH_READ: read() returns many SDUs */
+	bool batch_write;		/* VMPI_BATCH_WRITE: write() takes many SDUs */
 	struct list_head rxq;		/* received vmpi_bufs, oldest first */
 	unsigned int rx_count;
 	unsigned int rx_bytes;
@@ -819,23 +822,26 @@ static bool vmpi_tx_progress(struct vmpi_file *f, unsigned long seq)
 	return READ_ONCE(f->vd->removed) || READ_ONCE(f->shutdown) || READ_ONCE(f->vd->tx_seq) != seq;
 }
 
-/* Add one frame of @f to the tx ring, waiting for room unless @nonblock. */
-static int vmpi_tx_post(struct vmpi_file *f, struct vmpi_buf *buf, bool nonblock)
+/*
+ * Add frames bufs[0..n) of @f to the tx ring, in order, as many as fit, with one kick; waits
+ * for room unless @nonblock, but only while none fits. Returns how many were added (>= 1) or
+ * an error (-EAGAIN: none fit and @nonblock). *@full_counted: this write() already counted a
+ * full ring in tx_full (once per write, however long it waits).
+ */
+static int vmpi_tx_post_many(struct vmpi_file *f, struct vmpi_buf **bufs, unsigned int n,
+			     bool nonblock, bool *full_counted)
 {
 	struct vmpi_dev *vd = f->vd;
-	struct scatterlist one, *sg = buf->sg;
-	unsigned int nsg = buf->npages;
+	struct scatterlist one;
 	unsigned long seq;
-	bool full_counted = false;
 	LIST_HEAD(done);
+	unsigned int added;
+	u64 bytes;
 	int err;
 
-	if (!buf->npages) {
-		sg_init_one(&one, buf->lin, buf->len);
-		sg = &one;
-		nsg = 1;
-	}
 	for (;;) {
+		added = 0;
+		bytes = 0;
 		spin_lock_irq(&vd->tx_lock);
 		if (vd->removed) {
 			err = -ENODEV;
@@ -846,11 +852,28 @@ static int vmpi_tx_post(struct vmpi_file *f, struct vmpi_buf *buf, bool nonblock
 			err = vd->dead ? -EIO : -ENOSPC;
 		} else {
 			vmpi_tx_reclaim_locked(vd, &done);
-			err = virtqueue_add_outbuf(vd->txvq, sg, nsg, buf, GFP_ATOMIC);
-			if (!err) {
+			err = 0;
+			while (added < n) {
+				struct vmpi_buf *buf = bufs[added];
+				struct scatterlist *sg = buf->sg;
+				unsigned int nsg = buf->npages;
+
+				if (!buf->npages) {
+					sg_init_one(&one, buf->lin, buf->len);
+					sg = &one;
+					nsg = 1;
+				}
+				err = virtqueue_add_outbuf(vd->txvq, sg, nsg, buf, GFP_ATOMIC);
+				if (err)
+					break;
+				bytes += buf->len - VMPI_HDR_LEN;
+				added++;
+			}
+			if (added) {
+				err = 0;
 				virtqueue_kick(vd->txvq);	/* under the lock: remove may follow */
-				WRITE_ONCE(f->cst.tx_sdus, f->cst.tx_sdus + 1);
-				WRITE_ONCE(f->cst.tx_bytes, f->cst.tx_bytes + buf->len - VMPI_HDR_LEN);
+				WRITE_ONCE(f->cst.tx_sdus, f->cst.tx_sdus + added);
+				WRITE_ONCE(f->cst.tx_bytes, f->cst.tx_bytes + bytes);
 			} else if (err == -EIO) {
 				/* The ring is broken: reset_work sets it up again; wait for it. */
 				vmpi_schedule_reset(vd);
@@ -863,12 +886,17 @@ static int vmpi_tx_post(struct vmpi_file *f, struct vmpi_buf *buf, bool nonblock
 			}
 		}
 		seq = vd->tx_seq;
-		if (err == -ENOSPC && !full_counted && !vd->resetting) {
-			full_counted = true;	/* once per write, however long it waits */
+		if (err == -ENOSPC && !*full_counted && !vd->resetting) {
+			*full_counted = true;
 			WRITE_ONCE(f->cst.tx_full, f->cst.tx_full + 1);
 		}
 		spin_unlock_irq(&vd->tx_lock);
 		vmpi_buf_free_list(&done);
+		if (added) {
+			atomic64_add(added, &vd->st.tx_frames);
+			atomic64_add(bytes, &vd->st.tx_bytes);
+			return added;
+		}
 		if (err != -ENOSPC)
 			return err;
 		if (nonblock)
@@ -876,6 +904,27 @@ static int vmpi_tx_post(struct vmpi_file *f, struct vmpi_buf *buf, bool nonblock
 		if (wait_event_interruptible(vd->tx_wait, vmpi_tx_progress(f, seq)))
 			return -ERESTARTSYS;
 	}
+}
+
+/* A tx frame for @f holding the @count SDU bytes at @src; an ERR_PTR on failure. */
+static struct vmpi_buf *vmpi_tx_buf(struct vmpi_file *f, const char __user *src, size_t count)
+{
+	unsigned int len = VMPI_HDR_LEN + count;
+	struct vmpi_buf *buf;
+
+	if (sizeof(*buf) + len <= PAGE_SIZE)
+		buf = vmpi_buf_alloc_linear(len, GFP_KERNEL);
+	else
+		buf = vmpi_buf_alloc_pages(len, GFP_KERNEL);
+	if (!buf)
+		return ERR_PTR(-ENOMEM);
+	buf->len = len;
+	put_unaligned_le32(f->channel, vmpi_buf_head(buf));
+	if (vmpi_buf_from_user(buf, VMPI_HDR_LEN, src, count)) {
+		vmpi_buf_free(buf);
+		return ERR_PTR(-EFAULT);
+	}
+	return buf;
 }
 
 /* ---- file operations ---- */
@@ -1000,12 +1049,87 @@ static ssize_t vmpi_read(struct file *file, char __user *ubuf, size_t count, lof
 	return ret ? ret : off;
 }
 
+/*
+ * Batch-mode write (VMPI_BATCH_WRITE): records "le32 length | SDU" at multiples of
+ * VMPI_BATCH_ALIGN from the start of the buffer (the last may end without its padding), each
+ * sent as one frame. Frames are copied VMPI_TX_BATCH at a time and added to the ring under one
+ * lock and one kick. Returns the bytes of the whole records sent, a prefix of the buffer (the
+ * padding of its last record included, at most @count); an error only when no record was sent:
+ * -EINVAL for a record that runs past the end (or 1..3 bytes left over), -EMSGSIZE for one over
+ * max SDU, -EAGAIN (O_NONBLOCK) when the ring had no room, or what a single write() returns.
+ */
+#define VMPI_TX_BATCH	16
+
+static ssize_t vmpi_write_batch(struct vmpi_file *f, const char __user *ubuf, size_t count,
+				bool nonblock)
+{
+	struct vmpi_dev *vd = f->vd;
+	struct vmpi_buf *bufs[VMPI_TX_BATCH];
+	size_t ends[VMPI_TX_BATCH];
+	size_t off = 0, sent = 0;
+	bool full_counted = false;
+	int err = 0;
+
+	while (!err && off < count) {
+		unsigned int n = 0, i = 0;
+
+		/* Copy up to VMPI_TX_BATCH records into frames; a bad record ends the batch. */
+		while (n < VMPI_TX_BATCH && off < count) {
+			struct vmpi_buf *buf;
+			__le32 le;
+			u32 len;
+
+			if (count - off < VMPI_HDR_LEN) {
+				err = -EINVAL;
+				break;
+			}
+			if (copy_from_user(&le, ubuf + off, sizeof(le))) {
+				err = -EFAULT;
+				break;
+			}
+			len = le32_to_cpu(le);
+			if (len > vd->max_sdu) {
+				err = -EMSGSIZE;
+				break;
+			}
+			if (len > count - off - VMPI_HDR_LEN) {
+				err = -EINVAL;
+				break;
+			}
+			buf = vmpi_tx_buf(f, ubuf + off + VMPI_HDR_LEN, len);
+			if (IS_ERR(buf)) {
+				err = PTR_ERR(buf);
+				break;
+			}
+			bufs[n] = buf;
+			off = min_t(size_t, ALIGN(off + VMPI_HDR_LEN + len, VMPI_BATCH_ALIGN), count);
+			ends[n++] = off;
+		}
+		/* Post them in order; a prefix may go when the ring fills (O_NONBLOCK) or on a signal. */
+		while (i < n) {
+			int r = vmpi_tx_post_many(f, bufs + i, n - i, nonblock, &full_counted);
+
+			if (r < 0) {
+				err = r;
+				break;
+			}
+			i += r;
+			sent = ends[i - 1];
+		}
+		for (; i < n; i++)
+			vmpi_buf_free(bufs[i]);
+		if (!err)
+			cond_resched();
+	}
+	return sent ? sent : err;
+}
+
 static ssize_t vmpi_write(struct file *file, const char __user *ubuf, size_t count,
 			  loff_t *ppos)
 {
 	struct vmpi_file *f = file->private_data;
 	struct vmpi_dev *vd = f->vd;
-	unsigned int len = VMPI_HDR_LEN + count;
+	bool full_counted = false;
 	struct vmpi_buf *buf;
 	int err;
 
@@ -1013,25 +1137,18 @@ static ssize_t vmpi_write(struct file *file, const char __user *ubuf, size_t cou
 		return -ENODEV;
 	if (!smp_load_acquire(&f->bound))
 		return READ_ONCE(f->shutdown) ? -ESHUTDOWN : -ENOTCONN;
+	if (READ_ONCE(f->batch_write))
+		return vmpi_write_batch(f, ubuf, count, file->f_flags & O_NONBLOCK);
 	if (count > vd->max_sdu)
 		return -EMSGSIZE;
-	if (sizeof(*buf) + len <= PAGE_SIZE)
-		buf = vmpi_buf_alloc_linear(len, GFP_KERNEL);
-	else
-		buf = vmpi_buf_alloc_pages(len, GFP_KERNEL);
-	if (!buf)
-		return -ENOMEM;
-	buf->len = len;
-	put_unaligned_le32(f->channel, vmpi_buf_head(buf));
-	err = vmpi_buf_from_user(buf, VMPI_HDR_LEN, ubuf, count);
-	if (!err)
-		err = vmpi_tx_post(f, buf, file->f_flags & O_NONBLOCK);
-	if (err) {
+	buf = vmpi_tx_buf(f, ubuf, count);
+	if (IS_ERR(buf))
+		return PTR_ERR(buf);
+	err = vmpi_tx_post_many(f, &buf, 1, file->f_flags & O_NONBLOCK, &full_counted);
+	if (err < 0) {
 		vmpi_buf_free(buf);
 		return err;
 	}
-	atomic64_inc(&vd->st.tx_frames);
-	atomic64_add(count, &vd->st.tx_bytes);
 	return count;
 }
 
@@ -1152,9 +1269,10 @@ static long vmpi_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 	case VMPI_IOC_SET_BATCH:
 		if (get_user(len, (u32 __user *)uarg))
 			return -EFAULT;
-		if (len > 1)
+		if (len & ~(VMPI_BATCH_READ | VMPI_BATCH_WRITE))
 			return -EINVAL;
-		WRITE_ONCE(f->batch, len);
+		WRITE_ONCE(f->batch, !!(len & VMPI_BATCH_READ));
+		WRITE_ONCE(f->batch_write, !!(len & VMPI_BATCH_WRITE));
 		return 0;
 	case VMPI_IOC_SHUTDOWN:
 		spin_lock(&vd->lock);

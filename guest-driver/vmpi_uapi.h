@@ -70,11 +70,20 @@ struct vmpi_info {
  * -ESHUTDOWN; write() and BIND fail with -ESHUTDOWN; poll reports EPOLLIN|EPOLLHUP|EPOLLOUT.
  * Idempotent, also on a file never bound. */
 #define VMPI_IOC_SHUTDOWN	_IO(VMPI_IOC_MAGIC, 4)
-/* Read mode of this open file description (u32): 0 (default) one SDU per read(); 1 batch: read()
- * returns as many whole queued SDUs as fit in the buffer, each as a le32 length followed by the
- * SDU, the next record starting at the following multiple of VMPI_BATCH_ALIGN (padding bytes are
- * left as they were). -EMSGSIZE if the first SDU does not fit; otherwise as in mode 0. */
+/* Batch modes of this open file description (u32, a mask of VMPI_BATCH_*; 0, the default: one
+ * SDU per read() and per write()). VMPI_BATCH_READ: read() returns as many whole queued SDUs as
+ * fit in the buffer, each as a record: le32 length followed by the SDU, the next record starting
+ * at the following multiple of VMPI_BATCH_ALIGN (padding bytes are left as they were); -EMSGSIZE
+ * if the first SDU does not fit. VMPI_BATCH_WRITE: write() takes records in the same format, each
+ * sent as one frame, in order; it returns the bytes of the whole records it sent (a prefix of
+ * the buffer, its last record's padding included), never part of one: with O_NONBLOCK it stops
+ * where the tx ring fills (-EAGAIN if no record fit), and it stops before a record whose length
+ * is over max SDU (-EMSGSIZE) or runs past the end of the buffer (-EINVAL), those errors
+ * returned only when that record is the first. Other bits: -EINVAL (a driver that predates
+ * VMPI_BATCH_WRITE refuses it that way). See docs/DEVICE.md. */
 #define VMPI_IOC_SET_BATCH	_IOW(VMPI_IOC_MAGIC, 5, __u32)
+#define VMPI_BATCH_READ		(1u << 0)
+#define VMPI_BATCH_WRITE	(1u << 1)
 #define VMPI_BATCH_ALIGN	4
 
 #endif /* _UAPI_VMPI_H */

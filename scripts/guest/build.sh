@@ -12,6 +12,7 @@
 #                                     /etc/vmpi-serial-modules)
 #   .cache/guest/vmpi-shutdown-check  guest-driver/tools/vmpi-shutdown-check.c, static (also in
 #                                     the initramfs; test/vmpi-qemu.test.ts)
+#   .cache/guest/vmpi-batch-check     guest-driver/tools/vmpi-batch-check.c, static (likewise)
 #   .cache/guest/kernel-version       the kernel release (uname -r in the guest)
 # Nothing is rebuilt when the inputs (sources, this script, /init, kernel release, busybox)
 # hash the same as last time; FORCE=1 rebuilds. Needs no stdin. Builds out of tree in
@@ -39,12 +40,12 @@ SERIAL_MODULES=(virtio_console)
 
 inputs=("$DRV/vmpi.c" "$DRV/vmpi_uapi.h" "$DRV/Kbuild" "$DRV/tools/vmpi-perf.c"
         "$DRV/tools/udp-goodput.c" "$DRV/tools/perf-common.h" "$DRV/tools/vmpi-shutdown-check.c"
-        "$REPO/scripts/guest/build.sh" "$REPO/scripts/guest/init")
+        "$DRV/tools/vmpi-batch-check.c" "$REPO/scripts/guest/build.sh" "$REPO/scripts/guest/init")
 hash=$( { echo "$rel ${WANT_MODULES[*]} net: ${NET_MODULES[*]} serial: ${SERIAL_MODULES[*]}"; sha256sum "${inputs[@]}" | cut -d' ' -f1;
           sha256sum /bin/busybox | cut -d' ' -f1; } | sha256sum | cut -d' ' -f1)
 stamp="$CACHE/build.hash"
 outs=("$CACHE/vmlinuz" "$CACHE/initramfs.cpio.gz" "$CACHE/vmpi.ko" "$CACHE/vmpi-perf" "$CACHE/udp-goodput"
-      "$CACHE/vmpi-shutdown-check")
+      "$CACHE/vmpi-shutdown-check" "$CACHE/vmpi-batch-check")
 up_to_date=1
 for o in "${outs[@]}"; do [ -f "$o" ] || up_to_date=0; done
 if [ "${FORCE:-0}" != 1 ] && [ "$up_to_date" = 1 ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$hash" ]; then
@@ -71,6 +72,8 @@ log "building udp-goodput (static)"
 gcc -static -O2 -Wall -Wextra -I"$DRV" -o "$CACHE/udp-goodput" "$DRV/tools/udp-goodput.c"
 log "building vmpi-shutdown-check (static)"
 gcc -static -O2 -Wall -Wextra -I"$DRV" -o "$CACHE/vmpi-shutdown-check" "$DRV/tools/vmpi-shutdown-check.c"
+log "building vmpi-batch-check (static)"
+gcc -static -O2 -Wall -Wextra -I"$DRV" -o "$CACHE/vmpi-batch-check" "$DRV/tools/vmpi-batch-check.c"
 
 # --- virtio modules in load order (dependencies first, from modinfo) ---
 declare -A seen=()
@@ -110,6 +113,7 @@ install -m 0755 "$REPO/scripts/guest/init" "$STAGE/init"
 install -m 0755 "$CACHE/vmpi-perf" "$STAGE/bin/vmpi-perf"
 install -m 0755 "$CACHE/udp-goodput" "$STAGE/bin/udp-goodput"
 install -m 0755 "$CACHE/vmpi-shutdown-check" "$STAGE/bin/vmpi-shutdown-check"
+install -m 0755 "$CACHE/vmpi-batch-check" "$STAGE/bin/vmpi-batch-check"
 cp "$CACHE/vmpi.ko" "$STAGE/lib/modules/vmpi.ko"
 for m in "${order[@]}" "${net_order[@]}" "${serial_order[@]}"; do
   f=$(modpath "$m")

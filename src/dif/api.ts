@@ -47,9 +47,37 @@ export interface FlowStats {
   rxAfterDeallocate: number;
 }
 
+/**
+ * Many SDUs of one flow handed over in one call (the 'sdus' event): SDU i is
+ * buffer[offset(i), offset(i) + length(i)), in arrival order. Nothing is copied per SDU: the
+ * buffer is the flow's read buffer, valid only during the call (copy what you keep), and the
+ * batch object itself is reused by the next call.
+ */
+export interface SduBatch {
+  /** SDUs in the batch (≥ 1). */
+  readonly count: number;
+  /** Their bytes, in total. */
+  readonly bytes: number;
+  /** The bytes the SDUs lie in (valid only during the call). */
+  readonly buffer: Uint8Array;
+  /** Where SDU i starts in `buffer`. */
+  offset(i: number): number;
+  /** SDU i's length. */
+  length(i: number): number;
+  /** SDU i as a view of `buffer` (one object per call: for the SDUs that need one). */
+  sdu(i: number): Uint8Array;
+}
+
 export interface FlowEvents {
   /** One SDU (a private copy). While a 'data' listener is attached, read() sees nothing. */
   data: [sdu: Uint8Array];
+  /**
+   * SDUs in batches, as the data path receives them (one read of a VMPI file, one recvmmsg of
+   * records): no Buffer, promise or event per SDU. While an 'sdus' listener is attached, SDUs go
+   * to it, not to 'data' listeners; a waiting read() is served first, and SDUs that were queued
+   * before the listener came arrive as batches too. The batch is valid only during the call.
+   */
+  sdus: [batch: SduBatch];
   /** A write() returned false earlier; writing may resume. */
   drain: [];
   /** The flow ended; reads return the SDUs already queued, then null. */

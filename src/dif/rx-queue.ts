@@ -1,7 +1,9 @@
 /**
  * rx-queue.ts — the receive side of a flow as the IPC API presents it (api.ts, `Flow`): SDUs in
- * arrival order go to waiting read() calls first, else to 'data' listeners, else wait in the
- * queue; once the flow's end is known (`end()`) and the queue is empty, reads return null.
+ * arrival order go to waiting read() calls first, else to 'sdus' listeners (in batches), else to
+ * 'data' listeners, else wait in the queue; once the flow's end is known (`end()`) and the queue
+ * is empty, reads return null. A data path that reads many SDUs at once asks `takesBatch()` and
+ * hands them over with `pushBatch()`: straight to the 'sdus' listeners, without a copy.
  *
  * Owns: that queue and its hand-out rules, shared by the shim DIF's flows (shim-hv/flow.ts) and
  * the IPC client's flows (ipc/client.ts), so both ends of the daemon socket behave alike. How
@@ -15,7 +17,8 @@
  */
 import type { EventEmitter } from 'node:events';
 import { Fifo } from '../sys/fifo.js';
-import type { FlowEvents } from './api.js';
+import type { FlowEvents, SduBatch } from './api.js';
+import { OneSdu, emitBatch } from './sdu-batch.js';
 
 /** The receive budget of an IPC process whose flows queue SDUs no consumer takes yet. */
 export interface RxBudget {
@@ -42,6 +45,7 @@ export class RxQueue {
   private pumping = false;
   private ended = false;
   private _bytes = 0;
+  private readonly one = new OneSdu();
 
   /**
    * @param flow the Flow whose 'data' event this queue feeds
@@ -55,7 +59,7 @@ export class RxQueue {
   ) {
     // SDUs queued before a 'data' listener was attached go to it first (once it is attached).
     (flow as unknown as EventEmitter).on('newListener', (event: string | symbol) => {
-      if (event === 'data') queueMicrotask(() => this.pump());
+      if (event === 'data' || event === 'sdus') queueMicrotask(() => this.pump());
     });
   }
 
@@ -71,7 +75,27 @@ export class RxQueue {
 
   /** A read() is waiting or a 'data' listener is attached: a pushed SDU leaves at once. */
   hasConsumer(): boolean {
-    return this.readers.length > 0 || this.flow.listenerCount('data') > 0;
+    return this.readers.length > 0 || this.flow.listenerCount('sdus') > 0 || this.flow.listenerCount('data') > 0;
+  }
+
+  /**
+   * A batch pushed now would go straight to 'sdus' listeners (one is attached, nothing is queued
+   * before it and no read() waits): read many SDUs at once and hand them to pushBatch().
+   */
+  takesBatch(): boolean {
+    return this.items.length === 0 && this.readers.length === 0 && this.flow.listenerCount('sdus') > 0;
+  }
+
+  /**
+   * SDUs read together: to the 'sdus' listeners as they are when takesBatch(), else queued one by
+   * one (copied: the batch's buffer is the reader's).
+   */
+  pushBatch(batch: SduBatch): void {
+    if (this.takesBatch()) {
+      emitBatch(this.flow, batch);
+      return;
+    }
+    for (let i = 0; i < batch.count; i++) this.push(batch.sdu(i).slice());
   }
 
   /** Queue one SDU (the queue keeps this object: pass a private copy). */
@@ -112,6 +136,10 @@ export class RxQueue {
         const reader = this.readers.shift();
         if (reader) {
           reader(this.shift());
+        } else if (this.flow.listenerCount('sdus') > 0) {
+          // Queued one by one (before the listener came, or behind a read()): batches of one.
+          this.one.buffer = this.shift();
+          emitBatch(this.flow, this.one);
         } else if (this.flow.listenerCount('data') > 0) {
           const sdu = this.shift();
           try {

@@ -2,7 +2,8 @@
  * guest-channel.ts — the open files of a guest VMPI port: one per channel, bound in the driver,
  * each with a uv_poll watcher.
  *
- * Owns: opening /dev/vmpiN, binding a file to a channel and switching it to batch reads, the
+ * Owns: opening /dev/vmpiN, binding a file to a channel and switching it to batch reads and
+ * writes (`batchWrite`: the files take write(2)s of records, guest-tx-batch.ts), the
  * watcher of each file (readable always; writable only for the one file the port's backlog waits
  * on), reading bursts of SDUs into one reusable buffer, closing files, and the stand-alone
  * channel files handed to other processes (ChannelFile). What the SDUs mean, the send backlog and
@@ -13,7 +14,8 @@ import { errnoCode } from '../sys/fd.js';
 import { native, type FdEventsWatcher } from '../sys/native.js';
 import { CHANNEL_READ_BUFFER, READ_GONE, readChannelFile } from './guest-file.js';
 import { GuestPortError, guestPortError } from './guest-error.js';
-import { VMPI_IOC_BIND, VMPI_IOC_SHUTDOWN, VMPI_OPEN_FLAGS, setBatchMode, u32Arg } from './guest-uapi.js';
+import { VMPI_IOC_BIND, VMPI_IOC_SHUTDOWN, VMPI_OPEN_FLAGS, setBatchModes, u32Arg } from './guest-uapi.js';
+import { fileWriter, type TxWriter } from './guest-tx-batch.js';
 import type { ChannelFile, SduHandler } from './port.js';
 
 export interface GuestChannel {
@@ -22,8 +24,10 @@ export interface GuestChannel {
   fd: number;
   readonly watcher: FdEventsWatcher;
   handler: SduHandler | null;
-  /** SDUs of this channel in the backlog: the file stays open until they are written. */
+  /** SDUs of this channel waiting to be written (the port's staged records and backlog): the file stays open until they are. */
   pending: number;
+  /** write(2) on this file (guest-tx-batch.ts). */
+  readonly writer: TxWriter;
   /** unbind() was called: close the file once nothing is pending. */
   closeWhenIdle: boolean;
   /** Hands one SDU read from the file to the port (made once per channel: no per-read closure). */
@@ -55,6 +59,8 @@ export class GuestChannelSet {
   private readonly rxBuf: Uint8Array;
   /** The driver reads many SDUs per read(2) (guest-file.ts); false with an older driver. */
   private batch = false;
+  /** The files take many SDUs per write(2), as records; false with an older driver. */
+  private _batchWrite = false;
   /** The channel whose watcher also waits for writability (the backlog head's). */
   private writableCh: GuestChannel | null = null;
 
@@ -64,6 +70,11 @@ export class GuestChannelSet {
     private readonly hooks: ChannelSetHooks,
   ) {
     this.rxBuf = new Uint8Array(Math.max(CHANNEL_READ_BUFFER, 4 + maxSdu));
+  }
+
+  /** The files are in batch-write mode (write records, not SDUs). */
+  get batchWrite(): boolean {
+    return this._batchWrite;
   }
 
   get(channel: number): GuestChannel | undefined {
@@ -82,14 +93,16 @@ export class GuestChannelSet {
     let watcher: FdEventsWatcher;
     try {
       native.ioctl(fd, VMPI_IOC_BIND, u32Arg(channel));
-      this.batch = setBatchMode(fd);
+      const modes = setBatchModes(fd);
+      this.batch = modes.read;
+      this._batchWrite = modes.write;
       watcher = native.watchFd(fd, native.UV_READABLE, (ev) => this.hooks.events(ch, ev));
     } catch (e) {
       closeSync(fd);
       if (errnoCode(e) === 'ENODEV') this.hooks.gone('the device was removed');
       throw guestPortError(e, this.path, `bind channel ${channel} on`, channel);
     }
-    const ch: GuestChannel = { channel, fd, watcher, handler: null, pending: 0, closeWhenIdle: false, deliver: (sdu) => this.hooks.deliver(ch, sdu) };
+    const ch: GuestChannel = { channel, fd, watcher, handler: null, pending: 0, closeWhenIdle: false, writer: fileWriter(fd), deliver: (sdu) => this.hooks.deliver(ch, sdu) };
     this.channels.set(channel, ch);
     watcher.start();
     return ch;

@@ -16,6 +16,8 @@ import { VMPI_BATCH_ALIGN, VMPI_BATCH_RECORD_HEADER, VMPI_IOC_NEXT_LEN, u32Arg }
 // The uapi lives in guest-uapi.ts; re-exported here for the readers of channel files that
 // import it with the reader.
 export {
+  VMPI_BATCH_READ,
+  VMPI_BATCH_WRITE,
   VMPI_INFO_F_BOUND,
   VMPI_INFO_F_REMOVED,
   VMPI_INFO_F_SHUTDOWN,
@@ -27,6 +29,7 @@ export {
   VMPI_IOC_SET_BATCH,
   VMPI_IOC_SHUTDOWN,
   setBatchMode,
+  setBatchModes,
   u32Arg,
   vmpiIoc,
   vmpiIocGetInfo,
@@ -83,4 +86,81 @@ export function readChannelFile(fd: number, buf: Uint8Array, batch: boolean, onS
     off = start + len + ((VMPI_BATCH_ALIGN - ((start + len) % VMPI_BATCH_ALIGN)) % VMPI_BATCH_ALIGN);
   }
   return count;
+}
+
+/**
+ * Where readChannelRecords() puts a read's SDUs without a view or a call per SDU: SDU i is
+ * buffer[offsets[i], offsets[i] + lengths[i]), for i < count; bytes is their total. The arrays
+ * hold at least CHANNEL_RECORDS_MAX entries.
+ */
+export interface ChannelRecords {
+  buffer: Uint8Array;
+  readonly offsets: Uint32Array;
+  readonly lengths: Uint32Array;
+  count: number;
+  bytes: number;
+}
+
+/** The most SDUs one batch read of CHANNEL_READ_BUFFER bytes can return (0-byte SDUs, 4 bytes each). */
+export const CHANNEL_RECORDS_MAX = CHANNEL_READ_BUFFER / VMPI_BATCH_ALIGN;
+
+/**
+ * Parse `n` bytes of a batch read in `buf` into `out` (count, bytes, offsets, lengths); the
+ * buffer is `buf`. Throws on a record that overruns the bytes read (a driver/reader mismatch).
+ */
+export function parseChannelRecords(buf: Uint8Array, n: number, out: ChannelRecords): void {
+  const view = new DataView(buf.buffer, buf.byteOffset, n);
+  const { offsets, lengths } = out;
+  let count = 0;
+  let bytes = 0;
+  for (let off = 0; off + VMPI_BATCH_RECORD_HEADER <= n; ) {
+    const len = view.getUint32(off, true);
+    const start = off + VMPI_BATCH_RECORD_HEADER;
+    if (start + len > n) throw new Error(`VMPI batch read: a record of ${len} bytes at ${off} overruns the ${n} bytes read (driver/reader mismatch)`);
+    if (count === offsets.length) throw new Error(`VMPI batch read: more than ${offsets.length} records in ${n} bytes`);
+    offsets[count] = start;
+    lengths[count] = len;
+    count++;
+    bytes += len;
+    off = (start + len + VMPI_BATCH_ALIGN - 1) & ~(VMPI_BATCH_ALIGN - 1);
+  }
+  out.buffer = buf;
+  out.count = count;
+  out.bytes = bytes;
+}
+
+/**
+ * readChannelFile() that hands the SDUs of one read(2) to `out` all at once (no view, no call
+ * per SDU): returns how many, or READ_EMPTY, READ_ENDED, READ_GONE. `batch`: the file is in
+ * batch-read mode (otherwise one SDU, at offset 0). `out.buffer` is `buf`, or a buffer of its own
+ * for an SDU larger than `buf`; valid until the next read into `buf`.
+ */
+export function readChannelRecords(fd: number, buf: Uint8Array, batch: boolean, out: ChannelRecords): number {
+  let n: number;
+  let into = buf;
+  for (;;) {
+    try {
+      n = readSync(fd, into, 0, into.byteLength, null);
+      break;
+    } catch (e) {
+      const code = errnoCode(e);
+      if (code === 'EAGAIN' || code === 'EWOULDBLOCK' || code === 'EINTR') return READ_EMPTY;
+      if (code === 'ESHUTDOWN' || code === 'ENOTCONN' || code === 'EPIPE') return READ_ENDED;
+      if (code === 'ENODEV') return READ_GONE;
+      if (code !== 'EMSGSIZE' || into !== buf) throw e;
+      const len = u32Arg(0);
+      native.ioctl(fd, VMPI_IOC_NEXT_LEN, len);
+      into = new Uint8Array((batch ? VMPI_BATCH_RECORD_HEADER : 0) + new Uint32Array(len.buffer)[0]!);
+    }
+  }
+  if (batch) {
+    parseChannelRecords(into, n, out);
+  } else {
+    out.buffer = into;
+    out.offsets[0] = 0;
+    out.lengths[0] = n;
+    out.count = 1;
+    out.bytes = n;
+  }
+  return out.count;
 }

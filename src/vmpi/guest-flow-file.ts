@@ -1,13 +1,18 @@
 /**
  * guest-flow-file.ts — SDU I/O on a /dev/vmpiN file bound to one flow's channel, as an
- * application in the guest does it: one untagged SDU per write(2), reads in the driver's batch
- * mode when it has one (guest-file.ts), the flow's end (ESHUTDOWN) and the device's (ENODEV) as
- * "ended". The IPC client reaches this through its FlowFileIo (dif/ipc/flow-file-io.ts) when the
+ * application in the guest does it: writes go through a GuestFlowOutbox (the SDUs of a tick
+ * leave with one write(2) in the driver's batch-write mode, guest-tx-batch.ts; one untagged SDU
+ * per write(2) with a driver that predates it), reads in the driver's batch mode when it has one
+ * (guest-file.ts; all SDUs of a read at once with readVmpiFileRecords), the flow's end
+ * (ESHUTDOWN) and the device's (ENODEV) as "ended". The IPC client reaches this through its FlowFileIo (dif/ipc/flow-file-io.ts) when the
  * daemon hands it such a file ('vmpi_file' data path), so it never sees the driver's format.
  */
 import { writeSync } from 'node:fs';
 import { errnoCode } from '../sys/fd.js';
-import { CHANNEL_READ_BUFFER, READ_EMPTY, READ_ENDED, READ_GONE, readChannelFile, setBatchMode } from './guest-file.js';
+import { CHANNEL_READ_BUFFER, READ_EMPTY, READ_ENDED, READ_GONE, readChannelFile, readChannelRecords, setBatchModes, type ChannelRecords } from './guest-file.js';
+import { TxRecords, fileWriter, type TxWriter } from './guest-tx-batch.js';
+
+export { CHANNEL_RECORDS_MAX, type ChannelRecords } from './guest-file.js';
 
 /** 'full': the tx ring has no room (EAGAIN); 'closed': the flow's binding or the device ended. */
 export type GuestFlowWriteResult = 'sent' | 'full' | 'closed';
@@ -56,16 +61,82 @@ export function readVmpiFileBatch(fd: number, batch: boolean, maxSdu: number, si
   return n === READ_GONE ? FLOW_FILE_ENDED : n;
 }
 
+/**
+ * One read of a flow's file with every SDU it returned in `out` at once (guest-file.ts
+ * readChannelRecords; valid until the next read of any flow's file in this process): how many,
+ * FLOW_FILE_EMPTY or FLOW_FILE_ENDED. The caller checks the lengths against the flow's max SDU.
+ */
+export function readVmpiFileRecords(fd: number, batch: boolean, out: ChannelRecords): number {
+  fileBuf ??= new Uint8Array(CHANNEL_READ_BUFFER);
+  const n = readChannelRecords(fd, fileBuf, batch, out);
+  return n === READ_GONE ? FLOW_FILE_ENDED : n;
+}
+
+/** GuestFlowOutbox.offer(): copied in (it leaves with the next flush), or not taken. */
+export type GuestOfferResult = 'queued' | 'full' | 'closed';
+
+/**
+ * The SDUs a flow's writer accepted but did not write yet, copied into batch-write records
+ * (guest-tx-batch.ts), bounded (256 SDUs, 256 KiB; an empty one takes any SDU). offer() flushes
+ * when the bound is reached and says 'full' only when the ring takes nothing more; flush() writes
+ * as many as the ring takes and keeps the rest, in order.
+ */
+export class GuestFlowOutbox {
+  private readonly recs = new TxRecords();
+  private readonly writer: TxWriter;
+
+  constructor(
+    fd: number,
+    /** The file is in batch-write mode (VMPI_BATCH_WRITE); else one write(2) per SDU. */
+    readonly batch: boolean,
+  ) {
+    this.writer = fileWriter(fd);
+  }
+
+  /** SDUs waiting. */
+  get length(): number {
+    return this.recs.sdus;
+  }
+
+  offer(sdu: Uint8Array): GuestOfferResult {
+    if (!this.recs.fits(sdu.byteLength)) {
+      const r = this.flush();
+      if (r !== 'done') return r;
+    }
+    this.recs.add(sdu);
+    return 'queued';
+  }
+
+  flush(): 'done' | 'full' | 'closed' {
+    return this.recs.isEmpty ? 'done' : this.recs.flush(this.writer, this.batch);
+  }
+
+  /** Drop what waits; returns how many SDUs. */
+  discard(): number {
+    return this.recs.clear();
+  }
+}
+
 /** Read and write SDUs on a flow's file. */
 export interface GuestFlowFileIo {
+  /** The file is in batch-read mode. */
+  readonly batchRead: boolean;
+  /** The file is in batch-write mode. */
+  readonly batchWrite: boolean;
   read(fd: number, maxSdu: number, sink: GuestFlowSink): number;
   write(fd: number, sdu: Uint8Array): GuestFlowWriteResult;
 }
 
-const BATCHED: GuestFlowFileIo = { read: (fd, maxSdu, sink) => readVmpiFileBatch(fd, true, maxSdu, sink), write: writeVmpiFile };
-const UNBATCHED: GuestFlowFileIo = { read: (fd, maxSdu, sink) => readVmpiFileBatch(fd, false, maxSdu, sink), write: writeVmpiFile };
+const IO = [false, true].map((batchRead) =>
+  [false, true].map((batchWrite): GuestFlowFileIo => ({ batchRead, batchWrite, read: (fd, maxSdu, sink) => readVmpiFileBatch(fd, batchRead, maxSdu, sink), write: writeVmpiFile })),
+);
 
-/** Set up a flow's file for SDU I/O: batch reads when the driver has them, one SDU per read otherwise. */
+/**
+ * Set up a flow's file for SDU I/O: batch reads and writes when the driver has them, one SDU
+ * per read or write otherwise. A file in batch-write mode takes records only: write through a
+ * GuestFlowOutbox of its `batchWrite`, not writeVmpiFile.
+ */
 export function guestFlowFileIo(fd: number): GuestFlowFileIo {
-  return setBatchMode(fd) ? BATCHED : UNBATCHED;
+  const m = setBatchModes(fd);
+  return IO[Number(m.read)]![Number(m.write)]!;
 }

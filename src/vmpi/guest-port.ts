@@ -11,11 +11,16 @@
  *     reads; a uv_poll watcher (native.watchFd) reads bursts of SDUs until EAGAIN into one
  *     reusable buffer (guest-file.ts) and calls the handler per SDU (the bytes are valid only
  *     during the call);
- *   - send() writes one SDU per write(): Sent; when the tx ring is full (EAGAIN) the SDU is copied
- *     into a bounded backlog shared by all channels of the port (the ring is shared too, so once
- *     anything is queued later SDUs queue behind it, keeping order): Queued; when the backlog is
- *     full: Full, and 'drain' follows once it has room. The backlog drains when the file of its
- *     head SDU polls writable (EPOLLOUT: room for a max-size frame);
+ *   - send() copies the SDU into the port's staged records (guest-tx-batch.ts): the SDUs sent in
+ *     one tick on one channel leave with one write(2) in the driver's batch-write mode (on a
+ *     microtask, or at once when the channel changes or the records reach their bound; one
+ *     write(2) per SDU with a driver that predates it): Queued. What the tx ring does not take
+ *     (EAGAIN) stays staged, in order, and later SDUs are copied into a bounded backlog shared by
+ *     all channels of the port (the ring is shared too, so once anything waits later SDUs queue
+ *     behind it, keeping order): Queued; when the backlog is full: Full, and 'drain' follows once
+ *     it has room. Staged records and backlog drain when the file of their head SDU polls
+ *     writable (EPOLLOUT: room for a max-size frame), the backlog's head moving into the staged
+ *     records a channel's run at a time;
  *   - a send on a channel that is not bound opens (and binds) a file for it on demand: the driver
  *     writes only through a bound file. SDUs arriving on such a channel have no handler and are
  *     read and dropped (counted), as the host drops SDUs for channels without a handler;
@@ -30,12 +35,13 @@
  * device), the driver's numbers guest-uapi.ts's, the errors guest-error.ts's.
  */
 import { EventEmitter } from 'node:events';
-import { closeSync, writeSync } from 'node:fs';
+import { closeSync } from 'node:fs';
 import { errnoCode } from '../sys/fd.js';
 import { native, type FdEventsWatcher } from '../sys/native.js';
 import { SendBacklog, type BacklogCounters } from './backlog.js';
 import { GuestChannelSet, openVmpiDevice, type GuestChannel } from './guest-channel.js';
 import { GuestPortError, guestPortError } from './guest-error.js';
+import { TxRecords } from './guest-tx-batch.js';
 import { VMPI_INFO_SIZE, VMPI_INFO_SIZES, VMPI_IOC_GET_INFO, parseVmpiInfo, vmpiIocGetInfo, type GuestVmpiInfo } from './guest-uapi.js';
 // port.ts imports nothing concrete: the compiled module does not load device.js (nor vhost-user/).
 import { SendResult, badChannelMessage, isChannelId, type ChannelFile, type DirectionStats, type SduHandler, type VmpiPort, type VmpiPortEvents } from './port.js';
@@ -82,7 +88,9 @@ interface Backlogged {
   sdu: Uint8Array;
 }
 
-type WriteOutcome = 'ok' | 'again' | 'gone';
+/** SDUs and bytes the staged records hold at most (fewer when the backlog's bounds are smaller: what is staged always fits them). */
+const STAGE_MAX_SDUS = 64;
+const STAGE_MAX_BYTES = 256 * 1024;
 
 export class GuestVmpiPort extends EventEmitter<VmpiPortEvents> implements VmpiPort {
   /** The character device, e.g. /dev/vmpi0. */
@@ -107,6 +115,12 @@ export class GuestVmpiPort extends EventEmitter<VmpiPortEvents> implements VmpiP
   private infoRequest = VMPI_IOC_GET_INFO;
   /** Shared by all channels: the tx ring is shared too, so once anything waits later SDUs queue behind it. */
   private readonly backlog: SendBacklog<Backlogged>;
+  /** SDUs of one channel (stagedCh) copied into batch-write records: the head of what waits, before the backlog. */
+  private readonly staged: TxRecords;
+  private stagedCh: GuestChannel | null = null;
+  private flushDue = false;
+  /** The last flush found the tx ring full: wait for the staged records' file to poll writable. */
+  private ringFull = false;
   private up = true;
   private closed = false;
 
@@ -114,12 +128,15 @@ export class GuestVmpiPort extends EventEmitter<VmpiPortEvents> implements VmpiP
   constructor(device: string | number = 0, opts: GuestVmpiPortOptions = {}) {
     super();
     this.path = typeof device === 'number' ? `/dev/vmpi${device}` : device;
+    const maxSdus = opts.backlogMaxSdus ?? 1024;
+    const maxBytes = opts.backlogMaxBytes ?? 4 * 1024 * 1024;
     this.backlog = new SendBacklog(this.stats, {
-      maxSdus: opts.backlogMaxSdus ?? 1024,
-      maxBytes: opts.backlogMaxBytes ?? 4 * 1024 * 1024,
+      maxSdus,
+      maxBytes,
       // An empty backlog takes any SDU, so a Full is always followed by a 'drain'.
       emptyTakesAny: true,
     });
+    this.staged = new TxRecords(Math.max(1, Math.min(STAGE_MAX_SDUS, maxSdus)), Math.min(STAGE_MAX_BYTES, maxBytes));
     this.ctlFd = openVmpiDevice(this.path);
     let info: GuestVmpiInfo;
     try {
@@ -202,11 +219,24 @@ export class GuestVmpiPort extends EventEmitter<VmpiPortEvents> implements VmpiP
     }
     const ch = this.channels.open(channel);
     if (this.backlog.isEmpty) {
-      const r = this.write(ch, sdu, true);
-      if (r === 'ok') return SendResult.Sent;
-      if (r === 'gone') {
-        this.stats.drops.device_gone++;
-        return SendResult.Full;
+      // Staged records take SDUs of one channel: another channel's (or no room) writes them first.
+      // (Not while the ring is known to be full: the writability event flushes them.)
+      if (this.stagedCh !== null && !this.ringFull && (this.stagedCh !== ch || !this.staged.fits(sdu.byteLength))) {
+        this.flushStaged();
+        if (!this.up) {
+          this.stats.drops.device_gone++;
+          return SendResult.Full;
+        }
+      }
+      if (this.stagedCh === null || (this.stagedCh === ch && this.staged.fits(sdu.byteLength))) {
+        this.stagedCh = ch;
+        this.staged.add(sdu);
+        ch.pending++;
+        if (!this.flushDue) {
+          this.flushDue = true;
+          queueMicrotask(this.flushSoon);
+        }
+        return SendResult.Queued;
       }
     }
     if (!this.backlog.add({ ch, sdu: Uint8Array.prototype.slice.call(sdu) })) {
@@ -214,7 +244,6 @@ export class GuestVmpiPort extends EventEmitter<VmpiPortEvents> implements VmpiP
       return SendResult.Full;
     }
     ch.pending++;
-    this.channels.armWritable(this.backlog.peek()!.ch);
     return SendResult.Queued;
   }
 
@@ -234,6 +263,14 @@ export class GuestVmpiPort extends EventEmitter<VmpiPortEvents> implements VmpiP
   /** Close every file. Idempotent; queued SDUs are discarded; emits nothing. */
   close(): void {
     if (this.closed) return;
+    // What was sent this tick still goes, if the ring takes it (as when send() wrote at once).
+    if (this.up) {
+      try {
+        this.flushStaged();
+      } catch {
+        // closing anyway
+      }
+    }
     this.closed = true;
     this.up = false;
     this.teardown();
@@ -272,7 +309,10 @@ export class GuestVmpiPort extends EventEmitter<VmpiPortEvents> implements VmpiP
       if (this.up) this.channels.restart(ch);
       return;
     }
-    if (events & native.UV_WRITABLE) this.drainBacklog();
+    if (events & native.UV_WRITABLE) {
+      this.ringFull = false;
+      this.flushStaged();
+    }
     if (events & native.UV_READABLE) this.channels.read(ch);
   }
 
@@ -287,41 +327,88 @@ export class GuestVmpiPort extends EventEmitter<VmpiPortEvents> implements VmpiP
     handler(sdu, ch.channel);
   }
 
-  /** One write(2) of one SDU. Errors other than EAGAIN/ENODEV throw when `direct`, else are dropped. */
-  private write(ch: GuestChannel, sdu: Uint8Array, direct: boolean): WriteOutcome {
-    try {
-      writeSync(ch.fd, sdu, 0, sdu.byteLength);
-    } catch (e) {
-      const code = errnoCode(e);
-      if (code === 'EAGAIN' || code === 'EWOULDBLOCK') {
-        this.stats.txRingFull++;
-        return 'again';
-      }
-      if (code === 'ENODEV') {
-        this.gone('the device was removed');
-        return 'gone';
-      }
-      if (direct) throw guestPortError(e, this.path, `write to channel ${ch.channel} of`, ch.channel);
-      this.stats.drops.write_error++;
-      return 'ok';
-    }
-    this.stats.toHost.sdus++;
-    this.stats.toHost.bytes += sdu.byteLength;
-    return 'ok';
-  }
-
-  /** Writes the backlog's head SDU; false when it stays (ring full) or the device went away (gone() cleared everything). */
-  private readonly writeBacklogged = (b: Backlogged): boolean => {
-    if (this.write(b.ch, b.sdu, false) !== 'ok') return false;
-    if (--b.ch.pending === 0 && b.ch.closeWhenIdle) this.channels.close(b.ch);
-    return true;
+  /** The writes of this tick, together (queued once per batch, not per SDU). */
+  private readonly flushSoon = (): void => {
+    this.flushDue = false;
+    if (this.up && !this.closed && !this.ringFull) this.flushStaged();
   };
 
-  private drainBacklog(): void {
-    const sent = this.backlog.drain(this.writeBacklogged);
-    if (!this.up) return; // gone() cleared everything
-    this.channels.armWritable(this.backlog.peek()?.ch ?? null);
-    if (sent > 0 && this.backlog.drainDue()) this.emit('drain');
+  /**
+   * Write the staged records; when they all went, move the backlog's head run (one channel's
+   * SDUs, up to the staged bounds) into them and go on, until the ring is full or nothing waits.
+   * A full ring leaves the rest staged and arms writability on their file.
+   */
+  private flushStaged(): void {
+    /** SDUs that came out of the backlog: 'drain' is due only after those (backlog.ts). */
+    let moved = 0;
+    for (;;) {
+      const ch = this.stagedCh;
+      if (ch === null) break;
+      let r: 'done' | 'full' | 'closed';
+      try {
+        r = ch.fd < 0 ? 'closed' : this.staged.flush(ch.writer, this.channels.batchWrite);
+      } catch {
+        // A write error other than a full ring or the device's end (none is expected): the head SDU is dropped, counted.
+        this.account(ch);
+        if (!this.staged.isEmpty) {
+          this.staged.dropHead();
+          this.stats.drops.write_error++;
+          this.released(ch, 1);
+        }
+        if (this.staged.isEmpty) {
+          this.stagedCh = null;
+          moved += this.refill();
+        }
+        continue;
+      }
+      this.account(ch);
+      if (r === 'closed') {
+        this.gone('the device was removed');
+        return;
+      }
+      if (r === 'full') {
+        this.stats.txRingFull++;
+        this.ringFull = true;
+        this.channels.armWritable(ch);
+        if (moved > 0 && this.backlog.drainDue()) this.emit('drain');
+        return;
+      }
+      this.stagedCh = null;
+      moved += this.refill();
+    }
+    this.channels.armWritable(null);
+    if (moved > 0 && this.backlog.drainDue()) this.emit('drain');
+  }
+
+  /** What the last flush of the staged records of `ch` wrote: counted; returns how many SDUs. */
+  private account(ch: GuestChannel): number {
+    const n = this.staged.sentSdus;
+    if (n === 0) return 0;
+    this.stats.toHost.sdus += n;
+    this.stats.toHost.bytes += this.staged.sentBytes;
+    this.staged.sentSdus = 0;
+    this.staged.sentBytes = 0;
+    this.released(ch, n);
+    return n;
+  }
+
+  /** `n` SDUs of `ch` left (written or dropped): its file closes once nothing waits and it was unbound. */
+  private released(ch: GuestChannel, n: number): void {
+    ch.pending -= n;
+    if (ch.pending === 0 && ch.closeWhenIdle) this.channels.close(ch);
+  }
+
+  /** Move the backlog's head run (SDUs of one channel, within the staged bounds) into the staged records; how many. */
+  private refill(): number {
+    const head = this.backlog.peek();
+    if (head === undefined) return 0;
+    const ch = head.ch;
+    this.stagedCh = ch;
+    return this.backlog.drain((b) => {
+      if (b.ch !== ch || !this.staged.fits(b.sdu.byteLength)) return false;
+      this.staged.add(b.sdu);
+      return true;
+    });
   }
 
   /** The control file polled (only removal makes an unbound file poll) or a watcher failed. */
@@ -338,13 +425,16 @@ export class GuestVmpiPort extends EventEmitter<VmpiPortEvents> implements VmpiP
   private gone(reason: string): void {
     if (!this.up) return;
     this.up = false;
-    this.stats.drops.device_gone += this.backlog.clear();
+    this.stats.drops.device_gone += this.backlog.clear() + this.staged.clear();
+    this.stagedCh = null;
     this.teardown();
     this.emit('down', reason);
   }
 
   private teardown(): void {
     this.backlog.clear();
+    this.staged.clear();
+    this.stagedCh = null;
     this.channels.closeAll();
     if (this.ctlWatcher) {
       this.ctlWatcher.close();

@@ -32,13 +32,17 @@ export const VMPI_IOC_GET_INFO = vmpiIocGetInfo(VMPI_INFO_SIZE);
 export const VMPI_IOC_NEXT_LEN = vmpiIoc('read', 3, 4);
 /** _IO: no direction, no argument: issue it with native.ioctlNoArg. */
 export const VMPI_IOC_SHUTDOWN = vmpiIoc('none', 4, 0);
-/** Read mode (u32): 0 one SDU per read, 1 batch. */
+/** Batch modes (u32, a mask of VMPI_BATCH_READ | VMPI_BATCH_WRITE; 0: one SDU per read and per write). */
 export const VMPI_IOC_SET_BATCH = vmpiIoc('write', 5, 4);
+/** read(2) returns many SDUs, as records. */
+export const VMPI_BATCH_READ = 1;
+/** write(2) takes many SDUs, as records (drivers that predate it refuse the bit with EINVAL). */
+export const VMPI_BATCH_WRITE = 2;
 export const VMPI_INFO_F_BOUND = 1 << 0;
 export const VMPI_INFO_F_REMOVED = 1 << 1;
 export const VMPI_INFO_F_SHUTDOWN = 1 << 2;
 
-/** Batch-mode read(2) records: a le32 length, then the SDU; the next record starts at a multiple of VMPI_BATCH_ALIGN. */
+/** Batch-mode records (read(2) and write(2)): a le32 length, then the SDU; the next record starts at a multiple of VMPI_BATCH_ALIGN. */
 export const VMPI_BATCH_RECORD_HEADER = 4;
 export const VMPI_BATCH_ALIGN = 4;
 
@@ -101,8 +105,27 @@ export function u32Arg(v: number): Uint8Array {
 
 /** Switch `fd` (its open file description) to batch reads; false if the driver predates them. */
 export function setBatchMode(fd: number): boolean {
+  return trySetBatch(fd, VMPI_BATCH_READ);
+}
+
+/** What setBatchModes() could switch on. */
+export interface BatchModes {
+  read: boolean;
+  write: boolean;
+}
+
+/**
+ * Switch `fd` to batch reads and batch writes, or to batch reads alone with a driver that
+ * predates batch writes (it refuses the bit with EINVAL), or to neither with one older still.
+ */
+export function setBatchModes(fd: number): BatchModes {
+  if (trySetBatch(fd, VMPI_BATCH_READ | VMPI_BATCH_WRITE)) return { read: true, write: true };
+  return { read: trySetBatch(fd, VMPI_BATCH_READ), write: false };
+}
+
+function trySetBatch(fd: number, mode: number): boolean {
   try {
-    native.ioctl(fd, VMPI_IOC_SET_BATCH, u32Arg(1));
+    native.ioctl(fd, VMPI_IOC_SET_BATCH, u32Arg(mode));
     return true;
   } catch (e) {
     if (errnoCode(e) === 'ENOTTY' || errnoCode(e) === 'EINVAL') return false;

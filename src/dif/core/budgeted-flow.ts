@@ -4,9 +4,10 @@
  * flow, rxQueueTotalBytes over every flow (rx-queue.ts rxBudgetExceeded). A flow nobody reads
  * drops what is over it, counted in rxQueueDrops and told to the IPC process (budgetHit); its
  * queued bytes count against the total until the flow ends. Shared by the shim DIFs' flows
- * (shim-hv/flow.ts, shim-udp/flow.ts).
+ * (shim-hv/flow.ts, shim-udp/flow.ts). An IPC process that receives many SDUs of a flow at once
+ * hands them over with deliverBatch(): to 'sdus' listeners without a copy.
  */
-import type { QosSpec } from '../api.js';
+import type { QosSpec, SduBatch } from '../api.js';
 import type { AppName } from '../naming.js';
 import { RxQueue, rxBudgetExceeded, type RxBudget } from '../rx-queue.js';
 import { BaseFlow, type FlowEnd } from './flow.js';
@@ -58,6 +59,20 @@ export abstract class BudgetedFlow extends BaseFlow {
       }
     }
     this.rx.push(Uint8Array.prototype.slice.call(sdu));
+  }
+
+  /**
+   * Many SDUs of this flow at once (bytes valid only now): straight to the 'sdus' listeners
+   * when the queue takes batches (rx-queue.ts takesBatch), else one by one as deliver().
+   */
+  deliverBatch(batch: SduBatch): void {
+    if (this.rx.takesBatch()) {
+      this.stats.rxSdus += batch.count;
+      this.stats.rxBytes += batch.bytes;
+      this.rx.pushBatch(batch);
+      return;
+    }
+    for (let i = 0; i < batch.count; i++) this.deliver(batch.sdu(i));
   }
 
   protected released(): void {

@@ -4,12 +4,15 @@
  * FlowFileIo of the data path the daemon announced (flow-file-io.ts): the daemon's
  * SOCK_SEQPACKET end (host), or in a guest the VMPI driver's file of the flow's channel.
  *
- * On the socket data path both directions go in batches: write() copies the SDU into the flow's
- * Outbox (record.ts) and the writes of one tick leave together (one sendmmsg per up to 256, on a
- * microtask, or at once when the outbox is full); write() says false, and 'drain' follows, only
- * when the socket took nothing more (the outbox's rest waits, in order, for writable). Reads take
- * many records per recvmmsg, up to a bounded read-ahead. On a guest's VMPI file, write() is one
- * system call, false when the ring is full. writev() writes many SDUs in one call.
+ * Both directions go in batches: write() copies the SDU into the flow's outbox (record.ts Outbox
+ * on the socket, vmpi/guest-flow-file.ts GuestFlowOutbox on a VMPI file) and the writes of one
+ * tick leave together (one sendmmsg per up to 256 records, or one write(2) of many records in the
+ * driver's batch-write mode; on a microtask, or at once when the outbox is full); write() says
+ * false, and 'drain' follows, only when the fd took nothing more (the outbox's rest waits, in
+ * order, for writable). Reads take many records per recvmmsg (or a VMPI file's batch read), up to
+ * a bounded read-ahead; with an 'sdus' listener and nothing queued, all SDUs of one read go to it
+ * as one batch of views into the read buffer (no copy, promise or event per SDU). writev()
+ * writes many SDUs in one call.
  */
 import { EventEmitter } from 'node:events';
 import { DifError, type DeallocationCause, type Flow, type FlowEvents, type FlowState, type FlowStats, type QosSpec } from '../api.js';
@@ -19,7 +22,7 @@ import { FdInterest } from './fd-interest.js';
 import { RxQueue } from '../rx-queue.js';
 import { checkAllocated, checkSdu, sendSdu, untilNull } from '../flow-io.js';
 import { safeClose } from '../../sys/fd.js';
-import { FLOW_READ_EMPTY, FLOW_READ_ENDED, flowFileIo, type FlowFileIo, type SduSink } from './flow-file-io.js';
+import { FLOW_READ_EMPTY, FLOW_READ_ENDED, flowFileIo, flowReadBatch, type FlowFileIo, type FlowOutbox, type SduSink } from './flow-file-io.js';
 import { Outbox, type OfferResult } from './record.js';
 import type { FlowDatapath, FlowInfo } from './protocol.js';
 
@@ -64,8 +67,10 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
   /** End of file seen (or we stopped reading): nothing more will come. */
   private eof = false;
   private blocked = false;
-  /** The socket data path's batch of accepted writes (null on a VMPI file). */
-  private readonly outbox: Outbox | null;
+  /** The batch of accepted writes (a record.ts Outbox on the socket data path). */
+  private readonly outbox: FlowOutbox;
+  /** The socket data path (else a VMPI file). */
+  private readonly socket: boolean;
   private flushDue = false;
   /** The daemon's end is gone (a send saw EPIPE): writes fail as after deallocation. */
   private peerClosed = false;
@@ -87,9 +92,10 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
     this.qos = Object.freeze({ ...info.qos });
     this.datapath = info.datapath ?? 'socket';
     this.io = flowFileIo(this.datapath, fd);
-    this.outbox = this.datapath === 'socket' ? new Outbox(fd, { onSent: () => {}, onTooLarge: () => this.txLost++ }) : null;
+    this.socket = this.datapath !== 'vmpi_file';
+    this.outbox = this.io.outbox(fd, { onSent: () => {}, onTooLarge: () => this.txLost++ });
     // Tell the daemon this end reads packed records (a daemon that does not know them drops it).
-    if (this.outbox?.hello()) this.scheduleFlush();
+    if (this.outbox instanceof Outbox && this.outbox.hello()) this.scheduleFlush();
     this.interest = new FdInterest(fd, native.UV_READABLE, (ev) => {
       try {
         this.onEvents(ev);
@@ -116,13 +122,8 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
       this.stats.txRefused++;
       return false;
     }
-    let r: OfferResult;
-    if (this.outbox !== null) {
-      r = this.outbox.offer(sdu);
-      if (r === 'queued') this.scheduleFlush();
-    } else {
-      r = this.io.write(this.fd, sdu);
-    }
+    const r: OfferResult = this.outbox.offer(sdu);
+    if (r === 'queued') this.scheduleFlush();
     if (r === 'sent' || r === 'queued') {
       this.stats.txSdus++;
       this.stats.txBytes += sdu.byteLength;
@@ -175,7 +176,7 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
     if (this.flushOutbox() === 'full') {
       this.interest.set(native.UV_WRITABLE);
       const timer = setTimeout(() => {
-        this.txLost += this.outbox?.discard() ?? 0;
+        this.txLost += this.outbox.discard();
         this.requestDeallocate();
       }, DEALLOCATE_FLUSH_MS);
       timer.unref();
@@ -208,7 +209,7 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
 
   /** Send what the outbox holds now ('done' without one; 'closed' counts its rest as lost). */
   private flushOutbox(): 'done' | 'full' | 'closed' {
-    if (this.outbox === null || this.outbox.length === 0 || !this.fdOpen) return 'done';
+    if (this.outbox.length === 0 || !this.fdOpen) return 'done';
     const r = this.outbox.flush();
     if (r === 'closed') this.sawPeerClosed();
     return r;
@@ -238,7 +239,7 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
 
   private sawPeerClosed(): void {
     this.peerClosed = true;
-    this.txLost += this.outbox?.discard() ?? 0;
+    this.txLost += this.outbox.discard();
   }
 
   // --- called by the client --------------------------------------------------------------------
@@ -251,7 +252,7 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
     this.blocked = false;
     this.interest.want(native.UV_WRITABLE, false);
     // The daemon drops what the application writes after the flow's end.
-    this.txLost += this.outbox?.discard() ?? 0;
+    this.txLost += this.outbox.discard();
     if (this.eof) this.closeFd();
     this.emit('deallocated', reason, cause);
     this.checkEnd();
@@ -306,7 +307,20 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
         // Read no further ahead than the bounds (a max-SDU record each; the first always fits).
         max = Math.min(max, CLIENT_RX_QUEUE_LIMIT - this.rx.length, Math.max(1, Math.floor((CLIENT_RX_QUEUE_BYTES - this.rx.bytes) / Math.max(1, maxSdu))));
       }
-      const n = this.io.read(this.fd, maxSdu, this.outbox !== null ? this.socketSink : this.sink, max);
+      const sink = this.socket ? this.socketSink : this.sink;
+      let n: number;
+      if (this.rx.takesBatch()) {
+        // An 'sdus' listener and nothing queued: every SDU of this read in one call, no copies.
+        const batch = flowReadBatch();
+        n = this.io.readBatch(this.fd, maxSdu, batch, sink, max);
+        if (n > 0 && batch.count > 0) {
+          this.stats.rxSdus += batch.count;
+          this.stats.rxBytes += batch.bytes;
+          this.rx.pushBatch(batch);
+        }
+      } else {
+        n = this.io.read(this.fd, maxSdu, sink, max);
+      }
       if (n === FLOW_READ_EMPTY) break;
       if (n === FLOW_READ_ENDED) {
         this.eof = true;
@@ -326,7 +340,9 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
       this.stats.rxBytes += sdu.byteLength;
       this.rx.push(sdu);
     },
-    packs: () => this.outbox?.pack(),
+    packs: () => {
+      if (this.outbox instanceof Outbox) this.outbox.pack();
+    },
     bad: () => {
       this.badRecords++;
     },
@@ -373,7 +389,7 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
   private closeFd(): void {
     if (!this.fdOpen) return;
     this.fdOpen = false;
-    this.txLost += this.outbox?.discard() ?? 0;
+    this.txLost += this.outbox.discard();
     if (this.deallocWait !== null) {
       clearTimeout(this.deallocWait.timer);
       this.deallocWait = null;

@@ -24,9 +24,9 @@
  *
  * In the guest, a flow of the shim DIF skips the daemon altogether: the daemon passes the
  * application a /dev/vmpiN file bound to the flow's channel (ChannelFile, vmpi/port.ts), which
- * the application reads and writes itself, one SDU per call, with no tag (the driver never reads
- * 0 bytes for end of file: the flow's end is ESHUTDOWN; reads take bursts of SDUs in the
- * driver's batch mode). vmpi/guest-flow-file.ts is that path's counterpart of
+ * the application reads and writes itself, with no tag (the driver never reads 0 bytes for end
+ * of file: the flow's end is ESHUTDOWN); both directions in the driver's batch modes: a read
+ * takes a burst of SDUs, and the writes of a tick leave with one write(2) of records. vmpi/guest-flow-file.ts is that path's counterpart of
  * readRecord/writeRecord; the daemon keeps only a DirectFlowLink.
  *
  * Record format: one tag byte, then by tag: RECORD_SDU (0), one SDU; RECORD_SDUS (1), packed

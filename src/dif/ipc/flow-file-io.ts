@@ -2,10 +2,13 @@
  * flow-file-io.ts — how an IPC client reads and writes SDUs on the fd of one of its flows,
  * chosen by the data path the daemon announced (protocol.ts FlowDatapath): 'socket', tagged
  * records on the daemon's SOCK_SEQPACKET end (record.ts); 'vmpi_file', the guest driver's file
- * of the flow's channel (vmpi/guest-flow-file.ts). The client sees only FlowFileIo.
+ * of the flow's channel (vmpi/guest-flow-file.ts). The client sees only FlowFileIo: reads SDU
+ * by SDU to a sink, or all SDUs of one read at once into an SduBatchBuffer (for 'sdus'
+ * listeners), and writes through the data path's outbox (SDUs of a tick leave together).
  */
-import { guestFlowFileIo, FLOW_FILE_EMPTY, FLOW_FILE_ENDED } from '../../vmpi/guest-flow-file.js';
-import { readRecords, RECORDS_EMPTY, RECORDS_ENDED, writeRecord, type RecordSink, type WriteRecordResult } from './record.js';
+import { guestFlowFileIo, readVmpiFileRecords, FLOW_FILE_EMPTY, FLOW_FILE_ENDED, CHANNEL_RECORDS_MAX, GuestFlowOutbox, type GuestFlowFileIo } from '../../vmpi/guest-flow-file.js';
+import { SduBatchBuffer } from '../sdu-batch.js';
+import { Outbox, PACK_SDUS_MAX, readRecords, RECORDS_EMPTY, RECORDS_ENDED, writeRecord, type FlushResult, type OfferResult, type OutboxHooks, type RecordSink, type WriteRecordResult } from './record.js';
 import type { FlowDatapath } from './protocol.js';
 
 /** Where the SDUs of one read of a flow's fd go: each SDU (bytes valid only during the call), or a bad record. */
@@ -24,11 +27,39 @@ export interface SduSink {
 export const FLOW_READ_EMPTY = FLOW_FILE_EMPTY;
 export const FLOW_READ_ENDED = FLOW_FILE_ENDED;
 
+/** What a flow's writes go through: SDUs accepted in order, sent in batches (record.ts Outbox on a socket, GuestFlowOutbox on a VMPI file). */
+export interface FlowOutbox {
+  /** SDUs (or records) waiting. */
+  readonly length: number;
+  offer(sdu: Uint8Array): OfferResult;
+  flush(): FlushResult;
+  /** Drop what waits; returns how many SDUs. */
+  discard(): number;
+}
+
 /** How a flow's fd carries SDUs. */
 export interface FlowFileIo {
   /** One read: records to `sink` (at most `max`, where the data path batches); their count, or FLOW_READ_EMPTY / FLOW_READ_ENDED. */
   read(fd: number, maxSdu: number, sink: SduSink, max?: number): number;
+  /**
+   * One read with its SDUs in `batch` (its buffer the data path's shared read buffer: valid
+   * until the next read); records that are not SDUs of the flow go to `sink` (bad, fds,
+   * packs). Returns as read() does (bad records counted too).
+   */
+  readBatch(fd: number, maxSdu: number, batch: SduBatchBuffer, sink: SduSink, max?: number): number;
   write(fd: number, sdu: Uint8Array): WriteRecordResult;
+  /** The outbox for this fd's writes. */
+  outbox(fd: number, hooks: OutboxHooks): FlowOutbox;
+}
+
+/** SDUs one readBatch() can give: a VMPI file's batch read of 0-byte SDUs, or 256 packed records. */
+export const BATCH_CAPACITY = Math.max(CHANNEL_RECORDS_MAX, 256 * PACK_SDUS_MAX);
+let sharedBatch: SduBatchBuffer | null = null;
+
+/** The batch every flow of this process reads into (a batch lives only until the next read, like the read buffers). */
+export function flowReadBatch(): SduBatchBuffer {
+  sharedBatch ??= new SduBatchBuffer(BATCH_CAPACITY);
+  return sharedBatch;
 }
 
 /** Records per socket read when the caller sets no bound. */
@@ -56,9 +87,60 @@ function sinkOf(sink: SduSink): RecordSink {
   return r;
 }
 
-const SOCKET_IO: FlowFileIo = { read: readSocketBatch, write: writeRecord };
+const batchSinks = new WeakMap<SduSink, RecordSink>();
 
-/** The I/O for a flow's fd of data path `datapath` (sets the fd up: batch reads of a VMPI file). */
+/** readRecords() into `batch` (socket data path). */
+function readSocketInto(fd: number, maxSdu: number, batch: SduBatchBuffer, sink: SduSink, max = SOCKET_BATCH): number {
+  let r = batchSinks.get(sink);
+  if (r === undefined || r.into !== batch) {
+    r = { ...sinkOf(sink), into: batch };
+    batchSinks.set(sink, r);
+  }
+  const n = readRecords(fd, maxSdu, max, r);
+  if (n === RECORDS_EMPTY) return FLOW_READ_EMPTY;
+  if (n === RECORDS_ENDED) return FLOW_READ_ENDED;
+  return n;
+}
+
+const SOCKET_IO: FlowFileIo = {
+  read: readSocketBatch,
+  readBatch: readSocketInto,
+  write: writeRecord,
+  outbox: (fd, hooks) => new Outbox(fd, hooks),
+};
+
+/** One batch read of a VMPI file into `batch`; SDUs over the flow's max SDU go to `sink.bad` and leave the batch. */
+function readVmpiInto(io: GuestFlowFileIo, fd: number, maxSdu: number, batch: SduBatchBuffer, sink: SduSink): number {
+  const n = readVmpiFileRecords(fd, io.batchRead, batch);
+  if (n <= 0) return n;
+  let keep = 0;
+  for (let i = 0; i < batch.count; i++) {
+    const len = batch.lengths[i]!;
+    if (len > maxSdu) {
+      sink.bad(`SDU of ${len} bytes exceeds the flow's max SDU of ${maxSdu} bytes`);
+      batch.bytes -= len;
+      continue;
+    }
+    if (keep !== i) {
+      batch.offsets[keep] = batch.offsets[i]!;
+      batch.lengths[keep] = len;
+    }
+    keep++;
+  }
+  batch.count = keep;
+  return n;
+}
+
+function vmpiFileIo(io: GuestFlowFileIo): FlowFileIo {
+  return {
+    read: io.read,
+    readBatch: (fd, maxSdu, batch, sink) => readVmpiInto(io, fd, maxSdu, batch, sink),
+    write: io.write,
+    outbox: (fd) => new GuestFlowOutbox(fd, io.batchWrite),
+  };
+}
+
+/** The I/O for a flow's fd of data path `datapath` (sets the fd up: batch reads and writes of a VMPI file). */
 export function flowFileIo(datapath: FlowDatapath, fd: number): FlowFileIo {
-  return datapath === 'vmpi_file' ? guestFlowFileIo(fd) : SOCKET_IO;
+  return datapath === 'vmpi_file' ? vmpiFileIo(guestFlowFileIo(fd)) : SOCKET_IO;
 }

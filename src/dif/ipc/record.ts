@@ -130,12 +130,24 @@ export const RECORDS_ENDED = -2;
  */
 export interface RecordSink {
   readonly copies?: boolean;
+  /**
+   * Optional: SDUs go here as offsets into the read buffer (one batch for the whole call, valid
+   * until the next read), not to sdu() (copies is then ignored); one it has no room for goes to sdu().
+   */
+  readonly into?: RecordBatch | undefined;
   sdu(sdu: Uint8Array): void;
   bad(why: string): void;
   /** A record came with fds (the kernel closed them, the record is dropped). */
   fds(): void;
   /** Optional: the peer reads packed records (its RECORD_HELLO, or a packed record of its own). */
   packs?(): void;
+}
+
+/** Where readRecords() puts SDUs without a call per SDU (dif/sdu-batch.ts SduBatchBuffer). */
+export interface RecordBatch {
+  reset(buffer: Uint8Array): void;
+  /** buffer[at, at + len); false when full. */
+  add(at: number, len: number): boolean;
 }
 
 let recvBuf: Uint8Array | null = null;
@@ -173,6 +185,8 @@ export function readRecords(fd: number, maxSdu: number, max: number, sink: Recor
   if (n < 0) return RECORDS_EMPTY;
   if (!nested) recvBusy = true;
   const copies = sink.copies === true;
+  const into = sink.into;
+  into?.reset(buf);
   let items = 0;
   try {
     for (let k = 0; k < n; k++) {
@@ -188,12 +202,12 @@ export function readRecords(fd: number, maxSdu: number, max: number, sink: Recor
       const tag = buf[at];
       if (tag === RECORD_SDU) {
         if (len > maxSdu + 1) sink.bad(`record larger than the flow's max SDU of ${maxSdu} bytes`);
-        else sink.sdu(copies ? buf.slice(at + 1, at + len) : buf.subarray(at + 1, at + len));
+        else if (into === undefined || !into.add(at + 1, len - 1)) sink.sdu(copies ? buf.slice(at + 1, at + len) : buf.subarray(at + 1, at + len));
       } else if (len > slot) {
         sink.bad(`record of ${len} bytes larger than any this flow carries`);
       } else if (tag === RECORD_SDUS) {
         sink.packs?.();
-        items += unpack(buf, at + 1, at + len, maxSdu, copies, sink) - 1;
+        items += unpack(buf, at + 1, at + len, maxSdu, copies, sink, into) - 1;
       } else if (tag === RECORD_HELLO && sink.packs) {
         sink.packs();
         items--;
@@ -208,7 +222,7 @@ export function readRecords(fd: number, maxSdu: number, max: number, sink: Recor
 }
 
 /** The SDUs of a packed record buf[p, end) to `sink`; a malformed rest is one bad record. Returns SDUs + bad ones. */
-function unpack(buf: Uint8Array, p: number, end: number, maxSdu: number, copies: boolean, sink: RecordSink): number {
+function unpack(buf: Uint8Array, p: number, end: number, maxSdu: number, copies: boolean, sink: RecordSink, into: RecordBatch | undefined): number {
   let items = 0;
   while (p < end) {
     items++;
@@ -218,7 +232,7 @@ function unpack(buf: Uint8Array, p: number, end: number, maxSdu: number, copies:
       return items;
     }
     p += 4;
-    sink.sdu(copies ? buf.slice(p, p + l) : buf.subarray(p, p + l));
+    if (into === undefined || !into.add(p, l)) sink.sdu(copies ? buf.slice(p, p + l) : buf.subarray(p, p + l));
     p += l;
   }
   return items;
