@@ -195,16 +195,64 @@ t.test('a silent peer: the flow ends with cause peer within the keepalive bound'
   t.ok(Date.now() - t0 <= 200 + 50 + 100, `within ${Date.now() - t0} ms`);
 });
 
-t.test('a full device queue: write returns false, then drain', async (t) => {
+t.test('a full device queue: the frames wait in the send queue, write returns false once it is full, then drain; nothing is lost', async (t) => {
+  const hub = new FakeHub();
+  const a = make(t, hub, { txBatch: 4 });
+  const b = make(t, hub);
+  let served: Flow | undefined;
+  b.ipcp.register('srv', (r) => void (served = r.accept()));
+  const f = await a.ipcp.allocateFlow('cli', 'srv');
+  await sleep(20);
+  a.link.refuse = 1e9;
+  for (let i = 0; i < 4; i++) t.equal(f.write(Uint8Array.of(i)), true, `SDU ${i} taken while the device is full`);
+  t.equal(f.write(Uint8Array.of(4)), false, 'every slot waits: refused');
+  t.ok(a.ipcp.stats.txFull > 0, 'counted');
+  await sleep(10);
+  const drained = new Promise<void>((r) => f.once('drain', r));
+  a.link.refuse = 0;
+  await bounded(drained);
+  t.equal(f.write(Uint8Array.of(5)), true);
+  const got: number[] = [];
+  for (let i = 0; i < 5; i++) got.push((await next(served!))![0]!);
+  t.same(got, [0, 1, 2, 3, 5], 'the frames that waited arrive, in order');
+});
+
+t.test('frames written in one tick leave in one send call, control frames in order with data', async (t) => {
   const hub = new FakeHub();
   const a = make(t, hub);
   const b = make(t, hub);
+  let served: Flow | undefined;
+  b.ipcp.register('srv', (r) => void (served = r.accept()));
+  const f = await a.ipcp.allocateFlow('cli', 'srv');
+  await sleep(20);
+  const calls = a.ipcp.stats.txCalls;
+  a.link.batches.length = 0;
+  for (let i = 0; i < 40; i++) t.equal(f.write(Uint8Array.of(i)), true);
+  f.deallocate('done'); // its DEALLOC is queued after the 40 SDUs
+  await sleep(20);
+  t.same(a.link.batches, [41], 'one call for the 40 data frames and the DEALLOC');
+  t.equal(a.ipcp.stats.txCalls, calls + 1);
+  const got: number[] = [];
+  for (;;) {
+    const sdu = await next(served!, 500);
+    if (!sdu) break;
+    got.push(sdu[0]!);
+  }
+  t.equal(got.length, 40, 'every SDU arrived before the DEALLOC ended the flow');
+  t.equal(served!.state, 'deallocated');
+});
+
+t.test('txBatch 1: one send call per frame, at once', async (t) => {
+  const hub = new FakeHub();
+  const a = make(t, hub, { txBatch: 1 });
+  const b = make(t, hub);
   b.ipcp.register('srv', acceptAll);
   const f = await a.ipcp.allocateFlow('cli', 'srv');
-  a.link.refuse = 1;
-  t.equal(f.write(new Uint8Array(10)), false);
-  await bounded(new Promise<void>((r) => f.once('drain', r)));
-  t.equal(f.write(new Uint8Array(10)), true);
+  await sleep(20);
+  a.link.batches.length = 0;
+  for (let i = 0; i < 5; i++) f.write(Uint8Array.of(i));
+  t.same(a.link.batches, [1, 1, 1, 1, 1], 'sent synchronously, one by one');
+  t.throws(() => ShimEthIpcp.open({ difName: 'eth.test', interface: 'x', link: hub.link(), txBatch: 0 }), { code: 'invalid_config', message: /txBatch must be an integer 1\.\.256/ });
 });
 
 t.test('bad options', async (t) => {
