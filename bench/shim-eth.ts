@@ -116,7 +116,7 @@ interface Window {
 }
 
 function child(ns: string, args: string[]): ReturnType<typeof spawn> {
-  const env = { ...process.env, VMPI_LOG_LEVEL: process.env.VMPI_LOG_LEVEL ?? 'warn' };
+  const env: NodeJS.ProcessEnv = { ...process.env, VMPI_LOG_LEVEL: process.env.VMPI_LOG_LEVEL ?? 'warn' };
   delete env.NODE_OPTIONS;
   return spawn('ip', ['netns', 'exec', ns, process.execPath, '--import', 'tsx', SELF, ...args], { env, stdio: ['pipe', 'pipe', 'inherit'], cwd: ROOT });
 }

@@ -60,7 +60,7 @@ import {
   writeLength,
 } from './wire.js';
 import { EthFlow, type EthFlowRequest } from './flow.js';
-import { DatagramShimIpcp, type DatagramEntry, type DatagramRegistration } from '../shim-datagram/ipcp.js';
+import { DatagramShimIpcp, type DatagramEntry, type DatagramRegistration, type DatagramResumeOptions } from '../shim-datagram/ipcp.js';
 import { PacketLink, type EthLink } from './link.js';
 import { TxQueue } from './tx-queue.js';
 
@@ -78,7 +78,7 @@ export const FRAME_OVERHEAD = LENGTH_BYTES + DATA_HEADER_BYTES;
 export const ETH_DROP_REASONS = ['unknown_peer', 'malformed', 'oversize', 'not_for_us', 'unknown_flow', 'stale', 'unsolicited', 'no_registration', 'limit'] as const;
 export type EthDropReason = (typeof ETH_DROP_REASONS)[number];
 
-export interface ShimEthOptions {
+export interface ShimEthOptions extends DatagramResumeOptions {
   difName: string;
   /** This IPC process's name (default `<difName>.<interface>`). */
   name?: string;
@@ -178,7 +178,19 @@ export class ShimEthIpcp extends DatagramShimIpcp<string, EthDropReason> impleme
 
   /** Open the interface and start. Throws ShimEthError. */
   static open(opts: ShimEthOptions): ShimEthIpcp {
-    return new ShimEthIpcp(opts);
+    // A snapshot is checked first: one of another IPC process is refused before the link opens.
+    const snap = opts.resume === undefined ? null : DatagramShimIpcp.checkSnapshot(opts.resume, 'shim-eth', opts.difName);
+    const ipcp = new ShimEthIpcp(opts);
+    if (snap) {
+      try {
+        ipcp.resumeFrom(snap, opts.keepFlows);
+      } catch (e) {
+        ipcp.close();
+        throw e;
+      }
+    }
+    ipcp.onStateChange = opts.onStateChange;
+    return ipcp;
   }
 
   private constructor(opts: ShimEthOptions) {
@@ -478,6 +490,14 @@ export class ShimEthIpcp extends DatagramShimIpcp<string, EthDropReason> impleme
 
   protected peerKey(peer: string): string {
     return peer;
+  }
+
+  protected parsePeer(text: string): string {
+    return formatMac(parseMac(text));
+  }
+
+  protected ownAddress(): string {
+    return this.macKey;
   }
 
   protected samePeer(a: string, b: string): boolean {

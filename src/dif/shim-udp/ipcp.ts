@@ -49,7 +49,7 @@ import { Registrations } from '../core/registrations.js';
 import { logger as rootLogger, type Logger } from '../../sys/log.js';
 import { DATA_HEADER_BYTES, MAX_UDP_PAYLOAD, WireError, decodeMessage, encodeData, encodeMessage, type WireMessage } from './wire.js';
 import { UdpFlow, type UdpFlowRequest } from './flow.js';
-import { DatagramShimIpcp, type DatagramEntry, type DatagramRegistration } from '../shim-datagram/ipcp.js';
+import { DatagramShimIpcp, type DatagramEntry, type DatagramRegistration, type DatagramResumeOptions } from '../shim-datagram/ipcp.js';
 
 export const DEFAULT_MTU = 1472;
 export const DEFAULT_KEEPALIVE_MS = 1000;
@@ -91,7 +91,7 @@ export function parseHosts(text: string): [string, string][] {
 
 const addrKey = (host: string, port: number): string => `${host}:${port}`;
 
-export interface ShimUdpOptions {
+export interface ShimUdpOptions extends DatagramResumeOptions {
   difName: string;
   /** This IPC process's name (default `<difName>.<bind>`). */
   name?: string;
@@ -177,8 +177,28 @@ export class ShimUdpIpcp extends DatagramShimIpcp<UdpAddress, UdpDropReason> imp
 
   /** Bind the socket and start: resolves once bound. Throws ShimUdpError. */
   static async open(opts: ShimUdpOptions): Promise<ShimUdpIpcp> {
+    // A snapshot is checked first: one of another IPC process is refused before anything is bound.
+    const snap = opts.resume === undefined ? null : DatagramShimIpcp.checkSnapshot(opts.resume, 'shim-udp', opts.difName);
     const ipcp = new ShimUdpIpcp(opts);
-    await ipcp.bind(parseUdpAddress(opts.bind, true));
+    const bind = parseUdpAddress(opts.bind, true);
+    // Resumed: the same port again (the peers know this end by it), also when the config says any port.
+    if (snap && bind.port === 0) {
+      try {
+        bind.port = parseUdpAddress(snap.address).port;
+      } catch {
+        // resumeFrom refuses it below
+      }
+    }
+    await ipcp.bind(bind);
+    if (snap) {
+      try {
+        ipcp.resumeFrom(snap, opts.keepFlows);
+      } catch (e) {
+        ipcp.close();
+        throw e;
+      }
+    }
+    ipcp.onStateChange = opts.onStateChange;
     return ipcp;
   }
 
@@ -403,6 +423,19 @@ export class ShimUdpIpcp extends DatagramShimIpcp<UdpAddress, UdpDropReason> imp
 
   protected peerKey(peer: UdpAddress): string {
     return addrKey(peer.host, peer.port);
+  }
+
+  protected parsePeer(text: string): UdpAddress {
+    return parseUdpAddress(text);
+  }
+
+  protected ownAddress(): string {
+    return this.localAddress;
+  }
+
+  /** A flow kept by a restore: its peer was accepted then (the peers table or allow may have been added to at run time). */
+  protected override admitPeer(peer: UdpAddress): void {
+    this.allowed.add(addrKey(peer.host, peer.port));
   }
 
   protected samePeer(a: UdpAddress, b: UdpAddress): boolean {
