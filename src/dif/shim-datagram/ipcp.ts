@@ -3,13 +3,15 @@
  * share: both carry the shim DIF over UDP's flow messages (../shim-udp/wire.ts), and a flow is
  * (peer address, flow id). The shim's own ipcp.ts extends DatagramShimIpcp with what is specific
  * to it: its socket or link, how a message reaches a peer (send), name resolution, configuration,
- * requester-side allocation (allocateFlow), close/detach, the data path (sendData) and inspect().
+ * requester-side allocation (allocateFlow), letting its socket or link go (shutdown), the data path
+ * (sendData) and inspect().
  *
  * Owns: the flow table (local id → entry, "peer/remoteId" → local id), registrations, the
  * allocation / release state machine driven by the flow messages (handle: DATA, KEEPALIVE,
  * ALLOC_REQ, ALLOC_RESP, DEALLOC), the responder side (accept / reject), allocateFlow's argument
  * checks and abort wiring, giving up an outgoing allocation, the keepalive, the flow ids, the shared
- * counters (allocations, drops by reason), and the restart: snapshot() (./snapshot.ts) and
+ * counters (allocations, drops by reason), close() and detach() (the same in both shims: endAll,
+ * then the shim's shutdown), and the restart: snapshot() (./snapshot.ts) and
  * resumeFrom(), which carries on the flows an IPC session of the last process held (keepFlows:
  * handed out once by reclaimFlow()) and ends every other one toward its peer.
  *
@@ -115,6 +117,8 @@ export abstract class DatagramShimIpcp<Peer, Reason extends string> extends Even
   /** Flows the restore kept and nobody reclaimed yet, by port-id. */
   private readonly unclaimed = new Map<number, DatagramFlow>();
   private reclaimTimer: NodeJS.Timeout | null = null;
+  /** Set while endAll runs: one state change for it, not one per flow. */
+  private ending = false;
 
   constructor(
     /** The largest flow id handed out (then ids wrap to 1). */
@@ -140,6 +144,8 @@ export abstract class DatagramShimIpcp<Peer, Reason extends string> extends Even
   protected abstract ownAddress(): string;
   /** A flow with `peer` was kept by a restore: its datagrams must be accepted (shim-udp's allow list). */
   protected admitPeer(_peer: Peer): void {}
+  /** Let the socket or link go (close/detach, after every flow ended; DEALLOCs just sent should still leave). */
+  protected abstract shutdown(): void;
   /** An outgoing allocation is given up (timeout, abort) after its ALLOC_REQ went out. */
   protected abandoned(_flow: DatagramFlow): void {}
   /** Outgoing flow `id`, still resolving its peer's address, no longer waits for it. */
@@ -300,7 +306,7 @@ export abstract class DatagramShimIpcp<Peer, Reason extends string> extends Even
 
   /** The snapshot's state changed: tell the restart code (it persists). Never throws. */
   protected changed(): void {
-    if (!this.onStateChange || this.closed) return;
+    if (!this.onStateChange || this.closed || this.ending) return;
     try {
       this.onStateChange();
     } catch (e) {
@@ -479,6 +485,76 @@ export abstract class DatagramShimIpcp<Peer, Reason extends string> extends Even
         this.send(e.peer, { kind: 'keepalive', dst: e.remoteId, src: id });
       }
     }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Close, detach, and ending everything
+
+  /**
+   * End everything: allocated flows with `cause` (a DEALLOC to each peer when `tell`), outgoing
+   * allocations rejected with `code` (given up at the peer when `tell`), requests waiting for an
+   * application cancelled (refused toward the peer when `tell`, so it need not wait for its
+   * timeout). Registrations stay: the IPC process may go on (shim-eth's interface down).
+   */
+  protected endAll(reason: string, cause: DeallocationCause, code: 'closed' | 'port_down', tell: boolean): void {
+    this.ending = true;
+    try {
+      for (const [id, e] of [...this.entries]) {
+        if (e.state === 'allocated') {
+          if (tell) this.send(e.peer, { kind: 'dealloc', dst: e.remoteId, src: id, reason });
+          this.endFlow(id, reason, cause);
+        } else if (e.state === 'pending' || e.state === 'resolving') {
+          this.clearOutgoing(id, e);
+          if (tell && e.state === 'pending') this.send(e.peer, { kind: 'dealloc', dst: 0, src: id, reason });
+          this.stats.allocFailed++;
+          e.flow.terminate(reason, cause);
+          e.reject(new DifError(code, `${this.difName}: ${reason}`));
+        } else {
+          if (tell && e.request.state === 'waiting') this.rejectIncoming(e.request, reason);
+          else {
+            clearTimeout(e.timer);
+            this.entries.delete(id);
+            this.byRemote.delete(this.remoteKey(e.peer, e.remoteId));
+          }
+          e.request.cancel(reason);
+        }
+      }
+    } finally {
+      this.ending = false;
+    }
+    this.changed();
+  }
+
+  /**
+   * Deallocate every flow telling the peers (cause 'closed'), give up the allocations asked for
+   * at the peer, refuse the requests that wait, drop the registrations, let the socket or link
+   * go. Idempotent. The same in both shims (docs/SHIM-UDP.md, "Close and detach").
+   */
+  close(reason = 'IPC process closed'): void {
+    if (this.closed) return;
+    this.endAll(reason, 'closed', 'closed', true);
+    this.stop();
+  }
+
+  /**
+   * What a crash does (tests): every local flow, allocation and request ends as in close(), with
+   * cause 'closed', but without a word to the peers (they find out by keepalive or restart).
+   */
+  detach(reason = 'IPC process detached'): void {
+    if (this.closed) return;
+    this.endAll(reason, 'closed', 'closed', false);
+    this.stop();
+  }
+
+  private stop(): void {
+    this.closed = true;
+    this.registrations.clear();
+    if (this.keepaliveTimer) clearInterval(this.keepaliveTimer);
+    this.keepaliveTimer = null;
+    if (this.reclaimTimer) clearTimeout(this.reclaimTimer);
+    this.reclaimTimer = null;
+    this.unclaimed.clear();
+    this.shutdown();
   }
 
   // -------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@
  * Owns: one link (link.ts: a raw packet socket on one interface, or a fake one in unit tests),
  * the resolution of application names to MAC addresses by ARP-style requests and replies
  * (wire.ts) with a bounded cache, the configuration, allocateFlow (resolution, then ALLOC_REQ),
- * the interface going down, close/detach, the data path (sendData into a slot of the send queue,
+ * the interface going down, letting the link go, the data path (sendData into a slot of the send queue,
  * tx-queue.ts: the frames of one tick leave in one sendmmsg) and the frame counters. The flow table, the allocation / release state machine, the keepalive and the
  * shared counters are the datagram shims' (../shim-datagram/ipcp.ts), shared with shim-udp.
  *
@@ -34,7 +34,7 @@
  *   oversize (frame above MTU, SDU above its flow's max), not_for_us (another host's unicast, a
  *   tag no VLAN device took), unknown_flow, stale, unsolicited, no_registration, limit.
  */
-import { DifError, type AllocateOptions, type DeallocationCause, type Flow, type IpcProcess, type QosRequest } from '../api.js';
+import { DifError, type AllocateOptions, type Flow, type IpcProcess, type QosRequest } from '../api.js';
 import { appNameKey, formatAppName, type AppName } from '../naming.js';
 import { nameArg } from '../core/args.js';
 import type { IpcpCounters, ObservableIpcp } from '../core/observe.js';
@@ -430,48 +430,10 @@ export class ShimEthIpcp extends DatagramShimIpcp<string, EthDropReason> impleme
   // -------------------------------------------------------------------------------------------
   // Close
 
-  /** End everything: allocated flows with `cause` (telling the peers when `tell`), outgoing allocations rejected with `code`, incoming requests cancelled. */
-  private endAll(reason: string, cause: DeallocationCause, code: 'closed' | 'port_down', tell: boolean): void {
-    for (const [id, e] of [...this.entries]) {
-      if (e.state === 'allocated') {
-        if (tell) this.send(e.peer, { kind: 'dealloc', dst: e.remoteId, src: id, reason });
-        this.endFlow(id, reason, cause);
-      } else if (e.state === 'pending' || e.state === 'resolving') {
-        this.clearOutgoing(id, e);
-        if (tell && e.state === 'pending') this.send(e.peer, { kind: 'dealloc', dst: 0, src: id, reason });
-        this.stats.allocFailed++;
-        e.flow.terminate(reason, cause);
-        e.reject(new DifError(code, `${this.difName}: ${reason}`));
-      } else {
-        clearTimeout(e.timer);
-        this.entries.delete(id);
-        this.byRemote.delete(this.remoteKey(e.peer, e.remoteId));
-        e.request.cancel(reason);
-      }
-    }
-  }
-
-  /** Deallocate every flow (telling the peers), refuse what waits, close the socket. Idempotent. */
-  close(reason = 'IPC process closed'): void {
-    if (this.closed) return;
-    this.endAll(reason, 'closed', 'closed', true);
-    this.closed = true;
-    this.shutdown();
-  }
-
-  /** Drop the link without a word to the peers: what a crash does (tests). */
-  detach(reason = 'IPC process detached'): void {
-    if (this.closed) return;
-    this.endAll(reason, 'closed', 'closed', false);
-    this.closed = true;
-    this.shutdown();
-  }
-
-  private shutdown(): void {
-    this.registrations.clear();
+  /** close()/detach() (../shim-datagram/ipcp.ts): the resolutions stop, the queued frames leave, the link goes. */
+  protected shutdown(): void {
     for (const r of this.resolutions.values()) clearInterval(r.retry);
     this.resolutions.clear();
-    if (this.keepaliveTimer) clearInterval(this.keepaliveTimer);
     this.tx.close(); // the DEALLOCs just queued leave first
     this.link.close();
   }

@@ -5,7 +5,7 @@
  *
  * Owns: one UDP socket bound to the configured well-known address, the name → address table
  * (the configuration's `peers`, the hosts file), the configuration, allocateFlow (the requester
- * side up to sending ALLOC_REQ), close/detach, the data path (sendData, the send queue bound) and
+ * side up to sending ALLOC_REQ), letting the socket go, the data path (sendData, the send queue bound) and
  * the datagram counters. The flow table, the allocation / release state machine, the keepalive
  * and the shared counters are the datagram shims' (../shim-datagram/ipcp.ts), shared with
  * shim-eth.
@@ -436,29 +436,10 @@ export class ShimUdpIpcp extends DatagramShimIpcp<UdpAddress, UdpDropReason> imp
   }
 
   // -------------------------------------------------------------------------------------------
-  // Close
+  // Close (close() and detach() are the datagram shims', ../shim-datagram/ipcp.ts)
 
-  /** Deallocate every flow (telling the peers), refuse what waits, close the socket. Idempotent. */
-  close(reason = 'IPC process closed'): void {
-    if (this.closed) return;
-    for (const [id, e] of [...this.entries]) {
-      if (e.state === 'allocated') {
-        this.send(e.peer, { kind: 'dealloc', dst: e.remoteId, src: id, reason });
-        this.endFlow(id, reason, 'closed');
-      } else if (e.state === 'pending') {
-        this.clearOutgoing(id, e);
-        this.send(e.peer, { kind: 'dealloc', dst: 0, src: id, reason });
-        e.flow.terminate(reason, 'closed');
-        e.reject(new DifError('closed', `${this.difName}: ${reason}`));
-      } else if (e.state === 'incoming') {
-        if (e.request.state === 'waiting') this.rejectIncoming(e.request, reason);
-        e.request.cancel(reason);
-      }
-    }
-    this.closed = true;
-    this.registrations.clear();
-    if (this.keepaliveTimer) clearInterval(this.keepaliveTimer);
-    // Let the DEALLOCs just sent leave before the socket goes (bounded).
+  /** Let the socket go, once the DEALLOCs just sent have left (bounded). */
+  protected shutdown(): void {
     const done = (): void => {
       try {
         this.socket.close();
@@ -468,29 +449,6 @@ export class ShimUdpIpcp extends DatagramShimIpcp<UdpAddress, UdpDropReason> imp
     };
     if (this.txQueued === 0) done();
     else setTimeout(done, 100).unref();
-  }
-
-  /**
-   * Drop the socket without a word to the peers: what a crash does (tests). Local flows end
-   * with `reason`, cause 'closed'.
-   */
-  detach(reason = 'IPC process detached'): void {
-    if (this.closed) return;
-    this.closed = true;
-    if (this.keepaliveTimer) clearInterval(this.keepaliveTimer);
-    for (const [id, e] of [...this.entries]) {
-      if (e.state === 'allocated') this.endFlow(id, reason, 'closed');
-      else if (e.state === 'pending') {
-        this.clearOutgoing(id, e);
-        e.flow.terminate(reason, 'closed');
-        e.reject(new DifError('closed', reason));
-      } else if (e.state === 'incoming') {
-        clearTimeout(e.timer);
-        this.entries.delete(id);
-        e.request.cancel(reason);
-      }
-    }
-    this.socket.close();
   }
 
   // -------------------------------------------------------------------------------------------
