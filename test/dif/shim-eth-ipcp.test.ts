@@ -2,8 +2,8 @@
  * The shim IPC process over Ethernet's state machines (src/dif/shim-eth/ipcp.ts) on a fake
  * segment (test/helpers/fake-eth.ts; the real packet socket is in test/shim-eth-serve.test.ts):
  * resolution by request/reply and its bounded, expiring cache, allocation, data, release,
- * rejection, timeouts, a hostile peer's frames dropped by reason, the interface going down, and
- * a silent peer.
+ * rejection, timeouts, a hostile peer's frames dropped by reason, the interface going down, a
+ * silent peer, the send queue (batches, a full device queue), and a restore from a snapshot.
  */
 import t, { type Test } from 'tap';
 import fc from 'fast-check';
@@ -11,7 +11,7 @@ import { ShimEthIpcp, ShimEthError, FRAME_OVERHEAD, type ShimEthOptions } from '
 import { buildFrame, encodeArp, parseMac, writeEthHeader, ETHERTYPE_RINA } from '../../src/dif/shim-eth/wire.js';
 import { encodeMessage } from '../../src/dif/shim-udp/wire.js';
 import type { Flow, FlowRequest } from '../../src/dif/api.js';
-import { FakeHub, type FakeLink } from '../helpers/fake-eth.js';
+import { FakeHub, FakeLink } from '../helpers/fake-eth.js';
 
 function make(t: Test, hub: FakeHub, opts: Partial<ShimEthOptions> = {}, mtu?: number): { ipcp: ShimEthIpcp; link: FakeLink } {
   const link = hub.link({ mtu });
@@ -320,4 +320,33 @@ t.test('random frames from a hostile peer: no fault, state within its bounds', a
   );
   t.equal(a.ipcp.stats.faults, 0, 'no frame made the IPC process throw');
   t.ok(a.ipcp.stats.drops.malformed > 0, 'malformed frames were counted');
+});
+
+t.test('restart: a kept flow runs on with a new IPC process on the same interface; another ends at the peer at once', async (t) => {
+  const hub = new FakeHub();
+  const a = make(t, hub);
+  const b = make(t, hub);
+  const served: Flow[] = [];
+  a.ipcp.register('srv', (r) => void served.push(r.accept()));
+  const keep = await b.ipcp.allocateFlow('cli', 'srv');
+  const lose = await b.ipcp.allocateFlow('cli2', 'srv');
+  const snap = JSON.parse(JSON.stringify(a.ipcp.snapshot()));
+  const keptPort = served[0]!.portId;
+  a.ipcp.detach();
+  a.link.isClosed = true;
+  const loseEnded = new Promise<string>((r) => lose.once('deallocated', (reason: string) => r(reason)));
+  // The same interface (same MAC) opened again by the next process.
+  const link2 = new FakeLink(hub, a.link.mac, 1500, undefined, a.link.ifname);
+  hub.links.push(link2);
+  const a2 = ShimEthIpcp.open({ difName: 'eth.test', interface: link2.ifname, link: link2, retryMs: 50, resume: snap, keepFlows: (p) => p === keptPort });
+  t.teardown(() => a2.close());
+  t.same(a2.restored, { flowsKept: 1, flowsEnded: 1, askedGivenUp: 0, requestsRefused: 0 });
+  t.match(await bounded(loseEnded, 2000), /the server at the other end restarted/);
+  const f = a2.reclaimFlow(keptPort)!;
+  keep.write(Uint8Array.of(9));
+  t.same([...(await next(f))!], [9], 'B → A on the kept flow');
+  f.write(Uint8Array.of(8));
+  t.same([...(await next(keep))!], [8], 'A → B');
+  // Another interface's snapshot (its MAC) is refused.
+  t.throws(() => ShimEthIpcp.open({ difName: 'eth.test', interface: 'x', link: hub.link(), resume: snap }), { code: 'state_invalid', message: /this one is at/ });
 });
