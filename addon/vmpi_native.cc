@@ -1119,8 +1119,8 @@ NODE_API_MODULE(vmpi_native, Init)
 //     filter reads with SKF_AD_VLAN_TAG) and that inner ethertype pass. This needs no 802.1Q
 //     support in the kernel (no VLAN device). Outgoing frames are not looped back
 //     (PACKET_IGNORE_OUTGOING).
-// Received frames come in batches (recvmmsg) into slots of one caller-provided buffer: no
-// allocation per frame.
+// Received frames come in batches (recvmmsg) into slots of one caller-provided buffer, and sent
+// frames may go in batches (sendmmsg) from one such buffer: no allocation per frame.
 #include <linux/filter.h>
 #include <linux/if_packet.h>
 #include <net/ethernet.h>
@@ -1179,6 +1179,42 @@ Napi::Value PacketSend(const Napi::CallbackInfo& info) {
     ThrowSys(a.Env(), "send", errno);
   }
   return Napi::Number::New(a.Env(), static_cast<double>(n));
+}
+
+// packetSendBatch(fd, buf, offsets, lengths, first, count): frames k = first..first+count-1 are
+// buf[offsets[k], offsets[k]+lengths[k]) (each a whole frame, at least an Ethernet header), sent
+// with one sendmmsg on the bound interface. Returns how many were sent (>= 1), or 0 when the first
+// met EAGAIN / ENOBUFS (the device queue is full: try again after a while). Another error on the
+// first frame is thrown (ENETDOWN: the interface is down); one on a later frame ends the batch
+// there and comes back on the next call, which starts with that frame. Nothing is allocated.
+Napi::Value PacketSendBatch(const Napi::CallbackInfo& info) {
+  Args a(info, "packetSendBatch");
+  Napi::Env env = a.Env();
+  int fd = a.Fd(0);
+  Napi::Uint8Array buf = a.Bytes(1, "buf");
+  size_t first = static_cast<size_t>(a.Int(4, "first", 0, 0xffffffff));
+  size_t count = static_cast<size_t>(a.Int(5, "count", 1, kMaxPacketBatch));
+  const uint32_t* offs = Ints<uint32_t>(a, 2, "offsets", napi_uint32_array, first + count);
+  const uint32_t* lens = Ints<uint32_t>(a, 3, "lengths", napi_uint32_array, first + count);
+  size_t size = buf.ByteLength();
+  mmsghdr msgs[kMaxPacketBatch];
+  iovec iovs[kMaxPacketBatch];
+  for (size_t k = 0; k < count; k++) {
+    size_t off = offs[first + k], len = lens[first + k];
+    if (off > size || len > size - off) a.Fail("frame " + std::to_string(first + k) + " lies outside buf");
+    if (len < 14) a.Fail("frame " + std::to_string(first + k) + " is shorter than an Ethernet header");
+    iovs[k] = iovec{buf.Data() + off, len};
+    msgs[k] = mmsghdr{};
+    msgs[k].msg_hdr.msg_iov = &iovs[k];
+    msgs[k].msg_hdr.msg_iovlen = 1;
+  }
+  int n;
+  do n = sendmmsg(fd, msgs, static_cast<unsigned>(count), MSG_DONTWAIT); while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) return Napi::Number::New(env, 0);
+    ThrowSys(env, "sendmmsg", errno);
+  }
+  return Napi::Number::New(env, n);
 }
 
 // packetRecvBatch(fd, buf, slotBytes, maxFrames, meta): up to maxFrames frames, frame i in
@@ -1249,6 +1285,7 @@ Napi::Value PacketIfInfo(const Napi::CallbackInfo& info) {
 void InitPacket(Napi::Env env, Napi::Object exports) {
   exports.Set("packetOpen", Napi::Function::New(env, PacketOpen, "packetOpen"));
   exports.Set("packetSend", Napi::Function::New(env, PacketSend, "packetSend"));
+  exports.Set("packetSendBatch", Napi::Function::New(env, PacketSendBatch, "packetSendBatch"));
   exports.Set("packetRecvBatch", Napi::Function::New(env, PacketRecvBatch, "packetRecvBatch"));
   exports.Set("packetIfInfo", Napi::Function::New(env, PacketIfInfo, "packetIfInfo"));
   exports.Set("PACKET_MAX_BATCH", static_cast<double>(kMaxPacketBatch));

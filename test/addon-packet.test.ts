@@ -1,5 +1,5 @@
 /**
- * addon-packet.test.ts — the addon's AF_PACKET functions (packetOpen, packetSend,
+ * addon-packet.test.ts — the addon's AF_PACKET functions (packetOpen, packetSend, packetSendBatch,
  * packetRecvBatch, packetIfInfo) for the shim DIF over Ethernet, on a veth pair in a network
  * namespace this test creates (and removes): test/helpers/packet-child.ts runs inside it.
  */

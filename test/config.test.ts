@@ -326,6 +326,12 @@ t.test('the shim DIF over UDP: shimUdp with its defaults left open; bad addresse
   t.same(one('shimUdp: { dif: udp.lo }\n'), ['shimUdp.bind: is required but missing']);
   t.same(one('shimUdp: { dif: udp.lo, bind: "localhost:7300" }\n'), ['shimUdp.bind: "localhost:7300" is not IPv4:PORT (for example "127.0.0.1:7300")']);
   t.same(one('shimUdp: { dif: udp.lo, bind: "127.0.0.1:0", peers: { x: "127.0.0.1:0" } }\n'), ['shimUdp.peers["x"]: "127.0.0.1:0" has port 0: use 1..65535']);
+  t.same(
+    parse('shimUdp: { dif: udp.lo, bind: "127.0.0.1:1", peers: { x: "peer.example:7300" }, dnsServers: ["127.0.0.1:5353"], resolveTimeoutMs: 500, resolveCacheMs: 1000 }\n').shimUdp,
+    { dif: 'udp.lo', bind: '127.0.0.1:1', peers: { x: 'peer.example:7300' }, allow: [], dnsServers: ['127.0.0.1:5353'], resolveTimeoutMs: 500, resolveCacheMs: 1000 },
+    'a HOST:PORT peer (resolved by DNS) and the DNS settings',
+  );
+  t.same(one('shimUdp: { dif: udp.lo, bind: "127.0.0.1:1", peers: { x: "a b:1" } }\n'), ['shimUdp.peers["x"]: "a b:1" is neither IPv4:PORT nor HOST:PORT (for example "127.0.0.1:7300" or "peer.example:7300")']);
   t.same(one('shimUdp: { dif: udp.lo, bind: "127.0.0.1:1", peers: { "a/b/c/d/e": "127.0.0.1:2" } }\n'), [
     'shimUdp.peers: "a/b/c/d/e" is not an application name: "a/b/c/d/e" has 5 components; an application name has at most 4 (apn/api/aen/aei)',
   ]);

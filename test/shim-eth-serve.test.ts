@@ -12,37 +12,18 @@
  *   - A killed (SIGKILL): B's flow ends with cause peer within keepaliveTimeoutMs + keepaliveMs.
  * Frames only travel on the veth pair inside the namespaces this test creates and removes.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import t from 'tap';
 import { IpcClient } from '../src/dif/ipc/client.js';
 import type { ClientFlow } from '../src/dif/ipc/client-flow.js';
-import { ROOT } from './helpers/guest.js';
 import { until } from './helpers/serve.js';
+import { cli, tgenServer, twoServes } from './helpers/two-serves.js';
 import { canNetns, ip, netns, uniqueName, veth } from './helpers/netns.js';
 
-const CLI = [process.execPath, '--import', import.meta.resolve('tsx'), join(ROOT, 'src', 'cli.ts')] as const;
-const env: NodeJS.ProcessEnv = { ...process.env, VMPI_LOG_LEVEL: 'info' };
-delete env.NODE_OPTIONS;
 const KEEPALIVE_MS = 200;
 const KEEPALIVE_TIMEOUT_MS = 1000;
 const MTU = 9000;
 const MAX_SDU = MTU - 7;
-
-function serveIn(ns: string, cfg: string, ipcSocket: string): { child: ChildProcess; log: () => string } {
-  const child = spawn('ip', ['netns', 'exec', ns, ...CLI, 'serve', '--config', cfg, '--ipc-socket', ipcSocket, '--no-metrics', '--restart', 'off'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let log = '';
-  child.stdout!.setEncoding('utf8').on('data', (s: string) => (log += s));
-  child.stderr!.setEncoding('utf8').on('data', (s: string) => (log += s));
-  return { child, log: () => log };
-}
-
-function cli(args: string[], timeoutMs = 60_000): { status: number | null; out: string } {
-  const r = spawnSync(CLI[0], [...CLI.slice(1), ...args], { env, encoding: 'utf8', timeout: timeoutMs });
-  return { status: r.status, out: `${r.stdout}${r.stderr}` };
-}
 
 const bounded = <T>(p: Promise<T>, ms: number, what: string): Promise<T> => {
   let timer: NodeJS.Timeout | undefined;
@@ -71,8 +52,6 @@ const modes: ['vlan-key' | 'vlan-interface', string | false][] = [
 
 for (const [mode, skipMode] of modes) {
   t.test(`two serve processes in two namespaces, shim-eth on VLAN 100 (${mode}), a normal DIF over it`, { skip: skipMode }, async (t) => {
-    const dir = mkdtempSync(join(tmpdir(), 'shim-eth-serve-'));
-    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
     const nsA = netns(t, 'vmpiea');
     const nsB = netns(t, 'vmpieb');
     const ifA = uniqueName('ea');
@@ -90,27 +69,18 @@ for (const [mode, skipMode] of modes) {
       devB = `${ifB}.100`;
     }
     const eth = { dif: 'eth.v100', keepaliveMs: KEEPALIVE_MS, keepaliveTimeoutMs: KEEPALIVE_TIMEOUT_MS, allocateTimeoutMs: 5000, ...vlanKey };
-    writeFileSync(join(dir, 'a.json'), JSON.stringify({ shimEth: { ...eth, interface: devA }, normal: { dif: 'n.DIF', name: 'n.DIF.a' } }));
-    writeFileSync(join(dir, 'b.json'), JSON.stringify({ shimEth: { ...eth, interface: devB }, normal: { dif: 'n.DIF', name: 'n.DIF.b', role: 'member', enroller: 'n.DIF.a' } }));
-    const sockA = join(dir, 'a.sock');
-    const sockB = join(dir, 'b.sock');
-    const a = serveIn(nsA, join(dir, 'a.json'), sockA);
-    t.teardown(() => void a.child.kill('SIGKILL'));
-    const b = serveIn(nsB, join(dir, 'b.json'), sockB);
-    t.teardown(() => void b.child.kill('SIGKILL'));
-    const both = (): string => `--- A ---\n${a.log().slice(-2000)}\n--- B ---\n${b.log().slice(-2000)}`;
-    await until('both IPC sockets', () => existsSync(sockA) && existsSync(sockB), 30_000, both);
+    const { a, b, sockA, sockB, both } = await twoServes(
+      t,
+      'shim-eth-serve',
+      { shimEth: { ...eth, interface: devA }, normal: { dif: 'n.DIF', name: 'n.DIF.a' } },
+      { shimEth: { ...eth, interface: devB }, normal: { dif: 'n.DIF', name: 'n.DIF.b', role: 'member', enroller: 'n.DIF.a' } },
+      [{ netns: nsA }, { netns: nsB }],
+    );
     await until('B enrolled in n.DIF', () => b.log().includes('normal DIF: enrolled'), 40_000, both);
 
     const tgenServers: ChildProcess[] = [];
     for (const dif of ['eth.v100', 'n.DIF']) {
-      const srv = spawn(CLI[0], [...CLI.slice(1), 'tgen', 'server', '--dif', dif, '--ipc-socket', sockA], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-      let out = '';
-      srv.stdout!.setEncoding('utf8').on('data', (s: string) => (out += s));
-      srv.stderr!.setEncoding('utf8').on('data', (s: string) => (out += s));
-      t.teardown(() => void srv.kill('SIGKILL'));
-      tgenServers.push(srv);
-      await until(`tgen server in ${dif}`, () => out.includes('registered'), 30_000, () => out);
+      tgenServers.push(await tgenServer(t, dif, sockA));
     }
     for (const [dif, sizes] of [['eth.v100', [0, 1000, MAX_SDU]], ['n.DIF', [0, 1400]]] as const) {
       for (const size of sizes) {

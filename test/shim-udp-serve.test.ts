@@ -7,76 +7,31 @@
  * the shim-udp IPC process; then A is killed (SIGKILL) and B's flow over the shim-udp DIF ends
  * with cause 'peer' within keepaliveTimeoutMs + keepaliveMs (the documented bound).
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createSocket } from 'node:dgram';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
 import t from 'tap';
 import { IpcClient } from '../src/dif/ipc/client.js';
-import { ROOT } from './helpers/guest.js';
 import { until } from './helpers/serve.js';
+import { cli, freePort, tgenServer, twoServes } from './helpers/two-serves.js';
 
-const CLI = [process.execPath, '--import', import.meta.resolve('tsx'), join(ROOT, 'src', 'cli.ts')] as const;
-const env: NodeJS.ProcessEnv = { ...process.env, VMPI_LOG_LEVEL: 'info' };
-delete env.NODE_OPTIONS;
 const KEEPALIVE_MS = 200;
 const KEEPALIVE_TIMEOUT_MS = 1000;
 
-async function freePort(): Promise<number> {
-  const s = createSocket('udp4');
-  await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
-  const p = s.address().port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return p;
-}
-
-function serveWith(cfg: string, ipcSocket: string): { child: ChildProcess; log: () => string } {
-  const child = spawn(CLI[0], [...CLI.slice(1), 'serve', '--config', cfg, '--ipc-socket', ipcSocket, '--no-metrics', '--restart', 'off'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let log = '';
-  child.stdout!.setEncoding('utf8').on('data', (s: string) => (log += s));
-  child.stderr!.setEncoding('utf8').on('data', (s: string) => (log += s));
-  return { child, log: () => log };
-}
-
-function cli(args: string[], timeoutMs = 30_000): { status: number | null; out: string } {
-  const r = spawnSync(CLI[0], [...CLI.slice(1), ...args], { env, encoding: 'utf8', timeout: timeoutMs });
-  return { status: r.status, out: `${r.stdout}${r.stderr}` };
-}
-
 t.test('two serve processes, shim-udp on loopback and a normal DIF over it', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'shim-udp-serve-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const [pa, pb] = [await freePort(), await freePort()];
   const udp = { dif: 'udp.lo', keepaliveMs: KEEPALIVE_MS, keepaliveTimeoutMs: KEEPALIVE_TIMEOUT_MS };
-  writeFileSync(join(dir, 'a.json'), JSON.stringify({ shimUdp: { ...udp, bind: `127.0.0.1:${pa}`, peers: { 'n.DIF.b': `127.0.0.1:${pb}` } }, normal: { dif: 'n.DIF', name: 'n.DIF.a' } }));
-  writeFileSync(
-    join(dir, 'b.json'),
-    JSON.stringify({
+  const { a, b, sockA, sockB, both } = await twoServes(
+    t,
+    'shim-udp-serve',
+    { shimUdp: { ...udp, bind: `127.0.0.1:${pa}`, peers: { 'n.DIF.b': `127.0.0.1:${pb}` } }, normal: { dif: 'n.DIF', name: 'n.DIF.a' } },
+    {
       shimUdp: { ...udp, bind: `127.0.0.1:${pb}`, peers: { 'rina-tgen': `127.0.0.1:${pa}`, check: `127.0.0.1:${pa}`, 'n.DIF.a': `127.0.0.1:${pa}` } },
       normal: { dif: 'n.DIF', name: 'n.DIF.b', role: 'member', enroller: 'n.DIF.a' },
-    }),
+    },
   );
-  const sockA = join(dir, 'a.sock');
-  const sockB = join(dir, 'b.sock');
-  const a = serveWith(join(dir, 'a.json'), sockA);
-  t.teardown(() => void a.child.kill('SIGKILL'));
-  const b = serveWith(join(dir, 'b.json'), sockB);
-  t.teardown(() => void b.child.kill('SIGKILL'));
-  const both = (): string => `--- A ---\n${a.log().slice(-2000)}\n--- B ---\n${b.log().slice(-2000)}`;
-  await until('both IPC sockets', () => existsSync(sockA) && existsSync(sockB), 30_000, both);
   await until('B enrolled in n.DIF', () => b.log().includes('normal DIF: enrolled'), 30_000, both);
 
   const tgenServers: ChildProcess[] = [];
-  for (const dif of ['udp.lo', 'n.DIF']) {
-    const srv = spawn(CLI[0], [...CLI.slice(1), 'tgen', 'server', '--dif', dif, '--ipc-socket', sockA], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    srv.stdout!.setEncoding('utf8').on('data', (s: string) => (out += s));
-    srv.stderr!.setEncoding('utf8').on('data', (s: string) => (out += s));
-    t.teardown(() => void srv.kill('SIGKILL'));
-    tgenServers.push(srv);
-    await until(`tgen server in ${dif}`, () => out.includes('registered'), 30_000, () => out);
-  }
+  for (const dif of ['udp.lo', 'n.DIF']) tgenServers.push(await tgenServer(t, dif, sockA));
 
   for (const dif of ['udp.lo', 'n.DIF']) {
     for (const size of [0, 700, 1400]) {

@@ -17,8 +17,10 @@ import { logger as rootLogger, type Logger } from '../sys/log.js';
 import { ShimHvIpcp } from '../dif/shim-hv/ipcp.js';
 import { ShimUdpIpcp } from '../dif/shim-udp/ipcp.js';
 import { ShimEthIpcp } from '../dif/shim-eth/ipcp.js';
+import { openDatagramShim } from './restart/datagram-shims.js';
 import { IpcDaemon } from '../dif/ipc/daemon.js';
 import type { NormalIpcp } from '../dif/normal/ipcp.js';
+import type { Flow } from '../dif/api.js';
 import { createNormalIpcp } from './normal.js';
 import { VmpiHost } from '../vmpi/host.js';
 import { EchoResponder } from '../vmpi/echo.js';
@@ -133,12 +135,14 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
         throw new Error(`${d.where}: ${(e as Error).message}`, { cause: e });
       }
     }
-    if (plan.config.shimUdp) {
-      shimUdp = await ShimUdpIpcp.open({ ...plan.config.shimUdp, difName: plan.config.shimUdp.dif, logger: log });
+    const udpCfg = plan.config.shimUdp;
+    if (udpCfg) {
+      shimUdp = await openDatagramShim(`shim-udp:${udpCfg.dif}`, restart, log, (r) => ShimUdpIpcp.open({ ...udpCfg, difName: udpCfg.dif, logger: log, ...r }));
       metrics?.addIpcp(shimUdp);
     }
-    if (plan.config.shimEth) {
-      shimEth = ShimEthIpcp.open({ ...plan.config.shimEth, difName: plan.config.shimEth.dif, logger: log });
+    const ethCfg = plan.config.shimEth;
+    if (ethCfg) {
+      shimEth = await openDatagramShim(`shim-eth:${ethCfg.dif}`, restart, log, (r) => ShimEthIpcp.open({ ...ethCfg, difName: ethCfg.dif, logger: log, ...r }));
       metrics?.addIpcp(shimEth);
     }
     if (plan.config.normal) {
@@ -156,7 +160,8 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
       if (shimEth) daemon.addIpcp(shimEth);
       if (normal) daemon.addIpcp(normal);
       // The host applications' sessions the last worker served, before anyone new is accepted.
-      restart?.resumeIpc(daemon, (dif, portId) => [...ipcps.values()].find((i) => i.difName === dif)?.reclaimFlow(portId));
+      const shims = [...(shimUdp ? [shimUdp] : []), ...(shimEth ? [shimEth] : [])];
+      restart?.resumeIpc(daemon, (dif, portId) => ([...ipcps.values(), ...shims] as { difName: string; reclaimFlow(p: number): Flow | undefined }[]).find((i) => i.difName === dif)?.reclaimFlow(portId));
       try {
         daemon.listen(keptSocket(restart, restart?.ipcListenFd(), opts.ipc.socketPath, log));
         restart?.attachIpc(daemon);
@@ -170,6 +175,8 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
     }
     // Flows kept for a session that did not come back end toward the guest now.
     for (const ipcp of ipcps.values()) ipcp.endUnclaimed();
+    shimUdp?.endUnclaimed();
+    shimEth?.endUnclaimed();
     if (metrics && resuming) metricsServer = await startMetricsServer(metrics, plan.metrics.listen, log, metricsOpts);
   } catch (e) {
     await close();

@@ -260,6 +260,14 @@ export interface NativePacket {
   /** One whole frame (>= 14 bytes); the bytes sent, or -1 when the device queue is full (EAGAIN, ENOBUFS). */
   packetSend(fd: number, buf: Uint8Array, offset: number, length: number): number;
   /**
+   * Frames k = first..first+count-1 (count 1..PACKET_MAX_BATCH), each buf[offsets[k],
+   * offsets[k]+lengths[k]) and at least 14 bytes, in one sendmmsg. Returns how many were sent
+   * (>= 1), or 0 when the device queue is full (EAGAIN, ENOBUFS) before the first. An error on
+   * the first frame is thrown (ENETDOWN); one on a later frame ends the batch there (it comes
+   * back on the next call, which starts with that frame).
+   */
+  packetSendBatch(fd: number, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, first: number, count: number): number;
+  /**
    * Up to `maxFrames` (1..PACKET_MAX_BATCH) frames in one recvmmsg: frame i in
    * buf[i*slotBytes, i*slotBytes + min(meta[2i], slotBytes)); meta[2i] is its full length (above
    * slotBytes: cut, drop it), meta[2i+1] its packet type (0 host, 1 broadcast, 2 multicast,

@@ -2,8 +2,8 @@
  * The shim IPC process over Ethernet's state machines (src/dif/shim-eth/ipcp.ts) on a fake
  * segment (test/helpers/fake-eth.ts; the real packet socket is in test/shim-eth-serve.test.ts):
  * resolution by request/reply and its bounded, expiring cache, allocation, data, release,
- * rejection, timeouts, a hostile peer's frames dropped by reason, the interface going down, and
- * a silent peer.
+ * rejection, timeouts, a hostile peer's frames dropped by reason, the interface going down, a
+ * silent peer, the send queue (batches, a full device queue), and a restore from a snapshot.
  */
 import t, { type Test } from 'tap';
 import fc from 'fast-check';
@@ -11,7 +11,7 @@ import { ShimEthIpcp, ShimEthError, FRAME_OVERHEAD, type ShimEthOptions } from '
 import { buildFrame, encodeArp, parseMac, writeEthHeader, ETHERTYPE_RINA } from '../../src/dif/shim-eth/wire.js';
 import { encodeMessage } from '../../src/dif/shim-udp/wire.js';
 import type { Flow, FlowRequest } from '../../src/dif/api.js';
-import { FakeHub, type FakeLink } from '../helpers/fake-eth.js';
+import { FakeHub, FakeLink } from '../helpers/fake-eth.js';
 
 function make(t: Test, hub: FakeHub, opts: Partial<ShimEthOptions> = {}, mtu?: number): { ipcp: ShimEthIpcp; link: FakeLink } {
   const link = hub.link({ mtu });
@@ -195,16 +195,64 @@ t.test('a silent peer: the flow ends with cause peer within the keepalive bound'
   t.ok(Date.now() - t0 <= 200 + 50 + 100, `within ${Date.now() - t0} ms`);
 });
 
-t.test('a full device queue: write returns false, then drain', async (t) => {
+t.test('a full device queue: the frames wait in the send queue, write returns false once it is full, then drain; nothing is lost', async (t) => {
+  const hub = new FakeHub();
+  const a = make(t, hub, { txBatch: 4 });
+  const b = make(t, hub);
+  let served: Flow | undefined;
+  b.ipcp.register('srv', (r) => void (served = r.accept()));
+  const f = await a.ipcp.allocateFlow('cli', 'srv');
+  await sleep(20);
+  a.link.refuse = 1e9;
+  for (let i = 0; i < 4; i++) t.equal(f.write(Uint8Array.of(i)), true, `SDU ${i} taken while the device is full`);
+  t.equal(f.write(Uint8Array.of(4)), false, 'every slot waits: refused');
+  t.ok(a.ipcp.stats.txFull > 0, 'counted');
+  await sleep(10);
+  const drained = new Promise<void>((r) => f.once('drain', r));
+  a.link.refuse = 0;
+  await bounded(drained);
+  t.equal(f.write(Uint8Array.of(5)), true);
+  const got: number[] = [];
+  for (let i = 0; i < 5; i++) got.push((await next(served!))![0]!);
+  t.same(got, [0, 1, 2, 3, 5], 'the frames that waited arrive, in order');
+});
+
+t.test('frames written in one tick leave in one send call, control frames in order with data', async (t) => {
   const hub = new FakeHub();
   const a = make(t, hub);
   const b = make(t, hub);
+  let served: Flow | undefined;
+  b.ipcp.register('srv', (r) => void (served = r.accept()));
+  const f = await a.ipcp.allocateFlow('cli', 'srv');
+  await sleep(20);
+  const calls = a.ipcp.stats.txCalls;
+  a.link.batches.length = 0;
+  for (let i = 0; i < 40; i++) t.equal(f.write(Uint8Array.of(i)), true);
+  f.deallocate('done'); // its DEALLOC is queued after the 40 SDUs
+  await sleep(20);
+  t.same(a.link.batches, [41], 'one call for the 40 data frames and the DEALLOC');
+  t.equal(a.ipcp.stats.txCalls, calls + 1);
+  const got: number[] = [];
+  for (;;) {
+    const sdu = await next(served!, 500);
+    if (!sdu) break;
+    got.push(sdu[0]!);
+  }
+  t.equal(got.length, 40, 'every SDU arrived before the DEALLOC ended the flow');
+  t.equal(served!.state, 'deallocated');
+});
+
+t.test('txBatch 1: one send call per frame, at once', async (t) => {
+  const hub = new FakeHub();
+  const a = make(t, hub, { txBatch: 1 });
+  const b = make(t, hub);
   b.ipcp.register('srv', acceptAll);
   const f = await a.ipcp.allocateFlow('cli', 'srv');
-  a.link.refuse = 1;
-  t.equal(f.write(new Uint8Array(10)), false);
-  await bounded(new Promise<void>((r) => f.once('drain', r)));
-  t.equal(f.write(new Uint8Array(10)), true);
+  await sleep(20);
+  a.link.batches.length = 0;
+  for (let i = 0; i < 5; i++) f.write(Uint8Array.of(i));
+  t.same(a.link.batches, [1, 1, 1, 1, 1], 'sent synchronously, one by one');
+  t.throws(() => ShimEthIpcp.open({ difName: 'eth.test', interface: 'x', link: hub.link(), txBatch: 0 }), { code: 'invalid_config', message: /txBatch must be an integer 1\.\.256/ });
 });
 
 t.test('bad options', async (t) => {
@@ -272,4 +320,33 @@ t.test('random frames from a hostile peer: no fault, state within its bounds', a
   );
   t.equal(a.ipcp.stats.faults, 0, 'no frame made the IPC process throw');
   t.ok(a.ipcp.stats.drops.malformed > 0, 'malformed frames were counted');
+});
+
+t.test('restart: a kept flow runs on with a new IPC process on the same interface; another ends at the peer at once', async (t) => {
+  const hub = new FakeHub();
+  const a = make(t, hub);
+  const b = make(t, hub);
+  const served: Flow[] = [];
+  a.ipcp.register('srv', (r) => void served.push(r.accept()));
+  const keep = await b.ipcp.allocateFlow('cli', 'srv');
+  const lose = await b.ipcp.allocateFlow('cli2', 'srv');
+  const snap = JSON.parse(JSON.stringify(a.ipcp.snapshot()));
+  const keptPort = served[0]!.portId;
+  a.ipcp.detach();
+  a.link.isClosed = true;
+  const loseEnded = new Promise<string>((r) => lose.once('deallocated', (reason: string) => r(reason)));
+  // The same interface (same MAC) opened again by the next process.
+  const link2 = new FakeLink(hub, a.link.mac, 1500, undefined, a.link.ifname);
+  hub.links.push(link2);
+  const a2 = ShimEthIpcp.open({ difName: 'eth.test', interface: link2.ifname, link: link2, retryMs: 50, resume: snap, keepFlows: (p) => p === keptPort });
+  t.teardown(() => a2.close());
+  t.same(a2.restored, { flowsKept: 1, flowsEnded: 1, askedGivenUp: 0, requestsRefused: 0 });
+  t.match(await bounded(loseEnded, 2000), /the server at the other end restarted/);
+  const f = a2.reclaimFlow(keptPort)!;
+  keep.write(Uint8Array.of(9));
+  t.same([...(await next(f))!], [9], 'B → A on the kept flow');
+  f.write(Uint8Array.of(8));
+  t.same([...(await next(keep))!], [8], 'A → B');
+  // Another interface's snapshot (its MAC) is refused.
+  t.throws(() => ShimEthIpcp.open({ difName: 'eth.test', interface: 'x', link: hub.link(), resume: snap }), { code: 'state_invalid', message: /this one is at/ });
 });

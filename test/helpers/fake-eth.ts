@@ -35,6 +35,8 @@ export class FakeLink implements EthLink {
   isClosed = false;
   isUp = true;
   sent: Uint8Array[] = [];
+  /** The count of each sendBatch call (the last 1000). */
+  batches: number[] = [];
   /** send() returns false (device queue full) while > 0, counting down. */
   refuse = 0;
 
@@ -46,6 +48,7 @@ export class FakeLink implements EthLink {
     readonly ifname: string,
   ) {}
 
+  /** One frame (what sendBatch does for each): false while `refuse` counts down. */
   send(frame: Uint8Array, length: number): boolean {
     if (!this.isUp) throw Object.assign(new Error('send failed: ENETDOWN'), { code: 'ENETDOWN' });
     if (this.refuse > 0) {
@@ -57,6 +60,17 @@ export class FakeLink implements EthLink {
     if (this.sent.length > 1000) this.sent.shift();
     this.hub.carry(this, copy);
     return true;
+  }
+
+  sendBatch(buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, first: number, count: number): number {
+    this.batches.push(count);
+    if (this.batches.length > 1000) this.batches.shift();
+    let n = 0;
+    for (let k = first; k < first + count; k++) {
+      if (!this.send(buf.subarray(offsets[k]!), lengths[k]!)) break;
+      n++;
+    }
+    return n;
   }
 
   running(): boolean {

@@ -89,6 +89,33 @@ t.test('untagged frames of one ethertype, batched receive, oversize, broadcast',
   t.throws(() => native.packetSend(fa, payload, 0, 10), TypeError, 'shorter than an Ethernet header');
 });
 
+t.test('batched send: many frames from one buffer in one call, in order, bad arguments refused', async (t) => {
+  const fa = native.packetOpen(ia.index, ETH, -1);
+  const fb = native.packetOpen(ib.index, ETH, -1);
+  t.teardown(() => {
+    native.close(fa);
+    native.close(fb);
+  });
+  const N = 24;
+  const slot = 200;
+  const tx = new Uint8Array(N * slot);
+  const offsets = Uint32Array.from({ length: N }, (_, k) => k * slot);
+  const lengths = Uint32Array.from({ length: N }, (_, k) => 14 + 10 + k);
+  for (let k = 0; k < N; k++) tx.set(frame(ib.mac, ia.mac, ETH, new Uint8Array(10 + k).fill(k)), k * slot);
+  t.equal(native.packetSendBatch(fa, tx, offsets, lengths, 0, 4), 4, 'frames 0..3');
+  t.equal(native.packetSendBatch(fa, tx, offsets, lengths, 4, N - 4), N - 4, 'frames 4.. from an offset into the arrays');
+  const got = await drain(fb);
+  t.equal(got.length, N, 'every frame arrived');
+  t.same(got.map((f) => f.len), [...lengths], 'each with its own length');
+  t.same(got.map((f) => f.bytes[14]), [...Array(N).keys()], 'in order, bytes intact');
+  t.throws(() => native.packetSendBatch(fa, tx, offsets, lengths, 0, N + 1), TypeError, 'arrays shorter than the frames asked');
+  t.throws(() => native.packetSendBatch(fa, tx, offsets, lengths, 0, 0), TypeError, 'count 0');
+  t.throws(() => native.packetSendBatch(fa, tx, offsets, Uint32Array.of(10), 0, 1), TypeError, 'shorter than an Ethernet header');
+  t.throws(() => native.packetSendBatch(fa, tx, Uint32Array.of(N * slot), Uint32Array.of(14), 0, 1), TypeError, 'outside the buffer');
+  t.throws(() => native.packetSendBatch(fa, tx, new Int32Array(N) as unknown as Uint32Array, lengths, 0, 1), TypeError, 'not a Uint32Array');
+  t.equal(native.packetRecvBatch(fb, buf, SLOT, MAX, meta), 0, 'nothing was sent by the refused calls');
+});
+
 t.test('VLAN: a socket for one VLAN id sees only frames tagged with it', async (t) => {
   const fa = native.packetOpen(ia.index, ETH, -1);
   const f100 = native.packetOpen(ib.index, ETH, 100);
@@ -127,6 +154,8 @@ t.test('interface down: ENETDOWN once, then it works again when up', async (t) =
   t.throws(() => native.packetRecvBatch(fb, buf, SLOT, MAX, meta), { code: 'ENETDOWN' }, 'the socket error');
   t.equal(native.packetRecvBatch(fb, buf, SLOT, MAX, meta), 0, 'reported once');
   t.throws(() => native.packetSend(fb, frame(ia.mac, ib.mac, ETH, new Uint8Array(4)), 0, 18), { code: 'ENETDOWN' }, 'send on a down interface');
+  const one = frame(ia.mac, ib.mac, ETH, new Uint8Array(4));
+  t.throws(() => native.packetSendBatch(fb, one, Uint32Array.of(0), Uint32Array.of(18), 0, 1), { code: 'ENETDOWN' }, 'a batched send on a down interface');
   ipl('up');
   // veth needs both ends up for carrier; give it a moment.
   const until = Date.now() + 3000;

@@ -3,24 +3,54 @@
  * share: both carry the shim DIF over UDP's flow messages (../shim-udp/wire.ts), and a flow is
  * (peer address, flow id). The shim's own ipcp.ts extends DatagramShimIpcp with what is specific
  * to it: its socket or link, how a message reaches a peer (send), name resolution, configuration,
- * requester-side allocation (allocateFlow), close/detach, the data path (sendData) and inspect().
+ * requester-side allocation (allocateFlow), letting its socket or link go (shutdown), the data path
+ * (sendData) and inspect().
  *
  * Owns: the flow table (local id → entry, "peer/remoteId" → local id), registrations, the
  * allocation / release state machine driven by the flow messages (handle: DATA, KEEPALIVE,
  * ALLOC_REQ, ALLOC_RESP, DEALLOC), the responder side (accept / reject), allocateFlow's argument
- * checks and abort wiring, giving up an outgoing allocation, the keepalive, the flow ids, and the shared counters (allocations, drops by reason).
+ * checks and abort wiring, giving up an outgoing allocation, the keepalive, the flow ids, the shared
+ * counters (allocations, drops by reason), close() and detach() (the same in both shims: endAll,
+ * then the shim's shutdown), and the restart: snapshot() (./snapshot.ts) and
+ * resumeFrom(), which carries on the flows an IPC session of the last process held (keepFlows:
+ * handed out once by reclaimFlow()) and ends every other one toward its peer.
+ *
  * `Peer` is the shim's address type; peerKey() spells it as the text used in logs, inspect and the
  * flow's `peer`.
  */
 import { EventEmitter } from 'node:events';
 import { DifError, type AcceptOptions, type AllocateOptions, type DeallocationCause, type Flow, type QosRequest, type QosSpec, type Registration } from '../api.js';
-import { appNameKey, formatAppName, type AppName } from '../naming.js';
+import { appNameKey, formatAppName, parseAppName, type AppName } from '../naming.js';
 import { intArg, nameArg, resolveQos } from '../core/args.js';
 import type { IpcpCounters } from '../core/observe.js';
 import { registrationHandle, type RegEntry, type Registrations } from '../core/registrations.js';
 import type { Logger } from '../../sys/log.js';
 import { clampUtf8, type WireMessage } from '../shim-udp/wire.js';
 import { DatagramFlow, DatagramFlowRequest, type DatagramFlowOwner } from './flow.js';
+import { DATAGRAM_SNAPSHOT_VERSION, DatagramStateError, parseDatagramSnapshot, type DatagramShimSnapshot } from './snapshot.js';
+
+/** The reason the peer's flow ends with when this end restarted without it (nothing held it). */
+export const RESTART_FLOW_LOST = 'the server at the other end restarted; its end of this flow was lost';
+/** How long flows a restore kept wait to be reclaimed (then they end as lost). */
+export const DEFAULT_RECLAIM_MS = 30_000;
+
+/** What the restart options of a datagram shim give (both shims' options have these). */
+export interface DatagramResumeOptions {
+  /** Called after the state a snapshot holds changed (flows, ids), before the peer hears of it where that is possible. */
+  onStateChange?: () => void;
+  /** A snapshot (as read back) to resume from; refused with DatagramStateError. */
+  resume?: unknown;
+  /** Which flows of the snapshot to keep (an IPC session of the last process held them): the rest end toward the peer. */
+  keepFlows?: (portId: number, difName: string) => boolean;
+}
+
+/** What a restore did. */
+export interface DatagramRestoreSummary {
+  flowsKept: number;
+  flowsEnded: number;
+  askedGivenUp: number;
+  requestsRefused: number;
+}
 
 /** A flow table entry; 'resolving' (waiting for the peer's address) is shim-eth's only. */
 export type DatagramEntry<Peer> =
@@ -80,6 +110,15 @@ export abstract class DatagramShimIpcp<Peer, Reason extends string> extends Even
   protected nextPortId = 1;
   protected keepaliveTimer: NodeJS.Timeout | null = null;
   protected closed = false;
+  /** See DatagramResumeOptions.onStateChange. */
+  protected onStateChange: (() => void) | undefined;
+  /** What the restore did, when this IPC process was resumed from a snapshot. */
+  restored: DatagramRestoreSummary | null = null;
+  /** Flows the restore kept and nobody reclaimed yet, by port-id. */
+  private readonly unclaimed = new Map<number, DatagramFlow>();
+  private reclaimTimer: NodeJS.Timeout | null = null;
+  /** Set while endAll runs: one state change for it, not one per flow. */
+  private ending = false;
 
   constructor(
     /** The largest flow id handed out (then ids wrap to 1). */
@@ -99,6 +138,14 @@ export abstract class DatagramShimIpcp<Peer, Reason extends string> extends Even
   protected abstract send(peer: Peer, m: WireMessage): void;
   /** @internal DatagramFlow.transmit() */
   abstract sendData(flow: DatagramFlow, sdu: Uint8Array): boolean;
+  /** The peer `text` (as peerKey spelt it) back; throws on text this shim never wrote. */
+  protected abstract parsePeer(text: string): Peer;
+  /** This IPC process's own address as the snapshot records it (a restore checks it is the same). */
+  protected abstract ownAddress(): string;
+  /** A flow with `peer` was kept by a restore: its datagrams must be accepted (shim-udp's allow list). */
+  protected admitPeer(_peer: Peer): void {}
+  /** Let the socket or link go (close/detach, after every flow ended; DEALLOCs just sent should still leave). */
+  protected abstract shutdown(): void;
   /** An outgoing allocation is given up (timeout, abort) after its ALLOC_REQ went out. */
   protected abandoned(_flow: DatagramFlow): void {}
   /** Outgoing flow `id`, still resolving its peer's address, no longer waits for it. */
@@ -182,6 +229,7 @@ export abstract class DatagramShimIpcp<Peer, Reason extends string> extends Even
     else this.leaveResolution(id, e.flow.remoteApp);
     e.abort?.();
     this.entries.delete(id);
+    this.changed();
   }
 
   // -------------------------------------------------------------------------------------------
@@ -199,6 +247,7 @@ export abstract class DatagramShimIpcp<Peer, Reason extends string> extends Even
     flow.markAllocated();
     const now = Date.now();
     this.entries.set(req.localId, { state: 'allocated', flow, peer: e.peer, remoteId: e.remoteId, lastHeard: now, lastSent: now });
+    this.changed();
     this.send(e.peer, { kind: 'alloc_resp', dst: e.remoteId, src: req.localId, accept: true, reason: '' });
     this.stats.incomingAccepted++;
     this.emit('flowAllocated', flow);
@@ -214,6 +263,7 @@ export abstract class DatagramShimIpcp<Peer, Reason extends string> extends Even
       clearTimeout(e.timer);
       this.entries.delete(req.localId);
       this.byRemote.delete(this.remoteKey(e.peer, e.remoteId));
+      this.changed();
       this.send(e.peer, { kind: 'alloc_resp', dst: e.remoteId, src: 0, accept: false, reason: typeof reason === 'string' && reason !== '' ? reason : 'rejected by the application' });
     }
     this.stats.incomingRejected++;
@@ -237,6 +287,8 @@ export abstract class DatagramShimIpcp<Peer, Reason extends string> extends Even
     this.byRemote.delete(this.remoteKey(e.peer, e.remoteId));
     this.blocked.delete(e.flow);
     this.stats.flowsDeallocated++;
+    this.unclaimed.delete(e.flow.portId);
+    this.changed();
     e.flow.terminate(reason, cause);
     this.emit('flowDeallocated', e.flow, reason, cause);
   }
@@ -248,7 +300,18 @@ export abstract class DatagramShimIpcp<Peer, Reason extends string> extends Even
   protected newId(): number {
     const id = this.nextId;
     this.nextId = this.nextId >= this.maxFlowId ? 1 : this.nextId + 1;
+    this.changed();
     return id;
+  }
+
+  /** The snapshot's state changed: tell the restart code (it persists). Never throws. */
+  protected changed(): void {
+    if (!this.onStateChange || this.closed || this.ending) return;
+    try {
+      this.onStateChange();
+    } catch (e) {
+      this.log.error({ err: (e as Error).message }, `${this.ipcpType}: the state change hook threw`);
+    }
   }
 
   flows(): Flow[] {
@@ -321,6 +384,7 @@ export abstract class DatagramShimIpcp<Peer, Reason extends string> extends Even
         const now = Date.now();
         this.entries.set(m.dst, { state: 'allocated', flow: e.flow, peer: e.peer, remoteId: m.src, lastHeard: now, lastSent: now });
         this.byRemote.set(this.remoteKey(e.peer, m.src), m.dst);
+        this.changed();
         e.flow.markAllocated();
         this.stats.allocAccepted++;
         this.emit('flowAllocated', e.flow);
@@ -340,6 +404,7 @@ export abstract class DatagramShimIpcp<Peer, Reason extends string> extends Even
           clearTimeout(e.timer);
           this.entries.delete(id);
           this.byRemote.delete(this.remoteKey(from, m.src));
+          this.changed();
           e.request.cancel(`the requester gave up: ${m.reason}`);
         } else {
           // The peer ends a flow we still wait for (it lost the accept's state): fail the allocation.
@@ -395,6 +460,7 @@ export abstract class DatagramShimIpcp<Peer, Reason extends string> extends Even
     timer.unref();
     this.entries.set(id, { state: 'incoming', request, peer: from, remoteId: m.src, timer });
     this.byRemote.set(this.remoteKey(from, m.src), id);
+    this.changed();
     try {
       reg.handler(request);
     } catch (e) {
@@ -419,6 +485,188 @@ export abstract class DatagramShimIpcp<Peer, Reason extends string> extends Even
         this.send(e.peer, { kind: 'keepalive', dst: e.remoteId, src: id });
       }
     }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Close, detach, and ending everything
+
+  /**
+   * End everything: allocated flows with `cause` (a DEALLOC to each peer when `tell`), outgoing
+   * allocations rejected with `code` (given up at the peer when `tell`), requests waiting for an
+   * application cancelled (refused toward the peer when `tell`, so it need not wait for its
+   * timeout). Registrations stay: the IPC process may go on (shim-eth's interface down).
+   */
+  protected endAll(reason: string, cause: DeallocationCause, code: 'closed' | 'port_down', tell: boolean): void {
+    this.ending = true;
+    try {
+      for (const [id, e] of [...this.entries]) {
+        if (e.state === 'allocated') {
+          if (tell) this.send(e.peer, { kind: 'dealloc', dst: e.remoteId, src: id, reason });
+          this.endFlow(id, reason, cause);
+        } else if (e.state === 'pending' || e.state === 'resolving') {
+          this.clearOutgoing(id, e);
+          if (tell && e.state === 'pending') this.send(e.peer, { kind: 'dealloc', dst: 0, src: id, reason });
+          this.stats.allocFailed++;
+          e.flow.terminate(reason, cause);
+          e.reject(new DifError(code, `${this.difName}: ${reason}`));
+        } else {
+          if (tell && e.request.state === 'waiting') this.rejectIncoming(e.request, reason);
+          else {
+            clearTimeout(e.timer);
+            this.entries.delete(id);
+            this.byRemote.delete(this.remoteKey(e.peer, e.remoteId));
+          }
+          e.request.cancel(reason);
+        }
+      }
+    } finally {
+      this.ending = false;
+    }
+    this.changed();
+  }
+
+  /**
+   * Deallocate every flow telling the peers (cause 'closed'), give up the allocations asked for
+   * at the peer, refuse the requests that wait, drop the registrations, let the socket or link
+   * go. Idempotent. The same in both shims (docs/SHIM-UDP.md, "Close and detach").
+   */
+  close(reason = 'IPC process closed'): void {
+    if (this.closed) return;
+    this.endAll(reason, 'closed', 'closed', true);
+    this.stop();
+  }
+
+  /**
+   * What a crash does (tests): every local flow, allocation and request ends as in close(), with
+   * cause 'closed', but without a word to the peers (they find out by keepalive or restart).
+   */
+  detach(reason = 'IPC process detached'): void {
+    if (this.closed) return;
+    this.endAll(reason, 'closed', 'closed', false);
+    this.stop();
+  }
+
+  private stop(): void {
+    this.closed = true;
+    this.registrations.clear();
+    if (this.keepaliveTimer) clearInterval(this.keepaliveTimer);
+    this.keepaliveTimer = null;
+    if (this.reclaimTimer) clearTimeout(this.reclaimTimer);
+    this.reclaimTimer = null;
+    this.unclaimed.clear();
+    this.shutdown();
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Restart (./snapshot.ts)
+
+  /** This IPC process's state as plain JSON data (see snapshot.ts). */
+  snapshot(): DatagramShimSnapshot {
+    const snap: DatagramShimSnapshot = { version: DATAGRAM_SNAPSHOT_VERSION, ipcpType: this.ipcpType, difName: this.difName, address: this.ownAddress(), nextId: this.nextId, nextPortId: this.nextPortId, flows: [], asked: [], waiting: [] };
+    for (const [id, e] of this.entries) {
+      if (e.state === 'allocated') {
+        snap.flows.push({ id, portId: e.flow.portId, peer: this.peerKey(e.peer), remoteId: e.remoteId, localApp: formatAppName(e.flow.localApp), remoteApp: formatAppName(e.flow.remoteApp), maxSdu: e.flow.qos.maxSdu });
+      } else if (e.state === 'pending') snap.asked.push({ id, peer: this.peerKey(e.peer) });
+      else if (e.state === 'incoming') snap.waiting.push({ peer: this.peerKey(e.peer), remoteId: e.remoteId });
+    }
+    return snap;
+  }
+
+  /**
+   * Check `snapshot` (as read back) is one of this IPC process (type, DIF, own address). Throws
+   * DatagramStateError; the shim calls this before it opens its socket or link.
+   */
+  static checkSnapshot(snapshot: unknown, ipcpType: string, difName: string): DatagramShimSnapshot {
+    const snap = parseDatagramSnapshot(snapshot);
+    if (snap.ipcpType !== ipcpType || snap.difName !== difName) {
+      throw new DatagramStateError('state_invalid', `datagram shim snapshot: it is of ${snap.ipcpType} ${JSON.stringify(snap.difName)}, this IPC process is ${ipcpType} ${JSON.stringify(difName)}: the IPC process starts without its flows`);
+    }
+    return snap;
+  }
+
+  /**
+   * Carry on from `snap` (checked, its address this IPC process's): the flows `keep` names run on
+   * with their ids, port-ids, peers, names and max SDU, for reclaimFlow() (those nobody reclaims
+   * end after `reclaimMs`, or at endUnclaimed()); every other flow is ended toward its peer with
+   * RESTART_FLOW_LOST, the allocations this end had asked for are given up (DEALLOC), the
+   * requests no application had answered are refused. Flow ids and port-ids go on where they were.
+   */
+  protected resumeFrom(snap: DatagramShimSnapshot, keep: ((portId: number, difName: string) => boolean) | undefined, reclaimMs = DEFAULT_RECLAIM_MS): DatagramRestoreSummary {
+    if (snap.address !== this.ownAddress()) {
+      throw new DatagramStateError('state_invalid', `datagram shim snapshot: it is of the IPC process at ${snap.address}, this one is at ${this.ownAddress()}: the IPC process starts without its flows`);
+    }
+    const sum: DatagramRestoreSummary = { flowsKept: 0, flowsEnded: 0, askedGivenUp: 0, requestsRefused: 0 };
+    this.nextId = Math.min(snap.nextId, 0xffffffff);
+    this.nextPortId = snap.nextPortId;
+    const now = Date.now();
+    for (const f of snap.flows) {
+      let peer: Peer;
+      try {
+        peer = this.parsePeer(f.peer);
+      } catch {
+        continue; // an address this shim cannot send to: nothing to tell
+      }
+      this.nextId = Math.max(this.nextId, f.id + 1);
+      this.nextPortId = Math.max(this.nextPortId, f.portId + 1);
+      if (keep?.(f.portId, this.difName) && f.maxSdu <= this.maxSdu) {
+        const qos: QosSpec = Object.freeze({ reliable: false, inOrder: false, maxSdu: f.maxSdu });
+        const flow = new DatagramFlow(this, f.portId, f.id, this.peerKey(peer), this.difName, parseAppName(f.localApp), parseAppName(f.remoteApp), qos);
+        flow.markAllocated();
+        // lastSent 0: a KEEPALIVE goes at the first tick, so the peer hears this end is back.
+        this.entries.set(f.id, { state: 'allocated', flow, peer, remoteId: f.remoteId, lastHeard: now, lastSent: 0 });
+        this.byRemote.set(this.remoteKey(peer, f.remoteId), f.id);
+        this.unclaimed.set(f.portId, flow);
+        this.admitPeer(peer);
+        sum.flowsKept++;
+      } else {
+        this.send(peer, { kind: 'dealloc', dst: f.remoteId, src: f.id, reason: RESTART_FLOW_LOST });
+        sum.flowsEnded++;
+      }
+    }
+    for (const a of snap.asked) {
+      try {
+        this.send(this.parsePeer(a.peer), { kind: 'dealloc', dst: 0, src: a.id, reason: RESTART_FLOW_LOST });
+        this.nextId = Math.max(this.nextId, a.id + 1);
+        sum.askedGivenUp++;
+      } catch {
+        // an address this shim cannot send to
+      }
+    }
+    for (const w of snap.waiting) {
+      try {
+        this.send(this.parsePeer(w.peer), { kind: 'alloc_resp', dst: w.remoteId, src: 0, accept: false, reason: 'the server restarted before the application answered: try again' });
+        sum.requestsRefused++;
+      } catch {
+        // an address this shim cannot send to
+      }
+    }
+    if (this.nextId > this.maxFlowId) this.nextId = 1;
+    if (this.unclaimed.size > 0) {
+      this.reclaimTimer = setTimeout(() => this.endUnclaimed(), reclaimMs);
+      this.reclaimTimer.unref();
+    }
+    this.restored = sum;
+    this.log.info({ ...sum }, `${this.ipcpType}: resumed from the last process's state`);
+    return sum;
+  }
+
+  /** A flow the restore kept, handed out once; undefined for any other port-id. It may have ended meanwhile. */
+  reclaimFlow(portId: number): DatagramFlow | undefined {
+    const flow = this.unclaimed.get(portId);
+    if (flow === undefined) return undefined;
+    this.unclaimed.delete(portId);
+    if (this.unclaimed.size === 0 && this.reclaimTimer) clearTimeout(this.reclaimTimer);
+    return flow;
+  }
+
+  /** End the flows the restore kept that nobody reclaimed, toward their peers (RESTART_FLOW_LOST). */
+  endUnclaimed(reason = RESTART_FLOW_LOST): void {
+    if (this.reclaimTimer) clearTimeout(this.reclaimTimer);
+    this.reclaimTimer = null;
+    const flows = [...this.unclaimed.values()];
+    this.unclaimed.clear();
+    for (const f of flows) if (f.state === 'allocated') this.localDeallocate(f, reason);
+    if (flows.length > 0) this.log.info({ flows: flows.length }, `${this.ipcpType}: kept flows nobody reclaimed were ended`);
   }
 
   // -------------------------------------------------------------------------------------------

@@ -6,8 +6,8 @@
  * Owns: one link (link.ts: a raw packet socket on one interface, or a fake one in unit tests),
  * the resolution of application names to MAC addresses by ARP-style requests and replies
  * (wire.ts) with a bounded cache, the configuration, allocateFlow (resolution, then ALLOC_REQ),
- * the interface going down, close/detach, the data path (sendData into one reused frame) and the
- * frame counters. The flow table, the allocation / release state machine, the keepalive and the
+ * the interface going down, letting the link go, the data path (sendData into a slot of the send queue,
+ * tx-queue.ts: the frames of one tick leave in one sendmmsg) and the frame counters. The flow table, the allocation / release state machine, the keepalive and the
  * shared counters are the datagram shims' (../shim-datagram/ipcp.ts), shared with shim-udp.
  *
  * Design (wire format in wire.ts and ../shim-udp/wire.ts):
@@ -34,7 +34,7 @@
  *   oversize (frame above MTU, SDU above its flow's max), not_for_us (another host's unicast, a
  *   tag no VLAN device took), unknown_flow, stale, unsolicited, no_registration, limit.
  */
-import { DifError, type AllocateOptions, type DeallocationCause, type Flow, type IpcProcess, type QosRequest } from '../api.js';
+import { DifError, type AllocateOptions, type Flow, type IpcProcess, type QosRequest } from '../api.js';
 import { appNameKey, formatAppName, type AppName } from '../naming.js';
 import { nameArg } from '../core/args.js';
 import type { IpcpCounters, ObservableIpcp } from '../core/observe.js';
@@ -60,8 +60,9 @@ import {
   writeLength,
 } from './wire.js';
 import { EthFlow, type EthFlowRequest } from './flow.js';
-import { DatagramShimIpcp, type DatagramEntry, type DatagramRegistration } from '../shim-datagram/ipcp.js';
+import { DatagramShimIpcp, type DatagramEntry, type DatagramRegistration, type DatagramResumeOptions } from '../shim-datagram/ipcp.js';
 import { PacketLink, type EthLink } from './link.js';
+import { TxQueue } from './tx-queue.js';
 
 export const DEFAULT_KEEPALIVE_MS = 1000;
 export const DEFAULT_KEEPALIVE_TIMEOUT_MS = 5000;
@@ -69,13 +70,15 @@ export const DEFAULT_ALLOCATE_TIMEOUT_MS = 10_000;
 export const DEFAULT_RETRY_MS = 1000;
 export const DEFAULT_RESOLVE_CACHE_SIZE = 256;
 export const DEFAULT_RESOLVE_CACHE_MS = 60_000;
+/** Frames per send call (sendmmsg): what one turn of the event loop writes leaves together. */
+export const DEFAULT_TX_BATCH = 64;
 /** Bytes a flow message costs beyond its SDU: the length prefix and the data header. */
 export const FRAME_OVERHEAD = LENGTH_BYTES + DATA_HEADER_BYTES;
 
 export const ETH_DROP_REASONS = ['unknown_peer', 'malformed', 'oversize', 'not_for_us', 'unknown_flow', 'stale', 'unsolicited', 'no_registration', 'limit'] as const;
 export type EthDropReason = (typeof ETH_DROP_REASONS)[number];
 
-export interface ShimEthOptions {
+export interface ShimEthOptions extends DatagramResumeOptions {
   difName: string;
   /** This IPC process's name (default `<difName>.<interface>`). */
   name?: string;
@@ -96,6 +99,8 @@ export interface ShimEthOptions {
   maxPendingResolutions?: number;
   maxFlows?: number;
   maxPendingRequests?: number;
+  /** Frames sent per system call, 1..256 (default 64; 1: one call per frame, at once). */
+  txBatch?: number;
   rxQueueLimit?: number;
   rxQueueBytes?: number;
   rxQueueTotalBytes?: number;
@@ -140,6 +145,8 @@ export class ShimEthIpcp extends DatagramShimIpcp<string, EthDropReason> impleme
   protected readonly medium = 'Ethernet, which may lose frames';
   readonly stats = {
     txFrames: 0, txBytes: 0, rxFrames: 0, rxBytes: 0, txErrors: 0, txFull: 0,
+    /** Send system calls (each carries up to txBatch frames). */
+    txCalls: 0,
     resolved: 0, unresolved: 0, cacheHits: 0, arpRequestsSent: 0, arpRequestsAnswered: 0, arpRequestsIgnored: 0,
     allocRequested: 0, allocAccepted: 0, allocRejected: 0, allocTimedOut: 0, allocFailed: 0,
     incomingAccepted: 0, incomingRejected: 0, flowsDeallocated: 0, peersLost: 0, linkDown: 0,
@@ -152,7 +159,7 @@ export class ShimEthIpcp extends DatagramShimIpcp<string, EthDropReason> impleme
   protected readonly log: Logger;
   private readonly macKey: string;
   private readonly hdr: number;
-  private readonly tx: Uint8Array;
+  private readonly tx: TxQueue;
   private readonly allowed: Set<string> | null;
   protected readonly registrations: Registrations<(r: EthFlowRequest) => void, DatagramRegistration>;
   /** Application name key → MAC and expiry; Map order is least recently used first. */
@@ -167,12 +174,23 @@ export class ShimEthIpcp extends DatagramShimIpcp<string, EthDropReason> impleme
   private readonly maxPendingResolutions: number;
   protected readonly maxFlows: number;
   protected readonly maxPendingRequests: number;
-  private drainTimer: NodeJS.Timeout | null = null;
   private linkUp = true;
 
   /** Open the interface and start. Throws ShimEthError. */
   static open(opts: ShimEthOptions): ShimEthIpcp {
-    return new ShimEthIpcp(opts);
+    // A snapshot is checked first: one of another IPC process is refused before the link opens.
+    const snap = opts.resume === undefined ? null : DatagramShimIpcp.checkSnapshot(opts.resume, 'shim-eth', opts.difName);
+    const ipcp = new ShimEthIpcp(opts);
+    if (snap) {
+      try {
+        ipcp.resumeFrom(snap, opts.keepFlows);
+      } catch (e) {
+        ipcp.close();
+        throw e;
+      }
+    }
+    ipcp.onStateChange = opts.onStateChange;
+    return ipcp;
   }
 
   private constructor(opts: ShimEthOptions) {
@@ -225,7 +243,24 @@ export class ShimEthIpcp extends DatagramShimIpcp<string, EthDropReason> impleme
     this.ipcpName = opts.name ?? `${opts.difName}.${opts.interface}`;
     this.macKey = formatMac(this.link.mac);
     this.hdr = headerBytes(this.link.vlan);
-    this.tx = new Uint8Array(this.hdr + this.mtu);
+    const txBatch = int('txBatch', opts.txBatch, DEFAULT_TX_BATCH, 1, 256);
+    this.tx = new TxQueue(this.link, this.hdr + this.mtu, txBatch, {
+      sent: (frames, bytes) => {
+        this.stats.txFrames += frames;
+        this.stats.txBytes += bytes;
+        this.stats.txCalls++;
+      },
+      full: () => this.stats.txFull++,
+      failed: (e, frames) => {
+        this.stats.txErrors += frames;
+        if (this.log.isLevelEnabled('debug')) this.log.debug({ err: (e as Error).message, frames }, 'shim-eth: send failed');
+      },
+      drained: () => {
+        const flows = [...this.blocked];
+        this.blocked.clear();
+        for (const f of flows) f.drained();
+      },
+    });
     this.registrations = new Registrations(this.difName);
     this.log = (opts.logger ?? rootLogger).child({ component: 'shim-eth', dif: this.difName });
     this.link.start({ frame: (f, full, type) => this.onFrame(f, full, type), error: (e) => this.onLinkError(e) });
@@ -395,49 +430,11 @@ export class ShimEthIpcp extends DatagramShimIpcp<string, EthDropReason> impleme
   // -------------------------------------------------------------------------------------------
   // Close
 
-  /** End everything: allocated flows with `cause` (telling the peers when `tell`), outgoing allocations rejected with `code`, incoming requests cancelled. */
-  private endAll(reason: string, cause: DeallocationCause, code: 'closed' | 'port_down', tell: boolean): void {
-    for (const [id, e] of [...this.entries]) {
-      if (e.state === 'allocated') {
-        if (tell) this.send(e.peer, { kind: 'dealloc', dst: e.remoteId, src: id, reason });
-        this.endFlow(id, reason, cause);
-      } else if (e.state === 'pending' || e.state === 'resolving') {
-        this.clearOutgoing(id, e);
-        if (tell && e.state === 'pending') this.send(e.peer, { kind: 'dealloc', dst: 0, src: id, reason });
-        this.stats.allocFailed++;
-        e.flow.terminate(reason, cause);
-        e.reject(new DifError(code, `${this.difName}: ${reason}`));
-      } else {
-        clearTimeout(e.timer);
-        this.entries.delete(id);
-        this.byRemote.delete(this.remoteKey(e.peer, e.remoteId));
-        e.request.cancel(reason);
-      }
-    }
-  }
-
-  /** Deallocate every flow (telling the peers), refuse what waits, close the socket. Idempotent. */
-  close(reason = 'IPC process closed'): void {
-    if (this.closed) return;
-    this.endAll(reason, 'closed', 'closed', true);
-    this.closed = true;
-    this.shutdown();
-  }
-
-  /** Drop the link without a word to the peers: what a crash does (tests). */
-  detach(reason = 'IPC process detached'): void {
-    if (this.closed) return;
-    this.endAll(reason, 'closed', 'closed', false);
-    this.closed = true;
-    this.shutdown();
-  }
-
-  private shutdown(): void {
-    this.registrations.clear();
+  /** close()/detach() (../shim-datagram/ipcp.ts): the resolutions stop, the queued frames leave, the link goes. */
+  protected shutdown(): void {
     for (const r of this.resolutions.values()) clearInterval(r.retry);
     this.resolutions.clear();
-    if (this.keepaliveTimer) clearInterval(this.keepaliveTimer);
-    if (this.drainTimer) clearTimeout(this.drainTimer);
+    this.tx.close(); // the DEALLOCs just queued leave first
     this.link.close();
   }
 
@@ -457,6 +454,14 @@ export class ShimEthIpcp extends DatagramShimIpcp<string, EthDropReason> impleme
     return peer;
   }
 
+  protected parsePeer(text: string): string {
+    return formatMac(parseMac(text));
+  }
+
+  protected ownAddress(): string {
+    return this.macKey;
+  }
+
   protected samePeer(a: string, b: string): boolean {
     return a === b;
   }
@@ -466,29 +471,25 @@ export class ShimEthIpcp extends DatagramShimIpcp<string, EthDropReason> impleme
     this.sendFrame(f, f.byteLength);
   }
 
-  /** Send; false when the device queue is full. A down interface counts as an error (and false). */
+  /** Queue a frame (it leaves at the end of this tick, in order); false when the send queue is full. */
   private sendFrame(frame: Uint8Array, length: number): boolean {
     if (this.closed) return false;
-    try {
-      if (!this.link.send(frame, length)) {
-        this.stats.txFull++;
-        return false;
-      }
-    } catch (e) {
-      this.stats.txErrors++;
-      if (this.log.isLevelEnabled('debug')) this.log.debug({ err: (e as Error).message }, 'shim-eth: send failed');
-      return false;
-    }
-    this.stats.txFrames++;
-    this.stats.txBytes += length;
-    return true;
+    if (this.tx.push(frame, length)) return true;
+    this.stats.txFull++;
+    return false;
   }
 
-  /** @internal EthFlow.transmit(): the frame is built in one reused buffer (the send copies it). */
+  /** @internal EthFlow.transmit(): the frame is built in a slot of the send queue (no copy, no allocation). */
   sendData(flow: EthFlow, sdu: Uint8Array): boolean {
     const e = this.entries.get(flow.localId);
     if (e?.state !== 'allocated' || e.flow !== flow) throw new DifError('flow_deallocated', `flow ${flow.portId} is gone`);
-    const tx = this.tx;
+    const tx = this.closed ? null : this.tx.reserve();
+    if (!tx) {
+      // Every slot waits for a full device queue: the flow is told when they are free.
+      this.stats.txFull++;
+      this.blocked.add(flow);
+      return false;
+    }
     const h = this.hdr;
     writeEthHeader(tx, parseMacCached(e.peer), this.link.mac, ETHERTYPE_RINA, this.link.vlan);
     writeLength(tx, h, DATA_HEADER_BYTES + sdu.byteLength);
@@ -498,17 +499,7 @@ export class ShimEthIpcp extends DatagramShimIpcp<string, EthDropReason> impleme
     tx[h + 5] = (e.remoteId >>> 8) & 0xff;
     tx[h + 6] = e.remoteId & 0xff;
     tx.set(sdu, h + FRAME_OVERHEAD);
-    if (!this.sendFrame(tx, h + FRAME_OVERHEAD + sdu.byteLength)) {
-      // The device queue is full (or the interface is down): try again shortly.
-      this.blocked.add(flow);
-      this.drainTimer ??= setTimeout(() => {
-        this.drainTimer = null;
-        const flows = [...this.blocked];
-        this.blocked.clear();
-        for (const f of flows) f.drained();
-      }, 2);
-      return false;
-    }
+    this.tx.commit(h + FRAME_OVERHEAD + sdu.byteLength);
     e.lastSent = Date.now();
     return true;
   }

@@ -1,7 +1,8 @@
 /**
  * link.ts — what the shim DIF over Ethernet (ipcp.ts) needs from its network interface, and the
  * real one: a raw AF_PACKET socket (sys/native.ts) bound to the interface, for frames of ethertype
- * 0xD1F0, read in batches of up to 32 into one preallocated buffer when the socket is readable.
+ * 0xD1F0, read in batches of up to 32 into one preallocated buffer when the socket is readable,
+ * and sent in batches (sendmmsg) from the send queue's buffer (tx-queue.ts).
  *
  * Two ways to be on a VLAN: bind to a VLAN interface (`eth0.100`: the kernel adds and removes the
  * tag), or give `vlan` with the parent interface: each frame sent carries an 802.1Q tag this side
@@ -27,8 +28,12 @@ export interface EthLink {
   readonly mtu: number;
   /** The VLAN id this side writes into each frame (undefined: untagged, or the interface tags). */
   readonly vlan: number | undefined;
-  /** Send a whole frame (frame[0..length)): false when the device queue is full (nothing sent). Throws on a down interface. */
-  send(frame: Uint8Array, length: number): boolean;
+  /**
+   * Send whole frames k = first..first+count-1, each buf[offsets[k], offsets[k]+lengths[k]), in
+   * one call: how many were sent (>= 1), 0 when the device queue is full (nothing sent). Throws
+   * on a down interface.
+   */
+  sendBatch(buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, first: number, count: number): number;
   /** Whether the interface is up with a carrier now. */
   running(): boolean;
   start(handlers: EthLinkHandlers): void;
@@ -103,8 +108,8 @@ export class PacketLink implements EthLink {
     }
   }
 
-  send(frame: Uint8Array, length: number): boolean {
-    return native.packetSend(this.fd, frame, 0, length) >= 0;
+  sendBatch(buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, first: number, count: number): number {
+    return native.packetSendBatch(this.fd, buf, offsets, lengths, first, count);
   }
 
   running(): boolean {

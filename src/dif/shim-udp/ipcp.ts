@@ -5,7 +5,7 @@
  *
  * Owns: one UDP socket bound to the configured well-known address, the name → address table
  * (the configuration's `peers`, the hosts file), the configuration, allocateFlow (the requester
- * side up to sending ALLOC_REQ), close/detach, the data path (sendData, the send queue bound) and
+ * side up to sending ALLOC_REQ), letting the socket go, the data path (sendData, the send queue bound) and
  * the datagram counters. The flow table, the allocation / release state machine, the keepalive
  * and the shared counters are the datagram shims' (../shim-datagram/ipcp.ts), shared with
  * shim-eth.
@@ -17,7 +17,10 @@
  *   flow, needs no port range in firewalls, and leaves one place where datagrams are checked.
  * - Names: an application is resolved to an address by the `peers` table (exact name, or its
  *   process name alone), else by its process name as a host name of `hostsFile` (at `peerPort`,
- *   the peers' well-known port); nothing is asked on the network. Datagrams are accepted only from the
+ *   the peers' well-known port). A `peers` entry may be "HOST:PORT": the host name is resolved by
+ *   DNS (resolve.ts: the system resolver, or `dnsServers`; bounded by `resolveTimeoutMs`, kept
+ *   `resolveCacheMs`, asked again after a failed allocation); a failure is the allocation's
+ *   error ('timeout', or 'rejected' with peerReason "unresolved: not_found"). Datagrams are accepted only from the
  *   addresses in `peers` and `allow` (others: drop 'unknown_peer'), so a stranger on the
  *   network cannot open flows or spend this IPC process's budgets.
  * - Allocation: the requester picks its flow id, sends ALLOC_REQ (resent every `retryMs`, UDP
@@ -49,7 +52,8 @@ import { Registrations } from '../core/registrations.js';
 import { logger as rootLogger, type Logger } from '../../sys/log.js';
 import { DATA_HEADER_BYTES, MAX_UDP_PAYLOAD, WireError, decodeMessage, encodeData, encodeMessage, type WireMessage } from './wire.js';
 import { UdpFlow, type UdpFlowRequest } from './flow.js';
-import { DatagramShimIpcp, type DatagramEntry, type DatagramRegistration } from '../shim-datagram/ipcp.js';
+import { HostResolveError, HostResolver, parseHostPort } from './resolve.js';
+import { DatagramShimIpcp, type DatagramEntry, type DatagramRegistration, type DatagramResumeOptions } from '../shim-datagram/ipcp.js';
 
 export const DEFAULT_MTU = 1472;
 export const DEFAULT_KEEPALIVE_MS = 1000;
@@ -91,14 +95,20 @@ export function parseHosts(text: string): [string, string][] {
 
 const addrKey = (host: string, port: number): string => `${host}:${port}`;
 
-export interface ShimUdpOptions {
+export interface ShimUdpOptions extends DatagramResumeOptions {
   difName: string;
   /** This IPC process's name (default `<difName>.<bind>`). */
   name?: string;
   /** Local address to bind, "IPv4:PORT" (port 0: any free port, for tests). */
   bind: string;
-  /** Application name (or process name) → "IPv4:PORT" of the IPC process that hosts it. */
+  /** Application name (or process name) → "IPv4:PORT" or "HOST:PORT" (resolved by DNS, resolve.ts) of the IPC process that hosts it. */
   peers?: Record<string, string>;
+  /** DNS servers ("IPv4" or "IPv4:PORT") for the HOST:PORT peers (default: the system's resolver: /etc/hosts, then DNS). */
+  dnsServers?: string[];
+  /** Most time one resolution of a HOST:PORT peer may take (default 2000 ms). */
+  resolveTimeoutMs?: number;
+  /** How long a resolved address is kept (default 60000 ms; a failed allocation forgets it at once). */
+  resolveCacheMs?: number;
   /** More addresses datagrams are accepted from (peers that only call in). */
   allow?: string[];
   /**
@@ -163,6 +173,9 @@ export class ShimUdpIpcp extends DatagramShimIpcp<UdpAddress, UdpDropReason> imp
   private local: UdpAddress = { host: '', port: 0 };
   private readonly peers = new Map<string, UdpAddress>();
   private readonly allowed = new Set<string>();
+  /** Application name key → host name and port, resolved by DNS (resolve.ts). */
+  private readonly hostPeers = new Map<string, { host: string; port: number }>();
+  private readonly dns: HostResolver;
   /** Host name → address at the peers' well-known port, from the hosts file. */
   private readonly hosts = new Map<string, UdpAddress>();
   protected readonly registrations: Registrations<(r: UdpFlowRequest) => void, DatagramRegistration>;
@@ -177,8 +190,28 @@ export class ShimUdpIpcp extends DatagramShimIpcp<UdpAddress, UdpDropReason> imp
 
   /** Bind the socket and start: resolves once bound. Throws ShimUdpError. */
   static async open(opts: ShimUdpOptions): Promise<ShimUdpIpcp> {
+    // A snapshot is checked first: one of another IPC process is refused before anything is bound.
+    const snap = opts.resume === undefined ? null : DatagramShimIpcp.checkSnapshot(opts.resume, 'shim-udp', opts.difName);
     const ipcp = new ShimUdpIpcp(opts);
-    await ipcp.bind(parseUdpAddress(opts.bind, true));
+    const bind = parseUdpAddress(opts.bind, true);
+    // Resumed: the same port again (the peers know this end by it), also when the config says any port.
+    if (snap && bind.port === 0) {
+      try {
+        bind.port = parseUdpAddress(snap.address).port;
+      } catch {
+        // resumeFrom refuses it below
+      }
+    }
+    await ipcp.bind(bind);
+    if (snap) {
+      try {
+        ipcp.resumeFrom(snap, opts.keepFlows);
+      } catch (e) {
+        ipcp.close();
+        throw e;
+      }
+    }
+    ipcp.onStateChange = opts.onStateChange;
     return ipcp;
   }
 
@@ -205,15 +238,21 @@ export class ShimUdpIpcp extends DatagramShimIpcp<UdpAddress, UdpDropReason> imp
     this.rxQueueTotalBytes = int('rxQueueTotalBytes', opts.rxQueueTotalBytes, 64 << 20, 4 * this.maxSdu, 2 ** 31 - 1);
     this.txQueueBytes = int('txQueueBytes', opts.txQueueBytes, 1 << 20, 2 * this.mtu, 2 ** 31 - 1);
     for (const [name, addr] of Object.entries(opts.peers ?? {})) {
-      let a: UdpAddress;
       try {
-        a = parseUdpAddress(addr);
+        this.setPeer(name, addr);
       } catch (e) {
         throw bad(`peers[${JSON.stringify(name)}]: ${JSON.stringify(addr)} ${(e as Error).message}`);
       }
-      this.peers.set(appNameKey(nameArg(name, 'peer application')), a);
-      this.allowed.add(addrKey(a.host, a.port));
     }
+    for (const [i, srv] of (opts.dnsServers ?? []).entries()) {
+      const m = /^([0-9.]+)(?::(\d{1,5}))?$/.exec(srv);
+      if (!m || isIP(m[1]!) !== 4 || (m[2] !== undefined && (Number(m[2]) < 1 || Number(m[2]) > 65535))) throw bad(`dnsServers[${i}]: ${JSON.stringify(srv)} is not IPv4 or IPv4:PORT`);
+    }
+    this.dns = new HostResolver({
+      servers: opts.dnsServers,
+      timeoutMs: int('resolveTimeoutMs', opts.resolveTimeoutMs, 2000, 1, 600_000),
+      cacheMs: int('resolveCacheMs', opts.resolveCacheMs, 60_000, 1, 86_400_000),
+    });
     for (const addr of opts.allow ?? []) {
       try {
         const a = parseUdpAddress(addr);
@@ -262,7 +301,11 @@ export class ShimUdpIpcp extends DatagramShimIpcp<UdpAddress, UdpDropReason> imp
         this.local = { host: addr.address, port: addr.port };
         this.keepaliveTimer = setInterval(() => this.keepaliveTick(), this.keepaliveMs);
         this.keepaliveTimer.unref();
-        this.log.info({ bind: addrKey(this.local.host, this.local.port), peers: this.peers.size, maxSdu: this.maxSdu }, 'shim-udp: IPC process started');
+        this.log.info({ bind: addrKey(this.local.host, this.local.port), peers: this.peers.size + this.hostPeers.size, maxSdu: this.maxSdu }, 'shim-udp: IPC process started');
+        // HOST:PORT peers resolved now, so they may call in before this end calls them.
+        for (const hp of this.hostPeers.values()) {
+          this.resolveHost(hp).catch((e: unknown) => this.log.warn({ host: hp.host, err: (e as Error).message }, 'shim-udp: a peer host name did not resolve (asked again at its first allocation)'));
+        }
         resolve();
       });
     });
@@ -275,14 +318,48 @@ export class ShimUdpIpcp extends DatagramShimIpcp<UdpAddress, UdpDropReason> imp
 
   /** Add (or change) a name → address entry of the peers table; its address may send datagrams. Throws ShimUdpError. */
   addPeer(name: string, address: string): void {
-    let a: UdpAddress;
     try {
-      a = parseUdpAddress(address);
+      this.setPeer(name, address);
     } catch (e) {
       throw new ShimUdpError('invalid_config', `shim-udp ${this.difName}: peer ${JSON.stringify(name)}: ${JSON.stringify(address)} ${(e as Error).message}`);
     }
-    this.peers.set(appNameKey(nameArg(name, 'peer application')), a);
+    const h = this.hostPeers.get(appNameKey(nameArg(name, 'peer application')));
+    if (h) void this.resolveHost(h).catch(() => undefined);
+  }
+
+  /** Set peers entry `name` → "IPv4:PORT" or "HOST:PORT"; throws an Error completing "<address> …". */
+  private setPeer(name: string, address: string): void {
+    const key = appNameKey(nameArg(name, 'peer application'));
+    let a: UdpAddress;
+    try {
+      a = parseUdpAddress(address);
+    } catch {
+      this.hostPeers.set(key, parseHostPort(address));
+      this.peers.delete(key);
+      return;
+    }
+    this.hostPeers.delete(key);
+    this.peers.set(key, a);
     this.allowed.add(addrKey(a.host, a.port));
+  }
+
+  /** The address of a HOST:PORT peer now (DNS, bounded); it may send datagrams from then on. Throws HostResolveError. */
+  private async resolveHost(h: { host: string; port: number }): Promise<UdpAddress> {
+    const ip = await this.dns.resolve(h.host);
+    this.allowed.add(addrKey(ip, h.port));
+    return { host: ip, port: h.port };
+  }
+
+  /** The HOST:PORT entry for `app` (its full name, else its process name), if that is how it is given. */
+  private hostPeer(app: AppName): { host: string; port: number } | undefined {
+    if (this.peers.has(appNameKey(app))) return undefined;
+    return this.hostPeers.get(appNameKey(app)) ?? (this.peers.has(appNameKey({ processName: app.processName })) ? undefined : this.hostPeers.get(appNameKey({ processName: app.processName })));
+  }
+
+  /** An allocation to a HOST:PORT peer failed (timeout, abort): its address is asked again next time. */
+  protected override abandoned(flow: UdpFlow): void {
+    const h = this.hostPeer(flow.remoteApp);
+    if (h) this.dns.invalidate(h.host);
   }
 
   /** Accept datagrams from `address` ("IPv4:PORT") too. Throws ShimUdpError. */
@@ -305,12 +382,30 @@ export class ShimUdpIpcp extends DatagramShimIpcp<UdpAddress, UdpDropReason> imp
 
   /** The address hosting `app`: its full name in the peers table, else its process name alone, else that as a host name of the hosts file. */
   resolve(app: AppName): UdpAddress | undefined {
+    const h = this.hostPeer(app);
+    if (h) {
+      const ip = this.dns.cached(h.host);
+      return ip === undefined ? undefined : { host: ip, port: h.port };
+    }
     return this.peers.get(appNameKey(app)) ?? this.peers.get(appNameKey({ processName: app.processName })) ?? this.hosts.get(app.processName.toLowerCase());
   }
 
   async allocateFlow(localApp: AppName | string, remoteApp: AppName | string, qos: QosRequest = {}, opts: AllocateOptions = {}): Promise<Flow> {
     const { src, dst, spec, timeoutMs } = this.allocationArgs(localApp, remoteApp, qos, opts);
-    const peer = this.resolve(dst);
+    const h = this.hostPeer(dst);
+    let peer: UdpAddress | undefined;
+    if (h) {
+      // A HOST:PORT peer: its address from DNS (kept a while; asked again after a failed allocation).
+      try {
+        peer = await this.resolveHost(h);
+      } catch (e) {
+        if (!(e instanceof HostResolveError)) throw e;
+        this.stats.unresolved++;
+        throw new DifError(e.code === 'timeout' ? 'timeout' : 'rejected', `${formatAppName(dst)}: its peer ${h.host}:${h.port} in ${this.difName}'s peers table: ${e.message}`, { cause: e, peerReason: `unresolved: ${e.code}` });
+      }
+      this.checkOpen();
+      if (opts.signal?.aborted) throw new DifError('aborted', 'allocation aborted while its peer was being resolved');
+    } else peer = this.resolve(dst);
     if (!peer) {
       this.stats.unresolved++;
       throw new DifError('rejected', `${formatAppName(dst)} is not in ${this.difName}'s peers table${this.hosts.size > 0 ? ' nor a host name of its hosts file' : ''}: add "${formatAppName(dst)}": "IPv4:PORT" to its peers`, { peerReason: 'unknown application' });
@@ -341,29 +436,10 @@ export class ShimUdpIpcp extends DatagramShimIpcp<UdpAddress, UdpDropReason> imp
   }
 
   // -------------------------------------------------------------------------------------------
-  // Close
+  // Close (close() and detach() are the datagram shims', ../shim-datagram/ipcp.ts)
 
-  /** Deallocate every flow (telling the peers), refuse what waits, close the socket. Idempotent. */
-  close(reason = 'IPC process closed'): void {
-    if (this.closed) return;
-    for (const [id, e] of [...this.entries]) {
-      if (e.state === 'allocated') {
-        this.send(e.peer, { kind: 'dealloc', dst: e.remoteId, src: id, reason });
-        this.endFlow(id, reason, 'closed');
-      } else if (e.state === 'pending') {
-        this.clearOutgoing(id, e);
-        this.send(e.peer, { kind: 'dealloc', dst: 0, src: id, reason });
-        e.flow.terminate(reason, 'closed');
-        e.reject(new DifError('closed', `${this.difName}: ${reason}`));
-      } else if (e.state === 'incoming') {
-        if (e.request.state === 'waiting') this.rejectIncoming(e.request, reason);
-        e.request.cancel(reason);
-      }
-    }
-    this.closed = true;
-    this.registrations.clear();
-    if (this.keepaliveTimer) clearInterval(this.keepaliveTimer);
-    // Let the DEALLOCs just sent leave before the socket goes (bounded).
+  /** Let the socket go, once the DEALLOCs just sent have left (bounded). */
+  protected shutdown(): void {
     const done = (): void => {
       try {
         this.socket.close();
@@ -375,34 +451,24 @@ export class ShimUdpIpcp extends DatagramShimIpcp<UdpAddress, UdpDropReason> imp
     else setTimeout(done, 100).unref();
   }
 
-  /**
-   * Drop the socket without a word to the peers: what a crash does (tests). Local flows end
-   * with `reason`, cause 'closed'.
-   */
-  detach(reason = 'IPC process detached'): void {
-    if (this.closed) return;
-    this.closed = true;
-    if (this.keepaliveTimer) clearInterval(this.keepaliveTimer);
-    for (const [id, e] of [...this.entries]) {
-      if (e.state === 'allocated') this.endFlow(id, reason, 'closed');
-      else if (e.state === 'pending') {
-        this.clearOutgoing(id, e);
-        e.flow.terminate(reason, 'closed');
-        e.reject(new DifError('closed', reason));
-      } else if (e.state === 'incoming') {
-        clearTimeout(e.timer);
-        this.entries.delete(id);
-        e.request.cancel(reason);
-      }
-    }
-    this.socket.close();
-  }
-
   // -------------------------------------------------------------------------------------------
   // The socket
 
   protected peerKey(peer: UdpAddress): string {
     return addrKey(peer.host, peer.port);
+  }
+
+  protected parsePeer(text: string): UdpAddress {
+    return parseUdpAddress(text);
+  }
+
+  protected ownAddress(): string {
+    return this.localAddress;
+  }
+
+  /** A flow kept by a restore: its peer was accepted then (the peers table or allow may have been added to at run time). */
+  protected override admitPeer(peer: UdpAddress): void {
+    this.allowed.add(addrKey(peer.host, peer.port));
   }
 
   protected samePeer(a: UdpAddress, b: UdpAddress): boolean {
@@ -488,7 +554,14 @@ export class ShimUdpIpcp extends DatagramShimIpcp<UdpAddress, UdpDropReason> imp
       maxSdu: this.maxSdu,
       keepaliveMs: this.keepaliveMs,
       keepaliveTimeoutMs: this.keepaliveTimeoutMs,
-      peers: Object.fromEntries([...this.peers].map(([k, a]) => [k, addrKey(a.host, a.port)])),
+      peers: Object.fromEntries([
+        ...[...this.peers].map(([k, a]) => [k, addrKey(a.host, a.port)]),
+        ...[...this.hostPeers].map(([k, h]) => {
+          const ip = this.dns.cached(h.host);
+          return [k, `${h.host}:${h.port}${ip === undefined ? '' : ` (${ip})`}`];
+        }),
+      ]),
+      dns: { lookups: this.dns.lookups, failures: this.dns.failures },
       ...(this.hosts.size > 0 ? { hosts: this.hosts.size } : {}),
       registered: [...this.registrations.values()].map((r) => formatAppName(r.appName)),
       flows,

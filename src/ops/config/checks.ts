@@ -9,6 +9,7 @@ import { MAX_CHANNEL } from '../../vmpi/port.js';
 import { ECHO_CHANNEL_MIN, type NormalConfig, type ShimEthConfig, type ShimUdpConfig } from './types.js';
 import { parseMac } from '../../dif/shim-eth/wire.js';
 import { parseUdpAddress } from '../../dif/shim-udp/ipcp.js';
+import { parseHostPort } from '../../dif/shim-udp/resolve.js';
 
 export interface DeviceIdentity {
   /** Where the device came from, for messages: `devices[1]`, `--socket #2`, `--listen-fd 3`. */
@@ -132,7 +133,13 @@ export function shimUdpProblems(data: Record<string, unknown>, problems: string[
     } catch (e) {
       problems.push(`shimUdp.peers: ${JSON.stringify(k)} is not an application name: ${(e as Error).message}`);
     }
-    addr(`shimUdp.peers[${JSON.stringify(k)}]`, v, false);
+    if (typeof v === 'string' && !/^[0-9.]+:\d+$/.test(v)) {
+      try {
+        parseHostPort(v); // HOST:PORT, resolved by DNS
+      } catch (e) {
+        problems.push(`shimUdp.peers[${JSON.stringify(k)}]: ${JSON.stringify(v)} ${(e as Error).message}`);
+      }
+    } else addr(`shimUdp.peers[${JSON.stringify(k)}]`, v, false);
     if (typeof v === 'string') peers[k] = v;
   }
   const allow = Array.isArray(u.allow) ? u.allow.filter((v): v is string => typeof v === 'string') : [];
@@ -163,6 +170,9 @@ export function shimUdpProblems(data: Record<string, unknown>, problems: string[
     ...(num(u.keepaliveMs) !== undefined ? { keepaliveMs: num(u.keepaliveMs) } : {}),
     ...(kt !== undefined ? { keepaliveTimeoutMs: kt } : {}),
     ...(num(u.allocateTimeoutMs) !== undefined ? { allocateTimeoutMs: num(u.allocateTimeoutMs) } : {}),
+    ...(Array.isArray(u.dnsServers) ? { dnsServers: u.dnsServers.filter((v): v is string => typeof v === 'string') } : {}),
+    ...(num(u.resolveTimeoutMs) !== undefined ? { resolveTimeoutMs: num(u.resolveTimeoutMs) } : {}),
+    ...(num(u.resolveCacheMs) !== undefined ? { resolveCacheMs: num(u.resolveCacheMs) } : {}),
   };
 }
 

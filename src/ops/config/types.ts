@@ -85,6 +85,9 @@ export interface ShimUdpConfig {
   bind: string;
   peers: Record<string, string>;
   allow: string[];
+  dnsServers?: string[];
+  resolveTimeoutMs?: number;
+  resolveCacheMs?: number;
   /** Absolute path of a hosts file to resolve names not in `peers`, at `peerPort`. */
   hostsFile?: string;
   peerPort?: number;

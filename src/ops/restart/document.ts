@@ -3,7 +3,8 @@
  *
  * Owns: its format and version, and checking one another process wrote. Each layer's part is
  * that layer's own snapshot (the vhost-user connection state from src/vhost-user/state.ts, the
- * shim DIF's from src/dif/shim-hv/, the IPC daemon's sessions from src/dif/ipc/snapshot.ts),
+ * shim DIF's from src/dif/shim-hv/, the IPC daemon's sessions from src/dif/ipc/snapshot.ts, the
+ * datagram shims' flow tables from src/dif/shim-datagram/snapshot.ts),
  * stored here as it came; fds appear only as names in the fd
  * store (fd-store.ts), never as numbers. A document of another format version is refused with
  * StateError 'state_version': the worker then does not start, and whoever restarts it (the
@@ -53,6 +54,12 @@ export interface RestartDocument {
   ipcListen: string | null;
   /** The IPC daemon's sessions (absent in documents of older workers: then none resume). */
   ipc: IpcDoc | null;
+  /**
+   * The datagram shims' snapshots (src/dif/shim-datagram/snapshot.ts, checked when resumed), by
+   * "<type>:<DIF name>" (absent in documents of older workers: then they start without flows).
+   * They hold no fds: shim-udp binds its port again, shim-eth opens its interface again.
+   */
+  shims: Record<string, unknown>;
 }
 
 export interface IpcDoc {
@@ -108,5 +115,6 @@ export function parseDocument(text: string): RestartDocument {
     devices: d.devices,
     ipcListen: typeof d.ipcListen === 'string' ? d.ipcListen : null,
     ipc: ipcOk ? { state: ipc.state, fds: ipc.fds as Record<string, string> } : null,
+    shims: typeof d.shims === 'object' && d.shims !== null && !Array.isArray(d.shims) ? d.shims : {},
   };
 }

@@ -88,6 +88,8 @@ export class Restarter {
   private readonly ipcPrevious: IpcDaemonSnapshot | undefined;
   private starting = true;
   private abandoned = false;
+  /** The datagram shims' snapshot functions, by document key. */
+  private readonly shims = new Map<string, () => unknown>();
   /** Set while a connection is being resumed: its fds came from the store, none is fresh. */
   private resuming = false;
   /** Connections whose fds are in the store (from their first request, or resumed). */
@@ -158,6 +160,22 @@ export class Restarter {
     const shim = this.docFor(cfg)?.shim;
     return shim === null ? undefined : shim;
   }
+
+  /** The snapshot the last worker left for the datagram shim `key` ("<type>:<DIF name>"), if any. */
+  shimSnapshotOf(key: string): unknown {
+    return this.previous?.shims[key];
+  }
+
+  /** A datagram shim runs: its snapshot goes into every document from now on. */
+  attachShim(key: string, snapshot: () => unknown): void {
+    this.shims.set(key, snapshot);
+    this.persist();
+  }
+
+  /** A datagram shim's onStateChange: persist (its flow table changed). */
+  readonly shimChanged = (): void => {
+    this.persist();
+  };
 
   /** The IPC daemon's listening socket the last worker used. */
   ipcListenFd(): number | undefined {
@@ -312,6 +330,7 @@ export class Restarter {
       devices: [...this.devices.values()].map((a) => this.deviceDoc(a)),
       ipcListen: this.ipcDaemon && this.ipcDaemon.listeningFd >= 0 ? (this.registry.nameOf(this.ipcDaemon.listeningFd) ?? null) : null,
       ipc: this.ipcDoc(),
+      shims: Object.fromEntries([...this.shims].map(([k, f]) => [k, f()])),
     };
     try {
       this.stateFile.write(JSON.stringify(doc));
