@@ -13,7 +13,8 @@ export interface FigureBench {
   spec: FigureSpec;
   settings: FigureSettings;
   say: (s: string) => void;
-  net: PrivateNet;
+  /** The bench's private network (a PrivateNet, or Fig. 4c's TwoHostNet): removed on exit and on signals. */
+  net: Pick<PrivateNet, 'ns' | 'remove'>;
   /** What the bench needs root for, for the error when it is not root. */
   needsRootFor: string;
   /** After the root check, before the sweep (build guest images, create the network …). */

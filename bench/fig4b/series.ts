@@ -19,8 +19,8 @@ import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { Guest, ROOT } from '../../test/helpers/guest.js';
 import { GUEST_ADDR, GUEST_MAC, GUEST2_ADDR, GUEST2_MAC, BRIDGE_PREFIX, type PrivateNet } from '../common/netns.js';
-import { nicGuest, setupNic, type NicModel } from '../common/nic.js';
-import { BOOT_MS, fromRecord, GUEST, IDLE_MS, record, ROTATE, UDP_PORT_BASE, VMPI_CLI, WAIT_MS, type Measurement, type Series } from '../common/series.js';
+import { nicGuest, setupNic, udpStream, type NicModel } from '../common/nic.js';
+import { BOOT_MS, GUEST, ROTATE, UDP_PORT_BASE, VMPI_CLI, type Measurement, type Series } from '../common/series.js';
 
 const NORMAL_DIF = 'n.DIF';
 const VM_IDS = [81, 82] as const;
@@ -223,22 +223,8 @@ export class UdpBridgeSeries implements Series {
     await this.setup(this.vm2, GUEST2_ADDR, GUEST_ADDR, GUEST_MAC);
   }
 
-  async measure(size: number, seconds: number): Promise<Measurement> {
-    const [tx, rx] = [this.vm1!, this.vm2!];
-    const ms = Math.round(seconds * 1000);
-    const port = UDP_PORT_BASE + (this.runs++ % ROTATE);
-    const job = rx.start(`udp-goodput -w ${WAIT_MS} -t ${IDLE_MS} recv ${port} ${ms}`, WAIT_MS + ms + 60_000);
-    await rx.waitFor(new RegExp(`READY mode=recv port=${port}\\b`), 30_000, job.from);
-    // The receiver's window opens at its first datagram: the sender outlasts it by 1.5 s.
-    const send = tx.start(`udp-goodput send ${GUEST2_ADDR} ${port} ${size} ${ms + 1500}`, ms + 60_000);
-    const m = await rx.waitFor(/RESULT mode=recv [^\n]*status=\S+\s/, WAIT_MS + ms + 60_000, job.from);
-    const res = fromRecord(record(m[0], 'recv'), size);
-    const sent = await send.done;
-    const s = record(sent.out, 'send');
-    if (s.pps !== undefined) res.sentPps = Number(s.pps);
-    const done = await job.done;
-    if (done.rc !== 0) throw new Error(`udp-goodput recv exited ${done.rc}:\n${done.out}`);
-    return res;
+  measure(size: number, seconds: number): Promise<Measurement> {
+    return udpStream(this.vm1!, this.vm2!, GUEST2_ADDR, UDP_PORT_BASE + (this.runs++ % ROTATE), size, seconds);
   }
 
   async stop(): Promise<void> {
