@@ -81,10 +81,9 @@ t.test('a sender that ignores windows: memory stays bounded, the held port is le
   const onVm2 = acceptAll(vm2, 'vm2-app');
   await until(() => knows(vm1, 'vm2-app'), 'VM1 knows vm2-app', 3000);
   const flood = await within(vm1.allocateFlow('u', 'vm2-app', {}), 5000, 'an unreliable flow (no window)');
-  const floodEnd = await onVm2.next();
+  await onVm2.next(); // the flood's end at VM2 (never read: VM2's EFCP bounds what it keeps)
   const fc = await within(vm1.allocateFlow('a', 'vm2-app', { inOrder: true }), 5000, 'a flow-controlled flow');
   const fcEnd = await onVm2.next();
-  void floodEnd;
 
   pair2.host.pause();
   const N = 6000;
@@ -97,8 +96,8 @@ t.test('a sender that ignores windows: memory stays bounded, the held port is le
   maxQueued = Math.max(maxQueued, ...hostRmt(host).ports.map((p) => p.queuedPdus));
   t.ok(maxQueued <= 256 + 64, `the relay's queue never went past its bound + overdraft (${maxQueued} ≤ 320)`);
   const h1 = shims[0]!.counters();
-  const heldOrDropped = (h1.rxQueuedBytes ?? 0) / 100 + Object.values(h1.rxBudgetDrops ?? {}).reduce((a, b) => a + b, 0);
-  t.ok(heldOrDropped > 0, `the excess waits in (or is dropped by) the N-1 flow's own budget: ${h1.rxQueuedBytes} B queued, drops ${JSON.stringify(h1.rxBudgetDrops)}`);
+  const shimDrops = Object.values(h1.rxBudgetDrops ?? {}).reduce((a, b) => a + b, 0);
+  t.ok((h1.rxQueuedBytes ?? 0) > 0 || shimDrops > 0, `the excess waits in (or is dropped by) the N-1 flow's own budget: ${h1.rxQueuedBytes} B queued, drops ${JSON.stringify(h1.rxBudgetDrops)}`);
   t.ok((h1.rxQueuedBytes ?? 0) <= 8 * 1024 * 1024, 'which is bounded (the shim flow\'s 8 MiB)');
 
   // VM2's link stays held: after stallMs (2 s) the relay lets VM1's port go.
