@@ -2,8 +2,10 @@
  * normal-dif-path.ts — `npm run bench:normal-dif -- path` (NDIF_PATH=1): the normal DIF's own
  * data path per PDU, with nothing below it: VM1's EFCP + RMT → the host's RMT (relay) → VM2's
  * RMT + EFCP, joined by in-memory links that copy each PDU into a reused buffer (what a VMPI
- * ring costs) and hand the receiving RMT a copy of its own (what a shim flow's receive queue
- * gives an N-1 port). Every hop's work runs, none of the shim DIF's or the IPC API's logic.
+ * ring costs) and hand the receiving RMT either a copy of its own (`rx: 'copy'`: what a shim
+ * flow's receive queue gave an N-1 port before borrowed reads) or the ring slot itself, borrowed
+ * for the call (`rx: 'borrow'`: N1Port over a BudgetedFlow now; the RMT copies only what it keeps,
+ * so the relay hop copies nothing). Every hop's work runs, none of the shim DIF's or the IPC API's.
  *
  * Measures CPU µs per SDU for the flow-control and reliable cubes (the same QoS as
  * bench:normal-dif's series), and, as a yardstick, what one `Uint8Array.slice` of the PDU costs.
@@ -23,6 +25,7 @@ class Link implements RmtPort {
   constructor(
     private readonly slots: number,
     maxPdu: number,
+    private readonly borrow: boolean,
   ) {
     for (let i = 0; i < slots; i++) this.ring.push(new Uint8Array(maxPdu));
   }
@@ -42,15 +45,20 @@ class Link implements RmtPort {
       const i = this.head;
       this.head = (this.head + 1) % this.slots;
       this.n--;
-      // The receiving RMT owns what it is given (a shim flow's receive queue copies likewise).
-      this.to!.rmt.receive(this.to!.port, this.ring[i]!.slice(0, this.lens[i]));
+      // copy: the receiving RMT owns what it is given (a shim flow's receive queue copied likewise);
+      // borrow: the slot is lent for the call (the ring reuses it next time round).
+      if (this.borrow) this.to!.rmt.receive(this.to!.port, this.ring[i]!.subarray(0, this.lens[i]), true);
+      else this.to!.rmt.receive(this.to!.port, this.ring[i]!.slice(0, this.lens[i]));
     }
     return k;
   }
 }
 
+export type PathRx = 'copy' | 'borrow';
+
 export interface PathSample {
   cube: string;
+  rx: PathRx;
   size: number;
   sdus: number;
   cpuUsPerSdu: number;
@@ -58,7 +66,7 @@ export interface PathSample {
 }
 
 /** Push SDUs VM1 → VM2 for `seconds` of wall time; CPU µs per SDU delivered. */
-export function measurePath(cube: QosCube, size: number, seconds: number): PathSample {
+export function measurePath(cube: QosCube, size: number, seconds: number, rx: PathRx = 'borrow'): PathSample {
   const maxPdu = size + PCI_LEN + 64;
   const [a, h, b] = [2, 1, 3];
   const waiting = new Set<EfcpConnection>();
@@ -71,7 +79,8 @@ export function measurePath(cube: QosCube, size: number, seconds: number): PathS
   const ra = new Rmt({ address: a, onWritable: lowerReady });
   const rh = new Rmt({ address: h });
   const rb = new Rmt({ address: b, onWritable: lowerReady });
-  const links = [new Link(256, maxPdu), new Link(256, maxPdu), new Link(256, maxPdu), new Link(256, maxPdu)];
+  const borrow = rx === 'borrow';
+  const links = [new Link(256, maxPdu, borrow), new Link(256, maxPdu, borrow), new Link(256, maxPdu, borrow), new Link(256, maxPdu, borrow)];
   // ports: a:1 ↔ h:1, h:2 ↔ b:1
   ra.addPort(1, links[0]!);
   rh.addPort(1, links[1]!);
@@ -118,7 +127,7 @@ export function measurePath(cube: QosCube, size: number, seconds: number): PathS
   for (let i = 0; i < n; i++) keep += pdu.slice().length;
   const c1 = process.cpuUsage(c0);
   if (keep < 0) console.log(keep);
-  return { cube: cube.name, size, sdus: got, cpuUsPerSdu: (cpu.user + cpu.system) / Math.max(1, got), sliceUs: (c1.user + c1.system) / n };
+  return { cube: cube.name, rx, size, sdus: got, cpuUsPerSdu: (cpu.user + cpu.system) / Math.max(1, got), sliceUs: (c1.user + c1.system) / n };
 }
 
 export { QOS_CUBES };

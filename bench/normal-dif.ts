@@ -16,7 +16,8 @@
  * Environment: NDIF_SIZES (default 0,100,1000,4000), NDIF_SECONDS (default 1), NDIF_REPEATS
  * (default 5), NDIF_SERIES (comma list of normal-fc,normal-rel; default both; the shim always
  * runs, as the baseline), NDIF_PATH=only (just the first table: the normal DIF's own path,
- * normal-dif-path.ts). Writes bench-results/normal-dif.json.
+ * normal-dif-path.ts, receive copied vs borrowed, interleaved; written to
+ * bench-results/normal-dif-path.json). Writes bench-results/normal-dif.json.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -25,7 +26,7 @@ import type { Flow } from '../src/dif/api.js';
 import { ROOT } from '../test/helpers/guest.js';
 import { acceptAll, knows, topology } from '../test/dif/normal/ipcp-harness.js';
 import { summarize } from './common/stats.js';
-import { QOS_CUBES, measurePath, type PathSample } from './normal-dif-path.js';
+import { QOS_CUBES, measurePath, type PathRx, type PathSample } from './normal-dif-path.js';
 
 const sizes = (process.env.NDIF_SIZES ?? '0,100,1000,4000').split(',').map(Number);
 const seconds = Number(process.env.NDIF_SECONDS ?? 1);
@@ -65,22 +66,39 @@ async function run(tx: Flow, rx: Flow, size: number): Promise<Sample> {
   return { sdus: got, sdusPerS: got / wall, cpuUsPerSdu: got > 0 ? (cpu.user + cpu.system) / got : Number.NaN };
 }
 
-/** The normal DIF's own path, nothing below it (normal-dif-path.ts). */
+/** The normal DIF's own path, nothing below it (normal-dif-path.ts): PDUs copied or borrowed on receive, interleaved. */
 function pathTable(): PathSample[] {
   const out: PathSample[] = [];
-  for (let rep = 0; rep < repeats; rep++) for (const size of sizes) for (const cube of [QOS_CUBES['flow-control'], QOS_CUBES.reliable]) out.push(measurePath(cube, size, seconds));
-  console.log(`\nnormal DIF's own path VM1 EFCP+RMT → host RMT → VM2 RMT+EFCP, links that copy once (mean of ${repeats} × ${seconds} s)`);
-  console.log(['size'.padStart(5), 'fc µs/SDU'.padStart(10), 'rel µs/SDU'.padStart(11), 'slice µs'.padStart(9)].join(' '));
+  const rxs: PathRx[] = ['copy', 'borrow'];
+  for (let rep = 0; rep < repeats; rep++) {
+    for (const size of sizes) {
+      for (const cube of [QOS_CUBES['flow-control'], QOS_CUBES.reliable]) {
+        // Alternate which goes first, so neither always runs on a warmer (or busier) machine.
+        for (const rx of rep % 2 === 0 ? rxs : [...rxs].reverse()) out.push(measurePath(cube, size, seconds, rx));
+      }
+    }
+  }
+  console.log(`\nnormal DIF's own path VM1 EFCP+RMT → host RMT → VM2 RMT+EFCP; receive: copy (before borrowed reads) / borrow (mean of ${repeats} × ${seconds} s, interleaved)`);
+  console.log(['size'.padStart(5), 'fc copy'.padStart(8), 'fc borrow'.padStart(10), 'ratio'.padStart(6), 'rel copy'.padStart(9), 'rel borrow'.padStart(11), 'ratio'.padStart(6), 'slice µs'.padStart(9)].join(' '));
   for (const size of sizes) {
-    const mean = (cube: string, f: (s: PathSample) => number) => summarize(out.filter((s) => s.size === size && s.cube === cube).map(f)).mean;
-    console.log([String(size).padStart(5), mean('flow-control', (s) => s.cpuUsPerSdu).toFixed(2).padStart(10), mean('reliable', (s) => s.cpuUsPerSdu).toFixed(2).padStart(11), mean('flow-control', (s) => s.sliceUs).toFixed(2).padStart(9)].join(' '));
+    const mean = (cube: string, rx: PathRx, f: (s: PathSample) => number) => summarize(out.filter((s) => s.size === size && s.cube === cube && s.rx === rx).map(f)).mean;
+    const us = (cube: string, rx: PathRx) => mean(cube, rx, (s) => s.cpuUsPerSdu);
+    const cells = (cube: string) => [us(cube, 'copy').toFixed(2), us(cube, 'borrow').toFixed(2), (us(cube, 'borrow') / us(cube, 'copy')).toFixed(2)];
+    const [fc, rel] = [cells('flow-control'), cells('reliable')];
+    console.log([String(size).padStart(5), fc[0]!.padStart(8), fc[1]!.padStart(10), fc[2]!.padStart(6), rel[0]!.padStart(9), rel[1]!.padStart(11), rel[2]!.padStart(6), mean('flow-control', 'copy', (s) => s.sliceUs).toFixed(2).padStart(9)].join(' '));
   }
   return out;
 }
 
 async function main(): Promise<void> {
   const path = pathTable();
-  if (process.env.NDIF_PATH === 'only') return;
+  if (process.env.NDIF_PATH === 'only') {
+    const file = join(ROOT, 'bench-results', 'normal-dif-path.json');
+    mkdirSync(join(ROOT, 'bench-results'), { recursive: true });
+    writeFileSync(file, JSON.stringify({ date: new Date().toISOString(), node: process.version, settings: { sizes, seconds, repeats }, path }, null, 2) + '\n');
+    console.log(`\nwritten: ${file}`);
+    return;
+  }
   const teardowns: (() => void)[] = [];
   const t = { teardown: (fn: () => void) => teardowns.push(fn) } as unknown as Test;
   const topo = await topology(t, { capacity: 256, maxSdu: 65536 });

@@ -120,6 +120,14 @@ export class RxQueue {
     });
   }
 
+  /** The next SDU at once (undefined: none), for an owner that hands queued SDUs on itself. */
+  takeNow(): Uint8Array | undefined {
+    if (this.items.length === 0) return undefined;
+    const sdu = this.shift();
+    this.onTake?.();
+    return sdu;
+  }
+
   /** Nothing more will be pushed: waiting readers get null once the queue is empty. */
   end(): void {
     this.ended = true;

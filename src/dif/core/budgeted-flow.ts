@@ -4,8 +4,14 @@
  * flow, rxQueueTotalBytes over every flow (rx-queue.ts rxBudgetExceeded). A flow nobody reads
  * drops what is over it, counted in rxQueueDrops and told to the IPC process (budgetHit); its
  * queued bytes count against the total until the flow ends. Shared by the shim DIFs' flows
- * (shim-hv/flow.ts, shim-udp/flow.ts). An IPC process that receives many SDUs of a flow at once
- * hands them over with deliverBatch(): to 'sdus' listeners without a copy.
+ * (shim-hv/flow.ts, shim-datagram/flow.ts). An IPC process that receives many SDUs of a flow at
+ * once hands them over with deliverBatch(): to 'sdus' listeners without a copy.
+ *
+ * Borrowed reads: a consumer that only looks at each SDU during the call (the normal DIF's N-1
+ * ports: the RMT copies what it keeps) sets `borrowReads(reader)`; while it is set and nothing is
+ * queued, an SDU goes to it as the IPC process delivered it, with no copy. Unset it (null) to stop
+ * reading: SDUs then queue under the budget as for an unread flow, and go to the reader, in order,
+ * once it is set again.
  */
 import type { QosSpec, SduBatch } from '../api.js';
 import type { AppName } from '../naming.js';
@@ -15,17 +21,32 @@ import { BaseFlow, type FlowEnd } from './flow.js';
 /** Which bound an SDU broke. */
 export type RxBudgetBound = 'sdus' | 'flow_bytes' | 'total_bytes';
 
+/** Takes one SDU whose bytes are valid only during the call. */
+export type BorrowedReader = (sdu: Uint8Array) => void;
+
+/** A flow that can hand its SDUs to a borrowing reader (BudgetedFlow). */
+export interface BorrowingFlow {
+  borrowReads(reader: BorrowedReader | null): void;
+}
+
+/** Whether `flow` offers borrowed reads. */
+export function canBorrow(flow: object): flow is BorrowingFlow {
+  return typeof (flow as Partial<BorrowingFlow>).borrowReads === 'function';
+}
+
 /** The IPC process's side of the budget. */
 export interface RxBudgetOwner extends RxBudget {
   /** A flow's queue grew (+) or shrank (-). */
   accountRx(delta: number): void;
 }
 
-export abstract class BudgetedFlow extends BaseFlow {
+export abstract class BudgetedFlow extends BaseFlow implements BorrowingFlow {
   /** Queue bytes count against the IPC process's budget until the flow ends. */
   private accounted = true;
   private warnedBudget = false;
   protected readonly rx: RxQueue;
+  private borrower: BorrowedReader | null = null;
+  private borrowPump = false;
 
   constructor(
     private readonly budget: RxBudgetOwner,
@@ -45,10 +66,34 @@ export abstract class BudgetedFlow extends BaseFlow {
   /** An SDU was dropped for the budget (`first`: the first time for this flow). */
   protected abstract budgetHit(which: RxBudgetBound, first: boolean): void;
 
+  /** Hand SDUs to `reader` without copying them (null: stop; SDUs queue under the budget meanwhile). */
+  borrowReads(reader: BorrowedReader | null): void {
+    this.borrower = reader;
+    if (reader !== null && this.rx.length > 0 && !this.borrowPump) {
+      // Not from inside the caller (it may be in the middle of its own work): a microtask.
+      this.borrowPump = true;
+      queueMicrotask(() => this.pumpBorrowed());
+    }
+  }
+
+  private pumpBorrowed(): void {
+    this.borrowPump = false;
+    for (;;) {
+      const reader = this.borrower;
+      const sdu = reader === null ? undefined : this.rx.takeNow();
+      if (reader === null || sdu === undefined) return;
+      reader(sdu);
+    }
+  }
+
   /** One SDU from the IPC process (bytes valid only now; copied when queued). */
   deliver(sdu: Uint8Array): void {
     this.stats.rxSdus++;
     this.stats.rxBytes += sdu.byteLength;
+    if (this.borrower !== null && this.rx.length === 0) {
+      this.borrower(sdu);
+      return;
+    }
     if (!this.rx.hasConsumer()) {
       const over = rxBudgetExceeded(this.rx, this.budget, sdu.byteLength);
       if (over !== null) {
@@ -66,7 +111,7 @@ export abstract class BudgetedFlow extends BaseFlow {
    * when the queue takes batches (rx-queue.ts takesBatch), else one by one as deliver().
    */
   deliverBatch(batch: SduBatch): void {
-    if (this.rx.takesBatch()) {
+    if (this.borrower === null && this.rx.takesBatch()) {
       this.stats.rxSdus += batch.count;
       this.stats.rxBytes += batch.bytes;
       this.rx.pushBatch(batch);

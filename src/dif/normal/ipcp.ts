@@ -129,7 +129,7 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
     this.clock = o.clock ?? realClock;
     this.maxPduSize = o.maxPduSize ?? DEFAULT_MAX_PDU_SIZE;
     this.rxQueueLimit = o.rxQueueLimit ?? 256;
-    this.rmt = new Rmt({ address: 0, queueMaxPdus: o.queueMaxPdus, queueMaxBytes: o.queueMaxBytes, mgmt: { receiveMgmt: (p, pdu, hlen, from) => this.mgmt.receive(p, pdu, hlen, from) }, onWritable: () => this.appFlows.lowerWritable() });
+    this.rmt = new Rmt({ address: 0, clock: this.clock, queueMaxPdus: o.queueMaxPdus, queueMaxBytes: o.queueMaxBytes, mgmt: { receiveMgmt: (p, pdu, hlen, from) => this.mgmt.receive(p, pdu, hlen, from) }, onWritable: () => this.appFlows.lowerWritable() });
     this.directory = new Directory({
       clock: this.clock,
       flood: (entries, from) => this.mgmt.floodDirectory(entries, from),
@@ -280,7 +280,7 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
     }
     const id = this.nextN1++;
     const port = new N1Port(id, flow, {
-      receive: (pid, pdu) => this.rmt.receive(pid, pdu),
+      receive: (pid, pdu, borrowed) => this.rmt.receive(pid, pdu, borrowed),
       drained: (pid) => this.rmt.portDrained(pid),
       lost: (pid, reason) => this.portLost(pid, reason),
     });

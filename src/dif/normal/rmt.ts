@@ -11,25 +11,45 @@
  * Ports: `RmtPort.send(pdu)` returns false when the N-1 flow is full and did NOT take the PDU; the
  * RMT keeps it queued and retries when the integration calls `portDrained(id)`. Locally originated
  * PDUs are never dropped silently: when the queue is at its bound `send` returns false and the RMT
- * calls `onWritable` once there is room again. Relayed PDUs that find a full queue are dropped and
- * counted (the sender's flow control / retransmission is the remedy; ECN warned it earlier).
+ * calls `onWritable` once there is room again.
+ *
+ * Relaying under overload is hop-by-hop backpressure (docs/NORMAL-DIF-IPCP.md, "Relaying under
+ * overload"): a relayed PDU that finds its output queue at its bound is still queued, in a bounded
+ * overdraft above it, and the port it came from is paused (`RmtPort.pause`: the N-1 flow stops being
+ * read, so what follows waits under the N-1 flow's own bounds, and a flow-controlled N-1 flow closes
+ * its window upstream). Paused ports resume when the queue is back to half its bound. So a flow that
+ * respects its window is never dropped here, whatever the sum of the windows through the port; a
+ * peer that ignores windows is held in its N-1 flow, not in this IPCP's memory. Against deadlock
+ * (two relays each waiting for the other to read): a watchdog resumes the ports waiting on an output
+ * that took nothing for `stallMs`; relayed PDUs for that stuck output are then dropped and counted
+ * (`dropQueueFull`, `stuckEpisodes`) until it takes a PDU again. Relayed PDUs beyond the overdraft,
+ * or on a port that cannot pause, are dropped and counted as before.
  *
  * Buffers: a PDU handed to `send`/`sendOnPort`/`receive` belongs to the RMT afterwards (relaying
  * rewrites its TTL/ECN bytes in place and may queue it); callers must not reuse it. Except a PDU
- * sent as `borrowed` (EFCP's reused buffers): the RMT copies it when it keeps it (queued, or
- * delivered to this IPCP), and hands it to a port as it is: `RmtPort.send` must not keep a PDU
- * after it returns (N-1 flows' write() copies, every IPC process's does).
+ * sent or received as `borrowed` (EFCP's reused buffers; an N-1 flow's receive buffer, valid only
+ * during the call): the RMT copies it when it keeps it (queued, or delivered to this IPCP), and
+ * hands it to a port as it is: `RmtPort.send` must not keep a PDU after it returns (N-1 flows'
+ * write() copies, every IPC process's does).
  *
  * Hot path: no allocation per PDU (one reused `Pci`; queues are rings); upper handlers are objects
  * registered once, not per-PDU closures.
  */
 import { PCI_LEN, PCI_VERSION, PciError, PduType, decodePci, decrementTtl, markEcn, newPci, peekDstAddr, type Pci, type PciErrorReason } from './pci.js';
+import { realClock, type Clock, type TimerHandle } from './clock.js';
 import { PduQueue } from './pdu-queue.js';
 
 /** An N-1 flow as the RMT sees it. */
 export interface RmtPort {
   /** Hand a PDU to the N-1 flow. false: full, the PDU was NOT taken; wait for `portDrained`. */
   send(pdu: Uint8Array): boolean;
+  /**
+   * Stop handing received PDUs to the RMT until `resume` (the relay's output queue is full). A port
+   * may still deliver a PDU or two already on their way; the overdraft takes them. Optional: a port
+   * without it is never paused, and its relayed PDUs past the overdraft are dropped and counted.
+   */
+  pause?(): void;
+  resume?(): void;
 }
 
 /** The EFCP instance bound to a CEP-id (DT and CTRL PDUs addressed to it). */
@@ -52,6 +72,15 @@ export interface RmtOptions {
   queueMaxBytes?: number;
   /** A PDU queued while the queue holds at least this fraction of either bound gets ECN (default 0.5). */
   ecnThreshold?: number;
+  /**
+   * Room above the bounds for relayed PDUs only, taken while the ports they came from are paused
+   * (default 64 PDUs and the byte bound again). Past it relayed PDUs are dropped and counted.
+   */
+  overdraftPdus?: number;
+  overdraftBytes?: number;
+  /** An output queue that takes nothing for this long while ports wait on it is stuck: they resume (default 2000 ms). */
+  stallMs?: number;
+  clock?: Clock;
   /** Called (once per refusal episode) when a port that refused a local PDU has room again. */
   onWritable?: () => void;
   mgmt?: MgmtSink;
@@ -84,8 +113,12 @@ export interface RmtStats {
   dropTtl: number;
   /** Relayed PDUs with no forwarding entry (or whose port is gone). */
   dropNoRoute: number;
-  /** Relayed PDUs that found their output queue full. */
+  /** Relayed PDUs that found their output queue full past its overdraft, or stuck. */
   dropQueueFull: number;
+  /** Times a port was paused because a relayed PDU from it found its output queue at its bound. */
+  relayPauses: number;
+  /** Times an output queue took nothing for stallMs while ports waited on it (they resumed). */
+  stuckEpisodes: number;
   /** DT/CTRL PDUs for a CEP-id nothing is bound to. */
   dropNoCep: number;
   /** MGMT PDUs while no management sink is set. */
@@ -113,12 +146,22 @@ interface PortState {
   blocked: boolean;
   /** A local send was refused here; call onWritable when there is room. */
   localWaiting: boolean;
+  /** As an output: the input ports paused until this queue is back to half its bound. */
+  readonly waiters: PortState[];
+  /** As an output: PDUs the port took, at the watchdog's last look. */
+  txAtCheck: number;
+  /** As an output: PDUs the port took (the watchdog's measure of progress). */
+  tx: number;
+  /** As an output: took nothing for stallMs while ports waited; relayed overflow is dropped until it takes a PDU. */
+  stuck: boolean;
+  /** As an input: how many outputs it waits on (paused while > 0). */
+  waitingOn: number;
 }
 
 export interface RmtSnapshot {
   address: number;
   forwarding: [number, number][];
-  ports: { id: number; queuedPdus: number; queuedBytes: number; blocked: boolean }[];
+  ports: { id: number; queuedPdus: number; queuedBytes: number; blocked: boolean; paused: boolean; stuck: boolean }[];
   ceps: number[];
   stats: RmtStats;
 }
@@ -130,7 +173,7 @@ function zeroMalformed(): Record<PciErrorReason, number> {
 export class Rmt {
   address: number;
   readonly stats: RmtStats = {
-    rxPdus: 0, txPdus: 0, relayed: 0, deliveredEfcp: 0, deliveredMgmt: 0, dropTtl: 0, dropNoRoute: 0, dropQueueFull: 0, dropNoCep: 0, dropNoMgmt: 0,
+    rxPdus: 0, txPdus: 0, relayed: 0, deliveredEfcp: 0, deliveredMgmt: 0, dropTtl: 0, dropNoRoute: 0, dropQueueFull: 0, relayPauses: 0, stuckEpisodes: 0, dropNoCep: 0, dropNoMgmt: 0,
     dropPortDown: 0, dropMalformed: zeroMalformed(), refusedLocal: 0, noRouteLocal: 0, portStalls: 0, ecnMarked: 0, upperErrors: 0,
   };
   mgmt: MgmtSink | undefined;
@@ -143,14 +186,28 @@ export class Rmt {
   private readonly maxBytes: number;
   private readonly ecnPdus: number;
   private readonly ecnBytes: number;
+  private readonly overPdus: number;
+  private readonly overBytes: number;
+  private readonly stallMs: number;
+  private readonly clock: Clock;
+  /** Output ports with paused input ports waiting on them (the watchdog's list). */
+  private readonly congested = new Set<PortState>();
+  private watchdog: TimerHandle | undefined;
 
   constructor(opts: RmtOptions) {
     this.address = opts.address;
     this.maxPdus = opts.queueMaxPdus ?? 256;
     this.maxBytes = opts.queueMaxBytes ?? 1 << 20;
+    this.overPdus = opts.overdraftPdus ?? 64;
+    this.overBytes = opts.overdraftBytes ?? this.maxBytes;
+    this.stallMs = opts.stallMs ?? 2000;
+    this.clock = opts.clock ?? realClock;
     const ecn = opts.ecnThreshold ?? 0.5;
     if (!(this.maxPdus >= 1) || !(this.maxBytes >= PCI_LEN) || !(ecn > 0 && ecn <= 1)) {
       throw new RmtError('ERR_RMT_CONFIG', `RMT queue bounds ${this.maxPdus} PDUs / ${this.maxBytes} B / ECN ${ecn} are invalid: need ≥1 PDU, ≥${PCI_LEN} B, 0 < ECN threshold ≤ 1`);
+    }
+    if (!(Number.isInteger(this.overPdus) && this.overPdus >= 0) || !(Number.isInteger(this.overBytes) && this.overBytes >= 0) || !(this.stallMs > 0)) {
+      throw new RmtError('ERR_RMT_CONFIG', `RMT overdraft ${this.overPdus} PDUs / ${this.overBytes} B / stall ${this.stallMs} ms is invalid: need whole numbers ≥ 0 and a stall time > 0`);
     }
     this.ecnPdus = Math.ceil(this.maxPdus * ecn);
     this.ecnBytes = Math.ceil(this.maxBytes * ecn);
@@ -162,7 +219,8 @@ export class Rmt {
 
   addPort(id: number, port: RmtPort): void {
     if (this.ports.has(id)) throw new RmtError('ERR_RMT_PORT', `RMT port ${id} is already attached; remove it first`);
-    this.ports.set(id, { id, port, queue: new PduQueue(this.maxPdus, this.maxBytes), blocked: false, localWaiting: false });
+    const queue = new PduQueue(this.maxPdus + this.overPdus, this.maxBytes + this.overBytes);
+    this.ports.set(id, { id, port, queue, blocked: false, localWaiting: false, waiters: [], txAtCheck: 0, tx: 0, stuck: false, waitingOn: 0 });
   }
 
   /** Detach a port (its N-1 flow is gone); its queued PDUs are dropped and counted. */
@@ -171,7 +229,22 @@ export class Rmt {
     if (!ps) return;
     this.stats.dropPortDown += ps.queue.clear();
     this.ports.delete(id);
+    // As an output: whoever waited on it goes on. As an input: it waits on nothing any more.
+    this.releaseWaiters(ps);
+    for (const out of this.congested) {
+      const i = out.waiters.indexOf(ps);
+      if (i >= 0) out.waiters.splice(i, 1);
+      if (out.waiters.length === 0) this.congested.delete(out);
+    }
+    ps.waitingOn = 0;
     if (ps.localWaiting) this.onWritable?.();
+  }
+
+  /** Stop the watchdog and let every paused port go (the IPC process is closing). */
+  close(): void {
+    for (const out of [...this.congested]) this.releaseWaiters(out);
+    this.clock.clearTimer(this.watchdog);
+    this.watchdog = undefined;
   }
 
   /** Replace the whole forwarding table (destination address → port id); routing calls this. */
@@ -229,18 +302,24 @@ export class Rmt {
     if (ps.queue.length === 0 && !ps.blocked) {
       if (ps.port.send(pdu)) {
         this.stats.txPdus++;
+        ps.tx++;
         return true;
       }
       this.stats.portStalls++;
       ps.blocked = true;
     }
-    if (!ps.queue.fits(pdu.length)) {
+    if (!this.underBound(ps, pdu.length)) {
       this.stats.refusedLocal++;
       ps.localWaiting = true;
       return false;
     }
     this.queue(ps, borrowed ? pdu.slice() : pdu);
     return true;
+  }
+
+  /** Would a PDU of `size` bytes fit under the queue's bounds (not counting the overdraft)? */
+  private underBound(ps: PortState, size: number): boolean {
+    return ps.queue.length < this.maxPdus && ps.queue.bytes + size <= this.maxBytes;
   }
 
   private queue(ps: PortState, pdu: Uint8Array): void {
@@ -264,17 +343,61 @@ export class Rmt {
       }
       ps.queue.shift();
       this.stats.txPdus++;
+      ps.tx++;
     }
+    if (ps.stuck && ps.tx !== ps.txAtCheck) ps.stuck = false;
+    if (ps.waiters.length > 0 && ps.queue.length <= this.maxPdus >> 1 && ps.queue.bytes <= this.maxBytes >> 1) this.releaseWaiters(ps);
     if (ps.localWaiting && ps.queue.length < this.maxPdus && ps.queue.bytes < this.maxBytes) {
       ps.localWaiting = false;
       this.onWritable?.();
     }
   }
 
+  // ---- relaying under overload: pause the input, resume at half the bound, watchdog ----------
+
+  /** `input` waits on `out` (paused when it starts waiting on its first output). */
+  private pauseFor(input: PortState, out: PortState): void {
+    if (out.waiters.includes(input)) return;
+    out.waiters.push(input);
+    if (input.waitingOn++ === 0) {
+      this.stats.relayPauses++;
+      input.port.pause!();
+    }
+    if (!this.congested.has(out)) {
+      this.congested.add(out);
+      out.txAtCheck = out.tx;
+    }
+    if (this.watchdog === undefined) this.watchdog = this.clock.setTimer(this.stallMs, () => this.checkStalls());
+  }
+
+  private releaseWaiters(out: PortState): void {
+    this.congested.delete(out);
+    const waiters = out.waiters.splice(0);
+    for (const w of waiters) if (--w.waitingOn === 0 && this.ports.get(w.id) === w) w.port.resume!();
+  }
+
+  /** Every stallMs while ports wait: an output that took nothing since the last look is stuck. */
+  private checkStalls(): void {
+    this.watchdog = undefined;
+    for (const out of [...this.congested]) {
+      if (out.tx === out.txAtCheck) {
+        out.stuck = true;
+        this.stats.stuckEpisodes++;
+        this.releaseWaiters(out);
+      } else {
+        out.txAtCheck = out.tx;
+      }
+    }
+    if (this.congested.size > 0) this.watchdog = this.clock.setTimer(this.stallMs, () => this.checkStalls());
+  }
+
   // ---- up: from ports -----------------------------------------------------------------------
 
-  /** A PDU arrived on port `fromPort`: relay it, or deliver it up. Never throws. */
-  receive(fromPort: number, pdu: Uint8Array): void {
+  /**
+   * A PDU arrived on port `fromPort`: relay it, or deliver it up. Never throws. `borrowed`: `pdu`
+   * is valid only during this call (the RMT copies it when it keeps it).
+   */
+  receive(fromPort: number, pdu: Uint8Array, borrowed = false): void {
     this.stats.rxPdus++;
     if (pdu.length < PCI_LEN) {
       this.stats.dropMalformed.truncated++;
@@ -282,7 +405,7 @@ export class Rmt {
     }
     const dst = peekDstAddr(pdu);
     if (dst === this.address || dst === HOP_ADDRESS) {
-      this.deliverLocal(pdu, fromPort);
+      this.deliverLocal(borrowed ? pdu.slice() : pdu, fromPort);
       return;
     }
     // Relay fast path: only the bytes the RMT needs (version, TTL, dst); the destination decodes the rest.
@@ -303,17 +426,23 @@ export class Rmt {
     if (ps.queue.length === 0 && !ps.blocked) {
       if (ps.port.send(pdu)) {
         this.stats.txPdus++;
+        ps.tx++;
         this.stats.relayed++;
         return;
       }
       this.stats.portStalls++;
       ps.blocked = true;
     }
-    if (!ps.queue.fits(pdu.length)) {
-      this.stats.dropQueueFull++;
-      return;
+    if (!this.underBound(ps, pdu.length)) {
+      // Over the bound: hold the sender back hop by hop (see the header), unless this output is stuck.
+      const input = this.ports.get(fromPort);
+      if (ps.stuck || !ps.queue.fits(pdu.length) || input?.port.pause === undefined || input.port.resume === undefined) {
+        this.stats.dropQueueFull++;
+        return;
+      }
+      this.pauseFor(input, ps);
     }
-    this.queue(ps, pdu);
+    this.queue(ps, borrowed ? pdu.slice() : pdu);
     this.stats.relayed++;
   }
 
@@ -360,7 +489,7 @@ export class Rmt {
     return {
       address: this.address,
       forwarding: [...this.forwarding].sort((a, b) => a[0] - b[0]),
-      ports: [...this.ports.values()].map((p) => ({ id: p.id, queuedPdus: p.queue.length, queuedBytes: p.queue.bytes, blocked: p.blocked })),
+      ports: [...this.ports.values()].map((p) => ({ id: p.id, queuedPdus: p.queue.length, queuedBytes: p.queue.bytes, blocked: p.blocked, paused: p.waitingOn > 0, stuck: p.stuck })),
       ceps: [...this.ceps.keys()].sort((a, b) => a - b),
       stats: { ...this.stats, dropMalformed: { ...this.stats.dropMalformed } },
     };
