@@ -15,7 +15,13 @@
  *   this process          orders the windows and reads /proc/<pid>/stat and /status
  * Every device is connected for the whole run; a count of n drives the first n, the others idle.
  *
- * Per count and size: a 1 s warm-up, then SCALE_SECONDS measured at every driven front-end while
+ * Layouts (SCALE_SERVERS, default 1,2): besides one server with every device, k servers with
+ * device i on server i mod k: one process per group of devices, the multi-core design that needs
+ * no change to the server (docs/SCALE.md). Every layout is up for the whole run (its own devices
+ * and front-ends) and the sweeps interleave them, so their ratio is measured under the same load.
+ * CPU and RSS of a layout are the sums over its servers.
+ *
+ * Per layout, count and size: a 1 s warm-up, then SCALE_SECONDS measured at every driven front-end while
  * this process reads the server's and the front-ends' CPU time over the same window. Printed per
  * cell (medians of SCALE_REPEATS interleaved sweeps): aggregate round trips/s and Gb/s (one-way
  * payload), fairness (slowest ÷ fastest device), server CPU (% of one core) and µs of server CPU
@@ -202,6 +208,8 @@ async function startServer(sockets: string[], dir: string): Promise<ChildProcess
 // Windows
 
 interface Cell {
+  /** Server processes the devices are spread over. */
+  servers: number;
   devices: number;
   size: number;
   /** Sum over the driven devices. */
@@ -217,26 +225,40 @@ interface Cell {
   serverUsPerSdu: number;
   /** The driven front-ends' CPU together, % of one core. */
   frontendCpuPct: number;
+  /** Summed over the layout's servers; and the largest one's. */
   serverRss: number;
+  serverRssMax: number;
   load1: number;
   errors: number;
 }
 
-async function measureWindow(fes: Frontend[], serverPid: number, size: number, seconds: number, warmupMs: number): Promise<Cell> {
+/** One layout: its servers (one or more `vmpi serve`) and one front-end per device. */
+interface Layout {
+  servers: ChildProcess[];
+  fes: Frontend[];
+}
+
+const pids = (l: Layout): number[] => l.servers.map((p) => p.pid!);
+const layoutCpu = (l: Layout): number => pids(l).reduce((a, p) => a + cpuSeconds(p), 0);
+const layoutRss = (l: Layout): number[] => pids(l).map(rssBytes);
+
+async function measureWindow(l: Layout, n: number, size: number, seconds: number, warmupMs: number): Promise<Cell> {
+  const fes = l.fes.slice(0, n);
   const pending = fes.map((f) => f.measure(size, seconds, warmupMs));
   await sleep(warmupMs);
-  const s0 = cpuSeconds(serverPid);
+  const s0 = layoutCpu(l);
   const f0 = fes.reduce((a, f) => a + cpuSeconds(f.child.pid!), 0);
   const t0 = process.hrtime.bigint();
   await sleep(seconds * 1000);
-  const s1 = cpuSeconds(serverPid);
+  const s1 = layoutCpu(l);
   const f1 = fes.reduce((a, f) => a + cpuSeconds(f.child.pid!), 0);
   const wall = Number(process.hrtime.bigint() - t0) / 1e9;
-  const rss = rssBytes(serverPid);
+  const rss = layoutRss(l);
   const results = await Promise.all(pending);
   const pps = results.map((r) => r.pps);
   const total = pps.reduce((a, b) => a + b, 0);
   return {
+    servers: l.servers.length,
     devices: fes.length,
     size,
     pps: total,
@@ -247,7 +269,8 @@ async function measureWindow(fes: Frontend[], serverPid: number, size: number, s
     serverCpuPct: ((s1 - s0) / wall) * 100,
     serverUsPerSdu: total > 0 ? ((s1 - s0) / (total * wall)) * 1e6 : Number.NaN,
     frontendCpuPct: ((f1 - f0) / wall) * 100,
-    serverRss: rss,
+    serverRss: rss.reduce((a, b) => a + b, 0),
+    serverRssMax: Math.max(...rss),
     load1: load1(),
     errors: results.reduce((a, r) => a + r.errors, 0),
   };
@@ -257,6 +280,7 @@ async function measureWindow(fes: Frontend[], serverPid: number, size: number, s
 function medianCell(cells: Cell[]): Cell {
   const m = (f: (c: Cell) => number): number => median(cells.map(f));
   return {
+    servers: cells[0]!.servers,
     devices: cells[0]!.devices,
     size: cells[0]!.size,
     pps: m((c) => c.pps),
@@ -268,6 +292,7 @@ function medianCell(cells: Cell[]): Cell {
     serverUsPerSdu: m((c) => c.serverUsPerSdu),
     frontendCpuPct: m((c) => c.frontendCpuPct),
     serverRss: m((c) => c.serverRss),
+    serverRssMax: m((c) => c.serverRssMax),
     load1: m((c) => c.load1),
     errors: cells.reduce((a, c) => a + c.errors, 0),
   };
@@ -277,35 +302,38 @@ const pad = (s: string | number, n: number): string => String(s).padStart(n);
 
 function printTable(cells: Cell[]): void {
   say('');
-  say(`${pad('devices', 7)} ${pad('size', 5)} ${pad('round trips/s', 13)} ${pad('Gb/s', 7)} ${pad('fair', 5)} ${pad('srv CPU%', 8)} ${pad('µs/SDU', 7)} ${pad('FE CPU%', 7)} ${pad('RSS MB', 6)} ${pad('load1', 5)}`);
+  say(`${pad('servers', 7)} ${pad('devices', 7)} ${pad('size', 5)} ${pad('round trips/s', 13)} ${pad('Gb/s', 7)} ${pad('fair', 5)} ${pad('srv CPU%', 8)} ${pad('µs/SDU', 7)} ${pad('FE CPU%', 7)} ${pad('RSS MB', 6)} ${pad('load1', 5)}`);
   for (const c of cells) {
-    let line = `${pad(c.devices, 7)} ${pad(c.size, 5)} ${pad(Math.round(c.pps).toLocaleString('en-US'), 13)} ${pad(c.gbps.toFixed(3), 7)} ${pad(c.fairness.toFixed(2), 5)} ${pad(c.serverCpuPct.toFixed(0), 8)} ${pad(c.serverUsPerSdu.toFixed(2), 7)} ${pad(c.frontendCpuPct.toFixed(0), 7)} ${pad(mb(c.serverRss), 6)} ${pad(c.load1.toFixed(2), 5)}`;
+    let line = `${pad(c.servers, 7)} ${pad(c.devices, 7)} ${pad(c.size, 5)} ${pad(Math.round(c.pps).toLocaleString('en-US'), 13)} ${pad(c.gbps.toFixed(3), 7)} ${pad(c.fairness.toFixed(2), 5)} ${pad(c.serverCpuPct.toFixed(0), 8)} ${pad(c.serverUsPerSdu.toFixed(2), 7)} ${pad(c.frontendCpuPct.toFixed(0), 7)} ${pad(mb(c.serverRss), 6)} ${pad(c.load1.toFixed(2), 5)}`;
     if (c.errors) line += `  (${c.errors} wrong lengths!)`;
     say(line);
   }
   say('round trip = one SDU guest → host and its echo back; Gb/s = one-way payload; fair = slowest ÷ fastest device;');
-  say('µs/SDU = server CPU per round trip; CPU% = % of one core; medians of the repeats.');
+  say('µs/SDU = server CPU per round trip; CPU% = % of one core; CPU and RSS summed over the servers; medians of the repeats.');
 }
 
 // ---------------------------------------------------------------------------------------------
 // Main
 
-async function sweep(s: ScaleSettings, fes: Frontend[], serverPid: number): Promise<Cell[]> {
+async function sweep(s: ScaleSettings, layouts: Layout[]): Promise<Cell[]> {
   const raw = new Map<string, Cell[]>();
   for (let rep = 0; rep < s.repeats; rep++) {
-    // The order of the counts turns each sweep, so no count always runs first (or last).
+    // The order of the counts turns each sweep, so no count always runs first (or last); the
+    // layouts alternate within each count and size, their order swapped every other sweep.
     const order = s.devices.map((_, i) => s.devices[(i + rep) % s.devices.length]!);
     for (const n of order) {
       for (const size of s.sizes) {
-        const c = await measureWindow(fes.slice(0, n), serverPid, size, s.seconds, WARMUP_MS);
-        const key = `${n}/${size}`;
-        raw.set(key, [...(raw.get(key) ?? []), c]);
-        say(`  sweep ${rep + 1}/${s.repeats}: ${pad(n, 2)} devices ${pad(size, 5)} B  ${pad(Math.round(c.pps).toLocaleString('en-US'), 11)} round trips/s  server ${c.serverCpuPct.toFixed(0)}%  load ${c.load1.toFixed(2)}`);
+        for (const l of rep % 2 === 0 ? layouts : [...layouts].reverse()) {
+          const c = await measureWindow(l, n, size, s.seconds, WARMUP_MS);
+          const key = `${c.servers}/${n}/${size}`;
+          raw.set(key, [...(raw.get(key) ?? []), c]);
+          say(`  sweep ${rep + 1}/${s.repeats}: ${c.servers} server${c.servers === 1 ? ' ' : 's'} ${pad(n, 2)} devices ${pad(size, 5)} B  ${pad(Math.round(c.pps).toLocaleString('en-US'), 11)} round trips/s  server ${c.serverCpuPct.toFixed(0)}%  load ${c.load1.toFixed(2)}`);
+        }
       }
     }
   }
   const cells: Cell[] = [];
-  for (const n of s.devices) for (const size of s.sizes) cells.push(medianCell(raw.get(`${n}/${size}`)!));
+  for (const l of layouts) for (const n of s.devices) for (const size of s.sizes) cells.push(medianCell(raw.get(`${l.servers.length}/${n}/${size}`)!));
   return cells;
 }
 
@@ -316,16 +344,16 @@ interface SoakSample {
   load1: number;
 }
 
-async function soak(s: ScaleSettings, fes: Frontend[], serverPid: number): Promise<{ samples: SoakSample[]; windows: Cell[] }> {
+async function soak(s: ScaleSettings, l: Layout): Promise<{ samples: SoakSample[]; windows: Cell[] }> {
   const samples: SoakSample[] = [];
   const windows: Cell[] = [];
   const start = Date.now();
-  let lastCpu = cpuSeconds(serverPid);
+  let lastCpu = layoutCpu(l);
   let lastT = start;
   const sample = (): void => {
     const now = Date.now();
-    const cpu = cpuSeconds(serverPid);
-    const x: SoakSample = { t: (now - start) / 1000, rss: rssBytes(serverPid), serverCpuPct: now > lastT ? ((cpu - lastCpu) / ((now - lastT) / 1000)) * 100 : 0, load1: load1() };
+    const cpu = layoutCpu(l);
+    const x: SoakSample = { t: (now - start) / 1000, rss: layoutRss(l).reduce((a, b) => a + b, 0), serverCpuPct: now > lastT ? ((cpu - lastCpu) / ((now - lastT) / 1000)) * 100 : 0, load1: load1() };
     lastCpu = cpu;
     lastT = now;
     samples.push(x);
@@ -337,13 +365,35 @@ async function soak(s: ScaleSettings, fes: Frontend[], serverPid: number): Promi
     for (let k = 0; Date.now() - start < s.soakSeconds * 1000; k++) {
       const left = s.soakSeconds - (Date.now() - start) / 1000;
       const secs = Math.max(0.5, Math.min(s.soakInterval, left));
-      windows.push(await measureWindow(fes, serverPid, s.sizes[k % s.sizes.length]!, secs, 100));
+      windows.push(await measureWindow(l, l.fes.length, s.sizes[k % s.sizes.length]!, secs, 100));
     }
   } finally {
     clearInterval(timer);
   }
   sample();
   return { samples, windows };
+}
+
+/** Start a layout: `k` servers, device i on server i mod k, and one connected front-end per device. */
+async function startLayout(k: number, n: number, dir: string, maxSize: number, queueSize: number): Promise<Layout> {
+  const sockets = Array.from({ length: n }, (_, i) => join(dir, `s${k}-dev${i}.sock`));
+  const servers: ChildProcess[] = [];
+  for (let j = 0; j < k; j++) servers.push(await startServer(sockets.filter((_, i) => i % k === j), dir));
+  const idle = servers.map((p) => rssBytes(p.pid!));
+  const fes: Frontend[] = [];
+  for (let i = 0; i < n; i++) fes.push(await Frontend.start(i, sockets[i]!, maxSize, queueSize));
+  await sleep(500);
+  const l = { servers, fes };
+  const connected = layoutRss(l);
+  say(`${k} server${k === 1 ? '' : 's'} (pid ${pids(l).join(', ')}): RSS ${idle.map(mb).join(' + ')} MB with no front-end, ${connected.map(mb).join(' + ')} MB with ${n} devices connected and idle`);
+  return l;
+}
+
+async function stopLayout(l: Layout): Promise<void> {
+  for (const f of l.fes) f.close();
+  await Promise.all(l.fes.map((f) => exited(f.child, 10_000)));
+  for (const p of l.servers) p.kill('SIGTERM');
+  await Promise.all(l.servers.map((p) => exited(p, 5000)));
 }
 
 async function main(): Promise<void> {
@@ -358,53 +408,54 @@ async function main(): Promise<void> {
     rmSync(dir, { recursive: true, force: true });
   });
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, () => process.exit(130));
-  const mode = s.soakSeconds > 0 ? `soak: ${n} devices at full rate for ${s.soakSeconds} s, RSS every ${s.soakInterval} s` : `counts ${s.devices.join(',')} × sizes ${s.sizes.join(',')} B × ${s.seconds} s, ${s.repeats} interleaved sweeps`;
-  say(`vmpi scale benchmark: one vmpi serve (--restart off), ${n} devices, one front-end process each; ${mode}; queue size ${s.queueSize}; ${cpus().length} CPUs; load ${loadText()}`);
-  const sockets = Array.from({ length: n }, (_, i) => join(dir, `dev${i}.sock`));
-  const server = await startServer(sockets, dir);
-  const serverPid = server.pid!;
-  const rssIdle = rssBytes(serverPid);
-  const fes: Frontend[] = [];
-  for (let i = 0; i < n; i++) fes.push(await Frontend.start(i, sockets[i]!, maxSize, s.queueSize));
-  await sleep(500);
-  const rssConnected = rssBytes(serverPid);
-  say(`server pid ${serverPid}: RSS ${mb(rssIdle)} MB with no front-end, ${mb(rssConnected)} MB with ${n} connected and idle`);
+  const soaking = s.soakSeconds > 0;
+  const kinds = soaking ? [s.servers[0]!] : s.servers;
+  const mode = soaking
+    ? `soak: ${n} devices on ${kinds[0]} server${kinds[0] === 1 ? '' : 's'} at full rate for ${s.soakSeconds} s, RSS every ${s.soakInterval} s`
+    : `counts ${s.devices.join(',')} × sizes ${s.sizes.join(',')} B × ${s.seconds} s on ${kinds.join(' and ')} server${kinds.length === 1 && kinds[0] === 1 ? '' : 's'}, ${s.repeats} interleaved sweeps`;
+  say(`vmpi scale benchmark: vmpi serve (--restart off), ${n} devices, one front-end process each; ${mode}; queue size ${s.queueSize}; ${cpus().length} CPUs; load ${loadText()}`);
+  const layouts: Layout[] = [];
+  for (const k of kinds) layouts.push(await startLayout(k, n, dir, maxSize, s.queueSize));
 
   const outDir = join(ROOT, 'bench-results');
   mkdirSync(outDir, { recursive: true });
-  const common = { date: new Date().toISOString(), node: process.version, cpus: cpus().length, settings: s, serverRssIdle: rssIdle, serverRssConnected: rssConnected };
+  const common = { date: new Date().toISOString(), node: process.version, cpus: cpus().length, settings: s };
   let failed = false;
-  if (s.soakSeconds > 0) {
-    const { samples, windows } = await soak(s, fes, serverPid);
+  if (soaking) {
+    const { samples, windows } = await soak(s, layouts[0]!);
     const tr = trend(samples.map((x) => ({ x: x.t, y: x.rss })));
     const growth = tr.slope * s.soakSeconds;
     const flat = Math.abs(growth) < Math.max(5 * 1024 * 1024, 0.05 * tr.start);
     const under = tr.peak < 150 * 1024 * 1024;
     const pps = median(windows.map((w) => w.pps));
+    const perMin = (tr.slope / 1024 / 1024) * 60;
     say('');
-    say(`soak ${n} devices, ${s.soakSeconds} s, ${samples.length} samples: RSS start ${mb(tr.start)} MB, peak ${mb(tr.peak)} MB, end ${mb(tr.end)} MB; slope ${(tr.slope / 1024 / 1024) * 60 >= 0 ? '+' : ''}${((tr.slope / 1024 / 1024) * 60).toFixed(3)} MB/min (fitted ${mb(growth)} MB over the run)`);
+    say(`soak ${n} devices, ${s.soakSeconds} s, ${samples.length} samples: RSS start ${mb(tr.start)} MB, peak ${mb(tr.peak)} MB, end ${mb(tr.end)} MB; slope ${perMin >= 0 ? '+' : ''}${perMin.toFixed(3)} MB/min (fitted ${mb(growth)} MB over the run)`);
     say(`  peak < 150 MB: ${under ? 'yes' : 'NO'}; flat (fitted growth < max(5 MB, 5% of start)): ${flat ? 'yes' : 'NO'}`);
     say(`  median aggregate ${Math.round(pps).toLocaleString('en-US')} round trips/s over ${windows.length} windows (sizes ${s.sizes.join(',')} B alternating); server CPU median ${median(samples.slice(1).map((x) => x.serverCpuPct)).toFixed(0)}%; load ${loadText()}`);
-    writeFileSync(join(outDir, 'scale-soak.json'), JSON.stringify({ benchmark: 'scale-soak', ...common, devices: n, trend: tr, fittedGrowth: growth, flat, under150MB: under, samples, windows }, null, 2) + '\n');
+    writeFileSync(join(outDir, 'scale-soak.json'), JSON.stringify({ benchmark: 'scale-soak', ...common, devices: n, servers: kinds[0], trend: tr, fittedGrowth: growth, flat, under150MB: under, samples, windows }, null, 2) + '\n');
     say(`results written to ${join(outDir, 'scale-soak.json')}`);
     failed = windows.some((w) => w.errors > 0);
   } else {
     const loadBefore = loadavg();
-    const cells = await sweep(s, fes, serverPid);
+    const cells = await sweep(s, layouts);
     printTable(cells);
     say(`load average before ${loadBefore.map((x) => x.toFixed(2)).join(' ')}, after ${loadText()}`);
-    const base = new Map(cells.filter((c) => c.devices === s.devices[0]).map((c) => [c.size, c]));
+    const cell = (k: number, d: number, size: number): Cell => cells.find((c) => c.servers === k && c.devices === d && c.size === size)!;
     say('');
-    say(`cost growth, server µs per SDU against ${s.devices[0]} device${s.devices[0] === 1 ? '' : 's'}:`);
-    for (const size of s.sizes) say(`  ${pad(size, 5)} B: ${cells.filter((c) => c.size === size).map((c) => `${c.devices}: ${(c.serverUsPerSdu / base.get(size)!.serverUsPerSdu).toFixed(2)}×`).join('  ')}`);
+    for (const k of kinds) {
+      say(`cost growth on ${k} server${k === 1 ? '' : 's'}: server µs per SDU against ${s.devices[0]} device${s.devices[0] === 1 ? '' : 's'}:`);
+      for (const size of s.sizes) say(`  ${pad(size, 5)} B: ${s.devices.map((d) => `${d}: ${(cell(k, d, size).serverUsPerSdu / cell(k, s.devices[0]!, size).serverUsPerSdu).toFixed(2)}×`).join('  ')}`);
+    }
+    for (const k of kinds.slice(1)) {
+      say(`${k} servers ÷ ${kinds[0]} (same run, interleaved): aggregate round trips/s, and server µs per SDU`);
+      for (const size of s.sizes) say(`  ${pad(size, 5)} B: ${s.devices.map((d) => `${d}: ${(cell(k, d, size).pps / cell(kinds[0]!, d, size).pps).toFixed(2)}× (${(cell(k, d, size).serverUsPerSdu / cell(kinds[0]!, d, size).serverUsPerSdu).toFixed(2)}×)`).join('  ')}`);
+    }
     writeFileSync(join(outDir, 'scale.json'), JSON.stringify({ benchmark: 'scale', ...common, loadBefore, loadAfter: loadavg(), results: cells }, null, 2) + '\n');
     say(`results written to ${join(outDir, 'scale.json')}`);
     failed = cells.some((c) => c.errors > 0);
   }
-  for (const f of fes) f.close();
-  await Promise.all(fes.map((f) => exited(f.child, 10_000)));
-  server.kill('SIGTERM');
-  await exited(server, 5000);
+  for (const l of layouts) await stopLayout(l);
   if (failed) process.exitCode = 1;
 }
 

@@ -52,10 +52,11 @@ t.test('trend: start, peak, end and the least-squares slope', async (t) => {
 });
 
 t.test('readScaleSettings: defaults, lists, and every bad value named', async (t) => {
-  t.same(readScaleSettings({}), { devices: [1, 2, 4, 8, 16], sizes: [64, 4000], seconds: 3, queueSize: 256, repeats: 3, soakSeconds: 0, soakInterval: 10 });
+  t.same(readScaleSettings({}), { devices: [1, 2, 4, 8, 16], servers: [1, 2], sizes: [64, 4000], seconds: 3, queueSize: 256, repeats: 3, soakSeconds: 0, soakInterval: 10 });
   const s = readScaleSettings({ SCALE_DEVICES: '8, 1,4', SCALE_SIZES: '1500', SCALE_SECONDS: '1.5', SCALE_QUEUE_SIZE: '64', SCALE_REPEATS: '5', SCALE_SOAK_SECONDS: '600', SCALE_SOAK_INTERVAL: '10' });
   t.same(s.devices, [1, 4, 8], 'counts sorted');
   t.same(s.sizes, [1500]);
+  t.same(readScaleSettings({ SCALE_SERVERS: '2,1' }).servers, [2, 1], 'layouts keep their order: the soak uses the first');
   t.equal(s.seconds, 1.5);
   t.equal(s.soakSeconds, 600);
   const bad: Record<string, string> = {
@@ -65,6 +66,7 @@ t.test('readScaleSettings: defaults, lists, and every bad value named', async (t
     SCALE_QUEUE_SIZE: '100',
     SCALE_REPEATS: '1.5',
     SCALE_SOAK_SECONDS: '5',
+    SCALE_SERVERS: '9',
   };
   for (const [k, v] of Object.entries(bad)) {
     let err: unknown;

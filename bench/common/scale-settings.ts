@@ -3,6 +3,10 @@
  * error that names the variable, what was wrong and what to give instead.
  *
  *   SCALE_DEVICES        device counts of the sweep (1,2,4,8,16); the server has the largest
+ *   SCALE_SERVERS        layouts to compare, interleaved (1,2): 1 = one server with every device;
+ *                        k = k servers, device i on server i mod k (one process per group of
+ *                        devices: what more cores give without changing the server). The soak
+ *                        uses the first
  *   SCALE_SIZES          SDU sizes in bytes (64,4000)
  *   SCALE_SECONDS        measured window per count and size (3), after a warm-up
  *   SCALE_QUEUE_SIZE     the front-ends' queue size (256, as bench:datapath)
@@ -19,6 +23,7 @@ export class ScaleSettingsError extends Error {
 
 export interface ScaleSettings {
   devices: number[];
+  servers: number[];
   sizes: number[];
   seconds: number;
   queueSize: number;
@@ -56,6 +61,7 @@ function num(env: NodeJS.ProcessEnv, name: string, fallback: number, lo: number,
 
 export function readScaleSettings(env: NodeJS.ProcessEnv = process.env): ScaleSettings {
   const devices = intList(env, 'SCALE_DEVICES', [1, 2, 4, 8, 16], 1, MAX_DEVICES);
+  const servers = intList(env, 'SCALE_SERVERS', [1, 2], 1, 8);
   const sizes = intList(env, 'SCALE_SIZES', [64, 4000], 1, MAX_SIZE);
   const seconds = num(env, 'SCALE_SECONDS', 3, 0.5, 60, false);
   const queueSize = num(env, 'SCALE_QUEUE_SIZE', 256, 2, 1024, true);
@@ -64,5 +70,5 @@ export function readScaleSettings(env: NodeJS.ProcessEnv = process.env): ScaleSe
   const soakSeconds = num(env, 'SCALE_SOAK_SECONDS', 0, 0, 86400, true);
   const soakInterval = num(env, 'SCALE_SOAK_INTERVAL', 10, 1, 600, true);
   if (soakSeconds > 0 && soakSeconds < soakInterval) throw new ScaleSettingsError(`SCALE_SOAK_SECONDS=${soakSeconds} is shorter than SCALE_SOAK_INTERVAL=${soakInterval}: the soak would take no sample; give at least one interval`);
-  return { devices: [...devices].sort((a, b) => a - b), sizes, seconds, queueSize, repeats, soakSeconds, soakInterval };
+  return { devices: [...devices].sort((a, b) => a - b), servers, sizes, seconds, queueSize, repeats, soakSeconds, soakInterval };
 }
