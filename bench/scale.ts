@@ -111,6 +111,13 @@ function rssBytes(pid: number): number {
   return Number(m[1]) * 1024;
 }
 
+/** RssAnon (the heap, buffers: the server's own) and RssShmem (guest memory pages it touched). */
+function rssSplit(pid: number): { anon: number; shmem: number } {
+  const st = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+)\\s+kB`, 'm').exec(st)?.[1] ?? Number.NaN) * 1024;
+  return { anon: kb('RssAnon'), shmem: kb('RssShmem') };
+}
+
 const mb = (b: number): string => (b / 1024 / 1024).toFixed(1);
 
 // ---------------------------------------------------------------------------------------------
@@ -340,6 +347,9 @@ async function sweep(s: ScaleSettings, layouts: Layout[]): Promise<Cell[]> {
 interface SoakSample {
   t: number;
   rss: number;
+  /** Summed RssAnon and RssShmem of the layout's servers. */
+  anon: number;
+  shmem: number;
   serverCpuPct: number;
   load1: number;
 }
@@ -353,11 +363,12 @@ async function soak(s: ScaleSettings, l: Layout): Promise<{ samples: SoakSample[
   const sample = (): void => {
     const now = Date.now();
     const cpu = layoutCpu(l);
-    const x: SoakSample = { t: (now - start) / 1000, rss: layoutRss(l).reduce((a, b) => a + b, 0), serverCpuPct: now > lastT ? ((cpu - lastCpu) / ((now - lastT) / 1000)) * 100 : 0, load1: load1() };
+    const split = pids(l).map(rssSplit);
+    const x: SoakSample = { t: (now - start) / 1000, rss: layoutRss(l).reduce((a, b) => a + b, 0), anon: split.reduce((a, b) => a + b.anon, 0), shmem: split.reduce((a, b) => a + b.shmem, 0), serverCpuPct: now > lastT ? ((cpu - lastCpu) / ((now - lastT) / 1000)) * 100 : 0, load1: load1() };
     lastCpu = cpu;
     lastT = now;
     samples.push(x);
-    say(`  t=${pad(x.t.toFixed(0), 4)} s  RSS ${pad(mb(x.rss), 6)} MB  server CPU ${pad(x.serverCpuPct.toFixed(0), 3)}%  load ${x.load1.toFixed(2)}`);
+    say(`  t=${pad(x.t.toFixed(0), 4)} s  RSS ${pad(mb(x.rss), 6)} MB (anon ${pad(mb(x.anon), 6)}, guest memory ${pad(mb(x.shmem), 5)})  server CPU ${pad(x.serverCpuPct.toFixed(0), 3)}%  load ${x.load1.toFixed(2)}`);
   };
   sample();
   const timer = setInterval(sample, s.soakInterval * 1000);
@@ -431,9 +442,11 @@ async function main(): Promise<void> {
     const perMin = (tr.slope / 1024 / 1024) * 60;
     say('');
     say(`soak ${n} devices, ${s.soakSeconds} s, ${samples.length} samples: RSS start ${mb(tr.start)} MB, peak ${mb(tr.peak)} MB, end ${mb(tr.end)} MB; slope ${perMin >= 0 ? '+' : ''}${perMin.toFixed(3)} MB/min (fitted ${mb(growth)} MB over the run)`);
+    const anon = trend(samples.map((x) => ({ x: x.t, y: x.anon })));
+    say(`  of it RssAnon (heap and buffers, without the guest memory mapped from the front-ends): start ${mb(anon.start)} MB, peak ${mb(anon.peak)} MB, end ${mb(anon.end)} MB, slope ${((anon.slope / 1024 / 1024) * 60).toFixed(3)} MB/min`);
     say(`  peak < 150 MB: ${under ? 'yes' : 'NO'}; flat (fitted growth < max(5 MB, 5% of start)): ${flat ? 'yes' : 'NO'}`);
     say(`  median aggregate ${Math.round(pps).toLocaleString('en-US')} round trips/s over ${windows.length} windows (sizes ${s.sizes.join(',')} B alternating); server CPU median ${median(samples.slice(1).map((x) => x.serverCpuPct)).toFixed(0)}%; load ${loadText()}`);
-    writeFileSync(join(outDir, 'scale-soak.json'), JSON.stringify({ benchmark: 'scale-soak', ...common, devices: n, servers: kinds[0], trend: tr, fittedGrowth: growth, flat, under150MB: under, samples, windows }, null, 2) + '\n');
+    writeFileSync(join(outDir, 'scale-soak.json'), JSON.stringify({ benchmark: 'scale-soak', ...common, devices: n, servers: kinds[0], trend: tr, anonTrend: anon, fittedGrowth: growth, flat, under150MB: under, samples, windows }, null, 2) + '\n');
     say(`results written to ${join(outDir, 'scale-soak.json')}`);
     failed = windows.some((w) => w.errors > 0);
   } else {
