@@ -193,9 +193,9 @@ function killAll(): void {
   for (const c of liveChildren) c.kill('SIGKILL');
 }
 
-async function startServer(sockets: string[], dir: string): Promise<ChildProcess> {
+async function startServer(sockets: string[], dir: string, nodeFlags: readonly string[]): Promise<ChildProcess> {
   if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run npm run build (npm run bench:scale does)`);
-  const args = [CLI, 'serve', '--restart', 'off', '--no-ipc', '--metrics-listen', '127.0.0.1:0', '--log-level', 'warn', '--echo-channel', String(ECHO_CHANNEL), ...sockets.flatMap((s) => ['--socket', s])];
+  const args = [...nodeFlags, CLI, 'serve', '--restart', 'off', '--no-ipc', '--metrics-listen', '127.0.0.1:0', '--log-level', 'warn', '--echo-channel', String(ECHO_CHANNEL), ...sockets.flatMap((s) => ['--socket', s])];
   const server = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit'], cwd: dir, env: { ...process.env, NOTIFY_SOCKET: '' } });
   liveChildren.add(server);
   let exited: number | null | undefined;
@@ -386,10 +386,10 @@ async function soak(s: ScaleSettings, l: Layout): Promise<{ samples: SoakSample[
 }
 
 /** Start a layout: `k` servers, device i on server i mod k, and one connected front-end per device. */
-async function startLayout(k: number, n: number, dir: string, maxSize: number, queueSize: number): Promise<Layout> {
+async function startLayout(k: number, n: number, dir: string, maxSize: number, queueSize: number, nodeFlags: readonly string[]): Promise<Layout> {
   const sockets = Array.from({ length: n }, (_, i) => join(dir, `s${k}-dev${i}.sock`));
   const servers: ChildProcess[] = [];
-  for (let j = 0; j < k; j++) servers.push(await startServer(sockets.filter((_, i) => i % k === j), dir));
+  for (let j = 0; j < k; j++) servers.push(await startServer(sockets.filter((_, i) => i % k === j), dir, nodeFlags));
   const idle = servers.map((p) => rssBytes(p.pid!));
   const fes: Frontend[] = [];
   for (let i = 0; i < n; i++) fes.push(await Frontend.start(i, sockets[i]!, maxSize, queueSize));
@@ -424,9 +424,9 @@ async function main(): Promise<void> {
   const mode = soaking
     ? `soak: ${n} devices on ${kinds[0]} server${kinds[0] === 1 ? '' : 's'} at full rate for ${s.soakSeconds} s, RSS every ${s.soakInterval} s`
     : `counts ${s.devices.join(',')} × sizes ${s.sizes.join(',')} B × ${s.seconds} s on ${kinds.join(' and ')} server${kinds.length === 1 && kinds[0] === 1 ? '' : 's'}, ${s.repeats} interleaved sweeps`;
-  say(`vmpi scale benchmark: vmpi serve (--restart off), ${n} devices, one front-end process each; ${mode}; queue size ${s.queueSize}; ${cpus().length} CPUs; load ${loadText()}`);
+  say(`vmpi scale benchmark: vmpi serve (--restart off), ${n} devices, one front-end process each; ${mode}; queue size ${s.queueSize}${s.serverNodeFlags.length ? `; server node flags ${s.serverNodeFlags.join(' ')}` : ''}; ${cpus().length} CPUs; load ${loadText()}`);
   const layouts: Layout[] = [];
-  for (const k of kinds) layouts.push(await startLayout(k, n, dir, maxSize, s.queueSize));
+  for (const k of kinds) layouts.push(await startLayout(k, n, dir, maxSize, s.queueSize, s.serverNodeFlags));
 
   const outDir = join(ROOT, 'bench-results');
   mkdirSync(outDir, { recursive: true });

@@ -14,6 +14,8 @@
  *   SCALE_SOAK_SECONDS   0 (default): the sweep. N > 0: the soak instead, the largest count at
  *                        full rate for N seconds, the server's RSS sampled every interval
  *   SCALE_SOAK_INTERVAL  seconds between RSS samples in the soak (10)
+ *   SCALE_SERVER_NODE_FLAGS  Node flags for the servers only, space-separated, each --name or
+ *                        --name=value (e.g. --max-semi-space-size=2: V8's young generation)
  */
 
 export class ScaleSettingsError extends Error {
@@ -30,6 +32,7 @@ export interface ScaleSettings {
   repeats: number;
   soakSeconds: number;
   soakInterval: number;
+  serverNodeFlags: string[];
 }
 
 /** The most devices one server gets (one front-end process each). */
@@ -70,5 +73,8 @@ export function readScaleSettings(env: NodeJS.ProcessEnv = process.env): ScaleSe
   const soakSeconds = num(env, 'SCALE_SOAK_SECONDS', 0, 0, 86400, true);
   const soakInterval = num(env, 'SCALE_SOAK_INTERVAL', 10, 1, 600, true);
   if (soakSeconds > 0 && soakSeconds < soakInterval) throw new ScaleSettingsError(`SCALE_SOAK_SECONDS=${soakSeconds} is shorter than SCALE_SOAK_INTERVAL=${soakInterval}: the soak would take no sample; give at least one interval`);
-  return { devices: [...devices].sort((a, b) => a - b), servers, sizes, seconds, queueSize, repeats, soakSeconds, soakInterval };
+  const rawFlags = env.SCALE_SERVER_NODE_FLAGS?.trim() ?? '';
+  const serverNodeFlags = rawFlags === '' ? [] : rawFlags.split(/\s+/);
+  for (const f of serverNodeFlags) if (!/^--[a-z][a-z0-9-]*(=[A-Za-z0-9._,-]+)?$/.test(f)) throw new ScaleSettingsError(`SCALE_SERVER_NODE_FLAGS=${rawFlags}: "${f}" is not a Node flag of the form --name or --name=value`);
+  return { devices: [...devices].sort((a, b) => a - b), servers, sizes, seconds, queueSize, repeats, soakSeconds, soakInterval, serverNodeFlags };
 }
