@@ -434,18 +434,21 @@ async function main(): Promise<void> {
   let failed = false;
   if (soaking) {
     const { samples, windows } = await soak(s, layouts[0]!);
-    const tr = trend(samples.map((x) => ({ x: x.t, y: x.rss })));
+    // The first sample is taken before the traffic starts (the idle server): the trend is of the
+    // samples at full rate.
+    const busy = samples.slice(1);
+    const tr = trend(busy.map((x) => ({ x: x.t, y: x.rss })));
     const growth = tr.slope * s.soakSeconds;
     const flat = Math.abs(growth) < Math.max(5 * 1024 * 1024, 0.05 * tr.start);
     const under = tr.peak < 150 * 1024 * 1024;
     const pps = median(windows.map((w) => w.pps));
     const perMin = (tr.slope / 1024 / 1024) * 60;
     say('');
-    say(`soak ${n} devices, ${s.soakSeconds} s, ${samples.length} samples: RSS start ${mb(tr.start)} MB, peak ${mb(tr.peak)} MB, end ${mb(tr.end)} MB; slope ${perMin >= 0 ? '+' : ''}${perMin.toFixed(3)} MB/min (fitted ${mb(growth)} MB over the run)`);
-    const anon = trend(samples.map((x) => ({ x: x.t, y: x.anon })));
+    say(`soak ${n} devices, ${s.soakSeconds} s, ${busy.length} samples at full rate (idle before: ${mb(samples[0]!.rss)} MB): RSS start ${mb(tr.start)} MB, peak ${mb(tr.peak)} MB, end ${mb(tr.end)} MB; slope ${perMin >= 0 ? '+' : ''}${perMin.toFixed(3)} MB/min (fitted ${mb(growth)} MB over the run)`);
+    const anon = trend(busy.map((x) => ({ x: x.t, y: x.anon })));
     say(`  of it RssAnon (heap and buffers, without the guest memory mapped from the front-ends): start ${mb(anon.start)} MB, peak ${mb(anon.peak)} MB, end ${mb(anon.end)} MB, slope ${((anon.slope / 1024 / 1024) * 60).toFixed(3)} MB/min`);
     say(`  peak < 150 MB: ${under ? 'yes' : 'NO'}; flat (fitted growth < max(5 MB, 5% of start)): ${flat ? 'yes' : 'NO'}`);
-    say(`  median aggregate ${Math.round(pps).toLocaleString('en-US')} round trips/s over ${windows.length} windows (sizes ${s.sizes.join(',')} B alternating); server CPU median ${median(samples.slice(1).map((x) => x.serverCpuPct)).toFixed(0)}%; load ${loadText()}`);
+    say(`  median aggregate ${Math.round(pps).toLocaleString('en-US')} round trips/s over ${windows.length} windows (sizes ${s.sizes.join(',')} B alternating); server CPU median ${median(busy.map((x) => x.serverCpuPct)).toFixed(0)}%; load ${loadText()}`);
     writeFileSync(join(outDir, 'scale-soak.json'), JSON.stringify({ benchmark: 'scale-soak', ...common, devices: n, servers: kinds[0], trend: tr, anonTrend: anon, fittedGrowth: growth, flat, under150MB: under, samples, windows }, null, 2) + '\n');
     say(`results written to ${join(outDir, 'scale-soak.json')}`);
     failed = windows.some((w) => w.errors > 0);
