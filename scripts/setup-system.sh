@@ -5,7 +5,7 @@
 # libvirt (test/libvirt-qemu.test.ts boots the shipped domain), dkms (test/guest-dkms.test.ts
 # builds the guest driver's DKMS package), debootstrap (scripts/systemd-rootfs.sh builds the
 # rootfs the tests run a real systemd in) and promtool (Debian's prometheus package), which the
-# demo and a plain install do not need.
+# demo and a plain install do not need; with VMPI_BENCH_DPDK=1 dpdk-dev (bench:datapath's testpmd).
 # Safe to run again: it only acts on what is missing.
 set -euo pipefail
 
@@ -49,6 +49,11 @@ pkgs=(build-essential python3 make g++ busybox-static cpio kmod iproute2 xz-util
 if [ "${VMPI_TEST_TOOLS:-0}" = 1 ]; then pkgs+=(libvirt-daemon-system dkms debootstrap prometheus); fi
 # tmux: test/top-tmux.test.ts runs `vmpi top` in a detached tmux session, as a person would.
 if [ "${VMPI_TEST_TOOLS:-0}" = 1 ]; then pkgs+=(tmux); fi
+# dpdk-dev: dpdk-testpmd, the comparison bench:datapath runs when it is on PATH. Opt-in with
+# VMPI_BENCH_DPDK=1, not part of the test tools: no test needs it, and Debian 12 ships testpmd only
+# in dpdk-dev, which pulls in every PMD and its -dev packages (about 160 MB installed, measured with
+# apt-get install -s). The bench skips DPDK with a line saying so when testpmd is missing.
+if [ "${VMPI_BENCH_DPDK:-0}" = 1 ]; then pkgs+=(dpdk-dev); fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

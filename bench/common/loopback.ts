@@ -8,6 +8,10 @@
  * queue-0 buffer (host → guest), and the front-end counts round trips. Event-driven on both
  * sides (kick and call eventfds with VIRTIO_RING_F_EVENT_IDX), no busy polling; the tx buffers
  * are filled once (this measures the back-end, not the guest writing data).
+ *
+ * With a frame header (bench:scale: the le32 VMPI channel id of an echo channel, so the real
+ * VmpiDevice and EchoResponder of `vmpi serve` send every SDU back), every tx buffer starts with
+ * those bytes and carries `size` bytes after them; the counts and Gb/s are of the `size` bytes.
  */
 import { VhostUserFrontend } from '../../test/frontend/frontend.js';
 import { GuestMemoryImage } from '../../test/frontend/guest-memory.js';
@@ -46,6 +50,7 @@ export class LoopbackFrontend {
     private readonly rx: DriverQueue,
     private readonly tx: DriverQueue,
     private readonly slotBytes: number,
+    private readonly header: Uint8Array,
   ) {
     const qs = tx.size;
     this.txSlots = new Float64Array(qs);
@@ -55,6 +60,7 @@ export class LoopbackFrontend {
     for (let i = 0; i < qs; i++) this.rxSlots[i] = mem.alloc(slotBytes, 64);
     const fill = new Uint8Array(slotBytes);
     for (let k = 0; k < slotBytes; k++) fill[k] = k & 0xff;
+    fill.set(header, 0);
     for (let i = 0; i < qs; i++) mem.write(this.txSlots[i]!, fill);
     // Keep every rx buffer posted.
     for (let i = 0; i < qs; i++) rx.addBuffer(this.rxSlots[i]!, slotBytes, true, i);
@@ -64,13 +70,16 @@ export class LoopbackFrontend {
     tx.onCall(this.pump);
   }
 
-  /** Connect to the loopback back-end at `path`: queues of `queueSize`, buffers of `maxSize` bytes. */
-  static async connect(path: string, maxSize: number, queueSize: number): Promise<LoopbackFrontend> {
-    const slotBytes = Math.ceil(maxSize / 64) * 64;
+  /**
+   * Connect to the loopback back-end at `path`: queues of `queueSize`, buffers of `maxSize` bytes
+   * (plus the header's, when `header` is given: it leads every tx buffer).
+   */
+  static async connect(path: string, maxSize: number, queueSize: number, header: Uint8Array = new Uint8Array(0)): Promise<LoopbackFrontend> {
+    const slotBytes = Math.ceil((maxSize + header.byteLength) / 64) * 64;
     const mem = new GuestMemoryImage(2 * queueSize * slotBytes + 8 * 1024 * 1024, 'vmpi-bench-guest');
     const fe = new VhostUserFrontend(path, { timeoutMs: 5000 });
     const hs = await fe.handshake({ memory: mem, queues: [{ size: queueSize }, { size: queueSize }] });
-    return new LoopbackFrontend(fe, mem, hs.queues[RX_QUEUE]!, hs.queues[TX_QUEUE]!, slotBytes);
+    return new LoopbackFrontend(fe, mem, hs.queues[RX_QUEUE]!, hs.queues[TX_QUEUE]!, slotBytes, header);
   }
 
   private readonly onTx = (token: number): void => {
@@ -79,7 +88,7 @@ export class LoopbackFrontend {
 
   private readonly onRx = (token: number, len: number): void => {
     this.received++;
-    if (len !== this.size) this.errors++;
+    if (len !== this.size + this.header.byteLength) this.errors++;
     this.rx.addBuffer(this.rxSlots[token]!, this.slotBytes, true, token);
   };
 
@@ -95,7 +104,7 @@ export class LoopbackFrontend {
         if (this.sending) {
           while (this.txFreeTop > 0) {
             const slot = this.txFree[--this.txFreeTop]!;
-            tx.addBuffer(this.txSlots[slot]!, this.size, false, slot);
+            tx.addBuffer(this.txSlots[slot]!, this.size + this.header.byteLength, false, slot);
             this.sent++;
           }
           tx.publish();
@@ -117,7 +126,7 @@ export class LoopbackFrontend {
   /** Round trips of `size` bytes for `seconds` after a warm-up of `warmupMs`; then waits until idle. */
   async measure(size: number, seconds: number, warmupMs = Math.min(1000, (seconds * 1000) / 5)): Promise<LoopbackResult> {
     const { rx, tx } = this;
-    if (size > this.slotBytes) throw new Error(`size ${size} exceeds the buffers of ${this.slotBytes} bytes`);
+    if (size + this.header.byteLength > this.slotBytes) throw new Error(`size ${size} exceeds the buffers of ${this.slotBytes} bytes`);
     this.size = size;
     this.sent = 0;
     this.received = 0;
