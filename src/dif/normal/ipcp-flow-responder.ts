@@ -9,18 +9,26 @@
  * listed and ended by ipcp-flows.ts (`ResponderFlows`).
  */
 import { randomInt } from 'node:crypto';
-import { DifError, type AcceptOptions, type DeallocationCause, type Flow, type QosSpec } from '../api.js';
+import { DifError, type AcceptOptions, type DeallocationCause, type Flow, type FlowRequestHandler, type QosSpec } from '../api.js';
 import type { AppName } from '../naming.js';
 import type { FlowRequest as FaRequest } from './cdap-objects.js';
 import { cubeById } from './efcp/index.js';
 import type { FlowDecision } from './flow-alloc.js';
 import { NormalFlowRequest, type NormalFlow, type NormalRequestOwner } from './ipcp-flow.js';
 import { REASON_UNKNOWN_APPLICATION } from './ipcp-flow-errors.js';
-import type { FlowHost } from './ipcp-flows.js';
+
+/** What the responder needs from its IPC process (ipcp-flows.ts' FlowHost has it all). */
+export interface ResponderHost {
+  readonly difName: string;
+  readonly maxSdu: number;
+  readonly closed: boolean;
+  registration(app: AppName): { readonly appName: AppName; readonly key: string; readonly handler: FlowRequestHandler } | undefined;
+  emit(event: 'flowAllocated', flow: Flow): void;
+}
 
 /** What the responder needs from the flows of its IPC process. */
 export interface ResponderFlows {
-  readonly h: FlowHost;
+  readonly h: ResponderHost;
   readonly stats: { incomingRequests: number; incomingAccepted: number; incomingRejected: number; flowsAllocated: number };
   /** A new flow, listed under a fresh port-id. */
   newFlow(localApp: AppName, remoteApp: AppName, qos: QosSpec): NormalFlow;
@@ -32,7 +40,7 @@ export class FlowResponder implements NormalRequestOwner {
 
   constructor(private readonly f: ResponderFlows) {}
 
-  private get h(): FlowHost {
+  private get h(): ResponderHost {
     return this.f.h;
   }
 
