@@ -224,6 +224,15 @@ t.test('check-config', async (t) => {
   const ru = await run(['check-config', udpOnly]);
   t.equal(ru.code, 0, ru.stderr);
   t.equal(ru.stdout, `${udpOnly}: ok: no device, metrics off, shim-udp DIF udp.lo on 127.0.0.1:7300, normal DIF n.DIF (member)\n`);
+  // A member of a mesh: it enrolls others and keeps further neighbours; a bad neighbour is one line.
+  const mesh = file('mesh.json', '{"metrics": {"enabled": false}, "shimUdp": {"dif": "udp.lo", "bind": "127.0.0.1:7300"}, "normal": {"dif": "n.DIF", "role": "member", "acceptEnrollment": true, "neighbours": [{"name": "c.n", "dif": "udp.lo"}]}}');
+  const rmesh = await run(['check-config', mesh]);
+  t.equal(rmesh.code, 0, rmesh.stderr);
+  t.equal(rmesh.stdout, `${mesh}: ok: no device, metrics off, shim-udp DIF udp.lo on 127.0.0.1:7300, normal DIF n.DIF (member, enrolls others, 1 neighbour)\n`);
+  const badMesh = file('badmesh.json', '{"metrics": {"enabled": false}, "shimUdp": {"dif": "udp.lo", "bind": "127.0.0.1:7300"}, "normal": {"dif": "n.DIF", "role": "member", "neighbours": [{"name": "c.n", "dif": "udp.l0"}]}}');
+  const rbm = await run(['check-config', badMesh]);
+  t.equal(rbm.code, 1);
+  t.equal(rbm.stderr, `${badMesh}: normal.neighbours[0].dif: "udp.l0" is not a lower DIF of this process; use "udp.lo" or a device's "hv.vmpi-<VMPI-id>"\n`, 'one line naming the field');
   // So is a shim DIF over Ethernet.
   const ethOnly = file('eth.json', '{"metrics": {"enabled": false}, "shimEth": {"dif": "eth.v100", "interface": "eth0", "vlan": 100}}');
   const rx = await run(['check-config', ethOnly]);

@@ -279,9 +279,30 @@ t.test('the normal DIF: a name is enough; difs entries of type normal say the sa
   t.same(one('normal: {}\n'), ['normal.dif: is required but missing']);
   t.same(one('normal: { dif: "" }\n'), ['normal.dif: "" is too short (at least 1 characters)']);
   t.same(one('normal: { dif: n.DIF, maxPduSize: 100 }\n'), ['normal.maxPduSize: 100 is below the minimum 1024']);
-  t.same(one('normal: { dif: n.DIF, nmae: x }\n'), ['normal.nmae: unknown field (did you mean "name"?); known fields here: dif, name, enroller, maxPduSize, role']);
+  t.same(one('normal: { dif: n.DIF, nmae: x }\n'), ['normal.nmae: unknown field (did you mean "name"?); known fields here: dif, name, enroller, maxPduSize, role, acceptEnrollment, neighbours']);
   t.same(one('normal: { dif: n.DIF, name: "a/b/c/d/e" }\n'), ['normal.name: "a/b/c/d/e" is not an IPC process name: "a/b/c/d/e" has 5 components; an application name has at most 4 (apn/api/aen/aei)']);
   t.same(one('normal: { dif: a.DIF }\ndifs:\n  - { name: b.DIF, type: normal }\n'), ['difs[0].name: "b.DIF": only one normal DIF is supported, and normal.dif already declares "a.DIF"']);
+});
+
+t.test('the normal DIF as a mesh: acceptEnrollment and neighbours, each problem on one line naming the field', async (t) => {
+  const one = problems;
+  const parse = (yaml: string) => parseConfig(yaml, { format: 'yaml' });
+  const udp = 'shimUdp: { dif: udp.lo, bind: "127.0.0.1:7300" }\n';
+  t.same(
+    parse(`${udp}normal:\n  dif: n.DIF\n  name: b.n\n  role: member\n  enroller: a.n\n  acceptEnrollment: true\n  neighbours:\n    - { name: c.n, dif: udp.lo }\n    - { name: d.n, dif: hv.vmpi-3 }\n`).normal,
+    { dif: 'n.DIF', name: 'b.n', role: 'member', enroller: 'a.n', acceptEnrollment: true, neighbours: [{ name: 'c.n', dif: 'udp.lo' }, { name: 'd.n', dif: 'hv.vmpi-3' }] },
+    'a member that enrolls others, with two further neighbours',
+  );
+  t.same(one('normal: { dif: n.DIF, acceptEnrollment: yes }\n'), ['normal.acceptEnrollment: "yes" is a string, expected a boolean']);
+  t.same(one('normal: { dif: n.DIF, neighbours: [{ name: c.n }] }\n'), ['normal.neighbours[0].dif: is required but missing']);
+  t.same(one('normal: { dif: n.DIF, neighbours: [{ name: c.n, dif: hv.vmpi-1, cost: 2 }] }\n'), ['normal.neighbours[0].cost: unknown field; known fields here: name, dif']);
+  t.same(one(`${udp}normal: { dif: n.DIF, neighbours: [{ name: c.n, dif: udp.l0 }] }\n`), ['normal.neighbours[0].dif: "udp.l0" is not a lower DIF of this process; use "udp.lo" or a device\'s "hv.vmpi-<VMPI-id>"']);
+  t.same(one('normal: { dif: n.DIF, neighbours: [{ name: c.n, dif: eth0 }] }\n'), ['normal.neighbours[0].dif: "eth0" is not a lower DIF of this process; use a device\'s "hv.vmpi-<VMPI-id>" (no shimUdp or shimEth DIF is configured)']);
+  t.same(one('normal: { dif: n.DIF, neighbours: [{ name: "a/b/c/d/e", dif: hv.vmpi-1 }] }\n'), ['normal.neighbours[0].name: "a/b/c/d/e" is not an IPC process name: "a/b/c/d/e" has 5 components; an application name has at most 4 (apn/api/aen/aei)']);
+  t.same(one('normal: { dif: n.DIF, name: b.n, neighbours: [{ name: b.n, dif: hv.vmpi-1 }] }\n'), ['normal.neighbours[0].name: "b.n" is this IPC process itself (normal.name); name another member']);
+  t.same(one('normal: { dif: n.DIF, role: member, neighbours: [{ name: n.DIF.host, dif: hv.vmpi-1 }] }\n'), ['normal.neighbours[0].name: "n.DIF.host" is the enroller this member enrolls to already (normal.enroller); list further members only']);
+  t.same(one('normal: { dif: n.DIF, neighbours: [{ name: c.n, dif: hv.vmpi-1 }, { name: c.n, dif: hv.vmpi-1 }] }\n'), ['normal.neighbours[1]: "c.n" over "hv.vmpi-1" is already listed at normal.neighbours[0]; list each neighbour once']);
+  for (const p of one(`${udp}normal: { dif: n.DIF, name: b.n, neighbours: [{ name: b.n, dif: udp.l0 }, { name: c.n, dif: zz }, { name: c.n }] }\n`)) t.notMatch(p, /\n/, `one line: ${p}`);
 });
 
 t.test('ipc: the IPC daemon limits', async (t) => {

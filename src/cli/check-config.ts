@@ -31,7 +31,9 @@ export function checkConfig(args: string[]): number {
   for (const w of configWarnings(config.devices.map((d, i) => ({ where: `devices[${i}]`, mode: d.mode })))) process.stderr.write(`${file}: warning: ${w}\n`);
   const ids = config.devices.map((d) => (d.vmpiId === undefined ? 'auto' : String(d.vmpiId)));
   const metrics = config.metrics.enabled ? `metrics on ${formatListenAddress(config.metrics.listen)}` : 'metrics off';
-  const normal = config.normal ? `, normal DIF ${config.normal.dif}${config.normal.role === 'member' ? ' (member)' : ''}` : '';
+  const nc = config.normal;
+  const roles = nc ? [...(nc.role === 'member' ? ['member'] : []), ...(nc.acceptEnrollment ? ['enrolls others'] : []), ...(nc.neighbours?.length ? [`${nc.neighbours.length} neighbour${nc.neighbours.length === 1 ? '' : 's'}`] : [])] : [];
+  const normal = nc ? `, normal DIF ${nc.dif}${roles.length > 0 ? ` (${roles.join(', ')})` : ''}` : '';
   const udp = config.shimUdp ? `, shim-udp DIF ${config.shimUdp.dif} on ${config.shimUdp.bind}` : '';
   const eth = config.shimEth ? `, shim-eth DIF ${config.shimEth.dif} on ${config.shimEth.interface}${config.shimEth.vlan !== undefined ? ` VLAN ${config.shimEth.vlan}` : ''}` : '';
   const devices = n === 0 ? 'no device' : `${n} device${n === 1 ? '' : 's'} (VMPI-ids ${ids.join(', ')})`;

@@ -40,7 +40,10 @@
  * The normal DIF: `vmpi serve` runs its enroller (IPCP name `<dif>.host`, or normal.name) over
  * every device's shim DIF; `vmpi guest --config FILE` (or --normal-dif) runs a member that
  * enrolls through its shim DIF to normal.enroller (default `<dif>.host`). Only the DIF name is
- * required; maxPduSize (default 65536) must be the same on every member.
+ * required; maxPduSize (default 65536) must be the same on every member. A member with
+ * `acceptEnrollment: true` enrolls new members too (serve: on every lower DIF, e.g. its VMs while
+ * it is itself enrolled to another host), and `neighbours: [{ name, dif }]` adds N-1 adjacencies
+ * to further members over named lower DIFs, so the DIF is a mesh (docs/NORMAL-DIF-IPCP.md).
  *
  * The shim DIF over UDP (`shimUdp`: dif, bind IPv4:PORT, peers name → IPv4:PORT, allow, mtu,
  * keepaliveMs, keepaliveTimeoutMs, allocateTimeoutMs): `vmpi serve` runs its IPC process, which
@@ -67,6 +70,7 @@ export {
   type LogLevel,
   type MetricsConfig,
   type NormalConfig,
+  type NormalNeighbourConfig,
   type ShimUdpConfig,
   type ShimEthConfig,
   type VmpiConfig,

@@ -6,7 +6,9 @@
  * listens on every device's shim DIF; in a guest a member named `<dif>.vm<VMPI-id>` (the VMPI-id
  * of its first device: unique among the host's VMs) that enrolls through that device's shim DIF
  * to `<dif>.host`, retrying until the host answers and again whenever the link comes back. Logs
- * enrollment and its failures.
+ * enrollment and its failures. Every normal IPC process listens on all its lower DIFs (it takes
+ * adjacencies there once enrolled, and new members with `acceptEnrollment`), and `neighbours`
+ * name further members by their lower DIF.
  */
 import type { IpcProcess } from '../dif/api.js';
 import { NormalIpcp } from '../dif/normal/ipcp.js';
@@ -34,9 +36,14 @@ export function defaultEnrollerName(dif: string): string {
 export function createNormalIpcp(cfg: NormalConfig, side: NormalSide, lower: readonly IpcProcess[], opts: NormalFactoryOptions): NormalIpcp {
   const log = opts.logger.child({ component: 'normal', dif: cfg.dif });
   if (lower.length === 0) throw new Error(`normal DIF ${cfg.dif}: no shim DIF to run over (no VMPI device)`);
+  const neighbours = (cfg.neighbours ?? []).map((n, i) => {
+    const via = lower.find((l) => l.difName === n.dif);
+    if (!via) throw new Error(`normal.neighbours[${i}].dif: no lower DIF ${JSON.stringify(n.dif)} here (there are ${lower.map((l) => JSON.stringify(l.difName)).join(', ')})`);
+    return { lower: via, name: n.name };
+  });
   let ipcp: NormalIpcp;
   if (side === 'host') {
-    ipcp = new NormalIpcp({ difName: cfg.dif, name: cfg.name ?? defaultEnrollerName(cfg.dif), role: 'enroller', lower: [...lower], maxPduSize: cfg.maxPduSize });
+    ipcp = new NormalIpcp({ difName: cfg.dif, name: cfg.name ?? defaultEnrollerName(cfg.dif), role: 'enroller', lower: [...lower], neighbours, maxPduSize: cfg.maxPduSize, retryMs: opts.retryMs });
   } else {
     const via = lower[0]!;
     ipcp = new NormalIpcp({
@@ -44,6 +51,9 @@ export function createNormalIpcp(cfg: NormalConfig, side: NormalSide, lower: rea
       name: cfg.name ?? `${cfg.dif}.vm${via.address}`,
       role: 'member',
       enroll: { lower: via, enrollerName: cfg.enroller ?? defaultEnrollerName(cfg.dif) },
+      lower: [...lower],
+      acceptEnrollment: cfg.acceptEnrollment,
+      neighbours,
       maxPduSize: cfg.maxPduSize,
       retryMs: opts.retryMs,
     });

@@ -33,6 +33,18 @@ export interface EnrollmentInfo {
   readonly difName: string;
   readonly lowerDifs: readonly string[];
   readonly constants?: DataTransferConstants;
+  /** Enrollee → enroller: already a member at `address` (an adjacency): keep it, assign none. */
+  readonly member?: boolean;
+  /** Enrollee → enroller: it enrolls others and asks for a block of addresses. */
+  readonly wantsPool?: boolean;
+  /** A block of addresses: the one the enrollee held (→), or the one delegated to it (←). */
+  readonly pool?: AddressRange;
+}
+
+/** Addresses first..last inclusive. */
+export interface AddressRange {
+  readonly first: number;
+  readonly last: number;
 }
 
 export interface Neighbour {
@@ -126,6 +138,12 @@ export function constantsMismatch(a: DataTransferConstants, b: DataTransferConst
 export function encodeEnrollmentInfo(v: EnrollmentInfo): Uint8Array {
   const o: Raw = { address: v.address, difName: v.difName, lowerDifs: [...v.lowerDifs] };
   if (v.constants) o.constants = { ...v.constants };
+  if (v.member) o.member = true;
+  if (v.wantsPool) o.wantsPool = true;
+  if (v.pool) {
+    o.poolFirst = v.pool.first;
+    o.poolLast = v.pool.last;
+  }
   return encodeRaw(cdapType('EnrollmentInfo'), o);
 }
 
@@ -134,8 +152,17 @@ export function decodeEnrollmentInfo(bytes: Uint8Array | undefined): EnrollmentI
   const raw = decodeRaw(cdapType('EnrollmentInfo'), bytes, 'enrollment info');
   if (typeof raw.difName !== 'string') throw new CdapError('missing_field', 'enrollment info has no dif_name');
   if (raw.difName.length > MAX_DIF_NAME_LENGTH) throw new CdapError('bad_value', 'enrollment info dif_name is too long');
-  const info = { address: u32(raw, 'address', 'enrollment info'), difName: raw.difName, lowerDifs: difNames(raw, 'lowerDifs', 'enrollment info') };
-  return raw.constants === undefined ? info : { ...info, constants: constantsFromRaw(sub(raw.constants, 'constants')) };
+  const info: { -readonly [K in keyof EnrollmentInfo]: EnrollmentInfo[K] } = { address: u32(raw, 'address', 'enrollment info'), difName: raw.difName, lowerDifs: difNames(raw, 'lowerDifs', 'enrollment info') };
+  if (raw.constants !== undefined) info.constants = constantsFromRaw(sub(raw.constants, 'constants'));
+  if (raw.member === true) info.member = true;
+  if (raw.wantsPool === true) info.wantsPool = true;
+  const first = u32(raw, 'poolFirst', 'enrollment info');
+  const last = u32(raw, 'poolLast', 'enrollment info');
+  if (first !== 0 || last !== 0) {
+    if (first === 0 || last < first) throw new CdapError('bad_value', `enrollment info pool ${first}..${last} is not a range of addresses above 0`);
+    info.pool = { first, last };
+  }
+  return info;
 }
 
 // ---- neighbours and directory entries ------------------------------------------------------

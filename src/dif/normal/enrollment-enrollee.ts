@@ -4,7 +4,8 @@
  *
  * Owns: the steps connect → start (address) → read chunks → stop → operational status, each a
  * request retransmitted (same invoke id) every `timeoutMs` up to `retries` times; the checks on
- * each reply (result, DIF name, data-transfer constants, chunk numbering and bounds); and the
+ * each reply (result, DIF name, data-transfer constants, chunk numbering and bounds; a member
+ * keeping its address gets that address back); and the
  * outcome, an `EnrollmentResult` or an `EnrollmentError` saying which step failed and why.
  * Replies that do not answer the outstanding request (late duplicates) are counted and ignored.
  */
@@ -18,6 +19,7 @@ import {
   encodeEnrollmentInfo,
   encodeOperationalStatus,
   MAX_LIST_ITEMS,
+  type AddressRange,
   type DataTransferConstants,
   type DirectoryEntry,
   type Neighbour,
@@ -49,6 +51,11 @@ export interface EnrolleeOptions {
   readonly lowerDifs?: readonly string[];
   /** An address to ask for (e.g. the one held before a restart); 0 or absent: any. */
   readonly proposedAddress?: number;
+  /** Already a member at `proposedAddress` (an added adjacency): keep it; any other answer fails the enrollment. */
+  readonly keepAddress?: boolean;
+  /** This member enrolls others: ask for a block of addresses (`proposedPool`: the one it held). */
+  readonly wantsPool?: boolean;
+  readonly proposedPool?: AddressRange;
   readonly timeoutMs?: number;
   readonly retries?: number;
   /** First invoke id; default random, so that a new attempt is never taken for a retransmission. */
@@ -67,6 +74,8 @@ export interface EnrollmentResult {
   readonly directory: DirectoryEntry[];
   readonly neighbours: Neighbour[];
   readonly lowerFlows: Uint8Array[];
+  /** The block of addresses delegated to this member (asked for with `wantsPool`), if any. */
+  readonly pool?: AddressRange;
 }
 
 export type EnrolleeState = 'idle' | 'connect' | 'start' | 'read' | 'stop' | 'operational' | 'enrolled' | 'failed';
@@ -81,6 +90,7 @@ export class Enrollee {
   private resolve!: (r: EnrollmentResult) => void;
   private reject!: (e: EnrollmentError) => void;
   private address = 0;
+  private pool: AddressRange | undefined;
   private enroller: AppName;
   private readonly result = { directory: [] as DirectoryEntry[], neighbours: [] as Neighbour[], lowerFlows: [] as Uint8Array[] };
   private chunkTotal = 0;
@@ -193,7 +203,11 @@ export class Enrollee {
         if (m.absSyntax !== ABS_SYNTAX) return this.fail('ERR_ENROLL_BAD_REPLY', `the enroller speaks abstract syntax ${m.absSyntax}, this end ${ABS_SYNTAX}`, true);
         this.enroller = m.src;
         this.state = 'start';
-        const value = encodeEnrollmentInfo({ address: this.opts.proposedAddress ?? 0, difName: this.opts.difName, lowerDifs: this.opts.lowerDifs ?? [], constants: this.opts.constants });
+        const o = this.opts;
+        const value = encodeEnrollmentInfo({
+          address: o.proposedAddress ?? 0, difName: o.difName, lowerDifs: o.lowerDifs ?? [], constants: o.constants,
+          ...(o.keepAddress ? { member: true } : {}), ...(o.wantsPool ? { wantsPool: true } : {}), ...(o.proposedPool ? { pool: o.proposedPool } : {}),
+        });
         return this.request({ op: 'M_START', invokeId: this.invoke(), objClass: ENROLLMENT_CLASS, objName: ENROLLMENT_NAME, value });
       }
       case 'start': {
@@ -205,7 +219,9 @@ export class Enrollee {
         const diff = constantsMismatch(this.opts.constants, info.constants);
         if (diff.length) return this.fail('ERR_ENROLL_CONSTANTS', `data-transfer constants differ (ours ≠ the DIF's): ${diff.join(', ')}`, true);
         if (info.address === 0) return this.fail('ERR_ENROLL_BAD_REPLY', 'M_START_R assigns no address', true);
+        if (this.opts.keepAddress && info.address !== this.opts.proposedAddress) return this.fail('ERR_ENROLL_BAD_REPLY', `the neighbour assigned address ${info.address}; this member keeps ${this.opts.proposedAddress}`, true);
         this.address = info.address;
+        this.pool = info.pool;
         this.state = 'read';
         return this.readChunk(0);
       }
@@ -237,7 +253,7 @@ export class Enrollee {
       case 'operational':
         if (this.rejected(m as CdapReply)) return;
         this.state = 'enrolled';
-        this.resolve({ address: this.address, enroller: this.enroller, constants: this.opts.constants, ...this.result });
+        this.resolve({ address: this.address, enroller: this.enroller, constants: this.opts.constants, ...this.result, ...(this.pool ? { pool: this.pool } : {}) });
         return;
       default:
         this.stats.ignored++;

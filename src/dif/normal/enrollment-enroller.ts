@@ -1,10 +1,14 @@
 /**
  * enrollment-enroller.ts — the member side of the normal DIF's enrollment: answers new members on
- * any number of N-1 flows at once, assigns their addresses and hands them the DIF's state.
+ * any number of N-1 flows at once, assigns their addresses and hands them the DIF's state; and
+ * answers members that are already in the DIF and add an adjacency to this one (they keep their
+ * address).
  *
  * Owns: one session per N-1 flow (port), the members this enroller admitted and their addresses
- * (a pool; a member's address is never handed to another while the member is still known — it
- * stays bound through a lost flow for `addressHoldMs`, and a re-enrolling member gets it back),
+ * (address-pool.ts: a member's address is never handed to another while the member is still known
+ * — it stays bound through a lost flow for `addressHoldMs`, and a re-enrolling member gets it
+ * back — nor while routing still reaches it), the blocks of addresses delegated to members that
+ * enroll others (`wantsPool`), a refusal with a reason when this member has no addresses to give,
  * idempotent answers (a retransmitted request, same invoke id, gets the same reply from a small
  * per-session cache), session timeouts, and the checks on what the enrollee sends (DIF name,
  * data-transfer constants). An M_CONNECT with a new invoke id always starts over: from a member
@@ -13,7 +17,8 @@
  */
 import { appNameEquals, appNameKey, type AppName } from '../naming.js';
 import { ABS_SYNTAX, CdapError, replyTo, type CdapConnect, type CdapMessage, type CdapRequest } from './cdap.js';
-import { constantsMismatch, decodeEnrollmentInfo, decodeOperationalStatus, encodeEnrollmentInfo, type DataTransferConstants } from './cdap-objects.js';
+import { constantsMismatch, decodeEnrollmentInfo, decodeOperationalStatus, encodeEnrollmentInfo, type AddressRange, type DataTransferConstants } from './cdap-objects.js';
+import { AddressPool } from './address-pool.js';
 import type { Clock, TimerHandle } from './clock.js';
 import {
   CHUNK_CLASS,
@@ -39,12 +44,14 @@ export interface EnrollerOptions {
   readonly clock: Clock;
   readonly name: AppName;
   readonly difName: string;
-  /** This enroller's own address (never handed out). */
+  /** This enroller's own address (never handed out; 0: not a member yet, every connect is refused). setAddress() changes it. */
   readonly address: number;
   readonly constants: DataTransferConstants;
   readonly lowerDifs?: readonly string[];
-  /** Addresses handed to new members, first..last inclusive. */
-  readonly pool: { readonly first: number; readonly last: number };
+  /** Addresses handed to new members, first..last inclusive (none: it enrolls no new members, only adjacencies; setPool() gives it one). */
+  readonly pool?: AddressRange;
+  /** Addresses routing reaches now: never handed out, nor inside a delegated block. */
+  readonly used?: () => Iterable<number>;
   /** The DIF's state a new member receives, read at its M_START. */
   readonly content: () => EnrollmentContent;
   readonly onEnrolled?: (member: MemberInfo, port: PortId) => void;
@@ -88,12 +95,28 @@ export class Enroller {
   readonly stats = { connects: 0, enrolled: 0, rejected: 0, duplicates: 0, reenrollments: 0, sessionTimeouts: 0, ignored: 0, lost: 0, skippedRecords: 0 };
   private readonly sessions = new Map<PortId, Session>();
   private readonly members = new Map<string, Member>();
-  private readonly byAddress = new Map<number, string>();
-  private cursor: number;
+  private readonly pool: AddressPool;
+  private address: number;
 
   constructor(private readonly opts: EnrollerOptions) {
-    if (!(opts.pool.first >= 1 && opts.pool.last >= opts.pool.first && opts.pool.last <= 0xffffffff)) throw new RangeError(`address pool ${opts.pool.first}..${opts.pool.last} is not a range of u32 addresses above 0`);
-    this.cursor = opts.pool.first;
+    this.address = opts.address;
+    this.pool = new AddressPool(opts.pool, () => this.address, opts.used);
+  }
+
+  /** This enroller's address now (it changes when its IPC process re-enrolls with another). */
+  setAddress(address: number): void {
+    this.address = address;
+  }
+
+  /** The range it assigns from (a block delegated to it at its own enrollment), or none. */
+  setPool(range: AddressRange | undefined): void {
+    const cur = this.pool.current;
+    if (cur?.first === range?.first && cur?.last === range?.last) return;
+    this.pool.setRange(range);
+  }
+
+  get addressRange(): AddressRange | undefined {
+    return this.pool.current;
   }
 
   /** A new N-1 flow on which a member may enroll. */
@@ -127,9 +150,10 @@ export class Enroller {
     return [...this.members.values()].filter((m) => m.state === 'enrolled').map((m) => m.info);
   }
 
-  snapshot(): { members: { name: string; address: number; state: string }[]; sessions: { port: PortId; state: string }[]; stats: Enroller['stats'] } {
+  snapshot(): { pool: AddressRange | undefined; members: { name: string; address: number; state: string; pool?: AddressRange }[]; sessions: { port: PortId; state: string }[]; stats: Enroller['stats'] } {
     return {
-      members: [...this.members.entries()].map(([k, m]) => ({ name: k, address: m.info.address, state: m.state })),
+      pool: this.pool.current,
+      members: [...this.members.entries()].map(([k, m]) => ({ name: k, address: m.info.address, state: m.state, ...(m.info.pool ? { pool: m.info.pool } : {}) })),
       sessions: [...this.sessions.values()].map((s) => ({ port: s.port, state: s.state })),
       stats: { ...this.stats },
     };
@@ -168,7 +192,8 @@ export class Enroller {
     if (!m) return;
     this.opts.clock.clearTimer(m.holdTimer);
     this.members.delete(key);
-    if (this.byAddress.get(m.info.address) === key) this.byAddress.delete(m.info.address);
+    this.pool.unbind(key, m.info.address);
+    this.pool.releaseBlock(key);
   }
 
   private armSessionTimer(s: Session): void {
@@ -241,6 +266,7 @@ export class Enroller {
     this.endSession(s, 're-enrolling');
     s.replies.clear();
     s.connectInvoke = m.invokeId;
+    if (this.address === 0) return this.answer(s, m, reply(-1, `${this.opts.name.processName} is not a member of ${this.opts.difName} yet; try again later`));
     if (m.absSyntax !== ABS_SYNTAX) return this.answer(s, m, reply(-1, `abstract syntax ${m.absSyntax} is not supported; this enroller speaks ${ABS_SYNTAX}`));
     if (!appNameEquals(m.dst, this.opts.name) && !appNameEquals(m.dst, { processName: this.opts.difName })) {
       return this.answer(s, m, reply(-1, `this is ${this.opts.name.processName} of DIF ${this.opts.difName}, not ${m.dst.processName}`));
@@ -270,19 +296,35 @@ export class Enroller {
     const diff = constantsMismatch(info.constants, this.opts.constants);
     if (diff.length) return this.refuse(s, req, `data-transfer constants differ (enrollee ≠ DIF): ${diff.join(', ')}`);
     const key = s.memberKey!;
-    const address = this.assign(key, info.address);
-    if (address === undefined) return this.refuse(s, req, `address pool ${this.opts.pool.first}..${this.opts.pool.last} is exhausted`);
+    const old = this.members.get(key);
+    let address: number;
+    let block: AddressRange | undefined;
+    if (info.member) {
+      // Already in the DIF (an added adjacency): its address stays; this end assigns nothing.
+      const why = this.claimProblem(key, info.address);
+      if (why) return this.refuse(s, req, why);
+      address = info.address;
+      block = old?.info.pool;
+      if (old && old.info.address !== address) this.pool.unbind(key, old.info.address);
+    } else {
+      const a = this.assign(key, info.address);
+      if (a === undefined) {
+        const r = this.pool.current;
+        return this.refuse(s, req, r ? `address pool ${r.first}..${r.last} is exhausted` : `${this.opts.name.processName} has no addresses to assign in ${this.opts.difName}; enroll through the DIF's enroller or a member that enrolls others (acceptEnrollment)`);
+      }
+      address = a;
+      block = info.wantsPool ? this.pool.delegate(key, info.pool) : undefined;
+    }
     const built = buildChunks(this.opts.content(), this.opts.chunkBytes ?? DEFAULT_CHUNK_BYTES, MAX_ENROLLMENT_CHUNKS);
     if (!built) return this.refuse(s, req, `the DIF's state needs more than ${MAX_ENROLLMENT_CHUNKS} chunks`);
     this.stats.skippedRecords += built.skipped;
     s.chunks = built.chunks;
-    const old = this.members.get(key);
     const name = s.memberName!;
     this.opts.clock.clearTimer(old?.holdTimer);
-    this.members.set(key, { info: { name, address, lowerDifs: info.lowerDifs }, state: old?.state === 'enrolled' ? 'enrolled' : 'enrolling', everEnrolled: old?.everEnrolled ?? false, port: s.port, holdTimer: undefined });
-    this.byAddress.set(address, key);
+    this.members.set(key, { info: { name, address, lowerDifs: info.lowerDifs, ...(block ? { pool: block } : {}) }, state: old?.state === 'enrolled' ? 'enrolled' : 'enrolling', everEnrolled: old?.everEnrolled ?? false, port: s.port, holdTimer: undefined });
+    this.pool.bind(key, address);
     s.state = 'started';
-    const value = encodeEnrollmentInfo({ address, difName: this.opts.difName, lowerDifs: this.opts.lowerDifs ?? [], constants: this.opts.constants });
+    const value = encodeEnrollmentInfo({ address, difName: this.opts.difName, lowerDifs: this.opts.lowerDifs ?? [], constants: this.opts.constants, ...(block ? { pool: block } : {}) });
     this.answer(s, req, replyTo(req, 0, '', value));
   }
 
@@ -314,15 +356,16 @@ export class Enroller {
   private assign(key: string, proposed: number): number | undefined {
     const known = this.members.get(key);
     if (known) return known.info.address;
-    const { first, last } = this.opts.pool;
-    const free = (a: number) => a !== this.opts.address && !this.byAddress.has(a);
-    if (proposed >= first && proposed <= last && free(proposed)) return proposed;
-    const size = last - first + 1;
-    for (let i = 0; i < size; i++) {
-      const a = this.cursor;
-      this.cursor = a >= last ? first : a + 1;
-      if (free(a)) return a;
-    }
+    if (this.pool.isFree(proposed)) return proposed;
+    return this.pool.next();
+  }
+
+  /** Why a member may not keep `address` here (an adjacency enrollment), or undefined. */
+  private claimProblem(key: string, address: number): string | undefined {
+    if (address === 0) return 'an adjacency enrollment must name the address the member has';
+    if (address === this.address) return `address ${address} is this member's own (${this.opts.name.processName}); the enrollee must join with another`;
+    const holder = this.pool.holder(address);
+    if (holder !== undefined && holder !== key) return `address ${address} is held by another member (${holder}) here; the enrollee must join again for an address of its own`;
     return undefined;
   }
 }

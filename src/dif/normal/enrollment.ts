@@ -15,6 +15,7 @@ import {
   MAX_LOWER_FLOW_RECORD_BYTES,
   encodeDirectoryUpdate,
   encodeEnrollmentChunk,
+  type AddressRange,
   type DataTransferConstants,
   type DirectoryEntry,
   type Neighbour,
@@ -83,6 +84,8 @@ export interface MemberInfo {
   readonly name: AppName;
   readonly address: number;
   readonly lowerDifs: readonly string[];
+  /** The block of addresses delegated to it (it enrolls others). */
+  readonly pool?: AddressRange;
 }
 
 /**

@@ -4,28 +4,30 @@
  * flow bound to its CEP-id in the RMT, and the end of flows (by the application, by the other
  * end, or because their member became unreachable: cause 'port_down').
  *
- * Owns: the flow allocator, the flows by port-id and by flow name, incoming requests waiting for
- * their application, the EFCP connections waiting for room in the RMT, and the mapping of flow
- * allocator failures to the IPC API's DifError codes. Everything else it needs (names, the RMT,
+ * Owns: the flow allocator, the flows by port-id and by flow name, the requester side of
+ * allocation, the EFCP connections waiting for room in the RMT, and lingering flows. The
+ * responder side (requests waiting for their application) is ipcp-flow-responder.ts'; the
+ * wording of failed allocations ipcp-flow-errors.ts'. Everything else it needs (names, the RMT,
  * the directory, registrations, sending management messages) comes from its `FlowHost`.
  */
 import { randomInt } from 'node:crypto';
-import { DifError, type AcceptOptions, type AllocateOptions, type DeallocationCause, type Flow, type FlowRequestHandler, type QosRequest, type QosSpec } from '../api.js';
+import { DifError, type AllocateOptions, type DeallocationCause, type Flow, type FlowRequestHandler, type QosRequest, type QosSpec } from '../api.js';
 import { formatAppName, type AppName } from '../naming.js';
 import { nameArg, resolveQos } from '../core/args.js';
 import type { CdapMessage } from './cdap.js';
-import type { FlowRequest as FaRequest } from './cdap-objects.js';
 import { CepAllocator } from './cep-alloc.js';
 import type { Clock } from './clock.js';
 import { EfcpConnection, EfcpError, cubeById, cubeForQos, type CubeChoice } from './efcp/index.js';
-import { FlowAllocError, FlowAllocator, type FlowDecision, type FlowInfo } from './flow-alloc.js';
-import { NormalFlow, NormalFlowRequest, type NormalFlowOwner, type NormalRequestOwner } from './ipcp-flow.js';
+import { FlowAllocator, type FlowInfo } from './flow-alloc.js';
+import { NormalFlow, type NormalFlowOwner } from './ipcp-flow.js';
+import { REASON_UNKNOWN_APPLICATION, faError } from './ipcp-flow-errors.js';
+import { FlowResponder, type ResponderFlows } from './ipcp-flow-responder.js';
 import type { Rmt } from './rmt.js';
 import { addEfcp, newEfcpTotals } from './efcp/totals.js';
 import { Linger, lingerBoundMs, needsLinger, type LingerOutcome } from './flow-linger.js';
 import type { EfcpTotals } from '../core/observe.js';
 
-export const REASON_UNKNOWN_APPLICATION = 'unknown application';
+export { REASON_UNKNOWN_APPLICATION } from './ipcp-flow-errors.js';
 
 /** What the flows need from their IPC process. */
 export interface FlowHost {
@@ -50,7 +52,7 @@ export interface FlowHost {
   emit(event: 'flowDeallocated', flow: Flow, reason: string, cause: DeallocationCause): void;
 }
 
-export class IpcpFlows implements NormalFlowOwner, NormalRequestOwner {
+export class IpcpFlows implements NormalFlowOwner, ResponderFlows {
   readonly stats = {
     flowsAllocated: 0, flowsDeallocated: 0, incomingRequests: 0, incomingAccepted: 0, incomingRejected: 0, dataNoRoute: 0,
     /** Outgoing allocations: asked (past the local checks), allocated, refused by the other end, timed out. */
@@ -65,14 +67,14 @@ export class IpcpFlows implements NormalFlowOwner, NormalRequestOwner {
   private readonly byPort = new Map<number, NormalFlow>();
   private readonly byFaName = new Map<string, NormalFlow>();
   private readonly waitingLower = new Set<EfcpConnection>();
-  private readonly pendingRequests = new Set<NormalFlowRequest>();
+  private readonly responder: FlowResponder = new FlowResponder(this);
   /** Deallocated reliable flows whose EFCP still delivers what it holds, by flow name. */
   private readonly lingering = new Map<string, { flow: NormalFlow; efcp: EfcpConnection; linger: Linger }>();
   private nextPortId = 1;
   /** Inside memberLost: deletions are losses ('port_down'), not the peer's doing. */
   private losing = false;
 
-  constructor(private readonly h: FlowHost) {
+  constructor(readonly h: FlowHost) {
     this.rxQueueLimit = h.rxQueueLimit;
     this.fa = new FlowAllocator({
       clock: h.clock,
@@ -80,7 +82,7 @@ export class IpcpFlows implements NormalFlowOwner, NormalRequestOwner {
       localAddress: () => h.address,
       lookup: (app) => h.lookup(app),
       send: (dst, msg) => h.sendMgmt(dst, msg),
-      onRequest: (fr) => this.onFlowRequest(fr),
+      onRequest: (fr) => this.responder.onFlowRequest(fr),
       onEstablished: (info) => this.establish(info),
       onDeleted: (info, reason) => this.flowDeleted(info, reason),
     });
@@ -99,7 +101,7 @@ export class IpcpFlows implements NormalFlowOwner, NormalRequestOwner {
 
   /** Requests waiting for the application registered as `key` are cancelled (and refused). */
   cancelRequests(key: string | null, reason: string): void {
-    for (const req of [...this.pendingRequests]) if (key === null || req.registrationKey === key) this.settleRequest(req, { accept: false, reason }, reason);
+    this.responder.cancelRequests(key, reason);
   }
 
   /** Deallocate every flow (telling the other ends) with cause 'closed'. */
@@ -181,71 +183,6 @@ export class IpcpFlows implements NormalFlowOwner, NormalRequestOwner {
 
   private resolveQos(q: QosRequest): QosSpec {
     return resolveQos(q, this.h.maxSdu, this.h.difName);
-  }
-
-  // ---- allocation, responder side -------------------------------------------------------------
-
-  private onFlowRequest(fr: FaRequest): FlowDecision | Promise<FlowDecision> {
-    this.stats.incomingRequests++;
-    const reg = this.h.registration(fr.dstApp);
-    const cube = cubeById(fr.qosCube);
-    const maxSdu = fr.maxSdu || this.h.maxSdu;
-    let refusal: string | undefined;
-    if (!reg) refusal = REASON_UNKNOWN_APPLICATION;
-    else if (!cube) refusal = `unknown QoS cube ${fr.qosCube}`;
-    else if (maxSdu > this.h.maxSdu) refusal = `max SDU ${maxSdu} exceeds ${this.h.difName}'s max SDU of ${this.h.maxSdu} bytes at this member`;
-    if (refusal !== undefined || !reg || !cube) {
-      this.stats.incomingRejected++;
-      return { accept: false, reason: refusal ?? 'refused' };
-    }
-    const qos: QosSpec = Object.freeze({ reliable: cube.retransmission, inOrder: cube.inOrder, maxSdu });
-    const req = new NormalFlowRequest(this, this.h.difName, reg.appName, fr.srcApp, qos, reg.key);
-    let sync: FlowDecision | undefined;
-    let later: ((d: FlowDecision) => void) | undefined;
-    req.decide = (accept, x) => {
-      const d: FlowDecision = accept ? { accept: true, port: (x as NormalFlow).portId, initSeq: randomInt(0, 0xffffffff) } : { accept: false, reason: x as string };
-      if (later) later(d);
-      else sync = d;
-    };
-    this.pendingRequests.add(req);
-    try {
-      reg.handler(req);
-    } catch (e) {
-      if (req.state === 'waiting') req.reject(`application error: ${(e as Error)?.message ?? String(e)}`);
-    }
-    if (sync) return sync;
-    return new Promise<FlowDecision>((resolve) => (later = resolve));
-  }
-
-  /** @internal FlowRequest.accept() */
-  acceptIncoming(req: NormalFlowRequest, _opts: AcceptOptions): Flow {
-    if (this.h.closed) throw new DifError('closed', `${this.h.difName}'s IPC process is closed`);
-    const flow = new NormalFlow(this, this.nextPortId++, this.h.difName, req.localApp, req.remoteApp, req.qos);
-    flow.markAllocated();
-    this.byPort.set(flow.portId, flow);
-    this.settleRequest(req, { accept: true, port: flow.portId }, null, flow);
-    this.stats.flowsAllocated++;
-    this.stats.incomingAccepted++;
-    this.h.emit('flowAllocated', flow);
-    // The flow allocator may have given up on the request meanwhile (its accept timeout): then no
-    // data path is ever set up, and the flow ends rather than hang.
-    setImmediate(() => {
-      if (flow.efcp === null && flow.state === 'allocated') this.dropFlow(flow, 'the requester gave up before the flow was set up', 'peer');
-    });
-    return flow;
-  }
-
-  /** @internal FlowRequest.reject() */
-  rejectIncoming(req: NormalFlowRequest, reason: string): void {
-    this.stats.incomingRejected++;
-    this.settleRequest(req, { accept: false, reason: typeof reason === 'string' && reason !== '' ? reason : 'rejected by the application' }, null);
-  }
-
-  private settleRequest(req: NormalFlowRequest, d: FlowDecision, cancel: string | null, flow?: NormalFlow): void {
-    this.pendingRequests.delete(req);
-    if (cancel !== null) req.cancel(cancel);
-    else req.state = d.accept ? 'accepted' : 'rejected';
-    req.decide?.(d.accept, d.accept ? flow! : d.reason);
   }
 
   /** The flow allocator made the flow (either end): set up its EFCP before any data PDU can arrive. */
@@ -358,7 +295,15 @@ export class IpcpFlows implements NormalFlowOwner, NormalRequestOwner {
     else this.dropFlow(flow, reason === 'deleted by the other end' ? 'deallocated by the peer' : reason, 'peer');
   }
 
-  private dropFlow(flow: NormalFlow, reason: string, cause: DeallocationCause, lingering = false): void {
+  /** A flow (either end) listed under a fresh port-id. */
+  newFlow(localApp: AppName, remoteApp: AppName, qos: QosSpec): NormalFlow {
+    const flow = new NormalFlow(this, this.nextPortId++, this.h.difName, localApp, remoteApp, qos);
+    this.byPort.set(flow.portId, flow);
+    return flow;
+  }
+
+  /** @internal The flow ends here (listed no more, its CEP-id unbound unless it lingers). */
+  dropFlow(flow: NormalFlow, reason: string, cause: DeallocationCause, lingering = false): void {
     // Counted once, as it leaves byPort (efcpTotals() counts the flows still in it).
     const listed = this.byPort.get(flow.portId) === flow;
     if (listed) this.byPort.delete(flow.portId);
@@ -410,21 +355,3 @@ export class IpcpFlows implements NormalFlowOwner, NormalRequestOwner {
   }
 }
 
-
-function faError(e: unknown, dst: AppName): DifError {
-  if (e instanceof DifError) return e;
-  if (!(e instanceof FlowAllocError)) return new DifError('rejected', `allocation of a flow to ${formatAppName(dst)} failed: ${(e as Error)?.message ?? String(e)}`);
-  switch (e.code) {
-    case 'ERR_FA_NO_SUCH_APP':
-      return new DifError('rejected', e.message, { peerReason: REASON_UNKNOWN_APPLICATION });
-    case 'ERR_FA_REJECTED':
-      return new DifError('rejected', e.message, { peerReason: e.peerReason ?? e.message });
-    case 'ERR_FA_TIMEOUT':
-      return new DifError('timeout', e.message);
-    case 'ERR_FA_UNREACHABLE':
-    case 'ERR_FA_NO_ADDRESS':
-      return new DifError('port_down', e.message);
-    default:
-      return new DifError('no_free_channel', e.message);
-  }
-}

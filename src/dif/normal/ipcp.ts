@@ -7,12 +7,16 @@
  * registrations, the enrollment roles, and routing's view of neighbours. Management PDUs (CDAP
  * dispatched to enrollment, directory, routing and the flow allocator) are ipcp-mgmt.ts';
  * application flows (allocation, EFCP per flow, their end) ipcp-flows.ts'; their Flow objects
- * ipcp-flow.ts'.
+ * ipcp-flow.ts'; the N-1 flows this IPCP allocates and enrolls over, ipcp-links.ts'.
  *
- * Roles. The enroller holds the address pool, registers its IPCP name in every lower DIF it is
- * given and accepts N-1 flows there (one enrollment session each). A member allocates an N-1 flow
- * through `enroll.lower` to the enroller's IPCP name and enrolls over it, retrying every
- * `retryMs` until it succeeds, and again whenever that N-1 flow is lost.
+ * Roles. The enroller is the DIF's first member: it holds the DIF's address pool. Any IPCP given
+ * `lower` DIFs registers its name there and, once it has an address, accepts N-1 flows (one
+ * enrollment session each): from members adding an adjacency (they keep their address), and from
+ * new members if it has addresses to assign: the enroller, or a member with `acceptEnrollment`,
+ * which is delegated a block of addresses at its own enrollment (docs/NORMAL-DIF-ENROLLMENT.md).
+ * A member allocates an N-1 flow through `enroll.lower` to `enroll.enrollerName` and enrolls over
+ * it, then one to each of its `neighbours`; each is retried every `retryMs` until it succeeds,
+ * and again whenever its N-1 flow is lost. So the members and their N-1 flows form any graph.
  *
  * Loss. A lost N-1 flow (or missed keepalives) takes the neighbour down in routing; members that
  * become unreachable have their flows ended with cause 'port_down' and a reason naming the
@@ -26,18 +30,20 @@
  */
 import { EventEmitter } from 'node:events';
 import { DifError, type AllocateOptions, type DeallocationCause, type Flow, type FlowRequestHandler, type IpcProcess, type QosRequest, type Registration } from '../api.js';
-import { appNameEquals, formatAppName, toAppName, type AppName } from '../naming.js';
+import { formatAppName, type AppName } from '../naming.js';
 import { nameArg } from '../core/args.js';
 import type { EnrollmentState, IpcpCounters, ObservableIpcp } from '../core/observe.js';
 import { Registrations } from '../core/registrations.js';
 import { normalCounters } from './ipcp-counters.js';
-import { realClock, type Clock, type TimerHandle } from './clock.js';
+import { realClock, type Clock } from './clock.js';
 import { Directory, type DirectoryOptions } from './directory.js';
+import type { AddressRange } from './cdap-objects.js';
 import { defaultConstants, type CdapTransport } from './enrollment.js';
-import { Enrollee } from './enrollment-enrollee.js';
+import type { EnrollmentResult } from './enrollment-enrollee.js';
 import { Enroller } from './enrollment-enroller.js';
 import type { CubeChoice } from './efcp/index.js';
 import { IpcpFlows } from './ipcp-flows.js';
+import { IpcpLinks, type LinkHost, type LinkTarget } from './ipcp-links.js';
 import { MgmtPlane, type PortInfo } from './ipcp-mgmt.js';
 import { N1Port } from './n1-port.js';
 import { PCI_LEN } from './pci.js';
@@ -52,13 +58,17 @@ export interface NormalIpcpOptions {
   /** This IPC process's name, registered in the lower DIFs (default `<difName>.<role>`). */
   name?: AppName | string;
   role: 'enroller' | 'member';
-  /** Lower IPC processes whose DIFs this IPCP listens on (its name registered, N-1 flows accepted). Enroller: required. */
+  /** Lower IPC processes whose DIFs this IPCP listens on (its name registered, N-1 flows accepted once it has an address). Enroller: required. */
   lower?: IpcProcess[];
   /** Member: where and to whom to enroll. */
   enroll?: { lower: IpcProcess; enrollerName: AppName | string };
+  /** Member: enroll new members too (on `lower`), with a block of addresses its enroller delegates to it. */
+  acceptEnrollment?: boolean;
+  /** Further members to keep an N-1 adjacency with (after enrolling), each through a lower IPC process. */
+  neighbours?: LinkTarget[];
   /** Enroller: its own address (default 1) and the pool it hands out (default 2..65535). */
   address?: number;
-  pool?: { first: number; last: number };
+  pool?: AddressRange;
   /** The DIF's largest PDU (a DIF-wide constant, checked at enrollment). Default 65536. */
   maxPduSize?: number;
   clock?: Clock;
@@ -107,9 +117,7 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
   private readonly appFlows: IpcpFlows;
   private routing: Routing | undefined;
   private readonly enroller: Enroller | undefined;
-  private enrollee: Enrollee | undefined;
-  private enrollPort: number | undefined;
-  private enrollTimer: TimerHandle | undefined;
+  private readonly links: IpcpLinks;
   private readonly ports = new Map<number, PortInfo>();
   private nextN1 = 1;
   private readonly regs: Registrations<FlowRequestHandler>;
@@ -176,25 +184,26 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
       },
     });
     const constants = defaultConstants(this.maxPduSize);
-    if (o.role === 'enroller') {
-      this.addr = o.address ?? 1;
+    if (o.role === 'member' && !o.enroll) throw new DifError('invalid_argument', 'a member needs enroll: { lower, enrollerName }');
+    if (o.role === 'enroller' || (o.lower?.length ?? 0) > 0) {
       this.enroller = new Enroller({
         clock: this.clock,
         name: this.name,
         difName: this.difName,
-        address: this.addr,
+        address: 0,
         constants,
-        pool: o.pool ?? { first: 2, last: 0xffff },
+        pool: o.role === 'enroller' ? (o.pool ?? { first: 2, last: 0xffff }) : undefined,
+        used: () => this.rmt.forwardingTable().keys(),
         content: () => ({ directory: this.directory.entries(), neighbours: [{ name: this.name, address: this.addr, lowerDifs: [] }], lowerFlows: [] }),
         onEnrolled: (m, port) => this.neighbourUp(Number(port), m.address),
         onLost: (m, port, why) => this.neighbourGone(Number(port), m.address, why), // why: the N-1 flow's end, for the flows' reason
       });
-      this.becomeMember(this.addr);
-    } else if (!o.enroll) {
-      throw new DifError('invalid_argument', 'a member needs enroll: { lower, enrollerName }');
     }
+    this.links = new IpcpLinks(this.linkHost(), o.role === 'member' && o.enroll ? { lower: o.enroll.lower, name: o.enroll.enrollerName } : undefined, o.neighbours);
+    if (o.role === 'enroller') this.becomeMember(o.address ?? 1);
     for (const lower of o.lower ?? []) this.listen(lower);
-    if (o.role === 'member') this.scheduleEnroll(0);
+    this.links.start();
+    if (this.addr !== 0) this.links.addressSet();
   }
 
   get address(): number {
@@ -257,7 +266,8 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
     try {
       this.lowerRegs.push(
         lower.register(this.name, (req) => {
-          if (this.role !== 'enroller' || this.closed) return req.reject(`${formatAppName(this.name)} does not enroll members of ${this.difName}`);
+          if (this.closed) return req.reject(`${formatAppName(this.name)} is closed`);
+          if (this.addr === 0) return req.reject(`${formatAppName(this.name)} is not enrolled in ${this.difName} yet; try again later`);
           let flow: Flow;
           try {
             flow = req.accept();
@@ -309,11 +319,7 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
     this.rmt.removePort(id);
     this.enroller?.flowLost(id, reason);
     if (p.neighbour !== 0) this.neighbourGone(id, p.neighbour, reason);
-    if (id === this.enrollPort) {
-      this.enrollPort = undefined;
-      this.enrollee?.abort(`the N-1 flow to the enroller was lost: ${reason}`);
-      this.scheduleEnroll(this.o.retryMs ?? 1000);
-    }
+    this.links.portLost(id, reason);
   }
 
   private neighbourUp(id: number, addr: number): void {
@@ -331,6 +337,13 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
   private neighbourGone(id: number, addr: number, reason = 'N-1 flow lost'): void {
     const p = this.ports.get(id);
     if (p && p.neighbour === addr) p.neighbour = 0;
+    // Another N-1 flow to the same neighbour (each end made one): routing moves over to it.
+    for (const [other, q] of this.ports) {
+      if (other !== id && q.neighbour === addr) {
+        this.routing?.neighbourUp(addr, other);
+        return;
+      }
+    }
     this.lossReason = reason;
     try {
       this.routing?.neighbourDown(addr, 'flow-lost');
@@ -339,55 +352,74 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
     }
   }
 
-  // ---- enrollment (member) --------------------------------------------------------------------
+  // ---- enrollment (as the enrollee: ipcp-links.ts) ----------------------------------------------
 
-  private scheduleEnroll(ms: number): void {
-    if (this.closed || this.role !== 'member') return;
-    this.clock.clearTimer(this.enrollTimer);
-    this.enrollTimer = this.clock.setTimer(ms, () => void this.enrollOnce());
+  private linkHost(): LinkHost {
+    const self = this;
+    return {
+      name: this.name,
+      difName: this.difName,
+      clock: this.clock,
+      maxPduSize: this.maxPduSize,
+      retryMs: this.o.retryMs ?? 1000,
+      get closed() {
+        return self.closed;
+      },
+      get address() {
+        return self.addr;
+      },
+      wantsPool: this.o.acceptEnrollment === true && this.enroller !== undefined,
+      stats: this.stats,
+      pool: () => this.enroller?.addressRange,
+      addPort: (flow) => this.addPort(flow),
+      transport: (id) => this.transport(id),
+      closePort: (id, reason) => this.ports.get(id)?.port.close(reason),
+      neighboursBesides: (except) => {
+        let n = 0;
+        for (const [id, p] of this.ports) if (id !== except && p.neighbour !== 0) n++;
+        return n;
+      },
+      joined: (id, r, peer) => this.joined(id, r, peer),
+      adjacent: (id, r, peer, join) => {
+        this.directory.applyRemote(r.directory, peer);
+        if (join && this.o.acceptEnrollment && r.pool) this.enroller?.setPool(r.pool);
+        this.neighbourUp(id, peer);
+        if (join) this.emit('enrolled', this.addr);
+      },
+      failed: (err) => {
+        if (this.listenerCount('enrollFailed') > 0) this.emit('enrollFailed', err);
+      },
+    };
   }
 
-  private async enrollOnce(): Promise<void> {
-    const e = this.o.enroll!;
-    this.stats.enrollAttempts++;
-    let id: number | undefined;
-    try {
-      const flow = await e.lower.allocateFlow(this.name, e.enrollerName, {});
-      if (this.closed) return flow.deallocate('IPC process closed');
-      id = this.addPort(flow);
-      if (id === undefined) throw new Error(`the N-1 flow through ${e.lower.difName} is unusable`);
-      this.enrollPort = id;
-      const enrollee = new Enrollee({ clock: this.clock, transport: this.transport(id), name: this.name, difName: this.difName, enrollerName: toAppName(e.enrollerName), constants: defaultConstants(this.maxPduSize), proposedAddress: this.addr });
-      this.enrollee = enrollee;
-      const r = await enrollee.enroll();
-      if (this.closed || this.enrollPort !== id) return;
-      const enrollerAddr = r.neighbours.find((n) => appNameEquals(n.name, r.enroller))?.address ?? 0;
-      if (enrollerAddr === 0) throw new Error('the enroller did not say its own address');
-      // The DIF's directory first, then our address and registrations: a registration of ours
-      // re-made after a restart goes above the DIF's old copy of it, not under it.
-      this.directory.applyRemote(r.directory, enrollerAddr);
-      this.becomeMember(r.address);
-      this.neighbourUp(id, enrollerAddr);
-      this.emit('enrolled', r.address);
-    } catch (err) {
-      this.stats.enrollFailures++;
-      if (id !== undefined && this.enrollPort === id) {
-        this.enrollPort = undefined;
-        this.ports.get(id)?.port.close(`enrollment failed: ${(err as Error)?.message ?? String(err)}`);
-      }
-      if (this.listenerCount('enrollFailed') > 0) this.emit('enrollFailed', err as Error);
-      if (!this.closed && this.enrollPort === undefined) this.scheduleEnroll(this.o.retryMs ?? 1000);
-    }
+  private joined(id: number, r: EnrollmentResult, enrollerAddr: number): void {
+    // The DIF's directory first, then our address and registrations: a registration of ours
+    // re-made after a restart goes above the DIF's old copy of it, not under it.
+    this.directory.applyRemote(r.directory, enrollerAddr);
+    this.becomeMember(r.address, id);
+    if (this.o.acceptEnrollment) this.enroller?.setPool(r.pool);
+    this.neighbourUp(id, enrollerAddr);
+    this.links.addressSet();
+    this.emit('enrolled', r.address);
   }
 
-  /** This IPCP has `address` now: routing, the RMT and local registrations follow. */
-  private becomeMember(address: number): void {
+  /**
+   * This IPCP has `address` now: routing, the RMT and local registrations follow. A new address
+   * (a re-join that got another) ends every other N-1 adjacency, which is then made again, so no
+   * neighbour keeps routing to the old one.
+   */
+  private becomeMember(address: number, viaPort?: number): void {
+    const old = this.addr;
     if (this.routing && this.routing.address !== address) {
       this.routing.stop();
       this.routing = undefined;
     }
     this.addr = address;
     this.rmt.address = address;
+    this.enroller?.setAddress(address);
+    if (old !== 0 && old !== address) {
+      for (const [id, p] of [...this.ports]) if (id !== viaPort) p.port.close(`${formatAppName(this.name)}'s address changed from ${old} to ${address}`);
+    }
     this.routing ??= new Routing({
       clock: this.clock,
       address,
@@ -432,13 +464,10 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
     });
   }
 
-  /** Enrollment with each neighbour now: the enroller's members, or this member's enroller. */
+  /** Enrollment with each neighbour now: the members this IPCP enrolled, and those it enrolled with. */
   private enrollmentStates(): { neighbour: string; state: EnrollmentState }[] {
-    if (this.enroller) return this.enroller.snapshot().members.map((m) => ({ neighbour: m.name, state: m.state === 'enrolled' || m.state === 'lost' ? m.state : 'enrolling' }));
-    const up = this.enrollPort !== undefined && (this.ports.get(this.enrollPort)?.neighbour ?? 0) !== 0;
-    const st = this.enrollee?.state;
-    const state: EnrollmentState = up ? 'enrolled' : st === undefined || (st !== 'idle' && st !== 'failed' && st !== 'enrolled') ? 'enrolling' : 'lost';
-    return [{ neighbour: formatAppName(toAppName(this.o.enroll!.enrollerName)), state }];
+    const theirs = (this.enroller?.snapshot().members ?? []).map((m) => ({ neighbour: m.name, state: (m.state === 'enrolled' || m.state === 'lost' ? m.state : 'enrolling') as EnrollmentState }));
+    return [...theirs, ...this.links.states()];
   }
 
   /** The operator's dump (core/observe.ts): the snapshot plus the N-1 flows and who is at their other end. */
@@ -460,7 +489,7 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
       flowAllocator: this.appFlows.fa.snapshot(),
       flows: { ...this.appFlows.stats },
       enroller: this.enroller?.snapshot(),
-      enrollee: this.enrollee?.snapshot(),
+      links: this.links.snapshot(),
       stats: { ...this.stats },
     };
   }
@@ -469,9 +498,8 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
   close(reason = 'IPC process closed'): void {
     if (this.closed) return;
     this.closed = true;
-    this.clock.clearTimer(this.enrollTimer);
+    this.links.close(reason);
     this.appFlows.closeAll(reason);
-    this.enrollee?.abort(reason);
     for (const p of [...this.ports.values()]) p.port.close(reason);
     for (const r of this.lowerRegs) r.unregister();
     this.routing?.stop();

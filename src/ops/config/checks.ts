@@ -6,7 +6,7 @@
 import { parseAppName } from '../../dif/naming.js';
 import { isRecord } from './messages.js';
 import { MAX_CHANNEL } from '../../vmpi/port.js';
-import { ECHO_CHANNEL_MIN, type NormalConfig, type ShimEthConfig, type ShimUdpConfig } from './types.js';
+import { ECHO_CHANNEL_MIN, type NormalConfig, type NormalNeighbourConfig, type ShimEthConfig, type ShimUdpConfig } from './types.js';
 import { parseMac } from '../../dif/shim-eth/wire.js';
 import { parseUdpAddress } from '../../dif/shim-udp/ipcp.js';
 import { parseHostPort } from '../../dif/shim-udp/resolve.js';
@@ -96,6 +96,9 @@ export function normalProblems(data: Record<string, unknown>, problems: string[]
     }
     if (typeof n.maxPduSize === 'number') out.maxPduSize = n.maxPduSize;
     if (n.role === 'enroller' || n.role === 'member') out.role = n.role;
+    if (typeof n.acceptEnrollment === 'boolean') out.acceptEnrollment = n.acceptEnrollment;
+    const neighbours = neighbourProblems(data, n, out, problems);
+    if (neighbours) out.neighbours = neighbours;
   }
   const difs = Array.isArray(data.difs) ? data.difs : [];
   difs.forEach((d: unknown, i) => {
@@ -107,6 +110,43 @@ export function normalProblems(data: Record<string, unknown>, problems: string[]
     }
   });
   return out;
+}
+
+/** A device's shim DIF name (its VMPI-id may be given at run time, so any id is accepted). */
+const DEVICE_DIF = /^hv\.vmpi-\d+$/;
+
+/**
+ * `normal.neighbours`: each a valid IPC process name over a lower DIF this process has (the
+ * shimUdp or shimEth DIF, or a device's hv.vmpi-<id>), listed once, and neither this IPC process
+ * nor the enroller it enrolls to already; problems are appended to `problems`.
+ */
+function neighbourProblems(data: Record<string, unknown>, n: Record<string, unknown>, out: NormalConfig, problems: string[]): NormalNeighbourConfig[] | undefined {
+  if (!Array.isArray(n.neighbours)) return undefined;
+  const lowerNamed = [isRecord(data.shimUdp) ? data.shimUdp.dif : undefined, isRecord(data.shimEth) ? data.shimEth.dif : undefined].filter((d): d is string => typeof d === 'string' && d !== '');
+  const known = (d: string): boolean => lowerNamed.includes(d) || DEVICE_DIF.test(d);
+  const device = 'a device\'s "hv.vmpi-<VMPI-id>"';
+  const have = lowerNamed.length > 0 ? `use ${lowerNamed.map((d) => JSON.stringify(d)).join(', ')} or ${device}` : `use ${device} (no shimUdp or shimEth DIF is configured)`;
+  const seen = new Map<string, number>();
+  const list: NormalNeighbourConfig[] = [];
+  n.neighbours.forEach((e: unknown, i) => {
+    if (!isRecord(e) || typeof e.name !== 'string' || e.name === '' || typeof e.dif !== 'string' || e.dif === '') return; // the schema's to report
+    const where = `normal.neighbours[${i}]`;
+    try {
+      parseAppName(e.name);
+    } catch (err) {
+      problems.push(`${where}.name: ${JSON.stringify(e.name)} is not an IPC process name: ${(err as Error).message}`);
+      return;
+    }
+    if (out.name !== undefined && e.name === out.name) return void problems.push(`${where}.name: ${JSON.stringify(e.name)} is this IPC process itself (normal.name); name another member`);
+    if (out.role !== 'enroller' && e.name === (out.enroller ?? `${out.dif}.host`)) return void problems.push(`${where}.name: ${JSON.stringify(e.name)} is the enroller this member enrolls to already (normal.enroller); list further members only`);
+    if (!known(e.dif)) return void problems.push(`${where}.dif: ${JSON.stringify(e.dif)} is not a lower DIF of this process; ${have}`);
+    const key = `${e.name}\u0000${e.dif}`;
+    const first = seen.get(key);
+    if (first !== undefined) return void problems.push(`${where}: ${JSON.stringify(e.name)} over ${JSON.stringify(e.dif)} is already listed at normal.neighbours[${first}]; list each neighbour once`);
+    seen.set(key, i);
+    list.push({ name: e.name, dif: e.dif });
+  });
+  return list;
 }
 
 /**

@@ -123,6 +123,21 @@ export const CONFIG_SCHEMA = {
         enroller: { type: 'string', minLength: 1, maxLength: 255, description: 'guest: the enroller\'s IPC process name (default <dif>.host)' },
         maxPduSize: { type: 'integer', minimum: 1024, maximum: 1048576, description: 'the DIF\'s largest PDU, the same at every member (default 65536)' },
         role: { type: 'string', enum: ['enroller', 'member'], description: 'serve: "enroller" (default) over every lower DIF, or "member" enrolling to `enroller` through the first lower DIF (the shim-udp DIF when there is one)' },
+        acceptEnrollment: { type: 'boolean', description: 'member: enroll new members too (on every lower DIF), from a block of addresses the enroller delegates at this member\'s enrollment (default false: it takes adjacencies only)' },
+        neighbours: {
+          type: 'array',
+          maxItems: 64,
+          description: 'further members to keep an N-1 adjacency with once enrolled (a mesh, not a star): routing uses them as alternate paths',
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['name', 'dif'],
+            properties: {
+              name: { type: 'string', minLength: 1, maxLength: 255, description: 'the neighbour\'s IPC process name' },
+              dif: { type: 'string', minLength: 1, maxLength: 255, description: 'the lower DIF to reach it over: the shimUdp or shimEth DIF, or a device\'s hv.vmpi-<VMPI-id>' },
+            },
+          },
+        },
       },
     },
     shimUdp: {

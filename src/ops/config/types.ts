@@ -76,6 +76,16 @@ export interface NormalConfig {
   maxPduSize?: number;
   /** serve: enroller (default) or member (enrolls to `enroller` through the first lower DIF). */
   role?: 'enroller' | 'member';
+  /** Member: enroll new members too, from a block of addresses its enroller delegates to it. */
+  acceptEnrollment?: boolean;
+  /** Further members to keep an N-1 adjacency with, each over a named lower DIF. */
+  neighbours?: NormalNeighbourConfig[];
+}
+
+/** One further neighbour of the normal DIF's IPC process: its IPC process name, over which lower DIF. */
+export interface NormalNeighbourConfig {
+  name: string;
+  dif: string;
 }
 
 /** The shim DIF over UDP (`shimUdp`); see src/dif/shim-udp/ipcp.ts for the defaults. */
