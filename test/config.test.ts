@@ -279,7 +279,9 @@ t.test('the normal DIF: a name is enough; difs entries of type normal say the sa
   t.same(one('normal: {}\n'), ['normal.dif: is required but missing']);
   t.same(one('normal: { dif: "" }\n'), ['normal.dif: "" is too short (at least 1 characters)']);
   t.same(one('normal: { dif: n.DIF, maxPduSize: 100 }\n'), ['normal.maxPduSize: 100 is below the minimum 1024']);
-  t.same(one('normal: { dif: n.DIF, nmae: x }\n'), ['normal.nmae: unknown field (did you mean "name"?); known fields here: dif, name, enroller, maxPduSize, role']);
+  t.same(one('normal: { dif: n.DIF, nmae: x }\n'), ['normal.nmae: unknown field (did you mean "name"?); known fields here: dif, name, enroller, maxPduSize, role, pool']);
+  t.same(parse('normal: { dif: n.DIF, role: member, pool: { first: 1000, last: 1999 } }\n').normal, { dif: 'n.DIF', role: 'member', pool: { first: 1000, last: 1999 } }, 'a member with a pool (a second enroller)');
+  t.same(one('normal: { dif: n.DIF, pool: { first: 20, last: 10 } }\n'), ['normal.pool: first 20 is above last 10']);
   t.same(one('normal: { dif: n.DIF, name: "a/b/c/d/e" }\n'), ['normal.name: "a/b/c/d/e" is not an IPC process name: "a/b/c/d/e" has 5 components; an application name has at most 4 (apn/api/aen/aei)']);
   t.same(one('normal: { dif: a.DIF }\ndifs:\n  - { name: b.DIF, type: normal }\n'), ['difs[0].name: "b.DIF": only one normal DIF is supported, and normal.dif already declares "a.DIF"']);
 });

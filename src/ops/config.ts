@@ -40,7 +40,9 @@
  * The normal DIF: `vmpi serve` runs its enroller (IPCP name `<dif>.host`, or normal.name) over
  * every device's shim DIF; `vmpi guest --config FILE` (or --normal-dif) runs a member that
  * enrolls through its shim DIF to normal.enroller (default `<dif>.host`). Only the DIF name is
- * required; maxPduSize (default 65536) must be the same on every member.
+ * required; maxPduSize (default 65536) must be the same on every member. `pool: { first, last }`
+ * sets the addresses an enroller hands out; on a serve with `role: member` it makes that member a
+ * second enroller of its own VMs (pools of different enrollers must not overlap).
  *
  * The shim DIF over UDP (`shimUdp`: dif, bind IPv4:PORT, peers name → IPv4:PORT, allow, mtu,
  * keepaliveMs, keepaliveTimeoutMs, allocateTimeoutMs): `vmpi serve` runs its IPC process, which

@@ -36,7 +36,7 @@ export function createNormalIpcp(cfg: NormalConfig, side: NormalSide, lower: rea
   if (lower.length === 0) throw new Error(`normal DIF ${cfg.dif}: no shim DIF to run over (no VMPI device)`);
   let ipcp: NormalIpcp;
   if (side === 'host') {
-    ipcp = new NormalIpcp({ difName: cfg.dif, name: cfg.name ?? defaultEnrollerName(cfg.dif), role: 'enroller', lower: [...lower], maxPduSize: cfg.maxPduSize });
+    ipcp = new NormalIpcp({ difName: cfg.dif, name: cfg.name ?? defaultEnrollerName(cfg.dif), role: 'enroller', lower: [...lower], maxPduSize: cfg.maxPduSize, pool: cfg.pool });
   } else {
     const via = lower[0]!;
     ipcp = new NormalIpcp({
@@ -46,6 +46,8 @@ export function createNormalIpcp(cfg: NormalConfig, side: NormalSide, lower: rea
       enroll: { lower: via, enrollerName: cfg.enroller ?? defaultEnrollerName(cfg.dif) },
       maxPduSize: cfg.maxPduSize,
       retryMs: opts.retryMs,
+      // A member with a pool (serve's `normal.pool`) also enrolls the members behind it (its VMs).
+      ...(cfg.pool ? { pool: cfg.pool, lower: [...lower] } : {}),
     });
     let failures = 0;
     ipcp.on('enrolled', (address) => {

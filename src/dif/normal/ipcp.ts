@@ -12,7 +12,10 @@
  * Roles. The enroller holds the address pool, registers its IPCP name in every lower DIF it is
  * given and accepts N-1 flows there (one enrollment session each). A member allocates an N-1 flow
  * through `enroll.lower` to the enroller's IPCP name and enrolls over it, retrying every
- * `retryMs` until it succeeds, and again whenever that N-1 flow is lost.
+ * `retryMs` until it succeeds, and again whenever that N-1 flow is lost. A member given a `pool`
+ * also enrolls others once it has an address (a second enroller of the DIF, e.g. the host of a
+ * second machine enrolling its VMs): it accepts N-1 flows on its lower DIFs and hands out
+ * addresses from that pool, which must not overlap any other enroller's.
  *
  * Loss. A lost N-1 flow (or missed keepalives) takes the neighbour down in routing; members that
  * become unreachable have their flows ended with cause 'port_down' and a reason naming the
@@ -56,7 +59,10 @@ export interface NormalIpcpOptions {
   lower?: IpcProcess[];
   /** Member: where and to whom to enroll. */
   enroll?: { lower: IpcProcess; enrollerName: AppName | string };
-  /** Enroller: its own address (default 1) and the pool it hands out (default 2..65535). */
+  /**
+   * Enroller: its own address (default 1) and the pool it hands out (default 2..65535). Member:
+   * a pool makes it enroll others too once enrolled (disjoint from every other enroller's pool).
+   */
   address?: number;
   pool?: { first: number; last: number };
   /** The DIF's largest PDU (a DIF-wide constant, checked at enrollment). Default 65536. */
@@ -106,7 +112,7 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
   private readonly mgmt: MgmtPlane;
   private readonly appFlows: IpcpFlows;
   private routing: Routing | undefined;
-  private readonly enroller: Enroller | undefined;
+  private enroller: Enroller | undefined;
   private enrollee: Enrollee | undefined;
   private enrollPort: number | undefined;
   private enrollTimer: TimerHandle | undefined;
@@ -175,26 +181,30 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
         else this.emit('flowDeallocated', flow, reason!, cause!);
       },
     });
-    const constants = defaultConstants(this.maxPduSize);
     if (o.role === 'enroller') {
       this.addr = o.address ?? 1;
-      this.enroller = new Enroller({
-        clock: this.clock,
-        name: this.name,
-        difName: this.difName,
-        address: this.addr,
-        constants,
-        pool: o.pool ?? { first: 2, last: 0xffff },
-        content: () => ({ directory: this.directory.entries(), neighbours: [{ name: this.name, address: this.addr, lowerDifs: [] }], lowerFlows: [] }),
-        onEnrolled: (m, port) => this.neighbourUp(Number(port), m.address),
-        onLost: (m, port, why) => this.neighbourGone(Number(port), m.address, why), // why: the N-1 flow's end, for the flows' reason
-      });
+      this.enroller = this.newEnroller(o.pool ?? { first: 2, last: 0xffff });
       this.becomeMember(this.addr);
     } else if (!o.enroll) {
       throw new DifError('invalid_argument', 'a member needs enroll: { lower, enrollerName }');
     }
     for (const lower of o.lower ?? []) this.listen(lower);
     if (o.role === 'member') this.scheduleEnroll(0);
+  }
+
+  /** The enroller part (the enroller's from the start; a member's with a pool once it has an address). */
+  private newEnroller(pool: { first: number; last: number }): Enroller {
+    return new Enroller({
+      clock: this.clock,
+      name: this.name,
+      difName: this.difName,
+      address: this.addr,
+      constants: defaultConstants(this.maxPduSize),
+      pool,
+      content: () => ({ directory: this.directory.entries(), neighbours: [{ name: this.name, address: this.addr, lowerDifs: [] }], lowerFlows: [] }),
+      onEnrolled: (m, port) => this.neighbourUp(Number(port), m.address),
+      onLost: (m, port, why) => this.neighbourGone(Number(port), m.address, why), // why: the N-1 flow's end, for the flows' reason
+    });
   }
 
   get address(): number {
@@ -257,7 +267,7 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
     try {
       this.lowerRegs.push(
         lower.register(this.name, (req) => {
-          if (this.role !== 'enroller' || this.closed) return req.reject(`${formatAppName(this.name)} does not enroll members of ${this.difName}`);
+          if (!this.enroller || this.closed) return req.reject(`${formatAppName(this.name)} does not enroll members of ${this.difName}${this.o.pool && this.role === 'member' ? ' before it is enrolled itself' : ''}`);
           let flow: Flow;
           try {
             flow = req.accept();
@@ -367,6 +377,8 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
       // re-made after a restart goes above the DIF's old copy of it, not under it.
       this.directory.applyRemote(r.directory, enrollerAddr);
       this.becomeMember(r.address);
+      // A member with a pool enrolls others from now on (its address is known; it keeps it when it re-enrolls).
+      if (this.o.pool && !this.enroller) this.enroller = this.newEnroller(this.o.pool);
       this.neighbourUp(id, enrollerAddr);
       this.emit('enrolled', r.address);
     } catch (err) {
@@ -434,11 +446,12 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
 
   /** Enrollment with each neighbour now: the enroller's members, or this member's enroller. */
   private enrollmentStates(): { neighbour: string; state: EnrollmentState }[] {
-    if (this.enroller) return this.enroller.snapshot().members.map((m) => ({ neighbour: m.name, state: m.state === 'enrolled' || m.state === 'lost' ? m.state : 'enrolling' }));
+    const members = (this.enroller?.snapshot().members ?? []).map((m) => ({ neighbour: m.name, state: (m.state === 'enrolled' || m.state === 'lost' ? m.state : 'enrolling') as EnrollmentState }));
+    if (this.role === 'enroller') return members;
     const up = this.enrollPort !== undefined && (this.ports.get(this.enrollPort)?.neighbour ?? 0) !== 0;
     const st = this.enrollee?.state;
     const state: EnrollmentState = up ? 'enrolled' : st === undefined || (st !== 'idle' && st !== 'failed' && st !== 'enrolled') ? 'enrolling' : 'lost';
-    return [{ neighbour: formatAppName(toAppName(this.o.enroll!.enrollerName)), state }];
+    return [{ neighbour: formatAppName(toAppName(this.o.enroll!.enrollerName)), state }, ...members];
   }
 
   /** The operator's dump (core/observe.ts): the snapshot plus the N-1 flows and who is at their other end. */

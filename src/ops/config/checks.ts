@@ -95,6 +95,10 @@ export function normalProblems(data: Record<string, unknown>, problems: string[]
     }
     if (typeof n.maxPduSize === 'number') out.maxPduSize = n.maxPduSize;
     if (n.role === 'enroller' || n.role === 'member') out.role = n.role;
+    if (isRecord(n.pool) && typeof n.pool.first === 'number' && typeof n.pool.last === 'number') {
+      if (n.pool.first > n.pool.last) problems.push(`normal.pool: first ${n.pool.first} is above last ${n.pool.last}`);
+      else out.pool = { first: n.pool.first, last: n.pool.last };
+    }
   }
   const difs = Array.isArray(data.difs) ? data.difs : [];
   difs.forEach((d: unknown, i) => {

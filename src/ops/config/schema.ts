@@ -123,6 +123,13 @@ export const CONFIG_SCHEMA = {
         enroller: { type: 'string', minLength: 1, maxLength: 255, description: 'guest: the enroller\'s IPC process name (default <dif>.host)' },
         maxPduSize: { type: 'integer', minimum: 1024, maximum: 1048576, description: 'the DIF\'s largest PDU, the same at every member (default 65536)' },
         role: { type: 'string', enum: ['enroller', 'member'], description: 'serve: "enroller" (default) over every lower DIF, or "member" enrolling to `enroller` through the first lower DIF (the shim-udp DIF when there is one)' },
+        pool: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['first', 'last'],
+          description: 'serve: the addresses this IPC process hands to members it enrolls (enroller: default 2..65535; member: it enrolls its own VMs too, from this pool, which must not overlap any other enroller\'s)',
+          properties: { first: { type: 'integer', minimum: 2, maximum: 0xffff }, last: { type: 'integer', minimum: 2, maximum: 0xffff } },
+        },
       },
     },
     shimUdp: {

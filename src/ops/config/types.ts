@@ -76,6 +76,11 @@ export interface NormalConfig {
   maxPduSize?: number;
   /** serve: enroller (default) or member (enrolls to `enroller` through the first lower DIF). */
   role?: 'enroller' | 'member';
+  /**
+   * serve: the addresses handed to the members this IPC process enrolls (enroller: default
+   * 2..65535). A member with a pool enrolls others once enrolled itself (e.g. a second host's VMs).
+   */
+  pool?: { first: number; last: number };
 }
 
 /** The shim DIF over UDP (`shimUdp`); see src/dif/shim-udp/ipcp.ts for the defaults. */
