@@ -7,7 +7,7 @@
  * this bench creates and removes (../common/netns.ts TwoHostNet): each a Linux bridge with its
  * VM's tap, the bridges joined by a veth pair, MTU 9000 on every link (systems.ts JUMBO_MTU):
  *   normal-dif  the normal DIF over shim-hv + shim-eth (flow control, no retransmission):
- *               normal-series.ts, by the two-hosts branch; wired in SERIES below at merge
+ *               normal-series.ts
  *   virtio-net  virtio-net-pci in each guest, MTU 9000 (nic-series.ts)
  *   e1000       e1000 likewise
  * Goodput is measured by the receiver in VM-B over a fixed window.
@@ -24,18 +24,21 @@ import { ROOT, guestUnavailable } from '../../test/helpers/guest.js';
 import { readSettings } from '../common/figure.js';
 import { runFigureBench } from '../common/main.js';
 import { removeStale, TwoHostNet } from '../common/netns.js';
+import { closeAllSync } from '../../test/helpers/two-hosts.js';
 import { E1000Series, VirtioNetSeries } from './nic-series.js';
+import { NormalInterHostSeries } from './normal-series.js';
 import { fig4cSpec, JUMBO_MTU, seriesMaker, type Fig4cSeriesClass } from './systems.js';
 
 const say = (s: string) => process.stdout.write(`[fig4c] ${s}\n`);
 
 /**
  * The systems, in order. THE FIRST ENTRY IS OURS (the numerator of every ratio in the table and
- * the JSON). To add the normal DIF: `import { NormalDifSeries } from './normal-series.js';` and
- * put `NormalDifSeries` (a class with `static key = 'normal-dif'`, constructed with a
- * Fig4cContext) as the first entry here; nothing else changes.
+ * the JSON): the normal DIF over shim-hv + shim-eth + shim-hv, then the NICs.
  */
-const SERIES: readonly Fig4cSeriesClass[] = [VirtioNetSeries, E1000Series];
+const SERIES: readonly Fig4cSeriesClass[] = [NormalInterHostSeries, VirtioNetSeries, E1000Series];
+// The normal DIF's serves run in process groups of their own (no signal reaches them) and in
+// namespaces TwoHostNet does not know: the topology's own cleanup runs on exit (signals included).
+process.on('exit', closeAllSync);
 
 const SPEC = fig4cSpec(SERIES);
 const settings = readSettings(SPEC, ROOT);

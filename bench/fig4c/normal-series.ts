@@ -1,0 +1,101 @@
+/**
+ * normal-series.ts — Fig. 4c's own system (inter-host VM → VM goodput): a normal DIF over
+ * shim-hv + shim-eth + shim-hv as users run it, on the topology of test/helpers/two-hosts.ts (two
+ * "hosts" = network namespaces joined by a veth with MTU 9000, each its own `vmpi serve` and one
+ * Node guest; the shim DIF over Ethernet between the hosts, VLAN 100 tagged by the shim).
+ * VM-B runs `vmpi tgen server`; VM-A a small driver on the client library that keeps one tgen
+ * flow (the flow-control QoS cube: in order, no retransmission) and does one tgen run per request
+ * from the bench. Goodput is measured by the tgen server in VM-B. A Series (../common/series.ts).
+ */
+import type { Guest } from '../../test/helpers/guest.js';
+import { GUEST_CLI, runInBackground, TwoHosts, writeGuestFile } from '../../test/helpers/two-hosts.js';
+import { BOOT_MS, GUEST_MEM_MB, type Measurement, type Series } from '../common/series.js';
+import type { Fig4cContext } from './systems.js';
+
+const NORMAL_DIF = 'n.DIF';
+const CMD = '/tmp/fig4c-cmd';
+
+/** In VM-A: one tgen flow over n.DIF, one run per CMD written by the bench. */
+const DRIVER_JS = `
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { IpcClient } from '/opt/vmpi/dist/src/dif/ipc/client.js';
+import { DEFAULT_TGEN_APP, TgenClient } from '/opt/vmpi/dist/src/dif/tgen.js';
+const out = (tag, v) => console.log('FIG4C-' + tag + ' ' + JSON.stringify(v));
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const c = await IpcClient.connect('/run/vmpi/ipc.sock');
+let tg = null;
+const end = Date.now() + 180000;
+let last = '';
+while (tg === null) {
+  try {
+    tg = await TgenClient.open(c, '${NORMAL_DIF}', DEFAULT_TGEN_APP, { src: 'fig4c/1', qos: { reliable: false, inOrder: true } });
+  } catch (e) {
+    last = e.code + ': ' + e.message;
+    if (Date.now() > end) { out('ERROR', { id: 0, msg: 'no tgen flow: ' + last }); process.exit(1); }
+    await sleep(1000);
+  }
+}
+out('READY', { qos: tg.flow?.qos ?? null });
+for (;;) {
+  if (!existsSync('${CMD}')) { await sleep(20); continue; }
+  const [id, size, ms] = readFileSync('${CMD}', 'utf8').trim().split(' ').map(Number);
+  rmSync('${CMD}');
+  try {
+    const r = await tg.run({ sduSize: size, durationMs: ms, reportTimeoutMs: 10000 });
+    out('RESULT', { id, mbps: r.mbps, sdus: r.sdus, bytes: r.bytes, elapsedNs: r.elapsedNs, sent: r.sent });
+  } catch (e) {
+    out('ERROR', { id, msg: String(e && e.message || e) });
+  }
+}
+`;
+
+export class NormalInterHostSeries implements Series {
+  static readonly key = 'normal-dif';
+  readonly key = 'normal-dif';
+  readonly name = 'normal DIF over shim-hv + shim-eth (802.1Q, MTU 9000) + shim-hv (vmpi-tgen, flow control, no retransmission)';
+  private th: TwoHosts | null = null;
+  private runs = 0;
+
+  private readonly say: (s: string) => void;
+
+  /** The two-host network of the context is not used: the topology makes (and removes) its own namespaces. */
+  constructor(ctx: Pick<Fig4cContext, 'say'> = { say: () => {} }) {
+    this.say = ctx.say;
+  }
+
+  async start(): Promise<void> {
+    this.th = await TwoHosts.start({ shim: 'eth', name: 'vmpi-fig4c', vmIds: [91, 92], memMb: GUEST_MEM_MB, guestTimeoutMs: 0, bootMs: BOOT_MS, logLevel: 'warn', say: this.say });
+    const [vmA, vmB] = [this.th.a.guest, this.th.b.guest];
+    const srv = await vmB.exec(`(node ${GUEST_CLI} tgen server --dif ${NORMAL_DIF} >/tmp/vmpi-tgen.log 2>&1 &)`, 30_000);
+    if (srv.rc !== 0) throw new Error(`tgen server did not start in VM-B:\n${srv.out}`);
+    await writeGuestFile(vmA, '/tmp/fig4c-driver.mjs', DRIVER_JS);
+    const from = runInBackground(vmA, '/tmp/fig4c-driver.mjs');
+    await Promise.race([
+      vmA.waitJson('FIG4C-READY', 240_000, from),
+      vmA.waitJson<{ msg: string }>('FIG4C-ERROR', 240_000, from).then((e) => Promise.reject(new Error(`VM-A driver: ${e.msg}\n${this.th?.logs() ?? ''}`))),
+    ]);
+  }
+
+  async measure(size: number, seconds: number): Promise<Measurement> {
+    const g: Guest = this.th!.a.guest;
+    const id = ++this.runs;
+    const ms = Math.round(seconds * 1000);
+    const from = g.mark;
+    const w = await g.exec(`echo "${id} ${size} ${ms}" > ${CMD}.new && mv ${CMD}.new ${CMD}`, 30_000);
+    if (w.rc !== 0) throw new Error(`cannot send the run request to VM-A:\n${w.out}`);
+    const m = await g.waitFor(new RegExp(`FIG4C-(RESULT|ERROR) (\\{"id":${id},[^\\r\\n]*\\})\\r?\\n`), ms + 60_000, from);
+    const v = JSON.parse(m[2]!) as { msg?: string; mbps: number; sdus: number; bytes: number; elapsedNs: number; sent: number };
+    if (m[1] === 'ERROR') throw new Error(`VM-A tgen run: ${v.msg}`);
+    const secs = v.elapsedNs / 1e9;
+    return { mbps: v.mbps, pps: secs > 0 ? v.sdus / secs : 0, seconds: secs, sdus: v.sdus, bytes: v.bytes, sentPps: v.sent / seconds };
+  }
+
+  async stop(): Promise<void> {
+    const th = this.th;
+    this.th = null;
+    if (th) {
+      await Promise.all([th.a.guest.stop(), th.b.guest.stop()]);
+      await th.close();
+    }
+  }
+}
