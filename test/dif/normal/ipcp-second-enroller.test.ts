@@ -42,7 +42,7 @@ t.test('a member with acceptEnrollment enrolls the VM behind it; VM-A ↔ VM-B o
   await until(() => routes(a).includes(b.address) && routes(b).includes(a.address) && routes(hostA).includes(b.address), 'routes VM-A ↔ VM-B', 5000);
   const enrolled = hostB.counters() as unknown as { enrollment: { neighbour: string; state: string }[] };
   t.same(
-    enrolled.enrollment.map((e) => [e.neighbour, e.state]),
+    enrolled.enrollment.map((e) => [e.neighbour, e.state]).sort(),
     [['a.n', 'enrolled'], ['vmb.n', 'enrolled']],
     'host-B shows its own enrollment and its member',
   );
