@@ -46,20 +46,21 @@ export const READ_ENDED = -2;
 export const READ_GONE = -3;
 
 
+/** The buffer the last readOnce() read into: `buf`, or one of its own for an SDU larger than `buf`. */
+let readBuffer: Uint8Array = new Uint8Array(0);
+
 /**
- * One read(2) of `fd` (non-blocking): calls `onSdu` for every SDU it returned (the bytes are a
- * view of `buf`, valid only during the call) and returns how many, or READ_EMPTY, READ_ENDED,
- * READ_GONE. `batch`: the file is in batch mode. An SDU larger than `buf` is read into a buffer of
- * its own (the driver never truncates, so it would otherwise block the channel). Other errors
- * throw.
+ * One read(2) of `fd` (non-blocking) into `buf`, or into a buffer of its own when the next SDU is
+ * larger (the driver never truncates, so it would otherwise block the channel): the bytes read,
+ * in readBuffer, or READ_EMPTY, READ_ENDED, READ_GONE. Other errors throw.
  */
-export function readChannelFile(fd: number, buf: Uint8Array, batch: boolean, onSdu: (sdu: Uint8Array) => void): number {
-  let n: number;
+function readOnce(fd: number, buf: Uint8Array, batch: boolean): number {
   let into = buf;
   for (;;) {
     try {
-      n = readSync(fd, into, 0, into.byteLength, null);
-      break;
+      const n = readSync(fd, into, 0, into.byteLength, null);
+      readBuffer = into;
+      return n;
     } catch (e) {
       const code = errnoCode(e);
       if (code === 'EAGAIN' || code === 'EWOULDBLOCK' || code === 'EINTR') return READ_EMPTY;
@@ -71,6 +72,19 @@ export function readChannelFile(fd: number, buf: Uint8Array, batch: boolean, onS
       into = new Uint8Array((batch ? VMPI_BATCH_RECORD_HEADER : 0) + new Uint32Array(len.buffer)[0]!);
     }
   }
+}
+
+/**
+ * One read(2) of `fd` (non-blocking): calls `onSdu` for every SDU it returned (the bytes are a
+ * view of `buf`, valid only during the call) and returns how many, or READ_EMPTY, READ_ENDED,
+ * READ_GONE. `batch`: the file is in batch mode. An SDU larger than `buf` is read into a buffer of
+ * its own (the driver never truncates, so it would otherwise block the channel). Other errors
+ * throw.
+ */
+export function readChannelFile(fd: number, buf: Uint8Array, batch: boolean, onSdu: (sdu: Uint8Array) => void): number {
+  const n = readOnce(fd, buf, batch);
+  if (n < 0) return n;
+  const into = readBuffer;
   if (!batch) {
     onSdu(into.subarray(0, n));
     return 1;
@@ -136,23 +150,9 @@ export function parseChannelRecords(buf: Uint8Array, n: number, out: ChannelReco
  * for an SDU larger than `buf`; valid until the next read into `buf`.
  */
 export function readChannelRecords(fd: number, buf: Uint8Array, batch: boolean, out: ChannelRecords): number {
-  let n: number;
-  let into = buf;
-  for (;;) {
-    try {
-      n = readSync(fd, into, 0, into.byteLength, null);
-      break;
-    } catch (e) {
-      const code = errnoCode(e);
-      if (code === 'EAGAIN' || code === 'EWOULDBLOCK' || code === 'EINTR') return READ_EMPTY;
-      if (code === 'ESHUTDOWN' || code === 'ENOTCONN' || code === 'EPIPE') return READ_ENDED;
-      if (code === 'ENODEV') return READ_GONE;
-      if (code !== 'EMSGSIZE' || into !== buf) throw e;
-      const len = u32Arg(0);
-      native.ioctl(fd, VMPI_IOC_NEXT_LEN, len);
-      into = new Uint8Array((batch ? VMPI_BATCH_RECORD_HEADER : 0) + new Uint32Array(len.buffer)[0]!);
-    }
-  }
+  const n = readOnce(fd, buf, batch);
+  if (n < 0) return n;
+  const into = readBuffer;
   if (batch) {
     parseChannelRecords(into, n, out);
   } else {
