@@ -585,6 +585,23 @@ export abstract class DatagramShimIpcp<Peer, Reason extends string> extends Even
   }
 
   /**
+   * The end of a shim's open(), once its socket or link is up: resume from `snap` when there is
+   * one (a snapshot that does not fit closes the IPC process and throws), then report state
+   * changes to `o.onStateChange` from now on.
+   */
+  protected finishOpen(snap: DatagramShimSnapshot | null, o: DatagramResumeOptions): void {
+    if (snap) {
+      try {
+        this.resumeFrom(snap, o.keepFlows);
+      } catch (e) {
+        this.close();
+        throw e;
+      }
+    }
+    this.onStateChange = o.onStateChange;
+  }
+
+  /**
    * Carry on from `snap` (checked, its address this IPC process's): the flows `keep` names run on
    * with their ids, port-ids, peers, names and max SDU, for reclaimFlow() (those nobody reclaims
    * end after `reclaimMs`, or at endUnclaimed()); every other flow is ended toward its peer with

@@ -181,15 +181,7 @@ export class ShimEthIpcp extends DatagramShimIpcp<string, EthDropReason> impleme
     // A snapshot is checked first: one of another IPC process is refused before the link opens.
     const snap = opts.resume === undefined ? null : DatagramShimIpcp.checkSnapshot(opts.resume, 'shim-eth', opts.difName);
     const ipcp = new ShimEthIpcp(opts);
-    if (snap) {
-      try {
-        ipcp.resumeFrom(snap, opts.keepFlows);
-      } catch (e) {
-        ipcp.close();
-        throw e;
-      }
-    }
-    ipcp.onStateChange = opts.onStateChange;
+    ipcp.finishOpen(snap, opts);
     return ipcp;
   }
 

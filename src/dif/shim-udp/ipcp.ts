@@ -203,15 +203,7 @@ export class ShimUdpIpcp extends DatagramShimIpcp<UdpAddress, UdpDropReason> imp
       }
     }
     await ipcp.bind(bind);
-    if (snap) {
-      try {
-        ipcp.resumeFrom(snap, opts.keepFlows);
-      } catch (e) {
-        ipcp.close();
-        throw e;
-      }
-    }
-    ipcp.onStateChange = opts.onStateChange;
+    ipcp.finishOpen(snap, opts);
     return ipcp;
   }
 
