@@ -399,6 +399,12 @@ export class HostMetrics {
     family('counter', 'vmpi_dif_rmt_pdus_dropped_total', 'PDUs the RMT dropped, by reason (no_route, ttl, queue_full, no_cep, no_mgmt, port_down, malformed; normal DIF)', ['dif', 'reason'], () =>
       perDif(difs, ({ ipcp }) => Object.entries(ipcp.counters().rmt?.dropped ?? {}).map(([reason, v]): [Record<'reason', string>, number] => [{ reason }, v])),
     );
+    family('counter', 'vmpi_dif_rmt_backpressure_total', 'RMT backpressure events (normal DIF): pause (an incoming N-1 port paused because the output queue of a PDU it relayed was full), stuck (an output queue that took nothing for stallMs while ports waited on it: they resume and its relayed PDUs are dropped as queue_full until it moves)', ['dif', 'event'], () =>
+      perDif(difs, ({ ipcp }) => {
+        const b = ipcp.counters().rmt?.backpressure;
+        return b === undefined ? [] : [[{ event: 'pause' }, b.pauses], [{ event: 'stuck' }, b.stuck]];
+      }),
+    );
     family('gauge', 'vmpi_dif_rmt_queued_pdus', 'PDUs waiting in the RMT output queues of all N-1 ports now (normal DIF)', ['dif'], () =>
       perDif(difs, ({ ipcp }) => {
         const q = ipcp.counters().rmtQueuedPdus;

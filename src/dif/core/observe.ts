@@ -27,8 +27,12 @@ export interface IpcpCounters {
   rxQueuedBytes?: number;
   /** SDUs dropped because an unread flow reached a receive budget, by budget. */
   rxBudgetDrops?: Record<string, number>;
-  /** The relaying part (RMT): PDUs forwarded for other members, and PDUs dropped by reason. */
-  rmt?: { forwarded: number; dropped: Record<string, number> };
+  /**
+   * The relaying part (RMT): PDUs forwarded for other members, PDUs dropped by reason, and its
+   * backpressure: times it paused an incoming N-1 port for a full output queue, and episodes of an
+   * output queue stuck while ports waited on it (their waiting PDUs then dropped as queue_full).
+   */
+  rmt?: { forwarded: number; dropped: Record<string, number>; backpressure?: { pauses: number; stuck: number } };
   /** Neighbours enrolled now (members at the other end of a working N-1 flow). */
   neighbours?: number;
   /** PDUs waiting in the RMT's output queues now (all N-1 ports). */

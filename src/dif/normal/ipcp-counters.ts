@@ -39,6 +39,7 @@ export function normalCounters(flows: IpcpFlows['stats'], rmt: RmtStats, mgmt: M
     rmt: {
       forwarded: rmt.relayed,
       dropped: { no_route: rmt.dropNoRoute, ttl: rmt.dropTtl, queue_full: rmt.dropQueueFull, no_cep: rmt.dropNoCep, no_mgmt: rmt.dropNoMgmt, port_down: rmt.dropPortDown, malformed },
+      backpressure: { pauses: rmt.relayPauses, stuck: rmt.stuckEpisodes },
     },
     neighbours: g.neighbours,
     rmtQueuedPdus: g.rmtQueuedPdus,

@@ -11,6 +11,9 @@
  */
 import t from 'tap';
 import type { Flow } from '../../../src/dif/api.js';
+import { HostMetrics } from '../../../src/ops/metrics.js';
+import { VmpiHost } from '../../../src/vmpi/host.js';
+import { sample } from '../../helpers/exposition.js';
 import { sleep, until } from '../helpers.js';
 import { acceptAll, knows, topology, within } from './ipcp-harness.js';
 
@@ -64,6 +67,10 @@ t.test('a relay drops nothing of flow-controlled flows whose windows sum past it
   const queued = Math.max(...hostRmt(host).ports.map((p) => p.queuedPdus));
   t.ok(queued >= 256, `the relay's queue to VM2 reached its 256-PDU bound (${queued})`);
   t.ok((hostRmt(host).stats.relayPauses ?? 0) > 0, 'and held VM1 back by pausing its N-1 port (hop-by-hop backpressure)');
+  const metrics = new HostMetrics(new VmpiHost(), { processMetrics: false });
+  metrics.addIpcp(host);
+  const pauses = sample(await metrics.metrics(), 'vmpi_dif_rmt_backpressure_total', { dif: host.difName, event: 'pause' });
+  t.equal(pauses, hostRmt(host).stats.relayPauses, `the pauses are exported (vmpi_dif_rmt_backpressure_total{event="pause"} ${pauses})`);
   pair2.host.resume();
 
   const [gotA, gotB] = await Promise.all([drain(aEnd, N, 15_000), drain(bEnd, N, 15_000)]);
