@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { VmpiHost } from '../src/vmpi/host.js';
 import type { VmpiDevice } from '../src/vmpi/device.js';
-import { Guest, guestExit, guestUnavailable } from './helpers/guest.js';
+import { Guest, guestExit, guestUnavailable, hostCondition } from './helpers/guest.js';
 import { parseResults, patternSdu } from './helpers/pattern.js';
 
 const unavailable = guestUnavailable();
@@ -22,14 +22,6 @@ function tmp(t: Test): string {
   const dir = mkdtempSync(join(tmpdir(), 'vmpi-batch-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   return dir;
-}
-
-async function waitFor(cond: () => boolean, what: string, ms = 30_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 /** Every SDU of `ch` the host got, copied. */
@@ -62,7 +54,7 @@ t.test('batched write: many SDUs per write(), each a frame; bad records end the 
   const g = new Guest({ sockets: [join(dir, 'vm.sock')] });
   t.teardown(() => g.kill());
   await g.agentReady();
-  await waitFor(() => device.isUp, 'device up');
+  await hostCondition(() => device.isUp, 'device up');
 
   // 1. Records of every kind of length in one write, then bad records after good ones.
   const ch = 6;
@@ -72,7 +64,7 @@ t.test('batched write: many SDUs per write(), each a frame; bad records end the 
   t.same(fails, [], 'every check in the guest passed (whole buffer taken; prefix before a record over max SDU, cut short, or stray bytes, then EMSGSIZE/EINVAL; 0 bytes; one SDU per write without the flag; unknown bit EINVAL)');
   t.equal(w.rc, 0, `vmpi-batch-check write exits 0: ${w.out.trim().slice(-400)}`);
   const sizes = [0, 1, 2, 3, 5, 100, 1000, 4000, 4096, device.maxSdu, 7, 100, 100, 100, 8, 9];
-  await waitFor(() => got.length >= sizes.length, `${sizes.length} SDUs on channel ${ch}`);
+  await hostCondition(() => got.length >= sizes.length, `${sizes.length} SDUs on channel ${ch}`);
   await new Promise((r) => setTimeout(r, 300)); // anything the driver should not have sent would be here by now
   t.equal(got.length, sizes.length, 'exactly the SDUs of the records the driver took, none past a bad record');
   const m = mismatches(got, ch, sizes);
@@ -98,7 +90,7 @@ t.test('batched write: many SDUs per write(), each a frame; bad records end the 
   const res = parseResults(out).find((x) => x.kind === 'RESULT' && x.mode === 'fill');
   t.same(out.match(/^FAIL .*$/gm) ?? [], [], 'every write returned whole records; the blocking write waited and took all 100');
   t.equal(res?.status, 'ok', `guest verdict (${r.out.trim()}): ${res ? JSON.stringify(res) : out.slice(-1500)}`);
-  await waitFor(() => got2.length >= n + 100, `${n + 100} SDUs on channel ${ch2}`);
+  await hostCondition(() => got2.length >= n + 100, `${n + 100} SDUs on channel ${ch2}`);
   await new Promise((r) => setTimeout(r, 300));
   t.equal(got2.length, n + 100, 'the host got exactly the SDUs the writes said they took');
   const m2 = mismatches(got2, ch2, Array.from({ length: n + 100 }, () => size));

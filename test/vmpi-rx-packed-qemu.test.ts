@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { VmpiHost } from '../src/vmpi/host.js';
 import { VhostUserServer } from '../src/vhost-user/server.js';
 import { SendResult, type VmpiDevice } from '../src/vmpi/device.js';
-import { Guest, guestExit, guestUnavailable } from './helpers/guest.js';
+import { Guest, guestExit, guestUnavailable, hostCondition } from './helpers/guest.js';
 import { HostileVmpiDevice } from './helpers/hostile-device.js';
 import { crc32, parseResults, patternSdu } from './helpers/pattern.js';
 
@@ -33,14 +33,6 @@ function tmp(t: Test): string {
   const dir = mkdtempSync(join(tmpdir(), 'vmpi-packed-qemu-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   return dir;
-}
-
-async function waitFor(cond: () => boolean, what: string, ms = 30_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 /**
@@ -115,7 +107,7 @@ t.test('packed rx on: 0..4000 B and 64 KiB SDUs, interleaved on 11 channels, com
   const g = new Guest({ sockets: [join(dir, 'vm.sock')], timeoutMs: 380_000 });
   t.teardown(() => g.kill());
   await g.agentReady();
-  await waitFor(() => device.isUp, 'device up');
+  await hostCondition(() => device.isUp, 'device up');
   t.equal(device.rxPacked, true, 'the driver took VMPI_F_RX_PACKED through the gpio carrier');
   const dmesg = await g.exec('dmesg | grep -i vmpi');
   t.match(dmesg.out, /packed rx/, `the driver says so (${dmesg.out.trim()})`);
@@ -136,7 +128,7 @@ t.test('packed rx off (driver loaded with rx_packed=0): the same traffic in the 
   await g.agentReady();
   const ins = await g.exec('insmod /lib/modules/vmpi.ko rx_packed=0');
   t.equal(ins.rc, 0, `driver loaded with rx_packed=0 (${ins.out.trim()})`);
-  await waitFor(() => device.isUp, 'device up');
+  await hostCondition(() => device.isUp, 'device up');
   t.equal(device.rxPacked, false, 'the driver did not take VMPI_F_RX_PACKED');
   const dmesg = await g.exec('dmesg | grep -i vmpi');
   t.match(dmesg.out, /one frame per buffer/, 'one frame per rx buffer');
@@ -155,7 +147,7 @@ t.test('packed rx, hostile host: bad records inside a buffer are dropped and cou
   const g = new Guest({ sockets: [sock], append: ['slub_debug=FZPU', 'init_on_alloc=0'], timeoutMs: 380_000 });
   t.teardown(() => g.kill());
   await g.agentReady();
-  await waitFor(() => dev.isUp, 'device up');
+  await hostCondition(() => dev.isUp, 'device up');
   t.equal(dev.rxPacked, true, 'packed');
   const counter = async (name: string): Promise<number> => Number(/(\d+)/.exec((await g.exec(`cat /sys/bus/virtio/devices/*/${name}`)).out)?.[1] ?? NaN);
 

@@ -38,6 +38,15 @@ export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
 
+/** Poll `cond` on the host every 20 ms until it holds, at most `ms` (host-side state a QEMU test waits on). */
+export async function hostCondition(cond: () => boolean, what: string, ms = 30_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 /** Wait for the guest's process to end (after poweroff), at most `ms`. */
 export function guestExit(g: Guest, ms = 60_000): Promise<GuestResult> {
   return within(g.done, ms, 'the guest to power off and QEMU to exit');
