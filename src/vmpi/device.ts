@@ -71,6 +71,8 @@ export interface VmpiDeviceStats extends BacklogCounters {
   drops: Record<DropReason, number>;
   /** Times send() found no guest rx buffer. */
   rxQueueFull: number;
+  /** Guest → host descriptor chains taken (one per frame; packed tx: many frames each). */
+  txChains: number;
   kicks: number;
   calls: number;
 }
@@ -123,6 +125,7 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
     toGuest: { sdus: 0, bytes: 0 },
     drops: { malformed: 0, oversize: 0, unbound_channel: 0, backlog_full: 0, device_reset: 0 },
     rxQueueFull: 0,
+    txChains: 0,
     kicks: 0,
     calls: 0,
     backlogSdus: 0,
@@ -327,6 +330,7 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
       if (this.txOff >= this.txEnd && this.txHeld !== null) this.returnHeld();
       while (this.txOff >= this.txEnd && budget > 0 && this.txRecordBudget > 0 && !this.paused && vq.pop(chain)) {
         budget--;
+        this.stats.txChains++;
         const len = chain.readableBytes;
         if (this.txPackedOn) {
           if (len < PACKED_RECORD_HEADER_SIZE || chain.writableBytes !== 0) this.stats.drops.malformed++;
