@@ -502,8 +502,11 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
     this.appFlows.closeAll(reason);
     for (const p of [...this.ports.values()]) p.port.close(reason);
     for (const r of this.lowerRegs) r.unregister();
+    // After the ports: their losses ran as usual; now the timers they set (address holds) go too.
+    this.enroller?.close();
     this.routing?.stop();
     this.directory.stop();
+    this.rmt.close();
     this.regs.clear();
   }
 
