@@ -343,10 +343,10 @@ export class Enroller {
     s.chunks = built.chunks;
     const name = s.memberName!;
     this.opts.clock.clearTimer(old?.holdTimer);
-    this.members.set(key, { info: { name, address, lowerDifs: info.lowerDifs, ...(block ? { pool: block } : {}) }, state: old?.state === 'enrolled' ? 'enrolled' : 'enrolling', everEnrolled: old?.everEnrolled ?? false, port: s.port, holdTimer: undefined });
+    this.members.set(key, { info: { name, address, lowerDifs: info.lowerDifs, ...(block ? { pool: block } : {}), ...(info.lfdbMaxPdu ? { lfdbMaxPdu: true } : {}) }, state: old?.state === 'enrolled' ? 'enrolled' : 'enrolling', everEnrolled: old?.everEnrolled ?? false, port: s.port, holdTimer: undefined });
     this.pool.bind(key, address);
     s.state = 'started';
-    const value = encodeEnrollmentInfo({ address, difName: this.opts.difName, lowerDifs: this.opts.lowerDifs ?? [], constants: this.opts.constants, ...(block ? { pool: block } : {}) });
+    const value = encodeEnrollmentInfo({ address, difName: this.opts.difName, lowerDifs: this.opts.lowerDifs ?? [], constants: this.opts.constants, ...(block ? { pool: block } : {}), lfdbMaxPdu: true });
     this.answer(s, req, replyTo(req, 0, '', value));
   }
 
