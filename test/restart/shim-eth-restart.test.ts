@@ -13,107 +13,47 @@
  *     B's flow ends with cause 'peer' (keepalive timeout); A's resumed flow, which B forgot, ends
  *     with cause 'peer' too as soon as B answers its first frame with a DEALLOC ("no such flow"),
  *     well before A's own keepalive timeout, instead of living on.
+ * The first round is test/helpers/shim-restart.ts (shared with shim-udp-restart.test.ts).
  * Frames only travel on the veth pair inside the namespaces this test creates.
  */
 import t, { type Test } from 'tap';
-import { IpcClient } from '../../src/dif/ipc/client.js';
-import type { ClientFlow } from '../../src/dif/ipc/client-flow.js';
 import { canNetns, netns, uniqueName, veth } from '../helpers/netns.js';
 import { workerPid } from '../helpers/restart.js';
 import { until } from '../helpers/serve.js';
+import { bounded, echoAtA, echoOnce, keptFlowsSurvive, logAfter, sdu } from '../helpers/shim-restart.js';
 import { twoServes, type TwoServes } from '../helpers/two-serves.js';
 
-const bounded = <T>(p: Promise<T>, ms: number, what: string): Promise<T> => {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([p, new Promise<T>((_, rej) => (timer = setTimeout(() => rej(new Error(`${what}: not within ${ms} ms`)), ms)))]).finally(() => clearTimeout(timer));
-};
+const DIF = 'eth.lan';
 
-async function echoOnce(flow: ClientFlow, sdu: Uint8Array, what: string): Promise<Uint8Array | null> {
-  flow.write(sdu);
-  return bounded(flow.read(), 10_000, what);
-}
-
-const sdu = (n: number): Uint8Array => Uint8Array.from({ length: n }, (_, i) => (i * 13 + n) & 0xff);
-
-interface Setup {
-  s: TwoServes;
-  cb: IpcClient;
-  /** Flows A's echo application accepted, in order. */
-  served: ClientFlow[];
-}
-
-/** Namespaces, veth, both serves (A under the keeper), an echo application registered at A. */
-async function setup(t: Test, prefix: string, keepaliveTimeoutMs: { a: number; b: number }): Promise<Setup> {
+/** Namespaces and a veth pair between them, both serves with shim-eth on their end (A under the keeper). */
+async function serves(t: Test, prefix: string, keepaliveTimeoutMs: { a: number; b: number }): Promise<TwoServes> {
   const nsA = netns(t, 'vmpira');
   const nsB = netns(t, 'vmpirb');
   const ifA = uniqueName('ra');
   const ifB = uniqueName('rb');
   veth(nsA, ifA, nsB, ifB);
-  const eth = { dif: 'eth.lan', keepaliveMs: 200, allocateTimeoutMs: 5000 };
-  const s = await twoServes(
+  const eth = { dif: DIF, keepaliveMs: 200, allocateTimeoutMs: 5000 };
+  return twoServes(
     t,
     prefix,
     { shimEth: { ...eth, keepaliveTimeoutMs: keepaliveTimeoutMs.a, interface: ifA } },
     { shimEth: { ...eth, keepaliveTimeoutMs: keepaliveTimeoutMs.b, interface: ifB } },
     [{ netns: nsA, restart: 'keeper' }, { netns: nsB }],
   );
-  const ca = await IpcClient.connect(s.sockA);
-  t.teardown(() => ca.close());
-  const cb = await IpcClient.connect(s.sockB);
-  t.teardown(() => cb.close());
-  const reg = await ca.register('eth.lan', 'echo');
-  const served: ClientFlow[] = [];
-  reg.on('request', (req) => {
-    void req.accept().then((f) => {
-      served.push(f);
-      f.on('data', (d) => f.write(d));
-    });
-  });
-  return { s, cb, served };
 }
 
 t.test('a shim-eth flow held by an IPC session survives a restart of its server', { skip: canNetns() }, async (t) => {
   // A long keepalive timeout at B: it must not give the flow up while A restarts (seconds under load).
-  const { s, cb, served } = await setup(t, 'shim-eth-restart', { a: 20_000, b: 20_000 });
-  const flow = await cb.allocate('eth.lan', 'echo', { src: 'checker' });
-  const other = await cb.allocate('eth.lan', 'echo', { src: 'other' });
-  t.same(Buffer.from((await echoOnce(flow, sdu(100), 'echo before the restart'))!), Buffer.from(sdu(100)), 'echo before the restart');
-  await until('both flows served', () => served.length === 2, 10_000, s.both);
-  const endedA: string[] = [];
-  const endedB: string[] = [];
-  served[0]!.once('deallocated', (r: string) => endedA.push(r));
-  flow.once('deallocated', (r: string) => endedB.push(r));
-  const otherEnded = new Promise<string>((r) => other.once('deallocated', (reason: string) => r(reason)));
-  await new Promise((r) => setTimeout(r, 300)); // the state written after the last change
-
-  const before = s.a.log().split('\n').length;
-  process.kill(workerPid(s.a.child.pid!), 'SIGKILL');
-  // The flow of 'other' loses its holder while no worker runs: its session's socket closes.
-  served[1]!.deallocate();
-  const after = (): string[] => s.a.log().split('\n').slice(before);
-  await until('a new worker resumed the IPC sessions', () => after().some((l) => l.includes('ipc: sessions resumed')), 60_000, s.both);
-  const resumed = after().find((l) => l.includes('shim-eth: resumed'));
-  t.match(resumed && JSON.parse(resumed), { flowsKept: 2 }, 'both flows were kept for the resumed session');
-  t.match(JSON.parse(after().find((l) => l.includes('ipc: sessions resumed'))!), { flows: 2, flowsLost: 0 }, 'the session got both flows back');
-
-  for (const n of [0, 1, 500, 1400]) {
-    const back = await echoOnce(flow, sdu(n), `echo of ${n} B after the restart`);
-    t.same(back && Buffer.from(back), Buffer.from(sdu(n)), `${n} B both ways on the same flow after the restart`);
-  }
-  t.equal(flow.state, 'allocated', "B's flow never ended");
-  t.same(endedA, [], "A's application never saw its flow end");
-  t.same(endedB, [], "B's application never saw its flow end");
-
-  const f2 = await cb.allocate('eth.lan', 'echo', { src: 'after' });
-  t.same(Buffer.from((await echoOnce(f2, sdu(64), 'a new flow'))!), Buffer.from(sdu(64)), 'a new flow works after the restart');
-  t.match(await bounded(otherEnded, 15_000, 'the flow whose holder left'), /deallocated by the peer/, 'the flow nobody held any more ended at B by a DEALLOC, before any keepalive timeout');
+  const s = await serves(t, 'shim-eth-restart', { a: 20_000, b: 20_000 });
+  await keptFlowsSurvive(t, s, DIF, 'shim-eth');
 });
 
 t.test('a restart longer than the peer keepalive timeout ends the flow at both ends with a cause', { skip: canNetns() }, async (t) => {
   const TIMEOUT_B = 1500;
   const TIMEOUT_A = 10_000;
-  const { s, cb, served } = await setup(t, 'shim-eth-restart-long', { a: TIMEOUT_A, b: TIMEOUT_B });
-  const flow = await cb.allocate('eth.lan', 'echo', { src: 'checker' });
+  const s = await serves(t, 'shim-eth-restart-long', { a: TIMEOUT_A, b: TIMEOUT_B });
+  const { cb, served } = await echoAtA(t, s, DIF);
+  const flow = await cb.allocate(DIF, 'echo', { src: 'checker' });
   t.same(Buffer.from((await echoOnce(flow, sdu(100), 'echo before the restart'))!), Buffer.from(sdu(100)), 'echo before the restart');
   await until('the flow served', () => served.length === 1, 10_000, s.both);
   const bEnded = new Promise<[string, string]>((r) => flow.once('deallocated', (reason: string, cause: string) => r([reason, cause])));
@@ -121,8 +61,7 @@ t.test('a restart longer than the peer keepalive timeout ends the flow at both e
   await new Promise((r) => setTimeout(r, 300)); // the state written after the last change
 
   const keeper = s.a.child.pid!;
-  const before = s.a.log().split('\n').length;
-  const after = (): string[] => s.a.log().split('\n').slice(before);
+  const log = logAfter(s, s.a.log().split('\n').length);
   // No worker for longer than B's keepalive timeout: the keeper is stopped before its worker dies.
   process.kill(keeper, 'SIGSTOP');
   let stopped = true;
@@ -136,15 +75,14 @@ t.test('a restart longer than the peer keepalive timeout ends the flow at both e
   process.kill(keeper, 'SIGCONT');
   stopped = false;
 
-  await until('a new worker resumed the IPC sessions', () => after().some((l) => l.includes('ipc: sessions resumed')), 60_000, s.both);
+  await until('a new worker resumed the IPC sessions', () => log.lines().some((l) => l.includes('ipc: sessions resumed')), 60_000, s.both);
   const resumedAt = Date.now();
-  const resumed = after().find((l) => l.includes('shim-eth: resumed'));
-  t.match(resumed && JSON.parse(resumed), { flowsKept: 1 }, 'A kept the flow for its session (it cannot know B gave it up)');
+  t.match(log.json('shim-eth: resumed'), { flowsKept: 1 }, 'A kept the flow for its session (it cannot know B gave it up)');
   const [ar, ac, at] = await bounded(aEnded, TIMEOUT_A, `A's resumed flow end; ${s.both()}`);
   t.equal(ac, 'peer', `A's resumed flow ended with cause peer: ${ar}`);
   t.match(ar, /no such flow/, "A's reason: B answered that it has no such flow");
   t.ok(at - resumedAt < TIMEOUT_A, `A's flow ended ${at - resumedAt} ms after the resume, before its own keepalive timeout (${TIMEOUT_A} ms)`);
 
-  const f2 = await cb.allocate('eth.lan', 'echo', { src: 'after' });
+  const f2 = await cb.allocate(DIF, 'echo', { src: 'after' });
   t.same(Buffer.from((await echoOnce(f2, sdu(64), 'a new flow'))!), Buffer.from(sdu(64)), 'a new flow works after the restart');
 });
