@@ -1011,6 +1011,19 @@ size_t SendBatchArgs(const Args& a, size_t maxCount, const char* item, size_t mi
   return count;
 }
 
+// sendmmsg(fd, msgs, count, flags | MSG_DONTWAIT), again after EINTR: how many were sent, or -1
+// when the first met EAGAIN (and ENOBUFS when `noBufsIsFull`: a device queue that is full). Any
+// other error is thrown.
+int SendBatch(Napi::Env env, int fd, mmsghdr* msgs, size_t count, int flags, bool noBufsIsFull) {
+  int n;
+  do n = sendmmsg(fd, msgs, static_cast<unsigned>(count), flags | MSG_DONTWAIT); while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || (noBufsIsFull && errno == ENOBUFS)) return -1;
+    ThrowSys(env, "sendmmsg", errno);
+  }
+  return n;
+}
+
 // sendRecords(fd, buf, offsets, lengths, first, count): records k = first..first+count-1 are
 // buf[offsets[k], offsets[k]+lengths[k]), sent with one sendmmsg (MSG_NOSIGNAL). Returns how many
 // were sent (>= 1), -1 when the first one met EAGAIN. An error on the first record is thrown (EPIPE,
@@ -1023,13 +1036,7 @@ Napi::Value SendRecords(const Napi::CallbackInfo& info) {
   mmsghdr msgs[kMaxBatchRecords];
   iovec iovs[kMaxBatchRecords];
   size_t count = SendBatchArgs(a, kMaxBatchRecords, "record", 0, "", msgs, iovs);
-  int n;
-  do n = sendmmsg(fd, msgs, static_cast<unsigned>(count), MSG_NOSIGNAL | MSG_DONTWAIT); while (n < 0 && errno == EINTR);
-  if (n < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return Napi::Number::New(env, -1);
-    ThrowSys(env, "sendmmsg", errno);
-  }
-  return Napi::Number::New(env, n);
+  return Napi::Number::New(env, SendBatch(env, fd, msgs, count, MSG_NOSIGNAL, false));
 }
 
 // recvRecords(fd, buf, slot, max, lengths): up to `max` records with one recvmmsg, record k into
@@ -1204,13 +1211,8 @@ Napi::Value PacketSendBatch(const Napi::CallbackInfo& info) {
   mmsghdr msgs[kMaxPacketBatch];
   iovec iovs[kMaxPacketBatch];
   size_t count = SendBatchArgs(a, kMaxPacketBatch, "frame", 14, "an Ethernet header", msgs, iovs);
-  int n;
-  do n = sendmmsg(fd, msgs, static_cast<unsigned>(count), MSG_DONTWAIT); while (n < 0 && errno == EINTR);
-  if (n < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) return Napi::Number::New(env, 0);
-    ThrowSys(env, "sendmmsg", errno);
-  }
-  return Napi::Number::New(env, n);
+  int n = SendBatch(env, fd, msgs, count, 0, true);
+  return Napi::Number::New(env, n < 0 ? 0 : n);
 }
 
 // packetRecvBatch(fd, buf, slotBytes, maxFrames, meta): up to maxFrames frames, frame i in
