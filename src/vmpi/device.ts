@@ -26,6 +26,7 @@ import { ProtocolError } from '../vhost-user/errors.js';
 import { SUPPORTED_PROTOCOL_FEATURES, VirtioFeature, bit, hasBit } from '../vhost-user/protocol.js';
 import { DescChain } from '../vhost-user/virtqueue.js';
 import { SendBacklog, type BacklogCounters } from './backlog.js';
+import { SduViews } from './sdu-views.js';
 import { SendResult, badChannelMessage, isChannelId, type DirectionStats, type SduHandler, type VmpiPort } from './port.js';
 import { DEFAULT_SDU_LOG2, GPIO_CARRIER, MAX_SDU_LOG2, MIN_SDU_LOG2, encodeVmpiConfig, type CarrierProfile } from './carrier.js';
 
@@ -124,6 +125,8 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
   /** Where tx frames are read (header + max SDU); made when the tx queue first has work, so a
    * connection that never gets that far (a hostile or failed front-end) costs no 64 KiB. */
   private txScratch: Uint8Array | null = null;
+  /** Views of txScratch handed to the handlers (reused: no allocation per SDU). */
+  private txViews: SduViews | null = null;
   private readonly header = new Uint8Array(PACKED_RECORD_HEADER_SIZE);
   private readonly headerView = new DataView(this.header.buffer);
   private readonly backlog: SendBacklog<Backlogged>;
@@ -277,6 +280,7 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
     const vq = q.vq;
     const chain = this.txChain;
     const scratch = (this.txScratch ??= new Uint8Array(FRAME_HEADER_SIZE + this.maxSdu));
+    const views = (this.txViews ??= new SduViews(scratch));
     const limit = FRAME_HEADER_SIZE + this.maxSdu;
     let budget = 256;
     for (;;) {
@@ -296,7 +300,7 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
           } else {
             this.stats.fromGuest.sdus++;
             this.stats.fromGuest.bytes += len - FRAME_HEADER_SIZE;
-            handler(scratch.subarray(FRAME_HEADER_SIZE, len), channel);
+            handler(views.view(FRAME_HEADER_SIZE, len), channel);
           }
         }
         vq.pushUsed(chain.head, 0);
