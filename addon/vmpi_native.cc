@@ -988,6 +988,42 @@ T* Ints(const Args& a, size_t i, const char* name, napi_typedarray_type type, si
   return reinterpret_cast<T*>(static_cast<uint8_t*>(arr.ArrayBuffer().Data()) + arr.ByteOffset());
 }
 
+// The arguments (fd, buf, offsets, lengths, first, count) of a batched send (sendRecords,
+// packetSendBatch): item k = first..first+count-1 (count 1..maxCount) is buf[offsets[k],
+// offsets[k]+lengths[k]), at least minLen bytes (`tooShort` names what it would then be shorter
+// than). Checks them all, points msgs[0..count) at the items through iovs, and returns count.
+size_t SendBatchArgs(const Args& a, size_t maxCount, const char* item, size_t minLen, const char* tooShort, mmsghdr* msgs, iovec* iovs) {
+  Napi::Uint8Array buf = a.Bytes(1, "buf");
+  size_t first = static_cast<size_t>(a.Int(4, "first", 0, 0xffffffff));
+  size_t count = static_cast<size_t>(a.Int(5, "count", 1, static_cast<double>(maxCount)));
+  const uint32_t* offs = Ints<uint32_t>(a, 2, "offsets", napi_uint32_array, first + count);
+  const uint32_t* lens = Ints<uint32_t>(a, 3, "lengths", napi_uint32_array, first + count);
+  size_t size = buf.ByteLength();
+  for (size_t k = 0; k < count; k++) {
+    size_t off = offs[first + k], len = lens[first + k];
+    if (off > size || len > size - off) a.Fail(std::string(item) + " " + std::to_string(first + k) + " lies outside buf");
+    if (len < minLen) a.Fail(std::string(item) + " " + std::to_string(first + k) + " is shorter than " + tooShort);
+    iovs[k] = iovec{buf.Data() + off, len};
+    msgs[k] = mmsghdr{};
+    msgs[k].msg_hdr.msg_iov = &iovs[k];
+    msgs[k].msg_hdr.msg_iovlen = 1;
+  }
+  return count;
+}
+
+// sendmmsg(fd, msgs, count, flags | MSG_DONTWAIT), again after EINTR: how many were sent, or -1
+// when the first met EAGAIN (and ENOBUFS when `noBufsIsFull`: a device queue that is full). Any
+// other error is thrown.
+int SendBatch(Napi::Env env, int fd, mmsghdr* msgs, size_t count, int flags, bool noBufsIsFull) {
+  int n;
+  do n = sendmmsg(fd, msgs, static_cast<unsigned>(count), flags | MSG_DONTWAIT); while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || (noBufsIsFull && errno == ENOBUFS)) return -1;
+    ThrowSys(env, "sendmmsg", errno);
+  }
+  return n;
+}
+
 // sendRecords(fd, buf, offsets, lengths, first, count): records k = first..first+count-1 are
 // buf[offsets[k], offsets[k]+lengths[k]), sent with one sendmmsg (MSG_NOSIGNAL). Returns how many
 // were sent (>= 1), -1 when the first one met EAGAIN. An error on the first record is thrown (EPIPE,
@@ -997,29 +1033,10 @@ Napi::Value SendRecords(const Napi::CallbackInfo& info) {
   Args a(info, "sendRecords");
   Napi::Env env = a.Env();
   int fd = a.Fd(0);
-  Napi::Uint8Array buf = a.Bytes(1, "buf");
-  size_t first = static_cast<size_t>(a.Int(4, "first", 0, 0xffffffff));
-  size_t count = static_cast<size_t>(a.Int(5, "count", 1, kMaxBatchRecords));
-  const uint32_t* offs = Ints<uint32_t>(a, 2, "offsets", napi_uint32_array, first + count);
-  const uint32_t* lens = Ints<uint32_t>(a, 3, "lengths", napi_uint32_array, first + count);
-  size_t size = buf.ByteLength();
   mmsghdr msgs[kMaxBatchRecords];
   iovec iovs[kMaxBatchRecords];
-  for (size_t k = 0; k < count; k++) {
-    size_t off = offs[first + k], len = lens[first + k];
-    if (off > size || len > size - off) a.Fail("record " + std::to_string(first + k) + " lies outside buf");
-    iovs[k] = iovec{buf.Data() + off, len};
-    msgs[k] = mmsghdr{};
-    msgs[k].msg_hdr.msg_iov = &iovs[k];
-    msgs[k].msg_hdr.msg_iovlen = 1;
-  }
-  int n;
-  do n = sendmmsg(fd, msgs, static_cast<unsigned>(count), MSG_NOSIGNAL | MSG_DONTWAIT); while (n < 0 && errno == EINTR);
-  if (n < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return Napi::Number::New(env, -1);
-    ThrowSys(env, "sendmmsg", errno);
-  }
-  return Napi::Number::New(env, n);
+  size_t count = SendBatchArgs(a, kMaxBatchRecords, "record", 0, "", msgs, iovs);
+  return Napi::Number::New(env, SendBatch(env, fd, msgs, count, MSG_NOSIGNAL, false));
 }
 
 // recvRecords(fd, buf, slot, max, lengths): up to `max` records with one recvmmsg, record k into
@@ -1191,30 +1208,11 @@ Napi::Value PacketSendBatch(const Napi::CallbackInfo& info) {
   Args a(info, "packetSendBatch");
   Napi::Env env = a.Env();
   int fd = a.Fd(0);
-  Napi::Uint8Array buf = a.Bytes(1, "buf");
-  size_t first = static_cast<size_t>(a.Int(4, "first", 0, 0xffffffff));
-  size_t count = static_cast<size_t>(a.Int(5, "count", 1, kMaxPacketBatch));
-  const uint32_t* offs = Ints<uint32_t>(a, 2, "offsets", napi_uint32_array, first + count);
-  const uint32_t* lens = Ints<uint32_t>(a, 3, "lengths", napi_uint32_array, first + count);
-  size_t size = buf.ByteLength();
   mmsghdr msgs[kMaxPacketBatch];
   iovec iovs[kMaxPacketBatch];
-  for (size_t k = 0; k < count; k++) {
-    size_t off = offs[first + k], len = lens[first + k];
-    if (off > size || len > size - off) a.Fail("frame " + std::to_string(first + k) + " lies outside buf");
-    if (len < 14) a.Fail("frame " + std::to_string(first + k) + " is shorter than an Ethernet header");
-    iovs[k] = iovec{buf.Data() + off, len};
-    msgs[k] = mmsghdr{};
-    msgs[k].msg_hdr.msg_iov = &iovs[k];
-    msgs[k].msg_hdr.msg_iovlen = 1;
-  }
-  int n;
-  do n = sendmmsg(fd, msgs, static_cast<unsigned>(count), MSG_DONTWAIT); while (n < 0 && errno == EINTR);
-  if (n < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) return Napi::Number::New(env, 0);
-    ThrowSys(env, "sendmmsg", errno);
-  }
-  return Napi::Number::New(env, n);
+  size_t count = SendBatchArgs(a, kMaxPacketBatch, "frame", 14, "an Ethernet header", msgs, iovs);
+  int n = SendBatch(env, fd, msgs, count, 0, true);
+  return Napi::Number::New(env, n < 0 ? 0 : n);
 }
 
 // packetRecvBatch(fd, buf, slotBytes, maxFrames, meta): up to maxFrames frames, frame i in

@@ -27,6 +27,10 @@
  * payload), fairness (slowest ÷ fastest device), server CPU (% of one core) and µs of server CPU
  * per SDU round trip, the front-ends' CPU, server RSS, and the 1-minute load average.
  *
+ * Flag sets (SCALE_SERVER_FLAG_SETS, e.g. `none;--max-semi-space-size=2`): every layout once per
+ * set of server Node flags, interleaved the same way, so a V8 flag's effect on throughput and RSS
+ * is a ratio under the same load; the table has a column per set and the RSS peak of each.
+ *
  * Soak (SCALE_SOAK_SECONDS=N): the largest count at full rate for N seconds, alternating the
  * sizes every SCALE_SOAK_INTERVAL, the server's RSS sampled every interval; start, peak, end and
  * least-squares slope. Goal (issue #15): < 150 MB and flat.
@@ -217,6 +221,8 @@ async function startServer(sockets: string[], dir: string, nodeFlags: readonly s
 interface Cell {
   /** Server processes the devices are spread over. */
   servers: number;
+  /** The servers' Node flag set ('' = none beyond the common SCALE_SERVER_NODE_FLAGS). */
+  flags: string;
   devices: number;
   size: number;
   /** Sum over the driven devices. */
@@ -243,6 +249,11 @@ interface Cell {
 interface Layout {
   servers: ChildProcess[];
   fes: Frontend[];
+  /** Its flag set, as Cell.flags. */
+  flags: string;
+  /** The largest summed RSS and RssAnon read at the end of its windows. */
+  peakRss: number;
+  peakAnon: number;
 }
 
 const pids = (l: Layout): number[] => l.servers.map((p) => p.pid!);
@@ -261,11 +272,14 @@ async function measureWindow(l: Layout, n: number, size: number, seconds: number
   const f1 = fes.reduce((a, f) => a + cpuSeconds(f.child.pid!), 0);
   const wall = Number(process.hrtime.bigint() - t0) / 1e9;
   const rss = layoutRss(l);
+  l.peakRss = Math.max(l.peakRss, rss.reduce((a, b) => a + b, 0));
+  l.peakAnon = Math.max(l.peakAnon, pids(l).reduce((a, p) => a + rssSplit(p).anon, 0));
   const results = await Promise.all(pending);
   const pps = results.map((r) => r.pps);
   const total = pps.reduce((a, b) => a + b, 0);
   return {
     servers: l.servers.length,
+    flags: l.flags,
     devices: fes.length,
     size,
     pps: total,
@@ -288,6 +302,7 @@ function medianCell(cells: Cell[]): Cell {
   const m = (f: (c: Cell) => number): number => median(cells.map(f));
   return {
     servers: cells[0]!.servers,
+    flags: cells[0]!.flags,
     devices: cells[0]!.devices,
     size: cells[0]!.size,
     pps: m((c) => c.pps),
@@ -307,11 +322,15 @@ function medianCell(cells: Cell[]): Cell {
 
 const pad = (s: string | number, n: number): string => String(s).padStart(n);
 
+const flagText = (f: string): string => (f === '' ? 'none' : f);
+
 function printTable(cells: Cell[]): void {
+  const fw = Math.max(5, ...cells.map((c) => flagText(c.flags).length));
+  const withFlags = new Set(cells.map((c) => c.flags)).size > 1;
   say('');
-  say(`${pad('servers', 7)} ${pad('devices', 7)} ${pad('size', 5)} ${pad('round trips/s', 13)} ${pad('Gb/s', 7)} ${pad('fair', 5)} ${pad('srv CPU%', 8)} ${pad('µs/SDU', 7)} ${pad('FE CPU%', 7)} ${pad('RSS MB', 6)} ${pad('load1', 5)}`);
+  say(`${withFlags ? `${flagText('flags').padEnd(fw)} ` : ''}${pad('servers', 7)} ${pad('devices', 7)} ${pad('size', 5)} ${pad('round trips/s', 13)} ${pad('Gb/s', 7)} ${pad('fair', 5)} ${pad('srv CPU%', 8)} ${pad('µs/SDU', 7)} ${pad('FE CPU%', 7)} ${pad('RSS MB', 6)} ${pad('load1', 5)}`);
   for (const c of cells) {
-    let line = `${pad(c.servers, 7)} ${pad(c.devices, 7)} ${pad(c.size, 5)} ${pad(Math.round(c.pps).toLocaleString('en-US'), 13)} ${pad(c.gbps.toFixed(3), 7)} ${pad(c.fairness.toFixed(2), 5)} ${pad(c.serverCpuPct.toFixed(0), 8)} ${pad(c.serverUsPerSdu.toFixed(2), 7)} ${pad(c.frontendCpuPct.toFixed(0), 7)} ${pad(mb(c.serverRss), 6)} ${pad(c.load1.toFixed(2), 5)}`;
+    let line = `${withFlags ? `${flagText(c.flags).padEnd(fw)} ` : ''}${pad(c.servers, 7)} ${pad(c.devices, 7)} ${pad(c.size, 5)} ${pad(Math.round(c.pps).toLocaleString('en-US'), 13)} ${pad(c.gbps.toFixed(3), 7)} ${pad(c.fairness.toFixed(2), 5)} ${pad(c.serverCpuPct.toFixed(0), 8)} ${pad(c.serverUsPerSdu.toFixed(2), 7)} ${pad(c.frontendCpuPct.toFixed(0), 7)} ${pad(mb(c.serverRss), 6)} ${pad(c.load1.toFixed(2), 5)}`;
     if (c.errors) line += `  (${c.errors} wrong lengths!)`;
     say(line);
   }
@@ -332,15 +351,15 @@ async function sweep(s: ScaleSettings, layouts: Layout[]): Promise<Cell[]> {
       for (const size of s.sizes) {
         for (const l of rep % 2 === 0 ? layouts : [...layouts].reverse()) {
           const c = await measureWindow(l, n, size, s.seconds, WARMUP_MS);
-          const key = `${c.servers}/${n}/${size}`;
+          const key = `${c.flags}/${c.servers}/${n}/${size}`;
           raw.set(key, [...(raw.get(key) ?? []), c]);
-          say(`  sweep ${rep + 1}/${s.repeats}: ${c.servers} server${c.servers === 1 ? ' ' : 's'} ${pad(n, 2)} devices ${pad(size, 5)} B  ${pad(Math.round(c.pps).toLocaleString('en-US'), 11)} round trips/s  server ${c.serverCpuPct.toFixed(0)}%  load ${c.load1.toFixed(2)}`);
+          say(`  sweep ${rep + 1}/${s.repeats}: ${c.flags ? `[${c.flags}] ` : ''}${c.servers} server${c.servers === 1 ? ' ' : 's'} ${pad(n, 2)} devices ${pad(size, 5)} B  ${pad(Math.round(c.pps).toLocaleString('en-US'), 11)} round trips/s  server ${c.serverCpuPct.toFixed(0)}%  load ${c.load1.toFixed(2)}`);
         }
       }
     }
   }
   const cells: Cell[] = [];
-  for (const l of layouts) for (const n of s.devices) for (const size of s.sizes) cells.push(medianCell(raw.get(`${l.servers.length}/${n}/${size}`)!));
+  for (const l of layouts) for (const n of s.devices) for (const size of s.sizes) cells.push(medianCell(raw.get(`${l.flags}/${l.servers.length}/${n}/${size}`)!));
   return cells;
 }
 
@@ -386,17 +405,17 @@ async function soak(s: ScaleSettings, l: Layout): Promise<{ samples: SoakSample[
 }
 
 /** Start a layout: `k` servers, device i on server i mod k, and one connected front-end per device. */
-async function startLayout(k: number, n: number, dir: string, maxSize: number, queueSize: number, nodeFlags: readonly string[]): Promise<Layout> {
-  const sockets = Array.from({ length: n }, (_, i) => join(dir, `s${k}-dev${i}.sock`));
+async function startLayout(k: number, n: number, dir: string, maxSize: number, queueSize: number, nodeFlags: readonly string[], set: number, flags: string): Promise<Layout> {
+  const sockets = Array.from({ length: n }, (_, i) => join(dir, `f${set}-s${k}-dev${i}.sock`));
   const servers: ChildProcess[] = [];
   for (let j = 0; j < k; j++) servers.push(await startServer(sockets.filter((_, i) => i % k === j), dir, nodeFlags));
   const idle = servers.map((p) => rssBytes(p.pid!));
   const fes: Frontend[] = [];
   for (let i = 0; i < n; i++) fes.push(await Frontend.start(i, sockets[i]!, maxSize, queueSize));
   await sleep(500);
-  const l = { servers, fes };
+  const l: Layout = { servers, fes, flags, peakRss: 0, peakAnon: 0 };
   const connected = layoutRss(l);
-  say(`${k} server${k === 1 ? '' : 's'} (pid ${pids(l).join(', ')}): RSS ${idle.map(mb).join(' + ')} MB with no front-end, ${connected.map(mb).join(' + ')} MB with ${n} devices connected and idle`);
+  say(`${flags ? `[${flags}] ` : ''}${k} server${k === 1 ? '' : 's'} (pid ${pids(l).join(', ')}): RSS ${idle.map(mb).join(' + ')} MB with no front-end, ${connected.map(mb).join(' + ')} MB with ${n} devices connected and idle`);
   return l;
 }
 
@@ -421,12 +440,14 @@ async function main(): Promise<void> {
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, () => process.exit(130));
   const soaking = s.soakSeconds > 0;
   const kinds = soaking ? [s.servers[0]!] : s.servers;
+  const sets = soaking ? [s.serverFlagSets[0]!] : s.serverFlagSets;
   const mode = soaking
     ? `soak: ${n} devices on ${kinds[0]} server${kinds[0] === 1 ? '' : 's'} at full rate for ${s.soakSeconds} s, RSS every ${s.soakInterval} s`
     : `counts ${s.devices.join(',')} × sizes ${s.sizes.join(',')} B × ${s.seconds} s on ${kinds.join(' and ')} server${kinds.length === 1 && kinds[0] === 1 ? '' : 's'}, ${s.repeats} interleaved sweeps`;
-  say(`vmpi scale benchmark: vmpi serve (--restart off), ${n} devices, one front-end process each; ${mode}; queue size ${s.queueSize}${s.serverNodeFlags.length ? `; server node flags ${s.serverNodeFlags.join(' ')}` : ''}; ${cpus().length} CPUs; load ${loadText()}`);
+  const setsText = sets.length > 1 || sets[0]!.length > 0 ? `; server flag sets ${sets.map((f) => flagText(f.join(' '))).join(' | ')}` : '';
+  say(`vmpi scale benchmark: vmpi serve (--restart off), ${n} devices, one front-end process each; ${mode}; queue size ${s.queueSize}${s.serverNodeFlags.length ? `; server node flags ${s.serverNodeFlags.join(' ')}` : ''}${setsText}; ${cpus().length} CPUs; load ${loadText()}`);
   const layouts: Layout[] = [];
-  for (const k of kinds) layouts.push(await startLayout(k, n, dir, maxSize, s.queueSize, s.serverNodeFlags));
+  for (const [j, set] of sets.entries()) for (const k of kinds) layouts.push(await startLayout(k, n, dir, maxSize, s.queueSize, [...s.serverNodeFlags, ...set], j, set.join(' ')));
 
   const outDir = join(ROOT, 'bench-results');
   mkdirSync(outDir, { recursive: true });
@@ -457,7 +478,9 @@ async function main(): Promise<void> {
     const cells = await sweep(s, layouts);
     printTable(cells);
     say(`load average before ${loadBefore.map((x) => x.toFixed(2)).join(' ')}, after ${loadText()}`);
-    const cell = (k: number, d: number, size: number): Cell => cells.find((c) => c.servers === k && c.devices === d && c.size === size)!;
+    const first = sets[0]!.join(' ');
+    const cellOf = (f: string, k: number, d: number, size: number): Cell => cells.find((c) => c.flags === f && c.servers === k && c.devices === d && c.size === size)!;
+    const cell = (k: number, d: number, size: number): Cell => cellOf(first, k, d, size);
     say('');
     for (const k of kinds) {
       say(`cost growth on ${k} server${k === 1 ? '' : 's'}: server µs per SDU against ${s.devices[0]} device${s.devices[0] === 1 ? '' : 's'}:`);
@@ -467,7 +490,14 @@ async function main(): Promise<void> {
       say(`${k} servers ÷ ${kinds[0]} (same run, interleaved): aggregate round trips/s, and server µs per SDU`);
       for (const size of s.sizes) say(`  ${pad(size, 5)} B: ${s.devices.map((d) => `${d}: ${(cell(k, d, size).pps / cell(kinds[0]!, d, size).pps).toFixed(2)}× (${(cell(k, d, size).serverUsPerSdu / cell(kinds[0]!, d, size).serverUsPerSdu).toFixed(2)}×)`).join('  ')}`);
     }
-    writeFileSync(join(outDir, 'scale.json'), JSON.stringify({ benchmark: 'scale', ...common, loadBefore, loadAfter: loadavg(), results: cells }, null, 2) + '\n');
+    for (const set of sets.slice(1)) {
+      const f = set.join(' ');
+      say(`[${f}] ÷ [${flagText(first)}] (same run, interleaved): aggregate round trips/s, and server µs per SDU`);
+      for (const k of kinds) for (const size of s.sizes) say(`  ${k} server${k === 1 ? ' ' : 's'} ${pad(size, 5)} B: ${s.devices.map((d) => `${d}: ${(cellOf(f, k, d, size).pps / cellOf(first, k, d, size).pps).toFixed(2)}× (${(cellOf(f, k, d, size).serverUsPerSdu / cellOf(first, k, d, size).serverUsPerSdu).toFixed(2)}×)`).join('  ')}`);
+    }
+    const peaks = layouts.map((l) => ({ flags: l.flags, servers: l.servers.length, peakRss: l.peakRss, peakAnon: l.peakAnon }));
+    say('RSS peak per layout (read at the end of every window): ' + peaks.map((p) => `${p.flags ? `[${p.flags}] ` : ''}${p.servers} server${p.servers === 1 ? '' : 's'} ${mb(p.peakRss)} MB (anon ${mb(p.peakAnon)})`).join('; '));
+    writeFileSync(join(outDir, 'scale.json'), JSON.stringify({ benchmark: 'scale', ...common, loadBefore, loadAfter: loadavg(), results: cells, peaks }, null, 2) + '\n');
     say(`results written to ${join(outDir, 'scale.json')}`);
     failed = cells.some((c) => c.errors > 0);
   }

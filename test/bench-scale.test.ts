@@ -52,7 +52,7 @@ t.test('trend: start, peak, end and the least-squares slope', async (t) => {
 });
 
 t.test('readScaleSettings: defaults, lists, and every bad value named', async (t) => {
-  t.same(readScaleSettings({}), { devices: [1, 2, 4, 8, 16], servers: [1, 2], sizes: [64, 4000], seconds: 3, queueSize: 256, repeats: 3, soakSeconds: 0, soakInterval: 10, serverNodeFlags: [] });
+  t.same(readScaleSettings({}), { devices: [1, 2, 4, 8, 16], servers: [1, 2], sizes: [64, 4000], seconds: 3, queueSize: 256, repeats: 3, soakSeconds: 0, soakInterval: 10, serverNodeFlags: [], serverFlagSets: [[]] });
   const s = readScaleSettings({ SCALE_DEVICES: '8, 1,4', SCALE_SIZES: '1500', SCALE_SECONDS: '1.5', SCALE_QUEUE_SIZE: '64', SCALE_REPEATS: '5', SCALE_SOAK_SECONDS: '600', SCALE_SOAK_INTERVAL: '10' });
   t.same(s.devices, [1, 4, 8], 'counts sorted');
   t.same(s.sizes, [1500]);
@@ -68,6 +68,7 @@ t.test('readScaleSettings: defaults, lists, and every bad value named', async (t
     SCALE_SOAK_SECONDS: '5',
     SCALE_SERVERS: '9',
     SCALE_SERVER_NODE_FLAGS: '--max-semi-space-size=2 ; rm',
+    SCALE_SERVER_FLAG_SETS: 'none;--max-semi-space-size=2;rm',
   };
   for (const [k, v] of Object.entries(bad)) {
     let err: unknown;
@@ -79,6 +80,8 @@ t.test('readScaleSettings: defaults, lists, and every bad value named', async (t
     t.ok(err instanceof ScaleSettingsError && err.code === 'bad_setting' && err.message.startsWith(`${k}=${v}`), `${k}=${v} is refused, the message names it: ${String(err)}`);
   }
   t.same(readScaleSettings({ SCALE_SERVER_NODE_FLAGS: ' --max-semi-space-size=2  --expose-gc ' }).serverNodeFlags, ['--max-semi-space-size=2', '--expose-gc']);
+  t.same(readScaleSettings({ SCALE_SERVER_FLAG_SETS: 'none; --max-semi-space-size=1 ;--max-semi-space-size=4 --expose-gc' }).serverFlagSets, [[], ['--max-semi-space-size=1'], ['--max-semi-space-size=4', '--expose-gc']], 'flag sets, none = no flags');
+  t.throws(() => readScaleSettings({ SCALE_SERVER_FLAG_SETS: 'none;none' }), /given twice/);
   t.throws(() => readScaleSettings({ SCALE_DEVICES: '2,2' }), /given twice/);
   t.throws(() => readScaleSettings({ SCALE_DEVICES: '65' }), /1\.\.64/);
 });

@@ -279,9 +279,22 @@ t.test('the normal DIF: a name is enough; difs entries of type normal say the sa
   t.same(one('normal: {}\n'), ['normal.dif: is required but missing']);
   t.same(one('normal: { dif: "" }\n'), ['normal.dif: "" is too short (at least 1 characters)']);
   t.same(one('normal: { dif: n.DIF, maxPduSize: 100 }\n'), ['normal.maxPduSize: 100 is below the minimum 1024']);
-  t.same(one('normal: { dif: n.DIF, nmae: x }\n'), ['normal.nmae: unknown field (did you mean "name"?); known fields here: dif, name, enroller, maxPduSize, role, acceptEnrollment, neighbours']);
+  t.same(one('normal: { dif: n.DIF, nmae: x }\n'), ['normal.nmae: unknown field (did you mean "name"?); known fields here: dif, name, enroller, maxPduSize, keepaliveMs, keepaliveMisses, role, acceptEnrollment, neighbours']);
   t.same(one('normal: { dif: n.DIF, name: "a/b/c/d/e" }\n'), ['normal.name: "a/b/c/d/e" is not an IPC process name: "a/b/c/d/e" has 5 components; an application name has at most 4 (apn/api/aen/aei)']);
   t.same(one('normal: { dif: a.DIF }\ndifs:\n  - { name: b.DIF, type: normal }\n'), ['difs[0].name: "b.DIF": only one normal DIF is supported, and normal.dif already declares "a.DIF"']);
+});
+
+t.test('normal DIF keepalives: keepaliveMs and keepaliveMisses, checked with errors naming the field', async (t) => {
+  const one = problems;
+  const parse = (yaml: string) => parseConfig(yaml, { format: 'yaml' });
+  t.same(parse('normal: { dif: n.DIF, keepaliveMs: 500, keepaliveMisses: 4 }\n').normal, { dif: 'n.DIF', keepaliveMs: 500, keepaliveMisses: 4 }, 'both given');
+  t.same(parse('normal: { dif: n.DIF, keepaliveMs: 2000 }\n').normal, { dif: 'n.DIF', keepaliveMs: 2000 }, 'the period alone (misses default 3)');
+  t.same(one('normal: { dif: n.DIF, keepaliveMs: 5 }\n'), ['normal.keepaliveMs: 5 is below the minimum 20']);
+  t.same(one('normal: { dif: n.DIF, keepaliveMs: 250.5 }\n'), ['normal.keepaliveMs: 250.5 is a number, expected an integer']);
+  t.same(one('normal: { dif: n.DIF, keepaliveMs: "10s" }\n'), ['normal.keepaliveMs: "10s" is a string, expected an integer']);
+  t.same(one('normal: { dif: n.DIF, keepaliveMisses: 0 }\n'), ['normal.keepaliveMisses: 0 is below the minimum 1']);
+  t.same(one('normal: { dif: n.DIF, keepaliveMisses: 101 }\n'), ['normal.keepaliveMisses: 101 is above the maximum 100']);
+  t.same(one('normal: { dif: n.DIF, keepaliveMs: 20, keepaliveMisses: 2 }\n'), ['normal.keepaliveMisses: 2 × keepaliveMs 20 declares a neighbour down after 40 ms of silence; allow at least 100 ms (raise keepaliveMs or keepaliveMisses)']);
 });
 
 t.test('the normal DIF as a mesh: acceptEnrollment and neighbours, each problem on one line naming the field', async (t) => {

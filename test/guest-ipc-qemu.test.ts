@@ -19,7 +19,7 @@ import { IpcDaemon } from '../src/dif/ipc/daemon.js';
 import { ShimHvIpcp } from '../src/dif/shim-hv/ipcp.js';
 import { VmpiHost } from '../src/vmpi/host.js';
 import { readN } from './helpers/flows.js';
-import { Guest, GUEST_DIR, guestUnavailable, nodeScript } from './helpers/guest.js';
+import { Guest, GUEST_DIR, guestUnavailable, hostCondition, nodeScript } from './helpers/guest.js';
 import { patternSdu } from './helpers/pattern.js';
 import { within } from './ipc/helpers.js';
 
@@ -144,8 +144,7 @@ t.test('IPC API in the guest: vmpi guest hands applications the channel file', {
   // Guest → host: the guest client's SDUs reach the host sink.
   const sent = await g.waitJson<{ datapath: string; n: number }>('GIPC-SENT', 120_000);
   t.equal(sent.datapath, 'vmpi_file', 'the guest client writes to the driver file too');
-  const end = Date.now() + 30_000;
-  while (sinkGot.length < 20 && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+  await hostCondition(() => sinkGot.length >= 20, 'the 20 SDUs of the guest client at the host sink', 30_000);
   t.equal(sinkGot.length, 20, 'host sink got the 20 SDUs');
   t.ok(sinkGot.every((sdu, i) => sdu.byteLength === 1000 && sdu.every((v, k) => v === ((k + 7 * i + 13) & 0xff))), 'guest → host SDUs intact');
 

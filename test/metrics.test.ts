@@ -323,7 +323,7 @@ t.test('normal DIF metrics: an enroller relaying between two members, scraped pe
   t.equal(sample(m, 'vmpi_dif_flows_active', dif), 0, 'the relay has no flow of its own');
   const forwarded = sample(m, 'vmpi_dif_rmt_pdus_forwarded_total', dif) ?? 0;
   t.ok(forwarded >= 5 + 2 * 2, `every data PDU and both allocations' request and answer went through the relay (${forwarded} PDUs)`);
-  for (const reason of ['no_route', 'ttl', 'queue_full', 'no_cep', 'no_mgmt', 'port_down', 'malformed']) {
+  for (const reason of ['no_route', 'ttl', 'queue_full', 'no_cep', 'no_mgmt', 'port_down', 'too_big', 'malformed']) {
     t.equal(sample(m, 'vmpi_dif_rmt_pdus_dropped_total', { ...dif, reason }), 0, `no PDU dropped (${reason})`);
   }
 

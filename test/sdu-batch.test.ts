@@ -75,7 +75,9 @@ t.test('TxRecords: records, bounds, whole-record prefixes, order across flushes'
   for (let i = 0; i < 10; i++) r2.add(sdu(10, i)); // 16 bytes per record
   const got: Uint8Array[] = [];
   let room = 3;
+  let ringWrites = 0;
   const ring: TxWriter = (buf, off, len) => {
+    ringWrites++;
     if (room === 0) return 'again';
     const take = Math.min(room, len / 16);
     room -= take;
@@ -85,6 +87,7 @@ t.test('TxRecords: records, bounds, whole-record prefixes, order across flushes'
   t.equal(r2.flush(ring, true), 'full', 'ring full: the rest is kept');
   t.equal(r2.sentSdus, 3);
   t.equal(r2.sdus, 7);
+  t.equal(ringWrites, 1, 'a prefix means the ring is full: no second write(2) only to meet EAGAIN');
   r2.add(sdu(10, 10));
   room = 100;
   t.equal(r2.flush(ring, true), 'done');

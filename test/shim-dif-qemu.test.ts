@@ -13,7 +13,7 @@ import { DifError, type Flow } from '../src/dif/api.js';
 import { ShimHvIpcp } from '../src/dif/shim-hv/ipcp.js';
 import { VmpiHost } from '../src/vmpi/host.js';
 import { readN } from './helpers/flows.js';
-import { Guest, GUEST_DIR, guestUnavailable, nodeScript } from './helpers/guest.js';
+import { Guest, GUEST_DIR, guestUnavailable, hostCondition, nodeScript } from './helpers/guest.js';
 import { patternSdu } from './helpers/pattern.js';
 
 const unavailable =
@@ -84,8 +84,7 @@ t.test('shim DIF: host and guest apps talk over a VMPI device', { skip: unavaila
 
   // The guest-initiated flow reached the host's sink.
   await g.waitJson('SHIM-SENT', 120_000);
-  const end = Date.now() + 30_000;
-  while (sinkGot.length < 20 && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+  await hostCondition(() => sinkGot.length >= 20, 'the 20 SDUs of the guest app at the host sink', 30_000);
   t.equal(sinkGot.length, 20, 'host sink got the 20 SDUs the guest app sent');
   t.ok(sinkGot.every((sdu, i) => sdu.byteLength === 1000 && sdu.every((v, k) => v === ((k + 7 * i + 13) & 0xff))), 'guest -> host SDUs intact');
   t.equal(sinkFlow?.remoteApp.processName, 'client', 'the sink sees the guest app as the remote application');

@@ -17,7 +17,7 @@ import { EchoResponder } from '../src/vmpi/echo.js';
 import { ECHO_CHANNEL_MIN, mergeServeOptions } from '../src/ops/config.js';
 import { startServing, type Serving } from '../src/ops/serve.js';
 import { logger } from '../src/sys/log.js';
-import { Guest, guestExit, guestUnavailable } from './helpers/guest.js';
+import { Guest, guestExit, guestUnavailable, hostCondition } from './helpers/guest.js';
 import { parseResults } from './helpers/pattern.js';
 
 const unavailable = guestUnavailable();
@@ -25,14 +25,6 @@ if (unavailable && process.env.CI) t.fail(`guest tests cannot run in CI: ${unava
 
 const CH = ECHO_CHANNEL_MIN + 1;
 const VMPI_ID = 61;
-
-async function waitFor(cond: () => boolean, what: string, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -49,7 +41,7 @@ t.test('vmpi-perf stream against the echo responder: clean, with SDUs dropped on
   const g = new Guest({ sockets: [sock], timeoutMs: 240_000 });
   t.teardown(() => g.kill());
   await g.agentReady();
-  await waitFor(() => device.isUp, 'device up');
+  await hostCondition(() => device.isUp, 'device up');
 
   const stream = async (args: string, ms = 60_000) => {
     const r = await g.exec(`vmpi-perf ${args}`, ms);
@@ -83,7 +75,7 @@ t.test('vmpi-perf stream against the echo responder: clean, with SDUs dropped on
     const echoedBefore = echo.stats.echoed;
     const unboundBefore = device.stats.drops.unbound_channel;
     const run = stream(`-w 32 -g 100 -t 500 stream /dev/vmpi0 ${CH} 1000 ${count}`);
-    await waitFor(() => echo.stats.echoed >= echoedBefore + 1000, '1000 SDUs echoed', 60_000);
+    await hostCondition(() => echo.stats.echoed >= echoedBefore + 1000, '1000 SDUs echoed', 60_000);
     echo.close();
     await sleep(300);
     const dropped = device.stats.drops.unbound_channel - unboundBefore;
@@ -109,7 +101,7 @@ t.test('vmpi-perf stream against the echo responder: clean, with SDUs dropped on
     const count = 4000;
     const echoedBefore = echo.stats.echoed;
     const run = stream(`-w 32 -g 100 -t 3000 stream /dev/vmpi0 ${CH} 1000 ${count}`);
-    await waitFor(() => echo.stats.echoed >= echoedBefore + 1000 && !echo.pausing, '1000 SDUs echoed', 60_000);
+    await hostCondition(() => echo.stats.echoed >= echoedBefore + 1000 && !echo.pausing, '1000 SDUs echoed', 60_000);
     // The responder is not waiting for 'drain' (so it will not resume the device), and a paused
     // device gives it no SDU that could make it wait.
     device.pause();

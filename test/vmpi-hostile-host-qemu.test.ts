@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { VhostUserServer } from '../src/vhost-user/server.js';
 import { encodeVmpiConfig } from '../src/vmpi/carrier.js';
-import { Guest, guestUnavailable } from './helpers/guest.js';
+import { Guest, guestUnavailable, hostCondition } from './helpers/guest.js';
 import { HostileVmpiDevice } from './helpers/hostile-device.js';
 import { patternSdu } from './helpers/pattern.js';
 
@@ -27,14 +27,6 @@ const COUNTERS = ['rx_frames', 'tx_frames', 'rx_drops_unbound', 'rx_malformed', 
 type Counters = Record<(typeof COUNTERS)[number], number>;
 /** Kernel log lines that must never appear. */
 const KERNEL_TROUBLE = /Oops|BUG[: ]|WARNING:|Call Trace|general protection|RIP: |KASAN|kernel panic/i;
-
-async function waitFor(cond: () => boolean, what: string, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 /** The driver's sysfs counters (NaN for one the driver does not have). */
 async function counters(g: Guest): Promise<Counters> {
@@ -83,7 +75,7 @@ t.test('hostile host: lying used lengths, bad used ids, a changing config', { sk
   const g = new Guest({ sockets: [sock], append: ['slub_debug=FZPU', 'init_on_alloc=0'], timeoutMs: 380_000 });
   t.teardown(() => g.kill());
   await g.agentReady();
-  await waitFor(() => dev.isUp, 'device up');
+  await hostCondition(() => dev.isUp, 'device up');
   // Reload the driver over freed kernel pages full of a fill byte (pipe buffers: unmovable, like
   // the driver's own pages): rx pages the driver does not zero then carry it (stale guest-kernel
   // memory) instead of the zeros of never-used guest RAM.
@@ -97,7 +89,7 @@ t.test('hostile host: lying used lengths, bad used ids, a changing config', { sk
   );
   t.equal(reload.rc, 0, `driver reloaded over freed pages (${reload.out.trim()})`);
   t.match(reload.out, /5a 5a 5a 5a/, 'the freed pages held the fill byte');
-  await waitFor(() => ups > before && dev.isUp, 'device up after the reload');
+  await hostCondition(() => ups > before && dev.isUp, 'device up after the reload');
   const c0 = await counters(g);
   t.equal(c0.vmpi_id, 51, 'guest sees vmpi_id 51');
 
@@ -115,7 +107,7 @@ t.test('hostile host: lying used lengths, bad used ids, a changing config', { sk
     const n = fromGuest.length;
     const r = await g.exec('vmpi-perf -t 20000 send /dev/vmpi0 3 200 5', 30_000);
     t.equal(r.rc, 0, `${what}: the guest sends (${r.out.trim()})`);
-    await waitFor(() => fromGuest.length >= n + 5, `${what}: 5 SDUs from the guest`);
+    await hostCondition(() => fromGuest.length >= n + 5, `${what}: 5 SDUs from the guest`);
     t.same(Buffer.from(fromGuest[n + 4]!), Buffer.from(patternSdu(3, 4, 200)), `${what}: the host gets them`);
   };
 
@@ -163,7 +155,7 @@ t.test('hostile host: lying used lengths, bad used ids, a changing config', { sk
   dev.pushBogusUsed('rx', ring + 5, 100);
   // The queues stop and start again: the guest reset the device (a driver that leaves the ring
   // broken never gets here).
-  await waitFor(() => ups > before && dev.isUp, 'device up again after the guest reset it');
+  await hostCondition(() => ups > before && dev.isUp, 'device up again after the guest reset it');
   const c2 = await counters(g);
   t.equal(c2.ring_resets, c1.ring_resets + 1, 'ring_resets counts the reset');
   await goodTraffic('after an rx id out of range', 3);
@@ -174,7 +166,7 @@ t.test('hostile host: lying used lengths, bad used ids, a changing config', { sk
   dev.configOverride = bad;
   before = ups;
   await dev.sendClaiming(9, new Uint8Array(10), 14, { times: 2 });
-  await waitFor(() => ups > before && dev.isUp, 'device up again after the second reset');
+  await hostCondition(() => ups > before && dev.isUp, 'device up again after the second reset');
   const c3 = await counters(g);
   t.equal(c3.ring_resets, c2.ring_resets + 1, 'ring_resets counts the second reset');
   t.ok(c3.config_rejected > c2.config_rejected, 'config_rejected counts the changed config read after the reset');
@@ -193,7 +185,7 @@ t.test('hostile host: lying used lengths, bad used ids, a changing config', { sk
   await g.exec('vmpi-perf -t 20000 send /dev/vmpi0 11 10 1', 30_000);
   const c4 = await waitCounter(g, 'ring_resets', c3.ring_resets + 1);
   t.equal(c4.ring_resets, c3.ring_resets + 1, 'the tx ring broke and was reset too');
-  await waitFor(() => ups > before && dev.isUp, 'device up again after the tx reset');
+  await hostCondition(() => ups > before && dev.isUp, 'device up again after the tx reset');
   await goodTraffic('after a tx id out of range', 5);
 
   // ---- 5. what a reset keeps: a binding with SDUs queued, and a writer blocked on a full ring ----
@@ -204,7 +196,7 @@ t.test('hostile host: lying used lengths, bad used ids, a changing config', { sk
   await waitCounter(g, 'rx_frames', c4.rx_frames + 10);
   before = ups;
   dev.pushBogusUsed('rx', ring + 1, 100);
-  await waitFor(() => ups > before && dev.isUp, 'device up again after the third reset');
+  await hostCondition(() => ups > before && dev.isUp, 'device up again after the third reset');
   for (let i = 10; i < 20; i++) dev.send(8, patternSdu(8, i, 100));
   await g.exec('wait', 30_000);
   const res5 = /RESULT mode=recv .*$/m.exec(g.output.slice(from5))?.[0] ?? '';
@@ -221,7 +213,7 @@ t.test('hostile host: lying used lengths, bad used ids, a changing config', { sk
   await g.exec('wait', 30_000);
   const res6 = /RESULT mode=send .*$/m.exec(g.output.slice(from5))?.[0] ?? '';
   t.match(res6, /sdus=200 .*status=ok/, `the blocked writer finishes after the reset (${res6})`);
-  await waitFor(() => fromGuest.length > n5 && new DataView(fromGuest.at(-1)!.buffer).getUint32(0, true) === 1199, 'the last SDU at the host');
+  await hostCondition(() => fromGuest.length > n5 && new DataView(fromGuest.at(-1)!.buffer).getUint32(0, true) === 1199, 'the last SDU at the host');
   const seqs = fromGuest.slice(n5).map((sdu) => new DataView(sdu.buffer).getUint32(0, true));
   t.ok(seqs.every((q, i) => i === 0 || q > seqs[i - 1]!), 'the host gets them in order, none twice');
   t.ok(seqs.length >= 200 - 64, `at most a ring's worth (64) lost in the reset (${200 - seqs.length} lost)`);
@@ -235,7 +227,7 @@ t.test('hostile host: lying used lengths, bad used ids, a changing config', { sk
   for (let i = 0; i < 4; i++) {
     before = ups;
     dev.pushBogusUsed('rx', ring + 2, 0);
-    await waitFor(() => ups > before && dev.isUp, `device up after storm reset ${i + 1}`);
+    await hostCondition(() => ups > before && dev.isUp, `device up after storm reset ${i + 1}`);
   }
   dev.off('down', onDown);
   const apart = downs.slice(1).map((d, i) => d - downs[i]!);

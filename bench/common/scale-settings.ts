@@ -16,6 +16,10 @@
  *   SCALE_SOAK_INTERVAL  seconds between RSS samples in the soak (10)
  *   SCALE_SERVER_NODE_FLAGS  Node flags for the servers only, space-separated, each --name or
  *                        --name=value (e.g. --max-semi-space-size=2: V8's young generation)
+ *   SCALE_SERVER_FLAG_SETS  sets of server Node flags to compare, interleaved like the layouts:
+ *                        ';'-separated sets, each as SCALE_SERVER_NODE_FLAGS or `none` (e.g.
+ *                        `none;--max-semi-space-size=2`); every layout runs once per set, after
+ *                        the common SCALE_SERVER_NODE_FLAGS. The soak uses the first set
  */
 
 export class ScaleSettingsError extends Error {
@@ -33,6 +37,8 @@ export interface ScaleSettings {
   soakSeconds: number;
   soakInterval: number;
   serverNodeFlags: string[];
+  /** Flag sets compared (each a layout of its own); [[]] by default: one, with no extra flags. */
+  serverFlagSets: string[][];
 }
 
 /** The most devices one server gets (one front-end process each). */
@@ -62,6 +68,13 @@ function num(env: NodeJS.ProcessEnv, name: string, fallback: number, lo: number,
   return n;
 }
 
+/** Space-separated Node flags, each --name or --name=value (`raw` is one set of `name`'s value). */
+function nodeFlags(env: NodeJS.ProcessEnv, name: string, raw: string): string[] {
+  const flags = raw === '' ? [] : raw.split(/\s+/);
+  for (const f of flags) if (!/^--[a-z][a-z0-9-]*(=[A-Za-z0-9._,-]+)?$/.test(f)) throw new ScaleSettingsError(`${name}=${env[name]}: "${f}" is not a Node flag of the form --name or --name=value`);
+  return flags;
+}
+
 export function readScaleSettings(env: NodeJS.ProcessEnv = process.env): ScaleSettings {
   const devices = intList(env, 'SCALE_DEVICES', [1, 2, 4, 8, 16], 1, MAX_DEVICES);
   const servers = intList(env, 'SCALE_SERVERS', [1, 2], 1, 8);
@@ -73,8 +86,10 @@ export function readScaleSettings(env: NodeJS.ProcessEnv = process.env): ScaleSe
   const soakSeconds = num(env, 'SCALE_SOAK_SECONDS', 0, 0, 86400, true);
   const soakInterval = num(env, 'SCALE_SOAK_INTERVAL', 10, 1, 600, true);
   if (soakSeconds > 0 && soakSeconds < soakInterval) throw new ScaleSettingsError(`SCALE_SOAK_SECONDS=${soakSeconds} is shorter than SCALE_SOAK_INTERVAL=${soakInterval}: the soak would take no sample; give at least one interval`);
-  const rawFlags = env.SCALE_SERVER_NODE_FLAGS?.trim() ?? '';
-  const serverNodeFlags = rawFlags === '' ? [] : rawFlags.split(/\s+/);
-  for (const f of serverNodeFlags) if (!/^--[a-z][a-z0-9-]*(=[A-Za-z0-9._,-]+)?$/.test(f)) throw new ScaleSettingsError(`SCALE_SERVER_NODE_FLAGS=${rawFlags}: "${f}" is not a Node flag of the form --name or --name=value`);
-  return { devices: [...devices].sort((a, b) => a - b), servers, sizes, seconds, queueSize, repeats, soakSeconds, soakInterval, serverNodeFlags };
+  const serverNodeFlags = nodeFlags(env, 'SCALE_SERVER_NODE_FLAGS', env.SCALE_SERVER_NODE_FLAGS?.trim() ?? '');
+  const rawSets = env.SCALE_SERVER_FLAG_SETS?.trim() ?? '';
+  const serverFlagSets = rawSets === '' ? [[]] : rawSets.split(';').map((set) => (set.trim() === 'none' ? [] : nodeFlags(env, 'SCALE_SERVER_FLAG_SETS', set.trim())));
+  const labels = serverFlagSets.map((f) => f.join(' '));
+  for (const [i, l] of labels.entries()) if (labels.indexOf(l) !== i) throw new ScaleSettingsError(`SCALE_SERVER_FLAG_SETS=${rawSets}: the set "${l || 'none'}" is given twice; give each set once`);
+  return { devices: [...devices].sort((a, b) => a - b), servers, sizes, seconds, queueSize, repeats, soakSeconds, soakInterval, serverNodeFlags, serverFlagSets };
 }

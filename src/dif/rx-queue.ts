@@ -46,6 +46,8 @@ export class RxQueue {
   private ended = false;
   private _bytes = 0;
   private readonly one = new OneSdu();
+  /** passOne()'s batch (not pump()'s: a listener may deliver again from inside pump()). */
+  private readonly passed = new OneSdu();
 
   /**
    * @param flow the Flow whose 'data' event this queue feeds
@@ -96,6 +98,18 @@ export class RxQueue {
       return;
     }
     for (let i = 0; i < batch.count; i++) this.push(batch.sdu(i).slice());
+  }
+
+  /**
+   * One SDU (a view, valid only during the call) straight to the 'sdus' listeners as a batch of
+   * one, when takesBatch(): no copy, no queue. False (nothing done) otherwise: push a copy.
+   */
+  passOne(sdu: Uint8Array): boolean {
+    if (!this.takesBatch()) return false;
+    const one = this.passed;
+    one.buffer = sdu;
+    emitBatch(this.flow, one);
+    return true;
   }
 
   /** Queue one SDU (the queue keeps this object: pass a private copy). */

@@ -44,6 +44,8 @@
  * `acceptEnrollment: true` enrolls new members too (serve: on every lower DIF, e.g. its VMs while
  * it is itself enrolled to another host), and `neighbours: [{ name, dif }]` adds N-1 adjacencies
  * to further members over named lower DIFs, so the DIF is a mesh (docs/NORMAL-DIF-IPCP.md).
+ * `keepaliveMs` (default 10 000) and `keepaliveMisses` (default 3) set routing's neighbour
+ * liveness on every N-1 adjacency (the same at every member).
  *
  * The shim DIF over UDP (`shimUdp`: dif, bind IPv4:PORT, peers name → IPv4:PORT, allow, mtu,
  * keepaliveMs, keepaliveTimeoutMs, allocateTimeoutMs): `vmpi serve` runs its IPC process, which

@@ -396,7 +396,7 @@ export class HostMetrics {
         return r === undefined ? [] : [[{}, r.forwarded]];
       }),
     );
-    family('counter', 'vmpi_dif_rmt_pdus_dropped_total', 'PDUs the RMT dropped, by reason (no_route, ttl, queue_full, no_cep, no_mgmt, port_down, malformed; normal DIF)', ['dif', 'reason'], () =>
+    family('counter', 'vmpi_dif_rmt_pdus_dropped_total', 'PDUs the RMT dropped, by reason (no_route, ttl, queue_full, no_cep, no_mgmt, port_down, too_big, malformed; normal DIF)', ['dif', 'reason'], () =>
       perDif(difs, ({ ipcp }) => Object.entries(ipcp.counters().rmt?.dropped ?? {}).map(([reason, v]): [Record<'reason', string>, number] => [{ reason }, v])),
     );
     family('counter', 'vmpi_dif_rmt_backpressure_total', 'RMT backpressure events (normal DIF): pause (an incoming N-1 port paused because the output queue of a PDU it relayed was full), stuck (an output queue that took nothing for stallMs while ports waited on it: they resume and its relayed PDUs are dropped as queue_full until it moves)', ['dif', 'event'], () =>

@@ -23,6 +23,11 @@ export interface NormalFactoryOptions {
   retryMs?: number;
 }
 
+/** The keepalive settings of `cfg` (absent: NormalIpcp's defaults). */
+function keepalives(cfg: NormalConfig): { keepaliveMs?: number; keepaliveMisses?: number } {
+  return { ...(cfg.keepaliveMs !== undefined ? { keepaliveMs: cfg.keepaliveMs } : {}), ...(cfg.keepaliveMisses !== undefined ? { keepaliveMisses: cfg.keepaliveMisses } : {}) };
+}
+
 /** The enroller IPC process name a DIF's members enroll to by default. */
 export function defaultEnrollerName(dif: string): string {
   return `${dif}.host`;
@@ -43,7 +48,7 @@ export function createNormalIpcp(cfg: NormalConfig, side: NormalSide, lower: rea
   });
   let ipcp: NormalIpcp;
   if (side === 'host') {
-    ipcp = new NormalIpcp({ difName: cfg.dif, name: cfg.name ?? defaultEnrollerName(cfg.dif), role: 'enroller', lower: [...lower], neighbours, maxPduSize: cfg.maxPduSize, retryMs: opts.retryMs });
+    ipcp = new NormalIpcp({ difName: cfg.dif, name: cfg.name ?? defaultEnrollerName(cfg.dif), role: 'enroller', lower: [...lower], neighbours, maxPduSize: cfg.maxPduSize, retryMs: opts.retryMs, ...keepalives(cfg) });
   } else {
     const via = lower[0]!;
     ipcp = new NormalIpcp({
@@ -56,6 +61,7 @@ export function createNormalIpcp(cfg: NormalConfig, side: NormalSide, lower: rea
       neighbours,
       maxPduSize: cfg.maxPduSize,
       retryMs: opts.retryMs,
+      ...keepalives(cfg),
     });
     let failures = 0;
     ipcp.on('enrolled', (address) => {

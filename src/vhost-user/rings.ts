@@ -61,6 +61,8 @@ interface RingRuntime {
   vq: SplitVirtqueue;
   watcher: FdWatcher;
   ready: ReadyQueue;
+  /** The device's kick handler for this queue, made once (a kick makes no closure). */
+  kickDevice: () => void;
 }
 
 export class Rings {
@@ -188,10 +190,14 @@ export class Rings {
         });
       },
     };
-    const watcher = native.watchEventfd(v.kickFd, (count) =>
-      this.host.guarded(`kick watcher of queue ${index}`, () => (count < 0 ? this.kickFdFailed(index, count) : this.kicked(index))),
-    );
-    this.running[index] = { vq, watcher, ready };
+    // Made once per ring, not per kick: the name, and the callbacks a kick runs.
+    const kickWhat = `kick watcher of queue ${index}`;
+    const onKick = (): void => this.kicked(index);
+    const watcher = native.watchEventfd(v.kickFd, (count) => {
+      if (count < 0) this.host.guarded(kickWhat, () => this.kickFdFailed(index, count));
+      else this.host.guarded(kickWhat, onKick);
+    });
+    this.running[index] = { vq, watcher, ready, kickDevice: () => device.kicked(index) };
     watcher.start();
     log.info({ queue: index, size, base: vq.lastAvailIdx, usedIdx: vq.usedIdx, ...(rewind ? { savedBase: v.lastAvailIdx } : {}) }, rewind ? 'queue resumed (rewound to the used index)' : 'queue ready');
     device.queueReady(ready);
@@ -224,7 +230,7 @@ export class Rings {
   private kicked(index: number): void {
     const r = this.running[index];
     if (!r || r.vq.broken || this.host.isClosed) return;
-    this.runDevice(index, () => this.host.device.kicked(index));
+    this.runDevice(index, r.kickDevice);
   }
 
   /** The kick fd could not be read (the watcher has stopped): the front-end broke its end. */

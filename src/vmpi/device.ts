@@ -33,6 +33,7 @@ import { ProtocolError } from '../vhost-user/errors.js';
 import { SUPPORTED_PROTOCOL_FEATURES, VirtioFeature, bit, hasBit } from '../vhost-user/protocol.js';
 import { DescChain } from '../vhost-user/virtqueue.js';
 import { SendBacklog, type BacklogCounters } from './backlog.js';
+import { SduViews } from './sdu-views.js';
 import { SendResult, badChannelMessage, isChannelId, type DirectionStats, type SduHandler, type VmpiPort } from './port.js';
 import { DEFAULT_SDU_LOG2, GPIO_CARRIER, MAX_SDU_LOG2, MIN_SDU_LOG2, encodeVmpiConfig, type CarrierProfile } from './carrier.js';
 
@@ -141,6 +142,8 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
   /** Where tx chains are read (packed header + max SDU); made when the tx queue first has work,
    * so a connection that never gets that far (a hostile or failed front-end) costs no 64 KiB. */
   private txScratch: Uint8Array | null = null;
+  /** Views of txScratch handed to the handlers (reused: no allocation per SDU). */
+  private txViews: SduViews | null = null;
   /** The driver took VMPI_F_TX_PACKED: every tx chain carries records. */
   private txPackedOn = false;
   /** Packed tx: the next undelivered record of the chain in txScratch, and where that chain ends
@@ -321,12 +324,13 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
     const vq = q.vq;
     const chain = this.txChain;
     const scratch = (this.txScratch ??= new Uint8Array(PACKED_RECORD_HEADER_SIZE + this.maxSdu));
+    const views = (this.txViews ??= new SduViews(scratch));
     const limit = FRAME_HEADER_SIZE + this.maxSdu;
     let budget = TX_CHAIN_BUDGET;
     this.txRecordBudget = TX_RECORD_BUDGET;
     for (;;) {
       // Records left in the last chain go first: nothing is read into txScratch before they are out.
-      if (this.txOff < this.txEnd) this.deliverRecords(scratch);
+      if (this.txOff < this.txEnd) this.deliverRecords(views);
       if (this.txOff >= this.txEnd && this.txHeld !== null) this.returnHeld();
       while (this.txOff >= this.txEnd && budget > 0 && this.txRecordBudget > 0 && !this.paused && vq.pop(chain)) {
         budget--;
@@ -339,7 +343,7 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
             chain.read(scratch, 0, 0, len);
             this.txOff = 0;
             this.txEnd = len;
-            this.deliverRecords(scratch);
+            this.deliverRecords(views);
             if (this.txOff < this.txEnd) {
               this.txHeld = q; // returned once its last record is delivered
               break;
@@ -359,7 +363,7 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
           } else {
             this.stats.fromGuest.sdus++;
             this.stats.fromGuest.bytes += len - FRAME_HEADER_SIZE;
-            handler(scratch.subarray(FRAME_HEADER_SIZE, len), channel);
+            handler(views.view(FRAME_HEADER_SIZE, len), channel);
           }
         }
         vq.pushUsed(chain.head, 0);
@@ -385,7 +389,8 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
    * A record whose header or SDU does not lie within the chain, or whose length is over max SDU,
    * ends the chain (drops.malformed, once): the records before it were delivered.
    */
-  private deliverRecords(s: Uint8Array): void {
+  private deliverRecords(views: SduViews): void {
+    const s = views.buffer;
     while (this.txOff < this.txEnd && this.txRecordBudget > 0 && !this.paused) {
       const off = this.txOff;
       const end = this.txEnd;
@@ -411,7 +416,7 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
       } else {
         this.stats.fromGuest.sdus++;
         this.stats.fromGuest.bytes += len;
-        handler(s.subarray(at, at + len), channel);
+        handler(views.view(at, at + len), channel);
       }
     }
   }

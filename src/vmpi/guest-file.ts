@@ -48,6 +48,20 @@ export const READ_GONE = -3;
 
 /** The buffer the last readOnce() read into: `buf`, or one of its own for an SDU larger than `buf`. */
 let readBuffer: Uint8Array = new Uint8Array(0);
+/** The last readOnce() was a batch read that left this much of its buffer unused (-1: not a batch read). */
+let readRoom = -1;
+
+/**
+ * The last read of a channel file took everything its file held then: a batch read that left
+ * room for a record of `maxSdu` bytes (the driver moves every queued record that fits). A reader
+ * may then wait for the next readable event instead of reading again: the read after it would
+ * almost always find nothing (EAGAIN, which Node's readSync throws: an exception, more costly
+ * under TCG than the SDUs it follows). The poll is level-triggered, so what comes meanwhile, or
+ * a record that did not fit, wakes the reader again: nothing waits longer than one turn of the loop.
+ */
+export function lastReadDrained(maxSdu: number): boolean {
+  return readRoom >= VMPI_BATCH_RECORD_HEADER + maxSdu + VMPI_BATCH_ALIGN;
+}
 
 /**
  * One read(2) of `fd` (non-blocking) into `buf`, or into a buffer of its own when the next SDU is
@@ -60,9 +74,11 @@ function readOnce(fd: number, buf: Uint8Array, batch: boolean): number {
     try {
       const n = readSync(fd, into, 0, into.byteLength, null);
       readBuffer = into;
+      readRoom = batch && into === buf ? into.byteLength - n : -1;
       return n;
     } catch (e) {
       const code = errnoCode(e);
+      readRoom = -1;
       if (code === 'EAGAIN' || code === 'EWOULDBLOCK' || code === 'EINTR') return READ_EMPTY;
       if (code === 'ESHUTDOWN' || code === 'ENOTCONN' || code === 'EPIPE') return READ_ENDED;
       if (code === 'ENODEV') return READ_GONE;

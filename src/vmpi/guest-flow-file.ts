@@ -12,7 +12,7 @@ import { errnoCode } from '../sys/fd.js';
 import { CHANNEL_READ_BUFFER, READ_EMPTY, READ_ENDED, READ_GONE, readChannelFile, readChannelRecords, setBatchModes, type ChannelRecords } from './guest-file.js';
 import { TxRecords, fileWriter, type TxWriter } from './guest-tx-batch.js';
 
-export { CHANNEL_RECORDS_MAX, type ChannelRecords } from './guest-file.js';
+export { CHANNEL_RECORDS_MAX, lastReadDrained, type ChannelRecords } from './guest-file.js';
 
 /** 'full': the tx ring has no room (EAGAIN); 'closed': the flow's binding or the device ended. */
 export type GuestFlowWriteResult = 'sent' | 'full' | 'closed';

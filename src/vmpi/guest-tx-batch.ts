@@ -111,6 +111,11 @@ export class TxRecords {
         if (r === 'closed') return 'closed';
         if (r === 0) return 'full';
         this.consumed(r);
+        // The driver takes records until its ring fills (or a record is bad, or a signal came):
+        // a prefix means the ring is full now, and writing again would only throw EAGAIN, one
+        // exception per ring-full cycle under TCG. Poll for writable instead; it is level-
+        // triggered, so a ring with room (the bad-record and signal cases) fires at once.
+        if (this._sdus > 0) return 'full';
       } else {
         const len = this.view.getUint32(this.head, true);
         const r = write(this.buf, this.head + VMPI_BATCH_RECORD_HEADER, len);

@@ -264,6 +264,17 @@ t.test('bad options', async (t) => {
   ] as const) {
     t.throws(() => ShimEthIpcp.open({ difName: 'eth.test', interface: 'x', link: hub.link(), ...opts }), { code: 'invalid_config', message: re });
   }
+  // Refused after the link opened (the checks that need its MTU): the link is closed again, not leaked.
+  for (const [opts, re] of [
+    [{ mtu: 9000 }, /mtu must be/],
+    [{ rxQueueBytes: 100 }, /rxQueueBytes must be an integer 2986\.\./],
+    [{ rxQueueTotalBytes: 100 }, /rxQueueTotalBytes must be/],
+    [{ rxQueueLimit: 0 }, /rxQueueLimit must be/],
+  ] as const) {
+    const link = hub.link();
+    t.throws(() => ShimEthIpcp.open({ difName: 'eth.test', interface: 'x', link, ...opts }), { code: 'invalid_config', message: re });
+    t.ok(link.isClosed, `the link is closed after ${Object.keys(opts)[0]} was refused`);
+  }
   // No such interface here (the packet socket needs CAP_NET_RAW: without it the open fails sooner, alike typed).
   try {
     ShimEthIpcp.open({ difName: 'eth.test', interface: 'nosuchif9' }).close();

@@ -110,8 +110,8 @@ t.test('batched send: many frames from one buffer in one call, in order, bad arg
   t.same(got.map((f) => f.bytes[14]), [...Array(N).keys()], 'in order, bytes intact');
   t.throws(() => native.packetSendBatch(fa, tx, offsets, lengths, 0, N + 1), TypeError, 'arrays shorter than the frames asked');
   t.throws(() => native.packetSendBatch(fa, tx, offsets, lengths, 0, 0), TypeError, 'count 0');
-  t.throws(() => native.packetSendBatch(fa, tx, offsets, Uint32Array.of(10), 0, 1), TypeError, 'shorter than an Ethernet header');
-  t.throws(() => native.packetSendBatch(fa, tx, Uint32Array.of(N * slot), Uint32Array.of(14), 0, 1), TypeError, 'outside the buffer');
+  t.throws(() => native.packetSendBatch(fa, tx, offsets, Uint32Array.of(10), 0, 1), { name: 'TypeError', message: 'packetSendBatch: frame 0 is shorter than an Ethernet header' }, 'shorter than an Ethernet header');
+  t.throws(() => native.packetSendBatch(fa, tx, Uint32Array.of(N * slot), Uint32Array.of(14), 0, 1), { name: 'TypeError', message: 'packetSendBatch: frame 0 lies outside buf' }, 'outside the buffer');
   t.throws(() => native.packetSendBatch(fa, tx, new Int32Array(N) as unknown as Uint32Array, lengths, 0, 1), TypeError, 'not a Uint32Array');
   t.equal(native.packetRecvBatch(fb, buf, SLOT, MAX, meta), 0, 'nothing was sent by the refused calls');
 });

@@ -90,8 +90,13 @@ export abstract class BudgetedFlow extends BaseFlow implements BorrowingFlow {
   deliver(sdu: Uint8Array): void {
     this.stats.rxSdus++;
     this.stats.rxBytes += sdu.byteLength;
-    if (this.borrower !== null && this.rx.length === 0) {
-      this.borrower(sdu);
+    if (this.borrower !== null) {
+      if (this.rx.length === 0) {
+        this.borrower(sdu);
+        return;
+      }
+    } else if (this.rx.passOne(sdu)) {
+      // An 'sdus' listener and nothing queued: a batch of one, without a copy.
       return;
     }
     if (!this.rx.hasConsumer()) {

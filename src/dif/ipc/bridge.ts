@@ -12,6 +12,7 @@ import { FdInterest } from './fd-interest.js';
 import type { Logger } from '../../sys/log.js';
 import { errText, safeClose } from '../../sys/fd.js';
 import { Outbox, readRecords, RECORDS_EMPTY, RECORDS_ENDED, type RecordSink } from './record.js';
+import { canBorrow, type BorrowingFlow } from '../core/budgeted-flow.js';
 
 /** How long a bridge keeps delivering to an application after its flow ended. */
 export const LINGER_MS = 5000;
@@ -142,6 +143,13 @@ export class FlowBridge implements FlowLink {
   private warnedTooLarge = false;
 
   private readonly onData = (sdu: Uint8Array): void => this.guard('data', () => this.toApp(sdu));
+  /**
+   * The flow offers borrowed reads (core/budgeted-flow.ts: the shim DIFs' flows): its SDUs come
+   * as views valid during the call, with no copy, queue or event per SDU in the flow (the outbox
+   * copies each once). Else 'data' events, with a copy of the flow's own per SDU.
+   */
+  private readonly borrowing: BorrowingFlow | null;
+  private readonly onBorrowed = (sdu: Uint8Array): void => this.guard('data', () => this.toApp(sdu, true));
   private readonly onDrain = (): void => this.guard('drain', () => this.retryHeld());
   private readonly flushSoon = (): void => {
     this.flushDue = false;
@@ -172,6 +180,7 @@ export class FlowBridge implements FlowLink {
     private readonly log: Logger,
   ) {
     this.maxSdu = flow.qos.maxSdu;
+    this.borrowing = canBorrow(flow) ? flow : null;
     this.outbox = new Outbox(fd, {
       onSent: (n) => {
         this.stats.toApp += n;
@@ -237,8 +246,7 @@ export class FlowBridge implements FlowLink {
     this.closed = true;
     if (this.lingerTimer) clearTimeout(this.lingerTimer);
     this.interest.close();
-    this.listening = false;
-    this.flow.off('data', this.onData);
+    this.listen(false);
     this.flow.off('drain', this.onDrain);
     this.flow.off('deallocated', this.onDeallocated);
   }
@@ -283,7 +291,8 @@ export class FlowBridge implements FlowLink {
   private listen(on: boolean): void {
     if (on === this.listening) return;
     this.listening = on;
-    if (on) this.flow.on('data', this.onData);
+    if (this.borrowing !== null) this.borrowing.borrowReads(on ? this.onBorrowed : null);
+    else if (on) this.flow.on('data', this.onData);
     else this.flow.off('data', this.onData);
   }
 
@@ -300,9 +309,10 @@ export class FlowBridge implements FlowLink {
   /**
    * Flow → application: into the outbox (sent on a microtask with the rest of this tick's, or at
    * once when it is full). When the socket takes nothing more the SDU waits in `pending`, the
-   * bridge stops listening (the flow holds the next ones) and waits for writable.
+   * bridge stops listening (the flow holds the next ones) and waits for writable. `borrowed`: the
+   * bytes are valid only during the call (kept as a copy).
    */
-  private toApp(sdu: Uint8Array): void {
+  private toApp(sdu: Uint8Array, borrowed = false): void {
     if (this.closed) return;
     if (this.pending.length === 0) {
       const r = this.outbox.offer(sdu);
@@ -311,7 +321,7 @@ export class FlowBridge implements FlowLink {
       if (r === 'closed') return this.appGone();
       if (r === 'too_large') return this.tooLarge(sdu.byteLength);
     }
-    this.pending.push(sdu);
+    this.pending.push(borrowed ? sdu.slice() : sdu);
     this.blockOut();
   }
 
@@ -511,8 +521,7 @@ export class FlowBridge implements FlowLink {
     this.interest.close();
     safeClose(this.fd);
     try {
-      this.listening = false;
-      this.flow.off('data', this.onData);
+      this.listen(false);
       this.flow.off('drain', this.onDrain);
       this.flow.off('deallocated', this.onDeallocated);
     } catch (e) {

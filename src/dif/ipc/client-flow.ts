@@ -328,6 +328,8 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
         break;
       }
       budget -= n;
+      // The read took all there was: wait for the next readable event, not an empty read.
+      if (this.io.drained?.(maxSdu) === true) break;
     }
     this.checkEnd();
   }

@@ -6,7 +6,7 @@
  * by SDU to a sink, or all SDUs of one read at once into an SduBatchBuffer (for 'sdus'
  * listeners), and writes through the data path's outbox (SDUs of a tick leave together).
  */
-import { guestFlowFileIo, readVmpiFileRecords, FLOW_FILE_EMPTY, FLOW_FILE_ENDED, CHANNEL_RECORDS_MAX, GuestFlowOutbox, type GuestFlowFileIo } from '../../vmpi/guest-flow-file.js';
+import { guestFlowFileIo, lastReadDrained, readVmpiFileRecords, FLOW_FILE_EMPTY, FLOW_FILE_ENDED, CHANNEL_RECORDS_MAX, GuestFlowOutbox, type GuestFlowFileIo } from '../../vmpi/guest-flow-file.js';
 import { SduBatchBuffer } from '../sdu-batch.js';
 import { Outbox, PACK_SDUS_MAX, readRecords, RECORDS_EMPTY, RECORDS_ENDED, writeRecord, type FlushResult, type OfferResult, type OutboxHooks, type RecordSink, type WriteRecordResult } from './record.js';
 import type { FlowDatapath } from './protocol.js';
@@ -48,6 +48,12 @@ export interface FlowFileIo {
    */
   readBatch(fd: number, maxSdu: number, batch: SduBatchBuffer, sink: SduSink, max?: number): number;
   write(fd: number, sdu: Uint8Array): WriteRecordResult;
+  /**
+   * Optional: the last read (of any fd of this data path) took everything the fd held then, so
+   * reading again before the next readable event would find nothing (guest-file.ts
+   * lastReadDrained): the reader may stop until then (the poll is level-triggered).
+   */
+  drained?(maxSdu: number): boolean;
   /** The outbox for this fd's writes. */
   outbox(fd: number, hooks: OutboxHooks): FlowOutbox;
 }
@@ -136,6 +142,7 @@ function vmpiFileIo(io: GuestFlowFileIo): FlowFileIo {
     read: io.read,
     readBatch: (fd, maxSdu, batch, sink) => readVmpiInto(io, fd, maxSdu, batch, sink),
     write: io.write,
+    drained: lastReadDrained,
     outbox: (fd) => new GuestFlowOutbox(fd, io.batchWrite),
   };
 }

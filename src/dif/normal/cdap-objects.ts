@@ -39,6 +39,8 @@ export interface EnrollmentInfo {
   readonly wantsPool?: boolean;
   /** A block of addresses: the one the enrollee held (→), or the one delegated to it (←). */
   readonly pool?: AddressRange;
+  /** Both ways: this member reads LFDB updates with link limits (routing message kind 3). */
+  readonly lfdbMaxPdu?: boolean;
 }
 
 /** Addresses first..last inclusive. */
@@ -140,6 +142,7 @@ export function encodeEnrollmentInfo(v: EnrollmentInfo): Uint8Array {
   if (v.constants) o.constants = { ...v.constants };
   if (v.member) o.member = true;
   if (v.wantsPool) o.wantsPool = true;
+  if (v.lfdbMaxPdu) o.lfdbMaxPdu = true;
   if (v.pool) {
     o.poolFirst = v.pool.first;
     o.poolLast = v.pool.last;
@@ -156,6 +159,7 @@ export function decodeEnrollmentInfo(bytes: Uint8Array | undefined): EnrollmentI
   if (raw.constants !== undefined) info.constants = constantsFromRaw(sub(raw.constants, 'constants'));
   if (raw.member === true) info.member = true;
   if (raw.wantsPool === true) info.wantsPool = true;
+  if (raw.lfdbMaxPdu === true) info.lfdbMaxPdu = true;
   const first = u32(raw, 'poolFirst', 'enrollment info');
   const last = u32(raw, 'poolLast', 'enrollment info');
   if (first !== 0 || last !== 0) {

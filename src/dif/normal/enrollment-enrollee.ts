@@ -76,6 +76,8 @@ export interface EnrollmentResult {
   readonly lowerFlows: Uint8Array[];
   /** The block of addresses delegated to this member (asked for with `wantsPool`), if any. */
   readonly pool?: AddressRange;
+  /** The enroller reads LFDB updates with link limits (said in its M_START_R). */
+  readonly lfdbMaxPdu?: boolean;
 }
 
 export type EnrolleeState = 'idle' | 'connect' | 'start' | 'read' | 'stop' | 'operational' | 'enrolled' | 'failed';
@@ -91,6 +93,7 @@ export class Enrollee {
   private reject!: (e: EnrollmentError) => void;
   private address = 0;
   private pool: AddressRange | undefined;
+  private peerLimits = false;
   private enroller: AppName;
   private readonly result = { directory: [] as DirectoryEntry[], neighbours: [] as Neighbour[], lowerFlows: [] as Uint8Array[] };
   private chunkTotal = 0;
@@ -206,7 +209,7 @@ export class Enrollee {
         const o = this.opts;
         const value = encodeEnrollmentInfo({
           address: o.proposedAddress ?? 0, difName: o.difName, lowerDifs: o.lowerDifs ?? [], constants: o.constants,
-          ...(o.keepAddress ? { member: true } : {}), ...(o.wantsPool ? { wantsPool: true } : {}), ...(o.proposedPool ? { pool: o.proposedPool } : {}),
+          ...(o.keepAddress ? { member: true } : {}), ...(o.wantsPool ? { wantsPool: true } : {}), ...(o.proposedPool ? { pool: o.proposedPool } : {}), lfdbMaxPdu: true,
         });
         return this.request({ op: 'M_START', invokeId: this.invoke(), objClass: ENROLLMENT_CLASS, objName: ENROLLMENT_NAME, value });
       }
@@ -222,6 +225,7 @@ export class Enrollee {
         if (this.opts.keepAddress && info.address !== this.opts.proposedAddress) return this.fail('ERR_ENROLL_BAD_REPLY', `the neighbour assigned address ${info.address}; this member keeps ${this.opts.proposedAddress}`, true);
         this.address = info.address;
         this.pool = info.pool;
+        this.peerLimits = info.lfdbMaxPdu === true;
         this.state = 'read';
         return this.readChunk(0);
       }
@@ -253,7 +257,7 @@ export class Enrollee {
       case 'operational':
         if (this.rejected(m as CdapReply)) return;
         this.state = 'enrolled';
-        this.resolve({ address: this.address, enroller: this.enroller, constants: this.opts.constants, ...this.result, ...(this.pool ? { pool: this.pool } : {}) });
+        this.resolve({ address: this.address, enroller: this.enroller, constants: this.opts.constants, ...this.result, ...(this.pool ? { pool: this.pool } : {}), ...(this.peerLimits ? { lfdbMaxPdu: true } : {}) });
         return;
       default:
         this.stats.ignored++;

@@ -94,6 +94,7 @@ interface Member {
 export class Enroller {
   readonly stats = { connects: 0, enrolled: 0, rejected: 0, duplicates: 0, reenrollments: 0, sessionTimeouts: 0, ignored: 0, lost: 0, skippedRecords: 0 };
   private readonly sessions = new Map<PortId, Session>();
+  private closed = false;
   private readonly members = new Map<string, Member>();
   private readonly pool: AddressPool;
   private address: number;
@@ -135,6 +136,24 @@ export class Enroller {
     if (!s) return;
     this.sessions.delete(port);
     this.endSession(s, why);
+  }
+
+  /**
+   * The IPC process closes: every session ends and every timer (session timeouts, the address
+   * holds of lost members) is cleared; later calls set none. Idempotent.
+   */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const s of this.sessions.values()) {
+      this.opts.clock.clearTimer(s.timer);
+      s.timer = undefined;
+    }
+    this.sessions.clear();
+    for (const m of this.members.values()) {
+      this.opts.clock.clearTimer(m.holdTimer);
+      m.holdTimer = undefined;
+    }
   }
 
   /** The member left the DIF for good (routing says so): its address returns to the pool. */
@@ -182,6 +201,8 @@ export class Enroller {
     }
     m.state = 'lost';
     this.opts.clock.clearTimer(m.holdTimer);
+    m.holdTimer = undefined;
+    if (this.closed) return;
     m.holdTimer = this.opts.clock.setTimer(this.opts.addressHoldMs ?? 900_000, () => {
       if (this.members.get(key) === m && m.state === 'lost') this.drop(key);
     });
@@ -198,6 +219,7 @@ export class Enroller {
 
   private armSessionTimer(s: Session): void {
     this.opts.clock.clearTimer(s.timer);
+    if (this.closed) return;
     s.timer = this.opts.clock.setTimer(this.opts.sessionTimeoutMs ?? 30_000, () => {
       s.timer = undefined;
       if (this.sessions.get(s.port) !== s || s.state === 'enrolled') return;
@@ -321,10 +343,10 @@ export class Enroller {
     s.chunks = built.chunks;
     const name = s.memberName!;
     this.opts.clock.clearTimer(old?.holdTimer);
-    this.members.set(key, { info: { name, address, lowerDifs: info.lowerDifs, ...(block ? { pool: block } : {}) }, state: old?.state === 'enrolled' ? 'enrolled' : 'enrolling', everEnrolled: old?.everEnrolled ?? false, port: s.port, holdTimer: undefined });
+    this.members.set(key, { info: { name, address, lowerDifs: info.lowerDifs, ...(block ? { pool: block } : {}), ...(info.lfdbMaxPdu ? { lfdbMaxPdu: true } : {}) }, state: old?.state === 'enrolled' ? 'enrolled' : 'enrolling', everEnrolled: old?.everEnrolled ?? false, port: s.port, holdTimer: undefined });
     this.pool.bind(key, address);
     s.state = 'started';
-    const value = encodeEnrollmentInfo({ address, difName: this.opts.difName, lowerDifs: this.opts.lowerDifs ?? [], constants: this.opts.constants, ...(block ? { pool: block } : {}) });
+    const value = encodeEnrollmentInfo({ address, difName: this.opts.difName, lowerDifs: this.opts.lowerDifs ?? [], constants: this.opts.constants, ...(block ? { pool: block } : {}), lfdbMaxPdu: true });
     this.answer(s, req, replyTo(req, 0, '', value));
   }
 

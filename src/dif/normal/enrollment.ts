@@ -86,6 +86,8 @@ export interface MemberInfo {
   readonly lowerDifs: readonly string[];
   /** The block of addresses delegated to it (it enrolls others). */
   readonly pool?: AddressRange;
+  /** It reads LFDB updates with link limits (said in its M_START). */
+  readonly lfdbMaxPdu?: boolean;
 }
 
 /**

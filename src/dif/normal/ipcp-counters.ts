@@ -4,7 +4,7 @@
  *
  * Mapping: stale = data PDUs for a CEP-id no flow is bound to (the flow is gone or not set up
  * yet; also in the RMT's no_cep); malformed_control = management PDUs that could not be
- * read; RMT drops by reason (no_route, ttl, queue_full, no_cep, no_mgmt, port_down, malformed).
+ * read; RMT drops by reason (no_route, ttl, queue_full, no_cep, no_mgmt, port_down, too_big, malformed).
  */
 import type { EfcpTotals, EnrollmentState, IpcpCounters } from '../core/observe.js';
 import type { IpcpFlows } from './ipcp-flows.js';
@@ -38,7 +38,7 @@ export function normalCounters(flows: IpcpFlows['stats'], rmt: RmtStats, mgmt: M
     drops: { stale: rmt.dropNoCep, malformed_control: mgmt.mgmtBad },
     rmt: {
       forwarded: rmt.relayed,
-      dropped: { no_route: rmt.dropNoRoute, ttl: rmt.dropTtl, queue_full: rmt.dropQueueFull, no_cep: rmt.dropNoCep, no_mgmt: rmt.dropNoMgmt, port_down: rmt.dropPortDown, malformed },
+      dropped: { no_route: rmt.dropNoRoute, ttl: rmt.dropTtl, queue_full: rmt.dropQueueFull, no_cep: rmt.dropNoCep, no_mgmt: rmt.dropNoMgmt, port_down: rmt.dropPortDown, too_big: rmt.dropTooBig, malformed },
       backpressure: { pauses: rmt.relayPauses, stuck: rmt.stuckEpisodes },
     },
     neighbours: g.neighbours,

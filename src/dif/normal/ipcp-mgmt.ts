@@ -30,6 +30,8 @@ export interface PortInfo {
    * reply): replayed then. At most EARLY_LIMIT.
    */
   early: CdapMessage[];
+  /** The neighbour reads LFDB updates with link limits (said at enrollment). */
+  limits?: boolean;
 }
 
 export const EARLY_LIMIT = 64;

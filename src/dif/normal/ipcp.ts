@@ -20,8 +20,14 @@
  *
  * Loss. A lost N-1 flow (or missed keepalives) takes the neighbour down in routing; members that
  * become unreachable have their flows ended with cause 'port_down' and a reason naming the
- * member; every other flow carries on. The IPCP's max SDU is `maxPduSize` (a DIF constant, the
- * same at every member) or the smallest lower flow's max SDU, whichever is smaller, minus the PCI.
+ * member; every other flow carries on.
+ *
+ * Max SDU. A flow's max SDU is `maxPduSize` (a DIF constant, the same at every member) or the
+ * smallest N-1 link on the route to its destination, whichever is smaller, minus the PCI: routing
+ * floods each link's max PDU with the lower-flow database (routing.ts `pathMaxPdu`), and
+ * allocateFlow() offers that limit (or refuses a QoS maxSdu above it, saying which path limits
+ * it), so a write above it is refused at the writer. `maxSdu` (the IPCP's) is the largest any
+ * flow can get: `maxPduSize` or its largest N-1 flow, minus the PCI.
  *
  * Budgets: RMT queues (PDUs and bytes per port), EFCP queues per flow, rxQueueLimit SDUs per flow
  * before delivery pauses (the EFCP window then stops the sender), flows bounded by the flow
@@ -110,7 +116,6 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
   private readonly clock: Clock;
   private readonly maxPduSize: number;
   private addr = 0;
-  private minLowerSdu = Infinity;
   private readonly rmt: Rmt;
   private readonly directory: Directory;
   private readonly mgmt: MgmtPlane;
@@ -195,7 +200,7 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
         pool: o.role === 'enroller' ? (o.pool ?? { first: 2, last: 0xffff }) : undefined,
         used: () => this.rmt.forwardingTable().keys(),
         content: () => ({ directory: this.directory.entries(), neighbours: [{ name: this.name, address: this.addr, lowerDifs: [] }], lowerFlows: [] }),
-        onEnrolled: (m, port) => this.neighbourUp(Number(port), m.address),
+        onEnrolled: (m, port) => this.neighbourUp(Number(port), m.address, m.lfdbMaxPdu === true),
         onLost: (m, port, why) => this.neighbourGone(Number(port), m.address, why), // why: the N-1 flow's end, for the flows' reason
       });
     }
@@ -210,10 +215,21 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
     return this.addr;
   }
 
-  /** Largest SDU a flow of this IPCP carries (0 before any N-1 flow). */
+  /** Largest SDU any flow of this IPCP can carry: the DIF's max PDU or its largest N-1 flow's, minus the PCI (0 without N-1 flows). */
   get maxSdu(): number {
-    const lower = Math.min(this.maxPduSize, this.minLowerSdu);
-    return lower === Infinity ? 0 : Math.max(0, lower - PCI_LEN);
+    let lower = 0;
+    for (const p of this.ports.values()) lower = Math.max(lower, p.port.maxPdu);
+    return Math.max(0, Math.min(this.maxPduSize, lower) - PCI_LEN);
+  }
+
+  /**
+   * Largest SDU a flow to member `addr` can carry: the DIF's max PDU or the smallest N-1 link on
+   * the route there (as routing knows it), minus the PCI. undefined: no route.
+   */
+  pathMaxSdu(addr: number): number | undefined {
+    const path = this.routing?.pathMaxPdu(addr);
+    if (path === undefined) return undefined;
+    return Math.max(0, Math.min(this.maxPduSize, path) - PCI_LEN);
   }
 
   get isEnrolled(): boolean {
@@ -253,7 +269,36 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
   // ---- flows ---------------------------------------------------------------------------------
 
   allocateFlow(localApp: AppName | string, remoteApp: AppName | string, qos: QosRequest = {}, opts: AllocateOptions = {}): Promise<Flow> {
-    return this.appFlows.allocate(localApp, remoteApp, qos, opts);
+    let q: QosRequest;
+    try {
+      q = this.pathQos(remoteApp, qos);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.appFlows.allocate(localApp, remoteApp, q, opts);
+  }
+
+  /**
+   * The QoS asked for, with the path's limit on the max SDU: offered when none is asked for
+   * (0), refused with the path named when more is. Anything else wrong is left to allocate()'s
+   * checks (it says what).
+   */
+  private pathQos(remoteApp: AppName | string, qos: QosRequest): QosRequest {
+    if (typeof qos !== 'object' || qos === null || this.closed) return qos;
+    let where: number | undefined;
+    try {
+      where = this.directory.lookup(nameArg(remoteApp, 'remote application'));
+    } catch {
+      return qos;
+    }
+    const limit = where === undefined ? undefined : this.pathMaxSdu(where);
+    if (limit === undefined || limit >= this.maxSdu) return qos;
+    const asked = qos.maxSdu ?? 0;
+    if (typeof asked !== 'number' || asked === 0) return { ...qos, maxSdu: limit };
+    if (asked > limit) {
+      throw new DifError('invalid_qos', `QoS maxSdu ${asked} exceeds the ${limit} bytes the route to member ${where} of ${this.difName} carries (its smallest N-1 link's max PDU, less the ${PCI_LEN}-byte PCI): ask for at most ${limit}`);
+    }
+    return qos;
   }
 
   flows(): Flow[] {
@@ -294,7 +339,6 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
       drained: (pid) => this.rmt.portDrained(pid),
       lost: (pid, reason) => this.portLost(pid, reason),
     });
-    this.minLowerSdu = Math.min(this.minLowerSdu, flow.qos.maxSdu);
     this.ports.set(id, { port, neighbour: 0, enrollRx: undefined, early: [] });
     this.rmt.addPort(id, port);
     this.stats.n1Up++;
@@ -322,11 +366,12 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
     this.links.portLost(id, reason);
   }
 
-  private neighbourUp(id: number, addr: number): void {
+  private neighbourUp(id: number, addr: number, limits: boolean): void {
     const p = this.ports.get(id);
     if (!p || !this.routing) return;
     p.neighbour = addr;
-    this.routing.neighbourUp(addr, id);
+    p.limits = limits;
+    this.routing.neighbourUp(addr, id, 1, { maxPdu: p.port.maxPdu, limits });
     const early = p.early;
     p.early = [];
     for (const m of early) this.mgmt.neighbourMessage(p, id, m);
@@ -340,7 +385,7 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
     // Another N-1 flow to the same neighbour (each end made one): routing moves over to it.
     for (const [other, q] of this.ports) {
       if (other !== id && q.neighbour === addr) {
-        this.routing?.neighbourUp(addr, other);
+        this.routing?.neighbourUp(addr, other, 1, { maxPdu: q.port.maxPdu, limits: q.limits === true });
         return;
       }
     }
@@ -383,7 +428,7 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
       adjacent: (id, r, peer, join) => {
         this.directory.applyRemote(r.directory, peer);
         if (join && this.o.acceptEnrollment && r.pool) this.enroller?.setPool(r.pool);
-        this.neighbourUp(id, peer);
+        this.neighbourUp(id, peer, r.lfdbMaxPdu === true);
         if (join) this.emit('enrolled', this.addr);
       },
       failed: (err) => {
@@ -398,7 +443,7 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
     this.directory.applyRemote(r.directory, enrollerAddr);
     this.becomeMember(r.address, id);
     if (this.o.acceptEnrollment) this.enroller?.setPool(r.pool);
-    this.neighbourUp(id, enrollerAddr);
+    this.neighbourUp(id, enrollerAddr, r.lfdbMaxPdu === true);
     this.links.addressSet();
     this.emit('enrolled', r.address);
   }
@@ -502,8 +547,11 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
     this.appFlows.closeAll(reason);
     for (const p of [...this.ports.values()]) p.port.close(reason);
     for (const r of this.lowerRegs) r.unregister();
+    // After the ports: their losses ran as usual; now the timers they set (address holds) go too.
+    this.enroller?.close();
     this.routing?.stop();
     this.directory.stop();
+    this.rmt.close();
     this.regs.clear();
   }
 

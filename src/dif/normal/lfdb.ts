@@ -2,8 +2,9 @@
  * lfdb.ts — the lower-flow database of the normal DIF's link-state routing: one entry per
  * direction of every adjacency (N-1 flow between two members) in the DIF.
  *
- * Owns: the entries {from, to, cost, seqnum, up, updatedAt}, the merge rule, ageing, the bound on
- * how many entries a DIF may make us hold, and the graph Dijkstra runs on.
+ * Owns: the entries {from, to, cost, seqnum, up, maxPdu?, updatedAt}, the merge rule, ageing, the
+ * bound on how many entries a DIF may make us hold, the graph Dijkstra runs on, and each
+ * adjacency's PDU limit (the smaller max PDU of its two directions' N-1 flows, where known).
  *
  * Merge rule (a total order, so the final state does not depend on the order updates arrive in):
  * higher seqnum wins; at equal seqnum a withdrawal beats an advertisement, then the higher cost
@@ -13,6 +14,11 @@
  * Withdrawals are entries with up=false ("tombstones"), kept until they age out so that an older
  * advertisement still circulating cannot bring the adjacency back. The graph uses an adjacency
  * only when BOTH directions are up (two-way check), so one side's withdrawal suffices.
+ *
+ * maxPdu (optional: members before it, and old routing messages, do not carry it) is the largest
+ * PDU the N-1 flow carries, as its originator sees it. It is not part of the merge order: it
+ * comes with the seqnum that carries it, and an entry heard without it under the same seqnum
+ * learns it from a copy that has it.
  */
 import type { Graph } from './spf.js';
 
@@ -23,6 +29,8 @@ export interface LowerFlow {
   cost: number;
   seqnum: number;
   up: boolean;
+  /** Largest PDU (bytes) the N-1 flow carries in this direction; absent: unknown (an older member). */
+  maxPdu?: number;
 }
 
 export interface LfdbEntry extends LowerFlow {
@@ -49,6 +57,7 @@ export function checkLowerFlow(e: LowerFlow): void {
   if (!Number.isInteger(e.cost) || e.cost < 1 || e.cost > MAX_COST) throw new LfdbError(`lower flow ${e.from}→${e.to}: cost ${e.cost} is not an integer in 1..${MAX_COST}`);
   if (!u32(e.seqnum)) throw new LfdbError(`lower flow ${e.from}→${e.to}: seqnum ${e.seqnum} is not a u32`);
   if (typeof e.up !== 'boolean') throw new LfdbError(`lower flow ${e.from}→${e.to}: up must be a boolean`);
+  if (e.maxPdu !== undefined && (!u32(e.maxPdu) || e.maxPdu === 0)) throw new LfdbError(`lower flow ${e.from}→${e.to}: maxPdu ${e.maxPdu} is not a nonzero u32`);
 }
 
 /** -1, 0, 1: how `a` orders against `b` under the merge rule (same from/to assumed). */
@@ -83,17 +92,26 @@ export class Lfdb {
     if (!cur) {
       if (this.count >= this.maxEntries) return 'full';
       if (!m) this.byFrom.set(e.from, (m = new Map()));
-      m.set(e.to, { from: e.from, to: e.to, cost: e.cost, seqnum: e.seqnum, up: e.up, updatedAt: now });
+      const n: LfdbEntry = { from: e.from, to: e.to, cost: e.cost, seqnum: e.seqnum, up: e.up, updatedAt: now };
+      if (e.maxPdu !== undefined) n.maxPdu = e.maxPdu;
+      m.set(e.to, n);
       this.count++;
       return 'new';
     }
     const c = compareLowerFlow(e, cur);
     if (c < 0) return 'stale';
     cur.updatedAt = now;
-    if (c === 0) return 'refreshed';
+    if (c === 0) {
+      // The same advertisement; a copy without the limit (from an older member) learns it here.
+      if (cur.maxPdu !== undefined || e.maxPdu === undefined) return 'refreshed';
+      cur.maxPdu = e.maxPdu;
+      return 'updated';
+    }
     cur.cost = e.cost;
     cur.seqnum = e.seqnum;
     cur.up = e.up;
+    if (e.maxPdu !== undefined) cur.maxPdu = e.maxPdu;
+    else delete cur.maxPdu;
     return 'updated';
   }
 
@@ -131,10 +149,17 @@ export class Lfdb {
     return g;
   }
 
+  /** The largest PDU the adjacency from→to carries: the smaller of its two directions' known limits (Infinity: unknown). */
+  linkLimit(from: number, to: number): number {
+    const a = this.byFrom.get(from)?.get(to)?.maxPdu ?? Infinity;
+    const b = this.byFrom.get(to)?.get(from)?.maxPdu ?? Infinity;
+    return Math.min(a, b);
+  }
+
   /** Plain, sorted data (deterministic: two equal databases give equal snapshots). Age relative to `now`. */
   snapshot(now: number): (LowerFlow & { age: number })[] {
     return [...this.entries()]
-      .map((e) => ({ from: e.from, to: e.to, cost: e.cost, seqnum: e.seqnum, up: e.up, age: now - e.updatedAt }))
+      .map((e) => ({ from: e.from, to: e.to, cost: e.cost, seqnum: e.seqnum, up: e.up, ...(e.maxPdu !== undefined ? { maxPdu: e.maxPdu } : {}), age: now - e.updatedAt }))
       .sort((a, b) => a.from - b.from || a.to - b.to);
   }
 }

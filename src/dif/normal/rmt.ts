@@ -50,6 +50,8 @@ export interface RmtPort {
    */
   pause?(): void;
   resume?(): void;
+  /** Largest PDU the port carries (read once, at addPort): a larger one is dropped and counted (`dropTooBig`). */
+  readonly maxPdu?: number;
 }
 
 /** The EFCP instance bound to a CEP-id (DT and CTRL PDUs addressed to it). */
@@ -125,6 +127,8 @@ export interface RmtStats {
   dropNoMgmt: number;
   /** Queued PDUs dropped because their port was removed. */
   dropPortDown: number;
+  /** PDUs larger than their output port's max PDU (a route changed to a smaller link since the flow's max SDU was set). */
+  dropTooBig: number;
   /** Malformed PDUs, by PciError reason. */
   dropMalformed: Record<PciErrorReason, number>;
   /** Local sends refused because the output queue was at its bound (backpressure, not a drop). */
@@ -156,6 +160,7 @@ interface PortState {
   stuck: boolean;
   /** As an input: how many outputs it waits on (paused while > 0). */
   waitingOn: number;
+  readonly maxPdu: number;
 }
 
 export interface RmtSnapshot {
@@ -174,7 +179,7 @@ export class Rmt {
   address: number;
   readonly stats: RmtStats = {
     rxPdus: 0, txPdus: 0, relayed: 0, deliveredEfcp: 0, deliveredMgmt: 0, dropTtl: 0, dropNoRoute: 0, dropQueueFull: 0, relayPauses: 0, stuckEpisodes: 0, dropNoCep: 0, dropNoMgmt: 0,
-    dropPortDown: 0, dropMalformed: zeroMalformed(), refusedLocal: 0, noRouteLocal: 0, portStalls: 0, ecnMarked: 0, upperErrors: 0,
+    dropPortDown: 0, dropTooBig: 0, dropMalformed: zeroMalformed(), refusedLocal: 0, noRouteLocal: 0, portStalls: 0, ecnMarked: 0, upperErrors: 0,
   };
   mgmt: MgmtSink | undefined;
   onWritable: (() => void) | undefined;
@@ -220,7 +225,7 @@ export class Rmt {
   addPort(id: number, port: RmtPort): void {
     if (this.ports.has(id)) throw new RmtError('ERR_RMT_PORT', `RMT port ${id} is already attached; remove it first`);
     const queue = new PduQueue(this.maxPdus + this.overPdus, this.maxBytes + this.overBytes);
-    this.ports.set(id, { id, port, queue, blocked: false, localWaiting: false, waiters: [], txAtCheck: 0, tx: 0, stuck: false, waitingOn: 0 });
+    this.ports.set(id, { id, port, queue, blocked: false, localWaiting: false, waiters: [], txAtCheck: 0, tx: 0, stuck: false, waitingOn: 0, maxPdu: port.maxPdu ?? Infinity });
   }
 
   /** Detach a port (its N-1 flow is gone); its queued PDUs are dropped and counted. */
@@ -299,6 +304,10 @@ export class Rmt {
 
   private enqueueLocal(ps: PortState, pdu: Uint8Array, borrowed = false): boolean {
     if (pdu.length > this.maxBytes) throw new RmtError('ERR_RMT_PDU', `PDU of ${pdu.length} B can never fit the ${this.maxBytes}-byte output queue; the DIF's max SDU is set too high`);
+    if (pdu.length > ps.maxPdu) {
+      this.stats.dropTooBig++;
+      return true;
+    }
     if (ps.queue.length === 0 && !ps.blocked) {
       if (ps.port.send(pdu)) {
         this.stats.txPdus++;
@@ -421,6 +430,10 @@ export class Rmt {
     }
     if (decrementTtl(pdu) === 0) {
       this.stats.dropTtl++;
+      return;
+    }
+    if (pdu.length > ps.maxPdu) {
+      this.stats.dropTooBig++;
       return;
     }
     if (ps.queue.length === 0 && !ps.blocked) {

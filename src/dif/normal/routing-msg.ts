@@ -8,6 +8,10 @@
  *   kind 1 LFDB update: u16 count (1..MAX_ENTRIES_PER_MSG), then count × 15 bytes:
  *        u32 from | u32 to | u16 cost | u8 flags (bit 0: up) | u32 seqnum
  *   kind 2 keepalive:   u32 sender address
+ *   kind 3 LFDB update with link limits: u16 count (1..MAX_ENTRIES_PER_LIMITS_MSG), then count × 19
+ *        bytes: the 15 of kind 1, then u32 maxPdu (the N-1 flow's largest PDU; 0: unknown)
+ * Kind 3 goes only to a neighbour that said at enrollment it reads it (EnrollmentInfo.lfdb_max_pdu);
+ * every other neighbour gets kind 1, so a member older than kind 3 still interoperates.
  * A message is exactly its layout: short, long, unknown version/kind/flag bits or a bad entry
  * are refused with RoutingMsgError (code ERR_ROUTING_MSG).
  */
@@ -16,12 +20,17 @@ import { LfdbError, checkLowerFlow, type LowerFlow } from './lfdb.js';
 export const ROUTING_MSG_VERSION = 1;
 /** Entries per LFDB update message (keeps a message under 4 KiB: 4 + 256 × 15 = 3844 bytes). */
 export const MAX_ENTRIES_PER_MSG = 256;
+/** Entries per kind-3 update: 4 + 64 × 19 = 1220 bytes, so that it crosses a 1472-byte shim-udp link with its CDAP and PCI. */
+export const MAX_ENTRIES_PER_LIMITS_MSG = 64;
 const ENTRY_LEN = 15;
+const LIMITS_ENTRY_LEN = 19;
 
-export type RoutingMessage = { kind: 'lfdb'; entries: LowerFlow[] } | { kind: 'keepalive'; address: number };
+/** `limits`: encode as kind 3 (each entry's maxPdu carried), else kind 1 (maxPdu left out). */
+export type RoutingMessage = { kind: 'lfdb'; entries: LowerFlow[]; limits?: boolean } | { kind: 'keepalive'; address: number };
 
 const KIND_LFDB = 1;
 const KIND_KEEPALIVE = 2;
+const KIND_LFDB_LIMITS = 3;
 
 export class RoutingMsgError extends Error {
   override name = 'RoutingMsgError';
@@ -38,11 +47,14 @@ export function encodeRoutingMessage(msg: RoutingMessage): Uint8Array {
     return b;
   }
   const n = msg.entries.length;
-  if (n < 1 || n > MAX_ENTRIES_PER_MSG) throw new RoutingMsgError(`an LFDB update carries 1..${MAX_ENTRIES_PER_MSG} entries, not ${n}: split it`);
-  const b = new Uint8Array(4 + n * ENTRY_LEN);
+  const limits = msg.limits === true;
+  const max = limits ? MAX_ENTRIES_PER_LIMITS_MSG : MAX_ENTRIES_PER_MSG;
+  if (n < 1 || n > max) throw new RoutingMsgError(`an LFDB update carries 1..${max} entries, not ${n}: split it`);
+  const len = limits ? LIMITS_ENTRY_LEN : ENTRY_LEN;
+  const b = new Uint8Array(4 + n * len);
   const v = new DataView(b.buffer);
   b[0] = ROUTING_MSG_VERSION;
-  b[1] = KIND_LFDB;
+  b[1] = limits ? KIND_LFDB_LIMITS : KIND_LFDB;
   v.setUint16(2, n);
   let o = 4;
   for (const e of msg.entries) {
@@ -52,7 +64,8 @@ export function encodeRoutingMessage(msg: RoutingMessage): Uint8Array {
     v.setUint16(o + 8, e.cost);
     v.setUint8(o + 10, e.up ? 1 : 0);
     v.setUint32(o + 11, e.seqnum);
-    o += ENTRY_LEN;
+    if (limits) v.setUint32(o + 15, e.maxPdu ?? 0);
+    o += len;
   }
   return b;
 }
@@ -65,16 +78,23 @@ export function decodeRoutingMessage(b: Uint8Array): RoutingMessage {
     if (b.length !== 6) throw new RoutingMsgError(`keepalive of ${b.length} bytes, expected 6`);
     return { kind: 'keepalive', address: v.getUint32(2) };
   }
-  if (b[1] !== KIND_LFDB) throw new RoutingMsgError(`routing message kind ${b[1]} is unknown (1 LFDB update, 2 keepalive)`);
+  if (b[1] !== KIND_LFDB && b[1] !== KIND_LFDB_LIMITS) throw new RoutingMsgError(`routing message kind ${b[1]} is unknown (1 LFDB update, 2 keepalive, 3 LFDB update with link limits)`);
+  const limits = b[1] === KIND_LFDB_LIMITS;
+  const max = limits ? MAX_ENTRIES_PER_LIMITS_MSG : MAX_ENTRIES_PER_MSG;
+  const len = limits ? LIMITS_ENTRY_LEN : ENTRY_LEN;
   if (b.length < 4) throw new RoutingMsgError(`LFDB update of ${b.length} bytes is shorter than its 4-byte header`);
   const n = v.getUint16(2);
-  if (n < 1 || n > MAX_ENTRIES_PER_MSG) throw new RoutingMsgError(`LFDB update states ${n} entries, allowed 1..${MAX_ENTRIES_PER_MSG}`);
-  if (b.length !== 4 + n * ENTRY_LEN) throw new RoutingMsgError(`LFDB update of ${b.length} bytes, but ${n} entries need ${4 + n * ENTRY_LEN}`);
+  if (n < 1 || n > max) throw new RoutingMsgError(`LFDB update states ${n} entries, allowed 1..${max}`);
+  if (b.length !== 4 + n * len) throw new RoutingMsgError(`LFDB update of ${b.length} bytes, but ${n} entries need ${4 + n * len}`);
   const entries: LowerFlow[] = [];
-  for (let i = 0, o = 4; i < n; i++, o += ENTRY_LEN) {
+  for (let i = 0, o = 4; i < n; i++, o += len) {
     const flags = v.getUint8(o + 10);
     if ((flags & ~1) !== 0) throw new RoutingMsgError(`LFDB entry ${i} has unknown flag bits 0x${flags.toString(16)}`);
     const e: LowerFlow = { from: v.getUint32(o), to: v.getUint32(o + 4), cost: v.getUint16(o + 8), seqnum: v.getUint32(o + 11), up: flags === 1 };
+    if (limits) {
+      const m = v.getUint32(o + 15);
+      if (m !== 0) e.maxPdu = m;
+    }
     try {
       checkLowerFlow(e);
     } catch (err) {
@@ -83,5 +103,5 @@ export function decodeRoutingMessage(b: Uint8Array): RoutingMessage {
     }
     entries.push(e);
   }
-  return { kind: 'lfdb', entries };
+  return limits ? { kind: 'lfdb', entries, limits: true } : { kind: 'lfdb', entries };
 }

@@ -13,12 +13,22 @@
  *
  * I/O: messages leave through `send(portId, msg)` as typed objects (routing-msg.ts encodes them)
  * and arrive through `receive`/`receiveBytes`. Timers are on the injected Clock. docs/NORMAL-DIF-ROUTING.md.
+ *
+ * Path limits: each adjacency we originate carries its N-1 flow's max PDU (`neighbourUp`'s
+ * `link.maxPdu`); a neighbour that reads them (`link.limits`) gets kind-3 updates, any other kind 1.
+ * After each SPF run, `pathMaxPdu(dst)` is the smallest link limit on any shortest path to dst (the
+ * path PDUs take hop by hop is one of them), Infinity where no link on them states a limit.
  */
 import type { Clock, TimerHandle } from './clock.js';
 import { Lfdb, MAX_SEQNUM, checkLowerFlow, compareLowerFlow, type LowerFlow } from './lfdb.js';
 import { Neighbours } from './neighbours.js';
-import { MAX_ENTRIES_PER_MSG, RoutingMsgError, decodeRoutingMessage, type RoutingMessage } from './routing-msg.js';
-import { shortestPaths } from './spf.js';
+import { MAX_ENTRIES_PER_LIMITS_MSG, MAX_ENTRIES_PER_MSG, RoutingMsgError, decodeRoutingMessage, type RoutingMessage } from './routing-msg.js';
+import { shortestPaths, type Graph } from './spf.js';
+
+function withLimit(e: LowerFlow, maxPdu: number | undefined): LowerFlow {
+  if (maxPdu !== undefined) e.maxPdu = maxPdu;
+  return e;
+}
 
 export type NeighbourDownCause = 'flow-lost' | 'keepalive' | 'removed';
 
@@ -87,6 +97,18 @@ export interface RoutingSnapshot {
 interface Adjacency {
   portId: number;
   cost: number;
+  /** Largest PDU our N-1 flow to the neighbour carries (undefined: unknown). */
+  maxPdu: number | undefined;
+  /** The neighbour reads kind-3 LFDB updates (link limits). */
+  limits: boolean;
+}
+
+/** What routing is told about the N-1 flow to a neighbour. */
+export interface LinkInfo {
+  /** Largest PDU the N-1 flow carries. */
+  maxPdu?: number;
+  /** The neighbour reads LFDB updates with link limits (said at enrollment). */
+  limits?: boolean;
 }
 
 export class Routing {
@@ -101,6 +123,7 @@ export class Routing {
   private readonly byPort = new Map<number, number>();
   private readonly live: Neighbours;
   private forwarding = new Map<number, number>();
+  private pathLimits = new Map<number, number>();
   private readonly refreshMs: number;
   private readonly maxAgeMs: number;
   private refreshTimer: TimerHandle | undefined;
@@ -129,15 +152,17 @@ export class Routing {
   // ---- neighbours ---------------------------------------------------------------------------
 
   /** An N-1 flow to neighbour `addr` is up on `portId` (after enrollment). */
-  neighbourUp(addr: number, portId: number, cost = 1): void {
+  neighbourUp(addr: number, portId: number, cost = 1, link: LinkInfo = {}): void {
     if (this.stopped) return;
     if (!Number.isInteger(addr) || addr < 1 || addr > 0xffffffff || addr === this.address) throw new RoutingError('ERR_ROUTING_NEIGHBOUR', `neighbour address ${addr} must be a nonzero u32 other than ours (${this.address})`);
     if (!Number.isInteger(cost) || cost < 1 || cost > 0xffff) throw new RoutingError('ERR_ROUTING_NEIGHBOUR', `cost ${cost} to neighbour ${addr} is not an integer in 1..65535`);
+    const maxPdu = link.maxPdu;
+    if (maxPdu !== undefined && (!Number.isInteger(maxPdu) || maxPdu < 1 || maxPdu > 0xffffffff)) throw new RoutingError('ERR_ROUTING_NEIGHBOUR', `max PDU ${maxPdu} of the link to neighbour ${addr} is not a nonzero u32`);
     const other = this.byPort.get(portId);
     if (other !== undefined && other !== addr) throw new RoutingError('ERR_ROUTING_NEIGHBOUR', `port ${portId} already leads to neighbour ${other}; take it down first`);
     const old = this.adj.get(addr);
     if (old) this.byPort.delete(old.portId);
-    this.adj.set(addr, { portId, cost });
+    this.adj.set(addr, { portId, cost, maxPdu, limits: link.limits === true });
     this.byPort.set(portId, addr);
     this.live.add(addr, portId);
     const own = this.originate(addr);
@@ -157,7 +182,7 @@ export class Routing {
     const withdrawn: LowerFlow[] = [this.originate(addr)];
     const theirs = this.lfdb.get(addr, this.address);
     if (theirs?.up && theirs.seqnum < MAX_SEQNUM) {
-      const t: LowerFlow = { from: addr, to: this.address, cost: theirs.cost, seqnum: theirs.seqnum + 1, up: false };
+      const t: LowerFlow = { from: addr, to: this.address, cost: theirs.cost, seqnum: theirs.seqnum + 1, up: false, ...(theirs.maxPdu !== undefined ? { maxPdu: theirs.maxPdu } : {}) };
       this.lfdb.merge(t, this.clock.now());
       withdrawn.push(t);
     }
@@ -208,7 +233,7 @@ export class Routing {
         continue;
       }
       const cur = this.lfdb.get(e.from, e.to);
-      const topo = !cur || cur.up !== e.up || cur.cost !== e.cost;
+      const topo = !cur || cur.up !== e.up || cur.cost !== e.cost || cur.maxPdu !== e.maxPdu;
       const r = this.lfdb.merge(e, now);
       if (r === 'new' || r === 'updated') {
         if (r === 'new') this.stats.entriesNew++;
@@ -231,7 +256,7 @@ export class Routing {
     if (e.seqnum >= MAX_SEQNUM) return undefined; // cannot go above it; it ages out (see docs)
     this.stats.reoriginated++;
     const a = this.adj.get(e.to);
-    const fix: LowerFlow = a ? { from: this.address, to: e.to, cost: a.cost, seqnum: e.seqnum + 1, up: true } : { from: this.address, to: e.to, cost: e.cost, seqnum: e.seqnum + 1, up: false };
+    const fix: LowerFlow = a ? withLimit({ from: this.address, to: e.to, cost: a.cost, seqnum: e.seqnum + 1, up: true }, a.maxPdu) : { from: this.address, to: e.to, cost: e.cost, seqnum: e.seqnum + 1, up: false };
     this.lfdb.merge(fix, this.clock.now());
     return fix;
   }
@@ -243,11 +268,13 @@ export class Routing {
     const cur = this.lfdb.get(this.address, to);
     const a = this.adj.get(to);
     const seqnum = Math.min(MAX_SEQNUM, (cur?.seqnum ?? 0) + 1);
-    const e: LowerFlow = a ? { from: this.address, to, cost: a.cost, seqnum, up: true } : { from: this.address, to, cost: cur?.cost ?? 1, seqnum, up: false };
+    const e: LowerFlow = a ? withLimit({ from: this.address, to, cost: a.cost, seqnum, up: true }, a.maxPdu) : { from: this.address, to, cost: cur?.cost ?? 1, seqnum, up: false };
     if (cur && cur.seqnum === seqnum) {
       // Seqnum exhausted (u32): overwrite in place; the rest of the DIF keeps its copy until it ages out.
       cur.cost = e.cost;
       cur.up = e.up;
+      if (e.maxPdu !== undefined) cur.maxPdu = e.maxPdu;
+      else delete cur.maxPdu;
       cur.updatedAt = this.clock.now();
     } else this.lfdb.merge(e, this.clock.now());
     return e;
@@ -260,12 +287,16 @@ export class Routing {
   /** The whole database to one (new) neighbour. */
   private sendAll(portId: number): void {
     const all: LowerFlow[] = [];
-    for (const e of this.lfdb.entries()) all.push({ from: e.from, to: e.to, cost: e.cost, seqnum: e.seqnum, up: e.up });
+    for (const e of this.lfdb.entries()) all.push(withLimit({ from: e.from, to: e.to, cost: e.cost, seqnum: e.seqnum, up: e.up }, e.maxPdu));
     this.sendEntries(portId, all);
   }
 
+  /** Kind 3 (with link limits) to a neighbour that reads it, kind 1 to any other. */
   private sendEntries(portId: number, entries: LowerFlow[]): void {
-    for (let i = 0; i < entries.length; i += MAX_ENTRIES_PER_MSG) this.sendMsg(portId, { kind: 'lfdb', entries: entries.slice(i, i + MAX_ENTRIES_PER_MSG) });
+    const to = this.byPort.get(portId);
+    const limits = to !== undefined && this.adj.get(to)?.limits === true;
+    const per = limits ? MAX_ENTRIES_PER_LIMITS_MSG : MAX_ENTRIES_PER_MSG;
+    for (let i = 0; i < entries.length; i += per) this.sendMsg(portId, limits ? { kind: 'lfdb', entries: entries.slice(i, i + per), limits: true } : { kind: 'lfdb', entries: entries.slice(i, i + per) });
   }
 
   private sendMsg(portId: number, msg: RoutingMessage): void {
@@ -302,7 +333,9 @@ export class Routing {
 
   private recompute(): void {
     this.stats.recomputes++;
-    const { nextHop } = shortestPaths(this.lfdb.graph(), this.address);
+    const graph = this.lfdb.graph();
+    const { nextHop, dist } = shortestPaths(graph, this.address);
+    this.pathLimits = this.limitsOver(graph, dist);
     const table = new Map<number, number>();
     for (const [dst, hop] of nextHop) {
       const a = this.adj.get(hop);
@@ -317,6 +350,33 @@ export class Routing {
     for (const d of old.keys()) if (!table.has(d)) lost.push(d);
     this.callback(() => this.opts.onForwardingTable?.(table));
     if (lost.length > 0) this.callback(() => this.opts.onUnreachable?.(lost.sort((x, y) => x - y)));
+  }
+
+  /**
+   * Per destination, the smallest link limit on any of its shortest paths (the DAG `dist` defines):
+   * nodes in order of distance, each taking the minimum over the shortest-path edges into it.
+   */
+  private limitsOver(graph: Graph, dist: ReadonlyMap<number, number>): Map<number, number> {
+    const lim = new Map<number, number>([[this.address, Infinity]]);
+    const order = [...dist].sort((x, y) => x[1] - y[1] || x[0] - y[0]);
+    for (const [u, du] of order) {
+      const lu = lim.get(u);
+      const edges = graph.get(u);
+      if (lu === undefined || !edges) continue;
+      for (const [v, c] of edges) {
+        if (dist.get(v) !== du + c) continue;
+        let l = Math.min(lu, this.lfdb.linkLimit(u, v));
+        if (u === this.address) l = Math.min(l, this.adj.get(v)?.maxPdu ?? Infinity);
+        lim.set(v, Math.min(lim.get(v) ?? Infinity, l));
+      }
+    }
+    lim.delete(this.address);
+    return lim;
+  }
+
+  /** The largest PDU the path to `dst` carries (Infinity: no link on it states a limit; undefined: no route). */
+  pathMaxPdu(dst: number): number | undefined {
+    return this.forwarding.has(dst) ? (this.pathLimits.get(dst) ?? Infinity) : undefined;
   }
 
   private callback(fn: () => void): void {

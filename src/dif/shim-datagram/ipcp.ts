@@ -27,6 +27,7 @@ import { registrationHandle, type RegEntry, type Registrations } from '../core/r
 import type { Logger } from '../../sys/log.js';
 import { clampUtf8, type WireMessage } from '../shim-udp/wire.js';
 import { DatagramFlow, DatagramFlowRequest, type DatagramFlowOwner } from './flow.js';
+import type { DatagramLimits } from './options.js';
 import { DATAGRAM_SNAPSHOT_VERSION, DatagramStateError, parseDatagramSnapshot, type DatagramShimSnapshot } from './snapshot.js';
 
 /** The reason the peer's flow ends with when this end restarted without it (nothing held it). */
@@ -96,11 +97,13 @@ export abstract class DatagramShimIpcp<Peer, Reason extends string> extends Even
   rxQueuedBytes = 0;
   protected abstract readonly log: Logger;
   protected abstract readonly registrations: Registrations<(r: DatagramFlowRequest) => void, DatagramRegistration>;
-  protected abstract readonly keepaliveMs: number;
-  protected abstract readonly keepaliveTimeoutMs: number;
-  protected abstract readonly allocateTimeoutMs: number;
-  protected abstract readonly maxFlows: number;
-  protected abstract readonly maxPendingRequests: number;
+  protected readonly keepaliveMs: number;
+  protected readonly keepaliveTimeoutMs: number;
+  protected readonly allocateTimeoutMs: number;
+  /** How often an unanswered request (ALLOC_REQ, a resolution) is sent again. */
+  protected readonly retryMs: number;
+  protected readonly maxFlows: number;
+  protected readonly maxPendingRequests: number;
   protected readonly entries = new Map<number, DatagramEntry<Peer>>();
   /** "peer/remoteId" → local id, for incoming requests and flows (duplicate requests, DEALLOC with dst 0). */
   protected readonly byRemote = new Map<string, number>();
@@ -127,8 +130,11 @@ export abstract class DatagramShimIpcp<Peer, Reason extends string> extends Even
     private readonly zeroIdIsStale: boolean,
     /** What one received unit is called in logs ("datagram", "frame"). */
     private readonly unit: string,
+    /** The timers and limits of the flow protocol, checked (./options.ts). */
+    limits: DatagramLimits,
   ) {
     super();
+    ({ keepaliveMs: this.keepaliveMs, keepaliveTimeoutMs: this.keepaliveTimeoutMs, allocateTimeoutMs: this.allocateTimeoutMs, retryMs: this.retryMs, maxFlows: this.maxFlows, maxPendingRequests: this.maxPendingRequests } = limits);
   }
 
   /** The peer's address as text ("IPv4:port", a MAC). */

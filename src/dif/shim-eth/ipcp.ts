@@ -62,12 +62,9 @@ import {
 import { EthFlow, type EthFlowRequest } from './flow.js';
 import { DatagramShimIpcp, type DatagramEntry, type DatagramRegistration, type DatagramResumeOptions } from '../shim-datagram/ipcp.js';
 import { PacketLink, type EthLink } from './link.js';
+import { datagramLimits, datagramRxQueues, intOption, type DatagramLimitOptions } from '../shim-datagram/options.js';
 import { TxQueue } from './tx-queue.js';
 
-export const DEFAULT_KEEPALIVE_MS = 1000;
-export const DEFAULT_KEEPALIVE_TIMEOUT_MS = 5000;
-export const DEFAULT_ALLOCATE_TIMEOUT_MS = 10_000;
-export const DEFAULT_RETRY_MS = 1000;
 export const DEFAULT_RESOLVE_CACHE_SIZE = 256;
 export const DEFAULT_RESOLVE_CACHE_MS = 60_000;
 /** Frames per send call (sendmmsg): what one turn of the event loop writes leaves together. */
@@ -78,7 +75,7 @@ export const FRAME_OVERHEAD = LENGTH_BYTES + DATA_HEADER_BYTES;
 export const ETH_DROP_REASONS = ['unknown_peer', 'malformed', 'oversize', 'not_for_us', 'unknown_flow', 'stale', 'unsolicited', 'no_registration', 'limit'] as const;
 export type EthDropReason = (typeof ETH_DROP_REASONS)[number];
 
-export interface ShimEthOptions extends DatagramResumeOptions {
+export interface ShimEthOptions extends DatagramResumeOptions, DatagramLimitOptions {
   difName: string;
   /** This IPC process's name (default `<difName>.<interface>`). */
   name?: string;
@@ -90,20 +87,11 @@ export interface ShimEthOptions extends DatagramResumeOptions {
   allow?: string[];
   /** Largest payload after the Ethernet header (default and maximum: the interface's MTU). */
   mtu?: number;
-  keepaliveMs?: number;
-  keepaliveTimeoutMs?: number;
-  allocateTimeoutMs?: number;
-  retryMs?: number;
   resolveCacheSize?: number;
   resolveCacheMs?: number;
   maxPendingResolutions?: number;
-  maxFlows?: number;
-  maxPendingRequests?: number;
   /** Frames sent per system call, 1..256 (default 64; 1: one call per frame, at once). */
   txBatch?: number;
-  rxQueueLimit?: number;
-  rxQueueBytes?: number;
-  rxQueueTotalBytes?: number;
   logger?: Logger;
   /** Tests: the link to use instead of a packet socket on `interface`. */
   link?: EthLink;
@@ -165,15 +153,9 @@ export class ShimEthIpcp extends DatagramShimIpcp<string, EthDropReason> impleme
   /** Application name key → MAC and expiry; Map order is least recently used first. */
   private readonly cache = new Map<string, { mac: string; expires: number }>();
   private readonly resolutions = new Map<string, Resolution>();
-  protected readonly keepaliveMs: number;
-  protected readonly keepaliveTimeoutMs: number;
-  protected readonly allocateTimeoutMs: number;
-  private readonly retryMs: number;
   private readonly resolveCacheSize: number;
   private readonly resolveCacheMs: number;
   private readonly maxPendingResolutions: number;
-  protected readonly maxFlows: number;
-  protected readonly maxPendingRequests: number;
   private linkUp = true;
 
   /** Open the interface and start. Throws ShimEthError. */
@@ -186,13 +168,9 @@ export class ShimEthIpcp extends DatagramShimIpcp<string, EthDropReason> impleme
   }
 
   private constructor(opts: ShimEthOptions) {
-    super(0xfffffffe, false, 'frame');
     const bad = (m: string): ShimEthError => new ShimEthError('invalid_config', `shim-eth ${opts.difName}: ${m}`);
-    const int = (name: string, v: number | undefined, dflt: number, min: number, max: number): number => {
-      const x = v ?? dflt;
-      if (!Number.isInteger(x) || x < min || x > max) throw bad(`${name} must be an integer ${min}..${max}, not ${String(x)}`);
-      return x;
-    };
+    const int = intOption(bad);
+    super(0xfffffffe, false, 'frame', datagramLimits(opts, int));
     this.difName = opts.difName;
     if (opts.vlan !== undefined) int('vlan', opts.vlan, 0, 1, 4094);
     this.allowed = opts.allow === undefined ? null : new Set();
@@ -203,15 +181,10 @@ export class ShimEthIpcp extends DatagramShimIpcp<string, EthDropReason> impleme
         throw bad(`allow: ${JSON.stringify(m)} ${(e as Error).message}`);
       }
     }
-    this.keepaliveMs = int('keepaliveMs', opts.keepaliveMs, DEFAULT_KEEPALIVE_MS, 10, 600_000);
-    this.keepaliveTimeoutMs = int('keepaliveTimeoutMs', opts.keepaliveTimeoutMs, Math.max(DEFAULT_KEEPALIVE_TIMEOUT_MS, 3 * this.keepaliveMs), 2 * this.keepaliveMs, 3_600_000);
-    this.allocateTimeoutMs = int('allocateTimeoutMs', opts.allocateTimeoutMs, DEFAULT_ALLOCATE_TIMEOUT_MS, 1, 2 ** 31 - 1);
-    this.retryMs = int('retryMs', opts.retryMs, DEFAULT_RETRY_MS, 10, 2 ** 31 - 1);
     this.resolveCacheSize = int('resolveCacheSize', opts.resolveCacheSize, DEFAULT_RESOLVE_CACHE_SIZE, 1, 1 << 16);
     this.resolveCacheMs = int('resolveCacheMs', opts.resolveCacheMs, DEFAULT_RESOLVE_CACHE_MS, 1, 86_400_000);
     this.maxPendingResolutions = int('maxPendingResolutions', opts.maxPendingResolutions, 64, 1, 1 << 12);
-    this.maxFlows = int('maxFlows', opts.maxFlows, 1024, 1, 1 << 20);
-    this.maxPendingRequests = int('maxPendingRequests', opts.maxPendingRequests, 64, 1, 1 << 16);
+    const txBatch = int('txBatch', opts.txBatch, DEFAULT_TX_BATCH, 1, 256);
     // Last before the link: nothing to undo if a check above fails.
     if (opts.link) this.link = opts.link;
     else {
@@ -222,20 +195,18 @@ export class ShimEthIpcp extends DatagramShimIpcp<string, EthDropReason> impleme
         throw new ShimEthError(code, `shim-eth ${opts.difName}: ${(e as Error).message}`, { cause: e });
       }
     }
+    // The checks that need the link's MTU: a bad value closes the link again.
     try {
       this.mtu = int('mtu', opts.mtu, this.link.mtu, 64, this.link.mtu);
+      this.maxSdu = this.mtu - FRAME_OVERHEAD;
+      ({ rxQueueLimit: this.rxQueueLimit, rxQueueBytes: this.rxQueueBytes, rxQueueTotalBytes: this.rxQueueTotalBytes } = datagramRxQueues(opts, int, this.maxSdu));
     } catch (e) {
       this.link.close();
       throw e;
     }
-    this.maxSdu = this.mtu - FRAME_OVERHEAD;
-    this.rxQueueLimit = int('rxQueueLimit', opts.rxQueueLimit, 1024, 1, 1 << 20);
-    this.rxQueueBytes = int('rxQueueBytes', opts.rxQueueBytes, Math.max(4 << 20, 2 * this.maxSdu), 2 * this.maxSdu, 2 ** 31 - 1);
-    this.rxQueueTotalBytes = int('rxQueueTotalBytes', opts.rxQueueTotalBytes, Math.max(64 << 20, 4 * this.maxSdu), 4 * this.maxSdu, 2 ** 31 - 1);
     this.ipcpName = opts.name ?? `${opts.difName}.${opts.interface}`;
     this.macKey = formatMac(this.link.mac);
     this.hdr = headerBytes(this.link.vlan);
-    const txBatch = int('txBatch', opts.txBatch, DEFAULT_TX_BATCH, 1, 256);
     this.tx = new TxQueue(this.link, this.hdr + this.mtu, txBatch, {
       sent: (frames, bytes) => {
         this.stats.txFrames += frames;

@@ -54,12 +54,9 @@ import { DATA_HEADER_BYTES, MAX_UDP_PAYLOAD, WireError, decodeMessage, encodeDat
 import { UdpFlow, type UdpFlowRequest } from './flow.js';
 import { HostResolveError, HostResolver, parseHostPort } from './resolve.js';
 import { DatagramShimIpcp, type DatagramEntry, type DatagramRegistration, type DatagramResumeOptions } from '../shim-datagram/ipcp.js';
+import { datagramLimits, datagramRxQueues, intOption, type DatagramLimitOptions } from '../shim-datagram/options.js';
 
 export const DEFAULT_MTU = 1472;
-export const DEFAULT_KEEPALIVE_MS = 1000;
-export const DEFAULT_KEEPALIVE_TIMEOUT_MS = 5000;
-export const DEFAULT_ALLOCATE_TIMEOUT_MS = 10_000;
-export const DEFAULT_RETRY_MS = 1000;
 
 /** Drop reasons of datagrams (and SDUs) that went nowhere. */
 export const UDP_DROP_REASONS = ['unknown_peer', 'malformed', 'oversize', 'unknown_flow', 'stale', 'no_registration', 'limit'] as const;
@@ -95,7 +92,7 @@ export function parseHosts(text: string): [string, string][] {
 
 const addrKey = (host: string, port: number): string => `${host}:${port}`;
 
-export interface ShimUdpOptions extends DatagramResumeOptions {
+export interface ShimUdpOptions extends DatagramResumeOptions, DatagramLimitOptions {
   difName: string;
   /** This IPC process's name (default `<difName>.<bind>`). */
   name?: string;
@@ -121,15 +118,6 @@ export interface ShimUdpOptions extends DatagramResumeOptions {
   peerPort?: number;
   /** Largest datagram sent or accepted (default 1472: IPv4 without fragmentation over 1500-byte Ethernet). */
   mtu?: number;
-  keepaliveMs?: number;
-  keepaliveTimeoutMs?: number;
-  allocateTimeoutMs?: number;
-  retryMs?: number;
-  maxFlows?: number;
-  maxPendingRequests?: number;
-  rxQueueLimit?: number;
-  rxQueueBytes?: number;
-  rxQueueTotalBytes?: number;
   txQueueBytes?: number;
   logger?: Logger;
 }
@@ -179,12 +167,6 @@ export class ShimUdpIpcp extends DatagramShimIpcp<UdpAddress, UdpDropReason> imp
   /** Host name → address at the peers' well-known port, from the hosts file. */
   private readonly hosts = new Map<string, UdpAddress>();
   protected readonly registrations: Registrations<(r: UdpFlowRequest) => void, DatagramRegistration>;
-  protected readonly keepaliveMs: number;
-  protected readonly keepaliveTimeoutMs: number;
-  protected readonly allocateTimeoutMs: number;
-  private readonly retryMs: number;
-  protected readonly maxFlows: number;
-  protected readonly maxPendingRequests: number;
   private readonly txQueueBytes: number;
   private txQueued = 0;
 
@@ -208,26 +190,14 @@ export class ShimUdpIpcp extends DatagramShimIpcp<UdpAddress, UdpDropReason> imp
   }
 
   private constructor(opts: ShimUdpOptions) {
-    super(0xffffffff, true, 'datagram');
     const bad = (m: string): ShimUdpError => new ShimUdpError('invalid_config', `shim-udp ${opts.difName}: ${m}`);
-    const int = (name: string, v: number | undefined, dflt: number, min: number, max: number): number => {
-      const x = v ?? dflt;
-      if (!Number.isInteger(x) || x < min || x > max) throw bad(`${name} must be an integer ${min}..${max}, not ${String(x)}`);
-      return x;
-    };
+    const int = intOption(bad);
+    super(0xffffffff, true, 'datagram', datagramLimits(opts, int));
     this.difName = opts.difName;
     this.ipcpName = opts.name ?? `${opts.difName}.${opts.bind}`;
     this.mtu = int('mtu', opts.mtu, DEFAULT_MTU, 64, MAX_UDP_PAYLOAD);
     this.maxSdu = this.mtu - DATA_HEADER_BYTES;
-    this.keepaliveMs = int('keepaliveMs', opts.keepaliveMs, DEFAULT_KEEPALIVE_MS, 10, 600_000);
-    this.keepaliveTimeoutMs = int('keepaliveTimeoutMs', opts.keepaliveTimeoutMs, Math.max(DEFAULT_KEEPALIVE_TIMEOUT_MS, 3 * this.keepaliveMs), 2 * this.keepaliveMs, 3_600_000);
-    this.allocateTimeoutMs = int('allocateTimeoutMs', opts.allocateTimeoutMs, DEFAULT_ALLOCATE_TIMEOUT_MS, 1, 2 ** 31 - 1);
-    this.retryMs = int('retryMs', opts.retryMs, DEFAULT_RETRY_MS, 10, 2 ** 31 - 1);
-    this.maxFlows = int('maxFlows', opts.maxFlows, 1024, 1, 1 << 20);
-    this.maxPendingRequests = int('maxPendingRequests', opts.maxPendingRequests, 64, 1, 1 << 16);
-    this.rxQueueLimit = int('rxQueueLimit', opts.rxQueueLimit, 1024, 1, 1 << 20);
-    this.rxQueueBytes = int('rxQueueBytes', opts.rxQueueBytes, 4 << 20, 2 * this.maxSdu, 2 ** 31 - 1);
-    this.rxQueueTotalBytes = int('rxQueueTotalBytes', opts.rxQueueTotalBytes, 64 << 20, 4 * this.maxSdu, 2 ** 31 - 1);
+    ({ rxQueueLimit: this.rxQueueLimit, rxQueueBytes: this.rxQueueBytes, rxQueueTotalBytes: this.rxQueueTotalBytes } = datagramRxQueues(opts, int, this.maxSdu));
     this.txQueueBytes = int('txQueueBytes', opts.txQueueBytes, 1 << 20, 2 * this.mtu, 2 ** 31 - 1);
     for (const [name, addr] of Object.entries(opts.peers ?? {})) {
       try {

@@ -95,6 +95,11 @@ export function normalProblems(data: Record<string, unknown>, problems: string[]
       }
     }
     if (typeof n.maxPduSize === 'number') out.maxPduSize = n.maxPduSize;
+    for (const f of ['keepaliveMs', 'keepaliveMisses'] as const) if (typeof n[f] === 'number' && Number.isInteger(n[f])) out[f] = n[f];
+    const ka = out.keepaliveMs ?? 10_000;
+    const misses = out.keepaliveMisses ?? 3;
+    // Each within its range (the schema says so otherwise), but together too short to survive a busy moment.
+    if (ka >= 20 && misses >= 1 && misses <= 100 && ka * misses < 100) problems.push(`normal.keepaliveMisses: ${misses} × keepaliveMs ${ka} declares a neighbour down after ${ka * misses} ms of silence; allow at least 100 ms (raise keepaliveMs or keepaliveMisses)`);
     if (n.role === 'enroller' || n.role === 'member') out.role = n.role;
     if (typeof n.acceptEnrollment === 'boolean') out.acceptEnrollment = n.acceptEnrollment;
     const neighbours = neighbourProblems(data, n, out, problems);

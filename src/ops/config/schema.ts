@@ -122,6 +122,8 @@ export const CONFIG_SCHEMA = {
         name: { type: 'string', minLength: 1, maxLength: 255, description: 'this IPC process\'s name (default <dif>.host / <dif>.vm<VMPI-id>)' },
         enroller: { type: 'string', minLength: 1, maxLength: 255, description: 'guest: the enroller\'s IPC process name (default <dif>.host)' },
         maxPduSize: { type: 'integer', minimum: 1024, maximum: 1048576, description: 'the DIF\'s largest PDU, the same at every member (default 65536)' },
+        keepaliveMs: { type: 'integer', minimum: 20, maximum: 3600000, description: 'keepalive period on each N-1 adjacency (routing liveness; default 10000). Use the same value at every member' },
+        keepaliveMisses: { type: 'integer', minimum: 1, maximum: 100, description: 'a neighbour heard nothing from for this many keepalive periods is down, its adjacency withdrawn (default 3)' },
         role: { type: 'string', enum: ['enroller', 'member'], description: 'serve: "enroller" (default) over every lower DIF, or "member" enrolling to `enroller` through the first lower DIF (the shim-udp DIF when there is one)' },
         acceptEnrollment: { type: 'boolean', description: 'member: enroll new members too (on every lower DIF), from a block of addresses the enroller delegates at this member\'s enrollment (default false: it takes adjacencies only)' },
         neighbours: {

@@ -74,6 +74,10 @@ export interface NormalConfig {
   enroller?: string;
   /** The DIF's largest PDU, the same at every member (default 65536). */
   maxPduSize?: number;
+  /** Keepalive period on each N-1 adjacency, ms (default 10 000). */
+  keepaliveMs?: number;
+  /** Silent keepalive periods before a neighbour is down (default 3). */
+  keepaliveMisses?: number;
   /** serve: enroller (default) or member (enrolls to `enroller` through the first lower DIF). */
   role?: 'enroller' | 'member';
   /** Member: enroll new members too, from a block of addresses its enroller delegates to it. */

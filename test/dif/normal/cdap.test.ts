@@ -76,6 +76,8 @@ t.test('object values round trip', async (t) => {
   const constants: DataTransferConstants = { pciVersion: 1, addressWidth: 4, cepIdWidth: 4, qosIdWidth: 2, seqnumWidth: 4, lengthWidth: 4, maxPduSize: 9000, maxPduLifetimeMs: 4000 };
   const info = { address: 17, difName: 'n.DIF', lowerDifs: ['shim1', 'shim2'], constants };
   t.same(decodeEnrollmentInfo(encodeEnrollmentInfo(info)), info);
+  t.same(decodeEnrollmentInfo(encodeEnrollmentInfo({ ...info, lfdbMaxPdu: true })), { ...info, lfdbMaxPdu: true }, 'lfdb_max_pdu (reads routing kind 3) round trips');
+  t.notOk('lfdbMaxPdu' in decodeEnrollmentInfo(encodeEnrollmentInfo(info)), 'and is absent from an older member\'s message');
   t.same(constantsMismatch(constants, { ...constants, maxPduSize: 1500 }), ['maxPduSize 9000 ≠ 1500']);
   const entries = [
     { app: { processName: 'srv' }, address: 5, seqnum: 2 ** 40, removed: false },

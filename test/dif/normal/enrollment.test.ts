@@ -62,7 +62,7 @@ t.test('enrollment succeeds and hands over the DIF state', async (t) => {
   t.same(r.value.lowerFlows, content().lowerFlows);
   t.equal(ee.state, 'enrolled');
   t.same(events, ['enrolled vm1 10 @p1']);
-  t.same(er.memberList(), [{ name: { processName: 'vm1' }, address: 10, lowerDifs: ['shim-1'] }]);
+  t.same(er.memberList(), [{ name: { processName: 'vm1' }, address: 10, lowerDifs: ['shim-1'], lfdbMaxPdu: true }], 'the member said it reads LFDB link limits');
   t.same(
     l.log.map((x) => `${x.dir} ${x.msg.op}`),
     ['a→b M_CONNECT', 'b→a M_CONNECT_R', 'a→b M_START', 'b→a M_START_R', 'a→b M_READ', 'b→a M_READ_R', 'a→b M_STOP', 'b→a M_STOP_R', 'a→b M_START', 'b→a M_START_R'],

@@ -33,7 +33,9 @@ async function drain(flow: Flow, n: number, ms: number): Promise<number[]> {
   const got: number[] = [];
   const deadline = Date.now() + ms;
   while (got.length < n && Date.now() < deadline) {
-    const sdu = await Promise.race([flow.read(), sleep(Math.max(1, deadline - Date.now())).then(() => undefined)]);
+    // The timer is cleared once the read wins: one left pending per SDU kept the process alive until the deadline.
+    let timer: NodeJS.Timeout | undefined;
+    const sdu = await Promise.race([flow.read(), new Promise<undefined>((r) => (timer = setTimeout(r, Math.max(1, deadline - Date.now()), undefined)))]).finally(() => clearTimeout(timer));
     if (sdu === undefined || sdu === null) break;
     got.push(new DataView(sdu.buffer, sdu.byteOffset, sdu.byteLength).getUint32(0));
   }

@@ -31,6 +31,8 @@ export class SimNet {
   private inflight: { from: number; to: number; bytes: Uint8Array }[] = [];
   readonly rand: () => number;
   messages = 0;
+  /** Every message sent: from, to, and its kind byte (1 LFDB, 2 keepalive, 3 LFDB with link limits). */
+  readonly sent: { from: number; to: number; kind: number }[] = [];
 
   constructor(
     readonly seed: number,
@@ -49,7 +51,9 @@ export class SimNet {
       clock: this.clock,
       address: addr,
       send: (portId, msg) => {
-        this.inflight.push({ from: addr, to: portId - PORT_BASE, bytes: encodeRoutingMessage(msg) });
+        const bytes = encodeRoutingMessage(msg);
+        this.inflight.push({ from: addr, to: portId - PORT_BASE, bytes });
+        this.sent.push({ from: addr, to: portId - PORT_BASE, kind: bytes[1]! });
         return true;
       },
       onNeighbourDown: (n, _p, cause) => this.events.push({ at: this.clock.now(), node: addr, kind: 'down', addr: n, cause }),
@@ -59,11 +63,14 @@ export class SimNet {
     return r;
   }
 
-  link(a: number, b: number, costAB = 1, costBA = costAB): void {
+  /** `maxPdu`: the link's N-1 flow limit, told to both ends; `limits`: whether a and b read kind 3 (default: both, when maxPdu is given). */
+  link(a: number, b: number, costAB = 1, costBA = costAB, info: { maxPdu?: number; limits?: [boolean, boolean] } = {}): void {
     this.links.set(`${a}>${b}`, costAB);
     this.links.set(`${b}>${a}`, costBA);
-    this.nodes.get(a)!.neighbourUp(b, PORT_BASE + b, costAB);
-    this.nodes.get(b)!.neighbourUp(a, PORT_BASE + a, costBA);
+    const [la, lb] = info.limits ?? [info.maxPdu !== undefined, info.maxPdu !== undefined];
+    // Each end is told whether the OTHER reads kind 3, and a member that does not (an old one) knows no limit.
+    this.nodes.get(a)!.neighbourUp(b, PORT_BASE + b, costAB, { ...(la ? { maxPdu: info.maxPdu } : {}), limits: lb && la });
+    this.nodes.get(b)!.neighbourUp(a, PORT_BASE + a, costBA, { ...(lb ? { maxPdu: info.maxPdu } : {}), limits: la && lb });
   }
 
   /** The N-1 flow between a and b is lost; both ends notice. */
