@@ -39,7 +39,10 @@
  *  - tx (vq 1): write() copies the SDU into a linear (small) or page-based buffer and adds it
  *    under tx_lock; in batch-write mode (VMPI_BATCH_WRITE) one write() carries many SDUs as
  *    records, copied into frames a few at a time and added under one lock and one kick. Used
- *    buffers are reclaimed by later writes and polls. The tx callback is
+ *    buffers are reclaimed by later writes and polls. Packed tx (feature VMPI_F_TX_PACKED, taken
+ *    unless tx_packed=0): every tx buffer holds records "le32 channel | le32 length | SDU" like
+ *    packed rx, ending at the buffer's length; a batch write packs as many of its records as fit
+ *    in 8 + max SDU bytes into each buffer (vmpi_tx_pack), a single write sends one record. The tx callback is
  *    only enabled while the ring is full; it wakes blocked writers and pollers.
  *
  * The host is not trusted (docs/DEVICE.md, "A host that misbehaves"): a used rx length shorter
@@ -93,6 +96,8 @@
 #define VMPI_F_RX_PACKED	0
 #define VMPI_REC_HDR_LEN	8	/* le32 channel | le32 SDU length */
 #define VMPI_REC_ALIGN		8	/* records start at multiples of this */
+/* Device feature bit 1: tx buffers carry many records (docs/DEVICE.md, "Packed tx"). */
+#define VMPI_F_TX_PACKED	1
 
 static unsigned int rx_queue_len = 256;
 module_param(rx_queue_len, uint, 0444);
@@ -110,6 +115,10 @@ MODULE_PARM_DESC(rx_stall_ms, "A channel full this long stops blocking rx: its f
 static bool rx_packed = true;
 module_param(rx_packed, bool, 0444);
 MODULE_PARM_DESC(rx_packed, "Take VMPI_F_RX_PACKED when the host offers it (default 1; 0: one frame per rx buffer)");
+
+static bool tx_packed = true;
+module_param(tx_packed, bool, 0444);
+MODULE_PARM_DESC(tx_packed, "Take VMPI_F_TX_PACKED when the host offers it (default 1; 0: one frame per tx buffer)");
 
 static unsigned int copybreak = 1024;
 module_param(copybreak, uint, 0444);
@@ -150,6 +159,7 @@ struct vmpi_dev {
 	unsigned int rx_cap;		/* bytes per rx buffer: 4 + max_sdu, packed 8 + max_sdu */
 	bool packed;			/* VMPI_F_RX_PACKED negotiated */
 	unsigned int tx_slots;		/* ring slots the largest tx frame needs */
+	bool tx_packed;			/* VMPI_F_TX_PACKED negotiated */
 
 	spinlock_t lock;		/* channels, file queues, rx_pool, removed */
 	DECLARE_HASHTABLE(chans, 6);	/* bound files by channel */
@@ -823,24 +833,26 @@ static bool vmpi_tx_progress(struct vmpi_file *f, unsigned long seq)
 }
 
 /*
- * Add frames bufs[0..n) of @f to the tx ring, in order, as many as fit, with one kick; waits
- * for room unless @nonblock, but only while none fits. Returns how many were added (>= 1) or
- * an error (-EAGAIN: none fit and @nonblock). *@full_counted: this write() already counted a
- * full ring in tx_full (once per write, however long it waits).
+ * Add tx buffers bufs[0..n) of @f to the tx ring, in order, as many as fit, with one kick;
+ * buffer i carries sdus[i] SDUs of bytes[i] bytes in all. Waits for room unless @nonblock, but
+ * only while none fits. Returns how many buffers were added (>= 1) or an error (-EAGAIN: none
+ * fit and @nonblock). *@full_counted: this write() already counted a full ring in tx_full (once
+ * per write, however long it waits).
  */
-static int vmpi_tx_post_many(struct vmpi_file *f, struct vmpi_buf **bufs, unsigned int n,
-			     bool nonblock, bool *full_counted)
+static int vmpi_tx_post_many(struct vmpi_file *f, struct vmpi_buf **bufs, const unsigned int *sdus,
+			     const u64 *bytes_of, unsigned int n, bool nonblock, bool *full_counted)
 {
 	struct vmpi_dev *vd = f->vd;
 	struct scatterlist one;
 	unsigned long seq;
 	LIST_HEAD(done);
-	unsigned int added;
+	unsigned int added, nsdus;
 	u64 bytes;
 	int err;
 
 	for (;;) {
 		added = 0;
+		nsdus = 0;
 		bytes = 0;
 		spin_lock_irq(&vd->tx_lock);
 		if (vd->removed) {
@@ -866,13 +878,14 @@ static int vmpi_tx_post_many(struct vmpi_file *f, struct vmpi_buf **bufs, unsign
 				err = virtqueue_add_outbuf(vd->txvq, sg, nsg, buf, GFP_ATOMIC);
 				if (err)
 					break;
-				bytes += buf->len - VMPI_HDR_LEN;
+				nsdus += sdus[added];
+				bytes += bytes_of[added];
 				added++;
 			}
 			if (added) {
 				err = 0;
 				virtqueue_kick(vd->txvq);	/* under the lock: remove may follow */
-				WRITE_ONCE(f->cst.tx_sdus, f->cst.tx_sdus + added);
+				WRITE_ONCE(f->cst.tx_sdus, f->cst.tx_sdus + nsdus);
 				WRITE_ONCE(f->cst.tx_bytes, f->cst.tx_bytes + bytes);
 			} else if (err == -EIO) {
 				/* The ring is broken: reset_work sets it up again; wait for it. */
@@ -893,7 +906,7 @@ static int vmpi_tx_post_many(struct vmpi_file *f, struct vmpi_buf **bufs, unsign
 		spin_unlock_irq(&vd->tx_lock);
 		vmpi_buf_free_list(&done);
 		if (added) {
-			atomic64_add(added, &vd->st.tx_frames);
+			atomic64_add(nsdus, &vd->st.tx_frames);
 			atomic64_add(bytes, &vd->st.tx_bytes);
 			return added;
 		}
@@ -906,10 +919,14 @@ static int vmpi_tx_post_many(struct vmpi_file *f, struct vmpi_buf **bufs, unsign
 	}
 }
 
-/* A tx frame for @f holding the @count SDU bytes at @src; an ERR_PTR on failure. */
+/*
+ * A tx frame for @f holding the @count SDU bytes at @src (packed tx: one record, its header
+ * carrying the length too); an ERR_PTR on failure.
+ */
 static struct vmpi_buf *vmpi_tx_buf(struct vmpi_file *f, const char __user *src, size_t count)
 {
-	unsigned int len = VMPI_HDR_LEN + count;
+	unsigned int hdr = f->vd->tx_packed ? VMPI_REC_HDR_LEN : VMPI_HDR_LEN;
+	unsigned int len = hdr + count;
 	struct vmpi_buf *buf;
 
 	if (sizeof(*buf) + len <= PAGE_SIZE)
@@ -920,10 +937,122 @@ static struct vmpi_buf *vmpi_tx_buf(struct vmpi_file *f, const char __user *src,
 		return ERR_PTR(-ENOMEM);
 	buf->len = len;
 	put_unaligned_le32(f->channel, vmpi_buf_head(buf));
-	if (vmpi_buf_from_user(buf, VMPI_HDR_LEN, src, count)) {
+	if (f->vd->tx_packed)
+		put_unaligned_le32(count, (u8 *)vmpi_buf_head(buf) + VMPI_HDR_LEN);
+	if (vmpi_buf_from_user(buf, hdr, src, count)) {
 		vmpi_buf_free(buf);
 		return ERR_PTR(-EFAULT);
 	}
+	return buf;
+}
+
+/*
+ * The batch-write record at @off of the user buffer @ubuf (@count bytes): its SDU length in
+ * *@len, or -EINVAL (it runs past the end, or 1..3 bytes left over), -EMSGSIZE (over max SDU),
+ * -EFAULT.
+ */
+static int vmpi_tx_rec(struct vmpi_dev *vd, const char __user *ubuf, size_t count, size_t off,
+		       u32 *len)
+{
+	__le32 le;
+
+	if (count - off < VMPI_HDR_LEN)
+		return -EINVAL;
+	if (copy_from_user(&le, ubuf + off, sizeof(le)))
+		return -EFAULT;
+	*len = le32_to_cpu(le);
+	if (*len > vd->max_sdu)
+		return -EMSGSIZE;
+	if (*len > count - off - VMPI_HDR_LEN)
+		return -EINVAL;
+	return 0;
+}
+
+/* Cut page buffer @buf down to its first @len (> 0) bytes: the pages and scatterlist it needs. */
+static void vmpi_tx_trim(struct vmpi_buf *buf, unsigned int len)
+{
+	unsigned int n, i;
+
+	buf->len = len;
+	if (!buf->npages)
+		return;
+	n = DIV_ROUND_UP(len, PAGE_SIZE);
+	for (i = n; i < buf->npages; i++) {
+		__free_page(buf->pages[i]);
+		buf->pages[i] = NULL;
+	}
+	buf->npages = n;
+	buf->cap = len;
+	sg_set_page(&buf->sg[n - 1], buf->pages[n - 1], len - (n - 1) * PAGE_SIZE, 0);
+	sg_mark_end(&buf->sg[n - 1]);
+}
+
+/*
+ * Packed tx: one tx buffer holding as many of the batch-write records at @ubuf[*@off..@count)
+ * as fit in 8 + max SDU bytes, each as "le32 channel | le32 length | SDU" at a multiple of
+ * VMPI_REC_ALIGN (padding zeroed: no guest memory reaches the host), the buffer ending at the
+ * last record. *@off moves past the records taken (their padding included, at most @count);
+ * *@sdus and *@bytes count them. A bad record ends the buffer: the records before it are
+ * returned and its error is left in *@err; NULL (and *@err) when the first one is bad or
+ * there is no memory.
+ */
+static struct vmpi_buf *vmpi_tx_pack(struct vmpi_file *f, const char __user *ubuf, size_t count,
+				     size_t *off, unsigned int *sdus, u64 *bytes, int *err)
+{
+	struct vmpi_dev *vd = f->vd;
+	unsigned int pos = 0, cap;
+	struct vmpi_buf *buf;
+	u32 len;
+
+	*sdus = 0;
+	*bytes = 0;
+	*err = vmpi_tx_rec(vd, ubuf, count, *off, &len);
+	if (*err)
+		return NULL;
+	/*
+	 * A user record of 4 + len bytes (padded to 4) takes at most twice that packed (8 + len,
+	 * padded to 8), so this never allocates much more than the records need.
+	 */
+	cap = min_t(size_t, VMPI_REC_HDR_LEN + vd->max_sdu, 2 * (count - *off));
+	if (sizeof(*buf) + cap <= PAGE_SIZE)
+		buf = vmpi_buf_alloc_linear(cap, GFP_KERNEL);
+	else
+		buf = vmpi_buf_alloc_pages(cap, GFP_KERNEL);
+	if (!buf) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	for (;;) {
+		unsigned int at = ALIGN(pos, VMPI_REC_ALIGN), room;
+		u8 *p;
+
+		if (at + VMPI_REC_HDR_LEN + len > cap)
+			break;		/* the next buffer takes it (the first always fits) */
+		/* Padding and header lie in one 8-byte block, so in one page. */
+		p = vmpi_buf_at(buf, pos, &room);
+		memset(p, 0, at - pos);
+		p = vmpi_buf_at(buf, at, &room);
+		put_unaligned_le32(f->channel, p);
+		put_unaligned_le32(len, p + 4);
+		if (vmpi_buf_from_user(buf, at + VMPI_REC_HDR_LEN, ubuf + *off + VMPI_HDR_LEN, len)) {
+			*err = -EFAULT;
+			break;
+		}
+		pos = at + VMPI_REC_HDR_LEN + len;
+		(*sdus)++;
+		*bytes += len;
+		*off = min_t(size_t, ALIGN(*off + VMPI_HDR_LEN + len, VMPI_BATCH_ALIGN), count);
+		if (*off >= count)
+			break;
+		*err = vmpi_tx_rec(vd, ubuf, count, *off, &len);
+		if (*err)
+			break;
+	}
+	if (!*sdus) {
+		vmpi_buf_free(buf);
+		return NULL;
+	}
+	vmpi_tx_trim(buf, pos);
 	return buf;
 }
 
@@ -1065,6 +1194,8 @@ static ssize_t vmpi_write_batch(struct vmpi_file *f, const char __user *ubuf, si
 {
 	struct vmpi_dev *vd = f->vd;
 	struct vmpi_buf *bufs[VMPI_TX_BATCH];
+	unsigned int sdus[VMPI_TX_BATCH];
+	u64 bytes[VMPI_TX_BATCH];
 	size_t ends[VMPI_TX_BATCH];
 	size_t off = 0, sent = 0;
 	bool full_counted = false;
@@ -1073,41 +1204,38 @@ static ssize_t vmpi_write_batch(struct vmpi_file *f, const char __user *ubuf, si
 	while (!err && off < count) {
 		unsigned int n = 0, i = 0;
 
-		/* Copy up to VMPI_TX_BATCH records into frames; a bad record ends the batch. */
-		while (n < VMPI_TX_BATCH && off < count) {
+		/*
+		 * Copy up to VMPI_TX_BATCH buffers' worth of records (packed tx: many records per
+		 * buffer; else one frame each); a bad record ends the batch.
+		 */
+		while (!err && n < VMPI_TX_BATCH && off < count) {
 			struct vmpi_buf *buf;
-			__le32 le;
 			u32 len;
 
-			if (count - off < VMPI_HDR_LEN) {
-				err = -EINVAL;
-				break;
-			}
-			if (copy_from_user(&le, ubuf + off, sizeof(le))) {
-				err = -EFAULT;
-				break;
-			}
-			len = le32_to_cpu(le);
-			if (len > vd->max_sdu) {
-				err = -EMSGSIZE;
-				break;
-			}
-			if (len > count - off - VMPI_HDR_LEN) {
-				err = -EINVAL;
-				break;
-			}
-			buf = vmpi_tx_buf(f, ubuf + off + VMPI_HDR_LEN, len);
-			if (IS_ERR(buf)) {
-				err = PTR_ERR(buf);
-				break;
+			if (vd->tx_packed) {
+				buf = vmpi_tx_pack(f, ubuf, count, &off, &sdus[n], &bytes[n], &err);
+				if (!buf)
+					break;
+			} else {
+				err = vmpi_tx_rec(vd, ubuf, count, off, &len);
+				if (err)
+					break;
+				buf = vmpi_tx_buf(f, ubuf + off + VMPI_HDR_LEN, len);
+				if (IS_ERR(buf)) {
+					err = PTR_ERR(buf);
+					break;
+				}
+				off = min_t(size_t, ALIGN(off + VMPI_HDR_LEN + len, VMPI_BATCH_ALIGN), count);
+				sdus[n] = 1;
+				bytes[n] = len;
 			}
 			bufs[n] = buf;
-			off = min_t(size_t, ALIGN(off + VMPI_HDR_LEN + len, VMPI_BATCH_ALIGN), count);
 			ends[n++] = off;
 		}
 		/* Post them in order; a prefix may go when the ring fills (O_NONBLOCK) or on a signal. */
 		while (i < n) {
-			int r = vmpi_tx_post_many(f, bufs + i, n - i, nonblock, &full_counted);
+			int r = vmpi_tx_post_many(f, bufs + i, sdus + i, bytes + i, n - i, nonblock,
+						  &full_counted);
 
 			if (r < 0) {
 				err = r;
@@ -1130,7 +1258,9 @@ static ssize_t vmpi_write(struct file *file, const char __user *ubuf, size_t cou
 	struct vmpi_file *f = file->private_data;
 	struct vmpi_dev *vd = f->vd;
 	bool full_counted = false;
+	unsigned int one = 1;
 	struct vmpi_buf *buf;
+	u64 bytes = count;
 	int err;
 
 	if (READ_ONCE(vd->removed))
@@ -1144,7 +1274,7 @@ static ssize_t vmpi_write(struct file *file, const char __user *ubuf, size_t cou
 	buf = vmpi_tx_buf(f, ubuf, count);
 	if (IS_ERR(buf))
 		return PTR_ERR(buf);
-	err = vmpi_tx_post_many(f, &buf, 1, file->f_flags & O_NONBLOCK, &full_counted);
+	err = vmpi_tx_post_many(f, &buf, &one, &bytes, 1, file->f_flags & O_NONBLOCK, &full_counted);
 	if (err < 0) {
 		vmpi_buf_free(buf);
 		return err;
@@ -1653,7 +1783,10 @@ static int vmpi_probe(struct virtio_device *vdev)
 	vd->packed = virtio_has_feature(vdev, VMPI_F_RX_PACKED);
 	vd->rx_cap = (vd->packed ? VMPI_REC_HDR_LEN : VMPI_HDR_LEN) + vd->max_sdu;
 	vd->frame_pages = DIV_ROUND_UP(vd->rx_cap, PAGE_SIZE);
-	vd->tx_slots = virtio_has_feature(vdev, VIRTIO_RING_F_INDIRECT_DESC) ? 1 : vd->frame_pages;
+	vd->tx_packed = virtio_has_feature(vdev, VMPI_F_TX_PACKED);
+	/* Direct descriptors: one per page of the largest tx buffer (packed tx: 8 + max SDU). */
+	vd->tx_slots = virtio_has_feature(vdev, VIRTIO_RING_F_INDIRECT_DESC) ? 1 :
+		DIV_ROUND_UP((vd->tx_packed ? VMPI_REC_HDR_LEN : VMPI_HDR_LEN) + vd->max_sdu, PAGE_SIZE);
 	spin_lock_init(&vd->lock);
 	spin_lock_init(&vd->tx_lock);
 	hash_init(vd->chans);
@@ -1688,9 +1821,10 @@ static int vmpi_probe(struct virtio_device *vdev)
 	if (err)
 		goto err_reset;
 
-	dev_info(&vdev->dev, "%s: VMPI device, vmpi_id %u, max SDU %u, %s descriptors, %s rx\n",
+	dev_info(&vdev->dev, "%s: VMPI device, vmpi_id %u, max SDU %u, %s descriptors, %s rx, %s tx\n",
 		 vd->name, vd->vmpi_id, vd->max_sdu, vd->tx_slots == 1 ? "indirect" : "direct",
-		 vd->packed ? "packed" : "one frame per buffer");
+		 vd->packed ? "packed" : "one frame per buffer",
+		 vd->tx_packed ? "packed" : "one frame per buffer");
 	return 0;
 
 err_reset:
@@ -1766,13 +1900,15 @@ static void vmpi_remove(struct virtio_device *vdev)
 	vmpi_dev_put(vd);
 }
 
-static unsigned int vmpi_features[] = { VMPI_F_RX_PACKED };
+static unsigned int vmpi_features[] = { VMPI_F_RX_PACKED, VMPI_F_TX_PACKED };
 
-/* Before the features are final: rx_packed=0 makes this driver an old one. */
+/* Before the features are final: rx_packed=0 / tx_packed=0 make this driver an old one. */
 static int vmpi_validate(struct virtio_device *vdev)
 {
 	if (!rx_packed)
 		__virtio_clear_bit(vdev, VMPI_F_RX_PACKED);
+	if (!tx_packed)
+		__virtio_clear_bit(vdev, VMPI_F_TX_PACKED);
 	return 0;
 }
 

@@ -168,8 +168,8 @@ t.test('a request rejected with REPLY_ACK counts as a protocol error and keeps t
   const fe = new VhostUserFrontend(join(dir, 'ack.sock'));
   t.teardown(() => fe.close());
   await fe.setProtocolFeatures(await fe.getProtocolFeatures());
-  // Feature bit 1 was never offered (bit 0 is VMPI_F_RX_PACKED): nacked, connection kept.
-  await t.rejects(fe.setFeatures(2n), FrontendRequestError);
+  // Feature bit 2 was never offered (bit 0 is VMPI_F_RX_PACKED, bit 1 VMPI_F_TX_PACKED): nacked, connection kept.
+  await t.rejects(fe.setFeatures(4n), FrontendRequestError);
   t.equal(host.server(9)!.connections.size, 1, 'still connected');
   const m = await metrics.metrics();
   t.equal(sample(m, 'vmpi_vhost_user_protocol_errors_total', { vmpi_id: '9' }), 1);

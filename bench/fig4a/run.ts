@@ -24,7 +24,11 @@
  *                   program in the guest (what the device alone carries; not in the paper), and
  *                   virtio-serial; vmpi-channel-unpacked and shim-dif-unpacked are the same
  *                   with the host not offering VMPI_F_RX_PACKED (one frame per rx buffer, as
- *                   before packing), for before/after ratios in one run
+ *                   before packing), for before/after ratios in one run; vmpi-channel-txunpacked
+ *                   and shim-dif-txunpacked the same without VMPI_F_TX_PACKED (one frame per tx
+ *                   buffer; what to-host measures)
+ *   FIG4A_VMPI_SEND_BATCH  SDUs per write() of vmpi-channel's to-host sender (default 64, batch-write
+ *                   mode; 0: one write() per SDU)
  *   FIG4A_DIRECTION to-guest (default), to-host or both: both are measured with the same boot of
  *                   each system, interleaved (rep → direction → size)
  *   FIG4A_SHIM_RECEIVER  vmpi-channel's receiver: udp-goodput (default: count-only, the same loop
@@ -53,9 +57,9 @@ const SPEC: FigureSpec = {
   id: 'fig4a',
   title: 'Fig. 4a (reproduced): host → VM goodput, QEMU 10 TCG, 1 vCPU',
   tableTitle: 'Fig. 4a: host → VM goodput',
-  systems: ['shim-dif', 'virtio-net', 'e1000', 'vmpi-channel', 'virtio-serial', 'vmpi-channel-unpacked', 'shim-dif-unpacked'],
+  systems: ['shim-dif', 'virtio-net', 'e1000', 'vmpi-channel', 'virtio-serial', 'vmpi-channel-unpacked', 'shim-dif-unpacked', 'vmpi-channel-txunpacked', 'shim-dif-txunpacked'],
   defaultSystems: ['shim-dif', 'virtio-net', 'e1000'],
-  colors: { 'shim-dif': '#2ca02c', 'vmpi-channel': '#9467bd', 'virtio-net': '#1f77b4', e1000: '#d62728', 'virtio-serial': '#ff7f0e', 'vmpi-channel-unpacked': '#c5b0d5', 'shim-dif-unpacked': '#98df8a' },
+  colors: { 'shim-dif': '#2ca02c', 'vmpi-channel': '#9467bd', 'virtio-net': '#1f77b4', e1000: '#d62728', 'virtio-serial': '#ff7f0e', 'vmpi-channel-unpacked': '#c5b0d5', 'shim-dif-unpacked': '#98df8a', 'vmpi-channel-txunpacked': '#8c564b', 'shim-dif-txunpacked': '#bcbd22' },
   directions: {
     'to-guest': { title: 'Fig. 4a (reproduced): host → VM goodput, QEMU 10 TCG, 1 vCPU', tableTitle: 'Fig. 4a: host → VM goodput' },
     'to-host': { title: 'Fig. 4a, other direction: VM → host goodput, QEMU 10 TCG, 1 vCPU', tableTitle: 'Fig. 4a: VM → host goodput' },
@@ -68,6 +72,8 @@ const SPEC: FigureSpec = {
     ['shim-dif-unpacked', 'virtio-serial'],
     ['vmpi-channel', 'vmpi-channel-unpacked'],
     ['shim-dif', 'shim-dif-unpacked'],
+    ['vmpi-channel', 'vmpi-channel-txunpacked'],
+    ['shim-dif', 'shim-dif-txunpacked'],
   ],
   guest: `q35, accel=tcg, 1 vCPU, ${GUEST_MEM_MB}M, scripts/guest/build.sh kernel; busybox initramfs (NICs, vmpi-channel), Node initramfs (shim-dif)`,
 };
@@ -107,6 +113,10 @@ runFigureBench({
         return new ShimVmpiSeries(shimReceiver, { rxPacked: false });
       case 'shim-dif-unpacked':
         return new TgenShimSeries({ rxPacked: false });
+      case 'vmpi-channel-txunpacked':
+        return new ShimVmpiSeries(shimReceiver, { txPacked: false });
+      case 'shim-dif-txunpacked':
+        return new TgenShimSeries({ txPacked: false });
       case 'virtio-serial':
         return new SerialSeries(goodputBin);
       case 'virtio-net':

@@ -21,7 +21,8 @@
  *    reads /dev/vmpi0 with `udp-goodput vmpi-recv` (the same receive loop and window as the UDP
  *    receiver: one read per SDU, payload not inspected) or, with receiver 'vmpi-perf', with
  *    `vmpi-perf recv` (which verifies the pattern and CRC of every SDU, so it is slower per byte).
- *    To-host: `udp-goodput vmpi-send` in the guest (one write() per SDU, blocking on a full tx
+ *    To-host: `udp-goodput -B 64 vmpi-send` in the guest (batch-write mode, 64 SDUs per write(),
+ *    as Node's writers do; FIG4A_VMPI_SEND_BATCH=0: one write() per SDU; blocking on a full tx
  *    ring), the host counts the channel's SDUs with the receivers' window rules (WindowCounter).
  *  - SerialSeries ('virtio-serial', optional): virtio-serial-pci with one virtserialport whose
  *    chardev is a unix socket QEMU listens on; the guest loads virtio_console only for this
@@ -287,8 +288,24 @@ export type ShimReceiver = 'udp-goodput' | 'vmpi-perf';
 
 /** Host device options a series may vary: rxPacked false = the one-frame-per-rx-buffer format (before VMPI_F_RX_PACKED). */
 export interface VmpiSeriesOptions {
+  /** false: the host does not offer VMPI_F_RX_PACKED (series '…-unpacked'). */
   rxPacked?: boolean;
+  /** false: the host does not offer VMPI_F_TX_PACKED (series '…-txunpacked'). */
+  txPacked?: boolean;
 }
+
+/** The series key and name suffix for `opts` (at most one of the two packings turned off). */
+function packingVariant(opts: VmpiSeriesOptions): { key: string; note: string } {
+  if (opts.rxPacked === false) return { key: '-unpacked', note: '; one frame per rx buffer' };
+  if (opts.txPacked === false) return { key: '-txunpacked', note: '; one frame per tx buffer' };
+  return { key: '', note: '' };
+}
+
+/**
+ * SDUs per write() of the raw channel's to-host sender (`udp-goodput -B`, batch-write mode, as
+ * Node's writers in the guest use it); FIG4A_VMPI_SEND_BATCH=0: one write() per SDU.
+ */
+const VMPI_SEND_BATCH = Number(process.env.FIG4A_VMPI_SEND_BATCH ?? 64);
 
 export class ShimVmpiSeries implements Series {
   readonly key: string;
@@ -303,16 +320,16 @@ export class ShimVmpiSeries implements Series {
     private readonly receiver: ShimReceiver = 'udp-goodput',
     private readonly opts: VmpiSeriesOptions = {},
   ) {
-    const unpacked = opts.rxPacked === false;
-    this.key = unpacked ? 'vmpi-channel-unpacked' : 'vmpi-channel';
-    this.name = `raw VMPI channel (no DIF; ${receiver === 'vmpi-perf' ? 'vmpi-perf' : 'udp-goodput vmpi-recv'} in C${unpacked ? '; one frame per rx buffer' : ''})`;
+    const v = packingVariant(opts);
+    this.key = `vmpi-channel${v.key}`;
+    this.name = `raw VMPI channel (no DIF; ${receiver === 'vmpi-perf' ? 'vmpi-perf' : 'udp-goodput vmpi-recv'} in C${v.note})`;
   }
 
   async start(): Promise<void> {
     this.dir = mkdtempSync(join(tmpdir(), 'vmpi-fig4a-'));
     this.host = new VmpiHost();
     const sock = join(this.dir, 'vm.sock');
-    this.device = this.host.addDevice({ socketPath: sock, vmpiId: 1, rxPacked: this.opts.rxPacked });
+    this.device = this.host.addDevice({ socketPath: sock, vmpiId: 1, rxPacked: this.opts.rxPacked, txPacked: this.opts.txPacked });
     this.guest = new Guest({ ...GUEST, name: 'vmpi-fig4a-shim', sockets: [sock] });
     await this.guest.agentReady(1, BOOT_MS);
     const r = await this.guest.exec('ls /dev/vmpi0');
@@ -332,7 +349,8 @@ export class ShimVmpiSeries implements Series {
     const win = new WindowCounter(ms);
     dev.bind(CHANNEL, (sdu) => win.take(sdu.length));
     try {
-      const job = g.start(`udp-goodput vmpi-send /dev/vmpi0 ${CHANNEL} ${size} ${ms + TAIL_MS}`, WAIT_MS + ms + 60_000);
+      const batch = VMPI_SEND_BATCH > 0 ? `-B ${VMPI_SEND_BATCH} ` : '';
+      const job = g.start(`udp-goodput ${batch}vmpi-send /dev/vmpi0 ${CHANNEL} ${size} ${ms + TAIL_MS}`, WAIT_MS + ms + 60_000);
       const failed = job.done.then((d) => {
         if (d.rc !== 0) throw new Error(`udp-goodput vmpi-send exited ${d.rc}:\n${d.out}`);
         return new Promise<never>(() => {});
@@ -465,16 +483,16 @@ export class TgenShimSeries implements Series {
   private dir = '';
 
   constructor(private readonly opts: VmpiSeriesOptions = {}) {
-    const unpacked = opts.rxPacked === false;
-    this.key = unpacked ? 'shim-dif-unpacked' : 'shim-dif';
-    this.name = `shim DIF for hypervisors (vmpi-tgen, IPC API${unpacked ? '; one frame per rx buffer' : ''})`;
+    const v = packingVariant(opts);
+    this.key = `shim-dif${v.key}`;
+    this.name = `shim DIF for hypervisors (vmpi-tgen, IPC API${v.note})`;
   }
 
   async start(): Promise<void> {
     this.dir = mkdtempSync(join(tmpdir(), 'vmpi-fig4a-'));
     this.host = new VmpiHost();
     const sock = join(this.dir, 'vm.sock');
-    const device = this.host.addDevice({ socketPath: sock, vmpiId: TGEN_VMPI_ID, rxPacked: this.opts.rxPacked });
+    const device = this.host.addDevice({ socketPath: sock, vmpiId: TGEN_VMPI_ID, rxPacked: this.opts.rxPacked, txPacked: this.opts.txPacked });
     this.ipcp = new ShimHvIpcp({ port: device, role: 'host', allocateTimeoutMs: 30_000 });
     this.daemon = new IpcDaemon({ socketPath: join(this.dir, 'ipc.sock') });
     this.daemon.addIpcp(this.ipcp);

@@ -12,9 +12,11 @@
  *   udp-goodput [-w MS] [-t MS] vmpi-recv DEV CHANNEL DURATION_MS
  *        the same receiver on a VMPI channel (/dev/vmpiN bound to CHANNEL), for the shim DIF
  *        series: one read() per SDU, payload not inspected, exactly the loop and timing of recv
- *   udp-goodput [-b BYTES] vmpi-send DEV CHANNEL SIZE DURATION_MS
+ *   udp-goodput [-B RECORDS] vmpi-send DEV CHANNEL SIZE DURATION_MS
  *        the sender on a VMPI channel (guest → host): one write() per SDU, blocking when the tx
- *        ring is full, for DURATION_MS (or until SIGTERM/SIGINT); the payload is written once
+ *        ring is full, for DURATION_MS (or until SIGTERM/SIGINT); the payload is written once.
+ *        -B RECORDS: batch-write mode (VMPI_BATCH_WRITE), RECORDS SDUs per write() (as Node's
+ *        writers in the guest do); datagrams= still counts SDUs
  *   udp-goodput [-w MS] [-t MS] stream-recv TARGET SIZE DURATION_MS
  *   udp-goodput stream-send TARGET SIZE DURATION_MS
  *        the same receiver and sender over a byte stream (virtio-serial): TARGET is a character
@@ -46,6 +48,7 @@
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <endian.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -56,7 +59,7 @@
 	"usage: udp-goodput [-w WAIT_MS] [-t IDLE_MS] [-r RCVBUF] recv PORT DURATION_MS\n" \
 	"       udp-goodput [-b SNDBUF] send ADDR PORT SIZE DURATION_MS\n" \
 	"       udp-goodput [-w WAIT_MS] [-t IDLE_MS] vmpi-recv DEV CHANNEL DURATION_MS\n" \
-	"       udp-goodput vmpi-send DEV CHANNEL SIZE DURATION_MS\n" \
+	"       udp-goodput [-B RECORDS] vmpi-send DEV CHANNEL SIZE DURATION_MS\n" \
 	"       udp-goodput [-w WAIT_MS] [-t IDLE_MS] stream-recv TARGET SIZE DURATION_MS\n" \
 	"       udp-goodput stream-send TARGET SIZE DURATION_MS\n" \
 	"       (TARGET: a character device, or unix:PATH)\n"
@@ -66,6 +69,7 @@ static int wait_ms = 30000;
 static int idle_ms = 2000;
 static int rcvbuf;
 static int sndbuf;
+static unsigned int batch_records;	/* vmpi-send -B: SDUs per batch write (0: one write each) */
 static volatile sig_atomic_t stop;
 /* stream-recv: the SDU size (datagrams= counts bytes / stream_sdu, reads= the read() calls). */
 static size_t stream_sdu;
@@ -273,6 +277,9 @@ static int do_vmpi_send(const char *dev, uint32_t channel, size_t size, unsigned
 {
 	struct vmpi_info info;
 	int fd = perf_vmpi_open(dev, &channel, 0, &info, NULL);
+	size_t rec = (VMPI_HDR_LEN + size + VMPI_BATCH_ALIGN - 1) & ~(size_t)(VMPI_BATCH_ALIGN - 1);
+	unsigned int per = batch_records ? batch_records : 1;
+	size_t len = batch_records ? rec * per : size;
 	uint64_t n = 0;
 	double t0, deadline;
 	char what[96];
@@ -281,24 +288,52 @@ static int do_vmpi_send(const char *dev, uint32_t channel, size_t size, unsigned
 	if (fd < 0)
 		return 1;
 	snprintf(what, sizeof(what), "dev=%s channel=%" PRIu32 " size=%zu", dev, channel, size);
-	buf = calloc(1, size ? size : 1);
+	if (batch_records) {
+		uint32_t mode = VMPI_BATCH_WRITE;
+
+		if (ioctl(fd, VMPI_IOC_SET_BATCH, &mode) < 0)
+			return fail("ioctl", errno);
+	}
+	buf = calloc(1, len ? len : 1);
 	if (!buf)
 		return fail("malloc", ENOMEM);
-	for (size_t i = 0; i < size; i++)
-		buf[i] = (char)i;
+	for (unsigned int r = 0; r < per; r++) {
+		char *p = batch_records ? buf + r * rec : buf;
+		uint32_t le = htole32((uint32_t)size);
+
+		if (batch_records)
+			memcpy(p, &le, VMPI_HDR_LEN);
+		for (size_t i = 0; i < size; i++)
+			p[(batch_records ? VMPI_HDR_LEN : 0) + i] = (char)i;
+	}
 	signal(SIGTERM, on_signal);
 	signal(SIGINT, on_signal);
 	t0 = perf_now();
 	deadline = t0 + duration_ms / 1e3;
 	for (uint64_t i = 0; !stop; i++) {
+		size_t off = 0;
+
 		if ((i & 63) == 0 && perf_now() >= deadline)
 			break;
-		if (write(fd, buf, size) < 0) {
-			if (errno == EINTR)
-				continue;
-			return fail("write", errno);
+		/* A batch write returns the bytes of the whole records sent: go on from there. */
+		while (off < len || (len == 0 && off == 0)) {
+			ssize_t w = write(fd, buf + off, len - off);
+
+			if (w < 0) {
+				if (errno == EINTR) {
+					if (stop)
+						break;
+					continue;
+				}
+				return fail("write", errno);
+			}
+			if (!batch_records) {
+				n++;
+				break;
+			}
+			n += (size_t)w / rec;	/* the records are all rec bytes, padding included */
+			off += (size_t)w;
 		}
-		n++;
 	}
 	perf_result(what, "datagrams", "pps", n, (uint64_t)n * size, perf_now() - t0, "", "ok");
 	close(fd);
@@ -427,6 +462,7 @@ int main(int argc, char **argv)
 		PERF_OPT('t', "idle timeout", idle_ms),
 		PERF_OPT('r', "receive buffer size", rcvbuf),
 		PERF_OPT('b', "send buffer size", sndbuf),
+		PERF_OPT('B', "records per batch write", batch_records),
 	};
 	const char *mode;
 

@@ -14,6 +14,13 @@
  * burst of small SDUs costs one ring slot, one used entry and at most one interrupt per chain.
  * The open chain is always the oldest one taken, so chains still complete in order (restart).
  *
+ * Packed tx (VMPI_F_TX_PACKED, docs/DEVICE.md): every guest → host chain carries records in the
+ * same format, up to the chain's length. receiveFromGuest() reads a chain into one scratch buffer
+ * and hands its records to the channel handlers in order; a malformed record ends the chain (the
+ * records before it are delivered). A handler that pauses the device (or the per-turn budget)
+ * stops it mid-chain: the rest waits in the scratch buffer, the chain is not returned (the guest's
+ * ring stays full), and delivery goes on from that record on resume, before any later chain.
+ *
  * Backpressure, host → guest: `send()` writes straight into a guest rx buffer when one is free;
  * otherwise it copies the SDU into a bounded backlog (delivered in order as the guest posts
  * buffers) and says so; when the backlog is full it refuses the SDU (counted) and the caller waits
@@ -43,7 +50,12 @@ export const FRAME_HEADER_SIZE = 4;
  * ending at used.len (docs/DEVICE.md).
  */
 export const VMPI_F_RX_PACKED = 0;
-/** Bytes in front of every SDU in a packed rx chain: le32 channel, le32 SDU length. */
+/**
+ * Device feature bit 1, VMPI_F_TX_PACKED: guest → host tx chains carry a sequence of records in
+ * the same format as packed rx, ending at the chain's length (docs/DEVICE.md, "Packed tx").
+ */
+export const VMPI_F_TX_PACKED = 1;
+/** Bytes in front of every SDU in a packed rx or tx chain: le32 channel, le32 SDU length. */
 export const PACKED_RECORD_HEADER_SIZE = 8;
 /** Packed records start at multiples of this (from the chain's first writable byte). */
 export const PACKED_RECORD_ALIGN = 8;
@@ -60,6 +72,8 @@ export interface VmpiDeviceStats extends BacklogCounters {
   drops: Record<DropReason, number>;
   /** Times send() found no guest rx buffer. */
   rxQueueFull: number;
+  /** Guest → host descriptor chains taken (one per frame; packed tx: many frames each). */
+  txChains: number;
   kicks: number;
   calls: number;
 }
@@ -74,6 +88,8 @@ export interface VmpiDeviceOptions {
   backlogMaxSdus?: number;
   /** Offer VMPI_F_RX_PACKED (default true); false: one frame per rx chain whatever the driver takes. */
   rxPacked?: boolean;
+  /** Offer VMPI_F_TX_PACKED (default true); false: one frame per tx chain whatever the driver takes. */
+  txPacked?: boolean;
 }
 
 export interface VmpiDeviceEvents {
@@ -110,6 +126,7 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
     toGuest: { sdus: 0, bytes: 0 },
     drops: { malformed: 0, oversize: 0, unbound_channel: 0, backlog_full: 0, device_reset: 0 },
     rxQueueFull: 0,
+    txChains: 0,
     kicks: 0,
     calls: 0,
     backlogSdus: 0,
@@ -122,11 +139,19 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
   private tx: ReadyQueue | null = null;
   private readonly rxChain = new DescChain();
   private readonly txChain = new DescChain();
-  /** Where tx frames are read (header + max SDU); made when the tx queue first has work, so a
-   * connection that never gets that far (a hostile or failed front-end) costs no 64 KiB. */
+  /** Where tx chains are read (packed header + max SDU); made when the tx queue first has work,
+   * so a connection that never gets that far (a hostile or failed front-end) costs no 64 KiB. */
   private txScratch: Uint8Array | null = null;
   /** Views of txScratch handed to the handlers (reused: no allocation per SDU). */
   private txViews: SduViews | null = null;
+  /** The driver took VMPI_F_TX_PACKED: every tx chain carries records. */
+  private txPackedOn = false;
+  /** Packed tx: the next undelivered record of the chain in txScratch, and where that chain ends
+   * (txOff < txEnd: records wait, a handler paused or the turn's budget ran out). */
+  private txOff = 0;
+  private txEnd = 0;
+  /** The tx queue whose chain (txChain.head) those records are in, not yet returned; null once returned. */
+  private txHeld: ReadyQueue | null = null;
   private readonly header = new Uint8Array(PACKED_RECORD_HEADER_SIZE);
   private readonly headerView = new DataView(this.header.buffer);
   private readonly backlog: SendBacklog<Backlogged>;
@@ -155,7 +180,8 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
     this.maxSdu = 2 ** log2;
     this.carrier = opts.carrier ?? GPIO_CARRIER;
     this.features =
-      bit(VirtioFeature.VERSION_1) | bit(VirtioFeature.RING_EVENT_IDX) | bit(VirtioFeature.RING_INDIRECT_DESC) | (opts.rxPacked === false ? 0n : bit(VMPI_F_RX_PACKED));
+      bit(VirtioFeature.VERSION_1) | bit(VirtioFeature.RING_EVENT_IDX) | bit(VirtioFeature.RING_INDIRECT_DESC) | (opts.rxPacked === false ? 0n : bit(VMPI_F_RX_PACKED)) |
+      (opts.txPacked === false ? 0n : bit(VMPI_F_TX_PACKED));
     this.numQueues = this.carrier.numQueues;
     this.maxQueueSize = Math.max(this.carrier.queueSize, 1024);
     this.config = new Uint8Array(Math.max(this.carrier.configSize, 8));
@@ -230,6 +256,12 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
 
   featuresAcked(features: bigint): void {
     this.packed = hasBit(features, VMPI_F_RX_PACKED);
+    this.txPackedOn = hasBit(features, VMPI_F_TX_PACKED);
+  }
+
+  /** Whether guest → host chains carry many frames as records (the driver took VMPI_F_TX_PACKED). */
+  get txPacked(): boolean {
+    return this.txPackedOn;
   }
 
   /** Whether host → guest frames are packed several to an rx chain (the driver took VMPI_F_RX_PACKED). */
@@ -240,7 +272,11 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
   queueReady(q: ReadyQueue): void {
     const wasUp = this.isUp;
     if (q.index === this.carrier.rxQueue) this.rx = q;
-    else if (q.index === this.carrier.txQueue) this.tx = q;
+    else if (q.index === this.carrier.txQueue) {
+      this.tx = q;
+      // Records of a chain returned when the last tx queue stopped: deliver them (no kick may come).
+      if (this.txOff < this.txEnd) q.defer(() => this.receiveFromGuest());
+    }
     if (!wasUp && this.isUp) this.emit('up');
   }
 
@@ -249,6 +285,9 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
     // The open chain's records were accepted (send() said Sent): give it back before the queue
     // goes (its memory is still mapped; GET_VRING_BASE counts it as taken).
     if (index === this.carrier.rxQueue && this.openFor !== null && this.openFor === this.rx) this.closeOpen();
+    // A tx chain whose records wait (paused): return it while its queue is there (GET_VRING_BASE
+    // counts it as taken); its records stay in txScratch and go on when a tx queue runs again.
+    if (index === this.carrier.txQueue && this.txHeld !== null && this.txHeld === this.tx) this.returnHeld();
     if (index === this.carrier.rxQueue) this.rx = null;
     else if (index === this.carrier.txQueue) this.tx = null;
     if (wasUp) this.emit('down', `queue ${index} stopped`);
@@ -266,6 +305,11 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
     this.tx = null;
     this.openFor = null;
     this.packed = false; // the next driver negotiates again
+    this.txPackedOn = false;
+    // Records of a tx chain not delivered yet belong to the driver instance that reset (and to
+    // its channels): dropped, counted, as the frames still in its ring are.
+    this.txHeld = null;
+    this.stats.drops.device_reset += this.dropTxRecords();
     // SDUs waiting for a guest that reset will never be asked for by the new driver instance.
     this.stats.drops.device_reset += this.backlog.clear();
     if (wasUp) this.emit('down', reason);
@@ -279,21 +323,40 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
     if (!q || this.paused) return;
     const vq = q.vq;
     const chain = this.txChain;
-    const scratch = (this.txScratch ??= new Uint8Array(FRAME_HEADER_SIZE + this.maxSdu));
+    const scratch = (this.txScratch ??= new Uint8Array(PACKED_RECORD_HEADER_SIZE + this.maxSdu));
     const views = (this.txViews ??= new SduViews(scratch));
     const limit = FRAME_HEADER_SIZE + this.maxSdu;
-    let budget = 256;
+    let budget = TX_CHAIN_BUDGET;
+    this.txRecordBudget = TX_RECORD_BUDGET;
     for (;;) {
-      while (budget > 0 && !this.paused && vq.pop(chain)) {
+      // Records left in the last chain go first: nothing is read into txScratch before they are out.
+      if (this.txOff < this.txEnd) this.deliverRecords(views);
+      if (this.txOff >= this.txEnd && this.txHeld !== null) this.returnHeld();
+      while (this.txOff >= this.txEnd && budget > 0 && this.txRecordBudget > 0 && !this.paused && vq.pop(chain)) {
         budget--;
+        this.stats.txChains++;
         const len = chain.readableBytes;
-        if (len < FRAME_HEADER_SIZE || chain.writableBytes !== 0) {
+        if (this.txPackedOn) {
+          if (len < PACKED_RECORD_HEADER_SIZE || chain.writableBytes !== 0) this.stats.drops.malformed++;
+          else if (len > PACKED_RECORD_HEADER_SIZE + this.maxSdu) this.stats.drops.oversize++;
+          else {
+            chain.read(scratch, 0, 0, len);
+            this.txOff = 0;
+            this.txEnd = len;
+            this.deliverRecords(views);
+            if (this.txOff < this.txEnd) {
+              this.txHeld = q; // returned once its last record is delivered
+              break;
+            }
+          }
+        } else if (len < FRAME_HEADER_SIZE || chain.writableBytes !== 0) {
           this.stats.drops.malformed++;
         } else if (len > limit) {
           this.stats.drops.oversize++;
         } else {
+          this.txRecordBudget--;
           chain.read(scratch, 0, 0, len);
-          const channel = scratch[0]! | (scratch[1]! << 8) | (scratch[2]! << 16) | (scratch[3]! * 0x1000000);
+          const channel = le32(scratch, 0);
           const handler = this.handlers.get(channel);
           if (handler === undefined) {
             this.stats.drops.unbound_channel++;
@@ -307,7 +370,7 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
       }
       this.notify(q);
       if (this.paused) return;
-      if (budget === 0) {
+      if (budget === 0 || this.txRecordBudget <= 0 || this.txOff < this.txEnd) {
         // Yield to other devices and the socket; come back on the next turn of the loop.
         // (Through the connection, so that what this throws is the connection's, not the process's.)
         q.defer(() => this.receiveFromGuest());
@@ -315,6 +378,69 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
       }
       if (!vq.setKickWanted(true)) return;
     }
+  }
+
+  /** Records a receiveFromGuest() turn may still deliver (TX_RECORD_BUDGET per turn). */
+  private txRecordBudget = 0;
+
+  /**
+   * Packed tx: hand the records of the chain in `s` from txOff to their handlers, in order, until
+   * the chain ends (txEnd), a handler pauses the device or the turn's record budget is spent.
+   * A record whose header or SDU does not lie within the chain, or whose length is over max SDU,
+   * ends the chain (drops.malformed, once): the records before it were delivered.
+   */
+  private deliverRecords(views: SduViews): void {
+    const s = views.buffer;
+    while (this.txOff < this.txEnd && this.txRecordBudget > 0 && !this.paused) {
+      const off = this.txOff;
+      const end = this.txEnd;
+      if (end - off < PACKED_RECORD_HEADER_SIZE) {
+        this.stats.drops.malformed++;
+        this.txOff = end;
+        return;
+      }
+      const channel = le32(s, off);
+      const len = le32(s, off + 4);
+      const at = off + PACKED_RECORD_HEADER_SIZE;
+      if (len > this.maxSdu || len > end - at) {
+        this.stats.drops.malformed++;
+        this.txOff = end;
+        return;
+      }
+      // Moved on before the handler runs: what it does (pause, resume) sees the next record.
+      this.txOff = Math.min(alignRecord(at + len), end);
+      this.txRecordBudget--;
+      const handler = this.handlers.get(channel);
+      if (handler === undefined) {
+        this.stats.drops.unbound_channel++;
+      } else {
+        this.stats.fromGuest.sdus++;
+        this.stats.fromGuest.bytes += len;
+        handler(views.view(at, at + len), channel);
+      }
+    }
+  }
+
+  /** Give back the tx chain whose records were all delivered (or whose queue is stopping). */
+  private returnHeld(): void {
+    const q = this.txHeld!;
+    this.txHeld = null;
+    q.vq.pushUsed(this.txChain.head, 0);
+  }
+
+  /** Forget the records still waiting in txScratch; returns how many well-formed ones there were. */
+  private dropTxRecords(): number {
+    const s = this.txScratch;
+    let n = 0;
+    if (s !== null) {
+      for (let off = this.txOff; off + PACKED_RECORD_HEADER_SIZE <= this.txEnd; n++) {
+        const len = le32(s, off + 4);
+        if (len > this.txEnd - off - PACKED_RECORD_HEADER_SIZE) break;
+        off = alignRecord(off + PACKED_RECORD_HEADER_SIZE + len);
+      }
+    }
+    this.txOff = this.txEnd = 0;
+    return n;
   }
 
   /** Write one frame into the next guest rx buffer; false when there is none. */
@@ -439,6 +565,19 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
     this.flushRx();
     if (this.backlog.drainDue()) this.emit('drain');
   }
+}
+
+/** Guest → host chains taken per receiveFromGuest() turn before it yields to the event loop. */
+const TX_CHAIN_BUDGET = 256;
+/** Frames (packed: records) delivered per turn before it yields; a packed chain may stop mid-way. */
+const TX_RECORD_BUDGET = 4096;
+
+/**
+ * The le32 at `off` of `b` as an unsigned number (0..2^32-1). Not `a | b << 24`: `|` works on
+ * int32, so a channel or length of 2^31 or more would come out negative.
+ */
+function le32(b: Uint8Array, off: number): number {
+  return (b[off]! | (b[off + 1]! << 8) | (b[off + 2]! << 16)) + b[off + 3]! * 0x1000000;
 }
 
 /** The offset of the record after one that ends at `end`. */

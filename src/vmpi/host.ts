@@ -24,6 +24,8 @@ export interface DeviceSpec {
   carrier?: string;
   /** Offer VMPI_F_RX_PACKED (default true; false for a before/after benchmark). */
   rxPacked?: boolean;
+  /** Offer VMPI_F_TX_PACKED (default true; false for a before/after benchmark). */
+  txPacked?: boolean;
   /** Accept guest memory that is not a shrink-sealed memfd (see src/vhost-user/memory.ts). */
   allowUnsealedMemory?: boolean;
   /** After each request changed a connection's state, before its reply (restart: persist now). */
@@ -75,7 +77,7 @@ export class VmpiHost extends EventEmitter<HostEvents> {
       carrier = CARRIERS.get(spec.carrier);
       if (!carrier) throw new VmpiDeviceError(`unknown carrier "${spec.carrier}"; known: ${[...CARRIERS.keys()].join(', ')}`);
     }
-    const device = new VmpiDevice({ vmpiId, maxSduLog2: spec.maxSduLog2, carrier, rxPacked: spec.rxPacked });
+    const device = new VmpiDevice({ vmpiId, maxSduLog2: spec.maxSduLog2, carrier, rxPacked: spec.rxPacked, txPacked: spec.txPacked });
     const log = this.log.child({ vmpiId });
     const server = new VhostUserServer({
       path: spec.socketPath,

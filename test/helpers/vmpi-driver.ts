@@ -7,7 +7,7 @@
 import { VhostUserFrontend } from '../frontend/frontend.js';
 import { GuestMemoryImage } from '../frontend/guest-memory.js';
 import type { DriverQueue } from '../frontend/driver-queue.js';
-import { FRAME_HEADER_SIZE, PACKED_RECORD_ALIGN, PACKED_RECORD_HEADER_SIZE, VMPI_F_RX_PACKED } from '../../src/vmpi/device.js';
+import { FRAME_HEADER_SIZE, PACKED_RECORD_ALIGN, PACKED_RECORD_HEADER_SIZE, VMPI_F_RX_PACKED, VMPI_F_TX_PACKED } from '../../src/vmpi/device.js';
 import { VirtioFeature, bit, hasBit } from '../../src/vhost-user/protocol.js';
 
 export interface VmpiTestDriverOptions {
@@ -17,6 +17,8 @@ export interface VmpiTestDriverOptions {
   eventIdx?: boolean;
   /** Take VMPI_F_RX_PACKED when offered (default false: an old driver). */
   rxPacked?: boolean;
+  /** Take VMPI_F_TX_PACKED when offered (default false: an old driver); send() then sends one record per chain. */
+  txPacked?: boolean;
   /** Writable bytes per rx buffer (default 4 + maxSdu, packed 8 + maxSdu). */
   rxBufLen?: number;
   /** Post each rx buffer as a direct chain of segments this long (the last one shorter); default one segment. */
@@ -47,9 +49,12 @@ export class VmpiTestDriver {
     readonly rxPacked: boolean,
     readonly rxBufLen: number,
     readonly rxSegLen: number,
+    /** VMPI_F_TX_PACKED was negotiated. */
+    readonly txPacked: boolean,
   ) {
     for (let i = 0; i < queueSize; i++) {
-      this.txSlots.push(mem.alloc(FRAME_HEADER_SIZE + maxSdu, 64));
+      // Room for a chain a little over the limit (a hostile driver's, in tests).
+      this.txSlots.push(mem.alloc(PACKED_RECORD_HEADER_SIZE + maxSdu + 64, 64));
       this.txFree.push(i);
       this.rxSlots.push(mem.alloc(rxBufLen, 64));
     }
@@ -63,11 +68,12 @@ export class VmpiTestDriver {
     const fe = new VhostUserFrontend(path, { timeoutMs: o.timeoutMs ?? 5000 });
     try {
       const features =
-        bit(VirtioFeature.VERSION_1) | bit(VirtioFeature.RING_EVENT_IDX) | bit(VirtioFeature.RING_INDIRECT_DESC) | (o.rxPacked === true ? bit(VMPI_F_RX_PACKED) : 0n);
+        bit(VirtioFeature.VERSION_1) | bit(VirtioFeature.RING_EVENT_IDX) | bit(VirtioFeature.RING_INDIRECT_DESC) | (o.rxPacked === true ? bit(VMPI_F_RX_PACKED) : 0n) |
+        (o.txPacked === true ? bit(VMPI_F_TX_PACKED) : 0n);
       const hs = await fe.handshake({ memory: mem, queues: [0, 1].map((index) => ({ index, size: queueSize })), eventIdx: o.eventIdx, features });
       const packed = hasBit(fe.features, VMPI_F_RX_PACKED);
       const rxBufLen = o.rxBufLen ?? (packed ? PACKED_RECORD_HEADER_SIZE : FRAME_HEADER_SIZE) + maxSdu;
-      return new VmpiTestDriver(fe, mem, hs.queues[0]!, hs.queues[1]!, queueSize, maxSdu, packed, rxBufLen, o.rxSegLen ?? rxBufLen);
+      return new VmpiTestDriver(fe, mem, hs.queues[0]!, hs.queues[1]!, queueSize, maxSdu, packed, rxBufLen, o.rxSegLen ?? rxBufLen, hasBit(fe.features, VMPI_F_TX_PACKED));
     } catch (e) {
       fe.close();
       mem.close();
@@ -116,16 +122,33 @@ export class VmpiTestDriver {
     return n; // used.len 0: a chain given back empty (the device refused it)
   }
 
-  /** Queue one frame on the tx ring; false when the ring is full. */
+  /** Queue one frame on the tx ring (packed tx: one record); false when the ring is full. */
   send(channel: number, sdu: Uint8Array): boolean {
-    this.harvestTx();
-    const slot = this.txFree.pop();
-    if (slot === undefined) return false;
+    if (this.txPacked) return this.sendChain(packRecords([{ channel, sdu }]));
     const frame = new Uint8Array(FRAME_HEADER_SIZE + sdu.byteLength);
     new DataView(frame.buffer).setUint32(0, channel, true);
     frame.set(sdu, FRAME_HEADER_SIZE);
-    this.mem.write(this.txSlots[slot]!, frame);
-    this.tx.addBuffer(this.txSlots[slot]!, frame.byteLength, false, slot);
+    return this.sendChain(frame);
+  }
+
+  /**
+   * Queue `bytes` as one tx chain, as they are (packed records, or anything a hostile driver
+   * sends; at most 8 + maxSdu bytes), split into descriptors of `segLen` bytes (default one);
+   * false when the ring is full.
+   */
+  sendChain(bytes: Uint8Array, segLen = bytes.byteLength): boolean {
+    this.harvestTx();
+    const segs = Math.max(1, Math.ceil(bytes.byteLength / Math.max(1, segLen)));
+    if (this.tx.numFree < segs) return false;
+    const slot = this.txFree.pop();
+    if (slot === undefined) return false;
+    const base = this.txSlots[slot]!;
+    this.mem.write(base, bytes);
+    for (let k = 0; k < segs; k++) {
+      this.tx.segAddr[k] = base + k * segLen;
+      this.tx.segLen[k] = Math.min(segLen, bytes.byteLength - k * segLen);
+    }
+    this.tx.add(segs, segs, false, slot);
     this.tx.publish();
     return true;
   }
@@ -155,4 +178,21 @@ export class VmpiTestDriver {
     });
     if (this.repost) this.postRx();
   }
+}
+
+/** Records `le32 channel | le32 length | SDU`, each at a multiple of 8, ending at the last SDU (packed rx and tx). */
+export function packRecords(recs: readonly { channel: number; sdu: Uint8Array }[]): Uint8Array {
+  let len = 0;
+  for (const r of recs) len = ((len + PACKED_RECORD_ALIGN - 1) & ~(PACKED_RECORD_ALIGN - 1)) + PACKED_RECORD_HEADER_SIZE + r.sdu.byteLength;
+  const out = new Uint8Array(len);
+  const dv = new DataView(out.buffer);
+  let off = 0;
+  for (const r of recs) {
+    off = (off + PACKED_RECORD_ALIGN - 1) & ~(PACKED_RECORD_ALIGN - 1);
+    dv.setUint32(off, r.channel, true);
+    dv.setUint32(off + 4, r.sdu.byteLength, true);
+    out.set(r.sdu, off + PACKED_RECORD_HEADER_SIZE);
+    off += PACKED_RECORD_HEADER_SIZE + r.sdu.byteLength;
+  }
+  return out;
 }
