@@ -491,16 +491,16 @@ static void vmpi_rx_account(struct vmpi_dev *vd, struct vmpi_rx_tally *t)
 enum { VMPI_RX_QUEUED, VMPI_RX_DROPPED, VMPI_RX_PARKED };
 
 /*
- * Queue record @e (which holds a reference on its buffer) on @channel: VMPI_RX_QUEUED (the queue
- * has the reference now), VMPI_RX_DROPPED (counted; the caller drops the reference), or
- * VMPI_RX_PARKED (in vd->park, with the reference) when the channel is full but not yet
- * stalled: then rx_work must stop taking records. Allocates nothing. vd->lock, rx_work only.
+ * Queue record @e (which holds a reference on its buffer) on @channel, bound to @f (or NULL):
+ * VMPI_RX_QUEUED (the queue has the reference now), VMPI_RX_DROPPED (counted; the caller drops
+ * the reference), or VMPI_RX_PARKED (in vd->park, with the reference) when the channel is full
+ * but not yet stalled: then rx_work must stop taking records. Allocates nothing. vd->lock,
+ * rx_work only.
  */
-static int vmpi_rx_deliver_locked(struct vmpi_dev *vd, u32 channel, const struct vmpi_rxent *e,
-				  struct vmpi_rx_tally *t)
+static int vmpi_rx_queue_locked(struct vmpi_dev *vd, struct vmpi_file *f, u32 channel,
+				const struct vmpi_rxent *e, struct vmpi_rx_tally *t)
 {
-	unsigned long stall = msecs_to_jiffies(READ_ONCE(rx_stall_ms));
-	struct vmpi_file *f = vmpi_find_locked(vd, channel);
+	unsigned long stall;
 	unsigned int charge;
 
 	if (!f) {
@@ -526,6 +526,7 @@ static int vmpi_rx_deliver_locked(struct vmpi_dev *vd, u32 channel, const struct
 		vd->wake_pending = true;
 		return VMPI_RX_QUEUED;
 	}
+	stall = msecs_to_jiffies(READ_ONCE(rx_stall_ms));
 	if (!stall) {
 		atomic64_inc(&vd->st.rx_drops_full);
 		WRITE_ONCE(f->cst.rx_drops_full, f->cst.rx_drops_full + 1);
@@ -549,6 +550,12 @@ static int vmpi_rx_deliver_locked(struct vmpi_dev *vd, u32 channel, const struct
 			     "%s: channel %u stalled, dropping its frames until it drains\n",
 			     vd->name, channel);
 	return VMPI_RX_DROPPED;
+}
+
+static int vmpi_rx_deliver_locked(struct vmpi_dev *vd, u32 channel, const struct vmpi_rxent *e,
+				  struct vmpi_rx_tally *t)
+{
+	return vmpi_rx_queue_locked(vd, vmpi_find_locked(vd, channel), channel, e, t);
 }
 
 /*
@@ -654,6 +661,8 @@ static void vmpi_rx_unpack(struct vmpi_dev *vd, unsigned int *budget)
 	struct vmpi_buf *buf = vd->unpack;
 	unsigned int len = vd->unpack_len, off = vd->unpack_off;
 	struct vmpi_rx_tally t = {};
+	struct vmpi_file *f = NULL;
+	u32 last_ch = 0;
 	bool bad = false;
 
 	if (len > buf->cap) {
@@ -691,8 +700,13 @@ static void vmpi_rx_unpack(struct vmpi_dev *vd, unsigned int *budget)
 		e.len = sdu_len;
 		off = ALIGN(e.off + sdu_len, VMPI_REC_ALIGN);
 		(*budget)--;
+		/* Runs of one channel are common: look it up once per run (the lock is held). */
+		if (!f || channel != last_ch) {
+			f = vmpi_find_locked(vd, channel);
+			last_ch = channel;
+		}
 		buf->refs++;
-		if (vmpi_rx_deliver_locked(vd, channel, &e, &t) == VMPI_RX_DROPPED)
+		if (vmpi_rx_queue_locked(vd, f, channel, &e, &t) == VMPI_RX_DROPPED)
 			buf->refs--;	/* vd->unpack still holds one */
 	}
 	spin_unlock(&vd->lock);
@@ -1074,50 +1088,49 @@ static ssize_t vmpi_read(struct file *file, char __user *ubuf, size_t count, lof
 
 	if (mutex_lock_interruptible(&f->read_mutex))
 		return -ERESTARTSYS;
-	for (;;) {
-		spin_lock(&vd->lock);
-		if (vd->removed)
-			ret = -ENODEV;
-		else if (!f->rx_count)
-			ret = vmpi_rx_empty_err(f);
-		else
-			ret = 0;
-		spin_unlock(&vd->lock);
-		if (!ret)
-			break;
-		if (ret != -EAGAIN || (file->f_flags & O_NONBLOCK))
-			goto out;
-		mutex_unlock(&f->read_mutex);
-		if (wait_event_interruptible(f->rq, vmpi_rx_ready(f)))
-			return -ERESTARTSYS;
-		if (mutex_lock_interruptible(&f->read_mutex))
-			return -ERESTARTSYS;
-	}
 	do {
 		n = 0;
+		ret = 0;
 		spin_lock(&vd->lock);
-		while (n < VMPI_READ_CHUNK && f->rx_count && !vd->removed) {
-			size_t rec = hdr + f->rxq[f->rx_head].len;
+		if (vd->removed) {
+			ret = -ENODEV;
+		} else if (!f->rx_count) {
+			ret = off ? 0 : vmpi_rx_empty_err(f);
+		} else {
+			while (n < VMPI_READ_CHUNK && f->rx_count) {
+				size_t rec = hdr + f->rxq[f->rx_head].len;
 
-			if (batch)
-				rec = ALIGN(rec, VMPI_BATCH_ALIGN);
-			/* Never truncate: an SDU that does not fit stays queued for a bigger read. */
-			if (planned + rec > count)
-				break;
-			planned += rec;
-			vmpi_rx_pop_locked(f, &ents[n++]);
-			if (!batch)
-				break;
-		}
-		/* After shutdown the channel may be someone else's. */
-		if (n && f->bound && vmpi_rx_low(f)) {
-			f->full = f->stalled = false;
-			vmpi_rx_kick_locked(vd, f);
+				if (batch)
+					rec = ALIGN(rec, VMPI_BATCH_ALIGN);
+				/* Never truncate: an SDU that does not fit stays queued for a bigger read. */
+				if (planned + rec > count)
+					break;
+				planned += rec;
+				vmpi_rx_pop_locked(f, &ents[n++]);
+				if (!batch)
+					break;
+			}
+			if (!n && !off)
+				ret = -EMSGSIZE;
+			/* After shutdown the channel may be someone else's. */
+			if (n && f->bound && vmpi_rx_low(f)) {
+				f->full = f->stalled = false;
+				vmpi_rx_kick_locked(vd, f);
+			}
 		}
 		more = batch && n == VMPI_READ_CHUNK && f->rx_count;
-		if (!n && !off)
-			ret = vd->removed ? -ENODEV : -EMSGSIZE;
 		spin_unlock(&vd->lock);
+		if (ret == -EAGAIN && !(file->f_flags & O_NONBLOCK)) {
+			/* Nothing yet: wait without the mutex (other readers may wait too). */
+			mutex_unlock(&f->read_mutex);
+			if (wait_event_interruptible(f->rq, vmpi_rx_ready(f)))
+				return -ERESTARTSYS;
+			if (mutex_lock_interruptible(&f->read_mutex))
+				return -ERESTARTSYS;
+			more = true;
+			ret = 0;
+			continue;
+		}
 		for (i = 0; i < n; i++) {
 			__le32 len_le = cpu_to_le32(ents[i].len);
 
@@ -1135,12 +1148,11 @@ static ssize_t vmpi_read(struct file *file, char __user *ubuf, size_t count, lof
 			spin_unlock(&vd->lock);
 			vmpi_rx_release(vd, &done);
 		}
-	} while (more && !err);
-	if (off || err)
-		ret = err ? err : off;
-out:
+	} while (more && !err && !ret);
 	mutex_unlock(&f->read_mutex);
-	return ret;
+	if (err)
+		return err;
+	return off ? off : ret;
 }
 
 /*
