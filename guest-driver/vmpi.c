@@ -14,20 +14,23 @@
  *
  * Data path:
  *  - rx (vq 0): the ring is kept full of page-based buffers of 4 + max SDU bytes. The virtqueue
- *    callback only schedules rx_work, which takes used buffers, dispatches each frame to the
- *    bound file's queue (bounded: rx_queue_len SDUs and rx_queue_bytes bytes of buffer memory)
- *    and refills the ring. Small SDUs (<= copybreak) are copied out; larger ones keep the pages
- *    they were received in (no copy) and the rx buffer gets fresh pages instead. Either way the
- *    rx buffer is reposted at once, through a small pool of spare buffers.
+ *    callback only schedules rx_work, which takes used buffers, queues each SDU on the bound
+ *    file's channel and refills the ring. A channel's queue is a ring of entries (buffer,
+ *    offset, length) allocated at open, bounded by rx_queue_len SDUs and rx_queue_bytes of
+ *    buffer memory; an entry holds a reference on the rx buffer the SDU arrived in, and read()
+ *    copies the SDU straight out of it. A buffer is zeroed where the host wrote and goes back to
+ *    the ring (through a small pool of spare buffers) once its last SDU is read; the ring
+ *    allocates a new one only when the pool is empty. Without packing, small SDUs
+ *    (<= copybreak) are copied out instead and their buffer reposted at once.
  *  - Packed rx (feature VMPI_F_RX_PACKED, taken unless rx_packed=0): one used rx buffer holds a
  *    sequence of records "le32 channel | le32 length | SDU", each at a multiple of 8, up to
  *    used.len. rx_work unpacks it record by record into the channel queues (vd->unpack keeps
- *    the buffer and the next record's offset while a record is parked), copying each SDU out
- *    (up to a page into one allocation, larger ones into pages), except a large SDU that
- *    starts the buffer and ends it, which keeps its pages as without packing. A record that
- *    does not fit in used.len or exceeds max SDU ends the buffer (rx_malformed); the records
- *    before it are delivered.
- *  - rx is lossless: a frame whose channel queue is full is parked (vd->parked) and rx_work
+ *    the buffer and the next record's offset while a record is parked), each record validated
+ *    and queued in place: no allocation and no copy per SDU. A record that does not fit in
+ *    used.len or exceeds max SDU ends the buffer (rx_malformed); the records before it are
+ *    delivered. A queue is charged a whole buffer once per run of its records in it, so a
+ *    channel holds at most rx_queue_bytes of buffers however its records are spread.
+ *  - rx is lossless: a record whose channel queue is full is parked (vd->park) and rx_work
  *    stops taking used buffers, so the ring runs dry and the host holds back (its backlog, then
  *    SendResult.Full). A read() that drains the queue to half its bounds, a close or shutdown
  *    of the file and removal re-run rx_work, which delivers the parked frame and goes on in
@@ -52,7 +55,7 @@
  * time may only change the VMPI-id. Each is counted in sysfs with a rate-limited warning.
  *
  * Locking: vd->lock (process context only) protects the channel table, the per-file queues and
- * stall state, vd->parked, the rx buffer pool and vd->removed (files re-queue rx_work under it,
+ * stall state, vd->park, the rx buffers' reference counts, the rx buffer pool and vd->removed (files re-queue rx_work under it,
  * so no kick follows remove's cancel). vd->tx_lock (taken with interrupts disabled, because
  * the tx callback runs in hard-irq context) protects the tx virtqueue; vd->removed and
  * f->shutdown are also written under it, so no write posts a frame after them. The rx
@@ -122,7 +125,7 @@ static DEFINE_IDA(vmpi_ida);
  * is contiguous across pages: header at offset 0 of page 0, SDU from offset 4).
  */
 struct vmpi_buf {
-	struct list_head node;		/* in a file's rx queue or the rx pool */
+	struct list_head node;		/* in the rx pool or a list of buffers to release */
 	unsigned int len;		/* frame bytes: header + SDU */
 	unsigned int cap;		/* capacity in bytes */
 	unsigned int npages;
