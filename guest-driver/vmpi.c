@@ -14,20 +14,23 @@
  *
  * Data path:
  *  - rx (vq 0): the ring is kept full of page-based buffers of 4 + max SDU bytes. The virtqueue
- *    callback only schedules rx_work, which takes used buffers, dispatches each frame to the
- *    bound file's queue (bounded: rx_queue_len SDUs and rx_queue_bytes bytes of buffer memory)
- *    and refills the ring. Small SDUs (<= copybreak) are copied out; larger ones keep the pages
- *    they were received in (no copy) and the rx buffer gets fresh pages instead. Either way the
- *    rx buffer is reposted at once, through a small pool of spare buffers.
+ *    callback only schedules rx_work, which takes used buffers, queues each SDU on the bound
+ *    file's channel and refills the ring. A channel's queue is a ring of entries (buffer,
+ *    offset, length) allocated at open, bounded by rx_queue_len SDUs and rx_queue_bytes of
+ *    buffer memory; an entry holds a reference on the rx buffer the SDU arrived in, and read()
+ *    copies the SDU straight out of it. A buffer is zeroed where the host wrote and goes back to
+ *    the ring (through a small pool of spare buffers) once its last SDU is read; the ring
+ *    allocates a new one only when the pool is empty. Without packing, small SDUs
+ *    (<= copybreak) are copied out instead and their buffer reposted at once.
  *  - Packed rx (feature VMPI_F_RX_PACKED, taken unless rx_packed=0): one used rx buffer holds a
  *    sequence of records "le32 channel | le32 length | SDU", each at a multiple of 8, up to
  *    used.len. rx_work unpacks it record by record into the channel queues (vd->unpack keeps
- *    the buffer and the next record's offset while a record is parked), copying each SDU out
- *    (up to a page into one allocation, larger ones into pages), except a large SDU that
- *    starts the buffer and ends it, which keeps its pages as without packing. A record that
- *    does not fit in used.len or exceeds max SDU ends the buffer (rx_malformed); the records
- *    before it are delivered.
- *  - rx is lossless: a frame whose channel queue is full is parked (vd->parked) and rx_work
+ *    the buffer and the next record's offset while a record is parked), each record validated
+ *    and queued in place: no allocation and no copy per SDU. A record that does not fit in
+ *    used.len or exceeds max SDU ends the buffer (rx_malformed); the records before it are
+ *    delivered. A queue is charged a whole buffer once per run of its records in it, so a
+ *    channel holds at most rx_queue_bytes of buffers however its records are spread.
+ *  - rx is lossless: a record whose channel queue is full is parked (vd->park) and rx_work
  *    stops taking used buffers, so the ring runs dry and the host holds back (its backlog, then
  *    SendResult.Full). A read() that drains the queue to half its bounds, a close or shutdown
  *    of the file and removal re-run rx_work, which delivers the parked frame and goes on in
@@ -55,7 +58,7 @@
  * time may only change the VMPI-id. Each is counted in sysfs with a rate-limited warning.
  *
  * Locking: vd->lock (process context only) protects the channel table, the per-file queues and
- * stall state, vd->parked, the rx buffer pool and vd->removed (files re-queue rx_work under it,
+ * stall state, vd->park, the rx buffers' reference counts, the rx buffer pool and vd->removed (files re-queue rx_work under it,
  * so no kick follows remove's cancel). vd->tx_lock (taken with interrupts disabled, because
  * the tx callback runs in hard-irq context) protects the tx virtqueue; vd->removed and
  * f->shutdown are also written under it, so no write posts a frame after them. The rx
@@ -131,16 +134,28 @@ static DEFINE_IDA(vmpi_ida);
  * is contiguous across pages: header at offset 0 of page 0, SDU from offset 4).
  */
 struct vmpi_buf {
-	struct list_head node;		/* in a file's rx queue or the rx pool */
+	struct list_head node;		/* in the rx pool or a list of buffers to release */
 	unsigned int len;		/* frame bytes: header + SDU */
 	unsigned int cap;		/* capacity in bytes */
 	unsigned int npages;
 	unsigned int charge;		/* bytes accounted against rx_queue_bytes */
-	unsigned int data;		/* offset of the SDU (the channel is at 0): 4, or 8 for
-					 * pages kept from a packed rx buffer */
+	unsigned int data;		/* offset of the SDU (the channel is at 0): 4 */
+	unsigned int refs;		/* rx: queued records (and unpack/park) using it; vd->lock */
+	unsigned int exposed;		/* rx page buffer: bytes to zero before it is reposted */
 	struct page **pages;
 	struct scatterlist *sg;
 	u8 lin[];
+};
+
+/*
+ * One queued SDU: @len bytes at offset @off of @buf, which it holds a reference on (an rx page
+ * buffer, zero-copy, or for an unpacked small frame a linear copy). A channel's queue is a ring
+ * of these, allocated when the file is opened: queueing a record allocates nothing.
+ */
+struct vmpi_rxent {
+	struct vmpi_buf *buf;
+	u32 off;
+	u32 len;
 };
 
 struct vmpi_dev {
@@ -169,7 +184,7 @@ struct vmpi_dev {
 	bool resetting;			/* reset_work owns the virtqueues (or the reset failed) */
 	bool dead;			/* the reset failed: no virtqueues any more */
 	bool wake_pending;		/* some bound file has f->wake set */
-	struct vmpi_buf *parked;	/* frame waiting for room in its channel's queue */
+	struct vmpi_rxent park;		/* record waiting for room in its channel (.buf set) */
 	struct vmpi_buf *unpack;	/* packed rx buffer being unpacked (rx_work only) */
 	unsigned int unpack_len;	/* its used.len */
 	unsigned int unpack_off;	/* offset of its next record */
@@ -191,6 +206,8 @@ struct vmpi_dev {
 		atomic64_t rx_drops_stalled;
 		/* A host that misbehaves (sysfs only: struct vmpi_stats keeps its layout). */
 		atomic64_t rx_short, rx_oversize, ring_resets, config_rejected;
+		atomic64_t rx_buffers;	/* rx page buffers allocated now (ring, pool, queues) */
+		atomic64_t rx_copied;	/* unpacked small frames copied out (rx_packed=0 only) */
 	} st;
 };
 
@@ -203,9 +220,11 @@ struct vmpi_file {
 	bool wake;			/* got frames in this rx_work batch: wake its reader */
 	bool batch;			/* VMPI_BATCH_READ: read() returns many SDUs */
 	bool batch_write;		/* VMPI_BATCH_WRITE: write() takes many SDUs */
-	struct list_head rxq;		/* received vmpi_bufs, oldest first */
+	struct vmpi_rxent *rxq;		/* ring of rx_queue_len queued SDUs, oldest at rx_head */
+	unsigned int rx_head;
 	unsigned int rx_count;
-	unsigned int rx_bytes;
+	unsigned int rx_bytes;		/* buffer memory held: each buffer once (see vmpi_rx_charge) */
+	struct mutex read_mutex;	/* one read() at a time takes and copies records */
 	bool full;			/* filled up (a frame parked) and not yet drained to half */
 	bool stalled;			/* full for rx_stall_ms: its frames are dropped */
 	unsigned long full_since;	/* jiffies */
@@ -292,42 +311,6 @@ static struct vmpi_buf *vmpi_buf_alloc_pages(unsigned int cap, gfp_t gfp)
 	return buf;
 }
 
-/*
- * Move the pages holding the first @len bytes of @buf into a new page-list buffer (without a
- * scatterlist: it is only read from), replacing them in @buf with fresh pages. On failure
- * returns NULL and leaves @buf as it was.
- */
-static struct vmpi_buf *vmpi_buf_steal_pages(struct vmpi_buf *buf, unsigned int len)
-{
-	unsigned int n = DIV_ROUND_UP(len, PAGE_SIZE), i;
-	struct vmpi_buf *q;
-
-	q = kzalloc(sizeof(*q) + n * sizeof(struct page *), GFP_KERNEL | __GFP_NOWARN);
-	if (!q)
-		return NULL;
-	INIT_LIST_HEAD(&q->node);
-	q->cap = n * PAGE_SIZE;
-	q->data = VMPI_HDR_LEN;
-	q->charge = q->cap;
-	q->npages = n;
-	q->pages = (struct page **)q->lin;
-	for (i = 0; i < n; i++) {
-		q->pages[i] = alloc_page(GFP_KERNEL | __GFP_NOWARN | __GFP_ZERO);
-		if (!q->pages[i]) {
-			vmpi_buf_free(q);
-			return NULL;
-		}
-	}
-	for (i = 0; i < n; i++) {
-		struct page *fresh = q->pages[i];
-
-		q->pages[i] = buf->pages[i];
-		buf->pages[i] = fresh;
-		sg_set_page(&buf->sg[i], fresh, buf->sg[i].length, 0);
-	}
-	return q;
-}
-
 static void *vmpi_buf_head(struct vmpi_buf *buf)
 {
 	return buf->npages ? page_address(buf->pages[0]) : buf->lin;
@@ -342,23 +325,6 @@ static void *vmpi_buf_at(struct vmpi_buf *buf, unsigned int off, unsigned int *r
 	}
 	*room = min_t(unsigned int, PAGE_SIZE - offset_in_page(off), buf->cap - off);
 	return page_address(buf->pages[off >> PAGE_SHIFT]) + offset_in_page(off);
-}
-
-/* Copy @n bytes from @src at @soff to @dst at @doff (either linear or pages; ranges in cap). */
-static void vmpi_buf_copy(struct vmpi_buf *dst, unsigned int doff, struct vmpi_buf *src,
-			  unsigned int soff, unsigned int n)
-{
-	while (n) {
-		unsigned int dr, sr, c;
-		void *d = vmpi_buf_at(dst, doff, &dr);
-		const void *from = vmpi_buf_at(src, soff, &sr);
-
-		c = min3(n, dr, sr);
-		memcpy(d, from, c);
-		doff += c;
-		soff += c;
-		n -= c;
-	}
 }
 
 /* Zero the first @len bytes of page buffer @buf (what a frame exposed), before it is reposted. */
@@ -409,7 +375,10 @@ static int vmpi_buf_from_user(struct vmpi_buf *buf, unsigned int off, const char
 	return 0;
 }
 
-/* Give a buffer that has left the rx path back: rx-sized page buffers go to the pool. */
+/*
+ * Give a buffer that has left the rx path back (zeroed, if it is an rx buffer): rx-sized page
+ * buffers go to the pool, or are freed (and uncounted in rx_buffers) when it is full.
+ */
 static void vmpi_buf_recycle(struct vmpi_dev *vd, struct vmpi_buf *buf)
 {
 	if (buf->npages == vd->frame_pages && buf->cap == vd->rx_cap) {
@@ -420,6 +389,8 @@ static void vmpi_buf_recycle(struct vmpi_dev *vd, struct vmpi_buf *buf)
 			buf = NULL;
 		}
 		spin_unlock(&vd->lock);
+		if (buf)
+			atomic64_dec(&vd->st.rx_buffers);
 	}
 	if (buf)
 		vmpi_buf_free(buf);
@@ -449,6 +420,27 @@ static struct vmpi_file *vmpi_find_locked(struct vmpi_dev *vd, u32 channel)
 	return NULL;
 }
 
+/* Slot @i places after the oldest queued record of @f. */
+static unsigned int vmpi_rx_slot(struct vmpi_file *f, unsigned int i)
+{
+	unsigned int slot = f->rx_head + i;
+
+	return slot >= rx_queue_len ? slot - rx_queue_len : slot;
+}
+
+/*
+ * What queueing a record of @buf on @f adds to f->rx_bytes: the whole buffer, once per run of
+ * the channel's records in it. Buffers are unpacked in order, so a channel's records from one
+ * buffer are consecutive in its queue; vmpi_rx_pop_locked takes the charge back when a run's
+ * last record leaves. So rx_bytes is the buffer memory the queue keeps from being reused.
+ */
+static unsigned int vmpi_rx_charge(struct vmpi_file *f, struct vmpi_buf *buf)
+{
+	if (f->rx_count && f->rxq[vmpi_rx_slot(f, f->rx_count - 1)].buf == buf)
+		return 0;
+	return buf->charge;
+}
+
 static bool vmpi_rx_fits(struct vmpi_file *f, unsigned int charge)
 {
 	return f->rx_count < rx_queue_len && (!f->rx_count || f->rx_bytes + charge <= rx_queue_bytes);
@@ -460,61 +452,123 @@ static bool vmpi_rx_low(struct vmpi_file *f)
 	return f->rx_count <= rx_queue_len / 2 && f->rx_bytes <= rx_queue_bytes / 2;
 }
 
-/*
- * Queue frame @q on its channel, or drop it (counted), or park it in vd->parked when the
- * channel is full but not yet stalled: then rx_work must stop taking frames. rx_work only.
- */
-static void vmpi_rx_deliver(struct vmpi_dev *vd, struct vmpi_buf *q)
+/* Take the oldest queued record of @f (rx_count > 0) into @e. Under vd->lock. */
+static void vmpi_rx_pop_locked(struct vmpi_file *f, struct vmpi_rxent *e)
 {
-	u32 channel = get_unaligned_le32(vmpi_buf_head(q));
-	unsigned long stall = msecs_to_jiffies(READ_ONCE(rx_stall_ms));
-	struct vmpi_file *f;
+	*e = f->rxq[f->rx_head];
+	f->rx_head = vmpi_rx_slot(f, 1);
+	f->rx_count--;
+	if (!f->rx_count || f->rxq[f->rx_head].buf != e->buf)
+		f->rx_bytes -= e->buf->charge;
+}
 
-	spin_lock(&vd->lock);
-	f = vmpi_find_locked(vd, channel);
+/* Drop a reference on @buf; the last one puts it on @done (for vmpi_rx_release). vd->lock. */
+static void vmpi_rx_put_locked(struct vmpi_buf *buf, struct list_head *done)
+{
+	if (!--buf->refs)
+		list_add_tail(&buf->node, done);
+}
+
+/*
+ * Buffers no record uses any more (without vd->lock): an rx page buffer gets the bytes the host
+ * exposed zeroed (a later buffer whose used length overstates what the host wrote cannot show
+ * these to another reader) and goes back to the pool to be reposted; a copy is freed.
+ */
+static void vmpi_rx_release(struct vmpi_dev *vd, struct list_head *done)
+{
+	struct vmpi_buf *buf, *tmp;
+
+	list_for_each_entry_safe(buf, tmp, done, node) {
+		list_del_init(&buf->node);
+		if (buf->npages && buf->exposed)
+			vmpi_buf_zero(buf, buf->exposed);
+		buf->exposed = 0;
+		vmpi_buf_recycle(vd, buf);
+	}
+}
+
+/* SDUs and bytes delivered by one rx_work step, added to the device counters at its end. */
+struct vmpi_rx_tally {
+	u64 sdus, bytes;
+};
+
+static void vmpi_rx_account(struct vmpi_dev *vd, struct vmpi_rx_tally *t)
+{
+	if (!t->sdus)
+		return;
+	atomic64_add(t->sdus, &vd->st.rx_frames);
+	atomic64_add(t->bytes, &vd->st.rx_bytes);
+	t->sdus = t->bytes = 0;
+}
+
+enum { VMPI_RX_QUEUED, VMPI_RX_DROPPED, VMPI_RX_PARKED };
+
+/*
+ * Queue record @e (which holds a reference on its buffer) on @channel, bound to @f (or NULL):
+ * VMPI_RX_QUEUED (the queue has the reference now), VMPI_RX_DROPPED (counted; the caller drops
+ * the reference), or VMPI_RX_PARKED (in vd->park, with the reference) when the channel is full
+ * but not yet stalled: then rx_work must stop taking records. Allocates nothing. vd->lock,
+ * rx_work only.
+ */
+static int vmpi_rx_queue_locked(struct vmpi_dev *vd, struct vmpi_file *f, u32 channel,
+				const struct vmpi_rxent *e, struct vmpi_rx_tally *t)
+{
+	unsigned long stall;
+	unsigned int charge;
+
 	if (!f) {
 		atomic64_inc(&vd->st.rx_drops_unbound);
-	} else if (f->stalled) {
+		return VMPI_RX_DROPPED;
+	}
+	if (f->stalled) {
 		atomic64_inc(&vd->st.rx_drops_stalled);
 		WRITE_ONCE(f->cst.rx_drops_stalled, f->cst.rx_drops_stalled + 1);
-	} else if (vmpi_rx_fits(f, q->charge)) {
-		list_add_tail(&q->node, &f->rxq);
+		return VMPI_RX_DROPPED;
+	}
+	charge = vmpi_rx_charge(f, e->buf);
+	if (vmpi_rx_fits(f, charge)) {
+		f->rxq[vmpi_rx_slot(f, f->rx_count)] = *e;
 		f->rx_count++;
-		f->rx_bytes += q->charge;
-		atomic64_inc(&vd->st.rx_frames);
-		atomic64_add(q->len - q->data, &vd->st.rx_bytes);
+		f->rx_bytes += charge;
+		t->sdus++;
+		t->bytes += e->len;
 		WRITE_ONCE(f->cst.rx_sdus, f->cst.rx_sdus + 1);
-		WRITE_ONCE(f->cst.rx_bytes, f->cst.rx_bytes + q->len - q->data);
+		WRITE_ONCE(f->cst.rx_bytes, f->cst.rx_bytes + e->len);
 		/* Woken once per batch (vmpi_rx_wake): one switch to the reader, not one per SDU. */
 		f->wake = true;
 		vd->wake_pending = true;
-		q = NULL;
-	} else if (!stall) {
+		return VMPI_RX_QUEUED;
+	}
+	stall = msecs_to_jiffies(READ_ONCE(rx_stall_ms));
+	if (!stall) {
 		atomic64_inc(&vd->st.rx_drops_full);
 		WRITE_ONCE(f->cst.rx_drops_full, f->cst.rx_drops_full + 1);
-	} else {
-		if (!f->full) {
-			f->full = true;
-			f->full_since = jiffies;
-			WRITE_ONCE(f->cst.rx_full, f->cst.rx_full + 1);
-		}
-		if (time_before(jiffies, f->full_since + stall)) {
-			vd->parked = q;
-			vd->parked_ch = channel;
-			vd->park_deadline = f->full_since + stall;
-			q = NULL;
-		} else {
-			f->stalled = true;
-			atomic64_inc(&vd->st.rx_drops_stalled);
-			WRITE_ONCE(f->cst.rx_drops_stalled, f->cst.rx_drops_stalled + 1);
-			dev_info_ratelimited(&vd->vdev->dev,
-					     "%s: channel %u stalled, dropping its frames until it drains\n",
-					     vd->name, channel);
-		}
+		return VMPI_RX_DROPPED;
 	}
-	spin_unlock(&vd->lock);
-	if (q)
-		vmpi_buf_recycle(vd, q);
+	if (!f->full) {
+		f->full = true;
+		f->full_since = jiffies;
+		WRITE_ONCE(f->cst.rx_full, f->cst.rx_full + 1);
+	}
+	if (time_before(jiffies, f->full_since + stall)) {
+		vd->park = *e;
+		vd->parked_ch = channel;
+		vd->park_deadline = f->full_since + stall;
+		return VMPI_RX_PARKED;
+	}
+	f->stalled = true;
+	atomic64_inc(&vd->st.rx_drops_stalled);
+	WRITE_ONCE(f->cst.rx_drops_stalled, f->cst.rx_drops_stalled + 1);
+	dev_info_ratelimited(&vd->vdev->dev,
+			     "%s: channel %u stalled, dropping its frames until it drains\n",
+			     vd->name, channel);
+	return VMPI_RX_DROPPED;
+}
+
+static int vmpi_rx_deliver_locked(struct vmpi_dev *vd, u32 channel, const struct vmpi_rxent *e,
+				  struct vmpi_rx_tally *t)
+{
+	return vmpi_rx_queue_locked(vd, vmpi_find_locked(vd, channel), channel, e, t);
 }
 
 /*
@@ -539,10 +593,14 @@ static void vmpi_rx_wake(struct vmpi_dev *vd)
 	spin_unlock(&vd->lock);
 }
 
-/* Take the frame out of used rx buffer @buf (consumed) and deliver it. */
+/* Take the frame out of used rx buffer @buf (one frame per buffer: rx_packed=0) and deliver it. */
 static void vmpi_rx_frame(struct vmpi_dev *vd, struct vmpi_buf *buf, unsigned int len)
 {
-	struct vmpi_buf *q;	/* what gets queued */
+	struct vmpi_rx_tally t = {};
+	struct vmpi_rxent e;
+	struct vmpi_buf *q;
+	LIST_HEAD(done);
+	u32 channel;
 
 	/*
 	 * The used length is the host's word: nothing beyond the buffer is read, and (the buffer
@@ -559,47 +617,66 @@ static void vmpi_rx_frame(struct vmpi_dev *vd, struct vmpi_buf *buf, unsigned in
 		return;
 	}
 	/*
-	 * Small SDUs are copied; larger ones take the pages they occupy out of @buf (replaced by
-	 * zeroed pages). Either way the bytes this frame exposed are zero again before the buffer
-	 * is reposted: a later frame whose used length overstates what the host wrote cannot show
-	 * this one to another channel's reader.
+	 * Small SDUs are copied out and the buffer reposted at once (a whole rx buffer per small
+	 * frame would be held otherwise); larger ones are queued in the buffer itself.
 	 */
 	if (len - VMPI_HDR_LEN <= copybreak && len <= PAGE_SIZE) {
 		q = vmpi_buf_alloc_linear(len, GFP_KERNEL | __GFP_NOWARN);
 		if (q)
 			memcpy(q->lin, vmpi_buf_head(buf), len);
 		memset(vmpi_buf_head(buf), 0, len);
+		vmpi_buf_recycle(vd, buf);	/* back to the pool, to be reposted */
+		if (!q) {
+			atomic64_inc(&vd->st.rx_drops_nomem);
+			return;
+		}
+		atomic64_inc(&vd->st.rx_copied);
+		buf = q;
 	} else {
-		q = vmpi_buf_steal_pages(buf, len);
-		if (!q)
-			vmpi_buf_zero(buf, len);
+		buf->exposed = len;
 	}
-	vmpi_buf_recycle(vd, buf);	/* back to the pool, to be reposted */
-	if (!q) {
-		atomic64_inc(&vd->st.rx_drops_nomem);
-		return;
-	}
-	q->len = len;
-	vmpi_rx_deliver(vd, q);
+	buf->refs = 1;
+	channel = get_unaligned_le32(vmpi_buf_head(buf));
+	e.buf = buf;
+	e.off = VMPI_HDR_LEN;
+	e.len = len - VMPI_HDR_LEN;
+	spin_lock(&vd->lock);
+	if (vmpi_rx_deliver_locked(vd, channel, &e, &t) == VMPI_RX_DROPPED)
+		vmpi_rx_put_locked(buf, &done);
+	spin_unlock(&vd->lock);
+	vmpi_rx_account(vd, &t);
+	vmpi_rx_release(vd, &done);
 }
 
-/* Packed rx buffer @buf is done with: zero what the host exposed (unless @kept) and repost it. */
-static void vmpi_rx_unpack_end(struct vmpi_dev *vd, struct vmpi_buf *buf, unsigned int zero)
+/* rx_work is done with packed rx buffer @buf: drop its reference; @exposed bytes get zeroed. */
+static void vmpi_rx_unpack_end(struct vmpi_dev *vd, struct vmpi_buf *buf, unsigned int exposed)
 {
+	LIST_HEAD(done);
+
 	vd->unpack = NULL;
-	if (zero)
-		vmpi_buf_zero(buf, zero);
-	vmpi_buf_recycle(vd, buf);
+	spin_lock(&vd->lock);
+	buf->exposed = max(buf->exposed, exposed);
+	vmpi_rx_put_locked(buf, &done);
+	spin_unlock(&vd->lock);
+	vmpi_rx_release(vd, &done);
 }
 
 /*
  * Deliver the records of packed rx buffer vd->unpack from vd->unpack_off on, until it is done,
- * a record is parked or @budget runs out (then vd->unpack stays for the next run). rx_work only.
+ * a record is parked or @budget runs out (then vd->unpack stays for the next run). Each record
+ * is queued where it lies (zero-copy: a reference on the buffer, which is reposted once the last
+ * of its records is read), validated first: its header and SDU lie within used.len, its length
+ * is at most max SDU. The offsets and lengths queued are the driver's own copy, read once.
+ * rx_work only; vd->unpack holds a reference on the buffer until it is done with.
  */
 static void vmpi_rx_unpack(struct vmpi_dev *vd, unsigned int *budget)
 {
-	struct vmpi_buf *buf = vd->unpack, *q;
+	struct vmpi_buf *buf = vd->unpack;
 	unsigned int len = vd->unpack_len, off = vd->unpack_off;
+	struct vmpi_rx_tally t = {};
+	struct vmpi_file *f = NULL;
+	u32 last_ch = 0;
+	bool bad = false;
 
 	if (len > buf->cap) {
 		atomic64_inc(&vd->st.rx_malformed);
@@ -610,72 +687,59 @@ static void vmpi_rx_unpack(struct vmpi_dev *vd, unsigned int *budget)
 		vmpi_rx_unpack_end(vd, buf, buf->cap);
 		return;
 	}
-	while (off < len && !vd->parked && *budget) {
-		unsigned int room, sdu_len, end, next;
+	spin_lock(&vd->lock);
+	while (off < len && !vd->park.buf && *budget) {
+		unsigned int room, sdu_len;
+		struct vmpi_rxent e;
 		const u8 *h;
 		u32 channel;
-		bool last;
 
 		/* Records are 8-aligned, so a header never crosses a page. */
 		if (len - off < VMPI_REC_HDR_LEN) {
 			atomic64_inc(&vd->st.rx_short);
-			goto bad;
+			bad = true;
+			break;
 		}
 		h = vmpi_buf_at(buf, off, &room);
 		channel = get_unaligned_le32(h);
 		sdu_len = get_unaligned_le32(h + 4);
 		if (sdu_len > vd->max_sdu || sdu_len > len - off - VMPI_REC_HDR_LEN) {
 			atomic64_inc(&vd->st.rx_oversize);
-			goto bad;
+			bad = true;
+			break;
 		}
-		end = off + VMPI_REC_HDR_LEN + sdu_len;
-		next = ALIGN(end, VMPI_REC_ALIGN);
-		last = next >= len;
-		if (off == 0 && last && sdu_len > copybreak) {
-			/* Alone in the buffer: keep its pages (SDU at offset 8), as unpacked frames do. */
-			q = vmpi_buf_steal_pages(buf, end);
-			if (q) {
-				q->data = VMPI_REC_HDR_LEN;
-				q->len = end;
-				vd->unpack_off = len;
-				(*budget)--;
-				vmpi_rx_deliver(vd, q);
-				/* The exposed bytes all left with the pages (len <= next <= stolen pages). */
-				vmpi_rx_unpack_end(vd, buf, 0);
-				return;
-			}
-		} else if (VMPI_HDR_LEN + sdu_len <= PAGE_SIZE) {
-			q = vmpi_buf_alloc_linear(VMPI_HDR_LEN + sdu_len, GFP_KERNEL | __GFP_NOWARN);
-		} else {
-			q = vmpi_buf_alloc_pages(VMPI_HDR_LEN + sdu_len, GFP_KERNEL | __GFP_NOWARN);
-		}
-		off = next;
+		e.buf = buf;
+		e.off = off + VMPI_REC_HDR_LEN;
+		e.len = sdu_len;
+		off = ALIGN(e.off + sdu_len, VMPI_REC_ALIGN);
 		(*budget)--;
-		if (!q) {
-			atomic64_inc(&vd->st.rx_drops_nomem);
-			continue;
+		/* Runs of one channel are common: look it up once per run (the lock is held). */
+		if (!f || channel != last_ch) {
+			f = vmpi_find_locked(vd, channel);
+			last_ch = channel;
 		}
-		put_unaligned_le32(channel, vmpi_buf_head(q));
-		vmpi_buf_copy(q, VMPI_HDR_LEN, buf, end - sdu_len, sdu_len);
-		q->len = VMPI_HDR_LEN + sdu_len;
-		vmpi_rx_deliver(vd, q);
+		buf->refs++;
+		if (vmpi_rx_queue_locked(vd, f, channel, &e, &t) == VMPI_RX_DROPPED)
+			buf->refs--;	/* vd->unpack still holds one */
 	}
+	spin_unlock(&vd->lock);
+	vmpi_rx_account(vd, &t);
 	vd->unpack_off = off;
-	if (off >= len)
+	if (bad) {
+		atomic64_inc(&vd->st.rx_malformed);
+		dev_warn_ratelimited(&vd->vdev->dev,
+				     "%s: packed rx buffer of used length %u has a bad record at offset %u: rest dropped\n",
+				     vd->name, len, off);
+		vmpi_rx_unpack_end(vd, buf, buf->cap);	/* whatever the host wrote goes with it */
+	} else if (off >= len) {
 		vmpi_rx_unpack_end(vd, buf, len);
-	return;
-bad:
-	atomic64_inc(&vd->st.rx_malformed);
-	dev_warn_ratelimited(&vd->vdev->dev,
-			     "%s: packed rx buffer of used length %u has a bad record at offset %u: rest dropped\n",
-			     vd->name, len, off);
-	vmpi_rx_unpack_end(vd, buf, buf->cap);	/* whatever the host wrote goes with it */
+	}
 }
 
-/* @f made room or let go of its channel: re-run rx_work now if a frame waits for it. */
+/* @f made room or let go of its channel: re-run rx_work now if a record waits for it. */
 static void vmpi_rx_kick_locked(struct vmpi_dev *vd, struct vmpi_file *f)
 {
-	if (vd->parked && vd->parked_ch == f->channel && !vd->removed && !vd->resetting)
+	if (vd->park.buf && vd->parked_ch == f->channel && !vd->removed && !vd->resetting)
 		mod_delayed_work(system_wq, &vd->rx_work, 0);
 }
 
@@ -693,7 +757,10 @@ static void vmpi_schedule_reset(struct vmpi_dev *vd)
 			   vd->last_reset && time_before(jiffies, next) ? next - jiffies : 0);
 }
 
-/* Post rx buffers until the ring is full. Returns false if memory ran out. */
+/*
+ * Post rx buffers until the ring is full: pool buffers first (zeroed when their last record was
+ * read), new ones only when the pool is empty. Returns false if memory ran out.
+ */
 static bool vmpi_rx_refill(struct vmpi_dev *vd)
 {
 	struct vmpi_buf *buf;
@@ -708,12 +775,16 @@ static bool vmpi_rx_refill(struct vmpi_dev *vd)
 			vd->rx_pool_len--;
 		}
 		spin_unlock(&vd->lock);
-		if (!buf)
-			buf = vmpi_buf_alloc_pages(vd->rx_cap, GFP_KERNEL | __GFP_NOWARN | __GFP_ZERO);
 		if (!buf) {
-			ok = false;
-			break;
+			buf = vmpi_buf_alloc_pages(vd->rx_cap, GFP_KERNEL | __GFP_NOWARN | __GFP_ZERO);
+			if (!buf) {
+				ok = false;
+				break;
+			}
+			atomic64_inc(&vd->st.rx_buffers);
 		}
+		buf->refs = 0;
+		buf->exposed = 0;
 		err = virtqueue_add_inbuf(vd->rxvq, buf->sg, buf->npages, buf, GFP_KERNEL);
 		if (err) {
 			vmpi_buf_recycle(vd, buf);
@@ -732,23 +803,30 @@ static void vmpi_rx_work(struct work_struct *work)
 {
 	struct vmpi_dev *vd = container_of(to_delayed_work(work), struct vmpi_dev, rx_work);
 	unsigned int budget = vd->packed ? VMPI_RX_REC_BUDGET : VMPI_RX_BUDGET, len;
+	struct vmpi_rx_tally t = {};
 	struct vmpi_buf *buf;
+	struct vmpi_rxent e;
+	LIST_HEAD(done);
 	bool ok;
 
 	if (READ_ONCE(vd->removed) || READ_ONCE(vd->resetting))
 		return;	/* reset_work queues us again once the queues are back */
 	spin_lock(&vd->lock);
-	buf = vd->parked;
-	vd->parked = NULL;
+	if (vd->park.buf) {
+		e = vd->park;
+		vd->park.buf = NULL;
+		if (vmpi_rx_deliver_locked(vd, vd->parked_ch, &e, &t) == VMPI_RX_DROPPED)
+			vmpi_rx_put_locked(e.buf, &done);
+	}
 	spin_unlock(&vd->lock);
-	if (buf)
-		vmpi_rx_deliver(vd, buf);
+	vmpi_rx_account(vd, &t);
+	vmpi_rx_release(vd, &done);
 	vmpi_rx_wake(vd);
-	if (vd->parked)
+	if (vd->park.buf)
 		goto parked;
 	for (;;) {
-		/* vd->parked is written only here (and by remove once we are cancelled). */
-		while (budget && !vd->parked) {
+		/* vd->park is written only here (and by remove once we are cancelled). */
+		while (budget && !vd->park.buf) {
 			if (vd->unpack) {
 				vmpi_rx_unpack(vd, &budget);
 				continue;
@@ -757,6 +835,7 @@ static void vmpi_rx_work(struct work_struct *work)
 			if (!buf)
 				break;
 			if (vd->packed) {
+				buf->refs = 1;	/* vd->unpack's */
 				vd->unpack = buf;
 				vd->unpack_len = len;
 				vd->unpack_off = 0;
@@ -771,7 +850,7 @@ static void vmpi_rx_work(struct work_struct *work)
 			return;
 		}
 		ok = vmpi_rx_refill(vd);
-		if (vd->parked)
+		if (vd->park.buf)
 			goto parked;
 		if (!budget) {
 			/* More work may be pending: let others run, then come back. */
@@ -1067,9 +1146,14 @@ static int vmpi_open(struct inode *inode, struct file *file)
 	f = kzalloc(sizeof(*f), GFP_KERNEL);
 	if (!f)
 		return -ENOMEM;
+	f->rxq = kvmalloc_array(rx_queue_len, sizeof(*f->rxq), GFP_KERNEL);
+	if (!f->rxq) {
+		kfree(f);
+		return -ENOMEM;
+	}
 	kref_get(&vd->kref);
 	f->vd = vd;
-	INIT_LIST_HEAD(&f->rxq);
+	mutex_init(&f->read_mutex);
 	INIT_HLIST_NODE(&f->hnode);
 	init_waitqueue_head(&f->rq);
 	file->private_data = f;
@@ -1080,20 +1164,21 @@ static int vmpi_release(struct inode *inode, struct file *file)
 {
 	struct vmpi_file *f = file->private_data;
 	struct vmpi_dev *vd = f->vd;
-	struct vmpi_buf *buf, *tmp;
-	LIST_HEAD(q);
+	struct vmpi_rxent e;
+	LIST_HEAD(done);
 
 	spin_lock(&vd->lock);
 	if (f->bound) {
 		hash_del(&f->hnode);
-		vmpi_rx_kick_locked(vd, f);	/* its parked frame is now unbound */
+		vmpi_rx_kick_locked(vd, f);	/* its parked record is now unbound */
 	}
-	list_splice_init(&f->rxq, &q);	/* a shut-down file may still hold SDUs */
+	while (f->rx_count) {		/* a shut-down file may still hold SDUs */
+		vmpi_rx_pop_locked(f, &e);
+		vmpi_rx_put_locked(e.buf, &done);
+	}
 	spin_unlock(&vd->lock);
-	list_for_each_entry_safe(buf, tmp, &q, node) {
-		list_del_init(&buf->node);
-		vmpi_buf_recycle(vd, buf);
-	}
+	vmpi_rx_release(vd, &done);	/* buffers of no other queue go back to the ring */
+	kvfree(f->rxq);
 	kfree(f);
 	vmpi_dev_put(vd);
 	return 0;
@@ -1112,70 +1197,94 @@ static int vmpi_rx_empty_err(struct vmpi_file *f)
 
 /*
  * One SDU per read(), or in batch mode (VMPI_IOC_SET_BATCH) as many whole SDUs as fit, each as
- * a le32 length and the SDU, padded to VMPI_BATCH_ALIGN: one system call for a burst.
+ * a le32 length and the SDU, padded to VMPI_BATCH_ALIGN: one system call for a burst. Records
+ * are copied straight out of the rx buffers they arrived in, VMPI_READ_CHUNK at a time (taken
+ * off the queue under vd->lock, copied without it, then their buffers' references dropped:
+ * a buffer whose last record this was goes back to the ring). read_mutex keeps one read()'s
+ * records consecutive when several threads read one file.
  */
+#define VMPI_READ_CHUNK	16
+
 static ssize_t vmpi_read(struct file *file, char __user *ubuf, size_t count, loff_t *ppos)
 {
 	struct vmpi_file *f = file->private_data;
 	struct vmpi_dev *vd = f->vd;
 	bool batch = READ_ONCE(f->batch);
-	unsigned int hdr = batch ? VMPI_HDR_LEN : 0;
-	struct vmpi_buf *buf, *tmp;
-	size_t need = 0, off = 0;
-	LIST_HEAD(got);
+	unsigned int hdr = batch ? VMPI_HDR_LEN : 0, n, i;
+	struct vmpi_rxent ents[VMPI_READ_CHUNK];
+	size_t planned = 0, off = 0;
+	LIST_HEAD(done);
 	ssize_t ret;
+	int err = 0;
+	bool more;
 
-	for (;;) {
+	if (mutex_lock_interruptible(&f->read_mutex))
+		return -ERESTARTSYS;
+	do {
+		n = 0;
+		ret = 0;
 		spin_lock(&vd->lock);
 		if (vd->removed) {
 			ret = -ENODEV;
-		} else if (list_empty(&f->rxq)) {
-			ret = vmpi_rx_empty_err(f);
+		} else if (!f->rx_count) {
+			ret = off ? 0 : vmpi_rx_empty_err(f);
 		} else {
-			list_for_each_entry_safe(buf, tmp, &f->rxq, node) {
-				size_t rec = hdr + buf->len - buf->data;
+			while (n < VMPI_READ_CHUNK && f->rx_count) {
+				size_t rec = hdr + f->rxq[f->rx_head].len;
 
 				if (batch)
 					rec = ALIGN(rec, VMPI_BATCH_ALIGN);
-				if (need + rec > count)
+				/* Never truncate: an SDU that does not fit stays queued for a bigger read. */
+				if (planned + rec > count)
 					break;
-				need += rec;
-				list_move_tail(&buf->node, &got);
-				f->rx_count--;
-				f->rx_bytes -= buf->charge;
+				planned += rec;
+				vmpi_rx_pop_locked(f, &ents[n++]);
 				if (!batch)
 					break;
 			}
-			/* Never truncate: an SDU that does not fit stays queued for a bigger read. */
-			ret = -EMSGSIZE;
+			if (!n && !off)
+				ret = -EMSGSIZE;
 			/* After shutdown the channel may be someone else's. */
-			if (!list_empty(&got) && f->bound && vmpi_rx_low(f)) {
+			if (n && f->bound && vmpi_rx_low(f)) {
 				f->full = f->stalled = false;
 				vmpi_rx_kick_locked(vd, f);
 			}
 		}
+		more = batch && n == VMPI_READ_CHUNK && f->rx_count;
 		spin_unlock(&vd->lock);
-		if (!list_empty(&got))
-			break;
-		if (ret != -EAGAIN || (file->f_flags & O_NONBLOCK))
-			return ret;
-		if (wait_event_interruptible(f->rq, vmpi_rx_ready(f)))
-			return -ERESTARTSYS;
-	}
-	ret = 0;
-	list_for_each_entry_safe(buf, tmp, &got, node) {
-		u32 sdu_len = buf->len - buf->data;
-		__le32 len_le = cpu_to_le32(sdu_len);
+		if (ret == -EAGAIN && !(file->f_flags & O_NONBLOCK)) {
+			/* Nothing yet: wait without the mutex (other readers may wait too). */
+			mutex_unlock(&f->read_mutex);
+			if (wait_event_interruptible(f->rq, vmpi_rx_ready(f)))
+				return -ERESTARTSYS;
+			if (mutex_lock_interruptible(&f->read_mutex))
+				return -ERESTARTSYS;
+			more = true;
+			ret = 0;
+			continue;
+		}
+		for (i = 0; i < n; i++) {
+			__le32 len_le = cpu_to_le32(ents[i].len);
 
-		if (!ret && hdr && copy_to_user(ubuf + off, &len_le, hdr))
-			ret = -EFAULT;
-		if (!ret)
-			ret = vmpi_buf_to_user(buf, buf->data, ubuf + off + hdr, sdu_len);
-		off += batch ? ALIGN(hdr + sdu_len, VMPI_BATCH_ALIGN) : sdu_len;
-		list_del_init(&buf->node);
-		vmpi_buf_recycle(vd, buf);
-	}
-	return ret ? ret : off;
+			if (!err && hdr && copy_to_user(ubuf + off, &len_le, hdr))
+				err = -EFAULT;
+			if (!err)
+				err = vmpi_buf_to_user(ents[i].buf, ents[i].off, ubuf + off + hdr,
+						       ents[i].len);
+			off += batch ? ALIGN(hdr + ents[i].len, VMPI_BATCH_ALIGN) : ents[i].len;
+		}
+		if (n) {
+			spin_lock(&vd->lock);
+			for (i = 0; i < n; i++)
+				vmpi_rx_put_locked(ents[i].buf, &done);
+			spin_unlock(&vd->lock);
+			vmpi_rx_release(vd, &done);
+		}
+	} while (more && !err && !ret);
+	mutex_unlock(&f->read_mutex);
+	if (err)
+		return err;
+	return off ? off : ret;
 }
 
 /*
@@ -1297,7 +1406,7 @@ static __poll_t vmpi_poll(struct file *file, poll_table *wait)
 		mask = EPOLLERR | EPOLLHUP | EPOLLIN | EPOLLOUT;
 	else if (f->shutdown)	/* no EPOLLERR: the reader drains, then reads -ESHUTDOWN */
 		mask = EPOLLIN | EPOLLRDNORM | EPOLLHUP | EPOLLOUT;
-	else if (f->bound && !list_empty(&f->rxq))
+	else if (f->bound && f->rx_count)
 		mask |= EPOLLIN | EPOLLRDNORM;
 	spin_unlock(&vd->lock);
 	if (mask & EPOLLHUP || !smp_load_acquire(&f->bound))
@@ -1357,7 +1466,6 @@ static long vmpi_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 	struct vmpi_file *f = file->private_data;
 	struct vmpi_dev *vd = f->vd;
 	void __user *uarg = (void __user *)arg;
-	struct vmpi_buf *buf;
 	u32 channel, len = 0;
 	long ret = 0;
 
@@ -1385,13 +1493,12 @@ static long vmpi_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 		return vmpi_get_info(f, uarg);
 	case VMPI_IOC_NEXT_LEN:
 		spin_lock(&vd->lock);
-		buf = list_first_entry_or_null(&f->rxq, struct vmpi_buf, node);
 		if (vd->removed)
 			ret = -ENODEV;
-		else if (!buf)
+		else if (!f->rx_count)
 			ret = vmpi_rx_empty_err(f);
 		else
-			len = buf->len - buf->data;
+			len = f->rxq[f->rx_head].len;
 		spin_unlock(&vd->lock);
 		if (ret)
 			return ret;
@@ -1469,6 +1576,8 @@ VMPI_STAT_ATTR(rx_short);
 VMPI_STAT_ATTR(rx_oversize);
 VMPI_STAT_ATTR(ring_resets);
 VMPI_STAT_ATTR(config_rejected);
+VMPI_STAT_ATTR(rx_buffers);
+VMPI_STAT_ATTR(rx_copied);
 
 static ssize_t vmpi_id_show(struct device *dev, struct device_attribute *attr, char *buf)
 {
@@ -1510,8 +1619,8 @@ static DEVICE_ATTR_RO(channels);
  * is left out and said on a last line "# truncated N" (N channels not shown).
  */
 #define VMPI_CHANNEL_STATS_HDR "channel rx_sdus rx_bytes tx_sdus tx_bytes rx_drops_full " \
-			       "rx_drops_stalled rx_full tx_full rx_queued\n"
-#define VMPI_CHANNEL_STATS_LINE 200	/* > 10 u64s and their spaces */
+			       "rx_drops_stalled rx_full tx_full rx_queued rx_queued_bytes\n"
+#define VMPI_CHANNEL_STATS_LINE 220	/* > 11 u64s and their spaces */
 
 static ssize_t channel_stats_show(struct device *dev, struct device_attribute *attr, char *buf)
 {
@@ -1526,7 +1635,7 @@ static ssize_t channel_stats_show(struct device *dev, struct device_attribute *a
 			skipped++;
 			continue;
 		}
-		n += sysfs_emit_at(buf, n, "%u %llu %llu %llu %llu %llu %llu %llu %llu %u\n",
+		n += sysfs_emit_at(buf, n, "%u %llu %llu %llu %llu %llu %llu %llu %llu %u %u\n",
 				   f->channel,
 				   (unsigned long long)READ_ONCE(f->cst.rx_sdus),
 				   (unsigned long long)READ_ONCE(f->cst.rx_bytes),
@@ -1536,7 +1645,7 @@ static ssize_t channel_stats_show(struct device *dev, struct device_attribute *a
 				   (unsigned long long)READ_ONCE(f->cst.rx_drops_stalled),
 				   (unsigned long long)READ_ONCE(f->cst.rx_full),
 				   (unsigned long long)READ_ONCE(f->cst.tx_full),
-				   f->rx_count);
+				   f->rx_count, f->rx_bytes);
 	}
 	spin_unlock(&vd->lock);
 	if (skipped)
@@ -1564,6 +1673,8 @@ static struct attribute *vmpi_attrs[] = {
 	&dev_attr_rx_oversize.attr,
 	&dev_attr_ring_resets.attr,
 	&dev_attr_config_rejected.attr,
+	&dev_attr_rx_buffers.attr,
+	&dev_attr_rx_copied.attr,
 	NULL,
 };
 ATTRIBUTE_GROUPS(vmpi);
@@ -1655,8 +1766,10 @@ static int __maybe_unused vmpi_freeze(struct virtio_device *vdev)
 	virtio_reset_device(vdev);	/* no more interrupts, the host stops using the rings */
 	cancel_delayed_work_sync(&vd->rx_work);
 	cancel_work_sync(&vd->config_work);
-	while ((buf = virtqueue_detach_unused_buf(vd->rxvq)))
+	while ((buf = virtqueue_detach_unused_buf(vd->rxvq))) {
+		atomic64_dec(&vd->st.rx_buffers);
 		vmpi_buf_free(buf);
+	}
 	spin_lock_irq(&vd->tx_lock);
 	while ((buf = virtqueue_detach_unused_buf(vd->txvq)))
 		list_add(&buf->node, &done);
@@ -1851,6 +1964,7 @@ static void vmpi_remove(struct virtio_device *vdev)
 	struct vmpi_dev *vd = vdev->priv;
 	struct vmpi_buf *buf;
 	struct vmpi_file *f;
+	struct vmpi_rxent e;
 	LIST_HEAD(dead);
 	int bkt;
 
@@ -1862,9 +1976,10 @@ static void vmpi_remove(struct virtio_device *vdev)
 	vd->removed = true;
 	spin_unlock_irq(&vd->tx_lock);
 	hash_for_each(vd->chans, bkt, f, hnode) {
-		list_splice_init(&f->rxq, &dead);
-		f->rx_count = 0;
-		f->rx_bytes = 0;
+		while (f->rx_count) {
+			vmpi_rx_pop_locked(f, &e);
+			vmpi_rx_put_locked(e.buf, &dead);
+		}
 		wake_up_interruptible_poll(&f->rq, EPOLLIN | EPOLLERR | EPOLLHUP);
 	}
 	list_splice_init(&vd->rx_pool, &dead);
@@ -1879,12 +1994,15 @@ static void vmpi_remove(struct virtio_device *vdev)
 	cancel_delayed_work_sync(&vd->rx_work);
 	cancel_work_sync(&vd->config_work);
 	cancel_delayed_work_sync(&vd->reset_work);
-	if (vd->parked)
-		list_add(&vd->parked->node, &dead);
-	vd->parked = NULL;
+	/* Readers may still hold references on these buffers: theirs free them (removed). */
+	spin_lock(&vd->lock);
+	if (vd->park.buf)
+		vmpi_rx_put_locked(vd->park.buf, &dead);
+	vd->park.buf = NULL;
 	if (vd->unpack)
-		list_add(&vd->unpack->node, &dead);
+		vmpi_rx_put_locked(vd->unpack, &dead);
 	vd->unpack = NULL;
+	spin_unlock(&vd->lock);
 	if (vd->rxvq) {		/* NULL after a failed reset */
 		while ((buf = virtqueue_detach_unused_buf(vd->rxvq)))
 			vmpi_buf_free(buf);
