@@ -1,9 +1,9 @@
 /**
- * guest-prof.ts — FIG4B_PROFILE=1: where the time goes in the normal-dif series' guests. Every
- * Node process the series starts in a guest (`vmpi guest`, the tgen server, VM1's driver) runs
- * under `--cpu-prof`; at the series' end they get SIGTERM (a preloaded handler exits cleanly so
- * the profile is written) and a summary made in the guest is printed: busy time by module
+ * guest-prof.ts — FIG4B_PROFILE=1: where the time goes in the normal-dif series' guests. The
+ * `vmpi guest` of each guest is profiled during the measured runs only (HOOK_JS) and, at the
+ * series' end, a summary made in the guest is printed: busy time by module
  * (ipc/, normal/, shim-hv/, vmpi/, core/, node internals, GC) and the hottest functions.
+ * Around every run, each guest's CPU per SDU (user/sys/softirq/idle, per Node process) is printed.
  * Off by default: profiling slows the guest itself, so the numbers of a profiled run are not the
  * figure's.
  */
@@ -11,7 +11,34 @@ import type { Guest } from '../../test/helpers/guest.js';
 
 export const PROFILE = process.env.FIG4B_PROFILE === '1';
 
-const EXIT_JS = `process.on('SIGTERM', () => process.exit(0));\n`;
+/**
+ * Preloaded into each profiled process: the profiler runs only between /tmp/prof-start and
+ * /tmp/prof-stop (written around the measured runs), so Node's start under TCG, slow enough
+ * already, is neither slowed further nor part of the profile. One profile per process, written
+ * to /tmp/prof/<pid>.cpuprofile on stop.
+ */
+const HOOK_JS = `
+import { Session } from 'node:inspector';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+const s = new Session();
+s.connect();
+let on = false;
+const t = setInterval(() => {
+  if (!on && existsSync('/tmp/prof-start')) {
+    on = true;
+    s.post('Profiler.enable', () => s.post('Profiler.setSamplingInterval', { interval: 1000 }, () => s.post('Profiler.start')));
+  } else if (on && existsSync('/tmp/prof-stop')) {
+    on = false;
+    clearInterval(t);
+    s.post('Profiler.stop', (err, r) => {
+      if (err) return;
+      mkdirSync('/tmp/prof', { recursive: true });
+      writeFileSync('/tmp/prof/' + process.pid + '.cpuprofile', JSON.stringify(r.profile));
+    });
+  }
+}, 200);
+t.unref();
+`;
 
 /** Summarise one .cpuprofile: self time by module and by function, over the non-idle samples. */
 const SUM_JS = `
@@ -40,21 +67,21 @@ console.log('by function:\\n' + pr(fn, 28));
 
 /** `node` with the profiler flags (or plain `node`). */
 export function nodeCmd(): string {
-  return PROFILE ? 'node --cpu-prof --cpu-prof-interval 2000 --cpu-prof-dir=/tmp/prof --import /tmp/prof-exit.mjs' : 'node';
+  return PROFILE ? 'node --import /tmp/prof-hook.mjs' : 'node';
 }
 
 /** Write the preload and the summariser into a guest. */
 export async function installProfiler(g: Guest): Promise<void> {
   if (!PROFILE) return;
   const w = (name: string, text: string) => `echo ${Buffer.from(text).toString('base64')} | base64 -d > /tmp/${name}`;
-  const r = await g.exec(`mkdir -p /tmp/prof && ${w('prof-exit.mjs', EXIT_JS)} && ${w('prof-sum.mjs', SUM_JS)}`, 30_000);
+  const r = await g.exec(`mkdir -p /tmp/prof && ${w('prof-hook.mjs', HOOK_JS)} && ${w('prof-sum.mjs', SUM_JS)}`, 30_000);
   if (r.rc !== 0) throw new Error(`cannot install the profiler in the guest:\n${r.out}`);
 }
 
 /** End the guest's Node processes and print each profile's summary through `say`. */
 export async function collectProfiles(g: Guest, label: string, say: (s: string) => void): Promise<void> {
   if (!PROFILE) return;
-  await g.exec('for p in $(pidof node); do kill -TERM $p; done; sleep 5', 60_000);
+  await g.exec('touch /tmp/prof-stop; sleep 5', 60_000);
   const r = await g.exec('for f in /tmp/prof/*.cpuprofile; do node /tmp/prof-sum.mjs $f; done', 300_000);
   for (const line of r.out.split('\n')) say(`${label} ${line.replace(/\r$/, '')}`);
 }
@@ -83,7 +110,7 @@ function parseSnap(out: string): { total: number[]; procs: Map<string, number> }
 export async function cpuSnapshot(guests: Guest[]): Promise<CpuSnap> {
   if (!PROFILE) return [];
   const out: CpuSnap = [];
-  for (const g of guests) out.push(parseSnap((await g.exec(SNAP_CMD, 30_000)).out));
+  for (const g of guests) out.push(parseSnap((await g.exec(`touch /tmp/prof-start; ${SNAP_CMD}`, 30_000)).out));
   return out;
 }
 
