@@ -99,8 +99,8 @@ export function measurePath(cube: QosCube, size: number, seconds: number, rx: Pa
   const common = { cube, clock: realClock, maxSdu: size + 16, sendPduCopies: true };
   const ea: EfcpConnection = new EfcpConnection({ ...common, localAddr: a, remoteAddr: b, localCep: 10, remoteCep: 20, sendPdu: (p) => ra.send(p, true) || (waiting.add(ea), false), deliver: () => {}, onDrain: () => (writable = true) });
   const eb: EfcpConnection = new EfcpConnection({ ...common, localAddr: b, remoteAddr: a, localCep: 20, remoteCep: 10, sendPdu: (p) => rb.send(p, true) || (waiting.add(eb), false), deliver: () => void got++ });
-  ra.bindCep(10, { receivePdu: (p, pdu) => ea.receive(pdu, p) });
-  rb.bindCep(20, { receivePdu: (p, pdu) => eb.receive(pdu, p) });
+  ra.bindCep(10, { receivePdu: (p, pdu, _h, borrowed) => ea.receive(pdu, p, borrowed) });
+  rb.bindCep(20, { receivePdu: (p, pdu, _h, borrowed) => eb.receive(pdu, p, borrowed) });
   const sdu = new Uint8Array(size);
   const cpu0 = process.cpuUsage();
   const end = performance.now() + seconds * 1000;

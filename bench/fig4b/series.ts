@@ -21,6 +21,7 @@ import { Guest, ROOT } from '../../test/helpers/guest.js';
 import { GUEST_ADDR, GUEST_MAC, GUEST2_ADDR, GUEST2_MAC, BRIDGE_PREFIX, type PrivateNet } from '../common/netns.js';
 import { nicGuest, setupNic, udpStream, type NicModel } from '../common/nic.js';
 import { BOOT_MS, GUEST, ROTATE, UDP_PORT_BASE, VMPI_CLI, type Measurement, type Series } from '../common/series.js';
+import { collectProfiles, cpuSnapshot, installProfiler, nodeCmd, reportCpu } from './guest-prof.js';
 
 const NORMAL_DIF = 'n.DIF';
 const VM_IDS = [81, 82] as const;
@@ -99,9 +100,10 @@ async function until(what: string, ok: () => boolean, ms: number): Promise<void>
 
 /** Start `vmpi guest --normal-dif` in an agent guest and wait for its IPC socket. */
 async function startMember(g: Guest): Promise<void> {
+  await installProfiler(g);
   const up = [
     'mkdir -p /run/vmpi',
-    `(node ${VMPI_CLI} guest --normal-dif ${NORMAL_DIF} --log-level warn >/tmp/vmpi-guest.log 2>&1 &)`,
+    `(${nodeCmd()} ${VMPI_CLI} guest --normal-dif ${NORMAL_DIF} --log-level warn >/tmp/vmpi-guest.log 2>&1 &)`,
     // Up to 180 s: Node's start under TCG on a busy host took over 30 s. `false`, not `exit`:
     // exit would end the agent's own shell, which powers the guest off.
     'i=0; while [ ! -S /run/vmpi/ipc.sock ] && [ $i -lt 1800 ]; do sleep 0.1; i=$((i+1)); done',
@@ -162,6 +164,7 @@ export class NormalDifSeries implements Series {
     const g = this.vm1!;
     const id = ++this.runs;
     const ms = Math.round(seconds * 1000);
+    const cpu0 = await cpuSnapshot([this.vm1!, this.vm2!]);
     const from = g.mark;
     const w = await g.exec(`echo "${id} ${size} ${ms}" > /tmp/fig4b-cmd.new && mv /tmp/fig4b-cmd.new /tmp/fig4b-cmd`, 30_000);
     if (w.rc !== 0) throw new Error(`cannot send the run request to VM1:\n${w.out}`);
@@ -169,12 +172,15 @@ export class NormalDifSeries implements Series {
     const m = await g.waitFor(re, ms + 60_000, from);
     const v = JSON.parse(m[2]!) as { msg?: string; mbps: number; sdus: number; bytes: number; elapsedNs: number; sent: number };
     if (m[1] === 'ERROR') throw new Error(`VM1 tgen run: ${v.msg}`);
+    await reportCpu([this.vm1!, this.vm2!], cpu0, v.sdus, size, this.say);
     const secs = v.elapsedNs / 1e9;
     return { mbps: v.mbps, pps: secs > 0 ? v.sdus / secs : 0, seconds: secs, sdus: v.sdus, bytes: v.bytes, sentPps: v.sent / seconds };
   }
 
   async stop(): Promise<void> {
     if (this.serve) for (const l of await this.relayCounters()) this.say(`host relay: ${l}`);
+    if (this.vm1) await collectProfiles(this.vm1, 'vm1', this.say);
+    if (this.vm2) await collectProfiles(this.vm2, 'vm2', this.say);
     await Promise.all([this.vm1?.stop(), this.vm2?.stop()]);
     this.vm1 = this.vm2 = null;
     if (this.serve?.child.pid !== undefined) {

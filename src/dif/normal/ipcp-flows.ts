@@ -213,7 +213,7 @@ export class IpcpFlows implements NormalFlowOwner, ResponderFlows {
     flow.localCep = info.localCep;
     flow.remoteAddr = info.remoteAddr;
     this.byFaName.set(info.name, flow);
-    this.h.rmt.bindCep(info.localCep, { receivePdu: (p, pdu) => efcp.receive(pdu, p) });
+    this.h.rmt.bindCep(info.localCep, { receivePdu: (p, pdu, _hlen, borrowed) => efcp.receive(pdu, p, borrowed) });
     flow.attach(efcp);
   }
 

@@ -28,7 +28,8 @@
  * Buffers: a PDU handed to `send`/`sendOnPort`/`receive` belongs to the RMT afterwards (relaying
  * rewrites its TTL/ECN bytes in place and may queue it); callers must not reuse it. Except a PDU
  * sent or received as `borrowed` (EFCP's reused buffers; an N-1 flow's receive buffer, valid only
- * during the call): the RMT copies it when it keeps it (queued, or delivered to this IPCP), and
+ * during the call): the RMT copies it when it keeps it (queued, or given to management; the EFCP
+ * is handed a borrowed PDU as such and copies only the payload it keeps), and
  * hands it to a port as it is: `RmtPort.send` must not keep a PDU after it returns (N-1 flows'
  * write() copies, every IPC process's does).
  *
@@ -56,8 +57,12 @@ export interface RmtPort {
 
 /** The EFCP instance bound to a CEP-id (DT and CTRL PDUs addressed to it). */
 export interface EfcpSink {
-  /** `pdu[0, hlen)` is the header already decoded into `pci` (reused: copy what you keep). */
-  receivePdu(pci: Pci, pdu: Uint8Array, hlen: number): void;
+  /**
+   * `pdu[0, hlen)` is the header already decoded into `pci` (reused: copy what you keep).
+   * `borrowed`: `pdu` is valid only during the call (copy the payload if you keep it); else it
+   * is the sink's to keep.
+   */
+  receivePdu(pci: Pci, pdu: Uint8Array, hlen: number, borrowed: boolean): void;
 }
 
 /** Layer management (MGMT PDUs addressed to this IPCP or to "this hop", address 0). */
@@ -283,7 +288,7 @@ export class Rmt {
     if (pdu.length < PCI_LEN) throw new RmtError('ERR_RMT_PDU', `RMT send of a ${pdu.length}-byte PDU, shorter than the ${PCI_LEN}-byte PCI`);
     const dst = peekDstAddr(pdu);
     if (dst === this.address && dst !== HOP_ADDRESS) {
-      this.deliverLocal(borrowed ? pdu.slice() : pdu, -1);
+      this.deliverLocal(pdu, -1, borrowed);
       return true;
     }
     const portId = this.forwarding.get(dst);
@@ -414,7 +419,7 @@ export class Rmt {
     }
     const dst = peekDstAddr(pdu);
     if (dst === this.address || dst === HOP_ADDRESS) {
-      this.deliverLocal(borrowed ? pdu.slice() : pdu, fromPort);
+      this.deliverLocal(pdu, fromPort, borrowed);
       return;
     }
     // Relay fast path: only the bytes the RMT needs (version, TTL, dst); the destination decodes the rest.
@@ -459,7 +464,12 @@ export class Rmt {
     this.stats.relayed++;
   }
 
-  private deliverLocal(pdu: Uint8Array, fromPort: number): void {
+  /**
+   * Decode and hand up. A borrowed PDU is copied only for management (which may keep it); the
+   * EFCP is told it is borrowed and copies just the payload of a DT PDU it keeps (none for CTRL
+   * PDUs, duplicates or PDUs it drops): one allocation per received SDU at most.
+   */
+  private deliverLocal(pdu: Uint8Array, fromPort: number, borrowed: boolean): void {
     const pci = this.pci;
     let hlen: number;
     try {
@@ -476,7 +486,7 @@ export class Rmt {
           return;
         }
         this.stats.deliveredMgmt++;
-        this.mgmt.receiveMgmt(pci, pdu, hlen, fromPort);
+        this.mgmt.receiveMgmt(pci, borrowed ? pdu.slice() : pdu, hlen, fromPort);
         return;
       }
       const sink = this.ceps.get(pci.dstCep);
@@ -485,7 +495,7 @@ export class Rmt {
         return;
       }
       this.stats.deliveredEfcp++;
-      sink.receivePdu(pci, pdu, hlen);
+      sink.receivePdu(pci, pdu, hlen, borrowed);
     } catch {
       this.stats.upperErrors++;
     }

@@ -550,3 +550,61 @@ t.test('both directions at once under 10% loss: each delivers everything in orde
     t.ok(ctrl < 4 * n, `${cube.name}: ${ctrl} control PDUs for ${2 * n} SDUs, ${readv} re-advertisements, ${r.elapsedMs} ms`);
   }
 });
+
+t.test('a borrowed PDU (an N-1 flow\'s receive buffer) is copied when kept: out of order, or while delivery is paused', async (t) => {
+  for (const cube of [QOS_CUBES['flow-control'], QOS_CUBES.reliable, QOS_CUBES.unreliable]) {
+    const clock = new ManualClock();
+    const got: number[][] = [];
+    let take = false;
+    const b = new EfcpConnection({
+      cube, clock, localAddr: 2, remoteAddr: 1, localCep: 20, remoteCep: 10, credit: 8, peerCredit: 8, sendPdu: () => true,
+      deliver: (s) => (got.push([...s]), take),
+    });
+    // One receive buffer, reused for every PDU (what a VMPI ring slot is).
+    const ring = new Uint8Array(PCI_LEN + 3);
+    const pci = newPci();
+    const put = (seq: number) => {
+      encodePci({ ...newPci(), type: PduType.DT, dstAddr: 2, srcAddr: 1, dstCep: 20, srcCep: 10, qosId: cube.id, length: 3, seqNum: seq }, ring);
+      ring.set([seq, seq + 1, seq + 2], PCI_LEN);
+      decodePci(ring, pci);
+      b.receive(ring, pci, true);
+      ring.fill(0xee); // the slot is reused once the call returns
+    };
+    put(0); // delivered; delivery pauses (deliver returned false)
+    put(2); // out of order (and held while paused)
+    put(1); // in order, held while paused
+    take = true;
+    b.resumeDelivery();
+    const want = cube.flowControl ? [[0, 1, 2], [1, 2, 3], [2, 3, 4]] : [[0, 1, 2]];
+    t.same(got, want, `${cube.name}: every SDU as it was sent, not what the reused buffer held later`);
+    b.close();
+  }
+});
+
+t.test('a control PDU the N-1 side refused is sent once it has room (lowerReady), not left to the peer\'s stall probe', async (t) => {
+  const clock = new ManualClock();
+  let full = false;
+  const sent: Uint8Array[] = [];
+  const b = new EfcpConnection({
+    cube: QOS_CUBES['flow-control'], clock, localAddr: 2, remoteAddr: 1, localCep: 20, remoteCep: 10, credit: 8, peerCredit: 8, aTimerMs: 0,
+    sendPdu: (p) => (full ? false : (sent.push(p.slice()), true)),
+    deliver: () => true,
+  });
+  const pci = newPci();
+  const buf = new Uint8Array(PCI_LEN + 1);
+  full = true;
+  encodePci({ ...newPci(), type: PduType.DT, dstAddr: 2, srcAddr: 1, dstCep: 20, srcCep: 10, qosId: QOS_CUBES['flow-control'].id, length: 1, seqNum: 0 }, buf);
+  decodePci(buf, pci);
+  b.receive(buf, pci, true); // delivered: the window moved, its advertisement (A = 0) is refused
+  t.equal(b.stats.ctrlRefused, 1);
+  t.equal(sent.length, 0);
+  full = false;
+  b.lowerReady();
+  t.equal(sent.filter((p) => (p[1]! & 0xf0) === PduType.CTRL).length, 1, 'the owed advertisement went out on lowerReady');
+  const c = newPci();
+  decodePci(sent[0]!, c);
+  t.equal(c.newRightWinEdge, 8, 'with the current right edge (lwe 1 + credit 8 - 1)');
+  b.lowerReady();
+  t.equal(sent.length, 1, 'owed once, sent once');
+  b.close();
+});

@@ -113,7 +113,9 @@ t.test('a borrowed PDU (EFCP reuses its buffer) is copied when the RMT keeps it,
   r.addPort(5, w);
   r.setForwardingTable(new Map([[2, 5]]));
   const kept: Uint8Array[] = [];
-  r.bindCep(7, { receivePdu: (_p, p) => void kept.push(p) });
+  const lent: boolean[] = [];
+  // The EFCP copies (only the payload of) a borrowed PDU it keeps; this sink copies all of it.
+  r.bindCep(7, { receivePdu: (_p, p, _h, borrowed) => void (lent.push(borrowed), kept.push(borrowed ? p.slice() : p)) });
   const buf = pdu({ dstAddr: 2, seqNum: 1 }, 8);
   t.ok(r.send(buf, true));
   t.equal(w.sent[0], buf, 'the port took it at once: no copy');
@@ -132,7 +134,8 @@ t.test('a borrowed PDU (EFCP reuses its buffer) is copied when the RMT keeps it,
   const local = pdu({ dstAddr: 1, dstCep: 7, seqNum: 4 }, 8);
   r.send(local, true);
   local.fill(0);
-  t.equal(seq(kept[0]!), 4, 'delivered to this IPCP: the EFCP keeps a copy');
+  t.same(lent, [true], 'delivered to this IPCP: the sink is told the PDU is borrowed (no copy by the RMT)');
+  t.equal(seq(kept[0]!), 4, 'what the sink copied during the call is the PDU sent');
 });
 
 t.test('queue bounds: local senders get backpressure, never a silent drop; FIFO after the drain', async (t) => {

@@ -85,6 +85,8 @@ export class EfcpConnection {
   private ctrlSeq: number;
   private lastCtrlSeqRcvd: number;
   private lastReadvertAt = -Infinity;
+  /** A control PDU was refused by the N-1 side: send one (with the then current state) on lowerReady. */
+  private ctrlOwed = false;
   private readonly o: EfcpOptions;
   /** Reused for every control PDU when sendPdu copies (sendPduCopies). */
   private ctrlBuf: Uint8Array | undefined;
@@ -142,8 +144,12 @@ export class EfcpConnection {
     return this.sender.write(sdu);
   }
 
-  /** One PDU from the N-1 side, its PCI decoded by the caller. Never throws for what a peer sent. */
-  receive(pdu: Uint8Array, pci: Pci): void {
+  /**
+   * One PDU from the N-1 side, its PCI decoded by the caller. Never throws for what a peer sent.
+   * `borrowed`: `pdu` is valid only during the call (the payload of a DT PDU is copied when it is
+   * kept); else the connection owns it and keeps a view of its payload.
+   */
+  receive(pdu: Uint8Array, pci: Pci, borrowed = false): void {
     if (this._state !== 'open') {
       this.stats.rxAfterClose++;
       return;
@@ -153,7 +159,7 @@ export class EfcpConnection {
       return;
     }
     if (pci.type === PduType.DT) {
-      this.receiver.onData(pci.seqNum, (pci.flags & PciFlag.DRF) !== 0, pdu.subarray(pdu.length - pci.length));
+      this.receiver.onData(pci.seqNum, (pci.flags & PciFlag.DRF) !== 0, pdu, pdu.length - pci.length, borrowed);
     } else if (isCtrlType(pci.type) && this.cube.flowControl) {
       this.onCtrl(pci);
     } else {
@@ -163,6 +169,10 @@ export class EfcpConnection {
 
   /** The N-1 side has room again after sendPdu returned false. */
   lowerReady(): void {
+    if (this._state !== 'open') return;
+    // An advertisement the RMT refused is owed first: without it the peer's window may stay shut
+    // until its stall probe (stallProbeMs) asks again.
+    if (this.ctrlOwed) this.sendCtrl();
     if (this._state === 'open') this.sender.lowerReady();
   }
 
@@ -248,8 +258,10 @@ export class EfcpConnection {
     this.ctrlSeq = seqAdd(this.ctrlSeq, 1);
     if (!this.o.sendPdu(pdu)) {
       this.stats.ctrlRefused++;
+      this.ctrlOwed = true;
       return;
     }
+    this.ctrlOwed = false;
     this.stats.ctrlSent++;
     this.receiver.noteAdvertised(rwe, ack);
   }

@@ -127,11 +127,15 @@ export class Receiver {
     return this.fc && seqLt(peerRwe, this.rightEdge);
   }
 
-  /** One DT PDU's payload (a view the receiver may keep until delivered). */
-  onData(seq: number, drf: boolean, payload: Uint8Array): void {
+  /**
+   * One DT PDU, its payload `pdu[at, end)`. `borrowed`: `pdu` is valid only during the call, so
+   * the payload is copied when kept (and only then); else a view of it is kept until delivered.
+   */
+  onData(seq: number, drf: boolean, pdu: Uint8Array, at: number, borrowed = false): void {
     if (this.dead) return;
     this.stats.rxPdus++;
-    if (!this.fc) return this.onUnreliable(seq, payload);
+    if (!this.fc) return this.onUnreliable(seq, borrowed ? pdu.slice(at) : pdu.subarray(at));
+    const size = pdu.length - at;
     if (drf && !this.anyReceived && seq !== this.lwe) this.realign(seq);
     const off = seqDiff(seq, this.lwe);
     if (off < 0 || seqLt(seq, this.rcvNext)) return this.duplicate();
@@ -144,7 +148,7 @@ export class Receiver {
     const ring = (this.ring ??= new Array<Uint8Array | undefined>(this.credit));
     const idx = (this.head + off) % this.credit;
     if (ring[idx] !== undefined) return this.duplicate();
-    if (this.bytes + payload.length > this.p.rxMaxBytes) {
+    if (this.bytes + size > this.p.rxMaxBytes) {
       this.stats.rxByteDrops++;
       return;
     }
@@ -156,9 +160,9 @@ export class Receiver {
       }
       this.skipGap(seq); // flow control without retransmission: the oldest gap is given up
     }
-    ring[idx] = payload;
+    ring[idx] = borrowed ? pdu.slice(at) : pdu.subarray(at);
     this.buffered++;
-    this.bytes += payload.length;
+    this.bytes += size;
     if (this.buffered > this.stats.maxBuffered) this.stats.maxBuffered = this.buffered;
     if (seq === this.rcvNext) {
       this.advanceInOrder();
