@@ -178,6 +178,43 @@ t.test('a queue stop and start in one process mid-chain: the rest delivered once
   t.equal(d.txOutstanding, 0, 'both returned');
 });
 
+t.test('a stale device snapshot (its chain returned since, as after a crash) is ignored: nothing twice, no used entry made up', async (t) => {
+  const a = serve(t);
+  const d = await VmpiTestDriver.connect(a.path, { queueSize: 64, maxSdu: MAX_SDU, txPacked: true });
+  t.teardown(() => d.close());
+  await until(() => a.device.isUp, 'device up', 5000);
+  const got: Rec[] = [];
+  const room = { n: 5 };
+  receiver(a.device, got, room);
+  const sent = Array.from({ length: 15 }, (_, i) => ({ channel: 6, sdu: patternSdu(6, i, 100 + i) }));
+  t.ok(d.sendChain(packRecords(sent)));
+  await until(() => got.length === 5, 'the first 5', 5000);
+  const stale = JSON.parse(JSON.stringify(a.device.snapshot())) as VmpiDeviceSnapshot;
+  t.ok(stale.txHeld, 'held at the snapshot');
+  room.n = 1000;
+  a.device.resume();
+  await until(() => {
+    d.harvestTx();
+    return got.length === 15 && d.txOutstanding === 0;
+  }, 'the rest, the chain returned', 5000);
+  const [conn] = [...a.server.connections];
+  const saved = stateFromJSON(conn!.snapshot());
+  const fd = conn!.socketFd;
+  conn!.abandon();
+  const b = serve(t);
+  receiver(b.device, got, { n: 1000 });
+  b.device.restore(stale);
+  b.server.adopt(fd, saved);
+  await until(() => b.device.isUp, 'resumed', 5000);
+  await new Promise((r) => setTimeout(r, 30));
+  same(t, got, sent, 'nothing delivered again');
+  t.equal(d.tx.usedIdx(), 1, 'one used entry in all: none made up for the chain the guest already has');
+  const more = { channel: 6, sdu: patternSdu(6, 99, 40) };
+  t.ok(d.sendChain(packRecords([more])));
+  await until(() => got.length === 16, 'a later chain', 5000);
+  same(t, got.slice(15), [more], 'the ring goes on');
+});
+
 t.test('restore: an old snapshot (no txHeld) is a fresh device; a malformed one is refused with a clear error', async (t) => {
   const dev = new VmpiDevice({ vmpiId: 9, maxSduLog2: SDU_LOG2 });
   dev.restore({ version: 1 });

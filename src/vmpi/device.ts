@@ -167,6 +167,8 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
   private txHeld = false;
   private txHeldHead = 0;
   private txHeldAt = 0;
+  /** Set by restore() until the first tx queue: that queue must show the held chain unreturned. */
+  private txRestored = false;
   private readonly header = new Uint8Array(PACKED_RECORD_HEADER_SIZE);
   private readonly headerView = new DataView(this.header.buffer);
   private readonly backlog: SendBacklog<Backlogged>;
@@ -289,6 +291,16 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
     if (q.index === this.carrier.rxQueue) this.rx = q;
     else if (q.index === this.carrier.txQueue) {
       this.tx = q;
+      // A restored chain is the oldest one the guest has not got back, so the used index is at its
+      // avail index; else the snapshot is older than the ring (a crash after a later persist:
+      // the chain was returned since) and its records were delivered: forget them.
+      if (this.txRestored) {
+        this.txRestored = false;
+        if (q.vq.usedIdx !== this.txHeldAt) {
+          this.txHeld = false;
+          this.txOff = this.txEnd = 0;
+        }
+      }
       // Records of a chain returned when the last tx queue stopped: deliver them (no kick may come).
       if (this.txOff < this.txEnd) q.defer(() => this.receiveFromGuest());
     }
@@ -324,6 +336,7 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
     // Records of a tx chain not delivered yet belong to the driver instance that reset (and to
     // its channels): dropped, counted, as the frames still in its ring are.
     this.txHeld = false;
+    this.txRestored = false;
     this.stats.drops.device_reset += this.dropTxRecords();
     // SDUs waiting for a guest that reset will never be asked for by the new driver instance.
     this.stats.drops.device_reset += this.backlog.clear();
@@ -489,6 +502,7 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
     this.txHeld = true;
     this.txHeldHead = h.head;
     this.txHeldAt = h.availIdx;
+    this.txRestored = true;
   }
 
   /** Forget the records still waiting in txScratch; returns how many well-formed ones there were. */
