@@ -20,6 +20,8 @@
  * records before it are delivered). A handler that pauses the device (or the per-turn budget)
  * stops it mid-chain: the rest waits in the scratch buffer, the chain is not returned (the guest's
  * ring stays full), and delivery goes on from that record on resume, before any later chain.
+ * A queue stop does not return it either; snapshot()/restore() carry its undelivered records to a
+ * new process, which returns it once they are delivered (each record exactly once, docs/DEVICE.md).
  *
  * Backpressure, host → guest: `send()` writes straight into a guest rx buffer when one is free;
  * otherwise it copies the SDU into a bounded backlog (delivered in order as the guest posts
@@ -105,6 +107,16 @@ export class VmpiDeviceError extends Error {
   override name = 'VmpiDeviceError';
 }
 
+/**
+ * What a restarted process needs from this device (JSON): the packed tx chain held mid-way, if
+ * any — its head, its place in the avail ring and its records not yet delivered (base64, at most
+ * 8 + max SDU bytes). A snapshot without `txHeld` (or an older one) restores as a fresh device.
+ */
+export interface VmpiDeviceSnapshot {
+  version: 1;
+  txHeld?: { head: number; availIdx: number; records: string };
+}
+
 interface Backlogged {
   channel: number;
   sdu: Uint8Array;
@@ -150,8 +162,13 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
    * (txOff < txEnd: records wait, a handler paused or the turn's budget ran out). */
   private txOff = 0;
   private txEnd = 0;
-  /** The tx queue whose chain (txChain.head) those records are in, not yet returned; null once returned. */
-  private txHeld: ReadyQueue | null = null;
+  /** Those records are in a chain not yet returned (txHeldHead, taken at avail index txHeldAt); it
+   * stays unreturned across a queue stop and a restart, and goes back on the tx queue running then. */
+  private txHeld = false;
+  private txHeldHead = 0;
+  private txHeldAt = 0;
+  /** Set by restore() until the first tx queue: that queue must show the held chain unreturned. */
+  private txRestored = false;
   private readonly header = new Uint8Array(PACKED_RECORD_HEADER_SIZE);
   private readonly headerView = new DataView(this.header.buffer);
   private readonly backlog: SendBacklog<Backlogged>;
@@ -274,6 +291,16 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
     if (q.index === this.carrier.rxQueue) this.rx = q;
     else if (q.index === this.carrier.txQueue) {
       this.tx = q;
+      // A restored chain is the oldest one the guest has not got back, so the used index is at its
+      // avail index; else the snapshot is older than the ring (a crash after a later persist:
+      // the chain was returned since) and its records were delivered: forget them.
+      if (this.txRestored) {
+        this.txRestored = false;
+        if (q.vq.usedIdx !== this.txHeldAt) {
+          this.txHeld = false;
+          this.txOff = this.txEnd = 0;
+        }
+      }
       // Records of a chain returned when the last tx queue stopped: deliver them (no kick may come).
       if (this.txOff < this.txEnd) q.defer(() => this.receiveFromGuest());
     }
@@ -285,9 +312,9 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
     // The open chain's records were accepted (send() said Sent): give it back before the queue
     // goes (its memory is still mapped; GET_VRING_BASE counts it as taken).
     if (index === this.carrier.rxQueue && this.openFor !== null && this.openFor === this.rx) this.closeOpen();
-    // A tx chain whose records wait (paused): return it while its queue is there (GET_VRING_BASE
-    // counts it as taken); its records stay in txScratch and go on when a tx queue runs again.
-    if (index === this.carrier.txQueue && this.txHeld !== null && this.txHeld === this.tx) this.returnHeld();
+    // A tx chain whose records wait (paused) is NOT returned here: once in the used ring a restart
+    // could not get its records back. It stays taken (GET_VRING_BASE counts it so), its records in
+    // txScratch (and in snapshot()), and is returned on the next tx queue once they are delivered.
     if (index === this.carrier.rxQueue) this.rx = null;
     else if (index === this.carrier.txQueue) this.tx = null;
     if (wasUp) this.emit('down', `queue ${index} stopped`);
@@ -308,7 +335,8 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
     this.txPackedOn = false;
     // Records of a tx chain not delivered yet belong to the driver instance that reset (and to
     // its channels): dropped, counted, as the frames still in its ring are.
-    this.txHeld = null;
+    this.txHeld = false;
+    this.txRestored = false;
     this.stats.drops.device_reset += this.dropTxRecords();
     // SDUs waiting for a guest that reset will never be asked for by the new driver instance.
     this.stats.drops.device_reset += this.backlog.clear();
@@ -331,7 +359,7 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
     for (;;) {
       // Records left in the last chain go first: nothing is read into txScratch before they are out.
       if (this.txOff < this.txEnd) this.deliverRecords(views);
-      if (this.txOff >= this.txEnd && this.txHeld !== null) this.returnHeld();
+      if (this.txOff >= this.txEnd && this.txHeld) this.returnHeld(q);
       while (this.txOff >= this.txEnd && budget > 0 && this.txRecordBudget > 0 && !this.paused && vq.pop(chain)) {
         budget--;
         this.stats.txChains++;
@@ -345,7 +373,10 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
             this.txEnd = len;
             this.deliverRecords(views);
             if (this.txOff < this.txEnd) {
-              this.txHeld = q; // returned once its last record is delivered
+              // Returned once its last record is delivered.
+              this.txHeld = true;
+              this.txHeldHead = chain.head;
+              this.txHeldAt = (vq.lastAvailIdx - 1) & 0xffff;
               break;
             }
           }
@@ -421,11 +452,57 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
     }
   }
 
-  /** Give back the tx chain whose records were all delivered (or whose queue is stopping). */
-  private returnHeld(): void {
-    const q = this.txHeld!;
-    this.txHeld = null;
-    q.vq.pushUsed(this.txChain.head, 0);
+  /**
+   * Give back the held tx chain, all its records delivered, on `q`. A ring resumed after a restart
+   * starts again at the used index, i.e. at this chain (never returned): take it off the ring
+   * first (its records came from the snapshot), so it is not read again.
+   */
+  private returnHeld(q: ReadyQueue): void {
+    this.txHeld = false;
+    const vq = q.vq;
+    if (vq.lastAvailIdx === this.txHeldAt) {
+      const c = this.txChain;
+      if (!vq.pop(c) || c.head !== this.txHeldHead) {
+        throw new VmpiDeviceError(
+          `the held tx chain (head ${this.txHeldHead} at avail index ${this.txHeldAt}) is not where the ring says (${c.head}): the snapshot does not match this guest's ring`,
+        );
+      }
+    }
+    vq.pushUsed(this.txHeldHead, 0);
+  }
+
+  /** This device's state for a restarted process (see VmpiDeviceSnapshot); take it with the connection's. */
+  snapshot(): VmpiDeviceSnapshot {
+    const s = this.txScratch;
+    if (!this.txHeld || s === null || this.txOff >= this.txEnd) return { version: 1 };
+    const records = Buffer.from(s.buffer, s.byteOffset + this.txOff, this.txEnd - this.txOff).toString('base64');
+    return { version: 1, txHeld: { head: this.txHeldHead, availIdx: this.txHeldAt, records } };
+  }
+
+  /**
+   * Take the state snapshot() gave in the last process: before the connection is adopted (its
+   * queues come up here). The held chain's records are delivered first, then it is returned.
+   */
+  restore(snap: VmpiDeviceSnapshot): void {
+    if (this.isUp || this.txHeld || this.txOff < this.txEnd) throw new VmpiDeviceError('restore() on a device already in use: restore a new device before adopting its connection');
+    if (typeof snap !== 'object' || snap === null || snap.version !== 1) {
+      throw new VmpiDeviceError(`device snapshot version ${String((snap as { version?: unknown } | null)?.version)} is not supported (expected 1): restore it with the vmpi that wrote it`);
+    }
+    const h = snap.txHeld;
+    if (h === undefined) return;
+    const ok16 = (n: unknown): boolean => Number.isInteger(n) && (n as number) >= 0 && (n as number) <= 0xffff;
+    const bytes = typeof h.records === 'string' ? Buffer.from(h.records, 'base64') : null;
+    if (!ok16(h.head) || !ok16(h.availIdx) || bytes === null || bytes.byteLength === 0 || bytes.byteLength > PACKED_RECORD_HEADER_SIZE + this.maxSdu) {
+      throw new VmpiDeviceError(`device snapshot txHeld is malformed (head and availIdx 0..65535, records 1..${PACKED_RECORD_HEADER_SIZE + this.maxSdu} bytes of base64)`);
+    }
+    const s = (this.txScratch ??= new Uint8Array(PACKED_RECORD_HEADER_SIZE + this.maxSdu));
+    s.set(bytes);
+    this.txOff = 0;
+    this.txEnd = bytes.byteLength;
+    this.txHeld = true;
+    this.txHeldHead = h.head;
+    this.txHeldAt = h.availIdx;
+    this.txRestored = true;
   }
 
   /** Forget the records still waiting in txScratch; returns how many well-formed ones there were. */

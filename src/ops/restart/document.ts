@@ -35,6 +35,8 @@ export interface DeviceDoc {
   connection: ConnectionDoc | null;
   /** The shim DIF's snapshot of this device's IPC process (its own format), or null. */
   shim: unknown;
+  /** The VMPI device's own snapshot (VmpiDeviceSnapshot, checked by its restore()); absent in older documents. */
+  vmpi?: unknown;
 }
 
 export interface RestartDocument {

@@ -27,7 +27,7 @@ import { native } from '../../sys/native.js';
 import type { Connection } from '../../vhost-user/connection.js';
 import type { VhostUserServer } from '../../vhost-user/server.js';
 import { StateError, setStateFd, stateFds, stateFromJSON, withoutFds } from '../../vhost-user/state.js';
-import type { VmpiDevice } from '../../vmpi/device.js';
+import type { VmpiDevice, VmpiDeviceSnapshot } from '../../vmpi/device.js';
 import { DOCUMENT_FORMAT, DOCUMENT_VERSION, parseDocument, type ConnectionDoc, type DeviceDoc, type IpcDoc, type RestartDocument } from './document.js';
 import { ipcSnapshotFlows, parseIpcDaemonSnapshot, type IpcDaemonSnapshot } from '../../dif/ipc/snapshot.js';
 import type { Flow } from '../../dif/api.js';
@@ -298,7 +298,7 @@ export class Restarter {
         this.persist();
       });
       const doc = this.docFor(config);
-      if (doc?.connection) this.resumeConnection(server, config, doc);
+      if (doc?.connection) this.resumeConnection(device, server, config, doc);
     });
   }
 
@@ -365,6 +365,7 @@ export class Restarter {
       listen: a.server.listeningFd >= 0 ? (this.registry.nameOf(a.server.listeningFd) ?? null) : null,
       connection,
       shim: a.shim ? a.shim() : null,
+      vmpi: a.device.snapshot(),
     };
   }
 
@@ -397,7 +398,7 @@ export class Restarter {
     return copy;
   }
 
-  private resumeConnection(server: VhostUserServer, cfg: DeviceConfig, dev: DeviceDoc): void {
+  private resumeConnection(device: VmpiDevice, server: VhostUserServer, cfg: DeviceConfig, dev: DeviceDoc): void {
     const doc = dev.connection!;
     const taken: number[] = [];
     const fail = (why: string): void => {
@@ -417,6 +418,8 @@ export class Restarter {
         taken.push(fd);
         setStateFd(state, role, fd);
       }
+      // A packed tx chain held mid-way: its records not yet delivered (before its queues come up).
+      if (dev.vmpi !== undefined) device.restore(dev.vmpi as VmpiDeviceSnapshot);
     } catch (e) {
       return fail(e instanceof StateError ? e.message : errText(e));
     }
@@ -424,6 +427,7 @@ export class Restarter {
     try {
       server.adopt(socket, state); // closes everything it was given when it fails
     } catch (e) {
+      device.reset('the connection could not be resumed'); // the restored records were its guest's
       this.stats.resumeFailures++;
       this.log.error({ vmpiId: cfg.vmpiId, err: errText(e) }, 'cannot resume the front-end connection; the VM must reconnect its device');
       return;
