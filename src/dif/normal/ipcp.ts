@@ -173,6 +173,7 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
       get maxSdu() {
         return self.maxSdu;
       },
+      pathMaxSdu: (addr: number) => this.pathMaxSdu(addr),
       allocateTimeoutMs: o.allocateTimeoutMs ?? 15_000,
       cube: o.cube,
       get closed() {
