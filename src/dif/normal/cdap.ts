@@ -279,3 +279,28 @@ export function replyTo(req: CdapRequest, result: number, reason = '', value?: U
   const base = { op: `${req.op}_R` as CdapReplyOp, invokeId: req.invokeId, objClass: req.objClass, objName: req.objName, result, reason };
   return value === undefined ? base : { ...base, value };
 }
+
+function varintLen(n: number): number {
+  let len = 1;
+  while (n >= 0x80) {
+    n = Math.floor(n / 0x80);
+    len++;
+  }
+  return len;
+}
+
+/**
+ * The largest value (bytes) `template` (a request or reply, its `value` ignored) can carry while
+ * the encoded CDAP message stays within `maxMessageBytes` (and MAX_CDAP_MESSAGE_BYTES); 0 if not
+ * even an empty value fits. For cutting state into messages that each fit one N-1 SDU.
+ */
+export function cdapValueBudget(template: CdapRequest | CdapReply, maxMessageBytes: number): number {
+  const limit = Math.min(Math.floor(maxMessageBytes), MAX_CDAP_MESSAGE_BYTES);
+  // Everything but the value's bytes and its length prefix (the field's tag included).
+  const fixed = encodeCdap({ ...template, value: new Uint8Array(1) }).length - 2;
+  const room = limit - fixed;
+  if (room < 1) return 0;
+  let n = room - 1;
+  while (n > 0 && n + varintLen(n) > room) n--;
+  return n;
+}

@@ -21,8 +21,10 @@
  * from before a restart) is answered with a re-registration above it.
  */
 import { appNameKey, validateAppName, type AppName } from '../naming.js';
+import { cdapValueBudget } from './cdap.js';
 import type { Clock, TimerHandle } from './clock.js';
 import { MAX_LIST_ITEMS, encodeDirectoryUpdate, type DirectoryEntry } from './cdap-objects.js';
+import { PCI_LEN } from './pci.js';
 
 export const DEFAULT_MAX_DIRECTORY_ENTRIES = 10000;
 export const DEFAULT_MAX_ENTRIES_PER_MEMBER = 1024;
@@ -69,11 +71,24 @@ interface Slot {
 export const DIRECTORY_CLASS = 'directory';
 export const DIRECTORY_NAME = '/mgmt/directory';
 
+/** Largest DirectoryUpdate value sent in one piece (what directoryUpdateValues cuts to by default). */
+export const DEFAULT_DIRECTORY_UPDATE_BYTES = 8192;
+
+/**
+ * The budget of one DirectoryUpdate value over an N-1 flow whose PDUs carry up to `maxPdu` bytes:
+ * what is left of one MGMT PDU (PCI, the M_CREATE envelope) within it, at most the default.
+ * Unknown `maxPdu`: the default.
+ */
+export function directoryUpdateBudget(maxPdu: number | undefined): number {
+  if (maxPdu === undefined) return DEFAULT_DIRECTORY_UPDATE_BYTES;
+  return Math.min(DEFAULT_DIRECTORY_UPDATE_BYTES, cdapValueBudget({ op: 'M_CREATE', invokeId: 0, objClass: DIRECTORY_CLASS, objName: DIRECTORY_NAME }, maxPdu - PCI_LEN));
+}
+
 /**
  * Encode `entries` as DirectoryUpdate values of at most `budget` bytes each, so a flood of many
  * entries (a member with many applications leaving) fits CDAP messages.
  */
-export function directoryUpdateValues(entries: readonly DirectoryEntry[], budget = 8192): Uint8Array[] {
+export function directoryUpdateValues(entries: readonly DirectoryEntry[], budget = DEFAULT_DIRECTORY_UPDATE_BYTES): Uint8Array[] {
   const out: Uint8Array[] = [];
   let cur: DirectoryEntry[] = [];
   let bytes = 0;

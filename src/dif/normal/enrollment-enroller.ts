@@ -28,6 +28,7 @@ import {
   MAX_ENROLLMENT_CHUNKS,
   OPSTATUS_CLASS,
   buildChunks,
+  chunkBudget,
   type CdapTransport,
   type EnrollmentContent,
   type MemberInfo,
@@ -337,7 +338,7 @@ export class Enroller {
       address = a;
       block = info.wantsPool ? this.pool.delegate(key, info.pool) : undefined;
     }
-    const built = buildChunks(this.opts.content(), this.opts.chunkBytes ?? DEFAULT_CHUNK_BYTES, MAX_ENROLLMENT_CHUNKS);
+    const built = buildChunks(this.opts.content(), chunkBudget(s.transport, this.opts.chunkBytes ?? DEFAULT_CHUNK_BYTES), MAX_ENROLLMENT_CHUNKS);
     if (!built) return this.refuse(s, req, `the DIF's state needs more than ${MAX_ENROLLMENT_CHUNKS} chunks`);
     this.stats.skippedRecords += built.skipped;
     s.chunks = built.chunks;

@@ -9,7 +9,7 @@
  */
 import type { AppName } from '../naming.js';
 import type { CdapMessage } from './cdap.js';
-import { MAX_CDAP_MESSAGE_BYTES } from './cdap.js';
+import { MAX_CDAP_MESSAGE_BYTES, cdapValueBudget } from './cdap.js';
 import {
   MAX_LIST_ITEMS,
   MAX_LOWER_FLOW_RECORD_BYTES,
@@ -27,6 +27,8 @@ export interface CdapTransport {
   send(msg: CdapMessage): void;
   /** The state machine installs its handler; the transport calls it for each message received. */
   onReceive(handler: (msg: CdapMessage) => void): void;
+  /** Largest encoded CDAP message the N-1 flow carries in one SDU (its max SDU less the PCI); absent: no limit below CDAP's own. */
+  readonly maxMessageBytes?: number;
 }
 
 export const ENROLLMENT_CLASS = 'enrollment';
@@ -70,6 +72,17 @@ export class EnrollmentError extends Error {
 /** The data-transfer constants of this implementation's PCI (docs/NORMAL-DIF-PCI.md). */
 export function defaultConstants(maxPduSize: number, maxPduLifetimeMs = 4000): DataTransferConstants {
   return { pciVersion: PCI_VERSION, addressWidth: 4, cepIdWidth: 4, qosIdWidth: 2, seqnumWidth: 4, lengthWidth: 4, maxPduSize: Math.max(maxPduSize, PCI_LEN), maxPduLifetimeMs };
+}
+
+/**
+ * The budget of one chunk's value sent over `transport`: `chunkBytes`, or less where the N-1 flow
+ * cannot carry an M_READ_R that large (every chunk must cross in one SDU, or the enrollee never
+ * gets it and the enrollment fails after its retries).
+ */
+export function chunkBudget(transport: CdapTransport, chunkBytes = DEFAULT_CHUNK_BYTES): number {
+  if (transport.maxMessageBytes === undefined) return chunkBytes;
+  const reply = { op: 'M_READ_R', invokeId: 0xffffffff, objClass: CHUNK_CLASS, objName: `${CHUNK_NAME_PREFIX}999999`, result: 0, reason: '' } as const;
+  return Math.min(chunkBytes, cdapValueBudget(reply, transport.maxMessageBytes));
 }
 
 /** What a new member receives: the enroller's view at the time of M_START. */

@@ -1,12 +1,20 @@
 /**
  * ipcp-flow-responder.ts — the responder side of flow allocation in a normal IPC process
  * (ipcp-flows.ts): a flow allocator request for an application registered here is checked
- * (registered, known QoS cube, max SDU), handed to the application as a FlowRequest, and its
+ * (registered, known QoS cube, max SDU at this member and on the route back to the requester),
+ * handed to the application as a FlowRequest, and its
  * decision (accept, reject, or cancellation when the application unregisters or the IPC process
  * closes) is given back to the flow allocator, at once or later.
  *
  * Owns: the requests waiting for their application and that decision. The flows it accepts are
  * listed and ended by ipcp-flows.ts (`ResponderFlows`).
+ *
+ * The route back. The requester offered a max SDU its own route here carries; this member's
+ * route back may be another one (unequal link costs, a view of the DIF not yet the same, an
+ * older requester that checks no route) with a smaller link. Both ends use the one agreed max
+ * SDU, so a request above what the route back carries is refused, the reason naming the member,
+ * the limit and what to ask for; the requester can ask again with at most that. No route back
+ * yet (routing still converging): not checked, the answer waits in the RMT's hands like any other.
  */
 import { randomInt } from 'node:crypto';
 import { DifError, type AcceptOptions, type DeallocationCause, type Flow, type FlowRequestHandler, type QosSpec } from '../api.js';
@@ -22,6 +30,8 @@ export interface ResponderHost {
   readonly difName: string;
   readonly maxSdu: number;
   readonly closed: boolean;
+  /** Largest SDU the route to member `addr` carries (ipcp.ts pathMaxSdu); undefined: no route. */
+  pathMaxSdu?(addr: number): number | undefined;
   registration(app: AppName): { readonly appName: AppName; readonly key: string; readonly handler: FlowRequestHandler } | undefined;
   emit(event: 'flowAllocated', flow: Flow): void;
 }
@@ -34,6 +44,9 @@ export interface ResponderFlows {
   newFlow(localApp: AppName, remoteApp: AppName, qos: QosSpec): NormalFlow;
   dropFlow(flow: NormalFlow, reason: string, cause: DeallocationCause): void;
 }
+
+/** The start of the reason a request above the route back's max SDU is refused with. */
+export const REASON_ROUTE_BACK = 'the route back is smaller';
 
 export class FlowResponder implements NormalRequestOwner {
   private readonly pendingRequests = new Set<NormalFlowRequest>();
@@ -63,6 +76,10 @@ export class FlowResponder implements NormalRequestOwner {
     if (!reg) refusal = REASON_UNKNOWN_APPLICATION;
     else if (!cube) refusal = `unknown QoS cube ${fr.qosCube}`;
     else if (maxSdu > this.h.maxSdu) refusal = `max SDU ${maxSdu} exceeds ${this.h.difName}'s max SDU of ${this.h.maxSdu} bytes at this member`;
+    else {
+      const back = this.h.pathMaxSdu?.(fr.srcAddr);
+      if (back !== undefined && maxSdu > back) refusal = `${REASON_ROUTE_BACK}: max SDU ${maxSdu} exceeds the ${back} bytes the route from member ${fr.dstAddr} back to member ${fr.srcAddr} carries (its smallest N-1 link's max PDU, less the PCI); ask for at most ${back}`;
+    }
     if (refusal !== undefined || !reg || !cube) {
       this.stats.incomingRejected++;
       return { accept: false, reason: refusal ?? 'refused' };

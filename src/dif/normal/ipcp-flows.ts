@@ -39,6 +39,8 @@ export interface FlowHost {
   /** 0 while not enrolled. */
   readonly address: number;
   readonly maxSdu: number;
+  /** Largest SDU the route to member `addr` carries; undefined: no route (the responder checks its route back). */
+  pathMaxSdu?(addr: number): number | undefined;
   readonly allocateTimeoutMs: number;
   readonly cube: CubeChoice | undefined;
   readonly closed: boolean;

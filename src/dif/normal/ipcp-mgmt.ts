@@ -9,7 +9,7 @@
  */
 import { CdapError, type CdapMessage } from './cdap.js';
 import { decodeDirectoryUpdate } from './cdap-objects.js';
-import { DIRECTORY_CLASS, DIRECTORY_NAME, directoryUpdateValues, type Directory } from './directory.js';
+import { DIRECTORY_CLASS, DIRECTORY_NAME, directoryUpdateBudget, directoryUpdateValues, type Directory } from './directory.js';
 import { FLOW_CLASS } from './flow-alloc.js';
 import { decodeMgmtPdu, encodeMgmtPdu, ROUTING_CLASS, ROUTING_NAME } from './mgmt-pdu.js';
 import type { N1Port } from './n1-port.js';
@@ -93,7 +93,8 @@ export class MgmtPlane {
   }
 
   sendDirectory(portId: number, entries: DirectoryEntries): void {
-    for (const value of directoryUpdateValues(entries)) this.send(HOP_ADDRESS, { op: 'M_CREATE', invokeId: 0, objClass: DIRECTORY_CLASS, objName: DIRECTORY_NAME, value }, portId);
+    // Cut to fit the N-1 flow: an update larger than its max SDU would be dropped (too_big).
+    for (const value of directoryUpdateValues(entries, directoryUpdateBudget(this.h.ports.get(portId)?.port.maxPdu))) this.send(HOP_ADDRESS, { op: 'M_CREATE', invokeId: 0, objClass: DIRECTORY_CLASS, objName: DIRECTORY_NAME, value }, portId);
   }
 
   receive(p: Pci, pdu: Uint8Array, hlen: number, fromPort: number): void {

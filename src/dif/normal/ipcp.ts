@@ -173,6 +173,7 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
       get maxSdu() {
         return self.maxSdu;
       },
+      pathMaxSdu: (addr: number) => this.pathMaxSdu(addr),
       allocateTimeoutMs: o.allocateTimeoutMs ?? 15_000,
       cube: o.cube,
       get closed() {
@@ -346,7 +347,9 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
   }
 
   private transport(id: number): CdapTransport {
+    const maxPdu = this.ports.get(id)?.port.maxPdu;
     return {
+      ...(maxPdu !== undefined ? { maxMessageBytes: maxPdu - PCI_LEN } : {}),
       send: (m) => void this.mgmt.send(HOP_ADDRESS, m, id),
       onReceive: (h) => {
         const p = this.ports.get(id);

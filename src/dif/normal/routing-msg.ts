@@ -20,10 +20,19 @@ import { LfdbError, checkLowerFlow, type LowerFlow } from './lfdb.js';
 export const ROUTING_MSG_VERSION = 1;
 /** Entries per LFDB update message (keeps a message under 4 KiB: 4 + 256 × 15 = 3844 bytes). */
 export const MAX_ENTRIES_PER_MSG = 256;
-/** Entries per kind-3 update: 4 + 64 × 19 = 1220 bytes, so that it crosses a 1472-byte shim-udp link with its CDAP and PCI. */
+/** Entries per kind-3 update at most: 4 + 64 × 19 = 1220 bytes. Routing sends fewer per update where the N-1 flow is smaller (routing.ts entriesPerUpdate). */
 export const MAX_ENTRIES_PER_LIMITS_MSG = 64;
 const ENTRY_LEN = 15;
 const LIMITS_ENTRY_LEN = 19;
+
+/**
+ * How many entries an LFDB update of at most `bytes` bytes holds (kind 3 with `limits`, else
+ * kind 1), capped at the kind's maximum; 0 when not even one fits.
+ */
+export function entriesThatFit(bytes: number, limits: boolean): number {
+  const n = Math.floor((bytes - 4) / (limits ? LIMITS_ENTRY_LEN : ENTRY_LEN));
+  return Math.max(0, Math.min(n, limits ? MAX_ENTRIES_PER_LIMITS_MSG : MAX_ENTRIES_PER_MSG));
+}
 
 /** `limits`: encode as kind 3 (each entry's maxPdu carried), else kind 1 (maxPdu left out). */
 export type RoutingMessage = { kind: 'lfdb'; entries: LowerFlow[]; limits?: boolean } | { kind: 'keepalive'; address: number };

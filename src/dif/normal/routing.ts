@@ -18,12 +18,35 @@
  * `link.maxPdu`); a neighbour that reads them (`link.limits`) gets kind-3 updates, any other kind 1.
  * After each SPF run, `pathMaxPdu(dst)` is the smallest link limit on any shortest path to dst (the
  * path PDUs take hop by hop is one of them), Infinity where no link on them states a limit.
+ *
+ * Message size: the database (to a new neighbour) and every flood are cut into as many LFDB
+ * updates as it takes for each to fit the neighbour's N-1 flow in one MGMT PDU (PCI, CDAP
+ * envelope and all: `entriesPerUpdate`); an update larger than the link would be dropped by the
+ * RMT (too_big) and the neighbour would never converge. Each update stands alone.
  */
 import type { Clock, TimerHandle } from './clock.js';
 import { Lfdb, MAX_SEQNUM, checkLowerFlow, compareLowerFlow, type LowerFlow } from './lfdb.js';
 import { Neighbours } from './neighbours.js';
-import { MAX_ENTRIES_PER_LIMITS_MSG, MAX_ENTRIES_PER_MSG, RoutingMsgError, decodeRoutingMessage, type RoutingMessage } from './routing-msg.js';
+import { cdapValueBudget, type CdapRequest } from './cdap.js';
+import { ROUTING_CLASS, ROUTING_NAME } from './mgmt-pdu.js';
+import { PCI_LEN } from './pci.js';
+import { MAX_ENTRIES_PER_LIMITS_MSG, MAX_ENTRIES_PER_MSG, RoutingMsgError, decodeRoutingMessage, entriesThatFit, type RoutingMessage } from './routing-msg.js';
 import { shortestPaths, type Graph } from './spf.js';
+
+/** The management message a routing message travels in (ipcp-mgmt.ts sendRouting): one MGMT PDU. */
+const ROUTING_ENVELOPE: CdapRequest = { op: 'M_WRITE', invokeId: 0, objClass: ROUTING_CLASS, objName: ROUTING_NAME };
+
+/**
+ * LFDB entries per update to a neighbour whose N-1 flow carries PDUs of up to `maxPdu` bytes:
+ * as many as fit one MGMT PDU (PCI, CDAP envelope, update) within it, at least 1 (a link too
+ * small for one entry cannot be helped: its PDU is dropped and counted by the RMT), at most the
+ * kind's maximum. Unknown `maxPdu`: the kind's maximum.
+ */
+export function entriesPerUpdate(maxPdu: number | undefined, limits: boolean): number {
+  const cap = limits ? MAX_ENTRIES_PER_LIMITS_MSG : MAX_ENTRIES_PER_MSG;
+  if (maxPdu === undefined) return cap;
+  return Math.max(1, entriesThatFit(cdapValueBudget(ROUTING_ENVELOPE, maxPdu - PCI_LEN), limits));
+}
 
 function withLimit(e: LowerFlow, maxPdu: number | undefined): LowerFlow {
   if (maxPdu !== undefined) e.maxPdu = maxPdu;
@@ -101,6 +124,8 @@ interface Adjacency {
   maxPdu: number | undefined;
   /** The neighbour reads kind-3 LFDB updates (link limits). */
   limits: boolean;
+  /** Entries per LFDB update to it, so that each fits its N-1 flow (entriesPerUpdate). */
+  perUpdate: number;
 }
 
 /** What routing is told about the N-1 flow to a neighbour. */
@@ -162,7 +187,7 @@ export class Routing {
     if (other !== undefined && other !== addr) throw new RoutingError('ERR_ROUTING_NEIGHBOUR', `port ${portId} already leads to neighbour ${other}; take it down first`);
     const old = this.adj.get(addr);
     if (old) this.byPort.delete(old.portId);
-    this.adj.set(addr, { portId, cost, maxPdu, limits: link.limits === true });
+    this.adj.set(addr, { portId, cost, maxPdu, limits: link.limits === true, perUpdate: entriesPerUpdate(maxPdu, link.limits === true) });
     this.byPort.set(portId, addr);
     this.live.add(addr, portId);
     const own = this.originate(addr);
@@ -182,7 +207,7 @@ export class Routing {
     const withdrawn: LowerFlow[] = [this.originate(addr)];
     const theirs = this.lfdb.get(addr, this.address);
     if (theirs?.up && theirs.seqnum < MAX_SEQNUM) {
-      const t: LowerFlow = { from: addr, to: this.address, cost: theirs.cost, seqnum: theirs.seqnum + 1, up: false, ...(theirs.maxPdu !== undefined ? { maxPdu: theirs.maxPdu } : {}) };
+      const t = withLimit({ from: addr, to: this.address, cost: theirs.cost, seqnum: theirs.seqnum + 1, up: false }, theirs.maxPdu);
       this.lfdb.merge(t, this.clock.now());
       withdrawn.push(t);
     }
@@ -291,11 +316,16 @@ export class Routing {
     this.sendEntries(portId, all);
   }
 
-  /** Kind 3 (with link limits) to a neighbour that reads it, kind 1 to any other. */
+  /**
+   * Kind 3 (with link limits) to a neighbour that reads it, kind 1 to any other, cut into updates
+   * that each fit the neighbour's N-1 flow. Each update is self-contained (entries merge one by
+   * one), so the loss or reordering of one of them loses or delays only its own entries.
+   */
   private sendEntries(portId: number, entries: LowerFlow[]): void {
     const to = this.byPort.get(portId);
-    const limits = to !== undefined && this.adj.get(to)?.limits === true;
-    const per = limits ? MAX_ENTRIES_PER_LIMITS_MSG : MAX_ENTRIES_PER_MSG;
+    const a = to === undefined ? undefined : this.adj.get(to);
+    const limits = a?.limits === true;
+    const per = a?.perUpdate ?? (limits ? MAX_ENTRIES_PER_LIMITS_MSG : MAX_ENTRIES_PER_MSG);
     for (let i = 0; i < entries.length; i += per) this.sendMsg(portId, limits ? { kind: 'lfdb', entries: entries.slice(i, i + per), limits: true } : { kind: 'lfdb', entries: entries.slice(i, i + per) });
   }
 

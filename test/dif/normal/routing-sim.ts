@@ -5,6 +5,7 @@
  * forwarding tables are compared with. Port id of the flow from a to b, at a: PORT_BASE + b.
  */
 import { ManualClock } from '../../../src/dif/normal/clock.js';
+import { ROUTING_CLASS, ROUTING_NAME, encodeMgmtPdu } from '../../../src/dif/normal/mgmt-pdu.js';
 import { encodeRoutingMessage } from '../../../src/dif/normal/routing-msg.js';
 import { Routing, type NeighbourDownCause, type RoutingOptions } from '../../../src/dif/normal/routing.js';
 
@@ -33,6 +34,15 @@ export class SimNet {
   messages = 0;
   /** Every message sent: from, to, and its kind byte (1 LFDB, 2 keepalive, 3 LFDB with link limits). */
   readonly sent: { from: number; to: number; kind: number }[] = [];
+  /**
+   * With `enforceMaxPdu`, a message whose MGMT PDU (as ipcp-mgmt.ts sends it) is larger than its
+   * link's maxPdu is dropped, as the RMT drops it (too_big), and counted here.
+   */
+  enforceMaxPdu = false;
+  tooBig = 0;
+  /** With `enforceMaxPdu`: the largest MGMT PDU delivered or dropped, per directed link "a>b". */
+  readonly largest = new Map<string, number>();
+  private readonly linkMaxPdu = new Map<string, number>();
 
   constructor(
     readonly seed: number,
@@ -68,6 +78,10 @@ export class SimNet {
     this.links.set(`${a}>${b}`, costAB);
     this.links.set(`${b}>${a}`, costBA);
     const [la, lb] = info.limits ?? [info.maxPdu !== undefined, info.maxPdu !== undefined];
+    if (info.maxPdu !== undefined) {
+      this.linkMaxPdu.set(`${a}>${b}`, info.maxPdu);
+      this.linkMaxPdu.set(`${b}>${a}`, info.maxPdu);
+    }
     // Each end is told whether the OTHER reads kind 3, and a member that does not (an old one) knows no limit.
     this.nodes.get(a)!.neighbourUp(b, PORT_BASE + b, costAB, { ...(la ? { maxPdu: info.maxPdu } : {}), limits: lb && la });
     this.nodes.get(b)!.neighbourUp(a, PORT_BASE + a, costBA, { ...(lb ? { maxPdu: info.maxPdu } : {}), limits: la && lb });
@@ -118,6 +132,15 @@ export class SimNet {
       this.inflight.pop();
       const dst = this.nodes.get(m.to);
       if (!dst || !this.links.has(`${m.from}>${m.to}`)) continue;
+      if (this.enforceMaxPdu) {
+        const key = `${m.from}>${m.to}`;
+        const size = encodeMgmtPdu(m.from, 0, { op: 'M_WRITE', invokeId: 0, objClass: ROUTING_CLASS, objName: ROUTING_NAME, value: m.bytes }).length;
+        this.largest.set(key, Math.max(this.largest.get(key) ?? 0, size));
+        if (size > (this.linkMaxPdu.get(key) ?? Infinity)) {
+          this.tooBig++;
+          continue;
+        }
+      }
       this.messages++;
       dst.receiveBytes(PORT_BASE + m.from, m.bytes);
     }
