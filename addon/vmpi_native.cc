@@ -1024,19 +1024,26 @@ int SendBatch(Napi::Env env, int fd, mmsghdr* msgs, size_t count, int flags, boo
   return n;
 }
 
+// The body of a batched send's entry point `fn` (sendRecords, packetSendBatch): its arguments
+// checked (SendBatchArgs, at most kMax items), one sendmmsg (SendBatch). Returns what SendBatch
+// does (-1: the first item met a full queue); each entry point says that in its own way.
+template <size_t kMax>
+int SendBatchEntry(const Napi::CallbackInfo& info, const char* fn, const char* item, size_t minLen, const char* tooShort, int flags, bool noBufsIsFull) {
+  Args a(info, fn);
+  int fd = a.Fd(0);
+  mmsghdr msgs[kMax];
+  iovec iovs[kMax];
+  size_t count = SendBatchArgs(a, kMax, item, minLen, tooShort, msgs, iovs);
+  return SendBatch(a.Env(), fd, msgs, count, flags, noBufsIsFull);
+}
+
 // sendRecords(fd, buf, offsets, lengths, first, count): records k = first..first+count-1 are
 // buf[offsets[k], offsets[k]+lengths[k]), sent with one sendmmsg (MSG_NOSIGNAL). Returns how many
 // were sent (>= 1), -1 when the first one met EAGAIN. An error on the first record is thrown (EPIPE,
 // EMSGSIZE: larger than the send buffer, ...); one on a later record ends the batch there and
 // comes back on the next call, which starts with that record.
 Napi::Value SendRecords(const Napi::CallbackInfo& info) {
-  Args a(info, "sendRecords");
-  Napi::Env env = a.Env();
-  int fd = a.Fd(0);
-  mmsghdr msgs[kMaxBatchRecords];
-  iovec iovs[kMaxBatchRecords];
-  size_t count = SendBatchArgs(a, kMaxBatchRecords, "record", 0, "", msgs, iovs);
-  return Napi::Number::New(env, SendBatch(env, fd, msgs, count, MSG_NOSIGNAL, false));
+  return Napi::Number::New(info.Env(), SendBatchEntry<kMaxBatchRecords>(info, "sendRecords", "record", 0, "", MSG_NOSIGNAL, false));
 }
 
 // recvRecords(fd, buf, slot, max, lengths): up to `max` records with one recvmmsg, record k into
@@ -1205,14 +1212,8 @@ Napi::Value PacketSend(const Napi::CallbackInfo& info) {
 // first frame is thrown (ENETDOWN: the interface is down); one on a later frame ends the batch
 // there and comes back on the next call, which starts with that frame. Nothing is allocated.
 Napi::Value PacketSendBatch(const Napi::CallbackInfo& info) {
-  Args a(info, "packetSendBatch");
-  Napi::Env env = a.Env();
-  int fd = a.Fd(0);
-  mmsghdr msgs[kMaxPacketBatch];
-  iovec iovs[kMaxPacketBatch];
-  size_t count = SendBatchArgs(a, kMaxPacketBatch, "frame", 14, "an Ethernet header", msgs, iovs);
-  int n = SendBatch(env, fd, msgs, count, 0, true);
-  return Napi::Number::New(env, n < 0 ? 0 : n);
+  int n = SendBatchEntry<kMaxPacketBatch>(info, "packetSendBatch", "frame", 14, "an Ethernet header", 0, true);
+  return Napi::Number::New(info.Env(), n < 0 ? 0 : n);
 }
 
 // packetRecvBatch(fd, buf, slotBytes, maxFrames, meta): up to maxFrames frames, frame i in

@@ -10,38 +10,17 @@
  * saved features say.
  */
 import t, { type Test } from 'tap';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { VmpiTestDriver, type VmpiTestDriverOptions } from './helpers/vmpi-driver.js';
+import { type VmpiTestDriver } from './helpers/vmpi-driver.js';
 import { patternSdu } from './helpers/pattern.js';
+import { MAX_SDU, connect, firstMismatch, handOver, serveDevice, up, type Served } from './helpers/vmpi-device-rig.js';
 import { until } from './dif/helpers.js';
-import { VhostUserServer } from '../src/vhost-user/server.js';
 import { hasBit } from '../src/vhost-user/protocol.js';
-import { stateFromJSON } from '../src/vhost-user/state.js';
-import { PACKED_RECORD_ALIGN, PACKED_RECORD_HEADER_SIZE, SendResult, VMPI_F_RX_PACKED, VmpiDevice, type VmpiDeviceOptions } from '../src/vmpi/device.js';
+import { PACKED_RECORD_ALIGN, PACKED_RECORD_HEADER_SIZE, SendResult, VMPI_F_RX_PACKED, type VmpiDeviceOptions } from '../src/vmpi/device.js';
 
-const SDU_LOG2 = 12;
-const MAX_SDU = 2 ** SDU_LOG2;
 const BUF = PACKED_RECORD_HEADER_SIZE + MAX_SDU;
 const align = (n: number): number => Math.ceil(n / PACKED_RECORD_ALIGN) * PACKED_RECORD_ALIGN;
 
-function serve(t: Test, opts: Partial<VmpiDeviceOptions> = {}): { device: VmpiDevice; path: string; server: VhostUserServer } {
-  const dir = mkdtempSync(join(tmpdir(), 'vmpi-packed-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const device = new VmpiDevice({ vmpiId: 7, maxSduLog2: SDU_LOG2, ...opts });
-  const path = join(dir, 'vm.sock');
-  const server = new VhostUserServer({ path, createDevice: () => device, maxConnections: 1 });
-  server.listen();
-  t.teardown(() => server.close());
-  return { device, path, server };
-}
-
-async function connect(t: Test, path: string, o: VmpiTestDriverOptions = {}): Promise<VmpiTestDriver> {
-  const d = await VmpiTestDriver.connect(path, { queueSize: 64, maxSdu: MAX_SDU, ...o });
-  t.teardown(() => d.close());
-  return d;
-}
+const serve = (t: Test, opts: Partial<VmpiDeviceOptions> = {}): Served => serveDevice(t, 'vmpi-packed-', { vmpiId: 7, ...opts });
 
 async function pumpUntil(d: VmpiTestDriver, cond: () => boolean, what: string, ms = 5000): Promise<void> {
   await until(
@@ -52,11 +31,6 @@ async function pumpUntil(d: VmpiTestDriver, cond: () => boolean, what: string, m
     what,
     ms,
   );
-}
-
-/** Wait for the device to see both queues (the handshake's last messages are processed). */
-async function up(device: VmpiDevice): Promise<void> {
-  await until(() => device.isUp, 'device up', 5000);
 }
 
 /** Chains the greedy packer uses for `sizes` (records aligned, one chain of BUF bytes each). */
@@ -86,12 +60,7 @@ function expectedChains(sizes: number[]): number[] {
 
 function checkReceived(t: Test, d: VmpiTestDriver, sent: { channel: number; sdu: Uint8Array }[]): void {
   t.equal(d.received.length, sent.length, 'every SDU arrived');
-  let bad = -1;
-  for (let i = 0; i < sent.length && bad < 0; i++) {
-    const r = d.received[i];
-    if (!r || r.channel !== sent[i]!.channel || Buffer.compare(r.sdu, sent[i]!.sdu) !== 0) bad = i;
-  }
-  t.equal(bad, -1, 'in order, channels and bytes intact');
+  t.equal(firstMismatch(d.received.slice(0, sent.length), sent), -1, 'in order, channels and bytes intact');
 }
 
 t.test('negotiation: offered by default; an old driver and a device without the option keep one frame per chain', async (t) => {
@@ -201,8 +170,8 @@ t.test('packed: an rx chain too small for a record breaks the queue (counted), a
 });
 
 t.test('restart: a resumed connection packs when the saved features say the driver took VMPI_F_RX_PACKED', async (t) => {
-  // In one process, as the restart worker does across two: snapshot the connection, abandon it,
-  // and adopt its socket and state in a new server with a new device.
+  // In one process, as the restart worker does across two (handOver): snapshot the connection,
+  // abandon it, and adopt its socket and state in a new server with a new device.
   const a = serve(t);
   const d = await connect(t, a.path, { rxPacked: true });
   await up(a.device);
@@ -211,10 +180,7 @@ t.test('restart: a resumed connection packs when the saved features say the driv
   const first = Array.from({ length: 20 }, (_, i) => ({ channel: 4, sdu: patternSdu(4, i, 100) }));
   for (const s of first) a.device.send(s.channel, s.sdu);
   await pumpUntil(d, () => d.received.length === 20, 'before the restart');
-  const [conn] = [...a.server.connections];
-  const saved = stateFromJSON(conn!.snapshot());
-  const fd = conn!.socketFd;
-  conn!.abandon();
+  const { saved, fd } = handOver(a.server);
   const b = serve(t);
   b.server.adopt(fd, saved);
   t.equal(b.device.rxPacked, true, 'the new device took the saved features');

@@ -8,52 +8,61 @@
  * queue stop and start in one process (the chain returned on the new queue).
  */
 import t, { type Test } from 'tap';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { VmpiTestDriver, packRecords } from './helpers/vmpi-driver.js';
+import { type VmpiTestDriver, packRecords } from './helpers/vmpi-driver.js';
 import { patternSdu } from './helpers/pattern.js';
-import { until } from './dif/helpers.js';
-import { VhostUserServer } from '../src/vhost-user/server.js';
-import { Req } from '../src/vhost-user/protocol.js';
-import { stateFromJSON } from '../src/vhost-user/state.js';
+import {
+  MAX_SDU,
+  SDU_LOG2,
+  connect,
+  firstMismatch,
+  handOver,
+  pausedAt,
+  pausingReceiver,
+  restartTxQueue,
+  sendChains,
+  serveDevice,
+  up,
+  type Rec,
+  type Served,
+} from './helpers/vmpi-device-rig.js';
+import { sleep, until } from './dif/helpers.js';
 import { VmpiDevice, type VmpiDeviceSnapshot } from '../src/vmpi/device.js';
 
-const SDU_LOG2 = 12;
-const MAX_SDU = 2 ** SDU_LOG2;
-
-interface Rec {
-  channel: number;
-  sdu: Uint8Array;
-}
-
-function serve(t: Test): { device: VmpiDevice; server: VhostUserServer; path: string } {
-  const dir = mkdtempSync(join(tmpdir(), 'vmpi-txheld-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const device = new VmpiDevice({ vmpiId: 9, maxSduLog2: SDU_LOG2 });
-  const path = join(dir, 'vm.sock');
-  const server = new VhostUserServer({ path, createDevice: () => device, maxConnections: 1 });
-  server.listen();
-  t.teardown(() => server.close());
-  return { device, server, path };
-}
-
-/** A receiver with room for `room.n` SDUs: it takes each SDU it is handed, then pauses the device. */
-function receiver(device: VmpiDevice, got: Rec[], room: { n: number }): void {
-  device.bind(6, (sdu, channel) => {
-    got.push({ channel, sdu: Uint8Array.prototype.slice.call(sdu) });
-    if (--room.n <= 0) device.pause();
-  });
-}
+const serve = (t: Test): Served => serveDevice(t, 'vmpi-txheld-', { vmpiId: 9 });
+const receiver = (device: VmpiDevice, got: Rec[], room: { n: number }): void => pausingReceiver(device, 6, got, room);
 
 function same(t: Test, got: Rec[], want: Rec[], what: string): void {
-  let bad = -1;
-  for (let i = 0; i < Math.max(got.length, want.length) && bad < 0; i++) {
-    const g = got[i];
-    const w = want[i];
-    if (!g || !w || g.channel !== w.channel || Buffer.compare(g.sdu, w.sdu) !== 0) bad = i;
-  }
+  const bad = firstMismatch(got, want);
   t.equal(bad, -1, `${what}: ${want.length} SDUs exactly once, in order (got ${got.length}, first wrong at ${bad})`);
+}
+
+/**
+ * A device served and connected (packed tx), a receiver on channel 6 with room for 5, and
+ * `length` records (100 + i bytes) sent in chains of 15; resolves once the first 5 arrived.
+ */
+async function heldAfterFive(t: Test, length: number): Promise<{ a: Served; d: VmpiTestDriver; got: Rec[]; room: { n: number }; sent: Rec[] }> {
+  const a = serve(t);
+  const d = await connect(t, a.path, { txPacked: true });
+  await up(a.device);
+  const got: Rec[] = [];
+  const room = { n: 5 };
+  receiver(a.device, got, room);
+  const sent = Array.from({ length }, (_, i) => ({ channel: 6, sdu: patternSdu(6, i, 100 + i) }));
+  sendChains(t, d, sent, 15);
+  await until(() => got.length === 5, 'the first 5', 5000);
+  return { a, d, got, room, sent };
+}
+
+/** Wait (bounded) until `n` records arrived and every chain was returned; the checks after say what did not. */
+async function allReturned(d: VmpiTestDriver, got: readonly Rec[], n: number): Promise<void> {
+  await until(
+    () => {
+      d.harvestTx();
+      return got.length >= n && d.txOutstanding === 0;
+    },
+    `all ${n} delivered, every chain returned`,
+    5000,
+  ).catch(() => undefined);
 }
 
 /**
@@ -62,31 +71,16 @@ function same(t: Test, got: Rec[], want: Rec[], what: string): void {
  * connection, `after` runs, and the device goes on.
  */
 async function heldAcrossRestart(t: Test, between: (d: VmpiTestDriver) => Promise<void>, after: (d: VmpiTestDriver, base: number) => Promise<void>): Promise<void> {
-  const a = serve(t);
-  const d = await VmpiTestDriver.connect(a.path, { queueSize: 64, maxSdu: MAX_SDU, txPacked: true });
-  t.teardown(() => d.close());
-  await until(() => a.device.isUp, 'device up', 5000);
-  const got: Rec[] = [];
-  receiver(a.device, got, { n: 5 });
-  const sent = Array.from({ length: 30 }, (_, i) => ({ channel: 6, sdu: patternSdu(6, i, 100 + i) }));
-  t.ok(d.sendChain(packRecords(sent.slice(0, 15))));
-  t.ok(d.sendChain(packRecords(sent.slice(15))));
-  await until(() => got.length === 5, 'the first 5', 5000);
-  await new Promise((r) => setTimeout(r, 30));
-  d.harvestTx();
-  t.equal(got.length, 5, 'paused mid-chain');
-  t.equal(d.txOutstanding, 2, 'the held chain is not returned');
+  const { a, d, got, sent } = await heldAfterFive(t, 30);
+  await pausedAt(t, d, got, 5, 2, 30);
   await between(d);
   d.harvestTx();
   t.equal(d.txOutstanding, 2, 'still not returned');
-  const [conn] = [...a.server.connections];
-  const saved = stateFromJSON(conn!.snapshot());
   // Through JSON, as the restart document carries it.
   const snap = JSON.parse(JSON.stringify(a.device.snapshot())) as VmpiDeviceSnapshot;
   t.ok(snap.txHeld, 'the snapshot carries the held chain');
+  const { saved, fd } = handOver(a.server);
   const base = saved.vrings[1]!.lastAvailIdx;
-  const fd = conn!.socketFd;
-  conn!.abandon();
   const b = serve(t);
   // The new process pauses too, 4 records in (mid-way through what the snapshot carried).
   const roomB = { n: 4 };
@@ -94,22 +88,11 @@ async function heldAcrossRestart(t: Test, between: (d: VmpiTestDriver) => Promis
   b.device.restore(snap);
   b.server.adopt(fd, saved);
   await after(d, base);
-  await until(() => got.length === 9, 'the new process: 4 records, then paused', 5000);
-  await new Promise((r) => setTimeout(r, 30));
-  d.harvestTx();
-  t.equal(got.length, 9, 'paused again in the new process');
-  t.equal(d.txOutstanding, 2, 'the held chain still not returned');
+  await pausedAt(t, d, got, 9, 2, 30); // the new process: 4 records, then paused again
   roomB.n = 1000;
   b.device.resume();
-  await until(
-    () => {
-      d.harvestTx();
-      return got.length >= 30 && d.txOutstanding === 0;
-    },
-    'all 30 delivered, both chains returned',
-    5000,
-  ).catch(() => undefined);
-  await new Promise((r) => setTimeout(r, 30));
+  await allReturned(d, got, 30);
+  await sleep(30);
   d.harvestTx();
   same(t, got, sent, 'across the restart');
   t.equal(d.txOutstanding, 0, 'both chains returned');
@@ -135,60 +118,26 @@ t.test('restart after a queue stop (GET_VRING_BASE) mid-chain: the records waiti
     async (d) => {
       await d.fe.getVringBase(1);
     },
-    async (d, base) => {
-      // What QEMU does on `cont`: the queue starts again at the base GET_VRING_BASE gave.
-      await d.fe.setVringState(Req.SET_VRING_BASE, 1, base);
-      await d.fe.setVringFd(Req.SET_VRING_ERR, 1, d.tx.errFd);
-      await d.fe.setVringFd(Req.SET_VRING_CALL, 1, d.tx.callFd);
-      await d.fe.setVringFd(Req.SET_VRING_KICK, 1, d.tx.kickFd);
-    },
+    // What QEMU does on `cont`: the queue starts again at the base GET_VRING_BASE gave.
+    async (d, base) => restartTxQueue(d, base),
   );
 });
 
 t.test('a queue stop and start in one process mid-chain: the rest delivered once, the chain returned on the new queue', async (t) => {
-  const a = serve(t);
-  const d = await VmpiTestDriver.connect(a.path, { queueSize: 64, maxSdu: MAX_SDU, txPacked: true });
-  t.teardown(() => d.close());
-  await until(() => a.device.isUp, 'device up', 5000);
-  const got: Rec[] = [];
-  const room = { n: 5 };
-  receiver(a.device, got, room);
-  const sent = Array.from({ length: 30 }, (_, i) => ({ channel: 6, sdu: patternSdu(6, i, 100 + i) }));
-  t.ok(d.sendChain(packRecords(sent.slice(0, 15))));
-  t.ok(d.sendChain(packRecords(sent.slice(15))));
-  await until(() => got.length === 5, 'the first 5', 5000);
+  const { a, d, got, room, sent } = await heldAfterFive(t, 30);
   const base = await d.fe.getVringBase(1);
   d.harvestTx();
   t.equal(d.txOutstanding, 2, 'not returned at the stop');
   room.n = 1000;
   a.device.resume();
-  await d.fe.setVringState(Req.SET_VRING_BASE, 1, base);
-  await d.fe.setVringFd(Req.SET_VRING_ERR, 1, d.tx.errFd);
-  await d.fe.setVringFd(Req.SET_VRING_CALL, 1, d.tx.callFd);
-  await d.fe.setVringFd(Req.SET_VRING_KICK, 1, d.tx.kickFd);
-  await until(
-    () => {
-      d.harvestTx();
-      return got.length >= 30 && d.txOutstanding === 0;
-    },
-    'all 30, both chains returned',
-    5000,
-  ).catch(() => undefined);
+  await restartTxQueue(d, base);
+  await allReturned(d, got, 30);
   same(t, got, sent, 'across the stop');
   t.equal(d.txOutstanding, 0, 'both returned');
 });
 
 t.test('a stale device snapshot (its chain returned since, as after a crash) is ignored: nothing twice, no used entry made up', async (t) => {
-  const a = serve(t);
-  const d = await VmpiTestDriver.connect(a.path, { queueSize: 64, maxSdu: MAX_SDU, txPacked: true });
-  t.teardown(() => d.close());
-  await until(() => a.device.isUp, 'device up', 5000);
-  const got: Rec[] = [];
-  const room = { n: 5 };
-  receiver(a.device, got, room);
-  const sent = Array.from({ length: 15 }, (_, i) => ({ channel: 6, sdu: patternSdu(6, i, 100 + i) }));
-  t.ok(d.sendChain(packRecords(sent)));
-  await until(() => got.length === 5, 'the first 5', 5000);
+  const { a, d, got, room, sent } = await heldAfterFive(t, 15);
   const stale = JSON.parse(JSON.stringify(a.device.snapshot())) as VmpiDeviceSnapshot;
   t.ok(stale.txHeld, 'held at the snapshot');
   room.n = 1000;
@@ -197,16 +146,13 @@ t.test('a stale device snapshot (its chain returned since, as after a crash) is 
     d.harvestTx();
     return got.length === 15 && d.txOutstanding === 0;
   }, 'the rest, the chain returned', 5000);
-  const [conn] = [...a.server.connections];
-  const saved = stateFromJSON(conn!.snapshot());
-  const fd = conn!.socketFd;
-  conn!.abandon();
+  const { saved, fd } = handOver(a.server);
   const b = serve(t);
   receiver(b.device, got, { n: 1000 });
   b.device.restore(stale);
   b.server.adopt(fd, saved);
-  await until(() => b.device.isUp, 'resumed', 5000);
-  await new Promise((r) => setTimeout(r, 30));
+  await up(b.device);
+  await sleep(30);
   same(t, got, sent, 'nothing delivered again');
   t.equal(d.tx.usedIdx(), 1, 'one used entry in all: none made up for the chain the guest already has');
   const more = { channel: 6, sdu: patternSdu(6, 99, 40) };

@@ -10,46 +10,16 @@
  * (restart) parsing the records its saved features say.
  */
 import t, { type Test } from 'tap';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { VmpiTestDriver, packRecords, type VmpiTestDriverOptions } from './helpers/vmpi-driver.js';
+import { type VmpiTestDriver, packRecords } from './helpers/vmpi-driver.js';
 import { patternSdu } from './helpers/pattern.js';
+import { MAX_SDU, connect, firstMismatch, handOver, pausedAt, pausingReceiver, sendChains, serveDevice, up, type Rec, type Served } from './helpers/vmpi-device-rig.js';
 import { until } from './dif/helpers.js';
-import { VhostUserServer } from '../src/vhost-user/server.js';
 import { hasBit } from '../src/vhost-user/protocol.js';
-import { stateFromJSON } from '../src/vhost-user/state.js';
-import { PACKED_RECORD_HEADER_SIZE, VMPI_F_RX_PACKED, VMPI_F_TX_PACKED, VmpiDevice, type VmpiDeviceOptions } from '../src/vmpi/device.js';
+import { PACKED_RECORD_HEADER_SIZE, VMPI_F_RX_PACKED, VMPI_F_TX_PACKED, type VmpiDevice, type VmpiDeviceOptions } from '../src/vmpi/device.js';
 
-const SDU_LOG2 = 12;
-const MAX_SDU = 2 ** SDU_LOG2;
 const CHAIN = PACKED_RECORD_HEADER_SIZE + MAX_SDU;
 
-interface Rec {
-  channel: number;
-  sdu: Uint8Array;
-}
-
-function serve(t: Test, opts: Partial<VmpiDeviceOptions> = {}): { device: VmpiDevice; path: string; server: VhostUserServer } {
-  const dir = mkdtempSync(join(tmpdir(), 'vmpi-txpacked-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const device = new VmpiDevice({ vmpiId: 8, maxSduLog2: SDU_LOG2, ...opts });
-  const path = join(dir, 'vm.sock');
-  const server = new VhostUserServer({ path, createDevice: () => device, maxConnections: 1 });
-  server.listen();
-  t.teardown(() => server.close());
-  return { device, path, server };
-}
-
-async function connect(t: Test, path: string, o: VmpiTestDriverOptions = {}): Promise<VmpiTestDriver> {
-  const d = await VmpiTestDriver.connect(path, { queueSize: 64, maxSdu: MAX_SDU, ...o });
-  t.teardown(() => d.close());
-  return d;
-}
-
-async function up(device: VmpiDevice): Promise<void> {
-  await until(() => device.isUp, 'device up', 5000);
-}
+const serve = (t: Test, opts: Partial<VmpiDeviceOptions> = {}): Served => serveDevice(t, 'vmpi-txpacked-', { vmpiId: 8, ...opts });
 
 /** Collect what the device delivers on `channels`. */
 function collect(device: VmpiDevice, channels: number[]): Rec[] {
@@ -59,13 +29,7 @@ function collect(device: VmpiDevice, channels: number[]): Rec[] {
 }
 
 function same(t: Test, got: Rec[], want: Rec[], what: string): void {
-  let bad = -1;
-  for (let i = 0; i < Math.max(got.length, want.length) && bad < 0; i++) {
-    const g = got[i];
-    const w = want[i];
-    if (!g || !w || g.channel !== w.channel || Buffer.compare(g.sdu, w.sdu) !== 0) bad = i;
-  }
-  t.equal(bad, -1, `${what}: ${want.length} SDUs in order, channels and bytes intact (got ${got.length})`);
+  t.equal(firstMismatch(got, want), -1, `${what}: ${want.length} SDUs in order, channels and bytes intact (got ${got.length})`);
 }
 
 /** Greedy packing of `recs` into chains of at most CHAIN bytes (what the guest driver does). */
@@ -264,26 +228,15 @@ t.test('packed: a handler that pauses mid-chain (a full channel) loses nothing: 
   const d = await connect(t, path, { txPacked: true });
   await up(device);
   const got: Rec[] = [];
-  let room = 5;
-  // A receiver with room for `room` SDUs: it takes each SDU it is handed (as the echo responder
-  // holds the one that did not fit), then pauses the device until it has room again.
-  device.bind(6, (sdu, channel) => {
-    got.push({ channel, sdu: Uint8Array.prototype.slice.call(sdu) });
-    if (--room <= 0) device.pause();
-  });
+  const room = { n: 5 };
+  pausingReceiver(device, 6, got, room);
   const sent = Array.from({ length: 30 }, (_, i) => ({ channel: 6, sdu: patternSdu(6, i, 100) }));
-  // Two chains of 15 records each.
-  t.ok(d.sendChain(packRecords(sent.slice(0, 15))));
-  t.ok(d.sendChain(packRecords(sent.slice(15))));
-  await until(() => got.length === 5, 'the first 5', 5000);
-  await new Promise((r) => setTimeout(r, 50));
-  d.harvestTx();
-  t.equal(got.length, 5, 'paused after the fifth record, mid-chain');
-  t.equal(d.txOutstanding, 2, 'the chain is not returned while its records wait (the ring stays full)');
+  sendChains(t, d, sent, 15); // two chains of 15 records each
+  await pausedAt(t, d, got, 5, 2, 50);
   let prev = 5;
   // 7 more (mid-chain again), 3 more (the pause falls on the chain's last record), the rest.
   for (const step of [7, 3, 100]) {
-    room = step;
+    room.n = step;
     device.resume();
     const want = Math.min(30, prev + step);
     await until(() => got.length === want, `resumed for ${step}`, 5000);
@@ -358,10 +311,7 @@ t.test('restart: a resumed connection parses records when the saved features say
   const first = Array.from({ length: 20 }, (_, i) => ({ channel: 4, sdu: patternSdu(4, i, 100) }));
   await sendAll(d, [packRecords(first)]);
   same(t, gotA, first, 'before the restart');
-  const [conn] = [...a.server.connections];
-  const saved = stateFromJSON(conn!.snapshot());
-  const fd = conn!.socketFd;
-  conn!.abandon();
+  const { saved, fd } = handOver(a.server);
   const b = serve(t);
   const gotB = collect(b.device, [4]);
   b.server.adopt(fd, saved);

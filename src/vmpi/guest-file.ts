@@ -46,48 +46,62 @@ export const READ_ENDED = -2;
 export const READ_GONE = -3;
 
 
-/** The buffer the last readOnce() read into: `buf`, or one of its own for an SDU larger than `buf`. */
-let readBuffer: Uint8Array = new Uint8Array(0);
-/** The last readOnce() was a batch read that left this much of its buffer unused (-1: not a batch read). */
-let readRoom = -1;
+/** readInto(): the next SDU is larger than the buffer (EMSGSIZE: the driver never truncates). */
+const READ_OVERSIZE = -4;
 
 /**
- * The last read of a channel file took everything its file held then: a batch read that left
- * room for a record of `maxSdu` bytes (the driver moves every queued record that fits). A reader
- * may then wait for the next readable event instead of reading again: the read after it would
- * almost always find nothing (EAGAIN, which Node's readSync throws: an exception, more costly
- * under TCG than the SDUs it follows). The poll is level-triggered, so what comes meanwhile, or
- * a record that did not fit, wakes the reader again: nothing waits longer than one turn of the loop.
+ * What the reads of one channel file said about it: a reader keeps one per file (made once, not
+ * per read) and passes it with every read of that file, then asks it. Two files read alternately
+ * each keep their own answer.
  */
-export function lastReadDrained(maxSdu: number): boolean {
-  return readRoom >= VMPI_BATCH_RECORD_HEADER + maxSdu + VMPI_BATCH_ALIGN;
+export class ChannelReadState {
+  /**
+   * The last read of this file was a batch read into the caller's buffer that left this many
+   * bytes of it unused; -1 otherwise (one SDU per read, an SDU larger than the buffer read into
+   * one of its own, nothing read, an error).
+   */
+  room = -1;
+
+  /**
+   * The last read of this file took everything the file held then: a batch read that left room
+   * for a record of `maxSdu` bytes (the driver moves every queued record that fits). A reader may
+   * then wait for the next readable event instead of reading again: the read after it would
+   * almost always find nothing (EAGAIN, which Node's readSync throws: an exception, more costly
+   * under TCG than the SDUs it follows). The poll is level-triggered, so what comes meanwhile, or
+   * a record that did not fit, wakes the reader again: nothing waits longer than one turn of the loop.
+   */
+  drained(maxSdu: number): boolean {
+    return this.room >= VMPI_BATCH_RECORD_HEADER + maxSdu + VMPI_BATCH_ALIGN;
+  }
 }
 
 /**
- * One read(2) of `fd` (non-blocking) into `buf`, or into a buffer of its own when the next SDU is
- * larger (the driver never truncates, so it would otherwise block the channel): the bytes read,
- * in readBuffer, or READ_EMPTY, READ_ENDED, READ_GONE. Other errors throw.
+ * One read(2) of `fd` (non-blocking) into `into`: the bytes read, or READ_EMPTY, READ_ENDED,
+ * READ_GONE, or READ_OVERSIZE (when `mayGrow`: the next SDU is larger than `into`). Other errors throw.
  */
-function readOnce(fd: number, buf: Uint8Array, batch: boolean): number {
-  let into = buf;
-  for (;;) {
-    try {
-      const n = readSync(fd, into, 0, into.byteLength, null);
-      readBuffer = into;
-      readRoom = batch && into === buf ? into.byteLength - n : -1;
-      return n;
-    } catch (e) {
-      const code = errnoCode(e);
-      readRoom = -1;
-      if (code === 'EAGAIN' || code === 'EWOULDBLOCK' || code === 'EINTR') return READ_EMPTY;
-      if (code === 'ESHUTDOWN' || code === 'ENOTCONN' || code === 'EPIPE') return READ_ENDED;
-      if (code === 'ENODEV') return READ_GONE;
-      if (code !== 'EMSGSIZE' || into !== buf) throw e;
-      const len = u32Arg(0);
-      native.ioctl(fd, VMPI_IOC_NEXT_LEN, len);
-      into = new Uint8Array((batch ? VMPI_BATCH_RECORD_HEADER : 0) + new Uint32Array(len.buffer)[0]!);
-    }
+function readInto(fd: number, into: Uint8Array, mayGrow: boolean): number {
+  try {
+    return readSync(fd, into, 0, into.byteLength, null);
+  } catch (e) {
+    const code = errnoCode(e);
+    if (code === 'EAGAIN' || code === 'EWOULDBLOCK' || code === 'EINTR') return READ_EMPTY;
+    if (code === 'ESHUTDOWN' || code === 'ENOTCONN' || code === 'EPIPE') return READ_ENDED;
+    if (code === 'ENODEV') return READ_GONE;
+    if (code === 'EMSGSIZE' && mayGrow) return READ_OVERSIZE;
+    throw e;
   }
+}
+
+/** A buffer of its own for the next SDU of `fd`, larger than the caller's (its length from VMPI_IOC_NEXT_LEN). */
+function oversizeBuffer(fd: number, batch: boolean): Uint8Array {
+  const len = u32Arg(0);
+  native.ioctl(fd, VMPI_IOC_NEXT_LEN, len);
+  return new Uint8Array((batch ? VMPI_BATCH_RECORD_HEADER : 0) + new Uint32Array(len.buffer)[0]!);
+}
+
+/** What a read of `n` bytes into `into` (the caller's `buf` or not) tells `state` of its file. */
+function note(state: ChannelReadState | undefined, batch: boolean, buf: Uint8Array, into: Uint8Array, n: number): void {
+  if (state !== undefined) state.room = batch && into === buf && n >= 0 ? buf.byteLength - n : -1;
 }
 
 /**
@@ -95,12 +109,14 @@ function readOnce(fd: number, buf: Uint8Array, batch: boolean): number {
  * view of `buf`, valid only during the call) and returns how many, or READ_EMPTY, READ_ENDED,
  * READ_GONE. `batch`: the file is in batch mode. An SDU larger than `buf` is read into a buffer of
  * its own (the driver never truncates, so it would otherwise block the channel). Other errors
- * throw.
+ * throw. `state`: the file's ChannelReadState, told what this read left (drained()).
  */
-export function readChannelFile(fd: number, buf: Uint8Array, batch: boolean, onSdu: (sdu: Uint8Array) => void): number {
-  const n = readOnce(fd, buf, batch);
+export function readChannelFile(fd: number, buf: Uint8Array, batch: boolean, onSdu: (sdu: Uint8Array) => void, state?: ChannelReadState): number {
+  let into = buf;
+  let n = readInto(fd, buf, true);
+  if (n === READ_OVERSIZE) n = readInto(fd, (into = oversizeBuffer(fd, batch)), false);
+  note(state, batch, buf, into, n);
   if (n < 0) return n;
-  const into = readBuffer;
   if (!batch) {
     onSdu(into.subarray(0, n));
     return 1;
@@ -163,12 +179,14 @@ export function parseChannelRecords(buf: Uint8Array, n: number, out: ChannelReco
  * readChannelFile() that hands the SDUs of one read(2) to `out` all at once (no view, no call
  * per SDU): returns how many, or READ_EMPTY, READ_ENDED, READ_GONE. `batch`: the file is in
  * batch-read mode (otherwise one SDU, at offset 0). `out.buffer` is `buf`, or a buffer of its own
- * for an SDU larger than `buf`; valid until the next read into `buf`.
+ * for an SDU larger than `buf`; valid until the next read into `buf`. `state`: as readChannelFile's.
  */
-export function readChannelRecords(fd: number, buf: Uint8Array, batch: boolean, out: ChannelRecords): number {
-  const n = readOnce(fd, buf, batch);
+export function readChannelRecords(fd: number, buf: Uint8Array, batch: boolean, out: ChannelRecords, state?: ChannelReadState): number {
+  let into = buf;
+  let n = readInto(fd, buf, true);
+  if (n === READ_OVERSIZE) n = readInto(fd, (into = oversizeBuffer(fd, batch)), false);
+  note(state, batch, buf, into, n);
   if (n < 0) return n;
-  const into = readBuffer;
   if (batch) {
     parseChannelRecords(into, n, out);
   } else {

@@ -9,10 +9,10 @@
  */
 import { writeSync } from 'node:fs';
 import { errnoCode } from '../sys/fd.js';
-import { CHANNEL_READ_BUFFER, READ_EMPTY, READ_ENDED, READ_GONE, readChannelFile, readChannelRecords, setBatchModes, type ChannelRecords } from './guest-file.js';
+import { CHANNEL_READ_BUFFER, ChannelReadState, READ_EMPTY, READ_ENDED, READ_GONE, readChannelFile, readChannelRecords, setBatchModes, type ChannelRecords } from './guest-file.js';
 import { TxRecords, fileWriter, type TxWriter } from './guest-tx-batch.js';
 
-export { CHANNEL_RECORDS_MAX, lastReadDrained, type ChannelRecords } from './guest-file.js';
+export { CHANNEL_RECORDS_MAX, ChannelReadState, type ChannelRecords } from './guest-file.js';
 
 /** 'full': the tx ring has no room (EAGAIN); 'closed': the flow's binding or the device ended. */
 export type GuestFlowWriteResult = 'sent' | 'full' | 'closed';
@@ -50,14 +50,20 @@ let fileBuf: Uint8Array | null = null;
  * One read of a flow's /dev/vmpiN file (non-blocking; in batch mode when `batch`, see
  * guest-file.ts): every SDU goes to `sink`, an SDU longer than `maxSdu` (the peer broke the
  * flow's QoS) as bad. Returns how many SDUs it read, FLOW_FILE_EMPTY or FLOW_FILE_ENDED (the end
- * of the flow, ESHUTDOWN, and of the device, ENODEV).
+ * of the flow, ESHUTDOWN, and of the device, ENODEV). `state`: the file's, told what the read left.
  */
-export function readVmpiFileBatch(fd: number, batch: boolean, maxSdu: number, sink: GuestFlowSink): number {
+export function readVmpiFileBatch(fd: number, batch: boolean, maxSdu: number, sink: GuestFlowSink, state?: ChannelReadState): number {
   fileBuf ??= new Uint8Array(CHANNEL_READ_BUFFER);
-  const n = readChannelFile(fd, fileBuf, batch, (sdu) => {
-    if (sdu.byteLength > maxSdu) sink.bad(`SDU of ${sdu.byteLength} bytes exceeds the flow's max SDU of ${maxSdu} bytes`);
-    else sink.sdu(sdu);
-  });
+  const n = readChannelFile(
+    fd,
+    fileBuf,
+    batch,
+    (sdu) => {
+      if (sdu.byteLength > maxSdu) sink.bad(`SDU of ${sdu.byteLength} bytes exceeds the flow's max SDU of ${maxSdu} bytes`);
+      else sink.sdu(sdu);
+    },
+    state,
+  );
   return n === READ_GONE ? FLOW_FILE_ENDED : n;
 }
 
@@ -65,10 +71,11 @@ export function readVmpiFileBatch(fd: number, batch: boolean, maxSdu: number, si
  * One read of a flow's file with every SDU it returned in `out` at once (guest-file.ts
  * readChannelRecords; valid until the next read of any flow's file in this process): how many,
  * FLOW_FILE_EMPTY or FLOW_FILE_ENDED. The caller checks the lengths against the flow's max SDU.
+ * `state`: the file's, told what the read left.
  */
-export function readVmpiFileRecords(fd: number, batch: boolean, out: ChannelRecords): number {
+export function readVmpiFileRecords(fd: number, batch: boolean, out: ChannelRecords, state?: ChannelReadState): number {
   fileBuf ??= new Uint8Array(CHANNEL_READ_BUFFER);
-  const n = readChannelRecords(fd, fileBuf, batch, out);
+  const n = readChannelRecords(fd, fileBuf, batch, out, state);
   return n === READ_GONE ? FLOW_FILE_ENDED : n;
 }
 
@@ -117,19 +124,42 @@ export class GuestFlowOutbox {
   }
 }
 
-/** Read and write SDUs on a flow's file. */
+/** Read and write SDUs on one flow's file (one per file: it keeps what the file's last read left). */
 export interface GuestFlowFileIo {
   /** The file is in batch-read mode. */
   readonly batchRead: boolean;
   /** The file is in batch-write mode. */
   readonly batchWrite: boolean;
+  /** readVmpiFileBatch() of this file. */
   read(fd: number, maxSdu: number, sink: GuestFlowSink): number;
+  /** readVmpiFileRecords() of this file. */
+  readRecords(fd: number, out: ChannelRecords): number;
   write(fd: number, sdu: Uint8Array): GuestFlowWriteResult;
+  /** The last read of this file took everything it held then (guest-file.ts ChannelReadState.drained). */
+  drained(maxSdu: number): boolean;
 }
 
-const IO = [false, true].map((batchRead) =>
-  [false, true].map((batchWrite): GuestFlowFileIo => ({ batchRead, batchWrite, read: (fd, maxSdu, sink) => readVmpiFileBatch(fd, batchRead, maxSdu, sink), write: writeVmpiFile })),
-);
+class GuestFlowFile implements GuestFlowFileIo {
+  private readonly state = new ChannelReadState();
+  readonly write = writeVmpiFile;
+
+  constructor(
+    readonly batchRead: boolean,
+    readonly batchWrite: boolean,
+  ) {}
+
+  read(fd: number, maxSdu: number, sink: GuestFlowSink): number {
+    return readVmpiFileBatch(fd, this.batchRead, maxSdu, sink, this.state);
+  }
+
+  readRecords(fd: number, out: ChannelRecords): number {
+    return readVmpiFileRecords(fd, this.batchRead, out, this.state);
+  }
+
+  drained(maxSdu: number): boolean {
+    return this.state.drained(maxSdu);
+  }
+}
 
 /**
  * Set up a flow's file for SDU I/O: batch reads and writes when the driver has them, one SDU
@@ -138,5 +168,5 @@ const IO = [false, true].map((batchRead) =>
  */
 export function guestFlowFileIo(fd: number): GuestFlowFileIo {
   const m = setBatchModes(fd);
-  return IO[Number(m.read)]![Number(m.write)]!;
+  return new GuestFlowFile(m.read, m.write);
 }

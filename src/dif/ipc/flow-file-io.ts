@@ -6,7 +6,7 @@
  * by SDU to a sink, or all SDUs of one read at once into an SduBatchBuffer (for 'sdus'
  * listeners), and writes through the data path's outbox (SDUs of a tick leave together).
  */
-import { guestFlowFileIo, lastReadDrained, readVmpiFileRecords, FLOW_FILE_EMPTY, FLOW_FILE_ENDED, CHANNEL_RECORDS_MAX, GuestFlowOutbox, type GuestFlowFileIo } from '../../vmpi/guest-flow-file.js';
+import { guestFlowFileIo, FLOW_FILE_EMPTY, FLOW_FILE_ENDED, CHANNEL_RECORDS_MAX, GuestFlowOutbox, type GuestFlowFileIo } from '../../vmpi/guest-flow-file.js';
 import { SduBatchBuffer } from '../sdu-batch.js';
 import { Outbox, PACK_SDUS_MAX, readRecords, RECORDS_EMPTY, RECORDS_ENDED, writeRecord, type FlushResult, type OfferResult, type OutboxHooks, type RecordSink, type WriteRecordResult } from './record.js';
 import type { FlowDatapath } from './protocol.js';
@@ -49,9 +49,9 @@ export interface FlowFileIo {
   readBatch(fd: number, maxSdu: number, batch: SduBatchBuffer, sink: SduSink, max?: number): number;
   write(fd: number, sdu: Uint8Array): WriteRecordResult;
   /**
-   * Optional: the last read (of any fd of this data path) took everything the fd held then, so
-   * reading again before the next readable event would find nothing (guest-file.ts
-   * lastReadDrained): the reader may stop until then (the poll is level-triggered).
+   * Optional: the last read of this fd took everything the fd held then, so reading again
+   * before the next readable event would find nothing (guest-file.ts ChannelReadState): the
+   * reader may stop until then (the poll is level-triggered).
    */
   drained?(maxSdu: number): boolean;
   /** The outbox for this fd's writes. */
@@ -117,7 +117,7 @@ const SOCKET_IO: FlowFileIo = {
 
 /** One batch read of a VMPI file into `batch`; SDUs over the flow's max SDU go to `sink.bad` and leave the batch. */
 function readVmpiInto(io: GuestFlowFileIo, fd: number, maxSdu: number, batch: SduBatchBuffer, sink: SduSink): number {
-  const n = readVmpiFileRecords(fd, io.batchRead, batch);
+  const n = io.readRecords(fd, batch);
   if (n <= 0) return n;
   let keep = 0;
   for (let i = 0; i < batch.count; i++) {
@@ -139,10 +139,10 @@ function readVmpiInto(io: GuestFlowFileIo, fd: number, maxSdu: number, batch: Sd
 
 function vmpiFileIo(io: GuestFlowFileIo): FlowFileIo {
   return {
-    read: io.read,
+    read: (fd, maxSdu, sink) => io.read(fd, maxSdu, sink),
     readBatch: (fd, maxSdu, batch, sink) => readVmpiInto(io, fd, maxSdu, batch, sink),
     write: io.write,
-    drained: lastReadDrained,
+    drained: (maxSdu) => io.drained(maxSdu),
     outbox: (fd) => new GuestFlowOutbox(fd, io.batchWrite),
   };
 }

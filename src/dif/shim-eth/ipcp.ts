@@ -18,7 +18,8 @@
  *   `resolveCacheSize` entries, each kept `resolveCacheMs`); a miss broadcasts a request (resent
  *   every `retryMs`) and the IPC process where the application is registered answers with its
  *   MAC, unicast. Only answers to a request this side has outstanding are taken ('unsolicited'
- *   otherwise), so what a peer sends cannot fill the cache; outstanding requests are bounded
+ *   otherwise; a late second answer to a resent request, the MAC the cache holds for the name,
+ *   is counted in arpRepliesDuplicate, not dropped), so what a peer sends cannot fill the cache; outstanding requests are bounded
  *   (`maxPendingResolutions`). A request whose sender hardware address is not the frame's
  *   source is dropped ('malformed'). A failed allocation forgets the cached entry.
  * - Peers: any MAC of the segment, or only those in `allow` when it is given ('unknown_peer').
@@ -135,7 +136,7 @@ export class ShimEthIpcp extends DatagramShimIpcp<string, EthDropReason> impleme
     txFrames: 0, txBytes: 0, rxFrames: 0, rxBytes: 0, txErrors: 0, txFull: 0,
     /** Send system calls (each carries up to txBatch frames). */
     txCalls: 0,
-    resolved: 0, unresolved: 0, cacheHits: 0, arpRequestsSent: 0, arpRequestsAnswered: 0, arpRequestsIgnored: 0,
+    resolved: 0, unresolved: 0, cacheHits: 0, arpRequestsSent: 0, arpRequestsAnswered: 0, arpRequestsIgnored: 0, arpRepliesDuplicate: 0,
     allocRequested: 0, allocAccepted: 0, allocRejected: 0, allocTimedOut: 0, allocFailed: 0,
     incomingAccepted: 0, incomingRejected: 0, flowsDeallocated: 0, peersLost: 0, linkDown: 0,
     /** Frames whose handling threw (a bug: contained, logged). */
@@ -331,6 +332,13 @@ export class ShimEthIpcp extends DatagramShimIpcp<string, EthDropReason> impleme
     }
     const key = appNameKey(sender);
     const r = this.resolutions.get(key);
+    if (!r && formatMac(m.targetMac) === this.macKey && this.cache.get(key)?.mac === from) {
+      // A late answer to a request of ours that was resent (retryMs) before the first answer came:
+      // it says what the cache holds already. Not unsolicited; nothing to take (the entry is left
+      // as it is: a peer cannot keep it alive by repeating it).
+      this.stats.arpRepliesDuplicate++;
+      return;
+    }
     if (!r || formatMac(m.targetMac) !== this.macKey) return this.drop('unsolicited', from, `a reply for ${m.senderName}`);
     clearInterval(r.retry);
     this.resolutions.delete(key);

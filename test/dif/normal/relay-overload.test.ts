@@ -98,16 +98,29 @@ t.test('a sender that ignores windows: memory stays bounded, the held port is le
   const N = 6000;
   const payload = new Uint8Array(100);
   let maxQueued = 0;
+  // What VM1's N-1 flow holds is sampled during the flood, not looked at once after it: the excess
+  // waits there only while the relay holds VM1's port, and the watchdog lets the port go stallMs
+  // (2 s) after the relay's queue filled — a flood that takes longer than that (under load, each
+  // send is slower) has its N-1 flow read again and emptied before it ends (0 B queued, no budget
+  // drops, the rest dropped at the relay instead, counted as dropQueueFull).
+  let maxN1Queued = 0;
+  const look = (): void => {
+    maxQueued = Math.max(maxQueued, ...hostRmt(host).ports.map((p) => p.queuedPdus));
+    maxN1Queued = Math.max(maxN1Queued, shims[0]!.counters().rxQueuedBytes ?? 0);
+  };
   for (let i = 0; i < N; i++) {
     await within(flood.send(payload), 5000, `flood SDU ${i} accepted`);
-    if (i % 100 === 0) maxQueued = Math.max(maxQueued, ...hostRmt(host).ports.map((p) => p.queuedPdus));
+    if (i % 20 === 0) look();
   }
-  maxQueued = Math.max(maxQueued, ...hostRmt(host).ports.map((p) => p.queuedPdus));
+  look();
   t.ok(maxQueued <= 256 + 64, `the relay's queue never went past its bound + overdraft (${maxQueued} ≤ 320)`);
   const h1 = shims[0]!.counters();
   const shimDrops = Object.values(h1.rxBudgetDrops ?? {}).reduce((a, b) => a + b, 0);
-  t.ok((h1.rxQueuedBytes ?? 0) > 0 || shimDrops > 0, `the excess waits in (or is dropped by) the N-1 flow's own budget: ${h1.rxQueuedBytes} B queued, drops ${JSON.stringify(h1.rxBudgetDrops)}`);
-  t.ok((h1.rxQueuedBytes ?? 0) <= 8 * 1024 * 1024, 'which is bounded (the shim flow\'s 8 MiB)');
+  t.ok(
+    maxN1Queued > 0 || shimDrops > 0,
+    `the excess waits in (or is dropped by) the N-1 flow's own budget: up to ${maxN1Queued} B queued, drops ${JSON.stringify(h1.rxBudgetDrops)} (port let go during the flood: ${hostRmt(host).stats.stuckEpisodes! > 0})`,
+  );
+  t.ok(maxN1Queued <= 8 * 1024 * 1024, `which is bounded (the shim flow's 8 MiB; up to ${maxN1Queued} B)`);
 
   // VM2's link stays held: after stallMs (2 s) the relay lets VM1's port go.
   await until(() => hostRmt(host).stats.stuckEpisodes! > 0, 'the watchdog finds the output to VM2 stuck', 5000);
