@@ -29,6 +29,9 @@
  *                   buffer; what to-host measures)
  *   FIG4A_VMPI_SEND_BATCH  SDUs per write() of vmpi-channel's to-host sender (default 64, batch-write
  *                   mode; 0: one write() per SDU)
+ *   FIG4A_VMPI_RECV_BATCH  bytes per read() of vmpi-channel's to-guest receiver (udp-goodput -B;
+ *                   default 262144, batch-read mode: every queued SDU that fits, each counted;
+ *                   0: one read() per SDU)
  *   FIG4A_DIRECTION to-guest (default), to-host or both: both are measured with the same boot of
  *                   each system, interleaved (rep → direction → size)
  *   FIG4A_SHIM_RECEIVER  vmpi-channel's receiver: udp-goodput (default: count-only, the same loop
