@@ -29,6 +29,10 @@
  *                   buffer; what to-host measures)
  *   FIG4A_VMPI_SEND_BATCH  SDUs per write() of vmpi-channel's to-host sender (default 64, batch-write
  *                   mode; 0: one write() per SDU)
+ *   FIG4A_VMPI_RECV_BATCH  bytes per read() of vmpi-channel's to-guest receiver (udp-goodput -B;
+ *                   default 262144, batch-read mode: every queued SDU that fits, each counted;
+ *                   0: one read() per SDU); system vmpi-channel-readone is vmpi-channel with one
+ *                   read() per SDU whatever this says, for before/after ratios in one run
  *   FIG4A_DIRECTION to-guest (default), to-host or both: both are measured with the same boot of
  *                   each system, interleaved (rep → direction → size)
  *   FIG4A_SHIM_RECEIVER  vmpi-channel's receiver: udp-goodput (default: count-only, the same loop
@@ -57,9 +61,9 @@ const SPEC: FigureSpec = {
   id: 'fig4a',
   title: 'Fig. 4a (reproduced): host → VM goodput, QEMU 10 TCG, 1 vCPU',
   tableTitle: 'Fig. 4a: host → VM goodput',
-  systems: ['shim-dif', 'virtio-net', 'e1000', 'vmpi-channel', 'virtio-serial', 'vmpi-channel-unpacked', 'shim-dif-unpacked', 'vmpi-channel-txunpacked', 'shim-dif-txunpacked'],
+  systems: ['shim-dif', 'virtio-net', 'e1000', 'vmpi-channel', 'virtio-serial', 'vmpi-channel-unpacked', 'shim-dif-unpacked', 'vmpi-channel-txunpacked', 'shim-dif-txunpacked', 'vmpi-channel-readone'],
   defaultSystems: ['shim-dif', 'virtio-net', 'e1000'],
-  colors: { 'shim-dif': '#2ca02c', 'vmpi-channel': '#9467bd', 'virtio-net': '#1f77b4', e1000: '#d62728', 'virtio-serial': '#ff7f0e', 'vmpi-channel-unpacked': '#c5b0d5', 'shim-dif-unpacked': '#98df8a', 'vmpi-channel-txunpacked': '#8c564b', 'shim-dif-txunpacked': '#bcbd22' },
+  colors: { 'shim-dif': '#2ca02c', 'vmpi-channel': '#9467bd', 'virtio-net': '#1f77b4', e1000: '#d62728', 'virtio-serial': '#ff7f0e', 'vmpi-channel-unpacked': '#c5b0d5', 'shim-dif-unpacked': '#98df8a', 'vmpi-channel-txunpacked': '#8c564b', 'shim-dif-txunpacked': '#bcbd22', 'vmpi-channel-readone': '#17becf' },
   directions: {
     'to-guest': { title: 'Fig. 4a (reproduced): host → VM goodput, QEMU 10 TCG, 1 vCPU', tableTitle: 'Fig. 4a: host → VM goodput' },
     'to-host': { title: 'Fig. 4a, other direction: VM → host goodput, QEMU 10 TCG, 1 vCPU', tableTitle: 'Fig. 4a: VM → host goodput' },
@@ -74,6 +78,8 @@ const SPEC: FigureSpec = {
     ['shim-dif', 'shim-dif-unpacked'],
     ['vmpi-channel', 'vmpi-channel-txunpacked'],
     ['shim-dif', 'shim-dif-txunpacked'],
+    ['vmpi-channel-readone', 'virtio-serial'],
+    ['vmpi-channel', 'vmpi-channel-readone'],
   ],
   guest: `q35, accel=tcg, 1 vCPU, ${GUEST_MEM_MB}M, scripts/guest/build.sh kernel; busybox initramfs (NICs, vmpi-channel), Node initramfs (shim-dif)`,
 };
@@ -117,6 +123,8 @@ runFigureBench({
         return new ShimVmpiSeries(shimReceiver, { txPacked: false });
       case 'shim-dif-txunpacked':
         return new TgenShimSeries({ txPacked: false });
+      case 'vmpi-channel-readone':
+        return new ShimVmpiSeries(shimReceiver, {}, true);
       case 'virtio-serial':
         return new SerialSeries(goodputBin);
       case 'virtio-net':

@@ -18,8 +18,11 @@
  *    tap's address, the guest with a permanent neighbour entry for it).
  *  - ShimVmpiSeries ('vmpi-channel', optional): no DIF, one VMPI device served by VmpiHost in this process; the host sends SDUs on
  *    channel 2 as fast as backpressure allows (SendResult.Full → wait for 'drain'); the guest
- *    reads /dev/vmpi0 with `udp-goodput vmpi-recv` (the same receive loop and window as the UDP
- *    receiver: one read per SDU, payload not inspected) or, with receiver 'vmpi-perf', with
+ *    reads /dev/vmpi0 with `udp-goodput -B 262144 vmpi-recv` (the same receive loop and window as
+ *    the UDP receiver, payload not inspected, in batch-read mode: each read() returns as many
+ *    queued SDUs as fit in 256 KiB, as Node's readers in the guest do, every one counted;
+ *    FIG4A_VMPI_RECV_BATCH=0: one read() per SDU, as before; series 'vmpi-channel-readone' is
+ *    always that, for before/after ratios in one run) or, with receiver 'vmpi-perf', with
  *    `vmpi-perf recv` (which verifies the pattern and CRC of every SDU, so it is slower per byte).
  *    To-host: `udp-goodput -B 64 vmpi-send` in the guest (batch-write mode, 64 SDUs per write(),
  *    as Node's writers do; FIG4A_VMPI_SEND_BATCH=0: one write() per SDU; blocking on a full tx
@@ -306,6 +309,12 @@ function packingVariant(opts: VmpiSeriesOptions): { key: string; note: string } 
  * Node's writers in the guest use it); FIG4A_VMPI_SEND_BATCH=0: one write() per SDU.
  */
 const VMPI_SEND_BATCH = Number(process.env.FIG4A_VMPI_SEND_BATCH ?? 64);
+/**
+ * Bytes per read() of the raw channel's to-guest receiver (`udp-goodput -B`, batch-read mode, as
+ * Node's readers in the guest use it: CHANNEL_READ_BUFFER); FIG4A_VMPI_RECV_BATCH=0: one read()
+ * per SDU.
+ */
+const VMPI_RECV_BATCH = Number(process.env.FIG4A_VMPI_RECV_BATCH ?? 256 * 1024);
 
 export class ShimVmpiSeries implements Series {
   readonly key: string;
@@ -315,14 +324,20 @@ export class ShimVmpiSeries implements Series {
   private device: VmpiDevice | null = null;
   private dir = '';
   private runs = 0;
+  /** Bytes per batch read of udp-goodput vmpi-recv (0: one read() per SDU). */
+  private readonly recvBatch: number;
 
   constructor(
     private readonly receiver: ShimReceiver = 'udp-goodput',
     private readonly opts: VmpiSeriesOptions = {},
+    /** true: udp-goodput vmpi-recv does one read() per SDU whatever VMPI_RECV_BATCH says (key '…-readone'). */
+    readOne = false,
   ) {
     const v = packingVariant(opts);
-    this.key = `vmpi-channel${v.key}`;
-    this.name = `raw VMPI channel (no DIF; ${receiver === 'vmpi-perf' ? 'vmpi-perf' : 'udp-goodput vmpi-recv'} in C${v.note})`;
+    this.recvBatch = readOne ? 0 : VMPI_RECV_BATCH;
+    this.key = `vmpi-channel${v.key}${readOne ? '-readone' : ''}`;
+    const recv = receiver === 'vmpi-perf' ? 'vmpi-perf' : this.recvBatch > 0 ? 'udp-goodput vmpi-recv, batch reads' : 'udp-goodput vmpi-recv, one read per SDU';
+    this.name = `raw VMPI channel (no DIF; ${recv} in C${v.note})`;
   }
 
   async start(): Promise<void> {
@@ -378,7 +393,7 @@ export class ShimVmpiSeries implements Series {
     for (let i = 0; i < 100 && dev.stats.backlogSdus > 0; i++) await new Promise((r) => setTimeout(r, 20));
     const cmd = perf
       ? `vmpi-perf -t 1000 recv /dev/vmpi0 ${CHANNEL} ${size} 4000000000`
-      : `udp-goodput -w ${WAIT_MS} -t ${IDLE_MS} vmpi-recv /dev/vmpi0 ${CHANNEL} ${ms}`;
+      : `udp-goodput -w ${WAIT_MS} -t ${IDLE_MS}${this.recvBatch > 0 ? ` -B ${this.recvBatch}` : ''} vmpi-recv /dev/vmpi0 ${CHANNEL} ${ms}`;
     const job = g.start(cmd, WAIT_MS + ms + 60_000);
     await g.waitFor(new RegExp(`READY mode=(vmpi-recv|recv) dev=/dev/vmpi0 channel=${CHANNEL}\\b`), 30_000, job.from);
     const resultRe = new RegExp(`RESULT mode=(vmpi-recv|recv) dev=/dev/vmpi0 channel=${CHANNEL} [^\\n]*status=\\S+\\s`);

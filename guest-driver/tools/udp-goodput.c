@@ -9,9 +9,15 @@
  *        send SIZE-byte UDP datagrams (0 is valid) to ADDR:PORT as fast as the socket takes them
  *        for DURATION_MS (the host-side client); SIGTERM or SIGINT ends it early (it still
  *        prints its RESULT)
- *   udp-goodput [-w MS] [-t MS] vmpi-recv DEV CHANNEL DURATION_MS
+ *   udp-goodput [-w MS] [-t MS] [-B BYTES] vmpi-recv DEV CHANNEL DURATION_MS
  *        the same receiver on a VMPI channel (/dev/vmpiN bound to CHANNEL), for the shim DIF
- *        series: one read() per SDU, payload not inspected, exactly the loop and timing of recv
+ *        series: one read() per SDU, payload not inspected, exactly the loop and timing of recv.
+ *        -B BYTES: batch-read mode (VMPI_BATCH_READ), reads of BYTES bytes (raised to 4 + max
+ *        SDU, so any SDU fits) that return many SDUs as records "le32 length | SDU", each at a
+ *        multiple of 4; every record counts as one SDU, as if it had been read alone, all of a
+ *        read at its time (the first record of the first read opens the window, the rest of that
+ *        read counts); adds reads= (the read() calls that returned records, the first one too).
+ *        A record that runs past what read() returned is an ERROR (op=parse errno=EPROTO)
  *   udp-goodput [-B RECORDS] vmpi-send DEV CHANNEL SIZE DURATION_MS
  *        the sender on a VMPI channel (guest → host): one write() per SDU, blocking when the tx
  *        ring is full, for DURATION_MS (or until SIGTERM/SIGINT); the payload is written once.
@@ -58,7 +64,7 @@
 #define PERF_USAGE \
 	"usage: udp-goodput [-w WAIT_MS] [-t IDLE_MS] [-r RCVBUF] recv PORT DURATION_MS\n" \
 	"       udp-goodput [-b SNDBUF] send ADDR PORT SIZE DURATION_MS\n" \
-	"       udp-goodput [-w WAIT_MS] [-t IDLE_MS] vmpi-recv DEV CHANNEL DURATION_MS\n" \
+	"       udp-goodput [-w WAIT_MS] [-t IDLE_MS] [-B BYTES] vmpi-recv DEV CHANNEL DURATION_MS\n" \
 	"       udp-goodput [-B RECORDS] vmpi-send DEV CHANNEL SIZE DURATION_MS\n" \
 	"       udp-goodput [-w WAIT_MS] [-t IDLE_MS] stream-recv TARGET SIZE DURATION_MS\n" \
 	"       udp-goodput stream-send TARGET SIZE DURATION_MS\n" \
@@ -69,7 +75,8 @@ static int wait_ms = 30000;
 static int idle_ms = 2000;
 static int rcvbuf;
 static int sndbuf;
-static unsigned int batch_records;	/* vmpi-send -B: SDUs per batch write (0: one write each) */
+/* -B: vmpi-send, SDUs per batch write; vmpi-recv, bytes per batch read (0: one SDU per call). */
+static unsigned int batch_opt;
 static volatile sig_atomic_t stop;
 /* stream-recv: the SDU size (datagrams= counts bytes / stream_sdu, reads= the read() calls). */
 static size_t stream_sdu;
@@ -85,18 +92,62 @@ static int fail(const char *op, int err)
 	return perf_error(NULL, op, err);
 }
 
+/* What a receiver counted: SDUs/datagrams, their bytes and sizes. */
+struct tally {
+	uint64_t n, bytes;
+	size_t smin, smax;
+};
+
+static void tally_one(struct tally *c, size_t len)
+{
+	c->n++;
+	c->bytes += len;
+	if (len < c->smin)
+		c->smin = len;
+	if (len > c->smax)
+		c->smax = len;
+}
+
+/*
+ * Count the records of a batch read (len bytes in buf: "le32 length | SDU", each at a multiple
+ * of VMPI_BATCH_ALIGN), the first one only if !skip_first. Returns how many records the read
+ * held, or -1 if one runs past len (or 1..3 bytes are left where a header should be).
+ */
+static long count_records(const unsigned char *buf, size_t len, int skip_first, struct tally *c)
+{
+	size_t off = 0;
+	long recs = 0;
+
+	while (off < len) {
+		uint32_t le, sdu;
+
+		if (len - off < VMPI_HDR_LEN)
+			return -1;
+		memcpy(&le, buf + off, sizeof(le));
+		sdu = le32toh(le);
+		if (sdu > len - off - VMPI_HDR_LEN)
+			return -1;
+		if (recs++ || !skip_first)
+			tally_one(c, sdu);
+		off = (off + VMPI_HDR_LEN + sdu + VMPI_BATCH_ALIGN - 1) &
+		      ~(size_t)(VMPI_BATCH_ALIGN - 1);
+	}
+	return recs;
+}
+
 /*
  * The receive loop shared by recv and vmpi-recv: fd is non-blocking; rd() reads one
- * datagram/SDU into buf and returns its length, or -1 with errno.
+ * datagram/SDU into buf and returns its length, or -1 with errno. batch: each read returns
+ * batch-read records (count_records), all of them counted at the read's time.
  */
 static int receive(int fd, ssize_t (*rd)(int, void *, size_t), size_t cap, double duration,
-		   const char *what)
+		   const char *what, int batch)
 {
-	uint64_t n = 0, bytes = 0;
-	size_t smin = SIZE_MAX, smax = 0;
+	struct tally c = { .smin = SIZE_MAX };
+	uint64_t reads = 0;
 	double t0 = 0, tlast = 0, tend = 0;
 	const char *status = "ok";
-	char extra[64];
+	char extra[128];
 	int started = 0;
 	char *buf = malloc(cap ? cap : 1);
 
@@ -142,29 +193,36 @@ static int receive(int fd, ssize_t (*rd)(int, void *, size_t), size_t cap, doubl
 			continue;
 		}
 		t = perf_now();
+		if (started && t > tend)
+			break;
+		if (batch) {
+			/* The first record of the first read opens the window, it is not counted. */
+			if (count_records((const unsigned char *)buf, len, !started, &c) < 0) {
+				free(buf);
+				return fail("parse", EPROTO);
+			}
+			reads++;
+		} else if (started) {
+			tally_one(&c, len);
+		}
+		tlast = t;
 		if (!started) {
 			started = 1;
-			t0 = tlast = t;
+			t0 = t;
 			tend = t0 + duration;
-			continue;	/* the first arrival opens the window, it is not counted */
 		}
-		if (t > tend)
-			break;
-		n++;
-		bytes += len;
-		tlast = t;
-		if ((size_t)len < smin)
-			smin = len;
-		if ((size_t)len > smax)
-			smax = len;
 	}
 	if (stream_sdu) {
-		snprintf(extra, sizeof(extra), " reads=%" PRIu64, n);
-		n = bytes / stream_sdu;
+		snprintf(extra, sizeof(extra), " reads=%" PRIu64, c.n);
+		c.n = c.bytes / stream_sdu;
 	} else {
-		snprintf(extra, sizeof(extra), " size_min=%zu size_max=%zu", n ? smin : 0, smax);
+		int k = snprintf(extra, sizeof(extra), " size_min=%zu size_max=%zu",
+				 c.n ? c.smin : 0, c.smax);
+
+		if (batch)
+			snprintf(extra + k, sizeof(extra) - k, " reads=%" PRIu64, reads);
 	}
-	perf_result(what, "datagrams", "pps", n, bytes, started ? tend - t0 : 0, extra, status);
+	perf_result(what, "datagrams", "pps", c.n, c.bytes, started ? tend - t0 : 0, extra, status);
 	free(buf);
 	return started ? 0 : 2;
 }
@@ -213,7 +271,7 @@ static int do_recv(unsigned port, unsigned long duration_ms)
 		return 1;
 	snprintf(what, sizeof(what), "port=%u", port);
 	/* 65535: any datagram fits, whatever SIZE the sender uses. */
-	return receive(fd, udp_read, 65535, duration_ms / 1e3, what);
+	return receive(fd, udp_read, 65535, duration_ms / 1e3, what, 0);
 }
 
 static int do_vmpi_recv(const char *dev, uint32_t channel, unsigned long duration_ms)
@@ -222,10 +280,19 @@ static int do_vmpi_recv(const char *dev, uint32_t channel, unsigned long duratio
 	int fd = perf_vmpi_open(dev, &channel, O_NONBLOCK, &info, NULL);
 	char what[96];
 
+	size_t cap = info.max_sdu ? info.max_sdu : 65536;
+
 	if (fd < 0)
 		return 1;
+	if (batch_opt) {
+		uint32_t mode = VMPI_BATCH_READ;
+
+		if (ioctl(fd, VMPI_IOC_SET_BATCH, &mode) < 0)
+			return fail("ioctl", errno);
+		cap = batch_opt > VMPI_HDR_LEN + cap ? batch_opt : VMPI_HDR_LEN + cap;
+	}
 	snprintf(what, sizeof(what), "dev=%s channel=%" PRIu32, dev, channel);
-	return receive(fd, read, info.max_sdu ? info.max_sdu : 65536, duration_ms / 1e3, what);
+	return receive(fd, read, cap, duration_ms / 1e3, what, batch_opt != 0);
 }
 
 static int do_send(const char *addr, unsigned port, size_t size, unsigned long duration_ms)
@@ -278,8 +345,8 @@ static int do_vmpi_send(const char *dev, uint32_t channel, size_t size, unsigned
 	struct vmpi_info info;
 	int fd = perf_vmpi_open(dev, &channel, 0, &info, NULL);
 	size_t rec = (VMPI_HDR_LEN + size + VMPI_BATCH_ALIGN - 1) & ~(size_t)(VMPI_BATCH_ALIGN - 1);
-	unsigned int per = batch_records ? batch_records : 1;
-	size_t len = batch_records ? rec * per : size;
+	unsigned int per = batch_opt ? batch_opt : 1;
+	size_t len = batch_opt ? rec * per : size;
 	uint64_t n = 0;
 	double t0, deadline;
 	char what[96];
@@ -288,7 +355,7 @@ static int do_vmpi_send(const char *dev, uint32_t channel, size_t size, unsigned
 	if (fd < 0)
 		return 1;
 	snprintf(what, sizeof(what), "dev=%s channel=%" PRIu32 " size=%zu", dev, channel, size);
-	if (batch_records) {
+	if (batch_opt) {
 		uint32_t mode = VMPI_BATCH_WRITE;
 
 		if (ioctl(fd, VMPI_IOC_SET_BATCH, &mode) < 0)
@@ -298,13 +365,13 @@ static int do_vmpi_send(const char *dev, uint32_t channel, size_t size, unsigned
 	if (!buf)
 		return fail("malloc", ENOMEM);
 	for (unsigned int r = 0; r < per; r++) {
-		char *p = batch_records ? buf + r * rec : buf;
+		char *p = batch_opt ? buf + r * rec : buf;
 		uint32_t le = htole32((uint32_t)size);
 
-		if (batch_records)
+		if (batch_opt)
 			memcpy(p, &le, VMPI_HDR_LEN);
 		for (size_t i = 0; i < size; i++)
-			p[(batch_records ? VMPI_HDR_LEN : 0) + i] = (char)i;
+			p[(batch_opt ? VMPI_HDR_LEN : 0) + i] = (char)i;
 	}
 	signal(SIGTERM, on_signal);
 	signal(SIGINT, on_signal);
@@ -327,7 +394,7 @@ static int do_vmpi_send(const char *dev, uint32_t channel, size_t size, unsigned
 				}
 				return fail("write", errno);
 			}
-			if (!batch_records) {
+			if (!batch_opt) {
 				n++;
 				break;
 			}
@@ -396,7 +463,7 @@ static int do_stream_recv(const char *target, size_t size, unsigned long duratio
 	}
 	stream_sdu = size;
 	snprintf(what, sizeof(what), "target=%s size=%zu", target, size);
-	return receive(fd, read, size, duration_ms / 1e3, what);
+	return receive(fd, read, size, duration_ms / 1e3, what, 0);
 }
 
 static int do_stream_send(const char *target, size_t size, unsigned long duration_ms)
@@ -462,7 +529,7 @@ int main(int argc, char **argv)
 		PERF_OPT('t', "idle timeout", idle_ms),
 		PERF_OPT('r', "receive buffer size", rcvbuf),
 		PERF_OPT('b', "send buffer size", sndbuf),
-		PERF_OPT('B', "records per batch write", batch_records),
+		PERF_OPT('B', "batch size", batch_opt),
 	};
 	const char *mode;
 
