@@ -16,17 +16,11 @@ import { VmpiHost } from '../src/vmpi/host.js';
 import { SendResult, type VmpiDevice } from '../src/vmpi/device.js';
 import { Guest, guestExit, guestUnavailable, hostCondition } from './helpers/guest.js';
 import { parseResults } from './helpers/pattern.js';
+import { kernelTrouble } from './helpers/kernel-trouble.js';
 
 const unavailable = guestUnavailable();
 if (unavailable && process.env.CI) t.fail(`guest tests cannot run in CI: ${unavailable}`);
 
-const KERNEL_TROUBLE = /Oops|BUG[: ]|WARNING:|Call Trace|general protection|RIP: |kernel panic/i;
-/**
- * Boot-time lines that match KERNEL_TROUBLE without being trouble: "..MP-BIOS bug: 8254 timer not
- * connected to IO-APIC" is the IO-APIC timer check timing out when a TCG guest boots on a loaded
- * host (seen at load average 10+), nothing to do with the driver.
- */
-const NOT_TROUBLE = /MP-BIOS bug: 8254 timer not connected/;
 /** Sizes in sending order, cycled: unaligned ones next to each other, so padding matters. */
 const SIZES = [250, 0, 1, 2, 3, 5, 7, 1000, 4000, 3, 65536, 1, 100];
 const COUNT = 1300;
@@ -102,7 +96,7 @@ t.test('batch-read receiver counts every record, as the one-SDU-per-read receive
   t.ok(Number(small.reads) >= 1, `-B 64: ${small.datagrams} SDUs in ${small.reads} reads`);
 
   const k = await g.exec('dmesg');
-  const trouble = k.out.split('\n').filter((l) => KERNEL_TROUBLE.test(l) && !NOT_TROUBLE.test(l));
+  const trouble = kernelTrouble(k.out);
   t.same(trouble, [], 'no oops or warning in the guest kernel');
   if (trouble.length) t.comment(k.out);
   await g.exec('poweroff -f').catch(() => undefined);
