@@ -404,7 +404,7 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
         } else if (len > limit) {
           this.stats.drops.oversize++;
         } else {
-          this.txRecordBudget--;
+          this.txRecordBudget -= recordCost(len);
           chain.read(scratch, 0, 0, len);
           const channel = le32(scratch, 0);
           const handler = this.handlers.get(channel);
@@ -466,7 +466,7 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
       }
       // Moved on before the handler runs: what it does (pause, resume) sees the next record.
       this.txOff = Math.min(alignRecord(at + len), end);
-      this.txRecordBudget--;
+      this.txRecordBudget -= recordCost(len);
       const handler = this.handlers.get(channel);
       if (handler !== undefined) {
         this.stats.fromGuest.sdus++;
@@ -511,7 +511,7 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
       const at = off + PACKED_RECORD_HEADER_SIZE;
       if (len > this.maxSdu || len > end - at || !run.add(at, len)) return;
       this.txOff = Math.min(alignRecord(at + len), end);
-      this.txRecordBudget--;
+      this.txRecordBudget -= recordCost(len);
     }
   }
 
@@ -711,8 +711,20 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
 const TX_CHAIN_BUDGET = 256;
 /** SDUs in one batch to a batch handler at most (a 64 KiB chain of empty records has 8192). */
 const TX_RUN_MAX = 1024;
-/** Frames (packed: records) delivered per turn before it yields; a packed chain may stop mid-way. */
+/**
+ * Frames (packed: records) delivered per turn before it yields; a packed chain may stop mid-way.
+ * A frame costs 1 + one per RECORD_COST_BYTES of its SDU (recordCost): 4096 small SDUs per turn,
+ * or about 512 KiB of large ones (8 of 64 KiB), so that a guest writing large SDUs as fast as its
+ * ring lets it does not hand the IPC process many MiB in one turn (more than any flow's receive
+ * budget: dropped) before the consumers (the IPC daemon's sockets) get a turn (issue #15).
+ */
 const TX_RECORD_BUDGET = 4096;
+const RECORD_COST_BYTES = 128;
+
+/** What one frame of `len` bytes takes from the turn's budget. */
+function recordCost(len: number): number {
+  return 1 + Math.floor(len / RECORD_COST_BYTES);
+}
 
 /**
  * The le32 at `off` of `b` as an unsigned number (0..2^32-1). Not `a | b << 24`: `|` works on
