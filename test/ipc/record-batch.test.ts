@@ -136,7 +136,7 @@ t.test('readRecords: a malformed packed record is bad after the SDUs before it; 
   t.match(bads, [/unknown record tag 2/], 'a sink without packs(): a hello is a bad record (as in an older reader)');
 });
 
-t.test('sizeFlowSocket: a flow of 64 KiB SDUs holds 16 max-SDU records, not the 4 of the default buffer (no wait for writable every few SDUs)', async (t) => {
+t.test('sizeFlowSocket: a flow of 64 KiB SDUs holds 12 or more max-SDU records, not the 4 of the default buffer (no wait for writable every few SDUs)', async (t) => {
   const [a, b] = native.socketpairSeqpacket();
   t.teardown(() => {
     native.close(a);
@@ -146,5 +146,5 @@ t.test('sizeFlowSocket: a flow of 64 KiB SDUs holds 16 max-SDU records, not the 
   const sdu = new Uint8Array(65536).fill(7);
   let sent = 0;
   while (sent < 64 && writeRecord(a, sdu) === 'sent') sent++;
-  t.ok(sent >= 16, `${sent} records of 64 KiB in the socket before it is full`);
+  t.ok(sent >= 12, `${sent} records of 64 KiB in the socket before it is full`);
 });

@@ -65,7 +65,7 @@ const DEFAULT_RECORD_ROOM = 128 * 1024;
  */
 export function sizeFlowSocket(fd: number, maxSdu: number): boolean {
   const record = maxSdu + 1;
-  // Room for FLOW_RECORDS_IN_FLIGHT max-SDU records (at most FLOW_SOCKET_MAX_BYTES): with the
+  // Room for FLOW_RECORDS_IN_FLIGHT max-SDU records, at most FLOW_SOCKET_MAX_BYTES (the kernel doubles both): with the
   // default buffer (208 KiB) a flow of 64 KiB SDUs holds 3, and its writer meets a full socket
   // (EAGAIN, a wait for writable, a wakeup) every 3 SDUs (issue #15). Best effort: unprivileged,
   // the kernel caps it at net.core.wmem_max.
@@ -77,9 +77,9 @@ export function sizeFlowSocket(fd: number, maxSdu: number): boolean {
 }
 
 /** Max-SDU records a flow socket should hold (sizeFlowSocket). */
-const FLOW_RECORDS_IN_FLIGHT = 16;
+const FLOW_RECORDS_IN_FLIGHT = 8;
 /** What sizeFlowSocket asks for at most (the kernel doubles it). */
-const FLOW_SOCKET_MAX_BYTES = 1024 * 1024;
+const FLOW_SOCKET_MAX_BYTES = 512 * 1024;
 
 export type ReadRecordResult =
   | { kind: 'sdu'; sdu: Uint8Array }
