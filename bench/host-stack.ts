@@ -8,13 +8,19 @@
  *                              the full stack runs, and the other way round)
  *   guest      (child)         the test front-end (test/frontend) as QEMU and the guest driver:
  *                              memfd guest memory, split rings, a VmpiPort over them (FrontendPort
- *                              below: le32 channel + SDU per chain, like guest-driver/vmpi.c),
+ *                              below: it takes VMPI_F_TX_PACKED and VMPI_F_RX_PACKED, as
+ *                              guest-driver/vmpi.c does, so SDUs travel as records packed many to
+ *                              a chain both ways, and a chain's run of records of one channel
+ *                              reaches the guest IPC process as one batch; HOSTSTACK_PACKED=0: one
+ *                              frame, le32 channel + SDU, per chain, the driver without them),
  *                              a guest-role ShimHvIpcp on that port, and the guest application
  *                              on the IPC API in process (in a real guest the application holds
  *                              the channel's file; here it is a Flow of the guest IPC process);
  *                              also the raw loopback's front-end (bench/common/loopback.ts)
  *   host app   (child)         an application on the IPC client library (IpcClient) over the
- *                              daemon's Unix socket, one SOCK_SEQPACKET record per SDU
+ *                              daemon's Unix socket: SOCK_SEQPACKET records, small SDUs packed many
+ *                              to a record both ways (record.ts RECORD_SDUS), many records per
+ *                              sendmmsg/recvmmsg
  * The guest allocates one flow to the host application; every measurement runs on it.
  *
  * Per size (64, 256, 1500, 4000, 65536 B) and repeat, in this order:
@@ -33,7 +39,10 @@
  * windows the receiver is left to go quiet, so nothing of one window counts in the next.
  * The ratio column is full-stack SDUs/s ÷ raw round trips/s (a raw round trip crosses both rings
  * once, as an rtt round trip does; g2h and h2g cross one ring per SDU, so against the raw rate
- * they are the generous comparison). Medians of BENCH_REPEATS (default 5) with min and max.
+ * they are the generous comparison). The raw loopback (bench:datapath's, unchanged) moves one
+ * SDU per chain each way: it has no packed formats, so with the default HOSTSTACK_PACKED=1 the full
+ * stack rides on fewer ring operations per SDU than the raw loopback does (what a real guest with
+ * the current driver gets); HOSTSTACK_PACKED=0 is the like-for-like ring comparison. Medians of BENCH_REPEATS (default 5) with min and max.
  *
  * Environment: BENCH_REPEATS (5), HOSTSTACK_SECONDS (1, per window), HOSTSTACK_SIZES
  * (64,256,1500,4000,65536), HOSTSTACK_QUEUE_SIZE (256, both benches), HOSTSTACK_WINDOW (256, rtt),
