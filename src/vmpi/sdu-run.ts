@@ -1,12 +1,15 @@
 /**
  * sdu-run.ts — the PortSduBatch (port.ts) the VMPI ports hand to batch handlers: offsets and
  * lengths into the port's receive buffer, reused for every batch (no allocation per SDU or per
- * batch), with one view per SDU only for whoever asks for it (sdu(i)).
+ * batch); a view per SDU only for whoever asks for it (sdu(i)), from the buffer's reused views
+ * (sdu-views.ts), as the one-SDU handlers get theirs.
  */
 import type { PortSduBatch } from './port.js';
+import { SduViews } from './sdu-views.js';
 
 export class SduRun implements PortSduBatch {
-  buffer: Uint8Array;
+  readonly buffer: Uint8Array;
+  private readonly views: SduViews;
   count = 0;
   bytes = 0;
   readonly offsets: Uint32Array;
@@ -18,6 +21,7 @@ export class SduRun implements PortSduBatch {
     readonly capacity: number,
   ) {
     this.buffer = buffer;
+    this.views = new SduViews(buffer);
     this.offsets = new Uint32Array(capacity);
     this.lengths = new Uint32Array(capacity);
   }
@@ -32,7 +36,7 @@ export class SduRun implements PortSduBatch {
 
   sdu(i: number): Uint8Array {
     const at = this.offsets[i]!;
-    return this.buffer.subarray(at, at + this.lengths[i]!);
+    return this.views.view(at, at + this.lengths[i]!);
   }
 
   /** Start a new batch. */
