@@ -8,13 +8,19 @@
  *                              the full stack runs, and the other way round)
  *   guest      (child)         the test front-end (test/frontend) as QEMU and the guest driver:
  *                              memfd guest memory, split rings, a VmpiPort over them (FrontendPort
- *                              below: le32 channel + SDU per chain, like guest-driver/vmpi.c),
+ *                              below: it takes VMPI_F_TX_PACKED and VMPI_F_RX_PACKED, as
+ *                              guest-driver/vmpi.c does, so SDUs travel as records packed many to
+ *                              a chain both ways, and a chain's run of records of one channel
+ *                              reaches the guest IPC process as one batch; HOSTSTACK_PACKED=0: one
+ *                              frame, le32 channel + SDU, per chain, the driver without them),
  *                              a guest-role ShimHvIpcp on that port, and the guest application
  *                              on the IPC API in process (in a real guest the application holds
  *                              the channel's file; here it is a Flow of the guest IPC process);
  *                              also the raw loopback's front-end (bench/common/loopback.ts)
  *   host app   (child)         an application on the IPC client library (IpcClient) over the
- *                              daemon's Unix socket, one SOCK_SEQPACKET record per SDU
+ *                              daemon's Unix socket: SOCK_SEQPACKET records, small SDUs packed many
+ *                              to a record both ways (record.ts RECORD_SDUS), many records per
+ *                              sendmmsg/recvmmsg
  * The guest allocates one flow to the host application; every measurement runs on it.
  *
  * Per size (64, 256, 1500, 4000, 65536 B) and repeat, in this order:
@@ -33,7 +39,10 @@
  * windows the receiver is left to go quiet, so nothing of one window counts in the next.
  * The ratio column is full-stack SDUs/s ÷ raw round trips/s (a raw round trip crosses both rings
  * once, as an rtt round trip does; g2h and h2g cross one ring per SDU, so against the raw rate
- * they are the generous comparison). Medians of BENCH_REPEATS (default 5) with min and max.
+ * they are the generous comparison). The raw loopback (bench:datapath's, unchanged) moves one
+ * SDU per chain each way: it has no packed formats, so with the default HOSTSTACK_PACKED=1 the full
+ * stack rides on fewer ring operations per SDU than the raw loopback does (what a real guest with
+ * the current driver gets); HOSTSTACK_PACKED=0 is the like-for-like ring comparison. Medians of BENCH_REPEATS (default 5) with min and max.
  *
  * Environment: BENCH_REPEATS (5), HOSTSTACK_SECONDS (1, per window), HOSTSTACK_SIZES
  * (64,256,1500,4000,65536), HOSTSTACK_QUEUE_SIZE (256, both benches), HOSTSTACK_WINDOW (256, rtt),
@@ -49,8 +58,10 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setLogLevel } from '../src/sys/log.js';
 import { VhostUserServer } from '../src/vhost-user/server.js';
-import { FRAME_HEADER_SIZE, VmpiDevice } from '../src/vmpi/device.js';
-import { SendResult, type SduHandler, type VmpiPort, type VmpiPortEvents } from '../src/vmpi/port.js';
+import { FRAME_HEADER_SIZE, PACKED_RECORD_HEADER_SIZE, VMPI_F_RX_PACKED, VMPI_F_TX_PACKED, VmpiDevice } from '../src/vmpi/device.js';
+import { SendResult, type SduBatchHandler, type SduHandler, type VmpiPort, type VmpiPortEvents } from '../src/vmpi/port.js';
+import { SduRun } from '../src/vmpi/sdu-run.js';
+import { VirtioFeature, bit, hasBit } from '../src/vhost-user/protocol.js';
 import { ShimHvIpcp } from '../src/dif/shim-hv/ipcp.js';
 import { IpcDaemon } from '../src/dif/ipc/daemon.js';
 import { IpcClient } from '../src/dif/ipc/client.js';
@@ -86,6 +97,8 @@ interface Options {
   window: number;
   /** Which series run (HOSTSTACK_SERIES, default all): e.g. only rtt for a profile. */
   series: SeriesKey[];
+  /** The guest side takes VMPI_F_TX_PACKED and VMPI_F_RX_PACKED (HOSTSTACK_PACKED, default 1). */
+  packed: boolean;
 }
 
 function envNumber(name: string, dflt: number): number {
@@ -106,6 +119,7 @@ function options(): Options {
     queueSize: Math.round(envNumber('HOSTSTACK_QUEUE_SIZE', 256)),
     window: Math.round(envNumber('HOSTSTACK_WINDOW', 256)),
     series: (process.env.HOSTSTACK_SERIES ?? SERIES.join(',')).split(',') as SeriesKey[],
+    packed: process.env.HOSTSTACK_PACKED !== '0',
   };
   if (o.series.some((k) => !SERIES.includes(k))) throw new Error(`HOSTSTACK_SERIES: a comma-separated subset of ${SERIES.join(',')}`);
   if (o.seconds > 60) throw new Error('HOSTSTACK_SECONDS must be at most 60');
@@ -353,38 +367,51 @@ function flowCommands(end: () => FlowEnd): Handlers {
 // Guest (child): the front-end as the VMPI guest driver, a guest shim IPC process on it
 
 /**
- * A VmpiPort over the front-end's two rings, doing what the guest driver does: send() copies
- * the frame (le32 channel + SDU) into a free tx buffer (Full when none: 'drain' once the device
- * returned some), received frames go to the channel's handler straight from guest memory (valid
- * during the call) and their buffer is posted again. Publishing (and the kick decision) happens
- * once per burst, after the current task.
+ * A VmpiPort over the front-end's two rings, doing what the guest driver does. With the packed
+ * formats (the default, HOSTSTACK_PACKED=1: the driver takes VMPI_F_TX_PACKED and
+ * VMPI_F_RX_PACKED, as guest-driver/vmpi.c does, docs/DEVICE.md): send() appends a record
+ * (le32 channel | le32 length | SDU, 8-aligned) to the open tx buffer, a new one when it does not
+ * fit (Full when none is free: 'drain' once the device returned some); the open buffer goes on the
+ * ring at the end of the burst (a microtask), with the publish and the kick decision. Received rx
+ * chains are parsed into their records, and the consecutive records of one channel go to its batch
+ * handler in one call (bindBatch, as the guest port's batched read), straight from guest memory
+ * (valid during the call), then the buffer is posted again. HOSTSTACK_PACKED=0: one frame (le32
+ * channel + SDU) per chain both ways, the old driver.
  */
 class FrontendPort extends EventEmitter<VmpiPortEvents> implements VmpiPort {
   readonly vmpiId = VMPI_ID;
   readonly maxSdu: number;
   readonly isUp = true;
   private readonly handlers = new Map<number, SduHandler>();
+  private readonly batchHandlers = new Map<number, SduBatchHandler>();
   private readonly bytes: Uint8Array;
+  private readonly run: SduRun;
   private readonly txSlots: Float64Array;
   private readonly rxSlots: Float64Array;
   private readonly txFree: Int32Array;
   private txFreeTop = 0;
   private readonly slotBytes: number;
+  /** Packed tx: the tx slot being filled (-1: none) and its bytes so far. */
+  private txOpen = -1;
+  private txOpenLen = 0;
   private refused = false;
   private publishDue = false;
   private pumping = false;
-  readonly stats = { sent: 0, received: 0, unbound: 0, refused: 0 };
+  readonly stats = { sent: 0, received: 0, unbound: 0, refused: 0, txChains: 0, rxChains: 0 };
 
   constructor(
     mem: GuestMemoryImage,
     private readonly rx: DriverQueue,
     private readonly tx: DriverQueue,
     maxSdu: number,
+    readonly txPacked: boolean,
+    readonly rxPacked: boolean,
   ) {
     super();
     this.maxSdu = maxSdu;
-    this.slotBytes = Math.ceil((FRAME_HEADER_SIZE + maxSdu) / 64) * 64;
+    this.slotBytes = Math.ceil((PACKED_RECORD_HEADER_SIZE + maxSdu) / 64) * 64;
     this.bytes = mem.regions[0]!.bytes;
+    this.run = new SduRun(this.bytes, 1024);
     const qs = tx.size;
     this.txSlots = new Float64Array(qs);
     this.rxSlots = new Float64Array(rx.size);
@@ -401,34 +428,70 @@ class FrontendPort extends EventEmitter<VmpiPortEvents> implements VmpiPort {
   }
 
   bind(channel: number, handler: SduHandler): void {
+    this.batchHandlers.delete(channel);
     this.handlers.set(channel, handler);
+  }
+
+  bindBatch(channel: number, handler: SduBatchHandler): void {
+    this.handlers.delete(channel);
+    this.batchHandlers.set(channel, handler);
   }
 
   unbind(channel: number): void {
     this.handlers.delete(channel);
+    this.batchHandlers.delete(channel);
   }
 
   send(channel: number, sdu: Uint8Array): SendResult {
-    if (sdu.byteLength > this.maxSdu) throw new Error(`SDU of ${sdu.byteLength} bytes exceeds ${this.maxSdu}`);
+    const len = sdu.byteLength;
+    if (len > this.maxSdu) throw new Error(`SDU of ${len} bytes exceeds ${this.maxSdu}`);
+    const b = this.bytes;
+    if (this.txPacked) {
+      let at = (this.txOpenLen + 7) & ~7;
+      if (this.txOpen >= 0 && at + PACKED_RECORD_HEADER_SIZE + len > this.slotBytes) this.closeTx();
+      if (this.txOpen < 0) {
+        if (!this.takeTxSlot()) return SendResult.Full;
+        at = 0;
+      }
+      const off = this.txSlots[this.txOpen]! + at; // one region at guest address 0: offset = address
+      putLe32(b, off, channel);
+      putLe32(b, off + 4, len);
+      b.set(sdu, off + PACKED_RECORD_HEADER_SIZE);
+      this.txOpenLen = at + PACKED_RECORD_HEADER_SIZE + len;
+    } else {
+      if (!this.takeTxSlot()) return SendResult.Full;
+      const off = this.txSlots[this.txOpen]!;
+      putLe32(b, off, channel);
+      b.set(sdu, off + FRAME_HEADER_SIZE);
+      this.txOpenLen = FRAME_HEADER_SIZE + len;
+      this.closeTx();
+    }
+    this.stats.sent++;
+    this.schedulePublish();
+    return SendResult.Sent;
+  }
+
+  /** A free tx buffer becomes the open one; false (refused, 'drain' later) when none is. */
+  private takeTxSlot(): boolean {
     if (this.txFreeTop === 0) this.tx.harvest(this.onTx);
     if (this.txFreeTop === 0) {
       this.refused = true;
       this.stats.refused++;
       this.schedulePublish();
-      return SendResult.Full;
+      return false;
     }
-    const slot = this.txFree[--this.txFreeTop]!;
-    const off = this.txSlots[slot]!; // one region at guest address 0: offset = address
-    const b = this.bytes;
-    b[off] = channel & 0xff;
-    b[off + 1] = (channel >>> 8) & 0xff;
-    b[off + 2] = (channel >>> 16) & 0xff;
-    b[off + 3] = channel >>> 24;
-    b.set(sdu, off + FRAME_HEADER_SIZE);
-    this.tx.addBuffer(off, FRAME_HEADER_SIZE + sdu.byteLength, false, slot);
-    this.stats.sent++;
-    this.schedulePublish();
-    return SendResult.Sent;
+    this.txOpen = this.txFree[--this.txFreeTop]!;
+    this.txOpenLen = 0;
+    return true;
+  }
+
+  /** The open tx buffer goes on the ring (published with the burst). */
+  private closeTx(): void {
+    const slot = this.txOpen;
+    if (slot < 0) return;
+    this.txOpen = -1;
+    this.tx.addBuffer(this.txSlots[slot]!, this.txOpenLen, false, slot);
+    this.stats.txChains++;
   }
 
   private schedulePublish(): void {
@@ -439,6 +502,7 @@ class FrontendPort extends EventEmitter<VmpiPortEvents> implements VmpiPort {
 
   private readonly publishNow = (): void => {
     this.publishDue = false;
+    this.closeTx();
     this.tx.publish();
   };
 
@@ -446,17 +510,58 @@ class FrontendPort extends EventEmitter<VmpiPortEvents> implements VmpiPort {
     this.txFree[this.txFreeTop++] = token;
   };
 
+  /** One SDU at b[at, at + len) of `channel` to its handler (a batch handler: a run, see onRx). */
+  private deliverOne(channel: number, at: number, len: number): void {
+    const h = this.handlers.get(channel);
+    if (h) {
+      this.stats.received++;
+      h(this.bytes.subarray(at, at + len), channel);
+      return;
+    }
+    const bh = this.batchHandlers.get(channel);
+    if (!bh) {
+      this.stats.unbound++;
+      return;
+    }
+    const run = this.run;
+    run.clear();
+    run.add(at, len);
+    this.stats.received++;
+    bh(run, channel);
+  }
+
   private readonly onRx = (token: number, len: number): void => {
     const off = this.rxSlots[token]!;
     const b = this.bytes;
-    if (len >= FRAME_HEADER_SIZE) {
-      const channel = (b[off]! | (b[off + 1]! << 8) | (b[off + 2]! << 16)) + b[off + 3]! * 0x1000000;
-      const h = this.handlers.get(channel);
-      if (h) {
-        this.stats.received++;
-        h(b.subarray(off + FRAME_HEADER_SIZE, off + len), channel);
-      } else {
-        this.stats.unbound++;
+    this.stats.rxChains++;
+    if (!this.rxPacked) {
+      if (len >= FRAME_HEADER_SIZE) this.deliverOne(le32(b, off), off + FRAME_HEADER_SIZE, len - FRAME_HEADER_SIZE);
+    } else {
+      // Records; a run of one channel's records to its batch handler in one call.
+      const end = off + len;
+      let p = off;
+      while (p + PACKED_RECORD_HEADER_SIZE <= end) {
+        const channel = le32(b, p);
+        const l = le32(b, p + 4);
+        const at = p + PACKED_RECORD_HEADER_SIZE;
+        if (at + l > end) break; // malformed: the rest of the chain is dropped
+        p = (at + l + 7) & ~7;
+        const bh = this.batchHandlers.get(channel);
+        if (bh === undefined) {
+          this.deliverOne(channel, at, l);
+          continue;
+        }
+        const run = this.run;
+        run.clear();
+        run.add(at, l);
+        while (p + PACKED_RECORD_HEADER_SIZE <= end && le32(b, p) === channel) {
+          const l2 = le32(b, p + 4);
+          const at2 = p + PACKED_RECORD_HEADER_SIZE;
+          if (at2 + l2 > end || !run.add(at2, l2)) break;
+          p = (at2 + l2 + 7) & ~7;
+        }
+        this.stats.received += run.count;
+        bh(run, channel);
       }
     }
     this.rx.addBuffer(off, this.slotBytes, true, token);
@@ -483,16 +588,29 @@ class FrontendPort extends EventEmitter<VmpiPortEvents> implements VmpiPort {
   };
 }
 
+function le32(b: Uint8Array, off: number): number {
+  return (b[off]! | (b[off + 1]! << 8) | (b[off + 2]! << 16)) + b[off + 3]! * 0x1000000;
+}
+
+function putLe32(b: Uint8Array, off: number, v: number): void {
+  b[off] = v & 0xff;
+  b[off + 1] = (v >>> 8) & 0xff;
+  b[off + 2] = (v >>> 16) & 0xff;
+  b[off + 3] = v >>> 24;
+}
+
 async function runGuest(loopbackPath: string, vmpiPath: string, o: Options): Promise<void> {
   const maxSize = Math.max(...o.sizes);
   const loop = await LoopbackFrontend.connect(loopbackPath, maxSize, o.queueSize);
 
   const maxSdu = 65536;
-  const slot = Math.ceil((FRAME_HEADER_SIZE + maxSdu) / 64) * 64;
+  const slot = Math.ceil((PACKED_RECORD_HEADER_SIZE + maxSdu) / 64) * 64;
   const mem = new GuestMemoryImage(2 * o.queueSize * slot + 8 * 1024 * 1024, 'vmpi-bench-host-stack');
   const fe = new VhostUserFrontend(vmpiPath, { timeoutMs: 5000 });
-  const hs = await fe.handshake({ memory: mem, queues: [{ index: RXQ, size: o.queueSize }, { index: TXQ, size: o.queueSize }] });
-  const port = new FrontendPort(mem, hs.queues[RXQ]!, hs.queues[TXQ]!, maxSdu);
+  const features =
+    bit(VirtioFeature.VERSION_1) | bit(VirtioFeature.RING_EVENT_IDX) | bit(VirtioFeature.RING_INDIRECT_DESC) | (o.packed ? bit(VMPI_F_RX_PACKED) | bit(VMPI_F_TX_PACKED) : 0n);
+  const hs = await fe.handshake({ memory: mem, features, queues: [{ index: RXQ, size: o.queueSize }, { index: TXQ, size: o.queueSize }] });
+  const port = new FrontendPort(mem, hs.queues[RXQ]!, hs.queues[TXQ]!, maxSdu, hasBit(fe.features, VMPI_F_TX_PACKED), hasBit(fe.features, VMPI_F_RX_PACKED));
   const ipcp = new ShimHvIpcp({ port, role: 'guest' });
   let end: FlowEnd | null = null;
   serveCommands({
@@ -596,7 +714,7 @@ async function main(): Promise<void> {
   const perWindow = o.seconds + 0.2 + 0.5;
   const estimate = Math.ceil(o.repeats * o.sizes.length * o.series.length * perWindow + 5);
   console.log(
-    `vmpi host-stack benchmark: ${o.sizes.length} sizes × ${o.series.length} series (${o.series.join(', ')}) × ${o.repeats} repeats, ${o.seconds} s windows, queue size ${o.queueSize}, rtt window ${o.window} (~${estimate} s)`,
+    `vmpi host-stack benchmark: ${o.sizes.length} sizes × ${o.series.length} series (${o.series.join(', ')}) × ${o.repeats} repeats, ${o.seconds} s windows, queue size ${o.queueSize}, rtt window ${o.window}, guest ${o.packed ? 'packed tx + rx records (VMPI_F_TX_PACKED, VMPI_F_RX_PACKED)' : 'one frame per chain'} (~${estimate} s)`,
   );
   console.log(`load average at start: ${load0.map((x) => x.toFixed(2)).join(' ')} on ${cpus().length} CPUs`);
 

@@ -16,8 +16,9 @@
  *
  * Packed tx (VMPI_F_TX_PACKED, docs/DEVICE.md): every guest → host chain carries records in the
  * same format, up to the chain's length. receiveFromGuest() reads a chain into one scratch buffer
- * and hands its records to the channel handlers in order; a malformed record ends the chain (the
- * records before it are delivered). A handler that pauses the device (or the per-turn budget)
+ * and hands its records to the channel handlers in order (a channel bound with bindBatch() gets
+ * its consecutive records in one call: one batch, no call or view per SDU); a malformed record
+ * ends the chain (the records before it are delivered). A handler that pauses the device (or the per-turn budget)
  * stops it mid-chain: the rest waits in the scratch buffer, the chain is not returned (the guest's
  * ring stays full), and delivery goes on from that record on resume, before any later chain.
  * A queue stop does not return it either; snapshot()/restore() carry its undelivered records to a
@@ -36,12 +37,13 @@ import { SUPPORTED_PROTOCOL_FEATURES, VirtioFeature, bit, hasBit } from '../vhos
 import { DescChain } from '../vhost-user/virtqueue.js';
 import { SendBacklog, type BacklogCounters } from './backlog.js';
 import { SduViews } from './sdu-views.js';
-import { SendResult, badChannelMessage, isChannelId, type DirectionStats, type SduHandler, type VmpiPort } from './port.js';
+import { SendResult, badChannelMessage, isChannelId, type DirectionStats, type SduBatchHandler, type SduHandler, type VmpiPort } from './port.js';
+import { SduRun } from './sdu-run.js';
 import { DEFAULT_SDU_LOG2, GPIO_CARRIER, MAX_SDU_LOG2, MIN_SDU_LOG2, encodeVmpiConfig, type CarrierProfile } from './carrier.js';
 
 // The shared VMPI API names live in port.ts; re-exported for the users of the host device.
 export { CONTROL_CHANNEL, MAX_CHANNEL, SendResult } from './port.js';
-export type { DirectionStats, SduHandler } from './port.js';
+export type { DirectionStats, PortSduBatch, SduBatchHandler, SduHandler } from './port.js';
 
 /** Bytes in front of every SDU: the le32 channel id. */
 export const FRAME_HEADER_SIZE = 4;
@@ -147,6 +149,10 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
 
   private readonly config: Uint8Array;
   private readonly handlers = new Map<number, SduHandler>();
+  /** Channels bound with bindBatch(): a packed chain's consecutive records of one go in one call. */
+  private readonly batchHandlers = new Map<number, SduBatchHandler>();
+  /** The batch handed to them (over txScratch; reused). */
+  private txRun: SduRun | null = null;
   private rx: ReadyQueue | null = null;
   private tx: ReadyQueue | null = null;
   private readonly rxChain = new DescChain();
@@ -218,15 +224,28 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
   /** Receive SDUs arriving on `channel` with `handler` (replaces any previous one). */
   bind(channel: number, handler: SduHandler): void {
     checkChannel(channel);
+    this.batchHandlers.delete(channel);
     this.handlers.set(channel, handler);
+  }
+
+  /**
+   * Receive SDUs arriving on `channel` in batches (port.ts bindBatch): the consecutive records of
+   * `channel` in one packed tx chain come in one call (a chain of one frame: a batch of one).
+   * Replaces any previous handler of the channel.
+   */
+  bindBatch(channel: number, handler: SduBatchHandler): void {
+    checkChannel(channel);
+    this.handlers.delete(channel);
+    this.batchHandlers.set(channel, handler);
   }
 
   unbind(channel: number): void {
     this.handlers.delete(channel);
+    this.batchHandlers.delete(channel);
   }
 
   isBound(channel: number): boolean {
-    return this.handlers.has(channel);
+    return this.handlers.has(channel) || this.batchHandlers.has(channel);
   }
 
   /** Send one SDU to the guest on `channel`. See SendResult; throws on a bad channel or an SDU over the limit. */
@@ -385,16 +404,23 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
         } else if (len > limit) {
           this.stats.drops.oversize++;
         } else {
-          this.txRecordBudget--;
+          this.txRecordBudget -= recordCost(len);
           chain.read(scratch, 0, 0, len);
           const channel = le32(scratch, 0);
           const handler = this.handlers.get(channel);
-          if (handler === undefined) {
-            this.stats.drops.unbound_channel++;
-          } else {
+          const batchHandler = handler === undefined ? this.batchHandlers.get(channel) : undefined;
+          if (handler !== undefined) {
             this.stats.fromGuest.sdus++;
             this.stats.fromGuest.bytes += len - FRAME_HEADER_SIZE;
             handler(views.view(FRAME_HEADER_SIZE, len), channel);
+          } else if (batchHandler !== undefined) {
+            this.stats.fromGuest.sdus++;
+            this.stats.fromGuest.bytes += len - FRAME_HEADER_SIZE;
+            const run = this.runOver(scratch);
+            run.add(FRAME_HEADER_SIZE, len - FRAME_HEADER_SIZE);
+            batchHandler(run, channel);
+          } else {
+            this.stats.drops.unbound_channel++;
           }
         }
         vq.pushUsed(chain.head, 0);
@@ -440,15 +466,52 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
       }
       // Moved on before the handler runs: what it does (pause, resume) sees the next record.
       this.txOff = Math.min(alignRecord(at + len), end);
-      this.txRecordBudget--;
+      this.txRecordBudget -= recordCost(len);
       const handler = this.handlers.get(channel);
-      if (handler === undefined) {
-        this.stats.drops.unbound_channel++;
-      } else {
+      if (handler !== undefined) {
         this.stats.fromGuest.sdus++;
         this.stats.fromGuest.bytes += len;
         handler(views.view(at, at + len), channel);
+        continue;
       }
+      const batchHandler = this.batchHandlers.get(channel);
+      if (batchHandler === undefined) {
+        this.stats.drops.unbound_channel++;
+        continue;
+      }
+      const run = this.runOver(s);
+      run.add(at, len);
+      this.takeRun(run, channel);
+      this.stats.fromGuest.sdus += run.count;
+      this.stats.fromGuest.bytes += run.bytes;
+      batchHandler(run, channel);
+    }
+  }
+
+  /** The batch for batch handlers, emptied, over `buffer` (txScratch). */
+  private runOver(buffer: Uint8Array): SduRun {
+    let run = this.txRun;
+    if (run === null || run.buffer !== buffer) run = this.txRun = new SduRun(buffer, TX_RUN_MAX);
+    run.clear();
+    return run;
+  }
+
+  /**
+   * Add to `run` the well-formed records of `channel` that follow at txOff, within the turn's
+   * record budget, moving txOff past each (so the handler, as for one SDU, sees the next record):
+   * the first record of another channel, a malformed one or the chain's end stops it.
+   */
+  private takeRun(run: SduRun, channel: number): void {
+    const s = run.buffer;
+    const end = this.txEnd;
+    while (this.txRecordBudget > 0 && this.txOff < end && end - this.txOff >= PACKED_RECORD_HEADER_SIZE) {
+      const off = this.txOff;
+      if (le32(s, off) !== channel) return;
+      const len = le32(s, off + 4);
+      const at = off + PACKED_RECORD_HEADER_SIZE;
+      if (len > this.maxSdu || len > end - at || !run.add(at, len)) return;
+      this.txOff = Math.min(alignRecord(at + len), end);
+      this.txRecordBudget -= recordCost(len);
     }
   }
 
@@ -646,8 +709,22 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
 
 /** Guest → host chains taken per receiveFromGuest() turn before it yields to the event loop. */
 const TX_CHAIN_BUDGET = 256;
-/** Frames (packed: records) delivered per turn before it yields; a packed chain may stop mid-way. */
+/** SDUs in one batch to a batch handler at most (a 64 KiB chain of empty records has 8192). */
+const TX_RUN_MAX = 1024;
+/**
+ * Frames (packed: records) delivered per turn before it yields; a packed chain may stop mid-way.
+ * A frame costs 1 + one per RECORD_COST_BYTES of its SDU (recordCost): 4096 small SDUs per turn,
+ * or about 512 KiB of large ones (8 of 64 KiB), so that a guest writing large SDUs as fast as its
+ * ring lets it does not hand the IPC process many MiB in one turn (more than any flow's receive
+ * budget: dropped) before the consumers (the IPC daemon's sockets) get a turn (issue #15).
+ */
 const TX_RECORD_BUDGET = 4096;
+const RECORD_COST_BYTES = 128;
+
+/** What one frame of `len` bytes takes from the turn's budget. */
+function recordCost(len: number): number {
+  return 1 + Math.floor(len / RECORD_COST_BYTES);
+}
 
 /**
  * The le32 at `off` of `b` as an unsigned number (0..2^32-1). Not `a | b << 24`: `|` works on

@@ -39,6 +39,27 @@ export const enum SendResult {
 /** Receives one SDU. The bytes are valid only during the call: copy them to keep them. */
 export type SduHandler = (sdu: Uint8Array, channel: number) => void;
 
+/**
+ * Many SDUs of one channel received together (a packed tx chain's run of records of that channel
+ * on the host; a batched read in the guest): SDU i is buffer[offset(i), offset(i) + length(i)), in
+ * arrival order. The same shape as the DIF's SduBatch (dif/api.ts), so a shim IPC process hands
+ * it to its flow's deliverBatch() as it is. Valid only during the call; the object is reused.
+ */
+export interface PortSduBatch {
+  /** SDUs in the batch (≥ 1). */
+  readonly count: number;
+  /** Their bytes, in total. */
+  readonly bytes: number;
+  readonly buffer: Uint8Array;
+  offset(i: number): number;
+  length(i: number): number;
+  /** SDU i as a view of `buffer`. */
+  sdu(i: number): Uint8Array;
+}
+
+/** Receives the SDUs of one channel received together (valid only during the call). */
+export type SduBatchHandler = (batch: PortSduBatch, channel: number) => void;
+
 /** SDUs and bytes moved in one direction. */
 export interface DirectionStats {
   sdus: number;
@@ -80,6 +101,12 @@ export interface VmpiPort extends EventEmitter<VmpiPortEvents> {
   readonly isUp: boolean;
   /** Deliver SDUs arriving on `channel` to `handler` (bytes valid only during the call). */
   bind(channel: number, handler: SduHandler): void;
+  /**
+   * Optional: like bind(), but SDUs of `channel` that arrive together (consecutive records of one
+   * packed chain, one batched read) come in one call. Replaces a bind() of the channel and the
+   * other way round; unbind() ends either. A port without it: use bind().
+   */
+  bindBatch?(channel: number, handler: SduBatchHandler): void;
   unbind(channel: number): void;
   /** Send one SDU on `channel`: Sent, Queued (will be delivered in order) or Full (refused; wait for 'drain'). */
   send(channel: number, sdu: Uint8Array): SendResult;

@@ -7,7 +7,7 @@
  */
 import t from 'tap';
 import { native } from '../../src/sys/native.js';
-import { Outbox, PACK_RECORD_MAX, readRecords, RECORD_HELLO, RECORD_SDU, RECORD_SDUS, RECORDS_EMPTY, type RecordSink } from '../../src/dif/ipc/record.js';
+import { Outbox, PACK_RECORD_MAX, readRecords, RECORD_HELLO, RECORD_SDU, RECORD_SDUS, RECORDS_EMPTY, sizeFlowSocket, writeRecord, type RecordSink } from '../../src/dif/ipc/record.js';
 
 /** A pair whose buffers hold a whole test's records (a full socket is tested on its own). */
 function pair(t: { teardown(fn: () => void): void }): [number, number] {
@@ -134,4 +134,17 @@ t.test('readRecords: a malformed packed record is bad after the SDUs before it; 
   const bads: string[] = [];
   while (readRecords(b, 100, 8, { sdu: () => t.fail('no SDU'), bad: (w) => void bads.push(w), fds: () => t.fail('fds') }) !== RECORDS_EMPTY);
   t.match(bads, [/unknown record tag 2/], 'a sink without packs(): a hello is a bad record (as in an older reader)');
+});
+
+t.test('sizeFlowSocket: a flow of 64 KiB SDUs holds 12 or more max-SDU records, not the 4 of the default buffer (no wait for writable every few SDUs)', async (t) => {
+  const [a, b] = native.socketpairSeqpacket();
+  t.teardown(() => {
+    native.close(a);
+    native.close(b);
+  });
+  t.ok(sizeFlowSocket(a, 65536) && sizeFlowSocket(b, 65536), 'sized');
+  const sdu = new Uint8Array(65536).fill(7);
+  let sent = 0;
+  while (sent < 64 && writeRecord(a, sdu) === 'sent') sent++;
+  t.ok(sent >= 12, `${sent} records of 64 KiB in the socket before it is full`);
 });

@@ -65,11 +65,21 @@ const DEFAULT_RECORD_ROOM = 128 * 1024;
  */
 export function sizeFlowSocket(fd: number, maxSdu: number): boolean {
   const record = maxSdu + 1;
-  if (record <= DEFAULT_RECORD_ROOM) return true;
+  // Room for FLOW_RECORDS_IN_FLIGHT max-SDU records, at most FLOW_SOCKET_MAX_BYTES (the kernel doubles both): with the
+  // default buffer (208 KiB) a flow of 64 KiB SDUs holds 3, and its writer meets a full socket
+  // (EAGAIN, a wait for writable, a wakeup) every 3 SDUs (issue #15). Best effort: unprivileged,
+  // the kernel caps it at net.core.wmem_max.
+  const want = Math.min(FLOW_RECORDS_IN_FLIGHT * (record + 32), FLOW_SOCKET_MAX_BYTES);
+  if (record <= DEFAULT_RECORD_ROOM && want <= DEFAULT_RECORD_ROOM) return true;
   // Linux doubles what is asked (half is bookkeeping) and wants 32 bytes of headroom per record.
-  const granted = native.setSocketBuffers(fd, record + 4096);
+  const granted = native.setSocketBuffers(fd, Math.max(record + 4096, want));
   return granted - 32 >= record;
 }
+
+/** Max-SDU records a flow socket should hold (sizeFlowSocket). */
+const FLOW_RECORDS_IN_FLIGHT = 8;
+/** What sizeFlowSocket asks for at most (the kernel doubles it). */
+const FLOW_SOCKET_MAX_BYTES = 512 * 1024;
 
 export type ReadRecordResult =
   | { kind: 'sdu'; sdu: Uint8Array }

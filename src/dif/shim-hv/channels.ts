@@ -26,7 +26,7 @@
 import { EventEmitter } from 'node:events';
 import { DifError, type DeallocationCause } from '../api.js';
 import { SendResult } from '../../vmpi/port.js';
-import type { ChannelFile, VmpiPort } from '../../vmpi/port.js';
+import type { ChannelFile, PortSduBatch, VmpiPort } from '../../vmpi/port.js';
 import { logger, type Logger } from '../../sys/log.js';
 import { intArg as positiveInt } from '../core/args.js';
 import { CONTROL_CHANNEL, MAX_CHANNEL_ID, controlMessageType, encodeControl, type ControlMessage } from './control.js';
@@ -398,7 +398,10 @@ export abstract class ShimHvChannels extends EventEmitter<ShimHvIpcpEvents> impl
         this.files.set(channel, file);
         return file;
       }
-      this.port.bind(channel, (sdu) => this.onData(channel, sdu));
+      // A port that receives many SDUs at once (a packed chain's records, a batched read) hands
+      // them over in one call; the flow passes them on as one 'sdus' batch (deliverBatch).
+      if (this.port.bindBatch) this.port.bindBatch(channel, (batch) => this.onDataBatch(channel, batch));
+      else this.port.bind(channel, (sdu) => this.onData(channel, sdu));
     } catch (e) {
       throw new DifError('port_down', `cannot bind channel ${channel} on ${this.difName}'s VMPI port: ${(e as Error)?.message ?? String(e)}`, { cause: e });
     }
@@ -417,6 +420,18 @@ export abstract class ShimHvChannels extends EventEmitter<ShimHvIpcpEvents> impl
       if (slot.flow) slot.flow.stats.rxAfterDeallocate++;
     } else {
       this.stats.unexpectedSdus++;
+    }
+  }
+
+  private onDataBatch(channel: number, batch: PortSduBatch): void {
+    const slot = this.slots.get(channel);
+    if (slot?.state === 'allocated' || slot?.state === 'pending') {
+      slot.flow.deliverBatch(batch);
+    } else if (slot?.state === 'closing') {
+      this.stats.staleSdus += batch.count;
+      if (slot.flow) slot.flow.stats.rxAfterDeallocate += batch.count;
+    } else {
+      this.stats.unexpectedSdus += batch.count;
     }
   }
 
