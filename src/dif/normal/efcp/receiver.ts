@@ -100,11 +100,14 @@ export class Receiver {
     private readonly hooks: ReceiverHooks,
     private readonly lend = false,
   ) {
-    this.halfBytes = Math.max(1, Math.floor(p.rxMaxBytes / 2));
     this.fc = cube.flowControl;
     this.rtx = cube.retransmission;
+    this.halfBytes = Math.max(1, Math.floor((this.rtx ? Math.min(p.rxMaxBytes, p.rtxMaxBytes) : p.rxMaxBytes) / 2));
     this.credit = p.credit;
-    this.half = Math.max(1, Math.ceil(p.credit / 2));
+    // Half of what the sender can have outstanding: the window, or (reliable) its retransmission
+    // queue if smaller (both ends alike): past that it waits for our ACK.
+    const outstanding = this.rtx ? Math.min(p.credit, p.rtxMaxPdus) : p.credit;
+    this.half = Math.max(1, Math.ceil(outstanding / 2));
     this.lwe = this.rcvNext = this.acked = this.peerSentUpTo = p.peerInitialSeq;
     // The initial window is known to the peer from the configuration: it counts as advertised.
     this.advertised = seqAdd(p.peerInitialSeq, p.credit - 1);
