@@ -225,3 +225,35 @@ t.test('reliable cube, default window: ACKs come before the retransmission queue
   t.equal(r.got.length, n, 'all delivered while the clock stood still');
   t.end();
 });
+
+t.test('sender: PDUs that wait (N-1 flow full) are built in pooled buffers, not one allocation each', (t) => {
+  const clock = new ManualClock();
+  let full = false;
+  const buffers = new Set<ArrayBufferLike>();
+  let sent = 0;
+  const got: number[] = [];
+  const e: EfcpConnection = new EfcpConnection({
+    cube: QOS_CUBES['flow-control'], clock, localAddr: A, remoteAddr: B, localCep: 1, remoteCep: 2, sendPduCopies: true, cwqMaxPdus: 64,
+    sendPdu: (p) => {
+      if (full) return false;
+      buffers.add(p.buffer);
+      sent++;
+      got.push(p[p.length - 1]!);
+      return true;
+    },
+    deliver: () => {},
+  });
+  let i = 0;
+  let refused = 0;
+  for (let round = 0; round < 40; round++) {
+    full = true;
+    for (let k = 0; k < 40; k++) if (!e.write(new Uint8Array(200).fill(i++ & 0xff))) refused++;
+    full = false;
+    e.lowerReady();
+  }
+  t.equal(refused, 0);
+  t.equal(sent, 1600, 'every PDU went');
+  t.same(got, Array.from({ length: 1600 }, (_, k) => k & 0xff), 'in order, each with its own bytes');
+  t.ok(buffers.size <= 64 + 2, `${buffers.size} buffers for 1600 queued PDUs`);
+  t.end();
+});

@@ -68,6 +68,9 @@ export interface SenderSnapshot {
   refusing: boolean;
 }
 
+/** PDU buffers a sender keeps for reuse (lend mode). */
+const POOL_MAX = 64;
+
 function putU32(b: Uint8Array, o: number, v: number): void {
   b[o] = v >>> 24;
   b[o + 1] = (v >>> 16) & 0xff;
@@ -122,6 +125,12 @@ export class Sender {
   private scratch: Uint8Array | undefined;
   /** `scratch.subarray(0, scratchView.length)`, kept while SDUs keep their size. */
   private scratchView: Uint8Array | undefined;
+  /**
+   * Lend mode: PDUs that went from the closed-window queue, kept for the next PDUs that must
+   * wait (all of one size, at most POOL_MAX): no allocation per PDU while the window or the N-1
+   * flow holds the sender back either.
+   */
+  private readonly pool: Uint8Array[] = [];
 
   constructor(
     private readonly p: EfcpParams,
@@ -167,7 +176,7 @@ export class Sender {
       return false;
     }
     const direct = this.lend && this.cwq.length === 0 && !this.lowerBlocked && !this.pumping && !this.dead && (!this.fc || this.windowOpen(sdu.length));
-    const pdu = direct ? this.scratchPdu(size) : new Uint8Array(size);
+    const pdu = direct ? this.scratchPdu(size) : this.queuedPdu(size);
     pdu.set(this.hdr);
     if (this.drf) {
       pdu[2] = PciFlag.DRF;
@@ -187,6 +196,21 @@ export class Sender {
     this.cwqBytes += size;
     this.pump();
     return true;
+  }
+
+  /** A buffer for a PDU that waits in the queue: from the pool when one of that size is there. */
+  private queuedPdu(size: number): Uint8Array {
+    const pool = this.pool;
+    if (pool.length > 0 && pool[pool.length - 1]!.length === size) return pool.pop()!;
+    return new Uint8Array(size);
+  }
+
+  /** A queued PDU went and transmit() is done with it (lend mode): into the pool. */
+  private recycle(pdu: Uint8Array): void {
+    const pool = this.pool;
+    if (pdu.buffer === this.scratch?.buffer) return; // the scratch buffer's view (sendDirect refused)
+    if (pool.length > 0 && pool[0]!.length !== pdu.length) pool.length = 0; // SDUs changed size
+    if (pool.length < POOL_MAX) pool.push(pdu);
   }
 
   /** A view of `size` bytes of the reused buffer (grown to the largest PDU seen). */
@@ -380,6 +404,7 @@ export class Sender {
         this.cwqBytes -= pdu.length;
         this.stats.txPdus++;
         if (this.fc) this.sentBytes(pdu.length - PCI_LEN);
+        if (this.lend) this.recycle(pdu);
         if (this.rtx) {
           this.rtxq.push({ seq: this.sndNxt, pdu, sentAt: this.clock.now(), retries: 0 });
           this.rtxBytes += pdu.length;
@@ -461,6 +486,7 @@ export class Sender {
     this.rtxTimer = this.probeTimer = this.idleTimer = undefined;
     this.cwq.clear();
     this.rtxq.clear();
+    this.pool.length = 0;
     this.cwqBytes = this.rtxBytes = 0;
   }
 
