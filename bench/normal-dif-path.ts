@@ -95,8 +95,9 @@ export function measurePath(cube: QosCube, size: number, seconds: number, rx: Pa
   rh.setForwardingTable(new Map([[a, 1], [b, 2]]));
   let got = 0;
   let writable = true;
-  // As the IPC process wires them (ipcp-flows.ts): the RMT copies the PDUs it keeps.
-  const common = { cube, clock: realClock, maxSdu: size + 16, sendPduCopies: true };
+  // As the IPC process wires them (ipcp-flows.ts): the RMT copies the PDUs it keeps, and the
+  // user (NormalFlow) copies a lent SDU it keeps.
+  const common = { cube, clock: realClock, maxSdu: size + 16, sendPduCopies: true, deliverLends: true };
   const ea: EfcpConnection = new EfcpConnection({ ...common, localAddr: a, remoteAddr: b, localCep: 10, remoteCep: 20, sendPdu: (p) => ra.send(p, true) || (waiting.add(ea), false), deliver: () => {}, onDrain: () => (writable = true) });
   const eb: EfcpConnection = new EfcpConnection({ ...common, localAddr: b, remoteAddr: a, localCep: 20, remoteCep: 10, sendPdu: (p) => rb.send(p, true) || (waiting.add(eb), false), deliver: () => void got++ });
   ra.bindCep(10, { receivePdu: (p, pdu, _h, borrowed) => ea.receive(pdu, p, borrowed) });

@@ -26,8 +26,8 @@ const DIF = 'n.DIF';
 const VM1_ID = 61;
 const VM2_ID = 62;
 const SIZES = [0, 1, 2, 7, 8, 100, 255, 256, 1000, 1500, 2048, 3000, 3999, 4000];
-/** Then a burst per flow: more SDUs than the EFCP credit (256), so the window must open again. */
-const BURST = { n: 600, size: 1400 };
+/** Then a burst per flow: more SDUs than the EFCP credit (2048), so the window must open again. */
+const BURST = { n: 2200, size: 1400 };
 const SEQ = [...SIZES, ...Array<number>(BURST.n).fill(BURST.size)];
 
 /** SDU `i` of flow `f`, `n` bytes; the same source text runs in the guests (hence the eval). */

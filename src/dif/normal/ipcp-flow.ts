@@ -9,11 +9,17 @@
  * the RxQueue; once `rxQueueLimit` SDUs wait unread, delivery pauses (the EFCP's window then stops
  * the sender) and resumes when the application takes SDUs: nothing is dropped for a slow reader
  * on the flow-controlled cubes.
+ *
+ * Lending: the EFCP hands over SDUs of borrowed PDUs as views valid only during the call
+ * (`deliver(sdu, true)`); they go without a copy to a borrowing reader (`borrowReads`, the IPC
+ * daemon's bridge, which copies into its outbox) or an 'sdus' listener when nothing is queued, and
+ * are copied only when they must wait in the queue or go to 'data'.
  */
 import { DifError, type Flow, type QosSpec } from '../api.js';
 import type { AppName } from '../naming.js';
 import { RxQueue } from '../rx-queue.js';
 import { BaseFlow, type FlowEnd } from '../core/flow.js';
+import type { BorrowedReader, BorrowingFlow } from '../core/budgeted-flow.js';
 import { BaseFlowRequest, type RequestOwner } from '../core/flow-request.js';
 import { EfcpError, type EfcpConnection } from './efcp/index.js';
 
@@ -22,9 +28,11 @@ export interface NormalFlowOwner extends FlowEnd<NormalFlow> {
   readonly rxQueueLimit: number;
 }
 
-export class NormalFlow extends BaseFlow {
+export class NormalFlow extends BaseFlow implements BorrowingFlow {
   protected readonly rx: RxQueue = new RxQueue(this, () => this.taken());
   private paused = false;
+  private borrower: BorrowedReader | null = null;
+  private borrowPump = false;
   /** The data path, once set up. */
   efcp: EfcpConnection | null = null;
   /** The flow allocator's name of this flow (`/fa/flows/…`), once allocated. */
@@ -64,15 +72,49 @@ export class NormalFlow extends BaseFlow {
     this.drained();
   }
 
-  /** One SDU from the EFCP (a view into a PDU nobody else holds). false: pause delivery. */
-  deliver(sdu: Uint8Array): boolean {
+  /**
+   * Hand SDUs to `reader` as views valid only during the call (null: stop; SDUs queue meanwhile,
+   * and delivery pauses at rxQueueLimit, closing the EFCP window).
+   */
+  borrowReads(reader: BorrowedReader | null): void {
+    this.borrower = reader;
+    if (reader !== null && this.rx.length > 0 && !this.borrowPump) {
+      // Not from inside the caller (it may be in the middle of its own work): a microtask.
+      this.borrowPump = true;
+      queueMicrotask(() => this.pumpBorrowed());
+    }
+  }
+
+  private pumpBorrowed(): void {
+    this.borrowPump = false;
+    for (;;) {
+      const reader = this.borrower;
+      const sdu = reader === null ? undefined : this.rx.takeNow();
+      if (reader === null || sdu === undefined) return;
+      reader(sdu);
+    }
+  }
+
+  /**
+   * One SDU from the EFCP. `borrowed`: a view valid only during the call (copied if it must
+   * wait); else a view into a PDU nobody else holds. false: pause delivery.
+   */
+  deliver(sdu: Uint8Array, borrowed = false): boolean {
     if (this.state === 'deallocated') {
       this.stats.rxAfterDeallocate++;
       return true;
     }
     this.stats.rxSdus++;
     this.stats.rxBytes += sdu.byteLength;
-    this.rx.push(sdu);
+    if (this.rx.length === 0) {
+      const reader = this.borrower;
+      if (reader !== null) {
+        reader(sdu);
+        return true;
+      }
+      if (this.rx.passOne(sdu)) return true;
+    }
+    this.rx.push(borrowed ? sdu.slice() : sdu);
     if (!this.rx.hasConsumer() && this.rx.length >= this.owner.rxQueueLimit) {
       this.paused = true;
       return false;

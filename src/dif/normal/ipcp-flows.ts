@@ -207,7 +207,8 @@ export class IpcpFlows implements NormalFlowOwner, ResponderFlows {
       maxSdu: flow.qos.maxSdu,
       sendPdu: (pdu) => this.sendData(efcp, pdu),
       sendPduCopies: true, // the RMT copies a borrowed PDU it keeps (sendData)
-      deliver: (sdu) => flow.deliver(sdu),
+      deliver: (sdu, borrowed) => flow.deliver(sdu, borrowed),
+      deliverLends: true, // NormalFlow.deliver copies a borrowed SDU it keeps
       onDrain: () => flow.drained(),
       onFail: (err: EfcpError) => this.localDeallocate(flow, `the flow failed: ${err.message}`, 'port_down'),
     });
@@ -215,7 +216,11 @@ export class IpcpFlows implements NormalFlowOwner, ResponderFlows {
     flow.localCep = info.localCep;
     flow.remoteAddr = info.remoteAddr;
     this.byFaName.set(info.name, flow);
-    this.h.rmt.bindCep(info.localCep, { receivePdu: (p, pdu, _hlen, borrowed) => efcp.receive(pdu, p, borrowed) });
+    this.h.rmt.bindCep(info.localCep, {
+      receivePdu: (p, pdu, _hlen, borrowed) => efcp.receive(pdu, p, borrowed),
+      beginBatch: () => efcp.beginBatch(),
+      endBatch: () => efcp.endBatch(),
+    });
     flow.attach(efcp);
   }
 

@@ -336,7 +336,8 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
     }
     const id = this.nextN1++;
     const port = new N1Port(id, flow, {
-      receive: (pid, pdu, borrowed) => this.rmt.receive(pid, pdu, borrowed),
+      receiveBatch: (pid, batch, from) => this.rmt.receiveBatch(pid, batch, from),
+      receive: (pid, pdu) => this.rmt.receive(pid, pdu),
       drained: (pid) => this.rmt.portDrained(pid),
       lost: (pid, reason) => this.portLost(pid, reason),
     });

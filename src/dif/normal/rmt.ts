@@ -33,9 +33,15 @@
  * hands it to a port as it is: `RmtPort.send` must not keep a PDU after it returns (N-1 flows'
  * write() copies, every IPC process's does).
  *
+ * Batches: `receiveBatch` takes the PDUs of one N-1 read (an SduBatch) in one loop; each EFCP sink
+ * they reach is told where the batch begins and ends (EfcpSink.beginBatch/endBatch), so it answers
+ * the batch with one control PDU. The loop stops early when the input port is paused meanwhile
+ * (relay backpressure) and says how far it got: the port keeps the rest.
+ *
  * Hot path: no allocation per PDU (one reused `Pci`; queues are rings); upper handlers are objects
  * registered once, not per-PDU closures.
  */
+import type { SduBatch } from '../api.js';
 import { PCI_LEN, PCI_VERSION, PciError, PduType, decodePci, decrementTtl, markEcn, newPci, peekDstAddr, type Pci, type PciErrorReason } from './pci.js';
 import { realClock, type Clock, type TimerHandle } from './clock.js';
 import { PduQueue } from './pdu-queue.js';
@@ -63,6 +69,13 @@ export interface EfcpSink {
    * is the sink's to keep.
    */
   receivePdu(pci: Pci, pdu: Uint8Array, hlen: number, borrowed: boolean): void;
+  /**
+   * Optional, in pairs: PDUs of one batch (receiveBatch) are coming / have come. The RMT calls
+   * beginBatch before the first PDU of a batch it hands this sink and endBatch after the batch's
+   * last (the EFCP sends one control PDU per batch then, not one per PDU).
+   */
+  beginBatch?(): void;
+  endBatch?(): void;
 }
 
 /** Layer management (MGMT PDUs addressed to this IPCP or to "this hop", address 0). */
@@ -176,6 +189,12 @@ export interface RmtSnapshot {
   stats: RmtStats;
 }
 
+/** What toPort() did with a PDU. */
+const PORT_SENT = 0;
+const PORT_DROPPED = 1;
+const PORT_QUEUE = 2;
+type PortOutcome = typeof PORT_SENT | typeof PORT_DROPPED | typeof PORT_QUEUE;
+
 function zeroMalformed(): Record<PciErrorReason, number> {
   return { truncated: 0, version: 0, type: 0, flags: 0, length: 0, field: 0 };
 }
@@ -203,6 +222,9 @@ export class Rmt {
   /** Output ports with paused input ports waiting on them (the watchdog's list). */
   private readonly congested = new Set<PortState>();
   private watchdog: TimerHandle | undefined;
+  /** Inside receiveBatch(): the sinks that were told beginBatch (told endBatch at its end). */
+  private batching = false;
+  private readonly batchSinks: EfcpSink[] = [];
 
   constructor(opts: RmtOptions) {
     this.address = opts.address;
@@ -309,19 +331,7 @@ export class Rmt {
 
   private enqueueLocal(ps: PortState, pdu: Uint8Array, borrowed = false): boolean {
     if (pdu.length > this.maxBytes) throw new RmtError('ERR_RMT_PDU', `PDU of ${pdu.length} B can never fit the ${this.maxBytes}-byte output queue; the DIF's max SDU is set too high`);
-    if (pdu.length > ps.maxPdu) {
-      this.stats.dropTooBig++;
-      return true;
-    }
-    if (ps.queue.length === 0 && !ps.blocked) {
-      if (ps.port.send(pdu)) {
-        this.stats.txPdus++;
-        ps.tx++;
-        return true;
-      }
-      this.stats.portStalls++;
-      ps.blocked = true;
-    }
+    if (this.toPort(ps, pdu) !== PORT_QUEUE) return true;
     if (!this.underBound(ps, pdu.length)) {
       this.stats.refusedLocal++;
       ps.localWaiting = true;
@@ -329,6 +339,29 @@ export class Rmt {
     }
     this.queue(ps, borrowed ? pdu.slice() : pdu);
     return true;
+  }
+
+  /**
+   * The part of sending that local and relayed PDUs share: one larger than the port carries is
+   * dropped and counted (PORT_DROPPED); with nothing queued before it and the port not blocked it
+   * goes straight to the port (PORT_SENT); else the caller queues it (PORT_QUEUE; a refusal just
+   * now marks the port blocked).
+   */
+  private toPort(ps: PortState, pdu: Uint8Array): PortOutcome {
+    if (pdu.length > ps.maxPdu) {
+      this.stats.dropTooBig++;
+      return PORT_DROPPED;
+    }
+    if (ps.queue.length === 0 && !ps.blocked) {
+      if (ps.port.send(pdu)) {
+        this.stats.txPdus++;
+        ps.tx++;
+        return PORT_SENT;
+      }
+      this.stats.portStalls++;
+      ps.blocked = true;
+    }
+    return PORT_QUEUE;
   }
 
   /** Would a PDU of `size` bytes fit under the queue's bounds (not counting the overdraft)? */
@@ -437,20 +470,9 @@ export class Rmt {
       this.stats.dropTtl++;
       return;
     }
-    if (pdu.length > ps.maxPdu) {
-      this.stats.dropTooBig++;
-      return;
-    }
-    if (ps.queue.length === 0 && !ps.blocked) {
-      if (ps.port.send(pdu)) {
-        this.stats.txPdus++;
-        ps.tx++;
-        this.stats.relayed++;
-        return;
-      }
-      this.stats.portStalls++;
-      ps.blocked = true;
-    }
+    const r = this.toPort(ps, pdu);
+    if (r === PORT_SENT) this.stats.relayed++;
+    if (r !== PORT_QUEUE) return;
     if (!this.underBound(ps, pdu.length)) {
       // Over the bound: hold the sender back hop by hop (see the header), unless this output is stuck.
       const input = this.ports.get(fromPort);
@@ -462,6 +484,44 @@ export class Rmt {
     }
     this.queue(ps, borrowed ? pdu.slice() : pdu);
     this.stats.relayed++;
+  }
+
+  /**
+   * The PDUs `batch[from, count)` arrived together on `fromPort`, each borrowed (valid only during
+   * the call): receive() for each in one loop, the EFCP sinks reached told the batch's bounds.
+   * Returns the index of the first PDU not taken: `batch.count`, or less when `fromPort` was
+   * paused during the loop (relay backpressure): the caller keeps those and hands them over after
+   * the port's resume(). Never throws.
+   */
+  receiveBatch(fromPort: number, batch: SduBatch, from = 0): number {
+    const n = batch.count;
+    const input = this.ports.get(fromPort);
+    const outer = this.batching;
+    this.batching = true;
+    let i = from;
+    try {
+      for (; i < n; i++) {
+        if (input !== undefined && input.waitingOn > 0) break;
+        this.receive(fromPort, batch.sdu(i), true);
+      }
+    } finally {
+      if (!outer) this.endBatch();
+    }
+    return i;
+  }
+
+  private endBatch(): void {
+    this.batching = false;
+    const sinks = this.batchSinks;
+    // Not while iterating: an endBatch may send, and sending may deliver locally (own address).
+    for (let k = 0; k < sinks.length; k++) {
+      try {
+        sinks[k]!.endBatch!();
+      } catch {
+        this.stats.upperErrors++;
+      }
+    }
+    sinks.length = 0;
   }
 
   /**
@@ -495,6 +555,10 @@ export class Rmt {
         return;
       }
       this.stats.deliveredEfcp++;
+      if (this.batching && sink.beginBatch !== undefined && !this.batchSinks.includes(sink)) {
+        this.batchSinks.push(sink);
+        sink.beginBatch();
+      }
       sink.receivePdu(pci, pdu, hlen, borrowed);
     } catch {
       this.stats.upperErrors++;

@@ -17,6 +17,11 @@
  * a flow: a sender whose window stays closed sends a probe every `stallProbeMs`, and an end that
  * sees in the peer's my_rwe that the peer missed its latest window re-advertises at once (at most
  * once per stallProbeMs/2).
+ *
+ * Batches: between beginBatch() and endBatch() (the RMT around the PDUs of one N-1 read) control
+ * PDUs asked for are held and sent once at the end, with the state then: one ACK/credit PDU per
+ * batch, not per PDU; on the reliable cube as many (up to dupAckThreshold) as duplicate ACKs for
+ * the final ACK were asked for, so fast retransmission still sees them.
  */
 import type { Clock } from '../clock.js';
 import { CTRL_ACK, CTRL_FC, CTRL_LEN, DEFAULT_TTL, PCI_LEN, PciFlag, PduType, encodePci, isCtrlType, newPci, type Pci } from '../pci.js';
@@ -47,8 +52,18 @@ export interface EfcpOptions extends Partial<EfcpParams> {
    * without retransmission, nor per control PDU). Default false: sendPdu may keep the PDU.
    */
   sendPduCopies?: boolean;
-  /** One SDU in order (a view into the received PDU). Return false to pause delivery until resumeDelivery(). */
-  deliver: (sdu: Uint8Array) => boolean | void;
+  /**
+   * One SDU in order (a view into the received PDU). Return false to pause delivery until
+   * resumeDelivery(). `borrowed` (only with `deliverLends`): the view is valid only during the
+   * call; copy what you keep.
+   */
+  deliver: (sdu: Uint8Array, borrowed: boolean) => boolean | void;
+  /**
+   * deliver copies what it keeps of an SDU handed over as borrowed: the connection then hands
+   * SDUs of borrowed PDUs (receive(…, borrowed)) that can go at once as views of the PDU, without
+   * a copy of its own. Default false: every SDU delivered is the user's to keep.
+   */
+  deliverLends?: boolean;
   /** The connection failed (e.g. ERR_EFCP_RTX_EXHAUSTED); it is closed already. */
   onFail?: (err: EfcpError) => void;
   /** A write() returned false earlier; writing may resume. */
@@ -90,6 +105,12 @@ export class EfcpConnection {
   private readonly o: EfcpOptions;
   /** Reused for every control PDU when sendPdu copies (sendPduCopies). */
   private ctrlBuf: Uint8Array | undefined;
+  /** Inside beginBatch()…endBatch() (nesting depth): control PDUs are held. */
+  private batchDepth = 0;
+  /** While held: a control PDU was asked for; duplicate ACKs asked for, and the ACK they carried. */
+  private ctrlHeld = false;
+  private dupHeld = 0;
+  private dupHeldAck = 0;
 
   constructor(opts: EfcpOptions) {
     this.o = opts;
@@ -114,16 +135,16 @@ export class EfcpConnection {
     // The halves' callbacks: made once per connection (none per PDU), not part of the public API.
     const hooks: SenderHooks & ReceiverHooks = {
       transmit: (pdu) => opts.sendPdu(pdu),
-      deliverSdu: (sdu) => opts.deliver(sdu),
+      deliverSdu: (sdu, borrowed) => opts.deliver(sdu, borrowed),
       senderDrained: () => opts.onDrain?.(),
       senderFailed: (err) => this.onSenderFailed(err),
       // A probe is an ordinary control PDU: it carries our state, the peer answers if its view is newer.
       sendProbe: () => this.sendCtrl(),
-      sendCtrl: () => this.sendCtrl(),
+      sendCtrl: (dup) => this.askCtrl(dup === true),
     };
     this.sender = new Sender(this.params, opts.cube, tmpl, this.clock, this.stats, hooks, opts.sendPduCopies === true);
     if (opts.sendPduCopies === true) this.ctrlBuf = new Uint8Array(PCI_LEN + CTRL_LEN);
-    this.receiver = new Receiver(this.params, opts.cube, this.clock, this.stats, hooks);
+    this.receiver = new Receiver(this.params, opts.cube, this.clock, this.stats, hooks, opts.deliverLends === true);
   }
 
   get state(): EfcpState {
@@ -165,6 +186,35 @@ export class EfcpConnection {
     } else {
       this.stats.rxMisdirected++;
     }
+  }
+
+  /** PDUs of one batch follow: hold control PDUs until endBatch() (calls nest). */
+  beginBatch(): void {
+    this.batchDepth++;
+  }
+
+  /** The batch is over: one control PDU for what it asked (reliable: duplicate ACKs kept, up to dupAckThreshold). */
+  endBatch(): void {
+    if (this.batchDepth === 0 || --this.batchDepth > 0) return;
+    if (!this.ctrlHeld) return;
+    const dups = this.dupHeldAck === this.receiver.ackSeq ? this.dupHeld : 0;
+    this.ctrlHeld = false;
+    this.dupHeld = 0;
+    const n = this.cube.retransmission ? Math.max(1, Math.min(dups, this.params.dupAckThreshold)) : 1;
+    for (let i = 0; i < n && this._state === 'open'; i++) this.sendCtrl();
+  }
+
+  /** The receiver asks for a control PDU (`dup`: a duplicate ACK): now, or at the batch's end. */
+  private askCtrl(dup: boolean): void {
+    if (this.batchDepth === 0) return this.sendCtrl();
+    this.ctrlHeld = true;
+    if (!dup) return;
+    const ack = this.receiver.ackSeq;
+    if (this.dupHeld === 0 || this.dupHeldAck !== ack) {
+      this.dupHeldAck = ack;
+      this.dupHeld = 0;
+    }
+    this.dupHeld++;
   }
 
   /** The N-1 side has room again after sendPdu returned false. */
@@ -218,7 +268,7 @@ export class EfcpConnection {
     this.lastCtrlSeqRcvd = pci.seqNum;
     const hasAck = (pci.type & CTRL_ACK) !== 0;
     const hasFc = (pci.type & CTRL_FC) !== 0;
-    this.sender.onControl(hasAck, pci.ackNackSeq, hasFc, pci.newRightWinEdge);
+    this.sender.onControl(hasAck, pci.ackNackSeq, hasFc, pci.newRightWinEdge, pci.newLeftWinEdge);
     if (this._state !== 'open') return;
     this.receiver.onPeerLeftEdge(pci.myLeftWinEdge);
     if (this._state === 'open' && this.receiver.peerViewStale(pci.myRightWinEdge)) {
@@ -226,7 +276,7 @@ export class EfcpConnection {
       if (now - this.lastReadvertAt >= this.params.stallProbeMs / 2) {
         this.lastReadvertAt = now;
         this.stats.readvertisements++;
-        this.sendCtrl();
+        this.askCtrl(false);
       }
     }
   }

@@ -81,6 +81,8 @@ export interface EfcpParams {
   /** Out-of-order PDUs the receiver holds (PDUs), and all it holds (bytes). */
   reorderMaxPdus: number;
   rxMaxBytes: number;
+  /** The peer's rxMaxBytes: the byte window (bytes sent from its left edge on); both ends alike. */
+  peerRxMaxBytes: number;
   /** A-timer: how long the receiver may delay a control PDU (0: send at once). */
   aTimerMs: number;
   /** Retransmission timeout before any RTT sample, and its bounds. */
@@ -101,8 +103,10 @@ export interface EfcpParams {
 }
 
 export const EFCP_DEFAULTS: Readonly<EfcpParams> = Object.freeze({
-  credit: 256,
-  peerCredit: 256,
+  // Many PDUs (small SDUs at a long RTT: the TCG guests of bench:fig4b) and the byte window
+  // (peerRxMaxBytes) for large ones: 256 was what 16 MiB held of 64 KiB SDUs, before that.
+  credit: 2048,
+  peerCredit: 2048,
   maxSdu: 65536,
   cwqMaxPdus: 128,
   cwqMaxBytes: 4 * 1024 * 1024,
@@ -110,6 +114,7 @@ export const EFCP_DEFAULTS: Readonly<EfcpParams> = Object.freeze({
   rtxMaxBytes: 16 * 1024 * 1024,
   reorderMaxPdus: 64,
   rxMaxBytes: 16 * 1024 * 1024,
+  peerRxMaxBytes: 16 * 1024 * 1024,
   aTimerMs: 20,
   initialRtoMs: 1000,
   minRtoMs: 50,
@@ -130,6 +135,8 @@ function int(name: string, v: number, min: number, max: number): void {
 export function resolveParams(opts: Partial<EfcpParams>): EfcpParams {
   const p: EfcpParams = { ...EFCP_DEFAULTS };
   for (const k of Object.keys(EFCP_DEFAULTS) as (keyof EfcpParams)[]) if (opts[k] !== undefined) p[k] = opts[k]!;
+  // Both ends alike: a receive bound set alone is the peer's too.
+  if (opts.peerRxMaxBytes === undefined) p.peerRxMaxBytes = p.rxMaxBytes;
   const big = 2 ** 30;
   int('credit', p.credit, 1, 1 << 20);
   int('peerCredit', p.peerCredit, 1, 1 << 20);
@@ -140,6 +147,7 @@ export function resolveParams(opts: Partial<EfcpParams>): EfcpParams {
   int('rtxMaxBytes', p.rtxMaxBytes, 1, big);
   int('reorderMaxPdus', p.reorderMaxPdus, 0, 1 << 20);
   int('rxMaxBytes', p.rxMaxBytes, 1, big);
+  int('peerRxMaxBytes', p.peerRxMaxBytes, 1, big);
   int('aTimerMs', p.aTimerMs, 0, 60_000);
   int('initialRtoMs', p.initialRtoMs, 1, 600_000);
   int('minRtoMs', p.minRtoMs, 1, 600_000);

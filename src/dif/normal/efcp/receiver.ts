@@ -23,6 +23,11 @@
  *
  * unreliable cube: no window, no control PDUs; SDUs are delivered as they come, duplicates
  * within the last 32 sequence numbers dropped.
+ *
+ * Lending (`lend`: the user copies what it keeps): an SDU that can be delivered the moment it
+ * arrives (the next in order, nothing held, delivery not paused) is handed over as a view of the
+ * PDU without being stored, so a borrowed PDU (an N-1 flow's receive buffer) is copied only where
+ * the SDU ends up (the IPC bridge's outbox), not here as well.
  */
 import type { Clock, TimerHandle } from '../clock.js';
 import type { EfcpParams, QosCube } from './qos.js';
@@ -30,10 +35,17 @@ import { seqAdd, seqDiff, seqGt, seqLt } from './seq.js';
 import type { EfcpStats } from './stats.js';
 
 export interface ReceiverHooks {
-  /** Hand one SDU to the user; false: taken, but deliver no more until Receiver.resume(). */
-  deliverSdu(sdu: Uint8Array): boolean | void;
-  /** Send a control PDU now (the connection builds it from ackSeq/rightEdge and marks them sent). */
-  sendCtrl(): void;
+  /**
+   * Hand one SDU to the user; false: taken, but deliver no more until Receiver.resume().
+   * `borrowed` (only when the receiver was made with `lend`): `sdu` is valid only during the call.
+   */
+  deliverSdu(sdu: Uint8Array, borrowed: boolean): boolean | void;
+  /**
+   * Send a control PDU now (the connection builds it from ackSeq/rightEdge and marks them sent).
+   * `dup`: a duplicate ACK (reliable cube: out of order, duplicate, reordering queue full), which
+   * the sender counts towards a fast retransmission.
+   */
+  sendCtrl(dup?: boolean): void;
 }
 
 export interface ReceiverSnapshot {
@@ -76,6 +88,9 @@ export class Receiver {
   private readonly half: number;
   private readonly fc: boolean;
   private readonly rtx: boolean;
+  /** Payload bytes delivered since the last advertisement (the byte window's half mark). */
+  private deliveredBytes = 0;
+  private readonly halfBytes: number;
 
   constructor(
     private readonly p: EfcpParams,
@@ -83,11 +98,16 @@ export class Receiver {
     private readonly clock: Clock,
     private readonly stats: EfcpStats,
     private readonly hooks: ReceiverHooks,
+    private readonly lend = false,
   ) {
     this.fc = cube.flowControl;
     this.rtx = cube.retransmission;
+    this.halfBytes = Math.max(1, Math.floor((this.rtx ? Math.min(p.rxMaxBytes, p.rtxMaxBytes) : p.rxMaxBytes) / 2));
     this.credit = p.credit;
-    this.half = Math.max(1, Math.ceil(p.credit / 2));
+    // Half of what the sender can have outstanding: the window, or (reliable) its retransmission
+    // queue if smaller (both ends alike): past that it waits for our ACK.
+    const outstanding = this.rtx ? Math.min(p.credit, p.rtxMaxPdus) : p.credit;
+    this.half = Math.max(1, Math.ceil(outstanding / 2));
     this.lwe = this.rcvNext = this.acked = this.peerSentUpTo = p.peerInitialSeq;
     // The initial window is known to the peer from the configuration: it counts as advertised.
     this.advertised = seqAdd(p.peerInitialSeq, p.credit - 1);
@@ -111,6 +131,7 @@ export class Receiver {
   noteAdvertised(rwe: number, ack: number): void {
     this.advertised = rwe;
     this.acked = ack;
+    this.deliveredBytes = 0;
     this.clock.clearTimer(this.aTimer);
     this.aTimer = undefined;
   }
@@ -134,7 +155,7 @@ export class Receiver {
   onData(seq: number, drf: boolean, pdu: Uint8Array, at: number, borrowed = false): void {
     if (this.dead) return;
     this.stats.rxPdus++;
-    if (!this.fc) return this.onUnreliable(seq, borrowed ? pdu.slice(at) : pdu.subarray(at));
+    if (!this.fc) return this.onUnreliable(seq, pdu, at, borrowed);
     const size = pdu.length - at;
     if (drf && !this.anyReceived && seq !== this.lwe) this.realign(seq);
     const off = seqDiff(seq, this.lwe);
@@ -152,10 +173,28 @@ export class Receiver {
       this.stats.rxByteDrops++;
       return;
     }
+    if (this.lend && seq === this.rcvNext && this.buffered === 0 && this.lwe === this.rcvNext && !this.paused && !this.delivering) {
+      // The next in order, nothing held, delivery open: to the user now, nothing stored or copied.
+      this.rcvNext = this.lwe = seqAdd(seq, 1);
+      this.head = (this.head + 1) % this.credit;
+      if (this.stats.maxBuffered === 0) this.stats.maxBuffered = 1;
+      this.stats.rxSdus++;
+      this.stats.rxBytes += size;
+      this.deliveredBytes += size;
+      this.delivering = true;
+      try {
+        if (this.hooks.deliverSdu(pdu.subarray(at), borrowed) === false) this.paused = true;
+      } finally {
+        this.delivering = false;
+      }
+      if (!this.paused) this.deliverReady(); // what the user's call may have let in meanwhile
+      this.maybeAdvertise();
+      return;
+    }
     if (seq !== this.rcvNext && this.ooo >= this.p.reorderMaxPdus) {
       if (this.rtx) {
         this.stats.reorderDrops++;
-        this.hooks.sendCtrl();
+        this.hooks.sendCtrl(true);
         return;
       }
       this.skipGap(seq); // flow control without retransmission: the oldest gap is given up
@@ -171,7 +210,7 @@ export class Receiver {
       else this.maybeAdvertise();
     } else {
       this.ooo++;
-      if (this.rtx) this.hooks.sendCtrl();
+      if (this.rtx) this.hooks.sendCtrl(true);
       else this.armGap();
     }
   }
@@ -186,7 +225,7 @@ export class Receiver {
 
   private duplicate(): void {
     this.stats.duplicates++;
-    if (this.rtx) this.hooks.sendCtrl(); // our ACK may have been lost
+    if (this.rtx) this.hooks.sendCtrl(true); // our ACK may have been lost
   }
 
   /** The run starts elsewhere than configured (DRF on the first PDU seen): move the window there. */
@@ -266,7 +305,8 @@ export class Receiver {
         this.bytes -= sdu.length;
         this.stats.rxSdus++;
         this.stats.rxBytes += sdu.length;
-        if (this.hooks.deliverSdu(sdu) === false) this.paused = true;
+        this.deliveredBytes += sdu.length;
+        if (this.hooks.deliverSdu(sdu, false) === false) this.paused = true;
       }
     } finally {
       this.delivering = false;
@@ -278,7 +318,9 @@ export class Receiver {
     const unadv = seqDiff(this.rightEdge, this.advertised);
     const unacked = this.rtx ? seqDiff(this.rcvNext, this.acked) : 0;
     if (unadv <= 0 && unacked <= 0) return;
-    if (this.p.aTimerMs === 0 || unadv >= this.half || unacked >= this.half) return this.hooks.sendCtrl();
+    // Half the window in PDUs, or half the byte bound delivered (a sender held by the byte window,
+    // sender.ts, waits for our left edge to move): tell the peer at once.
+    if (this.p.aTimerMs === 0 || unadv >= this.half || unacked >= this.half || this.deliveredBytes >= this.halfBytes) return this.hooks.sendCtrl();
     if (!this.aTimer) this.aTimer = this.clock.setTimer(this.p.aTimerMs, this.onATimer);
   }
 
@@ -287,7 +329,7 @@ export class Receiver {
     if (!this.dead) this.hooks.sendCtrl();
   };
 
-  private onUnreliable(seq: number, payload: Uint8Array): void {
+  private onUnreliable(seq: number, pdu: Uint8Array, at: number, borrowed: boolean): void {
     if (!this.anyReceived) {
       this.anyReceived = true;
       this.hi = seq;
@@ -311,9 +353,11 @@ export class Receiver {
       this.stats.rxPausedDrops++;
       return;
     }
+    const lent = borrowed && this.lend;
+    const payload = borrowed && !lent ? pdu.slice(at) : pdu.subarray(at);
     this.stats.rxSdus++;
     this.stats.rxBytes += payload.length;
-    if (this.hooks.deliverSdu(payload) === false) this.paused = true;
+    if (this.hooks.deliverSdu(payload, lent) === false) this.paused = true;
   }
 
   stop(): void {

@@ -8,6 +8,10 @@
  *
  * - A PDU is sent only while its sequence number is at or before the right window edge the peer
  *   advertised (cubes with flow control); edges never move backward.
+ * - Byte window (cubes with flow control): the payload bytes of the PDUs sent from the peer's left
+ *   edge on (the last it stated: what its receiver may still hold) stay within `peerRxMaxBytes`,
+ *   its byte bound, so a window of many PDUs (`credit`) never makes it drop for bytes whatever
+ *   the SDU size; a PDU that would go past it waits as for a closed window (one alone always goes).
  * - Nothing is dropped at the sender: when the closed-window queue is full (PDUs or bytes) write()
  *   returns false and takes nothing, further writes are refused until the queue has drained to half,
  *   then `senderDrained` fires once.
@@ -64,6 +68,9 @@ export interface SenderSnapshot {
   refusing: boolean;
 }
 
+/** PDU buffers a sender keeps for reuse (lend mode). */
+const POOL_MAX = 64;
+
 function putU32(b: Uint8Array, o: number, v: number): void {
   b[o] = v >>> 24;
   b[o + 1] = (v >>> 16) & 0xff;
@@ -81,6 +88,16 @@ export class Sender {
   private readonly cwq = new Fifo<Uint8Array>();
   private cwqBytes = 0;
   private readonly rtxq = new Fifo<RtxEntry>();
+  /**
+   * Byte window: payload sizes of the PDUs sent from `peerLwe` to sndNxt (a ring of peerCredit:
+   * a peer that moves its right edge but never its left one is not followed further), and their sum.
+   */
+  private inflight: Uint32Array;
+  private inflightHead = 0;
+  private inflightLen = 0;
+  private inflightBytes = 0;
+  /** The peer's left window edge as it last stated it. */
+  private peerLwe: number;
   private rtxBytes = 0;
   readonly rtt: RttEstimator;
   private readonly hdr = new Uint8Array(PCI_LEN);
@@ -108,6 +125,12 @@ export class Sender {
   private scratch: Uint8Array | undefined;
   /** `scratch.subarray(0, scratchView.length)`, kept while SDUs keep their size. */
   private scratchView: Uint8Array | undefined;
+  /**
+   * Lend mode: PDUs that went from the closed-window queue, kept for the next PDUs that must
+   * wait (all of one size, at most POOL_MAX): no allocation per PDU while the window or the N-1
+   * flow holds the sender back either.
+   */
+  private readonly pool: Uint8Array[] = [];
 
   constructor(
     private readonly p: EfcpParams,
@@ -121,7 +144,9 @@ export class Sender {
     this.fc = cube.flowControl;
     this.rtx = cube.retransmission;
     this.lend = lend && !this.rtx;
-    this.nextSeq = this.sndNxt = this.idleProbedAt = p.initialSeq;
+    this.nextSeq = this.sndNxt = this.idleProbedAt = this.peerLwe = p.initialSeq;
+    // At most peerCredit PDUs from the peer's left edge (its right edge is left + credit − 1).
+    this.inflight = new Uint32Array(this.fc ? p.peerCredit : 0);
     this.rwe = seqAdd(p.initialSeq, p.peerCredit - 1);
     this.rtt = new RttEstimator(p.initialRtoMs, p.minRtoMs, p.maxRtoMs, p.aTimerMs);
     encodePci({ ...template, type: PduType.DT, flags: 0, length: 0, seqNum: 0 }, this.hdr);
@@ -150,8 +175,8 @@ export class Sender {
       this.stats.txRefused++;
       return false;
     }
-    const direct = this.lend && this.cwq.length === 0 && !this.lowerBlocked && !this.pumping && !this.dead && (!this.fc || seqLe(this.sndNxt, this.rwe));
-    const pdu = direct ? this.scratchPdu(size) : new Uint8Array(size);
+    const direct = this.lend && this.cwq.length === 0 && !this.lowerBlocked && !this.pumping && !this.dead && (!this.fc || this.windowOpen(sdu.length));
+    const pdu = direct ? this.scratchPdu(size) : this.queuedPdu(size);
     pdu.set(this.hdr);
     if (this.drf) {
       pdu[2] = PciFlag.DRF;
@@ -171,6 +196,21 @@ export class Sender {
     this.cwqBytes += size;
     this.pump();
     return true;
+  }
+
+  /** A buffer for a PDU that waits in the queue: from the pool when one of that size is there. */
+  private queuedPdu(size: number): Uint8Array {
+    const pool = this.pool;
+    if (pool.length > 0 && pool[pool.length - 1]!.length === size) return pool.pop()!;
+    return new Uint8Array(size);
+  }
+
+  /** A queued PDU went and transmit() is done with it (lend mode): into the pool. */
+  private recycle(pdu: Uint8Array): void {
+    const pool = this.pool;
+    if (pdu.buffer === this.scratch?.buffer) return; // the scratch buffer's view (sendDirect refused)
+    if (pool.length > 0 && pool[0]!.length !== pdu.length) pool.length = 0; // SDUs changed size
+    if (pool.length < POOL_MAX) pool.push(pdu);
   }
 
   /** A view of `size` bytes of the reused buffer (grown to the largest PDU seen). */
@@ -205,6 +245,7 @@ export class Sender {
       return;
     }
     this.stats.txPdus++;
+    if (this.fc) this.sentBytes(pdu.length - PCI_LEN);
     this.sndNxt = seqAdd(this.sndNxt, 1);
     // What pump() does once its queue ran empty (nothing else can be queued: we were not pumping).
     this.pump();
@@ -216,11 +257,39 @@ export class Sender {
     this.pump();
   }
 
-  /** A control PDU from the peer: its cumulative ACK and/or its new right window edge. */
-  onControl(hasAck: boolean, ack: number, hasFc: boolean, newRwe: number): void {
+  /** May the PDU at sndNxt, of `size` payload bytes, go now (sequence and byte window)? */
+  private windowOpen(size: number): boolean {
+    if (seqGt(this.sndNxt, this.rwe)) return false;
+    return this.inflightLen === 0 || (this.inflightBytes + size <= this.p.peerRxMaxBytes && this.inflightLen < this.inflight.length);
+  }
+
+  /** The PDU at sndNxt went (windowOpen said so: there is room in the ring): its bytes count in the byte window. */
+  private sentBytes(size: number): void {
+    this.inflight[(this.inflightHead + this.inflightLen) % this.inflight.length] = size;
+    this.inflightLen++;
+    this.inflightBytes += size;
+  }
+
+  /** The peer holds nothing before `lwe` any more: those PDUs' bytes leave the byte window. */
+  private peerLeftEdge(lwe: number): void {
+    const edge = seqGt(lwe, this.sndNxt) ? this.sndNxt : lwe;
+    while (seqLt(this.peerLwe, edge) && this.inflightLen > 0) {
+      this.inflightBytes -= this.inflight[this.inflightHead]!;
+      this.inflightHead = (this.inflightHead + 1) % this.inflight.length;
+      this.inflightLen--;
+      this.peerLwe = seqAdd(this.peerLwe, 1);
+    }
+    if (seqLt(this.peerLwe, edge)) this.peerLwe = edge; // nothing sent there (realigned peer)
+  }
+
+  /** A control PDU from the peer: its cumulative ACK and/or its new window edges. */
+  onControl(hasAck: boolean, ack: number, hasFc: boolean, newRwe: number, newLwe: number): void {
     if (this.dead) return;
     let moved = false;
     if (hasFc && this.fc) {
+      const before = this.inflightLen;
+      this.peerLeftEdge(newLwe);
+      if (this.inflightLen !== before) moved = true;
       // The peer's right edge can be at most its left edge (≤ what we sent) + its credit − 1. One
       // further out (a peer configured with more credit, or a broken one) is clamped to that: we
       // send less than allowed rather than trust it, and never stall on it.
@@ -309,7 +378,8 @@ export class Sender {
     this.pumping = true;
     try {
       while (this.cwq.length > 0 && !this.lowerBlocked) {
-        if (this.fc && seqGt(this.sndNxt, this.rwe)) {
+        const pdu = this.cwq.peek()!;
+        if (this.fc && !this.windowOpen(pdu.length - PCI_LEN)) {
           if (!this.stalled) {
             this.stalled = true;
             this.stats.windowStalls++;
@@ -317,7 +387,6 @@ export class Sender {
           }
           break;
         }
-        const pdu = this.cwq.peek()!;
         if (this.rtx && (this.rtxq.length >= this.p.rtxMaxPdus || this.rtxBytes + pdu.length > this.p.rtxMaxBytes)) {
           if (!this.rtxFull) {
             this.rtxFull = true;
@@ -334,6 +403,8 @@ export class Sender {
         this.cwq.shift();
         this.cwqBytes -= pdu.length;
         this.stats.txPdus++;
+        if (this.fc) this.sentBytes(pdu.length - PCI_LEN);
+        if (this.lend) this.recycle(pdu);
         if (this.rtx) {
           this.rtxq.push({ seq: this.sndNxt, pdu, sentAt: this.clock.now(), retries: 0 });
           this.rtxBytes += pdu.length;
@@ -341,7 +412,7 @@ export class Sender {
         }
         this.sndNxt = seqAdd(this.sndNxt, 1);
       }
-      if (this.stalled && (this.cwq.length === 0 || !this.fc || seqLe(this.sndNxt, this.rwe))) {
+      if (this.stalled && (this.cwq.length === 0 || !this.fc || this.windowOpen(this.cwq.peek()!.length - PCI_LEN))) {
         this.stalled = false;
         this.clock.clearTimer(this.probeTimer);
         this.probeTimer = undefined;
@@ -415,6 +486,7 @@ export class Sender {
     this.rtxTimer = this.probeTimer = this.idleTimer = undefined;
     this.cwq.clear();
     this.rtxq.clear();
+    this.pool.length = 0;
     this.cwqBytes = this.rtxBytes = 0;
   }
 
