@@ -10,6 +10,7 @@
  * client library rebuilds these objects on the other side (every value here is plain data or an
  * EventEmitter, and `DifError.code` is a string meant to cross a process boundary).
  */
+import type { SduSpans } from '../sys/sdu-list.js';
 import type { EventEmitter } from 'node:events';
 import type { AppName } from './naming.js';
 
@@ -53,20 +54,7 @@ export interface FlowStats {
  * buffer is the flow's read buffer, valid only during the call (copy what you keep), and the
  * batch object itself is reused by the next call.
  */
-export interface SduBatch {
-  /** SDUs in the batch (≥ 1). */
-  readonly count: number;
-  /** Their bytes, in total. */
-  readonly bytes: number;
-  /** The bytes the SDUs lie in (valid only during the call). */
-  readonly buffer: Uint8Array;
-  /** Where SDU i starts in `buffer`. */
-  offset(i: number): number;
-  /** SDU i's length. */
-  length(i: number): number;
-  /** SDU i as a view of `buffer` (one object per call: for the SDUs that need one). */
-  sdu(i: number): Uint8Array;
-}
+export type SduBatch = SduSpans;
 
 export interface FlowEvents {
   /** One SDU (a private copy). While a 'data' listener is attached, read() sees nothing. */

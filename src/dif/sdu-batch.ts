@@ -9,28 +9,11 @@
  * go straight to the listeners.
  */
 import type { EventEmitter } from 'node:events';
+import { SduList } from '../sys/sdu-list.js';
 import type { FlowEvents, SduBatch } from './api.js';
 
-export class SduBatchBuffer implements SduBatch {
+export class SduBatchBuffer extends SduList implements SduBatch {
   buffer: Uint8Array = EMPTY;
-  count = 0;
-  bytes = 0;
-  readonly offsets: Uint32Array;
-  readonly lengths: Uint32Array;
-
-  /** Room for `capacity` SDUs per batch. */
-  constructor(readonly capacity: number) {
-    this.offsets = new Uint32Array(capacity);
-    this.lengths = new Uint32Array(capacity);
-  }
-
-  offset(i: number): number {
-    return this.offsets[i]!;
-  }
-
-  length(i: number): number {
-    return this.lengths[i]!;
-  }
 
   sdu(i: number): Uint8Array {
     const at = this.offsets[i]!;
@@ -40,18 +23,7 @@ export class SduBatchBuffer implements SduBatch {
   /** Start a new batch over `buffer`. */
   reset(buffer: Uint8Array): void {
     this.buffer = buffer;
-    this.count = 0;
-    this.bytes = 0;
-  }
-
-  /** Add buffer[at, at + len); false when full. */
-  add(at: number, len: number): boolean {
-    if (this.count === this.capacity) return false;
-    this.offsets[this.count] = at;
-    this.lengths[this.count] = len;
-    this.count++;
-    this.bytes += len;
-    return true;
+    this.clear();
   }
 }
 

@@ -10,6 +10,7 @@
  * channel id range and the control channel. This file imports nothing concrete, so the layers
  * above can depend on the contract without loading either implementation.
  */
+import type { SduSpans } from '../sys/sdu-list.js';
 import type { EventEmitter } from 'node:events';
 
 /** The VMPI channel that carries the shim DIF's control messages. */
@@ -42,20 +43,10 @@ export type SduHandler = (sdu: Uint8Array, channel: number) => void;
 /**
  * Many SDUs of one channel received together (a packed tx chain's run of records of that channel
  * on the host; a batched read in the guest): SDU i is buffer[offset(i), offset(i) + length(i)), in
- * arrival order. The same shape as the DIF's SduBatch (dif/api.ts), so a shim IPC process hands
+ * arrival order. The same type as the DIF's SduBatch (dif/api.ts; both sys/sdu-list.ts SduSpans), so a shim IPC process hands
  * it to its flow's deliverBatch() as it is. Valid only during the call; the object is reused.
  */
-export interface PortSduBatch {
-  /** SDUs in the batch (≥ 1). */
-  readonly count: number;
-  /** Their bytes, in total. */
-  readonly bytes: number;
-  readonly buffer: Uint8Array;
-  offset(i: number): number;
-  length(i: number): number;
-  /** SDU i as a view of `buffer`. */
-  sdu(i: number): Uint8Array;
-}
+export type PortSduBatch = SduSpans;
 
 /** Receives the SDUs of one channel received together (valid only during the call). */
 export type SduBatchHandler = (batch: PortSduBatch, channel: number) => void;
