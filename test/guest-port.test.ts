@@ -45,6 +45,14 @@ const BURST_SIZE = 65536;
 /** Batch reads: SDUs the host queues on this channel before the guest's one read(2). */
 const BATCH_CHANNEL = 9;
 const BATCH_SIZES = [0, 1, 2, 3, 5, 1000, 4000, 0, 7];
+/**
+ * bindBatch: the host sends these (channel, size) SDUs, interleaved, while the guest's event loop
+ * is blocked; channels 11 and 12 are bound with bindBatch, 13 with bind(). Each SDU's seq is its
+ * index here (pattern(): in its first 4 bytes, so every size is ≥ 8).
+ */
+const BB_SENDS: [number, number][] = [[11, 8], [11, 100], [11, 65536], [12, 9], [12, 4000], [11, 8], [11, 1000], [13, 8], [13, 64], [12, 8]];
+const BB_BATCH = [11, 12];
+const BB_ONE = 13;
 
 /** Runs in the guest: `node /tmp/app.mjs` (nodeScript). Reports on the console as `GUEST-<TAG> <json>`. */
 const GUEST_JS = `
@@ -123,6 +131,45 @@ await Promise.race([echoFinished, timeout(60000, 'echoes')]);
 while (port.stats.backlogSdus > 0) await Promise.race([once(port, 'drain'), timeout(30000, 'final drain')]);
 out('STATS', { echoed, results, burst, drains, stats: port.stats, info: port.info() });
 out('CHECKS', checks);
+
+// bindBatch: block the event loop until the driver has queued every SDU the host sends (its
+// rx_frames counter), so each channel file's one read(2) takes all of that channel's records.
+{
+  const batches = {};
+  const singles = [];
+  let badView = 0;
+  for (const c of ${JSON.stringify(BB_BATCH)}) {
+    batches[c] = [];
+    port.bindBatch(c, (b, ch) => {
+      const seqs = [];
+      let sum = 0;
+      for (let i = 0; i < b.count; i++) {
+        const s = b.sdu(i);
+        if (s.buffer !== b.buffer.buffer || s.byteOffset !== b.buffer.byteOffset + b.offset(i) || s.byteLength !== b.length(i)) badView++;
+        const seq = new DataView(s.buffer, s.byteOffset, s.byteLength).getUint32(0, true);
+        const want = pattern(ch, seq, s.byteLength);
+        seqs.push(s.every((x, k) => x === want[k]) ? seq : -1);
+        sum += b.length(i);
+      }
+      if (sum !== b.bytes) badView++;
+      batches[ch].push(seqs);
+    });
+  }
+  port.bind(${BB_ONE}, (s, ch) => singles.push(new DataView(s.buffer, s.byteOffset, s.byteLength).getUint32(0, true)));
+  const isBound = [port.isBound(11), port.isBound(13)];
+  const base = port.info().rxFrames;
+  console.log('GUEST-BB-BOUND');
+  const sleeper = new Int32Array(new SharedArrayBuffer(4));
+  let queued = 0;
+  for (let i = 0; i < 1500 && queued < ${BB_SENDS.length}; i++) {
+    queued = port.info().rxFrames - base;
+    if (queued < ${BB_SENDS.length}) Atomics.wait(sleeper, 0, 0, 20);
+  }
+  const total = () => Object.values(batches).reduce((a, l) => a + l.flat().length, 0) + singles.length;
+  for (let i = 0; i < 400 && total() < ${BB_SENDS.length}; i++) await new Promise((r) => setTimeout(r, 25));
+  out('BB', { queued, batches, singles, badView, isBound });
+  for (const c of ${JSON.stringify([...BB_BATCH, BB_ONE])}) port.unbind(c);
+}
 
 // Batch reads (VMPI_IOC_SET_BATCH), on a raw file: the host queues SDUs, one read(2) takes them all.
 {
@@ -287,6 +334,23 @@ t.test('GuestVmpiPort in Node in the guest: echo, on-demand channel, backpressur
     const bad = expect.filter((sdu, i) => !echoes[i] || Buffer.compare(Buffer.from(sdu), Buffer.from(echoes[i]!)) !== 0).length;
     t.equal(bad, 0, `every echo on channel ${ch} equals what was sent, byte for byte and in order (sizes ${echoes.map((e) => e.byteLength).join(',')})`);
   }
+
+  // bindBatch: the guest blocks until all are queued, then reads each channel's file once.
+  await g.waitFor(/GUEST-BB-BOUND/, 60_000);
+  for (const [seq, [ch, size]] of BB_SENDS.entries()) t.not(device.send(ch, patternSdu(ch, seq, size)), SendResult.Full);
+  const bb = await g.waitJson<Record<string, unknown>>('GUEST-BB', 90_000);
+  const seqsOf = (ch: number): number[] => [...BB_SENDS.entries()].filter(([, [c]]) => c === ch).map(([seq]) => seq);
+  t.same(
+    bb,
+    {
+      queued: BB_SENDS.length,
+      batches: Object.fromEntries(BB_BATCH.map((ch) => [String(ch), [seqsOf(ch)]])),
+      singles: seqsOf(BB_ONE),
+      badView: 0,
+      isBound: [true, true],
+    },
+    "bindBatch: each channel's records of one read come as one batch, intact and in order (interleaved sends split by channel); bind() on another channel still gets one SDU a call",
+  );
 
   await g.waitFor(/GUEST-BATCH-BOUND/, 60_000);
   for (const [i, size] of BATCH_SIZES.entries()) t.not(device.send(BATCH_CHANNEL, Uint8Array.from({ length: size }, (_, k) => (k + i * 31) & 0xff)), SendResult.Full);

@@ -10,7 +10,8 @@
  *   - bind(channel) opens a non-blocking file for the channel, binds it and switches it to batch
  *     reads; a uv_poll watcher (native.watchFd) reads bursts of SDUs until EAGAIN into one
  *     reusable buffer (guest-file.ts) and calls the handler per SDU (the bytes are valid only
- *     during the call);
+ *     during the call); bindBatch(channel) instead hands each read(2)'s SDUs (the file holds only
+ *     that channel's records) to its handler in one call, as a reused SduRun over that buffer;
  *   - send() copies the SDU into the port's staged records (guest-tx-batch.ts): the SDUs sent in
  *     one tick on one channel leave with one write(2) in the driver's batch-write mode (on a
  *     microtask, or at once when the channel changes or the records reach their bound; one
@@ -42,9 +43,10 @@ import { SendBacklog, type BacklogCounters } from './backlog.js';
 import { GuestChannelSet, openVmpiDevice, type GuestChannel } from './guest-channel.js';
 import { GuestPortError, guestPortError } from './guest-error.js';
 import { TxRecords } from './guest-tx-batch.js';
+import type { SduRun } from './sdu-run.js';
 import { VMPI_INFO_SIZE, VMPI_INFO_SIZES, VMPI_IOC_GET_INFO, parseVmpiInfo, vmpiIocGetInfo, type GuestVmpiInfo } from './guest-uapi.js';
 // port.ts imports nothing concrete: the compiled module does not load device.js (nor vhost-user/).
-import { SendResult, badChannelMessage, isChannelId, type ChannelFile, type DirectionStats, type SduHandler, type VmpiPort, type VmpiPortEvents } from './port.js';
+import { SendResult, badChannelMessage, isChannelId, type ChannelFile, type DirectionStats, type SduBatchHandler, type SduHandler, type VmpiPort, type VmpiPortEvents } from './port.js';
 
 // The numbers of guest-driver/vmpi_uapi.h live in guest-uapi.ts, the errors in guest-error.ts;
 // re-exported for users of this port.
@@ -156,6 +158,7 @@ export class GuestVmpiPort extends EventEmitter<VmpiPortEvents> implements VmpiP
     this.channels = new GuestChannelSet(this.path, this.maxSdu, {
       events: (ch, ev) => this.onEvents(ch, ev),
       deliver: (ch, sdu) => this.deliverTo(ch, sdu),
+      deliverBatch: (ch, run) => this.deliverBatchTo(ch, run),
       gone: (reason) => this.gone(reason),
     });
   }
@@ -186,6 +189,22 @@ export class GuestVmpiPort extends EventEmitter<VmpiPortEvents> implements VmpiP
     if (!this.up) throw new GuestPortError('device_gone', `cannot bind channel ${channel}: ${this.path} is gone`);
     const ch = this.channels.open(channel);
     ch.handler = handler;
+    ch.batchHandler = null;
+    ch.closeWhenIdle = false;
+  }
+
+  /**
+   * Like bind(), but the SDUs of one read(2) of the channel's file (a burst of its records) come
+   * to `handler` in one call, in order (valid only during the call; the batch object is reused).
+   * Replaces a bind() of the channel and the other way round.
+   */
+  bindBatch(channel: number, handler: SduBatchHandler): void {
+    this.checkOpen();
+    checkChannel(channel);
+    if (!this.up) throw new GuestPortError('device_gone', `cannot bind channel ${channel}: ${this.path} is gone`);
+    const ch = this.channels.open(channel);
+    ch.batchHandler = handler;
+    ch.handler = null;
     ch.closeWhenIdle = false;
   }
 
@@ -194,12 +213,14 @@ export class GuestVmpiPort extends EventEmitter<VmpiPortEvents> implements VmpiP
     const ch = this.channels.get(channel);
     if (!ch) return;
     ch.handler = null;
+    ch.batchHandler = null;
     ch.closeWhenIdle = true;
     if (ch.pending === 0) this.channels.close(ch);
   }
 
   isBound(channel: number): boolean {
-    return this.channels.get(channel)?.handler != null;
+    const ch = this.channels.get(channel);
+    return ch !== undefined && (ch.handler !== null || ch.batchHandler !== null);
   }
 
   /**
@@ -319,12 +340,27 @@ export class GuestVmpiPort extends EventEmitter<VmpiPortEvents> implements VmpiP
   private deliverTo(ch: GuestChannel, sdu: Uint8Array): void {
     const handler = ch.handler;
     if (handler === null) {
-      this.stats.drops.unbound_channel++;
+      // bindBatch() during this read's one-SDU deliveries: the rest go to the batch handler.
+      if (ch.batchHandler !== null) this.deliverBatchTo(ch, this.channels.single(sdu));
+      else this.stats.drops.unbound_channel++;
       return;
     }
     this.stats.fromHost.sdus++;
     this.stats.fromHost.bytes += sdu.byteLength;
     handler(sdu, ch.channel);
+  }
+
+  /** The SDUs of one read of `ch`'s file (≥ 1); read for a batch handler only. */
+  private deliverBatchTo(ch: GuestChannel, run: SduRun): void {
+    const handler = ch.batchHandler;
+    if (handler === null) {
+      // Unbound (or bind()) during the read: as on the one-SDU path, each SDU goes to the handler or is counted.
+      for (let i = 0; i < run.count; i++) this.deliverTo(ch, run.sdu(i));
+      return;
+    }
+    this.stats.fromHost.sdus += run.count;
+    this.stats.fromHost.bytes += run.bytes;
+    handler(run, ch.channel);
   }
 
   /** The writes of this tick, together (queued once per batch, not per SDU). */
