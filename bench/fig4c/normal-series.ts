@@ -7,12 +7,25 @@
  * flow (the flow-control QoS cube: in order, no retransmission) and does one tgen run per request
  * from the bench. Goodput is measured by the tgen server in VM-B. A Series (../common/series.ts).
  */
-import type { Guest } from '../../test/helpers/guest.js';
+import { mkdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { ROOT, type Guest } from '../../test/helpers/guest.js';
 import { GUEST_CLI, runInBackground, TwoHosts, writeGuestFile } from '../../test/helpers/two-hosts.js';
 import { BOOT_MS, GUEST_MEM_MB, type Measurement, type Series } from '../common/series.js';
 import type { Fig4cContext } from './systems.js';
 
 const NORMAL_DIF = 'n.DIF';
+
+/**
+ * FIG4C_PROFILE=1: each host's `vmpi serve` runs with --cpu-prof, its profile written at the end
+ * of the series (a clean SIGTERM exit) into FIG4C_PROFILE_DIR (default bench-results/fig4c-prof/),
+ * as serve-<namespace>.cpuprofile (read with bench/fig4c/prof-top.ts).
+ */
+if (process.env.FIG4C_PROFILE === '1') {
+  const dir = resolve(process.env.FIG4C_PROFILE_DIR ?? join(ROOT, 'bench-results', 'fig4c-prof'));
+  mkdirSync(dir, { recursive: true });
+  process.env.VMPI_SERVE_CPU_PROF_DIR = dir;
+}
 const CMD = '/tmp/fig4c-cmd';
 
 /** In VM-A: one tgen flow over n.DIF, one run per CMD written by the bench. */
