@@ -7,12 +7,26 @@
  * flow (the flow-control QoS cube: in order, no retransmission) and does one tgen run per request
  * from the bench. Goodput is measured by the tgen server in VM-B. A Series (../common/series.ts).
  */
-import type { Guest } from '../../test/helpers/guest.js';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { ROOT, type Guest } from '../../test/helpers/guest.js';
 import { GUEST_CLI, runInBackground, TwoHosts, writeGuestFile } from '../../test/helpers/two-hosts.js';
 import { BOOT_MS, GUEST_MEM_MB, type Measurement, type Series } from '../common/series.js';
 import type { Fig4cContext } from './systems.js';
 
 const NORMAL_DIF = 'n.DIF';
+
+/**
+ * FIG4C_PROFILE=1: each host's `vmpi serve` runs with --cpu-prof, its profile written at the end
+ * of the series (a clean SIGTERM exit) into FIG4C_PROFILE_DIR (default bench-results/fig4c-prof/),
+ * as serve-<namespace>.cpuprofile (read with bench/fig4c/prof-top.ts).
+ */
+if (process.env.FIG4C_PROFILE === '1') {
+  const dir = resolve(process.env.FIG4C_PROFILE_DIR ?? join(ROOT, 'bench-results', 'fig4c-prof'));
+  mkdirSync(dir, { recursive: true });
+  process.env.VMPI_SERVE_CPU_PROF_DIR = dir;
+}
 const CMD = '/tmp/fig4c-cmd';
 
 /** In VM-A: one tgen flow over n.DIF, one run per CMD written by the bench. */
@@ -90,10 +104,29 @@ export class NormalInterHostSeries implements Series {
     return { mbps: v.mbps, pps: secs > 0 ? v.sdus / secs : 0, seconds: secs, sdus: v.sdus, bytes: v.bytes, sentPps: v.sent / seconds };
   }
 
+  /**
+   * The shim-eth counters of both host serves (`vmpi dif show --json`): frames each way, send
+   * calls, full device queues, send errors, and the drops by reason that are not zero, so a loss
+   * on the host↔host leg shows in the bench's output.
+   */
+  private ethCounters(th: TwoHosts): void {
+    for (const [name, side] of [['host-A', th.a], ['host-B', th.b]] as const) {
+      const r = spawnSync(process.execPath, ['--import', 'tsx', join(ROOT, 'src', 'cli.ts'), 'dif', 'show', 'eth.v100', '--ipc-socket', side.ipcSocket, '--json'], { encoding: 'utf8', timeout: 20_000 });
+      try {
+        const st = (JSON.parse(r.stdout) as { state: { stats: Record<string, unknown> & { drops: Record<string, number>; rxBudgetDrops: Record<string, number> } } }).state.stats;
+        const nz = (o: Record<string, number>): string => Object.entries(o).filter(([, v]) => v > 0).map(([k, v]) => `${k} ${v}`).join(', ') || 'none';
+        this.say(`shim-eth ${name}: tx ${String(st.txFrames)} frames in ${String(st.txCalls)} calls, rx ${String(st.rxFrames)}, txFull ${String(st.txFull)}, txErrors ${String(st.txErrors)}; drops: ${nz(st.drops)}; rx budget drops: ${nz(st.rxBudgetDrops)}`);
+      } catch {
+        this.say(`shim-eth ${name}: no counters (${(r.stderr || r.stdout || String(r.error)).trim().slice(0, 200)})`);
+      }
+    }
+  }
+
   async stop(): Promise<void> {
     const th = this.th;
     this.th = null;
     if (th) {
+      this.ethCounters(th);
       await Promise.all([th.a.guest.stop(), th.b.guest.stop()]);
       await th.close();
     }

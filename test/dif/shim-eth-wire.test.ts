@@ -8,6 +8,7 @@ import {
   BROADCAST_MAC,
   ETHERTYPE_RINA,
   EthWireError,
+  MacNames,
   buildFrame,
   decodeArp,
   encodeArp,
@@ -16,6 +17,7 @@ import {
   parseMac,
   readEthHeader,
   readMessage,
+  sameMac,
   writeEthHeader,
   type ArpMessage,
 } from '../../src/dif/shim-eth/wire.js';
@@ -27,6 +29,36 @@ const B = parseMac('02-00-00-00-00-0B');
 t.test('MAC text', async (t) => {
   t.equal(formatMac(B), '02:00:00:00:00:0b');
   for (const bad of ['', '02:00:00:00:00', '02:00:00:00:00:0g', '0200.0000.000a', '02:00:00:00:00:0a:01']) t.throws(() => parseMac(bad), /is not a MAC address/, bad);
+});
+
+t.test('MAC comparison and the per-address text cache of the receive path', async (t) => {
+  t.ok(sameMac(A, parseMac('02:00:00:00:00:0A')));
+  t.notOk(sameMac(A, B));
+  t.ok(sameMac(new Uint8Array([9, ...B, 7]).subarray(1), B), 'a view at an offset');
+  const names = new MacNames(3);
+  const frame = new Uint8Array(12);
+  // Two peers alternating (the relay's case), and addresses that differ only in the high 16 bits
+  // or only in the low 32 (the 48-bit key must keep both halves).
+  const macs = ['02:00:00:00:00:0a', '02:00:00:00:00:0b', '02:00:00:00:00:0a', '03:00:00:00:00:0a', 'ff:ff:ff:ff:ff:fe', '02:00:00:00:00:0b'];
+  for (const m of macs) {
+    frame.set(parseMac(m), 6);
+    t.equal(names.name(frame.subarray(6, 12)), m, m);
+    t.ok(names.size <= 3, 'bounded');
+  }
+  t.equal(names.name(frame.subarray(6, 12)), '02:00:00:00:00:0b', 'the same view again');
+});
+
+t.test('Ethernet header bytes at an offset (no DataView)', async (t) => {
+  const buf = new Uint8Array(40).fill(0xee);
+  const out = buf.subarray(3, 3 + 18);
+  t.equal(writeEthHeader(out, B, A, ETHERTYPE_RINA, 0x123, 6), 18);
+  t.same([...buf.subarray(0, 3)], [0xee, 0xee, 0xee], 'nothing before the view');
+  t.same([...out], [2, 0, 0, 0, 0, 0x0b, 2, 0, 0, 0, 0, 0x0a, 0x81, 0x00, 0xc1, 0x23, 0xd1, 0xf0]);
+  t.equal(buf[21], 0xee, 'nothing after the header');
+  t.match(readEthHeader(out), { vlan: 0x123, pcp: 6, ethertype: 0xd1f0, headerBytes: 18 });
+  t.equal(writeEthHeader(out, A, B, 0x0800), 14);
+  t.same([...out.subarray(12, 14)], [0x08, 0x00]);
+  t.match(readEthHeader(out.subarray(0, 14)), { ethertype: 0x0800, vlan: undefined });
 });
 
 t.test('Ethernet header: untagged and 802.1Q', async (t) => {

@@ -72,8 +72,11 @@ const ADDR = { a: '10.203.0.1', b: '10.203.0.2' } as const;
 function serveIn(ns: string, cfg: string, ipcSocket: string, level: string): { child: ChildProcess; log: () => string } {
   const env: NodeJS.ProcessEnv = { ...process.env, VMPI_LOG_LEVEL: level };
   delete env.NODE_OPTIONS; // without tap's loader in the child
+  // VMPI_SERVE_CPU_PROF_DIR (bench/fig4c FIG4C_PROFILE=1): a V8 CPU profile per serve, written at its exit (close() stops serves with SIGTERM first then).
+  const prof = process.env.VMPI_SERVE_CPU_PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.VMPI_SERVE_CPU_PROF_DIR}`, `--cpu-prof-name=serve-${ns}.cpuprofile`] : [];
+  const [node, ...rest] = CLI;
   // `ip netns exec` execs the command: the child's pid is serve's, its own process group.
-  const child = spawn('ip', ['netns', 'exec', ns, ...CLI, 'serve', '--config', cfg, '--ipc-socket', ipcSocket, '--no-metrics', '--restart', 'off'], { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const child = spawn('ip', ['netns', 'exec', ns, node, ...prof, ...rest, 'serve', '--config', cfg, '--ipc-socket', ipcSocket, '--no-metrics', '--restart', 'off'], { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   let log = '';
   const add = (s: string) => (log = (log + s).slice(-200_000));
   child.stdout!.setEncoding('utf8').on('data', add);
@@ -138,6 +141,19 @@ class Made {
     }
   }
 
+  /** SIGTERM (a clean exit, which writes a --cpu-prof profile), then wait up to 10 s. */
+  private async termServes(): Promise<void> {
+    const live = this.serves.filter((s) => s.exitCode === null && s.signalCode === null && s.pid !== undefined);
+    for (const s of live) {
+      try {
+        process.kill(s.pid!, 'SIGTERM');
+      } catch {
+        // already gone
+      }
+    }
+    await Promise.all(live.map((s) => Promise.race([new Promise((r) => s.once('exit', r)), new Promise((r) => setTimeout(r, 10_000))])));
+  }
+
   private removeRest(): void {
     for (const ns of this.ns.splice(0)) spawnSync('ip', ['netns', 'del', ns], { timeout: 10_000 });
     rmSync(this.dir, { recursive: true, force: true });
@@ -154,6 +170,7 @@ class Made {
     return (this.closed ??= (async () => {
       for (const g of this.guests) g.kill();
       await Promise.all(this.guests.map((g) => Promise.race([g.done, new Promise((r) => setTimeout(r, 10_000))])));
+      if (process.env.VMPI_SERVE_CPU_PROF_DIR) await this.termServes();
       this.killServes();
       await Promise.all(this.serves.map((s) => (s.exitCode !== null || s.signalCode !== null ? Promise.resolve() : Promise.race([new Promise((r) => s.once('exit', r)), new Promise((r) => setTimeout(r, 5000))]))));
       this.removeRest();

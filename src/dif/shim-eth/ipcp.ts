@@ -47,6 +47,7 @@ import {
   ETHERTYPE_RINA,
   EthWireError,
   LENGTH_BYTES,
+  MacNames,
   arpBytes,
   decodeArp,
   encodeArp,
@@ -57,6 +58,7 @@ import {
   parseMac,
   readEthHeader,
   readMessage,
+  sameMac,
   writeEthHeader,
   writeLength,
 } from './wire.js';
@@ -153,6 +155,8 @@ export class ShimEthIpcp extends DatagramShimIpcp<string, EthDropReason> impleme
   protected readonly registrations: Registrations<(r: EthFlowRequest) => void, DatagramRegistration>;
   /** Application name key → MAC and expiry; Map order is least recently used first. */
   private readonly cache = new Map<string, { mac: string; expires: number }>();
+  /** The text of received frames' source addresses, made once per address (not per frame). */
+  private readonly macNames = new MacNames();
   private readonly resolutions = new Map<string, Resolution>();
   private readonly resolveCacheSize: number;
   private readonly resolveCacheMs: number;
@@ -500,10 +504,10 @@ export class ShimEthIpcp extends DatagramShimIpcp<string, EthDropReason> impleme
         if (e instanceof EthWireError) return this.drop('malformed', from, e.message);
         throw e;
       }
-      from = formatMac(h.src);
+      from = this.macNames.name(h.src);
       // OTHERHOST: unicast to another MAC (promiscuous), or a VLAN tag no VLAN device took.
       if (packetType === 3 || packetType === 4) return this.drop('not_for_us', from);
-      if (!isMulticastMac(h.dst) && formatMac(h.dst) !== this.macKey) return this.drop('not_for_us', from, `to ${formatMac(h.dst)}`);
+      if (!isMulticastMac(h.dst) && !sameMac(h.dst, this.link.mac)) return this.drop('not_for_us', from, `to ${formatMac(h.dst)}`);
       if (h.ethertype !== ETHERTYPE_RINA) return this.drop('not_for_us', from, `ethertype 0x${h.ethertype.toString(16)}`);
       if (h.vlan !== undefined && this.link.vlan !== undefined && h.vlan !== this.link.vlan) return this.drop('not_for_us', from, `VLAN ${h.vlan}`);
       if (isMulticastMac(h.src)) return this.drop('malformed', from, 'a multicast source address');

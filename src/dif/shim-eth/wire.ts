@@ -68,6 +68,39 @@ export function parseMac(text: string): Uint8Array {
   return Uint8Array.from(m.slice(1), (h) => parseInt(h, 16));
 }
 
+/** Whether the first 6 bytes of `a` and `b` are the same address (no string made). */
+export function sameMac(a: Uint8Array, b: Uint8Array): boolean {
+  return a[0] === b[0] && a[1] === b[1] && a[2] === b[2] && a[3] === b[3] && a[4] === b[4] && a[5] === b[5];
+}
+
+/**
+ * The text form (formatMac) of the source addresses of received frames, made once per address:
+ * a frame's source is looked up by its 48 bits as a number, so the per-frame cost is a Map
+ * lookup, not six toString/padStart and a join. At most `max` addresses are kept (then it starts
+ * over), so a flood of forged sources cannot grow it without bound.
+ */
+export class MacNames {
+  private readonly names = new Map<number, string>();
+  constructor(readonly max = 1024) {}
+
+  /** formatMac(mac), from the cache when seen before. */
+  name(mac: Uint8Array): string {
+    const key = ((mac[0]! << 8) | mac[1]!) * 0x100000000 + (((mac[2]! << 24) | (mac[3]! << 16) | (mac[4]! << 8) | mac[5]!) >>> 0);
+    let s = this.names.get(key);
+    if (s === undefined) {
+      if (this.names.size >= this.max) this.names.clear();
+      s = formatMac(mac);
+      this.names.set(key, s);
+    }
+    return s;
+  }
+
+  /** Addresses kept now. */
+  get size(): number {
+    return this.names.size;
+  }
+}
+
 export function isMulticastMac(mac: Uint8Array): boolean {
   return (mac[0]! & 1) !== 0;
 }
@@ -85,29 +118,35 @@ export function writeEthHeader(out: Uint8Array, dst: Uint8Array, src: Uint8Array
   if (out.byteLength < n) throw new RangeError(`${out.byteLength} bytes do not hold a ${n}-byte header`);
   out.set(dst, 0);
   out.set(src, 6);
-  const v = new DataView(out.buffer, out.byteOffset, out.byteLength);
+  // Byte writes, no DataView: this runs once per data frame sent (ipcp.ts sendData).
+  out.set(dst, 0);
+  out.set(src, 6);
   if (vlan !== undefined) {
     if (!Number.isInteger(vlan) || vlan < 0 || vlan > 4094) throw new RangeError(`VLAN id ${vlan} is not 0..4094`);
     if (!Number.isInteger(pcp) || pcp < 0 || pcp > 7) throw new RangeError(`priority ${pcp} is not 0..7`);
-    v.setUint16(12, ETHERTYPE_VLAN);
-    v.setUint16(14, (pcp << 13) | vlan);
+    out[12] = ETHERTYPE_VLAN >> 8;
+    out[13] = ETHERTYPE_VLAN & 0xff;
+    const tci = (pcp << 13) | vlan;
+    out[14] = tci >> 8;
+    out[15] = tci & 0xff;
   }
-  v.setUint16(n - 2, ethertype);
+  out[n - 2] = ethertype >> 8;
+  out[n - 1] = ethertype & 0xff;
   return n;
 }
 
 /** Read an Ethernet header (one 802.1Q tag at most); views into `frame`. Throws EthWireError. */
 export function readEthHeader(frame: Uint8Array): EthHeader {
   if (frame.byteLength < ETH_HEADER_BYTES) throw new EthWireError('truncated', `a frame of ${frame.byteLength} bytes (an Ethernet header is ${ETH_HEADER_BYTES})`);
-  const v = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+  // Byte reads, no DataView: this runs once per frame received.
   const dst = frame.subarray(0, 6);
   const src = frame.subarray(6, 12);
-  let type = v.getUint16(12);
+  let type = (frame[12]! << 8) | frame[13]!;
   if (type < 0x0600) throw new EthWireError('bad_field', `an 802.3 length field (${type}), not an ethertype`);
   if (type !== ETHERTYPE_VLAN) return { dst, src, ethertype: type, headerBytes: ETH_HEADER_BYTES };
   if (frame.byteLength < ETH_HEADER_BYTES + VLAN_TAG_BYTES) throw new EthWireError('truncated', `a tagged frame of ${frame.byteLength} bytes (its header is 18)`);
-  const tci = v.getUint16(14);
-  type = v.getUint16(16);
+  const tci = (frame[14]! << 8) | frame[15]!;
+  type = (frame[16]! << 8) | frame[17]!;
   if (type === ETHERTYPE_VLAN || type === 0x88a8) throw new EthWireError('bad_field', 'a stacked VLAN tag (QinQ) is not supported');
   if (type < 0x0600) throw new EthWireError('bad_field', `an 802.3 length field (${type}) after the VLAN tag`);
   const vlan = tci & 0x0fff;
