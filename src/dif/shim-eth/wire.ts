@@ -116,8 +116,6 @@ export function writeEthHeader(out: Uint8Array, dst: Uint8Array, src: Uint8Array
   if (!Number.isInteger(ethertype) || ethertype < 0x0600 || ethertype > 0xffff) throw new RangeError(`ethertype ${ethertype} is not 0x0600..0xffff`);
   const n = headerBytes(vlan);
   if (out.byteLength < n) throw new RangeError(`${out.byteLength} bytes do not hold a ${n}-byte header`);
-  out.set(dst, 0);
-  out.set(src, 6);
   // Byte writes, no DataView: this runs once per data frame sent (ipcp.ts sendData).
   out.set(dst, 0);
   out.set(src, 6);
