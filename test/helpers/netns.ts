@@ -47,4 +47,23 @@ export function veth(nsA: string, a: string, nsB: string, b: string, mtu?: numbe
   ip('link', 'add', a, 'netns', nsA, ...(mtu ? ['mtu', String(mtu)] : []), 'type', 'veth', 'peer', 'name', b, 'netns', nsB, ...(mtu ? ['mtu', String(mtu)] : []));
   ip('-n', nsA, 'link', 'set', a, 'up');
   ip('-n', nsB, 'link', 'set', b, 'up');
+  waitCarrier(nsA, a);
+  waitCarrier(nsB, b);
+}
+
+/**
+ * Wait (at most `ms`) until `dev` in `ns` has its carrier: a veth's comes up only after both ends
+ * are up, and the kernel's link watch may report it up to a second later. Without this, a serve
+ * started at once can find its shim-eth interface "down (no carrier)" (seen in CI: a flow
+ * allocation refused with port_down).
+ */
+export function waitCarrier(ns: string, dev: string, ms = 10_000): void {
+  const end = Date.now() + ms;
+  const nap = new Int32Array(new SharedArrayBuffer(4));
+  for (;;) {
+    const r = spawnSync('ip', ['-n', ns, '-o', 'link', 'show', 'dev', dev], { encoding: 'utf8', timeout: 10_000 });
+    if (r.status === 0 && /[<,]LOWER_UP[,>]/.test(r.stdout)) return;
+    if (Date.now() > end) throw new Error(`${dev} in ${ns} has no carrier after ${ms} ms: ${r.stdout.trim() || r.stderr.trim()}`);
+    Atomics.wait(nap, 0, 0, 20);
+  }
 }
