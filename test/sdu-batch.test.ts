@@ -19,6 +19,7 @@ import { TxRecords, recordSize, type TxWriter } from '../src/vmpi/guest-tx-batch
 import { parseChannelRecords, type ChannelRecords } from '../src/vmpi/guest-file.js';
 import { RxQueue } from '../src/dif/rx-queue.js';
 import { SduBatchBuffer } from '../src/dif/sdu-batch.js';
+import { batchOf } from './helpers/sdu-batch.js';
 import type { FlowEvents, SduBatch } from '../src/dif/api.js';
 import { Outbox, readRecords, type RecordSink } from '../src/dif/ipc/record.js';
 import type { ClientFlow } from '../src/dif/ipc/client-flow.js';
@@ -134,20 +135,6 @@ t.test('parseChannelRecords: a batch read as offsets and lengths', async (t) => 
 function queue(): { flow: EventEmitter<FlowEvents>; rx: RxQueue } {
   const flow = new EventEmitter<FlowEvents>();
   return { flow, rx: new RxQueue(flow) };
-}
-
-function batchOf(sdus: Uint8Array[]): SduBatchBuffer {
-  const total = sdus.reduce((a, s) => a + s.byteLength, 0);
-  const buf = new Uint8Array(total);
-  const b = new SduBatchBuffer(sdus.length);
-  b.reset(buf);
-  let at = 0;
-  for (const s of sdus) {
-    buf.set(s, at);
-    b.add(at, s.byteLength);
-    at += s.byteLength;
-  }
-  return b;
 }
 
 t.test("RxQueue: 'sdus' listeners get batches as they are; order kept with reads and queued SDUs; 'data' unchanged", async (t) => {

@@ -21,8 +21,7 @@ import { VhostUserServer } from '../src/vhost-user/server.js';
 import { VmpiDevice } from '../src/vmpi/device.js';
 import type { PortSduBatch, SduBatchHandler } from '../src/vmpi/port.js';
 import { SduRun } from '../src/vmpi/sdu-run.js';
-import { ShimHvIpcp } from '../src/dif/shim-hv/ipcp.js';
-import type { FlowImpl } from '../src/dif/shim-hv/flow.js';
+import { shimHvSinkPair } from './helpers/shim-hv-pair.js';
 import type { SduBatch } from '../src/dif/api.js';
 
 
@@ -189,17 +188,7 @@ t.test("shim IPC process on a batch port: a port batch of N SDUs reaches the flo
       h(one, ch);
     });
   };
-  const host = new ShimHvIpcp({ port: hostPort, role: 'host' });
-  const guest = new ShimHvIpcp({ port: pair.guest, role: 'guest' });
-  t.teardown(() => {
-    host.close();
-    guest.close();
-  });
-  const accepted: FlowImpl[] = [];
-  host.register('sink', (req) => void accepted.push(req.accept() as FlowImpl));
-  await guest.allocateFlow('src/1', 'sink');
-  await until(() => accepted.length === 1, 'the host accepted');
-  const f = accepted[0]!;
+  const { hostFlow: f } = await shimHvSinkPair(t, hostPort, pair.guest);
   const ch = f.channel;
   t.ok(batchHandlers.has(ch), "the shim IPC process bound the flow's channel with bindBatch");
   const seen: number[] = [];

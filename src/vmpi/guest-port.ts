@@ -184,13 +184,9 @@ export class GuestVmpiPort extends EventEmitter<VmpiPortEvents> implements VmpiP
 
   /** Deliver SDUs of `channel` to `handler` (replaces any previous one); opens and binds its file. */
   bind(channel: number, handler: SduHandler): void {
-    this.checkOpen();
-    checkChannel(channel);
-    if (!this.up) throw new GuestPortError('device_gone', `cannot bind channel ${channel}: ${this.path} is gone`);
-    const ch = this.channels.open(channel);
+    const ch = this.openForHandler(channel);
     ch.handler = handler;
     ch.batchHandler = null;
-    ch.closeWhenIdle = false;
   }
 
   /**
@@ -199,13 +195,19 @@ export class GuestVmpiPort extends EventEmitter<VmpiPortEvents> implements VmpiP
    * Replaces a bind() of the channel and the other way round.
    */
   bindBatch(channel: number, handler: SduBatchHandler): void {
+    const ch = this.openForHandler(channel);
+    ch.batchHandler = handler;
+    ch.handler = null;
+  }
+
+  /** bind() and bindBatch(): the checks, the channel's file opened (or the open one), kept open. */
+  private openForHandler(channel: number): GuestChannel {
     this.checkOpen();
     checkChannel(channel);
     if (!this.up) throw new GuestPortError('device_gone', `cannot bind channel ${channel}: ${this.path} is gone`);
     const ch = this.channels.open(channel);
-    ch.batchHandler = handler;
-    ch.handler = null;
     ch.closeWhenIdle = false;
+    return ch;
   }
 
   /** Stop delivering `channel`; its file is closed (releasing the channel) once its queued SDUs are written. */

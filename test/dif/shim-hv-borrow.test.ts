@@ -9,9 +9,8 @@
  */
 import t from 'tap';
 import type { SduBatch } from '../../src/dif/api.js';
-import type { FlowImpl } from '../../src/dif/shim-hv/flow.js';
 import type { ClientFlow } from '../../src/dif/ipc/client-flow.js';
-import { ShimHvIpcp } from '../../src/dif/shim-hv/ipcp.js';
+import { shimHvSinkPair } from '../helpers/shim-hv-pair.js';
 import { createPortPair } from './port-pair.js';
 import { DIF, ipcSetup, until } from '../ipc/helpers.js';
 
@@ -19,17 +18,7 @@ const sdu = (len: number, seed: number): Uint8Array => Uint8Array.from({ length:
 
 t.test("shim-hv flow: an 'sdus' listener gets the port's bytes as a batch of one, no copy; order and 'data' unchanged", async (t) => {
   const pair = createPortPair();
-  const host = new ShimHvIpcp({ port: pair.host, role: 'host' });
-  const guest = new ShimHvIpcp({ port: pair.guest, role: 'guest' });
-  t.teardown(() => {
-    host.close();
-    guest.close();
-  });
-  const accepted: FlowImpl[] = [];
-  host.register('sink', (req) => void accepted.push(req.accept() as FlowImpl));
-  const g = await guest.allocateFlow('src/1', 'sink');
-  await until(() => accepted.length === 1, 'the host accepted');
-  const f = accepted[0]!;
+  const { hostFlow: f, guestFlow: g } = await shimHvSinkPair(t, pair.host, pair.guest);
 
   // Queued before any listener: copies, delivered first, as batches of one.
   f.deliver(sdu(3, 1));

@@ -16,23 +16,13 @@
 import type { QosSpec, SduBatch } from '../api.js';
 import type { AppName } from '../naming.js';
 import { RxQueue, rxBudgetExceeded, type RxBudget } from '../rx-queue.js';
+import { BorrowPump, type BorrowedReader, type BorrowingFlow } from './borrow-pump.js';
 import { BaseFlow, type FlowEnd } from './flow.js';
+
+export { canBorrow, type BorrowedReader, type BorrowingFlow } from './borrow-pump.js';
 
 /** Which bound an SDU broke. */
 export type RxBudgetBound = 'sdus' | 'flow_bytes' | 'total_bytes';
-
-/** Takes one SDU whose bytes are valid only during the call. */
-export type BorrowedReader = (sdu: Uint8Array) => void;
-
-/** A flow that can hand its SDUs to a borrowing reader (BudgetedFlow). */
-export interface BorrowingFlow {
-  borrowReads(reader: BorrowedReader | null): void;
-}
-
-/** Whether `flow` offers borrowed reads. */
-export function canBorrow(flow: object): flow is BorrowingFlow {
-  return typeof (flow as Partial<BorrowingFlow>).borrowReads === 'function';
-}
 
 /** The IPC process's side of the budget. */
 export interface RxBudgetOwner extends RxBudget {
@@ -45,8 +35,7 @@ export abstract class BudgetedFlow extends BaseFlow implements BorrowingFlow {
   private accounted = true;
   private warnedBudget = false;
   protected readonly rx: RxQueue;
-  private borrower: BorrowedReader | null = null;
-  private borrowPump = false;
+  private readonly borrow: BorrowPump;
 
   constructor(
     private readonly budget: RxBudgetOwner,
@@ -61,6 +50,7 @@ export abstract class BudgetedFlow extends BaseFlow implements BorrowingFlow {
     this.rx = new RxQueue(this, null, (delta) => {
       if (this.accounted) this.budget.accountRx(delta);
     });
+    this.borrow = new BorrowPump(this.rx);
   }
 
   /** An SDU was dropped for the budget (`first`: the first time for this flow). */
@@ -68,31 +58,17 @@ export abstract class BudgetedFlow extends BaseFlow implements BorrowingFlow {
 
   /** Hand SDUs to `reader` without copying them (null: stop; SDUs queue under the budget meanwhile). */
   borrowReads(reader: BorrowedReader | null): void {
-    this.borrower = reader;
-    if (reader !== null && this.rx.length > 0 && !this.borrowPump) {
-      // Not from inside the caller (it may be in the middle of its own work): a microtask.
-      this.borrowPump = true;
-      queueMicrotask(() => this.pumpBorrowed());
-    }
-  }
-
-  private pumpBorrowed(): void {
-    this.borrowPump = false;
-    for (;;) {
-      const reader = this.borrower;
-      const sdu = reader === null ? undefined : this.rx.takeNow();
-      if (reader === null || sdu === undefined) return;
-      reader(sdu);
-    }
+    this.borrow.set(reader);
   }
 
   /** One SDU from the IPC process (bytes valid only now; copied when queued). */
   deliver(sdu: Uint8Array): void {
     this.stats.rxSdus++;
     this.stats.rxBytes += sdu.byteLength;
-    if (this.borrower !== null) {
+    const reader = this.borrow.reader;
+    if (reader !== null) {
       if (this.rx.length === 0) {
-        this.borrower(sdu);
+        reader(sdu);
         return;
       }
     } else if (this.rx.passOne(sdu)) {
@@ -116,7 +92,7 @@ export abstract class BudgetedFlow extends BaseFlow implements BorrowingFlow {
    * when the queue takes batches (rx-queue.ts takesBatch), else one by one as deliver().
    */
   deliverBatch(batch: SduBatch): void {
-    if (this.borrower === null && this.rx.takesBatch()) {
+    if (this.borrow.reader === null && this.rx.takesBatch()) {
       this.stats.rxSdus += batch.count;
       this.stats.rxBytes += batch.bytes;
       this.rx.pushBatch(batch);

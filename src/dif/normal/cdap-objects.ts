@@ -86,8 +86,10 @@ export interface FlowRequest {
   /** First EFCP sequence number of the requester's PDUs, and of the responder's (in the answer). */
   readonly srcInitSeq?: number;
   readonly dstInitSeq?: number;
-  /** The flow's max SDU in bytes (0 or absent: the DIF's maximum). */
+  /** The flow's max SDU in bytes (0 or absent: the DIF's maximum); in the answer, the agreed one. */
   readonly maxSdu?: number;
+  /** The requester's application left the max SDU open: the responder may lower it (cdap.proto). */
+  readonly maxSduOpen?: boolean;
 }
 
 // ---- field checks --------------------------------------------------------------------------
@@ -251,6 +253,7 @@ export function encodeFlowRequest(f: FlowRequest): Uint8Array {
     srcInitSeq: f.srcInitSeq,
     dstInitSeq: f.dstInitSeq,
     maxSdu: f.maxSdu,
+    maxSduOpen: f.maxSduOpen === true ? true : undefined,
   });
 }
 
@@ -259,8 +262,9 @@ export function decodeFlowRequest(bytes: Uint8Array | undefined): FlowRequest {
   const raw = decodeRaw(cdapType('FlowRequest'), bytes, 'flow request');
   const w = 'flow request';
   const result = typeof raw.result === 'number' ? raw.result : 0;
-  const extra: { srcInitSeq?: number; dstInitSeq?: number; maxSdu?: number } = {};
+  const extra: { srcInitSeq?: number; dstInitSeq?: number; maxSdu?: number; maxSduOpen?: boolean } = {};
   for (const f of ['srcInitSeq', 'dstInitSeq', 'maxSdu'] as const) if (raw[f] !== undefined) extra[f] = u32(raw, f, w);
+  if (raw.maxSduOpen === true) extra.maxSduOpen = true;
   return {
     ...extra,
     srcApp: nameFromWire(raw.srcApp, 'flow request src_app'),

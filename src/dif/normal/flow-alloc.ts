@@ -9,6 +9,11 @@
  * never a second flow); negative answers with reasons (not in the directory, refused by the
  * application, no answer from it, no CEP-id, too many flows, unreachable); CEP-ids from a
  * CepAllocator (quarantined after use, IRATI #491); bounds on flows and remembered answers.
+ *
+ * Max SDU. The request carries the requester's max SDU; `maxSduOpen` says its application left it
+ * open (what was offered is only what the requester's route carries). The responder's decision
+ * may then lower it (FlowDecision.maxSdu: what its route back carries) and the answer carries the
+ * agreed value, which the requester takes if it is smaller; an explicit max SDU is never changed.
  */
 import { type AppName } from '../naming.js';
 import { CdapError, replyTo, type CdapMessage, type CdapReply, type CdapRequest } from './cdap.js';
@@ -49,11 +54,21 @@ export interface FlowInfo {
   /** First EFCP sequence number of this end's PDUs and of the other end's (0 if not given). */
   readonly localInitSeq: number;
   readonly remoteInitSeq: number;
-  /** The flow's max SDU as the requester asked it (0: the DIF's maximum). */
+  /** The flow's agreed max SDU: as the requester asked it, or the responder's lower answer to an open request (0: the DIF's maximum). */
   readonly maxSdu: number;
 }
 
-export type FlowDecision = { readonly accept: true; readonly port: number; readonly initSeq?: number } | { readonly accept: false; readonly reason: string };
+/** A responder's decision; `maxSdu` (accept): the agreed max SDU, if it lowered an open request's. */
+export type FlowDecision = { readonly accept: true; readonly port: number; readonly initSeq?: number; readonly maxSdu?: number } | { readonly accept: false; readonly reason: string };
+
+/**
+ * The max SDU a requester takes from the answer `ans` to its request for `asked` (0: the DIF's
+ * maximum): the answer's if the request was open and the answer is smaller, else what it asked.
+ */
+export function agreedMaxSdu(asked: number, open: boolean, ans: number | undefined): number {
+  if (!open || ans === undefined || ans <= 0) return asked;
+  return asked === 0 || ans < asked ? ans : asked;
+}
 
 export interface FlowAllocatorOptions {
   readonly clock: Clock;
@@ -122,7 +137,7 @@ export class FlowAllocator {
   }
 
   /** Allocate a flow from local `srcApp` (its port `srcPort`) to `dstApp`, wherever it is. */
-  allocate(req: { srcApp: AppName; dstApp: AppName; srcPort: number; qosCube: number; initSeq?: number; maxSdu?: number }): Promise<FlowInfo> {
+  allocate(req: { srcApp: AppName; dstApp: AppName; srcPort: number; qosCube: number; initSeq?: number; maxSdu?: number; maxSduOpen?: boolean }): Promise<FlowInfo> {
     const local = this.opts.localAddress();
     if (local === 0) return Promise.reject(new FlowAllocError('ERR_FA_NO_ADDRESS', 'this IPC process is not enrolled in a DIF yet'));
     const dst = this.opts.lookup(req.dstApp);
@@ -137,7 +152,7 @@ export class FlowAllocator {
     }
     this.stats.requests++;
     const name = `${FLOW_NAME_PREFIX}${local}-${cep}`;
-    const fr: FlowRequest = { srcApp: req.srcApp, dstApp: req.dstApp, srcPort: req.srcPort, dstPort: 0, srcAddr: local, dstAddr: dst, srcCep: cep, dstCep: 0, qosCube: req.qosCube, result: 0, reason: '', srcInitSeq: req.initSeq ?? 0, maxSdu: req.maxSdu ?? 0 };
+    const fr: FlowRequest = { srcApp: req.srcApp, dstApp: req.dstApp, srcPort: req.srcPort, dstPort: 0, srcAddr: local, dstAddr: dst, srcCep: cep, dstCep: 0, qosCube: req.qosCube, result: 0, reason: '', srcInitSeq: req.initSeq ?? 0, maxSdu: req.maxSdu ?? 0, maxSduOpen: req.maxSduOpen === true };
     return new Promise<FlowInfo>((resolve, reject) => {
       this.request(dst, { op: 'M_CREATE', invokeId: 0, objClass: FLOW_CLASS, objName: name, value: encodeFlowRequest(fr) }, this.opts.clock.now() + (this.opts.allocateTimeoutMs ?? (this.opts.acceptTimeoutMs ?? 10_000) + 5000), (reply, lost) => {
         const fail = (code: FlowAllocErrorCode, msg: string, peerReason?: string) => {
@@ -163,7 +178,7 @@ export class FlowAllocator {
           return fail('ERR_FA_REJECTED', `bad answer from member ${dst}: ${(e as Error).message}`);
         }
         const flow: FlowInfo = { name, initiator: true, srcApp: req.srcApp, dstApp: req.dstApp, localAddr: local, remoteAddr: dst, localCep: cep, remoteCep: ans.dstCep, localPort: req.srcPort, remotePort: ans.dstPort, qosCube: req.qosCube,
-          localInitSeq: req.initSeq ?? 0, remoteInitSeq: ans.dstInitSeq ?? 0, maxSdu: req.maxSdu ?? 0 };
+          localInitSeq: req.initSeq ?? 0, remoteInitSeq: ans.dstInitSeq ?? 0, maxSdu: agreedMaxSdu(req.maxSdu ?? 0, req.maxSduOpen === true, ans.maxSdu) };
         this.flowsByName.set(name, flow);
         this.stats.allocated++;
         this.established(flow);
@@ -345,12 +360,13 @@ export class FlowAllocator {
         entry.reply = this.refuse(from, req, e instanceof CepError ? e.message : String(e));
         return;
       }
+      const maxSdu = fr.maxSduOpen === true ? agreedMaxSdu(fr.maxSdu ?? 0, true, d.maxSdu) : (fr.maxSdu ?? 0);
       const flow: FlowInfo = { name: req.objName, initiator: false, srcApp: fr.srcApp, dstApp: fr.dstApp, localAddr: local, remoteAddr: from, localCep: cep, remoteCep: fr.srcCep, localPort: d.port, remotePort: fr.srcPort, qosCube: fr.qosCube,
-        localInitSeq: d.initSeq ?? 0, remoteInitSeq: fr.srcInitSeq ?? 0, maxSdu: fr.maxSdu ?? 0 };
+        localInitSeq: d.initSeq ?? 0, remoteInitSeq: fr.srcInitSeq ?? 0, maxSdu };
       this.flowsByName.set(flow.name, flow);
       this.stats.allocated++;
       this.established(flow);
-      entry.reply = replyTo(req, 0, '', encodeFlowRequest({ ...fr, dstPort: d.port, dstCep: cep, dstInitSeq: d.initSeq ?? 0 }));
+      entry.reply = replyTo(req, 0, '', encodeFlowRequest({ ...fr, dstPort: d.port, dstCep: cep, dstInitSeq: d.initSeq ?? 0, maxSdu }));
       this.opts.send(from, entry.reply);
     };
     const ms = this.opts.acceptTimeoutMs ?? 10_000;

@@ -12,9 +12,13 @@
  * The route back. The requester offered a max SDU its own route here carries; this member's
  * route back may be another one (unequal link costs, a view of the DIF not yet the same, an
  * older requester that checks no route) with a smaller link. Both ends use the one agreed max
- * SDU, so a request above what the route back carries is refused, the reason naming the member,
- * the limit and what to ask for; the requester can ask again with at most that. No route back
- * yet (routing still converging): not checked, the answer waits in the RMT's hands like any other.
+ * SDU. A request whose application left the max SDU open (`maxSduOpen`: the requester offered
+ * only what its own route carries) is lowered to what this member and its route back carry, and
+ * the answer says the agreed value (flow-alloc.ts), so a plain allocation over an asymmetric path
+ * gets min(forward, back). A max SDU the application asked for is never lowered: above what the
+ * route back carries it is refused, the reason naming the member, the limit and what to ask for;
+ * the requester can ask again with at most that. No route back yet (routing still converging):
+ * not checked, the answer waits in the RMT's hands like any other.
  */
 import { randomInt } from 'node:crypto';
 import { DifError, type AcceptOptions, type DeallocationCause, type Flow, type FlowRequestHandler, type QosSpec } from '../api.js';
@@ -71,15 +75,16 @@ export class FlowResponder implements NormalRequestOwner {
     this.stats.incomingRequests++;
     const reg = this.h.registration(fr.dstApp);
     const cube = cubeById(fr.qosCube);
-    const maxSdu = fr.maxSdu || this.h.maxSdu;
+    const back = reg && cube ? this.h.pathMaxSdu?.(fr.srcAddr) : undefined;
+    let maxSdu = fr.maxSdu || this.h.maxSdu;
+    // Left open by the application: what this member and the route back carry, if smaller.
+    if (fr.maxSduOpen === true) maxSdu = Math.min(maxSdu, this.h.maxSdu, back ?? maxSdu);
     let refusal: string | undefined;
     if (!reg) refusal = REASON_UNKNOWN_APPLICATION;
     else if (!cube) refusal = `unknown QoS cube ${fr.qosCube}`;
+    else if (maxSdu < 1) refusal = `${REASON_ROUTE_BACK}: the route from member ${fr.dstAddr} back to member ${fr.srcAddr} carries no SDU`;
     else if (maxSdu > this.h.maxSdu) refusal = `max SDU ${maxSdu} exceeds ${this.h.difName}'s max SDU of ${this.h.maxSdu} bytes at this member`;
-    else {
-      const back = this.h.pathMaxSdu?.(fr.srcAddr);
-      if (back !== undefined && maxSdu > back) refusal = `${REASON_ROUTE_BACK}: max SDU ${maxSdu} exceeds the ${back} bytes the route from member ${fr.dstAddr} back to member ${fr.srcAddr} carries (its smallest N-1 link's max PDU, less the PCI); ask for at most ${back}`;
-    }
+    else if (back !== undefined && maxSdu > back) refusal = `${REASON_ROUTE_BACK}: max SDU ${maxSdu} exceeds the ${back} bytes the route from member ${fr.dstAddr} back to member ${fr.srcAddr} carries (its smallest N-1 link's max PDU, less the PCI); ask for at most ${back}`;
     if (refusal !== undefined || !reg || !cube) {
       this.stats.incomingRejected++;
       return { accept: false, reason: refusal ?? 'refused' };
@@ -89,7 +94,7 @@ export class FlowResponder implements NormalRequestOwner {
     let sync: FlowDecision | undefined;
     let later: ((d: FlowDecision) => void) | undefined;
     req.decide = (accept, x) => {
-      const d: FlowDecision = accept ? { accept: true, port: (x as NormalFlow).portId, initSeq: randomInt(0, 0xffffffff) } : { accept: false, reason: x as string };
+      const d: FlowDecision = accept ? { accept: true, port: (x as NormalFlow).portId, initSeq: randomInt(0, 0xffffffff), maxSdu } : { accept: false, reason: x as string };
       if (later) later(d);
       else sync = d;
     };

@@ -19,7 +19,7 @@ import { DifError, type Flow, type QosSpec } from '../api.js';
 import type { AppName } from '../naming.js';
 import { RxQueue } from '../rx-queue.js';
 import { BaseFlow, type FlowEnd } from '../core/flow.js';
-import type { BorrowedReader, BorrowingFlow } from '../core/budgeted-flow.js';
+import { BorrowPump, type BorrowedReader, type BorrowingFlow } from '../core/borrow-pump.js';
 import { BaseFlowRequest, type RequestOwner } from '../core/flow-request.js';
 import { EfcpError, type EfcpConnection } from './efcp/index.js';
 
@@ -31,8 +31,7 @@ export interface NormalFlowOwner extends FlowEnd<NormalFlow> {
 export class NormalFlow extends BaseFlow implements BorrowingFlow {
   protected readonly rx: RxQueue = new RxQueue(this, () => this.taken());
   private paused = false;
-  private borrower: BorrowedReader | null = null;
-  private borrowPump = false;
+  private readonly borrow = new BorrowPump(this.rx);
   /** The data path, once set up. */
   efcp: EfcpConnection | null = null;
   /** The flow allocator's name of this flow (`/fa/flows/…`), once allocated. */
@@ -77,22 +76,7 @@ export class NormalFlow extends BaseFlow implements BorrowingFlow {
    * and delivery pauses at rxQueueLimit, closing the EFCP window).
    */
   borrowReads(reader: BorrowedReader | null): void {
-    this.borrower = reader;
-    if (reader !== null && this.rx.length > 0 && !this.borrowPump) {
-      // Not from inside the caller (it may be in the middle of its own work): a microtask.
-      this.borrowPump = true;
-      queueMicrotask(() => this.pumpBorrowed());
-    }
-  }
-
-  private pumpBorrowed(): void {
-    this.borrowPump = false;
-    for (;;) {
-      const reader = this.borrower;
-      const sdu = reader === null ? undefined : this.rx.takeNow();
-      if (reader === null || sdu === undefined) return;
-      reader(sdu);
-    }
+    this.borrow.set(reader);
   }
 
   /**
@@ -107,7 +91,7 @@ export class NormalFlow extends BaseFlow implements BorrowingFlow {
     this.stats.rxSdus++;
     this.stats.rxBytes += sdu.byteLength;
     if (this.rx.length === 0) {
-      const reader = this.borrower;
+      const reader = this.borrow.reader;
       if (reader !== null) {
         reader(sdu);
         return true;

@@ -9,6 +9,10 @@
  * responder side (requests waiting for their application) is ipcp-flow-responder.ts'; the
  * wording of failed allocations ipcp-flow-errors.ts'. Everything else it needs (names, the RMT,
  * the directory, registrations, sending management messages) comes from its `FlowHost`.
+ *
+ * Max SDU of a requested flow: if the application asked for none, the request is open
+ * (flow-alloc.ts `maxSduOpen`) and the responder may answer with a smaller one (its route back);
+ * the flow's QoS takes it before the EFCP is set up and is frozen before the application sees it.
  */
 import { randomInt } from 'node:crypto';
 import { DifError, type AllocateOptions, type DeallocationCause, type Flow, type FlowRequestHandler, type QosRequest, type QosSpec } from '../api.js';
@@ -28,6 +32,9 @@ import { Linger, lingerBoundMs, needsLinger, type LingerOutcome } from './flow-l
 import type { EfcpTotals } from '../core/observe.js';
 
 export { REASON_UNKNOWN_APPLICATION } from './ipcp-flow-errors.js';
+
+/** A requested flow's QoS until the answer settles it (its maxSdu may still be lowered). */
+type UnsettledQos = { reliable: boolean; inOrder: boolean; maxSdu: number };
 
 /** What the flows need from their IPC process. */
 export interface FlowHost {
@@ -69,6 +76,8 @@ export class IpcpFlows implements NormalFlowOwner, ResponderFlows {
   private readonly byPort = new Map<number, NormalFlow>();
   private readonly byFaName = new Map<string, NormalFlow>();
   private readonly waitingLower = new Set<EfcpConnection>();
+  /** The QoS of requested flows not yet answered, by port-id. */
+  private readonly unsettled = new Map<number, UnsettledQos>();
   private readonly responder: FlowResponder = new FlowResponder(this);
   /** Deallocated reliable flows whose EFCP still delivers what it holds, by flow name. */
   private readonly lingering = new Map<string, { flow: NormalFlow; efcp: EfcpConnection; linger: Linger }>();
@@ -128,7 +137,11 @@ export class IpcpFlows implements NormalFlowOwner, ResponderFlows {
 
   // ---- allocation, requester side -------------------------------------------------------------
 
-  allocate(localApp: AppName | string, remoteApp: AppName | string, qos: QosRequest = {}, opts: AllocateOptions = {}): Promise<Flow> {
+  /**
+   * `maxSduOpen`: the application asked for no max SDU (default: `qos` has none), so the responder
+   * may lower the one offered (ipcp.ts offers the route's limit in `qos`).
+   */
+  allocate(localApp: AppName | string, remoteApp: AppName | string, qos: QosRequest = {}, opts: AllocateOptions = {}, maxSduOpen?: boolean): Promise<Flow> {
     try {
       this.h.checkOpen();
       const src = nameArg(localApp, 'local application');
@@ -145,16 +158,21 @@ export class IpcpFlows implements NormalFlowOwner, ResponderFlows {
       const timeoutMs = opts.timeoutMs ?? this.h.allocateTimeoutMs ?? 15_000;
       if (!Number.isInteger(timeoutMs) || timeoutMs < 1) throw new DifError('invalid_argument', `timeoutMs must be a positive integer, not ${String(timeoutMs)}`);
       const cube = cubeForQos(spec, this.h.cube);
-      const granted: QosSpec = Object.freeze({ reliable: cube.retransmission, inOrder: cube.inOrder, maxSdu: spec.maxSdu });
+      const open = maxSduOpen ?? !qos.maxSdu;
+      const granted: UnsettledQos = { reliable: cube.retransmission, inOrder: cube.inOrder, maxSdu: spec.maxSdu };
       const flow = new NormalFlow(this, this.nextPortId++, this.h.difName, src, dst, granted);
       this.byPort.set(flow.portId, flow);
+      if (open) this.unsettled.set(flow.portId, granted);
+      else Object.freeze(granted);
       this.stats.allocRequested++;
-      const faPromise = this.fa.allocate({ srcApp: src, dstApp: dst, srcPort: flow.portId, qosCube: cube.id, initSeq: randomInt(0, 0xffffffff), maxSdu: spec.maxSdu });
+      const faPromise = this.fa.allocate({ srcApp: src, dstApp: dst, srcPort: flow.portId, qosCube: cube.id, initSeq: randomInt(0, 0xffffffff), maxSdu: spec.maxSdu, maxSduOpen: open });
       return new Promise<Flow>((resolve, reject) => {
         let settled = false;
         const finish = (err: DifError | null): void => {
           if (settled) return;
           settled = true;
+          if (this.unsettled.get(flow.portId) === granted) this.unsettled.delete(flow.portId);
+          Object.freeze(granted);
           this.h.clock.clearTimer(timer);
           opts.signal?.removeEventListener('abort', onAbort);
           if (err) {
@@ -195,6 +213,9 @@ export class IpcpFlows implements NormalFlowOwner, ResponderFlows {
       this.fa.deallocate(info.name, 'the local end of the flow is gone');
       return;
     }
+    // An open request the responder answered with a smaller max SDU (its route back): agreed.
+    const open = info.initiator ? this.unsettled.get(info.localPort) : undefined;
+    if (open && info.maxSdu > 0 && info.maxSdu < open.maxSdu) open.maxSdu = info.maxSdu;
     const efcp: EfcpConnection = new EfcpConnection({
       cube,
       clock: this.h.clock,

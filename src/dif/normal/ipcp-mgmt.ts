@@ -11,7 +11,7 @@ import { CdapError, type CdapMessage } from './cdap.js';
 import { decodeDirectoryUpdate } from './cdap-objects.js';
 import { DIRECTORY_CLASS, DIRECTORY_NAME, directoryUpdateBudget, directoryUpdateValues, type Directory } from './directory.js';
 import { FLOW_CLASS } from './flow-alloc.js';
-import { decodeMgmtPdu, encodeMgmtPdu, ROUTING_CLASS, ROUTING_NAME } from './mgmt-pdu.js';
+import { decodeMgmtPdu, encodeMgmtPdu, routingMgmtMessage, ROUTING_CLASS } from './mgmt-pdu.js';
 import type { N1Port } from './n1-port.js';
 import type { Pci } from './pci.js';
 import { HOP_ADDRESS, type Rmt } from './rmt.js';
@@ -85,7 +85,7 @@ export class MgmtPlane {
   }
 
   sendRouting(portId: number, msg: RoutingMessage): boolean {
-    return this.send(HOP_ADDRESS, { op: 'M_WRITE', invokeId: 0, objClass: ROUTING_CLASS, objName: ROUTING_NAME, value: encodeRoutingMessage(msg) }, portId);
+    return this.send(HOP_ADDRESS, routingMgmtMessage(encodeRoutingMessage(msg)), portId);
   }
 
   floodDirectory(entries: DirectoryEntries, from: number | undefined): void {

@@ -26,7 +26,8 @@
  * smallest N-1 link on the route to its destination, whichever is smaller, minus the PCI: routing
  * floods each link's max PDU with the lower-flow database (routing.ts `pathMaxPdu`), and
  * allocateFlow() offers that limit (or refuses a QoS maxSdu above it, saying which path limits
- * it), so a write above it is refused at the writer. `maxSdu` (the IPCP's) is the largest any
+ * it; an offer the application did not ask for the responder may lower to its route back's), so
+ * a write above it is refused at the writer. `maxSdu` (the IPCP's) is the largest any
  * flow can get: `maxPduSize` or its largest N-1 flow, minus the PCI.
  *
  * Budgets: RMT queues (PDUs and bytes per port), EFCP queues per flow, rxQueueLimit SDUs per flow
@@ -276,7 +277,9 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
     } catch (e) {
       return Promise.reject(e);
     }
-    return this.appFlows.allocate(localApp, remoteApp, q, opts);
+    // No max SDU asked for: the route's limit offered in `q` may be lowered by the responder.
+    const open = typeof qos === 'object' && qos !== null && !qos.maxSdu;
+    return this.appFlows.allocate(localApp, remoteApp, q, opts, open);
   }
 
   /**

@@ -4,12 +4,20 @@
  * (enrollment, routing, directory floods); any other address is routed by the RMT (flow
  * allocation). Object classes of the messages that are not enrollment's own live here too.
  */
-import { decodeCdap, encodeCdap, type CdapMessage } from './cdap.js';
+import { decodeCdap, encodeCdap, type CdapMessage, type CdapRequest } from './cdap.js';
 import { DEFAULT_TTL, PCI_LEN, PduType, encodePci, newPci, type Pci } from './pci.js';
 
 /** Routing messages (routing-msg.ts bytes) travel as M_WRITE of this class. */
 export const ROUTING_CLASS = 'routing';
 export const ROUTING_NAME = '/mgmt/routing';
+
+/** The management message a routing message travels in, without its value (routing.ts sizes updates by it). */
+export const ROUTING_ENVELOPE: Readonly<CdapRequest> = Object.freeze({ op: 'M_WRITE', invokeId: 0, objClass: ROUTING_CLASS, objName: ROUTING_NAME });
+
+/** The management message carrying routing message bytes `value` (routing-msg.ts). */
+export function routingMgmtMessage(value: Uint8Array): CdapRequest {
+  return { ...ROUTING_ENVELOPE, value };
+}
 
 const pci: Pci = newPci();
 

@@ -27,14 +27,11 @@
 import type { Clock, TimerHandle } from './clock.js';
 import { Lfdb, MAX_SEQNUM, checkLowerFlow, compareLowerFlow, type LowerFlow } from './lfdb.js';
 import { Neighbours } from './neighbours.js';
-import { cdapValueBudget, type CdapRequest } from './cdap.js';
-import { ROUTING_CLASS, ROUTING_NAME } from './mgmt-pdu.js';
+import { cdapValueBudget } from './cdap.js';
+import { ROUTING_ENVELOPE } from './mgmt-pdu.js';
 import { PCI_LEN } from './pci.js';
 import { MAX_ENTRIES_PER_LIMITS_MSG, MAX_ENTRIES_PER_MSG, RoutingMsgError, decodeRoutingMessage, entriesThatFit, type RoutingMessage } from './routing-msg.js';
 import { shortestPaths, type Graph } from './spf.js';
-
-/** The management message a routing message travels in (ipcp-mgmt.ts sendRouting): one MGMT PDU. */
-const ROUTING_ENVELOPE: CdapRequest = { op: 'M_WRITE', invokeId: 0, objClass: ROUTING_CLASS, objName: ROUTING_NAME };
 
 /**
  * LFDB entries per update to a neighbour whose N-1 flow carries PDUs of up to `maxPdu` bytes:

@@ -9,7 +9,7 @@
 import { EventEmitter } from 'node:events';
 import t from 'tap';
 import type { Flow, SduBatch } from '../../../src/dif/api.js';
-import { SduBatchBuffer } from '../../../src/dif/sdu-batch.js';
+import { batchOf } from '../../helpers/sdu-batch.js';
 import { ManualClock } from '../../../src/dif/normal/clock.js';
 import { EfcpConnection, QOS_CUBES, type EfcpOptions, type QosCube } from '../../../src/dif/normal/efcp/index.js';
 import { N1Port } from '../../../src/dif/normal/n1-port.js';
@@ -42,21 +42,6 @@ function rig(cube: QosCube, opts: Partial<EfcpOptions> = {}, deliver?: (sdu: Uin
   });
   rmt.bindCep(20, { receivePdu: (pci, pdu, _h, borrowed) => b.receive(pdu, pci, borrowed), beginBatch: () => b.beginBatch(), endBatch: () => b.endBatch() });
   return { clock, a, b, rmt, fromA, fromB, got };
-}
-
-/** The PDUs as one batch in one buffer (what an N-1 read hands over). */
-function batchOf(pdus: Uint8Array[]): SduBatchBuffer {
-  const total = pdus.reduce((n, p) => n + p.length, 0);
-  const buf = new Uint8Array(total);
-  const batch = new SduBatchBuffer(Math.max(1, pdus.length));
-  batch.reset(buf);
-  let at = 0;
-  for (const p of pdus) {
-    buf.set(p, at);
-    batch.add(at, p.length);
-    at += p.length;
-  }
-  return batch;
 }
 
 function ctrlAcks(pdus: Uint8Array[]): number[] {
