@@ -1,15 +1,14 @@
 /**
- * guest-prof.ts — FIG4B_PROFILE=1: where the time goes in the normal-dif series' guests. The
- * `vmpi guest` of each guest is profiled during the measured runs only (HOOK_JS) and, at the
- * series' end, a summary made in the guest is printed: busy time by module
+ * guest-prof.ts — where the time goes in a normal-dif series' Node guests (Fig. 4b FIG4B_PROFILE=1,
+ * Fig. 4c FIG4C_PROFILE=1): a GuestProfiler. Every Node process started with its nodeCmd() (the
+ * guest's `vmpi guest`, the tgen server and client) is profiled during the measured runs only
+ * (HOOK_JS) and, at the series' end, a summary made in the guest is printed: busy time by module
  * (ipc/, normal/, shim-hv/, vmpi/, core/, node internals, GC) and the hottest functions.
  * Around every run, each guest's CPU per SDU (user/sys/softirq/idle, per Node process) is printed.
- * Off by default: profiling slows the guest itself, so the numbers of a profiled run are not the
- * figure's.
+ * Off by default (a disabled profiler does nothing): profiling slows the guest itself, so the
+ * numbers of a profiled run are not the figure's.
  */
 import type { Guest } from '../../test/helpers/guest.js';
-
-export const PROFILE = process.env.FIG4B_PROFILE === '1';
 
 /**
  * Preloaded into each profiled process: the profiler runs only between /tmp/prof-start and
@@ -65,27 +64,6 @@ console.log('by module:\\n' + pr(mod, 14));
 console.log('by function:\\n' + pr(fn, 28));
 `;
 
-/** `node` with the profiler flags (or plain `node`). */
-export function nodeCmd(): string {
-  return PROFILE ? 'node --import /tmp/prof-hook.mjs' : 'node';
-}
-
-/** Write the preload and the summariser into a guest. */
-export async function installProfiler(g: Guest): Promise<void> {
-  if (!PROFILE) return;
-  const w = (name: string, text: string) => `echo ${Buffer.from(text).toString('base64')} | base64 -d > /tmp/${name}`;
-  const r = await g.exec(`mkdir -p /tmp/prof && ${w('prof-hook.mjs', HOOK_JS)} && ${w('prof-sum.mjs', SUM_JS)}`, 30_000);
-  if (r.rc !== 0) throw new Error(`cannot install the profiler in the guest:\n${r.out}`);
-}
-
-/** End the guest's Node processes and print each profile's summary through `say`. */
-export async function collectProfiles(g: Guest, label: string, say: (s: string) => void): Promise<void> {
-  if (!PROFILE) return;
-  await g.exec('touch /tmp/prof-stop; sleep 5', 60_000);
-  const r = await g.exec('for f in /tmp/prof/*.cpuprofile; do node /tmp/prof-sum.mjs $f; done', 300_000);
-  for (const line of r.out.split('\n')) say(`${label} ${line.replace(/\r$/, '')}`);
-}
-
 /** Per guest: `cpu` line of /proc/stat (jiffies) and utime+stime of each Node process, by name. */
 export type CpuSnap = { total: number[]; procs: Map<string, number> }[];
 
@@ -106,28 +84,54 @@ function parseSnap(out: string): { total: number[]; procs: Map<string, number> }
   return { total, procs };
 }
 
-/** FIG4B_PROFILE=1: CPU counters of every guest before a run (empty otherwise). */
-export async function cpuSnapshot(guests: Guest[]): Promise<CpuSnap> {
-  if (!PROFILE) return [];
-  const out: CpuSnap = [];
-  for (const g of guests) out.push(parseSnap((await g.exec(`touch /tmp/prof-start; ${SNAP_CMD}`, 30_000)).out));
-  return out;
-}
+/** One guest profiler for a series' guests; `enabled` false: every method does nothing. */
+export class GuestProfiler {
+  constructor(readonly enabled: boolean) {}
 
-/**
- * After a run of `sdus` SDUs: each guest's CPU per SDU (µs; jiffies are 10 ms) split into user,
- * system, softirq and idle, and each Node process's share (user+system).
- */
-export async function reportCpu(guests: Guest[], before: CpuSnap, sdus: number, size: number, say: (s: string) => void): Promise<void> {
-  if (!PROFILE || sdus <= 0) return;
-  for (let i = 0; i < guests.length; i++) {
-    const a = before[i]!;
-    const b = parseSnap((await guests[i]!.exec(SNAP_CMD, 30_000)).out);
-    const d = b.total.map((v, k) => v - (a.total[k] ?? 0));
-    const us = (j: number) => ((j * 10_000) / sdus).toFixed(1);
-    // /proc/stat cpu: user nice system idle iowait irq softirq ...
-    const cells = [`user ${us(d[0]! + d[1]!)}`, `sys ${us(d[2]!)}`, `irq+softirq ${us(d[5]! + d[6]!)}`, `idle ${us(d[3]! + d[4]!)}`];
-    for (const [name, j] of b.procs) cells.push(`${name} ${us(j - (a.procs.get(name) ?? 0))}`);
-    say(`cpu vm${i + 1} ${size} B, ${sdus} SDUs: µs/SDU ${cells.join(', ')}`);
+  /** `node` with the profiler flags (or plain `node`). */
+  nodeCmd(): string {
+    return this.enabled ? 'node --import /tmp/prof-hook.mjs' : 'node';
+  }
+
+  /** Write the preload and the summariser into a guest (before any nodeCmd() process starts there). */
+  async install(g: Guest): Promise<void> {
+    if (!this.enabled) return;
+    const w = (name: string, text: string) => `echo ${Buffer.from(text).toString('base64')} | base64 -d > /tmp/${name}`;
+    const r = await g.exec(`mkdir -p /tmp/prof && ${w('prof-hook.mjs', HOOK_JS)} && ${w('prof-sum.mjs', SUM_JS)}`, 30_000);
+    if (r.rc !== 0) throw new Error(`cannot install the profiler in the guest:\n${r.out}`);
+  }
+
+  /** Stop the guest's profilers and print each profile's summary through `say`. */
+  async collect(g: Guest, label: string, say: (s: string) => void): Promise<void> {
+    if (!this.enabled) return;
+    await g.exec('touch /tmp/prof-stop; sleep 5', 60_000);
+    const r = await g.exec('for f in /tmp/prof/*.cpuprofile; do node /tmp/prof-sum.mjs $f; done', 300_000);
+    for (const line of r.out.split('\n')) say(`${label} ${line.replace(/\r$/, '')}`);
+  }
+
+  /** CPU counters of every guest before a run (and the profilers started); empty when disabled. */
+  async snapshot(guests: Guest[]): Promise<CpuSnap> {
+    if (!this.enabled) return [];
+    const out: CpuSnap = [];
+    for (const g of guests) out.push(parseSnap((await g.exec(`touch /tmp/prof-start; ${SNAP_CMD}`, 30_000)).out));
+    return out;
+  }
+
+  /**
+   * After a run of `sdus` SDUs: each guest's CPU per SDU (µs; jiffies are 10 ms) split into user,
+   * system, softirq and idle, and each Node process's share (user+system); labels[i] names guest i.
+   */
+  async report(guests: Guest[], before: CpuSnap, sdus: number, size: number, say: (s: string) => void, labels: readonly string[] = guests.map((_, i) => `vm${i + 1}`)): Promise<void> {
+    if (!this.enabled || sdus <= 0) return;
+    for (let i = 0; i < guests.length; i++) {
+      const a = before[i]!;
+      const b = parseSnap((await guests[i]!.exec(SNAP_CMD, 30_000)).out);
+      const d = b.total.map((v, k) => v - (a.total[k] ?? 0));
+      const us = (j: number) => ((j * 10_000) / sdus).toFixed(1);
+      // /proc/stat cpu: user nice system idle iowait irq softirq ...
+      const cells = [`user ${us(d[0]! + d[1]!)}`, `sys ${us(d[2]!)}`, `irq+softirq ${us(d[5]! + d[6]!)}`, `idle ${us(d[3]! + d[4]!)}`];
+      for (const [name, j] of b.procs) cells.push(`${name} ${us(j - (a.procs.get(name) ?? 0))}`);
+      say(`cpu ${labels[i]!} ${size} B, ${sdus} SDUs: µs/SDU ${cells.join(', ')}`);
+    }
   }
 }
