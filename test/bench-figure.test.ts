@@ -2,14 +2,16 @@
  * bench-figure.test.ts — the pure parts of the figure benches (bench/common/figure.ts): the
  * settings read from <ID>_… variables (FIG4A_DIRECTION included, with a typed error for a bad
  * value) and the CSV/SVG/JSON written from saved samples (<ID>_REPLOT), with the direction as a
- * column and field for a host ↔ VM figure and none for a VM → VM one. Nothing is timed.
+ * column and field for a host ↔ VM figure and none for a VM → VM one; the warm-up before a
+ * system's repeats (bench/common/warmup.ts: until steady, bounded). Nothing is timed.
  */
 import t from 'tap';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Figure, FigureSettingsError, figureCsv, parseDirection, readSettings, type FigureSpec } from '../bench/common/figure.js';
-import type { Measurement } from '../bench/common/series.js';
+import type { Measurement, Series } from '../bench/common/series.js';
+import { warmUp } from '../bench/common/warmup.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'vmpi-bench-figure-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -127,4 +129,79 @@ t.test('a saved run from before directions replots as host → VM; a VM → VM f
   t.notOk('sduRateRatios' in json);
   t.same(Object.keys(json.ratios), ['normal-dif/virtio-net']);
   t.equal(figureCsv([], false), 'system,size,mean_mbps,ci95_low,ci95_high,repeats\n');
+});
+
+t.test('warm-up: rounds over the sizes until every rate is steady, bounded; none with 0 rounds', async (t) => {
+  // A guest that warms up: its rate doubles per run until it reaches 1000 SDU/s.
+  const warming = () => {
+    const calls: [number, number][] = [];
+    let rate = 100;
+    const measure = async (size: number, secs: number): Promise<Measurement> => {
+      calls.push([size, secs]);
+      const r = rate;
+      rate = Math.min(1000, rate * 2);
+      return { mbps: (r * size * 8) / 1e6, pps: r, seconds: secs, sdus: r * secs, bytes: r * secs * size };
+    };
+    return { calls, measure };
+  };
+  const lines: string[] = [];
+  const a = warming();
+  const w = await warmUp(a.measure, [250, 1000], { maxRounds: 6, tolerance: 0.1, seconds: 0.5 }, (s) => lines.push(s));
+  // Rounds: [100, 200], [400, 800], [1000, 1000], [1000, 1000] → steady in round 4.
+  t.same(w.rates, [[100, 200], [400, 800], [1000, 1000], [1000, 1000]]);
+  t.equal(w.rounds, 4);
+  t.equal(w.steady, true);
+  t.same(a.calls.slice(0, 2), [[250, 0.5], [1000, 0.5]], 'every size, in order, with the warm-up window');
+  t.match(lines[3], /warm-up round 4\/6: 250 B 1000\/s, 1000 B 1000\/s \(steady\)/);
+
+  const b = warming();
+  const bounded = await warmUp(b.measure, [250], { maxRounds: 2, tolerance: 0.1, seconds: 1 }, () => {});
+  t.same({ rounds: bounded.rounds, steady: bounded.steady, calls: b.calls.length }, { rounds: 2, steady: false, calls: 2 }, 'bounded by maxRounds');
+
+  const c = warming();
+  t.same(await warmUp(c.measure, [250], { maxRounds: 0, tolerance: 0.1, seconds: 1 }, () => {}), { rounds: 0, steady: false, rates: [] }, 'no rounds: nothing measured');
+  t.equal(c.calls.length, 0);
+
+  let n = 0;
+  const failing = async (): Promise<Measurement> => {
+    if (n++ === 0) throw new Error('first run failed\nmore');
+    return { mbps: 1, pps: 500, seconds: 1, sdus: 500, bytes: 500 };
+  };
+  const f: string[] = [];
+  const fw = await warmUp(failing, [250], { maxRounds: 4, tolerance: 0.1, seconds: 1 }, (s) => f.push(s));
+  t.same(fw.rates, [[Number.NaN], [500], [500]], 'a failed run is not steady; the warm-up goes on');
+  t.match(f[0], /warm-up round 1 size 250: first run failed$/);
+});
+
+t.test('<ID>_WARMUP and _WARMUP_TOLERANCE: defaults, values, typed errors', async (t) => {
+  t.same(readSettings(PLAIN, dir, {}).warmup, { maxRounds: 6, tolerance: 0.1, seconds: 1 });
+  t.same(readSettings(PLAIN, dir, { FIG4B_WARMUP: '0', FIG4B_SECONDS: '0.25', FIG4B_WARMUP_TOLERANCE: '0.05' }).warmup, { maxRounds: 0, tolerance: 0.05, seconds: 0.25 });
+  for (const bad of ['-1', '1.5', 'x', '101']) t.throws(() => readSettings(PLAIN, dir, { FIG4B_WARMUP: bad }), { name: 'FigureSettingsError', code: 'bad_warmup', message: /FIG4B_WARMUP must be an integer 0\.\.100/ }, bad);
+  for (const bad of ['0', '1', 'x']) t.throws(() => readSettings(PLAIN, dir, { FIG4B_WARMUP_TOLERANCE: bad }), { code: 'bad_warmup', message: /FIG4B_WARMUP_TOLERANCE/ }, bad);
+});
+
+t.test('a sweep warms each system up until steady before its repeats: the first repeat is warm', async (t) => {
+  const out = join(dir, 'warm');
+  // Rate 100, 200, 400, … per run, up to 800: cold runs are slower.
+  let rate = 100;
+  let runs = 0;
+  const series: Series = {
+    key: 'normal-dif',
+    name: 'warming',
+    start: async () => {},
+    stop: async () => {},
+    measure: async (size: number, secs: number) => {
+      runs++;
+      const r = rate;
+      rate = Math.min(800, rate * 2);
+      return { mbps: (r * size * 8) / 1e6, pps: r, seconds: secs, sdus: r, bytes: r * size };
+    },
+  };
+  const settings = { ...readSettings(PLAIN, dir, { FIG4B_SIZES: '1000', FIG4B_REPEATS: '2', FIG4B_SYSTEMS: 'normal-dif' }), outDir: out };
+  await new Figure(PLAIN, settings, () => {}).run(() => series);
+  const json = JSON.parse(readFileSync(join(out, 'fig4b.json'), 'utf8')) as { settings: { warmup: unknown }; systems: { warmup: { rounds: number; steady: boolean }; points: { samples: Measurement[] }[] }[] };
+  t.same(json.systems[0]!.warmup, { rounds: 5, steady: true, rates: [[100], [200], [400], [800], [800]] }, 'warm-up rounds in the JSON');
+  t.same(json.systems[0]!.points[0]!.samples.map((s) => s.pps), [800, 800], 'both repeats warm');
+  t.equal(runs, 7);
+  t.same(json.settings.warmup, { maxRounds: 6, tolerance: 0.1, seconds: 1 });
 });

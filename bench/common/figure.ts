@@ -2,8 +2,8 @@
  * figure.ts — one goodput-vs-SDU-size figure of the paper (Fig. 4a, 4b …), measured in one run.
  *
  * Owns what every figure bench shares: reading its settings from the environment (<ID>_SIZES,
- * _REPEATS, _SECONDS, _SYSTEMS, _OUT, _REPLOT, and for a host ↔ VM figure _DIRECTION), the sweep
- * (repeat by repeat over the directions and sizes, not size by size, so slow drifts of the shared
+ * _REPEATS, _SECONDS, _SYSTEMS, _OUT, _REPLOT, _WARMUP, _WARMUP_TOLERANCE, and for a host ↔ VM
+ * figure _DIRECTION), the sweep (a warm-up per system until its rates are steady, warmup.ts; then repeat by repeat over the directions and sizes, not size by size, so slow drifts of the shared
  * machine spread over all of them; a failed measurement is retried once), the outputs (<id>.csv:
  * system,size,mean_mbps,ci95_low,ci95_high,repeats[,direction]; <id>.svg: means with 95% CI error
  * bars and a first-degree regression per series, one SVG per direction (<id>.svg for the first
@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import { linearRegression, niceTicks, renderSvgPlot } from '../../src/dif/plot.js';
 import { DIRECTIONS, type Direction, type Measurement, type Series } from './series.js';
 import { summarize, type Summary } from './stats.js';
+import { warmUp, WARMUP_DEFAULTS, type WarmupOptions, type WarmupResult } from './warmup.js';
 
 export interface FigureSpec {
   /** File names and the environment prefix: 'fig4a' → fig4a.csv, FIG4A_SIZES … */
@@ -46,7 +47,7 @@ export interface FigureSpec {
 export class FigureSettingsError extends Error {
   override name = 'FigureSettingsError';
   constructor(
-    readonly code: 'bad_sizes' | 'bad_repeats' | 'bad_system' | 'bad_direction',
+    readonly code: 'bad_sizes' | 'bad_repeats' | 'bad_system' | 'bad_direction' | 'bad_warmup',
     message: string,
   ) {
     super(message);
@@ -61,6 +62,8 @@ export interface FigureSettings {
   outDir: string;
   /** The directions measured; [null] for a figure without directions (Fig. 4b). */
   directions: (Direction | null)[];
+  /** Before each system's repeats (warmup.ts): <ID>_WARMUP rounds at most (default 6; 0: none), <ID>_WARMUP_TOLERANCE (0.1). */
+  warmup: WarmupOptions;
 }
 
 interface SystemResult {
@@ -68,6 +71,7 @@ interface SystemResult {
   name: string;
   direction: Direction | null;
   samples: Map<number, Measurement[]>;
+  warmup?: WarmupResult;
 }
 
 /** <ID>_DIRECTION: to-guest, to-host or both (unset: to-guest). */
@@ -92,7 +96,7 @@ export function parseSizes(name: string, spec: string): number[] {
   return out;
 }
 
-/** The settings from <ID>_SIZES, _REPEATS, _SECONDS, _SYSTEMS, _OUT (and _DIRECTION), checked. */
+/** The settings from <ID>_SIZES, _REPEATS, _SECONDS, _SYSTEMS, _OUT, _WARMUP, _WARMUP_TOLERANCE (and _DIRECTION), checked. */
 export function readSettings(spec: FigureSpec, root: string, environ: NodeJS.ProcessEnv = process.env): FigureSettings {
   const P = spec.id.toUpperCase();
   const env = (k: string) => environ[`${P}_${k}`];
@@ -105,7 +109,12 @@ export function readSettings(spec: FigureSpec, root: string, environ: NodeJS.Pro
   let directions: (Direction | null)[] = [null];
   if (spec.directions) directions = parseDirection(`${P}_DIRECTION`, env('DIRECTION'));
   else if (env('DIRECTION') !== undefined) throw new FigureSettingsError('bad_direction', `${P}_DIRECTION: ${spec.id} has no directions (it is measured between two VMs); unset it`);
-  return { sizes, repeats, seconds, systems, outDir: env('OUT') ?? join(root, 'bench-results'), directions };
+  const rounds = Number(env('WARMUP') ?? WARMUP_DEFAULTS.maxRounds);
+  const tolerance = Number(env('WARMUP_TOLERANCE') ?? WARMUP_DEFAULTS.tolerance);
+  if (!Number.isInteger(rounds) || rounds < 0 || rounds > 100) throw new FigureSettingsError('bad_warmup', `${P}_WARMUP must be an integer 0..100 (the most warm-up rounds; 0: none), not ${env('WARMUP')}`);
+  if (!(tolerance > 0 && tolerance < 1)) throw new FigureSettingsError('bad_warmup', `${P}_WARMUP_TOLERANCE must be a fraction in (0, 1), not ${env('WARMUP_TOLERANCE')}`);
+  const warmup = { maxRounds: rounds, tolerance, seconds: Math.min(WARMUP_DEFAULTS.seconds, seconds) };
+  return { sizes, repeats, seconds, systems, outDir: env('OUT') ?? join(root, 'bench-results'), directions, warmup };
 }
 
 const f1 = (v: number) => (Number.isFinite(v) ? v.toFixed(1) : 'n/a');
@@ -201,8 +210,12 @@ export class Figure {
       try {
         this.say(`${series.name}: booting the guests`);
         await series.start();
-        this.say(`${series.name}: up after ${((Date.now() - t0) / 1000).toFixed(1)} s; warm-up`);
-        for (const d of directions) await measure(sizes[sizes.length - 1]!, Math.min(1, seconds), d);
+        this.say(`${series.name}: up after ${((Date.now() - t0) / 1000).toFixed(1)} s; warm-up (at most ${this.settings.warmup.maxRounds} rounds over the sizes, until steady within ${this.settings.warmup.tolerance * 100}%)`);
+        for (const d of directions) {
+          const w = await warmUp((size, secs) => measure(size, secs, d), sizes, this.settings.warmup, (s) => this.say(`${series.key}${d ? ` ${d}` : ''} ${s}`));
+          byDir.get(d)!.warmup = w;
+          if (!w.steady && w.rounds > 0) this.say(`${series.key}${d ? ` ${d}` : ''}: not steady after ${w.rounds} warm-up rounds; the first repeats may be colder`);
+        }
         for (let rep = 1; rep <= repeats; rep++) {
           for (const d of directions) {
             const r = byDir.get(d)!;
@@ -319,13 +332,14 @@ export class Figure {
       date: this.startedAt.toISOString(),
       complete: done,
       durationSeconds: this.durationSeconds ?? (Date.now() - this.startedAt.getTime()) / 1000,
-      settings: { sizes, repeats, secondsPerMeasurement: seconds, systems, guest: this.spec.guest, ...(directional ? { directions } : {}) },
+      settings: { sizes, repeats, secondsPerMeasurement: seconds, systems, guest: this.spec.guest, ...(directional ? { directions } : {}), warmup: this.settings.warmup },
       systems: this.results.map((r) => {
         const pts = [...sums.get(r)!].map(([x, s]) => ({ x, y: s.mean }));
         return {
           key: r.key,
           name: r.name,
           ...(directional ? { direction: r.direction } : {}),
+          ...(r.warmup ? { warmup: r.warmup } : {}),
           regression: linearRegression(pts),
           points: [...sums.get(r)!].map(([size, s]) => ({
             size,

@@ -1,133 +1,16 @@
 /**
- * guest-prof.ts — FIG4B_PROFILE=1: where the time goes in the normal-dif series' guests. The
- * `vmpi guest` of each guest is profiled during the measured runs only (HOOK_JS) and, at the
- * series' end, a summary made in the guest is printed: busy time by module
- * (ipc/, normal/, shim-hv/, vmpi/, core/, node internals, GC) and the hottest functions.
- * Around every run, each guest's CPU per SDU (user/sys/softirq/idle, per Node process) is printed.
- * Off by default: profiling slows the guest itself, so the numbers of a profiled run are not the
- * figure's.
+ * guest-prof.ts — FIG4B_PROFILE=1: where the time goes in the normal-dif series' guests, with the
+ * profiler shared with Fig. 4c (../common/guest-prof.ts; what it measures is said there).
  */
 import type { Guest } from '../../test/helpers/guest.js';
+import { GuestProfiler, type CpuSnap } from '../common/guest-prof.js';
 
+export type { CpuSnap };
 export const PROFILE = process.env.FIG4B_PROFILE === '1';
+const profiler = new GuestProfiler(PROFILE);
 
-/**
- * Preloaded into each profiled process: the profiler runs only between /tmp/prof-start and
- * /tmp/prof-stop (written around the measured runs), so Node's start under TCG, slow enough
- * already, is neither slowed further nor part of the profile. One profile per process, written
- * to /tmp/prof/<pid>.cpuprofile on stop.
- */
-const HOOK_JS = `
-import { Session } from 'node:inspector';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
-const s = new Session();
-s.connect();
-let on = false;
-const t = setInterval(() => {
-  if (!on && existsSync('/tmp/prof-start')) {
-    on = true;
-    s.post('Profiler.enable', () => s.post('Profiler.setSamplingInterval', { interval: 1000 }, () => s.post('Profiler.start')));
-  } else if (on && existsSync('/tmp/prof-stop')) {
-    on = false;
-    clearInterval(t);
-    s.post('Profiler.stop', (err, r) => {
-      if (err) return;
-      mkdirSync('/tmp/prof', { recursive: true });
-      writeFileSync('/tmp/prof/' + process.pid + '.cpuprofile', JSON.stringify(r.profile));
-    });
-  }
-}, 200);
-t.unref();
-`;
-
-/** Summarise one .cpuprofile: self time by module and by function, over the non-idle samples. */
-const SUM_JS = `
-import { readFileSync } from 'node:fs';
-const p = JSON.parse(readFileSync(process.argv[2], 'utf8'));
-const byId = new Map(p.nodes.map((n) => [n.id, n]));
-const t = new Map();
-for (let i = 0; i < p.samples.length; i++) t.set(p.samples[i], (t.get(p.samples[i]) ?? 0) + (p.timeDeltas[i] ?? 0));
-let busy = 0, idle = 0;
-const fn = new Map(), mod = new Map();
-const modOf = (u) => { if (!u) return '(vm)'; if (u.startsWith('node:')) return u.split('/').slice(0, 2).join('/'); const m = /dist\\/src\\/(.*)\\/[^/]+$/.exec(u); return m ? m[1] : u.split('/').slice(-2).join('/'); };
-for (const [id, us] of t) {
-  const cf = byId.get(id).callFrame;
-  if (cf.functionName === '(idle)') { idle += us; continue; }
-  busy += us;
-  const k = (cf.functionName || '(anon)') + ' ' + cf.url.split('/').slice(-2).join('/') + ':' + (cf.lineNumber + 1);
-  fn.set(k, (fn.get(k) ?? 0) + us);
-  const m = cf.url ? modOf(cf.url) : cf.functionName;
-  mod.set(m, (mod.get(m) ?? 0) + us);
-}
-const pr = (m, n) => [...m].sort((a, b) => b[1] - a[1]).slice(0, n).map(([k, us]) => '  ' + (100 * us / busy).toFixed(1).padStart(5) + '% ' + (us / 1000).toFixed(0).padStart(7) + ' ms  ' + k).join('\\n');
-console.log('PROF ' + process.argv[2] + ': busy ' + (busy / 1000).toFixed(0) + ' ms, idle ' + (idle / 1000).toFixed(0) + ' ms');
-console.log('by module:\\n' + pr(mod, 14));
-console.log('by function:\\n' + pr(fn, 28));
-`;
-
-/** `node` with the profiler flags (or plain `node`). */
-export function nodeCmd(): string {
-  return PROFILE ? 'node --import /tmp/prof-hook.mjs' : 'node';
-}
-
-/** Write the preload and the summariser into a guest. */
-export async function installProfiler(g: Guest): Promise<void> {
-  if (!PROFILE) return;
-  const w = (name: string, text: string) => `echo ${Buffer.from(text).toString('base64')} | base64 -d > /tmp/${name}`;
-  const r = await g.exec(`mkdir -p /tmp/prof && ${w('prof-hook.mjs', HOOK_JS)} && ${w('prof-sum.mjs', SUM_JS)}`, 30_000);
-  if (r.rc !== 0) throw new Error(`cannot install the profiler in the guest:\n${r.out}`);
-}
-
-/** End the guest's Node processes and print each profile's summary through `say`. */
-export async function collectProfiles(g: Guest, label: string, say: (s: string) => void): Promise<void> {
-  if (!PROFILE) return;
-  await g.exec('touch /tmp/prof-stop; sleep 5', 60_000);
-  const r = await g.exec('for f in /tmp/prof/*.cpuprofile; do node /tmp/prof-sum.mjs $f; done', 300_000);
-  for (const line of r.out.split('\n')) say(`${label} ${line.replace(/\r$/, '')}`);
-}
-
-/** Per guest: `cpu` line of /proc/stat (jiffies) and utime+stime of each Node process, by name. */
-export type CpuSnap = { total: number[]; procs: Map<string, number> }[];
-
-const SNAP_CMD = `head -1 /proc/stat; for p in $(pidof node); do echo "P $(cut -d' ' -f14,15 /proc/$p/stat) $(tr '\\0' ' ' < /proc/$p/cmdline | cut -c1-80)"; done`;
-
-function parseSnap(out: string): { total: number[]; procs: Map<string, number> } {
-  let total: number[] = [];
-  const procs = new Map<string, number>();
-  for (const raw of out.split('\n')) {
-    const l = raw.replace(/\r$/, '');
-    if (/^cpu\s/.test(l)) total = l.trim().split(/\s+/).slice(1).map(Number);
-    const m = /^P (\d+) (\d+) (.*)$/.exec(l);
-    if (m) {
-      const name = m[3]!.includes(' guest ') ? 'vmpi-guest' : m[3]!.includes('tgen server') ? 'tgen-server' : m[3]!.includes('driver') ? 'tgen-client' : m[3]!.trim();
-      procs.set(name, (procs.get(name) ?? 0) + Number(m[1]) + Number(m[2]));
-    }
-  }
-  return { total, procs };
-}
-
-/** FIG4B_PROFILE=1: CPU counters of every guest before a run (empty otherwise). */
-export async function cpuSnapshot(guests: Guest[]): Promise<CpuSnap> {
-  if (!PROFILE) return [];
-  const out: CpuSnap = [];
-  for (const g of guests) out.push(parseSnap((await g.exec(`touch /tmp/prof-start; ${SNAP_CMD}`, 30_000)).out));
-  return out;
-}
-
-/**
- * After a run of `sdus` SDUs: each guest's CPU per SDU (µs; jiffies are 10 ms) split into user,
- * system, softirq and idle, and each Node process's share (user+system).
- */
-export async function reportCpu(guests: Guest[], before: CpuSnap, sdus: number, size: number, say: (s: string) => void): Promise<void> {
-  if (!PROFILE || sdus <= 0) return;
-  for (let i = 0; i < guests.length; i++) {
-    const a = before[i]!;
-    const b = parseSnap((await guests[i]!.exec(SNAP_CMD, 30_000)).out);
-    const d = b.total.map((v, k) => v - (a.total[k] ?? 0));
-    const us = (j: number) => ((j * 10_000) / sdus).toFixed(1);
-    // /proc/stat cpu: user nice system idle iowait irq softirq ...
-    const cells = [`user ${us(d[0]! + d[1]!)}`, `sys ${us(d[2]!)}`, `irq+softirq ${us(d[5]! + d[6]!)}`, `idle ${us(d[3]! + d[4]!)}`];
-    for (const [name, j] of b.procs) cells.push(`${name} ${us(j - (a.procs.get(name) ?? 0))}`);
-    say(`cpu vm${i + 1} ${size} B, ${sdus} SDUs: µs/SDU ${cells.join(', ')}`);
-  }
-}
+export const nodeCmd = (): string => profiler.nodeCmd();
+export const installProfiler = (g: Guest): Promise<void> => profiler.install(g);
+export const collectProfiles = (g: Guest, label: string, say: (s: string) => void): Promise<void> => profiler.collect(g, label, say);
+export const cpuSnapshot = (guests: Guest[]): Promise<CpuSnap> => profiler.snapshot(guests);
+export const reportCpu = (guests: Guest[], before: CpuSnap, sdus: number, size: number, say: (s: string) => void): Promise<void> => profiler.report(guests, before, sdus, size, say);

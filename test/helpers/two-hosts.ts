@@ -47,7 +47,19 @@ export interface TwoHostsOptions {
   logLevel?: string;
   /** Progress lines. */
   say?: (s: string) => void;
+  /**
+   * The guests' `vmpi guest` started by this Node command (e.g. with a profiler preloaded,
+   * bench/common/guest-prof.ts) after `prepare` ran in that guest; default plain `node`.
+   */
+  guestNode?: { prepare(g: Guest): Promise<void>; nodeCmd(): string };
+  /** The guests' `vmpi guest` serves its metrics on this address inside the guest (default: off). */
+  guestMetrics?: string;
+  /** Each serve serves its metrics on SERVE_METRICS in its namespace (HostSide.metrics; default: off, --no-metrics). */
+  serveMetrics?: boolean;
 }
+
+/** Where a serve's metrics are, inside its own namespace (each has its own loopback), with `serveMetrics`. */
+export const SERVE_METRICS = '127.0.0.1:19465';
 
 export interface HostSide {
   ns: string;
@@ -61,6 +73,8 @@ export interface HostSide {
   guest: Guest;
   /** Its normal IPC process name. */
   ipcpName: string;
+  /** Its serve's metrics text now (`serveMetrics`; '' when off or unreachable): `path` default /metrics. */
+  metrics: (path?: string) => string;
 }
 
 const CLI = [process.execPath, '--import', import.meta.resolve('tsx'), join(ROOT, 'src', 'cli.ts')] as const;
@@ -69,19 +83,25 @@ export const GUEST_CLI = '/opt/vmpi/dist/src/cli.js';
 const UDP_PORT = 7400;
 const ADDR = { a: '10.203.0.1', b: '10.203.0.2' } as const;
 
-function serveIn(ns: string, cfg: string, ipcSocket: string, level: string): { child: ChildProcess; log: () => string } {
+function serveIn(ns: string, cfg: string, ipcSocket: string, level: string, metrics: boolean): { child: ChildProcess; log: () => string } {
   const env: NodeJS.ProcessEnv = { ...process.env, VMPI_LOG_LEVEL: level };
   delete env.NODE_OPTIONS; // without tap's loader in the child
   // VMPI_SERVE_CPU_PROF_DIR (bench/fig4c FIG4C_PROFILE=1): a V8 CPU profile per serve, written at its exit (close() stops serves with SIGTERM first then).
   const prof = process.env.VMPI_SERVE_CPU_PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.VMPI_SERVE_CPU_PROF_DIR}`, `--cpu-prof-name=serve-${ns}.cpuprofile`] : [];
   const [node, ...rest] = CLI;
   // `ip netns exec` execs the command: the child's pid is serve's, its own process group.
-  const child = spawn('ip', ['netns', 'exec', ns, node, ...prof, ...rest, 'serve', '--config', cfg, '--ipc-socket', ipcSocket, '--no-metrics', '--restart', 'off'], { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const child = spawn('ip', ['netns', 'exec', ns, node, ...prof, ...rest, 'serve', '--config', cfg, '--ipc-socket', ipcSocket, ...(metrics ? ['--metrics-listen', SERVE_METRICS] : ['--no-metrics']), '--restart', 'off'], { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   let log = '';
   const add = (s: string) => (log = (log + s).slice(-200_000));
   child.stdout!.setEncoding('utf8').on('data', add);
   child.stderr!.setEncoding('utf8').on('data', add);
   return { child, log: () => log };
+}
+
+/** The metrics of the serve in `ns` (curl inside the namespace, bounded); '' when unreachable. */
+function serveMetricsIn(ns: string, path: string): string {
+  const r = spawnSync('ip', ['netns', 'exec', ns, 'curl', '-sf', '--max-time', '10', `http://${SERVE_METRICS}${path}`], { encoding: 'utf8', timeout: 15_000 });
+  return r.status === 0 ? r.stdout : '';
 }
 
 async function until(what: string, ok: () => boolean, ms: number, log: () => string): Promise<void> {
@@ -103,9 +123,9 @@ export async function writeGuestFile(g: Guest, path: string, text: string): Prom
 }
 
 /** Start `node FILE` (already written) in the background in an agent guest, its output on the console. */
-export function runInBackground(g: Guest, file: string): number {
+export function runInBackground(g: Guest, file: string, node = 'node'): number {
   const from = g.mark;
-  g.send(`(node ${file} &)`);
+  g.send(`(${node} ${file} &)`);
   return from;
 }
 
@@ -242,9 +262,9 @@ export class TwoHosts {
       writeFileSync(join(dir, 'a.json'), JSON.stringify(cfgA));
       writeFileSync(join(dir, 'b.json'), JSON.stringify(cfgB));
       const level = o.logLevel ?? 'info';
-      const sA = serveIn(nsA, join(dir, 'a.json'), join(dir, 'a-ipc.sock'), level);
+      const sA = serveIn(nsA, join(dir, 'a.json'), join(dir, 'a-ipc.sock'), level, o.serveMetrics === true);
       made.serves.push(sA.child);
-      const sB = serveIn(nsB, join(dir, 'b.json'), join(dir, 'b-ipc.sock'), level);
+      const sB = serveIn(nsB, join(dir, 'b.json'), join(dir, 'b-ipc.sock'), level, o.serveMetrics === true);
       made.serves.push(sB.child);
       const logs = (): string => `--- serve A ---\n${sA.log().slice(-3000)}\n--- serve B ---\n${sB.log().slice(-3000)}`;
       await until('both serves\' sockets', () => ['vm-a.sock', 'vm-b.sock', 'a-ipc.sock', 'b-ipc.sock'].every((f) => existsSync(join(dir, f))), 60_000, logs);
@@ -258,8 +278,8 @@ export class TwoHosts {
       const bootMs = o.bootMs ?? 150_000;
       await Promise.all([gA.agentReady(1, bootMs), gB.agentReady(1, bootMs), until(`host-B enrolled with host-A over ${shimDif}`, () => sB.log().includes('normal DIF: enrolled'), 60_000, logs)]);
       say('guests booted; starting their members of the normal DIF');
-      await Promise.all([startMember(gA, dif, names.a), startMember(gB, dif, names.b)]);
-      const side = (ns: string, iface: string, s: { child: ChildProcess; log: () => string }, g: Guest, sock: string, ipcpName: string): HostSide => ({ ns, iface, ipcSocket: join(dir, sock), serve: s.child, log: s.log, guest: g, ipcpName });
+      await Promise.all([startMember(gA, dif, names.a, o), startMember(gB, dif, names.b, o)]);
+      const side = (ns: string, iface: string, s: { child: ChildProcess; log: () => string }, g: Guest, sock: string, ipcpName: string): HostSide => ({ ns, iface, ipcSocket: join(dir, sock), serve: s.child, log: s.log, guest: g, ipcpName, metrics: (path = '/metrics') => (o.serveMetrics ? serveMetricsIn(ns, path) : '') });
       return new TwoHosts(dif, shimDif, side(nsA, ifA, sA, gA, 'a-ipc.sock', names.a), side(nsB, ifB, sB, gB, 'b-ipc.sock', names.b), made, logs);
     } catch (e) {
       await made.close();
@@ -288,12 +308,15 @@ export class TwoHosts {
  * Start `vmpi guest --config` (a member of `dif` enrolling with `enroller`, its host's IPCP) in an
  * agent guest and wait for its IPC socket: up to 180 s (Node under TCG on a busy host is slow).
  */
-async function startMember(g: Guest, dif: string, enroller: string): Promise<void> {
-  const cfg = JSON.stringify({ metrics: { enabled: false }, normal: { dif, enroller } });
+async function startMember(g: Guest, dif: string, enroller: string, o: Pick<TwoHostsOptions, 'guestNode' | 'guestMetrics'>): Promise<void> {
+  const node = o.guestNode;
+  await node?.prepare(g);
+  const metrics = o.guestMetrics ? { enabled: true, listen: o.guestMetrics } : { enabled: false };
+  const cfg = JSON.stringify({ metrics, normal: { dif, enroller } });
   const up = [
     'mkdir -p /run/vmpi',
     `echo '${cfg}' > /tmp/vmpi-guest.json`,
-    `(node ${GUEST_CLI} guest --config /tmp/vmpi-guest.json --log-level warn >/tmp/vmpi-guest.log 2>&1 &)`,
+    `(${node?.nodeCmd() ?? 'node'} ${GUEST_CLI} guest --config /tmp/vmpi-guest.json --log-level warn >/tmp/vmpi-guest.log 2>&1 &)`,
     // `false`, not `exit`: exit would end the agent's shell, which powers the guest off.
     'i=0; while [ ! -S /run/vmpi/ipc.sock ] && [ $i -lt 1800 ]; do sleep 0.1; i=$((i+1)); done',
     '[ -S /run/vmpi/ipc.sock ] || { cat /tmp/vmpi-guest.log; false; }',
