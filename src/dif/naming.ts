@@ -13,6 +13,7 @@
  *   UTF-8 decode leaves behind), and has no leading or trailing white space;
  * - a component is at most MAX_NAME_COMPONENT_BYTES bytes of UTF-8.
  */
+import { CodedError } from '../sys/coded-error.js';
 
 export interface AppName {
   /** Application process name (required, non-empty). */
@@ -28,14 +29,8 @@ export const MAX_NAME_STRING_BYTES = 4 * MAX_NAME_COMPONENT_BYTES + 3;
 
 export type NamingErrorCode = 'not_a_string' | 'empty_process_name' | 'too_many_components' | 'bad_character' | 'surrounding_space' | 'too_long';
 
-export class NamingError extends Error {
+export class NamingError extends CodedError<NamingErrorCode> {
   override name = 'NamingError';
-  constructor(
-    readonly code: NamingErrorCode,
-    message: string,
-  ) {
-    super(message);
-  }
 }
 
 const COMPONENTS = ['processName', 'processInstance', 'entityName', 'entityInstance'] as const;

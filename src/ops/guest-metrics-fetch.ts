@@ -25,6 +25,7 @@ import { DifError, type Flow, type IpcProcess } from '../dif/api.js';
 import { logger as rootLogger, type Logger } from '../sys/log.js';
 import { MAX_REPLY_BYTES, METRICS_APP, METRICS_CLIENT_APP, MetricsWireError, ReplyAssembler, encodeRequest } from './metrics-wire.js';
 import type { GuestScrapeCounts } from './metrics.js';
+import { CodedError } from '../sys/coded-error.js';
 
 export const DEFAULT_GUEST_TIMEOUT_MS = 3000;
 export const DEFAULT_GUEST_MAX_BYTES = 1024 * 1024;
@@ -33,15 +34,8 @@ export type GuestFetchErrorCode = 'unknown_guest' | 'timeout' | 'unreachable' | 
 export const GUEST_SCRAPE_OUTCOMES = ['ok', 'timeout', 'unreachable', 'malformed', 'oversize', 'truncated', 'guest_error'] as const;
 type Outcome = (typeof GUEST_SCRAPE_OUTCOMES)[number];
 
-export class GuestFetchError extends Error {
+export class GuestFetchError extends CodedError<GuestFetchErrorCode> {
   override name = 'GuestFetchError';
-  constructor(
-    readonly code: GuestFetchErrorCode,
-    message: string,
-    opts: { cause?: unknown } = {},
-  ) {
-    super(message, opts);
-  }
 
   /** The HTTP status this error answers with. */
   get httpStatus(): number {

@@ -20,6 +20,7 @@ import type { NormalConfig } from './config.js';
 import { createNormalIpcp } from './normal.js';
 import { GuestVmpiPort } from '../vmpi/guest-port.js';
 import { findVirtioCarriers, findVmpiDevices, VMPI_DRIVER_NAME } from '../vmpi/guest-sysfs.js';
+import { CodedError } from '../sys/coded-error.js';
 
 export { findVirtioCarriers, findVmpiDevices, VMPI_CARRIER_VIRTIO_ID, VMPI_DRIVER_NAME, type VirtioCarrier } from '../vmpi/guest-sysfs.js';
 
@@ -45,14 +46,8 @@ export interface GuestStartOptions {
 }
 
 /** `vmpi guest` cannot start: `code` says why, the message what to do. */
-export class GuestStartError extends Error {
+export class GuestStartError extends CodedError<'no_device' | 'carrier_claimed' | 'driver_not_loaded'> {
   override name = 'GuestStartError';
-  constructor(
-    readonly code: 'no_device' | 'carrier_claimed' | 'driver_not_loaded',
-    message: string,
-  ) {
-    super(message);
-  }
 }
 
 /** The error for a VM without /dev/vmpiN, from what sysfs shows. */

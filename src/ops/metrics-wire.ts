@@ -14,6 +14,7 @@
  * a body longer than announced, a length over the host's budget, the flow ending early — is a
  * typed MetricsWireError; the assembler never holds more than the budget.
  */
+import { CodedError } from '../sys/coded-error.js';
 
 export const METRICS_APP = 'vmpi-metrics';
 /** The host's end of a metrics flow (its local application name). */
@@ -29,14 +30,8 @@ export const MAX_REPLY_BYTES = 16 * 1024 * 1024;
 
 export type MetricsWireErrorCode = 'malformed' | 'oversize' | 'truncated';
 
-export class MetricsWireError extends Error {
+export class MetricsWireError extends CodedError<MetricsWireErrorCode> {
   override name = 'MetricsWireError';
-  constructor(
-    readonly code: MetricsWireErrorCode,
-    message: string,
-  ) {
-    super(message);
-  }
 }
 
 function hasMagic(b: Uint8Array): boolean {

@@ -9,16 +9,11 @@
  * with FDSTORE=1 through the same function.
  */
 import { native } from '../sys/native.js';
+import { CodedError } from '../sys/coded-error.js';
 
 /** A message systemd would refuse or misread; `code` names the rule it broke. */
-export class NotifyError extends Error {
+export class NotifyError extends CodedError<'notify_fdname'> {
   override name = 'NotifyError';
-  constructor(
-    readonly code: 'notify_fdname',
-    message: string,
-  ) {
-    super(message);
-  }
 }
 
 /**

@@ -18,17 +18,12 @@
 import type { Logger } from '../sys/log.js';
 import { SendResult, type VmpiDevice } from './device.js';
 import { badChannelMessage, isChannelId } from './port.js';
+import { CodedError } from '../sys/coded-error.js';
 
 export type EchoErrorCode = 'bad_channel' | 'channel_bound' | 'closed';
 
-export class EchoError extends Error {
+export class EchoError extends CodedError<EchoErrorCode> {
   override name = 'EchoError';
-  constructor(
-    readonly code: EchoErrorCode,
-    message: string,
-  ) {
-    super(message);
-  }
 }
 
 export interface EchoStats {

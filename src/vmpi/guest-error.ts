@@ -6,6 +6,7 @@
  * what to do (load the driver, check permissions, free the channel).
  */
 import { errnoCode } from '../sys/fd.js';
+import { CodedError } from '../sys/coded-error.js';
 
 export type GuestPortErrorCode =
   | 'device_missing' // no /dev/vmpiN: driver not loaded, or no such device
@@ -17,15 +18,8 @@ export type GuestPortErrorCode =
   | 'closed' // this port was closed
   | 'io'; // any other system error (cause says which)
 
-export class GuestPortError extends Error {
+export class GuestPortError extends CodedError<GuestPortErrorCode> {
   override name = 'GuestPortError';
-  constructor(
-    readonly code: GuestPortErrorCode,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-  }
 }
 
 /** `e` (thrown while trying to `what` the device at `path`) as a GuestPortError; one passes through. */

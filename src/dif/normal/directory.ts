@@ -25,6 +25,7 @@ import { cdapValueBudget } from './cdap.js';
 import type { Clock, TimerHandle } from './clock.js';
 import { MAX_LIST_ITEMS, encodeDirectoryUpdate, type DirectoryEntry } from './cdap-objects.js';
 import { PCI_LEN } from './pci.js';
+import { CodedError } from '../../sys/coded-error.js';
 
 export const DEFAULT_MAX_DIRECTORY_ENTRIES = 10000;
 export const DEFAULT_MAX_ENTRIES_PER_MEMBER = 1024;
@@ -32,14 +33,8 @@ export const DEFAULT_TOMBSTONE_MS = 60_000;
 export const DEFAULT_DIRECTORY_REFRESH_MS = 30_000;
 export const DEFAULT_DIRECTORY_MAX_AGE_MS = 150_000;
 
-export class DirectoryError extends Error {
+export class DirectoryError extends CodedError<'ERR_DIRECTORY_FULL' | 'ERR_DIRECTORY_NO_ADDRESS' | 'ERR_DIRECTORY_CONFIG'> {
   override name = 'DirectoryError';
-  constructor(
-    readonly code: 'ERR_DIRECTORY_FULL' | 'ERR_DIRECTORY_NO_ADDRESS' | 'ERR_DIRECTORY_CONFIG',
-    message: string,
-  ) {
-    super(message);
-  }
 }
 
 export interface DirectoryOptions {

@@ -32,6 +32,7 @@ import { ROUTING_ENVELOPE } from './mgmt-pdu.js';
 import { PCI_LEN } from './pci.js';
 import { MAX_ENTRIES_PER_LIMITS_MSG, MAX_ENTRIES_PER_MSG, RoutingMsgError, decodeRoutingMessage, entriesThatFit, type RoutingMessage } from './routing-msg.js';
 import { shortestPaths, type Graph } from './spf.js';
+import { CodedError } from '../../sys/coded-error.js';
 
 /**
  * LFDB entries per update to a neighbour whose N-1 flow carries PDUs of up to `maxPdu` bytes:
@@ -75,14 +76,8 @@ export interface RoutingOptions {
   maxEntries?: number;
 }
 
-export class RoutingError extends Error {
+export class RoutingError extends CodedError<'ERR_ROUTING_CONFIG' | 'ERR_ROUTING_NEIGHBOUR'> {
   override name = 'RoutingError';
-  constructor(
-    readonly code: 'ERR_ROUTING_CONFIG' | 'ERR_ROUTING_NEIGHBOUR',
-    message: string,
-  ) {
-    super(message);
-  }
 }
 
 export interface RoutingStats {

@@ -16,6 +16,7 @@
  * duplicate id or port-id, unknown fields).
  */
 import { NamingError, parseAppName } from '../naming.js';
+import { CodedError } from '../../sys/coded-error.js';
 
 /** The `version` this code writes and the only one it restores. */
 export const DATAGRAM_SNAPSHOT_VERSION = 1;
@@ -53,14 +54,8 @@ export interface DatagramShimSnapshot {
 export type DatagramStateErrorCode = 'state_version' | 'state_invalid';
 
 /** A snapshot this code cannot resume from; nothing was taken from it. */
-export class DatagramStateError extends Error {
+export class DatagramStateError extends CodedError<DatagramStateErrorCode> {
   override name = 'DatagramStateError';
-  constructor(
-    readonly code: DatagramStateErrorCode,
-    message: string,
-  ) {
-    super(message);
-  }
 }
 
 const U32_MAX = 0xffffffff;

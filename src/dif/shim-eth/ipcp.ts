@@ -67,6 +67,7 @@ import { DatagramShimIpcp, type DatagramEntry, type DatagramRegistration, type D
 import { PacketLink, type EthLink } from './link.js';
 import { datagramLimits, datagramRxQueues, intOption, type DatagramLimitOptions } from '../shim-datagram/options.js';
 import { TxQueue } from './tx-queue.js';
+import { CodedError } from '../../sys/coded-error.js';
 
 export const DEFAULT_RESOLVE_CACHE_SIZE = 256;
 export const DEFAULT_RESOLVE_CACHE_MS = 60_000;
@@ -103,15 +104,8 @@ export interface ShimEthOptions extends DatagramResumeOptions, DatagramLimitOpti
 export type ShimEthErrorCode = 'invalid_config' | 'no_interface' | 'open_failed';
 
 /** Building the IPC process failed (bad option, no such interface, no packet socket). */
-export class ShimEthError extends Error {
+export class ShimEthError extends CodedError<ShimEthErrorCode> {
   override name = 'ShimEthError';
-  constructor(
-    readonly code: ShimEthErrorCode,
-    message: string,
-    opts?: { cause?: unknown },
-  ) {
-    super(message, opts);
-  }
 }
 
 type Entry = DatagramEntry<string>;

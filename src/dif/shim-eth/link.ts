@@ -12,6 +12,7 @@
 import { native } from '../../sys/native.js';
 import type { FdWatcher } from '../../sys/native.js';
 import { ETHERTYPE_RINA, ETH_HEADER_BYTES, VLAN_TAG_BYTES } from './wire.js';
+import { CodedError } from '../../sys/coded-error.js';
 
 /** Receive callbacks: a frame (a view valid only during the call) or a link error. */
 export interface EthLinkHandlers {
@@ -42,15 +43,8 @@ export interface EthLink {
 
 export type EthLinkErrorCode = 'no_interface' | 'not_ethernet' | 'open_failed';
 
-export class EthLinkError extends Error {
+export class EthLinkError extends CodedError<EthLinkErrorCode> {
   override name = 'EthLinkError';
-  constructor(
-    readonly code: EthLinkErrorCode,
-    message: string,
-    opts?: { cause?: unknown },
-  ) {
-    super(message, opts);
-  }
 }
 
 const BATCH = 32;

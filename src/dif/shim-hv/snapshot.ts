@@ -22,6 +22,7 @@
 import { MAX_DIF_NAME_LENGTH, MAX_CHANNEL_ID } from './control.js';
 import { NamingError, appNameKey, formatAppName, parseAppName, type AppName } from '../naming.js';
 import type { QosSpec } from '../api.js';
+import { CodedError } from '../../sys/coded-error.js';
 
 /** Which end an IPC process is (the same as types.ts's ShimHvRole). */
 export type ShimHvSnapshotRole = 'host' | 'guest';
@@ -107,14 +108,8 @@ export interface ShimHvSnapshot {
 export type ShimHvStateErrorCode = 'state_version' | 'state_invalid';
 
 /** A snapshot that cannot be restored; `code` says whether it is another version or broken. */
-export class ShimHvStateError extends Error {
+export class ShimHvStateError extends CodedError<ShimHvStateErrorCode> {
   override name = 'ShimHvStateError';
-  constructor(
-    readonly code: ShimHvStateErrorCode,
-    message: string,
-  ) {
-    super(message);
-  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -55,6 +55,7 @@ import { UdpFlow, type UdpFlowRequest } from './flow.js';
 import { HostResolveError, HostResolver, parseHostPort } from './resolve.js';
 import { DatagramShimIpcp, type DatagramEntry, type DatagramRegistration, type DatagramResumeOptions } from '../shim-datagram/ipcp.js';
 import { datagramLimits, datagramRxQueues, intOption, type DatagramLimitOptions } from '../shim-datagram/options.js';
+import { CodedError } from '../../sys/coded-error.js';
 
 export const DEFAULT_MTU = 1472;
 
@@ -125,15 +126,8 @@ export interface ShimUdpOptions extends DatagramResumeOptions, DatagramLimitOpti
 export type ShimUdpErrorCode = 'bind_failed' | 'invalid_config';
 
 /** Building the IPC process failed (bad option, the port is taken). */
-export class ShimUdpError extends Error {
+export class ShimUdpError extends CodedError<ShimUdpErrorCode> {
   override name = 'ShimUdpError';
-  constructor(
-    readonly code: ShimUdpErrorCode,
-    message: string,
-    opts?: { cause?: unknown },
-  ) {
-    super(message, opts);
-  }
 }
 
 type Entry = DatagramEntry<UdpAddress>;

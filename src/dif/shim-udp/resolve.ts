@@ -12,6 +12,7 @@
  */
 import { lookup, Resolver } from 'node:dns/promises';
 import { isIP } from 'node:net';
+import { CodedError } from '../../sys/coded-error.js';
 
 /** A host name as in RFC 1123: labels of letters, digits and '-', dot-separated, up to 253 characters. */
 const HOST_NAME = /^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/i;
@@ -27,15 +28,8 @@ export function parseHostPort(text: string): { host: string; port: number } {
 
 export type HostResolveErrorCode = 'not_found' | 'timeout' | 'failed';
 
-export class HostResolveError extends Error {
+export class HostResolveError extends CodedError<HostResolveErrorCode> {
   override name = 'HostResolveError';
-  constructor(
-    readonly code: HostResolveErrorCode,
-    message: string,
-    opts?: { cause?: unknown },
-  ) {
-    super(message, opts);
-  }
 }
 
 export interface HostResolverOptions {

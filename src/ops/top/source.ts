@@ -12,17 +12,12 @@ import { request } from 'node:http';
 import { IpcClient } from '../../dif/ipc/client.js';
 import { parseExposition, type Sample } from './exposition.js';
 import { flowsOf, type FlowInfo } from './flows.js';
+import { CodedError } from '../../sys/coded-error.js';
 
 export type TopErrorCode = 'ERR_TOP_UNREACHABLE' | 'ERR_TOP_HTTP' | 'ERR_TOP_TOO_LARGE' | 'ERR_TOP_NOT_METRICS' | 'ERR_TOP_TIMEOUT' | 'ERR_TOP_URL' | 'ERR_TOP_CONFIG' | 'ERR_TOP_NOT_A_TERMINAL';
 
-export class TopError extends Error {
+export class TopError extends CodedError<TopErrorCode> {
   override name = 'TopError';
-  constructor(
-    readonly code: TopErrorCode,
-    message: string,
-  ) {
-    super(message);
-  }
 }
 
 export interface FetchOptions {
