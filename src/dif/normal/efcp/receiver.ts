@@ -12,7 +12,8 @@
  * returns false) stops the sender instead of being overrun: the buffer never holds more than
  * `credit` PDUs, nor more than `rxMaxBytes`.
  *
- * Control PDUs: at once when half a window is unadvertised or (reliable) unacknowledged, when
+ * Control PDUs: at once when a quarter of the window (or of the byte bound) is unadvertised, when
+ * half of what the sender may have outstanding is (reliable) unacknowledged, when
  * A = 0, for every out-of-order or duplicate PDU (reliable: the duplicate ACKs that drive fast
  * retransmission), else when the A-timer fires.
  *
@@ -27,7 +28,10 @@
  * Lending (`lend`: the user copies what it keeps): an SDU that can be delivered the moment it
  * arrives (the next in order, nothing held, delivery not paused) is handed over as a view of the
  * PDU without being stored, so a borrowed PDU (an N-1 flow's receive buffer) is copied only where
- * the SDU ends up (the IPC bridge's outbox), not here as well.
+ * the SDU ends up (the IPC bridge's outbox), not here as well. The view of a borrowed PDU's
+ * payload comes from a small cache keyed by the PDU object (`PayloadViews`): an N-1 port hands
+ * its batch's PDUs as views it reuses itself (vmpi/sdu-views.ts), so the same PDU view recurs and
+ * so does its payload view, without a new object per SDU.
  */
 import type { Clock, TimerHandle } from '../clock.js';
 import type { EfcpParams, QosCube } from './qos.js';
@@ -46,6 +50,37 @@ export interface ReceiverHooks {
    * the sender counts towards a fast retransmission.
    */
   sendCtrl(dup?: boolean): void;
+}
+
+/** Payload views kept (a power of two). */
+const VIEW_SLOTS = 64;
+
+/**
+ * `pdu.subarray(at)` for borrowed PDUs, reused when last made for the same PDU object and offset:
+ * a borrowed PDU is valid only during the call, and so is the SDU view handed on as borrowed, so
+ * handing the same view object again (over the same bytes) is within that contract. Direct-mapped
+ * by the PDU's position in its buffer; a miss makes a new view, as before. Holds views of at most
+ * VIEW_SLOTS PDUs (of the N-1 port's receive buffer, which lives as long as the port anyway).
+ */
+class PayloadViews {
+  private readonly pdus: (Uint8Array | undefined)[] = new Array<Uint8Array | undefined>(VIEW_SLOTS).fill(undefined);
+  private readonly views: (Uint8Array | undefined)[] = new Array<Uint8Array | undefined>(VIEW_SLOTS).fill(undefined);
+  private readonly ats = new Int32Array(VIEW_SLOTS);
+
+  view(pdu: Uint8Array, at: number): Uint8Array {
+    const slot = ((pdu.byteOffset >>> 2) ^ pdu.length) & (VIEW_SLOTS - 1);
+    if (this.pdus[slot] === pdu && this.ats[slot] === at) return this.views[slot]!;
+    const v = pdu.subarray(at);
+    this.pdus[slot] = pdu;
+    this.views[slot] = v;
+    this.ats[slot] = at;
+    return v;
+  }
+
+  clear(): void {
+    this.pdus.fill(undefined);
+    this.views.fill(undefined);
+  }
 }
 
 export interface ReceiverSnapshot {
@@ -86,11 +121,20 @@ export class Receiver {
   private seen = 0;
   private readonly credit: number;
   private readonly half: number;
+  /**
+   * Window advertisement mark: a quarter of the window. At half, a sender whose PDUs spend more
+   * than half a window in the path (N-1 rings, the relay's queues, a descheduled VM) ran to the
+   * window's edge and waited for every advertisement (fig4b: a window stall every ~800 PDUs);
+   * at a quarter it has three quarters of a window of slack, for one control PDU per quarter.
+   */
+  private readonly quarter: number;
   private readonly fc: boolean;
   private readonly rtx: boolean;
-  /** Payload bytes delivered since the last advertisement (the byte window's half mark). */
+  /** Payload bytes delivered since the last advertisement (the byte window's quarter mark). */
   private deliveredBytes = 0;
-  private readonly halfBytes: number;
+  private readonly quarterBytes: number;
+  /** Views of borrowed PDUs' payloads handed over at once (lend mode). */
+  private readonly views: PayloadViews | undefined;
 
   constructor(
     private readonly p: EfcpParams,
@@ -102,12 +146,14 @@ export class Receiver {
   ) {
     this.fc = cube.flowControl;
     this.rtx = cube.retransmission;
-    this.halfBytes = Math.max(1, Math.floor((this.rtx ? Math.min(p.rxMaxBytes, p.rtxMaxBytes) : p.rxMaxBytes) / 2));
+    this.views = lend ? new PayloadViews() : undefined;
+    this.quarterBytes = Math.max(1, Math.floor((this.rtx ? Math.min(p.rxMaxBytes, p.rtxMaxBytes) : p.rxMaxBytes) / 4));
     this.credit = p.credit;
     // Half of what the sender can have outstanding: the window, or (reliable) its retransmission
     // queue if smaller (both ends alike): past that it waits for our ACK.
     const outstanding = this.rtx ? Math.min(p.credit, p.rtxMaxPdus) : p.credit;
     this.half = Math.max(1, Math.ceil(outstanding / 2));
+    this.quarter = Math.max(1, Math.ceil(p.credit / 4));
     this.lwe = this.rcvNext = this.acked = this.peerSentUpTo = p.peerInitialSeq;
     // The initial window is known to the peer from the configuration: it counts as advertised.
     this.advertised = seqAdd(p.peerInitialSeq, p.credit - 1);
@@ -183,7 +229,8 @@ export class Receiver {
       this.deliveredBytes += size;
       this.delivering = true;
       try {
-        if (this.hooks.deliverSdu(pdu.subarray(at), borrowed) === false) this.paused = true;
+        const sdu = borrowed ? this.views!.view(pdu, at) : pdu.subarray(at);
+        if (this.hooks.deliverSdu(sdu, borrowed) === false) this.paused = true;
       } finally {
         this.delivering = false;
       }
@@ -318,9 +365,9 @@ export class Receiver {
     const unadv = seqDiff(this.rightEdge, this.advertised);
     const unacked = this.rtx ? seqDiff(this.rcvNext, this.acked) : 0;
     if (unadv <= 0 && unacked <= 0) return;
-    // Half the window in PDUs, or half the byte bound delivered (a sender held by the byte window,
+    // A quarter of the window in PDUs or of the byte bound delivered (a sender held by the byte window,
     // sender.ts, waits for our left edge to move): tell the peer at once.
-    if (this.p.aTimerMs === 0 || unadv >= this.half || unacked >= this.half || this.deliveredBytes >= this.halfBytes) return this.hooks.sendCtrl();
+    if (this.p.aTimerMs === 0 || unadv >= this.quarter || unacked >= this.half || this.deliveredBytes >= this.quarterBytes) return this.hooks.sendCtrl();
     if (!this.aTimer) this.aTimer = this.clock.setTimer(this.p.aTimerMs, this.onATimer);
   }
 
@@ -354,7 +401,7 @@ export class Receiver {
       return;
     }
     const lent = borrowed && this.lend;
-    const payload = borrowed && !lent ? pdu.slice(at) : pdu.subarray(at);
+    const payload = lent ? this.views!.view(pdu, at) : borrowed ? pdu.slice(at) : pdu.subarray(at);
     this.stats.rxSdus++;
     this.stats.rxBytes += payload.length;
     if (this.hooks.deliverSdu(payload, lent) === false) this.paused = true;
@@ -366,6 +413,7 @@ export class Receiver {
     this.clock.clearTimer(this.gapTimer);
     this.aTimer = this.gapTimer = undefined;
     this.ring = undefined;
+    this.views?.clear();
     this.buffered = this.bytes = this.ooo = 0;
   }
 
