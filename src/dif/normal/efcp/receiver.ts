@@ -234,7 +234,8 @@ export class Receiver {
       } finally {
         this.delivering = false;
       }
-      if (!this.paused) this.deliverReady(); // what the user's call may have let in meanwhile
+      // What the user's call may have let in meanwhile (none, mostly: no call then).
+      if (!this.paused && this.rcvNext !== this.lwe) this.deliverReady();
       this.maybeAdvertise();
       return;
     }
