@@ -305,8 +305,11 @@ t.test('normal DIF metrics: an enroller relaying between two members, scraped pe
   t.equal(sample(m, 'vmpi_dif_rx_queued_bytes', dif), undefined, 'no receive-budget series for a DIF without one');
   t.equal(sample(m, 'vmpi_dif_enrolled', dif), 1, 'the member is enrolled');
   t.equal(sample(m, 'vmpi_dif_efcp_pdus_total', { ...dif, direction: 'tx' }), 5, 'one data PDU per SDU');
-  for (const event of ['retransmissions', 'rtx_timeouts', 'window_stalls', 'lost_pdus', 'duplicates']) {
+  for (const event of ['retransmissions', 'rtx_timeouts', 'window_stalls', 'lost_pdus', 'duplicates', 'tx_refused', 'lower_refused']) {
     t.equal(sample(m, 'vmpi_dif_efcp_events_total', { ...dif, event }), 0, `no EFCP ${event} on a lossless path`);
+  }
+  for (const event of ['ctrl_sent', 'ctrl_rcvd']) {
+    t.type(sample(m, 'vmpi_dif_efcp_events_total', { ...dif, event }), 'number', `EFCP ${event} is a series (credit/ACK pacing)`);
   }
   t.equal(sample(m, 'vmpi_dif_rmt_queued_pdus', dif), 0, 'nothing left in the RMT queues');
 

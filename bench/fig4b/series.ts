@@ -177,8 +177,27 @@ export class NormalDifSeries implements Series {
     return { mbps: v.mbps, pps: secs > 0 ? v.sdus / secs : 0, seconds: secs, sdus: v.sdus, bytes: v.bytes, sentPps: v.sent / seconds };
   }
 
+  /**
+   * Each guest's EFCP and RMT counters that are not zero (window stalls, closed-window queue,
+   * control PDUs, losses), from its `vmpi guest` metrics as serve fetches them through the VMPI
+   * (GET /metrics/guest/<vmpi-id>): does the sender wait for credit across the relay?
+   */
+  private async guestCounters(): Promise<void> {
+    for (const [i, id] of VM_IDS.entries()) {
+      try {
+        const text = await (await fetch(`http://127.0.0.1:${this.metricsPort}/metrics/guest/${id}`, { signal: AbortSignal.timeout(10_000) })).text();
+        const lines = text.split('\n').filter((l) => /^vmpi_dif_(efcp|rmt)/.test(l) && !/ 0$/.test(l));
+        if (lines.length === 0) this.say(`vm${i + 1}: no EFCP/RMT counters in its metrics`);
+        for (const l of lines) this.say(`vm${i + 1} ${l}`);
+      } catch (e) {
+        this.say(`vm${i + 1}: no guest metrics (${(e as Error).message})`);
+      }
+    }
+  }
+
   async stop(): Promise<void> {
     if (this.serve) for (const l of await this.relayCounters()) this.say(`host relay: ${l}`);
+    if (this.serve) await this.guestCounters();
     if (this.vm1) await collectProfiles(this.vm1, 'vm1', this.say);
     if (this.vm2) await collectProfiles(this.vm2, 'vm2', this.say);
     await Promise.all([this.vm1?.stop(), this.vm2?.stop()]);

@@ -70,6 +70,12 @@ export interface EfcpTotals {
   window_stalls: number;
   lost_pdus: number;
   duplicates: number;
+  /** Control PDUs sent and received (credit/ACK pacing: how many per data PDU). */
+  ctrl_sent: number;
+  ctrl_rcvd: number;
+  /** write() calls refused (closed-window queue full) and PDUs the N-1 side refused. */
+  tx_refused: number;
+  lower_refused: number;
 }
 
 /** An IPC process as the metrics see it. */

@@ -141,19 +141,22 @@ export function encodePci(p: Pci, buf: Uint8Array, offset = 0): number {
   u32('seqNum', p.seqNum);
   const hlen = headerLength(p.type);
   if (offset < 0 || buf.length - offset < hlen) throw new PciError('truncated', `PCI needs ${hlen} bytes, the buffer has ${buf.length - offset}`);
-  const v = new DataView(buf.buffer, buf.byteOffset + offset, hlen);
-  v.setUint8(PciOffset.version, PCI_VERSION);
-  v.setUint8(PciOffset.type, p.type);
-  v.setUint8(PciOffset.flags, p.flags);
-  v.setUint8(PciOffset.ttl, p.ttl);
-  v.setUint32(PciOffset.dstAddr, p.dstAddr);
-  v.setUint32(PciOffset.srcAddr, p.srcAddr);
-  v.setUint32(PciOffset.dstCep, p.dstCep);
-  v.setUint32(PciOffset.srcCep, p.srcCep);
-  v.setUint16(PciOffset.qosId, p.qosId);
-  v.setUint16(PciOffset.reserved, 0);
-  v.setUint32(PciOffset.length, p.length);
-  v.setUint32(PciOffset.seqNum, p.seqNum);
+  // Byte writes, not a DataView: no object per PDU (the EFCP encodes every control PDU here).
+  const o = offset;
+  buf[o + PciOffset.version] = PCI_VERSION;
+  buf[o + PciOffset.type] = p.type;
+  buf[o + PciOffset.flags] = p.flags;
+  buf[o + PciOffset.ttl] = p.ttl;
+  wr32(buf, o + PciOffset.dstAddr, p.dstAddr);
+  wr32(buf, o + PciOffset.srcAddr, p.srcAddr);
+  wr32(buf, o + PciOffset.dstCep, p.dstCep);
+  wr32(buf, o + PciOffset.srcCep, p.srcCep);
+  buf[o + PciOffset.qosId] = p.qosId >>> 8;
+  buf[o + PciOffset.qosId + 1] = p.qosId & 0xff;
+  buf[o + PciOffset.reserved] = 0;
+  buf[o + PciOffset.reserved + 1] = 0;
+  wr32(buf, o + PciOffset.length, p.length);
+  wr32(buf, o + PciOffset.seqNum, p.seqNum);
   if (hlen > PCI_LEN) {
     u32('lastCtrlSeqRcvd', p.lastCtrlSeqRcvd);
     u32('ackNackSeq', p.ackNackSeq);
@@ -161,12 +164,13 @@ export function encodePci(p: Pci, buf: Uint8Array, offset = 0): number {
     u32('newLeftWinEdge', p.newLeftWinEdge);
     u32('myLeftWinEdge', p.myLeftWinEdge);
     u32('myRightWinEdge', p.myRightWinEdge);
-    v.setUint32(PCI_LEN + 0, p.lastCtrlSeqRcvd);
-    v.setUint32(PCI_LEN + 4, p.ackNackSeq);
-    v.setUint32(PCI_LEN + 8, p.newRightWinEdge);
-    v.setUint32(PCI_LEN + 12, p.newLeftWinEdge);
-    v.setUint32(PCI_LEN + 16, p.myLeftWinEdge);
-    v.setUint32(PCI_LEN + 20, p.myRightWinEdge);
+    const c = o + PCI_LEN;
+    wr32(buf, c + 0, p.lastCtrlSeqRcvd);
+    wr32(buf, c + 4, p.ackNackSeq);
+    wr32(buf, c + 8, p.newRightWinEdge);
+    wr32(buf, c + 12, p.newLeftWinEdge);
+    wr32(buf, c + 16, p.myLeftWinEdge);
+    wr32(buf, c + 20, p.myRightWinEdge);
   }
   return hlen;
 }
@@ -214,6 +218,14 @@ export function decodePci(buf: Uint8Array, out: Pci, offset = 0, size = buf.leng
     out.lastCtrlSeqRcvd = out.ackNackSeq = out.newRightWinEdge = out.newLeftWinEdge = out.myLeftWinEdge = out.myRightWinEdge = 0;
   }
   return hlen;
+}
+
+/** Write `v` (a u32, checked by the caller) big-endian at `buf[o…]` (the caller has checked the length). */
+function wr32(buf: Uint8Array, o: number, v: number): void {
+  buf[o] = v >>> 24;
+  buf[o + 1] = (v >>> 16) & 0xff;
+  buf[o + 2] = (v >>> 8) & 0xff;
+  buf[o + 3] = v & 0xff;
 }
 
 /** Big-endian u32 at `buf[o…]` (the caller has checked the length). */

@@ -68,8 +68,12 @@ export interface SenderSnapshot {
   refusing: boolean;
 }
 
-/** PDU buffers a sender keeps for reuse (lend mode). */
-const POOL_MAX = 64;
+/**
+ * Most PDU buffers a sender keeps for reuse (lend mode), whatever its closed-window queue's
+ * bound: the pool holds as many as that queue (so a queue that fills and drains, a window stall,
+ * allocates nothing the next time), up to this.
+ */
+const POOL_MAX = 1024;
 
 function putU32(b: Uint8Array, o: number, v: number): void {
   b[o] = v >>> 24;
@@ -127,10 +131,12 @@ export class Sender {
   private scratchView: Uint8Array | undefined;
   /**
    * Lend mode: PDUs that went from the closed-window queue, kept for the next PDUs that must
-   * wait (all of one size, at most POOL_MAX): no allocation per PDU while the window or the N-1
-   * flow holds the sender back either.
+   * wait (all of one size, at most `poolMax`: the closed-window queue's bound, so a queue that
+   * filled in a window stall and drained leaves a buffer for each PDU of the next one): no
+   * allocation per PDU while the window or the N-1 flow holds the sender back either.
    */
   private readonly pool: Uint8Array[] = [];
+  private readonly poolMax: number;
 
   constructor(
     private readonly p: EfcpParams,
@@ -144,6 +150,7 @@ export class Sender {
     this.fc = cube.flowControl;
     this.rtx = cube.retransmission;
     this.lend = lend && !this.rtx;
+    this.poolMax = Math.min(p.cwqMaxPdus, POOL_MAX);
     this.nextSeq = this.sndNxt = this.idleProbedAt = this.peerLwe = p.initialSeq;
     // At most peerCredit PDUs from the peer's left edge (its right edge is left + credit − 1).
     this.inflight = new Uint32Array(this.fc ? p.peerCredit : 0);
@@ -210,7 +217,7 @@ export class Sender {
     const pool = this.pool;
     if (pdu.buffer === this.scratch?.buffer) return; // the scratch buffer's view (sendDirect refused)
     if (pool.length > 0 && pool[0]!.length !== pdu.length) pool.length = 0; // SDUs changed size
-    if (pool.length < POOL_MAX) pool.push(pdu);
+    if (pool.length < this.poolMax) pool.push(pdu);
   }
 
   /** A view of `size` bytes of the reused buffer (grown to the largest PDU seen). */

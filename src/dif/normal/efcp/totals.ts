@@ -6,7 +6,7 @@ import type { EfcpTotals } from '../../core/observe.js';
 import type { EfcpStats } from './stats.js';
 
 export function newEfcpTotals(): EfcpTotals {
-  return { tx_pdus: 0, rx_pdus: 0, retransmissions: 0, rtx_timeouts: 0, window_stalls: 0, lost_pdus: 0, duplicates: 0 };
+  return { tx_pdus: 0, rx_pdus: 0, retransmissions: 0, rtx_timeouts: 0, window_stalls: 0, lost_pdus: 0, duplicates: 0, ctrl_sent: 0, ctrl_rcvd: 0, tx_refused: 0, lower_refused: 0 };
 }
 
 /** Add one EFCP connection's counters into `t` (returns `t`). */
@@ -18,5 +18,9 @@ export function addEfcp(t: EfcpTotals, s: Readonly<EfcpStats>): EfcpTotals {
   t.window_stalls += s.windowStalls;
   t.lost_pdus += s.lostPdus;
   t.duplicates += s.duplicates;
+  t.ctrl_sent += s.ctrlSent;
+  t.ctrl_rcvd += s.ctrlRcvd;
+  t.tx_refused += s.txRefused;
+  t.lower_refused += s.lowerRefused;
   return t;
 }
