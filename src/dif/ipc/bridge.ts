@@ -355,7 +355,7 @@ export class FlowBridge implements FlowLink {
     if (!(ev & native.UV_READABLE)) return;
     if (ring.pollSocket() === 'fds') {
       this.log.warn({ portId: this.flow.portId }, 'ipc: an application sent file descriptors over its flow socket: flow closed');
-      return this.abort('fds_on_flow_socket', 'the application sent file descriptors over its flow socket (doorbells only; the fds were closed): flow closed');
+      return this.abort('fds_on_flow_socket', 'the application sent file descriptors over its flow socket (SDUs only; the fds were closed): flow closed');
     }
     if (ring.broken !== null) return this.ringBroken();
     ring.wake();
