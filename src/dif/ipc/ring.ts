@@ -182,8 +182,9 @@ export function mapRing(fd: number, dataBytes: number, maxSdu: number): RingMap 
 let copyBuf: Uint8Array | null = null;
 let copyBusy = false;
 const BELL = new Uint8Array([RECORD_BELL]);
-/** Bytes one read copies out at most. */
+/** Bytes one read copies out at most, and at least per copy (when that much is published). */
 const COPY_MAX = 2 << 20;
+const COPY_CHUNK = 64 * 1024;
 
 /** RingReader.read(): nothing published. */
 export const RING_EMPTY = -1;
@@ -323,25 +324,38 @@ export class RingEnd {
     const avail = (P - c) >>> 0;
     if (avail === 0) return RING_EMPTY;
     if (avail > this.D || (P & 3) !== 0) return this.fail(`the peer's producer index ${P} is out of range (consumer at ${c}, ring of ${this.D} bytes): flow closed`);
-    // Copy what is published (at most `budget` bytes) into a private buffer: [pos, D) then [0, …).
+    // Copy what is published into a private buffer as the parse needs it, a chunk at a time (at
+    // most COPY_MAX bytes a call): [pos, D) then [0, …).
     const D = this.D;
     const pos = c & this.mask;
-    const budget = Math.min(COPY_MAX, Math.max(this.maxRecord, max * this.maxRecord));
     const n1 = Math.min(avail, D - pos);
-    const c1 = Math.min(n1, budget);
-    const c2 = c1 === n1 ? Math.min(avail - n1, budget - c1) : 0;
-    const n = c1 + c2;
+    const limit = Math.min(avail, COPY_MAX);
     const nested = copyBusy;
     let buf: Uint8Array;
-    if (nested) buf = new Uint8Array(n);
+    if (nested) buf = new Uint8Array(COPY_MAX);
     else {
-      if (copyBuf === null || copyBuf.byteLength < n) copyBuf = new Uint8Array(Math.max(n, 64 * 1024));
+      copyBuf ??= new Uint8Array(COPY_MAX);
       buf = copyBuf;
     }
     const u8 = this.map.u8;
     const data = this.rxData;
-    buf.set(u8.subarray(data + pos, data + pos + c1));
-    if (c2 > 0) buf.set(u8.subarray(data, data + c2), c1);
+    let n = 0;
+    /** Copy up to `want` (a chunk at least), within `limit`; the bytes copied so far. */
+    const more = (want: number): number => {
+      const to = Math.min(limit, Math.max(want, n + COPY_CHUNK));
+      if (to <= n) return n;
+      if (n < n1) {
+        const e = Math.min(to, n1);
+        buf.set(u8.subarray(data + pos + n, data + pos + e), n);
+        n = e;
+      }
+      if (to > n) {
+        buf.set(u8.subarray(data + (n - n1), data + (to - n1)), n);
+        n = to;
+      }
+      return n;
+    };
+    more(0);
     const into: RecordBatch | undefined = sink.into;
     into?.reset(buf);
     const copies = sink.copies === true;
@@ -351,7 +365,7 @@ export class RingEnd {
     let broken = false;
     if (!nested) copyBusy = true;
     try {
-      while (at < n && items < max) {
+      while (items < max && (at + 4 <= n || more(at + 4) >= at + 4)) {
         const len = (buf[at]! | (buf[at + 1]! << 8) | (buf[at + 2]! << 16) | (buf[at + 3]! << 24)) >>> 0;
         if (len === RING_WRAP) {
           // The rest of the data area is unused: only in the first part (the second starts at 0).
@@ -372,7 +386,7 @@ export class RingEnd {
           broken = this.fail(`a ring record of ${len} bytes runs past the published data or the ring's end: flow closed`) === RING_BROKEN;
           break;
         }
-        if (end > n) break; // past this call's copy: the next read takes it
+        if (end > n && more(end) < end) break; // past this call's copy budget: the next read takes it
         const s = at + 4;
         items++;
         if (into === undefined || !into.add(s, len)) sink.sdu(copies ? buf.slice(s, s + len) : buf.subarray(s, s + len));
