@@ -302,3 +302,14 @@ t.test('mapRing refuses an unsealed memfd, a wrong size and a foreign header', a
   map.unmap();
   safeClose(fd);
 });
+
+t.test("the protocol: a request's rings flag, and a 'ring' answer must say its size", async (t) => {
+  const { parseClientRequest, parseDaemonMessage } = await import('../../src/dif/ipc/protocol.js');
+  t.match(parseClientRequest({ op: 'accept', id: 1, request: 2, rings: true }), { rings: true });
+  t.notOk('rings' in parseClientRequest({ op: 'accept', id: 1, request: 2 }), 'absent: an older client');
+  t.notOk('rings' in parseClientRequest({ op: 'allocate', id: 1, dif: 'd', src: 'a', dst: 'b', rings: 'yes' }), 'only true counts');
+  const flow = { flow: 1, portId: 1, dif: 'd', localApp: 'a', remoteApp: 'b', qos: { reliable: false, inOrder: false, maxSdu: 1500 } };
+  t.match(parseDaemonMessage({ op: 'result', id: 1, flow: { ...flow, datapath: 'ring', ring: { bytes: 1 << 20 } } }), { flow: { datapath: 'ring', ring: { bytes: 1 << 20 } } });
+  t.throws(() => parseDaemonMessage({ op: 'result', id: 1, flow: { ...flow, datapath: 'ring' } }), /flow ring/, "'ring' without its size: refused");
+  t.match(parseDaemonMessage({ op: 'result', id: 1, flow }), { flow: { datapath: 'socket' } }, 'an older daemon: socket');
+});

@@ -398,7 +398,7 @@ export class FlowBridge implements FlowLink {
       const r = this.outbox.offer(sdu);
       if (r === 'queued') return this.scheduleFlush();
       if (r === 'sent') return; // counted by onSent
-      if (r === 'closed') return this.appGone();
+      if (r === 'closed') return this.ring?.broken != null ? this.ringBroken() : this.appGone();
       if (r === 'too_large') return this.tooLarge(sdu.byteLength);
     }
     this.pending.push(borrowed ? sdu.slice() : sdu);
