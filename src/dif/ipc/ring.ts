@@ -293,11 +293,9 @@ export class RingEnd {
    * counted. 'fds' when a record came with fds (the kernel closed them), else 'ok'.
    */
   pollSocket(): 'ok' | 'fds' {
-    for (let i = 0; i < 16 && !this.ended; i++) {
-      const n = readRecords(this.fd, 0, 64, this.bellSink);
-      if (n === RECORDS_ENDED) this.ended = true;
-      if (n < 0) break;
-    }
+    // One recvmmsg (up to 64 records): what is left keeps the socket readable (the poll is
+    // level-triggered), and a second call to learn "empty" would cost a syscall per wakeup.
+    if (!this.ended && readRecords(this.fd, 0, 64, this.bellSink) === RECORDS_ENDED) this.ended = true;
     if (!this.sawFds) return 'ok';
     this.sawFds = false;
     return 'fds';
