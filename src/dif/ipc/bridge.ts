@@ -14,7 +14,7 @@ import { native } from '../../sys/native.js';
 import { FdInterest } from './fd-interest.js';
 import type { Logger } from '../../sys/log.js';
 import { errText, safeClose } from '../../sys/fd.js';
-import { Outbox, readRecords, RECORDS_EMPTY, RECORDS_ENDED, type RecordSink } from './record.js';
+import { Outbox, PACK_SDUS_MAX, readRecords, RECORDS_EMPTY, RECORDS_ENDED, type RecordSink } from './record.js';
 import { canBorrow, type BorrowingFlow } from '../core/budgeted-flow.js';
 import { RING_BROKEN, RING_EMPTY, type RingEnd } from './ring.js';
 import type { FlowOutbox } from './flow-file-io.js';
@@ -515,10 +515,12 @@ export class FlowBridge implements FlowLink {
    */
   private readRing(max: number): void {
     const ring = this.ring!;
+    // Budgets in SDUs as the socket path's come out: a record there carries up to PACK_SDUS_MAX.
+    const budget = max * PACK_SDUS_MAX;
     let got = 0;
     while (!this.closed && this.held.length === 0) {
-      if (got >= max) return this.readSoon();
-      const n = ring.read(this.rxSink, Math.min(max - got, READ_BATCH));
+      if (got >= budget) return this.readSoon();
+      const n = ring.read(this.rxSink, Math.min(budget - got, READ_BATCH * PACK_SDUS_MAX));
       if (n === RING_BROKEN) return this.ringBroken();
       if (n === RING_EMPTY) {
         if (ring.ended) return this.appGone();

@@ -28,7 +28,7 @@ import { RxQueue } from '../rx-queue.js';
 import { checkAllocated, checkSdu, sendSdu, untilNull } from '../flow-io.js';
 import { safeClose } from '../../sys/fd.js';
 import { FLOW_READ_EMPTY, FLOW_READ_ENDED, flowFileIo, flowReadBatch, type FlowFileIo, type FlowOutbox, type SduSink } from './flow-file-io.js';
-import { Outbox, type OfferResult } from './record.js';
+import { Outbox, PACK_SDUS_MAX, type OfferResult } from './record.js';
 import type { RingEnd } from './ring.js';
 import type { FlowDatapath, FlowInfo } from './protocol.js';
 
@@ -343,7 +343,8 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
   }
 
   private readSome(): void {
-    let budget = READS_PER_TURN;
+    // A ring's reads count SDUs; a socket's records carry up to PACK_SDUS_MAX each: the same turn.
+    let budget = this.ring === null ? READS_PER_TURN : READS_PER_TURN * PACK_SDUS_MAX;
     const maxSdu = this.qos.maxSdu;
     while (budget > 0 && this.fdOpen && !this.eof) {
       let max = budget;
