@@ -33,6 +33,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <climits>
 #include <cstddef>
 #include <cmath>
@@ -935,7 +936,20 @@ Napi::Value MemfdCreateSealed(const Napi::CallbackInfo& info) {
   return Napi::Number::New(a.Env(), fd.release());
 }
 
+// ---- shared-memory rings (src/dif/ipc/ring.ts) ----------------------------------------------
+//
+// fence(): a full (sequentially consistent) memory fence, for the sleep/wake handshake of a flow's
+// shared-memory ring: JavaScript has no StoreLoad barrier on a non-shared ArrayBuffer, and x86
+// (TSO) reorders a store with a later load of another location. Called once per sleep
+// transition or batch, never per SDU. The N-API call itself is not a fence the compiler or CPU
+// must honour, hence the explicit one.
+Napi::Value Fence(const Napi::CallbackInfo& info) {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  return info.Env().Undefined();
+}
+
 void InitFdChecks(Napi::Env env, Napi::Object exports) {
+  exports.Set("fence", Napi::Function::New(env, Fence, "fence"));
   exports.Set("setNonblock", Napi::Function::New(env, SetNonblock, "setNonblock"));
   exports.Set("fdSeals", Napi::Function::New(env, FdSeals, "fdSeals"));
   exports.Set("memfdCreateSealed", Napi::Function::New(env, MemfdCreateSealed, "memfdCreateSealed"));

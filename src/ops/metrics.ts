@@ -306,7 +306,7 @@ export class HostMetrics {
     );
     byLabel('vmpi_ipc_connections_refused_total', 'Connections to the IPC daemon refused at accept, by limit', 'reason', (x) => ({ ...x.stats.refused }));
     byLabel('vmpi_ipc_limit_hits_total', 'IPC requests refused by a per-user limit', 'limit', (x) => ({ ...x.stats.limitHits }));
-    byLabel('vmpi_ipc_flows_aborted_total', 'Flows the IPC daemon ended itself, by why (fds_on_flow_socket, internal_error)', 'reason', (x) => ({ ...x.stats.bridgeAborts }));
+    byLabel('vmpi_ipc_flows_aborted_total', 'Flows the IPC daemon ended itself, by why (fds_on_flow_socket, internal_error, ring_broken)', 'reason', (x) => ({ ...x.stats.bridgeAborts }));
     one('counter', 'vmpi_ipc_accept_errors_total', 'accept(2) failures of the IPC daemon (EMFILE, ENFILE: out of file descriptors)', (x) => x.stats.acceptErrors);
     one('counter', 'vmpi_ipc_flow_fd_failures_total', 'Flows refused to an application because no file descriptor could be created', (x) => x.stats.flowFdFailures);
     one('counter', 'vmpi_ipc_sdus_dropped_total', "SDUs for applications dropped because they exceed the flow socket's buffer", (x) => x.stats.sdusTooLarge);

@@ -199,6 +199,11 @@ export interface Native {
    * the fd shares. Clearing it is for tests that play a hostile peer.
    */
   setNonblock(fd: number, nonblock?: boolean): void;
+  /**
+   * A full memory fence (std::atomic_thread_fence(seq_cst)): the StoreLoad barrier of a
+   * shared-memory ring's sleep/wake handshake (dif/ipc/ring.ts). Once per batch, never per SDU.
+   */
+  fence(): void;
   /** F_GET_SEALS: the F_SEAL_* bits of a memfd/shmem/hugetlbfs file, or -1 if it cannot be sealed. */
   fdSeals(fd: number): number;
   /**

@@ -5,14 +5,27 @@
  * (backpressure both ways, linger after the end, containment of faults: see datapath.ts).
  * Both directions go in batches: the application's records are read many per recvmmsg, the
  * Flow's SDUs are copied into an Outbox (record.ts) and sent many per sendmmsg on a microtask.
+ * On a 'ring' flow (ring.ts) the same bridge reads and writes the flow's shared-memory rings
+ * instead (the socket then carries doorbells and the end of file): the SDUs of a read are all
+ * that was published, the writes of a tick are published at once.
  */
 import { DifError, type DeallocationCause, type Flow } from '../api.js';
 import { native } from '../../sys/native.js';
 import { FdInterest } from './fd-interest.js';
 import type { Logger } from '../../sys/log.js';
 import { errText, safeClose } from '../../sys/fd.js';
-import { Outbox, readRecords, RECORDS_EMPTY, RECORDS_ENDED, type RecordSink } from './record.js';
+import { Outbox, PACK_SDUS_MAX, readRecords, RECORDS_EMPTY, RECORDS_ENDED, type RecordSink } from './record.js';
 import { canBorrow, type BorrowingFlow } from '../core/budgeted-flow.js';
+import { RING_BROKEN, RING_EMPTY, type RingEnd } from './ring.js';
+import type { FlowOutbox } from './flow-file-io.js';
+
+/** The ring of a 'ring' flow as the bridge holds it (flow-handover.ts makes it). */
+export interface BridgeRingLike {
+  end: RingEnd;
+  /** The daemon's fd of the ring's memfd (closed with the bridge; a successor resumes on it). */
+  memfd: number;
+  release(): void;
+}
 
 /** How long a bridge keeps delivering to an application after its flow ended. */
 export const LINGER_MS = 5000;
@@ -32,6 +45,8 @@ export interface FlowLink {
   abandon(): void;
   /** The daemon's fd a successor process can resume this flow on (snapshot.ts), or null. */
   readonly resumableFd: number | null;
+  /** With a ring: its memfd, which a successor resumes the flow's ring from; else null. */
+  readonly resumableRingFd?: number | null;
 }
 
 /**
@@ -90,7 +105,7 @@ export interface BridgeStats {
 }
 
 /** Why a bridge ended its flow itself: the application broke the data path, or a fault. */
-export type BridgeAbort = 'fds_on_flow_socket' | 'internal_error';
+export type BridgeAbort = 'fds_on_flow_socket' | 'internal_error' | 'ring_broken';
 
 export interface BridgeHooks {
   /** The flow ended (before the bridge finishes delivering to the application). */
@@ -118,7 +133,12 @@ export class FlowBridge implements FlowLink {
   readonly stats: BridgeStats = { toApp: 0, fromApp: 0, badRecords: 0, afterEnd: 0, lost: 0, tooLarge: 0 };
   private readonly interest: FdInterest;
   /** SDUs from the flow accepted for the application, sent in batches (bounded: see toApp). */
-  private readonly outbox: Outbox;
+  private readonly outbox: FlowOutbox;
+  /** The socket data path's outbox (null on a ring flow). */
+  private readonly socketOutbox: Outbox | null;
+  /** A 'ring' flow's ring end (then `outbox` is its writer). */
+  private readonly ring: RingEnd | null;
+  private readDue = false;
   /** SDUs from the flow that found the outbox full (at most a few: the bridge stops listening). */
   private pending: Uint8Array[] = [];
   /** Waiting for room in the application's socket: not listening to the flow meanwhile. */
@@ -166,9 +186,10 @@ export class FlowBridge implements FlowLink {
     },
     packs: () => {
       // The application reads packed records: send them, and say that we read them too.
-      if (this.outbox.packs) return;
-      this.outbox.pack();
-      if (this.outbox.hello()) this.scheduleFlush();
+      const o = this.socketOutbox;
+      if (o === null || o.packs) return;
+      o.pack();
+      if (o.hello()) this.scheduleFlush();
     },
   };
   private readonly onDeallocated = (reason: string, cause: DeallocationCause): void => this.guard('deallocated', () => this.flowEnd(reason, cause));
@@ -178,20 +199,32 @@ export class FlowBridge implements FlowLink {
     readonly fd: number,
     private readonly hooks: BridgeHooks,
     private readonly log: Logger,
+    private readonly ringHold: BridgeRingLike | null = null,
   ) {
     this.maxSdu = flow.qos.maxSdu;
     this.borrowing = canBorrow(flow) ? flow : null;
-    this.outbox = new Outbox(fd, {
-      onSent: (n) => {
+    this.ring = ringHold?.end ?? null;
+    if (this.ring !== null) {
+      this.socketOutbox = null;
+      this.outbox = this.ring;
+      this.ring.onSent = (n) => {
         this.stats.toApp += n;
-      },
-      onTooLarge: (bytes) => this.tooLarge(bytes),
-    });
+      };
+    } else {
+      this.outbox = this.socketOutbox = new Outbox(fd, {
+        onSent: (n) => {
+          this.stats.toApp += n;
+        },
+        onTooLarge: (bytes) => this.tooLarge(bytes),
+      });
+    }
     this.interest = new FdInterest(fd, native.UV_READABLE, (ev) => this.guard('flow socket', () => this.onEvents(ev)));
     flow.on('deallocated', this.onDeallocated);
     flow.on('drain', this.onDrain);
     this.listen(true);
     if (flow.state === 'deallocated') this.flowEnd(flow.deallocationReason ?? 'deallocated', 'closed');
+    // A resumed ring may hold records the application published while no daemon ran.
+    if (this.ring !== null) this.readSoon();
   }
 
   /**
@@ -231,6 +264,10 @@ export class FlowBridge implements FlowLink {
     return this.live ? this.fd : null;
   }
 
+  get resumableRingFd(): number | null {
+    return this.live && this.ringHold !== null ? this.ringHold.memfd : null;
+  }
+
   /**
    * Let go without a word, closing nothing (a successor process resumes the flow on the same
    * fd, snapshot.ts): what the outbox holds is sent if the socket takes it now; the rest, and
@@ -249,6 +286,11 @@ export class FlowBridge implements FlowLink {
     this.listen(false);
     this.flow.off('drain', this.onDrain);
     this.flow.off('deallocated', this.onDeallocated);
+    if (this.ringHold !== null) {
+      // The memfd stays open for the successor; this process's mapping and accounting go.
+      this.ringHold.end.map.unmap();
+      this.ringHold.release();
+    }
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -302,8 +344,46 @@ export class FlowBridge implements FlowLink {
       this.log.debug({ portId: this.flow.portId }, 'ipc: poll error on a flow socket');
       return this.appGone();
     }
+    if (this.ring !== null) return this.onRingEvents(ev);
     if (ev & native.UV_WRITABLE) this.flushPending();
     if (!this.closed && ev & native.UV_READABLE) this.readFromApp(READS_PER_TURN);
+  }
+
+  /** A 'ring' flow's socket: doorbells (room for us, or records to read) and the end of file. */
+  private onRingEvents(ev: number): void {
+    const ring = this.ring!;
+    if (!(ev & native.UV_READABLE)) return;
+    if (ring.pollSocket() === 'fds') {
+      this.log.warn({ portId: this.flow.portId }, 'ipc: an application sent file descriptors over its flow socket: flow closed');
+      return this.abort('fds_on_flow_socket', 'the application sent file descriptors over its flow socket (SDUs only; the fds were closed): flow closed');
+    }
+    if (ring.broken !== null) return this.ringBroken();
+    ring.wake();
+    if (this.outBlocked && ring.hasRoom()) this.flushPending();
+    if (this.closed) return;
+    if (ring.broken !== null) return this.ringBroken();
+    if (this.held.length === 0) this.readFromApp(READS_PER_TURN);
+    // The end of file stays readable: stop polling until the held SDUs went and the ring is read.
+    else if (ring.ended) this.interest.want(native.UV_READABLE, false);
+  }
+
+  /** The application broke its ring (an index or length out of range): end the flow, saying why. */
+  private ringBroken(): void {
+    const why = this.ring!.broken!;
+    this.log.warn({ portId: this.flow.portId, why }, "ipc: an application broke its flow's ring: flow closed");
+    this.abort('ring_broken', `the flow's shared-memory ring is broken: ${why}`);
+  }
+
+  /** Read the ring again on a later turn (a read budget ran out with records left: no doorbell comes for them). */
+  private readSoon(): void {
+    if (this.readDue) return;
+    this.readDue = true;
+    setImmediate(() => {
+      this.readDue = false;
+      this.guard('ring read', () => {
+        if (!this.closed && this.held.length === 0) this.readFromApp(READS_PER_TURN);
+      });
+    });
   }
 
   /**
@@ -318,7 +398,7 @@ export class FlowBridge implements FlowLink {
       const r = this.outbox.offer(sdu);
       if (r === 'queued') return this.scheduleFlush();
       if (r === 'sent') return; // counted by onSent
-      if (r === 'closed') return this.appGone();
+      if (r === 'closed') return this.ring?.broken != null ? this.ringBroken() : this.appGone();
       if (r === 'too_large') return this.tooLarge(sdu.byteLength);
     }
     this.pending.push(borrowed ? sdu.slice() : sdu);
@@ -335,14 +415,18 @@ export class FlowBridge implements FlowLink {
   private blockOut(): void {
     this.outBlocked = true;
     this.listen(false);
-    this.interest.want(native.UV_WRITABLE, true);
+    if (this.ring === null) return this.interest.want(native.UV_WRITABLE, true);
+    // A doorbell follows the application's next consumption (or there is room already).
+    if (this.ring.waitRoom()) queueMicrotask(() => this.guard('ring room', () => {
+      if (!this.closed && this.outBlocked) this.flushPending();
+    }));
   }
 
   /** The microtask's flush of what toApp() queued this tick. */
   private flushOut(): void {
     if (this.closed) return;
     const r = this.outbox.flush();
-    if (r === 'closed') return this.appGone();
+    if (r === 'closed') return this.ring?.broken != null ? this.ringBroken() : this.appGone();
     if (r === 'full') return this.blockOut();
     if (this.finishing && this.pending.length === 0) this.finish();
   }
@@ -372,10 +456,10 @@ export class FlowBridge implements FlowLink {
       if (o === 'too_large') this.tooLarge(sdu.byteLength);
     }
     if (r === 'done') r = this.outbox.flush();
-    if (r === 'closed') return this.appGone();
+    if (r === 'closed') return this.ring?.broken != null ? this.ringBroken() : this.appGone();
     if (r === 'full') return;
     this.outBlocked = false;
-    this.interest.want(native.UV_WRITABLE, false);
+    if (this.ring === null) this.interest.want(native.UV_WRITABLE, false);
     if (this.finishing) this.finish();
     else if (this.flowEnded) this.startDrainRest();
     else this.listen(true);
@@ -411,6 +495,7 @@ export class FlowBridge implements FlowLink {
 
   /** Application → flow: up to `max` records, many per recvmmsg, until one is refused. */
   private readFromApp(max: number): void {
+    if (this.ring !== null) return this.readRing(max);
     let got = 0;
     while (got < max && !this.closed && this.held.length === 0) {
       const n = readRecords(this.fd, this.maxSdu, Math.min(max - got, READ_BATCH), this.rxSink);
@@ -420,6 +505,28 @@ export class FlowBridge implements FlowLink {
       }
       if (n === RECORDS_EMPTY) return;
       if (n === RECORDS_ENDED) return this.appGone();
+      got += n;
+    }
+  }
+
+  /**
+   * Application → flow on a 'ring' flow: up to `max` records, every published one per read,
+   * until one is refused; then tell the application to ring (sleep), or read on next turn.
+   */
+  private readRing(max: number): void {
+    const ring = this.ring!;
+    // Budgets in SDUs as the socket path's come out: a record there carries up to PACK_SDUS_MAX.
+    const budget = max * PACK_SDUS_MAX;
+    let got = 0;
+    while (!this.closed && this.held.length === 0) {
+      if (got >= budget) return this.readSoon();
+      const n = ring.read(this.rxSink, Math.min(budget - got, READ_BATCH * PACK_SDUS_MAX));
+      if (n === RING_BROKEN) return this.ringBroken();
+      if (n === RING_EMPTY) {
+        if (ring.ended) return this.appGone();
+        if (ring.sleep()) return;
+        continue;
+      }
       got += n;
     }
   }
@@ -453,9 +560,9 @@ export class FlowBridge implements FlowLink {
     if (ok) {
       this.stats.fromApp++;
     } else {
-      // Not sent: keep a copy, stop reading so the application's socket fills up.
+      // Not sent: keep a copy, stop reading so the application's socket (or ring) fills up.
       this.held.push(sdu.slice());
-      this.interest.want(native.UV_READABLE, false);
+      if (this.ring === null) this.interest.want(native.UV_READABLE, false);
     }
   }
 
@@ -480,6 +587,8 @@ export class FlowBridge implements FlowLink {
       this.held.shift();
     }
     this.interest.want(native.UV_READABLE, true);
+    // The ring's records wait without a doorbell (the reader did not sleep): read them now.
+    if (this.ring !== null) this.readRing(READS_PER_TURN);
   }
 
   private flowEnd(reason: string, cause: DeallocationCause): void {
@@ -520,6 +629,11 @@ export class FlowBridge implements FlowLink {
     if (this.lingerTimer) clearTimeout(this.lingerTimer);
     this.interest.close();
     safeClose(this.fd);
+    if (this.ringHold !== null) {
+      this.ringHold.end.map.unmap();
+      safeClose(this.ringHold.memfd);
+      this.ringHold.release();
+    }
     try {
       this.listen(false);
       this.flow.off('drain', this.onDrain);

@@ -13,6 +13,11 @@
  * a bounded read-ahead; with an 'sdus' listener and nothing queued, all SDUs of one read go to it
  * as one batch of views into the read buffer (no copy, promise or event per SDU). writev()
  * writes many SDUs in one call.
+ *
+ * On the 'ring' data path (ring.ts) write() copies into the shared ring and the tick's writes are
+ * published at once (a doorbell only when the daemon sleeps); reads take every published record;
+ * the fd then carries doorbells and the end of file, and "full" means the ring (a doorbell says
+ * when the daemon made room).
  */
 import { EventEmitter } from 'node:events';
 import { DifError, type DeallocationCause, type Flow, type FlowEvents, type FlowState, type FlowStats, type QosSpec } from '../api.js';
@@ -23,7 +28,8 @@ import { RxQueue } from '../rx-queue.js';
 import { checkAllocated, checkSdu, sendSdu, untilNull } from '../flow-io.js';
 import { safeClose } from '../../sys/fd.js';
 import { FLOW_READ_EMPTY, FLOW_READ_ENDED, flowFileIo, flowReadBatch, type FlowFileIo, type FlowOutbox, type SduSink } from './flow-file-io.js';
-import { Outbox, type OfferResult } from './record.js';
+import { Outbox, PACK_SDUS_MAX, type OfferResult } from './record.js';
+import type { RingEnd } from './ring.js';
 import type { FlowDatapath, FlowInfo } from './protocol.js';
 
 /** What a flow needs of its client (IpcClient): the flow depends on no module above it. */
@@ -77,11 +83,15 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
   /** deallocate() waits for the outbox to empty before it asks the daemon (bounded by DEALLOCATE_FLUSH_MS). */
   private deallocWait: { reason: string; timer: NodeJS.Timeout } | null = null;
   private readonly rx = new RxQueue(this, () => this.resumeReading());
+  /** The 'ring' data path's shared rings (else null). */
+  private readonly ring: RingEnd | null;
+  private readDue = false;
 
   constructor(
     private readonly client: FlowOwner,
     info: FlowInfo,
     private readonly fd: number,
+    ring?: RingEnd,
   ) {
     super();
     this.handle = info.flow;
@@ -91,7 +101,8 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
     this.remoteApp = parseAppName(info.remoteApp);
     this.qos = Object.freeze({ ...info.qos });
     this.datapath = info.datapath ?? 'socket';
-    this.io = flowFileIo(this.datapath, fd);
+    this.io = flowFileIo(this.datapath, fd, ring);
+    this.ring = this.io.ring ?? null;
     this.socket = this.datapath !== 'vmpi_file';
     this.outbox = this.io.outbox(fd, { onSent: () => {}, onTooLarge: () => this.txLost++ });
     // Tell the daemon this end reads packed records (a daemon that does not know them drops it).
@@ -117,7 +128,7 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
   write(sdu: Uint8Array): boolean {
     checkAllocated(this);
     checkSdu(this, sdu);
-    if (this.peerClosed) throw new DifError('flow_deallocated', `flow ${this.portId}: the IPC daemon closed it`);
+    if (this.peerClosed || this.ring?.ended === true) throw new DifError('flow_deallocated', `flow ${this.portId}: the IPC daemon closed it`);
     if (this.blocked) {
       this.stats.txRefused++;
       return false;
@@ -234,7 +245,17 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
   /** The socket is full: refuse writes until it is writable and the outbox went ('drain'). */
   private block(): void {
     this.blocked = true;
-    this.interest.want(native.UV_WRITABLE, true);
+    if (this.ring === null) return this.interest.want(native.UV_WRITABLE, true);
+    // A doorbell comes once the daemon consumed (or there is room already: 'drain' on a microtask).
+    this.interest.want(native.UV_READABLE, true);
+    if (this.ring.waitRoom()) queueMicrotask(() => this.ringRoom());
+  }
+
+  /** A doorbell (or room found at once) while writes are refused: 'drain' when a max-SDU record fits. */
+  private ringRoom(): void {
+    if (!this.blocked || this.ring === null || !this.ring.waitRoom()) return;
+    this.blocked = false;
+    if (this._state === 'allocated') this.emit('drain');
   }
 
   private sawPeerClosed(): void {
@@ -280,6 +301,7 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
       this.checkEnd();
       return;
     }
+    if (this.ring !== null) return this.onRingEvents(ev);
     if (ev & native.UV_WRITABLE) {
       if (this.flushOutbox() !== 'full') {
         this.interest.want(native.UV_WRITABLE, false);
@@ -293,15 +315,44 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
     if (ev & native.UV_READABLE && this.fdOpen) this.readSome();
   }
 
+  /** A 'ring' flow's fd: doorbells (records to read, or room for the blocked writer) and its end of file. */
+  private onRingEvents(ev: number): void {
+    const ring = this.ring!;
+    if (!(ev & native.UV_READABLE)) return;
+    if (ring.pollSocket() === 'fds') this.badRecords++;
+    ring.wake();
+    if (this.blocked) this.ringRoom();
+    if (!this.fdOpen) return;
+    this.readSome();
+    // Still not reading (the read-ahead is full) at the end of file: stop polling it (it stays readable).
+    if (this.fdOpen && ring.ended && !this.eof) this.interest.want(native.UV_READABLE, false);
+  }
+
+  /** Read the ring on a later turn: its records wait without a doorbell (the reader did not sleep). */
+  private readSoon(): void {
+    if (this.readDue) return;
+    this.readDue = true;
+    setImmediate(() => {
+      this.readDue = false;
+      try {
+        if (this.fdOpen && !this.eof) this.readSome();
+      } catch (e) {
+        this.daemonGone(`internal error on the flow's fd: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    });
+  }
+
   private readSome(): void {
-    let budget = READS_PER_TURN;
+    // A ring's reads count SDUs; a socket's records carry up to PACK_SDUS_MAX each: the same turn.
+    let budget = this.ring === null ? READS_PER_TURN : READS_PER_TURN * PACK_SDUS_MAX;
     const maxSdu = this.qos.maxSdu;
     while (budget > 0 && this.fdOpen && !this.eof) {
       let max = budget;
       if (!this.rx.hasConsumer()) {
         if (this.rx.length >= CLIENT_RX_QUEUE_LIMIT || this.rx.bytes >= CLIENT_RX_QUEUE_BYTES) {
           // Leave the rest in the socket: the daemon sees it full and stops taking from the flow.
-          this.interest.want(native.UV_READABLE, false);
+          // (A ring's fd stays watched for doorbells: the writer may wait for room.)
+          if (this.ring === null) this.interest.want(native.UV_READABLE, false);
           break;
         }
         // Read no further ahead than the bounds (a max-SDU record each; the first always fits).
@@ -321,8 +372,19 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
       } else {
         n = this.io.read(this.fd, maxSdu, sink, max);
       }
-      if (n === FLOW_READ_EMPTY) break;
+      if (n === FLOW_READ_EMPTY) {
+        // A ring: tell the daemon to ring; read on if something came meanwhile.
+        if (this.io.sleep?.() === false) continue;
+        break;
+      }
       if (n === FLOW_READ_ENDED) {
+        const broken = this.ring?.broken ?? null;
+        if (broken !== null) {
+          this.badRecords++;
+          this.eof = true;
+          this.deallocate(`the IPC daemon's ring for this flow is broken: ${broken}`);
+          return;
+        }
         this.eof = true;
         this.stopFd(this._state === 'deallocated');
         break;
@@ -331,6 +393,7 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
       // The read took all there was: wait for the next readable event, not an empty read.
       if (this.io.drained?.(maxSdu) === true) break;
     }
+    if (budget <= 0 && this.ring !== null && this.fdOpen && !this.eof) this.readSoon();
     this.checkEnd();
   }
 
@@ -369,7 +432,11 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
   };
 
   private resumeReading(): void {
-    if (!this.eof && this.fdOpen && this.rx.length < CLIENT_RX_QUEUE_LIMIT && this.rx.bytes < CLIENT_RX_QUEUE_BYTES) this.interest.want(native.UV_READABLE, true);
+    if (!this.eof && this.fdOpen && this.rx.length < CLIENT_RX_QUEUE_LIMIT && this.rx.bytes < CLIENT_RX_QUEUE_BYTES) {
+      this.interest.want(native.UV_READABLE, true);
+      // The ring's records wait without a doorbell (we did not sleep): read them.
+      if (this.ring !== null) this.readSoon();
+    }
   }
 
   /**
@@ -398,6 +465,7 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
     }
     this.interest.close();
     safeClose(this.fd);
+    this.ring?.map.unmap();
     this.client.flowClosed(this);
   }
 }

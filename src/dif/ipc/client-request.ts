@@ -10,6 +10,8 @@ import { formatAppName, type AppName } from '../naming.js';
 export interface RequestOwner {
   request(msg: Record<string, unknown>): Promise<{ flow: ClientFlow | null }>;
   requestSettled(id: number): void;
+  /** The client asks for the ring data path (client.ts IpcClientOptions.rings). */
+  readonly rings: boolean;
 }
 import type { ClientFlow } from './client-flow.js';
 
@@ -35,7 +37,7 @@ export class ClientFlowRequest extends EventEmitter<FlowRequestEvents> {
   /** Accept: resolves with the flow. Rejects with 'request_settled' if already answered or cancelled. */
   async accept(): Promise<ClientFlow> {
     this.settle('accepted');
-    const r = await this.client.request({ op: 'accept', request: this.id });
+    const r = await this.client.request(this.client.rings ? { op: 'accept', request: this.id, rings: true } : { op: 'accept', request: this.id });
     return r.flow!;
   }
 

@@ -20,7 +20,22 @@ import { DifError, type DifErrorCode, type QosRequest } from '../api.js';
 import { formatAppName, parseAppName, toAppName, type AppName } from '../naming.js';
 import { native } from '../../sys/native.js';
 import { FramedConn } from './conn.js';
-import { errnoCode } from '../../sys/fd.js';
+import { errnoCode, errText, safeClose } from '../../sys/fd.js';
+import { mapRing, RingEnd, RingError } from './ring.js';
+
+/** How an IpcClient talks to its daemon. */
+export interface IpcClientOptions {
+  /**
+   * Ask for the 'ring' data path (shared-memory rings per flow, ring.ts) on allocate and accept;
+   * a daemon that cannot (an older one, or its ring memory is used up) answers 'socket'.
+   * Default: $VMPI_IPC_RING === '1'.
+   */
+  rings?: boolean;
+}
+
+function ringsByDefault(): boolean {
+  return process.env.VMPI_IPC_RING === '1';
+}
 import { ClientFlow } from './client-flow.js';
 import { ClientFlowRequest } from './client-request.js';
 import { ClientRegistration } from './client-registration.js';
@@ -74,11 +89,11 @@ export class IpcClient extends EventEmitter<IpcClientEvents> {
   private refusal: DifError | null = null;
 
   /** Connect to the daemon at `socketPath` (default: $VMPI_IPC_SOCKET or /run/vmpi/ipc.sock). */
-  static async connect(socketPath: string = defaultIpcSocketPath()): Promise<IpcClient> {
+  static async connect(socketPath: string = defaultIpcSocketPath(), opts: IpcClientOptions = {}): Promise<IpcClient> {
     // A daemon whose accept backlog is full refuses at once (EAGAIN): retry for a bounded while.
     for (let attempt = 0; ; attempt++) {
       try {
-        return new IpcClient(native.connectUnix(socketPath));
+        return new IpcClient(native.connectUnix(socketPath), opts);
       } catch (e) {
         if (errnoCode(e) === 'EAGAIN' && attempt < CONNECT_BUSY_RETRIES) {
           await new Promise((r) => setTimeout(r, CONNECT_BUSY_DELAY_MS));
@@ -90,9 +105,13 @@ export class IpcClient extends EventEmitter<IpcClientEvents> {
     }
   }
 
+  /** Whether this client asks for the 'ring' data path (IpcClientOptions.rings). */
+  readonly rings: boolean;
+
   /** Use an already connected stream socket to the daemon (takes the fd). */
-  constructor(fd: number) {
+  constructor(fd: number, opts: IpcClientOptions = {}) {
     super();
+    this.rings = opts.rings ?? ringsByDefault();
     // No output budget on this side: the application owns its requests, and pausing our reads
     // while the daemon pauses its own (it does when we do not read) would deadlock both.
     this.conn = new FramedConn(fd, 8, { outputHighWater: Number.POSITIVE_INFINITY });
@@ -153,6 +172,7 @@ export class IpcClient extends EventEmitter<IpcClientEvents> {
       qos: opts.qos ?? {},
     };
     if (opts.timeoutMs !== undefined) msg.timeoutMs = opts.timeoutMs;
+    if (this.rings) msg.rings = true;
     const r = await this.request(msg);
     return r.flow!;
   }
@@ -204,7 +224,26 @@ export class IpcClient extends EventEmitter<IpcClientEvents> {
         if (msg.flow) {
           const fd = this.conn.takeFd();
           if (fd === null) return this.conn.close('the daemon sent a flow without its file descriptor');
-          flow = new ClientFlow(this, msg.flow, fd);
+          let ring: RingEnd | undefined;
+          if (msg.flow.datapath === 'ring') {
+            const memfd = this.conn.takeFd();
+            try {
+              if (memfd === null) throw new RingError("the daemon sent a 'ring' flow without its ring's memfd");
+              if (!this.rings) throw new RingError("the daemon sent a 'ring' flow to a client that did not ask for one");
+              ring = new RingEnd(mapRing(memfd, msg.flow.ring?.bytes ?? 0, msg.flow.qos.maxSdu), fd, 'app');
+            } catch (e) {
+              // The flow is the daemon's: end it there, and fail the request with why.
+              safeClose(fd);
+              this.conn.send({ op: 'deallocate', id: this.nextId++, flow: msg.flow.flow, reason: `the application could not use the flow's ring: ${errText(e)}` });
+              const p = this.pending.get(msg.id);
+              this.pending.delete(msg.id);
+              p?.reject(new DifError('no_resources', `the flow's shared-memory ring could not be used: ${errText(e)}`, { cause: e }));
+              return;
+            } finally {
+              if (memfd !== null) safeClose(memfd); // the mapping stays
+            }
+          }
+          flow = new ClientFlow(this, msg.flow, fd, ring);
           this.flows.set(flow.handle, flow);
         }
         const p = this.pending.get(msg.id);

@@ -37,6 +37,12 @@ export const DEFAULT_IPC_LIMITS: Readonly<IpcLimits> = Object.freeze({
   unlimitedUids: [],
 });
 
+/**
+ * The memory of all flow rings of the daemon at most (memfd bytes: header and both directions,
+ * ring.ts): past it new flows keep the socket data path. 256 MiB: 127 flows of the default 2 MiB + 4 KiB.
+ */
+export const DEFAULT_MAX_RING_BYTES = 256 * 1024 * 1024;
+
 /** Why a session ended (metrics label). */
 export type SessionCloseCause = ConnCloseCause | 'idle';
 export const SESSION_CLOSE_CAUSES: readonly SessionCloseCause[] = ['peer_closed', 'protocol_error', 'output_limit', 'internal_error', 'io_error', 'local', 'idle'];
@@ -67,6 +73,11 @@ export interface IpcDaemonStats {
   bridgeAborts: Record<BridgeAbort, number>;
   /** Exceptions contained (each closed one session or flow). */
   faults: number;
+  /** Flow rings held now and their memfd bytes (bounded by DEFAULT_MAX_RING_BYTES). */
+  ringFlows: number;
+  ringBytes: number;
+  /** Flows that asked for a ring and got the socket (the cap, or no memfd). */
+  ringsRefused: number;
 }
 
 /** Check limits (all positive 31-bit integers, uids non-negative): a DifError 'invalid_argument' names the bad one. */

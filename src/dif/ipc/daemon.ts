@@ -43,7 +43,7 @@ import { logger as rootLogger, ThrottledLog, type Logger } from '../../sys/log.j
 import { AcceptBackoff } from '../../sys/accept-backoff.js';
 import { removeStaleSocket } from '../../sys/unix-socket.js';
 import { errText, safeClose } from '../../sys/fd.js';
-import { checkLimits, DEFAULT_IPC_LIMITS, type IpcDaemonStats, type IpcLimits, type RefuseReason, type SessionCloseCause } from './daemon-limits.js';
+import { checkLimits, DEFAULT_IPC_LIMITS, DEFAULT_MAX_RING_BYTES, type IpcDaemonStats, type IpcLimits, type RefuseReason, type SessionCloseCause } from './daemon-limits.js';
 import { Session } from './session.js';
 import { encodeFrame } from './protocol.js';
 import { IPC_DAEMON_SNAPSHOT_VERSION, parseIpcDaemonSnapshot, type IpcDaemonSnapshot } from './snapshot.js';
@@ -68,6 +68,11 @@ export interface IpcDaemonOptions {
   faultInjection?: (where: string, session: number | null) => void;
   /** Called when snapshot() would show something new (guarded: a throw is logged and ignored). */
   onStateChange?: () => void;
+  /**
+   * The memory of all flow rings at most (memfd bytes, dif/ipc/ring.ts); past it new flows keep
+   * the socket data path. Default DEFAULT_MAX_RING_BYTES; 0: never offer rings.
+   */
+  maxRingBytes?: number;
 }
 
 /** What resume() did. */
@@ -90,6 +95,8 @@ export interface IpcDaemonEvents {
 export class IpcDaemon extends EventEmitter<IpcDaemonEvents> {
   readonly socketPath: string;
   readonly limits: Readonly<IpcLimits>;
+  /** The memory of all flow rings at most (IpcDaemonOptions.maxRingBytes). */
+  readonly maxRingBytes: number;
   readonly stats: IpcDaemonStats = {
     sessions: 0,
     sessionsTotal: 0,
@@ -101,7 +108,10 @@ export class IpcDaemon extends EventEmitter<IpcDaemonEvents> {
     flowFdFailures: 0,
     timeoutsClamped: 0,
     sdusTooLarge: 0,
-    bridgeAborts: { fds_on_flow_socket: 0, internal_error: 0 },
+    bridgeAborts: { fds_on_flow_socket: 0, internal_error: 0, ring_broken: 0 },
+    ringFlows: 0,
+    ringBytes: 0,
+    ringsRefused: 0,
     faults: 0,
   };
   private readonly ipcps = new Map<string, IpcProcess>();
@@ -121,6 +131,7 @@ export class IpcDaemon extends EventEmitter<IpcDaemonEvents> {
     this.socketPath = opts.socketPath;
     this.log = (opts.logger ?? rootLogger).child({ component: 'ipc-daemon' });
     this.limits = Object.freeze(checkLimits({ ...DEFAULT_IPC_LIMITS, ...opts.limits }));
+    this.maxRingBytes = opts.maxRingBytes ?? DEFAULT_MAX_RING_BYTES;
     this.acceptBackoff = new AcceptBackoff({
       log: new ThrottledLog(this.log, 'ipc: accept failed; backing off'),
       pause: () => this.watcher?.stop(),

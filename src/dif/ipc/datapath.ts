@@ -2,7 +2,7 @@
  * datapath.ts — the per-flow data path between an application and the IPC daemon: one
  * SOCK_SEQPACKET socketpair per flow, one record per SDU, and the daemon's bridge between its end
  * of that pair and the IPC process's Flow. This file is the overview and the one import point;
- * the parts: record.ts (the record codec), flow-file-io.ts (how a client reads and writes its
+ * the parts: record.ts (the record codec), ring.ts (the shared-memory rings), flow-file-io.ts (how a client reads and writes its
  * flow's fd, whichever data path), bridge.ts (the daemon's FlowLinks).
  *
  * Why this shape (the cheapest path we have on the host): after allocation the daemon hands the
@@ -19,8 +19,22 @@
  * reading the application's socket until 'drain', so the application's own writes fill its socket
  * and return false (EAGAIN); in the other direction a full application socket makes the bridge
  * stop taking SDUs from the Flow, which queues them (bounded by the IPC process).
- * Future work: a shared-memory ring per flow would save the kernel copy, but needs a doorbell
- * (an eventfd per direction, i.e. a wakeup syscall per batch) and its own flow control.
+ *
+ * The 'ring' data path (ring.ts; negotiated: the client's allocate/accept says `rings: true`, the
+ * answer's datapath says 'ring', protocol.ts): beside the socketpair, one sealed memfd mapped by
+ * both ends, holding one SPSC ring of length-prefixed SDU records per direction. An SDU then costs
+ * one copy into the ring and one out, and no system call: the writer publishes a tick's records
+ * with one index store; the socket stays as the doorbell (a RECORD_BELL record, sent only when the
+ * reader said it sleeps, or when a waiting writer got room) and the end-of-flow signal (0 bytes).
+ * Layout (u32 little-endian): magic 'VMPR' @0, version @4, data bytes D per direction @8, max SDU
+ * @12; direction d (0 daemon → application, 1 back) at 256 + 1024·d: producer index @+0,
+ * consumer index @+256, reader sleeping @+512, writer waiting @+768 (indices free running mod
+ * 2^32 in bytes, 0 ≤ P − C ≤ D); data of d at 4096 + D·d; a record is a u32 length, the bytes, pad
+ * to 4, never across the end (length 0xFFFFFFFF: skip to 0). Handshake: store index, full fence
+ * (native.fence()), read the other side's flag; the peer sets its flag, fences, re-reads the
+ * index. Bounds: D = max(1 MiB, 8 max-SDU records) rounded to a power of two, at most 8 MiB, and
+ * the daemon's rings in all at most IpcDaemonOptions.maxRingBytes (then 'socket'). A peer's bad
+ * index or length ends the flow with a cause (ring_broken). docs/IPC.md has the full account.
  *
  * In the guest, a flow of the shim DIF skips the daemon altogether: the daemon passes the
  * application a /dev/vmpiN file bound to the flow's channel (ChannelFile, vmpi/port.ts), which
@@ -46,6 +60,7 @@
  * its end, so the application reads everything and then end of file. If the application stops
  * reading, the bridge gives up after LINGER_MS.
  */
-export { RECORD_SDU, RECORD_SDUS, RECORD_HELLO, readRecord, readRecords, Outbox, sizeFlowSocket, writeRecord, type ReadRecordResult, type WriteRecordResult } from './record.js';
+export { RECORD_SDU, RECORD_SDUS, RECORD_HELLO, RECORD_BELL, readRecord, readRecords, Outbox, sizeFlowSocket, writeRecord, type ReadRecordResult, type WriteRecordResult } from './record.js';
 export { FLOW_READ_EMPTY, FLOW_READ_ENDED, flowFileIo, readSocketBatch, type FlowFileIo, type SduSink } from './flow-file-io.js';
 export { DirectFlowLink, FlowBridge, LINGER_MS, type BridgeAbort, type BridgeHooks, type BridgeStats, type FlowLink } from './bridge.js';
+export { createRing, mapRing, ringBytesFor, RingEnd, RingError, type RingMap } from './ring.js';

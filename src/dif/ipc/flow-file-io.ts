@@ -2,7 +2,9 @@
  * flow-file-io.ts — how an IPC client reads and writes SDUs on the fd of one of its flows,
  * chosen by the data path the daemon announced (protocol.ts FlowDatapath): 'socket', tagged
  * records on the daemon's SOCK_SEQPACKET end (record.ts); 'vmpi_file', the guest driver's file
- * of the flow's channel (vmpi/guest-flow-file.ts). The client sees only FlowFileIo: reads SDU
+ * of the flow's channel (vmpi/guest-flow-file.ts); 'ring', the flow's shared-memory rings
+ * (ring.ts: RingEnd reads and writes them; the fd then carries doorbells and end of file). The
+ * client sees only FlowFileIo: reads SDU
  * by SDU to a sink, or all SDUs of one read at once into an SduBatchBuffer (for 'sdus'
  * listeners), and writes through the data path's outbox (SDUs of a tick leave together).
  */
@@ -10,6 +12,7 @@ import { guestFlowFileIo, FLOW_FILE_EMPTY, FLOW_FILE_ENDED, CHANNEL_RECORDS_MAX,
 import { SduBatchBuffer } from '../sdu-batch.js';
 import { Outbox, PACK_SDUS_MAX, readRecords, RECORDS_EMPTY, RECORDS_ENDED, writeRecord, type FlushResult, type OfferResult, type OutboxHooks, type RecordSink, type WriteRecordResult } from './record.js';
 import type { FlowDatapath } from './protocol.js';
+import { RING_BROKEN, RING_EMPTY, type RingEnd } from './ring.js';
 
 /** Where the SDUs of one read of a flow's fd go: each SDU (bytes valid only during the call), or a bad record. */
 export interface SduSink {
@@ -56,6 +59,13 @@ export interface FlowFileIo {
   drained?(maxSdu: number): boolean;
   /** The outbox for this fd's writes. */
   outbox(fd: number, hooks: OutboxHooks): FlowOutbox;
+  /**
+   * Optional (a ring): read() found nothing; tell the writer to ring the fd, and say whether the
+   * reader may now wait for it (true), or something came meanwhile (false: read again).
+   */
+  sleep?(): boolean;
+  /** The flow's ring, on the 'ring' data path. */
+  readonly ring?: RingEnd;
 }
 
 /** SDUs one readBatch() can give: a VMPI file's batch read of 0-byte SDUs, or 256 packed records. */
@@ -147,7 +157,44 @@ function vmpiFileIo(io: GuestFlowFileIo): FlowFileIo {
   };
 }
 
-/** The I/O for a flow's fd of data path `datapath` (sets the fd up: batch reads and writes of a VMPI file). */
-export function flowFileIo(datapath: FlowDatapath, fd: number): FlowFileIo {
-  return datapath === 'vmpi_file' ? vmpiFileIo(guestFlowFileIo(fd)) : SOCKET_IO;
+/** One read of a ring: its published records; at the end of the ring, the socket's end of file (or a broken ring: ended). */
+function readRing(ring: RingEnd, sink: RecordSink, max: number): number {
+  const n = ring.read(sink, max);
+  if (n >= 0) return n;
+  if (n === RING_BROKEN) return FLOW_READ_ENDED;
+  return n === RING_EMPTY && ring.ended ? FLOW_READ_ENDED : FLOW_READ_EMPTY;
+}
+
+/** The 'ring' data path's I/O of one flow (the socket's doorbells and end of file are the caller's: RingEnd.pollSocket). */
+export function ringFileIo(ring: RingEnd): FlowFileIo {
+  const batchSinks = new WeakMap<SduSink, RecordSink>();
+  return {
+    ring,
+    read: (_fd, _maxSdu, sink, max = SOCKET_BATCH) => readRing(ring, sinkOf(sink), max),
+    readBatch: (_fd, _maxSdu, batch, sink, max = SOCKET_BATCH) => {
+      let r = batchSinks.get(sink);
+      if (r === undefined || r.into !== batch) {
+        r = { ...sinkOf(sink), into: batch };
+        batchSinks.set(sink, r);
+      }
+      return readRing(ring, r, max);
+    },
+    write: (_fd, sdu) => {
+      const r = ring.offer(sdu);
+      if (r === 'queued') ring.flush();
+      return r === 'queued' || r === 'sent' ? 'sent' : r;
+    },
+    sleep: () => ring.sleep(),
+    outbox: () => ring,
+  };
+}
+
+/** The I/O for a flow's fd of data path `datapath` (sets the fd up: batch reads and writes of a VMPI file; a ring's end). */
+export function flowFileIo(datapath: FlowDatapath, fd: number, ring?: RingEnd): FlowFileIo {
+  if (datapath === 'vmpi_file') return vmpiFileIo(guestFlowFileIo(fd));
+  if (datapath === 'ring') {
+    if (ring === undefined) throw new TypeError("a 'ring' flow needs its RingEnd");
+    return ringFileIo(ring);
+  }
+  return SOCKET_IO;
 }

@@ -3,36 +3,86 @@
  * application gets and the FlowLink the daemon keeps (bridge.ts). The flow's own data file when
  * the IPC process has one (the guest's shim DIF: SDUs then never cross the daemon, a
  * DirectFlowLink), else a new SOCK_SEQPACKET socketpair, sized for the flow's max SDU, with a
- * FlowBridge on the daemon's end. Also the FlowInfo that describes the flow in the answer.
+ * FlowBridge on the daemon's end; and, when the application reads rings and the daemon's ring
+ * memory allows, a sealed memfd of two shared-memory rings beside it (ring.ts, datapath 'ring':
+ * the socket then carries only doorbells and the end of file). Also the FlowInfo that describes
+ * the flow in the answer.
  */
 import { DifError, type Flow } from '../api.js';
 import { formatAppName } from '../naming.js';
 import { native } from '../../sys/native.js';
 import type { Logger } from '../../sys/log.js';
 import { errText, safeClose } from '../../sys/fd.js';
-import { DirectFlowLink, FlowBridge, type BridgeHooks, type FlowLink } from './bridge.js';
+import { DirectFlowLink, FlowBridge, type BridgeHooks, type BridgeRingLike as BridgeRing, type FlowLink } from './bridge.js';
 import { sizeFlowSocket } from './record.js';
-import type { IpcDaemonStats } from './daemon-limits.js';
+import { DEFAULT_MAX_RING_BYTES, type IpcDaemonStats } from './daemon-limits.js';
+import { createRing, mapRing, ringBytesFor, ringFileBytes, RingEnd, type RingMap } from './ring.js';
 import type { FlowDatapath, FlowInfo } from './protocol.js';
 
 export interface FlowHandover {
   link: FlowLink;
   datapath: FlowDatapath;
-  /** The fd for the application (the caller sends it, then it is closed with the send). */
-  theirFd: number;
+  /** The fds for the application (the caller sends them, then they are closed with the send): the flow's, then the ring's. */
+  theirFds: number[];
+  /** With datapath 'ring': its data bytes per direction. */
+  ringBytes?: number;
+}
+
+/** How the daemon may set up a flow's data path. */
+export interface HandoverOptions {
+  /** The application reads rings (its request said `rings: true`). */
+  rings?: boolean;
+  /** The daemon's ring memory in all at most (bytes of memfd); beyond it new flows get 'socket'. */
+  maxRingBytes?: number;
+}
+
+
+/** A new ring for `flow` when wanted and within the cap, else null (the flow keeps the socket). */
+function newRing(flow: Flow, stats: IpcDaemonStats, opts: HandoverOptions, log: Logger): { map: RingMap; fd: number; bytes: number; release: () => void } | null {
+  if (opts.rings !== true) return null;
+  const dataBytes = ringBytesFor(flow.qos.maxSdu);
+  if (dataBytes === 0) return null;
+  const size = ringFileBytes(dataBytes);
+  if (stats.ringBytes + size > (opts.maxRingBytes ?? DEFAULT_MAX_RING_BYTES)) {
+    stats.ringsRefused++;
+    return null;
+  }
+  let r: { fd: number; map: RingMap };
+  try {
+    r = createRing(flow.qos.maxSdu);
+  } catch (e) {
+    log.warn({ err: errText(e) }, 'ipc: could not create a flow ring (memfd/mmap): the flow keeps the socket');
+    stats.ringsRefused++;
+    return null;
+  }
+  stats.ringBytes += size;
+  stats.ringFlows++;
+  let released = false;
+  return {
+    ...r,
+    bytes: dataBytes,
+    release: () => {
+      if (released) return;
+      released = true;
+      stats.ringBytes -= size;
+      stats.ringFlows--;
+    },
+  };
 }
 
 /**
  * Make the flow's data path. No fd to be had (EMFILE): counted in stats.flowFdFailures and a
  * DifError 'no_resources'; whatever fails, the flow is deallocated and nothing stays open.
  */
-export function openFlowLink(flow: Flow, hooks: BridgeHooks, stats: IpcDaemonStats, log: Logger): FlowHandover {
+export function openFlowLink(flow: Flow, hooks: BridgeHooks, stats: IpcDaemonStats, log: Logger, opts: HandoverOptions = {}): FlowHandover {
   let theirs = -1;
+  let ring: ReturnType<typeof newRing> = null;
+  let ringTheirs = -1;
   try {
     const dataFd = flow.takeDataFd?.() ?? null;
     if (dataFd !== null) {
       theirs = dataFd;
-      return { link: new DirectFlowLink(flow, hooks), datapath: 'vmpi_file', theirFd: dataFd };
+      return { link: new DirectFlowLink(flow, hooks), datapath: 'vmpi_file', theirFds: [dataFd] };
     }
     let pair: [number, number];
     try {
@@ -52,16 +102,26 @@ export function openFlowLink(flow: Flow, hooks: BridgeHooks, stats: IpcDaemonSta
     } catch (e) {
       log.warn({ err: errText(e) }, "ipc: could not size the flow socket's buffers");
     }
+    ring = newRing(flow, stats, opts, log);
     let link: FlowLink;
     try {
-      link = new FlowBridge(flow, mine, hooks, log);
+      if (ring !== null) ringTheirs = native.dup(ring.fd);
+      const r = ring;
+      link = new FlowBridge(flow, mine, hooks, log, r === null ? null : { end: new RingEnd(r.map, mine, 'daemon'), memfd: r.fd, release: r.release });
     } catch (e) {
       safeClose(mine);
       throw e;
     }
-    return { link, datapath: 'socket', theirFd: other };
+    if (ring === null) return { link, datapath: 'socket', theirFds: [other] };
+    return { link, datapath: 'ring', theirFds: [other, ringTheirs], ringBytes: ring.bytes };
   } catch (e) {
     if (theirs >= 0) safeClose(theirs);
+    if (ringTheirs >= 0) safeClose(ringTheirs);
+    if (ring !== null) {
+      ring.map.unmap();
+      safeClose(ring.fd);
+      ring.release();
+    }
     try {
       flow.deallocate(e instanceof DifError && e.code === 'no_resources' ? 'IPC daemon: no file descriptor for the flow' : `IPC daemon: ${errText(e)}`);
     } catch {
@@ -72,8 +132,8 @@ export function openFlowLink(flow: Flow, hooks: BridgeHooks, stats: IpcDaemonSta
 }
 
 /** The flow as the `result` of an allocate/accept describes it (handle: the session's). */
-export function flowInfo(handle: number, flow: Flow, datapath: FlowDatapath): FlowInfo {
-  return {
+export function flowInfo(handle: number, flow: Flow, datapath: FlowDatapath, ringBytes?: number): FlowInfo {
+  const info: FlowInfo = {
     flow: handle,
     portId: flow.portId,
     dif: flow.difName,
@@ -82,6 +142,8 @@ export function flowInfo(handle: number, flow: Flow, datapath: FlowDatapath): Fl
     qos: { reliable: flow.qos.reliable, inOrder: flow.qos.inOrder, maxSdu: flow.qos.maxSdu },
     datapath,
   };
+  if (datapath === 'ring' && ringBytes !== undefined) info.ring = { bytes: ringBytes };
+  return info;
 }
 
 /**
@@ -89,11 +151,40 @@ export function flowInfo(handle: number, flow: Flow, datapath: FlowDatapath): Fl
  * of its socketpair came back from the fd store (`fd`, taken), the Flow from its restored IPC
  * process. The application's end never left the application.
  */
-export function resumeFlowLink(flow: Flow, fd: number, hooks: BridgeHooks, log: Logger): FlowLink {
+export function resumeFlowLink(flow: Flow, fd: number, hooks: BridgeHooks, log: Logger, ringFd?: number, stats?: IpcDaemonStats): FlowLink {
+  let map: RingMap | null = null;
   try {
-    return new FlowBridge(flow, fd, hooks, log);
+    let ring: BridgeRing | null = null;
+    if (ringFd !== undefined) {
+      // The ring's memfd came back too: map it again (checked as an application checks it) and
+      // carry on from the indices this daemon's previous process left in it.
+      const dataBytes = ringBytesFor(flow.qos.maxSdu);
+      if (dataBytes === 0) throw new Error(`a resumed flow of max SDU ${flow.qos.maxSdu} cannot have a ring`);
+      map = mapRing(ringFd, dataBytes, flow.qos.maxSdu);
+      const end = new RingEnd(map, fd, 'daemon');
+      if (end.broken !== null) throw new Error(end.broken);
+      const size = ringFileBytes(dataBytes);
+      let released = false;
+      if (stats) {
+        stats.ringBytes += size;
+        stats.ringFlows++;
+      }
+      ring = {
+        end,
+        memfd: ringFd,
+        release: () => {
+          if (released || !stats) return;
+          released = true;
+          stats.ringBytes -= size;
+          stats.ringFlows--;
+        },
+      };
+    }
+    return new FlowBridge(flow, fd, hooks, log, ring);
   } catch (e) {
+    map?.unmap();
     safeClose(fd);
+    if (ringFd !== undefined) safeClose(ringFd);
     throw e;
   }
 }

@@ -16,7 +16,11 @@
  * result travels with that result's first byte (SCM_RIGHTS); the daemon accepts no fds. The
  * flow's `datapath` says what the fd is: 'socket' (absent in older daemons), the daemon's
  * SOCK_SEQPACKET end with tagged records; 'vmpi_file', the guest driver's file bound to the
- * flow's channel, one untagged SDU per read/write (datapath.ts).
+ * flow's channel, one untagged SDU per read/write (datapath.ts); 'ring', that socket (then only
+ * doorbells and end of file) and a second fd, a sealed memfd of two shared-memory rings of
+ * `ring.bytes` data bytes per direction (ring.ts). A daemon answers 'ring' only to a request
+ * with `rings: true` ("this client reads rings"): an older client, which does not send it, keeps
+ * 'socket', and an older daemon ignores the field.
  *
  * `list_ipcps` and `inspect_dif` are read-only (inspect.ts): `state` is the IPC process's own
  * plain-data dump, and a result whose lists would not fit in one message has them cut, each cut
@@ -27,8 +31,8 @@
  *   inspect_dif {dif}                            → result {inspect: {dif, type, name, address, state, truncated?}}
  *   register {dif, app}                          → result {}
  *   unregister {dif, app}                        → result {}
- *   allocate {dif, src, dst, qos?, timeoutMs?}   → result {flow: FlowInfo} + fd
- *   accept {request}                             → result {flow: FlowInfo} + fd
+ *   allocate {dif, src, dst, qos?, timeoutMs?, rings?} → result {flow: FlowInfo} + fd (+ ring fd)
+ *   accept {request, rings?}                     → result {flow: FlowInfo} + fd (+ ring fd)
  *   reject {request, reason}                     → result {}
  *   deallocate {flow, reason?}                   → result {}   (then close your fd)
  *   event flow_request {dif, app, request, remoteApp, qos}
@@ -72,9 +76,11 @@ export interface FlowInfo {
   qos: QosSpec;
   /** What the flow's fd is (see the file comment); default 'socket'. */
   datapath?: FlowDatapath;
+  /** With datapath 'ring': the ring's data bytes per direction (the memfd is HEADER_BYTES + 2 × bytes). */
+  ring?: { bytes: number };
 }
 
-export type FlowDatapath = 'socket' | 'vmpi_file';
+export type FlowDatapath = 'socket' | 'vmpi_file' | 'ring';
 
 export interface DifInfo {
   name: string;
@@ -108,8 +114,8 @@ export type ClientRequest =
   | { op: 'inspect_dif'; id: number; dif: string }
   | { op: 'register'; id: number; dif: string; app: string }
   | { op: 'unregister'; id: number; dif: string; app: string }
-  | { op: 'allocate'; id: number; dif: string; src: string; dst: string; qos: QosRequest; timeoutMs?: number }
-  | { op: 'accept'; id: number; request: number }
+  | { op: 'allocate'; id: number; dif: string; src: string; dst: string; qos: QosRequest; timeoutMs?: number; rings?: boolean }
+  | { op: 'accept'; id: number; request: number; rings?: boolean }
   | { op: 'reject'; id: number; request: number; reason: string }
   | { op: 'deallocate'; id: number; flow: number; reason?: string };
 
@@ -247,11 +253,11 @@ export function parseClientRequest(obj: Record<string, unknown>): ClientRequest 
       return { op, id, dif: str(obj, 'dif', id), app: str(obj, 'app', id) };
     case 'allocate': {
       const timeoutMs = optional(obj, 'timeoutMs', () => int(obj, 'timeoutMs', id, 1, MAX_ID));
-      const base = { op, id, dif: str(obj, 'dif', id), src: str(obj, 'src', id), dst: str(obj, 'dst', id), qos: qosRequest(obj.qos, id) } as const;
+      const base = { op, id, dif: str(obj, 'dif', id), src: str(obj, 'src', id), dst: str(obj, 'dst', id), qos: qosRequest(obj.qos, id), ...(obj.rings === true ? { rings: true } : {}) } as const;
       return timeoutMs === undefined ? base : { ...base, timeoutMs };
     }
     case 'accept':
-      return { op, id, request: int(obj, 'request', id, 1, MAX_ID) };
+      return { op, id, request: int(obj, 'request', id, 1, MAX_ID), ...(obj.rings === true ? { rings: true } : {}) };
     case 'reject':
       return { op, id, request: int(obj, 'request', id, 1, MAX_ID), reason: str(obj, 'reason', id).slice(0, MAX_REASON_CHARS) };
     case 'deallocate': {
@@ -284,12 +290,13 @@ function flowInfo(v: unknown): FlowInfo {
     remoteApp: str(f, 'remoteApp', null),
     qos: qosSpec(f.qos),
     datapath: datapath(f.datapath),
+    ...(f.datapath === 'ring' ? { ring: { bytes: int(record(f.ring, 'flow ring'), 'bytes', null, 4096, 2 ** 31 - 1) } } : {}),
   };
 }
 
 function datapath(v: unknown): FlowDatapath {
   if (v === undefined || v === 'socket') return 'socket';
-  if (v === 'vmpi_file') return v;
+  if (v === 'vmpi_file' || v === 'ring') return v;
   throw new IpcProtocolError(`unknown flow datapath ${shown(v)}: a newer daemon? update the client`);
 }
 

@@ -16,6 +16,11 @@ export const RECORD_SDU = 0;
 export const RECORD_SDUS = 1;
 /** "I read packed records": one byte, the tag (a peer that does not know it drops it as bad). */
 export const RECORD_HELLO = 2;
+/**
+ * "Look at the ring": one byte, the tag, on a flow whose SDUs travel in a shared-memory ring
+ * (ring.ts); sent only on such flows, where both ends read it.
+ */
+export const RECORD_BELL = 3;
 /** A packed record's size at most (tag included): fits any flow socket's default buffers. */
 export const PACK_RECORD_MAX = 16 * 1024;
 /** SDUs in one packed record at most (bounds the read-ahead one record can bring). */
@@ -151,6 +156,8 @@ export interface RecordSink {
   fds(): void;
   /** Optional: the peer reads packed records (its RECORD_HELLO, or a packed record of its own). */
   packs?(): void;
+  /** Optional: a doorbell of the flow's ring (RECORD_BELL, ring.ts); without it, a bad record. */
+  bell?(): void;
 }
 
 /** Where readRecords() puts SDUs without a call per SDU (dif/sdu-batch.ts SduBatchBuffer). */
@@ -220,6 +227,9 @@ export function readRecords(fd: number, maxSdu: number, max: number, sink: Recor
         items += unpack(buf, at + 1, at + len, maxSdu, copies, sink, into) - 1;
       } else if (tag === RECORD_HELLO && sink.packs) {
         sink.packs();
+        items--;
+      } else if (tag === RECORD_BELL && sink.bell) {
+        sink.bell();
         items--;
       } else {
         sink.bad(`unknown record tag ${tag}`);

@@ -18,7 +18,7 @@ import { errText } from '../../sys/fd.js';
 import type { BridgeHooks, FlowLink } from './bridge.js';
 import { flowInfo, openFlowLink, resumeFlowLink } from './flow-handover.js';
 import { safeClose } from '../../sys/fd.js';
-import { flowRole, sessionRole, type IpcSessionSnapshot } from './snapshot.js';
+import { flowRingRole, flowRole, sessionRole, type IpcSessionSnapshot } from './snapshot.js';
 import { inspectIpcp, listIpcps } from './inspect.js';
 import type { IpcDaemonStats, IpcLimits, LimitKind, SessionCloseCause } from './daemon-limits.js';
 import { IpcProtocolError, MAX_REASON_CHARS, parseClientRequest, registrationKey, type ClientRequest } from './protocol.js';
@@ -57,6 +57,8 @@ interface SessionFlow {
 /** What a session needs of its daemon (IpcDaemon): a session depends on no module above it. */
 export interface SessionHost {
   readonly limits: Readonly<IpcLimits>;
+  /** The memory of all flow rings at most (daemon.ts IpcDaemonOptions.maxRingBytes). */
+  readonly maxRingBytes: number;
   readonly stats: IpcDaemonStats;
   ipcp(difName: string): IpcProcess | undefined;
   difs(): IpcProcess[];
@@ -195,7 +197,13 @@ export class Session {
       if (fd === null) continue; // ending, or not a socketpair of ours: not carried over
       const role = flowRole(this.id, f.handle);
       fds.set(role, fd);
-      flows.push({ handle: f.handle, dif: f.link.flow.difName, portId: f.link.flow.portId, socket: role });
+      const ringFd = f.link.resumableRingFd ?? null;
+      if (ringFd === null) {
+        flows.push({ handle: f.handle, dif: f.link.flow.difName, portId: f.link.flow.portId, socket: role });
+      } else {
+        fds.set(flowRingRole(this.id, f.handle), ringFd);
+        flows.push({ handle: f.handle, dif: f.link.flow.difName, portId: f.link.flow.portId, socket: role, ring: flowRingRole(this.id, f.handle) });
+      }
     }
     const state: IpcSessionSnapshot = {
       id: this.id,
@@ -235,9 +243,12 @@ export class Session {
   resumeFrom(snap: IpcSessionSnapshot, fd: ResumeFd, reclaim: ReclaimFlow): void {
     this.nextRequest = snap.nextRequest;
     this.nextFlow = snap.nextFlow;
-    const flowFds = snap.flows.map((f) => ({ f, fd: fd(f.socket) }));
+    const flowFds = snap.flows.map((f) => ({ f, fd: fd(f.socket), ringFd: f.ring === undefined ? undefined : fd(f.ring) }));
     if (snap.stream !== 'in_step') {
-      for (const x of flowFds) if (x.fd !== undefined) safeClose(x.fd);
+      for (const x of flowFds) {
+        if (x.fd !== undefined) safeClose(x.fd);
+        if (x.ringFd !== undefined) safeClose(x.ringFd);
+      }
       this.log.warn({ stream: snap.stream, flows: snap.flows.length, registrations: snap.registrations.length }, 'ipc: a resumed session was mid-frame when the last process died: closing it');
       // Our stream to the application is still in step when only its request was cut: say why.
       if (snap.stream === 'mid_request') this.conn.send({ op: 'error', id: null, code: 'disconnected', message: RESUME_OUT_OF_STEP });
@@ -251,22 +262,25 @@ export class Session {
         this.log.error({ dif: r.dif, app: r.app, err: errText(e) }, 'ipc: a registration of a resumed session could not be made again (the application no longer receives flow requests for it)');
       }
     }
-    for (const { f, fd: mine } of flowFds) {
+    for (const { f, fd: mine, ringFd } of flowFds) {
       let flow: Flow | undefined;
       try {
         flow = reclaim(f.dif, f.portId);
       } catch (e) {
         this.log.warn({ dif: f.dif, portId: f.portId, err: errText(e) }, 'ipc: reclaiming a flow failed');
       }
-      if (flow && mine !== undefined) {
+      const ringLost = f.ring !== undefined && ringFd === undefined;
+      if (flow && mine !== undefined && !ringLost) {
         try {
-          this.flows.set(f.handle, { handle: f.handle, link: resumeFlowLink(flow, mine, this.flowHooks(f.handle), this.log) });
+          this.flows.set(f.handle, { handle: f.handle, link: resumeFlowLink(flow, mine, this.flowHooks(f.handle), this.log, ringFd, this.daemon.stats) });
           continue;
         } catch (e) {
           this.log.warn({ dif: f.dif, portId: f.portId, err: errText(e) }, 'ipc: resuming a flow failed');
         }
-      } else if (mine !== undefined) {
-        safeClose(mine);
+      } else {
+        if (mine !== undefined) safeClose(mine);
+        if (ringFd !== undefined) safeClose(ringFd);
+        if (ringLost) this.log.warn({ dif: f.dif, portId: f.portId }, "ipc: a resumed ring flow's memfd did not come back from the fd store: flow ended");
       }
       if (flow) safeDeallocate(flow, RESUME_FLOW_LOST);
       this.conn.send({ op: 'flow_deallocated', flow: f.handle, reason: RESUME_FLOW_LOST, cause: 'local' });
@@ -382,7 +396,7 @@ export class Session {
           throw e;
         }
         const flow = fr.accept({ dataFile: true });
-        this.giveFlow(req.id, flow);
+        this.giveFlow(req.id, flow, req.rings === true);
         return;
       }
       case 'reject': {
@@ -444,7 +458,7 @@ export class Session {
           if (this.closed) return;
           handedOver = true; // giveFlow deallocates the flow itself if it fails
           try {
-            this.giveFlow(req.id, flow);
+            this.giveFlow(req.id, flow, req.rings === true);
           } catch (e) {
             this.fail(req.id, e);
           }
@@ -484,12 +498,12 @@ export class Session {
    * file, or a socketpair end with a bridge on ours). No fd to be had: the flow is deallocated
    * and the answer is 'no_resources' (thrown).
    */
-  private giveFlow(id: number, flow: Flow): void {
+  private giveFlow(id: number, flow: Flow, rings: boolean): void {
     const handle = this.nextFlow++;
-    const { link, datapath, theirFd } = openFlowLink(flow, this.flowHooks(handle), this.daemon.stats, this.log);
+    const { link, datapath, theirFds, ringBytes } = openFlowLink(flow, this.flowHooks(handle), this.daemon.stats, this.log, { rings, maxRingBytes: this.daemon.maxRingBytes });
     this.flows.set(handle, { handle, link });
     this.daemon.changed(); // persisted before the application holds the flow
-    this.conn.send({ op: 'result', id, flow: flowInfo(handle, flow, datapath) }, [theirFd], true);
+    this.conn.send({ op: 'result', id, flow: flowInfo(handle, flow, datapath, ringBytes) }, theirFds, true);
   }
 
   /** What the bridge of flow `handle` tells this session. */

@@ -5,7 +5,8 @@
  *
  * A snapshot is plain JSON with `version: 1`. Fds never appear in it as numbers: each fd the
  * daemon holds has a *role* (`s<session>`: the session's socket; `s<session>.f<flow>`: the
- * daemon's end of that flow's socketpair), `IpcDaemon.snapshot()` gives the caller the fds by
+ * daemon's end of that flow's socketpair; `s<session>.f<flow>.ring`: a 'ring' flow's memfd,
+ * which the successor maps again, resuming from the indices in it, ring.ts), `IpcDaemon.snapshot()` gives the caller the fds by
  * role next to the JSON, and `IpcDaemon.resume()` asks for them back by role.
  *
  * Per session: its id, the peer's credentials checked at accept (SO_PEERCRED is of the peer
@@ -62,6 +63,8 @@ export interface IpcSessionFlowSnapshot {
   portId: number;
   /** Role of the daemon's end of the flow's socketpair. */
   socket: string;
+  /** A 'ring' flow: role of its ring's memfd. */
+  ring?: string;
 }
 
 export interface IpcSessionSnapshot {
@@ -92,6 +95,11 @@ export interface IpcDaemonSnapshot {
 /** Role of a session's control socket. */
 export function sessionRole(id: number): string {
   return `s${id}`;
+}
+
+/** Role of a 'ring' flow's memfd. */
+export function flowRingRole(session: number, handle: number): string {
+  return `s${session}.f${handle}.ring`;
 }
 
 /** Role of the daemon's end of a session's flow. */
@@ -159,7 +167,9 @@ export function parseIpcDaemonSnapshot(v: unknown): IpcDaemonSnapshot {
       const handle = int(f.handle, `${fw}.handle`, 1);
       if (handles.has(handle)) throw invalid(`${fw}.handle`, `repeats flow ${handle}`);
       handles.add(handle);
-      return { handle, dif: str(f.dif, `${fw}.dif`), portId: int(f.portId, `${fw}.portId`, 0), socket: role(f.socket, `${fw}.socket`) };
+      const out: IpcSessionFlowSnapshot = { handle, dif: str(f.dif, `${fw}.dif`), portId: int(f.portId, `${fw}.portId`, 0), socket: role(f.socket, `${fw}.socket`) };
+      if (f.ring !== undefined) out.ring = role(f.ring, `${fw}.ring`);
+      return out;
     });
     const registrations = arr(s.registrations, `${w}.registrations`, 1 << 20).map((rr, j): IpcSessionRegistrationSnapshot => {
       const rw = `${w}.registrations[${j}]`;

@@ -230,7 +230,7 @@ export class Restarter {
     this.persist();
   };
 
-  /** Mirror each IPC session's fds (its socket, its flows' ends) into the store, scope `ipc.s<id>`. */
+  /** Mirror each IPC session's fds (its socket, its flows' ends and ring memfds) into the store, scope `ipc.s<id>`. */
   private syncIpc(first: boolean): void {
     const snap = this.ipcDaemon?.snapshot?.();
     if (!snap) return;
@@ -239,7 +239,7 @@ export class Restarter {
       for (const s of snap.state.sessions) {
         const scope = `ipc.s${s.id}`;
         seen.add(scope);
-        const live = [s.socket, ...s.flows.map((f) => f.socket)].map((role) => snap.fds.get(role)).filter((fd): fd is number => fd !== undefined);
+        const live = [s.socket, ...s.flows.flatMap((f) => (f.ring === undefined ? [f.socket] : [f.socket, f.ring]))].map((role) => snap.fds.get(role)).filter((fd): fd is number => fd !== undefined);
         const prev = this.ipcScopes.get(scope);
         // Resumed fds (first sync) came from the store; a number new to its scope is a new file.
         const fresh = first ? [] : live.filter((fd) => !prev?.has(fd));
