@@ -131,7 +131,7 @@ t.test('IPC API in the guest: vmpi guest hands applications the channel file', {
     app.allocate(DIF, 'echo/1', { src: 'hclient/1', qos: { maxSdu: 4000 } }),
     app.allocate(DIF, 'echo/1', { src: 'hclient/2', qos: { maxSdu: 4000 } }),
   ]);
-  t.equal(a.datapath, 'socket', 'host applications: the daemon socketpair');
+  t.equal(a.datapath, 'ring', 'host applications: the daemon socketpair and a shared-memory ring (the default)');
   const first = await g.waitJson<{ datapath: string; maxSdu: number }>('GIPC-ECHO-FLOW', 60_000);
   t.same(first, { datapath: 'vmpi_file', maxSdu: 4000 }, 'the guest application got the driver file of its channel');
   for (const f of [a, b]) for (const [i, size] of SIZES.entries()) await f.send(patternSdu(i, i, size));

@@ -24,8 +24,8 @@ import { BOOT_MS, GUEST, ROTATE, UDP_PORT_BASE, VMPI_CLI, type Measurement, type
 import { collectProfiles, cpuSnapshot, installProfiler, nodeCmd, reportCpu } from './guest-prof.js';
 
 const NORMAL_DIF = 'n.DIF';
-/** VMPI_IPC_RING=1: the guests' applications (the driver, the tgen server) ask for the 'ring' IPC data path. */
-const RINGS = process.env.VMPI_IPC_RING === '1';
+/** VMPI_IPC_RING=0: the guests' applications (the driver, the tgen server) keep the 'socket' IPC data path (default: the 'ring'). */
+const RINGS = process.env.VMPI_IPC_RING !== '0';
 const VM_IDS = [81, 82] as const;
 
 /** In VM1: one tgen flow over n.DIF, one run per /tmp/fig4b-cmd written by the bench. */
@@ -148,7 +148,7 @@ export class NormalDifSeries implements Series {
     this.vm2 = new Guest({ ...GUEST, name: 'vmpi-fig4b-vm2', sockets: [join(this.dir, 'vm2.sock')], node: true });
     await Promise.all([this.vm1.agentReady(1, BOOT_MS), this.vm2.agentReady(1, BOOT_MS)]);
     await Promise.all([startMember(this.vm1), startMember(this.vm2)]);
-    const srv = await this.vm2.exec(`(${RINGS ? 'VMPI_IPC_RING=1 ' : ''}node ${VMPI_CLI} tgen server --dif ${NORMAL_DIF} >/tmp/vmpi-tgen.log 2>&1 &)`, 30_000);
+    const srv = await this.vm2.exec(`(${RINGS ? '' : 'VMPI_IPC_RING=0 '}node ${VMPI_CLI} tgen server --dif ${NORMAL_DIF} >/tmp/vmpi-tgen.log 2>&1 &)`, 30_000);
     if (srv.rc !== 0) throw new Error(`tgen server did not start in VM2:\n${srv.out}`);
     const b64 = Buffer.from(DRIVER_JS).toString('base64');
     const w = await this.vm1.exec(`echo ${b64} | base64 -d > /tmp/fig4b-driver.mjs`, 30_000);

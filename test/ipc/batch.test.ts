@@ -17,7 +17,9 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 async function hostApp(s: IpcSetup, app: string): Promise<{ session: Session; flows: ClientFlow[] }> {
   const sp = nextEvent<[Session]>(s.hostDaemon, 'session', "the daemon's session", 10_000).then(([x]) => x);
-  const client = await s.hostClient();
+  // The socket data path's batching (record.ts Outbox, packing, the bridge's pending SDU) is what
+  // this file checks: ring flows (the default) are ring.test.ts's and ring-flow.test.ts's.
+  const client = await s.hostClient({ rings: false });
   const session = await sp;
   const reg = await client.register(DIF, app);
   const flows: ClientFlow[] = [];

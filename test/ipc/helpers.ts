@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ShimHvIpcp, type ShimHvIpcpOptions } from '../../src/dif/shim-hv/ipcp.js';
 import { IpcDaemon, type IpcDaemonOptions } from '../../src/dif/ipc/daemon.js';
-import { IpcClient } from '../../src/dif/ipc/client.js';
+import { IpcClient, type IpcClientOptions } from '../../src/dif/ipc/client.js';
 import { FramedConn } from '../../src/dif/ipc/conn.js';
 import { native } from '../../src/sys/native.js';
 import { createPortPair, type PortPair, type PortPairOptions } from '../dif/port-pair.js';
@@ -24,8 +24,9 @@ export interface IpcSetup {
   guestDaemon: IpcDaemon;
   dir: string;
   /** A client of the host daemon (closed at teardown). */
-  hostClient(): Promise<IpcClient>;
-  guestClient(): Promise<IpcClient>;
+  /** A client of the host daemon (`opts`: e.g. `{rings: false}` for the socket data path). */
+  hostClient(opts?: IpcClientOptions): Promise<IpcClient>;
+  guestClient(opts?: IpcClientOptions): Promise<IpcClient>;
 }
 
 /** Every test that sets up daemons fails after this long ('timeout!') instead of hanging: the bound on its request awaits. */
@@ -44,8 +45,8 @@ export function ipcSetup(t: Test, opts: { pair?: PortPairOptions; ipcp?: Partial
   hostDaemon.listen();
   guestDaemon.listen();
   const clients: IpcClient[] = [];
-  const client = async (d: IpcDaemon): Promise<IpcClient> => {
-    const c = await IpcClient.connect(d.socketPath);
+  const client = async (d: IpcDaemon, o?: IpcClientOptions): Promise<IpcClient> => {
+    const c = await IpcClient.connect(d.socketPath, o);
     clients.push(c);
     return c;
   };
@@ -57,7 +58,7 @@ export function ipcSetup(t: Test, opts: { pair?: PortPairOptions; ipcp?: Partial
     guestIpcp.close();
     rmSync(dir, { recursive: true, force: true });
   });
-  return { pair, hostIpcp, guestIpcp, hostDaemon, guestDaemon, dir, hostClient: () => client(hostDaemon), guestClient: () => client(guestDaemon) };
+  return { pair, hostIpcp, guestIpcp, hostDaemon, guestDaemon, dir, hostClient: (o) => client(hostDaemon, o), guestClient: (o) => client(guestDaemon, o) };
 }
 
 export async function until(cond: () => boolean, what: string, ms = 3000): Promise<void> {

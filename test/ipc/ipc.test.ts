@@ -27,69 +27,73 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.byteLength === b.byteLength && Buffer.compare(a, b) === 0;
 }
 
-t.test('register, allocate, SDUs of 0..4000 bytes both ways, two flows at once', async (t) => {
-  const s = ipcSetup(t);
-  const a = await s.hostClient();
-  const b = await s.guestClient();
-  t.same(await a.listDifs(), [{ name: DIF, address: 7 }]);
+// Both data paths: the shared-memory ring (the default) and the socket alone (an older client).
+for (const rings of [true, false]) {
+  t.test(`register, allocate, SDUs of 0..4000 bytes both ways, two flows at once (${rings ? 'ring' : 'socket'} data path)`, async (t) => {
+    const s = ipcSetup(t);
+    const a = await s.hostClient({ rings });
+    const b = await s.guestClient({ rings });
+    t.same(await a.listDifs(), [{ name: DIF, address: 7 }]);
 
-  const reg = await a.register(DIF, 'server/1');
-  t.ok(s.hostIpcp.isRegistered('server/1'), 'registered in the IPC process');
-  const accepted: ClientFlow[] = [];
-  reg.on('request', (req: ClientFlowRequest) => {
-    t.equal(req.remoteApp.processName, 'client');
-    void req.accept().then((f) => accepted.push(f));
+    const reg = await a.register(DIF, 'server/1');
+    t.ok(s.hostIpcp.isRegistered('server/1'), 'registered in the IPC process');
+    const accepted: ClientFlow[] = [];
+    reg.on('request', (req: ClientFlowRequest) => {
+      t.equal(req.remoteApp.processName, 'client');
+      void req.accept().then((f) => accepted.push(f));
+    });
+
+    const [f1, f2] = await within(
+      Promise.all([
+        b.allocate(DIF, 'server/1', { src: 'client/1', qos: { reliable: true, inOrder: true } }),
+        b.allocate(DIF, 'server/1', { src: 'client/2', qos: { maxSdu: 4000 } }),
+      ]),
+      'both allocations answered',
+    );
+    await until(() => accepted.length === 2, 'two accepted flows');
+    t.equal(f1.qos.reliable, true);
+    t.equal(f2.qos.maxSdu, 4000);
+    t.equal(f1.remoteApp.processName, 'server');
+    t.equal(f1.datapath, rings ? 'ring' : 'socket', 'no data files on this port: the daemon bridges a socketpair (and a ring when asked)');
+    const byRemote = (inst: string) => accepted.find((f) => f.remoteApp.processInstance === inst)!;
+    const a1 = byRemote('1');
+    const a2 = byRemote('2');
+    t.equal(a1.datapath, rings ? 'ring' : 'socket', "the accepting end's data path too");
+    t.equal(s.hostIpcp.flows().length, 2);
+
+    // Both directions on both flows at once.
+    const sent1 = SIZES.map((n, i) => pattern(n, i));
+    const sent2 = SIZES.map((n, i) => pattern(n, 100 + i));
+    const back1 = SIZES.map((n, i) => pattern(n, 200 + i));
+    const back2 = SIZES.map((n, i) => pattern(n, 300 + i));
+    const recv = Promise.all([collect(a1, SIZES.length), collect(a2, SIZES.length), collect(f1, SIZES.length), collect(f2, SIZES.length)]);
+    for (let i = 0; i < SIZES.length; i++) {
+      await f1.send(sent1[i]!);
+      await f2.send(sent2[i]!);
+      await a1.send(back1[i]!);
+      await a2.send(back2[i]!);
+    }
+    const [r1, r2, rb1, rb2] = await within(recv, 'every SDU on both flows both ways', 10_000);
+    t.ok(r1.length === SIZES.length && r1.every((x, i) => sameBytes(x, sent1[i]!)), 'flow 1 client → server intact and in order');
+    t.ok(r2.length === SIZES.length && r2.every((x, i) => sameBytes(x, sent2[i]!)), 'flow 2 client → server intact and in order');
+    t.ok(rb1.length === SIZES.length && rb1.every((x, i) => sameBytes(x, back1[i]!)), 'flow 1 server → client intact');
+    t.ok(rb2.length === SIZES.length && rb2.every((x, i) => sameBytes(x, back2[i]!)), 'flow 2 server → client intact');
+    t.equal(r1[0]!.byteLength, 0, 'a 0-byte SDU arrives as a 0-byte SDU');
+    t.equal(f1.stats.txSdus, SIZES.length);
+    t.equal(a1.stats.rxBytes, SIZES.reduce((x, y) => x + y, 0));
+
+    // 'data' events work too.
+    const got: number[] = [];
+    a1.on('data', (sdu) => got.push(sdu.byteLength));
+    f1.write(new Uint8Array(3));
+    f1.write(new Uint8Array(0));
+    await until(() => got.length === 2, 'data events');
+    t.same(got, [3, 0]);
+    t.equal(a1.stats.rxSdus, SIZES.length + 2, 'nothing else arrived');
+
+    t.throws(() => f2.write(new Uint8Array(4001)), { code: 'sdu_too_large' });
   });
-
-  const [f1, f2] = await within(
-    Promise.all([
-      b.allocate(DIF, 'server/1', { src: 'client/1', qos: { reliable: true, inOrder: true } }),
-      b.allocate(DIF, 'server/1', { src: 'client/2', qos: { maxSdu: 4000 } }),
-    ]),
-    'both allocations answered',
-  );
-  await until(() => accepted.length === 2, 'two accepted flows');
-  t.equal(f1.qos.reliable, true);
-  t.equal(f2.qos.maxSdu, 4000);
-  t.equal(f1.remoteApp.processName, 'server');
-  t.equal(f1.datapath, 'socket', 'no data files on this port: the daemon bridges a socketpair');
-  const byRemote = (inst: string) => accepted.find((f) => f.remoteApp.processInstance === inst)!;
-  const a1 = byRemote('1');
-  const a2 = byRemote('2');
-  t.equal(s.hostIpcp.flows().length, 2);
-
-  // Both directions on both flows at once.
-  const sent1 = SIZES.map((n, i) => pattern(n, i));
-  const sent2 = SIZES.map((n, i) => pattern(n, 100 + i));
-  const back1 = SIZES.map((n, i) => pattern(n, 200 + i));
-  const back2 = SIZES.map((n, i) => pattern(n, 300 + i));
-  const recv = Promise.all([collect(a1, SIZES.length), collect(a2, SIZES.length), collect(f1, SIZES.length), collect(f2, SIZES.length)]);
-  for (let i = 0; i < SIZES.length; i++) {
-    await f1.send(sent1[i]!);
-    await f2.send(sent2[i]!);
-    await a1.send(back1[i]!);
-    await a2.send(back2[i]!);
-  }
-  const [r1, r2, rb1, rb2] = await within(recv, 'every SDU on both flows both ways', 10_000);
-  t.ok(r1.length === SIZES.length && r1.every((x, i) => sameBytes(x, sent1[i]!)), 'flow 1 client → server intact and in order');
-  t.ok(r2.length === SIZES.length && r2.every((x, i) => sameBytes(x, sent2[i]!)), 'flow 2 client → server intact and in order');
-  t.ok(rb1.length === SIZES.length && rb1.every((x, i) => sameBytes(x, back1[i]!)), 'flow 1 server → client intact');
-  t.ok(rb2.length === SIZES.length && rb2.every((x, i) => sameBytes(x, back2[i]!)), 'flow 2 server → client intact');
-  t.equal(r1[0]!.byteLength, 0, 'a 0-byte SDU arrives as a 0-byte SDU');
-  t.equal(f1.stats.txSdus, SIZES.length);
-  t.equal(a1.stats.rxBytes, SIZES.reduce((x, y) => x + y, 0));
-
-  // 'data' events work too.
-  const got: number[] = [];
-  a1.on('data', (sdu) => got.push(sdu.byteLength));
-  f1.write(new Uint8Array(3));
-  f1.write(new Uint8Array(0));
-  await until(() => got.length === 2, 'data events');
-  t.same(got, [3, 0]);
-  t.equal(a1.stats.rxSdus, SIZES.length + 2, 'nothing else arrived');
-
-  t.throws(() => f2.write(new Uint8Array(4001)), { code: 'sdu_too_large' });
-});
+}
 
 t.test('deallocate from either side ends the peer application reads', async (t) => {
   const s = ipcSetup(t);

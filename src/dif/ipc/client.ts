@@ -28,13 +28,14 @@ export interface IpcClientOptions {
   /**
    * Ask for the 'ring' data path (shared-memory rings per flow, ring.ts) on allocate and accept;
    * a daemon that cannot (an older one, or its ring memory is used up) answers 'socket'.
-   * Default: $VMPI_IPC_RING === '1'.
+   * Default: on, unless $VMPI_IPC_RING is '0' (then one SOCK_SEQPACKET record stream per flow,
+   * the path every daemon has).
    */
   rings?: boolean;
 }
 
 function ringsByDefault(): boolean {
-  return process.env.VMPI_IPC_RING === '1';
+  return process.env.VMPI_IPC_RING !== '0';
 }
 import { ClientFlow } from './client-flow.js';
 import { ClientFlowRequest } from './client-request.js';
