@@ -367,6 +367,11 @@ export class FlowBridge implements FlowLink {
     else if (ring.ended) this.interest.want(native.UV_READABLE, false);
   }
 
+  /** The outbox found the application's end closed: a broken ring says why, else the application went. */
+  private outboxClosed(): void {
+    return this.ring?.broken != null ? this.ringBroken() : this.appGone();
+  }
+
   /** The application broke its ring (an index or length out of range): end the flow, saying why. */
   private ringBroken(): void {
     const why = this.ring!.broken!;
@@ -398,7 +403,7 @@ export class FlowBridge implements FlowLink {
       const r = this.outbox.offer(sdu);
       if (r === 'queued') return this.scheduleFlush();
       if (r === 'sent') return; // counted by onSent
-      if (r === 'closed') return this.ring?.broken != null ? this.ringBroken() : this.appGone();
+      if (r === 'closed') return this.outboxClosed();
       if (r === 'too_large') return this.tooLarge(sdu.byteLength);
     }
     this.pending.push(borrowed ? sdu.slice() : sdu);
@@ -426,7 +431,7 @@ export class FlowBridge implements FlowLink {
   private flushOut(): void {
     if (this.closed) return;
     const r = this.outbox.flush();
-    if (r === 'closed') return this.ring?.broken != null ? this.ringBroken() : this.appGone();
+    if (r === 'closed') return this.outboxClosed();
     if (r === 'full') return this.blockOut();
     if (this.finishing && this.pending.length === 0) this.finish();
   }
@@ -456,7 +461,7 @@ export class FlowBridge implements FlowLink {
       if (o === 'too_large') this.tooLarge(sdu.byteLength);
     }
     if (r === 'done') r = this.outbox.flush();
-    if (r === 'closed') return this.ring?.broken != null ? this.ringBroken() : this.appGone();
+    if (r === 'closed') return this.outboxClosed();
     if (r === 'full') return;
     this.outBlocked = false;
     if (this.ring === null) this.interest.want(native.UV_WRITABLE, false);
