@@ -36,7 +36,6 @@ export interface HandoverOptions {
   maxRingBytes?: number;
 }
 
-
 /** A new ring for `flow` when wanted and within the cap, else null (the flow keeps the socket). */
 function newRing(flow: Flow, stats: IpcDaemonStats, opts: HandoverOptions, log: Logger): { map: RingMap; fd: number; bytes: number; release: () => void } | null {
   if (opts.rings !== true) return null;

@@ -220,8 +220,8 @@ export function decodePci(buf: Uint8Array, out: Pci, offset = 0, size = buf.leng
   return hlen;
 }
 
-/** Write `v` (a u32, checked by the caller) big-endian at `buf[o…]` (the caller has checked the length). */
-function wr32(buf: Uint8Array, o: number, v: number): void {
+/** Write `v` (a u32, checked by the caller) big-endian at `buf[o…]` (the caller has checked the length); byte writes, no DataView. */
+export function wr32(buf: Uint8Array, o: number, v: number): void {
   buf[o] = v >>> 24;
   buf[o + 1] = (v >>> 16) & 0xff;
   buf[o + 2] = (v >>> 8) & 0xff;

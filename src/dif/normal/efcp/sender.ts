@@ -32,7 +32,7 @@
  * waits in that buffer; later ones get their own until it has gone).
  */
 import type { Clock, TimerHandle } from '../clock.js';
-import { PCI_LEN, PciFlag, PduType, encodePci, type Pci } from '../pci.js';
+import { PCI_LEN, PciFlag, PduType, encodePci, wr32, type Pci } from '../pci.js';
 import { EfcpError } from './errors.js';
 import type { EfcpParams, QosCube } from './qos.js';
 import { Fifo } from './ring.js';
@@ -74,13 +74,6 @@ export interface SenderSnapshot {
  * allocates nothing the next time), up to this.
  */
 const POOL_MAX = 1024;
-
-function putU32(b: Uint8Array, o: number, v: number): void {
-  b[o] = v >>> 24;
-  b[o + 1] = (v >>> 16) & 0xff;
-  b[o + 2] = (v >>> 8) & 0xff;
-  b[o + 3] = v & 0xff;
-}
 
 export class Sender {
   /** Sequence number the next write() gets. */
@@ -189,8 +182,8 @@ export class Sender {
       pdu[2] = PciFlag.DRF;
       this.drf = false;
     }
-    putU32(pdu, 24, sdu.length);
-    putU32(pdu, 28, this.nextSeq);
+    wr32(pdu, 24, sdu.length);
+    wr32(pdu, 28, this.nextSeq);
     pdu.set(sdu, PCI_LEN);
     this.nextSeq = seqAdd(this.nextSeq, 1);
     this.stats.txSdus++;
