@@ -331,7 +331,9 @@ t.test('ipc: the IPC daemon limits', async (t) => {
     }
   };
   t.same(bad('ipc: {maxFlowsPerUid: 0}\n'), ['ipc.maxFlowsPerUid: 0 is below the minimum 1']);
-  t.same(bad('ipc: {maxFlows: 3}\n'), ['ipc.maxFlows: unknown field; known fields here: maxSessions, maxSessionsPerUid, maxFlowsPerUid, maxRegistrationsPerUid, maxAllocateTimeoutMs, idleTimeoutMs, outputHighWater, unlimitedUids']);
+  t.same(bad('ipc: {maxFlows: 3}\n'), ['ipc.maxFlows: unknown field; known fields here: maxSessions, maxSessionsPerUid, maxFlowsPerUid, maxRegistrationsPerUid, maxAllocateTimeoutMs, idleTimeoutMs, outputHighWater, unlimitedUids, maxRingBytes']);
+  t.same(parseConfig('ipc: {maxRingBytes: 0}\n', { format: 'yaml' }).ipc, { maxRingBytes: 0 }, 'maxRingBytes 0: no rings');
+  t.same(bad('ipc: {maxRingBytes: -1}\n'), ['ipc.maxRingBytes: -1 is below the minimum 0']);
 });
 
 t.test('the shim DIF over UDP: shimUdp with its defaults left open; bad addresses, names and timeouts named', async (t) => {

@@ -248,7 +248,7 @@ t.test('IPC daemon and receive-budget metrics', async (t) => {
   const metrics = new HostMetrics(host, { processMetrics: false });
   const { host: ipcp } = difSetup(t);
   metrics.addIpcp(ipcp);
-  const daemon = new IpcDaemon({ socketPath: join(dir, 'ipc-metrics.sock') });
+  const daemon = new IpcDaemon({ socketPath: join(dir, 'ipc-metrics.sock'), maxRingBytes: 12345678 });
   daemon.addIpcp(ipcp);
   daemon.listen();
   t.teardown(() => daemon.close());
@@ -264,6 +264,10 @@ t.test('IPC daemon and receive-budget metrics', async (t) => {
   t.equal(sample(m, 'vmpi_ipc_connections_refused_total', { reason: 'max_sessions_per_uid' }), 0);
   t.equal(sample(m, 'vmpi_ipc_flows_aborted_total', { reason: 'fds_on_flow_socket' }), 0);
   t.match(m, /^vmpi_ipc_sdus_dropped_total 0$/m);
+  t.match(m, /^vmpi_ipc_ring_flows 0$/m);
+  t.match(m, /^vmpi_ipc_ring_bytes 0$/m);
+  t.match(m, /^vmpi_ipc_ring_max_bytes 12345678$/m);
+  t.match(m, /^vmpi_ipc_rings_refused_total 0$/m);
   t.equal(sample(m, 'vmpi_dif_rx_queued_bytes', { dif: ipcp.difName }), 0);
   t.equal(sample(m, 'vmpi_dif_rx_budget_drops_total', { dif: ipcp.difName, budget: 'flow_bytes' }), 0);
   t.test('promtool check metrics', { skip: promtool ? false : 'promtool not installed' }, async (t) => {

@@ -22,7 +22,8 @@ t.test('two serve processes, shim-udp on loopback and a normal DIF over it', asy
   const { a, b, sockA, sockB, both } = await twoServes(
     t,
     'shim-udp-serve',
-    { shimUdp: { ...udp, bind: `127.0.0.1:${pa}`, peers: { 'n.DIF.b': `127.0.0.1:${pb}` } }, normal: { dif: 'n.DIF', name: 'n.DIF.a' } },
+    // A offers no shared-memory rings (ipc.maxRingBytes 0): its applications keep the socket data path, B's get rings.
+    { shimUdp: { ...udp, bind: `127.0.0.1:${pa}`, peers: { 'n.DIF.b': `127.0.0.1:${pb}` } }, normal: { dif: 'n.DIF', name: 'n.DIF.a' }, ipc: { maxRingBytes: 0 } },
     {
       shimUdp: { ...udp, bind: `127.0.0.1:${pb}`, peers: { 'rina-tgen': `127.0.0.1:${pa}`, check: `127.0.0.1:${pa}`, 'n.DIF.a': `127.0.0.1:${pa}` } },
       normal: { dif: 'n.DIF', name: 'n.DIF.b', role: 'member', enroller: 'n.DIF.a' },
@@ -51,8 +52,12 @@ t.test('two serve processes, shim-udp on loopback and a normal DIF over it', asy
   t.teardown(() => cb.close());
   for (const dif of ['n.DIF', 'udp.lo']) {
     const reg = await ca.register(dif, 'check');
+    const accepted: string[] = [];
     reg.on('request', (req) => {
-      void req.accept().then((f) => f.on('data', (sdu) => f.write(sdu)));
+      void req.accept().then((f) => {
+        accepted.push(f.datapath);
+        f.on('data', (sdu) => f.write(sdu));
+      });
     });
     // The registration reaches B's directory by a flood a moment after A answered: retry the
     // 'unknown application' miss for a bounded while, as an application would.
@@ -65,12 +70,14 @@ t.test('two serve processes, shim-udp on loopback and a normal DIF over it', asy
         await new Promise((r) => setTimeout(r, 50));
       }
     }
+    t.equal(flow.datapath, 'ring', `${dif}: B's application gets a ring`);
     for (let n = 0; n <= 1400; n += 100) {
       const sdu = Uint8Array.from({ length: n }, (_, i) => (i * 31 + n) & 0xff);
       flow.write(sdu);
       const back = await Promise.race([flow.read(), new Promise<null>((r) => setTimeout(() => r(null), 3000))]);
       t.same(back && Buffer.from(back), Buffer.from(sdu), `${dif}: ${n} bytes back intact`);
     }
+    t.same(accepted, ['socket'], `${dif}: A's application keeps the socket (config ipc.maxRingBytes: 0)`);
     if (dif === 'n.DIF') flow.deallocate();
     else {
       // `vmpi dif show` covers the shim-udp IPC process.

@@ -33,6 +33,7 @@
  *     idleTimeoutMs: 300000          # sessions holding nothing and silent this long are closed
  *     outputHighWater: 262144        # bytes of answers queued per session before its requests wait
  *     unlimitedUids: []              # users the per-user limits do not apply to
+ *     maxRingBytes: 268435456        # shared-memory flow rings in all (then the socket); 0: none
  *   normal: { dif: n.DIF }       # optional: a normal DIF over every device's shim DIF (below)
  *   difs: []    # [{ name, type }]: type "normal" declares the normal DIF (same as normal.dif)
  *   ipcps: []   # placeholders for other IPC processes: [{ name, type, ... }]

@@ -311,6 +311,10 @@ export class HostMetrics {
     one('counter', 'vmpi_ipc_flow_fd_failures_total', 'Flows refused to an application because no file descriptor could be created', (x) => x.stats.flowFdFailures);
     one('counter', 'vmpi_ipc_sdus_dropped_total', "SDUs for applications dropped because they exceed the flow socket's buffer", (x) => x.stats.sdusTooLarge);
     one('counter', 'vmpi_ipc_allocate_timeouts_clamped_total', 'Allocation timeouts shortened to the daemon maximum', (x) => x.stats.timeoutsClamped);
+    one('gauge', 'vmpi_ipc_ring_flows', 'Flows on the shared-memory ring data path now', (x) => x.stats.ringFlows);
+    one('gauge', 'vmpi_ipc_ring_bytes', 'Bytes of flow ring memory (memfd) the IPC daemon maps now; bounded by ipc.maxRingBytes', (x) => x.stats.ringBytes);
+    one('gauge', 'vmpi_ipc_ring_max_bytes', 'The IPC daemon\'s bound on flow ring memory (config ipc.maxRingBytes)', (x) => x.maxRingBytes);
+    one('counter', 'vmpi_ipc_rings_refused_total', 'Flows that asked for a shared-memory ring and got the socket data path (ipc.maxRingBytes reached, or no memfd)', (x) => x.stats.ringsRefused);
     one('counter', 'vmpi_ipc_faults_total', 'Exceptions contained by the IPC daemon (each closed one session or flow, or one accept round)', (x) => x.stats.faults);
   }
 

@@ -154,7 +154,8 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
       metrics?.addIpcp(normal);
     }
     if (opts.ipc) {
-      const daemon = new IpcDaemon({ socketPath: opts.ipc.socketPath, logger: log, limits: plan.config.ipc, onStateChange: restart?.ipcChanged });
+      const { maxRingBytes, ...limits } = plan.config.ipc;
+      const daemon = new IpcDaemon({ socketPath: opts.ipc.socketPath, logger: log, limits, maxRingBytes, onStateChange: restart?.ipcChanged });
       for (const ipcp of ipcps.values()) daemon.addIpcp(ipcp);
       if (shimUdp) daemon.addIpcp(shimUdp);
       if (shimEth) daemon.addIpcp(shimEth);

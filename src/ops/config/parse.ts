@@ -184,7 +184,7 @@ export function validateConfig(raw: unknown, opts: Omit<ParseOptions, 'format'> 
     ...(normal ? { normal } : {}),
     ...(shimUdp ? { shimUdp: shimUdp.hostsFile === undefined ? shimUdp : { ...shimUdp, hostsFile: resolve(baseDir, shimUdp.hostsFile) } } : {}),
     ...(shimEth ? { shimEth } : {}),
-    ipc: { ...((data.ipc ?? {}) as Partial<IpcLimits>) },
+    ipc: { ...((data.ipc ?? {}) as Partial<IpcLimits> & { maxRingBytes?: number }) },
   };
 }
 

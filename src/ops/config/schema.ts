@@ -110,6 +110,7 @@ export const CONFIG_SCHEMA = {
         idleTimeoutMs: IPC_LIMIT,
         outputHighWater: IPC_LIMIT,
         unlimitedUids: { type: 'array', items: { type: 'integer', minimum: 0, maximum: 0xfffffffe } },
+        maxRingBytes: { type: 'integer', minimum: 0, maximum: 2 ** 40, description: "bytes of shared-memory flow rings (memfd) the daemon maps in all; past it new flows keep the socket data path; 0: never offer rings (default 268435456)" },
       },
     },
     normal: {

@@ -153,8 +153,11 @@ export interface VmpiConfig {
   shimUdp?: ShimUdpConfig;
   /** The shim DIF over Ethernet, if one is configured. */
   shimEth?: ShimEthConfig;
-  /** The IPC daemon's limits (what is not given keeps the daemon's defaults). */
-  ipc: Partial<IpcLimits>;
+  /**
+   * The IPC daemon's limits (what is not given keeps the daemon's defaults), and `maxRingBytes`,
+   * the memory of all its flow rings at most (IpcDaemonOptions.maxRingBytes).
+   */
+  ipc: Partial<IpcLimits> & { maxRingBytes?: number };
 }
 
 export type ConfigFormat = 'yaml' | 'json';
