@@ -46,6 +46,7 @@
  */
 import { fstatSync } from 'node:fs';
 import { native } from '../../sys/native.js';
+import { safeClose } from '../../sys/fd.js';
 import { readRecords, RECORD_BELL, RECORDS_ENDED, type FlushResult, type OfferResult, type RecordBatch, type RecordSink } from './record.js';
 
 export const RING_MAGIC = 0x52504d56; // 'VMPR' little-endian
@@ -177,6 +178,37 @@ export function mapRing(fd: number, dataBytes: number, maxSdu: number): RingMap 
     throw new RingError(`the ring's header (magic ${u[0]}, version ${u[1]}, ${u[2]} bytes, max SDU ${u[3]}) is not the flow's: refused`);
   }
   return map;
+}
+
+/**
+ * The daemon's hold on one flow's ring: its end, the memfd, and what to give back when the ring
+ * goes (the daemon's ring memory accounting). dispose() is the one teardown (bridge close and
+ * abandon, a handover or resume that failed).
+ */
+export class RingHold {
+  private disposed = false;
+
+  constructor(
+    readonly end: RingEnd,
+    /** The daemon's fd of the ring's memfd (a successor process resumes the flow's ring from it). */
+    readonly memfd: number,
+    private readonly release: () => void = () => {},
+  ) {}
+
+  /**
+   * Let go of the ring (idempotent): unmap this process's mapping, close the memfd unless
+   * `keepMemfd` (abandon: a successor resumes from it), give back its accounting.
+   */
+  dispose(keepMemfd = false): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    try {
+      this.end.map.unmap();
+    } finally {
+      if (!keepMemfd) safeClose(this.memfd);
+      this.release();
+    }
+  }
 }
 
 let copyBuf: Uint8Array | null = null;
