@@ -1,0 +1,41 @@
+/**
+ * flow-handover.test.ts — the daemon's handover of a flow's data path (src/dif/ipc/flow-handover.ts)
+ * where it fails: a resumed ring flow whose bridge cannot be made gives back everything it took
+ * (the ring's mapping, its memfd, the flow's fd, and the daemon's ring memory accounting: a
+ * leak there would refuse rings to later flows once the cap is reached).
+ */
+import t from 'tap';
+import { fstatSync } from 'node:fs';
+import type { Flow } from '../../src/dif/api.js';
+import { resumeFlowLink } from '../../src/dif/ipc/flow-handover.js';
+import type { IpcDaemonStats } from '../../src/dif/ipc/daemon-limits.js';
+import { createRing } from '../../src/dif/ipc/ring.js';
+import { native } from '../../src/sys/native.js';
+import { logger } from '../../src/sys/log.js';
+
+function isOpen(fd: number): boolean {
+  try {
+    fstatSync(fd);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+t.test('a resumed ring flow whose bridge fails: its ring, fds and ring accounting are all given back', (t) => {
+  const maxSdu = 4000;
+  const { fd: ringFd, map } = createRing(maxSdu);
+  map.unmap(); // the successor maps it again itself
+  // The flow's socket fd is already closed: watching it fails (EBADF), after the ring was mapped and counted.
+  const [a, b] = native.socketpairSeqpacket();
+  native.close(a);
+  native.close(b);
+  const flow = { portId: 1, qos: { maxSdu, reliable: false, inOrder: false }, state: 'allocated' } as unknown as Flow;
+  const stats = { ringBytes: 0, ringFlows: 0 } as IpcDaemonStats;
+  const hooks = { onFlowEnd: () => {}, onClosed: () => {} };
+  t.throws(() => resumeFlowLink(flow, a, hooks, logger, ringFd, stats), /EBADF/);
+  t.equal(stats.ringBytes, 0, "the ring's memory is no longer counted");
+  t.equal(stats.ringFlows, 0, 'nor the ring flow');
+  t.notOk(isOpen(ringFd), "the ring's memfd is closed");
+  t.end();
+});
