@@ -354,6 +354,7 @@ export class RingEnd {
     const avail = (P - c) >>> 0;
     if (avail === 0) return RING_EMPTY;
     if (avail > this.D || (P & 3) !== 0) return this.fail(`the peer's producer index ${P} is out of range (consumer at ${c}, ring of ${this.D} bytes): flow closed`);
+    if (sink.shared === true && sink.into === undefined && sink.copies !== true) return this.readShared(sink, max, avail);
     // Copy what is published into a private buffer as the parse needs it, a chunk at a time (at
     // most COPY_MAX bytes a call): [pos, D) then [0, …).
     const D = this.D;
@@ -424,6 +425,54 @@ export class RingEnd {
       }
     } finally {
       if (!nested) copyBusy = false;
+    }
+    if (at > 0) this.consume(at);
+    if (broken) return RING_BROKEN;
+    return items === 0 ? RING_EMPTY : items;
+  }
+
+  /**
+   * read() for a sink that takes views of the shared memory (RecordSink.shared): the records are
+   * parsed in place, each length read once (one aligned u32 load into a local) and checked as
+   * read() checks it, the SDUs handed over as views of the ring; the consumer index moves only
+   * after the last sdu() call, so the writer cannot reuse the bytes of a view while it is lent.
+   */
+  private readShared(sink: RecordSink, max: number, avail: number): number {
+    const u8 = this.map.u8;
+    const u32 = this.map.u32;
+    const data = this.rxData;
+    const mask = this.mask;
+    const c = this.c;
+    // The first part runs from c to the end of the data area (or to P), the second from 0 to P.
+    const n1 = Math.min(avail, this.D - (c & mask));
+    const maxSdu = this.map.maxSdu;
+    let at = 0;
+    let items = 0;
+    let broken = false;
+    while (items < max && at + 4 <= avail) {
+      const pos = (c + at) & mask;
+      const len = u32[(data + pos) >>> 2]!;
+      if (len === RING_WRAP) {
+        if (at >= n1) {
+          broken = this.fail('a ring wrap marker that skips past the published data: flow closed') === RING_BROKEN;
+          break;
+        }
+        at = n1;
+        continue;
+      }
+      if (len > maxSdu) {
+        broken = this.fail(`a ring record of ${len} bytes exceeds the flow's max SDU of ${maxSdu} bytes: flow closed`) === RING_BROKEN;
+        break;
+      }
+      const end = at + 4 + align4(len);
+      if (end > (at < n1 ? n1 : avail)) {
+        broken = this.fail(`a ring record of ${len} bytes runs past the published data or the ring's end: flow closed`) === RING_BROKEN;
+        break;
+      }
+      const s = data + pos + 4;
+      items++;
+      at = end;
+      sink.sdu(u8.subarray(s, s + len));
     }
     if (at > 0) this.consume(at);
     if (broken) return RING_BROKEN;
