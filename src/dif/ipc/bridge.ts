@@ -170,6 +170,9 @@ export class FlowBridge implements FlowLink {
     this.guard('flush', () => this.flushOut());
   };
   private readonly rxSink: RecordSink = {
+    // A ring's records come as views of the shared memory (no copy out first): fromApp() only
+    // passes each to flow.write(), which copies it, or keeps a copy of its own (held).
+    shared: true,
     sdu: (sdu) => this.fromApp(sdu),
     bad: (why) => {
       this.stats.badRecords++;

@@ -16,7 +16,7 @@ import { errText, safeClose } from '../../sys/fd.js';
 import { DirectFlowLink, FlowBridge, type BridgeHooks, type FlowLink } from './bridge.js';
 import { sizeFlowSocket } from './record.js';
 import { DEFAULT_MAX_RING_BYTES, type IpcDaemonStats } from './daemon-limits.js';
-import { createRing, mapRing, ringBytesFor, ringFileBytes, RingEnd, RingHold, type RingMap } from './ring.js';
+import { createRing, mapRing, ringBytesFor, ringDataBytesOf, ringFileBytes, RingEnd, RingHold, type RingMap } from './ring.js';
 import type { FlowDatapath, FlowInfo } from './protocol.js';
 
 export interface FlowHandover {
@@ -157,8 +157,8 @@ export function resumeFlowLink(flow: Flow, fd: number, hooks: BridgeHooks, log: 
     if (ringFd !== undefined) {
       // The ring's memfd came back too: map it again (checked as an application checks it) and
       // carry on from the indices this daemon's previous process left in it.
-      const dataBytes = ringBytesFor(flow.qos.maxSdu);
-      if (dataBytes === 0) throw new Error(`a resumed flow of max SDU ${flow.qos.maxSdu} cannot have a ring`);
+      // Its size is the one it was made with (an older daemon's may differ from ringBytesFor's).
+      const dataBytes = ringDataBytesOf(ringFd);
       map = mapRing(ringFd, dataBytes, flow.qos.maxSdu);
       const end = new RingEnd(map, fd, 'daemon');
       if (end.broken !== null) throw new Error(end.broken);

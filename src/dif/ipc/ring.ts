@@ -10,7 +10,7 @@
  *
  *   offset 0     magic RING_MAGIC ('VMPR')          written once by the daemon
  *   offset 4     version RING_VERSION (1)
- *   offset 8     data bytes per direction D (a power of two, ≥ 4096)
+ *   offset 8     data bytes per direction D (a power of two, ≥ 4096; the daemon makes ≥ 4 MiB)
  *   offset 12    max SDU of the flow
  *   direction d (0: daemon → application, 1: application → daemon) at DIR_BASE + d × DIR_STRIDE:
  *     +0    producer index P: bytes the writer published, free running mod 2^32 (writer only)
@@ -39,7 +39,11 @@
  * consumer index that moves backwards or past what was published ends the flow with a cause
  * (RingEnd.broken): a ring has no record boundary to resynchronise on. The reader copies the
  * published bytes into a private buffer first and parses only that copy (a length is read once,
- * and a peer changing the ring meanwhile changes only its own SDUs' bytes). A peer that never
+ * and a peer changing the ring meanwhile changes only its own SDUs' bytes); for a sink that says
+ * it takes shared bytes (RecordSink.shared: the daemon's bridge, which only passes each SDU to
+ * flow.write(), a copy) it parses in place instead, each length one aligned u32 load into a
+ * local, checked the same way, the SDUs lent as views of the ring until the consumer index moves
+ * after the last of them. A peer that never
  * consumes stops the writer (offer() 'full'): the Flow's own bounded queues hold the rest. The
  * daemon creates the memfd with F_SEAL_SHRINK|F_SEAL_GROW|F_SEAL_SEAL; an application checks the
  * seals, the size and the header before it maps it (mapRing).
@@ -63,8 +67,13 @@ export const RING_WRAP = 0xffffffff;
 /** Direction 0 carries the daemon's SDUs to the application, 1 the application's to the daemon. */
 export const TO_APP = 0;
 export const TO_DAEMON = 1;
-/** Data bytes per direction at least and at most. */
-export const RING_MIN_BYTES = 1 << 20;
+/**
+ * Data bytes per direction at least and at most. 4 MiB at least: the ring absorbs an application
+ * that is off the CPU for a millisecond or two at full rate (1 MiB was 261 SDUs of 4000 B: the
+ * bridge then stopped taking from the flow, whose queue copied and dropped what came meanwhile;
+ * bench:host-stack g2h at 4000 B). A resumed flow keeps the size its ring was made with.
+ */
+export const RING_MIN_BYTES = 4 << 20;
 export const RING_MAX_BYTES = 8 << 20;
 /** Max-SDU records a direction holds at least (else the flow keeps the socket). */
 const RING_MIN_RECORDS = 8;
@@ -82,6 +91,15 @@ export function ringBytesFor(maxSdu: number): number {
   let d = RING_MIN_BYTES;
   while (d < want) d *= 2;
   return d;
+}
+
+/**
+ * The data bytes per direction of an existing ring memfd, from its size (a resumed flow's ring
+ * keeps the size its daemon made it with, whatever ringBytesFor says now); mapRing checks it.
+ */
+export function ringDataBytesOf(fd: number): number {
+  const size = fstatSync(fd).size;
+  return size > HEADER_BYTES ? Math.floor((size - HEADER_BYTES) / 2) : 0;
 }
 
 /** The memfd's size for `dataBytes` per direction. */
