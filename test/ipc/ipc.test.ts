@@ -235,7 +235,8 @@ t.test('backpressure: a full link makes the application writes return false, not
   const acc = reg.next().then((r) => r!.accept());
   const f = await b.allocate(DIF, 'sink', { src: 'src', qos: { reliable: true, inOrder: true } });
   const g = await acc;
-  const N = 3000;
+  // More than a flow ring (4 MiB) holds, so that the ring data path fills too.
+  const N = 12000;
   let received = 0;
   let inOrder = true;
   const reader = (async () => {

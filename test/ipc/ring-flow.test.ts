@@ -131,9 +131,10 @@ t.test('the application stops reading: the ring fills, the bridge stops taking f
   const [g, h] = await flowTo(s, client, 'stall');
   const bridge = bridgeOf(session);
   const maxSdu = h.qos.maxSdu;
-  // The guest writes more than the ring (1 MiB) and the client's read-ahead (256 SDUs) hold, and
-  // less than its flow's receive budget (8 MiB); the application reads nothing.
-  const N = 4000;
+  // The guest writes more than the ring (4 MiB, ~8200 of these SDUs of 500 bytes on average) and
+  // the client's read-ahead (256 SDUs) hold, and less than its flow's receive budget (8 MiB,
+  // 4096 SDUs); the application reads nothing.
+  const N = 11000;
   for (let i = 0; i < N; i++) g.write(numbered(i, 1000));
   await until(() => (bridge as unknown as { outBlocked: boolean }).outBlocked, 'the bridge waits for room in the ring', 10_000);
   t.ok(bridge.stats.toApp < N, `the bridge stopped taking from the flow (${bridge.stats.toApp} of ${N} in the ring)`);

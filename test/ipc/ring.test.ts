@@ -38,10 +38,14 @@ function ringPair(t: Test, maxSdu = MAX_SDU): Pair {
   return { daemon, app, map, appMap, fds };
 }
 
-function collector(): { sink: RecordSink; got: Uint8Array[]; bad: string[] } {
+/** A sink that keeps what it gets; `shared`: it takes views of the ring's memory (RecordSink.shared) and copies them. */
+function collector(shared = false): { sink: RecordSink; got: Uint8Array[]; bad: string[] } {
   const got: Uint8Array[] = [];
   const bad: string[] = [];
-  return { got, bad, sink: { copies: true, sdu: (b) => got.push(b), bad: (w) => bad.push(w), fds: () => bad.push('fds') } };
+  const sink: RecordSink = shared
+    ? { shared: true, sdu: (b) => got.push(b.slice()), bad: (w) => bad.push(w), fds: () => bad.push('fds') }
+    : { copies: true, sdu: (b) => got.push(b), bad: (w) => bad.push(w), fds: () => bad.push('fds') };
+  return { got, bad, sink };
 }
 
 /** Doorbells waiting on socket `fd` (read and counted). */
@@ -67,22 +71,22 @@ const W = { P: (256 + 1024) >> 2, C: (256 + 1024 + 256) >> 2, sleeping: (256 + 1
 const R = { P: 256 >> 2, C: (256 + 256) >> 2 };
 const dataTo = (m: RingMap): number => HEADER_BYTES + m.dataBytes; // application → daemon data area
 
-t.test('sizes: 8 max-SDU records or 1 MiB, a power of two; too large a max SDU takes no ring', async (t) => {
-  t.equal(ringBytesFor(1500), 1 << 20);
-  t.equal(ringBytesFor(65536), 1 << 20);
-  t.equal(ringBytesFor(200_000), 2 << 20);
+t.test('sizes: 8 max-SDU records or 4 MiB, a power of two; too large a max SDU takes no ring', async (t) => {
+  t.equal(ringBytesFor(1500), 4 << 20);
+  t.equal(ringBytesFor(65536), 4 << 20);
+  t.equal(ringBytesFor(600_000), 8 << 20);
   t.equal(ringBytesFor(4 << 20), 0, 'beyond the cap: the socket');
   t.equal(ringFileBytes(1 << 20), 4096 + (2 << 20));
 });
 
-t.test('round trip across many wraps: order, bytes, 0-byte and max-SDU records', async (t) => {
+for (const shared of [false, true]) t.test(`round trip across many wraps: order, bytes, 0-byte and max-SDU records${shared ? ' (read in place)' : ''}`, async (t) => {
   const p = ringPair(t);
-  const c = collector();
+  const c = collector(shared);
   const sent: Uint8Array[] = [];
   let i = 0;
   let refused = 0;
-  // ~6 MiB through a 1 MiB ring: many wraps, at every alignment.
-  while (i < 8000) {
+  // ~24 MiB through a 4 MiB ring: many wraps, at every alignment.
+  while (i < 32000) {
     for (let k = 0; k < 100; k++, i++) {
       const len = i % 11 === 0 ? 0 : i % 13 === 0 ? MAX_SDU : (i * 37) % 1501;
       const s = sdu(i, len);
@@ -107,7 +111,7 @@ t.test('full: offer says full once the reader lags, nothing lost; the writer wai
   const c = collector();
   let n = 0;
   while (p.app.offer(sdu(n, 1000)) === 'queued') n++;
-  t.ok(n > 900 && n < 1100, `about 1 MiB taken (${n} SDUs of 1000 bytes)`);
+  t.ok(n > 3900 && n < 4300, `about 4 MiB taken (${n} SDUs of 1000 bytes)`);
   t.equal(p.app.offer(sdu(n, 1000)), 'full', 'still full');
   t.notOk(p.app.waitRoom(), 'no room: waits (flag set)');
   t.equal(p.appMap.u32[W.waiting], 1, 'writer-waiting flag set');
@@ -149,7 +153,7 @@ t.test('a wrap marker and a record that ends exactly at the end of the data area
   // Fill to 8 bytes before the end with records of 1000 bytes then one that ends at D - 8.
   let sent = 0;
   let used = 0;
-  while (used + 1004 <= D - 8 - 1004) {
+  while (D - 8 - used - 4 > MAX_SDU) {
     p.app.offer(sdu(sent++, 1000));
     used += 1004;
   }
@@ -183,8 +187,26 @@ t.test('a wrap marker and a record that ends exactly at the end of the data area
   t.equal(q.daemon.broken, null);
 });
 
-/** A daemon reader over a ring whose application side the test writes by hand. */
-function hostile(t: Test): { p: Pair; put: (pos: number, len: number) => void; publish: (P: number) => void; read: () => { r: number; got: number; why: string | null } } {
+t.test('read in place: a shared sink gets views of the ring itself; the consumer index moves only after the last', async (t) => {
+  const p = ringPair(t);
+  for (let i = 0; i < 5; i++) p.app.offer(sdu(i, 1000));
+  p.app.flush();
+  const seen: { inRing: boolean; cAt: number; ok: boolean }[] = [];
+  const sink: RecordSink = {
+    shared: true,
+    sdu: (b) => seen.push({ inRing: b.buffer === p.map.buffer, cAt: p.map.u32[W.C]!, ok: Buffer.compare(b, sdu(seen.length, 1000)) === 0 }),
+    bad: () => t.fail('bad'),
+    fds: () => t.fail('fds'),
+  };
+  t.equal(p.daemon.read(sink, 64), 5);
+  t.ok(seen.every((s) => s.inRing), 'each SDU a view of the shared memory (no copy)');
+  t.ok(seen.every((s) => s.cAt === 0), 'nothing consumed while the views are lent');
+  t.ok(seen.every((s) => s.ok), 'each SDU whole');
+  t.equal(p.map.u32[W.C], 5 * 1004, 'all consumed after');
+});
+
+/** A daemon reader over a ring whose application side the test writes by hand (`shared`: it reads in place). */
+function hostile(t: Test, shared = false): { p: Pair; put: (pos: number, len: number) => void; publish: (P: number) => void; read: () => { r: number; got: number; why: string | null } } {
   const p = ringPair(t);
   const u8 = p.appMap.u8;
   const base = dataTo(p.appMap);
@@ -195,7 +217,7 @@ function hostile(t: Test): { p: Pair; put: (pos: number, len: number) => void; p
       p.appMap.u32[W.P] = P >>> 0;
     },
     read: () => {
-      const c = collector();
+      const c = collector(shared);
       let r: number;
       try {
         r = p.daemon.read(c.sink, 64);
@@ -208,7 +230,7 @@ function hostile(t: Test): { p: Pair; put: (pos: number, len: number) => void; p
   };
 }
 
-t.test('a hostile writer: every bad index and length ends the ring with a cause, never a throw', async (t) => {
+for (const shared of [false, true]) t.test(`a hostile writer: every bad index and length ends the ring with a cause, never a throw${shared ? ' (read in place)' : ''}`, async (t) => {
   const D = ringBytesFor(MAX_SDU);
   const cases: [string, (h: ReturnType<typeof hostile>) => void, RegExp][] = [
     ['producer index more than the ring ahead', (h) => h.publish(D + 4), /producer index .* out of range/],
@@ -241,7 +263,7 @@ t.test('a hostile writer: every bad index and length ends the ring with a cause,
     ],
   ];
   for (const [what, setup, why] of cases) {
-    const h = hostile(t);
+    const h = hostile(t, shared);
     setup(h);
     const r = h.read();
     t.equal(r.r, RING_BROKEN, `${what}: broken`);
@@ -249,7 +271,7 @@ t.test('a hostile writer: every bad index and length ends the ring with a cause,
     t.equal(h.read().r, RING_BROKEN, `${what}: stays broken`);
   }
   // Good records before a bad one still arrive (then the ring is broken).
-  const h = hostile(t);
+  const h = hostile(t, shared);
   h.put(0, 4);
   h.put(8, MAX_SDU + 100);
   h.publish(8 + 4 + MAX_SDU + 100);

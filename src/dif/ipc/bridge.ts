@@ -16,16 +16,9 @@ import type { Logger } from '../../sys/log.js';
 import { errText, safeClose } from '../../sys/fd.js';
 import { Outbox, PACK_SDUS_MAX, readRecords, RECORDS_EMPTY, RECORDS_ENDED, type RecordSink } from './record.js';
 import { canBorrow, type BorrowingFlow } from '../core/budgeted-flow.js';
-import { RING_BROKEN, RING_EMPTY, type RingEnd } from './ring.js';
+import { RING_BROKEN, RING_EMPTY, type RingEnd, type RingHold } from './ring.js';
 import type { FlowOutbox } from './flow-file-io.js';
-
-/** The ring of a 'ring' flow as the bridge holds it (flow-handover.ts makes it). */
-export interface BridgeRingLike {
-  end: RingEnd;
-  /** The daemon's fd of the ring's memfd (closed with the bridge; a successor resumes on it). */
-  memfd: number;
-  release(): void;
-}
+import { RingEvents, type RingEventHandlers } from './ring-events.js';
 
 /** How long a bridge keeps delivering to an application after its flow ended. */
 export const LINGER_MS = 5000;
@@ -138,7 +131,8 @@ export class FlowBridge implements FlowLink {
   private readonly socketOutbox: Outbox | null;
   /** A 'ring' flow's ring end (then `outbox` is its writer). */
   private readonly ring: RingEnd | null;
-  private readDue = false;
+  /** A 'ring' flow's socket events and deferred reads (ring-events.ts). */
+  private readonly ringEvents: RingEvents | null;
   /** SDUs from the flow that found the outbox full (at most a few: the bridge stops listening). */
   private pending: Uint8Array[] = [];
   /** Waiting for room in the application's socket: not listening to the flow meanwhile. */
@@ -176,6 +170,9 @@ export class FlowBridge implements FlowLink {
     this.guard('flush', () => this.flushOut());
   };
   private readonly rxSink: RecordSink = {
+    // A ring's records come as views of the shared memory (no copy out first): fromApp() only
+    // passes each to flow.write(), which copies it, or keeps a copy of its own (held).
+    shared: true,
     sdu: (sdu) => this.fromApp(sdu),
     bad: (why) => {
       this.stats.badRecords++;
@@ -199,11 +196,12 @@ export class FlowBridge implements FlowLink {
     readonly fd: number,
     private readonly hooks: BridgeHooks,
     private readonly log: Logger,
-    private readonly ringHold: BridgeRingLike | null = null,
+    private readonly ringHold: RingHold | null = null,
   ) {
     this.maxSdu = flow.qos.maxSdu;
     this.borrowing = canBorrow(flow) ? flow : null;
     this.ring = ringHold?.end ?? null;
+    this.ringEvents = this.ring === null ? null : new RingEvents(this.ring, this.ringHandlers);
     if (this.ring !== null) {
       this.socketOutbox = null;
       this.outbox = this.ring;
@@ -224,7 +222,7 @@ export class FlowBridge implements FlowLink {
     this.listen(true);
     if (flow.state === 'deallocated') this.flowEnd(flow.deallocationReason ?? 'deallocated', 'closed');
     // A resumed ring may hold records the application published while no daemon ran.
-    if (this.ring !== null) this.readSoon();
+    this.ringEvents?.readSoon();
   }
 
   /**
@@ -286,11 +284,8 @@ export class FlowBridge implements FlowLink {
     this.listen(false);
     this.flow.off('drain', this.onDrain);
     this.flow.off('deallocated', this.onDeallocated);
-    if (this.ringHold !== null) {
-      // The memfd stays open for the successor; this process's mapping and accounting go.
-      this.ringHold.end.map.unmap();
-      this.ringHold.release();
-    }
+    // The memfd stays open for the successor; this process's mapping and accounting go.
+    this.ringHold?.dispose(true);
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -344,28 +339,36 @@ export class FlowBridge implements FlowLink {
       this.log.debug({ portId: this.flow.portId }, 'ipc: poll error on a flow socket');
       return this.appGone();
     }
-    if (this.ring !== null) return this.onRingEvents(ev);
+    if (this.ringEvents !== null) return this.ringEvents.onEvents(ev);
     if (ev & native.UV_WRITABLE) this.flushPending();
     if (!this.closed && ev & native.UV_READABLE) this.readFromApp(READS_PER_TURN);
   }
 
-  /** A 'ring' flow's socket: doorbells (room for us, or records to read) and the end of file. */
-  private onRingEvents(ev: number): void {
-    const ring = this.ring!;
-    if (!(ev & native.UV_READABLE)) return;
-    if (ring.pollSocket() === 'fds') {
+  /** A 'ring' flow's socket: doorbells (room for us, or records to read) and the end of file (ring-events.ts). */
+  private readonly ringHandlers: RingEventHandlers = {
+    fds: () => {
       this.log.warn({ portId: this.flow.portId }, 'ipc: an application sent file descriptors over its flow socket: flow closed');
-      return this.abort('fds_on_flow_socket', 'the application sent file descriptors over its flow socket (SDUs only; the fds were closed): flow closed');
-    }
-    if (ring.broken !== null) return this.ringBroken();
-    ring.wake();
-    if (this.outBlocked && ring.hasRoom()) this.flushPending();
-    if (this.closed) return;
-    if (ring.broken !== null) return this.ringBroken();
-    if (this.held.length === 0) this.readFromApp(READS_PER_TURN);
-    // The end of file stays readable: stop polling until the held SDUs went and the ring is read.
-    else if (ring.ended) this.interest.want(native.UV_READABLE, false);
-  }
+      this.abort('fds_on_flow_socket', 'the application sent file descriptors over its flow socket (SDUs only; the fds were closed): flow closed');
+      return false;
+    },
+    room: () => {
+      const ring = this.ring!;
+      if (ring.broken !== null) return this.ringBroken();
+      if (this.outBlocked && ring.hasRoom()) this.flushPending();
+    },
+    read: () => {
+      const ring = this.ring!;
+      if (this.closed) return;
+      if (ring.broken !== null) return this.ringBroken();
+      if (this.held.length === 0) this.readFromApp(READS_PER_TURN);
+      // The end of file stays readable: stop polling until the held SDUs went and the ring is read.
+      else if (ring.ended) this.interest.want(native.UV_READABLE, false);
+    },
+    readLater: () =>
+      this.guard('ring read', () => {
+        if (!this.closed && this.held.length === 0) this.readFromApp(READS_PER_TURN);
+      }),
+  };
 
   /** The outbox found the application's end closed: a broken ring says why, else the application went. */
   private outboxClosed(): void {
@@ -377,18 +380,6 @@ export class FlowBridge implements FlowLink {
     const why = this.ring!.broken!;
     this.log.warn({ portId: this.flow.portId, why }, "ipc: an application broke its flow's ring: flow closed");
     this.abort('ring_broken', `the flow's shared-memory ring is broken: ${why}`);
-  }
-
-  /** Read the ring again on a later turn (a read budget ran out with records left: no doorbell comes for them). */
-  private readSoon(): void {
-    if (this.readDue) return;
-    this.readDue = true;
-    setImmediate(() => {
-      this.readDue = false;
-      this.guard('ring read', () => {
-        if (!this.closed && this.held.length === 0) this.readFromApp(READS_PER_TURN);
-      });
-    });
   }
 
   /**
@@ -524,7 +515,7 @@ export class FlowBridge implements FlowLink {
     const budget = max * PACK_SDUS_MAX;
     let got = 0;
     while (!this.closed && this.held.length === 0) {
-      if (got >= budget) return this.readSoon();
+      if (got >= budget) return this.ringEvents!.readSoon();
       const n = ring.read(this.rxSink, Math.min(budget - got, READ_BATCH * PACK_SDUS_MAX));
       if (n === RING_BROKEN) return this.ringBroken();
       if (n === RING_EMPTY) {
@@ -634,11 +625,7 @@ export class FlowBridge implements FlowLink {
     if (this.lingerTimer) clearTimeout(this.lingerTimer);
     this.interest.close();
     safeClose(this.fd);
-    if (this.ringHold !== null) {
-      this.ringHold.end.map.unmap();
-      safeClose(this.ringHold.memfd);
-      this.ringHold.release();
-    }
+    this.ringHold?.dispose();
     try {
       this.listen(false);
       this.flow.off('drain', this.onDrain);

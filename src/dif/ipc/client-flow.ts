@@ -30,6 +30,7 @@ import { safeClose } from '../../sys/fd.js';
 import { FLOW_READ_EMPTY, FLOW_READ_ENDED, flowFileIo, flowReadBatch, type FlowFileIo, type FlowOutbox, type SduSink } from './flow-file-io.js';
 import { Outbox, PACK_SDUS_MAX, type OfferResult } from './record.js';
 import type { RingEnd } from './ring.js';
+import { RingEvents, type RingEventHandlers } from './ring-events.js';
 import type { FlowDatapath, FlowInfo } from './protocol.js';
 
 /** What a flow needs of its client (IpcClient): the flow depends on no module above it. */
@@ -85,7 +86,8 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
   private readonly rx = new RxQueue(this, () => this.resumeReading());
   /** The 'ring' data path's shared rings (else null). */
   private readonly ring: RingEnd | null;
-  private readDue = false;
+  /** The 'ring' data path's socket events and deferred reads (ring-events.ts). */
+  private readonly ringEvents: RingEvents | null;
 
   constructor(
     private readonly client: FlowOwner,
@@ -103,6 +105,7 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
     this.datapath = info.datapath ?? 'socket';
     this.io = flowFileIo(this.datapath, fd, ring);
     this.ring = this.io.ring ?? null;
+    this.ringEvents = this.ring === null ? null : new RingEvents(this.ring, this.ringHandlers);
     this.socket = this.datapath !== 'vmpi_file';
     this.outbox = this.io.outbox(fd, { onSent: () => {}, onTooLarge: () => this.txLost++ });
     // Tell the daemon this end reads packed records (a daemon that does not know them drops it).
@@ -301,7 +304,7 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
       this.checkEnd();
       return;
     }
-    if (this.ring !== null) return this.onRingEvents(ev);
+    if (this.ringEvents !== null) return this.ringEvents.onEvents(ev);
     if (ev & native.UV_WRITABLE) {
       if (this.flushOutbox() !== 'full') {
         this.interest.want(native.UV_WRITABLE, false);
@@ -315,32 +318,29 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
     if (ev & native.UV_READABLE && this.fdOpen) this.readSome();
   }
 
-  /** A 'ring' flow's fd: doorbells (records to read, or room for the blocked writer) and its end of file. */
-  private onRingEvents(ev: number): void {
-    const ring = this.ring!;
-    if (!(ev & native.UV_READABLE)) return;
-    if (ring.pollSocket() === 'fds') this.badRecords++;
-    ring.wake();
-    if (this.blocked) this.ringRoom();
-    if (!this.fdOpen) return;
-    this.readSome();
-    // Still not reading (the read-ahead is full) at the end of file: stop polling it (it stays readable).
-    if (this.fdOpen && ring.ended && !this.eof) this.interest.want(native.UV_READABLE, false);
-  }
-
-  /** Read the ring on a later turn: its records wait without a doorbell (the reader did not sleep). */
-  private readSoon(): void {
-    if (this.readDue) return;
-    this.readDue = true;
-    setImmediate(() => {
-      this.readDue = false;
+  /** A 'ring' flow's fd: doorbells (records to read, or room for the blocked writer) and its end of file (ring-events.ts). */
+  private readonly ringHandlers: RingEventHandlers = {
+    fds: () => {
+      this.badRecords++;
+      return true;
+    },
+    room: () => {
+      if (this.blocked) this.ringRoom();
+    },
+    read: () => {
+      if (!this.fdOpen) return;
+      this.readSome();
+      // Still not reading (the read-ahead is full) at the end of file: stop polling it (it stays readable).
+      if (this.fdOpen && this.ring!.ended && !this.eof) this.interest.want(native.UV_READABLE, false);
+    },
+    readLater: () => {
       try {
         if (this.fdOpen && !this.eof) this.readSome();
       } catch (e) {
         this.daemonGone(`internal error on the flow's fd: ${e instanceof Error ? e.message : String(e)}`);
       }
-    });
-  }
+    },
+  };
 
   private readSome(): void {
     // A ring's reads count SDUs; a socket's records carry up to PACK_SDUS_MAX each: the same turn.
@@ -393,7 +393,7 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
       // The read took all there was: wait for the next readable event, not an empty read.
       if (this.io.drained?.(maxSdu) === true) break;
     }
-    if (budget <= 0 && this.ring !== null && this.fdOpen && !this.eof) this.readSoon();
+    if (budget <= 0 && this.fdOpen && !this.eof) this.ringEvents?.readSoon();
     this.checkEnd();
   }
 
@@ -435,7 +435,7 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
     if (!this.eof && this.fdOpen && this.rx.length < CLIENT_RX_QUEUE_LIMIT && this.rx.bytes < CLIENT_RX_QUEUE_BYTES) {
       this.interest.want(native.UV_READABLE, true);
       // The ring's records wait without a doorbell (we did not sleep): read them.
-      if (this.ring !== null) this.readSoon();
+      this.ringEvents?.readSoon();
     }
   }
 

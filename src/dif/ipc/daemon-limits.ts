@@ -39,7 +39,8 @@ export const DEFAULT_IPC_LIMITS: Readonly<IpcLimits> = Object.freeze({
 
 /**
  * The memory of all flow rings of the daemon at most (memfd bytes: header and both directions,
- * ring.ts): past it new flows keep the socket data path. 256 MiB: 127 flows of the default 2 MiB + 4 KiB.
+ * ring.ts): past it new flows keep the socket data path. 256 MiB: 31 flows of the default 8 MiB + 4 KiB
+ * (two 4 MiB directions; 127 when rings were 1 MiB).
  */
 export const DEFAULT_MAX_RING_BYTES = 256 * 1024 * 1024;
 

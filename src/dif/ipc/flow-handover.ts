@@ -13,10 +13,10 @@ import { formatAppName } from '../naming.js';
 import { native } from '../../sys/native.js';
 import type { Logger } from '../../sys/log.js';
 import { errText, safeClose } from '../../sys/fd.js';
-import { DirectFlowLink, FlowBridge, type BridgeHooks, type BridgeRingLike as BridgeRing, type FlowLink } from './bridge.js';
+import { DirectFlowLink, FlowBridge, type BridgeHooks, type FlowLink } from './bridge.js';
 import { sizeFlowSocket } from './record.js';
 import { DEFAULT_MAX_RING_BYTES, type IpcDaemonStats } from './daemon-limits.js';
-import { createRing, mapRing, ringBytesFor, ringFileBytes, RingEnd, type RingMap } from './ring.js';
+import { createRing, mapRing, ringBytesFor, ringDataBytesOf, ringFileBytes, RingEnd, RingHold, type RingMap } from './ring.js';
 import type { FlowDatapath, FlowInfo } from './protocol.js';
 
 export interface FlowHandover {
@@ -36,8 +36,25 @@ export interface HandoverOptions {
   maxRingBytes?: number;
 }
 
-/** A new ring for `flow` when wanted and within the cap, else null (the flow keeps the socket). */
-function newRing(flow: Flow, stats: IpcDaemonStats, opts: HandoverOptions, log: Logger): { map: RingMap; fd: number; bytes: number; release: () => void } | null {
+/** What the daemon's ring memory accounting gives back when a ring of `size` memfd bytes goes (once). */
+function ringAccount(stats: IpcDaemonStats | undefined, size: number): () => void {
+  if (stats === undefined) return () => {};
+  stats.ringBytes += size;
+  stats.ringFlows++;
+  let released = false;
+  return () => {
+    if (released) return;
+    released = true;
+    stats.ringBytes -= size;
+    stats.ringFlows--;
+  };
+}
+
+/**
+ * A new ring for `flow` when wanted and within the cap, its daemon end on the flow's socket
+ * `fd`, else null (the flow keeps the socket).
+ */
+function newRing(flow: Flow, fd: number, stats: IpcDaemonStats, opts: HandoverOptions, log: Logger): { hold: RingHold; bytes: number } | null {
   if (opts.rings !== true) return null;
   const dataBytes = ringBytesFor(flow.qos.maxSdu);
   if (dataBytes === 0) return null;
@@ -54,19 +71,7 @@ function newRing(flow: Flow, stats: IpcDaemonStats, opts: HandoverOptions, log: 
     stats.ringsRefused++;
     return null;
   }
-  stats.ringBytes += size;
-  stats.ringFlows++;
-  let released = false;
-  return {
-    ...r,
-    bytes: dataBytes,
-    release: () => {
-      if (released) return;
-      released = true;
-      stats.ringBytes -= size;
-      stats.ringFlows--;
-    },
-  };
+  return { hold: new RingHold(new RingEnd(r.map, fd, 'daemon'), r.fd, ringAccount(stats, size)), bytes: dataBytes };
 }
 
 /**
@@ -75,7 +80,7 @@ function newRing(flow: Flow, stats: IpcDaemonStats, opts: HandoverOptions, log: 
  */
 export function openFlowLink(flow: Flow, hooks: BridgeHooks, stats: IpcDaemonStats, log: Logger, opts: HandoverOptions = {}): FlowHandover {
   let theirs = -1;
-  let ring: ReturnType<typeof newRing> = null;
+  let ring = null as ReturnType<typeof newRing>;
   let ringTheirs = -1;
   try {
     const dataFd = flow.takeDataFd?.() ?? null;
@@ -101,12 +106,11 @@ export function openFlowLink(flow: Flow, hooks: BridgeHooks, stats: IpcDaemonSta
     } catch (e) {
       log.warn({ err: errText(e) }, "ipc: could not size the flow socket's buffers");
     }
-    ring = newRing(flow, stats, opts, log);
     let link: FlowLink;
     try {
-      if (ring !== null) ringTheirs = native.dup(ring.fd);
-      const r = ring;
-      link = new FlowBridge(flow, mine, hooks, log, r === null ? null : { end: new RingEnd(r.map, mine, 'daemon'), memfd: r.fd, release: r.release });
+      ring = newRing(flow, mine, stats, opts, log);
+      if (ring !== null) ringTheirs = native.dup(ring.hold.memfd);
+      link = new FlowBridge(flow, mine, hooks, log, ring?.hold ?? null);
     } catch (e) {
       safeClose(mine);
       throw e;
@@ -116,11 +120,7 @@ export function openFlowLink(flow: Flow, hooks: BridgeHooks, stats: IpcDaemonSta
   } catch (e) {
     if (theirs >= 0) safeClose(theirs);
     if (ringTheirs >= 0) safeClose(ringTheirs);
-    if (ring !== null) {
-      ring.map.unmap();
-      safeClose(ring.fd);
-      ring.release();
-    }
+    ring?.hold.dispose();
     try {
       flow.deallocate(e instanceof DifError && e.code === 'no_resources' ? 'IPC daemon: no file descriptor for the flow' : `IPC daemon: ${errText(e)}`);
     } catch {
@@ -152,38 +152,27 @@ export function flowInfo(handle: number, flow: Flow, datapath: FlowDatapath, rin
  */
 export function resumeFlowLink(flow: Flow, fd: number, hooks: BridgeHooks, log: Logger, ringFd?: number, stats?: IpcDaemonStats): FlowLink {
   let map: RingMap | null = null;
+  let ring: RingHold | null = null;
   try {
-    let ring: BridgeRing | null = null;
     if (ringFd !== undefined) {
       // The ring's memfd came back too: map it again (checked as an application checks it) and
       // carry on from the indices this daemon's previous process left in it.
-      const dataBytes = ringBytesFor(flow.qos.maxSdu);
-      if (dataBytes === 0) throw new Error(`a resumed flow of max SDU ${flow.qos.maxSdu} cannot have a ring`);
+      // Its size is the one it was made with (an older daemon's may differ from ringBytesFor's).
+      const dataBytes = ringDataBytesOf(ringFd);
       map = mapRing(ringFd, dataBytes, flow.qos.maxSdu);
       const end = new RingEnd(map, fd, 'daemon');
       if (end.broken !== null) throw new Error(end.broken);
-      const size = ringFileBytes(dataBytes);
-      let released = false;
-      if (stats) {
-        stats.ringBytes += size;
-        stats.ringFlows++;
-      }
-      ring = {
-        end,
-        memfd: ringFd,
-        release: () => {
-          if (released || !stats) return;
-          released = true;
-          stats.ringBytes -= size;
-          stats.ringFlows--;
-        },
-      };
+      ring = new RingHold(end, ringFd, ringAccount(stats, ringFileBytes(dataBytes)));
     }
     return new FlowBridge(flow, fd, hooks, log, ring);
   } catch (e) {
-    map?.unmap();
+    // A hold gives back its accounting too; before it is made only the mapping and the fds are held.
+    if (ring !== null) ring.dispose();
+    else {
+      map?.unmap();
+      if (ringFd !== undefined) safeClose(ringFd);
+    }
     safeClose(fd);
-    if (ringFd !== undefined) safeClose(ringFd);
     throw e;
   }
 }

@@ -150,6 +150,13 @@ export interface RecordSink {
    * until the next read), not to sdu() (copies is then ignored); one it has no room for goes to sdu().
    */
   readonly into?: RecordBatch | undefined;
+  /**
+   * Optional (a flow ring's reader only, ring.ts; without `into` or `copies`): sdu() may be handed
+   * a view of the ring's shared memory itself, valid during the call, whose bytes the peer may
+   * change meanwhile (changing only its own SDU): the sink copies what it keeps and never reads
+   * the bytes twice expecting the same. Saves the reader's copy into a private buffer.
+   */
+  readonly shared?: boolean;
   sdu(sdu: Uint8Array): void;
   bad(why: string): void;
   /** A record came with fds (the kernel closed them, the record is dropped). */

@@ -10,7 +10,7 @@
  *
  *   offset 0     magic RING_MAGIC ('VMPR')          written once by the daemon
  *   offset 4     version RING_VERSION (1)
- *   offset 8     data bytes per direction D (a power of two, ≥ 4096)
+ *   offset 8     data bytes per direction D (a power of two, ≥ 4096; the daemon makes ≥ 4 MiB)
  *   offset 12    max SDU of the flow
  *   direction d (0: daemon → application, 1: application → daemon) at DIR_BASE + d × DIR_STRIDE:
  *     +0    producer index P: bytes the writer published, free running mod 2^32 (writer only)
@@ -39,13 +39,18 @@
  * consumer index that moves backwards or past what was published ends the flow with a cause
  * (RingEnd.broken): a ring has no record boundary to resynchronise on. The reader copies the
  * published bytes into a private buffer first and parses only that copy (a length is read once,
- * and a peer changing the ring meanwhile changes only its own SDUs' bytes). A peer that never
+ * and a peer changing the ring meanwhile changes only its own SDUs' bytes); for a sink that says
+ * it takes shared bytes (RecordSink.shared: the daemon's bridge, which only passes each SDU to
+ * flow.write(), a copy) it parses in place instead, each length one aligned u32 load into a
+ * local, checked the same way, the SDUs lent as views of the ring until the consumer index moves
+ * after the last of them. A peer that never
  * consumes stops the writer (offer() 'full'): the Flow's own bounded queues hold the rest. The
  * daemon creates the memfd with F_SEAL_SHRINK|F_SEAL_GROW|F_SEAL_SEAL; an application checks the
  * seals, the size and the header before it maps it (mapRing).
  */
 import { fstatSync } from 'node:fs';
 import { native } from '../../sys/native.js';
+import { safeClose } from '../../sys/fd.js';
 import { readRecords, RECORD_BELL, RECORDS_ENDED, type FlushResult, type OfferResult, type RecordBatch, type RecordSink } from './record.js';
 
 export const RING_MAGIC = 0x52504d56; // 'VMPR' little-endian
@@ -62,8 +67,13 @@ export const RING_WRAP = 0xffffffff;
 /** Direction 0 carries the daemon's SDUs to the application, 1 the application's to the daemon. */
 export const TO_APP = 0;
 export const TO_DAEMON = 1;
-/** Data bytes per direction at least and at most. */
-export const RING_MIN_BYTES = 1 << 20;
+/**
+ * Data bytes per direction at least and at most. 4 MiB at least: the ring absorbs an application
+ * that is off the CPU for a millisecond or two at full rate (1 MiB was 261 SDUs of 4000 B: the
+ * bridge then stopped taking from the flow, whose queue copied and dropped what came meanwhile;
+ * bench:host-stack g2h at 4000 B). A resumed flow keeps the size its ring was made with.
+ */
+export const RING_MIN_BYTES = 4 << 20;
 export const RING_MAX_BYTES = 8 << 20;
 /** Max-SDU records a direction holds at least (else the flow keeps the socket). */
 const RING_MIN_RECORDS = 8;
@@ -81,6 +91,15 @@ export function ringBytesFor(maxSdu: number): number {
   let d = RING_MIN_BYTES;
   while (d < want) d *= 2;
   return d;
+}
+
+/**
+ * The data bytes per direction of an existing ring memfd, from its size (a resumed flow's ring
+ * keeps the size its daemon made it with, whatever ringBytesFor says now); mapRing checks it.
+ */
+export function ringDataBytesOf(fd: number): number {
+  const size = fstatSync(fd).size;
+  return size > HEADER_BYTES ? Math.floor((size - HEADER_BYTES) / 2) : 0;
 }
 
 /** The memfd's size for `dataBytes` per direction. */
@@ -177,6 +196,37 @@ export function mapRing(fd: number, dataBytes: number, maxSdu: number): RingMap 
     throw new RingError(`the ring's header (magic ${u[0]}, version ${u[1]}, ${u[2]} bytes, max SDU ${u[3]}) is not the flow's: refused`);
   }
   return map;
+}
+
+/**
+ * The daemon's hold on one flow's ring: its end, the memfd, and what to give back when the ring
+ * goes (the daemon's ring memory accounting). dispose() is the one teardown (bridge close and
+ * abandon, a handover or resume that failed).
+ */
+export class RingHold {
+  private disposed = false;
+
+  constructor(
+    readonly end: RingEnd,
+    /** The daemon's fd of the ring's memfd (a successor process resumes the flow's ring from it). */
+    readonly memfd: number,
+    private readonly release: () => void = () => {},
+  ) {}
+
+  /**
+   * Let go of the ring (idempotent): unmap this process's mapping, close the memfd unless
+   * `keepMemfd` (abandon: a successor resumes from it), give back its accounting.
+   */
+  dispose(keepMemfd = false): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    try {
+      this.end.map.unmap();
+    } finally {
+      if (!keepMemfd) safeClose(this.memfd);
+      this.release();
+    }
+  }
 }
 
 let copyBuf: Uint8Array | null = null;
@@ -322,6 +372,7 @@ export class RingEnd {
     const avail = (P - c) >>> 0;
     if (avail === 0) return RING_EMPTY;
     if (avail > this.D || (P & 3) !== 0) return this.fail(`the peer's producer index ${P} is out of range (consumer at ${c}, ring of ${this.D} bytes): flow closed`);
+    if (sink.shared === true && sink.into === undefined && sink.copies !== true) return this.readShared(sink, max, avail);
     // Copy what is published into a private buffer as the parse needs it, a chunk at a time (at
     // most COPY_MAX bytes a call): [pos, D) then [0, …).
     const D = this.D;
@@ -392,6 +443,54 @@ export class RingEnd {
       }
     } finally {
       if (!nested) copyBusy = false;
+    }
+    if (at > 0) this.consume(at);
+    if (broken) return RING_BROKEN;
+    return items === 0 ? RING_EMPTY : items;
+  }
+
+  /**
+   * read() for a sink that takes views of the shared memory (RecordSink.shared): the records are
+   * parsed in place, each length read once (one aligned u32 load into a local) and checked as
+   * read() checks it, the SDUs handed over as views of the ring; the consumer index moves only
+   * after the last sdu() call, so the writer cannot reuse the bytes of a view while it is lent.
+   */
+  private readShared(sink: RecordSink, max: number, avail: number): number {
+    const u8 = this.map.u8;
+    const u32 = this.map.u32;
+    const data = this.rxData;
+    const mask = this.mask;
+    const c = this.c;
+    // The first part runs from c to the end of the data area (or to P), the second from 0 to P.
+    const n1 = Math.min(avail, this.D - (c & mask));
+    const maxSdu = this.map.maxSdu;
+    let at = 0;
+    let items = 0;
+    let broken = false;
+    while (items < max && at + 4 <= avail) {
+      const pos = (c + at) & mask;
+      const len = u32[(data + pos) >>> 2]!;
+      if (len === RING_WRAP) {
+        if (at >= n1) {
+          broken = this.fail('a ring wrap marker that skips past the published data: flow closed') === RING_BROKEN;
+          break;
+        }
+        at = n1;
+        continue;
+      }
+      if (len > maxSdu) {
+        broken = this.fail(`a ring record of ${len} bytes exceeds the flow's max SDU of ${maxSdu} bytes: flow closed`) === RING_BROKEN;
+        break;
+      }
+      const end = at + 4 + align4(len);
+      if (end > (at < n1 ? n1 : avail)) {
+        broken = this.fail(`a ring record of ${len} bytes runs past the published data or the ring's end: flow closed`) === RING_BROKEN;
+        break;
+      }
+      const s = data + pos + 4;
+      items++;
+      at = end;
+      sink.sdu(u8.subarray(s, s + len));
     }
     if (at > 0) this.consume(at);
     if (broken) return RING_BROKEN;
