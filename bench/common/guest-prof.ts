@@ -65,24 +65,31 @@ console.log('by module:\\n' + pr(mod, 14));
 console.log('by function:\\n' + pr(fn, 28));
 `;
 
-/** Per guest: `cpu` line of /proc/stat (jiffies) and utime+stime of each Node process, by name. */
-export type CpuSnap = { total: number[]; procs: Map<string, number> }[];
+/** Per guest: `cpu` line of /proc/stat (jiffies), interrupts and context switches so far, and utime+stime of each Node process, by name. */
+export type CpuSnap = { total: number[]; intr: number; ctxt: number; procs: Map<string, number> }[];
 
-const SNAP_CMD = `head -1 /proc/stat; for p in $(pidof node); do echo "P $(cut -d' ' -f14,15 /proc/$p/stat) $(tr '\\0' ' ' < /proc/$p/cmdline | cut -c1-80)"; done`;
+const SNAP_CMD = `head -1 /proc/stat; grep -E '^(intr|ctxt) ' /proc/stat | cut -d' ' -f1,2; for p in $(pidof node); do echo "P $(cut -d' ' -f14,15 /proc/$p/stat) $(tr '\\0' ' ' < /proc/$p/cmdline | cut -c1-80)"; done`;
 
-function parseSnap(out: string): { total: number[]; procs: Map<string, number> } {
+function parseSnap(out: string): CpuSnap[number] {
   let total: number[] = [];
+  let intr = 0;
+  let ctxt = 0;
   const procs = new Map<string, number>();
   for (const raw of out.split('\n')) {
     const l = raw.replace(/\r$/, '');
     if (/^cpu\s/.test(l)) total = l.trim().split(/\s+/).slice(1).map(Number);
+    const c = /^(intr|ctxt) (\d+)$/.exec(l);
+    if (c) {
+      if (c[1] === 'intr') intr = Number(c[2]);
+      else ctxt = Number(c[2]);
+    }
     const m = /^P (\d+) (\d+) (.*)$/.exec(l);
     if (m) {
       const name = m[3]!.includes(' guest ') ? 'vmpi-guest' : m[3]!.includes('tgen server') ? 'tgen-server' : m[3]!.includes('driver') ? 'tgen-client' : m[3]!.trim();
       procs.set(name, (procs.get(name) ?? 0) + Number(m[1]) + Number(m[2]));
     }
   }
-  return { total, procs };
+  return { total, intr, ctxt, procs };
 }
 
 /** One guest profiler for a series' guests; `enabled` false: every method does nothing. */
@@ -137,6 +144,8 @@ export class GuestProfiler {
       const us = (j: number) => ((j * 10_000) / sdus).toFixed(1);
       // /proc/stat cpu: user nice system idle iowait irq softirq ...
       const cells = [`user ${us(d[0]! + d[1]!)}`, `sys ${us(d[2]!)}`, `irq+softirq ${us(d[5]! + d[6]!)}`, `idle ${us(d[3]! + d[4]!)}`];
+      // Wake-ups: interrupts and context switches per 1000 SDUs (a halted TCG vCPU woken by an interrupt costs more than a read).
+      cells.push(`intr/kSDU ${((1000 * (b.intr - a.intr)) / sdus).toFixed(0)}`, `ctxt/kSDU ${((1000 * (b.ctxt - a.ctxt)) / sdus).toFixed(0)}`);
       for (const [name, j] of b.procs) cells.push(`${name} ${us(j - (a.procs.get(name) ?? 0))}`);
       say(`cpu ${labels[i]!} ${size} B, ${sdus} SDUs: µs/SDU ${cells.join(', ')}`);
     }

@@ -57,7 +57,7 @@ for (;;) {
   rmSync(CMD);
   try {
     const r = await tg.run({ sduSize: size, durationMs: ms, reportTimeoutMs: 10000 });
-    out('RESULT', { id, mbps: r.mbps, sdus: r.sdus, bytes: r.bytes, elapsedNs: r.elapsedNs, sent: r.sent });
+    out('RESULT', { id, mbps: r.mbps, sdus: r.sdus, bytes: r.bytes, elapsedNs: r.elapsedNs, sent: r.sent, refused: r.refused });
   } catch (e) {
     out('ERROR', { id, msg: String(e && e.message || e) });
   }
@@ -179,8 +179,9 @@ export class NormalDifSeries implements Series {
     if (w.rc !== 0) throw new Error(`cannot send the run request to VM1:\n${w.out}`);
     const re = new RegExp(`FIG4B-(RESULT|ERROR) (\\{"id":${id},[^\\r\\n]*\\})\\r?\\n`);
     const m = await g.waitFor(re, ms + 60_000, from);
-    const v = JSON.parse(m[2]!) as { msg?: string; mbps: number; sdus: number; bytes: number; elapsedNs: number; sent: number };
+    const v = JSON.parse(m[2]!) as { msg?: string; mbps: number; sdus: number; bytes: number; elapsedNs: number; sent: number; refused?: number };
     if (m[1] === 'ERROR') throw new Error(`VM1 tgen run: ${v.msg}`);
+    if (CPU) this.say(`vm1 tgen client: ${v.sent} SDUs sent, ${v.refused ?? '?'} bursts refused (each waited for 'drain')`);
     if (host0 !== null && v.sdus > 0) this.say(hostCpuReport(host0, hostCpuSnapshot(hostRoots), v.sdus, size));
     await reportCpu([this.vm1!, this.vm2!], cpu0, v.sdus, size, this.say);
     const secs = v.elapsedNs / 1e9;
