@@ -146,20 +146,36 @@ t.test('warm-up: rounds over the sizes until every rate is steady, bounded; none
   };
   const lines: string[] = [];
   const a = warming();
-  const w = await warmUp(a.measure, [250, 1000], { maxRounds: 6, tolerance: 0.1, seconds: 0.5 }, (s) => lines.push(s));
-  // Rounds: [100, 200], [400, 800], [1000, 1000], [1000, 1000] → steady in round 4.
-  t.same(w.rates, [[100, 200], [400, 800], [1000, 1000], [1000, 1000]]);
-  t.equal(w.rounds, 4);
+  const w = await warmUp(a.measure, [250, 1000], { maxRounds: 6, tolerance: 0.1, agree: 3, seconds: 0.5 }, (s) => lines.push(s));
+  // Rounds: [100, 200], [400, 800], [1000, 1000] ×3 → steady in round 5 (three in a row agree).
+  t.same(w.rates, [[100, 200], [400, 800], [1000, 1000], [1000, 1000], [1000, 1000]]);
+  t.equal(w.rounds, 5);
   t.equal(w.steady, true);
   t.same(a.calls.slice(0, 2), [[250, 0.5], [1000, 0.5]], 'every size, in order, with the warm-up window');
-  t.match(lines[3], /warm-up round 4\/6: 250 B 1000\/s, 1000 B 1000\/s \(steady\)/);
+  t.match(lines[3], /warm-up round 4\/6: 250 B 1000\/s, 1000 B 1000\/s$/);
+  t.match(lines[4], /warm-up round 5\/6: 250 B 1000\/s, 1000 B 1000\/s \(steady\)/);
+
+  // A JIT that warms up in steps: a plateau of two rounds, then the rate doubles. Two rounds
+  // that agree stop on the plateau; three in a row (the default) wait for the top.
+  const stepped = () => {
+    const seq = [100, 500, 500, 1000, 1000, 1000, 1000];
+    let i = 0;
+    return async (size: number, secs: number): Promise<Measurement> => {
+      const r = seq[Math.min(i++, seq.length - 1)]!;
+      return { mbps: (r * size * 8) / 1e6, pps: r, seconds: secs, sdus: r * secs, bytes: r * secs * size };
+    };
+  };
+  const two = await warmUp(stepped(), [1000], { maxRounds: 12, tolerance: 0.1, agree: 2, seconds: 1 }, () => {});
+  t.same({ rounds: two.rounds, last: two.rates.at(-1) }, { rounds: 3, last: [500] }, 'agree 2: stopped on the plateau');
+  const three = await warmUp(stepped(), [1000], { maxRounds: 12, tolerance: 0.1, agree: 3, seconds: 1 }, () => {});
+  t.same({ rounds: three.rounds, steady: three.steady, last: three.rates.at(-1) }, { rounds: 6, steady: true, last: [1000] }, 'agree 3: warm');
 
   const b = warming();
-  const bounded = await warmUp(b.measure, [250], { maxRounds: 2, tolerance: 0.1, seconds: 1 }, () => {});
+  const bounded = await warmUp(b.measure, [250], { maxRounds: 2, tolerance: 0.1, agree: 3, seconds: 1 }, () => {});
   t.same({ rounds: bounded.rounds, steady: bounded.steady, calls: b.calls.length }, { rounds: 2, steady: false, calls: 2 }, 'bounded by maxRounds');
 
   const c = warming();
-  t.same(await warmUp(c.measure, [250], { maxRounds: 0, tolerance: 0.1, seconds: 1 }, () => {}), { rounds: 0, steady: false, rates: [] }, 'no rounds: nothing measured');
+  t.same(await warmUp(c.measure, [250], { maxRounds: 0, tolerance: 0.1, agree: 3, seconds: 1 }, () => {}), { rounds: 0, steady: false, rates: [] }, 'no rounds: nothing measured');
   t.equal(c.calls.length, 0);
 
   let n = 0;
@@ -168,14 +184,15 @@ t.test('warm-up: rounds over the sizes until every rate is steady, bounded; none
     return { mbps: 1, pps: 500, seconds: 1, sdus: 500, bytes: 500 };
   };
   const f: string[] = [];
-  const fw = await warmUp(failing, [250], { maxRounds: 4, tolerance: 0.1, seconds: 1 }, (s) => f.push(s));
-  t.same(fw.rates, [[Number.NaN], [500], [500]], 'a failed run is not steady; the warm-up goes on');
+  const fw = await warmUp(failing, [250], { maxRounds: 5, tolerance: 0.1, agree: 3, seconds: 1 }, (s) => f.push(s));
+  t.same(fw.rates, [[Number.NaN], [500], [500], [500]], 'a failed run is not steady; the warm-up goes on');
   t.match(f[0], /warm-up round 1 size 250: first run failed$/);
 });
 
 t.test('<ID>_WARMUP and _WARMUP_TOLERANCE: defaults, values, typed errors', async (t) => {
-  t.same(readSettings(PLAIN, dir, {}).warmup, { maxRounds: 6, tolerance: 0.1, seconds: 1 });
-  t.same(readSettings(PLAIN, dir, { FIG4B_WARMUP: '0', FIG4B_SECONDS: '0.25', FIG4B_WARMUP_TOLERANCE: '0.05' }).warmup, { maxRounds: 0, tolerance: 0.05, seconds: 0.25 });
+  t.same(readSettings(PLAIN, dir, {}).warmup, { maxRounds: 12, tolerance: 0.1, agree: 3, seconds: 1 });
+  t.same(readSettings(PLAIN, dir, { FIG4B_WARMUP: '0', FIG4B_SECONDS: '0.25', FIG4B_WARMUP_TOLERANCE: '0.05', FIG4B_WARMUP_AGREE: '2' }).warmup, { maxRounds: 0, tolerance: 0.05, agree: 2, seconds: 0.25 });
+  for (const bad of ['1', '11', 'x']) t.throws(() => readSettings(PLAIN, dir, { FIG4B_WARMUP_AGREE: bad }), { code: 'bad_warmup', message: /FIG4B_WARMUP_AGREE must be an integer 2\.\.10/ }, bad);
   for (const bad of ['-1', '1.5', 'x', '101']) t.throws(() => readSettings(PLAIN, dir, { FIG4B_WARMUP: bad }), { name: 'FigureSettingsError', code: 'bad_warmup', message: /FIG4B_WARMUP must be an integer 0\.\.100/ }, bad);
   for (const bad of ['0', '1', 'x']) t.throws(() => readSettings(PLAIN, dir, { FIG4B_WARMUP_TOLERANCE: bad }), { code: 'bad_warmup', message: /FIG4B_WARMUP_TOLERANCE/ }, bad);
 });
@@ -200,8 +217,8 @@ t.test('a sweep warms each system up until steady before its repeats: the first 
   const settings = { ...readSettings(PLAIN, dir, { FIG4B_SIZES: '1000', FIG4B_REPEATS: '2', FIG4B_SYSTEMS: 'normal-dif' }), outDir: out };
   await new Figure(PLAIN, settings, () => {}).run(() => series);
   const json = JSON.parse(readFileSync(join(out, 'fig4b.json'), 'utf8')) as { settings: { warmup: unknown }; systems: { warmup: { rounds: number; steady: boolean }; points: { samples: Measurement[] }[] }[] };
-  t.same(json.systems[0]!.warmup, { rounds: 5, steady: true, rates: [[100], [200], [400], [800], [800]] }, 'warm-up rounds in the JSON');
+  t.same(json.systems[0]!.warmup, { rounds: 6, steady: true, rates: [[100], [200], [400], [800], [800], [800]] }, 'warm-up rounds in the JSON');
   t.same(json.systems[0]!.points[0]!.samples.map((s) => s.pps), [800, 800], 'both repeats warm');
-  t.equal(runs, 7);
-  t.same(json.settings.warmup, { maxRounds: 6, tolerance: 0.1, seconds: 1 });
+  t.equal(runs, 8);
+  t.same(json.settings.warmup, { maxRounds: 12, tolerance: 0.1, agree: 3, seconds: 1 });
 });

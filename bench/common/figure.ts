@@ -62,7 +62,7 @@ export interface FigureSettings {
   outDir: string;
   /** The directions measured; [null] for a figure without directions (Fig. 4b). */
   directions: (Direction | null)[];
-  /** Before each system's repeats (warmup.ts): <ID>_WARMUP rounds at most (default 6; 0: none), <ID>_WARMUP_TOLERANCE (0.1). */
+  /** Before each system's repeats (warmup.ts): <ID>_WARMUP rounds at most (default 12; 0: none), <ID>_WARMUP_TOLERANCE (0.1), <ID>_WARMUP_AGREE rounds in a row (3). */
   warmup: WarmupOptions;
 }
 
@@ -113,7 +113,9 @@ export function readSettings(spec: FigureSpec, root: string, environ: NodeJS.Pro
   const tolerance = Number(env('WARMUP_TOLERANCE') ?? WARMUP_DEFAULTS.tolerance);
   if (!Number.isInteger(rounds) || rounds < 0 || rounds > 100) throw new FigureSettingsError('bad_warmup', `${P}_WARMUP must be an integer 0..100 (the most warm-up rounds; 0: none), not ${env('WARMUP')}`);
   if (!(tolerance > 0 && tolerance < 1)) throw new FigureSettingsError('bad_warmup', `${P}_WARMUP_TOLERANCE must be a fraction in (0, 1), not ${env('WARMUP_TOLERANCE')}`);
-  const warmup = { maxRounds: rounds, tolerance, seconds: Math.min(WARMUP_DEFAULTS.seconds, seconds) };
+  const agree = Number(env('WARMUP_AGREE') ?? WARMUP_DEFAULTS.agree);
+  if (!Number.isInteger(agree) || agree < 2 || agree > 10) throw new FigureSettingsError('bad_warmup', `${P}_WARMUP_AGREE must be an integer 2..10 (warm-up rounds in a row that agree), not ${env('WARMUP_AGREE')}`);
+  const warmup = { maxRounds: rounds, tolerance, agree, seconds: Math.min(WARMUP_DEFAULTS.seconds, seconds) };
   return { sizes, repeats, seconds, systems, outDir: env('OUT') ?? join(root, 'bench-results'), directions, warmup };
 }
 

@@ -7,7 +7,10 @@ import { GuestProfiler, type CpuSnap } from '../common/guest-prof.js';
 
 export type { CpuSnap };
 export const PROFILE = process.env.FIG4B_PROFILE === '1';
-const profiler = new GuestProfiler(PROFILE);
+/** FIG4B_CPU=1: each run's CPU per SDU in the guests and on the host, without the profiler. */
+export const CPU = PROFILE || process.env.FIG4B_CPU === '1';
+/** FIG4B_PROFILE_US: the profiler's sampling interval (default 1000 µs; 10000 disturbs the guests far less). */
+const profiler = new GuestProfiler(PROFILE, CPU, Number(process.env.FIG4B_PROFILE_US ?? 1000) || 1000);
 
 export const nodeCmd = (): string => profiler.nodeCmd();
 export const installProfiler = (g: Guest): Promise<void> => profiler.install(g);

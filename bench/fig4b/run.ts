@@ -14,7 +14,9 @@
  * Environment: FIG4B_SIZES (comma list or START:STEP:END, default 0:250:4000), FIG4B_REPEATS
  * (default 20), FIG4B_SECONDS (window per measurement, default 1), FIG4B_SYSTEMS (comma list,
  * default normal-dif,virtio-net,e1000), FIG4B_OUT (default bench-results/), FIG4B_REPLOT (a
- * fig4b.json: rewrite the outputs and print the table, measure nothing).
+ * fig4b.json: rewrite the outputs and print the table, measure nothing), FIG4B_PROFILE=1 (profile
+ * the normal-dif guests' Node processes; slows them: read shares only), FIG4B_CPU=1 (each run's
+ * CPU per SDU in both guests and on the host, for serve and each QEMU; no profiler).
  * Writes fig4b.{csv,svg,json} (../common/figure.ts, shared with Fig. 4a).
  */
 import { spawnSync } from 'node:child_process';

@@ -21,7 +21,8 @@ import { Guest, ROOT } from '../../test/helpers/guest.js';
 import { GUEST_ADDR, GUEST_MAC, GUEST2_ADDR, GUEST2_MAC, BRIDGE_PREFIX, type PrivateNet } from '../common/netns.js';
 import { nicGuest, setupNic, udpStream, type NicModel } from '../common/nic.js';
 import { BOOT_MS, GUEST, ROTATE, UDP_PORT_BASE, VMPI_CLI, type Measurement, type Series } from '../common/series.js';
-import { collectProfiles, cpuSnapshot, installProfiler, nodeCmd, reportCpu } from './guest-prof.js';
+import { hostCpuReport, hostCpuSnapshot } from '../common/host-cpu.js';
+import { CPU, collectProfiles, cpuSnapshot, installProfiler, nodeCmd, reportCpu } from './guest-prof.js';
 
 const NORMAL_DIF = 'n.DIF';
 /** VMPI_IPC_RING=0: the guests' applications (the driver, the tgen server) keep the 'socket' IPC data path (default: the 'ring'). */
@@ -56,7 +57,7 @@ for (;;) {
   rmSync(CMD);
   try {
     const r = await tg.run({ sduSize: size, durationMs: ms, reportTimeoutMs: 10000 });
-    out('RESULT', { id, mbps: r.mbps, sdus: r.sdus, bytes: r.bytes, elapsedNs: r.elapsedNs, sent: r.sent });
+    out('RESULT', { id, mbps: r.mbps, sdus: r.sdus, bytes: r.bytes, elapsedNs: r.elapsedNs, sent: r.sent, refused: r.refused });
   } catch (e) {
     out('ERROR', { id, msg: String(e && e.message || e) });
   }
@@ -148,13 +149,13 @@ export class NormalDifSeries implements Series {
     this.vm2 = new Guest({ ...GUEST, name: 'vmpi-fig4b-vm2', sockets: [join(this.dir, 'vm2.sock')], node: true });
     await Promise.all([this.vm1.agentReady(1, BOOT_MS), this.vm2.agentReady(1, BOOT_MS)]);
     await Promise.all([startMember(this.vm1), startMember(this.vm2)]);
-    const srv = await this.vm2.exec(`(${RINGS ? '' : 'VMPI_IPC_RING=0 '}node ${VMPI_CLI} tgen server --dif ${NORMAL_DIF} >/tmp/vmpi-tgen.log 2>&1 &)`, 30_000);
+    const srv = await this.vm2.exec(`(${RINGS ? '' : 'VMPI_IPC_RING=0 '}${nodeCmd()} ${VMPI_CLI} tgen server --dif ${NORMAL_DIF} >/tmp/vmpi-tgen.log 2>&1 &)`, 30_000);
     if (srv.rc !== 0) throw new Error(`tgen server did not start in VM2:\n${srv.out}`);
     const b64 = Buffer.from(DRIVER_JS).toString('base64');
     const w = await this.vm1.exec(`echo ${b64} | base64 -d > /tmp/fig4b-driver.mjs`, 30_000);
     if (w.rc !== 0) throw new Error(`cannot write the driver in VM1:\n${w.out}`);
     const from = this.vm1.mark;
-    this.vm1.send('(node /tmp/fig4b-driver.mjs &)');
+    this.vm1.send(`(${nodeCmd()} /tmp/fig4b-driver.mjs &)`);
     const ready = await Promise.race([
       this.vm1.waitJson('FIG4B-READY', 180_000, from),
       this.vm1.waitJson<{ msg: string }>('FIG4B-ERROR', 180_000, from).then((e) => Promise.reject(new Error(`VM1 driver: ${e.msg}`))),
@@ -167,13 +168,21 @@ export class NormalDifSeries implements Series {
     const id = ++this.runs;
     const ms = Math.round(seconds * 1000);
     const cpu0 = await cpuSnapshot([this.vm1!, this.vm2!]);
+    const hostRoots = new Map([
+      ['serve', this.serve?.child.pid],
+      ['qemu-vm1', this.vm1!.proc.pid],
+      ['qemu-vm2', this.vm2!.proc.pid],
+    ]);
+    const host0 = CPU ? hostCpuSnapshot(hostRoots) : null;
     const from = g.mark;
     const w = await g.exec(`echo "${id} ${size} ${ms}" > /tmp/fig4b-cmd.new && mv /tmp/fig4b-cmd.new /tmp/fig4b-cmd`, 30_000);
     if (w.rc !== 0) throw new Error(`cannot send the run request to VM1:\n${w.out}`);
     const re = new RegExp(`FIG4B-(RESULT|ERROR) (\\{"id":${id},[^\\r\\n]*\\})\\r?\\n`);
     const m = await g.waitFor(re, ms + 60_000, from);
-    const v = JSON.parse(m[2]!) as { msg?: string; mbps: number; sdus: number; bytes: number; elapsedNs: number; sent: number };
+    const v = JSON.parse(m[2]!) as { msg?: string; mbps: number; sdus: number; bytes: number; elapsedNs: number; sent: number; refused?: number };
     if (m[1] === 'ERROR') throw new Error(`VM1 tgen run: ${v.msg}`);
+    if (CPU) this.say(`vm1 tgen client: ${v.sent} SDUs sent, ${v.refused ?? '?'} bursts refused (each waited for 'drain')`);
+    if (host0 !== null && v.sdus > 0) this.say(hostCpuReport(host0, hostCpuSnapshot(hostRoots), v.sdus, size));
     await reportCpu([this.vm1!, this.vm2!], cpu0, v.sdus, size, this.say);
     const secs = v.elapsedNs / 1e9;
     return { mbps: v.mbps, pps: secs > 0 ? v.sdus / secs : 0, seconds: secs, sdus: v.sdus, bytes: v.bytes, sentPps: v.sent / seconds };

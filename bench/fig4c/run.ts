@@ -16,8 +16,9 @@
  * (default 20), FIG4C_SECONDS (window per measurement, default 1), FIG4C_SYSTEMS (comma list,
  * default every series of SERIES), FIG4C_OUT (default bench-results/), FIG4C_REPLOT (a
  * fig4c.json: rewrite the outputs and print the table, measure nothing), FIG4C_WARMUP (most
- * warm-up rounds over the sizes before the repeats, default 6, until steady within
- * FIG4C_WARMUP_TOLERANCE, default 0.1: ../common/warmup.ts), FIG4C_PROFILE=1 (normal-series.ts).
+ * warm-up rounds over the sizes before the repeats, default 12, until FIG4C_WARMUP_AGREE rounds in
+ * a row, default 3, agree within FIG4C_WARMUP_TOLERANCE, default 0.1: ../common/warmup.ts),
+ * FIG4C_PROFILE=1 (normal-series.ts).
  * Writes fig4c.{csv,svg,json} (../common/figure.ts, shared with Fig. 4a and 4b).
  */
 import { spawnSync } from 'node:child_process';
