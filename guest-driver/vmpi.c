@@ -34,11 +34,13 @@
  *    stops taking used buffers, so the ring runs dry and the host holds back (its backlog, then
  *    SendResult.Full). A read() that drains the queue to half its bounds, a close or shutdown
  *    of the file and removal re-run rx_work, which delivers the parked frame and goes on in
- *    order. To bound head-of-line blocking, a channel that stays full for rx_stall_ms (counted
- *    from when it filled, not reset until it drains to half) is declared stalled: the parked
- *    frame and every later frame for it are dropped (rx_drops_stalled) until its reader drains
- *    it to half, then it is lossless again. rx_stall_ms = 0 restores drop-when-full
- *    (rx_drops_full).
+ *    order. To bound head-of-line blocking, a full channel whose reader makes no progress for
+ *    rx_stall_ms is declared stalled: the clock starts when it fills and starts again each time
+ *    the reader has taken an eighth of the queue's bounds (vmpi_rx_progress), so a reader that
+ *    is slow for a while (a busy or descheduled guest) stays lossless and one that trickles
+ *    stalls. A stalled channel's parked frame and every later frame for it are dropped
+ *    (rx_drops_stalled) until its reader drains it to half, then it is lossless again.
+ *    rx_stall_ms = 0 restores drop-when-full (rx_drops_full).
  *  - tx (vq 1): write() copies the SDU into a linear (small) or page-based buffer and adds it
  *    under tx_lock; in batch-write mode (VMPI_BATCH_WRITE) one write() carries many SDUs as
  *    records, copied into frames a few at a time and added under one lock and one kick. Used
@@ -112,8 +114,9 @@ MODULE_PARM_DESC(rx_queue_bytes, "Max buffer memory queued per bound channel (de
 
 static unsigned int rx_stall_ms = 1000;
 module_param(rx_stall_ms, uint, 0644);
-MODULE_PARM_DESC(rx_stall_ms, "A channel full this long stops blocking rx: its frames are dropped "
-		 "until its reader catches up (0: drop whenever full; default 1000)");
+MODULE_PARM_DESC(rx_stall_ms, "A full channel whose reader takes no eighth of its queue this long "
+		 "stops blocking rx: its frames are dropped until its reader catches up "
+		 "(0: drop whenever full; default 1000)");
 
 static bool rx_packed = true;
 module_param(rx_packed, bool, 0444);
@@ -226,8 +229,9 @@ struct vmpi_file {
 	unsigned int rx_bytes;		/* buffer memory held: each buffer once (see vmpi_rx_charge) */
 	struct mutex read_mutex;	/* one read() at a time takes and copies records */
 	bool full;			/* filled up (a frame parked) and not yet drained to half */
-	bool stalled;			/* full for rx_stall_ms: its frames are dropped */
-	unsigned long full_since;	/* jiffies */
+	bool stalled;			/* no progress for rx_stall_ms: its frames are dropped */
+	unsigned long full_since;	/* jiffies: the stall clock's start (the fill, or the last progress) */
+	unsigned int full_count, full_bytes;	/* rx_count, rx_bytes then */
 	wait_queue_head_t rq;
 	/*
 	 * Per-channel counters (sysfs channel_stats), for the life of the binding. Plain u64s,
@@ -452,6 +456,24 @@ static bool vmpi_rx_low(struct vmpi_file *f)
 	return f->rx_count <= rx_queue_len / 2 && f->rx_bytes <= rx_queue_bytes / 2;
 }
 
+/*
+ * A full @f's reader has taken an eighth of the queue's bounds (SDUs or buffer memory) since the
+ * stall clock last started: it is keeping up, if slowly. Under vd->lock.
+ */
+static bool vmpi_rx_progress(struct vmpi_file *f)
+{
+	return f->full_count - f->rx_count >= max(rx_queue_len / 8, 1U) ||
+	       f->full_bytes - f->rx_bytes >= rx_queue_bytes / 8;
+}
+
+/* Start @f's stall clock (it filled, or its reader made progress). Under vd->lock. */
+static void vmpi_rx_clock_locked(struct vmpi_file *f)
+{
+	f->full_since = jiffies;
+	f->full_count = f->rx_count;
+	f->full_bytes = f->rx_bytes;
+}
+
 /* Take the oldest queued record of @f (rx_count > 0) into @e. Under vd->lock. */
 static void vmpi_rx_pop_locked(struct vmpi_file *f, struct vmpi_rxent *e)
 {
@@ -547,7 +569,7 @@ static int vmpi_rx_queue_locked(struct vmpi_dev *vd, struct vmpi_file *f, u32 ch
 	}
 	if (!f->full) {
 		f->full = true;
-		f->full_since = jiffies;
+		vmpi_rx_clock_locked(f);
 		WRITE_ONCE(f->cst.rx_full, f->cst.rx_full + 1);
 	}
 	if (time_before(jiffies, f->full_since + stall)) {
@@ -1248,6 +1270,9 @@ static ssize_t vmpi_read(struct file *file, char __user *ubuf, size_t count, lof
 			if (n && f->bound && vmpi_rx_low(f)) {
 				f->full = f->stalled = false;
 				vmpi_rx_kick_locked(vd, f);
+			} else if (n && f->full && !f->stalled && vmpi_rx_progress(f)) {
+				/* Slow, not stuck: the parked frame waits a full rx_stall_ms more. */
+				vmpi_rx_clock_locked(f);
 			}
 		}
 		more = batch && n == VMPI_READ_CHUNK && f->rx_count;

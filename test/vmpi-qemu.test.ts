@@ -1,7 +1,7 @@
 /**
  * VMPI devices against real QEMU 10 (TCG) and the guest driver: SDUs of every size on several
  * channels both ways, two VMs on one server, module reload and guest reboot, a misbehaving
- * guest, and VMPI_IOC_SHUTDOWN (guest-driver/tools/vmpi-shutdown-check.c). Needs the guest artefacts (scripts/guest/build.sh); in CI their absence is a failure.
+ * guest, VMPI_IOC_SHUTDOWN (guest-driver/tools/vmpi-shutdown-check.c), and the rx stall rule (a slow reader stays lossless, a trickling one stalls). Needs the guest artefacts (scripts/guest/build.sh); in CI their absence is a failure.
  */
 import t, { type Test } from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -246,6 +246,66 @@ t.test('VMPI_IOC_SHUTDOWN on a dup: the channel is free at once, queued SDUs sta
   t.same(sink.take(ch), [], 'writes on shut-down files never reached the host');
   // Everything was closed: the channel carries traffic again.
   await hostToGuest(t, g, device, '/dev/vmpi0', ch, 1000, 20);
+  await g.exec('poweroff -f').catch(() => undefined);
+  await guestExit(g);
+});
+
+t.test('a slow reader that keeps reading loses nothing however long its queue stays full; one that trickles still stalls', { skip: unavailable ?? false, timeout: 300_000 }, async (t) => {
+  const dir = tmp(t);
+  const host = new VmpiHost();
+  t.teardown(() => host.close());
+  const device = host.addDevice({ socketPath: join(dir, 'vm.sock'), vmpiId: 43 });
+  const g = new Guest({ sockets: [join(dir, 'vm.sock')] });
+  t.teardown(() => g.kill());
+  await g.agentReady();
+  await waitFor(() => device.isUp, 'device up');
+  const qlen = Number(/(\d+)/.exec((await g.exec('cat /sys/module/vmpi/parameters/rx_queue_len')).out)?.[1]);
+  const stalled = async () => Number(/(\d+)/.exec((await g.exec('cat /sys/bus/virtio/devices/*/rx_drops_stalled')).out)?.[1]);
+  const STALL_MS = 500;
+  t.equal((await g.exec(`echo ${STALL_MS} > /sys/module/vmpi/parameters/rx_stall_ms`)).rc, 0, `rx_stall_ms=${STALL_MS}`);
+
+  // Slow: 6 ms per SDU, so draining a full queue to half (qlen / 2 SDUs) takes longer than
+  // rx_stall_ms (the rule before 2026-12 stalled it and dropped), an eighth of it far less.
+  const PACE_MS = 6;
+  t.ok((qlen / 2) * PACE_MS > STALL_MS && (qlen / 8) * PACE_MS < STALL_MS / 2, `the pace (${PACE_MS} ms/SDU) drains half of ${qlen} SDUs slower than rx_stall_ms, an eighth well within it`);
+  const ch = 6;
+  const count = 3 * qlen;
+  let from = g.mark;
+  g.send(`vmpi-perf -t 30000 -p ${PACE_MS} recv /dev/vmpi0 ${ch} 1000 ${count} & echo "VMPI-BG $!"`);
+  await g.waitFor(new RegExp(`READY mode=recv dev=/dev/vmpi0 channel=${ch}\\b`), 30_000, from);
+  const crc = sendPattern(device, ch, 1000, count);
+  // While it reads: its queue filled (a frame parked), so the stall clock did run.
+  const fullEnd = Date.now() + 30_000;
+  let full = 0;
+  while (full === 0 && Date.now() < fullEnd) {
+    const cs = (await g.exec('cat /sys/bus/virtio/devices/*/channel_stats')).out;
+    const cols = cs.split(/\r?\n/)[0]!.trim().split(/\s+/);
+    const row = cs.split(/\r?\n/).map((l) => l.trim().split(/\s+/)).find((r) => r[0] === String(ch));
+    full = row ? Number(row[cols.indexOf('rx_full')]) : 0;
+  }
+  t.ok(full >= 1, `the slow reader's queue filled (rx_full ${full}): frames parked behind it`);
+  await g.exec('wait', 120_000);
+  const res = parseResults(g.output.slice(from)).find((x) => x.kind === 'RESULT' && x.mode === 'recv' && x.channel === String(ch));
+  t.equal(res?.status, 'ok', `the slow reader got all ${count} SDUs (${res ? `${res.sdus} in ${res.seconds} s` : 'no result'})`);
+  t.equal(res?.gaps, '0', 'none missing');
+  t.equal(res?.crc32, hex(crc), 'CRC-32 matches what the host sent');
+  t.equal(await stalled(), 0, 'rx_drops_stalled 0: the slow reader never stalled');
+
+  // Trickle: 200 ms per SDU takes an eighth of the queue in far more than rx_stall_ms: stalled,
+  // its later frames dropped and counted. The reader is stopped once that is seen.
+  from = g.mark;
+  g.send(`vmpi-perf -t 30000 -p 200 recv /dev/vmpi0 ${ch} any ${count} & echo "VMPI-BG $!"`);
+  const pid = (await g.waitFor(/VMPI-BG (\d+)/, 30_000, from))[1];
+  await g.waitFor(new RegExp(`READY mode=recv dev=/dev/vmpi0 channel=${ch}\\b`), 30_000, from);
+  sendPattern(device, ch, 1000, qlen + 64);
+  const stallEnd = Date.now() + 30_000;
+  let drops = 0;
+  while (drops === 0 && Date.now() < stallEnd) {
+    await new Promise((r) => setTimeout(r, 250));
+    drops = await stalled();
+  }
+  t.ok(drops > 0, `the trickling reader's channel stalled: ${drops} frames dropped and counted`);
+  await g.exec(`kill ${pid}; wait`, 30_000);
   await g.exec('poweroff -f').catch(() => undefined);
   await guestExit(g);
 });

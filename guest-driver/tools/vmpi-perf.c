@@ -3,7 +3,7 @@
  * vmpi-perf - exercise a VMPI channel from inside the guest (/dev/vmpiN).
  *
  *   vmpi-perf [-t MS] [-s SEQ] send DEV CHANNEL SIZE COUNT   write COUNT pattern SDUs of SIZE bytes
- *   vmpi-perf [-t MS] [-s SEQ] [-d MS] recv DEV CHANNEL SIZE COUNT   read COUNT SDUs, verify
+ *   vmpi-perf [-t MS] [-s SEQ] [-d MS] [-p MS] recv DEV CHANNEL SIZE COUNT   read COUNT SDUs, verify
  *                                                            (SIZE "any": do not check lengths)
  *   vmpi-perf [-t MS] echo DEV CHANNEL [COUNT]               write every SDU back (COUNT 0: forever)
  *   vmpi-perf [-t MS] [-s SEQ] [-w N] loop DEV CHANNEL SIZE COUNT
@@ -22,6 +22,7 @@
  * -t MS: give up after MS milliseconds without an SDU (0, the default: wait forever).
  * -d MS: recv only: sleep MS milliseconds after READY before the first read (a slow or stuck
  *    reader: the driver holds the host back, then after rx_stall_ms drops, see docs/DEVICE.md).
+ * -p MS: recv only: sleep MS milliseconds after each SDU read (a slow reader that keeps reading).
  * -s SEQ: sequence number of the first SDU (default 0).
  * -w N: loop and stream window (SDUs in flight, default 1).
  * -g MS: stream only: with the window full and nothing received for MS milliseconds (default
@@ -85,6 +86,7 @@ static uint32_t start_seq;
 static unsigned int window = 1;
 static size_t rbuf_size;
 static unsigned int delay_ms;
+static unsigned int pace_ms;
 static unsigned int gap_ms = 100;
 
 /* Read buffer size: -b, or the device's max SDU. */
@@ -303,6 +305,8 @@ static int do_recv(long size, uint64_t count)
 		crc = crc32_update(crc, buf, n);
 		bytes += n;
 		got++;
+		if (pace_ms && got < count)
+			usleep(pace_ms * 1000u);
 	}
 	if (!strcmp(status, "ok") && (errors || badlen || gaps))
 		status = "verify-failed";
@@ -752,6 +756,7 @@ int main(int argc, char **argv)
 		PERF_OPT('w', "window", window),
 		PERF_OPT('b', "buffer size", rbuf_size),
 		PERF_OPT('d', "delay", delay_ms),
+		PERF_OPT('p', "pace", pace_ms),
 		PERF_OPT('g', "gap", gap_ms),
 	};
 	const char *mode;
