@@ -309,7 +309,7 @@ t.test('normal DIF metrics: an enroller relaying between two members, scraped pe
   t.equal(sample(m, 'vmpi_dif_rx_queued_bytes', dif), undefined, 'no receive-budget series for a DIF without one');
   t.equal(sample(m, 'vmpi_dif_enrolled', dif), 1, 'the member is enrolled');
   t.equal(sample(m, 'vmpi_dif_efcp_pdus_total', { ...dif, direction: 'tx' }), 5, 'one data PDU per SDU');
-  for (const event of ['retransmissions', 'rtx_timeouts', 'window_stalls', 'lost_pdus', 'duplicates', 'tx_refused', 'lower_refused']) {
+  for (const event of ['retransmissions', 'rtx_timeouts', 'window_stalls', 'lost_pdus', 'duplicates', 'tx_refused', 'lower_refused', 'reorder_drops', 'rx_byte_drops', 'beyond_window', 'rx_paused_drops']) {
     t.equal(sample(m, 'vmpi_dif_efcp_events_total', { ...dif, event }), 0, `no EFCP ${event} on a lossless path`);
   }
   for (const event of ['ctrl_sent', 'ctrl_rcvd']) {

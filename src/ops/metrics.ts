@@ -427,11 +427,11 @@ export class HostMetrics {
         return e === undefined ? [] : [[{ direction: 'tx' }, e.tx_pdus], [{ direction: 'rx' }, e.rx_pdus]];
       }),
     );
-    family('counter', 'vmpi_dif_efcp_events_total', 'EFCP events over all flows: retransmissions, rtx_timeouts, window_stalls (episodes), lost_pdus (flow-control gaps given up), duplicates, ctrl_sent, ctrl_rcvd (control PDUs), tx_refused (writes refused: closed-window queue full), lower_refused (PDUs the RMT refused) (normal DIF)', ['dif', 'event'], () =>
+    family('counter', 'vmpi_dif_efcp_events_total', 'EFCP events over all flows: retransmissions, rtx_timeouts, window_stalls (episodes), lost_pdus (flow-control gaps given up), duplicates, ctrl_sent, ctrl_rcvd (control PDUs), tx_refused (writes refused: closed-window queue full), lower_refused (PDUs the RMT refused), reorder_drops / rx_byte_drops / beyond_window / rx_paused_drops (data PDUs receivers dropped: reordering queue full, byte budget full, beyond the window, unreliable delivery paused) (normal DIF)', ['dif', 'event'], () =>
       perDif(difs, ({ ipcp }) => {
         const e = ipcp.counters().efcp;
         if (e === undefined) return [];
-        return (['retransmissions', 'rtx_timeouts', 'window_stalls', 'lost_pdus', 'duplicates', 'ctrl_sent', 'ctrl_rcvd', 'tx_refused', 'lower_refused'] as const).map((event): [Record<'event', string>, number] => [{ event }, e[event]]);
+        return (['retransmissions', 'rtx_timeouts', 'window_stalls', 'lost_pdus', 'duplicates', 'ctrl_sent', 'ctrl_rcvd', 'tx_refused', 'lower_refused', 'reorder_drops', 'rx_byte_drops', 'beyond_window', 'rx_paused_drops'] as const).map((event): [Record<'event', string>, number] => [{ event }, e[event]]);
       }),
     );
     family('gauge', 'vmpi_dif_neighbours', 'Neighbours enrolled now: members at the other end of a working N-1 flow (normal DIF)', ['dif'], () =>

@@ -76,6 +76,15 @@ export interface EfcpTotals {
   /** write() calls refused (closed-window queue full) and PDUs the N-1 side refused. */
   tx_refused: number;
   lower_refused: number;
+  /**
+   * Data PDUs the receivers dropped: out of order with the reordering queue full (reliable:
+   * retransmitted later), past the byte budget, beyond the window, and (unreliable cube) while
+   * delivery was paused.
+   */
+  reorder_drops: number;
+  rx_byte_drops: number;
+  beyond_window: number;
+  rx_paused_drops: number;
 }
 
 /** An IPC process as the metrics see it. */

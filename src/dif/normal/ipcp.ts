@@ -522,10 +522,11 @@ export class NormalIpcp extends EventEmitter<NormalIpcpEvents> implements IpcPro
     return [...theirs, ...this.links.states()];
   }
 
-  /** The operator's dump (core/observe.ts): the snapshot plus the N-1 flows and who is at their other end. */
+  /** The operator's dump (core/observe.ts): the snapshot plus the N-1 flows and who is at their other end, and the EFCP totals. */
   inspect(): Record<string, unknown> {
     const lowerFlows = [...this.ports.values()].map(({ port: p, neighbour }) => ({ id: p.id, dif: p.flow.difName, portId: p.flow.portId, remoteApp: formatAppName(p.flow.remoteApp), maxSdu: p.flow.qos.maxSdu, neighbour }));
-    return { ...this.snapshot(), lowerFlows };
+    // EFCP totals too (ended flows included): where a flow's losses, duplicates and stalls show.
+    return { ...this.snapshot(), lowerFlows, efcp: this.appFlows.efcpTotals() };
   }
 
   snapshot(): Record<string, unknown> {

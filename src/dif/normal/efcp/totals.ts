@@ -6,7 +6,7 @@ import type { EfcpTotals } from '../../core/observe.js';
 import type { EfcpStats } from './stats.js';
 
 export function newEfcpTotals(): EfcpTotals {
-  return { tx_pdus: 0, rx_pdus: 0, retransmissions: 0, rtx_timeouts: 0, window_stalls: 0, lost_pdus: 0, duplicates: 0, ctrl_sent: 0, ctrl_rcvd: 0, tx_refused: 0, lower_refused: 0 };
+  return { tx_pdus: 0, rx_pdus: 0, retransmissions: 0, rtx_timeouts: 0, window_stalls: 0, lost_pdus: 0, duplicates: 0, ctrl_sent: 0, ctrl_rcvd: 0, tx_refused: 0, lower_refused: 0, reorder_drops: 0, rx_byte_drops: 0, beyond_window: 0, rx_paused_drops: 0 };
 }
 
 /** Add one EFCP connection's counters into `t` (returns `t`). */
@@ -22,5 +22,9 @@ export function addEfcp(t: EfcpTotals, s: Readonly<EfcpStats>): EfcpTotals {
   t.ctrl_rcvd += s.ctrlRcvd;
   t.tx_refused += s.txRefused;
   t.lower_refused += s.lowerRefused;
+  t.reorder_drops += s.reorderDrops;
+  t.rx_byte_drops += s.rxByteDrops;
+  t.beyond_window += s.beyondWindow;
+  t.rx_paused_drops += s.rxPausedDrops;
   return t;
 }
