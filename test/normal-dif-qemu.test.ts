@@ -33,9 +33,15 @@ const SEQ = [...SIZES, ...Array<number>(BURST.n).fill(BURST.size)];
 /** SDU `i` of flow `f`, `n` bytes; the same source text runs in the guests (hence the eval). */
 const PATTERN = `(f, i, n) => { const b = new Uint8Array(n); for (let k = 0; k < n; k++) b[k] = (k + 7 * i + 31 * f) & 0xff; return b; }`;
 const pattern = eval(PATTERN) as (f: number, i: number, n: number) => Uint8Array;
+/** What an n.DIF inspection counted that is not zero (RMT drops by reason, RMT ports, EFCP totals): the guests run it too. */
+const COUNTED = `(s) => { const nz = (o) => { if (typeof o !== 'object' || o === null) return o; const r = Array.isArray(o) ? [] : {}; for (const [k, v] of Object.entries(o)) { const w = nz(v); if (w !== 0 && w !== false && !(typeof w === 'object' && w !== null && Object.keys(w).length === 0)) r[k] = w; } return r; }; return nz({ rmt: s.rmt?.stats, ports: s.rmt?.ports, efcp: s.efcp }); }`;
+const counted = eval(COUNTED) as (s: unknown) => unknown;
+/** In a guest: the VMPI driver's rx drops (sysfs) that are not zero. */
+const DRIVER_DROPS = `() => { const r = {}; for (const d of readdirSync('/sys/bus/virtio/devices')) for (const k of ['rx_drops_stalled', 'rx_drops_full', 'rx_drops_unbound', 'rx_drops_nomem', 'rx_malformed']) { try { const v = Number(readFileSync('/sys/bus/virtio/devices/' + d + '/' + k, 'utf8')); if (v) r[d + '/' + k] = v; } catch {} } return r; }`;
 
 /** VM2: register "echo" in n.DIF and echo every SDU of every flow. */
 const VM2_JS = `
+import { readdirSync, readFileSync } from 'node:fs';
 import { IpcClient } from '/opt/vmpi/dist/src/dif/ipc/client.js';
 const out = (tag, v) => console.log('NDIF-' + tag + ' ' + JSON.stringify(v));
 const c = await IpcClient.connect('/run/vmpi/ipc.sock');
@@ -48,6 +54,8 @@ reg.on('request', async (req) => {
   out('ECHO-FLOW', { n: flows, maxSdu: f.qos.maxSdu, reliable: f.qos.reliable, inOrder: f.qos.inOrder });
   // send() waits out backpressure (write() returning false means the SDU was not taken).
   for await (const sdu of f) await f.send(sdu);
+  // The flow ended (VM1 deallocated it): what VM2's n.DIF counted, for the diagnosis of a failure.
+  out('ECHO-DONE', { ...(${COUNTED})((await c.inspectDif('${DIF}')).state), driver: (${DRIVER_DROPS})() });
 });
 out('VM2-READY', { difs });
 setInterval(() => {}, 1000);
@@ -55,6 +63,7 @@ setInterval(() => {}, 1000);
 
 /** VM1: two flows to "echo" through n.DIF (reliable, flow-control), every size on both, checked. */
 const VM1_JS = `
+import { readdirSync, readFileSync } from 'node:fs';
 import { IpcClient } from '/opt/vmpi/dist/src/dif/ipc/client.js';
 const out = (tag, v) => console.log('NDIF-' + tag + ' ' + JSON.stringify(v));
 const pattern = ${PATTERN};
@@ -90,7 +99,13 @@ const results = await Promise.all(flows.map(async (f, fi) => {
   await sender;
   return { qos: f.qos, datapath: f.datapath, good, bad };
 }));
-out('VM1-RESULT', { ok: true, attempts, allocMs, echoMs: Date.now() - t1, lastErr, results });
+const echoMs = Date.now() - t1;
+// Something bad or missing: what VM1's n.DIF counted (drops by reason, EFCP losses), to tell why.
+let diag;
+if (results.some((r) => r.bad.length > 0 || r.good !== SIZES.length)) {
+  try { diag = { ...(${COUNTED})((await c.inspectDif('${DIF}')).state), driver: (${DRIVER_DROPS})() }; } catch (e) { diag = String(e); }
+}
+out('VM1-RESULT', { ok: true, attempts, allocMs, echoMs, lastErr, results, diag });
 for (const f of flows) f.deallocate('vm1 done');
 setInterval(() => {}, 1000);
 `;
@@ -106,13 +121,28 @@ t.test('normal DIF: two guests talk through the host over n.DIF, and a host app 
   const bootedS = (Date.now() - started) / 1000;
 
   interface FlowResult { qos: { reliable: boolean; inOrder: boolean; maxSdu: number }; datapath: string; good: number; bad: unknown[] }
-  const res = await vm1.waitJson<{ ok: boolean; attempts: number; allocMs?: number; echoMs?: number; lastErr: string; results?: FlowResult[] }>('NDIF-VM1-RESULT', 120_000);
+  const res = await vm1.waitJson<{ ok: boolean; attempts: number; allocMs?: number; echoMs?: number; lastErr: string; results?: FlowResult[]; diag?: unknown }>('NDIF-VM1-RESULT', 120_000);
   t.ok(res.ok, `VM1 allocated two flows to echo through n.DIF (attempts ${res.attempts}, last error: ${res.lastErr || 'none'})`);
   const [rel, fc] = res.results ?? [];
   t.match(rel?.qos, { reliable: true, inOrder: true, maxSdu: 4000 }, 'first flow: the reliable cube');
   t.match(fc?.qos, { reliable: false, inOrder: true, maxSdu: 4000 }, 'second flow: the flow-control cube');
+  // Something bad or missing: what each hop's n.DIF counted (drops by reason, EFCP losses), in the
+  // failing assertions' own lines, which are what CI's log tail shows.
+  let hops = '';
+  if (res.diag !== undefined) {
+    const host = await IpcClient.connect(ipcSocket);
+    let hostDiag: unknown;
+    try {
+      hostDiag = counted((await host.inspectDif(DIF)).state);
+    } finally {
+      host.close();
+    }
+    await vm2.waitFor(/NDIF-ECHO-DONE[^\n]*\n[\s\S]*NDIF-ECHO-DONE[^\n]*\n/, 15_000).catch(() => undefined);
+    const vm2Diag = [...vm2.output.matchAll(/NDIF-ECHO-DONE (\{[^\r\n]*\})/g)].map((m) => m[1]).join(' then ');
+    hops = ` — counted by VM1 n.DIF ${JSON.stringify(res.diag)}; by the host's ${JSON.stringify(hostDiag)}; by VM2's as each flow ended ${vm2Diag || '(nothing printed)'}`;
+  }
   for (const [name, r] of [['reliable', rel], ['flow-control', fc]] as const) {
-    t.same(r?.bad, [], `${name} flow: no bad or missing echo`);
+    t.same(r?.bad, [], `${name} flow: no bad or missing echo${r?.bad.length ? hops : ''}`);
     t.equal(r?.good, SEQ.length, `${name} flow: ${SIZES.length} SDUs of 0..4000 bytes and ${BURST.n} of ${BURST.size} echoed back intact, in order, VM1 → host → VM2 → host → VM1`);
   }
   // VM2 printed each accept before it echoed anything; the console may still be delivering it.
