@@ -43,8 +43,8 @@ function collector(shared = false): { sink: RecordSink; got: Uint8Array[]; bad: 
   const got: Uint8Array[] = [];
   const bad: string[] = [];
   const sink: RecordSink = shared
-    ? { shared: true, sdu: (b) => got.push(b.slice()), bad: (w) => bad.push(w), fds: () => bad.push('fds') }
-    : { copies: true, sdu: (b) => got.push(b), bad: (w) => bad.push(w), fds: () => bad.push('fds') };
+    ? { shared: true, sdu: (b) => void got.push(b.slice()), bad: (w) => bad.push(w), fds: () => bad.push('fds') }
+    : { copies: true, sdu: (b) => void got.push(b), bad: (w) => bad.push(w), fds: () => bad.push('fds') };
   return { got, bad, sink };
 }
 
@@ -124,6 +124,24 @@ t.test('full: offer says full once the reader lags, nothing lost; the writer wai
   t.equal(c.got.every((b, i) => Buffer.compare(b, sdu(i, 1000)) === 0), true, 'in order');
 });
 
+t.test('a sink that can take no more (sdu() returns false) stops the read there: the rest stays in the ring, in order', async (t) => {
+  for (const shared of [false, true]) {
+    const p = ringPair(t);
+    const got: Uint8Array[] = [];
+    let room = 5;
+    // Takes SDUs while it has room; the one that finds none it keeps too, then says stop.
+    const sink: RecordSink = { ...(shared ? { shared: true } : { copies: true }), sdu: (b) => (got.push(b.slice()), --room > 0), bad: () => t.fail('bad'), fds: () => t.fail('fds') };
+    for (let i = 0; i < 100; i++) t.equal(p.app.offer(sdu(i, 1000)), 'queued');
+    p.app.flush();
+    const mode = shared ? 'in place' : 'copied out';
+    t.equal(p.daemon.read(sink, 256), 5, `${mode}: the read stopped at the SDU that found no room (5 of 100 published)`);
+    t.equal(got.length, 5, `${mode}: the sink was handed 5, not every published record`);
+    room = 1000;
+    t.equal(p.daemon.read(sink, 256), 95, `${mode}: the next read takes the other 95 from the ring`);
+    t.ok(got.length === 100 && got.every((b, i) => Buffer.compare(b, sdu(i, 1000)) === 0), `${mode}: all 100 in order, none twice`);
+  }
+});
+
 t.test('empty and the sleep handshake: a doorbell only while the reader sleeps', async (t) => {
   const p = ringPair(t);
   const c = collector();
@@ -194,7 +212,7 @@ t.test('read in place: a shared sink gets views of the ring itself; the consumer
   const seen: { inRing: boolean; cAt: number; ok: boolean }[] = [];
   const sink: RecordSink = {
     shared: true,
-    sdu: (b) => seen.push({ inRing: b.buffer === p.map.buffer, cAt: p.map.u32[W.C]!, ok: Buffer.compare(b, sdu(seen.length, 1000)) === 0 }),
+    sdu: (b) => void seen.push({ inRing: b.buffer === p.map.buffer, cAt: p.map.u32[W.C]!, ok: Buffer.compare(b, sdu(seen.length, 1000)) === 0 }),
     bad: () => t.fail('bad'),
     fds: () => t.fail('fds'),
   };

@@ -173,6 +173,7 @@ export class FlowBridge implements FlowLink {
     // A ring's records come as views of the shared memory (no copy out first): fromApp() only
     // passes each to flow.write(), which copies it, or keeps a copy of its own (held).
     shared: true,
+    // A refused SDU is held: the ring keeps the rest (one copy, not one per record read).
     sdu: (sdu) => this.fromApp(sdu),
     bad: (why) => {
       this.stats.badRecords++;
@@ -527,17 +528,20 @@ export class FlowBridge implements FlowLink {
     }
   }
 
-  /** One SDU the application wrote (a view, valid during the call): to the flow, or held. */
-  private fromApp(sdu: Uint8Array): void {
-    if (this.closed || this.sawFds) return;
+  /**
+   * One SDU the application wrote (a view, valid during the call): to the flow, or held. false:
+   * held (the flow refused it or an earlier one): a ring read stops here (RecordSink.sdu).
+   */
+  private fromApp(sdu: Uint8Array): boolean {
+    if (this.closed || this.sawFds) return false;
     if (this.flowEnded) {
       this.stats.afterEnd++;
-      return;
+      return true;
     }
     if (this.held.length > 0) {
       // An earlier SDU of this batch was refused: the rest waits behind it, in order.
       this.held.push(sdu.slice());
-      return;
+      return false;
     }
     let ok: boolean;
     try {
@@ -545,21 +549,22 @@ export class FlowBridge implements FlowLink {
     } catch (e) {
       if (e instanceof DifError && (e.code === 'flow_deallocated' || e.code === 'port_down')) {
         this.stats.afterEnd++;
-        return;
+        return true;
       }
       if (e instanceof DifError && e.code === 'sdu_too_large') {
         this.stats.badRecords++;
-        return;
+        return true;
       }
       throw e;
     }
     if (ok) {
       this.stats.fromApp++;
-    } else {
-      // Not sent: keep a copy, stop reading so the application's socket (or ring) fills up.
-      this.held.push(sdu.slice());
-      if (this.ring === null) this.interest.want(native.UV_READABLE, false);
+      return true;
     }
+    // Not sent: keep a copy, stop reading so the application's socket (or ring) fills up.
+    this.held.push(sdu.slice());
+    if (this.ring === null) this.interest.want(native.UV_READABLE, false);
+    return false;
   }
 
   private retryHeld(): void {

@@ -157,7 +157,12 @@ export interface RecordSink {
    * the bytes twice expecting the same. Saves the reader's copy into a private buffer.
    */
   readonly shared?: boolean;
-  sdu(sdu: Uint8Array): void;
+  /**
+   * One SDU. false (a flow ring's reader only, ring.ts): taken, but the sink can take no more now
+   * (its flow refused one): the read stops after it and leaves the rest in the ring, where the
+   * writer's back-pressure holds it, instead of the sink copying every further record.
+   */
+  sdu(sdu: Uint8Array): boolean | void;
   bad(why: string): void;
   /** A record came with fds (the kernel closed them, the record is dropped). */
   fds(): void;

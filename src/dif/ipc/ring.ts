@@ -438,8 +438,9 @@ export class RingEnd {
         if (end > n && more(end) < end) break; // past this call's copy budget: the next read takes it
         const s = at + 4;
         items++;
-        if (into === undefined || !into.add(s, len)) sink.sdu(copies ? buf.slice(s, s + len) : buf.subarray(s, s + len));
         at = end;
+        // The sink can take no more (RecordSink.sdu): the rest stays in the ring.
+        if ((into === undefined || !into.add(s, len)) && sink.sdu(copies ? buf.slice(s, s + len) : buf.subarray(s, s + len)) === false) break;
       }
     } finally {
       if (!nested) copyBusy = false;
@@ -490,7 +491,7 @@ export class RingEnd {
       const s = data + pos + 4;
       items++;
       at = end;
-      sink.sdu(u8.subarray(s, s + len));
+      if (sink.sdu(u8.subarray(s, s + len)) === false) break; // the sink can take no more: the rest stays in the ring
     }
     if (at > 0) this.consume(at);
     if (broken) return RING_BROKEN;
