@@ -463,7 +463,8 @@ static bool vmpi_rx_low(struct vmpi_file *f)
 
 /*
  * A full @f's reader has taken an eighth of the queue's bounds (SDUs or buffer memory) since the
- * stall clock last started: it is keeping up, if slowly. Under vd->lock.
+ * stall clock last started: it is keeping up, if slowly. full_count/full_bytes grow with every
+ * record queued while full, so each difference is exactly what was read. Under vd->lock.
  */
 static bool vmpi_rx_progress(struct vmpi_file *f)
 {
@@ -557,6 +558,15 @@ static int vmpi_rx_queue_locked(struct vmpi_dev *vd, struct vmpi_file *f, u32 ch
 		f->rxq[vmpi_rx_slot(f, f->rx_count)] = *e;
 		f->rx_count++;
 		f->rx_bytes += charge;
+		if (f->full) {
+			/*
+			 * The stall clock's baseline moves with what is queued, so that baseline less
+			 * the queue is what the reader took since the clock started, never a wrapped
+			 * difference (vmpi_rx_progress).
+			 */
+			f->full_count++;
+			f->full_bytes += charge;
+		}
 		t->sdus++;
 		t->bytes += e->len;
 		WRITE_ONCE(f->cst.rx_sdus, f->cst.rx_sdus + 1);
