@@ -36,12 +36,15 @@ const pattern = eval(PATTERN) as (f: number, i: number, n: number) => Uint8Array
 /** What an n.DIF inspection counted that is not zero (RMT drops by reason, RMT ports, EFCP totals): the guests run it too. */
 const COUNTED = `(s) => { const nz = (o) => { if (typeof o !== 'object' || o === null) return o; const r = Array.isArray(o) ? [] : {}; for (const [k, v] of Object.entries(o)) { const w = nz(v); if (w !== 0 && w !== false && !(typeof w === 'object' && w !== null && Object.keys(w).length === 0)) r[k] = w; } return r; }; return nz({ rmt: s.rmt?.stats, ports: s.rmt?.ports, efcp: s.efcp }); }`;
 const counted = eval(COUNTED) as (s: unknown) => unknown;
-/** In a guest: the VMPI driver's rx drops (sysfs) that are not zero. */
-const DRIVER_DROPS = `() => { const r = {}; for (const d of readdirSync('/sys/bus/virtio/devices')) for (const k of ['rx_drops_stalled', 'rx_drops_full', 'rx_drops_unbound', 'rx_drops_nomem', 'rx_malformed']) { try { const v = Number(readFileSync('/sys/bus/virtio/devices/' + d + '/' + k, 'utf8')); if (v) r[d + '/' + k] = v; } catch {} } return r; }`;
+/**
+ * In a guest: the VMPI driver's rx drops that are not zero, per device and per channel, read by
+ * the same sysfs reader `vmpi guest --metrics` exports (src/ops/guest-driver-stats.ts).
+ */
+const DRIVER_DROPS = `() => { const r = {}; const dropped = (k) => k.startsWith('rx_drops') || k === 'rx_short' || k === 'rx_oversize'; for (const dir of driverDeviceDirs()) { try { const d = readDriverDevice(dir); for (const [k, v] of Object.entries(d.counters)) if (dropped(k) && v) r[d.devname + '/' + k] = v; for (const c of d.channels?.channels ?? []) for (const [k, v] of Object.entries(c.values)) if (dropped(k) && v) r[d.devname + '/ch' + c.channel + '/' + k] = v; } catch (e) { r[dir] = String(e); } } return r; }`;
 
 /** VM2: register "echo" in n.DIF and echo every SDU of every flow. */
 const VM2_JS = `
-import { readdirSync, readFileSync } from 'node:fs';
+import { driverDeviceDirs, readDriverDevice } from '/opt/vmpi/dist/src/ops/guest-driver-stats.js';
 import { IpcClient } from '/opt/vmpi/dist/src/dif/ipc/client.js';
 const out = (tag, v) => console.log('NDIF-' + tag + ' ' + JSON.stringify(v));
 const c = await IpcClient.connect('/run/vmpi/ipc.sock');
@@ -63,7 +66,7 @@ setInterval(() => {}, 1000);
 
 /** VM1: two flows to "echo" through n.DIF (reliable, flow-control), every size on both, checked. */
 const VM1_JS = `
-import { readdirSync, readFileSync } from 'node:fs';
+import { driverDeviceDirs, readDriverDevice } from '/opt/vmpi/dist/src/ops/guest-driver-stats.js';
 import { IpcClient } from '/opt/vmpi/dist/src/dif/ipc/client.js';
 const out = (tag, v) => console.log('NDIF-' + tag + ' ' + JSON.stringify(v));
 const pattern = ${PATTERN};

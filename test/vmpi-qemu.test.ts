@@ -13,6 +13,7 @@ import { VmpiHost } from '../src/vmpi/host.js';
 import { SendResult, type VmpiDevice } from '../src/vmpi/device.js';
 import { Guest, guestExit, guestUnavailable, within } from './helpers/guest.js';
 import { crc32, parseResults, patternSdu } from './helpers/pattern.js';
+import { channelStatsRow } from './helpers/guest-channel-stats.js';
 
 const unavailable = guestUnavailable();
 if (unavailable && process.env.CI) t.fail(`guest tests cannot run in CI: ${unavailable}`);
@@ -278,10 +279,7 @@ t.test('a slow reader that keeps reading loses nothing however long its queue st
   const fullEnd = Date.now() + 30_000;
   let full = 0;
   while (full === 0 && Date.now() < fullEnd) {
-    const cs = (await g.exec('cat /sys/bus/virtio/devices/*/channel_stats')).out;
-    const cols = cs.split(/\r?\n/)[0]!.trim().split(/\s+/);
-    const row = cs.split(/\r?\n/).map((l) => l.trim().split(/\s+/)).find((r) => r[0] === String(ch));
-    full = row ? Number(row[cols.indexOf('rx_full')]) : 0;
+    full = channelStatsRow((await g.exec('cat /sys/bus/virtio/devices/*/channel_stats')).out, ch)?.rx_full ?? 0;
   }
   t.ok(full >= 1, `the slow reader's queue filled (rx_full ${full}): frames parked behind it`);
   await g.exec('wait', 120_000);

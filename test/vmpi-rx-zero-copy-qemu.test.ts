@@ -25,6 +25,7 @@ import { SendResult, type VmpiDevice } from '../src/vmpi/device.js';
 import { Guest, guestExit, guestUnavailable, hostCondition } from './helpers/guest.js';
 import { crc32, parseResults, patternSdu } from './helpers/pattern.js';
 import { kernelTrouble } from './helpers/kernel-trouble.js';
+import { channelStatsRow } from './helpers/guest-channel-stats.js';
 
 const unavailable = guestUnavailable();
 if (unavailable && process.env.CI) t.fail(`guest tests cannot run in CI: ${unavailable}`);
@@ -84,13 +85,7 @@ t.test('zero-copy rx: a full channel holds whole buffers within rx_queue_bytes, 
   const sys = async (name: string): Promise<string> => (await g.exec(`cat /sys/bus/virtio/devices/*/${name}`)).out;
   const counter = async (name: string): Promise<number> => Number(/(\d+)/.exec(await sys(name))?.[1] ?? NaN);
   /** channel_stats row of `ch` as a map by the header's column names. */
-  const chanStats = async (ch: number): Promise<Record<string, number> | undefined> => {
-    const lines = (await sys('channel_stats')).split(/\r?\n/).map((l) => l.trim()).filter((l) => /^[a-z0-9]/.test(l));
-    const head = lines.find((l) => l.startsWith('channel '))?.split(/\s+/) ?? [];
-    const row = lines.find((l) => l.split(/\s+/)[0] === String(ch))?.split(/\s+/);
-    if (!row) return undefined;
-    return Object.fromEntries(head.map((k, i) => [k, Number(row[i])]));
-  };
+  const chanStats = async (ch: number): Promise<Record<string, number> | undefined> => channelStatsRow(await sys('channel_stats'), ch);
 
   // --- a channel left full while another flows ---
   const N5 = 60;
