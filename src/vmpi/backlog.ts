@@ -1,10 +1,12 @@
 /**
  * backlog.ts — SDUs a VMPI port accepted but could not write yet, waiting for room in the ring.
  *
- * Owns: the bounded FIFO both ports put in front of their ring (host: the guest's rx ring,
- * guest: the driver's tx ring), its bounds in SDUs and bytes, and the 'drain' rule: after a
+ * Owns: the bounds in SDUs and bytes and the 'drain' rule both ports' backlogs follow (after a
  * drain moved SDUs, senders hear 'drain' when the backlog is empty, or when it fell to half of
- * both bounds after a refusal. The port owns what "write one" means and emits the event.
+ * both bounds after a refusal), and SendBacklog, the bounded FIFO of entries the guest port puts
+ * in front of the driver's tx ring. The host device keeps its backlog (in front of the guest's rx
+ * ring) in reused chunks instead, with no allocation per SDU: byte-backlog.ts, same rule. The
+ * port owns what "write one" means and emits the event.
  *
  * The counts live in the port's stats object (backlogSdus, backlogBytes), so its counters stay
  * one plain object.
@@ -25,6 +27,20 @@ export interface BacklogLimits {
    * Without it a bound smaller than one SDU refuses that SDU even when nothing is queued.
    */
   emptyTakesAny: boolean;
+}
+
+/** Whether a backlog at `c` within `limits` takes one more SDU of `bytes` (backlog.ts's bounds, shared by byte-backlog.ts). */
+export function backlogTakes(c: BacklogCounters, limits: BacklogLimits, bytes: number): boolean {
+  if (limits.emptyTakesAny && c.backlogSdus === 0) return true;
+  return c.backlogSdus < limits.maxSdus && c.backlogBytes + bytes <= limits.maxBytes;
+}
+
+/**
+ * After a drain that moved SDUs: whether senders should hear 'drain' now (the backlog is empty,
+ * or it `refused` an SDU and is now under half of both bounds).
+ */
+export function backlogDrainDue(c: BacklogCounters, limits: BacklogLimits, refused: boolean): boolean {
+  return c.backlogSdus === 0 || (refused && c.backlogSdus < limits.maxSdus / 2 && c.backlogBytes < limits.maxBytes / 2);
 }
 
 export class SendBacklog<T extends { readonly sdu: Uint8Array }> {
@@ -51,8 +67,7 @@ export class SendBacklog<T extends { readonly sdu: Uint8Array }> {
    */
   add(entry: T): boolean {
     const c = this.counters;
-    const { maxSdus, maxBytes, emptyTakesAny } = this.limits;
-    if ((!emptyTakesAny || c.backlogSdus > 0) && (c.backlogSdus >= maxSdus || c.backlogBytes + entry.sdu.byteLength > maxBytes)) {
+    if (!backlogTakes(c, this.limits, entry.sdu.byteLength)) {
       this.refused = true;
       return false;
     }
@@ -84,13 +99,9 @@ export class SendBacklog<T extends { readonly sdu: Uint8Array }> {
    * backlog is empty, or it refused an SDU and is now under half of both bounds).
    */
   drainDue(): boolean {
-    const c = this.counters;
-    const empty = c.backlogSdus === 0;
-    if (empty || (this.refused && c.backlogSdus < this.limits.maxSdus / 2 && c.backlogBytes < this.limits.maxBytes / 2)) {
-      this.refused = false;
-      return true;
-    }
-    return false;
+    if (!backlogDrainDue(this.counters, this.limits, this.refused)) return false;
+    this.refused = false;
+    return true;
   }
 
   /** Forget every entry (the peer reset or went away); returns how many were dropped. */

@@ -3,8 +3,9 @@
  *
  * Owns: framing (le32 channel id + SDU, one frame per descriptor chain; or, when the guest took
  * VMPI_F_RX_PACKED, host → guest records `le32 channel | le32 length | SDU` packed several to an
- * rx chain), the per-channel receive handlers, host → guest backpressure over the shared send backlog (backlog.ts), and the
- * device's counters.
+ * rx chain), the per-channel receive handlers, host → guest backpressure over the send backlog
+ * (byte-backlog.ts: SDUs copied into reused chunks, no allocation per SDU), and the device's
+ * counters.
  * Frames flow guest → host on the carrier's tx queue into channel handlers, and host → guest from
  * `send()` into the rx queue. Channel 0 is the control channel (used by the shim DIF).
  *
@@ -35,7 +36,8 @@ import type { ReadyQueue, VhostUserDevice } from '../vhost-user/device.js';
 import { ProtocolError } from '../vhost-user/errors.js';
 import { SUPPORTED_PROTOCOL_FEATURES, VirtioFeature, bit, hasBit } from '../vhost-user/protocol.js';
 import { DescChain } from '../vhost-user/virtqueue.js';
-import { SendBacklog, type BacklogCounters } from './backlog.js';
+import type { BacklogCounters } from './backlog.js';
+import { ByteBacklog } from './byte-backlog.js';
 import { SduViews } from './sdu-views.js';
 import { SendResult, badChannelMessage, isChannelId, type DirectionStats, type SduBatchHandler, type SduHandler, type VmpiPort } from './port.js';
 import { SduRun } from './sdu-run.js';
@@ -67,7 +69,7 @@ export const PACKED_RECORD_ALIGN = 8;
 /** Why frames were dropped or refused; each reason is a counter. */
 export type DropReason = 'malformed' | 'oversize' | 'unbound_channel' | 'backlog_full' | 'device_reset';
 
-/** backlogSdus and backlogBytes (BacklogCounters) are the host → guest backlog's, kept by backlog.ts. */
+/** backlogSdus and backlogBytes (BacklogCounters) are the host → guest backlog's, kept by byte-backlog.ts. */
 export interface VmpiDeviceStats extends BacklogCounters {
   /** Guest → host. */
   fromGuest: DirectionStats;
@@ -117,11 +119,6 @@ export class VmpiDeviceError extends Error {
 export interface VmpiDeviceSnapshot {
   version: 1;
   txHeld?: { head: number; availIdx: number; records: string };
-}
-
-interface Backlogged {
-  channel: number;
-  sdu: Uint8Array;
 }
 
 export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostUserDevice, VmpiPort {
@@ -177,7 +174,7 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
   private txRestored = false;
   private readonly header = new Uint8Array(PACKED_RECORD_HEADER_SIZE);
   private readonly headerView = new DataView(this.header.buffer);
-  private readonly backlog: SendBacklog<Backlogged>;
+  private readonly backlog: ByteBacklog;
   /** The host → guest backlog's bounds (send() refuses an SDU past either: drops.backlog_full). */
   readonly backlogLimits: { readonly maxSdus: number; readonly maxBytes: number };
   private paused = false;
@@ -210,7 +207,7 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
     this.config = new Uint8Array(Math.max(this.carrier.configSize, 8));
     this.config.set(encodeVmpiConfig({ vmpiId: this.vmpiId, maxSduLog2: log2 }));
     this.backlogLimits = { maxBytes: opts.backlogMaxBytes ?? 4 * 1024 * 1024, maxSdus: opts.backlogMaxSdus ?? 4096 };
-    this.backlog = new SendBacklog(this.stats, { ...this.backlogLimits, emptyTakesAny: false });
+    this.backlog = new ByteBacklog(this.stats, { ...this.backlogLimits, emptyTakesAny: false });
   }
 
   /** True while the guest driver has both queues running. */
@@ -255,11 +252,11 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
       this.stats.drops.oversize++;
       throw new VmpiDeviceError(`SDU of ${sdu.byteLength} bytes exceeds this device's limit of ${this.maxSdu} bytes`);
     }
-    if (this.backlog.isEmpty && this.writeToGuest(channel, sdu)) {
+    if (this.backlog.isEmpty && this.writeToGuest(channel, sdu, 0, sdu.byteLength)) {
       this.flushRxSoon();
       return SendResult.Sent;
     }
-    if (!this.backlog.add({ channel, sdu: Uint8Array.prototype.slice.call(sdu) })) {
+    if (!this.backlog.add(channel, sdu)) {
       this.stats.drops.backlog_full++;
       return SendResult.Full;
     }
@@ -583,11 +580,11 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
     return n;
   }
 
-  /** Write one frame into the next guest rx buffer; false when there is none. */
-  private writeToGuest(channel: number, sdu: Uint8Array): boolean {
+  /** Write one frame, the SDU src[off, off+len), into the next guest rx buffer; false when there is none. */
+  private writeToGuest(channel: number, src: Uint8Array, off: number, len: number): boolean {
     const q = this.rx;
     if (!q) return false;
-    if (this.packed) return this.writePacked(q, channel, sdu);
+    if (this.packed) return this.writePacked(q, channel, src, off, len);
     const chain = this.rxChain;
     // If the guest posted buffers between the empty pop and asking for a kick, use them now:
     // no kick would come for them.
@@ -595,7 +592,7 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
       this.stats.rxQueueFull++;
       return false;
     }
-    const frameLen = FRAME_HEADER_SIZE + sdu.byteLength;
+    const frameLen = FRAME_HEADER_SIZE + len;
     if (chain.writableBytes < frameLen || chain.readableCount !== 0) {
       // The driver posted a buffer it should not have: too small for a frame, or readable.
       q.vq.pushUsed(chain.head, 0);
@@ -606,10 +603,10 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
     }
     this.headerView.setUint32(0, channel, true);
     chain.write(this.header, 0, FRAME_HEADER_SIZE, 0);
-    chain.write(sdu, 0, sdu.byteLength, FRAME_HEADER_SIZE);
+    chain.write(src, off, len, FRAME_HEADER_SIZE);
     q.vq.pushUsed(chain.head, frameLen);
     this.stats.toGuest.sdus++;
-    this.stats.toGuest.bytes += sdu.byteLength;
+    this.stats.toGuest.bytes += len;
     return true;
   }
 
@@ -618,9 +615,9 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
    * next one (a record that fits in no empty chain breaks the queue, as in the one-frame case).
    * False when no chain is free (the record is not written).
    */
-  private writePacked(q: ReadyQueue, channel: number, sdu: Uint8Array): boolean {
+  private writePacked(q: ReadyQueue, channel: number, src: Uint8Array, off: number, len: number): boolean {
     const chain = this.rxChain;
-    const rec = PACKED_RECORD_HEADER_SIZE + sdu.byteLength;
+    const rec = PACKED_RECORD_HEADER_SIZE + len;
     let at = 0;
     if (this.openFor === q) {
       at = alignRecord(this.openLen);
@@ -650,12 +647,12 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
     }
     const h = this.headerView;
     h.setUint32(0, channel, true);
-    h.setUint32(4, sdu.byteLength, true);
+    h.setUint32(4, len, true);
     chain.write(this.header, 0, PACKED_RECORD_HEADER_SIZE, at);
-    chain.write(sdu, 0, sdu.byteLength, at + PACKED_RECORD_HEADER_SIZE);
+    chain.write(src, off, len, at + PACKED_RECORD_HEADER_SIZE);
     this.openLen = at + rec;
     this.stats.toGuest.sdus++;
-    this.stats.toGuest.bytes += sdu.byteLength;
+    this.stats.toGuest.bytes += len;
     // Full (not even an empty record fits after it): return it now.
     if (alignRecord(this.openLen) + PACKED_RECORD_HEADER_SIZE > chain.writableBytes) this.closeOpen();
     return true;
@@ -698,7 +695,7 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
     if (q.notify()) this.stats.calls++;
   }
 
-  private readonly writeBacklogged = (b: Backlogged): boolean => this.writeToGuest(b.channel, b.sdu);
+  private readonly writeBacklogged = (channel: number, src: Uint8Array, off: number, len: number): boolean => this.writeToGuest(channel, src, off, len);
 
   private drainBacklog(): void {
     if (this.backlog.drain(this.writeBacklogged) === 0) return;
