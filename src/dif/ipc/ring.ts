@@ -498,13 +498,21 @@ export class RingEnd {
     return items === 0 ? RING_EMPTY : items;
   }
 
-  /** Publish our consumer index `bytes` further; ring the writer if it waits. */
+  /**
+   * Publish our consumer index `bytes` further; ring a waiting writer once a quarter of the ring
+   * is free (it waits for one max-SDU record, at most D/8: so it wakes to a batch, not to one
+   * record's room and a wait again), clearing its flag as we ring: one doorbell per wait, not
+   * one per read while it has not run yet.
+   */
   private consume(bytes: number): void {
     this.c = (this.c + bytes) >>> 0;
     const u = this.map.u32;
     u[this.wC] = this.c;
     native.fence();
-    if (u[this.wPeerWaiting] !== 0) ringBell(this.fd);
+    if (u[this.wPeerWaiting] !== 0 && ((u[this.wP]! - this.c) >>> 0) <= this.D - (this.D >>> 2)) {
+      u[this.wPeerWaiting] = 0;
+      ringBell(this.fd);
+    }
   }
 
   /** Whether something is published and unread (a cheap look: no check). */
@@ -639,7 +647,12 @@ export class RingEnd {
     const n = this.unpublished;
     this.unpublished = 0;
     native.fence();
-    if (u[this.tPeerSleeping] !== 0) ringBell(this.fd);
+    // One doorbell per sleep: the flag is cleared as we ring (the reader clears it too when it
+    // wakes), so publishes before it runs do not ring again.
+    if (u[this.tPeerSleeping] !== 0) {
+      u[this.tPeerSleeping] = 0;
+      ringBell(this.fd);
+    }
     this.onSent?.(n);
   }
 
