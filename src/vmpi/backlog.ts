@@ -1,9 +1,9 @@
 /**
  * backlog.ts — SDUs a VMPI port accepted but could not write yet, waiting for room in the ring.
  *
- * Owns: the bounds in SDUs and bytes and the 'drain' rule both ports' backlogs follow (after a
- * drain moved SDUs, senders hear 'drain' when the backlog is empty, or when it fell to half of
- * both bounds after a refusal), and SendBacklog, the bounded FIFO of entries the guest port puts
+ * Owns: BacklogGate, the bounds in SDUs and bytes and the 'drain' rule both ports' backlogs
+ * follow (after a drain moved SDUs, senders hear 'drain' when the backlog is empty, or when it
+ * fell to half of both bounds after a refusal), and SendBacklog, the bounded FIFO of entries the guest port puts
  * in front of the driver's tx ring. The host device keeps its backlog (in front of the guest's rx
  * ring) in reused chunks instead, with no allocation per SDU: byte-backlog.ts, same rule. The
  * port owns what "write one" means and emits the event.
@@ -29,28 +29,48 @@ export interface BacklogLimits {
   emptyTakesAny: boolean;
 }
 
-/** Whether a backlog at `c` within `limits` takes one more SDU of `bytes` (backlog.ts's bounds, shared by byte-backlog.ts). */
-export function backlogTakes(c: BacklogCounters, limits: BacklogLimits, bytes: number): boolean {
-  if (limits.emptyTakesAny && c.backlogSdus === 0) return true;
-  return c.backlogSdus < limits.maxSdus && c.backlogBytes + bytes <= limits.maxBytes;
-}
-
 /**
- * After a drain that moved SDUs: whether senders should hear 'drain' now (the backlog is empty,
- * or it `refused` an SDU and is now under half of both bounds).
+ * The bounds and the 'drain' rule of a backlog over the port's counters (which the backlog keeps
+ * up to date), shared by SendBacklog and byte-backlog.ts.
  */
-export function backlogDrainDue(c: BacklogCounters, limits: BacklogLimits, refused: boolean): boolean {
-  return c.backlogSdus === 0 || (refused && c.backlogSdus < limits.maxSdus / 2 && c.backlogBytes < limits.maxBytes / 2);
+export class BacklogGate {
+  private refused = false;
+
+  constructor(
+    readonly counters: BacklogCounters,
+    readonly limits: BacklogLimits,
+  ) {}
+
+  /** Whether one more SDU of `bytes` fits; a refusal is remembered, so that 'drain' follows. */
+  takes(bytes: number): boolean {
+    const c = this.counters;
+    const { maxSdus, maxBytes, emptyTakesAny } = this.limits;
+    if ((emptyTakesAny && c.backlogSdus === 0) || (c.backlogSdus < maxSdus && c.backlogBytes + bytes <= maxBytes)) return true;
+    this.refused = true;
+    return false;
+  }
+
+  /**
+   * Call after a drain that moved SDUs: true when the port should emit 'drain' now (the backlog
+   * is empty, or it refused an SDU and is now under half of both bounds).
+   */
+  drainDue(): boolean {
+    const c = this.counters;
+    if (c.backlogSdus !== 0 && !(this.refused && c.backlogSdus < this.limits.maxSdus / 2 && c.backlogBytes < this.limits.maxBytes / 2)) return false;
+    this.refused = false;
+    return true;
+  }
 }
 
 export class SendBacklog<T extends { readonly sdu: Uint8Array }> {
   private readonly items = new Fifo<T>();
-  private refused = false;
+  private readonly gate: BacklogGate;
+  private readonly counters: BacklogCounters;
 
-  constructor(
-    private readonly counters: BacklogCounters,
-    private readonly limits: BacklogLimits,
-  ) {}
+  constructor(counters: BacklogCounters, limits: BacklogLimits) {
+    this.gate = new BacklogGate(counters, limits);
+    this.counters = counters;
+  }
 
   get isEmpty(): boolean {
     return this.items.length === 0;
@@ -67,10 +87,7 @@ export class SendBacklog<T extends { readonly sdu: Uint8Array }> {
    */
   add(entry: T): boolean {
     const c = this.counters;
-    if (!backlogTakes(c, this.limits, entry.sdu.byteLength)) {
-      this.refused = true;
-      return false;
-    }
+    if (!this.gate.takes(entry.sdu.byteLength)) return false;
     this.items.push(entry);
     c.backlogSdus++;
     c.backlogBytes += entry.sdu.byteLength;
@@ -94,14 +111,9 @@ export class SendBacklog<T extends { readonly sdu: Uint8Array }> {
     return sent;
   }
 
-  /**
-   * Call after a drain() that moved SDUs: true when the port should emit 'drain' now (the
-   * backlog is empty, or it refused an SDU and is now under half of both bounds).
-   */
+  /** After a drain() that moved SDUs: true when the port should emit 'drain' now (BacklogGate). */
   drainDue(): boolean {
-    if (!backlogDrainDue(this.counters, this.limits, this.refused)) return false;
-    this.refused = false;
-    return true;
+    return this.gate.drainDue();
   }
 
   /** Forget every entry (the peer reset or went away); returns how many were dropped. */

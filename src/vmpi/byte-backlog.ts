@@ -8,19 +8,22 @@
  * typed rings that grow to the SDU bound and stay, the FIFO order, and giving chunks back: a
  * chunk whose records have all gone goes to a pool of spares, at most as many as the byte bound
  * needs (so a backlog that swings between its bound and half of it, the usual pattern under an
- * application that outruns the guest, allocates nothing), and the pool is cut to one spare when
- * the backlog empties (an idle device holds at most two chunks). The bounds and the 'drain' rule are backlog.ts's (backlogTakes,
- * backlogDrainDue), on the same counters (the port's stats: backlogSdus, backlogBytes).
+ * application that outruns the guest, allocates nothing; nor does one that fills and empties
+ * again and again), and the pool is cut to one spare once the backlog has stayed empty for
+ * TRIM_MS (one unref'd timer per empty spell, not per SDU): an idle device holds at most two
+ * chunks. The bounds and the 'drain' rule are backlog.ts's (BacklogGate), on the same counters (the port's stats: backlogSdus, backlogBytes).
  *
  * Why: a copy per backlogged SDU (slice) is an ArrayBuffer per SDU: with an application that
  * outruns the guest most SDUs pass through here, and at 4000 B those buffers were the host's
  * main garbage (bench:host-stack h2g: GC 15% of the back-end's profile).
  */
-import { backlogDrainDue, backlogTakes, type BacklogCounters, type BacklogLimits } from './backlog.js';
+import { BacklogGate, type BacklogCounters, type BacklogLimits } from './backlog.js';
 
 /** Bytes per chunk (several max-size records of the usual 64 KiB device limit). */
 export const CHUNK_BYTES = 256 * 1024;
 const MIN_ENTRIES = 64;
+/** An empty backlog gives its spare chunks but one back after this long. */
+export const TRIM_MS = 1000;
 
 /** Writes one backlogged SDU, src[off, off+len), on `channel`; false: no room (it stays at the head). */
 export type BacklogWriter = (channel: number, src: Uint8Array, off: number, len: number) => boolean;
@@ -38,14 +41,16 @@ export class ByteBacklog {
   /** Chunks of CHUNK_BYTES none of whose records is queued, for reuse. */
   private readonly spares: Uint8Array[] = [];
   private readonly maxSpares: number;
-  private refused = false;
+  private readonly gate: BacklogGate;
+  private trimTimer: NodeJS.Timeout | null = null;
   /** Chunks allocated over the backlog's life (a steady flow through it allocates none). */
   chunksAllocated = 0;
 
   constructor(
     private readonly counters: BacklogCounters,
-    private readonly limits: BacklogLimits,
+    limits: BacklogLimits,
   ) {
+    this.gate = new BacklogGate(counters, limits);
     this.maxSpares = Math.min(1024, Math.ceil(limits.maxBytes / CHUNK_BYTES) + 1);
   }
 
@@ -62,10 +67,7 @@ export class ByteBacklog {
   add(channel: number, sdu: Uint8Array): boolean {
     const c = this.counters;
     const n = sdu.byteLength;
-    if (!backlogTakes(c, this.limits, n)) {
-      this.refused = true;
-      return false;
-    }
+    if (!this.gate.takes(n)) return false;
     if (this.count === this.chan.length) this.growEntries();
     let chunk = this.tail;
     if (chunk === null || chunk.byteLength - this.tailUsed < n) {
@@ -114,9 +116,7 @@ export class ByteBacklog {
 
   /** After a drain() that moved SDUs: true when the port should emit 'drain' now (backlog.ts's rule). */
   drainDue(): boolean {
-    if (!backlogDrainDue(this.counters, this.limits, this.refused)) return false;
-    this.refused = false;
-    return true;
+    return this.gate.drainDue();
   }
 
   /** Forget every entry (the peer reset or went away); returns how many were dropped. */
@@ -136,11 +136,21 @@ export class ByteBacklog {
     if (chunk.byteLength === CHUNK_BYTES && this.spares.length < this.maxSpares) this.spares.push(chunk);
   }
 
-  /** Nothing queued: the tail chunk is reused from its start, the pool cut to one spare. */
+  /** Nothing queued: the tail chunk is reused from its start; the pool is cut if it stays so. */
   private emptied(): void {
     this.tailUsed = 0;
-    if (this.spares.length > 1) this.spares.length = 1;
+    if (this.spares.length > 1 && this.trimTimer === null) {
+      this.trimTimer = setTimeout(this.trim, TRIM_MS);
+      this.trimTimer.unref();
+    }
   }
+
+  private readonly trim = (): void => {
+    this.trimTimer = null;
+    if (this.count === 0) this.spares.length = Math.min(this.spares.length, 1);
+    // Busy again: the spares are in use; the next empty spell arms the timer again.
+  };
+
 
   private newChunk(n: number): Uint8Array {
     if (n <= CHUNK_BYTES && this.spares.length > 0) return this.spares.pop()!;
