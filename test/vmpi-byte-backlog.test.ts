@@ -5,7 +5,7 @@
  * refuses keeps the head; a steady flow through it reuses its chunks (allocates none).
  */
 import t from 'tap';
-import { ByteBacklog, CHUNK_BYTES } from '../src/vmpi/byte-backlog.js';
+import { ByteBacklog, CHUNK_BYTES, TRIM_MS } from '../src/vmpi/byte-backlog.js';
 import { SendBacklog, type BacklogLimits } from '../src/vmpi/backlog.js';
 
 const sduOf = (k: number, n: number): Uint8Array => {
@@ -125,7 +125,7 @@ t.test('a writer that clears the backlog from inside stops the drain', async (t)
   t.same(out[0]!.bytes, sduOf(9, 10));
 });
 
-t.test('a backlog swinging between its bound and half of it reuses its chunks; empty, it lets them go', async (t) => {
+t.test('a backlog swinging between its bound and half of it, or emptied and filled again, reuses its chunks; left empty, it lets them go', async (t) => {
   const c = { backlogSdus: 0, backlogBytes: 0 };
   const b = new ByteBacklog(c, { maxSdus: 4096, maxBytes: 4 << 20, emptyTakesAny: false });
   const sdu = sduOf(1, 4000);
@@ -143,9 +143,15 @@ t.test('a backlog swinging between its bound and half of it reuses its chunks; e
   for (let i = 0; i < 50; i++) swing();
   t.equal(b.chunksAllocated, after, 'fifty more swings allocate no chunk');
   t.ok(b.pooled > 1, `spares pooled while it swings (${b.pooled})`);
+  // Emptied and filled again at once (an application in bursts): still no chunk allocated.
   b.drain(() => true);
   t.equal(b.isEmpty, true);
-  t.ok(b.pooled <= 1, `emptied, it keeps at most one spare (${b.pooled}) beside its tail chunk`);
   swing();
-  t.ok(b.chunksAllocated - after <= Math.ceil((4 << 20) / CHUNK_BYTES) + 1, 'a fill from empty allocates at most a bound of chunks, not one per SDU');
+  t.equal(b.chunksAllocated, after, 'emptied and filled again at once: no chunk allocated');
+  b.drain(() => true);
+  t.ok(b.pooled > 1, `just emptied, the spares stay (${b.pooled})`);
+  await new Promise((r) => setTimeout(r, TRIM_MS + 200));
+  t.ok(b.pooled <= 1, `empty for ${TRIM_MS} ms, it keeps at most one spare (${b.pooled}) beside its tail chunk`);
+  swing();
+  t.ok(b.chunksAllocated - after <= Math.ceil((4 << 20) / CHUNK_BYTES) + 1, 'a fill after that allocates at most a bound of chunks, not one per SDU');
 });
