@@ -151,7 +151,6 @@ export class ByteBacklog {
     // Busy again: the spares are in use; the next empty spell arms the timer again.
   };
 
-
   private newChunk(n: number): Uint8Array {
     if (n <= CHUNK_BYTES && this.spares.length > 0) return this.spares.pop()!;
     this.chunksAllocated++;
