@@ -292,8 +292,7 @@ t.test('a slow reader that keeps reading loses nothing however long its queue st
   // Trickle: 200 ms per SDU takes an eighth of the queue in far more than rx_stall_ms: stalled,
   // its later frames dropped and counted. The reader is stopped once that is seen.
   from = g.mark;
-  g.send(`vmpi-perf -t 30000 -p 200 recv /dev/vmpi0 ${ch} any ${count} & echo "VMPI-BG $!"`);
-  const pid = (await g.waitFor(/VMPI-BG (\d+)/, 30_000, from))[1];
+  const pid = await g.background(`vmpi-perf -t 30000 -p 200 recv /dev/vmpi0 ${ch} any ${count}`);
   await g.waitFor(new RegExp(`READY mode=recv dev=/dev/vmpi0 channel=${ch}\\b`), 30_000, from);
   sendPattern(device, ch, 1000, qlen + 64);
   const stallEnd = Date.now() + 30_000;

@@ -96,6 +96,16 @@ export function nodeScript(js: string, setup = ''): string {
   return `cat > /tmp/app.mjs <<'VMPI_JS_EOF'\n${js}\nVMPI_JS_EOF\n${setup}node /tmp/app.mjs\n`;
 }
 
+/**
+ * The pid a `cmd & echo "VMPI-BG $!"` line printed, once its line has ended, else undefined. The
+ * serial console delivers output in arbitrary chunks: matching before the line's end read a
+ * prefix of the digits under load ("VMPI-BG 12" of 1234), and the test killed the wrong pid.
+ */
+export function backgroundPid(consoleText: string): number | undefined {
+  const m = /VMPI-BG (\d+)\r?\n/.exec(consoleText);
+  return m ? Number(m[1]) : undefined;
+}
+
 /** Every guest started and not yet ended or killed, for signal handlers. */
 export const liveGuests = new Set<Guest>();
 
@@ -218,7 +228,8 @@ export class Guest {
     const id = ++this.seq;
     const from = this.mark;
     this.proc.stdin!.write(`${cmd}; echo "VMPI-RC-${id} $?"\n`);
-    const done = this.waitFor(new RegExp(`VMPI-RC-${id} (\\d+)`), timeoutMs, from).then((m) => {
+    // The status's line end too: a chunk may end inside its digits.
+    const done = this.waitFor(new RegExp(`VMPI-RC-${id} (\\d+)\\r?\\n`), timeoutMs, from).then((m) => {
       const text = this.output.slice(from);
       return { rc: Number(m[1]), out: text.slice(0, text.indexOf(`VMPI-RC-${id}`)) };
     });
@@ -229,6 +240,14 @@ export class Guest {
   /** Run one shell command line in the agent; resolves with its exit status and console output. */
   async exec(cmd: string, timeoutMs = 60_000): Promise<{ rc: number; out: string }> {
     return this.start(cmd, timeoutMs).done;
+  }
+
+  /** Start `cmd` as a background job of the agent shell; resolves with its pid (the job's `$!`). */
+  async background(cmd: string, timeoutMs = 30_000): Promise<number> {
+    const from = this.mark;
+    this.send(`${cmd} & echo "VMPI-BG $!"`);
+    await this.waitFor(/VMPI-BG \d+\r?\n/, timeoutMs, from);
+    return backgroundPid(this.output.slice(from))!;
   }
 
   /** Write a command line without waiting (for background jobs and reboot). */
