@@ -3,10 +3,10 @@
  *
  * Owns: BacklogGate, the bounds in SDUs and bytes and the 'drain' rule both ports' backlogs
  * follow (after a drain moved SDUs, senders hear 'drain' when the backlog is empty, or when it
- * fell to half of both bounds after a refusal), and SendBacklog, the bounded FIFO of entries the guest port puts
- * in front of the driver's tx ring. The host device keeps its backlog (in front of the guest's rx
- * ring) in reused chunks instead, with no allocation per SDU: byte-backlog.ts, same rule. The
- * port owns what "write one" means and emits the event.
+ * fell to half of both bounds after a refusal), and SendBacklog, the bounded FIFO of entries the
+ * guest port puts in front of the driver's tx ring. The host device keeps its backlog (in front
+ * of the guest's rx ring) in reused chunks instead, with no allocation per SDU: byte-backlog.ts,
+ * same rule. The port owns what "write one" means and emits the event.
  *
  * The counts live in the port's stats object (backlogSdus, backlogBytes), so its counters stay
  * one plain object.

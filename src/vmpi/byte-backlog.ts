@@ -11,7 +11,8 @@
  * application that outruns the guest, allocates nothing; nor does one that fills and empties
  * again and again), and the pool is cut to one spare once the backlog has stayed empty for
  * TRIM_MS (one unref'd timer per empty spell, not per SDU): an idle device holds at most two
- * chunks. The bounds and the 'drain' rule are backlog.ts's (BacklogGate), on the same counters (the port's stats: backlogSdus, backlogBytes).
+ * chunks. The bounds and the 'drain' rule are backlog.ts's (BacklogGate), on the same counters
+ * (the port's stats: backlogSdus, backlogBytes).
  *
  * Why: a copy per backlogged SDU (slice) is an ArrayBuffer per SDU: with an application that
  * outruns the guest most SDUs pass through here, and at 4000 B those buffers were the host's
@@ -131,7 +132,7 @@ export class ByteBacklog {
     return dropped;
   }
 
-  /** A chunk none of whose records is queued any more: a spare, if it is a regular one and the pool has room. */
+  /** A chunk none of whose records is queued any more: a spare, if a regular one and the pool has room. */
   private keep(chunk: Uint8Array): void {
     if (chunk.byteLength === CHUNK_BYTES && this.spares.length < this.maxSpares) this.spares.push(chunk);
   }
