@@ -77,7 +77,7 @@ t.test('batched write: many SDUs per write(), each a frame; bad records end the 
   const got2 = collect(device, ch2);
   device.pause();
   const from = g.mark;
-  g.send(`vmpi-batch-check fill /dev/vmpi0 ${ch2} ${size} & echo "VMPI-BG $!"`);
+  await g.background(`vmpi-batch-check fill /dev/vmpi0 ${ch2} ${size}`);
   const filled = await g.waitFor(/FILLED sdus=(\d+) partial=(\d+)\r?\n/, 60_000, from);
   const n = Number(filled[1]);
   t.ok(n > 0, `non-blocking batches were taken until the ring filled (${n} SDUs)`);

@@ -73,7 +73,7 @@ t.test('a 16 GiB VM (memfd, TCG): regions over 4 GiB are mapped and the device w
 
   // Host → guest.
   const from = g.mark;
-  g.send(`vmpi-perf -t 20000 recv /dev/vmpi0 1 4000 ${count} & echo "VMPI-BG $!"`);
+  await g.background(`vmpi-perf -t 20000 recv /dev/vmpi0 1 4000 ${count}`);
   await g.waitFor(/READY mode=recv dev=\/dev\/vmpi0 channel=1\b/, 30_000, from);
   let sent = 0;
   let full = 0;

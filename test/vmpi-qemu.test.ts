@@ -83,7 +83,7 @@ async function guestToHost(t: Test, g: Guest, sink: Sink, dev: string, ch: numbe
 /** Start `vmpi-perf recv` in the guest, send from the host, and check the guest's verdict. */
 async function hostToGuest(t: Test, g: Guest, device: VmpiDevice, dev: string, ch: number, size: number, count: number, seq0 = 0): Promise<void> {
   const from = g.mark;
-  g.send(`vmpi-perf -t 20000 -s ${seq0} recv ${dev} ${ch} ${size} ${count} & echo "VMPI-BG $!"`);
+  await g.background(`vmpi-perf -t 20000 -s ${seq0} recv ${dev} ${ch} ${size} ${count}`);
   await g.waitFor(new RegExp(`READY mode=recv dev=${dev} channel=${ch}\\b`), 30_000, from);
   const crc = sendPattern(device, ch, size, count, seq0);
   const r = await g.exec('wait', 60_000);
@@ -272,7 +272,7 @@ t.test('a slow reader that keeps reading loses nothing however long its queue st
   const ch = 6;
   const count = 3 * qlen;
   let from = g.mark;
-  g.send(`vmpi-perf -t 30000 -p ${PACE_MS} recv /dev/vmpi0 ${ch} 1000 ${count} & echo "VMPI-BG $!"`);
+  await g.background(`vmpi-perf -t 30000 -p ${PACE_MS} recv /dev/vmpi0 ${ch} 1000 ${count}`);
   await g.waitFor(new RegExp(`READY mode=recv dev=/dev/vmpi0 channel=${ch}\\b`), 30_000, from);
   const crc = sendPattern(device, ch, 1000, count);
   // While it reads: its queue filled (a frame parked), so the stall clock did run.

@@ -96,13 +96,16 @@ export function nodeScript(js: string, setup = ''): string {
   return `cat > /tmp/app.mjs <<'VMPI_JS_EOF'\n${js}\nVMPI_JS_EOF\n${setup}node /tmp/app.mjs\n`;
 }
 
+/** The line `Guest.background` has the shell print after starting a job: its pid, and the line's end. */
+const BACKGROUND_PID = /VMPI-BG (\d+)\r?\n/;
+
 /**
  * The pid a `cmd & echo "VMPI-BG $!"` line printed, once its line has ended, else undefined. The
  * serial console delivers output in arbitrary chunks: matching before the line's end read a
  * prefix of the digits under load ("VMPI-BG 12" of 1234), and the test killed the wrong pid.
  */
 export function backgroundPid(consoleText: string): number | undefined {
-  const m = /VMPI-BG (\d+)\r?\n/.exec(consoleText);
+  const m = BACKGROUND_PID.exec(consoleText);
   return m ? Number(m[1]) : undefined;
 }
 
@@ -246,8 +249,7 @@ export class Guest {
   async background(cmd: string, timeoutMs = 30_000): Promise<number> {
     const from = this.mark;
     this.send(`${cmd} & echo "VMPI-BG $!"`);
-    await this.waitFor(/VMPI-BG \d+\r?\n/, timeoutMs, from);
-    return backgroundPid(this.output.slice(from))!;
+    return Number((await this.waitFor(BACKGROUND_PID, timeoutMs, from))[1]);
   }
 
   /** Write a command line without waiting (for background jobs and reboot). */
