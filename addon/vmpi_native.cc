@@ -176,10 +176,56 @@ class Args {
 
 // ---- sockets ---------------------------------------------------------------------------------
 
+// A private name beside `path` (same directory, so link(2) stays on one file system), or false
+// when it would not fit in sun_path.
+bool TempSocketName(const sockaddr_un& addr, sockaddr_un* tmp) {
+  static std::atomic<unsigned> counter{0};
+  const char* path = addr.sun_path;
+  const char* slash = strrchr(path, '/');
+  size_t dirLen = slash ? static_cast<size_t>(slash - path) + 1 : 0;
+  char name[64];
+  int n = snprintf(name, sizeof name, ".vmpi-listen-%ld-%u", static_cast<long>(getpid()), counter++);
+  if (n < 0 || dirLen + static_cast<size_t>(n) >= sizeof(tmp->sun_path)) return false;
+  *tmp = sockaddr_un{};
+  tmp->sun_family = AF_UNIX;
+  memcpy(tmp->sun_path, path, dirLen);
+  memcpy(tmp->sun_path + dirLen, name, static_cast<size_t>(n));
+  return true;
+}
+
+// The socket file appears at `path` only once the socket listens: it is bound and listening under
+// a temporary name first, then linked to `path` (link(2) fails on an existing path, as bind
+// does). A client that polls for the file (a test, a provisioning script, QEMU started a moment
+// after the server) can never find it there and be refused in the instant between bind and
+// listen. Where the temporary name does not fit or the file system cannot link, it binds `path`
+// directly, as before.
 Napi::Value ListenUnix(const Napi::CallbackInfo& info) {
   Args a(info, "listenUnix");
   sockaddr_un addr = a.UnixPath(0);
   int backlog = static_cast<int>(a.Int(1, "backlog", 0, INT_MAX));
+  sockaddr_un tmp;
+  if (TempSocketName(addr, &tmp)) {
+    UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (fd.get() < 0) ThrowSys(a.Env(), "socket", errno);
+    unlink(tmp.sun_path);  // a crashed process with this pid may have left it
+    if (bind(fd.get(), reinterpret_cast<sockaddr*>(&tmp), sizeof tmp) == 0) {
+      if (listen(fd.get(), backlog) < 0) {
+        int err = errno;
+        unlink(tmp.sun_path);
+        ThrowSys(a.Env(), "listen", err);
+      }
+      int r = link(tmp.sun_path, addr.sun_path);
+      int err = errno;
+      unlink(tmp.sun_path);
+      if (r == 0) return Napi::Number::New(a.Env(), fd.release());
+      // An existing path (stale socket or not) gives EADDRINUSE: what to do about it is JS policy.
+      if (err == EEXIST) ThrowSys(a.Env(), "bind", EADDRINUSE);
+      if (err == ENOENT || err == ENOTDIR || err == EACCES || err == ENAMETOOLONG || err == ELOOP) ThrowSys(a.Env(), "bind", err);
+      // EPERM, EXDEV, ENOSYS …: this file system does not link sockets; bind `path` itself.
+    } else if (errno == ENOENT || errno == ENOTDIR || errno == EACCES || errno == EROFS) {
+      ThrowSys(a.Env(), "bind", errno);  // the directory is the problem: binding `path` fails alike
+    }
+  }
   UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (fd.get() < 0) ThrowSys(a.Env(), "socket", errno);
   // An existing path (stale socket or not) gives EADDRINUSE: what to do about it is JS policy.

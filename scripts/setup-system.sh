@@ -49,6 +49,9 @@ pkgs=(build-essential python3 make g++ busybox-static cpio kmod iproute2 xz-util
 if [ "${VMPI_TEST_TOOLS:-0}" = 1 ]; then pkgs+=(libvirt-daemon-system dkms debootstrap prometheus); fi
 # tmux: test/top-tmux.test.ts runs `vmpi top` in a detached tmux session, as a person would.
 if [ "${VMPI_TEST_TOOLS:-0}" = 1 ]; then pkgs+=(tmux); fi
+# strace: test/listen-atomic.test.ts holds a server between bind(2) and listen(2) (strace's syscall
+# delay injection) to show a socket file is never there before it listens.
+if [ "${VMPI_TEST_TOOLS:-0}" = 1 ]; then pkgs+=(strace); fi
 # dpdk-dev: dpdk-testpmd, the comparison bench:datapath runs when it is on PATH. Opt-in with
 # VMPI_BENCH_DPDK=1, not part of the test tools: no test needs it, and Debian 12 ships testpmd only
 # in dpdk-dev, which pulls in every PMD and its -dev packages (about 160 MB installed, measured with
