@@ -69,7 +69,7 @@ t.test('kill -9 of the worker ×3, an upgrade and a refused upgrade, under two l
   const guests = [g1, g2];
   const dmesgBefore = await Promise.all(guests.map((g) => g.exec('dmesg | grep -ci vmpi')));
 
-  const rs = new RestartStreams(t, guests);
+  const rs = new RestartStreams(t, guests, async () => serve.log());
   await rs.warmUp();
   const round = (what: string, act: () => Promise<{ hostWindowMs: number | null }>) => rs.round(what, act);
 

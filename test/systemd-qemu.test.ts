@@ -52,7 +52,7 @@ t.test('under systemd: kill -9 ×2, systemctl restart and systemctl reload under
   await Promise.all([g1.agentReady(), g2.agentReady()]);
   const guests = [g1, g2];
   const dmesgBefore = await Promise.all(guests.map((g) => g.exec('dmesg | grep -ci vmpi')));
-  const rs = new RestartStreams(t, guests);
+  const rs = new RestartStreams(t, guests, () => sd.journal(UNIT));
   await rs.warmUp();
 
   /** Resumes logged so far (the journal, in short-iso time). */

@@ -118,6 +118,25 @@ t.test('vmpi-perf stream against the echo responder: clean, with SDUs dropped on
     t.ok(Number(res.max_gap_ms) >= 550, `max_gap_ms ${res.max_gap_ms} shows the 600 ms stall`);
   }
 
+  // 4. A device that stops taking SDUs for longer than -t: the stream ends by itself with
+  // status=tx-stalled (it used to wait on a full tx ring for ever, until the harness gave up).
+  {
+    const count = 4000;
+    const echoedBefore = echo.stats.echoed;
+    const t0 = Date.now();
+    const run = stream(`-w 32 -g 100 -t 1500 stream /dev/vmpi0 ${CH} 1000 ${count}`);
+    await hostCondition(() => echo.stats.echoed >= echoedBefore + 1000 && !echo.pausing, '1000 SDUs echoed', 60_000);
+    device.pause();
+    const { rc, res } = await run;
+    const took = Date.now() - t0;
+    device.resume();
+    t.comment(`tx stall: status ${res.status} after ${took} ms, tx_stall_ms ${res.tx_stall_ms}, sent ${res.sent}`);
+    t.equal(res.status, 'tx-stalled', 'status=tx-stalled');
+    t.equal(rc, 2, 'exit 2 (fewer than COUNT came back)');
+    t.ok(Number(res.tx_stall_ms) >= 1500, `tx_stall_ms ${res.tx_stall_ms} ≥ the 1500 ms idle bound`);
+    t.ok(Number(res.sent) < count, `it stopped sending (${res.sent} of ${count})`);
+  }
+
   await g.exec('poweroff -f').catch(() => undefined);
   await guestExit(g);
 });

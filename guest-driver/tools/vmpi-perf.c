@@ -51,7 +51,10 @@
  * for -g MS, everything in flight is written off and sending goes on; an SDU written off that
  * still arrives counts as received (a seen-bitmap over the COUNT seqs keeps the tally). After the
  * last send it waits for the missing ones until -t MS (default 1000 in this mode) pass without an
- * SDU. While it waits for room to write it keeps reading, so a full rx queue never blocks it.
+ * SDU. While it waits for room to write it keeps reading, so a full rx queue never blocks it; when
+ * the tx ring stays full (no write and no arrival) for that long too, the device stopped taking
+ * SDUs: it stops sending and ends with status=tx-stalled (exit status 2) and tx_stall_ms= in the
+ * RESULT line, rather than waiting on for ever.
  * Its RESULT line, besides bytes/seconds/mbps (unique SDUs, first send to last arrival):
  *   sent=  SDUs written              received=  SDUs read (every read, duplicates too)
  *   unique= distinct seqs received   lost=  COUNT - unique   dup=  received - unique - errors
@@ -538,6 +541,7 @@ static int stream_wait(int fd, struct stream *st, uint8_t *buf, size_t cap, int 
 static int do_stream(size_t size, uint64_t count)
 {
 	double idle = (timeout_ms > 0 ? timeout_ms : 1000) / 1e3, gap = gap_ms / 1e3, t1;
+	double last_tx, tx_stall = 0;
 	struct stream st = { .count = count, .size = size, .highest = -1 };
 	const char *status = "ok";
 	struct vmpi_info info;
@@ -562,7 +566,7 @@ static int do_stream(size_t size, uint64_t count)
 	st.seen = calloc(count / 8 + 1, 1);
 	if (!out || !in || !st.seen)
 		return fail("malloc", ENOMEM);
-	st.t0 = st.last_event = perf_now();
+	st.t0 = st.last_event = last_tx = perf_now();
 	while (st.sent < count) {
 		double now = perf_now();
 
@@ -582,8 +586,9 @@ static int do_stream(size_t size, uint64_t count)
 		fill_pattern(out, size, channel, start_seq + (uint32_t)st.sent);
 		if (write(fd, out, size) >= 0) {
 			st.sent++;
+			last_tx = perf_now();
 			if (st.sent == 1)
-				st.t0 = st.last_event = perf_now();
+				st.t0 = st.last_event = last_tx;
 			if (stream_read_all(fd, &st, in, cap))
 				return 1;
 			continue;
@@ -592,7 +597,11 @@ static int do_stream(size_t size, uint64_t count)
 			continue;
 		if (errno != EAGAIN)
 			return fail("write", errno);
-		/* The tx ring is full: wait for room, reading meanwhile. */
+		/* The tx ring is full: wait for room, reading meanwhile (bounded: see "stream" above). */
+		if (now - last_tx >= idle && now - st.last_event >= idle) {
+			tx_stall = now - last_tx;
+			break;
+		}
 		if (stream_wait(fd, &st, in, cap, 1, 100) < 0)
 			return 1;
 	}
@@ -615,11 +624,13 @@ static int do_stream(size_t size, uint64_t count)
 		status = "lost";
 	else if (dup)
 		status = "dup";
+	if (tx_stall > 0)
+		status = "tx-stalled";
 	snprintf(extra, sizeof(extra), " sent=%" PRIu64 " received=%" PRIu64 " lost=%" PRIu64
 		 " dup=%" PRIu64 " reordered=%" PRIu64 " max_gap_ms=%.1f gap_at_ms=%.1f"
-		 " write_offs=%" PRIu64 " errors=%" PRIu64 " badlen=%" PRIu64, st.sent, st.received,
-		 lost, dup, st.reordered, st.max_gap * 1e3, st.gap_at * 1e3, st.write_offs, st.errors,
-		 st.badlen);
+		 " write_offs=%" PRIu64 " errors=%" PRIu64 " badlen=%" PRIu64 " tx_stall_ms=%.1f",
+		 st.sent, st.received, lost, dup, st.reordered, st.max_gap * 1e3, st.gap_at * 1e3,
+		 st.write_offs, st.errors, st.badlen, tx_stall * 1e3);
 	perf_result(where(), "unique", "sdus_per_s", st.unique, st.unique * size,
 		    st.unique ? t1 - st.t0 : 0, extra, status);
 	close(fd);

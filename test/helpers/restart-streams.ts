@@ -25,9 +25,14 @@ export class RestartStreams {
   readonly rows: string[] = [];
   count = 4000;
 
+  /**
+   * `hostDiagnosis`: what the host side can say when a stream fails (the server's log), printed
+   * with the guests' device counters. Nothing otherwise.
+   */
   constructor(
     private readonly t: Test,
     readonly guests: Guest[],
+    private readonly hostDiagnosis?: () => Promise<string>,
   ) {}
 
   /** One stream per guest of `count` SDUs; resolves with each guest's RESULT fields. */
@@ -60,6 +65,9 @@ export class RestartStreams {
     await new Promise((r) => setTimeout(r, 1500));
     const { hostWindowMs } = await act();
     const res = await running;
+    // A stream that ended short (a tx ring the device stopped taking: status=tx-stalled, or more
+    // lost than the bound): what both ends say, before the assertions fail on it.
+    if (res.some((r) => r.status === 'tx-stalled' || Number(r.lost) > MAX_LOST)) await this.diagnose(what, res);
     for (const [i, r] of res.entries()) {
       const vm = `${what}, VM${i + 1}`;
       this.t.equal(r.errors, '0', `${vm}: every SDU matches its pattern`);
@@ -69,6 +77,19 @@ export class RestartStreams {
       this.rows.push(`${what.padEnd(18)} VM${i + 1}  host window ${hostWindowMs === null ? '   -' : String(hostWindowMs).padStart(5)} ms  guest gap ${String(r.max_gap_ms).padStart(8)} ms  lost ${r.lost!.padStart(3)}  dup ${r.dup!.padStart(2)}`);
     }
     return res;
+  }
+
+  private async diagnose(what: string, res: Record<string, string>[]): Promise<void> {
+    const lines = [`${what}: a stream ended short; what the guests and the host say:`];
+    for (const [i, g] of this.guests.entries()) {
+      lines.push(`VM${i + 1} RESULT: ${Object.entries(res[i]!).map(([k, v]) => `${k}=${v}`).join(' ')}`);
+      const cmd = 'vmpi-perf info /dev/vmpi0; for d in /sys/bus/virtio/devices/virtio*; do [ -f "$d/channel_stats" ] || continue; ' +
+        'for f in "$d"/*; do [ -f "$f" ] && [ -r "$f" ] && echo "$(basename "$f"): $(head -c 300 "$f" 2>/dev/null)"; done; done';
+      const info = await g.exec(cmd, 30_000).catch((e: Error) => ({ out: `(no answer: ${e.message})` }));
+      lines.push(`VM${i + 1} device:`, info.out.trim());
+    }
+    if (this.hostDiagnosis) lines.push('host:', (await this.hostDiagnosis().catch((e: Error) => `(no answer: ${e.message})`)).slice(-12_000));
+    this.t.comment(lines.join('\n'));
   }
 
   /** The table of every round. */
