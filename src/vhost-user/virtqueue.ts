@@ -178,6 +178,17 @@ export class SplitVirtqueue {
   private readonly availOff: number;
   private readonly used: MappedRegion;
   private readonly usedOff: number;
+  /**
+   * The two rings as 16-bit words, for every field the driver may change while we read it, or
+   * reads while we change it (avail.flags, avail.idx, used_event; used.flags, used.idx,
+   * avail_event): one element is one 16-bit load or store. DataView's getUint16/setUint16 moved
+   * the two bytes separately (seen: 188 torn reads in 65M under Node 26), and a torn avail.idx read
+   * as it crossed a multiple of 256 broke a running queue ("driver advanced avail.idx by 65281").
+   * avail: [0] flags, [1] idx, [2 + i] ring[i], [2 + size] used_event. used: [0] flags, [1] idx,
+   * [2 + 4 * size] avail_event. Little-endian hosts only, as virtio's byte order.
+   */
+  private readonly avail16: Uint16Array;
+  private readonly used16: Uint16Array;
   /** Used idx at the moment of the last notification decision. */
   private signalledUsed: number;
 
@@ -204,9 +215,17 @@ export class SplitVirtqueue {
     this.availOff = layout.availGpa - this.avail.desc.guestPhysAddr;
     this.used = ring(layout.usedGpa, 6 + 8 * size, 'used ring');
     this.usedOff = layout.usedGpa - this.used.desc.guestPhysAddr;
+    const words = (r: MappedRegion, off: number, count: number, what: string): Uint16Array => {
+      const at = r.bytes.byteOffset + off;
+      // The guest addresses are aligned (checked above); a region mapped at an odd host offset is not.
+      if (at % 2 !== 0) throw new QueueError(index, `${what} lies at an odd offset in its memory region's mapping (region guest address 0x${r.desc.guestPhysAddr.toString(16)}, mmap offset 0x${r.desc.mmapOffset.toString(16)})`);
+      return new Uint16Array(r.bytes.buffer, at, count);
+    };
+    this.avail16 = words(this.avail, this.availOff, 3 + size, 'available ring');
+    this.used16 = words(this.used, this.usedOff, 3 + 4 * size, 'used ring');
     this.lastAvailIdx = opts.lastAvailIdx & 0xffff;
     // The used index lives in guest memory; resuming from it is what makes restarts possible.
-    this.usedIdx = this.used.view.getUint16(this.usedOff + 2, true);
+    this.usedIdx = Atomics.load(this.used16, 1);
     if (opts.rewind === true) this.lastAvailIdx = this.usedIdx;
     this.signalledUsed = this.usedIdx;
   }
@@ -219,7 +238,7 @@ export class SplitVirtqueue {
 
   /** avail.idx as the driver last published it. */
   availIdx(): number {
-    return this.avail.view.getUint16(this.availOff + 2, true);
+    return Atomics.load(this.avail16, 1);
   }
 
   /** Chains the driver made available that we have not consumed. Marks the queue broken if > size. */
@@ -236,7 +255,7 @@ export class SplitVirtqueue {
    */
   pop(chain: DescChain): boolean {
     if (this.broken || this.pending() === 0) return false;
-    const head = this.avail.view.getUint16(this.availOff + 4 + 2 * (this.lastAvailIdx % this.size), true);
+    const head = this.avail16[2 + (this.lastAvailIdx % this.size)]!;
     if (head >= this.size) this.fail(`available ring entry ${this.lastAvailIdx} names descriptor ${head}, outside the table of ${this.size}`);
     chain.reset();
     chain.head = head;
@@ -323,12 +342,12 @@ export class SplitVirtqueue {
   pushUsed(head: number, len: number): void {
     if (this.broken) return;
     const v = this.used.view;
-    if (this.avail.view.getUint16(this.availOff + 4 + 2 * (this.usedIdx % this.size), true) !== head) this.completedOutOfOrder++;
+    if (this.avail16[2 + (this.usedIdx % this.size)] !== head) this.completedOutOfOrder++;
     const e = this.usedOff + 4 + 8 * (this.usedIdx % this.size);
     v.setUint32(e, head, true);
     v.setUint32(e + 4, len, true);
     this.usedIdx = (this.usedIdx + 1) & 0xffff;
-    v.setUint16(this.usedOff + 2, this.usedIdx, true);
+    Atomics.store(this.used16, 1, this.usedIdx); // after the entry: a store fence, and one 16-bit store
   }
 
   /**
@@ -342,10 +361,10 @@ export class SplitVirtqueue {
     this.signalledUsed = now;
     memoryBarrier();
     if (this.eventIdx) {
-      const usedEvent = this.avail.view.getUint16(this.availOff + 4 + 2 * this.size, true);
+      const usedEvent = Atomics.load(this.avail16, 2 + this.size);
       return ((now - usedEvent - 1) & 0xffff) < ((now - old) & 0xffff);
     }
-    return (this.avail.view.getUint16(this.availOff, true) & VRING_AVAIL_F_NO_INTERRUPT) === 0;
+    return (Atomics.load(this.avail16, 0) & VRING_AVAIL_F_NO_INTERRUPT) === 0;
   }
 
   /**
@@ -357,10 +376,10 @@ export class SplitVirtqueue {
     if (this.eventIdx) {
       // Ask for a kick once avail.idx moves past what the driver has published now (as Linux
       // vhost does): a caller that stops with chains still pending is then woken by the next one.
-      if (enable) this.used.view.setUint16(this.usedOff + 4 + 8 * this.size, this.availIdx(), true);
+      if (enable) Atomics.store(this.used16, 2 + 4 * this.size, this.availIdx());
     } else {
-      const flags = this.used.view.getUint16(this.usedOff, true);
-      this.used.view.setUint16(this.usedOff, enable ? flags & ~VRING_USED_F_NO_NOTIFY : flags | VRING_USED_F_NO_NOTIFY, true);
+      const flags = Atomics.load(this.used16, 0);
+      Atomics.store(this.used16, 0, enable ? flags & ~VRING_USED_F_NO_NOTIFY : flags | VRING_USED_F_NO_NOTIFY);
     }
     if (!enable) return false;
     memoryBarrier();

@@ -66,6 +66,7 @@ export class DriverQueue {
 
   private readonly mem: GuestMemoryImage;
   private readonly dv: DataView;
+  private readonly w16: Uint16Array;
   private readonly descOff: number;
   private readonly availOff: number;
   private readonly usedOff: number;
@@ -112,6 +113,9 @@ export class DriverQueue {
     this.indirectGpa = this.descGpa + indirectStart;
     const r: GuestRegion = mem.region(this.descGpa, total);
     this.dv = r.view;
+    // The fields the device reads or writes while we do, as 16-bit words (one load or store each;
+    // DataView moves the two bytes separately: see SplitVirtqueue's avail16).
+    this.w16 = new Uint16Array(r.bytes.buffer, r.bytes.byteOffset, Math.floor(r.bytes.byteLength / 2));
     this.descOff = this.descGpa - r.guestPhysAddr;
     this.availOff = this.availGpa - r.guestPhysAddr;
     this.usedOff = this.usedGpa - r.guestPhysAddr;
@@ -228,20 +232,19 @@ export class DriverQueue {
    * Returns true when it kicked.
    */
   publish(): boolean {
-    const dv = this.dv;
     const old = this.kickedIdx;
     const now = this.availIdx;
     if (old === now) return false;
-    dv.setUint16(this.availOff + 2, now, true);
+    Atomics.store(this.w16, (this.availOff + 2) / 2, now);
     this.kickedIdx = now;
     // avail.idx store must be visible before we read the device's avail_event / flags.
     memoryBarrier();
     let kick: boolean;
     if (this.eventIdx) {
-      const availEvent = dv.getUint16(this.usedOff + 4 + 8 * this.size, true);
+      const availEvent = Atomics.load(this.w16, (this.usedOff + 4 + 8 * this.size) / 2);
       kick = ((now - availEvent - 1) & 0xffff) < ((now - old) & 0xffff);
     } else {
-      kick = (dv.getUint16(this.usedOff, true) & VRING_USED_F_NO_NOTIFY) === 0;
+      kick = (Atomics.load(this.w16, this.usedOff / 2) & VRING_USED_F_NO_NOTIFY) === 0;
     }
     if (kick) this.kick();
     else this.stats.kicksSuppressed++;
@@ -259,7 +262,7 @@ export class DriverQueue {
 
   /** used.idx as the device last published it. */
   usedIdx(): number {
-    return this.dv.getUint16(this.usedOff + 2, true);
+    return Atomics.load(this.w16, (this.usedOff + 2) / 2);
   }
 
   /**
@@ -302,16 +305,17 @@ export class DriverQueue {
    * clear VRING_AVAIL_F_NO_INTERRUPT). Returns true when entries arrived meanwhile: harvest again.
    */
   enableCalls(): boolean {
-    const dv = this.dv;
-    if (this.eventIdx) dv.setUint16(this.availOff + 4 + 2 * this.size, this.lastUsedIdx, true);
-    else dv.setUint16(this.availOff, dv.getUint16(this.availOff, true) & ~VRING_AVAIL_F_NO_INTERRUPT, true);
+    const w = this.w16;
+    const flags = this.availOff / 2;
+    if (this.eventIdx) Atomics.store(w, (this.availOff + 4 + 2 * this.size) / 2, this.lastUsedIdx);
+    else Atomics.store(w, flags, Atomics.load(w, flags) & ~VRING_AVAIL_F_NO_INTERRUPT);
     memoryBarrier();
     return this.usedIdx() !== this.lastUsedIdx;
   }
 
   /** Ask for no calls (flag mode only; with event idx simply do not move used_event forward). */
   disableCalls(): void {
-    if (!this.eventIdx) this.dv.setUint16(this.availOff, this.dv.getUint16(this.availOff, true) | VRING_AVAIL_F_NO_INTERRUPT, true);
+    if (!this.eventIdx) Atomics.store(this.w16, this.availOff / 2, Atomics.load(this.w16, this.availOff / 2) | VRING_AVAIL_F_NO_INTERRUPT);
   }
 
   // -------------------------------------------------------------------------------------------
