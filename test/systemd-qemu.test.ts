@@ -57,7 +57,7 @@ t.test('under systemd: kill -9 ×2, systemctl restart and systemctl reload under
 
   /** Resumes logged so far (the journal, in short-iso time). */
   const resumes = async () => (await sd.run(['journalctl', '-u', UNIT, '-o', 'short-iso-precise', '--no-pager'])).stdout.split('\n').filter((l) => l.includes('front-end connection resumed'));
-  const restartBy = async (what: string, argv: string[]) =>
+  const restartBy = async (what: string, argv: string[], maxLost?: number) =>
     rs.round(what, async () => {
       const before = (await resumes()).length;
       const t0 = Date.now();
@@ -71,12 +71,14 @@ t.test('under systemd: kill -9 ×2, systemctl restart and systemctl reload under
       // The journal's own timestamps of the two resumes: when the new worker had both devices back.
       const last = Math.max(...lines.slice(before).map((l) => Date.parse(l.split(' ')[0]!)));
       return { hostWindowMs: last - t0 };
-    });
+    }, maxLost);
 
   await restartBy('kill -9 #1', ['systemctl', 'kill', '-s', 'KILL', UNIT]);
   await restartBy('kill -9 #2', ['systemctl', 'kill', '-s', 'KILL', UNIT]);
-  await restartBy('systemctl restart', ['systemctl', 'restart', UNIT]);
-  await restartBy('systemctl reload', ['systemctl', 'reload', UNIT]);
+  // Both are hand-overs (SIGTERM under systemd, SIGHUP's upgrade): the device backlogs go with
+  // them, so nothing is lost (before, a reload lost up to 27 of the 32 in flight).
+  await restartBy('systemctl restart', ['systemctl', 'restart', UNIT], 0);
+  await restartBy('systemctl reload', ['systemctl', 'reload', UNIT], 0);
   t.comment(rs.table());
 
   const journal = await sd.journal(UNIT);

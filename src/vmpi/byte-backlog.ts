@@ -115,6 +115,15 @@ export class ByteBacklog {
     return sent;
   }
 
+  /** Every entry from the head, in order, without taking any (a hand-over's snapshot). */
+  forEach(visit: (channel: number, src: Uint8Array, off: number, len: number) => void): void {
+    const mask = this.chan.length - 1;
+    for (let k = 0; k < this.count; k++) {
+      const i = (this.head + k) & mask;
+      visit(this.chan[i]!, this.buf[i]!, this.off[i]!, this.len[i]!);
+    }
+  }
+
   /** After a drain() that moved SDUs: true when the port should emit 'drain' now (backlog.ts's rule). */
   drainDue(): boolean {
     return this.gate.drainDue();

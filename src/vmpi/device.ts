@@ -115,10 +115,13 @@ export class VmpiDeviceError extends Error {
  * What a restarted process needs from this device (JSON): the packed tx chain held mid-way, if
  * any — its head, its place in the avail ring and its records not yet delivered (base64, at most
  * 8 + max SDU bytes). A snapshot without `txHeld` (or an older one) restores as a fresh device.
+ * `backlog` (only in a hand-over's snapshot, see snapshot()): the host → guest SDUs accepted and
+ * not yet written, as records (channel le32, length le32, bytes) in order, base64.
  */
 export interface VmpiDeviceSnapshot {
   version: 1;
   txHeld?: { head: number; availIdx: number; records: string };
+  backlog?: string;
 }
 
 export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostUserDevice, VmpiPort {
@@ -531,12 +534,35 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
     vq.pushUsed(this.txHeldHead, 0);
   }
 
-  /** This device's state for a restarted process (see VmpiDeviceSnapshot); take it with the connection's. */
-  snapshot(): VmpiDeviceSnapshot {
+  /**
+   * This device's state for a restarted process (see VmpiDeviceSnapshot); take it with the
+   * connection's. `handover`: this process stops right after (an upgrade, a hand-over under
+   * systemd), so nothing it holds for the guest need be lost: the open packed rx chain is returned
+   * to the guest first, and the backlog goes into the snapshot. Never in a routine snapshot: after
+   * a crash that resumed one, SDUs delivered since it was taken would arrive twice.
+   */
+  snapshot(handover = false): VmpiDeviceSnapshot {
+    const snap: VmpiDeviceSnapshot = { version: 1 };
     const s = this.txScratch;
-    if (!this.txHeld || s === null || this.txOff >= this.txEnd) return { version: 1 };
-    const records = Buffer.from(s.buffer, s.byteOffset + this.txOff, this.txEnd - this.txOff).toString('base64');
-    return { version: 1, txHeld: { head: this.txHeldHead, availIdx: this.txHeldAt, records } };
+    if (this.txHeld && s !== null && this.txOff < this.txEnd) {
+      const records = Buffer.from(s.buffer, s.byteOffset + this.txOff, this.txEnd - this.txOff).toString('base64');
+      snap.txHeld = { head: this.txHeldHead, availIdx: this.txHeldAt, records };
+    }
+    if (handover) {
+      this.flushRx();
+      if (!this.backlog.isEmpty) {
+        const out = Buffer.allocUnsafe(this.stats.backlogBytes + PACKED_RECORD_HEADER_SIZE * this.stats.backlogSdus);
+        let at = 0;
+        this.backlog.forEach((channel, src, off, len) => {
+          out.writeUInt32LE(channel, at);
+          out.writeUInt32LE(len, at + 4);
+          out.set(src.subarray(off, off + len), at + PACKED_RECORD_HEADER_SIZE);
+          at += PACKED_RECORD_HEADER_SIZE + len;
+        });
+        snap.backlog = out.toString('base64', 0, at);
+      }
+    }
+    return snap;
   }
 
   /**
@@ -544,26 +570,58 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
    * queues come up here). The held chain's records are delivered first, then it is returned.
    */
   restore(snap: VmpiDeviceSnapshot): void {
-    if (this.isUp || this.txHeld || this.txOff < this.txEnd) throw new VmpiDeviceError('restore() on a device already in use: restore a new device before adopting its connection');
+    if (this.isUp || this.txHeld || this.txOff < this.txEnd || !this.backlog.isEmpty) throw new VmpiDeviceError('restore() on a device already in use: restore a new device before adopting its connection');
     if (typeof snap !== 'object' || snap === null || snap.version !== 1) {
       throw new VmpiDeviceError(`device snapshot version ${String((snap as { version?: unknown } | null)?.version)} is not supported (expected 1): restore it with the vmpi that wrote it`);
     }
     const h = snap.txHeld;
-    if (h === undefined) return;
-    const ok16 = (n: unknown): boolean => Number.isInteger(n) && (n as number) >= 0 && (n as number) <= 0xffff;
-    const bytes = typeof h.records === 'string' ? Buffer.from(h.records, 'base64') : null;
-    if (!ok16(h.head) || !ok16(h.availIdx) || bytes === null || bytes.byteLength === 0 || bytes.byteLength > PACKED_RECORD_HEADER_SIZE + this.maxSdu) {
-      throw new VmpiDeviceError(`device snapshot txHeld is malformed (head and availIdx 0..65535, records 1..${PACKED_RECORD_HEADER_SIZE + this.maxSdu} bytes of base64)`);
+    let held: Buffer | undefined;
+    if (h !== undefined) {
+      const ok16 = (n: unknown): boolean => Number.isInteger(n) && (n as number) >= 0 && (n as number) <= 0xffff;
+      const bytes = typeof h.records === 'string' ? Buffer.from(h.records, 'base64') : null;
+      if (!ok16(h.head) || !ok16(h.availIdx) || bytes === null || bytes.byteLength === 0 || bytes.byteLength > PACKED_RECORD_HEADER_SIZE + this.maxSdu) {
+        throw new VmpiDeviceError(`device snapshot txHeld is malformed (head and availIdx 0..65535, records 1..${PACKED_RECORD_HEADER_SIZE + this.maxSdu} bytes of base64)`);
+      }
+      held = bytes;
     }
+    // Last of the checks, first of the changes: a snapshot that throws leaves the device as it was.
+    if (snap.backlog !== undefined) this.restoreBacklog(snap.backlog);
+    if (h === undefined || held === undefined) return;
     const s = (this.txScratch ??= new Uint8Array(PACKED_RECORD_HEADER_SIZE + this.maxSdu));
-    s.set(bytes);
+    s.set(held);
     this.txOff = 0;
-    this.txEnd = bytes.byteLength;
+    this.txEnd = held.byteLength;
     this.txHeld = true;
     this.txHeldHead = h.head;
     this.txHeldAt = h.availIdx;
     this.txRestored = true;
   }
+
+  /** A hand-over's backlog, queued again in order (written once the guest's rx queue runs). */
+  private restoreBacklog(b64: unknown): void {
+    const bytes = typeof b64 === 'string' ? Buffer.from(b64, 'base64') : null;
+    if (bytes === null) throw new VmpiDeviceError('device snapshot backlog is malformed (expected base64 records)');
+    // Checked whole before any is queued: a malformed one restores nothing.
+    let n = 0;
+    for (let at = 0; at < bytes.byteLength; n++) {
+      const len = at + PACKED_RECORD_HEADER_SIZE <= bytes.byteLength ? bytes.readUInt32LE(at + 4) : -1;
+      if (len < 0 || len > this.maxSdu || len > bytes.byteLength - at - PACKED_RECORD_HEADER_SIZE || !isChannelId(bytes.readUInt32LE(at))) {
+        throw new VmpiDeviceError(`device snapshot backlog is malformed at byte ${at} (records of a channel id le32, a length le32 up to the max SDU ${this.maxSdu}, then the bytes)`);
+      }
+      at += PACKED_RECORD_HEADER_SIZE + len;
+    }
+    for (let at = 0; at < bytes.byteLength; ) {
+      const len = bytes.readUInt32LE(at + 4);
+      const sdu = bytes.subarray(at + PACKED_RECORD_HEADER_SIZE, at + PACKED_RECORD_HEADER_SIZE + len);
+      // Bounds smaller than the last process's (another config) refuse the rest: counted.
+      if (!this.backlog.add(bytes.readUInt32LE(at), sdu)) this.stats.drops.backlog_full++;
+      at += PACKED_RECORD_HEADER_SIZE + len;
+    }
+    this.restoredBacklog = n;
+  }
+
+  /** SDUs a hand-over's snapshot carried into this device's backlog (restore()). */
+  restoredBacklog = 0;
 
   /** Forget the records still waiting in txScratch; returns how many well-formed ones there were. */
   private dropTxRecords(): number {

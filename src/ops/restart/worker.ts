@@ -316,9 +316,12 @@ export class Restarter {
     this.persist();
   }
 
-  /** Write the state document now. Never throws (a failure is logged and counted). */
-  persist(): void {
-    if (this.abandoned || this.starting) return;
+  /**
+   * Write the state document now. Never throws (a failure is logged and counted); false when it
+   * was not written. `handover`: the last one of this process (see VmpiDevice.snapshot).
+   */
+  persist(handover = false): boolean {
+    if (this.abandoned || this.starting) return false;
     const doc: RestartDocument = {
       format: DOCUMENT_FORMAT,
       version: DOCUMENT_VERSION,
@@ -327,7 +330,7 @@ export class Restarter {
       resumed: this.stats.connectionsResumed,
       resumeFailures: this.stats.resumeFailures,
       writtenAt: Date.now(),
-      devices: [...this.devices.values()].map((a) => this.deviceDoc(a)),
+      devices: [...this.devices.values()].map((a) => this.deviceDoc(a, handover)),
       ipcListen: this.ipcDaemon && this.ipcDaemon.listeningFd >= 0 ? (this.registry.nameOf(this.ipcDaemon.listeningFd) ?? null) : null,
       ipc: this.ipcDoc(),
       shims: Object.fromEntries([...this.shims].map(([k, f]) => [k, f()])),
@@ -335,9 +338,11 @@ export class Restarter {
     try {
       this.stateFile.write(JSON.stringify(doc));
       this.stats.stateWrites++;
+      return true;
     } catch (e) {
       this.stats.stateWriteErrors++;
       this.log.error({ err: errText(e) }, 'cannot save the restart state; a restart now would resume an older one');
+      return false;
     }
   }
 
@@ -346,11 +351,18 @@ export class Restarter {
    * the host (no connection closed, no socket file removed) and exits.
    */
   handover(): void {
-    this.persist();
+    const backlog = [...this.devices.values()].reduce((n, a) => n + a.device.stats.backlogSdus, 0);
+    // The device backlogs go with it: what the guests were about to get is not lost. A document
+    // too large for a slot with them (many devices, each backlog near its bound) goes without.
+    if (this.persist(true)) {
+      if (backlog > 0) this.log.info({ sdus: backlog }, 'handing over: the device backlogs go to the next worker');
+    } else if (backlog > 0 && this.persist(false)) {
+      this.log.warn({ sdus: backlog }, 'handing over without the device backlogs (the state could not be written with them): those SDUs are lost');
+    }
     this.abandoned = true;
   }
 
-  private deviceDoc(a: Attached): DeviceDoc {
+  private deviceDoc(a: Attached, handover: boolean): DeviceDoc {
     const conn = [...a.server.connections][0];
     let connection: ConnectionDoc | null = null;
     if (conn && !conn.isClosed && this.saved.has(conn)) {
@@ -365,7 +377,7 @@ export class Restarter {
       listen: a.server.listeningFd >= 0 ? (this.registry.nameOf(a.server.listeningFd) ?? null) : null,
       connection,
       shim: a.shim ? a.shim() : null,
-      vmpi: a.device.snapshot(),
+      vmpi: a.device.snapshot(handover),
     };
   }
 
@@ -418,8 +430,10 @@ export class Restarter {
         taken.push(fd);
         setStateFd(state, role, fd);
       }
-      // A packed tx chain held mid-way: its records not yet delivered (before its queues come up).
+      // A packed tx chain held mid-way (its records not yet delivered), and a hand-over's backlog:
+      // before its queues come up.
       if (dev.vmpi !== undefined) device.restore(dev.vmpi as VmpiDeviceSnapshot);
+      if (device.restoredBacklog > 0) this.log.info({ vmpiId: cfg.vmpiId, sdus: device.restoredBacklog }, 'the backlog the last worker handed over is delivered first');
     } catch (e) {
       return fail(e instanceof StateError ? e.message : errText(e));
     }
