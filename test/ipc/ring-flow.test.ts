@@ -106,8 +106,12 @@ t.test('both ways over the ring: in order, whole, 0-byte and max-SDU SDUs, batch
   // guest → application, as 'sdus' batches
   const atApp: Uint8Array[] = [];
   let batches = 0;
+  let lent = 0;
+  const ringBuffer = (h as unknown as { ring: { map: { buffer: ArrayBuffer } } }).ring.map.buffer;
   h.on('sdus', (b: SduBatch) => {
     batches++;
+    // Borrowed views of the ring itself: no copy into a private buffer on the way to a listener.
+    if (b.count > 0 && b.sdu(0).buffer === ringBuffer) lent++;
     for (let i = 0; i < b.count; i++) atApp.push(b.sdu(i).slice());
   });
   // The guest's flow takes everything at once (its receive budget drops the excess): pace it.
@@ -119,6 +123,7 @@ t.test('both ways over the ring: in order, whole, 0-byte and max-SDU SDUs, batch
   await until(() => atApp.length >= N, `all ${N} at the application (got ${atApp.length})`, 20_000);
   t.equal(firstWrong(atApp, maxSdu), null, 'guest → application: in order, each whole');
   t.ok(batches < N, `in batches (${batches} for ${N} SDUs)`);
+  t.equal(lent, batches, 'every batch lent straight from the ring');
   t.equal(h.txLost, 0);
   t.equal(h.badRecords, 0);
 });

@@ -10,6 +10,7 @@ import { native } from '../../src/sys/native.js';
 import { safeClose } from '../../src/sys/fd.js';
 import { createRing, HEADER_BYTES, mapRing, RING_BROKEN, RING_EMPTY, RING_WRAP, RingEnd, RingError, ringBytesFor, ringFileBytes, type RingMap } from '../../src/dif/ipc/ring.js';
 import { RECORD_BELL, type RecordSink } from '../../src/dif/ipc/record.js';
+import { SduBatchBuffer } from '../../src/dif/sdu-batch.js';
 
 const MAX_SDU = 1500;
 
@@ -38,14 +39,28 @@ function ringPair(t: Test, maxSdu = MAX_SDU): Pair {
   return { daemon, app, map, appMap, fds };
 }
 
-/** A sink that keeps what it gets; `shared`: it takes views of the ring's memory (RecordSink.shared) and copies them. */
-function collector(shared = false): { sink: RecordSink; got: Uint8Array[]; bad: string[] } {
+/**
+ * A sink that keeps what it gets; `shared`: it takes views of the ring's memory (RecordSink.shared)
+ * and copies them; 'lent': a batch that points into the ring (RecordSink.lends), copied out by
+ * `take()` after the read (as a Flow's 'sdus' listener would use it) and then released.
+ */
+function collector(shared: boolean | 'lent' = false): { sink: RecordSink; got: Uint8Array[]; bad: string[]; take: (end: RingEnd) => void } {
   const got: Uint8Array[] = [];
   const bad: string[] = [];
-  const sink: RecordSink = shared
-    ? { shared: true, sdu: (b) => void got.push(b.slice()), bad: (w) => bad.push(w), fds: () => bad.push('fds') }
-    : { copies: true, sdu: (b) => void got.push(b), bad: (w) => bad.push(w), fds: () => bad.push('fds') };
-  return { got, bad, sink };
+  const batch = new SduBatchBuffer(4096);
+  const sink: RecordSink =
+    shared === 'lent'
+      ? { lends: true, into: batch, sdu: () => t.fail('a lending read hands no SDU to sdu()'), bad: (w) => bad.push(w), fds: () => bad.push('fds') }
+      : shared
+        ? { shared: true, sdu: (b) => void got.push(b.slice()), bad: (w) => bad.push(w), fds: () => bad.push('fds') }
+        : { copies: true, sdu: (b) => void got.push(b), bad: (w) => bad.push(w), fds: () => bad.push('fds') };
+  const take = (end: RingEnd): void => {
+    if (shared !== 'lent') return;
+    for (let i = 0; i < batch.count; i++) got.push(batch.sdu(i).slice());
+    batch.reset(new Uint8Array(0));
+    end.releaseLent();
+  };
+  return { got, bad, sink, take };
 }
 
 /** Doorbells waiting on socket `fd` (read and counted). */
@@ -79,7 +94,7 @@ t.test('sizes: 8 max-SDU records or 4 MiB, a power of two; too large a max SDU t
   t.equal(ringFileBytes(1 << 20), 4096 + (2 << 20));
 });
 
-for (const shared of [false, true]) t.test(`round trip across many wraps: order, bytes, 0-byte and max-SDU records${shared ? ' (read in place)' : ''}`, async (t) => {
+for (const shared of [false, true, 'lent'] as const) t.test(`round trip across many wraps: order, bytes, 0-byte and max-SDU records${shared === 'lent' ? ' (lent into a batch)' : shared ? ' (read in place)' : ''}`, async (t) => {
   const p = ringPair(t);
   const c = collector(shared);
   const sent: Uint8Array[] = [];
@@ -94,7 +109,7 @@ for (const shared of [false, true]) t.test(`round trip across many wraps: order,
       sent.push(s);
     }
     t.equal(p.app.flush(), 'done');
-    while (p.daemon.read(c.sink, 64) > 0);
+    while (p.daemon.read(c.sink, 64) > 0) c.take(p.daemon);
   }
   t.equal(refused, 0, 'every offer taken');
   t.equal(c.got.length, sent.length, 'every SDU');
@@ -236,8 +251,40 @@ t.test('read in place: a shared sink gets views of the ring itself; the consumer
   t.equal(p.map.u32[W.C], 5 * 1004, 'all consumed after');
 });
 
+t.test('lent into a batch: views of the ring itself, the room kept until releaseLent() or the next read', async (t) => {
+  const p = ringPair(t);
+  for (let i = 0; i < 5; i++) p.app.offer(sdu(i, 1000));
+  p.app.flush();
+  const batch = new SduBatchBuffer(4096);
+  const sink: RecordSink = { lends: true, into: batch, sdu: () => t.fail('sdu()'), bad: () => t.fail('bad'), fds: () => t.fail('fds') };
+  t.equal(p.daemon.read(sink, 3), 3, 'three of five (max)');
+  t.equal(batch.count, 3);
+  t.ok([0, 1, 2].every((i) => batch.sdu(i).buffer === p.map.buffer), 'each SDU a view of the shared memory (no copy)');
+  t.ok([0, 1, 2].every((i) => Buffer.compare(batch.sdu(i), sdu(i, 1000)) === 0), 'each SDU whole');
+  t.equal(p.map.u32[W.C], 0, 'nothing consumed while lent: the writer cannot reuse those bytes');
+  p.daemon.releaseLent();
+  t.equal(p.map.u32[W.C], 3 * 1004, 'consumed once released');
+  p.daemon.releaseLent();
+  t.equal(p.map.u32[W.C], 3 * 1004, 'a second release gives back nothing more');
+  t.equal(p.daemon.read(sink, 64), 2, 'the other two');
+  t.ok(Buffer.compare(batch.sdu(0), sdu(3, 1000)) === 0 && Buffer.compare(batch.sdu(1), sdu(4, 1000)) === 0, 'in order after the first three');
+  t.equal(p.daemon.read(sink, 64), RING_EMPTY, 'a read releases what the last one lent, then finds nothing');
+  t.equal(p.map.u32[W.C], 5 * 1004, 'all consumed');
+  // A batch that is full stops the read there: the rest waits in the ring, nothing skipped.
+  for (let i = 5; i < 10; i++) p.app.offer(sdu(i, 100));
+  p.app.flush();
+  const small = new SduBatchBuffer(2);
+  const smallSink: RecordSink = { ...sink, into: small };
+  t.equal(p.daemon.read(smallSink, 64), 2, 'two fit the batch');
+  t.equal(p.daemon.read(smallSink, 64), 2, 'the next two');
+  t.ok(Buffer.compare(small.sdu(0), sdu(7, 100)) === 0, 'none skipped');
+  // Unmapped while lent (the flow ended inside its listener): releasing is a no-op, no throw.
+  p.map.unmap();
+  t.doesNotThrow(() => p.daemon.releaseLent(), 'release after unmap');
+});
+
 /** A daemon reader over a ring whose application side the test writes by hand (`shared`: it reads in place). */
-function hostile(t: Test, shared = false): { p: Pair; put: (pos: number, len: number) => void; publish: (P: number) => void; read: () => { r: number; got: number; why: string | null } } {
+function hostile(t: Test, shared: boolean | 'lent' = false): { p: Pair; put: (pos: number, len: number) => void; publish: (P: number) => void; read: () => { r: number; got: number; why: string | null } } {
   const p = ringPair(t);
   const u8 = p.appMap.u8;
   const base = dataTo(p.appMap);
@@ -256,12 +303,13 @@ function hostile(t: Test, shared = false): { p: Pair; put: (pos: number, len: nu
         t.fail(`read threw: ${(e as Error).message}`);
         r = 0;
       }
+      c.take(p.daemon);
       return { r, got: c.got.length, why: p.daemon.broken };
     },
   };
 }
 
-for (const shared of [false, true]) t.test(`a hostile writer: every bad index and length ends the ring with a cause, never a throw${shared ? ' (read in place)' : ''}`, async (t) => {
+for (const shared of [false, true, 'lent'] as const) t.test(`a hostile writer: every bad index and length ends the ring with a cause, never a throw${shared === 'lent' ? ' (lent into a batch)' : shared ? ' (read in place)' : ''}`, async (t) => {
   const D = ringBytesFor(MAX_SDU);
   const cases: [string, (h: ReturnType<typeof hostile>) => void, RegExp][] = [
     ['producer index more than the ring ahead', (h) => h.publish(D + 4), /producer index .* out of range/],

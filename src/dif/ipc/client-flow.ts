@@ -364,10 +364,15 @@ export class ClientFlow extends EventEmitter<FlowEvents> implements Flow {
         // An 'sdus' listener and nothing queued: every SDU of this read in one call, no copies.
         const batch = flowReadBatch();
         n = this.io.readBatch(this.fd, maxSdu, batch, sink, max);
-        if (n > 0 && batch.count > 0) {
-          this.stats.rxSdus += batch.count;
-          this.stats.rxBytes += batch.bytes;
-          this.rx.pushBatch(batch);
+        try {
+          if (n > 0 && batch.count > 0) {
+            this.stats.rxSdus += batch.count;
+            this.stats.rxBytes += batch.bytes;
+            this.rx.pushBatch(batch);
+          }
+        } finally {
+          // A ring's batch is views of the ring: its room goes back once the listeners are done.
+          this.io.batchDone?.();
         }
       } else {
         n = this.io.read(this.fd, maxSdu, sink, max);

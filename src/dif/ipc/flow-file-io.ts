@@ -50,6 +50,12 @@ export interface FlowFileIo {
    * packs). Returns as read() does (bad records counted too).
    */
   readBatch(fd: number, maxSdu: number, batch: SduBatchBuffer, sink: SduSink, max?: number): number;
+  /**
+   * Optional (a ring): the batch of the last readBatch() has been handed on; what it lent from
+   * the ring (its SDUs are views of the ring itself, no copy) may be reused by the writer now.
+   * Call it right after the batch's consumers return, before any other read of the flow.
+   */
+  batchDone?(): void;
   write(fd: number, sdu: Uint8Array): WriteRecordResult;
   /**
    * Optional: the last read of this fd took everything the fd held then, so reading again
@@ -171,14 +177,17 @@ export function ringFileIo(ring: RingEnd): FlowFileIo {
   return {
     ring,
     read: (_fd, _maxSdu, sink, max = SOCKET_BATCH) => readRing(ring, sinkOf(sink), max),
+    // The batch is handed on borrowed (a Flow's 'sdus' listeners, valid during the call): it
+    // points into the ring itself, which keeps the records' room until batchDone().
     readBatch: (_fd, _maxSdu, batch, sink, max = SOCKET_BATCH) => {
       let r = batchSinks.get(sink);
       if (r === undefined || r.into !== batch) {
-        r = { ...sinkOf(sink), into: batch };
+        r = { ...sinkOf(sink), into: batch, lends: true };
         batchSinks.set(sink, r);
       }
       return readRing(ring, r, max);
     },
+    batchDone: () => ring.releaseLent(),
     write: (_fd, sdu) => {
       const r = ring.offer(sdu);
       if (r === 'queued') ring.flush();

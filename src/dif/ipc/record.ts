@@ -158,6 +158,14 @@ export interface RecordSink {
    */
   readonly shared?: boolean;
   /**
+   * Optional (a flow ring's reader only, ring.ts, with `into`): the batch may hold offsets into the
+   * ring's shared memory itself (bytes the peer may change meanwhile, as `shared` says), and those
+   * records keep their room in the ring until the reader's releaseLent() (or its next read): the
+   * caller hands the batch on, borrowed, and releases it as soon as that returns. Saves the
+   * reader's copy into a private buffer for a batch consumer (a Flow's 'sdus' listener).
+   */
+  readonly lends?: boolean;
+  /**
    * One SDU. false (a flow ring's reader only, ring.ts): taken, but the sink can take no more now
    * (its flow refused one): the read stops after it and leaves the rest in the ring, where the
    * writer's back-pressure holds it, instead of the sink copying every further record.

@@ -144,6 +144,11 @@ export class RingMap {
     return HEADER_BYTES + dir * this.dataBytes;
   }
 
+  /** False once unmapped (the views are detached then). */
+  get isMapped(): boolean {
+    return this.mapped;
+  }
+
   unmap(): void {
     if (!this.mapped) return;
     this.mapped = false;
@@ -365,6 +370,8 @@ export class RingEnd {
    * RING_BROKEN (`broken` says why; the SDUs before it went to `sink`).
    */
   read(sink: RecordSink, max: number): number {
+    // What the last read lent is given back first: lent SDUs are valid until then at the latest.
+    if (this.lentBytes > 0) this.releaseLent();
     if (this.broken !== null) return RING_BROKEN;
     const u = this.map.u32;
     const P = u[this.wP]!;
@@ -372,6 +379,7 @@ export class RingEnd {
     const avail = (P - c) >>> 0;
     if (avail === 0) return RING_EMPTY;
     if (avail > this.D || (P & 3) !== 0) return this.fail(`the peer's producer index ${P} is out of range (consumer at ${c}, ring of ${this.D} bytes): flow closed`);
+    if (sink.lends === true && sink.into !== undefined) return this.readLent(sink.into, max, avail);
     if (sink.shared === true && sink.into === undefined && sink.copies !== true) return this.readShared(sink, max, avail);
     // Copy what is published into a private buffer as the parse needs it, a chunk at a time (at
     // most COPY_MAX bytes a call): [pos, D) then [0, …).
@@ -496,6 +504,64 @@ export class RingEnd {
     if (at > 0) this.consume(at);
     if (broken) return RING_BROKEN;
     return items === 0 ? RING_EMPTY : items;
+  }
+
+  /** Bytes of records the last read lent into a batch (RecordSink.lends), not yet consumed. */
+  private lentBytes = 0;
+
+  /**
+   * read() into a batch that may point into the ring (RecordSink.lends): parsed in place and
+   * checked as readShared() does, each SDU an offset into the mapping (the batch's buffer is the
+   * whole mapping; a record never crosses the data area's end), and nothing consumed: the records
+   * keep their room until releaseLent(), so the writer cannot reuse the bytes while they are lent.
+   */
+  private readLent(into: RecordBatch, max: number, avail: number): number {
+    const u8 = this.map.u8;
+    const u32 = this.map.u32;
+    const data = this.rxData;
+    const mask = this.mask;
+    const c = this.c;
+    const n1 = Math.min(avail, this.D - (c & mask));
+    const maxSdu = this.map.maxSdu;
+    into.reset(u8);
+    let at = 0;
+    let items = 0;
+    let broken = false;
+    while (items < max && at + 4 <= avail) {
+      const pos = (c + at) & mask;
+      const len = u32[(data + pos) >>> 2]!;
+      if (len === RING_WRAP) {
+        if (at >= n1) {
+          broken = this.fail('a ring wrap marker that skips past the published data: flow closed') === RING_BROKEN;
+          break;
+        }
+        at = n1;
+        continue;
+      }
+      if (len > maxSdu) {
+        broken = this.fail(`a ring record of ${len} bytes exceeds the flow's max SDU of ${maxSdu} bytes: flow closed`) === RING_BROKEN;
+        break;
+      }
+      const end = at + 4 + align4(len);
+      if (end > (at < n1 ? n1 : avail)) {
+        broken = this.fail(`a ring record of ${len} bytes runs past the published data or the ring's end: flow closed`) === RING_BROKEN;
+        break;
+      }
+      if (!into.add(data + pos + 4, len)) break; // the batch is full: the rest stays for the next read
+      items++;
+      at = end;
+    }
+    this.lentBytes = at;
+    if (broken) return RING_BROKEN;
+    return items === 0 ? RING_EMPTY : items;
+  }
+
+  /** Give back the room of what the last read lent (RecordSink.lends); nothing when none is lent. */
+  releaseLent(): void {
+    const n = this.lentBytes;
+    if (n === 0) return;
+    this.lentBytes = 0;
+    if (this.map.isMapped) this.consume(n); // unmapped meanwhile (the flow ended in the listener): nothing to give back
   }
 
   /**
