@@ -158,6 +158,9 @@ export interface VirtqueueOptions {
   indirect: boolean;
 }
 
+/** Virtio's byte order is the host's: the ring words (avail16, used16) are read as they are. */
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
 export class SplitVirtqueue {
   readonly index: number;
   readonly size: number;
@@ -200,6 +203,7 @@ export class SplitVirtqueue {
     this.mem = mem;
     this.eventIdx = opts.eventIdx;
     this.indirect = opts.indirect;
+    if (!LITTLE_ENDIAN) throw new QueueError(index, "split virtqueues need a little-endian host here (the ring's 16-bit words are read in host order)");
     if (size === 0 || size > MAX_QUEUE_SIZE || (size & (size - 1)) !== 0) throw new QueueError(index, `queue size ${size} is not a power of two in 1..${MAX_QUEUE_SIZE}`);
     if (layout.descGpa % 16 !== 0) throw new QueueError(index, `descriptor table address 0x${layout.descGpa.toString(16)} is not 16-byte aligned`);
     if (layout.availGpa % 2 !== 0) throw new QueueError(index, `available ring address 0x${layout.availGpa.toString(16)} is not 2-byte aligned`);
