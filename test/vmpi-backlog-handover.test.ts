@@ -47,6 +47,11 @@ t.test('the backlog goes with a hand-over: every SDU once, in order, before the 
   const later = { channel: CH, sdu: patternSdu(CH, 10, 99) };
   b.device.send(later.channel, later.sdu);
   d.postRx();
+  // Held until the worker has saved a state without them (releaseBacklog): nothing goes before.
+  await new Promise((r) => setTimeout(r, 50));
+  d.pump();
+  t.equal(d.received.length, 0, 'the restored backlog waits for releaseBacklog(), and what came after it waits behind it');
+  b.device.releaseBacklog();
   await until(() => {
     d.pump();
     return d.received.length >= 11;
@@ -93,4 +98,7 @@ t.test('restore: a malformed backlog is refused whole, with what was expected', 
   dev.restore({ version: 1, backlog: rec(CH, 10) + '' });
   t.equal(dev.restoredBacklog, 1, 'a good one is taken');
   t.equal(dev.stats.backlogSdus, 1);
+  dev.reset('the driver reset');
+  t.equal(dev.stats.backlogSdus, 0, 'a reset drops a held backlog too');
+  t.equal(dev.stats.drops.device_reset, 1, 'counted');
 });

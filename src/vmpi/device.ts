@@ -359,6 +359,7 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
     this.stats.drops.device_reset += this.dropTxRecords();
     // SDUs waiting for a guest that reset will never be asked for by the new driver instance.
     this.stats.drops.device_reset += this.backlog.clear();
+    this.backlogHeld = false;
     if (wasUp) this.emit('down', reason);
   }
 
@@ -618,10 +619,24 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
       at += PACKED_RECORD_HEADER_SIZE + len;
     }
     this.restoredBacklog = n;
+    this.backlogHeld = n > 0;
   }
 
   /** SDUs a hand-over's snapshot carried into this device's backlog (restore()). */
   restoredBacklog = 0;
+  /**
+   * A restored backlog waits for releaseBacklog(): the restart worker first saves a state without
+   * it, so that a crash after it was delivered cannot hand it to the next worker again (at most
+   * once: a crash in between loses it, as a crash loses any backlog).
+   */
+  private backlogHeld = false;
+
+  /** Deliver a restored backlog (see backlogHeld); nothing when none is held. */
+  releaseBacklog(): void {
+    if (!this.backlogHeld) return;
+    this.backlogHeld = false;
+    this.drainBacklog();
+  }
 
   /** Forget the records still waiting in txScratch; returns how many well-formed ones there were. */
   private dropTxRecords(): number {
@@ -756,6 +771,7 @@ export class VmpiDevice extends EventEmitter<VmpiDeviceEvents> implements VhostU
   private readonly writeBacklogged = (channel: number, src: Uint8Array, off: number, len: number): boolean => this.writeToGuest(channel, src, off, len);
 
   private drainBacklog(): void {
+    if (this.backlogHeld) return;
     if (this.backlog.drain(this.writeBacklogged) === 0) return;
     this.flushRx();
     if (this.backlog.drainDue()) this.emit('drain');

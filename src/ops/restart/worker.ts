@@ -314,6 +314,8 @@ export class Restarter {
     }
     this.registry.batch(() => undefined); // collect: names of released fds leave the store
     this.persist();
+    // Saved without them now: a hand-over's backlogs may go to the guests (at most once).
+    for (const a of this.devices.values()) a.device.releaseBacklog();
   }
 
   /**
@@ -433,7 +435,7 @@ export class Restarter {
       // A packed tx chain held mid-way (its records not yet delivered), and a hand-over's backlog:
       // before its queues come up.
       if (dev.vmpi !== undefined) device.restore(dev.vmpi as VmpiDeviceSnapshot);
-      if (device.restoredBacklog > 0) this.log.info({ vmpiId: cfg.vmpiId, sdus: device.restoredBacklog }, 'the backlog the last worker handed over is delivered first');
+      if (device.restoredBacklog > 0) this.log.info({ vmpiId: cfg.vmpiId, sdus: device.restoredBacklog }, 'the backlog the last worker handed over goes to the guest first, once this worker has saved its state');
     } catch (e) {
       return fail(e instanceof StateError ? e.message : errText(e));
     }
