@@ -198,11 +198,24 @@ bool TempSocketName(const sockaddr_un& addr, sockaddr_un* tmp) {
 // does). A client that polls for the file (a test, a provisioning script, QEMU started a moment
 // after the server) can never find it there and be refused in the instant between bind and
 // listen. Where the temporary name does not fit or the file system cannot link, it binds `path`
-// directly, as before.
+// directly, as before. `prepare` (optional): called with the file's current name once the socket
+// listens and before it takes `path` (JS sets owner and mode there, so the file appears with
+// them); if it throws, the socket is closed, its file removed, and the exception goes on.
 Napi::Value ListenUnix(const Napi::CallbackInfo& info) {
   Args a(info, "listenUnix");
   sockaddr_un addr = a.UnixPath(0);
   int backlog = static_cast<int>(a.Int(1, "backlog", 0, INT_MAX));
+  bool hasPrepare = info.Length() > 2 && !info[2].IsUndefined();
+  Napi::Function prepare = hasPrepare ? a.Fn(2, "prepare") : Napi::Function();
+  auto prepared = [&](const char* name) {
+    if (!hasPrepare) return;
+    try {
+      prepare.Call({Napi::String::New(a.Env(), name)});
+    } catch (...) {
+      unlink(name);
+      throw;
+    }
+  };
   sockaddr_un tmp;
   if (TempSocketName(addr, &tmp)) {
     UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
@@ -214,6 +227,7 @@ Napi::Value ListenUnix(const Napi::CallbackInfo& info) {
         unlink(tmp.sun_path);
         ThrowSys(a.Env(), "listen", err);
       }
+      prepared(tmp.sun_path);
       int r = link(tmp.sun_path, addr.sun_path);
       int err = errno;
       unlink(tmp.sun_path);
@@ -235,6 +249,7 @@ Napi::Value ListenUnix(const Napi::CallbackInfo& info) {
     unlink(addr.sun_path);  // we created it a moment ago
     ThrowSys(a.Env(), "listen", err);
   }
+  prepared(addr.sun_path);
   return Napi::Number::New(a.Env(), fd.release());
 }
 

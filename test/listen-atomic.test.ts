@@ -5,11 +5,13 @@
 // poller finds the file in that time and its connect gets ECONNREFUSED.
 import t from 'tap';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { native } from '../src/sys/native.js';
+import { VhostUserServer } from '../src/vhost-user/server.js';
+import { PermissionConfigError } from '../src/ops/socket-perms.js';
 
 const haveStrace = spawnSync('strace', ['-V'], { stdio: 'ignore', timeout: 10_000 }).status === 0;
 if (!haveStrace && process.env.CI) t.fail('strace is not installed (VMPI_TEST_TOOLS=1 scripts/setup-system.sh installs it)');
@@ -89,4 +91,46 @@ t.test('a path with no room for a temporary name beside it still listens (bound 
   t.ok(native.accept(lfd) >= 0, 'accepted at the long path');
   native.close(c);
   t.same(readdirSync(dir), ['a']);
+});
+
+t.test('prepare: runs once it listens, before the file takes the path; the file appears with what it set', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vmpi-listen-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'vm.sock');
+  const seen: { name: string; pathThere: boolean; connects: boolean }[] = [];
+  const lfd = native.listenUnix(path, 8, (name) => {
+    let connects = false;
+    try {
+      native.close(native.connectUnix(name));
+      connects = true;
+    } catch {
+      // refused: not listening yet
+    }
+    seen.push({ name, pathThere: existsSync(path), connects });
+    chmodSync(name, 0o600);
+  });
+  t.teardown(() => native.close(lfd));
+  t.equal(seen.length, 1, 'called once');
+  t.not(seen[0]!.name, path, 'with the temporary name');
+  t.notOk(seen[0]!.pathThere, 'before the file is at the path');
+  t.ok(seen[0]!.connects, 'after the socket listens');
+  t.equal(statSync(path).mode & 0o777, 0o600, 'the file appears with the mode prepare set');
+  t.same(readdirSync(dir), ['vm.sock']);
+
+  const bad = join(dir, 'bad.sock');
+  t.throws(() => native.listenUnix(bad, 8, () => { throw new Error('no such group'); }), /no such group/, "prepare's error goes on");
+  t.same(readdirSync(dir), ['vm.sock'], 'and leaves no file, at the path or beside it');
+});
+
+t.test('VhostUserServer prepareSocket: its error fails listen() as it said it, nothing left behind', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vmpi-listen-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'vm.sock');
+  const s = new VhostUserServer({ path, createDevice: () => { throw new Error('unused'); }, prepareSocket: () => { throw new PermissionConfigError('group "nope" does not exist on this host'); } });
+  t.throws(() => s.listen(), { name: 'PermissionConfigError', message: /group "nope"/ });
+  t.same(readdirSync(dir), []);
+  const ok = new VhostUserServer({ path, createDevice: () => { throw new Error('unused'); }, prepareSocket: (name) => chmodSync(name, 0o660) });
+  ok.listen();
+  t.teardown(() => ok.close());
+  t.equal(statSync(path).mode & 0o777, 0o660, 'the socket file has its mode from the start');
 });

@@ -122,8 +122,11 @@ export async function startServing(plan: ServePlan, opts: StartOptions = {}): Pr
       try {
         const kept = { vmpiId: d.vmpiId ?? host.allocateId(), maxSduLog2: d.maxSduLog2, carrier: d.carrier };
         const listenFd = d.listenFd ?? keptSocket(restart, restart?.listenFdFor(kept), d.socket, log);
-        const device = host.addDevice({ socketPath: d.socket, listenFd, vmpiId: kept.vmpiId, maxSduLog2: d.maxSduLog2, carrier: d.carrier, allowUnsealedMemory: d.allowUnsealedMemory, commit: restart?.commit });
-        if (d.socket !== undefined) applySocketPermissions(d.socket, d);
+        // A new socket's file appears with its owner and mode (set under its temporary name); a
+        // kept one's file is there already: set them again, as the config may have changed.
+        const prepareSocket = (name: string): void => applySocketPermissions(name, d);
+        const device = host.addDevice({ socketPath: d.socket, listenFd, vmpiId: kept.vmpiId, maxSduLog2: d.maxSduLog2, carrier: d.carrier, allowUnsealedMemory: d.allowUnsealedMemory, prepareSocket, commit: restart?.commit });
+        if (d.socket !== undefined && listenFd !== undefined) applySocketPermissions(d.socket, d);
         const ipcp = shimIpcp(device, log, restart, kept);
         ipcps.set(device.vmpiId, ipcp);
         metrics?.addIpcp(ipcp);

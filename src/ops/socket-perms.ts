@@ -9,10 +9,13 @@
  * file, so a QEMU running as another user (libvirt's `libvirt-qemu`, group `kvm`) needs e.g.
  * `group: kvm, mode: "0660"`. Changing the owner to another user needs root (CAP_CHOWN).
  *
- * Window: the socket exists with the process umask's permissions between bind(2) and the chmod
- * here (microseconds, before any event is handled). Under the default umask 022 the file is 0755,
- * which only its owner can connect to, so the window never grants more than the final mode would
- * when the final mode allows the group. Run with `UMask=0077` (systemd) to make it stricter still.
+ * No window: a new socket gets them under its temporary name, before its file appears at the
+ * configured path (native.listenUnix's `prepare`, through VhostUserServer's prepareSocket), so
+ * QEMU, or a script waiting for the file, never finds it with the umask's permissions. A socket
+ * kept across a restart gets them again in place (the config may have changed). Only where the
+ * socket must be bound at its path directly (no room for the temporary name in sun_path, a file
+ * system that cannot link) is the file there a moment before them, with the umask's (022: 0755,
+ * which only the owner can connect to).
  */
 import { execFileSync } from 'node:child_process';
 import { chmodSync, chownSync } from 'node:fs';

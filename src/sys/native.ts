@@ -60,9 +60,13 @@ export interface FdEventsWatcher extends FdWatcher {
 export interface Native {
   /**
    * socket+bind+listen on a Unix stream socket path; returns the listening fd (non-blocking).
-   * Unlinks nothing: an existing path (even a stale socket) throws EADDRINUSE.
+   * Unlinks nothing: an existing path (even a stale socket) throws EADDRINUSE. The file appears
+   * at `path` only once the socket listens (bound under a temporary name beside it, then linked);
+   * `prepare(name)`, if given, runs before that with the file's name then (to set its owner and
+   * mode: it appears with them); if it throws, the socket is closed, its file removed, and the
+   * error thrown on.
    */
-  listenUnix(path: string, backlog: number): number;
+  listenUnix(path: string, backlog: number, prepare?: (name: string) => void): number;
   /**
    * Connect to a Unix stream socket path; returns the connected fd (non-blocking). Never waits:
    * a listener whose backlog is full fails it at once with EAGAIN (try again later).

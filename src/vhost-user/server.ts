@@ -27,6 +27,11 @@ export interface ServerOptions {
    * server's socket kept across a restart, with `path` naming its file, removed on close()).
    */
   listenFd?: number;
+  /**
+   * Runs once the socket listens, before its file takes `path`, with the file's name then: set
+   * its owner and mode there, so it appears with them (native.listenUnix). Throwing fails listen().
+   */
+  prepareSocket?: (name: string) => void;
   /** Makes the device for a newly accepted front-end. */
   createDevice: (connectionId: number) => VhostUserDevice;
   /** Front-ends allowed at once; further ones are accepted and closed with a log line. Default 1. */
@@ -119,8 +124,9 @@ export class VhostUserServer extends EventEmitter<ServerEvents> {
         throw new ServerError(errText(e));
       }
       try {
-        this.listenFd = native.listenUnix(path, 16);
+        this.listenFd = native.listenUnix(path, 16, this.opts.prepareSocket);
       } catch (e) {
+        if (!(e as NodeJS.ErrnoException).syscall && this.opts.prepareSocket) throw e; // prepareSocket's own error, as it said it
         throw new ServerError(`cannot listen on ${path}: ${(e as Error).message}`);
       }
     }

@@ -28,6 +28,8 @@ export interface DeviceSpec {
   txPacked?: boolean;
   /** Accept guest memory that is not a shrink-sealed memfd (see src/vhost-user/memory.ts). */
   allowUnsealedMemory?: boolean;
+  /** The socket file's owner and mode, set before it appears (ServerOptions.prepareSocket). */
+  prepareSocket?: (name: string) => void;
   /** After each request changed a connection's state, before its reply (restart: persist now). */
   commit?: (conn: Connection, received: readonly number[]) => void;
 }
@@ -85,6 +87,7 @@ export class VmpiHost extends EventEmitter<HostEvents> {
       createDevice: () => device,
       maxConnections: 1,
       allowUnsealedMemory: spec.allowUnsealedMemory,
+      prepareSocket: spec.prepareSocket,
       commit: spec.commit,
       logger: log,
     });

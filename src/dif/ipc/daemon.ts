@@ -183,10 +183,11 @@ export class IpcDaemon extends EventEmitter<IpcDaemonEvents> {
     } else {
       mkdirSync(dirname(this.socketPath), { recursive: true, mode: 0o755 });
       this.removeStale();
-      this.listenFd = native.listenUnix(this.socketPath, 128);
+      // The file appears with its mode (set under its temporary name, native.listenUnix).
+      const mode = this.opts.mode;
+      this.listenFd = native.listenUnix(this.socketPath, 128, mode === undefined ? undefined : (name) => chmodSync(name, mode));
     }
     try {
-      if (this.opts.mode !== undefined && inheritedFd === undefined) chmodSync(this.socketPath, this.opts.mode);
       this.socketIno = lstatSync(this.socketPath).ino;
       this.watcher = native.watchReadable(this.listenFd, () => this.guarded('accept', null, () => this.acceptSome()));
       this.watcher.start();
