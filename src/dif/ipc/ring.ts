@@ -460,11 +460,45 @@ export class RingEnd {
 
   /**
    * read() for a sink that takes views of the shared memory (RecordSink.shared): the records are
-   * parsed in place, each length read once (one aligned u32 load into a local) and checked as
-   * read() checks it, the SDUs handed over as views of the ring; the consumer index moves only
-   * after the last sdu() call, so the writer cannot reuse the bytes of a view while it is lent.
+   * parsed in place (parseInPlace), the SDUs handed over as views of the ring; the consumer index
+   * moves only after the last sdu() call, so the writer cannot reuse the bytes of a view while it
+   * is lent.
    */
   private readShared(sink: RecordSink, max: number, avail: number): number {
+    const items = this.parseInPlace(max, avail, null, sink);
+    if (this.parsedBytes > 0) this.consume(this.parsedBytes);
+    if (this.parsedBroken) return RING_BROKEN;
+    return items === 0 ? RING_EMPTY : items;
+  }
+
+  /** Bytes of records the last read lent into a batch (RecordSink.lends), not yet consumed. */
+  private lentBytes = 0;
+
+  /**
+   * read() into a batch that may point into the ring (RecordSink.lends): parsed in place, each SDU
+   * an offset into the mapping (the batch's buffer is the whole mapping; a record never crosses
+   * the data area's end), and nothing consumed: the records keep their room until releaseLent(),
+   * so the writer cannot reuse the bytes while they are lent.
+   */
+  private readLent(into: RecordBatch, max: number, avail: number): number {
+    into.reset(this.map.u8);
+    const items = this.parseInPlace(max, avail, into, null);
+    this.lentBytes = this.parsedBytes;
+    if (this.parsedBroken) return RING_BROKEN;
+    return items === 0 ? RING_EMPTY : items;
+  }
+
+  /** What the last parseInPlace() went past (bytes from c), and whether it broke the ring. */
+  private parsedBytes = 0;
+  private parsedBroken = false;
+
+  /**
+   * The in-place parse of readShared() and readLent(): up to `max` records from c, each length
+   * read once (one aligned u32 load into a local) and checked as read() checks it, each SDU added
+   * to `into` (stopping before one it has no room for) or else handed to `sink` as a view (stopping
+   * after one it refuses). Returns the SDUs taken; parsedBytes / parsedBroken say the rest.
+   */
+  private parseInPlace(max: number, avail: number, into: RecordBatch | null, sink: RecordSink | null): number {
     const u8 = this.map.u8;
     const u32 = this.map.u32;
     const data = this.rxData;
@@ -497,63 +531,19 @@ export class RingEnd {
         break;
       }
       const s = data + pos + 4;
-      items++;
-      at = end;
-      if (sink.sdu(u8.subarray(s, s + len)) === false) break; // the sink can take no more: the rest stays in the ring
+      if (into !== null) {
+        if (!into.add(s, len)) break; // the batch is full: the rest stays for the next read
+        items++;
+        at = end;
+      } else {
+        items++;
+        at = end;
+        if (sink!.sdu(u8.subarray(s, s + len)) === false) break; // the sink can take no more: the rest stays in the ring
+      }
     }
-    if (at > 0) this.consume(at);
-    if (broken) return RING_BROKEN;
-    return items === 0 ? RING_EMPTY : items;
-  }
-
-  /** Bytes of records the last read lent into a batch (RecordSink.lends), not yet consumed. */
-  private lentBytes = 0;
-
-  /**
-   * read() into a batch that may point into the ring (RecordSink.lends): parsed in place and
-   * checked as readShared() does, each SDU an offset into the mapping (the batch's buffer is the
-   * whole mapping; a record never crosses the data area's end), and nothing consumed: the records
-   * keep their room until releaseLent(), so the writer cannot reuse the bytes while they are lent.
-   */
-  private readLent(into: RecordBatch, max: number, avail: number): number {
-    const u8 = this.map.u8;
-    const u32 = this.map.u32;
-    const data = this.rxData;
-    const mask = this.mask;
-    const c = this.c;
-    const n1 = Math.min(avail, this.D - (c & mask));
-    const maxSdu = this.map.maxSdu;
-    into.reset(u8);
-    let at = 0;
-    let items = 0;
-    let broken = false;
-    while (items < max && at + 4 <= avail) {
-      const pos = (c + at) & mask;
-      const len = u32[(data + pos) >>> 2]!;
-      if (len === RING_WRAP) {
-        if (at >= n1) {
-          broken = this.fail('a ring wrap marker that skips past the published data: flow closed') === RING_BROKEN;
-          break;
-        }
-        at = n1;
-        continue;
-      }
-      if (len > maxSdu) {
-        broken = this.fail(`a ring record of ${len} bytes exceeds the flow's max SDU of ${maxSdu} bytes: flow closed`) === RING_BROKEN;
-        break;
-      }
-      const end = at + 4 + align4(len);
-      if (end > (at < n1 ? n1 : avail)) {
-        broken = this.fail(`a ring record of ${len} bytes runs past the published data or the ring's end: flow closed`) === RING_BROKEN;
-        break;
-      }
-      if (!into.add(data + pos + 4, len)) break; // the batch is full: the rest stays for the next read
-      items++;
-      at = end;
-    }
-    this.lentBytes = at;
-    if (broken) return RING_BROKEN;
-    return items === 0 ? RING_EMPTY : items;
+    this.parsedBytes = at;
+    this.parsedBroken = broken;
+    return items;
   }
 
   /** Give back the room of what the last read lent (RecordSink.lends); nothing when none is lent. */
