@@ -193,6 +193,12 @@ bool TempSocketName(const sockaddr_un& addr, sockaddr_un* tmp) {
   return true;
 }
 
+// An errno of bind(2) or link(2) that says the path or its directory is the problem: binding
+// `path` itself would fail alike, so it is thrown rather than tried.
+bool PathProblem(int err) {
+  return err == ENOENT || err == ENOTDIR || err == EACCES || err == EROFS || err == ENAMETOOLONG || err == ELOOP;
+}
+
 // The socket file appears at `path` only once the socket listens: it is bound and listening under
 // a temporary name first, then linked to `path` (link(2) fails on an existing path, as bind
 // does). A client that polls for the file (a test, a provisioning script, QEMU started a moment
@@ -234,10 +240,10 @@ Napi::Value ListenUnix(const Napi::CallbackInfo& info) {
       if (r == 0) return Napi::Number::New(a.Env(), fd.release());
       // An existing path (stale socket or not) gives EADDRINUSE: what to do about it is JS policy.
       if (err == EEXIST) ThrowSys(a.Env(), "bind", EADDRINUSE);
-      if (err == ENOENT || err == ENOTDIR || err == EACCES || err == ENAMETOOLONG || err == ELOOP) ThrowSys(a.Env(), "bind", err);
+      if (PathProblem(err)) ThrowSys(a.Env(), "bind", err);
       // EPERM, EXDEV, ENOSYS …: this file system does not link sockets; bind `path` itself.
-    } else if (errno == ENOENT || errno == ENOTDIR || errno == EACCES || errno == EROFS) {
-      ThrowSys(a.Env(), "bind", errno);  // the directory is the problem: binding `path` fails alike
+    } else if (PathProblem(errno)) {
+      ThrowSys(a.Env(), "bind", errno);
     }
   }
   UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));

@@ -123,10 +123,23 @@ export class VhostUserServer extends EventEmitter<ServerEvents> {
       } catch (e) {
         throw new ServerError(errText(e));
       }
+      // prepareSocket's own error goes on as it said it; the socket's are wrapped.
+      const prepare = this.opts.prepareSocket;
+      let prepareError: unknown = undefined;
+      const prepared =
+        prepare &&
+        ((name: string): void => {
+          try {
+            prepare(name);
+          } catch (e) {
+            prepareError = e;
+            throw e;
+          }
+        });
       try {
-        this.listenFd = native.listenUnix(path, 16, this.opts.prepareSocket);
+        this.listenFd = native.listenUnix(path, 16, prepared);
       } catch (e) {
-        if (!(e as NodeJS.ErrnoException).syscall && this.opts.prepareSocket) throw e; // prepareSocket's own error, as it said it
+        if (prepareError !== undefined && e === prepareError) throw e;
         throw new ServerError(`cannot listen on ${path}: ${(e as Error).message}`);
       }
     }

@@ -371,7 +371,7 @@ export class RingEnd {
    */
   read(sink: RecordSink, max: number): number {
     // What the last read lent is given back first: lent SDUs are valid until then at the latest.
-    if (this.lentBytes > 0) this.releaseLent();
+    this.releaseLent();
     if (this.broken !== null) return RING_BROKEN;
     const u = this.map.u32;
     const P = u[this.wP]!;
