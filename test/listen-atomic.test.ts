@@ -3,7 +3,7 @@
 // never refused. The instant between bind(2) and listen(2) is held open for 400 ms with strace's
 // syscall delay injection, the way a loaded machine can hold it: with bind on the path itself, a
 // poller finds the file in that time and its connect gets ECONNREFUSED.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -16,11 +16,17 @@ import { PermissionConfigError } from '../src/ops/socket-perms.js';
 const haveStrace = spawnSync('strace', ['-V'], { stdio: 'ignore', timeout: 10_000 }).status === 0;
 if (!haveStrace && process.env.CI) t.fail('strace is not installed (VMPI_TEST_TOOLS=1 scripts/setup-system.sh installs it)');
 
+/** A directory of this test's own, removed at its end. */
+function tmpDir(t: Test): string {
+  const dir = mkdtempSync(join(tmpdir(), 'vmpi-listen-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
 const nativeModule = fileURLToPath(new URL('../src/sys/native.ts', import.meta.url));
 
 t.test('the socket file appears only once it listens: a poller that sees it connects', { skip: haveStrace ? false : 'strace not installed', timeout: 60_000 }, async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'vmpi-listen-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const dir = tmpDir(t);
   const path = join(dir, 'vm.sock');
   // The child listens and then waits for its stdin to close; listen(2) is delayed 400 ms on entry.
   const script = `import { native } from ${JSON.stringify(nativeModule)};
@@ -57,8 +63,7 @@ process.stdin.on('data', () => {}).on('end', () => { native.close(fd); process.e
 });
 
 t.test('an existing path is still EADDRINUSE from bind, and nothing is left beside it', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'vmpi-listen-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const dir = tmpDir(t);
   const path = join(dir, 'vm.sock');
   const lfd = native.listenUnix(path, 8);
   t.teardown(() => native.close(lfd));
@@ -78,8 +83,7 @@ t.test('a directory that is not there: ENOENT from bind, as before', async (t) =
 });
 
 t.test('a path with no room for a temporary name beside it still listens (bound directly)', async (t) => {
-  const top = mkdtempSync(join(tmpdir(), 'vmpi-listen-'));
-  t.teardown(() => rmSync(top, { recursive: true, force: true }));
+  const top = tmpDir(t);
   // sun_path holds 107 bytes and a NUL: a directory of 100 leaves room for "/a" but not for the
   // temporary name (".vmpi-listen-<pid>-<n>").
   const dir = join(top, 'd'.repeat(100 - top.length - 1));
@@ -94,8 +98,7 @@ t.test('a path with no room for a temporary name beside it still listens (bound 
 });
 
 t.test('prepare: runs once it listens, before the file takes the path; the file appears with what it set', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'vmpi-listen-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const dir = tmpDir(t);
   const path = join(dir, 'vm.sock');
   const seen: { name: string; pathThere: boolean; connects: boolean }[] = [];
   const lfd = native.listenUnix(path, 8, (name) => {
@@ -123,8 +126,7 @@ t.test('prepare: runs once it listens, before the file takes the path; the file 
 });
 
 t.test('VhostUserServer prepareSocket: its error fails listen() as it said it, nothing left behind', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'vmpi-listen-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const dir = tmpDir(t);
   const path = join(dir, 'vm.sock');
   const s = new VhostUserServer({ path, createDevice: () => { throw new Error('unused'); }, prepareSocket: () => { throw new PermissionConfigError('group "nope" does not exist on this host'); } });
   t.throws(() => s.listen(), { name: 'PermissionConfigError', message: /group "nope"/ });
